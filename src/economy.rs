@@ -1,0 +1,520 @@
+//! `economy.toml`: the gift catalog, coin packages, creator share and payout rules.
+//!
+//! Operators write this file, so its shape is part of the contract (SPEC §2.6). It is
+//! parsed into [`EconomyFile`] (`deny_unknown_fields`, so a typo is an error, not a
+//! silently ignored key) and then validated into [`Economy`], the form the engine uses:
+//! gift and package ids become dense indexes, the share becomes an exact fraction.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// The economy the binary embeds, used by `giftstream demo` and as the default.
+pub const EMBEDDED_ECONOMY_TOML: &str = include_str!("../config/economy.toml");
+
+/// Largest number of decimal places accepted in `creator_share`. Diamonds are computed
+/// as `coins * numerator / 10^scale` in `u128`; this bound keeps that exact for any
+/// coin total below 3.4e29.
+pub const CREATOR_SHARE_SCALE_MAX: u32 = 9;
+
+/// Largest catalog and package list: ids are dense `u32` indexes on the wire.
+pub const CATALOG_ENTRIES_MAX: usize = 4096;
+
+/// An error in `economy.toml` (or `giftstream.toml`): names the key that is wrong.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid config: `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// ISO 4217 currency code, three ASCII uppercase letters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub const USD: Currency = Currency(*b"USD");
+
+    pub fn as_str(&self) -> &str {
+        // Constructed only from ASCII uppercase letters.
+        std::str::from_utf8(&self.0).expect("currency is ASCII")
+    }
+
+    pub fn to_bytes(self) -> [u8; 3] {
+        self.0
+    }
+
+    /// Rebuilds a currency from wire bytes, checking them.
+    pub fn from_bytes(bytes: [u8; 3]) -> Option<Currency> {
+        bytes
+            .iter()
+            .all(u8::is_ascii_uppercase)
+            .then_some(Currency(bytes))
+    }
+}
+
+impl FromStr for Currency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes: [u8; 3] = s
+            .as_bytes()
+            .try_into()
+            .map_err(|_| format!("currency must be 3 uppercase letters, got {s:?}"))?;
+        Currency::from_bytes(bytes)
+            .ok_or_else(|| format!("currency must be 3 uppercase letters, got {s:?}"))
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Currency> for String {
+    fn from(c: Currency) -> String {
+        c.as_str().to_owned()
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// ISO 3166-1 alpha-2 region code, two ASCII uppercase letters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Region([u8; 2]);
+
+impl Region {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("region is ASCII")
+    }
+
+    pub fn to_bytes(self) -> [u8; 2] {
+        self.0
+    }
+
+    pub fn from_bytes(bytes: [u8; 2]) -> Option<Region> {
+        bytes
+            .iter()
+            .all(u8::is_ascii_uppercase)
+            .then_some(Region(bytes))
+    }
+}
+
+impl FromStr for Region {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes: [u8; 2] = s
+            .as_bytes()
+            .try_into()
+            .map_err(|_| format!("region must be 2 uppercase letters, got {s:?}"))?;
+        Region::from_bytes(bytes)
+            .ok_or_else(|| format!("region must be 2 uppercase letters, got {s:?}"))
+    }
+}
+
+impl TryFrom<String> for Region {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Region> for String {
+    fn from(r: Region) -> String {
+        r.as_str().to_owned()
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `economy.toml` as written by operators.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EconomyFile {
+    /// Share of gifted coins a creator receives as diamonds, decimal string in (0, 1].
+    pub creator_share: String,
+    /// Regions where recharging and gifting are unavailable.
+    #[serde(default)]
+    pub restricted_regions: Vec<String>,
+    /// Largest combo in one gift event.
+    pub max_gift_count: u32,
+    /// Money per diamond, per currency (decimal strings).
+    pub diamond_value: BTreeMap<String, String>,
+    /// Smallest payout value, per currency (decimal strings).
+    pub payout_minimum: BTreeMap<String, String>,
+    pub recharge: RechargeFile,
+    pub gifts: Vec<GiftFile>,
+    pub packages: Vec<PackageFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RechargeFile {
+    /// Smallest custom amount on the web channel, in coins.
+    pub custom_min_coins: u64,
+    /// Largest custom amount on the web channel, in coins.
+    pub custom_max_coins: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GiftFile {
+    pub id: String,
+    pub name: String,
+    pub coins: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageFile {
+    pub id: String,
+    pub coins: u64,
+    pub prices: BTreeMap<String, String>,
+}
+
+/// One catalog entry; its index in [`Economy::gifts`] is its numeric id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiftSpec {
+    pub id: String,
+    pub name: String,
+    pub coins: u64,
+}
+
+/// One coin package; its index in [`Economy::packages`] is its numeric id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageSpec {
+    pub id: String,
+    pub coins: u64,
+    pub prices: BTreeMap<Currency, Decimal>,
+}
+
+/// The validated economy the engine applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Economy {
+    pub creator_share: Decimal,
+    /// `creator_share = share_numerator / share_denominator`, exactly.
+    share_numerator: u128,
+    share_denominator: u128,
+    pub restricted_regions: BTreeSet<Region>,
+    pub max_gift_count: u32,
+    pub diamond_value: BTreeMap<Currency, Decimal>,
+    pub payout_minimum: BTreeMap<Currency, Decimal>,
+    pub custom_min_coins: u64,
+    pub custom_max_coins: u64,
+    pub gifts: Vec<GiftSpec>,
+    pub packages: Vec<PackageSpec>,
+}
+
+fn parse_decimal(key: &str, s: &str) -> Result<Decimal, ConfigError> {
+    Decimal::from_str_exact(s.trim())
+        .map_err(|e| ConfigError::new(key, format!("not a decimal number ({s:?}): {e}")))
+}
+
+fn parse_money_map(
+    key: &str,
+    map: &BTreeMap<String, String>,
+) -> Result<BTreeMap<Currency, Decimal>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (code, amount) in map {
+        let key = format!("{key}.{code}");
+        let currency: Currency = code.parse().map_err(|e| ConfigError::new(&key, e))?;
+        let value = parse_decimal(&key, amount)?;
+        if value <= Decimal::ZERO {
+            return Err(ConfigError::new(key, "must be positive"));
+        }
+        out.insert(currency, value);
+    }
+    Ok(out)
+}
+
+impl Economy {
+    /// Parses and validates `economy.toml` text.
+    pub fn from_toml_str(text: &str) -> Result<Economy, ConfigError> {
+        let file: EconomyFile = toml::from_str(text).map_err(|e| {
+            // toml's message names the key or line; keep it whole.
+            ConfigError::new("economy.toml", e.to_string().trim().replace('\n', " "))
+        })?;
+        Economy::from_file(file)
+    }
+
+    /// The economy embedded in the binary (`config/economy.toml`).
+    pub fn embedded() -> Economy {
+        Economy::from_toml_str(EMBEDDED_ECONOMY_TOML).expect("embedded economy.toml is valid")
+    }
+
+    pub fn from_file(file: EconomyFile) -> Result<Economy, ConfigError> {
+        let creator_share = parse_decimal("creator_share", &file.creator_share)?;
+        if creator_share <= Decimal::ZERO || creator_share > Decimal::ONE {
+            return Err(ConfigError::new(
+                "creator_share",
+                format!("must be in (0, 1], got {creator_share}"),
+            ));
+        }
+        let share = creator_share.normalize();
+        if share.scale() > CREATOR_SHARE_SCALE_MAX {
+            return Err(ConfigError::new(
+                "creator_share",
+                format!("at most {CREATOR_SHARE_SCALE_MAX} decimal places"),
+            ));
+        }
+        let share_numerator = share.mantissa() as u128;
+        let share_denominator = 10u128.pow(share.scale());
+
+        let mut restricted_regions = BTreeSet::new();
+        for (i, r) in file.restricted_regions.iter().enumerate() {
+            let region: Region = r
+                .parse()
+                .map_err(|e| ConfigError::new(format!("restricted_regions[{i}]"), e))?;
+            restricted_regions.insert(region);
+        }
+        if file.max_gift_count == 0 {
+            return Err(ConfigError::new("max_gift_count", "must be at least 1"));
+        }
+        let diamond_value = parse_money_map("diamond_value", &file.diamond_value)?;
+        if diamond_value.is_empty() {
+            return Err(ConfigError::new(
+                "diamond_value",
+                "needs at least one currency",
+            ));
+        }
+        let payout_minimum = parse_money_map("payout_minimum", &file.payout_minimum)?;
+        for currency in payout_minimum.keys() {
+            if !diamond_value.contains_key(currency) {
+                return Err(ConfigError::new(
+                    format!("payout_minimum.{currency}"),
+                    "has no diamond_value in that currency",
+                ));
+            }
+        }
+        let r = &file.recharge;
+        if r.custom_min_coins == 0 {
+            return Err(ConfigError::new(
+                "recharge.custom_min_coins",
+                "must be at least 1",
+            ));
+        }
+        if r.custom_max_coins < r.custom_min_coins {
+            return Err(ConfigError::new(
+                "recharge.custom_max_coins",
+                "must be >= recharge.custom_min_coins",
+            ));
+        }
+
+        if file.gifts.is_empty() || file.gifts.len() > CATALOG_ENTRIES_MAX {
+            return Err(ConfigError::new(
+                "gifts",
+                format!("needs 1..={CATALOG_ENTRIES_MAX} entries"),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        let mut gifts = Vec::with_capacity(file.gifts.len());
+        for (i, g) in file.gifts.iter().enumerate() {
+            if g.id.is_empty() {
+                return Err(ConfigError::new(format!("gifts[{i}].id"), "is empty"));
+            }
+            if !seen.insert(g.id.clone()) {
+                return Err(ConfigError::new(
+                    format!("gifts[{i}].id"),
+                    format!("duplicate gift id {:?}", g.id),
+                ));
+            }
+            if g.coins == 0 {
+                return Err(ConfigError::new(
+                    format!("gifts[{i}].coins"),
+                    "must be positive",
+                ));
+            }
+            gifts.push(GiftSpec {
+                id: g.id.clone(),
+                name: g.name.clone(),
+                coins: g.coins,
+            });
+        }
+
+        if file.packages.len() > CATALOG_ENTRIES_MAX {
+            return Err(ConfigError::new(
+                "packages",
+                format!("at most {CATALOG_ENTRIES_MAX} entries"),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        let mut packages = Vec::with_capacity(file.packages.len());
+        for (i, p) in file.packages.iter().enumerate() {
+            if !seen.insert(p.id.clone()) {
+                return Err(ConfigError::new(
+                    format!("packages[{i}].id"),
+                    format!("duplicate package id {:?}", p.id),
+                ));
+            }
+            if p.coins == 0 {
+                return Err(ConfigError::new(
+                    format!("packages[{i}].coins"),
+                    "must be positive",
+                ));
+            }
+            let prices = parse_money_map(&format!("packages[{i}].prices"), &p.prices)?;
+            if prices.is_empty() {
+                return Err(ConfigError::new(
+                    format!("packages[{i}].prices"),
+                    "needs at least one currency",
+                ));
+            }
+            packages.push(PackageSpec {
+                id: p.id.clone(),
+                coins: p.coins,
+                prices,
+            });
+        }
+
+        Ok(Economy {
+            creator_share,
+            share_numerator,
+            share_denominator,
+            restricted_regions,
+            max_gift_count: file.max_gift_count,
+            diamond_value,
+            payout_minimum,
+            custom_min_coins: r.custom_min_coins,
+            custom_max_coins: r.custom_max_coins,
+            gifts,
+            packages,
+        })
+    }
+
+    /// Whole diamonds for a creator that received `coins` in total:
+    /// `floor(coins * creator_share)`, exact.
+    pub fn diamonds_for(&self, coins: u128) -> u128 {
+        // coins < 2^128 / 10^9 for any realistic ledger; saturate rather than wrap.
+        coins.saturating_mul(self.share_numerator) / self.share_denominator
+    }
+
+    /// The fraction of a diamond carried over for a creator that received `coins`:
+    /// `coins * creator_share - floor(coins * creator_share)`, in [0, 1).
+    pub fn diamond_fraction_for(&self, coins: u128) -> Decimal {
+        let rem = coins.saturating_mul(self.share_numerator) % self.share_denominator;
+        // rem < 10^9 and the denominator <= 10^9, both fit a Decimal exactly.
+        Decimal::from(rem as u64) / Decimal::from(self.share_denominator as u64)
+    }
+
+    pub fn gift_index(&self, id: &str) -> Option<u32> {
+        self.gifts.iter().position(|g| g.id == id).map(|i| i as u32)
+    }
+
+    pub fn package_index(&self, id: &str) -> Option<u32> {
+        self.packages.iter().position(|p| p.id == id).map(|i| i as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_economy_is_valid_and_realistic() {
+        let e = Economy::embedded();
+        assert_eq!(e.creator_share, Decimal::new(5, 1));
+        for (id, coins) in [
+            ("rose", 1),
+            ("panda", 5),
+            ("rainbow_puke", 100),
+            ("concert", 500),
+            ("drama_queen", 5000),
+            ("planet", 15000),
+            ("lion", 29999),
+            ("universe", 34999),
+        ] {
+            let i = e.gift_index(id).unwrap_or_else(|| panic!("gift {id}")) as usize;
+            assert_eq!(e.gifts[i].coins, coins, "{id}");
+        }
+        let p = &e.packages[e.package_index("coins_100").unwrap() as usize];
+        assert_eq!(p.prices[&Currency::USD], Decimal::new(129, 2));
+        assert_eq!(e.diamond_value[&Currency::USD], Decimal::new(5, 3));
+        assert_eq!(e.payout_minimum[&Currency::USD], Decimal::new(100, 0));
+    }
+
+    #[test]
+    fn diamonds_carry_fractions() {
+        let e = Economy::embedded();
+        assert_eq!(e.diamonds_for(3), 1);
+        assert_eq!(e.diamond_fraction_for(3), Decimal::new(5, 1));
+        assert_eq!(e.diamonds_for(4), 2);
+        assert_eq!(e.diamond_fraction_for(4), Decimal::ZERO);
+    }
+
+    fn with(replace: &str, by: &str) -> Result<Economy, ConfigError> {
+        assert!(EMBEDDED_ECONOMY_TOML.contains(replace), "{replace}");
+        Economy::from_toml_str(&EMBEDDED_ECONOMY_TOML.replacen(replace, by, 1))
+    }
+
+    #[test]
+    fn invalid_economies_name_the_key() {
+        let cases = [
+            (
+                "creator_share = \"0.5\"",
+                "creator_share = \"1.5\"",
+                "creator_share",
+            ),
+            (
+                "creator_share = \"0.5\"",
+                "creator_share = \"0\"",
+                "creator_share",
+            ),
+            (
+                "creator_share = \"0.5\"",
+                "creator_share = \"half\"",
+                "creator_share",
+            ),
+            ("id = \"panda\"", "id = \"rose\"", "gifts[1].id"),
+            ("coins = 5\n", "coins = 0\n", "gifts[1].coins"),
+            ("USD = \"1.29\"", "USD = \"-1.29\"", "packages[1].prices.USD"),
+            ("max_gift_count = 9999", "max_gift_count = 0", "max_gift_count"),
+            (
+                "max_gift_count = 9999",
+                "max_gift_count = 9999\nsurprise = 1",
+                "economy.toml",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let err = with(from, to).expect_err(to);
+            assert_eq!(err.key, key, "{to}: {err}");
+            if key == "economy.toml" {
+                assert!(err.message.contains("surprise"), "{err}");
+            }
+        }
+    }
+}

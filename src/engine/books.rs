@@ -1,0 +1,197 @@
+//! The creator and stream books: coin totals merged from the sender shards, diamonds,
+//! payouts, stream goals and the top-creators list.
+//!
+//! Gifts never lock a book on their own: a sender shard buffers the coins of a whole
+//! chunk and merges them here once per creator and stream (see `shard.rs`). Payouts and
+//! stream goals are applied here, under the book shard's lock.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+
+use super::event::{CreatorId, Effect, Event, LogEntry, Outcome, Payout, Stamp, Status, StreamGoal, StreamId};
+use super::rules;
+use super::topk::TopK;
+use super::window::IdempotencyWindow;
+use super::EngineConfig;
+use crate::economy::{Currency, Economy};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CreatorTotals {
+    pub coins_received: u128,
+    pub diamonds_paid: u128,
+}
+
+impl CreatorTotals {
+    pub(crate) fn diamonds_total(&self, economy: &Economy) -> u128 {
+        economy.diamonds_for(self.coins_received)
+    }
+
+    pub(crate) fn diamonds_available(&self, economy: &Economy) -> u128 {
+        // Invariant: paid <= credited (a payout is accepted only when available).
+        self.diamonds_total(economy) - self.diamonds_paid
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CreatorShard {
+    pub creators: FxHashMap<CreatorId, CreatorTotals>,
+    /// Creators of this shard ranked by diamonds credited.
+    pub top: TopK,
+    pub window: IdempotencyWindow,
+    pub log: Vec<LogEntry>,
+    /// Money paid out per currency, for revenue accounting and the audit.
+    pub paid_value: BTreeMap<Currency, Decimal>,
+}
+
+impl CreatorShard {
+    pub(crate) fn new(config: &EngineConfig) -> Self {
+        CreatorShard {
+            creators: FxHashMap::default(),
+            top: TopK::default(),
+            window: IdempotencyWindow::new(
+                config.idempotency_entries_max / config.shards,
+                config.idempotency_window_ms,
+            ),
+            log: Vec::new(),
+            paid_value: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn credit(&mut self, economy: &Economy, top_k: usize, creator: CreatorId, coins: u128) {
+        let totals = self.creators.entry(creator).or_default();
+        totals.coins_received += coins;
+        let diamonds = totals.diamonds_total(economy);
+        self.top.offer(top_k, creator.0, diamonds);
+    }
+
+    /// Applies a payout with sequence number `seq`. With `recorded` (replay), the
+    /// recorded outcome is kept: a payout saw only the credits merged before it, replay
+    /// sees at least those, so a recorded acceptance stays feasible (asserted) and a
+    /// recorded rejection stays a rejection.
+    pub(crate) fn payout(
+        &mut self,
+        economy: &Economy,
+        config: &EngineConfig,
+        p: &Payout,
+        seq: u64,
+        stamp: Stamp,
+        recorded: Option<Outcome>,
+    ) -> Outcome {
+        if let Some(original) = self.window.get(p.id) {
+            return Outcome {
+                duplicate: true,
+                ..original
+            };
+        }
+        let totals = self.creators.get(&p.creator).copied().unwrap_or_default();
+        let available = totals.diamonds_available(economy);
+        let decided = rules::payout(economy, available, p);
+        let decided = match recorded.map(|o| o.status) {
+            Some(Status::Rejected(code)) => Err(code),
+            _ => decided,
+        };
+        let status = match decided {
+            Ok(value) => {
+                let totals = self.creators.entry(p.creator).or_default();
+                totals.diamonds_paid += u128::from(p.diamonds);
+                let paid = self.paid_value.entry(p.currency).or_default();
+                *paid = paid.saturating_add(value);
+                let after = totals.diamonds_available(economy);
+                Status::Accepted(Effect::PaidOut {
+                    diamonds_available: u64::try_from(after).unwrap_or(u64::MAX),
+                    value,
+                })
+            }
+            Err(code) => Status::Rejected(code),
+        };
+        let outcome = Outcome {
+            seq,
+            status,
+            duplicate: false,
+        };
+        self.window.insert(p.id, outcome, stamp);
+        if config.keep_log {
+            self.log.push(LogEntry {
+                seq,
+                stamp,
+                event: Event::Payout(*p),
+                outcome,
+            });
+        }
+        outcome
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct StreamTotals {
+    pub coins_received: u128,
+    /// The creator that set the goal; else the smallest creator id gifted to here
+    /// (deterministic whatever the merge order).
+    pub creator: Option<CreatorId>,
+    pub goal_set: bool,
+    pub coins_target: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StreamShard {
+    pub streams: FxHashMap<StreamId, StreamTotals>,
+    pub window: IdempotencyWindow,
+    pub log: Vec<LogEntry>,
+}
+
+impl StreamShard {
+    pub(crate) fn new(config: &EngineConfig) -> Self {
+        StreamShard {
+            streams: FxHashMap::default(),
+            window: IdempotencyWindow::new(
+                config.idempotency_entries_max / config.shards,
+                config.idempotency_window_ms,
+            ),
+            log: Vec::new(),
+        }
+    }
+
+    pub(crate) fn credit(&mut self, stream: StreamId, creator: CreatorId, coins: u128) {
+        let totals = self.streams.entry(stream).or_default();
+        totals.coins_received += coins;
+        if !totals.goal_set {
+            totals.creator = Some(totals.creator.map_or(creator, |c| c.min(creator)));
+        }
+    }
+
+    pub(crate) fn goal(&mut self, config: &EngineConfig, g: &StreamGoal, seq: u64, stamp: Stamp) -> Outcome {
+        if let Some(original) = self.window.get(g.id) {
+            return Outcome {
+                duplicate: true,
+                ..original
+            };
+        }
+        let status = match rules::stream_goal(g) {
+            Ok(()) => {
+                let totals = self.streams.entry(g.stream).or_default();
+                totals.creator = Some(g.creator);
+                totals.goal_set = true;
+                totals.coins_target = g.coins_target;
+                Status::Accepted(Effect::Stored)
+            }
+            Err(code) => Status::Rejected(code),
+        };
+        let outcome = Outcome {
+            seq,
+            status,
+            duplicate: false,
+        };
+        self.window.insert(g.id, outcome, stamp);
+        if config.keep_log {
+            self.log.push(LogEntry {
+                seq,
+                stamp,
+                event: Event::StreamGoal(*g),
+                outcome,
+            });
+        }
+        outcome
+    }
+}

@@ -1,0 +1,390 @@
+//! Events, outcomes and the stable rejection codes: the engine's vocabulary.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::economy::{Currency, Region};
+
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub $inner);
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// A viewer (and, for payouts and self-gift checks, a creator: one id space).
+    UserId(u64)
+);
+id_newtype!(
+    /// A creator receiving gifts; the same id space as [`UserId`].
+    CreatorId(u64)
+);
+id_newtype!(
+    /// A live stream.
+    StreamId(u64)
+);
+id_newtype!(
+    /// A client-chosen 128-bit event id (a UUID): the idempotency key.
+    EventId(u128)
+);
+id_newtype!(
+    /// A gift: its 0-based position in the catalog of `economy.toml`.
+    GiftId(u32)
+);
+id_newtype!(
+    /// A coin package: its 0-based position in `economy.toml`.
+    PackageId(u32)
+);
+
+impl GiftId {
+    /// A gift id that names nothing: what a client's unknown gift name maps to, so that
+    /// it becomes the recorded outcome `UNKNOWN_GIFT` rather than a request error.
+    pub const UNKNOWN: GiftId = GiftId(u32::MAX);
+}
+
+impl PackageId {
+    /// A package id that names nothing (an unknown package name): `AMOUNT_OUT_OF_RANGE`.
+    pub const UNKNOWN: PackageId = PackageId(u32::MAX);
+}
+
+impl CreatorId {
+    pub fn as_user(self) -> UserId {
+        UserId(self.0)
+    }
+}
+
+/// The server's UTC time when a batch was applied, in milliseconds since the Unix epoch.
+/// It is journaled with every event so that replay never reads a clock.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Debug, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Stamp(pub u64);
+
+impl Stamp {
+    /// Now, from the system clock. Only the service calls this; the engine never does.
+    pub fn now() -> Stamp {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Stamp(ms)
+    }
+
+    /// The calendar month (UTC) of this stamp as `year * 12 + (month - 1)`.
+    pub fn month_key(self) -> u32 {
+        let days = (self.0 / 86_400_000) as i64;
+        let (year, month) = civil_year_month(days);
+        (year * 12 + (month - 1)) as u32
+    }
+}
+
+/// Year and month (1..=12) of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, proleptic Gregorian calendar).
+fn civil_year_month(days: i64) -> (i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
+}
+
+/// Where a recharge was bought.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// In-app purchase: packages only.
+    App,
+    /// Web: packages or a custom amount within the configured bounds.
+    Web,
+}
+
+/// A user buys coins.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Recharge {
+    pub id: EventId,
+    pub user: UserId,
+    pub coins: u64,
+    /// The price paid, for revenue accounting.
+    pub price: Decimal,
+    pub currency: Currency,
+    /// `None` for a custom web amount.
+    pub package: Option<PackageId>,
+    pub channel: Channel,
+}
+
+/// A viewer sends `count` gifts to a creator during a stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Gift {
+    pub id: EventId,
+    pub sender: UserId,
+    pub creator: CreatorId,
+    pub stream: StreamId,
+    pub gift: GiftId,
+    pub count: u32,
+}
+
+/// A creator cashes out diamonds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Payout {
+    pub id: EventId,
+    pub creator: CreatorId,
+    pub diamonds: u64,
+    pub currency: Currency,
+}
+
+/// `PUT /v1/users/{id}`: region, adult flag, monthly budget.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AccountSettings {
+    pub id: EventId,
+    pub user: UserId,
+    pub region: Option<Region>,
+    pub adult: bool,
+    /// Coins that gifts may spend per calendar month (UTC); `None` = no budget.
+    pub monthly_budget_coins: Option<u64>,
+}
+
+/// `PUT /v1/streams/{id}/goal`: a creator's coin goal for a live stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct StreamGoal {
+    pub id: EventId,
+    pub stream: StreamId,
+    pub creator: CreatorId,
+    pub coins_target: u64,
+}
+
+/// Everything that changes ledger state. Each is journaled and replayed alike.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Event {
+    Recharge(Recharge),
+    Gift(Gift),
+    Payout(Payout),
+    Account(AccountSettings),
+    StreamGoal(StreamGoal),
+}
+
+impl Event {
+    pub fn id(&self) -> EventId {
+        match self {
+            Event::Recharge(e) => e.id,
+            Event::Gift(e) => e.id,
+            Event::Payout(e) => e.id,
+            Event::Account(e) => e.id,
+            Event::StreamGoal(e) => e.id,
+        }
+    }
+
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Recharge(_) => EventKind::Recharge,
+            Event::Gift(_) => EventKind::Gift,
+            Event::Payout(_) => EventKind::Payout,
+            Event::Account(_) => EventKind::Account,
+            Event::StreamGoal(_) => EventKind::StreamGoal,
+        }
+    }
+}
+
+/// The type of an event, for history entries and metric labels.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Recharge,
+    Gift,
+    Payout,
+    Account,
+    StreamGoal,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Recharge,
+        EventKind::Gift,
+        EventKind::Payout,
+        EventKind::Account,
+        EventKind::StreamGoal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Recharge => "recharge",
+            EventKind::Gift => "gift",
+            EventKind::Payout => "payout",
+            EventKind::Account => "account",
+            EventKind::StreamGoal => "stream_goal",
+        }
+    }
+}
+
+/// Why an event was rejected. The string codes are a stable contract (SPEC §1);
+/// numeric values are the binary protocol's and never change either.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum RejectCode {
+    UnknownGift = 1,
+    InvalidCount = 2,
+    AmountOutOfRange = 3,
+    SelfGift = 4,
+    Overflow = 5,
+    AgeRestricted = 6,
+    RegionUnavailable = 7,
+    BudgetExceeded = 8,
+    BelowPayoutMinimum = 9,
+    InsufficientCoins = 10,
+    InsufficientDiamonds = 11,
+    /// A payout in a currency without a configured `diamond_value`.
+    UnsupportedCurrency = 12,
+}
+
+impl RejectCode {
+    pub const ALL: [RejectCode; 12] = [
+        RejectCode::UnknownGift,
+        RejectCode::InvalidCount,
+        RejectCode::AmountOutOfRange,
+        RejectCode::SelfGift,
+        RejectCode::Overflow,
+        RejectCode::AgeRestricted,
+        RejectCode::RegionUnavailable,
+        RejectCode::BudgetExceeded,
+        RejectCode::BelowPayoutMinimum,
+        RejectCode::InsufficientCoins,
+        RejectCode::InsufficientDiamonds,
+        RejectCode::UnsupportedCurrency,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::UnknownGift => "UNKNOWN_GIFT",
+            RejectCode::InvalidCount => "INVALID_COUNT",
+            RejectCode::AmountOutOfRange => "AMOUNT_OUT_OF_RANGE",
+            RejectCode::SelfGift => "SELF_GIFT",
+            RejectCode::Overflow => "OVERFLOW",
+            RejectCode::AgeRestricted => "AGE_RESTRICTED",
+            RejectCode::RegionUnavailable => "REGION_UNAVAILABLE",
+            RejectCode::BudgetExceeded => "BUDGET_EXCEEDED",
+            RejectCode::BelowPayoutMinimum => "BELOW_PAYOUT_MINIMUM",
+            RejectCode::InsufficientCoins => "INSUFFICIENT_COINS",
+            RejectCode::InsufficientDiamonds => "INSUFFICIENT_DIAMONDS",
+            RejectCode::UnsupportedCurrency => "UNSUPPORTED_CURRENCY",
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<RejectCode> {
+        RejectCode::ALL.into_iter().find(|c| *c as u8 == v)
+    }
+}
+
+impl fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an accepted event did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Effect {
+    /// Recharge or gift: the user's coin balance after the event.
+    Coins(u64),
+    /// Payout: the creator's available diamonds after it, and the money paid out.
+    PaidOut {
+        diamonds_available: u64,
+        value: Decimal,
+    },
+    /// Account settings or stream goal stored.
+    Stored,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Status {
+    Accepted(Effect),
+    Rejected(RejectCode),
+}
+
+/// The recorded result of one event: its sequence number and status. A duplicate event
+/// id gets the original outcome back with `duplicate = true`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Global, strictly increasing over applied events (accepted and rejected alike).
+    pub seq: u64,
+    pub status: Status,
+    /// True when this answer is the stored outcome of an earlier event with the same id.
+    pub duplicate: bool,
+}
+
+impl Outcome {
+    pub fn is_accepted(&self) -> bool {
+        matches!(self.status, Status::Accepted(_))
+    }
+
+    pub fn code(&self) -> Option<RejectCode> {
+        match self.status {
+            Status::Rejected(code) => Some(code),
+            Status::Accepted(_) => None,
+        }
+    }
+
+    /// The stable label for metrics and reports: `accepted` or the reject code.
+    pub fn label(&self) -> &'static str {
+        match self.status {
+            Status::Accepted(_) => "accepted",
+            Status::Rejected(code) => code.as_str(),
+        }
+    }
+}
+
+/// One applied event as the log, journal and replay see it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub stamp: Stamp,
+    pub event: Event,
+    pub outcome: Outcome,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_keys_follow_the_utc_calendar() {
+        // 2026-11-30T23:59:59.999Z and 2026-12-01T00:00:00.000Z
+        let nov_end = Stamp(1_796_083_199_999);
+        let dec_start = Stamp(1_796_083_200_000);
+        assert_eq!(nov_end.month_key(), 2026 * 12 + 10);
+        assert_eq!(dec_start.month_key(), 2026 * 12 + 11);
+        // 2024-02-29T12:00:00Z, a leap day.
+        assert_eq!(Stamp(1_709_208_000_000).month_key(), 2024 * 12 + 1);
+        assert_eq!(Stamp(0).month_key(), 1970 * 12);
+    }
+
+    #[test]
+    fn reject_codes_round_trip_through_u8() {
+        for code in RejectCode::ALL {
+            assert_eq!(RejectCode::from_u8(code as u8), Some(code));
+        }
+        assert_eq!(RejectCode::from_u8(0), None);
+    }
+}

@@ -1,0 +1,710 @@
+//! The ledger engine: synchronous, lock-sharded, deterministic.
+//!
+//! Architecture Invariant: nothing here knows about tokio, sockets, Redis or the clock.
+//! Time comes in with each batch ([`Stamp`]); I/O wraps the engine from outside.
+//!
+//! # Shards and locks
+//! - `senders[i]`: wallets, idempotency window, history and per-gifter aggregates of the
+//!   users hashing to `i`. Recharges, gifts and account settings lock only their
+//!   sender's shard, once per chunk of a batch.
+//! - `creators[j]`: coin totals, diamonds and payouts of the creators hashing to `j`.
+//! - `streams[k]`: coin totals and goals of the streams hashing to `k`.
+//!
+//! Lock order: a sender shard, then (to merge a chunk's credits) one book shard at a
+//! time. Payouts and goals lock one book shard only. A consistent cut
+//! ([`Engine::drain_log`], [`Engine::audit`]) locks every sender shard, then every
+//! creator shard, then every stream shard, in index order. No path takes two shards of
+//! one kind or goes from a book back to a sender, so there is no deadlock.
+//!
+//! # Sequence numbers
+//! A chunk reserves one number per event with a single `fetch_add` under its shard's
+//! lock and applies in that order. A duplicate consumes its reserved number without
+//! effect, so numbers are unique and increasing but may skip. Because reservation and
+//! application happen under the same lock, at a consistent cut every reserved number
+//! belongs to a finished event: [`Engine::drain_log`] returns a gap-free prefix.
+
+mod books;
+pub mod event;
+mod rules;
+mod shard;
+mod topk;
+mod window;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam::utils::CachePadded;
+use parking_lot::{Mutex, MutexGuard};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::economy::{ConfigError, Currency, Economy, Region};
+use books::{CreatorShard, StreamShard};
+pub use event::*;
+use shard::SenderShard;
+pub use shard::HistoryEntry;
+pub use topk::TopK;
+
+/// Largest number of shards of each kind.
+pub const SHARDS_MAX: usize = 1024;
+/// Largest top-K list kept per creator, stream and for the creators leaderboard.
+pub const TOP_K_MAX: usize = 1000;
+/// Largest history kept per user.
+pub const HISTORY_PER_USER_MAX: usize = 1000;
+
+/// Engine sizing and bounds. Every field has a limit checked by [`EngineConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Number of shards of each kind; a power of two in 1..=1024.
+    pub shards: usize,
+    /// Event ids remembered for idempotency, in total (split evenly across shards).
+    pub idempotency_entries_max: usize,
+    /// Event ids older than this (by their journaled stamps) are forgotten.
+    pub idempotency_window_ms: u64,
+    /// Recent history entries kept per user (0 = none).
+    pub history_per_user: usize,
+    /// Length of every top-K list: top gifters per creator and per stream, top creators.
+    pub top_k: usize,
+    /// Keep a drainable log of applied events (the service's journal feed).
+    pub keep_log: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            shards: 16,
+            idempotency_entries_max: 1 << 20,
+            idempotency_window_ms: 24 * 3600 * 1000,
+            history_per_user: 32,
+            top_k: 100,
+            keep_log: true,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.shards.is_power_of_two() || self.shards > SHARDS_MAX {
+            return Err(ConfigError::new(
+                "engine.shards",
+                format!("must be a power of two in 1..={SHARDS_MAX}, got {}", self.shards),
+            ));
+        }
+        if self.top_k == 0 || self.top_k > TOP_K_MAX {
+            return Err(ConfigError::new(
+                "engine.top_k",
+                format!("must be in 1..={TOP_K_MAX}"),
+            ));
+        }
+        if self.history_per_user > HISTORY_PER_USER_MAX {
+            return Err(ConfigError::new(
+                "engine.history_per_user",
+                format!("must be at most {HISTORY_PER_USER_MAX}"),
+            ));
+        }
+        if self.idempotency_entries_max < self.shards {
+            return Err(ConfigError::new(
+                "engine.idempotency_entries_max",
+                "must be at least one entry per shard",
+            ));
+        }
+        if self.idempotency_window_ms == 0 {
+            return Err(ConfigError::new(
+                "engine.idempotency_window_ms",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A wallet as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WalletView {
+    pub user: UserId,
+    pub coins: u64,
+    pub spent_this_month: u64,
+    pub monthly_budget_coins: Option<u64>,
+    pub region: Option<Region>,
+    pub adult: bool,
+}
+
+/// A creator's totals as the API shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreatorView {
+    pub creator: CreatorId,
+    pub diamonds_total: u128,
+    pub diamonds_available: u128,
+    /// The fraction of a diamond carried over, in [0, 1).
+    pub diamond_fraction: Decimal,
+    pub coins_received: u128,
+    /// Gift counts by catalog id, in catalog order.
+    pub gifts: Vec<(GiftId, u128)>,
+}
+
+/// A stream as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StreamView {
+    pub stream: StreamId,
+    pub creator: Option<CreatorId>,
+    pub coins_received: u128,
+    /// `(coins_target, progress)`; progress is the stream's coins received.
+    pub goal: Option<(u64, u128)>,
+}
+
+/// Why a replay stopped. Replay refuses rather than guesses: a log it cannot reproduce
+/// means the log or the code changed meaning.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplayError {
+    #[error("log entry seq {seq} is not after seq {last}")]
+    OutOfOrder { seq: u64, last: u64 },
+    #[error("log entry seq {seq} (event {event:?}) replayed to {replayed:?}, recorded {recorded:?}")]
+    Mismatch {
+        seq: u64,
+        event: EventId,
+        recorded: Status,
+        replayed: Status,
+    },
+}
+
+/// Ledger-wide counts and totals at a consistent cut.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LedgerTotals {
+    pub last_seq: u64,
+    pub wallets: u64,
+    pub creators: u64,
+    pub streams: u64,
+    pub coins_recharged: u128,
+    pub coins_in_wallets: u128,
+    pub coins_spent: u128,
+    pub coins_received_by_creators: u128,
+    pub coins_received_by_streams: u128,
+    pub diamonds_credited: u128,
+    pub diamonds_paid: u128,
+    pub revenue: Vec<(Currency, Decimal)>,
+    pub paid_out: Vec<(Currency, Decimal)>,
+}
+
+/// Result of [`Engine::audit`]: the totals and every violated invariant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    pub totals: LedgerTotals,
+    pub violations: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Where an event is applied.
+#[derive(Clone, Copy)]
+enum Route {
+    Sender(usize),
+    Creator(usize),
+    Stream(usize),
+}
+
+/// Spreads ids over shards. Ids are often sequential or share low bits, so mix them
+/// first; the multiplier differs from the map hasher's so both stay well spread.
+fn shard_of(id: u64, mask: usize) -> usize {
+    (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask
+}
+
+/// The engine. `Sync`: share it behind an `Arc` and call it from any thread.
+pub struct Engine {
+    economy: Economy,
+    config: EngineConfig,
+    mask: usize,
+    senders: Box<[CachePadded<Mutex<SenderShard>>]>,
+    creators: Box<[CachePadded<Mutex<CreatorShard>>]>,
+    streams: Box<[CachePadded<Mutex<StreamShard>>]>,
+    /// The next sequence number to reserve (the first event gets 1).
+    next_seq: CachePadded<AtomicU64>,
+}
+
+impl Engine {
+    pub fn new(economy: Economy, config: EngineConfig) -> Result<Engine, ConfigError> {
+        config.validate()?;
+        let n = config.shards;
+        Ok(Engine {
+            mask: n - 1,
+            senders: (0..n).map(|_| CachePadded::new(Mutex::new(SenderShard::new(&config)))).collect(),
+            creators: (0..n).map(|_| CachePadded::new(Mutex::new(CreatorShard::new(&config)))).collect(),
+            streams: (0..n).map(|_| CachePadded::new(Mutex::new(StreamShard::new(&config)))).collect(),
+            next_seq: CachePadded::new(AtomicU64::new(1)),
+            economy,
+            config,
+        })
+    }
+
+    pub fn economy(&self) -> &Economy {
+        &self.economy
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The last sequence number reserved (0 before the first event).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire) - 1
+    }
+
+    fn route(&self, event: &Event) -> Route {
+        match event {
+            Event::Recharge(r) => Route::Sender(shard_of(r.user.0, self.mask)),
+            Event::Gift(g) => Route::Sender(shard_of(g.sender.0, self.mask)),
+            Event::Account(a) => Route::Sender(shard_of(a.user.0, self.mask)),
+            Event::Payout(p) => Route::Creator(shard_of(p.creator.0, self.mask)),
+            Event::StreamGoal(g) => Route::Stream(shard_of(g.stream.0, self.mask)),
+        }
+    }
+
+    /// Applies a batch stamped `stamp` and returns one outcome per event, in batch order.
+    ///
+    /// Sender-routed events (recharge, gift, account) are applied first, each sender
+    /// shard's chunk under one lock, in batch order per sender; then payouts and goals in
+    /// batch order, so a payout sees the gifts of its own batch. Sequence numbers record
+    /// the order actually applied.
+    pub fn apply_batch(&self, events: &[Event], stamp: Stamp) -> Vec<Outcome> {
+        let mut outcomes = vec![
+            Outcome {
+                seq: 0,
+                status: Status::Accepted(Effect::Stored),
+                duplicate: false,
+            };
+            events.len()
+        ];
+        let month = stamp.month_key();
+        // Counting sort of the sender-routed events by shard, keeping batch order.
+        let shards = self.senders.len();
+        let mut counts = vec![0u32; shards + 1];
+        let mut routes = Vec::with_capacity(events.len());
+        let mut book_events = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let route = self.route(event);
+            if let Route::Sender(s) = route {
+                counts[s + 1] += 1;
+            } else {
+                book_events.push(i);
+            }
+            routes.push(route);
+        }
+        for s in 0..shards {
+            counts[s + 1] += counts[s];
+        }
+        let mut order = vec![0u32; counts[shards] as usize];
+        let mut next = counts.clone();
+        for (i, route) in routes.iter().enumerate() {
+            if let Route::Sender(s) = *route {
+                order[next[s] as usize] = i as u32;
+                next[s] += 1;
+            }
+        }
+        for s in 0..shards {
+            let chunk = &order[counts[s] as usize..counts[s + 1] as usize];
+            if chunk.is_empty() {
+                continue;
+            }
+            let mut shard = self.senders[s].lock();
+            let base = self.next_seq.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+            for (k, &i) in chunk.iter().enumerate() {
+                let i = i as usize;
+                outcomes[i] =
+                    shard.apply(&self.economy, &self.config, &events[i], base + k as u64, stamp, month);
+            }
+            self.merge_credits(&mut shard);
+        }
+        for i in book_events {
+            outcomes[i] = self.apply_to_book(&events[i], routes[i], None, stamp, None);
+        }
+        outcomes
+    }
+
+    /// Applies a payout or a goal under its book shard's lock, reserving its number there
+    /// (or using `seq` in replay).
+    fn apply_to_book(
+        &self,
+        event: &Event,
+        route: Route,
+        seq: Option<u64>,
+        stamp: Stamp,
+        recorded: Option<Outcome>,
+    ) -> Outcome {
+        match (event, route) {
+            (Event::Payout(p), Route::Creator(c)) => {
+                let mut shard = self.creators[c].lock();
+                let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
+                shard.payout(&self.economy, &self.config, p, seq, stamp, recorded)
+            }
+            (Event::StreamGoal(g), Route::Stream(s)) => {
+                let mut shard = self.streams[s].lock();
+                let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
+                shard.goal(&self.config, g, seq, stamp)
+            }
+            _ => unreachable!("only payouts and goals are routed to books"),
+        }
+    }
+
+    /// Merges a chunk's buffered coins into the books, one lock per book shard touched.
+    fn merge_credits(&self, shard: &mut MutexGuard<'_, SenderShard>) {
+        let mut pending = shard.take_pending();
+        let mask = self.mask;
+        pending.creators.sort_unstable_by_key(|(c, _)| shard_of(c.0, mask));
+        for run in pending.creators.chunk_by(|a, b| shard_of(a.0.0, mask) == shard_of(b.0.0, mask)) {
+            let mut book = self.creators[shard_of(run[0].0.0, mask)].lock();
+            for &(creator, coins) in run {
+                book.credit(&self.economy, self.config.top_k, creator, coins);
+            }
+        }
+        pending.streams.sort_unstable_by_key(|(s, _, _)| shard_of(s.0, mask));
+        for run in pending.streams.chunk_by(|a, b| shard_of(a.0.0, mask) == shard_of(b.0.0, mask)) {
+            let mut book = self.streams[shard_of(run[0].0.0, mask)].lock();
+            for &(stream, creator, coins) in run {
+                book.credit(stream, creator, coins);
+            }
+        }
+    }
+
+    /// Replays logged events (sorted by seq, all after [`Engine::last_seq`]) with their
+    /// journaled stamps. Every outcome must come out as recorded, except that payouts
+    /// keep their recorded decision (see `CreatorShard::payout`). Never reads a clock.
+    pub fn replay(&self, entries: &[LogEntry]) -> Result<(), ReplayError> {
+        let mut last = self.last_seq();
+        for entry in entries {
+            if entry.seq <= last {
+                return Err(ReplayError::OutOfOrder { seq: entry.seq, last });
+            }
+            last = entry.seq;
+            self.next_seq.store(entry.seq + 1, Ordering::Release);
+            let route = self.route(&entry.event);
+            let replayed = match route {
+                Route::Sender(s) => {
+                    let mut shard = self.senders[s].lock();
+                    let outcome = shard.apply(
+                        &self.economy,
+                        &self.config,
+                        &entry.event,
+                        entry.seq,
+                        entry.stamp,
+                        entry.stamp.month_key(),
+                    );
+                    self.merge_credits(&mut shard);
+                    outcome
+                }
+                Route::Creator(_) | Route::Stream(_) => {
+                    self.apply_to_book(&entry.event, route, Some(entry.seq), entry.stamp, Some(entry.outcome))
+                }
+            };
+            if replayed.status != entry.outcome.status || replayed.duplicate {
+                return Err(ReplayError::Mismatch {
+                    seq: entry.seq,
+                    event: entry.event.id(),
+                    recorded: entry.outcome.status,
+                    replayed: replayed.status,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn lock_all(&self) -> Cut<'_> {
+        Cut {
+            senders: self.senders.iter().map(|m| m.lock()).collect(),
+            creators: self.creators.iter().map(|m| m.lock()).collect(),
+            streams: self.streams.iter().map(|m| m.lock()).collect(),
+        }
+    }
+
+    /// Takes the log of applied events at a consistent cut: every event with a number
+    /// up to the returned entries' last, none after, sorted by seq.
+    pub fn drain_log(&self) -> Vec<LogEntry> {
+        let mut cut = self.lock_all();
+        let mut all = Vec::new();
+        for s in cut.senders.iter_mut() {
+            all.append(&mut s.log);
+        }
+        for c in cut.creators.iter_mut() {
+            all.append(&mut c.log);
+        }
+        for s in cut.streams.iter_mut() {
+            all.append(&mut s.log);
+        }
+        drop(cut);
+        all.sort_unstable_by_key(|e| e.seq);
+        all
+    }
+
+    // ---- reads ------------------------------------------------------------------
+
+    /// The wallet of `user`; `now` decides which month `spent_this_month` counts.
+    pub fn wallet(&self, user: UserId, now: Stamp) -> WalletView {
+        let shard = self.senders[shard_of(user.0, self.mask)].lock();
+        let w = shard.wallets.get(&user).copied().unwrap_or_default();
+        WalletView {
+            user,
+            coins: w.coins,
+            spent_this_month: w.spent_in(now.month_key()),
+            monthly_budget_coins: w.budget(),
+            region: w.region,
+            adult: w.adult,
+        }
+    }
+
+    /// Recent history of `user`, newest first.
+    pub fn history(&self, user: UserId, limit: usize) -> Vec<HistoryEntry> {
+        let shard = self.senders[shard_of(user.0, self.mask)].lock();
+        shard
+            .histories
+            .get(&user)
+            .map(|h| h.iter().rev().take(limit).copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn creator(&self, creator: CreatorId) -> CreatorView {
+        let totals = self.creators[shard_of(creator.0, self.mask)]
+            .lock()
+            .creators
+            .get(&creator)
+            .copied()
+            .unwrap_or_default();
+        let mut gifts: Vec<(GiftId, u128)> = Vec::new();
+        for shard in self.senders.iter() {
+            let shard = shard.lock();
+            if let Some(part) = shard.creators.get(&creator) {
+                for &(gift, n) in &part.gifts {
+                    match gifts.iter_mut().find(|(g, _)| *g == gift) {
+                        Some((_, total)) => *total += n,
+                        None => gifts.push((gift, n)),
+                    }
+                }
+            }
+        }
+        gifts.sort_unstable();
+        CreatorView {
+            creator,
+            diamonds_total: totals.diamonds_total(&self.economy),
+            diamonds_available: totals.diamonds_available(&self.economy),
+            diamond_fraction: self.economy.diamond_fraction_for(totals.coins_received),
+            coins_received: totals.coins_received,
+            gifts,
+        }
+    }
+
+    /// Top gifters of a creator: `(user, coins)`, best first.
+    pub fn creator_top_gifters(&self, creator: CreatorId, limit: usize) -> Vec<(UserId, u128)> {
+        let parts: Vec<TopK> = self
+            .senders
+            .iter()
+            .filter_map(|s| s.lock().creators.get(&creator).map(|p| p.top.clone()))
+            .collect();
+        TopK::merge(&parts, limit.min(self.config.top_k))
+            .into_iter()
+            .map(|(coins, user)| (UserId(user), coins))
+            .collect()
+    }
+
+    pub fn stream(&self, stream: StreamId) -> StreamView {
+        let totals = self.streams[shard_of(stream.0, self.mask)]
+            .lock()
+            .streams
+            .get(&stream)
+            .copied()
+            .unwrap_or_default();
+        StreamView {
+            stream,
+            creator: totals.creator,
+            coins_received: totals.coins_received,
+            goal: totals
+                .goal_set
+                .then_some((totals.coins_target, totals.coins_received)),
+        }
+    }
+
+    /// Top gifters in a stream: `(user, coins)`, best first.
+    pub fn stream_top_gifters(&self, stream: StreamId, limit: usize) -> Vec<(UserId, u128)> {
+        let parts: Vec<TopK> = self
+            .senders
+            .iter()
+            .filter_map(|s| s.lock().streams.get(&stream).map(|p| p.top.clone()))
+            .collect();
+        TopK::merge(&parts, limit.min(self.config.top_k))
+            .into_iter()
+            .map(|(coins, user)| (UserId(user), coins))
+            .collect()
+    }
+
+    /// Top creators by diamonds credited: `(creator, diamonds)`, best first.
+    pub fn top_creators(&self, limit: usize) -> Vec<(CreatorId, u128)> {
+        let parts: Vec<TopK> = self.creators.iter().map(|c| c.lock().top.clone()).collect();
+        TopK::merge(&parts, limit.min(self.config.top_k))
+            .into_iter()
+            .map(|(diamonds, creator)| (CreatorId(creator), diamonds))
+            .collect()
+    }
+
+    /// Checks the ledger's invariants at a consistent cut (SPEC §2.5):
+    /// coins recharged = coins in wallets + coins spent; coins spent = coins received by
+    /// creators = coins received by streams; per creator diamonds credited =
+    /// floor(coins received x share) and paid <= credited; per-gifter aggregates sum to
+    /// the book totals; top-K lists equal the top of the aggregates.
+    pub fn audit(&self) -> AuditReport {
+        let cut = self.lock_all();
+        let economy = &self.economy;
+        let mut report = AuditReport::default();
+        let mut v = Vec::new();
+        let t = &mut report.totals;
+        t.last_seq = self.last_seq();
+        let mut revenue = std::collections::BTreeMap::<Currency, Decimal>::new();
+        let mut creator_parts = std::collections::HashMap::<CreatorId, u128>::new();
+        let mut stream_parts = std::collections::HashMap::<StreamId, u128>::new();
+        for (i, s) in cut.senders.iter().enumerate() {
+            t.wallets += s.wallets.len() as u64;
+            t.coins_recharged += s.totals.coins_recharged;
+            t.coins_spent += s.totals.coins_spent;
+            t.coins_in_wallets += s.wallets.values().map(|w| u128::from(w.coins)).sum::<u128>();
+            for (c, amount) in &s.totals.revenue {
+                *revenue.entry(*c).or_default() += *amount;
+            }
+            if !s.touched_creators.is_empty() || !s.touched_streams.is_empty() {
+                v.push(format!("sender shard {i} has unmerged credits at a cut"));
+            }
+            for (creator, part) in &s.creators {
+                let sum: u128 = part.gifters.values().sum();
+                *creator_parts.entry(*creator).or_default() += sum;
+                let mut top = TopK::default();
+                for (u, coins) in &part.gifters {
+                    top.offer(self.config.top_k, u.0, *coins);
+                }
+                if top != part.top {
+                    v.push(format!("creator {creator}: top gifters in shard {i} differ from its gifter totals"));
+                }
+            }
+            for (stream, part) in &s.streams {
+                *stream_parts.entry(*stream).or_default() += part.gifters.values().sum::<u128>();
+            }
+        }
+        let mut top_check = Vec::new();
+        for c in cut.creators.iter() {
+            t.creators += c.creators.len() as u64;
+            for (creator, totals) in &c.creators {
+                t.coins_received_by_creators += totals.coins_received;
+                let credited = totals.diamonds_total(economy);
+                t.diamonds_credited += credited;
+                t.diamonds_paid += totals.diamonds_paid;
+                if totals.diamonds_paid > credited {
+                    v.push(format!("creator {creator}: paid {} > credited {credited}", totals.diamonds_paid));
+                }
+                if creator_parts.get(creator).copied().unwrap_or(0) != totals.coins_received {
+                    v.push(format!("creator {creator}: gifter totals do not sum to coins received"));
+                }
+                top_check.push((credited, creator.0));
+            }
+            for (cur, amount) in &c.paid_value {
+                t.paid_out.push((*cur, *amount));
+            }
+        }
+        top_check.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        top_check.truncate(self.config.top_k);
+        let parts: Vec<TopK> = cut.creators.iter().map(|c| c.top.clone()).collect();
+        if TopK::merge(&parts, self.config.top_k) != top_check {
+            v.push("top creators differ from creator totals".to_owned());
+        }
+        for s in cut.streams.iter() {
+            t.streams += s.streams.len() as u64;
+            for (stream, totals) in &s.streams {
+                t.coins_received_by_streams += totals.coins_received;
+                if stream_parts.get(stream).copied().unwrap_or(0) != totals.coins_received {
+                    v.push(format!("stream {stream}: gifter totals do not sum to coins received"));
+                }
+            }
+        }
+        drop(cut);
+        t.revenue = revenue.into_iter().collect();
+        if t.coins_recharged != t.coins_in_wallets + t.coins_spent {
+            v.push(format!(
+                "coins recharged {} != in wallets {} + spent {}",
+                t.coins_recharged, t.coins_in_wallets, t.coins_spent
+            ));
+        }
+        if t.coins_spent != t.coins_received_by_creators {
+            v.push(format!(
+                "coins spent {} != received by creators {}",
+                t.coins_spent, t.coins_received_by_creators
+            ));
+        }
+        if t.coins_spent != t.coins_received_by_streams {
+            v.push(format!(
+                "coins spent {} != received by streams {}",
+                t.coins_spent, t.coins_received_by_streams
+            ));
+        }
+        report.violations = v;
+        report
+    }
+
+    /// A fingerprint of the whole ledger state at a consistent cut, for replay checks:
+    /// equal states give equal fingerprints. (Debug-formats sorted state; for tests and
+    /// the audit, not for hot paths.)
+    pub fn state_fingerprint(&self) -> String {
+        use std::fmt::Write;
+        let cut = self.lock_all();
+        let mut out = String::new();
+        let _ = writeln!(out, "seq {}", self.last_seq());
+        for (i, s) in cut.senders.iter().enumerate() {
+            let mut wallets: Vec<_> = s.wallets.iter().collect();
+            wallets.sort_unstable_by_key(|(u, _)| **u);
+            let mut hist: Vec<_> = s.histories.iter().collect();
+            hist.sort_unstable_by_key(|(u, _)| **u);
+            let mut creators: Vec<_> = s
+                .creators
+                .iter()
+                .map(|(c, p)| {
+                    let mut g: Vec<_> = p.gifters.iter().collect();
+                    g.sort_unstable();
+                    (c, &p.gifts, g, p.top.entries(), p.pending_coins)
+                })
+                .collect();
+            creators.sort_unstable_by_key(|e| *e.0);
+            let mut streams: Vec<_> = s
+                .streams
+                .iter()
+                .map(|(st, p)| {
+                    let mut g: Vec<_> = p.gifters.iter().collect();
+                    g.sort_unstable();
+                    (st, g, p.top.entries(), p.pending_coins)
+                })
+                .collect();
+            streams.sort_unstable_by_key(|e| *e.0);
+            let window: Vec<_> = s.window.iter().collect();
+            let _ = writeln!(
+                out,
+                "sender {i}: {wallets:?} {hist:?} {creators:?} {streams:?} {window:?} {:?}",
+                s.totals
+            );
+        }
+        for (i, c) in cut.creators.iter().enumerate() {
+            let mut creators: Vec<_> = c.creators.iter().collect();
+            creators.sort_unstable_by_key(|(id, _)| **id);
+            let window: Vec<_> = c.window.iter().collect();
+            let _ = writeln!(out, "creator {i}: {creators:?} {:?} {window:?} {:?}", c.top, c.paid_value);
+        }
+        for (i, s) in cut.streams.iter().enumerate() {
+            let mut streams: Vec<_> = s.streams.iter().collect();
+            streams.sort_unstable_by_key(|(id, _)| **id);
+            let window: Vec<_> = s.window.iter().collect();
+            let _ = writeln!(out, "stream {i}: {streams:?} {window:?}");
+        }
+        out
+    }
+}
+
+/// Every shard locked, in the documented order.
+struct Cut<'a> {
+    senders: Vec<MutexGuard<'a, SenderShard>>,
+    creators: Vec<MutexGuard<'a, CreatorShard>>,
+    streams: Vec<MutexGuard<'a, StreamShard>>,
+}

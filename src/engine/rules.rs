@@ -1,0 +1,149 @@
+//! The checks of SPEC §1, in their fixed order: the event itself, then the account,
+//! then limits, then funds. The first failing check is the outcome. Each function is
+//! pure: it reads state and returns what the event would do, it changes nothing.
+
+use rust_decimal::Decimal;
+
+use super::event::{Channel, Gift, Payout, Recharge, RejectCode, StreamGoal};
+use crate::economy::{Economy, Region};
+
+/// A user's account and coin state as the rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wallet {
+    pub coins: u64,
+    /// Coins spent on gifts in `month`.
+    pub spent_this_month: u64,
+    /// `NO_BUDGET` when the user set none.
+    pub monthly_budget_coins: u64,
+    /// `Stamp::month_key` of the month `spent_this_month` counts.
+    pub month: u32,
+    pub region: Option<Region>,
+    pub adult: bool,
+}
+
+/// A budget of `u64::MAX` coins cannot be exceeded, so it stands for "no budget".
+pub(crate) const NO_BUDGET: u64 = u64::MAX;
+
+impl Default for Wallet {
+    /// A user never registered: an adult with no region and no budget (SPEC §1).
+    fn default() -> Self {
+        Wallet {
+            coins: 0,
+            spent_this_month: 0,
+            monthly_budget_coins: NO_BUDGET,
+            month: 0,
+            region: None,
+            adult: true,
+        }
+    }
+}
+
+impl Wallet {
+    pub(crate) fn spent_in(&self, month: u32) -> u64 {
+        if self.month == month {
+            self.spent_this_month
+        } else {
+            0
+        }
+    }
+
+    pub(crate) fn budget(&self) -> Option<u64> {
+        (self.monthly_budget_coins != NO_BUDGET).then_some(self.monthly_budget_coins)
+    }
+}
+
+fn check_account(economy: &Economy, wallet: &Wallet) -> Result<(), RejectCode> {
+    if !wallet.adult {
+        return Err(RejectCode::AgeRestricted);
+    }
+    if let Some(region) = wallet.region
+        && economy.restricted_regions.contains(&region)
+    {
+        return Err(RejectCode::RegionUnavailable);
+    }
+    Ok(())
+}
+
+/// A recharge: returns the new balance.
+pub(crate) fn recharge(economy: &Economy, wallet: &Wallet, r: &Recharge) -> Result<u64, RejectCode> {
+    if r.coins == 0 {
+        return Err(RejectCode::AmountOutOfRange);
+    }
+    match r.package {
+        Some(package) => {
+            let spec = economy
+                .packages
+                .get(package.0 as usize)
+                .ok_or(RejectCode::AmountOutOfRange)?;
+            let price = spec.prices.get(&r.currency);
+            if spec.coins != r.coins || price != Some(&r.price) {
+                return Err(RejectCode::AmountOutOfRange);
+            }
+        }
+        None => {
+            let in_bounds = (economy.custom_min_coins..=economy.custom_max_coins).contains(&r.coins);
+            if r.channel != Channel::Web || !in_bounds || r.price <= Decimal::ZERO {
+                return Err(RejectCode::AmountOutOfRange);
+            }
+        }
+    }
+    check_account(economy, wallet)?;
+    wallet.coins.checked_add(r.coins).ok_or(RejectCode::Overflow)
+}
+
+/// A gift: returns its cost in coins.
+pub(crate) fn gift(economy: &Economy, wallet: &Wallet, g: &Gift, month: u32) -> Result<u64, RejectCode> {
+    let spec = economy
+        .gifts
+        .get(g.gift.0 as usize)
+        .ok_or(RejectCode::UnknownGift)?;
+    if g.count == 0 || g.count > economy.max_gift_count {
+        return Err(RejectCode::InvalidCount);
+    }
+    if g.sender == g.creator.as_user() {
+        return Err(RejectCode::SelfGift);
+    }
+    let cost = spec
+        .coins
+        .checked_mul(u64::from(g.count))
+        .ok_or(RejectCode::Overflow)?;
+    check_account(economy, wallet)?;
+    let spent = wallet.spent_in(month).checked_add(cost);
+    if spent.is_none_or(|spent| spent > wallet.monthly_budget_coins) {
+        return Err(RejectCode::BudgetExceeded);
+    }
+    if wallet.coins < cost {
+        return Err(RejectCode::InsufficientCoins);
+    }
+    Ok(cost)
+}
+
+/// A payout against `diamonds_available`: returns its value in the payout's currency.
+pub(crate) fn payout(economy: &Economy, diamonds_available: u128, p: &Payout) -> Result<Decimal, RejectCode> {
+    if p.diamonds == 0 {
+        return Err(RejectCode::AmountOutOfRange);
+    }
+    let unit = economy
+        .diamond_value
+        .get(&p.currency)
+        .ok_or(RejectCode::UnsupportedCurrency)?;
+    let value = Decimal::from(p.diamonds)
+        .checked_mul(*unit)
+        .ok_or(RejectCode::Overflow)?;
+    if let Some(minimum) = economy.payout_minimum.get(&p.currency)
+        && value < *minimum
+    {
+        return Err(RejectCode::BelowPayoutMinimum);
+    }
+    if diamonds_available < u128::from(p.diamonds) {
+        return Err(RejectCode::InsufficientDiamonds);
+    }
+    Ok(value)
+}
+
+pub(crate) fn stream_goal(g: &StreamGoal) -> Result<(), RejectCode> {
+    if g.coins_target == 0 {
+        return Err(RejectCode::AmountOutOfRange);
+    }
+    Ok(())
+}

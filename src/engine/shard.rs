@@ -1,0 +1,264 @@
+//! A sender shard: the wallets, idempotency window and history of the users that hash to
+//! it, plus this shard's part of every creator's and stream's gifter aggregates.
+//!
+//! Every gifter lives in exactly one shard, so per-gifter totals (and the top-K lists
+//! built from them) are split across shards without overlap and merge exactly at read
+//! time. Coin totals per creator and stream are buffered here as `pending_coins` and
+//! merged into the books once per chunk: the hot-account pattern.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::event::{
+    AccountSettings, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId, LogEntry,
+    Outcome, Recharge, RejectCode, Stamp, Status, StreamId, UserId,
+};
+use super::rules::{self, NO_BUDGET, Wallet};
+use super::topk::TopK;
+use super::window::IdempotencyWindow;
+use super::EngineConfig;
+use crate::economy::{Currency, Economy};
+
+/// One line of a user's recent history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub event_id: EventId,
+    pub kind: EventKind,
+    pub seq: u64,
+    pub stamp: Stamp,
+    /// `None` when accepted.
+    pub code: Option<RejectCode>,
+    /// Change of the user's coin balance: +coins for a recharge, -cost for a gift,
+    /// 0 when rejected.
+    pub coins_delta: i128,
+}
+
+/// This shard's part of one creator's aggregates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CreatorPart {
+    /// Coins received since the last merge into the creator book.
+    pub pending_coins: u128,
+    /// Gift counts by catalog id (a creator receives few kinds: a short list).
+    pub gifts: Vec<(GiftId, u128)>,
+    /// Coins gifted to this creator by each sender of this shard.
+    pub gifters: FxHashMap<UserId, u128>,
+    pub top: TopK,
+}
+
+/// This shard's part of one stream's aggregates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct StreamPart {
+    pub pending_coins: u128,
+    /// Smallest creator id gifted to in this stream since the last merge.
+    pub pending_creator: Option<CreatorId>,
+    pub gifters: FxHashMap<UserId, u128>,
+    pub top: TopK,
+}
+
+/// Money and coin totals for the conservation audit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SenderTotals {
+    pub coins_recharged: u128,
+    pub coins_spent: u128,
+    pub revenue: BTreeMap<Currency, Decimal>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SenderShard {
+    pub wallets: FxHashMap<UserId, Wallet>,
+    pub histories: FxHashMap<UserId, VecDeque<HistoryEntry>>,
+    pub window: IdempotencyWindow,
+    pub creators: FxHashMap<CreatorId, CreatorPart>,
+    pub streams: FxHashMap<StreamId, StreamPart>,
+    pub log: Vec<LogEntry>,
+    pub totals: SenderTotals,
+    /// Creators and streams with pending coins, to merge at the end of the chunk.
+    pub touched_creators: Vec<CreatorId>,
+    pub touched_streams: Vec<StreamId>,
+}
+
+/// What one chunk owes the books.
+pub(crate) struct PendingCredits {
+    pub creators: Vec<(CreatorId, u128)>,
+    pub streams: Vec<(StreamId, CreatorId, u128)>,
+}
+
+impl SenderShard {
+    pub(crate) fn new(config: &EngineConfig) -> Self {
+        SenderShard {
+            wallets: FxHashMap::default(),
+            histories: FxHashMap::default(),
+            window: IdempotencyWindow::new(
+                config.idempotency_entries_max / config.shards,
+                config.idempotency_window_ms,
+            ),
+            creators: FxHashMap::default(),
+            streams: FxHashMap::default(),
+            log: Vec::new(),
+            totals: SenderTotals::default(),
+            touched_creators: Vec::new(),
+            touched_streams: Vec::new(),
+        }
+    }
+
+    /// Applies one sender-routed event (recharge, gift, account settings) with the
+    /// sequence number `seq` reserved for it. A duplicate returns the stored outcome and
+    /// changes nothing.
+    pub(crate) fn apply(
+        &mut self,
+        economy: &Economy,
+        config: &EngineConfig,
+        event: &Event,
+        seq: u64,
+        stamp: Stamp,
+        month: u32,
+    ) -> Outcome {
+        let id = event.id();
+        if let Some(original) = self.window.get(id) {
+            return Outcome {
+                duplicate: true,
+                ..original
+            };
+        }
+        let (status, user, coins_delta) = match event {
+            Event::Recharge(r) => (self.recharge(economy, r), Some(r.user), r.coins as i128),
+            Event::Gift(g) => {
+                let (status, cost) = self.gift(economy, config, g, month);
+                (status, Some(g.sender), -(cost as i128))
+            }
+            Event::Account(a) => (self.account(a), None, 0),
+            Event::Payout(_) | Event::StreamGoal(_) => {
+                unreachable!("payouts and goals are routed to the books")
+            }
+        };
+        let outcome = Outcome {
+            seq,
+            status,
+            duplicate: false,
+        };
+        self.window.insert(id, outcome, stamp);
+        if let Some(user) = user
+            && config.history_per_user > 0
+        {
+            let accepted = outcome.is_accepted();
+            let history = self.histories.entry(user).or_default();
+            if history.len() == config.history_per_user {
+                history.pop_front();
+            }
+            history.push_back(HistoryEntry {
+                event_id: id,
+                kind: event.kind(),
+                seq,
+                stamp,
+                code: outcome.code(),
+                coins_delta: if accepted { coins_delta } else { 0 },
+            });
+        }
+        if config.keep_log {
+            self.log.push(LogEntry {
+                seq,
+                stamp,
+                event: *event,
+                outcome,
+            });
+        }
+        outcome
+    }
+
+    fn recharge(&mut self, economy: &Economy, r: &Recharge) -> Status {
+        let wallet = self.wallets.get(&r.user).copied().unwrap_or_default();
+        match rules::recharge(economy, &wallet, r) {
+            Ok(balance) => {
+                self.wallets.entry(r.user).or_default().coins = balance;
+                self.totals.coins_recharged += u128::from(r.coins);
+                let revenue = self.totals.revenue.entry(r.currency).or_default();
+                *revenue = revenue.saturating_add(r.price);
+                Status::Accepted(Effect::Coins(balance))
+            }
+            Err(code) => Status::Rejected(code),
+        }
+    }
+
+    /// Returns the status and the cost debited (0 when rejected).
+    fn gift(&mut self, economy: &Economy, config: &EngineConfig, g: &Gift, month: u32) -> (Status, u64) {
+        // A gift from a user never seen can only be rejected: do not create a wallet for
+        // it, so hostile ids cost no memory.
+        let Some(wallet) = self.wallets.get_mut(&g.sender) else {
+            let code = rules::gift(economy, &Wallet::default(), g, month)
+                .expect_err("an empty wallet cannot pay for a gift");
+            return (Status::Rejected(code), 0);
+        };
+        let cost = match rules::gift(economy, wallet, g, month) {
+            Ok(cost) => cost,
+            Err(code) => return (Status::Rejected(code), 0),
+        };
+        let spent = wallet.spent_in(month) + cost; // checked by the budget rule
+        wallet.coins -= cost; // checked by the funds rule
+        wallet.spent_this_month = spent;
+        wallet.month = month;
+        let balance = wallet.coins;
+        self.totals.coins_spent += u128::from(cost);
+        let cost = u128::from(cost);
+
+        let part = self.creators.entry(g.creator).or_default();
+        if part.pending_coins == 0 {
+            self.touched_creators.push(g.creator);
+        }
+        part.pending_coins += cost;
+        match part.gifts.iter_mut().find(|(id, _)| *id == g.gift) {
+            Some((_, n)) => *n += u128::from(g.count),
+            None => part.gifts.push((g.gift, u128::from(g.count))),
+        }
+        let total = part.gifters.entry(g.sender).or_default();
+        *total += cost;
+        part.top.offer(config.top_k, g.sender.0, *total);
+
+        let part = self.streams.entry(g.stream).or_default();
+        if part.pending_coins == 0 {
+            self.touched_streams.push(g.stream);
+        }
+        part.pending_coins += cost;
+        part.pending_creator = Some(part.pending_creator.map_or(g.creator, |c| c.min(g.creator)));
+        let total = part.gifters.entry(g.sender).or_default();
+        *total += cost;
+        part.top.offer(config.top_k, g.sender.0, *total);
+
+        (Status::Accepted(Effect::Coins(balance)), cost as u64)
+    }
+
+    fn account(&mut self, a: &AccountSettings) -> Status {
+        let wallet = self.wallets.entry(a.user).or_default();
+        wallet.region = a.region;
+        wallet.adult = a.adult;
+        wallet.monthly_budget_coins = a.monthly_budget_coins.unwrap_or(NO_BUDGET);
+        Status::Accepted(Effect::Stored)
+    }
+
+    /// Takes the coins buffered since the last merge.
+    pub(crate) fn take_pending(&mut self) -> PendingCredits {
+        let creators = self
+            .touched_creators
+            .drain(..)
+            .map(|c| {
+                let part = self.creators.get_mut(&c).expect("touched creator has a part");
+                (c, std::mem::take(&mut part.pending_coins))
+            })
+            .collect();
+        let streams = self
+            .touched_streams
+            .drain(..)
+            .map(|s| {
+                let part = self.streams.get_mut(&s).expect("touched stream has a part");
+                let creator = part.pending_creator.take().expect("a gift names a creator");
+                (s, creator, std::mem::take(&mut part.pending_coins))
+            })
+            .collect();
+        PendingCredits { creators, streams }
+    }
+}
+
+// A wallet is at most 32 bytes: the memory target is <= 100 bytes per wallet.
+const _: () = assert!(std::mem::size_of::<Wallet>() <= 32);

@@ -1,0 +1,87 @@
+//! Bounded top-K lists that stay exact because the scores they rank only grow.
+
+/// The K best `(score, id)` pairs, best first: higher score first, then lower id.
+///
+/// Exactness: every score ranked here (coins gifted, diamonds credited) only ever
+/// increases, and every increase is offered. An id outside the list can only enter by
+/// growing, at which point it is offered; so the list always equals the top K of all
+/// current scores, whatever the order of the offers. That is what makes replay and
+/// merging across shards reproduce it exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopK {
+    entries: Vec<(u128, u64)>,
+}
+
+/// True when `a` ranks before `b`.
+fn ranks_before(a: (u128, u64), b: (u128, u64)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+impl TopK {
+    /// Records that `id`'s score grew to `score`.
+    pub fn offer(&mut self, k: usize, id: u64, score: u128) {
+        let candidate = (score, id);
+        if self.entries.len() >= k {
+            match self.entries.last() {
+                // The common case once the list is full: not good enough. (An id already
+                // listed ranks at least as high as the last entry, and its score grew,
+                // so it never takes this branch.)
+                Some(&last) if !ranks_before(candidate, last) => return,
+                None => return, // k == 0
+                _ => {}
+            }
+        }
+        if let Some(pos) = self.entries.iter().position(|e| e.1 == id) {
+            self.entries.remove(pos);
+        } else if self.entries.len() >= k {
+            self.entries.pop();
+        }
+        let at = self
+            .entries
+            .partition_point(|&e| ranks_before(e, candidate));
+        self.entries.insert(at, candidate);
+    }
+
+    pub fn entries(&self) -> &[(u128, u64)] {
+        &self.entries
+    }
+
+    /// The top `limit` of several lists over disjoint or identical ids (for identical
+    /// ids, as across the shards of one creator book, scores must be the same).
+    pub fn merge<'a>(lists: impl IntoIterator<Item = &'a TopK>, limit: usize) -> Vec<(u128, u64)> {
+        let mut all: Vec<(u128, u64)> = lists
+            .into_iter()
+            .flat_map(|l| l.entries.iter().copied())
+            .collect();
+        all.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        all.dedup_by_key(|e| e.1);
+        all.truncate(limit);
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn topk_equals_the_top_of_all_scores(
+            k in 0usize..6,
+            increments in proptest::collection::vec((0u64..20, 1u128..50), 0..200),
+        ) {
+            let mut scores = std::collections::BTreeMap::<u64, u128>::new();
+            let mut top = TopK::default();
+            for (id, inc) in increments {
+                let s = scores.entry(id).or_default();
+                *s += inc;
+                top.offer(k, id, *s);
+            }
+            let mut expected: Vec<(u128, u64)> = scores.iter().map(|(&id, &s)| (s, id)).collect();
+            expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            expected.truncate(k);
+            prop_assert_eq!(top.entries(), &expected[..]);
+        }
+    }
+}
