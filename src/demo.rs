@@ -60,10 +60,22 @@ impl DemoConfig {
             "--users must be in 1..={DEMO_USERS_MAX}"
         );
         anyhow::ensure!(self.creators >= 1, "--creators must be at least 1");
-        anyhow::ensure!(self.gifts <= DEMO_GIFTS_MAX, "--gifts must be at most {DEMO_GIFTS_MAX}");
-        anyhow::ensure!((0.0..=1.0).contains(&self.hot_share), "--hot-share must be in [0, 1]");
-        anyhow::ensure!((1..=100_000).contains(&self.batch_events), "--batch must be in 1..=100000");
-        anyhow::ensure!((1..=256).contains(&self.workers), "--workers must be in 1..=256");
+        anyhow::ensure!(
+            self.gifts <= DEMO_GIFTS_MAX,
+            "--gifts must be at most {DEMO_GIFTS_MAX}"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.hot_share),
+            "--hot-share must be in [0, 1]"
+        );
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.batch_events),
+            "--batch must be in 1..=100000"
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&self.workers),
+            "--workers must be in 1..=256"
+        );
         Ok(())
     }
 }
@@ -126,7 +138,12 @@ impl<'a> Generator<'a> {
     fn new(economy: &'a Economy, config: &'a DemoConfig, worker: u64) -> Self {
         let gift_table: Vec<(GiftId, u32)> = GIFT_MIX
             .iter()
-            .map(|(id, w)| (GiftId(economy.gift_index(id).expect("demo gift in catalog")), *w))
+            .map(|(id, w)| {
+                (
+                    GiftId(economy.gift_index(id).expect("demo gift in catalog")),
+                    *w,
+                )
+            })
             .collect();
         Generator {
             rng: ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(worker)),
@@ -168,7 +185,11 @@ impl<'a> Generator<'a> {
                 events.push(Event::Account(AccountSettings {
                     id,
                     user,
-                    region: Some(if roll < 10 { region("KP") } else { region("US") }),
+                    region: Some(if roll < 10 {
+                        region("KP")
+                    } else {
+                        region("US")
+                    }),
                     adult: roll >= 5,
                     monthly_budget_coins: (roll >= 10).then_some(200),
                 }));
@@ -193,7 +214,11 @@ impl<'a> Generator<'a> {
     fn gift(&mut self) -> Event {
         let sender = self.own_viewer();
         let hot = self.rng.random_bool(self.config.hot_share);
-        let creator = if hot { 1 } else { self.rng.random_range(1..=self.config.creators) };
+        let creator = if hot {
+            1
+        } else {
+            self.rng.random_range(1..=self.config.creators)
+        };
         let mut pick = self.rng.random_range(0..self.weight_total);
         let mut gift = self.gift_table[0].0;
         for &(id, w) in &self.gift_table {
@@ -300,14 +325,16 @@ pub fn run(config: &DemoConfig, stamp: Stamp) -> anyhow::Result<DemoReport> {
                     let mut duplicates = 0u64;
                     let mut batch = Vec::with_capacity(config.batch_events + 1);
                     let mut done = 0u64;
+                    let mut batches = 0u64;
                     while done < mine {
+                        batches += 1;
                         batch.clear();
                         let n = (config.batch_events as u64).min(mine - done);
                         for _ in 0..n {
                             batch.push(generator.gift());
                         }
                         // A client retry: the first event of every 100th batch again.
-                        if generator.next_id % 100 == 0 {
+                        if batches.is_multiple_of(100) {
                             batch.push(batch[0]);
                         }
                         for o in engine.apply_batch(&batch, stamp) {
@@ -324,7 +351,10 @@ pub fn run(config: &DemoConfig, stamp: Stamp) -> anyhow::Result<DemoReport> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("demo worker")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("demo worker"))
+            .collect()
     });
     let gift_elapsed = started.elapsed();
     progress.finish_and_clear();
@@ -365,7 +395,11 @@ pub fn render(report: &DemoReport, config: &DemoConfig) -> String {
         config.hot_share * 100.0,
         config.workers
     );
-    let _ = writeln!(out, "setup: {} account, goal and recharge events", report.setup_events);
+    let _ = writeln!(
+        out,
+        "setup: {} account, goal and recharge events",
+        report.setup_events
+    );
     let _ = writeln!(
         out,
         "applied {} gifts in {:.2} s: {:.0} gifts/s",
@@ -377,20 +411,38 @@ pub fn render(report: &DemoReport, config: &DemoConfig) -> String {
     for (code, n) in &report.outcomes {
         let _ = writeln!(out, "  {code:<22} {n:>10}");
     }
-    let _ = writeln!(out, "  {:<22} {:>10}", "(duplicates answered)", report.duplicates);
-    let _ = writeln!(out, "\ntop 10 gifters of the hottest stream {}:", report.hot_stream);
+    let _ = writeln!(
+        out,
+        "  {:<22} {:>10}",
+        "(duplicates answered)", report.duplicates
+    );
+    let _ = writeln!(
+        out,
+        "\ntop 10 gifters of the hottest stream {}:",
+        report.hot_stream
+    );
     for (i, (user, coins)) in report.hot_stream_top.iter().enumerate() {
         let _ = writeln!(out, "  {:>2}. user {:<10} {:>10} coins", i + 1, user, coins);
     }
     let _ = writeln!(out, "\ntop 10 creators by diamonds:");
     for (i, (creator, diamonds)) in report.top_creators.iter().enumerate() {
-        let _ = writeln!(out, "  {:>2}. creator {:<7} {:>10} diamonds", i + 1, creator, diamonds);
+        let _ = writeln!(
+            out,
+            "  {:>2}. creator {:<7} {:>10} diamonds",
+            i + 1,
+            creator,
+            diamonds
+        );
     }
     let t = &report.audit.totals;
     let _ = writeln!(
         out,
         "\naudit: {}\n  coins recharged {} = in wallets {} + spent {}\n  coins received by creators {}, diamonds credited {} (share {})",
-        if report.audit.is_clean() { "clean" } else { "VIOLATIONS" },
+        if report.audit.is_clean() {
+            "clean"
+        } else {
+            "VIOLATIONS"
+        },
         t.coins_recharged,
         t.coins_in_wallets,
         t.coins_spent,

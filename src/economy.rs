@@ -436,7 +436,10 @@ impl Economy {
     }
 
     pub fn package_index(&self, id: &str) -> Option<u32> {
-        self.packages.iter().position(|p| p.id == id).map(|i| i as u32)
+        self.packages
+            .iter()
+            .position(|p| p.id == id)
+            .map(|i| i as u32)
     }
 }
 
@@ -501,8 +504,16 @@ mod tests {
             ),
             ("id = \"panda\"", "id = \"rose\"", "gifts[1].id"),
             ("coins = 5\n", "coins = 0\n", "gifts[1].coins"),
-            ("USD = \"1.29\"", "USD = \"-1.29\"", "packages[1].prices.USD"),
-            ("max_gift_count = 9999", "max_gift_count = 0", "max_gift_count"),
+            (
+                "USD = \"1.29\"",
+                "USD = \"-1.29\"",
+                "packages[1].prices.USD",
+            ),
+            (
+                "max_gift_count = 9999",
+                "max_gift_count = 0",
+                "max_gift_count",
+            ),
             (
                 "max_gift_count = 9999",
                 "max_gift_count = 9999\nsurprise = 1",

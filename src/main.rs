@@ -6,7 +6,11 @@ use giftstream::demo::{self, DemoConfig};
 use giftstream::engine::Stamp;
 
 #[derive(Parser)]
-#[command(name = "giftstream", version, about = "Gift stream processor for live-streaming platforms")]
+#[command(
+    name = "giftstream",
+    version,
+    about = "Gift stream processor for live-streaming platforms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -10,11 +10,13 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 
-use super::event::{CreatorId, Effect, Event, LogEntry, Outcome, Payout, Stamp, Status, StreamGoal, StreamId};
+use super::EngineConfig;
+use super::event::{
+    CreatorId, Effect, Event, LogEntry, Outcome, Payout, Stamp, Status, StreamGoal, StreamId,
+};
 use super::rules;
 use super::topk::TopK;
 use super::window::IdempotencyWindow;
-use super::EngineConfig;
 use crate::economy::{Currency, Economy};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,7 +61,13 @@ impl CreatorShard {
         }
     }
 
-    pub(crate) fn credit(&mut self, economy: &Economy, top_k: usize, creator: CreatorId, coins: u128) {
+    pub(crate) fn credit(
+        &mut self,
+        economy: &Economy,
+        top_k: usize,
+        creator: CreatorId,
+        coins: u128,
+    ) {
         let totals = self.creators.entry(creator).or_default();
         totals.coins_received += coins;
         let diamonds = totals.diamonds_total(economy);
@@ -79,12 +87,10 @@ impl CreatorShard {
         stamp: Stamp,
         recorded: Option<Outcome>,
     ) -> Outcome {
-        if let Some(original) = self.window.get(p.id) {
-            return Outcome {
-                duplicate: true,
-                ..original
-            };
-        }
+        debug_assert!(
+            self.window.get(p.id).is_none(),
+            "the caller answers duplicates"
+        );
         let totals = self.creators.get(&p.creator).copied().unwrap_or_default();
         let available = totals.diamonds_available(economy);
         let decided = rules::payout(economy, available, p);
@@ -161,13 +167,17 @@ impl StreamShard {
         }
     }
 
-    pub(crate) fn goal(&mut self, config: &EngineConfig, g: &StreamGoal, seq: u64, stamp: Stamp) -> Outcome {
-        if let Some(original) = self.window.get(g.id) {
-            return Outcome {
-                duplicate: true,
-                ..original
-            };
-        }
+    pub(crate) fn goal(
+        &mut self,
+        config: &EngineConfig,
+        g: &StreamGoal,
+        seq: u64,
+        stamp: Stamp,
+    ) -> Outcome {
+        debug_assert!(
+            self.window.get(g.id).is_none(),
+            "the caller answers duplicates"
+        );
         let status = match rules::stream_goal(g) {
             Ok(()) => {
                 let totals = self.streams.entry(g.stream).or_default();

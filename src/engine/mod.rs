@@ -17,11 +17,12 @@
 //! one kind or goes from a book back to a sender, so there is no deadlock.
 //!
 //! # Sequence numbers
-//! A chunk reserves one number per event with a single `fetch_add` under its shard's
-//! lock and applies in that order. A duplicate consumes its reserved number without
-//! effect, so numbers are unique and increasing but may skip. Because reservation and
-//! application happen under the same lock, at a consistent cut every reserved number
-//! belongs to a finished event: [`Engine::drain_log`] returns a gap-free prefix.
+//! A chunk counts its fresh (non-duplicate) events and reserves exactly that many
+//! numbers with a single `fetch_add` under its shard's lock, then applies in that order:
+//! numbers are unique, increasing and never skip, and a duplicate consumes none.
+//! Because reservation and application happen under the same lock, at a consistent cut
+//! every reserved number belongs to a finished event: [`Engine::drain_log`] returns a
+//! gap-free prefix.
 
 mod books;
 pub mod event;
@@ -40,8 +41,8 @@ use serde::{Deserialize, Serialize};
 use crate::economy::{ConfigError, Currency, Economy, Region};
 use books::{CreatorShard, StreamShard};
 pub use event::*;
-use shard::SenderShard;
 pub use shard::HistoryEntry;
+use shard::SenderShard;
 pub use topk::TopK;
 
 /// Largest number of shards of each kind.
@@ -87,7 +88,10 @@ impl EngineConfig {
         if !self.shards.is_power_of_two() || self.shards > SHARDS_MAX {
             return Err(ConfigError::new(
                 "engine.shards",
-                format!("must be a power of two in 1..={SHARDS_MAX}, got {}", self.shards),
+                format!(
+                    "must be a power of two in 1..={SHARDS_MAX}, got {}",
+                    self.shards
+                ),
             ));
         }
         if self.top_k == 0 || self.top_k > TOP_K_MAX {
@@ -159,7 +163,9 @@ pub struct StreamView {
 pub enum ReplayError {
     #[error("log entry seq {seq} is not after seq {last}")]
     OutOfOrder { seq: u64, last: u64 },
-    #[error("log entry seq {seq} (event {event:?}) replayed to {replayed:?}, recorded {recorded:?}")]
+    #[error(
+        "log entry seq {seq} (event {event:?}) replayed to {replayed:?}, recorded {recorded:?}"
+    )]
     Mismatch {
         seq: u64,
         event: EventId,
@@ -231,9 +237,15 @@ impl Engine {
         let n = config.shards;
         Ok(Engine {
             mask: n - 1,
-            senders: (0..n).map(|_| CachePadded::new(Mutex::new(SenderShard::new(&config)))).collect(),
-            creators: (0..n).map(|_| CachePadded::new(Mutex::new(CreatorShard::new(&config)))).collect(),
-            streams: (0..n).map(|_| CachePadded::new(Mutex::new(StreamShard::new(&config)))).collect(),
+            senders: (0..n)
+                .map(|_| CachePadded::new(Mutex::new(SenderShard::new(&config))))
+                .collect(),
+            creators: (0..n)
+                .map(|_| CachePadded::new(Mutex::new(CreatorShard::new(&config))))
+                .collect(),
+            streams: (0..n)
+                .map(|_| CachePadded::new(Mutex::new(StreamShard::new(&config))))
+                .collect(),
             next_seq: CachePadded::new(AtomicU64::new(1)),
             economy,
             config,
@@ -304,17 +316,33 @@ impl Engine {
                 next[s] += 1;
             }
         }
+        let mut fresh = Vec::new();
         for s in 0..shards {
             let chunk = &order[counts[s] as usize..counts[s + 1] as usize];
             if chunk.is_empty() {
                 continue;
             }
             let mut shard = self.senders[s].lock();
-            let base = self.next_seq.fetch_add(chunk.len() as u64, Ordering::AcqRel);
-            for (k, &i) in chunk.iter().enumerate() {
+            // Reserve exactly one number per fresh event, so that numbers never skip:
+            // count the ids not in the window, once each (a batch may repeat an id).
+            fresh.clear();
+            fresh.extend(
+                chunk
+                    .iter()
+                    .map(|&i| events[i as usize].id())
+                    .filter(|id| !shard.window.contains(*id)),
+            );
+            fresh.sort_unstable();
+            fresh.dedup();
+            let mut next = self
+                .next_seq
+                .fetch_add(fresh.len() as u64, Ordering::AcqRel);
+            for &i in chunk {
                 let i = i as usize;
-                outcomes[i] =
-                    shard.apply(&self.economy, &self.config, &events[i], base + k as u64, stamp, month);
+                let outcome =
+                    shard.apply(&self.economy, &self.config, &events[i], next, stamp, month);
+                next += u64::from(!outcome.duplicate);
+                outcomes[i] = outcome;
             }
             self.merge_credits(&mut shard);
         }
@@ -337,11 +365,23 @@ impl Engine {
         match (event, route) {
             (Event::Payout(p), Route::Creator(c)) => {
                 let mut shard = self.creators[c].lock();
+                if let Some(original) = shard.window.get(p.id) {
+                    return Outcome {
+                        duplicate: true,
+                        ..original
+                    };
+                }
                 let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
                 shard.payout(&self.economy, &self.config, p, seq, stamp, recorded)
             }
             (Event::StreamGoal(g), Route::Stream(s)) => {
                 let mut shard = self.streams[s].lock();
+                if let Some(original) = shard.window.get(g.id) {
+                    return Outcome {
+                        duplicate: true,
+                        ..original
+                    };
+                }
                 let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
                 shard.goal(&self.config, g, seq, stamp)
             }
@@ -353,15 +393,25 @@ impl Engine {
     fn merge_credits(&self, shard: &mut MutexGuard<'_, SenderShard>) {
         let mut pending = shard.take_pending();
         let mask = self.mask;
-        pending.creators.sort_unstable_by_key(|(c, _)| shard_of(c.0, mask));
-        for run in pending.creators.chunk_by(|a, b| shard_of(a.0.0, mask) == shard_of(b.0.0, mask)) {
+        pending
+            .creators
+            .sort_unstable_by_key(|(c, _)| shard_of(c.0, mask));
+        for run in pending
+            .creators
+            .chunk_by(|a, b| shard_of(a.0.0, mask) == shard_of(b.0.0, mask))
+        {
             let mut book = self.creators[shard_of(run[0].0.0, mask)].lock();
             for &(creator, coins) in run {
                 book.credit(&self.economy, self.config.top_k, creator, coins);
             }
         }
-        pending.streams.sort_unstable_by_key(|(s, _, _)| shard_of(s.0, mask));
-        for run in pending.streams.chunk_by(|a, b| shard_of(a.0.0, mask) == shard_of(b.0.0, mask)) {
+        pending
+            .streams
+            .sort_unstable_by_key(|(s, _, _)| shard_of(s.0, mask));
+        for run in pending
+            .streams
+            .chunk_by(|a, b| shard_of(a.0.0, mask) == shard_of(b.0.0, mask))
+        {
             let mut book = self.streams[shard_of(run[0].0.0, mask)].lock();
             for &(stream, creator, coins) in run {
                 book.credit(stream, creator, coins);
@@ -376,9 +426,14 @@ impl Engine {
         let mut last = self.last_seq();
         for entry in entries {
             if entry.seq <= last {
-                return Err(ReplayError::OutOfOrder { seq: entry.seq, last });
+                return Err(ReplayError::OutOfOrder {
+                    seq: entry.seq,
+                    last,
+                });
             }
             last = entry.seq;
+        }
+        for entry in entries {
             self.next_seq.store(entry.seq + 1, Ordering::Release);
             let route = self.route(&entry.event);
             let replayed = match route {
@@ -395,9 +450,13 @@ impl Engine {
                     self.merge_credits(&mut shard);
                     outcome
                 }
-                Route::Creator(_) | Route::Stream(_) => {
-                    self.apply_to_book(&entry.event, route, Some(entry.seq), entry.stamp, Some(entry.outcome))
-                }
+                Route::Creator(_) | Route::Stream(_) => self.apply_to_book(
+                    &entry.event,
+                    route,
+                    Some(entry.seq),
+                    entry.stamp,
+                    Some(entry.outcome),
+                ),
             };
             if replayed.status != entry.outcome.status || replayed.duplicate {
                 return Err(ReplayError::Mismatch {
@@ -565,7 +624,11 @@ impl Engine {
             t.wallets += s.wallets.len() as u64;
             t.coins_recharged += s.totals.coins_recharged;
             t.coins_spent += s.totals.coins_spent;
-            t.coins_in_wallets += s.wallets.values().map(|w| u128::from(w.coins)).sum::<u128>();
+            t.coins_in_wallets += s
+                .wallets
+                .values()
+                .map(|w| u128::from(w.coins))
+                .sum::<u128>();
             for (c, amount) in &s.totals.revenue {
                 *revenue.entry(*c).or_default() += *amount;
             }
@@ -580,7 +643,9 @@ impl Engine {
                     top.offer(self.config.top_k, u.0, *coins);
                 }
                 if top != part.top {
-                    v.push(format!("creator {creator}: top gifters in shard {i} differ from its gifter totals"));
+                    v.push(format!(
+                        "creator {creator}: top gifters in shard {i} differ from its gifter totals"
+                    ));
                 }
             }
             for (stream, part) in &s.streams {
@@ -596,10 +661,15 @@ impl Engine {
                 t.diamonds_credited += credited;
                 t.diamonds_paid += totals.diamonds_paid;
                 if totals.diamonds_paid > credited {
-                    v.push(format!("creator {creator}: paid {} > credited {credited}", totals.diamonds_paid));
+                    v.push(format!(
+                        "creator {creator}: paid {} > credited {credited}",
+                        totals.diamonds_paid
+                    ));
                 }
                 if creator_parts.get(creator).copied().unwrap_or(0) != totals.coins_received {
-                    v.push(format!("creator {creator}: gifter totals do not sum to coins received"));
+                    v.push(format!(
+                        "creator {creator}: gifter totals do not sum to coins received"
+                    ));
                 }
                 top_check.push((credited, creator.0));
             }
@@ -618,7 +688,9 @@ impl Engine {
             for (stream, totals) in &s.streams {
                 t.coins_received_by_streams += totals.coins_received;
                 if stream_parts.get(stream).copied().unwrap_or(0) != totals.coins_received {
-                    v.push(format!("stream {stream}: gifter totals do not sum to coins received"));
+                    v.push(format!(
+                        "stream {stream}: gifter totals do not sum to coins received"
+                    ));
                 }
             }
         }
@@ -690,7 +762,11 @@ impl Engine {
             let mut creators: Vec<_> = c.creators.iter().collect();
             creators.sort_unstable_by_key(|(id, _)| **id);
             let window: Vec<_> = c.window.iter().collect();
-            let _ = writeln!(out, "creator {i}: {creators:?} {:?} {window:?} {:?}", c.top, c.paid_value);
+            let _ = writeln!(
+                out,
+                "creator {i}: {creators:?} {:?} {window:?} {:?}",
+                c.top, c.paid_value
+            );
         }
         for (i, s) in cut.streams.iter().enumerate() {
             let mut streams: Vec<_> = s.streams.iter().collect();

@@ -65,7 +65,11 @@ fn check_account(economy: &Economy, wallet: &Wallet) -> Result<(), RejectCode> {
 }
 
 /// A recharge: returns the new balance.
-pub(crate) fn recharge(economy: &Economy, wallet: &Wallet, r: &Recharge) -> Result<u64, RejectCode> {
+pub(crate) fn recharge(
+    economy: &Economy,
+    wallet: &Wallet,
+    r: &Recharge,
+) -> Result<u64, RejectCode> {
     if r.coins == 0 {
         return Err(RejectCode::AmountOutOfRange);
     }
@@ -81,18 +85,27 @@ pub(crate) fn recharge(economy: &Economy, wallet: &Wallet, r: &Recharge) -> Resu
             }
         }
         None => {
-            let in_bounds = (economy.custom_min_coins..=economy.custom_max_coins).contains(&r.coins);
+            let in_bounds =
+                (economy.custom_min_coins..=economy.custom_max_coins).contains(&r.coins);
             if r.channel != Channel::Web || !in_bounds || r.price <= Decimal::ZERO {
                 return Err(RejectCode::AmountOutOfRange);
             }
         }
     }
     check_account(economy, wallet)?;
-    wallet.coins.checked_add(r.coins).ok_or(RejectCode::Overflow)
+    wallet
+        .coins
+        .checked_add(r.coins)
+        .ok_or(RejectCode::Overflow)
 }
 
 /// A gift: returns its cost in coins.
-pub(crate) fn gift(economy: &Economy, wallet: &Wallet, g: &Gift, month: u32) -> Result<u64, RejectCode> {
+pub(crate) fn gift(
+    economy: &Economy,
+    wallet: &Wallet,
+    g: &Gift,
+    month: u32,
+) -> Result<u64, RejectCode> {
     let spec = economy
         .gifts
         .get(g.gift.0 as usize)
@@ -119,7 +132,11 @@ pub(crate) fn gift(economy: &Economy, wallet: &Wallet, g: &Gift, month: u32) -> 
 }
 
 /// A payout against `diamonds_available`: returns its value in the payout's currency.
-pub(crate) fn payout(economy: &Economy, diamonds_available: u128, p: &Payout) -> Result<Decimal, RejectCode> {
+pub(crate) fn payout(
+    economy: &Economy,
+    diamonds_available: u128,
+    p: &Payout,
+) -> Result<Decimal, RejectCode> {
     if p.diamonds == 0 {
         return Err(RejectCode::AmountOutOfRange);
     }

@@ -12,14 +12,14 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::EngineConfig;
 use super::event::{
-    AccountSettings, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId, LogEntry,
-    Outcome, Recharge, RejectCode, Stamp, Status, StreamId, UserId,
+    AccountSettings, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId, LogEntry, Outcome,
+    Recharge, RejectCode, Stamp, Status, StreamId, UserId,
 };
 use super::rules::{self, NO_BUDGET, Wallet};
 use super::topk::TopK;
 use super::window::IdempotencyWindow;
-use super::EngineConfig;
 use crate::economy::{Currency, Economy};
 
 /// One line of a user's recent history.
@@ -183,7 +183,13 @@ impl SenderShard {
     }
 
     /// Returns the status and the cost debited (0 when rejected).
-    fn gift(&mut self, economy: &Economy, config: &EngineConfig, g: &Gift, month: u32) -> (Status, u64) {
+    fn gift(
+        &mut self,
+        economy: &Economy,
+        config: &EngineConfig,
+        g: &Gift,
+        month: u32,
+    ) -> (Status, u64) {
         // A gift from a user never seen can only be rejected: do not create a wallet for
         // it, so hostile ids cost no memory.
         let Some(wallet) = self.wallets.get_mut(&g.sender) else {
@@ -243,7 +249,10 @@ impl SenderShard {
             .touched_creators
             .drain(..)
             .map(|c| {
-                let part = self.creators.get_mut(&c).expect("touched creator has a part");
+                let part = self
+                    .creators
+                    .get_mut(&c)
+                    .expect("touched creator has a part");
                 (c, std::mem::take(&mut part.pending_coins))
             })
             .collect();

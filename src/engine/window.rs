@@ -34,6 +34,10 @@ impl IdempotencyWindow {
         self.outcomes.get(&id).copied()
     }
 
+    pub(crate) fn contains(&self, id: EventId) -> bool {
+        self.outcomes.contains_key(&id)
+    }
+
     pub(crate) fn insert(&mut self, id: EventId, outcome: Outcome, stamp: Stamp) {
         if self.entries_max == 0 {
             return;
@@ -58,6 +62,7 @@ impl IdempotencyWindow {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.order.len()
     }

@@ -1,0 +1,636 @@
+//! Data-driven rule tests: one case per reason code and per edge of SPEC §1.
+
+use giftstream::economy::{EMBEDDED_ECONOMY_TOML, Economy};
+use giftstream::engine::{
+    CreatorId, Effect, Engine, EngineConfig, Event, EventId, RejectCode, Stamp, Status, StreamId,
+    UserId,
+};
+
+use crate::support::*;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    /// Accepted; for recharges and gifts, the balance after.
+    Coins(u64),
+    PaidOut(u64),
+    Rejected(RejectCode),
+}
+use Want::*;
+
+/// Applies `setup` (each must be accepted), then `event`, and checks its outcome.
+fn check_on(engine: &Engine, name: &str, setup: &[Event], event: Event, want: Want) {
+    for (i, o) in engine.apply_batch(setup, NOV).iter().enumerate() {
+        assert!(o.is_accepted(), "{name}: setup event {i} was {o:?}");
+    }
+    let before = engine.audit().totals;
+    let got = engine.apply_batch(&[event], NOV)[0];
+    let ok = match (want, got.status) {
+        (Coins(c), Status::Accepted(Effect::Coins(g))) => c == g,
+        (
+            PaidOut(d),
+            Status::Accepted(Effect::PaidOut {
+                diamonds_available, ..
+            }),
+        ) => d == diamonds_available,
+        (Rejected(c), Status::Rejected(g)) => c == g,
+        _ => false,
+    };
+    assert!(ok, "{name}: want {want:?}, got {got:?}");
+    let after = engine.audit();
+    assert!(after.is_clean(), "{name}: {after:?}");
+    if matches!(want, Rejected(_)) {
+        // A rejection is recorded (seq, window, history) but moves nothing.
+        let after = giftstream::engine::LedgerTotals {
+            last_seq: before.last_seq,
+            ..after.totals
+        };
+        assert_eq!(after, before, "{name}: a rejection changed totals");
+    }
+    let again = engine.apply_batch(&[event], NOV)[0];
+    assert!(
+        again.duplicate && again.status == got.status && again.seq == got.seq,
+        "{name}: duplicate"
+    );
+}
+
+fn check(name: &str, setup: &[Event], event: Event, want: Want) {
+    check_on(&engine(), name, setup, event, want);
+}
+
+#[test]
+fn recharge_rules() {
+    let fund = recharge(1, 1, "coins_100");
+    check("package", &[], recharge(10, 1, "coins_500"), Coins(500));
+    check(
+        "second package",
+        &[fund],
+        recharge(10, 1, "coins_70"),
+        Coins(170),
+    );
+    let mut wrong_price = recharge(10, 1, "coins_100");
+    if let Event::Recharge(r) = &mut wrong_price {
+        r.price = dec("1.28");
+    }
+    check(
+        "price mismatch",
+        &[],
+        wrong_price,
+        Rejected(RejectCode::AmountOutOfRange),
+    );
+    let mut same_price_more_digits = recharge(10, 1, "coins_100");
+    if let Event::Recharge(r) = &mut same_price_more_digits {
+        r.price = dec("1.290");
+    }
+    check("1.290 is 1.29", &[], same_price_more_digits, Coins(100));
+    let mut wrong_coins = recharge(10, 1, "coins_100");
+    if let Event::Recharge(r) = &mut wrong_coins {
+        r.coins = 101;
+    }
+    check(
+        "coins mismatch",
+        &[],
+        wrong_coins,
+        Rejected(RejectCode::AmountOutOfRange),
+    );
+    let mut no_price_in_currency = recharge(10, 1, "coins_100");
+    if let Event::Recharge(r) = &mut no_price_in_currency {
+        r.currency = "JPY".parse().unwrap();
+    }
+    check(
+        "currency without a price",
+        &[],
+        no_price_in_currency,
+        Rejected(RejectCode::AmountOutOfRange),
+    );
+    let mut unknown_package = recharge(10, 1, "coins_100");
+    if let Event::Recharge(r) = &mut unknown_package {
+        r.package = Some(giftstream::engine::PackageId::UNKNOWN);
+    }
+    check(
+        "unknown package",
+        &[],
+        unknown_package,
+        Rejected(RejectCode::AmountOutOfRange),
+    );
+    check(
+        "custom below min",
+        &[],
+        custom(10, 1, 29, "0.40"),
+        Rejected(RejectCode::AmountOutOfRange),
+    );
+    check("custom at min", &[], custom(10, 1, 30, "0.40"), Coins(30));
+    check(
+        "custom at max",
+        &[],
+        custom(10, 1, 2_500_000, "32000"),
+        Coins(2_500_000),
+    );
+    check(
+        "custom above max",
+        &[],
+        custom(10, 1, 2_500_001, "32000"),
+        Rejected(RejectCode::AmountOutOfRange),
+    );
+    check(
+        "custom zero price",
+        &[],
+        custom(10, 1, 100, "0"),
+        Rejected(RejectCode::AmountOutOfRange),
+    );
+    let mut custom_in_app = custom(10, 1, 100, "1.30");
+    if let Event::Recharge(r) = &mut custom_in_app {
+        r.channel = giftstream::engine::Channel::App;
+    }
+    check(
+        "custom amounts only on the web",
+        &[],
+        custom_in_app,
+        Rejected(RejectCode::AmountOutOfRange),
+    );
+    check(
+        "minor",
+        &[account(2, 1, None, false, None)],
+        recharge(10, 1, "coins_100"),
+        Rejected(RejectCode::AgeRestricted),
+    );
+    check(
+        "restricted region",
+        &[account(2, 1, Some("KP"), true, None)],
+        recharge(10, 1, "coins_100"),
+        Rejected(RejectCode::RegionUnavailable),
+    );
+    check(
+        "other region",
+        &[account(2, 1, Some("DE"), true, None)],
+        recharge(10, 1, "coins_100"),
+        Coins(100),
+    );
+    check(
+        "order: the amount before the account",
+        &[account(2, 1, None, false, None)],
+        custom(10, 1, 1, "0.01"),
+        Rejected(RejectCode::AmountOutOfRange),
+    );
+}
+
+#[test]
+fn recharge_overflow_is_an_outcome() {
+    let text = EMBEDDED_ECONOMY_TOML.replace(
+        "custom_max_coins = 2500000",
+        &format!("custom_max_coins = {}", u64::MAX),
+    );
+    let engine = Engine::new(
+        Economy::from_toml_str(&text).unwrap(),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    check_on(
+        &engine,
+        "balance overflow",
+        &[custom(1, 1, u64::MAX, "1")],
+        custom(2, 1, 30, "1"),
+        Rejected(RejectCode::Overflow),
+    );
+    assert_eq!(engine.wallet(UserId(1), NOV).coins, u64::MAX);
+}
+
+#[test]
+fn gift_rules() {
+    let fund = recharge(1, 1, "coins_100");
+    check("rose", &[fund], gift(10, 1, 2, "rose", 3), Coins(97));
+    check(
+        "unknown gift",
+        &[fund],
+        gift(10, 1, 2, "unicorn", 1),
+        Rejected(RejectCode::UnknownGift),
+    );
+    check(
+        "count 0",
+        &[fund],
+        gift(10, 1, 2, "rose", 0),
+        Rejected(RejectCode::InvalidCount),
+    );
+    check(
+        "count max + 1",
+        &[fund],
+        gift(10, 1, 2, "rose", 10_000),
+        Rejected(RejectCode::InvalidCount),
+    );
+    check(
+        "count max",
+        &[recharge(1, 1, "coins_7000"), recharge(2, 1, "coins_7000")],
+        gift(10, 1, 2, "rose", 9_999),
+        Coins(4_001),
+    );
+    check(
+        "self gift",
+        &[fund],
+        gift(10, 1, 1, "rose", 1),
+        Rejected(RejectCode::SelfGift),
+    );
+    check(
+        "insufficient",
+        &[fund],
+        gift(10, 1, 2, "rose", 101),
+        Rejected(RejectCode::InsufficientCoins),
+    );
+    check(
+        "exact balance",
+        &[fund],
+        gift(10, 1, 2, "panda", 20),
+        Coins(0),
+    );
+    check(
+        "never registered",
+        &[],
+        gift(10, 77, 2, "rose", 1),
+        Rejected(RejectCode::InsufficientCoins),
+    );
+    check(
+        "minor",
+        &[fund, account(2, 1, None, false, None)],
+        gift(10, 1, 2, "rose", 1),
+        Rejected(RejectCode::AgeRestricted),
+    );
+    check(
+        "restricted region",
+        &[fund, account(2, 1, Some("IR"), true, None)],
+        gift(10, 1, 2, "rose", 1),
+        Rejected(RejectCode::RegionUnavailable),
+    );
+    // Check order when two rules fail at once: the earlier group wins.
+    check(
+        "order: unknown gift before minor",
+        &[fund, account(2, 1, None, false, None)],
+        gift(10, 1, 2, "unicorn", 1),
+        Rejected(RejectCode::UnknownGift),
+    );
+    check(
+        "order: count before self",
+        &[fund],
+        gift(10, 1, 1, "rose", 0),
+        Rejected(RejectCode::InvalidCount),
+    );
+    check(
+        "order: minor before region",
+        &[fund, account(2, 1, Some("KP"), false, None)],
+        gift(10, 1, 2, "rose", 1),
+        Rejected(RejectCode::AgeRestricted),
+    );
+    check(
+        "order: minor before funds",
+        &[account(2, 1, None, false, None)],
+        gift(10, 1, 2, "rose", 1),
+        Rejected(RejectCode::AgeRestricted),
+    );
+    check(
+        "order: budget before funds",
+        &[fund, account(2, 1, None, true, Some(150))],
+        gift(10, 1, 2, "rose", 151),
+        Rejected(RejectCode::BudgetExceeded),
+    );
+}
+
+#[test]
+fn gift_cost_overflow_is_an_outcome() {
+    let text = EMBEDDED_ECONOMY_TOML.replace("coins = 34999", &format!("coins = {}", u64::MAX / 2));
+    let engine = Engine::new(
+        Economy::from_toml_str(&text).unwrap(),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    check_on(
+        &engine,
+        "cost overflow",
+        &[recharge(1, 1, "coins_100")],
+        gift(10, 1, 2, "universe", 3),
+        Rejected(RejectCode::Overflow),
+    );
+    // The event checks come before the account: a minor still gets OVERFLOW.
+    check_on(
+        &engine,
+        "overflow before minor",
+        &[account(2, 1, None, false, None)],
+        gift(11, 1, 2, "universe", 3),
+        Rejected(RejectCode::Overflow),
+    );
+}
+
+#[test]
+fn monthly_budget_has_an_exact_boundary_and_resets_each_utc_month() {
+    let engine = engine();
+    engine.apply_batch(
+        &[
+            recharge(1, 1, "coins_500"),
+            account(2, 1, None, true, Some(100)),
+        ],
+        NOV,
+    );
+    let o = engine.apply_batch(&[gift(3, 1, 2, "rose", 60), gift(4, 1, 2, "rose", 40)], NOV);
+    assert_eq!(
+        o[1].status,
+        Status::Accepted(Effect::Coins(400)),
+        "exactly at the budget"
+    );
+    let o = engine.apply_batch(&[gift(5, 1, 2, "rose", 1)], NOV);
+    assert_eq!(o[0].code(), Some(RejectCode::BudgetExceeded));
+    let w = engine.wallet(UserId(1), NOV);
+    assert_eq!(
+        (w.coins, w.spent_this_month, w.monthly_budget_coins),
+        (400, 100, Some(100))
+    );
+    // The last millisecond of November still counts against November.
+    let o = engine.apply_batch(&[gift(6, 1, 2, "rose", 1)], Stamp(DEC.0 - 1));
+    assert_eq!(o[0].code(), Some(RejectCode::BudgetExceeded));
+    assert_eq!(
+        engine.wallet(UserId(1), DEC).spent_this_month,
+        0,
+        "a new month"
+    );
+    let o = engine.apply_batch(&[gift(7, 1, 2, "rose", 100)], DEC);
+    assert_eq!(o[0].status, Status::Accepted(Effect::Coins(300)));
+    assert_eq!(engine.wallet(UserId(1), DEC).spent_this_month, 100);
+    // Removing the budget lifts the limit.
+    engine.apply_batch(&[account(8, 1, None, true, None)], DEC);
+    let o = engine.apply_batch(&[gift(9, 1, 2, "rose", 1)], DEC);
+    assert!(o[0].is_accepted());
+}
+
+#[test]
+fn diamonds_carry_fractions_exactly() {
+    let engine = engine();
+    engine.apply_batch(&[recharge(1, 1, "coins_100")], NOV);
+    let creator = CreatorId(2);
+    engine.apply_batch(
+        &[
+            gift(2, 1, 2, "rose", 1),
+            gift(3, 1, 2, "rose", 1),
+            gift(4, 1, 2, "rose", 1),
+        ],
+        NOV,
+    );
+    let c = engine.creator(creator);
+    assert_eq!(
+        (c.coins_received, c.diamonds_total, c.diamond_fraction),
+        (3, 1, dec("0.5"))
+    );
+    engine.apply_batch(&[gift(5, 1, 2, "rose", 1)], NOV);
+    let c = engine.creator(creator);
+    assert_eq!(
+        (c.coins_received, c.diamonds_total, c.diamond_fraction),
+        (4, 2, dec("0"))
+    );
+    // Fractions from different senders in different shards add up too.
+    engine.apply_batch(
+        &[recharge(6, 3, "coins_100"), gift(7, 3, 2, "rose", 1)],
+        NOV,
+    );
+    assert_eq!(engine.creator(creator).diamonds_total, 2);
+    engine.apply_batch(&[gift(8, 1, 2, "rose", 1)], NOV);
+    assert_eq!(engine.creator(creator).diamonds_total, 3);
+}
+
+#[test]
+fn payout_rules() {
+    // 40_000 coins received -> 20_000 diamonds = 100 USD, exactly the minimum.
+    let funds = [
+        recharge(1, 1, "coins_7000"),
+        recharge(2, 1, "coins_7000"),
+        recharge(3, 1, "coins_7000"),
+        recharge(4, 1, "coins_7000"),
+        recharge(5, 1, "coins_7000"),
+        recharge(6, 1, "coins_7000"),
+        gift(7, 1, 2, "universe", 1),
+        gift(8, 1, 2, "drama_queen", 1),
+        gift(9, 1, 2, "rose", 1),
+    ];
+    check(
+        "exactly the minimum",
+        &funds,
+        payout(10, 2, 20_000, "USD"),
+        PaidOut(0),
+    );
+    check(
+        "below the minimum",
+        &funds,
+        payout(10, 2, 19_999, "USD"),
+        Rejected(RejectCode::BelowPayoutMinimum),
+    );
+    check(
+        "more than credited",
+        &funds,
+        payout(10, 2, 20_001, "USD"),
+        Rejected(RejectCode::InsufficientDiamonds),
+    );
+    check(
+        "zero diamonds",
+        &funds,
+        payout(10, 2, 0, "USD"),
+        Rejected(RejectCode::AmountOutOfRange),
+    );
+    check(
+        "no diamond value",
+        &funds,
+        payout(10, 2, 20_000, "JPY"),
+        Rejected(RejectCode::UnsupportedCurrency),
+    );
+    check("EUR", &funds, payout(10, 2, 20_000, "EUR"), PaidOut(0));
+    check(
+        "nothing received",
+        &[],
+        payout(10, 5, 20_000, "USD"),
+        Rejected(RejectCode::InsufficientDiamonds),
+    );
+    check(
+        "order: minimum before funds",
+        &[],
+        payout(10, 5, 1, "USD"),
+        Rejected(RejectCode::BelowPayoutMinimum),
+    );
+
+    let engine = engine();
+    engine.apply_batch(&funds, NOV);
+    let o = engine.apply_batch(&[payout(10, 2, 20_000, "USD")], NOV)[0];
+    assert_eq!(
+        o.status,
+        Status::Accepted(Effect::PaidOut {
+            diamonds_available: 0,
+            value: dec("100.000")
+        })
+    );
+    let c = engine.creator(CreatorId(2));
+    assert_eq!((c.diamonds_total, c.diamonds_available), (20_000, 0));
+    let again = engine.apply_batch(&[payout(11, 2, 20_000, "USD")], NOV)[0];
+    assert_eq!(
+        again.code(),
+        Some(RejectCode::InsufficientDiamonds),
+        "paid once only"
+    );
+}
+
+#[test]
+fn a_payout_sees_the_gifts_of_its_own_batch() {
+    let engine = engine();
+    let mut batch: Vec<Event> = (0..6).map(|i| recharge(i, 1, "coins_7000")).collect();
+    batch.push(payout(100, 2, 20_000, "USD"));
+    batch.push(gift(101, 1, 2, "universe", 1));
+    batch.push(gift(102, 1, 2, "drama_queen", 1));
+    batch.push(gift(103, 1, 2, "rose", 1));
+    let o = engine.apply_batch(&batch, NOV);
+    assert!(o[6].is_accepted(), "{:?}", o[6]);
+    assert!(o[6].seq > o[9].seq, "seq records the order applied");
+}
+
+#[test]
+fn duplicates_return_the_original_outcome_and_change_nothing() {
+    let engine = engine();
+    let first = engine.apply_batch(
+        &[recharge(1, 1, "coins_100"), gift(2, 1, 2, "rose", 3)],
+        NOV,
+    );
+    let before = engine.state_fingerprint();
+    // The same ids, even with other content, in another order, in a later month.
+    let again = engine.apply_batch(
+        &[gift(2, 1, 2, "rose", 50), recharge(1, 1, "coins_100")],
+        DEC,
+    );
+    assert_eq!(engine.state_fingerprint(), before);
+    assert_eq!(
+        (again[0].seq, again[0].status),
+        (first[1].seq, first[1].status)
+    );
+    assert_eq!(
+        (again[1].seq, again[1].status),
+        (first[0].seq, first[0].status)
+    );
+    assert!(again.iter().all(|o| o.duplicate));
+    // Within one batch, the second copy is the duplicate.
+    let o = engine.apply_batch(&[gift(3, 1, 2, "rose", 1), gift(3, 1, 2, "rose", 1)], NOV);
+    assert!(!o[0].duplicate && o[1].duplicate && o[0].seq == o[1].seq);
+    assert_eq!(engine.wallet(UserId(1), NOV).coins, 96);
+    // Rejections are idempotent too.
+    let r = engine.apply_batch(&[gift(4, 1, 2, "unicorn", 1)], NOV)[0];
+    let r2 = engine.apply_batch(&[gift(4, 1, 2, "rose", 1)], NOV)[0];
+    assert_eq!((r2.seq, r2.status, r2.duplicate), (r.seq, r.status, true));
+    // Payouts and goals too.
+    let g = engine.apply_batch(&[goal(5, 9002, 2, 1000)], NOV)[0];
+    let g2 = engine.apply_batch(&[goal(5, 9002, 2, 5000)], NOV)[0];
+    assert_eq!((g2.seq, g2.duplicate), (g.seq, true));
+    assert_eq!(engine.stream(StreamId(9002)).goal, Some((1000, 4)));
+}
+
+#[test]
+fn the_idempotency_window_is_bounded_by_entries() {
+    let config = EngineConfig {
+        shards: 1,
+        idempotency_entries_max: 2,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(economy(), config).unwrap();
+    engine.apply_batch(
+        &[
+            recharge(1, 1, "coins_100"),
+            recharge(2, 1, "coins_100"),
+            recharge(3, 1, "coins_100"),
+        ],
+        NOV,
+    );
+    // Id 1 fell out of the window: the same id is a new event now (documented bound).
+    let o = engine.apply_batch(
+        &[recharge(1, 1, "coins_100"), recharge(3, 1, "coins_100")],
+        NOV,
+    );
+    assert!(!o[0].duplicate && o[1].duplicate);
+    assert_eq!(engine.wallet(UserId(1), NOV).coins, 400);
+}
+
+#[test]
+fn stream_goals_leaderboards_and_history() {
+    let engine = engine();
+    engine.apply_batch(
+        &[
+            recharge(1, 10, "coins_500"),
+            recharge(2, 11, "coins_500"),
+            recharge(3, 12, "coins_500"),
+            goal(4, 9007, 7, 1000),
+        ],
+        NOV,
+    );
+    let o = engine.apply_batch(
+        &[
+            gift(5, 10, 7, "panda", 2),
+            gift(6, 11, 7, "rose", 30),
+            gift(7, 12, 8, "concert", 1),
+            gift(8, 10, 7, "rose", 1),
+            gift(9, 12, 7, "unicorn", 1),
+        ],
+        NOV,
+    );
+    assert!(o[..4].iter().all(|o| o.is_accepted()));
+    let s = engine.stream(StreamId(9007));
+    assert_eq!(
+        (s.creator, s.coins_received, s.goal),
+        (Some(CreatorId(7)), 41, Some((1000, 41)))
+    );
+    assert_eq!(
+        engine.stream_top_gifters(StreamId(9007), 10),
+        vec![(UserId(11), 30), (UserId(10), 11)]
+    );
+    assert_eq!(
+        engine.creator_top_gifters(CreatorId(7), 1),
+        vec![(UserId(11), 30)]
+    );
+    assert_eq!(
+        engine.top_creators(10),
+        vec![(CreatorId(8), 250), (CreatorId(7), 20)]
+    );
+    let c = engine.creator(CreatorId(7));
+    let e = economy();
+    let names: Vec<(&str, u128)> = c
+        .gifts
+        .iter()
+        .map(|(g, n)| (e.gifts[g.0 as usize].id.as_str(), *n))
+        .collect();
+    assert_eq!(names, vec![("rose", 31), ("panda", 2)]);
+    let h = engine.history(UserId(12), 10);
+    assert_eq!(h.len(), 3);
+    assert_eq!(
+        (h[0].event_id, h[0].code, h[0].coins_delta),
+        (EventId(9), Some(RejectCode::UnknownGift), 0)
+    );
+    assert_eq!((h[1].event_id, h[1].coins_delta), (EventId(7), -500));
+    assert_eq!((h[2].event_id, h[2].coins_delta), (EventId(3), 500));
+    assert_eq!(engine.history(UserId(12), 1).len(), 1);
+    assert!(engine.audit().is_clean());
+}
+
+#[test]
+fn invalid_engine_configs_name_the_key() {
+    let bad = [
+        (
+            EngineConfig {
+                shards: 3,
+                ..EngineConfig::default()
+            },
+            "engine.shards",
+        ),
+        (
+            EngineConfig {
+                top_k: 0,
+                ..EngineConfig::default()
+            },
+            "engine.top_k",
+        ),
+        (
+            EngineConfig {
+                history_per_user: 5000,
+                ..EngineConfig::default()
+            },
+            "engine.history_per_user",
+        ),
+    ];
+    for (config, key) in bad {
+        let err = Engine::new(economy(), config).err().expect(key);
+        assert_eq!(err.key, key);
+    }
+}

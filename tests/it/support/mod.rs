@@ -1,0 +1,100 @@
+//! Shared helpers: event builders over the embedded economy.
+
+use giftstream::economy::{Currency, Economy};
+use giftstream::engine::{
+    AccountSettings, Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId,
+    PackageId, Payout, Recharge, Stamp, StreamGoal, StreamId, UserId,
+};
+use rust_decimal::Decimal;
+
+/// 2026-11-15T00:00:00Z.
+pub const NOV: Stamp = Stamp(1_794_700_800_000);
+/// 2026-12-01T00:00:00Z.
+pub const DEC: Stamp = Stamp(1_796_083_200_000);
+
+pub fn economy() -> Economy {
+    Economy::embedded()
+}
+
+pub fn engine() -> Engine {
+    Engine::new(economy(), EngineConfig::default()).unwrap()
+}
+
+pub fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+/// A package recharge at its USD price.
+pub fn recharge(id: u128, user: u64, package: &str) -> Event {
+    let e = economy();
+    let p = e.package_index(package).unwrap();
+    let spec = &e.packages[p as usize];
+    Event::Recharge(Recharge {
+        id: EventId(id),
+        user: UserId(user),
+        coins: spec.coins,
+        price: spec.prices[&Currency::USD],
+        currency: Currency::USD,
+        package: Some(PackageId(p)),
+        channel: Channel::App,
+    })
+}
+
+/// A custom web recharge.
+pub fn custom(id: u128, user: u64, coins: u64, price: &str) -> Event {
+    Event::Recharge(Recharge {
+        id: EventId(id),
+        user: UserId(user),
+        coins,
+        price: dec(price),
+        currency: Currency::USD,
+        package: None,
+        channel: Channel::Web,
+    })
+}
+
+pub fn gift(id: u128, sender: u64, creator: u64, gift: &str, count: u32) -> Event {
+    let g = economy().gift_index(gift).map_or(GiftId::UNKNOWN, GiftId);
+    Event::Gift(Gift {
+        id: EventId(id),
+        sender: UserId(sender),
+        creator: CreatorId(creator),
+        stream: StreamId(9000 + creator),
+        gift: g,
+        count,
+    })
+}
+
+pub fn payout(id: u128, creator: u64, diamonds: u64, currency: &str) -> Event {
+    Event::Payout(Payout {
+        id: EventId(id),
+        creator: CreatorId(creator),
+        diamonds,
+        currency: currency.parse().unwrap(),
+    })
+}
+
+pub fn account(
+    id: u128,
+    user: u64,
+    region: Option<&str>,
+    adult: bool,
+    budget: Option<u64>,
+) -> Event {
+    Event::Account(AccountSettings {
+        id: EventId(id),
+        user: UserId(user),
+        region: region.map(|r| r.parse().unwrap()),
+        adult,
+        monthly_budget_coins: budget,
+    })
+}
+
+pub fn goal(id: u128, stream: u64, creator: u64, target: u64) -> Event {
+    Event::StreamGoal(StreamGoal {
+        id: EventId(id),
+        stream: StreamId(stream),
+        creator: CreatorId(creator),
+        coins_target: target,
+    })
+}
