@@ -635,21 +635,18 @@ impl Engine {
             if !s.touched_creators.is_empty() || !s.touched_streams.is_empty() {
                 v.push(format!("sender shard {i} has unmerged credits at a cut"));
             }
+            let mut tops = std::collections::HashMap::<CreatorId, TopK>::new();
+            for (&(creator, user), &coins) in &s.creator_gifters {
+                *creator_parts.entry(creator).or_default() += coins;
+                tops.entry(creator).or_default().offer(self.config.top_k, user.0, coins);
+            }
             for (creator, part) in &s.creators {
-                let sum: u128 = part.gifters.values().sum();
-                *creator_parts.entry(*creator).or_default() += sum;
-                let mut top = TopK::default();
-                for (u, coins) in &part.gifters {
-                    top.offer(self.config.top_k, u.0, *coins);
-                }
-                if top != part.top {
-                    v.push(format!(
-                        "creator {creator}: top gifters in shard {i} differ from its gifter totals"
-                    ));
+                if tops.get(creator).unwrap_or(&TopK::default()) != &part.top {
+                    v.push(format!("creator {creator}: top gifters in shard {i} differ from its gifter totals"));
                 }
             }
-            for (stream, part) in &s.streams {
-                *stream_parts.entry(*stream).or_default() += part.gifters.values().sum::<u128>();
+            for (&(stream, _), &coins) in &s.stream_gifters {
+                *stream_parts.entry(stream).or_default() += coins;
             }
         }
         let mut top_check = Vec::new();
@@ -731,30 +728,18 @@ impl Engine {
             wallets.sort_unstable_by_key(|(u, _)| **u);
             let mut hist: Vec<_> = s.histories.iter().collect();
             hist.sort_unstable_by_key(|(u, _)| **u);
-            let mut creators: Vec<_> = s
-                .creators
-                .iter()
-                .map(|(c, p)| {
-                    let mut g: Vec<_> = p.gifters.iter().collect();
-                    g.sort_unstable();
-                    (c, &p.gifts, g, p.top.entries(), p.pending_coins)
-                })
-                .collect();
+            let mut creators: Vec<_> = s.creators.iter().map(|(c, p)| (c, &p.gifts, p.top.entries(), p.pending_coins)).collect();
             creators.sort_unstable_by_key(|e| *e.0);
-            let mut streams: Vec<_> = s
-                .streams
-                .iter()
-                .map(|(st, p)| {
-                    let mut g: Vec<_> = p.gifters.iter().collect();
-                    g.sort_unstable();
-                    (st, g, p.top.entries(), p.pending_coins)
-                })
-                .collect();
+            let mut streams: Vec<_> = s.streams.iter().map(|(st, p)| (st, p.top.entries(), p.pending_coins)).collect();
             streams.sort_unstable_by_key(|e| *e.0);
+            let mut creator_gifters: Vec<_> = s.creator_gifters.iter().collect();
+            creator_gifters.sort_unstable();
+            let mut stream_gifters: Vec<_> = s.stream_gifters.iter().collect();
+            stream_gifters.sort_unstable();
             let window: Vec<_> = s.window.iter().collect();
             let _ = writeln!(
                 out,
-                "sender {i}: {wallets:?} {hist:?} {creators:?} {streams:?} {window:?} {:?}",
+                "sender {i}: {wallets:?} {hist:?} {creators:?} {streams:?} {creator_gifters:?} {stream_gifters:?} {window:?} {:?}",
                 s.totals
             );
         }

@@ -43,8 +43,7 @@ pub(crate) struct CreatorPart {
     pub pending_coins: u128,
     /// Gift counts by catalog id (a creator receives few kinds: a short list).
     pub gifts: Vec<(GiftId, u128)>,
-    /// Coins gifted to this creator by each sender of this shard.
-    pub gifters: FxHashMap<UserId, u128>,
+    /// Top gifters among this shard's senders (their totals are in `creator_gifters`).
     pub top: TopK,
 }
 
@@ -54,7 +53,7 @@ pub(crate) struct StreamPart {
     pub pending_coins: u128,
     /// Smallest creator id gifted to in this stream since the last merge.
     pub pending_creator: Option<CreatorId>,
-    pub gifters: FxHashMap<UserId, u128>,
+    /// Top gifters among this shard's senders (their totals are in `stream_gifters`).
     pub top: TopK,
 }
 
@@ -73,6 +72,11 @@ pub(crate) struct SenderShard {
     pub window: IdempotencyWindow,
     pub creators: FxHashMap<CreatorId, CreatorPart>,
     pub streams: FxHashMap<StreamId, StreamPart>,
+    /// Coins gifted per (creator, sender of this shard). One flat map rather than a map
+    /// per creator: no small-map growth on the hot path, one probe per gift.
+    pub creator_gifters: FxHashMap<(CreatorId, UserId), u128>,
+    /// Coins gifted per (stream, sender of this shard).
+    pub stream_gifters: FxHashMap<(StreamId, UserId), u128>,
     pub log: Vec<LogEntry>,
     pub totals: SenderTotals,
     /// Creators and streams with pending coins, to merge at the end of the chunk.
@@ -97,6 +101,8 @@ impl SenderShard {
             ),
             creators: FxHashMap::default(),
             streams: FxHashMap::default(),
+            creator_gifters: FxHashMap::default(),
+            stream_gifters: FxHashMap::default(),
             log: Vec::new(),
             totals: SenderTotals::default(),
             touched_creators: Vec::new(),
@@ -218,7 +224,7 @@ impl SenderShard {
             Some((_, n)) => *n += u128::from(g.count),
             None => part.gifts.push((g.gift, u128::from(g.count))),
         }
-        let total = part.gifters.entry(g.sender).or_default();
+        let total = self.creator_gifters.entry((g.creator, g.sender)).or_default();
         *total += cost;
         part.top.offer(config.top_k, g.sender.0, *total);
 
@@ -228,7 +234,7 @@ impl SenderShard {
         }
         part.pending_coins += cost;
         part.pending_creator = Some(part.pending_creator.map_or(g.creator, |c| c.min(g.creator)));
-        let total = part.gifters.entry(g.sender).or_default();
+        let total = self.stream_gifters.entry((g.stream, g.sender)).or_default();
         *total += cost;
         part.top.offer(config.top_k, g.sender.0, *total);
 
