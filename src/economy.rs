@@ -428,7 +428,7 @@ impl Economy {
     pub fn diamond_fraction_for(&self, coins: u128) -> Decimal {
         let rem = coins.saturating_mul(self.share_numerator) % self.share_denominator;
         // rem < 10^9 and the denominator <= 10^9, both fit a Decimal exactly.
-        Decimal::from(rem as u64) / Decimal::from(self.share_denominator as u64)
+        (Decimal::from(rem as u64) / Decimal::from(self.share_denominator as u64)).normalize()
     }
 
     pub fn gift_index(&self, id: &str) -> Option<u32> {

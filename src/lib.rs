@@ -4,10 +4,23 @@
 //! - [`economy`]: `economy.toml`, the catalog and money rules, validated.
 //! - [`engine`]: the ledger — synchronous, lock-sharded, deterministic; no tokio, no
 //!   sockets, no Redis, no clock.
+//! - [`config`]: `giftstream.toml` and `GIFTSTREAM_*` overrides.
+//! - [`protocol`]: binary frames (bincode format) and their conversion to engine types.
+//! - [`client`]: the async, pipelining Rust client of the binary protocol.
+//! - [`server`]: `giftstream serve` — TCP and HTTP listeners, auth, live feed, shutdown.
+//! - [`persist`]: the commit path (group commit, journal trait, durable watermark).
+//! - [`telemetry`]: metric names and buckets, Prometheus recorder, tracing setup.
 //! - [`demo`]: `giftstream demo`, a seeded burst through the engine in-process.
 //!
+//! Layers go one way: protocol/http → server → engine; server → persist → engine.
 //! `src/main.rs` only parses the command line and calls into these modules.
 
+pub mod client;
+pub mod config;
 pub mod demo;
 pub mod economy;
 pub mod engine;
+pub mod persist;
+pub mod protocol;
+pub mod server;
+pub mod telemetry;

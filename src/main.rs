@@ -18,6 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the binary protocol and the HTTP/JSON API. Reads GIFTSTREAM_CONFIG
+    /// (default config/giftstream.toml) and the GIFTSTREAM_* overrides.
+    Serve,
     /// Run the engine in-process on the embedded economy: a seeded synthetic burst,
     /// then throughput, outcomes, leaderboards and the invariant audit. No Redis needed.
     Demo {
@@ -47,6 +50,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve => serve()?,
         Command::Demo {
             users,
             creators,
@@ -74,4 +78,54 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn serve() -> anyhow::Result<()> {
+    let config = giftstream::config::Config::load_from_env()?;
+    giftstream::telemetry::init_tracing(
+        &config.server.log_level,
+        config.server.log_format == "json",
+    );
+    let economy = config.load_economy()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.server.worker_threads > 0 {
+        runtime.worker_threads(config.server.worker_threads);
+    }
+    let runtime = runtime.enable_all().build()?;
+    runtime.block_on(async move {
+        if !config.redis.url.is_empty() {
+            anyhow::bail!(
+                "GIFTSTREAM_REDIS_URL is set, but the Redis journal is not built yet; \
+                 unset it to run in memory"
+            );
+        }
+        tracing::warn!("no GIFTSTREAM_REDIS_URL: running in memory, nothing survives a restart");
+        let journal = std::sync::Arc::new(giftstream::persist::journal::MemoryJournal::default());
+        let http = tokio::net::TcpListener::bind(config.server.http_addr).await?;
+        let tcp = tokio::net::TcpListener::bind(config.server.tcp_addr).await?;
+        giftstream::server::run(config, economy, journal, http, tcp, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
 }

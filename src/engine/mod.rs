@@ -638,11 +638,15 @@ impl Engine {
             let mut tops = std::collections::HashMap::<CreatorId, TopK>::new();
             for (&(creator, user), &coins) in &s.creator_gifters {
                 *creator_parts.entry(creator).or_default() += coins;
-                tops.entry(creator).or_default().offer(self.config.top_k, user.0, coins);
+                tops.entry(creator)
+                    .or_default()
+                    .offer(self.config.top_k, user.0, coins);
             }
             for (creator, part) in &s.creators {
                 if tops.get(creator).unwrap_or(&TopK::default()) != &part.top {
-                    v.push(format!("creator {creator}: top gifters in shard {i} differ from its gifter totals"));
+                    v.push(format!(
+                        "creator {creator}: top gifters in shard {i} differ from its gifter totals"
+                    ));
                 }
             }
             for (&(stream, _), &coins) in &s.stream_gifters {
@@ -728,9 +732,17 @@ impl Engine {
             wallets.sort_unstable_by_key(|(u, _)| **u);
             let mut hist: Vec<_> = s.histories.iter().collect();
             hist.sort_unstable_by_key(|(u, _)| **u);
-            let mut creators: Vec<_> = s.creators.iter().map(|(c, p)| (c, &p.gifts, p.top.entries(), p.pending_coins)).collect();
+            let mut creators: Vec<_> = s
+                .creators
+                .iter()
+                .map(|(c, p)| (c, &p.gifts, p.top.entries(), p.pending_coins))
+                .collect();
             creators.sort_unstable_by_key(|e| *e.0);
-            let mut streams: Vec<_> = s.streams.iter().map(|(st, p)| (st, p.top.entries(), p.pending_coins)).collect();
+            let mut streams: Vec<_> = s
+                .streams
+                .iter()
+                .map(|(st, p)| (st, p.top.entries(), p.pending_coins))
+                .collect();
             streams.sort_unstable_by_key(|e| *e.0);
             let mut creator_gifters: Vec<_> = s.creator_gifters.iter().collect();
             creator_gifters.sort_unstable();

@@ -224,7 +224,10 @@ impl SenderShard {
             Some((_, n)) => *n += u128::from(g.count),
             None => part.gifts.push((g.gift, u128::from(g.count))),
         }
-        let total = self.creator_gifters.entry((g.creator, g.sender)).or_default();
+        let total = self
+            .creator_gifters
+            .entry((g.creator, g.sender))
+            .or_default();
         *total += cost;
         part.top.offer(config.top_k, g.sender.0, *total);
 

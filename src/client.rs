@@ -1,0 +1,240 @@
+//! `giftstream::client`: an async client of the binary protocol with pipelining.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), giftstream::client::ClientError> {
+//! use giftstream::client::Client;
+//! let client = Client::connect("127.0.0.1:7070", "dev-ingest-token-0001").await?;
+//! let outcomes = client.send(&[/* events */]).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Many tasks may call [`Client::send`] on one shared client: frames are written in call
+//! order and responses matched by request id, so requests pipeline on one connection.
+//! [`Client::submit`] sends without waiting and returns a handle to await later.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::oneshot;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use crate::config::FRAME_BYTES_MAX_LIMIT;
+use crate::engine::{Event, Outcome};
+use crate::protocol::{self, ClientFrame, ServerFrame, WireEvent, WireOutcome, error_code};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server answered with an error frame.
+    #[error("server error {name} ({code}): {message}")]
+    Server {
+        code: u16,
+        name: &'static str,
+        message: String,
+    },
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("connection closed")]
+    Closed,
+}
+
+type Waiter = oneshot::Sender<Result<Vec<WireOutcome>, ClientError>>;
+
+struct Shared {
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    /// An error frame without a request id ends every waiter with it.
+    fatal: Mutex<Option<(u16, String)>>,
+}
+
+pub struct Client {
+    sink: tokio::sync::Mutex<FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>>,
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+    /// The server's last sequence number when this connection authenticated.
+    pub last_seq_at_connect: u64,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A request in flight; await [`Pending::outcomes`].
+pub struct Pending {
+    rx: oneshot::Receiver<Result<Vec<WireOutcome>, ClientError>>,
+    events: Vec<Event>,
+}
+
+impl Pending {
+    pub async fn outcomes(self) -> Result<Vec<Outcome>, ClientError> {
+        let wire = self.rx.await.map_err(|_| ClientError::Closed)??;
+        if wire.len() != self.events.len() {
+            return Err(ClientError::Protocol(format!(
+                "{} outcomes for {} events",
+                wire.len(),
+                self.events.len()
+            )));
+        }
+        wire.iter()
+            .zip(&self.events)
+            .map(|(w, e)| {
+                w.to_outcome(e)
+                    .map_err(|m| ClientError::Protocol(m.to_owned()))
+            })
+            .collect()
+    }
+}
+
+impl Client {
+    /// Connects and authenticates with a token that has the `ingest` scope.
+    pub async fn connect(addr: impl ToSocketAddrs, token: &str) -> Result<Client, ClientError> {
+        let socket = TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        let (r, w) = socket.into_split();
+        let mut sink = FramedWrite::new(w, protocol::codec(FRAME_BYTES_MAX_LIMIT));
+        let mut frames = FramedRead::new(r, protocol::codec(FRAME_BYTES_MAX_LIMIT));
+        sink.send(Bytes::from(protocol::encode(&ClientFrame::Auth {
+            token: token.to_owned(),
+        })))
+        .await?;
+        let first = frames.next().await.ok_or(ClientError::Closed)??;
+        let last_seq = match protocol::decode::<ServerFrame>(&first)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+        {
+            ServerFrame::AuthOk { last_seq } => last_seq,
+            ServerFrame::Error { code, message, .. } => {
+                return Err(ClientError::Server {
+                    code,
+                    name: error_code::name(code),
+                    message,
+                });
+            }
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected AuthOk, got {other:?}"
+                )));
+            }
+        };
+        let shared = Arc::new(Shared {
+            waiters: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
+        });
+        let reader = tokio::spawn(read_loop(frames, shared.clone()));
+        Ok(Client {
+            sink: tokio::sync::Mutex::new(sink),
+            shared,
+            next_id: AtomicU64::new(1),
+            last_seq_at_connect: last_seq,
+            reader,
+        })
+    }
+
+    /// Sends a batch and returns a handle to await its outcomes (pipelining).
+    pub async fn submit(&self, events: &[Event]) -> Result<Pending, ClientError> {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = ClientFrame::Request {
+            request_id,
+            events: events.iter().map(WireEvent::from).collect(),
+        };
+        let (tx, rx) = oneshot::channel();
+        if let Some((code, message)) = self.shared.fatal.lock().clone() {
+            return Err(ClientError::Server {
+                code,
+                name: error_code::name(code),
+                message,
+            });
+        }
+        self.shared.waiters.lock().insert(request_id, tx);
+        let bytes = Bytes::from(protocol::encode(&frame));
+        let sent = self.sink.lock().await.send(bytes).await;
+        if let Err(e) = sent {
+            self.shared.waiters.lock().remove(&request_id);
+            return Err(e.into());
+        }
+        Ok(Pending {
+            rx,
+            events: events.to_vec(),
+        })
+    }
+
+    /// Sends a batch and waits for its outcomes (in event order).
+    pub async fn send(&self, events: &[Event]) -> Result<Vec<Outcome>, ClientError> {
+        self.submit(events).await?.outcomes().await
+    }
+}
+
+async fn read_loop(
+    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
+    shared: Arc<Shared>,
+) {
+    let fail_all = |shared: &Shared, code: u16, message: String| {
+        *shared.fatal.lock() = Some((code, message.clone()));
+        for (_, w) in shared.waiters.lock().drain() {
+            let _ = w.send(Err(ClientError::Server {
+                code,
+                name: error_code::name(code),
+                message: message.clone(),
+            }));
+        }
+    };
+    while let Some(frame) = frames.next().await {
+        let Ok(bytes) = frame else { break };
+        match protocol::decode::<ServerFrame>(&bytes) {
+            Ok(ServerFrame::Response {
+                request_id,
+                outcomes,
+            }) => {
+                if let Some(w) = shared.waiters.lock().remove(&request_id) {
+                    let _ = w.send(Ok(outcomes));
+                }
+            }
+            Ok(ServerFrame::Error {
+                request_id,
+                code,
+                message,
+            }) => {
+                let waiter = shared.waiters.lock().remove(&request_id);
+                match waiter {
+                    Some(w) if code == error_code::UNAVAILABLE => {
+                        let _ = w.send(Err(ClientError::Server {
+                            code,
+                            name: error_code::name(code),
+                            message,
+                        }));
+                    }
+                    Some(w) => {
+                        let _ = w.send(Err(ClientError::Server {
+                            code,
+                            name: error_code::name(code),
+                            message: message.clone(),
+                        }));
+                        fail_all(&shared, code, message);
+                    }
+                    None => fail_all(&shared, code, message),
+                }
+            }
+            Ok(ServerFrame::AuthOk { .. }) => {}
+            Err(e) => {
+                fail_all(&shared, error_code::MALFORMED_FRAME, e.to_string());
+                break;
+            }
+        }
+    }
+    let mut fatal = shared.fatal.lock();
+    if fatal.is_none() {
+        *fatal = Some((0, "connection closed".to_owned()));
+    }
+    drop(fatal);
+    for (_, w) in shared.waiters.lock().drain() {
+        let _ = w.send(Err(ClientError::Closed));
+    }
+}

@@ -1,0 +1,493 @@
+//! `giftstream.toml` plus `GIFTSTREAM_*` environment overrides (SPEC §2.6).
+//!
+//! Typed (`deny_unknown_fields`), defaults as named constants, `validate()` rejects bad
+//! bounds at start with an error naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::economy::{ConfigError, EMBEDDED_ECONOMY_TOML, Economy};
+use crate::engine::EngineConfig;
+
+/// Largest frame on the binary protocol, in bytes (header excluded).
+pub const FRAME_BYTES_MAX_DEFAULT: usize = 4 << 20;
+/// Hard upper bound any configuration may set for a frame.
+pub const FRAME_BYTES_MAX_LIMIT: usize = 64 << 20;
+pub const EVENTS_PER_FRAME_MAX_DEFAULT: usize = 10_000;
+pub const INFLIGHT_FRAMES_MAX_DEFAULT: usize = 64;
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1_024;
+pub const HTTP_BODY_BYTES_MAX_DEFAULT: usize = 4 << 20;
+pub const HTTP_EVENTS_PER_BATCH_MAX_DEFAULT: usize = 10_000;
+pub const SSE_SUBSCRIBERS_PER_STREAM_MAX_DEFAULT: usize = 256;
+pub const SSE_BUFFER_EVENTS_DEFAULT: usize = 1_024;
+pub const READ_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+pub const COMMIT_INTERVAL_MS_DEFAULT: u64 = 2;
+pub const COMMIT_EVENTS_MAX_DEFAULT: usize = 65_536;
+pub const PENDING_EVENTS_MAX_DEFAULT: u64 = 1_000_000;
+
+/// When an outcome is released to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// As soon as the engine applied the event.
+    Applied,
+    /// Once the commit that contains the event is confirmed by the persistence layer.
+    Durable,
+}
+
+/// An access token and its scopes.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub token: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    /// Tokens never appear in logs or debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("token", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+/// What a token may do. `admin` implies `ingest` and `read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Send events (POST /v1/events, PUT users and goals, the binary protocol).
+    Ingest,
+    /// Read wallets, histories, creators, streams, leaderboards, the live feed.
+    Read,
+    /// Everything.
+    Admin,
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ingest" => Ok(Scope::Ingest),
+            "read" => Ok(Scope::Read),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!(
+                "unknown scope {other:?} (expected ingest, read or admin)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// HTTP/JSON API, metrics and health (`GIFTSTREAM_HTTP_ADDR`).
+    pub http_addr: SocketAddr,
+    /// Binary protocol (`GIFTSTREAM_TCP_ADDR`).
+    pub tcp_addr: SocketAddr,
+    /// `durable` (default) or `applied` (`GIFTSTREAM_ACK`).
+    pub ack: AckMode,
+    /// Log filter when `RUST_LOG` is unset, e.g. `info` or `giftstream=debug`.
+    pub log_level: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+    /// Economy file (`GIFTSTREAM_ECONOMY`); empty = the embedded default.
+    pub economy: String,
+    /// Worker threads of the async runtime (0 = one per core).
+    pub worker_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_addr: "127.0.0.1:8080".parse().expect("static address"),
+            tcp_addr: "127.0.0.1:7070".parse().expect("static address"),
+            ack: AckMode::Durable,
+            log_level: "info".to_owned(),
+            log_format: "text".to_owned(),
+            economy: "config/economy.toml".to_owned(),
+            worker_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest binary frame payload in bytes.
+    pub frame_bytes_max: usize,
+    /// Most events in one binary request frame.
+    pub events_per_frame_max: usize,
+    /// Request frames a connection may have awaiting their response; beyond it the
+    /// server stops reading that connection (backpressure).
+    pub inflight_frames_max: usize,
+    /// Open binary-protocol connections; one more gets an error frame and is closed.
+    pub connections_max: usize,
+    /// Largest HTTP request body in bytes (413 beyond).
+    pub http_body_bytes_max: usize,
+    /// Most events in one POST /v1/events (413 beyond).
+    pub http_events_per_batch_max: usize,
+    /// Live-feed subscribers per stream (429 beyond).
+    pub sse_subscribers_per_stream_max: usize,
+    /// Feed messages buffered per subscriber; a subscriber that falls further behind
+    /// is disconnected, ingestion never waits for it.
+    pub sse_buffer_events: usize,
+    /// A binary connection idle (no complete frame) this long is closed.
+    pub read_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            events_per_frame_max: EVENTS_PER_FRAME_MAX_DEFAULT,
+            inflight_frames_max: INFLIGHT_FRAMES_MAX_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            http_body_bytes_max: HTTP_BODY_BYTES_MAX_DEFAULT,
+            http_events_per_batch_max: HTTP_EVENTS_PER_BATCH_MAX_DEFAULT,
+            sse_subscribers_per_stream_max: SSE_SUBSCRIBERS_PER_STREAM_MAX_DEFAULT,
+            sse_buffer_events: SSE_BUFFER_EVENTS_DEFAULT,
+            read_timeout_ms: READ_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommitConfig {
+    /// Group commit: gather applied events for at most this long.
+    pub interval_ms: u64,
+    /// ... or until this many are waiting.
+    pub events_max: usize,
+    /// Applied but not yet committed events; beyond it new events are refused with
+    /// "unavailable" (HTTP 503) until commits catch up.
+    pub pending_events_max: u64,
+}
+
+impl Default for CommitConfig {
+    fn default() -> Self {
+        CommitConfig {
+            interval_ms: COMMIT_INTERVAL_MS_DEFAULT,
+            events_max: COMMIT_EVENTS_MAX_DEFAULT,
+            pending_events_max: PENDING_EVENTS_MAX_DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Redis URL (`GIFTSTREAM_REDIS_URL`); empty = in memory only.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Where snapshots go (`GIFTSTREAM_DATA_DIR`).
+    pub dir: PathBuf,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            dir: PathBuf::from("data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Bearer tokens (`GIFTSTREAM_TOKENS=secret=scope+scope,secret2=read` replaces them).
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// `giftstream.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub engine: EngineConfig,
+    pub limits: LimitsConfig,
+    pub commit: CommitConfig,
+    pub redis: RedisConfig,
+    pub snapshot: SnapshotConfig,
+    pub auth: AuthConfig,
+}
+
+/// Shortest accepted token: shorter secrets are guessable.
+pub const TOKEN_CHARS_MIN: usize = 16;
+
+impl Config {
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            ConfigError::new("giftstream.toml", e.to_string().trim().replace('\n', " "))
+        })
+    }
+
+    /// Reads the file at `GIFTSTREAM_CONFIG` (default `config/giftstream.toml`), applies
+    /// the environment overrides and validates.
+    pub fn load_from_env() -> Result<Config, ConfigError> {
+        let path = std::env::var("GIFTSTREAM_CONFIG")
+            .unwrap_or_else(|_| "config/giftstream.toml".to_owned());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::new("GIFTSTREAM_CONFIG", format!("cannot read {path}: {e}"))
+        })?;
+        let mut config = Config::from_toml_str(&text)?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies `GIFTSTREAM_*` overrides read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn addr(name: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+            v.parse()
+                .map_err(|e| ConfigError::new(name, format!("not a socket address ({v:?}): {e}")))
+        }
+        if let Some(v) = var("GIFTSTREAM_HTTP_ADDR") {
+            self.server.http_addr = addr("GIFTSTREAM_HTTP_ADDR", &v)?;
+        }
+        if let Some(v) = var("GIFTSTREAM_TCP_ADDR") {
+            self.server.tcp_addr = addr("GIFTSTREAM_TCP_ADDR", &v)?;
+        }
+        if let Some(v) = var("GIFTSTREAM_REDIS_URL") {
+            self.redis.url = v;
+        }
+        if let Some(v) = var("GIFTSTREAM_DATA_DIR") {
+            self.snapshot.dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("GIFTSTREAM_ECONOMY") {
+            self.server.economy = v;
+        }
+        if let Some(v) = var("GIFTSTREAM_ACK") {
+            self.server.ack = match v.as_str() {
+                "applied" => AckMode::Applied,
+                "durable" => AckMode::Durable,
+                _ => {
+                    return Err(ConfigError::new(
+                        "GIFTSTREAM_ACK",
+                        "must be `applied` or `durable`",
+                    ));
+                }
+            };
+        }
+        if let Some(v) = var("GIFTSTREAM_TOKENS") {
+            self.auth.tokens = parse_tokens(&v)?;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.engine.validate()?;
+        let l = &self.limits;
+        let bounded = |key: &str, v: usize, max: usize| {
+            if v == 0 || v > max {
+                Err(ConfigError::new(
+                    key,
+                    format!("must be in 1..={max}, got {v}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        bounded(
+            "limits.frame_bytes_max",
+            l.frame_bytes_max,
+            FRAME_BYTES_MAX_LIMIT,
+        )?;
+        bounded(
+            "limits.events_per_frame_max",
+            l.events_per_frame_max,
+            1_000_000,
+        )?;
+        bounded("limits.inflight_frames_max", l.inflight_frames_max, 65_536)?;
+        bounded("limits.connections_max", l.connections_max, 1_000_000)?;
+        bounded(
+            "limits.http_body_bytes_max",
+            l.http_body_bytes_max,
+            256 << 20,
+        )?;
+        bounded(
+            "limits.http_events_per_batch_max",
+            l.http_events_per_batch_max,
+            1_000_000,
+        )?;
+        bounded(
+            "limits.sse_subscribers_per_stream_max",
+            l.sse_subscribers_per_stream_max,
+            1_000_000,
+        )?;
+        bounded("limits.sse_buffer_events", l.sse_buffer_events, 1_000_000)?;
+        if l.read_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "limits.read_timeout_ms",
+                "must be positive",
+            ));
+        }
+        let c = &self.commit;
+        if c.interval_ms == 0 || c.interval_ms > 10_000 {
+            return Err(ConfigError::new(
+                "commit.interval_ms",
+                "must be in 1..=10000",
+            ));
+        }
+        bounded("commit.events_max", c.events_max, 10_000_000)?;
+        if c.pending_events_max < c.events_max as u64 {
+            return Err(ConfigError::new(
+                "commit.pending_events_max",
+                "must be at least commit.events_max",
+            ));
+        }
+        if !self.engine.keep_log {
+            return Err(ConfigError::new(
+                "engine.keep_log",
+                "must be true for `serve`: the log feeds every commit",
+            ));
+        }
+        if !matches!(self.server.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::new(
+                "server.log_format",
+                "must be `text` or `json`",
+            ));
+        }
+        if self.server.worker_threads > 1024 {
+            return Err(ConfigError::new(
+                "server.worker_threads",
+                "must be at most 1024",
+            ));
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.token.chars().count() < TOKEN_CHARS_MIN {
+                return Err(ConfigError::new(
+                    format!("auth.tokens[{i}].token"),
+                    format!("must be at least {TOKEN_CHARS_MIN} characters"),
+                ));
+            }
+            if t.scopes.is_empty() {
+                return Err(ConfigError::new(
+                    format!("auth.tokens[{i}].scopes"),
+                    "is empty",
+                ));
+            }
+        }
+        if self.auth.tokens.is_empty() {
+            return Err(ConfigError::new(
+                "auth.tokens",
+                "no tokens: set some in the file or GIFTSTREAM_TOKENS",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The economy this config names (the embedded one for an empty path).
+    pub fn load_economy(&self) -> Result<Economy, ConfigError> {
+        if self.server.economy.is_empty() {
+            return Economy::from_toml_str(EMBEDDED_ECONOMY_TOML);
+        }
+        let path = Path::new(&self.server.economy);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "server.economy",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        Economy::from_toml_str(&text)
+    }
+}
+
+/// Parses `GIFTSTREAM_TOKENS`: `secret=scope+scope,secret2=read`.
+pub fn parse_tokens(v: &str) -> Result<Vec<TokenConfig>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, item) in v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        let key = format!("GIFTSTREAM_TOKENS[{i}]");
+        let (token, scopes) = item
+            .split_once('=')
+            .ok_or_else(|| ConfigError::new(&key, "expected secret=scope+scope"))?;
+        let scopes = scopes
+            .split('+')
+            .map(|s| {
+                s.trim()
+                    .parse::<Scope>()
+                    .map_err(|e| ConfigError::new(&key, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(TokenConfig {
+            token: token.trim().to_owned(),
+            scopes,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../config/giftstream.toml");
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let config = Config::from_toml_str(SHIPPED).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.server.ack, AckMode::Durable);
+    }
+
+    #[test]
+    fn env_overrides_apply_and_name_the_variable() {
+        let mut config = Config::from_toml_str(SHIPPED).unwrap();
+        let env = |name: &str| match name {
+            "GIFTSTREAM_HTTP_ADDR" => Some("127.0.0.1:9999".to_owned()),
+            "GIFTSTREAM_TOKENS" => {
+                Some("0123456789abcdef=read+ingest, fedcba9876543210=admin".to_owned())
+            }
+            "GIFTSTREAM_REDIS_URL" => Some(String::new()),
+            _ => None,
+        };
+        config.apply_env(env).unwrap();
+        assert_eq!(config.server.http_addr.port(), 9999);
+        assert_eq!(config.auth.tokens.len(), 2);
+        assert_eq!(
+            config.auth.tokens[0].scopes,
+            vec![Scope::Read, Scope::Ingest]
+        );
+        assert!(config.redis.url.is_empty());
+
+        let err = config
+            .apply_env(|n| (n == "GIFTSTREAM_TCP_ADDR").then(|| "nowhere".to_owned()))
+            .unwrap_err();
+        assert_eq!(err.key, "GIFTSTREAM_TCP_ADDR");
+        let err = parse_tokens("abc=root").unwrap_err();
+        assert_eq!(err.key, "GIFTSTREAM_TOKENS[0]");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (from, to, key) in [
+            ("shards = 16", "shards = 6", "engine.shards"),
+            ("interval_ms = 2", "interval_ms = 0", "commit.interval_ms"),
+            (
+                "frame_bytes_max = 4194304",
+                "frame_bytes_max = 0",
+                "limits.frame_bytes_max",
+            ),
+            ("[limits]", "[limits]\nframes = 1", "giftstream.toml"),
+        ] {
+            assert!(SHIPPED.contains(from), "{from}");
+            let text = SHIPPED.replacen(from, to, 1);
+            let err = Config::from_toml_str(&text)
+                .and_then(|c| c.validate().map(|_| c))
+                .unwrap_err();
+            assert_eq!(err.key, key, "{to}: {err}");
+        }
+    }
+}

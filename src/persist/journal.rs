@@ -1,0 +1,219 @@
+//! Group commit: the committer task drains the engine's log at consistent cuts and
+//! appends each cut to a [`Journal`] in one call; the commit watermark (the last
+//! sequence number known durable) releases `durable` acks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tokio::sync::{Notify, watch};
+
+use crate::engine::{Engine, LogEntry};
+use crate::telemetry;
+
+/// A failed append. The committer keeps the batch and retries it; it is never dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("journal append failed: {0}")]
+pub struct JournalError(pub String);
+
+/// Durable storage for committed batches.
+///
+/// `append` gets a gap-free run of log entries, strictly after everything appended
+/// before; it returns once the run is durable. It may be called again with the same run
+/// after an error (the first call may have succeeded): implementations make that
+/// idempotent by sequence number.
+pub trait Journal: Send + Sync + 'static {
+    fn append<'a>(&'a self, entries: &'a [LogEntry]) -> BoxFuture<'a, Result<(), JournalError>>;
+}
+
+/// The in-memory journal of `serve` without Redis: nothing survives a restart. It counts
+/// what it was given and can be made to fail (for tests of the retry path).
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    pub last_seq: AtomicU64,
+    pub failing: AtomicBool,
+}
+
+impl Journal for MemoryJournal {
+    fn append<'a>(&'a self, entries: &'a [LogEntry]) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            if self.failing.load(Ordering::Acquire) {
+                return Err(JournalError("memory journal set to fail".to_owned()));
+            }
+            let last = entries.last().map_or(0, |e| e.seq);
+            // Idempotent by sequence number: a run already appended is not counted twice.
+            if last > self.last_seq.load(Ordering::Acquire) {
+                self.batches.fetch_add(1, Ordering::Relaxed);
+                self.events
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                self.last_seq.store(last, Ordering::Release);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Backoff between retries of a failed append: doubling from 1 ms, at most 1 s.
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(1);
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// What the protocol side sees of the committer.
+#[derive(Clone)]
+pub struct CommitHandle {
+    watermark: watch::Receiver<u64>,
+    wake: Arc<Notify>,
+    healthy: Arc<AtomicBool>,
+    engine: Arc<Engine>,
+    events_max: u64,
+    pending_events_max: u64,
+}
+
+impl CommitHandle {
+    /// The last sequence number known durable.
+    pub fn watermark(&self) -> u64 {
+        *self.watermark.borrow()
+    }
+
+    /// Events applied but not yet durable.
+    pub fn pending_events(&self) -> u64 {
+        self.engine.last_seq().saturating_sub(self.watermark())
+    }
+
+    /// False when the bounded pending queue is full: refuse new events ("unavailable").
+    pub fn accepting(&self) -> bool {
+        self.pending_events() < self.pending_events_max
+    }
+
+    /// True while the last commit attempt succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Tells the committer that events were applied; it commits early once
+    /// `commit.events_max` are waiting.
+    pub fn applied(&self) {
+        if self.pending_events() >= self.events_max {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits until every event up to `seq` is durable. Errs only if the committer is
+    /// gone (shutdown finished).
+    pub async fn durable(&self, seq: u64) -> Result<(), JournalError> {
+        let mut rx = self.watermark.clone();
+        rx.wait_for(|w| *w >= seq)
+            .await
+            .map(|_| ())
+            .map_err(|_| JournalError("committer stopped".to_owned()))
+    }
+}
+
+/// The committer's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitterConfig {
+    /// Commit at least this often.
+    pub interval: Duration,
+    /// ... or as soon as this many events wait.
+    pub events_max: u64,
+    /// Beyond this many uncommitted events, ingestion is refused.
+    pub pending_events_max: u64,
+    /// How long the final commit at shutdown keeps retrying a failing journal.
+    pub final_commit_timeout: Duration,
+}
+
+/// Starts the committer task. It runs until `stop` turns true, then makes a final commit
+/// of everything applied. `on_commit` sees every committed run (the live feed uses it).
+/// The task returns false if the final commit failed.
+pub fn spawn_committer(
+    engine: Arc<Engine>,
+    journal: Arc<dyn Journal>,
+    config: CommitterConfig,
+    stop: watch::Receiver<bool>,
+    on_commit: impl Fn(&[LogEntry]) + Send + 'static,
+) -> (CommitHandle, tokio::task::JoinHandle<bool>) {
+    let CommitterConfig {
+        interval,
+        events_max,
+        pending_events_max,
+        final_commit_timeout,
+    } = config;
+    let initial = engine.last_seq();
+    let (tx, rx) = watch::channel(initial);
+    let wake = Arc::new(Notify::new());
+    let healthy = Arc::new(AtomicBool::new(true));
+    let handle = CommitHandle {
+        watermark: rx,
+        wake: wake.clone(),
+        healthy: healthy.clone(),
+        engine: engine.clone(),
+        events_max,
+        pending_events_max,
+    };
+    let task = tokio::spawn(async move {
+        let mut stop = stop;
+        loop {
+            let stopping = *stop.borrow();
+            if !stopping {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = wake.notified() => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            let stopping = *stop.borrow();
+            let entries = engine.drain_log();
+            if !entries.is_empty() {
+                let deadline = stopping.then(|| Instant::now() + final_commit_timeout);
+                if !commit(&*journal, &entries, &healthy, deadline).await {
+                    return false;
+                }
+                let last = entries.last().expect("non-empty").seq;
+                tx.send_replace(last);
+                on_commit(&entries);
+            }
+            metrics::gauge!(telemetry::COMMIT_PENDING_EVENTS)
+                .set(engine.last_seq().saturating_sub(*tx.borrow()) as f64);
+            if stopping && engine.last_seq() == *tx.borrow() {
+                return true;
+            }
+        }
+    });
+    (handle, task)
+}
+
+/// Appends one run, retrying with bounded backoff until it succeeds (or `deadline`).
+async fn commit(
+    journal: &dyn Journal,
+    entries: &[LogEntry],
+    healthy: &AtomicBool,
+    deadline: Option<Instant>,
+) -> bool {
+    let mut backoff = RETRY_BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        match journal.append(entries).await {
+            Ok(()) => {
+                healthy.store(true, Ordering::Release);
+                metrics::histogram!(telemetry::COMMIT_DURATION_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!(telemetry::COMMIT_BATCH_EVENTS).record(entries.len() as f64);
+                metrics::counter!(telemetry::COMMITS_TOTAL).increment(1);
+                return true;
+            }
+            Err(e) => {
+                healthy.store(false, Ordering::Release);
+                metrics::counter!(telemetry::COMMIT_FAILURES_TOTAL).increment(1);
+                tracing::warn!(error = %e, events = entries.len(), retry_in_ms = backoff.as_millis() as u64, "commit failed; retrying");
+                if deadline.is_some_and(|d| Instant::now() + backoff > d) {
+                    tracing::error!(events = entries.len(), "final commit failed; giving up");
+                    return false;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
+        }
+    }
+}

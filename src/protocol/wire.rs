@@ -1,0 +1,347 @@
+//! Frame payloads. Field order and enum variant order are the wire format: append new
+//! variants at the end, never reorder.
+
+use bincode::{Decode, Encode};
+use rust_decimal::Decimal;
+
+use crate::economy::{Currency, Region};
+use crate::engine::{
+    AccountSettings, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, Outcome, PackageId,
+    Payout, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId,
+};
+
+/// Client to server.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum ClientFrame {
+    /// Must be the first frame of a connection; the token needs the `ingest` scope.
+    Auth { token: String },
+    /// A batch of events; the response carries the same `request_id`.
+    Request {
+        request_id: u64,
+        events: Vec<WireEvent>,
+    },
+}
+
+/// Server to client.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum ServerFrame {
+    /// The token was accepted. `last_seq` is the engine's last sequence number.
+    AuthOk { last_seq: u64 },
+    /// One outcome per event of request `request_id`, in event order.
+    Response {
+        request_id: u64,
+        outcomes: Vec<WireOutcome>,
+    },
+    /// An error. `request_id` is 0 when not about one request. After any code but
+    /// `UNAVAILABLE` the server closes the connection; nothing of the offending frame
+    /// was applied.
+    Error {
+        request_id: u64,
+        code: u16,
+        message: String,
+    },
+}
+
+/// Protocol error codes (stable).
+pub mod error_code {
+    /// The payload could not be decoded (or had trailing bytes).
+    pub const MALFORMED_FRAME: u16 = 1;
+    /// The length prefix exceeds `limits.frame_bytes_max`.
+    pub const FRAME_TOO_LARGE: u16 = 2;
+    /// The first frame was not `Auth`, or the token is unknown.
+    pub const UNAUTHENTICATED: u16 = 3;
+    /// The token lacks the `ingest` scope.
+    pub const FORBIDDEN: u16 = 4;
+    /// More events than `limits.events_per_frame_max`.
+    pub const TOO_MANY_EVENTS: u16 = 5;
+    /// A request with no events.
+    pub const EMPTY_BATCH: u16 = 6;
+    /// Commits are failing and the pending queue is full: retry later (the connection
+    /// stays open; nothing of the request was applied).
+    pub const UNAVAILABLE: u16 = 7;
+    /// `limits.connections_max` connections are open.
+    pub const CONNECTION_LIMIT: u16 = 8;
+    /// The server is shutting down.
+    pub const SHUTTING_DOWN: u16 = 9;
+    /// A field holds a value no event can have (a currency that is not 3 uppercase
+    /// letters, a region that is not 2, a price scale over 28, a channel over 1).
+    pub const INVALID_EVENT: u16 = 10;
+    /// No complete frame within `limits.read_timeout_ms`.
+    pub const READ_TIMEOUT: u16 = 11;
+
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            MALFORMED_FRAME => "MALFORMED_FRAME",
+            FRAME_TOO_LARGE => "FRAME_TOO_LARGE",
+            UNAUTHENTICATED => "UNAUTHENTICATED",
+            FORBIDDEN => "FORBIDDEN",
+            TOO_MANY_EVENTS => "TOO_MANY_EVENTS",
+            EMPTY_BATCH => "EMPTY_BATCH",
+            UNAVAILABLE => "UNAVAILABLE",
+            CONNECTION_LIMIT => "CONNECTION_LIMIT",
+            SHUTTING_DOWN => "SHUTTING_DOWN",
+            INVALID_EVENT => "INVALID_EVENT",
+            READ_TIMEOUT => "READ_TIMEOUT",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+/// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct WireDecimal {
+    pub mantissa: i128,
+    pub scale: u8,
+}
+
+impl From<Decimal> for WireDecimal {
+    fn from(d: Decimal) -> Self {
+        WireDecimal {
+            mantissa: d.mantissa(),
+            scale: d.scale() as u8,
+        }
+    }
+}
+
+impl TryFrom<WireDecimal> for Decimal {
+    type Error = &'static str;
+    fn try_from(w: WireDecimal) -> Result<Self, Self::Error> {
+        Decimal::try_from_i128_with_scale(w.mantissa, u32::from(w.scale))
+            .map_err(|_| "decimal out of range")
+    }
+}
+
+/// An event on the wire. Gifts and packages are catalog positions (`economy.toml`
+/// order); an unknown one becomes the outcome `UNKNOWN_GIFT` / `AMOUNT_OUT_OF_RANGE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum WireEvent {
+    Recharge {
+        id: u128,
+        user: u64,
+        coins: u64,
+        price: WireDecimal,
+        currency: [u8; 3],
+        package: Option<u32>,
+        /// 0 = app, 1 = web.
+        channel: u8,
+    },
+    Gift {
+        id: u128,
+        sender: u64,
+        creator: u64,
+        stream: u64,
+        gift: u32,
+        count: u32,
+    },
+    Payout {
+        id: u128,
+        creator: u64,
+        diamonds: u64,
+        currency: [u8; 3],
+    },
+    Account {
+        id: u128,
+        user: u64,
+        region: Option<[u8; 2]>,
+        adult: bool,
+        monthly_budget_coins: Option<u64>,
+    },
+    StreamGoal {
+        id: u128,
+        stream: u64,
+        creator: u64,
+        coins_target: u64,
+    },
+}
+
+fn currency(bytes: [u8; 3]) -> Result<Currency, &'static str> {
+    Currency::from_bytes(bytes).ok_or("currency must be 3 uppercase ASCII letters")
+}
+
+impl TryFrom<WireEvent> for Event {
+    type Error = &'static str;
+    fn try_from(w: WireEvent) -> Result<Self, Self::Error> {
+        Ok(match w {
+            WireEvent::Recharge {
+                id,
+                user,
+                coins,
+                price,
+                currency: cur,
+                package,
+                channel,
+            } => Event::Recharge(Recharge {
+                id: EventId(id),
+                user: UserId(user),
+                coins,
+                price: price.try_into()?,
+                currency: currency(cur)?,
+                package: package.map(PackageId),
+                channel: match channel {
+                    0 => Channel::App,
+                    1 => Channel::Web,
+                    _ => return Err("channel must be 0 (app) or 1 (web)"),
+                },
+            }),
+            WireEvent::Gift {
+                id,
+                sender,
+                creator,
+                stream,
+                gift,
+                count,
+            } => Event::Gift(Gift {
+                id: EventId(id),
+                sender: UserId(sender),
+                creator: CreatorId(creator),
+                stream: StreamId(stream),
+                gift: GiftId(gift),
+                count,
+            }),
+            WireEvent::Payout {
+                id,
+                creator,
+                diamonds,
+                currency: cur,
+            } => Event::Payout(Payout {
+                id: EventId(id),
+                creator: CreatorId(creator),
+                diamonds,
+                currency: currency(cur)?,
+            }),
+            WireEvent::Account {
+                id,
+                user,
+                region,
+                adult,
+                monthly_budget_coins,
+            } => Event::Account(AccountSettings {
+                id: EventId(id),
+                user: UserId(user),
+                region: match region {
+                    Some(r) => Some(
+                        Region::from_bytes(r).ok_or("region must be 2 uppercase ASCII letters")?,
+                    ),
+                    None => None,
+                },
+                adult,
+                monthly_budget_coins,
+            }),
+            WireEvent::StreamGoal {
+                id,
+                stream,
+                creator,
+                coins_target,
+            } => Event::StreamGoal(StreamGoal {
+                id: EventId(id),
+                stream: StreamId(stream),
+                creator: CreatorId(creator),
+                coins_target,
+            }),
+        })
+    }
+}
+
+impl From<&Event> for WireEvent {
+    fn from(e: &Event) -> Self {
+        match *e {
+            Event::Recharge(r) => WireEvent::Recharge {
+                id: r.id.0,
+                user: r.user.0,
+                coins: r.coins,
+                price: r.price.into(),
+                currency: r.currency.to_bytes(),
+                package: r.package.map(|p| p.0),
+                channel: match r.channel {
+                    Channel::App => 0,
+                    Channel::Web => 1,
+                },
+            },
+            Event::Gift(g) => WireEvent::Gift {
+                id: g.id.0,
+                sender: g.sender.0,
+                creator: g.creator.0,
+                stream: g.stream.0,
+                gift: g.gift.0,
+                count: g.count,
+            },
+            Event::Payout(p) => WireEvent::Payout {
+                id: p.id.0,
+                creator: p.creator.0,
+                diamonds: p.diamonds,
+                currency: p.currency.to_bytes(),
+            },
+            Event::Account(a) => WireEvent::Account {
+                id: a.id.0,
+                user: a.user.0,
+                region: a.region.map(Region::to_bytes),
+                adult: a.adult,
+                monthly_budget_coins: a.monthly_budget_coins,
+            },
+            Event::StreamGoal(g) => WireEvent::StreamGoal {
+                id: g.id.0,
+                stream: g.stream.0,
+                creator: g.creator.0,
+                coins_target: g.coins_target,
+            },
+        }
+    }
+}
+
+/// An outcome on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct WireOutcome {
+    pub seq: u64,
+    /// 0 = accepted; otherwise the `RejectCode` number.
+    pub status: u8,
+    pub duplicate: bool,
+    /// Accepted recharge or gift: the balance after. Accepted payout: diamonds
+    /// available after. Otherwise 0.
+    pub coins: u64,
+    /// Accepted payout: its value. Otherwise zero.
+    pub value: WireDecimal,
+}
+
+impl From<&Outcome> for WireOutcome {
+    fn from(o: &Outcome) -> Self {
+        let (status, coins, value) = match o.status {
+            Status::Accepted(Effect::Coins(c)) => (0, c, Decimal::ZERO),
+            Status::Accepted(Effect::PaidOut {
+                diamonds_available,
+                value,
+            }) => (0, diamonds_available, value),
+            Status::Accepted(Effect::Stored) => (0, 0, Decimal::ZERO),
+            Status::Rejected(code) => (code as u8, 0, Decimal::ZERO),
+        };
+        WireOutcome {
+            seq: o.seq,
+            status,
+            duplicate: o.duplicate,
+            coins,
+            value: value.into(),
+        }
+    }
+}
+
+impl WireOutcome {
+    /// Back to an engine outcome, given the event it answers (which decides the effect).
+    pub fn to_outcome(&self, event: &Event) -> Result<Outcome, &'static str> {
+        let status = if self.status == 0 {
+            Status::Accepted(match event {
+                Event::Recharge(_) | Event::Gift(_) => Effect::Coins(self.coins),
+                Event::Payout(_) => Effect::PaidOut {
+                    diamonds_available: self.coins,
+                    value: self.value.try_into()?,
+                },
+                Event::Account(_) | Event::StreamGoal(_) => Effect::Stored,
+            })
+        } else {
+            Status::Rejected(RejectCode::from_u8(self.status).ok_or("unknown reject code")?)
+        };
+        Ok(Outcome {
+            seq: self.seq,
+            status,
+            duplicate: self.duplicate,
+        })
+    }
+}

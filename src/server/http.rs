@@ -1,0 +1,994 @@
+//! The HTTP/JSON API (SPEC §2.2): routes, shapes, errors, and the OpenAPI document
+//! generated from these very types and handlers (utoipa), so it cannot drift.
+//!
+//! Auth: `Authorization: Bearer <token>`; `/healthz`, `/readyz`, `/metrics` and
+//! `/openapi.json` are open (they reveal no ledger data). Errors are
+//! `{"error": {"code": "...", "message": "..."}}`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use futures::Stream;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::Service;
+use super::auth::{Auth, AuthError};
+use super::sse::FeedMessage;
+use crate::config::{AckMode, Scope};
+use crate::economy::{Currency, Region};
+use crate::engine::{
+    AccountSettings, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, Outcome, PackageId,
+    Payout, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId,
+};
+use crate::telemetry;
+
+// ---- errors -------------------------------------------------------------------------
+
+/// An API error: status, stable code, human message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code: MALFORMED_JSON, INVALID_REQUEST, EMPTY_BATCH, BATCH_TOO_LARGE,
+    /// BODY_TOO_LARGE, INVALID_PARAMETER, UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
+    /// METHOD_NOT_ALLOWED, TOO_MANY_SUBSCRIBERS, UNAVAILABLE, or a reject code for a
+    /// rejected PUT.
+    code: String,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST", message)
+    }
+    fn parameter(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", message)
+    }
+    fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "commits are behind (storage unavailable); retry later — nothing was applied",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::counter!(telemetry::REQUEST_ERRORS_TOTAL, "code" => self.code).increment(1);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthenticated => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "missing or unknown bearer token",
+            ),
+            AuthError::Forbidden => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "the token lacks the scope this route needs",
+            ),
+        }
+    }
+}
+
+fn authorize(service: &Service, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    Ok(service.auth.check(Auth::bearer(header), scope)?)
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::parameter(e.body_text()))
+}
+
+fn body(b: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, ApiError> {
+    b.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE",
+                format!("body over {max} bytes"),
+            )
+        }
+        e => ApiError::new(e.status(), "MALFORMED_JSON", e.body_text()),
+    })
+}
+
+/// Parses JSON: broken syntax is 400, the wrong shape 422.
+fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", e.to_string()),
+    })
+}
+
+fn event_id(s: &str, at: &str) -> Result<EventId, ApiError> {
+    uuid::Uuid::parse_str(s)
+        .map(|u| EventId(u.as_u128()))
+        .map_err(|e| ApiError::invalid(format!("{at}.event_id: not a UUID ({e})")))
+}
+
+fn currency(s: &str, at: &str) -> Result<Currency, ApiError> {
+    s.parse()
+        .map_err(|e| ApiError::invalid(format!("{at}.currency: {e}")))
+}
+
+// ---- events -------------------------------------------------------------------------
+
+/// `POST /v1/events` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventsRequest {
+    events: Vec<JsonEvent>,
+}
+
+/// One event; `type` selects the kind.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum JsonEvent {
+    Recharge(JsonRecharge),
+    Gift(JsonGift),
+    Payout(JsonPayout),
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonRecharge {
+    /// Client-chosen UUID: the idempotency key.
+    event_id: String,
+    user: u64,
+    coins: u64,
+    /// Price paid, a decimal string (e.g. "6.49").
+    price: String,
+    /// ISO 4217 code, e.g. "USD".
+    currency: String,
+    /// A package id of economy.toml; omit for a custom web amount.
+    #[serde(default)]
+    package: Option<String>,
+    /// "app" (default) or "web".
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonGift {
+    event_id: String,
+    sender: u64,
+    creator: u64,
+    stream: u64,
+    /// Catalog id, e.g. "rose". An unknown id is the outcome UNKNOWN_GIFT.
+    gift: String,
+    count: u32,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonPayout {
+    event_id: String,
+    creator: u64,
+    diamonds: u64,
+    currency: String,
+}
+
+/// `POST /v1/events` response: one outcome per event, in request order.
+#[derive(Serialize, ToSchema)]
+pub struct EventsResponse {
+    outcomes: Vec<JsonOutcome>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JsonOutcome {
+    event_id: String,
+    /// "accepted" or "rejected".
+    status: &'static str,
+    /// Global sequence number of the event (of the original, for a duplicate).
+    seq: u64,
+    /// Reject code, when rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    /// Recharge or gift: the user's coin balance after the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coins: Option<u64>,
+    /// Payout: the creator's diamonds available after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diamonds_available: Option<u64>,
+    /// Payout: the money paid out, decimal string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    /// True when this is the stored outcome of an earlier event with the same id.
+    duplicate: bool,
+}
+
+fn json_outcome(id: EventId, o: &Outcome) -> JsonOutcome {
+    let mut out = JsonOutcome {
+        event_id: uuid::Uuid::from_u128(id.0).to_string(),
+        status: if o.is_accepted() {
+            "accepted"
+        } else {
+            "rejected"
+        },
+        seq: o.seq,
+        code: o.code().map(RejectCode::as_str),
+        coins: None,
+        diamonds_available: None,
+        value: None,
+        duplicate: o.duplicate,
+    };
+    match o.status {
+        Status::Accepted(Effect::Coins(c)) => out.coins = Some(c),
+        Status::Accepted(Effect::PaidOut {
+            diamonds_available,
+            value,
+        }) => {
+            out.diamonds_available = Some(diamonds_available);
+            out.value = Some(value.to_string());
+        }
+        _ => {}
+    }
+    out
+}
+
+fn to_event(service: &Service, i: usize, e: &JsonEvent) -> Result<Event, ApiError> {
+    let at = format!("events[{i}]");
+    let economy = service.engine.economy();
+    Ok(match e {
+        JsonEvent::Recharge(r) => {
+            let price = Decimal::from_str_exact(r.price.trim())
+                .map_err(|e| ApiError::invalid(format!("{at}.price: not a decimal ({e})")))?;
+            let channel = match r.channel.as_deref() {
+                None | Some("app") => Channel::App,
+                Some("web") => Channel::Web,
+                Some(other) => {
+                    return Err(ApiError::invalid(format!(
+                        "{at}.channel: {other:?} is not app or web"
+                    )));
+                }
+            };
+            Event::Recharge(Recharge {
+                id: event_id(&r.event_id, &at)?,
+                user: UserId(r.user),
+                coins: r.coins,
+                price,
+                currency: currency(&r.currency, &at)?,
+                // An unknown package is the outcome AMOUNT_OUT_OF_RANGE, not a request error.
+                package: r.package.as_deref().map(|p| {
+                    economy
+                        .package_index(p)
+                        .map_or(PackageId::UNKNOWN, PackageId)
+                }),
+                channel,
+            })
+        }
+        JsonEvent::Gift(g) => Event::Gift(Gift {
+            id: event_id(&g.event_id, &at)?,
+            sender: UserId(g.sender),
+            creator: CreatorId(g.creator),
+            stream: StreamId(g.stream),
+            gift: economy.gift_index(&g.gift).map_or(GiftId::UNKNOWN, GiftId),
+            count: g.count,
+        }),
+        JsonEvent::Payout(p) => Event::Payout(Payout {
+            id: event_id(&p.event_id, &at)?,
+            creator: CreatorId(p.creator),
+            diamonds: p.diamonds,
+            currency: currency(&p.currency, &at)?,
+        }),
+    })
+}
+
+/// Applies validated events and waits for durability when the ack mode says so.
+async fn apply(service: &Service, events: &[Event]) -> Result<Vec<Outcome>, ApiError> {
+    if !service.commits.accepting() {
+        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "pending_commit_events")
+            .increment(1);
+        return Err(ApiError::unavailable());
+    }
+    let outcomes = service.apply(events, "http");
+    if service.config.server.ack == AckMode::Durable {
+        let seq = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
+        service
+            .commits
+            .durable(seq)
+            .await
+            .map_err(|_| ApiError::unavailable())?;
+    }
+    Ok(outcomes)
+}
+
+/// Apply a batch of recharges, gifts and payouts.
+///
+/// The batch is validated as a whole first: one malformed event and nothing is applied.
+/// Rule violations (unknown gift, insufficient coins, ...) are outcomes, not errors.
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body = EventsRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One outcome per event, in order", body = EventsResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Token without the ingest scope", body = ErrorBody),
+        (status = 413, description = "Body or batch too large", body = ErrorBody),
+        (status = 422, description = "Well-formed JSON of the wrong shape, or an empty batch", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; nothing applied", body = ErrorBody),
+    ))]
+async fn post_events(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let received = Instant::now();
+    authorize(&service, &headers, Scope::Ingest)?;
+    let limits = &service.config.limits;
+    let request: EventsRequest = json(&body(bytes, limits.http_body_bytes_max)?)?;
+    if request.events.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "EMPTY_BATCH",
+            "events is empty",
+        ));
+    }
+    if request.events.len() > limits.http_events_per_batch_max {
+        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "http_events_per_batch")
+            .increment(1);
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BATCH_TOO_LARGE",
+            format!(
+                "{} events; at most {}",
+                request.events.len(),
+                limits.http_events_per_batch_max
+            ),
+        ));
+    }
+    let events = request
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| to_event(&service, i, e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcomes = apply(&service, &events).await?;
+    let outcomes = events
+        .iter()
+        .zip(&outcomes)
+        .map(|(e, o)| json_outcome(e.id(), o))
+        .collect();
+    metrics::histogram!(telemetry::INGEST_DURATION_SECONDS, "protocol" => "http")
+        .record(received.elapsed().as_secs_f64());
+    Ok(Json(EventsResponse { outcomes }))
+}
+
+// ---- users --------------------------------------------------------------------------
+
+/// `PUT /v1/users/{id}` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserSettings {
+    /// ISO 3166-1 alpha-2 region, or null.
+    #[serde(default)]
+    region: Option<String>,
+    /// Minors can neither recharge nor gift. Default true.
+    #[serde(default = "yes")]
+    adult: bool,
+    /// Coins that gifts may spend per calendar month (UTC); null = no budget.
+    #[serde(default)]
+    monthly_budget_coins: Option<u64>,
+    /// Optional UUID making the change idempotent; generated when absent.
+    #[serde(default)]
+    event_id: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserResponse {
+    user: u64,
+    region: Option<String>,
+    adult: bool,
+    monthly_budget_coins: Option<u64>,
+    seq: u64,
+    duplicate: bool,
+}
+
+/// Set a user's region, adult flag and monthly budget (journaled like any event).
+#[utoipa::path(put, path = "/v1/users/{id}", tag = "users",
+    params(("id" = u64, Path, description = "User id")),
+    request_body = UserSettings, security(("bearer" = [])),
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+async fn put_user(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<UserResponse>, ApiError> {
+    authorize(&service, &headers, Scope::Ingest)?;
+    let user = UserId(path(id)?);
+    let s: UserSettings = json(&body(bytes, service.config.limits.http_body_bytes_max)?)?;
+    let region: Option<Region> = match &s.region {
+        Some(r) => Some(
+            r.parse()
+                .map_err(|e| ApiError::invalid(format!("region: {e}")))?,
+        ),
+        None => None,
+    };
+    let id = match &s.event_id {
+        Some(id) => event_id(id, "body")?,
+        None => EventId(uuid::Uuid::new_v4().as_u128()),
+    };
+    let event = Event::Account(AccountSettings {
+        id,
+        user,
+        region,
+        adult: s.adult,
+        monthly_budget_coins: s.monthly_budget_coins,
+    });
+    let o = apply(&service, &[event]).await?[0];
+    Ok(Json(UserResponse {
+        user: user.0,
+        region: region.map(|r| r.to_string()),
+        adult: s.adult,
+        monthly_budget_coins: s.monthly_budget_coins,
+        seq: o.seq,
+        duplicate: o.duplicate,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WalletResponse {
+    user: u64,
+    coins: u64,
+    /// Coins spent on gifts in the current calendar month (UTC).
+    spent_this_month: u64,
+    monthly_budget_coins: Option<u64>,
+    region: Option<String>,
+    adult: bool,
+}
+
+/// A user's coins, spending this month and budget.
+#[utoipa::path(get, path = "/v1/users/{id}/wallet", tag = "users",
+    params(("id" = u64, Path, description = "User id")), security(("bearer" = [])),
+    responses((status = 200, body = WalletResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn get_wallet(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Json<WalletResponse>, ApiError> {
+    authorize(&service, &headers, Scope::Read)?;
+    let w = service
+        .engine
+        .wallet(UserId(path(id)?), service.clock.now());
+    Ok(Json(WalletResponse {
+        user: w.user.0,
+        coins: w.coins,
+        spent_this_month: w.spent_this_month,
+        monthly_budget_coins: w.monthly_budget_coins,
+        region: w.region.map(|r| r.to_string()),
+        adult: w.adult,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    /// How many entries (default 20 for transactions, 10 for leaderboards).
+    limit: Option<usize>,
+}
+
+fn limit(
+    q: Result<Query<LimitQuery>, QueryRejection>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::parameter(e.body_text()))?;
+    let limit = q.limit.unwrap_or(default.min(max.max(1)));
+    if limit == 0 || limit > max.max(1) {
+        return Err(ApiError::parameter(format!(
+            "limit must be in 1..={}",
+            max.max(1)
+        )));
+    }
+    Ok(limit)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransactionsResponse {
+    entries: Vec<TransactionEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransactionEntry {
+    event_id: String,
+    /// "recharge" or "gift".
+    #[serde(rename = "type")]
+    kind: &'static str,
+    seq: u64,
+    /// "accepted" or "rejected".
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    /// Change of the coin balance (0 when rejected).
+    #[schema(value_type = i64)]
+    coins_delta: i128,
+    /// When the event was applied, ms since the Unix epoch (UTC).
+    time_ms: u64,
+}
+
+/// A user's recent history with outcomes, newest first.
+#[utoipa::path(get, path = "/v1/users/{id}/transactions", tag = "users",
+    params(("id" = u64, Path, description = "User id"), LimitQuery), security(("bearer" = [])),
+    responses((status = 200, body = TransactionsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn get_transactions(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<TransactionsResponse>, ApiError> {
+    authorize(&service, &headers, Scope::Read)?;
+    let user = UserId(path(id)?);
+    let limit = limit(q, 20, service.config.engine.history_per_user)?;
+    let entries = service
+        .engine
+        .history(user, limit)
+        .into_iter()
+        .map(|h| TransactionEntry {
+            event_id: uuid::Uuid::from_u128(h.event_id.0).to_string(),
+            kind: h.kind.as_str(),
+            seq: h.seq,
+            status: if h.code.is_none() {
+                "accepted"
+            } else {
+                "rejected"
+            },
+            code: h.code.map(RejectCode::as_str),
+            coins_delta: h.coins_delta,
+            time_ms: h.stamp.0,
+        })
+        .collect();
+    Ok(Json(TransactionsResponse { entries }))
+}
+
+// ---- creators and streams -----------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatorResponse {
+    creator: u64,
+    /// Whole diamonds credited: floor(coins received x creator share).
+    #[schema(value_type = u64)]
+    diamonds_total: u128,
+    #[schema(value_type = u64)]
+    diamonds_available: u128,
+    /// The fraction of a diamond carried over, decimal string in [0, 1).
+    diamond_fraction: String,
+    #[schema(value_type = u64)]
+    coins_received: u128,
+    /// Gift counts by catalog id.
+    #[schema(value_type = BTreeMap<String, u64>)]
+    gifts: BTreeMap<String, u128>,
+}
+
+/// A creator's diamonds, coins received and gift counts.
+#[utoipa::path(get, path = "/v1/creators/{id}", tag = "creators",
+    params(("id" = u64, Path, description = "Creator id")), security(("bearer" = [])),
+    responses((status = 200, body = CreatorResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn get_creator(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Json<CreatorResponse>, ApiError> {
+    authorize(&service, &headers, Scope::Read)?;
+    let c = service.engine.creator(CreatorId(path(id)?));
+    let catalog = &service.engine.economy().gifts;
+    Ok(Json(CreatorResponse {
+        creator: c.creator.0,
+        diamonds_total: c.diamonds_total,
+        diamonds_available: c.diamonds_available,
+        diamond_fraction: c.diamond_fraction.to_string(),
+        coins_received: c.coins_received,
+        gifts: c
+            .gifts
+            .iter()
+            .filter_map(|(g, n)| catalog.get(g.0 as usize).map(|s| (s.id.clone(), *n)))
+            .collect(),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TopGiftersResponse {
+    entries: Vec<GifterEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GifterEntry {
+    user: u64,
+    #[schema(value_type = u64)]
+    coins: u128,
+}
+
+fn gifters(list: Vec<(UserId, u128)>) -> Json<TopGiftersResponse> {
+    Json(TopGiftersResponse {
+        entries: list
+            .into_iter()
+            .map(|(u, coins)| GifterEntry { user: u.0, coins })
+            .collect(),
+    })
+}
+
+/// Top gifters of a creator, by coins gifted, best first.
+#[utoipa::path(get, path = "/v1/creators/{id}/top-gifters", tag = "leaderboards",
+    params(("id" = u64, Path, description = "Creator id"), LimitQuery), security(("bearer" = [])),
+    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn get_creator_top(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<TopGiftersResponse>, ApiError> {
+    authorize(&service, &headers, Scope::Read)?;
+    let creator = CreatorId(path(id)?);
+    let limit = limit(q, 10, service.config.engine.top_k)?;
+    Ok(gifters(service.engine.creator_top_gifters(creator, limit)))
+}
+
+/// Top gifters in a stream, by coins gifted, best first.
+#[utoipa::path(get, path = "/v1/streams/{id}/top-gifters", tag = "leaderboards",
+    params(("id" = u64, Path, description = "Stream id"), LimitQuery), security(("bearer" = [])),
+    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn get_stream_top(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<TopGiftersResponse>, ApiError> {
+    authorize(&service, &headers, Scope::Read)?;
+    let stream = StreamId(path(id)?);
+    let limit = limit(q, 10, service.config.engine.top_k)?;
+    Ok(gifters(service.engine.stream_top_gifters(stream, limit)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatorsLeaderboard {
+    entries: Vec<CreatorEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatorEntry {
+    creator: u64,
+    #[schema(value_type = u64)]
+    diamonds: u128,
+}
+
+/// Top creators by diamonds credited, best first.
+#[utoipa::path(get, path = "/v1/leaderboards/creators", tag = "leaderboards",
+    params(LimitQuery), security(("bearer" = [])),
+    responses((status = 200, body = CreatorsLeaderboard), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn get_top_creators(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<CreatorsLeaderboard>, ApiError> {
+    authorize(&service, &headers, Scope::Read)?;
+    let limit = limit(q, 10, service.config.engine.top_k)?;
+    let entries = service
+        .engine
+        .top_creators(limit)
+        .into_iter()
+        .map(|(c, diamonds)| CreatorEntry {
+            creator: c.0,
+            diamonds,
+        })
+        .collect();
+    Ok(Json(CreatorsLeaderboard { entries }))
+}
+
+/// `PUT /v1/streams/{id}/goal` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GoalRequest {
+    creator: u64,
+    /// Coins the stream aims to receive; at least 1.
+    coins_target: u64,
+    /// Optional UUID making the change idempotent; generated when absent.
+    #[serde(default)]
+    event_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StreamResponse {
+    stream: u64,
+    creator: Option<u64>,
+    #[schema(value_type = u64)]
+    coins_received: u128,
+    goal: Option<GoalView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GoalView {
+    coins_target: u64,
+    /// Coins received by the stream.
+    #[schema(value_type = u64)]
+    progress: u128,
+}
+
+fn stream_response(service: &Service, stream: StreamId) -> StreamResponse {
+    let s = service.engine.stream(stream);
+    StreamResponse {
+        stream: s.stream.0,
+        creator: s.creator.map(|c| c.0),
+        coins_received: s.coins_received,
+        goal: s.goal.map(|(coins_target, progress)| GoalView {
+            coins_target,
+            progress,
+        }),
+    }
+}
+
+/// Set a stream's coin goal (journaled like any event).
+#[utoipa::path(put, path = "/v1/streams/{id}/goal", tag = "streams",
+    params(("id" = u64, Path, description = "Stream id")), request_body = GoalRequest, security(("bearer" = [])),
+    responses(
+        (status = 200, body = StreamResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 422, description = "Invalid body, or the goal was rejected (code AMOUNT_OUT_OF_RANGE)", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+async fn put_goal(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<StreamResponse>, ApiError> {
+    authorize(&service, &headers, Scope::Ingest)?;
+    let stream = StreamId(path(id)?);
+    let g: GoalRequest = json(&body(bytes, service.config.limits.http_body_bytes_max)?)?;
+    let id = match &g.event_id {
+        Some(id) => event_id(id, "body")?,
+        None => EventId(uuid::Uuid::new_v4().as_u128()),
+    };
+    let event = Event::StreamGoal(StreamGoal {
+        id,
+        stream,
+        creator: CreatorId(g.creator),
+        coins_target: g.coins_target,
+    });
+    let o = apply(&service, &[event]).await?[0];
+    if let Some(code) = o.code() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code.as_str(),
+            "coins_target must be at least 1",
+        ));
+    }
+    Ok(Json(stream_response(&service, stream)))
+}
+
+/// A stream's creator, coins received and goal progress.
+#[utoipa::path(get, path = "/v1/streams/{id}", tag = "streams",
+    params(("id" = u64, Path, description = "Stream id")), security(("bearer" = [])),
+    responses((status = 200, body = StreamResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn get_stream(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Json<StreamResponse>, ApiError> {
+    authorize(&service, &headers, Scope::Read)?;
+    Ok(Json(stream_response(&service, StreamId(path(id)?))))
+}
+
+/// Server-Sent Events of a stream: `goal` (current progress, first and after each
+/// committed run with gifts) and `gift` (each accepted gift, once durable). A subscriber
+/// that falls `limits.sse_buffer_events` behind gets `event: dropped` and is closed.
+#[utoipa::path(get, path = "/v1/streams/{id}/feed", tag = "streams",
+    params(("id" = u64, Path, description = "Stream id")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "text/event-stream", content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, description = "Too many subscribers for this stream", body = ErrorBody),
+    ))]
+async fn get_feed(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    authorize(&service, &headers, Scope::Read)?;
+    let stream = StreamId(path(id)?);
+    let subscription = service.feeds.subscribe(stream).map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_SUBSCRIBERS",
+            "too many feed subscribers for this stream",
+        )
+    })?;
+    let first = FeedMessage::goal_of(&service.engine, stream);
+    let closing = service.closing.clone();
+    enum State_ {
+        First(FeedMessage),
+        Live,
+        Done,
+    }
+    let state = (State_::First(first), subscription, closing);
+    let events = futures::stream::unfold(state, |(st, mut sub, mut closing)| async move {
+        let msg = match st {
+            State_::Done => return None,
+            State_::First(m) => Arc::new(m),
+            State_::Live => {
+                tokio::select! {
+                    r = sub.receiver.recv() => match r {
+                        Ok(m) => m,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            metrics::counter!(telemetry::SSE_DROPPED_TOTAL).increment(1);
+                            let ev = SseEvent::default().event("dropped").data(format!("{{\"missed\":{n}}}"));
+                            return Some((Ok(ev), (State_::Done, sub, closing)));
+                        }
+                        Err(_) => return None,
+                    },
+                    _ = super::closed(&mut closing) => return None,
+                }
+            }
+        };
+        let ev = SseEvent::default()
+            .event(msg.name())
+            .json_data(&*msg)
+            .unwrap_or_else(|_| SseEvent::default().event("error"));
+        Some((Ok(ev), (State_::Live, sub, closing)))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+// ---- operations ---------------------------------------------------------------------
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: state loaded and commits succeeding (503 otherwise, and while shutting down).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = ErrorBody)))]
+async fn readyz(State(service): State<Arc<Service>>) -> Response {
+    if service.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "not ready: loading, commits failing or shutting down",
+        )
+        .into_response()
+    }
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+async fn metrics_route(State(service): State<Arc<Service>>) -> Response {
+    let pending = service.commits.pending_events();
+    metrics::gauge!(telemetry::COMMIT_PENDING_EVENTS).set(pending as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        service.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "giftstream", description = "Gift stream processor: events, wallets, creators, leaderboards, live feed."),
+    paths(
+        post_events, put_user, get_wallet, get_transactions, get_creator, get_creator_top,
+        get_stream_top, get_top_creators, put_goal, get_stream, get_feed, healthz, readyz,
+        metrics_route
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi().to_json().unwrap_or_default(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "method not allowed on this route",
+    )
+}
+
+/// The API's routes.
+pub fn router(service: Arc<Service>) -> Router {
+    let body_max = service.config.limits.http_body_bytes_max;
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/users/{id}", put(put_user))
+        .route("/v1/users/{id}/wallet", get(get_wallet))
+        .route("/v1/users/{id}/transactions", get(get_transactions))
+        .route("/v1/creators/{id}", get(get_creator))
+        .route("/v1/creators/{id}/top-gifters", get(get_creator_top))
+        .route("/v1/streams/{id}/top-gifters", get(get_stream_top))
+        .route("/v1/leaderboards/creators", get(get_top_creators))
+        .route("/v1/streams/{id}/goal", put(put_goal))
+        .route("/v1/streams/{id}", get(get_stream))
+        .route("/v1/streams/{id}/feed", get(get_feed))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_route))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_max))
+        .with_state(service)
+}

@@ -1,0 +1,185 @@
+//! `giftstream serve`: the engine behind the binary protocol and the HTTP/JSON API.
+//!
+//! [`run`] takes bound listeners, a [`Journal`] and a shutdown future (mini-redis
+//! style), so tests run real servers on `127.0.0.1:0`. Shutdown: stop accepting, finish
+//! in-flight requests (their acks still wait for durability), make a final commit, return.
+
+pub mod auth;
+pub mod http;
+pub mod sse;
+pub mod tcp;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::economy::{ConfigError, Economy};
+use crate::engine::{Engine, Event, Outcome, Stamp};
+use crate::persist::journal::{CommitHandle, CommitterConfig, Journal, spawn_committer};
+use crate::telemetry;
+use auth::Auth;
+use sse::Feeds;
+
+/// How long the final commit at shutdown keeps retrying a failing journal.
+pub const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stamps batches with the system's UTC time, never going backwards (a clock step back
+/// must not reorder months or idempotency ages).
+#[derive(Debug, Default)]
+pub struct Clock {
+    last_ms: AtomicU64,
+}
+
+impl Clock {
+    pub fn now(&self) -> Stamp {
+        let now = Stamp::now().0;
+        let prev = self.last_ms.fetch_max(now, Ordering::AcqRel);
+        Stamp(prev.max(now))
+    }
+}
+
+/// Resolves once `closing` turns true (or its sender is gone).
+pub async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
+}
+
+/// Everything the listeners share.
+pub struct Service {
+    pub engine: Arc<Engine>,
+    pub config: Config,
+    pub commits: CommitHandle,
+    pub auth: Auth,
+    pub feeds: Arc<Feeds>,
+    pub clock: Clock,
+    pub metrics: PrometheusHandle,
+    /// True once state is loaded; false again while shutting down.
+    pub ready: AtomicBool,
+    pub closing: watch::Receiver<bool>,
+}
+
+impl Service {
+    /// Applies a validated batch and counts its outcomes.
+    pub fn apply(&self, events: &[Event], protocol: &'static str) -> Vec<Outcome> {
+        let outcomes = self.engine.apply_batch(events, self.clock.now());
+        self.commits.applied();
+        metrics::histogram!(telemetry::BATCH_EVENTS, "protocol" => protocol)
+            .record(events.len() as f64);
+        telemetry::count_outcomes(events, &outcomes);
+        outcomes
+    }
+
+    /// Ready: state loaded, commits healthy, not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && self.commits.healthy() && !*self.closing.borrow()
+    }
+}
+
+/// Why `serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the final commit failed: applied events may not be durable")]
+    FinalCommit,
+}
+
+/// Runs the service on bound listeners until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    economy: Economy,
+    journal: Arc<dyn Journal>,
+    http_listener: TcpListener,
+    tcp_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    let engine = Arc::new(Engine::new(economy, config.engine.clone())?);
+    let feeds = Feeds::new(
+        config.limits.sse_subscribers_per_stream_max,
+        config.limits.sse_buffer_events,
+    );
+    let (stop_commits, stop_rx) = watch::channel(false);
+    let (committer, commit_task) = {
+        let (engine2, feeds2) = (engine.clone(), feeds.clone());
+        spawn_committer(
+            engine.clone(),
+            journal,
+            CommitterConfig {
+                interval: Duration::from_millis(config.commit.interval_ms),
+                events_max: config.commit.events_max as u64,
+                pending_events_max: config.commit.pending_events_max,
+                final_commit_timeout: FINAL_COMMIT_TIMEOUT,
+            },
+            stop_rx,
+            move |entries| feeds2.publish(&engine2, entries),
+        )
+    };
+    let (closing_tx, closing) = watch::channel(false);
+    let service = Arc::new(Service {
+        engine,
+        auth: Auth::new(config.auth.tokens.clone()),
+        config,
+        commits: committer,
+        feeds,
+        clock: Clock::default(),
+        metrics: telemetry::prometheus(),
+        ready: AtomicBool::new(true),
+        closing: closing.clone(),
+    });
+    tracing::info!(
+        http = %http_listener.local_addr()?,
+        tcp = %tcp_listener.local_addr()?,
+        ack = ?service.config.server.ack,
+        "giftstream serving"
+    );
+
+    let tracker = TaskTracker::new();
+    let tcp_task = tokio::spawn(tcp::serve(
+        service.clone(),
+        tcp_listener,
+        closing.clone(),
+        tracker.clone(),
+    ));
+    let http_task = {
+        let app = http::router(service.clone());
+        let mut closing = closing.clone();
+        tokio::spawn(async move {
+            axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move { closed(&mut closing).await })
+                .await
+        })
+    };
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    service.ready.store(false, Ordering::Release);
+    let _ = closing_tx.send(true);
+    let _ = tcp_task.await;
+    tracker.close();
+    tracker.wait().await;
+    match http_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "http server error at shutdown"),
+        Err(e) => tracing::warn!(error = %e, "http task failed"),
+    }
+    let _ = stop_commits.send(true);
+    let committed = commit_task.await.unwrap_or(false);
+    if !committed {
+        return Err(ServeError::FinalCommit);
+    }
+    tracing::info!(
+        last_seq = service.engine.last_seq(),
+        "final commit done; bye"
+    );
+    Ok(())
+}

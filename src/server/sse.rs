@@ -1,0 +1,171 @@
+//! The live feed: accepted gifts and goal progress per stream, published from committed
+//! runs. Bounded subscribers per stream; each subscriber has a bounded buffer and is
+//! disconnected when it falls behind: ingestion never waits for a reader.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::engine::{Engine, Event, LogEntry, Status, StreamId};
+use crate::telemetry;
+
+/// One feed message (the SSE `event:` name and its JSON `data:`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum FeedMessage {
+    Gift {
+        event_id: String,
+        seq: u64,
+        sender: u64,
+        creator: u64,
+        stream: u64,
+        gift: String,
+        count: u32,
+        coins: u64,
+    },
+    Goal {
+        stream: u64,
+        creator: Option<u64>,
+        coins_received: u128,
+        coins_target: Option<u64>,
+        progress: u128,
+    },
+}
+
+impl FeedMessage {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FeedMessage::Gift { .. } => "gift",
+            FeedMessage::Goal { .. } => "goal",
+        }
+    }
+
+    pub fn goal_of(engine: &Engine, stream: StreamId) -> FeedMessage {
+        let s = engine.stream(stream);
+        FeedMessage::Goal {
+            stream: stream.0,
+            creator: s.creator.map(|c| c.0),
+            coins_received: s.coins_received,
+            coins_target: s.goal.map(|g| g.0),
+            progress: s.coins_received,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManySubscribers;
+
+pub struct Feeds {
+    streams: Mutex<HashMap<StreamId, broadcast::Sender<Arc<FeedMessage>>>>,
+    subscribers: AtomicUsize,
+    per_stream_max: usize,
+    buffer: usize,
+}
+
+/// Held by a subscriber; counts it out when dropped.
+pub struct Subscription {
+    pub receiver: broadcast::Receiver<Arc<FeedMessage>>,
+    feeds: Arc<Feeds>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let n = self.feeds.subscribers.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!(telemetry::SSE_SUBSCRIBERS).set(n as f64);
+    }
+}
+
+impl Feeds {
+    pub fn new(per_stream_max: usize, buffer: usize) -> Arc<Feeds> {
+        Arc::new(Feeds {
+            streams: Mutex::new(HashMap::new()),
+            subscribers: AtomicUsize::new(0),
+            per_stream_max,
+            buffer,
+        })
+    }
+
+    pub fn subscribe(
+        self: &Arc<Self>,
+        stream: StreamId,
+    ) -> Result<Subscription, TooManySubscribers> {
+        let mut streams = self.streams.lock();
+        let sender = streams
+            .entry(stream)
+            .or_insert_with(|| broadcast::channel(self.buffer).0);
+        if sender.receiver_count() >= self.per_stream_max {
+            metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "sse_subscribers_per_stream").increment(1);
+            return Err(TooManySubscribers);
+        }
+        let receiver = sender.subscribe();
+        let n = self.subscribers.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics::gauge!(telemetry::SSE_SUBSCRIBERS).set(n as f64);
+        Ok(Subscription {
+            receiver,
+            feeds: self.clone(),
+        })
+    }
+
+    /// Publishes the accepted gifts of a committed run, then the goal progress of each
+    /// stream they touched. Costs one atomic load when nobody listens.
+    pub fn publish(&self, engine: &Engine, entries: &[LogEntry]) {
+        if self.subscribers.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut streams = self.streams.lock();
+        streams.retain(|_, s| s.receiver_count() > 0);
+        let mut touched = Vec::new();
+        for e in entries {
+            let (Event::Gift(g), Status::Accepted(effect)) = (&e.event, e.outcome.status) else {
+                continue;
+            };
+            let Some(sender) = streams.get(&g.stream) else {
+                continue;
+            };
+            let coins = match effect {
+                crate::engine::Effect::Coins(_) => engine
+                    .economy()
+                    .gifts
+                    .get(g.gift.0 as usize)
+                    .map_or(0, |spec| spec.coins * u64::from(g.count)),
+                _ => 0,
+            };
+            let gift = engine
+                .economy()
+                .gifts
+                .get(g.gift.0 as usize)
+                .map_or_else(String::new, |s| s.id.clone());
+            // A full buffer never blocks: the lagging receiver sees `Lagged` and is dropped.
+            let _ = sender.send(Arc::new(FeedMessage::Gift {
+                event_id: uuid::Uuid::from_u128(g.id.0).to_string(),
+                seq: e.seq,
+                sender: g.sender.0,
+                creator: g.creator.0,
+                stream: g.stream.0,
+                gift,
+                count: g.count,
+                coins,
+            }));
+            if !touched.contains(&g.stream) {
+                touched.push(g.stream);
+            }
+        }
+        for e in entries {
+            if let (Event::StreamGoal(g), Status::Accepted(_)) = (&e.event, e.outcome.status)
+                && streams.contains_key(&g.stream)
+                && !touched.contains(&g.stream)
+            {
+                touched.push(g.stream);
+            }
+        }
+        for stream in touched {
+            if let Some(sender) = streams.get(&stream) {
+                let _ = sender.send(Arc::new(FeedMessage::goal_of(engine, stream)));
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The binary protocol listener: one task per connection, reading request frames,
+//! applying them, and a writer task that releases responses in request order once their
+//! events are durable (or applied, in `applied` ack mode).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::task::TaskTracker;
+
+use super::Service;
+use crate::config::{AckMode, Scope};
+use crate::engine::{Event, Outcome};
+use crate::protocol::{self, ClientFrame, ServerFrame, WireOutcome, error_code};
+use crate::telemetry;
+
+/// What the reader hands the writer, in request order.
+enum Outgoing {
+    Response {
+        request_id: u64,
+        outcomes: Vec<Outcome>,
+        wait_seq: u64,
+        received: Instant,
+    },
+    /// The token was accepted.
+    AuthOk,
+    /// An error frame; `close` ends the connection after it.
+    Error {
+        request_id: u64,
+        code: u16,
+        message: String,
+        close: bool,
+    },
+}
+
+/// Accepts connections until `closing` turns true; each runs on `tracker`.
+pub async fn serve(
+    service: Arc<Service>,
+    listener: TcpListener,
+    mut closing: watch::Receiver<bool>,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(service.config.limits.connections_max));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = super::closed(&mut closing) => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let service = service.clone();
+        let closing = closing.clone();
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tracker.spawn(async move {
+                    metrics::gauge!(telemetry::CONNECTIONS).increment(1.0);
+                    handle(service, socket, closing).await;
+                    metrics::gauge!(telemetry::CONNECTIONS).decrement(1.0);
+                    drop(permit);
+                    tracing::debug!(%peer, "connection closed");
+                });
+            }
+            Err(_) => {
+                metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "connections")
+                    .increment(1);
+                tracker.spawn(async move {
+                    let (_, w) = socket.into_split();
+                    let mut sink =
+                        FramedWrite::new(w, protocol::codec(service.config.limits.frame_bytes_max));
+                    let frame = ServerFrame::Error {
+                        request_id: 0,
+                        code: error_code::CONNECTION_LIMIT,
+                        message: "too many connections".to_owned(),
+                    };
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        sink.send(Bytes::from(protocol::encode(&frame))),
+                    )
+                    .await;
+                });
+            }
+        }
+    }
+}
+
+fn error(request_id: u64, code: u16, message: impl Into<String>, close: bool) -> Outgoing {
+    metrics::counter!(telemetry::REQUEST_ERRORS_TOTAL, "code" => error_code::name(code))
+        .increment(1);
+    Outgoing::Error {
+        request_id,
+        code,
+        message: message.into(),
+        close,
+    }
+}
+
+async fn handle(service: Arc<Service>, socket: TcpStream, mut closing: watch::Receiver<bool>) {
+    let limits = service.config.limits.clone();
+    let (r, w) = socket.into_split();
+    let mut frames = FramedRead::new(r, protocol::codec(limits.frame_bytes_max));
+    let (tx, rx) = mpsc::channel::<Outgoing>(limits.inflight_frames_max);
+    let writer = tokio::spawn(write_loop(
+        service.clone(),
+        FramedWrite::new(w, protocol::codec(limits.frame_bytes_max)),
+        rx,
+    ));
+    let read_timeout = Duration::from_millis(limits.read_timeout_ms);
+    let mut authenticated = false;
+    loop {
+        let next = tokio::select! {
+            n = tokio::time::timeout(read_timeout, frames.next()) => n,
+            _ = super::closed(&mut closing) => {
+                let _ = tx.send(error(0, error_code::SHUTTING_DOWN, "the server is shutting down", true)).await;
+                break;
+            }
+        };
+        let bytes = match next {
+            Err(_) => {
+                let _ = tx
+                    .send(error(
+                        0,
+                        error_code::READ_TIMEOUT,
+                        "no frame within the read timeout",
+                        true,
+                    ))
+                    .await;
+                break;
+            }
+            Ok(None) => break, // the client closed
+            Ok(Some(Err(e))) => {
+                // An oversize length prefix, or a stream that ended mid-frame.
+                let (code, msg) = if e.to_string().contains("frame size too big") {
+                    (
+                        error_code::FRAME_TOO_LARGE,
+                        format!("frame larger than {} bytes", limits.frame_bytes_max),
+                    )
+                } else {
+                    (error_code::MALFORMED_FRAME, format!("bad frame: {e}"))
+                };
+                let _ = tx.send(error(0, code, msg, true)).await;
+                break;
+            }
+            Ok(Some(Ok(bytes))) => bytes,
+        };
+        let received = Instant::now();
+        let frame: ClientFrame = match protocol::decode(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx
+                    .send(error(0, error_code::MALFORMED_FRAME, e.to_string(), true))
+                    .await;
+                break;
+            }
+        };
+        match frame {
+            ClientFrame::Auth { token } => match service.auth.check(Some(&token), Scope::Ingest) {
+                Ok(()) => {
+                    authenticated = true;
+                    if tx.send(Outgoing::AuthOk).await.is_err() {
+                        break;
+                    }
+                }
+                Err(super::auth::AuthError::Unauthenticated) => {
+                    let _ = tx
+                        .send(error(0, error_code::UNAUTHENTICATED, "unknown token", true))
+                        .await;
+                    break;
+                }
+                Err(super::auth::AuthError::Forbidden) => {
+                    let _ = tx
+                        .send(error(
+                            0,
+                            error_code::FORBIDDEN,
+                            "the token lacks the ingest scope",
+                            true,
+                        ))
+                        .await;
+                    break;
+                }
+            },
+            ClientFrame::Request { request_id, events } => {
+                if !authenticated {
+                    let _ = tx
+                        .send(error(
+                            request_id,
+                            error_code::UNAUTHENTICATED,
+                            "the first frame must be Auth",
+                            true,
+                        ))
+                        .await;
+                    break;
+                }
+                if events.is_empty() {
+                    let _ = tx
+                        .send(error(
+                            request_id,
+                            error_code::EMPTY_BATCH,
+                            "a request needs at least one event",
+                            true,
+                        ))
+                        .await;
+                    break;
+                }
+                if events.len() > limits.events_per_frame_max {
+                    metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "events_per_frame").increment(1);
+                    let msg = format!(
+                        "{} events; at most {} per frame",
+                        events.len(),
+                        limits.events_per_frame_max
+                    );
+                    let _ = tx
+                        .send(error(request_id, error_code::TOO_MANY_EVENTS, msg, true))
+                        .await;
+                    break;
+                }
+                // Validate the whole batch before applying any of it.
+                let converted: Result<Vec<Event>, (usize, &str)> = events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| Event::try_from(*w).map_err(|e| (i, e)))
+                    .collect();
+                let events = match converted {
+                    Ok(events) => events,
+                    Err((i, e)) => {
+                        let _ = tx
+                            .send(error(
+                                request_id,
+                                error_code::INVALID_EVENT,
+                                format!("event {i}: {e}"),
+                                true,
+                            ))
+                            .await;
+                        break;
+                    }
+                };
+                if !service.commits.accepting() {
+                    metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "pending_commit_events").increment(1);
+                    let msg = "commits are behind; retry later (nothing was applied)";
+                    if tx
+                        .send(error(request_id, error_code::UNAVAILABLE, msg, false))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                let outcomes = service.apply(&events, "tcp");
+                let wait_seq = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
+                let out = Outgoing::Response {
+                    request_id,
+                    outcomes,
+                    wait_seq,
+                    received,
+                };
+                if tx.send(out).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn write_loop(
+    service: Arc<Service>,
+    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
+    let durable = service.config.server.ack == AckMode::Durable;
+    while let Some(out) = rx.recv().await {
+        let (frame, close, received) = match out {
+            Outgoing::Response {
+                request_id,
+                outcomes,
+                wait_seq,
+                received,
+            } => {
+                if durable && service.commits.durable(wait_seq).await.is_err() {
+                    break;
+                }
+                let outcomes = outcomes.iter().map(WireOutcome::from).collect();
+                (
+                    ServerFrame::Response {
+                        request_id,
+                        outcomes,
+                    },
+                    false,
+                    Some(received),
+                )
+            }
+            Outgoing::AuthOk => (
+                ServerFrame::AuthOk {
+                    last_seq: service.engine.last_seq(),
+                },
+                false,
+                None,
+            ),
+            Outgoing::Error {
+                request_id,
+                code,
+                message,
+                close,
+            } => (
+                ServerFrame::Error {
+                    request_id,
+                    code,
+                    message,
+                },
+                close,
+                None,
+            ),
+        };
+        let bytes = Bytes::from(protocol::encode(&frame));
+        // Flush only when nothing else is ready: pipelined responses share syscalls.
+        let result = if rx.is_empty() || close {
+            sink.send(bytes).await
+        } else {
+            sink.feed(bytes).await
+        };
+        if result.is_err() {
+            break;
+        }
+        if let Some(received) = received {
+            metrics::histogram!(telemetry::INGEST_DURATION_SECONDS, "protocol" => "tcp")
+                .record(received.elapsed().as_secs_f64());
+        }
+        if close {
+            break;
+        }
+    }
+    let _ = SinkExt::<Bytes>::flush(&mut sink).await;
+}

@@ -1,0 +1,163 @@
+//! Metric names, units and buckets, the Prometheus recorder, and tracing setup.
+//!
+//! Names follow Prometheus conventions: `giftstream_` prefix, base units (seconds,
+//! bytes), `_total` on counters. Histograms have explicit buckets (the exporter would
+//! otherwise emit summaries). No user, creator or stream id is ever a label.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Events applied, by `type` (recharge, gift, payout, account, stream_goal) and
+/// `outcome` (`accepted` or a reject code); duplicates count as `outcome="duplicate"`.
+pub const EVENTS_TOTAL: &str = "giftstream_events_total";
+/// From a request's arrival to its response being handed to the socket, by `protocol`
+/// (`tcp`, `http`).
+pub const INGEST_DURATION_SECONDS: &str = "giftstream_ingest_duration_seconds";
+/// Events per request, by `protocol`.
+pub const BATCH_EVENTS: &str = "giftstream_batch_events";
+/// Duration of one journal append (group commit).
+pub const COMMIT_DURATION_SECONDS: &str = "giftstream_commit_duration_seconds";
+/// Events per group commit.
+pub const COMMIT_BATCH_EVENTS: &str = "giftstream_commit_batch_events";
+pub const COMMITS_TOTAL: &str = "giftstream_commits_total";
+pub const COMMIT_FAILURES_TOTAL: &str = "giftstream_commit_failures_total";
+/// Applied events not yet durable (the commit queue depth).
+pub const COMMIT_PENDING_EVENTS: &str = "giftstream_commit_pending_events";
+/// Open binary-protocol connections.
+pub const CONNECTIONS: &str = "giftstream_connections";
+/// Live-feed subscribers.
+pub const SSE_SUBSCRIBERS: &str = "giftstream_sse_subscribers";
+/// Feed subscribers disconnected for falling behind.
+pub const SSE_DROPPED_TOTAL: &str = "giftstream_sse_dropped_total";
+/// Requests refused by a limit, by `limit`.
+pub const LIMIT_REJECTIONS_TOTAL: &str = "giftstream_limit_rejections_total";
+/// Protocol and HTTP request errors, by `code`.
+pub const REQUEST_ERRORS_TOTAL: &str = "giftstream_request_errors_total";
+/// Always 1, with `version` label.
+pub const BUILD_INFO: &str = "giftstream_build_info";
+
+const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+const SIZE_BUCKETS_EVENTS: [f64; 12] = [
+    1.0,
+    10.0,
+    50.0,
+    100.0,
+    500.0,
+    1_000.0,
+    5_000.0,
+    10_000.0,
+    50_000.0,
+    100_000.0,
+    500_000.0,
+    1_000_000.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle (several
+/// test servers in one process share it).
+pub fn prometheus() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".to_owned()),
+                    &LATENCY_BUCKETS_SECONDS,
+                )
+                .expect("static buckets")
+                .set_buckets_for_metric(Matcher::Suffix("_events".to_owned()), &SIZE_BUCKETS_EVENTS)
+                .expect("static buckets")
+                .install_recorder()
+                .expect("the Prometheus recorder is installed once");
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(EVENTS_TOTAL, "Events applied, by type and outcome.");
+    describe_histogram!(
+        INGEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Request arrival to response, by protocol."
+    );
+    describe_histogram!(BATCH_EVENTS, "Events per request, by protocol.");
+    describe_histogram!(
+        COMMIT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one journal append."
+    );
+    describe_histogram!(COMMIT_BATCH_EVENTS, "Events per group commit.");
+    describe_counter!(COMMITS_TOTAL, "Group commits made.");
+    describe_counter!(
+        COMMIT_FAILURES_TOTAL,
+        "Failed journal appends (each is retried)."
+    );
+    describe_gauge!(COMMIT_PENDING_EVENTS, "Applied events not yet durable.");
+    describe_gauge!(CONNECTIONS, "Open binary-protocol connections.");
+    describe_gauge!(SSE_SUBSCRIBERS, "Live-feed subscribers.");
+    describe_counter!(
+        SSE_DROPPED_TOTAL,
+        "Feed subscribers disconnected for falling behind."
+    );
+    describe_counter!(
+        LIMIT_REJECTIONS_TOTAL,
+        "Requests refused by a limit, by limit."
+    );
+    describe_counter!(REQUEST_ERRORS_TOTAL, "Request errors, by code.");
+    describe_gauge!(BUILD_INFO, "Build information.");
+}
+
+/// Structured logs: `RUST_LOG` if set, else `level`; `json` or text.
+pub fn init_tracing(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Counts a batch's outcomes with one metric update per distinct (type, outcome).
+pub fn count_outcomes(events: &[crate::engine::Event], outcomes: &[crate::engine::Outcome]) {
+    use crate::engine::{EventKind, RejectCode};
+    // [kind][0 = accepted, 1 = duplicate, 2.. = reject code]
+    let mut counts = [[0u64; 2 + 13]; 5];
+    for (e, o) in events.iter().zip(outcomes) {
+        let kind = EventKind::ALL
+            .iter()
+            .position(|k| *k == e.kind())
+            .expect("a kind");
+        let slot = if o.duplicate {
+            1
+        } else {
+            o.code().map_or(0, |c| 1 + c as usize)
+        };
+        counts[kind][slot] += 1;
+    }
+    for (k, row) in counts.iter().enumerate() {
+        for (slot, &n) in row.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let outcome = match slot {
+                0 => "accepted",
+                1 => "duplicate",
+                s => RejectCode::from_u8((s - 1) as u8).map_or("unknown", RejectCode::as_str),
+            };
+            metrics::counter!(EVENTS_TOTAL, "type" => EventKind::ALL[k].as_str(), "outcome" => outcome)
+                .increment(n);
+        }
+    }
+}
