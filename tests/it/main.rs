@@ -4,4 +4,7 @@
 mod engine_concurrency;
 mod engine_props;
 mod engine_rules;
+mod server_http;
+mod server_shutdown;
+mod server_tcp;
 mod support;

@@ -98,3 +98,5 @@ pub fn goal(id: u128, stream: u64, creator: u64, target: u64) -> Event {
         coins_target: target,
     })
 }
+
+pub mod server;

@@ -1,0 +1,111 @@
+//! Graceful shutdown of the real binary: SIGTERM while requests are in flight; those the
+//! server read finish with their outcomes, the rest get SHUTTING_DOWN, the final commit
+//! happens, and the process exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use giftstream::client::{Client, ClientError};
+use giftstream::protocol::error_code;
+
+use crate::support::server::INGEST;
+use crate::support::{gift, recharge};
+
+/// Kills the child if the test fails before it exits (no orphan servers).
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_giftstream"))
+        .arg("serve")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GIFTSTREAM_HTTP_ADDR", "127.0.0.1:0")
+        .env("GIFTSTREAM_TCP_ADDR", "127.0.0.1:0")
+        .env_remove("GIFTSTREAM_REDIS_URL")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut guard = KillOnDrop(Some(child.id()));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("giftstream serving"))
+        .expect("a serving line");
+    let tcp = serving
+        .split("tcp=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let rest = std::thread::spawn(move || lines.map(|l| l.unwrap()).collect::<Vec<_>>());
+
+    let client = Client::connect(tcp.as_str(), INGEST).await.unwrap();
+    assert!(client.send(&[recharge(1, 42, "coins_7000")]).await.unwrap()[0].is_accepted());
+    let mut pending = Vec::new();
+    for r in 0..200u128 {
+        let events: Vec<_> = (0..20)
+            .map(|i| gift(1000 + r * 20 + i, 42, 7, "rose", 1))
+            .collect();
+        pending.push(client.submit(&events).await.unwrap());
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let (mut finished, mut refused) = (0, 0);
+    for p in pending {
+        match p.outcomes().await {
+            Ok(o) => {
+                assert!(o.iter().all(|o| o.is_accepted()));
+                assert_eq!(refused, 0, "answers stay in request order");
+                finished += 1;
+            }
+            Err(ClientError::Server {
+                code: error_code::SHUTTING_DOWN,
+                ..
+            })
+            | Err(ClientError::Closed) => refused += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(finished + refused, 200);
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.kill().unwrap();
+        panic!("giftstream did not exit within 10 s of SIGTERM");
+    })
+    .await
+    .unwrap();
+    guard.0 = None;
+    assert!(status.success(), "exit status {status}");
+    let log = rest.join().unwrap().join("\n");
+    let last_seq = 1 + 20 * finished as u64;
+    assert!(log.contains("final commit done"), "{log}");
+    // Everything answered was applied and committed, and nothing refused was.
+    assert!(
+        log.contains(&format!("last_seq={last_seq}")),
+        "want last_seq={last_seq} in {log}"
+    );
+}

@@ -1,0 +1,146 @@
+//! A real server on 127.0.0.1:0, in-process, with an in-memory journal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use giftstream::config::Config;
+use giftstream::economy::Economy;
+use giftstream::persist::journal::MemoryJournal;
+use giftstream::server::ServeError;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const INGEST: &str = "dev-ingest-token-0001";
+pub const READ: &str = "dev-read-token-00001";
+pub const ADMIN: &str = "dev-admin-token-0001";
+
+pub const SHIPPED_CONFIG: &str = include_str!("../../../config/giftstream.toml");
+
+pub struct TestServer {
+    pub http: SocketAddr,
+    pub tcp: SocketAddr,
+    pub journal: Arc<MemoryJournal>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
+    pub http_client: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+        adjust(&mut config);
+        let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (http, tcp) = (
+            http_listener.local_addr().unwrap(),
+            tcp_listener.local_addr().unwrap(),
+        );
+        let journal = Arc::new(MemoryJournal::default());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(giftstream::server::run(
+            config,
+            Economy::embedded(),
+            journal.clone(),
+            http_listener,
+            tcp_listener,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        TestServer {
+            http,
+            tcp,
+            journal,
+            shutdown: Some(tx),
+            task: Some(task),
+            http_client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// GET with a token; returns status and JSON body.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http_client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// POST/PUT a raw body with a token; returns status and JSON body.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http_client
+            .request(method, self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn post_events(&self, events: Value) -> (u16, Value) {
+        self.send(
+            "POST",
+            "/v1/events",
+            Some(INGEST),
+            serde_json::json!({ "events": events }).to_string(),
+        )
+        .await
+    }
+
+    pub async fn coins(&self, user: u64) -> u64 {
+        let (status, body) = self
+            .get(&format!("/v1/users/{user}/wallet"), Some(READ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["coins"].as_u64().unwrap()
+    }
+
+    /// Shuts down gracefully and returns what `run` returned.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A UUID string for test event `n`.
+pub fn uuid(n: u128) -> String {
+    uuid::Uuid::from_u128(n).to_string()
+}
