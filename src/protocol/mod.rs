@@ -70,3 +70,65 @@ pub fn frame_bytes<T: bincode::Encode>(value: &T) -> Vec<u8> {
     out.extend_from_slice(&payload);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The byte-level examples of PROTOCOL.md; if this fails, the document is wrong.
+    #[test]
+    fn protocol_md_examples_are_exact() {
+        let auth = frame_bytes(&ClientFrame::Auth {
+            token: "dev-ingest-token-0001".into(),
+        });
+        assert_eq!(
+            hex(&auth),
+            "00 00 00 17 00 15 64 65 76 2d 69 6e 67 65 73 74 2d 74 6f 6b 65 6e 2d 30 30 30 31"
+        );
+        let request = frame_bytes(&ClientFrame::Request {
+            request_id: 1,
+            events: vec![WireEvent::Gift {
+                id: 0x0b7f,
+                sender: 42,
+                creator: 7,
+                stream: 9001,
+                gift: 0,
+                count: 3,
+            }],
+        });
+        assert_eq!(
+            hex(&request),
+            "00 00 00 0e 01 01 01 01 fb 7f 0b 2a 07 fb 29 23 00 03"
+        );
+        let response = frame_bytes(&ServerFrame::Response {
+            request_id: 1,
+            outcomes: vec![WireOutcome {
+                seq: 18,
+                status: 0,
+                duplicate: false,
+                coins: 497,
+                value: WireDecimal {
+                    mantissa: 0,
+                    scale: 0,
+                },
+            }],
+        });
+        assert_eq!(
+            hex(&response),
+            "00 00 00 0b 01 01 01 12 00 00 fb f1 01 00 00"
+        );
+        let decoded: ClientFrame = decode(&request[HEADER_BYTES..]).unwrap();
+        assert!(matches!(
+            decoded,
+            ClientFrame::Request { request_id: 1, .. }
+        ));
+    }
+}
