@@ -93,17 +93,30 @@ fn serve() -> anyhow::Result<()> {
     }
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
-        if !config.redis.url.is_empty() {
-            anyhow::bail!(
-                "GIFTSTREAM_REDIS_URL is set, but the Redis journal is not built yet; \
-                 unset it to run in memory"
-            );
-        }
-        tracing::warn!("no GIFTSTREAM_REDIS_URL: running in memory, nothing survives a restart");
-        let journal = std::sync::Arc::new(giftstream::persist::journal::MemoryJournal::default());
+        let engine = giftstream::server::build_engine(&config, economy)?;
+        let journal: std::sync::Arc<dyn giftstream::persist::journal::Journal> =
+            if config.redis.url.is_empty() {
+                tracing::warn!(
+                    "no GIFTSTREAM_REDIS_URL: running in memory, nothing survives a restart"
+                );
+                std::sync::Arc::new(giftstream::persist::journal::MemoryJournal::default())
+            } else {
+                let journal = giftstream::persist::redis::RedisJournal::connect(&config.redis.url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
+                let started = std::time::Instant::now();
+                let replayed = journal.recover_into(&engine).await?;
+                tracing::info!(
+                    events = replayed,
+                    last_seq = engine.last_seq(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "recovered from the Redis journal"
+                );
+                std::sync::Arc::new(journal)
+            };
         let http = tokio::net::TcpListener::bind(config.server.http_addr).await?;
         let tcp = tokio::net::TcpListener::bind(config.server.tcp_addr).await?;
-        giftstream::server::run(config, economy, journal, http, tcp, shutdown_signal()).await?;
+        giftstream::server::run(config, engine, journal, http, tcp, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -5,3 +5,4 @@
 //! it (in memory now, Redis with the durability issue) is invisible to it.
 
 pub mod journal;
+pub mod redis;

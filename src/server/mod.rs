@@ -93,17 +93,24 @@ pub enum ServeError {
     FinalCommit,
 }
 
-/// Runs the service on bound listeners until `shutdown` resolves.
+/// The engine `config` describes, empty. Recover it (e.g. `RedisJournal::recover_into`)
+/// before handing it to [`run`].
+pub fn build_engine(config: &Config, economy: Economy) -> Result<Arc<Engine>, ServeError> {
+    config.validate()?;
+    Ok(Arc::new(Engine::new(economy, config.engine.clone())?))
+}
+
+/// Runs the service on bound listeners until `shutdown` resolves. `engine` holds the
+/// recovered state; `journal` is where commits go.
 pub async fn run(
     config: Config,
-    economy: Economy,
+    engine: Arc<Engine>,
     journal: Arc<dyn Journal>,
     http_listener: TcpListener,
     tcp_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let engine = Arc::new(Engine::new(economy, config.engine.clone())?);
     let feeds = Feeds::new(
         config.limits.sse_subscribers_per_stream_max,
         config.limits.sse_buffer_events,

@@ -99,4 +99,5 @@ pub fn goal(id: u128, stream: u64, creator: u64, target: u64) -> Event {
     })
 }
 
+pub mod redis;
 pub mod server;

@@ -21,6 +21,7 @@ pub struct TestServer {
     pub http: SocketAddr,
     pub tcp: SocketAddr,
     pub journal: Arc<MemoryJournal>,
+    pub engine: Arc<giftstream::engine::Engine>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
     pub http_client: reqwest::Client,
@@ -32,6 +33,17 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let journal = Arc::new(MemoryJournal::default());
+        Self::start_on(adjust, journal.clone(), journal, |_| async {}).await
+    }
+
+    /// A server over `journal`, its engine first recovered by `recover`.
+    pub async fn start_on<F: std::future::Future<Output = ()>>(
+        adjust: impl FnOnce(&mut Config),
+        journal: Arc<dyn giftstream::persist::journal::Journal>,
+        memory: Arc<MemoryJournal>,
+        recover: impl FnOnce(Arc<giftstream::engine::Engine>) -> F,
+    ) -> TestServer {
         let mut config = Config::from_toml_str(SHIPPED_CONFIG).unwrap();
         adjust(&mut config);
         let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -40,12 +52,13 @@ impl TestServer {
             http_listener.local_addr().unwrap(),
             tcp_listener.local_addr().unwrap(),
         );
-        let journal = Arc::new(MemoryJournal::default());
         let (tx, rx) = oneshot::channel::<()>();
+        let engine = giftstream::server::build_engine(&config, Economy::embedded()).unwrap();
+        recover(engine.clone()).await;
         let task = tokio::spawn(giftstream::server::run(
             config,
-            Economy::embedded(),
-            journal.clone(),
+            engine.clone(),
+            journal,
             http_listener,
             tcp_listener,
             async move {
@@ -55,7 +68,8 @@ impl TestServer {
         TestServer {
             http,
             tcp,
-            journal,
+            journal: memory,
+            engine,
             shutdown: Some(tx),
             task: Some(task),
             http_client: reqwest::Client::new(),

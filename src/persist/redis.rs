@@ -1,0 +1,226 @@
+//! The Redis journal: one stream entry per group commit, appended with one `XADD`.
+//!
+//! Key layout (hash-tagged so every key of the ledger lives in one Redis Cluster slot):
+//! - `giftstream:{ledger}:journal` — a stream; entry id `<last seq of the run>-0`, one
+//!   field `b` holding a [`JournalBatch`] in the bincode format.
+//!
+//! Idempotent by sequence number: the entry id is the run's last sequence number, and
+//! Redis refuses an id that is not greater than the stream's top. A retried append
+//! whose first attempt did run (a timeout after success) is therefore refused, and
+//! recognised as done by reading the stream's top id.
+
+use std::time::Duration;
+
+use bincode::{Decode, Encode};
+use futures::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::journal::{Journal, JournalError};
+use crate::engine::{Engine, Event, LogEntry, ReplayError, Stamp};
+use crate::protocol::{self, WireEvent, WireOutcome};
+
+pub const JOURNAL_KEY: &str = "giftstream:{ledger}:journal";
+/// Format version of [`JournalBatch`].
+pub const JOURNAL_VERSION: u8 = 1;
+/// Stream entries read per `XRANGE` during recovery.
+pub const RECOVERY_ENTRIES_PER_READ: usize = 256;
+/// A command that takes longer fails (and the committer retries it).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One journaled event with its outcome and stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct JournalRecord {
+    pub seq: u64,
+    pub stamp: u64,
+    pub event: WireEvent,
+    pub outcome: WireOutcome,
+}
+
+/// One group commit.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct JournalBatch {
+    pub version: u8,
+    pub records: Vec<JournalRecord>,
+}
+
+impl JournalBatch {
+    pub fn from_entries(entries: &[LogEntry]) -> JournalBatch {
+        JournalBatch {
+            version: JOURNAL_VERSION,
+            records: entries
+                .iter()
+                .map(|e| JournalRecord {
+                    seq: e.seq,
+                    stamp: e.stamp.0,
+                    event: WireEvent::from(&e.event),
+                    outcome: WireOutcome::from(&e.outcome),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn into_entries(self) -> Result<Vec<LogEntry>, JournalError> {
+        if self.version != JOURNAL_VERSION {
+            return Err(JournalError(format!(
+                "journal batch version {} (this build reads {JOURNAL_VERSION})",
+                self.version
+            )));
+        }
+        self.records
+            .into_iter()
+            .map(|r| {
+                let event = Event::try_from(r.event)
+                    .map_err(|e| JournalError(format!("seq {}: {e}", r.seq)))?;
+                let outcome = r
+                    .outcome
+                    .to_outcome(&event)
+                    .map_err(|e| JournalError(format!("seq {}: {e}", r.seq)))?;
+                Ok(LogEntry {
+                    seq: r.seq,
+                    stamp: Stamp(r.stamp),
+                    event,
+                    outcome,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Why recovery stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("replay: {0}")]
+    Replay(#[from] ReplayError),
+}
+
+/// A stream entry as `XRANGE` returns it: id and field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+pub struct RedisJournal {
+    conn: ConnectionManager,
+    key: String,
+}
+
+fn redis_error(e: redis::RedisError) -> JournalError {
+    JournalError(format!("redis: {e}"))
+}
+
+impl RedisJournal {
+    /// Connects (bounded timeouts; the committer retries failed appends itself).
+    pub async fn connect(url: &str) -> Result<RedisJournal, JournalError> {
+        let client = redis::Client::open(url).map_err(redis_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(redis_error)?;
+        Ok(RedisJournal {
+            conn,
+            key: JOURNAL_KEY.to_owned(),
+        })
+    }
+
+    /// The sequence number of the last journaled run (0 for an empty journal).
+    pub async fn last_seq(&self) -> Result<u64, JournalError> {
+        let mut conn = self.conn.clone();
+        let top: Vec<StreamEntry> = redis::cmd("XREVRANGE")
+            .arg(&self.key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(top.first().map_or(0, |(id, _)| entry_seq(id)))
+    }
+
+    /// Replays every journaled run after the engine's last sequence number into
+    /// `engine`, in order. Returns the number of events replayed.
+    pub async fn recover_into(&self, engine: &Engine) -> Result<u64, RecoveryError> {
+        let mut conn = self.conn.clone();
+        let mut start = format!("({}-0", engine.last_seq());
+        let mut replayed = 0u64;
+        loop {
+            let page: Vec<StreamEntry> = redis::cmd("XRANGE")
+                .arg(&self.key)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(RECOVERY_ENTRIES_PER_READ)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let Some((last_id, _)) = page.last() else {
+                break;
+            };
+            start = format!("({last_id}");
+            for (id, fields) in &page {
+                let bytes = fields
+                    .iter()
+                    .find(|(k, _)| k == "b")
+                    .map(|(_, v)| v)
+                    .ok_or_else(|| JournalError(format!("journal entry {id} has no field b")))?;
+                let batch: JournalBatch = protocol::decode(bytes)
+                    .map_err(|e| JournalError(format!("journal entry {id}: {e}")))?;
+                let entries = batch.into_entries()?;
+                if entries.last().map(|e| e.seq) != Some(entry_seq(id)) {
+                    return Err(
+                        JournalError(format!("journal entry {id} does not end at its id")).into(),
+                    );
+                }
+                engine.replay(&entries)?;
+                replayed += entries.len() as u64;
+            }
+        }
+        Ok(replayed)
+    }
+}
+
+/// The sequence number in an entry id `<seq>-0`.
+fn entry_seq(id: &str) -> u64 {
+    id.split('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Journal for RedisJournal {
+    fn append<'a>(&'a self, entries: &'a [LogEntry]) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            let Some(last) = entries.last() else {
+                return Ok(());
+            };
+            let bytes = protocol::encode(&JournalBatch::from_entries(entries));
+            let mut conn = self.conn.clone();
+            let id = format!("{}-0", last.seq);
+            let added: redis::RedisResult<String> = redis::cmd("XADD")
+                .arg(&self.key)
+                .arg(&id)
+                .arg("b")
+                .arg(bytes)
+                .query_async(&mut conn)
+                .await;
+            match added {
+                Ok(_) => Ok(()),
+                // Refused as not greater than the top: done already if the top is ours
+                // or later (an earlier attempt that timed out after it ran).
+                Err(e) if e.to_string().contains("equal or smaller") => {
+                    let top = self.last_seq().await?;
+                    if top >= last.seq {
+                        Ok(())
+                    } else {
+                        Err(redis_error(e))
+                    }
+                }
+                Err(e) => Err(redis_error(e)),
+            }
+        })
+    }
+}
