@@ -433,41 +433,93 @@ impl Engine {
             }
             last = entry.seq;
         }
-        for entry in entries {
-            self.next_seq.store(entry.seq + 1, Ordering::Release);
-            let route = self.route(&entry.event);
-            let replayed = match route {
-                Route::Sender(s) => {
-                    let mut shard = self.senders[s].lock();
-                    let outcome = shard.apply(
-                        &self.economy,
-                        &self.config,
-                        &entry.event,
-                        entry.seq,
-                        entry.stamp,
-                        entry.stamp.month_key(),
-                    );
-                    self.merge_credits(&mut shard);
-                    outcome
-                }
-                Route::Creator(_) | Route::Stream(_) => self.apply_to_book(
+        // Between two book events (payouts, goals), sender events of different shards
+        // are independent: replay them per shard, one lock and one credit merge per
+        // shard, and large segments on two threads. Book events go one by one, after
+        // every earlier sender event, so they see at least the credits they saw live.
+        let mut i = 0;
+        while i < entries.len() {
+            let start = i;
+            while i < entries.len() && matches!(self.route(&entries[i].event), Route::Sender(_)) {
+                i += 1;
+            }
+            if start < i {
+                self.replay_senders(&entries[start..i])?;
+            }
+            if let Some(entry) = entries.get(i) {
+                let route = self.route(&entry.event);
+                let replayed = self.apply_to_book(
                     &entry.event,
                     route,
                     Some(entry.seq),
                     entry.stamp,
                     Some(entry.outcome),
-                ),
-            };
-            if replayed.status != entry.outcome.status || replayed.duplicate {
-                return Err(ReplayError::Mismatch {
-                    seq: entry.seq,
-                    event: entry.event.id(),
-                    recorded: entry.outcome.status,
-                    replayed: replayed.status,
-                });
+                );
+                check_replayed(entry, &replayed)?;
+                i += 1;
             }
         }
+        if let Some(last) = entries.last() {
+            self.next_seq.store(last.seq + 1, Ordering::Release);
+        }
         Ok(())
+    }
+
+    /// Replays a run of sender-routed entries (sorted by seq), grouped by shard.
+    fn replay_senders(&self, entries: &[LogEntry]) -> Result<(), ReplayError> {
+        let shards = self.senders.len();
+        let mut by_shard: Vec<Vec<&LogEntry>> = vec![Vec::new(); shards];
+        for e in entries {
+            let Route::Sender(s) = self.route(&e.event) else {
+                unreachable!("sender run")
+            };
+            by_shard[s].push(e);
+        }
+        let replay_shard = |s: usize, chunk: &[&LogEntry]| -> Result<(), ReplayError> {
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let mut shard = self.senders[s].lock();
+            let (mut stamp, mut month) = (chunk[0].stamp, chunk[0].stamp.month_key());
+            for entry in chunk {
+                if entry.stamp != stamp {
+                    (stamp, month) = (entry.stamp, entry.stamp.month_key());
+                }
+                let replayed = shard.apply(
+                    &self.economy,
+                    &self.config,
+                    &entry.event,
+                    entry.seq,
+                    entry.stamp,
+                    month,
+                );
+                check_replayed(entry, &replayed)?;
+            }
+            self.merge_credits(&mut shard);
+            Ok(())
+        };
+        if entries.len() < REPLAY_PARALLEL_EVENTS_MIN || shards == 1 {
+            return by_shard
+                .iter()
+                .enumerate()
+                .try_for_each(|(s, c)| replay_shard(s, c));
+        }
+        // Two threads: even and odd shards (the machine has two cores).
+        std::thread::scope(|scope| {
+            let odd = scope.spawn(|| {
+                by_shard
+                    .iter()
+                    .enumerate()
+                    .filter(|(s, _)| s % 2 == 1)
+                    .try_for_each(|(s, c)| replay_shard(s, c))
+            });
+            let even = by_shard
+                .iter()
+                .enumerate()
+                .filter(|(s, _)| s % 2 == 0)
+                .try_for_each(|(s, c)| replay_shard(s, c));
+            even.and(odd.join().expect("replay thread"))
+        })
     }
 
     fn lock_all(&self) -> Cut<'_> {
@@ -773,6 +825,21 @@ impl Engine {
         }
         out
     }
+}
+
+/// Sender runs at least this long are replayed on two threads.
+const REPLAY_PARALLEL_EVENTS_MIN: usize = 4096;
+
+fn check_replayed(entry: &LogEntry, replayed: &Outcome) -> Result<(), ReplayError> {
+    if replayed.status != entry.outcome.status || replayed.duplicate {
+        return Err(ReplayError::Mismatch {
+            seq: entry.seq,
+            event: entry.event.id(),
+            recorded: entry.outcome.status,
+            replayed: replayed.status,
+        });
+    }
+    Ok(())
 }
 
 /// Every shard locked, in the documented order.
