@@ -21,6 +21,12 @@ enum Command {
     /// Serve the binary protocol and the HTTP/JSON API. Reads GIFTSTREAM_CONFIG
     /// (default config/giftstream.toml) and the GIFTSTREAM_* overrides.
     Serve,
+    /// Check the ledger's invariants: rebuild the state from the Redis journal
+    /// (GIFTSTREAM_REDIS_URL) in a fresh engine and audit it — coins recharged = in
+    /// wallets + spent, diamonds = floor(coins received x share) per creator, paid <=
+    /// credited, leaderboards consistent, no event id journaled twice, sequence numbers
+    /// strictly increasing. Exits non-zero on any violation.
+    Audit,
     /// Run the engine in-process on the embedded economy: a seeded synthetic burst,
     /// then throughput, outcomes, leaderboards and the invariant audit. No Redis needed.
     Demo {
@@ -51,6 +57,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve => serve()?,
+        Command::Audit => audit()?,
         Command::Demo {
             users,
             creators,
@@ -117,6 +124,63 @@ fn serve() -> anyhow::Result<()> {
         let http = tokio::net::TcpListener::bind(config.server.http_addr).await?;
         let tcp = tokio::net::TcpListener::bind(config.server.tcp_addr).await?;
         giftstream::server::run(config, engine, journal, http, tcp, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn audit() -> anyhow::Result<()> {
+    let config = giftstream::config::Config::load_from_env()?;
+    giftstream::telemetry::init_tracing("warn", false);
+    anyhow::ensure!(
+        !config.redis.url.is_empty(),
+        "GIFTSTREAM_REDIS_URL is not set: nothing durable to audit"
+    );
+    let economy = config.load_economy()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let engine = giftstream::server::build_engine(&config, economy)?;
+        let journal = giftstream::persist::redis::RedisJournal::connect(&config.redis.url)
+            .await
+            .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
+        let started = std::time::Instant::now();
+        let (replayed, duplicate_ids) = journal.audit_into(&engine).await?;
+        let report = engine.audit();
+        let t = &report.totals;
+        println!(
+            "journal: {replayed} events, last seq {}, replayed in {:.2} s",
+            t.last_seq,
+            started.elapsed().as_secs_f64()
+        );
+        println!(
+            "wallets {}, creators {}, streams {}",
+            t.wallets, t.creators, t.streams
+        );
+        println!(
+            "coins recharged {} = in wallets {} + spent {}",
+            t.coins_recharged, t.coins_in_wallets, t.coins_spent
+        );
+        println!(
+            "coins received by creators {}, by streams {}",
+            t.coins_received_by_creators, t.coins_received_by_streams
+        );
+        println!(
+            "diamonds credited {}, paid {}",
+            t.diamonds_credited, t.diamonds_paid
+        );
+        for (currency, amount) in &t.revenue {
+            println!("revenue {currency} {amount}");
+        }
+        for (currency, amount) in &t.paid_out {
+            println!("paid out {currency} {amount}");
+        }
+        println!("event ids journaled twice: {duplicate_ids}");
+        for v in &report.violations {
+            println!("VIOLATION: {v}");
+        }
+        anyhow::ensure!(report.is_clean() && duplicate_ids == 0, "audit failed");
+        println!("audit: clean");
         Ok(())
     })
 }

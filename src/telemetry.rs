@@ -75,6 +75,10 @@ pub fn prometheus() -> PrometheusHandle {
                 .expect("the Prometheus recorder is installed once");
             describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            // Gauges exist from the start, so dashboards see 0 rather than no series.
+            metrics::gauge!(CONNECTIONS).set(0.0);
+            metrics::gauge!(SSE_SUBSCRIBERS).set(0.0);
+            metrics::gauge!(COMMIT_PENDING_EVENTS).set(0.0);
             handle
         })
         .clone()

@@ -96,6 +96,18 @@ async fn a_restart_recovers_the_exact_state_and_idempotency() {
     let next = client.send(&[gift(300, 42, 7, "rose", 1)]).await.unwrap();
     assert_eq!(next[0].seq, last_seq + 1);
     second.stop().await.unwrap();
+
+    // `giftstream audit` rebuilds the ledger from the journal alone and finds it clean.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_giftstream"))
+        .arg("audit")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GIFTSTREAM_REDIS_URL", redis.url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("last seq {}", last_seq + 1)), "{stdout}");
+    assert!(stdout.contains("event ids journaled twice: 0") && stdout.contains("audit: clean"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
