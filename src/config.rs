@@ -189,12 +189,21 @@ pub struct RedisConfig {
 pub struct SnapshotConfig {
     /// Where snapshots go (`GIFTSTREAM_DATA_DIR`).
     pub dir: PathBuf,
+    /// Take a snapshot at least this often, ms (0 = not by time).
+    pub interval_ms: u64,
+    /// ... or once this many events were committed since the last one (0 = not by count).
+    pub events: u64,
+    /// Snapshots kept (older ones are deleted).
+    pub keep: usize,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             dir: PathBuf::from("data"),
+            interval_ms: 300_000,
+            events: 10_000_000,
+            keep: 3,
         }
     }
 }
@@ -342,6 +351,9 @@ impl Config {
                 "commit.pending_events_max",
                 "must be at least commit.events_max",
             ));
+        }
+        if self.snapshot.keep == 0 || self.snapshot.keep > 1000 {
+            return Err(ConfigError::new("snapshot.keep", "must be in 1..=1000"));
         }
         if !self.engine.keep_log {
             return Err(ConfigError::new(

@@ -19,7 +19,7 @@ use super::topk::TopK;
 use super::window::IdempotencyWindow;
 use crate::economy::{Currency, Economy};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct CreatorTotals {
     pub coins_received: u128,
     pub diamonds_paid: u128,
@@ -36,7 +36,7 @@ impl CreatorTotals {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct CreatorShard {
     pub creators: FxHashMap<CreatorId, CreatorTotals>,
     /// Creators of this shard ranked by diamonds credited.
@@ -130,7 +130,7 @@ impl CreatorShard {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StreamTotals {
     pub coins_received: u128,
     /// The creator that set the goal; else the smallest creator id gifted to here
@@ -140,7 +140,7 @@ pub(crate) struct StreamTotals {
     pub coins_target: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StreamShard {
     pub streams: FxHashMap<StreamId, StreamTotals>,
     pub window: IdempotencyWindow,

@@ -549,6 +549,64 @@ impl Engine {
         all
     }
 
+    /// Takes a consistent cut: the state and the log of applied events not drained yet
+    /// (which the caller must commit before the state counts as durable). The cut
+    /// clones the shards under their locks (a memory copy); encoding happens outside.
+    pub fn snapshot(&self) -> (EngineState, Vec<LogEntry>) {
+        let mut cut = self.lock_all();
+        let mut log = Vec::new();
+        for s in cut.senders.iter_mut() {
+            log.append(&mut s.log);
+        }
+        for c in cut.creators.iter_mut() {
+            log.append(&mut c.log);
+        }
+        for s in cut.streams.iter_mut() {
+            log.append(&mut s.log);
+        }
+        let state = EngineState {
+            last_seq: self.last_seq(),
+            senders: cut.senders.iter().map(|s| (**s).clone()).collect(),
+            creators: cut.creators.iter().map(|c| (**c).clone()).collect(),
+            streams: cut.streams.iter().map(|s| (**s).clone()).collect(),
+        };
+        drop(cut);
+        log.sort_unstable_by_key(|e| e.seq);
+        (state, log)
+    }
+
+    /// An engine holding `state` (taken with the same number of shards).
+    pub fn from_state(
+        economy: Economy,
+        config: EngineConfig,
+        state: EngineState,
+    ) -> Result<Engine, StateError> {
+        if state.senders.len() != config.shards
+            || state.creators.len() != config.shards
+            || state.streams.len() != config.shards
+        {
+            return Err(StateError::Shards {
+                found: state.senders.len(),
+                expected: config.shards,
+            });
+        }
+        let engine = Engine::new(economy, config)?;
+        let mut senders = state.senders.into_iter();
+        for slot in engine.senders.iter() {
+            *slot.lock() = senders.next().expect("checked length");
+        }
+        let mut creators = state.creators.into_iter();
+        for slot in engine.creators.iter() {
+            *slot.lock() = creators.next().expect("checked length");
+        }
+        let mut streams = state.streams.into_iter();
+        for slot in engine.streams.iter() {
+            *slot.lock() = streams.next().expect("checked length");
+        }
+        engine.next_seq.store(state.last_seq + 1, Ordering::Release);
+        Ok(engine)
+    }
+
     // ---- reads ------------------------------------------------------------------
 
     /// The wallet of `user`; `now` decides which month `spent_this_month` counts.
@@ -840,6 +898,47 @@ fn check_replayed(entry: &LogEntry, replayed: &Outcome) -> Result<(), ReplayErro
         });
     }
     Ok(())
+}
+
+/// The whole ledger state at a consistent cut, for snapshots. Opaque: it is encoded by
+/// `persist::snapshot` and loaded back with [`Engine::from_state`].
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EngineState {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+}
+
+impl EngineState {
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// (wallets, creators, streams)
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.senders.iter().map(|s| s.wallets.len() as u64).sum(),
+            self.creators.iter().map(|c| c.creators.len() as u64).sum(),
+            self.streams.iter().map(|s| s.streams.len() as u64).sum(),
+        )
+    }
+}
+
+/// Why a state cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    #[error(
+        "the state has {found} shards, the config {expected} (engine.shards must match the snapshot)"
+    )]
+    Shards { found: usize, expected: usize },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Every shard locked, in the documented order.

@@ -8,7 +8,7 @@ use super::event::{Channel, Gift, Payout, Recharge, RejectCode, StreamGoal};
 use crate::economy::{Economy, Region};
 
 /// A user's account and coin state as the rules see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Wallet {
     pub coins: u64,
     /// Coins spent on gifts in `month`.

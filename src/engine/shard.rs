@@ -37,7 +37,7 @@ pub struct HistoryEntry {
 }
 
 /// This shard's part of one creator's aggregates.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CreatorPart {
     /// Coins received since the last merge into the creator book.
     pub pending_coins: u128,
@@ -48,7 +48,7 @@ pub(crate) struct CreatorPart {
 }
 
 /// This shard's part of one stream's aggregates.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StreamPart {
     pub pending_coins: u128,
     /// Smallest creator id gifted to in this stream since the last merge.
@@ -58,14 +58,14 @@ pub(crate) struct StreamPart {
 }
 
 /// Money and coin totals for the conservation audit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SenderTotals {
     pub coins_recharged: u128,
     pub coins_spent: u128,
     pub revenue: BTreeMap<Currency, Decimal>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SenderShard {
     pub wallets: FxHashMap<UserId, Wallet>,
     pub histories: FxHashMap<UserId, VecDeque<HistoryEntry>>,

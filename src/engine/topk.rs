@@ -7,7 +7,7 @@
 /// growing, at which point it is offered; so the list always equals the top K of all
 /// current scores, whatever the order of the offers. That is what makes replay and
 /// merging across shards reproduce it exactly.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopK {
     entries: Vec<(u128, u64)>,
 }

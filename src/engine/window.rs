@@ -11,7 +11,7 @@ use super::event::{EventId, Outcome, Stamp};
 ///
 /// Eviction depends only on the order of inserts and their journaled stamps, never on a
 /// clock, so a replay evicts exactly what the original run evicted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct IdempotencyWindow {
     outcomes: FxHashMap<EventId, Outcome>,
     /// Insertion order, oldest first, for eviction.

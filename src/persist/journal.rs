@@ -112,7 +112,7 @@ impl CommitHandle {
 }
 
 /// The committer's bounds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CommitterConfig {
     /// Commit at least this often.
     pub interval: Duration,
@@ -122,6 +122,19 @@ pub struct CommitterConfig {
     pub pending_events_max: u64,
     /// How long the final commit at shutdown keeps retrying a failing journal.
     pub final_commit_timeout: Duration,
+    /// Periodic snapshots, if any.
+    pub snapshots: Option<SnapshotPolicy>,
+}
+
+/// When and where the committer takes snapshots.
+#[derive(Debug, Clone)]
+pub struct SnapshotPolicy {
+    pub dir: std::path::PathBuf,
+    /// `None`: not by time.
+    pub interval: Option<Duration>,
+    /// `None`: not by count.
+    pub events: Option<u64>,
+    pub keep: usize,
 }
 
 /// Starts the committer task. It runs until `stop` turns true, then makes a final commit
@@ -139,6 +152,7 @@ pub fn spawn_committer(
         events_max,
         pending_events_max,
         final_commit_timeout,
+        snapshots,
     } = config;
     let initial = engine.last_seq();
     let (tx, rx) = watch::channel(initial);
@@ -154,6 +168,8 @@ pub fn spawn_committer(
     };
     let task = tokio::spawn(async move {
         let mut stop = stop;
+        let mut last_snapshot = (Instant::now(), engine.last_seq());
+        let mut writing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             let stopping = *stop.borrow();
             if !stopping {
@@ -174,9 +190,53 @@ pub fn spawn_committer(
                 tx.send_replace(last);
                 on_commit(&entries);
             }
+            if let Some(policy) = &snapshots {
+                let watermark = *tx.borrow();
+                let due = policy
+                    .interval
+                    .is_some_and(|i| last_snapshot.0.elapsed() >= i)
+                    || policy
+                        .events
+                        .is_some_and(|n| watermark.saturating_sub(last_snapshot.1) >= n);
+                let idle = writing.as_ref().is_none_or(|w| w.is_finished());
+                if due && idle && !stopping && watermark > last_snapshot.1 {
+                    // A cut at a commit boundary: commit what the cut drained first.
+                    let started = Instant::now();
+                    let (state, log) = engine.snapshot();
+                    metrics::histogram!(telemetry::SNAPSHOT_CUT_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
+                    if !log.is_empty() {
+                        if !commit(&*journal, &log, &healthy, None).await {
+                            return false;
+                        }
+                        tx.send_replace(log.last().expect("non-empty").seq);
+                        on_commit(&log);
+                    }
+                    last_snapshot = (Instant::now(), state.last_seq());
+                    let (dir, keep) = (policy.dir.clone(), policy.keep);
+                    writing = Some(tokio::task::spawn_blocking(move || {
+                        let started = Instant::now();
+                        match crate::persist::snapshot::write(&dir, &state, keep) {
+                            Ok((path, header)) => {
+                                metrics::histogram!(telemetry::SNAPSHOT_WRITE_SECONDS)
+                                    .record(started.elapsed().as_secs_f64());
+                                tracing::info!(path = %path.display(), last_seq = header.last_seq, wallets = header.wallets,
+                                    bytes = header.body_bytes, seconds = started.elapsed().as_secs_f64(), "snapshot written");
+                            }
+                            Err(e) => {
+                                metrics::counter!(telemetry::SNAPSHOT_FAILURES_TOTAL).increment(1);
+                                tracing::error!(error = %e, "snapshot failed");
+                            }
+                        }
+                    }));
+                }
+            }
             metrics::gauge!(telemetry::COMMIT_PENDING_EVENTS)
                 .set(engine.last_seq().saturating_sub(*tx.borrow()) as f64);
             if stopping && engine.last_seq() == *tx.borrow() {
+                if let Some(w) = writing.take() {
+                    let _ = w.await;
+                }
                 return true;
             }
         }

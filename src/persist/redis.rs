@@ -244,3 +244,38 @@ impl Journal for RedisJournal {
         })
     }
 }
+
+/// How a start recovered.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub snapshot: Option<std::path::PathBuf>,
+    pub replayed_events: u64,
+    pub seconds: f64,
+}
+
+/// Start-up recovery (SPEC §2.5): the newest valid snapshot in `config.snapshot.dir`
+/// (a corrupt one is reported and the previous one used), then the journal after it.
+pub async fn recover(
+    journal: &RedisJournal,
+    config: &crate::config::Config,
+    economy: crate::economy::Economy,
+) -> Result<(std::sync::Arc<Engine>, Recovered), Box<dyn std::error::Error + Send + Sync>> {
+    let started = std::time::Instant::now();
+    let (engine, snapshot) = match crate::persist::snapshot::load_newest(
+        &config.snapshot.dir,
+        &economy,
+        &config.engine,
+    )? {
+        Some((path, engine)) => (std::sync::Arc::new(engine), Some(path)),
+        None => (crate::server::build_engine(config, economy)?, None),
+    };
+    let replayed_events = journal.recover_into(&engine).await?;
+    Ok((
+        engine,
+        Recovered {
+            snapshot,
+            replayed_events,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    ))
+}

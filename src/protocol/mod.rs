@@ -4,8 +4,9 @@
 //! # Why bincode 2.0.x
 //! SPEC §2.1 asks for the bincode *format*. The `bincode` crate is unmaintained (3.0.0 is
 //! a compile-error tombstone), so it is pinned to `~2.0.1` and used only here, behind
-//! [`encode`] and [`decode`], with one configuration ([`CONFIG`]): swapping it for the
-//! format-compatible `wincode` touches this file only.
+//! [`encode`]/[`decode`] (frames and journal batches, one configuration: [`CONFIG`]) and
+//! [`encode_serde`]/[`decode_serde`] (snapshots): swapping it for the format-compatible
+//! `wincode` touches this file only.
 //!
 //! # Framing
 //! Every frame is a 4-byte big-endian payload length followed by the payload: one
@@ -49,6 +50,22 @@ pub fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (value, used) = bincode::decode_from_slice(bytes, CONFIG)?;
     if used != bytes.len() {
         return Err(DecodeError::Trailing(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// Encodes a serde value in the bincode format without a size limit (snapshots: large,
+/// local, checksummed files).
+pub fn encode_serde<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())
+}
+
+/// Decodes a whole serde value written by [`encode_serde`].
+pub fn decode_serde<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - used));
     }
     Ok(value)
 }

@@ -100,6 +100,19 @@ pub fn build_engine(config: &Config, economy: Economy) -> Result<Arc<Engine>, Se
     Ok(Arc::new(Engine::new(economy, config.engine.clone())?))
 }
 
+/// Snapshots as configured; none when neither trigger is set.
+fn snapshot_policy(config: &Config) -> Option<crate::persist::journal::SnapshotPolicy> {
+    let s = &config.snapshot;
+    let interval = (s.interval_ms > 0).then(|| Duration::from_millis(s.interval_ms));
+    let events = (s.events > 0).then_some(s.events);
+    (interval.is_some() || events.is_some()).then(|| crate::persist::journal::SnapshotPolicy {
+        dir: s.dir.clone(),
+        interval,
+        events,
+        keep: s.keep,
+    })
+}
+
 /// Runs the service on bound listeners until `shutdown` resolves. `engine` holds the
 /// recovered state; `journal` is where commits go.
 pub async fn run(
@@ -126,6 +139,7 @@ pub async fn run(
                 events_max: config.commit.events_max as u64,
                 pending_events_max: config.commit.pending_events_max,
                 final_commit_timeout: FINAL_COMMIT_TIMEOUT,
+                snapshots: snapshot_policy(&config),
             },
             stop_rx,
             move |entries| feeds2.publish(&engine2, entries),

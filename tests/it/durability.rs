@@ -16,20 +16,27 @@ use crate::support::server::*;
 use crate::support::{account, gift, goal, payout, recharge};
 
 async fn server_on(redis: &RedisServer) -> TestServer {
+    server_with(redis, |_| {}).await.0
+}
+
+async fn server_with(
+    redis: &RedisServer,
+    adjust: impl FnOnce(&mut giftstream::config::Config),
+) -> (TestServer, giftstream::persist::redis::Recovered) {
+    let mut config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+    config.commit.events_max = 64;
+    config.commit.pending_events_max = 64;
+    config.snapshot.interval_ms = 0;
+    config.snapshot.events = 0;
+    adjust(&mut config);
     let journal = Arc::new(RedisJournal::connect(&redis.url()).await.unwrap());
-    let recovering = journal.clone();
-    TestServer::start_on(
-        |c| {
-            c.commit.events_max = 64;
-            c.commit.pending_events_max = 64;
-        },
-        journal as Arc<dyn Journal>,
-        Arc::new(MemoryJournal::default()),
-        |engine| async move {
-            recovering.recover_into(&engine).await.unwrap();
-        },
-    )
-    .await
+    let economy = giftstream::economy::Economy::embedded();
+    let (engine, recovered) = giftstream::persist::redis::recover(&journal, &config, economy)
+        .await
+        .unwrap();
+    let memory = Arc::new(MemoryJournal::default());
+    let server = TestServer::start_on(config, engine, journal as Arc<dyn Journal>, memory).await;
+    (server, recovered)
 }
 
 const READS: [&str; 10] = [
@@ -105,9 +112,19 @@ async fn a_restart_recovers_the_exact_state_and_idempotency() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("last seq {}", last_seq + 1)), "{stdout}");
-    assert!(stdout.contains("event ids journaled twice: 0") && stdout.contains("audit: clean"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("last seq {}", last_seq + 1)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("event ids journaled twice: 0") && stdout.contains("audit: clean"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,4 +203,92 @@ async fn a_redis_outage_refuses_new_work_and_loses_nothing_acknowledged() {
     let (_, c) = s2.get("/v1/creators/7", Some(READ)).await;
     assert_eq!(c["coins_received"], acknowledged + 1);
     assert!(s2.engine.audit().is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_plus_the_journal_tail_restore_exactly_and_a_corrupt_one_is_skipped() {
+    let redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_owned();
+    let snapshots_every = |c: &mut giftstream::config::Config| {
+        c.snapshot.dir = dir.clone();
+        c.snapshot.events = 100;
+        c.snapshot.keep = 2;
+    };
+    let (first, recovered) = server_with(&redis, snapshots_every).await;
+    assert!(recovered.snapshot.is_none());
+    let client = Client::connect(first.tcp, INGEST).await.unwrap();
+    client
+        .send(
+            &(0..8)
+                .map(|i| recharge(i, 40 + i as u64, "coins_7000"))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    for r in 0..12u128 {
+        let events: Vec<Event> = (0..50)
+            .map(|i| {
+                gift(
+                    1000 + r * 50 + i,
+                    40 + (i as u64 % 8),
+                    7 + (i as u64 % 3),
+                    "panda",
+                    1,
+                )
+            })
+            .collect();
+        client.send(&events).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before: Vec<_> =
+        futures::future::join_all(READS.iter().map(|p| first.get(p, Some(READ)))).await;
+    let last_seq = first.engine.last_seq();
+    drop(client);
+    first.stop().await.unwrap();
+    let files = giftstream::persist::snapshot::list(&dir).unwrap();
+    assert_eq!(files.len(), 2, "keep = 2: {files:?}");
+    let newest = giftstream::persist::snapshot::read_header(files.last().unwrap()).unwrap();
+    assert!(newest.last_seq > 0 && newest.last_seq <= last_seq);
+
+    // Restart: the newest snapshot plus the journal after it.
+    let (second, recovered) = server_with(&redis, snapshots_every).await;
+    assert_eq!(
+        recovered.snapshot.as_ref(),
+        files.last(),
+        "loaded the newest snapshot"
+    );
+    assert_eq!(
+        recovered.replayed_events,
+        last_seq - newest.last_seq,
+        "then only the journal tail"
+    );
+    assert_eq!(second.engine.last_seq(), last_seq);
+    let after: Vec<_> =
+        futures::future::join_all(READS.iter().map(|p| second.get(p, Some(READ)))).await;
+    assert_eq!(after, before);
+    second.stop().await.unwrap();
+
+    // Corrupt the newest: the previous one is used, and the state is still exact.
+    let newest_path = giftstream::persist::snapshot::list(&dir)
+        .unwrap()
+        .pop()
+        .unwrap();
+    let mut bytes = std::fs::read(&newest_path).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xff;
+    std::fs::write(&newest_path, bytes).unwrap();
+    assert!(giftstream::persist::snapshot::read(&newest_path).is_err());
+    let (third, recovered) = server_with(&redis, |c| c.snapshot.dir = dir.clone()).await;
+    let previous = giftstream::persist::snapshot::list(&dir).unwrap()[0].clone();
+    assert_eq!(
+        recovered.snapshot,
+        Some(previous),
+        "fell back to the previous snapshot"
+    );
+    assert_eq!(third.engine.last_seq(), last_seq);
+    let again: Vec<_> =
+        futures::future::join_all(READS.iter().map(|p| third.get(p, Some(READ)))).await;
+    assert_eq!(again, before);
+    assert!(third.engine.audit().is_clean());
 }

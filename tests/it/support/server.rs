@@ -34,18 +34,19 @@ impl TestServer {
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let journal = Arc::new(MemoryJournal::default());
-        Self::start_on(adjust, journal.clone(), journal, |_| async {}).await
-    }
-
-    /// A server over `journal`, its engine first recovered by `recover`.
-    pub async fn start_on<F: std::future::Future<Output = ()>>(
-        adjust: impl FnOnce(&mut Config),
-        journal: Arc<dyn giftstream::persist::journal::Journal>,
-        memory: Arc<MemoryJournal>,
-        recover: impl FnOnce(Arc<giftstream::engine::Engine>) -> F,
-    ) -> TestServer {
         let mut config = Config::from_toml_str(SHIPPED_CONFIG).unwrap();
         adjust(&mut config);
+        let engine = giftstream::server::build_engine(&config, Economy::embedded()).unwrap();
+        Self::start_on(config, engine, journal.clone(), journal).await
+    }
+
+    /// A server over `journal` with a prepared (recovered) engine.
+    pub async fn start_on(
+        config: Config,
+        engine: Arc<giftstream::engine::Engine>,
+        journal: Arc<dyn giftstream::persist::journal::Journal>,
+        memory: Arc<MemoryJournal>,
+    ) -> TestServer {
         let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (http, tcp) = (
@@ -53,8 +54,6 @@ impl TestServer {
             tcp_listener.local_addr().unwrap(),
         );
         let (tx, rx) = oneshot::channel::<()>();
-        let engine = giftstream::server::build_engine(&config, Economy::embedded()).unwrap();
-        recover(engine.clone()).await;
         let task = tokio::spawn(giftstream::server::run(
             config,
             engine.clone(),
