@@ -21,12 +21,16 @@ enum Command {
     /// Serve the binary protocol and the HTTP/JSON API. Reads GIFTSTREAM_CONFIG
     /// (default config/giftstream.toml) and the GIFTSTREAM_* overrides.
     Serve,
-    /// Check the ledger's invariants: rebuild the state from the Redis journal
-    /// (GIFTSTREAM_REDIS_URL) in a fresh engine and audit it — coins recharged = in
+    /// Check the ledger's invariants: rebuild the state as a start would (newest valid
+    /// snapshot in GIFTSTREAM_DATA_DIR, then the Redis journal after it) and audit it — coins recharged = in
     /// wallets + spent, diamonds = floor(coins received x share) per creator, paid <=
     /// credited, leaderboards consistent, no event id journaled twice, sequence numbers
     /// strictly increasing. Exits non-zero on any violation.
     Audit,
+    /// Make FILE (a verified snapshot, e.g. a backup after Redis lost its data) the newest
+    /// snapshot in GIFTSTREAM_DATA_DIR, so that the next `serve` starts from it and
+    /// replays only the journal after it.
+    Restore { file: std::path::PathBuf },
     /// Inspect or verify a snapshot file.
     Snapshot {
         #[command(subcommand)]
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve => serve()?,
         Command::Audit => audit()?,
         Command::Snapshot { command } => snapshot(command)?,
+        Command::Restore { file } => restore(&file)?,
         Command::Demo {
             users,
             creators,
@@ -195,6 +200,52 @@ fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn restore(file: &std::path::Path) -> anyhow::Result<()> {
+    use giftstream::persist::snapshot;
+    let config = giftstream::config::Config::load_from_env()?;
+    let (header, state) = snapshot::read(file)?;
+    anyhow::ensure!(
+        header.shards as usize == config.engine.shards,
+        "the snapshot has {} shards, engine.shards is {}",
+        header.shards,
+        config.engine.shards
+    );
+    let engine = giftstream::engine::Engine::from_state(
+        config.load_economy()?,
+        config.engine.clone(),
+        state.clone(),
+    )?;
+    let report = engine.audit();
+    anyhow::ensure!(
+        report.is_clean(),
+        "the snapshot's state fails the audit: {:?}",
+        report.violations
+    );
+    let newest = snapshot::list(&config.snapshot.dir)?
+        .last()
+        .map(|p| snapshot::read_header(p).map(|h| h.last_seq))
+        .transpose()?
+        .unwrap_or(0);
+    anyhow::ensure!(
+        header.last_seq >= newest,
+        "{} already holds a newer snapshot (seq {newest} > {}); move it away first",
+        config.snapshot.dir.display(),
+        header.last_seq
+    );
+    let (path, _) = snapshot::write(&config.snapshot.dir, &state, usize::MAX)?;
+    println!(
+        "restored: {} (last seq {}, {} wallets)",
+        path.display(),
+        header.last_seq,
+        header.wallets
+    );
+    println!(
+        "the next `giftstream serve` starts from it and replays the journal after seq {}",
+        header.last_seq
+    );
+    Ok(())
+}
+
 fn audit() -> anyhow::Result<()> {
     let config = giftstream::config::Config::load_from_env()?;
     giftstream::telemetry::init_tracing("warn", false);
@@ -207,7 +258,21 @@ fn audit() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let engine = giftstream::server::build_engine(&config, economy)?;
+        let engine = match giftstream::persist::snapshot::load_newest(
+            &config.snapshot.dir,
+            &economy,
+            &config.engine,
+        )? {
+            Some((path, engine)) => {
+                println!(
+                    "snapshot: {} (last seq {})",
+                    path.display(),
+                    engine.last_seq()
+                );
+                std::sync::Arc::new(engine)
+            }
+            None => giftstream::server::build_engine(&config, economy)?,
+        };
         let journal = giftstream::persist::redis::RedisJournal::connect(&config.redis.url)
             .await
             .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;

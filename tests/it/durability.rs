@@ -109,6 +109,7 @@ async fn a_restart_recovers_the_exact_state_and_idempotency() {
         .arg("audit")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("GIFTSTREAM_REDIS_URL", redis.url())
+        .env("GIFTSTREAM_DATA_DIR", tempfile::tempdir().unwrap().path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
