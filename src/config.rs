@@ -195,6 +195,8 @@ pub struct SnapshotConfig {
     pub events: u64,
     /// Snapshots kept (older ones are deleted).
     pub keep: usize,
+    /// After a snapshot, delete journal entries covered by the oldest kept snapshot.
+    pub trim_journal: bool,
 }
 
 impl Default for SnapshotConfig {
@@ -204,6 +206,7 @@ impl Default for SnapshotConfig {
             interval_ms: 300_000,
             events: 10_000_000,
             keep: 3,
+            trim_journal: true,
         }
     }
 }

@@ -25,6 +25,13 @@ pub struct JournalError(pub String);
 /// idempotent by sequence number.
 pub trait Journal: Send + Sync + 'static {
     fn append<'a>(&'a self, entries: &'a [LogEntry]) -> BoxFuture<'a, Result<(), JournalError>>;
+
+    /// Drops runs that end at or before `seq` (covered by every kept snapshot).
+    /// Default: keep everything.
+    fn trim(&self, seq: u64) -> BoxFuture<'_, Result<u64, JournalError>> {
+        let _ = seq;
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// The in-memory journal of `serve` without Redis: nothing survives a restart. It counts
@@ -135,6 +142,8 @@ pub struct SnapshotPolicy {
     /// `None`: not by count.
     pub events: Option<u64>,
     pub keep: usize,
+    /// Trim the journal up to the oldest kept snapshot after each snapshot.
+    pub trim_journal: bool,
 }
 
 /// Starts the committer task. It runs until `stop` turns true, then makes a final commit
@@ -169,7 +178,7 @@ pub fn spawn_committer(
     let task = tokio::spawn(async move {
         let mut stop = stop;
         let mut last_snapshot = (Instant::now(), engine.last_seq());
-        let mut writing: Option<tokio::task::JoinHandle<()>> = None;
+        let mut writing: Option<tokio::task::JoinHandle<Option<u64>>> = None;
         loop {
             let stopping = *stop.borrow();
             if !stopping {
@@ -191,6 +200,19 @@ pub fn spawn_committer(
                 on_commit(&entries);
             }
             if let Some(policy) = &snapshots {
+                if writing.as_ref().is_some_and(|w| w.is_finished()) {
+                    let oldest_kept = writing.take().expect("some").await.ok().flatten();
+                    if let (true, Some(seq)) = (policy.trim_journal, oldest_kept) {
+                        match journal.trim(seq).await {
+                            Ok(n) => {
+                                tracing::info!(up_to_seq = seq, entries = n, "journal trimmed")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "journal trim failed; the next snapshot retries")
+                            }
+                        }
+                    }
+                }
                 let watermark = *tx.borrow();
                 let due = policy
                     .interval
@@ -222,10 +244,18 @@ pub fn spawn_committer(
                                     .record(started.elapsed().as_secs_f64());
                                 tracing::info!(path = %path.display(), last_seq = header.last_seq, wallets = header.wallets,
                                     bytes = header.body_bytes, seconds = started.elapsed().as_secs_f64(), "snapshot written");
+                                // The journal must cover every kept snapshot's tail: trim
+                                // only up to the oldest one that still reads back whole.
+                                crate::persist::snapshot::list(&dir)
+                                    .ok()?
+                                    .iter()
+                                    .find_map(|p| crate::persist::snapshot::read_header(p).ok())
+                                    .map(|h| h.last_seq)
                             }
                             Err(e) => {
                                 metrics::counter!(telemetry::SNAPSHOT_FAILURES_TOTAL).increment(1);
                                 tracing::error!(error = %e, "snapshot failed");
+                                None
                             }
                         }
                     }));

@@ -212,6 +212,20 @@ fn entry_seq(id: &str) -> u64 {
 }
 
 impl Journal for RedisJournal {
+    fn trim(&self, seq: u64) -> BoxFuture<'_, Result<u64, JournalError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            // Entry ids are the last seq of their run: every run with id <= seq is covered.
+            redis::cmd("XTRIM")
+                .arg(&self.key)
+                .arg("MINID")
+                .arg(format!("{}-0", seq + 1))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)
+        })
+    }
+
     fn append<'a>(&'a self, entries: &'a [LogEntry]) -> BoxFuture<'a, Result<(), JournalError>> {
         Box::pin(async move {
             let Some(last) = entries.last() else {

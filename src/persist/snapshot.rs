@@ -177,7 +177,11 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>, SnapshotError> {
 
 /// Reads and checks only the header (for `snapshot inspect`).
 pub fn read_header(path: &Path) -> Result<Header, SnapshotError> {
-    let bytes = fs::read(path).map_err(io(path))?;
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(HEADER_BYTES);
+    File::open(path)
+        .and_then(|f| f.take(HEADER_BYTES as u64).read_to_end(&mut bytes))
+        .map_err(io(path))?;
     Header::parse(&bytes).map_err(|reason| SnapshotError::Corrupt {
         path: path.to_owned(),
         reason,

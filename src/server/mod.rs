@@ -110,6 +110,7 @@ fn snapshot_policy(config: &Config) -> Option<crate::persist::journal::SnapshotP
         interval,
         events,
         keep: s.keep,
+        trim_journal: s.trim_journal,
     })
 }
 

@@ -251,6 +251,25 @@ async fn snapshots_plus_the_journal_tail_restore_exactly_and_a_corrupt_one_is_sk
     assert_eq!(files.len(), 2, "keep = 2: {files:?}");
     let newest = giftstream::persist::snapshot::read_header(files.last().unwrap()).unwrap();
     assert!(newest.last_seq > 0 && newest.last_seq <= last_seq);
+    // The journal was trimmed up to the oldest kept snapshot, not further.
+    let oldest = giftstream::persist::snapshot::read_header(&files[0]).unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let first: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        .arg(giftstream::persist::redis::JOURNAL_KEY)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let first_seq: u64 = first[0].0.split('-').next().unwrap().parse().unwrap();
+    assert!(
+        first_seq > oldest.last_seq,
+        "trimmed: first entry {first_seq}, oldest snapshot {}",
+        oldest.last_seq
+    );
 
     // Restart: the newest snapshot plus the journal after it.
     let (second, recovered) = server_with(&redis, snapshots_every).await;
