@@ -255,7 +255,8 @@ async fn snapshots_plus_the_journal_tail_restore_exactly_and_a_corrupt_one_is_sk
     let oldest = giftstream::persist::snapshot::read_header(&files[0]).unwrap();
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let first: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let first: Vec<Entry> = redis::cmd("XRANGE")
         .arg(giftstream::persist::redis::JOURNAL_KEY)
         .arg("-")
         .arg("+")
