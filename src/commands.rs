@@ -1,0 +1,236 @@
+//! The subcommands behind the CLI: wiring of config, recovery, runtime and output.
+//! Part of the binary (anyhow errors), not the library.
+
+use crate::SnapshotCommand;
+
+pub(crate) fn serve() -> anyhow::Result<()> {
+    let config = giftstream::config::Config::load_from_env()?;
+    giftstream::telemetry::init_tracing(
+        &config.server.log_level,
+        config.server.log_format == "json",
+    );
+    let economy = config.load_economy()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.server.worker_threads > 0 {
+        runtime.worker_threads(config.server.worker_threads);
+    }
+    let runtime = runtime.enable_all().build()?;
+    let mut config = config;
+    runtime.block_on(async move {
+        let (engine, journal): (_, std::sync::Arc<dyn giftstream::persist::journal::Journal>) =
+            if config.redis.url.is_empty() {
+                tracing::warn!("no GIFTSTREAM_REDIS_URL: running in memory, nothing survives a restart (no snapshots)");
+                config.snapshot.interval_ms = 0;
+                config.snapshot.events = 0;
+                let engine = giftstream::server::build_engine(&config, economy)?;
+                (engine, std::sync::Arc::new(giftstream::persist::journal::MemoryJournal::default()))
+            } else {
+                let journal = giftstream::persist::redis::RedisJournal::connect(&config.redis.url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
+                let (engine, recovered) = giftstream::persist::redis::recover(&journal, &config, economy)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("recovery: {e}"))?;
+                tracing::info!(
+                    snapshot = ?recovered.snapshot,
+                    events = recovered.replayed_events,
+                    last_seq = engine.last_seq(),
+                    seconds = recovered.seconds,
+                    "recovered from the snapshot and the Redis journal"
+                );
+                (engine, std::sync::Arc::new(journal))
+            };
+        let http = tokio::net::TcpListener::bind(config.server.http_addr).await?;
+        let tcp = tokio::net::TcpListener::bind(config.server.tcp_addr).await?;
+        giftstream::server::run(config, engine, journal, http, tcp, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+pub(crate) fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
+    use giftstream::persist::snapshot;
+    match command {
+        SnapshotCommand::Inspect { file } => {
+            let h = snapshot::read_header(&file)?;
+            println!(
+                "{}: version {}, shards {}, last seq {}, wallets {}, creators {}, streams {}, body {} bytes, crc32 {:08x}",
+                file.display(),
+                h.version,
+                h.shards,
+                h.last_seq,
+                h.wallets,
+                h.creators,
+                h.streams,
+                h.body_bytes,
+                h.checksum
+            );
+        }
+        SnapshotCommand::Verify { file } => {
+            let (h, state) = snapshot::read(&file)?;
+            let economy = match giftstream::config::Config::load_from_env() {
+                Ok(c) => c.load_economy()?,
+                Err(_) => giftstream::economy::Economy::embedded(),
+            };
+            let config = giftstream::engine::EngineConfig {
+                shards: h.shards as usize,
+                ..Default::default()
+            };
+            let engine = giftstream::engine::Engine::from_state(economy, config, state)?;
+            let report = engine.audit();
+            for v in &report.violations {
+                println!("VIOLATION: {v}");
+            }
+            anyhow::ensure!(
+                report.is_clean(),
+                "{}: the audit of its state failed",
+                file.display()
+            );
+            println!(
+                "{}: ok (checksum, decoding, audit clean; last seq {}, {} wallets)",
+                file.display(),
+                h.last_seq,
+                h.wallets
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn restore(file: &std::path::Path) -> anyhow::Result<()> {
+    use giftstream::persist::snapshot;
+    let config = giftstream::config::Config::load_from_env()?;
+    let (header, state) = snapshot::read(file)?;
+    anyhow::ensure!(
+        header.shards as usize == config.engine.shards,
+        "the snapshot has {} shards, engine.shards is {}",
+        header.shards,
+        config.engine.shards
+    );
+    let engine = giftstream::engine::Engine::from_state(
+        config.load_economy()?,
+        config.engine.clone(),
+        state.clone(),
+    )?;
+    let report = engine.audit();
+    anyhow::ensure!(
+        report.is_clean(),
+        "the snapshot's state fails the audit: {:?}",
+        report.violations
+    );
+    let newest = snapshot::list(&config.snapshot.dir)?
+        .last()
+        .map(|p| snapshot::read_header(p).map(|h| h.last_seq))
+        .transpose()?
+        .unwrap_or(0);
+    anyhow::ensure!(
+        header.last_seq >= newest,
+        "{} already holds a newer snapshot (seq {newest} > {}); move it away first",
+        config.snapshot.dir.display(),
+        header.last_seq
+    );
+    let (path, _) = snapshot::write(&config.snapshot.dir, &state, usize::MAX)?;
+    println!(
+        "restored: {} (last seq {}, {} wallets)",
+        path.display(),
+        header.last_seq,
+        header.wallets
+    );
+    println!(
+        "the next `giftstream serve` starts from it and replays the journal after seq {}",
+        header.last_seq
+    );
+    Ok(())
+}
+
+pub(crate) fn audit() -> anyhow::Result<()> {
+    let config = giftstream::config::Config::load_from_env()?;
+    giftstream::telemetry::init_tracing("warn", false);
+    anyhow::ensure!(
+        !config.redis.url.is_empty(),
+        "GIFTSTREAM_REDIS_URL is not set: nothing durable to audit"
+    );
+    let economy = config.load_economy()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let engine = match giftstream::persist::snapshot::load_newest(
+            &config.snapshot.dir,
+            &economy,
+            &config.engine,
+        )? {
+            Some((path, engine)) => {
+                println!(
+                    "snapshot: {} (last seq {})",
+                    path.display(),
+                    engine.last_seq()
+                );
+                std::sync::Arc::new(engine)
+            }
+            None => giftstream::server::build_engine(&config, economy)?,
+        };
+        let journal = giftstream::persist::redis::RedisJournal::connect(&config.redis.url)
+            .await
+            .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
+        let started = std::time::Instant::now();
+        let (replayed, duplicate_ids) = journal.audit_into(&engine).await?;
+        let report = engine.audit();
+        let t = &report.totals;
+        println!(
+            "journal: {replayed} events, last seq {}, replayed in {:.2} s",
+            t.last_seq,
+            started.elapsed().as_secs_f64()
+        );
+        println!(
+            "wallets {}, creators {}, streams {}",
+            t.wallets, t.creators, t.streams
+        );
+        println!(
+            "coins recharged {} = in wallets {} + spent {}",
+            t.coins_recharged, t.coins_in_wallets, t.coins_spent
+        );
+        println!(
+            "coins received by creators {}, by streams {}",
+            t.coins_received_by_creators, t.coins_received_by_streams
+        );
+        println!(
+            "diamonds credited {}, paid {}",
+            t.diamonds_credited, t.diamonds_paid
+        );
+        for (currency, amount) in &t.revenue {
+            println!("revenue {currency} {amount}");
+        }
+        for (currency, amount) in &t.paid_out {
+            println!("paid out {currency} {amount}");
+        }
+        println!("event ids journaled twice: {duplicate_ids}");
+        for v in &report.violations {
+            println!("VIOLATION: {v}");
+        }
+        anyhow::ensure!(report.is_clean() && duplicate_ids == 0, "audit failed");
+        println!("audit: clean");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
