@@ -2,7 +2,9 @@
 //!
 //! Architecture Invariant: only [`journal`] decides when an outcome is durable. The
 //! protocol code waits on a [`journal::CommitHandle`]; which [`journal::Journal`] backs
-//! it (in memory now, Redis with the durability issue) is invisible to it.
+//! it ([`journal::MemoryJournal`] or [`redis::RedisJournal`]) is invisible to it.
+//! [`snapshot`] writes and reads ledger snapshots; [`redis::recover`] is start-up
+//! recovery (newest valid snapshot, then the journal after it).
 
 pub mod journal;
 pub mod redis;
