@@ -28,6 +28,9 @@ async fn server_with(
     config.commit.pending_events_max = 64;
     config.snapshot.interval_ms = 0;
     config.snapshot.events = 0;
+    // Hermetic: never pick up snapshots from a `data/` dir of a manual run.
+    config.snapshot.dir =
+        std::env::temp_dir().join(format!("giftstream-test-none-{}", std::process::id()));
     adjust(&mut config);
     let journal = Arc::new(RedisJournal::connect(&redis.url()).await.unwrap());
     let economy = giftstream::economy::Economy::embedded();
