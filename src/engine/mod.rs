@@ -533,20 +533,9 @@ impl Engine {
     /// Takes the log of applied events at a consistent cut: every event with a number
     /// up to the returned entries' last, none after, sorted by seq.
     pub fn drain_log(&self) -> Vec<LogEntry> {
-        let mut cut = self.lock_all();
-        let mut all = Vec::new();
-        for s in cut.senders.iter_mut() {
-            all.append(&mut s.log);
-        }
-        for c in cut.creators.iter_mut() {
-            all.append(&mut c.log);
-        }
-        for s in cut.streams.iter_mut() {
-            all.append(&mut s.log);
-        }
-        drop(cut);
-        all.sort_unstable_by_key(|e| e.seq);
-        all
+        let mut log = self.lock_all().take_log();
+        log.sort_unstable_by_key(|e| e.seq);
+        log
     }
 
     /// Takes a consistent cut: the state and the log of applied events not drained yet
@@ -554,16 +543,7 @@ impl Engine {
     /// clones the shards under their locks (a memory copy); encoding happens outside.
     pub fn snapshot(&self) -> (EngineState, Vec<LogEntry>) {
         let mut cut = self.lock_all();
-        let mut log = Vec::new();
-        for s in cut.senders.iter_mut() {
-            log.append(&mut s.log);
-        }
-        for c in cut.creators.iter_mut() {
-            log.append(&mut c.log);
-        }
-        for s in cut.streams.iter_mut() {
-            log.append(&mut s.log);
-        }
+        let mut log = cut.take_log();
         let state = EngineState {
             last_seq: self.last_seq(),
             senders: cut.senders.iter().map(|s| (**s).clone()).collect(),
@@ -665,10 +645,19 @@ impl Engine {
 
     /// Top gifters of a creator: `(user, coins)`, best first.
     pub fn creator_top_gifters(&self, creator: CreatorId, limit: usize) -> Vec<(UserId, u128)> {
+        self.top_gifters(limit, |s| s.creators.get(&creator).map(|p| p.top.clone()))
+    }
+
+    /// Merges the shards' top-K lists picked by `part` (each gifter is in one shard).
+    fn top_gifters(
+        &self,
+        limit: usize,
+        part: impl Fn(&SenderShard) -> Option<TopK>,
+    ) -> Vec<(UserId, u128)> {
         let parts: Vec<TopK> = self
             .senders
             .iter()
-            .filter_map(|s| s.lock().creators.get(&creator).map(|p| p.top.clone()))
+            .filter_map(|s| part(&s.lock()))
             .collect();
         TopK::merge(&parts, limit.min(self.config.top_k))
             .into_iter()
@@ -695,15 +684,7 @@ impl Engine {
 
     /// Top gifters in a stream: `(user, coins)`, best first.
     pub fn stream_top_gifters(&self, stream: StreamId, limit: usize) -> Vec<(UserId, u128)> {
-        let parts: Vec<TopK> = self
-            .senders
-            .iter()
-            .filter_map(|s| s.lock().streams.get(&stream).map(|p| p.top.clone()))
-            .collect();
-        TopK::merge(&parts, limit.min(self.config.top_k))
-            .into_iter()
-            .map(|(coins, user)| (UserId(user), coins))
-            .collect()
+        self.top_gifters(limit, |s| s.streams.get(&stream).map(|p| p.top.clone()))
     }
 
     /// Top creators by diamonds credited: `(creator, diamonds)`, best first.
@@ -946,4 +927,21 @@ struct Cut<'a> {
     senders: Vec<MutexGuard<'a, SenderShard>>,
     creators: Vec<MutexGuard<'a, CreatorShard>>,
     streams: Vec<MutexGuard<'a, StreamShard>>,
+}
+
+impl Cut<'_> {
+    /// Moves every shard's log out (unsorted; sort by seq after releasing the locks).
+    fn take_log(&mut self) -> Vec<LogEntry> {
+        let mut log = Vec::new();
+        for s in self.senders.iter_mut() {
+            log.append(&mut s.log);
+        }
+        for c in self.creators.iter_mut() {
+            log.append(&mut c.log);
+        }
+        for s in self.streams.iter_mut() {
+            log.append(&mut s.log);
+        }
+        log
+    }
 }
