@@ -81,17 +81,7 @@ impl TestServer {
 
     /// GET with a token; returns status and JSON body.
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut req = self.http_client.get(self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        Self::exec(self.http_client.get(self.url(path)), token).await
     }
 
     /// POST/PUT a raw body with a token; returns status and JSON body.
@@ -103,11 +93,16 @@ impl TestServer {
         body: impl Into<reqwest::Body>,
     ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self
+        let req = self
             .http_client
             .request(method, self.url(path))
             .header("content-type", "application/json")
             .body(body);
+        Self::exec(req, token).await
+    }
+
+    /// Sends with an optional bearer token; status and JSON body (or the raw text).
+    async fn exec(mut req: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
