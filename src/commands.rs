@@ -128,6 +128,9 @@ pub(crate) fn restore(file: &std::path::Path) -> anyhow::Result<()> {
         config.snapshot.dir.display(),
         header.last_seq
     );
+    if !config.redis.url.is_empty() {
+        restore_redis(&config, &engine, &state, header.last_seq)?;
+    }
     let (path, _) = snapshot::write(&config.snapshot.dir, &state, usize::MAX)?;
     println!(
         "restored: {} (last seq {}, {} wallets)",
@@ -140,6 +143,61 @@ pub(crate) fn restore(file: &std::path::Path) -> anyhow::Result<()> {
         header.last_seq
     );
     Ok(())
+}
+
+/// The Redis side of a restore: the journal must continue right after the snapshot (or
+/// be empty), and the read model is rebuilt from the snapshot's state.
+fn restore_redis(
+    config: &giftstream::config::Config,
+    engine: &giftstream::engine::Engine,
+    state: &giftstream::engine::EngineState,
+    last_seq: u64,
+) -> anyhow::Result<()> {
+    use giftstream::persist::{projection, redis::RedisJournal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let journal = RedisJournal::connect(&config.redis.url)
+            .await
+            .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
+        let top = journal.last_seq().await?;
+        if top > last_seq {
+            let first = journal.runs_from(last_seq + 1, 1).await?;
+            let continues = first
+                .first()
+                .and_then(|run| run.first())
+                .is_some_and(|e| e.seq <= last_seq + 1);
+            anyhow::ensure!(
+                continues,
+                "the Redis journal (up to seq {top}) does not continue the snapshot (seq {last_seq}): \
+                 events after the snapshot are missing from it. To start from the snapshot alone, \
+                 delete the journal first: redis-cli DEL '{}'",
+                giftstream::persist::redis::JOURNAL_KEY
+            );
+            println!("journal: continues the snapshot up to seq {top}; serve replays it");
+        } else {
+            println!("journal: holds nothing after the snapshot (top seq {top}); new commits follow seq {last_seq}");
+        }
+        if config.read_model.enabled {
+            let started = std::time::Instant::now();
+            let view = state.read_model_view(giftstream::engine::ViewParts {
+                pairs: true,
+                wallets: config.read_model.wallets,
+            });
+            let mut conn = giftstream::persist::redis::connect(&config.redis.url).await?;
+            projection::rebuild(&mut conn, engine.economy(), &view, config.read_model.wallets)
+                .await?;
+            println!(
+                "read model: rebuilt at seq {last_seq} ({} creators, {} streams, {} gifter pairs) in {:.2} s",
+                view.creators.len(),
+                view.streams.len(),
+                view.creator_gifters.len() + view.stream_gifters.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    })
 }
 
 pub(crate) fn audit() -> anyhow::Result<()> {
@@ -204,10 +262,28 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             println!("paid out {currency} {amount}");
         }
         println!("event ids journaled twice: {duplicate_ids}");
-        for v in &report.violations {
+        let mut violations = report.violations.clone();
+        if config.read_model.enabled {
+            let mut conn = giftstream::persist::redis::connect(&config.redis.url).await?;
+            let projected = giftstream::persist::projection::projected_seq(&mut conn).await?;
+            if projected == engine.last_seq() {
+                let diffs = giftstream::persist::projection::compare(&mut conn, &engine).await?;
+                println!(
+                    "read model: at seq {projected}, {} differences from the ledger",
+                    diffs.len()
+                );
+                violations.extend(diffs.into_iter().map(|d| format!("read model: {d}")));
+            } else {
+                println!(
+                    "read model: at seq {projected}, ledger at {}: not compared (it is catching up; audit a quiet system)",
+                    engine.last_seq()
+                );
+            }
+        }
+        for v in &violations {
             println!("VIOLATION: {v}");
         }
-        anyhow::ensure!(report.is_clean() && duplicate_ids == 0, "audit failed");
+        anyhow::ensure!(violations.is_empty() && duplicate_ids == 0, "audit failed");
         println!("audit: clean");
         Ok(())
     })

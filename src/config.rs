@@ -211,6 +211,40 @@ impl Default for SnapshotConfig {
     }
 }
 
+/// The Redis read model (creator totals, leaderboards, stream goals), fed from
+/// committed batches off the ack path.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadModelConfig {
+    /// Project into Redis (only with a Redis URL).
+    pub enabled: bool,
+    /// Coalescing window, ms: one write per distinct key per window.
+    pub window_ms: u64,
+    /// The lag bound, ms: beyond it the projector flushes without waiting for the window,
+    /// logs a warning and counts `giftstream_read_model_lag_exceeded_total`.
+    pub lag_max_ms: u64,
+    /// Most Redis operations in one atomic read-model write (bounds how long one write
+    /// blocks Redis; a window with more keys is written in several).
+    pub ops_per_write_max: usize,
+    /// Committed runs queued for the projector; when full, it reads the journal instead.
+    pub queue_runs_max: usize,
+    /// Also project wallet balances (`user:<id>` hashes).
+    pub wallets: bool,
+}
+
+impl Default for ReadModelConfig {
+    fn default() -> Self {
+        ReadModelConfig {
+            enabled: true,
+            window_ms: 100,
+            lag_max_ms: 1000,
+            ops_per_write_max: 8192,
+            queue_runs_max: 1024,
+            wallets: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -228,6 +262,7 @@ pub struct Config {
     pub commit: CommitConfig,
     pub redis: RedisConfig,
     pub snapshot: SnapshotConfig,
+    pub read_model: ReadModelConfig,
     pub auth: AuthConfig,
 }
 
@@ -355,6 +390,25 @@ impl Config {
                 "must be at least commit.events_max",
             ));
         }
+        let r = &self.read_model;
+        if r.window_ms == 0 || r.window_ms > 60_000 {
+            return Err(ConfigError::new(
+                "read_model.window_ms",
+                "must be in 1..=60000",
+            ));
+        }
+        if r.lag_max_ms < r.window_ms {
+            return Err(ConfigError::new(
+                "read_model.lag_max_ms",
+                "must be at least read_model.window_ms",
+            ));
+        }
+        bounded(
+            "read_model.ops_per_write_max",
+            r.ops_per_write_max,
+            1_000_000,
+        )?;
+        bounded("read_model.queue_runs_max", r.queue_runs_max, 1_000_000)?;
         if self.snapshot.keep == 0 || self.snapshot.keep > 1000 {
             return Err(ConfigError::new("snapshot.keep", "must be in 1..=1000"));
         }

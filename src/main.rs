@@ -27,11 +27,15 @@ enum Command {
     /// snapshot in GIFTSTREAM_DATA_DIR, then the Redis journal after it) and audit it — coins recharged = in
     /// wallets + spent, diamonds = floor(coins received x share) per creator, paid <=
     /// credited, leaderboards consistent, no event id journaled twice, sequence numbers
-    /// strictly increasing. Exits non-zero on any violation.
+    /// strictly increasing; and, when the Redis read model is at the ledger's sequence
+    /// number, that its totals and leaderboards equal the ledger's. Exits non-zero on any
+    /// violation.
     Audit,
     /// Make FILE (a verified snapshot, e.g. a backup after Redis lost its data) the newest
     /// snapshot in GIFTSTREAM_DATA_DIR, so that the next `serve` starts from it and
-    /// replays only the journal after it.
+    /// replays only the journal after it. With GIFTSTREAM_REDIS_URL: checks that the
+    /// journal continues the snapshot (or is empty) and rebuilds the Redis read model
+    /// from the snapshot.
     Restore { file: std::path::PathBuf },
     /// Inspect or verify a snapshot file.
     Snapshot {

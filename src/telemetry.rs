@@ -39,6 +39,22 @@ pub const SNAPSHOT_CUT_SECONDS: &str = "giftstream_snapshot_cut_seconds";
 /// Time to encode and write a snapshot file (off the ingestion path).
 pub const SNAPSHOT_WRITE_SECONDS: &str = "giftstream_snapshot_write_seconds";
 pub const SNAPSHOT_FAILURES_TOTAL: &str = "giftstream_snapshot_failures_total";
+/// Age of the oldest committed event not yet in the Redis read model (0 when caught up).
+pub const READ_MODEL_LAG_SECONDS: &str = "giftstream_read_model_lag_seconds";
+/// Atomic read-model writes made.
+pub const READ_MODEL_WRITES_TOTAL: &str = "giftstream_read_model_writes_total";
+/// Duration of one read-model write.
+pub const READ_MODEL_WRITE_SECONDS: &str = "giftstream_read_model_write_seconds";
+/// Failed read-model writes (each is retried).
+pub const READ_MODEL_WRITE_FAILURES_TOTAL: &str = "giftstream_read_model_write_failures_total";
+/// Committed events projected into the read model.
+pub const READ_MODEL_EVENTS_TOTAL: &str = "giftstream_read_model_events_total";
+/// Committed runs the projector read back from the journal (its queue was full).
+pub const READ_MODEL_JOURNAL_READS_TOTAL: &str = "giftstream_read_model_journal_reads_total";
+/// Times the lag went over `read_model.lag_max_ms`.
+pub const READ_MODEL_LAG_EXCEEDED_TOTAL: &str = "giftstream_read_model_lag_exceeded_total";
+/// Sorted-set scores held at 2^53 because the exact value does not fit a double.
+pub const READ_MODEL_SATURATED_TOTAL: &str = "giftstream_read_model_saturated_total";
 /// Always 1, with `version` label.
 pub const BUILD_INFO: &str = "giftstream_build_info";
 
@@ -84,6 +100,7 @@ pub fn prometheus() -> PrometheusHandle {
             metrics::gauge!(CONNECTIONS).set(0.0);
             metrics::gauge!(SSE_SUBSCRIBERS).set(0.0);
             metrics::gauge!(COMMIT_PENDING_EVENTS).set(0.0);
+            metrics::gauge!(READ_MODEL_LAG_SECONDS).set(0.0);
             handle
         })
         .clone()
@@ -110,6 +127,37 @@ fn describe() {
         "Failed journal appends (each is retried)."
     );
     describe_gauge!(COMMIT_PENDING_EVENTS, "Applied events not yet durable.");
+    describe_gauge!(
+        READ_MODEL_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest committed event not yet in the Redis read model."
+    );
+    describe_counter!(READ_MODEL_WRITES_TOTAL, "Atomic read-model writes.");
+    describe_histogram!(
+        READ_MODEL_WRITE_SECONDS,
+        Unit::Seconds,
+        "Duration of one read-model write."
+    );
+    describe_counter!(
+        READ_MODEL_WRITE_FAILURES_TOTAL,
+        "Failed read-model writes (each is retried)."
+    );
+    describe_counter!(
+        READ_MODEL_EVENTS_TOTAL,
+        "Events projected into the read model."
+    );
+    describe_counter!(
+        READ_MODEL_JOURNAL_READS_TOTAL,
+        "Committed runs the projector read back from the journal."
+    );
+    describe_counter!(
+        READ_MODEL_LAG_EXCEEDED_TOTAL,
+        "Times the read-model lag went over its bound."
+    );
+    describe_counter!(
+        READ_MODEL_SATURATED_TOTAL,
+        "Sorted-set scores held at 2^53."
+    );
     describe_gauge!(CONNECTIONS, "Open binary-protocol connections.");
     describe_gauge!(SSE_SUBSCRIBERS, "Live-feed subscribers.");
     describe_counter!(

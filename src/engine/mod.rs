@@ -456,6 +456,7 @@ impl Engine {
                     Some(entry.outcome),
                 );
                 check_replayed(entry, &replayed)?;
+                self.unlog(route, entry.seq);
                 i += 1;
             }
         }
@@ -480,6 +481,8 @@ impl Engine {
                 return Ok(());
             }
             let mut shard = self.senders[s].lock();
+            // Replayed events are committed already: they do not go to the log.
+            let logged = shard.log.len();
             let (mut stamp, mut month) = (chunk[0].stamp, chunk[0].stamp.month_key());
             for entry in chunk {
                 if entry.stamp != stamp {
@@ -495,6 +498,7 @@ impl Engine {
                 );
                 check_replayed(entry, &replayed)?;
             }
+            shard.log.truncate(logged);
             self.merge_credits(&mut shard);
             Ok(())
         };
@@ -520,6 +524,21 @@ impl Engine {
                 .try_for_each(|(s, c)| replay_shard(s, c));
             even.and(odd.join().expect("replay thread"))
         })
+    }
+
+    /// Removes the log entry `seq` a replayed book event left (replayed events are
+    /// committed already).
+    fn unlog(&self, route: Route, seq: u64) {
+        let unlog = |log: &mut Vec<LogEntry>| {
+            if let Some(i) = log.iter().rposition(|e| e.seq == seq) {
+                log.remove(i);
+            }
+        };
+        match route {
+            Route::Creator(j) => unlog(&mut self.creators[j].lock().log),
+            Route::Stream(k) => unlog(&mut self.streams[k].lock().log),
+            Route::Sender(i) => unlog(&mut self.senders[i].lock().log),
+        }
     }
 
     fn lock_all(&self) -> Cut<'_> {
@@ -641,6 +660,38 @@ impl Engine {
             coins_received: totals.coins_received,
             gifts,
         }
+    }
+
+    /// The read model at a consistent cut (does not take the log).
+    pub fn read_model_view(&self, parts: ViewParts) -> ReadModelView {
+        let cut = self.lock_all();
+        read_model_view(
+            self.last_seq(),
+            cut.senders.iter().map(|g| &**g),
+            cut.creators.iter().map(|g| &**g),
+            cut.streams.iter().map(|g| &**g),
+            parts,
+        )
+    }
+
+    /// Coins `user` gave `creator` in total.
+    pub fn creator_gifter_coins(&self, creator: CreatorId, user: UserId) -> u128 {
+        let shard = self.senders[shard_of(user.0, self.mask)].lock();
+        shard
+            .creator_gifters
+            .get(&(creator, user))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Coins `user` gave in `stream` in total.
+    pub fn stream_gifter_coins(&self, stream: StreamId, user: UserId) -> u128 {
+        let shard = self.senders[shard_of(user.0, self.mask)].lock();
+        shard
+            .stream_gifters
+            .get(&(stream, user))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Top gifters of a creator: `(user, coins)`, best first.
@@ -906,6 +957,96 @@ impl EngineState {
             self.senders.iter().map(|s| s.wallets.len() as u64).sum(),
             self.creators.iter().map(|c| c.creators.len() as u64).sum(),
             self.streams.iter().map(|s| s.streams.len() as u64).sum(),
+        )
+    }
+}
+
+/// Which parts of [`ReadModelView`] to fill (the pair lists can be large).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ViewParts {
+    pub pairs: bool,
+    pub wallets: bool,
+}
+
+/// A stream's book as the read model shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamBook {
+    pub creator: Option<CreatorId>,
+    pub coins_received: u128,
+    /// The goal's coin target, if one was set.
+    pub goal: Option<u64>,
+}
+
+/// Everything the Redis read model projects, at a consistent cut: the creator and
+/// stream books, and (with [`ViewParts`]) every gifter aggregate and wallet balance.
+#[derive(Debug, Clone, Default)]
+pub struct ReadModelView {
+    pub last_seq: u64,
+    /// `(creator, coins received, diamonds paid)`.
+    pub creators: Vec<(CreatorId, u128, u128)>,
+    pub streams: Vec<(StreamId, StreamBook)>,
+    /// `(creator, gifter, coins)` for every pair.
+    pub creator_gifters: Vec<(CreatorId, UserId, u128)>,
+    /// `(stream, gifter, coins)` for every pair.
+    pub stream_gifters: Vec<(StreamId, UserId, u128)>,
+    /// `(user, coins)` for every wallet.
+    pub wallets: Vec<(UserId, u64)>,
+}
+
+fn read_model_view<'a>(
+    last_seq: u64,
+    senders: impl Iterator<Item = &'a SenderShard>,
+    creators: impl Iterator<Item = &'a CreatorShard>,
+    streams: impl Iterator<Item = &'a StreamShard>,
+    parts: ViewParts,
+) -> ReadModelView {
+    let mut view = ReadModelView {
+        last_seq,
+        ..Default::default()
+    };
+    for s in senders {
+        if parts.pairs {
+            view.creator_gifters
+                .extend(s.creator_gifters.iter().map(|(&(c, u), &n)| (c, u, n)));
+            view.stream_gifters
+                .extend(s.stream_gifters.iter().map(|(&(st, u), &n)| (st, u, n)));
+        }
+        if parts.wallets {
+            view.wallets
+                .extend(s.wallets.iter().map(|(&u, w)| (u, w.coins)));
+        }
+    }
+    for c in creators {
+        view.creators.extend(
+            c.creators
+                .iter()
+                .map(|(&id, t)| (id, t.coins_received, t.diamonds_paid)),
+        );
+    }
+    for s in streams {
+        view.streams.extend(s.streams.iter().map(|(&id, t)| {
+            (
+                id,
+                StreamBook {
+                    creator: t.creator,
+                    coins_received: t.coins_received,
+                    goal: t.goal_set.then_some(t.coins_target),
+                },
+            )
+        }));
+    }
+    view
+}
+
+impl EngineState {
+    /// The read model of this state (for `giftstream restore`).
+    pub fn read_model_view(&self, parts: ViewParts) -> ReadModelView {
+        read_model_view(
+            self.last_seq,
+            self.senders.iter(),
+            self.creators.iter(),
+            self.streams.iter(),
+            parts,
         )
     }
 }

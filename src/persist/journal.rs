@@ -32,6 +32,11 @@ pub trait Journal: Send + Sync + 'static {
         let _ = seq;
         Box::pin(async { Ok(0) })
     }
+
+    /// The Redis journal, which also feeds the Redis read model; `None` for others.
+    fn as_redis(&self) -> Option<crate::persist::redis::RedisJournal> {
+        None
+    }
 }
 
 /// The in-memory journal of `serve` without Redis: nothing survives a restart. It counts
@@ -107,6 +112,11 @@ impl CommitHandle {
         }
     }
 
+    /// Follows the commit watermark.
+    pub fn watermark_receiver(&self) -> watch::Receiver<u64> {
+        self.watermark.clone()
+    }
+
     /// Waits until every event up to `seq` is durable. Errs only if the committer is
     /// gone (shutdown finished).
     pub async fn durable(&self, seq: u64) -> Result<(), JournalError> {
@@ -144,6 +154,9 @@ pub struct SnapshotPolicy {
     pub keep: usize,
     /// Trim the journal up to the oldest kept snapshot after each snapshot.
     pub trim_journal: bool,
+    /// Never trim past this sequence number (the Redis read model's position: it
+    /// catches up from the journal).
+    pub trim_floor: Option<Arc<AtomicU64>>,
 }
 
 /// Starts the committer task. It runs until `stop` turns true, then makes a final commit
@@ -154,7 +167,7 @@ pub fn spawn_committer(
     journal: Arc<dyn Journal>,
     config: CommitterConfig,
     stop: watch::Receiver<bool>,
-    on_commit: impl Fn(&[LogEntry]) + Send + 'static,
+    on_commit: impl Fn(&Arc<Vec<LogEntry>>) + Send + 'static,
 ) -> (CommitHandle, tokio::task::JoinHandle<bool>) {
     let CommitterConfig {
         interval,
@@ -197,12 +210,18 @@ pub fn spawn_committer(
                 }
                 let last = entries.last().expect("non-empty").seq;
                 tx.send_replace(last);
-                on_commit(&entries);
+                on_commit(&Arc::new(entries));
             }
             if let Some(policy) = &snapshots {
                 if writing.as_ref().is_some_and(|w| w.is_finished()) {
                     let oldest_kept = writing.take().expect("some").await.ok().flatten();
-                    if let (true, Some(seq)) = (policy.trim_journal, oldest_kept) {
+                    let floor = policy
+                        .trim_floor
+                        .as_ref()
+                        .map_or(u64::MAX, |f| f.load(Ordering::Acquire));
+                    if let (true, Some(seq)) =
+                        (policy.trim_journal, oldest_kept.map(|s| s.min(floor)))
+                    {
                         match journal.trim(seq).await {
                             Ok(n) => {
                                 tracing::info!(up_to_seq = seq, entries = n, "journal trimmed")
@@ -232,7 +251,7 @@ pub fn spawn_committer(
                             return false;
                         }
                         tx.send_replace(log.last().expect("non-empty").seq);
-                        on_commit(&log);
+                        on_commit(&Arc::new(log));
                     }
                     last_snapshot = (Instant::now(), state.last_seq());
                     let (dir, keep) = (policy.dir.clone(), policy.keep);

@@ -7,5 +7,6 @@
 //! recovery (newest valid snapshot, then the journal after it).
 
 pub mod journal;
+pub mod projection;
 pub mod redis;
 pub mod snapshot;

@@ -99,9 +99,11 @@ pub enum RecoveryError {
 /// A stream entry as `XRANGE` returns it: id and field/value pairs.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
+#[derive(Clone)]
 pub struct RedisJournal {
     conn: ConnectionManager,
     key: String,
+    url: String,
 }
 
 fn redis_error(e: redis::RedisError) -> JournalError {
@@ -111,19 +113,36 @@ fn redis_error(e: redis::RedisError) -> JournalError {
 impl RedisJournal {
     /// Connects (bounded timeouts; the committer retries failed appends itself).
     pub async fn connect(url: &str) -> Result<RedisJournal, JournalError> {
-        let client = redis::Client::open(url).map_err(redis_error)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config)
+        Ok(RedisJournal {
+            conn: connect(url).await?,
+            key: JOURNAL_KEY.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+
+    /// The URL it connected to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The journaled runs whose last sequence number is at least `seq` (the first holds
+    /// `seq` unless the journal was trimmed past it), at most `count` of them, in order.
+    pub async fn runs_from(
+        &self,
+        seq: u64,
+        count: usize,
+    ) -> Result<Vec<Vec<LogEntry>>, JournalError> {
+        let mut conn = self.conn.clone();
+        let page: Vec<StreamEntry> = redis::cmd("XRANGE")
+            .arg(&self.key)
+            .arg(format!("{seq}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
             .await
             .map_err(redis_error)?;
-        Ok(RedisJournal {
-            conn,
-            key: JOURNAL_KEY.to_owned(),
-        })
+        page.iter().map(decode_entry).collect()
     }
 
     /// The sequence number of the last journaled run (0 for an empty journal).
@@ -178,20 +197,8 @@ impl RedisJournal {
                 break;
             };
             start = format!("({last_id}");
-            for (id, fields) in &page {
-                let bytes = fields
-                    .iter()
-                    .find(|(k, _)| k == "b")
-                    .map(|(_, v)| v)
-                    .ok_or_else(|| JournalError(format!("journal entry {id} has no field b")))?;
-                let batch: JournalBatch = protocol::decode(bytes)
-                    .map_err(|e| JournalError(format!("journal entry {id}: {e}")))?;
-                let entries = batch.into_entries()?;
-                if entries.last().map(|e| e.seq) != Some(entry_seq(id)) {
-                    return Err(
-                        JournalError(format!("journal entry {id} does not end at its id")).into(),
-                    );
-                }
+            for entry in &page {
+                let entries = decode_entry(entry)?;
                 if let Some(ids) = ids.as_deref_mut() {
                     ids.extend(entries.iter().map(|e| e.event.id().0));
                 }
@@ -203,6 +210,39 @@ impl RedisJournal {
     }
 }
 
+/// A connection with bounded timeouts (redis-rs's default response timeout, 500 ms, is
+/// too short for a large write). It reconnects by itself; a command that failed is not
+/// retried by it (callers retry).
+pub async fn connect(url: &str) -> Result<ConnectionManager, JournalError> {
+    let client = redis::Client::open(url).map_err(redis_error)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(redis_error)
+}
+
+/// Decodes one stream entry into its run, checking that it ends at the entry's id.
+fn decode_entry((id, fields): &StreamEntry) -> Result<Vec<LogEntry>, JournalError> {
+    let bytes = fields
+        .iter()
+        .find(|(k, _)| k == "b")
+        .map(|(_, v)| v)
+        .ok_or_else(|| JournalError(format!("journal entry {id} has no field b")))?;
+    let batch: JournalBatch =
+        protocol::decode(bytes).map_err(|e| JournalError(format!("journal entry {id}: {e}")))?;
+    let entries = batch.into_entries()?;
+    if entries.last().map(|e| e.seq) != Some(entry_seq(id)) {
+        return Err(JournalError(format!(
+            "journal entry {id} does not end at its id"
+        )));
+    }
+    Ok(entries)
+}
+
 /// The sequence number in an entry id `<seq>-0`.
 fn entry_seq(id: &str) -> u64 {
     id.split('-')
@@ -212,6 +252,10 @@ fn entry_seq(id: &str) -> u64 {
 }
 
 impl Journal for RedisJournal {
+    fn as_redis(&self) -> Option<RedisJournal> {
+        Some(self.clone())
+    }
+
     fn trim(&self, seq: u64) -> BoxFuture<'_, Result<u64, JournalError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();

@@ -10,8 +10,8 @@ pub mod sse;
 pub mod tcp;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::economy::{ConfigError, Economy};
 use crate::engine::{Engine, Event, Outcome, Stamp};
 use crate::persist::journal::{CommitHandle, CommitterConfig, Journal, spawn_committer};
+use crate::persist::projection::{self, ProjectorHandle};
 use crate::telemetry;
 use auth::Auth;
 use sse::Feeds;
@@ -91,6 +92,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("the final commit failed: applied events may not be durable")]
     FinalCommit,
+    #[error("read model: {0}")]
+    ReadModel(#[from] crate::persist::journal::JournalError),
 }
 
 /// The engine `config` describes, empty. Recover it (e.g. `RedisJournal::recover_into`)
@@ -101,7 +104,10 @@ pub fn build_engine(config: &Config, economy: Economy) -> Result<Arc<Engine>, Se
 }
 
 /// Snapshots as configured; none when neither trigger is set.
-fn snapshot_policy(config: &Config) -> Option<crate::persist::journal::SnapshotPolicy> {
+fn snapshot_policy(
+    config: &Config,
+    trim_floor: Option<Arc<AtomicU64>>,
+) -> Option<crate::persist::journal::SnapshotPolicy> {
     let s = &config.snapshot;
     let interval = (s.interval_ms > 0).then(|| Duration::from_millis(s.interval_ms));
     let events = (s.events > 0).then_some(s.events);
@@ -111,6 +117,7 @@ fn snapshot_policy(config: &Config) -> Option<crate::persist::journal::SnapshotP
         events,
         keep: s.keep,
         trim_journal: s.trim_journal,
+        trim_floor,
     })
 }
 
@@ -129,9 +136,27 @@ pub async fn run(
         config.limits.sse_subscribers_per_stream_max,
         config.limits.sse_buffer_events,
     );
+    // The Redis read model: where it is, rebuilt first if the journal cannot bring it
+    // up to date (before serving, while the engine holds only committed state).
+    let read_model = match journal.as_redis() {
+        Some(redis) if config.read_model.enabled => {
+            let start = projection::prepare(&redis, &engine, config.read_model.wallets).await?;
+            tracing::info!(
+                projected = start.projected(),
+                rebuilt = start.rebuilt,
+                "read model ready to catch up"
+            );
+            Some((redis, start))
+        }
+        _ => None,
+    };
+    let projected = read_model
+        .as_ref()
+        .map(|(_, start)| Arc::new(AtomicU64::new(start.projected())));
+    let projector_slot: Arc<OnceLock<ProjectorHandle>> = Arc::new(OnceLock::new());
     let (stop_commits, stop_rx) = watch::channel(false);
     let (committer, commit_task) = {
-        let (engine2, feeds2) = (engine.clone(), feeds.clone());
+        let (engine2, feeds2, slot) = (engine.clone(), feeds.clone(), projector_slot.clone());
         spawn_committer(
             engine.clone(),
             journal,
@@ -140,12 +165,31 @@ pub async fn run(
                 events_max: config.commit.events_max as u64,
                 pending_events_max: config.commit.pending_events_max,
                 final_commit_timeout: FINAL_COMMIT_TIMEOUT,
-                snapshots: snapshot_policy(&config),
+                snapshots: snapshot_policy(&config, projected.clone()),
             },
             stop_rx,
-            move |entries| feeds2.publish(&engine2, entries),
+            move |entries| {
+                if let Some(projector) = slot.get() {
+                    projector.committed(entries);
+                }
+                feeds2.publish(&engine2, entries);
+            },
         )
     };
+    let (stop_projector, stop_projector_rx) = watch::channel(false);
+    let projector_task = read_model.map(|(redis, start)| {
+        let (handle, task) = projection::spawn_projector(
+            start,
+            redis,
+            engine.economy().clone(),
+            config.read_model.clone(),
+            committer.watermark_receiver(),
+            stop_projector_rx,
+            projected.clone().expect("set with the read model"),
+        );
+        let _ = projector_slot.set(handle);
+        task
+    });
     let (closing_tx, closing) = watch::channel(false);
     let service = Arc::new(Service {
         engine,
@@ -196,6 +240,10 @@ pub async fn run(
     }
     let _ = stop_commits.send(true);
     let committed = commit_task.await.unwrap_or(false);
+    let _ = stop_projector.send(true);
+    if let Some(task) = projector_task {
+        let _ = task.await;
+    }
     if !committed {
         return Err(ServeError::FinalCommit);
     }

@@ -106,4 +106,8 @@ fn overlapping_streams_in_both_directions_keep_invariants_and_replay() {
     let fresh = Engine::new(economy(), config).unwrap();
     fresh.replay(&log).unwrap();
     assert_eq!(fresh.state_fingerprint(), engine.state_fingerprint());
+    assert!(
+        fresh.drain_log().is_empty(),
+        "replayed events are not logged again"
+    );
 }

@@ -1,10 +1,12 @@
 //! One integration test binary (matklad's layout): it compiles once, which matters on a
 //! 2-core machine.
 
+mod crash;
 mod durability;
 mod engine_concurrency;
 mod engine_props;
 mod engine_rules;
+mod read_model;
 mod server_http;
 mod server_shutdown;
 mod server_tcp;

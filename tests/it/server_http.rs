@@ -436,15 +436,7 @@ async fn openapi_and_metrics_describe_the_service() {
         gift(3, 42, 7, 1, "nope", 1)
     ]))
     .await;
-    let text = s
-        .http_client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     for needle in [
         "giftstream_events_total{type=\"gift\",outcome=\"accepted\"}",
         "giftstream_events_total{type=\"gift\",outcome=\"UNKNOWN_GIFT\"}",

@@ -99,5 +99,6 @@ pub fn goal(id: u128, stream: u64, creator: u64, target: u64) -> Event {
     })
 }
 
+pub mod child;
 pub mod redis;
 pub mod server;

@@ -125,6 +125,18 @@ impl TestServer {
         .await
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http_client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn coins(&self, user: u64) -> u64 {
         let (status, body) = self
             .get(&format!("/v1/users/{user}/wallet"), Some(READ))

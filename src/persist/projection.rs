@@ -1,0 +1,870 @@
+//! The Redis read model: creator totals, leaderboards and stream goals that ranking
+//! services read straight from Redis, fed from committed runs off the ack path.
+//!
+//! Key layout (prefix [`PREFIX`] = `giftstream:{ledger}:rm:`; one hash tag, so every key
+//! lives in one Redis Cluster slot with the journal):
+//! - `creator:<id>` — hash: `coins_received`, `diamonds_total`, `diamonds_available`
+//! - `creator:<id>:top-gifters` — sorted set: member user id, score coins given
+//! - `stream:<id>` — hash: `coins_received`, `creator`, and `goal_coins_target` once a
+//!   goal is set (the goal's progress is `coins_received`)
+//! - `stream:<id>:top-gifters` — sorted set: member user id, score coins given
+//! - `top-creators` — sorted set: member creator id, score diamonds credited
+//! - `user:<id>` — hash: `coins` (only with `read_model.wallets = true`)
+//! - `seq` — the last sequence number projected
+//!
+//! Exactly once: each write is one Lua script that checks `seq`, applies the window's
+//! changes and sets `seq`, atomically. A retried write whose first attempt ran finds
+//! `seq` already at its end and does nothing. Gifter scores are increments (`ZINCRBY`);
+//! hashes and `top-creators` are absolute values from the projector's own copy of the
+//! books, built only from committed runs — so the read model never shows an event that
+//! was not durable.
+//!
+//! Scores are doubles: exact up to 2^53. A score that would pass [`SCORE_MAX`] is held at
+//! it and counted in `giftstream_read_model_saturated_total` (the HTTP API stays exact;
+//! 2^53 coins are about 90 trillion USD). Hash fields are decimal strings, exact.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::sync::{mpsc, watch};
+
+use super::journal::JournalError;
+use super::redis::RedisJournal;
+use crate::config::ReadModelConfig;
+use crate::economy::Economy;
+use crate::engine::{
+    CreatorId, Effect, Engine, Event, LogEntry, ReadModelView, Stamp, Status, StreamBook, StreamId,
+    UserId, ViewParts,
+};
+use crate::telemetry;
+
+pub const PREFIX: &str = "giftstream:{ledger}:rm:";
+pub const SEQ_KEY: &str = "giftstream:{ledger}:rm:seq";
+pub const TOP_CREATORS: &str = "top-creators";
+/// The largest sorted-set score kept exactly: 2^53.
+pub const SCORE_MAX: u128 = 1 << 53;
+/// Journal runs read per request when the projector catches up from the journal.
+const JOURNAL_RUNS_PER_READ: usize = 4;
+/// Commands per pipeline when rebuilding.
+const REBUILD_COMMANDS_PER_PIPELINE: usize = 10_000;
+/// How long the projector keeps writing at shutdown; the rest is caught up at the next
+/// start.
+const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+pub fn creator_key(c: CreatorId) -> String {
+    format!("creator:{}", c.0)
+}
+pub fn creator_top_key(c: CreatorId) -> String {
+    format!("creator:{}:top-gifters", c.0)
+}
+pub fn stream_key(s: StreamId) -> String {
+    format!("stream:{}", s.0)
+}
+pub fn stream_top_key(s: StreamId) -> String {
+    format!("stream:{}:top-gifters", s.0)
+}
+pub fn user_key(u: UserId) -> String {
+    format!("user:{}", u.0)
+}
+
+/// The write: check `seq`, apply the operations, set `seq`. ARGV: from, to, prefix,
+/// score max, then operations of four arguments each: `H key field value` (HSET),
+/// `Z key member delta` (ZINCRBY, held at the max), `A key member score` (ZADD).
+const WRITE_SCRIPT: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local from = tonumber(ARGV[1])
+local to = tonumber(ARGV[2])
+if cur >= to then return {0, 0} end
+if cur ~= from - 1 then
+  return redis.error_reply('GIFTSTREAM_GAP read model at seq ' .. cur .. ', write starts at ' .. from)
+end
+local p = ARGV[3]
+local max = tonumber(ARGV[4])
+local saturated = 0
+for i = 5, #ARGV, 4 do
+  local op, k = ARGV[i], p .. ARGV[i + 1]
+  if op == 'H' then
+    redis.call('HSET', k, ARGV[i + 2], ARGV[i + 3])
+  elseif op == 'Z' then
+    local s = tonumber(redis.call('ZINCRBY', k, ARGV[i + 3], ARGV[i + 2]))
+    if s > max then
+      redis.call('ZADD', k, max, ARGV[i + 2])
+      saturated = saturated + 1
+    end
+  elseif op == 'A' then
+    redis.call('ZADD', k, ARGV[i + 3], ARGV[i + 2])
+  else
+    return redis.error_reply('GIFTSTREAM_OP ' .. op)
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return {1, saturated}
+"#;
+
+/// One read-model operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    /// HSET key field value
+    Hash(String, &'static str, String),
+    /// ZINCRBY key delta member
+    Incr(String, u64, u128),
+    /// ZADD key score member (absolute)
+    Set(String, u64, u128),
+}
+
+fn redis_error(e: redis::RedisError) -> JournalError {
+    JournalError(format!("redis: {e}"))
+}
+
+/// The projector's copy of the creator and stream books, exact as of `seq`.
+#[derive(Debug, Default)]
+struct Books {
+    seq: u64,
+    /// (coins received, diamonds paid)
+    creators: FxHashMap<CreatorId, (u128, u128)>,
+    streams: FxHashMap<StreamId, StreamBook>,
+}
+
+impl Books {
+    fn from_view(view: &ReadModelView) -> Books {
+        Books {
+            seq: view.last_seq,
+            creators: view
+                .creators
+                .iter()
+                .map(|&(c, coins, paid)| (c, (coins, paid)))
+                .collect(),
+            streams: view.streams.iter().copied().collect(),
+        }
+    }
+}
+
+/// The coalesced changes of one write.
+#[derive(Debug, Default)]
+struct Pending {
+    from: u64,
+    to: u64,
+    oldest_stamp: u64,
+    opened: Option<Instant>,
+    events: u64,
+    creators: FxHashSet<CreatorId>,
+    streams: FxHashSet<StreamId>,
+    creator_pairs: FxHashMap<(CreatorId, UserId), u128>,
+    stream_pairs: FxHashMap<(StreamId, UserId), u128>,
+    wallets: FxHashMap<UserId, u64>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.opened.is_none()
+    }
+
+    /// Operations the write will hold (an upper bound).
+    fn ops(&self) -> usize {
+        self.creators.len() * 4
+            + self.streams.len() * 3
+            + self.creator_pairs.len()
+            + self.stream_pairs.len()
+            + self.wallets.len()
+    }
+}
+
+/// Folds committed entries into pending writes.
+struct Projector {
+    economy: Economy,
+    books: Books,
+    pending: Pending,
+    wallets: bool,
+    /// The next sequence number to fold.
+    next: u64,
+}
+
+impl Projector {
+    fn fold(&mut self, e: &LogEntry) {
+        debug_assert_eq!(e.seq, self.next);
+        let p = &mut self.pending;
+        if p.opened.is_none() {
+            p.opened = Some(Instant::now());
+            p.from = e.seq;
+            p.oldest_stamp = e.stamp.0;
+        }
+        p.to = e.seq;
+        p.events += 1;
+        self.next = e.seq + 1;
+        // The books were copied at `books.seq`: older entries are already in them.
+        let fresh = e.seq > self.books.seq;
+        let Status::Accepted(effect) = e.outcome.status else {
+            return;
+        };
+        match e.event {
+            Event::Gift(g) => {
+                let cost = self
+                    .economy
+                    .gifts
+                    .get(g.gift.0 as usize)
+                    .map_or(0, |spec| u128::from(spec.coins) * u128::from(g.count));
+                p.creators.insert(g.creator);
+                p.streams.insert(g.stream);
+                *p.creator_pairs.entry((g.creator, g.sender)).or_default() += cost;
+                *p.stream_pairs.entry((g.stream, g.sender)).or_default() += cost;
+                if let (true, Effect::Coins(balance)) = (self.wallets, effect) {
+                    p.wallets.insert(g.sender, balance);
+                }
+                if fresh {
+                    self.books.creators.entry(g.creator).or_default().0 += cost;
+                    let s = self.books.streams.entry(g.stream).or_default();
+                    s.coins_received += cost;
+                    if s.goal.is_none() {
+                        s.creator = Some(s.creator.map_or(g.creator, |c| c.min(g.creator)));
+                    }
+                }
+            }
+            Event::Recharge(r) => {
+                if let (true, Effect::Coins(balance)) = (self.wallets, effect) {
+                    p.wallets.insert(r.user, balance);
+                }
+            }
+            Event::Payout(pay) => {
+                p.creators.insert(pay.creator);
+                if fresh {
+                    self.books.creators.entry(pay.creator).or_default().1 +=
+                        u128::from(pay.diamonds);
+                }
+            }
+            Event::StreamGoal(goal) => {
+                p.streams.insert(goal.stream);
+                if fresh {
+                    let s = self.books.streams.entry(goal.stream).or_default();
+                    s.creator = Some(goal.creator);
+                    s.goal = Some(goal.coins_target);
+                }
+            }
+            Event::Account(_) => {}
+        }
+    }
+
+    /// Takes the pending changes as operations; returns them with (from, to) and the
+    /// number of top-creator scores held at the max.
+    fn take_ops(&mut self) -> (Vec<Op>, u64, u64, u64) {
+        let p = std::mem::take(&mut self.pending);
+        let mut ops = Vec::with_capacity(p.ops());
+        let mut saturated = 0;
+        for &c in &p.creators {
+            let (coins, paid) = self.books.creators.get(&c).copied().unwrap_or_default();
+            saturated += creator_ops(&self.economy, c, coins, paid, &mut ops);
+        }
+        for &s in &p.streams {
+            let book = self.books.streams.get(&s).copied().unwrap_or_default();
+            stream_ops(s, &book, &mut ops);
+        }
+        for (&(c, u), &coins) in &p.creator_pairs {
+            ops.push(Op::Incr(creator_top_key(c), u.0, coins));
+        }
+        for (&(s, u), &coins) in &p.stream_pairs {
+            ops.push(Op::Incr(stream_top_key(s), u.0, coins));
+        }
+        for (&u, &coins) in &p.wallets {
+            ops.push(Op::Hash(user_key(u), "coins", coins.to_string()));
+        }
+        (ops, p.from, p.to, saturated)
+    }
+}
+
+/// The hash and top-creators operations of one creator; returns 1 if its score was
+/// held at the max.
+fn creator_ops(economy: &Economy, c: CreatorId, coins: u128, paid: u128, ops: &mut Vec<Op>) -> u64 {
+    let diamonds = economy.diamonds_for(coins);
+    let key = creator_key(c);
+    ops.push(Op::Hash(key.clone(), "coins_received", coins.to_string()));
+    ops.push(Op::Hash(
+        key.clone(),
+        "diamonds_total",
+        diamonds.to_string(),
+    ));
+    ops.push(Op::Hash(
+        key,
+        "diamonds_available",
+        diamonds.saturating_sub(paid).to_string(),
+    ));
+    ops.push(Op::Set(
+        TOP_CREATORS.to_owned(),
+        c.0,
+        diamonds.min(SCORE_MAX),
+    ));
+    u64::from(diamonds > SCORE_MAX)
+}
+
+fn stream_ops(s: StreamId, book: &StreamBook, ops: &mut Vec<Op>) {
+    let key = stream_key(s);
+    ops.push(Op::Hash(
+        key.clone(),
+        "coins_received",
+        book.coins_received.to_string(),
+    ));
+    if let Some(c) = book.creator {
+        ops.push(Op::Hash(key.clone(), "creator", c.0.to_string()));
+    }
+    if let Some(target) = book.goal {
+        ops.push(Op::Hash(key, "goal_coins_target", target.to_string()));
+    }
+}
+
+/// Writes one window atomically. Returns the scores held at the max.
+async fn write(
+    conn: &mut ConnectionManager,
+    ops: &[Op],
+    from: u64,
+    to: u64,
+) -> Result<u64, redis::RedisError> {
+    let script = redis::Script::new(WRITE_SCRIPT);
+    let mut invocation = script.key(SEQ_KEY);
+    invocation
+        .arg(from)
+        .arg(to)
+        .arg(PREFIX)
+        .arg(SCORE_MAX as u64);
+    for op in ops {
+        match op {
+            Op::Hash(k, f, v) => invocation.arg("H").arg(k).arg(*f).arg(v),
+            Op::Incr(k, m, d) => invocation.arg("Z").arg(k).arg(*m).arg(d.to_string()),
+            Op::Set(k, m, s) => invocation.arg("A").arg(k).arg(*m).arg(s.to_string()),
+        };
+    }
+    let (_, saturated): (u64, u64) = invocation.invoke_async(conn).await?;
+    Ok(saturated)
+}
+
+/// The last sequence number the read model holds (0 when empty).
+pub async fn projected_seq(conn: &mut ConnectionManager) -> Result<u64, JournalError> {
+    let seq: Option<u64> = redis::cmd("GET")
+        .arg(SEQ_KEY)
+        .query_async(conn)
+        .await
+        .map_err(redis_error)?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// Replaces the whole read model with `view` (which must hold the pairs, and the
+/// wallets when `wallets`). Not atomic: `seq` is deleted first and set last, so an
+/// interrupted rebuild is rebuilt again at the next start.
+pub async fn rebuild(
+    conn: &mut ConnectionManager,
+    economy: &Economy,
+    view: &ReadModelView,
+    wallets: bool,
+) -> Result<(), JournalError> {
+    redis::cmd("DEL")
+        .arg(SEQ_KEY)
+        .query_async::<()>(conn)
+        .await
+        .map_err(redis_error)?;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!(
+                "{}*",
+                PREFIX.replace('{', "\\{").replace('}', "\\}")
+            ))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(redis_error)?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(conn)
+                .await
+                .map_err(redis_error)?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let mut ops = Vec::new();
+    for &(c, coins, paid) in &view.creators {
+        creator_ops(economy, c, coins, paid, &mut ops);
+    }
+    for (s, book) in &view.streams {
+        stream_ops(*s, book, &mut ops);
+    }
+    for &(c, u, coins) in &view.creator_gifters {
+        ops.push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
+    }
+    for &(s, u, coins) in &view.stream_gifters {
+        ops.push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
+    }
+    if wallets {
+        for &(u, coins) in &view.wallets {
+            ops.push(Op::Hash(user_key(u), "coins", coins.to_string()));
+        }
+    }
+    for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE) {
+        let mut pipe = redis::pipe();
+        for op in chunk {
+            match op {
+                Op::Hash(k, f, v) => pipe.hset(format!("{PREFIX}{k}"), *f, v).ignore(),
+                Op::Set(k, m, s) => pipe
+                    .zadd(format!("{PREFIX}{k}"), *m, s.to_string())
+                    .ignore(),
+                Op::Incr(..) => unreachable!("a rebuild writes absolute scores"),
+            };
+        }
+        pipe.query_async::<()>(conn).await.map_err(redis_error)?;
+    }
+    redis::cmd("SET")
+        .arg(SEQ_KEY)
+        .arg(view.last_seq)
+        .query_async::<()>(conn)
+        .await
+        .map_err(redis_error)?;
+    Ok(())
+}
+
+/// Where the projector starts.
+pub struct ProjectorStart {
+    books: Books,
+    next: u64,
+    /// True when the read model was rebuilt from the engine.
+    pub rebuilt: bool,
+}
+
+impl ProjectorStart {
+    /// The last sequence number the read model holds.
+    pub fn projected(&self) -> u64 {
+        self.next - 1
+    }
+}
+
+/// Before serving (the engine holds only committed state): reads where the read model
+/// is; rebuilds it from the engine if the journal cannot bring it up to date (trimmed
+/// past it, or the read model is ahead of the ledger, e.g. after Redis lost data).
+pub async fn prepare(
+    journal: &RedisJournal,
+    engine: &Engine,
+    wallets: bool,
+) -> Result<ProjectorStart, JournalError> {
+    let mut conn = super::redis::connect(journal.url()).await?;
+    let projected = projected_seq(&mut conn).await?;
+    let last = engine.last_seq();
+    let covered = projected == last
+        || (projected < last
+            && journal
+                .runs_from(projected + 1, 1)
+                .await?
+                .first()
+                .and_then(|run| run.first())
+                .is_some_and(|e| e.seq <= projected + 1));
+    if covered {
+        let view = engine.read_model_view(ViewParts::default());
+        return Ok(ProjectorStart {
+            books: Books::from_view(&view),
+            next: projected + 1,
+            rebuilt: false,
+        });
+    }
+    tracing::warn!(
+        read_model_seq = projected,
+        ledger_seq = last,
+        "the journal cannot bring the read model up to date: rebuilding it from the ledger"
+    );
+    let view = engine.read_model_view(ViewParts {
+        pairs: true,
+        wallets,
+    });
+    rebuild(&mut conn, engine.economy(), &view, wallets).await?;
+    Ok(ProjectorStart {
+        books: Books::from_view(&view),
+        next: view.last_seq + 1,
+        rebuilt: true,
+    })
+}
+
+/// What the committer hands the projector.
+#[derive(Clone)]
+pub struct ProjectorHandle {
+    runs: mpsc::Sender<Arc<Vec<LogEntry>>>,
+    projected: Arc<AtomicU64>,
+}
+
+impl ProjectorHandle {
+    /// Offers a committed run. When the queue is full the run is not queued: the
+    /// projector reads it back from the journal.
+    pub fn committed(&self, run: &Arc<Vec<LogEntry>>) {
+        let _ = self.runs.try_send(run.clone());
+    }
+
+    /// The last sequence number in the read model (the journal must keep what follows).
+    pub fn projected(&self) -> Arc<AtomicU64> {
+        self.projected.clone()
+    }
+}
+
+/// Starts the projector. It follows `watermark` (the last committed seq) until `stop`
+/// turns true, then writes what is committed (bounded by a timeout) and returns.
+/// `projected` is published as the read model advances (the journal trim stays behind
+/// it).
+pub fn spawn_projector(
+    start: ProjectorStart,
+    journal: RedisJournal,
+    economy: Economy,
+    config: ReadModelConfig,
+    watermark: watch::Receiver<u64>,
+    stop: watch::Receiver<bool>,
+    projected: Arc<AtomicU64>,
+) -> (ProjectorHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(config.queue_runs_max);
+    projected.store(start.next - 1, Ordering::Release);
+    let handle = ProjectorHandle {
+        runs: tx,
+        projected: projected.clone(),
+    };
+    let projector = Projector {
+        economy,
+        books: start.books,
+        pending: Pending::default(),
+        wallets: config.wallets,
+        next: start.next,
+    };
+    let task = tokio::spawn(run(
+        projector, journal, config, rx, watermark, stop, projected,
+    ));
+    (handle, task)
+}
+
+async fn run(
+    mut projector: Projector,
+    journal: RedisJournal,
+    config: ReadModelConfig,
+    mut rx: mpsc::Receiver<Arc<Vec<LogEntry>>>,
+    watermark: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+    projected: Arc<AtomicU64>,
+) {
+    let window = Duration::from_millis(config.window_ms);
+    let lag_max = Duration::from_millis(config.lag_max_ms);
+    let mut conn = loop {
+        match super::redis::connect(journal.url()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "read model: cannot connect; retrying");
+                tokio::time::sleep(RETRY_BACKOFF_MAX).await;
+            }
+        }
+    };
+    let mut queue: VecDeque<(Arc<Vec<LogEntry>>, usize)> = VecDeque::new();
+    let mut over_lag = false;
+    let mut stopping_since: Option<Instant> = None;
+    loop {
+        if stopping_since.is_none() && *stop.borrow() {
+            stopping_since = Some(Instant::now());
+        }
+        if stopping_since.is_some_and(|t| t.elapsed() > FINAL_WRITE_TIMEOUT) {
+            tracing::warn!(
+                projected = projector.next - 1,
+                "read model: shutdown timeout; the next start catches up from the journal"
+            );
+            return;
+        }
+        while let Ok(run) = rx.try_recv() {
+            queue.push_back((run, 0));
+        }
+        let committed = *watermark.borrow();
+        // Fold what is committed, up to the write size.
+        while projector.pending.ops() < config.ops_per_write_max {
+            let Some((run, at)) = queue.front_mut() else {
+                if projector.next <= committed {
+                    // Committed but not queued (the queue was full): read it back.
+                    match journal
+                        .runs_from(projector.next, JOURNAL_RUNS_PER_READ)
+                        .await
+                    {
+                        Ok(runs) if runs.is_empty() => break,
+                        Ok(runs) => {
+                            metrics::counter!(telemetry::READ_MODEL_JOURNAL_READS_TOTAL)
+                                .increment(runs.len() as u64);
+                            if runs[0].first().is_some_and(|e| e.seq > projector.next) {
+                                tracing::error!(
+                                    next = projector.next,
+                                    "read model: the journal was trimmed past the projector; it is rebuilt at the next start"
+                                );
+                                return;
+                            }
+                            queue.extend(runs.into_iter().map(|r| (Arc::new(r), 0)));
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "read model: journal read failed");
+                            break;
+                        }
+                    }
+                }
+                break;
+            };
+            match run.get(*at) {
+                None => {
+                    queue.pop_front();
+                }
+                Some(e) if e.seq < projector.next => *at += 1,
+                Some(e) if e.seq == projector.next => {
+                    projector.fold(e);
+                    *at += 1;
+                }
+                Some(_) => {
+                    // A gap before this run (earlier runs were not queued): fill it from
+                    // the journal first.
+                    queue.clear();
+                    // (the loop reads the journal on the next pass)
+                }
+            }
+        }
+        let lag_ms = if projector.pending.is_empty() {
+            match queue.front() {
+                Some((run, at)) => run.get(*at).map_or(0, |e| lag_of(e.stamp)),
+                None => 0,
+            }
+        } else {
+            lag_of(Stamp(projector.pending.oldest_stamp))
+        };
+        metrics::gauge!(telemetry::READ_MODEL_LAG_SECONDS).set(lag_ms as f64 / 1000.0);
+        if Duration::from_millis(lag_ms) > lag_max {
+            if !over_lag {
+                metrics::counter!(telemetry::READ_MODEL_LAG_EXCEEDED_TOTAL).increment(1);
+                tracing::warn!(lag_ms, "read model lag over read_model.lag_max_ms");
+            }
+            over_lag = true;
+        } else {
+            over_lag = false;
+        }
+        let due = projector
+            .pending
+            .opened
+            .is_some_and(|t| t.elapsed() >= window)
+            || projector.pending.ops() >= config.ops_per_write_max
+            || over_lag
+            || stopping_since.is_some();
+        if !projector.pending.is_empty() && due {
+            let events = projector.pending.events;
+            let (ops, from, to, held) = projector.take_ops();
+            let mut backoff = RETRY_BACKOFF_MIN;
+            loop {
+                let started = Instant::now();
+                match write(&mut conn, &ops, from, to).await {
+                    Ok(saturated) => {
+                        metrics::histogram!(telemetry::READ_MODEL_WRITE_SECONDS)
+                            .record(started.elapsed().as_secs_f64());
+                        metrics::counter!(telemetry::READ_MODEL_WRITES_TOTAL).increment(1);
+                        metrics::counter!(telemetry::READ_MODEL_EVENTS_TOTAL).increment(events);
+                        if saturated + held > 0 {
+                            metrics::counter!(telemetry::READ_MODEL_SATURATED_TOTAL)
+                                .increment(saturated + held);
+                            tracing::error!(
+                                scores = saturated + held,
+                                "read model: sorted-set scores held at 2^53"
+                            );
+                        }
+                        projected.store(to, Ordering::Release);
+                        break;
+                    }
+                    Err(e) => {
+                        metrics::counter!(telemetry::READ_MODEL_WRITE_FAILURES_TOTAL).increment(1);
+                        if e.to_string().contains("GIFTSTREAM_GAP") {
+                            tracing::error!(error = %e, "read model: not where the projector left it (Redis lost data?); it is rebuilt at the next start");
+                            return;
+                        }
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "read model write failed; retrying");
+                        if stopping_since.is_some_and(|t| t.elapsed() > FINAL_WRITE_TIMEOUT) {
+                            return;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                    }
+                }
+            }
+            continue;
+        }
+        if stopping_since.is_some() && projector.pending.is_empty() && projector.next > committed {
+            return;
+        }
+        let wait = projector
+            .pending
+            .opened
+            .map_or(window, |t| window.saturating_sub(t.elapsed()));
+        tokio::select! {
+            run = rx.recv() => {
+                if let Some(run) = run {
+                    queue.push_back((run, 0));
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed(), if stopping_since.is_none() => {}
+        }
+    }
+}
+
+/// Milliseconds since `stamp` (0 if in the future).
+fn lag_of(stamp: Stamp) -> u64 {
+    Stamp::now().0.saturating_sub(stamp.0)
+}
+
+/// Compares the read model with the engine: every creator hash, every stream hash, the
+/// top of every leaderboard (scores in order, and each listed member's exact total).
+/// Returns the differences found; empty when they agree. Call it when the read model is
+/// at the engine's sequence number.
+pub async fn compare(
+    conn: &mut ConnectionManager,
+    engine: &Engine,
+) -> Result<Vec<String>, JournalError> {
+    let view = engine.read_model_view(ViewParts::default());
+    let top_k = engine.config().top_k;
+    let mut diffs = Vec::new();
+    let economy = engine.economy();
+    for chunk in view.creators.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for &(c, _, _) in chunk {
+            pipe.hgetall(format!("{PREFIX}{}", creator_key(c)));
+            pipe.zrevrange_withscores(
+                format!("{PREFIX}{}", creator_top_key(c)),
+                0,
+                top_k as isize - 1,
+            );
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
+        for (i, &(c, coins, paid)) in chunk.iter().enumerate() {
+            let hash: FxHashMap<String, String> =
+                redis::from_redis_value(replies[2 * i].clone())
+                    .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+            let diamonds = economy.diamonds_for(coins);
+            let want = [
+                ("coins_received", coins),
+                ("diamonds_total", diamonds),
+                ("diamonds_available", diamonds - paid),
+            ];
+            for (field, value) in want {
+                if hash.get(field).map(String::as_str) != Some(value.to_string().as_str()) {
+                    diffs.push(format!(
+                        "creator {}: {field} in Redis {:?}, ledger {value}",
+                        c.0,
+                        hash.get(field)
+                    ));
+                }
+            }
+            let top: Vec<(u64, f64)> = redis::from_redis_value(replies[2 * i + 1].clone())
+                .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+            let want = engine.creator_top_gifters(c, top_k);
+            compare_top(
+                &format!("creator {} top gifters", c.0),
+                &top,
+                &want,
+                |u| engine.creator_gifter_coins(c, u),
+                &mut diffs,
+            );
+        }
+    }
+    for chunk in view.streams.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for (s, _) in chunk {
+            pipe.hgetall(format!("{PREFIX}{}", stream_key(*s)));
+            pipe.zrevrange_withscores(
+                format!("{PREFIX}{}", stream_top_key(*s)),
+                0,
+                top_k as isize - 1,
+            );
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
+        for (i, (s, book)) in chunk.iter().enumerate() {
+            let hash: FxHashMap<String, String> =
+                redis::from_redis_value(replies[2 * i].clone())
+                    .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+            let mut want = vec![("coins_received", Some(book.coins_received.to_string()))];
+            want.push(("creator", book.creator.map(|c| c.0.to_string())));
+            want.push(("goal_coins_target", book.goal.map(|t| t.to_string())));
+            for (field, value) in want {
+                if hash.get(field) != value.as_ref() {
+                    diffs.push(format!(
+                        "stream {}: {field} in Redis {:?}, ledger {value:?}",
+                        s.0,
+                        hash.get(field)
+                    ));
+                }
+            }
+            let top: Vec<(u64, f64)> = redis::from_redis_value(replies[2 * i + 1].clone())
+                .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+            let want = engine.stream_top_gifters(*s, top_k);
+            compare_top(
+                &format!("stream {} top gifters", s.0),
+                &top,
+                &want,
+                |u| engine.stream_gifter_coins(*s, u),
+                &mut diffs,
+            );
+        }
+    }
+    let top: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
+        .arg(format!("{PREFIX}{TOP_CREATORS}"))
+        .arg(0)
+        .arg(top_k as isize - 1)
+        .arg("WITHSCORES")
+        .query_async(conn)
+        .await
+        .map_err(redis_error)?;
+    let want = engine.top_creators(top_k);
+    let want_scores: Vec<u128> = want.iter().map(|&(_, d)| d.min(SCORE_MAX)).collect();
+    let got_scores: Vec<u128> = top.iter().map(|&(_, s)| s as u128).collect();
+    if let Some(diff) = first_difference(&got_scores, &want_scores) {
+        diffs.push(format!("top creators: {diff}"));
+    }
+    Ok(diffs)
+}
+
+/// Where two ranked score lists first differ, in words.
+fn first_difference(got: &[u128], want: &[u128]) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    Some(match got.iter().zip(want).position(|(g, w)| g != w) {
+        Some(rank) => format!(
+            "rank {} has score {} in Redis, {} in the ledger",
+            rank + 1,
+            got[rank],
+            want[rank]
+        ),
+        None => format!(
+            "{} entries in Redis, {} in the ledger",
+            got.len(),
+            want.len()
+        ),
+    })
+}
+
+fn compare_top<Id: Copy>(
+    what: &str,
+    got: &[(u64, f64)],
+    want: &[(Id, u128)],
+    exact: impl Fn(UserId) -> u128,
+    diffs: &mut Vec<String>,
+) {
+    let want_scores: Vec<u128> = want.iter().map(|&(_, s)| s.min(SCORE_MAX)).collect();
+    let got_scores: Vec<u128> = got.iter().map(|&(_, s)| s as u128).collect();
+    if let Some(diff) = first_difference(&got_scores, &want_scores) {
+        diffs.push(format!("{what}: {diff}"));
+        return;
+    }
+    for &(user, score) in got {
+        let coins = exact(UserId(user)).min(SCORE_MAX);
+        if coins != score as u128 {
+            diffs.push(format!(
+                "{what}: user {user} has {score} in Redis, {coins} in the ledger"
+            ));
+        }
+    }
+}

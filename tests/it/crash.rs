@@ -1,0 +1,256 @@
+//! kill -9 at random moments under durable load (snapshots and the read model on): after
+//! each restart the in-flight batches are retried with the same event ids, and in the end
+//! an independent model checks that every acknowledged event is present exactly once
+//! with its outcome unchanged, every balance and total is what was sent, and the audit
+//! (ledger and read model) is clean.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use giftstream::client::{Client, Pending};
+use giftstream::engine::{Event, Status};
+use rand::{RngExt, SeedableRng};
+
+use crate::support::child::{ServeProcess, run_cli};
+use crate::support::redis::RedisServer;
+use crate::support::server::{INGEST, READ, SHIPPED_CONFIG};
+use crate::support::{gift, recharge};
+
+const KILLS: usize = 5;
+const USERS: u64 = 20;
+const CREATORS: u64 = 5;
+/// Each user is funded with this many coins_7000 packages before the load.
+const PACKAGES: u64 = 3;
+const BATCH: usize = 50;
+const IN_FLIGHT: usize = 8;
+
+/// What the test knows independently of giftstream.
+#[derive(Default)]
+struct Model {
+    /// Event id -> (seq, status) of every answered event.
+    answered: HashMap<u128, (u64, Status)>,
+    /// Every batch sent, in order.
+    sent: Vec<Vec<Event>>,
+    /// Batches sent but not answered (in flight at a kill).
+    unanswered: Vec<Vec<Event>>,
+    acknowledged_in_flight_checks: u64,
+}
+
+impl Model {
+    fn record(&mut self, batch: &[Event], outcomes: &[giftstream::engine::Outcome]) {
+        assert_eq!(batch.len(), outcomes.len());
+        for (e, o) in batch.iter().zip(outcomes) {
+            let id = e.id().0;
+            match self.answered.get(&id) {
+                Some(&(seq, status)) => {
+                    assert!(
+                        o.duplicate,
+                        "event {id:x} answered twice but not as a duplicate"
+                    );
+                    assert_eq!(
+                        (o.seq, o.status),
+                        (seq, status),
+                        "event {id:x} outcome changed"
+                    );
+                    self.acknowledged_in_flight_checks += 1;
+                }
+                None => {
+                    self.answered.insert(id, (o.seq, o.status));
+                }
+            }
+        }
+    }
+}
+
+fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let text = SHIPPED_CONFIG
+        .replace("events = 10000000", "events = 2000")
+        .replace("window_ms = 100", "window_ms = 20");
+    assert_ne!(text, SHIPPED_CONFIG);
+    let path = dir.join("giftstream.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_and_doubles_nothing_acknowledged() {
+    let seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash test seed {seed}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config_file(tmp.path());
+    let data = tmp.path().join("data");
+    let mut model = Model::default();
+    let mut next_id: u128 = 1;
+
+    for round in 0..=KILLS {
+        let p = ServeProcess::start(&config, &redis.url(), &data);
+        let client = Client::connect(p.tcp.as_str(), INGEST).await.unwrap();
+        // Retry what was in flight at the kill, with the same event ids.
+        for batch in std::mem::take(&mut model.unanswered) {
+            let outcomes = client.send(&batch).await.unwrap();
+            model.record(&batch, &outcomes);
+        }
+        if round == 0 {
+            let funding: Vec<Event> = (0..USERS)
+                .flat_map(|u| (0..PACKAGES).map(move |k| (u, k)))
+                .map(|(u, k)| {
+                    recharge(
+                        1_000_000 + u128::from(u * PACKAGES + k),
+                        100 + u,
+                        "coins_7000",
+                    )
+                })
+                .collect();
+            let outcomes = client.send(&funding).await.unwrap();
+            model.sent.push(funding.clone());
+            model.record(&funding, &outcomes);
+        }
+        if round == KILLS {
+            // The final round: resend everything ever sent; then check.
+            for batch in model.sent.clone() {
+                let outcomes = client.send(&batch).await.unwrap();
+                model.record(&batch, &outcomes);
+            }
+            check(&model, &p, &redis).await;
+            p.stop();
+            let url = redis.url();
+            let (ok, out) = run_cli(
+                &["audit"],
+                &[
+                    ("GIFTSTREAM_CONFIG", config.to_str().unwrap()),
+                    ("GIFTSTREAM_REDIS_URL", url.as_str()),
+                    ("GIFTSTREAM_DATA_DIR", data.to_str().unwrap()),
+                ],
+            );
+            if !ok {
+                dump(&redis, &data).await;
+            }
+            assert!(ok && out.contains("audit: clean"), "{out}");
+            assert!(out.contains("0 differences from the ledger"), "{out}");
+            break;
+        }
+        // Durable load, killed at a random moment with batches in flight.
+        let kill_at = Instant::now() + Duration::from_millis(rng.random_range(100..600));
+        let mut flying: VecDeque<(Vec<Event>, Pending)> = VecDeque::new();
+        while Instant::now() < kill_at {
+            if flying.len() >= IN_FLIGHT {
+                let (batch, pending) = flying.pop_front().unwrap();
+                let outcomes = pending.outcomes().await.unwrap();
+                model.record(&batch, &outcomes);
+            }
+            let batch: Vec<Event> = (0..BATCH)
+                .map(|_| {
+                    next_id += 1;
+                    gift(
+                        next_id,
+                        100 + rng.random_range(0..USERS),
+                        1 + rng.random_range(0..CREATORS),
+                        "rose",
+                        1,
+                    )
+                })
+                .collect();
+            model.sent.push(batch.clone());
+            let pending = client.submit(&batch).await.unwrap();
+            flying.push_back((batch, pending));
+        }
+        p.kill9();
+        for (batch, pending) in flying {
+            match pending.outcomes().await {
+                Ok(outcomes) => model.record(&batch, &outcomes),
+                Err(_) => model.unanswered.push(batch),
+            }
+        }
+    }
+    assert!(model.acknowledged_in_flight_checks > 0);
+}
+
+async fn check(model: &Model, p: &ServeProcess, redis: &RedisServer) {
+    // Every event sent has exactly one sequence number, and the sequence is gap-free.
+    let events: usize = model.sent.iter().map(Vec::len).sum();
+    assert_eq!(model.answered.len(), events, "every event answered");
+    let mut seqs: Vec<u64> = model.answered.values().map(|&(s, _)| s).collect();
+    seqs.sort_unstable();
+    let last = *seqs.last().unwrap();
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "each seq belongs to one event"
+    );
+    assert!(
+        model
+            .answered
+            .values()
+            .all(|(_, s)| matches!(s, Status::Accepted(_)))
+    );
+
+    // Balances and totals equal what was sent, counted independently.
+    let mut coins: HashMap<u64, u64> = (0..USERS).map(|u| (100 + u, PACKAGES * 7000)).collect();
+    let mut received: HashMap<u64, u64> = HashMap::new();
+    for e in model.sent.iter().flatten() {
+        if let Event::Gift(g) = e {
+            *coins.get_mut(&g.sender.0).unwrap() -= 1;
+            *received.entry(g.creator.0).or_default() += 1;
+        }
+    }
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        let url = format!("http://{}{path}", p.http);
+        async move {
+            http.get(url)
+                .bearer_auth(READ)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    for (user, want) in &coins {
+        let w = get(format!("/v1/users/{user}/wallet")).await;
+        assert_eq!(w["coins"], *want, "user {user}");
+    }
+    for (creator, want) in &received {
+        let c = get(format!("/v1/creators/{creator}")).await;
+        assert_eq!(c["coins_received"], *want, "creator {creator}");
+    }
+    // The read model catches up to the ledger (the audit then compares them).
+    let mut conn = giftstream::persist::redis::connect(&redis.url())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while giftstream::persist::projection::projected_seq(&mut conn)
+        .await
+        .unwrap()
+        < last
+    {
+        assert!(Instant::now() < deadline, "read model did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// On failure: the journal's runs and the snapshots, to see what went wrong.
+async fn dump(redis: &RedisServer, data: &std::path::Path) {
+    let journal = giftstream::persist::redis::RedisJournal::connect(&redis.url())
+        .await
+        .unwrap();
+    for run in journal.runs_from(0, 1_000_000).await.unwrap() {
+        eprintln!(
+            "journal run {}..={} ({} events)",
+            run[0].seq,
+            run.last().unwrap().seq,
+            run.len()
+        );
+    }
+    for f in giftstream::persist::snapshot::list(data).unwrap() {
+        let seq = giftstream::persist::snapshot::read_header(&f).map(|h| h.last_seq);
+        eprintln!("{} {seq:?}", f.display());
+    }
+}

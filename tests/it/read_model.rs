@@ -1,0 +1,363 @@
+//! The Redis read model against a real redis-server: after load, after a restart that
+//! catches up from the journal, after the projector's queue overflowed, and after a
+//! restore from a snapshot into an emptied Redis, it equals the ledger; a ranking
+//! service reading `ZREVRANGE` sees what the API shows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use giftstream::client::Client;
+use giftstream::engine::Event;
+use giftstream::persist::journal::{Journal, MemoryJournal};
+use giftstream::persist::projection::{self, PREFIX};
+use giftstream::persist::redis::RedisJournal;
+
+use crate::support::child::run_cli;
+use crate::support::redis::RedisServer;
+use crate::support::server::*;
+use crate::support::{gift, goal, payout, recharge};
+
+async fn server(
+    redis: &RedisServer,
+    adjust: impl FnOnce(&mut giftstream::config::Config),
+) -> TestServer {
+    let mut config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+    config.snapshot.interval_ms = 0;
+    config.snapshot.events = 0;
+    config.snapshot.dir =
+        std::env::temp_dir().join(format!("giftstream-test-none-{}", std::process::id()));
+    config.read_model.window_ms = 20;
+    config.read_model.lag_max_ms = 1000;
+    adjust(&mut config);
+    let journal = Arc::new(RedisJournal::connect(&redis.url()).await.unwrap());
+    let economy = giftstream::economy::Economy::embedded();
+    let (engine, _) = giftstream::persist::redis::recover(&journal, &config, economy)
+        .await
+        .unwrap();
+    let memory = Arc::new(MemoryJournal::default());
+    TestServer::start_on(config, engine, journal as Arc<dyn Journal>, memory).await
+}
+
+async fn conn(redis: &RedisServer) -> redis::aio::ConnectionManager {
+    giftstream::persist::redis::connect(&redis.url())
+        .await
+        .unwrap()
+}
+
+/// Waits (at most 10 s) until the read model holds seq `last`.
+async fn caught_up(conn: &mut redis::aio::ConnectionManager, last: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seq = projection::projected_seq(conn).await.unwrap();
+        if seq == last {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read model at {seq}, want {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A skewed mix: 30 users, 5 creators (creator 7 hot) and their streams, a payout.
+fn traffic(round: u128) -> Vec<Event> {
+    let base = 10_000 + round * 1_000;
+    let mut events: Vec<Event> = (0..200u128)
+        .map(|i| {
+            let sender = 100 + ((i * 7 + round) % 30) as u64;
+            let creator = if i % 3 == 0 { 7 } else { 8 + (i % 4) as u64 };
+            let kind = ["rose", "panda", "universe"][(i % 3) as usize];
+            gift(base + i, sender, creator, kind, 1 + (i % 4) as u32)
+        })
+        .collect();
+    events.push(payout(base + 900, 7, 20_000, "USD"));
+    events
+}
+
+fn funding() -> Vec<Event> {
+    let mut events: Vec<Event> = (0..30u128)
+        .flat_map(|u| (0..3).map(move |k| recharge(u * 10 + k, 100 + u as u64, "coins_7000")))
+        .collect();
+    events.push(goal(500, 9009, 9, 1_000_000));
+    events
+}
+
+/// What a ranking service sees: `ZREVRANGE key 0 stop WITHSCORES`.
+async fn zrevrange(
+    conn: &mut redis::aio::ConnectionManager,
+    key: &str,
+    stop: i64,
+) -> Vec<(u64, u64)> {
+    let raw: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
+        .arg(format!("{PREFIX}{key}"))
+        .arg(0)
+        .arg(stop)
+        .arg("WITHSCORES")
+        .query_async(conn)
+        .await
+        .unwrap();
+    raw.into_iter().map(|(m, s)| (m, s as u64)).collect()
+}
+
+/// The API's top 10, ties in the ledger's order; compared with Redis by score and by
+/// each member's score (Redis orders ties by member, descending).
+async fn assert_leaderboards_match(s: &TestServer, conn: &mut redis::aio::ConnectionManager) {
+    for (path, key, member) in [
+        (
+            "/v1/creators/7/top-gifters?limit=10",
+            "creator:7:top-gifters",
+            "user",
+        ),
+        (
+            "/v1/streams/9007/top-gifters?limit=10",
+            "stream:9007:top-gifters",
+            "user",
+        ),
+        (
+            "/v1/leaderboards/creators?limit=10",
+            "top-creators",
+            "creator",
+        ),
+    ] {
+        let (status, body) = s.get(path, Some(READ)).await;
+        assert_eq!(status, 200);
+        let score = if member == "user" {
+            "coins"
+        } else {
+            "diamonds"
+        };
+        let api: Vec<(u64, u64)> = body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e[member].as_u64().unwrap(), e[score].as_u64().unwrap()))
+            .collect();
+        let redis = zrevrange(conn, key, 9).await;
+        assert!(!api.is_empty(), "{path}");
+        let scores = |v: &[(u64, u64)]| v.iter().map(|e| e.1).collect::<Vec<_>>();
+        assert_eq!(scores(&redis), scores(&api), "{path} vs ZREVRANGE {key}");
+        let mut a = api.clone();
+        let mut r = redis.clone();
+        // Same members wherever the score is above the last (tied) score shown.
+        let cut = api.last().unwrap().1;
+        a.retain(|e| e.1 > cut);
+        r.retain(|e| e.1 > cut);
+        a.sort();
+        r.sort();
+        assert_eq!(r, a, "{path} vs ZREVRANGE {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overflow() {
+    let redis = RedisServer::start();
+    let mut conn = conn(&redis).await;
+
+    // 1. Live: projected within the window; Redis equals the API.
+    let first = server(&redis, |_| {}).await;
+    let client = Client::connect(first.tcp, INGEST).await.unwrap();
+    client.send(&funding()).await.unwrap();
+    for round in 0..5 {
+        client.send(&traffic(round)).await.unwrap();
+    }
+    caught_up(&mut conn, first.engine.last_seq()).await;
+    assert_eq!(
+        projection::compare(&mut conn, &first.engine).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_leaderboards_match(&first, &mut conn).await;
+    let (_, stream) = first.get("/v1/streams/9009", Some(READ)).await;
+    let hash: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("{PREFIX}stream:9009"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(hash["goal_coins_target"], "1000000");
+    assert_eq!(
+        hash["coins_received"],
+        stream["goal"]["progress"].to_string(),
+        "goal progress"
+    );
+    drop(client);
+    first.stop().await.unwrap();
+
+    // 2. A server without the read model commits more; the next start catches up from
+    //    the journal.
+    let second = server(&redis, |c| c.read_model.enabled = false).await;
+    let client = Client::connect(second.tcp, INGEST).await.unwrap();
+    for round in 5..8 {
+        client.send(&traffic(round)).await.unwrap();
+    }
+    let last = second.engine.last_seq();
+    drop(client);
+    second.stop().await.unwrap();
+    assert!(projection::projected_seq(&mut conn).await.unwrap() < last);
+    let third = server(&redis, |_| {}).await;
+    caught_up(&mut conn, last).await;
+    assert_eq!(
+        projection::compare(&mut conn, &third.engine).await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    // 3. A queue of one run and many small commits: runs that do not fit are read back
+    //    from the journal, none twice.
+    third.stop().await.unwrap();
+    let fourth = server(&redis, |c| {
+        c.read_model.queue_runs_max = 1;
+        c.read_model.window_ms = 200;
+        c.read_model.lag_max_ms = 1000;
+    })
+    .await;
+    let client = Client::connect(fourth.tcp, INGEST).await.unwrap();
+    for round in 8..20 {
+        for chunk in traffic(round).chunks(20) {
+            client.send(chunk).await.unwrap();
+        }
+    }
+    caught_up(&mut conn, fourth.engine.last_seq()).await;
+    assert_eq!(
+        projection::compare(&mut conn, &fourth.engine)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    assert_leaderboards_match(&fourth, &mut conn).await;
+    let metrics = fourth.metrics().await;
+    let reads: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("giftstream_read_model_journal_reads_total "))
+        .map_or(0.0, |v| v.parse().unwrap());
+    assert!(reads > 0.0, "the overflow path ran:\n{metrics}");
+    assert!(metrics.contains("giftstream_read_model_lag_seconds"));
+    fourth.stop().await.unwrap();
+
+    // 4. A write retried after it ran changes nothing (exactly once by `seq`).
+    let seq = projection::projected_seq(&mut conn).await.unwrap();
+    let before = zrevrange(&mut conn, "creator:7:top-gifters", -1).await;
+    let journal = RedisJournal::connect(&redis.url()).await.unwrap();
+    let engine = giftstream::server::build_engine(
+        &giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap(),
+        giftstream::economy::Economy::embedded(),
+    )
+    .unwrap();
+    journal.recover_into(&engine).await.unwrap();
+    assert_eq!(engine.last_seq(), seq);
+    let start = projection::prepare(&journal, &engine, false).await.unwrap();
+    assert!(!start.rebuilt && start.projected() == seq);
+    let after = zrevrange(&mut conn, "creator:7:top-gifters", -1).await;
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_after_flushall_rebuilds_ledger_and_read_model_from_the_latest_snapshot() {
+    let redis = RedisServer::start();
+    let mut conn = conn(&redis).await;
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_owned();
+    let first = server(&redis, |c| {
+        c.snapshot.dir = dir.clone();
+        c.snapshot.events = 150;
+    })
+    .await;
+    let client = Client::connect(first.tcp, INGEST).await.unwrap();
+    client.send(&funding()).await.unwrap();
+    for round in 0..6 {
+        client.send(&traffic(round)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(client);
+    first.stop().await.unwrap();
+    let newest = giftstream::persist::snapshot::list(&dir)
+        .unwrap()
+        .pop()
+        .expect("snapshots were taken");
+    let (header, state) = giftstream::persist::snapshot::read(&newest).unwrap();
+    let config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+    let expected = giftstream::engine::Engine::from_state(
+        giftstream::economy::Economy::embedded(),
+        config.engine.clone(),
+        state,
+    )
+    .unwrap();
+
+    // Redis loses everything.
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let restored = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let env = [
+        ("GIFTSTREAM_REDIS_URL", url.as_str()),
+        ("GIFTSTREAM_DATA_DIR", restored.path().to_str().unwrap()),
+    ];
+    let (ok, out) = run_cli(&["snapshot", "verify", newest.to_str().unwrap()], &env);
+    assert!(ok, "{out}");
+    let (ok, out) = run_cli(&["restore", newest.to_str().unwrap()], &env);
+    assert!(ok, "{out}");
+    assert!(out.contains("read model: rebuilt"), "{out}");
+    assert_eq!(
+        projection::projected_seq(&mut conn).await.unwrap(),
+        header.last_seq
+    );
+    assert_eq!(
+        projection::compare(&mut conn, &expected).await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    // The next start is the snapshot's state, and goes on from its sequence number.
+    let second = server(&redis, |c| c.snapshot.dir = restored.path().to_owned()).await;
+    assert_eq!(
+        second.engine.state_fingerprint(),
+        expected.state_fingerprint()
+    );
+    let client = Client::connect(second.tcp, INGEST).await.unwrap();
+    let o = client.send(&traffic(50)).await.unwrap();
+    assert_eq!(
+        o.iter().map(|o| o.seq).min(),
+        Some(header.last_seq + 1),
+        "the sequence goes on from the snapshot's"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.send(&traffic(51)).await.unwrap();
+    caught_up(&mut conn, second.engine.last_seq()).await;
+    assert_eq!(
+        projection::compare(&mut conn, &second.engine)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    drop(client);
+    second.stop().await.unwrap();
+    let (ok, out) = run_cli(&["audit"], &env);
+    assert!(ok && out.contains("audit: clean"), "{out}");
+    assert!(out.contains("0 differences from the ledger"), "{out}");
+
+    // A restore over a journal that does not continue the snapshot (its first run
+    // after it is gone) is refused, naming the problem.
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let first_after: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(giftstream::persist::redis::JOURNAL_KEY)
+        .arg(format!("{}-0", header.last_seq + 1))
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("XDEL")
+        .arg(giftstream::persist::redis::JOURNAL_KEY)
+        .arg(&first_after[0].0)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let env = [
+        ("GIFTSTREAM_REDIS_URL", url.as_str()),
+        ("GIFTSTREAM_DATA_DIR", elsewhere.path().to_str().unwrap()),
+    ];
+    let (ok, out) = run_cli(&["restore", newest.to_str().unwrap()], &env);
+    assert!(!ok, "{out}");
+    assert!(out.contains("does not continue the snapshot"), "{out}");
+}

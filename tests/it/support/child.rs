@@ -1,0 +1,123 @@
+//! `giftstream serve` as a child process on free loopback ports: killed with SIGKILL on
+//! drop, so a failing test leaves no server behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct ServeProcess {
+    child: Option<Child>,
+    pub tcp: String,
+    pub http: String,
+    log: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl ServeProcess {
+    /// Starts `giftstream serve` with `config` (a giftstream.toml path) against `redis`
+    /// and `data_dir`; returns once it serves.
+    pub fn start(config: &Path, redis: &str, data_dir: &Path) -> ServeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_giftstream"))
+            .arg("serve")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("GIFTSTREAM_CONFIG", config)
+            .env("GIFTSTREAM_HTTP_ADDR", "127.0.0.1:0")
+            .env("GIFTSTREAM_TCP_ADDR", "127.0.0.1:0")
+            .env("GIFTSTREAM_REDIS_URL", redis)
+            .env("GIFTSTREAM_DATA_DIR", data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let serving = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("giftstream serving") => break l,
+                Some(Ok(l)) => seen.push(l),
+                _ => {
+                    let _ = child.kill();
+                    panic!("giftstream serve exited before serving: {seen:#?}");
+                }
+            }
+        };
+        let field = |name: &str| {
+            serving
+                .split(&format!("{name}="))
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        let (tcp, http) = (field("tcp"), field("http"));
+        let log = std::thread::spawn(move || {
+            seen.extend(lines.map_while(Result::ok));
+            seen
+        });
+        ServeProcess {
+            child: Some(child),
+            tcp,
+            http,
+            log: Some(log),
+        }
+    }
+
+    /// SIGKILL: no shutdown, no final commit.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait (at most 20 s) for exit 0; returns the log.
+    pub fn stop(mut self) -> Vec<String> {
+        let mut child = self.child.take().unwrap();
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        for _ in 0..200 {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                return self.log.take().unwrap().join().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        panic!("giftstream did not exit within 20 s of SIGTERM");
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `giftstream ARGS` to completion with the environment given; returns (success,
+/// stdout + stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_giftstream"));
+    cmd.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_BACKTRACE", "0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
