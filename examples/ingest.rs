@@ -36,6 +36,9 @@ struct Args {
     creators: u64,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Share of gifts (0..=1) sent to creator 0 (one hot creator and stream).
+    #[arg(long, default_value_t = 0.0)]
+    hot: f64,
 }
 
 fn gift_json(e: &Event) -> serde_json::Value {
@@ -99,12 +102,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let sent = Arc::new(AtomicU64::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for conn in 0..args.connections {
-        let (args, sent, accepted, http) =
-            (args.clone(), sent.clone(), accepted.clone(), http.clone());
+        let (args, sent, accepted, http, all_latencies) = (
+            args.clone(),
+            sent.clone(),
+            accepted.clone(),
+            http.clone(),
+            latencies.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(conn as u64);
             let mut next = 0u128;
@@ -112,7 +121,11 @@ async fn main() -> anyhow::Result<()> {
                 (0..args.batch)
                     .map(|_| {
                         next += 1;
-                        let creator = rng.random_range(0..args.creators);
+                        let creator = if rng.random_bool(args.hot) {
+                            0
+                        } else {
+                            rng.random_range(0..args.creators)
+                        };
                         Event::Gift(Gift {
                             id: EventId(run_id | (conn as u128) << 48 | next),
                             sender: UserId(args.creators + rng.random_range(0..args.users)),
@@ -127,20 +140,24 @@ async fn main() -> anyhow::Result<()> {
             if let Some(addr) = &args.tcp {
                 let client = Client::connect(addr.as_str(), &args.token).await.unwrap();
                 let mut window = std::collections::VecDeque::new();
+                let mut latencies = Vec::new();
                 while Instant::now() < deadline {
                     while window.len() < args.inflight {
-                        window.push_back(client.submit(&batch()).await.unwrap());
+                        window.push_back((Instant::now(), client.submit(&batch()).await.unwrap()));
                     }
-                    let outcomes = window.pop_front().unwrap().outcomes().await.unwrap();
+                    let (sent_at, pending) = window.pop_front().unwrap();
+                    let outcomes = pending.outcomes().await.unwrap();
+                    latencies.push(sent_at.elapsed().as_micros() as u64);
                     sent.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
                     accepted.fetch_add(
                         outcomes.iter().filter(|o| o.is_accepted()).count() as u64,
                         Ordering::Relaxed,
                     );
                 }
-                for p in window {
+                for (_, p) in window {
                     let _ = p.outcomes().await;
                 }
+                all_latencies.lock().unwrap().extend(latencies);
             } else {
                 let url = format!("http://{}/v1/events", args.http.as_ref().unwrap());
                 while Instant::now() < deadline {
@@ -180,5 +197,18 @@ async fn main() -> anyhow::Result<()> {
         accepted.load(Ordering::Relaxed),
         n as f64 / secs
     );
+    let mut l = latencies.lock().unwrap().clone();
+    if !l.is_empty() {
+        l.sort_unstable();
+        let at = |q: f64| l[((l.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+        println!(
+            "batch round trip (closed loop, {} batches): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            l.len(),
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            at(1.0)
+        );
+    }
     Ok(())
 }

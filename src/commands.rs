@@ -131,7 +131,7 @@ pub(crate) fn restore(file: &std::path::Path) -> anyhow::Result<()> {
     if !config.redis.url.is_empty() {
         restore_redis(&config, &engine, &state, header.last_seq)?;
     }
-    let (path, _) = snapshot::write(&config.snapshot.dir, &state, usize::MAX)?;
+    let (path, _) = snapshot::write(&config.snapshot.dir, &state.view(), usize::MAX)?;
     println!(
         "restored: {} (last seq {}, {} wallets)",
         path.display(),

@@ -238,7 +238,7 @@ impl Default for ReadModelConfig {
             enabled: true,
             window_ms: 100,
             lag_max_ms: 1000,
-            ops_per_write_max: 8192,
+            ops_per_write_max: 4096,
             queue_runs_max: 1024,
             wallets: false,
         }

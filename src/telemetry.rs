@@ -34,7 +34,8 @@ pub const SSE_DROPPED_TOTAL: &str = "giftstream_sse_dropped_total";
 pub const LIMIT_REJECTIONS_TOTAL: &str = "giftstream_limit_rejections_total";
 /// Protocol and HTTP request errors, by `code`.
 pub const REQUEST_ERRORS_TOTAL: &str = "giftstream_request_errors_total";
-/// Time all shards are locked to cut a snapshot (the ingestion stall it causes).
+/// Time all shards are locked to cut a snapshot: the `fork` of the BGSAVE-style snapshot
+/// (the ingestion stall it causes).
 pub const SNAPSHOT_CUT_SECONDS: &str = "giftstream_snapshot_cut_seconds";
 /// Time to encode and write a snapshot file (off the ingestion path).
 pub const SNAPSHOT_WRITE_SECONDS: &str = "giftstream_snapshot_write_seconds";

@@ -557,6 +557,26 @@ impl Engine {
         log
     }
 
+    /// Calls `f` with the whole state at a consistent cut (every shard locked while `f`
+    /// runs: keep it short — the fork-based snapshot forks in it) and returns its result
+    /// with the log of applied events not drained yet, which the caller must commit
+    /// before the cut counts as durable.
+    pub fn with_cut<R>(&self, f: impl FnOnce(&StateView<'_>) -> R) -> (R, Vec<LogEntry>) {
+        let mut cut = self.lock_all();
+        let mut log = cut.take_log();
+        let view = StateView {
+            last_seq: self.last_seq(),
+            senders: cut.senders.iter().map(|g| &**g).collect(),
+            creators: cut.creators.iter().map(|g| &**g).collect(),
+            streams: cut.streams.iter().map(|g| &**g).collect(),
+        };
+        let result = f(&view);
+        drop(view);
+        drop(cut);
+        log.sort_unstable_by_key(|e| e.seq);
+        (result, log)
+    }
+
     /// Takes a consistent cut: the state and the log of applied events not drained yet
     /// (which the caller must commit before the state counts as durable). The cut
     /// clones the shards under their locks (a memory copy); encoding happens outside.
@@ -943,6 +963,42 @@ pub struct EngineState {
 }
 
 impl EngineState {
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// (wallets, creators, streams)
+    pub fn counts(&self) -> (u64, u64, u64) {
+        self.view().counts()
+    }
+
+    /// A borrowed view that encodes exactly like the state.
+    pub fn view(&self) -> StateView<'_> {
+        StateView {
+            last_seq: self.last_seq,
+            senders: self.senders.iter().collect(),
+            creators: self.creators.iter().collect(),
+            streams: self.streams.iter().collect(),
+        }
+    }
+}
+
+/// The ledger state borrowed at a consistent cut: what a snapshot encodes. Serializes
+/// exactly like [`EngineState`] (serde encodes `&T` as `T`), so a snapshot can be written
+/// from a live cut without cloning the shards.
+#[derive(Serialize)]
+pub struct StateView<'a> {
+    last_seq: u64,
+    senders: Vec<&'a SenderShard>,
+    creators: Vec<&'a CreatorShard>,
+    streams: Vec<&'a StreamShard>,
+}
+
+impl StateView<'_> {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }

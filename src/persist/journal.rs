@@ -241,28 +241,41 @@ pub fn spawn_committer(
                         .is_some_and(|n| watermark.saturating_sub(last_snapshot.1) >= n);
                 let idle = writing.as_ref().is_none_or(|w| w.is_finished());
                 if due && idle && !stopping && watermark > last_snapshot.1 {
-                    // A cut at a commit boundary: commit what the cut drained first.
+                    // A cut at a commit boundary: a forked child holds the state at the
+                    // cut; the cut's log is committed before the child may publish.
                     let started = Instant::now();
-                    let (state, log) = engine.snapshot();
+                    let (forked, log) =
+                        crate::persist::snapshot::fork_snapshot(&engine, &policy.dir, policy.keep);
                     metrics::histogram!(telemetry::SNAPSHOT_CUT_SECONDS)
                         .record(started.elapsed().as_secs_f64());
                     if !log.is_empty() {
                         if !commit(&*journal, &log, &healthy, None).await {
+                            if let Ok(forked) = forked {
+                                tokio::task::spawn_blocking(move || forked.abandon());
+                            }
                             return false;
                         }
                         tx.send_replace(log.last().expect("non-empty").seq);
                         on_commit(&Arc::new(log));
                     }
-                    last_snapshot = (Instant::now(), state.last_seq());
-                    let (dir, keep) = (policy.dir.clone(), policy.keep);
+                    last_snapshot = (Instant::now(), *tx.borrow());
+                    let forked = match forked {
+                        Ok(forked) => forked,
+                        Err(e) => {
+                            metrics::counter!(telemetry::SNAPSHOT_FAILURES_TOTAL).increment(1);
+                            tracing::error!(error = %e, "snapshot failed");
+                            continue;
+                        }
+                    };
+                    let dir = policy.dir.clone();
                     writing = Some(tokio::task::spawn_blocking(move || {
-                        let started = Instant::now();
-                        match crate::persist::snapshot::write(&dir, &state, keep) {
-                            Ok((path, header)) => {
+                        let last_seq = forked.last_seq;
+                        match forked.publish() {
+                            Ok(path) => {
                                 metrics::histogram!(telemetry::SNAPSHOT_WRITE_SECONDS)
                                     .record(started.elapsed().as_secs_f64());
-                                tracing::info!(path = %path.display(), last_seq = header.last_seq, wallets = header.wallets,
-                                    bytes = header.body_bytes, seconds = started.elapsed().as_secs_f64(), "snapshot written");
+                                tracing::info!(path = %dir.join(path).display(), last_seq,
+                                    seconds = started.elapsed().as_secs_f64(), "snapshot written");
                                 // The journal must cover every kept snapshot's tail: trim
                                 // only up to the oldest one that still reads back whole.
                                 crate::persist::snapshot::list(&dir)

@@ -74,7 +74,7 @@ pub fn user_key(u: UserId) -> String {
 }
 
 /// The write: check `seq`, apply the operations, set `seq`. ARGV: from, to, prefix,
-/// score max, then operations of four arguments each: `H key field value` (HSET),
+/// score max, then operations: `H key n field value ...` (HSET of n fields),
 /// `Z key member delta` (ZINCRBY, held at the max), `A key member score` (ZADD).
 const WRITE_SCRIPT: &str = r#"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -87,18 +87,23 @@ end
 local p = ARGV[3]
 local max = tonumber(ARGV[4])
 local saturated = 0
-for i = 5, #ARGV, 4 do
+local i = 5
+while i <= #ARGV do
   local op, k = ARGV[i], p .. ARGV[i + 1]
   if op == 'H' then
-    redis.call('HSET', k, ARGV[i + 2], ARGV[i + 3])
+    local n = tonumber(ARGV[i + 2])
+    redis.call('HSET', k, unpack(ARGV, i + 3, i + 2 + 2 * n))
+    i = i + 3 + 2 * n
   elseif op == 'Z' then
     local s = tonumber(redis.call('ZINCRBY', k, ARGV[i + 3], ARGV[i + 2]))
     if s > max then
       redis.call('ZADD', k, max, ARGV[i + 2])
       saturated = saturated + 1
     end
+    i = i + 4
   elseif op == 'A' then
     redis.call('ZADD', k, ARGV[i + 3], ARGV[i + 2])
+    i = i + 4
   else
     return redis.error_reply('GIFTSTREAM_OP ' .. op)
   end
@@ -110,8 +115,8 @@ return {1, saturated}
 /// One read-model operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Op {
-    /// HSET key field value
-    Hash(String, &'static str, String),
+    /// HSET key field value [field value ...]
+    Hash(String, Vec<(&'static str, String)>),
     /// ZINCRBY key delta member
     Incr(String, u64, u128),
     /// ZADD key score member (absolute)
@@ -167,8 +172,8 @@ impl Pending {
 
     /// Operations the write will hold (an upper bound).
     fn ops(&self) -> usize {
-        self.creators.len() * 4
-            + self.streams.len() * 3
+        self.creators.len() * 2
+            + self.streams.len()
             + self.creator_pairs.len()
             + self.stream_pairs.len()
             + self.wallets.len()
@@ -270,7 +275,7 @@ impl Projector {
             ops.push(Op::Incr(stream_top_key(s), u.0, coins));
         }
         for (&u, &coins) in &p.wallets {
-            ops.push(Op::Hash(user_key(u), "coins", coins.to_string()));
+            ops.push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
         }
         (ops, p.from, p.to, saturated)
     }
@@ -281,16 +286,16 @@ impl Projector {
 fn creator_ops(economy: &Economy, c: CreatorId, coins: u128, paid: u128, ops: &mut Vec<Op>) -> u64 {
     let diamonds = economy.diamonds_for(coins);
     let key = creator_key(c);
-    ops.push(Op::Hash(key.clone(), "coins_received", coins.to_string()));
-    ops.push(Op::Hash(
-        key.clone(),
-        "diamonds_total",
-        diamonds.to_string(),
-    ));
     ops.push(Op::Hash(
         key,
-        "diamonds_available",
-        diamonds.saturating_sub(paid).to_string(),
+        vec![
+            ("coins_received", coins.to_string()),
+            ("diamonds_total", diamonds.to_string()),
+            (
+                "diamonds_available",
+                diamonds.saturating_sub(paid).to_string(),
+            ),
+        ],
     ));
     ops.push(Op::Set(
         TOP_CREATORS.to_owned(),
@@ -301,18 +306,14 @@ fn creator_ops(economy: &Economy, c: CreatorId, coins: u128, paid: u128, ops: &m
 }
 
 fn stream_ops(s: StreamId, book: &StreamBook, ops: &mut Vec<Op>) {
-    let key = stream_key(s);
-    ops.push(Op::Hash(
-        key.clone(),
-        "coins_received",
-        book.coins_received.to_string(),
-    ));
+    let mut fields = vec![("coins_received", book.coins_received.to_string())];
     if let Some(c) = book.creator {
-        ops.push(Op::Hash(key.clone(), "creator", c.0.to_string()));
+        fields.push(("creator", c.0.to_string()));
     }
     if let Some(target) = book.goal {
-        ops.push(Op::Hash(key, "goal_coins_target", target.to_string()));
+        fields.push(("goal_coins_target", target.to_string()));
     }
+    ops.push(Op::Hash(stream_key(s), fields));
 }
 
 /// Writes one window atomically. Returns the scores held at the max.
@@ -331,7 +332,13 @@ async fn write(
         .arg(SCORE_MAX as u64);
     for op in ops {
         match op {
-            Op::Hash(k, f, v) => invocation.arg("H").arg(k).arg(*f).arg(v),
+            Op::Hash(k, fields) => {
+                invocation.arg("H").arg(k).arg(fields.len());
+                for (f, v) in fields {
+                    invocation.arg(*f).arg(v);
+                }
+                &mut invocation
+            }
             Op::Incr(k, m, d) => invocation.arg("Z").arg(k).arg(*m).arg(d.to_string()),
             Op::Set(k, m, s) => invocation.arg("A").arg(k).arg(*m).arg(s.to_string()),
         };
@@ -405,14 +412,14 @@ pub async fn rebuild(
     }
     if wallets {
         for &(u, coins) in &view.wallets {
-            ops.push(Op::Hash(user_key(u), "coins", coins.to_string()));
+            ops.push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
         }
     }
     for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE) {
         let mut pipe = redis::pipe();
         for op in chunk {
             match op {
-                Op::Hash(k, f, v) => pipe.hset(format!("{PREFIX}{k}"), *f, v).ignore(),
+                Op::Hash(k, fields) => pipe.hset_multiple(format!("{PREFIX}{k}"), fields).ignore(),
                 Op::Set(k, m, s) => pipe
                     .zadd(format!("{PREFIX}{k}"), *m, s.to_string())
                     .ignore(),

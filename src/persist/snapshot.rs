@@ -23,7 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::economy::Economy;
-use crate::engine::{Engine, EngineConfig, EngineState};
+use crate::engine::{Engine, EngineConfig, EngineState, LogEntry, StateView};
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
@@ -120,9 +120,15 @@ pub fn file_name(last_seq: u64) -> String {
 /// Writes `state` into `dir` atomically and keeps the newest `keep` snapshots.
 pub fn write(
     dir: &Path,
-    state: &EngineState,
+    state: &StateView<'_>,
     keep: usize,
 ) -> Result<(PathBuf, Header), SnapshotError> {
+    let (tmp, header) = write_temp(dir, state)?;
+    publish(dir, &tmp, &header, keep)
+}
+
+/// Encodes `state` into a temp file in `dir`, fsynced; [`publish`] renames it into place.
+fn write_temp(dir: &Path, state: &StateView<'_>) -> Result<(PathBuf, Header), SnapshotError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let body = protocol::encode_serde(state).map_err(|reason| SnapshotError::Corrupt {
         path: dir.to_owned(),
@@ -139,22 +145,234 @@ pub fn write(
         body_bytes: body.len() as u64,
         checksum: crc32fast::hash(&body),
     };
-    let path = dir.join(file_name(state.last_seq()));
     let tmp = dir.join(format!(".{}.tmp", file_name(state.last_seq())));
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&header.to_bytes()).map_err(io(&tmp))?;
-        f.write_all(&body).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, &path).map_err(io(&path))?;
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(&header.to_bytes()).map_err(io(&tmp))?;
+    f.write_all(&body).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    Ok((tmp, header))
+}
+
+/// Renames a written temp file into place, fsyncs the directory and keeps the newest
+/// `keep` snapshots.
+fn publish(
+    dir: &Path,
+    tmp: &Path,
+    header: &Header,
+    keep: usize,
+) -> Result<(PathBuf, Header), SnapshotError> {
+    let path = dir.join(file_name(header.last_seq));
+    fs::rename(tmp, &path).map_err(io(&path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
     for old in list(dir)?.into_iter().rev().skip(keep.max(1)) {
         let _ = fs::remove_file(old);
     }
-    Ok((path, header))
+    Ok((path, *header))
+}
+
+/// A snapshot being written by a forked child process (see [`fork_snapshot`]).
+#[cfg(unix)]
+pub struct ForkedSnapshot {
+    /// The child and the write end of its gate (one byte = publish, closed without it =
+    /// abandon); `None` once reaped.
+    child: Option<(libc::pid_t, libc::c_int)>,
+    pub last_seq: u64,
+}
+
+/// Takes a snapshot the way Redis's BGSAVE does: at a consistent cut (all shard locks
+/// held) the process forks; the child holds a copy-on-write image of the state at that
+/// instant and encodes and writes it, while the parent releases the locks at once. The
+/// ingestion stall is the `fork` itself (copying page tables), not a copy of the state.
+///
+/// The child writes and fsyncs a temp file, then waits on a pipe: it renames the file
+/// into place only after [`ForkedSnapshot::publish`] (the caller has committed the log
+/// returned here, so the snapshot never holds an event the journal lacks); if the parent
+/// abandons it or dies, the child deletes the temp file.
+///
+/// The child touches only the state, the allocator and the file system (no locks other
+/// threads could hold, no logging), and leaves with `_exit`.
+#[cfg(unix)]
+/// Returns the child (or why there is none) and the cut's log, which the caller must
+/// commit in either case.
+pub fn fork_snapshot(
+    engine: &Engine,
+    dir: &Path,
+    keep: usize,
+) -> (Result<ForkedSnapshot, SnapshotError>, Vec<LogEntry>) {
+    let failed = |what: &str| SnapshotError::Io {
+        path: dir.to_owned(),
+        source: std::io::Error::other(format!("{what}: {}", std::io::Error::last_os_error())),
+    };
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe writes two descriptors into the array we own.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return (Err(failed("pipe")), Vec::new());
+    }
+    let [gate_read, gate_write] = fds;
+    let (forked, log) = engine.with_cut(|state| {
+        // SAFETY: the child runs only `child_writes` and leaves with `_exit`: it takes
+        // no lock another thread may have held at the fork (the shard locks are held by
+        // this thread; glibc's malloc is fork-safe) and runs no destructors.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = child_writes(dir, state, keep, gate_read, gate_write);
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        (pid, state.last_seq())
+    });
+    let (pid, last_seq) = forked;
+    // SAFETY: closing our copy of the read end, a descriptor we own.
+    unsafe { libc::close(gate_read) };
+    if pid < 0 {
+        let error = failed("fork");
+        // SAFETY: as above.
+        unsafe { libc::close(gate_write) };
+        return (Err(error), log);
+    }
+    (
+        Ok(ForkedSnapshot {
+            child: Some((pid, gate_write)),
+            last_seq,
+        }),
+        log,
+    )
+}
+
+/// Elsewhere than Unix: the cut clones the state (the stall is the copy).
+#[cfg(not(unix))]
+pub struct ForkedSnapshot {
+    state: EngineState,
+    dir: PathBuf,
+    keep: usize,
+    pub last_seq: u64,
+}
+
+#[cfg(not(unix))]
+pub fn fork_snapshot(
+    engine: &Engine,
+    dir: &Path,
+    keep: usize,
+) -> (Result<ForkedSnapshot, SnapshotError>, Vec<LogEntry>) {
+    let (state, log) = engine.snapshot();
+    let last_seq = state.last_seq();
+    (
+        Ok(ForkedSnapshot {
+            state,
+            dir: dir.to_owned(),
+            keep,
+            last_seq,
+        }),
+        log,
+    )
+}
+
+#[cfg(not(unix))]
+impl ForkedSnapshot {
+    pub fn publish(self) -> Result<PathBuf, SnapshotError> {
+        write(&self.dir, &self.state.view(), self.keep).map(|(path, _)| path)
+    }
+
+    pub fn abandon(self) {}
+}
+
+/// The child's side: 0 published, 1 write failed, 2 abandoned.
+#[cfg(unix)]
+fn child_writes(
+    dir: &Path,
+    state: &StateView<'_>,
+    keep: usize,
+    gate_read: libc::c_int,
+    gate_write: libc::c_int,
+) -> i32 {
+    // SAFETY: the child's copy of the write end; closing it lets a parent's death show
+    // as end of file. The child runs at the lowest CPU priority: on a small machine the
+    // encoding must not take cores from ingestion.
+    //
+    // Every other inherited descriptor (listening sockets, client connections, Redis) is
+    // closed too: an orphaned child must not keep the ports busy for a restarted server
+    // or hold connections open.
+    unsafe {
+        libc::close(gate_write);
+        let fd = gate_read as libc::c_uint;
+        libc::close_range(3, fd - 1, 0);
+        libc::close_range(fd + 1, libc::c_uint::MAX, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+    let Ok((tmp, header)) = write_temp(dir, state) else {
+        return 1;
+    };
+    let mut byte = [0u8; 1];
+    // SAFETY: reads at most one byte into a buffer we own.
+    let n = unsafe { libc::read(gate_read, byte.as_mut_ptr().cast(), 1) };
+    if n != 1 {
+        let _ = fs::remove_file(&tmp);
+        return 2;
+    }
+    match publish(dir, &tmp, &header, keep) {
+        Ok(_) => 0,
+        Err(_) => 1,
+    }
+}
+
+#[cfg(unix)]
+impl ForkedSnapshot {
+    /// The cut's log is committed: let the child publish, and wait for it (blocking).
+    pub fn publish(mut self) -> Result<PathBuf, SnapshotError> {
+        let path = PathBuf::from(file_name(self.last_seq));
+        let dir_error = |what: String| SnapshotError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(what),
+        };
+        let gate = self.child.map_or(-1, |(_, gate)| gate);
+        // SAFETY: writes one byte from a buffer we own to our pipe end.
+        let wrote = unsafe { libc::write(gate, [1u8].as_ptr().cast(), 1) };
+        let status = self.wait();
+        if wrote != 1 {
+            return Err(dir_error("the snapshot child is gone".to_owned()));
+        }
+        match status {
+            0 => Ok(path),
+            code => Err(dir_error(format!(
+                "the snapshot child failed (status {code})"
+            ))),
+        }
+    }
+
+    /// The cut's log could not be committed: the child deletes its file.
+    pub fn abandon(mut self) {
+        let _ = self.wait();
+    }
+
+    /// Closes the gate and reaps the child; its exit code (-1 if it did not exit).
+    fn wait(&mut self) -> i32 {
+        let Some((pid, gate)) = self.child.take() else {
+            return -1;
+        };
+        let mut status = 0;
+        // SAFETY: closes our pipe end and waits for our own child.
+        unsafe {
+            libc::close(gate);
+            if libc::waitpid(pid, &mut status, 0) != pid {
+                return -1;
+            }
+        }
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for ForkedSnapshot {
+    /// Neither published nor abandoned: abandon (no zombie, no leaked descriptor).
+    fn drop(&mut self) {
+        let _ = self.wait();
+    }
 }
 
 /// Snapshot files in `dir`, oldest first (by sequence number in the name).

@@ -311,3 +311,53 @@ async fn snapshots_plus_the_journal_tail_restore_exactly_and_a_corrupt_one_is_sk
     assert_eq!(again, before);
     assert!(third.engine.audit().is_clean());
 }
+
+#[test]
+fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
+    let engine = crate::support::engine();
+    let events: Vec<Event> = (0..50u128)
+        .map(|i| recharge(i, 40 + i as u64 % 7, "coins_7000"))
+        .chain((0..200u128).map(|i| gift(1000 + i, 40 + i as u64 % 7, 7, "panda", 1)))
+        .collect();
+    engine.apply_batch(&events, giftstream::engine::Stamp::now());
+    let dir = tempfile::tempdir().unwrap();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    // Abandoned (the cut's log could not be committed): nothing is left behind.
+    let (forked, log) = giftstream::persist::snapshot::fork_snapshot(&engine, dir.path(), 3);
+    assert_eq!(
+        log.len(),
+        events.len(),
+        "the cut hands over the undrained log"
+    );
+    forked.unwrap().abandon();
+    assert_eq!(listing(), Vec::<String>::new());
+
+    // Published: the file holds the state at the cut, exactly.
+    let at_cut = engine.state_fingerprint();
+    let (forked, log) = giftstream::persist::snapshot::fork_snapshot(&engine, dir.path(), 3);
+    assert!(log.is_empty());
+    // Changes after the cut are not in the snapshot.
+    engine.apply_batch(
+        &[gift(5000, 40, 7, "rose", 1)],
+        giftstream::engine::Stamp::now(),
+    );
+    let path = forked.unwrap().publish().unwrap();
+    assert_eq!(listing(), vec![path.display().to_string()]);
+    let (header, state) = giftstream::persist::snapshot::read(&dir.path().join(&path)).unwrap();
+    assert_eq!(header.last_seq, events.len() as u64);
+    let loaded = giftstream::engine::Engine::from_state(
+        crate::support::economy(),
+        engine.config().clone(),
+        state,
+    )
+    .unwrap();
+    assert_eq!(loaded.state_fingerprint(), at_cut);
+}
