@@ -1,0 +1,318 @@
+//! Scenarios are data: a TOML file names the population, the gift mix, the rate
+//! schedule, the load shape, the seed and the thresholds. Unknown keys are refused and
+//! every error names its key.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Largest number of users, creators or streams a scenario may name.
+pub const POPULATION_MAX: u64 = 100_000_000;
+/// Longest run, seconds (warm-up included).
+pub const DURATION_MAX_S: f64 = 3_600.0;
+/// Most connections a run may open.
+pub const CONNECTIONS_MAX: usize = 1_024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ScenarioError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: &str, message: impl Into<String>) -> ScenarioError {
+    ScenarioError {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Seeds every random choice: the same seed sends the same events.
+    pub seed: u64,
+    pub population: Population,
+    /// Gift catalog ids and their weights.
+    pub gifts: Vec<Weighted<String>>,
+    /// Gift counts (combos) and their weights.
+    pub combos: Vec<Weighted<u32>>,
+    #[serde(default)]
+    pub mix: Mix,
+    #[serde(default)]
+    pub hot: Option<Hot>,
+    pub load: Load,
+    /// The rate schedule (open loop): stages run one after the other.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// e.g. `["p99<10ms", "error_rate<0.001", "achieved_rate>=0.99"]`.
+    #[serde(default)]
+    pub thresholds: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Weighted<T> {
+    pub value: T,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Population {
+    pub users: u64,
+    pub creators: u64,
+    /// Streams per creator (a creator's streams are its live sessions).
+    #[serde(default = "one")]
+    pub streams_per_creator: u64,
+    /// How gifts pick a creator: "uniform" or "zipf".
+    #[serde(default = "uniform")]
+    pub creator_distribution: String,
+    /// The Zipf exponent (> 0) when `creator_distribution = "zipf"`.
+    #[serde(default = "zipf_default")]
+    pub zipf_exponent: f64,
+    /// Coins each user is funded with before the measured phase (a custom web recharge;
+    /// 0 = no setup).
+    #[serde(default = "funding_default")]
+    pub funding_coins: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+fn uniform() -> String {
+    "uniform".to_owned()
+}
+fn zipf_default() -> f64 {
+    1.1
+}
+fn funding_default() -> u64 {
+    2_500_000
+}
+
+/// What else the events are, besides gifts.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mix {
+    /// Share of events that are recharges (a package bought in the app), in [0, 1].
+    #[serde(default)]
+    pub recharge_share: f64,
+    /// HTTP reads (leaderboards, wallets) per batch sent, over the HTTP API (`mixed`).
+    #[serde(default)]
+    pub reads_per_batch: u32,
+}
+
+/// One creator's stream receiving a spike.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hot {
+    /// The creator (0-based index in the population).
+    pub creator: u64,
+    /// Share of gifts that go to it while hot, in [0, 1].
+    pub share: f64,
+    /// When the spike starts and how long it lasts, seconds from the start of the
+    /// measured phase.
+    pub start_s: f64,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// "open" (planned arrival rate) or "closed" (as fast as answers come).
+    pub mode: String,
+    pub connections: usize,
+    /// Events per request.
+    pub batch: usize,
+    /// Requests in flight per connection.
+    pub in_flight: usize,
+    /// Excluded from the results.
+    #[serde(default)]
+    pub warmup_s: f64,
+    /// Closed loop only: how long to run (open loop: the stages).
+    #[serde(default)]
+    pub duration_s: f64,
+}
+
+/// A stage of the rate schedule, in events per second.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum Stage {
+    Constant {
+        rate: f64,
+        duration_s: f64,
+    },
+    Ramp {
+        from: f64,
+        to: f64,
+        duration_s: f64,
+    },
+    /// A step to `rate` for `duration_s` (a live event's burst).
+    Spike {
+        rate: f64,
+        duration_s: f64,
+    },
+}
+
+impl Stage {
+    pub fn duration_s(&self) -> f64 {
+        match *self {
+            Stage::Constant { duration_s, .. }
+            | Stage::Ramp { duration_s, .. }
+            | Stage::Spike { duration_s, .. } => duration_s,
+        }
+    }
+}
+
+impl Scenario {
+    pub fn from_file(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(&path.display().to_string(), e.to_string()))?;
+        Scenario::from_toml_str(&text)
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text)
+            .map_err(|e| err("scenario", e.to_string().trim().replace('\n', " ")))?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    pub fn is_open_loop(&self) -> bool {
+        self.load.mode == "open"
+    }
+
+    /// Measured duration, seconds (warm-up excluded).
+    pub fn measured_s(&self) -> f64 {
+        if self.is_open_loop() {
+            self.stages.iter().map(Stage::duration_s).sum::<f64>() - self.load.warmup_s
+        } else {
+            self.load.duration_s
+        }
+    }
+
+    /// Whole run, seconds (warm-up included).
+    pub fn total_s(&self) -> f64 {
+        if self.is_open_loop() {
+            self.stages.iter().map(Stage::duration_s).sum()
+        } else {
+            self.load.warmup_s + self.load.duration_s
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let p = &self.population;
+        for (key, v) in [
+            ("population.users", p.users),
+            ("population.creators", p.creators),
+            ("population.streams_per_creator", p.streams_per_creator),
+        ] {
+            if v == 0 || v > POPULATION_MAX {
+                return Err(err(
+                    key,
+                    format!("must be in 1..={POPULATION_MAX}, got {v}"),
+                ));
+            }
+        }
+        match p.creator_distribution.as_str() {
+            "uniform" => {}
+            "zipf" if p.zipf_exponent > 0.0 && p.zipf_exponent.is_finite() => {}
+            "zipf" => return Err(err("population.zipf_exponent", "must be > 0")),
+            other => {
+                return Err(err(
+                    "population.creator_distribution",
+                    format!("must be \"uniform\" or \"zipf\", got {other:?}"),
+                ));
+            }
+        }
+        if p.funding_coins > 2_500_000 {
+            return Err(err(
+                "population.funding_coins",
+                "at most 2500000 (the largest custom web recharge)",
+            ));
+        }
+        if self.gifts.is_empty() || self.gifts.iter().all(|g| g.weight == 0) {
+            return Err(err("gifts", "needs at least one gift with a weight > 0"));
+        }
+        if self.combos.is_empty() || self.combos.iter().all(|c| c.weight == 0) {
+            return Err(err("combos", "needs at least one count with a weight > 0"));
+        }
+        if self.combos.iter().any(|c| c.value == 0) {
+            return Err(err("combos.value", "a gift count must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.mix.recharge_share) {
+            return Err(err("mix.recharge_share", "must be in [0, 1]"));
+        }
+        if self.mix.reads_per_batch > 100 {
+            return Err(err("mix.reads_per_batch", "at most 100"));
+        }
+        if let Some(h) = &self.hot {
+            if h.creator >= p.creators {
+                return Err(err("hot.creator", "must be below population.creators"));
+            }
+            if !(0.0..=1.0).contains(&h.share) {
+                return Err(err("hot.share", "must be in [0, 1]"));
+            }
+            if h.start_s < 0.0 || h.duration_s <= 0.0 {
+                return Err(err("hot.duration_s", "start >= 0 and duration > 0"));
+            }
+        }
+        let l = &self.load;
+        if l.mode != "open" && l.mode != "closed" {
+            return Err(err("load.mode", "must be \"open\" or \"closed\""));
+        }
+        if l.connections == 0 || l.connections > CONNECTIONS_MAX {
+            return Err(err(
+                "load.connections",
+                format!("must be in 1..={CONNECTIONS_MAX}"),
+            ));
+        }
+        if l.batch == 0 || l.batch > 10_000 {
+            return Err(err("load.batch", "must be in 1..=10000"));
+        }
+        if l.in_flight == 0 || l.in_flight > 1_024 {
+            return Err(err("load.in_flight", "must be in 1..=1024"));
+        }
+        if l.warmup_s < 0.0 {
+            return Err(err("load.warmup_s", "must be >= 0"));
+        }
+        if self.is_open_loop() {
+            if self.stages.is_empty() {
+                return Err(err("stages", "an open-loop run needs at least one stage"));
+            }
+            for (i, s) in self.stages.iter().enumerate() {
+                let rates = match *s {
+                    Stage::Constant { rate, .. } | Stage::Spike { rate, .. } => vec![rate],
+                    Stage::Ramp { from, to, .. } => vec![from, to],
+                };
+                if rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+                    return Err(err(&format!("stages[{i}].rate"), "must be > 0"));
+                }
+                if s.duration_s().is_nan() || s.duration_s() <= 0.0 {
+                    return Err(err(&format!("stages[{i}].duration_s"), "must be > 0"));
+                }
+            }
+            if self.measured_s() <= 0.0 {
+                return Err(err("load.warmup_s", "must be shorter than the stages"));
+            }
+        } else if l.duration_s.is_nan() || l.duration_s <= 0.0 {
+            return Err(err(
+                "load.duration_s",
+                "a closed-loop run needs a duration > 0",
+            ));
+        }
+        if self.total_s() > DURATION_MAX_S {
+            return Err(err(
+                "stages",
+                format!("the run may last at most {DURATION_MAX_S} s"),
+            ));
+        }
+        for (i, t) in self.thresholds.iter().enumerate() {
+            crate::report::Threshold::parse(t).map_err(|m| err(&format!("thresholds[{i}]"), m))?;
+        }
+        Ok(())
+    }
+}

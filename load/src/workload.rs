@@ -1,0 +1,194 @@
+//! Seeded events: batch `n` of a run is a pure function of (scenario, nonce, n), so the
+//! same scenario sends the same events to giftstream and to the baseline.
+
+use giftstream::economy::{Currency, Economy};
+use giftstream::engine::{
+    Channel, CreatorId, Event, EventId, Gift, GiftId, PackageId, Recharge, StreamId, UserId,
+};
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
+use rust_decimal::Decimal;
+
+use crate::scenario::Scenario;
+
+/// Creator ids start here, so a creator is never one of the users (no `SELF_GIFT`).
+pub const CREATOR_BASE: u64 = 1_000_000_000;
+
+pub struct Workload {
+    scenario: Scenario,
+    /// Distinguishes runs: event ids are `nonce << 64 | n << 16 | i`.
+    pub nonce: u64,
+    gifts: Vec<(GiftId, u64)>,
+    gift_index: WeightedIndex<u32>,
+    combos: Vec<u32>,
+    combo_index: WeightedIndex<u32>,
+    zipf: Option<Zipf<f64>>,
+    /// The package recharges buy: (id, coins, USD price).
+    package: (PackageId, u64, Decimal),
+    usd: Currency,
+}
+
+/// What one gift costs, for the tool's own accounting.
+#[derive(Debug, Clone, Copy)]
+pub struct GiftCost {
+    pub creator: u64,
+    pub coins: u64,
+}
+
+impl Workload {
+    pub fn new(scenario: &Scenario, economy: &Economy, nonce: u64) -> anyhow::Result<Workload> {
+        let usd: Currency = "USD".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let gifts = scenario
+            .gifts
+            .iter()
+            .map(|g| {
+                let i = economy.gift_index(&g.value).ok_or_else(|| {
+                    anyhow::anyhow!("gifts: {:?} is not in the economy's catalog", g.value)
+                })?;
+                Ok((GiftId(i), economy.gifts[i as usize].coins))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (package, spec) = economy
+            .packages
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.prices.contains_key(&usd))
+            .ok_or_else(|| anyhow::anyhow!("the economy has no package priced in USD"))?;
+        let p = &scenario.population;
+        Ok(Workload {
+            gift_index: WeightedIndex::new(scenario.gifts.iter().map(|g| g.weight))?,
+            combo_index: WeightedIndex::new(scenario.combos.iter().map(|c| c.weight))?,
+            combos: scenario.combos.iter().map(|c| c.value).collect(),
+            zipf: (p.creator_distribution == "zipf")
+                .then(|| Zipf::new(p.creators as f64, p.zipf_exponent))
+                .transpose()?,
+            package: (PackageId(package as u32), spec.coins, spec.prices[&usd]),
+            gifts,
+            usd,
+            nonce,
+            scenario: scenario.clone(),
+        })
+    }
+
+    pub fn user(&self, index: u64) -> UserId {
+        UserId(index + 1)
+    }
+
+    pub fn creator(&self, index: u64) -> CreatorId {
+        CreatorId(CREATOR_BASE + index)
+    }
+
+    fn id(&self, n: u64, i: usize) -> EventId {
+        EventId(u128::from(self.nonce) << 64 | u128::from(n) << 16 | i as u128)
+    }
+
+    /// The setup phase: funding batch `n` (custom web recharges), `None` past the end.
+    pub fn funding(&self, n: u64, batch: usize) -> Option<Vec<Event>> {
+        let users = self.scenario.population.users;
+        let coins = self.scenario.population.funding_coins;
+        let first = n * batch as u64;
+        if coins == 0 || first >= users {
+            return None;
+        }
+        let last = (first + batch as u64).min(users);
+        Some(
+            (first..last)
+                .map(|u| {
+                    Event::Recharge(Recharge {
+                        // Funding ids live in their own range (top bit of n).
+                        id: self.id(1 << 39 | u >> 16, (u & 0xffff) as usize),
+                        user: self.user(u),
+                        coins,
+                        price: Decimal::new(1, 2),
+                        currency: self.usd,
+                        package: None,
+                        channel: Channel::Web,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Measured batch `n` at `t_s` seconds into the run (for the hot stage).
+    pub fn batch(&self, n: u64, t_s: f64) -> Vec<Event> {
+        let s = &self.scenario;
+        let p = &s.population;
+        let mut rng =
+            rand_chacha::ChaCha8Rng::seed_from_u64(s.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let hot = s
+            .hot
+            .as_ref()
+            .filter(|h| t_s >= h.start_s && t_s < h.start_s + h.duration_s);
+        (0..s.load.batch)
+            .map(|i| {
+                let id = self.id(n, i);
+                let user = self.user(rng.random_range(0..p.users));
+                if s.mix.recharge_share > 0.0 && rng.random_bool(s.mix.recharge_share) {
+                    let (package, coins, price) = self.package;
+                    return Event::Recharge(Recharge {
+                        id,
+                        user,
+                        coins,
+                        price,
+                        currency: self.usd,
+                        package: Some(package),
+                        channel: Channel::App,
+                    });
+                }
+                let creator = match hot {
+                    Some(h) if rng.random_bool(h.share) => h.creator,
+                    _ => match &self.zipf {
+                        Some(z) => (z.sample(&mut rng) as u64 - 1).min(p.creators - 1),
+                        None => rng.random_range(0..p.creators),
+                    },
+                };
+                let stream = creator * p.streams_per_creator
+                    + rng.random_range(0..p.streams_per_creator)
+                    + 1;
+                let (gift, _) = self.gifts[self.gift_index.sample(&mut rng)];
+                Event::Gift(Gift {
+                    id,
+                    sender: user,
+                    creator: self.creator(creator),
+                    stream: StreamId(stream),
+                    gift,
+                    count: self.combos[self.combo_index.sample(&mut rng)],
+                })
+            })
+            .collect()
+    }
+
+    /// The `k`th read after batch `n` (`mixed`): a creator's top gifters, a stream's,
+    /// the top creators, or a wallet.
+    pub fn read_path(&self, n: u64, k: u32) -> String {
+        let p = &self.scenario.population;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            self.scenario.seed ^ n.wrapping_mul(31) ^ u64::from(k) << 48,
+        );
+        match (n + u64::from(k)) % 4 {
+            0 => format!(
+                "/v1/creators/{}/top-gifters?limit=10",
+                self.creator(rng.random_range(0..p.creators)).0
+            ),
+            1 => format!(
+                "/v1/streams/{}/top-gifters?limit=10",
+                rng.random_range(0..p.creators) * p.streams_per_creator + 1
+            ),
+            2 => "/v1/leaderboards/creators?limit=10".to_owned(),
+            _ => format!(
+                "/v1/users/{}/wallet",
+                self.user(rng.random_range(0..p.users)).0
+            ),
+        }
+    }
+
+    /// The coins a gift costs (for the tool's totals); `None` for other events.
+    pub fn cost(&self, event: &Event) -> Option<GiftCost> {
+        let Event::Gift(g) = event else { return None };
+        let per = self.gifts.iter().find(|(id, _)| *id == g.gift)?.1;
+        Some(GiftCost {
+            creator: g.creator.0,
+            coins: per * u64::from(g.count),
+        })
+    }
+}

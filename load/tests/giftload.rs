@@ -1,0 +1,426 @@
+//! giftload against real servers on 127.0.0.1: scenarios parse (and bad ones name
+//! their key), a short bounded run produces a well-formed JSON summary, thresholds set
+//! the exit code, coordinated omission is corrected, and the redis-lua baseline answers
+//! the same events like giftstream.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use giftload::report::Threshold;
+use giftload::runner::{self, RunOptions};
+use giftload::scenario::Scenario;
+use giftload::target::{Conn, TargetKind, TargetSpec};
+use giftload::workload::Workload;
+use giftstream::engine::LogEntry;
+use giftstream::persist::journal::{Journal, JournalError, MemoryJournal};
+
+const SHIPPED_CONFIG: &str = include_str!("../../config/giftstream.toml");
+
+fn scenarios_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+/// A scenario small enough for a test: 2000 users, 50 creators, 2 s at 20k events/s.
+const SMALL: &str = r#"
+name = "small"
+seed = 7
+gifts = [ { value = "rose", weight = 60 }, { value = "panda", weight = 40 } ]
+combos = [ { value = 1, weight = 90 }, { value = 5, weight = 10 } ]
+[population]
+users = 2000
+creators = 50
+funding_coins = 200
+[load]
+mode = "open"
+connections = 2
+batch = 100
+in_flight = 8
+warmup_s = 0.5
+[[stages]]
+kind = "constant"
+rate = 20000
+duration_s = 2.5
+"#;
+
+/// A journal that stalls once, for `stall`, when armed (durable acks wait for it).
+struct StallingJournal {
+    inner: MemoryJournal,
+    armed: AtomicBool,
+    stall: Duration,
+}
+
+impl Journal for StallingJournal {
+    fn append<'a>(&'a self, entries: &'a [LogEntry]) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            if self.armed.swap(false, Ordering::AcqRel) {
+                tokio::time::sleep(self.stall).await;
+            }
+            self.inner.append(entries).await
+        })
+    }
+}
+
+struct Server {
+    tcp: SocketAddr,
+    http: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn server(journal: Arc<dyn Journal>) -> Server {
+    let config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+    let engine =
+        giftstream::server::build_engine(&config, giftstream::economy::Economy::embedded())
+            .unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (http_addr, tcp_addr) = (http.local_addr().unwrap(), tcp.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(giftstream::server::run(
+        config,
+        engine,
+        journal,
+        http,
+        tcp,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Server {
+        tcp: tcp_addr,
+        http: http_addr,
+        stop: Some(tx),
+    }
+}
+
+fn spec(kind: TargetKind, s: &Server, redis: &str) -> TargetSpec {
+    TargetSpec {
+        kind,
+        tcp: s.tcp.to_string(),
+        http: s.http.to_string(),
+        redis: redis.to_owned(),
+        token: "dev-ingest-token-0001".to_owned(),
+        read_token: "dev-read-token-00001".to_owned(),
+    }
+}
+
+fn options() -> RunOptions {
+    RunOptions {
+        progress: false,
+        audit: true,
+        nonce: 42,
+    }
+}
+
+#[test]
+fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(scenarios_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let s = Scenario::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        names.push(s.name);
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["hot-creator", "mixed", "recharge-storm", "uniform", "zipf"]
+    );
+    for (text, key) in [
+        (
+            SMALL.replace("users = 2000", "users = 0"),
+            "population.users",
+        ),
+        (
+            SMALL.replace("mode = \"open\"", "mode = \"sideways\""),
+            "load.mode",
+        ),
+        (SMALL.replace("rate = 20000", "rate = -5"), "stages[0].rate"),
+        (
+            SMALL.replace("seed = 7", "seed = 7\ncolour = \"red\""),
+            "unknown field `colour`",
+        ),
+        (SMALL.replace("batch = 100", "batch = 0"), "load.batch"),
+        (
+            SMALL.replace("weight = 90", "weight = 90 }, { value = 0, weight = 1"),
+            "combos.value",
+        ),
+        (
+            SMALL.replace(
+                "[load]",
+                "[hot]\ncreator = 99\nshare = 0.5\nstart_s = 0\nduration_s = 1\n[load]",
+            ),
+            "hot.creator",
+        ),
+    ] {
+        let e = Scenario::from_toml_str(&text).unwrap_err().to_string();
+        assert!(e.contains(key), "{e:?} should name {key:?}");
+    }
+    assert!(Threshold::parse("p99<10ms").is_ok());
+    for bad in ["p99<10", "p77<1ms", "error_rate~1", "rate"] {
+        assert!(Threshold::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_gives_a_well_formed_summary_and_a_clean_audit() {
+    let s = server(Arc::new(MemoryJournal::default())).await;
+    let scenario = Scenario::from_toml_str(SMALL).unwrap();
+    let summary = runner::run(&scenario, &spec(TargetKind::Giftstream, &s, ""), &options())
+        .await
+        .unwrap();
+    let json = summary.to_json();
+    assert_eq!(json["schema"], "giftload.summary/v1");
+    assert_eq!(json["planned_rate"], 20000.0);
+    let achieved = json["achieved_rate"].as_f64().unwrap();
+    assert!(achieved > 18_000.0 && achieved < 22_000.0, "{achieved}");
+    for q in ["p50", "p99", "p999", "max"] {
+        assert!(json["latency_us"][q].as_u64().unwrap() > 0, "{q}");
+    }
+    let outcomes = json["outcomes"].as_object().unwrap();
+    // 200 coins each: some gifts are refused for want of coins, as the rules say.
+    assert!(outcomes["accepted"].as_u64().unwrap() > 0);
+    assert!(outcomes["INSUFFICIENT_COINS"].as_u64().unwrap() > 0);
+    let answered: u64 = outcomes.values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(answered, 40_000, "2 s measured at 20k events/s");
+    assert_eq!(json["errors"].as_object().unwrap().len(), 0);
+    assert!(json["intervals"].as_array().unwrap().len() >= 2);
+    let audit = summary.audit.as_ref().unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    assert!(audit.resent > 0 && audit.creators_checked == 50);
+
+    // Thresholds: one that holds, one that cannot.
+    let (ok, _) = giftload::report::check_thresholds(
+        &summary,
+        &[
+            Threshold::parse("error_rate<0.001").unwrap(),
+            Threshold::parse("achieved_rate>=0.9").unwrap(),
+        ],
+    );
+    assert!(ok);
+    let (ok, _) =
+        giftload::report::check_thresholds(&summary, &[Threshold::parse("p99<1us").unwrap()]);
+    assert!(!ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_writes_json_charts_and_html_and_thresholds_set_the_exit_code() {
+    let s = server(Arc::new(MemoryJournal::default())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("small.toml");
+    std::fs::write(&scenario, SMALL).unwrap();
+    let (tcp, http, base) = (s.tcp.to_string(), s.http.to_string(), dir.path().to_owned());
+    let scenario_path = scenario.clone();
+    let run = move |threshold: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_giftload"))
+            .args(["run", scenario_path.to_str().unwrap(), "--quiet"])
+            .args(["--tcp", &tcp, "--http", &http])
+            .args(["--threshold", threshold])
+            .args(["--json", base.join(format!("{out}.json")).to_str().unwrap()])
+            .args(["--out", base.join(out).to_str().unwrap()])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    let (good, bad) = tokio::task::spawn_blocking(move || {
+        (run("error_rate<0.01", "good"), run("p99<1us", "bad"))
+    })
+    .await
+    .unwrap();
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("good.json")).unwrap()).unwrap();
+    assert_eq!(json["passed"], true);
+    assert_eq!(json["thresholds"][0]["ok"], true);
+    for f in [
+        "throughput.png",
+        "throughput.svg",
+        "latency.png",
+        "latency.svg",
+        "intervals.tsv",
+    ] {
+        assert!(
+            dir.path().join("good").join(f).metadata().unwrap().len() > 100,
+            "{f}"
+        );
+    }
+    let html = std::fs::read_to_string(dir.path().join("good/report.html")).unwrap();
+    // Self-contained: the charts are inline, nothing is fetched (the only URL is the
+    // SVG namespace).
+    assert!(html.contains("<svg"));
+    for fetch in ["src=", "<link", "<script", "@import", "url("] {
+        assert!(!html.contains(fetch), "{fetch} in report.html");
+    }
+    // A non-loopback target is refused unless allowed.
+    let remote = Command::new(env!("CARGO_BIN_EXE_giftload"))
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--quiet",
+            "--tcp",
+            "192.0.2.1:7070",
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!remote.status.success());
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("not a loopback address"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_ms_stall_shows_in_corrected_percentiles_not_in_raw_ones() {
+    let journal = Arc::new(StallingJournal {
+        inner: MemoryJournal::default(),
+        armed: AtomicBool::new(false),
+        stall: Duration::from_millis(200),
+    });
+    let s = server(journal.clone()).await;
+    let scenario = Scenario::from_toml_str(
+        &SMALL
+            .replace("connections = 2", "connections = 1")
+            .replace("in_flight = 8", "in_flight = 1")
+            .replace("batch = 100", "batch = 20")
+            .replace("funding_coins = 200", "funding_coins = 0")
+            .replace("duration_s = 2.5", "duration_s = 3.5"),
+    )
+    .unwrap();
+    let arm = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        journal.armed.store(true, Ordering::Release);
+    });
+    let mut options = options();
+    options.audit = false;
+    let summary = runner::run(&scenario, &spec(TargetKind::Giftstream, &s, ""), &options)
+        .await
+        .unwrap();
+    arm.await.unwrap();
+    // 1000 batches/s; the stall holds ~200 of them behind one request in flight.
+    let corrected_p90 = summary.corrected.value_at_quantile(0.90);
+    let raw_p99 = summary.raw.value_at_quantile(0.99);
+    assert!(
+        summary.corrected.max() >= 190_000,
+        "max {}",
+        summary.corrected.max()
+    );
+    assert!(
+        summary.corrected.value_at_quantile(0.99) >= 100_000,
+        "corrected p99 {} us",
+        summary.corrected.value_at_quantile(0.99)
+    );
+    assert!(
+        raw_p99 < 50_000,
+        "raw p99 {raw_p99} us: the stall hides from raw latency"
+    );
+    assert!(
+        summary.missed_sends > 50,
+        "sends delayed by the stall: {}",
+        summary.missed_sends
+    );
+    let _ = corrected_p90;
+}
+
+/// A private redis-server on a free port (no persistence needed here).
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (bash .ci/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_lua_baseline_answers_the_same_events_like_giftstream() {
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let s = server(Arc::new(MemoryJournal::default())).await;
+    // 30 coins each: many gifts are refused for want of coins.
+    let scenario =
+        Scenario::from_toml_str(&SMALL.replace("funding_coins = 200", "funding_coins = 30"))
+            .unwrap();
+    let economy = giftstream::economy::Economy::embedded();
+    let workload = Workload::new(&scenario, &economy, 99).unwrap();
+    let mut answers = Vec::new();
+    for kind in [TargetKind::Giftstream, TargetKind::RedisLua] {
+        let conn = Conn::connect(&spec(kind, &s, &url), &economy)
+            .await
+            .unwrap();
+        let mut labels = Vec::new();
+        let mut n = 0;
+        while let Some(batch) = workload.funding(n, 500) {
+            labels.extend(conn.submit(batch).await.await.unwrap());
+            n += 1;
+        }
+        // The same batches in the same order, then a batch sent twice.
+        for n in 0..40 {
+            labels.extend(conn.submit(workload.batch(n, 0.0)).await.await.unwrap());
+        }
+        labels.extend(conn.submit(workload.batch(3, 0.0)).await.await.unwrap());
+        answers.push(labels);
+    }
+    assert_eq!(answers[0].len(), 2000 + 41 * 100);
+    assert!(answers[0].iter().any(|l| l == "INSUFFICIENT_COINS"));
+    assert!(answers[0].iter().any(|l| l == "accepted"));
+    assert!(answers[0].iter().any(|l| l.starts_with("duplicate:")));
+    assert_eq!(answers[0], answers[1], "same events, same outcomes");
+}
