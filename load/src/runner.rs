@@ -22,7 +22,9 @@ const LATENCY_MAX_US: u64 = 3_600_000_000;
 /// A send that starts this much after its planned time counts as missed (the timer's
 /// own granularity is about 1 ms).
 const LATE: Duration = Duration::from_millis(2);
-/// Acknowledged events kept for the audit's exactly-once resend.
+/// Acknowledged events kept per worker for the audit's exactly-once resend: the most
+/// recent ones, so that they are still inside the server's idempotency window (an id
+/// the window has evicted would be applied again).
 const AUDIT_SAMPLE: usize = 1_000;
 
 fn histogram() -> Histogram<u64> {
@@ -120,8 +122,8 @@ struct WorkerResult {
     missed: u64,
     /// Accepted gift coins per creator id.
     coins: BTreeMap<u64, u64>,
-    /// (event, label) of acknowledged events, for the audit.
-    sample: Vec<(Event, String)>,
+    /// (event, label) of the latest acknowledged events, for the audit.
+    sample: std::collections::VecDeque<(Event, String)>,
     /// HTTP reads (`mix.reads_per_batch`): latency µs, and counts by result.
     reads: Histogram<u64>,
     read_results: BTreeMap<String, u64>,
@@ -215,7 +217,7 @@ pub async fn run(
                 sent_events: 0,
                 missed: 0,
                 coins: BTreeMap::new(),
-                sample: Vec::new(),
+                sample: std::collections::VecDeque::new(),
                 reads: histogram(),
                 read_results: BTreeMap::new(),
             };
@@ -343,8 +345,11 @@ fn record(
             r.seconds[second].0 += labels.len() as u64;
             let _ = r.seconds[second].2.record(corrected.min(LATENCY_MAX_US));
             for (e, label) in events.into_iter().zip(labels) {
-                if audit && r.sample.len() < AUDIT_SAMPLE && !label.starts_with("duplicate") {
-                    r.sample.push((e, label.clone()));
+                if audit && !label.starts_with("duplicate") {
+                    if r.sample.len() == AUDIT_SAMPLE {
+                        r.sample.pop_front();
+                    }
+                    r.sample.push_back((e, label.clone()));
                 }
                 *r.outcomes.entry(label).or_default() += 1;
             }
