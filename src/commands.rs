@@ -185,7 +185,10 @@ fn restore_redis(
                 pairs: true,
                 wallets: config.read_model.wallets,
             });
-            let mut conn = giftstream::persist::redis::connect(&config.redis.url).await?;
+            let mut conn = giftstream::persist::redis::connect(
+                config.read_model.redis_url(&config.redis.url),
+            )
+            .await?;
             projection::rebuild(&mut conn, engine.economy(), &view, config.read_model.wallets)
                 .await?;
             println!(
@@ -264,7 +267,10 @@ pub(crate) fn audit() -> anyhow::Result<()> {
         println!("event ids journaled twice: {duplicate_ids}");
         let mut violations = report.violations.clone();
         if config.read_model.enabled {
-            let mut conn = giftstream::persist::redis::connect(&config.redis.url).await?;
+            let mut conn = giftstream::persist::redis::connect(
+                config.read_model.redis_url(&config.redis.url),
+            )
+            .await?;
             let projected = giftstream::persist::projection::projected_seq(&mut conn).await?;
             if projected == engine.last_seq() {
                 let diffs = giftstream::persist::projection::compare(&mut conn, &engine).await?;

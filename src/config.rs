@@ -230,6 +230,21 @@ pub struct ReadModelConfig {
     pub queue_runs_max: usize,
     /// Also project wallet balances (`user:<id>` hashes).
     pub wallets: bool,
+    /// The Redis the read model is written to; "" = the journal's (`redis.url`). A
+    /// separate instance keeps read-model writes from delaying journal appends
+    /// (`GIFTSTREAM_READ_MODEL_URL`).
+    pub url: String,
+}
+
+impl ReadModelConfig {
+    /// The read model's Redis: its own URL, else the journal's.
+    pub fn redis_url<'a>(&'a self, journal: &'a str) -> &'a str {
+        if self.url.is_empty() {
+            journal
+        } else {
+            &self.url
+        }
+    }
 }
 
 impl Default for ReadModelConfig {
@@ -241,6 +256,7 @@ impl Default for ReadModelConfig {
             ops_per_write_max: 4096,
             queue_runs_max: 1024,
             wallets: false,
+            url: String::new(),
         }
     }
 }
@@ -322,6 +338,9 @@ impl Config {
                     ));
                 }
             };
+        }
+        if let Some(v) = var("GIFTSTREAM_READ_MODEL_URL") {
+            self.read_model.url = v;
         }
         if let Some(v) = var("GIFTSTREAM_TOKENS") {
             self.auth.tokens = parse_tokens(&v)?;

@@ -457,10 +457,11 @@ impl ProjectorStart {
 /// past it, or the read model is ahead of the ledger, e.g. after Redis lost data).
 pub async fn prepare(
     journal: &RedisJournal,
+    url: &str,
     engine: &Engine,
     wallets: bool,
 ) -> Result<ProjectorStart, JournalError> {
-    let mut conn = super::redis::connect(journal.url()).await?;
+    let mut conn = super::redis::connect(url).await?;
     let projected = projected_seq(&mut conn).await?;
     let last = engine.last_seq();
     let covered = projected == last
@@ -560,7 +561,7 @@ async fn run(
     let window = Duration::from_millis(config.window_ms);
     let lag_max = Duration::from_millis(config.lag_max_ms);
     let mut conn = loop {
-        match super::redis::connect(journal.url()).await {
+        match super::redis::connect(config.redis_url(journal.url())).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "read model: cannot connect; retrying");

@@ -140,7 +140,9 @@ pub async fn run(
     // up to date (before serving, while the engine holds only committed state).
     let read_model = match journal.as_redis() {
         Some(redis) if config.read_model.enabled => {
-            let start = projection::prepare(&redis, &engine, config.read_model.wallets).await?;
+            let url = config.read_model.redis_url(redis.url()).to_owned();
+            let start =
+                projection::prepare(&redis, &url, &engine, config.read_model.wallets).await?;
             tracing::info!(
                 projected = start.projected(),
                 rebuilt = start.rebuilt,

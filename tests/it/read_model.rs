@@ -243,7 +243,9 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     .unwrap();
     journal.recover_into(&engine).await.unwrap();
     assert_eq!(engine.last_seq(), seq);
-    let start = projection::prepare(&journal, &engine, false).await.unwrap();
+    let start = projection::prepare(&journal, &redis.url(), &engine, false)
+        .await
+        .unwrap();
     assert!(!start.rebuilt && start.projected() == seq);
     let after = zrevrange(&mut conn, "creator:7:top-gifters", -1).await;
     assert_eq!(before, after);
@@ -360,4 +362,37 @@ async fn restore_after_flushall_rebuilds_ledger_and_read_model_from_the_latest_s
     let (ok, out) = run_cli(&["restore", newest.to_str().unwrap()], &env);
     assert!(!ok, "{out}");
     assert!(out.contains("does not continue the snapshot"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_model_can_live_in_its_own_redis() {
+    let journal_redis = RedisServer::start();
+    let read_redis = RedisServer::start();
+    let url = read_redis.url();
+    let s = server(&journal_redis, |c| c.read_model.url = url.clone()).await;
+    let client = Client::connect(s.tcp, INGEST).await.unwrap();
+    client.send(&funding()).await.unwrap();
+    client.send(&traffic(0)).await.unwrap();
+    let mut read_conn = conn(&read_redis).await;
+    caught_up(&mut read_conn, s.engine.last_seq()).await;
+    assert_eq!(
+        projection::compare(&mut read_conn, &s.engine)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    assert_leaderboards_match(&s, &mut read_conn).await;
+    // The journal's Redis holds the journal and nothing of the read model.
+    let mut journal_conn = conn(&journal_redis).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut journal_conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys,
+        vec![giftstream::persist::redis::JOURNAL_KEY.to_owned()]
+    );
+    drop(client);
+    s.stop().await.unwrap();
 }
