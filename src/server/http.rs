@@ -832,7 +832,7 @@ async fn get_stream(
 #[utoipa::path(get, path = "/v1/streams/{id}/feed", tag = "streams",
     params(("id" = u64, Path, description = "Stream id")), security(("bearer" = [])),
     responses(
-        (status = 200, description = "text/event-stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream: each event's data is a FeedMessage", content_type = "text/event-stream", body = FeedMessage),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 429, description = "Too many subscribers for this stream", body = ErrorBody),
     ))]
@@ -868,7 +868,9 @@ async fn get_feed(
                         Ok(m) => m,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                             metrics::counter!(telemetry::SSE_DROPPED_TOTAL).increment(1);
-                            let ev = SseEvent::default().event("dropped").data(format!("{{\"missed\":{n}}}"));
+                            let msg = FeedMessage::Dropped { missed: n };
+                            let ev = SseEvent::default().event(msg.name()).json_data(&msg)
+                                .unwrap_or_else(|_| SseEvent::default().event("error"));
                             return Some((Ok(ev), (State_::Done, sub, closing)));
                         }
                         Err(_) => return None,
@@ -948,10 +950,48 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The OpenAPI document. Ids, counts and amounts are unsigned: utoipa (with
+/// `non_strict_integers`) names their formats `u-int64`/`u-int32`; they are published as
+/// the conventional `uint64`/`uint32`, so validators do not cap them at the signed range.
+///
+/// The feed's `text/event-stream` schema describes one event (OpenAPI 3.1 style): its
+/// `event` name and its `data`, a JSON text whose `contentSchema` is [`FeedMessage`].
+pub fn openapi_json() -> String {
+    let text = ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_default()
+        .replace("\"u-int64\"", "\"uint64\"")
+        .replace("\"u-int32\"", "\"uint32\"")
+        .replace("\"u-int16\"", "\"uint16\"")
+        .replace("\"u-int8\"", "\"uint8\"");
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return text;
+    };
+    let event = serde_json::json!({
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["goal", "gift", "dropped"]},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/FeedMessage"}
+            }
+        }
+    });
+    if let Some(media) = doc.pointer_mut(
+        "/paths/~1v1~1streams~1{id}~1feed/get/responses/200/content/text~1event-stream",
+    ) {
+        media["schema"] = event;
+    }
+    doc.to_string()
+}
+
 async fn openapi() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     (
         [(header::CONTENT_TYPE, "application/json")],
-        ApiDoc::openapi().to_json().unwrap_or_default(),
+        DOC.get_or_init(openapi_json).clone(),
     )
         .into_response()
 }

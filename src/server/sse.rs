@@ -13,8 +13,9 @@ use tokio::sync::broadcast;
 use crate::engine::{Engine, Event, LogEntry, Status, StreamId};
 use crate::telemetry;
 
-/// One feed message (the SSE `event:` name and its JSON `data:`).
-#[derive(Debug, Clone, Serialize)]
+/// One feed message (the SSE `event:` name and its JSON `data:`, which repeats the name
+/// in its `event` field).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum FeedMessage {
     Gift {
@@ -34,6 +35,11 @@ pub enum FeedMessage {
         coins_target: Option<u64>,
         progress: u128,
     },
+    /// The subscriber fell too far behind and is disconnected after this message.
+    Dropped {
+        /// Messages it missed.
+        missed: u64,
+    },
 }
 
 impl FeedMessage {
@@ -41,6 +47,7 @@ impl FeedMessage {
         match self {
             FeedMessage::Gift { .. } => "gift",
             FeedMessage::Goal { .. } => "goal",
+            FeedMessage::Dropped { .. } => "dropped",
         }
     }
 
