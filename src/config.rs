@@ -345,6 +345,18 @@ impl Config {
         if let Some(v) = var("GIFTSTREAM_TOKENS") {
             self.auth.tokens = parse_tokens(&v)?;
         }
+        // A file of `secret=scope+scope` lines (e.g. a mounted secret): the secrets stay
+        // out of the environment and of process listings.
+        if let Some(path) = var("GIFTSTREAM_TOKENS_FILE") {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new("GIFTSTREAM_TOKENS_FILE", format!("{path}: {e}")))?;
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect();
+            self.auth.tokens = parse_tokens(&lines.join(","))?;
+        }
         Ok(())
     }
 
@@ -556,6 +568,27 @@ mod tests {
         assert_eq!(err.key, "GIFTSTREAM_TCP_ADDR");
         let err = parse_tokens("abc=root").unwrap_err();
         assert_eq!(err.key, "GIFTSTREAM_TOKENS[0]");
+
+        // Tokens from a file: one per line, comments and blank lines skipped.
+        let dir = std::env::temp_dir().join(format!("giftstream-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tokens");
+        std::fs::write(
+            &file,
+            "# backend\n0123456789abcdef=ingest+read\n\nfedcba9876543210=read\n",
+        )
+        .unwrap();
+        let path = file.display().to_string();
+        config
+            .apply_env(|n| (n == "GIFTSTREAM_TOKENS_FILE").then(|| path.clone()))
+            .unwrap();
+        assert_eq!(config.auth.tokens.len(), 2);
+        assert_eq!(config.auth.tokens[1].scopes, vec![Scope::Read]);
+        let err = config
+            .apply_env(|n| (n == "GIFTSTREAM_TOKENS_FILE").then(|| "/nonexistent/t".to_owned()))
+            .unwrap_err();
+        assert_eq!(err.key, "GIFTSTREAM_TOKENS_FILE");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -409,12 +409,18 @@ pub fn read_header(path: &Path) -> Result<Header, SnapshotError> {
 /// Reads a snapshot and checks everything: magic, version, length, checksum, decoding,
 /// and that the decoded state agrees with the header.
 pub fn read(path: &Path) -> Result<(Header, EngineState), SnapshotError> {
+    let bytes = fs::read(path).map_err(io(path))?;
+    parse(path, &bytes)
+}
+
+/// Checks and decodes the bytes of a snapshot file (`path` only names it in errors; the
+/// snapshot fuzz target drives this).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), SnapshotError> {
     let corrupt = |reason: String| SnapshotError::Corrupt {
         path: path.to_owned(),
         reason,
     };
-    let bytes = fs::read(path).map_err(io(path))?;
-    let header = Header::parse(&bytes).map_err(corrupt)?;
+    let header = Header::parse(bytes).map_err(corrupt)?;
     let body = &bytes[HEADER_BYTES..];
     if body.len() as u64 != header.body_bytes {
         return Err(corrupt(format!(

@@ -28,7 +28,7 @@ use super::Service;
 use super::auth::{Auth, AuthError};
 use super::sse::FeedMessage;
 use crate::config::{AckMode, Scope};
-use crate::economy::{Currency, Region};
+use crate::economy::{Currency, Economy, Region};
 use crate::engine::{
     AccountSettings, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, Outcome, PackageId,
     Payout, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId,
@@ -43,6 +43,18 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+}
+
+impl ApiError {
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable error code (`MALFORMED_JSON`, `INVALID_REQUEST`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
 }
 
 /// `{"error": {"code": "...", "message": "..."}}`
@@ -274,9 +286,8 @@ fn json_outcome(id: EventId, o: &Outcome) -> JsonOutcome {
     out
 }
 
-fn to_event(service: &Service, i: usize, e: &JsonEvent) -> Result<Event, ApiError> {
+fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiError> {
     let at = format!("events[{i}]");
-    let economy = service.engine.economy();
     Ok(match e {
         JsonEvent::Recharge(r) => {
             let price = Decimal::from_str_exact(r.price.trim())
@@ -365,33 +376,12 @@ async fn post_events(
     let received = Instant::now();
     authorize(&service, &headers, Scope::Ingest)?;
     let limits = &service.config.limits;
-    let request: EventsRequest = json(&body(bytes, limits.http_body_bytes_max)?)?;
-    if request.events.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "EMPTY_BATCH",
-            "events is empty",
-        ));
-    }
-    if request.events.len() > limits.http_events_per_batch_max {
-        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "http_events_per_batch")
-            .increment(1);
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BATCH_TOO_LARGE",
-            format!(
-                "{} events; at most {}",
-                request.events.len(),
-                limits.http_events_per_batch_max
-            ),
-        ));
-    }
-    let events = request
-        .events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| to_event(&service, i, e))
-        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = body(bytes, limits.http_body_bytes_max)?;
+    let events = parse_events(
+        &bytes,
+        service.engine.economy(),
+        limits.http_events_per_batch_max,
+    )?;
     let outcomes = apply(&service, &events).await?;
     let outcomes = events
         .iter()
@@ -401,6 +391,38 @@ async fn post_events(
     metrics::histogram!(telemetry::INGEST_DURATION_SECONDS, "protocol" => "http")
         .record(received.elapsed().as_secs_f64());
     Ok(Json(EventsResponse { outcomes }))
+}
+
+/// Parses and validates a whole `POST /v1/events` body: JSON shape, batch size, every
+/// event (the JSON fuzz target drives this).
+pub fn parse_events(
+    bytes: &[u8],
+    economy: &Economy,
+    events_max: usize,
+) -> Result<Vec<Event>, ApiError> {
+    let request: EventsRequest = json(bytes)?;
+    if request.events.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "EMPTY_BATCH",
+            "events is empty",
+        ));
+    }
+    if request.events.len() > events_max {
+        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "http_events_per_batch")
+            .increment(1);
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BATCH_TOO_LARGE",
+            format!("{} events; at most {}", request.events.len(), events_max),
+        ));
+    }
+    request
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| to_event(economy, i, e))
+        .collect()
 }
 
 // ---- users --------------------------------------------------------------------------
