@@ -204,7 +204,10 @@ async fn read_loop(
             }) => {
                 let waiter = shared.waiters.lock().remove(&request_id);
                 match waiter {
-                    Some(w) if code == error_code::UNAVAILABLE => {
+                    // Retryable: the connection stays open.
+                    Some(w)
+                        if code == error_code::UNAVAILABLE || code == error_code::RATE_LIMITED =>
+                    {
                         let _ = w.send(Err(ClientError::Server {
                             code,
                             name: error_code::name(code),

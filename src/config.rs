@@ -137,6 +137,9 @@ pub struct LimitsConfig {
     pub sse_buffer_events: usize,
     /// A binary connection idle (no complete frame) this long is closed.
     pub read_timeout_ms: u64,
+    /// Requests (HTTP requests and binary request frames) per second per token, in
+    /// bursts of up to a second's worth; beyond it `RATE_LIMITED` (HTTP 429). 0 = none.
+    pub token_requests_per_second: u32,
 }
 
 impl Default for LimitsConfig {
@@ -151,6 +154,7 @@ impl Default for LimitsConfig {
             sse_subscribers_per_stream_max: SSE_SUBSCRIBERS_PER_STREAM_MAX_DEFAULT,
             sse_buffer_events: SSE_BUFFER_EVENTS_DEFAULT,
             read_timeout_ms: READ_TIMEOUT_MS_DEFAULT,
+            token_requests_per_second: 20_000,
         }
     }
 }

@@ -68,6 +68,9 @@ pub mod error_code {
     pub const INVALID_EVENT: u16 = 10;
     /// No complete frame within `limits.read_timeout_ms`.
     pub const READ_TIMEOUT: u16 = 11;
+    /// The token's request rate (`limits.token_requests_per_second`) is spent: retry
+    /// later (the connection stays open; nothing of the request was applied).
+    pub const RATE_LIMITED: u16 = 12;
 
     pub fn name(code: u16) -> &'static str {
         match code {
@@ -82,6 +85,7 @@ pub mod error_code {
             SHUTTING_DOWN => "SHUTTING_DOWN",
             INVALID_EVENT => "INVALID_EVENT",
             READ_TIMEOUT => "READ_TIMEOUT",
+            RATE_LIMITED => "RATE_LIMITED",
             _ => "UNKNOWN",
         }
     }

@@ -14,36 +14,72 @@ pub enum AuthError {
     Forbidden,
 }
 
+/// A token's request budget (GCRA), on `std::time::Instant`: the clock the rest of the
+/// service uses.
+type Limiter = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::MonotonicClock,
+    governor::middleware::NoOpMiddleware<std::time::Instant>,
+>;
+
 pub struct Auth {
     tokens: Vec<TokenConfig>,
+    /// One request-rate limiter per token (same index), if limited.
+    limiters: Vec<Option<Limiter>>,
 }
 
+/// Which token a request presented (an index into the configured tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenId(usize);
+
 impl Auth {
-    pub fn new(tokens: Vec<TokenConfig>) -> Self {
-        Auth { tokens }
+    /// `requests_per_second` per token (0 = no limit), in bursts of up to a second's
+    /// worth.
+    pub fn new(tokens: Vec<TokenConfig>, requests_per_second: u32) -> Self {
+        let limiters = tokens
+            .iter()
+            .map(|_| {
+                std::num::NonZeroU32::new(requests_per_second).map(|rate| {
+                    governor::RateLimiter::direct_with_clock(
+                        governor::Quota::per_second(rate),
+                        governor::clock::MonotonicClock,
+                    )
+                })
+            })
+            .collect();
+        Auth { tokens, limiters }
     }
 
     /// Checks `presented` for `scope`. `admin` implies every scope.
-    pub fn check(&self, presented: Option<&str>, scope: Scope) -> Result<(), AuthError> {
+    pub fn check(&self, presented: Option<&str>, scope: Scope) -> Result<TokenId, AuthError> {
         let presented = presented.ok_or(AuthError::Unauthenticated)?.as_bytes();
-        let mut found: Option<&TokenConfig> = None;
-        for t in &self.tokens {
+        let mut found: Option<usize> = None;
+        for (i, t) in self.tokens.iter().enumerate() {
             // ct_eq on slices of different lengths is false without looking at bytes:
             // only a token's length can leak, and tokens are >= 16 random characters.
             if bool::from(t.token.as_bytes().ct_eq(presented)) {
-                found = Some(t);
+                found = Some(i);
             }
         }
-        let token = found.ok_or(AuthError::Unauthenticated)?;
-        if token
+        let index = found.ok_or(AuthError::Unauthenticated)?;
+        if self.tokens[index]
             .scopes
             .iter()
             .any(|s| *s == scope || *s == Scope::Admin)
         {
-            Ok(())
+            Ok(TokenId(index))
         } else {
             Err(AuthError::Forbidden)
         }
+    }
+
+    /// Takes one request from the token's rate budget; false when it is spent.
+    pub fn allow(&self, token: TokenId) -> bool {
+        self.limiters
+            .get(token.0)
+            .and_then(Option::as_ref)
+            .is_none_or(|l| l.check().is_ok())
     }
 
     /// Extracts the token of an `Authorization: Bearer <token>` header value.
@@ -60,22 +96,25 @@ mod tests {
 
     #[test]
     fn scopes_and_admin() {
-        let auth = Auth::new(vec![
-            TokenConfig {
-                token: "read-token-000000".into(),
-                scopes: vec![Scope::Read],
-            },
-            TokenConfig {
-                token: "admin-token-00000".into(),
-                scopes: vec![Scope::Admin],
-            },
-        ]);
-        assert_eq!(auth.check(Some("read-token-000000"), Scope::Read), Ok(()));
+        let auth = Auth::new(
+            vec![
+                TokenConfig {
+                    token: "read-token-000000".into(),
+                    scopes: vec![Scope::Read],
+                },
+                TokenConfig {
+                    token: "admin-token-00000".into(),
+                    scopes: vec![Scope::Admin],
+                },
+            ],
+            0,
+        );
+        assert!(auth.check(Some("read-token-000000"), Scope::Read).is_ok());
         assert_eq!(
             auth.check(Some("read-token-000000"), Scope::Ingest),
             Err(AuthError::Forbidden)
         );
-        assert_eq!(auth.check(Some("admin-token-00000"), Scope::Ingest), Ok(()));
+        assert!(auth.check(Some("admin-token-00000"), Scope::Ingest).is_ok());
         assert_eq!(
             auth.check(Some("read-token-00000"), Scope::Read),
             Err(AuthError::Unauthenticated)
@@ -87,5 +126,36 @@ mod tests {
         assert_eq!(Auth::bearer(Some("Bearer abc")), Some("abc"));
         assert_eq!(Auth::bearer(Some("bearer  abc ")), Some("abc"));
         assert_eq!(Auth::bearer(Some("Basic abc")), None);
+    }
+
+    #[test]
+    fn each_token_has_its_own_request_budget() {
+        let tokens = vec![
+            TokenConfig {
+                token: "first-token-00000".into(),
+                scopes: vec![Scope::Read],
+            },
+            TokenConfig {
+                token: "second-token-0000".into(),
+                scopes: vec![Scope::Read],
+            },
+        ];
+        let auth = Auth::new(tokens.clone(), 5);
+        let first = auth.check(Some("first-token-00000"), Scope::Read).unwrap();
+        let second = auth.check(Some("second-token-0000"), Scope::Read).unwrap();
+        assert_eq!(
+            (0..5).filter(|_| auth.allow(first)).count(),
+            5,
+            "a second's burst"
+        );
+        assert!(!auth.allow(first), "then refused");
+        assert!(auth.allow(second), "another token is not affected");
+        std::thread::sleep(std::time::Duration::from_millis(450));
+        assert!(auth.allow(first), "the budget refills: 5 per second");
+        let unlimited = Auth::new(tokens, 0);
+        let t = unlimited
+            .check(Some("first-token-00000"), Scope::Read)
+            .unwrap();
+        assert!((0..10_000).all(|_| unlimited.allow(t)));
     }
 }

@@ -130,7 +130,16 @@ fn authorize(service: &Service, headers: &HeaderMap, scope: Scope) -> Result<(),
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    Ok(service.auth.check(Auth::bearer(header), scope)?)
+    let token = service.auth.check(Auth::bearer(header), scope)?;
+    if !service.auth.allow(token) {
+        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "token_rate").increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "this token's request rate (limits.token_requests_per_second) is spent: retry later",
+        ));
+    }
+    Ok(())
 }
 
 fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {

@@ -195,7 +195,10 @@ pub async fn run(
     let (closing_tx, closing) = watch::channel(false);
     let service = Arc::new(Service {
         engine,
-        auth: Auth::new(config.auth.tokens.clone()),
+        auth: Auth::new(
+            config.auth.tokens.clone(),
+            config.limits.token_requests_per_second,
+        ),
         config,
         commits: committer,
         feeds,

@@ -118,6 +118,7 @@ async fn handle(service: Arc<Service>, socket: TcpStream, mut closing: watch::Re
     ));
     let read_timeout = Duration::from_millis(limits.read_timeout_ms);
     let mut authenticated = false;
+    let mut token_id: Option<super::auth::TokenId> = None;
     loop {
         let next = tokio::select! {
             n = tokio::time::timeout(read_timeout, frames.next()) => n,
@@ -166,8 +167,9 @@ async fn handle(service: Arc<Service>, socket: TcpStream, mut closing: watch::Re
         };
         match frame {
             ClientFrame::Auth { token } => match service.auth.check(Some(&token), Scope::Ingest) {
-                Ok(()) => {
+                Ok(id) => {
                     authenticated = true;
+                    token_id = Some(id);
                     if tx.send(Outgoing::AuthOk).await.is_err() {
                         break;
                     }
@@ -245,6 +247,20 @@ async fn handle(service: Arc<Service>, socket: TcpStream, mut closing: watch::Re
                         break;
                     }
                 };
+                if token_id.is_some_and(|t| !service.auth.allow(t)) {
+                    metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "token_rate")
+                        .increment(1);
+                    let msg =
+                        "this token's request rate is spent; retry later (nothing was applied)";
+                    if tx
+                        .send(error(request_id, error_code::RATE_LIMITED, msg, false))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
                 if !service.commits.accepting() {
                     metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "pending_commit_events").increment(1);
                     let msg = "commits are behind; retry later (nothing was applied)";

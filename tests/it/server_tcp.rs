@@ -375,3 +375,49 @@ async fn connection_limit_and_unavailable_are_error_frames() {
     assert!(a.send(&[recharge(2, 42, "coins_100")]).await.unwrap()[0].is_accepted());
     assert_eq!(s.coins(42).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_over_its_request_rate_is_refused_on_both_listeners_and_nothing_applies() {
+    let s = TestServer::start_with(|c| c.limits.token_requests_per_second = 5).await;
+    // HTTP: a second's burst of 5, then 429 RATE_LIMITED, nothing applied.
+    let mut statuses = Vec::new();
+    for i in 0..6u128 {
+        let (status, body) = s
+            .post_events(serde_json::json!([{"type": "recharge",
+                "event_id": crate::support::server::uuid(100 + i), "user": 42, "coins": 500,
+                "price": "6.49", "currency": "USD", "package": "coins_500", "channel": "app"}]))
+            .await;
+        statuses.push((status, body["error"]["code"].clone()));
+    }
+    assert!(
+        statuses[..5].iter().all(|(st, _)| *st == 200),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[5], (429, serde_json::json!("RATE_LIMITED")));
+    assert_eq!(s.coins(42).await, 5 * 500);
+
+    // Binary protocol (another token's budget is its own; this one is fresh): the 6th
+    // request in a second gets RATE_LIMITED, the connection stays open, and after a
+    // second the token may send again.
+    let client = Client::connect(s.tcp, ADMIN).await.unwrap();
+    let mut results = Vec::new();
+    for i in 0..6u128 {
+        results.push(client.send(&[recharge(200 + i, 43, "coins_7000")]).await);
+    }
+    assert!(results[..5].iter().all(|r| r.is_ok()), "{results:?}");
+    assert!(matches!(
+        results[5],
+        Err(ClientError::Server {
+            code: error_code::RATE_LIMITED,
+            ..
+        })
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let again = client.send(&[recharge(300, 43, "coins_7000")]).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert!(
+        s.metrics()
+            .await
+            .contains("giftstream_limit_rejections_total{limit=\"token_rate\"}")
+    );
+}
