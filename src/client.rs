@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -53,8 +54,11 @@ struct Shared {
     fatal: Mutex<Option<(u16, String)>>,
 }
 
+type Reader = FramedRead<Box<dyn AsyncRead + Send + Unpin>, LengthDelimitedCodec>;
+type Writer = FramedWrite<Box<dyn AsyncWrite + Send + Unpin>, LengthDelimitedCodec>;
+
 pub struct Client {
-    sink: tokio::sync::Mutex<FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>>,
+    sink: tokio::sync::Mutex<Writer>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
     /// The server's last sequence number when this connection authenticated.
@@ -100,8 +104,35 @@ impl Client {
         let socket = TcpStream::connect(addr).await?;
         socket.set_nodelay(true)?;
         let (r, w) = socket.into_split();
-        let mut sink = FramedWrite::new(w, protocol::codec(FRAME_BYTES_MAX_LIMIT));
-        let mut frames = FramedRead::new(r, protocol::codec(FRAME_BYTES_MAX_LIMIT));
+        Client::authenticate(Box::new(r), Box::new(w), token).await
+    }
+
+    /// Connects over TLS to a server with `[tls]` set, verifying its certificate for
+    /// `server_name` against `roots` (see [`tls_roots`]), then authenticates.
+    pub async fn connect_tls(
+        addr: impl ToSocketAddrs,
+        server_name: &str,
+        roots: Arc<tokio_rustls::rustls::ClientConfig>,
+        token: &str,
+    ) -> Result<Client, ClientError> {
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| ClientError::Protocol(format!("server name {server_name:?}: {e}")))?;
+        let socket = TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        let stream = tokio_rustls::TlsConnector::from(roots)
+            .connect(name, socket)
+            .await?;
+        let (r, w) = tokio::io::split(stream);
+        Client::authenticate(Box::new(r), Box::new(w), token).await
+    }
+
+    async fn authenticate(
+        r: Box<dyn AsyncRead + Send + Unpin>,
+        w: Box<dyn AsyncWrite + Send + Unpin>,
+        token: &str,
+    ) -> Result<Client, ClientError> {
+        let mut sink: Writer = FramedWrite::new(w, protocol::codec(FRAME_BYTES_MAX_LIMIT));
+        let mut frames: Reader = FramedRead::new(r, protocol::codec(FRAME_BYTES_MAX_LIMIT));
         sink.send(Bytes::from(protocol::encode(&ClientFrame::Auth {
             token: token.to_owned(),
         })))
@@ -172,10 +203,7 @@ impl Client {
     }
 }
 
-async fn read_loop(
-    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
-    shared: Arc<Shared>,
-) {
+async fn read_loop(mut frames: Reader, shared: Arc<Shared>) {
     let fail_all = |shared: &Shared, code: u16, message: String| {
         *shared.fatal.lock() = Some((code, message.clone()));
         for (_, w) in shared.waiters.lock().drain() {
@@ -240,4 +268,30 @@ async fn read_loop(
     for (_, w) in shared.waiters.lock().drain() {
         let _ = w.send(Err(ClientError::Closed));
     }
+}
+
+/// A TLS client configuration that trusts the PEM certificates in `ca_pem` (e.g. the
+/// server's own self-signed certificate, or the CA that issued it).
+pub fn tls_roots(
+    ca_pem: &std::path::Path,
+) -> Result<Arc<tokio_rustls::rustls::ClientConfig>, ClientError> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
+    let bad = |e: &dyn std::fmt::Display| {
+        ClientError::Protocol(format!("CA file {}: {e}", ca_pem.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(&"no CERTIFICATE block"));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }

@@ -265,6 +265,22 @@ impl Default for ReadModelConfig {
     }
 }
 
+/// Optional TLS (rustls) on both listeners: set both paths or neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (`GIFTSTREAM_TLS_CERT`); "" = plain TCP.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf (`GIFTSTREAM_TLS_KEY`).
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -283,6 +299,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub snapshot: SnapshotConfig,
     pub read_model: ReadModelConfig,
+    pub tls: TlsConfig,
     pub auth: AuthConfig,
 }
 
@@ -346,6 +363,12 @@ impl Config {
         if let Some(v) = var("GIFTSTREAM_READ_MODEL_URL") {
             self.read_model.url = v;
         }
+        if let Some(v) = var("GIFTSTREAM_TLS_CERT") {
+            self.tls.cert = PathBuf::from(v);
+        }
+        if let Some(v) = var("GIFTSTREAM_TLS_KEY") {
+            self.tls.key = PathBuf::from(v);
+        }
         if let Some(v) = var("GIFTSTREAM_TOKENS") {
             self.auth.tokens = parse_tokens(&v)?;
         }
@@ -405,6 +428,12 @@ impl Config {
             1_000_000,
         )?;
         bounded("limits.sse_buffer_events", l.sse_buffer_events, 1_000_000)?;
+        if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
+            return Err(ConfigError::new(
+                "tls",
+                "set both tls.cert and tls.key (GIFTSTREAM_TLS_CERT, GIFTSTREAM_TLS_KEY) or neither",
+            ));
+        }
         if l.read_timeout_ms == 0 {
             return Err(ConfigError::new(
                 "limits.read_timeout_ms",

@@ -32,6 +32,7 @@ pub const SSE_SUBSCRIBERS: &str = "giftstream_sse_subscribers";
 pub const SSE_DROPPED_TOTAL: &str = "giftstream_sse_dropped_total";
 /// Requests refused by a limit, by `limit`.
 pub const LIMIT_REJECTIONS_TOTAL: &str = "giftstream_limit_rejections_total";
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "giftstream_tls_handshake_failures_total";
 /// Protocol and HTTP request errors, by `code`.
 pub const REQUEST_ERRORS_TOTAL: &str = "giftstream_request_errors_total";
 /// Time all shards are locked to cut a snapshot: the `fork` of the BGSAVE-style snapshot
@@ -170,6 +171,10 @@ fn describe() {
         "Requests refused by a limit, by limit."
     );
     describe_counter!(REQUEST_ERRORS_TOTAL, "Request errors, by code.");
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES_TOTAL,
+        "TLS handshakes that failed or timed out (both listeners)."
+    );
     describe_gauge!(BUILD_INFO, "Build information.");
 }
 

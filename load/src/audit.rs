@@ -65,10 +65,10 @@ async fn coins_received(
             }
         }
         _ => {
-            let http = reqwest::Client::new();
+            let http = target.http_client(std::time::Duration::from_secs(30))?;
             for &c in creators {
                 let v: serde_json::Value = http
-                    .get(format!("http://{}/v1/creators/{c}", target.http))
+                    .get(format!("{}/v1/creators/{c}", target.http_base()))
                     .bearer_auth(&target.read_token)
                     .send()
                     .await?

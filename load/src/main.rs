@@ -69,6 +69,10 @@ struct Common {
     /// Allow a target that is not a loopback address.
     #[arg(long)]
     allow_remote: bool,
+    /// giftstream over TLS: trust this PEM CA (or self-signed certificate); the name
+    /// verified is the host of --tcp / --http.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
     /// No progress display.
     #[arg(long)]
     quiet: bool,
@@ -150,6 +154,7 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
             redis: c.redis.clone(),
             token: c.token.clone(),
             read_token: c.read_token.clone(),
+            tls_ca: c.tls_ca.clone(),
         };
         for host in spec.hosts() {
             anyhow::ensure!(

@@ -203,8 +203,8 @@ pub async fn run(
         let seconds = total_s.ceil() as usize + 1;
         let audit = options.audit;
         let reads_per_batch = scenario.mix.reads_per_batch;
-        let http = reqwest::Client::new();
-        let http_base = format!("http://{}", target.http);
+        let http = target.http_client(std::time::Duration::from_secs(30))?;
+        let http_base = target.http_base();
         let http = (http, http_base);
         let read_token = target.read_token.clone();
         workers.push(tokio::spawn(async move {

@@ -63,9 +63,32 @@ pub struct TargetSpec {
     pub redis: String,
     pub token: String,
     pub read_token: String,
+    /// PEM file of the CA (or self-signed certificate) to trust: giftstream over TLS.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl TargetSpec {
+    /// `https://host:port` with `--tls-ca`, else `http://host:port`.
+    pub fn http_base(&self) -> String {
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.http)
+    }
+
+    /// An HTTP client that trusts `--tls-ca` (only it) when given.
+    pub fn http_client(&self, timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder().timeout(timeout);
+        if let Some(ca) = &self.tls_ca {
+            let pem =
+                std::fs::read(ca).map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", ca.display()))?;
+            b = b.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem)?);
+        }
+        Ok(b.build()?)
+    }
+
     pub fn name(&self) -> &'static str {
         match self.kind {
             TargetKind::Giftstream => "giftstream",
@@ -114,14 +137,21 @@ pub type Answers = Result<Vec<Label>, RequestError>;
 impl Conn {
     pub async fn connect(spec: &TargetSpec, economy: &Economy) -> anyhow::Result<Conn> {
         Ok(match spec.kind {
-            TargetKind::Giftstream => Conn::Tcp(Arc::new(
-                Client::connect(spec.tcp.as_str(), &spec.token).await?,
-            )),
+            TargetKind::Giftstream => Conn::Tcp(Arc::new(match &spec.tls_ca {
+                None => Client::connect(spec.tcp.as_str(), &spec.token).await?,
+                Some(ca) => {
+                    let host = spec
+                        .tcp
+                        .rsplit_once(':')
+                        .map_or(spec.tcp.as_str(), |(h, _)| h);
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let roots = giftstream::client::tls_roots(ca)?;
+                    Client::connect_tls(spec.tcp.as_str(), host, roots, &spec.token).await?
+                }
+            })),
             TargetKind::GiftstreamHttp => Conn::Http {
-                client: reqwest::Client::builder()
-                    .timeout(std::time::Duration::from_secs(30))
-                    .build()?,
-                url: format!("http://{}/v1/events", spec.http),
+                client: spec.http_client(std::time::Duration::from_secs(30))?,
+                url: format!("{}/v1/events", spec.http_base()),
                 token: spec.token.clone(),
             },
             TargetKind::RedisLua => Conn::Lua(Arc::new(Lua::connect(&spec.redis, economy).await?)),

@@ -33,8 +33,8 @@ pub enum ServerFrame {
         outcomes: Vec<WireOutcome>,
     },
     /// An error. `request_id` is 0 when not about one request. After any code but
-    /// `UNAVAILABLE` the server closes the connection; nothing of the offending frame
-    /// was applied.
+    /// `UNAVAILABLE` and `RATE_LIMITED` the server closes the connection; nothing of the
+    /// offending frame was applied.
     Error {
         request_id: u64,
         code: u16,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod http;
 pub mod sse;
 pub mod tcp;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -132,6 +133,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    let tls = tls::acceptors(&config.tls)?;
     let feeds = Feeds::new(
         config.limits.sse_subscribers_per_stream_max,
         config.limits.sse_buffer_events,
@@ -211,21 +213,30 @@ pub async fn run(
         http = %http_listener.local_addr()?,
         tcp = %tcp_listener.local_addr()?,
         ack = ?service.config.server.ack,
+        tls = tls.is_some(),
         "giftstream serving"
     );
 
     let tracker = TaskTracker::new();
+    let handshake_timeout = Duration::from_millis(service.config.limits.read_timeout_ms);
     let tcp_task = tokio::spawn(tcp::serve(
         service.clone(),
         tcp_listener,
+        tls.as_ref().map(|t| t.tcp.clone()),
         closing.clone(),
         tracker.clone(),
     ));
     let http_task = {
         let app = http::router(service.clone());
+        let listener = tls::HttpListener::new(
+            http_listener,
+            tls.map(|t| t.http),
+            service.config.limits.connections_max,
+            handshake_timeout,
+        )?;
         let mut closing = closing.clone();
         tokio::spawn(async move {
-            axum::serve(http_listener, app)
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move { closed(&mut closing).await })
                 .await
         })

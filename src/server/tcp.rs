@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::task::TaskTracker;
 
@@ -41,9 +43,11 @@ enum Outgoing {
 pub async fn serve(
     service: Arc<Service>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     mut closing: watch::Receiver<bool>,
     tracker: TaskTracker,
 ) {
+    let handshake_timeout = Duration::from_millis(service.config.limits.read_timeout_ms);
     let permits = Arc::new(Semaphore::new(service.config.limits.connections_max));
     loop {
         let accepted = tokio::select! {
@@ -64,9 +68,20 @@ pub async fn serve(
         let closing = closing.clone();
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
+                let tls = tls.clone();
                 tracker.spawn(async move {
                     metrics::gauge!(telemetry::CONNECTIONS).increment(1.0);
-                    handle(service, socket, closing).await;
+                    match tls {
+                        None => handle(service, socket, closing).await,
+                        Some(acceptor) => {
+                            if let Some(stream) =
+                                super::tls::handshake(&acceptor, socket, handshake_timeout, peer)
+                                    .await
+                            {
+                                handle(service, stream, closing).await;
+                            }
+                        }
+                    }
                     metrics::gauge!(telemetry::CONNECTIONS).decrement(1.0);
                     drop(permit);
                     tracing::debug!(%peer, "connection closed");
@@ -106,9 +121,12 @@ fn error(request_id: u64, code: u16, message: impl Into<String>, close: bool) ->
     }
 }
 
-async fn handle(service: Arc<Service>, socket: TcpStream, mut closing: watch::Receiver<bool>) {
+async fn handle<S>(service: Arc<Service>, socket: S, mut closing: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let limits = service.config.limits.clone();
-    let (r, w) = socket.into_split();
+    let (r, w) = tokio::io::split(socket);
     let mut frames = FramedRead::new(r, protocol::codec(limits.frame_bytes_max));
     let (tx, rx) = mpsc::channel::<Outgoing>(limits.inflight_frames_max);
     let writer = tokio::spawn(write_loop(
@@ -291,9 +309,9 @@ async fn handle(service: Arc<Service>, socket: TcpStream, mut closing: watch::Re
     let _ = writer.await;
 }
 
-async fn write_loop(
+async fn write_loop<W: AsyncWrite>(
     service: Arc<Service>,
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>,
+    mut sink: FramedWrite<WriteHalf<W>, tokio_util::codec::LengthDelimitedCodec>,
     mut rx: mpsc::Receiver<Outgoing>,
 ) {
     let durable = service.config.server.ack == AckMode::Durable;

@@ -11,3 +11,4 @@ mod server_http;
 mod server_shutdown;
 mod server_tcp;
 mod support;
+mod tls;
