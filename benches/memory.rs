@@ -2,7 +2,11 @@
 //! of an engine while 1M wallets are funded, with history off and an idempotency window
 //! of one entry per shard (so the window's own, separately bounded, memory is excluded).
 //!
-//! Run: `cargo bench --bench memory`. Prints bytes per wallet; Linux only (/proc).
+//! Then the idempotency window's cost per remembered event id: the RSS growth while 4M
+//! recharges to 1,000 wallets fill a window of 4M entries (history and log off).
+//!
+//! Run: `cargo bench --bench memory`. Prints bytes per wallet and per id; Linux only
+//! (/proc).
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{Channel, Engine, EngineConfig, Event, EventId, Recharge, Stamp, UserId};
@@ -16,8 +20,58 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+fn recharge(id: u64, user: u64) -> Event {
+    Event::Recharge(Recharge {
+        id: EventId(u128::from(id)),
+        user: UserId(user),
+        coins: 100,
+        price: Decimal::new(129, 2),
+        currency: Currency::USD,
+        package: None,
+        channel: Channel::Web,
+    })
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument is a filter we ignore.
+    // `cargo bench` passes `--bench`; `cargo test` runs this without it: then the window
+    // part runs small (a smoke test). Any other argument is a filter we ignore.
+    let full = std::env::args().any(|a| a == "--bench");
+    per_wallet();
+    per_idempotency_id(if full { 4 << 20 } else { 64 << 10 });
+}
+
+fn per_idempotency_id(ids: u64) {
+    const USERS: u64 = 1000;
+    let config = EngineConfig {
+        history_per_user: 0,
+        keep_log: false,
+        idempotency_entries_max: ids as usize,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(Economy::embedded(), config).unwrap();
+    // The wallets first, so that only the window grows below.
+    let wallets: Vec<Event> = (0..USERS).map(|u| recharge(u64::MAX - u, u)).collect();
+    engine.apply_batch(&wallets, Stamp(1_794_700_800_000));
+    let before = rss_bytes();
+    let mut batch = Vec::with_capacity(1000);
+    for id in 0..ids - USERS {
+        batch.push(recharge(id, id % USERS));
+        if batch.len() == 1000 {
+            engine.apply_batch(&batch, Stamp(1_794_700_800_000));
+            batch.clear();
+        }
+    }
+    engine.apply_batch(&batch, Stamp(1_794_700_800_000));
+    let after = rss_bytes();
+    println!(
+        "memory/idempotency-id: {} ids remembered, RSS +{} bytes = {:.1} bytes per id",
+        ids,
+        after - before,
+        (after - before) as f64 / ids as f64
+    );
+}
+
+fn per_wallet() {
     let config = EngineConfig {
         history_per_user: 0,
         keep_log: false,
@@ -28,15 +82,7 @@ fn main() {
     let before = rss_bytes();
     let mut batch = Vec::with_capacity(1000);
     for u in 0..WALLETS {
-        batch.push(Event::Recharge(Recharge {
-            id: EventId(u128::from(u)),
-            user: UserId(u),
-            coins: 100,
-            price: Decimal::new(129, 2),
-            currency: Currency::USD,
-            package: None,
-            channel: Channel::Web,
-        }));
+        batch.push(recharge(u, u));
         if batch.len() == 1000 {
             engine.apply_batch(&batch, Stamp(1_794_700_800_000));
             batch.clear();

@@ -54,6 +54,9 @@ struct Common {
     duration: Option<f64>,
     #[arg(long)]
     connections: Option<usize>,
+    /// Override the events per batch.
+    #[arg(long)]
+    batch: Option<usize>,
     /// Pass/fail rules, e.g. --threshold 'p99<10ms' (in addition to the scenario's).
     #[arg(long = "threshold")]
     thresholds: Vec<String>,
@@ -94,10 +97,41 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Draw a tab-separated table (header row; x, then one column per series) as a
+    /// line chart (PNG): the growth curves in BENCHMARKS.md.
+    Plot {
+        table: PathBuf,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        title: String,
+        /// The y axis' description.
+        #[arg(long)]
+        y: String,
+        /// log10 x axis.
+        #[arg(long)]
+        log_x: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Plot {
+        table,
+        out,
+        title,
+        y,
+        log_x,
+    } = &cli.command
+    {
+        let text =
+            std::fs::read_to_string(table).with_context(|| format!("table {}", table.display()))?;
+        let (x, series) = report::read_table(&text)?;
+        report::xy_chart(out, title, &x, y, *log_x, &series)?;
+        println!("chart: {}", out.display());
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -107,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             Command::Compare { common } => {
                 run(common, vec![TargetKind::Giftstream, TargetKind::RedisLua]).await
             }
+            Command::Plot { .. } => unreachable!("handled above"),
         }
     })?;
     if !passed {
@@ -123,6 +158,9 @@ fn load_scenario(c: &Common) -> anyhow::Result<Scenario> {
     }
     if let Some(n) = c.connections {
         s.load.connections = n;
+    }
+    if let Some(n) = c.batch {
+        s.load.batch = n;
     }
     if let Some(rate) = c.rate {
         let duration = c.duration.unwrap_or_else(|| s.total_s());

@@ -380,6 +380,96 @@ pub fn write_charts(dir: &Path, runs: &[&Summary]) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// One line of an x-y chart: its legend and points.
+pub type Series = (String, Vec<(f64, f64)>);
+
+/// An x-y line chart (PNG, 900x450) of `series`; with `log_x` the x axis is log10(x).
+pub fn xy_chart(
+    path: &Path,
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+    log_x: bool,
+    series: &[Series],
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    register_font();
+    let tx = |x: f64| if log_x { x.log10() } else { x };
+    let points = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0.0f64);
+    for &(x, y) in points {
+        x0 = x0.min(tx(x));
+        x1 = x1.max(tx(x));
+        y1 = y1.max(y);
+    }
+    anyhow::ensure!(x0 < x1, "chart {caption}: needs two distinct x values");
+    let root = BitMapBackend::new(path, (900, 450)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x0..x1, 0.0..y1 * 1.1)
+        .map_err(plot_error)?;
+    let x_desc = if log_x {
+        format!("{x_desc} (log10)")
+    } else {
+        x_desc.to_owned()
+    };
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(plot_error)?;
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let style = COLORS[i % COLORS.len()].stroke_width(2);
+        let pts: Vec<(f64, f64)> = pts.iter().map(|&(x, y)| (tx(x), y)).collect();
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 4, style.filled())))
+            .map_err(plot_error)?;
+        line(&mut chart, pts, style, label.clone())?;
+    }
+    finish(chart, &root)
+}
+
+/// Reads a tab-separated table with a header: the first column is x, every other column
+/// one series (an empty cell is a missing point).
+pub fn read_table(text: &str) -> anyhow::Result<(String, Vec<Series>)> {
+    let mut lines = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("empty table"))?
+        .split('\t')
+        .collect();
+    anyhow::ensure!(header.len() >= 2, "a table needs an x column and a series");
+    let mut series: Vec<Series> = header[1..]
+        .iter()
+        .map(|h| ((*h).to_owned(), Vec::new()))
+        .collect();
+    for (n, line) in lines.enumerate() {
+        let cells: Vec<&str> = line.split('\t').collect();
+        let x: f64 = cells[0]
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("row {}: x {:?}: {e}", n + 1, cells[0]))?;
+        for (i, cell) in cells.iter().enumerate().skip(1).take(series.len()) {
+            if cell.trim().is_empty() {
+                continue;
+            }
+            let y: f64 = cell
+                .trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("row {}: {:?}: {e}", n + 1, cell))?;
+            series[i - 1].1.push((x, y));
+        }
+    }
+    Ok((header[0].to_owned(), series))
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -10,5 +10,6 @@ mod read_model;
 mod server_http;
 mod server_shutdown;
 mod server_tcp;
+mod soak;
 mod support;
 mod tls;

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# End-to-end sweeps for BENCHMARKS.md "How cost grows": giftload -> giftstream -> a
+# private Redis (AOF appendfsync everysec, read model on), one fresh server and an empty
+# Redis per point, so no point inherits another's journal.
+#   knee      open loop, uniform, offered 25k..300k events/s: latency percentiles
+#   batch     closed loop, uniform, events per batch 10..5000: events/s
+#   interval  closed loop, uniform, commit.interval_ms 1..50: events/s and p99
+# Writes target/sweep/{knee,batch,interval}.tsv and draws them into load/results/.
+# Run from the repository root after `cargo build --release --workspace`:
+#   bash load/sweep.sh [knee|batch|interval]...   (about 3 minutes each)
+set -euo pipefail
+
+PORT=${SWEEP_REDIS_PORT:-6392}
+SECONDS_PER_POINT=${SWEEP_SECONDS:-10}
+OUT=target/sweep
+mkdir -p "$OUT" load/results
+WORK=$(mktemp -d)
+REDIS_PID=""
+SERVE_PID=""
+cleanup() {
+  [ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null || true
+  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly yes \
+  --appendfsync everysec --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+
+# Starts giftstream on an empty Redis with commit.interval_ms = $1.
+serve() {
+  redis-cli -p "$PORT" flushall >/dev/null
+  sed "s/^interval_ms = 2$/interval_ms = $1/" config/giftstream.toml >"$WORK/giftstream.toml"
+  rm -rf "$WORK/data"
+  GIFTSTREAM_CONFIG="$WORK/giftstream.toml" GIFTSTREAM_REDIS_URL="redis://127.0.0.1:$PORT" \
+    GIFTSTREAM_DATA_DIR="$WORK/data" RUST_LOG=warn target/release/giftstream serve \
+    >"$WORK/serve.log" 2>&1 &
+  SERVE_PID=$!
+  until curl -sf http://127.0.0.1:8080/readyz >/dev/null 2>&1; do sleep 0.1; done
+}
+
+stop() {
+  kill -TERM "$SERVE_PID"
+  wait "$SERVE_PID" || true
+  SERVE_PID=""
+}
+
+# One giftload run; prints "achieved p50 p99 p99.9" (events/s, ms).
+load() {
+  target/release/giftload run load/scenarios/uniform.toml --quiet --json "$WORK/run.json" \
+    --out "$WORK/report" "$@" >/dev/null
+  python3 - "$WORK/run.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+l = s["latency_us"]
+print(f'{s["achieved_rate"]:.0f}\t{l["p50"]/1000:.2f}\t{l["p99"]/1000:.2f}\t{l["p99.9"]/1000:.2f}')
+EOF
+}
+
+knee() {
+  printf 'offered events/s\tp50 ms\tp99 ms\tp99.9 ms\n' >"$OUT/knee.tsv"
+  printf 'offered events/s\tachieved events/s\n' >"$OUT/knee-rate.tsv"
+  for rate in 25000 50000 100000 150000 200000 250000 300000; do
+    serve 2
+    read -r achieved p50 p99 p999 < <(load --mode open --rate "$rate" --duration "$SECONDS_PER_POINT")
+    stop
+    echo "knee: offered $rate achieved $achieved p50 $p50 p99 $p99 p99.9 $p999"
+    printf '%s\t%s\t%s\t%s\n' "$rate" "$p50" "$p99" "$p999" >>"$OUT/knee.tsv"
+    printf '%s\t%s\n' "$rate" "$achieved" >>"$OUT/knee-rate.tsv"
+  done
+  target/release/giftload plot "$OUT/knee.tsv" --out load/results/growth-knee.png \
+    --title "uniform, open loop: ack latency against offered load" --y "ms (corrected)"
+}
+
+batch() {
+  printf 'events per batch\tevents/s\tp99 ms\n' >"$OUT/batch.tsv"
+  for b in 10 50 100 500 1000 5000; do
+    serve 2
+    read -r achieved p50 p99 p999 < <(load --mode closed --batch "$b" --duration "$SECONDS_PER_POINT")
+    stop
+    echo "batch: $b achieved $achieved p99 $p99"
+    printf '%s\t%s\t%s\n' "$b" "$achieved" "$p99" >>"$OUT/batch.tsv"
+  done
+  cut -f1,2 "$OUT/batch.tsv" >"$OUT/batch-rate.tsv"
+  target/release/giftload plot "$OUT/batch-rate.tsv" --out load/results/growth-batch.png \
+    --title "uniform, closed loop (4 x 16 in flight): throughput against batch size" \
+    --y "events/s" --log-x
+}
+
+interval() {
+  printf 'commit interval ms\tevents/s\tp99 ms\n' >"$OUT/interval.tsv"
+  for i in 1 2 5 10 20 50; do
+    serve "$i"
+    read -r achieved p50 p99 p999 < <(load --mode closed --duration "$SECONDS_PER_POINT")
+    stop
+    echo "interval: $i ms achieved $achieved p99 $p99"
+    printf '%s\t%s\t%s\n' "$i" "$achieved" "$p99" >>"$OUT/interval.tsv"
+  done
+  cut -f1,2 "$OUT/interval.tsv" >"$OUT/interval-rate.tsv"
+  target/release/giftload plot "$OUT/interval-rate.tsv" --out load/results/growth-interval.png \
+    --title "uniform, closed loop: throughput against commit interval" --y "events/s" --log-x
+}
+
+for sweep in "${@:-knee batch interval}"; do
+  for s in $sweep; do "$s"; done
+done
