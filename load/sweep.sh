@@ -5,6 +5,8 @@
 #   knee      open loop, uniform, offered 25k..300k events/s: latency percentiles
 #   batch     closed loop, uniform, events per batch 10..5000: events/s
 #   interval  closed loop, uniform, commit.interval_ms 1..50: events/s and p99
+#   readmodel open loop, uniform at 50k and 100k events/s: latency and projected
+#             events/s with read_model.ops_per_write_max 4096..64, and with it off
 # Writes target/sweep/{knee,batch,interval}.tsv and draws them into load/results/.
 # Run from the repository root after `cargo build --release --workspace`:
 #   bash load/sweep.sh [knee|batch|interval]...   (about 3 minutes each)
@@ -29,10 +31,11 @@ redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly yes \
 REDIS_PID=$!
 until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
 
-# Starts giftstream on an empty Redis with commit.interval_ms = $1.
+# Starts giftstream on an empty Redis with commit.interval_ms = $1 and the sed
+# expression $2 (if any) applied to config/giftstream.toml.
 serve() {
   redis-cli -p "$PORT" flushall >/dev/null
-  sed "s/^interval_ms = 2$/interval_ms = $1/" config/giftstream.toml >"$WORK/giftstream.toml"
+  sed -e "s/^interval_ms = 2$/interval_ms = $1/" -e "${2:-}" config/giftstream.toml >"$WORK/giftstream.toml"
   rm -rf "$WORK/data"
   GIFTSTREAM_CONFIG="$WORK/giftstream.toml" GIFTSTREAM_REDIS_URL="redis://127.0.0.1:$PORT" \
     GIFTSTREAM_DATA_DIR="$WORK/data" RUST_LOG=warn target/release/giftstream serve \
@@ -55,7 +58,7 @@ load() {
 import json, sys
 s = json.load(open(sys.argv[1]))
 l = s["latency_us"]
-print(f'{s["achieved_rate"]:.0f}\t{l["p50"]/1000:.2f}\t{l["p99"]/1000:.2f}\t{l["p99.9"]/1000:.2f}')
+print(f'{s["achieved_rate"]:.0f}\t{l["p50"]/1000:.2f}\t{l["p99"]/1000:.2f}\t{l["p999"]/1000:.2f}')
 EOF
 }
 
@@ -101,6 +104,49 @@ interval() {
   cut -f1,2 "$OUT/interval.tsv" >"$OUT/interval-rate.tsv"
   target/release/giftload plot "$OUT/interval-rate.tsv" --out load/results/growth-interval.png \
     --title "uniform, closed loop: throughput against commit interval" --y "events/s" --log-x
+}
+
+# Projected events (giftstream_read_model_events_total) of the running server.
+projected() {
+  curl -s http://127.0.0.1:8080/metrics |
+    awk '/^giftstream_read_model_events_total/ {print $2} END {print 0}' | head -1
+}
+
+readmodel() {
+  printf 'setting\toffered events/s\tp50 ms\tp99 ms\tp99.9 ms\tprojected events/s\n' >"$OUT/readmodel.tsv"
+  for setting in "ops_per_write_max = 4096" "ops_per_write_max = 1024" \
+    "ops_per_write_max = 256" "ops_per_write_max = 64" "enabled = false"; do
+    for rate in 50000 100000; do
+      serve 2 "s/^${setting%% =*} = .*/$setting/"
+      read -r achieved p50 p99 p999 < <(load --mode open --rate "$rate" --duration "$SECONDS_PER_POINT")
+      local events
+      events=$(projected)
+      stop
+      local per_s
+      per_s=$(python3 -c "print(round(float('$events') / ($SECONDS_PER_POINT + 4)))")
+      echo "readmodel: $setting at $rate: p50 $p50 p99 $p99 p99.9 $p999, projected $per_s events/s"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$setting" "$rate" "$p50" "$p99" "$p999" "$per_s" >>"$OUT/readmodel.tsv"
+    done
+  done
+}
+
+# Side by side: config settings A and B ($AB_A, $AB_B, default the read-model write
+# sizes 4096 and 256) alternated $AB_ROUNDS times at $AB_RATE events/s, open loop.
+ab() {
+  local a=${AB_A:-ops_per_write_max = 4096} b=${AB_B:-ops_per_write_max = 256}
+  printf 'round\tsetting\tp50 ms\tp99 ms\tp99.9 ms\tprojected events/s\n' >"$OUT/ab.tsv"
+  for round in $(seq "${AB_ROUNDS:-3}"); do
+    for setting in "$a" "$b"; do
+      serve 2 "s/^${setting%% =*} = .*/$setting/"
+      read -r achieved p50 p99 p999 < <(load --mode open --rate "${AB_RATE:-100000}" --duration "$SECONDS_PER_POINT")
+      local events per_s
+      events=$(projected)
+      stop
+      per_s=$(python3 -c "print(round(float('$events') / ($SECONDS_PER_POINT + 4)))")
+      echo "ab: round $round $setting: p50 $p50 p99 $p99 p99.9 $p999, projected $per_s events/s"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$setting" "$p50" "$p99" "$p999" "$per_s" >>"$OUT/ab.tsv"
+    done
+  done
 }
 
 for sweep in "${@:-knee batch interval}"; do

@@ -257,7 +257,7 @@ impl Default for ReadModelConfig {
             enabled: true,
             window_ms: 100,
             lag_max_ms: 1000,
-            ops_per_write_max: 4096,
+            ops_per_write_max: 256,
             queue_runs_max: 1024,
             wallets: false,
             url: String::new(),

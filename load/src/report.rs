@@ -421,6 +421,14 @@ pub fn xy_chart(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| {
+            if log_x {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            }
+        })
         .draw()
         .map_err(plot_error)?;
     for (i, (label, pts)) in series.iter().enumerate() {
