@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use giftstream::client::{Client, ClientError};
 use giftstream::engine::Event;
-use giftstream::persist::journal::{Journal, MemoryJournal};
-use giftstream::persist::redis::RedisJournal;
 use giftstream::protocol::error_code;
 
 use crate::support::redis::RedisServer;
@@ -19,27 +17,17 @@ async fn server_on(redis: &RedisServer) -> TestServer {
     server_with(redis, |_| {}).await.0
 }
 
+/// A server on `redis` with small commits (64 events), so that tests cross commits.
 async fn server_with(
     redis: &RedisServer,
     adjust: impl FnOnce(&mut giftstream::config::Config),
 ) -> (TestServer, giftstream::persist::redis::Recovered) {
-    let mut config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
-    config.commit.events_max = 64;
-    config.commit.pending_events_max = 64;
-    config.snapshot.interval_ms = 0;
-    config.snapshot.events = 0;
-    // Hermetic: never pick up snapshots from a `data/` dir of a manual run.
-    config.snapshot.dir =
-        std::env::temp_dir().join(format!("giftstream-test-none-{}", std::process::id()));
-    adjust(&mut config);
-    let journal = Arc::new(RedisJournal::connect(&redis.url()).await.unwrap());
-    let economy = giftstream::economy::Economy::embedded();
-    let (engine, recovered) = giftstream::persist::redis::recover(&journal, &config, economy)
-        .await
-        .unwrap();
-    let memory = Arc::new(MemoryJournal::default());
-    let server = TestServer::start_on(config, engine, journal as Arc<dyn Journal>, memory).await;
-    (server, recovered)
+    TestServer::on_redis(&redis.url(), |c| {
+        c.commit.events_max = 64;
+        c.commit.pending_events_max = 64;
+        adjust(c);
+    })
+    .await
 }
 
 const READS: [&str; 10] = [

@@ -3,12 +3,10 @@
 //! restore from a snapshot into an emptied Redis, it equals the ledger; a ranking
 //! service reading `ZREVRANGE` sees what the API shows.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use giftstream::client::Client;
 use giftstream::engine::Event;
-use giftstream::persist::journal::{Journal, MemoryJournal};
 use giftstream::persist::projection::{self, PREFIX};
 use giftstream::persist::redis::RedisJournal;
 
@@ -17,25 +15,18 @@ use crate::support::redis::RedisServer;
 use crate::support::server::*;
 use crate::support::{gift, goal, payout, recharge};
 
+/// A server on `redis` with a short coalescing window (20 ms).
 async fn server(
     redis: &RedisServer,
     adjust: impl FnOnce(&mut giftstream::config::Config),
 ) -> TestServer {
-    let mut config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
-    config.snapshot.interval_ms = 0;
-    config.snapshot.events = 0;
-    config.snapshot.dir =
-        std::env::temp_dir().join(format!("giftstream-test-none-{}", std::process::id()));
-    config.read_model.window_ms = 20;
-    config.read_model.lag_max_ms = 1000;
-    adjust(&mut config);
-    let journal = Arc::new(RedisJournal::connect(&redis.url()).await.unwrap());
-    let economy = giftstream::economy::Economy::embedded();
-    let (engine, _) = giftstream::persist::redis::recover(&journal, &config, economy)
-        .await
-        .unwrap();
-    let memory = Arc::new(MemoryJournal::default());
-    TestServer::start_on(config, engine, journal as Arc<dyn Journal>, memory).await
+    TestServer::on_redis(&redis.url(), |c| {
+        c.read_model.window_ms = 20;
+        c.read_model.lag_max_ms = 1000;
+        adjust(c);
+    })
+    .await
+    .0
 }
 
 async fn conn(redis: &RedisServer) -> redis::aio::ConnectionManager {

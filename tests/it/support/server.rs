@@ -75,6 +75,39 @@ impl TestServer {
         }
     }
 
+    /// A server over a real Redis journal at `redis_url`, recovered from it, with
+    /// snapshots off and a snapshot dir of its own (hermetic: never a `data/` of a manual
+    /// run) unless `adjust` says otherwise. Returns what the recovery found.
+    pub async fn on_redis(
+        redis_url: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> (TestServer, giftstream::persist::redis::Recovered) {
+        let mut config = Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+        config.snapshot.interval_ms = 0;
+        config.snapshot.events = 0;
+        config.snapshot.dir =
+            std::env::temp_dir().join(format!("giftstream-test-none-{}", std::process::id()));
+        adjust(&mut config);
+        let journal = Arc::new(
+            giftstream::persist::redis::RedisJournal::connect(redis_url)
+                .await
+                .unwrap(),
+        );
+        let (engine, recovered) =
+            giftstream::persist::redis::recover(&journal, &config, Economy::embedded())
+                .await
+                .unwrap();
+        let memory = Arc::new(MemoryJournal::default());
+        let server = Self::start_on(
+            config,
+            engine,
+            journal as Arc<dyn giftstream::persist::journal::Journal>,
+            memory,
+        )
+        .await;
+        (server, recovered)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
