@@ -131,20 +131,23 @@ readmodel() {
 }
 
 # Side by side: config settings A and B ($AB_A, $AB_B, default the read-model write
-# sizes 4096 and 256) alternated $AB_ROUNDS times at $AB_RATE events/s, open loop.
+# sizes 4096 and 256) alternated $AB_ROUNDS times at $AB_RATE events/s, open loop (or
+# closed loop with AB_MODE=closed: maximum throughput).
 ab() {
   local a=${AB_A:-ops_per_write_max = 4096} b=${AB_B:-ops_per_write_max = 256}
-  printf 'round\tsetting\tp50 ms\tp99 ms\tp99.9 ms\tprojected events/s\n' >"$OUT/ab.tsv"
+  local mode=(--mode open --rate "${AB_RATE:-100000}")
+  [ "${AB_MODE:-open}" = closed ] && mode=(--mode closed)
+  printf 'round\tsetting\tevents/s\tp50 ms\tp99 ms\tp99.9 ms\tprojected events/s\n' >"$OUT/ab.tsv"
   for round in $(seq "${AB_ROUNDS:-3}"); do
     for setting in "$a" "$b"; do
       serve 2 "s/^${setting%% =*} = .*/$setting/"
-      read -r achieved p50 p99 p999 < <(load --mode open --rate "${AB_RATE:-100000}" --duration "$SECONDS_PER_POINT")
+      read -r achieved p50 p99 p999 < <(load "${mode[@]}" --duration "$SECONDS_PER_POINT")
       local events per_s
       events=$(projected)
       stop
       per_s=$(python3 -c "print(round(float('$events') / ($SECONDS_PER_POINT + 4)))")
-      echo "ab: round $round $setting: p50 $p50 p99 $p99 p99.9 $p999, projected $per_s events/s"
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$setting" "$p50" "$p99" "$p999" "$per_s" >>"$OUT/ab.tsv"
+      echo "ab: round $round $setting: $achieved events/s, p50 $p50 p99 $p99 p99.9 $p999, projected $per_s events/s"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$setting" "$achieved" "$p50" "$p99" "$p999" "$per_s" >>"$OUT/ab.tsv"
     done
   done
 }
