@@ -152,6 +152,30 @@ ab() {
   done
 }
 
+# The headline: `giftload compare` (closed loop) of giftstream and the Redis-Lua
+# baseline on the same Redis, per scenario, a fresh server and an empty Redis each
+# (HEADLINE_SED: a sed expression applied to the config, e.g. an earlier default).
+headline() {
+  printf 'scenario\tgiftstream events/s\tredis-lua events/s\tratio\n' >"$OUT/headline.tsv"
+  for scenario in uniform zipf hot-creator; do
+    serve 2 "${HEADLINE_SED:-}"
+    target/release/giftload compare "load/scenarios/$scenario.toml" --mode closed \
+      --duration "$SECONDS_PER_POINT" --redis "redis://127.0.0.1:$PORT" --quiet \
+      --json "$WORK/compare.json" --out "$WORK/report-$scenario" >/dev/null
+    stop
+    local row
+    row=$(python3 - "$WORK/compare.json" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+g, l = c["giftstream"]["achieved_rate"], c["baseline"]["achieved_rate"]
+print(f'{g:.0f}\t{l:.0f}\t{c["ratio"]:.2f}')
+EOF
+)
+    echo "headline: $scenario: $row"
+    printf '%s\t%s\n' "$scenario" "$row" >>"$OUT/headline.tsv"
+  done
+}
+
 for sweep in "${@:-knee batch interval}"; do
   for s in $sweep; do "$s"; done
 done
