@@ -28,6 +28,7 @@ mod books;
 pub mod event;
 mod rules;
 mod shard;
+mod splitmap;
 mod topk;
 mod window;
 

@@ -18,6 +18,7 @@ use super::event::{
     Recharge, RejectCode, Stamp, Status, StreamId, UserId,
 };
 use super::rules::{self, NO_BUDGET, Wallet};
+use super::splitmap::SplitMap;
 use super::topk::TopK;
 use super::window::IdempotencyWindow;
 use crate::economy::{Currency, Economy};
@@ -73,10 +74,11 @@ pub(crate) struct SenderShard {
     pub creators: FxHashMap<CreatorId, CreatorPart>,
     pub streams: FxHashMap<StreamId, StreamPart>,
     /// Coins gifted per (creator, sender of this shard). One flat map rather than a map
-    /// per creator: no small-map growth on the hot path, one probe per gift.
-    pub creator_gifters: FxHashMap<(CreatorId, UserId), u128>,
+    /// per creator: no small-map growth on the hot path, one probe per gift; split in
+    /// parts so that it grows in small steps (`splitmap`).
+    pub creator_gifters: SplitMap<(CreatorId, UserId), u128>,
     /// Coins gifted per (stream, sender of this shard).
-    pub stream_gifters: FxHashMap<(StreamId, UserId), u128>,
+    pub stream_gifters: SplitMap<(StreamId, UserId), u128>,
     pub log: Vec<LogEntry>,
     pub totals: SenderTotals,
     /// Creators and streams with pending coins, to merge at the end of the chunk.
@@ -101,8 +103,8 @@ impl SenderShard {
             ),
             creators: FxHashMap::default(),
             streams: FxHashMap::default(),
-            creator_gifters: FxHashMap::default(),
-            stream_gifters: FxHashMap::default(),
+            creator_gifters: SplitMap::default(),
+            stream_gifters: SplitMap::default(),
             log: Vec::new(),
             totals: SenderTotals::default(),
             touched_creators: Vec::new(),

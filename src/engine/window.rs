@@ -22,9 +22,11 @@ pub(crate) struct IdempotencyWindow {
 
 impl IdempotencyWindow {
     pub(crate) fn new(entries_max: usize, age_ms: u64) -> Self {
+        // Sized to the bound up front: a full window never rehashes while a shard's lock
+        // is held (the pages are only touched as entries arrive).
         Self {
-            outcomes: FxHashMap::default(),
-            order: VecDeque::new(),
+            outcomes: FxHashMap::with_capacity_and_hasher(entries_max, Default::default()),
+            order: VecDeque::with_capacity(entries_max),
             entries_max,
             age_ms,
         }
