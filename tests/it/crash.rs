@@ -13,7 +13,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::support::child::{ServeProcess, run_cli};
 use crate::support::redis::RedisServer;
-use crate::support::server::{INGEST, READ, SHIPPED_CONFIG};
+use crate::support::server::{INGEST, SHIPPED_CONFIG};
 use crate::support::{gift, recharge};
 
 const KILLS: usize = 5;
@@ -199,26 +199,12 @@ async fn check(model: &Model, p: &ServeProcess, redis: &RedisServer) {
         }
     }
     let http = reqwest::Client::new();
-    let get = |path: String| {
-        let http = http.clone();
-        let url = format!("http://{}{path}", p.http);
-        async move {
-            http.get(url)
-                .bearer_auth(READ)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
     for (user, want) in &coins {
-        let w = get(format!("/v1/users/{user}/wallet")).await;
+        let w = p.read(&http, &format!("/v1/users/{user}/wallet")).await;
         assert_eq!(w["coins"], *want, "user {user}");
     }
     for (creator, want) in &received {
-        let c = get(format!("/v1/creators/{creator}")).await;
+        let c = p.read(&http, &format!("/v1/creators/{creator}")).await;
         assert_eq!(c["coins_received"], *want, "creator {creator}");
     }
     // The read model catches up to the ledger (the audit then compares them).

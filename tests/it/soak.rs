@@ -384,23 +384,9 @@ async fn soak_mixed_load_through_redis_restarts_and_a_kill() {
         }
     }
     let http = reqwest::Client::new();
-    let get = |path: String| {
-        let url = format!("http://{}{path}", p.http);
-        let http = http.clone();
-        async move {
-            http.get(url)
-                .bearer_auth(READ)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
     let mut wrong_balances = 0;
     for (user, want) in &coins {
-        let w = get(format!("/v1/users/{user}/wallet")).await;
+        let w = p.read(&http, &format!("/v1/users/{user}/wallet")).await;
         if w["coins"].as_i64().map(i128::from) != Some(*want) {
             wrong_balances += 1;
             eprintln!("user {user}: {} != {want}", w["coins"]);
@@ -408,7 +394,7 @@ async fn soak_mixed_load_through_redis_restarts_and_a_kill() {
     }
     let mut wrong_creators = 0;
     for (creator, want) in &received {
-        let c = get(format!("/v1/creators/{creator}")).await;
+        let c = p.read(&http, &format!("/v1/creators/{creator}")).await;
         if c["coins_received"].as_u64() != Some(*want) {
             wrong_creators += 1;
             eprintln!("creator {creator}: {} != {want}", c["coins_received"]);

@@ -65,6 +65,18 @@ impl ServeProcess {
         }
     }
 
+    /// GET `path` over HTTP with the read token; the JSON body.
+    pub async fn read(&self, http: &reqwest::Client, path: &str) -> serde_json::Value {
+        http.get(format!("http://{}{path}", self.http))
+            .bearer_auth(super::server::READ)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// SIGKILL: no shutdown, no final commit.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();
