@@ -25,7 +25,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
                 let engine = giftstream::server::build_engine(&config, economy)?;
                 (engine, std::sync::Arc::new(giftstream::persist::journal::MemoryJournal::default()))
             } else {
-                let journal = giftstream::persist::redis::RedisJournal::connect(&config.redis.url)
+                let journal = giftstream::persist::redis::RedisJournal::open(&config)
                     .await
                     .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
                 let (engine, recovered) = giftstream::persist::redis::recover(&journal, &config, economy)
@@ -158,7 +158,7 @@ fn restore_redis(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let journal = RedisJournal::connect(&config.redis.url)
+        let journal = RedisJournal::open(config)
             .await
             .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
         let top = journal.last_seq().await?;
@@ -173,7 +173,7 @@ fn restore_redis(
                 "the Redis journal (up to seq {top}) does not continue the snapshot (seq {last_seq}): \
                  events after the snapshot are missing from it. To start from the snapshot alone, \
                  delete the journal first: redis-cli DEL '{}'",
-                giftstream::persist::redis::JOURNAL_KEY
+                journal.ledger().journal_key()
             );
             println!("journal: continues the snapshot up to seq {top}; serve replays it");
         } else {
@@ -185,12 +185,19 @@ fn restore_redis(
                 pairs: true,
                 wallets: config.read_model.wallets,
             });
-            let mut conn = giftstream::persist::redis::connect(
+            let mut conn = giftstream::persist::redis::connect_to(
                 config.read_model.redis_url(&config.redis.url),
+                config.redis.cluster,
             )
             .await?;
-            projection::rebuild(&mut conn, engine.economy(), &view, config.read_model.wallets)
-                .await?;
+            projection::rebuild(
+                &mut conn,
+                journal.ledger(),
+                engine.economy(),
+                &view,
+                config.read_model.wallets,
+            )
+            .await?;
             println!(
                 "read model: rebuilt at seq {last_seq} ({} creators, {} streams, {} gifter pairs) in {:.2} s",
                 view.creators.len(),
@@ -230,7 +237,7 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             }
             None => giftstream::server::build_engine(&config, economy)?,
         };
-        let journal = giftstream::persist::redis::RedisJournal::connect(&config.redis.url)
+        let journal = giftstream::persist::redis::RedisJournal::open(&config)
             .await
             .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
         let started = std::time::Instant::now();
@@ -267,12 +274,20 @@ pub(crate) fn audit() -> anyhow::Result<()> {
         println!("event ids journaled twice: {duplicate_ids}");
         let mut violations = report.violations.clone();
         if config.read_model.enabled {
-            let mut conn = giftstream::persist::redis::connect(
+            let mut conn = giftstream::persist::redis::connect_to(
                 config.read_model.redis_url(&config.redis.url),
+                config.redis.cluster,
             )
             .await?;
-            let projected = giftstream::persist::projection::projected_seq(&mut conn).await?;
-            if projected == engine.last_seq() {
+            let projected =
+                giftstream::persist::projection::projected_seq_of(&mut conn, journal.ledger())
+                    .await?;
+            if journal.ledger().node.is_some() {
+                println!(
+                    "read model: this node's events at seq {projected}; it is shared by the cluster's nodes \
+                     (totals are their sums), so it is not compared with one node's ledger"
+                );
+            } else if projected == engine.last_seq() {
                 let diffs = giftstream::persist::projection::compare(&mut conn, &engine).await?;
                 println!(
                     "read model: at seq {projected}, {} differences from the ledger",

@@ -181,11 +181,21 @@ impl Default for CommitConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// Redis URL (`GIFTSTREAM_REDIS_URL`); empty = in memory only.
+    /// Redis URL (`GIFTSTREAM_REDIS_URL`); empty = in memory only. With `cluster`, one or
+    /// more seed node URLs separated by commas.
     pub url: String,
+    /// The URL points at a Redis Cluster (redis-rs `cluster-async`; keys are hash-tagged
+    /// so each node's commit stays in one slot).
+    pub cluster: bool,
+    /// After each journal append, `WAIT` for this many replicas to have it (0 = do not
+    /// wait): narrows what a failover of the journal's master can lose (README, "Scale-out").
+    pub wait_replicas: u32,
+    /// How long one `WAIT` may take, ms; a commit whose `WAIT` saw fewer replicas fails
+    /// and is retried (the append itself is idempotent).
+    pub wait_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -265,6 +275,24 @@ impl Default for ReadModelConfig {
     }
 }
 
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            cluster: false,
+            wait_replicas: 0,
+            wait_timeout_ms: 1000,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The seed URLs (`url` split at commas).
+    pub fn seeds(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+    }
+}
+
 /// Optional TLS (rustls) on both listeners: set both paths or neither.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -301,6 +329,7 @@ pub struct Config {
     pub read_model: ReadModelConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// Shortest accepted token: shorter secrets are guessable.
@@ -368,6 +397,9 @@ impl Config {
         }
         if let Some(v) = var("GIFTSTREAM_TLS_KEY") {
             self.tls.key = PathBuf::from(v);
+        }
+        if let Some(v) = var("GIFTSTREAM_CLUSTER_NODE") {
+            self.cluster.node = v;
         }
         if let Some(v) = var("GIFTSTREAM_TOKENS") {
             self.auth.tokens = parse_tokens(&v)?;
@@ -514,7 +546,43 @@ impl Config {
                 "no tokens: set some in the file or GIFTSTREAM_TOKENS",
             ));
         }
+        if self.redis.wait_replicas > 16 {
+            return Err(ConfigError::new("redis.wait_replicas", "must be at most 16"));
+        }
+        if self.redis.wait_timeout_ms == 0 || self.redis.wait_timeout_ms > 60_000 {
+            return Err(ConfigError::new(
+                "redis.wait_timeout_ms",
+                "must be in 1..=60000",
+            ));
+        }
+        if self.redis.cluster && self.redis.url.is_empty() {
+            return Err(ConfigError::new(
+                "redis.cluster",
+                "needs redis.url (the seed nodes of the Redis Cluster)",
+            ));
+        }
+        if self.partition_map()?.is_some_and(|m| m.local().is_some()) {
+            // The nodes merge their creator totals and leaderboards in one Redis read
+            // model, and answer creator reads from it.
+            if self.redis.url.is_empty() {
+                return Err(ConfigError::new(
+                    "redis.url",
+                    "a cluster node needs Redis (its journal and the shared read model)",
+                ));
+            }
+            if !self.read_model.enabled || !self.read_model.url.is_empty() {
+                return Err(ConfigError::new(
+                    "read_model",
+                    "a cluster node needs read_model.enabled = true and read_model.url = \"\" (the read model is shared in redis.url)",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The partition map (`None` for a single node).
+    pub fn partition_map(&self) -> Result<Option<crate::cluster::PartitionMap>, ConfigError> {
+        crate::cluster::PartitionMap::from_config(&self.cluster)
     }
 
     /// The economy this config names (the embedded one for an empty path).

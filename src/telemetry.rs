@@ -57,6 +57,10 @@ pub const READ_MODEL_JOURNAL_READS_TOTAL: &str = "giftstream_read_model_journal_
 pub const READ_MODEL_LAG_EXCEEDED_TOTAL: &str = "giftstream_read_model_lag_exceeded_total";
 /// Sorted-set scores held at 2^53 because the exact value does not fit a double.
 pub const READ_MODEL_SATURATED_TOTAL: &str = "giftstream_read_model_saturated_total";
+/// Journal appends whose `WAIT` saw fewer replicas than `redis.wait_replicas`.
+pub const REDIS_WAIT_SHORT_TOTAL: &str = "giftstream_redis_wait_short_total";
+/// Batches refused because an event belongs to another node's partition.
+pub const WRONG_PARTITION_TOTAL: &str = "giftstream_wrong_partition_total";
 /// Always 1, with `version` label.
 pub const BUILD_INFO: &str = "giftstream_build_info";
 
@@ -159,6 +163,14 @@ fn describe() {
     describe_counter!(
         READ_MODEL_SATURATED_TOTAL,
         "Sorted-set scores held at 2^53."
+    );
+    describe_counter!(
+        REDIS_WAIT_SHORT_TOTAL,
+        "Journal appends whose WAIT saw fewer replicas than redis.wait_replicas."
+    );
+    describe_counter!(
+        WRONG_PARTITION_TOTAL,
+        "Batches refused because an event belongs to another node's partition, by protocol."
     );
     describe_gauge!(CONNECTIONS, "Open binary-protocol connections.");
     describe_gauge!(SSE_SUBSCRIBERS, "Live-feed subscribers.");

@@ -12,6 +12,15 @@
 //! - `user:<id>` — hash: `coins` (only with `read_model.wallets = true`)
 //! - `seq` — the last sequence number projected
 //!
+//! In a cluster (SPEC §6) every node writes its partitions' share into the same keys:
+//! gifter scores are increments of members only one node owns (a gifter's partition),
+//! and the creator and stream totals are merged — each node keeps its own contribution
+//! in `<field>@<node>` and moves the shared `<field>` (and `top-creators`) by the change,
+//! with `HINCRBY`/`ZINCRBY` — so the totals are sums over the nodes and a write that is
+//! retried or a rebuild of one node never counts twice. Each node has its own `seq:<node>`.
+//! A node's contributions are held at 2^53 (as scores are) because the script computes
+//! their changes in doubles.
+//!
 //! Exactly once: each write is one Lua script that checks `seq`, applies the window's
 //! changes and sets `seq`, atomically. A retried write whose first attempt ran finds
 //! `seq` already at its end and does nothing. Gifter scores are increments (`ZINCRBY`);
@@ -28,12 +37,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{mpsc, watch};
 
 use super::journal::JournalError;
-use super::redis::RedisJournal;
+use super::redis::{Ledger, RedisConn, RedisJournal};
 use crate::config::ReadModelConfig;
 use crate::economy::Economy;
 use crate::engine::{
@@ -44,6 +52,14 @@ use crate::telemetry;
 
 pub const PREFIX: &str = "giftstream:{ledger}:rm:";
 pub const SEQ_KEY: &str = "giftstream:{ledger}:rm:seq";
+
+/// The key holding how far `ledger`'s events are in the read model.
+pub fn seq_key(ledger: &Ledger) -> String {
+    match &ledger.node {
+        None => SEQ_KEY.to_owned(),
+        Some(n) => format!("{SEQ_KEY}:{n}"),
+    }
+}
 pub const TOP_CREATORS: &str = "top-creators";
 /// The largest sorted-set score kept exactly: 2^53.
 pub const SCORE_MAX: u128 = 1 << 53;
@@ -74,20 +90,26 @@ pub fn user_key(u: UserId) -> String {
 }
 
 /// The write: check `seq`, apply the operations, set `seq`. ARGV: from, to, prefix,
-/// score max, then operations: `H key n field value ...` (HSET of n fields),
-/// `Z key member delta` (ZINCRBY, held at the max), `A key member score` (ZADD).
+/// score max, node ("" for a single node), then operations: `H key n field value ...`
+/// (HSET of n fields), `Z key member delta` (ZINCRBY, held at the max), `A key member
+/// score` (ZADD), `M key member n field value ...` (this node's contribution to n merged
+/// fields; `member` not "": `top-creators` moves with `diamonds_total`). `from` = 0 is a
+/// rebuild: no check, `seq` left alone.
 const WRITE_SCRIPT: &str = r#"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local from = tonumber(ARGV[1])
 local to = tonumber(ARGV[2])
-if cur >= to then return {0, 0} end
-if cur ~= from - 1 then
-  return redis.error_reply('GIFTSTREAM_GAP read model at seq ' .. cur .. ', write starts at ' .. from)
+if from > 0 then
+  if cur >= to then return {0, 0} end
+  if cur ~= from - 1 then
+    return redis.error_reply('GIFTSTREAM_GAP read model at seq ' .. cur .. ', write starts at ' .. from)
+  end
 end
 local p = ARGV[3]
 local max = tonumber(ARGV[4])
+local node = ARGV[5]
 local saturated = 0
-local i = 5
+local i = 6
 while i <= #ARGV do
   local op, k = ARGV[i], p .. ARGV[i + 1]
   if op == 'H' then
@@ -104,6 +126,27 @@ while i <= #ARGV do
   elseif op == 'A' then
     redis.call('ZADD', k, ARGV[i + 3], ARGV[i + 2])
     i = i + 4
+  elseif op == 'M' then
+    local member = ARGV[i + 2]
+    local n = tonumber(ARGV[i + 3])
+    for j = 0, n - 1 do
+      local f, v = ARGV[i + 4 + 2 * j], ARGV[i + 5 + 2 * j]
+      local mine = f .. '@' .. node
+      local change = tonumber(v) - tonumber(redis.call('HGET', k, mine) or '0')
+      if change ~= 0 then
+        redis.call('HSET', k, mine, v)
+        redis.call('HINCRBY', k, f, string.format('%d', change))
+        if member ~= '' and f == 'diamonds_total' then
+          local t = p .. 'top-creators'
+          local s = tonumber(redis.call('ZINCRBY', t, string.format('%d', change), member))
+          if s > max then
+            redis.call('ZADD', t, max, member)
+            saturated = saturated + 1
+          end
+        end
+      end
+    end
+    i = i + 4 + 2 * n
   else
     return redis.error_reply('GIFTSTREAM_OP ' .. op)
   end
@@ -121,6 +164,9 @@ enum Op {
     Incr(String, u64, u128),
     /// ZADD key score member (absolute)
     Set(String, u64, u128),
+    /// This node's contribution to merged hash fields (held at 2^53); with a member,
+    /// `top-creators` moves with `diamonds_total`.
+    Merge(String, Option<u64>, Vec<(&'static str, u128)>),
 }
 
 fn redis_error(e: redis::RedisError) -> JournalError {
@@ -186,6 +232,8 @@ struct Projector {
     books: Books,
     pending: Pending,
     wallets: bool,
+    /// Merge with the other nodes' contributions (a cluster node).
+    merge: bool,
     /// The next sequence number to fold.
     next: u64,
 }
@@ -262,11 +310,11 @@ impl Projector {
         let mut saturated = 0;
         for &c in &p.creators {
             let (coins, paid) = self.books.creators.get(&c).copied().unwrap_or_default();
-            saturated += creator_ops(&self.economy, c, coins, paid, &mut ops);
+            saturated += creator_ops(&self.economy, c, coins, paid, self.merge, &mut ops);
         }
         for &s in &p.streams {
             let book = self.books.streams.get(&s).copied().unwrap_or_default();
-            stream_ops(s, &book, &mut ops);
+            saturated += stream_ops(s, &book, self.merge, &mut ops);
         }
         for (&(c, u), &coins) in &p.creator_pairs {
             ops.push(Op::Incr(creator_top_key(c), u.0, coins));
@@ -281,11 +329,32 @@ impl Projector {
     }
 }
 
-/// The hash and top-creators operations of one creator; returns 1 if its score was
-/// held at the max.
-fn creator_ops(economy: &Economy, c: CreatorId, coins: u128, paid: u128, ops: &mut Vec<Op>) -> u64 {
+/// The hash and top-creators operations of one creator; returns 1 if its score (or, when
+/// merging, a contribution) was held at the max.
+fn creator_ops(
+    economy: &Economy,
+    c: CreatorId,
+    coins: u128,
+    paid: u128,
+    merge: bool,
+    ops: &mut Vec<Op>,
+) -> u64 {
     let diamonds = economy.diamonds_for(coins);
     let key = creator_key(c);
+    if merge {
+        let fields = [
+            ("coins_received", coins),
+            ("diamonds_total", diamonds),
+            ("diamonds_available", diamonds.saturating_sub(paid)),
+        ];
+        let held = fields.iter().any(|&(_, v)| v > SCORE_MAX);
+        ops.push(Op::Merge(
+            key,
+            Some(c.0),
+            fields.iter().map(|&(f, v)| (f, v.min(SCORE_MAX))).collect(),
+        ));
+        return u64::from(held);
+    }
     ops.push(Op::Hash(
         key,
         vec![
@@ -305,31 +374,50 @@ fn creator_ops(economy: &Economy, c: CreatorId, coins: u128, paid: u128, ops: &m
     u64::from(diamonds > SCORE_MAX)
 }
 
-fn stream_ops(s: StreamId, book: &StreamBook, ops: &mut Vec<Op>) {
-    let mut fields = vec![("coins_received", book.coins_received.to_string())];
+/// The hash operations of one stream; returns 1 if a merged contribution was held at the
+/// max.
+fn stream_ops(s: StreamId, book: &StreamBook, merge: bool, ops: &mut Vec<Op>) -> u64 {
+    let mut held = 0;
+    let mut fields = Vec::new();
+    if merge {
+        held = u64::from(book.coins_received > SCORE_MAX);
+        ops.push(Op::Merge(
+            stream_key(s),
+            None,
+            vec![("coins_received", book.coins_received.min(SCORE_MAX))],
+        ));
+    } else {
+        fields.push(("coins_received", book.coins_received.to_string()));
+    }
     if let Some(c) = book.creator {
         fields.push(("creator", c.0.to_string()));
     }
     if let Some(target) = book.goal {
         fields.push(("goal_coins_target", target.to_string()));
     }
-    ops.push(Op::Hash(stream_key(s), fields));
+    if !fields.is_empty() {
+        ops.push(Op::Hash(stream_key(s), fields));
+    }
+    held
 }
 
-/// Writes one window atomically. Returns the scores held at the max.
+/// Writes one window atomically (`from` = 0: a rebuild's chunk). Returns the scores
+/// held at the max.
 async fn write(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
+    ledger: &Ledger,
     ops: &[Op],
     from: u64,
     to: u64,
 ) -> Result<u64, redis::RedisError> {
     let script = redis::Script::new(WRITE_SCRIPT);
-    let mut invocation = script.key(SEQ_KEY);
+    let mut invocation = script.key(seq_key(ledger));
     invocation
         .arg(from)
         .arg(to)
         .arg(PREFIX)
-        .arg(SCORE_MAX as u64);
+        .arg(SCORE_MAX as u64)
+        .arg(ledger.node.as_deref().unwrap_or(""));
     for op in ops {
         match op {
             Op::Hash(k, fields) => {
@@ -341,16 +429,32 @@ async fn write(
             }
             Op::Incr(k, m, d) => invocation.arg("Z").arg(k).arg(*m).arg(d.to_string()),
             Op::Set(k, m, s) => invocation.arg("A").arg(k).arg(*m).arg(s.to_string()),
+            Op::Merge(k, member, fields) => {
+                invocation
+                    .arg("M")
+                    .arg(k)
+                    .arg(member.map_or(String::new(), |m| m.to_string()))
+                    .arg(fields.len());
+                for (f, v) in fields {
+                    invocation.arg(*f).arg(v.to_string());
+                }
+                &mut invocation
+            }
         };
     }
     let (_, saturated): (u64, u64) = invocation.invoke_async(conn).await?;
     Ok(saturated)
 }
 
-/// The last sequence number the read model holds (0 when empty).
-pub async fn projected_seq(conn: &mut ConnectionManager) -> Result<u64, JournalError> {
+/// The last sequence number the read model holds (0 when empty), of a single node.
+pub async fn projected_seq(conn: &mut RedisConn) -> Result<u64, JournalError> {
+    projected_seq_of(conn, &Ledger::default()).await
+}
+
+/// The last sequence number of `ledger` the read model holds (0 when empty).
+pub async fn projected_seq_of(conn: &mut RedisConn, ledger: &Ledger) -> Result<u64, JournalError> {
     let seq: Option<u64> = redis::cmd("GET")
-        .arg(SEQ_KEY)
+        .arg(seq_key(ledger))
         .query_async(conn)
         .await
         .map_err(redis_error)?;
@@ -360,17 +464,52 @@ pub async fn projected_seq(conn: &mut ConnectionManager) -> Result<u64, JournalE
 /// Replaces the whole read model with `view` (which must hold the pairs, and the
 /// wallets when `wallets`). Not atomic: `seq` is deleted first and set last, so an
 /// interrupted rebuild is rebuilt again at the next start.
+///
+/// A cluster node (`ledger.node`) replaces only its own contributions: its merged
+/// fields are set to the view's values (the shared totals move by the change), its
+/// gifters' scores set; nothing is deleted (the other nodes' data stays).
 pub async fn rebuild(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
+    ledger: &Ledger,
     economy: &Economy,
     view: &ReadModelView,
     wallets: bool,
 ) -> Result<(), JournalError> {
     redis::cmd("DEL")
-        .arg(SEQ_KEY)
+        .arg(seq_key(ledger))
         .query_async::<()>(conn)
         .await
         .map_err(redis_error)?;
+    if ledger.node.is_some() {
+        let mut ops = Vec::new();
+        for &(c, coins, paid) in &view.creators {
+            creator_ops(economy, c, coins, paid, true, &mut ops);
+        }
+        for (s, book) in &view.streams {
+            stream_ops(*s, book, true, &mut ops);
+        }
+        for &(c, u, coins) in &view.creator_gifters {
+            ops.push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
+        }
+        for &(s, u, coins) in &view.stream_gifters {
+            ops.push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
+        }
+        if wallets {
+            for &(u, coins) in &view.wallets {
+                ops.push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
+            }
+        }
+        for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10) {
+            write(conn, ledger, chunk, 0, 0).await.map_err(redis_error)?;
+        }
+        redis::cmd("SET")
+            .arg(seq_key(ledger))
+            .arg(view.last_seq)
+            .query_async::<()>(conn)
+            .await
+            .map_err(redis_error)?;
+        return Ok(());
+    }
     let mut cursor = 0u64;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -399,10 +538,10 @@ pub async fn rebuild(
     }
     let mut ops = Vec::new();
     for &(c, coins, paid) in &view.creators {
-        creator_ops(economy, c, coins, paid, &mut ops);
+        creator_ops(economy, c, coins, paid, false, &mut ops);
     }
     for (s, book) in &view.streams {
-        stream_ops(*s, book, &mut ops);
+        stream_ops(*s, book, false, &mut ops);
     }
     for &(c, u, coins) in &view.creator_gifters {
         ops.push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
@@ -423,7 +562,9 @@ pub async fn rebuild(
                 Op::Set(k, m, s) => pipe
                     .zadd(format!("{PREFIX}{k}"), *m, s.to_string())
                     .ignore(),
-                Op::Incr(..) => unreachable!("a rebuild writes absolute scores"),
+                Op::Incr(..) | Op::Merge(..) => {
+                    unreachable!("a single node's rebuild writes absolute values")
+                }
             };
         }
         pipe.query_async::<()>(conn).await.map_err(redis_error)?;
@@ -461,8 +602,9 @@ pub async fn prepare(
     engine: &Engine,
     wallets: bool,
 ) -> Result<ProjectorStart, JournalError> {
-    let mut conn = super::redis::connect(url).await?;
-    let projected = projected_seq(&mut conn).await?;
+    let mut conn = super::redis::connect_to(url, journal.cluster()).await?;
+    let ledger = journal.ledger().clone();
+    let projected = projected_seq_of(&mut conn, &ledger).await?;
     let last = engine.last_seq();
     let covered = projected == last
         || (projected < last
@@ -489,7 +631,7 @@ pub async fn prepare(
         pairs: true,
         wallets,
     });
-    rebuild(&mut conn, engine.economy(), &view, wallets).await?;
+    rebuild(&mut conn, &ledger, engine.economy(), &view, wallets).await?;
     Ok(ProjectorStart {
         books: Books::from_view(&view),
         next: view.last_seq + 1,
@@ -541,6 +683,7 @@ pub fn spawn_projector(
         books: start.books,
         pending: Pending::default(),
         wallets: config.wallets,
+        merge: journal.ledger().node.is_some(),
         next: start.next,
     };
     let task = tokio::spawn(run(
@@ -561,7 +704,7 @@ async fn run(
     let window = Duration::from_millis(config.window_ms);
     let lag_max = Duration::from_millis(config.lag_max_ms);
     let mut conn = loop {
-        match super::redis::connect(config.redis_url(journal.url())).await {
+        match super::redis::connect_to(config.redis_url(journal.url()), journal.cluster()).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "read model: cannot connect; retrying");
@@ -666,7 +809,7 @@ async fn run(
             let mut backoff = RETRY_BACKOFF_MIN;
             loop {
                 let started = Instant::now();
-                match write(&mut conn, &ops, from, to).await {
+                match write(&mut conn, journal.ledger(), &ops, from, to).await {
                     Ok(saturated) => {
                         metrics::histogram!(telemetry::READ_MODEL_WRITE_SECONDS)
                             .record(started.elapsed().as_secs_f64());
@@ -729,7 +872,7 @@ fn lag_of(stamp: Stamp) -> u64 {
 /// Returns the differences found; empty when they agree. Call it when the read model is
 /// at the engine's sequence number.
 pub async fn compare(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     engine: &Engine,
 ) -> Result<Vec<String>, JournalError> {
     let view = engine.read_model_view(ViewParts::default());

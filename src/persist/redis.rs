@@ -13,12 +13,16 @@ use std::time::Duration;
 
 use bincode::{Decode, Encode};
 use futures::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 
 use super::journal::{Journal, JournalError};
 use crate::engine::{Engine, Event, LogEntry, ReplayError, Stamp};
 use crate::protocol::{self, WireEvent, WireOutcome};
 
+/// The journal of a single node. A cluster node's is `giftstream:{ledger-<node>}:journal`
+/// ([`Ledger::journal_key`]): one slot per node, so its commit is one command on one
+/// Redis Cluster master and the nodes' journals spread over the masters.
 pub const JOURNAL_KEY: &str = "giftstream:{ledger}:journal";
 /// Format version of [`JournalBatch`].
 pub const JOURNAL_VERSION: u8 = 1;
@@ -99,11 +103,80 @@ pub enum RecoveryError {
 /// A stream entry as `XRANGE` returns it: id and field/value pairs.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
+/// Which ledger's keys a process uses: a single node's, or one cluster node's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// The cluster node's name (`cluster.node`); `None` for a single node.
+    pub node: Option<String>,
+}
+
+impl Ledger {
+    /// The ledger `config` runs: its cluster node, if it is one.
+    pub fn of(config: &crate::config::Config) -> Ledger {
+        Ledger {
+            node: (!config.cluster.node.is_empty()).then(|| config.cluster.node.clone()),
+        }
+    }
+
+    pub fn journal_key(&self) -> String {
+        match &self.node {
+            None => JOURNAL_KEY.to_owned(),
+            Some(n) => format!("giftstream:{{ledger-{n}}}:journal"),
+        }
+    }
+}
+
+/// A connection to one Redis or to a Redis Cluster (which routes each command to the
+/// master of its key's slot).
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Durability beyond the master: `WAIT replicas timeout` after each append.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WaitReplicas {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+}
+
 #[derive(Clone)]
 pub struct RedisJournal {
-    conn: ConnectionManager,
+    conn: RedisConn,
     key: String,
     url: String,
+    cluster: bool,
+    ledger: Ledger,
+    wait: WaitReplicas,
 }
 
 fn redis_error(e: redis::RedisError) -> JournalError {
@@ -117,12 +190,47 @@ impl RedisJournal {
             conn: connect(url).await?,
             key: JOURNAL_KEY.to_owned(),
             url: url.to_owned(),
+            cluster: false,
+            ledger: Ledger::default(),
+            wait: WaitReplicas::default(),
+        })
+    }
+
+    /// Connects the way `config` says: one Redis or a Redis Cluster, this node's journal
+    /// key, `WAIT` after appends when `redis.wait_replicas` > 0.
+    pub async fn open(config: &crate::config::Config) -> Result<RedisJournal, JournalError> {
+        let ledger = Ledger::of(config);
+        Ok(RedisJournal {
+            conn: connect_to(&config.redis.url, config.redis.cluster).await?,
+            key: ledger.journal_key(),
+            url: config.redis.url.clone(),
+            cluster: config.redis.cluster,
+            ledger,
+            wait: WaitReplicas {
+                replicas: config.redis.wait_replicas,
+                timeout_ms: config.redis.wait_timeout_ms,
+            },
         })
     }
 
     /// The URL it connected to.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether `url` is a Redis Cluster.
+    pub fn cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Whose journal this is.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// A new connection to the same Redis (or Redis Cluster).
+    pub async fn connect_again(&self) -> Result<RedisConn, JournalError> {
+        connect_to(&self.url, self.cluster).await
     }
 
     /// The journaled runs whose last sequence number is at least `seq` (the first holds
@@ -213,7 +321,26 @@ impl RedisJournal {
 /// A connection with bounded timeouts (redis-rs's default response timeout, 500 ms, is
 /// too short for a large write). It reconnects by itself; a command that failed is not
 /// retried by it (callers retry).
-pub async fn connect(url: &str) -> Result<ConnectionManager, JournalError> {
+pub async fn connect(url: &str) -> Result<RedisConn, JournalError> {
+    connect_to(url, false).await
+}
+
+/// Like [`connect`]; with `cluster`, `url` is a comma-separated list of seed nodes of a
+/// Redis Cluster (the same timeouts; it follows `MOVED`/`ASK` and refreshes its slot map
+/// by itself, retrying a command at most twice).
+pub async fn connect_to(url: &str, cluster: bool) -> Result<RedisConn, JournalError> {
+    if cluster {
+        let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        let client = redis::cluster::ClusterClientBuilder::new(seeds)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .retries(2)
+            .max_retry_wait(500)
+            .build()
+            .map_err(redis_error)?;
+        let conn = client.get_async_connection().await.map_err(redis_error)?;
+        return Ok(RedisConn::Cluster(conn));
+    }
     let client = redis::Client::open(url).map_err(redis_error)?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -222,6 +349,7 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, JournalError> {
         .set_max_delay(Duration::from_millis(500));
     ConnectionManager::new_with_config(client, config)
         .await
+        .map(RedisConn::Single)
         .map_err(redis_error)
 }
 
@@ -285,21 +413,51 @@ impl Journal for RedisJournal {
                 .arg(bytes)
                 .query_async(&mut conn)
                 .await;
+            let added = match added {
+                Ok(id) if self.wait.replicas > 0 => self.wait_replicas().await.map(|()| id),
+                other => other.map_err(redis_error),
+            };
             match added {
                 Ok(_) => Ok(()),
                 // Refused as not greater than the top: done already if the top is ours
                 // or later (an earlier attempt that timed out after it ran).
-                Err(e) if e.to_string().contains("equal or smaller") => {
+                Err(e) if e.0.contains("equal or smaller") => {
                     let top = self.last_seq().await?;
-                    if top >= last.seq {
-                        Ok(())
-                    } else {
-                        Err(redis_error(e))
+                    if top < last.seq {
+                        return Err(e);
                     }
+                    if self.wait.replicas > 0 {
+                        self.wait_replicas().await?;
+                    }
+                    Ok(())
                 }
-                Err(e) => Err(redis_error(e)),
+                Err(e) => Err(e),
             }
         })
+    }
+}
+
+impl RedisJournal {
+    /// `WAIT` until `wait.replicas` replicas of the journal's master have every write so
+    /// far, or fail (the committer retries; the append is idempotent). On a Redis Cluster
+    /// the command goes to every master and the smallest count counts — the journal's
+    /// master is the only one with writes of this connection outstanding.
+    async fn wait_replicas(&self) -> Result<(), JournalError> {
+        let mut conn = self.conn.clone();
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(self.wait.replicas)
+            .arg(self.wait.timeout_ms)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        if acked < i64::from(self.wait.replicas) {
+            metrics::counter!(crate::telemetry::REDIS_WAIT_SHORT_TOTAL).increment(1);
+            return Err(JournalError(format!(
+                "WAIT: {acked} of {} replicas acknowledged within {} ms",
+                self.wait.replicas, self.wait.timeout_ms
+            )));
+        }
+        Ok(())
     }
 }
 

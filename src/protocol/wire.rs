@@ -33,8 +33,8 @@ pub enum ServerFrame {
         outcomes: Vec<WireOutcome>,
     },
     /// An error. `request_id` is 0 when not about one request. After any code but
-    /// `UNAVAILABLE` and `RATE_LIMITED` the server closes the connection; nothing of the
-    /// offending frame was applied.
+    /// `UNAVAILABLE`, `RATE_LIMITED` and `WRONG_PARTITION` the server closes the
+    /// connection; nothing of the offending frame was applied.
     Error {
         request_id: u64,
         code: u16,
@@ -71,6 +71,10 @@ pub mod error_code {
     /// The token's request rate (`limits.token_requests_per_second`) is spent: retry
     /// later (the connection stays open; nothing of the request was applied).
     pub const RATE_LIMITED: u16 = 12;
+    /// An event belongs to a partition another node owns (a cluster; the message names
+    /// the event's index, the partition and the owner's name and addresses). Send it
+    /// there (the connection stays open; nothing of the request was applied).
+    pub const WRONG_PARTITION: u16 = 13;
 
     pub fn name(code: u16) -> &'static str {
         match code {
@@ -86,6 +90,7 @@ pub mod error_code {
             INVALID_EVENT => "INVALID_EVENT",
             READ_TIMEOUT => "READ_TIMEOUT",
             RATE_LIMITED => "RATE_LIMITED",
+            WRONG_PARTITION => "WRONG_PARTITION",
             _ => "UNKNOWN",
         }
     }

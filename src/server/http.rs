@@ -344,6 +344,13 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
 
 /// Applies validated events and waits for durability when the ack mode says so.
 async fn apply(service: &Service, events: &[Event]) -> Result<Vec<Outcome>, ApiError> {
+    service.check_partitions(events, "http").map_err(|wrong| {
+        ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "WRONG_PARTITION",
+            wrong.to_string(),
+        )
+    })?;
     if !service.commits.accepting() {
         metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "pending_commit_events")
             .increment(1);
@@ -659,7 +666,17 @@ async fn get_creator(
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<CreatorResponse>, ApiError> {
     authorize(&service, &headers, Scope::Read)?;
-    let c = service.engine.creator(CreatorId(path(id)?));
+    let mut c = service.engine.creator(CreatorId(path(id)?));
+    if let Some(merged) = shared_hash(
+        &service,
+        crate::persist::projection::creator_key(c.creator),
+        &["coins_received", "diamonds_total", "diamonds_available"],
+    )
+    .await?
+    {
+        [c.coins_received, c.diamonds_total, c.diamonds_available] =
+            [merged[0], merged[1], merged[2]];
+    }
     let catalog = &service.engine.economy().gifts;
     Ok(Json(CreatorResponse {
         creator: c.creator.0,
@@ -687,6 +704,45 @@ pub struct GifterEntry {
     coins: u128,
 }
 
+/// A cluster node reads leaderboards and totals from the shared read model (every
+/// partition, as of the read model's lag); `None` on a single node.
+async fn shared_top(service: &Service, key: String, limit: usize) -> Result<Option<Vec<(u64, u128)>>, ApiError> {
+    let Some(conn) = &service.shared_reads else {
+        return Ok(None);
+    };
+    let top: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
+        .arg(format!("{}{key}", crate::persist::projection::PREFIX))
+        .arg(0)
+        .arg(limit.saturating_sub(1))
+        .arg("WITHSCORES")
+        .query_async(&mut conn.clone())
+        .await
+        .map_err(shared_read_error)?;
+    Ok(Some(top.into_iter().map(|(m, s)| (m, s as u128)).collect()))
+}
+
+/// The merged fields of a read-model hash (0 when absent); `None` on a single node.
+async fn shared_hash(service: &Service, key: String, fields: &[&str]) -> Result<Option<Vec<u128>>, ApiError> {
+    let Some(conn) = &service.shared_reads else {
+        return Ok(None);
+    };
+    let values: Vec<Option<u128>> = redis::cmd("HMGET")
+        .arg(format!("{}{key}", crate::persist::projection::PREFIX))
+        .arg(fields)
+        .query_async(&mut conn.clone())
+        .await
+        .map_err(shared_read_error)?;
+    Ok(Some(values.into_iter().map(Option::unwrap_or_default).collect()))
+}
+
+fn shared_read_error(e: redis::RedisError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        format!("the shared read model cannot be read: {e}"),
+    )
+}
+
 fn gifters(list: Vec<(UserId, u128)>) -> Json<TopGiftersResponse> {
     Json(TopGiftersResponse {
         entries: list
@@ -709,6 +765,10 @@ async fn get_creator_top(
     authorize(&service, &headers, Scope::Read)?;
     let creator = CreatorId(path(id)?);
     let limit = limit(q, 10, service.config.engine.top_k)?;
+    let key = crate::persist::projection::creator_top_key(creator);
+    if let Some(top) = shared_top(&service, key, limit).await? {
+        return Ok(gifters(top.into_iter().map(|(u, c)| (UserId(u), c)).collect()));
+    }
     Ok(gifters(service.engine.creator_top_gifters(creator, limit)))
 }
 
@@ -725,6 +785,10 @@ async fn get_stream_top(
     authorize(&service, &headers, Scope::Read)?;
     let stream = StreamId(path(id)?);
     let limit = limit(q, 10, service.config.engine.top_k)?;
+    let key = crate::persist::projection::stream_top_key(stream);
+    if let Some(top) = shared_top(&service, key, limit).await? {
+        return Ok(gifters(top.into_iter().map(|(u, c)| (UserId(u), c)).collect()));
+    }
     Ok(gifters(service.engine.stream_top_gifters(stream, limit)))
 }
 
@@ -751,9 +815,13 @@ async fn get_top_creators(
 ) -> Result<Json<CreatorsLeaderboard>, ApiError> {
     authorize(&service, &headers, Scope::Read)?;
     let limit = limit(q, 10, service.config.engine.top_k)?;
-    let entries = service
-        .engine
-        .top_creators(limit)
+    let top = match shared_top(&service, crate::persist::projection::TOP_CREATORS.into(), limit)
+        .await?
+    {
+        Some(top) => top.into_iter().map(|(c, d)| (CreatorId(c), d)).collect(),
+        None => service.engine.top_creators(limit),
+    };
+    let entries = top
         .into_iter()
         .map(|(c, diamonds)| CreatorEntry {
             creator: c.0,
@@ -854,7 +922,16 @@ async fn get_stream(
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<StreamResponse>, ApiError> {
     authorize(&service, &headers, Scope::Read)?;
-    Ok(Json(stream_response(&service, StreamId(path(id)?))))
+    let stream = StreamId(path(id)?);
+    let mut response = stream_response(&service, stream);
+    let key = crate::persist::projection::stream_key(stream);
+    if let Some(merged) = shared_hash(&service, key, &["coins_received"]).await? {
+        response.coins_received = merged[0];
+        if let Some(goal) = &mut response.goal {
+            goal.progress = merged[0];
+        }
+    }
+    Ok(Json(response))
 }
 
 /// Server-Sent Events of a stream: `goal` (current progress, first and after each

@@ -64,6 +64,11 @@ pub struct Service {
     /// True once state is loaded; false again while shutting down.
     pub ready: AtomicBool,
     pub closing: watch::Receiver<bool>,
+    /// A cluster node's partition map (`None`: a single node owns everything).
+    pub partitions: Option<crate::cluster::PartitionMap>,
+    /// A cluster node's connection to the shared read model, which answers leaderboard
+    /// reads for every partition.
+    pub shared_reads: Option<crate::persist::redis::RedisConn>,
 }
 
 impl Service {
@@ -75,6 +80,22 @@ impl Service {
             .record(events.len() as f64);
         telemetry::count_outcomes(events, &outcomes);
         outcomes
+    }
+
+    /// `Ok` when this node owns every event of the batch (always on a single node);
+    /// else the first event it does not own, with its owner. Counted by protocol.
+    pub fn check_partitions(
+        &self,
+        events: &[Event],
+        protocol: &'static str,
+    ) -> Result<(), crate::cluster::WrongPartition> {
+        let Some(map) = &self.partitions else {
+            return Ok(());
+        };
+        map.check(events).inspect_err(|_| {
+            metrics::counter!(telemetry::WRONG_PARTITION_TOTAL, "protocol" => protocol)
+                .increment(1);
+        })
     }
 
     /// Ready: state loaded, commits healthy, not shutting down.
@@ -154,6 +175,11 @@ pub async fn run(
         }
         _ => None,
     };
+    let partitions = config.partition_map()?;
+    let shared_reads = match (&partitions, &read_model) {
+        (Some(_), Some((redis, _))) => Some(redis.connect_again().await?),
+        _ => None,
+    };
     let projected = read_model
         .as_ref()
         .map(|(_, start)| Arc::new(AtomicU64::new(start.projected())));
@@ -196,6 +222,8 @@ pub async fn run(
     });
     let (closing_tx, closing) = watch::channel(false);
     let service = Arc::new(Service {
+        partitions,
+        shared_reads,
         engine,
         auth: Auth::new(
             config.auth.tokens.clone(),

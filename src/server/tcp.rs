@@ -265,6 +265,17 @@ where
                         break;
                     }
                 };
+                if let Err(wrong) = service.check_partitions(&events, "tcp") {
+                    let msg = wrong.to_string();
+                    if tx
+                        .send(error(request_id, error_code::WRONG_PARTITION, msg, false))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
                 if token_id.is_some_and(|t| !service.auth.allow(t)) {
                     metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "token_rate")
                         .increment(1);

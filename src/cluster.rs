@@ -1,0 +1,348 @@
+//! Scale-out (SPEC §6): the partition map that says which node owns which senders.
+//!
+//! Every event has a *routing key*: the sender (`user`) of a recharge, a gift or an
+//! account setting; the creator of a payout or a stream goal. The key's partition is
+//! [`partition_of`] — a fixed 64-bit mix of the id modulo the partition count, stable
+//! across versions because clients compute it too. Each partition is owned by exactly one
+//! node; a node applies only events whose partition it owns and refuses a batch holding
+//! any other with `WRONG_PARTITION`, naming the owner (as Redis answers `MOVED`). Nothing
+//! of a refused batch is applied.
+//!
+//! The same `[cluster]` table configures the nodes (with `node` naming which one this
+//! is, usually through `GIFTSTREAM_CLUSTER_NODE`) and the routing clients
+//! ([`crate::client::ClusterClient`], `giftload --cluster`).
+
+use serde::Deserialize;
+
+use crate::economy::ConfigError;
+use crate::engine::Event;
+
+/// The most partitions a map may have.
+pub const PARTITIONS_MAX: u32 = 65_536;
+
+/// `[cluster]` in `giftstream.toml`; no `nodes` = a single node owning everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's name in `nodes` (`GIFTSTREAM_CLUSTER_NODE`); "" on a client.
+    pub node: String,
+    /// The partition count; fixed for the life of the ledger (keys hash into it).
+    pub partitions: u32,
+    /// Every node and the partitions it owns.
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// One node of the map.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// A name unique in the map: `[A-Za-z0-9_-]{1,32}`. It names the node's Redis keys.
+    pub name: String,
+    /// Where clients reach its binary protocol, `host:port`.
+    pub tcp_addr: String,
+    /// Where clients reach its HTTP API, `host:port`.
+    pub http_addr: String,
+    /// The partitions it owns: ranges and numbers, e.g. `"0-7"` or `"0-3,8,10-11"`.
+    pub partitions: String,
+}
+
+/// The partition of a routing key: a splitmix64 finalizer of the id, modulo `partitions`.
+pub fn partition_of(key: u64, partitions: u32) -> u32 {
+    let mut z = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z % u64::from(partitions)) as u32
+}
+
+/// The routing key of an event: the sender, or the creator for payouts and goals.
+pub fn routing_key(event: &Event) -> u64 {
+    match event {
+        Event::Recharge(r) => r.user.0,
+        Event::Gift(g) => g.sender.0,
+        Event::Account(a) => a.user.0,
+        Event::Payout(p) => p.creator.0,
+        Event::StreamGoal(g) => g.creator.0,
+    }
+}
+
+/// An event this node does not own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "event {index}: partition {partition} is owned by node {node} (tcp {tcp_addr}, http {http_addr}); nothing was applied"
+)]
+pub struct WrongPartition {
+    /// The first such event's index in the batch.
+    pub index: usize,
+    pub partition: u32,
+    pub node: String,
+    pub tcp_addr: String,
+    pub http_addr: String,
+}
+
+/// A validated map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMap {
+    partitions: u32,
+    nodes: Vec<NodeConfig>,
+    /// Partition -> index in `nodes`.
+    owner: Vec<u16>,
+    /// This node's index, when the map configures a node.
+    local: Option<usize>,
+}
+
+impl PartitionMap {
+    /// The map of `config`, or `None` for a single node (no `nodes`). Errors name the key.
+    pub fn from_config(config: &ClusterConfig) -> Result<Option<PartitionMap>, ConfigError> {
+        if config.nodes.is_empty() {
+            if !config.node.is_empty() {
+                return Err(ConfigError::new(
+                    "cluster.node",
+                    "is set but cluster.nodes is empty",
+                ));
+            }
+            return Ok(None);
+        }
+        let n = config.partitions;
+        if n == 0 || n > PARTITIONS_MAX {
+            return Err(ConfigError::new(
+                "cluster.partitions",
+                format!("must be in 1..={PARTITIONS_MAX}, got {n}"),
+            ));
+        }
+        if config.nodes.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::new("cluster.nodes", "too many nodes"));
+        }
+        let mut owner: Vec<Option<u16>> = vec![None; n as usize];
+        for (i, node) in config.nodes.iter().enumerate() {
+            let key = format!("cluster.nodes[{i}]");
+            let name_ok = (1..=32).contains(&node.name.len())
+                && node
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                return Err(ConfigError::new(
+                    &format!("{key}.name"),
+                    format!("{:?} must be 1 to 32 of [A-Za-z0-9_-]", node.name),
+                ));
+            }
+            if config.nodes[..i].iter().any(|o| o.name == node.name) {
+                return Err(ConfigError::new(
+                    &format!("{key}.name"),
+                    format!("{:?} appears twice", node.name),
+                ));
+            }
+            for (field, addr) in [("tcp_addr", &node.tcp_addr), ("http_addr", &node.http_addr)] {
+                if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                    return Err(ConfigError::new(
+                        &format!("{key}.{field}"),
+                        format!("{addr:?} is not host:port"),
+                    ));
+                }
+            }
+            for p in parse_partitions(&node.partitions, n)
+                .map_err(|m| ConfigError::new(&format!("{key}.partitions"), m))?
+            {
+                if let Some(other) = owner[p as usize] {
+                    return Err(ConfigError::new(
+                        &format!("{key}.partitions"),
+                        format!(
+                            "partition {p} is also owned by node {:?}",
+                            config.nodes[usize::from(other)].name
+                        ),
+                    ));
+                }
+                owner[p as usize] = Some(i as u16);
+            }
+        }
+        if let Some(p) = owner.iter().position(Option::is_none) {
+            return Err(ConfigError::new(
+                "cluster.nodes",
+                format!("partition {p} has no owner (every partition in 0..{n} needs one)"),
+            ));
+        }
+        let local = if config.node.is_empty() {
+            None
+        } else {
+            Some(
+                config
+                    .nodes
+                    .iter()
+                    .position(|node| node.name == config.node)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "cluster.node",
+                            format!("{:?} is not in cluster.nodes", config.node),
+                        )
+                    })?,
+            )
+        };
+        Ok(Some(PartitionMap {
+            partitions: n,
+            nodes: config.nodes.clone(),
+            owner: owner.into_iter().map(|o| o.unwrap_or_default()).collect(),
+            local,
+        }))
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    pub fn nodes(&self) -> &[NodeConfig] {
+        &self.nodes
+    }
+
+    /// This node (a node's map), or `None` (a client's map).
+    pub fn local(&self) -> Option<&NodeConfig> {
+        self.local.map(|i| &self.nodes[i])
+    }
+
+    /// The index in [`PartitionMap::nodes`] of the node that owns `event`.
+    pub fn owner_index(&self, event: &Event) -> usize {
+        let p = partition_of(routing_key(event), self.partitions);
+        usize::from(self.owner[p as usize])
+    }
+
+    /// Whether this node owns `key`'s partition (true on a client's map).
+    pub fn owns(&self, key: u64) -> bool {
+        self.local.is_none_or(|l| {
+            usize::from(self.owner[partition_of(key, self.partitions) as usize]) == l
+        })
+    }
+
+    /// `Ok` when this node owns every event of the batch; else the first one it does not.
+    pub fn check(&self, events: &[Event]) -> Result<(), WrongPartition> {
+        let Some(local) = self.local else {
+            return Ok(());
+        };
+        for (index, e) in events.iter().enumerate() {
+            let partition = partition_of(routing_key(e), self.partitions);
+            let owner = usize::from(self.owner[partition as usize]);
+            if owner != local {
+                let node = &self.nodes[owner];
+                return Err(WrongPartition {
+                    index,
+                    partition,
+                    node: node.name.clone(),
+                    tcp_addr: node.tcp_addr.clone(),
+                    http_addr: node.http_addr.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `"0-3,8,10-11"` into partition numbers below `n`.
+fn parse_partitions(spec: &str, n: u32) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let num = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{part:?} in {spec:?} is not a partition or a range a-b"))
+        };
+        let (lo, hi) = (num(lo)?, num(hi)?);
+        if lo > hi || hi >= n {
+            return Err(format!(
+                "{part:?}: partitions run from 0 to {} and a range a-b needs a <= b",
+                n - 1
+            ));
+        }
+        out.extend(lo..=hi);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, partitions: &str) -> NodeConfig {
+        NodeConfig {
+            name: name.into(),
+            tcp_addr: "127.0.0.1:7070".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            partitions: partitions.into(),
+        }
+    }
+
+    fn config(node_name: &str, nodes: Vec<NodeConfig>) -> ClusterConfig {
+        ClusterConfig {
+            node: node_name.into(),
+            partitions: 8,
+            nodes,
+        }
+    }
+
+    #[test]
+    fn partition_of_is_stable_and_spreads() {
+        // Clients compute it too: these values are a contract.
+        assert_eq!(partition_of(0, 16), partition_of(0, 16));
+        let expected: Vec<u32> = (0..8).map(|k| partition_of(k, 1024)).collect();
+        assert_eq!(expected, vec![431, 193, 718, 1005, 714, 858, 0, 471]);
+        let mut counts = [0u32; 8];
+        for k in 0..80_000 {
+            counts[partition_of(k, 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+    }
+
+    #[test]
+    fn a_map_needs_every_partition_owned_once() {
+        let ok = config("a", vec![node("a", "0-3"), node("b", "4-7")]);
+        let map = PartitionMap::from_config(&ok).unwrap().unwrap();
+        assert_eq!(map.local().unwrap().name, "a");
+        let owned = (0..1000u64).filter(|&k| map.owns(k)).count();
+        assert!((400..600).contains(&owned), "{owned}");
+
+        let err = |c: ClusterConfig| PartitionMap::from_config(&c).unwrap_err().key;
+        assert_eq!(err(config("a", vec![node("a", "0-3"), node("b", "4-6")])), "cluster.nodes");
+        assert_eq!(
+            err(config("a", vec![node("a", "0-4"), node("b", "4-7")])),
+            "cluster.nodes[1].partitions"
+        );
+        assert_eq!(
+            err(config("a", vec![node("a", "0-3"), node("b", "4-8")])),
+            "cluster.nodes[1].partitions"
+        );
+        assert_eq!(
+            err(config("a", vec![node("a", "0-3"), node("a", "4-7")])),
+            "cluster.nodes[1].name"
+        );
+        assert_eq!(err(config("c", vec![node("a", "0-3"), node("b", "4-7")])), "cluster.node");
+        assert_eq!(err(config("a", vec![])), "cluster.node");
+        assert!(PartitionMap::from_config(&config("", vec![])).unwrap().is_none());
+        let mut bad_addr = node("b", "4-7");
+        bad_addr.tcp_addr = "nowhere".into();
+        assert_eq!(err(config("a", vec![node("a", "0-3"), bad_addr])), "cluster.nodes[1].tcp_addr");
+    }
+
+    #[test]
+    fn check_names_the_owner_of_the_first_foreign_event() {
+        use crate::engine::{Event, EventId, Recharge, UserId};
+        let map = PartitionMap::from_config(&config("a", vec![node("a", "0-3"), node("b", "4-7")]))
+            .unwrap()
+            .unwrap();
+        let recharge = |user: u64| {
+            Event::Recharge(Recharge {
+                id: EventId(u128::from(user)),
+                user: UserId(user),
+                coins: 1,
+                package: None,
+                price: rust_decimal::Decimal::ONE,
+                currency: "USD".parse().unwrap(),
+                channel: crate::engine::Channel::Web,
+            })
+        };
+        let mine = (0..).find(|&u| map.owns(u)).unwrap();
+        let theirs = (0..).find(|&u| !map.owns(u)).unwrap();
+        assert_eq!(map.check(&[recharge(mine)]), Ok(()));
+        let e = map.check(&[recharge(mine), recharge(theirs)]).unwrap_err();
+        assert_eq!((e.index, e.node.as_str()), (1, "b"));
+        assert!(e.to_string().contains("owned by node b"), "{e}");
+    }
+}
