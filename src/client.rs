@@ -295,3 +295,85 @@ pub fn tls_roots(
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
+
+/// A client of a cluster (SPEC §6): one [`Client`] per node, each batch split by the
+/// partition map so every event goes to the node that owns its sender, and the outcomes
+/// put back in event order.
+///
+/// A batch that spans nodes is several requests: each part is applied (and made
+/// durable) by its node on its own, so a failure may leave some parts applied. Resend
+/// the whole batch with the same ids: the applied parts answer as duplicates.
+pub struct ClusterClient {
+    map: crate::cluster::PartitionMap,
+    nodes: Vec<Client>,
+}
+
+/// A batch in flight on a cluster; await [`ClusterPending::outcomes`].
+pub struct ClusterPending {
+    parts: Vec<(Vec<usize>, Pending)>,
+    len: usize,
+}
+
+impl ClusterPending {
+    pub async fn outcomes(self) -> Result<Vec<Outcome>, ClientError> {
+        let mut out: Vec<Option<Outcome>> = vec![None; self.len];
+        let results = futures::future::join_all(
+            self.parts
+                .into_iter()
+                .map(|(indices, p)| async move { (indices, p.outcomes().await) }),
+        )
+        .await;
+        for (indices, outcomes) in results {
+            for (i, o) in indices.into_iter().zip(outcomes?) {
+                out[i] = Some(o);
+            }
+        }
+        out.into_iter()
+            .map(|o| o.ok_or_else(|| ClientError::Protocol("an event without an outcome".into())))
+            .collect()
+    }
+}
+
+impl ClusterClient {
+    /// Connects to every node of `map` (plain TCP) and authenticates.
+    pub async fn connect(
+        map: crate::cluster::PartitionMap,
+        token: &str,
+    ) -> Result<ClusterClient, ClientError> {
+        let mut nodes = Vec::with_capacity(map.nodes().len());
+        for node in map.nodes() {
+            nodes.push(Client::connect(node.tcp_addr.as_str(), token).await?);
+        }
+        Ok(ClusterClient { map, nodes })
+    }
+
+    /// The map it routes by.
+    pub fn map(&self) -> &crate::cluster::PartitionMap {
+        &self.map
+    }
+
+    /// Sends each node its part of the batch (pipelining, like [`Client::submit`]).
+    pub async fn submit(&self, events: &[Event]) -> Result<ClusterPending, ClientError> {
+        let mut by_node: Vec<(Vec<usize>, Vec<Event>)> = vec![Default::default(); self.nodes.len()];
+        for (i, e) in events.iter().enumerate() {
+            let part = &mut by_node[self.map.owner_index(e)];
+            part.0.push(i);
+            part.1.push(*e);
+        }
+        let mut parts = Vec::new();
+        for (node, (indices, part)) in by_node.into_iter().enumerate() {
+            if !part.is_empty() {
+                parts.push((indices, self.nodes[node].submit(&part).await?));
+            }
+        }
+        Ok(ClusterPending {
+            parts,
+            len: events.len(),
+        })
+    }
+
+    /// Sends a batch and waits for its outcomes (in event order).
+    pub async fn send(&self, events: &[Event]) -> Result<Vec<Outcome>, ClientError> {
+        self.submit(events).await?.outcomes().await
+    }
+}

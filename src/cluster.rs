@@ -134,7 +134,10 @@ impl PartitionMap {
                 ));
             }
             for (field, addr) in [("tcp_addr", &node.tcp_addr), ("http_addr", &node.http_addr)] {
-                if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                if addr
+                    .rsplit_once(':')
+                    .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                {
                     return Err(ConfigError::new(
                         &format!("{key}.{field}"),
                         format!("{addr:?} is not host:port"),
@@ -288,7 +291,10 @@ mod tests {
         for k in 0..80_000 {
             counts[partition_of(k, 8) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -300,7 +306,10 @@ mod tests {
         assert!((400..600).contains(&owned), "{owned}");
 
         let err = |c: ClusterConfig| PartitionMap::from_config(&c).unwrap_err().key;
-        assert_eq!(err(config("a", vec![node("a", "0-3"), node("b", "4-6")])), "cluster.nodes");
+        assert_eq!(
+            err(config("a", vec![node("a", "0-3"), node("b", "4-6")])),
+            "cluster.nodes"
+        );
         assert_eq!(
             err(config("a", vec![node("a", "0-4"), node("b", "4-7")])),
             "cluster.nodes[1].partitions"
@@ -313,12 +322,22 @@ mod tests {
             err(config("a", vec![node("a", "0-3"), node("a", "4-7")])),
             "cluster.nodes[1].name"
         );
-        assert_eq!(err(config("c", vec![node("a", "0-3"), node("b", "4-7")])), "cluster.node");
+        assert_eq!(
+            err(config("c", vec![node("a", "0-3"), node("b", "4-7")])),
+            "cluster.node"
+        );
         assert_eq!(err(config("a", vec![])), "cluster.node");
-        assert!(PartitionMap::from_config(&config("", vec![])).unwrap().is_none());
+        assert!(
+            PartitionMap::from_config(&config("", vec![]))
+                .unwrap()
+                .is_none()
+        );
         let mut bad_addr = node("b", "4-7");
         bad_addr.tcp_addr = "nowhere".into();
-        assert_eq!(err(config("a", vec![node("a", "0-3"), bad_addr])), "cluster.nodes[1].tcp_addr");
+        assert_eq!(
+            err(config("a", vec![node("a", "0-3"), bad_addr])),
+            "cluster.nodes[1].tcp_addr"
+        );
     }
 
     #[test]

@@ -289,7 +289,11 @@ impl Default for RedisConfig {
 impl RedisConfig {
     /// The seed URLs (`url` split at commas).
     pub fn seeds(&self) -> Vec<&str> {
-        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
     }
 }
 
@@ -547,7 +551,10 @@ impl Config {
             ));
         }
         if self.redis.wait_replicas > 16 {
-            return Err(ConfigError::new("redis.wait_replicas", "must be at most 16"));
+            return Err(ConfigError::new(
+                "redis.wait_replicas",
+                "must be at most 16",
+            ));
         }
         if self.redis.wait_timeout_ms == 0 || self.redis.wait_timeout_ms > 60_000 {
             return Err(ConfigError::new(

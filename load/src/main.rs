@@ -76,6 +76,10 @@ struct Common {
     /// verified is the host of --tcp / --http.
     #[arg(long, value_name = "PEM")]
     tls_ca: Option<PathBuf>,
+    /// A giftstream.toml with a `[cluster]` table: route each event to the node that
+    /// owns its sender (the binary protocol to every node; `--tcp` is unused).
+    #[arg(long, value_name = "TOML")]
+    cluster: Option<PathBuf>,
     /// No progress display.
     #[arg(long)]
     quiet: bool,
@@ -182,6 +186,27 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
     for t in scenario.thresholds.iter().chain(&c.thresholds) {
         thresholds.push(Threshold::parse(t).map_err(|e| anyhow::anyhow!("--threshold {e}"))?);
     }
+    let cluster = match &c.cluster {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--cluster {}", path.display()))?;
+            let config = giftstream::config::Config::from_toml_str(&text)
+                .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", path.display()))?;
+            let mut table = config.cluster;
+            table.node.clear();
+            let map = giftstream::cluster::PartitionMap::from_config(&table)
+                .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", path.display()))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--cluster {}: no [cluster] nodes", path.display())
+                })?;
+            anyhow::ensure!(
+                !c.audit,
+                "--audit reads one node's totals: not with --cluster"
+            );
+            Some(map)
+        }
+    };
     let nonce: u64 = rand::random();
     let mut summaries = Vec::new();
     for kind in kinds {
@@ -193,6 +218,7 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
             token: c.token.clone(),
             read_token: c.read_token.clone(),
             tls_ca: c.tls_ca.clone(),
+            cluster: cluster.clone(),
         };
         for host in spec.hosts() {
             anyhow::ensure!(

@@ -65,6 +65,9 @@ pub struct TargetSpec {
     pub read_token: String,
     /// PEM file of the CA (or self-signed certificate) to trust: giftstream over TLS.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// A cluster's partition map: the binary protocol goes to every node, each event to
+    /// its sender's owner (`tcp` is then unused).
+    pub cluster: Option<giftstream::cluster::PartitionMap>,
 }
 
 impl TargetSpec {
@@ -105,6 +108,12 @@ impl TargetSpec {
                 .map_or(a.to_owned(), |(h, _)| h.to_owned())
         };
         match self.kind {
+            TargetKind::Giftstream if self.cluster.is_some() => {
+                let nodes = self.cluster.as_ref().map_or(&[][..], |m| m.nodes());
+                let mut hosts: Vec<String> = nodes.iter().map(|n| host(&n.tcp_addr)).collect();
+                hosts.push(host(&self.http));
+                hosts
+            }
             TargetKind::Giftstream => vec![host(&self.tcp), host(&self.http)],
             TargetKind::GiftstreamHttp => vec![host(&self.http)],
             TargetKind::RedisLua => vec![host(&self.redis)],
@@ -130,6 +139,7 @@ pub enum Conn {
         token: String,
     },
     Lua(Arc<Lua>),
+    Cluster(Arc<giftstream::client::ClusterClient>),
 }
 
 pub type Answers = Result<Vec<Label>, RequestError>;
@@ -137,6 +147,13 @@ pub type Answers = Result<Vec<Label>, RequestError>;
 impl Conn {
     pub async fn connect(spec: &TargetSpec, economy: &Economy) -> anyhow::Result<Conn> {
         Ok(match spec.kind {
+            TargetKind::Giftstream if spec.cluster.is_some() => {
+                anyhow::ensure!(spec.tls_ca.is_none(), "--cluster does not do TLS yet");
+                let map = spec.cluster.clone().expect("checked");
+                Conn::Cluster(Arc::new(
+                    giftstream::client::ClusterClient::connect(map, &spec.token).await?,
+                ))
+            }
             TargetKind::Giftstream => Conn::Tcp(Arc::new(match &spec.tls_ca {
                 None => Client::connect(spec.tcp.as_str(), &spec.token).await?,
                 Some(ca) => {
@@ -168,17 +185,17 @@ impl Conn {
                     pending
                         .outcomes()
                         .await
-                        .map(|o| {
-                            o.iter()
-                                .map(|o| {
-                                    if o.duplicate {
-                                        format!("duplicate:{}", o.label())
-                                    } else {
-                                        o.label().to_owned()
-                                    }
-                                })
-                                .collect()
-                        })
+                        .map(|o| o.iter().map(label).collect())
+                        .map_err(client_error)
+                }),
+                Err(e) => Box::pin(async move { Err(client_error(e)) }),
+            },
+            Conn::Cluster(client) => match client.submit(&events).await {
+                Ok(pending) => Box::pin(async move {
+                    pending
+                        .outcomes()
+                        .await
+                        .map(|o| o.iter().map(label).collect())
                         .map_err(client_error)
                 }),
                 Err(e) => Box::pin(async move { Err(client_error(e)) }),
@@ -192,6 +209,14 @@ impl Conn {
                 Box::pin(async move { lua.send(&events).await })
             }
         }
+    }
+}
+
+fn label(o: &giftstream::engine::Outcome) -> Label {
+    if o.duplicate {
+        format!("duplicate:{}", o.label())
+    } else {
+        o.label().to_owned()
     }
 }
 

@@ -114,6 +114,7 @@ fn spec(kind: TargetKind, s: &Server, redis: &str) -> TargetSpec {
         token: "dev-ingest-token-0001".to_owned(),
         read_token: "dev-read-token-00001".to_owned(),
         tls_ca: None,
+        cluster: None,
     }
 }
 

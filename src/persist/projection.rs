@@ -500,7 +500,9 @@ pub async fn rebuild(
             }
         }
         for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10) {
-            write(conn, ledger, chunk, 0, 0).await.map_err(redis_error)?;
+            write(conn, ledger, chunk, 0, 0)
+                .await
+                .map_err(redis_error)?;
         }
         redis::cmd("SET")
             .arg(seq_key(ledger))
@@ -871,10 +873,7 @@ fn lag_of(stamp: Stamp) -> u64 {
 /// top of every leaderboard (scores in order, and each listed member's exact total).
 /// Returns the differences found; empty when they agree. Call it when the read model is
 /// at the engine's sequence number.
-pub async fn compare(
-    conn: &mut RedisConn,
-    engine: &Engine,
-) -> Result<Vec<String>, JournalError> {
+pub async fn compare(conn: &mut RedisConn, engine: &Engine) -> Result<Vec<String>, JournalError> {
     let view = engine.read_model_view(ViewParts::default());
     let top_k = engine.config().top_k;
     let mut diffs = Vec::new();

@@ -135,7 +135,10 @@ pub enum RedisConn {
 }
 
 impl ConnectionLike for RedisConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
             RedisConn::Cluster(c) => c.req_packed_command(cmd),
@@ -330,7 +333,11 @@ pub async fn connect(url: &str) -> Result<RedisConn, JournalError> {
 /// by itself, retrying a command at most twice).
 pub async fn connect_to(url: &str, cluster: bool) -> Result<RedisConn, JournalError> {
     if cluster {
-        let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        let seeds: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
         let client = redis::cluster::ClusterClientBuilder::new(seeds)
             .response_timeout(RESPONSE_TIMEOUT)
             .connection_timeout(CONNECTION_TIMEOUT)
@@ -440,16 +447,22 @@ impl Journal for RedisJournal {
 impl RedisJournal {
     /// `WAIT` until `wait.replicas` replicas of the journal's master have every write so
     /// far, or fail (the committer retries; the append is idempotent). On a Redis Cluster
-    /// the command goes to every master and the smallest count counts — the journal's
-    /// master is the only one with writes of this connection outstanding.
+    /// the command is routed to the master of the journal's slot (redis-rs would send a
+    /// keyless `WAIT` to every node).
     async fn wait_replicas(&self) -> Result<(), JournalError> {
-        let mut conn = self.conn.clone();
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(self.wait.replicas)
-            .arg(self.wait.timeout_ms)
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.wait.replicas).arg(self.wait.timeout_ms);
+        let acked: i64 = match self.conn.clone() {
+            RedisConn::Single(mut c) => wait.query_async(&mut c).await.map_err(redis_error)?,
+            RedisConn::Cluster(mut c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                // To the journal's master, on the connection the append used.
+                let route = Route::with_key(&self.key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let reply = c.route_command(wait, routing).await.map_err(redis_error)?;
+                redis::from_redis_value(reply).map_err(|e| JournalError(format!("WAIT: {e}")))?
+            }
+        };
         if acked < i64::from(self.wait.replicas) {
             metrics::counter!(crate::telemetry::REDIS_WAIT_SHORT_TOTAL).increment(1);
             return Err(JournalError(format!(

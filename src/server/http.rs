@@ -706,7 +706,11 @@ pub struct GifterEntry {
 
 /// A cluster node reads leaderboards and totals from the shared read model (every
 /// partition, as of the read model's lag); `None` on a single node.
-async fn shared_top(service: &Service, key: String, limit: usize) -> Result<Option<Vec<(u64, u128)>>, ApiError> {
+async fn shared_top(
+    service: &Service,
+    key: String,
+    limit: usize,
+) -> Result<Option<Vec<(u64, u128)>>, ApiError> {
     let Some(conn) = &service.shared_reads else {
         return Ok(None);
     };
@@ -722,7 +726,11 @@ async fn shared_top(service: &Service, key: String, limit: usize) -> Result<Opti
 }
 
 /// The merged fields of a read-model hash (0 when absent); `None` on a single node.
-async fn shared_hash(service: &Service, key: String, fields: &[&str]) -> Result<Option<Vec<u128>>, ApiError> {
+async fn shared_hash(
+    service: &Service,
+    key: String,
+    fields: &[&str],
+) -> Result<Option<Vec<u128>>, ApiError> {
     let Some(conn) = &service.shared_reads else {
         return Ok(None);
     };
@@ -732,7 +740,9 @@ async fn shared_hash(service: &Service, key: String, fields: &[&str]) -> Result<
         .query_async(&mut conn.clone())
         .await
         .map_err(shared_read_error)?;
-    Ok(Some(values.into_iter().map(Option::unwrap_or_default).collect()))
+    Ok(Some(
+        values.into_iter().map(Option::unwrap_or_default).collect(),
+    ))
 }
 
 fn shared_read_error(e: redis::RedisError) -> ApiError {
@@ -767,7 +777,9 @@ async fn get_creator_top(
     let limit = limit(q, 10, service.config.engine.top_k)?;
     let key = crate::persist::projection::creator_top_key(creator);
     if let Some(top) = shared_top(&service, key, limit).await? {
-        return Ok(gifters(top.into_iter().map(|(u, c)| (UserId(u), c)).collect()));
+        return Ok(gifters(
+            top.into_iter().map(|(u, c)| (UserId(u), c)).collect(),
+        ));
     }
     Ok(gifters(service.engine.creator_top_gifters(creator, limit)))
 }
@@ -787,7 +799,9 @@ async fn get_stream_top(
     let limit = limit(q, 10, service.config.engine.top_k)?;
     let key = crate::persist::projection::stream_top_key(stream);
     if let Some(top) = shared_top(&service, key, limit).await? {
-        return Ok(gifters(top.into_iter().map(|(u, c)| (UserId(u), c)).collect()));
+        return Ok(gifters(
+            top.into_iter().map(|(u, c)| (UserId(u), c)).collect(),
+        ));
     }
     Ok(gifters(service.engine.stream_top_gifters(stream, limit)))
 }
@@ -815,8 +829,12 @@ async fn get_top_creators(
 ) -> Result<Json<CreatorsLeaderboard>, ApiError> {
     authorize(&service, &headers, Scope::Read)?;
     let limit = limit(q, 10, service.config.engine.top_k)?;
-    let top = match shared_top(&service, crate::persist::projection::TOP_CREATORS.into(), limit)
-        .await?
+    let top = match shared_top(
+        &service,
+        crate::persist::projection::TOP_CREATORS.into(),
+        limit,
+    )
+    .await?
     {
         Some(top) => top.into_iter().map(|(c, d)| (CreatorId(c), d)).collect(),
         None => service.engine.top_creators(limit),

@@ -29,14 +29,14 @@ async fn server(
     .0
 }
 
-async fn conn(redis: &RedisServer) -> redis::aio::ConnectionManager {
+async fn conn(redis: &RedisServer) -> giftstream::persist::redis::RedisConn {
     giftstream::persist::redis::connect(&redis.url())
         .await
         .unwrap()
 }
 
 /// Waits (at most 10 s) until the read model holds seq `last`.
-async fn caught_up(conn: &mut redis::aio::ConnectionManager, last: u64) {
+async fn caught_up(conn: &mut giftstream::persist::redis::RedisConn, last: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let seq = projection::projected_seq(conn).await.unwrap();
@@ -76,7 +76,7 @@ fn funding() -> Vec<Event> {
 
 /// What a ranking service sees: `ZREVRANGE key 0 stop WITHSCORES`.
 async fn zrevrange(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut giftstream::persist::redis::RedisConn,
     key: &str,
     stop: i64,
 ) -> Vec<(u64, u64)> {
@@ -93,7 +93,10 @@ async fn zrevrange(
 
 /// The API's top 10, ties in the ledger's order; compared with Redis by score and by
 /// each member's score (Redis orders ties by member, descending).
-async fn assert_leaderboards_match(s: &TestServer, conn: &mut redis::aio::ConnectionManager) {
+async fn assert_leaderboards_match(
+    s: &TestServer,
+    conn: &mut giftstream::persist::redis::RedisConn,
+) {
     for (path, key, member) in [
         (
             "/v1/creators/7/top-gifters?limit=10",

@@ -17,7 +17,19 @@ impl ServeProcess {
     /// Starts `giftstream serve` with `config` (a giftstream.toml path) against `redis`
     /// and `data_dir`; returns once it serves.
     pub fn start(config: &Path, redis: &str, data_dir: &Path) -> ServeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_giftstream"))
+        ServeProcess::start_with(config, redis, data_dir, &[])
+    }
+
+    /// Like [`ServeProcess::start`]; `env` overrides (e.g. a cluster node's name and
+    /// its fixed addresses).
+    pub fn start_with(
+        config: &Path,
+        redis: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> ServeProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_giftstream"));
+        command
             .arg("serve")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("GIFTSTREAM_CONFIG", config)
@@ -25,7 +37,11 @@ impl ServeProcess {
             .env("GIFTSTREAM_TCP_ADDR", "127.0.0.1:0")
             .env("GIFTSTREAM_REDIS_URL", redis)
             .env("GIFTSTREAM_DATA_DIR", data_dir)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

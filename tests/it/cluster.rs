@@ -1,0 +1,428 @@
+//! Scale-out (SPEC §6): two `giftstream serve` nodes over a real local Redis Cluster
+//! (six redis-servers: 3 masters + 3 replicas, AOF always), driven by the routing client
+//! with seeded events, checked against one in-process engine fed the same events. One
+//! node is killed (SIGKILL) and restarted; the Redis master holding a node's journal is
+//! killed (its replica is promoted) and started again as a replica.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use giftstream::client::{Client, ClientError, ClusterClient};
+use giftstream::cluster::PartitionMap;
+use giftstream::engine::{CreatorId, Event, Outcome, ViewParts};
+use giftstream::persist::redis::{RedisConn, connect_to};
+
+use crate::support::child::ServeProcess;
+use crate::support::redis::{RedisServer, free_port};
+use crate::support::server::{INGEST, READ};
+use crate::support::{self, NOV};
+
+const USERS: u64 = 3_000;
+const CREATORS: u64 = 30;
+const GIFT_BATCHES: usize = 60;
+const BATCH: usize = 500;
+const NODES: [&str; 2] = ["a", "b"];
+
+/// splitmix64: the test's seeded generator.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Recharges for every user, then gifts from random users to creators skewed low.
+fn batches() -> Vec<Vec<Event>> {
+    let mut rng = Rng(42);
+    let mut id = 1u128;
+    let mut next_id = || {
+        id += 1;
+        id
+    };
+    let mut out: Vec<Vec<Event>> = (0..USERS)
+        .map(|u| support::recharge(next_id(), u, "coins_100"))
+        .collect::<Vec<_>>()
+        .chunks(BATCH)
+        .map(<[Event]>::to_vec)
+        .collect();
+    let gifts = ["rose", "panda", "finger_heart", "rainbow_puke", "concert"];
+    for _ in 0..GIFT_BATCHES {
+        out.push(
+            (0..BATCH)
+                .map(|_| {
+                    let creator = rng.below(CREATORS).min(rng.below(CREATORS));
+                    let gift = gifts[rng.below(gifts.len() as u64) as usize];
+                    let count = 1 + rng.below(3) as u32;
+                    support::gift(next_id(), rng.below(USERS), creator, gift, count)
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+fn same_status(got: &[Outcome], want: &[Outcome]) -> bool {
+    got.len() == want.len() && got.iter().zip(want).all(|(g, w)| g.status == w.status)
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed (bash .ci/test installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_cluster_ok(ports: &[u16]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ports
+        .iter()
+        .all(|&p| redis_cli(p, &["cluster", "info"]).contains("cluster_state:ok"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the Redis Cluster did not become ok"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Node {
+    name: &'static str,
+    tcp: u16,
+    http: u16,
+    data: tempfile::TempDir,
+}
+
+fn start(node: &Node, config: &Path, seed: &str) -> ServeProcess {
+    ServeProcess::start_with(
+        config,
+        seed,
+        node.data.path(),
+        &[
+            ("GIFTSTREAM_CLUSTER_NODE", node.name),
+            ("GIFTSTREAM_TCP_ADDR", &format!("127.0.0.1:{}", node.tcp)),
+            ("GIFTSTREAM_HTTP_ADDR", &format!("127.0.0.1:{}", node.http)),
+        ],
+    )
+}
+
+/// Sends `batch` until every event has an outcome: a refused or failed request (a node
+/// or a Redis master down) is retried with the same ids on a new connection.
+async fn send_until_answered(map: &PartitionMap, batch: &[Event]) -> (Vec<Outcome>, u32) {
+    let mut retries = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = async {
+            let client = ClusterClient::connect(map.clone(), INGEST).await?;
+            client.send(batch).await
+        };
+        match tokio::time::timeout(Duration::from_secs(20), attempt).await {
+            Ok(Ok(outcomes)) => return (outcomes, retries),
+            Ok(Err(e)) => eprintln!("cluster test: retrying a batch: {e}"),
+            Err(_) => eprintln!("cluster test: retrying a batch: timeout"),
+        }
+        retries += 1;
+        assert!(Instant::now() < deadline, "a batch got no answer for 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn journal_top(conn: &mut RedisConn, node: &str) -> u64 {
+    let top: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XREVRANGE")
+        .arg(format!("giftstream:{{ledger-{node}}}:journal"))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await
+        .unwrap();
+    top.first()
+        .map_or(0, |(id, _)| id.split('-').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_over_a_redis_cluster_equal_one_node() {
+    // The Redis Cluster.
+    let mut redis: Vec<RedisServer> = (0..6).map(|_| RedisServer::start_cluster_node()).collect();
+    let ports: Vec<u16> = redis.iter().map(|r| r.port).collect();
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    wait_cluster_ok(&ports);
+    let seed = format!("redis://{}", addrs[0]);
+
+    // Two nodes, 16 partitions; commits wait for one replica (WAIT 1).
+    let nodes: Vec<Node> = NODES
+        .iter()
+        .map(|&name| Node {
+            name,
+            tcp: free_port(),
+            http: free_port(),
+            data: tempfile::tempdir().unwrap(),
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.toml");
+    let node_lines: Vec<String> = nodes
+        .iter()
+        .zip(["0-7", "8-15"])
+        .map(|(n, parts)| {
+            format!(
+                "  {{ name = \"{}\", tcp_addr = \"127.0.0.1:{}\", http_addr = \"127.0.0.1:{}\", partitions = \"{parts}\" }},",
+                n.name, n.tcp, n.http
+            )
+        })
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\neconomy = \"\"\n\
+             [redis]\ncluster = true\nwait_replicas = 1\nwait_timeout_ms = 1000\n\
+             [snapshot]\ninterval_ms = 0\nevents = 12000\n\
+             [read_model]\nwindow_ms = 20\n\
+             [auth]\ntokens = [{{ token = \"{INGEST}\", scopes = [\"ingest\", \"read\"] }}, {{ token = \"{READ}\", scopes = [\"read\"] }}]\n\
+             [cluster]\npartitions = 16\nnodes = [\n{}\n]\n",
+            node_lines.join("\n")
+        ),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let map = PartitionMap::from_config(
+        &giftstream::config::Config::from_toml_str(&text)
+            .unwrap()
+            .cluster,
+    )
+    .unwrap()
+    .unwrap();
+    let mut procs: Vec<Option<ServeProcess>> = nodes
+        .iter()
+        .map(|n| Some(start(n, &config, &seed)))
+        .collect();
+
+    // A node refuses another node's sender and names the owner; nothing is applied.
+    let batches = batches();
+    let foreign = batches[0]
+        .iter()
+        .find(|e| map.owner_index(e) == 1)
+        .copied()
+        .unwrap();
+    let a = Client::connect(("127.0.0.1", nodes[0].tcp), INGEST)
+        .await
+        .unwrap();
+    match a.send(&[foreign]).await {
+        Err(ClientError::Server { name, message, .. }) => {
+            assert_eq!(name, "WRONG_PARTITION");
+            assert!(message.contains("owned by node b"), "{message}");
+        }
+        other => panic!("expected WRONG_PARTITION, got {other:?}"),
+    }
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"events": [{"type": "recharge", "event_id": support::server::uuid(7),
+        "user": giftstream::cluster::routing_key(&foreign), "coins": 100, "package": "coins_100",
+        "price": "0.99", "currency": "USD", "channel": "app"}]});
+    let response = http
+        .post(format!("http://127.0.0.1:{}/v1/events", nodes[0].http))
+        .bearer_auth(INGEST)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 421);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "WRONG_PARTITION", "{error}");
+    drop(a);
+
+    // The same events into one engine: the single-node run.
+    let single = support::engine();
+    let mut conn = connect_to(&seed, true).await.unwrap();
+    let kill_node_at = batches.len() / 3;
+    let kill_master_at = 2 * batches.len() / 3;
+    let mut retried = 0;
+    let mut rejoined: Option<std::thread::JoinHandle<RedisServer>> = None;
+    for (i, batch) in batches.iter().enumerate() {
+        let want = single.apply_batch(batch, NOV);
+        if i == kill_node_at {
+            // Node a dies between two acknowledged batches and restarts from its
+            // snapshot and journal; the last batch sent again is all duplicates.
+            procs[0].take().unwrap().kill9();
+            procs[0] = Some(start(&nodes[0], &config, &seed));
+            let (again, _) = send_until_answered(&map, &batches[i - 1]).await;
+            assert!(again.iter().all(|o| o.duplicate), "batch {} resent", i - 1);
+        }
+        if i == kill_master_at {
+            // Kill the master holding node a's journal; its replica takes over.
+            let master = (0..redis.len())
+                .find(|&r| {
+                    redis_cli(ports[r], &["exists", "giftstream:{ledger-a}:journal"]).trim() == "1"
+                })
+                .expect("a master holds node a's journal");
+            let mut old = redis.remove(master);
+            old.stop();
+            // The old master comes back as a replica of the promoted one after 4 s: WAIT 1
+            // can be met again (until then the shard has no replica and commits wait).
+            rejoined = Some(std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(4));
+                old.restart();
+                old
+            }));
+        }
+        let (got, r) = send_until_answered(&map, batch).await;
+        retried += r;
+        assert!(
+            same_status(&got, &want),
+            "batch {i}: outcomes differ from one node's"
+        );
+    }
+    eprintln!("cluster test: {retried} batch retries during the node and master kills");
+    redis.push(rejoined.expect("a master was killed").join().unwrap());
+
+    // Nothing acknowledged was lost, the read model caught up for both nodes.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for node in NODES {
+        let top = journal_top(&mut conn, node).await;
+        loop {
+            let seq: Option<u64> = redis::cmd("GET")
+                .arg(format!("giftstream:{{ledger}}:rm:seq:{node}"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if seq == Some(top) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node}'s read model at {seq:?}, journal at {top}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let journaled = journal_top(&mut conn, "a").await + journal_top(&mut conn, "b").await;
+    let sent: usize = batches.iter().map(Vec::len).sum();
+    assert_eq!(journaled, sent as u64, "every event journaled exactly once");
+
+    // Totals and leaderboards in Redis equal the single-node run.
+    let view = single.read_model_view(ViewParts {
+        pairs: true,
+        wallets: false,
+    });
+    let mut expected_gifters: HashMap<u64, BTreeMap<u64, u128>> = HashMap::new();
+    for &(c, u, coins) in &view.creator_gifters {
+        expected_gifters.entry(c.0).or_default().insert(u.0, coins);
+    }
+    assert!(view.creators.len() as u64 == CREATORS);
+    for &(c, coins, _) in &view.creators {
+        let key = format!("giftstream:{{ledger}}:rm:creator:{}", c.0);
+        let (merged_coins, merged_diamonds): (u128, u128) = redis::cmd("HMGET")
+            .arg(&key)
+            .arg("coins_received")
+            .arg("diamonds_total")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(merged_coins, coins, "creator {} coins", c.0);
+        // Each node floors its own share of the diamonds: the sum is at most one
+        // diamond per other node below one ledger's floor.
+        let diamonds = single.creator(c).diamonds_total;
+        assert!(
+            merged_diamonds <= diamonds && merged_diamonds + 1 >= diamonds,
+            "creator {}: diamonds {merged_diamonds}, one node {diamonds}",
+            c.0
+        );
+        let top: Vec<(u64, f64)> = redis::cmd("ZRANGE")
+            .arg(format!("{key}:top-gifters"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let got: BTreeMap<u64, u128> = top.into_iter().map(|(u, s)| (u, s as u128)).collect();
+        assert_eq!(&got, &expected_gifters[&c.0], "creator {} gifters", c.0);
+    }
+
+    // Any node answers leaderboard reads for every partition.
+    let c0 = CreatorId(0);
+    let want: Vec<u128> = single
+        .creator_top_gifters(c0, 5)
+        .iter()
+        .map(|(_, coins)| *coins)
+        .collect();
+    for node in &nodes {
+        let body: serde_json::Value = http
+            .get(format!(
+                "http://127.0.0.1:{}/v1/creators/0/top-gifters?limit=5",
+                node.http
+            ))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let got: Vec<u128> = body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["coins"].as_u64().unwrap().into())
+            .collect();
+        assert_eq!(got, want, "node {} top gifters", node.name);
+        let creator: serde_json::Value = http
+            .get(format!("http://127.0.0.1:{}/v1/creators/0", node.http))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            creator["coins_received"].as_u64().map(u128::from),
+            Some(single.creator(c0).coins_received),
+            "node {}",
+            node.name
+        );
+    }
+
+    // Each node's ledger audits clean (snapshot + journal, conservation).
+    for (node, proc) in nodes.iter().zip(procs.iter_mut()) {
+        proc.take().unwrap().stop();
+        let data = node.data.path().to_str().unwrap().to_owned();
+        let (ok, out) = crate::support::child::run_cli(
+            &["audit"],
+            &[
+                ("GIFTSTREAM_CONFIG", config.to_str().unwrap()),
+                ("GIFTSTREAM_CLUSTER_NODE", node.name),
+                ("GIFTSTREAM_REDIS_URL", &seed),
+                ("GIFTSTREAM_DATA_DIR", &data),
+            ],
+        );
+        assert!(
+            ok && out.contains("audit: clean"),
+            "node {}: {out}",
+            node.name
+        );
+    }
+}
