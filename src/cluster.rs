@@ -123,13 +123,13 @@ impl PartitionMap {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !name_ok {
                 return Err(ConfigError::new(
-                    &format!("{key}.name"),
+                    format!("{key}.name"),
                     format!("{:?} must be 1 to 32 of [A-Za-z0-9_-]", node.name),
                 ));
             }
             if config.nodes[..i].iter().any(|o| o.name == node.name) {
                 return Err(ConfigError::new(
-                    &format!("{key}.name"),
+                    format!("{key}.name"),
                     format!("{:?} appears twice", node.name),
                 ));
             }
@@ -139,17 +139,17 @@ impl PartitionMap {
                     .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
                 {
                     return Err(ConfigError::new(
-                        &format!("{key}.{field}"),
+                        format!("{key}.{field}"),
                         format!("{addr:?} is not host:port"),
                     ));
                 }
             }
             for p in parse_partitions(&node.partitions, n)
-                .map_err(|m| ConfigError::new(&format!("{key}.partitions"), m))?
+                .map_err(|m| ConfigError::new(format!("{key}.partitions"), m))?
             {
                 if let Some(other) = owner[p as usize] {
                     return Err(ConfigError::new(
-                        &format!("{key}.partitions"),
+                        format!("{key}.partitions"),
                         format!(
                             "partition {p} is also owned by node {:?}",
                             config.nodes[usize::from(other)].name

@@ -720,3 +720,67 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    const CLUSTER: &str = include_str!("../config/cluster.toml");
+
+    #[test]
+    fn the_shipped_cluster_config_is_valid_for_each_node() {
+        for node in ["a", "b"] {
+            let mut config = Config::from_toml_str(CLUSTER).unwrap();
+            config
+                .apply_env(|k| (k == "GIFTSTREAM_CLUSTER_NODE").then(|| node.to_owned()))
+                .unwrap();
+            config.validate().unwrap();
+            let map = config.partition_map().unwrap().unwrap();
+            assert_eq!(map.local().unwrap().name, node);
+            assert_eq!(map.partitions(), 16);
+        }
+    }
+
+    #[test]
+    fn a_cluster_node_needs_redis_and_the_shared_read_model() {
+        let node = |edit: &dyn Fn(&mut Config)| {
+            let mut config = Config::from_toml_str(CLUSTER).unwrap();
+            config.cluster.node = "a".into();
+            edit(&mut config);
+            config.validate().map_err(|e| e.key)
+        };
+        assert_eq!(node(&|_| {}), Ok(()));
+        assert_eq!(node(&|c| c.redis.url.clear()), Err("redis.cluster".into()));
+        assert_eq!(
+            node(&|c| {
+                c.redis.url.clear();
+                c.redis.cluster = false;
+            }),
+            Err("redis.url".into())
+        );
+        assert_eq!(
+            node(&|c| c.read_model.enabled = false),
+            Err("read_model".into())
+        );
+        assert_eq!(
+            node(&|c| c.read_model.url = "redis://x:1".into()),
+            Err("read_model".into())
+        );
+        assert_eq!(
+            node(&|c| c.redis.wait_replicas = 17),
+            Err("redis.wait_replicas".into())
+        );
+        assert_eq!(
+            node(&|c| c.redis.wait_timeout_ms = 0),
+            Err("redis.wait_timeout_ms".into())
+        );
+        assert_eq!(
+            node(&|c| c.cluster.node = "z".into()),
+            Err("cluster.node".into())
+        );
+        assert_eq!(
+            node(&|c| c.cluster.partitions = 8),
+            Err("cluster.nodes[1].partitions".into())
+        );
+    }
+}

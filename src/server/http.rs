@@ -382,6 +382,7 @@ async fn apply(service: &Service, events: &[Event]) -> Result<Vec<Outcome>, ApiE
         (status = 403, description = "Token without the ingest scope", body = ErrorBody),
         (status = 413, description = "Body or batch too large", body = ErrorBody),
         (status = 422, description = "Well-formed JSON of the wrong shape, or an empty batch", body = ErrorBody),
+        (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
         (status = 503, description = "Storage unavailable; nothing applied", body = ErrorBody),
     ))]
 async fn post_events(
@@ -483,6 +484,7 @@ pub struct UserResponse {
         (status = 200, body = UserResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
 async fn put_user(
@@ -898,6 +900,7 @@ fn stream_response(service: &Service, stream: StreamId) -> StreamResponse {
         (status = 200, body = StreamResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 422, description = "Invalid body, or the goal was rejected (code AMOUNT_OUT_OF_RANGE)", body = ErrorBody),
+        (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
 async fn put_goal(

@@ -140,7 +140,7 @@ async fn send_until_answered(map: &PartitionMap, batch: &[Event]) -> (Vec<Outcom
 }
 
 async fn journal_top(conn: &mut RedisConn, node: &str) -> u64 {
-    let top: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XREVRANGE")
+    let top: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
         .arg(format!("giftstream:{{ledger-{node}}}:journal"))
         .arg("+")
         .arg("-")
