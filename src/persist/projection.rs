@@ -151,7 +151,7 @@ while i <= #ARGV do
     return redis.error_reply('GIFTSTREAM_OP ' .. op)
   end
 end
-redis.call('SET', KEYS[1], ARGV[2])
+if from > 0 then redis.call('SET', KEYS[1], ARGV[2]) end
 return {1, saturated}
 "#;
 
