@@ -480,38 +480,46 @@ pub async fn rebuild(
         .query_async::<()>(conn)
         .await
         .map_err(redis_error)?;
-    if ledger.node.is_some() {
-        let mut ops = Vec::new();
-        for &(c, coins, paid) in &view.creators {
-            creator_ops(economy, c, coins, paid, true, &mut ops);
-        }
-        for (s, book) in &view.streams {
-            stream_ops(*s, book, true, &mut ops);
-        }
-        for &(c, u, coins) in &view.creator_gifters {
-            ops.push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
-        }
-        for &(s, u, coins) in &view.stream_gifters {
-            ops.push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
-        }
-        if wallets {
-            for &(u, coins) in &view.wallets {
-                ops.push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
-            }
-        }
+    let merge = ledger.node.is_some();
+    let ops = view_ops(economy, view, wallets, merge);
+    if merge {
+        // Only this node's contributions, through the write script (no seq check).
         for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10) {
             write(conn, ledger, chunk, 0, 0)
                 .await
                 .map_err(redis_error)?;
         }
-        redis::cmd("SET")
-            .arg(seq_key(ledger))
-            .arg(view.last_seq)
-            .query_async::<()>(conn)
-            .await
-            .map_err(redis_error)?;
-        return Ok(());
+    } else {
+        unlink_all(conn).await?;
+        for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE) {
+            let mut pipe = redis::pipe();
+            for op in chunk {
+                match op {
+                    Op::Hash(k, fields) => {
+                        pipe.hset_multiple(format!("{PREFIX}{k}"), fields).ignore()
+                    }
+                    Op::Set(k, m, s) => pipe
+                        .zadd(format!("{PREFIX}{k}"), *m, s.to_string())
+                        .ignore(),
+                    Op::Incr(..) | Op::Merge(..) => {
+                        unreachable!("a single node's rebuild writes absolute values")
+                    }
+                };
+            }
+            pipe.query_async::<()>(conn).await.map_err(redis_error)?;
+        }
     }
+    redis::cmd("SET")
+        .arg(seq_key(ledger))
+        .arg(view.last_seq)
+        .query_async::<()>(conn)
+        .await
+        .map_err(redis_error)?;
+    Ok(())
+}
+
+/// Deletes every read-model key (a single node's rebuild).
+async fn unlink_all(conn: &mut RedisConn) -> Result<(), JournalError> {
     let mut cursor = 0u64;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -538,12 +546,17 @@ pub async fn rebuild(
             break;
         }
     }
+    Ok(())
+}
+
+/// Every value of `view` as absolute operations (a rebuild's content).
+fn view_ops(economy: &Economy, view: &ReadModelView, wallets: bool, merge: bool) -> Vec<Op> {
     let mut ops = Vec::new();
     for &(c, coins, paid) in &view.creators {
-        creator_ops(economy, c, coins, paid, false, &mut ops);
+        creator_ops(economy, c, coins, paid, merge, &mut ops);
     }
     for (s, book) in &view.streams {
-        stream_ops(*s, book, false, &mut ops);
+        stream_ops(*s, book, merge, &mut ops);
     }
     for &(c, u, coins) in &view.creator_gifters {
         ops.push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
@@ -556,28 +569,7 @@ pub async fn rebuild(
             ops.push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
         }
     }
-    for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE) {
-        let mut pipe = redis::pipe();
-        for op in chunk {
-            match op {
-                Op::Hash(k, fields) => pipe.hset_multiple(format!("{PREFIX}{k}"), fields).ignore(),
-                Op::Set(k, m, s) => pipe
-                    .zadd(format!("{PREFIX}{k}"), *m, s.to_string())
-                    .ignore(),
-                Op::Incr(..) | Op::Merge(..) => {
-                    unreachable!("a single node's rebuild writes absolute values")
-                }
-            };
-        }
-        pipe.query_async::<()>(conn).await.map_err(redis_error)?;
-    }
-    redis::cmd("SET")
-        .arg(SEQ_KEY)
-        .arg(view.last_seq)
-        .query_async::<()>(conn)
-        .await
-        .map_err(redis_error)?;
-    Ok(())
+    ops
 }
 
 /// Where the projector starts.

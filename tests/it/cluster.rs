@@ -370,18 +370,16 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         .map(|(_, coins)| *coins)
         .collect();
     for node in &nodes {
-        let body: serde_json::Value = http
-            .get(format!(
-                "http://127.0.0.1:{}/v1/creators/0/top-gifters?limit=5",
-                node.http
-            ))
-            .bearer_auth(READ)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let read = |path: &str| {
+            let request = http
+                .get(format!("http://127.0.0.1:{}{path}", node.http))
+                .bearer_auth(READ);
+            async move {
+                let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+                body
+            }
+        };
+        let body = read("/v1/creators/0/top-gifters?limit=5").await;
         let got: Vec<u128> = body["entries"]
             .as_array()
             .unwrap()
@@ -389,15 +387,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
             .map(|e| e["coins"].as_u64().unwrap().into())
             .collect();
         assert_eq!(got, want, "node {} top gifters", node.name);
-        let creator: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{}/v1/creators/0", node.http))
-            .bearer_auth(READ)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let creator = read("/v1/creators/0").await;
         assert_eq!(
             creator["coins_received"].as_u64().map(u128::from),
             Some(single.creator(c0).coins_received),
