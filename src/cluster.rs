@@ -217,24 +217,31 @@ impl PartitionMap {
 
     /// `Ok` when this node owns every event of the batch; else the first one it does not.
     pub fn check(&self, events: &[Event]) -> Result<(), WrongPartition> {
+        events.iter().enumerate().try_for_each(|(index, e)| {
+            self.check_key(routing_key(e))
+                .map_err(|w| WrongPartition { index, ..w })
+        })
+    }
+
+    /// `Ok` when this node owns `key` (always on a client's map); else its owner (with
+    /// index 0).
+    pub fn check_key(&self, key: u64) -> Result<(), WrongPartition> {
         let Some(local) = self.local else {
             return Ok(());
         };
-        for (index, e) in events.iter().enumerate() {
-            let partition = partition_of(routing_key(e), self.partitions);
-            let owner = usize::from(self.owner[partition as usize]);
-            if owner != local {
-                let node = &self.nodes[owner];
-                return Err(WrongPartition {
-                    index,
-                    partition,
-                    node: node.name.clone(),
-                    tcp_addr: node.tcp_addr.clone(),
-                    http_addr: node.http_addr.clone(),
-                });
-            }
+        let partition = partition_of(key, self.partitions);
+        let owner = usize::from(self.owner[partition as usize]);
+        if owner == local {
+            return Ok(());
         }
-        Ok(())
+        let node = &self.nodes[owner];
+        Err(WrongPartition {
+            index: 0,
+            partition,
+            node: node.name.clone(),
+            tcp_addr: node.tcp_addr.clone(),
+            http_addr: node.http_addr.clone(),
+        })
     }
 }
 

@@ -342,6 +342,24 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
     })
 }
 
+/// A cluster node answers a user's wallet and history only for its own partitions:
+/// another node's user gets 421 `WRONG_PARTITION` naming the owner (not an empty wallet).
+fn owned_user(service: &Service, user: UserId) -> Result<(), ApiError> {
+    match &service.partitions {
+        Some(map) => map.check_key(user.0).map_err(|w| {
+            ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "WRONG_PARTITION",
+                format!(
+                    "user {} is in partition {}, owned by node {} (http {}); ask it",
+                    user.0, w.partition, w.node, w.http_addr
+                ),
+            )
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Applies validated events and waits for durability when the ack mode says so.
 async fn apply(service: &Service, events: &[Event]) -> Result<Vec<Outcome>, ApiError> {
     service.check_partitions(events, "http").map_err(|wrong| {
@@ -539,16 +557,16 @@ pub struct WalletResponse {
 /// A user's coins, spending this month and budget.
 #[utoipa::path(get, path = "/v1/users/{id}/wallet", tag = "users",
     params(("id" = u64, Path, description = "User id")), security(("bearer" = [])),
-    responses((status = 200, body = WalletResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = WalletResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 421, description = "A cluster node asked for another node's user (code WRONG_PARTITION, the message names the owner)", body = ErrorBody)))]
 async fn get_wallet(
     State(service): State<Arc<Service>>,
     headers: HeaderMap,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<WalletResponse>, ApiError> {
     authorize(&service, &headers, Scope::Read)?;
-    let w = service
-        .engine
-        .wallet(UserId(path(id)?), service.clock.now());
+    let user = UserId(path(id)?);
+    owned_user(&service, user)?;
+    let w = service.engine.wallet(user, service.clock.now());
     Ok(Json(WalletResponse {
         user: w.user.0,
         coins: w.coins,
@@ -608,7 +626,7 @@ pub struct TransactionEntry {
 /// A user's recent history with outcomes, newest first.
 #[utoipa::path(get, path = "/v1/users/{id}/transactions", tag = "users",
     params(("id" = u64, Path, description = "User id"), LimitQuery), security(("bearer" = [])),
-    responses((status = 200, body = TransactionsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = TransactionsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 421, description = "A cluster node asked for another node's user (code WRONG_PARTITION, the message names the owner)", body = ErrorBody)))]
 async fn get_transactions(
     State(service): State<Arc<Service>>,
     headers: HeaderMap,
@@ -617,6 +635,7 @@ async fn get_transactions(
 ) -> Result<Json<TransactionsResponse>, ApiError> {
     authorize(&service, &headers, Scope::Read)?;
     let user = UserId(path(id)?);
+    owned_user(&service, user)?;
     let limit = limit(q, 20, service.config.engine.history_per_user)?;
     let entries = service
         .engine
@@ -677,7 +696,7 @@ async fn get_creator(
     .await?
     {
         [c.coins_received, c.diamonds_total, c.diamonds_available] =
-            [merged[0], merged[1], merged[2]];
+            [0, 1, 2].map(|i| merged[i].unwrap_or_default());
     }
     let catalog = &service.engine.economy().gifts;
     Ok(Json(CreatorResponse {
@@ -727,12 +746,12 @@ async fn shared_top(
     Ok(Some(top.into_iter().map(|(m, s)| (m, s as u128)).collect()))
 }
 
-/// The merged fields of a read-model hash (0 when absent); `None` on a single node.
+/// The fields of a read-model hash (each `None` when absent); `None` on a single node.
 async fn shared_hash(
     service: &Service,
     key: String,
     fields: &[&str],
-) -> Result<Option<Vec<u128>>, ApiError> {
+) -> Result<Option<Vec<Option<u128>>>, ApiError> {
     let Some(conn) = &service.shared_reads else {
         return Ok(None);
     };
@@ -742,9 +761,7 @@ async fn shared_hash(
         .query_async(&mut conn.clone())
         .await
         .map_err(shared_read_error)?;
-    Ok(Some(
-        values.into_iter().map(Option::unwrap_or_default).collect(),
-    ))
+    Ok(Some(values))
 }
 
 fn shared_read_error(e: redis::RedisError) -> ApiError {
@@ -946,11 +963,20 @@ async fn get_stream(
     let stream = StreamId(path(id)?);
     let mut response = stream_response(&service, stream);
     let key = crate::persist::projection::stream_key(stream);
-    if let Some(merged) = shared_hash(&service, key, &["coins_received"]).await? {
-        response.coins_received = merged[0];
-        if let Some(goal) = &mut response.goal {
-            goal.progress = merged[0];
-        }
+    let fields = ["coins_received", "creator", "goal_coins_target"];
+    if let Some(merged) = shared_hash(&service, key, &fields).await? {
+        let coins = merged[0].unwrap_or_default();
+        response.coins_received = coins;
+        response.creator = response
+            .creator
+            .or(merged[1].and_then(|c| u64::try_from(c).ok()));
+        response.goal = merged[2]
+            .and_then(|t| u64::try_from(t).ok())
+            .map(|coins_target| GoalView {
+                coins_target,
+                progress: coins,
+            })
+            .or(response.goal);
     }
     Ok(Json(response))
 }

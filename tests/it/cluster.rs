@@ -252,6 +252,19 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     assert_eq!(response.status().as_u16(), 421);
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "WRONG_PARTITION", "{error}");
+    // Wallets are answered by their owner only: another node's user is a 421, not an
+    // empty wallet.
+    let wallet = |node: &Node| {
+        http.get(format!(
+            "http://127.0.0.1:{}/v1/users/{}/wallet",
+            node.http,
+            giftstream::cluster::routing_key(&foreign)
+        ))
+        .bearer_auth(READ)
+        .send()
+    };
+    assert_eq!(wallet(&nodes[0]).await.unwrap().status().as_u16(), 421);
+    assert_eq!(wallet(&nodes[1]).await.unwrap().status().as_u16(), 200);
     drop(a);
 
     // The same events into one engine: the single-node run.
