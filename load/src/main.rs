@@ -204,6 +204,10 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
                 !c.audit,
                 "--audit reads one node's totals: not with --cluster"
             );
+            anyhow::ensure!(
+                kinds.iter().all(|k| *k == TargetKind::Giftstream),
+                "--cluster routes the binary protocol: use --target giftstream"
+            );
             Some(map)
         }
     };
