@@ -483,7 +483,10 @@ pub async fn rebuild(
     let merge = ledger.node.is_some();
     let ops = view_ops(economy, view, wallets, merge);
     if merge {
-        // Only this node's contributions, through the write script (no seq check).
+        // Only this node's contributions, through the write script (no seq check):
+        // first its gifters leave every leaderboard (a gifter first seen after the
+        // view would otherwise keep a score the catch-up adds to again).
+        remove_own_gifters(conn, ledger).await?;
         for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10) {
             write(conn, ledger, chunk, 0, 0)
                 .await
@@ -518,35 +521,51 @@ pub async fn rebuild(
     Ok(())
 }
 
-/// Deletes every read-model key (a single node's rebuild).
-async fn unlink_all(conn: &mut RedisConn) -> Result<(), JournalError> {
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!(
-                "{}*",
-                PREFIX.replace('{', "\\{").replace('}', "\\}")
-            ))
-            .arg("COUNT")
-            .arg(1000)
+/// Removes the members this cluster node owns from every gifter leaderboard.
+async fn remove_own_gifters(conn: &mut RedisConn, ledger: &Ledger) -> Result<(), JournalError> {
+    let Some(map) = &ledger.map else {
+        return Ok(());
+    };
+    let pattern = format!("{}*:top-gifters", escaped_prefix());
+    for key in conn.scan_slot(SEQ_KEY, &pattern).await? {
+        let members: Vec<u64> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
             .query_async(conn)
             .await
             .map_err(redis_error)?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
+        let own: Vec<u64> = members.into_iter().filter(|&u| map.owns(u)).collect();
+        for chunk in own.chunks(REBUILD_COMMANDS_PER_PIPELINE) {
+            redis::cmd("ZREM")
+                .arg(&key)
+                .arg(chunk)
                 .query_async::<()>(conn)
                 .await
                 .map_err(redis_error)?;
         }
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
     }
     Ok(())
+}
+
+/// Deletes every read-model key (a single node's rebuild).
+async fn unlink_all(conn: &mut RedisConn) -> Result<(), JournalError> {
+    let keys = conn
+        .scan_slot(SEQ_KEY, &format!("{}*", escaped_prefix()))
+        .await?;
+    for chunk in keys.chunks(1000) {
+        redis::cmd("UNLINK")
+            .arg(chunk)
+            .query_async::<()>(conn)
+            .await
+            .map_err(redis_error)?;
+    }
+    Ok(())
+}
+
+/// [`PREFIX`] as a `SCAN MATCH` pattern (the hash tag's braces escaped).
+fn escaped_prefix() -> String {
+    PREFIX.replace('{', "\\{").replace('}', "\\}")
 }
 
 /// Every value of `view` as absolute operations (a rebuild's content).

@@ -108,6 +108,8 @@ type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 pub struct Ledger {
     /// The cluster node's name (`cluster.node`); `None` for a single node.
     pub node: Option<String>,
+    /// The cluster's partition map (which gifters are this node's).
+    pub map: Option<crate::cluster::PartitionMap>,
 }
 
 impl Ledger {
@@ -115,6 +117,7 @@ impl Ledger {
     pub fn of(config: &crate::config::Config) -> Ledger {
         Ledger {
             node: (!config.cluster.node.is_empty()).then(|| config.cluster.node.clone()),
+            map: config.partition_map().ok().flatten(),
         }
     }
 
@@ -132,6 +135,46 @@ impl Ledger {
 pub enum RedisConn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    /// The keys matching `pattern` in the slot of `slot_key` (on a Redis Cluster, SCAN
+    /// goes to that slot's master; on one Redis, to it).
+    pub async fn scan_slot(
+        &mut self,
+        slot_key: &str,
+        pattern: &str,
+    ) -> Result<Vec<String>, JournalError> {
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, page): (u64, Vec<String>) = match self {
+                RedisConn::Single(c) => scan.query_async(c).await.map_err(redis_error)?,
+                RedisConn::Cluster(c) => {
+                    use redis::cluster_routing::{
+                        Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+                    };
+                    let route = Route::with_key(slot_key, SlotAddr::Master);
+                    let routing =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                    let reply = c.route_command(scan, routing).await.map_err(redis_error)?;
+                    redis::from_redis_value(reply)
+                        .map_err(|e| JournalError(format!("SCAN: {e}")))?
+                }
+            };
+            keys.extend(page);
+            cursor = next;
+            if cursor == 0 {
+                return Ok(keys);
+            }
+        }
+    }
 }
 
 impl ConnectionLike for RedisConn {

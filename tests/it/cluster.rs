@@ -200,7 +200,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         format!(
             "[server]\neconomy = \"\"\n\
              [redis]\ncluster = true\nwait_replicas = 1\nwait_timeout_ms = 1000\n\
-             [snapshot]\ninterval_ms = 0\nevents = 12000\n\
+             [snapshot]\ninterval_ms = 0\nevents = 4000\n\
              [read_model]\nwindow_ms = 20\n\
              [auth]\ntokens = [{{ token = \"{INGEST}\", scopes = [\"ingest\", \"read\"] }}, {{ token = \"{READ}\", scopes = [\"read\"] }}]\n\
              [cluster]\npartitions = 16\nnodes = [\n{}\n]\n",
@@ -312,24 +312,8 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     redis.push(rejoined.expect("a master was killed").join().unwrap());
 
     // Nothing acknowledged was lost, the read model caught up for both nodes.
-    let deadline = Instant::now() + Duration::from_secs(90);
     for node in NODES {
-        let top = journal_top(&mut conn, node).await;
-        loop {
-            let seq: Option<u64> = redis::cmd("GET")
-                .arg(format!("giftstream:{{ledger}}:rm:seq:{node}"))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            if seq == Some(top) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {node}'s read model at {seq:?}, journal at {top}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_caught_up(&mut conn, node).await;
     }
     let journaled = journal_top(&mut conn, "a").await + journal_top(&mut conn, "b").await;
     let sent: usize = batches.iter().map(Vec::len).sum();
@@ -363,17 +347,8 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
             "creator {}: diamonds {merged_diamonds}, one node {diamonds}",
             c.0
         );
-        let top: Vec<(u64, f64)> = redis::cmd("ZRANGE")
-            .arg(format!("{key}:top-gifters"))
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let got: BTreeMap<u64, u128> = top.into_iter().map(|(u, s)| (u, s as u128)).collect();
-        assert_eq!(&got, &expected_gifters[&c.0], "creator {} gifters", c.0);
     }
+    assert_gifters_equal(&mut conn, &expected_gifters).await;
 
     // Any node answers leaderboard reads for every partition.
     let c0 = CreatorId(0);
@@ -427,5 +402,69 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
             "node {}: {out}",
             node.name
         );
+    }
+
+    // Restoring node a from its newest snapshot resets only node a's part of the shared
+    // read model (its gifters leave every leaderboard and come back at the snapshot's
+    // scores); after the journal catch-up every leaderboard is exact again.
+    let a = &nodes[0];
+    let mut snapshots: Vec<_> = std::fs::read_dir(a.data.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "gsnap"))
+        .collect();
+    snapshots.sort();
+    let snapshot = snapshots.last().expect("node a took a snapshot");
+    let data = a.data.path().to_str().unwrap().to_owned();
+    let (ok, out) = crate::support::child::run_cli(
+        &["restore", snapshot.to_str().unwrap()],
+        &[
+            ("GIFTSTREAM_CONFIG", config.to_str().unwrap()),
+            ("GIFTSTREAM_CLUSTER_NODE", "a"),
+            ("GIFTSTREAM_REDIS_URL", &seed),
+            ("GIFTSTREAM_DATA_DIR", &data),
+        ],
+    );
+    assert!(ok && out.contains("read model: rebuilt"), "{out}");
+    let restarted = start(a, &config, &seed);
+    wait_caught_up(&mut conn, "a").await;
+    assert_gifters_equal(&mut conn, &expected_gifters).await;
+    restarted.stop();
+}
+
+/// Waits (at most 90 s) until `node`'s read model holds its whole journal.
+async fn wait_caught_up(conn: &mut RedisConn, node: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let top = journal_top(conn, node).await;
+    loop {
+        let seq: Option<u64> = redis::cmd("GET")
+            .arg(format!("giftstream:{{ledger}}:rm:seq:{node}"))
+            .query_async(conn)
+            .await
+            .unwrap();
+        if seq == Some(top) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node}'s read model at {seq:?}, journal at {top}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every creator's gifter leaderboard in Redis holds exactly the expected scores.
+async fn assert_gifters_equal(conn: &mut RedisConn, expected: &HashMap<u64, BTreeMap<u64, u128>>) {
+    for (c, want) in expected {
+        let top: Vec<(u64, f64)> = redis::cmd("ZRANGE")
+            .arg(format!("giftstream:{{ledger}}:rm:creator:{c}:top-gifters"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(conn)
+            .await
+            .unwrap();
+        let got: BTreeMap<u64, u128> = top.into_iter().map(|(u, s)| (u, s as u128)).collect();
+        assert_eq!(&got, want, "creator {c} gifters");
     }
 }
