@@ -201,6 +201,12 @@ impl Client {
     pub async fn send(&self, events: &[Event]) -> Result<Vec<Outcome>, ClientError> {
         self.submit(events).await?.outcomes().await
     }
+
+    /// True once the connection is gone (closed by the server, an I/O error, or a
+    /// fatal error frame): every request on it fails; connect again.
+    pub fn is_closed(&self) -> bool {
+        self.reader.is_finished() || self.shared.fatal.lock().is_some()
+    }
 }
 
 async fn read_loop(mut frames: Reader, shared: Arc<Shared>) {
@@ -302,16 +308,20 @@ pub fn tls_roots(
 ///
 /// A batch that spans nodes is several requests: each part is applied (and made
 /// durable) by its node on its own, so a failure may leave some parts applied. Resend
-/// the whole batch with the same ids: the applied parts answer as duplicates.
+/// the whole batch with the same ids: the applied parts answer as duplicates. A node's
+/// connection that closed (the node restarted) is opened again by the next request.
 pub struct ClusterClient {
     map: crate::cluster::PartitionMap,
-    nodes: Vec<Client>,
+    token: String,
+    nodes: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
 }
 
 /// A batch in flight on a cluster; await [`ClusterPending::outcomes`].
 pub struct ClusterPending {
     parts: Vec<(Vec<usize>, Pending)>,
     len: usize,
+    /// The connections the parts went out on, kept open until they answer.
+    _conns: Vec<Arc<Client>>,
 }
 
 impl ClusterPending {
@@ -342,9 +352,27 @@ impl ClusterClient {
     ) -> Result<ClusterClient, ClientError> {
         let mut nodes = Vec::with_capacity(map.nodes().len());
         for node in map.nodes() {
-            nodes.push(Client::connect(node.tcp_addr.as_str(), token).await?);
+            let client = Client::connect(node.tcp_addr.as_str(), token).await?;
+            nodes.push(tokio::sync::Mutex::new(Some(Arc::new(client))));
         }
-        Ok(ClusterClient { map, nodes })
+        Ok(ClusterClient {
+            map,
+            token: token.to_owned(),
+            nodes,
+        })
+    }
+
+    /// Node `i`'s connection, opened again if it closed.
+    async fn node(&self, i: usize) -> Result<Arc<Client>, ClientError> {
+        let mut slot = self.nodes[i].lock().await;
+        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        *slot = None;
+        let addr = self.map.nodes()[i].tcp_addr.as_str();
+        let client = Arc::new(Client::connect(addr, &self.token).await?);
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     /// The map it routes by.
@@ -361,14 +389,18 @@ impl ClusterClient {
             part.1.push(*e);
         }
         let mut parts = Vec::new();
+        let mut conns = Vec::new();
         for (node, (indices, part)) in by_node.into_iter().enumerate() {
             if !part.is_empty() {
-                parts.push((indices, self.nodes[node].submit(&part).await?));
+                let client = self.node(node).await?;
+                parts.push((indices, client.submit(&part).await?));
+                conns.push(client);
             }
         }
         Ok(ClusterPending {
             parts,
             len: events.len(),
+            _conns: conns,
         })
     }
 

@@ -119,16 +119,13 @@ fn start(node: &Node, config: &Path, seed: &str) -> ServeProcess {
 }
 
 /// Sends `batch` until every event has an outcome: a refused or failed request (a node
-/// or a Redis master down) is retried with the same ids on a new connection.
-async fn send_until_answered(map: &PartitionMap, batch: &[Event]) -> (Vec<Outcome>, u32) {
+/// or a Redis master down) is retried with the same ids (the client reconnects to a
+/// node that restarted by itself).
+async fn send_until_answered(client: &ClusterClient, batch: &[Event]) -> (Vec<Outcome>, u32) {
     let mut retries = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let attempt = async {
-            let client = ClusterClient::connect(map.clone(), INGEST).await?;
-            client.send(batch).await
-        };
-        match tokio::time::timeout(Duration::from_secs(20), attempt).await {
+        match tokio::time::timeout(Duration::from_secs(20), client.send(batch)).await {
             Ok(Ok(outcomes)) => return (outcomes, retries),
             Ok(Err(e)) => eprintln!("cluster test: retrying a batch: {e}"),
             Err(_) => eprintln!("cluster test: retrying a batch: timeout"),
@@ -274,6 +271,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     let kill_master_at = 2 * batches.len() / 3;
     let mut retried = 0;
     let mut rejoined: Option<std::thread::JoinHandle<RedisServer>> = None;
+    let client = ClusterClient::connect(map.clone(), INGEST).await.unwrap();
     for (i, batch) in batches.iter().enumerate() {
         let want = single.apply_batch(batch, NOV);
         if i == kill_node_at {
@@ -281,7 +279,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
             // snapshot and journal; the last batch sent again is all duplicates.
             procs[0].take().unwrap().kill9();
             procs[0] = Some(start(&nodes[0], &config, &seed));
-            let (again, _) = send_until_answered(&map, &batches[i - 1]).await;
+            let (again, _) = send_until_answered(&client, &batches[i - 1]).await;
             assert!(again.iter().all(|o| o.duplicate), "batch {} resent", i - 1);
         }
         if i == kill_master_at {
@@ -301,7 +299,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
                 old
             }));
         }
-        let (got, r) = send_until_answered(&map, batch).await;
+        let (got, r) = send_until_answered(&client, batch).await;
         retried += r;
         assert!(
             same_status(&got, &want),
