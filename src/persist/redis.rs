@@ -138,6 +138,27 @@ pub enum RedisConn {
 }
 
 impl RedisConn {
+    /// Runs `cmd` (a keyless command about one slot, e.g. `WAIT` or `SCAN`) on the master
+    /// of `slot_key`'s slot; on one Redis, on it. redis-rs would send a keyless command to
+    /// a random node (or every node) of a cluster.
+    pub async fn on_slot_master<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: redis::Cmd,
+        slot_key: &str,
+    ) -> Result<T, JournalError> {
+        let reply = match self {
+            RedisConn::Single(c) => cmd.query_async(c).await,
+            RedisConn::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(slot_key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                c.route_command(cmd, routing).await
+            }
+        }
+        .map_err(redis_error)?;
+        redis::from_redis_value(reply).map_err(|e| JournalError(format!("redis reply: {e}")))
+    }
+
     /// The keys matching `pattern` in the slot of `slot_key` (on a Redis Cluster, SCAN
     /// goes to that slot's master; on one Redis, to it).
     pub async fn scan_slot(
@@ -154,20 +175,7 @@ impl RedisConn {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(1000);
-            let (next, page): (u64, Vec<String>) = match self {
-                RedisConn::Single(c) => scan.query_async(c).await.map_err(redis_error)?,
-                RedisConn::Cluster(c) => {
-                    use redis::cluster_routing::{
-                        Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
-                    };
-                    let route = Route::with_key(slot_key, SlotAddr::Master);
-                    let routing =
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                    let reply = c.route_command(scan, routing).await.map_err(redis_error)?;
-                    redis::from_redis_value(reply)
-                        .map_err(|e| JournalError(format!("SCAN: {e}")))?
-                }
-            };
+            let (next, page): (u64, Vec<String>) = self.on_slot_master(scan, slot_key).await?;
             keys.extend(page);
             cursor = next;
             if cursor == 0 {
@@ -495,17 +503,8 @@ impl RedisJournal {
     async fn wait_replicas(&self) -> Result<(), JournalError> {
         let mut wait = redis::cmd("WAIT");
         wait.arg(self.wait.replicas).arg(self.wait.timeout_ms);
-        let acked: i64 = match self.conn.clone() {
-            RedisConn::Single(mut c) => wait.query_async(&mut c).await.map_err(redis_error)?,
-            RedisConn::Cluster(mut c) => {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                // To the journal's master, on the connection the append used.
-                let route = Route::with_key(&self.key, SlotAddr::Master);
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                let reply = c.route_command(wait, routing).await.map_err(redis_error)?;
-                redis::from_redis_value(reply).map_err(|e| JournalError(format!("WAIT: {e}")))?
-            }
-        };
+        // To the journal's master, on the connection the append used.
+        let acked: i64 = self.conn.clone().on_slot_master(wait, &self.key).await?;
         if acked < i64::from(self.wait.replicas) {
             metrics::counter!(crate::telemetry::REDIS_WAIT_SHORT_TOTAL).increment(1);
             return Err(JournalError(format!(
