@@ -208,6 +208,14 @@ impl PartitionMap {
         usize::from(self.owner[p as usize])
     }
 
+    /// How many partitions this node owns (all of them on a client's map).
+    pub fn owned(&self) -> usize {
+        match self.local {
+            None => self.owner.len(),
+            Some(l) => self.owner.iter().filter(|&&o| usize::from(o) == l).count(),
+        }
+    }
+
     /// Whether this node owns `key`'s partition (true on a client's map).
     pub fn owns(&self, key: u64) -> bool {
         self.local.is_none_or(|l| {

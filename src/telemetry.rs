@@ -61,6 +61,8 @@ pub const READ_MODEL_SATURATED_TOTAL: &str = "giftstream_read_model_saturated_to
 pub const REDIS_WAIT_SHORT_TOTAL: &str = "giftstream_redis_wait_short_total";
 /// Batches refused because an event belongs to another node's partition.
 pub const WRONG_PARTITION_TOTAL: &str = "giftstream_wrong_partition_total";
+/// Partitions this cluster node owns, with `node` label (absent on a single node).
+pub const CLUSTER_PARTITIONS_OWNED: &str = "giftstream_cluster_partitions_owned";
 /// Always 1, with `version` label.
 pub const BUILD_INFO: &str = "giftstream_build_info";
 
@@ -188,6 +190,10 @@ fn describe() {
         "TLS handshakes that failed or timed out (both listeners)."
     );
     describe_gauge!(BUILD_INFO, "Build information.");
+    describe_gauge!(
+        CLUSTER_PARTITIONS_OWNED,
+        "Partitions this cluster node owns, by node."
+    );
 }
 
 /// Structured logs: `RUST_LOG` if set, else `level`; `json` or text.

@@ -237,6 +237,13 @@ pub async fn run(
         ready: AtomicBool::new(true),
         closing: closing.clone(),
     });
+    if let Some(node) = service
+        .partitions
+        .as_ref()
+        .and_then(|m| m.local().map(|n| (n.name.clone(), m.owned())))
+    {
+        metrics::gauge!(telemetry::CLUSTER_PARTITIONS_OWNED, "node" => node.0).set(node.1 as f64);
+    }
     tracing::info!(
         http = %http_listener.local_addr()?,
         tcp = %tcp_listener.local_addr()?,

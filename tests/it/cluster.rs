@@ -260,6 +260,18 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         .bearer_auth(READ)
         .send()
     };
+    let metrics = http
+        .get(format!("http://127.0.0.1:{}/metrics", nodes[0].http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("giftstream_cluster_partitions_owned{node=\"a\"} 8"),
+        "{metrics}"
+    );
     assert_eq!(wallet(&nodes[0]).await.unwrap().status().as_u16(), 421);
     assert_eq!(wallet(&nodes[1]).await.unwrap().status().as_u16(), 200);
     drop(a);
