@@ -1,6 +1,7 @@
 //! Scale-out (SPEC §6): two `giftstream serve` nodes over a real local Redis Cluster
-//! (six redis-servers: 3 masters + 3 replicas, AOF always), driven by the routing client
-//! with seeded events, checked against one in-process engine fed the same events. One
+//! (six redis-servers: 3 masters + 3 replicas, AOF always), driven through the routing
+//! client with giftload's seeded `zipf` workload (scaled down), checked against one
+//! in-process engine fed the same events. One
 //! node is killed (SIGKILL) and restarted; the Redis master holding a node's journal is
 //! killed (its replica is promoted) and started again as a replica.
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use giftstream::client::{Client, ClientError, ClusterClient};
 use giftstream::cluster::PartitionMap;
-use giftstream::engine::{CreatorId, Event, Outcome, ViewParts};
+use giftstream::engine::{Event, Outcome, ViewParts};
 use giftstream::persist::redis::{RedisConn, connect_to};
 
 use crate::support::child::ServeProcess;
@@ -21,53 +22,23 @@ use crate::support::{self, NOV};
 
 const USERS: u64 = 3_000;
 const CREATORS: u64 = 30;
-const GIFT_BATCHES: usize = 60;
+const GIFT_BATCHES: u64 = 60;
 const BATCH: usize = 500;
 const NODES: [&str; 2] = ["a", "b"];
 
-/// splitmix64: the test's seeded generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Recharges for every user, then gifts from random users to creators skewed low.
+/// giftload's seeded `zipf` scenario, scaled down: funding recharges for every user
+/// (3,000 coins each, so some gifts are refused), then gift batches.
 fn batches() -> Vec<Vec<Event>> {
-    let mut rng = Rng(42);
-    let mut id = 1u128;
-    let mut next_id = || {
-        id += 1;
-        id
-    };
-    let mut out: Vec<Vec<Event>> = (0..USERS)
-        .map(|u| support::recharge(next_id(), u, "coins_100"))
-        .collect::<Vec<_>>()
-        .chunks(BATCH)
-        .map(<[Event]>::to_vec)
-        .collect();
-    let gifts = ["rose", "panda", "finger_heart", "rainbow_puke", "concert"];
-    for _ in 0..GIFT_BATCHES {
-        out.push(
-            (0..BATCH)
-                .map(|_| {
-                    let creator = rng.below(CREATORS).min(rng.below(CREATORS));
-                    let gift = gifts[rng.below(gifts.len() as u64) as usize];
-                    let count = 1 + rng.below(3) as u32;
-                    support::gift(next_id(), rng.below(USERS), creator, gift, count)
-                })
-                .collect(),
-        );
-    }
-    out
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/load/scenarios/zipf.toml");
+    let mut scenario = giftload::scenario::Scenario::from_file(Path::new(path)).unwrap();
+    scenario.population.users = USERS;
+    scenario.population.creators = CREATORS;
+    scenario.population.funding_coins = 3_000;
+    scenario.load.batch = BATCH;
+    let workload = giftload::workload::Workload::new(&scenario, &support::economy(), 42).unwrap();
+    let funding = (0..).map_while(|n| workload.funding(n, BATCH));
+    let gifts = (0..GIFT_BATCHES).map(|n| workload.batch(n, 0.0));
+    funding.chain(gifts).collect()
 }
 
 fn same_status(got: &[Outcome], want: &[Outcome]) -> bool {
@@ -283,6 +254,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     let kill_master_at = 2 * batches.len() / 3;
     let mut retried = 0;
     let mut rejoined: Option<std::thread::JoinHandle<RedisServer>> = None;
+    let mut refused = 0;
     let client = ClusterClient::connect(map.clone(), INGEST).await.unwrap();
     for (i, batch) in batches.iter().enumerate() {
         let want = single.apply_batch(batch, NOV);
@@ -311,6 +283,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
                 old
             }));
         }
+        refused += want.iter().filter(|o| o.code().is_some()).count();
         let (got, r) = send_until_answered(&client, batch).await;
         retried += r;
         assert!(
@@ -318,7 +291,11 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
             "batch {i}: outcomes differ from one node's"
         );
     }
-    eprintln!("cluster test: {retried} batch retries during the node and master kills");
+    let sent: usize = batches.iter().map(Vec::len).sum();
+    eprintln!(
+        "cluster test: {sent} events ({refused} refused by the rules), {retried} batch retries during the node and master kills"
+    );
+    assert!(refused > 0, "the workload exercises refusals too");
     redis.push(rejoined.expect("a master was killed").join().unwrap());
 
     // Nothing acknowledged was lost, the read model caught up for both nodes.
@@ -326,7 +303,6 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         wait_caught_up(&mut conn, node).await;
     }
     let journaled = journal_top(&mut conn, "a").await + journal_top(&mut conn, "b").await;
-    let sent: usize = batches.iter().map(Vec::len).sum();
     assert_eq!(journaled, sent as u64, "every event journaled exactly once");
 
     // Totals and leaderboards in Redis equal the single-node run.
@@ -361,7 +337,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     assert_gifters_equal(&mut conn, &expected_gifters).await;
 
     // Any node answers leaderboard reads for every partition.
-    let c0 = CreatorId(0);
+    let c0 = single.top_creators(1)[0].0;
     let want: Vec<u128> = single
         .creator_top_gifters(c0, 5)
         .iter()
@@ -377,7 +353,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
                 body
             }
         };
-        let body = read("/v1/creators/0/top-gifters?limit=5").await;
+        let body = read(&format!("/v1/creators/{}/top-gifters?limit=5", c0.0)).await;
         let got: Vec<u128> = body["entries"]
             .as_array()
             .unwrap()
@@ -385,7 +361,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
             .map(|e| e["coins"].as_u64().unwrap().into())
             .collect();
         assert_eq!(got, want, "node {} top gifters", node.name);
-        let creator = read("/v1/creators/0").await;
+        let creator = read(&format!("/v1/creators/{}", c0.0)).await;
         assert_eq!(
             creator["coins_received"].as_u64().map(u128::from),
             Some(single.creator(c0).coins_received),
