@@ -1,9 +1,9 @@
 //! Scale-out (SPEC §6): two `giftstream serve` nodes over a real local Redis Cluster
 //! (six redis-servers: 3 masters + 3 replicas, AOF always), driven through the routing
 //! client with giftload's seeded `zipf` workload (scaled down), checked against one
-//! in-process engine fed the same events. One
-//! node is killed (SIGKILL) and restarted; the Redis master holding a node's journal is
-//! killed (its replica is promoted) and started again as a replica.
+//! in-process engine fed the same events. One node is killed (SIGKILL) and restarted;
+//! the Redis master holding a node's journal is killed (its replica is promoted) and
+//! started again as a replica; a node is restored from its snapshot.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
