@@ -286,17 +286,6 @@ impl Default for RedisConfig {
     }
 }
 
-impl RedisConfig {
-    /// The seed URLs (`url` split at commas).
-    pub fn seeds(&self) -> Vec<&str> {
-        self.url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .collect()
-    }
-}
-
 /// Optional TLS (rustls) on both listeners: set both paths or neither.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -228,7 +228,6 @@ pub struct RedisJournal {
     conn: RedisConn,
     key: String,
     url: String,
-    cluster: bool,
     ledger: Ledger,
     wait: WaitReplicas,
 }
@@ -244,7 +243,6 @@ impl RedisJournal {
             conn: connect(url).await?,
             key: JOURNAL_KEY.to_owned(),
             url: url.to_owned(),
-            cluster: false,
             ledger: Ledger::default(),
             wait: WaitReplicas::default(),
         })
@@ -258,7 +256,6 @@ impl RedisJournal {
             conn: connect_to(&config.redis.url, config.redis.cluster).await?,
             key: ledger.journal_key(),
             url: config.redis.url.clone(),
-            cluster: config.redis.cluster,
             ledger,
             wait: WaitReplicas {
                 replicas: config.redis.wait_replicas,
@@ -274,7 +271,7 @@ impl RedisJournal {
 
     /// Whether `url` is a Redis Cluster.
     pub fn cluster(&self) -> bool {
-        self.cluster
+        matches!(self.conn, RedisConn::Cluster(_))
     }
 
     /// Whose journal this is.
@@ -284,7 +281,7 @@ impl RedisJournal {
 
     /// A new connection to the same Redis (or Redis Cluster).
     pub async fn connect_again(&self) -> Result<RedisConn, JournalError> {
-        connect_to(&self.url, self.cluster).await
+        connect_to(&self.url, self.cluster()).await
     }
 
     /// The journaled runs whose last sequence number is at least `seq` (the first holds

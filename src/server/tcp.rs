@@ -265,39 +265,24 @@ where
                         break;
                     }
                 };
-                if let Err(wrong) = service.check_partitions(&events, "tcp") {
-                    let msg = wrong.to_string();
-                    if tx
-                        .send(error(request_id, error_code::WRONG_PARTITION, msg, false))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                    continue;
-                }
-                if token_id.is_some_and(|t| !service.auth.allow(t)) {
+                // Refusals that keep the connection open; nothing of the request applied.
+                let refusal = if let Err(wrong) = service.check_partitions(&events, "tcp") {
+                    Some((error_code::WRONG_PARTITION, wrong.to_string()))
+                } else if token_id.is_some_and(|t| !service.auth.allow(t)) {
                     metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "token_rate")
                         .increment(1);
                     let msg =
                         "this token's request rate is spent; retry later (nothing was applied)";
-                    if tx
-                        .send(error(request_id, error_code::RATE_LIMITED, msg, false))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                    continue;
-                }
-                if !service.commits.accepting() {
+                    Some((error_code::RATE_LIMITED, msg.to_owned()))
+                } else if !service.commits.accepting() {
                     metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "pending_commit_events").increment(1);
                     let msg = "commits are behind; retry later (nothing was applied)";
-                    if tx
-                        .send(error(request_id, error_code::UNAVAILABLE, msg, false))
-                        .await
-                        .is_err()
-                    {
+                    Some((error_code::UNAVAILABLE, msg.to_owned()))
+                } else {
+                    None
+                };
+                if let Some((code, msg)) = refusal {
+                    if tx.send(error(request_id, code, msg, false)).await.is_err() {
                         break;
                     }
                     continue;
