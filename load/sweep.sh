@@ -5,6 +5,8 @@
 #   knee      open loop, uniform, offered 25k..300k events/s: latency percentiles
 #   batch     closed loop, uniform, events per batch 10..5000: events/s
 #   interval  closed loop, uniform, commit.interval_ms 1..50: events/s and p99
+#   binab     two server binaries side by side (BIN_A, BIN_B; e.g. before/after a
+#             change): closed loop per scenario, then open loop at BINAB_RATE, alternated
 #   readmodel open loop, uniform at 50k and 100k events/s: latency and projected
 #             events/s with read_model.ops_per_write_max 4096..64, and with it off
 # Writes target/sweep/{knee,batch,interval}.tsv and draws them into load/results/.
@@ -19,6 +21,8 @@ mkdir -p "$OUT" load/results
 WORK=$(mktemp -d)
 REDIS_PID=""
 SERVE_PID=""
+# The server binary (binab alternates two).
+BIN=${GIFTSTREAM_BIN:-target/release/giftstream}
 cleanup() {
   [ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null || true
   [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null || true
@@ -38,7 +42,7 @@ serve() {
   sed -e "s/^interval_ms = 2$/interval_ms = $1/" -e "${2:-}" config/giftstream.toml >"$WORK/giftstream.toml"
   rm -rf "$WORK/data"
   GIFTSTREAM_CONFIG="$WORK/giftstream.toml" GIFTSTREAM_REDIS_URL="redis://127.0.0.1:$PORT" \
-    GIFTSTREAM_DATA_DIR="$WORK/data" RUST_LOG=warn target/release/giftstream serve \
+    GIFTSTREAM_DATA_DIR="$WORK/data" RUST_LOG=warn "$BIN" serve \
     >"$WORK/serve.log" 2>&1 &
   SERVE_PID=$!
   until curl -sf http://127.0.0.1:8080/readyz >/dev/null 2>&1; do sleep 0.1; done
@@ -52,7 +56,7 @@ stop() {
 
 # One giftload run; prints "achieved p50 p99 p99.9" (events/s, ms).
 load() {
-  target/release/giftload run load/scenarios/uniform.toml --quiet --json "$WORK/run.json" \
+  target/release/giftload run "load/scenarios/${SCENARIO:-uniform}.toml" --quiet --json "$WORK/run.json" \
     --out "$WORK/report" "$@" >/dev/null
   python3 - "$WORK/run.json" <<'EOF'
 import json, sys
@@ -148,6 +152,25 @@ ab() {
       per_s=$(python3 -c "print(round(float('$events') / ($SECONDS_PER_POINT + 4)))")
       echo "ab: round $round $setting: $achieved events/s, p50 $p50 p99 $p99 p99.9 $p999, projected $per_s events/s"
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$setting" "$achieved" "$p50" "$p99" "$p999" "$per_s" >>"$OUT/ab.tsv"
+    done
+  done
+}
+
+# Two server binaries side by side: per round, per scenario, closed loop with BIN_A then
+# BIN_B; then open loop (uniform) at BINAB_RATE (default 150000) for both.
+binab() {
+  printf 'round\tbinary\tscenario\tmode\tevents/s\tp50 ms\tp99 ms\tp99.9 ms\n' >"$OUT/binab.tsv"
+  for round in $(seq "${AB_ROUNDS:-2}"); do
+    for scenario in uniform zipf hot-creator open; do
+      for bin in "$BIN_A" "$BIN_B"; do
+        BIN=$bin serve 2
+        local mode=(--mode closed) sc=$scenario
+        [ "$scenario" = open ] && mode=(--mode open --rate "${BINAB_RATE:-150000}") && sc=uniform
+        read -r achieved p50 p99 p999 < <(SCENARIO=$sc load "${mode[@]}" --duration "$SECONDS_PER_POINT")
+        stop
+        echo "binab: round $round $bin $scenario: $achieved events/s, p50 $p50 p99 $p99 p99.9 $p999"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$bin" "$sc" "${mode[1]}" "$achieved" "$p50" "$p99" "$p999" >>"$OUT/binab.tsv"
+      done
     done
   done
 }

@@ -17,6 +17,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
     let runtime = runtime.enable_all().build()?;
     let mut config = config;
     runtime.block_on(async move {
+        let mut lease = None;
         let (engine, journal): (_, std::sync::Arc<dyn giftstream::persist::journal::Journal>) =
             if config.redis.url.is_empty() {
                 tracing::warn!("no GIFTSTREAM_REDIS_URL: running in memory, nothing survives a restart (no snapshots)");
@@ -25,9 +26,15 @@ pub(crate) fn serve() -> anyhow::Result<()> {
                 let engine = giftstream::server::build_engine(&config, economy)?;
                 (engine, std::sync::Arc::new(giftstream::persist::journal::MemoryJournal::default()))
             } else {
-                let journal = giftstream::persist::redis::RedisJournal::open(&config)
+                let mut journal = giftstream::persist::redis::RedisJournal::open(&config)
                     .await
                     .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
+                // Before reading the journal: no other process may append after the read.
+                journal
+                    .acquire(config.redis.lease_ms)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("ledger lease: {e}"))?;
+                lease = Some(journal.clone());
                 let (engine, recovered) = giftstream::persist::redis::recover(&journal, &config, economy)
                     .await
                     .map_err(|e| anyhow::anyhow!("recovery: {e}"))?;
@@ -42,7 +49,11 @@ pub(crate) fn serve() -> anyhow::Result<()> {
             };
         let http = tokio::net::TcpListener::bind(config.server.http_addr).await?;
         let tcp = tokio::net::TcpListener::bind(config.server.tcp_addr).await?;
-        giftstream::server::run(config, engine, journal, http, tcp, shutdown_signal()).await?;
+        let served = giftstream::server::run(config, engine, journal, http, tcp, shutdown_signal()).await;
+        if let Some(journal) = lease {
+            journal.release().await;
+        }
+        served?;
         Ok(())
     })
 }
@@ -153,14 +164,33 @@ fn restore_redis(
     state: &giftstream::engine::EngineState,
     last_seq: u64,
 ) -> anyhow::Result<()> {
-    use giftstream::persist::{projection, redis::RedisJournal};
+    use giftstream::persist::redis::RedisJournal;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let journal = RedisJournal::open(config)
+        let mut journal = RedisJournal::open(config)
             .await
             .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
+        // Not under a running server: the restore holds the ledger while it works.
+        journal.acquire(config.redis.lease_ms).await.map_err(|e| {
+            anyhow::anyhow!("ledger lease (is a server running on this ledger? stop it first): {e}")
+        })?;
+        let restored = restore_redis_held(config, engine, state, last_seq, &journal).await;
+        journal.release().await;
+        restored
+    })
+}
+
+async fn restore_redis_held(
+    config: &giftstream::config::Config,
+    engine: &giftstream::engine::Engine,
+    state: &giftstream::engine::EngineState,
+    last_seq: u64,
+    journal: &giftstream::persist::redis::RedisJournal,
+) -> anyhow::Result<()> {
+    use giftstream::persist::projection;
+    {
         let top = journal.last_seq().await?;
         if top > last_seq {
             let first = journal.runs_from(last_seq + 1, 1).await?;
@@ -177,7 +207,9 @@ fn restore_redis(
             );
             println!("journal: continues the snapshot up to seq {top}; serve replays it");
         } else {
-            println!("journal: holds nothing after the snapshot (top seq {top}); new commits follow seq {last_seq}");
+            println!(
+                "journal: holds nothing after the snapshot (top seq {top}); new commits follow seq {last_seq}"
+            );
         }
         if config.read_model.enabled {
             let started = std::time::Instant::now();
@@ -206,8 +238,8 @@ fn restore_redis(
                 started.elapsed().as_secs_f64()
             );
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 pub(crate) fn audit() -> anyhow::Result<()> {

@@ -196,6 +196,12 @@ pub struct RedisConfig {
     /// How long one `WAIT` may take, ms; a commit whose `WAIT` saw fewer replicas fails
     /// and is retried (the append itself is idempotent).
     pub wait_timeout_ms: u64,
+    /// The ledger lease, ms: a serving process holds `giftstream:{ledger…}:owner` for
+    /// this long and renews it with every append (and every third of it when idle). A
+    /// second process for the same ledger refuses to start, and a process that lost the
+    /// lease is fenced: its appends are refused and it exits (README, "One writer per
+    /// ledger"). A restart after a crash waits for the dead holder's lease to run out.
+    pub lease_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -282,6 +288,7 @@ impl Default for RedisConfig {
             cluster: false,
             wait_replicas: 0,
             wait_timeout_ms: 1000,
+            lease_ms: 3000,
         }
     }
 }
@@ -551,6 +558,9 @@ impl Config {
                 "must be in 1..=60000",
             ));
         }
+        if !(500..=60_000).contains(&self.redis.lease_ms) {
+            return Err(ConfigError::new("redis.lease_ms", "must be in 500..=60000"));
+        }
         if self.redis.cluster && self.redis.url.is_empty() {
             return Err(ConfigError::new(
                 "redis.cluster",
@@ -762,6 +772,10 @@ mod cluster_tests {
         assert_eq!(
             node(&|c| c.redis.wait_timeout_ms = 0),
             Err("redis.wait_timeout_ms".into())
+        );
+        assert_eq!(
+            node(&|c| c.redis.lease_ms = 100),
+            Err("redis.lease_ms".into())
         );
         assert_eq!(
             node(&|c| c.cluster.node = "z".into()),

@@ -12,10 +12,18 @@ use tokio::sync::{Notify, watch};
 use crate::engine::{Engine, LogEntry};
 use crate::telemetry;
 
-/// A failed append. The committer keeps the batch and retries it; it is never dropped.
+/// A failed journal operation. The committer keeps a batch whose append failed and
+/// retries it (never dropped), unless the error says the process was fenced.
 #[derive(Debug, thiserror::Error)]
-#[error("journal append failed: {0}")]
+#[error("journal: {0}")]
 pub struct JournalError(pub String);
+
+impl JournalError {
+    /// Another process holds the ledger: retrying cannot help (`RedisJournal::acquire`).
+    pub fn is_fenced(&self) -> bool {
+        self.0.contains("FENCED")
+    }
+}
 
 /// Durable storage for committed batches.
 ///
@@ -324,6 +332,12 @@ async fn commit(
                 metrics::histogram!(telemetry::COMMIT_BATCH_EVENTS).record(entries.len() as f64);
                 metrics::counter!(telemetry::COMMITS_TOTAL).increment(1);
                 return true;
+            }
+            Err(e) if e.is_fenced() => {
+                healthy.store(false, Ordering::Release);
+                metrics::counter!(telemetry::COMMIT_FAILURES_TOTAL).increment(1);
+                tracing::error!(error = %e, events = entries.len(), "commit fenced: these events are not durable and are never acknowledged; stopping");
+                return false;
             }
             Err(e) => {
                 healthy.store(false, Ordering::Release);

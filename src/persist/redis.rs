@@ -4,6 +4,9 @@
 //! - `giftstream:{ledger}:journal` — a stream; entry id `<last seq of the run>-0`, one
 //!   field `b` holding a [`JournalBatch`] in the bincode format.
 //!
+//! - `giftstream:{ledger}:owner` — the ledger lease (see [`RedisJournal::acquire`]): the
+//!   token of the one process that may append; checked and renewed by every append.
+//!
 //! Idempotent by sequence number: the entry id is the run's last sequence number, and
 //! Redis refuses an id that is not greater than the stream's top. A retried append
 //! whose first attempt did run (a timeout after success) is therefore refused, and
@@ -127,6 +130,14 @@ impl Ledger {
             Some(n) => format!("giftstream:{{ledger-{n}}}:journal"),
         }
     }
+
+    /// The ledger lease, in the journal's slot.
+    pub fn owner_key(&self) -> String {
+        match &self.node {
+            None => "giftstream:{ledger}:owner".to_owned(),
+            Some(n) => format!("giftstream:{{ledger-{n}}}:owner"),
+        }
+    }
 }
 
 /// A connection to one Redis or to a Redis Cluster (which routes each command to the
@@ -230,7 +241,58 @@ pub struct RedisJournal {
     url: String,
     ledger: Ledger,
     wait: WaitReplicas,
+    /// Set by [`RedisJournal::acquire`]: appends and trims then go through the lease.
+    fence: Option<std::sync::Arc<Fence>>,
 }
+
+/// The lease this process holds on its ledger.
+struct Fence {
+    key: String,
+    token: String,
+    lease_ms: u64,
+    /// Another process holds the lease: never append again.
+    lost: std::sync::atomic::AtomicBool,
+    /// Released at shutdown: the renewal task stops.
+    released: std::sync::atomic::AtomicBool,
+}
+
+/// The error code of an append refused because another process holds the ledger.
+const FENCED: &str = "FENCED";
+
+/// Checks that this process holds the lease (taking it if nobody does: it ran out while
+/// Redis was unreachable), renews it, then runs the operation: `xadd` (id, bytes),
+/// `xtrim` (min id) or `renew`. One script, so no append of a fenced process can slip in
+/// between the check and the write.
+static FENCED_OP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local holder = redis.call('GET', KEYS[2])
+if holder == false then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+elseif holder ~= ARGV[1] then
+  return redis.error_reply('FENCED the ledger is held by another process: ' .. holder)
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+if ARGV[3] == 'xadd' then
+  return redis.call('XADD', KEYS[1], ARGV[4], 'b', ARGV[5])
+elseif ARGV[3] == 'xtrim' then
+  return redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4])
+end
+return 0
+",
+    )
+});
+
+/// Deletes the lease if this process holds it.
+static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
 
 fn redis_error(e: redis::RedisError) -> JournalError {
     JournalError(format!("redis: {e}"))
@@ -245,6 +307,7 @@ impl RedisJournal {
             url: url.to_owned(),
             ledger: Ledger::default(),
             wait: WaitReplicas::default(),
+            fence: None,
         })
     }
 
@@ -261,7 +324,139 @@ impl RedisJournal {
                 replicas: config.redis.wait_replicas,
                 timeout_ms: config.redis.wait_timeout_ms,
             },
+            fence: None,
         })
+    }
+
+    /// Takes the ledger lease (`redis.lease_ms`) before this process reads or writes its
+    /// journal: one process at a time may append. If another holds it, waits up to one
+    /// lease and a second for it to run out (a crashed holder's does), then fails naming
+    /// the holder (a live holder renews it). From then on every append and trim checks and
+    /// renews the lease in the same script, and a task renews it every third of a lease
+    /// while idle; once another process holds it, appends fail with `FENCED` and the
+    /// committer stops (see `journal::commit`).
+    pub async fn acquire(&mut self, lease_ms: u64) -> Result<(), JournalError> {
+        let key = self.ledger.owner_key();
+        let token = format!(
+            "{} (pid {}, started {})",
+            uuid::Uuid::new_v4(),
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        );
+        let give_up = std::time::Instant::now() + Duration::from_millis(lease_ms + 1000);
+        let mut conn = self.conn.clone();
+        let mut waiting = false;
+        loop {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(lease_ms)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            if taken.is_some() {
+                break;
+            }
+            let holder: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            if std::time::Instant::now() >= give_up {
+                return Err(JournalError(format!(
+                    "{FENCED}: the ledger ({key}) is held by another running giftstream: {}; \
+                     refusing to start a second writer",
+                    holder.unwrap_or_default()
+                )));
+            }
+            if !waiting {
+                tracing::info!(
+                    key,
+                    holder = holder.unwrap_or_default(),
+                    lease_ms,
+                    "the ledger lease is held; waiting for it to run out (a crashed holder's does)"
+                );
+                waiting = true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::info!(key, token, lease_ms, "ledger lease taken");
+        let fence = std::sync::Arc::new(Fence {
+            key,
+            token,
+            lease_ms,
+            lost: Default::default(),
+            released: Default::default(),
+        });
+        self.fence = Some(fence.clone());
+        let journal = self.clone();
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering;
+            let period = Duration::from_millis(lease_ms / 3);
+            while !fence.released.load(Ordering::Acquire) && !fence.lost.load(Ordering::Acquire) {
+                tokio::time::sleep(period).await;
+                if let Err(e) = journal.fenced_op::<i64>(&["renew"]).await {
+                    tracing::warn!(error = %e, "ledger lease renewal failed");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Gives the lease back (graceful shutdown, after the final commit), so the next
+    /// start need not wait for it to run out.
+    pub async fn release(&self) {
+        let Some(fence) = &self.fence else { return };
+        fence
+            .released
+            .store(true, std::sync::atomic::Ordering::Release);
+        let released: redis::RedisResult<i64> = RELEASE
+            .key(&fence.key)
+            .arg(&fence.token)
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        match released {
+            Ok(1) => tracing::info!(key = fence.key, "ledger lease released"),
+            Ok(_) => tracing::warn!(key = fence.key, "ledger lease was not ours at release"),
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger lease release failed; it runs out by itself")
+            }
+        }
+    }
+
+    /// Runs [`FENCED_OP`] with `args` (the operation and its arguments). A refusal marks
+    /// the fence lost, for good.
+    async fn fenced_op<T: redis::FromRedisValue>(&self, args: &[&str]) -> Result<T, JournalError> {
+        let fence = self.fence.as_ref().expect("only with a fence");
+        if fence.lost.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(JournalError(format!(
+                "{FENCED}: this process lost the ledger lease ({}) to another process",
+                fence.key
+            )));
+        }
+        let mut invocation = FENCED_OP.key(&self.key);
+        invocation
+            .key(&fence.key)
+            .arg(&fence.token)
+            .arg(fence.lease_ms);
+        for a in args {
+            invocation.arg(*a);
+        }
+        let result = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error);
+        if let Err(e) = &result
+            && e.is_fenced()
+        {
+            fence.lost.store(true, std::sync::atomic::Ordering::Release);
+            tracing::error!(error = %e, "fenced: another process holds this ledger; no further appends");
+        }
+        result
     }
 
     /// The URL it connected to.
@@ -441,8 +636,11 @@ impl Journal for RedisJournal {
 
     fn trim(&self, seq: u64) -> BoxFuture<'_, Result<u64, JournalError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
             // Entry ids are the last seq of their run: every run with id <= seq is covered.
+            if self.fence.is_some() {
+                return self.fenced_op(&["xtrim", &format!("{}-0", seq + 1)]).await;
+            }
+            let mut conn = self.conn.clone();
             redis::cmd("XTRIM")
                 .arg(&self.key)
                 .arg("MINID")
@@ -459,23 +657,47 @@ impl Journal for RedisJournal {
                 return Ok(());
             };
             let bytes = protocol::encode(&JournalBatch::from_entries(entries));
-            let mut conn = self.conn.clone();
             let id = format!("{}-0", last.seq);
-            let added: redis::RedisResult<String> = redis::cmd("XADD")
-                .arg(&self.key)
-                .arg(&id)
-                .arg("b")
-                .arg(bytes)
-                .query_async(&mut conn)
-                .await;
+            let added: Result<String, JournalError> = match &self.fence {
+                Some(fence) => {
+                    let mut conn = self.conn.clone();
+                    FENCED_OP
+                        .key(&self.key)
+                        .key(&fence.key)
+                        .arg(&fence.token)
+                        .arg(fence.lease_ms)
+                        .arg("xadd")
+                        .arg(&id)
+                        .arg(bytes)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(redis_error)
+                }
+                None => redis::cmd("XADD")
+                    .arg(&self.key)
+                    .arg(&id)
+                    .arg("b")
+                    .arg(bytes)
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(redis_error),
+            };
+            if let (Err(e), Some(fence)) = (&added, &self.fence)
+                && e.is_fenced()
+            {
+                fence.lost.store(true, std::sync::atomic::Ordering::Release);
+                tracing::error!(error = %e, "fenced: another process holds this ledger; no further appends");
+                return Err(JournalError(e.0.clone()));
+            }
             let added = match added {
                 Ok(id) if self.wait.replicas > 0 => self.wait_replicas().await.map(|()| id),
-                other => other.map_err(redis_error),
+                other => other,
             };
             match added {
                 Ok(_) => Ok(()),
                 // Refused as not greater than the top: done already if the top is ours
-                // or later (an earlier attempt that timed out after it ran).
+                // or later (an earlier attempt that timed out after it ran). "Ours": under
+                // the lease no other process appends to this journal.
                 Err(e) if e.0.contains("equal or smaller") => {
                     let top = self.last_seq().await?;
                     if top < last.seq {

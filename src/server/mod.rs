@@ -114,6 +114,11 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("the final commit failed: applied events may not be durable")]
     FinalCommit,
+    #[error(
+        "fenced: another process holds this ledger's lease; events applied here after that \
+         were not journaled and were not acknowledged"
+    )]
+    Fenced,
     #[error("read model: {0}")]
     ReadModel(#[from] crate::persist::journal::JournalError),
 }
@@ -277,7 +282,16 @@ pub async fn run(
         })
     };
 
-    shutdown.await;
+    // The committer ends by itself only when fenced (another process took the ledger):
+    // then this process shuts down too, without acknowledging anything more.
+    let mut commit_task = commit_task;
+    let fenced = tokio::select! {
+        () = shutdown => false,
+        _ = &mut commit_task => true,
+    };
+    if fenced {
+        tracing::error!("the journal refused this process (fenced): shutting down");
+    }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     service.ready.store(false, Ordering::Release);
     let _ = closing_tx.send(true);
@@ -290,10 +304,13 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "http task failed"),
     }
     let _ = stop_commits.send(true);
-    let committed = commit_task.await.unwrap_or(false);
+    let committed = !fenced && commit_task.await.unwrap_or(false);
     let _ = stop_projector.send(true);
     if let Some(task) = projector_task {
         let _ = task.await;
+    }
+    if fenced {
+        return Err(ServeError::Fenced);
     }
     if !committed {
         return Err(ServeError::FinalCommit);

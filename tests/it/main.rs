@@ -7,6 +7,7 @@ mod durability;
 mod engine_concurrency;
 mod engine_props;
 mod engine_rules;
+mod fence;
 mod read_model;
 mod server_http;
 mod server_shutdown;

@@ -93,6 +93,31 @@ impl ServeProcess {
             .unwrap()
     }
 
+    /// Sends `kill -SIGNAL` (e.g. `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits (at most `timeout`) for it to exit by itself; its status and log.
+    pub fn wait_exit(mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let mut child = self.child.take().unwrap();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, self.log.take().unwrap().join().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("giftstream did not exit within {timeout:?}");
+    }
+
     /// SIGKILL: no shutdown, no final commit.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();

@@ -1,0 +1,114 @@
+//! One writer per ledger (`redis.lease_ms`): a second `giftstream serve` for the same
+//! ledger refuses to start; a process paused past its lease loses the ledger to the one
+//! that took over, acknowledges nothing more, journals nothing more and exits non-zero;
+//! a graceful stop gives the lease back.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::child::{ServeProcess, run_cli};
+use crate::support::redis::RedisServer;
+use crate::support::server::{INGEST, uuid};
+
+const CONFIG: &str = "config/giftstream.toml";
+/// The shipped `redis.lease_ms`.
+const LEASE: Duration = Duration::from_millis(3000);
+
+/// 100 coins (the `coins_100` package).
+fn recharge(id: u128, user: u64) -> Value {
+    json!({"events": [{"type": "recharge", "event_id": uuid(id), "user": user, "coins": 100,
+        "price": "1.29", "currency": "USD", "package": "coins_100", "channel": "app"}]})
+}
+
+async fn post(http: &reqwest::Client, p: &ServeProcess, body: &Value) -> (u16, Value) {
+    let r = http
+        .post(format!("http://{}/v1/events", p.http))
+        .bearer_auth(INGEST)
+        .json(body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_per_ledger_and_a_paused_one_is_fenced() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let http = reqwest::Client::new();
+
+    let a = ServeProcess::start(CONFIG.as_ref(), &url, &data_a);
+    let (status, body) = post(&http, &a, &recharge(1, 1)).await;
+    assert_eq!(
+        (status, body["outcomes"][0]["coins"].as_u64()),
+        (200, Some(100)),
+        "{body}"
+    );
+
+    // A second process for the same ledger waits one lease (the holder renews it), then
+    // refuses to start, naming the holder.
+    let started = Instant::now();
+    let env = [
+        ("GIFTSTREAM_CONFIG", CONFIG),
+        ("GIFTSTREAM_HTTP_ADDR", "127.0.0.1:0"),
+        ("GIFTSTREAM_TCP_ADDR", "127.0.0.1:0"),
+        ("GIFTSTREAM_REDIS_URL", url.as_str()),
+        ("GIFTSTREAM_DATA_DIR", data_b.to_str().unwrap()),
+    ];
+    let (ok, out) = run_cli(&["serve"], &env);
+    assert!(!ok, "a second writer started: {out}");
+    assert!(
+        out.contains("is held by another running giftstream") && out.contains("(pid "),
+        "{out}"
+    );
+    assert!(started.elapsed() >= LEASE, "gave up before one lease");
+
+    // `a` stops answering (SIGSTOP) for longer than its lease: `b` takes the ledger
+    // over and recovers what `a` journaled.
+    a.signal("STOP");
+    let b = ServeProcess::start(CONFIG.as_ref(), &url, &data_b);
+    let wallet = b.read(&http, "/v1/users/1/wallet").await;
+    assert_eq!(wallet["coins"], 100, "{wallet}");
+    let (status, body) = post(&http, &b, &recharge(2, 1)).await;
+    assert_eq!(
+        (status, body["outcomes"][0]["coins"].as_u64()),
+        (200, Some(200)),
+        "{body}"
+    );
+
+    // `a` wakes up: its next batch is not acknowledged (its append is refused in the
+    // same script that checks the lease), and it exits non-zero.
+    a.signal("CONT");
+    let (status, body) = post(&http, &a, &recharge(3, 2)).await;
+    assert_ne!(status, 200, "a fenced process acknowledged: {body}");
+    let (exit, log) = a.wait_exit(Duration::from_secs(20));
+    assert!(!exit.success(), "a fenced process exited 0");
+    assert!(log.iter().any(|l| l.contains("commit fenced")), "{log:#?}");
+
+    // Nothing `a` applied after losing the lease reached the journal: `b` never sees it,
+    // and the ledger rebuilt from the journal audits clean.
+    let wallet = b.read(&http, "/v1/users/2/wallet").await;
+    assert_eq!(wallet["coins"], 0, "{wallet}");
+    let wallet = b.read(&http, "/v1/users/1/wallet").await;
+    assert_eq!(wallet["coins"], 200, "{wallet}");
+    let log = b.stop();
+    assert!(
+        log.iter().any(|l| l.contains("ledger lease released")),
+        "{log:#?}"
+    );
+    let (ok, out) = run_cli(&["audit"], &env);
+    assert!(ok, "{out}");
+    assert!(out.contains("audit: clean"), "{out}");
+
+    // Released at the graceful stop: the next start does not wait for it.
+    let started = Instant::now();
+    let c = ServeProcess::start(CONFIG.as_ref(), &url, &data_b);
+    assert!(started.elapsed() < LEASE, "waited for a released lease");
+    let wallet = c.read(&http, "/v1/users/1/wallet").await;
+    assert_eq!(wallet["coins"], 200, "{wallet}");
+    c.stop();
+}
