@@ -157,13 +157,17 @@ ab() {
 }
 
 # Two server binaries side by side: per round, per scenario, closed loop with BIN_A then
-# BIN_B; then open loop (uniform) at BINAB_RATE (default 150000) for both.
+# BIN_B; then open loop (uniform) at BINAB_RATE (default 150000) for both. BIN_A_SED /
+# BIN_B_SED: a sed expression for that binary's config (e.g. delete a setting an older
+# binary does not know: BIN_A_SED='/^lease_ms/d').
 binab() {
   printf 'round\tbinary\tscenario\tmode\tevents/s\tp50 ms\tp99 ms\tp99.9 ms\n' >"$OUT/binab.tsv"
   for round in $(seq "${AB_ROUNDS:-2}"); do
     for scenario in uniform zipf hot-creator open; do
       for bin in "$BIN_A" "$BIN_B"; do
-        BIN=$bin serve 2
+        local edit=${BIN_B_SED:-}
+        [ "$bin" = "$BIN_A" ] && edit=${BIN_A_SED:-}
+        BIN=$bin serve 2 "$edit"
         local mode=(--mode closed) sc=$scenario
         [ "$scenario" = open ] && mode=(--mode open --rate "${BINAB_RATE:-150000}") && sc=uniform
         read -r achieved p50 p99 p999 < <(SCENARIO=$sc load "${mode[@]}" --duration "$SECONDS_PER_POINT")

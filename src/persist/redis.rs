@@ -252,6 +252,9 @@ struct Fence {
     lease_ms: u64,
     /// Another process holds the lease: never append again.
     lost: std::sync::atomic::AtomicBool,
+    /// The last sequence number this process appended (the journal's last id, `<seq>-0`,
+    /// as this process left it).
+    appended: std::sync::atomic::AtomicU64,
     /// Released at shutdown: the renewal task stops.
     released: std::sync::atomic::AtomicBool,
 }
@@ -259,27 +262,63 @@ struct Fence {
 /// The error code of an append refused because another process holds the ledger.
 const FENCED: &str = "FENCED";
 
-/// Checks that this process holds the lease (taking it if nobody does: it ran out while
-/// Redis was unreachable), renews it, then runs the operation: `xadd` (id, bytes),
-/// `xtrim` (min id) or `renew`. One script, so no append of a fenced process can slip in
-/// between the check and the write.
+/// Checks that this process holds the lease, renews it, then runs the operation: `xadd`
+/// (id, bytes), `xtrim` (min id) or `renew`. One script, so no write of a fenced process
+/// can slip in between the check and the write. ARGV: token, lease ms, the journal's last
+/// id as this process left it, operation, id, bytes.
+///
+/// A lease that ran out (Redis was unreachable longer than a lease, or lost the key) is
+/// taken back only if nobody wrote the journal since this process's last append — its
+/// last id is still ours, or the entry there is this very append byte for byte (an
+/// attempt whose reply was lost). Otherwise another process had the ledger meanwhile.
 static FENCED_OP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
+local function last_id()
+  if redis.call('EXISTS', KEYS[1]) == 0 then return '0-0' end
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then return info[i + 1] end
+  end
+  return '0-0'
+end
 local holder = redis.call('GET', KEYS[2])
 if holder == false then
+  local last = last_id()
+  local ours = last == ARGV[3]
+  if not ours and ARGV[4] == 'xadd' and last == ARGV[5] then
+    local top = redis.call('XRANGE', KEYS[1], ARGV[5], ARGV[5])
+    ours = top[1] ~= nil and top[1][2][2] == ARGV[6]
+  end
+  if not ours then
+    return redis.error_reply('FENCED the ledger lease ran out and the journal moved on without this process (its last id ' .. last .. ', this process appended up to ' .. ARGV[3] .. ')')
+  end
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 elseif holder ~= ARGV[1] then
   return redis.error_reply('FENCED the ledger is held by another process: ' .. holder)
 else
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
-if ARGV[3] == 'xadd' then
-  return redis.call('XADD', KEYS[1], ARGV[4], 'b', ARGV[5])
-elseif ARGV[3] == 'xtrim' then
-  return redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4])
+if ARGV[4] == 'xadd' then
+  return redis.call('XADD', KEYS[1], ARGV[5], 'b', ARGV[6])
+elseif ARGV[4] == 'xtrim' then
+  return redis.call('XTRIM', KEYS[1], 'MINID', ARGV[5])
 end
 return 0
+",
+    )
+});
+
+/// The journal's last generated id (trims do not move it); `0-0` for no journal.
+static LAST_ID: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return '0-0' end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then return info[i + 1] end
+end
+return '0-0'
 ",
     )
 });
@@ -384,12 +423,24 @@ impl RedisJournal {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tracing::info!(key, token, lease_ms, "ledger lease taken");
+        let last: String = LAST_ID
+            .key(&self.key)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        tracing::info!(
+            key,
+            token,
+            lease_ms,
+            journal_last_id = last,
+            "ledger lease taken"
+        );
         let fence = std::sync::Arc::new(Fence {
             key,
             token,
             lease_ms,
             lost: Default::default(),
+            appended: entry_seq(&last).into(),
             released: Default::default(),
         });
         self.fence = Some(fence.clone());
@@ -399,7 +450,7 @@ impl RedisJournal {
             let period = Duration::from_millis(lease_ms / 3);
             while !fence.released.load(Ordering::Acquire) && !fence.lost.load(Ordering::Acquire) {
                 tokio::time::sleep(period).await;
-                if let Err(e) = journal.fenced_op::<i64>(&["renew"]).await {
+                if let Err(e) = journal.fenced_op::<i64>("renew", "", &[]).await {
                     tracing::warn!(error = %e, "ledger lease renewal failed");
                 }
             }
@@ -428,9 +479,14 @@ impl RedisJournal {
         }
     }
 
-    /// Runs [`FENCED_OP`] with `args` (the operation and its arguments). A refusal marks
-    /// the fence lost, for good.
-    async fn fenced_op<T: redis::FromRedisValue>(&self, args: &[&str]) -> Result<T, JournalError> {
+    /// Runs [`FENCED_OP`]: `op` with its `id` and `bytes`. A refusal marks the fence
+    /// lost, for good.
+    async fn fenced_op<T: redis::FromRedisValue>(
+        &self,
+        op: &str,
+        id: &str,
+        bytes: &[u8],
+    ) -> Result<T, JournalError> {
         let fence = self.fence.as_ref().expect("only with a fence");
         if fence.lost.load(std::sync::atomic::Ordering::Acquire) {
             return Err(JournalError(format!(
@@ -438,15 +494,16 @@ impl RedisJournal {
                 fence.key
             )));
         }
-        let mut invocation = FENCED_OP.key(&self.key);
-        invocation
+        let appended = fence.appended.load(std::sync::atomic::Ordering::Acquire);
+        let result = FENCED_OP
+            .key(&self.key)
             .key(&fence.key)
             .arg(&fence.token)
-            .arg(fence.lease_ms);
-        for a in args {
-            invocation.arg(*a);
-        }
-        let result = invocation
+            .arg(fence.lease_ms)
+            .arg(format!("{appended}-0"))
+            .arg(op)
+            .arg(id)
+            .arg(bytes)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(redis_error);
@@ -638,7 +695,9 @@ impl Journal for RedisJournal {
         Box::pin(async move {
             // Entry ids are the last seq of their run: every run with id <= seq is covered.
             if self.fence.is_some() {
-                return self.fenced_op(&["xtrim", &format!("{}-0", seq + 1)]).await;
+                return self
+                    .fenced_op("xtrim", &format!("{}-0", seq + 1), &[])
+                    .await;
             }
             let mut conn = self.conn.clone();
             redis::cmd("XTRIM")
@@ -659,20 +718,7 @@ impl Journal for RedisJournal {
             let bytes = protocol::encode(&JournalBatch::from_entries(entries));
             let id = format!("{}-0", last.seq);
             let added: Result<String, JournalError> = match &self.fence {
-                Some(fence) => {
-                    let mut conn = self.conn.clone();
-                    FENCED_OP
-                        .key(&self.key)
-                        .key(&fence.key)
-                        .arg(&fence.token)
-                        .arg(fence.lease_ms)
-                        .arg("xadd")
-                        .arg(&id)
-                        .arg(bytes)
-                        .invoke_async(&mut conn)
-                        .await
-                        .map_err(redis_error)
-                }
+                Some(_) => self.fenced_op("xadd", &id, &bytes).await,
                 None => redis::cmd("XADD")
                     .arg(&self.key)
                     .arg(&id)
@@ -682,18 +728,11 @@ impl Journal for RedisJournal {
                     .await
                     .map_err(redis_error),
             };
-            if let (Err(e), Some(fence)) = (&added, &self.fence)
-                && e.is_fenced()
-            {
-                fence.lost.store(true, std::sync::atomic::Ordering::Release);
-                tracing::error!(error = %e, "fenced: another process holds this ledger; no further appends");
-                return Err(JournalError(e.0.clone()));
-            }
             let added = match added {
                 Ok(id) if self.wait.replicas > 0 => self.wait_replicas().await.map(|()| id),
                 other => other,
             };
-            match added {
+            let done = match added {
                 Ok(_) => Ok(()),
                 // Refused as not greater than the top: done already if the top is ours
                 // or later (an earlier attempt that timed out after it ran). "Ours": under
@@ -709,7 +748,13 @@ impl Journal for RedisJournal {
                     Ok(())
                 }
                 Err(e) => Err(e),
+            };
+            if let (Ok(()), Some(fence)) = (&done, &self.fence) {
+                fence
+                    .appended
+                    .store(last.seq, std::sync::atomic::Ordering::Release);
             }
+            done
         })
     }
 }

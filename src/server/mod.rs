@@ -115,8 +115,9 @@ pub enum ServeError {
     #[error("the final commit failed: applied events may not be durable")]
     FinalCommit,
     #[error(
-        "fenced: another process holds this ledger's lease; events applied here after that \
-         were not journaled and were not acknowledged"
+        "fenced: this process lost the ledger's lease (another process took it, or wrote the \
+         journal while it was free); events applied here after that were not journaled and \
+         were not acknowledged"
     )]
     Fenced,
     #[error("read model: {0}")]

@@ -112,3 +112,64 @@ async fn one_process_per_ledger_and_a_paused_one_is_fenced() {
     assert_eq!(wallet["coins"], 200, "{wallet}");
     c.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_ran_out_is_taken_back_only_if_nobody_wrote_meanwhile() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut conn = giftstream::persist::redis::connect(&url).await.unwrap();
+    let owner = "giftstream:{ledger}:owner";
+    let a = ServeProcess::start(CONFIG.as_ref(), &url, dir.path());
+    let (status, body) = post(&http, &a, &recharge(1, 1)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The lease vanishes (as when it runs out while Redis is unreachable): nobody wrote
+    // the journal meanwhile, so the next append takes it back and is acknowledged.
+    let _: i64 = redis::cmd("DEL")
+        .arg(owner)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (status, body) = post(&http, &a, &recharge(2, 1)).await;
+    assert_eq!(
+        (status, body["outcomes"][0]["coins"].as_u64()),
+        (200, Some(200)),
+        "{body}"
+    );
+    let holder: Option<String> = redis::cmd("GET")
+        .arg(owner)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        holder.is_some_and(|h| h.contains("(pid ")),
+        "lease not taken back"
+    );
+
+    // It vanishes again and another writer appends meanwhile: `a` is fenced, does not
+    // acknowledge, and exits non-zero.
+    let _: i64 = redis::cmd("DEL")
+        .arg(owner)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(giftstream::persist::redis::JOURNAL_KEY)
+        .arg("999999-0")
+        .arg("b")
+        .arg("someone else")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (status, body) = post(&http, &a, &recharge(3, 2)).await;
+    assert_ne!(status, 200, "a fenced process acknowledged: {body}");
+    let (exit, log) = a.wait_exit(Duration::from_secs(20));
+    assert!(!exit.success(), "a fenced process exited 0");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("moved on without this process")),
+        "{log:#?}"
+    );
+}
