@@ -17,7 +17,6 @@ pub(crate) fn serve() -> anyhow::Result<()> {
     let runtime = runtime.enable_all().build()?;
     let mut config = config;
     runtime.block_on(async move {
-        let mut lease = None;
         let (engine, journal): (_, std::sync::Arc<dyn giftstream::persist::journal::Journal>) =
             if config.redis.url.is_empty() {
                 tracing::warn!("no GIFTSTREAM_REDIS_URL: running in memory, nothing survives a restart (no snapshots)");
@@ -29,13 +28,9 @@ pub(crate) fn serve() -> anyhow::Result<()> {
                 let mut journal = giftstream::persist::redis::RedisJournal::open(&config)
                     .await
                     .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
-                // Before reading the journal: no other process may append after the read.
-                journal
-                    .acquire(config.redis.lease_ms)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("ledger lease: {e}"))?;
-                lease = Some(journal.clone());
-                let (engine, recovered) = giftstream::persist::redis::recover(&journal, &config, economy)
+                // Takes the ledger lease before it reads the journal: no other process
+                // may append after the read.
+                let (engine, recovered) = giftstream::persist::redis::recover(&mut journal, &config, economy)
                     .await
                     .map_err(|e| anyhow::anyhow!("recovery: {e}"))?;
                 tracing::info!(
@@ -49,11 +44,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
             };
         let http = tokio::net::TcpListener::bind(config.server.http_addr).await?;
         let tcp = tokio::net::TcpListener::bind(config.server.tcp_addr).await?;
-        let served = giftstream::server::run(config, engine, journal, http, tcp, shutdown_signal()).await;
-        if let Some(journal) = lease {
-            journal.release().await;
-        }
-        served?;
+        giftstream::server::run(config, engine, journal, http, tcp, shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -342,24 +333,38 @@ pub(crate) fn audit() -> anyhow::Result<()> {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are registered when this is called, not
+/// when the future is first polled: a SIGTERM that arrives just after the server logged
+/// "serving" still means a graceful stop, not the default action (killed).
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (int, term) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+    async move {
+        #[cfg(unix)]
+        {
+            let recv = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = recv(int) => tracing::info!("SIGINT received"),
+                _ = recv(term) => tracing::info!("SIGTERM received"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received");
+        }
     }
 }

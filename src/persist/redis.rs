@@ -790,17 +790,27 @@ pub struct Recovered {
 
 /// Start-up recovery (SPEC §2.5): the newest valid snapshot in `config.snapshot.dir`
 /// (a corrupt one is reported and the previous one used), then the journal after it.
+/// The journal is read only once this process holds the ledger lease
+/// ([`RedisJournal::acquire`]); the snapshot loads meanwhile, so waiting for a crashed
+/// holder's lease to run out overlaps the longest part of a restart.
 pub async fn recover(
-    journal: &RedisJournal,
+    journal: &mut RedisJournal,
     config: &crate::config::Config,
     economy: crate::economy::Economy,
 ) -> Result<(std::sync::Arc<Engine>, Recovered), Box<dyn std::error::Error + Send + Sync>> {
     let started = std::time::Instant::now();
-    let (engine, snapshot) = match crate::persist::snapshot::load_newest(
-        &config.snapshot.dir,
-        &economy,
-        &config.engine,
-    )? {
+    let loading = {
+        let (dir, engine_config, economy) = (
+            config.snapshot.dir.clone(),
+            config.engine.clone(),
+            economy.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::persist::snapshot::load_newest(&dir, &economy, &engine_config)
+        })
+    };
+    journal.acquire(config.redis.lease_ms).await?;
+    let (engine, snapshot) = match loading.await?? {
         Some((path, engine)) => (std::sync::Arc::new(engine), Some(path)),
         None => (crate::server::build_engine(config, economy)?, None),
     };

@@ -190,6 +190,7 @@ pub async fn run(
         .as_ref()
         .map(|(_, start)| Arc::new(AtomicU64::new(start.projected())));
     let projector_slot: Arc<OnceLock<ProjectorHandle>> = Arc::new(OnceLock::new());
+    let lease = journal.as_redis();
     let (stop_commits, stop_rx) = watch::channel(false);
     let (committer, commit_task) = {
         let (engine2, feeds2, slot) = (engine.clone(), feeds.clone(), projector_slot.clone());
@@ -315,6 +316,10 @@ pub async fn run(
     }
     if !committed {
         return Err(ServeError::FinalCommit);
+    }
+    // Everything is journaled: the next process need not wait for the lease to run out.
+    if let Some(journal) = lease {
+        journal.release().await;
     }
     tracing::info!(
         last_seq = service.engine.last_seq(),

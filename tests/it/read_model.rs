@@ -378,14 +378,19 @@ async fn the_read_model_can_live_in_its_own_redis() {
     assert_leaderboards_match(&s, &mut read_conn).await;
     // The journal's Redis holds the journal and nothing of the read model.
     let mut journal_conn = conn(&journal_redis).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
+    let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
         .query_async(&mut journal_conn)
         .await
         .unwrap();
+    keys.sort();
     assert_eq!(
         keys,
-        vec![giftstream::persist::redis::JOURNAL_KEY.to_owned()]
+        [
+            "giftstream:{ledger}:journal".to_owned(),
+            "giftstream:{ledger}:owner".to_owned()
+        ],
+        "the journal and the ledger lease"
     );
     drop(client);
     s.stop().await.unwrap();

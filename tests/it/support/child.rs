@@ -135,8 +135,9 @@ impl ServeProcess {
         assert!(term.success());
         for _ in 0..200 {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                return self.log.take().unwrap().join().unwrap();
+                let log = self.log.take().unwrap().join().unwrap();
+                assert!(status.success(), "exit status {status}; log: {log:#?}");
+                return log;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

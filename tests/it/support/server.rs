@@ -88,15 +88,14 @@ impl TestServer {
         config.snapshot.dir =
             std::env::temp_dir().join(format!("giftstream-test-none-{}", std::process::id()));
         adjust(&mut config);
-        let journal = Arc::new(
-            giftstream::persist::redis::RedisJournal::connect(redis_url)
-                .await
-                .unwrap(),
-        );
+        let mut journal = giftstream::persist::redis::RedisJournal::connect(redis_url)
+            .await
+            .unwrap();
         let (engine, recovered) =
-            giftstream::persist::redis::recover(&journal, &config, Economy::embedded())
+            giftstream::persist::redis::recover(&mut journal, &config, Economy::embedded())
                 .await
                 .unwrap();
+        let journal = Arc::new(journal);
         let memory = Arc::new(MemoryJournal::default());
         let server = Self::start_on(
             config,
