@@ -6,6 +6,8 @@
 //!
 //! - `giftstream:{ledger}:owner` — the ledger lease (see [`RedisJournal::acquire`]): the
 //!   token of the one process that may append; checked and renewed by every append.
+//! - `giftstream:{ledger}:head` — the id of the last append, moved by the same script:
+//!   an append must find it where its process left it (no gap, no other writer).
 //!
 //! Idempotent by sequence number: the entry id is the run's last sequence number, and
 //! Redis refuses an id that is not greater than the stream's top. A retried append
@@ -138,6 +140,15 @@ impl Ledger {
             Some(n) => format!("giftstream:{{ledger-{n}}}:owner"),
         }
     }
+
+    /// The id of the journal's last append, written by the same script as the append (so
+    /// a failover that loses an append loses its head too), in the journal's slot.
+    pub fn head_key(&self) -> String {
+        match &self.node {
+            None => "giftstream:{ledger}:head".to_owned(),
+            Some(n) => format!("giftstream:{{ledger-{n}}}:head"),
+        }
+    }
 }
 
 /// A connection to one Redis or to a Redis Cluster (which routes each command to the
@@ -264,43 +275,42 @@ const FENCED: &str = "FENCED";
 
 /// Checks that this process holds the lease, renews it, then runs the operation: `xadd`
 /// (id, bytes), `xtrim` (min id) or `renew`. One script, so no write of a fenced process
-/// can slip in between the check and the write. ARGV: token, lease ms, the journal's last
-/// id as this process left it, operation, id, bytes.
+/// can slip in between the check and the write. KEYS: journal, lease, head. ARGV: token,
+/// lease ms, the head as this process left it, operation, id, bytes.
 ///
-/// A lease that ran out (Redis was unreachable longer than a lease, or lost the key) is
-/// taken back only if nobody wrote the journal since this process's last append — its
-/// last id is still ours, or the entry there is this very append byte for byte (an
-/// attempt whose reply was lost). Otherwise another process had the ledger meanwhile.
+/// An append also requires the journal's head to be where this process left it (or to
+/// be this very append, byte for byte: an attempt whose reply was lost), and moves it.
+/// So it refuses to append after a gap (a failover lost acknowledged appends: continuing
+/// would journal runs that depend on lost ones) and after another writer. A lease that
+/// ran out (Redis unreachable longer than a lease, or the key lost) is taken back on the
+/// same condition.
 static FENCED_OP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-local function last_id()
-  if redis.call('EXISTS', KEYS[1]) == 0 then return '0-0' end
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then return info[i + 1] end
-  end
-  return '0-0'
-end
 local holder = redis.call('GET', KEYS[2])
-if holder == false then
-  local last = last_id()
-  local ours = last == ARGV[3]
-  if not ours and ARGV[4] == 'xadd' and last == ARGV[5] then
-    local top = redis.call('XRANGE', KEYS[1], ARGV[5], ARGV[5])
-    ours = top[1] ~= nil and top[1][2][2] == ARGV[6]
+if holder ~= false and holder ~= ARGV[1] then
+  return redis.error_reply('FENCED the ledger is held by another process: ' .. holder)
+end
+if ARGV[4] == 'xadd' or holder == false then
+  local head = redis.call('GET', KEYS[3]) or '0-0'
+  local ours = head == ARGV[3]
+  if not ours and ARGV[4] == 'xadd' and head == ARGV[5] then
+    local entry = redis.call('XRANGE', KEYS[1], ARGV[5], ARGV[5])
+    ours = entry[1] ~= nil and entry[1][2][2] == ARGV[6]
   end
   if not ours then
-    return redis.error_reply('FENCED the ledger lease ran out and the journal moved on without this process (its last id ' .. last .. ', this process appended up to ' .. ARGV[3] .. ')')
+    return redis.error_reply('FENCED the journal is not as this process left it (head ' .. head .. ', this process appended up to ' .. ARGV[3] .. '): another process wrote it, or Redis lost appends (a failover); a restart continues from what it holds')
   end
+end
+if holder == false then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-elseif holder ~= ARGV[1] then
-  return redis.error_reply('FENCED the ledger is held by another process: ' .. holder)
 else
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 if ARGV[4] == 'xadd' then
-  return redis.call('XADD', KEYS[1], ARGV[5], 'b', ARGV[6])
+  local id = redis.call('XADD', KEYS[1], ARGV[5], 'b', ARGV[6])
+  redis.call('SET', KEYS[3], id)
+  return id
 elseif ARGV[4] == 'xtrim' then
   return redis.call('XTRIM', KEYS[1], 'MINID', ARGV[5])
 end
@@ -423,9 +433,17 @@ impl RedisJournal {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // We hold the lease: nobody else writes. The head starts at the journal's last
+        // id (read once, with `XINFO`: a journal written before heads existed has none).
         let last: String = LAST_ID
             .key(&self.key)
             .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let _: () = redis::cmd("SET")
+            .arg(self.ledger.head_key())
+            .arg(&last)
+            .query_async(&mut conn)
             .await
             .map_err(redis_error)?;
         tracing::info!(
@@ -498,6 +516,7 @@ impl RedisJournal {
         let result = FENCED_OP
             .key(&self.key)
             .key(&fence.key)
+            .key(self.ledger.head_key())
             .arg(&fence.token)
             .arg(fence.lease_ms)
             .arg(format!("{appended}-0"))
@@ -723,7 +742,7 @@ impl Journal for RedisJournal {
                     .arg(&self.key)
                     .arg(&id)
                     .arg("b")
-                    .arg(bytes)
+                    .arg(&bytes)
                     .query_async(&mut self.conn.clone())
                     .await
                     .map_err(redis_error),
@@ -737,6 +756,30 @@ impl Journal for RedisJournal {
                 // Refused as not greater than the top: done already if the top is ours
                 // or later (an earlier attempt that timed out after it ran). "Ours": under
                 // the lease no other process appends to this journal.
+                Err(e) if e.0.contains("equal or smaller") && self.fence.is_some() => {
+                    // Done only if the journal holds exactly this run at its id (the head
+                    // check passed, so this is an earlier attempt of ours); anything else
+                    // is another writer's entry.
+                    let entry: Vec<StreamEntry> = redis::cmd("XRANGE")
+                        .arg(&self.key)
+                        .arg(&id)
+                        .arg(&id)
+                        .query_async(&mut self.conn.clone())
+                        .await
+                        .map_err(redis_error)?;
+                    let ours = entry.first().is_some_and(|(_, fields)| {
+                        fields.iter().any(|(f, v)| f == "b" && *v == bytes)
+                    });
+                    if !ours {
+                        return Err(JournalError(format!(
+                            "{FENCED}: the journal holds another writer's entry at or after {id}"
+                        )));
+                    }
+                    if self.wait.replicas > 0 {
+                        self.wait_replicas().await?;
+                    }
+                    Ok(())
+                }
                 Err(e) if e.0.contains("equal or smaller") => {
                     let top = self.last_seq().await?;
                     if top < last.seq {
@@ -749,10 +792,16 @@ impl Journal for RedisJournal {
                 }
                 Err(e) => Err(e),
             };
-            if let (Ok(()), Some(fence)) = (&done, &self.fence) {
-                fence
-                    .appended
-                    .store(last.seq, std::sync::atomic::Ordering::Release);
+            if let Some(fence) = &self.fence {
+                match &done {
+                    Ok(()) => fence
+                        .appended
+                        .store(last.seq, std::sync::atomic::Ordering::Release),
+                    Err(e) if e.is_fenced() => {
+                        fence.lost.store(true, std::sync::atomic::Ordering::Release)
+                    }
+                    Err(_) => {}
+                }
             }
             done
         })

@@ -11,6 +11,9 @@ use crate::support::child::{ServeProcess, run_cli};
 use crate::support::redis::RedisServer;
 use crate::support::server::{INGEST, uuid};
 
+/// A journal entry as `XRANGE` returns it: id, fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 const CONFIG: &str = "config/giftstream.toml";
 /// The shipped `redis.lease_ms`.
 const LEASE: Duration = Duration::from_millis(3000);
@@ -114,16 +117,22 @@ async fn one_process_per_ledger_and_a_paused_one_is_fenced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_that_ran_out_is_taken_back_only_if_nobody_wrote_meanwhile() {
+async fn appends_need_the_journal_where_this_process_left_it() {
     let redis = RedisServer::start();
     let url = redis.url();
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let mut conn = giftstream::persist::redis::connect(&url).await.unwrap();
-    let owner = "giftstream:{ledger}:owner";
+    let (owner, head, journal) = (
+        "giftstream:{ledger}:owner",
+        "giftstream:{ledger}:head",
+        giftstream::persist::redis::JOURNAL_KEY,
+    );
     let a = ServeProcess::start(CONFIG.as_ref(), &url, dir.path());
-    let (status, body) = post(&http, &a, &recharge(1, 1)).await;
-    assert_eq!(status, 200, "{body}");
+    for id in 1..=2 {
+        let (status, body) = post(&http, &a, &recharge(id, 1)).await;
+        assert_eq!(status, 200, "{body}");
+    }
 
     // The lease vanishes (as when it runs out while Redis is unreachable): nobody wrote
     // the journal meanwhile, so the next append takes it back and is acknowledged.
@@ -132,10 +141,10 @@ async fn a_lease_that_ran_out_is_taken_back_only_if_nobody_wrote_meanwhile() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let (status, body) = post(&http, &a, &recharge(2, 1)).await;
+    let (status, body) = post(&http, &a, &recharge(3, 1)).await;
     assert_eq!(
         (status, body["outcomes"][0]["coins"].as_u64()),
-        (200, Some(200)),
+        (200, Some(300)),
         "{body}"
     );
     let holder: Option<String> = redis::cmd("GET")
@@ -148,28 +157,71 @@ async fn a_lease_that_ran_out_is_taken_back_only_if_nobody_wrote_meanwhile() {
         "lease not taken back"
     );
 
-    // It vanishes again and another writer appends meanwhile: `a` is fenced, does not
-    // acknowledge, and exits non-zero.
+    // A failover loses the last append (the entry and the head written with it): the
+    // next append would leave a gap, so it is refused and `a` stops without acking.
+    let top: Vec<StreamEntry> = redis::cmd("XREVRANGE")
+        .arg(journal)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("XDEL")
+        .arg(journal)
+        .arg(&top[0].0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("XSETID")
+        .arg(journal)
+        .arg(&top[1].0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(head)
+        .arg(&top[1].0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (status, body) = post(&http, &a, &recharge(4, 2)).await;
+    assert_ne!(status, 200, "appended after a gap: {body}");
+    let (exit, log) = a.wait_exit(Duration::from_secs(20));
+    assert!(!exit.success(), "a fenced process exited 0");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("is not as this process left it")),
+        "{log:#?}"
+    );
+
+    // A restart continues from what the journal holds: the lost recharge is gone.
+    let a = ServeProcess::start(CONFIG.as_ref(), &url, dir.path());
+    let wallet = a.read(&http, "/v1/users/1/wallet").await;
+    assert_eq!(wallet["coins"], 200, "{wallet}");
+
+    // Another writer appends while the lease is free: `a`'s next append finds an entry
+    // that is not its own where its run goes, does not acknowledge, and stops.
     let _: i64 = redis::cmd("DEL")
         .arg(owner)
         .query_async(&mut conn)
         .await
         .unwrap();
     let _: String = redis::cmd("XADD")
-        .arg(giftstream::persist::redis::JOURNAL_KEY)
+        .arg(journal)
         .arg("999999-0")
         .arg("b")
         .arg("someone else")
         .query_async(&mut conn)
         .await
         .unwrap();
-    let (status, body) = post(&http, &a, &recharge(3, 2)).await;
-    assert_ne!(status, 200, "a fenced process acknowledged: {body}");
+    let (status, body) = post(&http, &a, &recharge(5, 2)).await;
+    assert_ne!(status, 200, "acknowledged over another writer: {body}");
     let (exit, log) = a.wait_exit(Duration::from_secs(20));
     assert!(!exit.success(), "a fenced process exited 0");
     assert!(
-        log.iter()
-            .any(|l| l.contains("moved on without this process")),
+        log.iter().any(|l| l.contains("another writer's entry")),
         "{log:#?}"
     );
 }

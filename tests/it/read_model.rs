@@ -387,10 +387,11 @@ async fn the_read_model_can_live_in_its_own_redis() {
     assert_eq!(
         keys,
         [
+            "giftstream:{ledger}:head".to_owned(),
             "giftstream:{ledger}:journal".to_owned(),
             "giftstream:{ledger}:owner".to_owned()
         ],
-        "the journal and the ledger lease"
+        "the journal, its head and the ledger lease"
     );
     drop(client);
     s.stop().await.unwrap();
