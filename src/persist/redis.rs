@@ -333,6 +333,42 @@ return '0-0'
     )
 });
 
+/// This machine's host name (`/proc/sys/kernel/hostname`; empty if unknown).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a lease `holder` (`"<uuid> (pid P, host H, started T)"`) names a process of
+/// this host that no longer runs: `kill(P, 0)` finds none, or P is this very process
+/// (which holds no lease yet: the holder ran in an earlier PID namespace, as a
+/// restarted container's pid 1 did).
+fn holder_is_gone(holder: &str, host: &str) -> bool {
+    let field = |name: &str| {
+        holder
+            .split(&format!("{name} "))
+            .nth(1)
+            .and_then(|rest| rest.split([',', ')']).next())
+    };
+    let (Some(pid), Some(their_host)) = (
+        field("pid").and_then(|p| p.parse::<i32>().ok()),
+        field("host"),
+    ) else {
+        return false;
+    };
+    if host.is_empty() || their_host != host || pid <= 0 {
+        return false;
+    }
+    if pid as u32 == std::process::id() {
+        return true;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    !alive
+}
+
 /// Deletes the lease if this process holds it.
 static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -386,8 +422,9 @@ impl RedisJournal {
     /// committer stops (see `journal::commit`).
     pub async fn acquire(&mut self, lease_ms: u64) -> Result<(), JournalError> {
         let key = self.ledger.owner_key();
+        let host = hostname();
         let token = format!(
-            "{} (pid {}, started {})",
+            "{} (pid {}, host {host}, started {})",
             uuid::Uuid::new_v4(),
             std::process::id(),
             std::time::SystemTime::now()
@@ -415,6 +452,25 @@ impl RedisJournal {
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_error)?;
+            if let Some(holder) = holder.as_deref().filter(|h| holder_is_gone(h, &host)) {
+                // A crashed process on this host: no need to wait for its lease. (Were
+                // it alive after all, e.g. in another PID namespace, its next append
+                // would be refused: the fence, not this check, keeps the journal whole.)
+                let deleted: i64 = RELEASE
+                    .key(&key)
+                    .arg(holder)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+                if deleted == 1 {
+                    tracing::info!(
+                        key,
+                        holder,
+                        "the lease holder was a process of this host that is gone: lease taken over"
+                    );
+                }
+                continue;
+            }
             if std::time::Instant::now() >= give_up {
                 return Err(JournalError(format!(
                     "{FENCED}: the ledger ({key}) is held by another running giftstream: {}; \
@@ -872,4 +928,34 @@ pub async fn recover(
             seconds: started.elapsed().as_secs_f64(),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holder_is_gone;
+
+    #[test]
+    fn a_lease_holder_is_gone_only_if_it_is_a_dead_process_of_this_host() {
+        let holder = |pid: u32, host: &str| format!("u (pid {pid}, host {host}, started 1)");
+        let me = std::process::id();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        assert!(holder_is_gone(&holder(dead, "h1"), "h1"), "exited child");
+        assert!(
+            holder_is_gone(&holder(me, "h1"), "h1"),
+            "our own pid, earlier namespace"
+        );
+        assert!(!holder_is_gone(&holder(1, "h1"), "h1"), "init is alive");
+        assert!(!holder_is_gone(&holder(dead, "h2"), "h1"), "another host");
+        assert!(
+            !holder_is_gone(&holder(dead, "h1"), ""),
+            "unknown host name"
+        );
+        assert!(
+            !holder_is_gone("u (pid 12, started 1)", "h1"),
+            "no host: older token"
+        );
+        assert!(!holder_is_gone("garbage", "h1"));
+    }
 }
