@@ -200,7 +200,8 @@ pub struct RedisConfig {
     /// this long and renews it with every append (and every third of it when idle). A
     /// second process for the same ledger refuses to start, and a process that lost the
     /// lease is fenced: its appends are refused and it exits (README, "One writer per
-    /// ledger"). A restart after a crash waits for the dead holder's lease to run out.
+    /// ledger"). A restart after a crash takes over at once on the same host (the dead
+    /// holder's pid is gone), else waits for its lease to run out.
     pub lease_ms: u64,
 }
 
