@@ -586,7 +586,7 @@ impl RedisJournal {
             && e.is_fenced()
         {
             fence.lost.store(true, std::sync::atomic::Ordering::Release);
-            tracing::error!(error = %e, "fenced: another process holds this ledger; no further appends");
+            tracing::error!(error = %e, "fenced: this process no longer holds the ledger; no further appends");
         }
         result
     }

@@ -36,6 +36,28 @@ async fn post(http: &reqwest::Client, p: &ServeProcess, body: &Value) -> (u16, V
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// Sends `body` to `a`, which must refuse to acknowledge it, then exit non-zero with
+/// `why` in its log.
+async fn refused_then_exits(http: &reqwest::Client, a: ServeProcess, body: &Value, why: &str) {
+    let (status, answer) = post(http, &a, body).await;
+    assert_ne!(status, 200, "a fenced process acknowledged: {answer}");
+    let (exit, log) = a.wait_exit(Duration::from_secs(20));
+    assert!(!exit.success(), "a fenced process exited 0");
+    assert!(
+        log.iter().any(|l| l.contains(why)),
+        "{why:?} not in {log:#?}"
+    );
+}
+
+/// One Redis command, its reply ignored (beyond success).
+async fn redis_do(conn: &mut giftstream::persist::redis::RedisConn, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query_async(conn).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_per_ledger_and_a_paused_one_is_fenced() {
     let redis = RedisServer::start();
@@ -86,11 +108,7 @@ async fn one_process_per_ledger_and_a_paused_one_is_fenced() {
     // `a` wakes up: its next batch is not acknowledged (its append is refused in the
     // same script that checks the lease), and it exits non-zero.
     a.signal("CONT");
-    let (status, body) = post(&http, &a, &recharge(3, 2)).await;
-    assert_ne!(status, 200, "a fenced process acknowledged: {body}");
-    let (exit, log) = a.wait_exit(Duration::from_secs(20));
-    assert!(!exit.success(), "a fenced process exited 0");
-    assert!(log.iter().any(|l| l.contains("commit fenced")), "{log:#?}");
+    refused_then_exits(&http, a, &recharge(3, 2), "commit fenced").await;
 
     // Nothing `a` applied after losing the lease reached the journal: `b` never sees it,
     // and the ledger rebuilt from the journal audits clean.
@@ -136,11 +154,7 @@ async fn appends_need_the_journal_where_this_process_left_it() {
 
     // The lease vanishes (as when it runs out while Redis is unreachable): nobody wrote
     // the journal meanwhile, so the next append takes it back and is acknowledged.
-    let _: i64 = redis::cmd("DEL")
-        .arg(owner)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis_do(&mut conn, &["DEL", owner]).await;
     let (status, body) = post(&http, &a, &recharge(3, 1)).await;
     assert_eq!(
         (status, body["outcomes"][0]["coins"].as_u64()),
@@ -168,33 +182,10 @@ async fn appends_need_the_journal_where_this_process_left_it() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: i64 = redis::cmd("XDEL")
-        .arg(journal)
-        .arg(&top[0].0)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("XSETID")
-        .arg(journal)
-        .arg(&top[1].0)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(head)
-        .arg(&top[1].0)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let (status, body) = post(&http, &a, &recharge(4, 2)).await;
-    assert_ne!(status, 200, "appended after a gap: {body}");
-    let (exit, log) = a.wait_exit(Duration::from_secs(20));
-    assert!(!exit.success(), "a fenced process exited 0");
-    assert!(
-        log.iter()
-            .any(|l| l.contains("is not as this process left it")),
-        "{log:#?}"
-    );
+    redis_do(&mut conn, &["XDEL", journal, &top[0].0]).await;
+    redis_do(&mut conn, &["XSETID", journal, &top[1].0]).await;
+    redis_do(&mut conn, &["SET", head, &top[1].0]).await;
+    refused_then_exits(&http, a, &recharge(4, 2), "is not as this process left it").await;
 
     // A restart continues from what the journal holds: the lost recharge is gone.
     let a = ServeProcess::start(CONFIG.as_ref(), &url, dir.path());
@@ -203,25 +194,11 @@ async fn appends_need_the_journal_where_this_process_left_it() {
 
     // Another writer appends while the lease is free: `a`'s next append finds an entry
     // that is not its own where its run goes, does not acknowledge, and stops.
-    let _: i64 = redis::cmd("DEL")
-        .arg(owner)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg(journal)
-        .arg("999999-0")
-        .arg("b")
-        .arg("someone else")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let (status, body) = post(&http, &a, &recharge(5, 2)).await;
-    assert_ne!(status, 200, "acknowledged over another writer: {body}");
-    let (exit, log) = a.wait_exit(Duration::from_secs(20));
-    assert!(!exit.success(), "a fenced process exited 0");
-    assert!(
-        log.iter().any(|l| l.contains("another writer's entry")),
-        "{log:#?}"
-    );
+    redis_do(&mut conn, &["DEL", owner]).await;
+    redis_do(
+        &mut conn,
+        &["XADD", journal, "999999-0", "b", "someone else"],
+    )
+    .await;
+    refused_then_exits(&http, a, &recharge(5, 2), "another writer's entry").await;
 }
