@@ -283,7 +283,9 @@ const FENCED: &str = "FENCED";
 /// So it refuses to append after a gap (a failover lost acknowledged appends: continuing
 /// would journal runs that depend on lost ones) and after another writer. A lease that
 /// ran out (Redis unreachable longer than a lease, or the key lost) is taken back on the
-/// same condition.
+/// same condition by an append; a renewal or trim that finds the head moved while the
+/// lease was free does nothing (an append of ours may have run, its reply not yet back:
+/// found by the soak test, where Redis is killed mid-append).
 static FENCED_OP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -297,6 +299,11 @@ if ARGV[4] == 'xadd' or holder == false then
   if not ours and ARGV[4] == 'xadd' and head == ARGV[5] then
     local entry = redis.call('XRANGE', KEYS[1], ARGV[5], ARGV[5])
     ours = entry[1] ~= nil and entry[1][2][2] == ARGV[6]
+  end
+  if not ours and ARGV[4] ~= 'xadd' then
+    -- Not an append: an append of ours may have run whose reply is still on its way.
+    -- Leave the lease alone; the next append (which has the bytes) decides.
+    return 0
   end
   if not ours then
     return redis.error_reply('FENCED the journal is not as this process left it (head ' .. head .. ', this process appended up to ' .. ARGV[3] .. '): another process wrote it, or Redis lost appends (a failover); a restart continues from what it holds')
