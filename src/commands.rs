@@ -205,7 +205,7 @@ async fn restore_redis_held(
         if config.read_model.enabled {
             let started = std::time::Instant::now();
             let view = state.read_model_view(giftstream::engine::ViewParts {
-                pairs: true,
+                tops: config.engine.top_k,
                 wallets: config.read_model.wallets,
             });
             let mut conn = giftstream::persist::redis::connect_to(
@@ -222,7 +222,7 @@ async fn restore_redis_held(
             )
             .await?;
             println!(
-                "read model: rebuilt at seq {last_seq} ({} creators, {} streams, {} gifter pairs) in {:.2} s",
+                "read model: rebuilt at seq {last_seq} ({} creators, {} streams, {} top-gifter entries) in {:.2} s",
                 view.creators.len(),
                 view.streams.len(),
                 view.creator_gifters.len() + view.stream_gifters.len(),

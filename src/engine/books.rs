@@ -124,6 +124,7 @@ impl CreatorShard {
                 stamp,
                 event: Event::Payout(*p),
                 outcome,
+                totals: None,
             });
         }
         outcome
@@ -200,6 +201,7 @@ impl StreamShard {
                 stamp,
                 event: Event::StreamGoal(*g),
                 outcome,
+                totals: None,
             });
         }
         outcome

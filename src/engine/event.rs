@@ -355,6 +355,16 @@ impl Outcome {
     }
 }
 
+/// An accepted gift's running totals after it: what its sender has given the creator
+/// and in the stream, in coins (held at `u64::MAX`). Derived data, for the Redis read
+/// model's top-K leaderboards (absolute scores from committed entries); replay
+/// recomputes them and does not check them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct GiftTotals {
+    pub creator: u64,
+    pub stream: u64,
+}
+
 /// One applied event as the log, journal and replay see it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -362,6 +372,9 @@ pub struct LogEntry {
     pub stamp: Stamp,
     pub event: Event,
     pub outcome: Outcome,
+    /// An accepted gift's totals (`None` otherwise, and for gifts journaled by a build
+    /// before journal format 2).
+    pub totals: Option<GiftTotals>,
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam::utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::economy::{ConfigError, Currency, Economy, Region};
@@ -44,7 +45,7 @@ use books::{CreatorShard, StreamShard};
 pub use event::*;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
-pub use topk::TopK;
+pub use topk::{Offer, TopK};
 
 /// Largest number of shards of each kind.
 pub const SHARDS_MAX: usize = 1024;
@@ -1018,10 +1019,12 @@ impl StateView<'_> {
     }
 }
 
-/// Which parts of [`ReadModelView`] to fill (the pair lists can be large).
+/// Which parts of [`ReadModelView`] to fill.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ViewParts {
-    pub pairs: bool,
+    /// The top `tops` gifters of every creator and stream (0: none); the read model
+    /// keeps `engine.top_k`.
+    pub tops: usize,
     pub wallets: bool,
 }
 
@@ -1035,16 +1038,18 @@ pub struct StreamBook {
 }
 
 /// Everything the Redis read model projects, at a consistent cut: the creator and
-/// stream books, and (with [`ViewParts`]) every gifter aggregate and wallet balance.
+/// stream books, and (with [`ViewParts`]) their top gifters and every wallet balance.
 #[derive(Debug, Clone, Default)]
 pub struct ReadModelView {
     pub last_seq: u64,
+    /// [`ViewParts::tops`]: how many top gifters per creator and stream it holds.
+    pub tops: usize,
     /// `(creator, coins received, diamonds paid)`.
     pub creators: Vec<(CreatorId, u128, u128)>,
     pub streams: Vec<(StreamId, StreamBook)>,
-    /// `(creator, gifter, coins)` for every pair.
+    /// `(creator, gifter, coins)` for each creator's top [`ViewParts::tops`] gifters.
     pub creator_gifters: Vec<(CreatorId, UserId, u128)>,
-    /// `(stream, gifter, coins)` for every pair.
+    /// `(stream, gifter, coins)` for each stream's top [`ViewParts::tops`] gifters.
     pub stream_gifters: Vec<(StreamId, UserId, u128)>,
     /// `(user, coins)` for every wallet.
     pub wallets: Vec<(UserId, u64)>,
@@ -1059,19 +1064,38 @@ fn read_model_view<'a>(
 ) -> ReadModelView {
     let mut view = ReadModelView {
         last_seq,
+        tops: parts.tops,
         ..Default::default()
     };
+    let mut creator_tops: FxHashMap<CreatorId, Vec<&TopK>> = FxHashMap::default();
+    let mut stream_tops: FxHashMap<StreamId, Vec<&TopK>> = FxHashMap::default();
     for s in senders {
-        if parts.pairs {
-            view.creator_gifters
-                .extend(s.creator_gifters.iter().map(|(&(c, u), &n)| (c, u, n)));
-            view.stream_gifters
-                .extend(s.stream_gifters.iter().map(|(&(st, u), &n)| (st, u, n)));
+        if parts.tops > 0 {
+            for (&c, part) in &s.creators {
+                creator_tops.entry(c).or_default().push(&part.top);
+            }
+            for (&st, part) in &s.streams {
+                stream_tops.entry(st).or_default().push(&part.top);
+            }
         }
         if parts.wallets {
             view.wallets
                 .extend(s.wallets.iter().map(|(&u, w)| (u, w.coins)));
         }
+    }
+    for (c, lists) in creator_tops {
+        view.creator_gifters.extend(
+            TopK::merge(lists, parts.tops)
+                .into_iter()
+                .map(|(coins, u)| (c, UserId(u), coins)),
+        );
+    }
+    for (st, lists) in stream_tops {
+        view.stream_gifters.extend(
+            TopK::merge(lists, parts.tops)
+                .into_iter()
+                .map(|(coins, u)| (st, UserId(u), coins)),
+        );
     }
     for c in creators {
         view.creators.extend(

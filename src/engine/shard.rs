@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::EngineConfig;
 use super::event::{
-    AccountSettings, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId, LogEntry, Outcome,
-    Recharge, RejectCode, Stamp, Status, StreamId, UserId,
+    AccountSettings, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId, GiftTotals,
+    LogEntry, Outcome, Recharge, RejectCode, Stamp, Status, StreamId, UserId,
 };
 use super::rules::{self, NO_BUDGET, Wallet};
 use super::splitmap::SplitMap;
@@ -131,10 +131,12 @@ impl SenderShard {
                 ..original
             };
         }
+        let mut totals = None;
         let (status, user, coins_delta) = match event {
             Event::Recharge(r) => (self.recharge(economy, r), Some(r.user), r.coins as i128),
             Event::Gift(g) => {
-                let (status, cost) = self.gift(economy, config, g, month);
+                let (status, cost, gift_totals) = self.gift(economy, config, g, month);
+                totals = gift_totals;
                 (status, Some(g.sender), -(cost as i128))
             }
             Event::Account(a) => (self.account(a), None, 0),
@@ -171,6 +173,7 @@ impl SenderShard {
                 stamp,
                 event: *event,
                 outcome,
+                totals,
             });
         }
         outcome
@@ -190,24 +193,25 @@ impl SenderShard {
         }
     }
 
-    /// Returns the status and the cost debited (0 when rejected).
+    /// Returns the status, the cost debited (0 when rejected) and, when accepted, the
+    /// sender's totals after it.
     fn gift(
         &mut self,
         economy: &Economy,
         config: &EngineConfig,
         g: &Gift,
         month: u32,
-    ) -> (Status, u64) {
+    ) -> (Status, u64, Option<GiftTotals>) {
         // A gift from a user never seen can only be rejected: do not create a wallet for
         // it, so hostile ids cost no memory.
         let Some(wallet) = self.wallets.get_mut(&g.sender) else {
             let code = rules::gift(economy, &Wallet::default(), g, month)
                 .expect_err("an empty wallet cannot pay for a gift");
-            return (Status::Rejected(code), 0);
+            return (Status::Rejected(code), 0, None);
         };
         let cost = match rules::gift(economy, wallet, g, month) {
             Ok(cost) => cost,
-            Err(code) => return (Status::Rejected(code), 0),
+            Err(code) => return (Status::Rejected(code), 0, None),
         };
         let spent = wallet.spent_in(month) + cost; // checked by the budget rule
         wallet.coins -= cost; // checked by the funds rule
@@ -232,6 +236,7 @@ impl SenderShard {
             .or_default();
         *total += cost;
         part.top.offer(config.top_k, g.sender.0, *total);
+        let creator_total = *total;
 
         let part = self.streams.entry(g.stream).or_default();
         if part.pending_coins == 0 {
@@ -242,8 +247,16 @@ impl SenderShard {
         let total = self.stream_gifters.entry((g.stream, g.sender)).or_default();
         *total += cost;
         part.top.offer(config.top_k, g.sender.0, *total);
+        let totals = GiftTotals {
+            creator: u64::try_from(creator_total).unwrap_or(u64::MAX),
+            stream: u64::try_from(*total).unwrap_or(u64::MAX),
+        };
 
-        (Status::Accepted(Effect::Coins(balance)), cost as u64)
+        (
+            Status::Accepted(Effect::Coins(balance)),
+            cost as u64,
+            Some(totals),
+        )
     }
 
     fn account(&mut self, a: &AccountSettings) -> Status {

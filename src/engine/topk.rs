@@ -12,34 +12,51 @@ pub struct TopK {
     entries: Vec<(u128, u64)>,
 }
 
+/// What an offer did to a [`TopK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Not good enough: the list is unchanged.
+    Unranked,
+    /// Listed (or moved up), pushing `evicted` out when the list was full.
+    Ranked { evicted: Option<u64> },
+}
+
 /// True when `a` ranks before `b`.
 fn ranks_before(a: (u128, u64), b: (u128, u64)) -> bool {
     a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
 }
 
 impl TopK {
-    /// Records that `id`'s score grew to `score`.
-    pub fn offer(&mut self, k: usize, id: u64, score: u128) {
+    /// Records that `id`'s score grew to `score`; says whether the list changed and
+    /// which id (if any) it pushed out.
+    pub fn offer(&mut self, k: usize, id: u64, score: u128) -> Offer {
         let candidate = (score, id);
         if self.entries.len() >= k {
             match self.entries.last() {
                 // The common case once the list is full: not good enough. (An id already
                 // listed ranks at least as high as the last entry, and its score grew,
                 // so it never takes this branch.)
-                Some(&last) if !ranks_before(candidate, last) => return,
-                None => return, // k == 0
+                Some(&last) if !ranks_before(candidate, last) => return Offer::Unranked,
+                None => return Offer::Unranked, // k == 0
                 _ => {}
             }
         }
+        let mut evicted = None;
         if let Some(pos) = self.entries.iter().position(|e| e.1 == id) {
             self.entries.remove(pos);
         } else if self.entries.len() >= k {
-            self.entries.pop();
+            evicted = self.entries.pop().map(|e| e.1);
         }
         let at = self
             .entries
             .partition_point(|&e| ranks_before(e, candidate));
         self.entries.insert(at, candidate);
+        Offer::Ranked { evicted }
+    }
+
+    /// `id`'s score if it is listed.
+    pub fn score_of(&self, id: u64) -> Option<u128> {
+        self.entries.iter().find(|e| e.1 == id).map(|e| e.0)
     }
 
     pub fn entries(&self) -> &[(u128, u64)] {
@@ -73,11 +90,22 @@ mod tests {
         ) {
             let mut scores = std::collections::BTreeMap::<u64, u128>::new();
             let mut top = TopK::default();
+            // A mirror kept only from what the offers report (as the read model keeps
+            // its Redis sorted sets) stays equal to the list.
+            let mut mirror = std::collections::BTreeMap::<u64, u128>::new();
             for (id, inc) in increments {
                 let s = scores.entry(id).or_default();
                 *s += inc;
-                top.offer(k, id, *s);
+                if let Offer::Ranked { evicted } = top.offer(k, id, *s) {
+                    mirror.insert(id, *s);
+                    if let Some(out) = evicted {
+                        prop_assert!(mirror.remove(&out).is_some());
+                    }
+                }
             }
+            let listed: std::collections::BTreeMap<u64, u128> =
+                top.entries().iter().map(|&(s, id)| (id, s)).collect();
+            prop_assert_eq!(&mirror, &listed);
             let mut expected: Vec<(u128, u64)> = scores.iter().map(|(&id, &s)| (s, id)).collect();
             expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             expected.truncate(k);

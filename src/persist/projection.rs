@@ -4,16 +4,32 @@
 //! Key layout (prefix [`PREFIX`] = `giftstream:{ledger}:rm:`; one hash tag, so every key
 //! lives in one Redis Cluster slot with the journal):
 //! - `creator:<id>` — hash: `coins_received`, `diamonds_total`, `diamonds_available`
-//! - `creator:<id>:top-gifters` — sorted set: member user id, score coins given
+//! - `creator:<id>:top-gifters` — sorted set: member user id, score coins given; the
+//!   creator's top `engine.top_k` gifters (see "Top-K only" below)
 //! - `stream:<id>` — hash: `coins_received`, `creator`, and `goal_coins_target` once a
 //!   goal is set (the goal's progress is `coins_received`)
-//! - `stream:<id>:top-gifters` — sorted set: member user id, score coins given
+//! - `stream:<id>:top-gifters` — sorted set: member user id, score coins given; the
+//!   stream's top `engine.top_k` gifters
 //! - `top-creators` — sorted set: member creator id, score diamonds credited
 //! - `user:<id>` — hash: `coins` (only with `read_model.wallets = true`)
 //! - `seq` — the last sequence number projected
+//! - `format` — `<FORMAT>:<top_k>` ([`format_value`]): the layout version and the K of
+//!   the leaderboards; another value (or none) makes the next start rebuild the read
+//!   model from the ledger
+//!
+//! Top-K only: the leaderboards hold each creator's and stream's top `engine.top_k`
+//! gifters (what `/v1/creators/{id}/top-gifters` serves, `limit` <= `engine.top_k`), not
+//! every gifter: a gift is written only if it moves its sender into or up the top K,
+//! with the sender's absolute total (journaled with the gift, [`LogEntry::totals`]),
+//! and a gifter pushed out is removed. Totals only grow, so the projector's own top-K
+//! per key ([`TopK`]) stays exact, and with a hot creator almost every gift changes
+//! nothing in Redis. (A start that catches up from the journal reads the members of
+//! each key it touches and removes its own gifters that are not listed, so a gifter
+//! pushed out after the read model's `seq` leaves too.)
 //!
 //! In a cluster (SPEC §6) every node writes its partitions' share into the same keys:
-//! gifter scores are increments of members only one node owns (a gifter's partition),
+//! gifter scores are members only one node owns (a gifter's partition), each node
+//! keeping its own gifters' top K (the union holds the cluster's top K),
 //! and the creator and stream totals are merged — each node keeps its own contribution
 //! in `<field>@<node>` and moves the shared `<field>` (and `top-creators`) by the change,
 //! with `HINCRBY`/`ZINCRBY` — so the totals are sums over the nodes and a write that is
@@ -23,10 +39,10 @@
 //!
 //! Exactly once: each write is one Lua script that checks `seq`, applies the window's
 //! changes and sets `seq`, atomically. A retried write whose first attempt ran finds
-//! `seq` already at its end and does nothing. Gifter scores are increments (`ZINCRBY`);
-//! hashes and `top-creators` are absolute values from the projector's own copy of the
-//! books, built only from committed runs — so the read model never shows an event that
-//! was not durable.
+//! `seq` already at its end and does nothing. Every value written is absolute: hashes
+//! and `top-creators` from the projector's own copy of the books, gifter scores from the
+//! totals journaled with each gift, all from committed runs only — so the read model
+//! never shows an event that was not durable.
 //!
 //! Scores are doubles: exact up to 2^53. A score that would pass [`SCORE_MAX`] is held at
 //! it and counted in `giftstream_read_model_saturated_total` (the HTTP API stays exact;
@@ -45,8 +61,8 @@ use super::redis::{Ledger, RedisConn, RedisJournal};
 use crate::config::ReadModelConfig;
 use crate::economy::Economy;
 use crate::engine::{
-    CreatorId, Effect, Engine, Event, LogEntry, ReadModelView, Stamp, Status, StreamBook, StreamId,
-    UserId, ViewParts,
+    CreatorId, Effect, Engine, Event, LogEntry, Offer, ReadModelView, Stamp, Status, StreamBook,
+    StreamId, TopK, UserId, ViewParts,
 };
 use crate::telemetry;
 
@@ -60,6 +76,22 @@ pub fn seq_key(ledger: &Ledger) -> String {
         Some(n) => format!("{SEQ_KEY}:{n}"),
     }
 }
+/// The key holding the layout version of `ledger`'s share of the read model.
+pub fn format_key(ledger: &Ledger) -> String {
+    match &ledger.node {
+        None => FORMAT_KEY.to_owned(),
+        Some(n) => format!("{FORMAT_KEY}:{n}"),
+    }
+}
+pub const FORMAT_KEY: &str = "giftstream:{ledger}:rm:format";
+
+/// What the `format` key holds for leaderboards of `top_k` gifters.
+pub fn format_value(top_k: usize) -> String {
+    format!("{FORMAT}:{top_k}")
+}
+/// The read model's layout version: 2 = top-K-only leaderboards from journaled totals
+/// (1, unmarked: every gifter, by increments).
+pub const FORMAT: u64 = 2;
 pub const TOP_CREATORS: &str = "top-creators";
 /// The largest sorted-set score kept exactly: 2^53.
 pub const SCORE_MAX: u128 = 1 << 53;
@@ -91,8 +123,8 @@ pub fn user_key(u: UserId) -> String {
 
 /// The write: check `seq`, apply the operations, set `seq`. ARGV: from, to, prefix,
 /// score max, node ("" for a single node), then operations: `H key n field value ...`
-/// (HSET of n fields), `Z key member delta` (ZINCRBY, held at the max), `A key member
-/// score` (ZADD), `M key member n field value ...` (this node's contribution to n merged
+/// (HSET of n fields), `A key member score` (ZADD), `R key member` (ZREM), `M key member
+/// n field value ...` (this node's contribution to n merged
 /// fields; `member` not "": `top-creators` moves with `diamonds_total`). `from` = 0 is a
 /// rebuild: no check, `seq` left alone.
 const WRITE_SCRIPT: &str = r#"
@@ -116,13 +148,9 @@ while i <= #ARGV do
     local n = tonumber(ARGV[i + 2])
     redis.call('HSET', k, unpack(ARGV, i + 3, i + 2 + 2 * n))
     i = i + 3 + 2 * n
-  elseif op == 'Z' then
-    local s = tonumber(redis.call('ZINCRBY', k, ARGV[i + 3], ARGV[i + 2]))
-    if s > max then
-      redis.call('ZADD', k, max, ARGV[i + 2])
-      saturated = saturated + 1
-    end
-    i = i + 4
+  elseif op == 'R' then
+    redis.call('ZREM', k, ARGV[i + 2])
+    i = i + 3
   elseif op == 'A' then
     redis.call('ZADD', k, ARGV[i + 3], ARGV[i + 2])
     i = i + 4
@@ -160,10 +188,10 @@ return {1, saturated}
 enum Op {
     /// HSET key field value [field value ...]
     Hash(String, Vec<(&'static str, String)>),
-    /// ZINCRBY key delta member
-    Incr(String, u64, u128),
     /// ZADD key score member (absolute)
     Set(String, u64, u128),
+    /// ZREM key member
+    Remove(String, u64),
     /// This node's contribution to merged hash fields (held at 2^53); with a member,
     /// `top-creators` moves with `diamonds_total`.
     Merge(String, Option<u64>, Vec<(&'static str, u128)>),
@@ -173,17 +201,31 @@ fn redis_error(e: redis::RedisError) -> JournalError {
     JournalError(format!("redis: {e}"))
 }
 
-/// The projector's copy of the creator and stream books, exact as of `seq`.
+/// The projector's copy of the creator and stream books and of their top-K gifter
+/// lists, exact as of `seq`.
 #[derive(Debug, Default)]
 struct Books {
     seq: u64,
     /// (coins received, diamonds paid)
     creators: FxHashMap<CreatorId, (u128, u128)>,
     streams: FxHashMap<StreamId, StreamBook>,
+    /// K of the lists (`engine.top_k`).
+    top_k: usize,
+    creator_tops: FxHashMap<CreatorId, TopK>,
+    stream_tops: FxHashMap<StreamId, TopK>,
 }
 
 impl Books {
-    fn from_view(view: &ReadModelView) -> Books {
+    /// From a view with the top `top_k` gifters ([`ViewParts::tops`]).
+    fn from_view(view: &ReadModelView, top_k: usize) -> Books {
+        let mut creator_tops: FxHashMap<CreatorId, TopK> = FxHashMap::default();
+        for &(c, u, coins) in &view.creator_gifters {
+            creator_tops.entry(c).or_default().offer(top_k, u.0, coins);
+        }
+        let mut stream_tops: FxHashMap<StreamId, TopK> = FxHashMap::default();
+        for &(s, u, coins) in &view.stream_gifters {
+            stream_tops.entry(s).or_default().offer(top_k, u.0, coins);
+        }
         Books {
             seq: view.last_seq,
             creators: view
@@ -192,6 +234,67 @@ impl Books {
                 .map(|&(c, coins, paid)| (c, (coins, paid)))
                 .collect(),
             streams: view.streams.iter().copied().collect(),
+            top_k,
+            creator_tops,
+            stream_tops,
+        }
+    }
+}
+
+/// One key's leaderboard changes in a pending write: gifters to set (absolute
+/// totals) and gifters pushed out of the top K.
+#[derive(Debug)]
+struct BoardChanges<K> {
+    set: FxHashMap<(K, UserId), u128>,
+    removed: FxHashSet<(K, UserId)>,
+    /// Keys touched by a stale entry: their members not listed are removed.
+    reconcile: FxHashSet<K>,
+}
+
+impl<K> Default for BoardChanges<K> {
+    fn default() -> Self {
+        BoardChanges {
+            set: FxHashMap::default(),
+            removed: FxHashSet::default(),
+            reconcile: FxHashSet::default(),
+        }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash> BoardChanges<K> {
+    fn len(&self) -> usize {
+        self.set.len() + self.removed.len() + self.reconcile.len()
+    }
+
+    /// Offers `user`'s new `total` to `key`'s list and records what changed. A stale
+    /// entry (older than the projector's lists: a start's catch-up) rewrites the listed
+    /// total, if any, and marks the key for reconciling — a gifter the lists pushed out
+    /// after the read model's `seq` then leaves too, though no entry names it.
+    fn place(
+        &mut self,
+        tops: &mut FxHashMap<K, TopK>,
+        top_k: usize,
+        key: K,
+        user: UserId,
+        total: u128,
+        fresh: bool,
+    ) {
+        if !fresh {
+            if let Some(listed) = tops.get(&key).and_then(|t| t.score_of(user.0)) {
+                self.set.insert((key, user), listed);
+            }
+            self.reconcile.insert(key);
+            return;
+        }
+        if let Offer::Ranked { evicted } = tops.entry(key).or_default().offer(top_k, user.0, total)
+        {
+            self.removed.remove(&(key, user));
+            self.set.insert((key, user), total);
+            if let Some(out) = evicted {
+                let out = (key, UserId(out));
+                self.set.remove(&out);
+                self.removed.insert(out);
+            }
         }
     }
 }
@@ -206,8 +309,8 @@ struct Pending {
     events: u64,
     creators: FxHashSet<CreatorId>,
     streams: FxHashSet<StreamId>,
-    creator_pairs: FxHashMap<(CreatorId, UserId), u128>,
-    stream_pairs: FxHashMap<(StreamId, UserId), u128>,
+    creator_gifters: BoardChanges<CreatorId>,
+    stream_gifters: BoardChanges<StreamId>,
     wallets: FxHashMap<UserId, u64>,
 }
 
@@ -220,8 +323,8 @@ impl Pending {
     fn ops(&self) -> usize {
         self.creators.len() * 2
             + self.streams.len()
-            + self.creator_pairs.len()
-            + self.stream_pairs.len()
+            + self.creator_gifters.len()
+            + self.stream_gifters.len()
             + self.wallets.len()
     }
 }
@@ -236,6 +339,9 @@ struct Projector {
     merge: bool,
     /// The next sequence number to fold.
     next: u64,
+    /// An accepted gift without journaled totals (a journal older than format 2 that
+    /// the start did not rebuild past): its sequence number.
+    untotalled: Option<u64>,
 }
 
 impl Projector {
@@ -264,8 +370,27 @@ impl Projector {
                     .map_or(0, |spec| u128::from(spec.coins) * u128::from(g.count));
                 p.creators.insert(g.creator);
                 p.streams.insert(g.stream);
-                *p.creator_pairs.entry((g.creator, g.sender)).or_default() += cost;
-                *p.stream_pairs.entry((g.stream, g.sender)).or_default() += cost;
+                let Some(totals) = e.totals else {
+                    self.untotalled.get_or_insert(e.seq);
+                    return;
+                };
+                let books = &mut self.books;
+                p.creator_gifters.place(
+                    &mut books.creator_tops,
+                    books.top_k,
+                    g.creator,
+                    g.sender,
+                    u128::from(totals.creator),
+                    fresh,
+                );
+                p.stream_gifters.place(
+                    &mut books.stream_tops,
+                    books.top_k,
+                    g.stream,
+                    g.sender,
+                    u128::from(totals.stream),
+                    fresh,
+                );
                 if let (true, Effect::Coins(balance)) = (self.wallets, effect) {
                     p.wallets.insert(g.sender, balance);
                 }
@@ -302,9 +427,8 @@ impl Projector {
         }
     }
 
-    /// Takes the pending changes as operations; returns them with (from, to) and the
-    /// number of top-creator scores held at the max.
-    fn take_ops(&mut self) -> (Vec<Op>, u64, u64, u64) {
+    /// Takes the pending changes as one write.
+    fn take_ops(&mut self) -> Write {
         let p = std::mem::take(&mut self.pending);
         let mut ops = Vec::with_capacity(p.ops());
         let mut saturated = 0;
@@ -316,17 +440,84 @@ impl Projector {
             let book = self.books.streams.get(&s).copied().unwrap_or_default();
             saturated += stream_ops(s, &book, self.merge, &mut ops);
         }
-        for (&(c, u), &coins) in &p.creator_pairs {
-            ops.push(Op::Incr(creator_top_key(c), u.0, coins));
+        for (&(c, u), &coins) in &p.creator_gifters.set {
+            saturated += u64::from(coins > SCORE_MAX);
+            ops.push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
         }
-        for (&(s, u), &coins) in &p.stream_pairs {
-            ops.push(Op::Incr(stream_top_key(s), u.0, coins));
+        for &(c, u) in &p.creator_gifters.removed {
+            ops.push(Op::Remove(creator_top_key(c), u.0));
+        }
+        let listed = |top: Option<&TopK>| -> FxHashSet<u64> {
+            top.map_or_else(FxHashSet::default, |t| {
+                t.entries().iter().map(|e| e.1).collect()
+            })
+        };
+        let mut reconcile = Vec::new();
+        for c in &p.creator_gifters.reconcile {
+            reconcile.push((creator_top_key(*c), listed(self.books.creator_tops.get(c))));
+        }
+        for s in &p.stream_gifters.reconcile {
+            reconcile.push((stream_top_key(*s), listed(self.books.stream_tops.get(s))));
+        }
+        for (&(s, u), &coins) in &p.stream_gifters.set {
+            saturated += u64::from(coins > SCORE_MAX);
+            ops.push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
+        }
+        for &(s, u) in &p.stream_gifters.removed {
+            ops.push(Op::Remove(stream_top_key(s), u.0));
         }
         for (&u, &coins) in &p.wallets {
             ops.push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
         }
-        (ops, p.from, p.to, saturated)
+        Write {
+            ops,
+            from: p.from,
+            to: p.to,
+            held: saturated,
+            reconcile,
+        }
     }
+}
+
+/// One pending write, taken from the projector.
+struct Write {
+    ops: Vec<Op>,
+    /// The sequence numbers it covers.
+    from: u64,
+    to: u64,
+    /// Scores held at the max.
+    held: u64,
+    /// Keys to reconcile, with the gifters listed for each.
+    reconcile: Vec<(String, FxHashSet<u64>)>,
+}
+
+/// Removals that make each key's members that `ledger` owns exactly the ones listed:
+/// reads the keys' members (only this projector writes this node's gifters, so nothing
+/// changes them before the write).
+async fn reconcile_ops(
+    conn: &mut RedisConn,
+    ledger: &Ledger,
+    keys: &[(String, FxHashSet<u64>)],
+) -> Result<Vec<Op>, redis::RedisError> {
+    let mut ops = Vec::new();
+    for chunk in keys.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10) {
+        let mut pipe = redis::pipe();
+        for (key, _) in chunk {
+            pipe.zrange(format!("{PREFIX}{key}"), 0, -1);
+        }
+        let members: Vec<Vec<u64>> = pipe.query_async(conn).await?;
+        for ((key, listed), members) in chunk.iter().zip(members) {
+            ops.extend(
+                members
+                    .into_iter()
+                    .filter(|m| {
+                        !listed.contains(m) && ledger.map.as_ref().is_none_or(|p| p.owns(*m))
+                    })
+                    .map(|m| Op::Remove(key.clone(), m)),
+            );
+        }
+    }
+    Ok(ops)
 }
 
 /// The hash and top-creators operations of one creator; returns 1 if its score (or, when
@@ -427,8 +618,8 @@ async fn write(
                 }
                 &mut invocation
             }
-            Op::Incr(k, m, d) => invocation.arg("Z").arg(k).arg(*m).arg(d.to_string()),
             Op::Set(k, m, s) => invocation.arg("A").arg(k).arg(*m).arg(s.to_string()),
+            Op::Remove(k, m) => invocation.arg("R").arg(k).arg(*m),
             Op::Merge(k, member, fields) => {
                 invocation
                     .arg("M")
@@ -461,7 +652,7 @@ pub async fn projected_seq_of(conn: &mut RedisConn, ledger: &Ledger) -> Result<u
     Ok(seq.unwrap_or(0))
 }
 
-/// Replaces the whole read model with `view` (which must hold the pairs, and the
+/// Replaces the whole read model with `view` (which must hold the top gifters, and the
 /// wallets when `wallets`). Not atomic: `seq` is deleted first and set last, so an
 /// interrupted rebuild is rebuilt again at the next start.
 ///
@@ -504,7 +695,7 @@ pub async fn rebuild(
                     Op::Set(k, m, s) => pipe
                         .zadd(format!("{PREFIX}{k}"), *m, s.to_string())
                         .ignore(),
-                    Op::Incr(..) | Op::Merge(..) => {
+                    Op::Remove(..) | Op::Merge(..) => {
                         unreachable!("a single node's rebuild writes absolute values")
                     }
                 };
@@ -512,9 +703,11 @@ pub async fn rebuild(
             pipe.query_async::<()>(conn).await.map_err(redis_error)?;
         }
     }
-    redis::cmd("SET")
-        .arg(seq_key(ledger))
-        .arg(view.last_seq)
+    redis::pipe()
+        .set(format_key(ledger), format_value(view.tops))
+        .ignore()
+        .set(seq_key(ledger), view.last_seq)
+        .ignore()
         .query_async::<()>(conn)
         .await
         .map_err(redis_error)?;
@@ -618,35 +811,44 @@ pub async fn prepare(
     let mut conn = super::redis::connect_to(url, journal.cluster()).await?;
     let ledger = journal.ledger().clone();
     let projected = projected_seq_of(&mut conn, &ledger).await?;
+    let format: Option<String> = redis::cmd("GET")
+        .arg(format_key(&ledger))
+        .query_async(&mut conn)
+        .await
+        .map_err(redis_error)?;
     let last = engine.last_seq();
-    let covered = projected == last
-        || (projected < last
-            && journal
-                .runs_from(projected + 1, 1)
-                .await?
-                .first()
-                .and_then(|run| run.first())
-                .is_some_and(|e| e.seq <= projected + 1));
+    let top_k = engine.config().top_k;
+    let tops = ViewParts {
+        tops: top_k,
+        wallets: false,
+    };
+    let covered = format == Some(format_value(top_k))
+        && (projected == last
+            || (projected < last
+                && journal
+                    .runs_from(projected + 1, 1)
+                    .await?
+                    .first()
+                    .and_then(|run| run.first())
+                    .is_some_and(|e| e.seq <= projected + 1)));
     if covered {
-        let view = engine.read_model_view(ViewParts::default());
+        let view = engine.read_model_view(tops);
         return Ok(ProjectorStart {
-            books: Books::from_view(&view),
+            books: Books::from_view(&view, top_k),
             next: projected + 1,
             rebuilt: false,
         });
     }
     tracing::warn!(
         read_model_seq = projected,
+        read_model_format = format,
         ledger_seq = last,
-        "the journal cannot bring the read model up to date: rebuilding it from the ledger"
+        "the journal cannot bring the read model up to date (or it has another layout): rebuilding it from the ledger"
     );
-    let view = engine.read_model_view(ViewParts {
-        pairs: true,
-        wallets,
-    });
+    let view = engine.read_model_view(ViewParts { wallets, ..tops });
     rebuild(&mut conn, &ledger, engine.economy(), &view, wallets).await?;
     Ok(ProjectorStart {
-        books: Books::from_view(&view),
+        books: Books::from_view(&view, top_k),
         next: view.last_seq + 1,
         rebuilt: true,
     })
@@ -698,6 +900,7 @@ pub fn spawn_projector(
         wallets: config.wallets,
         merge: journal.ledger().node.is_some(),
         next: start.next,
+        untotalled: None,
     };
     let task = tokio::spawn(run(
         projector, journal, config, rx, watermark, stop, projected,
@@ -791,6 +994,17 @@ async fn run(
                 }
             }
         }
+        if let Some(seq) = projector.untotalled {
+            tracing::error!(
+                seq,
+                "read model: a gift in the journal has no totals (journal format 1); it is rebuilt at the next start"
+            );
+            let _ = redis::cmd("DEL")
+                .arg(format_key(journal.ledger()))
+                .query_async::<()>(&mut conn)
+                .await;
+            return;
+        }
         let lag_ms = if projector.pending.is_empty() {
             match queue.front() {
                 Some((run, at)) => run.get(*at).map_or(0, |e| lag_of(e.stamp)),
@@ -818,8 +1032,30 @@ async fn run(
             || stopping_since.is_some();
         if !projector.pending.is_empty() && due {
             let events = projector.pending.events;
-            let (ops, from, to, held) = projector.take_ops();
+            let Write {
+                mut ops,
+                from,
+                to,
+                held,
+                reconcile,
+            } = projector.take_ops();
             let mut backoff = RETRY_BACKOFF_MIN;
+            while !reconcile.is_empty() {
+                match reconcile_ops(&mut conn, journal.ledger(), &reconcile).await {
+                    Ok(removals) => {
+                        ops.extend(removals);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "read model: reading leaderboards to reconcile failed; retrying");
+                        if stopping_since.is_some_and(|t| t.elapsed() > FINAL_WRITE_TIMEOUT) {
+                            return;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                    }
+                }
+            }
             loop {
                 let started = Instant::now();
                 match write(&mut conn, journal.ledger(), &ops, from, to).await {

@@ -22,15 +22,16 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 
 use super::journal::{Journal, JournalError};
-use crate::engine::{Engine, Event, LogEntry, ReplayError, Stamp};
+use crate::engine::{Engine, Event, GiftTotals, LogEntry, ReplayError, Stamp};
 use crate::protocol::{self, WireEvent, WireOutcome};
 
 /// The journal of a single node. A cluster node's is `giftstream:{ledger-<node>}:journal`
 /// ([`Ledger::journal_key`]): one slot per node, so its commit is one command on one
 /// Redis Cluster master and the nodes' journals spread over the masters.
 pub const JOURNAL_KEY: &str = "giftstream:{ledger}:journal";
-/// Format version of [`JournalBatch`].
-pub const JOURNAL_VERSION: u8 = 1;
+/// Format version of [`JournalBatch`]. Version 2 added [`JournalRecord::totals`];
+/// version 1 batches are still read (their gifts have no totals).
+pub const JOURNAL_VERSION: u8 = 2;
 /// Stream entries read per `XRANGE` during recovery.
 pub const RECOVERY_ENTRIES_PER_READ: usize = 256;
 /// A command that takes longer fails (and the committer retries it).
@@ -44,6 +45,8 @@ pub struct JournalRecord {
     pub stamp: u64,
     pub event: WireEvent,
     pub outcome: WireOutcome,
+    /// An accepted gift's `(creator, stream)` totals after it ([`GiftTotals`]).
+    pub totals: Option<(u64, u64)>,
 }
 
 /// One group commit.
@@ -51,6 +54,21 @@ pub struct JournalRecord {
 pub struct JournalBatch {
     pub version: u8,
     pub records: Vec<JournalRecord>,
+}
+
+/// A record of journal format 1 (no totals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+struct JournalRecordV1 {
+    seq: u64,
+    stamp: u64,
+    event: WireEvent,
+    outcome: WireOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+struct JournalBatchV1 {
+    version: u8,
+    records: Vec<JournalRecordV1>,
 }
 
 impl JournalBatch {
@@ -64,15 +82,38 @@ impl JournalBatch {
                     stamp: e.stamp.0,
                     event: WireEvent::from(&e.event),
                     outcome: WireOutcome::from(&e.outcome),
+                    totals: e.totals.map(|t| (t.creator, t.stream)),
                 })
                 .collect(),
         }
     }
 
+    /// Decodes a batch of either format (the version is its first byte).
+    pub fn decode(bytes: &[u8]) -> Result<JournalBatch, protocol::DecodeError> {
+        if bytes.first() != Some(&1) {
+            return protocol::decode(bytes);
+        }
+        let v1: JournalBatchV1 = protocol::decode(bytes)?;
+        Ok(JournalBatch {
+            version: JOURNAL_VERSION,
+            records: v1
+                .records
+                .into_iter()
+                .map(|r| JournalRecord {
+                    seq: r.seq,
+                    stamp: r.stamp,
+                    event: r.event,
+                    outcome: r.outcome,
+                    totals: None,
+                })
+                .collect(),
+        })
+    }
+
     pub fn into_entries(self) -> Result<Vec<LogEntry>, JournalError> {
         if self.version != JOURNAL_VERSION {
             return Err(JournalError(format!(
-                "journal batch version {} (this build reads {JOURNAL_VERSION})",
+                "journal batch version {} (this build reads 1 and {JOURNAL_VERSION})",
                 self.version
             )));
         }
@@ -90,6 +131,9 @@ impl JournalBatch {
                     stamp: Stamp(r.stamp),
                     event,
                     outcome,
+                    totals: r
+                        .totals
+                        .map(|(creator, stream)| GiftTotals { creator, stream }),
                 })
             })
             .collect()
@@ -749,8 +793,8 @@ fn decode_entry((id, fields): &StreamEntry) -> Result<Vec<LogEntry>, JournalErro
         .find(|(k, _)| k == "b")
         .map(|(_, v)| v)
         .ok_or_else(|| JournalError(format!("journal entry {id} has no field b")))?;
-    let batch: JournalBatch =
-        protocol::decode(bytes).map_err(|e| JournalError(format!("journal entry {id}: {e}")))?;
+    let batch = JournalBatch::decode(bytes)
+        .map_err(|e| JournalError(format!("journal entry {id}: {e}")))?;
     let entries = batch.into_entries()?;
     if entries.last().map(|e| e.seq) != Some(entry_seq(id)) {
         return Err(JournalError(format!(
@@ -939,7 +983,66 @@ pub async fn recover(
 
 #[cfg(test)]
 mod tests {
-    use super::holder_is_gone;
+    use super::*;
+    use crate::engine::{
+        CreatorId, Effect, EventId, Gift, GiftId, Outcome, Status, StreamId, UserId,
+    };
+
+    #[test]
+    fn journal_batches_of_format_1_still_read_and_format_2_keeps_gift_totals() {
+        let gift = LogEntry {
+            seq: 7,
+            stamp: Stamp(1_796_083_200_000),
+            event: Event::Gift(Gift {
+                id: EventId(99),
+                sender: UserId(3),
+                creator: CreatorId(4),
+                stream: StreamId(5),
+                gift: GiftId(0),
+                count: 2,
+            }),
+            outcome: Outcome {
+                seq: 7,
+                status: Status::Accepted(Effect::Coins(40)),
+                duplicate: false,
+            },
+            totals: Some(GiftTotals {
+                creator: 12,
+                stream: 2,
+            }),
+        };
+        let v2 = protocol::encode(&JournalBatch::from_entries(&[gift]));
+        assert_eq!(v2[0], JOURNAL_VERSION);
+        let back = JournalBatch::decode(&v2).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![gift]);
+
+        let record = JournalBatch::from_entries(&[gift]).records[0];
+        let v1 = protocol::encode(&JournalBatchV1 {
+            version: 1,
+            records: vec![JournalRecordV1 {
+                seq: record.seq,
+                stamp: record.stamp,
+                event: record.event,
+                outcome: record.outcome,
+            }],
+        });
+        let back = JournalBatch::decode(&v1).unwrap().into_entries().unwrap();
+        assert_eq!(
+            back,
+            vec![LogEntry {
+                totals: None,
+                ..gift
+            }]
+        );
+
+        let mut v3 = v2.clone();
+        v3[0] = 3;
+        let err = JournalBatch::decode(&v3)
+            .unwrap()
+            .into_entries()
+            .unwrap_err();
+        assert!(err.to_string().contains("version 3"), "{err}");
+    }
 
     #[test]
     fn a_lease_holder_is_gone_only_if_it_is_a_dead_process_of_this_host() {

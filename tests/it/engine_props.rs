@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use giftstream::engine::{
-    CreatorId, Effect, Engine, EngineConfig, Event, EventId, Stamp, Status, UserId,
+    CreatorId, Effect, Engine, EngineConfig, Event, EventId, GiftTotals, Stamp, Status, UserId,
 };
 use proptest::prelude::*;
 
@@ -182,6 +182,23 @@ proptest! {
         let log = engine.drain_log();
         prop_assert_eq!(log.len(), seen.len());
         prop_assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
+        // Each accepted gift carries its sender's running totals (the read model's
+        // absolute scores): equal to a tally of the log in order.
+        let mut by_creator: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+        let mut by_stream: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+        for entry in &log {
+            match (entry.event, entry.outcome.status) {
+                (Event::Gift(g), Status::Accepted(_)) => {
+                    let cost = economy.gifts[g.gift.0 as usize].coins * u64::from(g.count);
+                    let c = by_creator.entry((g.creator.0, g.sender.0)).or_default();
+                    *c += cost;
+                    let s = by_stream.entry((g.stream.0, g.sender.0)).or_default();
+                    *s += cost;
+                    prop_assert_eq!(entry.totals, Some(GiftTotals { creator: *c, stream: *s }));
+                }
+                _ => prop_assert_eq!(entry.totals, None),
+            }
+        }
         let fresh = small_engine(shards);
         fresh.replay(&log).unwrap();
         prop_assert_eq!(fresh.state_fingerprint(), before);

@@ -15,12 +15,16 @@ use crate::support::redis::RedisServer;
 use crate::support::server::*;
 use crate::support::{gift, goal, payout, recharge};
 
-/// A server on `redis` with a short coalescing window (20 ms).
+/// Leaderboards keep the top 8 gifters here (30 users send): gifters are pushed out.
+const TOP_K: usize = 8;
+
+/// A server on `redis` with a short coalescing window (20 ms) and top-8 leaderboards.
 async fn server(
     redis: &RedisServer,
     adjust: impl FnOnce(&mut giftstream::config::Config),
 ) -> TestServer {
     TestServer::on_redis(&redis.url(), |c| {
+        c.engine.top_k = TOP_K;
         c.read_model.window_ms = 20;
         c.read_model.lag_max_ms = 1000;
         adjust(c);
@@ -99,17 +103,17 @@ async fn assert_leaderboards_match(
 ) {
     for (path, key, member) in [
         (
-            "/v1/creators/7/top-gifters?limit=10",
+            "/v1/creators/7/top-gifters?limit=8",
             "creator:7:top-gifters",
             "user",
         ),
         (
-            "/v1/streams/9007/top-gifters?limit=10",
+            "/v1/streams/9007/top-gifters?limit=8",
             "stream:9007:top-gifters",
             "user",
         ),
         (
-            "/v1/leaderboards/creators?limit=10",
+            "/v1/leaderboards/creators?limit=8",
             "top-creators",
             "creator",
         ),
@@ -127,7 +131,7 @@ async fn assert_leaderboards_match(
             .iter()
             .map(|e| (e[member].as_u64().unwrap(), e[score].as_u64().unwrap()))
             .collect();
-        let redis = zrevrange(conn, key, 9).await;
+        let redis = zrevrange(conn, key, TOP_K as i64 - 1).await;
         assert!(!api.is_empty(), "{path}");
         let scores = |v: &[(u64, u64)]| v.iter().map(|e| e.1).collect::<Vec<_>>();
         assert_eq!(scores(&redis), scores(&api), "{path} vs ZREVRANGE {key}");
@@ -141,6 +145,28 @@ async fn assert_leaderboards_match(
         r.sort();
         assert_eq!(r, a, "{path} vs ZREVRANGE {key}");
     }
+}
+
+/// Every gifter leaderboard in Redis holds at most the top K (and at least one is
+/// full: gifters were pushed out).
+async fn assert_top_k_only(conn: &mut giftstream::persist::redis::RedisConn) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("giftstream:{ledger}:rm:*:top-gifters")
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let mut fullest = 0;
+    for key in keys {
+        let n: usize = redis::cmd("ZCARD")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        assert!(n <= TOP_K, "{key} holds {n} gifters");
+        fullest = fullest.max(n);
+    }
+    assert_eq!(fullest, TOP_K);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,6 +187,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
         Vec::<String>::new()
     );
     assert_leaderboards_match(&first, &mut conn).await;
+    assert_top_k_only(&mut conn).await;
     let (_, stream) = first.get("/v1/streams/9009", Some(READ)).await;
     let hash: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(format!("{PREFIX}stream:9009"))
@@ -193,6 +220,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
         projection::compare(&mut conn, &third.engine).await.unwrap(),
         Vec::<String>::new()
     );
+    assert_top_k_only(&mut conn).await;
 
     // 3. A queue of one run and many small commits: runs that do not fit are read back
     //    from the journal, none twice.
@@ -217,6 +245,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
         Vec::<String>::new()
     );
     assert_leaderboards_match(&fourth, &mut conn).await;
+    assert_top_k_only(&mut conn).await;
     let metrics = fourth.metrics().await;
     let reads: f64 = metrics
         .lines()
@@ -230,11 +259,12 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     let seq = projection::projected_seq(&mut conn).await.unwrap();
     let before = zrevrange(&mut conn, "creator:7:top-gifters", -1).await;
     let journal = RedisJournal::connect(&redis.url()).await.unwrap();
-    let engine = giftstream::server::build_engine(
-        &giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap(),
-        giftstream::economy::Economy::embedded(),
-    )
-    .unwrap();
+    let engine_with_top = |top_k| {
+        let mut config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+        config.engine.top_k = top_k;
+        giftstream::server::build_engine(&config, giftstream::economy::Economy::embedded()).unwrap()
+    };
+    let engine = engine_with_top(TOP_K);
     journal.recover_into(&engine).await.unwrap();
     assert_eq!(engine.last_seq(), seq);
     let start = projection::prepare(&journal, &redis.url(), &engine, false)
@@ -243,6 +273,24 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     assert!(!start.rebuilt && start.projected() == seq);
     let after = zrevrange(&mut conn, "creator:7:top-gifters", -1).await;
     assert_eq!(before, after);
+
+    // 5. Leaderboards of another K (or of an older layout) are rebuilt at the start.
+    let engine = engine_with_top(TOP_K + 2);
+    journal.recover_into(&engine).await.unwrap();
+    let start = projection::prepare(&journal, &redis.url(), &engine, false)
+        .await
+        .unwrap();
+    assert!(start.rebuilt && start.projected() == seq);
+    assert_eq!(
+        zrevrange(&mut conn, "creator:7:top-gifters", -1)
+            .await
+            .len(),
+        TOP_K + 2
+    );
+    assert_eq!(
+        projection::compare(&mut conn, &engine).await.unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +299,9 @@ async fn restore_after_flushall_rebuilds_ledger_and_read_model_from_the_latest_s
     let mut conn = conn(&redis).await;
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_owned();
+    // Top-100 leaderboards, as the CLI's default config below.
     let first = server(&redis, |c| {
+        c.engine.top_k = 100;
         c.snapshot.dir = dir.clone();
         c.snapshot.events = 150;
     })
@@ -303,7 +353,11 @@ async fn restore_after_flushall_rebuilds_ledger_and_read_model_from_the_latest_s
     );
 
     // The next start is the snapshot's state, and goes on from its sequence number.
-    let second = server(&redis, |c| c.snapshot.dir = restored.path().to_owned()).await;
+    let second = server(&redis, |c| {
+        c.engine.top_k = 100;
+        c.snapshot.dir = restored.path().to_owned();
+    })
+    .await;
     assert_eq!(
         second.engine.state_fingerprint(),
         expected.state_fingerprint()
