@@ -116,6 +116,12 @@ projected() {
     awk '/^giftstream_read_model_events_total/ {print $2} END {print 0}' | head -1
 }
 
+# The read model's lag in seconds (giftstream_read_model_lag_seconds) right now.
+lag() {
+  curl -s http://127.0.0.1:8080/metrics |
+    awk '/^giftstream_read_model_lag_seconds/ {print $2} END {print 0}' | head -1
+}
+
 readmodel() {
   printf 'setting\toffered events/s\tp50 ms\tp99 ms\tp99.9 ms\tprojected events/s\n' >"$OUT/readmodel.tsv"
   for setting in "ops_per_write_max = 4096" "ops_per_write_max = 1024" \
@@ -159,9 +165,10 @@ ab() {
 # Two server binaries side by side: per round, per scenario, closed loop with BIN_A then
 # BIN_B; then open loop (uniform) at BINAB_RATE (default 150000) for both. BIN_A_SED /
 # BIN_B_SED: a sed expression for that binary's config (e.g. delete a setting an older
-# binary does not know: BIN_A_SED='/^lease_ms/d').
+# binary does not know: BIN_A_SED='/^lease_ms/d'). Also reports the read model at the
+# end of each run: events projected per event accepted, and its lag (s).
 binab() {
-  printf 'round\tbinary\tscenario\tmode\tevents/s\tp50 ms\tp99 ms\tp99.9 ms\n' >"$OUT/binab.tsv"
+  printf 'round\tbinary\tscenario\tmode\tevents/s\tp50 ms\tp99 ms\tp99.9 ms\tprojected share\tlag s\n' >"$OUT/binab.tsv"
   for round in $(seq "${AB_ROUNDS:-2}"); do
     for scenario in uniform zipf hot-creator open; do
       for bin in "$BIN_A" "$BIN_B"; do
@@ -171,9 +178,13 @@ binab() {
         local mode=(--mode closed) sc=$scenario
         [ "$scenario" = open ] && mode=(--mode open --rate "${BINAB_RATE:-150000}") && sc=uniform
         read -r achieved p50 p99 p999 < <(SCENARIO=$sc load "${mode[@]}" --duration "$SECONDS_PER_POINT")
+        local events lag_s share
+        events=$(projected)
+        lag_s=$(lag)
         stop
-        echo "binab: round $round $bin $scenario: $achieved events/s, p50 $p50 p99 $p99 p99.9 $p999"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$bin" "$sc" "${mode[1]}" "$achieved" "$p50" "$p99" "$p999" >>"$OUT/binab.tsv"
+        share=$(python3 -c "print(round(float('$events') / max(1.0, float('$achieved') * $SECONDS_PER_POINT), 3))")
+        echo "binab: round $round $bin $scenario: $achieved events/s, p50 $p50 p99 $p99 p99.9 $p999, read model: projected $share of the events, lag $lag_s s"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$bin" "$sc" "${mode[1]}" "$achieved" "$p50" "$p99" "$p999" "$share" "$lag_s" >>"$OUT/binab.tsv"
       done
     done
   done

@@ -247,6 +247,9 @@ pub struct ReadModelConfig {
     /// Most Redis operations in one atomic read-model write (bounds how long one write
     /// blocks Redis; a window with more keys is written in several).
     pub ops_per_write_max: usize,
+    /// Most operations one coalescing window gathers before it is written (in writes of
+    /// `ops_per_write_max`): bounds the projector's pending memory.
+    pub ops_per_window_max: usize,
     /// Committed runs queued for the projector; when full, it reads the journal instead.
     pub queue_runs_max: usize,
     /// Also project wallet balances (`user:<id>` hashes).
@@ -275,6 +278,7 @@ impl Default for ReadModelConfig {
             window_ms: 100,
             lag_max_ms: 1000,
             ops_per_write_max: 256,
+            ops_per_window_max: 65_536,
             queue_runs_max: 1024,
             wallets: false,
             url: String::new(),
@@ -505,6 +509,17 @@ impl Config {
             r.ops_per_write_max,
             1_000_000,
         )?;
+        bounded(
+            "read_model.ops_per_window_max",
+            r.ops_per_window_max,
+            4_000_000,
+        )?;
+        if r.ops_per_window_max < r.ops_per_write_max {
+            return Err(ConfigError::new(
+                "read_model.ops_per_window_max",
+                "must be at least read_model.ops_per_write_max",
+            ));
+        }
         bounded("read_model.queue_runs_max", r.queue_runs_max, 1_000_000)?;
         if self.snapshot.keep == 0 || self.snapshot.keep > 1000 {
             return Err(ConfigError::new("snapshot.keep", "must be in 1..=1000"));

@@ -137,7 +137,14 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
     names.sort();
     assert_eq!(
         names,
-        ["hot-creator", "mixed", "recharge-storm", "uniform", "zipf"]
+        [
+            "hot-creator",
+            "hot-from-start",
+            "mixed",
+            "recharge-storm",
+            "uniform",
+            "zipf"
+        ]
     );
     for (text, key) in [
         (

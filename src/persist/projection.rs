@@ -37,12 +37,16 @@
 //! A node's contributions are held at 2^53 (as scores are) because the script computes
 //! their changes in doubles.
 //!
-//! Exactly once: each write is one Lua script that checks `seq`, applies the window's
-//! changes and sets `seq`, atomically. A retried write whose first attempt ran finds
-//! `seq` already at its end and does nothing. Every value written is absolute: hashes
-//! and `top-creators` from the projector's own copy of the books, gifter scores from the
-//! totals journaled with each gift, all from committed runs only — so the read model
-//! never shows an event that was not durable.
+//! Exactly once: every value written is absolute — hashes and `top-creators` from the
+//! projector's own copy of the books, gifter scores from the totals journaled with each
+//! gift (a cluster node's merged fields from its own contribution) — all from committed
+//! runs only, so the read model never shows an event that was not durable, and writing
+//! a value twice is harmless. A window (up to `ops_per_window_max` operations, one per
+//! key) is written as Lua scripts of at most `ops_per_write_max` operations (each
+//! blocks Redis briefly); each checks `seq` (a writer behind it — e.g. a fenced process —
+//! is refused) and the last one moves `seq` to the window's end. A window cut short by
+//! a crash is written again from `seq` at the next start; a retried last chunk whose
+//! first attempt ran finds `seq` at its end and does nothing.
 //!
 //! Scores are doubles: exact up to 2^53. A score that would pass [`SCORE_MAX`] is held at
 //! it and counted in `giftstream_read_model_saturated_total` (the HTTP API stays exact;
@@ -121,8 +125,9 @@ pub fn user_key(u: UserId) -> String {
     format!("user:{}", u.0)
 }
 
-/// The write: check `seq`, apply the operations, set `seq`. ARGV: from, to, prefix,
-/// score max, node ("" for a single node), then operations: `H key n field value ...`
+/// The write: check `seq`, apply the operations, set `seq` if this is the window's last
+/// chunk. ARGV: from, to, prefix, score max, node ("" for a single node), last chunk
+/// ("1" or "0"), then operations: `H key n field value ...`
 /// (HSET of n fields), `A key member score` (ZADD), `R key member` (ZREM), `M key member
 /// n field value ...` (this node's contribution to n merged
 /// fields; `member` not "": `top-creators` moves with `diamonds_total`). `from` = 0 is a
@@ -140,8 +145,9 @@ end
 local p = ARGV[3]
 local max = tonumber(ARGV[4])
 local node = ARGV[5]
+local last = ARGV[6] == '1'
 local saturated = 0
-local i = 6
+local i = 7
 while i <= #ARGV do
   local op, k = ARGV[i], p .. ARGV[i + 1]
   if op == 'H' then
@@ -179,7 +185,7 @@ while i <= #ARGV do
     return redis.error_reply('GIFTSTREAM_OP ' .. op)
   end
 end
-if from > 0 then redis.call('SET', KEYS[1], ARGV[2]) end
+if from > 0 and last then redis.call('SET', KEYS[1], ARGV[2]) end
 return {1, saturated}
 "#;
 
@@ -592,15 +598,16 @@ fn stream_ops(s: StreamId, book: &StreamBook, merge: bool, ops: &mut Vec<Op>) ->
     held
 }
 
-/// Writes one window atomically (`from` = 0: a rebuild's chunk). Returns the scores
-/// held at the max.
+/// Writes one chunk of a window atomically (`from` = 0: a rebuild's chunk); the last
+/// chunk moves `seq` to `to`. Returns whether it ran (not if `seq` is at `to` already:
+/// the window was written) and the scores held at the max.
 async fn write(
     conn: &mut RedisConn,
     ledger: &Ledger,
     ops: &[Op],
-    from: u64,
-    to: u64,
-) -> Result<u64, redis::RedisError> {
+    (from, to): (u64, u64),
+    last: bool,
+) -> Result<(bool, u64), redis::RedisError> {
     let script = redis::Script::new(WRITE_SCRIPT);
     let mut invocation = script.key(seq_key(ledger));
     invocation
@@ -608,7 +615,8 @@ async fn write(
         .arg(to)
         .arg(PREFIX)
         .arg(SCORE_MAX as u64)
-        .arg(ledger.node.as_deref().unwrap_or(""));
+        .arg(ledger.node.as_deref().unwrap_or(""))
+        .arg(if last { "1" } else { "0" });
     for op in ops {
         match op {
             Op::Hash(k, fields) => {
@@ -633,8 +641,8 @@ async fn write(
             }
         };
     }
-    let (_, saturated): (u64, u64) = invocation.invoke_async(conn).await?;
-    Ok(saturated)
+    let (ran, saturated): (u64, u64) = invocation.invoke_async(conn).await?;
+    Ok((ran == 1, saturated))
 }
 
 /// The last sequence number the read model holds (0 when empty), of a single node.
@@ -679,7 +687,7 @@ pub async fn rebuild(
         // view would otherwise keep a score the catch-up adds to again).
         remove_own_gifters(conn, ledger).await?;
         for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10) {
-            write(conn, ledger, chunk, 0, 0)
+            write(conn, ledger, chunk, (0, 0), true)
                 .await
                 .map_err(redis_error)?;
         }
@@ -946,8 +954,8 @@ async fn run(
             queue.push_back((run, 0));
         }
         let committed = *watermark.borrow();
-        // Fold what is committed, up to the write size.
-        while projector.pending.ops() < config.ops_per_write_max {
+        // Fold what is committed, up to the window's size.
+        while projector.pending.ops() < config.ops_per_window_max {
             let Some((run, at)) = queue.front_mut() else {
                 if projector.next <= committed {
                     // Committed but not queued (the queue was full): read it back.
@@ -1027,11 +1035,12 @@ async fn run(
             .pending
             .opened
             .is_some_and(|t| t.elapsed() >= window)
-            || projector.pending.ops() >= config.ops_per_write_max
+            || projector.pending.ops() >= config.ops_per_window_max
             || over_lag
             || stopping_since.is_some();
         if !projector.pending.is_empty() && due {
             let events = projector.pending.events;
+            let oldest = Stamp(projector.pending.oldest_stamp);
             let Write {
                 mut ops,
                 from,
@@ -1056,40 +1065,60 @@ async fn run(
                     }
                 }
             }
-            loop {
-                let started = Instant::now();
-                match write(&mut conn, journal.ledger(), &ops, from, to).await {
-                    Ok(saturated) => {
-                        metrics::histogram!(telemetry::READ_MODEL_WRITE_SECONDS)
-                            .record(started.elapsed().as_secs_f64());
-                        metrics::counter!(telemetry::READ_MODEL_WRITES_TOTAL).increment(1);
-                        metrics::counter!(telemetry::READ_MODEL_EVENTS_TOTAL).increment(events);
-                        if saturated + held > 0 {
-                            metrics::counter!(telemetry::READ_MODEL_SATURATED_TOTAL)
-                                .increment(saturated + held);
-                            tracing::error!(
-                                scores = saturated + held,
-                                "read model: sorted-set scores held at 2^53"
-                            );
+            // Every value is absolute, so a window is written in chunks of at most
+            // `ops_per_write_max` (each blocks Redis briefly) and a chunk can be retried;
+            // each checks `seq`, the last moves it.
+            let chunks: Vec<&[Op]> = if ops.is_empty() {
+                vec![&[]]
+            } else {
+                ops.chunks(config.ops_per_write_max).collect()
+            };
+            let mut saturated = held;
+            'chunks: for (i, chunk) in chunks.iter().enumerate() {
+                let last = i + 1 == chunks.len();
+                loop {
+                    let started = Instant::now();
+                    match write(&mut conn, journal.ledger(), chunk, (from, to), last).await {
+                        Ok((ran, held)) => {
+                            metrics::histogram!(telemetry::READ_MODEL_WRITE_SECONDS)
+                                .record(started.elapsed().as_secs_f64());
+                            metrics::counter!(telemetry::READ_MODEL_WRITES_TOTAL).increment(1);
+                            // A large window takes many writes: the lag stays current.
+                            metrics::gauge!(telemetry::READ_MODEL_LAG_SECONDS)
+                                .set(lag_of(oldest) as f64 / 1000.0);
+                            saturated += held;
+                            if !ran {
+                                // A retried last chunk whose first attempt ran.
+                                break 'chunks;
+                            }
+                            break;
                         }
-                        projected.store(to, Ordering::Release);
-                        break;
-                    }
-                    Err(e) => {
-                        metrics::counter!(telemetry::READ_MODEL_WRITE_FAILURES_TOTAL).increment(1);
-                        if e.to_string().contains("GIFTSTREAM_GAP") {
-                            tracing::error!(error = %e, "read model: not where the projector left it (Redis lost data?); it is rebuilt at the next start");
-                            return;
+                        Err(e) => {
+                            metrics::counter!(telemetry::READ_MODEL_WRITE_FAILURES_TOTAL)
+                                .increment(1);
+                            if e.to_string().contains("GIFTSTREAM_GAP") {
+                                tracing::error!(error = %e, "read model: not where the projector left it (Redis lost data?); it is rebuilt at the next start");
+                                return;
+                            }
+                            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "read model write failed; retrying");
+                            if stopping_since.is_some_and(|t| t.elapsed() > FINAL_WRITE_TIMEOUT) {
+                                return;
+                            }
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                         }
-                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "read model write failed; retrying");
-                        if stopping_since.is_some_and(|t| t.elapsed() > FINAL_WRITE_TIMEOUT) {
-                            return;
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                     }
                 }
             }
+            metrics::counter!(telemetry::READ_MODEL_EVENTS_TOTAL).increment(events);
+            if saturated > 0 {
+                metrics::counter!(telemetry::READ_MODEL_SATURATED_TOTAL).increment(saturated);
+                tracing::error!(
+                    scores = saturated,
+                    "read model: sorted-set scores held at 2^53"
+                );
+            }
+            projected.store(to, Ordering::Release);
             continue;
         }
         if stopping_since.is_some() && projector.pending.is_empty() && projector.next > committed {
