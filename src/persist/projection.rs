@@ -13,6 +13,7 @@
 //! - `top-creators` — sorted set: member creator id, score diamonds credited
 //! - `user:<id>` — hash: `coins` (only with `read_model.wallets = true`)
 //! - `seq` — the last sequence number projected
+//! - `writer` — the projector part-way through a window (see "Exactly once")
 //! - `format` — `<FORMAT>:<top_k>` ([`format_value`]): the layout version and the K of
 //!   the leaderboards; another value (or none) makes the next start rebuild the read
 //!   model from the ledger
@@ -43,8 +44,13 @@
 //! runs only, so the read model never shows an event that was not durable, and writing
 //! a value twice is harmless. A window (up to `ops_per_window_max` operations, one per
 //! key) is written as Lua scripts of at most `ops_per_write_max` operations (each
-//! blocks Redis briefly); each checks `seq` (a writer behind it — e.g. a fenced process —
-//! is refused) and the last one moves `seq` to the window's end. A window cut short by
+//! blocks Redis briefly); each checks `seq`, the first claims the window in `writer`
+//! and every later one checks that claim — so a second projector on the same ledger
+//! (a process fenced out but not yet stopped) cannot interleave older values with this
+//! one's: whichever claims the window first writes it, the other stops (the read model
+//! is then rebuilt at its next start) — and the last chunk moves `seq` to the window's
+//! end and releases the claim. A start (under the ledger lease) clears a claim left by
+//! a crashed projector. A window cut short by
 //! a crash is written again from `seq` at the next start; a retried last chunk whose
 //! first attempt ran finds `seq` at its end and does nothing.
 //!
@@ -89,6 +95,16 @@ pub fn format_key(ledger: &Ledger) -> String {
 }
 pub const FORMAT_KEY: &str = "giftstream:{ledger}:rm:format";
 
+/// The key naming the projector writing `ledger`'s current window (cleared when the
+/// window's last chunk moves `seq`, and by [`prepare`]).
+pub fn writer_key(ledger: &Ledger) -> String {
+    match &ledger.node {
+        None => WRITER_KEY.to_owned(),
+        Some(n) => format!("{WRITER_KEY}:{n}"),
+    }
+}
+pub const WRITER_KEY: &str = "giftstream:{ledger}:rm:writer";
+
 /// What the `format` key holds for leaderboards of `top_k` gifters.
 pub fn format_value(top_k: usize) -> String {
     format!("{FORMAT}:{top_k}")
@@ -125,9 +141,11 @@ pub fn user_key(u: UserId) -> String {
     format!("user:{}", u.0)
 }
 
-/// The write: check `seq`, apply the operations, set `seq` if this is the window's last
-/// chunk. ARGV: from, to, prefix, score max, node ("" for a single node), last chunk
-/// ("1" or "0"), then operations: `H key n field value ...`
+/// The write: check `seq` and that no other projector is part-way through this window
+/// (KEYS[2], the writer; claimed by the first chunk), apply the operations, and if this
+/// is the window's last chunk set `seq` and release the window. KEYS: seq, writer. ARGV:
+/// from, to, prefix, score max, node ("" for a single node), last chunk ("1" or "0"),
+/// writer token, then operations: `H key n field value ...`
 /// (HSET of n fields), `A key member score` (ZADD), `R key member` (ZREM), `M key member
 /// n field value ...` (this node's contribution to n merged
 /// fields; `member` not "": `top-creators` moves with `diamonds_total`). `from` = 0 is a
@@ -141,13 +159,19 @@ if from > 0 then
   if cur ~= from - 1 then
     return redis.error_reply('GIFTSTREAM_GAP read model at seq ' .. cur .. ', write starts at ' .. from)
   end
+  local writer = redis.call('GET', KEYS[2])
+  if not writer then
+    redis.call('SET', KEYS[2], ARGV[7])
+  elseif writer ~= ARGV[7] then
+    return redis.error_reply('GIFTSTREAM_GAP another projector is writing the window from ' .. from .. ' (' .. writer .. ')')
+  end
 end
 local p = ARGV[3]
 local max = tonumber(ARGV[4])
 local node = ARGV[5]
 local last = ARGV[6] == '1'
 local saturated = 0
-local i = 7
+local i = 8
 while i <= #ARGV do
   local op, k = ARGV[i], p .. ARGV[i + 1]
   if op == 'H' then
@@ -185,7 +209,10 @@ while i <= #ARGV do
     return redis.error_reply('GIFTSTREAM_OP ' .. op)
   end
 end
-if from > 0 and last then redis.call('SET', KEYS[1], ARGV[2]) end
+if from > 0 and last then
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[2])
+end
 return {1, saturated}
 "#;
 
@@ -598,25 +625,27 @@ fn stream_ops(s: StreamId, book: &StreamBook, merge: bool, ops: &mut Vec<Op>) ->
     held
 }
 
-/// Writes one chunk of a window atomically (`from` = 0: a rebuild's chunk); the last
-/// chunk moves `seq` to `to`. Returns whether it ran (not if `seq` is at `to` already:
-/// the window was written) and the scores held at the max.
+/// Writes one chunk of a window atomically (`from` = 0: a rebuild's chunk) as the
+/// projector `writer`; the last chunk moves `seq` to `to`. Returns whether it ran (not if
+/// `seq` is at `to` already: the window was written) and the scores held at the max.
 async fn write(
     conn: &mut RedisConn,
     ledger: &Ledger,
     ops: &[Op],
     (from, to): (u64, u64),
-    last: bool,
+    (last, writer): (bool, &str),
 ) -> Result<(bool, u64), redis::RedisError> {
     let script = redis::Script::new(WRITE_SCRIPT);
     let mut invocation = script.key(seq_key(ledger));
+    invocation.key(writer_key(ledger));
     invocation
         .arg(from)
         .arg(to)
         .arg(PREFIX)
         .arg(SCORE_MAX as u64)
         .arg(ledger.node.as_deref().unwrap_or(""))
-        .arg(if last { "1" } else { "0" });
+        .arg(if last { "1" } else { "0" })
+        .arg(writer);
     for op in ops {
         match op {
             Op::Hash(k, fields) => {
@@ -687,7 +716,7 @@ pub async fn rebuild(
         // view would otherwise keep a score the catch-up adds to again).
         remove_own_gifters(conn, ledger).await?;
         for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10) {
-            write(conn, ledger, chunk, (0, 0), true)
+            write(conn, ledger, chunk, (0, 0), (true, ""))
                 .await
                 .map_err(redis_error)?;
         }
@@ -818,6 +847,13 @@ pub async fn prepare(
 ) -> Result<ProjectorStart, JournalError> {
     let mut conn = super::redis::connect_to(url, journal.cluster()).await?;
     let ledger = journal.ledger().clone();
+    // This process holds the ledger lease: a window another projector left part-way
+    // (it crashed, or was fenced) is rewritten from `seq` by this one.
+    redis::cmd("DEL")
+        .arg(writer_key(&ledger))
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(redis_error)?;
     let projected = projected_seq_of(&mut conn, &ledger).await?;
     let format: Option<String> = redis::cmd("GET")
         .arg(format_key(&ledger))
@@ -926,6 +962,8 @@ async fn run(
     projected: Arc<AtomicU64>,
 ) {
     let window = Duration::from_millis(config.window_ms);
+    // Names this projector in `rm:writer` while it is part-way through a window.
+    let writer = format!("{} (pid {})", uuid::Uuid::new_v4(), std::process::id());
     let lag_max = Duration::from_millis(config.lag_max_ms);
     let mut conn = loop {
         match super::redis::connect_to(config.redis_url(journal.url()), journal.cluster()).await {
@@ -1078,7 +1116,15 @@ async fn run(
                 let last = i + 1 == chunks.len();
                 loop {
                     let started = Instant::now();
-                    match write(&mut conn, journal.ledger(), chunk, (from, to), last).await {
+                    match write(
+                        &mut conn,
+                        journal.ledger(),
+                        chunk,
+                        (from, to),
+                        (last, &writer),
+                    )
+                    .await
+                    {
                         Ok((ran, held)) => {
                             metrics::histogram!(telemetry::READ_MODEL_WRITE_SECONDS)
                                 .record(started.elapsed().as_secs_f64());

@@ -292,6 +292,38 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
         projection::compare(&mut conn, &engine).await.unwrap(),
         Vec::<String>::new()
     );
+
+    // 6. A window another projector has claimed (a process fenced out part-way through
+    //    one) is not interleaved with: this projector stops writing; the next start
+    //    clears the claim and catches up.
+    let fifth = server(&redis, |_| {}).await;
+    redis::cmd("SET")
+        .arg(format!("{PREFIX}writer"))
+        .arg("another projector (pid 1)")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let client = Client::connect(fifth.tcp, INGEST).await.unwrap();
+    client.send(&traffic(30)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(projection::projected_seq(&mut conn).await.unwrap(), seq);
+    let failures: f64 = fifth
+        .metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("giftstream_read_model_write_failures_total "))
+        .map_or(0.0, |v| v.parse().unwrap());
+    assert!(failures >= 1.0, "the claimed window was refused");
+    let last = fifth.engine.last_seq();
+    drop(client);
+    fifth.stop().await.unwrap();
+    let sixth = server(&redis, |_| {}).await;
+    caught_up(&mut conn, last).await;
+    assert_eq!(
+        projection::compare(&mut conn, &sixth.engine).await.unwrap(),
+        Vec::<String>::new()
+    );
+    sixth.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
