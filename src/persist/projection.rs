@@ -79,29 +79,29 @@ use crate::telemetry;
 pub const PREFIX: &str = "giftstream:{ledger}:rm:";
 pub const SEQ_KEY: &str = "giftstream:{ledger}:rm:seq";
 
-/// The key holding how far `ledger`'s events are in the read model.
-pub fn seq_key(ledger: &Ledger) -> String {
+/// `base`, or on a cluster node `base:<node>`: the node's own copy of a per-ledger key.
+fn node_key(base: &str, ledger: &Ledger) -> String {
     match &ledger.node {
-        None => SEQ_KEY.to_owned(),
-        Some(n) => format!("{SEQ_KEY}:{n}"),
+        None => base.to_owned(),
+        Some(n) => format!("{base}:{n}"),
     }
 }
+
+/// The key holding how far `ledger`'s events are in the read model.
+pub fn seq_key(ledger: &Ledger) -> String {
+    node_key(SEQ_KEY, ledger)
+}
+
 /// The key holding the layout version of `ledger`'s share of the read model.
 pub fn format_key(ledger: &Ledger) -> String {
-    match &ledger.node {
-        None => FORMAT_KEY.to_owned(),
-        Some(n) => format!("{FORMAT_KEY}:{n}"),
-    }
+    node_key(FORMAT_KEY, ledger)
 }
 pub const FORMAT_KEY: &str = "giftstream:{ledger}:rm:format";
 
 /// The key naming the projector writing `ledger`'s current window (cleared when the
 /// window's last chunk moves `seq`, and by [`prepare`]).
 pub fn writer_key(ledger: &Ledger) -> String {
-    match &ledger.node {
-        None => WRITER_KEY.to_owned(),
-        Some(n) => format!("{WRITER_KEY}:{n}"),
-    }
+    node_key(WRITER_KEY, ledger)
 }
 pub const WRITER_KEY: &str = "giftstream:{ledger}:rm:writer";
 
