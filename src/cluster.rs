@@ -63,6 +63,7 @@ pub fn routing_key(event: &Event) -> u64 {
         Event::Account(a) => a.user.0,
         Event::Payout(p) => p.creator.0,
         Event::StreamGoal(g) => g.creator.0,
+        Event::Settlement(s) => s.creator.0,
     }
 }
 

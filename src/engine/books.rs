@@ -12,7 +12,8 @@ use rustc_hash::FxHashMap;
 
 use super::EngineConfig;
 use super::event::{
-    CreatorId, Effect, Event, LogEntry, Outcome, Payout, Stamp, Status, StreamGoal, StreamId,
+    CreatorId, Effect, Event, LogEntry, Outcome, Payout, Settlement, Stamp, Status, StreamGoal,
+    StreamId,
 };
 use super::rules;
 use super::topk::TopK;
@@ -30,9 +31,12 @@ impl CreatorTotals {
         economy.diamonds_for(self.coins_received)
     }
 
-    pub(crate) fn diamonds_available(&self, economy: &Economy) -> u128 {
-        // Invariant: paid <= credited (a payout is accepted only when available).
-        self.diamonds_total(economy) - self.diamonds_paid
+    /// Diamonds credited here plus `settled_in` (credited on other cluster nodes and
+    /// reported here), less those paid out.
+    pub(crate) fn diamonds_available(&self, economy: &Economy, settled_in: u128) -> u128 {
+        // Invariant: paid <= credited + settled in (a payout is accepted only when
+        // available).
+        self.diamonds_total(economy) + settled_in - self.diamonds_paid
     }
 }
 
@@ -45,7 +49,15 @@ pub(crate) struct CreatorShard {
     pub log: Vec<LogEntry>,
     /// Money paid out per currency, for revenue accounting and the audit.
     pub paid_value: BTreeMap<Currency, Decimal>,
+    /// A cluster owner's creators: per creator, the last diamond total each other node
+    /// reported (`(source node, diamonds)`, at most one entry per node). Encoded by
+    /// snapshots after the shards (snapshot format 2), hence skipped here.
+    #[serde(skip)]
+    pub settled: Settled,
 }
+
+/// Per creator, `(source node, diamonds reported)`.
+pub(crate) type Settled = FxHashMap<CreatorId, Vec<(u16, u64)>>;
 
 impl CreatorShard {
     pub(crate) fn new(config: &EngineConfig) -> Self {
@@ -58,7 +70,15 @@ impl CreatorShard {
             ),
             log: Vec::new(),
             paid_value: BTreeMap::new(),
+            settled: Settled::default(),
         }
+    }
+
+    /// Diamonds other nodes credited `creator` (0 on a single node).
+    pub(crate) fn settled_in(&self, creator: CreatorId) -> u128 {
+        self.settled.get(&creator).map_or(0, |reports| {
+            reports.iter().map(|&(_, d)| u128::from(d)).sum()
+        })
     }
 
     pub(crate) fn credit(
@@ -91,8 +111,9 @@ impl CreatorShard {
             self.window.get(p.id).is_none(),
             "the caller answers duplicates"
         );
+        let settled_in = self.settled_in(p.creator);
         let totals = self.creators.get(&p.creator).copied().unwrap_or_default();
-        let available = totals.diamonds_available(economy);
+        let available = totals.diamonds_available(economy, settled_in);
         let decided = rules::payout(economy, available, p);
         let decided = match recorded.map(|o| o.status) {
             Some(Status::Rejected(code)) => Err(code),
@@ -104,7 +125,7 @@ impl CreatorShard {
                 totals.diamonds_paid += u128::from(p.diamonds);
                 let paid = self.paid_value.entry(p.currency).or_default();
                 *paid = paid.saturating_add(value);
-                let after = totals.diamonds_available(economy);
+                let after = totals.diamonds_available(economy, settled_in);
                 Status::Accepted(Effect::PaidOut {
                     diamonds_available: u64::try_from(after).unwrap_or(u64::MAX),
                     value,
@@ -123,6 +144,46 @@ impl CreatorShard {
                 seq,
                 stamp,
                 event: Event::Payout(*p),
+                outcome,
+                totals: None,
+            });
+        }
+        outcome
+    }
+
+    /// Applies a settlement report with sequence number `seq`: the creator's diamonds
+    /// from `s.source` become `s.diamonds` if that is more than its last report (reports
+    /// are cumulative; an older or repeated one adds nothing).
+    pub(crate) fn settle(
+        &mut self,
+        config: &EngineConfig,
+        s: &Settlement,
+        seq: u64,
+        stamp: Stamp,
+    ) -> Outcome {
+        let reports = self.settled.entry(s.creator).or_default();
+        let credited = match reports.iter_mut().find(|(source, _)| *source == s.source) {
+            Some((_, last)) => {
+                let credited = s.diamonds.saturating_sub(*last);
+                *last = (*last).max(s.diamonds);
+                credited
+            }
+            None => {
+                reports.push((s.source, s.diamonds));
+                s.diamonds
+            }
+        };
+        let outcome = Outcome {
+            seq,
+            status: Status::Accepted(Effect::Settled { credited }),
+            duplicate: false,
+        };
+        self.window.insert(s.id, outcome, stamp);
+        if config.keep_log {
+            self.log.push(LogEntry {
+                seq,
+                stamp,
+                event: Event::Settlement(*s),
                 outcome,
                 totals: None,
             });

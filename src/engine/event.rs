@@ -176,6 +176,43 @@ pub struct StreamGoal {
     pub coins_target: u64,
 }
 
+/// A cluster node reports to a creator's owner node the diamonds it has credited that
+/// creator so far (cumulative, from its committed journal): the owner adds the increase
+/// over the last report from that node, so the creator can cash out on its owner what
+/// every node credited. Reports are idempotent by construction (a repeated or older one
+/// adds nothing). Made by the nodes (through Redis), never accepted from clients.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Settlement {
+    pub id: EventId,
+    pub creator: CreatorId,
+    /// The reporting node: its index in the cluster map's `nodes`.
+    pub source: u16,
+    /// Diamonds the source node has credited the creator, in total.
+    pub diamonds: u64,
+}
+
+impl Settlement {
+    /// The id of a report: a hash of its content (a UUIDv8), so that the same report
+    /// sent again is the same event.
+    pub fn id_for(creator: CreatorId, source: u16, diamonds: u64) -> EventId {
+        let mix = |mut z: u64| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let a = mix(creator.0 ^ mix(diamonds.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+        let b = mix(diamonds ^ mix(creator.0.wrapping_add(u64::from(source) << 48 | 0x5E77)));
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&a.to_be_bytes());
+        bytes[8..].copy_from_slice(&b.to_be_bytes());
+        EventId(
+            uuid::Builder::from_custom_bytes(bytes)
+                .into_uuid()
+                .as_u128(),
+        )
+    }
+}
+
 /// Everything that changes ledger state. Each is journaled and replayed alike.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Event {
@@ -184,6 +221,7 @@ pub enum Event {
     Payout(Payout),
     Account(AccountSettings),
     StreamGoal(StreamGoal),
+    Settlement(Settlement),
 }
 
 impl Event {
@@ -194,6 +232,7 @@ impl Event {
             Event::Payout(e) => e.id,
             Event::Account(e) => e.id,
             Event::StreamGoal(e) => e.id,
+            Event::Settlement(e) => e.id,
         }
     }
 
@@ -204,6 +243,7 @@ impl Event {
             Event::Payout(_) => EventKind::Payout,
             Event::Account(_) => EventKind::Account,
             Event::StreamGoal(_) => EventKind::StreamGoal,
+            Event::Settlement(_) => EventKind::Settlement,
         }
     }
 }
@@ -217,15 +257,17 @@ pub enum EventKind {
     Payout,
     Account,
     StreamGoal,
+    Settlement,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Recharge,
         EventKind::Gift,
         EventKind::Payout,
         EventKind::Account,
         EventKind::StreamGoal,
+        EventKind::Settlement,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -235,6 +277,7 @@ impl EventKind {
             EventKind::Payout => "payout",
             EventKind::Account => "account",
             EventKind::StreamGoal => "stream_goal",
+            EventKind::Settlement => "settlement",
         }
     }
 }
@@ -315,6 +358,9 @@ pub enum Effect {
     },
     /// Account settings or stream goal stored.
     Stored,
+    /// Settlement: the diamonds it added to the creator's (0 for a report not above the
+    /// last one from its node).
+    Settled { credited: u64 },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]

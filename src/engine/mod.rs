@@ -41,7 +41,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::economy::{ConfigError, Currency, Economy, Region};
-use books::{CreatorShard, StreamShard};
+use books::{CreatorShard, Settled, StreamShard};
 pub use event::*;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
@@ -139,8 +139,12 @@ pub struct WalletView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CreatorView {
     pub creator: CreatorId,
+    /// Diamonds credited on this node: floor(coins received x share).
     pub diamonds_total: u128,
+    /// Credited here, plus settled in from other nodes, less paid out.
     pub diamonds_available: u128,
+    /// A cluster owner: diamonds other nodes credited this creator and reported here.
+    pub diamonds_settled_in: u128,
     /// The fraction of a diamond carried over, in [0, 1).
     pub diamond_fraction: Decimal,
     pub coins_received: u128,
@@ -189,6 +193,8 @@ pub struct LedgerTotals {
     pub coins_received_by_creators: u128,
     pub coins_received_by_streams: u128,
     pub diamonds_credited: u128,
+    /// Diamonds other cluster nodes credited this node's creators (reported here).
+    pub diamonds_settled_in: u128,
     pub diamonds_paid: u128,
     pub revenue: Vec<(Currency, Decimal)>,
     pub paid_out: Vec<(Currency, Decimal)>,
@@ -273,6 +279,7 @@ impl Engine {
             Event::Gift(g) => Route::Sender(shard_of(g.sender.0, self.mask)),
             Event::Account(a) => Route::Sender(shard_of(a.user.0, self.mask)),
             Event::Payout(p) => Route::Creator(shard_of(p.creator.0, self.mask)),
+            Event::Settlement(s) => Route::Creator(shard_of(s.creator.0, self.mask)),
             Event::StreamGoal(g) => Route::Stream(shard_of(g.stream.0, self.mask)),
         }
     }
@@ -376,6 +383,17 @@ impl Engine {
                 let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
                 shard.payout(&self.economy, &self.config, p, seq, stamp, recorded)
             }
+            (Event::Settlement(st), Route::Creator(c)) => {
+                let mut shard = self.creators[c].lock();
+                if let Some(original) = shard.window.get(st.id) {
+                    return Outcome {
+                        duplicate: true,
+                        ..original
+                    };
+                }
+                let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
+                shard.settle(&self.config, st, seq, stamp)
+            }
             (Event::StreamGoal(g), Route::Stream(s)) => {
                 let mut shard = self.streams[s].lock();
                 if let Some(original) = shard.window.get(g.id) {
@@ -387,7 +405,7 @@ impl Engine {
                 let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
                 shard.goal(&self.config, g, seq, stamp)
             }
-            _ => unreachable!("only payouts and goals are routed to books"),
+            _ => unreachable!("only payouts, settlements and goals are routed to books"),
         }
     }
 
@@ -571,6 +589,7 @@ impl Engine {
             senders: cut.senders.iter().map(|g| &**g).collect(),
             creators: cut.creators.iter().map(|g| &**g).collect(),
             streams: cut.streams.iter().map(|g| &**g).collect(),
+            settled: cut.creators.iter().map(|g| &g.settled).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -590,6 +609,7 @@ impl Engine {
             senders: cut.senders.iter().map(|s| (**s).clone()).collect(),
             creators: cut.creators.iter().map(|c| (**c).clone()).collect(),
             streams: cut.streams.iter().map(|s| (**s).clone()).collect(),
+            settled: cut.creators.iter().map(|c| c.settled.clone()).collect(),
         };
         drop(cut);
         log.sort_unstable_by_key(|e| e.seq);
@@ -605,6 +625,7 @@ impl Engine {
         if state.senders.len() != config.shards
             || state.creators.len() != config.shards
             || state.streams.len() != config.shards
+            || state.settled.len() != config.shards
         {
             return Err(StateError::Shards {
                 found: state.senders.len(),
@@ -616,9 +637,11 @@ impl Engine {
         for slot in engine.senders.iter() {
             *slot.lock() = senders.next().expect("checked length");
         }
-        let mut creators = state.creators.into_iter();
+        let mut creators = state.creators.into_iter().zip(state.settled);
         for slot in engine.creators.iter() {
-            *slot.lock() = creators.next().expect("checked length");
+            let (mut book, settled) = creators.next().expect("checked length");
+            book.settled = settled;
+            *slot.lock() = book;
         }
         let mut streams = state.streams.into_iter();
         for slot in engine.streams.iter() {
@@ -655,12 +678,11 @@ impl Engine {
     }
 
     pub fn creator(&self, creator: CreatorId) -> CreatorView {
-        let totals = self.creators[shard_of(creator.0, self.mask)]
-            .lock()
-            .creators
-            .get(&creator)
-            .copied()
-            .unwrap_or_default();
+        let (totals, settled_in) = {
+            let book = self.creators[shard_of(creator.0, self.mask)].lock();
+            let totals = book.creators.get(&creator).copied().unwrap_or_default();
+            (totals, book.settled_in(creator))
+        };
         let mut gifts: Vec<(GiftId, u128)> = Vec::new();
         for shard in self.senders.iter() {
             let shard = shard.lock();
@@ -677,7 +699,8 @@ impl Engine {
         CreatorView {
             creator,
             diamonds_total: totals.diamonds_total(&self.economy),
-            diamonds_available: totals.diamonds_available(&self.economy),
+            diamonds_available: totals.diamonds_available(&self.economy, settled_in),
+            diamonds_settled_in: settled_in,
             diamond_fraction: self.economy.diamond_fraction_for(totals.coins_received),
             coins_received: totals.coins_received,
             gifts,
@@ -694,6 +717,22 @@ impl Engine {
             cut.streams.iter().map(|g| &**g),
             parts,
         )
+    }
+
+    /// The coins received by every creator `select` picks (a cluster node's creators owned
+    /// by other nodes: what it reports to them as settlements).
+    pub fn creators_coins(&self, select: impl Fn(CreatorId) -> bool) -> Vec<(CreatorId, u128)> {
+        let mut out = Vec::new();
+        for book in self.creators.iter() {
+            let book = book.lock();
+            out.extend(
+                book.creators
+                    .iter()
+                    .filter(|(c, _)| select(**c))
+                    .map(|(&c, t)| (c, t.coins_received)),
+            );
+        }
+        out
     }
 
     /// Coins `user` gave `creator` in total.
@@ -820,14 +859,18 @@ impl Engine {
         let mut top_check = Vec::new();
         for c in cut.creators.iter() {
             t.creators += c.creators.len() as u64;
+            for reports in c.settled.values() {
+                t.diamonds_settled_in += reports.iter().map(|&(_, d)| u128::from(d)).sum::<u128>();
+            }
             for (creator, totals) in &c.creators {
                 t.coins_received_by_creators += totals.coins_received;
                 let credited = totals.diamonds_total(economy);
                 t.diamonds_credited += credited;
                 t.diamonds_paid += totals.diamonds_paid;
-                if totals.diamonds_paid > credited {
+                let settled_in = c.settled_in(*creator);
+                if totals.diamonds_paid > credited + settled_in {
                     v.push(format!(
-                        "creator {creator}: paid {} > credited {credited}",
+                        "creator {creator}: paid {} > credited {credited} + settled in {settled_in}",
                         totals.diamonds_paid
                     ));
                 }
@@ -922,10 +965,12 @@ impl Engine {
         for (i, c) in cut.creators.iter().enumerate() {
             let mut creators: Vec<_> = c.creators.iter().collect();
             creators.sort_unstable_by_key(|(id, _)| **id);
+            let mut settled: Vec<_> = c.settled.iter().collect();
+            settled.sort_unstable_by_key(|(id, _)| **id);
             let window: Vec<_> = c.window.iter().collect();
             let _ = writeln!(
                 out,
-                "creator {i}: {creators:?} {:?} {window:?} {:?}",
+                "creator {i}: {creators:?} {:?} {window:?} {:?} {settled:?}",
                 c.top, c.paid_value
             );
         }
@@ -962,6 +1007,30 @@ pub struct EngineState {
     senders: Vec<SenderShard>,
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
+    /// Per creator shard, its settlement reports (`CreatorShard::settled`): last, so
+    /// that format 1 (without them) is format 2's prefix.
+    settled: Vec<Settled>,
+}
+
+/// A state as snapshot format 1 encoded it (no settlements).
+#[derive(Deserialize)]
+pub(crate) struct EngineStateV1 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+}
+
+impl From<EngineStateV1> for EngineState {
+    fn from(v1: EngineStateV1) -> Self {
+        EngineState {
+            last_seq: v1.last_seq,
+            settled: vec![Settled::default(); v1.creators.len()],
+            senders: v1.senders,
+            creators: v1.creators,
+            streams: v1.streams,
+        }
+    }
 }
 
 impl EngineState {
@@ -985,6 +1054,7 @@ impl EngineState {
             senders: self.senders.iter().collect(),
             creators: self.creators.iter().collect(),
             streams: self.streams.iter().collect(),
+            settled: self.settled.iter().collect(),
         }
     }
 }
@@ -998,6 +1068,7 @@ pub struct StateView<'a> {
     senders: Vec<&'a SenderShard>,
     creators: Vec<&'a CreatorShard>,
     streams: Vec<&'a StreamShard>,
+    settled: Vec<&'a Settled>,
 }
 
 impl StateView<'_> {

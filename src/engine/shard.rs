@@ -140,8 +140,8 @@ impl SenderShard {
                 (status, Some(g.sender), -(cost as i128))
             }
             Event::Account(a) => (self.account(a), None, 0),
-            Event::Payout(_) | Event::StreamGoal(_) => {
-                unreachable!("payouts and goals are routed to the books")
+            Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) => {
+                unreachable!("payouts, settlements and goals are routed to the books")
             }
         };
         let outcome = Outcome {

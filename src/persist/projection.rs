@@ -227,7 +227,7 @@ enum Op {
     Remove(String, u64),
     /// This node's contribution to merged hash fields (held at 2^53); with a member,
     /// `top-creators` moves with `diamonds_total`.
-    Merge(String, Option<u64>, Vec<(&'static str, u128)>),
+    Merge(String, Option<u64>, Vec<(&'static str, i128)>),
 }
 
 fn redis_error(e: redis::RedisError) -> JournalError {
@@ -456,7 +456,9 @@ impl Projector {
                     s.goal = Some(goal.coins_target);
                 }
             }
-            Event::Account(_) => {}
+            // Settled diamonds stay counted on the node that credited them: the merged
+            // `diamonds_total` sums every node's own credits, so they are not added again.
+            Event::Account(_) | Event::Settlement(_) => {}
         }
     }
 
@@ -566,16 +568,24 @@ fn creator_ops(
     let diamonds = economy.diamonds_for(coins);
     let key = creator_key(c);
     if merge {
+        // A node's contribution to `diamonds_available` is what it credited less what it
+        // paid out, which is negative on an owner that paid out diamonds other nodes
+        // credited (settlements): the merged sum is the cluster's credited less paid.
+        let max = SCORE_MAX as i128;
+        let signed = |v: u128| i128::try_from(v).unwrap_or(i128::MAX);
         let fields = [
-            ("coins_received", coins),
-            ("diamonds_total", diamonds),
-            ("diamonds_available", diamonds.saturating_sub(paid)),
+            ("coins_received", signed(coins)),
+            ("diamonds_total", signed(diamonds)),
+            ("diamonds_available", signed(diamonds) - signed(paid)),
         ];
-        let held = fields.iter().any(|&(_, v)| v > SCORE_MAX);
+        let held = fields.iter().any(|&(_, v)| v.abs() > max);
         ops.push(Op::Merge(
             key,
             Some(c.0),
-            fields.iter().map(|&(f, v)| (f, v.min(SCORE_MAX))).collect(),
+            fields
+                .iter()
+                .map(|&(f, v)| (f, v.clamp(-max, max)))
+                .collect(),
         ));
         return u64::from(held);
     }
@@ -608,7 +618,7 @@ fn stream_ops(s: StreamId, book: &StreamBook, merge: bool, ops: &mut Vec<Op>) ->
         ops.push(Op::Merge(
             stream_key(s),
             None,
-            vec![("coins_received", book.coins_received.min(SCORE_MAX))],
+            vec![("coins_received", book.coins_received.min(SCORE_MAX) as i128)],
         ));
     } else {
         fields.push(("coins_received", book.coins_received.to_string()));

@@ -29,9 +29,11 @@ use crate::protocol::{self, WireEvent, WireOutcome};
 /// ([`Ledger::journal_key`]): one slot per node, so its commit is one command on one
 /// Redis Cluster master and the nodes' journals spread over the masters.
 pub const JOURNAL_KEY: &str = "giftstream:{ledger}:journal";
-/// Format version of [`JournalBatch`]. Version 2 added [`JournalRecord::totals`];
-/// version 1 batches are still read (their gifts have no totals).
-pub const JOURNAL_VERSION: u8 = 2;
+/// Format version of [`JournalBatch`]. Version 2 added [`JournalRecord::totals`]
+/// (version 1 batches are still read; their gifts have no totals); version 3 added the
+/// settlement event (`WireEvent::Settlement`; version 2 batches, which cannot hold one,
+/// are read as they are).
+pub const JOURNAL_VERSION: u8 = 3;
 /// Stream entries read per `XRANGE` during recovery.
 pub const RECOVERY_ENTRIES_PER_READ: usize = 256;
 /// A command that takes longer fails (and the committer retries it).
@@ -88,10 +90,16 @@ impl JournalBatch {
         }
     }
 
-    /// Decodes a batch of either format (the version is its first byte).
+    /// Decodes a batch of any format this build reads (the version is its first byte).
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, protocol::DecodeError> {
-        if bytes.first() != Some(&1) {
-            return protocol::decode(bytes);
+        match bytes.first() {
+            Some(&1) => {}
+            Some(&2) => {
+                let mut batch: JournalBatch = protocol::decode(bytes)?;
+                batch.version = JOURNAL_VERSION;
+                return Ok(batch);
+            }
+            _ => return protocol::decode(bytes),
         }
         let v1: JournalBatchV1 = protocol::decode(bytes)?;
         Ok(JournalBatch {
@@ -113,7 +121,7 @@ impl JournalBatch {
     pub fn into_entries(self) -> Result<Vec<LogEntry>, JournalError> {
         if self.version != JOURNAL_VERSION {
             return Err(JournalError(format!(
-                "journal batch version {} (this build reads 1 and {JOURNAL_VERSION})",
+                "journal batch version {} (this build reads 1 to {JOURNAL_VERSION})",
                 self.version
             )));
         }
@@ -985,11 +993,11 @@ pub async fn recover(
 mod tests {
     use super::*;
     use crate::engine::{
-        CreatorId, Effect, EventId, Gift, GiftId, Outcome, Status, StreamId, UserId,
+        CreatorId, Effect, EventId, Gift, GiftId, Outcome, Settlement, Status, StreamId, UserId,
     };
 
     #[test]
-    fn journal_batches_of_format_1_still_read_and_format_2_keeps_gift_totals() {
+    fn journal_batches_of_formats_1_and_2_still_read_and_format_3_keeps_totals_and_settlements() {
         let gift = LogEntry {
             seq: 7,
             stamp: Stamp(1_796_083_200_000),
@@ -1011,8 +1019,30 @@ mod tests {
                 stream: 2,
             }),
         };
-        let v2 = protocol::encode(&JournalBatch::from_entries(&[gift]));
-        assert_eq!(v2[0], JOURNAL_VERSION);
+        let settlement = LogEntry {
+            seq: 8,
+            stamp: Stamp(1_796_083_200_001),
+            event: Event::Settlement(Settlement {
+                id: Settlement::id_for(CreatorId(4), 1, 250),
+                creator: CreatorId(4),
+                source: 1,
+                diamonds: 250,
+            }),
+            outcome: Outcome {
+                seq: 8,
+                status: Status::Accepted(Effect::Settled { credited: 200 }),
+                duplicate: false,
+            },
+            totals: None,
+        };
+        let v3 = protocol::encode(&JournalBatch::from_entries(&[gift, settlement]));
+        assert_eq!(v3[0], JOURNAL_VERSION);
+        let back = JournalBatch::decode(&v3).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![gift, settlement]);
+
+        // Format 2 is format 3 without settlements: same bytes but the version.
+        let mut v2 = protocol::encode(&JournalBatch::from_entries(&[gift]));
+        v2[0] = 2;
         let back = JournalBatch::decode(&v2).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![gift]);
 
@@ -1035,13 +1065,13 @@ mod tests {
             }]
         );
 
-        let mut v3 = v2.clone();
-        v3[0] = 3;
-        let err = JournalBatch::decode(&v3)
+        let mut v4 = v3.clone();
+        v4[0] = 4;
+        let err = JournalBatch::decode(&v4)
             .unwrap()
             .into_entries()
             .unwrap_err();
-        assert!(err.to_string().contains("version 3"), "{err}");
+        assert!(err.to_string().contains("version 4"), "{err}");
     }
 
     #[test]

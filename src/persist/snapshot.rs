@@ -15,6 +15,8 @@
 //!     56    4  CRC-32 of the body (u32 LE)
 //!     60    -  body: the engine state (bincode format, serde)
 //! ```
+//! Format 2 appended the cluster's settlement reports to the state; format 1 files (the
+//! same state without them) are still read.
 //! Written to a temp file, fsynced, renamed, and the directory fsynced. A snapshot is
 //! taken at a commit boundary: everything up to its sequence number is in the journal.
 
@@ -23,11 +25,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::economy::Economy;
-use crate::engine::{Engine, EngineConfig, EngineState, LogEntry, StateView};
+use crate::engine::{Engine, EngineConfig, EngineState, EngineStateV1, LogEntry, StateView};
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The oldest format this build reads.
+pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
 const EXTENSION: &str = "gsnap";
 
@@ -96,9 +100,9 @@ impl Header {
             body_bytes: u64_at(48),
             checksum: u32_at(56),
         };
-        if header.version != VERSION {
+        if !(VERSION_MIN..=VERSION).contains(&header.version) {
             return Err(format!(
-                "format version {} (this build reads {VERSION})",
+                "format version {} (this build reads {VERSION_MIN} to {VERSION})",
                 header.version
             ));
         }
@@ -432,7 +436,13 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
     if crc32fast::hash(body) != header.checksum {
         return Err(corrupt("checksum mismatch".to_owned()));
     }
-    let state: EngineState = protocol::decode_serde(body).map_err(corrupt)?;
+    let state: EngineState = if header.version == 1 {
+        protocol::decode_serde::<EngineStateV1>(body)
+            .map_err(corrupt)?
+            .into()
+    } else {
+        protocol::decode_serde(body).map_err(corrupt)?
+    };
     if state.last_seq() != header.last_seq
         || state.counts() != (header.wallets, header.creators, header.streams)
         || state.shards() as u32 != header.shards

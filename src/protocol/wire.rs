@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, Outcome, PackageId,
-    Payout, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId,
+    Payout, Recharge, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId,
 };
 
 /// Client to server.
@@ -64,7 +64,8 @@ pub mod error_code {
     /// The server is shutting down.
     pub const SHUTTING_DOWN: u16 = 9;
     /// A field holds a value no event can have (a currency that is not 3 uppercase
-    /// letters, a region that is not 2, a price scale over 28, a channel over 1).
+    /// letters, a region that is not 2, a price scale over 28, a channel over 1), or the
+    /// event is a kind only the cluster's nodes make (a settlement).
     pub const INVALID_EVENT: u16 = 10;
     /// No complete frame within `limits.read_timeout_ms`.
     pub const READ_TIMEOUT: u16 = 11;
@@ -161,6 +162,21 @@ pub enum WireEvent {
         creator: u64,
         coins_target: u64,
     },
+    /// Journal only: a cluster node's settlement report (a client frame holding one is
+    /// refused with `INVALID_EVENT`).
+    Settlement {
+        id: u128,
+        creator: u64,
+        source: u16,
+        diamonds: u64,
+    },
+}
+
+impl WireEvent {
+    /// Made by the cluster's nodes, never accepted from a client.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, WireEvent::Settlement { .. })
+    }
 }
 
 fn currency(bytes: [u8; 3]) -> Result<Currency, &'static str> {
@@ -247,6 +263,17 @@ impl TryFrom<WireEvent> for Event {
                 creator: CreatorId(creator),
                 coins_target,
             }),
+            WireEvent::Settlement {
+                id,
+                creator,
+                source,
+                diamonds,
+            } => Event::Settlement(Settlement {
+                id: EventId(id),
+                creator: CreatorId(creator),
+                source,
+                diamonds,
+            }),
         })
     }
 }
@@ -293,6 +320,12 @@ impl From<&Event> for WireEvent {
                 creator: g.creator.0,
                 coins_target: g.coins_target,
             },
+            Event::Settlement(s) => WireEvent::Settlement {
+                id: s.id.0,
+                creator: s.creator.0,
+                source: s.source,
+                diamonds: s.diamonds,
+            },
         }
     }
 }
@@ -305,7 +338,7 @@ pub struct WireOutcome {
     pub status: u8,
     pub duplicate: bool,
     /// Accepted recharge or gift: the balance after. Accepted payout: diamonds
-    /// available after. Otherwise 0.
+    /// available after. Accepted settlement: the diamonds it credited. Otherwise 0.
     pub coins: u64,
     /// Accepted payout: its value. Otherwise zero.
     pub value: WireDecimal,
@@ -320,6 +353,7 @@ impl From<&Outcome> for WireOutcome {
                 value,
             }) => (0, diamonds_available, value),
             Status::Accepted(Effect::Stored) => (0, 0, Decimal::ZERO),
+            Status::Accepted(Effect::Settled { credited }) => (0, credited, Decimal::ZERO),
             Status::Rejected(code) => (code as u8, 0, Decimal::ZERO),
         };
         WireOutcome {
@@ -343,6 +377,9 @@ impl WireOutcome {
                     value: self.value.try_into()?,
                 },
                 Event::Account(_) | Event::StreamGoal(_) => Effect::Stored,
+                Event::Settlement(_) => Effect::Settled {
+                    credited: self.coins,
+                },
             })
         } else {
             Status::Rejected(RejectCode::from_u8(self.status).ok_or("unknown reject code")?)

@@ -755,13 +755,20 @@ async fn shared_hash(
     let Some(conn) = &service.shared_reads else {
         return Ok(None);
     };
-    let values: Vec<Option<u128>> = redis::cmd("HMGET")
+    let values: Vec<Option<i128>> = redis::cmd("HMGET")
         .arg(format!("{}{key}", crate::persist::projection::PREFIX))
         .arg(fields)
         .query_async(&mut conn.clone())
         .await
         .map_err(shared_read_error)?;
-    Ok(Some(values))
+    // A merged sum can be briefly negative: an owner's payout of diamonds another node
+    // credited (a settlement) may reach the read model before that node's credit does.
+    Ok(Some(
+        values
+            .into_iter()
+            .map(|v| v.map(|v| u128::try_from(v).unwrap_or(0)))
+            .collect(),
+    ))
 }
 
 fn shared_read_error(e: redis::RedisError) -> ApiError {

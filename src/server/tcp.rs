@@ -249,7 +249,15 @@ where
                 let converted: Result<Vec<Event>, (usize, &str)> = events
                     .iter()
                     .enumerate()
-                    .map(|(i, w)| Event::try_from(*w).map_err(|e| (i, e)))
+                    .map(|(i, w)| {
+                        if w.is_internal() {
+                            return Err((
+                                i,
+                                "settlements are made by the cluster's nodes, not by clients",
+                            ));
+                        }
+                        Event::try_from(*w).map_err(|e| (i, e))
+                    })
                     .collect();
                 let events = match converted {
                     Ok(events) => events,

@@ -349,3 +349,45 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
     .unwrap();
     assert_eq!(loaded.state_fingerprint(), at_cut);
 }
+
+#[test]
+fn a_snapshot_of_format_1_still_loads() {
+    // Format 2 appended the settlement reports (one map per creator shard) to format 1's
+    // state: a format-1 file is a format-2 body without them.
+    let engine = crate::support::engine();
+    let events: Vec<Event> = (0..20u128)
+        .map(|i| recharge(i, 40 + i as u64 % 5, "coins_7000"))
+        .chain((0..60u128).map(|i| gift(1000 + i, 40 + i as u64 % 5, 7, "panda", 1)))
+        .chain([payout(2000, 7, 20_000, "USD")])
+        .collect();
+    engine.apply_batch(&events, giftstream::engine::Stamp::now());
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = engine.snapshot();
+    let (path, header) =
+        giftstream::persist::snapshot::write(dir.path(), &state.view(), 1).unwrap();
+    assert_eq!(header.version, 2);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let shards = engine.config().shards;
+    assert!(shards < 128, "one-byte length prefix");
+    let tail = bytes.split_off(bytes.len() - 1 - shards);
+    assert_eq!(
+        tail[0] as usize, shards,
+        "the settlements: one empty map per shard"
+    );
+    assert!(tail[1..].iter().all(|&b| b == 0));
+    let body_len = (bytes.len() - giftstream::persist::snapshot::HEADER_BYTES) as u64;
+    let crc = crc32fast::hash(&bytes[giftstream::persist::snapshot::HEADER_BYTES..]);
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    bytes[48..56].copy_from_slice(&body_len.to_le_bytes());
+    bytes[56..60].copy_from_slice(&crc.to_le_bytes());
+    let (header, state) = giftstream::persist::snapshot::parse(&path, &bytes).unwrap();
+    assert_eq!(header.version, 1);
+    let loaded = giftstream::engine::Engine::from_state(
+        crate::support::economy(),
+        engine.config().clone(),
+        state,
+    )
+    .unwrap();
+    assert_eq!(loaded.state_fingerprint(), engine.state_fingerprint());
+    assert!(loaded.audit().is_clean());
+}

@@ -468,6 +468,67 @@ fn payout_rules() {
     );
 }
 
+fn settlement(creator: u64, source: u16, diamonds: u64) -> Event {
+    Event::Settlement(giftstream::engine::Settlement {
+        id: giftstream::engine::Settlement::id_for(CreatorId(creator), source, diamonds),
+        creator: CreatorId(creator),
+        source,
+        diamonds,
+    })
+}
+
+#[test]
+fn settlements_make_other_nodes_diamonds_payable_once_and_survive_snapshot_and_replay() {
+    // A cluster owner: two other nodes report 20_000 and 3_000 diamonds they credited
+    // creator 2; later a gift here credits it too.
+    let engine = engine();
+    let setup: Vec<Event> = (0..2).map(|i| recharge(i, 1, "coins_7000")).collect();
+    let o = engine.apply_batch(&setup, NOV);
+    assert!(o.iter().all(|o| o.is_accepted()));
+    let credited = |engine: &Engine| engine.creator(CreatorId(2));
+    let settled = |engine: &Engine, e: Event| match engine.apply_batch(&[e], NOV)[0].status {
+        Status::Accepted(Effect::Settled { credited }) => credited,
+        other => panic!("settlement: {other:?}"),
+    };
+    // Diamonds only from other nodes: payable here.
+    assert_eq!(settled(&engine, settlement(2, 1, 20_000)), 20_000);
+    assert_eq!(settled(&engine, settlement(2, 2, 3_000)), 3_000);
+    assert_eq!(credited(&engine).diamonds_settled_in, 23_000);
+    assert_eq!(credited(&engine).diamonds_available, 23_000);
+    assert_eq!(credited(&engine).diamonds_total, 0, "credited here: none");
+    // A repeated report is a duplicate; an older (smaller) one adds nothing; a newer
+    // one adds the increase only.
+    let again = engine.apply_batch(&[settlement(2, 1, 20_000)], NOV)[0];
+    assert!(again.duplicate);
+    assert_eq!(settled(&engine, settlement(2, 1, 19_000)), 0);
+    assert_eq!(settled(&engine, settlement(2, 1, 22_000)), 2_000);
+    assert_eq!(credited(&engine).diamonds_available, 25_000);
+    // Local credits and settled ones are spent together, never more.
+    engine.apply_batch(&[gift(3, 1, 2, "drama_queen", 1)], NOV);
+    let local = credited(&engine).diamonds_total;
+    assert!(local > 0);
+    let all = 25_000 + local as u64;
+    let over = engine.apply_batch(&[payout(10, 2, all + 1, "USD")], NOV)[0];
+    assert_eq!(over.code(), Some(RejectCode::InsufficientDiamonds));
+    let paid = engine.apply_batch(&[payout(11, 2, all, "USD")], NOV)[0];
+    assert!(paid.is_accepted(), "{paid:?}");
+    assert_eq!(credited(&engine).diamonds_available, 0);
+    let report = engine.audit();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.totals.diamonds_settled_in, 25_000);
+    assert_eq!(report.totals.diamonds_paid, u128::from(all));
+
+    // A snapshot keeps the reports (an older report after it still adds nothing), and a
+    // replay of the log reproduces every outcome.
+    let (state, log) = engine.snapshot();
+    let restored = Engine::from_state(economy(), engine.config().clone(), state).unwrap();
+    assert_eq!(restored.state_fingerprint(), engine.state_fingerprint());
+    assert_eq!(settled(&restored, settlement(2, 1, 21_000)), 0);
+    let replayed = Engine::new(economy(), engine.config().clone()).unwrap();
+    replayed.replay(&log).unwrap();
+    assert_eq!(replayed.state_fingerprint(), engine.state_fingerprint());
+}
+
 #[test]
 fn a_payout_sees_the_gifts_of_its_own_batch() {
     let engine = engine();
