@@ -20,8 +20,12 @@ use crate::engine::Event;
 /// The most partitions a map may have.
 pub const PARTITIONS_MAX: u32 = 65_536;
 
+/// Bounds of `cluster.settle_interval_ms`.
+pub const SETTLE_INTERVAL_MS_MIN: u64 = 50;
+pub const SETTLE_INTERVAL_MS_MAX: u64 = 60_000;
+
 /// `[cluster]` in `giftstream.toml`; no `nodes` = a single node owning everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// This node's name in `nodes` (`GIFTSTREAM_CLUSTER_NODE`); "" on a client.
@@ -30,6 +34,20 @@ pub struct ClusterConfig {
     pub partitions: u32,
     /// Every node and the partitions it owns.
     pub nodes: Vec<NodeConfig>,
+    /// How often a node reports to each creator's owner the diamonds it credited that
+    /// creator since its last report (settlements), in milliseconds.
+    pub settle_interval_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: String::new(),
+            partitions: 0,
+            nodes: Vec::new(),
+            settle_interval_ms: 1000,
+        }
+    }
 }
 
 /// One node of the map.
@@ -103,6 +121,15 @@ impl PartitionMap {
                 ));
             }
             return Ok(None);
+        }
+        if !(SETTLE_INTERVAL_MS_MIN..=SETTLE_INTERVAL_MS_MAX).contains(&config.settle_interval_ms) {
+            return Err(ConfigError::new(
+                "cluster.settle_interval_ms",
+                format!(
+                    "must be in {SETTLE_INTERVAL_MS_MIN}..={SETTLE_INTERVAL_MS_MAX}, got {}",
+                    config.settle_interval_ms
+                ),
+            ));
         }
         let n = config.partitions;
         if n == 0 || n > PARTITIONS_MAX {
@@ -203,6 +230,21 @@ impl PartitionMap {
         self.local.map(|i| &self.nodes[i])
     }
 
+    /// This node's index in [`PartitionMap::nodes`] (a node's map).
+    pub fn local_index(&self) -> Option<usize> {
+        self.local
+    }
+
+    /// The index in [`PartitionMap::nodes`] of the node that owns routing key `key`.
+    pub fn owner_of(&self, key: u64) -> usize {
+        usize::from(self.owner[partition_of(key, self.partitions) as usize])
+    }
+
+    /// The index of the node named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
     /// The index in [`PartitionMap::nodes`] of the node that owns `event`.
     pub fn owner_index(&self, event: &Event) -> usize {
         let p = partition_of(routing_key(event), self.partitions);
@@ -294,6 +336,7 @@ mod tests {
             node: node_name.into(),
             partitions: 8,
             nodes,
+            ..ClusterConfig::default()
         }
     }
 
@@ -354,6 +397,11 @@ mod tests {
             err(config("a", vec![node("a", "0-3"), bad_addr])),
             "cluster.nodes[1].tcp_addr"
         );
+        for ms in [SETTLE_INTERVAL_MS_MIN - 1, SETTLE_INTERVAL_MS_MAX + 1] {
+            let mut c = ok.clone();
+            c.settle_interval_ms = ms;
+            assert_eq!(err(c), "cluster.settle_interval_ms");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Events applied, by `type` (recharge, gift, payout, account, stream_goal) and
+/// Events applied, by `type` (recharge, gift, payout, account, stream_goal, settlement) and
 /// `outcome` (`accepted` or a reject code); duplicates count as `outcome="duplicate"`.
 pub const EVENTS_TOTAL: &str = "giftstream_events_total";
 /// From a request's arrival to its response being handed to the socket, by `protocol`
@@ -63,6 +63,14 @@ pub const REDIS_WAIT_SHORT_TOTAL: &str = "giftstream_redis_wait_short_total";
 pub const WRONG_PARTITION_TOTAL: &str = "giftstream_wrong_partition_total";
 /// Partitions this cluster node owns, with `node` label (absent on a single node).
 pub const CLUSTER_PARTITIONS_OWNED: &str = "giftstream_cluster_partitions_owned";
+/// Settlement reports (a node's diamonds credited to a creator another node owns), by
+/// `result`: `sent` (written to the owner's inbox), `applied` (journaled by this owner),
+/// `refused` (a report for a creator this node does not own, or from an unknown node).
+pub const SETTLEMENT_REPORTS_TOTAL: &str = "giftstream_settlement_reports_total";
+/// Diamonds other nodes credited this node's creators, added by their reports.
+pub const SETTLEMENT_DIAMONDS_TOTAL: &str = "giftstream_settlement_diamonds_total";
+/// Creators whose diamonds changed here since their owner was last sent a report.
+pub const SETTLEMENT_PENDING_CREATORS: &str = "giftstream_settlement_pending_creators";
 /// Always 1, with `version` label.
 pub const BUILD_INFO: &str = "giftstream_build_info";
 
@@ -190,6 +198,18 @@ fn describe() {
         "TLS handshakes that failed or timed out (both listeners)."
     );
     describe_gauge!(BUILD_INFO, "Build information.");
+    describe_counter!(
+        SETTLEMENT_REPORTS_TOTAL,
+        "Settlement reports, by result (sent, applied, refused)."
+    );
+    describe_counter!(
+        SETTLEMENT_DIAMONDS_TOTAL,
+        "Diamonds other nodes credited this node's creators, added by settlements."
+    );
+    describe_gauge!(
+        SETTLEMENT_PENDING_CREATORS,
+        "Creators owned elsewhere whose diamonds changed since their last report."
+    );
     describe_gauge!(
         CLUSTER_PARTITIONS_OWNED,
         "Partitions this cluster node owns, by node."
@@ -217,7 +237,7 @@ pub fn init_tracing(level: &str, json: bool) {
 pub fn count_outcomes(events: &[crate::engine::Event], outcomes: &[crate::engine::Outcome]) {
     use crate::engine::{EventKind, RejectCode};
     // [kind][0 = accepted, 1 = duplicate, 2.. = reject code]
-    let mut counts = [[0u64; 2 + 13]; 5];
+    let mut counts = [[0u64; 2 + RejectCode::ALL.len()]; EventKind::ALL.len()];
     for (e, o) in events.iter().zip(outcomes) {
         let kind = EventKind::ALL
             .iter()

@@ -879,7 +879,11 @@ impl Engine {
                         "creator {creator}: gifter totals do not sum to coins received"
                     ));
                 }
-                top_check.push((credited, creator.0));
+                // A creator paid out only diamonds settled in from other nodes was never
+                // credited here, so it is not ranked here.
+                if totals.coins_received > 0 {
+                    top_check.push((credited, creator.0));
+                }
             }
             for (cur, amount) in &c.paid_value {
                 t.paid_out.push((*cur, *amount));

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod settlement;
 pub mod sse;
 pub mod tcp;
 pub mod tls;
@@ -191,9 +192,19 @@ pub async fn run(
         .map(|(_, start)| Arc::new(AtomicU64::new(start.projected())));
     let projector_slot: Arc<OnceLock<ProjectorHandle>> = Arc::new(OnceLock::new());
     let lease = journal.as_redis();
+    // A cluster node reports the diamonds it credits other nodes' creators to them, from
+    // its committed runs (the engine holds only committed state until serving).
+    let reporter = settlement::Reporter::new(&engine, partitions.as_ref());
+    let settle_conns = match (&reporter, &lease) {
+        (Some(_), Some(redis)) => {
+            Some((redis.connect_again().await?, redis.connect_again().await?))
+        }
+        _ => None,
+    };
     let (stop_commits, stop_rx) = watch::channel(false);
     let (committer, commit_task) = {
         let (engine2, feeds2, slot) = (engine.clone(), feeds.clone(), projector_slot.clone());
+        let reporter = reporter.clone();
         spawn_committer(
             engine.clone(),
             journal,
@@ -208,6 +219,9 @@ pub async fn run(
             move |entries| {
                 if let Some(projector) = slot.get() {
                     projector.committed(entries);
+                }
+                if let Some(reporter) = &reporter {
+                    reporter.committed(entries);
                 }
                 feeds2.publish(&engine2, entries);
             },
@@ -260,6 +274,21 @@ pub async fn run(
     );
 
     let tracker = TaskTracker::new();
+    if let (Some(reporter), Some((report_conn, inbox_conn))) = (reporter, settle_conns) {
+        let interval = Duration::from_millis(service.config.cluster.settle_interval_ms);
+        tracker.spawn(settlement::run_reporter(
+            reporter,
+            report_conn,
+            interval,
+            closing.clone(),
+        ));
+        tracker.spawn(settlement::run_applier(
+            service.clone(),
+            inbox_conn,
+            interval,
+            closing.clone(),
+        ));
+    }
     let handshake_timeout = Duration::from_millis(service.config.limits.read_timeout_ms);
     let tcp_task = tokio::spawn(tcp::serve(
         service.clone(),

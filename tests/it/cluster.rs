@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use giftstream::client::{Client, ClientError, ClusterClient};
 use giftstream::cluster::PartitionMap;
-use giftstream::engine::{Engine, Event, Outcome, UserId, ViewParts};
+use giftstream::engine::{
+    CreatorId, Effect, Engine, Event, LogEntry, Outcome, Status, UserId, ViewParts,
+};
 use giftstream::persist::redis::{RedisConn, connect_to};
 
 use crate::support::child::ServeProcess;
@@ -120,6 +122,33 @@ async fn journal_top(conn: &mut RedisConn, node: &str) -> u64 {
         .map_or(0, |(id, _)| id.split('-').next().unwrap().parse().unwrap())
 }
 
+/// Every event in `node`'s journal (the test keeps journals untrimmed), in order.
+async fn journal(conn: &mut RedisConn, node: &str) -> Vec<LogEntry> {
+    let mut entries = Vec::new();
+    let mut after = "0-0".to_owned();
+    loop {
+        type Entry = (String, Vec<(String, Vec<u8>)>);
+        let page: Vec<Entry> = redis::cmd("XRANGE")
+            .arg(format!("giftstream:{{ledger-{node}}}:journal"))
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .unwrap();
+        let Some((last, _)) = page.last() else {
+            return entries;
+        };
+        after = last.clone();
+        for (_, fields) in &page {
+            let (_, bytes) = fields.iter().find(|(f, _)| f == "b").unwrap();
+            let batch = giftstream::persist::redis::JournalBatch::decode(bytes).unwrap();
+            entries.extend(batch.into_entries().unwrap());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     // The Redis Cluster.
@@ -167,10 +196,10 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         format!(
             "[server]\neconomy = \"\"\n\
              [redis]\ncluster = true\nwait_replicas = 1\nwait_timeout_ms = 1000\n\
-             [snapshot]\ninterval_ms = 0\nevents = 4000\n\
+             [snapshot]\ninterval_ms = 0\nevents = 4000\ntrim_journal = false\n\
              [read_model]\nwindow_ms = 20\n\
              [auth]\ntokens = [{{ token = \"{INGEST}\", scopes = [\"ingest\", \"read\"] }}, {{ token = \"{READ}\", scopes = [\"read\"] }}]\n\
-             [cluster]\npartitions = 16\nnodes = [\n{}\n]\n",
+             [cluster]\npartitions = 16\nsettle_interval_ms = 200\nnodes = [\n{}\n]\n",
             node_lines.join("\n")
         ),
     )
@@ -255,8 +284,19 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     let mut rejoined: Option<std::thread::JoinHandle<RedisServer>> = None;
     let mut refused = 0;
     let client = ClusterClient::connect(map.clone(), INGEST).await.unwrap();
+    // Coins each node's senders gave each creator: what it credits and reports.
+    let economy = support::economy();
+    let mut node_coins = std::collections::HashMap::<(CreatorId, usize), u128>::new();
     for (i, batch) in batches.iter().enumerate() {
         let want = single.apply_batch(batch, NOV);
+        for (e, o) in batch.iter().zip(&want) {
+            if let (Event::Gift(g), true) = (e, o.is_accepted()) {
+                let cost = economy.gifts[g.gift.0 as usize].coins * u64::from(g.count);
+                *node_coins
+                    .entry((g.creator, map.owner_index(e)))
+                    .or_default() += u128::from(cost);
+            }
+        }
         if i == kill_node_at {
             // Node a dies between two acknowledged batches and restarts from its
             // snapshot and journal; the last batch sent again is all duplicates.
@@ -301,8 +341,31 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     for node in NODES {
         wait_caught_up(&mut conn, node).await;
     }
-    let journaled = journal_top(&mut conn, "a").await + journal_top(&mut conn, "b").await;
-    assert_eq!(journaled, sent as u64, "every event journaled exactly once");
+    // Every event journaled exactly once, besides the settlement reports the nodes
+    // journal for each other (each journal holds every sequence number in order).
+    let mut ids = std::collections::HashSet::new();
+    let mut journaled = 0;
+    for node in NODES {
+        let entries = journal(&mut conn, node).await;
+        assert!(
+            entries
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.seq == i as u64 + 1),
+            "node {node}: journal sequence numbers"
+        );
+        for e in entries {
+            if !matches!(e.event, Event::Settlement(_)) {
+                assert!(
+                    ids.insert(e.event.id()),
+                    "event {:?} journaled twice",
+                    e.event.id()
+                );
+                journaled += 1;
+            }
+        }
+    }
+    assert_eq!(journaled, sent, "every event journaled exactly once");
 
     // Totals and leaderboards in Redis equal the single-node run.
     let view = single.read_model_view(ViewParts::default());
@@ -362,6 +425,82 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         );
     }
 
+    // Settlements: the top creator cashes out on its owner node exactly the diamonds
+    // both nodes credited it (each node's own floor), once the other node's report is
+    // in; the merged read model then shows nothing available.
+    let owner = map.owner_of(c0.0);
+    let credited: Vec<u128> = (0..NODES.len())
+        .map(|n| economy.diamonds_for(node_coins.get(&(c0, n)).copied().unwrap_or(0)))
+        .collect();
+    assert!(
+        credited.iter().all(|&d| d > 0),
+        "both nodes credited creator {}: {credited:?}",
+        c0.0
+    );
+    let payable = u64::try_from(credited.iter().sum::<u128>()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 0u128;
+    let paid = loop {
+        attempt += 1;
+        let payout = giftstream::engine::Event::Payout(giftstream::engine::Payout {
+            id: giftstream::engine::EventId(0x00C0_FFEE_0000 + attempt),
+            creator: c0,
+            diamonds: payable,
+            currency: giftstream::economy::Currency::from_bytes(*b"USD").unwrap(),
+        });
+        let (got, _) = send_until_answered(&client, &[payout]).await;
+        match got[0].status {
+            Status::Accepted(effect) => break effect,
+            Status::Rejected(code) => {
+                assert_eq!(code.as_str(), "INSUFFICIENT_DIAMONDS");
+                assert!(
+                    Instant::now() < deadline,
+                    "the other node's diamonds never became payable on the owner"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(
+        matches!(
+            paid,
+            Effect::PaidOut {
+                diamonds_available: 0,
+                ..
+            }
+        ),
+        "exactly the diamonds both nodes credited are payable: {paid:?}"
+    );
+    let reports: Vec<u64> = journal(&mut conn, NODES[owner])
+        .await
+        .iter()
+        .filter_map(|e| match e.event {
+            Event::Settlement(s) if s.creator == c0 => Some(s.diamonds),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reports.iter().max().map(|&d| u128::from(d)),
+        Some(credited[1 - owner]),
+        "the owner journaled the other node's report"
+    );
+    for node in NODES {
+        wait_caught_up(&mut conn, node).await;
+    }
+    let (available, mine): (i64, i64) = redis::cmd("HMGET")
+        .arg(format!("giftstream:{{ledger}}:rm:creator:{}", c0.0))
+        .arg("diamonds_available")
+        .arg(format!("diamonds_available@{}", NODES[owner]))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(available, 0, "merged diamonds available after the payout");
+    assert_eq!(
+        mine,
+        -i64::try_from(credited[1 - owner]).unwrap(),
+        "the owner's contribution: credited here less paid"
+    );
+
     // Each node's ledger audits clean (snapshot + journal, conservation).
     for (node, proc) in nodes.iter().zip(procs.iter_mut()) {
         proc.take().unwrap().stop();
@@ -410,7 +549,8 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     restarted.stop();
 }
 
-/// Waits (at most 90 s) until `node`'s read model holds its whole journal.
+/// Waits (at most 90 s) until `node`'s read model holds its journal as of the call (a
+/// settlement report may be journaled meanwhile).
 async fn wait_caught_up(conn: &mut RedisConn, node: &str) {
     let deadline = Instant::now() + Duration::from_secs(90);
     let top = journal_top(conn, node).await;
@@ -420,7 +560,7 @@ async fn wait_caught_up(conn: &mut RedisConn, node: &str) {
             .query_async(conn)
             .await
             .unwrap();
-        if seq == Some(top) {
+        if seq >= Some(top) {
             return;
         }
         assert!(

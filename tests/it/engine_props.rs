@@ -45,6 +45,12 @@ enum Step {
         creator: u64,
         target: u64,
     },
+    /// A cluster node's cumulative report of the diamonds it credited `creator`.
+    Settle {
+        creator: u64,
+        source: u16,
+        diamonds: u64,
+    },
     Repeat(usize),
 }
 
@@ -59,7 +65,9 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(creator, diamonds, eur)| Step::Payout { creator, diamonds, eur }),
         1 => (user.clone(), prop::bool::weighted(0.2), prop::bool::weighted(0.1), prop::option::of(0u64..5_000))
             .prop_map(|(user, minor, restricted, budget)| Step::Account { user, minor, restricted, budget }),
-        1 => (user, 0u64..10_000).prop_map(|(creator, target)| Step::Goal { creator, target }),
+        1 => (user.clone(), 0u64..10_000).prop_map(|(creator, target)| Step::Goal { creator, target }),
+        1 => (user, 1u16..4, 0u64..40_000)
+            .prop_map(|(creator, source, diamonds)| Step::Settle { creator, source, diamonds }),
         1 => (0usize..1000).prop_map(Step::Repeat),
     ]
 }
@@ -89,6 +97,16 @@ fn events(steps: &[Step]) -> Vec<Event> {
                 budget,
             } => account(id, user, restricted.then_some("KP"), !minor, budget),
             Step::Goal { creator, target } => goal(id, 9000 + creator, creator, target),
+            Step::Settle {
+                creator,
+                source,
+                diamonds,
+            } => Event::Settlement(giftstream::engine::Settlement {
+                id: EventId(id),
+                creator: CreatorId(creator),
+                source,
+                diamonds,
+            }),
             Step::Repeat(k) if !out.is_empty() => out[k % out.len()],
             Step::Repeat(_) => recharge(id, 1, "coins_70"),
         };
@@ -126,6 +144,8 @@ proptest! {
         let mut recharged = 0u128;
         let mut spent = 0u128;
         let mut received: BTreeMap<u64, u128> = BTreeMap::new();
+        // The last (largest) report per (creator, source node).
+        let mut reported: BTreeMap<(u64, u16), u64> = BTreeMap::new();
         let mut seen: BTreeMap<EventId, giftstream::engine::Outcome> = BTreeMap::new();
         let mut last_seq = 0;
         let economy = economy();
@@ -152,9 +172,13 @@ proptest! {
                             *received.entry(g.creator.0).or_default() += cost;
                             prop_assert_ne!(g.sender, g.creator.as_user());
                         }
+                        Event::Settlement(st) => {
+                            let last = reported.entry((st.creator.0, st.source)).or_default();
+                            prop_assert_eq!(effect, Effect::Settled { credited: st.diamonds.saturating_sub(*last) });
+                            *last = (*last).max(st.diamonds);
+                        }
                         _ => {}
                     }
-                    if let (Event::Payout(_), Effect::PaidOut { .. }) = (e, effect) {}
                 }
             }
         }
@@ -163,12 +187,16 @@ proptest! {
         prop_assert_eq!(audit.totals.coins_recharged, recharged);
         prop_assert_eq!(audit.totals.coins_spent, spent);
         prop_assert_eq!(audit.totals.coins_recharged, audit.totals.coins_in_wallets + audit.totals.coins_spent);
-        prop_assert!(audit.totals.diamonds_paid <= audit.totals.diamonds_credited);
-        for (creator, coins) in &received {
-            let c = engine.creator(CreatorId(*creator));
-            prop_assert_eq!(c.coins_received, *coins);
+        prop_assert!(audit.totals.diamonds_paid <= audit.totals.diamonds_credited + audit.totals.diamonds_settled_in);
+        prop_assert_eq!(audit.totals.diamonds_settled_in, reported.values().map(|&d| u128::from(d)).sum::<u128>());
+        for creator in 1u64..12 {
+            let c = engine.creator(CreatorId(creator));
+            let coins = received.get(&creator).copied().unwrap_or(0);
+            let settled: u128 = reported.range((creator, 0)..(creator + 1, 0)).map(|(_, &d)| u128::from(d)).sum();
+            prop_assert_eq!(c.coins_received, coins);
             prop_assert_eq!(c.diamonds_total, coins / 2, "share 0.5: floor(coins x share)");
-            prop_assert!(c.diamonds_available <= c.diamonds_total);
+            prop_assert_eq!(c.diamonds_settled_in, settled);
+            prop_assert!(c.diamonds_available <= c.diamonds_total + settled);
         }
         prop_assert_eq!(engine.last_seq(), last_seq);
 

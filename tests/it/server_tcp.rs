@@ -306,6 +306,19 @@ async fn bad_frames_get_error_frames_close_the_connection_and_apply_nothing() {
             }),
             error_code::INVALID_EVENT,
         ),
+        // A settlement is made by the cluster's nodes: a client cannot mint diamonds.
+        (
+            protocol::frame_bytes(&ClientFrame::Request {
+                request_id: 10,
+                events: vec![WireEvent::Settlement {
+                    id: 602,
+                    creator: 7,
+                    source: 1,
+                    diamonds: 1_000_000,
+                }],
+            }),
+            error_code::INVALID_EVENT,
+        ),
     ] {
         let mut socket = authed(&s).await;
         socket.write_all(&frame).await.unwrap();
@@ -315,6 +328,12 @@ async fn bad_frames_get_error_frames_close_the_connection_and_apply_nothing() {
 
     // Nothing of any bad frame was applied; the first client still works.
     assert_eq!(s.coins(42).await, 100);
+    assert_eq!(
+        s.engine
+            .creator(giftstream::engine::CreatorId(7))
+            .diamonds_available,
+        0
+    );
     let o = client.send(&[gift(700, 42, 7, "rose", 1)]).await.unwrap();
     assert_eq!(o[0].status, Status::Accepted(Effect::Coins(99)));
     s.stop().await.unwrap();

@@ -1,0 +1,375 @@
+//! Cluster settlements: a creator cashes out on its owner node the diamonds every node
+//! credited it.
+//!
+//! A gift is applied on its sender's node, which credits the creator's diamonds there;
+//! a payout is applied on the creator's owner. So each node reports to each creator's
+//! owner the diamonds it has credited that creator **in total** (cumulative, from its
+//! committed journal only), and the owner journals the report as a settlement event,
+//! which adds the increase over that node's last report ([`crate::engine::Settlement`]).
+//! Cumulative reports make every step idempotent: a report sent twice, lost, reordered
+//! or re-sent after a restart adds exactly what is new, and the next report repairs a
+//! lost one.
+//!
+//! The reports travel through Redis, in the owner's inbox
+//! `giftstream:{ledger-<owner>}:settlements` (a stream in the owner's journal slot): a
+//! node reports while its peer is down, and nothing needs a peer's address or token.
+//!
+//! - [`Reporter`] (every node): the committer hands it each committed run; it keeps,
+//!   per creator owned elsewhere, the coins its senders gave ([`Reporter::committed`]),
+//!   and every `cluster.settle_interval_ms` [`run_reporter`] writes the changed ones to
+//!   their owners' inboxes (at most [`REPORTS_PER_ENTRY_MAX`] per stream entry and
+//!   [`REPORTS_PER_TICK_MAX`] per interval; an inbox over [`INBOX_ENTRIES_MAX`] entries is
+//!   not written to until its owner drains it — the reports wait, cumulative). At start
+//!   every such creator is reported once (the owner finds most reports repeated).
+//! - [`run_applier`] (every node): reads its own inbox, applies each entry's reports as
+//!   settlement events through the ordinary ingest path, waits until they are durable,
+//!   then deletes the entry. A crash in between re-applies the entry at the next start:
+//!   the same reports are duplicates of the journaled ones.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bincode::{Decode, Encode};
+use parking_lot::Mutex;
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::sync::watch;
+
+use crate::cluster::PartitionMap;
+use crate::engine::{CreatorId, Effect, Engine, Event, LogEntry, Settlement, Status};
+use crate::persist::journal::JournalError;
+use crate::persist::redis::RedisConn;
+use crate::protocol;
+use crate::telemetry;
+
+use super::Service;
+
+/// Reports in one inbox entry.
+pub const REPORTS_PER_ENTRY_MAX: usize = 4096;
+/// Reports written per interval (the rest wait for the next).
+pub const REPORTS_PER_TICK_MAX: usize = 256 * 1024;
+/// An inbox this long is not written to until its owner drains it.
+pub const INBOX_ENTRIES_MAX: u64 = 10_000;
+/// Inbox entries the applier reads at a time.
+const ENTRIES_PER_READ: usize = 16;
+/// Version of [`InboxEntry`].
+const INBOX_VERSION: u8 = 1;
+
+/// A creator's owner's inbox.
+pub fn inbox_key(owner: &str) -> String {
+    format!("giftstream:{{ledger-{owner}}}:settlements")
+}
+
+/// One inbox entry: a node's reports to the owner, `(creator, diamonds in total)`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct InboxEntry {
+    pub version: u8,
+    /// The reporting node's name.
+    pub from: String,
+    pub reports: Vec<(u64, u64)>,
+}
+
+/// What a node has credited the creators other nodes own, and which changed since they
+/// were reported.
+pub struct Reporter {
+    map: PartitionMap,
+    local: usize,
+    /// Coins per gift, by catalog position.
+    gift_coins: Vec<u64>,
+    economy: crate::economy::Economy,
+    state: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Coins this node's senders gave each creator owned elsewhere (committed).
+    coins: FxHashMap<CreatorId, u128>,
+    /// Creators whose coins changed since their last report.
+    dirty: FxHashSet<CreatorId>,
+}
+
+impl Reporter {
+    /// A cluster node's reporter, from the engine's recovered (committed) state: every
+    /// creator owned elsewhere is reported once. `None` on a single node.
+    pub fn new(engine: &Engine, map: Option<&PartitionMap>) -> Option<Arc<Reporter>> {
+        let map = map?;
+        let local = map.local_index()?;
+        let coins: FxHashMap<CreatorId, u128> = engine
+            .creators_coins(|c| map.owner_of(c.0) != local)
+            .into_iter()
+            .collect();
+        let dirty = coins.keys().copied().collect();
+        let economy = engine.economy().clone();
+        Some(Arc::new(Reporter {
+            map: map.clone(),
+            local,
+            gift_coins: economy.gifts.iter().map(|g| g.coins).collect(),
+            economy,
+            state: Mutex::new(Pending { coins, dirty }),
+        }))
+    }
+
+    /// Takes in a committed run (called by the committer, in commit order).
+    pub fn committed(&self, entries: &[LogEntry]) {
+        let mut state = None;
+        for e in entries {
+            let Event::Gift(g) = e.event else { continue };
+            if !e.outcome.is_accepted() || self.map.owner_of(g.creator.0) == self.local {
+                continue;
+            }
+            let cost = self
+                .gift_coins
+                .get(g.gift.0 as usize)
+                .map_or(0, |&c| u128::from(c) * u128::from(g.count));
+            let state = state.get_or_insert_with(|| self.state.lock());
+            *state.coins.entry(g.creator).or_default() += cost;
+            state.dirty.insert(g.creator);
+        }
+    }
+
+    /// Up to `max` changed creators with the diamonds credited them here, by owner.
+    fn take(&self, max: usize) -> BTreeMap<usize, Vec<(u64, u64)>> {
+        let mut state = self.state.lock();
+        let picked: Vec<CreatorId> = state.dirty.iter().take(max).copied().collect();
+        let mut by_owner: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
+        for c in picked {
+            state.dirty.remove(&c);
+            let coins = state.coins.get(&c).copied().unwrap_or(0);
+            let diamonds = u64::try_from(self.economy.diamonds_for(coins)).unwrap_or(u64::MAX);
+            by_owner
+                .entry(self.map.owner_of(c.0))
+                .or_default()
+                .push((c.0, diamonds));
+        }
+        by_owner
+    }
+
+    /// Marks reports that could not be sent as changed again.
+    fn put_back(&self, reports: &[(u64, u64)]) {
+        let mut state = self.state.lock();
+        state
+            .dirty
+            .extend(reports.iter().map(|&(c, _)| CreatorId(c)));
+    }
+
+    /// Creators waiting for a report.
+    pub fn pending(&self) -> usize {
+        self.state.lock().dirty.len()
+    }
+
+    /// Writes the changed creators' reports to their owners' inboxes.
+    async fn flush(&self, conn: &mut RedisConn) {
+        let local = &self.map.nodes()[self.local].name;
+        for (owner, reports) in self.take(REPORTS_PER_TICK_MAX) {
+            let owner = &self.map.nodes()[owner].name;
+            if let Err((sent, e)) = send(conn, owner, local, &reports).await {
+                tracing::warn!(%owner, error = %e, "settlement reports not sent; they wait for the next interval");
+                self.put_back(&reports[sent..]);
+            }
+        }
+        metrics::gauge!(telemetry::SETTLEMENT_PENDING_CREATORS).set(self.pending() as f64);
+    }
+}
+
+/// Writes `reports` from node `local` to `owner`'s inbox; on error, how many were sent.
+async fn send(
+    conn: &mut RedisConn,
+    owner: &str,
+    local: &str,
+    reports: &[(u64, u64)],
+) -> Result<(), (usize, JournalError)> {
+    let key = inbox_key(owner);
+    let redis_error =
+        |sent: usize| move |e: redis::RedisError| (sent, JournalError(format!("redis: {e}")));
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&key)
+        .query_async(conn)
+        .await
+        .map_err(redis_error(0))?;
+    if len >= INBOX_ENTRIES_MAX {
+        return Err((
+            0,
+            JournalError(format!(
+                "the inbox {key} holds {len} entries (its node is not draining it)"
+            )),
+        ));
+    }
+    let mut sent = 0;
+    for chunk in reports.chunks(REPORTS_PER_ENTRY_MAX) {
+        let entry = InboxEntry {
+            version: INBOX_VERSION,
+            from: local.to_owned(),
+            reports: chunk.to_vec(),
+        };
+        let _: String = redis::cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg("r")
+            .arg(protocol::encode(&entry))
+            .query_async(conn)
+            .await
+            .map_err(redis_error(sent))?;
+        sent += chunk.len();
+        metrics::counter!(telemetry::SETTLEMENT_REPORTS_TOTAL, "result" => "sent")
+            .increment(chunk.len() as u64);
+    }
+    Ok(())
+}
+
+/// Every `interval`, sends the changed creators' reports until `stop`.
+pub async fn run_reporter(
+    reporter: Arc<Reporter>,
+    mut conn: RedisConn,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => reporter.flush(&mut conn).await,
+            _ = super::closed(&mut stop) => return,
+        }
+    }
+}
+
+/// Applies the reports in this node's inbox as settlement events until `closing`.
+pub async fn run_applier(
+    service: Arc<Service>,
+    mut conn: RedisConn,
+    interval: Duration,
+    mut closing: watch::Receiver<bool>,
+) {
+    let Some(map) = service.partitions.clone() else {
+        return;
+    };
+    let Some(local) = map.local() else { return };
+    let key = inbox_key(&local.name);
+    let mut after = "0-0".to_owned();
+    loop {
+        if *closing.borrow() {
+            return;
+        }
+        match drain(&service, &map, &mut conn, &key, &mut after, &mut closing).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "settlement inbox: retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = super::closed(&mut closing) => return,
+        }
+    }
+}
+
+/// Applies the inbox entries after `after`; true if it read a full page (more may wait).
+async fn drain(
+    service: &Service,
+    map: &PartitionMap,
+    conn: &mut RedisConn,
+    key: &str,
+    after: &mut String,
+    closing: &mut watch::Receiver<bool>,
+) -> Result<bool, JournalError> {
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let page: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg(format!("({after}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(ENTRIES_PER_READ)
+        .query_async(conn)
+        .await
+        .map_err(|e| JournalError(format!("redis: {e}")))?;
+    let full = page.len() == ENTRIES_PER_READ;
+    for (id, fields) in page {
+        let events = match decode_entry(map, &fields) {
+            Ok(events) => events,
+            Err(e) => {
+                // Not a report this node can apply: left in the inbox for an operator.
+                tracing::error!(entry = %id, error = %e, "settlement inbox entry refused");
+                *after = id;
+                continue;
+            }
+        };
+        apply_durably(service, &events, closing).await?;
+        let _: u64 = redis::cmd("XDEL")
+            .arg(key)
+            .arg(&id)
+            .query_async(conn)
+            .await
+            .map_err(|e| JournalError(format!("redis: {e}")))?;
+        *after = id;
+    }
+    Ok(full)
+}
+
+/// The settlement events of one inbox entry (reports for creators this node does not
+/// own are refused and counted).
+fn decode_entry(map: &PartitionMap, fields: &[(String, Vec<u8>)]) -> Result<Vec<Event>, String> {
+    let bytes = fields
+        .iter()
+        .find(|(f, _)| f == "r")
+        .map(|(_, v)| v)
+        .ok_or("no field r")?;
+    let entry: InboxEntry = protocol::decode(bytes).map_err(|e| e.to_string())?;
+    if entry.version != INBOX_VERSION {
+        return Err(format!("inbox entry version {}", entry.version));
+    }
+    let source = map
+        .index_of(&entry.from)
+        .filter(|&i| Some(i) != map.local_index())
+        .ok_or_else(|| format!("reports from {:?}, not another node of the map", entry.from))?;
+    let mut events = Vec::with_capacity(entry.reports.len());
+    for (creator, diamonds) in entry.reports {
+        if !map.owns(creator) {
+            metrics::counter!(telemetry::SETTLEMENT_REPORTS_TOTAL, "result" => "refused")
+                .increment(1);
+            tracing::error!(creator, from = %entry.from, "a settlement report for a creator this node does not own (do the nodes run the same map?)");
+            continue;
+        }
+        let creator = CreatorId(creator);
+        let source = source as u16;
+        events.push(Event::Settlement(Settlement {
+            id: Settlement::id_for(creator, source, diamonds),
+            creator,
+            source,
+            diamonds,
+        }));
+    }
+    Ok(events)
+}
+
+/// Applies `events` through the ingest path, in batches, and waits until they are durable.
+async fn apply_durably(
+    service: &Service,
+    events: &[Event],
+    closing: &mut watch::Receiver<bool>,
+) -> Result<(), JournalError> {
+    for batch in events.chunks(service.config.limits.events_per_frame_max.max(1)) {
+        loop {
+            if *closing.borrow() {
+                return Err(JournalError("shutting down".to_owned()));
+            }
+            if service.commits.accepting() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let outcomes = service.apply(batch, "cluster");
+        let mut credited = 0u64;
+        let mut applied = 0u64;
+        for o in outcomes.iter().filter(|o| !o.duplicate) {
+            if let Status::Accepted(Effect::Settled { credited: c }) = o.status {
+                credited = credited.saturating_add(c);
+                applied += 1;
+            }
+        }
+        let last = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
+        service.commits.durable(last).await?;
+        metrics::counter!(telemetry::SETTLEMENT_REPORTS_TOTAL, "result" => "applied")
+            .increment(applied);
+        metrics::counter!(telemetry::SETTLEMENT_DIAMONDS_TOTAL).increment(credited);
+    }
+    Ok(())
+}
