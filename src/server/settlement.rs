@@ -251,6 +251,7 @@ pub async fn run_applier(
         match drain(&service, &map, &mut conn, &key, &mut after, &mut closing).await {
             Ok(true) => continue,
             Ok(false) => {}
+            Err(_) if *closing.borrow() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "settlement inbox: retrying");
             }
