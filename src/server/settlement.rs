@@ -19,8 +19,10 @@
 //!   and every `cluster.settle_interval_ms` [`run_reporter`] writes the changed ones to
 //!   their owners' inboxes (at most [`REPORTS_PER_ENTRY_MAX`] per stream entry and
 //!   [`REPORTS_PER_TICK_MAX`] per interval; an inbox over [`INBOX_ENTRIES_MAX`] entries is
-//!   not written to until its owner drains it — the reports wait, cumulative). At start
-//!   every such creator is reported once (the owner finds most reports repeated).
+//!   not written to until its owner drains it — the reports wait, cumulative). A creator
+//!   whose whole diamonds did not change since its last report (its coins grew by less
+//!   than a diamond) is not reported again. At start every such creator is reported once
+//!   (the owner finds most reports repeated).
 //! - [`run_applier`] (every node): reads its own inbox, applies each entry's reports as
 //!   settlement events through the ordinary ingest path, waits until they are durable,
 //!   then deletes the entry. A crash in between re-applies the entry at the next start:
@@ -82,11 +84,16 @@ pub struct Reporter {
 
 #[derive(Default)]
 struct Pending {
-    /// Coins this node's senders gave each creator owned elsewhere (committed).
-    coins: FxHashMap<CreatorId, u128>,
+    /// Per creator owned elsewhere: the coins this node's senders gave it (committed),
+    /// and the diamond total last written to its owner's inbox ([`UNSENT`]: none since
+    /// this start, or the write failed).
+    coins: FxHashMap<CreatorId, (u128, u64)>,
     /// Creators whose coins changed since their last report.
     dirty: FxHashSet<CreatorId>,
 }
+
+/// No report written yet for this creator since the start.
+const UNSENT: u64 = u64::MAX;
 
 impl Reporter {
     /// A cluster node's reporter, from the engine's recovered (committed) state: every
@@ -94,9 +101,10 @@ impl Reporter {
     pub fn new(engine: &Engine, map: Option<&PartitionMap>) -> Option<Arc<Reporter>> {
         let map = map?;
         let local = map.local_index()?;
-        let coins: FxHashMap<CreatorId, u128> = engine
+        let coins: FxHashMap<CreatorId, (u128, u64)> = engine
             .creators_coins(|c| map.owner_of(c.0) != local)
             .into_iter()
+            .map(|(c, coins)| (c, (coins, UNSENT)))
             .collect();
         let dirty = coins.keys().copied().collect();
         let economy = engine.economy().clone();
@@ -122,20 +130,31 @@ impl Reporter {
                 .get(g.gift.0 as usize)
                 .map_or(0, |&c| u128::from(c) * u128::from(g.count));
             let state = state.get_or_insert_with(|| self.state.lock());
-            *state.coins.entry(g.creator).or_default() += cost;
+            state.coins.entry(g.creator).or_insert((0, UNSENT)).0 += cost;
             state.dirty.insert(g.creator);
         }
     }
 
-    /// Up to `max` changed creators with the diamonds credited them here, by owner.
+    /// Up to `max` changed creators with the diamonds credited them here, by owner,
+    /// marked as sent; a creator whose whole diamonds did not change since its last
+    /// report (its coins grew by less than a diamond) is not reported again.
     fn take(&self, max: usize) -> BTreeMap<usize, Vec<(u64, u64)>> {
         let mut state = self.state.lock();
         let picked: Vec<CreatorId> = state.dirty.iter().take(max).copied().collect();
         let mut by_owner: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
         for c in picked {
             state.dirty.remove(&c);
-            let coins = state.coins.get(&c).copied().unwrap_or(0);
-            let diamonds = u64::try_from(self.economy.diamonds_for(coins)).unwrap_or(u64::MAX);
+            let Some((coins, sent)) = state.coins.get_mut(&c) else {
+                continue;
+            };
+            // Held one below UNSENT, so a report is never mistaken for "not sent".
+            let diamonds = u64::try_from(self.economy.diamonds_for(*coins))
+                .unwrap_or(u64::MAX)
+                .min(UNSENT - 1);
+            if diamonds == *sent {
+                continue;
+            }
+            *sent = diamonds;
             by_owner
                 .entry(self.map.owner_of(c.0))
                 .or_default()
@@ -144,12 +163,16 @@ impl Reporter {
         by_owner
     }
 
-    /// Marks reports that could not be sent as changed again.
+    /// Marks reports that could not be sent as changed and unsent again.
     fn put_back(&self, reports: &[(u64, u64)]) {
         let mut state = self.state.lock();
-        state
-            .dirty
-            .extend(reports.iter().map(|&(c, _)| CreatorId(c)));
+        for &(c, _) in reports {
+            let c = CreatorId(c);
+            if let Some((_, sent)) = state.coins.get_mut(&c) {
+                *sent = UNSENT;
+            }
+            state.dirty.insert(c);
+        }
     }
 
     /// Creators waiting for a report.
@@ -373,4 +396,84 @@ async fn apply_durably(
         metrics::counter!(telemetry::SETTLEMENT_DIAMONDS_TOTAL).increment(credited);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterConfig, NodeConfig};
+    use crate::economy::{Currency, Economy};
+    use crate::engine::{
+        Channel, EngineConfig, EventId, Gift, GiftId, PackageId, Recharge, Stamp, StreamId, UserId,
+    };
+
+    fn map() -> PartitionMap {
+        let node = |name: &str, partitions: &str| NodeConfig {
+            name: name.into(),
+            tcp_addr: "127.0.0.1:1".into(),
+            http_addr: "127.0.0.1:2".into(),
+            partitions: partitions.into(),
+        };
+        let config = ClusterConfig {
+            node: "a".into(),
+            partitions: 8,
+            nodes: vec![node("a", "0-3"), node("b", "4-7")],
+            ..ClusterConfig::default()
+        };
+        PartitionMap::from_config(&config).unwrap().unwrap()
+    }
+
+    #[test]
+    fn the_reporter_reports_committed_diamond_totals_to_owners_once_per_change() {
+        let map = map();
+        let economy = Economy::embedded();
+        let engine = Engine::new(economy.clone(), EngineConfig::default()).unwrap();
+        let theirs = (1..).find(|&c| map.owner_of(c) == 1).unwrap();
+        let ours = (1..).find(|&c| map.owner_of(c) == 0).unwrap();
+        let rose = GiftId(economy.gift_index("rose").unwrap());
+        let package = economy.package_index("coins_7000").unwrap();
+        let gift = |id: u128, creator: u64, count: u32| {
+            Event::Gift(Gift {
+                id: EventId(id),
+                sender: UserId(1_000_000),
+                creator: CreatorId(creator),
+                stream: StreamId(5),
+                gift: rose,
+                count,
+            })
+        };
+        let recharge = Event::Recharge(Recharge {
+            id: EventId(1),
+            user: UserId(1_000_000),
+            coins: economy.packages[package as usize].coins,
+            price: economy.packages[package as usize].prices[&Currency::USD],
+            currency: Currency::USD,
+            package: Some(PackageId(package)),
+            channel: Channel::App,
+        });
+        // Committed before the start: reported once at the start.
+        engine.apply_batch(
+            &[recharge, gift(2, theirs, 10), gift(3, ours, 10)],
+            Stamp(1),
+        );
+        engine.drain_log();
+        let reporter = Reporter::new(&engine, Some(&map)).unwrap();
+        assert_eq!(reporter.take(100), BTreeMap::from([(1, vec![(theirs, 5)])]));
+        assert!(reporter.take(100).is_empty(), "nothing changed");
+
+        // A rose (half a diamond) changes no whole diamond: no report; the next does.
+        let run = |events: &[Event]| {
+            engine.apply_batch(events, Stamp(2));
+            reporter.committed(&engine.drain_log());
+        };
+        run(&[gift(4, theirs, 1), gift(5, ours, 100)]);
+        assert!(reporter.take(100).is_empty(), "11 roses: still 5 diamonds");
+        run(&[gift(6, theirs, 1)]);
+        let reports = reporter.take(100);
+        assert_eq!(reports, BTreeMap::from([(1, vec![(theirs, 6)])]));
+        // A report that could not be written is sent again, even unchanged.
+        reporter.put_back(&reports[&1]);
+        assert_eq!(reporter.take(100), reports);
+        assert_eq!(reporter.pending(), 0);
+    }
 }
