@@ -133,7 +133,22 @@ impl CreatorShard {
             }
             Err(code) => Status::Rejected(code),
         };
-        self.record(config, Event::Payout(*p), seq, status, stamp)
+        let outcome = Outcome {
+            seq,
+            status,
+            duplicate: false,
+        };
+        self.window.insert(p.id, outcome, stamp);
+        if config.keep_log {
+            self.log.push(LogEntry {
+                seq,
+                stamp,
+                event: Event::Payout(*p),
+                outcome,
+                totals: None,
+            });
+        }
+        outcome
     }
 
     /// Applies a settlement report with sequence number `seq`: the creator's diamonds
@@ -158,30 +173,17 @@ impl CreatorShard {
                 s.diamonds
             }
         };
-        let status = Status::Accepted(Effect::Settled { credited });
-        self.record(config, Event::Settlement(*s), seq, status, stamp)
-    }
-
-    /// Records a book event's outcome: in the idempotency window and the log.
-    fn record(
-        &mut self,
-        config: &EngineConfig,
-        event: Event,
-        seq: u64,
-        status: Status,
-        stamp: Stamp,
-    ) -> Outcome {
         let outcome = Outcome {
             seq,
-            status,
+            status: Status::Accepted(Effect::Settled { credited }),
             duplicate: false,
         };
-        self.window.insert(event.id(), outcome, stamp);
+        self.window.insert(s.id, outcome, stamp);
         if config.keep_log {
             self.log.push(LogEntry {
                 seq,
                 stamp,
-                event,
+                event: Event::Settlement(*s),
                 outcome,
                 totals: None,
             });

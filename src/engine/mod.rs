@@ -372,22 +372,27 @@ impl Engine {
         recorded: Option<Outcome>,
     ) -> Outcome {
         match (event, route) {
-            (Event::Payout(_) | Event::Settlement(_), Route::Creator(c)) => {
+            (Event::Payout(p), Route::Creator(c)) => {
                 let mut shard = self.creators[c].lock();
-                if let Some(original) = shard.window.get(event.id()) {
+                if let Some(original) = shard.window.get(p.id) {
                     return Outcome {
                         duplicate: true,
                         ..original
                     };
                 }
                 let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
-                match event {
-                    Event::Payout(p) => {
-                        shard.payout(&self.economy, &self.config, p, seq, stamp, recorded)
-                    }
-                    Event::Settlement(st) => shard.settle(&self.config, st, seq, stamp),
-                    _ => unreachable!("matched above"),
+                shard.payout(&self.economy, &self.config, p, seq, stamp, recorded)
+            }
+            (Event::Settlement(st), Route::Creator(c)) => {
+                let mut shard = self.creators[c].lock();
+                if let Some(original) = shard.window.get(st.id) {
+                    return Outcome {
+                        duplicate: true,
+                        ..original
+                    };
                 }
+                let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
+                shard.settle(&self.config, st, seq, stamp)
             }
             (Event::StreamGoal(g), Route::Stream(s)) => {
                 let mut shard = self.streams[s].lock();
