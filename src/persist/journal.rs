@@ -223,22 +223,7 @@ pub fn spawn_committer(
             if let Some(policy) = &snapshots {
                 if writing.as_ref().is_some_and(|w| w.is_finished()) {
                     let oldest_kept = writing.take().expect("some").await.ok().flatten();
-                    let floor = policy
-                        .trim_floor
-                        .as_ref()
-                        .map_or(u64::MAX, |f| f.load(Ordering::Acquire));
-                    if let (true, Some(seq)) =
-                        (policy.trim_journal, oldest_kept.map(|s| s.min(floor)))
-                    {
-                        match journal.trim(seq).await {
-                            Ok(n) => {
-                                tracing::info!(up_to_seq = seq, entries = n, "journal trimmed")
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "journal trim failed; the next snapshot retries")
-                            }
-                        }
-                    }
+                    trim_to_snapshots(&*journal, policy, oldest_kept).await;
                 }
                 let watermark = *tx.borrow();
                 let due = policy
@@ -304,14 +289,40 @@ pub fn spawn_committer(
             metrics::gauge!(telemetry::COMMIT_PENDING_EVENTS)
                 .set(engine.last_seq().saturating_sub(*tx.borrow()) as f64);
             if stopping && engine.last_seq() == *tx.borrow() {
-                if let Some(w) = writing.take() {
-                    let _ = w.await;
+                // A snapshot still being written is finished, and the journal trimmed to
+                // it, as if the server had run on.
+                if let (Some(w), Some(policy)) = (writing.take(), &snapshots) {
+                    let oldest_kept = w.await.ok().flatten();
+                    trim_to_snapshots(&*journal, policy, oldest_kept).await;
                 }
                 return true;
             }
         }
     });
     (handle, task)
+}
+
+/// Trims the journal up to the oldest kept snapshot (`oldest_kept`, what the last
+/// write found on disk), never past the read model's position (`trim_floor`).
+async fn trim_to_snapshots(
+    journal: &dyn Journal,
+    policy: &SnapshotPolicy,
+    oldest_kept: Option<u64>,
+) {
+    let floor = policy
+        .trim_floor
+        .as_ref()
+        .map_or(u64::MAX, |f| f.load(Ordering::Acquire));
+    let Some(seq) = oldest_kept.map(|s| s.min(floor)) else {
+        return;
+    };
+    if !policy.trim_journal {
+        return;
+    }
+    match journal.trim(seq).await {
+        Ok(n) => tracing::info!(up_to_seq = seq, entries = n, "journal trimmed"),
+        Err(e) => tracing::warn!(error = %e, "journal trim failed; the next snapshot retries"),
+    }
 }
 
 /// Appends one run, retrying with bounded backoff until it succeeds (or `deadline`).

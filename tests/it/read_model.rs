@@ -297,6 +297,8 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     //    one) is not interleaved with: this projector stops writing; the next start
     //    clears the claim and catches up.
     let fifth = server(&redis, |_| {}).await;
+    // After its start: `prepare` clears a claim (the process holds the lease).
+    fifth.serving().await;
     redis::cmd("SET")
         .arg(format!("{PREFIX}writer"))
         .arg("another projector (pid 1)")

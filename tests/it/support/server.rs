@@ -107,6 +107,14 @@ impl TestServer {
         (server, recovered)
     }
 
+    /// Waits until the server answers HTTP: its start-up (recovery checks, the read
+    /// model's `prepare`) is over. The listeners are bound before `run` starts, so a
+    /// connection alone does not say that.
+    pub async fn serving(&self) {
+        let (status, _) = self.get("/healthz", None).await;
+        assert_eq!(status, 200);
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
