@@ -252,6 +252,11 @@ pub struct ReadModelConfig {
     pub ops_per_window_max: usize,
     /// Committed runs queued for the projector; when full, it reads the journal instead.
     pub queue_runs_max: usize,
+    /// Most of the wall time, in percent (5..=100), that the projector keeps Redis busy
+    /// with its writes: after a write that took `t` it pauses `t x (100 / p - 1)`. Below
+    /// 100 it protects journal appends (the ack latency) when the read model cannot keep
+    /// up, at the price of more lag. 100 = no pause.
+    pub redis_share_percent: u8,
     /// Also project wallet balances (`user:<id>` hashes).
     pub wallets: bool,
     /// The Redis the read model is written to; "" = the journal's (`redis.url`). A
@@ -280,6 +285,7 @@ impl Default for ReadModelConfig {
             ops_per_write_max: 256,
             ops_per_window_max: 65_536,
             queue_runs_max: 1024,
+            redis_share_percent: 100,
             wallets: false,
             url: String::new(),
         }
@@ -521,6 +527,12 @@ impl Config {
             ));
         }
         bounded("read_model.queue_runs_max", r.queue_runs_max, 1_000_000)?;
+        if !(5..=100).contains(&r.redis_share_percent) {
+            return Err(ConfigError::new(
+                "read_model.redis_share_percent",
+                "must be in 5..=100",
+            ));
+        }
         if self.snapshot.keep == 0 || self.snapshot.keep > 1000 {
             return Err(ConfigError::new("snapshot.keep", "must be in 1..=1000"));
         }
@@ -725,6 +737,11 @@ mod tests {
                 "limits.frame_bytes_max",
             ),
             ("[limits]", "[limits]\nframes = 1", "giftstream.toml"),
+            (
+                "redis_share_percent = 100",
+                "redis_share_percent = 4",
+                "read_model.redis_share_percent",
+            ),
         ] {
             assert!(SHIPPED.contains(from), "{from}");
             let text = SHIPPED.replacen(from, to, 1);

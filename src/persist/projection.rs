@@ -1136,8 +1136,15 @@ async fn run(
                     .await
                     {
                         Ok((ran, held)) => {
+                            let took = started.elapsed();
                             metrics::histogram!(telemetry::READ_MODEL_WRITE_SECONDS)
-                                .record(started.elapsed().as_secs_f64());
+                                .record(took.as_secs_f64());
+                            if stopping_since.is_none() {
+                                let pause = share_pause(took, config.redis_share_percent);
+                                if !pause.is_zero() {
+                                    tokio::time::sleep(pause).await;
+                                }
+                            }
                             metrics::counter!(telemetry::READ_MODEL_WRITES_TOTAL).increment(1);
                             // A large window takes many writes: the lag stays current.
                             metrics::gauge!(telemetry::READ_MODEL_LAG_SECONDS)
@@ -1194,6 +1201,13 @@ async fn run(
             _ = stop.changed(), if stopping_since.is_none() => {}
         }
     }
+}
+
+/// The pause after a write that took `took` that keeps the projector's share of Redis
+/// time at `percent` (100: none).
+fn share_pause(took: Duration, percent: u8) -> Duration {
+    let percent = u32::from(percent.clamp(1, 100));
+    took * (100 - percent) / percent
 }
 
 /// Milliseconds since `stamp` (0 if in the future).
@@ -1347,6 +1361,27 @@ fn compare_top<Id: Copy>(
             diffs.push(format!(
                 "{what}: user {user} has {score} in Redis, {coins} in the ledger"
             ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_pause_keeps_writes_to_their_share_of_the_time() {
+        let took = Duration::from_millis(6);
+        assert_eq!(share_pause(took, 100), Duration::ZERO);
+        assert_eq!(share_pause(took, 50), took, "half the time writing");
+        assert_eq!(share_pause(took, 25), 3 * took);
+        assert_eq!(share_pause(took, 5), 19 * took);
+        for percent in [5u8, 10, 30, 60, 99] {
+            let busy = took.as_secs_f64() / (took + share_pause(took, percent)).as_secs_f64();
+            assert!(
+                (busy - f64::from(percent) / 100.0).abs() < 1e-6,
+                "{percent}: {busy}"
+            );
         }
     }
 }

@@ -223,10 +223,12 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     assert_top_k_only(&mut conn).await;
 
     // 3. A queue of one run and many small commits: runs that do not fit are read back
-    //    from the journal, none twice; windows are written in chunks of 7 operations.
+    //    from the journal, none twice; windows are written in chunks of 7 operations,
+    //    each followed by a pause (a 25 % share of Redis time).
     third.stop().await.unwrap();
     let fourth = server(&redis, |c| {
         c.read_model.ops_per_write_max = 7;
+        c.read_model.redis_share_percent = 25;
         c.read_model.queue_runs_max = 1;
         c.read_model.window_ms = 200;
         c.read_model.lag_max_ms = 1000;
