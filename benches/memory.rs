@@ -5,6 +5,9 @@
 //! Then the idempotency window's cost per remembered event id: the RSS growth while 4M
 //! recharges to 1,000 wallets fill a window of 4M entries (history and log off).
 //!
+//! And a history line's cost: the RSS growth while 100k funded users each fill their
+//! history (`engine.history_per_user`, 32) with recharges (log off, window of 16 ids).
+//!
 //! Run: `cargo bench --bench memory`. Prints bytes per wallet and per id; Linux only
 //! (/proc).
 
@@ -18,6 +21,19 @@ fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
+}
+
+/// Applies `events` in batches of 1000, as a client would send them.
+fn apply_in_batches(engine: &Engine, events: impl Iterator<Item = Event>) {
+    let mut batch = Vec::with_capacity(1000);
+    for event in events {
+        batch.push(event);
+        if batch.len() == 1000 {
+            engine.apply_batch(&batch, Stamp(1_794_700_800_000));
+            batch.clear();
+        }
+    }
+    engine.apply_batch(&batch, Stamp(1_794_700_800_000));
 }
 
 fn recharge(id: u64, user: u64) -> Event {
@@ -38,6 +54,34 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     per_wallet();
     per_idempotency_id(if full { 4 << 20 } else { 64 << 10 });
+    per_history_line(if full { 100_000 } else { 2_000 });
+}
+
+fn per_history_line(users: u64) {
+    let config = EngineConfig {
+        keep_log: false,
+        idempotency_entries_max: 16,
+        ..EngineConfig::default()
+    };
+    let lines = config.history_per_user as u64;
+    let engine = Engine::new(Economy::embedded(), config).unwrap();
+    // The wallets (and each history's first line) first, so that only histories grow.
+    apply_in_batches(&engine, (0..users).map(|u| recharge(u64::MAX - u, u)));
+    let before = rss_bytes();
+    apply_in_batches(
+        &engine,
+        (0..users * (lines - 1)).map(|id| recharge(id, id % users)),
+    );
+    let after = rss_bytes();
+    let grown = users * (lines - 1);
+    println!(
+        "memory/history-line: {} users x {} lines, RSS +{} bytes for the last {} = {:.1} bytes per line",
+        users,
+        lines,
+        after - before,
+        grown,
+        (after - before) as f64 / grown as f64
+    );
 }
 
 fn per_idempotency_id(ids: u64) {
@@ -53,15 +97,7 @@ fn per_idempotency_id(ids: u64) {
     let wallets: Vec<Event> = (0..USERS).map(|u| recharge(u64::MAX - u, u)).collect();
     engine.apply_batch(&wallets, Stamp(1_794_700_800_000));
     let before = rss_bytes();
-    let mut batch = Vec::with_capacity(1000);
-    for id in 0..ids - USERS {
-        batch.push(recharge(id, id % USERS));
-        if batch.len() == 1000 {
-            engine.apply_batch(&batch, Stamp(1_794_700_800_000));
-            batch.clear();
-        }
-    }
-    engine.apply_batch(&batch, Stamp(1_794_700_800_000));
+    apply_in_batches(&engine, (0..ids - USERS).map(|id| recharge(id, id % USERS)));
     let after = rss_bytes();
     println!(
         "memory/idempotency-id: {} ids remembered, RSS +{} bytes = {:.1} bytes per id",
@@ -80,14 +116,7 @@ fn per_wallet() {
     };
     let engine = Engine::new(Economy::embedded(), config).unwrap();
     let before = rss_bytes();
-    let mut batch = Vec::with_capacity(1000);
-    for u in 0..WALLETS {
-        batch.push(recharge(u, u));
-        if batch.len() == 1000 {
-            engine.apply_batch(&batch, Stamp(1_794_700_800_000));
-            batch.clear();
-        }
-    }
+    apply_in_batches(&engine, (0..WALLETS).map(|u| recharge(u, u)));
     let after = rss_bytes();
     let audit = engine.audit();
     assert_eq!(audit.totals.wallets, WALLETS);

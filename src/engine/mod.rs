@@ -673,7 +673,7 @@ impl Engine {
         shard
             .histories
             .get(&user)
-            .map(|h| h.iter().rev().take(limit).copied().collect())
+            .map(|h| h.iter().rev().take(limit).map(|&l| l.into()).collect())
             .unwrap_or_default()
     }
 

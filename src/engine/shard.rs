@@ -37,6 +37,82 @@ pub struct HistoryEntry {
     pub coins_delta: i128,
 }
 
+/// A history line as stored: 48 bytes where [`HistoryEntry`] takes 64 (the id as two
+/// words, so 8-byte alignment; the coin change as a magnitude and a direction — it is
+/// always a u64 amount). A user keeps up to `engine.history_per_user` of them, so they
+/// are most of a busy wallet's memory. Snapshots keep [`HistoryEntry`]'s encoding
+/// (`serde(try_from, into)`): the format is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "HistoryEntry", into = "HistoryEntry")]
+pub(crate) struct HistoryLine {
+    event_id: [u64; 2],
+    seq: u64,
+    stamp: Stamp,
+    coins: u64,
+    kind: EventKind,
+    code: Option<RejectCode>,
+    debit: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<HistoryLine>() == 48);
+
+impl HistoryLine {
+    /// A line for event `id`: `coins` added to the balance, or taken (`debit`).
+    fn new(
+        id: EventId,
+        kind: EventKind,
+        seq: u64,
+        stamp: Stamp,
+        code: Option<RejectCode>,
+        (coins, debit): (u64, bool),
+    ) -> Self {
+        HistoryLine {
+            event_id: [(id.0 >> 64) as u64, id.0 as u64],
+            seq,
+            stamp,
+            coins,
+            kind,
+            code,
+            debit,
+        }
+    }
+}
+
+impl From<HistoryLine> for HistoryEntry {
+    fn from(l: HistoryLine) -> Self {
+        let coins = i128::from(l.coins);
+        HistoryEntry {
+            event_id: EventId(u128::from(l.event_id[0]) << 64 | u128::from(l.event_id[1])),
+            kind: l.kind,
+            seq: l.seq,
+            stamp: l.stamp,
+            code: l.code,
+            coins_delta: if l.debit { -coins } else { coins },
+        }
+    }
+}
+
+impl TryFrom<HistoryEntry> for HistoryLine {
+    type Error = String;
+
+    fn try_from(e: HistoryEntry) -> Result<Self, String> {
+        let coins = u64::try_from(e.coins_delta.unsigned_abs()).map_err(|_| {
+            format!(
+                "history line of event {}: coin change {} out of range",
+                e.event_id.0, e.coins_delta
+            )
+        })?;
+        Ok(HistoryLine::new(
+            e.event_id,
+            e.kind,
+            e.seq,
+            e.stamp,
+            e.code,
+            (coins, e.coins_delta < 0),
+        ))
+    }
+}
+
 /// This shard's part of one creator's aggregates.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CreatorPart {
@@ -69,7 +145,7 @@ pub(crate) struct SenderTotals {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SenderShard {
     pub wallets: FxHashMap<UserId, Wallet>,
-    pub histories: FxHashMap<UserId, VecDeque<HistoryEntry>>,
+    pub histories: FxHashMap<UserId, VecDeque<HistoryLine>>,
     pub window: IdempotencyWindow,
     pub creators: FxHashMap<CreatorId, CreatorPart>,
     pub streams: FxHashMap<StreamId, StreamPart>,
@@ -132,14 +208,15 @@ impl SenderShard {
             };
         }
         let mut totals = None;
-        let (status, user, coins_delta) = match event {
-            Event::Recharge(r) => (self.recharge(economy, r), Some(r.user), r.coins as i128),
+        // The change of the user's coins: an amount and whether it was taken.
+        let (status, user, change) = match event {
+            Event::Recharge(r) => (self.recharge(economy, r), Some(r.user), (r.coins, false)),
             Event::Gift(g) => {
                 let (status, cost, gift_totals) = self.gift(economy, config, g, month);
                 totals = gift_totals;
-                (status, Some(g.sender), -(cost as i128))
+                (status, Some(g.sender), (cost, true))
             }
-            Event::Account(a) => (self.account(a), None, 0),
+            Event::Account(a) => (self.account(a), None, (0, false)),
             Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) => {
                 unreachable!("payouts, settlements and goals are routed to the books")
             }
@@ -158,14 +235,14 @@ impl SenderShard {
             if history.len() == config.history_per_user {
                 history.pop_front();
             }
-            history.push_back(HistoryEntry {
-                event_id: id,
-                kind: event.kind(),
+            history.push_back(HistoryLine::new(
+                id,
+                event.kind(),
                 seq,
                 stamp,
-                code: outcome.code(),
-                coins_delta: if accepted { coins_delta } else { 0 },
-            });
+                outcome.code(),
+                if accepted { change } else { (0, false) },
+            ));
         }
         if config.keep_log {
             self.log.push(LogEntry {
@@ -295,3 +372,46 @@ impl SenderShard {
 
 // A wallet is at most 32 bytes: the memory target is <= 100 bytes per wallet.
 const _: () = assert!(std::mem::size_of::<Wallet>() <= 32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_line_keeps_every_field_and_the_snapshot_encoding() {
+        let entries: VecDeque<HistoryEntry> = [
+            (u128::MAX, EventKind::Gift, None, -i128::from(u64::MAX)),
+            (1 << 64 | 7, EventKind::Recharge, None, i128::from(u64::MAX)),
+            (3, EventKind::Gift, Some(RejectCode::InsufficientCoins), 0),
+            (0, EventKind::Account, None, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, kind, code, coins_delta))| HistoryEntry {
+            event_id: EventId(id),
+            kind,
+            seq: u64::MAX - i as u64,
+            stamp: Stamp(1_794_700_800_000 + i as u64),
+            code,
+            coins_delta,
+        })
+        .collect();
+        let lines: VecDeque<HistoryLine> = entries
+            .iter()
+            .map(|&e| HistoryLine::try_from(e).unwrap())
+            .collect();
+        let back: VecDeque<HistoryEntry> = lines.iter().map(|&l| l.into()).collect();
+        assert_eq!(back, entries);
+        // Snapshots hold histories: stored as lines, they encode exactly as entries did.
+        let encoded = crate::protocol::encode_serde(&lines).unwrap();
+        assert_eq!(encoded, crate::protocol::encode_serde(&entries).unwrap());
+        let decoded: VecDeque<HistoryLine> = crate::protocol::decode_serde(&encoded).unwrap();
+        assert_eq!(decoded, lines);
+        // A coin change no apply can make is refused, not wrapped.
+        let mut wide = entries[0];
+        wide.coins_delta = i128::from(u64::MAX) + 1;
+        assert!(HistoryLine::try_from(wide).is_err());
+        let wrong = crate::protocol::encode_serde(&[wide]).unwrap();
+        assert!(crate::protocol::decode_serde::<Vec<HistoryLine>>(&wrong).is_err());
+    }
+}
