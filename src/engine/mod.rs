@@ -741,8 +741,7 @@ impl Engine {
         shard
             .creator_gifters
             .get(&(creator, user))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |c| c.get())
     }
 
     /// Coins `user` gave in `stream` in total.
@@ -751,8 +750,7 @@ impl Engine {
         shard
             .stream_gifters
             .get(&(stream, user))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |c| c.get())
     }
 
     /// Top gifters of a creator: `(user, coins)`, best first.
@@ -840,10 +838,10 @@ impl Engine {
             }
             let mut tops = std::collections::HashMap::<CreatorId, TopK>::new();
             for (&(creator, user), &coins) in &s.creator_gifters {
-                *creator_parts.entry(creator).or_default() += coins;
+                *creator_parts.entry(creator).or_default() += coins.get();
                 tops.entry(creator)
                     .or_default()
-                    .offer(self.config.top_k, user.0, coins);
+                    .offer(self.config.top_k, user.0, coins.get());
             }
             for (creator, part) in &s.creators {
                 if tops.get(creator).unwrap_or(&TopK::default()) != &part.top {
@@ -853,7 +851,7 @@ impl Engine {
                 }
             }
             for (&(stream, _), &coins) in &s.stream_gifters {
-                *stream_parts.entry(stream).or_default() += coins;
+                *stream_parts.entry(stream).or_default() += coins.get();
             }
         }
         let mut top_check = Vec::new();

@@ -113,6 +113,36 @@ impl TryFrom<HistoryEntry> for HistoryLine {
     }
 }
 
+/// Coins one sender gave one creator (or in one stream) in total: a `u64` in memory, so
+/// a per-pair map entry is 24 bytes instead of 32 (these maps grow with every new
+/// sender-creator pair: they are most of the engine's memory under uniform load). It
+/// saturates at `u64::MAX` coins (unreachable in practice; the journaled totals of a
+/// gift were already capped there). Encoded as the `u128` it used to be, so snapshots
+/// keep their format; a larger value in a snapshot is refused, not truncated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct PairCoins(pub u64);
+
+impl PairCoins {
+    pub(crate) fn get(self) -> u128 {
+        u128::from(self.0)
+    }
+}
+
+impl Serialize for PairCoins {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u128(self.get())
+    }
+}
+
+impl<'de> Deserialize<'de> for PairCoins {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let coins = u128::deserialize(deserializer)?;
+        u64::try_from(coins).map(PairCoins).map_err(|_| {
+            serde::de::Error::custom(format!("a gifter's coin total {coins} exceeds 64 bits"))
+        })
+    }
+}
+
 /// This shard's part of one creator's aggregates.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CreatorPart {
@@ -152,9 +182,9 @@ pub(crate) struct SenderShard {
     /// Coins gifted per (creator, sender of this shard). One flat map rather than a map
     /// per creator: no small-map growth on the hot path, one probe per gift; split in
     /// parts so that it grows in small steps (`splitmap`).
-    pub creator_gifters: SplitMap<(CreatorId, UserId), u128>,
+    pub creator_gifters: SplitMap<(CreatorId, UserId), PairCoins>,
     /// Coins gifted per (stream, sender of this shard).
-    pub stream_gifters: SplitMap<(StreamId, UserId), u128>,
+    pub stream_gifters: SplitMap<(StreamId, UserId), PairCoins>,
     pub log: Vec<LogEntry>,
     pub totals: SenderTotals,
     /// Creators and streams with pending coins, to merge at the end of the chunk.
@@ -311,9 +341,9 @@ impl SenderShard {
             .creator_gifters
             .entry((g.creator, g.sender))
             .or_default();
-        *total += cost;
-        part.top.offer(config.top_k, g.sender.0, *total);
-        let creator_total = *total;
+        total.0 = total.0.saturating_add(cost as u64);
+        part.top.offer(config.top_k, g.sender.0, total.get());
+        let creator_total = total.0;
 
         let part = self.streams.entry(g.stream).or_default();
         if part.pending_coins == 0 {
@@ -322,11 +352,11 @@ impl SenderShard {
         part.pending_coins += cost;
         part.pending_creator = Some(part.pending_creator.map_or(g.creator, |c| c.min(g.creator)));
         let total = self.stream_gifters.entry((g.stream, g.sender)).or_default();
-        *total += cost;
-        part.top.offer(config.top_k, g.sender.0, *total);
+        total.0 = total.0.saturating_add(cost as u64);
+        part.top.offer(config.top_k, g.sender.0, total.get());
         let totals = GiftTotals {
-            creator: u64::try_from(creator_total).unwrap_or(u64::MAX),
-            stream: u64::try_from(*total).unwrap_or(u64::MAX),
+            creator: creator_total,
+            stream: total.0,
         };
 
         (
@@ -413,5 +443,32 @@ mod tests {
         assert!(HistoryLine::try_from(wide).is_err());
         let wrong = crate::protocol::encode_serde(&[wide]).unwrap();
         assert!(crate::protocol::decode_serde::<Vec<HistoryLine>>(&wrong).is_err());
+    }
+
+    #[test]
+    fn pair_totals_encode_as_the_u128_they_were_and_a_wider_one_is_refused() {
+        use crate::protocol::{decode_serde, encode_serde};
+        let mut pairs: SplitMap<(CreatorId, UserId), PairCoins> = SplitMap::default();
+        let mut wide: FxHashMap<(CreatorId, UserId), u128> = FxHashMap::default();
+        for (i, coins) in [0, 1, 250, 251, 65_536, u64::MAX].into_iter().enumerate() {
+            let key = (CreatorId(7), UserId(i as u64));
+            pairs.insert(key, PairCoins(coins));
+            wide.insert(key, u128::from(coins));
+        }
+        // A snapshot written with u128 totals reads back, and is written the same way.
+        let from_wide: SplitMap<(CreatorId, UserId), PairCoins> =
+            decode_serde(&encode_serde(&wide).unwrap()).unwrap();
+        assert!(
+            wide.iter()
+                .all(|(k, &v)| from_wide.get(k).map(|c| c.get()) == Some(v))
+        );
+        let back: FxHashMap<(CreatorId, UserId), u128> =
+            decode_serde(&encode_serde(&pairs).unwrap()).unwrap();
+        assert_eq!(back, wide);
+        wide.insert((CreatorId(8), UserId(1)), u128::from(u64::MAX) + 1);
+        let err =
+            decode_serde::<SplitMap<(CreatorId, UserId), PairCoins>>(&encode_serde(&wide).unwrap())
+                .expect_err("a total over 64 bits is refused");
+        assert!(err.contains("exceeds 64 bits"), "{err}");
     }
 }
