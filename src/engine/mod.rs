@@ -762,9 +762,9 @@ impl Engine {
     fn top_gifters(
         &self,
         limit: usize,
-        part: impl Fn(&SenderShard) -> Option<TopK>,
+        part: impl Fn(&SenderShard) -> Option<TopK<u64>>,
     ) -> Vec<(UserId, u128)> {
-        let parts: Vec<TopK> = self
+        let parts: Vec<TopK<u64>> = self
             .senders
             .iter()
             .filter_map(|s| part(&s.lock()))
@@ -836,12 +836,12 @@ impl Engine {
             if !s.touched_creators.is_empty() || !s.touched_streams.is_empty() {
                 v.push(format!("sender shard {i} has unmerged credits at a cut"));
             }
-            let mut tops = std::collections::HashMap::<CreatorId, TopK>::new();
+            let mut tops = std::collections::HashMap::<CreatorId, TopK<u64>>::new();
             for (&(creator, user), &coins) in &s.creator_gifters {
                 *creator_parts.entry(creator).or_default() += coins.get();
                 tops.entry(creator)
                     .or_default()
-                    .offer(self.config.top_k, user.0, coins.get());
+                    .offer(self.config.top_k, user.0, coins.0);
             }
             for (creator, part) in &s.creators {
                 if tops.get(creator).unwrap_or(&TopK::default()) != &part.top {
@@ -1140,8 +1140,8 @@ fn read_model_view<'a>(
         tops: parts.tops,
         ..Default::default()
     };
-    let mut creator_tops: FxHashMap<CreatorId, Vec<&TopK>> = FxHashMap::default();
-    let mut stream_tops: FxHashMap<StreamId, Vec<&TopK>> = FxHashMap::default();
+    let mut creator_tops: FxHashMap<CreatorId, Vec<&TopK<u64>>> = FxHashMap::default();
+    let mut stream_tops: FxHashMap<StreamId, Vec<&TopK<u64>>> = FxHashMap::default();
     for s in senders {
         if parts.tops > 0 {
             for (&c, part) in &s.creators {

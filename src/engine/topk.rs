@@ -7,9 +7,22 @@
 /// growing, at which point it is offered; so the list always equals the top K of all
 /// current scores, whatever the order of the offers. That is what makes replay and
 /// merging across shards reproduce it exactly.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TopK {
-    entries: Vec<(u128, u64)>,
+///
+/// The score type `S` is `u128` (diamonds, and the read model's copies) or `u64` (the
+/// sender shards' gifter lists, whose totals are `u64`: 16 bytes an entry instead of 32).
+/// Both encode a score as a varint of its value, so a list written with `u128` scores
+/// that fit 64 bits reads back as `TopK<u64>` (a wider one is refused).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TopK<S = u128> {
+    entries: Vec<(S, u64)>,
+}
+
+impl<S> Default for TopK<S> {
+    fn default() -> Self {
+        TopK {
+            entries: Vec::new(),
+        }
+    }
 }
 
 /// What an offer did to a [`TopK`].
@@ -22,14 +35,14 @@ pub enum Offer {
 }
 
 /// True when `a` ranks before `b`.
-fn ranks_before(a: (u128, u64), b: (u128, u64)) -> bool {
+fn ranks_before<S: Ord>(a: (S, u64), b: (S, u64)) -> bool {
     a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
 }
 
-impl TopK {
+impl<S: Copy + Ord + Into<u128>> TopK<S> {
     /// Records that `id`'s score grew to `score`; says whether the list changed and
     /// which id (if any) it pushed out.
-    pub fn offer(&mut self, k: usize, id: u64, score: u128) -> Offer {
+    pub fn offer(&mut self, k: usize, id: u64, score: S) -> Offer {
         let candidate = (score, id);
         if self.entries.len() >= k {
             match self.entries.last() {
@@ -55,20 +68,23 @@ impl TopK {
     }
 
     /// `id`'s score if it is listed.
-    pub fn score_of(&self, id: u64) -> Option<u128> {
+    pub fn score_of(&self, id: u64) -> Option<S> {
         self.entries.iter().find(|e| e.1 == id).map(|e| e.0)
     }
 
-    pub fn entries(&self) -> &[(u128, u64)] {
+    pub fn entries(&self) -> &[(S, u64)] {
         &self.entries
     }
 
     /// The top `limit` of several lists over disjoint or identical ids (for identical
     /// ids, as across the shards of one creator book, scores must be the same).
-    pub fn merge<'a>(lists: impl IntoIterator<Item = &'a TopK>, limit: usize) -> Vec<(u128, u64)> {
+    pub fn merge<'a>(lists: impl IntoIterator<Item = &'a TopK<S>>, limit: usize) -> Vec<(u128, u64)>
+    where
+        S: 'a,
+    {
         let mut all: Vec<(u128, u64)> = lists
             .into_iter()
-            .flat_map(|l| l.entries.iter().copied())
+            .flat_map(|l| l.entries.iter().map(|&(s, id)| (s.into(), id)))
             .collect();
         all.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         all.dedup_by_key(|e| e.1);
@@ -81,6 +97,22 @@ impl TopK {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_u128_list_that_fits_64_bits_reads_as_u64_and_encodes_the_same() {
+        use crate::protocol::{decode_serde, encode_serde};
+        let (mut wide, mut narrow) = (TopK::<u128>::default(), TopK::<u64>::default());
+        for (id, score) in [(1, 0u64), (2, 250), (3, 251), (4, 70_000), (5, u64::MAX)] {
+            wide.offer(10, id, u128::from(score));
+            narrow.offer(10, id, score);
+        }
+        let bytes = encode_serde(&wide).unwrap();
+        assert_eq!(bytes, encode_serde(&narrow).unwrap());
+        assert_eq!(decode_serde::<TopK<u64>>(&bytes).unwrap(), narrow);
+        assert_eq!(TopK::merge([&narrow], 10), wide.entries());
+        wide.offer(10, 6, u128::from(u64::MAX) + 1);
+        assert!(decode_serde::<TopK<u64>>(&encode_serde(&wide).unwrap()).is_err());
+    }
 
     proptest! {
         #[test]
