@@ -326,13 +326,12 @@ impl SenderShard {
         wallet.month = month;
         let balance = wallet.coins;
         self.totals.coins_spent += u128::from(cost);
-        let cost = u128::from(cost);
 
         let part = self.creators.entry(g.creator).or_default();
         if part.pending_coins == 0 {
             self.touched_creators.push(g.creator);
         }
-        part.pending_coins += cost;
+        part.pending_coins += u128::from(cost);
         match part.gifts.iter_mut().find(|(id, _)| *id == g.gift) {
             Some((_, n)) => *n += u128::from(g.count),
             None => part.gifts.push((g.gift, u128::from(g.count))),
@@ -341,7 +340,7 @@ impl SenderShard {
             .creator_gifters
             .entry((g.creator, g.sender))
             .or_default();
-        total.0 = total.0.saturating_add(cost as u64);
+        total.0 = total.0.saturating_add(cost);
         part.top.offer(config.top_k, g.sender.0, total.0);
         let creator_total = total.0;
 
@@ -349,21 +348,17 @@ impl SenderShard {
         if part.pending_coins == 0 {
             self.touched_streams.push(g.stream);
         }
-        part.pending_coins += cost;
+        part.pending_coins += u128::from(cost);
         part.pending_creator = Some(part.pending_creator.map_or(g.creator, |c| c.min(g.creator)));
         let total = self.stream_gifters.entry((g.stream, g.sender)).or_default();
-        total.0 = total.0.saturating_add(cost as u64);
+        total.0 = total.0.saturating_add(cost);
         part.top.offer(config.top_k, g.sender.0, total.0);
         let totals = GiftTotals {
             creator: creator_total,
             stream: total.0,
         };
 
-        (
-            Status::Accepted(Effect::Coins(balance)),
-            cost as u64,
-            Some(totals),
-        )
+        (Status::Accepted(Effect::Coins(balance)), cost, Some(totals))
     }
 
     fn account(&mut self, a: &AccountSettings) -> Status {
