@@ -1,10 +1,15 @@
 //! Engine apply throughput (SPEC §4), in-process:
 //! - `apply/uniform`: one thread, 1M funded wallets, uniform senders, 10k creators,
 //!   batches of 1000 gifts;
+//! - `apply/uniform_drained`: as `apply/uniform`, the log drained after every batch (as
+//!   the service's committer does);
+//! - `floor/{pairs,lean,full}`: the design's floor — only the map operations a uniform
+//!   gift cannot avoid in this layout, on plain maps of the engine's sizes;
 //! - `two_threads/{uniform,hot}`: two threads, the same, vs every gift to one creator.
 //!
 //! Run: `cargo bench --bench engine`. Figures go to BENCHMARKS.md.
 
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -12,6 +17,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
@@ -111,6 +117,20 @@ fn bench_apply(c: &mut Criterion) {
             engine.drain_log();
         });
     }
+    // As the service runs: the committer drains the log after every group commit.
+    let engine = funded_engine(EngineConfig::default());
+    let mut gifts = Gifts::new(2, false);
+    group.bench_function("uniform_drained", |b| {
+        b.iter_batched(
+            || gifts.batch(),
+            |batch| {
+                let outcomes = engine.apply_batch(&batch, STAMP);
+                black_box(engine.drain_log());
+                outcomes
+            },
+            BatchSize::LargeInput,
+        );
+    });
     group.finish();
 }
 
@@ -154,5 +174,117 @@ fn bench_two_threads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_two_threads);
+/// The design's floor: only the memory operations a uniform gift cannot avoid in this
+/// engine's layout, on plain maps of the engine's sizes and entry widths, with no rules,
+/// locks, routing, top-K lists or aggregates beyond them. Run beside `apply/*`, it says
+/// how far the engine is from what its own data structures allow (BENCHMARKS.md "The
+/// design's floor").
+struct Floor {
+    /// 1M funded wallets (a `Wallet` is 32 bytes).
+    wallets: FxHashMap<u64, [u64; 4]>,
+    /// The idempotency window kept full at its default 1M entries: an id and a 48-byte
+    /// outcome, and the insertion order for eviction.
+    window: FxHashMap<u128, [u64; 6]>,
+    order: VecDeque<(u128, u64)>,
+    /// Coins per (creator, sender) and per (stream, sender): they grow with every new pair.
+    creator_pairs: FxHashMap<(u64, u64), u64>,
+    stream_pairs: FxHashMap<(u64, u64), u64>,
+    /// 32 history lines of 48 bytes per user, and the journal feed.
+    histories: FxHashMap<u64, VecDeque<[u64; 6]>>,
+    log: Vec<[u64; LOG_WORDS]>,
+}
+
+const LOG_WORDS: usize = std::mem::size_of::<giftstream::engine::LogEntry>() / 8;
+const WINDOW: usize = 1 << 20;
+
+/// What a floor gift does beyond the pair maps.
+#[derive(Clone, Copy)]
+enum FloorLevel {
+    /// The two pair-map updates only.
+    Pairs,
+    /// Window, wallet and the pair maps: `apply/uniform_lean`'s work.
+    Lean,
+    /// Lean plus a history line and a log entry: `apply/uniform`'s work.
+    Full,
+}
+
+impl Floor {
+    fn new() -> Self {
+        let mut floor = Floor {
+            wallets: FxHashMap::default(),
+            window: FxHashMap::with_capacity_and_hasher(WINDOW, Default::default()),
+            order: VecDeque::with_capacity(WINDOW),
+            creator_pairs: FxHashMap::default(),
+            stream_pairs: FxHashMap::default(),
+            histories: FxHashMap::default(),
+            log: Vec::new(),
+        };
+        for u in 0..WALLETS {
+            let user = CREATORS + u;
+            floor.wallets.insert(user, [2_500_000, 0, 0, 0]);
+            let id = u128::from(u) | 1 << 100;
+            floor.window.insert(id, [u; 6]);
+            floor.order.push_back((id, u));
+            floor.histories.entry(user).or_default().push_back([u; 6]);
+        }
+        floor
+    }
+
+    fn gift(&mut self, level: FloorLevel, id: u128, sender: u64, creator: u64) {
+        let cost = 1;
+        if !matches!(level, FloorLevel::Pairs) {
+            if self.window.contains_key(&id) {
+                return;
+            }
+            let wallet = self.wallets.get_mut(&sender).expect("funded");
+            wallet[0] -= cost;
+            self.window.insert(id, [wallet[0]; 6]);
+            self.order.push_back((id, sender));
+            if let Some((oldest, _)) = self.order.pop_front() {
+                self.window.remove(&oldest);
+            }
+        }
+        *self.creator_pairs.entry((creator, sender)).or_default() += cost;
+        *self.stream_pairs.entry((creator, sender)).or_default() += cost;
+        if matches!(level, FloorLevel::Full) {
+            let history = self.histories.entry(sender).or_default();
+            if history.len() == 32 {
+                history.pop_front();
+            }
+            history.push_back([sender; 6]);
+            self.log.push([sender; LOG_WORDS]);
+        }
+    }
+}
+
+fn bench_floor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("floor");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.measurement_time(Duration::from_secs(10));
+    for (name, level) in [
+        ("pairs", FloorLevel::Pairs),
+        ("lean", FloorLevel::Lean),
+        ("full", FloorLevel::Full),
+    ] {
+        let mut floor = Floor::new();
+        let mut gifts = Gifts::new(1, false);
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || gifts.batch(),
+                |batch| {
+                    for event in &batch {
+                        if let Event::Gift(g) = event {
+                            floor.gift(level, g.id.0, g.sender.0, g.creator.0);
+                        }
+                    }
+                },
+                BatchSize::LargeInput,
+            );
+            floor.log.clear();
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_floor, bench_two_threads);
 criterion_main!(benches);

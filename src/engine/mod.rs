@@ -755,21 +755,23 @@ impl Engine {
 
     /// Top gifters of a creator: `(user, coins)`, best first.
     pub fn creator_top_gifters(&self, creator: CreatorId, limit: usize) -> Vec<(UserId, u128)> {
-        self.top_gifters(limit, |s| s.creators.get(&creator).map(|p| p.top.clone()))
+        self.top_gifters(limit, |s| {
+            s.creators.get(&creator).map(|p| p.top.entries().to_vec())
+        })
     }
 
     /// Merges the shards' top-K lists picked by `part` (each gifter is in one shard).
     fn top_gifters(
         &self,
         limit: usize,
-        part: impl Fn(&SenderShard) -> Option<TopK<u64>>,
+        part: impl Fn(&SenderShard) -> Option<Vec<(u64, u64)>>,
     ) -> Vec<(UserId, u128)> {
-        let parts: Vec<TopK<u64>> = self
+        let parts: Vec<Vec<(u64, u64)>> = self
             .senders
             .iter()
             .filter_map(|s| part(&s.lock()))
             .collect();
-        TopK::merge(&parts, limit.min(self.config.top_k))
+        topk::merge_entries(parts.iter().map(|p| &p[..]), limit.min(self.config.top_k))
             .into_iter()
             .map(|(coins, user)| (UserId(user), coins))
             .collect()
@@ -794,7 +796,9 @@ impl Engine {
 
     /// Top gifters in a stream: `(user, coins)`, best first.
     pub fn stream_top_gifters(&self, stream: StreamId, limit: usize) -> Vec<(UserId, u128)> {
-        self.top_gifters(limit, |s| s.streams.get(&stream).map(|p| p.top.clone()))
+        self.top_gifters(limit, |s| {
+            s.streams.get(&stream).map(|p| p.top.entries().to_vec())
+        })
     }
 
     /// Top creators by diamonds credited: `(creator, diamonds)`, best first.
@@ -844,7 +848,7 @@ impl Engine {
                     .offer(self.config.top_k, user.0, coins.0);
             }
             for (creator, part) in &s.creators {
-                if tops.get(creator).unwrap_or(&TopK::default()) != &part.top {
+                if tops.get(creator).map_or(&[][..], |t| t.entries()) != part.top.ranked() {
                     v.push(format!(
                         "creator {creator}: top gifters in shard {i} differ from its gifter totals"
                     ));
@@ -944,13 +948,13 @@ impl Engine {
             let mut creators: Vec<_> = s
                 .creators
                 .iter()
-                .map(|(c, p)| (c, &p.gifts, p.top.entries(), p.pending_coins))
+                .map(|(c, p)| (c, &p.gifts, p.top.ranked(), p.pending_coins))
                 .collect();
             creators.sort_unstable_by_key(|e| *e.0);
             let mut streams: Vec<_> = s
                 .streams
                 .iter()
-                .map(|(st, p)| (st, p.top.entries(), p.pending_coins))
+                .map(|(st, p)| (st, p.top.ranked(), p.pending_coins))
                 .collect();
             streams.sort_unstable_by_key(|e| *e.0);
             let mut creator_gifters: Vec<_> = s.creator_gifters.iter().collect();
@@ -1140,15 +1144,15 @@ fn read_model_view<'a>(
         tops: parts.tops,
         ..Default::default()
     };
-    let mut creator_tops: FxHashMap<CreatorId, Vec<&TopK<u64>>> = FxHashMap::default();
-    let mut stream_tops: FxHashMap<StreamId, Vec<&TopK<u64>>> = FxHashMap::default();
+    let mut creator_tops: FxHashMap<CreatorId, Vec<&[(u64, u64)]>> = FxHashMap::default();
+    let mut stream_tops: FxHashMap<StreamId, Vec<&[(u64, u64)]>> = FxHashMap::default();
     for s in senders {
         if parts.tops > 0 {
             for (&c, part) in &s.creators {
-                creator_tops.entry(c).or_default().push(&part.top);
+                creator_tops.entry(c).or_default().push(part.top.entries());
             }
             for (&st, part) in &s.streams {
-                stream_tops.entry(st).or_default().push(&part.top);
+                stream_tops.entry(st).or_default().push(part.top.entries());
             }
         }
         if parts.wallets {
@@ -1158,14 +1162,14 @@ fn read_model_view<'a>(
     }
     for (c, lists) in creator_tops {
         view.creator_gifters.extend(
-            TopK::merge(lists, parts.tops)
+            topk::merge_entries(lists, parts.tops)
                 .into_iter()
                 .map(|(coins, u)| (c, UserId(u), coins)),
         );
     }
     for (st, lists) in stream_tops {
         view.stream_gifters.extend(
-            TopK::merge(lists, parts.tops)
+            topk::merge_entries(lists, parts.tops)
                 .into_iter()
                 .map(|(coins, u)| (st, UserId(u), coins)),
         );

@@ -19,7 +19,7 @@ use super::event::{
 };
 use super::rules::{self, NO_BUDGET, Wallet};
 use super::splitmap::SplitMap;
-use super::topk::TopK;
+use super::topk::GifterTop;
 use super::window::IdempotencyWindow;
 use crate::economy::{Currency, Economy};
 
@@ -151,7 +151,7 @@ pub(crate) struct CreatorPart {
     /// Gift counts by catalog id (a creator receives few kinds: a short list).
     pub gifts: Vec<(GiftId, u128)>,
     /// Top gifters among this shard's senders (their totals are in `creator_gifters`).
-    pub top: TopK<u64>,
+    pub top: GifterTop,
 }
 
 /// This shard's part of one stream's aggregates.
@@ -161,7 +161,7 @@ pub(crate) struct StreamPart {
     /// Smallest creator id gifted to in this stream since the last merge.
     pub pending_creator: Option<CreatorId>,
     /// Top gifters among this shard's senders (their totals are in `stream_gifters`).
-    pub top: TopK<u64>,
+    pub top: GifterTop,
 }
 
 /// Money and coin totals for the conservation audit.
@@ -340,8 +340,9 @@ impl SenderShard {
             .creator_gifters
             .entry((g.creator, g.sender))
             .or_default();
+        let previous = total.0;
         total.0 = total.0.saturating_add(cost);
-        part.top.offer(config.top_k, g.sender.0, total.0);
+        part.top.offer(config.top_k, g.sender.0, total.0, previous);
         let creator_total = total.0;
 
         let part = self.streams.entry(g.stream).or_default();
@@ -351,8 +352,9 @@ impl SenderShard {
         part.pending_coins += u128::from(cost);
         part.pending_creator = Some(part.pending_creator.map_or(g.creator, |c| c.min(g.creator)));
         let total = self.stream_gifters.entry((g.stream, g.sender)).or_default();
+        let previous = total.0;
         total.0 = total.0.saturating_add(cost);
-        part.top.offer(config.top_k, g.sender.0, total.0);
+        part.top.offer(config.top_k, g.sender.0, total.0, previous);
         let totals = GiftTotals {
             creator: creator_total,
             stream: total.0,

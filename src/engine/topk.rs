@@ -82,14 +82,138 @@ impl<S: Copy + Ord + Into<u128>> TopK<S> {
     where
         S: 'a,
     {
-        let mut all: Vec<(u128, u64)> = lists
-            .into_iter()
-            .flat_map(|l| l.entries.iter().map(|&(s, id)| (s.into(), id)))
-            .collect();
-        all.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        all.dedup_by_key(|e| e.1);
-        all.truncate(limit);
-        all
+        merge_entries(lists.into_iter().map(|l| &l.entries[..]), limit)
+    }
+}
+
+/// The top `limit` of several lists of `(score, id)` entries in any order, over disjoint
+/// or identical ids (an id in several lists must have the same score in each).
+pub(crate) fn merge_entries<'a, S: Copy + Into<u128> + 'a>(
+    lists: impl IntoIterator<Item = &'a [(S, u64)]>,
+    limit: usize,
+) -> Vec<(u128, u64)> {
+    let mut all: Vec<(u128, u64)> = lists
+        .into_iter()
+        .flat_map(|l| l.iter().map(|&(s, id)| (s.into(), id)))
+        .collect();
+    all.sort_unstable_by(rank_order);
+    all.dedup_by_key(|e| e.1);
+    all.truncate(limit);
+    all
+}
+
+/// A sender shard's top-K gifters of one creator or stream: the same set as a
+/// [`TopK<u64>`] given the same offers, but **unordered while it fills**, so that the
+/// commonest offer under uniform load — the first gift of a new pair to a list not yet
+/// full — is a push instead of a search and a shift of the list. A list sorts itself
+/// once, when it reaches K entries, and from then on is kept best first as `TopK` keeps
+/// it (the hot-creator case: a full list in cache).
+///
+/// Whether the gifter is listed is known from its score before the offer, without a
+/// search: the list is exactly the top K of all current scores, so a gifter with a
+/// score is listed iff the list is not full (nobody was ever pushed out) or its previous
+/// score ranks at or above the last entry — and in a full, sorted list its place is
+/// found by binary search.
+///
+/// Encoded as the `TopK<u64>` it replaced, best first (snapshots keep their format), and
+/// compared as a set.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(from = "TopK<u64>", into = "TopK<u64>")]
+pub(crate) struct GifterTop {
+    /// Unordered while fewer than K; best first from K on.
+    entries: Vec<(u64, u64)>,
+}
+
+impl GifterTop {
+    /// Records that `id`'s score grew from `previous` (0: never offered) to `score`.
+    pub(crate) fn offer(&mut self, k: usize, id: u64, score: u64, previous: u64) {
+        if k == 0 {
+            return;
+        }
+        let candidate = (score, id);
+        if self.entries.len() < k {
+            // A gifter with a score is listed (unless `top_k` grew since it was pushed
+            // out: then it enters as new).
+            let listed = if previous == 0 {
+                None
+            } else {
+                self.entries.iter().position(|e| e.1 == id)
+            };
+            match listed {
+                Some(at) => self.entries[at].0 = score,
+                None => {
+                    self.entries.push(candidate);
+                    if self.entries.len() == k {
+                        self.entries.sort_unstable_by(rank_order);
+                    }
+                }
+            }
+            return;
+        }
+        let last = *self.entries.last().expect("k > 0 entries");
+        let listed = (previous > 0 && !ranks_before(last, (previous, id)))
+            .then(|| {
+                let at = self
+                    .entries
+                    .partition_point(|&e| ranks_before(e, (previous, id)));
+                // (Always found there while the list is exact; a search otherwise.)
+                (self.entries.get(at) == Some(&(previous, id)))
+                    .then_some(at)
+                    .or_else(|| self.entries.iter().position(|e| e.1 == id))
+            })
+            .flatten();
+        let from = if let Some(at) = listed {
+            at
+        } else if ranks_before(candidate, last) {
+            self.entries.len() - 1 // the last one leaves
+        } else {
+            return;
+        };
+        let to = self.entries[..from].partition_point(|&e| ranks_before(e, candidate));
+        self.entries[to..=from].rotate_right(1);
+        self.entries[to] = candidate;
+    }
+
+    /// The entries: best first once the list is full, in no particular order before.
+    pub(crate) fn entries(&self) -> &[(u64, u64)] {
+        &self.entries
+    }
+
+    /// The entries best first.
+    pub(crate) fn ranked(&self) -> Vec<(u64, u64)> {
+        let mut ranked = self.entries.clone();
+        ranked.sort_unstable_by(rank_order);
+        ranked
+    }
+}
+
+/// Best first: higher score, then lower id.
+fn rank_order<S: Ord>(a: &(S, u64), b: &(S, u64)) -> std::cmp::Ordering {
+    b.0.cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+impl PartialEq for GifterTop {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries.len() == other.entries.len() && self.ranked() == other.ranked()
+    }
+}
+
+impl Eq for GifterTop {}
+
+impl From<TopK<u64>> for GifterTop {
+    /// A decoded list: best first, which is valid at any length.
+    fn from(top: TopK<u64>) -> Self {
+        let mut entries = top.entries;
+        entries.sort_unstable_by(rank_order);
+        GifterTop { entries }
+    }
+}
+
+impl From<GifterTop> for TopK<u64> {
+    fn from(list: GifterTop) -> Self {
+        TopK {
+            entries: list.ranked(),
+        }
     }
 }
 
@@ -142,6 +266,44 @@ mod tests {
             expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             expected.truncate(k);
             prop_assert_eq!(top.entries(), &expected[..]);
+        }
+
+        /// The shards' unordered lists hold exactly what a `TopK<u64>` holds after the
+        /// same offers, at every step, and encode exactly as it does.
+        #[test]
+        fn gifter_top_holds_what_topk_holds_and_encodes_the_same(
+            k in 0usize..6,
+            increments in proptest::collection::vec((0u64..20, 1u64..50), 0..200),
+        ) {
+            use crate::protocol::{decode_serde, encode_serde};
+            let mut scores = std::collections::BTreeMap::<u64, u64>::new();
+            let mut sorted = TopK::<u64>::default();
+            let mut unordered = GifterTop::default();
+            let half = increments.len() / 2;
+            for (i, (id, inc)) in increments.into_iter().enumerate() {
+                if i == half {
+                    // As after a restart from a snapshot: the list decoded from its bytes.
+                    unordered = decode_serde(&encode_serde(&unordered).unwrap()).unwrap();
+                }
+                let s = scores.entry(id).or_default();
+                let previous = *s;
+                *s += inc;
+                sorted.offer(k, id, *s);
+                unordered.offer(k, id, *s, previous);
+                prop_assert_eq!(&unordered.ranked()[..], sorted.entries());
+                let mut ids: Vec<u64> = unordered.entries().iter().map(|e| e.1).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                prop_assert_eq!(ids.len(), unordered.entries().len(), "an id listed once");
+            }
+            let bytes = encode_serde(&unordered).unwrap();
+            prop_assert_eq!(&bytes, &encode_serde(&sorted).unwrap());
+            let back: GifterTop = decode_serde(&bytes).unwrap();
+            prop_assert_eq!(&back, &unordered);
+            prop_assert_eq!(
+                merge_entries([unordered.entries()], 3),
+                TopK::merge([&sorted], 3)
+            );
         }
     }
 }
