@@ -189,21 +189,33 @@ async fn http_connections_are_bounded() {
     assert!(answer.contains(r#""code":"CONNECTION_LIMIT""#), "{answer}");
     // A slot frees when a connection closes (once the server has seen the close: on a
     // loaded machine that can take longer than a moment, and until then it refuses).
+    // Probed with one plain connection per request, so that every connection the server
+    // counts is one the test sees (a pooling client may retry on a fresh connection).
     drop(held.pop());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut refused = 1;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        match s.get("/healthz", None).await.0 {
-            200 => break,
-            503 if tokio::time::Instant::now() < deadline => refused += 1,
-            status => panic!("a freed slot: want 200, got {status}"),
+        let mut c = tokio::net::TcpStream::connect(s.http).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        match answer.get(9..12).unwrap_or_default() {
+            "200" => break,
+            "503" if tokio::time::Instant::now() < deadline => refused += 1,
+            status => panic!("a freed slot: want 200, got {status:?}: {answer}"),
         }
     }
+    // Free every slot, so that reading the metrics is not refused itself.
+    drop(held);
     let metrics = s.metrics().await;
     let counted =
         format!(r#"giftstream_limit_rejections_total{{limit="http_connections"}} {refused}"#);
     assert!(metrics.contains(&counted), "{counted}\n{metrics}");
-    drop(held);
     s.stop().await.unwrap();
 }
