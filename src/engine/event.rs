@@ -55,6 +55,18 @@ id_newtype!(
     PackageId(u32)
 );
 
+impl EventId {
+    /// The id as two words, high first: 8-byte aligned, so a struct holding it packs
+    /// tighter than around a `u128` (16-byte aligned).
+    pub(crate) fn to_words(self) -> [u64; 2] {
+        [(self.0 >> 64) as u64, self.0 as u64]
+    }
+
+    pub(crate) fn from_words(words: [u64; 2]) -> EventId {
+        EventId(u128::from(words[0]) << 64 | u128::from(words[1]))
+    }
+}
+
 impl GiftId {
     /// A gift id that names nothing: what a client's unknown gift name maps to, so that
     /// it becomes the recorded outcome `UNKNOWN_GIFT` rather than a request error.

@@ -67,7 +67,7 @@ impl HistoryLine {
         (coins, debit): (u64, bool),
     ) -> Self {
         HistoryLine {
-            event_id: [(id.0 >> 64) as u64, id.0 as u64],
+            event_id: id.to_words(),
             seq,
             stamp,
             coins,
@@ -82,7 +82,7 @@ impl From<HistoryLine> for HistoryEntry {
     fn from(l: HistoryLine) -> Self {
         let coins = i128::from(l.coins);
         HistoryEntry {
-            event_id: EventId(u128::from(l.event_id[0]) << 64 | u128::from(l.event_id[1])),
+            event_id: EventId::from_words(l.event_id),
             kind: l.kind,
             seq: l.seq,
             stamp: l.stamp,

@@ -41,13 +41,13 @@ struct OrderEntry {
 impl OrderEntry {
     fn new(id: EventId, stamp: Stamp) -> Self {
         OrderEntry {
-            id: [(id.0 >> 64) as u64, id.0 as u64],
+            id: id.to_words(),
             stamp,
         }
     }
 
     fn id(self) -> EventId {
-        EventId(u128::from(self.id[0]) << 64 | u128::from(self.id[1]))
+        EventId::from_words(self.id)
     }
 }
 
@@ -96,9 +96,9 @@ impl Packed {
                 credited: self.value,
             }),
             REJECTED => Status::Rejected(
-                *RejectCode::ALL
-                    .iter()
-                    .find(|&&c| c as u64 == self.value)
+                u8::try_from(self.value)
+                    .ok()
+                    .and_then(RejectCode::from_u8)
                     .expect("a packed code is a reject code"),
             ),
             _ => return None,
@@ -142,13 +142,7 @@ impl IdempotencyWindow {
         if self.entries_max == 0 {
             return;
         }
-        let packed = Packed::pack(outcome).unwrap_or_else(|| {
-            self.wide.insert(id, outcome);
-            WIDE_MARK
-        });
-        let previous = self.outcomes.insert(id, packed);
-        debug_assert!(previous.is_none(), "an event id is recorded once");
-        self.order.push_back(OrderEntry::new(id, stamp));
+        self.record(id, outcome, stamp);
         while self.order.len() > self.entries_max {
             self.evict_oldest();
         }
@@ -158,6 +152,17 @@ impl IdempotencyWindow {
             }
             self.evict_oldest();
         }
+    }
+
+    /// Stores `id`'s outcome (packed, or in the side map) as the newest entry.
+    fn record(&mut self, id: EventId, outcome: Outcome, stamp: Stamp) {
+        let packed = Packed::pack(outcome).unwrap_or_else(|| {
+            self.wide.insert(id, outcome);
+            WIDE_MARK
+        });
+        let previous = self.outcomes.insert(id, packed);
+        debug_assert!(previous.is_none(), "an event id is recorded once");
+        self.order.push_back(OrderEntry::new(id, stamp));
     }
 
     fn evict_oldest(&mut self) {
@@ -201,12 +206,7 @@ impl From<WindowRepr> for IdempotencyWindow {
         let mut window = IdempotencyWindow::new(repr.entries_max, repr.age_ms);
         for (id, stamp) in repr.order {
             if let Some(&outcome) = repr.outcomes.get(&id) {
-                let packed = Packed::pack(outcome).unwrap_or_else(|| {
-                    window.wide.insert(id, outcome);
-                    WIDE_MARK
-                });
-                window.outcomes.insert(id, packed);
-                window.order.push_back(OrderEntry::new(id, stamp));
+                window.record(id, outcome, stamp);
             }
         }
         window
