@@ -7,6 +7,8 @@
 #   interval  closed loop, uniform, commit.interval_ms 1..50: events/s and p99
 #   binab     two server binaries side by side (BIN_A, BIN_B; e.g. before/after a
 #             change): closed loop per scenario, then open loop at BINAB_RATE, alternated
+#   cpu       closed loop per scenario: CPU microseconds per event of giftload,
+#             giftstream and Redis, and how busy the two cores were
 #   readmodel open loop, uniform at 50k and 100k events/s: latency and projected
 #             events/s with read_model.ops_per_write_max 4096..64, and with it off
 # Writes target/sweep/{knee,batch,interval}.tsv and draws them into load/results/.
@@ -211,6 +213,49 @@ EOF
 )
     echo "headline: $scenario: $row"
     printf '%s\t%s\n' "$scenario" "$row" >>"$OUT/headline.tsv"
+  done
+}
+
+# CPU per event, per process: closed loop per scenario (CPU_SED: a sed expression for
+# the config, e.g. the read model off); the CPU time giftload, giftstream and Redis each
+# spent over the run (giftload's from /usr/bin/time, the others' from /proc/<pid>/stat,
+# with their reaped children: snapshot writers, AOF rewrites)
+# divided by the events giftstream applied in it (giftstream_events_total, the funding
+# recharges included). Their sum bounds what two cores can carry: 2 s of CPU per second.
+ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+applied() {
+  curl -sf http://127.0.0.1:8080/metrics |
+    awk '/^giftstream_events_total/ {s += $2} END {printf "%d", s}'
+}
+cpu() {
+  printf 'scenario\tevents/s\tgiftload us/event\tgiftstream us/event\tredis us/event\ttotal us/event\tbusy of 2 cores\n' >"$OUT/cpu.tsv"
+  for scenario in uniform zipf hot-creator; do
+    serve 2 "${CPU_SED:-}"
+    local s0 r0 e0 t0 s1 r1 e1 t1
+    s0=$(ticks "$SERVE_PID"); r0=$(ticks "$REDIS_PID"); e0=$(applied); t0=$(date +%s.%N)
+    /usr/bin/time -f '%U %S' -o "$WORK/time" target/release/giftload run \
+      "load/scenarios/$scenario.toml" --mode closed --duration "$SECONDS_PER_POINT" --quiet \
+      --json "$WORK/run.json" --out "$WORK/report" >/dev/null
+    s1=$(ticks "$SERVE_PID"); r1=$(ticks "$REDIS_PID"); e1=$(applied); t1=$(date +%s.%N)
+    stop
+    local row
+    row=$(python3 - "$WORK/run.json" "$WORK/time" "$s0" "$s1" "$r0" "$r1" "$e0" "$e1" "$t0" "$t1" <<'EOF'
+import json, os, sys
+run, timef = sys.argv[1], sys.argv[2]
+s0, s1, r0, r1, e0, e1 = (int(float(x)) for x in sys.argv[3:9])
+t0, t1 = float(sys.argv[9]), float(sys.argv[10])
+hz = os.sysconf("SC_CLK_TCK")
+load_s = sum(float(x) for x in open(timef).read().split()[-2:])
+serve_s, redis_s = (s1 - s0) / hz, (r1 - r0) / hz
+events = e1 - e0
+us = [x / events * 1e6 for x in (load_s, serve_s, redis_s)]
+busy = (load_s + serve_s + redis_s) / (t1 - t0) / 2
+rate = json.load(open(run))["achieved_rate"]
+print(f"{rate:.0f}\t{us[0]:.3f}\t{us[1]:.3f}\t{us[2]:.3f}\t{sum(us):.3f}\t{busy:.0%}")
+EOF
+)
+    echo "cpu: $scenario: $row"
+    printf '%s\t%s\n' "$scenario" "$row" >>"$OUT/cpu.tsv"
   done
 }
 

@@ -1230,8 +1230,13 @@ struct Cut<'a> {
 
 impl Cut<'_> {
     /// Moves every shard's log out (unsorted; sort by seq after releasing the locks).
+    /// Sized up front: this runs with every shard locked, and growing it by doubling
+    /// copied the entries several times while the locks were held.
     fn take_log(&mut self) -> Vec<LogEntry> {
-        let mut log = Vec::new();
+        let len = self.senders.iter().map(|s| s.log.len()).sum::<usize>()
+            + self.creators.iter().map(|c| c.log.len()).sum::<usize>()
+            + self.streams.iter().map(|s| s.log.len()).sum::<usize>();
+        let mut log = Vec::with_capacity(len);
         for s in self.senders.iter_mut() {
             log.append(&mut s.log);
         }
