@@ -162,6 +162,8 @@ pub struct SnapshotPolicy {
     pub keep: usize,
     /// Trim the journal up to the oldest kept snapshot after each snapshot.
     pub trim_journal: bool,
+    /// The forked child copies the resident pages first (`snapshot::fork_snapshot`).
+    pub copy_pages_in_child: bool,
     /// Never trim past this sequence number (the Redis read model's position: it
     /// catches up from the journal).
     pub trim_floor: Option<Arc<AtomicU64>>,
@@ -237,8 +239,12 @@ pub fn spawn_committer(
                     // A cut at a commit boundary: a forked child holds the state at the
                     // cut; the cut's log is committed before the child may publish.
                     let started = Instant::now();
-                    let (forked, log) =
-                        crate::persist::snapshot::fork_snapshot(&engine, &policy.dir, policy.keep);
+                    let (forked, log) = crate::persist::snapshot::fork_snapshot(
+                        &engine,
+                        &policy.dir,
+                        policy.keep,
+                        policy.copy_pages_in_child,
+                    );
                     metrics::histogram!(telemetry::SNAPSHOT_CUT_SECONDS)
                         .record(started.elapsed().as_secs_f64());
                     if !log.is_empty() {

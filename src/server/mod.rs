@@ -146,6 +146,7 @@ fn snapshot_policy(
         events,
         keep: s.keep,
         trim_journal: s.trim_journal,
+        copy_pages_in_child: s.copy_pages_in_child,
         trim_floor,
     })
 }

@@ -324,7 +324,7 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
     };
 
     // Abandoned (the cut's log could not be committed): nothing is left behind.
-    let (forked, log) = giftstream::persist::snapshot::fork_snapshot(&engine, dir.path(), 3);
+    let (forked, log) = giftstream::persist::snapshot::fork_snapshot(&engine, dir.path(), 3, true);
     assert_eq!(
         log.len(),
         events.len(),
@@ -335,7 +335,7 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
 
     // Published: the file holds the state at the cut, exactly.
     let at_cut = engine.state_fingerprint();
-    let (forked, log) = giftstream::persist::snapshot::fork_snapshot(&engine, dir.path(), 3);
+    let (forked, log) = giftstream::persist::snapshot::fork_snapshot(&engine, dir.path(), 3, true);
     assert!(log.is_empty());
     // Changes after the cut are not in the snapshot.
     engine.apply_batch(
@@ -346,6 +346,26 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
     assert_eq!(listing(), vec![path.display().to_string()]);
     let (header, state) = giftstream::persist::snapshot::read(&dir.path().join(&path)).unwrap();
     assert_eq!(header.last_seq, events.len() as u64);
+    let loaded = giftstream::engine::Engine::from_state(
+        crate::support::economy(),
+        engine.config().clone(),
+        state,
+    )
+    .unwrap();
+    assert_eq!(loaded.state_fingerprint(), at_cut);
+
+    // The child copies the resident pages first (`snapshot.copy_pages_in_child`, the
+    // default above) or leaves them shared: the image is the state at the cut either way.
+    let at_cut = engine.state_fingerprint();
+    let (forked, log) = giftstream::persist::snapshot::fork_snapshot(&engine, dir.path(), 3, false);
+    assert_eq!(log.len(), 1, "the gift after the first cut");
+    engine.apply_batch(
+        &[gift(5001, 41, 7, "rose", 1)],
+        giftstream::engine::Stamp::now(),
+    );
+    let path = forked.unwrap().publish().unwrap();
+    let (header, state) = giftstream::persist::snapshot::read(&dir.path().join(&path)).unwrap();
+    assert_eq!(header.last_seq, events.len() as u64 + 1);
     let loaded = giftstream::engine::Engine::from_state(
         crate::support::economy(),
         engine.config().clone(),
