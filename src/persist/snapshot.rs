@@ -347,8 +347,8 @@ fn child_writes(
 /// copies are made by the single-threaded child, and the parent's first write to a page
 /// finds it no longer shared: a fault without a copy. The cost: the child holds a copy of
 /// the resident state while it writes — the headroom a fork snapshot needs at worst
-/// anyway. Best effort: a kernel without `MADV_POPULATE_WRITE` (before 5.14) refuses it,
-/// and the parent copies as before.
+/// anyway. Best effort: where the kernel refuses (before 5.14, or a special mapping),
+/// the parent copies those pages as before.
 #[cfg(target_os = "linux")]
 fn take_own_copy() {
     let Ok(maps) = fs::read_to_string("/proc/self/maps") else {
@@ -405,7 +405,7 @@ fn take_own_copy() {
                 )
             } != 0;
             if refused {
-                return;
+                break; // e.g. a special mapping: leave it to the parent
             }
         }
     }
