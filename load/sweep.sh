@@ -11,6 +11,8 @@
 #             giftstream and Redis, and how busy the two cores were
 #   snapshot  what snapshots cost the ack latency: open loop at 150k events/s, 1M users,
 #             read model off, snapshot.copy_pages_in_child on / off / no snapshots
+#   aof       closed loop on a Redis with its default AOF rewrites, then on one that
+#             does not rewrite during the run: events/s, latency, Redis CPU
 #   readmodel open loop, uniform at 50k and 100k events/s: latency and projected
 #             events/s with read_model.ops_per_write_max 4096..64, and with it off
 # Writes target/sweep/{knee,batch,interval}.tsv and draws them into load/results/.
@@ -34,10 +36,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly yes \
-  --appendfsync everysec --dir "$WORK" >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!
-until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+# (Re)starts the sweep's Redis on an empty directory; extra redis-server arguments in
+# "$@" (e.g. --auto-aof-rewrite-percentage 0).
+redis_start() {
+  if [ -n "$REDIS_PID" ]; then
+    kill "$REDIS_PID"
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK/redis"
+  mkdir -p "$WORK/redis"
+  redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly yes \
+    --appendfsync everysec --dir "$WORK/redis" "$@" >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!
+  until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+}
+redis_start
 
 # Starts giftstream on an empty Redis with commit.interval_ms = $1 and the sed
 # expression $2 (if any) applied to config/giftstream.toml.
@@ -332,6 +345,36 @@ PY
   target/release/giftload plot "$OUT/snapshot-p99.tsv" --out load/results/snapshot-p99.png \
     --title "p99 ack latency per second, 1M wallets, 150k gifts/s, a snapshot every 1.5M events" \
     --y "p99 ms"
+}
+
+# What Redis's own AOF rewrites cost (BENCHMARKS.md "Redis's AOF rewrites"): per round,
+# a closed loop (or an open loop at AOF_RATE events/s) of SCENARIO (uniform) with the
+# read model off (AOF_SED: another config
+# edit), on a fresh Redis with its default rewrite policy (a rewrite whenever the AOF
+# doubled past 64 MB), then on one that never rewrites during the run
+# (auto-aof-rewrite-percentage 0); ROUNDS (2) rounds alternated. Prints events/s,
+# latency, the rewrites Redis made and the CPU seconds Redis and its children used.
+aof() {
+  printf 'round\tredis\tevents/s\tp50 ms\tp99 ms\tp99.9 ms\taof rewrites\tredis cpu s\n' >"$OUT/aof.tsv"
+  for round in $(seq "${ROUNDS:-2}"); do
+    for policy in default no-rewrite; do
+      if [ "$policy" = default ]; then redis_start; else redis_start --auto-aof-rewrite-percentage 0; fi
+      serve 2 "${AOF_SED:-/^\[read_model\]/,/^\[/ s/^enabled = true/enabled = false/}"
+      local r0 r1 rewrites
+      r0=$(ticks "$REDIS_PID")
+      local mode=(--mode closed)
+      [ -n "${AOF_RATE:-}" ] && mode=(--mode open --rate "$AOF_RATE")
+      read -r achieved p50 p99 p999 < <(load "${mode[@]}" --duration "$SECONDS_PER_POINT")
+      r1=$(ticks "$REDIS_PID")
+      rewrites=$(redis-cli -p "$PORT" info persistence | tr -d '\r' | awk -F: '/^aof_rewrites:/ {print $2}')
+      stop
+      local cpu_s
+      cpu_s=$(awk -v t="$((r1 - r0))" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz}')
+      echo "aof: round $round $policy: $achieved events/s, p50 $p50 p99 $p99 p99.9 $p999, $rewrites rewrites, Redis CPU ${cpu_s} s"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$policy" "$achieved" "$p50" "$p99" "$p999" "$rewrites" "$cpu_s" >>"$OUT/aof.tsv"
+    done
+  done
+  redis_start
 }
 
 for sweep in "${@:-knee batch interval}"; do
