@@ -73,6 +73,9 @@ pub const SETTLEMENT_DIAMONDS_TOTAL: &str = "giftstream_settlement_diamonds_tota
 pub const SETTLEMENT_PENDING_CREATORS: &str = "giftstream_settlement_pending_creators";
 /// Always 1, with `version` label.
 pub const BUILD_INFO: &str = "giftstream_build_info";
+/// Always 1, with the journal Redis's `appendonly` and `appendfsync` settings as labels
+/// (`unknown` where `CONFIG GET` is refused), read at start.
+pub const JOURNAL_REDIS_INFO: &str = "giftstream_journal_redis_info";
 
 const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -198,6 +201,10 @@ fn describe() {
         "TLS handshakes that failed or timed out (both listeners)."
     );
     describe_gauge!(BUILD_INFO, "Build information.");
+    describe_gauge!(
+        JOURNAL_REDIS_INFO,
+        "The journal Redis's AOF settings at start, as labels (appendonly, appendfsync)."
+    );
     describe_counter!(
         SETTLEMENT_REPORTS_TOTAL,
         "Settlement reports, by result (sent, applied, refused)."

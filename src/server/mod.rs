@@ -162,6 +162,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    if let Some(redis) = journal.as_redis() {
+        // The recorder first, so that the settings' gauge is kept.
+        telemetry::prometheus();
+        redis.report_aof_settings().await;
+    }
     let tls = tls::acceptors(&config.tls)?;
     let feeds = Feeds::new(
         config.limits.sse_subscribers_per_stream_max,

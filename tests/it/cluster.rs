@@ -259,14 +259,13 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         .bearer_auth(READ)
         .send()
     };
-    let metrics = http
-        .get(format!("http://127.0.0.1:{}/metrics", nodes[0].http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = procs[0].as_ref().unwrap().metrics(&http).await;
+    // Its journal's master (AOF on, fsync always) was asked for its settings.
+    assert!(
+        metrics
+            .contains(r#"giftstream_journal_redis_info{appendonly="yes",appendfsync="always"} 1"#),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("giftstream_cluster_partitions_owned{node=\"a\"} 8"),
         "{metrics}"

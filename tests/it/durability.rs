@@ -416,3 +416,42 @@ fn a_snapshot_of_format_1_still_loads() {
     assert_eq!(loaded.state_fingerprint(), engine.state_fingerprint());
     assert!(loaded.audit().is_clean());
 }
+
+/// `serve` reads the journal Redis's AOF settings at start: a Redis that writes no AOF
+/// gets a warning in the log and `appendonly="no"` in the metrics; one with an AOF gets
+/// no warning, and its settings logged and exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reports_the_journal_redis_aof_settings_and_warns_without_an_aof() {
+    use crate::support::child::ServeProcess;
+    let http = reqwest::Client::new();
+    for (extra, appendonly, warned) in [
+        (&["--appendonly", "no"][..], "no", true),
+        (&[][..], "yes", false),
+    ] {
+        let redis = RedisServer::start_with(extra);
+        let data = tempfile::tempdir().unwrap();
+        let p = ServeProcess::start(
+            std::path::Path::new("config/giftstream.toml"),
+            &redis.url(),
+            data.path(),
+        );
+        let metrics = p.metrics(&http).await;
+        // The test Redis fsyncs always (`RedisServer`).
+        let line = format!(
+            "giftstream_journal_redis_info{{appendonly=\"{appendonly}\",appendfsync=\"always\"}} 1"
+        );
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+        let log = p.stop();
+        let warning = log
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("writes no AOF (appendonly no)"));
+        assert_eq!(warning, warned, "{log:#?}");
+        let reported = log
+            .iter()
+            .any(|l| l.contains("journal Redis persistence") && l.contains("appendfsync=always"));
+        assert_eq!(reported, !warned, "{log:#?}");
+    }
+}

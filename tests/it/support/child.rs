@@ -93,6 +93,11 @@ impl ServeProcess {
             .unwrap()
     }
 
+    /// GET `/metrics`: the Prometheus text.
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        super::get_text(http, &format!("http://{}/metrics", self.http)).await
+    }
+
     /// Sends `kill -SIGNAL` (e.g. `STOP`, `CONT`).
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();

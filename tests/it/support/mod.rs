@@ -102,3 +102,8 @@ pub fn goal(id: u128, stream: u64, creator: u64, target: u64) -> Event {
 pub mod child;
 pub mod redis;
 pub mod server;
+
+/// GET `url`: the body as text (e.g. `/metrics`).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}

@@ -167,14 +167,7 @@ impl TestServer {
 
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
-        self.http_client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        super::get_text(&self.http_client, &self.url("/metrics")).await
     }
 
     pub async fn coins(&self, user: u64) -> u64 {
