@@ -30,14 +30,20 @@ SERVE_PID=""
 # The server binary (binab alternates two).
 BIN=${GIFTSTREAM_BIN:-target/release/giftstream}
 cleanup() {
-  [ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null || true
-  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null || true
+  if [ -n "$SERVE_PID" ]; then
+    kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null || true
+  fi
+  if [ -n "$REDIS_PID" ]; then
+    # Waited for, so that a sweep started next finds the port free.
+    kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 # (Re)starts the sweep's Redis on an empty directory; extra redis-server arguments in
-# "$@" (e.g. --auto-aof-rewrite-percentage 0).
+# SWEEP_REDIS_ARGS (every sweep; e.g. README's recommended journal Redis:
+# "--auto-aof-rewrite-percentage 400 --auto-aof-rewrite-min-size 2gb") and "$@".
 redis_start() {
   if [ -n "$REDIS_PID" ]; then
     kill "$REDIS_PID"
@@ -46,9 +52,17 @@ redis_start() {
   rm -rf "$WORK/redis"
   mkdir -p "$WORK/redis"
   redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly yes \
-    --appendfsync everysec --dir "$WORK/redis" "$@" >"$WORK/redis.log" 2>&1 &
+    --appendfsync everysec --dir "$WORK/redis" ${SWEEP_REDIS_ARGS:-} "$@" >"$WORK/redis.log" 2>&1 &
   REDIS_PID=$!
-  until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+  until redis-cli -p "$PORT" ping >/dev/null 2>&1; do
+    if ! kill -0 "$REDIS_PID" 2>/dev/null; then
+      echo "redis-server did not start:" >&2
+      tail -3 "$WORK/redis.log" >&2
+      REDIS_PID=""
+      return 1
+    fi
+    sleep 0.1
+  done
 }
 redis_start
 
@@ -358,7 +372,11 @@ aof() {
   printf 'round\tredis\tevents/s\tp50 ms\tp99 ms\tp99.9 ms\taof rewrites\tredis cpu s\n' >"$OUT/aof.tsv"
   for round in $(seq "${ROUNDS:-2}"); do
     for policy in default no-rewrite; do
-      if [ "$policy" = default ]; then redis_start; else redis_start --auto-aof-rewrite-percentage 0; fi
+      if [ "$policy" = default ]; then
+        SWEEP_REDIS_ARGS="" redis_start
+      else
+        SWEEP_REDIS_ARGS="" redis_start --auto-aof-rewrite-percentage 0
+      fi
       serve 2 "${AOF_SED:-/^\[read_model\]/,/^\[/ s/^enabled = true/enabled = false/}"
       local r0 r1 rewrites
       r0=$(ticks "$REDIS_PID")
