@@ -183,11 +183,12 @@ ab() {
     for setting in "$a" "$b"; do
       serve 2 "s/^${setting%% =*} = .*/$setting/"
       read -r achieved p50 p99 p999 < <(load "${mode[@]}" --duration "$SECONDS_PER_POINT")
-      local events per_s
+      local events per_s lag_s
       events=$(projected)
+      lag_s=$(lag)
       stop
       per_s=$(python3 -c "print(round(float('$events') / ($SECONDS_PER_POINT + 4)))")
-      echo "ab: round $round $setting: $achieved events/s, p50 $p50 p99 $p99 p99.9 $p999, projected $per_s events/s"
+      echo "ab: round $round $setting: $achieved events/s, p50 $p50 p99 $p99 p99.9 $p999, projected $per_s events/s, read model lag at the end $lag_s s"
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$setting" "$achieved" "$p50" "$p99" "$p999" "$per_s" >>"$OUT/ab.tsv"
     done
   done
