@@ -289,6 +289,32 @@ EOF
   done
 }
 
+# Every second's p99 of giftload's run ($2, its --json) as one series labelled $1,
+# appended to $WORK/series; series_plot writes them side by side to $1 (a TSV) and draws
+# them into $2 titled $3.
+series_add() {
+  python3 - "$1" "$2" "$WORK/series" <<'PY'
+import json, sys
+label, run, series = sys.argv[1:]
+s = json.load(open(run))
+p99 = ",".join(f"{i['second']}:{i['p99_us'] / 1000:.1f}" for i in s["intervals"])
+open(series, "a").write(f"{label}\t{p99}\n")
+PY
+}
+series_plot() {
+  python3 - "$WORK/series" "$1" <<'PY'
+import sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+series = [(label, dict(p.split(":") for p in points.split(","))) for label, points in rows]
+seconds = sorted({int(s) for _, points in series for s in points})
+with open(sys.argv[2], "w") as out:
+    out.write("second\t" + "\t".join(label for label, _ in series) + "\n")
+    for sec in seconds:
+        out.write(f"{sec}\t" + "\t".join(points.get(str(sec), "") for _, points in series) + "\n")
+PY
+  target/release/giftload plot "$1" --out "$2" --title "$3" --y "p99 ms"
+}
+
 # What snapshots cost the ack latency (BENCHMARKS.md "Snapshots at 1M wallets: the
 # copy-on-write storm"): open loop at RATE (150000) events/s for SNAPSHOT_SECONDS (30),
 # SCENARIO (uniform) with USERS (1000000) funded users, read model off. RUNS lists a
@@ -329,9 +355,9 @@ snapshot() {
       writes=$(grep "snapshot written" "$WORK/serve.log" | sed 's/.*seconds=\([0-9.]*\).*/\1/' |
         awk '{printf "%s%.1f", (NR > 1 ? " " : ""), $1}' || true)
       python3 - "$WORK/run.json" "$round" "$copy" "$events" "$cuts" "${writes:-none}" \
-        "$(cat "$WORK/child")" "$WORK/series" <<'PY'
+        "$(cat "$WORK/child")" <<'PY'
 import json, sys
-run, rnd, copy, events, cuts, writes, child, series = sys.argv[1:]
+run, rnd, copy, events, cuts, writes, child = sys.argv[1:]
 s = json.load(open(run))
 l = s["latency_us"]
 worst = max(s["intervals"], key=lambda i: i["p99_us"])
@@ -340,26 +366,15 @@ print(f"round {rnd} copy_pages_in_child={copy} snapshot.events={events}: "
       f"p99.9 {l['p999']/1000:.2f} max {l['max']/1000:.0f} ms, worst second's p99 "
       f"{worst['p99_us']/1000:.0f} ms; cuts {cuts}; writes (s) {writes}; "
       f"child's private memory {int(child)/1024:.0f} MB")
-label = "no snapshots" if events == "0" else f"copy_pages_in_child={copy}"
-p99 = ",".join(f"{i['second']}:{i['p99_us'] / 1000:.1f}" for i in s["intervals"])
-open(series, "a").write(f"{label} (round {rnd})\t{p99}\n")
 PY
+      local label="copy_pages_in_child=$copy"
+      [ "$events" = 0 ] && label="no snapshots"
+      series_add "$label (round $round)" "$WORK/run.json"
     done
   done
 
-  python3 - "$WORK/series" "$OUT/snapshot-p99.tsv" <<'PY'
-import sys
-rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
-series = [(label, dict(p.split(":") for p in points.split(","))) for label, points in rows]
-seconds = sorted({int(s) for _, points in series for s in points})
-with open(sys.argv[2], "w") as out:
-    out.write("second\t" + "\t".join(label for label, _ in series) + "\n")
-    for sec in seconds:
-        out.write(f"{sec}\t" + "\t".join(points.get(str(sec), "") for _, points in series) + "\n")
-PY
-  target/release/giftload plot "$OUT/snapshot-p99.tsv" --out load/results/snapshot-p99.png \
-    --title "p99 ack latency per second, 1M wallets, 150k gifts/s, a snapshot every 1.5M events" \
-    --y "p99 ms"
+  series_plot "$OUT/snapshot-p99.tsv" load/results/snapshot-p99.png \
+    "p99 ack latency per second, 1M wallets, 150k gifts/s, a snapshot every 1.5M events"
 }
 
 # What Redis's own AOF rewrites cost (BENCHMARKS.md "Redis's AOF rewrites"): per round,
@@ -368,9 +383,11 @@ PY
 # edit), on a fresh Redis with its default rewrite policy (a rewrite whenever the AOF
 # doubled past 64 MB), then on one that never rewrites during the run
 # (auto-aof-rewrite-percentage 0); ROUNDS (2) rounds alternated. Prints events/s,
-# latency, the rewrites Redis made and the CPU seconds Redis and its children used.
+# latency, the rewrites Redis made and the CPU seconds Redis and its children used; in
+# an open loop, also draws every second's p99 (load/results/aof-p99.png).
 aof() {
   printf 'round\tredis\tevents/s\tp50 ms\tp99 ms\tp99.9 ms\taof rewrites\tredis cpu s\n' >"$OUT/aof.tsv"
+  : >"$WORK/series"
   for round in $(seq "${ROUNDS:-2}"); do
     for policy in default no-rewrite; do
       if [ "$policy" = default ]; then
@@ -391,9 +408,14 @@ aof() {
       cpu_s=$(awk -v t="$((r1 - r0))" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz}')
       echo "aof: round $round $policy: $achieved events/s, p50 $p50 p99 $p99 p99.9 $p999, $rewrites rewrites, Redis CPU ${cpu_s} s"
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$policy" "$achieved" "$p50" "$p99" "$p999" "$rewrites" "$cpu_s" >>"$OUT/aof.tsv"
+      series_add "$policy (round $round: $rewrites rewrites)" "$WORK/run.json"
     done
   done
   redis_start
+  if [ -n "${AOF_RATE:-}" ]; then
+    series_plot "$OUT/aof-p99.tsv" load/results/aof-p99.png \
+      "p99 ack latency per second, ${SCENARIO:-uniform} at $AOF_RATE events/s: Redis's AOF rewrites"
+  fi
 }
 
 for sweep in "${@:-knee batch interval}"; do
