@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use giftstream::economy::Economy;
 use giftstream::engine::Event;
 use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap;
 use tokio::sync::Semaphore;
 
 use crate::report::{Interval, Summary};
 use crate::scenario::{Scenario, Stage};
-use crate::target::{Conn, TargetSpec};
+use crate::target::{Conn, Label, TargetSpec};
 use crate::workload::Workload;
 
 /// Latencies are recorded in microseconds, up to an hour.
@@ -116,14 +117,16 @@ struct WorkerResult {
     raw: Histogram<u64>,
     /// Per second of the run: events answered, errors, latency (corrected).
     seconds: Vec<(u64, u64, Histogram<u64>)>,
-    outcomes: BTreeMap<String, u64>,
+    /// Hash maps, not ordered ones: they are updated for every event answered (ordered
+    /// when the workers' results are merged).
+    outcomes: FxHashMap<Label, u64>,
     errors: BTreeMap<String, u64>,
     sent_events: u64,
     missed: u64,
     /// Accepted gift coins per creator id.
-    coins: BTreeMap<u64, u64>,
+    coins: FxHashMap<u64, u64>,
     /// (event, label) of the latest acknowledged events, for the audit.
-    sample: std::collections::VecDeque<(Event, String)>,
+    sample: std::collections::VecDeque<(Event, Label)>,
     /// HTTP reads (`mix.reads_per_batch`): latency µs, and counts by result.
     reads: Histogram<u64>,
     read_results: BTreeMap<String, u64>,
@@ -212,11 +215,11 @@ pub async fn run(
                 corrected: histogram(),
                 raw: histogram(),
                 seconds: (0..seconds).map(|_| (0, 0, histogram())).collect(),
-                outcomes: BTreeMap::new(),
+                outcomes: FxHashMap::default(),
                 errors: BTreeMap::new(),
                 sent_events: 0,
                 missed: 0,
-                coins: BTreeMap::new(),
+                coins: FxHashMap::default(),
                 sample: std::collections::VecDeque::new(),
                 reads: histogram(),
                 read_results: BTreeMap::new(),
@@ -344,8 +347,10 @@ fn record(
             let _ = r.raw.record(raw.min(LATENCY_MAX_US));
             r.seconds[second].0 += labels.len() as u64;
             let _ = r.seconds[second].2.record(corrected.min(LATENCY_MAX_US));
-            for (e, label) in events.into_iter().zip(labels) {
-                if audit && !label.starts_with("duplicate") {
+            // Only the batch's last AUDIT_SAMPLE events can stay in the sample.
+            let first_kept = labels.len().saturating_sub(AUDIT_SAMPLE);
+            for (i, (e, label)) in events.into_iter().zip(labels).enumerate() {
+                if audit && i >= first_kept && !label.starts_with("duplicate") {
                     if r.sample.len() == AUDIT_SAMPLE {
                         r.sample.pop_front();
                     }
@@ -429,7 +434,7 @@ fn merge(
             per_second[i].2.add(&h).expect("same bounds");
         }
         for (k, v) in r.outcomes {
-            *outcomes.entry(k).or_default() += v;
+            *outcomes.entry(k.into_owned()).or_default() += v;
         }
         for (k, v) in r.errors {
             *errors.entry(k).or_default() += v;
@@ -439,7 +444,7 @@ fn merge(
         }
         sent += r.sent_events;
         missed += r.missed;
-        sample.extend(r.sample);
+        sample.extend(r.sample.into_iter().map(|(e, l)| (e, l.into_owned())));
     }
     let warmup = scenario.load.warmup_s;
     let measured = if scenario.is_open_loop() {

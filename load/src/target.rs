@@ -10,7 +10,9 @@ use giftstream::engine::Event;
 
 /// The answer to one event, as a stable label: `accepted`, a reject code, or
 /// `duplicate` (an id seen before; the original label follows after a colon).
-pub type Label = String;
+/// Borrowed for the stable labels (no allocation per event), owned where the text comes
+/// from the wire (HTTP codes, Lua replies) or names a duplicate.
+pub type Label = std::borrow::Cow<'static, str>;
 
 /// Why a request got no per-event answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,9 +216,9 @@ impl Conn {
 
 fn label(o: &giftstream::engine::Outcome) -> Label {
     if o.duplicate {
-        format!("duplicate:{}", o.label())
+        Label::Owned(format!("duplicate:{}", o.label()))
     } else {
-        o.label().to_owned()
+        Label::Borrowed(o.label())
     }
 }
 
@@ -289,12 +291,12 @@ async fn http_send(client: &reqwest::Client, url: &str, token: &str, events: &[E
         .iter()
         .map(|o| {
             let label = if o["status"] == "accepted" {
-                "accepted".to_owned()
+                Label::Borrowed("accepted")
             } else {
-                o["code"].as_str().unwrap_or("?").to_owned()
+                Label::Owned(o["code"].as_str().unwrap_or("?").to_owned())
             };
             if o["duplicate"] == true {
-                format!("duplicate:{label}")
+                Label::Owned(format!("duplicate:{label}"))
             } else {
                 label
             }
@@ -422,8 +424,8 @@ impl Lua {
 }
 
 fn lua_label(v: redis::Value) -> Label {
-    match v {
-        redis::Value::Int(_) => "accepted".to_owned(),
+    Label::Owned(match v {
+        redis::Value::Int(_) => return Label::Borrowed("accepted"),
         redis::Value::BulkString(b) => {
             let s = String::from_utf8_lossy(&b).into_owned();
             match s.strip_prefix("DUP:") {
@@ -433,5 +435,5 @@ fn lua_label(v: redis::Value) -> Label {
         }
         redis::Value::SimpleString(s) => s,
         other => format!("?{other:?}"),
-    }
+    })
 }
