@@ -484,11 +484,19 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-const COLORS: [plotters::style::RGBColor; 4] = [
+/// Ten distinct series colours (the "tab10" palette, the first four in the order the
+/// earlier charts used), so that a chart of up to ten series repeats none.
+const COLORS: [plotters::style::RGBColor; 10] = [
     plotters::style::RGBColor(31, 119, 180),
     plotters::style::RGBColor(214, 39, 40),
     plotters::style::RGBColor(44, 160, 44),
     plotters::style::RGBColor(148, 103, 189),
+    plotters::style::RGBColor(255, 127, 14),
+    plotters::style::RGBColor(140, 86, 75),
+    plotters::style::RGBColor(227, 119, 194),
+    plotters::style::RGBColor(127, 127, 127),
+    plotters::style::RGBColor(188, 189, 34),
+    plotters::style::RGBColor(23, 190, 207),
 ];
 
 type Chart<'a, DB> = plotters::chart::ChartContext<
