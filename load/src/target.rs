@@ -424,16 +424,16 @@ impl Lua {
 }
 
 fn lua_label(v: redis::Value) -> Label {
-    Label::Owned(match v {
-        redis::Value::Int(_) => return Label::Borrowed("accepted"),
+    match v {
+        redis::Value::Int(_) => Label::Borrowed("accepted"),
         redis::Value::BulkString(b) => {
             let s = String::from_utf8_lossy(&b).into_owned();
-            match s.strip_prefix("DUP:") {
+            Label::Owned(match s.strip_prefix("DUP:") {
                 Some(original) => format!("duplicate:{original}"),
                 None => s,
-            }
+            })
         }
-        redis::Value::SimpleString(s) => s,
-        other => format!("?{other:?}"),
-    })
+        redis::Value::SimpleString(s) => Label::Owned(s),
+        other => Label::Owned(format!("?{other:?}")),
+    }
 }

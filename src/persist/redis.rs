@@ -796,22 +796,27 @@ impl RedisJournal {
     /// master of the journal's slot). Fails where `CONFIG` is refused (some managed Redis
     /// services rename or disable it).
     pub async fn aof_settings(&self) -> Result<AofSettings, JournalError> {
-        let mut conn = self.conn.clone();
-        let mut get = async |name: &str| -> Result<String, JournalError> {
-            let mut cmd = redis::cmd("CONFIG");
-            cmd.arg("GET").arg(name);
-            let reply: std::collections::HashMap<String, String> =
-                conn.on_slot_master(cmd, &self.key).await?;
+        const NAMES: [&str; 4] = [
+            "appendonly",
+            "appendfsync",
+            "auto-aof-rewrite-percentage",
+            "auto-aof-rewrite-min-size",
+        ];
+        // One `CONFIG GET` of several settings (Redis 7).
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg(&NAMES[..]);
+        let mut reply: std::collections::HashMap<String, String> =
+            self.conn.clone().on_slot_master(cmd, &self.key).await?;
+        let mut take = |name: &str| {
             reply
-                .get(name)
-                .cloned()
+                .remove(name)
                 .ok_or_else(|| JournalError(format!("CONFIG GET {name}: no such setting")))
         };
         Ok(AofSettings {
-            appendonly: get("appendonly").await?,
-            appendfsync: get("appendfsync").await?,
-            rewrite_percentage: get("auto-aof-rewrite-percentage").await?,
-            rewrite_min_size: get("auto-aof-rewrite-min-size").await?,
+            appendonly: take(NAMES[0])?,
+            appendfsync: take(NAMES[1])?,
+            rewrite_percentage: take(NAMES[2])?,
+            rewrite_min_size: take(NAMES[3])?,
         })
     }
 

@@ -344,15 +344,19 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
     );
     let path = forked.unwrap().publish().unwrap();
     assert_eq!(listing(), vec![path.display().to_string()]);
-    let (header, state) = giftstream::persist::snapshot::read(&dir.path().join(&path)).unwrap();
-    assert_eq!(header.last_seq, events.len() as u64);
-    let loaded = giftstream::engine::Engine::from_state(
-        crate::support::economy(),
-        engine.config().clone(),
-        state,
-    )
-    .unwrap();
-    assert_eq!(loaded.state_fingerprint(), at_cut);
+    // The published image loads back into a state with that last seq and fingerprint.
+    let reads_back = |path: &std::path::Path, last_seq: u64, fingerprint: &str| {
+        let (header, state) = giftstream::persist::snapshot::read(&dir.path().join(path)).unwrap();
+        assert_eq!(header.last_seq, last_seq);
+        let loaded = giftstream::engine::Engine::from_state(
+            crate::support::economy(),
+            engine.config().clone(),
+            state,
+        )
+        .unwrap();
+        assert_eq!(loaded.state_fingerprint(), fingerprint);
+    };
+    reads_back(&path, events.len() as u64, &at_cut);
 
     // The child copies the resident pages first (`snapshot.copy_pages_in_child`, the
     // default above) or leaves them shared: the image is the state at the cut either way.
@@ -364,15 +368,7 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
         giftstream::engine::Stamp::now(),
     );
     let path = forked.unwrap().publish().unwrap();
-    let (header, state) = giftstream::persist::snapshot::read(&dir.path().join(&path)).unwrap();
-    assert_eq!(header.last_seq, events.len() as u64 + 1);
-    let loaded = giftstream::engine::Engine::from_state(
-        crate::support::economy(),
-        engine.config().clone(),
-        state,
-    )
-    .unwrap();
-    assert_eq!(loaded.state_fingerprint(), at_cut);
+    reads_back(&path, events.len() as u64 + 1, &at_cut);
 }
 
 #[test]
