@@ -7,7 +7,8 @@
 //!   gift cannot avoid in this layout, on plain maps of the engine's sizes;
 //! - `two_threads/{uniform,hot}`: two threads, the same, vs every gift to one creator.
 //!
-//! Run: `cargo bench --bench engine`. Figures go to BENCHMARKS.md.
+//! Run: `cargo bench --bench engine` (`GIFTSTREAM_BENCH_SHARDS=<n>` for another
+//! `engine.shards` than the default). Figures go to BENCHMARKS.md.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -29,6 +30,18 @@ const WALLETS: u64 = 1_000_000;
 const CREATORS: u64 = 10_000;
 const BATCH: usize = 1_000;
 const STAMP: Stamp = Stamp(1_794_700_800_000);
+
+/// The service's defaults, with `engine.shards` from `GIFTSTREAM_BENCH_SHARDS` if set
+/// (the shard-count sweep in BENCHMARKS.md).
+fn base_config() -> EngineConfig {
+    let shards = std::env::var("GIFTSTREAM_BENCH_SHARDS")
+        .ok()
+        .map(|s| s.parse().expect("GIFTSTREAM_BENCH_SHARDS is a number"));
+    EngineConfig {
+        shards: shards.unwrap_or(EngineConfig::default().shards),
+        ..EngineConfig::default()
+    }
+}
 
 fn funded_engine(config: EngineConfig) -> Engine {
     let engine = Engine::new(Economy::embedded(), config).unwrap();
@@ -95,13 +108,13 @@ fn bench_apply(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH as u64));
     group.measurement_time(Duration::from_secs(10));
     for (name, config) in [
-        ("uniform", EngineConfig::default()),
+        ("uniform", base_config()),
         (
             "uniform_lean",
             EngineConfig {
                 history_per_user: 0,
                 keep_log: false,
-                ..EngineConfig::default()
+                ..base_config()
             },
         ),
     ] {
@@ -118,7 +131,7 @@ fn bench_apply(c: &mut Criterion) {
         });
     }
     // As the service runs: the committer drains the log after every group commit.
-    let engine = funded_engine(EngineConfig::default());
+    let engine = funded_engine(base_config());
     let mut gifts = Gifts::new(2, false);
     group.bench_function("uniform_drained", |b| {
         b.iter_batched(
@@ -161,7 +174,7 @@ fn bench_two_threads(c: &mut Criterion) {
     let mut group = c.benchmark_group("two_threads");
     group.throughput(Throughput::Elements(2 * BATCH as u64));
     group.measurement_time(Duration::from_secs(10));
-    let engine = funded_engine(EngineConfig::default());
+    let engine = funded_engine(base_config());
     let mut round = 0;
     for (name, hot) in [("uniform", false), ("hot", true)] {
         group.bench_function(name, |b| {

@@ -737,7 +737,7 @@ mod tests {
     #[test]
     fn invalid_values_name_the_key() {
         for (from, to, key) in [
-            ("shards = 16", "shards = 6", "engine.shards"),
+            ("shards = 4", "shards = 6", "engine.shards"),
             ("interval_ms = 2", "interval_ms = 0", "commit.interval_ms"),
             (
                 "frame_bytes_max = 4194304",

@@ -58,7 +58,11 @@ pub const HISTORY_PER_USER_MAX: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
-    /// Number of shards of each kind; a power of two in 1..=1024.
+    /// Number of shards of each kind; a power of two in 1..=1024. About two per core
+    /// that applies batches: every shard keeps its own part of each creator's and
+    /// stream's aggregates, so more shards than the cores can use cost memory and cache
+    /// misses (BENCHMARKS.md "Shards: 16 → 4"). Fixed for a ledger's life: a snapshot
+    /// loads with the count it was taken with.
     pub shards: usize,
     /// Event ids remembered for idempotency, in total (split evenly across shards).
     pub idempotency_entries_max: usize,
@@ -75,7 +79,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            shards: 16,
+            shards: 4,
             idempotency_entries_max: 1 << 20,
             idempotency_window_ms: 24 * 3600 * 1000,
             history_per_user: 32,

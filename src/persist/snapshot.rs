@@ -547,6 +547,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
 
 /// The newest snapshot in `dir` that reads back whole, loaded into an engine. A corrupt
 /// one is reported (`warn`) and the previous one used.
+///
+/// A ledger keeps the shard count it was started with (an idempotency id is remembered
+/// in its sender's shard, and the window does not record the sender, so its ids cannot
+/// be dealt out again): a snapshot taken with another `engine.shards` loads with its
+/// own count, and the difference is logged.
 pub fn load_newest(
     dir: &Path,
     economy: &Economy,
@@ -554,7 +559,11 @@ pub fn load_newest(
 ) -> Result<Option<(PathBuf, Engine)>, SnapshotError> {
     for path in list(dir)?.into_iter().rev() {
         match read(&path) {
-            Ok((_, state)) => match Engine::from_state(economy.clone(), config.clone(), state) {
+            Ok((_, state)) => match Engine::from_state(
+                economy.clone(),
+                with_ledger_shards(config, state.shards(), &path),
+                state,
+            ) {
                 Ok(engine) => return Ok(Some((path, engine))),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "snapshot unusable; trying an older one")
@@ -564,4 +573,20 @@ pub fn load_newest(
         }
     }
     Ok(None)
+}
+
+/// `config` with the shard count of the ledger's snapshot `path` (logged when it differs).
+pub fn with_ledger_shards(config: &EngineConfig, shards: usize, path: &Path) -> EngineConfig {
+    if shards != config.shards {
+        tracing::warn!(
+            path = %path.display(),
+            snapshot_shards = shards,
+            configured = config.shards,
+            "engine.shards differs from this ledger's snapshot; the ledger keeps its {shards} shards (a shard count is fixed for a ledger's life)"
+        );
+    }
+    EngineConfig {
+        shards,
+        ..config.clone()
+    }
 }

@@ -371,6 +371,43 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
     reads_back(&path, events.len() as u64 + 1, &at_cut);
 }
 
+/// A ledger keeps its shard count: a snapshot taken with 16 shards loads with 16 under a
+/// config of 4 (an id is remembered in its sender's shard, so dealing the shards out
+/// again could forget it), and its ids stay duplicates.
+#[test]
+fn a_snapshot_loads_with_the_shard_count_it_was_taken_with() {
+    use giftstream::engine::{Engine, EngineConfig, Stamp};
+    let sixteen = EngineConfig {
+        shards: 16,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(crate::support::economy(), sixteen).unwrap();
+    let events: Vec<Event> = (0..40u128)
+        .map(|i| recharge(i, 40 + i as u64, "coins_7000"))
+        .chain((0..40u128).map(|i| gift(1000 + i, 40 + i as u64, 7 + i as u64 % 3, "panda", 1)))
+        .collect();
+    let outcomes = engine.apply_batch(&events, Stamp::now());
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = engine.snapshot();
+    giftstream::persist::snapshot::write(dir.path(), &state.view(), 1).unwrap();
+
+    let four = EngineConfig::default();
+    assert_eq!(four.shards, 4);
+    let (_, loaded) =
+        giftstream::persist::snapshot::load_newest(dir.path(), &crate::support::economy(), &four)
+            .unwrap()
+            .expect("the snapshot loads");
+    assert_eq!(loaded.config().shards, 16);
+    assert_eq!(loaded.state_fingerprint(), engine.state_fingerprint());
+    let again = loaded.apply_batch(&events, Stamp::now());
+    for (first, second) in outcomes.iter().zip(&again) {
+        assert!(second.duplicate);
+        assert_eq!((first.seq, first.status), (second.seq, second.status));
+    }
+    assert_eq!(loaded.last_seq(), engine.last_seq());
+    assert!(loaded.audit().is_clean());
+}
+
 #[test]
 fn a_snapshot_of_format_1_still_loads() {
     // Format 2 appended the settlement reports (one map per creator shard) to format 1's
