@@ -52,7 +52,10 @@
 //! end and releases the claim. A start (under the ledger lease) clears a claim left by
 //! a crashed projector. A window cut short by
 //! a crash is written again from `seq` at the next start; a retried last chunk whose
-//! first attempt ran finds `seq` at its end and does nothing.
+//! first attempt ran finds `seq` at its end and does nothing. A window's operations are
+//! ordered by kind and key before they are cut into scripts, so each key's gifter scores
+//! (and `top-creators`) in a script are one multi-member `ZADD`, its removals one `ZREM`
+//! (the order does not matter: every value is absolute).
 //!
 //! Scores are doubles: exact up to 2^53. A score that would pass [`SCORE_MAX`] is held at
 //! it and counted in `giftstream_read_model_saturated_total` (the HTTP API stays exact;
@@ -146,7 +149,8 @@ pub fn user_key(u: UserId) -> String {
 /// is the window's last chunk set `seq` and release the window. KEYS: seq, writer. ARGV:
 /// from, to, prefix, score max, node ("" for a single node), last chunk ("1" or "0"),
 /// writer token, then operations: `H key n field value ...`
-/// (HSET of n fields), `A key member score` (ZADD), `R key member` (ZREM), `M key member
+/// (HSET of n fields), `A key n score member ...` (ZADD of n members), `R key n member
+/// ...` (ZREM of n members), `M key member
 /// n field value ...` (this node's contribution to n merged
 /// fields; `member` not "": `top-creators` moves with `diamonds_total`). `from` = 0 is a
 /// rebuild: no check, `seq` left alone.
@@ -179,11 +183,13 @@ while i <= #ARGV do
     redis.call('HSET', k, unpack(ARGV, i + 3, i + 2 + 2 * n))
     i = i + 3 + 2 * n
   elseif op == 'R' then
-    redis.call('ZREM', k, ARGV[i + 2])
-    i = i + 3
+    local n = tonumber(ARGV[i + 2])
+    redis.call('ZREM', k, unpack(ARGV, i + 3, i + 2 + n))
+    i = i + 3 + n
   elseif op == 'A' then
-    redis.call('ZADD', k, ARGV[i + 3], ARGV[i + 2])
-    i = i + 4
+    local n = tonumber(ARGV[i + 2])
+    redis.call('ZADD', k, unpack(ARGV, i + 3, i + 2 + 2 * n))
+    i = i + 3 + 2 * n
   elseif op == 'M' then
     local member = ARGV[i + 2]
     local n = tonumber(ARGV[i + 3])
@@ -229,6 +235,35 @@ enum Op {
     /// `top-creators` moves with `diamonds_total`.
     Merge(String, Option<u64>, Vec<(&'static str, i128)>),
 }
+
+impl Op {
+    fn key(&self) -> &str {
+        match self {
+            Op::Hash(k, _) | Op::Set(k, ..) | Op::Remove(k, _) | Op::Merge(k, ..) => k,
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Op::Set(..) => 0,
+            Op::Remove(..) => 1,
+            Op::Hash(..) => 2,
+            Op::Merge(..) => 3,
+        }
+    }
+}
+
+/// Orders a window's operations by kind and key, so that each key's scores (and
+/// removals) are one run: one `ZADD` (`ZREM`) per key and chunk. The order of a window's
+/// operations does not matter: every value is absolute, and no member is both set and
+/// removed in one window.
+fn group_by_key(ops: &mut [Op]) {
+    ops.sort_unstable_by(|a, b| a.rank().cmp(&b.rank()).then_with(|| a.key().cmp(b.key())));
+}
+
+/// Members one `ZADD` or `ZREM` of the write script takes at most (Lua's `unpack` has a
+/// limit of a few thousand values).
+const MEMBERS_PER_CALL: usize = 1000;
 
 fn redis_error(e: redis::RedisError) -> JournalError {
     JournalError(format!("redis: {e}"))
@@ -656,7 +691,22 @@ async fn write(
         .arg(ledger.node.as_deref().unwrap_or(""))
         .arg(if last { "1" } else { "0" })
         .arg(writer);
-    for op in ops {
+    // A run of scores set (or members removed) on one key is one `ZADD` (`ZREM`) of up
+    // to MEMBERS_PER_CALL members: a call per member cost as much again in the script.
+    let mut rest = ops;
+    while let Some(op) = rest.first() {
+        let run = match op {
+            Op::Set(k, ..) | Op::Remove(k, ..) => rest
+                .iter()
+                .take(MEMBERS_PER_CALL)
+                .take_while(|o| {
+                    std::mem::discriminant(*o) == std::mem::discriminant(op) && o.key() == k
+                })
+                .count(),
+            Op::Hash(..) | Op::Merge(..) => 1,
+        };
+        let (now, later) = rest.split_at(run);
+        rest = later;
         match op {
             Op::Hash(k, fields) => {
                 invocation.arg("H").arg(k).arg(fields.len());
@@ -665,8 +715,24 @@ async fn write(
                 }
                 &mut invocation
             }
-            Op::Set(k, m, s) => invocation.arg("A").arg(k).arg(*m).arg(s.to_string()),
-            Op::Remove(k, m) => invocation.arg("R").arg(k).arg(*m),
+            Op::Set(k, ..) => {
+                invocation.arg("A").arg(k).arg(run);
+                for o in now {
+                    if let Op::Set(_, m, s) = o {
+                        invocation.arg(s.to_string()).arg(*m);
+                    }
+                }
+                &mut invocation
+            }
+            Op::Remove(k, _) => {
+                invocation.arg("R").arg(k).arg(run);
+                for o in now {
+                    if let Op::Remove(_, m) = o {
+                        invocation.arg(*m);
+                    }
+                }
+                &mut invocation
+            }
             Op::Merge(k, member, fields) => {
                 invocation
                     .arg("M")
@@ -1113,6 +1179,7 @@ async fn run(
                     }
                 }
             }
+            group_by_key(&mut ops);
             // Every value is absolute, so a window is written in chunks of at most
             // `ops_per_write_max` (each blocks Redis briefly) and a chunk can be retried;
             // each checks `seq`, the last moves it.
