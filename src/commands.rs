@@ -247,6 +247,10 @@ pub(crate) fn audit() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        use giftstream::persist::redis::{RedisJournal, with_recorded_shards};
+        let journal = RedisJournal::open(&config)
+            .await
+            .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
         let engine = match giftstream::persist::snapshot::load_newest(
             &config.snapshot.dir,
             &economy,
@@ -260,11 +264,11 @@ pub(crate) fn audit() -> anyhow::Result<()> {
                 );
                 std::sync::Arc::new(engine)
             }
-            None => giftstream::server::build_engine(&config, economy)?,
+            None => {
+                let recorded = journal.recorded_shards().await?;
+                giftstream::server::build_engine(&with_recorded_shards(&config, recorded), economy)?
+            }
         };
-        let journal = giftstream::persist::redis::RedisJournal::open(&config)
-            .await
-            .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
         let started = std::time::Instant::now();
         let (replayed, duplicate_ids) = journal.audit_into(&engine).await?;
         let report = engine.audit();

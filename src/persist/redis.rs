@@ -8,6 +8,8 @@
 //!   token of the one process that may append; checked and renewed by every append.
 //! - `giftstream:{ledger}:head` — the id of the last append, moved by the same script:
 //!   an append must find it where its process left it (no gap, no other writer).
+//! - `giftstream:{ledger}:shards` — the ledger's `engine.shards`, recorded at each start:
+//!   a start with no snapshot replays the journal with it (a ledger keeps its count).
 //!
 //! Idempotent by sequence number: the entry id is the run's last sequence number, and
 //! Redis refuses an id that is not greater than the stream's top. A retried append
@@ -190,6 +192,14 @@ impl Ledger {
         match &self.node {
             None => "giftstream:{ledger}:owner".to_owned(),
             Some(n) => format!("giftstream:{{ledger-{n}}}:owner"),
+        }
+    }
+
+    /// The ledger's shard count, recorded at each start, in the journal's slot.
+    pub fn shards_key(&self) -> String {
+        match &self.node {
+            None => "giftstream:{ledger}:shards".to_owned(),
+            Some(n) => format!("giftstream:{{ledger-{n}}}:shards"),
         }
     }
 
@@ -795,6 +805,26 @@ impl RedisJournal {
     /// The AOF settings of the Redis holding this ledger's journal (on a cluster, the
     /// master of the journal's slot). Fails where `CONFIG` is refused (some managed Redis
     /// services rename or disable it).
+    /// The shard count recorded for this ledger ([`Ledger::shards_key`]), if any (none
+    /// before its first start, or on a ledger started by a binary before this key).
+    pub async fn recorded_shards(&self) -> Result<Option<usize>, JournalError> {
+        redis::cmd("GET")
+            .arg(self.ledger.shards_key())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+
+    /// Records `shards` as this ledger's shard count (under the lease, after recovery).
+    pub async fn record_shards(&self, shards: usize) -> Result<(), JournalError> {
+        redis::cmd("SET")
+            .arg(self.ledger.shards_key())
+            .arg(shards)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+
     pub async fn aof_settings(&self) -> Result<AofSettings, JournalError> {
         const NAMES: [&str; 4] = [
             "appendonly",
@@ -1057,7 +1087,10 @@ pub struct Recovered {
 /// (a corrupt one is reported and the previous one used), then the journal after it.
 /// The journal is read only once this process holds the ledger lease
 /// ([`RedisJournal::acquire`]); the snapshot loads meanwhile, so waiting for a crashed
-/// holder's lease to run out overlaps the longest part of a restart.
+/// holder's lease to run out overlaps the longest part of a restart. A ledger keeps its
+/// shard count: a snapshot loads with its own ([`crate::persist::snapshot::load_newest`]);
+/// without one, the journal is replayed with the count recorded in Redis, if any; the
+/// count the ledger then runs with is recorded.
 pub async fn recover(
     journal: &mut RedisJournal,
     config: &crate::config::Config,
@@ -1075,11 +1108,18 @@ pub async fn recover(
         })
     };
     journal.acquire(config.redis.lease_ms).await?;
+    let recorded = journal.recorded_shards().await?;
     let (engine, snapshot) = match loading.await?? {
         Some((path, engine)) => (std::sync::Arc::new(engine), Some(path)),
-        None => (crate::server::build_engine(config, economy)?, None),
+        None => (
+            crate::server::build_engine(&with_recorded_shards(config, recorded), economy)?,
+            None,
+        ),
     };
     let replayed_events = journal.recover_into(&engine).await?;
+    if recorded != Some(engine.config().shards) {
+        journal.record_shards(engine.config().shards).await?;
+    }
     Ok((
         engine,
         Recovered {
@@ -1088,6 +1128,26 @@ pub async fn recover(
             seconds: started.elapsed().as_secs_f64(),
         },
     ))
+}
+
+/// `config` with the ledger's recorded shard count, if one is recorded (logged when it
+/// differs from `engine.shards`).
+pub fn with_recorded_shards(
+    config: &crate::config::Config,
+    recorded: Option<usize>,
+) -> crate::config::Config {
+    let mut config = config.clone();
+    if let Some(shards) = recorded
+        && shards != config.engine.shards
+    {
+        tracing::warn!(
+            recorded = shards,
+            configured = config.engine.shards,
+            "engine.shards differs from the count this ledger runs with; the ledger keeps its {shards} shards (a shard count is fixed for a ledger's life)"
+        );
+        config.engine.shards = shards;
+    }
+    config
 }
 
 #[cfg(test)]

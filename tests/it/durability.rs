@@ -450,6 +450,87 @@ fn a_snapshot_of_format_1_still_loads() {
     assert!(loaded.audit().is_clean());
 }
 
+/// A ledger with no snapshot yet keeps its shard count too: `serve` records the count in
+/// Redis, and a start whose config says another count replays the journal with the
+/// recorded one (logged), so the ledger answers as before; `audit` does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_without_a_snapshot_replays_with_the_recorded_shard_count() {
+    use crate::support::child::{ServeProcess, run_cli};
+    let redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let config_with = |shards: usize| {
+        let path = data.path().join(format!("giftstream-{shards}.toml"));
+        let text = SHIPPED_CONFIG.replace("shards = 4\n", &format!("shards = {shards}\n"));
+        assert!(text.contains(&format!("shards = {shards}\n")));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (sixteen, four) = (config_with(16), config_with(4));
+    let snapshots = data.path().join("snapshots");
+    let http = reqwest::Client::new();
+
+    let first = ServeProcess::start(&sixteen, &redis.url(), &snapshots);
+    let client = Client::connect(first.tcp.as_str(), INGEST).await.unwrap();
+    let events: Vec<Event> = (0..30u128)
+        .map(|i| recharge(i, 40 + i as u64, "coins_7000"))
+        .chain((0..30u128).map(|i| gift(100 + i, 40 + i as u64, 7, "panda", 1)))
+        .collect();
+    let outcomes = client.send(&events).await.unwrap();
+    let wallet = first.read(&http, "/v1/users/45").await;
+    let log = first.stop();
+    assert!(!log.iter().any(|l| l.contains("ledger keeps")), "{log:#?}");
+    let conn = &mut redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let recorded: Option<String> = redis::cmd("GET")
+        .arg("giftstream:{ledger}:shards")
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_eq!(recorded.as_deref(), Some("16"));
+    assert_eq!(
+        std::fs::read_dir(&snapshots).map_or(0, |d| d.count()),
+        0,
+        "no snapshot: the journal alone"
+    );
+
+    // Restarted with a config of 4 shards: the ledger replays with its 16.
+    let second = ServeProcess::start(&four, &redis.url(), &snapshots);
+    assert_eq!(second.read(&http, "/v1/users/45").await, wallet);
+    let client = Client::connect(second.tcp.as_str(), INGEST).await.unwrap();
+    let again = client.send(&events).await.unwrap();
+    for (first, second) in outcomes.iter().zip(&again) {
+        assert!(second.duplicate);
+        assert_eq!((first.seq, first.status), (second.seq, second.status));
+    }
+    let log = second.stop();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("WARN") && l.contains("the ledger keeps its 16 shards")),
+        "{log:#?}"
+    );
+    let recorded: Option<String> = redis::cmd("GET")
+        .arg("giftstream:{ledger}:shards")
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_eq!(recorded.as_deref(), Some("16"));
+
+    let (ok, out) = run_cli(
+        &["audit"],
+        &[
+            ("GIFTSTREAM_CONFIG", four.to_str().unwrap()),
+            ("GIFTSTREAM_REDIS_URL", &redis.url()),
+            ("GIFTSTREAM_DATA_DIR", snapshots.to_str().unwrap()),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("the ledger keeps its 16 shards"), "{out}");
+    assert!(out.contains("audit: clean"), "{out}");
+}
+
 /// `serve` reads the journal Redis's AOF settings at start: a Redis that writes no AOF
 /// gets a warning in the log and `appendonly="no"` in the metrics; one with an AOF gets
 /// no warning, and its settings logged and exported.

@@ -480,9 +480,10 @@ async fn the_read_model_can_live_in_its_own_redis() {
         [
             "giftstream:{ledger}:head".to_owned(),
             "giftstream:{ledger}:journal".to_owned(),
-            "giftstream:{ledger}:owner".to_owned()
+            "giftstream:{ledger}:owner".to_owned(),
+            "giftstream:{ledger}:shards".to_owned()
         ],
-        "the journal, its head and the ledger lease"
+        "the journal, its head, the ledger lease and its shard count"
     );
     drop(client);
     s.stop().await.unwrap();
