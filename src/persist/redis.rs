@@ -802,9 +802,6 @@ impl AofSettings {
 }
 
 impl RedisJournal {
-    /// The AOF settings of the Redis holding this ledger's journal (on a cluster, the
-    /// master of the journal's slot). Fails where `CONFIG` is refused (some managed Redis
-    /// services rename or disable it).
     /// The shard count recorded for this ledger ([`Ledger::shards_key`]), if any (none
     /// before its first start, or on a ledger started by a binary before this key).
     pub async fn recorded_shards(&self) -> Result<Option<usize>, JournalError> {
@@ -825,6 +822,9 @@ impl RedisJournal {
             .map_err(redis_error)
     }
 
+    /// The AOF settings of the Redis holding this ledger's journal (on a cluster, the
+    /// master of the journal's slot). Fails where `CONFIG` is refused (some managed Redis
+    /// services rename or disable it).
     pub async fn aof_settings(&self) -> Result<AofSettings, JournalError> {
         const NAMES: [&str; 4] = [
             "appendonly",
