@@ -76,6 +76,9 @@ pub const BUILD_INFO: &str = "giftstream_build_info";
 /// Always 1, with the journal Redis's `appendonly` and `appendfsync` settings as labels
 /// (`unknown` where `CONFIG GET` is refused), read at start.
 pub const JOURNAL_REDIS_INFO: &str = "giftstream_journal_redis_info";
+/// The engine's shard count of each kind: the ledger's, which a snapshot or the journal
+/// fixes (it may differ from `engine.shards` in the config; see the start's log).
+pub const ENGINE_SHARDS: &str = "giftstream_engine_shards";
 
 const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -204,6 +207,10 @@ fn describe() {
     describe_gauge!(
         JOURNAL_REDIS_INFO,
         "The journal Redis's AOF settings at start, as labels (appendonly, appendfsync)."
+    );
+    describe_gauge!(
+        ENGINE_SHARDS,
+        "The engine's shards of each kind: the ledger's count, fixed for its life."
     );
     describe_counter!(
         SETTLEMENT_REPORTS_TOTAL,

@@ -162,9 +162,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    // The recorder first, so that the gauges set at start are kept.
+    telemetry::prometheus();
+    metrics::gauge!(telemetry::ENGINE_SHARDS).set(engine.config().shards as f64);
     if let Some(redis) = journal.as_redis() {
-        // The recorder first, so that the settings' gauge is kept.
-        telemetry::prometheus();
         redis.report_aof_settings().await;
     }
     let tls = tls::acceptors(&config.tls)?;

@@ -499,6 +499,11 @@ async fn a_restart_without_a_snapshot_replays_with_the_recorded_shard_count() {
     // Restarted with a config of 4 shards: the ledger replays with its 16.
     let second = ServeProcess::start(&four, &redis.url(), &snapshots);
     assert_eq!(second.read(&http, "/v1/users/45").await, wallet);
+    let metrics = second.metrics(&http).await;
+    assert!(
+        metrics.lines().any(|l| l == "giftstream_engine_shards 16"),
+        "{metrics}"
+    );
     let client = Client::connect(second.tcp.as_str(), INGEST).await.unwrap();
     let again = client.send(&events).await.unwrap();
     for (first, second) in outcomes.iter().zip(&again) {
