@@ -450,6 +450,20 @@ fn a_snapshot_of_format_1_still_loads() {
     assert!(loaded.audit().is_clean());
 }
 
+/// The shard count recorded for the single node's ledger, read straight from Redis.
+async fn recorded_shards(redis: &RedisServer) -> Option<String> {
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("GET")
+        .arg("giftstream:{ledger}:shards")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
 /// A ledger with no snapshot yet keeps its shard count too: `serve` records the count in
 /// Redis, and a start whose config says another count replays the journal with the
 /// recorded one (logged), so the ledger answers as before; `audit` does the same.
@@ -479,17 +493,7 @@ async fn a_restart_without_a_snapshot_replays_with_the_recorded_shard_count() {
     let wallet = first.read(&http, "/v1/users/45").await;
     let log = first.stop();
     assert!(!log.iter().any(|l| l.contains("ledger keeps")), "{log:#?}");
-    let conn = &mut redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let recorded: Option<String> = redis::cmd("GET")
-        .arg("giftstream:{ledger}:shards")
-        .query_async(conn)
-        .await
-        .unwrap();
-    assert_eq!(recorded.as_deref(), Some("16"));
+    assert_eq!(recorded_shards(&redis).await.as_deref(), Some("16"));
     assert_eq!(
         std::fs::read_dir(&snapshots).map_or(0, |d| d.count()),
         0,
@@ -516,12 +520,7 @@ async fn a_restart_without_a_snapshot_replays_with_the_recorded_shard_count() {
             .any(|l| l.contains("WARN") && l.contains("the ledger keeps its 16 shards")),
         "{log:#?}"
     );
-    let recorded: Option<String> = redis::cmd("GET")
-        .arg("giftstream:{ledger}:shards")
-        .query_async(conn)
-        .await
-        .unwrap();
-    assert_eq!(recorded.as_deref(), Some("16"));
+    assert_eq!(recorded_shards(&redis).await.as_deref(), Some("16"));
 
     let (ok, out) = run_cli(
         &["audit"],
