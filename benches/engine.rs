@@ -5,7 +5,8 @@
 //!   the service's committer does);
 //! - `floor/{pairs,lean,full}`: the design's floor — only the map operations a uniform
 //!   gift cannot avoid in this layout, on plain maps of the engine's sizes;
-//! - `two_threads/{uniform,hot}`: two threads, the same, vs every gift to one creator.
+//! - `two_threads/{uniform,hot}`: two threads, the same, vs every gift to one creator;
+//! - `replay/uniform`: a restart's replay of 100k uniform gifts into a 1M-wallet state.
 //!
 //! Run: `cargo bench --bench engine` (`GIFTSTREAM_BENCH_SHARDS=<n>` for another
 //! `engine.shards` than the default). Figures go to BENCHMARKS.md.
@@ -142,6 +143,38 @@ fn bench_apply(c: &mut Criterion) {
                 outcomes
             },
             BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+/// Gifts replayed per `replay/uniform` iteration: a journal tail of 100 batches.
+const REPLAY_BATCHES: usize = 100;
+
+/// A restart's replay: a 1M-wallet state (as loaded from a snapshot) replays a journal
+/// tail of uniform gifts, as `giftstream serve` does after the snapshot (two threads
+/// for a long run). Each iteration starts from a fresh copy of the state (not timed).
+fn bench_replay(c: &mut Criterion) {
+    let config = base_config();
+    let engine = funded_engine(config.clone());
+    let (state, _) = engine.snapshot();
+    let mut gifts = Gifts::new(3, false);
+    for _ in 0..REPLAY_BATCHES {
+        engine.apply_batch(&gifts.batch(), STAMP);
+    }
+    let tail = engine.drain_log();
+    drop(engine);
+    let mut group = c.benchmark_group("replay");
+    group.throughput(Throughput::Elements(tail.len() as u64));
+    group.sample_size(10);
+    group.bench_function("uniform", |b| {
+        b.iter_batched(
+            || Engine::from_state(Economy::embedded(), config.clone(), state.clone()).unwrap(),
+            |engine| {
+                engine.replay(&tail).expect("the tail replays as recorded");
+                engine
+            },
+            BatchSize::PerIteration,
         );
     });
     group.finish();
@@ -299,5 +332,11 @@ fn bench_floor(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_floor, bench_two_threads);
+criterion_group!(
+    benches,
+    bench_apply,
+    bench_floor,
+    bench_two_threads,
+    bench_replay
+);
 criterion_main!(benches);
