@@ -231,13 +231,13 @@ impl SenderShard {
                 Event::Recharge(r) => r.user,
                 Event::Gift(g) => {
                     if let Some(part) = self.creators.get(&g.creator) {
-                        seen ^= part.top.last_score();
+                        seen ^= part.top.entries().last().map_or(0, |e| e.0);
                     }
                     if let Some(total) = self.creator_gifters.get(&(g.creator, g.sender)) {
                         seen ^= total.0;
                     }
                     if let Some(part) = self.streams.get(&g.stream) {
-                        seen ^= part.top.last_score();
+                        seen ^= part.top.entries().last().map_or(0, |e| e.0);
                     }
                     if let Some(total) = self.stream_gifters.get(&(g.stream, g.sender)) {
                         seen ^= total.0;

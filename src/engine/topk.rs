@@ -174,12 +174,6 @@ impl GifterTop {
         self.entries[to] = candidate;
     }
 
-    /// The score of the last entry (0 when empty): one read of the list's tail, where a
-    /// first gift is pushed.
-    pub(crate) fn last_score(&self) -> u64 {
-        self.entries.last().map_or(0, |e| e.0)
-    }
-
     /// The entries: best first once the list is full, in no particular order before.
     pub(crate) fn entries(&self) -> &[(u64, u64)] {
         &self.entries
