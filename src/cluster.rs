@@ -235,6 +235,36 @@ impl PartitionMap {
         self.local
     }
 
+    /// What a node's ledger depends on, in a canonical form: the partition count and
+    /// each node's name and partitions, in map order (settlement reports name their
+    /// source node by its index). Addresses are left out: they may change (a node's
+    /// ledger moved to another machine). Equal maps give equal layouts, however their
+    /// ranges are written ("0-3,4-7" and "0-7").
+    pub fn layout(&self) -> String {
+        let mut out = format!("{} partitions:", self.partitions);
+        for (i, node) in self.nodes.iter().enumerate() {
+            let mut ranges: Vec<String> = Vec::new();
+            let mut p = 0;
+            while p < self.owner.len() {
+                if usize::from(self.owner[p]) != i {
+                    p += 1;
+                    continue;
+                }
+                let start = p;
+                while p < self.owner.len() && usize::from(self.owner[p]) == i {
+                    p += 1;
+                }
+                ranges.push(match p - 1 - start {
+                    0 => start.to_string(),
+                    _ => format!("{start}-{}", p - 1),
+                });
+            }
+            out.push_str(&format!(" {} {};", node.name, ranges.join(",")));
+        }
+        out.pop();
+        out
+    }
+
     /// The index in [`PartitionMap::nodes`] of the node that owns routing key `key`.
     pub fn owner_of(&self, key: u64) -> usize {
         usize::from(self.owner[partition_of(key, self.partitions) as usize])
@@ -402,6 +432,23 @@ mod tests {
             c.settle_interval_ms = ms;
             assert_eq!(err(c), "cluster.settle_interval_ms");
         }
+    }
+
+    #[test]
+    fn a_layout_names_partitions_in_map_order_and_leaves_out_addresses() {
+        let map = |nodes| {
+            PartitionMap::from_config(&config("a", nodes))
+                .unwrap()
+                .unwrap()
+                .layout()
+        };
+        let plain = map(vec![node("a", "0-2,7"), node("b", "3-6")]);
+        assert_eq!(plain, "8 partitions: a 0-2,7; b 3-6");
+        let mut moved = node("b", "3,4-6");
+        moved.tcp_addr = "10.0.0.9:7070".into();
+        assert_eq!(map(vec![node("a", "7,0-2"), moved]), plain);
+        assert_ne!(map(vec![node("b", "3-6"), node("a", "0-2,7")]), plain);
+        assert_ne!(map(vec![node("a", "0-3,7"), node("b", "4-6")]), plain);
     }
 
     #[test]

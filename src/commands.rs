@@ -121,6 +121,10 @@ pub(crate) fn restore(file: &std::path::Path) -> anyhow::Result<()> {
         "the snapshot's state fails the audit: {:?}",
         report.violations
     );
+    if let Some(why) = giftstream::persist::redis::Ledger::of(&config).foreign_state(&engine, file)
+    {
+        anyhow::bail!("{why}");
+    }
     let newest = snapshot::list(&config.snapshot.dir)?
         .last()
         .map(|p| snapshot::read_header(p).map(|h| h.last_seq))
@@ -184,6 +188,9 @@ async fn restore_redis_held(
 ) -> anyhow::Result<()> {
     use giftstream::persist::projection;
     {
+        if !journal.check_layout().await? {
+            journal.record_layout().await?;
+        }
         let top = journal.last_seq().await?;
         if top > last_seq {
             let first = journal.runs_from(last_seq + 1, 1).await?;
@@ -302,6 +309,12 @@ pub(crate) fn audit() -> anyhow::Result<()> {
         }
         println!("event ids journaled twice: {duplicate_ids}");
         let mut violations = report.violations.clone();
+        if let Some(why) = journal.ledger().foreign_state(&engine, &config.snapshot.dir) {
+            violations.push(why);
+        }
+        if let Err(e) = journal.check_layout().await {
+            violations.push(e.to_string());
+        }
         if config.read_model.enabled {
             let mut conn = giftstream::persist::redis::connect_to(
                 config.read_model.redis_url(&config.redis.url),

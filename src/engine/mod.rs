@@ -204,6 +204,22 @@ pub struct LedgerTotals {
     pub paid_out: Vec<(Currency, Decimal)>,
 }
 
+/// Result of [`Engine::foreign`]: how much state belongs to routing keys not owned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Foreign {
+    pub wallets: u64,
+    pub creators: u64,
+    pub goals: u64,
+    /// The first one found, in words ("the wallet of user 42").
+    pub example: Option<String>,
+}
+
+impl Foreign {
+    pub fn is_empty(&self) -> bool {
+        self.example.is_none()
+    }
+}
+
 /// Result of [`Engine::audit`]: the totals and every violated invariant.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuditReport {
@@ -942,6 +958,50 @@ impl Engine {
         }
         report.violations = v;
         report
+    }
+
+    /// The state held for routing keys `owns` rejects: wallets of other users, payouts
+    /// or settlement reports of other creators, goals of streams whose creator is
+    /// another's. A cluster node checks its recovered ledger with its partition map:
+    /// anything found means the state is another ledger's (a snapshot directory copied
+    /// to the wrong node) or the map changed under the ledger.
+    pub fn foreign(&self, owns: impl Fn(u64) -> bool) -> Foreign {
+        let mut found = Foreign::default();
+        let mut note = |what: String| {
+            found.example.get_or_insert(what);
+        };
+        for shard in self.senders.iter() {
+            for user in shard.lock().wallets.keys().filter(|u| !owns(u.0)) {
+                found.wallets += 1;
+                note(format!("the wallet of user {user}"));
+            }
+        }
+        for shard in self.creators.iter() {
+            let shard = shard.lock();
+            let paid = shard
+                .creators
+                .iter()
+                .filter(|(_, t)| t.diamonds_paid > 0)
+                .map(|(c, _)| *c);
+            let mut creators: Vec<CreatorId> = paid.chain(shard.settled.keys().copied()).collect();
+            creators.sort_unstable();
+            creators.dedup();
+            for creator in creators.into_iter().filter(|c| !owns(c.0)) {
+                found.creators += 1;
+                note(format!("the payouts of creator {creator}"));
+            }
+        }
+        for shard in self.streams.iter() {
+            for (stream, totals) in shard.lock().streams.iter() {
+                if let (true, Some(creator)) = (totals.goal_set, totals.creator)
+                    && !owns(creator.0)
+                {
+                    found.goals += 1;
+                    note(format!("the goal of stream {stream} (creator {creator})"));
+                }
+            }
+        }
+        found
     }
 
     /// A fingerprint of the whole ledger state at a consistent cut, for replay checks:

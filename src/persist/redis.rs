@@ -10,6 +10,9 @@
 //!   an append must find it where its process left it (no gap, no other writer).
 //! - `giftstream:{ledger}:shards` — the ledger's `engine.shards`, recorded at each start:
 //!   a start with no snapshot replays the journal with it (a ledger keeps its count).
+//! - `giftstream:{ledger-<node>}:map` — a cluster node's partition map layout
+//!   ([`crate::cluster::PartitionMap::layout`]), recorded at its first start: a start
+//!   with another layout is refused (a node's partitions are fixed for its ledger's life).
 //!
 //! Idempotent by sequence number: the entry id is the run's last sequence number, and
 //! Redis refuses an id that is not greater than the stream's top. A retried append
@@ -201,6 +204,33 @@ impl Ledger {
             None => "giftstream:{ledger}:shards".to_owned(),
             Some(n) => format!("giftstream:{{ledger-{n}}}:shards"),
         }
+    }
+
+    /// A cluster node's recorded partition map layout, in the journal's slot (`None` on a
+    /// single node, which owns everything).
+    pub fn map_key(&self) -> Option<String> {
+        self.node
+            .as_ref()
+            .map(|n| format!("giftstream:{{ledger-{n}}}:map"))
+    }
+
+    /// Why this ledger's recovered `engine` must not be served by this node: it holds
+    /// state of partitions the node does not own (`None` on a single node, or when all
+    /// is its own). `dir` names where the snapshot came from.
+    pub fn foreign_state(&self, engine: &Engine, dir: &std::path::Path) -> Option<String> {
+        let (map, node) = (self.map.as_ref()?, self.node.as_ref()?);
+        let foreign = engine.foreign(|key| map.owns(key));
+        let example = foreign.example?;
+        Some(format!(
+            "the ledger loaded from {} for node {node} holds state of partitions this node \
+             does not own ({} wallets, {} creators' payouts or settlements, {} stream goals; \
+             e.g. {example}): it is another node's, or the partition map changed. Nothing was \
+             served; give node {node} its own snapshot directory",
+            dir.display(),
+            foreign.wallets,
+            foreign.creators,
+            foreign.goals
+        ))
     }
 
     /// The id of the journal's last append, written by the same script as the append (so
@@ -822,6 +852,49 @@ impl RedisJournal {
             .map_err(redis_error)
     }
 
+    /// Checks this cluster node's partition map layout against the one recorded for its
+    /// ledger ([`Ledger::map_key`]); returns whether one is recorded (a single node: true).
+    /// A different layout is an error that says what was recorded and why it is fixed.
+    pub async fn check_layout(&self) -> Result<bool, JournalError> {
+        let (Some(key), Some(map)) = (self.ledger.map_key(), self.ledger.map.as_ref()) else {
+            return Ok(true);
+        };
+        let recorded: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        let Some(recorded) = recorded else {
+            return Ok(false);
+        };
+        let configured = map.layout();
+        if recorded != configured {
+            return Err(JournalError(format!(
+                "this ledger runs with the partition map \"{recorded}\" (recorded in {key}), \
+                 the configuration gives \"{configured}\": a node's partitions, the partition \
+                 count and the order of the nodes are fixed for the life of its ledger (its \
+                 wallets are of its partitions; settlement reports name nodes by their place in \
+                 the map). Serve this ledger with the recorded map; to use more machines, move \
+                 whole nodes (ARCHITECTURE.md \"Adding a machine\")"
+            )));
+        }
+        Ok(true)
+    }
+
+    /// Records this cluster node's partition map layout for its ledger (under the lease,
+    /// after recovery; nothing on a single node).
+    pub async fn record_layout(&self) -> Result<(), JournalError> {
+        let (Some(key), Some(map)) = (self.ledger.map_key(), self.ledger.map.as_ref()) else {
+            return Ok(());
+        };
+        redis::cmd("SET")
+            .arg(key)
+            .arg(map.layout())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+
     /// The AOF settings of the Redis holding this ledger's journal (on a cluster, the
     /// master of the journal's slot). Fails where `CONFIG` is refused (some managed Redis
     /// services rename or disable it).
@@ -1107,6 +1180,9 @@ pub async fn recover(
             crate::persist::snapshot::load_newest(&dir, &economy, &engine_config)
         })
     };
+    // A cluster node with another partition map than its ledger's is refused before
+    // it takes the lease.
+    let layout_recorded = journal.check_layout().await?;
     journal.acquire(config.redis.lease_ms).await?;
     let recorded = journal.recorded_shards().await?;
     let (engine, snapshot) = match loading.await?? {
@@ -1116,9 +1192,35 @@ pub async fn recover(
             None,
         ),
     };
+    // Another node's snapshot is refused before the journal is replayed onto it.
+    if let Some(why) = journal
+        .ledger()
+        .foreign_state(&engine, &config.snapshot.dir)
+    {
+        journal.release().await;
+        return Err(why.into());
+    }
     let replayed_events = journal.recover_into(&engine).await?;
+    if !layout_recorded {
+        // A ledger's first start with a recorded map (or its first start at all): its
+        // journal was not yet checked against this map.
+        if let Some(why) = journal
+            .ledger()
+            .foreign_state(&engine, &config.snapshot.dir)
+        {
+            journal.release().await;
+            return Err(why.into());
+        }
+    }
     if recorded != Some(engine.config().shards) {
         journal.record_shards(engine.config().shards).await?;
+    }
+    if !layout_recorded {
+        journal.record_layout().await?;
+        tracing::info!(
+            key = journal.ledger().map_key(),
+            "recorded this ledger's partition map (fixed for the ledger's life)"
+        );
     }
     Ok((
         engine,

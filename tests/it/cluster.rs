@@ -5,7 +5,7 @@
 //! the Redis master holding a node's journal is killed (its replica is promoted) and
 //! started again as a replica; a node is restored from its snapshot.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,53 @@ fn start(node: &Node, config: &Path, seed: &str) -> ServeProcess {
             ("GIFTSTREAM_HTTP_ADDR", &format!("127.0.0.1:{}", node.http)),
         ],
     )
+}
+
+/// Writes the cluster config `name` in `dir`: `nodes` at their addresses with
+/// `partitions`, 16 in all; commits wait for one replica (WAIT 1).
+fn write_config(dir: &Path, name: &str, nodes: &[Node], partitions: [&str; 2]) -> PathBuf {
+    let config = dir.join(name);
+    let node_lines: Vec<String> = nodes
+        .iter()
+        .zip(partitions)
+        .map(|(n, parts)| {
+            format!(
+                "  {{ name = \"{}\", tcp_addr = \"127.0.0.1:{}\", http_addr = \"127.0.0.1:{}\", partitions = \"{parts}\" }},",
+                n.name, n.tcp, n.http
+            )
+        })
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\neconomy = \"\"\n\
+             [redis]\ncluster = true\nwait_replicas = 1\nwait_timeout_ms = 1000\n\
+             [snapshot]\ninterval_ms = 0\nevents = 4000\ntrim_journal = false\n\
+             [read_model]\nwindow_ms = 20\n\
+             [auth]\ntokens = [{{ token = \"{INGEST}\", scopes = [\"ingest\", \"read\"] }}, {{ token = \"{READ}\", scopes = [\"read\"] }}]\n\
+             [cluster]\npartitions = 16\nsettle_interval_ms = 200\nnodes = [\n{}\n]\n",
+            node_lines.join("\n")
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The partition map of the cluster config at `path`.
+fn load_map(path: &Path) -> PartitionMap {
+    let text = std::fs::read_to_string(path).unwrap();
+    let config = giftstream::config::Config::from_toml_str(&text).unwrap();
+    PartitionMap::from_config(&config.cluster).unwrap().unwrap()
+}
+
+/// Copies the files of directory `from` into `to` (a snapshot directory is flat).
+fn copy_files(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
 }
 
 /// Sends `batch` until every event has an outcome: a refused or failed request (a node
@@ -180,38 +227,9 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cluster.toml");
-    let node_lines: Vec<String> = nodes
-        .iter()
-        .zip(["0-7", "8-15"])
-        .map(|(n, parts)| {
-            format!(
-                "  {{ name = \"{}\", tcp_addr = \"127.0.0.1:{}\", http_addr = \"127.0.0.1:{}\", partitions = \"{parts}\" }},",
-                n.name, n.tcp, n.http
-            )
-        })
-        .collect();
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\neconomy = \"\"\n\
-             [redis]\ncluster = true\nwait_replicas = 1\nwait_timeout_ms = 1000\n\
-             [snapshot]\ninterval_ms = 0\nevents = 4000\ntrim_journal = false\n\
-             [read_model]\nwindow_ms = 20\n\
-             [auth]\ntokens = [{{ token = \"{INGEST}\", scopes = [\"ingest\", \"read\"] }}, {{ token = \"{READ}\", scopes = [\"read\"] }}]\n\
-             [cluster]\npartitions = 16\nsettle_interval_ms = 200\nnodes = [\n{}\n]\n",
-            node_lines.join("\n")
-        ),
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(&config).unwrap();
-    let map = PartitionMap::from_config(
-        &giftstream::config::Config::from_toml_str(&text)
-            .unwrap()
-            .cluster,
-    )
-    .unwrap()
-    .unwrap();
+    let mut config = write_config(dir.path(), "cluster.toml", &nodes, ["0-7", "8-15"]);
+    let map = load_map(&config);
+    let mut nodes = nodes;
     let mut procs: Vec<Option<ServeProcess>> = nodes
         .iter()
         .map(|n| Some(start(n, &config, &seed)))
@@ -279,10 +297,11 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     let mut conn = connect_to(&seed, true).await.unwrap();
     let kill_node_at = batches.len() / 3;
     let kill_master_at = 2 * batches.len() / 3;
+    let move_node_at = batches.len() / 2;
     let mut retried = 0;
     let mut rejoined: Option<std::thread::JoinHandle<RedisServer>> = None;
     let mut refused = 0;
-    let client = ClusterClient::connect(map.clone(), INGEST).await.unwrap();
+    let mut client = ClusterClient::connect(map.clone(), INGEST).await.unwrap();
     // Coins each node's senders gave each creator: what it credits and reports.
     let economy = support::economy();
     let mut node_coins = std::collections::HashMap::<(CreatorId, usize), u128>::new();
@@ -320,6 +339,42 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
                 old.restart();
                 old
             }));
+        }
+        if i == move_node_at {
+            // Node b's ledger moves to another machine (ARCHITECTURE "Adding a machine"):
+            // stopped (final commit, lease released), its snapshot directory copied and
+            // the old one deleted, started on new addresses; clients take the new map
+            // (the same layout: partitions and node order unchanged).
+            procs[1].take().unwrap().stop();
+            let moved = Node {
+                name: "b",
+                tcp: free_port(),
+                http: free_port(),
+                data: tempfile::tempdir().unwrap(),
+            };
+            copy_files(nodes[1].data.path(), moved.data.path());
+            nodes[1] = moved;
+            config = write_config(dir.path(), "moved.toml", &nodes, ["0-7", "8-15"]);
+            procs[1] = Some(start(&nodes[1], &config, &seed));
+            client = ClusterClient::connect(load_map(&config), INGEST)
+                .await
+                .unwrap();
+
+            // A node whose partitions change is refused: its ledger keeps the map it
+            // was recorded with.
+            let changed = write_config(dir.path(), "changed.toml", &nodes, ["0-6", "7-15"]);
+            let empty = tempfile::tempdir().unwrap();
+            let out = support::child::serve_refused(
+                &changed,
+                &seed,
+                empty.path(),
+                &[("GIFTSTREAM_CLUSTER_NODE", "b")],
+            );
+            assert!(
+                out.contains("fixed for the life of its ledger")
+                    && out.contains("16 partitions: a 0-7; b 8-15"),
+                "{out}"
+            );
         }
         refused += want.iter().filter(|o| o.code().is_some()).count();
         let (got, r) = send_until_answered(&client, batch).await;
@@ -500,9 +555,18 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         "the owner's contribution: credited here less paid"
     );
 
-    // Each node's ledger audits clean (snapshot + journal, conservation).
+    // Each node's ledger audits clean (snapshot + journal, conservation); the moved
+    // node had started from the copied snapshot.
     for (node, proc) in nodes.iter().zip(procs.iter_mut()) {
-        proc.take().unwrap().stop();
+        let log = proc.take().unwrap().stop();
+        if node.name == "b" {
+            let moved = node.data.path().to_str().unwrap();
+            assert!(
+                log.iter()
+                    .any(|l| l.contains("recovered from the snapshot") && l.contains(moved)),
+                "node b started from its moved snapshot directory: {log:#?}"
+            );
+        }
         let data = node.data.path().to_str().unwrap().to_owned();
         let (ok, out) = crate::support::child::run_cli(
             &["audit"],
@@ -519,6 +583,19 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
             node.name
         );
     }
+
+    // Node a started on node b's snapshot directory is refused before it replays its
+    // journal onto b's state (and leaves its lease free).
+    let out = support::child::serve_refused(
+        &config,
+        &seed,
+        nodes[1].data.path(),
+        &[("GIFTSTREAM_CLUSTER_NODE", "a")],
+    );
+    assert!(
+        out.contains("holds state of partitions this node does not own"),
+        "{out}"
+    );
 
     // Restoring node a from its newest snapshot resets only node a's part of the shared
     // read model (its gifters leave every leaderboard and come back at the snapshot's

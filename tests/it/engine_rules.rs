@@ -695,3 +695,38 @@ fn invalid_engine_configs_name_the_key() {
         assert_eq!(err.key, key);
     }
 }
+
+#[test]
+fn foreign_finds_state_of_keys_not_owned() {
+    // Users 1 and 2 fund creator 3 (paid out) and 4 (a goal on its stream 9004);
+    // creator 5 is reported diamonds by another node.
+    let engine = engine();
+    let funds = (1..=6).map(|id| recharge(id, 1, "coins_7000"));
+    let events: Vec<Event> = funds
+        .chain([
+            recharge(7, 2, "coins_100"),
+            gift(8, 1, 3, "universe", 1),
+            gift(9, 1, 3, "drama_queen", 1),
+            gift(10, 1, 3, "rose", 1),
+            gift(11, 2, 4, "rose", 1),
+            payout(12, 3, 20_000, "USD"),
+            goal(13, 9004, 4, 1_000),
+            settlement(5, 1, 10),
+        ])
+        .collect();
+    let outcomes = engine.apply_batch(&events, NOV);
+    assert!(outcomes.iter().all(|o| o.is_accepted()), "{outcomes:?}");
+
+    assert!(engine.foreign(|_| true).is_empty());
+    let all = engine.foreign(|_| false);
+    assert_eq!((all.wallets, all.creators, all.goals), (2, 2, 1));
+    // Owning the users but not the creators: the payouts, the reports and the goal.
+    let creators = engine.foreign(|key| key <= 2);
+    assert_eq!(
+        (creators.wallets, creators.creators, creators.goals),
+        (0, 2, 1)
+    );
+    let one = engine.foreign(|key| key != 2);
+    assert_eq!((one.wallets, one.creators, one.goals), (1, 0, 0));
+    assert_eq!(one.example.as_deref(), Some("the wallet of user 2"));
+}

@@ -28,20 +28,7 @@ impl ServeProcess {
         data_dir: &Path,
         env: &[(&str, &str)],
     ) -> ServeProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_giftstream"));
-        command
-            .arg("serve")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("GIFTSTREAM_CONFIG", config)
-            .env("GIFTSTREAM_HTTP_ADDR", "127.0.0.1:0")
-            .env("GIFTSTREAM_TCP_ADDR", "127.0.0.1:0")
-            .env("GIFTSTREAM_REDIS_URL", redis)
-            .env("GIFTSTREAM_DATA_DIR", data_dir)
-            .env("RUST_LOG", "info");
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command
+        let mut child = serve_command(config, redis, data_dir, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -151,6 +138,25 @@ impl ServeProcess {
     }
 }
 
+/// `giftstream serve` with `config`, `redis` and `data_dir`, on free loopback ports
+/// unless `env` (applied last) says otherwise.
+fn serve_command(config: &Path, redis: &str, data_dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_giftstream"));
+    command
+        .arg("serve")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GIFTSTREAM_CONFIG", config)
+        .env("GIFTSTREAM_HTTP_ADDR", "127.0.0.1:0")
+        .env("GIFTSTREAM_TCP_ADDR", "127.0.0.1:0")
+        .env("GIFTSTREAM_REDIS_URL", redis)
+        .env("GIFTSTREAM_DATA_DIR", data_dir)
+        .env("RUST_LOG", "info");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
 impl Drop for ServeProcess {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -179,4 +185,39 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// Runs `giftstream serve` where it must refuse to start (with `config`, `redis`,
+/// `data_dir` and `env` as [`ServeProcess::start_with`] takes them); returns its output.
+/// Panics if it exits 0, or if it is still running after 30 s (killed then: it served).
+pub fn serve_refused(config: &Path, redis: &str, data_dir: &Path, env: &[(&str, &str)]) -> String {
+    let child = serve_command(config, redis, data_dir, env)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => {
+            let out = out.unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!out.status.success(), "giftstream serve exited 0: {text}");
+            text
+        }
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("giftstream serve did not refuse to start within 30 s (it served)");
+        }
+    }
 }
