@@ -45,7 +45,9 @@ run() { n=$1; cfg=/tmp/npm-$n.toml
     lag="$lag n$i:$((${top:-0} - ${seq:-0}))"
   done
   echo "$n nodes: $r | read-model lag (events):$lag"
-  pkill -TERM -f "$BIN serve"; sleep 3; pkill -9 -f "$BIN serve" 2>/dev/null
+  pkill -TERM -f "$BIN serve"
+  for _ in $(seq 100); do pgrep -f "$BIN serve" >/dev/null || break; sleep 0.1; done
+  pkill -9 -f "$BIN serve" 2>/dev/null
   bash load/redis-cluster.sh stop /tmp/npm-rc >/dev/null 2>&1
 }
 

@@ -276,6 +276,11 @@ pub(crate) fn audit() -> anyhow::Result<()> {
                 giftstream::server::build_engine(&with_recorded_shards(&config, recorded), economy)?
             }
         };
+        // Another node's snapshot: its journal would not replay onto it.
+        if let Some(why) = journal.ledger().foreign_state(&engine, &config.snapshot.dir) {
+            println!("VIOLATION: {why}");
+            anyhow::bail!("audit: failed (the snapshot is not this node's)");
+        }
         let started = std::time::Instant::now();
         let (replayed, duplicate_ids) = journal.audit_into(&engine).await?;
         let report = engine.audit();
@@ -309,9 +314,6 @@ pub(crate) fn audit() -> anyhow::Result<()> {
         }
         println!("event ids journaled twice: {duplicate_ids}");
         let mut violations = report.violations.clone();
-        if let Some(why) = journal.ledger().foreign_state(&engine, &config.snapshot.dir) {
-            violations.push(why);
-        }
         if let Err(e) = journal.check_layout().await {
             violations.push(e.to_string());
         }

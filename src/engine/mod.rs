@@ -173,6 +173,14 @@ pub struct StreamView {
 pub enum ReplayError {
     #[error("log entry seq {seq} is not after seq {last}")]
     OutOfOrder { seq: u64, last: u64 },
+    /// Sequence numbers never skip, so a log that does is missing events (e.g. a
+    /// journal trimmed after snapshots that were not loaded).
+    #[error(
+        "log entry seq {seq} follows seq {last}: events {} to {} are missing (a journal trimmed after snapshots that were not loaded? the snapshot directory may be missing or another one)",
+        last + 1,
+        seq - 1
+    )]
+    Gap { seq: u64, last: u64 },
     #[error(
         "log entry seq {seq} (event {event:?}) replayed to {replayed:?}, recorded {recorded:?}"
     )]
@@ -475,6 +483,12 @@ impl Engine {
         for entry in entries {
             if entry.seq <= last {
                 return Err(ReplayError::OutOfOrder {
+                    seq: entry.seq,
+                    last,
+                });
+            }
+            if entry.seq > last + 1 {
+                return Err(ReplayError::Gap {
                     seq: entry.seq,
                     last,
                 });

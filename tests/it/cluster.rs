@@ -127,6 +127,17 @@ fn load_map(path: &Path) -> PartitionMap {
     PartitionMap::from_config(&config.cluster).unwrap().unwrap()
 }
 
+/// The newest snapshot file in `dir`.
+fn newest_snapshot(dir: &Path) -> PathBuf {
+    let mut snapshots: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "gsnap"))
+        .collect();
+    snapshots.sort();
+    snapshots.pop().expect("the node took a snapshot")
+}
+
 /// Copies the files of directory `from` into `to` (a snapshot directory is flat).
 fn copy_files(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
@@ -596,18 +607,28 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         out.contains("holds state of partitions this node does not own"),
         "{out}"
     );
+    // So are `audit` and `restore` of node a with node b's snapshots.
+    let b_dir = nodes[1].data.path().to_str().unwrap().to_owned();
+    let b_snapshot = newest_snapshot(nodes[1].data.path());
+    let as_a_on_b = [
+        ("GIFTSTREAM_CONFIG", config.to_str().unwrap()),
+        ("GIFTSTREAM_CLUSTER_NODE", "a"),
+        ("GIFTSTREAM_REDIS_URL", &seed),
+        ("GIFTSTREAM_DATA_DIR", &b_dir),
+    ];
+    for args in [vec!["audit"], vec!["restore", b_snapshot.to_str().unwrap()]] {
+        let (ok, out) = crate::support::child::run_cli(&args, &as_a_on_b);
+        assert!(
+            !ok && out.contains("holds state of partitions this node does not own"),
+            "{args:?}: {out}"
+        );
+    }
 
     // Restoring node a from its newest snapshot resets only node a's part of the shared
     // read model (its gifters leave every leaderboard and come back at the snapshot's
     // scores); after the journal catch-up every leaderboard is exact again.
     let a = &nodes[0];
-    let mut snapshots: Vec<_> = std::fs::read_dir(a.data.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "gsnap"))
-        .collect();
-    snapshots.sort();
-    let snapshot = snapshots.last().expect("node a took a snapshot");
+    let snapshot = &newest_snapshot(a.data.path());
     let data = a.data.path().to_str().unwrap().to_owned();
     let (ok, out) = crate::support::child::run_cli(
         &["restore", snapshot.to_str().unwrap()],

@@ -303,6 +303,29 @@ async fn snapshots_plus_the_journal_tail_restore_exactly_and_a_corrupt_one_is_sk
         futures::future::join_all(READS.iter().map(|p| third.get(p, Some(READ)))).await;
     assert_eq!(again, before);
     assert!(third.engine.audit().is_clean());
+    third.stop().await.unwrap();
+
+    // Without its snapshot directory the trimmed journal cannot rebuild the ledger: the
+    // start is refused (sequence numbers never skip), not served with the tail alone.
+    let empty = tempfile::tempdir().unwrap();
+    let mut config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+    config.snapshot.dir = empty.path().to_owned();
+    let mut journal = giftstream::persist::redis::RedisJournal::connect(&redis.url())
+        .await
+        .unwrap();
+    let refused = giftstream::persist::redis::recover(
+        &mut journal,
+        &config,
+        giftstream::economy::Economy::embedded(),
+    )
+    .await
+    .err()
+    .expect("a start without the snapshots of a trimmed journal is refused")
+    .to_string();
+    assert!(
+        refused.contains("follows seq 0: events 1 to") && refused.contains("are missing"),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -249,15 +249,30 @@ fn replay_refuses_a_log_it_cannot_reproduce() {
     let mut log = engine.drain_log();
     assert_eq!(log.len(), 2);
     let fresh = small_engine(2);
+    let engine_outcome = log[1].outcome.status;
     log[1].outcome.status = Status::Accepted(Effect::Coins(1));
     assert!(matches!(
         fresh.replay(&log),
         Err(giftstream::engine::ReplayError::Mismatch { seq: 2, .. })
     ));
+    log[1].outcome.status = engine_outcome;
+    // Sequence numbers never skip: a log missing its first event is refused, not
+    // applied as if the wallet had never been funded.
+    let fresh = small_engine(2);
+    assert_eq!(
+        fresh.replay(&log[1..]),
+        Err(giftstream::engine::ReplayError::Gap { seq: 2, last: 0 })
+    );
+    assert_eq!(fresh.last_seq(), 0, "nothing of a refused log is applied");
+    fresh.replay(&log[..1]).unwrap();
+    assert!(matches!(
+        fresh.replay(&log[..1]),
+        Err(giftstream::engine::ReplayError::OutOfOrder { seq: 1, last: 1 })
+    ));
     let fresh = small_engine(2);
     log.swap(0, 1);
     assert!(matches!(
         fresh.replay(&log),
-        Err(giftstream::engine::ReplayError::OutOfOrder { .. })
+        Err(giftstream::engine::ReplayError::Gap { seq: 2, last: 0 })
     ));
 }
