@@ -224,7 +224,7 @@ async fn restore_redis_held(
             .await?;
             projection::rebuild(
                 &mut conn,
-                journal.ledger(),
+                (journal.ledger(), projection::Layout::of(&config.read_model)),
                 engine.economy(),
                 &view,
                 config.read_model.wallets,
@@ -318,21 +318,26 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             violations.push(e.to_string());
         }
         if config.read_model.enabled {
+            let layout = giftstream::persist::projection::Layout::of(&config.read_model);
             let mut conn = giftstream::persist::redis::connect_to(
                 config.read_model.redis_url(&config.redis.url),
                 config.redis.cluster,
             )
             .await?;
             let projected =
-                giftstream::persist::projection::projected_seq_of(&mut conn, journal.ledger())
-                    .await?;
+                giftstream::persist::projection::projected_seq_of(
+                &mut conn,
+                journal.ledger(),
+                layout,
+            )
+            .await?;
             if journal.ledger().node.is_some() {
                 println!(
                     "read model: this node's events at seq {projected}; it is shared by the cluster's nodes \
                      (totals are their sums), so it is not compared with one node's ledger"
                 );
             } else if projected == engine.last_seq() {
-                let diffs = giftstream::persist::projection::compare(&mut conn, &engine).await?;
+                let diffs = giftstream::persist::projection::compare(&mut conn, &engine, layout).await?;
                 println!(
                     "read model: at seq {projected}, {} differences from the ledger",
                     diffs.len()

@@ -271,6 +271,11 @@ pub struct ReadModelConfig {
     /// separate instance keeps read-model writes from delaying journal appends
     /// (`GIFTSTREAM_READ_MODEL_URL`).
     pub url: String,
+    /// Hash-tagged buckets the read model's keys are spread over (1..=1024; 1 = every key
+    /// in the journal's slot). On a Redis Cluster each bucket is one slot, so more
+    /// buckets spread the read model's writes over the masters. Every node of a cluster
+    /// uses the same count (recorded in Redis; a start with another is refused).
+    pub buckets: u32,
 }
 
 impl ReadModelConfig {
@@ -296,6 +301,7 @@ impl Default for ReadModelConfig {
             redis_share_percent: 100,
             wallets: false,
             url: String::new(),
+            buckets: 1,
         }
     }
 }
@@ -535,6 +541,11 @@ impl Config {
             ));
         }
         bounded("read_model.queue_runs_max", r.queue_runs_max, 1_000_000)?;
+        bounded(
+            "read_model.buckets",
+            r.buckets as usize,
+            crate::persist::projection::Layout::BUCKETS_MAX as usize,
+        )?;
         if !(5..=100).contains(&r.redis_share_percent) {
             return Err(ConfigError::new(
                 "read_model.redis_share_percent",

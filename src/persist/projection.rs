@@ -81,6 +81,126 @@ use crate::telemetry;
 
 pub const PREFIX: &str = "giftstream:{ledger}:rm:";
 pub const SEQ_KEY: &str = "giftstream:{ledger}:rm:seq";
+/// The bucket count the shared read model was laid out with (see [`Layout`]): every node
+/// writing it must use the same.
+pub const BUCKETS_KEY: &str = "giftstream:{ledger}:rm-buckets";
+
+/// Where the read model's keys live (`read_model.buckets`). One bucket (the default):
+/// every key under [`PREFIX`], in the journal's slot. `n` > 1 buckets: key `k` of bucket
+/// `b` is `giftstream:{rm-<b>}:rm:<k>`, one hash tag (so one Redis Cluster slot) per
+/// bucket, so the read model spreads over the cluster's masters. A creator's keys are in
+/// bucket `creator id mod n`, a stream's in `stream id mod n`, a user's in `user id mod
+/// n`; each bucket has its own `seq`, `writer` and `format`, and its own `top-creators`
+/// holding its creators (the top creators are the best of the buckets' lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    buckets: u32,
+}
+
+impl Layout {
+    /// The most buckets (`read_model.buckets`).
+    pub const BUCKETS_MAX: u32 = 1024;
+    /// One bucket: every key in the journal's slot.
+    pub const SINGLE: Layout = Layout { buckets: 1 };
+
+    /// `buckets` in 1..=[`Layout::BUCKETS_MAX`] (checked by the config).
+    pub fn new(buckets: u32) -> Layout {
+        assert!((1..=Self::BUCKETS_MAX).contains(&buckets));
+        Layout { buckets }
+    }
+
+    pub fn of(config: &ReadModelConfig) -> Layout {
+        Layout::new(config.buckets)
+    }
+
+    pub fn buckets(self) -> usize {
+        self.buckets as usize
+    }
+
+    /// The bucket of a creator, stream or user id.
+    pub fn bucket(self, id: u64) -> usize {
+        (id % u64::from(self.buckets)) as usize
+    }
+
+    /// The prefix of `bucket`'s keys.
+    pub fn prefix(self, bucket: usize) -> String {
+        if self.buckets == 1 {
+            PREFIX.to_owned()
+        } else {
+            format!("giftstream:{{rm-{bucket}}}:rm:")
+        }
+    }
+
+    pub fn creator(self, c: CreatorId) -> String {
+        format!("{}{}", self.prefix(self.bucket(c.0)), creator_key(c))
+    }
+    pub fn creator_top(self, c: CreatorId) -> String {
+        format!("{}{}", self.prefix(self.bucket(c.0)), creator_top_key(c))
+    }
+    pub fn stream(self, s: StreamId) -> String {
+        format!("{}{}", self.prefix(self.bucket(s.0)), stream_key(s))
+    }
+    pub fn stream_top(self, s: StreamId) -> String {
+        format!("{}{}", self.prefix(self.bucket(s.0)), stream_top_key(s))
+    }
+    /// `bucket`'s `top-creators` (every creator's with one bucket).
+    pub fn top_creators(self, bucket: usize) -> String {
+        format!("{}{TOP_CREATORS}", self.prefix(bucket))
+    }
+
+    /// The key holding how far `ledger`'s events are in `bucket`.
+    pub fn seq_key(self, bucket: usize, ledger: &Ledger) -> String {
+        node_key(&format!("{}seq", self.prefix(bucket)), ledger)
+    }
+
+    /// The key holding the layout version of `ledger`'s share of `bucket`.
+    pub fn format_key(self, bucket: usize, ledger: &Ledger) -> String {
+        node_key(&format!("{}format", self.prefix(bucket)), ledger)
+    }
+
+    /// The key naming the projector writing `ledger`'s current window into `bucket`
+    /// (cleared when the bucket's last chunk of the window moves its `seq`, and by
+    /// [`prepare`]).
+    pub fn writer_key(self, bucket: usize, ledger: &Ledger) -> String {
+        node_key(&format!("{}writer", self.prefix(bucket)), ledger)
+    }
+
+    /// What each bucket's `format` key holds for leaderboards of `top_k` gifters.
+    pub fn format_value(self, top_k: usize) -> String {
+        if self.buckets == 1 {
+            format!("{FORMAT}:{top_k}")
+        } else {
+            format!("{FORMAT}:{top_k}:{}", self.buckets)
+        }
+    }
+
+    /// Checks that the read model is laid out in this many buckets (recorded in
+    /// [`BUCKETS_KEY`] by the first node to write it; recorded now if it is not). Every
+    /// node of a cluster writes the same keys, so they must agree; changing the count is
+    /// a procedure (README, "Reading leaderboards from Redis").
+    pub async fn check(self, conn: &mut RedisConn) -> Result<(), JournalError> {
+        let recorded: Option<u32> = redis::cmd("GET")
+            .arg(BUCKETS_KEY)
+            .query_async(conn)
+            .await
+            .map_err(redis_error)?;
+        match recorded {
+            Some(b) if b == self.buckets => Ok(()),
+            Some(b) => Err(JournalError(format!(
+                "the Redis read model is laid out in {b} buckets ({BUCKETS_KEY}) and read_model.buckets is {}: \
+                 set read_model.buckets = {b}, or change the layout as README \"Reading leaderboards from Redis\" says \
+                 (stop every node, delete the read model's keys and {BUCKETS_KEY}, start them)",
+                self.buckets
+            ))),
+            None => redis::cmd("SET")
+                .arg(BUCKETS_KEY)
+                .arg(self.buckets)
+                .query_async::<()>(conn)
+                .await
+                .map_err(redis_error),
+        }
+    }
+}
 
 /// `base`, or on a cluster node `base:<node>`: the node's own copy of a per-ledger key.
 fn node_key(base: &str, ledger: &Ledger) -> String {
@@ -90,28 +210,6 @@ fn node_key(base: &str, ledger: &Ledger) -> String {
     }
 }
 
-/// The key holding how far `ledger`'s events are in the read model.
-pub fn seq_key(ledger: &Ledger) -> String {
-    node_key(SEQ_KEY, ledger)
-}
-
-/// The key holding the layout version of `ledger`'s share of the read model.
-pub fn format_key(ledger: &Ledger) -> String {
-    node_key(FORMAT_KEY, ledger)
-}
-pub const FORMAT_KEY: &str = "giftstream:{ledger}:rm:format";
-
-/// The key naming the projector writing `ledger`'s current window (cleared when the
-/// window's last chunk moves `seq`, and by [`prepare`]).
-pub fn writer_key(ledger: &Ledger) -> String {
-    node_key(WRITER_KEY, ledger)
-}
-pub const WRITER_KEY: &str = "giftstream:{ledger}:rm:writer";
-
-/// What the `format` key holds for leaderboards of `top_k` gifters.
-pub fn format_value(top_k: usize) -> String {
-    format!("{FORMAT}:{top_k}")
-}
 /// The read model's layout version: 2 = top-K-only leaderboards from journaled totals
 /// (1, unmarked: every gifter, by increments).
 pub const FORMAT: u64 = 2;
@@ -128,6 +226,7 @@ const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// Key names within a bucket (a bucket's prefix comes first).
 pub fn creator_key(c: CreatorId) -> String {
     format!("creator:{}", c.0)
 }
@@ -144,9 +243,12 @@ pub fn user_key(u: UserId) -> String {
     format!("user:{}", u.0)
 }
 
-/// The write: check `seq` and that no other projector is part-way through this window
-/// (KEYS[2], the writer; claimed by the first chunk), apply the operations, and if this
-/// is the window's last chunk set `seq` and release the window. KEYS: seq, writer. ARGV:
+/// The write into one bucket: check `seq` (behind the window's start: Redis lost data; at
+/// or past its end: written already; inside it: a bucket a crash left ahead of the
+/// others, written again — every value is absolute and as new as the window's end) and
+/// that no other projector is part-way through this window (KEYS[2], the writer; claimed
+/// by the first chunk), apply the operations, and if this is the bucket's last chunk of
+/// the window set `seq` and release the window. KEYS: seq, writer. ARGV:
 /// from, to, prefix, score max, node ("" for a single node), last chunk ("1" or "0"),
 /// writer token, then operations: `H key n field value ...`
 /// (HSET of n fields), `A key n score member ...` (ZADD of n members), `R key n member
@@ -160,7 +262,7 @@ local from = tonumber(ARGV[1])
 local to = tonumber(ARGV[2])
 if from > 0 then
   if cur >= to then return {0, 0} end
-  if cur ~= from - 1 then
+  if cur < from - 1 then
     return redis.error_reply('GIFTSTREAM_GAP read model at seq ' .. cur .. ', write starts at ' .. from)
   end
   local writer = redis.call('GET', KEYS[2])
@@ -405,6 +507,7 @@ struct Projector {
     wallets: bool,
     /// Merge with the other nodes' contributions (a cluster node).
     merge: bool,
+    layout: Layout,
     /// The next sequence number to fold.
     next: u64,
     /// An accepted gift without journaled totals (a journal older than format 2 that
@@ -500,22 +603,24 @@ impl Projector {
     /// Takes the pending changes as one write.
     fn take_ops(&mut self) -> Write {
         let p = std::mem::take(&mut self.pending);
-        let mut ops = Vec::with_capacity(p.ops());
+        let layout = self.layout;
+        let mut ops: Vec<Vec<Op>> = vec![Vec::new(); layout.buckets()];
         let mut saturated = 0;
         for &c in &p.creators {
             let (coins, paid) = self.books.creators.get(&c).copied().unwrap_or_default();
-            saturated += creator_ops(&self.economy, c, coins, paid, self.merge, &mut ops);
+            let bucket = &mut ops[layout.bucket(c.0)];
+            saturated += creator_ops(&self.economy, c, coins, paid, self.merge, bucket);
         }
         for &s in &p.streams {
             let book = self.books.streams.get(&s).copied().unwrap_or_default();
-            saturated += stream_ops(s, &book, self.merge, &mut ops);
+            saturated += stream_ops(s, &book, self.merge, &mut ops[layout.bucket(s.0)]);
         }
         for (&(c, u), &coins) in &p.creator_gifters.set {
             saturated += u64::from(coins > SCORE_MAX);
-            ops.push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
+            ops[layout.bucket(c.0)].push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
         }
         for &(c, u) in &p.creator_gifters.removed {
-            ops.push(Op::Remove(creator_top_key(c), u.0));
+            ops[layout.bucket(c.0)].push(Op::Remove(creator_top_key(c), u.0));
         }
         let listed = |top: Option<&TopK>| -> FxHashSet<u64> {
             top.map_or_else(FxHashSet::default, |t| {
@@ -524,20 +629,30 @@ impl Projector {
         };
         let mut reconcile = Vec::new();
         for c in &p.creator_gifters.reconcile {
-            reconcile.push((creator_top_key(*c), listed(self.books.creator_tops.get(c))));
+            let key = creator_top_key(*c);
+            reconcile.push((
+                layout.bucket(c.0),
+                key,
+                listed(self.books.creator_tops.get(c)),
+            ));
         }
         for s in &p.stream_gifters.reconcile {
-            reconcile.push((stream_top_key(*s), listed(self.books.stream_tops.get(s))));
+            let key = stream_top_key(*s);
+            reconcile.push((
+                layout.bucket(s.0),
+                key,
+                listed(self.books.stream_tops.get(s)),
+            ));
         }
         for (&(s, u), &coins) in &p.stream_gifters.set {
             saturated += u64::from(coins > SCORE_MAX);
-            ops.push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
+            ops[layout.bucket(s.0)].push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
         }
         for &(s, u) in &p.stream_gifters.removed {
-            ops.push(Op::Remove(stream_top_key(s), u.0));
+            ops[layout.bucket(s.0)].push(Op::Remove(stream_top_key(s), u.0));
         }
         for (&u, &coins) in &p.wallets {
-            ops.push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
+            ops[layout.bucket(u.0)].push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
         }
         Write {
             ops,
@@ -551,39 +666,46 @@ impl Projector {
 
 /// One pending write, taken from the projector.
 struct Write {
-    ops: Vec<Op>,
+    /// Each bucket's operations.
+    ops: Vec<Vec<Op>>,
     /// The sequence numbers it covers.
     from: u64,
     to: u64,
     /// Scores held at the max.
     held: u64,
-    /// Keys to reconcile, with the gifters listed for each.
-    reconcile: Vec<(String, FxHashSet<u64>)>,
+    /// Keys to reconcile (bucket, key), with the gifters listed for each.
+    reconcile: Vec<(usize, String, FxHashSet<u64>)>,
 }
 
-/// Removals that make each key's members that `ledger` owns exactly the ones listed:
-/// reads the keys' members (only this projector writes this node's gifters, so nothing
-/// changes them before the write).
+/// Removals that make each key's members that `ledger` owns exactly the ones listed,
+/// with their buckets: reads the keys' members (only this projector writes this node's
+/// gifters, so nothing changes them before the write).
 async fn reconcile_ops(
     conn: &mut RedisConn,
     ledger: &Ledger,
-    keys: &[(String, FxHashSet<u64>)],
-) -> Result<Vec<Op>, redis::RedisError> {
+    layout: Layout,
+    keys: &mut [(usize, String, FxHashSet<u64>)],
+) -> Result<Vec<(usize, Op)>, redis::RedisError> {
     let mut ops = Vec::new();
-    for chunk in keys.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10) {
+    // A pipeline on a Redis Cluster stays in one slot: one bucket's keys at a time.
+    keys.sort_unstable_by_key(|k| k.0);
+    let chunks = keys
+        .chunk_by(|a, b| a.0 == b.0)
+        .flat_map(|bucket| bucket.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10));
+    for chunk in chunks {
         let mut pipe = redis::pipe();
-        for (key, _) in chunk {
-            pipe.zrange(format!("{PREFIX}{key}"), 0, -1);
+        for (bucket, key, _) in chunk {
+            pipe.zrange(format!("{}{key}", layout.prefix(*bucket)), 0, -1);
         }
         let members: Vec<Vec<u64>> = pipe.query_async(conn).await?;
-        for ((key, listed), members) in chunk.iter().zip(members) {
+        for ((bucket, key, listed), members) in chunk.iter().zip(members) {
             ops.extend(
                 members
                     .into_iter()
                     .filter(|m| {
                         !listed.contains(m) && ledger.map.as_ref().is_none_or(|p| p.owns(*m))
                     })
-                    .map(|m| Op::Remove(key.clone(), m)),
+                    .map(|m| (*bucket, Op::Remove(key.clone(), m))),
             );
         }
     }
@@ -670,23 +792,24 @@ fn stream_ops(s: StreamId, book: &StreamBook, merge: bool, ops: &mut Vec<Op>) ->
     held
 }
 
-/// Writes one chunk of a window atomically (`from` = 0: a rebuild's chunk) as the
-/// projector `writer`; the last chunk moves `seq` to `to`. Returns whether it ran (not if
-/// `seq` is at `to` already: the window was written) and the scores held at the max.
+/// Writes one chunk of a window into `bucket` atomically (`from` = 0: a rebuild's
+/// chunk) as the projector `writer`; the bucket's last chunk moves its `seq` to `to`.
+/// Returns whether it ran (not if `seq` is at `to` already: the window was written) and
+/// the scores held at the max.
 async fn write(
     conn: &mut RedisConn,
-    ledger: &Ledger,
+    (ledger, layout, bucket): (&Ledger, Layout, usize),
     ops: &[Op],
     (from, to): (u64, u64),
     (last, writer): (bool, &str),
 ) -> Result<(bool, u64), redis::RedisError> {
     let script = redis::Script::new(WRITE_SCRIPT);
-    let mut invocation = script.key(seq_key(ledger));
-    invocation.key(writer_key(ledger));
+    let mut invocation = script.key(layout.seq_key(bucket, ledger));
+    invocation.key(layout.writer_key(bucket, ledger));
     invocation
         .arg(from)
         .arg(to)
-        .arg(PREFIX)
+        .arg(layout.prefix(bucket))
         .arg(SCORE_MAX as u64)
         .arg(ledger.node.as_deref().unwrap_or(""))
         .arg(if last { "1" } else { "0" })
@@ -750,63 +873,92 @@ async fn write(
     Ok((ran == 1, saturated))
 }
 
-/// The last sequence number the read model holds (0 when empty), of a single node.
+/// The last sequence number the read model holds (0 when empty), of a single node with
+/// one bucket.
 pub async fn projected_seq(conn: &mut RedisConn) -> Result<u64, JournalError> {
-    projected_seq_of(conn, &Ledger::default()).await
+    projected_seq_of(conn, &Ledger::default(), Layout::SINGLE).await
 }
 
-/// The last sequence number of `ledger` the read model holds (0 when empty).
-pub async fn projected_seq_of(conn: &mut RedisConn, ledger: &Ledger) -> Result<u64, JournalError> {
-    let seq: Option<u64> = redis::cmd("GET")
-        .arg(seq_key(ledger))
-        .query_async(conn)
-        .await
-        .map_err(redis_error)?;
-    Ok(seq.unwrap_or(0))
+/// The last sequence number of `ledger` the read model holds (0 when empty): the least
+/// of its buckets'.
+pub async fn projected_seq_of(
+    conn: &mut RedisConn,
+    ledger: &Ledger,
+    layout: Layout,
+) -> Result<u64, JournalError> {
+    Ok(bucket_seqs(conn, ledger, layout)
+        .await?
+        .into_iter()
+        .min()
+        .unwrap_or(0))
+}
+
+/// Each bucket's `seq` of `ledger` (0 when absent).
+async fn bucket_seqs(
+    conn: &mut RedisConn,
+    ledger: &Ledger,
+    layout: Layout,
+) -> Result<Vec<u64>, JournalError> {
+    let mut seqs = Vec::with_capacity(layout.buckets());
+    for bucket in 0..layout.buckets() {
+        let seq: Option<u64> = redis::cmd("GET")
+            .arg(layout.seq_key(bucket, ledger))
+            .query_async(conn)
+            .await
+            .map_err(redis_error)?;
+        seqs.push(seq.unwrap_or(0));
+    }
+    Ok(seqs)
 }
 
 /// Replaces the whole read model with `view` (which must hold the top gifters, and the
-/// wallets when `wallets`). Not atomic: `seq` is deleted first and set last, so an
-/// interrupted rebuild is rebuilt again at the next start.
+/// wallets when `wallets`). Not atomic: every bucket's `seq` is deleted first and set
+/// last, so an interrupted rebuild is rebuilt again at the next start.
 ///
 /// A cluster node (`ledger.node`) replaces only its own contributions: its merged
 /// fields are set to the view's values (the shared totals move by the change), its
 /// gifters' scores set; nothing is deleted (the other nodes' data stays).
 pub async fn rebuild(
     conn: &mut RedisConn,
-    ledger: &Ledger,
+    (ledger, layout): (&Ledger, Layout),
     economy: &Economy,
     view: &ReadModelView,
     wallets: bool,
 ) -> Result<(), JournalError> {
-    redis::cmd("DEL")
-        .arg(seq_key(ledger))
-        .query_async::<()>(conn)
-        .await
-        .map_err(redis_error)?;
+    layout.check(conn).await?;
+    for bucket in 0..layout.buckets() {
+        redis::cmd("DEL")
+            .arg(layout.seq_key(bucket, ledger))
+            .query_async::<()>(conn)
+            .await
+            .map_err(redis_error)?;
+    }
     let merge = ledger.node.is_some();
-    let ops = view_ops(economy, view, wallets, merge);
-    if merge {
-        // Only this node's contributions, through the write script (no seq check):
-        // first its gifters leave every leaderboard (a gifter first seen after the
-        // view would otherwise keep a score the catch-up adds to again).
-        remove_own_gifters(conn, ledger).await?;
-        for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10) {
-            write(conn, ledger, chunk, (0, 0), (true, ""))
-                .await
-                .map_err(redis_error)?;
+    let buckets = view_ops(economy, view, wallets, merge, layout);
+    for (bucket, ops) in buckets.iter().enumerate() {
+        let prefix = layout.prefix(bucket);
+        if merge {
+            // Only this node's contributions, through the write script (no seq check):
+            // first its gifters leave every leaderboard (a gifter first seen after the
+            // view would otherwise keep a score the catch-up adds to again).
+            remove_own_gifters(conn, ledger, layout, bucket).await?;
+            for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE / 10) {
+                write(conn, (ledger, layout, bucket), chunk, (0, 0), (true, ""))
+                    .await
+                    .map_err(redis_error)?;
+            }
+            continue;
         }
-    } else {
-        unlink_all(conn).await?;
+        unlink_all(conn, layout, bucket).await?;
         for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE) {
             let mut pipe = redis::pipe();
             for op in chunk {
                 match op {
                     Op::Hash(k, fields) => {
-                        pipe.hset_multiple(format!("{PREFIX}{k}"), fields).ignore()
+                        pipe.hset_multiple(format!("{prefix}{k}"), fields).ignore()
                     }
                     Op::Set(k, m, s) => pipe
-                        .zadd(format!("{PREFIX}{k}"), *m, s.to_string())
+                        .zadd(format!("{prefix}{k}"), *m, s.to_string())
                         .ignore(),
                     Op::Remove(..) | Op::Merge(..) => {
                         unreachable!("a single node's rebuild writes absolute values")
@@ -816,24 +968,35 @@ pub async fn rebuild(
             pipe.query_async::<()>(conn).await.map_err(redis_error)?;
         }
     }
-    redis::pipe()
-        .set(format_key(ledger), format_value(view.tops))
-        .ignore()
-        .set(seq_key(ledger), view.last_seq)
-        .ignore()
-        .query_async::<()>(conn)
-        .await
-        .map_err(redis_error)?;
+    for bucket in 0..layout.buckets() {
+        redis::pipe()
+            .set(
+                layout.format_key(bucket, ledger),
+                layout.format_value(view.tops),
+            )
+            .ignore()
+            .set(layout.seq_key(bucket, ledger), view.last_seq)
+            .ignore()
+            .query_async::<()>(conn)
+            .await
+            .map_err(redis_error)?;
+    }
     Ok(())
 }
 
-/// Removes the members this cluster node owns from every gifter leaderboard.
-async fn remove_own_gifters(conn: &mut RedisConn, ledger: &Ledger) -> Result<(), JournalError> {
+/// Removes the members this cluster node owns from every gifter leaderboard of `bucket`.
+async fn remove_own_gifters(
+    conn: &mut RedisConn,
+    ledger: &Ledger,
+    layout: Layout,
+    bucket: usize,
+) -> Result<(), JournalError> {
     let Some(map) = &ledger.map else {
         return Ok(());
     };
-    let pattern = format!("{}*:top-gifters", escaped_prefix());
-    for key in conn.scan_slot(SEQ_KEY, &pattern).await? {
+    let pattern = format!("{}*:top-gifters", escaped(&layout.prefix(bucket)));
+    let slot = layout.seq_key(bucket, ledger);
+    for key in conn.scan_slot(&slot, &pattern).await? {
         let members: Vec<u64> = redis::cmd("ZRANGE")
             .arg(&key)
             .arg(0)
@@ -854,10 +1017,15 @@ async fn remove_own_gifters(conn: &mut RedisConn, ledger: &Ledger) -> Result<(),
     Ok(())
 }
 
-/// Deletes every read-model key (a single node's rebuild).
-async fn unlink_all(conn: &mut RedisConn) -> Result<(), JournalError> {
+/// Deletes every key of `bucket` (a single node's rebuild).
+async fn unlink_all(
+    conn: &mut RedisConn,
+    layout: Layout,
+    bucket: usize,
+) -> Result<(), JournalError> {
+    let prefix = layout.prefix(bucket);
     let keys = conn
-        .scan_slot(SEQ_KEY, &format!("{}*", escaped_prefix()))
+        .scan_slot(&prefix, &format!("{}*", escaped(&prefix)))
         .await?;
     for chunk in keys.chunks(1000) {
         redis::cmd("UNLINK")
@@ -869,29 +1037,35 @@ async fn unlink_all(conn: &mut RedisConn) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// [`PREFIX`] as a `SCAN MATCH` pattern (the hash tag's braces escaped).
-fn escaped_prefix() -> String {
-    PREFIX.replace('{', "\\{").replace('}', "\\}")
+/// A key prefix as a `SCAN MATCH` pattern (the hash tag's braces escaped).
+fn escaped(prefix: &str) -> String {
+    prefix.replace('{', "\\{").replace('}', "\\}")
 }
 
-/// Every value of `view` as absolute operations (a rebuild's content).
-fn view_ops(economy: &Economy, view: &ReadModelView, wallets: bool, merge: bool) -> Vec<Op> {
-    let mut ops = Vec::new();
+/// Every value of `view` as absolute operations (a rebuild's content), by bucket.
+fn view_ops(
+    economy: &Economy,
+    view: &ReadModelView,
+    wallets: bool,
+    merge: bool,
+    layout: Layout,
+) -> Vec<Vec<Op>> {
+    let mut ops: Vec<Vec<Op>> = vec![Vec::new(); layout.buckets()];
     for &(c, coins, paid) in &view.creators {
-        creator_ops(economy, c, coins, paid, merge, &mut ops);
+        creator_ops(economy, c, coins, paid, merge, &mut ops[layout.bucket(c.0)]);
     }
     for (s, book) in &view.streams {
-        stream_ops(*s, book, merge, &mut ops);
+        stream_ops(*s, book, merge, &mut ops[layout.bucket(s.0)]);
     }
     for &(c, u, coins) in &view.creator_gifters {
-        ops.push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
+        ops[layout.bucket(c.0)].push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
     }
     for &(s, u, coins) in &view.stream_gifters {
-        ops.push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
+        ops[layout.bucket(s.0)].push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
     }
     if wallets {
         for &(u, coins) in &view.wallets {
-            ops.push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
+            ops[layout.bucket(u.0)].push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
         }
     }
     ops
@@ -914,43 +1088,57 @@ impl ProjectorStart {
 
 /// Before serving (the engine holds only committed state): reads where the read model
 /// is; rebuilds it from the engine if the journal cannot bring it up to date (trimmed
-/// past it, or the read model is ahead of the ledger, e.g. after Redis lost data).
+/// past it, the read model ahead of the ledger, e.g. after Redis lost data, or laid out
+/// otherwise). Refuses a read model laid out in another number of buckets
+/// ([`Layout::check`]).
 pub async fn prepare(
     journal: &RedisJournal,
     url: &str,
     engine: &Engine,
-    wallets: bool,
+    (layout, wallets): (Layout, bool),
 ) -> Result<ProjectorStart, JournalError> {
     let mut conn = super::redis::connect_to(url, journal.cluster()).await?;
     let ledger = journal.ledger().clone();
+    layout.check(&mut conn).await?;
     // This process holds the ledger lease: a window another projector left part-way
     // (it crashed, or was fenced) is rewritten from `seq` by this one.
-    redis::cmd("DEL")
-        .arg(writer_key(&ledger))
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(redis_error)?;
-    let projected = projected_seq_of(&mut conn, &ledger).await?;
-    let format: Option<String> = redis::cmd("GET")
-        .arg(format_key(&ledger))
-        .query_async(&mut conn)
-        .await
-        .map_err(redis_error)?;
+    let mut formats = Vec::with_capacity(layout.buckets());
+    for bucket in 0..layout.buckets() {
+        redis::cmd("DEL")
+            .arg(layout.writer_key(bucket, &ledger))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let format: Option<String> = redis::cmd("GET")
+            .arg(layout.format_key(bucket, &ledger))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        formats.push(format);
+    }
+    let seqs = bucket_seqs(&mut conn, &ledger, layout).await?;
+    // A crash part-way through a window can leave buckets at different places: the
+    // projector starts after the one furthest behind (the others write it again).
+    let projected = seqs.iter().copied().min().unwrap_or(0);
+    let ahead = seqs.iter().copied().max().unwrap_or(0);
     let last = engine.last_seq();
     let top_k = engine.config().top_k;
     let tops = ViewParts {
         tops: top_k,
         wallets: false,
     };
-    let covered = format == Some(format_value(top_k))
+    let format = layout.format_value(top_k);
+    let covered = formats
+        .iter()
+        .all(|f| f.as_deref() == Some(format.as_str()))
+        && ahead <= last
         && (projected == last
-            || (projected < last
-                && journal
-                    .runs_from(projected + 1, 1)
-                    .await?
-                    .first()
-                    .and_then(|run| run.first())
-                    .is_some_and(|e| e.seq <= projected + 1)));
+            || journal
+                .runs_from(projected + 1, 1)
+                .await?
+                .first()
+                .and_then(|run| run.first())
+                .is_some_and(|e| e.seq <= projected + 1));
     if covered {
         let view = engine.read_model_view(tops);
         return Ok(ProjectorStart {
@@ -961,12 +1149,20 @@ pub async fn prepare(
     }
     tracing::warn!(
         read_model_seq = projected,
-        read_model_format = format,
+        read_model_ahead = ahead,
+        read_model_format = ?formats.iter().find(|f| f.as_deref() != Some(format.as_str())),
         ledger_seq = last,
         "the journal cannot bring the read model up to date (or it has another layout): rebuilding it from the ledger"
     );
     let view = engine.read_model_view(ViewParts { wallets, ..tops });
-    rebuild(&mut conn, &ledger, engine.economy(), &view, wallets).await?;
+    rebuild(
+        &mut conn,
+        (&ledger, layout),
+        engine.economy(),
+        &view,
+        wallets,
+    )
+    .await?;
     Ok(ProjectorStart {
         books: Books::from_view(&view, top_k),
         next: view.last_seq + 1,
@@ -1019,6 +1215,7 @@ pub fn spawn_projector(
         pending: Pending::default(),
         wallets: config.wallets,
         merge: journal.ledger().node.is_some(),
+        layout: Layout::of(&config),
         next: start.next,
         untotalled: None,
     };
@@ -1122,7 +1319,7 @@ async fn run(
                 "read model: a gift in the journal has no totals (journal format 1); it is rebuilt at the next start"
             );
             let _ = redis::cmd("DEL")
-                .arg(format_key(journal.ledger()))
+                .arg(projector.layout.format_key(0, journal.ledger()))
                 .query_async::<()>(&mut conn)
                 .await;
             return;
@@ -1160,13 +1357,16 @@ async fn run(
                 from,
                 to,
                 held,
-                reconcile,
+                mut reconcile,
             } = projector.take_ops();
+            let layout = projector.layout;
             let mut backoff = RETRY_BACKOFF_MIN;
             while !reconcile.is_empty() {
-                match reconcile_ops(&mut conn, journal.ledger(), &reconcile).await {
+                match reconcile_ops(&mut conn, journal.ledger(), layout, &mut reconcile).await {
                     Ok(removals) => {
-                        ops.extend(removals);
+                        for (bucket, op) in removals {
+                            ops[bucket].push(op);
+                        }
                         break;
                     }
                     Err(e) => {
@@ -1179,65 +1379,32 @@ async fn run(
                     }
                 }
             }
-            group_by_key(&mut ops);
-            // Every value is absolute, so a window is written in chunks of at most
-            // `ops_per_write_max` (each blocks Redis briefly) and a chunk can be retried;
-            // each checks `seq`, the last moves it.
-            let chunks: Vec<&[Op]> = if ops.is_empty() {
-                vec![&[]]
-            } else {
-                ops.chunks(config.ops_per_write_max).collect()
-            };
-            let mut saturated = held;
-            'chunks: for (i, chunk) in chunks.iter().enumerate() {
-                let last = i + 1 == chunks.len();
-                loop {
-                    let started = Instant::now();
-                    match write(
+            // The buckets are written side by side (on a Redis Cluster, by their slots'
+            // masters), each in order; every bucket's `seq` moves, with operations or not.
+            let writes = ops.into_iter().enumerate().map(|(bucket, mut ops)| {
+                let mut conn = conn.clone();
+                let target = (journal.ledger(), layout, bucket);
+                let (config, writer) = (&config, writer.as_str());
+                async move {
+                    group_by_key(&mut ops);
+                    write_bucket(
                         &mut conn,
-                        journal.ledger(),
-                        chunk,
+                        target,
+                        &ops,
                         (from, to),
-                        (last, &writer),
+                        writer,
+                        config,
+                        oldest,
+                        stopping_since,
                     )
                     .await
-                    {
-                        Ok((ran, held)) => {
-                            let took = started.elapsed();
-                            metrics::histogram!(telemetry::READ_MODEL_WRITE_SECONDS)
-                                .record(took.as_secs_f64());
-                            if stopping_since.is_none() {
-                                let pause = share_pause(took, config.redis_share_percent);
-                                if !pause.is_zero() {
-                                    tokio::time::sleep(pause).await;
-                                }
-                            }
-                            metrics::counter!(telemetry::READ_MODEL_WRITES_TOTAL).increment(1);
-                            // A large window takes many writes: the lag stays current.
-                            metrics::gauge!(telemetry::READ_MODEL_LAG_SECONDS)
-                                .set(lag_of(oldest) as f64 / 1000.0);
-                            saturated += held;
-                            if !ran {
-                                // A retried last chunk whose first attempt ran.
-                                break 'chunks;
-                            }
-                            break;
-                        }
-                        Err(e) => {
-                            metrics::counter!(telemetry::READ_MODEL_WRITE_FAILURES_TOTAL)
-                                .increment(1);
-                            if e.to_string().contains("GIFTSTREAM_GAP") {
-                                tracing::error!(error = %e, "read model: not where the projector left it (Redis lost data?); it is rebuilt at the next start");
-                                return;
-                            }
-                            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "read model write failed; retrying");
-                            if stopping_since.is_some_and(|t| t.elapsed() > FINAL_WRITE_TIMEOUT) {
-                                return;
-                            }
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-                        }
-                    }
+                }
+            });
+            let mut saturated = held;
+            for written in futures::future::join_all(writes).await {
+                match written {
+                    Some(held) => saturated += held,
+                    None => return,
                 }
             }
             metrics::counter!(telemetry::READ_MODEL_EVENTS_TOTAL).increment(events);
@@ -1270,6 +1437,74 @@ async fn run(
     }
 }
 
+/// Writes one bucket's share of the window `(from, to)`: every value is absolute, so it
+/// is written in chunks of at most `ops_per_write_max` (each blocks Redis briefly) and a
+/// chunk can be retried; each checks the bucket's `seq`, the last moves it. Returns the
+/// scores held at the max, or `None` when the projector must stop (the read model is not
+/// where it left it, or the shutdown's time is up).
+#[allow(clippy::too_many_arguments)]
+async fn write_bucket(
+    conn: &mut RedisConn,
+    target: (&Ledger, Layout, usize),
+    ops: &[Op],
+    (from, to): (u64, u64),
+    writer: &str,
+    config: &ReadModelConfig,
+    oldest: Stamp,
+    stopping_since: Option<Instant>,
+) -> Option<u64> {
+    let chunks: Vec<&[Op]> = if ops.is_empty() {
+        vec![&[]]
+    } else {
+        ops.chunks(config.ops_per_write_max).collect()
+    };
+    let mut saturated = 0;
+    let mut backoff = RETRY_BACKOFF_MIN;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        loop {
+            let started = Instant::now();
+            match write(conn, target, chunk, (from, to), (last, writer)).await {
+                Ok((ran, held)) => {
+                    let took = started.elapsed();
+                    metrics::histogram!(telemetry::READ_MODEL_WRITE_SECONDS)
+                        .record(took.as_secs_f64());
+                    if stopping_since.is_none() {
+                        let pause = share_pause(took, config.redis_share_percent);
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                    metrics::counter!(telemetry::READ_MODEL_WRITES_TOTAL).increment(1);
+                    // A large window takes many writes: the lag stays current.
+                    metrics::gauge!(telemetry::READ_MODEL_LAG_SECONDS)
+                        .set(lag_of(oldest) as f64 / 1000.0);
+                    saturated += held;
+                    if !ran {
+                        // A retried last chunk whose first attempt ran.
+                        return Some(saturated);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    metrics::counter!(telemetry::READ_MODEL_WRITE_FAILURES_TOTAL).increment(1);
+                    if e.to_string().contains("GIFTSTREAM_GAP") {
+                        tracing::error!(error = %e, bucket = target.2, "read model: not where the projector left it (Redis lost data?); it is rebuilt at the next start");
+                        return None;
+                    }
+                    tracing::warn!(error = %e, bucket = target.2, retry_in_ms = backoff.as_millis() as u64, "read model write failed; retrying");
+                    if stopping_since.is_some_and(|t| t.elapsed() > FINAL_WRITE_TIMEOUT) {
+                        return None;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+    Some(saturated)
+}
+
 /// The pause after a write that took `took` that keeps the projector's share of Redis
 /// time at `percent` (100: none).
 fn share_pause(took: Duration, percent: u8) -> Duration {
@@ -1286,20 +1521,28 @@ fn lag_of(stamp: Stamp) -> u64 {
 /// top of every leaderboard (scores in order, and each listed member's exact total).
 /// Returns the differences found; empty when they agree. Call it when the read model is
 /// at the engine's sequence number.
-pub async fn compare(conn: &mut RedisConn, engine: &Engine) -> Result<Vec<String>, JournalError> {
-    let view = engine.read_model_view(ViewParts::default());
+pub async fn compare(
+    conn: &mut RedisConn,
+    engine: &Engine,
+    layout: Layout,
+) -> Result<Vec<String>, JournalError> {
+    let mut view = engine.read_model_view(ViewParts::default());
     let top_k = engine.config().top_k;
     let mut diffs = Vec::new();
     let economy = engine.economy();
-    for chunk in view.creators.chunks(1000) {
+    // A pipeline on a Redis Cluster stays in one slot: one bucket's keys at a time.
+    view.creators
+        .sort_by_key(|&(c, ..)| (layout.bucket(c.0), c));
+    view.streams.sort_by_key(|&(s, _)| (layout.bucket(s.0), s));
+    let creators = view
+        .creators
+        .chunk_by(|a, b| layout.bucket(a.0.0) == layout.bucket(b.0.0))
+        .flat_map(|bucket| bucket.chunks(1000));
+    for chunk in creators {
         let mut pipe = redis::pipe();
         for &(c, _, _) in chunk {
-            pipe.hgetall(format!("{PREFIX}{}", creator_key(c)));
-            pipe.zrevrange_withscores(
-                format!("{PREFIX}{}", creator_top_key(c)),
-                0,
-                top_k as isize - 1,
-            );
+            pipe.hgetall(layout.creator(c));
+            pipe.zrevrange_withscores(layout.creator_top(c), 0, top_k as isize - 1);
         }
         let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
         for (i, &(c, coins, paid)) in chunk.iter().enumerate() {
@@ -1333,15 +1576,15 @@ pub async fn compare(conn: &mut RedisConn, engine: &Engine) -> Result<Vec<String
             );
         }
     }
-    for chunk in view.streams.chunks(1000) {
+    let streams = view
+        .streams
+        .chunk_by(|a, b| layout.bucket(a.0.0) == layout.bucket(b.0.0))
+        .flat_map(|bucket| bucket.chunks(1000));
+    for chunk in streams {
         let mut pipe = redis::pipe();
         for (s, _) in chunk {
-            pipe.hgetall(format!("{PREFIX}{}", stream_key(*s)));
-            pipe.zrevrange_withscores(
-                format!("{PREFIX}{}", stream_top_key(*s)),
-                0,
-                top_k as isize - 1,
-            );
+            pipe.hgetall(layout.stream(*s));
+            pipe.zrevrange_withscores(layout.stream_top(*s), 0, top_k as isize - 1);
         }
         let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
         for (i, (s, book)) in chunk.iter().enumerate() {
@@ -1372,12 +1615,7 @@ pub async fn compare(conn: &mut RedisConn, engine: &Engine) -> Result<Vec<String
             );
         }
     }
-    let top: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
-        .arg(format!("{PREFIX}{TOP_CREATORS}"))
-        .arg(0)
-        .arg(top_k as isize - 1)
-        .arg("WITHSCORES")
-        .query_async(conn)
+    let top = top_creators(conn, layout, top_k)
         .await
         .map_err(redis_error)?;
     let want = engine.top_creators(top_k);
@@ -1387,6 +1625,33 @@ pub async fn compare(conn: &mut RedisConn, engine: &Engine) -> Result<Vec<String
         diffs.push(format!("top creators: {diff}"));
     }
     Ok(diffs)
+}
+
+/// The best `n` creators by diamonds credited, best first: the best of the buckets'
+/// `top-creators` lists (what a direct reader does too).
+pub async fn top_creators(
+    conn: &mut RedisConn,
+    layout: Layout,
+    n: usize,
+) -> Result<Vec<(u64, f64)>, redis::RedisError> {
+    let mut top: Vec<(u64, f64)> = Vec::new();
+    for bucket in 0..layout.buckets() {
+        let list: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
+            .arg(layout.top_creators(bucket))
+            .arg(0)
+            .arg(n.saturating_sub(1))
+            .arg("WITHSCORES")
+            .query_async(conn)
+            .await?;
+        top.extend(list);
+    }
+    // As ZREVRANGE orders: by score, then by member (as a string) descending.
+    top.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then_with(|| b.0.to_string().cmp(&a.0.to_string()))
+    });
+    top.truncate(n);
+    Ok(top)
 }
 
 /// Where two ranked score lists first differ, in words.

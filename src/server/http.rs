@@ -690,7 +690,7 @@ async fn get_creator(
     let mut c = service.engine.creator(CreatorId(path(id)?));
     if let Some(merged) = shared_hash(
         &service,
-        crate::persist::projection::creator_key(c.creator),
+        read_layout(&service).creator(c.creator),
         &["coins_received", "diamonds_total", "diamonds_available"],
     )
     .await?
@@ -725,6 +725,11 @@ pub struct GifterEntry {
     coins: u128,
 }
 
+/// Where the shared read model's keys are.
+fn read_layout(service: &Service) -> crate::persist::projection::Layout {
+    crate::persist::projection::Layout::of(&service.config.read_model)
+}
+
 /// A cluster node reads leaderboards and totals from the shared read model (every
 /// partition, as of the read model's lag); `None` on a single node.
 async fn shared_top(
@@ -736,7 +741,7 @@ async fn shared_top(
         return Ok(None);
     };
     let top: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
-        .arg(format!("{}{key}", crate::persist::projection::PREFIX))
+        .arg(key)
         .arg(0)
         .arg(limit.saturating_sub(1))
         .arg("WITHSCORES")
@@ -756,7 +761,7 @@ async fn shared_hash(
         return Ok(None);
     };
     let values: Vec<Option<i128>> = redis::cmd("HMGET")
-        .arg(format!("{}{key}", crate::persist::projection::PREFIX))
+        .arg(key)
         .arg(fields)
         .query_async(&mut conn.clone())
         .await
@@ -801,7 +806,7 @@ async fn get_creator_top(
     authorize(&service, &headers, Scope::Read)?;
     let creator = CreatorId(path(id)?);
     let limit = limit(q, 10, service.config.engine.top_k)?;
-    let key = crate::persist::projection::creator_top_key(creator);
+    let key = read_layout(&service).creator_top(creator);
     if let Some(top) = shared_top(&service, key, limit).await? {
         return Ok(gifters(
             top.into_iter().map(|(u, c)| (UserId(u), c)).collect(),
@@ -823,7 +828,7 @@ async fn get_stream_top(
     authorize(&service, &headers, Scope::Read)?;
     let stream = StreamId(path(id)?);
     let limit = limit(q, 10, service.config.engine.top_k)?;
-    let key = crate::persist::projection::stream_top_key(stream);
+    let key = read_layout(&service).stream_top(stream);
     if let Some(top) = shared_top(&service, key, limit).await? {
         return Ok(gifters(
             top.into_iter().map(|(u, c)| (UserId(u), c)).collect(),
@@ -855,14 +860,17 @@ async fn get_top_creators(
 ) -> Result<Json<CreatorsLeaderboard>, ApiError> {
     authorize(&service, &headers, Scope::Read)?;
     let limit = limit(q, 10, service.config.engine.top_k)?;
-    let top = match shared_top(
-        &service,
-        crate::persist::projection::TOP_CREATORS.into(),
-        limit,
-    )
-    .await?
-    {
-        Some(top) => top.into_iter().map(|(c, d)| (CreatorId(c), d)).collect(),
+    let top = match &service.shared_reads {
+        Some(conn) => crate::persist::projection::top_creators(
+            &mut conn.clone(),
+            read_layout(&service),
+            limit,
+        )
+        .await
+        .map_err(shared_read_error)?
+        .into_iter()
+        .map(|(c, d)| (CreatorId(c), d as u128))
+        .collect(),
         None => service.engine.top_creators(limit),
     };
     let entries = top
@@ -969,7 +977,7 @@ async fn get_stream(
     authorize(&service, &headers, Scope::Read)?;
     let stream = StreamId(path(id)?);
     let mut response = stream_response(&service, stream);
-    let key = crate::persist::projection::stream_key(stream);
+    let key = read_layout(&service).stream(stream);
     let fields = ["coins_received", "creator", "goal_coins_target"];
     if let Some(merged) = shared_hash(&service, key, &fields).await? {
         let coins = merged[0].unwrap_or_default();

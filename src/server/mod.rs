@@ -178,8 +178,16 @@ pub async fn run(
     let read_model = match journal.as_redis() {
         Some(redis) if config.read_model.enabled => {
             let url = config.read_model.redis_url(redis.url()).to_owned();
-            let start =
-                projection::prepare(&redis, &url, &engine, config.read_model.wallets).await?;
+            let start = projection::prepare(
+                &redis,
+                &url,
+                &engine,
+                (
+                    projection::Layout::of(&config.read_model),
+                    config.read_model.wallets,
+                ),
+            )
+            .await?;
             tracing::info!(
                 projected = start.projected(),
                 rebuilt = start.rebuilt,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use giftstream::client::Client;
 use giftstream::engine::Event;
-use giftstream::persist::projection::{self, PREFIX};
+use giftstream::persist::projection::{self, Layout, PREFIX};
 use giftstream::persist::redis::RedisJournal;
 
 use crate::support::child::run_cli;
@@ -183,7 +183,9 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     }
     caught_up(&mut conn, first.engine.last_seq()).await;
     assert_eq!(
-        projection::compare(&mut conn, &first.engine).await.unwrap(),
+        projection::compare(&mut conn, &first.engine, Layout::SINGLE)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
     assert_leaderboards_match(&first, &mut conn).await;
@@ -217,7 +219,9 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     let third = server(&redis, |_| {}).await;
     caught_up(&mut conn, last).await;
     assert_eq!(
-        projection::compare(&mut conn, &third.engine).await.unwrap(),
+        projection::compare(&mut conn, &third.engine, Layout::SINGLE)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
     assert_top_k_only(&mut conn).await;
@@ -242,7 +246,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     }
     caught_up(&mut conn, fourth.engine.last_seq()).await;
     assert_eq!(
-        projection::compare(&mut conn, &fourth.engine)
+        projection::compare(&mut conn, &fourth.engine, Layout::SINGLE)
             .await
             .unwrap(),
         Vec::<String>::new()
@@ -270,7 +274,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     let engine = engine_with_top(TOP_K);
     journal.recover_into(&engine).await.unwrap();
     assert_eq!(engine.last_seq(), seq);
-    let start = projection::prepare(&journal, &redis.url(), &engine, false)
+    let start = projection::prepare(&journal, &redis.url(), &engine, (Layout::SINGLE, false))
         .await
         .unwrap();
     assert!(!start.rebuilt && start.projected() == seq);
@@ -280,7 +284,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     // 5. Leaderboards of another K (or of an older layout) are rebuilt at the start.
     let engine = engine_with_top(TOP_K + 2);
     journal.recover_into(&engine).await.unwrap();
-    let start = projection::prepare(&journal, &redis.url(), &engine, false)
+    let start = projection::prepare(&journal, &redis.url(), &engine, (Layout::SINGLE, false))
         .await
         .unwrap();
     assert!(start.rebuilt && start.projected() == seq);
@@ -291,7 +295,9 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
         TOP_K + 2
     );
     assert_eq!(
-        projection::compare(&mut conn, &engine).await.unwrap(),
+        projection::compare(&mut conn, &engine, Layout::SINGLE)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
 
@@ -324,7 +330,9 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     let sixth = server(&redis, |_| {}).await;
     caught_up(&mut conn, last).await;
     assert_eq!(
-        projection::compare(&mut conn, &sixth.engine).await.unwrap(),
+        projection::compare(&mut conn, &sixth.engine, Layout::SINGLE)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
     sixth.stop().await.unwrap();
@@ -385,7 +393,9 @@ async fn restore_after_flushall_rebuilds_ledger_and_read_model_from_the_latest_s
         header.last_seq
     );
     assert_eq!(
-        projection::compare(&mut conn, &expected).await.unwrap(),
+        projection::compare(&mut conn, &expected, Layout::SINGLE)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
 
@@ -410,7 +420,7 @@ async fn restore_after_flushall_rebuilds_ledger_and_read_model_from_the_latest_s
     client.send(&traffic(51)).await.unwrap();
     caught_up(&mut conn, second.engine.last_seq()).await;
     assert_eq!(
-        projection::compare(&mut conn, &second.engine)
+        projection::compare(&mut conn, &second.engine, Layout::SINGLE)
             .await
             .unwrap(),
         Vec::<String>::new()
@@ -461,7 +471,7 @@ async fn the_read_model_can_live_in_its_own_redis() {
     let mut read_conn = conn(&read_redis).await;
     caught_up(&mut read_conn, s.engine.last_seq()).await;
     assert_eq!(
-        projection::compare(&mut read_conn, &s.engine)
+        projection::compare(&mut read_conn, &s.engine, Layout::SINGLE)
             .await
             .unwrap(),
         Vec::<String>::new()
