@@ -41,9 +41,17 @@ async fn conn(redis: &RedisServer) -> giftstream::persist::redis::RedisConn {
 
 /// Waits (at most 10 s) until the read model holds seq `last`.
 async fn caught_up(conn: &mut giftstream::persist::redis::RedisConn, last: u64) {
+    caught_up_in(conn, Layout::SINGLE, last).await;
+}
+
+/// Waits (at most 10 s) until every bucket of the read model holds seq `last`.
+async fn caught_up_in(conn: &mut giftstream::persist::redis::RedisConn, layout: Layout, last: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let ledger = giftstream::persist::redis::Ledger::default();
     loop {
-        let seq = projection::projected_seq(conn).await.unwrap();
+        let seq = projection::projected_seq_of(conn, &ledger, layout)
+            .await
+            .unwrap();
         if seq == last {
             return;
         }
@@ -497,4 +505,177 @@ async fn the_read_model_can_live_in_its_own_redis() {
     );
     drop(client);
     s.stop().await.unwrap();
+}
+
+/// Four buckets on one Redis: a ranking service finds each key under `{rm-<id mod 4>}`
+/// (README, "Reading leaderboards from Redis"), every bucket holds keys and none is left
+/// in the journal's slot, the top creators are the best of the buckets' lists; a start
+/// after a crash left the buckets at different places catches them all up; a start with
+/// another bucket count is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_apart() {
+    const BUCKETS: u32 = 4;
+    let layout = Layout::new(BUCKETS);
+    let redis = RedisServer::start();
+    let mut conn = conn(&redis).await;
+    let first = server(&redis, |c| c.read_model.buckets = BUCKETS).await;
+    let client = Client::connect(first.tcp, INGEST).await.unwrap();
+    client.send(&funding()).await.unwrap();
+    for round in 0..5 {
+        client.send(&traffic(round)).await.unwrap();
+    }
+    caught_up_in(&mut conn, layout, first.engine.last_seq()).await;
+    assert_eq!(
+        projection::compare(&mut conn, &first.engine, layout)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    // What a ranking service reads, by the documented key names.
+    let ranked = |raw: Vec<(u64, f64)>| raw.into_iter().map(|(_, s)| s as u64).collect::<Vec<_>>();
+    for creator in 7u64..=11 {
+        let (status, body) = first
+            .get(
+                &format!("/v1/creators/{creator}/top-gifters?limit=8"),
+                Some(READ),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let api: Vec<u64> = body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["coins"].as_u64().unwrap())
+            .collect();
+        let key = format!(
+            "giftstream:{{rm-{}}}:rm:creator:{creator}:top-gifters",
+            creator % 4
+        );
+        let raw: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(7)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!api.is_empty(), "creator {creator}");
+        assert_eq!(ranked(raw), api, "ZREVRANGE {key}");
+    }
+    let mut best: Vec<(u64, f64)> = Vec::new();
+    for bucket in 0..BUCKETS {
+        let list: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
+            .arg(format!("giftstream:{{rm-{bucket}}}:rm:top-creators"))
+            .arg(0)
+            .arg(7)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            list.iter().all(|&(c, _)| c % 4 == u64::from(bucket)),
+            "bucket {bucket} lists its own creators: {list:?}"
+        );
+        best.extend(list);
+    }
+    best.sort_by(|a, b| b.1.total_cmp(&a.1));
+    best.truncate(8);
+    let (_, body) = first
+        .get("/v1/leaderboards/creators?limit=8", Some(READ))
+        .await;
+    let api: Vec<u64> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["diamonds"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranked(best), api, "the best of the buckets' top-creators");
+    let hash: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("giftstream:{rm-1}:rm:stream:9009")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        hash["goal_coins_target"], "1000000",
+        "stream 9009 in bucket 1"
+    );
+    for bucket in 0..BUCKETS {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("giftstream:{{rm-{bucket}}}:rm:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(keys.len() > 4, "bucket {bucket} holds {keys:?}");
+    }
+    let single: Vec<String> = redis::cmd("KEYS")
+        .arg("giftstream:{ledger}:rm:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        single,
+        Vec::<String>::new(),
+        "nothing in the journal's slot"
+    );
+    drop(client);
+    first.stop().await.unwrap();
+
+    // More is committed without the read model; then bucket 3's seq is put back, as a
+    // crash part-way through a window leaves it (the others wrote theirs). The next
+    // start writes the others again from there, over their newer seq.
+    let second = server(&redis, |c| {
+        c.read_model.buckets = BUCKETS;
+        c.read_model.enabled = false;
+    })
+    .await;
+    let client = Client::connect(second.tcp, INGEST).await.unwrap();
+    for round in 5..8 {
+        client.send(&traffic(round)).await.unwrap();
+    }
+    let last = second.engine.last_seq();
+    drop(client);
+    second.stop().await.unwrap();
+    let seq = projection::projected_seq_of(&mut conn, &Default::default(), layout)
+        .await
+        .unwrap();
+    assert!(seq > 100 && seq < last);
+    redis::cmd("SET")
+        .arg("giftstream:{rm-3}:rm:seq")
+        .arg(seq - 100)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let third = server(&redis, |c| c.read_model.buckets = BUCKETS).await;
+    caught_up_in(&mut conn, layout, last).await;
+    assert_eq!(
+        projection::compare(&mut conn, &third.engine, layout)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    let failures = third.metrics().await.lines().find_map(|l| {
+        l.strip_prefix("giftstream_read_model_write_failures_total ")
+            .map(str::to_owned)
+    });
+    assert!(
+        failures.as_deref().is_none_or(|f| f == "0"),
+        "no write was refused: {failures:?}"
+    );
+    third.stop().await.unwrap();
+
+    // Another bucket count is refused, naming the recorded one.
+    let journal = RedisJournal::connect(&redis.url()).await.unwrap();
+    let config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+    let engine =
+        giftstream::server::build_engine(&config, giftstream::economy::Economy::embedded())
+            .unwrap();
+    journal.recover_into(&engine).await.unwrap();
+    let refused = projection::prepare(&journal, &redis.url(), &engine, (Layout::new(2), false))
+        .await
+        .err()
+        .expect("another bucket count is refused");
+    assert!(
+        refused.to_string().contains("laid out in 4 buckets"),
+        "{refused}"
+    );
 }
