@@ -110,7 +110,7 @@ fn write_config(dir: &Path, name: &str, nodes: &[Node], partitions: [&str; 2]) -
             "[server]\neconomy = \"\"\n\
              [redis]\ncluster = true\nwait_replicas = 1\nwait_timeout_ms = 1000\n\
              [snapshot]\ninterval_ms = 0\nevents = 4000\ntrim_journal = false\n\
-             [read_model]\nwindow_ms = 20\n\
+             [read_model]\nwindow_ms = 20\nbuckets = {BUCKETS}\n\
              [auth]\ntokens = [{{ token = \"{INGEST}\", scopes = [\"ingest\", \"read\"] }}, {{ token = \"{READ}\", scopes = [\"read\"] }}]\n\
              [cluster]\npartitions = 16\nsettle_interval_ms = 200\nnodes = [\n{}\n]\n",
             node_lines.join("\n")
@@ -118,6 +118,19 @@ fn write_config(dir: &Path, name: &str, nodes: &[Node], partitions: [&str; 2]) -
     )
     .unwrap();
     config
+}
+
+/// The read model's buckets in the cluster test (hash tags `{rm-0}` .. `{rm-7}`, spread
+/// over the three masters).
+const BUCKETS: u64 = 8;
+
+/// A creator's read-model key as a ranking service names it (README, "Reading
+/// leaderboards from Redis"): `giftstream:{rm-<id mod buckets>}:rm:creator:<id><suffix>`.
+fn creator_key(creator: u64, suffix: &str) -> String {
+    format!(
+        "giftstream:{{rm-{}}}:rm:creator:{creator}{suffix}",
+        creator % BUCKETS
+    )
 }
 
 /// The partition map of the cluster config at `path`.
@@ -436,7 +449,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     let view = single.read_model_view(ViewParts::default());
     assert!(view.creators.len() as u64 == CREATORS);
     for &(c, coins, _) in &view.creators {
-        let key = format!("giftstream:{{ledger}}:rm:creator:{}", c.0);
+        let key = creator_key(c.0, "");
         let (merged_coins, merged_diamonds): (u128, u128) = redis::cmd("HMGET")
             .arg(&key)
             .arg("coins_received")
@@ -488,7 +501,36 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
             "node {}",
             node.name
         );
+        // The top creators are the best of the buckets' lists (each node floors its own
+        // share of the diamonds: at most one below one ledger's, per other node).
+        let top = read("/v1/leaderboards/creators?limit=5").await;
+        let got: Vec<u128> = top["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["diamonds"].as_u64().unwrap().into())
+            .collect();
+        let want: Vec<u128> = single.top_creators(5).iter().map(|&(_, d)| d).collect();
+        assert!(
+            got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| g <= w && g + 1 >= *w),
+            "node {} top creators {got:?}, one node {want:?}",
+            node.name
+        );
     }
+    // The read model's buckets are spread over the masters: each holds some.
+    let mut masters = 0;
+    for &port in &ports {
+        if !redis_cli(port, &["role"]).starts_with("master") {
+            continue;
+        }
+        masters += 1;
+        let keys = redis_cli(port, &["--scan", "--pattern", "giftstream:{rm-*}:rm:*"]);
+        assert!(
+            keys.lines().count() > 0,
+            "the master on port {port} holds no read-model bucket"
+        );
+    }
+    assert_eq!(masters, 3);
 
     // Settlements: the top creator cashes out on its owner node exactly the diamonds
     // both nodes credited it (each node's own floor), once the other node's report is
@@ -553,7 +595,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
         wait_caught_up(&mut conn, node).await;
     }
     let (available, mine): (i64, i64) = redis::cmd("HMGET")
-        .arg(format!("giftstream:{{ledger}}:rm:creator:{}", c0.0))
+        .arg(creator_key(c0.0, ""))
         .arg("diamonds_available")
         .arg(format!("diamonds_available@{}", NODES[owner]))
         .query_async(&mut conn)
@@ -652,11 +694,15 @@ async fn wait_caught_up(conn: &mut RedisConn, node: &str) {
     let deadline = Instant::now() + Duration::from_secs(90);
     let top = journal_top(conn, node).await;
     loop {
-        let seq: Option<u64> = redis::cmd("GET")
-            .arg(format!("giftstream:{{ledger}}:rm:seq:{node}"))
-            .query_async(conn)
-            .await
-            .unwrap();
+        let mut seq = None;
+        for bucket in 0..BUCKETS {
+            let at: Option<u64> = redis::cmd("GET")
+                .arg(format!("giftstream:{{rm-{bucket}}}:rm:seq:{node}"))
+                .query_async(conn)
+                .await
+                .unwrap();
+            seq = Some(seq.map_or(at.unwrap_or(0), |s: u64| s.min(at.unwrap_or(0))));
+        }
         if seq >= Some(top) {
             return;
         }
@@ -676,10 +722,7 @@ async fn assert_gifters_equal(conn: &mut RedisConn, single: &Engine) {
     let mut most_gifters = 0;
     for (c, _, _) in single.read_model_view(ViewParts::default()).creators {
         let set: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
-            .arg(format!(
-                "giftstream:{{ledger}}:rm:creator:{}:top-gifters",
-                c.0
-            ))
+            .arg(creator_key(c.0, ":top-gifters"))
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES")
