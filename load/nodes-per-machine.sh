@@ -12,6 +12,7 @@ COUNTS=("${@:-1 2 4}"); COUNTS=(${COUNTS[@]})
 SCENARIO=${SCENARIO:-zipf}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 BIN=${GIFTSTREAM_BIN:-target/release/giftstream}
+BUCKETS=$(awk '/^buckets = / {print $3}' config/cluster.toml); BUCKETS=${BUCKETS:-1}
 
 config() { n=$1; out=$2
   sed '/^nodes = \[/,/^\]/d' config/cluster.toml > "$out"
@@ -40,7 +41,13 @@ run() { n=$1; cfg=/tmp/npm-$n.toml
       --mode closed --duration "$SECONDS_PER_RUN" 2>&1 | grep -E "achieved" | tr -s ' ')
   lag=""
   for i in $(seq 0 $((n - 1))); do
-    seq=$(redis-cli -c -p 7100 GET "giftstream:{ledger}:rm:seq:n$i")
+    # The read model is at the least of its buckets' seq (config/cluster.toml's buckets).
+    seq=""
+    for b in $(seq 0 $((BUCKETS - 1))); do
+      tag=$([ "$BUCKETS" = 1 ] && echo "{ledger}" || echo "{rm-$b}")
+      s=$(redis-cli -c -p 7100 GET "giftstream:$tag:rm:seq:n$i"); s=${s:-0}
+      seq=$(( ${seq:-$s} < s ? ${seq:-$s} : s ))
+    done
     top=$(redis-cli -c -p 7100 XREVRANGE "giftstream:{ledger-n$i}:journal" + - COUNT 1 | head -1 | cut -d- -f1)
     lag="$lag n$i:$((${top:-0} - ${seq:-0}))"
   done

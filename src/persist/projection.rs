@@ -1,8 +1,11 @@
 //! The Redis read model: creator totals, leaderboards and stream goals that ranking
 //! services read straight from Redis, fed from committed runs off the ack path.
 //!
-//! Key layout (prefix [`PREFIX`] = `giftstream:{ledger}:rm:`; one hash tag, so every key
-//! lives in one Redis Cluster slot with the journal):
+//! Key layout (prefix [`PREFIX`] = `giftstream:{ledger}:rm:`, one hash tag, so every key
+//! lives in one Redis Cluster slot with the journal; or, with `read_model.buckets` = n >
+//! 1, `giftstream:{rm-<b>}:rm:` for bucket b = a creator's, stream's or user's id mod n,
+//! one slot per bucket — see [`Layout`]; every key below but `top-creators` is then in
+//! its id's bucket, and `top-creators`, `seq`, `writer` and `format` are per bucket):
 //! - `creator:<id>` — hash: `coins_received`, `diamonds_total`, `diamonds_available`
 //! - `creator:<id>:top-gifters` — sorted set: member user id, score coins given; the
 //!   creator's top `engine.top_k` gifters (see "Top-K only" below)
@@ -10,7 +13,8 @@
 //!   goal is set (the goal's progress is `coins_received`)
 //! - `stream:<id>:top-gifters` — sorted set: member user id, score coins given; the
 //!   stream's top `engine.top_k` gifters
-//! - `top-creators` — sorted set: member creator id, score diamonds credited
+//! - `top-creators` — sorted set: member creator id, score diamonds credited (a bucket's
+//!   creators: the top creators are the best of the buckets' lists, [`top_creators`])
 //! - `user:<id>` — hash: `coins` (only with `read_model.wallets = true`)
 //! - `seq` — the last sequence number projected
 //! - `writer` — the projector part-way through a window (see "Exactly once")
@@ -52,7 +56,12 @@
 //! end and releases the claim. A start (under the ledger lease) clears a claim left by
 //! a crashed projector. A window cut short by
 //! a crash is written again from `seq` at the next start; a retried last chunk whose
-//! first attempt ran finds `seq` at its end and does nothing. A window's operations are
+//! first attempt ran finds `seq` at its end and does nothing. With buckets, each bucket
+//! is written this way side by side (every window moves every bucket's `seq`, with
+//! operations or not); a crash can leave some buckets' `seq` past the others', and the
+//! next start goes on from the least, writing the buckets already past it again (a
+//! script inside its window writes: its values are absolute and as new as the window's
+//! end). A window's operations are
 //! ordered by kind and key before they are cut into scripts, so each key's gifter scores
 //! (and `top-creators`) in a script are one multi-member `ZADD`, its removals one `ZREM`
 //! (the order does not matter: every value is absolute).
