@@ -6,6 +6,7 @@
 # uniform, the read model's worst case) closed loop for $SECONDS_PER_RUN s, once per
 # bucket count, counts alternated over ROUNDS (RATE=N: open loop at N events/s).
 #   bash load/readmodel-buckets.sh [ROUNDS] [BUCKET_COUNTS...]   (default: 2 rounds of 1 16)
+# A count may name the projectors too: 16/2 = 16 buckets written by 2 projectors.
 # Prints per run: giftload's achieved rate; events projected into the read model per
 # second during the load; the read model's lag (events) when the load stops; and each
 # Redis master's CPU seconds (user + sys, INFO cpu) during the run. DRAIN=S: then S s
@@ -21,9 +22,9 @@ ADMIN=dev-admin-token-0001
 # RATE=N: open loop at N events/s instead of closed loop.
 LOOP=$([ -n "${RATE:-}" ] && echo "--mode open --rate $RATE" || echo "--mode closed")
 
-config() { b=$1; out=$2
-  sed -e '/^nodes = \[/,/^\]/d' -e '/^buckets = /d' config/cluster.toml > "$out"
-  awk -v b="$b" '{print} /^\[read_model\]/ {print "buckets = " b}
+config() { b=${1%/*}; p=1; [ "$1" != "$b" ] && p=${1#*/}; out=$2
+  sed -e '/^nodes = \[/,/^\]/d' -e '/^buckets = /d' -e '/^projectors = /d' config/cluster.toml > "$out"
+  awk -v b="$b" -v p="$p" '{print} /^\[read_model\]/ {print "buckets = " b "\nprojectors = " p}
     /^settle_interval_ms/ {print "nodes = [\n  { name = \"n0\", tcp_addr = \"127.0.0.1:7071\", http_addr = \"127.0.0.1:8081\", partitions = \"0-15\" },\n]"}' \
     "$out" > "$out.tmp" && mv "$out.tmp" "$out"
 }
@@ -37,8 +38,8 @@ cpu() { for p in 7100 7101 7102 7103 7104 7105; do
 masters() { for p in 7100 7101 7102 7103 7104 7105; do
     redis-cli -p "$p" role | head -1 | grep -q master && printf "%s " "$p"; done; }
 
-run() { b=$1; cfg=/tmp/rmb-$b.toml
-  config "$b" "$cfg"
+run() { label=$1; b=${1%/*}; cfg=/tmp/rmb-${b}.toml
+  config "$label" "$cfg"
   pkill -f "redis-server 127.0.0.1:710[0-5]"; sleep 0.5
   rm -rf /tmp/rmb-rc /tmp/rmb-data
   bash load/redis-cluster.sh start /tmp/rmb-rc 7100 >/dev/null 2>&1
@@ -69,7 +70,7 @@ run() { b=$1; cfg=/tmp/rmb-$b.toml
       awk -F'[=\t]' -v m=" $(masters)" 'NF == 4 && index(m, " " $1 " ") {printf "%s:%.1f ", $1, $4 - $2}')
     drain=" | then idle ${DRAIN} s: projected $(echo "$c0 $c1 $d0 $d1" | awk '{printf "%.0f", ($2 - $1) / ($4 - $3)}') events/s, master CPU s: $dused"
   fi
-  echo "$b buckets: $r | projected $rate events/s | lag at the end $((${top:-0} - seq)) events | master CPU s: $used$drain"
+  echo "$label buckets: $r | projected $rate events/s | lag at the end $((${top:-0} - seq)) events | master CPU s: $used$drain"
   pkill -TERM -f "$BIN serve"
   for _ in $(seq 100); do pgrep -f "$BIN serve" >/dev/null || break; sleep 0.1; done
   pkill -9 -f "$BIN serve" 2>/dev/null

@@ -276,6 +276,10 @@ pub struct ReadModelConfig {
     /// buckets spread the read model's writes over the masters. Every node of a cluster
     /// uses the same count (recorded in Redis; a start with another is refused).
     pub buckets: u32,
+    /// Projector tasks (1..=`buckets`): each folds every committed event and writes its
+    /// part of the buckets (bucket `b` is projector `b mod projectors`'s), so a node's
+    /// read model can use more than one core.
+    pub projectors: u32,
 }
 
 impl ReadModelConfig {
@@ -302,6 +306,7 @@ impl Default for ReadModelConfig {
             wallets: false,
             url: String::new(),
             buckets: 1,
+            projectors: 1,
         }
     }
 }
@@ -546,6 +551,14 @@ impl Config {
             r.buckets as usize,
             crate::persist::projection::Layout::BUCKETS_MAX as usize,
         )?;
+        bounded(
+            "read_model.projectors",
+            r.projectors as usize,
+            r.buckets as usize,
+        )
+        .map_err(|_| {
+            ConfigError::new("read_model.projectors", "must be in 1..=read_model.buckets")
+        })?;
         if !(5..=100).contains(&r.redis_share_percent) {
             return Err(ConfigError::new(
                 "read_model.redis_share_percent",
@@ -761,6 +774,9 @@ mod tests {
                 "redis_share_percent = 4",
                 "read_model.redis_share_percent",
             ),
+            ("buckets = 1", "buckets = 1025", "read_model.buckets"),
+            ("projectors = 1", "projectors = 2", "read_model.projectors"),
+            ("projectors = 1", "projectors = 0", "read_model.projectors"),
         ] {
             assert!(SHIPPED.contains(from), "{from}");
             let text = SHIPPED.replacen(from, to, 1);

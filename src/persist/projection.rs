@@ -405,14 +405,15 @@ struct Books {
 }
 
 impl Books {
-    /// From a view with the top `top_k` gifters ([`ViewParts::tops`]).
-    fn from_view(view: &ReadModelView, top_k: usize) -> Books {
+    /// From a view with the top `top_k` gifters ([`ViewParts::tops`]): the creators and
+    /// streams whose ids `mine` keeps.
+    fn from_view(view: &ReadModelView, top_k: usize, mine: impl Fn(u64) -> bool) -> Books {
         let mut creator_tops: FxHashMap<CreatorId, TopK> = FxHashMap::default();
-        for &(c, u, coins) in &view.creator_gifters {
+        for &(c, u, coins) in view.creator_gifters.iter().filter(|g| mine(g.0.0)) {
             creator_tops.entry(c).or_default().offer(top_k, u.0, coins);
         }
         let mut stream_tops: FxHashMap<StreamId, TopK> = FxHashMap::default();
-        for &(s, u, coins) in &view.stream_gifters {
+        for &(s, u, coins) in view.stream_gifters.iter().filter(|g| mine(g.0.0)) {
             stream_tops.entry(s).or_default().offer(top_k, u.0, coins);
         }
         Books {
@@ -420,9 +421,15 @@ impl Books {
             creators: view
                 .creators
                 .iter()
+                .filter(|c| mine(c.0.0))
                 .map(|&(c, coins, paid)| (c, (coins, paid)))
                 .collect(),
-            streams: view.streams.iter().copied().collect(),
+            streams: view
+                .streams
+                .iter()
+                .filter(|s| mine(s.0.0))
+                .copied()
+                .collect(),
             top_k,
             creator_tops,
             stream_tops,
@@ -527,6 +534,9 @@ struct Projector {
     /// Merge with the other nodes' contributions (a cluster node).
     merge: bool,
     layout: Layout,
+    /// This projector's part of the buckets: (index, count) — it writes the buckets `b`
+    /// with `b mod count = index` ([`Projector::mine`]).
+    part: (usize, usize),
     /// The next sequence number to fold.
     next: u64,
     /// An accepted gift without journaled totals (a journal older than format 2 that
@@ -537,6 +547,8 @@ struct Projector {
 impl Projector {
     fn fold(&mut self, e: &LogEntry) {
         debug_assert_eq!(e.seq, self.next);
+        let (layout, part) = (self.layout, self.part);
+        let mine = |id: u64| owns(layout, part, id);
         let p = &mut self.pending;
         if p.opened.is_none() {
             p.opened = Some(Instant::now());
@@ -553,39 +565,51 @@ impl Projector {
         };
         match e.event {
             Event::Gift(g) => {
+                let (creator, stream, sender) =
+                    (mine(g.creator.0), mine(g.stream.0), mine(g.sender.0));
                 let cost = self
                     .economy
                     .gifts
                     .get(g.gift.0 as usize)
                     .map_or(0, |spec| u128::from(spec.coins) * u128::from(g.count));
-                p.creators.insert(g.creator);
-                p.streams.insert(g.stream);
+                if creator {
+                    p.creators.insert(g.creator);
+                }
+                if stream {
+                    p.streams.insert(g.stream);
+                }
                 let Some(totals) = e.totals else {
                     self.untotalled.get_or_insert(e.seq);
                     return;
                 };
                 let books = &mut self.books;
-                p.creator_gifters.place(
-                    &mut books.creator_tops,
-                    books.top_k,
-                    g.creator,
-                    g.sender,
-                    u128::from(totals.creator),
-                    fresh,
-                );
-                p.stream_gifters.place(
-                    &mut books.stream_tops,
-                    books.top_k,
-                    g.stream,
-                    g.sender,
-                    u128::from(totals.stream),
-                    fresh,
-                );
-                if let (true, Effect::Coins(balance)) = (self.wallets, effect) {
+                if creator {
+                    p.creator_gifters.place(
+                        &mut books.creator_tops,
+                        books.top_k,
+                        g.creator,
+                        g.sender,
+                        u128::from(totals.creator),
+                        fresh,
+                    );
+                }
+                if stream {
+                    p.stream_gifters.place(
+                        &mut books.stream_tops,
+                        books.top_k,
+                        g.stream,
+                        g.sender,
+                        u128::from(totals.stream),
+                        fresh,
+                    );
+                }
+                if let (true, true, Effect::Coins(balance)) = (sender, self.wallets, effect) {
                     p.wallets.insert(g.sender, balance);
                 }
-                if fresh {
+                if fresh && creator {
                     self.books.creators.entry(g.creator).or_default().0 += cost;
+                }
+                if fresh && stream {
                     let s = self.books.streams.entry(g.stream).or_default();
                     s.coins_received += cost;
                     if s.goal.is_none() {
@@ -594,18 +618,19 @@ impl Projector {
                 }
             }
             Event::Recharge(r) => {
-                if let (true, Effect::Coins(balance)) = (self.wallets, effect) {
+                if let (true, true, Effect::Coins(balance)) = (mine(r.user.0), self.wallets, effect)
+                {
                     p.wallets.insert(r.user, balance);
                 }
             }
-            Event::Payout(pay) => {
+            Event::Payout(pay) if mine(pay.creator.0) => {
                 p.creators.insert(pay.creator);
                 if fresh {
                     self.books.creators.entry(pay.creator).or_default().1 +=
                         u128::from(pay.diamonds);
                 }
             }
-            Event::StreamGoal(goal) => {
+            Event::StreamGoal(goal) if mine(goal.stream.0) => {
                 p.streams.insert(goal.stream);
                 if fresh {
                     let s = self.books.streams.entry(goal.stream).or_default();
@@ -613,6 +638,7 @@ impl Projector {
                     s.goal = Some(goal.coins_target);
                 }
             }
+            Event::Payout(_) | Event::StreamGoal(_) => {}
             // Settled diamonds stay counted on the node that credited them: the merged
             // `diamonds_total` sums every node's own credits, so they are not added again.
             Event::Account(_) | Event::Settlement(_) => {}
@@ -681,6 +707,12 @@ impl Projector {
             reconcile,
         }
     }
+}
+
+/// Whether the keys of creator, stream or user `id` are in the buckets of projector
+/// `part` = (index, count): bucket `b` is projector `b mod count`'s.
+fn owns(layout: Layout, (index, count): (usize, usize), id: u64) -> bool {
+    layout.bucket(id) % count == index
 }
 
 /// One pending write, taken from the projector.
@@ -1092,7 +1124,9 @@ fn view_ops(
 
 /// Where the projector starts.
 pub struct ProjectorStart {
-    books: Books,
+    /// The engine's view (with the top gifters) the projectors copy their books from.
+    view: ReadModelView,
+    top_k: usize,
     next: u64,
     /// True when the read model was rebuilt from the engine.
     pub rebuilt: bool,
@@ -1161,7 +1195,8 @@ pub async fn prepare(
     if covered {
         let view = engine.read_model_view(tops);
         return Ok(ProjectorStart {
-            books: Books::from_view(&view, top_k),
+            view,
+            top_k,
             next: projected + 1,
             rebuilt: false,
         });
@@ -1183,8 +1218,9 @@ pub async fn prepare(
     )
     .await?;
     Ok(ProjectorStart {
-        books: Books::from_view(&view, top_k),
         next: view.last_seq + 1,
+        view,
+        top_k,
         rebuilt: true,
     })
 }
@@ -1192,15 +1228,18 @@ pub async fn prepare(
 /// What the committer hands the projector.
 #[derive(Clone)]
 pub struct ProjectorHandle {
-    runs: mpsc::Sender<Arc<Vec<LogEntry>>>,
+    /// Each projector's queue.
+    runs: Vec<mpsc::Sender<Arc<Vec<LogEntry>>>>,
     projected: Arc<AtomicU64>,
 }
 
 impl ProjectorHandle {
-    /// Offers a committed run. When the queue is full the run is not queued: the
-    /// projector reads it back from the journal.
+    /// Offers a committed run to every projector. When a queue is full the run is not
+    /// queued there: that projector reads it back from the journal.
     pub fn committed(&self, run: &Arc<Vec<LogEntry>>) {
-        let _ = self.runs.try_send(run.clone());
+        for runs in &self.runs {
+            let _ = runs.try_send(run.clone());
+        }
     }
 
     /// The last sequence number in the read model (the journal must keep what follows).
@@ -1209,10 +1248,29 @@ impl ProjectorHandle {
     }
 }
 
-/// Starts the projector. It follows `watermark` (the last committed seq) until `stop`
-/// turns true, then writes what is committed (bounded by a timeout) and returns.
-/// `projected` is published as the read model advances (the journal trim stays behind
-/// it).
+/// How far each projector is, and the least of them (what the read model holds as a
+/// whole: the journal trim stays behind it).
+struct Progress {
+    parts: Vec<AtomicU64>,
+    least: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn set(&self, index: usize, seq: u64) {
+        self.parts[index].store(seq, Ordering::Release);
+        let least = self.parts.iter().map(|p| p.load(Ordering::Acquire)).min();
+        // Every part only grows, so a least computed before another part moved is
+        // never above the true one; `fetch_max` keeps a stale one from going back.
+        self.least.fetch_max(least.unwrap_or(seq), Ordering::AcqRel);
+    }
+}
+
+/// Starts `read_model.projectors` projectors, each writing its part of the buckets
+/// (bucket `b` is projector `b mod projectors`'s). Each follows `watermark` (the last
+/// committed seq) until `stop` turns true, then writes what is committed (bounded by a
+/// timeout) and returns; the task returned ends when all have. `projected`, the least
+/// of their progress, is published as the read model advances (the journal trim stays
+/// behind it).
 pub fn spawn_projector(
     start: ProjectorStart,
     journal: RedisJournal,
@@ -1222,25 +1280,46 @@ pub fn spawn_projector(
     stop: watch::Receiver<bool>,
     projected: Arc<AtomicU64>,
 ) -> (ProjectorHandle, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(config.queue_runs_max);
+    let count = config.projectors as usize;
+    let layout = Layout::of(&config);
     projected.store(start.next - 1, Ordering::Release);
-    let handle = ProjectorHandle {
-        runs: tx,
-        projected: projected.clone(),
-    };
-    let projector = Projector {
-        economy,
-        books: start.books,
-        pending: Pending::default(),
-        wallets: config.wallets,
-        merge: journal.ledger().node.is_some(),
-        layout: Layout::of(&config),
-        next: start.next,
-        untotalled: None,
-    };
-    let task = tokio::spawn(run(
-        projector, journal, config, rx, watermark, stop, projected,
-    ));
+    let progress = Arc::new(Progress {
+        parts: (0..count).map(|_| AtomicU64::new(start.next - 1)).collect(),
+        least: projected.clone(),
+    });
+    let mut runs = Vec::with_capacity(count);
+    let mut tasks = Vec::with_capacity(count);
+    for index in 0..count {
+        let (tx, rx) = mpsc::channel(config.queue_runs_max);
+        runs.push(tx);
+        let part = (index, count);
+        let projector = Projector {
+            economy: economy.clone(),
+            books: Books::from_view(&start.view, start.top_k, |id| owns(layout, part, id)),
+            pending: Pending::default(),
+            wallets: config.wallets,
+            merge: journal.ledger().node.is_some(),
+            layout,
+            part,
+            next: start.next,
+            untotalled: None,
+        };
+        tasks.push(tokio::spawn(run(
+            projector,
+            journal.clone(),
+            config.clone(),
+            rx,
+            watermark.clone(),
+            stop.clone(),
+            progress.clone(),
+        )));
+    }
+    let handle = ProjectorHandle { runs, projected };
+    let task = tokio::spawn(async move {
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
     (handle, task)
 }
 
@@ -1251,7 +1330,7 @@ async fn run(
     mut rx: mpsc::Receiver<Arc<Vec<LogEntry>>>,
     watermark: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
-    projected: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 ) {
     let window = Duration::from_millis(config.window_ms);
     // Names this projector in `rm:writer` while it is part-way through a window.
@@ -1400,25 +1479,30 @@ async fn run(
             }
             // The buckets are written side by side (on a Redis Cluster, by their slots'
             // masters), each in order; every bucket's `seq` moves, with operations or not.
-            let writes = ops.into_iter().enumerate().map(|(bucket, mut ops)| {
-                let mut conn = conn.clone();
-                let target = (journal.ledger(), layout, bucket);
-                let (config, writer) = (&config, writer.as_str());
-                async move {
-                    group_by_key(&mut ops);
-                    write_bucket(
-                        &mut conn,
-                        target,
-                        &ops,
-                        (from, to),
-                        writer,
-                        config,
-                        oldest,
-                        stopping_since,
-                    )
-                    .await
-                }
-            });
+            let part = projector.part;
+            let writes = ops
+                .into_iter()
+                .enumerate()
+                .filter(|&(bucket, _)| bucket % part.1 == part.0)
+                .map(|(bucket, mut ops)| {
+                    let mut conn = conn.clone();
+                    let target = (journal.ledger(), layout, bucket);
+                    let (config, writer) = (&config, writer.as_str());
+                    async move {
+                        group_by_key(&mut ops);
+                        write_bucket(
+                            &mut conn,
+                            target,
+                            &ops,
+                            (from, to),
+                            writer,
+                            config,
+                            oldest,
+                            stopping_since,
+                        )
+                        .await
+                    }
+                });
             let mut saturated = held;
             for written in futures::future::join_all(writes).await {
                 match written {
@@ -1426,7 +1510,10 @@ async fn run(
                     None => return,
                 }
             }
-            metrics::counter!(telemetry::READ_MODEL_EVENTS_TOTAL).increment(events);
+            if projector.part.0 == 0 {
+                // (Every projector folds every event: the first counts them.)
+                metrics::counter!(telemetry::READ_MODEL_EVENTS_TOTAL).increment(events);
+            }
             if saturated > 0 {
                 metrics::counter!(telemetry::READ_MODEL_SATURATED_TOTAL).increment(saturated);
                 tracing::error!(
@@ -1434,7 +1521,7 @@ async fn run(
                     "read model: sorted-set scores held at 2^53"
                 );
             }
-            projected.store(to, Ordering::Release);
+            progress.set(projector.part.0, to);
             continue;
         }
         if stopping_since.is_some() && projector.pending.is_empty() && projector.next > committed {

@@ -110,7 +110,7 @@ fn write_config(dir: &Path, name: &str, nodes: &[Node], partitions: [&str; 2]) -
             "[server]\neconomy = \"\"\n\
              [redis]\ncluster = true\nwait_replicas = 1\nwait_timeout_ms = 1000\n\
              [snapshot]\ninterval_ms = 0\nevents = 4000\ntrim_journal = false\n\
-             [read_model]\nwindow_ms = 20\nbuckets = {BUCKETS}\n\
+             [read_model]\nwindow_ms = 20\nbuckets = {BUCKETS}\nprojectors = 2\n\
              [auth]\ntokens = [{{ token = \"{INGEST}\", scopes = [\"ingest\", \"read\"] }}, {{ token = \"{READ}\", scopes = [\"read\"] }}]\n\
              [cluster]\npartitions = 16\nsettle_interval_ms = 200\nnodes = [\n{}\n]\n",
             node_lines.join("\n")
@@ -121,7 +121,7 @@ fn write_config(dir: &Path, name: &str, nodes: &[Node], partitions: [&str; 2]) -
 }
 
 /// The read model's buckets in the cluster test (hash tags `{rm-0}` .. `{rm-7}`, spread
-/// over the three masters).
+/// over the three masters; two projectors per node write four each).
 const BUCKETS: u64 = 8;
 
 /// A creator's read-model key as a ranking service names it (README, "Reading

@@ -507,7 +507,7 @@ async fn the_read_model_can_live_in_its_own_redis() {
     s.stop().await.unwrap();
 }
 
-/// Four buckets on one Redis: a ranking service finds each key under `{rm-<id mod 4>}`
+/// Four buckets on one Redis, written by two projectors: a ranking service finds each key under `{rm-<id mod 4>}`
 /// (README, "Reading leaderboards from Redis"), every bucket holds keys and none is left
 /// in the journal's slot, the top creators are the best of the buckets' lists; a start
 /// after a crash left the buckets at different places catches them all up; a start with
@@ -518,7 +518,12 @@ async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_a
     let layout = Layout::new(BUCKETS);
     let redis = RedisServer::start();
     let mut conn = conn(&redis).await;
-    let first = server(&redis, |c| c.read_model.buckets = BUCKETS).await;
+    // Two projectors, each writing two of the buckets.
+    let bucketed = |c: &mut giftstream::config::Config| {
+        c.read_model.buckets = BUCKETS;
+        c.read_model.projectors = 2;
+    };
+    let first = server(&redis, bucketed).await;
     let client = Client::connect(first.tcp, INGEST).await.unwrap();
     client.send(&funding()).await.unwrap();
     for round in 0..5 {
@@ -624,7 +629,7 @@ async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_a
     // crash part-way through a window leaves it (the others wrote theirs). The next
     // start writes the others again from there, over their newer seq.
     let second = server(&redis, |c| {
-        c.read_model.buckets = BUCKETS;
+        bucketed(c);
         c.read_model.enabled = false;
     })
     .await;
@@ -645,7 +650,7 @@ async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_a
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    let third = server(&redis, |c| c.read_model.buckets = BUCKETS).await;
+    let third = server(&redis, bucketed).await;
     // (A projector that refused the buckets past its window's start would stop with
     // GIFTSTREAM_GAP, and never catch up.)
     caught_up_in(&mut conn, layout, last).await;
