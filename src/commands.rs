@@ -222,9 +222,11 @@ async fn restore_redis_held(
                 config.redis.cluster,
             )
             .await?;
+            let layout = projection::Layout::of(&config.read_model);
+            layout.check(&mut conn).await?;
             projection::rebuild(
                 &mut conn,
-                (journal.ledger(), projection::Layout::of(&config.read_model)),
+                (journal.ledger(), layout),
                 engine.economy(),
                 &view,
                 config.read_model.wallets,

@@ -711,8 +711,13 @@ impl Projector {
 
 /// Whether the keys of creator, stream or user `id` are in the buckets of projector
 /// `part` = (index, count): bucket `b` is projector `b mod count`'s.
-fn owns(layout: Layout, (index, count): (usize, usize), id: u64) -> bool {
-    layout.bucket(id) % count == index
+fn owns(layout: Layout, part: (usize, usize), id: u64) -> bool {
+    writes_bucket(part, layout.bucket(id))
+}
+
+/// Whether projector `part` = (index, count) writes `bucket`.
+fn writes_bucket((index, count): (usize, usize), bucket: usize) -> bool {
+    bucket % count == index
 }
 
 /// One pending write, taken from the projector.
@@ -969,6 +974,8 @@ async fn bucket_seqs(
 /// A cluster node (`ledger.node`) replaces only its own contributions: its merged
 /// fields are set to the view's values (the shared totals move by the change), its
 /// gifters' scores set; nothing is deleted (the other nodes' data stays).
+///
+/// The caller has checked the bucket count ([`Layout::check`]).
 pub async fn rebuild(
     conn: &mut RedisConn,
     (ledger, layout): (&Ledger, Layout),
@@ -976,7 +983,6 @@ pub async fn rebuild(
     view: &ReadModelView,
     wallets: bool,
 ) -> Result<(), JournalError> {
-    layout.check(conn).await?;
     for bucket in 0..layout.buckets() {
         redis::cmd("DEL")
             .arg(layout.seq_key(bucket, ledger))
@@ -1483,7 +1489,7 @@ async fn run(
             let writes = ops
                 .into_iter()
                 .enumerate()
-                .filter(|&(bucket, _)| bucket % part.1 == part.0)
+                .filter(|&(bucket, _)| writes_bucket(part, bucket))
                 .map(|(bucket, mut ops)| {
                     let mut conn = conn.clone();
                     let target = (journal.ledger(), layout, bucket);
@@ -1740,17 +1746,22 @@ pub async fn top_creators(
     layout: Layout,
     n: usize,
 ) -> Result<Vec<(u64, f64)>, redis::RedisError> {
-    let mut top: Vec<(u64, f64)> = Vec::new();
-    for bucket in 0..layout.buckets() {
-        let list: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
-            .arg(layout.top_creators(bucket))
-            .arg(0)
-            .arg(n.saturating_sub(1))
-            .arg("WITHSCORES")
-            .query_async(conn)
-            .await?;
-        top.extend(list);
-    }
+    // One request per bucket (a Redis Cluster pipeline stays in one slot), all in
+    // flight at once: a read costs one round trip, not one per bucket.
+    let lists = futures::future::try_join_all((0..layout.buckets()).map(|bucket| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("ZREVRANGE")
+                .arg(layout.top_creators(bucket))
+                .arg(0)
+                .arg(n.saturating_sub(1))
+                .arg("WITHSCORES")
+                .query_async::<Vec<(u64, f64)>>(&mut conn)
+                .await
+        }
+    }))
+    .await?;
+    let mut top: Vec<(u64, f64)> = lists.into_iter().flatten().collect();
     // As ZREVRANGE orders: by score, then by member (as a string) descending.
     top.sort_by(|a, b| {
         b.1.total_cmp(&a.1)

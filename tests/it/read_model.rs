@@ -78,6 +78,28 @@ fn traffic(round: u128) -> Vec<Event> {
     events
 }
 
+/// Sends `rounds` of traffic through a server whose read model is off (`adjust` sets
+/// the rest of its config), stops it, and returns the ledger's last seq.
+async fn commit_without_read_model(
+    redis: &RedisServer,
+    adjust: impl FnOnce(&mut giftstream::config::Config),
+    rounds: std::ops::Range<u128>,
+) -> u64 {
+    let s = server(redis, |c| {
+        adjust(c);
+        c.read_model.enabled = false;
+    })
+    .await;
+    let client = Client::connect(s.tcp, INGEST).await.unwrap();
+    for round in rounds {
+        client.send(&traffic(round)).await.unwrap();
+    }
+    let last = s.engine.last_seq();
+    drop(client);
+    s.stop().await.unwrap();
+    last
+}
+
 fn funding() -> Vec<Event> {
     let mut events: Vec<Event> = (0..30u128)
         .flat_map(|u| (0..3).map(move |k| recharge(u * 10 + k, 100 + u as u64, "coins_7000")))
@@ -215,14 +237,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
 
     // 2. A server without the read model commits more; the next start catches up from
     //    the journal.
-    let second = server(&redis, |c| c.read_model.enabled = false).await;
-    let client = Client::connect(second.tcp, INGEST).await.unwrap();
-    for round in 5..8 {
-        client.send(&traffic(round)).await.unwrap();
-    }
-    let last = second.engine.last_seq();
-    drop(client);
-    second.stop().await.unwrap();
+    let last = commit_without_read_model(&redis, |_| {}, 5..8).await;
     assert!(projection::projected_seq(&mut conn).await.unwrap() < last);
     let third = server(&redis, |_| {}).await;
     caught_up(&mut conn, last).await;
@@ -628,18 +643,7 @@ async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_a
     // More is committed without the read model; then bucket 3's seq is put back, as a
     // crash part-way through a window leaves it (the others wrote theirs). The next
     // start writes the others again from there, over their newer seq.
-    let second = server(&redis, |c| {
-        bucketed(c);
-        c.read_model.enabled = false;
-    })
-    .await;
-    let client = Client::connect(second.tcp, INGEST).await.unwrap();
-    for round in 5..8 {
-        client.send(&traffic(round)).await.unwrap();
-    }
-    let last = second.engine.last_seq();
-    drop(client);
-    second.stop().await.unwrap();
+    let last = commit_without_read_model(&redis, bucketed, 5..8).await;
     let seq = projection::projected_seq_of(&mut conn, &Default::default(), layout)
         .await
         .unwrap();
