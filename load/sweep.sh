@@ -10,7 +10,8 @@
 #   cpu       closed loop per scenario: CPU microseconds per event of giftload,
 #             giftstream and Redis, and how busy the two cores were
 #   snapshot  what snapshots cost the ack latency: open loop at 150k events/s, 1M users,
-#             read model off, snapshot.copy_pages_in_child on / off / no snapshots
+#             read model off, by fork (copy_pages_in_child on / off), from the replica,
+#             and no snapshots
 #   aof       closed loop on a Redis with its default AOF rewrites, then on one that
 #             does not rewrite during the run: events/s, latency, Redis CPU
 #   readmodel open loop, uniform at 50k and 100k events/s: latency and projected
@@ -318,19 +319,23 @@ PY
 # What snapshots cost the ack latency (BENCHMARKS.md "Snapshots at 1M wallets: the
 # copy-on-write storm"): open loop at RATE (150000) events/s for SNAPSHOT_SECONDS (30),
 # SCENARIO (uniform) with USERS (1000000) funded users, read model off. RUNS lists a
-# round's runs as `copy_pages_in_child:snapshot.events` (0 = no snapshots), ROUNDS (2)
-# rounds alternated. Prints latency percentiles, the cuts (forks), the snapshot writes
-# and the forked child's peak private memory (Private_Dirty, sampled every 0.1 s);
-# writes every second's p99 to snapshot-p99.tsv and draws it.
+# round's runs as `how:snapshot.events` (0 = no snapshots), `how` being `true` or
+# `false` (snapshot.method = "fork" with that copy_pages_in_child) or `replica`
+# (snapshot.method = "replica"); ROUNDS (2) rounds alternated. Prints latency
+# percentiles, the cuts (forks), the snapshot writes, the forked child's peak private
+# memory (Private_Dirty, sampled every 0.1 s), the server's peak RSS and the replica's
+# lag at the end; writes every second's p99 to snapshot-p99.tsv and draws it.
 snapshot() {
   : >"$WORK/series"
   sed "s/^users = .*/users = ${USERS:-1000000}/" "load/scenarios/${SCENARIO:-uniform}.toml" \
     >"$WORK/scenario.toml"
   for round in $(seq "${ROUNDS:-2}"); do
     for run in ${RUNS:-true:1500000 false:1500000 true:0}; do
-      copy=${run%%:*} events=${run##*:}
+      copy=${run%%:*} events=${run##*:} method=fork
+      if [ "$copy" = replica ]; then method=replica copy=true; fi
       SERVE_LOG=info serve 2 "s/^events = 10000000$/events = $events/;
         s/^copy_pages_in_child = true$/copy_pages_in_child = $copy/;
+        s/^method = \"fork\"$/method = \"$method\"/;
         /^\[read_model\]/,/^\[/ s/^enabled = true/enabled = false/"
       echo 0 >"$WORK/child"
       (
@@ -350,25 +355,30 @@ snapshot() {
       cuts=$(curl -s http://127.0.0.1:8080/metrics |
         awk '/^giftstream_snapshot_cut_seconds_sum/ {s=$2} /^giftstream_snapshot_cut_seconds_count/ {n=$2}
              END {if (n) printf "%d, avg %.0f ms", n, s / n * 1000; else printf "none"}')
+      lag=$(curl -s http://127.0.0.1:8080/metrics |
+        awk '/^giftstream_snapshot_replica_lag_events/ {printf "%d", $2}')
+      rss=$(awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$SERVE_PID/status")
       stop
       wait "$sampler" 2>/dev/null
       writes=$(grep "snapshot written" "$WORK/serve.log" | sed 's/.*seconds=\([0-9.]*\).*/\1/' |
         awk '{printf "%s%.1f", (NR > 1 ? " " : ""), $1}' || true)
-      python3 - "$WORK/run.json" "$round" "$copy" "$events" "$cuts" "${writes:-none}" \
-        "$(cat "$WORK/child")" <<'PY'
+      local label="fork, copy_pages_in_child=$copy"
+      [ "$method" = replica ] && label="replica"
+      [ "$events" = 0 ] && label="no snapshots"
+      python3 - "$WORK/run.json" "$round" "$label" "$events" "$cuts" "${writes:-none}" \
+        "$(cat "$WORK/child")" "$rss" "${lag:-none}" <<'PY'
 import json, sys
-run, rnd, copy, events, cuts, writes, child = sys.argv[1:]
+run, rnd, label, events, cuts, writes, child, rss, lag = sys.argv[1:]
 s = json.load(open(run))
 l = s["latency_us"]
 worst = max(s["intervals"], key=lambda i: i["p99_us"])
-print(f"round {rnd} copy_pages_in_child={copy} snapshot.events={events}: "
+print(f"round {rnd} {label} snapshot.events={events}: "
       f"{s['achieved_rate']:.0f} events/s, p50 {l['p50']/1000:.2f} p99 {l['p99']/1000:.2f} "
       f"p99.9 {l['p999']/1000:.2f} max {l['max']/1000:.0f} ms, worst second's p99 "
       f"{worst['p99_us']/1000:.0f} ms; cuts {cuts}; writes (s) {writes}; "
-      f"child's private memory {int(child)/1024:.0f} MB")
+      f"child's private memory {int(child)/1024:.0f} MB; server peak RSS {rss} MB; "
+      f"replica lag at the end {lag} events")
 PY
-      local label="copy_pages_in_child=$copy"
-      [ "$events" = 0 ] && label="no snapshots"
       series_add "$label (round $round)" "$WORK/run.json"
     done
   done

@@ -12,7 +12,7 @@
 //! is, usually through `GIFTSTREAM_CLUSTER_NODE`) and the routing clients
 //! ([`crate::client::ClusterClient`], `giftload --cluster`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::economy::ConfigError;
 use crate::engine::Event;
@@ -25,7 +25,7 @@ pub const SETTLE_INTERVAL_MS_MIN: u64 = 50;
 pub const SETTLE_INTERVAL_MS_MAX: u64 = 60_000;
 
 /// `[cluster]` in `giftstream.toml`; no `nodes` = a single node owning everything.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// This node's name in `nodes` (`GIFTSTREAM_CLUSTER_NODE`); "" on a client.
@@ -51,7 +51,7 @@ impl Default for ClusterConfig {
 }
 
 /// One node of the map.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// A name unique in the map: `[A-Za-z0-9_-]{1,32}`. It names the node's Redis keys.

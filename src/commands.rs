@@ -49,6 +49,42 @@ pub(crate) fn serve() -> anyhow::Result<()> {
     })
 }
 
+/// `giftstream snapshot-replica`: the process `serve` starts for
+/// `snapshot.method = "replica"` (`persist::replica`). Logs go to stderr; stdout carries
+/// its reports to the server.
+pub(crate) fn snapshot_replica() -> anyhow::Result<()> {
+    use giftstream::persist::replica;
+    // Before any other thread exists, so that every thread of the process is idle.
+    replica::idle_priority();
+    let (handoff, stop) = replica::read_handoff()?;
+    let config = &handoff.config;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.server.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let _ = if config.server.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let journal = runtime
+        .block_on(giftstream::persist::redis::RedisJournal::open(config))
+        .map_err(|e| anyhow::anyhow!("snapshot replica: {e}"))?;
+    replica::follow(
+        &handoff,
+        &journal,
+        &runtime,
+        &stop,
+        &mut std::io::stdout().lock(),
+    )
+    .map_err(|e| anyhow::anyhow!("snapshot replica: {e}"))
+}
+
 pub(crate) fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
     use giftstream::persist::snapshot;
     match command {

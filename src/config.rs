@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::economy::{ConfigError, EMBEDDED_ECONOMY_TOML, Economy};
 use crate::engine::EngineConfig;
@@ -28,7 +28,7 @@ pub const COMMIT_EVENTS_MAX_DEFAULT: usize = 65_536;
 pub const PENDING_EVENTS_MAX_DEFAULT: u64 = 1_000_000;
 
 /// When an outcome is released to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
     /// As soon as the engine applied the event.
@@ -37,8 +37,22 @@ pub enum AckMode {
     Durable,
 }
 
+/// How snapshots are taken (`snapshot.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMethod {
+    /// At a cut of the serving engine the process forks (like Redis's BGSAVE); the child
+    /// writes the state. The serving process pays the fork and copy-on-write faults.
+    Fork,
+    /// A second engine on a thread of its own, at idle priority, replays every committed
+    /// run and writes the snapshots from its own state: nothing in the serving engine
+    /// stops or is write-protected, at the price of a second copy of the state in memory
+    /// and the replay's CPU (`persist::replica`).
+    Replica,
+}
+
 /// An access token and its scopes.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     pub token: String,
@@ -56,7 +70,7 @@ impl std::fmt::Debug for TokenConfig {
 }
 
 /// What a token may do. `admin` implies `ingest` and `read`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Send events (POST /v1/events, PUT users and goals, the binary protocol).
@@ -81,7 +95,7 @@ impl std::str::FromStr for Scope {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// HTTP/JSON API, metrics and health (`GIFTSTREAM_HTTP_ADDR`).
@@ -114,7 +128,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest binary frame payload in bytes.
@@ -159,7 +173,7 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommitConfig {
     /// Group commit: gather applied events for at most this long.
@@ -181,7 +195,7 @@ impl Default for CommitConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// Redis URL (`GIFTSTREAM_REDIS_URL`); empty = in memory only. With `cluster`, one or
@@ -205,7 +219,7 @@ pub struct RedisConfig {
     pub lease_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotConfig {
     /// Where snapshots go (`GIFTSTREAM_DATA_DIR`).
@@ -225,6 +239,13 @@ pub struct SnapshotConfig {
     /// memory when the load touches little of the state, slower acks when it touches
     /// much). Linux only; elsewhere ignored.
     pub copy_pages_in_child: bool,
+    /// `fork` or `replica` (see [`SnapshotMethod`]).
+    pub method: SnapshotMethod,
+    /// The `giftstream` executable the replica runs as (`giftstream snapshot-replica`);
+    /// empty = this process's own. Not read from the file: for embedders and tests whose
+    /// process is not `giftstream`.
+    #[serde(skip)]
+    pub replica_exe: PathBuf,
 }
 
 impl Default for SnapshotConfig {
@@ -236,13 +257,15 @@ impl Default for SnapshotConfig {
             keep: 3,
             trim_journal: true,
             copy_pages_in_child: true,
+            method: SnapshotMethod::Fork,
+            replica_exe: PathBuf::new(),
         }
     }
 }
 
 /// The Redis read model (creator totals, leaderboards, stream goals), fed from
 /// committed batches off the ack path.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReadModelConfig {
     /// Project into Redis (only with a Redis URL).
@@ -324,7 +347,7 @@ impl Default for RedisConfig {
 }
 
 /// Optional TLS (rustls) on both listeners: set both paths or neither.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first (`GIFTSTREAM_TLS_CERT`); "" = plain TCP.
@@ -339,7 +362,7 @@ impl TlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Bearer tokens (`GIFTSTREAM_TOKENS=secret=scope+scope,secret2=read` replaces them).
@@ -347,7 +370,7 @@ pub struct AuthConfig {
 }
 
 /// `giftstream.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,

@@ -163,7 +163,7 @@ impl fmt::Display for Region {
 }
 
 /// `economy.toml` as written by operators.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EconomyFile {
     /// Share of gifted coins a creator receives as diamonds, decimal string in (0, 1].
@@ -182,7 +182,7 @@ pub struct EconomyFile {
     pub packages: Vec<PackageFile>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RechargeFile {
     /// Smallest custom amount on the web channel, in coins.
@@ -191,7 +191,7 @@ pub struct RechargeFile {
     pub custom_max_coins: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GiftFile {
     pub id: String,
@@ -199,7 +199,7 @@ pub struct GiftFile {
     pub coins: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackageFile {
     pub id: String,
@@ -275,6 +275,49 @@ impl Economy {
     /// The economy embedded in the binary (`config/economy.toml`).
     pub fn embedded() -> Economy {
         Economy::from_toml_str(EMBEDDED_ECONOMY_TOML).expect("embedded economy.toml is valid")
+    }
+
+    /// The file this economy reads back from ([`Economy::from_file`] gives it back
+    /// equal): how a server hands its economy to the snapshot replica process.
+    pub fn to_file(&self) -> EconomyFile {
+        let money = |m: &BTreeMap<Currency, Decimal>| -> BTreeMap<String, String> {
+            m.iter()
+                .map(|(c, v)| (c.as_str().to_owned(), v.to_string()))
+                .collect()
+        };
+        EconomyFile {
+            creator_share: self.creator_share.to_string(),
+            restricted_regions: self
+                .restricted_regions
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+            max_gift_count: self.max_gift_count,
+            diamond_value: money(&self.diamond_value),
+            payout_minimum: money(&self.payout_minimum),
+            recharge: RechargeFile {
+                custom_min_coins: self.custom_min_coins,
+                custom_max_coins: self.custom_max_coins,
+            },
+            gifts: self
+                .gifts
+                .iter()
+                .map(|g| GiftFile {
+                    id: g.id.clone(),
+                    name: g.name.clone(),
+                    coins: g.coins,
+                })
+                .collect(),
+            packages: self
+                .packages
+                .iter()
+                .map(|p| PackageFile {
+                    id: p.id.clone(),
+                    coins: p.coins,
+                    prices: money(&p.prices),
+                })
+                .collect(),
+        }
     }
 
     pub fn from_file(file: EconomyFile) -> Result<Economy, ConfigError> {

@@ -37,6 +37,10 @@ enum Command {
     /// journal continues the snapshot (or is empty) and rebuilds the Redis read model
     /// from the snapshot.
     Restore { file: std::path::PathBuf },
+    /// The snapshot replica `serve` starts with `snapshot.method = "replica"` (reads its
+    /// configuration on stdin; not for running by hand).
+    #[command(hide = true)]
+    SnapshotReplica,
     /// Inspect or verify a snapshot file.
     Snapshot {
         #[command(subcommand)]
@@ -82,6 +86,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => commands::serve()?,
         Command::Audit => commands::audit()?,
+        Command::SnapshotReplica => commands::snapshot_replica()?,
         Command::Snapshot { command } => commands::snapshot(command)?,
         Command::Restore { file } => commands::restore(&file)?,
         Command::Demo {

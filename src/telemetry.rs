@@ -41,6 +41,9 @@ pub const SNAPSHOT_CUT_SECONDS: &str = "giftstream_snapshot_cut_seconds";
 /// Time to encode and write a snapshot file (off the ingestion path).
 pub const SNAPSHOT_WRITE_SECONDS: &str = "giftstream_snapshot_write_seconds";
 pub const SNAPSHOT_FAILURES_TOTAL: &str = "giftstream_snapshot_failures_total";
+/// With `snapshot.method = "replica"`: committed events the snapshot replica had not
+/// replayed at its last report (every 250 ms).
+pub const SNAPSHOT_REPLICA_LAG_EVENTS: &str = "giftstream_snapshot_replica_lag_events";
 /// Age of the oldest committed event not yet in the Redis read model (0 when caught up).
 pub const READ_MODEL_LAG_SECONDS: &str = "giftstream_read_model_lag_seconds";
 /// Atomic read-model writes made.
@@ -189,6 +192,11 @@ fn describe() {
         "Batches refused because an event belongs to another node's partition, by protocol."
     );
     describe_gauge!(CONNECTIONS, "Open binary-protocol connections.");
+    describe_gauge!(
+        SNAPSHOT_REPLICA_LAG_EVENTS,
+        "Committed events the snapshot replica has not replayed yet."
+    );
+
     describe_gauge!(SSE_SUBSCRIBERS, "Live-feed subscribers.");
     describe_counter!(
         SSE_DROPPED_TOTAL,

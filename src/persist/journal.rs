@@ -147,7 +147,8 @@ pub struct CommitterConfig {
     pub pending_events_max: u64,
     /// How long the final commit at shutdown keeps retrying a failing journal.
     pub final_commit_timeout: Duration,
-    /// Periodic snapshots, if any.
+    /// Periodic snapshots by fork, if any (`snapshot.method = "replica"` takes them
+    /// elsewhere: `persist::replica`).
     pub snapshots: Option<SnapshotPolicy>,
 }
 
@@ -275,13 +276,7 @@ pub fn spawn_committer(
                                     .record(started.elapsed().as_secs_f64());
                                 tracing::info!(path = %dir.join(path).display(), last_seq,
                                     seconds = started.elapsed().as_secs_f64(), "snapshot written");
-                                // The journal must cover every kept snapshot's tail: trim
-                                // only up to the oldest one that still reads back whole.
-                                crate::persist::snapshot::list(&dir)
-                                    .ok()?
-                                    .iter()
-                                    .find_map(|p| crate::persist::snapshot::read_header(p).ok())
-                                    .map(|h| h.last_seq)
+                                crate::persist::snapshot::oldest_kept(&dir)
                             }
                             Err(e) => {
                                 metrics::counter!(telemetry::SNAPSHOT_FAILURES_TOTAL).increment(1);
@@ -310,7 +305,7 @@ pub fn spawn_committer(
 
 /// Trims the journal up to the oldest kept snapshot (`oldest_kept`, what the last
 /// write found on disk), never past the read model's position (`trim_floor`).
-async fn trim_to_snapshots(
+pub(crate) async fn trim_to_snapshots(
     journal: &dyn Journal,
     policy: &SnapshotPolicy,
     oldest_kept: Option<u64>,

@@ -4,9 +4,11 @@
 //! protocol code waits on a [`journal::CommitHandle`]; which [`journal::Journal`] backs
 //! it ([`journal::MemoryJournal`] or [`redis::RedisJournal`]) is invisible to it.
 //! [`snapshot`] writes and reads ledger snapshots; [`redis::recover`] is start-up
-//! recovery (newest valid snapshot, then the journal after it).
+//! recovery (newest valid snapshot, then the journal after it). [`replica`] takes
+//! snapshots from a second engine that follows the journal, instead of by fork.
 
 pub mod journal;
 pub mod projection;
 pub mod redis;
+pub mod replica;
 pub mod snapshot;

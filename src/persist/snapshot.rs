@@ -491,6 +491,16 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>, SnapshotError> {
 }
 
 /// Reads and checks only the header (for `snapshot inspect`).
+/// The last sequence number of the oldest kept snapshot that still reads back whole:
+/// the journal must cover every kept snapshot's tail, so it is trimmed only up to it.
+pub fn oldest_kept(dir: &Path) -> Option<u64> {
+    list(dir)
+        .ok()?
+        .iter()
+        .find_map(|p| read_header(p).ok())
+        .map(|h| h.last_seq)
+}
+
 pub fn read_header(path: &Path) -> Result<Header, SnapshotError> {
     use std::io::Read;
     let mut bytes = Vec::with_capacity(HEADER_BYTES);

@@ -21,11 +21,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, SnapshotMethod};
 use crate::economy::{ConfigError, Economy};
 use crate::engine::{Engine, Event, Outcome, Stamp};
 use crate::persist::journal::{CommitHandle, CommitterConfig, Journal, spawn_committer};
 use crate::persist::projection::{self, ProjectorHandle};
+use crate::persist::replica;
 use crate::telemetry;
 use auth::Auth;
 use sse::Feeds;
@@ -216,6 +217,17 @@ pub async fn run(
         }
         _ => None,
     };
+    // Snapshots: by fork in the committer, or from the replica (with a Redis journal).
+    let policy = snapshot_policy(&config, projected.clone());
+    let replica_policy = match (config.snapshot.method, &lease) {
+        (SnapshotMethod::Replica, Some(_)) => policy.clone(),
+        _ => None,
+    };
+    let fork_policy = if replica_policy.is_some() {
+        None
+    } else {
+        policy
+    };
     let (stop_commits, stop_rx) = watch::channel(false);
     let (committer, commit_task) = {
         let (engine2, feeds2, slot) = (engine.clone(), feeds.clone(), projector_slot.clone());
@@ -228,7 +240,7 @@ pub async fn run(
                 events_max: config.commit.events_max as u64,
                 pending_events_max: config.commit.pending_events_max,
                 final_commit_timeout: FINAL_COMMIT_TIMEOUT,
-                snapshots: snapshot_policy(&config, projected.clone()),
+                snapshots: fork_policy,
             },
             stop_rx,
             move |entries| {
@@ -241,6 +253,35 @@ pub async fn run(
                 feeds2.publish(&engine2, entries);
             },
         )
+    };
+    let (closing_tx, closing) = watch::channel(false);
+    // The snapshot replica: a process of its own, watched by this task.
+    let replica_task = match (replica_policy, &lease) {
+        (Some(policy), Some(redis)) => {
+            let exe = if config.snapshot.replica_exe.as_os_str().is_empty() {
+                std::env::current_exe()?
+            } else {
+                config.snapshot.replica_exe.clone()
+            };
+            // The journal it reads is this one (embedders may open it themselves).
+            let mut replica_config = config.clone();
+            replica_config.redis.url = redis.url().to_owned();
+            replica_config.redis.cluster = redis.cluster();
+            let handoff = replica::Handoff {
+                config: replica_config,
+                economy: engine.economy().to_file(),
+                shards: engine.config().shards,
+            };
+            Some(tokio::spawn(replica::supervise(
+                handoff,
+                exe,
+                redis.clone(),
+                policy,
+                committer.watermark_receiver(),
+                closing.clone(),
+            )))
+        }
+        _ => None,
     };
     let (stop_projector, stop_projector_rx) = watch::channel(false);
     let projector_task = read_model.map(|(redis, start)| {
@@ -256,7 +297,6 @@ pub async fn run(
         let _ = projector_slot.set(handle);
         task
     });
-    let (closing_tx, closing) = watch::channel(false);
     let service = Arc::new(Service {
         partitions,
         shared_reads,
@@ -353,6 +393,10 @@ pub async fn run(
     let committed = !fenced && commit_task.await.unwrap_or(false);
     let _ = stop_projector.send(true);
     if let Some(task) = projector_task {
+        let _ = task.await;
+    }
+    // Before the lease goes: a snapshot the replica is finishing still trims the journal.
+    if let Some(task) = replica_task {
         let _ = task.await;
     }
     if fenced {

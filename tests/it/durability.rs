@@ -596,3 +596,140 @@ async fn serve_reports_the_journal_redis_aof_settings_and_warns_without_an_aof()
         assert_eq!(reported, !warned, "{log:#?}");
     }
 }
+
+/// Gift rounds of 50 to creators 7..9 from users 40..47, from event id `from`.
+fn gift_round(from: u128) -> Vec<Event> {
+    (0..50)
+        .map(|i| {
+            gift(
+                from + i,
+                40 + (i as u64 % 8),
+                7 + (i as u64 % 3),
+                "panda",
+                1,
+            )
+        })
+        .collect()
+}
+
+/// Waits (up to 20 s) for a snapshot in `dir` holding every event up to `seq`.
+async fn snapshot_at(dir: &std::path::Path, seq: u64) -> std::path::PathBuf {
+    for _ in 0..400 {
+        let newest = giftstream::persist::snapshot::list(dir).unwrap().pop();
+        let at = |p: &std::path::PathBuf| {
+            giftstream::persist::snapshot::read_header(p)
+                .unwrap()
+                .last_seq
+                == seq
+        };
+        if let Some(path) = newest.filter(at) {
+            return path;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no snapshot at seq {seq} in {}", dir.display());
+}
+
+/// The state a snapshot file holds, as a fingerprint.
+fn fingerprint_of(path: &std::path::Path) -> String {
+    let (_, state) = giftstream::persist::snapshot::read(path).unwrap();
+    let config = giftstream::engine::EngineConfig {
+        shards: state.shards(),
+        ..giftstream::config::Config::default().engine
+    };
+    giftstream::engine::Engine::from_state(giftstream::economy::Economy::embedded(), config, state)
+        .unwrap()
+        .state_fingerprint()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_replica_writes_the_served_state_and_catches_up_from_the_journal() {
+    let redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_owned();
+    let replica = |c: &mut giftstream::config::Config| {
+        c.snapshot.method = giftstream::config::SnapshotMethod::Replica;
+        c.snapshot.replica_exe = env!("CARGO_BIN_EXE_giftstream").into();
+        c.snapshot.dir = dir.clone();
+        c.snapshot.events = 300;
+        c.snapshot.interval_ms = 200;
+        c.snapshot.keep = 2;
+        c.read_model.enabled = false;
+    };
+    let (first, _) = server_with(&redis, replica).await;
+    let client = Client::connect(first.tcp, INGEST).await.unwrap();
+    client
+        .send(
+            &(0..8)
+                .map(|i| recharge(i, 40 + i as u64, "coins_7000"))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    for r in 0..20u128 {
+        client.send(&gift_round(1000 + r * 50)).await.unwrap();
+    }
+    // Quiet: the replica's next snapshot (due by time) holds exactly the served state.
+    let last_seq = first.engine.last_seq();
+    let newest = snapshot_at(&dir, last_seq).await;
+    assert_eq!(fingerprint_of(&newest), first.engine.state_fingerprint());
+    drop(client);
+    first.stop().await.unwrap();
+    // The journal was trimmed up to the oldest kept snapshot, not further.
+    let files = giftstream::persist::snapshot::list(&dir).unwrap();
+    assert_eq!(files.len(), 2, "keep = 2: {files:?}");
+    let oldest = giftstream::persist::snapshot::read_header(&files[0]).unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let head: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(giftstream::persist::redis::JOURNAL_KEY)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let first_seq: u64 = head[0].0.split('-').next().unwrap().parse().unwrap();
+    assert!(
+        first_seq > oldest.last_seq,
+        "trimmed: first entry {first_seq}, oldest snapshot {}",
+        oldest.last_seq
+    );
+
+    // Events journaled with no snapshot after them (snapshots off), then a replica
+    // start: it loads the newest snapshot and must read that tail back from the journal
+    // before it follows the live runs.
+    let (second, _) = server_with(&redis, |c| {
+        c.snapshot.dir = dir.clone();
+        c.snapshot.events = 0;
+        c.snapshot.interval_ms = 0;
+        c.read_model.enabled = false;
+    })
+    .await;
+    let client = Client::connect(second.tcp, INGEST).await.unwrap();
+    for r in 20..30u128 {
+        client.send(&gift_round(1000 + r * 50)).await.unwrap();
+    }
+    drop(client);
+    let tail = second.engine.last_seq() - last_seq;
+    second.stop().await.unwrap();
+    assert!(tail >= 500);
+    let (third, recovered) = server_with(&redis, replica).await;
+    assert_eq!(recovered.replayed_events, tail);
+    let client = Client::connect(third.tcp, INGEST).await.unwrap();
+    for r in 30..34u128 {
+        client.send(&gift_round(1000 + r * 50)).await.unwrap();
+    }
+    let last_seq = third.engine.last_seq();
+    let newest = snapshot_at(&dir, last_seq).await;
+    assert_eq!(fingerprint_of(&newest), third.engine.state_fingerprint());
+    let lag = third.metrics().await.lines().find_map(|l| {
+        l.strip_prefix("giftstream_snapshot_replica_lag_events ")
+            .map(str::to_owned)
+    });
+    assert!(lag.is_some(), "the server reads the replica's reports");
+    drop(client);
+    third.stop().await.unwrap();
+}
