@@ -18,7 +18,10 @@
 //! - replaying every committed event once more, and reading it from Redis, on otherwise
 //!   idle CPU. Where there is none, the replica falls behind: snapshots are then older,
 //!   the journal is kept from the oldest kept snapshot (nothing is lost; Redis holds
-//!   more) and `giftstream_snapshot_replica_lag_events` shows by how much.
+//!   more) and `giftstream_snapshot_replica_lag_events` shows by how much. Beyond twice
+//!   `snapshot.events` (at least 2M) behind, it catches up at normal priority, like the
+//!   fork's child, so that the journal stays bounded; it goes back to idle priority once
+//!   within a quarter of that.
 //!
 //! A snapshot can only hold committed events: the replica reads nothing else. Replay
 //! checks every outcome against the journaled one, so each snapshot the replica writes is
@@ -50,6 +53,8 @@ use crate::persist::redis::RedisJournal;
 use crate::persist::snapshot;
 use crate::telemetry;
 
+/// The least lag bound (events) when `snapshot.events` is smaller or 0 (time only).
+const CATCH_UP_LAG_MIN: u64 = 1_000_000;
 /// Journal runs per read.
 const RUNS_PER_READ: usize = 64;
 /// How long the replica waits before it reads the journal again once it found nothing
@@ -143,6 +148,11 @@ pub fn follow(
     let mut last_snapshot = (Instant::now(), engine.last_seq());
     let mut reported = (Instant::now(), None);
     let mut backoff = IDLE_WAIT;
+    // Beyond this lag the replica takes its share of the CPU like any process, so that
+    // the journal (kept from the oldest snapshot) stays bounded under a load that
+    // leaves no idle CPU; back at idle priority below a quarter of it.
+    let lag_max = policy.events.max(CATCH_UP_LAG_MIN) * 2;
+    let mut catching_up = false;
     while !stop.load(Ordering::Acquire) {
         let from = engine.last_seq() + 1;
         match runtime.block_on(journal.runs_from(from, RUNS_PER_READ)) {
@@ -168,6 +178,10 @@ pub fn follow(
         if reported.1 != Some(seq) || reported.0.elapsed() >= REPORT_EVERY {
             report(Report::At { seq })?;
             reported = (Instant::now(), Some(seq));
+            // The journal's head, to bound the lag (below).
+            if let Ok(head) = runtime.block_on(journal.last_seq()) {
+                catching_up = catch_up(catching_up, head.saturating_sub(seq), lag_max);
+            }
         }
         let due = interval.is_some_and(|i| last_snapshot.0.elapsed() >= i)
             || events.is_some_and(|n| seq.saturating_sub(last_snapshot.1) >= n);
@@ -210,19 +224,58 @@ fn replay_after(engine: &Engine, run: &[LogEntry]) -> Result<(), ReplicaError> {
     Ok(())
 }
 
+/// Whether the replica should be catching up at normal priority, given its lag: from
+/// over `lag_max` until within a quarter of it.
+fn catching_up_at(catching_up: bool, lag: u64, lag_max: u64) -> bool {
+    if catching_up {
+        lag > lag_max / 4
+    } else {
+        lag > lag_max
+    }
+}
+
+/// [`catching_up_at`], and the priority changed to match.
+fn catch_up(catching_up: bool, lag: u64, lag_max: u64) -> bool {
+    let now = catching_up_at(catching_up, lag, lag_max);
+    if now != catching_up {
+        if now {
+            tracing::warn!(
+                lag,
+                lag_max,
+                "snapshot replica behind: catching up at normal priority"
+            );
+        } else {
+            tracing::info!(lag, "snapshot replica caught up: back at idle priority");
+        }
+        set_priority(!now);
+    }
+    now
+}
+
 /// Puts this process's calling thread (and the threads it starts after) on
 /// `SCHED_IDLE`: it runs only on CPU nothing else wants. Best effort: where it is
 /// refused, a warning says so and the replica runs at normal priority.
 pub fn idle_priority() {
+    set_priority(true);
+}
+
+fn set_priority(idle: bool) {
     #[cfg(target_os = "linux")]
     {
         let param = libc::sched_param { sched_priority: 0 };
+        let policy = if idle {
+            libc::SCHED_IDLE
+        } else {
+            libc::SCHED_OTHER
+        };
         // SAFETY: pid 0 is the calling thread; `param` is a valid parameter block.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(),
-                "snapshot replica: SCHED_IDLE refused; it runs at normal priority");
+        if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), idle,
+                "snapshot replica: scheduling policy refused");
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = idle;
 }
 
 /// Reads the handoff line from stdin, then watches stdin on a thread of its own: its
@@ -370,6 +423,14 @@ async fn on_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replica_catches_up_beyond_the_bound_until_within_a_quarter_of_it() {
+        assert!(!catching_up_at(false, 2_000_000, 2_000_000));
+        assert!(catching_up_at(false, 2_000_001, 2_000_000));
+        assert!(catching_up_at(true, 600_000, 2_000_000));
+        assert!(!catching_up_at(true, 500_000, 2_000_000));
+    }
 
     #[test]
     fn reports_read_back_as_written() {
