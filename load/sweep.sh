@@ -384,7 +384,7 @@ PY
   done
 
   series_plot "$OUT/snapshot-p99.tsv" load/results/snapshot-p99.png \
-    "p99 ack latency per second, 1M wallets, 150k gifts/s, a snapshot every 1.5M events"
+    "p99 ack latency per second, 1M wallets, ${RATE:-150000} gifts/s, a snapshot every 1.5M events"
 }
 
 # What Redis's own AOF rewrites cost (BENCHMARKS.md "Redis's AOF rewrites"): per round,

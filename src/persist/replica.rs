@@ -12,8 +12,8 @@
 //! added hundreds of milliseconds to the ack p99 (BENCHMARKS "Snapshots at 1M wallets").
 //! It is a process, not a thread, so that it shares no lock with the server: no
 //! allocator arena, no address-space lock, no queue. An idle-priority thread holding one
-//! of those while it waits for CPU stalls the serving threads behind it (BENCHMARKS
-//! "Snapshots from a replica"). What the replica costs instead:
+//! of those while it waits for CPU stalls the serving threads behind it (the first,
+//! thread-based attempt in BENCHMARKS "Snapshots from a replica"). What the replica costs instead:
 //! - a second copy of the state in memory, always (the fork needs one while it writes);
 //! - replaying every committed event once more, and reading it from Redis, on otherwise
 //!   idle CPU. Where there is none, the replica falls behind: snapshots are then older,

@@ -650,6 +650,8 @@ async fn the_snapshot_replica_writes_the_served_state_and_catches_up_from_the_jo
     let replica = |c: &mut giftstream::config::Config| {
         c.snapshot.method = giftstream::config::SnapshotMethod::Replica;
         c.snapshot.replica_exe = env!("CARGO_BIN_EXE_giftstream").into();
+        // The replica process logs on the test's stderr: only what goes wrong.
+        c.server.log_level = "warn".to_owned();
         c.snapshot.dir = dir.clone();
         c.snapshot.events = 300;
         c.snapshot.interval_ms = 200;
