@@ -75,14 +75,14 @@ pub(crate) fn snapshot_replica() -> anyhow::Result<()> {
     let journal = runtime
         .block_on(giftstream::persist::redis::RedisJournal::open(config))
         .map_err(|e| anyhow::anyhow!("snapshot replica: {e}"))?;
-    replica::follow(
-        &handoff,
-        &journal,
-        &runtime,
-        &stop,
-        &mut std::io::stdout().lock(),
-    )
-    .map_err(|e| anyhow::anyhow!("snapshot replica: {e}"))
+    let mut out = std::io::stdout().lock();
+    match replica::follow(&handoff, &journal, &runtime, &stop, &mut out) {
+        // The server is gone (its end of the pipe closed): as when stdin ends.
+        Err(replica::ReplicaError::Report(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(())
+        }
+        result => result.map_err(|e| anyhow::anyhow!("snapshot replica: {e}")),
+    }
 }
 
 pub(crate) fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! kill -9 at random moments under durable load (snapshots and the read model on): after
+//! kill -9 at random moments under durable load (snapshots, by fork and by the replica
+//! in turn, and the read model on): after
 //! each restart the in-flight batches are retried with the same event ids, and in the end
 //! an independent model checks that every acknowledged event is present exactly once
 //! with its outcome unchanged, every balance and total is what was sent, and the audit
@@ -62,12 +63,14 @@ impl Model {
     }
 }
 
-fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
+/// The shipped config with frequent snapshots taken by `method` (`fork` or `replica`).
+fn config_file(dir: &std::path::Path, method: &str) -> std::path::PathBuf {
     let text = SHIPPED_CONFIG
         .replace("events = 10000000", "events = 2000")
-        .replace("window_ms = 100", "window_ms = 20");
-    assert_ne!(text, SHIPPED_CONFIG);
-    let path = dir.join("giftstream.toml");
+        .replace("window_ms = 100", "window_ms = 20")
+        .replace("method = \"fork\"", &format!("method = \"{method}\""));
+    assert!(text.contains(&format!("method = \"{method}\"")));
+    let path = dir.join(format!("giftstream-{method}.toml"));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -82,13 +85,20 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing_acknowledged() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let config = config_file(tmp.path());
+    // Rounds alternate the snapshot method: each starts from snapshots the other wrote,
+    // and a killed server's replica (its stdin gone) may still be finishing a snapshot
+    // while the next server's replica starts.
+    let configs = [
+        config_file(tmp.path(), "fork"),
+        config_file(tmp.path(), "replica"),
+    ];
     let data = tmp.path().join("data");
     let mut model = Model::default();
     let mut next_id: u128 = 1;
 
     for round in 0..=KILLS {
-        let p = ServeProcess::start(&config, &redis.url(), &data);
+        let config = &configs[round % 2];
+        let p = ServeProcess::start(config, &redis.url(), &data);
         let client = Client::connect(p.tcp.as_str(), INGEST).await.unwrap();
         // Retry what was in flight at the kill, with the same event ids.
         for batch in std::mem::take(&mut model.unanswered) {
