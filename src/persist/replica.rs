@@ -62,7 +62,7 @@ const RUNS_PER_READ: usize = 64;
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 /// Backoff between failed journal reads (Redis unavailable): doubling up to this.
 const READ_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// The replica reports its position at least this often, even when it did not move.
+/// The replica reports its position (and reads the journal's head) this often.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// A replica that exited is started again after this, doubling up to
 /// [`RESTART_BACKOFF_MAX`] while it keeps failing.
@@ -146,7 +146,7 @@ pub fn follow(
     let interval = (policy.interval_ms > 0).then(|| Duration::from_millis(policy.interval_ms));
     let events = (policy.events > 0).then_some(policy.events);
     let mut last_snapshot = (Instant::now(), engine.last_seq());
-    let mut reported = (Instant::now(), None);
+    let mut reported = Instant::now();
     let mut backoff = IDLE_WAIT;
     // Beyond this lag the replica takes its share of the CPU like any process, so that
     // the journal (kept from the oldest snapshot) stays bounded under a load that
@@ -175,9 +175,9 @@ pub fn follow(
             }
         }
         let seq = engine.last_seq();
-        if reported.1 != Some(seq) || reported.0.elapsed() >= REPORT_EVERY {
+        if reported.elapsed() >= REPORT_EVERY {
             report(Report::At { seq })?;
-            reported = (Instant::now(), Some(seq));
+            reported = Instant::now();
             // The journal's head, to bound the lag (below).
             if let Ok(head) = runtime.block_on(journal.last_seq()) {
                 catching_up = catch_up(catching_up, head.saturating_sub(seq), lag_max);
