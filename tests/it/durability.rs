@@ -244,19 +244,7 @@ async fn snapshots_plus_the_journal_tail_restore_exactly_and_a_corrupt_one_is_sk
     assert!(newest.last_seq > 0 && newest.last_seq <= last_seq);
     // The journal was trimmed up to the oldest kept snapshot, not further.
     let oldest = giftstream::persist::snapshot::read_header(&files[0]).unwrap();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    type Entry = (String, Vec<(String, Vec<u8>)>);
-    let first: Vec<Entry> = redis::cmd("XRANGE")
-        .arg(giftstream::persist::redis::JOURNAL_KEY)
-        .arg("-")
-        .arg("+")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let first_seq: u64 = first[0].0.split('-').next().unwrap().parse().unwrap();
+    let first_seq = journal_first_seq(&redis).await;
     assert!(
         first_seq > oldest.last_seq,
         "trimmed: first entry {first_seq}, oldest snapshot {}",
@@ -597,6 +585,23 @@ async fn serve_reports_the_journal_redis_aof_settings_and_warns_without_an_aof()
     }
 }
 
+/// The last sequence number of the journal's first run (what a trim left).
+async fn journal_first_seq(redis: &RedisServer) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let first: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(giftstream::persist::redis::JOURNAL_KEY)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    first[0].0.split('-').next().unwrap().parse().unwrap()
+}
+
 /// Gift rounds of 50 to creators 7..9 from users 40..47, from event id `from`.
 fn gift_round(from: u128) -> Vec<Event> {
     (0..50)
@@ -681,19 +686,7 @@ async fn the_snapshot_replica_writes_the_served_state_and_catches_up_from_the_jo
     let files = giftstream::persist::snapshot::list(&dir).unwrap();
     assert_eq!(files.len(), 2, "keep = 2: {files:?}");
     let oldest = giftstream::persist::snapshot::read_header(&files[0]).unwrap();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    type Entry = (String, Vec<(String, Vec<u8>)>);
-    let head: Vec<Entry> = redis::cmd("XRANGE")
-        .arg(giftstream::persist::redis::JOURNAL_KEY)
-        .arg("-")
-        .arg("+")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let first_seq: u64 = head[0].0.split('-').next().unwrap().parse().unwrap();
+    let first_seq = journal_first_seq(&redis).await;
     assert!(
         first_seq > oldest.last_seq,
         "trimmed: first entry {first_seq}, oldest snapshot {}",
