@@ -196,14 +196,15 @@ ab() {
 }
 
 # Two server binaries side by side: per round, per scenario, closed loop with BIN_A then
-# BIN_B; then open loop (uniform) at BINAB_RATE (default 150000) for both. BIN_A_SED /
+# BIN_B; then open loop (uniform) at BINAB_RATE (default 150000) for both
+# (BINAB_SCENARIOS: which of "uniform zipf hot-creator open" to run). BIN_A_SED /
 # BIN_B_SED: a sed expression for that binary's config (e.g. delete a setting an older
 # binary does not know: BIN_A_SED='/^lease_ms/d'). Also reports the read model at the
 # end of each run: events projected per event accepted, and its lag (s).
 binab() {
   printf 'round\tbinary\tscenario\tmode\tevents/s\tp50 ms\tp99 ms\tp99.9 ms\tprojected share\tlag s\n' >"$OUT/binab.tsv"
   for round in $(seq "${AB_ROUNDS:-2}"); do
-    for scenario in uniform zipf hot-creator open; do
+    for scenario in ${BINAB_SCENARIOS:-uniform zipf hot-creator open}; do
       for bin in "$BIN_A" "$BIN_B"; do
         local edit=${BIN_B_SED:-}
         [ "$bin" = "$BIN_A" ] && edit=${BIN_A_SED:-}

@@ -303,6 +303,11 @@ pub struct ReadModelConfig {
     /// part of the buckets (bucket `b` is projector `b mod projectors`'s), so a node's
     /// read model can use more than one core.
     pub projectors: u32,
+    /// The nice value (0..=19) of the projectors' threads: each projector runs on a
+    /// thread of its own, and above 0 the serving threads (acks) get the CPU first when
+    /// both want it; the projector then runs on what they leave. 0 = the serving
+    /// threads' priority.
+    pub nice: i32,
 }
 
 impl ReadModelConfig {
@@ -330,6 +335,7 @@ impl Default for ReadModelConfig {
             url: String::new(),
             buckets: 1,
             projectors: 1,
+            nice: 10,
         }
     }
 }
@@ -582,6 +588,9 @@ impl Config {
         .map_err(|_| {
             ConfigError::new("read_model.projectors", "must be in 1..=read_model.buckets")
         })?;
+        if !(0..=19).contains(&r.nice) {
+            return Err(ConfigError::new("read_model.nice", "must be in 0..=19"));
+        }
         if !(5..=100).contains(&r.redis_share_percent) {
             return Err(ConfigError::new(
                 "read_model.redis_share_percent",
@@ -800,6 +809,8 @@ mod tests {
             ("buckets = 1", "buckets = 1025", "read_model.buckets"),
             ("projectors = 1", "projectors = 2", "read_model.projectors"),
             ("projectors = 1", "projectors = 0", "read_model.projectors"),
+            ("nice = 10", "nice = 20", "read_model.nice"),
+            ("nice = 10", "nice = -1", "read_model.nice"),
         ] {
             assert!(SHIPPED.contains(from), "{from}");
             let text = SHIPPED.replacen(from, to, 1);

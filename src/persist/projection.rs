@@ -1272,11 +1272,14 @@ impl Progress {
 }
 
 /// Starts `read_model.projectors` projectors, each writing its part of the buckets
-/// (bucket `b` is projector `b mod projectors`'s). Each follows `watermark` (the last
+/// (bucket `b` is projector `b mod projectors`'s), each on a thread of its own with its
+/// own single-threaded runtime, at nice `read_model.nice`: folding runs and parsing
+/// journal read-backs never wait on, nor hold up, the serving runtime's workers, and
+/// above nice 0 those workers get the CPU first. Each follows `watermark` (the last
 /// committed seq) until `stop` turns true, then writes what is committed (bounded by a
 /// timeout) and returns; the task returned ends when all have. `projected`, the least
 /// of their progress, is published as the read model advances (the journal trim stays
-/// behind it).
+/// behind it). Fails only if a thread or its runtime cannot be made.
 pub fn spawn_projector(
     start: ProjectorStart,
     journal: RedisJournal,
@@ -1285,7 +1288,7 @@ pub fn spawn_projector(
     watermark: watch::Receiver<u64>,
     stop: watch::Receiver<bool>,
     projected: Arc<AtomicU64>,
-) -> (ProjectorHandle, tokio::task::JoinHandle<()>) {
+) -> std::io::Result<(ProjectorHandle, tokio::task::JoinHandle<()>)> {
     let count = config.projectors as usize;
     let layout = Layout::of(&config);
     projected.store(start.next - 1, Ordering::Release);
@@ -1294,7 +1297,7 @@ pub fn spawn_projector(
         least: projected.clone(),
     });
     let mut runs = Vec::with_capacity(count);
-    let mut tasks = Vec::with_capacity(count);
+    let mut done = Vec::with_capacity(count);
     for index in 0..count {
         let (tx, rx) = mpsc::channel(config.queue_runs_max);
         runs.push(tx);
@@ -1310,7 +1313,7 @@ pub fn spawn_projector(
             next: start.next,
             untotalled: None,
         };
-        tasks.push(tokio::spawn(run(
+        let task = run(
             projector,
             journal.clone(),
             config.clone(),
@@ -1318,15 +1321,60 @@ pub fn spawn_projector(
             watermark.clone(),
             stop.clone(),
             progress.clone(),
-        )));
+        );
+        done.push(on_own_thread(
+            format!("gs-projector-{index}"),
+            config.nice,
+            task,
+        )?);
     }
     let handle = ProjectorHandle { runs, projected };
     let task = tokio::spawn(async move {
-        for task in tasks {
-            let _ = task.await;
+        for ended in done {
+            // (An error: the thread ended without saying so, i.e. it panicked.)
+            let _ = ended.await;
         }
     });
-    (handle, task)
+    Ok((handle, task))
+}
+
+/// Runs `task` to its end on a new thread named `name`, at nice `nice`, with a
+/// single-threaded runtime of its own; the receiver hears when it has ended.
+fn on_own_thread(
+    name: String,
+    nice: i32,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (ended, ended_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name(name).spawn(move || {
+        set_thread_nice(nice);
+        runtime.block_on(task);
+        let _ = ended.send(());
+    })?;
+    Ok(ended_rx)
+}
+
+/// Sets the calling thread's nice value (Linux: nice is per thread). Best effort: where
+/// it is refused, the thread runs at the serving threads' priority (logged).
+fn set_thread_nice(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: plain system calls on the calling thread's own id; no memory is passed.
+    let refused = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0
+    };
+    if refused {
+        tracing::warn!(
+            nice,
+            error = %std::io::Error::last_os_error(),
+            "read model: cannot lower the projector thread's priority; it runs at the serving threads'"
+        );
+    }
 }
 
 async fn run(
@@ -1347,6 +1395,16 @@ async fn run(
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "read model: cannot connect; retrying");
+                tokio::time::sleep(RETRY_BACKOFF_MAX).await;
+            }
+        }
+    };
+    // Journal read-backs on a connection of this thread's own (not the committer's).
+    let journal = loop {
+        match journal.reader().await {
+            Ok(j) => break j,
+            Err(e) => {
+                tracing::warn!(error = %e, "read model: cannot connect to the journal; retrying");
                 tokio::time::sleep(RETRY_BACKOFF_MAX).await;
             }
         }
@@ -1817,6 +1875,32 @@ fn compare_top<Id: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's nice value, from /proc (field 19 of its stat line).
+    fn own_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The command name (field 2) may hold spaces: count from after its ')'.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_projector_thread_runs_its_task_at_its_nice_and_says_when_it_ended() {
+        let before = own_nice();
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let ended = on_own_thread("gs-test-nice".to_owned(), 7, async move {
+            // A timer works: the thread has a runtime of its own.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let name = std::thread::current().name().map(str::to_owned);
+            seen_tx.send((own_nice(), name)).unwrap();
+        })
+        .unwrap();
+        let (nice, name) = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(nice, before + 7);
+        assert_eq!(name.as_deref(), Some("gs-test-nice"));
+        assert_eq!(own_nice(), before, "the caller's priority is unchanged");
+        assert!(ended.blocking_recv().is_ok());
+    }
 
     #[test]
     fn the_share_pause_keeps_writes_to_their_share_of_the_time() {

@@ -730,6 +730,16 @@ impl RedisJournal {
         page.iter().map(decode_entry).collect()
     }
 
+    /// A reader of this journal on a connection of its own (made on the calling task's
+    /// runtime), for reads: they neither queue in front of this journal's appends on
+    /// one connection nor parse their replies on this journal's runtime.
+    pub async fn reader(&self) -> Result<RedisJournal, JournalError> {
+        Ok(RedisJournal {
+            conn: self.connect_again().await?,
+            ..self.clone()
+        })
+    }
+
     /// The sequence number of the last journaled run (0 for an empty journal).
     pub async fn last_seq(&self) -> Result<u64, JournalError> {
         let mut conn = self.conn.clone();

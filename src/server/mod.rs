@@ -284,19 +284,22 @@ pub async fn run(
         _ => None,
     };
     let (stop_projector, stop_projector_rx) = watch::channel(false);
-    let projector_task = read_model.map(|(redis, start)| {
-        let (handle, task) = projection::spawn_projector(
-            start,
-            redis,
-            engine.economy().clone(),
-            config.read_model.clone(),
-            committer.watermark_receiver(),
-            stop_projector_rx,
-            projected.clone().expect("set with the read model"),
-        );
-        let _ = projector_slot.set(handle);
-        task
-    });
+    let projector_task = match read_model {
+        Some((redis, start)) => {
+            let (handle, task) = projection::spawn_projector(
+                start,
+                redis,
+                engine.economy().clone(),
+                config.read_model.clone(),
+                committer.watermark_receiver(),
+                stop_projector_rx,
+                projected.clone().expect("set with the read model"),
+            )?;
+            let _ = projector_slot.set(handle);
+            Some(task)
+        }
+        None => None,
+    };
     let service = Arc::new(Service {
         partitions,
         shared_reads,

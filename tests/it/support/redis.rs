@@ -32,6 +32,15 @@ impl RedisServer {
             child: None,
             extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
+        // A free port can be taken again before redis-server binds it (tests run side by
+        // side; a cluster node also binds port + 10000): then it exits, and the first
+        // start tries another port.
+        for _ in 0..4 {
+            if r.try_start().is_ok() {
+                return r;
+            }
+            r.port = free_port();
+        }
         r.restart();
         r
     }
@@ -54,6 +63,14 @@ impl RedisServer {
 
     /// Starts (again) on the same port and data directory; waits until it answers.
     pub fn restart(&mut self) {
+        if let Err(e) = self.try_start() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts redis-server and waits until it answers; an error if it exits first or
+    /// does not answer within 10 s.
+    fn try_start(&mut self) -> Result<(), String> {
         assert!(self.child.is_none());
         let child = Command::new("redis-server")
             .args([
@@ -83,14 +100,23 @@ impl RedisServer {
                 if let Ok(n) = s.read(&mut buf)
                     && buf[..n].starts_with(b"+PONG")
                 {
-                    return;
+                    return Ok(());
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {}",
-                self.port
-            );
+            let child = self.child.as_mut().expect("just started");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(format!(
+                    "redis-server exited ({status}) before it answered on port {}",
+                    self.port
+                ));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                return Err(format!("redis-server did not start on port {}", self.port));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
