@@ -11,31 +11,10 @@
 set -euo pipefail
 BIN=${1:-target/release/giftstream}
 SCENARIO=${2:-hot-from-start}
-W=$(mktemp -d)
-RP="" SP=""
-cleanup() {
-  [ -n "$SP" ] && kill "$SP" 2>/dev/null && wait "$SP" 2>/dev/null || true
-  [ -n "$RP" ] && kill "$RP" 2>/dev/null && wait "$RP" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-# The previous run's Redis may still be exiting.
-while redis-cli -p 6395 ping >/dev/null 2>&1; do sleep 0.2; done
-redis-server --port 6395 --bind 127.0.0.1 --save '' --appendonly yes \
-  --appendfsync everysec --dir "$W" >"$W/redis.log" 2>&1 &
-RP=$!
-until redis-cli -p 6395 ping >/dev/null 2>&1; do
-  kill -0 "$RP" 2>/dev/null || { cat "$W/redis.log"; exit 1; }
-  sleep 0.1
-done
-sed -e "${3:-}" config/giftstream.toml >"$W/giftstream.toml"
-GIFTSTREAM_CONFIG="$W/giftstream.toml" GIFTSTREAM_REDIS_URL=redis://127.0.0.1:6395 \
-  GIFTSTREAM_DATA_DIR="$W/data" RUST_LOG=warn "$BIN" serve >"$W/serve.log" 2>&1 &
-SP=$!
-until curl -sf http://127.0.0.1:8080/readyz >/dev/null; do
-  kill -0 "$SP" 2>/dev/null || { cat "$W/serve.log"; exit 1; }
-  sleep 0.1
-done
+# shellcheck source=load/probe-common.sh
+source "$(dirname "$0")/probe-common.sh"
+probe_redis 6395
+probe_serve "$BIN" 6395 "${3:-}"
 MODE=(--mode closed)
 [ -n "${RATE:-}" ] && MODE=(--mode open --rate "$RATE")
 target/release/giftload run "load/scenarios/$SCENARIO.toml" --quiet "${MODE[@]}" \

@@ -1390,21 +1390,18 @@ async fn run(
     // Names this projector in `rm:writer` while it is part-way through a window.
     let writer = format!("{} (pid {})", uuid::Uuid::new_v4(), std::process::id());
     let lag_max = Duration::from_millis(config.lag_max_ms);
-    let mut conn = loop {
-        match super::redis::connect_to(config.redis_url(journal.url()), journal.cluster()).await {
+    // The read model's connection, and one for journal read-backs of this thread's own
+    // (not the committer's).
+    let (mut conn, journal) = loop {
+        let connected = async {
+            let url = config.redis_url(journal.url());
+            let conn = super::redis::connect_to(url, journal.cluster()).await?;
+            Ok::<_, JournalError>((conn, journal.reader().await?))
+        };
+        match connected.await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "read model: cannot connect; retrying");
-                tokio::time::sleep(RETRY_BACKOFF_MAX).await;
-            }
-        }
-    };
-    // Journal read-backs on a connection of this thread's own (not the committer's).
-    let journal = loop {
-        match journal.reader().await {
-            Ok(j) => break j,
-            Err(e) => {
-                tracing::warn!(error = %e, "read model: cannot connect to the journal; retrying");
                 tokio::time::sleep(RETRY_BACKOFF_MAX).await;
             }
         }
