@@ -71,7 +71,7 @@ redis_start
 # expression $2 (if any) applied to config/giftstream.toml.
 serve() {
   redis-cli -p "$PORT" flushall >/dev/null
-  sed -e "s/^interval_ms = 2$/interval_ms = $1/" -e "${2:-}" config/giftstream.toml >"$WORK/giftstream.toml"
+  sed -e "/^\[commit\]/,/^\[/ s/^interval_ms = .*/interval_ms = $1/" -e "${2:-}" config/giftstream.toml >"$WORK/giftstream.toml"
   rm -rf "$WORK/data"
   GIFTSTREAM_CONFIG="$WORK/giftstream.toml" GIFTSTREAM_REDIS_URL="redis://127.0.0.1:$PORT" \
     GIFTSTREAM_DATA_DIR="$WORK/data" RUST_LOG="${SERVE_LOG:-warn}" "$BIN" serve \
@@ -102,7 +102,7 @@ knee() {
   printf 'offered events/s\tp50 ms\tp99 ms\tp99.9 ms\n' >"$OUT/knee.tsv"
   printf 'offered events/s\tachieved events/s\n' >"$OUT/knee-rate.tsv"
   for rate in 25000 50000 100000 150000 200000 250000 300000; do
-    serve 2
+    serve 1
     read -r achieved p50 p99 p999 < <(load --mode open --rate "$rate" --duration "$SECONDS_PER_POINT")
     stop
     echo "knee: offered $rate achieved $achieved p50 $p50 p99 $p99 p99.9 $p999"
@@ -116,7 +116,7 @@ knee() {
 batch() {
   printf 'events per batch\tevents/s\tp99 ms\n' >"$OUT/batch.tsv"
   for b in 10 50 100 500 1000 5000; do
-    serve 2
+    serve 1
     read -r achieved p50 p99 p999 < <(load --mode closed --batch "$b" --duration "$SECONDS_PER_POINT")
     stop
     echo "batch: $b achieved $achieved p99 $p99"
@@ -159,7 +159,7 @@ readmodel() {
   for setting in "ops_per_write_max = 4096" "ops_per_write_max = 1024" \
     "ops_per_write_max = 256" "ops_per_write_max = 64" "enabled = false"; do
     for rate in 50000 100000; do
-      serve 2 "s/^${setting%% =*} = .*/$setting/"
+      serve 1 "s/^${setting%% =*} = .*/$setting/"
       read -r achieved p50 p99 p999 < <(load --mode open --rate "$rate" --duration "$SECONDS_PER_POINT")
       local events
       events=$(projected)
@@ -182,7 +182,7 @@ ab() {
   printf 'round\tsetting\tevents/s\tp50 ms\tp99 ms\tp99.9 ms\tprojected events/s\n' >"$OUT/ab.tsv"
   for round in $(seq "${AB_ROUNDS:-3}"); do
     for setting in "$a" "$b"; do
-      serve 2 "s/^${setting%% =*} = .*/$setting/"
+      serve 1 "s/^${setting%% =*} = .*/$setting/"
       read -r achieved p50 p99 p999 < <(load "${mode[@]}" --duration "$SECONDS_PER_POINT")
       local events per_s lag_s
       events=$(projected)
@@ -208,7 +208,7 @@ binab() {
       for bin in "$BIN_A" "$BIN_B"; do
         local edit=${BIN_B_SED:-}
         [ "$bin" = "$BIN_A" ] && edit=${BIN_A_SED:-}
-        BIN=$bin serve 2 "$edit"
+        BIN=$bin serve 1 "$edit"
         local mode=(--mode closed) sc=$scenario
         [ "$scenario" = open ] && mode=(--mode open --rate "${BINAB_RATE:-150000}") && sc=uniform
         read -r achieved p50 p99 p999 < <(SCENARIO=$sc load "${mode[@]}" --duration "$SECONDS_PER_POINT")
@@ -230,7 +230,7 @@ binab() {
 headline() {
   printf 'scenario\tgiftstream events/s\tredis-lua events/s\tratio\n' >"$OUT/headline.tsv"
   for scenario in uniform zipf hot-creator; do
-    serve 2 "${HEADLINE_SED:-}"
+    serve 1 "${HEADLINE_SED:-}"
     target/release/giftload compare "load/scenarios/$scenario.toml" --mode closed \
       --duration "$SECONDS_PER_POINT" --redis "redis://127.0.0.1:$PORT" --quiet \
       --json "$WORK/compare.json" --out "$WORK/report-$scenario" >/dev/null
@@ -262,7 +262,7 @@ applied() {
 cpu() {
   printf 'scenario\tevents/s\tgiftload us/event\tgiftstream us/event\tredis us/event\ttotal us/event\tbusy of 2 cores\n' >"$OUT/cpu.tsv"
   for scenario in uniform zipf hot-creator; do
-    serve 2 "${CPU_SED:-}"
+    serve 1 "${CPU_SED:-}"
     local s0 r0 e0 t0 s1 r1 e1 t1
     s0=$(ticks "$SERVE_PID"); r0=$(ticks "$REDIS_PID"); e0=$(applied); t0=$(date +%s.%N)
     /usr/bin/time -f '%U %S' -o "$WORK/time" target/release/giftload run \
@@ -334,7 +334,7 @@ snapshot() {
     for run in ${RUNS:-true:1500000 false:1500000 true:0}; do
       copy=${run%%:*} events=${run##*:} method=fork
       if [ "$copy" = replica ]; then method=replica copy=true; fi
-      SERVE_LOG=info serve 2 "s/^events = 10000000$/events = $events/;
+      SERVE_LOG=info serve 1 "s/^events = 10000000$/events = $events/;
         s/^copy_pages_in_child = true$/copy_pages_in_child = $copy/;
         s/^method = \"fork\"$/method = \"$method\"/;
         /^\[read_model\]/,/^\[/ s/^enabled = true/enabled = false/"
@@ -406,7 +406,7 @@ aof() {
       else
         SWEEP_REDIS_ARGS="" redis_start --auto-aof-rewrite-percentage 0
       fi
-      serve 2 "${AOF_SED:-/^\[read_model\]/,/^\[/ s/^enabled = true/enabled = false/}"
+      serve 1 "${AOF_SED:-/^\[read_model\]/,/^\[/ s/^enabled = true/enabled = false/}"
       local r0 r1 rewrites
       r0=$(ticks "$REDIS_PID")
       local mode=(--mode closed)

@@ -23,7 +23,7 @@ pub const HTTP_EVENTS_PER_BATCH_MAX_DEFAULT: usize = 10_000;
 pub const SSE_SUBSCRIBERS_PER_STREAM_MAX_DEFAULT: usize = 256;
 pub const SSE_BUFFER_EVENTS_DEFAULT: usize = 1_024;
 pub const READ_TIMEOUT_MS_DEFAULT: u64 = 60_000;
-pub const COMMIT_INTERVAL_MS_DEFAULT: u64 = 2;
+pub const COMMIT_INTERVAL_MS_DEFAULT: u64 = 1;
 pub const COMMIT_EVENTS_MAX_DEFAULT: usize = 65_536;
 pub const PENDING_EVENTS_MAX_DEFAULT: u64 = 1_000_000;
 
@@ -176,9 +176,10 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommitConfig {
-    /// Group commit: gather applied events for at most this long.
+    /// Group commit: applied events are committed as soon as the commit before them has
+    /// finished, and commits start at least this many ms apart ...
     pub interval_ms: u64,
-    /// ... or until this many are waiting.
+    /// ... unless this many are waiting.
     pub events_max: usize,
     /// Applied but not yet committed events; beyond it new events are refused with
     /// "unavailable" (HTTP 503) until commits catch up.
@@ -794,7 +795,7 @@ mod tests {
     fn invalid_values_name_the_key() {
         for (from, to, key) in [
             ("shards = 4", "shards = 6", "engine.shards"),
-            ("interval_ms = 2", "interval_ms = 0", "commit.interval_ms"),
+            ("interval_ms = 1", "interval_ms = 0", "commit.interval_ms"),
             (
                 "frame_bytes_max = 4194304",
                 "frame_bytes_max = 0",

@@ -76,6 +76,10 @@ impl Journal for MemoryJournal {
     }
 }
 
+/// How often an idle committer looks for events logged without
+/// [`CommitHandle::applied`] (every ingest path calls it; this is a safety net).
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+
 /// Backoff between retries of a failed append: doubling from 1 ms, at most 1 s.
 pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(1);
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -87,7 +91,6 @@ pub struct CommitHandle {
     wake: Arc<Notify>,
     healthy: Arc<AtomicBool>,
     engine: Arc<Engine>,
-    events_max: u64,
     pending_events_max: u64,
 }
 
@@ -112,12 +115,11 @@ impl CommitHandle {
         self.healthy.load(Ordering::Acquire)
     }
 
-    /// Tells the committer that events were applied; it commits early once
-    /// `commit.events_max` are waiting.
+    /// Tells the committer that events were applied: it commits them as soon as the
+    /// commit in progress (if any) has finished and `commit.interval_ms` has passed since
+    /// it started, or at once when `commit.events_max` are waiting.
     pub fn applied(&self) {
-        if self.pending_events() >= self.events_max {
-            self.wake.notify_one();
-        }
+        self.wake.notify_one();
     }
 
     /// Follows the commit watermark.
@@ -139,9 +141,10 @@ impl CommitHandle {
 /// The committer's bounds.
 #[derive(Debug, Clone)]
 pub struct CommitterConfig {
-    /// Commit at least this often.
+    /// Commits start at least this far apart; applied events wait at most this long
+    /// for one.
     pub interval: Duration,
-    /// ... or as soon as this many events wait.
+    /// ... unless this many events wait.
     pub events_max: u64,
     /// Beyond this many uncommitted events, ingestion is refused.
     pub pending_events_max: u64,
@@ -196,22 +199,40 @@ pub fn spawn_committer(
         wake: wake.clone(),
         healthy: healthy.clone(),
         engine: engine.clone(),
-        events_max,
         pending_events_max,
     };
     let task = tokio::spawn(async move {
         let mut stop = stop;
         let mut last_snapshot = (Instant::now(), engine.last_seq());
         let mut writing: Option<tokio::task::JoinHandle<Option<u64>>> = None;
+        let mut last_start: Option<tokio::time::Instant> = None;
         loop {
-            let stopping = *stop.borrow();
-            if !stopping {
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = wake.notified() => {}
-                    _ = stop.changed() => {}
+            if !*stop.borrow() {
+                let pending = || engine.last_seq().saturating_sub(*tx.borrow());
+                // Wait for applied events (`CommitHandle::applied`); a timer also ends
+                // the wait, for anything logged without saying so.
+                if pending() == 0 {
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(interval.max(IDLE_CHECK)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                // Commits start at least `interval` apart (the events applied meanwhile
+                // join this one), unless `events_max` already wait.
+                let next = last_start.map_or_else(tokio::time::Instant::now, |s| s + interval);
+                while !*stop.borrow()
+                    && tokio::time::Instant::now() < next
+                    && pending() < events_max
+                {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(next) => {}
+                        _ = wake.notified() => {}
+                        _ = stop.changed() => {}
+                    }
                 }
             }
+            last_start = Some(tokio::time::Instant::now());
             let stopping = *stop.borrow();
             let entries = engine.drain_log();
             if !entries.is_empty() {
@@ -363,5 +384,107 @@ async fn commit(
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::economy::{Currency, Economy};
+    use crate::engine::{
+        Channel, EngineConfig, Event, EventId, PackageId, Recharge, Stamp, UserId,
+    };
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    /// A committer over a memory journal with the given interval and `events_max`.
+    fn committer(
+        interval: Duration,
+        events_max: u64,
+    ) -> (
+        Arc<Engine>,
+        Arc<MemoryJournal>,
+        CommitHandle,
+        watch::Sender<bool>,
+    ) {
+        let engine = Arc::new(Engine::new(Economy::embedded(), EngineConfig::default()).unwrap());
+        let journal = Arc::new(MemoryJournal::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let config = CommitterConfig {
+            interval,
+            events_max,
+            pending_events_max: 1_000_000,
+            final_commit_timeout: Duration::from_secs(1),
+            snapshots: None,
+        };
+        let (handle, _task) =
+            spawn_committer(engine.clone(), journal.clone(), config, stop, |_| {});
+        (engine, journal, handle, stop_tx)
+    }
+
+    /// Applies `n` recharges (ids from `first`) as the service does, and returns the
+    /// last sequence number.
+    fn apply(engine: &Engine, handle: &CommitHandle, first: u128, n: u128) -> u64 {
+        let economy = Economy::embedded();
+        let package = economy.package_index("coins_7000").unwrap();
+        let events: Vec<Event> = (first..first + n)
+            .map(|id| {
+                Event::Recharge(Recharge {
+                    id: EventId(id),
+                    user: UserId(7),
+                    coins: economy.packages[package as usize].coins,
+                    price: economy.packages[package as usize].prices[&Currency::USD],
+                    currency: Currency::USD,
+                    package: Some(PackageId(package)),
+                    channel: Channel::App,
+                })
+            })
+            .collect();
+        engine.apply_batch(&events, Stamp(1));
+        handle.applied();
+        engine.last_seq()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn applied_events_are_committed_at_once_not_after_the_interval() {
+        let (engine, journal, handle, _stop) = committer(LONG, 65_536);
+        let seq = apply(&engine, &handle, 1, 3);
+        let started = tokio::time::Instant::now();
+        handle.durable(seq).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(1),
+            "waited {:?} for the commit",
+            started.elapsed()
+        );
+        assert_eq!(journal.events.load(Ordering::Acquire), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commits_start_the_interval_apart_and_what_waits_joins_the_next() {
+        let interval = Duration::from_millis(100);
+        let (engine, journal, handle, _stop) = committer(interval, 65_536);
+        let started = tokio::time::Instant::now();
+        let first = apply(&engine, &handle, 1, 1);
+        handle.durable(first).await.unwrap();
+        // Two batches applied right after the first commit: one commit, an interval
+        // after the first one started.
+        apply(&engine, &handle, 2, 1);
+        let last = apply(&engine, &handle, 3, 1);
+        handle.durable(last).await.unwrap();
+        assert_eq!(started.elapsed(), interval);
+        assert_eq!(journal.batches.load(Ordering::Acquire), 2);
+        assert_eq!(journal.events.load(Ordering::Acquire), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_max_waiting_are_committed_without_waiting_out_the_interval() {
+        let (engine, journal, handle, _stop) = committer(LONG, 4);
+        let first = apply(&engine, &handle, 1, 1);
+        handle.durable(first).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let last = apply(&engine, &handle, 2, 4);
+        handle.durable(last).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(1));
+        assert_eq!(journal.batches.load(Ordering::Acquire), 2);
     }
 }
