@@ -148,6 +148,29 @@ pub struct Recharge {
     pub channel: Channel,
 }
 
+impl Recharge {
+    /// A purchase of the package named `package` at its USD price in the app; `None` if
+    /// the economy has no such package.
+    pub fn of_package(
+        economy: &crate::economy::Economy,
+        id: u128,
+        user: u64,
+        package: &str,
+    ) -> Option<Recharge> {
+        let index = economy.package_index(package)?;
+        let p = &economy.packages[index as usize];
+        Some(Recharge {
+            id: EventId(id),
+            user: UserId(user),
+            coins: p.coins,
+            price: p.prices[&Currency::USD],
+            currency: Currency::USD,
+            package: Some(PackageId(index)),
+            channel: Channel::App,
+        })
+    }
+}
+
 /// A viewer sends `count` gifts to a creator during a stream.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Gift {

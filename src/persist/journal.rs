@@ -390,10 +390,8 @@ async fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::economy::{Currency, Economy};
-    use crate::engine::{
-        Channel, EngineConfig, Event, EventId, PackageId, Recharge, Stamp, UserId,
-    };
+    use crate::economy::Economy;
+    use crate::engine::{EngineConfig, Event, Recharge, Stamp};
 
     const LONG: Duration = Duration::from_secs(60);
 
@@ -426,19 +424,8 @@ mod tests {
     /// last sequence number.
     fn apply(engine: &Engine, handle: &CommitHandle, first: u128, n: u128) -> u64 {
         let economy = Economy::embedded();
-        let package = economy.package_index("coins_7000").unwrap();
         let events: Vec<Event> = (first..first + n)
-            .map(|id| {
-                Event::Recharge(Recharge {
-                    id: EventId(id),
-                    user: UserId(7),
-                    coins: economy.packages[package as usize].coins,
-                    price: economy.packages[package as usize].prices[&Currency::USD],
-                    currency: Currency::USD,
-                    package: Some(PackageId(package)),
-                    channel: Channel::App,
-                })
-            })
+            .map(|id| Event::Recharge(Recharge::of_package(&economy, id, 7, "coins_7000").unwrap()))
             .collect();
         engine.apply_batch(&events, Stamp(1));
         handle.applied();

@@ -402,10 +402,8 @@ async fn apply_durably(
 mod tests {
     use super::*;
     use crate::cluster::{ClusterConfig, NodeConfig};
-    use crate::economy::{Currency, Economy};
-    use crate::engine::{
-        Channel, EngineConfig, EventId, Gift, GiftId, PackageId, Recharge, Stamp, StreamId, UserId,
-    };
+    use crate::economy::Economy;
+    use crate::engine::{EngineConfig, EventId, Gift, GiftId, Recharge, Stamp, StreamId, UserId};
 
     fn map() -> PartitionMap {
         let node = |name: &str, partitions: &str| NodeConfig {
@@ -431,7 +429,6 @@ mod tests {
         let theirs = (1..).find(|&c| map.owner_of(c) == 1).unwrap();
         let ours = (1..).find(|&c| map.owner_of(c) == 0).unwrap();
         let rose = GiftId(economy.gift_index("rose").unwrap());
-        let package = economy.package_index("coins_7000").unwrap();
         let gift = |id: u128, creator: u64, count: u32| {
             Event::Gift(Gift {
                 id: EventId(id),
@@ -442,15 +439,8 @@ mod tests {
                 count,
             })
         };
-        let recharge = Event::Recharge(Recharge {
-            id: EventId(1),
-            user: UserId(1_000_000),
-            coins: economy.packages[package as usize].coins,
-            price: economy.packages[package as usize].prices[&Currency::USD],
-            currency: Currency::USD,
-            package: Some(PackageId(package)),
-            channel: Channel::App,
-        });
+        let recharge =
+            Event::Recharge(Recharge::of_package(&economy, 1, 1_000_000, "coins_7000").unwrap());
         // Committed before the start: reported once at the start.
         engine.apply_batch(
             &[recharge, gift(2, theirs, 10), gift(3, ours, 10)],

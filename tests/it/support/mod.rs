@@ -3,7 +3,7 @@
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
     AccountSettings, Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId,
-    PackageId, Payout, Recharge, Stamp, StreamGoal, StreamId, UserId,
+    Payout, Recharge, Stamp, StreamGoal, StreamId, UserId,
 };
 use rust_decimal::Decimal;
 
@@ -26,18 +26,7 @@ pub fn dec(s: &str) -> Decimal {
 
 /// A package recharge at its USD price.
 pub fn recharge(id: u128, user: u64, package: &str) -> Event {
-    let e = economy();
-    let p = e.package_index(package).unwrap();
-    let spec = &e.packages[p as usize];
-    Event::Recharge(Recharge {
-        id: EventId(id),
-        user: UserId(user),
-        coins: spec.coins,
-        price: spec.prices[&Currency::USD],
-        currency: Currency::USD,
-        package: Some(PackageId(p)),
-        channel: Channel::App,
-    })
+    Event::Recharge(Recharge::of_package(&economy(), id, user, package).unwrap())
 }
 
 /// A custom web recharge.
