@@ -1,26 +1,37 @@
 # Sourced by the probes (load/readmodel-probe.sh, load/tail-probe.sh): a work directory
-# $W, a private Redis and a fresh giftstream in it, all gone when the probe exits.
+# $W, private Redis servers and a fresh giftstream in it, all gone when the probe exits.
 W=$(mktemp -d)
-RP="" SP=""
+RP="" RP2="" SP=""
 cleanup() {
-  [ -n "$SP" ] && kill "$SP" 2>/dev/null && wait "$SP" 2>/dev/null || true
-  [ -n "$RP" ] && kill "$RP" 2>/dev/null && wait "$RP" 2>/dev/null || true
+  local p
+  for p in "$SP" "$RP" "$RP2"; do
+    [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
+  done
   rm -rf "$W"
 }
 trap cleanup EXIT
 
-# Starts redis-server on port $1 (AOF everysec, data in $W) and waits until it answers;
-# sets RP.
-probe_redis() {
+# Starts redis-server on port $1 (AOF everysec, data in $W/redis-$1) and waits until it
+# answers; a command prefix may follow (e.g. nice -n 19). Prints its pid.
+probe_redis_pid() {
+  local port=$1
+  shift
   # The previous run's Redis may still be exiting.
-  while redis-cli -p "$1" ping >/dev/null 2>&1; do sleep 0.2; done
-  redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly yes \
-    --appendfsync everysec --dir "$W" >"$W/redis.log" 2>&1 &
-  RP=$!
-  until redis-cli -p "$1" ping >/dev/null 2>&1; do
-    kill -0 "$RP" 2>/dev/null || { cat "$W/redis.log"; exit 1; }
+  while redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.2; done
+  mkdir -p "$W/redis-$port"
+  "$@" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes \
+    --appendfsync everysec --dir "$W/redis-$port" >"$W/redis-$port.log" 2>&1 &
+  local pid=$!
+  until redis-cli -p "$port" ping >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { cat "$W/redis-$port.log" >&2; exit 1; }
     sleep 0.1
   done
+  echo "$pid"
+}
+
+# The journal's Redis on port $1; sets RP.
+probe_redis() {
+  RP=$(probe_redis_pid "$1")
 }
 
 # Starts `$1 serve` against the Redis on port $2, with the sed expression $3 applied to
@@ -35,3 +46,6 @@ probe_serve() {
     sleep 0.1
   done
 }
+
+# CPU time (user + system, reaped children included) of process $1, in clock ticks.
+probe_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
