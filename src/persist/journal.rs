@@ -232,10 +232,11 @@ pub fn spawn_committer(
                     }
                 }
             }
-            last_start = Some(tokio::time::Instant::now());
+            let started = tokio::time::Instant::now();
             let stopping = *stop.borrow();
             let entries = engine.drain_log();
             if !entries.is_empty() {
+                last_start = Some(started);
                 let deadline = stopping.then(|| Instant::now() + final_commit_timeout);
                 if !commit(&*journal, &entries, &healthy, deadline).await {
                     return false;
