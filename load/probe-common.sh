@@ -11,8 +11,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts redis-server on port $1 (AOF everysec, data in $W/redis-$1) and waits until it
-# answers; a command prefix may follow (e.g. nice -n 19). Prints its pid.
+# Starts redis-server on port $1 (AOF everysec, data in $W/redis-$1, extra arguments in
+# REDIS_ARGS, e.g. README's journal policy "--auto-aof-rewrite-percentage 400
+# --auto-aof-rewrite-min-size 2gb") and waits until it answers; a command prefix may
+# follow (e.g. nice -n 19). Prints its pid.
 probe_redis_pid() {
   local port=$1
   shift
@@ -20,7 +22,7 @@ probe_redis_pid() {
   while redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.2; done
   mkdir -p "$W/redis-$port"
   "$@" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes \
-    --appendfsync everysec --dir "$W/redis-$port" >"$W/redis-$port.log" 2>&1 &
+    --appendfsync everysec --dir "$W/redis-$port" ${REDIS_ARGS:-} >"$W/redis-$port.log" 2>&1 &
   local pid=$!
   until redis-cli -p "$port" ping >/dev/null 2>&1; do
     kill -0 "$pid" 2>/dev/null || { cat "$W/redis-$port.log" >&2; exit 1; }

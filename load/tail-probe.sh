@@ -5,7 +5,7 @@
 # bucket, the Redis time of journal appends and read-model scripts, the read model's
 # progress at the end, and the CPU seconds each process spent during the run.
 #   [BIN=…] [SC=uniform] [RATE=150000] [DUR=10] [SED='sed expression for the config'] \
-#     [RM_NICE=19] bash load/tail-probe.sh
+#     [RM_NICE=19] [REDIS_ARGS='extra redis-server arguments'] bash load/tail-probe.sh
 # RM_NICE=n: the read model goes to a second private Redis started at nice n
 # (read_model.url), and its projector threads run at read_model.nice = n (README, "On
 # one machine, give the read model what the acks leave").
@@ -51,4 +51,6 @@ for x in lines:
 PY
 for port in 6396 ${RM_NICE:+6397}; do
   redis-cli -p "$port" info commandstats | grep -E 'cmdstat_(evalsha|xadd|xrange):' | sed "s/^/redis $port: /" || true
+  # Forks: AOF rewrites (each copies the dataset's page tables and stalls Redis briefly).
+  redis-cli -p "$port" info stats | grep -E '^total_forks:' | sed "s/^/redis $port: /" || true
 done
