@@ -141,8 +141,8 @@ impl CommitHandle {
 /// The committer's bounds.
 #[derive(Debug, Clone)]
 pub struct CommitterConfig {
-    /// Commits start at least this far apart; applied events wait at most this long
-    /// for one.
+    /// Commits start at least this far apart (an applied event waits for the commit in
+    /// progress, if any, and for this spacing).
     pub interval: Duration,
     /// ... unless this many events wait.
     pub events_max: u64,
