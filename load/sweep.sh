@@ -2,7 +2,7 @@
 # End-to-end sweeps for BENCHMARKS.md "How cost grows": giftload -> giftstream -> a
 # private Redis (AOF appendfsync everysec, read model on), one fresh server and an empty
 # Redis per point, so no point inherits another's journal.
-#   knee      open loop, uniform, offered 25k..300k events/s: latency percentiles
+#   knee      open loop, uniform, offered 25k..400k events/s (KNEE_RATES): latency percentiles
 #   batch     closed loop, uniform, events per batch 10..5000: events/s
 #   interval  closed loop, uniform, commit.interval_ms 1..50: events/s and p99
 #   binab     two server binaries side by side (BIN_A, BIN_B; e.g. before/after a
@@ -101,7 +101,7 @@ EOF
 knee() {
   printf 'offered events/s\tp50 ms\tp99 ms\tp99.9 ms\n' >"$OUT/knee.tsv"
   printf 'offered events/s\tachieved events/s\n' >"$OUT/knee-rate.tsv"
-  for rate in 25000 50000 100000 150000 200000 250000 300000; do
+  for rate in ${KNEE_RATES:-25000 50000 100000 150000 200000 250000 300000 350000 400000}; do
     serve 1
     read -r achieved p50 p99 p999 < <(load --mode open --rate "$rate" --duration "$SECONDS_PER_POINT")
     stop
@@ -110,7 +110,7 @@ knee() {
     printf '%s\t%s\n' "$rate" "$achieved" >>"$OUT/knee-rate.tsv"
   done
   target/release/giftload plot "$OUT/knee.tsv" --out load/results/growth-knee.png \
-    --title "uniform, open loop: ack latency against offered load" --y "ms (corrected)"
+    --title "uniform, open loop: ack latency against offered load" --y "ms (corrected, log10)" --log-y
 }
 
 batch() {

@@ -116,6 +116,9 @@ enum Command {
         /// log10 x axis.
         #[arg(long)]
         log_x: bool,
+        /// log10 y axis (every value > 0), for latencies that span decades.
+        #[arg(long)]
+        log_y: bool,
     },
 }
 
@@ -127,12 +130,17 @@ fn main() -> anyhow::Result<()> {
         title,
         y,
         log_x,
+        log_y,
     } = &cli.command
     {
         let text =
             std::fs::read_to_string(table).with_context(|| format!("table {}", table.display()))?;
         let (x, series) = report::read_table(&text)?;
-        report::xy_chart(out, title, &x, y, *log_x, &series)?;
+        let log = report::LogAxes {
+            x: *log_x,
+            y: *log_y,
+        };
+        report::xy_chart(out, title, &x, y, log, &series)?;
         println!("chart: {}", out.display());
         return Ok(());
     }

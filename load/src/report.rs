@@ -383,26 +383,47 @@ pub fn write_charts(dir: &Path, runs: &[&Summary]) -> anyhow::Result<PathBuf> {
 /// One line of an x-y chart: its legend and points.
 pub type Series = (String, Vec<(f64, f64)>);
 
-/// An x-y line chart (PNG, 900x450) of `series`; with `log_x` the x axis is log10(x).
+/// Which axes of an [`xy_chart`] are log10.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogAxes {
+    pub x: bool,
+    pub y: bool,
+}
+
+/// An x-y line chart (PNG, 900x450) of `series`; a log axis shows log10 of its values
+/// (a log y axis is labelled with the values themselves, and needs them all > 0).
 pub fn xy_chart(
     path: &Path,
     caption: &str,
     x_desc: &str,
     y_desc: &str,
-    log_x: bool,
+    log: LogAxes,
     series: &[Series],
 ) -> anyhow::Result<()> {
     use plotters::prelude::*;
     register_font();
+    let log_x = log.x;
     let tx = |x: f64| if log_x { x.log10() } else { x };
+    let ty = |y: f64| if log.y { y.log10() } else { y };
     let points = series.iter().flat_map(|(_, p)| p.iter());
-    let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0.0f64);
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points {
+        anyhow::ensure!(
+            !log.y || y > 0.0,
+            "chart {caption}: a log y axis needs values > 0, not {y}"
+        );
         x0 = x0.min(tx(x));
         x1 = x1.max(tx(x));
-        y1 = y1.max(y);
+        y0 = y0.min(ty(y));
+        y1 = y1.max(ty(y));
     }
     anyhow::ensure!(x0 < x1, "chart {caption}: needs two distinct x values");
+    // Linear: from 0 to 10 % above the highest; log: whole decades around the values.
+    let y_range = if log.y {
+        y0.floor()..y1.ceil().max(y0.floor() + 1.0)
+    } else {
+        0.0..y1.max(0.0) * 1.1
+    };
     let root = BitMapBackend::new(path, (900, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let mut chart = ChartBuilder::on(&root)
@@ -410,7 +431,7 @@ pub fn xy_chart(
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(80)
-        .build_cartesian_2d(x0..x1, 0.0..y1 * 1.1)
+        .build_cartesian_2d(x0..x1, y_range)
         .map_err(plot_error)?;
     let x_desc = if log_x {
         format!("{x_desc} (log10)")
@@ -421,7 +442,18 @@ pub fn xy_chart(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
-        .y_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| {
+            if log.y {
+                let value = 10f64.powf(*v);
+                if value < 10.0 {
+                    format!("{value:.1}")
+                } else {
+                    format!("{value:.0}")
+                }
+            } else {
+                format!("{v:.0}")
+            }
+        })
         .x_label_formatter(&|v| {
             if log_x {
                 format!("{v:.1}")
@@ -433,7 +465,7 @@ pub fn xy_chart(
         .map_err(plot_error)?;
     for (i, (label, pts)) in series.iter().enumerate() {
         let style = COLORS[i % COLORS.len()].stroke_width(2);
-        let pts: Vec<(f64, f64)> = pts.iter().map(|&(x, y)| (tx(x), y)).collect();
+        let pts: Vec<(f64, f64)> = pts.iter().map(|&(x, y)| (tx(x), ty(y))).collect();
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 4, style.filled())))
             .map_err(plot_error)?;

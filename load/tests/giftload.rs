@@ -297,6 +297,52 @@ async fn the_binary_writes_json_charts_and_html_and_thresholds_set_the_exit_code
     assert!(String::from_utf8_lossy(&remote.stderr).contains("not a loopback address"));
 }
 
+#[test]
+fn plot_draws_a_table_on_log_axes_and_refuses_a_log_y_value_of_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = |table: &str, out: &str, extra: &[&str]| {
+        let path = dir.path().join(format!("{out}.tsv"));
+        std::fs::write(&path, table).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_giftload"))
+            .arg("plot")
+            .arg(&path)
+            .args([
+                "--out",
+                dir.path().join(format!("{out}.png")).to_str().unwrap(),
+            ])
+            .args(["--title", "knee", "--y", "ms"])
+            .args(extra)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    // Latencies over three decades, one cell missing.
+    let knee = "offered\tp50\tp99\n25000\t3.6\t6.6\n150000\t3.4\t\n350000\t466.7\t1711.1\n";
+    let drawn = plot(knee, "knee", &["--log-x", "--log-y"]);
+    assert!(
+        drawn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drawn.stderr)
+    );
+    let png = std::fs::read(dir.path().join("knee.png")).unwrap();
+    assert!(png.len() > 1000 && png.starts_with(b"\x89PNG"));
+    let zero = plot("offered\tp99\n1\t0\n2\t5\n", "zero", &["--log-y"]);
+    assert!(!zero.status.success());
+    assert!(
+        String::from_utf8_lossy(&zero.stderr).contains("a log y axis needs values > 0"),
+        "{}",
+        String::from_utf8_lossy(&zero.stderr)
+    );
+    assert!(!dir.path().join("zero.png").exists());
+    // The same table draws on a linear y axis.
+    let linear = plot("offered\tp99\n1\t0\n2\t5\n", "linear", &[]);
+    assert!(
+        linear.status.success(),
+        "{}",
+        String::from_utf8_lossy(&linear.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_ms_stall_shows_in_corrected_percentiles_not_in_raw_ones() {
     let journal = Arc::new(StallingJournal {
