@@ -60,6 +60,10 @@ pub const READ_MODEL_JOURNAL_READS_TOTAL: &str = "giftstream_read_model_journal_
 pub const READ_MODEL_LAG_EXCEEDED_TOTAL: &str = "giftstream_read_model_lag_exceeded_total";
 /// Sorted-set scores held at 2^53 because the exact value does not fit a double.
 pub const READ_MODEL_SATURATED_TOTAL: &str = "giftstream_read_model_saturated_total";
+/// 1 once a projector has stopped for good while serving (its Redis lost the read model,
+/// or the journal was trimmed past it): the read model no longer follows the ledger
+/// until the next start rebuilds it, and no longer holds back the journal trim.
+pub const READ_MODEL_STOPPED: &str = "giftstream_read_model_stopped";
 /// Journal appends whose `WAIT` saw fewer replicas than `redis.wait_replicas`.
 pub const REDIS_WAIT_SHORT_TOTAL: &str = "giftstream_redis_wait_short_total";
 /// Batches refused because an event belongs to another node's partition.
@@ -126,6 +130,7 @@ pub fn prometheus() -> PrometheusHandle {
             metrics::gauge!(SSE_SUBSCRIBERS).set(0.0);
             metrics::gauge!(COMMIT_PENDING_EVENTS).set(0.0);
             metrics::gauge!(READ_MODEL_LAG_SECONDS).set(0.0);
+            metrics::gauge!(READ_MODEL_STOPPED).set(0.0);
             handle
         })
         .clone()
@@ -182,6 +187,10 @@ fn describe() {
     describe_counter!(
         READ_MODEL_SATURATED_TOTAL,
         "Sorted-set scores held at 2^53."
+    );
+    describe_gauge!(
+        READ_MODEL_STOPPED,
+        "1 once the read model stopped following the ledger while serving (rebuilt at the next start)."
     );
     describe_counter!(
         REDIS_WAIT_SHORT_TOTAL,

@@ -1262,6 +1262,15 @@ struct Progress {
 }
 
 impl Progress {
+    /// A projector stopped for good while serving: the next start rebuilds the read
+    /// model from the ledger (or catches it up) whatever the journal holds, so the
+    /// journal trim no longer waits for it — Redis would otherwise keep every event
+    /// from here on until that start. Said in `giftstream_read_model_stopped`.
+    fn halted(&self) {
+        self.least.store(u64::MAX, Ordering::Release);
+        metrics::gauge!(telemetry::READ_MODEL_STOPPED).set(1.0);
+    }
+
     fn set(&self, index: usize, seq: u64) {
         self.parts[index].store(seq, Ordering::Release);
         let least = self.parts.iter().map(|p| p.load(Ordering::Acquire)).min();
@@ -1442,6 +1451,7 @@ async fn run(
                                     next = projector.next,
                                     "read model: the journal was trimmed past the projector; it is rebuilt at the next start"
                                 );
+                                progress.halted();
                                 return;
                             }
                             queue.extend(runs.into_iter().map(|r| (Arc::new(r), 0)));
@@ -1481,6 +1491,7 @@ async fn run(
                 .arg(projector.layout.format_key(0, journal.ledger()))
                 .query_async::<()>(&mut conn)
                 .await;
+            progress.halted();
             return;
         }
         let lag_ms = if projector.pending.is_empty() {
@@ -1567,8 +1578,12 @@ async fn run(
             let mut saturated = held;
             for written in futures::future::join_all(writes).await {
                 match written {
-                    Some(held) => saturated += held,
-                    None => return,
+                    Ok(held) => saturated += held,
+                    Err(Halt::Lost) => {
+                        progress.halted();
+                        return;
+                    }
+                    Err(Halt::OutOfTime) => return,
                 }
             }
             if projector.part.0 == 0 {
@@ -1604,11 +1619,22 @@ async fn run(
     }
 }
 
+/// Why a projector stops writing before its work is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    /// The read model is not where this projector left it (its Redis lost data, or
+    /// another projector wrote it): only a rebuild at the next start can tell what it
+    /// holds.
+    Lost,
+    /// The shutdown's time for the last writes is up; the next start catches up from
+    /// the journal.
+    OutOfTime,
+}
+
 /// Writes one bucket's share of the window `(from, to)`: every value is absolute, so it
 /// is written in chunks of at most `ops_per_write_max` (each blocks Redis briefly) and a
 /// chunk can be retried; each checks the bucket's `seq`, the last moves it. Returns the
-/// scores held at the max, or `None` when the projector must stop (the read model is not
-/// where it left it, or the shutdown's time is up).
+/// scores held at the max, or why the projector must stop.
 #[allow(clippy::too_many_arguments)]
 async fn write_bucket(
     conn: &mut RedisConn,
@@ -1619,7 +1645,7 @@ async fn write_bucket(
     config: &ReadModelConfig,
     oldest: Stamp,
     stopping_since: Option<Instant>,
-) -> Option<u64> {
+) -> Result<u64, Halt> {
     let chunks: Vec<&[Op]> = if ops.is_empty() {
         vec![&[]]
     } else {
@@ -1649,7 +1675,7 @@ async fn write_bucket(
                     saturated += held;
                     if !ran {
                         // A retried last chunk whose first attempt ran.
-                        return Some(saturated);
+                        return Ok(saturated);
                     }
                     break;
                 }
@@ -1657,11 +1683,11 @@ async fn write_bucket(
                     metrics::counter!(telemetry::READ_MODEL_WRITE_FAILURES_TOTAL).increment(1);
                     if e.to_string().contains("GIFTSTREAM_GAP") {
                         tracing::error!(error = %e, bucket = target.2, "read model: not where the projector left it (Redis lost data?); it is rebuilt at the next start");
-                        return None;
+                        return Err(Halt::Lost);
                     }
                     tracing::warn!(error = %e, bucket = target.2, retry_in_ms = backoff.as_millis() as u64, "read model write failed; retrying");
                     if stopping_since.is_some_and(|t| t.elapsed() > FINAL_WRITE_TIMEOUT) {
-                        return None;
+                        return Err(Halt::OutOfTime);
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
@@ -1669,7 +1695,7 @@ async fn write_bucket(
             }
         }
     }
-    Some(saturated)
+    Ok(saturated)
 }
 
 /// The pause after a write that took `took` that keeps the projector's share of Redis

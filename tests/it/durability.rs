@@ -9,7 +9,7 @@ use giftstream::client::{Client, ClientError};
 use giftstream::engine::Event;
 use giftstream::protocol::error_code;
 
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisServer, journal_first_seq};
 use crate::support::server::*;
 use crate::support::{account, gift, goal, payout, recharge};
 
@@ -583,23 +583,6 @@ async fn serve_reports_the_journal_redis_aof_settings_and_warns_without_an_aof()
             .any(|l| l.contains("journal Redis persistence") && l.contains("appendfsync=always"));
         assert_eq!(reported, !warned, "{log:#?}");
     }
-}
-
-/// The last sequence number of the journal's first run (what a trim left).
-async fn journal_first_seq(redis: &RedisServer) -> u64 {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    type Entry = (String, Vec<(String, Vec<u8>)>);
-    let first: Vec<Entry> = redis::cmd("XRANGE")
-        .arg(giftstream::persist::redis::JOURNAL_KEY)
-        .arg("-")
-        .arg("+")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    first[0].0.split('-').next().unwrap().parse().unwrap()
 }
 
 /// Gift rounds of 50 to creators 7..9 from users 40..47, from event id `from`.

@@ -11,7 +11,7 @@ use giftstream::persist::projection::{self, Layout, PREFIX};
 use giftstream::persist::redis::RedisJournal;
 
 use crate::support::child::run_cli;
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisServer, journal_first_id, journal_first_seq};
 use crate::support::server::*;
 use crate::support::{gift, goal, payout, recharge};
 
@@ -61,6 +61,18 @@ async fn caught_up_in(conn: &mut giftstream::persist::redis::RedisConn, layout: 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The read model `compare`s equal to `engine`'s ledger: no differences.
+async fn assert_equals_ledger(
+    conn: &mut giftstream::persist::redis::RedisConn,
+    engine: &giftstream::engine::Engine,
+    layout: Layout,
+) {
+    assert_eq!(
+        projection::compare(conn, engine, layout).await.unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 /// A skewed mix: 30 users, 5 creators (creator 7 hot) and their streams, a payout.
@@ -212,12 +224,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
         client.send(&traffic(round)).await.unwrap();
     }
     caught_up(&mut conn, first.engine.last_seq()).await;
-    assert_eq!(
-        projection::compare(&mut conn, &first.engine, Layout::SINGLE)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_equals_ledger(&mut conn, &first.engine, Layout::SINGLE).await;
     assert_leaderboards_match(&first, &mut conn).await;
     assert_top_k_only(&mut conn).await;
     let (_, stream) = first.get("/v1/streams/9009", Some(READ)).await;
@@ -241,12 +248,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     assert!(projection::projected_seq(&mut conn).await.unwrap() < last);
     let third = server(&redis, |_| {}).await;
     caught_up(&mut conn, last).await;
-    assert_eq!(
-        projection::compare(&mut conn, &third.engine, Layout::SINGLE)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_equals_ledger(&mut conn, &third.engine, Layout::SINGLE).await;
     assert_top_k_only(&mut conn).await;
 
     // 3. A queue of one run and many small commits: runs that do not fit are read back
@@ -268,12 +270,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
         }
     }
     caught_up(&mut conn, fourth.engine.last_seq()).await;
-    assert_eq!(
-        projection::compare(&mut conn, &fourth.engine, Layout::SINGLE)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_equals_ledger(&mut conn, &fourth.engine, Layout::SINGLE).await;
     assert_leaderboards_match(&fourth, &mut conn).await;
     assert_top_k_only(&mut conn).await;
     let metrics = fourth.metrics().await;
@@ -317,12 +314,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
             .len(),
         TOP_K + 2
     );
-    assert_eq!(
-        projection::compare(&mut conn, &engine, Layout::SINGLE)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_equals_ledger(&mut conn, &engine, Layout::SINGLE).await;
 
     // 6. A window another projector has claimed (a process fenced out part-way through
     //    one) is not interleaved with: this projector stops writing; the next start
@@ -352,12 +344,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     fifth.stop().await.unwrap();
     let sixth = server(&redis, |_| {}).await;
     caught_up(&mut conn, last).await;
-    assert_eq!(
-        projection::compare(&mut conn, &sixth.engine, Layout::SINGLE)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_equals_ledger(&mut conn, &sixth.engine, Layout::SINGLE).await;
     sixth.stop().await.unwrap();
 }
 
@@ -415,12 +402,7 @@ async fn restore_after_flushall_rebuilds_ledger_and_read_model_from_the_latest_s
         projection::projected_seq(&mut conn).await.unwrap(),
         header.last_seq
     );
-    assert_eq!(
-        projection::compare(&mut conn, &expected, Layout::SINGLE)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_equals_ledger(&mut conn, &expected, Layout::SINGLE).await;
 
     // The next start is the snapshot's state, and goes on from its sequence number.
     let second = server(&redis, |c| {
@@ -442,12 +424,7 @@ async fn restore_after_flushall_rebuilds_ledger_and_read_model_from_the_latest_s
     tokio::time::sleep(Duration::from_millis(50)).await;
     client.send(&traffic(51)).await.unwrap();
     caught_up(&mut conn, second.engine.last_seq()).await;
-    assert_eq!(
-        projection::compare(&mut conn, &second.engine, Layout::SINGLE)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_equals_ledger(&mut conn, &second.engine, Layout::SINGLE).await;
     drop(client);
     second.stop().await.unwrap();
     let (ok, out) = run_cli(&["audit"], &env);
@@ -456,19 +433,10 @@ async fn restore_after_flushall_rebuilds_ledger_and_read_model_from_the_latest_s
 
     // A restore over a journal that does not continue the snapshot (its first run
     // after it is gone) is refused, naming the problem.
-    type Entry = (String, Vec<(String, Vec<u8>)>);
-    let first_after: Vec<Entry> = redis::cmd("XRANGE")
-        .arg(giftstream::persist::redis::JOURNAL_KEY)
-        .arg(format!("{}-0", header.last_seq + 1))
-        .arg("+")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let first_after = journal_first_id(&redis, &format!("{}-0", header.last_seq + 1)).await;
     redis::cmd("XDEL")
         .arg(giftstream::persist::redis::JOURNAL_KEY)
-        .arg(&first_after[0].0)
+        .arg(&first_after)
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
@@ -493,12 +461,7 @@ async fn the_read_model_can_live_in_its_own_redis() {
     client.send(&traffic(0)).await.unwrap();
     let mut read_conn = conn(&read_redis).await;
     caught_up(&mut read_conn, s.engine.last_seq()).await;
-    assert_eq!(
-        projection::compare(&mut read_conn, &s.engine, Layout::SINGLE)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_equals_ledger(&mut read_conn, &s.engine, Layout::SINGLE).await;
     assert_leaderboards_match(&s, &mut read_conn).await;
     // The journal's Redis holds the journal and nothing of the read model.
     let mut journal_conn = conn(&journal_redis).await;
@@ -520,6 +483,75 @@ async fn the_read_model_can_live_in_its_own_redis() {
     );
     drop(client);
     s.stop().await.unwrap();
+}
+
+/// The read model's own Redis loses everything while the server runs (a restart
+/// without persistence, a failover to an empty replica): the projector cannot tell what
+/// the leaderboards hold, so it stops and says so (`giftstream_read_model_stopped`),
+/// acks go on, and the journal trim no longer waits for it — the journal's Redis would
+/// otherwise keep every event from then on. The next start rebuilds the read model
+/// equal to the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_whose_redis_lost_it_stops_holding_back_the_trim_and_is_rebuilt_at_start() {
+    let journal_redis = RedisServer::start();
+    let read_redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let (url, dir) = (read_redis.url(), data.path().to_owned());
+    let adjust = |c: &mut giftstream::config::Config| {
+        c.read_model.url = url.clone();
+        c.snapshot.dir = dir.clone();
+        c.snapshot.events = 150;
+        c.snapshot.keep = 1;
+    };
+    let s = server(&journal_redis, adjust).await;
+    let client = Client::connect(s.tcp, INGEST).await.unwrap();
+    client.send(&funding()).await.unwrap();
+    client.send(&traffic(0)).await.unwrap();
+    let mut read_conn = conn(&read_redis).await;
+    caught_up(&mut read_conn, s.engine.last_seq()).await;
+    let lost_at = s.engine.last_seq();
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut read_conn)
+        .await
+        .unwrap();
+
+    // More traffic: the projector's next write finds no `seq` and stops; snapshots go on
+    // and the journal is trimmed past where the read model was.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut round = 1;
+    loop {
+        let events = traffic(round);
+        let answers = client.send(&events).await.unwrap();
+        assert_eq!(answers.len(), events.len(), "acks go on");
+        round += 1;
+        let stopped = s
+            .metrics()
+            .await
+            .contains("giftstream_read_model_stopped 1");
+        // Held back, the journal's first run would hold `lost_at + 1`: one batch of 201.
+        if stopped && journal_first_seq(&journal_redis).await > lost_at + 1000 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stopped: {stopped}; journal from {}, read model lost at {lost_at}",
+            journal_first_seq(&journal_redis).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nothing was projected after the loss.
+    assert_eq!(projection::projected_seq(&mut read_conn).await.unwrap(), 0);
+    let last = s.engine.last_seq();
+    drop(client);
+    s.stop().await.unwrap();
+
+    // The next start cannot catch up from the journal (trimmed): it rebuilds.
+    let again = server(&journal_redis, adjust).await;
+    again.serving().await;
+    assert_eq!(again.engine.last_seq(), last);
+    caught_up(&mut read_conn, last).await;
+    assert_equals_ledger(&mut read_conn, &again.engine, Layout::SINGLE).await;
+    again.stop().await.unwrap();
 }
 
 /// Four buckets on one Redis, written by two projectors: a ranking service finds each key under `{rm-<id mod 4>}`
@@ -545,12 +577,7 @@ async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_a
         client.send(&traffic(round)).await.unwrap();
     }
     caught_up_in(&mut conn, layout, first.engine.last_seq()).await;
-    assert_eq!(
-        projection::compare(&mut conn, &first.engine, layout)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_equals_ledger(&mut conn, &first.engine, layout).await;
     // What a ranking service reads, by the documented key names.
     let ranked = |raw: Vec<(u64, f64)>| raw.into_iter().map(|(_, s)| s as u64).collect::<Vec<_>>();
     for creator in 7u64..=11 {
@@ -658,12 +685,7 @@ async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_a
     // (A projector that refused the buckets past its window's start would stop with
     // GIFTSTREAM_GAP, and never catch up.)
     caught_up_in(&mut conn, layout, last).await;
-    assert_eq!(
-        projection::compare(&mut conn, &third.engine, layout)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_equals_ledger(&mut conn, &third.engine, layout).await;
     third.stop().await.unwrap();
 
     // Another bucket count is refused, naming the recorded one.

@@ -135,3 +135,31 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// The last sequence number of the journal's first run (what a trim left).
+pub async fn journal_first_seq(redis: &RedisServer) -> u64 {
+    let id = journal_first_id(redis, "-").await;
+    id.split('-').next().unwrap().parse().unwrap()
+}
+
+/// The stream id (`<last seq of the run>-0`) of the journal's first run at or after
+/// stream id `from` (`-`: the first of all).
+pub async fn journal_first_id(redis: &RedisServer, from: &str) -> String {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let first: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(giftstream::persist::redis::JOURNAL_KEY)
+        .arg(from)
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    first
+        .into_iter()
+        .next()
+        .expect("the journal has a run there")
+        .0
+}
