@@ -646,6 +646,16 @@ impl Projector {
     }
 
     /// Takes the pending changes as one write.
+    /// The stamp of the oldest committed event not yet written: the pending window's
+    /// oldest, or now when nothing is pending.
+    fn oldest_unwritten(&self) -> Stamp {
+        if self.pending.is_empty() {
+            Stamp::now()
+        } else {
+            Stamp(self.pending.oldest_stamp)
+        }
+    }
+
     fn take_ops(&mut self) -> Write {
         let p = std::mem::take(&mut self.pending);
         let layout = self.layout;
@@ -1259,16 +1269,28 @@ impl ProjectorHandle {
 struct Progress {
     parts: Vec<AtomicU64>,
     least: Arc<AtomicU64>,
+    /// A projector has stopped for good ([`Progress::halted`]).
+    halted: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
     /// A projector stopped for good while serving: the next start rebuilds the read
     /// model from the ledger (or catches it up) whatever the journal holds, so the
     /// journal trim no longer waits for it — Redis would otherwise keep every event
-    /// from here on until that start. Said in `giftstream_read_model_stopped`.
+    /// from here on until that start. Said in `giftstream_read_model_stopped`; the lag
+    /// gauge is the halted projector's from now on ([`hold_lag`]).
     fn halted(&self) {
+        self.halted.store(true, Ordering::Release);
         self.least.store(u64::MAX, Ordering::Release);
         metrics::gauge!(telemetry::READ_MODEL_STOPPED).set(1.0);
+    }
+
+    /// Sets the lag gauge, unless a projector has halted (its lag, which only grows,
+    /// is the read model's).
+    fn lag(&self, lag_ms: u64) {
+        if !self.halted.load(Ordering::Acquire) {
+            metrics::gauge!(telemetry::READ_MODEL_LAG_SECONDS).set(lag_ms as f64 / 1000.0);
+        }
     }
 
     fn set(&self, index: usize, seq: u64) {
@@ -1304,6 +1326,7 @@ pub fn spawn_projector(
     let progress = Arc::new(Progress {
         parts: (0..count).map(|_| AtomicU64::new(start.next - 1)).collect(),
         least: projected.clone(),
+        halted: Default::default(),
     });
     let mut runs = Vec::with_capacity(count);
     let mut done = Vec::with_capacity(count);
@@ -1451,7 +1474,9 @@ async fn run(
                                     next = projector.next,
                                     "read model: the journal was trimmed past the projector; it is rebuilt at the next start"
                                 );
-                                progress.halted();
+                                drop(rx);
+                                hold_lag(&progress, projector.oldest_unwritten(), window, stop)
+                                    .await;
                                 return;
                             }
                             queue.extend(runs.into_iter().map(|r| (Arc::new(r), 0)));
@@ -1491,7 +1516,8 @@ async fn run(
                 .arg(projector.layout.format_key(0, journal.ledger()))
                 .query_async::<()>(&mut conn)
                 .await;
-            progress.halted();
+            drop(rx);
+            hold_lag(&progress, projector.oldest_unwritten(), window, stop).await;
             return;
         }
         let lag_ms = if projector.pending.is_empty() {
@@ -1502,7 +1528,7 @@ async fn run(
         } else {
             lag_of(Stamp(projector.pending.oldest_stamp))
         };
-        metrics::gauge!(telemetry::READ_MODEL_LAG_SECONDS).set(lag_ms as f64 / 1000.0);
+        progress.lag(lag_ms);
         if Duration::from_millis(lag_ms) > lag_max {
             if !over_lag {
                 metrics::counter!(telemetry::READ_MODEL_LAG_EXCEEDED_TOTAL).increment(1);
@@ -1560,6 +1586,7 @@ async fn run(
                     let mut conn = conn.clone();
                     let target = (journal.ledger(), layout, bucket);
                     let (config, writer) = (&config, writer.as_str());
+                    let progress = &*progress;
                     async move {
                         group_by_key(&mut ops);
                         write_bucket(
@@ -1569,7 +1596,7 @@ async fn run(
                             (from, to),
                             writer,
                             config,
-                            oldest,
+                            (oldest, progress),
                             stopping_since,
                         )
                         .await
@@ -1580,7 +1607,8 @@ async fn run(
                 match written {
                     Ok(held) => saturated += held,
                     Err(Halt::Lost) => {
-                        progress.halted();
+                        drop(rx);
+                        hold_lag(&progress, oldest, window, stop).await;
                         return;
                     }
                     Err(Halt::OutOfTime) => return,
@@ -1619,6 +1647,28 @@ async fn run(
     }
 }
 
+/// A projector that stopped for good while serving: marks it ([`Progress::halted`]),
+/// then, until shutdown, keeps the lag gauge at the age of `oldest` (the oldest
+/// committed event it did not write), so the lag grows and a lag alert fires too.
+async fn hold_lag(
+    progress: &Progress,
+    oldest: Stamp,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    progress.halted();
+    loop {
+        metrics::gauge!(telemetry::READ_MODEL_LAG_SECONDS).set(lag_of(oldest) as f64 / 1000.0);
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            changed = stop.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 /// Why a projector stops writing before its work is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Halt {
@@ -1643,7 +1693,7 @@ async fn write_bucket(
     (from, to): (u64, u64),
     writer: &str,
     config: &ReadModelConfig,
-    oldest: Stamp,
+    (oldest, progress): (Stamp, &Progress),
     stopping_since: Option<Instant>,
 ) -> Result<u64, Halt> {
     let chunks: Vec<&[Op]> = if ops.is_empty() {
@@ -1670,8 +1720,7 @@ async fn write_bucket(
                     }
                     metrics::counter!(telemetry::READ_MODEL_WRITES_TOTAL).increment(1);
                     // A large window takes many writes: the lag stays current.
-                    metrics::gauge!(telemetry::READ_MODEL_LAG_SECONDS)
-                        .set(lag_of(oldest) as f64 / 1000.0);
+                    progress.lag(lag_of(oldest));
                     saturated += held;
                     if !ran {
                         // A retried last chunk whose first attempt ran.

@@ -10,7 +10,7 @@ use giftstream::engine::Event;
 use giftstream::persist::projection::{self, Layout, PREFIX};
 use giftstream::persist::redis::RedisJournal;
 
-use crate::support::child::run_cli;
+use crate::support::child::{ServeProcess, run_cli};
 use crate::support::redis::{RedisServer, journal_first_id, journal_first_seq};
 use crate::support::server::*;
 use crate::support::{gift, goal, payout, recharge};
@@ -552,6 +552,63 @@ async fn a_read_model_whose_redis_lost_it_stops_holding_back_the_trim_and_is_reb
     caught_up(&mut read_conn, last).await;
     assert_equals_ledger(&mut read_conn, &again.engine, Layout::SINGLE).await;
     again.stop().await.unwrap();
+}
+
+/// As above, seen from outside: `giftstream serve` as a process of its own (so its
+/// metrics are its own), the read model's Redis flushed under it. The read model's
+/// gauges say so: `giftstream_read_model_stopped` turns 1, and the lag keeps growing from
+/// the oldest event not written, so an alert on the lag fires too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_read_model_shows_in_the_metrics_with_a_growing_lag() {
+    let journal_redis = RedisServer::start();
+    let read_redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("giftstream.toml");
+    let text = SHIPPED_CONFIG.replace("window_ms = 100", "window_ms = 20");
+    std::fs::write(&config, text).unwrap();
+    let read_url = read_redis.url();
+    let p = ServeProcess::start_with(
+        &config,
+        &journal_redis.url(),
+        &tmp.path().join("data"),
+        &[("GIFTSTREAM_READ_MODEL_URL", read_url.as_str())],
+    );
+    let http = reqwest::Client::new();
+    let client = Client::connect(p.tcp.as_str(), INGEST).await.unwrap();
+    client.send(&funding()).await.unwrap();
+    let answers = client.send(&traffic(0)).await.unwrap();
+    let mut read_conn = conn(&read_redis).await;
+    caught_up(&mut read_conn, answers.last().unwrap().seq).await;
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut read_conn)
+        .await
+        .unwrap();
+    client.send(&traffic(1)).await.unwrap();
+
+    let gauge = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in the metrics"))
+            .parse()
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gauge(&p.metrics(&http).await, "giftstream_read_model_stopped") != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projector did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = gauge(&p.metrics(&http).await, "giftstream_read_model_lag_seconds");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = gauge(&p.metrics(&http).await, "giftstream_read_model_lag_seconds");
+    assert!(
+        second >= first + 1.0,
+        "the lag grows while stopped: {first} s, then {second} s"
+    );
+    drop(client);
+    p.stop();
 }
 
 /// Four buckets on one Redis, written by two projectors: a ranking service finds each key under `{rm-<id mod 4>}`
