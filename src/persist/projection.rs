@@ -1474,9 +1474,8 @@ async fn run(
                                     next = projector.next,
                                     "read model: the journal was trimmed past the projector; it is rebuilt at the next start"
                                 );
-                                drop(rx);
-                                hold_lag(&progress, projector.oldest_unwritten(), window, stop)
-                                    .await;
+                                let oldest = projector.oldest_unwritten();
+                                hold_lag(rx, &progress, oldest, window, stop).await;
                                 return;
                             }
                             queue.extend(runs.into_iter().map(|r| (Arc::new(r), 0)));
@@ -1516,8 +1515,8 @@ async fn run(
                 .arg(projector.layout.format_key(0, journal.ledger()))
                 .query_async::<()>(&mut conn)
                 .await;
-            drop(rx);
-            hold_lag(&progress, projector.oldest_unwritten(), window, stop).await;
+            let oldest = projector.oldest_unwritten();
+            hold_lag(rx, &progress, oldest, window, stop).await;
             return;
         }
         let lag_ms = if projector.pending.is_empty() {
@@ -1607,8 +1606,7 @@ async fn run(
                 match written {
                     Ok(held) => saturated += held,
                     Err(Halt::Lost) => {
-                        drop(rx);
-                        hold_lag(&progress, oldest, window, stop).await;
+                        hold_lag(rx, &progress, oldest, window, stop).await;
                         return;
                     }
                     Err(Halt::OutOfTime) => return,
@@ -1647,15 +1645,18 @@ async fn run(
     }
 }
 
-/// A projector that stopped for good while serving: marks it ([`Progress::halted`]),
-/// then, until shutdown, keeps the lag gauge at the age of `oldest` (the oldest
-/// committed event it did not write), so the lag grows and a lag alert fires too.
+/// A projector that stopped for good while serving: closes its queue (the committer's
+/// runs are no longer kept for it), marks it ([`Progress::halted`]), then, until
+/// shutdown, keeps the lag gauge at the age of `oldest` (the oldest committed event it
+/// did not write), so the lag grows and a lag alert fires too.
 async fn hold_lag(
+    queue: mpsc::Receiver<Arc<Vec<LogEntry>>>,
     progress: &Progress,
     oldest: Stamp,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    drop(queue);
     progress.halted();
     loop {
         metrics::gauge!(telemetry::READ_MODEL_LAG_SECONDS).set(lag_of(oldest) as f64 / 1000.0);
