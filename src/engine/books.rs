@@ -17,7 +17,7 @@ use super::event::{
 };
 use super::rules;
 use super::topk::TopK;
-use super::window::IdempotencyWindow;
+use super::window::LegacyWindow;
 use crate::economy::{Currency, Economy};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,8 +35,11 @@ impl CreatorTotals {
     /// reported here), less those paid out.
     pub(crate) fn diamonds_available(&self, economy: &Economy, settled_in: u128) -> u128 {
         // Invariant: paid <= credited + settled in (a payout is accepted only when
-        // available).
-        self.diamonds_total(economy) + settled_in - self.diamonds_paid
+        // available). Saturating, never wrapping: were the invariant broken, nothing
+        // would be available (the audit reports it).
+        self.diamonds_total(economy)
+            .saturating_add(settled_in)
+            .saturating_sub(self.diamonds_paid)
     }
 }
 
@@ -45,7 +48,8 @@ pub(crate) struct CreatorShard {
     pub creators: FxHashMap<CreatorId, CreatorTotals>,
     /// Creators of this shard ranked by diamonds credited.
     pub top: TopK,
-    pub window: IdempotencyWindow,
+    /// Snapshot formats 1 and 2 kept this shard's ids here; moved to the id index at load.
+    pub window: LegacyWindow,
     pub log: Vec<LogEntry>,
     /// Money paid out per currency, for revenue accounting and the audit.
     pub paid_value: BTreeMap<Currency, Decimal>,
@@ -60,14 +64,11 @@ pub(crate) struct CreatorShard {
 pub(crate) type Settled = FxHashMap<CreatorId, Vec<(u16, u64)>>;
 
 impl CreatorShard {
-    pub(crate) fn new(config: &EngineConfig) -> Self {
+    pub(crate) fn new() -> Self {
         CreatorShard {
             creators: FxHashMap::default(),
             top: TopK::default(),
-            window: IdempotencyWindow::new(
-                config.idempotency_entries_max / config.shards,
-                config.idempotency_window_ms,
-            ),
+            window: LegacyWindow::default(),
             log: Vec::new(),
             paid_value: BTreeMap::new(),
             settled: Settled::default(),
@@ -94,10 +95,9 @@ impl CreatorShard {
         self.top.offer(top_k, creator.0, diamonds);
     }
 
-    /// Applies a payout with sequence number `seq`. With `recorded` (replay), the
-    /// recorded outcome is kept: a payout saw only the credits merged before it, replay
-    /// sees at least those, so a recorded acceptance stays feasible (asserted) and a
-    /// recorded rejection stays a rejection.
+    /// Applies a payout with sequence number `seq`. The engine applies it once every
+    /// event numbered before it has credited the books (and none after it has), so it
+    /// sees exactly what a replay in sequence order sees.
     pub(crate) fn payout(
         &mut self,
         economy: &Economy,
@@ -105,21 +105,11 @@ impl CreatorShard {
         p: &Payout,
         seq: u64,
         stamp: Stamp,
-        recorded: Option<Outcome>,
     ) -> Outcome {
-        debug_assert!(
-            self.window.get(p.id).is_none(),
-            "the caller answers duplicates"
-        );
         let settled_in = self.settled_in(p.creator);
         let totals = self.creators.get(&p.creator).copied().unwrap_or_default();
         let available = totals.diamonds_available(economy, settled_in);
-        let decided = rules::payout(economy, available, p);
-        let decided = match recorded.map(|o| o.status) {
-            Some(Status::Rejected(code)) => Err(code),
-            _ => decided,
-        };
-        let status = match decided {
+        let status = match rules::payout(economy, available, p) {
             Ok(value) => {
                 let totals = self.creators.entry(p.creator).or_default();
                 totals.diamonds_paid += u128::from(p.diamonds);
@@ -138,7 +128,6 @@ impl CreatorShard {
             status,
             duplicate: false,
         };
-        self.window.insert(p.id, outcome, stamp);
         if config.keep_log {
             self.log.push(LogEntry {
                 seq,
@@ -178,7 +167,6 @@ impl CreatorShard {
             status: Status::Accepted(Effect::Settled { credited }),
             duplicate: false,
         };
-        self.window.insert(s.id, outcome, stamp);
         if config.keep_log {
             self.log.push(LogEntry {
                 seq,
@@ -205,18 +193,16 @@ pub(crate) struct StreamTotals {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StreamShard {
     pub streams: FxHashMap<StreamId, StreamTotals>,
-    pub window: IdempotencyWindow,
+    /// Snapshot formats 1 and 2 kept this shard's ids here; moved to the id index at load.
+    pub window: LegacyWindow,
     pub log: Vec<LogEntry>,
 }
 
 impl StreamShard {
-    pub(crate) fn new(config: &EngineConfig) -> Self {
+    pub(crate) fn new() -> Self {
         StreamShard {
             streams: FxHashMap::default(),
-            window: IdempotencyWindow::new(
-                config.idempotency_entries_max / config.shards,
-                config.idempotency_window_ms,
-            ),
+            window: LegacyWindow::default(),
             log: Vec::new(),
         }
     }
@@ -236,10 +222,6 @@ impl StreamShard {
         seq: u64,
         stamp: Stamp,
     ) -> Outcome {
-        debug_assert!(
-            self.window.get(g.id).is_none(),
-            "the caller answers duplicates"
-        );
         let status = match rules::stream_goal(g) {
             Ok(()) => {
                 let totals = self.streams.entry(g.stream).or_default();
@@ -255,7 +237,6 @@ impl StreamShard {
             status,
             duplicate: false,
         };
-        self.window.insert(g.id, outcome, stamp);
         if config.keep_log {
             self.log.push(LogEntry {
                 seq,

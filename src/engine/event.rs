@@ -259,7 +259,100 @@ pub enum Event {
     Settlement(Settlement),
 }
 
+/// Folds 64-bit words into a fingerprint: a fixed function (snapshots keep fingerprints,
+/// so it must not change between builds), well mixed (splitmix64's finalizer per word).
+struct Fingerprint(u64);
+
+impl Fingerprint {
+    fn new(kind: EventKind) -> Self {
+        Fingerprint(0x6A09_E667_F3BC_C908 ^ kind as u64)
+    }
+
+    fn word(mut self, w: u64) -> Self {
+        let mut z = self.0 ^ w.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        self.0 = z ^ (z >> 31);
+        self
+    }
+
+    fn bytes(self, bytes: &[u8]) -> Self {
+        bytes.chunks(8).fold(self.word(bytes.len() as u64), |f, c| {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            f.word(u64::from_le_bytes(w))
+        })
+    }
+
+    fn option(self, v: Option<u64>) -> Self {
+        match v {
+            Some(v) => self.word(1).word(v),
+            None => self.word(0),
+        }
+    }
+
+    /// Never [`EventFingerprint::UNKNOWN`].
+    fn finish(self) -> EventFingerprint {
+        EventFingerprint(self.0.max(1))
+    }
+}
+
+/// A 64-bit digest of every field of an event but its id: two events with one id and
+/// equal fingerprints are the same event (an exact retry); different fingerprints mean
+/// the id was reused for other content.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventFingerprint(pub u64);
+
+impl EventFingerprint {
+    /// The fingerprint of an id remembered before fingerprints were kept (snapshot format
+    /// 2 and older): it matches any content, as those ids did then.
+    pub const UNKNOWN: EventFingerprint = EventFingerprint(0);
+
+    pub fn matches(self, other: EventFingerprint) -> bool {
+        self == other || self == Self::UNKNOWN || other == Self::UNKNOWN
+    }
+}
+
 impl Event {
+    /// The fingerprint of everything in the event but its id.
+    pub fn fingerprint(&self) -> EventFingerprint {
+        let f = Fingerprint::new(self.kind());
+        match self {
+            Event::Recharge(r) => f
+                .word(r.user.0)
+                .word(r.coins)
+                .bytes(&r.price.normalize().serialize())
+                .bytes(r.currency.as_str().as_bytes())
+                .option(r.package.map(|p| u64::from(p.0)))
+                .word(r.channel as u64),
+            Event::Gift(g) => f
+                .word(g.sender.0)
+                .word(g.creator.0)
+                .word(g.stream.0)
+                .word(u64::from(g.gift.0))
+                .word(u64::from(g.count)),
+            Event::Payout(p) => f
+                .word(p.creator.0)
+                .word(p.diamonds)
+                .bytes(p.currency.as_str().as_bytes()),
+            Event::Account(a) => f
+                .word(a.user.0)
+                .option(a.region.map(|r| {
+                    let b = r.as_str().as_bytes();
+                    u64::from(b[0]) << 8 | u64::from(b[1])
+                }))
+                .word(u64::from(a.adult))
+                .option(a.monthly_budget_coins),
+            Event::StreamGoal(g) => f.word(g.stream.0).word(g.creator.0).word(g.coins_target),
+            Event::Settlement(s) => f
+                .word(s.creator.0)
+                .word(u64::from(s.source))
+                .word(s.diamonds),
+        }
+        .finish()
+    }
+
     pub fn id(&self) -> EventId {
         match self {
             Event::Recharge(e) => e.id,
@@ -335,10 +428,16 @@ pub enum RejectCode {
     InsufficientDiamonds = 11,
     /// A payout in a currency without a configured `diamond_value`.
     UnsupportedCurrency = 12,
+    /// The event id was used before by an event with other content. Not recorded: it
+    /// changes nothing, takes no sequence number and reveals nothing of the original.
+    EventIdReused = 13,
+    /// The idempotency index is full of ids younger than the retry horizon: the event
+    /// was not applied and can be retried (backpressure; never recorded).
+    Unavailable = 14,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 12] = [
+    pub const ALL: [RejectCode; 14] = [
         RejectCode::UnknownGift,
         RejectCode::InvalidCount,
         RejectCode::AmountOutOfRange,
@@ -351,6 +450,8 @@ impl RejectCode {
         RejectCode::InsufficientCoins,
         RejectCode::InsufficientDiamonds,
         RejectCode::UnsupportedCurrency,
+        RejectCode::EventIdReused,
+        RejectCode::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -367,11 +468,21 @@ impl RejectCode {
             RejectCode::InsufficientCoins => "INSUFFICIENT_COINS",
             RejectCode::InsufficientDiamonds => "INSUFFICIENT_DIAMONDS",
             RejectCode::UnsupportedCurrency => "UNSUPPORTED_CURRENCY",
+            RejectCode::EventIdReused => "EVENT_ID_REUSED",
+            RejectCode::Unavailable => "UNAVAILABLE",
         }
     }
 
     pub fn from_u8(v: u8) -> Option<RejectCode> {
         RejectCode::ALL.into_iter().find(|c| *c as u8 == v)
+    }
+
+    /// Whether an event rejected with this code is a recorded outcome (journaled, with a
+    /// sequence number, remembered for retries). `EVENT_ID_REUSED` and `UNAVAILABLE`
+    /// are answers about the id or the service, not outcomes of the event: nothing is
+    /// recorded and the event keeps no number.
+    pub fn is_recorded(self) -> bool {
+        !matches!(self, RejectCode::EventIdReused | RejectCode::Unavailable)
     }
 }
 

@@ -10,19 +10,38 @@
 //! - `creators[j]`: coin totals, diamonds and payouts of the creators hashing to `j`.
 //! - `streams[k]`: coin totals and goals of the streams hashing to `k`.
 //!
-//! Lock order: a sender shard, then (to merge a chunk's credits) one book shard at a
-//! time. Payouts and goals lock one book shard only. A consistent cut
-//! ([`Engine::drain_log`], [`Engine::audit`]) locks every sender shard, then every
-//! creator shard, then every stream shard, in index order. No path takes two shards of
-//! one kind or goes from a book back to a sender, so there is no deadlock.
+//! - `ids[t]`: the idempotency index of the event ids hashing to `t` (by the id, not the
+//!   user: an id is one key across users, event types and shards).
+//!
+//! Lock order: the sequence gate, then a sender shard, then (to merge a chunk's
+//! credits) one book shard at a time. Payouts and goals lock one book shard only. An id
+//! shard is a leaf: taken under a sender or book shard, nothing is locked while it is
+//! held. A consistent cut ([`Engine::drain_log`], [`Engine::audit`]) locks every sender
+//! shard, then every creator shard, then every stream shard, then every id shard, in
+//! index order. No path takes two shards of one kind or goes from a book back to a
+//! sender, so there is no deadlock.
+//!
+//! # Exactly once
+//! A chunk first claims its ids in the index (one lock per id shard touched): an id not
+//! remembered is claimed for the event (pending), an exact retry gets the original
+//! outcome, other content under a remembered id is `EVENT_ID_REUSED`, and a full index
+//! answers `UNAVAILABLE`. Only the claimed events are applied; their outcomes then settle
+//! the claims. Claims and settles of one chunk happen under its sender shard's lock, so
+//! no cut sees a pending claim.
 //!
 //! # Sequence numbers
-//! A chunk counts its fresh (non-duplicate) events and reserves exactly that many
-//! numbers with a single `fetch_add` under its shard's lock, then applies in that order:
-//! numbers are unique, increasing and never skip, and a duplicate consumes none.
-//! Because reservation and application happen under the same lock, at a consistent cut
-//! every reserved number belongs to a finished event: [`Engine::drain_log`] returns a
-//! gap-free prefix.
+//! A chunk counts its claimed events and reserves exactly that many numbers with a
+//! single `fetch_add` under its shard's lock, then applies in that order: numbers are
+//! unique, increasing and never skip, and a retry or reuse consumes none. Because
+//! reservation and application happen under the same lock, at a consistent cut every
+//! reserved number belongs to a finished event: [`Engine::drain_log`] returns a gap-free
+//! prefix.
+//!
+//! A chunk credits the books after it has reserved its numbers. So that a payout sees
+//! exactly the credits of the events numbered before it (what a replay in sequence order
+//! sees), chunks hold the sequence gate shared from reserving until their credits are
+//! merged, and a payout takes it exclusively: it is numbered and applied when no chunk
+//! is between the two.
 
 mod books;
 pub mod event;
@@ -35,7 +54,7 @@ mod window;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam::utils::CachePadded;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -46,6 +65,7 @@ pub use event::*;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
 pub use topk::{Offer, TopK};
+use window::{Claim, IdWindow};
 
 /// Largest number of shards of each kind.
 pub const SHARDS_MAX: usize = 1024;
@@ -53,6 +73,8 @@ pub const SHARDS_MAX: usize = 1024;
 pub const TOP_K_MAX: usize = 1000;
 /// Largest history kept per user.
 pub const HISTORY_PER_USER_MAX: usize = 1000;
+/// Largest idempotency index (ids remembered in all).
+pub const IDEMPOTENCY_ENTRIES_MAX: usize = 1 << 30;
 
 /// Engine sizing and bounds. Every field has a limit checked by [`EngineConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,10 +86,15 @@ pub struct EngineConfig {
     /// misses (BENCHMARKS.md "Shards: 16 → 4"). Fixed for a ledger's life: a snapshot
     /// loads with the count it was taken with.
     pub shards: usize,
-    /// Event ids remembered for idempotency, in total (split evenly across shards).
+    /// Event ids remembered for idempotency, in total (split evenly across the id
+    /// shards). Size it to the retry horizon times the peak event rate: when it is full
+    /// of ids younger than the horizon, new events are answered `UNAVAILABLE` (retry
+    /// later), never admitted by forgetting an id early.
     pub idempotency_entries_max: usize,
-    /// Event ids older than this (by their journaled stamps) are forgotten.
-    pub idempotency_window_ms: u64,
+    /// The retry horizon: every event id is remembered at least this long (by the
+    /// journaled stamps), so a retry within it is answered with the original outcome.
+    #[serde(alias = "idempotency_window_ms")]
+    pub idempotency_horizon_ms: u64,
     /// Recent history entries kept per user (0 = none).
     pub history_per_user: usize,
     /// Length of every top-K list: top gifters per creator and per stream, top creators.
@@ -80,8 +107,8 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             shards: 4,
-            idempotency_entries_max: 1 << 20,
-            idempotency_window_ms: 24 * 3600 * 1000,
+            idempotency_entries_max: 1 << 22,
+            idempotency_horizon_ms: 10 * 60 * 1000,
             history_per_user: 32,
             top_k: 100,
             keep_log: true,
@@ -118,10 +145,16 @@ impl EngineConfig {
                 "must be at least one entry per shard",
             ));
         }
-        if self.idempotency_window_ms == 0 {
+        if self.idempotency_horizon_ms == 0 {
             return Err(ConfigError::new(
-                "engine.idempotency_window_ms",
+                "engine.idempotency_horizon_ms",
                 "must be positive",
+            ));
+        }
+        if self.idempotency_entries_max > IDEMPOTENCY_ENTRIES_MAX {
+            return Err(ConfigError::new(
+                "engine.idempotency_entries_max",
+                format!("must be at most {IDEMPOTENCY_ENTRIES_MAX}"),
             ));
         }
         Ok(())
@@ -241,6 +274,12 @@ impl AuditReport {
     }
 }
 
+/// A locked book shard.
+enum BookGuard<'a> {
+    Creator(MutexGuard<'a, CreatorShard>),
+    Stream(MutexGuard<'a, StreamShard>),
+}
+
 /// Where an event is applied.
 #[derive(Clone, Copy)]
 enum Route {
@@ -268,8 +307,31 @@ pub struct Engine {
     senders: Box<[CachePadded<Mutex<SenderShard>>]>,
     creators: Box<[CachePadded<Mutex<CreatorShard>>]>,
     streams: Box<[CachePadded<Mutex<StreamShard>>]>,
+    ids: Box<[CachePadded<Mutex<IdWindow>>]>,
+    /// Shared by a chunk from reserving its numbers to merging its credits; exclusive
+    /// for a payout (see the module doc).
+    gate: RwLock<()>,
     /// The next sequence number to reserve (the first event gets 1).
     next_seq: CachePadded<AtomicU64>,
+}
+
+/// What a chunk found for one event's id.
+#[derive(Clone, Copy)]
+enum Verdict {
+    Apply,
+    Answer(Outcome),
+    /// A retry of an earlier event of the same chunk: answered with its outcome.
+    SameAsEarlier,
+}
+
+/// An answer that records nothing: seq 0, not a duplicate.
+fn unrecorded(code: RejectCode) -> Outcome {
+    debug_assert!(!code.is_recorded());
+    Outcome {
+        seq: 0,
+        status: Status::Rejected(code),
+        duplicate: false,
+    }
 }
 
 impl Engine {
@@ -279,14 +341,23 @@ impl Engine {
         Ok(Engine {
             mask: n - 1,
             senders: (0..n)
-                .map(|_| CachePadded::new(Mutex::new(SenderShard::new(&config))))
+                .map(|_| CachePadded::new(Mutex::new(SenderShard::new())))
                 .collect(),
             creators: (0..n)
-                .map(|_| CachePadded::new(Mutex::new(CreatorShard::new(&config))))
+                .map(|_| CachePadded::new(Mutex::new(CreatorShard::new())))
                 .collect(),
             streams: (0..n)
-                .map(|_| CachePadded::new(Mutex::new(StreamShard::new(&config))))
+                .map(|_| CachePadded::new(Mutex::new(StreamShard::new())))
                 .collect(),
+            ids: (0..n)
+                .map(|_| {
+                    CachePadded::new(Mutex::new(IdWindow::new(
+                        config.idempotency_entries_max / n,
+                        config.idempotency_horizon_ms,
+                    )))
+                })
+                .collect(),
+            gate: RwLock::new(()),
             next_seq: CachePadded::new(AtomicU64::new(1)),
             economy,
             config,
@@ -299,6 +370,12 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Event ids the idempotency index holds, and the most it may hold.
+    pub fn ids_remembered(&self) -> (usize, usize) {
+        let held = self.ids.iter().map(|w| w.lock().len()).sum();
+        (held, self.config.idempotency_entries_max)
     }
 
     /// The last sequence number reserved (0 before the first event).
@@ -358,43 +435,117 @@ impl Engine {
                 next[s] += 1;
             }
         }
-        let mut fresh = Vec::new();
+        let mut verdicts = Vec::new();
+        let mut settled = Vec::new();
         for s in 0..shards {
             let chunk = &order[counts[s] as usize..counts[s + 1] as usize];
             if chunk.is_empty() {
                 continue;
             }
+            let gate = self.gate.read();
             let mut shard = self.senders[s].lock();
-            // Reserve exactly one number per fresh event, so that numbers never skip:
-            // count the ids not in the window, once each (a batch may repeat an id).
-            fresh.clear();
-            fresh.extend(
-                chunk
-                    .iter()
-                    .map(|&i| events[i as usize].id())
-                    .filter(|id| !shard.window.contains(*id)),
-            );
-            fresh.sort_unstable();
-            fresh.dedup();
-            let mut next = self
-                .next_seq
-                .fetch_add(fresh.len() as u64, Ordering::AcqRel);
-            for block in chunk.chunks(WARM_BLOCK) {
+            self.claim_ids(events, chunk, stamp, &mut verdicts);
+            // Reserve exactly one number per claimed event, so that numbers never skip.
+            let claimed = verdicts
+                .iter()
+                .filter(|v| matches!(v, Verdict::Apply))
+                .count();
+            let mut next = self.next_seq.fetch_add(claimed as u64, Ordering::AcqRel);
+            settled.clear();
+            for (block, verdicts) in chunk.chunks(WARM_BLOCK).zip(verdicts.chunks(WARM_BLOCK)) {
                 std::hint::black_box(shard.warm(block.iter().map(|&i| &events[i as usize])));
-                for &i in block {
+                for (&i, verdict) in block.iter().zip(verdicts) {
                     let i = i as usize;
-                    let outcome =
-                        shard.apply(&self.economy, &self.config, &events[i], next, stamp, month);
-                    next += u64::from(!outcome.duplicate);
-                    outcomes[i] = outcome;
+                    outcomes[i] = match *verdict {
+                        Verdict::Apply => {
+                            let outcome = shard.apply(
+                                &self.economy,
+                                &self.config,
+                                &events[i],
+                                next,
+                                stamp,
+                                month,
+                            );
+                            next += 1;
+                            settled.push((events[i].id(), outcome));
+                            outcome
+                        }
+                        Verdict::Answer(outcome) => outcome,
+                        Verdict::SameAsEarlier => {
+                            let id = events[i].id();
+                            let &(_, original) = settled
+                                .iter()
+                                .rev()
+                                .find(|(s, _)| *s == id)
+                                .expect("an earlier event of the chunk claimed the id");
+                            Outcome {
+                                duplicate: true,
+                                ..original
+                            }
+                        }
+                    };
                 }
             }
             self.merge_credits(&mut shard);
+            drop(gate);
+            self.settle_ids(&mut settled);
         }
         for i in book_events {
-            outcomes[i] = self.apply_to_book(&events[i], routes[i], None, stamp, None);
+            outcomes[i] = self.apply_to_book(&events[i], routes[i], None, stamp);
         }
         outcomes
+    }
+
+    fn id_shard(&self, id: EventId) -> usize {
+        shard_of((id.0 >> 64) as u64 ^ id.0 as u64, self.mask)
+    }
+
+    /// Claims the ids of `chunk`'s events (indexes into `events`) in the id index,
+    /// leaving one verdict per event in `verdicts`, in chunk order. Each id shard is
+    /// locked once; events are taken in chunk order within it, so of two events of the
+    /// chunk with one id the first is applied.
+    fn claim_ids(
+        &self,
+        events: &[Event],
+        chunk: &[u32],
+        stamp: Stamp,
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        verdicts.clear();
+        verdicts.resize(chunk.len(), Verdict::Apply);
+        let mut by_shard: Vec<(usize, usize)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| (self.id_shard(events[i as usize].id()), k))
+            .collect();
+        by_shard.sort_unstable();
+        for run in by_shard.chunk_by(|a, b| a.0 == b.0) {
+            let mut ids = self.ids[run[0].0].lock();
+            for &(_, k) in run {
+                let event = &events[chunk[k] as usize];
+                verdicts[k] = match ids.claim(event.id(), event.fingerprint(), stamp, true) {
+                    Claim::Fresh => Verdict::Apply,
+                    Claim::Retry(Some(original)) => Verdict::Answer(Outcome {
+                        duplicate: true,
+                        ..original
+                    }),
+                    Claim::Retry(None) => Verdict::SameAsEarlier,
+                    Claim::Reused => Verdict::Answer(unrecorded(RejectCode::EventIdReused)),
+                    Claim::Full => Verdict::Answer(unrecorded(RejectCode::Unavailable)),
+                };
+            }
+        }
+    }
+
+    /// Records the outcomes of claimed ids, one lock per id shard touched.
+    fn settle_ids(&self, settled: &mut [(EventId, Outcome)]) {
+        settled.sort_unstable_by_key(|(id, _)| self.id_shard(*id));
+        for run in settled.chunk_by(|a, b| self.id_shard(a.0) == self.id_shard(b.0)) {
+            let mut ids = self.ids[self.id_shard(run[0].0)].lock();
+            for &(id, outcome) in run {
+                ids.settle(id, outcome);
+            }
+        }
     }
 
     /// Applies a payout or a goal under its book shard's lock, reserving its number there
@@ -405,44 +556,44 @@ impl Engine {
         route: Route,
         seq: Option<u64>,
         stamp: Stamp,
-        recorded: Option<Outcome>,
     ) -> Outcome {
-        match (event, route) {
-            (Event::Payout(p), Route::Creator(c)) => {
-                let mut shard = self.creators[c].lock();
-                if let Some(original) = shard.window.get(p.id) {
-                    return Outcome {
-                        duplicate: true,
-                        ..original
-                    };
-                }
-                let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
-                shard.payout(&self.economy, &self.config, p, seq, stamp, recorded)
+        // A payout reads the credits: it waits for the chunks between reserving their
+        // numbers and merging their credits, and holds off new ones (module doc).
+        let _gate = (matches!(event, Event::Payout(_)) && seq.is_none()).then(|| self.gate.write());
+        let id = event.id();
+        let mut guard = match route {
+            Route::Creator(c) => BookGuard::Creator(self.creators[c].lock()),
+            Route::Stream(k) => BookGuard::Stream(self.streams[k].lock()),
+            Route::Sender(_) => unreachable!("sender events are applied in chunks"),
+        };
+        let mut ids = self.ids[self.id_shard(id)].lock();
+        match ids.claim(id, event.fingerprint(), stamp, seq.is_none()) {
+            Claim::Fresh => {}
+            Claim::Retry(Some(original)) => {
+                return Outcome {
+                    duplicate: true,
+                    ..original
+                };
             }
-            (Event::Settlement(st), Route::Creator(c)) => {
-                let mut shard = self.creators[c].lock();
-                if let Some(original) = shard.window.get(st.id) {
-                    return Outcome {
-                        duplicate: true,
-                        ..original
-                    };
-                }
-                let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
-                shard.settle(&self.config, st, seq, stamp)
-            }
-            (Event::StreamGoal(g), Route::Stream(s)) => {
-                let mut shard = self.streams[s].lock();
-                if let Some(original) = shard.window.get(g.id) {
-                    return Outcome {
-                        duplicate: true,
-                        ..original
-                    };
-                }
-                let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
-                shard.goal(&self.config, g, seq, stamp)
-            }
-            _ => unreachable!("only payouts, settlements and goals are routed to books"),
+            // Pending ids belong to sender chunks, whose kinds differ: other content.
+            Claim::Retry(None) | Claim::Reused => return unrecorded(RejectCode::EventIdReused),
+            Claim::Full => return unrecorded(RejectCode::Unavailable),
         }
+        let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
+        let outcome = match (event, &mut guard) {
+            (Event::Payout(p), BookGuard::Creator(book)) => {
+                book.payout(&self.economy, &self.config, p, seq, stamp)
+            }
+            (Event::Settlement(st), BookGuard::Creator(book)) => {
+                book.settle(&self.config, st, seq, stamp)
+            }
+            (Event::StreamGoal(g), BookGuard::Stream(book)) => {
+                book.goal(&self.config, g, seq, stamp)
+            }
+            _ => unreachable!("payouts and settlements go to creators, goals to streams"),
+        };
+        ids.settle(id, outcome);
+        outcome
     }
 
     /// Merges a chunk's buffered coins into the books, one lock per book shard touched.
@@ -476,8 +627,9 @@ impl Engine {
     }
 
     /// Replays logged events (sorted by seq, all after [`Engine::last_seq`]) with their
-    /// journaled stamps. Every outcome must come out as recorded, except that payouts
-    /// keep their recorded decision (see `CreatorShard::payout`). Never reads a clock.
+    /// journaled stamps. Every outcome must come out as recorded, payouts included (they
+    /// were applied live with exactly the credits numbered before them). Never reads a
+    /// clock.
     pub fn replay(&self, entries: &[LogEntry]) -> Result<(), ReplayError> {
         let mut last = self.last_seq();
         for entry in entries {
@@ -498,7 +650,7 @@ impl Engine {
         // Between two book events (payouts, goals), sender events of different shards
         // are independent: replay them per shard, one lock and one credit merge per
         // shard, and large segments on two threads. Book events go one by one, after
-        // every earlier sender event, so they see at least the credits they saw live.
+        // every earlier sender event, so they see the credits they saw live.
         let mut i = 0;
         while i < entries.len() {
             let start = i;
@@ -510,13 +662,8 @@ impl Engine {
             }
             if let Some(entry) = entries.get(i) {
                 let route = self.route(&entry.event);
-                let replayed = self.apply_to_book(
-                    &entry.event,
-                    route,
-                    Some(entry.seq),
-                    entry.stamp,
-                    Some(entry.outcome),
-                );
+                let replayed =
+                    self.apply_to_book(&entry.event, route, Some(entry.seq), entry.stamp);
                 check_replayed(entry, &replayed)?;
                 self.unlog(route, entry.seq);
                 i += 1;
@@ -562,7 +709,7 @@ impl Engine {
             }
             shard.log.truncate(logged);
             self.merge_credits(&mut shard);
-            Ok(())
+            self.remember_replayed(chunk)
         };
         if entries.len() < REPLAY_PARALLEL_EVENTS_MIN || shards == 1 {
             return by_shard
@@ -588,6 +735,33 @@ impl Engine {
         })
     }
 
+    /// Remembers the ids of replayed sender events, one lock per id shard touched. An id
+    /// already remembered means the live run answered it as a retry: not in a log.
+    fn remember_replayed(&self, chunk: &[&LogEntry]) -> Result<(), ReplayError> {
+        let mut by_shard: Vec<(usize, &LogEntry)> = chunk
+            .iter()
+            .map(|&e| (self.id_shard(e.event.id()), e))
+            .collect();
+        by_shard.sort_unstable_by_key(|&(t, e)| (t, e.seq));
+        for run in by_shard.chunk_by(|a, b| a.0 == b.0) {
+            let mut ids = self.ids[run[0].0].lock();
+            for &(_, e) in run {
+                let id = e.event.id();
+                if ids.insert(id, e.event.fingerprint(), e.outcome, e.stamp) != Claim::Fresh {
+                    return Err(ReplayError::Mismatch {
+                        seq: e.seq,
+                        event: id,
+                        recorded: e.outcome.status,
+                        replayed: ids
+                            .get(id, e.stamp)
+                            .map_or(Status::Rejected(RejectCode::EventIdReused), |o| o.status),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the log entry `seq` a replayed book event left (replayed events are
     /// committed already).
     fn unlog(&self, route: Route, seq: u64) {
@@ -608,6 +782,7 @@ impl Engine {
             senders: self.senders.iter().map(|m| m.lock()).collect(),
             creators: self.creators.iter().map(|m| m.lock()).collect(),
             streams: self.streams.iter().map(|m| m.lock()).collect(),
+            ids: self.ids.iter().map(|m| m.lock()).collect(),
         }
     }
 
@@ -632,6 +807,7 @@ impl Engine {
             creators: cut.creators.iter().map(|g| &**g).collect(),
             streams: cut.streams.iter().map(|g| &**g).collect(),
             settled: cut.creators.iter().map(|g| &g.settled).collect(),
+            ids: cut.ids.iter().map(|g| &**g).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -652,29 +828,44 @@ impl Engine {
             creators: cut.creators.iter().map(|c| (**c).clone()).collect(),
             streams: cut.streams.iter().map(|s| (**s).clone()).collect(),
             settled: cut.creators.iter().map(|c| c.settled.clone()).collect(),
+            ids: cut.ids.iter().map(|w| (**w).clone()).collect(),
         };
         drop(cut);
         log.sort_unstable_by_key(|e| e.seq);
         (state, log)
     }
 
-    /// An engine holding `state` (taken with the same number of shards).
+    /// An engine holding `state` (taken with the same number of shards). The id index
+    /// takes the config's bound and horizon; a state from before it (snapshot format 2 or
+    /// older) has its ids moved in from the shards, without fingerprints.
     pub fn from_state(
         economy: Economy,
         config: EngineConfig,
-        state: EngineState,
+        mut state: EngineState,
     ) -> Result<Engine, StateError> {
-        if state.senders.len() != config.shards
-            || state.creators.len() != config.shards
-            || state.streams.len() != config.shards
-            || state.settled.len() != config.shards
+        let n = config.shards;
+        if state.senders.len() != n
+            || state.creators.len() != n
+            || state.streams.len() != n
+            || state.settled.len() != n
+            || !(state.ids.len() == n || state.ids.is_empty())
         {
             return Err(StateError::Shards {
                 found: state.senders.len(),
-                expected: config.shards,
+                expected: n,
             });
         }
         let engine = Engine::new(economy, config)?;
+        let mut legacy = Vec::new();
+        for s in &mut state.senders {
+            legacy.extend(s.window.take());
+        }
+        for c in &mut state.creators {
+            legacy.extend(c.window.take());
+        }
+        for s in &mut state.streams {
+            legacy.extend(s.window.take());
+        }
         let mut senders = state.senders.into_iter();
         for slot in engine.senders.iter() {
             *slot.lock() = senders.next().expect("checked length");
@@ -688,6 +879,22 @@ impl Engine {
         let mut streams = state.streams.into_iter();
         for slot in engine.streams.iter() {
             *slot.lock() = streams.next().expect("checked length");
+        }
+        for (slot, mut window) in engine.ids.iter().zip(state.ids) {
+            window.reconfigure(
+                engine.config.idempotency_entries_max / n,
+                engine.config.idempotency_horizon_ms,
+            );
+            *slot.lock() = window;
+        }
+        legacy.sort_unstable_by_key(|&(_, stamp, outcome)| (stamp, outcome.seq));
+        for (id, stamp, outcome) in legacy {
+            engine.ids[engine.id_shard(id)].lock().insert(
+                id,
+                EventFingerprint::UNKNOWN,
+                outcome,
+                stamp,
+            );
         }
         engine.next_seq.store(state.last_seq + 1, Ordering::Release);
         Ok(engine)
@@ -1047,10 +1254,9 @@ impl Engine {
             creator_gifters.sort_unstable();
             let mut stream_gifters: Vec<_> = s.stream_gifters.iter().collect();
             stream_gifters.sort_unstable();
-            let window: Vec<_> = s.window.iter().collect();
             let _ = writeln!(
                 out,
-                "sender {i}: {wallets:?} {hist:?} {creators:?} {streams:?} {creator_gifters:?} {stream_gifters:?} {window:?} {:?}",
+                "sender {i}: {wallets:?} {hist:?} {creators:?} {streams:?} {creator_gifters:?} {stream_gifters:?} {:?}",
                 s.totals
             );
         }
@@ -1059,18 +1265,27 @@ impl Engine {
             creators.sort_unstable_by_key(|(id, _)| **id);
             let mut settled: Vec<_> = c.settled.iter().collect();
             settled.sort_unstable_by_key(|(id, _)| **id);
-            let window: Vec<_> = c.window.iter().collect();
             let _ = writeln!(
                 out,
-                "creator {i}: {creators:?} {:?} {window:?} {:?} {settled:?}",
+                "creator {i}: {creators:?} {:?} {:?} {settled:?}",
                 c.top, c.paid_value
             );
         }
         for (i, s) in cut.streams.iter().enumerate() {
             let mut streams: Vec<_> = s.streams.iter().collect();
             streams.sort_unstable_by_key(|(id, _)| **id);
-            let window: Vec<_> = s.window.iter().collect();
-            let _ = writeln!(out, "stream {i}: {streams:?} {window:?}");
+            let _ = writeln!(out, "stream {i}: {streams:?}");
+        }
+        // The ids remembered at the newest stamp: the same set whatever order concurrent
+        // chunks inserted them in (a replay inserts them in sequence order).
+        let newest = cut
+            .ids
+            .iter()
+            .flat_map(|w| w.iter().map(|(_, _, stamp, _)| stamp))
+            .max()
+            .unwrap_or_default();
+        for (i, w) in cut.ids.iter().enumerate() {
+            let _ = writeln!(out, "ids {i}: {:?}", w.canonical(newest));
         }
         out
     }
@@ -1099,9 +1314,35 @@ pub struct EngineState {
     senders: Vec<SenderShard>,
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
-    /// Per creator shard, its settlement reports (`CreatorShard::settled`): last, so
-    /// that format 1 (without them) is format 2's prefix.
+    /// Per creator shard, its settlement reports (`CreatorShard::settled`): after the
+    /// shards, so that format 1 (without them) is format 2's prefix.
     settled: Vec<Settled>,
+    /// Per id shard, its remembered ids (format 3; format 2 is its prefix, with the ids
+    /// in the shards' legacy windows).
+    ids: Vec<IdWindow>,
+}
+
+/// A state as snapshot format 2 encoded it (the ids in the shards' windows).
+#[derive(Deserialize)]
+pub(crate) struct EngineStateV2 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+}
+
+impl From<EngineStateV2> for EngineState {
+    fn from(v2: EngineStateV2) -> Self {
+        EngineState {
+            last_seq: v2.last_seq,
+            senders: v2.senders,
+            creators: v2.creators,
+            streams: v2.streams,
+            settled: v2.settled,
+            ids: Vec::new(),
+        }
+    }
 }
 
 /// A state as snapshot format 1 encoded it (no settlements).
@@ -1121,6 +1362,7 @@ impl From<EngineStateV1> for EngineState {
             senders: v1.senders,
             creators: v1.creators,
             streams: v1.streams,
+            ids: Vec::new(),
         }
     }
 }
@@ -1147,6 +1389,7 @@ impl EngineState {
             creators: self.creators.iter().collect(),
             streams: self.streams.iter().collect(),
             settled: self.settled.iter().collect(),
+            ids: self.ids.iter().collect(),
         }
     }
 }
@@ -1161,6 +1404,7 @@ pub struct StateView<'a> {
     creators: Vec<&'a CreatorShard>,
     streams: Vec<&'a StreamShard>,
     settled: Vec<&'a Settled>,
+    ids: Vec<&'a IdWindow>,
 }
 
 impl StateView<'_> {
@@ -1312,6 +1556,7 @@ struct Cut<'a> {
     senders: Vec<MutexGuard<'a, SenderShard>>,
     creators: Vec<MutexGuard<'a, CreatorShard>>,
     streams: Vec<MutexGuard<'a, StreamShard>>,
+    ids: Vec<MutexGuard<'a, IdWindow>>,
 }
 
 impl Cut<'_> {

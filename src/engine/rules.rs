@@ -39,8 +39,11 @@ impl Default for Wallet {
 }
 
 impl Wallet {
+    /// Coins spent on gifts in `month`. The wallet counts one month, its latest: a gift
+    /// stamped in an earlier month than one already applied counts in the later month
+    /// (never twice the budget across a month boundary).
     pub(crate) fn spent_in(&self, month: u32) -> u64 {
-        if self.month == month {
+        if self.month >= month {
             self.spent_this_month
         } else {
             0

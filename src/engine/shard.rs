@@ -20,7 +20,7 @@ use super::event::{
 use super::rules::{self, NO_BUDGET, Wallet};
 use super::splitmap::SplitMap;
 use super::topk::GifterTop;
-use super::window::IdempotencyWindow;
+use super::window::LegacyWindow;
 use crate::economy::{Currency, Economy};
 
 /// One line of a user's recent history.
@@ -176,7 +176,8 @@ pub(crate) struct SenderTotals {
 pub(crate) struct SenderShard {
     pub wallets: FxHashMap<UserId, Wallet>,
     pub histories: FxHashMap<UserId, VecDeque<HistoryLine>>,
-    pub window: IdempotencyWindow,
+    /// Snapshot formats 1 and 2 kept this shard's ids here; moved to the id index at load.
+    pub window: LegacyWindow,
     pub creators: FxHashMap<CreatorId, CreatorPart>,
     pub streams: FxHashMap<StreamId, StreamPart>,
     /// Coins gifted per (creator, sender of this shard). One flat map rather than a map
@@ -199,14 +200,11 @@ pub(crate) struct PendingCredits {
 }
 
 impl SenderShard {
-    pub(crate) fn new(config: &EngineConfig) -> Self {
+    pub(crate) fn new() -> Self {
         SenderShard {
             wallets: FxHashMap::default(),
             histories: FxHashMap::default(),
-            window: IdempotencyWindow::new(
-                config.idempotency_entries_max / config.shards,
-                config.idempotency_window_ms,
-            ),
+            window: LegacyWindow::default(),
             creators: FxHashMap::default(),
             streams: FxHashMap::default(),
             creator_gifters: SplitMap::default(),
@@ -258,8 +256,8 @@ impl SenderShard {
     }
 
     /// Applies one sender-routed event (recharge, gift, account settings) with the
-    /// sequence number `seq` reserved for it. A duplicate returns the stored outcome and
-    /// changes nothing.
+    /// sequence number `seq` reserved for it. The caller has claimed its id: it is not a
+    /// retry.
     pub(crate) fn apply(
         &mut self,
         economy: &Economy,
@@ -270,12 +268,6 @@ impl SenderShard {
         month: u32,
     ) -> Outcome {
         let id = event.id();
-        if let Some(original) = self.window.get(id) {
-            return Outcome {
-                duplicate: true,
-                ..original
-            };
-        }
         let mut totals = None;
         // The change of the user's coins: an amount and whether it was taken.
         let (status, user, change) = match event {
@@ -295,9 +287,11 @@ impl SenderShard {
             status,
             duplicate: false,
         };
-        self.window.insert(id, outcome, stamp);
+        // A user with no wallet was never registered, funded or gifted from: a rejected
+        // event of one leaves no history, so hostile ids cost no memory.
         if let Some(user) = user
             && config.history_per_user > 0
+            && self.wallets.contains_key(&user)
         {
             let accepted = outcome.is_accepted();
             let history = self.histories.entry(user).or_default();
@@ -362,7 +356,9 @@ impl SenderShard {
         let spent = wallet.spent_in(month) + cost; // checked by the budget rule
         wallet.coins -= cost; // checked by the funds rule
         wallet.spent_this_month = spent;
-        wallet.month = month;
+        // A gift stamped in an earlier month than one already applied (stamps are taken
+        // before the locks) counts in the later month: the month never goes back.
+        wallet.month = wallet.month.max(month);
         let balance = wallet.coins;
         self.totals.coins_spent += u128::from(cost);
 

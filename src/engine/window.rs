@@ -1,4 +1,15 @@
-//! The idempotency window: recent event ids and their recorded outcomes.
+//! The idempotency index: every remembered event id, its content's fingerprint and its
+//! recorded outcome. One [`IdWindow`] per id shard (ids are spread by their own hash, not
+//! by user), so an id is one key across users, event types and shards.
+//!
+//! # The retry horizon
+//! An id is remembered while it is younger than the horizon (`engine.idempotency_horizon_ms`)
+//! relative to the stamp of the event being checked, and is never dropped earlier: when a
+//! window is full of ids younger than the horizon, a new id is refused
+//! ([`Claim::Full`], answered `UNAVAILABLE`), not admitted by forgetting an old one.
+//! Whether an id counts as remembered depends only on the two journaled stamps, so a
+//! replay answers every id exactly as the live run did, whatever order the shards'
+//! inserts interleaved in.
 
 use std::collections::VecDeque;
 
@@ -6,32 +17,44 @@ use rustc_hash::FxHashMap;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::event::{Effect, EventId, Outcome, RejectCode, Stamp, Status};
+use super::event::{Effect, EventFingerprint, EventId, Outcome, RejectCode, Stamp, Status};
 
-/// Remembers the outcome of each event id for a bounded number of entries and a bounded
-/// age, whichever ends first. A duplicate inside the window gets the original outcome.
-///
-/// Eviction depends only on the order of inserts and their journaled stamps, never on a
-/// clock, so a replay evicts exactly what the original run evicted.
-///
-/// Stored compactly, because a window of 1M ids is random memory every event touches: an
-/// outcome as 16 bytes ([`Packed`]; a map entry 32 bytes instead of 64) — payouts,
-/// whose outcome carries a decimal, go to a side map — and the eviction order as 24-byte
-/// entries. Encoded as it always was (`WindowRepr`: the full outcomes and the order),
-/// so snapshots keep their format.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(from = "WindowRepr")]
-pub(crate) struct IdempotencyWindow {
-    outcomes: FxHashMap<EventId, Packed>,
-    /// The outcomes that do not pack (payouts), by id: few.
-    wide: FxHashMap<EventId, Outcome>,
-    /// Insertion order, oldest first, for eviction.
-    order: VecDeque<OrderEntry>,
-    entries_max: usize,
-    age_ms: u64,
+/// What [`IdWindow::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Not remembered: now claimed (pending) for this event; settle it with its outcome.
+    Fresh,
+    /// The same content was seen: its outcome, or `None` while it is still being applied
+    /// (an earlier event of the same chunk).
+    Retry(Option<Outcome>),
+    /// The id is remembered with other content.
+    Reused,
+    /// The window holds `entries_max` ids younger than the horizon.
+    Full,
 }
 
-/// An id and its journaled stamp: 24 bytes (an `EventId` alone is 16-byte aligned).
+/// One id shard's remembered ids.
+#[derive(Debug, Clone)]
+pub(crate) struct IdWindow {
+    slots: FxHashMap<EventId, Slot>,
+    /// The outcomes that do not pack (payouts), by id: few.
+    wide: FxHashMap<EventId, Outcome>,
+    /// Insertion order, oldest first, for eviction. An id claimed again after it expired
+    /// has two entries here; the older one no longer matches its slot's stamp and seq.
+    order: VecDeque<OrderEntry>,
+    entries_max: usize,
+    horizon_ms: u64,
+}
+
+/// A remembered id: 40 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    fingerprint: EventFingerprint,
+    stamp: Stamp,
+    packed: Packed,
+}
+
+/// An id and its stamp: 24 bytes (an `EventId` alone is 16-byte aligned).
 #[derive(Debug, Clone, Copy)]
 struct OrderEntry {
     id: [u64; 2],
@@ -39,20 +62,14 @@ struct OrderEntry {
 }
 
 impl OrderEntry {
-    fn new(id: EventId, stamp: Stamp) -> Self {
-        OrderEntry {
-            id: id.to_words(),
-            stamp,
-        }
-    }
-
     fn id(self) -> EventId {
         EventId::from_words(self.id)
     }
 }
 
 /// An outcome in 16 bytes: a kind tag in the top byte over a 56-bit sequence number,
-/// and the effect's one number. `WIDE` marks an outcome kept in the side map.
+/// and the effect's one number. `WIDE` marks an outcome kept in the side map, `PENDING`
+/// an id claimed by an event still being applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Packed {
     tag_seq: u64,
@@ -66,8 +83,18 @@ const STORED: u64 = 1;
 const SETTLED: u64 = 2;
 const REJECTED: u64 = 3;
 const WIDE: u64 = 4;
+const PENDING: u64 = 5;
 
 impl Packed {
+    const WIDE_MARK: Packed = Packed {
+        tag_seq: WIDE << SEQ_BITS,
+        value: 0,
+    };
+    const PENDING_MARK: Packed = Packed {
+        tag_seq: PENDING << SEQ_BITS,
+        value: 0,
+    };
+
     /// The packed form, or `None` when the outcome does not fit (a payout, a sequence
     /// number of 2^56 or more).
     fn pack(o: Outcome) -> Option<Packed> {
@@ -87,7 +114,7 @@ impl Packed {
         })
     }
 
-    /// The outcome, unless it is kept in the side map.
+    /// The outcome, unless it is kept in the side map or pending.
     fn unpack(self) -> Option<Outcome> {
         let status = match self.tag_seq >> SEQ_BITS {
             COINS => Status::Accepted(Effect::Coins(self.value)),
@@ -111,127 +138,243 @@ impl Packed {
     }
 }
 
-const WIDE_MARK: Packed = Packed {
-    tag_seq: WIDE << SEQ_BITS,
-    value: 0,
-};
-
-impl IdempotencyWindow {
-    pub(crate) fn new(entries_max: usize, age_ms: u64) -> Self {
+impl IdWindow {
+    pub(crate) fn new(entries_max: usize, horizon_ms: u64) -> Self {
         // Sized to the bound up front: a full window never rehashes while a shard's lock
         // is held (the pages are only touched as entries arrive).
         Self {
-            outcomes: FxHashMap::with_capacity_and_hasher(entries_max, Default::default()),
+            slots: FxHashMap::with_capacity_and_hasher(entries_max, Default::default()),
             wide: FxHashMap::default(),
             order: VecDeque::with_capacity(entries_max),
             entries_max,
-            age_ms,
+            horizon_ms,
         }
     }
 
-    pub(crate) fn get(&self, id: EventId) -> Option<Outcome> {
-        let packed = self.outcomes.get(&id)?;
-        packed.unpack().or_else(|| self.wide.get(&id).copied())
+    fn live(&self, slot: &Slot, stamp: Stamp) -> bool {
+        slot.stamp.0.saturating_add(self.horizon_ms) >= stamp.0
     }
 
-    pub(crate) fn contains(&self, id: EventId) -> bool {
-        self.outcomes.contains_key(&id)
+    fn outcome(&self, id: EventId, slot: &Slot) -> Option<Outcome> {
+        if slot.packed == Packed::PENDING_MARK {
+            return None;
+        }
+        slot.packed.unpack().or_else(|| self.wide.get(&id).copied())
     }
 
-    pub(crate) fn insert(&mut self, id: EventId, outcome: Outcome, stamp: Stamp) {
-        if self.entries_max == 0 {
-            return;
-        }
-        self.record(id, outcome, stamp);
-        while self.order.len() > self.entries_max {
-            self.evict_oldest();
-        }
-        while let Some(oldest) = self.order.front() {
-            if oldest.stamp.0.saturating_add(self.age_ms) >= stamp.0 {
-                break;
-            }
-            self.evict_oldest();
-        }
+    /// The outcome recorded for `id` if it is remembered at `stamp` (pending: `None`).
+    pub(crate) fn get(&self, id: EventId, stamp: Stamp) -> Option<Outcome> {
+        let slot = self.slots.get(&id).filter(|s| self.live(s, stamp))?;
+        self.outcome(id, slot)
     }
 
-    /// Stores `id`'s outcome (packed, or in the side map) as the newest entry.
-    fn record(&mut self, id: EventId, outcome: Outcome, stamp: Stamp) {
+    /// Looks `id` up for an event with `fingerprint` stamped `stamp`, and claims it when
+    /// it is not remembered. `bounded`: refuse a new id when the window is full (live
+    /// ingestion); replay re-inserts what was admitted and is never refused.
+    pub(crate) fn claim(
+        &mut self,
+        id: EventId,
+        fingerprint: EventFingerprint,
+        stamp: Stamp,
+        bounded: bool,
+    ) -> Claim {
+        if let Some(slot) = self.slots.get(&id)
+            && self.live(slot, stamp)
+        {
+            return if slot.fingerprint.matches(fingerprint) {
+                Claim::Retry(self.outcome(id, slot))
+            } else {
+                Claim::Reused
+            };
+        }
+        self.expire(stamp);
+        if bounded && self.slots.len() >= self.entries_max {
+            return Claim::Full;
+        }
+        if self.slots.remove(&id).is_some() {
+            self.wide.remove(&id);
+        }
+        self.slots.insert(
+            id,
+            Slot {
+                fingerprint,
+                stamp,
+                packed: Packed::PENDING_MARK,
+            },
+        );
+        self.order.push_back(OrderEntry {
+            id: id.to_words(),
+            stamp,
+        });
+        Claim::Fresh
+    }
+
+    /// Records the outcome of an id claimed by [`IdWindow::claim`].
+    pub(crate) fn settle(&mut self, id: EventId, outcome: Outcome) {
         let packed = Packed::pack(outcome).unwrap_or_else(|| {
             self.wide.insert(id, outcome);
-            WIDE_MARK
+            Packed::WIDE_MARK
         });
-        let previous = self.outcomes.insert(id, packed);
-        debug_assert!(previous.is_none(), "an event id is recorded once");
-        self.order.push_back(OrderEntry::new(id, stamp));
+        let slot = self.slots.get_mut(&id).expect("a settled id was claimed");
+        debug_assert_eq!(slot.packed, Packed::PENDING_MARK, "an id is settled once");
+        slot.packed = packed;
     }
 
-    fn evict_oldest(&mut self) {
-        if let Some(entry) = self.order.pop_front() {
-            let id = entry.id();
-            if self.outcomes.remove(&id) == Some(WIDE_MARK) {
+    /// Drops the ids older than the horizon at `stamp`, oldest first. Entries are in
+    /// insertion order, which concurrent batches make only roughly stamp order: an
+    /// expired id behind a younger one waits for it (it is already treated as absent).
+    fn expire(&mut self, stamp: Stamp) {
+        while let Some(&front) = self.order.front() {
+            if front.stamp.0.saturating_add(self.horizon_ms) >= stamp.0 {
+                break;
+            }
+            self.order.pop_front();
+            let id = front.id();
+            // The slot may be a newer claim of the same id: leave that one.
+            if self
+                .slots
+                .get(&id)
+                .is_some_and(|s| s.stamp == front.stamp && s.packed != Packed::PENDING_MARK)
+                && self
+                    .slots
+                    .remove(&id)
+                    .is_some_and(|s| s.packed == Packed::WIDE_MARK)
+            {
                 self.wide.remove(&id);
             }
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.order.len()
+    /// Takes the config's bound and horizon (a restart may change them: a smaller
+    /// horizon forgets ids earlier, a smaller bound refuses new ids sooner).
+    pub(crate) fn reconfigure(&mut self, entries_max: usize, horizon_ms: u64) {
+        self.entries_max = entries_max;
+        self.horizon_ms = horizon_ms;
     }
 
-    /// Entries oldest first, for snapshots.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (EventId, Stamp, Outcome)> + '_ {
-        self.order.iter().map(|e| {
+    /// Ids held (some may be past the horizon, not dropped yet).
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Remembered ids with their fingerprints, stamps and outcomes, oldest first.
+    pub(crate) fn iter(
+        &self,
+    ) -> impl Iterator<Item = (EventId, EventFingerprint, Stamp, Outcome)> + '_ {
+        self.order.iter().filter_map(|e| {
             let id = e.id();
-            (
-                id,
-                e.stamp,
-                self.get(id).expect("an ordered id is recorded"),
-            )
+            let slot = self.slots.get(&id).filter(|s| s.stamp == e.stamp)?;
+            let outcome = self.outcome(id, slot).expect("no id is pending at a cut");
+            Some((id, slot.fingerprint, e.stamp, outcome))
         })
     }
+
+    /// The ids remembered at `stamp`, sorted: the same set whatever order they were
+    /// inserted in (for comparing a replayed engine with the live one).
+    pub(crate) fn canonical(
+        &self,
+        stamp: Stamp,
+    ) -> Vec<(EventId, EventFingerprint, Stamp, Outcome)> {
+        let mut ids: Vec<_> = self
+            .iter()
+            .filter(|&(_, _, s, _)| s.0.saturating_add(self.horizon_ms) >= stamp.0)
+            .collect();
+        ids.sort_unstable_by_key(|e| e.0);
+        ids
+    }
+
+    /// Remembers `id` as `outcome` (replay, migration): like a claim and its settle.
+    pub(crate) fn insert(
+        &mut self,
+        id: EventId,
+        fingerprint: EventFingerprint,
+        outcome: Outcome,
+        stamp: Stamp,
+    ) -> Claim {
+        let claim = self.claim(id, fingerprint, stamp, false);
+        if claim == Claim::Fresh {
+            self.settle(id, outcome);
+        }
+        claim
+    }
 }
 
-/// The window as snapshots encode it (the layout it had before it was packed).
+/// The window as snapshots (format 3) encode it.
 #[derive(Deserialize)]
-struct WindowRepr {
-    outcomes: FxHashMap<EventId, Outcome>,
-    order: VecDeque<(EventId, Stamp)>,
+struct IdWindowRepr {
+    ids: Vec<(EventId, EventFingerprint, Stamp, Outcome)>,
     entries_max: usize,
-    age_ms: u64,
+    horizon_ms: u64,
 }
 
-impl From<WindowRepr> for IdempotencyWindow {
-    fn from(repr: WindowRepr) -> Self {
-        let mut window = IdempotencyWindow::new(repr.entries_max, repr.age_ms);
-        for (id, stamp) in repr.order {
-            if let Some(&outcome) = repr.outcomes.get(&id) {
-                window.record(id, outcome, stamp);
-            }
+impl From<IdWindowRepr> for IdWindow {
+    fn from(repr: IdWindowRepr) -> Self {
+        let mut window = IdWindow::new(repr.entries_max, repr.horizon_ms);
+        for (id, fingerprint, stamp, outcome) in repr.ids {
+            window.insert(id, fingerprint, outcome, stamp);
         }
         window
     }
 }
 
-impl Serialize for IdempotencyWindow {
-    /// As `WindowRepr`: the outcomes as a map of full outcomes, then the order.
+impl<'de> Deserialize<'de> for IdWindow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IdWindowRepr::deserialize(deserializer).map(IdWindow::from)
+    }
+}
+
+impl Serialize for IdWindow {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Outcomes<'a>(&'a IdempotencyWindow);
-        impl Serialize for Outcomes<'_> {
+        struct Ids<'a>(&'a IdWindow);
+        impl Serialize for Ids<'_> {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_map(self.0.iter().map(|(id, _, outcome)| (id, outcome)))
+                use serde::ser::SerializeSeq;
+                // The bincode format needs the length first: count, then write.
+                let mut seq = serializer.serialize_seq(Some(self.0.iter().count()))?;
+                for entry in self.0.iter() {
+                    seq.serialize_element(&entry)?;
+                }
+                seq.end()
             }
         }
-        struct Order<'a>(&'a IdempotencyWindow);
-        impl Serialize for Order<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.0.order.iter().map(|e| (e.id(), e.stamp)))
-            }
-        }
-        let mut s = serializer.serialize_struct("IdempotencyWindow", 4)?;
-        s.serialize_field("outcomes", &Outcomes(self))?;
-        s.serialize_field("order", &Order(self))?;
+        let mut s = serializer.serialize_struct("IdWindow", 3)?;
+        s.serialize_field("ids", &Ids(self))?;
         s.serialize_field("entries_max", &self.entries_max)?;
+        s.serialize_field("horizon_ms", &self.horizon_ms)?;
+        s.end()
+    }
+}
+
+/// The per-shard windows of snapshot formats 1 and 2 (ids kept by routing shard, without
+/// fingerprints). Read so that such a snapshot loads: its ids move to the id index with
+/// [`EventFingerprint::UNKNOWN`]. Written empty from format 3 on.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct LegacyWindow {
+    outcomes: FxHashMap<EventId, Outcome>,
+    order: VecDeque<(EventId, Stamp)>,
+    #[expect(dead_code, reason = "decoded with the window, not used since")]
+    entries_max: usize,
+    age_ms: u64,
+}
+
+impl LegacyWindow {
+    /// Its ids, oldest first, emptying it.
+    pub(crate) fn take(&mut self) -> Vec<(EventId, Stamp, Outcome)> {
+        let outcomes = std::mem::take(&mut self.outcomes);
+        std::mem::take(&mut self.order)
+            .into_iter()
+            .filter_map(|(id, stamp)| outcomes.get(&id).map(|&o| (id, stamp, o)))
+            .collect()
+    }
+}
+
+impl Serialize for LegacyWindow {
+    /// Always empty (its ids moved to the id index when it was loaded).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("IdempotencyWindow", 4)?;
+        s.serialize_field("outcomes", &FxHashMap::<EventId, Outcome>::default())?;
+        s.serialize_field("order", &VecDeque::<(EventId, Stamp)>::new())?;
+        s.serialize_field("entries_max", &0usize)?;
         s.serialize_field("age_ms", &self.age_ms)?;
         s.end()
     }
@@ -242,17 +385,18 @@ mod tests {
     use super::*;
     use rust_decimal::Decimal;
 
-    /// The window's encoding before it was packed.
-    #[derive(Serialize, Deserialize, PartialEq, Debug)]
-    struct Unpacked {
-        outcomes: FxHashMap<EventId, Outcome>,
-        order: VecDeque<(EventId, Stamp)>,
-        entries_max: usize,
-        age_ms: u64,
+    fn outcome(seq: u64) -> Outcome {
+        Outcome {
+            seq,
+            status: Status::Accepted(Effect::Stored),
+            duplicate: false,
+        }
     }
 
+    const FP: EventFingerprint = EventFingerprint(7);
+
     #[test]
-    fn every_outcome_kind_round_trips_and_snapshots_keep_their_encoding() {
+    fn every_outcome_kind_round_trips_through_a_snapshot() {
         use crate::protocol::{decode_serde, encode_serde};
         let mut statuses = vec![
             Status::Accepted(Effect::Coins(0)),
@@ -265,80 +409,78 @@ mod tests {
             }),
         ];
         statuses.extend(RejectCode::ALL.iter().map(|&c| Status::Rejected(c)));
-        let outcomes: Vec<(EventId, Outcome)> = statuses
-            .iter()
-            .enumerate()
-            .map(|(i, &status)| {
-                // Sequence numbers below and at the packing bound (2^56 and up go wide).
-                let seq = if i % 2 == 0 {
-                    i as u64
-                } else {
-                    SEQ_MASK + i as u64
-                };
-                let id = EventId(u128::MAX - i as u128);
-                (
-                    id,
-                    Outcome {
-                        seq,
-                        status,
-                        duplicate: false,
-                    },
-                )
-            })
-            .collect();
-        let mut w = IdempotencyWindow::new(outcomes.len(), 1_000);
-        for (i, &(id, o)) in outcomes.iter().enumerate() {
-            w.insert(id, o, Stamp(i as u64));
+        let mut w = IdWindow::new(statuses.len(), 1_000);
+        let mut expected = Vec::new();
+        for (i, &status) in statuses.iter().enumerate() {
+            // Sequence numbers below and at the packing bound (2^56 and up go wide).
+            let seq = if i % 2 == 0 {
+                i as u64
+            } else {
+                SEQ_MASK + i as u64
+            };
+            let o = Outcome {
+                seq,
+                status,
+                duplicate: false,
+            };
+            let id = EventId(u128::MAX - i as u128);
+            assert_eq!(w.insert(id, FP, o, Stamp(i as u64)), Claim::Fresh);
+            expected.push((id, FP, Stamp(i as u64), o));
         }
-        for &(id, o) in &outcomes {
-            assert_eq!(w.get(id), Some(o));
-        }
-        // Encoded as before, and an old encoding reads back to the same window.
-        let old = Unpacked {
-            outcomes: outcomes.iter().copied().collect(),
-            order: outcomes
-                .iter()
-                .enumerate()
-                .map(|(i, &(id, _))| (id, Stamp(i as u64)))
-                .collect(),
-            entries_max: outcomes.len(),
-            age_ms: 1_000,
-        };
-        let bytes = encode_serde(&w).unwrap();
-        assert_eq!(decode_serde::<Unpacked>(&bytes).unwrap(), old);
-        let read: IdempotencyWindow = decode_serde(&encode_serde(&old).unwrap()).unwrap();
-        assert_eq!(
-            read.iter().collect::<Vec<_>>(),
-            w.iter().collect::<Vec<_>>()
-        );
-        // Evicting a payout's outcome drops it from the side map too.
-        let mut w = read;
-        for i in 0..outcomes.len() {
-            w.insert(EventId(i as u128), outcomes[0].1, Stamp(100));
-        }
-        assert!(outcomes.iter().all(|&(id, _)| w.get(id).is_none()));
-        assert!(w.wide.is_empty(), "no outcome left in the side map");
-    }
-
-    fn outcome(seq: u64) -> Outcome {
-        Outcome {
-            seq,
-            status: Status::Accepted(Effect::Stored),
-            duplicate: false,
-        }
+        assert_eq!(w.iter().collect::<Vec<_>>(), expected);
+        let read: IdWindow = decode_serde(&encode_serde(&w).unwrap()).unwrap();
+        assert_eq!(read.iter().collect::<Vec<_>>(), expected);
     }
 
     #[test]
-    fn evicts_by_count_and_by_age() {
-        let mut w = IdempotencyWindow::new(2, 1_000);
-        w.insert(EventId(1), outcome(1), Stamp(0));
-        w.insert(EventId(2), outcome(2), Stamp(10));
-        w.insert(EventId(3), outcome(3), Stamp(20));
-        assert_eq!(w.get(EventId(1)), None, "count bound");
-        assert_eq!(w.get(EventId(2)), Some(outcome(2)));
-        w.insert(EventId(4), outcome(4), Stamp(1_015));
-        assert_eq!(w.get(EventId(2)), None, "older than the age bound");
-        assert_eq!(w.get(EventId(3)), Some(outcome(3)), "exactly at the bound");
+    fn a_full_window_refuses_new_ids_and_never_forgets_a_young_one() {
+        let mut w = IdWindow::new(2, 1_000);
+        assert_eq!(w.insert(EventId(1), FP, outcome(1), Stamp(0)), Claim::Fresh);
+        assert_eq!(
+            w.insert(EventId(2), FP, outcome(2), Stamp(10)),
+            Claim::Fresh
+        );
+        assert_eq!(w.claim(EventId(3), FP, Stamp(20), true), Claim::Full);
+        assert_eq!(
+            w.claim(EventId(1), FP, Stamp(20), true),
+            Claim::Retry(Some(outcome(1))),
+            "still remembered when full"
+        );
+        // Past the horizon of id 1, a new id takes its place.
+        assert_eq!(w.claim(EventId(3), FP, Stamp(1_001), true), Claim::Fresh);
+        assert_eq!(w.get(EventId(1), Stamp(1_001)), None);
+        assert_eq!(w.get(EventId(2), Stamp(1_001)), Some(outcome(2)));
+        assert_eq!(w.get(EventId(3), Stamp(1_001)), None, "pending");
+        assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn other_content_under_a_remembered_id_is_a_reuse() {
+        let mut w = IdWindow::new(4, 1_000);
+        w.insert(EventId(1), FP, outcome(1), Stamp(0));
+        assert_eq!(
+            w.claim(EventId(1), EventFingerprint(8), Stamp(5), true),
+            Claim::Reused
+        );
+        // An id from an old snapshot (no fingerprint) matches any content.
+        w.insert(EventId(2), EventFingerprint::UNKNOWN, outcome(2), Stamp(0));
+        assert_eq!(
+            w.claim(EventId(2), EventFingerprint(9), Stamp(5), true),
+            Claim::Retry(Some(outcome(2)))
+        );
+    }
+
+    #[test]
+    fn an_id_claimed_again_after_it_expired_survives_the_old_entry() {
+        let mut w = IdWindow::new(4, 100);
+        w.insert(EventId(1), FP, outcome(1), Stamp(0));
+        // Expired at 200: claimed afresh (the old order entry is still queued).
+        assert_eq!(
+            w.insert(EventId(1), FP, outcome(2), Stamp(200)),
+            Claim::Fresh
+        );
+        w.insert(EventId(2), FP, outcome(3), Stamp(250));
+        assert_eq!(w.get(EventId(1), Stamp(250)), Some(outcome(2)));
         assert_eq!(w.len(), 2);
     }
 }

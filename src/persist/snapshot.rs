@@ -15,8 +15,10 @@
 //!     56    4  CRC-32 of the body (u32 LE)
 //!     60    -  body: the engine state (bincode format, serde)
 //! ```
-//! Format 2 appended the cluster's settlement reports to the state; format 1 files (the
-//! same state without them) are still read.
+//! Format 2 appended the cluster's settlement reports to the state; format 3 appended the
+//! idempotency index (ids by their own hash, with content fingerprints) and leaves the
+//! shards' old windows empty. Formats 1 and 2 are still read: their windows' ids move to
+//! the index, matching any content (they have no fingerprint).
 //! Written to a temp file, fsynced, renamed, and the directory fsynced. A snapshot is
 //! taken at a commit boundary: everything up to its sequence number is in the journal.
 
@@ -25,11 +27,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::economy::Economy;
-use crate::engine::{Engine, EngineConfig, EngineState, EngineStateV1, LogEntry, StateView};
+use crate::engine::{
+    Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, LogEntry, StateView,
+};
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -584,12 +588,14 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
     if crc32fast::hash(body) != header.checksum {
         return Err(corrupt("checksum mismatch".to_owned()));
     }
-    let state: EngineState = if header.version == 1 {
-        protocol::decode_serde::<EngineStateV1>(body)
+    let state: EngineState = match header.version {
+        1 => protocol::decode_serde::<EngineStateV1>(body)
             .map_err(corrupt)?
-            .into()
-    } else {
-        protocol::decode_serde(body).map_err(corrupt)?
+            .into(),
+        2 => protocol::decode_serde::<EngineStateV2>(body)
+            .map_err(corrupt)?
+            .into(),
+        _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq
         || state.counts() != (header.wallets, header.creators, header.streams)

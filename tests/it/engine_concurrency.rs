@@ -111,3 +111,64 @@ fn overlapping_streams_in_both_directions_keep_invariants_and_replay() {
         "replayed events are not logged again"
     );
 }
+
+/// A creator cashes out while two connections gift to them: every payout is accepted
+/// (well above the minimum) and races the gift chunks' credits. The log must replay to
+/// the same outcomes (it did not: a payout was numbered after gifts it had not seen).
+#[test]
+fn accepted_payouts_racing_gifts_to_their_creator_replay_exactly() {
+    let config = EngineConfig::default();
+    let engine = Arc::new(Engine::new(economy(), config.clone()).unwrap());
+    let funding: Vec<Event> = (0..200u64)
+        .flat_map(|u| (0..4).map(move |k| recharge(u128::from(u * 4 + k), 100 + u, "coins_7000")))
+        .collect();
+    engine.apply_batch(&funding, NOV);
+    let gifters: Vec<_> = (0..2u64)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for round in 0..120u64 {
+                    let batch: Vec<Event> = (0..1000u64)
+                        .map(|k| {
+                            let id = 1 << 100 | u128::from(t) << 64 | u128::from(round * 1000 + k);
+                            gift(id, 100 + (k + t * 7) % 200, 7, "rose", 10)
+                        })
+                        .collect();
+                    engine.apply_batch(&batch, Stamp(NOV.0 + round));
+                }
+            })
+        })
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    // 20,000 diamonds = 100 USD, the minimum: each one accepted as soon as affordable.
+    let cashier = {
+        let (engine, done) = (engine.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut accepted = 0;
+            for k in 0..1_000_000u64 {
+                if done.load(Ordering::Acquire) {
+                    break;
+                }
+                let id = 2 << 100 | u128::from(k);
+                let o = engine.apply_batch(&[payout(id, 7, 20_000, "USD")], NOV)[0];
+                accepted += u64::from(o.is_accepted());
+                std::thread::yield_now();
+            }
+            accepted
+        })
+    };
+    for g in gifters {
+        g.join().unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let accepted = cashier.join().unwrap();
+    assert!(
+        accepted > 10,
+        "payouts must be accepted to race: {accepted}"
+    );
+    let log = engine.drain_log();
+    let fresh = Engine::new(economy(), config).unwrap();
+    fresh.replay(&log).unwrap();
+    assert_eq!(fresh.state_fingerprint(), engine.state_fingerprint());
+    assert!(engine.audit().is_clean());
+}

@@ -122,7 +122,7 @@ fn small_engine(shards: usize) -> Engine {
             shards,
             history_per_user: 4,
             top_k: 3,
-            idempotency_window_ms: 60 * 24 * 3600 * 1000,
+            idempotency_horizon_ms: 60 * 24 * 3600 * 1000,
             ..EngineConfig::default()
         },
     )

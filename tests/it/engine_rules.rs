@@ -2,8 +2,8 @@
 
 use giftstream::economy::{EMBEDDED_ECONOMY_TOML, Economy};
 use giftstream::engine::{
-    CreatorId, Effect, Engine, EngineConfig, Event, EventId, RejectCode, Stamp, Status, StreamId,
-    UserId,
+    CreatorId, Effect, Engine, EngineConfig, Event, EventId, Outcome, RejectCode, Stamp, Status,
+    StreamId, UserId,
 };
 
 use crate::support::*;
@@ -550,10 +550,10 @@ fn duplicates_return_the_original_outcome_and_change_nothing() {
         NOV,
     );
     let before = engine.state_fingerprint();
-    // The same ids, even with other content, in another order, in a later month.
+    // The same events, in another order, later (within the retry horizon).
     let again = engine.apply_batch(
-        &[gift(2, 1, 2, "rose", 50), recharge(1, 1, "coins_100")],
-        DEC,
+        &[gift(2, 1, 2, "rose", 3), recharge(1, 1, "coins_100")],
+        Stamp(NOV.0 + 599_999),
     );
     assert_eq!(engine.state_fingerprint(), before);
     assert_eq!(
@@ -571,38 +571,123 @@ fn duplicates_return_the_original_outcome_and_change_nothing() {
     assert_eq!(engine.wallet(UserId(1), NOV).coins, 96);
     // Rejections are idempotent too.
     let r = engine.apply_batch(&[gift(4, 1, 2, "unicorn", 1)], NOV)[0];
-    let r2 = engine.apply_batch(&[gift(4, 1, 2, "rose", 1)], NOV)[0];
+    let r2 = engine.apply_batch(&[gift(4, 1, 2, "unicorn", 1)], NOV)[0];
     assert_eq!((r2.seq, r2.status, r2.duplicate), (r.seq, r.status, true));
     // Payouts and goals too.
     let g = engine.apply_batch(&[goal(5, 9002, 2, 1000)], NOV)[0];
-    let g2 = engine.apply_batch(&[goal(5, 9002, 2, 5000)], NOV)[0];
+    let g2 = engine.apply_batch(&[goal(5, 9002, 2, 1000)], NOV)[0];
     assert_eq!((g2.seq, g2.duplicate), (g.seq, true));
     assert_eq!(engine.stream(StreamId(9002)).goal, Some((1000, 4)));
 }
 
+/// An unrecorded answer: `EVENT_ID_REUSED` (or `UNAVAILABLE`), no number.
+fn refused(code: RejectCode) -> Outcome {
+    Outcome {
+        seq: 0,
+        status: Status::Rejected(code),
+        duplicate: false,
+    }
+}
+
 #[test]
-fn the_idempotency_window_is_bounded_by_entries() {
-    let config = EngineConfig {
-        shards: 1,
-        idempotency_entries_max: 2,
-        ..EngineConfig::default()
-    };
-    let engine = Engine::new(economy(), config).unwrap();
-    engine.apply_batch(
+fn an_id_with_other_content_is_refused_and_changes_nothing() {
+    let engine = engine();
+    let first = engine.apply_batch(
+        &[recharge(1, 1, "coins_100"), gift(2, 1, 2, "rose", 3)],
+        NOV,
+    );
+    engine.drain_log();
+    let before = engine.state_fingerprint();
+    let reused = refused(RejectCode::EventIdReused);
+    // Other content: another count, another gift, another kind, another user.
+    let o = engine.apply_batch(
         &[
-            recharge(1, 1, "coins_100"),
-            recharge(2, 1, "coins_100"),
-            recharge(3, 1, "coins_100"),
+            gift(2, 1, 2, "rose", 50),
+            gift(2, 1, 2, "panda", 3),
+            payout(2, 2, 100, "USD"),
+            recharge(1, 3, "coins_100"),
+            goal(1, 9002, 2, 10),
         ],
         NOV,
     );
-    // Id 1 fell out of the window: the same id is a new event now (documented bound).
+    assert_eq!(o, vec![reused; 5], "nothing of the originals is revealed");
+    assert_eq!(engine.state_fingerprint(), before);
+    assert!(engine.drain_log().is_empty(), "nothing journaled");
+    assert_eq!(engine.wallet(UserId(3), NOV).coins, 0);
+    assert!(engine.history(UserId(3), 10).is_empty());
+    // The exact retry still gets the original outcome, and the next event the next seq.
+    let again = engine.apply_batch(&[recharge(1, 1, "coins_100")], NOV)[0];
+    assert_eq!((again.seq, again.duplicate), (first[0].seq, true));
+    let next = engine.apply_batch(&[recharge(9, 3, "coins_100")], NOV)[0];
+    assert_eq!(next.seq, first[1].seq + 1);
+    // Within one batch: whichever use is applied first wins (senders' shards are applied
+    // one after another), the other is refused.
     let o = engine.apply_batch(
-        &[recharge(1, 1, "coins_100"), recharge(3, 1, "coins_100")],
+        &[recharge(10, 4, "coins_100"), recharge(10, 5, "coins_100")],
         NOV,
     );
-    assert!(!o[0].duplicate && o[1].duplicate);
-    assert_eq!(engine.wallet(UserId(1), NOV).coins, 400);
+    assert_eq!(o.iter().filter(|o| **o == reused).count(), 1, "{o:?}");
+    assert_eq!(o.iter().filter(|o| o.is_accepted()).count(), 1, "{o:?}");
+    let coins = |u| engine.wallet(UserId(u), NOV).coins;
+    assert_eq!(coins(4) + coins(5), 100);
+    // Of one sender, in batch order: the first is applied.
+    let o = engine.apply_batch(
+        &[recharge(11, 4, "coins_100"), recharge(11, 4, "coins_500")],
+        NOV,
+    );
+    assert!(o[0].is_accepted() && o[1] == reused);
+}
+
+#[test]
+fn an_id_is_one_key_across_users_and_shards() {
+    // The same id as recharges of users 1..=11 (4 shards: several land elsewhere).
+    let engine = engine();
+    let o: Vec<Outcome> = (1..=11)
+        .map(|u| engine.apply_batch(&[recharge(77, u, "coins_100")], NOV)[0])
+        .collect();
+    assert!(o[0].is_accepted());
+    assert!(
+        o[1..]
+            .iter()
+            .all(|&x| x == refused(RejectCode::EventIdReused)),
+        "{o:?}"
+    );
+    assert_eq!(engine.wallet(UserId(1), NOV).coins, 100);
+    assert!((2..=11).all(|u| engine.wallet(UserId(u), NOV).coins == 0));
+    assert_eq!(engine.last_seq(), 1);
+}
+
+#[test]
+fn a_full_window_is_backpressure_and_never_forgets_a_young_id() {
+    let config = EngineConfig {
+        shards: 1,
+        idempotency_entries_max: 2,
+        idempotency_horizon_ms: 60_000,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(economy(), config).unwrap();
+    // Defect: [R1], [R2], [R3, R1] credited R1 twice and gave a number twice.
+    let r1 = engine.apply_batch(&[recharge(1, 1, "coins_100")], NOV)[0];
+    engine.apply_batch(&[recharge(2, 1, "coins_100")], NOV);
+    let o = engine.apply_batch(
+        &[recharge(3, 1, "coins_100"), recharge(1, 1, "coins_100")],
+        NOV,
+    );
+    assert_eq!(o[0], refused(RejectCode::Unavailable), "full: not applied");
+    assert_eq!((o[1].seq, o[1].duplicate), (r1.seq, true));
+    assert_eq!(engine.wallet(UserId(1), NOV).coins, 200);
+    assert_eq!(engine.last_seq(), 2);
+    let next = engine.apply_batch(&[account(4, 9, None, true, None)], NOV)[0];
+    assert_eq!(next, refused(RejectCode::Unavailable));
+    // Past the horizon of R1 and R2, new ids are admitted again: numbers go on from 3.
+    let later = Stamp(NOV.0 + 60_001);
+    let o = engine.apply_batch(&[recharge(3, 1, "coins_100")], later)[0];
+    assert!(o.is_accepted() && o.seq == 3, "{o:?}");
+    let log = engine.drain_log();
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let replayed = Engine::new(economy(), engine.config().clone()).unwrap();
+    replayed.replay(&log).unwrap();
+    assert_eq!(replayed.state_fingerprint(), engine.state_fingerprint());
 }
 
 #[test]
@@ -729,4 +814,39 @@ fn foreign_finds_state_of_keys_not_owned() {
     let one = engine.foreign(|key| key != 2);
     assert_eq!((one.wallets, one.creators, one.goals), (1, 0, 0));
     assert_eq!(one.example.as_deref(), Some("the wallet of user 2"));
+}
+
+#[test]
+fn a_late_gift_from_the_month_before_does_not_reset_the_budget() {
+    // Stamps are taken before the locks: a 23:59:59.999 November gift may be applied
+    // after a 00:00 December one. It counts in December; the budget is never doubled.
+    let engine = engine();
+    engine.apply_batch(
+        &[
+            recharge(1, 1, "coins_7000"),
+            account(2, 1, None, true, Some(100)),
+        ],
+        NOV,
+    );
+    let late_nov = Stamp(DEC.0 - 1);
+    let o = engine.apply_batch(&[gift(3, 1, 2, "rose", 100)], DEC)[0];
+    assert!(o.is_accepted());
+    let o = engine.apply_batch(&[gift(4, 1, 2, "rose", 1)], late_nov)[0];
+    assert_eq!(o.status, Status::Rejected(RejectCode::BudgetExceeded));
+    let o = engine.apply_batch(&[gift(5, 1, 2, "rose", 1)], DEC)[0];
+    assert_eq!(o.status, Status::Rejected(RejectCode::BudgetExceeded));
+    assert_eq!(engine.wallet(UserId(1), DEC).spent_this_month, 100);
+    // And the journal replays to the same answers.
+    let replayed = Engine::new(economy(), engine.config().clone()).unwrap();
+    replayed.replay(&engine.drain_log()).unwrap();
+    assert_eq!(replayed.state_fingerprint(), engine.state_fingerprint());
+}
+
+#[test]
+fn rejected_events_of_unknown_users_leave_no_history() {
+    let engine = engine();
+    let o = engine.apply_batch(&[gift(1, 500, 2, "rose", 1), custom(2, 501, 10, "0")], NOV);
+    assert!(o.iter().all(|o| !o.is_accepted()));
+    assert!(engine.history(UserId(500), 10).is_empty());
+    assert!(engine.history(UserId(501), 10).is_empty());
 }
