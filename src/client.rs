@@ -169,12 +169,29 @@ impl Client {
         })
     }
 
-    /// Sends a batch and returns a handle to await its outcomes (pipelining).
+    /// Sends a batch and returns a handle to await its outcomes (pipelining). Every
+    /// event is sent as issued now; a retry of an earlier batch should use
+    /// [`Client::submit_issued`] with the first attempt's times.
     pub async fn submit(&self, events: &[Event]) -> Result<Pending, ClientError> {
+        let now = crate::engine::Stamp::now().0;
+        self.submit_issued(events, &vec![now; events.len()]).await
+    }
+
+    /// Sends a batch whose events were created at `issued_ms` (UTC ms, one per event,
+    /// the same on every retry; 0 = not given): the server refuses an event issued
+    /// longer ago than its retry horizon (`EVENT_EXPIRED`), so a retry is answered or
+    /// refused, never applied twice.
+    pub async fn submit_issued(
+        &self,
+        events: &[Event],
+        issued_ms: &[u64],
+    ) -> Result<Pending, ClientError> {
+        assert_eq!(events.len(), issued_ms.len(), "one issued_ms per event");
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = ClientFrame::Request {
+        let frame = ClientFrame::RequestIssued {
             request_id,
             events: events.iter().map(WireEvent::from).collect(),
+            issued_ms: issued_ms.to_vec(),
         };
         let (tx, rx) = oneshot::channel();
         if let Some((code, message)) = self.shared.fatal.lock().clone() {

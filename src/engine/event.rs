@@ -434,10 +434,14 @@ pub enum RejectCode {
     /// The idempotency index is full of ids younger than the retry horizon: the event
     /// was not applied and can be retried (backpressure; never recorded).
     Unavailable = 14,
+    /// The event's `issued_ms` is older than the retry horizon (or further ahead of the
+    /// server's clock than it allows): a retry that late might no longer be recognised,
+    /// so it is refused. Not recorded.
+    EventExpired = 15,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 14] = [
+    pub const ALL: [RejectCode; 15] = [
         RejectCode::UnknownGift,
         RejectCode::InvalidCount,
         RejectCode::AmountOutOfRange,
@@ -452,6 +456,7 @@ impl RejectCode {
         RejectCode::UnsupportedCurrency,
         RejectCode::EventIdReused,
         RejectCode::Unavailable,
+        RejectCode::EventExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -470,6 +475,7 @@ impl RejectCode {
             RejectCode::UnsupportedCurrency => "UNSUPPORTED_CURRENCY",
             RejectCode::EventIdReused => "EVENT_ID_REUSED",
             RejectCode::Unavailable => "UNAVAILABLE",
+            RejectCode::EventExpired => "EVENT_EXPIRED",
         }
     }
 
@@ -482,7 +488,10 @@ impl RejectCode {
     /// are answers about the id or the service, not outcomes of the event: nothing is
     /// recorded and the event keeps no number.
     pub fn is_recorded(self) -> bool {
-        !matches!(self, RejectCode::EventIdReused | RejectCode::Unavailable)
+        !matches!(
+            self,
+            RejectCode::EventIdReused | RejectCode::Unavailable | RejectCode::EventExpired
+        )
     }
 }
 

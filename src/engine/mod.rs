@@ -73,6 +73,10 @@ pub const SHARDS_MAX: usize = 1024;
 pub const TOP_K_MAX: usize = 1000;
 /// Largest history kept per user.
 pub const HISTORY_PER_USER_MAX: usize = 1000;
+/// How far ahead of the server's clock an event's `issued_ms` may be (client clocks
+/// drift). The index keeps ids this much longer than the horizon, so that a retry
+/// admitted by its `issued_ms` always finds its original.
+pub const ISSUED_AHEAD_MAX_MS: u64 = 60_000;
 /// Largest idempotency index (ids remembered in all).
 pub const IDEMPOTENCY_ENTRIES_MAX: usize = 1 << 30;
 
@@ -117,6 +121,20 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// How long the index keeps an id after its stamp: the horizon, plus how far ahead
+    /// an `issued_ms` may be.
+    fn id_keep_ms(&self) -> u64 {
+        self.idempotency_horizon_ms
+            .saturating_add(ISSUED_AHEAD_MAX_MS)
+    }
+
+    /// Whether an event issued at `issued_ms` is refused at `stamp` (`EVENT_EXPIRED`):
+    /// issued longer than the horizon ago, or further ahead than [`ISSUED_AHEAD_MAX_MS`].
+    pub fn is_expired(&self, issued_ms: u64, stamp: Stamp) -> bool {
+        stamp.0.saturating_sub(issued_ms) > self.idempotency_horizon_ms
+            || issued_ms.saturating_sub(stamp.0) > ISSUED_AHEAD_MAX_MS
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.shards.is_power_of_two() || self.shards > SHARDS_MAX {
             return Err(ConfigError::new(
@@ -286,6 +304,8 @@ enum Route {
     Sender(usize),
     Creator(usize),
     Stream(usize),
+    /// Nowhere: answered before it was routed (`EVENT_EXPIRED`).
+    Refused,
 }
 
 /// Events looked up together by [`SenderShard::warm`] before they are applied: enough
@@ -353,7 +373,7 @@ impl Engine {
                 .map(|_| {
                     CachePadded::new(Mutex::new(IdWindow::new(
                         config.idempotency_entries_max / n,
-                        config.idempotency_horizon_ms,
+                        config.id_keep_ms(),
                     )))
                 })
                 .collect(),
@@ -401,6 +421,19 @@ impl Engine {
     /// batch order, so a payout sees the gifts of its own batch. Sequence numbers record
     /// the order actually applied.
     pub fn apply_batch(&self, events: &[Event], stamp: Stamp) -> Vec<Outcome> {
+        self.apply_issued(events, &[], stamp)
+    }
+
+    /// [`Engine::apply_batch`] for events that say when the backend created them:
+    /// `issued_ms[i]` is event `i`'s `issued_ms` (UTC ms, the same on every retry; 0 when
+    /// not given), or `issued_ms` is empty. An event issued longer than the retry horizon
+    /// before `stamp` is answered `EVENT_EXPIRED` and not applied: within the horizon
+    /// its id is remembered, so a retry is answered or refused, never applied twice.
+    pub fn apply_issued(&self, events: &[Event], issued_ms: &[u64], stamp: Stamp) -> Vec<Outcome> {
+        assert!(
+            issued_ms.is_empty() || issued_ms.len() == events.len(),
+            "one issued_ms per event, or none"
+        );
         let mut outcomes = vec![
             Outcome {
                 seq: 0,
@@ -416,6 +449,14 @@ impl Engine {
         let mut routes = Vec::with_capacity(events.len());
         let mut book_events = Vec::new();
         for (i, event) in events.iter().enumerate() {
+            if issued_ms
+                .get(i)
+                .is_some_and(|&t| t != 0 && self.config.is_expired(t, stamp))
+            {
+                outcomes[i] = unrecorded(RejectCode::EventExpired);
+                routes.push(Route::Refused);
+                continue;
+            }
             let route = self.route(event);
             if let Route::Sender(s) = route {
                 counts[s + 1] += 1;
@@ -564,7 +605,7 @@ impl Engine {
         let mut guard = match route {
             Route::Creator(c) => BookGuard::Creator(self.creators[c].lock()),
             Route::Stream(k) => BookGuard::Stream(self.streams[k].lock()),
-            Route::Sender(_) => unreachable!("sender events are applied in chunks"),
+            Route::Sender(_) | Route::Refused => unreachable!("not a book event"),
         };
         let mut ids = self.ids[self.id_shard(id)].lock();
         match ids.claim(id, event.fingerprint(), stamp, seq.is_none()) {
@@ -774,6 +815,7 @@ impl Engine {
             Route::Creator(j) => unlog(&mut self.creators[j].lock().log),
             Route::Stream(k) => unlog(&mut self.streams[k].lock().log),
             Route::Sender(i) => unlog(&mut self.senders[i].lock().log),
+            Route::Refused => {}
         }
     }
 
@@ -883,7 +925,7 @@ impl Engine {
         for (slot, mut window) in engine.ids.iter().zip(state.ids) {
             window.reconfigure(
                 engine.config.idempotency_entries_max / n,
-                engine.config.idempotency_horizon_ms,
+                engine.config.id_keep_ms(),
             );
             *slot.lock() = window;
         }

@@ -20,6 +20,13 @@ pub enum ClientFrame {
         request_id: u64,
         events: Vec<WireEvent>,
     },
+    /// A batch whose events say when the backend created them: `issued_ms[i]` is event
+    /// `i`'s `issued_ms` (UTC ms, the same on every retry; 0 = not given). One per event.
+    RequestIssued {
+        request_id: u64,
+        events: Vec<WireEvent>,
+        issued_ms: Vec<u64>,
+    },
 }
 
 /// Server to client.

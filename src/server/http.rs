@@ -197,9 +197,33 @@ pub enum JsonEvent {
     Payout(JsonPayout),
 }
 
+impl JsonEvent {
+    fn issued_ms(&self) -> u64 {
+        match self {
+            JsonEvent::Recharge(r) => r.issued_ms,
+            JsonEvent::Gift(g) => g.issued_ms,
+            JsonEvent::Payout(p) => p.issued_ms,
+        }
+        .unwrap_or(0)
+    }
+}
+
+/// A validated `POST /v1/events` batch.
+pub struct ParsedBatch {
+    pub events: Vec<Event>,
+    /// One per event: its `issued_ms`, 0 when not given.
+    pub issued_ms: Vec<u64>,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonRecharge {
+    /// When the backend created the event (UTC ms since the epoch), the same on every
+    /// retry. An event issued longer ago than the retry horizon is answered
+    /// EVENT_EXPIRED and not applied; without it, the event counts as issued when
+    /// received (a retry after the horizon could then be applied again).
+    #[serde(default)]
+    issued_ms: Option<u64>,
     /// Client-chosen UUID: the idempotency key.
     event_id: String,
     user: u64,
@@ -219,6 +243,12 @@ pub struct JsonRecharge {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonGift {
+    /// When the backend created the event (UTC ms since the epoch), the same on every
+    /// retry. An event issued longer ago than the retry horizon is answered
+    /// EVENT_EXPIRED and not applied; without it, the event counts as issued when
+    /// received (a retry after the horizon could then be applied again).
+    #[serde(default)]
+    issued_ms: Option<u64>,
     event_id: String,
     sender: u64,
     creator: u64,
@@ -231,6 +261,12 @@ pub struct JsonGift {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonPayout {
+    /// When the backend created the event (UTC ms since the epoch), the same on every
+    /// retry. An event issued longer ago than the retry horizon is answered
+    /// EVENT_EXPIRED and not applied; without it, the event counts as issued when
+    /// received (a retry after the horizon could then be applied again).
+    #[serde(default)]
+    issued_ms: Option<u64>,
     event_id: String,
     creator: u64,
     diamonds: u64,
@@ -361,7 +397,11 @@ fn owned_user(service: &Service, user: UserId) -> Result<(), ApiError> {
 }
 
 /// Applies validated events and waits for durability when the ack mode says so.
-async fn apply(service: &Service, events: &[Event]) -> Result<Vec<Outcome>, ApiError> {
+async fn apply(
+    service: &Service,
+    events: &[Event],
+    issued_ms: &[u64],
+) -> Result<Vec<Outcome>, ApiError> {
     service.check_partitions(events, "http").map_err(|wrong| {
         ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
@@ -374,7 +414,7 @@ async fn apply(service: &Service, events: &[Event]) -> Result<Vec<Outcome>, ApiE
             .increment(1);
         return Err(ApiError::unavailable());
     }
-    let outcomes = service.apply(events, "http");
+    let outcomes = service.apply(events, issued_ms, "http");
     if service.config.server.ack == AckMode::Durable {
         let seq = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
         service
@@ -412,12 +452,12 @@ async fn post_events(
     authorize(&service, &headers, Scope::Ingest)?;
     let limits = &service.config.limits;
     let bytes = body(bytes, limits.http_body_bytes_max)?;
-    let events = parse_events(
+    let ParsedBatch { events, issued_ms } = parse_events(
         &bytes,
         service.engine.economy(),
         limits.http_events_per_batch_max,
     )?;
-    let outcomes = apply(&service, &events).await?;
+    let outcomes = apply(&service, &events, &issued_ms).await?;
     let outcomes = events
         .iter()
         .zip(&outcomes)
@@ -434,7 +474,7 @@ pub fn parse_events(
     bytes: &[u8],
     economy: &Economy,
     events_max: usize,
-) -> Result<Vec<Event>, ApiError> {
+) -> Result<ParsedBatch, ApiError> {
     let request: EventsRequest = json(bytes)?;
     if request.events.is_empty() {
         return Err(ApiError::new(
@@ -452,12 +492,14 @@ pub fn parse_events(
             format!("{} events; at most {}", request.events.len(), events_max),
         ));
     }
-    request
+    let events = request
         .events
         .iter()
         .enumerate()
         .map(|(i, e)| to_event(economy, i, e))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let issued_ms = request.events.iter().map(JsonEvent::issued_ms).collect();
+    Ok(ParsedBatch { events, issued_ms })
 }
 
 // ---- users --------------------------------------------------------------------------
@@ -532,7 +574,7 @@ async fn put_user(
         adult: s.adult,
         monthly_budget_coins: s.monthly_budget_coins,
     });
-    let o = apply(&service, &[event]).await?[0];
+    let o = apply(&service, &[event], &[]).await?[0];
     Ok(Json(UserResponse {
         user: user.0,
         region: region.map(|r| r.to_string()),
@@ -954,7 +996,7 @@ async fn put_goal(
         creator: CreatorId(g.creator),
         coins_target: g.coins_target,
     });
-    let o = apply(&service, &[event]).await?[0];
+    let o = apply(&service, &[event], &[]).await?[0];
     if let Some(code) = o.code() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -74,9 +74,17 @@ pub struct Service {
 }
 
 impl Service {
-    /// Applies a validated batch and counts its outcomes.
-    pub fn apply(&self, events: &[Event], protocol: &'static str) -> Vec<Outcome> {
-        let outcomes = self.engine.apply_batch(events, self.clock.now());
+    /// Applies a validated batch and counts its outcomes. `issued_ms`: one per event (0 =
+    /// not given), or empty.
+    pub fn apply(
+        &self,
+        events: &[Event],
+        issued_ms: &[u64],
+        protocol: &'static str,
+    ) -> Vec<Outcome> {
+        let outcomes = self
+            .engine
+            .apply_issued(events, issued_ms, self.clock.now());
         self.commits.applied();
         metrics::histogram!(telemetry::BATCH_EVENTS, "protocol" => protocol)
             .record(events.len() as f64);

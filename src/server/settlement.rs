@@ -380,7 +380,7 @@ async fn apply_durably(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let outcomes = service.apply(batch, "cluster");
+        let outcomes = service.apply(batch, &[], "cluster");
         let mut credited = 0u64;
         let mut applied = 0u64;
         for o in outcomes.iter().filter(|o| !o.duplicate) {

@@ -183,7 +183,17 @@ where
                 break;
             }
         };
+        // A plain request is one whose events give no issued_ms.
+        let frame = match frame {
+            ClientFrame::Request { request_id, events } => ClientFrame::RequestIssued {
+                request_id,
+                events,
+                issued_ms: Vec::new(),
+            },
+            other => other,
+        };
         match frame {
+            ClientFrame::Request { .. } => unreachable!("made a RequestIssued above"),
             ClientFrame::Auth { token } => match service.auth.check(Some(&token), Scope::Ingest) {
                 Ok(id) => {
                     authenticated = true;
@@ -210,7 +220,11 @@ where
                     break;
                 }
             },
-            ClientFrame::Request { request_id, events } => {
+            ClientFrame::RequestIssued {
+                request_id,
+                events,
+                issued_ms,
+            } => {
                 if !authenticated {
                     let _ = tx
                         .send(error(
@@ -242,6 +256,17 @@ where
                     );
                     let _ = tx
                         .send(error(request_id, error_code::TOO_MANY_EVENTS, msg, true))
+                        .await;
+                    break;
+                }
+                if !issued_ms.is_empty() && issued_ms.len() != events.len() {
+                    let msg = format!(
+                        "{} events but {} issued_ms: one per event",
+                        events.len(),
+                        issued_ms.len()
+                    );
+                    let _ = tx
+                        .send(error(request_id, error_code::INVALID_EVENT, msg, true))
                         .await;
                     break;
                 }
@@ -295,7 +320,7 @@ where
                     }
                     continue;
                 }
-                let outcomes = service.apply(&events, "tcp");
+                let outcomes = service.apply(&events, &issued_ms, "tcp");
                 let wait_seq = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
                 let out = Outgoing::Response {
                     request_id,

@@ -11,7 +11,7 @@ use giftstream::protocol::error_code;
 
 use crate::support::redis::{RedisServer, journal_first_seq};
 use crate::support::server::*;
-use crate::support::{account, gift, goal, payout, recharge};
+use crate::support::{NOV, account, gift, goal, payout, recharge};
 
 async fn server_on(redis: &RedisServer) -> TestServer {
     server_with(redis, |_| {}).await.0
@@ -419,25 +419,85 @@ fn a_snapshot_loads_with_the_shard_count_it_was_taken_with() {
     assert!(loaded.audit().is_clean());
 }
 
+/// The ledger the fixture `tests/fixtures/snapshot-format-2.gsnap` holds: written by the
+/// build before snapshot format 3 (`Engine::snapshot` of these events, stamped
+/// 2026-11-15T00:00Z, with the default config and the embedded economy).
+fn format_2_fixture_events() -> Vec<Event> {
+    (0..20u128)
+        .map(|i| recharge(i, 40 + i as u64 % 5, "coins_7000"))
+        .chain((0..60u128).map(|i| gift(1000 + i, 40 + i as u64 % 5, 7, "panda", 1)))
+        .chain([payout(2000, 7, 20_000, "USD")])
+        .collect()
+}
+
+/// A state fingerprint without the id index (formats 1 and 2 keep ids elsewhere).
+fn without_ids(fingerprint: String) -> String {
+    fingerprint
+        .lines()
+        .filter(|l| !l.starts_with("ids "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn fixture_v2() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/snapshot-format-2.gsnap"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_snapshot_of_format_2_loads_with_its_ids_remembered() {
+    use giftstream::engine::{Engine, Stamp};
+    let path = std::path::Path::new("snapshot-format-2.gsnap");
+    let (header, state) = giftstream::persist::snapshot::parse(path, &fixture_v2()).unwrap();
+    assert_eq!((header.version, header.last_seq), (2, 81));
+    let loaded = Engine::from_state(
+        crate::support::economy(),
+        giftstream::engine::EngineConfig::default(),
+        state,
+    )
+    .unwrap();
+    let events = format_2_fixture_events();
+    let engine = crate::support::engine();
+    let live = engine.apply_batch(&events, NOV);
+    assert_eq!(
+        without_ids(loaded.state_fingerprint()),
+        without_ids(engine.state_fingerprint())
+    );
+    assert!(loaded.audit().is_clean());
+    // Every id moved to the index: a retry gets its original outcome, nothing changes.
+    let before = loaded.state_fingerprint();
+    let retried = loaded.apply_batch(&events, Stamp(NOV.0 + 1_000));
+    assert!(retried.iter().all(|o| o.duplicate));
+    let strip = |o: &[giftstream::engine::Outcome]| -> Vec<_> {
+        o.iter().map(|o| (o.seq, o.status)).collect()
+    };
+    assert_eq!(strip(&retried), strip(&live));
+    assert_eq!(loaded.state_fingerprint(), before);
+    // And it is written back as format 3, which reads back the same.
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = loaded.snapshot();
+    let (path, header) =
+        giftstream::persist::snapshot::write(dir.path(), &state.view(), 1).unwrap();
+    assert_eq!(header.version, 3);
+    let (_, state) = giftstream::persist::snapshot::read(&path).unwrap();
+    let again = Engine::from_state(
+        crate::support::economy(),
+        giftstream::engine::EngineConfig::default(),
+        state,
+    )
+    .unwrap();
+    assert_eq!(again.state_fingerprint(), loaded.state_fingerprint());
+}
+
 #[test]
 fn a_snapshot_of_format_1_still_loads() {
     // Format 2 appended the settlement reports (one map per creator shard) to format 1's
     // state: a format-1 file is a format-2 body without them.
-    let engine = crate::support::engine();
-    let events: Vec<Event> = (0..20u128)
-        .map(|i| recharge(i, 40 + i as u64 % 5, "coins_7000"))
-        .chain((0..60u128).map(|i| gift(1000 + i, 40 + i as u64 % 5, 7, "panda", 1)))
-        .chain([payout(2000, 7, 20_000, "USD")])
-        .collect();
-    engine.apply_batch(&events, giftstream::engine::Stamp::now());
-    let dir = tempfile::tempdir().unwrap();
-    let (state, _) = engine.snapshot();
-    let (path, header) =
-        giftstream::persist::snapshot::write(dir.path(), &state.view(), 1).unwrap();
-    assert_eq!(header.version, 2);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let shards = engine.config().shards;
-    assert!(shards < 128, "one-byte length prefix");
+    let mut bytes = fixture_v2();
+    let shards = giftstream::engine::EngineConfig::default().shards;
     let tail = bytes.split_off(bytes.len() - 1 - shards);
     assert_eq!(
         tail[0] as usize, shards,
@@ -449,15 +509,21 @@ fn a_snapshot_of_format_1_still_loads() {
     bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
     bytes[48..56].copy_from_slice(&body_len.to_le_bytes());
     bytes[56..60].copy_from_slice(&crc.to_le_bytes());
-    let (header, state) = giftstream::persist::snapshot::parse(&path, &bytes).unwrap();
+    let path = std::path::Path::new("snapshot-format-1.gsnap");
+    let (header, state) = giftstream::persist::snapshot::parse(path, &bytes).unwrap();
     assert_eq!(header.version, 1);
     let loaded = giftstream::engine::Engine::from_state(
         crate::support::economy(),
-        engine.config().clone(),
+        giftstream::engine::EngineConfig::default(),
         state,
     )
     .unwrap();
-    assert_eq!(loaded.state_fingerprint(), engine.state_fingerprint());
+    let engine = crate::support::engine();
+    engine.apply_batch(&format_2_fixture_events(), NOV);
+    assert_eq!(
+        without_ids(loaded.state_fingerprint()),
+        without_ids(engine.state_fingerprint())
+    );
     assert!(loaded.audit().is_clean());
 }
 

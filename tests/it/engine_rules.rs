@@ -850,3 +850,53 @@ fn rejected_events_of_unknown_users_leave_no_history() {
     assert!(engine.history(UserId(500), 10).is_empty());
     assert!(engine.history(UserId(501), 10).is_empty());
 }
+
+#[test]
+fn the_retry_horizon_answers_or_refuses_a_retry_never_applies_it_twice() {
+    let config = EngineConfig {
+        idempotency_horizon_ms: 600_000,
+        ..EngineConfig::default()
+    };
+    let horizon = config.idempotency_horizon_ms;
+    let engine = Engine::new(economy(), config).unwrap();
+    let t = NOV.0;
+    let expired = refused(RejectCode::EventExpired);
+    // First sent at t, retried at the horizon's edge and just past it.
+    let first = engine.apply_issued(&[recharge(1, 1, "coins_100")], &[t], Stamp(t))[0];
+    assert!(first.is_accepted());
+    let edge = engine.apply_issued(&[recharge(1, 1, "coins_100")], &[t], Stamp(t + horizon))[0];
+    assert_eq!((edge.seq, edge.duplicate), (first.seq, true));
+    let late = engine.apply_issued(&[recharge(1, 1, "coins_100")], &[t], Stamp(t + horizon + 1))[0];
+    assert_eq!(late, expired);
+    // A first attempt that arrives only at the edge is applied; its retry past it refused.
+    let slow = engine.apply_issued(&[recharge(2, 1, "coins_100")], &[t], Stamp(t + horizon))[0];
+    assert!(slow.is_accepted() && !slow.duplicate);
+    let again =
+        engine.apply_issued(&[recharge(2, 1, "coins_100")], &[t], Stamp(t + 2 * horizon))[0];
+    assert_eq!(again, expired);
+    // A backend clock up to a minute ahead: still remembered for every admitted retry.
+    let ahead = t + 60_000;
+    let o = engine.apply_issued(&[recharge(3, 1, "coins_100")], &[ahead], Stamp(t))[0];
+    assert!(o.is_accepted());
+    let retry = engine.apply_issued(
+        &[recharge(3, 1, "coins_100")],
+        &[ahead],
+        Stamp(ahead + horizon),
+    )[0];
+    assert_eq!((retry.seq, retry.duplicate), (o.seq, true));
+    // Further ahead than that is refused; 0 means not given (issued when received).
+    let o = engine.apply_issued(&[recharge(4, 1, "coins_100")], &[t + 60_001], Stamp(t))[0];
+    assert_eq!(o, expired);
+    let o = engine.apply_issued(&[recharge(5, 1, "coins_100")], &[0], Stamp(t + horizon))[0];
+    assert!(o.is_accepted());
+    assert_eq!(
+        engine.wallet(UserId(1), NOV).coins,
+        400,
+        "1, 2, 3 and 5 credited once"
+    );
+    let log = engine.drain_log();
+    assert_eq!(log.len(), 4, "refusals are not journaled");
+    let replayed = Engine::new(economy(), engine.config().clone()).unwrap();
+    replayed.replay(&log).unwrap();
+    assert_eq!(replayed.state_fingerprint(), engine.state_fingerprint());
+}

@@ -503,3 +503,42 @@ async fn a_failing_journal_makes_the_service_unavailable_then_it_resumes() {
     assert_eq!(s.coins(42).await, 300);
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_reused_or_issued_too_long_ago_is_refused_over_http() {
+    let s = TestServer::start().await;
+    let post = |events: Value| {
+        let body = json!({ "events": events }).to_string();
+        let s = &s;
+        async move { s.send("POST", "/v1/events", Some(INGEST), body).await }
+    };
+    let (st, body) = post(json!([recharge(1, 10, "coins_100", 100, "1.29")])).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["outcomes"][0]["coins"], 100);
+    // The same id for another user's recharge: refused, nothing of user 10 revealed.
+    let (st, body) = post(json!([recharge(1, 11, "coins_500", 500, "6.49")])).await;
+    assert_eq!(st, 200, "{body}");
+    let o = &body["outcomes"][0];
+    assert_eq!(o["status"], "rejected");
+    assert_eq!(o["code"], "EVENT_ID_REUSED");
+    assert_eq!(o["seq"], 0);
+    assert!(o.get("coins").is_none(), "{o}");
+    // An exact retry: the original outcome.
+    let (_, body) = post(json!([recharge(1, 10, "coins_100", 100, "1.29")])).await;
+    assert_eq!(body["outcomes"][0]["duplicate"], true);
+    assert_eq!(body["outcomes"][0]["coins"], 100);
+    // issued_ms an hour ago: past the default 10-minute horizon.
+    let now = giftstream::engine::Stamp::now().0;
+    let mut old = recharge(2, 10, "coins_100", 100, "1.29");
+    old["issued_ms"] = json!(now - 3_600_000);
+    let mut fresh = recharge(3, 10, "coins_100", 100, "1.29");
+    fresh["issued_ms"] = json!(now);
+    let (st, body) = post(json!([old, fresh])).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["outcomes"][0]["code"], "EVENT_EXPIRED");
+    assert_eq!(body["outcomes"][1]["coins"], 200);
+    let (_, wallet) = s.send("GET", "/v1/users/10/wallet", Some(READ), "").await;
+    assert_eq!(wallet["coins"], 200, "{wallet}");
+    let (_, wallet) = s.send("GET", "/v1/users/11/wallet", Some(READ), "").await;
+    assert_eq!(wallet["coins"], 0, "{wallet}");
+}
