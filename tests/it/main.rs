@@ -12,6 +12,7 @@ mod read_model;
 mod server_http;
 mod server_shutdown;
 mod server_tcp;
+mod simulation;
 mod soak;
 mod support;
 mod tls;

@@ -1,0 +1,1593 @@
+//! Seeded simulation of the engine against an independent model of SPEC §1, in the
+//! spirit of TigerBeetle's VOPR.
+//!
+//! # The model
+//! [`Model`] is a plain sequential ledger written from SPEC §1 alone: it calls none of
+//! the engine's rules, only reads the economy's configuration data (catalog, packages,
+//! share, diamond values, minimums, regions). It keeps
+//! - wallets: coins, region, adult flag, monthly budget, and the coins spent on gifts in
+//!   the wallet's month. A wallet's month never goes back: a gift stamped in an earlier
+//!   UTC month than one already applied counts toward the later month;
+//! - creators: coins received, diamonds credited = floor(coins received × creator_share),
+//!   diamonds paid, gift counts; streams (coins, goal) and per-gifter totals;
+//! - ONE global idempotency map `event id -> (event content, original outcome)`, across
+//!   users, event types and shards: an exact retry gets the original outcome with
+//!   `duplicate: true` and changes nothing; the same id with other content gets
+//!   `EVENT_ID_REUSED` with `seq: 0`, is not journaled and changes nothing. Every fresh
+//!   event takes the next sequence number.
+//!
+//! Checks run in SPEC order: the event (`UNKNOWN_GIFT`, `INVALID_COUNT`,
+//! `AMOUNT_OUT_OF_RANGE`, `UNSUPPORTED_CURRENCY`, `SELF_GIFT`, `OVERFLOW`), the account
+//! (`AGE_RESTRICTED`, `REGION_UNAVAILABLE`), limits (`BUDGET_EXCEEDED`,
+//! `BELOW_PAYOUT_MINIMUM`), funds (`INSUFFICIENT_COINS`, `INSUFFICIENT_DIAMONDS`).
+//!
+//! # The check: linearizability by sequence number
+//! Three or four threads apply pre-generated random batches to one engine at once,
+//! draining the log and taking a snapshot in between. Afterwards the drained log,
+//! sorted by seq, must be gap-free `1..=last_seq`, and the model run over it IN SEQ
+//! ORDER must produce every journaled outcome exactly (balances, diamonds available,
+//! payout values): the sequence numbers must describe an order in which the events
+//! could have run one at a time. Every answer a thread got live must be the journaled
+//! outcome of its event (exactly one non-duplicate answer per journaled id), an exact
+//! retry's answer the original's, a reused id's answer `EVENT_ID_REUSED`. Final
+//! wallets, creators, streams and top lists must equal the model's, the audit must be
+//! clean, and the ledger must restart: a replay of the whole log, and snapshot state +
+//! replay of the rest, must both succeed and give the live engine's
+//! `state_fingerprint`; the restarted engines still answer retries and reused ids.
+//!
+//! # Seeds
+//! `simulation_seed_sweep` runs seeds 0..20 (well under a second in release). A seed
+//! fixes the workload: engine config, thread count, every batch, stamp and event id.
+//! The interleaving of the threads is the OS's, so a concurrency failure may need its
+//! seed run a few times; `GIFTSTREAM_SIM_SERIAL=1` applies the same batches from one
+//! thread (fully deterministic), which tells a concurrency bug from a rule bug.
+//!
+//! ```text
+//! # replay one seed (the failure message prints this line)
+//! GIFTSTREAM_SIM_SEED=7 cargo test --release --test it simulation -- --nocapture
+//! # the long sweep: seeds 0..5000, or a range of them
+//! GIFTSTREAM_SIM_SEEDS=5000 nice -n 5 cargo test --release --test it simulation_seed_sweep -- --nocapture
+//! GIFTSTREAM_SIM_SEEDS=5000..10000 nice -n 5 cargo test --release --test it simulation_seed_sweep -- --nocapture
+//! ```
+//!
+//! The deterministic regression tests below pin the defects the sweep found: an id
+//! reused by another user or as another event type, a full idempotency window that
+//! forgot an id, a payout racing gifts that made the log unreplayable, and a gift
+//! stamped in an earlier month than one already applied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use giftstream::economy::{Economy, Region};
+use giftstream::engine::{
+    AccountSettings, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState, Event, EventId,
+    Gift, GiftId, LogEntry, Outcome, Payout, Recharge, RejectCode, Stamp, Status, StreamGoal,
+    StreamId, UserId,
+};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::support::*;
+
+/// Users `1..=USERS`; the first `CREATORS` of them are also creators.
+const USERS: u64 = 12;
+const CREATORS: u64 = 4;
+/// Creators that receive no gifts (payouts to them are refused).
+const UNFUNDED_CREATORS: [u64; 2] = [5, 6];
+/// `support::gift` sends creator `c`'s gifts in stream `STREAM_BASE + c`.
+const STREAM_BASE: u64 = 9000;
+/// A stream that gets a goal but no gifts.
+const GOAL_ONLY_STREAM: u64 = 9100;
+const SWEEP_SEEDS: u64 = 20;
+const BATCHES_PER_THREAD: usize = 40;
+const BATCH_EVENTS_MAX: usize = 12;
+/// Half the span of the run's stamps around the month boundary `DEC`.
+const SPAN_MS: u64 = 60_000;
+
+/// The answer to an event id reused with other content (SPEC §1).
+const EVENT_ID_REUSED: RejectCode = RejectCode::EventIdReused;
+
+/// Returns `Err(message)` from the enclosing function unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($message:tt)+) => {
+        if !$cond {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+// ---- the model ------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+struct ModelWallet {
+    coins: u64,
+    /// Coins spent on gifts in `month` (`utc_month`).
+    spent: u64,
+    month: u32,
+    budget: Option<u64>,
+    region: Option<Region>,
+    adult: bool,
+}
+
+impl Default for ModelWallet {
+    /// A user never registered: an adult with no region and no budget.
+    fn default() -> Self {
+        ModelWallet {
+            coins: 0,
+            spent: 0,
+            month: 0,
+            budget: None,
+            region: None,
+            adult: true,
+        }
+    }
+}
+
+impl ModelWallet {
+    /// Spent in `month`: the wallet's month never goes back, so an earlier month counts
+    /// toward the wallet's.
+    fn spent_in(&self, month: u32) -> u64 {
+        if self.month >= month { self.spent } else { 0 }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct ModelCreator {
+    coins_received: u128,
+    diamonds_paid: u128,
+    gifts: BTreeMap<u32, u128>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ModelStream {
+    coins: u128,
+    /// The smallest creator gifted to here.
+    lowest_creator: Option<CreatorId>,
+    /// `(creator, coins_target)` of the last goal set.
+    goal: Option<(CreatorId, u64)>,
+}
+
+/// A wallet as compared: coins, spent this month, budget, region, adult.
+type WalletFields = (u64, u64, Option<u64>, Option<Region>, bool);
+/// A creator as compared: coins received, diamonds credited, available, gift counts.
+type CreatorFields = (u128, u128, u128, Vec<(GiftId, u128)>);
+/// A stream as compared: creator, coins received, `(target, progress)`.
+type StreamFields = (Option<CreatorId>, u128, Option<(u64, u128)>);
+
+/// The sequential ledger of SPEC §1 (see the module doc).
+struct Model {
+    economy: Economy,
+    wallets: BTreeMap<UserId, ModelWallet>,
+    creators: BTreeMap<CreatorId, ModelCreator>,
+    streams: BTreeMap<StreamId, ModelStream>,
+    creator_gifters: BTreeMap<(CreatorId, UserId), u128>,
+    stream_gifters: BTreeMap<(StreamId, UserId), u128>,
+    ids: HashMap<EventId, (Event, Outcome)>,
+    last_seq: u64,
+}
+
+fn rejected(code: RejectCode) -> Status {
+    Status::Rejected(code)
+}
+
+fn reused_answer() -> Outcome {
+    Outcome {
+        seq: 0,
+        status: rejected(EVENT_ID_REUSED),
+        duplicate: false,
+    }
+}
+
+impl Model {
+    fn new(economy: Economy) -> Model {
+        Model {
+            economy,
+            wallets: BTreeMap::new(),
+            creators: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            creator_gifters: BTreeMap::new(),
+            stream_gifters: BTreeMap::new(),
+            ids: HashMap::new(),
+            last_seq: 0,
+        }
+    }
+
+    /// The answer to an event whose id is known: the original outcome for an exact
+    /// retry, `EVENT_ID_REUSED` for other content.
+    fn known(&self, event: &Event) -> Option<Outcome> {
+        let (original, outcome) = self.ids.get(&event.id())?;
+        Some(if original == event {
+            Outcome {
+                duplicate: true,
+                ..*outcome
+            }
+        } else {
+            reused_answer()
+        })
+    }
+
+    fn apply(&mut self, event: &Event, stamp: Stamp) -> Outcome {
+        if let Some(answer) = self.known(event) {
+            return answer;
+        }
+        let status = match event {
+            Event::Recharge(r) => self.recharge(r),
+            Event::Gift(g) => self.gift(g, stamp),
+            Event::Payout(p) => self.payout(p),
+            Event::Account(a) => self.account(a),
+            Event::StreamGoal(g) => self.goal(g),
+            Event::Settlement(_) => panic!("the simulation sends no settlements"),
+        };
+        self.last_seq += 1;
+        let outcome = Outcome {
+            seq: self.last_seq,
+            status,
+            duplicate: false,
+        };
+        self.ids.insert(event.id(), (*event, outcome));
+        outcome
+    }
+
+    fn wallet(&self, user: UserId) -> ModelWallet {
+        self.wallets.get(&user).copied().unwrap_or_default()
+    }
+
+    fn account_check(&self, w: &ModelWallet) -> Result<(), RejectCode> {
+        if !w.adult {
+            return Err(RejectCode::AgeRestricted);
+        }
+        match w.region {
+            Some(r) if self.economy.restricted_regions.contains(&r) => {
+                Err(RejectCode::RegionUnavailable)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A package must match its coins and its price in the currency; a custom amount is
+    /// web only, within the bounds, at a positive price.
+    fn recharge_amount_ok(&self, r: &Recharge) -> bool {
+        let e = &self.economy;
+        let ok = match r.package {
+            Some(p) => e.packages.get(p.0 as usize).is_some_and(|spec| {
+                spec.coins == r.coins && spec.prices.get(&r.currency) == Some(&r.price)
+            }),
+            None => {
+                r.channel == Channel::Web
+                    && (e.custom_min_coins..=e.custom_max_coins).contains(&r.coins)
+                    && r.price > Decimal::ZERO
+            }
+        };
+        ok && r.coins > 0
+    }
+
+    fn recharge(&mut self, r: &Recharge) -> Status {
+        if !self.recharge_amount_ok(r) {
+            return rejected(RejectCode::AmountOutOfRange);
+        }
+        let w = self.wallet(r.user);
+        if let Err(code) = self.account_check(&w) {
+            return rejected(code);
+        }
+        let Some(coins) = w.coins.checked_add(r.coins) else {
+            return rejected(RejectCode::Overflow);
+        };
+        self.wallets.entry(r.user).or_default().coins = coins;
+        Status::Accepted(Effect::Coins(coins))
+    }
+
+    /// The event checks of a gift: its cost.
+    fn gift_cost(&self, g: &Gift) -> Result<u64, RejectCode> {
+        let spec = self
+            .economy
+            .gifts
+            .get(g.gift.0 as usize)
+            .ok_or(RejectCode::UnknownGift)?;
+        if g.count == 0 || g.count > self.economy.max_gift_count {
+            return Err(RejectCode::InvalidCount);
+        }
+        if g.sender.0 == g.creator.0 {
+            return Err(RejectCode::SelfGift);
+        }
+        spec.coins
+            .checked_mul(u64::from(g.count))
+            .ok_or(RejectCode::Overflow)
+    }
+
+    /// Every check of a gift, in order: its cost and the sender's spending after it.
+    fn gift_check(&self, g: &Gift, month: u32) -> Result<(u64, u64), RejectCode> {
+        let cost = self.gift_cost(g)?;
+        let w = self.wallet(g.sender);
+        self.account_check(&w)?;
+        let spent = w.spent_in(month).checked_add(cost);
+        match (spent, w.budget) {
+            (None, _) => return Err(RejectCode::BudgetExceeded),
+            (Some(spent), Some(budget)) if spent > budget => {
+                return Err(RejectCode::BudgetExceeded);
+            }
+            _ => {}
+        }
+        if w.coins < cost {
+            return Err(RejectCode::InsufficientCoins);
+        }
+        Ok((cost, spent.unwrap_or_default()))
+    }
+
+    fn gift(&mut self, g: &Gift, stamp: Stamp) -> Status {
+        let month = utc_month(stamp);
+        let (cost, spent) = match self.gift_check(g, month) {
+            Ok(v) => v,
+            Err(code) => return rejected(code),
+        };
+        let w = self.wallets.entry(g.sender).or_default();
+        w.coins -= cost;
+        w.spent = spent;
+        w.month = w.month.max(month);
+        let balance = w.coins;
+        self.credit(g, cost);
+        Status::Accepted(Effect::Coins(balance))
+    }
+
+    fn credit(&mut self, g: &Gift, cost: u64) {
+        let coins = u128::from(cost);
+        let c = self.creators.entry(g.creator).or_default();
+        c.coins_received += coins;
+        *c.gifts.entry(g.gift.0).or_default() += u128::from(g.count);
+        *self
+            .creator_gifters
+            .entry((g.creator, g.sender))
+            .or_default() += coins;
+        *self.stream_gifters.entry((g.stream, g.sender)).or_default() += coins;
+        let s = self.streams.entry(g.stream).or_default();
+        s.coins += coins;
+        s.lowest_creator = Some(s.lowest_creator.map_or(g.creator, |c| c.min(g.creator)));
+    }
+
+    fn diamonds_credited(&self, creator: CreatorId) -> u128 {
+        let coins = self.creators.get(&creator).map_or(0, |c| c.coins_received);
+        (Decimal::from(coins) * self.economy.creator_share)
+            .floor()
+            .to_u128()
+            .expect("whole diamonds fit u128")
+    }
+
+    fn diamonds_available(&self, creator: CreatorId) -> u128 {
+        let paid = self.creators.get(&creator).map_or(0, |c| c.diamonds_paid);
+        self.diamonds_credited(creator) - paid
+    }
+
+    /// Every check of a payout, in order: its value.
+    fn payout_check(&self, p: &Payout) -> Result<Decimal, RejectCode> {
+        if p.diamonds == 0 {
+            return Err(RejectCode::AmountOutOfRange);
+        }
+        let unit = self
+            .economy
+            .diamond_value
+            .get(&p.currency)
+            .ok_or(RejectCode::UnsupportedCurrency)?;
+        let value = Decimal::from(p.diamonds)
+            .checked_mul(*unit)
+            .ok_or(RejectCode::Overflow)?;
+        if self
+            .economy
+            .payout_minimum
+            .get(&p.currency)
+            .is_some_and(|minimum| value < *minimum)
+        {
+            return Err(RejectCode::BelowPayoutMinimum);
+        }
+        if self.diamonds_available(p.creator) < u128::from(p.diamonds) {
+            return Err(RejectCode::InsufficientDiamonds);
+        }
+        Ok(value)
+    }
+
+    fn payout(&mut self, p: &Payout) -> Status {
+        let value = match self.payout_check(p) {
+            Ok(value) => value,
+            Err(code) => return rejected(code),
+        };
+        self.creators.entry(p.creator).or_default().diamonds_paid += u128::from(p.diamonds);
+        let after = self.diamonds_available(p.creator);
+        Status::Accepted(Effect::PaidOut {
+            diamonds_available: u64::try_from(after).expect("diamonds fit u64"),
+            value,
+        })
+    }
+
+    fn account(&mut self, a: &AccountSettings) -> Status {
+        let w = self.wallets.entry(a.user).or_default();
+        w.region = a.region;
+        w.adult = a.adult;
+        w.budget = a.monthly_budget_coins;
+        Status::Accepted(Effect::Stored)
+    }
+
+    fn goal(&mut self, g: &StreamGoal) -> Status {
+        if g.coins_target == 0 {
+            return rejected(RejectCode::AmountOutOfRange);
+        }
+        self.streams.entry(g.stream).or_default().goal = Some((g.creator, g.coins_target));
+        Status::Accepted(Effect::Stored)
+    }
+
+    // ---- the model's views, shaped like the engine's reads ----
+
+    fn wallet_fields(&self, user: UserId, now: Stamp) -> WalletFields {
+        let w = self.wallet(user);
+        let spent = w.spent_in(utc_month(now));
+        (w.coins, spent, w.budget, w.region, w.adult)
+    }
+
+    fn creator_fields(&self, creator: CreatorId) -> CreatorFields {
+        let c = self.creators.get(&creator).cloned().unwrap_or_default();
+        let gifts = c.gifts.iter().map(|(&g, &n)| (GiftId(g), n)).collect();
+        let credited = self.diamonds_credited(creator);
+        (
+            c.coins_received,
+            credited,
+            credited - c.diamonds_paid,
+            gifts,
+        )
+    }
+
+    fn stream_fields(&self, stream: StreamId) -> StreamFields {
+        let s = self.streams.get(&stream).copied().unwrap_or_default();
+        let creator = s.goal.map(|(c, _)| c).or(s.lowest_creator);
+        (
+            creator,
+            s.coins,
+            s.goal.map(|(_, target)| (target, s.coins)),
+        )
+    }
+
+    fn creator_top(&self, creator: CreatorId, k: usize) -> Vec<(UserId, u128)> {
+        let scores = self
+            .creator_gifters
+            .iter()
+            .filter(|((c, _), _)| *c == creator)
+            .map(|((_, u), &coins)| (*u, coins));
+        top(scores, k)
+    }
+
+    fn stream_top(&self, stream: StreamId, k: usize) -> Vec<(UserId, u128)> {
+        let scores = self
+            .stream_gifters
+            .iter()
+            .filter(|((s, _), _)| *s == stream)
+            .map(|((_, u), &coins)| (*u, coins));
+        top(scores, k)
+    }
+
+    fn top_creators(&self, k: usize) -> Vec<(CreatorId, u128)> {
+        let scores = self
+            .creators
+            .iter()
+            .filter(|(_, c)| c.coins_received > 0)
+            .map(|(&c, _)| (c, self.diamonds_credited(c)));
+        top(scores, k)
+    }
+}
+
+/// The best `k` by score, then by lower id.
+fn top<I: Ord + Copy>(scores: impl Iterator<Item = (I, u128)>, k: usize) -> Vec<(I, u128)> {
+    let mut all: Vec<(I, u128)> = scores.filter(|(_, s)| *s > 0).collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
+}
+
+/// The UTC calendar month of a stamp as `year * 12 + month - 1`, counted from 1970 by
+/// the model itself (bounded: one step per year since 1970).
+fn utc_month(stamp: Stamp) -> u32 {
+    let leap = |y: u32| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+    let mut days = stamp.0 / 86_400_000;
+    let mut year = 1970;
+    let year_days = |y: u32| if leap(y) { 366 } else { 365 };
+    while days >= year_days(year) {
+        days -= year_days(year);
+        year += 1;
+    }
+    let february = if leap(year) { 29 } else { 28 };
+    let lengths = [31, february, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let mut month = 0;
+    for len in lengths {
+        if days < len {
+            break;
+        }
+        days -= len;
+        month += 1;
+    }
+    year * 12 + month
+}
+
+// ---- the workload ----------------------------------------------------------------
+
+/// What a thread does after applying a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Nothing,
+    Drain,
+    Snapshot,
+}
+
+#[derive(Debug, Clone)]
+struct Batch {
+    events: Vec<Event>,
+    stamp: Stamp,
+    after: After,
+}
+
+/// Everything a seed decides.
+struct Plan {
+    config: EngineConfig,
+    threads: Vec<Vec<Batch>>,
+    /// After every stamp of the run: the time the final reads use.
+    now: Stamp,
+}
+
+/// Draws events from a seed. Every event drawn goes to `pool`, which retries and
+/// reused ids pick from: across threads, and within a batch.
+struct Generator {
+    rng: ChaCha8Rng,
+    economy: Economy,
+    seed: u64,
+    next_id: u64,
+    pool: Vec<Event>,
+}
+
+impl Generator {
+    fn new(seed: u64) -> Generator {
+        Generator {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            economy: economy(),
+            seed,
+            next_id: 0,
+            pool: Vec::new(),
+        }
+    }
+
+    fn id(&mut self) -> u128 {
+        self.next_id += 1;
+        u128::from(self.seed) << 64 | u128::from(self.next_id)
+    }
+
+    fn user(&mut self) -> u64 {
+        self.rng.random_range(1..=USERS)
+    }
+
+    fn creator(&mut self) -> u64 {
+        self.rng.random_range(1..=CREATORS)
+    }
+
+    fn event(&mut self) -> Event {
+        let event = match self.rng.random_range(0..100u32) {
+            0..14 => self.package_recharge(),
+            14..24 => self.custom_recharge(),
+            24..60 => self.gift(),
+            60..72 => self.payout(),
+            72..76 => self.account(),
+            76..80 => self.goal(),
+            80..91 => self.retry(),
+            _ => self.reuse(),
+        };
+        self.pool.push(event);
+        event
+    }
+
+    fn package_recharge(&mut self) -> Event {
+        let i = self.rng.random_range(0..self.economy.packages.len());
+        let package = self.economy.packages[i].id.clone();
+        let (id, user) = (self.id(), self.user());
+        recharge(id, user, &package)
+    }
+
+    fn custom_recharge(&mut self) -> Event {
+        let (id, user) = (self.id(), self.user());
+        let (coins, price) = match self.rng.random_range(0..100u32) {
+            0..4 => (self.rng.random_range(1..30), "0.10"), // below the custom minimum
+            4..7 => (2_500_001, "30000"),                   // above the maximum
+            7..10 => (1_000, "0"),                          // no price
+            10..30 => (self.rng.random_range(300_000..=2_500_000), "3000"),
+            _ => (self.rng.random_range(1_000..=300_000), "100"),
+        };
+        custom(id, user, coins, price)
+    }
+
+    fn gift(&mut self) -> Event {
+        const NAMES: [(&str, u32); 9] = [
+            ("rose", 15),
+            ("panda", 10),
+            ("finger_heart", 5),
+            ("rainbow_puke", 10),
+            ("concert", 15),
+            ("drama_queen", 20),
+            ("planet", 12),
+            ("universe", 10),
+            ("no_such_gift", 3),
+        ];
+        let mut roll = self.rng.random_range(0..100u32);
+        let name = NAMES
+            .iter()
+            .find(|(_, weight)| {
+                let hit = roll < *weight;
+                roll = roll.saturating_sub(*weight);
+                hit
+            })
+            .map_or("rose", |(name, _)| *name);
+        let max = self.economy.max_gift_count;
+        let count = match self.rng.random_range(0..100u32) {
+            0..2 => 0,
+            2..4 => max + 1,
+            4..5 => max,
+            5..30 => self.rng.random_range(1..=30),
+            _ => self.rng.random_range(1..=3),
+        };
+        let (id, sender, creator) = (self.id(), self.user(), self.creator());
+        gift(id, sender, creator, name, count)
+    }
+
+    fn payout(&mut self) -> Event {
+        let id = self.id();
+        let creator = if self.rng.random_bool(0.1) {
+            UNFUNDED_CREATORS[self.rng.random_range(0..UNFUNDED_CREATORS.len())]
+        } else {
+            self.creator()
+        };
+        let currency = if self.rng.random_bool(0.3) {
+            "EUR"
+        } else {
+            "USD"
+        };
+        let (diamonds, currency) = match self.rng.random_range(0..100u32) {
+            0..4 => (0, currency),
+            4..8 => (self.rng.random_range(20_000..=40_000), "JPY"),
+            8..18 => (self.rng.random_range(1..20_000), currency), // below the minimum
+            18..22 => (50_000_000, currency),
+            _ => (self.rng.random_range(20_000..=80_000), currency),
+        };
+        payout(id, creator, diamonds, currency)
+    }
+
+    fn account(&mut self) -> Event {
+        let (id, user) = (self.id(), self.user());
+        let region = match self.rng.random_range(0..100u32) {
+            0..50 => None,
+            50..75 => Some("US"),
+            75..85 => Some("DE"),
+            85..93 => Some("KP"),
+            _ => Some("CU"),
+        };
+        let adult = !self.rng.random_bool(0.1);
+        let budget = if self.rng.random_bool(0.5) {
+            Some(self.rng.random_range(0..=300_000))
+        } else {
+            None
+        };
+        account(id, user, region, adult, budget)
+    }
+
+    fn goal(&mut self) -> Event {
+        let (id, creator) = (self.id(), self.creator());
+        let stream = if self.rng.random_bool(0.8) {
+            STREAM_BASE + creator
+        } else {
+            GOAL_ONLY_STREAM
+        };
+        let target = if self.rng.random_bool(0.1) {
+            0
+        } else {
+            self.rng.random_range(1..=1_000_000)
+        };
+        goal(id, stream, creator, target)
+    }
+
+    /// An earlier event: often a recent one (same batch or thread), else any.
+    fn earlier(&mut self) -> Option<Event> {
+        let n = self.pool.len();
+        if n == 0 {
+            return None;
+        }
+        let from = if self.rng.random_bool(0.3) {
+            n.saturating_sub(8)
+        } else {
+            0
+        };
+        Some(self.pool[self.rng.random_range(from..n)])
+    }
+
+    /// An exact retry of an earlier event (same id, same content).
+    fn retry(&mut self) -> Event {
+        self.earlier().unwrap_or_else(|| self.gift())
+    }
+
+    /// An earlier event's id with other content: another user's recharge, a gift's id
+    /// as a payout, any other id as a gift.
+    fn reuse(&mut self) -> Event {
+        let Some(original) = self.earlier() else {
+            return self.custom_recharge();
+        };
+        let id = original.id().0;
+        match original {
+            Event::Recharge(r) => Event::Recharge(Recharge {
+                user: UserId(r.user.0 % USERS + 1),
+                ..r
+            }),
+            Event::Gift(g) => payout(id, g.creator.0, 20_000, "USD"),
+            _ => {
+                let (sender, creator) = (self.user(), self.creator());
+                gift(id, sender, creator, "rose", 1)
+            }
+        }
+    }
+
+    /// A batch's stamp: moving from `DEC - SPAN_MS` to `DEC + SPAN_MS` over the run,
+    /// with jitter, and sometimes well before batches applied earlier.
+    fn stamp(&mut self, k: u64, total: u64) -> Stamp {
+        let base = DEC.0 - SPAN_MS + k * 2 * SPAN_MS / total.max(1);
+        let jitter = self.rng.random_range(0..=4_000);
+        let back = if self.rng.random_bool(0.1) {
+            self.rng.random_range(5_000..=30_000)
+        } else {
+            0
+        };
+        Stamp(base + jitter - 2_000 - back)
+    }
+
+    fn batch(&mut self, k: u64, total: u64, after: After) -> Batch {
+        let n = self.rng.random_range(1..=BATCH_EVENTS_MAX);
+        let events = (0..n).map(|_| self.event()).collect();
+        Batch {
+            events,
+            stamp: self.stamp(k, total),
+            after,
+        }
+    }
+
+    fn config(&mut self, ids_bound: usize) -> EngineConfig {
+        let shards = [1, 2, 4][self.rng.random_range(0..3usize)];
+        EngineConfig {
+            shards,
+            // Room for every id of the run in any one shard: a run forgets nothing, as
+            // the model does (the window's own bound has a test of its own below).
+            idempotency_entries_max: ids_bound * 4,
+            history_per_user: self.rng.random_range(0..=4),
+            top_k: self.rng.random_range(1..=3),
+            ..EngineConfig::default()
+        }
+    }
+}
+
+impl Plan {
+    fn generate(seed: u64) -> Plan {
+        let mut g = Generator::new(seed);
+        let threads = g.rng.random_range(3..=4usize);
+        let config = g.config(threads * BATCHES_PER_THREAD * BATCH_EVENTS_MAX);
+        let total = (threads * BATCHES_PER_THREAD) as u64;
+        let mut plans = vec![Vec::new(); threads];
+        for b in 0..BATCHES_PER_THREAD {
+            for (t, plan) in plans.iter_mut().enumerate() {
+                let after = if t == 0 && b == BATCHES_PER_THREAD / 2 {
+                    After::Snapshot
+                } else if g.rng.random_bool(0.05) {
+                    After::Drain
+                } else {
+                    After::Nothing
+                };
+                let k = (b * threads + t) as u64;
+                plan.push(g.batch(k, total, after));
+            }
+        }
+        Plan {
+            config,
+            threads: plans,
+            now: Stamp(DEC.0 + 2 * SPAN_MS),
+        }
+    }
+
+    fn events(&self) -> usize {
+        self.threads.iter().flatten().map(|b| b.events.len()).sum()
+    }
+}
+
+// ---- running it ------------------------------------------------------------------
+
+/// What a run left to check.
+struct Run {
+    /// Every event a thread sent, with the answer it got.
+    answers: Vec<(Event, Outcome)>,
+    /// The whole drained log (drains, the snapshot's, the final one), sorted by seq.
+    log: Vec<LogEntry>,
+    snapshot: Option<EngineState>,
+}
+
+/// Cuts taken while the threads run.
+#[derive(Default)]
+struct Cuts {
+    log: Mutex<Vec<LogEntry>>,
+    snapshot: Mutex<Option<EngineState>>,
+}
+
+fn apply_planned(engine: &Engine, batch: &Batch, cuts: &Cuts) -> Vec<(Event, Outcome)> {
+    let outcomes = engine.apply_batch(&batch.events, batch.stamp);
+    assert_eq!(outcomes.len(), batch.events.len(), "one outcome per event");
+    match batch.after {
+        After::Nothing => {}
+        After::Drain => cuts.log.lock().unwrap().extend(engine.drain_log()),
+        After::Snapshot => {
+            let (state, log) = engine.snapshot();
+            cuts.log.lock().unwrap().extend(log);
+            *cuts.snapshot.lock().unwrap() = Some(state);
+        }
+    }
+    batch.events.iter().copied().zip(outcomes).collect()
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// Applies every thread's batches on its own thread, all at once.
+fn run_concurrently(
+    engine: &Engine,
+    plan: &Plan,
+    cuts: &Cuts,
+) -> Result<Vec<(Event, Outcome)>, String> {
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = plan
+            .threads
+            .iter()
+            .map(|batches| {
+                scope.spawn(move || {
+                    let answers: Vec<_> = batches
+                        .iter()
+                        .map(|b| apply_planned(engine, b, cuts))
+                        .collect();
+                    answers.concat()
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for worker in workers {
+            let got = worker
+                .join()
+                .map_err(|p| format!("a worker panicked: {}", panic_text(&*p)))?;
+            answers.extend(got);
+        }
+        Ok(answers)
+    })
+}
+
+/// Applies the same batches from one thread, round-robin (`GIFTSTREAM_SIM_SERIAL`).
+fn run_serially(engine: &Engine, plan: &Plan, cuts: &Cuts) -> Vec<(Event, Outcome)> {
+    let mut answers = Vec::new();
+    for b in 0..BATCHES_PER_THREAD {
+        for batches in &plan.threads {
+            answers.extend(apply_planned(engine, &batches[b], cuts));
+        }
+    }
+    answers
+}
+
+fn run(engine: &Engine, plan: &Plan) -> Result<Run, String> {
+    let cuts = Cuts::default();
+    let answers = if std::env::var_os("GIFTSTREAM_SIM_SERIAL").is_some() {
+        run_serially(engine, plan, &cuts)
+    } else {
+        run_concurrently(engine, plan, &cuts)?
+    };
+    let mut log = cuts.log.into_inner().unwrap();
+    log.extend(engine.drain_log());
+    log.sort_by_key(|e| e.seq);
+    Ok(Run {
+        answers,
+        log,
+        snapshot: cuts.snapshot.into_inner().unwrap(),
+    })
+}
+
+// ---- the checks ------------------------------------------------------------------
+
+/// The log holds every number `1..=last_seq` exactly once.
+fn check_gap_free(log: &[LogEntry], last_seq: u64) -> Result<(), String> {
+    for (i, entry) in log.iter().enumerate() {
+        ensure!(
+            entry.seq == i as u64 + 1,
+            "the drained log is not gap-free: entry {i} has seq {} (previous {:?})",
+            entry.seq,
+            i.checked_sub(1).map(|p| log[p].seq)
+        );
+    }
+    ensure!(
+        log.len() as u64 == last_seq,
+        "last_seq {last_seq} but {} entries were journaled",
+        log.len()
+    );
+    Ok(())
+}
+
+/// Runs the model over the log in seq order: every journaled outcome must be the
+/// model's, and no id may be journaled twice.
+fn check_log_with_model(log: &[LogEntry]) -> Result<Model, String> {
+    let mut model = Model::new(economy());
+    for entry in log {
+        if let Some((first, outcome)) = model.ids.get(&entry.event.id()) {
+            return Err(format!(
+                "event id {:?} journaled twice: seq {} {first:?} and seq {} {:?} (stamp {})",
+                entry.event.id(),
+                outcome.seq,
+                entry.seq,
+                entry.event,
+                entry.stamp.0
+            ));
+        }
+        let expected = model.apply(&entry.event, entry.stamp);
+        ensure!(
+            expected == entry.outcome,
+            "seq {}: {:?} at stamp {} was journaled as {:?}, the model (run in seq order) says {:?}",
+            entry.seq,
+            entry.event,
+            entry.stamp.0,
+            entry.outcome,
+            expected
+        );
+    }
+    Ok(model)
+}
+
+/// Every live answer agrees with the log: the applying answer of each journaled id is
+/// its journaled outcome (exactly one), every other answer the model's answer to a
+/// retry of that id.
+fn check_answers(model: &Model, answers: &[(Event, Outcome)]) -> Result<(), String> {
+    let mut applied: HashMap<EventId, u32> = HashMap::new();
+    for (event, got) in answers {
+        let Some((original, outcome)) = model.ids.get(&event.id()) else {
+            return Err(format!(
+                "{event:?} was answered {got:?}, but its id was never journaled"
+            ));
+        };
+        if original == event && got == outcome {
+            *applied.entry(event.id()).or_default() += 1;
+            continue;
+        }
+        let expected = model.known(event).expect("a journaled id");
+        ensure!(
+            *got == expected,
+            "{event:?} was answered {got:?}; id {:?} was journaled at seq {} as {original:?}, so the answer must be {expected:?}",
+            event.id(),
+            outcome.seq
+        );
+    }
+    for (id, (event, outcome)) in &model.ids {
+        let n = applied.get(id).copied().unwrap_or(0);
+        ensure!(
+            n == 1,
+            "{event:?} (seq {}) was answered as applied {n} times",
+            outcome.seq
+        );
+    }
+    Ok(())
+}
+
+fn engine_wallet(engine: &Engine, user: UserId, now: Stamp) -> WalletFields {
+    let w = engine.wallet(user, now);
+    (
+        w.coins,
+        w.spent_this_month,
+        w.monthly_budget_coins,
+        w.region,
+        w.adult,
+    )
+}
+
+fn engine_creator(engine: &Engine, creator: CreatorId) -> CreatorFields {
+    let c = engine.creator(creator);
+    (
+        c.coins_received,
+        c.diamonds_total,
+        c.diamonds_available,
+        c.gifts.into_iter().filter(|(_, n)| *n > 0).collect(),
+    )
+}
+
+fn engine_stream(engine: &Engine, stream: StreamId) -> StreamFields {
+    let s = engine.stream(stream);
+    (s.creator, s.coins_received, s.goal)
+}
+
+fn all_creators() -> impl Iterator<Item = CreatorId> {
+    (1..=CREATORS).chain(UNFUNDED_CREATORS).map(CreatorId)
+}
+
+fn all_streams() -> impl Iterator<Item = StreamId> {
+    all_creators()
+        .map(|c| StreamId(STREAM_BASE + c.0))
+        .chain([StreamId(GOAL_ONLY_STREAM)])
+}
+
+/// The engine's reads equal the model's.
+fn check_state(engine: &Engine, model: &Model, now: Stamp, k: usize) -> Result<(), String> {
+    for user in (1..=USERS).map(UserId) {
+        let (got, want) = (
+            engine_wallet(engine, user, now),
+            model.wallet_fields(user, now),
+        );
+        ensure!(
+            got == want,
+            "wallet of {user:?}: engine {got:?}, model {want:?}"
+        );
+    }
+    for c in all_creators() {
+        let (got, want) = (engine_creator(engine, c), model.creator_fields(c));
+        ensure!(
+            got == want,
+            "{c:?} (coins, diamonds, available, gifts): engine {got:?}, model {want:?}"
+        );
+        let (got, want) = (engine.creator_top_gifters(c, k), model.creator_top(c, k));
+        ensure!(
+            got == want,
+            "top gifters of {c:?}: engine {got:?}, model {want:?}"
+        );
+    }
+    for s in all_streams() {
+        let (got, want) = (engine_stream(engine, s), model.stream_fields(s));
+        ensure!(
+            got == want,
+            "{s:?} (creator, coins, goal): engine {got:?}, model {want:?}"
+        );
+        let (got, want) = (engine.stream_top_gifters(s, k), model.stream_top(s, k));
+        ensure!(
+            got == want,
+            "top gifters of {s:?}: engine {got:?}, model {want:?}"
+        );
+    }
+    let (got, want) = (engine.top_creators(k), model.top_creators(k));
+    ensure!(got == want, "top creators: engine {got:?}, model {want:?}");
+    let audit = engine.audit();
+    ensure!(audit.is_clean(), "audit: {:?}", audit.violations);
+    Ok(())
+}
+
+/// Where two fingerprints first differ, shortly.
+fn first_difference(a: &str, b: &str) -> String {
+    let short = |s: &str| s.chars().take(400).collect::<String>();
+    match a
+        .lines()
+        .zip(b.lines())
+        .enumerate()
+        .find(|(_, (x, y))| x != y)
+    {
+        Some((i, (x, y))) => format!("line {i}: live {} / restarted {}", short(x), short(y)),
+        None => format!(
+            "{} lines live, {} restarted",
+            a.lines().count(),
+            b.lines().count()
+        ),
+    }
+}
+
+fn check_same_state(live: &Engine, restarted: &Engine, how: &str) -> Result<(), String> {
+    let (a, b) = (live.state_fingerprint(), restarted.state_fingerprint());
+    ensure!(
+        a == b,
+        "{how}: state differs from the live engine's: {}",
+        first_difference(&a, &b)
+    );
+    Ok(())
+}
+
+/// A restarted engine still answers retries of journaled events with their original
+/// outcomes and refuses their ids with other content, changing nothing.
+fn check_retries(
+    engine: &Engine,
+    model: &Model,
+    log: &[LogEntry],
+    now: Stamp,
+    how: &str,
+) -> Result<(), String> {
+    let before = engine.state_fingerprint();
+    let step = (log.len() / 16).max(1);
+    for entry in log.iter().step_by(step) {
+        let other = Event::Account(AccountSettings {
+            id: entry.event.id(),
+            user: UserId(USERS + 1),
+            region: None,
+            adult: true,
+            monthly_budget_coins: Some(1),
+        });
+        for event in [entry.event, other] {
+            let got = engine.apply_batch(&[event], now)[0];
+            let want = model.known(&event).expect("a journaled id");
+            ensure!(
+                got == want,
+                "{how}: {event:?} was answered {got:?}, must be {want:?}"
+            );
+        }
+    }
+    let after = engine.state_fingerprint();
+    ensure!(
+        before == after,
+        "{how}: retries changed the state: {}",
+        first_difference(&before, &after)
+    );
+    Ok(())
+}
+
+/// Restarts from the whole log, and from the snapshot plus the rest of the log.
+fn check_restarts(engine: &Engine, plan: &Plan, run: &Run, model: &Model) -> Result<(), String> {
+    let replayed = Engine::new(economy(), plan.config.clone()).map_err(|e| e.to_string())?;
+    replayed
+        .replay(&run.log)
+        .map_err(|e| format!("replay of the whole log failed: {e}"))?;
+    check_same_state(engine, &replayed, "replay of the whole log")?;
+    let state = run.snapshot.clone().ok_or("no snapshot was taken")?;
+    let from = state.last_seq() as usize;
+    let restored =
+        Engine::from_state(economy(), plan.config.clone(), state).map_err(|e| e.to_string())?;
+    restored
+        .replay(&run.log[from..])
+        .map_err(|e| format!("replay after the snapshot at seq {from} failed: {e}"))?;
+    check_same_state(engine, &restored, "snapshot + replay")?;
+    check_retries(&replayed, model, &run.log, plan.now, "after replay")?;
+    check_retries(
+        &restored,
+        model,
+        &run.log,
+        plan.now,
+        "after snapshot + replay",
+    )
+}
+
+/// Counts that show what a run exercised.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    events: usize,
+    journaled: usize,
+    payouts_accepted: usize,
+    duplicates: usize,
+    reused: usize,
+    budget_exceeded: usize,
+}
+
+impl Stats {
+    fn of(run: &Run) -> Stats {
+        let journaled = |f: &dyn Fn(&LogEntry) -> bool| run.log.iter().filter(|e| f(e)).count();
+        Stats {
+            events: run.answers.len(),
+            journaled: run.log.len(),
+            payouts_accepted: journaled(&|e| {
+                matches!(e.outcome.status, Status::Accepted(Effect::PaidOut { .. }))
+            }),
+            duplicates: run.answers.iter().filter(|(_, o)| o.duplicate).count(),
+            reused: run
+                .answers
+                .iter()
+                .filter(|(_, o)| o.code() == Some(EVENT_ID_REUSED))
+                .count(),
+            budget_exceeded: journaled(&|e| e.outcome.code() == Some(RejectCode::BudgetExceeded)),
+        }
+    }
+
+    fn add(&mut self, o: Stats) {
+        self.events += o.events;
+        self.journaled += o.journaled;
+        self.payouts_accepted += o.payouts_accepted;
+        self.duplicates += o.duplicates;
+        self.reused += o.reused;
+        self.budget_exceeded += o.budget_exceeded;
+    }
+}
+
+/// One seed: generate, run, check.
+fn simulate(seed: u64) -> Result<Stats, String> {
+    let plan = Plan::generate(seed);
+    let engine = Engine::new(economy(), plan.config.clone()).map_err(|e| e.to_string())?;
+    let run = run(&engine, &plan)?;
+    ensure!(run.answers.len() == plan.events(), "answers missing");
+    check_gap_free(&run.log, engine.last_seq())?;
+    let model = check_log_with_model(&run.log)?;
+    check_answers(&model, &run.answers)?;
+    check_state(&engine, &model, plan.now, plan.config.top_k)?;
+    check_restarts(&engine, &plan, &run, &model)?;
+    Ok(Stats::of(&run))
+}
+
+/// `GIFTSTREAM_SIM_SEED=n`: that seed; `GIFTSTREAM_SIM_SEEDS=n` or `a..b`: seeds `0..n`
+/// or `a..b`; else `0..SWEEP_SEEDS`.
+fn sweep_seeds() -> std::ops::Range<u64> {
+    let parse = |name: &str, s: &str| -> u64 {
+        s.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number or a range a..b, got {s:?}"))
+    };
+    if let Ok(s) = std::env::var("GIFTSTREAM_SIM_SEED") {
+        let seed = parse("GIFTSTREAM_SIM_SEED", &s);
+        return seed..seed + 1;
+    }
+    match std::env::var("GIFTSTREAM_SIM_SEEDS") {
+        Ok(s) => match s.split_once("..") {
+            Some((a, b)) => parse("GIFTSTREAM_SIM_SEEDS", a)..parse("GIFTSTREAM_SIM_SEEDS", b),
+            None => 0..parse("GIFTSTREAM_SIM_SEEDS", &s),
+        },
+        Err(_) => 0..SWEEP_SEEDS,
+    }
+}
+
+/// A failed seed and the command that runs it again.
+fn replay_hint(seed: u64, error: &str) -> String {
+    format!(
+        "seed {seed}: {error}\n  replay: GIFTSTREAM_SIM_SEED={seed} cargo test --release --test it simulation -- --nocapture"
+    )
+}
+
+#[test]
+fn simulation_seed_sweep() {
+    let started = Instant::now();
+    let seeds = sweep_seeds();
+    let mut totals = Stats::default();
+    let mut failures = Vec::new();
+    for seed in seeds.clone() {
+        match std::panic::catch_unwind(|| simulate(seed)) {
+            Ok(Ok(stats)) => totals.add(stats),
+            Ok(Err(e)) => failures.push(replay_hint(seed, &e)),
+            Err(panic) => failures.push(replay_hint(seed, &panic_text(&*panic))),
+        }
+    }
+    println!(
+        "simulation: seeds {seeds:?} in {:?}, {} failed; passing seeds: {totals:?}",
+        started.elapsed(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} simulation seeds failed; the first ones:\n{}",
+        failures.len(),
+        seeds.end - seeds.start,
+        failures
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+// ---- deterministic regression tests ----------------------------------------------
+
+fn engine_with(shards: usize, idempotency_entries_max: usize) -> Engine {
+    let config = EngineConfig {
+        shards,
+        idempotency_entries_max,
+        ..EngineConfig::default()
+    };
+    Engine::new(economy(), config).unwrap()
+}
+
+fn apply_one(engine: &Engine, event: Event, stamp: Stamp) -> Outcome {
+    engine.apply_batch(&[event], stamp)[0]
+}
+
+fn coins_of(engine: &Engine, user: u64) -> u64 {
+    engine.wallet(UserId(user), NOV).coins
+}
+
+/// The drained log is gap-free and the model agrees with every entry.
+fn assert_log_is_the_models(engine: &Engine) -> Vec<LogEntry> {
+    let log = engine.drain_log();
+    check_gap_free(&log, engine.last_seq()).unwrap();
+    if let Err(e) = check_log_with_model(&log) {
+        panic!("{e}");
+    }
+    log
+}
+
+#[test]
+fn an_id_reused_by_another_user_is_refused_on_any_shard() {
+    let engine = engine_with(4, 1 << 10);
+    let x = 0xA11CE;
+    let first = apply_one(&engine, recharge(x, 1, "coins_500"), NOV);
+    assert_eq!(first.status, Status::Accepted(Effect::Coins(500)));
+    // Users 2..=9 spread over the 4 shards: with today's shard hash users 3 and 8 share
+    // user 1's shard, the others do not.
+    for user in 2..=9 {
+        let got = apply_one(&engine, recharge(x, user, "coins_500"), NOV);
+        assert_eq!(
+            got,
+            reused_answer(),
+            "user {user} sent user 1's event id {x:#x}: refused, revealing nothing of user 1's outcome {first:?}"
+        );
+        assert_eq!(
+            coins_of(&engine, user),
+            0,
+            "user {user}'s balance unchanged"
+        );
+    }
+    // In one batch, across shards, and with the same user but other content.
+    let batch = [
+        recharge(0xB0B, 3, "coins_70"),
+        recharge(0xB0B, 4, "coins_70"),
+    ];
+    let got = engine.apply_batch(&batch, NOV);
+    assert!(got[0].is_accepted(), "{:?}", got[0]);
+    assert_eq!(
+        got[1],
+        reused_answer(),
+        "the same id twice in one batch, other user"
+    );
+    let got = apply_one(&engine, recharge(x, 1, "coins_100"), NOV);
+    assert_eq!(got, reused_answer(), "the same user, another package");
+    // An exact retry is still answered with the original outcome.
+    let retry = apply_one(&engine, recharge(x, 1, "coins_500"), NOV);
+    assert_eq!(
+        retry,
+        Outcome {
+            duplicate: true,
+            ..first
+        }
+    );
+    assert_eq!(coins_of(&engine, 1), 500, "user 1 credited once");
+    assert_eq!(coins_of(&engine, 4), 0);
+    let log = assert_log_is_the_models(&engine);
+    assert_eq!(
+        log.len(),
+        2,
+        "only the two first uses are journaled: {log:?}"
+    );
+}
+
+#[test]
+fn a_gift_id_reused_as_a_payout_id_is_refused() {
+    let engine = engine_with(4, 1 << 10);
+    apply_one(&engine, custom(1, 1, 200_000, "2000"), NOV);
+    let g = 0x6111;
+    let gifted = apply_one(&engine, gift(g, 1, 2, "universe", 2), NOV);
+    assert_eq!(
+        gifted.status,
+        Status::Accepted(Effect::Coins(200_000 - 69_998))
+    );
+    // A payout that would be accepted (34_999 diamonds available, 20_000 >= minimum).
+    let got = apply_one(&engine, payout(g, 2, 20_000, "USD"), NOV);
+    assert_eq!(
+        got,
+        reused_answer(),
+        "the gift's id {g:#x} reused as a payout's id"
+    );
+    assert_eq!(
+        engine.creator(CreatorId(2)).diamonds_available,
+        34_999,
+        "nothing paid out"
+    );
+    // And the other way: a payout's id reused as a gift's.
+    let p = 0x9A1D;
+    let paid = apply_one(&engine, payout(p, 2, 20_000, "USD"), NOV);
+    assert!(paid.is_accepted(), "{paid:?}");
+    let got = apply_one(&engine, gift(p, 1, 2, "rose", 1), NOV);
+    assert_eq!(
+        got,
+        reused_answer(),
+        "the payout's id {p:#x} reused as a gift's id"
+    );
+    assert_eq!(coins_of(&engine, 1), 200_000 - 69_998, "nothing debited");
+    let retry = apply_one(&engine, payout(p, 2, 20_000, "USD"), NOV);
+    assert_eq!(
+        retry,
+        Outcome {
+            duplicate: true,
+            ..paid
+        }
+    );
+    let log = assert_log_is_the_models(&engine);
+    assert_eq!(log.len(), 3, "recharge, gift, payout: {log:?}");
+}
+
+#[test]
+fn a_full_window_never_forgets_an_id_early() {
+    // One shard remembering two ids: [R1], [R2], [R3, R1].
+    let engine = engine_with(1, 2);
+    let (r1, r2, r3) = (
+        recharge(1, 1, "coins_100"),
+        recharge(2, 1, "coins_70"),
+        recharge(3, 1, "coins_350"),
+    );
+    let o1 = apply_one(&engine, r1, NOV);
+    let o2 = apply_one(&engine, r2, NOV);
+    assert_eq!(
+        (o1.seq, o1.status),
+        (1, Status::Accepted(Effect::Coins(100)))
+    );
+    assert_eq!(
+        (o2.seq, o2.status),
+        (2, Status::Accepted(Effect::Coins(170)))
+    );
+    let last = engine.apply_batch(&[r3, r1], NOV);
+    assert_eq!(
+        last[1],
+        Outcome {
+            duplicate: true,
+            ..o1
+        },
+        "R1 retried after R3 filled the window: the original outcome, not applied again"
+    );
+    // A full window is backpressure: R3 is either applied (seq 3) or refused without a
+    // number (UNAVAILABLE), never admitted by forgetting R1.
+    let r3_applied = match last[0].status {
+        Status::Accepted(_) => {
+            assert_eq!(last[0].seq, 3, "{:?}", last[0]);
+            true
+        }
+        Status::Rejected(code) => {
+            assert_eq!(last[0].seq, 0, "a refused R3 ({code}) keeps no number");
+            false
+        }
+    };
+    let want = 170 + if r3_applied { 350 } else { 0 };
+    assert_eq!(coins_of(&engine, 1), want, "R1 credited once");
+    let log = assert_log_is_the_models(&engine);
+    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=engine.last_seq()).collect::<Vec<_>>(),
+        "unique numbers"
+    );
+}
+
+/// The race: `GIFT_THREADS` threads each send `RACE_ROUNDS` batches of `RACE_CHUNK`
+/// gifts from their own `RACE_GIFTERS` gifters, half to creator 1 and half to creator
+/// 2, while one thread pays both creators out as fast as finished batches allow.
+const GIFT_THREADS: u64 = 3;
+const RACE_GIFTERS: u64 = 8;
+const RACE_GIFTERS_BASE: u64 = 100;
+const RACE_ROUNDS: u64 = 400;
+const RACE_CHUNK: u64 = 64;
+const RACE_GIFT: (&str, u64) = ("drama_queen", 5_000);
+/// Diamonds one gift batch credits each creator (creator_share 0.5).
+const RACE_BATCH_DIAMONDS: u64 = RACE_CHUNK / 2 * RACE_GIFT.1 / 2;
+const RACE_PAYOUT: u64 = 20_000;
+const RACE_POLLS_MAX: u64 = 50_000_000;
+
+/// Custom recharges that fund every gifter for all its gifts.
+fn race_funding() -> Vec<Event> {
+    let per_gifter = RACE_ROUNDS * RACE_CHUNK / RACE_GIFTERS * RACE_GIFT.1;
+    let recharges = per_gifter.div_ceil(2_500_000);
+    let gifters = RACE_GIFTERS_BASE..RACE_GIFTERS_BASE + GIFT_THREADS * RACE_GIFTERS;
+    gifters
+        .flat_map(|u| {
+            (0..recharges).map(move |r| custom(u128::from(u << 8 | r), u, 2_500_000, "30000"))
+        })
+        .collect()
+}
+
+/// One gift thread; counts its finished batches in `done`.
+fn race_gifts(engine: &Engine, t: u64, done: &AtomicU64) {
+    for round in 0..RACE_ROUNDS {
+        let batch: Vec<Event> = (0..RACE_CHUNK)
+            .map(|i| {
+                let id = u128::from(t + 1) << 64 | u128::from(round * RACE_CHUNK + i);
+                let sender = RACE_GIFTERS_BASE + t * RACE_GIFTERS + i % RACE_GIFTERS;
+                gift(id, sender, 1 + i % 2, RACE_GIFT.0, 1)
+            })
+            .collect();
+        engine.apply_batch(&batch, NOV);
+        done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The payout thread: pays creators 1 and 2 `RACE_PAYOUT` diamonds at a time out of
+/// what finished gift batches surely credited them, until the gifts end (bounded
+/// polls). Every payout it sends is covered, so each must be accepted; returns how many.
+fn race_payouts(engine: &Engine, done: &AtomicU64) -> u64 {
+    let mut paid = [0u64; 2];
+    for poll in 0..RACE_POLLS_MAX {
+        let finished = done.load(Ordering::Acquire);
+        if finished == GIFT_THREADS * RACE_ROUNDS {
+            break;
+        }
+        let c = (poll % 2) as usize;
+        if finished * RACE_BATCH_DIAMONDS < paid[c] + RACE_PAYOUT {
+            std::thread::yield_now();
+            continue;
+        }
+        let id = 0xFA_u128 << 64 | u128::from(poll);
+        let outcome = apply_one(engine, payout(id, c as u64 + 1, RACE_PAYOUT, "USD"), NOV);
+        assert!(
+            outcome.is_accepted(),
+            "a covered payout was refused: {outcome:?}"
+        );
+        paid[c] += RACE_PAYOUT;
+    }
+    (paid[0] + paid[1]) / RACE_PAYOUT
+}
+
+#[test]
+fn accepted_payouts_racing_gifts_keep_the_log_replayable() {
+    let config = EngineConfig {
+        shards: 4,
+        top_k: 3,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(economy(), config.clone()).unwrap();
+    let funded = engine.apply_batch(&race_funding(), NOV);
+    assert!(funded.iter().all(|o| o.is_accepted()));
+    let done = AtomicU64::new(0);
+    let accepted = std::thread::scope(|scope| {
+        let payouts = scope.spawn(|| race_payouts(&engine, &done));
+        let gifts: Vec<_> = (0..GIFT_THREADS)
+            .map(|t| {
+                let (engine, done) = (&engine, &done);
+                scope.spawn(move || race_gifts(engine, t, done))
+            })
+            .collect();
+        gifts.into_iter().for_each(|g| g.join().unwrap());
+        payouts.join().unwrap()
+    });
+    assert!(
+        accepted > 100,
+        "only {accepted} payouts accepted: the race did not run"
+    );
+    let log = engine.drain_log();
+    check_gap_free(&log, engine.last_seq()).unwrap();
+    let fresh = Engine::new(economy(), config).unwrap();
+    if let Err(e) = fresh.replay(&log) {
+        panic!(
+            "the ledger cannot restart: {e} ({accepted} payouts accepted; a payout numbered after gifts did not see their credits)"
+        );
+    }
+    assert_eq!(fresh.state_fingerprint(), engine.state_fingerprint());
+    if let Err(e) = check_log_with_model(&log) {
+        panic!("not linearizable by seq: {e}");
+    }
+}
+
+#[test]
+fn a_gift_stamped_in_an_earlier_month_counts_toward_the_later_month() {
+    let engine = engine_with(2, 1 << 10);
+    apply_one(&engine, account(1, 1, Some("US"), true, Some(800)), NOV);
+    apply_one(&engine, custom(2, 1, 5_000, "50"), NOV);
+    let in_dec = apply_one(&engine, gift(3, 1, 2, "concert", 1), DEC);
+    assert_eq!(in_dec.status, Status::Accepted(Effect::Coins(4_500)));
+    // Stamped a millisecond before December, applied after the December gift: it
+    // counts toward December, where 500 + 500 exceeds the budget of 800.
+    let late = apply_one(&engine, gift(4, 1, 2, "concert", 1), Stamp(DEC.0 - 1));
+    assert_eq!(
+        late.status,
+        Status::Rejected(RejectCode::BudgetExceeded),
+        "a gift stamped in November, applied after a December one, counts toward December: 500 + 500 > budget 800"
+    );
+    let w = engine.wallet(UserId(1), DEC);
+    assert_eq!((w.coins, w.spent_this_month), (4_500, 500));
+    assert_log_is_the_models(&engine);
+}
+
+#[test]
+fn model_months_follow_the_utc_calendar() {
+    assert_eq!(utc_month(DEC), 2026 * 12 + 11);
+    assert_eq!(utc_month(Stamp(DEC.0 - 1)), 2026 * 12 + 10);
+    assert_eq!(utc_month(NOV), 2026 * 12 + 10);
+    // 2024-02-29T12:00:00Z, and the epoch.
+    assert_eq!(utc_month(Stamp(1_709_208_000_000)), 2024 * 12 + 1);
+    assert_eq!(utc_month(Stamp(0)), 1970 * 12);
+}
+
+#[test]
+fn plans_are_fixed_by_their_seed() {
+    let (a, b) = (Plan::generate(7), Plan::generate(7));
+    let events = |p: &Plan| -> Vec<(Vec<Event>, Stamp)> {
+        p.threads
+            .iter()
+            .flatten()
+            .map(|b| (b.events.clone(), b.stamp))
+            .collect()
+    };
+    assert_eq!(events(&a), events(&b));
+    assert_eq!(a.config, b.config);
+    assert_ne!(events(&a), events(&Plan::generate(8)));
+}
