@@ -459,6 +459,12 @@ impl Economy {
         })
     }
 
+    /// `creator_share` as an exact ratio `(numerator, denominator)`; the denominator is a
+    /// power of ten.
+    pub fn share_ratio(&self) -> (u128, u128) {
+        (self.share_numerator, self.share_denominator)
+    }
+
     /// Whole diamonds for a creator that received `coins` in total:
     /// `floor(coins * creator_share)`, exact.
     pub fn diamonds_for(&self, coins: u128) -> u128 {

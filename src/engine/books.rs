@@ -27,19 +27,69 @@ pub(crate) struct CreatorTotals {
 }
 
 impl CreatorTotals {
-    pub(crate) fn diamonds_total(&self, economy: &Economy) -> u128 {
-        economy.diamonds_for(self.coins_received)
-    }
-
-    /// Diamonds credited here plus `settled_in` (credited on other cluster nodes and
+    /// Diamonds `credited` here plus `settled_in` (credited on other cluster nodes and
     /// reported here), less those paid out.
-    pub(crate) fn diamonds_available(&self, economy: &Economy, settled_in: u128) -> u128 {
+    pub(crate) fn diamonds_available(&self, credited: u128, settled_in: u128) -> u128 {
         // Invariant: paid <= credited + settled in (a payout is accepted only when
         // available). Saturating, never wrapping: were the invariant broken, nothing
         // would be available (the audit reports it).
-        self.diamonds_total(economy)
+        credited
             .saturating_add(settled_in)
             .saturating_sub(self.diamonds_paid)
+    }
+}
+
+/// The diamonds a creator was credited, and the fraction of one carried over
+/// (`rem / den`, in [0, 1)). Stored, not recomputed from the coins received: a change
+/// of `creator_share` applies to coins received after it and never changes diamonds
+/// already credited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Credited {
+    pub diamonds: u128,
+    pub rem: u128,
+    /// A power of ten: the largest share denominator this creator was credited with.
+    pub den: u128,
+}
+
+impl Default for Credited {
+    fn default() -> Self {
+        Credited {
+            diamonds: 0,
+            rem: 0,
+            den: 1,
+        }
+    }
+}
+
+impl Credited {
+    /// What a creator that received `coins` in total at `economy`'s share holds.
+    pub(crate) fn of(economy: &Economy, coins: u128) -> Self {
+        let mut c = Credited::default();
+        c.credit(economy, coins);
+        c
+    }
+
+    /// Credits `coins` at `economy`'s share, carrying the fraction exactly (both
+    /// denominators are powers of ten: the larger one holds both fractions).
+    pub(crate) fn credit(&mut self, economy: &Economy, coins: u128) {
+        let (n, d) = economy.share_ratio();
+        let den = self.den.max(d);
+        let rem = self.rem.saturating_mul(den / self.den);
+        let num = coins
+            .saturating_mul(n)
+            .saturating_mul(den / d)
+            .saturating_add(rem);
+        self.diamonds = self.diamonds.saturating_add(num / den);
+        self.rem = num % den;
+        self.den = den;
+    }
+
+    pub(crate) fn fraction(&self) -> Decimal {
+        // rem < den <= 10^28 (a Decimal's largest scale): exact.
+        match (u64::try_from(self.rem), u64::try_from(self.den)) {
+            (Ok(rem), Ok(den)) => (Decimal::from(rem) / Decimal::from(den)).normalize(),
+            _ => Decimal::from_i128_with_scale(self.rem as i128, self.den.ilog10()).normalize(),
+        }
     }
 }
 
@@ -58,6 +108,10 @@ pub(crate) struct CreatorShard {
     /// snapshots after the shards (snapshot format 2), hence skipped here.
     #[serde(skip)]
     pub settled: Settled,
+    /// Diamonds credited per creator. Encoded by snapshots after the id index (format
+    /// 3; older formats recompute them from the coins received), hence skipped here.
+    #[serde(skip)]
+    pub credited: FxHashMap<CreatorId, Credited>,
 }
 
 /// Per creator, `(source node, diamonds reported)`.
@@ -72,6 +126,7 @@ impl CreatorShard {
             log: Vec::new(),
             paid_value: BTreeMap::new(),
             settled: Settled::default(),
+            credited: FxHashMap::default(),
         }
     }
 
@@ -82,6 +137,11 @@ impl CreatorShard {
         })
     }
 
+    /// Diamonds credited to `creator` here.
+    pub(crate) fn credited(&self, creator: CreatorId) -> u128 {
+        self.credited.get(&creator).map_or(0, |c| c.diamonds)
+    }
+
     pub(crate) fn credit(
         &mut self,
         economy: &Economy,
@@ -90,9 +150,10 @@ impl CreatorShard {
         coins: u128,
     ) {
         let totals = self.creators.entry(creator).or_default();
-        totals.coins_received += coins;
-        let diamonds = totals.diamonds_total(economy);
-        self.top.offer(top_k, creator.0, diamonds);
+        totals.coins_received = totals.coins_received.saturating_add(coins);
+        let credited = self.credited.entry(creator).or_default();
+        credited.credit(economy, coins);
+        self.top.offer(top_k, creator.0, credited.diamonds);
     }
 
     /// Applies a payout with sequence number `seq`. The engine applies it once every
@@ -107,15 +168,16 @@ impl CreatorShard {
         stamp: Stamp,
     ) -> Outcome {
         let settled_in = self.settled_in(p.creator);
+        let credited = self.credited(p.creator);
         let totals = self.creators.get(&p.creator).copied().unwrap_or_default();
-        let available = totals.diamonds_available(economy, settled_in);
+        let available = totals.diamonds_available(credited, settled_in);
         let status = match rules::payout(economy, available, p) {
             Ok(value) => {
                 let totals = self.creators.entry(p.creator).or_default();
                 totals.diamonds_paid += u128::from(p.diamonds);
                 let paid = self.paid_value.entry(p.currency).or_default();
                 *paid = paid.saturating_add(value);
-                let after = totals.diamonds_available(economy, settled_in);
+                let after = totals.diamonds_available(credited, settled_in);
                 Status::Accepted(Effect::PaidOut {
                     diamonds_available: u64::try_from(after).unwrap_or(u64::MAX),
                     value,

@@ -60,7 +60,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::economy::{ConfigError, Currency, Economy, Region};
-use books::{CreatorShard, Settled, StreamShard};
+use books::{CreatorShard, Credited, Settled, StreamShard};
 pub use event::*;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
@@ -850,6 +850,7 @@ impl Engine {
             streams: cut.streams.iter().map(|g| &**g).collect(),
             settled: cut.creators.iter().map(|g| &g.settled).collect(),
             ids: cut.ids.iter().map(|g| &**g).collect(),
+            credited: cut.creators.iter().map(|g| &g.credited).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -871,6 +872,7 @@ impl Engine {
             streams: cut.streams.iter().map(|s| (**s).clone()).collect(),
             settled: cut.creators.iter().map(|c| c.settled.clone()).collect(),
             ids: cut.ids.iter().map(|w| (**w).clone()).collect(),
+            credited: cut.creators.iter().map(|c| c.credited.clone()).collect(),
         };
         drop(cut);
         log.sort_unstable_by_key(|e| e.seq);
@@ -891,6 +893,7 @@ impl Engine {
             || state.streams.len() != n
             || state.settled.len() != n
             || !(state.ids.len() == n || state.ids.is_empty())
+            || !(state.credited.len() == n || state.credited.is_empty())
         {
             return Err(StateError::Shards {
                 found: state.senders.len(),
@@ -912,10 +915,18 @@ impl Engine {
         for slot in engine.senders.iter() {
             *slot.lock() = senders.next().expect("checked length");
         }
+        let mut credited = state.credited.into_iter();
         let mut creators = state.creators.into_iter().zip(state.settled);
         for slot in engine.creators.iter() {
             let (mut book, settled) = creators.next().expect("checked length");
             book.settled = settled;
+            // Formats 1 and 2 did not store credited diamonds: as they were computed then.
+            book.credited = credited.next().unwrap_or_else(|| {
+                book.creators
+                    .iter()
+                    .map(|(&c, t)| (c, Credited::of(&engine.economy, t.coins_received)))
+                    .collect()
+            });
             *slot.lock() = book;
         }
         let mut streams = state.streams.into_iter();
@@ -969,10 +980,11 @@ impl Engine {
     }
 
     pub fn creator(&self, creator: CreatorId) -> CreatorView {
-        let (totals, settled_in) = {
+        let (totals, settled_in, credited) = {
             let book = self.creators[shard_of(creator.0, self.mask)].lock();
             let totals = book.creators.get(&creator).copied().unwrap_or_default();
-            (totals, book.settled_in(creator))
+            let credited = book.credited.get(&creator).copied().unwrap_or_default();
+            (totals, book.settled_in(creator), credited)
         };
         let mut gifts: Vec<(GiftId, u128)> = Vec::new();
         for shard in self.senders.iter() {
@@ -989,10 +1001,10 @@ impl Engine {
         gifts.sort_unstable();
         CreatorView {
             creator,
-            diamonds_total: totals.diamonds_total(&self.economy),
-            diamonds_available: totals.diamonds_available(&self.economy, settled_in),
+            diamonds_total: credited.diamonds,
+            diamonds_available: totals.diamonds_available(credited.diamonds, settled_in),
             diamonds_settled_in: settled_in,
-            diamond_fraction: self.economy.diamond_fraction_for(totals.coins_received),
+            diamond_fraction: credited.fraction(),
             coins_received: totals.coins_received,
             gifts,
         }
@@ -1103,12 +1115,12 @@ impl Engine {
 
     /// Checks the ledger's invariants at a consistent cut (SPEC §2.5):
     /// coins recharged = coins in wallets + coins spent; coins spent = coins received by
-    /// creators = coins received by streams; per creator diamonds credited =
-    /// floor(coins received x share) and paid <= credited; per-gifter aggregates sum to
-    /// the book totals; top-K lists equal the top of the aggregates.
+    /// creators = coins received by streams; per creator diamonds credited <= coins
+    /// received (floor(coins received x share) under one share) and paid <= credited;
+    /// per-gifter aggregates sum to the book totals; top-K lists equal the top of the
+    /// aggregates.
     pub fn audit(&self) -> AuditReport {
         let cut = self.lock_all();
-        let economy = &self.economy;
         let mut report = AuditReport::default();
         let mut v = Vec::new();
         let t = &mut report.totals;
@@ -1157,8 +1169,15 @@ impl Engine {
             }
             for (creator, totals) in &c.creators {
                 t.coins_received_by_creators += totals.coins_received;
-                let credited = totals.diamonds_total(economy);
+                let credited = c.credited(*creator);
                 t.diamonds_credited += credited;
+                // creator_share is at most 1, whatever economies were in force.
+                if credited > totals.coins_received {
+                    v.push(format!(
+                        "creator {creator}: {credited} diamonds credited for {} coins",
+                        totals.coins_received
+                    ));
+                }
                 t.diamonds_paid += totals.diamonds_paid;
                 let settled_in = c.settled_in(*creator);
                 if totals.diamonds_paid > credited + settled_in {
@@ -1307,9 +1326,11 @@ impl Engine {
             creators.sort_unstable_by_key(|(id, _)| **id);
             let mut settled: Vec<_> = c.settled.iter().collect();
             settled.sort_unstable_by_key(|(id, _)| **id);
+            let mut credited: Vec<_> = c.credited.iter().collect();
+            credited.sort_unstable_by_key(|(id, _)| **id);
             let _ = writeln!(
                 out,
-                "creator {i}: {creators:?} {:?} {:?} {settled:?}",
+                "creator {i}: {creators:?} {credited:?} {:?} {:?} {settled:?}",
                 c.top, c.paid_value
             );
         }
@@ -1362,6 +1383,9 @@ pub struct EngineState {
     /// Per id shard, its remembered ids (format 3; format 2 is its prefix, with the ids
     /// in the shards' legacy windows).
     ids: Vec<IdWindow>,
+    /// Per creator shard, the diamonds credited per creator (`CreatorShard::credited`;
+    /// format 3; older formats recompute them from the coins received).
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
 }
 
 /// A state as snapshot format 2 encoded it (the ids in the shards' windows).
@@ -1383,6 +1407,7 @@ impl From<EngineStateV2> for EngineState {
             streams: v2.streams,
             settled: v2.settled,
             ids: Vec::new(),
+            credited: Vec::new(),
         }
     }
 }
@@ -1405,6 +1430,7 @@ impl From<EngineStateV1> for EngineState {
             creators: v1.creators,
             streams: v1.streams,
             ids: Vec::new(),
+            credited: Vec::new(),
         }
     }
 }
@@ -1432,6 +1458,7 @@ impl EngineState {
             streams: self.streams.iter().collect(),
             settled: self.settled.iter().collect(),
             ids: self.ids.iter().collect(),
+            credited: self.credited.iter().collect(),
         }
     }
 }
@@ -1447,6 +1474,7 @@ pub struct StateView<'a> {
     streams: Vec<&'a StreamShard>,
     settled: Vec<&'a Settled>,
     ids: Vec<&'a IdWindow>,
+    credited: Vec<&'a FxHashMap<CreatorId, Credited>>,
 }
 
 impl StateView<'_> {

@@ -679,8 +679,9 @@ fn a_full_window_is_backpressure_and_never_forgets_a_young_id() {
     assert_eq!(engine.last_seq(), 2);
     let next = engine.apply_batch(&[account(4, 9, None, true, None)], NOV)[0];
     assert_eq!(next, refused(RejectCode::Unavailable));
-    // Past the horizon of R1 and R2, new ids are admitted again: numbers go on from 3.
-    let later = Stamp(NOV.0 + 60_001);
+    // Past the horizon of R1 and R2 (and the minute ids are kept for clocks ahead), new
+    // ids are admitted again: numbers go on from 3.
+    let later = Stamp(NOV.0 + 60_000 + giftstream::engine::ISSUED_AHEAD_MAX_MS + 1);
     let o = engine.apply_batch(&[recharge(3, 1, "coins_100")], later)[0];
     assert!(o.is_accepted() && o.seq == 3, "{o:?}");
     let log = engine.drain_log();
@@ -899,4 +900,46 @@ fn the_retry_horizon_answers_or_refuses_a_retry_never_applies_it_twice() {
     let replayed = Engine::new(economy(), engine.config().clone()).unwrap();
     replayed.replay(&log).unwrap();
     assert_eq!(replayed.state_fingerprint(), engine.state_fingerprint());
+}
+
+#[test]
+fn a_share_changed_between_restarts_applies_to_later_coins_only() {
+    let engine = engine();
+    engine.apply_batch(
+        &[
+            recharge(1, 1, "coins_7000"),
+            gift(2, 1, 7, "panda", 3), // 15 coins: 7 diamonds and a half carried
+        ],
+        NOV,
+    );
+    let (state, _) = engine.snapshot();
+    let text = EMBEDDED_ECONOMY_TOML.replace("creator_share = \"0.5\"", "creator_share = \"0.75\"");
+    assert_ne!(text, EMBEDDED_ECONOMY_TOML);
+    let raised = Economy::from_toml_str(&text).unwrap();
+    let restarted = Engine::from_state(raised, engine.config().clone(), state).unwrap();
+    let c = restarted.creator(CreatorId(7));
+    assert_eq!(
+        (c.diamonds_total, c.diamond_fraction),
+        (7, dec("0.5")),
+        "credited stays"
+    );
+    // 1 coin at 0.75 plus the half carried: 8 diamonds and a quarter.
+    restarted.apply_batch(&[gift(3, 1, 7, "rose", 1)], NOV);
+    let c = restarted.creator(CreatorId(7));
+    assert_eq!((c.diamonds_total, c.diamond_fraction), (8, dec("0.25")));
+    assert!(
+        restarted.audit().is_clean(),
+        "{:?}",
+        restarted.audit().violations
+    );
+    // Lowered: what was credited stays credited.
+    let (state, _) = engine.snapshot();
+    let text = EMBEDDED_ECONOMY_TOML.replace("creator_share = \"0.5\"", "creator_share = \"0.1\"");
+    let lowered = Engine::from_state(
+        Economy::from_toml_str(&text).unwrap(),
+        engine.config().clone(),
+        state,
+    )
+    .unwrap();
+    assert_eq!(lowered.creator(CreatorId(7)).diamonds_total, 7);
 }
