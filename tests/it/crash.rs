@@ -250,3 +250,95 @@ async fn dump(redis: &RedisServer, data: &std::path::Path) {
         eprintln!("{} {seq:?}", f.display());
     }
 }
+
+/// The reproduction: two connections gift a creator in batches of 1000 while a
+/// third cashes the creator out (accepted payouts of 20,000 diamonds), then `kill -9`.
+/// The ledger must start again: every journaled payout replays to its recorded outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cash_out_during_a_gift_burst_survives_kill_9() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // The shipped config: no snapshot in 3 s, the whole journal replays at the restart.
+    let config = tmp.path().join("giftstream.toml");
+    std::fs::write(&config, SHIPPED_CONFIG).unwrap();
+    let data = tmp.path().join("data");
+    let p = ServeProcess::start(&config, &redis.url(), &data);
+    let funder = Client::connect(p.tcp.as_str(), INGEST).await.unwrap();
+    let funding: Vec<Event> = (0..200u64)
+        .flat_map(|u| (0..4).map(move |k| recharge(u128::from(u * 4 + k), 100 + u, "coins_7000")))
+        .collect();
+    funder.send(&funding).await.unwrap();
+    let stop = Instant::now() + Duration::from_secs(4);
+    let gifters: Vec<_> = (0..2u128)
+        .map(|t| {
+            let addr = p.tcp.clone();
+            tokio::spawn(async move {
+                let client = Client::connect(addr.as_str(), INGEST).await.unwrap();
+                // Pipelined, so that chunks are always being applied.
+                let mut flying = VecDeque::new();
+                let mut round = 0u128;
+                while Instant::now() < stop {
+                    if flying.len() >= IN_FLIGHT {
+                        let pending: Pending = flying.pop_front().unwrap();
+                        pending.outcomes().await.unwrap();
+                    }
+                    let batch: Vec<Event> = (0..1000u128)
+                        .map(|k| {
+                            let id = 1 << 100 | t << 64 | round * 1000 + k;
+                            gift(id, 100 + ((k + t * 7) % 200) as u64, 7, "rose", 2)
+                        })
+                        .collect();
+                    flying.push_back(client.submit(&batch).await.unwrap());
+                    round += 1;
+                }
+                for pending in flying {
+                    pending.outcomes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let cashier = {
+        let addr = p.tcp.clone();
+        tokio::spawn(async move {
+            let client = Client::connect(addr.as_str(), INGEST).await.unwrap();
+            let (mut k, mut accepted) = (0u128, 0u32);
+            let mut flying = VecDeque::new();
+            while Instant::now() < stop {
+                if flying.len() >= IN_FLIGHT {
+                    let pending: Pending = flying.pop_front().unwrap();
+                    accepted += u32::from(pending.outcomes().await.unwrap()[0].is_accepted());
+                }
+                let payout = crate::support::payout(2 << 100 | k, 7, 20_000, "USD");
+                flying.push_back(client.submit(&[payout]).await.unwrap());
+                k += 1;
+            }
+            for pending in flying {
+                accepted += u32::from(pending.outcomes().await.unwrap()[0].is_accepted());
+            }
+            accepted
+        })
+    };
+    for g in gifters {
+        g.await.unwrap();
+    }
+    let accepted = cashier.await.unwrap();
+    assert!(
+        accepted >= 5,
+        "accepted payouts must race the gifts: {accepted}"
+    );
+    p.kill9();
+    // Starts again (it refused to: a payout replayed to other diamonds than journaled).
+    let p = ServeProcess::start(&config, &redis.url(), &data);
+    let log = p.stop();
+    eprintln!("{accepted} payouts accepted; restart log: {log:#?}");
+    let url = redis.url();
+    let (ok, out) = run_cli(
+        &["audit"],
+        &[
+            ("GIFTSTREAM_CONFIG", config.to_str().unwrap()),
+            ("GIFTSTREAM_REDIS_URL", url.as_str()),
+            ("GIFTSTREAM_DATA_DIR", data.to_str().unwrap()),
+        ],
+    );
+    assert!(ok && out.contains("audit: clean"), "{out}");
+}
