@@ -1,6 +1,7 @@
 //! One integration test binary (matklad's layout): it compiles once, which matters on a
 //! 2-core machine.
 
+mod adversarial;
 mod cluster;
 mod crash;
 mod durability;
