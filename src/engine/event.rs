@@ -291,9 +291,9 @@ impl Fingerprint {
         }
     }
 
-    /// Never [`EventFingerprint::UNKNOWN`].
+    /// Never a legacy fingerprint (the top bit is clear).
     fn finish(self) -> EventFingerprint {
-        EventFingerprint(self.0.max(1))
+        EventFingerprint(self.0 & !EventFingerprint::LEGACY)
     }
 }
 
@@ -305,12 +305,24 @@ impl Fingerprint {
 pub struct EventFingerprint(pub u64);
 
 impl EventFingerprint {
-    /// The fingerprint of an id remembered before fingerprints were kept (snapshot format
-    /// 2 and older): it matches any content, as those ids did then.
-    pub const UNKNOWN: EventFingerprint = EventFingerprint(0);
+    /// The top bit marks a legacy fingerprint.
+    const LEGACY: u64 = 1 << 63;
 
-    pub fn matches(self, other: EventFingerprint) -> bool {
-        self == other || self == Self::UNKNOWN || other == Self::UNKNOWN
+    /// The fingerprint of an id remembered before fingerprints were kept (snapshot format
+    /// 2 and older kept ids per routing shard): it matches any event routed where the
+    /// original was (`route`, see [`EventFingerprint::matches`]), as those ids did then.
+    pub fn legacy(route: u32) -> EventFingerprint {
+        EventFingerprint(Self::LEGACY | u64::from(route))
+    }
+
+    /// Whether an event with fingerprint `other`, routed to `route`, is the event
+    /// remembered with this fingerprint.
+    pub fn matches(self, other: EventFingerprint, route: u32) -> bool {
+        if self.0 & Self::LEGACY != 0 {
+            self == Self::legacy(route)
+        } else {
+            self == other
+        }
     }
 }
 

@@ -344,6 +344,48 @@ enum Verdict {
     SameAsEarlier,
 }
 
+/// What [`Engine::claim_ids`] needs of a batch.
+struct ChunkClaim<'a> {
+    events: &'a [Event],
+    fingerprints: &'a [EventFingerprint],
+    issued_ms: &'a [u64],
+    /// The chunk's sender shard, as [`route_tag`].
+    route: u32,
+    stamp: Stamp,
+}
+
+/// A route as a number: where formats 1 and 2 kept an event's id (see
+/// [`EventFingerprint::legacy`]).
+fn route_tag(route: Route) -> u32 {
+    match route {
+        Route::Sender(i) => i as u32,
+        Route::Creator(i) => 1 << 16 | i as u32,
+        Route::Stream(i) => 2 << 16 | i as u32,
+        Route::Refused => u32::MAX,
+    }
+}
+
+/// The oldest stamp an earlier attempt of an event issued at `issued_ms` (0: not given,
+/// taken as issued at `stamp`) can carry: a backend's clock may run
+/// [`ISSUED_AHEAD_MAX_MS`] ahead of the server's.
+fn since(issued_ms: u64, stamp: Stamp) -> u64 {
+    let issued = if issued_ms == 0 { stamp.0 } else { issued_ms };
+    issued.saturating_sub(ISSUED_AHEAD_MAX_MS)
+}
+
+/// The account whose events must keep their order: the user of a recharge or account
+/// settings, the sender of a gift.
+fn sender_of(event: &Event) -> u64 {
+    match event {
+        Event::Recharge(r) => r.user.0,
+        Event::Gift(g) => g.sender.0,
+        Event::Account(a) => a.user.0,
+        Event::Payout(p) => p.creator.0,
+        Event::StreamGoal(g) => g.stream.0,
+        Event::Settlement(s) => s.creator.0,
+    }
+}
+
 /// An answer that records nothing: seq 0, not a duplicate.
 fn unrecorded(code: RejectCode) -> Outcome {
     debug_assert!(!code.is_recorded());
@@ -448,12 +490,29 @@ impl Engine {
         let mut counts = vec![0u32; shards + 1];
         let mut routes = Vec::with_capacity(events.len());
         let mut book_events = Vec::new();
+        // Of two events of the batch with one id and other content, the later one is never
+        // applied, whatever shards they go to (a payout is applied after the gifts): it
+        // is answered at the end, as a retry if the id holds its content by then, else
+        // EVENT_ID_REUSED.
+        let fingerprints: Vec<EventFingerprint> = events.iter().map(Event::fingerprint).collect();
+        let mut first_use: FxHashMap<EventId, EventFingerprint> = FxHashMap::default();
+        let mut deferred = Vec::new();
+        if events.len() > 1 {
+            first_use.reserve(events.len());
+        }
         for (i, event) in events.iter().enumerate() {
             if issued_ms
                 .get(i)
                 .is_some_and(|&t| t != 0 && self.config.is_expired(t, stamp))
             {
                 outcomes[i] = unrecorded(RejectCode::EventExpired);
+                routes.push(Route::Refused);
+                continue;
+            }
+            if events.len() > 1
+                && *first_use.entry(event.id()).or_insert(fingerprints[i]) != fingerprints[i]
+            {
+                deferred.push(i);
                 routes.push(Route::Refused);
                 continue;
             }
@@ -485,7 +544,14 @@ impl Engine {
             }
             let gate = self.gate.read();
             let mut shard = self.senders[s].lock();
-            self.claim_ids(events, chunk, stamp, &mut verdicts);
+            let claim = ChunkClaim {
+                events,
+                fingerprints: &fingerprints,
+                issued_ms,
+                route: route_tag(Route::Sender(s)),
+                stamp,
+            };
+            self.claim_ids(&claim, chunk, &mut verdicts);
             // Reserve exactly one number per claimed event, so that numbers never skip.
             let claimed = verdicts
                 .iter()
@@ -532,7 +598,19 @@ impl Engine {
             self.settle_ids(&mut settled);
         }
         for i in book_events {
-            outcomes[i] = self.apply_to_book(&events[i], routes[i], None, stamp);
+            let since = since(issued_ms.get(i).copied().unwrap_or(0), stamp);
+            outcomes[i] = self.apply_to_book(&events[i], routes[i], stamp, since);
+        }
+        for i in deferred {
+            let event = &events[i];
+            let route = route_tag(self.route(event));
+            outcomes[i] = self.ids[self.id_shard(event.id())]
+                .lock()
+                .lookup(event.id(), fingerprints[i], route, stamp)
+                .map_or(unrecorded(RejectCode::EventIdReused), |original| Outcome {
+                    duplicate: true,
+                    ..original
+                });
         }
         outcomes
     }
@@ -541,39 +619,69 @@ impl Engine {
         shard_of((id.0 >> 64) as u64 ^ id.0 as u64, self.mask)
     }
 
-    /// Claims the ids of `chunk`'s events (indexes into `events`) in the id index,
+    /// Claims the ids of `chunk`'s events (indexes into the batch) in the id index,
     /// leaving one verdict per event in `verdicts`, in chunk order. Each id shard is
     /// locked once; events are taken in chunk order within it, so of two events of the
-    /// chunk with one id the first is applied.
-    fn claim_ids(
-        &self,
-        events: &[Event],
-        chunk: &[u32],
-        stamp: Stamp,
-        verdicts: &mut Vec<Verdict>,
-    ) {
+    /// chunk with one id the first is applied. A sender's events are applied in order:
+    /// after one refused for backpressure, none of its later ones is applied.
+    fn claim_ids(&self, claim: &ChunkClaim<'_>, chunk: &[u32], verdicts: &mut Vec<Verdict>) {
         verdicts.clear();
         verdicts.resize(chunk.len(), Verdict::Apply);
         let mut by_shard: Vec<(usize, usize)> = chunk
             .iter()
             .enumerate()
-            .map(|(k, &i)| (self.id_shard(events[i as usize].id()), k))
+            .map(|(k, &i)| (self.id_shard(claim.events[i as usize].id()), k))
             .collect();
         by_shard.sort_unstable();
+        let mut backpressure = false;
         for run in by_shard.chunk_by(|a, b| a.0 == b.0) {
             let mut ids = self.ids[run[0].0].lock();
             for &(_, k) in run {
-                let event = &events[chunk[k] as usize];
-                verdicts[k] = match ids.claim(event.id(), event.fingerprint(), stamp, true) {
-                    Claim::Fresh => Verdict::Apply,
-                    Claim::Retry(Some(original)) => Verdict::Answer(Outcome {
-                        duplicate: true,
-                        ..original
-                    }),
-                    Claim::Retry(None) => Verdict::SameAsEarlier,
-                    Claim::Reused => Verdict::Answer(unrecorded(RejectCode::EventIdReused)),
-                    Claim::Full => Verdict::Answer(unrecorded(RejectCode::Unavailable)),
-                };
+                let i = chunk[k] as usize;
+                let since = since(claim.issued_ms.get(i).copied().unwrap_or(0), claim.stamp);
+                let id = claim.events[i].id();
+                verdicts[k] =
+                    match ids.claim(id, claim.fingerprints[i], claim.route, claim.stamp, since) {
+                        Claim::Fresh => Verdict::Apply,
+                        Claim::Retry(Some(original)) => Verdict::Answer(Outcome {
+                            duplicate: true,
+                            ..original
+                        }),
+                        Claim::Retry(None) => Verdict::SameAsEarlier,
+                        Claim::Reused => Verdict::Answer(unrecorded(RejectCode::EventIdReused)),
+                        Claim::Forgotten => Verdict::Answer(unrecorded(RejectCode::EventExpired)),
+                        Claim::Full => {
+                            backpressure = true;
+                            Verdict::Answer(unrecorded(RejectCode::Unavailable))
+                        }
+                    };
+            }
+        }
+        if backpressure {
+            self.hold_back_after_refusals(claim.events, chunk, verdicts);
+        }
+    }
+
+    /// After a sender's event refused for backpressure, its later events of the chunk are
+    /// refused too (and their claims released): applying them would reorder the sender's
+    /// events (a gift before the recharge that pays for it).
+    fn hold_back_after_refusals(&self, events: &[Event], chunk: &[u32], verdicts: &mut [Verdict]) {
+        let unavailable = unrecorded(RejectCode::Unavailable);
+        let mut held: Vec<u64> = Vec::new();
+        for (k, &i) in chunk.iter().enumerate() {
+            let event = &events[i as usize];
+            let sender = sender_of(event);
+            if matches!(verdicts[k], Verdict::Answer(o) if o == unavailable) {
+                held.push(sender);
+            } else if held.contains(&sender) {
+                if matches!(verdicts[k], Verdict::Apply) {
+                    self.ids[self.id_shard(event.id())]
+                        .lock()
+                        .unclaim(event.id());
+                }
+                if matches!(verdicts[k], Verdict::Apply | Verdict::SameAsEarlier) {
+                    verdicts[k] = Verdict::Answer(unavailable);
+                }
             }
         }
     }
@@ -591,24 +699,15 @@ impl Engine {
 
     /// Applies a payout or a goal under its book shard's lock, reserving its number there
     /// (or using `seq` in replay).
-    fn apply_to_book(
-        &self,
-        event: &Event,
-        route: Route,
-        seq: Option<u64>,
-        stamp: Stamp,
-    ) -> Outcome {
+    /// Live: `since` as for [`IdWindow::claim`].
+    fn apply_to_book(&self, event: &Event, route: Route, stamp: Stamp, since: u64) -> Outcome {
         // A payout reads the credits: it waits for the chunks between reserving their
         // numbers and merging their credits, and holds off new ones (module doc).
-        let _gate = (matches!(event, Event::Payout(_)) && seq.is_none()).then(|| self.gate.write());
+        let _gate = matches!(event, Event::Payout(_)).then(|| self.gate.write());
         let id = event.id();
-        let mut guard = match route {
-            Route::Creator(c) => BookGuard::Creator(self.creators[c].lock()),
-            Route::Stream(k) => BookGuard::Stream(self.streams[k].lock()),
-            Route::Sender(_) | Route::Refused => unreachable!("not a book event"),
-        };
+        let mut book = self.lock_book(route);
         let mut ids = self.ids[self.id_shard(id)].lock();
-        match ids.claim(id, event.fingerprint(), stamp, seq.is_none()) {
+        match ids.claim(id, event.fingerprint(), route_tag(route), stamp, since) {
             Claim::Fresh => {}
             Claim::Retry(Some(original)) => {
                 return Outcome {
@@ -618,10 +717,45 @@ impl Engine {
             }
             // Pending ids belong to sender chunks, whose kinds differ: other content.
             Claim::Retry(None) | Claim::Reused => return unrecorded(RejectCode::EventIdReused),
+            Claim::Forgotten => return unrecorded(RejectCode::EventExpired),
             Claim::Full => return unrecorded(RejectCode::Unavailable),
         }
-        let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::AcqRel));
-        let outcome = match (event, &mut guard) {
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        let outcome = self.apply_in_book(&mut book, event, seq, stamp);
+        ids.settle(id, outcome);
+        outcome
+    }
+
+    /// Replays a journaled payout, settlement or goal with its number.
+    fn replay_in_book(&self, entry: &LogEntry, route: Route) -> Outcome {
+        let mut book = self.lock_book(route);
+        let outcome = self.apply_in_book(&mut book, &entry.event, entry.seq, entry.stamp);
+        let id = entry.event.id();
+        self.ids[self.id_shard(id)].lock().remember(
+            id,
+            entry.event.fingerprint(),
+            outcome,
+            entry.stamp,
+        );
+        outcome
+    }
+
+    fn lock_book(&self, route: Route) -> BookGuard<'_> {
+        match route {
+            Route::Creator(c) => BookGuard::Creator(self.creators[c].lock()),
+            Route::Stream(k) => BookGuard::Stream(self.streams[k].lock()),
+            Route::Sender(_) | Route::Refused => unreachable!("not a book event"),
+        }
+    }
+
+    fn apply_in_book(
+        &self,
+        book: &mut BookGuard<'_>,
+        event: &Event,
+        seq: u64,
+        stamp: Stamp,
+    ) -> Outcome {
+        match (event, book) {
             (Event::Payout(p), BookGuard::Creator(book)) => {
                 book.payout(&self.economy, &self.config, p, seq, stamp)
             }
@@ -632,9 +766,7 @@ impl Engine {
                 book.goal(&self.config, g, seq, stamp)
             }
             _ => unreachable!("payouts and settlements go to creators, goals to streams"),
-        };
-        ids.settle(id, outcome);
-        outcome
+        }
     }
 
     /// Merges a chunk's buffered coins into the books, one lock per book shard touched.
@@ -703,8 +835,7 @@ impl Engine {
             }
             if let Some(entry) = entries.get(i) {
                 let route = self.route(&entry.event);
-                let replayed =
-                    self.apply_to_book(&entry.event, route, Some(entry.seq), entry.stamp);
+                let replayed = self.replay_in_book(entry, route);
                 check_replayed(entry, &replayed)?;
                 self.unlog(route, entry.seq);
                 i += 1;
@@ -750,7 +881,8 @@ impl Engine {
             }
             shard.log.truncate(logged);
             self.merge_credits(&mut shard);
-            self.remember_replayed(chunk)
+            self.remember_replayed(chunk);
+            Ok(())
         };
         if entries.len() < REPLAY_PARALLEL_EVENTS_MIN || shards == 1 {
             return by_shard
@@ -776,9 +908,9 @@ impl Engine {
         })
     }
 
-    /// Remembers the ids of replayed sender events, one lock per id shard touched. An id
-    /// already remembered means the live run answered it as a retry: not in a log.
-    fn remember_replayed(&self, chunk: &[&LogEntry]) -> Result<(), ReplayError> {
+    /// Remembers the ids of replayed sender events, one lock per id shard touched. The
+    /// journal is the truth: no check (a journaled event was applied).
+    fn remember_replayed(&self, chunk: &[&LogEntry]) {
         let mut by_shard: Vec<(usize, &LogEntry)> = chunk
             .iter()
             .map(|&e| (self.id_shard(e.event.id()), e))
@@ -787,20 +919,9 @@ impl Engine {
         for run in by_shard.chunk_by(|a, b| a.0 == b.0) {
             let mut ids = self.ids[run[0].0].lock();
             for &(_, e) in run {
-                let id = e.event.id();
-                if ids.insert(id, e.event.fingerprint(), e.outcome, e.stamp) != Claim::Fresh {
-                    return Err(ReplayError::Mismatch {
-                        seq: e.seq,
-                        event: id,
-                        recorded: e.outcome.status,
-                        replayed: ids
-                            .get(id, e.stamp)
-                            .map_or(Status::Rejected(RejectCode::EventIdReused), |o| o.status),
-                    });
-                }
+                ids.remember(e.event.id(), e.event.fingerprint(), e.outcome, e.stamp);
             }
         }
-        Ok(())
     }
 
     /// Removes the log entry `seq` a replayed book event left (replayed events are
@@ -901,15 +1022,25 @@ impl Engine {
             });
         }
         let engine = Engine::new(economy, config)?;
+        // Each legacy id matches the events routed where it was kept, as it did then.
         let mut legacy = Vec::new();
-        for s in &mut state.senders {
-            legacy.extend(s.window.take());
+        let mut take = |route: Route, window: &mut window::LegacyWindow| {
+            let fingerprint = EventFingerprint::legacy(route_tag(route));
+            legacy.extend(
+                window
+                    .take()
+                    .into_iter()
+                    .map(|(id, stamp, o)| (id, stamp, o, fingerprint)),
+            );
+        };
+        for (i, s) in state.senders.iter_mut().enumerate() {
+            take(Route::Sender(i), &mut s.window);
         }
-        for c in &mut state.creators {
-            legacy.extend(c.window.take());
+        for (i, c) in state.creators.iter_mut().enumerate() {
+            take(Route::Creator(i), &mut c.window);
         }
-        for s in &mut state.streams {
-            legacy.extend(s.window.take());
+        for (i, s) in state.streams.iter_mut().enumerate() {
+            take(Route::Stream(i), &mut s.window);
         }
         let mut senders = state.senders.into_iter();
         for slot in engine.senders.iter() {
@@ -940,14 +1071,11 @@ impl Engine {
             );
             *slot.lock() = window;
         }
-        legacy.sort_unstable_by_key(|&(_, stamp, outcome)| (stamp, outcome.seq));
-        for (id, stamp, outcome) in legacy {
-            engine.ids[engine.id_shard(id)].lock().insert(
-                id,
-                EventFingerprint::UNKNOWN,
-                outcome,
-                stamp,
-            );
+        legacy.sort_unstable_by_key(|&(_, stamp, outcome, _)| (stamp, outcome.seq));
+        for (id, stamp, outcome, fingerprint) in legacy {
+            engine.ids[engine.id_shard(id)]
+                .lock()
+                .remember(id, fingerprint, outcome, stamp);
         }
         engine.next_seq.store(state.last_seq + 1, Ordering::Release);
         Ok(engine)

@@ -31,6 +31,9 @@ pub(crate) enum Claim {
     Reused,
     /// The window holds `entries_max` ids younger than the horizon.
     Full,
+    /// Not remembered, but ids as old as the event may be were dropped already: it may be
+    /// a retry of one of them.
+    Forgotten,
 }
 
 /// One id shard's remembered ids.
@@ -43,7 +46,11 @@ pub(crate) struct IdWindow {
     /// has two entries here; the older one no longer matches its slot's stamp and seq.
     order: VecDeque<OrderEntry>,
     entries_max: usize,
+    /// How long an id is kept after its stamp.
     horizon_ms: u64,
+    /// The newest stamp of an id this window has dropped: an event that may be a retry
+    /// of one at least this old is refused, not taken as new (see [`IdWindow::claim`]).
+    forgot_through: Stamp,
 }
 
 /// A remembered id: 40 bytes.
@@ -148,6 +155,7 @@ impl IdWindow {
             order: VecDeque::with_capacity(entries_max),
             entries_max,
             horizon_ms,
+            forgot_through: Stamp(0),
         }
     }
 
@@ -163,34 +171,64 @@ impl IdWindow {
     }
 
     /// The outcome recorded for `id` if it is remembered at `stamp` (pending: `None`).
+    #[cfg(test)]
     pub(crate) fn get(&self, id: EventId, stamp: Stamp) -> Option<Outcome> {
         let slot = self.slots.get(&id).filter(|s| self.live(s, stamp))?;
         self.outcome(id, slot)
     }
 
-    /// Looks `id` up for an event with `fingerprint` stamped `stamp`, and claims it when
-    /// it is not remembered. `bounded`: refuse a new id when the window is full (live
-    /// ingestion); replay re-inserts what was admitted and is never refused.
+    /// The recorded outcome of `id` if it is remembered at `stamp` for this content
+    /// (`fingerprint`, routed to `route`); claims nothing.
+    pub(crate) fn lookup(
+        &self,
+        id: EventId,
+        fingerprint: EventFingerprint,
+        route: u32,
+        stamp: Stamp,
+    ) -> Option<Outcome> {
+        let slot = self.slots.get(&id).filter(|s| self.live(s, stamp))?;
+        if !slot.fingerprint.matches(fingerprint, route) {
+            return None;
+        }
+        self.outcome(id, slot)
+    }
+
+    /// Looks `id` up for an event with `fingerprint`, routed to `route`, stamped `stamp`,
+    /// and claims it when it is not remembered (live ingestion). `since`: the oldest
+    /// stamp an earlier attempt of the event can have (its `issued_ms` less the minute a
+    /// clock may run ahead, or for an event without one its own stamp less that minute):
+    /// if ids that old were dropped already, it may be a retry of one of them and is
+    /// refused ([`Claim::Forgotten`]), whatever order concurrent batches' stamps came in.
     pub(crate) fn claim(
         &mut self,
         id: EventId,
         fingerprint: EventFingerprint,
+        route: u32,
         stamp: Stamp,
-        bounded: bool,
+        since: u64,
     ) -> Claim {
         if let Some(slot) = self.slots.get(&id)
-            && self.live(slot, stamp)
+            && (slot.packed == Packed::PENDING_MARK || self.live(slot, stamp))
         {
-            return if slot.fingerprint.matches(fingerprint) {
+            return if slot.fingerprint.matches(fingerprint, route) {
                 Claim::Retry(self.outcome(id, slot))
             } else {
                 Claim::Reused
             };
         }
         self.expire(stamp);
-        if bounded && self.slots.len() >= self.entries_max {
+        if self.forgot_through.0 != 0 && self.forgot_through.0 >= since {
+            return Claim::Forgotten;
+        }
+        if self.slots.len() >= self.entries_max {
             return Claim::Full;
         }
+        self.put(id, fingerprint, stamp, Packed::PENDING_MARK);
+        Claim::Fresh
+    }
+
+    /// Stores `id` as the newest entry, replacing what it held.
+    fn put(&mut self, id: EventId, fingerprint: EventFingerprint, stamp: Stamp, packed: Packed) {
         if self.slots.remove(&id).is_some() {
             self.wide.remove(&id);
         }
@@ -199,14 +237,24 @@ impl IdWindow {
             Slot {
                 fingerprint,
                 stamp,
-                packed: Packed::PENDING_MARK,
+                packed,
             },
         );
         self.order.push_back(OrderEntry {
             id: id.to_words(),
             stamp,
         });
-        Claim::Fresh
+    }
+
+    /// Forgets a claim whose event was not applied after all.
+    pub(crate) fn unclaim(&mut self, id: EventId) {
+        if self
+            .slots
+            .get(&id)
+            .is_some_and(|s| s.packed == Packed::PENDING_MARK)
+        {
+            self.slots.remove(&id);
+        }
     }
 
     /// Records the outcome of an id claimed by [`IdWindow::claim`].
@@ -222,26 +270,30 @@ impl IdWindow {
 
     /// Drops the ids older than the horizon at `stamp`, oldest first. Entries are in
     /// insertion order, which concurrent batches make only roughly stamp order: an
-    /// expired id behind a younger one waits for it (it is already treated as absent).
+    /// expired id behind a younger one waits for it (it is already treated as absent),
+    /// and so does everything behind a claim still pending.
     fn expire(&mut self, stamp: Stamp) {
         while let Some(&front) = self.order.front() {
             if front.stamp.0.saturating_add(self.horizon_ms) >= stamp.0 {
                 break;
             }
-            self.order.pop_front();
             let id = front.id();
-            // The slot may be a newer claim of the same id: leave that one.
-            if self
-                .slots
-                .get(&id)
-                .is_some_and(|s| s.stamp == front.stamp && s.packed != Packed::PENDING_MARK)
-                && self
-                    .slots
-                    .remove(&id)
-                    .is_some_and(|s| s.packed == Packed::WIDE_MARK)
-            {
-                self.wide.remove(&id);
+            // The slot may be a newer entry of the same id: leave that one.
+            match self.slots.get(&id) {
+                Some(s) if s.stamp == front.stamp && s.packed == Packed::PENDING_MARK => break,
+                Some(s) if s.stamp == front.stamp => {
+                    if self
+                        .slots
+                        .remove(&id)
+                        .is_some_and(|s| s.packed == Packed::WIDE_MARK)
+                    {
+                        self.wide.remove(&id);
+                    }
+                    self.forgot_through = self.forgot_through.max(front.stamp);
+                }
+                _ => {}
             }
+            self.order.pop_front();
         }
     }
 
@@ -283,19 +335,25 @@ impl IdWindow {
         ids
     }
 
-    /// Remembers `id` as `outcome` (replay, migration): like a claim and its settle.
-    pub(crate) fn insert(
+    /// Remembers `id` as `outcome`, recorded by the journal (replay, snapshots,
+    /// migration): no check, the journal is the truth. Of two entries of one id (reused
+    /// after its horizon), the later one in sequence order is kept, whatever order they
+    /// come in.
+    pub(crate) fn remember(
         &mut self,
         id: EventId,
         fingerprint: EventFingerprint,
         outcome: Outcome,
         stamp: Stamp,
-    ) -> Claim {
-        let claim = self.claim(id, fingerprint, stamp, false);
-        if claim == Claim::Fresh {
-            self.settle(id, outcome);
+    ) {
+        self.expire(stamp);
+        if let Some(slot) = self.slots.get(&id)
+            && self.outcome(id, slot).is_some_and(|o| o.seq > outcome.seq)
+        {
+            return;
         }
-        claim
+        self.put(id, fingerprint, stamp, Packed::PENDING_MARK);
+        self.settle(id, outcome);
     }
 }
 
@@ -305,13 +363,16 @@ struct IdWindowRepr {
     ids: Vec<(EventId, EventFingerprint, Stamp, Outcome)>,
     entries_max: usize,
     horizon_ms: u64,
+    forgot_through: Stamp,
 }
 
 impl From<IdWindowRepr> for IdWindow {
     fn from(repr: IdWindowRepr) -> Self {
         let mut window = IdWindow::new(repr.entries_max, repr.horizon_ms);
+        window.forgot_through = repr.forgot_through;
         for (id, fingerprint, stamp, outcome) in repr.ids {
-            window.insert(id, fingerprint, outcome, stamp);
+            window.put(id, fingerprint, stamp, Packed::PENDING_MARK);
+            window.settle(id, outcome);
         }
         window
     }
@@ -337,10 +398,11 @@ impl Serialize for IdWindow {
                 seq.end()
             }
         }
-        let mut s = serializer.serialize_struct("IdWindow", 3)?;
+        let mut s = serializer.serialize_struct("IdWindow", 4)?;
         s.serialize_field("ids", &Ids(self))?;
         s.serialize_field("entries_max", &self.entries_max)?;
         s.serialize_field("horizon_ms", &self.horizon_ms)?;
+        s.serialize_field("forgot_through", &self.forgot_through)?;
         s.end()
     }
 }
@@ -395,6 +457,16 @@ mod tests {
 
     const FP: EventFingerprint = EventFingerprint(7);
 
+    /// A live claim, settled at once (`since` = the stamp: these windows keep ids for
+    /// 1 s, with no minute for clocks ahead).
+    fn insert(w: &mut IdWindow, id: u128, seq: u64, stamp: u64) -> Claim {
+        let claim = w.claim(EventId(id), FP, 0, Stamp(stamp), stamp);
+        if claim == Claim::Fresh {
+            w.settle(EventId(id), outcome(seq));
+        }
+        claim
+    }
+
     #[test]
     fn every_outcome_kind_round_trips_through_a_snapshot() {
         use crate::protocol::{decode_serde, encode_serde};
@@ -424,63 +496,86 @@ mod tests {
                 duplicate: false,
             };
             let id = EventId(u128::MAX - i as u128);
-            assert_eq!(w.insert(id, FP, o, Stamp(i as u64)), Claim::Fresh);
+            w.remember(id, FP, o, Stamp(i as u64));
             expected.push((id, FP, Stamp(i as u64), o));
         }
+        w.forgot_through = Stamp(3);
         assert_eq!(w.iter().collect::<Vec<_>>(), expected);
         let read: IdWindow = decode_serde(&encode_serde(&w).unwrap()).unwrap();
         assert_eq!(read.iter().collect::<Vec<_>>(), expected);
+        assert_eq!(read.forgot_through, Stamp(3));
     }
 
     #[test]
     fn a_full_window_refuses_new_ids_and_never_forgets_a_young_one() {
         let mut w = IdWindow::new(2, 1_000);
-        assert_eq!(w.insert(EventId(1), FP, outcome(1), Stamp(0)), Claim::Fresh);
+        assert_eq!(insert(&mut w, 1, 1, 100_000), Claim::Fresh);
+        assert_eq!(insert(&mut w, 2, 2, 100_010), Claim::Fresh);
+        assert_eq!(insert(&mut w, 3, 3, 100_020), Claim::Full);
         assert_eq!(
-            w.insert(EventId(2), FP, outcome(2), Stamp(10)),
-            Claim::Fresh
-        );
-        assert_eq!(w.claim(EventId(3), FP, Stamp(20), true), Claim::Full);
-        assert_eq!(
-            w.claim(EventId(1), FP, Stamp(20), true),
+            w.claim(EventId(1), FP, 0, Stamp(100_020), 0),
             Claim::Retry(Some(outcome(1))),
             "still remembered when full"
         );
         // Past the horizon of id 1, a new id takes its place.
-        assert_eq!(w.claim(EventId(3), FP, Stamp(1_001), true), Claim::Fresh);
-        assert_eq!(w.get(EventId(1), Stamp(1_001)), None);
-        assert_eq!(w.get(EventId(2), Stamp(1_001)), Some(outcome(2)));
-        assert_eq!(w.get(EventId(3), Stamp(1_001)), None, "pending");
+        assert_eq!(insert(&mut w, 3, 3, 101_001), Claim::Fresh);
+        assert_eq!(w.get(EventId(1), Stamp(101_001)), None);
+        assert_eq!(w.get(EventId(2), Stamp(101_001)), Some(outcome(2)));
         assert_eq!(w.len(), 2);
+        assert_eq!(w.forgot_through, Stamp(100_000));
+    }
+
+    #[test]
+    fn an_event_as_old_as_a_dropped_id_is_refused() {
+        let mut w = IdWindow::new(4, 1_000);
+        insert(&mut w, 1, 1, 100_000);
+        insert(&mut w, 2, 2, 102_000); // drops id 1 (stamp 100,000)
+        // A batch stamped before the drop, applied after it: it may be id 1's retry.
+        assert_eq!(
+            w.claim(EventId(1), FP, 0, Stamp(100_500), 100_000),
+            Claim::Forgotten
+        );
+        assert_eq!(
+            w.claim(EventId(3), FP, 0, Stamp(102_000), 100_001),
+            Claim::Fresh
+        );
     }
 
     #[test]
     fn other_content_under_a_remembered_id_is_a_reuse() {
         let mut w = IdWindow::new(4, 1_000);
-        w.insert(EventId(1), FP, outcome(1), Stamp(0));
+        insert(&mut w, 1, 1, 0);
         assert_eq!(
-            w.claim(EventId(1), EventFingerprint(8), Stamp(5), true),
+            w.claim(EventId(1), EventFingerprint(8), 0, Stamp(5), 0),
             Claim::Reused
         );
-        // An id from an old snapshot (no fingerprint) matches any content.
-        w.insert(EventId(2), EventFingerprint::UNKNOWN, outcome(2), Stamp(0));
+        // An id from an old snapshot matches any content routed where it was kept.
+        w.remember(
+            EventId(2),
+            EventFingerprint::legacy(3),
+            outcome(2),
+            Stamp(0),
+        );
         assert_eq!(
-            w.claim(EventId(2), EventFingerprint(9), Stamp(5), true),
+            w.claim(EventId(2), EventFingerprint(9), 3, Stamp(5), 0),
             Claim::Retry(Some(outcome(2)))
+        );
+        assert_eq!(
+            w.claim(EventId(2), EventFingerprint(9), 4, Stamp(5), 0),
+            Claim::Reused
         );
     }
 
     #[test]
-    fn an_id_claimed_again_after_it_expired_survives_the_old_entry() {
-        let mut w = IdWindow::new(4, 100);
-        w.insert(EventId(1), FP, outcome(1), Stamp(0));
-        // Expired at 200: claimed afresh (the old order entry is still queued).
-        assert_eq!(
-            w.insert(EventId(1), FP, outcome(2), Stamp(200)),
-            Claim::Fresh
-        );
-        w.insert(EventId(2), FP, outcome(3), Stamp(250));
-        assert_eq!(w.get(EventId(1), Stamp(250)), Some(outcome(2)));
-        assert_eq!(w.len(), 2);
+    fn replay_keeps_the_later_entry_of_a_reused_id_in_any_order() {
+        let mut a = IdWindow::new(4, 100);
+        a.remember(EventId(1), FP, outcome(1), Stamp(0));
+        a.remember(EventId(1), FP, outcome(5), Stamp(500));
+        let mut b = IdWindow::new(4, 100);
+        b.remember(EventId(1), FP, outcome(5), Stamp(500));
+        b.remember(EventId(1), FP, outcome(1), Stamp(0));
+        assert_eq!(a.get(EventId(1), Stamp(500)), Some(outcome(5)));
+        assert_eq!(b.get(EventId(1), Stamp(500)), Some(outcome(5)));
+        assert_eq!(a.canonical(Stamp(500)), b.canonical(Stamp(500)));
     }
 }

@@ -284,7 +284,7 @@ async fn a_cash_out_during_a_gift_burst_survives_kill_9() {
                     }
                     let batch: Vec<Event> = (0..1000u128)
                         .map(|k| {
-                            let id = 1 << 100 | t << 64 | round * 1000 + k;
+                            let id = 1 << 100 | t << 64 | (round * 1000 + k);
                             gift(id, 100 + ((k + t * 7) % 200) as u64, 7, "rose", 2)
                         })
                         .collect();
