@@ -1,12 +1,13 @@
 //! Memory per wallet (SPEC §4: <= 100 bytes with no history): the resident-set growth
-//! of an engine while 1M wallets are funded, with history off and an idempotency window
-//! of one entry per shard (so the window's own, separately bounded, memory is excluded).
+//! of an engine while 1M wallets are funded, with history off and a small id index whose
+//! ids expire between batches (a 1 ms horizon, stamps a minute apart), so the index's
+//! own, separately bounded, memory is excluded.
 //!
 //! Then the idempotency window's cost per remembered event id: the RSS growth while 4M
 //! recharges to 1,000 wallets fill a window of 4M entries (history and log off).
 //!
 //! And a history line's cost: the RSS growth while 100k funded users each fill their
-//! history (`engine.history_per_user`, 32) with recharges (log off, window of 16 ids).
+//! history (`engine.history_per_user`, 32) with recharges (log off, the small index).
 //!
 //! And what a gift that starts a new sender-creator pair leaves behind: the RSS growth
 //! while 100k funded users each send one gift to 10 of 10k creators (history and log
@@ -21,6 +22,7 @@ use giftstream::engine::{
     StreamId, UserId,
 };
 use rust_decimal::Decimal;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const WALLETS: u64 = 1_000_000;
 
@@ -30,28 +32,49 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-/// History and log off, a window of 16 ids: only what is measured grows.
-fn lean() -> EngineConfig {
+/// A small id index whose ids expire between batches of [`apply_in_batches`].
+fn small_index(config: EngineConfig) -> EngineConfig {
     EngineConfig {
-        history_per_user: 0,
-        keep_log: false,
-        idempotency_entries_max: 16,
-        ..EngineConfig::default()
+        idempotency_entries_max: 1 << 14,
+        idempotency_horizon_ms: 1,
+        ..config
     }
 }
 
-/// Applies `events` in batches of 1000, as a client would send them.
-fn apply_in_batches(engine: &Engine, events: impl Iterator<Item = Event>) {
+/// History and log off, the small id index: only what is measured grows.
+fn lean() -> EngineConfig {
+    small_index(EngineConfig {
+        history_per_user: 0,
+        keep_log: false,
+        ..EngineConfig::default()
+    })
+}
+
+/// The stamp of the next batch: time only moves forward, across calls too.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1_794_700_800_000);
+
+/// Applies `events` in batches of 1000, as a client would send them, each batch stamped
+/// `step_ms` after the one before. Every event must be applied (none refused).
+fn apply_in_batches(engine: &Engine, events: impl Iterator<Item = Event>, step_ms: u64) {
+    let apply = |batch: &[Event]| {
+        let stamp = Stamp(NEXT_STAMP.fetch_add(step_ms, Ordering::Relaxed));
+        let outcomes = engine.apply_batch(batch, stamp);
+        assert!(outcomes.iter().all(|o| o.seq != 0), "{outcomes:?}");
+    };
     let mut batch = Vec::with_capacity(1000);
     for event in events {
         batch.push(event);
         if batch.len() == 1000 {
-            engine.apply_batch(&batch, Stamp(1_794_700_800_000));
+            apply(&batch);
             batch.clear();
         }
     }
-    engine.apply_batch(&batch, Stamp(1_794_700_800_000));
+    apply(&batch);
 }
+
+/// A step that drops every id of the batch before (the small index's 1 ms horizon plus
+/// the minute ids are kept for clocks ahead).
+const EXPIRE_STEP_MS: u64 = 1 + giftstream::engine::ISSUED_AHEAD_MAX_MS + 1;
 
 fn recharge(id: u64, user: u64) -> Event {
     Event::Recharge(Recharge {
@@ -82,6 +105,7 @@ fn per_new_pair(users: u64) {
     apply_in_batches(
         &engine,
         (0..users).map(|u| recharge(u64::MAX - u, CREATORS + u)),
+        EXPIRE_STEP_MS,
     );
     let before = rss_bytes();
     apply_in_batches(
@@ -98,6 +122,7 @@ fn per_new_pair(users: u64) {
                 count: 1,
             })
         }),
+        EXPIRE_STEP_MS,
     );
     let after = rss_bytes();
     let audit = engine.audit();
@@ -114,19 +139,23 @@ fn per_new_pair(users: u64) {
 }
 
 fn per_history_line(users: u64) {
-    let config = EngineConfig {
+    let config = small_index(EngineConfig {
         keep_log: false,
-        idempotency_entries_max: 16,
         ..EngineConfig::default()
-    };
+    });
     let lines = config.history_per_user as u64;
     let engine = Engine::new(Economy::embedded(), config).unwrap();
     // The wallets (and each history's first line) first, so that only histories grow.
-    apply_in_batches(&engine, (0..users).map(|u| recharge(u64::MAX - u, u)));
+    apply_in_batches(
+        &engine,
+        (0..users).map(|u| recharge(u64::MAX - u, u)),
+        EXPIRE_STEP_MS,
+    );
     let before = rss_bytes();
     apply_in_batches(
         &engine,
         (0..users * (lines - 1)).map(|id| recharge(id, id % users)),
+        EXPIRE_STEP_MS,
     );
     let after = rss_bytes();
     let grown = users * (lines - 1);
@@ -145,7 +174,7 @@ fn per_idempotency_id(ids: u64) {
     let config = EngineConfig {
         history_per_user: 0,
         keep_log: false,
-        idempotency_entries_max: ids as usize,
+        idempotency_entries_max: (ids + ids / 8) as usize,
         ..EngineConfig::default()
     };
     let engine = Engine::new(Economy::embedded(), config).unwrap();
@@ -153,7 +182,12 @@ fn per_idempotency_id(ids: u64) {
     let wallets: Vec<Event> = (0..USERS).map(|u| recharge(u64::MAX - u, u)).collect();
     engine.apply_batch(&wallets, Stamp(1_794_700_800_000));
     let before = rss_bytes();
-    apply_in_batches(&engine, (0..ids - USERS).map(|id| recharge(id, id % USERS)));
+    // Every id stays (one stamp), so the index is sized with room for uneven shards.
+    apply_in_batches(
+        &engine,
+        (0..ids - USERS).map(|id| recharge(id, id % USERS)),
+        0,
+    );
     let after = rss_bytes();
     println!(
         "memory/idempotency-id: {} ids remembered, RSS +{} bytes = {:.1} bytes per id",
@@ -166,7 +200,11 @@ fn per_idempotency_id(ids: u64) {
 fn per_wallet() {
     let engine = Engine::new(Economy::embedded(), lean()).unwrap();
     let before = rss_bytes();
-    apply_in_batches(&engine, (0..WALLETS).map(|u| recharge(u, u)));
+    apply_in_batches(
+        &engine,
+        (0..WALLETS).map(|u| recharge(u, u)),
+        EXPIRE_STEP_MS,
+    );
     let after = rss_bytes();
     let audit = engine.audit();
     assert_eq!(audit.totals.wallets, WALLETS);

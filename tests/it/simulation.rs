@@ -36,7 +36,7 @@
 //! `state_fingerprint`; the restarted engines still answer retries and reused ids.
 //!
 //! # Seeds
-//! `simulation_seed_sweep` runs seeds 0..20 (well under a second in release). A seed
+//! `simulation_seed_sweep` runs seeds 0..200 (a few seconds in release). A seed
 //! fixes the workload: engine config, thread count, every batch, stamp and event id.
 //! The interleaving of the threads is the OS's, so a concurrency failure may need its
 //! seed run a few times; `GIFTSTREAM_SIM_SERIAL=1` applies the same batches from one
@@ -82,7 +82,7 @@ const UNFUNDED_CREATORS: [u64; 2] = [5, 6];
 const STREAM_BASE: u64 = 9000;
 /// A stream that gets a goal but no gifts.
 const GOAL_ONLY_STREAM: u64 = 9100;
-const SWEEP_SEEDS: u64 = 20;
+const SWEEP_SEEDS: u64 = 200;
 const BATCHES_PER_THREAD: usize = 40;
 const BATCH_EVENTS_MAX: usize = 12;
 /// Half the span of the run's stamps around the month boundary `DEC`.
