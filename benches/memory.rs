@@ -1,6 +1,6 @@
 //! Memory per wallet (SPEC §4: <= 100 bytes with no history): the resident-set growth
 //! of an engine while 1M wallets are funded, with history off and a small id index whose
-//! ids expire between batches (a 1 ms horizon, stamps a minute apart), so the index's
+//! ids expire between batches (a 1 ms horizon, stamps further apart than ids are kept), so the index's
 //! own, separately bounded, memory is excluded.
 //!
 //! Then the idempotency window's cost per remembered event id: the RSS growth while 4M
@@ -73,7 +73,7 @@ fn apply_in_batches(engine: &Engine, events: impl Iterator<Item = Event>, step_m
 }
 
 /// A step that drops every id of the batch before (the small index's 1 ms horizon plus
-/// the minute ids are kept for clocks ahead).
+/// the seconds ids are kept for clocks ahead).
 const EXPIRE_STEP_MS: u64 = 1 + giftstream::engine::ISSUED_AHEAD_MAX_MS + 1;
 
 fn recharge(id: u64, user: u64) -> Event {

@@ -76,7 +76,7 @@ pub const HISTORY_PER_USER_MAX: usize = 1000;
 /// How far ahead of the server's clock an event's `issued_ms` may be (client clocks
 /// drift). The index keeps ids this much longer than the horizon, so that a retry
 /// admitted by its `issued_ms` always finds its original.
-pub const ISSUED_AHEAD_MAX_MS: u64 = 60_000;
+pub const ISSUED_AHEAD_MAX_MS: u64 = 10_000;
 /// Largest idempotency index (ids remembered in all).
 pub const IDEMPOTENCY_ENTRIES_MAX: usize = 1 << 30;
 
@@ -344,6 +344,44 @@ enum Verdict {
     SameAsEarlier,
 }
 
+/// The ids of a batch seen so far, as a 65,536-bit filter (8 KB): most ids were not,
+/// and only a possible repeat is checked against the earlier events.
+struct SeenIds {
+    bits: Box<[u64; 1024]>,
+}
+
+impl Default for SeenIds {
+    fn default() -> Self {
+        SeenIds {
+            bits: Box::new([0; 1024]),
+        }
+    }
+}
+
+impl SeenIds {
+    /// Whether an event before `i` that was routed (not refused) has `events[i]`'s id
+    /// with other content. Marks the id seen.
+    fn earlier_other_content(
+        &mut self,
+        events: &[Event],
+        fingerprints: &[EventFingerprint],
+        i: usize,
+        routes: &[Route],
+    ) -> bool {
+        let id = events[i].id();
+        let h = ((id.0 >> 64) as u64 ^ id.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48;
+        let (word, bit) = ((h >> 6) as usize, 1u64 << (h & 63));
+        let maybe = self.bits[word] & bit != 0;
+        self.bits[word] |= bit;
+        maybe
+            && (0..i).any(|j| {
+                events[j].id() == id
+                    && !matches!(routes[j], Route::Refused)
+                    && fingerprints[j] != fingerprints[i]
+            })
+    }
+}
+
 /// What [`Engine::claim_ids`] needs of a batch.
 struct ChunkClaim<'a> {
     events: &'a [Event],
@@ -495,11 +533,8 @@ impl Engine {
         // is answered at the end, as a retry if the id holds its content by then, else
         // EVENT_ID_REUSED.
         let fingerprints: Vec<EventFingerprint> = events.iter().map(Event::fingerprint).collect();
-        let mut first_use: FxHashMap<EventId, EventFingerprint> = FxHashMap::default();
+        let mut seen = (events.len() > 1).then(SeenIds::default);
         let mut deferred = Vec::new();
-        if events.len() > 1 {
-            first_use.reserve(events.len());
-        }
         for (i, event) in events.iter().enumerate() {
             if issued_ms
                 .get(i)
@@ -509,8 +544,8 @@ impl Engine {
                 routes.push(Route::Refused);
                 continue;
             }
-            if events.len() > 1
-                && *first_use.entry(event.id()).or_insert(fingerprints[i]) != fingerprints[i]
+            if let Some(seen) = &mut seen
+                && seen.earlier_other_content(events, &fingerprints, i, &routes)
             {
                 deferred.push(i);
                 routes.push(Route::Refused);

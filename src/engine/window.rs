@@ -195,8 +195,8 @@ impl IdWindow {
 
     /// Looks `id` up for an event with `fingerprint`, routed to `route`, stamped `stamp`,
     /// and claims it when it is not remembered (live ingestion). `since`: the oldest
-    /// stamp an earlier attempt of the event can have (its `issued_ms` less the minute a
-    /// clock may run ahead, or for an event without one its own stamp less that minute):
+    /// stamp an earlier attempt of the event can have (its `issued_ms` less the `ISSUED_AHEAD_MAX_MS` a
+    /// clock may run ahead, or for an event without one its own stamp less as much):
     /// if ids that old were dropped already, it may be a retry of one of them and is
     /// refused ([`Claim::Forgotten`]), whatever order concurrent batches' stamps came in.
     pub(crate) fn claim(
@@ -458,7 +458,7 @@ mod tests {
     const FP: EventFingerprint = EventFingerprint(7);
 
     /// A live claim, settled at once (`since` = the stamp: these windows keep ids for
-    /// 1 s, with no minute for clocks ahead).
+    /// 1 s, with no allowance for clocks ahead).
     fn insert(w: &mut IdWindow, id: u128, seq: u64, stamp: u64) -> Claim {
         let claim = w.claim(EventId(id), FP, 0, Stamp(stamp), stamp);
         if claim == Claim::Fresh {

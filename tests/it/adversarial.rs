@@ -54,7 +54,7 @@ fn keep_ms(config: &EngineConfig) -> u64 {
 
 // ---- F1: a retry inside the horizon is applied twice when stamps go backwards -----
 
-/// A backend whose clock runs 60 s ahead (allowed: `ISSUED_AHEAD_MAX_MS`) sends R1.
+/// A backend whose clock runs `ISSUED_AHEAD_MAX_MS` ahead (allowed) sends R1.
 /// Batch B (stamped one ms after R1's id leaves the index) and batch A (the retry of
 /// R1, stamped one ms earlier, but locking after B) race. B's claim expires R1's id
 /// by B's stamp; A's retry, issued `horizon` ms before A's stamp (inside the horizon,
@@ -65,7 +65,7 @@ fn a_retry_inside_the_horizon_is_not_applied_twice_when_a_later_stamped_batch_lo
     let keep = keep_ms(&config);
     let engine = Engine::new(economy(), config).unwrap();
     let t0 = NOV.0;
-    let issued = t0 + 60_000; // the backend's clock is 60 s ahead
+    let issued = t0 + giftstream::engine::ISSUED_AHEAD_MAX_MS; // the backend's clock is ahead
     let r1 = recharge(1, 1, "coins_100");
     let first = engine.apply_issued(&[r1], &[issued], Stamp(t0))[0];
     assert_eq!(first.status, Status::Accepted(Effect::Coins(100)));
@@ -107,7 +107,7 @@ fn a_retry_racing_a_later_stamped_batch_keeps_the_log_replayable() {
     let ids = ids_on(0, shards, 1, 2);
     let engine = Engine::new(economy(), config.clone()).unwrap();
     let t0 = NOV.0;
-    let issued = t0 + 60_000;
+    let issued = t0 + giftstream::engine::ISSUED_AHEAD_MAX_MS;
     let r1 = recharge(ids[0], u1, "coins_100");
     engine.apply_issued(&[r1], &[issued], Stamp(t0));
     engine.apply_issued(

@@ -679,7 +679,7 @@ fn a_full_window_is_backpressure_and_never_forgets_a_young_id() {
     assert_eq!(engine.last_seq(), 2);
     let next = engine.apply_batch(&[account(4, 9, None, true, None)], NOV)[0];
     assert_eq!(next, refused(RejectCode::Unavailable));
-    // Past the horizon of R1 and R2 (and the minute ids are kept for clocks ahead), new
+    // Past the horizon of R1 and R2 (and the seconds ids are kept for clocks ahead), new
     // ids are admitted again: numbers go on from 3.
     let later = Stamp(NOV.0 + 60_000 + giftstream::engine::ISSUED_AHEAD_MAX_MS + 1);
     let o = engine.apply_batch(&[recharge(3, 1, "coins_100")], later)[0];
@@ -875,8 +875,9 @@ fn the_retry_horizon_answers_or_refuses_a_retry_never_applies_it_twice() {
     let again =
         engine.apply_issued(&[recharge(2, 1, "coins_100")], &[t], Stamp(t + 2 * horizon))[0];
     assert_eq!(again, expired);
-    // A backend clock up to a minute ahead: still remembered for every admitted retry.
-    let ahead = t + 60_000;
+    // A backend clock up to ISSUED_AHEAD_MAX_MS ahead: still remembered for every
+    // admitted retry.
+    let ahead = t + giftstream::engine::ISSUED_AHEAD_MAX_MS;
     let o = engine.apply_issued(&[recharge(3, 1, "coins_100")], &[ahead], Stamp(t))[0];
     assert!(o.is_accepted());
     let retry = engine.apply_issued(
@@ -886,7 +887,11 @@ fn the_retry_horizon_answers_or_refuses_a_retry_never_applies_it_twice() {
     )[0];
     assert_eq!((retry.seq, retry.duplicate), (o.seq, true));
     // Further ahead than that is refused; 0 means not given (issued when received).
-    let o = engine.apply_issued(&[recharge(4, 1, "coins_100")], &[t + 60_001], Stamp(t))[0];
+    let o = engine.apply_issued(
+        &[recharge(4, 1, "coins_100")],
+        &[t + giftstream::engine::ISSUED_AHEAD_MAX_MS + 1],
+        Stamp(t),
+    )[0];
     assert_eq!(o, expired);
     let o = engine.apply_issued(&[recharge(5, 1, "coins_100")], &[0], Stamp(t + horizon))[0];
     assert!(o.is_accepted());
