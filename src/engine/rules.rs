@@ -95,11 +95,13 @@ pub(crate) fn recharge(
             }
         }
     }
-    check_account(economy, wallet)?;
-    wallet
+    // OVERFLOW is an event check: before the account's (SPEC §1 order).
+    let balance = wallet
         .coins
         .checked_add(r.coins)
-        .ok_or(RejectCode::Overflow)
+        .ok_or(RejectCode::Overflow)?;
+    check_account(economy, wallet)?;
+    Ok(balance)
 }
 
 /// A gift: returns its cost in coins.

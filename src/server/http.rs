@@ -94,6 +94,39 @@ impl ApiError {
             "commits are behind (storage unavailable); retry later — nothing was applied",
         )
     }
+
+    /// The events were applied but could not be made durable (commits stopped): the
+    /// client retries with the same event ids and gets their outcomes once committed.
+    fn not_durable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "applied but not confirmed durable (storage unavailable); retry with the same event ids later",
+        )
+    }
+
+    /// The answers that record nothing, as errors of the single-event routes (user
+    /// settings, goals).
+    fn refusal(o: &Outcome) -> Result<(), Self> {
+        match o.code() {
+            Some(RejectCode::EventIdReused) => Err(Self::new(
+                StatusCode::CONFLICT,
+                "EVENT_ID_REUSED",
+                "event_id was used by an event with other content; nothing was applied",
+            )),
+            Some(RejectCode::Unavailable) => Err(Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the idempotency index is full of ids younger than the retry horizon; retry later — nothing was applied",
+            )),
+            Some(RejectCode::EventExpired) => Err(Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "EVENT_EXPIRED",
+                "the event may be a retry of one whose id is already forgotten; nothing was applied",
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -421,7 +454,7 @@ async fn apply(
             .commits
             .durable(seq)
             .await
-            .map_err(|_| ApiError::unavailable())?;
+            .map_err(|_| ApiError::not_durable())?;
     }
     Ok(outcomes)
 }
@@ -544,6 +577,7 @@ pub struct UserResponse {
         (status = 200, body = UserResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 409, description = "event_id was used by an event with other content (code EVENT_ID_REUSED); nothing applied", body = ErrorBody),
         (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
@@ -575,6 +609,7 @@ async fn put_user(
         monthly_budget_coins: s.monthly_budget_coins,
     });
     let o = apply(&service, &[event], &[]).await?[0];
+    ApiError::refusal(&o)?;
     Ok(Json(UserResponse {
         user: user.0,
         region: region.map(|r| r.to_string()),
@@ -974,6 +1009,7 @@ fn stream_response(service: &Service, stream: StreamId) -> StreamResponse {
         (status = 200, body = StreamResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 422, description = "Invalid body, or the goal was rejected (code AMOUNT_OUT_OF_RANGE)", body = ErrorBody),
+        (status = 409, description = "event_id was used by an event with other content (code EVENT_ID_REUSED); nothing applied", body = ErrorBody),
         (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ))]
@@ -997,6 +1033,7 @@ async fn put_goal(
         coins_target: g.coins_target,
     });
     let o = apply(&service, &[event], &[]).await?[0];
+    ApiError::refusal(&o)?;
     if let Some(code) = o.code() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -192,6 +192,15 @@ fn recharge_overflow_is_an_outcome() {
         Rejected(RejectCode::Overflow),
     );
     assert_eq!(engine.wallet(UserId(1), NOV).coins, u64::MAX);
+    // An event check comes before the account checks (SPEC order): a minor's overflowing
+    // recharge is OVERFLOW, not AGE_RESTRICTED.
+    check_on(
+        &engine,
+        "overflow before the account",
+        &[account(3, 1, None, false, None)],
+        custom(4, 1, 30, "1"),
+        Rejected(RejectCode::Overflow),
+    );
 }
 
 #[test]

@@ -542,3 +542,30 @@ async fn an_id_reused_or_issued_too_long_ago_is_refused_over_http() {
     let (_, wallet) = s.send("GET", "/v1/users/11/wallet", Some(READ), "").await;
     assert_eq!(wallet["coins"], 0, "{wallet}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_id_reused_for_other_settings_is_a_conflict() {
+    let s = TestServer::start().await;
+    let put = |body: &'static str| {
+        let s = &s;
+        async move { s.send("PUT", "/v1/users/50", Some(INGEST), body).await }
+    };
+    let first = r#"{"event_id": "5f0c6c1e-0000-4000-8000-0000000000aa", "region": "US", "monthly_budget_coins": 500}"#;
+    let (st, body) = put(first).await;
+    assert_eq!(st, 200, "{body}");
+    let (st, again) = put(first).await;
+    assert_eq!((st, &again["duplicate"]), (200, &json!(true)), "{again}");
+    assert_eq!(again["seq"], body["seq"]);
+    // The same id with other settings: refused, the stored settings unchanged.
+    let other =
+        r#"{"event_id": "5f0c6c1e-0000-4000-8000-0000000000aa", "region": "DE", "adult": false}"#;
+    let (st, body) = put(other).await;
+    assert_eq!(st, 409, "{body}");
+    assert_eq!(body["error"]["code"], "EVENT_ID_REUSED");
+    let (_, wallet) = s.send("GET", "/v1/users/50/wallet", Some(READ), "").await;
+    assert_eq!(
+        (&wallet["region"], &wallet["adult"]),
+        (&json!("US"), &json!(true)),
+        "{wallet}"
+    );
+}
