@@ -1007,6 +1007,7 @@ impl Engine {
             settled: cut.creators.iter().map(|g| &g.settled).collect(),
             ids: cut.ids.iter().map(|g| &**g).collect(),
             credited: cut.creators.iter().map(|g| &g.credited).collect(),
+            top_k: self.config.top_k as u64,
         };
         let result = f(&view);
         drop(view);
@@ -1029,6 +1030,7 @@ impl Engine {
             settled: cut.creators.iter().map(|c| c.settled.clone()).collect(),
             ids: cut.ids.iter().map(|w| (**w).clone()).collect(),
             credited: cut.creators.iter().map(|c| c.credited.clone()).collect(),
+            top_k: self.config.top_k as u64,
         };
         drop(cut);
         log.sort_unstable_by_key(|e| e.seq);
@@ -1112,8 +1114,52 @@ impl Engine {
                 .lock()
                 .remember(id, fingerprint, outcome, stamp);
         }
+        if state.top_k != engine.config.top_k as u64 {
+            engine.rebuild_tops();
+        }
         engine.next_seq.store(state.last_seq + 1, Ordering::Release);
         Ok(engine)
+    }
+
+    /// Rebuilds every leaderboard from the totals with `engine.top_k` (a state kept with
+    /// another length, or one that did not record it): a list kept shorter would miss
+    /// gifters, one kept longer would not be the top `top_k`.
+    fn rebuild_tops(&self) {
+        let k = self.config.top_k;
+        for shard in self.senders.iter() {
+            let mut shard = shard.lock();
+            let SenderShard {
+                creators,
+                streams,
+                creator_gifters,
+                stream_gifters,
+                ..
+            } = &mut *shard;
+            creators
+                .values_mut()
+                .for_each(|p| p.top = Default::default());
+            streams
+                .values_mut()
+                .for_each(|p| p.top = Default::default());
+            for (&(creator, user), &coins) in &*creator_gifters {
+                if let Some(part) = creators.get_mut(&creator) {
+                    part.top.offer(k, user.0, coins.0, 0);
+                }
+            }
+            for (&(stream, user), &coins) in &*stream_gifters {
+                if let Some(part) = streams.get_mut(&stream) {
+                    part.top.offer(k, user.0, coins.0, 0);
+                }
+            }
+        }
+        for book in self.creators.iter() {
+            let mut book = book.lock();
+            let mut top = TopK::default();
+            for (&creator, credited) in &book.credited {
+                top.offer(k, creator.0, credited.diamonds);
+            }
+            book.top = top;
+        }
     }
 
     // ---- reads ------------------------------------------------------------------
@@ -1549,6 +1595,9 @@ pub struct EngineState {
     /// Per creator shard, the diamonds credited per creator (`CreatorShard::credited`;
     /// format 3; older formats recompute them from the coins received).
     credited: Vec<FxHashMap<CreatorId, Credited>>,
+    /// The `engine.top_k` the leaderboards were kept with (format 3; 0: not recorded).
+    /// Loaded with another, they are rebuilt from the totals.
+    top_k: u64,
 }
 
 /// A state as snapshot format 2 encoded it (the ids in the shards' windows).
@@ -1571,6 +1620,7 @@ impl From<EngineStateV2> for EngineState {
             settled: v2.settled,
             ids: Vec::new(),
             credited: Vec::new(),
+            top_k: 0,
         }
     }
 }
@@ -1594,6 +1644,7 @@ impl From<EngineStateV1> for EngineState {
             streams: v1.streams,
             ids: Vec::new(),
             credited: Vec::new(),
+            top_k: 0,
         }
     }
 }
@@ -1622,6 +1673,7 @@ impl EngineState {
             settled: self.settled.iter().collect(),
             ids: self.ids.iter().collect(),
             credited: self.credited.iter().collect(),
+            top_k: self.top_k,
         }
     }
 }
@@ -1638,6 +1690,7 @@ pub struct StateView<'a> {
     settled: Vec<&'a Settled>,
     ids: Vec<&'a IdWindow>,
     credited: Vec<&'a FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
 }
 
 impl StateView<'_> {

@@ -957,3 +957,49 @@ fn a_share_changed_between_restarts_applies_to_later_coins_only() {
     .unwrap();
     assert_eq!(lowered.creator(CreatorId(7)).diamonds_total, 7);
 }
+
+#[test]
+fn a_top_k_changed_between_restarts_rebuilds_the_leaderboards() {
+    let config = EngineConfig {
+        top_k: 3,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(economy(), config.clone()).unwrap();
+    let mut events: Vec<Event> = (1..=40)
+        .map(|u| recharge(u, 100 + u as u64, "coins_7000"))
+        .collect();
+    // 40 gifters, about 10 per sender shard: each shard's list of 3 left some out.
+    // Gifter 100 + u gives u roses to creator 7 (and to stream 9007).
+    events.extend((1..=40u64).map(|u| gift(100 + u128::from(u), 100 + u, 7, "rose", u as u32)));
+    engine.apply_batch(&events, NOV);
+    let (state, _) = engine.snapshot();
+    for k in [5, 2] {
+        let restarted = Engine::from_state(
+            economy(),
+            EngineConfig {
+                top_k: k,
+                ..config.clone()
+            },
+            state.clone(),
+        )
+        .unwrap();
+        let top: Vec<u64> = restarted
+            .creator_top_gifters(CreatorId(7), 10)
+            .iter()
+            .map(|(u, _)| u.0)
+            .collect();
+        let want: Vec<u64> = (0..k as u64).map(|i| 140 - i).collect();
+        assert_eq!(top, want, "top_k {k}");
+        let stream: Vec<u64> = restarted
+            .stream_top_gifters(StreamId(9007), 10)
+            .iter()
+            .map(|(u, _)| u.0)
+            .collect();
+        assert_eq!(stream, want, "top_k {k}");
+        assert!(
+            restarted.audit().is_clean(),
+            "{:?}",
+            restarted.audit().violations
+        );
+    }
+}
