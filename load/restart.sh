@@ -14,7 +14,7 @@ redis-server --port $PORT --bind 127.0.0.1 --save '' --appendonly yes --appendfs
   --dir "$W" >/dev/null 2>&1 &
 RP=$!
 until redis-cli -p $PORT ping >/dev/null 2>&1; do sleep 0.1; done
-sed -e 's/^events = 10000000/events = 1000000/' ${CFG_SED:+-e "$CFG_SED"} config/giftstream.toml >"$W/g.toml"
+sed -e 's/^events = 10000000/events = 1000000/' -e 's/^idempotency_entries_max = .*/idempotency_entries_max = 33554432/' ${CFG_SED:+-e "$CFG_SED"} config/giftstream.toml >"$W/g.toml"
 start() {
   GIFTSTREAM_CONFIG=$W/g.toml GIFTSTREAM_REDIS_URL=redis://127.0.0.1:$PORT \
     GIFTSTREAM_DATA_DIR=$W/data RUST_LOG=info "$BIN" serve >>"$W/serve.log" 2>&1 &

@@ -16,7 +16,7 @@ pkill -f "redis-server 127.0.0.1:7301"; sleep 0.5
 rm -rf $W/redis $W/data; mkdir -p $W/redis
 redis-server --port 7301 --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec --dir $W/redis --logfile $W/redis.log --daemonize yes
 sleep 0.5
-sed -e "s/^events = 10000000$/events = $EV/" -e "s/^method = \"fork\"$/method = \"$M\"/" -e '/^\[read_model\]/,/^\[/ s/^enabled = true/enabled = false/' config/giftstream.toml > $W/gs.toml
+sed -e 's/^idempotency_entries_max = .*/idempotency_entries_max = 33554432/' -e "s/^events = 10000000$/events = $EV/" -e "s/^method = \"fork\"$/method = \"$M\"/" -e '/^\[read_model\]/,/^\[/ s/^enabled = true/enabled = false/' config/giftstream.toml > $W/gs.toml
 sed "s/^users = .*/users = 1000000/" load/scenarios/uniform.toml > $W/scenario.toml
 GIFTSTREAM_CONFIG=$W/gs.toml GIFTSTREAM_REDIS_URL=redis://127.0.0.1:7301 GIFTSTREAM_DATA_DIR=$W/data GIFTSTREAM_TCP_ADDR=127.0.0.1:7371 GIFTSTREAM_HTTP_ADDR=127.0.0.1:8371 RUST_LOG=info ${BIN:-target/release/giftstream} serve > $W/serve.log 2>&1 &
 SP=$!

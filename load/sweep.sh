@@ -23,6 +23,10 @@ set -euo pipefail
 
 PORT=${SWEEP_REDIS_PORT:-6392}
 SECONDS_PER_POINT=${SWEEP_SECONDS:-10}
+# Load runs send more ids than the shipped index holds (4M: 10 minutes at ~7k events/s):
+# a 32M-id index, so that a run of a few million events at full rate is not answered
+# UNAVAILABLE (backpressure) part-way. ~120 B per id touched.
+LOAD_INDEX_SED='s/^idempotency_entries_max = .*/idempotency_entries_max = 33554432/'
 OUT=target/sweep
 mkdir -p "$OUT" load/results
 WORK=$(mktemp -d)
@@ -71,7 +75,7 @@ redis_start
 # expression $2 (if any) applied to config/giftstream.toml.
 serve() {
   redis-cli -p "$PORT" flushall >/dev/null
-  sed -e "/^\[commit\]/,/^\[/ s/^interval_ms = .*/interval_ms = $1/" -e "${2:-}" config/giftstream.toml >"$WORK/giftstream.toml"
+  sed -e "/^\[commit\]/,/^\[/ s/^interval_ms = .*/interval_ms = $1/" -e "$LOAD_INDEX_SED" -e "${2:-}" config/giftstream.toml >"$WORK/giftstream.toml"
   rm -rf "$WORK/data"
   GIFTSTREAM_CONFIG="$WORK/giftstream.toml" GIFTSTREAM_REDIS_URL="redis://127.0.0.1:$PORT" \
     GIFTSTREAM_DATA_DIR="$WORK/data" RUST_LOG="${SERVE_LOG:-warn}" "$BIN" serve \

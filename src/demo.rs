@@ -260,14 +260,22 @@ fn region(s: &str) -> Region {
 pub fn run(config: &DemoConfig, stamp: Stamp) -> anyhow::Result<DemoReport> {
     config.validate()?;
     let economy = Economy::embedded();
+    // The demo's clock runs at 100k events/s from `stamp` (each batch a step on), with a
+    // 1 s retry horizon: the id index holds the last ~11 s of ids (the horizon and the
+    // 10 s kept for clocks ahead, ~1.1M), whatever the run's length.
     let engine = Engine::new(
         economy.clone(),
         EngineConfig {
             keep_log: false,
             history_per_user: 8,
+            idempotency_horizon_ms: 1_000,
+            idempotency_entries_max: 4 << 20,
             ..EngineConfig::default()
         },
     )?;
+    let clock = AtomicU64::new(stamp.0);
+    let step_ms = (config.batch_events as u64 / 100).max(1);
+    let next_stamp = || Stamp(clock.fetch_add(step_ms, Ordering::Relaxed));
     let workers = config.workers as u64;
 
     // Goals for the hot stream and a few others, then every worker funds its viewers.
@@ -281,7 +289,7 @@ pub fn run(config: &DemoConfig, stamp: Stamp) -> anyhow::Result<DemoReport> {
             })
         })
         .collect();
-    engine.apply_batch(&goals, stamp);
+    engine.apply_batch(&goals, next_stamp());
     let setup_events = AtomicU64::new(goals.len() as u64);
     std::thread::scope(|s| {
         for w in 0..workers {
@@ -289,7 +297,7 @@ pub fn run(config: &DemoConfig, stamp: Stamp) -> anyhow::Result<DemoReport> {
             s.spawn(move || {
                 let events = Generator::new(economy, config, w).setup();
                 for batch in events.chunks(config.batch_events) {
-                    engine.apply_batch(batch, stamp);
+                    engine.apply_batch(batch, next_stamp());
                 }
                 setup_events.fetch_add(events.len() as u64, Ordering::Relaxed);
             });
@@ -337,7 +345,7 @@ pub fn run(config: &DemoConfig, stamp: Stamp) -> anyhow::Result<DemoReport> {
                         if batches.is_multiple_of(100) {
                             batch.push(batch[0]);
                         }
-                        for o in engine.apply_batch(&batch, stamp) {
+                        for o in engine.apply_batch(&batch, next_stamp()) {
                             if o.duplicate {
                                 duplicates += 1;
                             } else {

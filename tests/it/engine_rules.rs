@@ -1003,3 +1003,31 @@ fn a_top_k_changed_between_restarts_rebuilds_the_leaderboards() {
         );
     }
 }
+
+/// The README's main command: a demo longer than its id index's steady state (its clock
+/// runs at 100k events/s with a 1 s horizon, so ids age out) answers no event
+/// `UNAVAILABLE` or `EVENT_EXPIRED`, and its client retries are answered as duplicates.
+#[test]
+fn the_demo_runs_past_its_horizon_without_refusals() {
+    let config = giftstream::demo::DemoConfig {
+        users: 2_000,
+        creators: 50,
+        gifts: 1_500_000,
+        workers: 2,
+        progress: false,
+        ..Default::default()
+    };
+    let report = giftstream::demo::run(&config, NOV).unwrap();
+    assert!(report.audit.is_clean(), "{:?}", report.audit.violations);
+    for code in ["UNAVAILABLE", "EVENT_EXPIRED", "EVENT_ID_REUSED"] {
+        assert_eq!(
+            report.outcomes.get(code),
+            None,
+            "{code}: {:?}",
+            report.outcomes
+        );
+    }
+    // 750 batches per worker, every 100th with a retry of its first event.
+    assert_eq!(report.duplicates, 14);
+    assert_eq!(report.outcomes.values().sum::<u64>(), 1_500_000);
+}
