@@ -90,7 +90,13 @@ pub(crate) fn recharge(
         None => {
             let in_bounds =
                 (economy.custom_min_coins..=economy.custom_max_coins).contains(&r.coins);
-            if r.channel != Channel::Web || !in_bounds || r.price <= Decimal::ZERO {
+            // A custom amount is paid in a currency coins are sold in (one a package is
+            // priced in), not any three letters.
+            let sold = economy
+                .packages
+                .iter()
+                .any(|p| p.prices.contains_key(&r.currency));
+            if r.channel != Channel::Web || !in_bounds || r.price <= Decimal::ZERO || !sold {
                 return Err(RejectCode::AmountOutOfRange);
             }
         }

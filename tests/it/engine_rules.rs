@@ -119,6 +119,20 @@ fn recharge_rules() {
         Rejected(RejectCode::AmountOutOfRange),
     );
     check("custom at min", &[], custom(10, 1, 30, "0.40"), Coins(30));
+    let custom_in = |currency: &str| {
+        let mut e = custom(10, 1, 100, "1.20");
+        if let Event::Recharge(r) = &mut e {
+            r.currency = currency.parse().unwrap();
+        }
+        e
+    };
+    check("custom in EUR (sold)", &[], custom_in("EUR"), Coins(100));
+    check(
+        "custom in a currency no package is sold in",
+        &[],
+        custom_in("XYZ"),
+        Rejected(RejectCode::AmountOutOfRange),
+    );
     check(
         "custom at max",
         &[],

@@ -249,7 +249,7 @@ impl Model {
     }
 
     /// A package must match its coins and its price in the currency; a custom amount is
-    /// web only, within the bounds, at a positive price.
+    /// web only, within the bounds, at a positive price, in a currency packages are sold in.
     fn recharge_amount_ok(&self, r: &Recharge) -> bool {
         let e = &self.economy;
         let ok = match r.package {
@@ -260,6 +260,9 @@ impl Model {
                 r.channel == Channel::Web
                     && (e.custom_min_coins..=e.custom_max_coins).contains(&r.coins)
                     && r.price > Decimal::ZERO
+                    && e.packages
+                        .iter()
+                        .any(|p| p.prices.contains_key(&r.currency))
             }
         };
         ok && r.coins > 0
