@@ -412,15 +412,15 @@ fn since(issued_ms: u64, stamp: Stamp) -> u64 {
 }
 
 /// The account whose events must keep their order: the user of a recharge or account
-/// settings, the sender of a gift.
+/// settings, the sender of a gift (chunks hold only these).
 fn sender_of(event: &Event) -> u64 {
     match event {
         Event::Recharge(r) => r.user.0,
         Event::Gift(g) => g.sender.0,
         Event::Account(a) => a.user.0,
-        Event::Payout(p) => p.creator.0,
-        Event::StreamGoal(g) => g.stream.0,
-        Event::Settlement(s) => s.creator.0,
+        Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) => {
+            unreachable!("a chunk holds sender-routed events only")
+        }
     }
 }
 
@@ -634,7 +634,7 @@ impl Engine {
         }
         for i in book_events {
             let since = since(issued_ms.get(i).copied().unwrap_or(0), stamp);
-            outcomes[i] = self.apply_to_book(&events[i], routes[i], stamp, since);
+            outcomes[i] = self.apply_to_book(&events[i], fingerprints[i], routes[i], stamp, since);
         }
         for i in deferred {
             let event = &events[i];
@@ -734,15 +734,22 @@ impl Engine {
 
     /// Applies a payout or a goal under its book shard's lock, reserving its number there
     /// (or using `seq` in replay).
-    /// Live: `since` as for [`IdWindow::claim`].
-    fn apply_to_book(&self, event: &Event, route: Route, stamp: Stamp, since: u64) -> Outcome {
+    /// Live: `fingerprint` is the event's, `since` as for [`IdWindow::claim`].
+    fn apply_to_book(
+        &self,
+        event: &Event,
+        fingerprint: EventFingerprint,
+        route: Route,
+        stamp: Stamp,
+        since: u64,
+    ) -> Outcome {
         // A payout reads the credits: it waits for the chunks between reserving their
         // numbers and merging their credits, and holds off new ones (module doc).
         let _gate = matches!(event, Event::Payout(_)).then(|| self.gate.write());
         let id = event.id();
         let mut book = self.lock_book(route);
         let mut ids = self.ids[self.id_shard(id)].lock();
-        match ids.claim(id, event.fingerprint(), route_tag(route), stamp, since) {
+        match ids.claim(id, fingerprint, route_tag(route), stamp, since) {
             Claim::Fresh => {}
             Claim::Retry(Some(original)) => {
                 return Outcome {

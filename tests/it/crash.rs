@@ -63,6 +63,19 @@ impl Model {
     }
 }
 
+/// `giftstream audit` of the ledger in `redis` and `data`: (success, output).
+fn audit(config: &std::path::Path, redis: &RedisServer, data: &std::path::Path) -> (bool, String) {
+    let url = redis.url();
+    run_cli(
+        &["audit"],
+        &[
+            ("GIFTSTREAM_CONFIG", config.to_str().unwrap()),
+            ("GIFTSTREAM_REDIS_URL", url.as_str()),
+            ("GIFTSTREAM_DATA_DIR", data.to_str().unwrap()),
+        ],
+    )
+}
+
 /// The shipped config with frequent snapshots taken by `method` (`fork` or `replica`).
 fn config_file(dir: &std::path::Path, method: &str) -> std::path::PathBuf {
     let text = SHIPPED_CONFIG
@@ -128,15 +141,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing_acknowledged() {
             }
             check(&model, &p, &redis).await;
             p.stop();
-            let url = redis.url();
-            let (ok, out) = run_cli(
-                &["audit"],
-                &[
-                    ("GIFTSTREAM_CONFIG", config.to_str().unwrap()),
-                    ("GIFTSTREAM_REDIS_URL", url.as_str()),
-                    ("GIFTSTREAM_DATA_DIR", data.to_str().unwrap()),
-                ],
-            );
+            let (ok, out) = audit(config, &redis, &data);
             if !ok {
                 dump(&redis, &data).await;
             }
@@ -328,17 +333,7 @@ async fn a_cash_out_during_a_gift_burst_survives_kill_9() {
     );
     p.kill9();
     // Starts again (it refused to: a payout replayed to other diamonds than journaled).
-    let p = ServeProcess::start(&config, &redis.url(), &data);
-    let log = p.stop();
-    eprintln!("{accepted} payouts accepted; restart log: {log:#?}");
-    let url = redis.url();
-    let (ok, out) = run_cli(
-        &["audit"],
-        &[
-            ("GIFTSTREAM_CONFIG", config.to_str().unwrap()),
-            ("GIFTSTREAM_REDIS_URL", url.as_str()),
-            ("GIFTSTREAM_DATA_DIR", data.to_str().unwrap()),
-        ],
-    );
+    ServeProcess::start(&config, &redis.url(), &data).stop();
+    let (ok, out) = audit(&config, &redis, &data);
     assert!(ok && out.contains("audit: clean"), "{out}");
 }
