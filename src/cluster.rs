@@ -82,6 +82,8 @@ pub fn routing_key(event: &Event) -> u64 {
         Event::Payout(p) => p.creator.0,
         Event::StreamGoal(g) => g.creator.0,
         Event::Settlement(s) => s.creator.0,
+        // A node's own (never sent between nodes).
+        Event::Economy(_) => 0,
     }
 }
 

@@ -22,7 +22,11 @@ pub(crate) fn serve() -> anyhow::Result<()> {
                 tracing::warn!("no GIFTSTREAM_REDIS_URL: running in memory, nothing survives a restart (no snapshots)");
                 config.snapshot.interval_ms = 0;
                 config.snapshot.events = 0;
+                let file = economy.to_file();
                 let engine = giftstream::server::build_engine(&config, economy)?;
+                if let Some(next) = engine.economy_successor(file)? {
+                    engine.change_economy(next, giftstream::engine::Stamp::now())?;
+                }
                 (engine, std::sync::Arc::new(giftstream::persist::journal::MemoryJournal::default()))
             } else {
                 let mut journal = giftstream::persist::redis::RedisJournal::open(&config)
@@ -173,7 +177,7 @@ pub(crate) fn restore(file: &std::path::Path) -> anyhow::Result<()> {
         header.last_seq
     );
     if !config.redis.url.is_empty() {
-        restore_redis(&config, &engine, &state, header.last_seq)?;
+        restore_redis(&config, &engine, header.last_seq)?;
     }
     let (path, _) = snapshot::write(&config.snapshot.dir, &state.view(), usize::MAX)?;
     println!(
@@ -194,7 +198,6 @@ pub(crate) fn restore(file: &std::path::Path) -> anyhow::Result<()> {
 fn restore_redis(
     config: &giftstream::config::Config,
     engine: &giftstream::engine::Engine,
-    state: &giftstream::engine::EngineState,
     last_seq: u64,
 ) -> anyhow::Result<()> {
     use giftstream::persist::redis::RedisJournal;
@@ -209,7 +212,7 @@ fn restore_redis(
         journal.acquire(config.redis.lease_ms).await.map_err(|e| {
             anyhow::anyhow!("ledger lease (is a server running on this ledger? stop it first): {e}")
         })?;
-        let restored = restore_redis_held(config, engine, state, last_seq, &journal).await;
+        let restored = restore_redis_held(config, engine, last_seq, &journal).await;
         journal.release().await;
         restored
     })
@@ -218,7 +221,6 @@ fn restore_redis(
 async fn restore_redis_held(
     config: &giftstream::config::Config,
     engine: &giftstream::engine::Engine,
-    state: &giftstream::engine::EngineState,
     last_seq: u64,
     journal: &giftstream::persist::redis::RedisJournal,
 ) -> anyhow::Result<()> {
@@ -249,7 +251,7 @@ async fn restore_redis_held(
         }
         if config.read_model.enabled {
             let started = std::time::Instant::now();
-            let view = state.read_model_view(giftstream::engine::ViewParts {
+            let view = engine.read_model_view(giftstream::engine::ViewParts {
                 tops: config.engine.top_k,
                 wallets: config.read_model.wallets,
             });
@@ -263,7 +265,6 @@ async fn restore_redis_held(
             projection::rebuild(
                 &mut conn,
                 (journal.ledger(), layout),
-                engine.economy(),
                 &view,
                 config.read_model.wallets,
             )

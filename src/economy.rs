@@ -163,7 +163,7 @@ impl fmt::Display for Region {
 }
 
 /// `economy.toml` as written by operators.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EconomyFile {
     /// Share of gifted coins a creator receives as diamonds, decimal string in (0, 1].
@@ -182,7 +182,7 @@ pub struct EconomyFile {
     pub packages: Vec<PackageFile>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RechargeFile {
     /// Smallest custom amount on the web channel, in coins.
@@ -191,7 +191,7 @@ pub struct RechargeFile {
     pub custom_max_coins: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GiftFile {
     pub id: String,
@@ -199,7 +199,7 @@ pub struct GiftFile {
     pub coins: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackageFile {
     pub id: String,
@@ -207,25 +207,88 @@ pub struct PackageFile {
     pub prices: BTreeMap<String, String>,
 }
 
-/// One catalog entry; its index in [`Economy::gifts`] is its numeric id.
+/// One catalog entry; its index in [`Economy::gifts`] is its stable numeric code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GiftSpec {
     pub id: String,
     pub name: String,
     pub coins: u64,
+    /// Removed from the catalog by a later economy version: a gift naming it is
+    /// `UNKNOWN_GIFT`, history still shows its id and name. Its code is never reused.
+    pub retired: bool,
 }
 
-/// One coin package; its index in [`Economy::packages`] is its numeric id.
+/// One coin package; its index in [`Economy::packages`] is its stable numeric code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageSpec {
     pub id: String,
     pub coins: u64,
     pub prices: BTreeMap<Currency, Decimal>,
+    /// Removed by a later economy version: a recharge naming it is `AMOUNT_OUT_OF_RANGE`.
+    pub retired: bool,
 }
+
+/// The whole of one economy version as the ledger records it (Redis, snapshots, the
+/// replica hand-off): the operator's file plus the code of every catalog entry ever
+/// used, in code order, so that the numbers in the journal keep naming the same gift
+/// and package whatever later files reorder or remove. Serialized as JSON; its
+/// [`EconomyDoc::digest`] identifies it in the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EconomyDoc {
+    pub version: u32,
+    /// Gift string ids by code (retired ones included).
+    pub gift_codes: Vec<String>,
+    /// Package string ids by code (retired ones included).
+    pub package_codes: Vec<String>,
+    /// Retired entries' last terms, so history keeps their names (in code order).
+    #[serde(default)]
+    pub retired_gifts: Vec<GiftFile>,
+    #[serde(default)]
+    pub retired_packages: Vec<PackageFile>,
+    pub file: EconomyFile,
+}
+
+impl EconomyDoc {
+    /// The canonical bytes: what is stored and what [`EconomyDoc::digest`] covers.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an economy document serializes")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<EconomyDoc, ConfigError> {
+        serde_json::from_slice(bytes).map_err(|e| ConfigError::new("economy document", e.to_string()))
+    }
+
+    /// A fixed 64-bit hash of [`EconomyDoc::to_bytes`] (splitmix64's finalizer over
+    /// 8-byte words): the journal names a version by it, and replay checks it.
+    pub fn digest(&self) -> u64 {
+        digest_bytes(&self.to_bytes())
+    }
+}
+
+/// A fixed function of `bytes` (it identifies stored documents: never change it).
+pub fn digest_bytes(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0x243F_6A88_85A3_08D3 ^ bytes.len() as u64;
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        let mut z = h ^ u64::from_le_bytes(word).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h = z ^ (z >> 31);
+    }
+    h
+}
+
+/// Most catalog codes one ledger may ever use (gifts or packages, retired included).
+pub const CATALOG_CODES_MAX: usize = 16_384;
 
 /// The validated economy the engine applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Economy {
+    /// 0 for an economy not (yet) recorded in a ledger (a fresh engine, a demo, a
+    /// ledger from a build before versions); a recorded version counts from 1.
+    pub version: u32,
     pub creator_share: Decimal,
     /// `creator_share = share_numerator / share_denominator`, exactly.
     share_numerator: u128,
@@ -302,6 +365,7 @@ impl Economy {
             gifts: self
                 .gifts
                 .iter()
+                .filter(|g| !g.retired)
                 .map(|g| GiftFile {
                     id: g.id.clone(),
                     name: g.name.clone(),
@@ -311,6 +375,7 @@ impl Economy {
             packages: self
                 .packages
                 .iter()
+                .filter(|p| !p.retired)
                 .map(|p| PackageFile {
                     id: p.id.clone(),
                     coins: p.coins,
@@ -406,6 +471,7 @@ impl Economy {
                 id: g.id.clone(),
                 name: g.name.clone(),
                 coins: g.coins,
+                retired: false,
             });
         }
 
@@ -441,10 +507,12 @@ impl Economy {
                 id: p.id.clone(),
                 coins: p.coins,
                 prices,
+                retired: false,
             });
         }
 
         Ok(Economy {
+            version: 0,
             creator_share,
             share_numerator,
             share_denominator,
@@ -480,16 +548,173 @@ impl Economy {
         (Decimal::from(rem as u64) / Decimal::from(self.share_denominator as u64)).normalize()
     }
 
+    /// The code of the gift `id` in the catalog now (`None` if unknown or retired).
     pub fn gift_index(&self, id: &str) -> Option<u32> {
-        self.gifts.iter().position(|g| g.id == id).map(|i| i as u32)
+        self.gifts
+            .iter()
+            .position(|g| g.id == id && !g.retired)
+            .map(|i| i as u32)
     }
 
+    /// The code of the package `id` on sale now (`None` if unknown or retired).
     pub fn package_index(&self, id: &str) -> Option<u32> {
         self.packages
             .iter()
-            .position(|p| p.id == id)
+            .position(|p| p.id == id && !p.retired)
             .map(|i| i as u32)
     }
+
+    /// The next version: `file`'s terms, with every code this economy gave kept (an entry
+    /// the file no longer has is retired, a new one gets the next code). Validated whole.
+    pub fn successor(&self, file: EconomyFile) -> Result<Economy, ConfigError> {
+        let fresh = Economy::from_file(file)?;
+        let mut next = fresh.clone();
+        next.version = self
+            .version
+            .checked_add(1)
+            .ok_or_else(|| ConfigError::new("economy", "no versions left"))?;
+        next.gifts = relayout(&self.gifts, fresh.gifts, |g| &g.id, |g| g.retired = true);
+        next.packages = relayout(&self.packages, fresh.packages, |p| &p.id, |p| p.retired = true);
+        if next.gifts.len() > CATALOG_CODES_MAX || next.packages.len() > CATALOG_CODES_MAX {
+            return Err(ConfigError::new(
+                "gifts",
+                format!("a ledger uses at most {CATALOG_CODES_MAX} gift and package codes, retired ones included"),
+            ));
+        }
+        Ok(next)
+    }
+
+    /// True when `other` applies the same terms with the same codes (versions aside).
+    pub fn same_terms(&self, other: &Economy) -> bool {
+        Economy {
+            version: other.version,
+            ..self.clone()
+        } == *other
+    }
+
+    /// The ledger's record of this economy.
+    pub fn to_doc(&self) -> EconomyDoc {
+        let to_gift = |g: &GiftSpec| GiftFile {
+            id: g.id.clone(),
+            name: g.name.clone(),
+            coins: g.coins,
+        };
+        let to_package = |p: &PackageSpec| PackageFile {
+            id: p.id.clone(),
+            coins: p.coins,
+            prices: p
+                .prices
+                .iter()
+                .map(|(c, v)| (c.as_str().to_owned(), v.to_string()))
+                .collect(),
+        };
+        EconomyDoc {
+            version: self.version,
+            gift_codes: self.gifts.iter().map(|g| g.id.clone()).collect(),
+            package_codes: self.packages.iter().map(|p| p.id.clone()).collect(),
+            retired_gifts: self.gifts.iter().filter(|g| g.retired).map(to_gift).collect(),
+            retired_packages: self
+                .packages
+                .iter()
+                .filter(|p| p.retired)
+                .map(to_package)
+                .collect(),
+            file: self.to_file(),
+        }
+    }
+
+    /// The economy a document records, exactly ([`Economy::to_doc`] gives it back).
+    pub fn from_doc(doc: EconomyDoc) -> Result<Economy, ConfigError> {
+        let mut economy = Economy::from_file(doc.file)?;
+        economy.version = doc.version;
+        let mut retired_gifts = Vec::with_capacity(doc.retired_gifts.len());
+        for g in doc.retired_gifts {
+            retired_gifts.push(GiftSpec {
+                id: g.id,
+                name: g.name,
+                coins: g.coins,
+                retired: true,
+            });
+        }
+        let mut retired_packages = Vec::with_capacity(doc.retired_packages.len());
+        for (i, p) in doc.retired_packages.into_iter().enumerate() {
+            retired_packages.push(PackageSpec {
+                prices: parse_money_map(&format!("retired_packages[{i}].prices"), &p.prices)?,
+                id: p.id,
+                coins: p.coins,
+                retired: true,
+            });
+        }
+        economy.gifts = place_by_code(
+            "gift_codes",
+            &doc.gift_codes,
+            std::mem::take(&mut economy.gifts),
+            retired_gifts,
+            |g| &g.id,
+        )?;
+        economy.packages = place_by_code(
+            "package_codes",
+            &doc.package_codes,
+            std::mem::take(&mut economy.packages),
+            retired_packages,
+            |p| &p.id,
+        )?;
+        Ok(economy)
+    }
+}
+
+/// Lays out `next`'s entries by the codes of `previous`: a kept id keeps its code, a
+/// dropped one stays retired (marked by `retire`), a new one gets the next code.
+fn relayout<T: Clone>(
+    previous: &[T],
+    next: Vec<T>,
+    id: impl Fn(&T) -> &String,
+    retire: impl Fn(&mut T),
+) -> Vec<T> {
+    let mut out: Vec<T> = previous
+        .iter()
+        .map(|old| {
+            next.iter().find(|n| id(n) == id(old)).cloned().unwrap_or_else(|| {
+                let mut old = old.clone();
+                retire(&mut old);
+                old
+            })
+        })
+        .collect();
+    for n in next {
+        if !previous.iter().any(|old| id(old) == id(&n)) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Orders a document's live and retired entries by its code list: each code names
+/// exactly one entry, and every entry has a code.
+fn place_by_code<T>(
+    key: &str,
+    codes: &[String],
+    live: Vec<T>,
+    retired: Vec<T>,
+    id: impl Fn(&T) -> &String,
+) -> Result<Vec<T>, ConfigError> {
+    if codes.len() > CATALOG_CODES_MAX || codes.len() != live.len() + retired.len() {
+        return Err(ConfigError::new(key, "does not list each entry once"));
+    }
+    let mut slots: Vec<Option<T>> = codes.iter().map(|_| None).collect();
+    for entry in live.into_iter().chain(retired) {
+        let code = codes
+            .iter()
+            .position(|c| c == id(&entry))
+            .ok_or_else(|| ConfigError::new(key, format!("has no code for {:?}", id(&entry))))?;
+        if slots[code].replace(entry).is_some() {
+            return Err(ConfigError::new(key, format!("names {:?} twice", codes[code])));
+        }
+    }
+    slots
+        .into_iter()
+        .map(|slot| slot.ok_or_else(|| ConfigError::new(key, "does not list each entry once")))
+        .collect()
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ impl CreatorTotals {
 /// of `creator_share` applies to coins received after it and never changes diamonds
 /// already credited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Credited {
+pub struct Credited {
     pub diamonds: u128,
     pub rem: u128,
     /// A power of ten: the largest share denominator this creator was credited with.
@@ -63,7 +63,7 @@ impl Default for Credited {
 
 impl Credited {
     /// What a creator that received `coins` in total at `economy`'s share holds.
-    pub(crate) fn of(economy: &Economy, coins: u128) -> Self {
+    pub fn of(economy: &Economy, coins: u128) -> Self {
         let mut c = Credited::default();
         c.credit(economy, coins);
         c
@@ -71,7 +71,7 @@ impl Credited {
 
     /// Credits `coins` at `economy`'s share, carrying the fraction exactly (both
     /// denominators are powers of ten: the larger one holds both fractions).
-    pub(crate) fn credit(&mut self, economy: &Economy, coins: u128) {
+    pub fn credit(&mut self, economy: &Economy, coins: u128) {
         let (n, d) = economy.share_ratio();
         let den = self.den.max(d);
         let rem = self.rem.saturating_mul(den / self.den);
@@ -84,7 +84,7 @@ impl Credited {
         self.den = den;
     }
 
-    pub(crate) fn fraction(&self) -> Decimal {
+    pub fn fraction(&self) -> Decimal {
         // rem < den <= 10^28 (a Decimal's largest scale): exact.
         match (u64::try_from(self.rem), u64::try_from(self.den)) {
             (Ok(rem), Ok(den)) => (Decimal::from(rem) / Decimal::from(den)).normalize(),

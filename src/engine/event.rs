@@ -248,6 +248,24 @@ impl Settlement {
     }
 }
 
+/// A new economy version comes into force for every event numbered after it: journal
+/// only, made by the service (`PUT /v1/economy`, or a start with an edited
+/// `economy.toml`). The version's content is stored beside the journal under `digest`
+/// ([`crate::economy::EconomyDoc::digest`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct EconomyChange {
+    pub version: u32,
+    pub digest: u64,
+}
+
+impl EconomyChange {
+    /// Its event id: derived from the content, never claimed in the id index (an
+    /// economy change is idempotent by version, not by id).
+    pub fn id(&self) -> EventId {
+        EventId(u128::from(self.digest) << 64 | u128::from(self.version))
+    }
+}
+
 /// Everything that changes ledger state. Each is journaled and replayed alike.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Event {
@@ -257,6 +275,7 @@ pub enum Event {
     Account(AccountSettings),
     StreamGoal(StreamGoal),
     Settlement(Settlement),
+    Economy(EconomyChange),
 }
 
 /// Folds 64-bit words into a fingerprint: a fixed function (snapshots keep fingerprints,
@@ -361,6 +380,7 @@ impl Event {
                 .word(s.creator.0)
                 .word(u64::from(s.source))
                 .word(s.diamonds),
+            Event::Economy(e) => f.word(u64::from(e.version)).word(e.digest),
         }
         .finish()
     }
@@ -373,6 +393,7 @@ impl Event {
             Event::Account(e) => e.id,
             Event::StreamGoal(e) => e.id,
             Event::Settlement(e) => e.id,
+            Event::Economy(e) => e.id(),
         }
     }
 
@@ -384,6 +405,7 @@ impl Event {
             Event::Account(_) => EventKind::Account,
             Event::StreamGoal(_) => EventKind::StreamGoal,
             Event::Settlement(_) => EventKind::Settlement,
+            Event::Economy(_) => EventKind::Economy,
         }
     }
 }
@@ -398,16 +420,18 @@ pub enum EventKind {
     Account,
     StreamGoal,
     Settlement,
+    Economy,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Recharge,
         EventKind::Gift,
         EventKind::Payout,
         EventKind::Account,
         EventKind::StreamGoal,
         EventKind::Settlement,
+        EventKind::Economy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -418,6 +442,7 @@ impl EventKind {
             EventKind::Account => "account",
             EventKind::StreamGoal => "stream_goal",
             EventKind::Settlement => "settlement",
+            EventKind::Economy => "economy",
         }
     }
 }

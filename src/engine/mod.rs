@@ -51,6 +51,7 @@ mod splitmap;
 mod topk;
 mod window;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam::utils::CachePadded;
@@ -59,8 +60,9 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::economy::{ConfigError, Currency, Economy, Region};
-use books::{CreatorShard, Credited, Settled, StreamShard};
+use crate::economy::{ConfigError, Currency, Economy, EconomyDoc, Region};
+pub use books::Credited;
+use books::{CreatorShard, Settled, StreamShard};
 pub use event::*;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
@@ -241,6 +243,51 @@ pub enum ReplayError {
         recorded: Status,
         replayed: Status,
     },
+    #[error(
+        "log entry seq {seq} puts economy version {version} in force, whose document (digest {digest:016x}) was not found"
+    )]
+    UnknownEconomy { seq: u64, version: u32, digest: u64 },
+    #[error("log entry seq {seq}: {error}")]
+    Economy { seq: u64, error: EconomyError },
+}
+
+/// An economy version that cannot follow the one in force.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EconomyError {
+    #[error("economy version {next} cannot follow version {current} (one change at a time)")]
+    NotNext { current: u32, next: u32 },
+    #[error("economy version {version} moves or drops the catalog code {code} ({id:?})")]
+    Codes { version: u32, code: usize, id: String },
+}
+
+/// Whether `next` may follow `current`: the next version, every code kept.
+fn check_successor(current: &Economy, next: &Economy) -> Result<(), EconomyError> {
+    if Some(next.version) != current.version.checked_add(1) {
+        return Err(EconomyError::NotNext {
+            current: current.version,
+            next: next.version,
+        });
+    }
+    let gifts = current.gifts.iter().map(|g| &g.id).enumerate();
+    let packages = current.packages.iter().map(|p| &p.id).enumerate();
+    let kept = |code: usize, id: &String, now: Option<&String>| {
+        if now == Some(id) {
+            Ok(())
+        } else {
+            Err(EconomyError::Codes {
+                version: next.version,
+                code,
+                id: id.clone(),
+            })
+        }
+    };
+    for (code, id) in gifts {
+        kept(code, id, next.gifts.get(code).map(|g| &g.id))?;
+    }
+    for (code, id) in packages {
+        kept(code, id, next.packages.get(code).map(|p| &p.id))?;
+    }
+    Ok(())
 }
 
 /// Ledger-wide counts and totals at a consistent cut.
@@ -321,16 +368,23 @@ fn shard_of(id: u64, mask: usize) -> usize {
 
 /// The engine. `Sync`: share it behind an `Arc` and call it from any thread.
 pub struct Engine {
-    economy: Economy,
     config: EngineConfig,
     mask: usize,
     senders: Box<[CachePadded<Mutex<SenderShard>>]>,
     creators: Box<[CachePadded<Mutex<CreatorShard>>]>,
     streams: Box<[CachePadded<Mutex<StreamShard>>]>,
     ids: Box<[CachePadded<Mutex<IdWindow>>]>,
-    /// Shared by a chunk from reserving its numbers to merging its credits; exclusive
-    /// for a payout (see the module doc).
-    gate: RwLock<()>,
+    /// The economy in force. Shared by a chunk from reserving its numbers to merging its
+    /// credits; exclusive for a payout and for an economy change (see the module doc):
+    /// every event numbered after a change is applied under the new economy, every one
+    /// before under the old.
+    gate: RwLock<Arc<Economy>>,
+    /// Economy versions this engine knows, by digest: those it applied, and those loaded
+    /// for replay ([`Engine::know_economy`]). One per version ever recorded (an operator
+    /// action each, a few KB each).
+    economies: Mutex<FxHashMap<u64, Arc<Economy>>>,
+    /// The log of economy changes not drained yet (they lock no shard).
+    meta_log: Mutex<Vec<LogEntry>>,
     /// The next sequence number to reserve (the first event gets 1).
     next_seq: CachePadded<AtomicU64>,
 }
@@ -418,7 +472,7 @@ fn sender_of(event: &Event) -> u64 {
         Event::Recharge(r) => r.user.0,
         Event::Gift(g) => g.sender.0,
         Event::Account(a) => a.user.0,
-        Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) => {
+        Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) | Event::Economy(_) => {
             unreachable!("a chunk holds sender-routed events only")
         }
     }
@@ -457,15 +511,71 @@ impl Engine {
                     )))
                 })
                 .collect(),
-            gate: RwLock::new(()),
+            gate: RwLock::new(Arc::new(economy)),
+            economies: Mutex::new(FxHashMap::default()),
+            meta_log: Mutex::new(Vec::new()),
             next_seq: CachePadded::new(AtomicU64::new(1)),
-            economy,
             config,
         })
     }
 
-    pub fn economy(&self) -> &Economy {
-        &self.economy
+    /// The economy in force now (version 0: not recorded in a ledger yet).
+    pub fn economy(&self) -> Arc<Economy> {
+        Arc::clone(&self.gate.read())
+    }
+
+    /// The economy version recorded under `digest`, if this engine knows it.
+    pub fn economy_by_digest(&self, digest: u64) -> Option<Arc<Economy>> {
+        self.economies.lock().get(&digest).cloned()
+    }
+
+    /// The version that would put `file`'s terms in force, validated whole, with every
+    /// catalog code kept ([`Economy::successor`]); `None` when those terms are in force
+    /// and recorded already (a version 0 economy is not recorded: its successor is due).
+    pub fn economy_successor(
+        &self,
+        file: crate::economy::EconomyFile,
+    ) -> Result<Option<Economy>, ConfigError> {
+        let current = self.economy();
+        let next = current.successor(file)?;
+        Ok((current.version == 0 || !current.same_terms(&next)).then_some(next))
+    }
+
+    /// Makes a recorded economy version known, for replaying its change event.
+    pub fn know_economy(&self, economy: Arc<Economy>) {
+        let digest = economy.to_doc().digest();
+        self.economies.lock().insert(digest, economy);
+    }
+
+    /// Puts `next` in force for every event numbered after the change, which is logged
+    /// (and journaled) as an [`EconomyChange`] with its own number. `next` must be the
+    /// version after the one in force and keep its catalog codes
+    /// ([`Economy::successor`]). Waits for the chunks in flight, like a payout.
+    pub fn change_economy(&self, next: Economy, stamp: Stamp) -> Result<Outcome, EconomyError> {
+        let mut gate = self.gate.write();
+        check_successor(&gate, &next)?;
+        let doc = next.to_doc();
+        let change = EconomyChange {
+            version: next.version,
+            digest: doc.digest(),
+        };
+        let next = Arc::new(next);
+        self.economies.lock().insert(change.digest, Arc::clone(&next));
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        let outcome = Outcome {
+            seq,
+            status: Status::Accepted(Effect::Stored),
+            duplicate: false,
+        };
+        self.meta_log.lock().push(LogEntry {
+            seq,
+            stamp,
+            event: Event::Economy(change),
+            outcome,
+            totals: None,
+        });
+        *gate = next;
+        Ok(outcome)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -491,6 +601,8 @@ impl Engine {
             Event::Payout(p) => Route::Creator(shard_of(p.creator.0, self.mask)),
             Event::Settlement(s) => Route::Creator(shard_of(s.creator.0, self.mask)),
             Event::StreamGoal(g) => Route::Stream(shard_of(g.stream.0, self.mask)),
+            // Applied by `change_economy` and `replay` only, never in a batch.
+            Event::Economy(_) => Route::Refused,
         }
     }
 
@@ -536,6 +648,13 @@ impl Engine {
         let mut seen = (events.len() > 1).then(SeenIds::default);
         let mut deferred = Vec::new();
         for (i, event) in events.iter().enumerate() {
+            if let Event::Economy(_) = event {
+                // Made by the service only (clients' frames holding one are refused).
+                debug_assert!(false, "an economy change in a batch");
+                outcomes[i] = unrecorded(RejectCode::Unavailable);
+                routes.push(Route::Refused);
+                continue;
+            }
             if issued_ms
                 .get(i)
                 .is_some_and(|&t| t != 0 && self.config.is_expired(t, stamp))
@@ -601,7 +720,7 @@ impl Engine {
                     outcomes[i] = match *verdict {
                         Verdict::Apply => {
                             let outcome = shard.apply(
-                                &self.economy,
+                                &gate,
                                 &self.config,
                                 &events[i],
                                 next,
@@ -628,7 +747,7 @@ impl Engine {
                     };
                 }
             }
-            self.merge_credits(&mut shard);
+            self.merge_credits(&mut shard, &gate);
             drop(gate);
             self.settle_ids(&mut settled);
         }
@@ -745,7 +864,7 @@ impl Engine {
     ) -> Outcome {
         // A payout reads the credits: it waits for the chunks between reserving their
         // numbers and merging their credits, and holds off new ones (module doc).
-        let _gate = matches!(event, Event::Payout(_)).then(|| self.gate.write());
+        let gate = matches!(event, Event::Payout(_)).then(|| self.gate.write());
         let id = event.id();
         let mut book = self.lock_book(route);
         let mut ids = self.ids[self.id_shard(id)].lock();
@@ -763,15 +882,17 @@ impl Engine {
             Claim::Full => return unrecorded(RejectCode::Unavailable),
         }
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
-        let outcome = self.apply_in_book(&mut book, event, seq, stamp);
+        let economy = gate.as_deref();
+        let outcome = self.apply_in_book(&mut book, economy, event, seq, stamp);
         ids.settle(id, outcome);
         outcome
     }
 
     /// Replays a journaled payout, settlement or goal with its number.
     fn replay_in_book(&self, entry: &LogEntry, route: Route) -> Outcome {
+        let gate = self.gate.read();
         let mut book = self.lock_book(route);
-        let outcome = self.apply_in_book(&mut book, &entry.event, entry.seq, entry.stamp);
+        let outcome = self.apply_in_book(&mut book, Some(&gate), &entry.event, entry.seq, entry.stamp);
         let id = entry.event.id();
         self.ids[self.id_shard(id)].lock().remember(
             id,
@@ -790,16 +911,19 @@ impl Engine {
         }
     }
 
+    /// `economy`: the one in force, for a payout (which holds the gate).
     fn apply_in_book(
         &self,
         book: &mut BookGuard<'_>,
+        economy: Option<&Arc<Economy>>,
         event: &Event,
         seq: u64,
         stamp: Stamp,
     ) -> Outcome {
         match (event, book) {
             (Event::Payout(p), BookGuard::Creator(book)) => {
-                book.payout(&self.economy, &self.config, p, seq, stamp)
+                let economy = economy.expect("a payout holds the gate");
+                book.payout(economy, &self.config, p, seq, stamp)
             }
             (Event::Settlement(st), BookGuard::Creator(book)) => {
                 book.settle(&self.config, st, seq, stamp)
@@ -812,7 +936,7 @@ impl Engine {
     }
 
     /// Merges a chunk's buffered coins into the books, one lock per book shard touched.
-    fn merge_credits(&self, shard: &mut MutexGuard<'_, SenderShard>) {
+    fn merge_credits(&self, shard: &mut MutexGuard<'_, SenderShard>, economy: &Economy) {
         let mut pending = shard.take_pending();
         let mask = self.mask;
         pending
@@ -824,7 +948,7 @@ impl Engine {
         {
             let mut book = self.creators[shard_of(run[0].0.0, mask)].lock();
             for &(creator, coins) in run {
-                book.credit(&self.economy, self.config.top_k, creator, coins);
+                book.credit(economy, self.config.top_k, creator, coins);
             }
         }
         pending
@@ -876,6 +1000,11 @@ impl Engine {
                 self.replay_senders(&entries[start..i])?;
             }
             if let Some(entry) = entries.get(i) {
+                if let Event::Economy(change) = entry.event {
+                    self.replay_economy(entry, change)?;
+                    i += 1;
+                    continue;
+                }
                 let route = self.route(&entry.event);
                 let replayed = self.replay_in_book(entry, route);
                 check_replayed(entry, &replayed)?;
@@ -889,8 +1018,35 @@ impl Engine {
         Ok(())
     }
 
+    /// Replays a journaled economy change: the version it names must be known
+    /// ([`Engine::know_economy`]) and follow the one in force.
+    fn replay_economy(&self, entry: &LogEntry, change: EconomyChange) -> Result<(), ReplayError> {
+        let next = self
+            .economy_by_digest(change.digest)
+            .filter(|e| e.version == change.version)
+            .ok_or(ReplayError::UnknownEconomy {
+                seq: entry.seq,
+                version: change.version,
+                digest: change.digest,
+            })?;
+        let mut gate = self.gate.write();
+        check_successor(&gate, &next).map_err(|e| ReplayError::Economy {
+            seq: entry.seq,
+            error: e,
+        })?;
+        *gate = next;
+        let replayed = Outcome {
+            seq: entry.seq,
+            status: Status::Accepted(Effect::Stored),
+            duplicate: false,
+        };
+        check_replayed(entry, &replayed)
+    }
+
     /// Replays a run of sender-routed entries (sorted by seq), grouped by shard.
     fn replay_senders(&self, entries: &[LogEntry]) -> Result<(), ReplayError> {
+        let economy = self.economy();
+        let economy = &*economy;
         let shards = self.senders.len();
         let mut by_shard: Vec<Vec<&LogEntry>> = vec![Vec::new(); shards];
         for e in entries {
@@ -912,7 +1068,7 @@ impl Engine {
                     (stamp, month) = (entry.stamp, entry.stamp.month_key());
                 }
                 let replayed = shard.apply(
-                    &self.economy,
+                    economy,
                     &self.config,
                     &entry.event,
                     entry.seq,
@@ -922,7 +1078,7 @@ impl Engine {
                 check_replayed(entry, &replayed)?;
             }
             shard.log.truncate(logged);
-            self.merge_credits(&mut shard);
+            self.merge_credits(&mut shard, economy);
             self.remember_replayed(chunk);
             Ok(())
         };
@@ -984,6 +1140,8 @@ impl Engine {
 
     fn lock_all(&self) -> Cut<'_> {
         Cut {
+            economy: self.gate.read(),
+            meta_log: self.meta_log.lock(),
             senders: self.senders.iter().map(|m| m.lock()).collect(),
             creators: self.creators.iter().map(|m| m.lock()).collect(),
             streams: self.streams.iter().map(|m| m.lock()).collect(),
@@ -1015,6 +1173,7 @@ impl Engine {
             ids: cut.ids.iter().map(|g| &**g).collect(),
             credited: cut.creators.iter().map(|g| &g.credited).collect(),
             top_k: self.config.top_k as u64,
+            economy: cut.economy_bytes(),
         };
         let result = f(&view);
         drop(view);
@@ -1038,6 +1197,7 @@ impl Engine {
             ids: cut.ids.iter().map(|w| (**w).clone()).collect(),
             credited: cut.creators.iter().map(|c| c.credited.clone()).collect(),
             top_k: self.config.top_k as u64,
+            economy: cut.economy_bytes(),
         };
         drop(cut);
         log.sort_unstable_by_key(|e| e.seq);
@@ -1065,7 +1225,16 @@ impl Engine {
                 expected: n,
             });
         }
+        let economy = if state.economy.is_empty() {
+            economy
+        } else {
+            Economy::from_doc(EconomyDoc::from_bytes(&state.economy)?)?
+        };
+        let recorded = economy.version > 0;
         let engine = Engine::new(economy, config)?;
+        if recorded {
+            engine.know_economy(engine.economy());
+        }
         // Each legacy id matches the events routed where it was kept, as it did then.
         let mut legacy = Vec::new();
         let mut take = |route: Route, window: &mut window::LegacyWindow| {
@@ -1099,7 +1268,7 @@ impl Engine {
             book.credited = credited.next().unwrap_or_else(|| {
                 book.creators
                     .iter()
-                    .map(|(&c, t)| (c, Credited::of(&engine.economy, t.coins_received)))
+                    .map(|(&c, t)| (c, Credited::of(&engine.economy(), t.coins_received)))
                     .collect()
             });
             *slot.lock() = book;
@@ -1605,6 +1774,38 @@ pub struct EngineState {
     /// The `engine.top_k` the leaderboards were kept with (format 3; 0: not recorded).
     /// Loaded with another, they are rebuilt from the totals.
     top_k: u64,
+    /// The economy in force ([`crate::economy::EconomyDoc`] bytes; format 4; empty: not
+    /// recorded, the caller's economy is used).
+    economy: Vec<u8>,
+}
+
+/// A state as snapshot format 3 encoded it (no economy).
+#[derive(Deserialize)]
+pub(crate) struct EngineStateV3 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+    ids: Vec<IdWindow>,
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+}
+
+impl From<EngineStateV3> for EngineState {
+    fn from(v3: EngineStateV3) -> Self {
+        EngineState {
+            last_seq: v3.last_seq,
+            senders: v3.senders,
+            creators: v3.creators,
+            streams: v3.streams,
+            settled: v3.settled,
+            ids: v3.ids,
+            credited: v3.credited,
+            top_k: v3.top_k,
+            economy: Vec::new(),
+        }
+    }
 }
 
 /// A state as snapshot format 2 encoded it (the ids in the shards' windows).
@@ -1628,6 +1829,7 @@ impl From<EngineStateV2> for EngineState {
             ids: Vec::new(),
             credited: Vec::new(),
             top_k: 0,
+            economy: Vec::new(),
         }
     }
 }
@@ -1652,6 +1854,7 @@ impl From<EngineStateV1> for EngineState {
             ids: Vec::new(),
             credited: Vec::new(),
             top_k: 0,
+            economy: Vec::new(),
         }
     }
 }
@@ -1681,6 +1884,7 @@ impl EngineState {
             ids: self.ids.iter().collect(),
             credited: self.credited.iter().collect(),
             top_k: self.top_k,
+            economy: self.economy.clone(),
         }
     }
 }
@@ -1698,6 +1902,7 @@ pub struct StateView<'a> {
     ids: Vec<&'a IdWindow>,
     credited: Vec<&'a FxHashMap<CreatorId, Credited>>,
     top_k: u64,
+    economy: Vec<u8>,
 }
 
 impl StateView<'_> {
@@ -1744,8 +1949,8 @@ pub struct ReadModelView {
     pub last_seq: u64,
     /// [`ViewParts::tops`]: how many top gifters per creator and stream it holds.
     pub tops: usize,
-    /// `(creator, coins received, diamonds paid)`.
-    pub creators: Vec<(CreatorId, u128, u128)>,
+    /// `(creator, coins received, diamonds paid, diamonds credited)`.
+    pub creators: Vec<(CreatorId, u128, u128, Credited)>,
     pub streams: Vec<(StreamId, StreamBook)>,
     /// `(creator, gifter, coins)` for each creator's top [`ViewParts::tops`] gifters.
     pub creator_gifters: Vec<(CreatorId, UserId, u128)>,
@@ -1798,11 +2003,10 @@ fn read_model_view<'a>(
         );
     }
     for c in creators {
-        view.creators.extend(
-            c.creators
-                .iter()
-                .map(|(&id, t)| (id, t.coins_received, t.diamonds_paid)),
-        );
+        view.creators.extend(c.creators.iter().map(|(&id, t)| {
+            let credited = c.credited.get(&id).copied().unwrap_or_default();
+            (id, t.coins_received, t.diamonds_paid, credited)
+        }));
     }
     for s in streams {
         view.streams.extend(s.streams.iter().map(|(&id, t)| {
@@ -1819,19 +2023,6 @@ fn read_model_view<'a>(
     view
 }
 
-impl EngineState {
-    /// The read model of this state (for `giftstream restore`).
-    pub fn read_model_view(&self, parts: ViewParts) -> ReadModelView {
-        read_model_view(
-            self.last_seq,
-            self.senders.iter(),
-            self.creators.iter(),
-            self.streams.iter(),
-            parts,
-        )
-    }
-}
-
 /// Why a state cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -1846,6 +2037,9 @@ pub enum StateError {
 
 /// Every shard locked, in the documented order.
 struct Cut<'a> {
+    /// The economy in force: no change (nor payout) while the cut is held.
+    economy: parking_lot::RwLockReadGuard<'a, Arc<Economy>>,
+    meta_log: MutexGuard<'a, Vec<LogEntry>>,
     senders: Vec<MutexGuard<'a, SenderShard>>,
     creators: Vec<MutexGuard<'a, CreatorShard>>,
     streams: Vec<MutexGuard<'a, StreamShard>>,
@@ -1853,14 +2047,25 @@ struct Cut<'a> {
 }
 
 impl Cut<'_> {
+    /// The economy in force as a snapshot records it (empty: version 0, not recorded).
+    fn economy_bytes(&self) -> Vec<u8> {
+        if self.economy.version == 0 {
+            Vec::new()
+        } else {
+            self.economy.to_doc().to_bytes()
+        }
+    }
+
     /// Moves every shard's log out (unsorted; sort by seq after releasing the locks).
     /// Sized up front: this runs with every shard locked, and growing it by doubling
     /// copied the entries several times while the locks were held.
     fn take_log(&mut self) -> Vec<LogEntry> {
-        let len = self.senders.iter().map(|s| s.log.len()).sum::<usize>()
+        let len = self.meta_log.len()
+            + self.senders.iter().map(|s| s.log.len()).sum::<usize>()
             + self.creators.iter().map(|c| c.log.len()).sum::<usize>()
             + self.streams.iter().map(|s| s.log.len()).sum::<usize>();
         let mut log = Vec::with_capacity(len);
+        log.append(&mut self.meta_log);
         for s in self.senders.iter_mut() {
             log.append(&mut s.log);
         }

@@ -81,6 +81,7 @@ pub(crate) fn recharge(
             let spec = economy
                 .packages
                 .get(package.0 as usize)
+                .filter(|p| !p.retired)
                 .ok_or(RejectCode::AmountOutOfRange)?;
             let price = spec.prices.get(&r.currency);
             if spec.coins != r.coins || price != Some(&r.price) {
@@ -95,7 +96,7 @@ pub(crate) fn recharge(
             let sold = economy
                 .packages
                 .iter()
-                .any(|p| p.prices.contains_key(&r.currency));
+                .any(|p| !p.retired && p.prices.contains_key(&r.currency));
             if r.channel != Channel::Web || !in_bounds || r.price <= Decimal::ZERO || !sold {
                 return Err(RejectCode::AmountOutOfRange);
             }
@@ -120,6 +121,7 @@ pub(crate) fn gift(
     let spec = economy
         .gifts
         .get(g.gift.0 as usize)
+        .filter(|spec| !spec.retired)
         .ok_or(RejectCode::UnknownGift)?;
     if g.count == 0 || g.count > economy.max_gift_count {
         return Err(RejectCode::InvalidCount);

@@ -278,8 +278,8 @@ impl SenderShard {
                 (status, Some(g.sender), (cost, true))
             }
             Event::Account(a) => (self.account(a), None, (0, false)),
-            Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) => {
-                unreachable!("payouts, settlements and goals are routed to the books")
+            Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) | Event::Economy(_) => {
+                unreachable!("payouts, settlements, goals and economy changes are not sender events")
             }
         };
         let outcome = Outcome {

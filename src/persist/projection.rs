@@ -82,6 +82,7 @@ use super::journal::JournalError;
 use super::redis::{Ledger, RedisConn, RedisJournal};
 use crate::config::ReadModelConfig;
 use crate::economy::Economy;
+use crate::engine::Credited;
 use crate::engine::{
     CreatorId, Effect, Engine, Event, LogEntry, Offer, ReadModelView, Stamp, Status, StreamBook,
     StreamId, TopK, UserId, ViewParts,
@@ -395,8 +396,8 @@ fn redis_error(e: redis::RedisError) -> JournalError {
 #[derive(Debug, Default)]
 struct Books {
     seq: u64,
-    /// (coins received, diamonds paid)
-    creators: FxHashMap<CreatorId, (u128, u128)>,
+    /// (coins received, diamonds paid, diamonds credited)
+    creators: FxHashMap<CreatorId, (u128, u128, Credited)>,
     streams: FxHashMap<StreamId, StreamBook>,
     /// K of the lists (`engine.top_k`).
     top_k: usize,
@@ -422,7 +423,7 @@ impl Books {
                 .creators
                 .iter()
                 .filter(|c| mine(c.0.0))
-                .map(|&(c, coins, paid)| (c, (coins, paid)))
+                .map(|&(c, coins, paid, credited)| (c, (coins, paid, credited)))
                 .collect(),
             streams: view
                 .streams
@@ -525,9 +526,16 @@ impl Pending {
     }
 }
 
+/// The economy version recorded under a digest (the engine's: it keeps every version it
+/// applied or replayed).
+pub type EconomyLookup = Arc<dyn Fn(u64) -> Option<Arc<Economy>> + Send + Sync>;
+
 /// Folds committed entries into pending writes.
 struct Projector {
-    economy: Economy,
+    /// The economy in force at the last folded entry: it decides the diamonds a gift
+    /// credits. Follows the journaled changes ([`EconomyLookup`]).
+    economy: Arc<Economy>,
+    economies: EconomyLookup,
     books: Books,
     pending: Pending,
     wallets: bool,
@@ -607,7 +615,9 @@ impl Projector {
                     p.wallets.insert(g.sender, balance);
                 }
                 if fresh && creator {
-                    self.books.creators.entry(g.creator).or_default().0 += cost;
+                    let book = self.books.creators.entry(g.creator).or_default();
+                    book.0 += cost;
+                    book.2.credit(&self.economy, cost);
                 }
                 if fresh && stream {
                     let s = self.books.streams.entry(g.stream).or_default();
@@ -642,6 +652,17 @@ impl Projector {
             // Settled diamonds stay counted on the node that credited them: the merged
             // `diamonds_total` sums every node's own credits, so they are not added again.
             Event::Account(_) | Event::Settlement(_) => {}
+            Event::Economy(change) if fresh => match (self.economies)(change.digest) {
+                Some(economy) => self.economy = economy,
+                // Every committed change was applied or replayed by this process's
+                // engine, which keeps every version: not reached.
+                None => tracing::error!(
+                    seq = e.seq,
+                    version = change.version,
+                    "read model: unknown economy version; diamonds follow the previous one"
+                ),
+            },
+            Event::Economy(_) => {}
         }
     }
 
@@ -662,9 +683,9 @@ impl Projector {
         let mut ops: Vec<Vec<Op>> = vec![Vec::new(); layout.buckets()];
         let mut saturated = 0;
         for &c in &p.creators {
-            let (coins, paid) = self.books.creators.get(&c).copied().unwrap_or_default();
+            let (coins, paid, credited) = self.books.creators.get(&c).copied().unwrap_or_default();
             let bucket = &mut ops[layout.bucket(c.0)];
-            saturated += creator_ops(&self.economy, c, coins, paid, self.merge, bucket);
+            saturated += creator_ops(c, coins, credited.diamonds, paid, self.merge, bucket);
         }
         for &s in &p.streams {
             let book = self.books.streams.get(&s).copied().unwrap_or_default();
@@ -781,14 +802,13 @@ async fn reconcile_ops(
 /// The hash and top-creators operations of one creator; returns 1 if its score (or, when
 /// merging, a contribution) was held at the max.
 fn creator_ops(
-    economy: &Economy,
     c: CreatorId,
     coins: u128,
+    diamonds: u128,
     paid: u128,
     merge: bool,
     ops: &mut Vec<Op>,
 ) -> u64 {
-    let diamonds = economy.diamonds_for(coins);
     let key = creator_key(c);
     if merge {
         // A node's contribution to `diamonds_available` is what it credited less what it
@@ -989,7 +1009,6 @@ async fn bucket_seqs(
 pub async fn rebuild(
     conn: &mut RedisConn,
     (ledger, layout): (&Ledger, Layout),
-    economy: &Economy,
     view: &ReadModelView,
     wallets: bool,
 ) -> Result<(), JournalError> {
@@ -1001,7 +1020,7 @@ pub async fn rebuild(
             .map_err(redis_error)?;
     }
     let merge = ledger.node.is_some();
-    let buckets = view_ops(economy, view, wallets, merge, layout);
+    let buckets = view_ops(view, wallets, merge, layout);
     for (bucket, ops) in buckets.iter().enumerate() {
         let prefix = layout.prefix(bucket);
         if merge {
@@ -1111,15 +1130,15 @@ fn escaped(prefix: &str) -> String {
 
 /// Every value of `view` as absolute operations (a rebuild's content), by bucket.
 fn view_ops(
-    economy: &Economy,
     view: &ReadModelView,
     wallets: bool,
     merge: bool,
     layout: Layout,
 ) -> Vec<Vec<Op>> {
     let mut ops: Vec<Vec<Op>> = vec![Vec::new(); layout.buckets()];
-    for &(c, coins, paid) in &view.creators {
-        creator_ops(economy, c, coins, paid, merge, &mut ops[layout.bucket(c.0)]);
+    for &(c, coins, paid, credited) in &view.creators {
+        let bucket = &mut ops[layout.bucket(c.0)];
+        creator_ops(c, coins, credited.diamonds, paid, merge, bucket);
     }
     for (s, book) in &view.streams {
         stream_ops(*s, book, merge, &mut ops[layout.bucket(s.0)]);
@@ -1228,7 +1247,6 @@ pub async fn prepare(
     rebuild(
         &mut conn,
         (&ledger, layout),
-        engine.economy(),
         &view,
         wallets,
     )
@@ -1314,7 +1332,8 @@ impl Progress {
 pub fn spawn_projector(
     start: ProjectorStart,
     journal: RedisJournal,
-    economy: Economy,
+    economy: Arc<Economy>,
+    economies: EconomyLookup,
     config: ReadModelConfig,
     watermark: watch::Receiver<u64>,
     stop: watch::Receiver<bool>,
@@ -1336,6 +1355,7 @@ pub fn spawn_projector(
         let part = (index, count);
         let projector = Projector {
             economy: economy.clone(),
+            economies: economies.clone(),
             books: Books::from_view(&start.view, start.top_k, |id| owns(layout, part, id)),
             pending: Pending::default(),
             wallets: config.wallets,
@@ -1772,7 +1792,6 @@ pub async fn compare(
     let mut view = engine.read_model_view(ViewParts::default());
     let top_k = engine.config().top_k;
     let mut diffs = Vec::new();
-    let economy = engine.economy();
     // A pipeline on a Redis Cluster stays in one slot: one bucket's keys at a time.
     view.creators
         .sort_by_key(|&(c, ..)| (layout.bucket(c.0), c));
@@ -1783,20 +1802,20 @@ pub async fn compare(
         .flat_map(|bucket| bucket.chunks(1000));
     for chunk in creators {
         let mut pipe = redis::pipe();
-        for &(c, _, _) in chunk {
+        for &(c, ..) in chunk {
             pipe.hgetall(layout.creator(c));
             pipe.zrevrange_withscores(layout.creator_top(c), 0, top_k as isize - 1);
         }
         let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
-        for (i, &(c, coins, paid)) in chunk.iter().enumerate() {
+        for (i, &(c, coins, paid, credited)) in chunk.iter().enumerate() {
             let hash: FxHashMap<String, String> =
                 redis::from_redis_value(replies[2 * i].clone())
                     .map_err(|e| JournalError(format!("redis reply: {e}")))?;
-            let diamonds = economy.diamonds_for(coins);
+            let diamonds = credited.diamonds;
             let want = [
                 ("coins_received", coins),
                 ("diamonds_total", diamonds),
-                ("diamonds_available", diamonds - paid),
+                ("diamonds_available", diamonds.saturating_sub(paid)),
             ];
             for (field, value) in want {
                 if hash.get(field).map(String::as_str) != Some(value.to_string().as_str()) {

@@ -37,8 +37,9 @@ pub const JOURNAL_KEY: &str = "giftstream:{ledger}:journal";
 /// Format version of [`JournalBatch`]. Version 2 added [`JournalRecord::totals`]
 /// (version 1 batches are still read; their gifts have no totals); version 3 added the
 /// settlement event (`WireEvent::Settlement`; version 2 batches, which cannot hold one,
-/// are read as they are).
-pub const JOURNAL_VERSION: u8 = 3;
+/// are read as they are); version 4 added the economy change (`WireEvent::Economy`;
+/// version 3 batches are read as they are).
+pub const JOURNAL_VERSION: u8 = 4;
 /// Stream entries read per `XRANGE` during recovery.
 pub const RECOVERY_ENTRIES_PER_READ: usize = 256;
 /// A command that takes longer fails (and the committer retries it).
@@ -99,7 +100,7 @@ impl JournalBatch {
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, protocol::DecodeError> {
         match bytes.first() {
             Some(&1) => {}
-            Some(&2) => {
+            Some(&2) | Some(&3) => {
                 let mut batch: JournalBatch = protocol::decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);
@@ -231,6 +232,17 @@ impl Ledger {
             foreign.creators,
             foreign.goals
         ))
+    }
+
+    /// The ledger's economy versions: a hash from digest (16 hex digits) to the
+    /// [`EconomyDoc`](crate::economy::EconomyDoc) bytes, in the journal's slot. Written
+    /// before the change is applied, so a journaled change always finds its document;
+    /// content-addressed, so a write is never overwritten with other content.
+    pub fn economies_key(&self) -> String {
+        match &self.node {
+            None => "giftstream:{ledger}:economies".to_owned(),
+            Some(n) => format!("giftstream:{{ledger-{n}}}:economies"),
+        }
     }
 
     /// The id of the journal's last append, written by the same script as the append (so
@@ -755,6 +767,60 @@ impl RedisJournal {
         Ok(top.first().map_or(0, |(id, _)| entry_seq(id)))
     }
 
+    /// Stores the document of an economy version (before it is put in force).
+    pub async fn store_economy(&self, economy: &crate::economy::Economy) -> Result<u64, JournalError> {
+        let doc = economy.to_doc();
+        let digest = doc.digest();
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("HSET")
+            .arg(self.ledger.economies_key())
+            .arg(format!("{digest:016x}"))
+            .arg(doc.to_bytes())
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(digest)
+    }
+
+    /// Makes the economy versions `entries` put in force known to `engine` (read from
+    /// [`Ledger::economies_key`]), so that it can replay them. A missing or altered
+    /// document is an error: the ledger cannot be replayed without it.
+    pub async fn know_economies(&self, engine: &Engine, entries: &[LogEntry]) -> Result<(), JournalError> {
+        for entry in entries {
+            let Event::Economy(change) = entry.event else {
+                continue;
+            };
+            if engine.economy_by_digest(change.digest).is_some() {
+                continue;
+            }
+            let mut conn = self.conn.clone();
+            let bytes: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(self.ledger.economies_key())
+                .arg(format!("{:016x}", change.digest))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let missing = || {
+                JournalError(format!(
+                    "seq {}: economy version {} (digest {:016x}) is not in {}",
+                    entry.seq,
+                    change.version,
+                    change.digest,
+                    self.ledger.economies_key()
+                ))
+            };
+            let doc = crate::economy::EconomyDoc::from_bytes(&bytes.ok_or_else(missing)?)
+                .map_err(|e| JournalError(format!("seq {}: {e}", entry.seq)))?;
+            if doc.digest() != change.digest || doc.version != change.version {
+                return Err(missing());
+            }
+            let economy = crate::economy::Economy::from_doc(doc)
+                .map_err(|e| JournalError(format!("seq {}: {e}", entry.seq)))?;
+            engine.know_economy(std::sync::Arc::new(economy));
+        }
+        Ok(())
+    }
+
     /// Replays every journaled run after the engine's last sequence number into
     /// `engine`, in order. Returns the number of events replayed.
     pub async fn recover_into(&self, engine: &Engine) -> Result<u64, RecoveryError> {
@@ -795,8 +861,14 @@ impl RedisJournal {
             for entry in &page {
                 let entries = decode_entry(entry)?;
                 if let Some(ids) = ids.as_deref_mut() {
-                    ids.extend(entries.iter().map(|e| e.event.id().0));
+                    ids.extend(
+                        entries
+                            .iter()
+                            .filter(|e| !matches!(e.event, Event::Economy(_)))
+                            .map(|e| e.event.id().0),
+                    );
                 }
+                self.know_economies(engine, &entries).await?;
                 engine.replay(&entries)?;
                 replayed += entries.len() as u64;
             }
@@ -1180,6 +1252,7 @@ pub async fn recover(
     economy: crate::economy::Economy,
 ) -> Result<(std::sync::Arc<Engine>, Recovered), Box<dyn std::error::Error + Send + Sync>> {
     let started = std::time::Instant::now();
+    let wanted = economy.to_file();
     let loading = {
         let (dir, engine_config, economy) = (
             config.snapshot.dir.clone(),
@@ -1238,6 +1311,18 @@ pub async fn recover(
         tracing::info!(
             key = journal.ledger().map_key(),
             "recorded this ledger's partition map (fixed for the ledger's life)"
+        );
+    }
+    // economy.toml edited since the ledger's economy was recorded (or never recorded):
+    // a new version, journaled with the first commit, for the events after it.
+    if let Some(next) = engine.economy_successor(wanted)? {
+        journal.store_economy(&next).await?;
+        let version = next.version;
+        let outcome = engine.change_economy(next, Stamp::now())?;
+        tracing::info!(
+            version,
+            seq = outcome.seq,
+            "economy.toml differs from the ledger's economy: a new version is in force"
         );
     }
     Ok((

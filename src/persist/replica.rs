@@ -108,6 +108,8 @@ pub enum ReplicaError {
     Gap(u64),
     #[error("stdout: {0}")]
     Report(std::io::Error),
+    #[error(transparent)]
+    Journal(#[from] crate::persist::journal::JournalError),
 }
 
 // ---- the replica process ----------------------------------------------------------
@@ -163,6 +165,7 @@ pub fn follow(
                     return Err(ReplicaError::Gap(from - 1));
                 }
                 for run in &runs {
+                    runtime.block_on(journal.know_economies(&engine, run))?;
                     replay_after(&engine, run)?;
                 }
             }

@@ -6,7 +6,8 @@ use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
 use crate::engine::{
-    AccountSettings, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, Outcome, PackageId,
+    AccountSettings, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId,
+    Outcome, PackageId,
     Payout, Recharge, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId,
 };
 
@@ -177,12 +178,15 @@ pub enum WireEvent {
         source: u16,
         diamonds: u64,
     },
+    /// Journal only: an economy version comes into force (a client frame holding one is
+    /// refused with `INVALID_EVENT`).
+    Economy { version: u32, digest: u64 },
 }
 
 impl WireEvent {
     /// Made by the cluster's nodes, never accepted from a client.
     pub fn is_internal(&self) -> bool {
-        matches!(self, WireEvent::Settlement { .. })
+        matches!(self, WireEvent::Settlement { .. } | WireEvent::Economy { .. })
     }
 }
 
@@ -281,6 +285,9 @@ impl TryFrom<WireEvent> for Event {
                 source,
                 diamonds,
             }),
+            WireEvent::Economy { version, digest } => {
+                Event::Economy(EconomyChange { version, digest })
+            }
         })
     }
 }
@@ -332,6 +339,10 @@ impl From<&Event> for WireEvent {
                 creator: s.creator.0,
                 source: s.source,
                 diamonds: s.diamonds,
+            },
+            Event::Economy(e) => WireEvent::Economy {
+                version: e.version,
+                digest: e.digest,
             },
         }
     }
@@ -387,6 +398,7 @@ impl WireOutcome {
                 Event::Settlement(_) => Effect::Settled {
                     credited: self.coins,
                 },
+                Event::Economy(_) => Effect::Stored,
             })
         } else {
             Status::Rejected(RejectCode::from_u8(self.status).ok_or("unknown reject code")?)

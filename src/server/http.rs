@@ -487,7 +487,7 @@ async fn post_events(
     let bytes = body(bytes, limits.http_body_bytes_max)?;
     let ParsedBatch { events, issued_ms } = parse_events(
         &bytes,
-        service.engine.economy(),
+        &service.engine.economy(),
         limits.http_events_per_batch_max,
     )?;
     let outcomes = apply(&service, &events, &issued_ms).await?;
@@ -787,6 +787,145 @@ async fn get_creator(
             .iter()
             .filter_map(|(g, n)| catalog.get(g.0 as usize).map(|s| (s.id.clone(), *n)))
             .collect(),
+    }))
+}
+
+// ---- economy ------------------------------------------------------------------------
+
+/// One catalog gift. `code` is its stable number (the binary protocol's `gift`): kept
+/// by every later economy version, never reused.
+#[derive(Serialize, ToSchema)]
+pub struct CatalogGift {
+    code: u32,
+    id: String,
+    name: String,
+    coins: u64,
+    /// Removed by an economy version: gifts naming it are `UNKNOWN_GIFT`.
+    retired: bool,
+}
+
+/// One coin package, with its stable `code` (the binary protocol's `package`).
+#[derive(Serialize, ToSchema)]
+pub struct CatalogPackage {
+    code: u32,
+    id: String,
+    coins: u64,
+    /// Price per currency (decimal strings).
+    prices: BTreeMap<String, String>,
+    retired: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RechargeTerms {
+    custom_min_coins: u64,
+    custom_max_coins: u64,
+}
+
+/// The economy in force: its version and terms (economy.toml's keys).
+#[derive(Serialize, ToSchema)]
+pub struct EconomyResponse {
+    /// Counts from 1 (0: not recorded yet, e.g. a server without a journal's first start).
+    version: u32,
+    creator_share: String,
+    max_gift_count: u32,
+    restricted_regions: Vec<String>,
+    diamond_value: BTreeMap<String, String>,
+    payout_minimum: BTreeMap<String, String>,
+    recharge: RechargeTerms,
+    gifts: Vec<CatalogGift>,
+    packages: Vec<CatalogPackage>,
+}
+
+fn economy_response(e: &Economy) -> EconomyResponse {
+    let money = |m: &BTreeMap<Currency, Decimal>| -> BTreeMap<String, String> {
+        m.iter().map(|(c, v)| (c.to_string(), v.to_string())).collect()
+    };
+    EconomyResponse {
+        version: e.version,
+        creator_share: e.creator_share.to_string(),
+        max_gift_count: e.max_gift_count,
+        restricted_regions: e.restricted_regions.iter().map(|r| r.to_string()).collect(),
+        diamond_value: money(&e.diamond_value),
+        payout_minimum: money(&e.payout_minimum),
+        recharge: RechargeTerms {
+            custom_min_coins: e.custom_min_coins,
+            custom_max_coins: e.custom_max_coins,
+        },
+        gifts: e
+            .gifts
+            .iter()
+            .enumerate()
+            .map(|(code, g)| CatalogGift {
+                code: code as u32,
+                id: g.id.clone(),
+                name: g.name.clone(),
+                coins: g.coins,
+                retired: g.retired,
+            })
+            .collect(),
+        packages: e
+            .packages
+            .iter()
+            .enumerate()
+            .map(|(code, p)| CatalogPackage {
+                code: code as u32,
+                id: p.id.clone(),
+                coins: p.coins,
+                prices: money(&p.prices),
+                retired: p.retired,
+            })
+            .collect(),
+    }
+}
+
+/// The economy in force: version, terms, and every catalog code (retired ones too).
+#[utoipa::path(get, path = "/v1/economy", tag = "economy", security(("bearer" = [])),
+    responses((status = 200, body = EconomyResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn get_economy(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+) -> Result<Json<EconomyResponse>, ApiError> {
+    authorize(&service, &headers, Scope::Read)?;
+    Ok(Json(economy_response(&service.engine.economy())))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EconomyChangeResponse {
+    /// The version in force after the request.
+    version: u32,
+    /// The change's sequence number (0 when the terms were in force already).
+    seq: u64,
+    /// False when the body's terms were in force already (nothing journaled).
+    changed: bool,
+    economy: EconomyResponse,
+}
+
+/// Puts a new economy in force (admin): the body is economy.toml's content as JSON,
+/// validated whole. It applies to events numbered after the change (journaled with its
+/// own sequence number); diamonds already credited never change. Catalog entries keep
+/// their codes; an entry left out is retired. Answered once durable.
+#[utoipa::path(put, path = "/v1/economy", tag = "economy", security(("bearer" = [])),
+    request_body(content = Object, description = "economy.toml's keys as JSON: creator_share, restricted_regions, max_gift_count, diamond_value, payout_minimum, recharge, gifts, packages"),
+    responses((status = 200, body = EconomyChangeResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, description = "Invalid economy (the message names the key); nothing changed", body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn put_economy(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<EconomyChangeResponse>, ApiError> {
+    authorize(&service, &headers, Scope::Admin)?;
+    let file: crate::economy::EconomyFile =
+        json(&body(bytes, service.config.limits.http_body_bytes_max)?)?;
+    let changed = service.change_economy(file).await.map_err(|e| match e {
+        super::EconomyChangeError::Invalid(e) => ApiError::invalid(e.to_string()),
+        super::EconomyChangeError::Unavailable(m) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m)
+        }
+    })?;
+    Ok(Json(EconomyChangeResponse {
+        version: changed.version,
+        seq: changed.seq,
+        changed: changed.changed,
+        economy: economy_response(&service.engine.economy()),
     }))
 }
 
@@ -1179,8 +1318,8 @@ async fn metrics_route(State(service): State<Arc<Service>>) -> Response {
     info(title = "giftstream", description = "Gift stream processor: events, wallets, creators, leaderboards, live feed."),
     paths(
         post_events, put_user, get_wallet, get_transactions, get_creator, get_creator_top,
-        get_stream_top, get_top_creators, put_goal, get_stream, get_feed, healthz, readyz,
-        metrics_route
+        get_stream_top, get_top_creators, put_goal, get_stream, get_feed, get_economy,
+        put_economy, healthz, readyz, metrics_route
     ),
     modifiers(&BearerAuth)
 )]
@@ -1272,6 +1411,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/streams/{id}/goal", put(put_goal))
         .route("/v1/streams/{id}", get(get_stream))
         .route("/v1/streams/{id}/feed", get(get_feed))
+        .route("/v1/economy", get(get_economy).put(put_economy))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_route))

@@ -71,6 +71,31 @@ pub struct Service {
     /// A cluster node's connection to the shared read model, which answers leaderboard
     /// reads for every partition.
     pub shared_reads: Option<crate::persist::redis::RedisConn>,
+    /// Where economy versions are stored (the Redis journal; `None`: in memory).
+    pub economy_store: Option<crate::persist::redis::RedisJournal>,
+    /// One economy change at a time.
+    pub economy_changes: tokio::sync::Mutex<()>,
+}
+
+/// Why an economy change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum EconomyChangeError {
+    /// The new economy is invalid: names the key.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// Storage is unavailable: nothing changed, or (after the change was applied) it is
+    /// not confirmed durable yet.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// An economy version in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EconomyChanged {
+    pub version: u32,
+    /// The change's sequence number (0 when nothing changed).
+    pub seq: u64,
+    pub changed: bool,
 }
 
 impl Service {
@@ -90,6 +115,47 @@ impl Service {
             .record(events.len() as f64);
         telemetry::count_outcomes(events, &outcomes);
         outcomes
+    }
+
+    /// Puts `file`'s terms in force as the next economy version, for every event
+    /// numbered after the change: validated whole, stored, journaled (waits until
+    /// durable). Terms already in force change nothing (the answer names their version).
+    pub async fn change_economy(
+        &self,
+        file: crate::economy::EconomyFile,
+    ) -> Result<EconomyChanged, EconomyChangeError> {
+        let _one_at_a_time = self.economy_changes.lock().await;
+        let Some(next) = self.engine.economy_successor(file)? else {
+            return Ok(EconomyChanged {
+                version: self.engine.economy().version,
+                seq: 0,
+                changed: false,
+            });
+        };
+        if let Some(store) = &self.economy_store {
+            store
+                .store_economy(&next)
+                .await
+                .map_err(|e| EconomyChangeError::Unavailable(format!("nothing changed: {e}")))?;
+        }
+        let version = next.version;
+        let outcome = self
+            .engine
+            .change_economy(next, self.clock.now())
+            .map_err(|e| ConfigError::new("economy", e.to_string()))?;
+        self.commits.applied();
+        self.commits.durable(outcome.seq).await.map_err(|_| {
+            EconomyChangeError::Unavailable(format!(
+                "economy version {version} applied at seq {} but not confirmed durable",
+                outcome.seq
+            ))
+        })?;
+        tracing::info!(version, seq = outcome.seq, "economy version in force");
+        Ok(EconomyChanged {
+            version,
+            seq: outcome.seq,
+            changed: true,
+        })
     }
 
     /// `Ok` when this node owns every event of the batch (always on a single node);
@@ -297,7 +363,11 @@ pub async fn run(
             let (handle, task) = projection::spawn_projector(
                 start,
                 redis,
-                engine.economy().clone(),
+                engine.economy(),
+                {
+                    let engine = engine.clone();
+                    Arc::new(move |digest| engine.economy_by_digest(digest))
+                },
                 config.read_model.clone(),
                 committer.watermark_receiver(),
                 stop_projector_rx,
@@ -323,6 +393,8 @@ pub async fn run(
         metrics: telemetry::prometheus(),
         ready: AtomicBool::new(true),
         closing: closing.clone(),
+        economy_store: lease.clone(),
+        economy_changes: tokio::sync::Mutex::new(()),
     });
     if let Some(node) = service
         .partitions

@@ -78,7 +78,7 @@ pub struct Reporter {
     local: usize,
     /// Coins per gift, by catalog position.
     gift_coins: Vec<u64>,
-    economy: crate::economy::Economy,
+    economy: Arc<crate::economy::Economy>,
     state: Mutex<Pending>,
 }
 
@@ -107,7 +107,7 @@ impl Reporter {
             .map(|(c, coins)| (c, (coins, UNSENT)))
             .collect();
         let dirty = coins.keys().copied().collect();
-        let economy = engine.economy().clone();
+        let economy = engine.economy();
         Some(Arc::new(Reporter {
             map: map.clone(),
             local,
