@@ -256,7 +256,8 @@ impl EconomyDoc {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<EconomyDoc, ConfigError> {
-        serde_json::from_slice(bytes).map_err(|e| ConfigError::new("economy document", e.to_string()))
+        serde_json::from_slice(bytes)
+            .map_err(|e| ConfigError::new("economy document", e.to_string()))
     }
 
     /// A fixed 64-bit hash of [`EconomyDoc::to_bytes`] (splitmix64's finalizer over
@@ -574,11 +575,18 @@ impl Economy {
             .checked_add(1)
             .ok_or_else(|| ConfigError::new("economy", "no versions left"))?;
         next.gifts = relayout(&self.gifts, fresh.gifts, |g| &g.id, |g| g.retired = true);
-        next.packages = relayout(&self.packages, fresh.packages, |p| &p.id, |p| p.retired = true);
+        next.packages = relayout(
+            &self.packages,
+            fresh.packages,
+            |p| &p.id,
+            |p| p.retired = true,
+        );
         if next.gifts.len() > CATALOG_CODES_MAX || next.packages.len() > CATALOG_CODES_MAX {
             return Err(ConfigError::new(
                 "gifts",
-                format!("a ledger uses at most {CATALOG_CODES_MAX} gift and package codes, retired ones included"),
+                format!(
+                    "a ledger uses at most {CATALOG_CODES_MAX} gift and package codes, retired ones included"
+                ),
             ));
         }
         Ok(next)
@@ -612,7 +620,12 @@ impl Economy {
             version: self.version,
             gift_codes: self.gifts.iter().map(|g| g.id.clone()).collect(),
             package_codes: self.packages.iter().map(|p| p.id.clone()).collect(),
-            retired_gifts: self.gifts.iter().filter(|g| g.retired).map(to_gift).collect(),
+            retired_gifts: self
+                .gifts
+                .iter()
+                .filter(|g| g.retired)
+                .map(to_gift)
+                .collect(),
             retired_packages: self
                 .packages
                 .iter()
@@ -674,11 +687,14 @@ fn relayout<T: Clone>(
     let mut out: Vec<T> = previous
         .iter()
         .map(|old| {
-            next.iter().find(|n| id(n) == id(old)).cloned().unwrap_or_else(|| {
-                let mut old = old.clone();
-                retire(&mut old);
-                old
-            })
+            next.iter()
+                .find(|n| id(n) == id(old))
+                .cloned()
+                .unwrap_or_else(|| {
+                    let mut old = old.clone();
+                    retire(&mut old);
+                    old
+                })
         })
         .collect();
     for n in next {
@@ -708,7 +724,10 @@ fn place_by_code<T>(
             .position(|c| c == id(&entry))
             .ok_or_else(|| ConfigError::new(key, format!("has no code for {:?}", id(&entry))))?;
         if slots[code].replace(entry).is_some() {
-            return Err(ConfigError::new(key, format!("names {:?} twice", codes[code])));
+            return Err(ConfigError::new(
+                key,
+                format!("names {:?} twice", codes[code]),
+            ));
         }
     }
     slots

@@ -257,7 +257,11 @@ pub enum EconomyError {
     #[error("economy version {next} cannot follow version {current} (one change at a time)")]
     NotNext { current: u32, next: u32 },
     #[error("economy version {version} moves or drops the catalog code {code} ({id:?})")]
-    Codes { version: u32, code: usize, id: String },
+    Codes {
+        version: u32,
+        code: usize,
+        id: String,
+    },
 }
 
 /// Whether `next` may follow `current`: the next version, every code kept.
@@ -560,7 +564,9 @@ impl Engine {
             digest: doc.digest(),
         };
         let next = Arc::new(next);
-        self.economies.lock().insert(change.digest, Arc::clone(&next));
+        self.economies
+            .lock()
+            .insert(change.digest, Arc::clone(&next));
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
         let outcome = Outcome {
             seq,
@@ -719,14 +725,8 @@ impl Engine {
                     let i = i as usize;
                     outcomes[i] = match *verdict {
                         Verdict::Apply => {
-                            let outcome = shard.apply(
-                                &gate,
-                                &self.config,
-                                &events[i],
-                                next,
-                                stamp,
-                                month,
-                            );
+                            let outcome =
+                                shard.apply(&gate, &self.config, &events[i], next, stamp, month);
                             next += 1;
                             settled.push((events[i].id(), outcome));
                             outcome
@@ -892,7 +892,8 @@ impl Engine {
     fn replay_in_book(&self, entry: &LogEntry, route: Route) -> Outcome {
         let gate = self.gate.read();
         let mut book = self.lock_book(route);
-        let outcome = self.apply_in_book(&mut book, Some(&gate), &entry.event, entry.seq, entry.stamp);
+        let outcome =
+            self.apply_in_book(&mut book, Some(&gate), &entry.event, entry.seq, entry.stamp);
         let id = entry.event.id();
         self.ids[self.id_shard(id)].lock().remember(
             id,

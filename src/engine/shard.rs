@@ -279,7 +279,9 @@ impl SenderShard {
             }
             Event::Account(a) => (self.account(a), None, (0, false)),
             Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) | Event::Economy(_) => {
-                unreachable!("payouts, settlements, goals and economy changes are not sender events")
+                unreachable!(
+                    "payouts, settlements, goals and economy changes are not sender events"
+                )
             }
         };
         let outcome = Outcome {

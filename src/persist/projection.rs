@@ -1129,12 +1129,7 @@ fn escaped(prefix: &str) -> String {
 }
 
 /// Every value of `view` as absolute operations (a rebuild's content), by bucket.
-fn view_ops(
-    view: &ReadModelView,
-    wallets: bool,
-    merge: bool,
-    layout: Layout,
-) -> Vec<Vec<Op>> {
+fn view_ops(view: &ReadModelView, wallets: bool, merge: bool, layout: Layout) -> Vec<Vec<Op>> {
     let mut ops: Vec<Vec<Op>> = vec![Vec::new(); layout.buckets()];
     for &(c, coins, paid, credited) in &view.creators {
         let bucket = &mut ops[layout.bucket(c.0)];
@@ -1244,13 +1239,7 @@ pub async fn prepare(
         "the journal cannot bring the read model up to date (or it has another layout): rebuilding it from the ledger"
     );
     let view = engine.read_model_view(ViewParts { wallets, ..tops });
-    rebuild(
-        &mut conn,
-        (&ledger, layout),
-        &view,
-        wallets,
-    )
-    .await?;
+    rebuild(&mut conn, (&ledger, layout), &view, wallets).await?;
     Ok(ProjectorStart {
         next: view.last_seq + 1,
         view,

@@ -768,7 +768,10 @@ impl RedisJournal {
     }
 
     /// Stores the document of an economy version (before it is put in force).
-    pub async fn store_economy(&self, economy: &crate::economy::Economy) -> Result<u64, JournalError> {
+    pub async fn store_economy(
+        &self,
+        economy: &crate::economy::Economy,
+    ) -> Result<u64, JournalError> {
         let doc = economy.to_doc();
         let digest = doc.digest();
         let mut conn = self.conn.clone();
@@ -785,7 +788,11 @@ impl RedisJournal {
     /// Makes the economy versions `entries` put in force known to `engine` (read from
     /// [`Ledger::economies_key`]), so that it can replay them. A missing or altered
     /// document is an error: the ledger cannot be replayed without it.
-    pub async fn know_economies(&self, engine: &Engine, entries: &[LogEntry]) -> Result<(), JournalError> {
+    pub async fn know_economies(
+        &self,
+        engine: &Engine,
+        entries: &[LogEntry],
+    ) -> Result<(), JournalError> {
         for entry in entries {
             let Event::Economy(change) = entry.event else {
                 continue;

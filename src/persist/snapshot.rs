@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 use crate::economy::Economy;
 use crate::engine::{
-    Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, LogEntry, StateView,
+    Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, LogEntry,
+    StateView,
 };
 use crate::protocol;
 

@@ -7,8 +7,8 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId,
-    Outcome, PackageId,
-    Payout, Recharge, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId,
+    Outcome, PackageId, Payout, Recharge, RejectCode, Settlement, Status, StreamGoal, StreamId,
+    UserId,
 };
 
 /// Client to server.
@@ -186,7 +186,10 @@ pub enum WireEvent {
 impl WireEvent {
     /// Made by the cluster's nodes, never accepted from a client.
     pub fn is_internal(&self) -> bool {
-        matches!(self, WireEvent::Settlement { .. } | WireEvent::Economy { .. })
+        matches!(
+            self,
+            WireEvent::Settlement { .. } | WireEvent::Economy { .. }
+        )
     }
 }
 

@@ -838,7 +838,9 @@ pub struct EconomyResponse {
 
 fn economy_response(e: &Economy) -> EconomyResponse {
     let money = |m: &BTreeMap<Currency, Decimal>| -> BTreeMap<String, String> {
-        m.iter().map(|(c, v)| (c.to_string(), v.to_string())).collect()
+        m.iter()
+            .map(|(c, v)| (c.to_string(), v.to_string()))
+            .collect()
     };
     EconomyResponse {
         version: e.version,

@@ -468,7 +468,7 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
     // Totals and leaderboards in Redis equal the single-node run.
     let view = single.read_model_view(ViewParts::default());
     assert!(view.creators.len() as u64 == CREATORS);
-    for &(c, coins, _) in &view.creators {
+    for &(c, coins, ..) in &view.creators {
         let key = creator_key(c.0, "");
         let (merged_coins, merged_diamonds): (u128, u128) = redis::cmd("HMGET")
             .arg(&key)
@@ -740,7 +740,7 @@ async fn wait_caught_up(conn: &mut RedisConn, node: &str) {
 async fn assert_gifters_equal(conn: &mut RedisConn, single: &Engine) {
     let k = single.config().top_k;
     let mut most_gifters = 0;
-    for (c, _, _) in single.read_model_view(ViewParts::default()).creators {
+    for (c, ..) in single.read_model_view(ViewParts::default()).creators {
         let set: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
             .arg(creator_key(c.0, ":top-gifters"))
             .arg(0)

@@ -8,8 +8,15 @@
 //! - wallets: coins, region, adult flag, monthly budget, and the coins spent on gifts in
 //!   the wallet's month. A wallet's month never goes back: a gift stamped in an earlier
 //!   UTC month than one already applied counts toward the later month;
-//! - creators: coins received, diamonds credited = floor(coins received × creator_share),
-//!   diamonds paid, gift counts; streams (coins, goal) and per-gifter totals;
+//! - creators: coins received, diamonds credited = floor(Σ coins of each gift × the
+//!   `creator_share` in force when it was applied) (kept exactly, in billionths: shares
+//!   have at most 9 decimals), diamonds paid, gift counts; streams (coins, goal) and
+//!   per-gifter totals;
+//! - the economy in force: a journaled economy change puts its version's terms in force
+//!   for every later sequence number. The model resolves a gift or package code to its
+//!   string id with its own registry (the embedded catalog's order, then each new id in
+//!   order of first appearance) and looks the id up in the terms in force: an id a
+//!   version left out is `UNKNOWN_GIFT` (a package: `AMOUNT_OUT_OF_RANGE`);
 //! - ONE global idempotency map `event id -> (event content, original outcome)`, across
 //!   users, event types and shards: an exact retry gets the original outcome with
 //!   `duplicate: true` and changes nothing; the same id with other content gets
@@ -60,11 +67,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use giftstream::economy::{Economy, Region};
+use giftstream::economy::{Economy, EconomyFile, Region};
 use giftstream::engine::{
     AccountSettings, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState, Event, EventId,
-    Gift, GiftId, LogEntry, Outcome, Payout, Recharge, RejectCode, Stamp, Status, StreamGoal,
-    StreamId, UserId,
+    Gift, GiftId, LogEntry, Outcome, PackageId, Payout, Recharge, RejectCode, Stamp, Status,
+    StreamGoal, StreamId, UserId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -138,6 +145,8 @@ impl ModelWallet {
 #[derive(Debug, Clone, Default)]
 struct ModelCreator {
     coins_received: u128,
+    /// Diamonds credited, in billionths of a diamond.
+    credited_nanos: u128,
     diamonds_paid: u128,
     gifts: BTreeMap<u32, u128>,
 }
@@ -158,9 +167,20 @@ type CreatorFields = (u128, u128, u128, Vec<(GiftId, u128)>);
 /// A stream as compared: creator, coins received, `(target, progress)`.
 type StreamFields = (Option<CreatorId>, u128, Option<(u64, u128)>);
 
+/// A gift the simulation's economy versions may add: never in the embedded catalog.
+const NEW_GIFT: &str = "meteor";
+
+/// Economy versions by digest, as the run put them in force.
+type Versions = HashMap<u64, Economy>;
+
 /// The sequential ledger of SPEC §1 (see the module doc).
 struct Model {
+    /// The terms in force (read by string id only: `gifts`, `packages`).
     economy: Economy,
+    /// The model's own registry: catalog string ids by code.
+    gift_codes: Vec<String>,
+    package_codes: Vec<String>,
+    versions: Versions,
     wallets: BTreeMap<UserId, ModelWallet>,
     creators: BTreeMap<CreatorId, ModelCreator>,
     streams: BTreeMap<StreamId, ModelStream>,
@@ -183,9 +203,12 @@ fn reused_answer() -> Outcome {
 }
 
 impl Model {
-    fn new(economy: Economy) -> Model {
+    fn new(economy: Economy, versions: Versions) -> Model {
         Model {
+            gift_codes: economy.gifts.iter().map(|g| g.id.clone()).collect(),
+            package_codes: economy.packages.iter().map(|p| p.id.clone()).collect(),
             economy,
+            versions,
             wallets: BTreeMap::new(),
             creators: BTreeMap::new(),
             streams: BTreeMap::new(),
@@ -221,6 +244,7 @@ impl Model {
             Event::Account(a) => self.account(a),
             Event::StreamGoal(g) => self.goal(g),
             Event::Settlement(_) => panic!("the simulation sends no settlements"),
+            Event::Economy(change) => self.economy_change(change.version, change.digest),
         };
         self.last_seq += 1;
         let outcome = Outcome {
@@ -228,8 +252,64 @@ impl Model {
             status,
             duplicate: false,
         };
-        self.ids.insert(event.id(), (*event, outcome));
+        // An economy change is not an idempotency key (the operator's, by version).
+        if !matches!(event, Event::Economy(_)) {
+            self.ids.insert(event.id(), (*event, outcome));
+        }
         outcome
+    }
+
+    /// Puts a version's terms in force; new string ids get the next codes.
+    fn economy_change(&mut self, version: u32, digest: u64) -> Status {
+        let next = self
+            .versions
+            .get(&digest)
+            .unwrap_or_else(|| {
+                panic!("economy version {version} ({digest:016x}) was not made by the run")
+            })
+            .clone();
+        let file = next.to_file();
+        for g in &file.gifts {
+            if !self.gift_codes.contains(&g.id) {
+                self.gift_codes.push(g.id.clone());
+            }
+        }
+        for p in &file.packages {
+            if !self.package_codes.contains(&p.id) {
+                self.package_codes.push(p.id.clone());
+            }
+        }
+        self.economy = next;
+        Status::Accepted(Effect::Stored)
+    }
+
+    /// The terms in force of the gift with code `code` (`None`: unknown or left out).
+    fn gift_terms(&self, code: GiftId) -> Option<u64> {
+        let id = self.gift_codes.get(code.0 as usize)?;
+        self.economy
+            .to_file()
+            .gifts
+            .into_iter()
+            .find(|g| &g.id == id)
+            .map(|g| g.coins)
+    }
+
+    /// The terms in force of the package with code `code`: coins and prices.
+    fn package_terms(&self, code: PackageId) -> Option<(u64, BTreeMap<String, String>)> {
+        let id = self.package_codes.get(code.0 as usize)?;
+        self.economy
+            .to_file()
+            .packages
+            .into_iter()
+            .find(|p| &p.id == id)
+            .map(|p| (p.coins, p.prices))
+    }
+
+    /// `creator_share` in billionths.
+    fn share_nanos(&self) -> u128 {
+        (self.economy.creator_share * Decimal::from(1_000_000_000u64))
+            .to_u128()
+            .expect("a share has at most 9 decimals")
     }
 
     fn wallet(&self, user: UserId) -> ModelWallet {
@@ -253,16 +333,20 @@ impl Model {
     fn recharge_amount_ok(&self, r: &Recharge) -> bool {
         let e = &self.economy;
         let ok = match r.package {
-            Some(p) => e.packages.get(p.0 as usize).is_some_and(|spec| {
-                spec.coins == r.coins && spec.prices.get(&r.currency) == Some(&r.price)
+            Some(p) => self.package_terms(p).is_some_and(|(coins, prices)| {
+                coins == r.coins
+                    && prices
+                        .get(r.currency.as_str())
+                        .is_some_and(|price| price.parse::<Decimal>().ok() == Some(r.price))
             }),
             None => {
                 r.channel == Channel::Web
                     && (e.custom_min_coins..=e.custom_max_coins).contains(&r.coins)
                     && r.price > Decimal::ZERO
-                    && e.packages
+                    && e.to_file()
+                        .packages
                         .iter()
-                        .any(|p| p.prices.contains_key(&r.currency))
+                        .any(|p| p.prices.contains_key(r.currency.as_str()))
             }
         };
         ok && r.coins > 0
@@ -285,18 +369,14 @@ impl Model {
 
     /// The event checks of a gift: its cost.
     fn gift_cost(&self, g: &Gift) -> Result<u64, RejectCode> {
-        let spec = self
-            .economy
-            .gifts
-            .get(g.gift.0 as usize)
-            .ok_or(RejectCode::UnknownGift)?;
+        let coins = self.gift_terms(g.gift).ok_or(RejectCode::UnknownGift)?;
         if g.count == 0 || g.count > self.economy.max_gift_count {
             return Err(RejectCode::InvalidCount);
         }
         if g.sender.0 == g.creator.0 {
             return Err(RejectCode::SelfGift);
         }
-        spec.coins
+        coins
             .checked_mul(u64::from(g.count))
             .ok_or(RejectCode::Overflow)
     }
@@ -337,8 +417,10 @@ impl Model {
 
     fn credit(&mut self, g: &Gift, cost: u64) {
         let coins = u128::from(cost);
+        let share = self.share_nanos();
         let c = self.creators.entry(g.creator).or_default();
         c.coins_received += coins;
+        c.credited_nanos += coins * share;
         *c.gifts.entry(g.gift.0).or_default() += u128::from(g.count);
         *self
             .creator_gifters
@@ -351,11 +433,9 @@ impl Model {
     }
 
     fn diamonds_credited(&self, creator: CreatorId) -> u128 {
-        let coins = self.creators.get(&creator).map_or(0, |c| c.coins_received);
-        (Decimal::from(coins) * self.economy.creator_share)
-            .floor()
-            .to_u128()
-            .expect("whole diamonds fit u128")
+        self.creators
+            .get(&creator)
+            .map_or(0, |c| c.credited_nanos / 1_000_000_000)
     }
 
     fn diamonds_available(&self, creator: CreatorId) -> u128 {
@@ -521,6 +601,9 @@ enum After {
 
 #[derive(Debug, Clone)]
 struct Batch {
+    /// An economy change the operator makes before the batch (thread 0 only, so that
+    /// changes never race each other; they race every other thread's batches).
+    economy: Option<EconomyFile>,
     events: Vec<Event>,
     stamp: Stamp,
     after: After,
@@ -603,7 +686,7 @@ impl Generator {
     }
 
     fn gift(&mut self) -> Event {
-        const NAMES: [(&str, u32); 9] = [
+        const NAMES: [(&str, u32); 10] = [
             ("rose", 15),
             ("panda", 10),
             ("finger_heart", 5),
@@ -612,6 +695,7 @@ impl Generator {
             ("drama_queen", 20),
             ("planet", 12),
             ("universe", 10),
+            (NEW_GIFT, 6),
             ("no_such_gift", 3),
         ];
         let mut roll = self.rng.random_range(0..100u32);
@@ -632,7 +716,45 @@ impl Generator {
             _ => self.rng.random_range(1..=3),
         };
         let (id, sender, creator) = (self.id(), self.user(), self.creator());
-        gift(id, sender, creator, name, count)
+        let mut event = gift(id, sender, creator, name, count);
+        if let Event::Gift(g) = &mut event
+            && name == NEW_GIFT
+        {
+            // The first id any version adds: the next code after the embedded catalog.
+            g.gift = GiftId(self.economy.gifts.len() as u32);
+        }
+        event
+    }
+
+    /// The embedded economy with some terms changed: the share, a gift left out or
+    /// added, a package's price, the catalog's order (which changes nothing).
+    fn economy_change(&mut self) -> EconomyFile {
+        let mut file = economy().to_file();
+        file.creator_share =
+            ["0.5", "0.7", "0.333333333", "0.25", "1"][self.rng.random_range(0..5usize)].to_owned();
+        if self.rng.random_bool(0.4) {
+            file.gifts.retain(|g| g.id != "panda");
+        }
+        if self.rng.random_bool(0.5) {
+            file.gifts.push(giftstream::economy::GiftFile {
+                id: NEW_GIFT.to_owned(),
+                name: "Meteor".to_owned(),
+                coins: 7,
+            });
+        }
+        if self.rng.random_bool(0.3) {
+            let p = file
+                .packages
+                .iter_mut()
+                .find(|p| p.id == "coins_100")
+                .expect("coins_100");
+            p.prices.insert("USD".to_owned(), "1.49".to_owned());
+        }
+        if self.rng.random_bool(0.3) {
+            file.gifts.reverse();
+            file.packages.reverse();
+        }
+        file
     }
 
     fn payout(&mut self) -> Event {
@@ -746,6 +868,7 @@ impl Generator {
         let n = self.rng.random_range(1..=BATCH_EVENTS_MAX);
         let events = (0..n).map(|_| self.event()).collect();
         Batch {
+            economy: None,
             events,
             stamp: self.stamp(k, total),
             after,
@@ -783,7 +906,11 @@ impl Plan {
                     After::Nothing
                 };
                 let k = (b * threads + t) as u64;
-                plan.push(g.batch(k, total, after));
+                let mut batch = g.batch(k, total, after);
+                if t == 0 && g.rng.random_bool(0.12) {
+                    batch.economy = Some(g.economy_change());
+                }
+                plan.push(batch);
             }
         }
         Plan {
@@ -807,6 +934,8 @@ struct Run {
     /// The whole drained log (drains, the snapshot's, the final one), sorted by seq.
     log: Vec<LogEntry>,
     snapshot: Option<EngineState>,
+    /// Every economy version the run put in force.
+    versions: Versions,
 }
 
 /// Cuts taken while the threads run.
@@ -814,9 +943,21 @@ struct Run {
 struct Cuts {
     log: Mutex<Vec<LogEntry>>,
     snapshot: Mutex<Option<EngineState>>,
+    versions: Mutex<Versions>,
 }
 
 fn apply_planned(engine: &Engine, batch: &Batch, cuts: &Cuts) -> Vec<(Event, Outcome)> {
+    if let Some(file) = &batch.economy
+        && let Some(next) = engine
+            .economy_successor(file.clone())
+            .expect("the simulation's economies are valid")
+    {
+        let digest = next.to_doc().digest();
+        cuts.versions.lock().unwrap().insert(digest, next.clone());
+        engine
+            .change_economy(next, batch.stamp)
+            .expect("one operator: every change follows the one in force");
+    }
     let outcomes = engine.apply_batch(&batch.events, batch.stamp);
     assert_eq!(outcomes.len(), batch.events.len(), "one outcome per event");
     match batch.after {
@@ -895,6 +1036,7 @@ fn run(engine: &Engine, plan: &Plan) -> Result<Run, String> {
         answers,
         log,
         snapshot: cuts.snapshot.into_inner().unwrap(),
+        versions: cuts.versions.into_inner().unwrap(),
     })
 }
 
@@ -920,8 +1062,8 @@ fn check_gap_free(log: &[LogEntry], last_seq: u64) -> Result<(), String> {
 
 /// Runs the model over the log in seq order: every journaled outcome must be the
 /// model's, and no id may be journaled twice.
-fn check_log_with_model(log: &[LogEntry]) -> Result<Model, String> {
-    let mut model = Model::new(economy());
+fn check_log_with_model(log: &[LogEntry], versions: &Versions) -> Result<Model, String> {
+    let mut model = Model::new(economy(), versions.clone());
     for entry in log {
         if let Some((first, outcome)) = model.ids.get(&entry.event.id()) {
             return Err(format!(
@@ -1100,6 +1242,9 @@ fn check_retries(
     let before = engine.state_fingerprint();
     let step = (log.len() / 16).max(1);
     for entry in log.iter().step_by(step) {
+        if let Event::Economy(_) = entry.event {
+            continue;
+        }
         let other = Event::Account(AccountSettings {
             id: entry.event.id(),
             user: UserId(USERS + 1),
@@ -1128,6 +1273,12 @@ fn check_retries(
 /// Restarts from the whole log, and from the snapshot plus the rest of the log.
 fn check_restarts(engine: &Engine, plan: &Plan, run: &Run, model: &Model) -> Result<(), String> {
     let replayed = Engine::new(economy(), plan.config.clone()).map_err(|e| e.to_string())?;
+    let know = |engine: &Engine| {
+        for version in run.versions.values() {
+            engine.know_economy(std::sync::Arc::new(version.clone()));
+        }
+    };
+    know(&replayed);
     replayed
         .replay(&run.log)
         .map_err(|e| format!("replay of the whole log failed: {e}"))?;
@@ -1136,6 +1287,7 @@ fn check_restarts(engine: &Engine, plan: &Plan, run: &Run, model: &Model) -> Res
     let from = state.last_seq() as usize;
     let restored =
         Engine::from_state(economy(), plan.config.clone(), state).map_err(|e| e.to_string())?;
+    know(&restored);
     restored
         .replay(&run.log[from..])
         .map_err(|e| format!("replay after the snapshot at seq {from} failed: {e}"))?;
@@ -1159,6 +1311,8 @@ struct Stats {
     duplicates: usize,
     reused: usize,
     budget_exceeded: usize,
+    economy_changes: usize,
+    unknown_gifts: usize,
 }
 
 impl Stats {
@@ -1177,6 +1331,8 @@ impl Stats {
                 .filter(|(_, o)| o.code() == Some(EVENT_ID_REUSED))
                 .count(),
             budget_exceeded: journaled(&|e| e.outcome.code() == Some(RejectCode::BudgetExceeded)),
+            economy_changes: journaled(&|e| matches!(e.event, Event::Economy(_))),
+            unknown_gifts: journaled(&|e| e.outcome.code() == Some(RejectCode::UnknownGift)),
         }
     }
 
@@ -1187,6 +1343,8 @@ impl Stats {
         self.duplicates += o.duplicates;
         self.reused += o.reused;
         self.budget_exceeded += o.budget_exceeded;
+        self.economy_changes += o.economy_changes;
+        self.unknown_gifts += o.unknown_gifts;
     }
 }
 
@@ -1197,7 +1355,7 @@ fn simulate(seed: u64) -> Result<Stats, String> {
     let run = run(&engine, &plan)?;
     ensure!(run.answers.len() == plan.events(), "answers missing");
     check_gap_free(&run.log, engine.last_seq())?;
-    let model = check_log_with_model(&run.log)?;
+    let model = check_log_with_model(&run.log, &run.versions)?;
     check_answers(&model, &run.answers)?;
     check_state(&engine, &model, plan.now, plan.config.top_k)?;
     check_restarts(&engine, &plan, &run, &model)?;
@@ -1287,7 +1445,7 @@ fn coins_of(engine: &Engine, user: u64) -> u64 {
 fn assert_log_is_the_models(engine: &Engine) -> Vec<LogEntry> {
     let log = engine.drain_log();
     check_gap_free(&log, engine.last_seq()).unwrap();
-    if let Err(e) = check_log_with_model(&log) {
+    if let Err(e) = check_log_with_model(&log, &Versions::new()) {
         panic!("{e}");
     }
     log
@@ -1545,7 +1703,7 @@ fn accepted_payouts_racing_gifts_keep_the_log_replayable() {
         );
     }
     assert_eq!(fresh.state_fingerprint(), engine.state_fingerprint());
-    if let Err(e) = check_log_with_model(&log) {
+    if let Err(e) = check_log_with_model(&log, &Versions::new()) {
         panic!("not linearizable by seq: {e}");
     }
 }
