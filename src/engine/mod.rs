@@ -272,6 +272,12 @@ fn check_successor(current: &Economy, next: &Economy) -> Result<(), EconomyError
             next: next.version,
         });
     }
+    // Version 0 is not recorded: its codes are the file's positions at this start, which
+    // a journal's first version (from any earlier file) need not keep. A ledger's events
+    // all follow its first version, except those journaled by a build before versions.
+    if current.version == 0 {
+        return Ok(());
+    }
     let gifts = current.gifts.iter().map(|g| &g.id).enumerate();
     let packages = current.packages.iter().map(|p| &p.id).enumerate();
     let kept = |code: usize, id: &String, now: Option<&String>| {

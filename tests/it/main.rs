@@ -5,6 +5,7 @@ mod adversarial;
 mod cluster;
 mod crash;
 mod durability;
+mod economy;
 mod engine_concurrency;
 mod engine_props;
 mod engine_rules;
