@@ -12,8 +12,8 @@ use rustc_hash::FxHashMap;
 
 use super::EngineConfig;
 use super::event::{
-    CreatorId, Effect, Event, LogEntry, Outcome, Payout, Settlement, Stamp, Status, StreamGoal,
-    StreamId,
+    CreatorId, Effect, Event, LogEntry, NANOS_PER_DIAMOND, Outcome, Payout, Settlement, Stamp,
+    Status, StreamGoal, StreamId,
 };
 use super::rules;
 use super::topk::TopK;
@@ -84,6 +84,12 @@ impl Credited {
         self.den = den;
     }
 
+    /// The carried fraction in billionths of a diamond (exact: a share has at most 9
+    /// decimals, so the denominator divides 10^9).
+    pub fn fraction_nanos(&self) -> u128 {
+        self.rem.saturating_mul(NANOS_PER_DIAMOND) / self.den
+    }
+
     pub fn fraction(&self) -> Decimal {
         // rem < den <= 10^28 (a Decimal's largest scale): exact.
         match (u64::try_from(self.rem), u64::try_from(self.den)) {
@@ -108,6 +114,9 @@ pub(crate) struct CreatorShard {
     /// snapshots after the shards (snapshot format 2), hence skipped here.
     #[serde(skip)]
     pub settled: Settled,
+    /// The fractions of those reports (encoded after the shards, format 4).
+    #[serde(skip)]
+    pub settled_nanos: SettledNanos,
     /// Diamonds credited per creator. Encoded by snapshots after the id index (format
     /// 3; older formats recompute them from the coins received), hence skipped here.
     #[serde(skip)]
@@ -116,6 +125,10 @@ pub(crate) struct CreatorShard {
 
 /// Per creator, `(source node, diamonds reported)`.
 pub(crate) type Settled = FxHashMap<CreatorId, Vec<(u16, u64)>>;
+
+/// The fractions (in billionths) of each node's last report, beside [`Settled`]'s whole
+/// diamonds (snapshot format 4; absent: every report was whole).
+pub(crate) type SettledNanos = FxHashMap<CreatorId, Vec<(u16, u32)>>;
 
 impl CreatorShard {
     pub(crate) fn new() -> Self {
@@ -126,15 +139,28 @@ impl CreatorShard {
             log: Vec::new(),
             paid_value: BTreeMap::new(),
             settled: Settled::default(),
+            settled_nanos: SettledNanos::default(),
             credited: FxHashMap::default(),
         }
     }
 
-    /// Diamonds other nodes credited `creator` (0 on a single node).
+    /// Whole diamonds other nodes' credits add to `creator`'s here (0 on a single node):
+    /// their whole diamonds, plus the whole ones their fractions make with this node's
+    /// own carried fraction, so that fractions carry across nodes as on one ledger.
     pub(crate) fn settled_in(&self, creator: CreatorId) -> u128 {
-        self.settled.get(&creator).map_or(0, |reports| {
-            reports.iter().map(|&(_, d)| u128::from(d)).sum()
-        })
+        let Some(reports) = self.settled.get(&creator) else {
+            return 0;
+        };
+        let whole: u128 = reports.iter().map(|&(_, d)| u128::from(d)).sum();
+        let theirs: u128 = self
+            .settled_nanos
+            .get(&creator)
+            .map_or(0, |f| f.iter().map(|&(_, n)| u128::from(n)).sum());
+        let own = self
+            .credited
+            .get(&creator)
+            .map_or(0, |c| c.fraction_nanos());
+        whole + (own + theirs) / NANOS_PER_DIAMOND
     }
 
     /// Diamonds credited to `creator` here.
@@ -212,18 +238,33 @@ impl CreatorShard {
         seq: u64,
         stamp: Stamp,
     ) -> Outcome {
+        let before = self.settled_in(s.creator);
         let reports = self.settled.entry(s.creator).or_default();
-        let credited = match reports.iter_mut().find(|(source, _)| *source == s.source) {
-            Some((_, last)) => {
-                let credited = s.diamonds.saturating_sub(*last);
-                *last = (*last).max(s.diamonds);
-                credited
+        let fractions = self.settled_nanos.entry(s.creator).or_default();
+        let last_nanos = fractions
+            .iter()
+            .find(|(source, _)| *source == s.source)
+            .map_or(0, |&(_, n)| n);
+        let last = reports
+            .iter()
+            .find(|(source, _)| *source == s.source)
+            .map(|&(_, d)| (d, last_nanos));
+        // Reports are cumulative: only one above the last from its node counts.
+        if last.is_none_or(|last| (s.diamonds, s.nanos) > last) {
+            match reports.iter_mut().find(|(source, _)| *source == s.source) {
+                Some((_, d)) => *d = s.diamonds,
+                None => reports.push((s.source, s.diamonds)),
             }
-            None => {
-                reports.push((s.source, s.diamonds));
-                s.diamonds
+            fractions.retain(|(source, _)| *source != s.source);
+            if s.nanos != 0 {
+                fractions.push((s.source, s.nanos));
             }
-        };
+        }
+        if fractions.is_empty() {
+            self.settled_nanos.remove(&s.creator);
+        }
+        let credited =
+            u64::try_from(self.settled_in(s.creator).saturating_sub(before)).unwrap_or(u64::MAX);
         let outcome = Outcome {
             seq,
             status: Status::Accepted(Effect::Settled { credited }),

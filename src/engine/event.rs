@@ -222,11 +222,33 @@ pub struct Settlement {
     pub creator: CreatorId,
     /// The reporting node: its index in the cluster map's `nodes`.
     pub source: u16,
-    /// Diamonds the source node has credited the creator, in total.
+    /// Diamonds the source node has credited the creator, in total (whole ones)...
     pub diamonds: u64,
+    /// ...and the fraction of one it carries, in billionths (shares have at most 9
+    /// decimals, so it is exact; 0 in reports of builds before fractions were sent).
+    pub nanos: u32,
 }
 
+/// Billionths of a diamond in one: the unit of a settlement's fraction.
+pub const NANOS_PER_DIAMOND: u128 = 1_000_000_000;
+
 impl Settlement {
+    /// The id of a report of `diamonds` and `nanos` billionths: [`Settlement::id_for`],
+    /// with the fraction mixed in when there is one.
+    pub fn id_for_exact(creator: CreatorId, source: u16, diamonds: u64, nanos: u32) -> EventId {
+        let id = Settlement::id_for(creator, source, diamonds);
+        if nanos == 0 {
+            return id;
+        }
+        let mut z = (id.0 as u64) ^ u64::from(nanos).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // Keep the UUID's version and variant bits (in the high word and byte 8).
+        let low = (z & 0x3FFF_FFFF_FFFF_FFFF) | (id.0 as u64 & 0xC000_0000_0000_0000);
+        EventId(id.0 & !u128::from(u64::MAX) | u128::from(low))
+    }
+
     /// The id of a report: a hash of its content (a UUIDv8), so that the same report
     /// sent again is the same event.
     pub fn id_for(creator: CreatorId, source: u16, diamonds: u64) -> EventId {
@@ -376,10 +398,15 @@ impl Event {
                 .word(u64::from(a.adult))
                 .option(a.monthly_budget_coins),
             Event::StreamGoal(g) => f.word(g.stream.0).word(g.creator.0).word(g.coins_target),
-            Event::Settlement(s) => f
+            Event::Settlement(s) if s.nanos == 0 => f
                 .word(s.creator.0)
                 .word(u64::from(s.source))
                 .word(s.diamonds),
+            Event::Settlement(s) => f
+                .word(s.creator.0)
+                .word(u64::from(s.source))
+                .word(s.diamonds)
+                .word(u64::from(s.nanos)),
             Event::Economy(e) => f.word(u64::from(e.version)).word(e.digest),
         }
         .finish()

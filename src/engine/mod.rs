@@ -62,7 +62,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::economy::{ConfigError, Currency, Economy, EconomyDoc, Region};
 pub use books::Credited;
-use books::{CreatorShard, Settled, StreamShard};
+use books::{CreatorShard, Settled, SettledNanos, StreamShard};
 pub use event::*;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
@@ -1181,6 +1181,7 @@ impl Engine {
             credited: cut.creators.iter().map(|g| &g.credited).collect(),
             top_k: self.config.top_k as u64,
             economy: cut.economy_bytes(),
+            settled_nanos: cut.creators.iter().map(|g| &g.settled_nanos).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -1205,6 +1206,11 @@ impl Engine {
             credited: cut.creators.iter().map(|c| c.credited.clone()).collect(),
             top_k: self.config.top_k as u64,
             economy: cut.economy_bytes(),
+            settled_nanos: cut
+                .creators
+                .iter()
+                .map(|c| c.settled_nanos.clone())
+                .collect(),
         };
         drop(cut);
         log.sort_unstable_by_key(|e| e.seq);
@@ -1226,6 +1232,7 @@ impl Engine {
             || state.settled.len() != n
             || !(state.ids.len() == n || state.ids.is_empty())
             || !(state.credited.len() == n || state.credited.is_empty())
+            || !(state.settled_nanos.len() == n || state.settled_nanos.is_empty())
         {
             return Err(StateError::Shards {
                 found: state.senders.len(),
@@ -1267,10 +1274,12 @@ impl Engine {
             *slot.lock() = senders.next().expect("checked length");
         }
         let mut credited = state.credited.into_iter();
+        let mut settled_nanos = state.settled_nanos.into_iter();
         let mut creators = state.creators.into_iter().zip(state.settled);
         for slot in engine.creators.iter() {
             let (mut book, settled) = creators.next().expect("checked length");
             book.settled = settled;
+            book.settled_nanos = settled_nanos.next().unwrap_or_default();
             // Formats 1 and 2 did not store credited diamonds: as they were computed then.
             book.credited = credited.next().unwrap_or_else(|| {
                 book.creators
@@ -1414,17 +1423,20 @@ impl Engine {
         )
     }
 
-    /// The coins received by every creator `select` picks (a cluster node's creators owned
-    /// by other nodes: what it reports to them as settlements).
-    pub fn creators_coins(&self, select: impl Fn(CreatorId) -> bool) -> Vec<(CreatorId, u128)> {
+    /// The diamonds credited here, exactly, to every creator `select` picks (a cluster
+    /// node's creators owned by other nodes: what it reports to them as settlements).
+    pub fn creators_credited(
+        &self,
+        select: impl Fn(CreatorId) -> bool,
+    ) -> Vec<(CreatorId, Credited)> {
         let mut out = Vec::new();
         for book in self.creators.iter() {
             let book = book.lock();
             out.extend(
-                book.creators
+                book.credited
                     .iter()
                     .filter(|(c, _)| select(**c))
-                    .map(|(&c, t)| (c, t.coins_received)),
+                    .map(|(&c, credited)| (c, *credited)),
             );
         }
         out
@@ -1556,8 +1568,8 @@ impl Engine {
         let mut top_check = Vec::new();
         for c in cut.creators.iter() {
             t.creators += c.creators.len() as u64;
-            for reports in c.settled.values() {
-                t.diamonds_settled_in += reports.iter().map(|&(_, d)| u128::from(d)).sum::<u128>();
+            for &creator in c.settled.keys() {
+                t.diamonds_settled_in += c.settled_in(creator);
             }
             for (creator, totals) in &c.creators {
                 t.coins_received_by_creators += totals.coins_received;
@@ -1720,9 +1732,11 @@ impl Engine {
             settled.sort_unstable_by_key(|(id, _)| **id);
             let mut credited: Vec<_> = c.credited.iter().collect();
             credited.sort_unstable_by_key(|(id, _)| **id);
+            let mut fractions: Vec<_> = c.settled_nanos.iter().collect();
+            fractions.sort_unstable_by_key(|(id, _)| **id);
             let _ = writeln!(
                 out,
-                "creator {i}: {creators:?} {credited:?} {:?} {:?} {settled:?}",
+                "creator {i}: {creators:?} {credited:?} {:?} {:?} {settled:?} {fractions:?}",
                 c.top, c.paid_value
             );
         }
@@ -1784,6 +1798,9 @@ pub struct EngineState {
     /// The economy in force ([`crate::economy::EconomyDoc`] bytes; format 4; empty: not
     /// recorded, the caller's economy is used).
     economy: Vec<u8>,
+    /// Per creator shard, the fractions of the settlement reports
+    /// (`CreatorShard::settled_nanos`; format 4).
+    settled_nanos: Vec<SettledNanos>,
 }
 
 /// A state as snapshot format 3 encoded it (no economy).
@@ -1811,6 +1828,7 @@ impl From<EngineStateV3> for EngineState {
             credited: v3.credited,
             top_k: v3.top_k,
             economy: Vec::new(),
+            settled_nanos: Vec::new(),
         }
     }
 }
@@ -1837,6 +1855,7 @@ impl From<EngineStateV2> for EngineState {
             credited: Vec::new(),
             top_k: 0,
             economy: Vec::new(),
+            settled_nanos: Vec::new(),
         }
     }
 }
@@ -1862,6 +1881,7 @@ impl From<EngineStateV1> for EngineState {
             credited: Vec::new(),
             top_k: 0,
             economy: Vec::new(),
+            settled_nanos: Vec::new(),
         }
     }
 }
@@ -1892,6 +1912,7 @@ impl EngineState {
             credited: self.credited.iter().collect(),
             top_k: self.top_k,
             economy: self.economy.clone(),
+            settled_nanos: self.settled_nanos.iter().collect(),
         }
     }
 }
@@ -1910,6 +1931,7 @@ pub struct StateView<'a> {
     credited: Vec<&'a FxHashMap<CreatorId, Credited>>,
     top_k: u64,
     economy: Vec<u8>,
+    settled_nanos: Vec<&'a SettledNanos>,
 }
 
 impl StateView<'_> {

@@ -1370,7 +1370,8 @@ mod tests {
     };
 
     #[test]
-    fn journal_batches_of_formats_1_and_2_still_read_and_format_3_keeps_totals_and_settlements() {
+    fn journal_batches_of_formats_1_to_3_still_read_and_format_4_keeps_totals_settlements_and_economy_changes()
+     {
         let gift = LogEntry {
             seq: 7,
             stamp: Stamp(1_796_083_200_000),
@@ -1400,6 +1401,7 @@ mod tests {
                 creator: CreatorId(4),
                 source: 1,
                 diamonds: 250,
+                nanos: 0,
             }),
             outcome: Outcome {
                 seq: 8,
@@ -1438,13 +1440,39 @@ mod tests {
             }]
         );
 
-        let mut v4 = v3.clone();
-        v4[0] = 4;
-        let err = JournalBatch::decode(&v4)
+        // Format 3 is format 4 without economy changes: same bytes but the version.
+        let mut v3_only = v3.clone();
+        v3_only[0] = 3;
+        let back = JournalBatch::decode(&v3_only)
+            .unwrap()
+            .into_entries()
+            .unwrap();
+        assert_eq!(back, vec![gift, settlement]);
+        let change = LogEntry {
+            seq: 9,
+            stamp: Stamp(1_796_083_200_002),
+            event: Event::Economy(crate::engine::EconomyChange {
+                version: 2,
+                digest: 0xFEED,
+            }),
+            outcome: Outcome {
+                seq: 9,
+                status: Status::Accepted(Effect::Stored),
+                duplicate: false,
+            },
+            totals: None,
+        };
+        let v4 = protocol::encode(&JournalBatch::from_entries(&[change]));
+        let back = JournalBatch::decode(&v4).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![change]);
+
+        let mut v5 = v3.clone();
+        v5[0] = 5;
+        let err = JournalBatch::decode(&v5)
             .unwrap()
             .into_entries()
             .unwrap_err();
-        assert!(err.to_string().contains("version 4"), "{err}");
+        assert!(err.to_string().contains("version 5"), "{err}");
     }
 
     #[test]

@@ -181,6 +181,14 @@ pub enum WireEvent {
     /// Journal only: an economy version comes into force (a client frame holding one is
     /// refused with `INVALID_EVENT`).
     Economy { version: u32, digest: u64 },
+    /// Journal only: a settlement report with a fraction (`Settlement` is one without).
+    SettlementExact {
+        id: u128,
+        creator: u64,
+        source: u16,
+        diamonds: u64,
+        nanos: u32,
+    },
 }
 
 impl WireEvent {
@@ -188,7 +196,9 @@ impl WireEvent {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            WireEvent::Settlement { .. } | WireEvent::Economy { .. }
+            WireEvent::Settlement { .. }
+                | WireEvent::Economy { .. }
+                | WireEvent::SettlementExact { .. }
         )
     }
 }
@@ -287,7 +297,26 @@ impl TryFrom<WireEvent> for Event {
                 creator: CreatorId(creator),
                 source,
                 diamonds,
+                nanos: 0,
             }),
+            WireEvent::SettlementExact {
+                id,
+                creator,
+                source,
+                diamonds,
+                nanos,
+            } => {
+                if u128::from(nanos) >= crate::engine::NANOS_PER_DIAMOND {
+                    return Err("a settlement's nanos must be below 10^9");
+                }
+                Event::Settlement(Settlement {
+                    id: EventId(id),
+                    creator: CreatorId(creator),
+                    source,
+                    diamonds,
+                    nanos,
+                })
+            }
             WireEvent::Economy { version, digest } => {
                 Event::Economy(EconomyChange { version, digest })
             }
@@ -336,6 +365,13 @@ impl From<&Event> for WireEvent {
                 stream: g.stream.0,
                 creator: g.creator.0,
                 coins_target: g.coins_target,
+            },
+            Event::Settlement(s) if s.nanos != 0 => WireEvent::SettlementExact {
+                id: s.id.0,
+                creator: s.creator.0,
+                source: s.source,
+                diamonds: s.diamonds,
+                nanos: s.nanos,
             },
             Event::Settlement(s) => WireEvent::Settlement {
                 id: s.id.0,

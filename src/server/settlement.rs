@@ -38,7 +38,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::watch;
 
 use crate::cluster::PartitionMap;
-use crate::engine::{CreatorId, Effect, Engine, Event, LogEntry, Settlement, Status};
+use crate::economy::Economy;
+use crate::engine::{CreatorId, Credited, Effect, Engine, Event, LogEntry, Settlement, Status};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::RedisConn;
 use crate::protocol;
@@ -55,20 +56,32 @@ pub const INBOX_ENTRIES_MAX: u64 = 10_000;
 /// Inbox entries the applier reads at a time.
 const ENTRIES_PER_READ: usize = 16;
 /// Version of [`InboxEntry`].
-const INBOX_VERSION: u8 = 1;
+const INBOX_VERSION: u8 = 2;
 
 /// A creator's owner's inbox.
 pub fn inbox_key(owner: &str) -> String {
     format!("giftstream:{{ledger-{owner}}}:settlements")
 }
 
-/// One inbox entry: a node's reports to the owner, `(creator, diamonds in total)`.
+/// One inbox entry: a node's reports to the owner, `(creator, whole diamonds, billionths)`
+/// credited in total (version 2; version 1 entries had no fraction).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct InboxEntry {
     pub version: u8,
     /// The reporting node's name.
     pub from: String,
-    pub reports: Vec<(u64, u64)>,
+    pub reports: Vec<Report>,
+}
+
+/// `(creator, whole diamonds, billionths of one)` credited in total.
+pub type Report = (u64, u64, u32);
+
+/// An inbox entry of version 1: whole diamonds only.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+struct InboxEntryV1 {
+    version: u8,
+    from: String,
+    reports: Vec<(u64, u64)>,
 }
 
 /// What a node has credited the creators other nodes own, and which changed since they
@@ -76,99 +89,121 @@ pub struct InboxEntry {
 pub struct Reporter {
     map: PartitionMap,
     local: usize,
-    /// Coins per gift, by catalog position.
-    gift_coins: Vec<u64>,
-    economy: Arc<crate::economy::Economy>,
+    /// The engine: the economy versions committed runs put in force.
+    engine: Arc<Engine>,
     state: Mutex<Pending>,
 }
 
 #[derive(Default)]
 struct Pending {
-    /// Per creator owned elsewhere: the coins this node's senders gave it (committed),
-    /// and the diamond total last written to its owner's inbox ([`UNSENT`]: none since
-    /// this start, or the write failed).
-    coins: FxHashMap<CreatorId, (u128, u64)>,
-    /// Creators whose coins changed since their last report.
+    /// The economy in force at the last committed run taken in.
+    economy: Option<Arc<Economy>>,
+    /// Per creator owned elsewhere: the diamonds this node's senders credited it
+    /// (committed, exactly), and the total last written to its owner's inbox ([`UNSENT`]:
+    /// none since this start, or the write failed).
+    credited: FxHashMap<CreatorId, (Credited, (u64, u32))>,
+    /// Creators whose credit changed since their last report.
     dirty: FxHashSet<CreatorId>,
 }
 
 /// No report written yet for this creator since the start.
-const UNSENT: u64 = u64::MAX;
+const UNSENT: (u64, u32) = (u64::MAX, u32::MAX);
+
+/// A credit as a report's `(whole diamonds, billionths)`; held one below [`UNSENT`].
+fn exact(credited: &Credited) -> (u64, u32) {
+    let whole = u64::try_from(credited.diamonds)
+        .unwrap_or(u64::MAX)
+        .min(u64::MAX - 1);
+    // Below 10^9: fits a u32.
+    (whole, credited.fraction_nanos() as u32)
+}
 
 impl Reporter {
     /// A cluster node's reporter, from the engine's recovered (committed) state: every
     /// creator owned elsewhere is reported once. `None` on a single node.
-    pub fn new(engine: &Engine, map: Option<&PartitionMap>) -> Option<Arc<Reporter>> {
+    pub fn new(engine: &Arc<Engine>, map: Option<&PartitionMap>) -> Option<Arc<Reporter>> {
         let map = map?;
         let local = map.local_index()?;
-        let coins: FxHashMap<CreatorId, (u128, u64)> = engine
-            .creators_coins(|c| map.owner_of(c.0) != local)
+        let credited: FxHashMap<CreatorId, (Credited, (u64, u32))> = engine
+            .creators_credited(|c| map.owner_of(c.0) != local)
             .into_iter()
-            .map(|(c, coins)| (c, (coins, UNSENT)))
+            .map(|(c, credited)| (c, (credited, UNSENT)))
             .collect();
-        let dirty = coins.keys().copied().collect();
-        let economy = engine.economy();
+        let dirty = credited.keys().copied().collect();
         Some(Arc::new(Reporter {
             map: map.clone(),
             local,
-            gift_coins: economy.gifts.iter().map(|g| g.coins).collect(),
-            economy,
-            state: Mutex::new(Pending { coins, dirty }),
+            engine: engine.clone(),
+            state: Mutex::new(Pending {
+                economy: Some(engine.economy()),
+                credited,
+                dirty,
+            }),
         }))
     }
 
-    /// Takes in a committed run (called by the committer, in commit order).
+    /// Takes in a committed run (called by the committer, in commit order): each gift
+    /// credits at the economy in force when it was applied.
     pub fn committed(&self, entries: &[LogEntry]) {
-        let mut state = None;
+        let mut state = self.state.lock();
+        let state = &mut *state;
         for e in entries {
-            let Event::Gift(g) = e.event else { continue };
-            if !e.outcome.is_accepted() || self.map.owner_of(g.creator.0) == self.local {
-                continue;
+            match e.event {
+                Event::Economy(change) => match self.engine.economy_by_digest(change.digest) {
+                    Some(economy) => state.economy = Some(economy),
+                    None => tracing::error!(seq = e.seq, "settlements: unknown economy version"),
+                },
+                Event::Gift(g)
+                    if e.outcome.is_accepted() && self.map.owner_of(g.creator.0) != self.local =>
+                {
+                    let economy = state.economy.get_or_insert_with(|| self.engine.economy());
+                    let cost = economy
+                        .gifts
+                        .get(g.gift.0 as usize)
+                        .map_or(0, |spec| u128::from(spec.coins) * u128::from(g.count));
+                    let entry = state
+                        .credited
+                        .entry(g.creator)
+                        .or_insert((Credited::default(), UNSENT));
+                    entry.0.credit(economy, cost);
+                    state.dirty.insert(g.creator);
+                }
+                _ => {}
             }
-            let cost = self
-                .gift_coins
-                .get(g.gift.0 as usize)
-                .map_or(0, |&c| u128::from(c) * u128::from(g.count));
-            let state = state.get_or_insert_with(|| self.state.lock());
-            state.coins.entry(g.creator).or_insert((0, UNSENT)).0 += cost;
-            state.dirty.insert(g.creator);
         }
     }
 
-    /// Up to `max` changed creators with the diamonds credited them here, by owner,
-    /// marked as sent; a creator whose whole diamonds did not change since its last
-    /// report (its coins grew by less than a diamond) is not reported again.
-    fn take(&self, max: usize) -> BTreeMap<usize, Vec<(u64, u64)>> {
+    /// Up to `max` changed creators with what was credited them here, by owner, marked as
+    /// sent; a creator whose credit did not change since its last report is not
+    /// reported again.
+    fn take(&self, max: usize) -> BTreeMap<usize, Vec<Report>> {
         let mut state = self.state.lock();
         let picked: Vec<CreatorId> = state.dirty.iter().take(max).copied().collect();
-        let mut by_owner: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
+        let mut by_owner: BTreeMap<usize, Vec<Report>> = BTreeMap::new();
         for c in picked {
             state.dirty.remove(&c);
-            let Some((coins, sent)) = state.coins.get_mut(&c) else {
+            let Some((credited, sent)) = state.credited.get_mut(&c) else {
                 continue;
             };
-            // Held one below UNSENT, so a report is never mistaken for "not sent".
-            let diamonds = u64::try_from(self.economy.diamonds_for(*coins))
-                .unwrap_or(u64::MAX)
-                .min(UNSENT - 1);
-            if diamonds == *sent {
+            let now = exact(credited);
+            if now == *sent {
                 continue;
             }
-            *sent = diamonds;
+            *sent = now;
             by_owner
                 .entry(self.map.owner_of(c.0))
                 .or_default()
-                .push((c.0, diamonds));
+                .push((c.0, now.0, now.1));
         }
         by_owner
     }
 
     /// Marks reports that could not be sent as changed and unsent again.
-    fn put_back(&self, reports: &[(u64, u64)]) {
+    fn put_back(&self, reports: &[Report]) {
         let mut state = self.state.lock();
-        for &(c, _) in reports {
+        for &(c, ..) in reports {
             let c = CreatorId(c);
-            if let Some((_, sent)) = state.coins.get_mut(&c) {
+            if let Some((_, sent)) = state.credited.get_mut(&c) {
                 *sent = UNSENT;
             }
             state.dirty.insert(c);
@@ -199,7 +234,7 @@ async fn send(
     conn: &mut RedisConn,
     owner: &str,
     local: &str,
-    reports: &[(u64, u64)],
+    reports: &[Report],
 ) -> Result<(), (usize, JournalError)> {
     let key = inbox_key(owner);
     let redis_error =
@@ -336,7 +371,17 @@ fn decode_entry(map: &PartitionMap, fields: &[(String, Vec<u8>)]) -> Result<Vec<
         .find(|(f, _)| f == "r")
         .map(|(_, v)| v)
         .ok_or("no field r")?;
-    let entry: InboxEntry = protocol::decode(bytes).map_err(|e| e.to_string())?;
+    let entry: InboxEntry = match bytes.first() {
+        Some(1) => {
+            let v1: InboxEntryV1 = protocol::decode(bytes).map_err(|e| e.to_string())?;
+            InboxEntry {
+                version: INBOX_VERSION,
+                from: v1.from,
+                reports: v1.reports.into_iter().map(|(c, d)| (c, d, 0)).collect(),
+            }
+        }
+        _ => protocol::decode(bytes).map_err(|e| e.to_string())?,
+    };
     if entry.version != INBOX_VERSION {
         return Err(format!("inbox entry version {}", entry.version));
     }
@@ -345,7 +390,10 @@ fn decode_entry(map: &PartitionMap, fields: &[(String, Vec<u8>)]) -> Result<Vec<
         .filter(|&i| Some(i) != map.local_index())
         .ok_or_else(|| format!("reports from {:?}, not another node of the map", entry.from))?;
     let mut events = Vec::with_capacity(entry.reports.len());
-    for (creator, diamonds) in entry.reports {
+    for (creator, diamonds, nanos) in entry.reports {
+        if u128::from(nanos) >= crate::engine::NANOS_PER_DIAMOND {
+            return Err(format!("a report's fraction {nanos} is not below 10^9"));
+        }
         if !map.owns(creator) {
             metrics::counter!(telemetry::SETTLEMENT_REPORTS_TOTAL, "result" => "refused")
                 .increment(1);
@@ -355,10 +403,11 @@ fn decode_entry(map: &PartitionMap, fields: &[(String, Vec<u8>)]) -> Result<Vec<
         let creator = CreatorId(creator);
         let source = source as u16;
         events.push(Event::Settlement(Settlement {
-            id: Settlement::id_for(creator, source, diamonds),
+            id: Settlement::id_for_exact(creator, source, diamonds, nanos),
             creator,
             source,
             diamonds,
+            nanos,
         }));
     }
     Ok(events)
@@ -422,10 +471,10 @@ mod tests {
     }
 
     #[test]
-    fn the_reporter_reports_committed_diamond_totals_to_owners_once_per_change() {
+    fn the_reporter_reports_committed_exact_credits_to_owners_once_per_change() {
         let map = map();
         let economy = Economy::embedded();
-        let engine = Engine::new(economy.clone(), EngineConfig::default()).unwrap();
+        let engine = Arc::new(Engine::new(economy.clone(), EngineConfig::default()).unwrap());
         let theirs = (1..).find(|&c| map.owner_of(c) == 1).unwrap();
         let ours = (1..).find(|&c| map.owner_of(c) == 0).unwrap();
         let rose = GiftId(economy.gift_index("rose").unwrap());
@@ -448,19 +497,26 @@ mod tests {
         );
         engine.drain_log();
         let reporter = Reporter::new(&engine, Some(&map)).unwrap();
-        assert_eq!(reporter.take(100), BTreeMap::from([(1, vec![(theirs, 5)])]));
+        assert_eq!(
+            reporter.take(100),
+            BTreeMap::from([(1, vec![(theirs, 5, 0)])])
+        );
         assert!(reporter.take(100).is_empty(), "nothing changed");
 
-        // A rose (half a diamond) changes no whole diamond: no report; the next does.
+        // A rose is half a diamond: reported with its fraction (SPEC: fractions carry).
         let run = |events: &[Event]| {
             engine.apply_batch(events, Stamp(2));
             reporter.committed(&engine.drain_log());
         };
         run(&[gift(4, theirs, 1), gift(5, ours, 100)]);
-        assert!(reporter.take(100).is_empty(), "11 roses: still 5 diamonds");
+        assert_eq!(
+            reporter.take(100),
+            BTreeMap::from([(1, vec![(theirs, 5, 500_000_000)])]),
+            "11 roses: 5.5 diamonds"
+        );
         run(&[gift(6, theirs, 1)]);
         let reports = reporter.take(100);
-        assert_eq!(reports, BTreeMap::from([(1, vec![(theirs, 6)])]));
+        assert_eq!(reports, BTreeMap::from([(1, vec![(theirs, 6, 0)])]));
         // A report that could not be written is sent again, even unchanged.
         reporter.put_back(&reports[&1]);
         assert_eq!(reporter.take(100), reports);

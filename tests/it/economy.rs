@@ -172,7 +172,10 @@ async fn economy_versions_are_ledger_data_across_put_kill_9_and_an_edited_file()
         (body["version"].as_u64(), body["changed"].as_bool()),
         (Some(2), Some(true))
     );
-    assert_eq!(body["seq"], 5, "version 1 at seq 1, three events, then the change");
+    assert_eq!(
+        body["seq"], 5,
+        "version 1 at seq 1, three events, then the change"
+    );
     assert_eq!(code_of(&body["economy"], "panda"), (panda, true));
     // The same terms again: nothing new.
     let (status, again) = put(ADMIN, serde_json::to_value(&v2_file).unwrap()).await;

@@ -106,6 +106,7 @@ fn events(steps: &[Step]) -> Vec<Event> {
                 creator: CreatorId(creator),
                 source,
                 diamonds,
+                nanos: 0,
             }),
             Step::Repeat(k) if !out.is_empty() => out[k % out.len()],
             Step::Repeat(_) => recharge(id, 1, "coins_70"),

@@ -492,12 +492,67 @@ fn payout_rules() {
 }
 
 fn settlement(creator: u64, source: u16, diamonds: u64) -> Event {
+    exact_settlement(creator, source, diamonds, 0)
+}
+
+fn exact_settlement(creator: u64, source: u16, diamonds: u64, nanos: u32) -> Event {
     Event::Settlement(giftstream::engine::Settlement {
-        id: giftstream::engine::Settlement::id_for(CreatorId(creator), source, diamonds),
+        id: giftstream::engine::Settlement::id_for_exact(
+            CreatorId(creator),
+            source,
+            diamonds,
+            nanos,
+        ),
         creator: CreatorId(creator),
         source,
         diamonds,
+        nanos,
     })
+}
+
+#[test]
+fn fractions_credited_on_different_nodes_carry_as_on_one_ledger() {
+    // SPEC: fractions carry, never lost. One rose (1 coin at share 0.5) here and one on
+    // node 1: one ledger would credit 1 diamond; so does the owner with node 1's report
+    // of 0.5 (0 whole, 500_000_000 billionths).
+    let engine = engine();
+    engine.apply_batch(&[recharge(1, 1, "coins_70"), gift(2, 1, 2, "rose", 1)], NOV);
+    assert_eq!(engine.creator(CreatorId(2)).diamonds_available, 0);
+    let half = exact_settlement(2, 1, 0, 500_000_000);
+    let o = engine.apply_batch(&[half], NOV)[0];
+    assert_eq!(
+        o.status,
+        Status::Accepted(Effect::Settled { credited: 1 }),
+        "{o:?}"
+    );
+    let c = engine.creator(CreatorId(2));
+    assert_eq!((c.diamonds_settled_in, c.diamonds_available), (1, 1));
+    // The same report again adds nothing; a whole-diamond report of the same node that
+    // is not above it neither.
+    assert!(engine.apply_batch(&[half], NOV)[0].duplicate);
+    let older = engine.apply_batch(&[settlement(2, 1, 0)], NOV)[0];
+    assert_eq!(
+        older.status,
+        Status::Accepted(Effect::Settled { credited: 0 })
+    );
+    // Another rose here: 1.0 here + 0.5 there = 1 whole diamond still.
+    engine.apply_batch(&[gift(3, 1, 2, "rose", 1)], NOV);
+    assert_eq!(engine.creator(CreatorId(2)).diamonds_available, 1);
+    // And a third: 1.5 + 0.5 = 2.
+    engine.apply_batch(&[gift(4, 1, 2, "rose", 1)], NOV);
+    assert_eq!(engine.creator(CreatorId(2)).diamonds_available, 2);
+    let paid = engine.apply_batch(&[payout(5, 2, 2, "USD")], NOV)[0];
+    // 2 diamonds are below the payout minimum: the rule, not the carry, refuses it.
+    assert_eq!(paid.code(), Some(RejectCode::BelowPayoutMinimum));
+    assert!(engine.audit().is_clean());
+    // A snapshot keeps the fractions; a replay reproduces every outcome.
+    let (state, log) = engine.snapshot();
+    let restored = Engine::from_state(economy(), engine.config().clone(), state).unwrap();
+    assert_eq!(restored.state_fingerprint(), engine.state_fingerprint());
+    assert_eq!(restored.creator(CreatorId(2)).diamonds_available, 2);
+    let replayed = Engine::new(economy(), engine.config().clone()).unwrap();
+    replayed.replay(&log).unwrap();
+    assert_eq!(replayed.state_fingerprint(), engine.state_fingerprint());
 }
 
 #[test]
