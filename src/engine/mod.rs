@@ -551,6 +551,24 @@ impl Engine {
         Ok((current.version == 0 || !current.same_terms(&next)).then_some(next))
     }
 
+    /// The version a start records for `file` (economy.toml): `None` when the ledger's
+    /// economy came from this very file already, or applies its terms. An economy put
+    /// in force by `PUT /v1/economy` since stays until the file is edited.
+    pub fn economy_for_start(
+        &self,
+        file: crate::economy::EconomyFile,
+    ) -> Result<Option<Economy>, ConfigError> {
+        let digest = file.digest();
+        let current = self.economy();
+        if current.version > 0 && current.file_digest == digest {
+            return Ok(None);
+        }
+        Ok(self.economy_successor(file)?.map(|mut next| {
+            next.file_digest = digest;
+            next
+        }))
+    }
+
     /// Makes a recorded economy version known, for replaying its change event.
     pub fn know_economy(&self, economy: Arc<Economy>) {
         let digest = economy.to_doc().digest();

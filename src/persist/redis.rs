@@ -831,26 +831,28 @@ impl RedisJournal {
     /// Replays every journaled run after the engine's last sequence number into
     /// `engine`, in order. Returns the number of events replayed.
     pub async fn recover_into(&self, engine: &Engine) -> Result<u64, RecoveryError> {
-        self.replay_into(engine, None).await
+        Ok(self.replay_into(engine, None).await?.0)
     }
 
     /// Like [`RedisJournal::recover_into`], and also counts event ids that appear more
-    /// than once in the journal (an event applied twice; must be 0). Keeps every id in
-    /// memory: 16 bytes per journaled event.
+    /// than once in the journal (an event applied twice; must be 0; economy changes are
+    /// not idempotency keys and not counted). Keeps every id in memory: 16 bytes per
+    /// journaled event.
     pub async fn audit_into(&self, engine: &Engine) -> Result<(u64, u64), RecoveryError> {
         let mut ids = std::collections::HashSet::new();
-        let replayed = self.replay_into(engine, Some(&mut ids)).await?;
-        Ok((replayed, replayed - ids.len() as u64))
+        let (replayed, keyed) = self.replay_into(engine, Some(&mut ids)).await?;
+        Ok((replayed, keyed - ids.len() as u64))
     }
 
     async fn replay_into(
         &self,
         engine: &Engine,
         mut ids: Option<&mut std::collections::HashSet<u128>>,
-    ) -> Result<u64, RecoveryError> {
+    ) -> Result<(u64, u64), RecoveryError> {
         let mut conn = self.conn.clone();
         let mut start = format!("({}-0", engine.last_seq());
         let mut replayed = 0u64;
+        let mut keyed = 0u64;
         loop {
             let page: Vec<StreamEntry> = redis::cmd("XRANGE")
                 .arg(&self.key)
@@ -868,19 +870,20 @@ impl RedisJournal {
             for entry in &page {
                 let entries = decode_entry(entry)?;
                 if let Some(ids) = ids.as_deref_mut() {
-                    ids.extend(
-                        entries
-                            .iter()
-                            .filter(|e| !matches!(e.event, Event::Economy(_)))
-                            .map(|e| e.event.id().0),
-                    );
+                    for e in entries
+                        .iter()
+                        .filter(|e| !matches!(e.event, Event::Economy(_)))
+                    {
+                        ids.insert(e.event.id().0);
+                        keyed += 1;
+                    }
                 }
                 self.know_economies(engine, &entries).await?;
                 engine.replay(&entries)?;
                 replayed += entries.len() as u64;
             }
         }
-        Ok(replayed)
+        Ok((replayed, keyed))
     }
 }
 
@@ -1322,7 +1325,7 @@ pub async fn recover(
     }
     // economy.toml edited since the ledger's economy was recorded (or never recorded):
     // a new version, journaled with the first commit, for the events after it.
-    if let Some(next) = engine.economy_successor(wanted)? {
+    if let Some(next) = engine.economy_for_start(wanted)? {
         journal.store_economy(&next).await?;
         let version = next.version;
         let outcome = engine.change_economy(next, Stamp::now())?;

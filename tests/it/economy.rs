@@ -216,8 +216,22 @@ async fn economy_versions_are_ledger_data_across_put_kill_9_and_an_edited_file()
         "a removed gift's history stays readable: {creator}"
     );
 
-    // kill -9, then a start with an edited file: share 0.6, panda back, catalog reversed.
+    // kill -9, then a start with the file unchanged: the PUT's version stays in force.
     server.kill9();
+    let server = ledger.serve();
+    let after_kill = economy_of(&server).await;
+    assert_eq!(
+        after_kill["version"], 2,
+        "a restart does not undo a PUT: {after_kill}"
+    );
+    assert_eq!(after_kill["creator_share"], "0.8");
+    assert_eq!(
+        server.read(&http(), "/v1/creators/7").await["diamonds_total"],
+        8
+    );
+    server.stop();
+
+    // A start with an edited file: share 0.6, panda back, catalog reversed.
     let mut v3_file = file_with("0.6", |_| true);
     v3_file.gifts.reverse();
     write_toml(&ledger.economy_path(), &v3_file);

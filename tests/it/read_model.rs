@@ -474,12 +474,13 @@ async fn the_read_model_can_live_in_its_own_redis() {
     assert_eq!(
         keys,
         [
+            "giftstream:{ledger}:economies".to_owned(),
             "giftstream:{ledger}:head".to_owned(),
             "giftstream:{ledger}:journal".to_owned(),
             "giftstream:{ledger}:owner".to_owned(),
             "giftstream:{ledger}:shards".to_owned()
         ],
-        "the journal, its head, the ledger lease and its shard count"
+        "the journal, its head, the ledger lease, its shard count and economy versions"
     );
     drop(client);
     s.stop().await.unwrap();
