@@ -24,7 +24,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
                 config.snapshot.events = 0;
                 let file = economy.to_file();
                 let engine = giftstream::server::build_engine(&config, economy)?;
-                if let Some(next) = engine.economy_for_start(file)? {
+                if let Some(next) = engine.economy_for_start(file, None)? {
                     engine.change_economy(next, giftstream::engine::Stamp::now())?;
                 }
                 (engine, std::sync::Arc::new(giftstream::persist::journal::MemoryJournal::default()))

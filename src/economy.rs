@@ -245,9 +245,6 @@ pub struct PackageSpec {
 #[serde(deny_unknown_fields)]
 pub struct EconomyDoc {
     pub version: u32,
-    /// [`Economy::file_digest`].
-    #[serde(default)]
-    pub file_digest: u64,
     /// Gift string ids by code (retired ones included).
     pub gift_codes: Vec<String>,
     /// Package string ids by code (retired ones included).
@@ -301,10 +298,6 @@ pub struct Economy {
     /// 0 for an economy not (yet) recorded in a ledger (a fresh engine, a demo, a
     /// ledger from a build before versions); a recorded version counts from 1.
     pub version: u32,
-    /// The digest of the `economy.toml` a start last recorded ([`EconomyFile::digest`];
-    /// 0: none). Kept by `PUT /v1/economy` versions, so that a restart records the file
-    /// only when it was edited since, and does not undo a `PUT`.
-    pub file_digest: u64,
     pub creator_share: Decimal,
     /// `creator_share = share_numerator / share_denominator`, exactly.
     share_numerator: u128,
@@ -529,7 +522,6 @@ impl Economy {
 
         Ok(Economy {
             version: 0,
-            file_digest: 0,
             creator_share,
             share_numerator,
             share_denominator,
@@ -586,7 +578,6 @@ impl Economy {
     pub fn successor(&self, file: EconomyFile) -> Result<Economy, ConfigError> {
         let fresh = Economy::from_file(file)?;
         let mut next = fresh.clone();
-        next.file_digest = self.file_digest;
         next.version = self
             .version
             .checked_add(1)
@@ -609,12 +600,10 @@ impl Economy {
         Ok(next)
     }
 
-    /// True when `other` applies the same terms with the same codes (versions and the
-    /// file they came from aside).
+    /// True when `other` applies the same terms with the same codes (versions aside).
     pub fn same_terms(&self, other: &Economy) -> bool {
         Economy {
             version: other.version,
-            file_digest: other.file_digest,
             ..self.clone()
         } == *other
     }
@@ -637,7 +626,6 @@ impl Economy {
         };
         EconomyDoc {
             version: self.version,
-            file_digest: self.file_digest,
             gift_codes: self.gifts.iter().map(|g| g.id.clone()).collect(),
             package_codes: self.packages.iter().map(|p| p.id.clone()).collect(),
             retired_gifts: self
@@ -660,7 +648,6 @@ impl Economy {
     pub fn from_doc(doc: EconomyDoc) -> Result<Economy, ConfigError> {
         let mut economy = Economy::from_file(doc.file)?;
         economy.version = doc.version;
-        economy.file_digest = doc.file_digest;
         let mut retired_gifts = Vec::with_capacity(doc.retired_gifts.len());
         for g in doc.retired_gifts {
             retired_gifts.push(GiftSpec {

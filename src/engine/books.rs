@@ -144,6 +144,22 @@ impl CreatorShard {
         }
     }
 
+    /// The whole diamonds of the other nodes' reports for `creator`, their fractions
+    /// summed: what a settlement's outcome counts (`Settled { credited }`: the increase).
+    /// It does not depend on this node's own credits, so a settlement's outcome is the
+    /// same whatever gift chunks are in flight (a settlement does not take the gate).
+    fn reported(&self, creator: CreatorId) -> u128 {
+        let whole: u128 = self
+            .settled
+            .get(&creator)
+            .map_or(0, |r| r.iter().map(|&(_, d)| u128::from(d)).sum());
+        let nanos: u128 = self
+            .settled_nanos
+            .get(&creator)
+            .map_or(0, |f| f.iter().map(|&(_, n)| u128::from(n)).sum());
+        whole + nanos / NANOS_PER_DIAMOND
+    }
+
     /// Whole diamonds other nodes' credits add to `creator`'s here (0 on a single node):
     /// their whole diamonds, plus the whole ones their fractions make with this node's
     /// own carried fraction, so that fractions carry across nodes as on one ledger.
@@ -238,7 +254,7 @@ impl CreatorShard {
         seq: u64,
         stamp: Stamp,
     ) -> Outcome {
-        let before = self.settled_in(s.creator);
+        let before = self.reported(s.creator);
         let reports = self.settled.entry(s.creator).or_default();
         let fractions = self.settled_nanos.entry(s.creator).or_default();
         let last_nanos = fractions
@@ -264,7 +280,7 @@ impl CreatorShard {
             self.settled_nanos.remove(&s.creator);
         }
         let credited =
-            u64::try_from(self.settled_in(s.creator).saturating_sub(before)).unwrap_or(u64::MAX);
+            u64::try_from(self.reported(s.creator).saturating_sub(before)).unwrap_or(u64::MAX);
         let outcome = Outcome {
             seq,
             status: Status::Accepted(Effect::Settled { credited }),

@@ -551,22 +551,34 @@ impl Engine {
         Ok((current.version == 0 || !current.same_terms(&next)).then_some(next))
     }
 
-    /// The version a start records for `file` (economy.toml): `None` when the ledger's
-    /// economy came from this very file already, or applies its terms. An economy put
-    /// in force by `PUT /v1/economy` since stays until the file is edited.
+    /// The version a start records for `file` (economy.toml), given the digest of the
+    /// file the last start saw (`last_file`, [`crate::economy::EconomyFile::digest`]):
+    /// `None` when the file was not edited since (an economy put in force by
+    /// `PUT /v1/economy` meanwhile stays), or when its terms are in force already.
     pub fn economy_for_start(
         &self,
         file: crate::economy::EconomyFile,
+        last_file: Option<u64>,
     ) -> Result<Option<Economy>, ConfigError> {
-        let digest = file.digest();
-        let current = self.economy();
-        if current.version > 0 && current.file_digest == digest {
+        if self.economy().version > 0 && last_file == Some(file.digest()) {
             return Ok(None);
         }
-        Ok(self.economy_successor(file)?.map(|mut next| {
-            next.file_digest = digest;
-            next
-        }))
+        self.economy_successor(file)
+    }
+
+    /// Puts `base`'s terms in force as the unrecorded version 0 (`false`, and nothing
+    /// changes, once a version is recorded): a ledger whose first recorded version is
+    /// `base` replays the events journaled before it — by a build before versions — under
+    /// the terms they were applied with, whatever the file at this start says.
+    pub fn assume_base_economy(&self, base: &Economy) -> bool {
+        let mut gate = self.gate.write();
+        if gate.version != 0 {
+            return false;
+        }
+        let mut base = base.clone();
+        base.version = 0;
+        *gate = Arc::new(base);
+        true
     }
 
     /// Makes a recorded economy version known, for replaying its change event.

@@ -237,7 +237,9 @@ impl Ledger {
     /// The ledger's economy versions: a hash from digest (16 hex digits) to the
     /// [`EconomyDoc`](crate::economy::EconomyDoc) bytes, in the journal's slot. Written
     /// before the change is applied, so a journaled change always finds its document;
-    /// content-addressed, so a write is never overwritten with other content.
+    /// content-addressed, so a write is never overwritten with other content. Field
+    /// `base`: the first version's digest; `file`: the digest of the economy.toml the
+    /// last start saw.
     pub fn economies_key(&self) -> String {
         match &self.node {
             None => "giftstream:{ledger}:economies".to_owned(),
@@ -782,7 +784,113 @@ impl RedisJournal {
             .query_async(&mut conn)
             .await
             .map_err(redis_error)?;
+        if economy.version == 1 {
+            // The ledger's first recorded version (see `assume_base_economy`).
+            self.set_economy_field("base", digest, true).await?;
+        }
         Ok(digest)
+    }
+
+    /// The economy version the ledger recorded first (its document's digest is the
+    /// `base` field of [`Ledger::economies_key`]), put in force as `engine`'s version 0
+    /// if it has recorded none ([`Engine::assume_base_economy`]).
+    pub async fn assume_base_economy(&self, engine: &Engine) -> Result<(), JournalError> {
+        if engine.economy().version != 0 {
+            return Ok(());
+        }
+        let Some(base) = self.economy_field("base").await? else {
+            return Ok(());
+        };
+        let economy = self.load_economy(base).await?;
+        engine.assume_base_economy(&economy);
+        Ok(())
+    }
+
+    /// A field of the economies hash holding a digest (`base`, `file`).
+    async fn economy_field(&self, field: &str) -> Result<Option<u64>, JournalError> {
+        let mut conn = self.conn.clone();
+        let hex: Option<String> = redis::cmd("HGET")
+            .arg(self.ledger.economies_key())
+            .arg(field)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        hex.map(|h| {
+            u64::from_str_radix(&h, 16)
+                .map_err(|e| JournalError(format!("{} {field}: {e}", self.ledger.economies_key())))
+        })
+        .transpose()
+    }
+
+    async fn set_economy_field(
+        &self,
+        field: &str,
+        digest: u64,
+        only_new: bool,
+    ) -> Result<(), JournalError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd(if only_new { "HSETNX" } else { "HSET" })
+            .arg(self.ledger.economies_key())
+            .arg(field)
+            .arg(format!("{digest:016x}"))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    /// The economy version stored under `digest`, checked against it.
+    async fn load_economy(&self, digest: u64) -> Result<crate::economy::Economy, JournalError> {
+        let mut conn = self.conn.clone();
+        let bytes: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(self.ledger.economies_key())
+            .arg(format!("{digest:016x}"))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let missing = || {
+            JournalError(format!(
+                "economy document {digest:016x} is not in {}",
+                self.ledger.economies_key()
+            ))
+        };
+        let doc = crate::economy::EconomyDoc::from_bytes(&bytes.ok_or_else(missing)?)
+            .map_err(|e| JournalError(e.to_string()))?;
+        if doc.digest() != digest {
+            return Err(missing());
+        }
+        crate::economy::Economy::from_doc(doc).map_err(|e| JournalError(e.to_string()))
+    }
+
+    /// At a start, after recovery: records `file` (economy.toml's terms) as the next
+    /// economy version if it was edited since the last start (`file` field: the digest
+    /// of the file that start saw), appending the change to the journal here, so that
+    /// it is durable before the file counts as seen. A `PUT /v1/economy` version stays
+    /// in force while the file is unchanged.
+    pub async fn adopt_start_economy(
+        &self,
+        engine: &Engine,
+        file: crate::economy::EconomyFile,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let digest = file.digest();
+        let last_file = self.economy_field("file").await?;
+        if let Some(next) = engine.economy_for_start(file, last_file)? {
+            self.store_economy(&next).await?;
+            let version = next.version;
+            let outcome = engine.change_economy(next, Stamp::now())?;
+            // The engine holds only committed state until serving: its log is the change.
+            let log = engine.drain_log();
+            self.append(&log).await?;
+            tracing::info!(
+                version,
+                seq = outcome.seq,
+                "economy.toml was edited since the last start: a new economy version is in force"
+            );
+        }
+        if last_file != Some(digest) {
+            self.set_economy_field("file", digest, false).await?;
+        }
+        Ok(())
     }
 
     /// Makes the economy versions `entries` put in force known to `engine` (read from
@@ -1301,6 +1409,9 @@ pub async fn recover(
         journal.release().await;
         return Err(why.into());
     }
+    // A ledger whose first recorded version follows events of a build before versions:
+    // those replay under that version's terms, not this start's file.
+    journal.assume_base_economy(&engine).await?;
     let replayed_events = journal.recover_into(&engine).await?;
     if !layout_recorded {
         // A ledger's first start with a recorded map (or its first start at all): its
@@ -1323,18 +1434,7 @@ pub async fn recover(
             "recorded this ledger's partition map (fixed for the ledger's life)"
         );
     }
-    // economy.toml edited since the ledger's economy was recorded (or never recorded):
-    // a new version, journaled with the first commit, for the events after it.
-    if let Some(next) = engine.economy_for_start(wanted)? {
-        journal.store_economy(&next).await?;
-        let version = next.version;
-        let outcome = engine.change_economy(next, Stamp::now())?;
-        tracing::info!(
-            version,
-            seq = outcome.seq,
-            "economy.toml differs from the ledger's economy: a new version is in force"
-        );
-    }
+    journal.adopt_start_economy(&engine, wanted).await?;
     Ok((
         engine,
         Recovered {

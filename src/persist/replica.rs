@@ -134,6 +134,7 @@ pub fn follow(
         Some((_, engine)) => engine,
         None => Engine::new(economy, engine_config)?,
     };
+    runtime.block_on(journal.assume_base_economy(&engine))?;
     tracing::info!(
         seq = engine.last_seq(),
         seconds = started.elapsed().as_secs_f64(),
