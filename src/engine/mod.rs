@@ -395,6 +395,9 @@ pub struct Engine {
     economies: Mutex<FxHashMap<u64, Arc<Economy>>>,
     /// The log of economy changes not drained yet (they lock no shard).
     meta_log: Mutex<Vec<LogEntry>>,
+    /// `(seq, economy)`: the economy in force for events numbered after `seq`, for every
+    /// version this process put in force (the first: the one it started with, at 0).
+    in_force: Mutex<Vec<(u64, Arc<Economy>)>>,
     /// The next sequence number to reserve (the first event gets 1).
     next_seq: CachePadded<AtomicU64>,
 }
@@ -521,6 +524,7 @@ impl Engine {
                     )))
                 })
                 .collect(),
+            in_force: Mutex::new(vec![(0, Arc::new(economy.clone()))]),
             gate: RwLock::new(Arc::new(economy)),
             economies: Mutex::new(FxHashMap::default()),
             meta_log: Mutex::new(Vec::new()),
@@ -532,6 +536,14 @@ impl Engine {
     /// The economy in force now (version 0: not recorded in a ledger yet).
     pub fn economy(&self) -> Arc<Economy> {
         Arc::clone(&self.gate.read())
+    }
+
+    /// The economy an event numbered `seq` was applied under (for events this process
+    /// applied or replayed; older ones: the one it started with).
+    pub fn economy_at(&self, seq: u64) -> Arc<Economy> {
+        let in_force = self.in_force.lock();
+        let i = in_force.partition_point(|(from, _)| *from < seq).max(1);
+        Arc::clone(&in_force[i - 1].1)
     }
 
     /// The economy version recorded under `digest`, if this engine knows it.
@@ -578,6 +590,7 @@ impl Engine {
         let mut base = base.clone();
         base.version = 0;
         *gate = Arc::new(base);
+        self.in_force.lock()[0].1 = Arc::clone(&gate);
         true
     }
 
@@ -616,6 +629,7 @@ impl Engine {
             outcome,
             totals: None,
         });
+        self.in_force.lock().push((seq, Arc::clone(&next)));
         *gate = next;
         Ok(outcome)
     }
@@ -1071,6 +1085,7 @@ impl Engine {
             seq: entry.seq,
             error: e,
         })?;
+        self.in_force.lock().push((entry.seq, Arc::clone(&next)));
         *gate = next;
         let replayed = Outcome {
             seq: entry.seq,

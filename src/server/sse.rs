@@ -133,19 +133,16 @@ impl Feeds {
             let Some(sender) = streams.get(&g.stream) else {
                 continue;
             };
+            // The economy the gift was applied under (a change may have come after it).
+            let economy = engine.economy_at(e.seq);
+            let spec = economy.gifts.get(g.gift.0 as usize);
             let coins = match effect {
-                crate::engine::Effect::Coins(_) => engine
-                    .economy()
-                    .gifts
-                    .get(g.gift.0 as usize)
-                    .map_or(0, |spec| spec.coins * u64::from(g.count)),
+                crate::engine::Effect::Coins(_) => {
+                    spec.map_or(0, |spec| spec.coins * u64::from(g.count))
+                }
                 _ => 0,
             };
-            let gift = engine
-                .economy()
-                .gifts
-                .get(g.gift.0 as usize)
-                .map_or_else(String::new, |s| s.id.clone());
+            let gift = spec.map_or_else(String::new, |s| s.id.clone());
             // A full buffer never blocks: the lagging receiver sees `Lagged` and is dropped.
             let _ = sender.send(Arc::new(FeedMessage::Gift {
                 event_id: uuid::Uuid::from_u128(g.id.0).to_string(),

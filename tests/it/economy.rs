@@ -281,6 +281,15 @@ fn replay_needs_the_version_it_names_and_a_snapshot_carries_the_one_in_force() {
         NOV,
     );
     assert_eq!(live.creator(CreatorId(7)).diamonds_total, 3);
+    // Which version each number was applied under (the live feed prices gifts by it).
+    assert_eq!(
+        live.economy_at(1).version,
+        0,
+        "seq 1 is the change to version 1"
+    );
+    assert_eq!(live.economy_at(2).version, 1);
+    assert_eq!(live.economy_at(3).version, 2);
+    assert_eq!(live.economy_at(u64::MAX).version, 2);
     let (state, log) = live.snapshot();
 
     // Without the documents, the journal cannot be replayed; with them, exactly.
