@@ -1321,8 +1321,7 @@ impl Progress {
 pub fn spawn_projector(
     start: ProjectorStart,
     journal: RedisJournal,
-    economy: Arc<Economy>,
-    economies: EconomyLookup,
+    (economy, economies): (Arc<Economy>, EconomyLookup),
     config: ReadModelConfig,
     watermark: watch::Receiver<u64>,
     stop: watch::Receiver<bool>,

@@ -40,8 +40,14 @@ pub const JOURNAL_KEY: &str = "giftstream:{ledger}:journal";
 /// are read as they are); version 4 added the economy change (`WireEvent::Economy`;
 /// version 3 batches are read as they are).
 pub const JOURNAL_VERSION: u8 = 4;
+/// Most records in one journal stream entry: a group commit of more (a long Redis
+/// stall lets up to `commit.pending_events_max` events wait) is appended as several
+/// entries. ~100 bytes each encoded: entries stay under ~2 MiB (a recovery read of
+/// [`RECOVERY_ENTRIES_PER_READ`] entries under ~64 MiB), and decode far below
+/// [`protocol::JOURNAL_DECODE_BYTES_MAX`].
+pub const JOURNAL_ENTRY_RECORDS_MAX: usize = 16_384;
 /// Stream entries read per `XRANGE` during recovery.
-pub const RECOVERY_ENTRIES_PER_READ: usize = 256;
+pub const RECOVERY_ENTRIES_PER_READ: usize = 32;
 /// A command that takes longer fails (and the committer retries it).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -101,13 +107,13 @@ impl JournalBatch {
         match bytes.first() {
             Some(&1) => {}
             Some(&2) | Some(&3) => {
-                let mut batch: JournalBatch = protocol::decode(bytes)?;
+                let mut batch: JournalBatch = protocol::decode_journal(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);
             }
-            _ => return protocol::decode(bytes),
+            _ => return protocol::decode_journal(bytes),
         }
-        let v1: JournalBatchV1 = protocol::decode(bytes)?;
+        let v1: JournalBatchV1 = protocol::decode_journal(bytes)?;
         Ok(JournalBatch {
             version: JOURNAL_VERSION,
             records: v1
@@ -1250,6 +1256,22 @@ impl Journal for RedisJournal {
 
     fn append<'a>(&'a self, entries: &'a [LogEntry]) -> BoxFuture<'a, Result<(), JournalError>> {
         Box::pin(async move {
+            // A run is split into stream entries of at most JOURNAL_ENTRY_RECORDS_MAX
+            // records, each appended (and idempotent by its id) in turn: however long a
+            // stall made the run, every entry reads back. A retry of the run after a
+            // failure re-splits it the same way and finds the entries already written.
+            for chunk in entries.chunks(JOURNAL_ENTRY_RECORDS_MAX) {
+                self.append_entry(chunk).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl RedisJournal {
+    /// Appends `entries` (a gap-free run) as one stream entry, id its last seq.
+    async fn append_entry(&self, entries: &[LogEntry]) -> Result<(), JournalError> {
+        {
             let Some(last) = entries.last() else {
                 return Ok(());
             };
@@ -1323,7 +1345,7 @@ impl Journal for RedisJournal {
                 }
             }
             done
-        })
+        }
     }
 }
 

@@ -54,6 +54,28 @@ pub fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(value)
 }
 
+/// The decode limit of journal entries (written by this service, capped at
+/// `persist::redis::JOURNAL_ENTRY_RECORDS_MAX` records, ~200 bytes each in memory): far
+/// above any entry, so an entry the journal accepted always reads back, whatever the
+/// frame limit of the wire protocol.
+pub const JOURNAL_DECODE_BYTES_MAX: usize = 1 << 30;
+
+const JOURNAL_CONFIG: Configuration<
+    LittleEndian,
+    Varint,
+    bincode::config::Limit<JOURNAL_DECODE_BYTES_MAX>,
+> = bincode::config::standard().with_limit::<JOURNAL_DECODE_BYTES_MAX>();
+
+/// [`decode`] with the journal's limit ([`JOURNAL_DECODE_BYTES_MAX`]) instead of a
+/// frame's: the same format.
+pub fn decode_journal<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (value, used) = bincode::decode_from_slice(bytes, JOURNAL_CONFIG)?;
+    if used != bytes.len() {
+        return Err(DecodeError::Trailing(bytes.len() - used));
+    }
+    Ok(value)
+}
+
 /// Encodes a serde value in the bincode format without a size limit (snapshots: large,
 /// local, checksummed files).
 pub fn encode_serde<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {

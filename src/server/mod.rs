@@ -363,11 +363,10 @@ pub async fn run(
             let (handle, task) = projection::spawn_projector(
                 start,
                 redis,
-                engine.economy(),
-                {
+                (engine.economy(), {
                     let engine = engine.clone();
                     Arc::new(move |digest| engine.economy_by_digest(digest))
-                },
+                }),
                 config.read_model.clone(),
                 committer.watermark_receiver(),
                 stop_projector_rx,

@@ -782,3 +782,49 @@ async fn the_snapshot_replica_writes_the_served_state_and_catches_up_from_the_jo
     drop(client);
     third.stop().await.unwrap();
 }
+
+/// Issue #34: a group commit after a long Redis stall holds every waiting event (up to
+/// `commit.pending_events_max`, 1M by default). Written as one stream entry, a run of
+/// more than ~350k events could not be read back (the frame decoder's 64 MiB limit):
+/// acknowledged, then the ledger could not start. Now a run is split into entries of at
+/// most `JOURNAL_ENTRY_RECORDS_MAX` records, appended in turn, idempotent on a retry,
+/// and read back with the journal's own decode limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_larger_than_an_entry_is_split_and_always_reads_back() {
+    use giftstream::persist::journal::Journal;
+    use giftstream::persist::redis::{JOURNAL_ENTRY_RECORDS_MAX, RedisJournal};
+    const EVENTS: u64 = 360_000;
+    let redis = RedisServer::start();
+    let live = crate::support::engine();
+    for from in (0..EVENTS).step_by(20_000) {
+        let batch: Vec<Event> = (from..from + 20_000)
+            .map(|i| recharge(u128::from(i) + 1, i % 50_000 + 1, "coins_100"))
+            .collect();
+        live.apply_batch(&batch, NOV);
+    }
+    let run = live.drain_log();
+    assert_eq!(run.len() as u64, EVENTS);
+    let journal = RedisJournal::connect(&redis.url()).await.unwrap();
+    journal.append(&run).await.unwrap();
+    // The committer retries a run whose append failed (it may have been written).
+    journal.append(&run).await.unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entries: u64 = redis::cmd("XLEN")
+        .arg(giftstream::persist::redis::JOURNAL_KEY)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        entries,
+        EVENTS.div_ceil(JOURNAL_ENTRY_RECORDS_MAX as u64),
+        "split, and the retry wrote nothing twice"
+    );
+    let restarted = crate::support::engine();
+    let replayed = journal.recover_into(&restarted).await.unwrap();
+    assert_eq!(replayed, EVENTS);
+    assert_eq!(restarted.state_fingerprint(), live.state_fingerprint());
+}
