@@ -46,6 +46,8 @@ pub const JOURNAL_VERSION: u8 = 4;
 /// [`RECOVERY_ENTRIES_PER_READ`] entries under ~64 MiB), and decode far below
 /// [`protocol::JOURNAL_DECODE_BYTES_MAX`].
 pub const JOURNAL_ENTRY_RECORDS_MAX: usize = 16_384;
+/// How long a start retries journaling the economy version it records before it gives up.
+const START_APPEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Stream entries read per `XRANGE` during recovery.
 pub const RECOVERY_ENTRIES_PER_READ: usize = 32;
 /// A command that takes longer fails (and the committer retries it).
@@ -459,10 +461,47 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// Where [`instance_id`] keeps its id: the OS temp directory, which containers do not
+/// share (and which a restarted container keeps).
+const INSTANCE_ID_FILE: &str = "giftstream-instance-id";
+
+/// A random id of this machine instance — this host, or this container — kept in a file
+/// of its temp directory (made by the first process that needs it). Host names and pids
+/// do not tell instances apart: two containers with one host name both run as pid 1.
+/// Empty if the file cannot be read or made (a lease is then never taken over early).
+fn instance_id() -> String {
+    let path = std::env::temp_dir().join(INSTANCE_ID_FILE);
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && uuid::Uuid::parse_str(id.trim()).is_ok()
+    {
+        return id.trim().to_owned();
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    // Made whole or not at all (a rename), so that two first processes agree on one id.
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let made = std::fs::write(&tmp, &id).is_ok() && std::fs::hard_link(&tmp, &path).is_ok();
+    let _ = std::fs::remove_file(&tmp);
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if made || uuid::Uuid::parse_str(kept.trim()).is_ok() => kept.trim().to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// The identity a lease holder names as its host: host name and machine instance
+/// (`"<hostname>#<instance id>"`); empty if either is unknown.
+fn host_identity() -> String {
+    let (host, instance) = (hostname(), instance_id());
+    if host.is_empty() || instance.is_empty() {
+        return String::new();
+    }
+    format!("{host}#{instance}")
+}
+
 /// Whether a lease `holder` (`"<uuid> (pid P, host H, started T)"`) names a process of
-/// this host that no longer runs: `kill(P, 0)` finds none, or P is this very process
-/// (which holds no lease yet: the holder ran in an earlier PID namespace, as a
-/// restarted container's pid 1 did).
+/// this machine instance (`H` = [`host_identity`]: host name and instance id, so two
+/// containers with one host name differ) that no longer runs: `kill(P, 0)` finds none,
+/// or P is this very process (which holds no lease yet: the holder ran in an earlier PID
+/// namespace of this instance, as a restarted container's pid 1 did).
 fn holder_is_gone(holder: &str, host: &str) -> bool {
     let field = |name: &str| {
         holder
@@ -541,7 +580,7 @@ impl RedisJournal {
     /// committer stops (see `journal::commit`).
     pub async fn acquire(&mut self, lease_ms: u64) -> Result<(), JournalError> {
         let key = self.ledger.owner_key();
-        let host = hostname();
+        let host = host_identity();
         let token = format!(
             "{} (pid {}, host {host}, started {})",
             uuid::Uuid::new_v4(),
@@ -885,8 +924,19 @@ impl RedisJournal {
             let version = next.version;
             let outcome = engine.change_economy(next, Stamp::now())?;
             // The engine holds only committed state until serving: its log is the change.
+            // Retried like the committer retries (idempotent by seq), within a bound: a
+            // replica that `WAIT` needs may still be syncing at a cluster's first start.
             let log = engine.drain_log();
-            self.append(&log).await?;
+            let deadline = std::time::Instant::now() + START_APPEND_TIMEOUT;
+            let mut backoff = crate::persist::journal::RETRY_BACKOFF_MIN;
+            while let Err(e) = self.append(&log).await {
+                if e.is_fenced() || std::time::Instant::now() >= deadline {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, "economy version not journaled yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(crate::persist::journal::RETRY_BACKOFF_MAX);
+            }
             tracing::info!(
                 version,
                 seq = outcome.seq,
@@ -1623,5 +1673,24 @@ mod tests {
             "no host: older token"
         );
         assert!(!holder_is_gone("garbage", "h1"));
+        // Issue #34: two containers with one host name, both pid 1 — here: another
+        // instance's holder with our very pid is a live process elsewhere, not ours.
+        assert!(
+            !holder_is_gone(&holder(me, "h1#instance-a"), "h1#instance-b"),
+            "same host name and pid, another instance"
+        );
+        assert!(holder_is_gone(
+            &holder(me, "h1#instance-a"),
+            "h1#instance-a"
+        ));
+    }
+
+    #[test]
+    fn the_host_identity_names_this_instance_and_is_stable() {
+        let (a, b) = (host_identity(), host_identity());
+        assert_eq!(a, b, "one id per instance");
+        let (host, instance) = a.split_once('#').expect("host#instance");
+        assert_eq!(host, hostname());
+        assert!(uuid::Uuid::parse_str(instance).is_ok(), "{a}");
     }
 }
