@@ -21,6 +21,9 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 1_024;
 pub const HTTP_BODY_BYTES_MAX_DEFAULT: usize = 4 << 20;
 pub const HTTP_EVENTS_PER_BATCH_MAX_DEFAULT: usize = 10_000;
 pub const SSE_SUBSCRIBERS_PER_STREAM_MAX_DEFAULT: usize = 256;
+/// Live-feed subscribers in all, by default (each holds a buffer of
+/// `sse_buffer_events` messages per stream it watches).
+pub const SSE_SUBSCRIBERS_MAX_DEFAULT: usize = 10_000;
 pub const SSE_BUFFER_EVENTS_DEFAULT: usize = 1_024;
 pub const READ_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 pub const COMMIT_INTERVAL_MS_DEFAULT: u64 = 1;
@@ -146,6 +149,8 @@ pub struct LimitsConfig {
     pub http_events_per_batch_max: usize,
     /// Live-feed subscribers per stream (429 beyond).
     pub sse_subscribers_per_stream_max: usize,
+    /// Live-feed subscribers in all, every stream together (429 beyond).
+    pub sse_subscribers_max: usize,
     /// Feed messages buffered per subscriber; a subscriber that falls further behind
     /// is disconnected, ingestion never waits for it.
     pub sse_buffer_events: usize,
@@ -166,6 +171,7 @@ impl Default for LimitsConfig {
             http_body_bytes_max: HTTP_BODY_BYTES_MAX_DEFAULT,
             http_events_per_batch_max: HTTP_EVENTS_PER_BATCH_MAX_DEFAULT,
             sse_subscribers_per_stream_max: SSE_SUBSCRIBERS_PER_STREAM_MAX_DEFAULT,
+            sse_subscribers_max: SSE_SUBSCRIBERS_MAX_DEFAULT,
             sse_buffer_events: SSE_BUFFER_EVENTS_DEFAULT,
             read_timeout_ms: READ_TIMEOUT_MS_DEFAULT,
             token_requests_per_second: 20_000,
@@ -517,6 +523,11 @@ impl Config {
         bounded(
             "limits.sse_subscribers_per_stream_max",
             l.sse_subscribers_per_stream_max,
+            1_000_000,
+        )?;
+        bounded(
+            "limits.sse_subscribers_max",
+            l.sse_subscribers_max,
             1_000_000,
         )?;
         bounded("limits.sse_buffer_events", l.sse_buffer_events, 1_000_000)?;

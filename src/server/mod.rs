@@ -246,6 +246,7 @@ pub async fn run(
     let tls = tls::acceptors(&config.tls)?;
     let feeds = Feeds::new(
         config.limits.sse_subscribers_per_stream_max,
+        config.limits.sse_subscribers_max,
         config.limits.sse_buffer_events,
     );
     // The Redis read model: where it is, rebuilt first if the journal cannot bring it

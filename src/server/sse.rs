@@ -67,33 +67,53 @@ impl FeedMessage {
 pub struct TooManySubscribers;
 
 pub struct Feeds {
+    /// A channel per stream with subscribers (removed with its last one).
     streams: Mutex<HashMap<StreamId, broadcast::Sender<Arc<FeedMessage>>>>,
     subscribers: AtomicUsize,
     per_stream_max: usize,
+    subscribers_max: usize,
     buffer: usize,
 }
 
-/// Held by a subscriber; counts it out when dropped.
+/// Held by a subscriber; counts it out when dropped, and frees its stream's channel
+/// (its buffer) when it was the last one.
 pub struct Subscription {
     pub receiver: broadcast::Receiver<Arc<FeedMessage>>,
+    stream: StreamId,
     feeds: Arc<Feeds>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        {
+            let mut streams = self.feeds.streams.lock();
+            // Our receiver is still alive here: the last one leaves a count of 1.
+            if streams
+                .get(&self.stream)
+                .is_some_and(|s| s.receiver_count() <= 1)
+            {
+                streams.remove(&self.stream);
+            }
+        }
         let n = self.feeds.subscribers.fetch_sub(1, Ordering::AcqRel) - 1;
         metrics::gauge!(telemetry::SSE_SUBSCRIBERS).set(n as f64);
     }
 }
 
 impl Feeds {
-    pub fn new(per_stream_max: usize, buffer: usize) -> Arc<Feeds> {
+    pub fn new(per_stream_max: usize, subscribers_max: usize, buffer: usize) -> Arc<Feeds> {
         Arc::new(Feeds {
             streams: Mutex::new(HashMap::new()),
             subscribers: AtomicUsize::new(0),
             per_stream_max,
+            subscribers_max,
             buffer,
         })
+    }
+
+    /// Streams that have a channel now (one per stream with subscribers).
+    pub fn streams_held(&self) -> usize {
+        self.streams.lock().len()
     }
 
     pub fn subscribe(
@@ -101,6 +121,11 @@ impl Feeds {
         stream: StreamId,
     ) -> Result<Subscription, TooManySubscribers> {
         let mut streams = self.streams.lock();
+        if self.subscribers.load(Ordering::Acquire) >= self.subscribers_max {
+            metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "sse_subscribers")
+                .increment(1);
+            return Err(TooManySubscribers);
+        }
         let sender = streams
             .entry(stream)
             .or_insert_with(|| broadcast::channel(self.buffer).0);
@@ -113,6 +138,7 @@ impl Feeds {
         metrics::gauge!(telemetry::SSE_SUBSCRIBERS).set(n as f64);
         Ok(Subscription {
             receiver,
+            stream,
             feeds: self.clone(),
         })
     }
@@ -171,5 +197,38 @@ impl Feeds {
                 let _ = sender.send(Arc::new(FeedMessage::goal_of(engine, stream)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #34: each subscribed stream id held its ~32 KB buffer until a commit
+    /// published with a subscriber present; 4,000 subscribe/close cycles on distinct ids
+    /// grew RSS by 130 MB. Now the last subscriber frees it, and subscribers are capped in
+    /// all, not only per stream.
+    #[test]
+    fn the_last_subscriber_frees_its_stream_and_subscribers_are_capped_in_all() {
+        let feeds = Feeds::new(2, 3, 1024);
+        for id in 0..4_000 {
+            let sub = feeds.subscribe(StreamId(id)).unwrap();
+            drop(sub);
+        }
+        assert_eq!(feeds.streams_held(), 0, "every stream's channel freed");
+
+        let a = feeds.subscribe(StreamId(1)).unwrap();
+        let b = feeds.subscribe(StreamId(1)).unwrap();
+        assert!(feeds.subscribe(StreamId(1)).is_err(), "per stream");
+        let c = feeds.subscribe(StreamId(2)).unwrap();
+        assert!(feeds.subscribe(StreamId(3)).is_err(), "in all");
+        assert_eq!(feeds.streams_held(), 2, "no channel left by a refusal");
+        drop(a);
+        assert_eq!(feeds.streams_held(), 2, "stream 1 still has b");
+        drop(b);
+        assert_eq!(feeds.streams_held(), 1);
+        let d = feeds.subscribe(StreamId(3)).unwrap();
+        drop((c, d));
+        assert_eq!(feeds.streams_held(), 0);
     }
 }
