@@ -26,6 +26,8 @@ pub const SSE_SUBSCRIBERS_PER_STREAM_MAX_DEFAULT: usize = 256;
 pub const SSE_SUBSCRIBERS_MAX_DEFAULT: usize = 10_000;
 pub const SSE_BUFFER_EVENTS_DEFAULT: usize = 1_024;
 pub const READ_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// How long a response may wait to be written to a binary-protocol client, by default.
+pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const COMMIT_INTERVAL_MS_DEFAULT: u64 = 1;
 pub const COMMIT_EVENTS_MAX_DEFAULT: usize = 65_536;
 pub const PENDING_EVENTS_MAX_DEFAULT: u64 = 1_000_000;
@@ -156,6 +158,9 @@ pub struct LimitsConfig {
     pub sse_buffer_events: usize,
     /// A binary connection idle (no complete frame) this long is closed.
     pub read_timeout_ms: u64,
+    /// A binary connection whose client does not take a response within this long (it
+    /// stopped reading) is closed.
+    pub write_timeout_ms: u64,
     /// Requests (HTTP requests and binary request frames) per second per token, in
     /// bursts of up to a second's worth; beyond it `RATE_LIMITED` (HTTP 429). 0 = none.
     pub token_requests_per_second: u32,
@@ -174,6 +179,7 @@ impl Default for LimitsConfig {
             sse_subscribers_max: SSE_SUBSCRIBERS_MAX_DEFAULT,
             sse_buffer_events: SSE_BUFFER_EVENTS_DEFAULT,
             read_timeout_ms: READ_TIMEOUT_MS_DEFAULT,
+            write_timeout_ms: WRITE_TIMEOUT_MS_DEFAULT,
             token_requests_per_second: 20_000,
         }
     }
@@ -541,6 +547,12 @@ impl Config {
             return Err(ConfigError::new(
                 "limits.read_timeout_ms",
                 "must be positive",
+            ));
+        }
+        if l.write_timeout_ms == 0 || l.write_timeout_ms > 3_600_000 {
+            return Err(ConfigError::new(
+                "limits.write_timeout_ms",
+                "must be in 1..=3600000",
             ));
         }
         let c = &self.commit;

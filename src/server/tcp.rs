@@ -140,6 +140,8 @@ where
     loop {
         let next = tokio::select! {
             n = tokio::time::timeout(read_timeout, frames.next()) => n,
+            // The writer gave up on the client (write timeout): the connection is over.
+            _ = tx.closed() => break,
             _ = super::closed(&mut closing) => {
                 let _ = tx.send(error(0, error_code::SHUTTING_DOWN, "the server is shutting down", true)).await;
                 break;
@@ -344,6 +346,7 @@ async fn write_loop<W: AsyncWrite>(
     mut rx: mpsc::Receiver<Outgoing>,
 ) {
     let durable = service.config.server.ack == AckMode::Durable;
+    let write_timeout = Duration::from_millis(service.config.limits.write_timeout_ms);
     while let Some(out) = rx.recv().await {
         let (frame, close, received) = match out {
             Outgoing::Response {
@@ -388,14 +391,27 @@ async fn write_loop<W: AsyncWrite>(
             ),
         };
         let bytes = Bytes::from(protocol::encode(&frame));
-        // Flush only when nothing else is ready: pipelined responses share syscalls.
-        let result = if rx.is_empty() || close {
-            sink.send(bytes).await
-        } else {
-            sink.feed(bytes).await
+        // Flush only when nothing else is ready: pipelined responses share syscalls. A
+        // client that stopped reading gets the write timeout, then the connection closes
+        // (its slot and the shutdown do not wait for it).
+        let write = async {
+            if rx.is_empty() || close {
+                sink.send(bytes).await
+            } else {
+                sink.feed(bytes).await
+            }
         };
-        if result.is_err() {
-            break;
+        match tokio::time::timeout(write_timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "write_timeout")
+                    .increment(1);
+                tracing::info!(
+                    "binary connection closed: its client took no response within limits.write_timeout_ms"
+                );
+                return;
+            }
         }
         if let Some(received) = received {
             metrics::histogram!(telemetry::INGEST_DURATION_SECONDS, "protocol" => "tcp")
@@ -405,5 +421,5 @@ async fn write_loop<W: AsyncWrite>(
             break;
         }
     }
-    let _ = SinkExt::<Bytes>::flush(&mut sink).await;
+    let _ = tokio::time::timeout(write_timeout, SinkExt::<Bytes>::flush(&mut sink)).await;
 }

@@ -440,3 +440,71 @@ async fn a_token_over_its_request_rate_is_refused_on_both_listeners_and_nothing_
             .contains("giftstream_limit_rejections_total{limit=\"token_rate\"}")
     );
 }
+
+/// Issue #34: a client that stops reading held its connection (and the shutdown) for
+/// ever: the writer's send had no timeout. Now, past `limits.write_timeout_ms`, the
+/// server closes it; what it sent and was applied keeps its outcomes (a retry with the
+/// same ids gets them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout() {
+    let server = TestServer::start_with(|c| c.limits.write_timeout_ms = 300).await;
+    // A small receive buffer (no autotuning): the server's send buffer fills first.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut socket = socket.connect(server.tcp).await.unwrap();
+    socket
+        .write_all(&protocol::frame_bytes(&ClientFrame::Auth {
+            token: INGEST.into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(
+        read_frame(&mut socket).await,
+        Some(ServerFrame::AuthOk { .. })
+    ));
+    let (mut read, mut write) = socket.into_split();
+    // ~8 bytes of response per event: 600 requests of 2,000 events are ~10 MB of
+    // responses, more than the socket buffers hold, and this client reads none of them.
+    const REQUESTS: u64 = 600;
+    // One batch sent again and again (exact retries, answered in full): cheap to make.
+    let events: Vec<Event> = (0..2_000u128)
+        .map(|i| gift(i + 1, 1_000 + i as u64, 7, "rose", 1))
+        .collect();
+    let writer = tokio::spawn(async move {
+        for r in 0..REQUESTS {
+            let sent = tokio::time::timeout(
+                Duration::from_secs(5),
+                write.write_all(&request(r + 1, &events)),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                break; // the server stopped reading, or closed
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Now drain: the server must have given up on this client and closed.
+    let mut responses = 0u64;
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut header = [0u8; 4];
+        loop {
+            if read.read_exact(&mut header).await.is_err() {
+                return;
+            }
+            let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+            if read.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            responses += 1;
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the server closed the connection");
+    assert!(
+        responses < REQUESTS,
+        "it stopped writing to a client that did not read ({responses} responses)"
+    );
+    writer.abort();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "shutdown is not held up");
+}
