@@ -481,6 +481,7 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout() {
                 break; // the server stopped reading, or closed
             }
         }
+        write // kept open: this client neither reads nor hangs up
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Now drain: the server must have given up on this client and closed.
@@ -504,7 +505,7 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout() {
         responses < REQUESTS,
         "it stopped writing to a client that did not read ({responses} responses)"
     );
-    writer.abort();
+    let _held = writer.await;
     let stopped = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
     assert!(matches!(stopped, Ok(Ok(()))), "shutdown is not held up");
 }
