@@ -255,9 +255,13 @@ async fn read_loop(mut frames: Reader, shared: Arc<Shared>) {
             }) => {
                 let waiter = shared.waiters.lock().remove(&request_id);
                 match waiter {
-                    // Retryable: the connection stays open.
+                    // Refusals of one request (nothing of it applied): the server keeps
+                    // the connection open, and so does the client — only this request
+                    // fails (a WRONG_PARTITION one is sent to its owner, or retried).
                     Some(w)
-                        if code == error_code::UNAVAILABLE || code == error_code::RATE_LIMITED =>
+                        if code == error_code::UNAVAILABLE
+                            || code == error_code::RATE_LIMITED
+                            || code == error_code::WRONG_PARTITION =>
                     {
                         let _ = w.send(Err(ClientError::Server {
                             code,

@@ -509,3 +509,77 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout() {
     let stopped = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
     assert!(matches!(stopped, Ok(Ok(()))), "shutdown is not held up");
 }
+
+/// Issue #34: the client treated `WRONG_PARTITION` (a refusal of one request: nothing of
+/// it applied, the connection stays open) as fatal for the whole connection, failing
+/// every in-flight request the server had applied. Against a server that refuses
+/// request 1 and answers request 2 (real frames over loopback), only request 1 fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_partition_refusal_fails_only_its_request() {
+    use giftstream::protocol::WireOutcome;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let next = async |socket: &mut TcpStream| -> ClientFrame {
+            let mut header = [0u8; 4];
+            socket.read_exact(&mut header).await.unwrap();
+            let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+            socket.read_exact(&mut payload).await.unwrap();
+            protocol::decode(&payload).unwrap()
+        };
+        assert!(matches!(next(&mut socket).await, ClientFrame::Auth { .. }));
+        let auth_ok = protocol::frame_bytes(&ServerFrame::AuthOk { last_seq: 0 });
+        socket.write_all(&auth_ok).await.unwrap();
+        // Both requests arrive (pipelined) before either is answered.
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            match next(&mut socket).await {
+                ClientFrame::Request { request_id, .. }
+                | ClientFrame::RequestIssued { request_id, .. } => ids.push(request_id),
+                other => panic!("{other:?}"),
+            }
+        }
+        let refused = ServerFrame::Error {
+            request_id: ids[0],
+            code: error_code::WRONG_PARTITION,
+            message: "partition 7 is owned by node b".into(),
+        };
+        socket
+            .write_all(&protocol::frame_bytes(&refused))
+            .await
+            .unwrap();
+        let outcome = WireOutcome::from(&giftstream::engine::Outcome {
+            seq: 1,
+            status: Status::Accepted(Effect::Coins(100)),
+            duplicate: false,
+        });
+        let answered = ServerFrame::Response {
+            request_id: ids[1],
+            outcomes: vec![outcome],
+        };
+        socket
+            .write_all(&protocol::frame_bytes(&answered))
+            .await
+            .unwrap();
+        // Keep the connection open until the client is done.
+        let mut rest = Vec::new();
+        let _ = socket.read_to_end(&mut rest).await;
+    });
+    let client = Client::connect(addr, INGEST).await.unwrap();
+    let first = client.submit(&[recharge(1, 1, "coins_100")]).await.unwrap();
+    let second = client.submit(&[recharge(2, 2, "coins_100")]).await.unwrap();
+    let first = first.outcomes().await;
+    assert!(
+        matches!(first, Err(ClientError::Server { code, .. }) if code == error_code::WRONG_PARTITION),
+        "{first:?}"
+    );
+    let second = second
+        .outcomes()
+        .await
+        .expect("the applied request keeps its answer");
+    assert_eq!(second[0].status, Status::Accepted(Effect::Coins(100)));
+    assert!(!client.is_closed(), "the connection stays usable");
+    drop(client);
+    server.await.unwrap();
+}
