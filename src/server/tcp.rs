@@ -20,6 +20,12 @@ use crate::engine::{Event, Outcome};
 use crate::protocol::{self, ClientFrame, ServerFrame, WireOutcome, error_code};
 use crate::telemetry;
 
+/// How long a new connection may take to authenticate (at most the read timeout).
+pub const AUTH_TIMEOUT_MS: u64 = 5_000;
+/// Largest frame before authentication: an Auth frame (a token of at most a few hundred
+/// bytes) fits many times over.
+pub const PRE_AUTH_FRAME_BYTES_MAX: usize = 4_096;
+
 /// What the reader hands the writer, in request order.
 enum Outgoing {
     Response {
@@ -135,11 +141,21 @@ where
         rx,
     ));
     let read_timeout = Duration::from_millis(limits.read_timeout_ms);
+    // Until it authenticates, a connection gets a short deadline and room for an Auth
+    // frame only: an unauthenticated socket neither holds a slot for the read timeout
+    // nor makes the server buffer a large frame.
+    let auth_timeout = read_timeout.min(Duration::from_millis(AUTH_TIMEOUT_MS));
+    frames
+        .decoder_mut()
+        .set_max_frame_length(PRE_AUTH_FRAME_BYTES_MAX.min(limits.frame_bytes_max));
     let mut authenticated = false;
     let mut token_id: Option<super::auth::TokenId> = None;
     loop {
         let next = tokio::select! {
-            n = tokio::time::timeout(read_timeout, frames.next()) => n,
+            n = tokio::time::timeout(
+                if authenticated { read_timeout } else { auth_timeout },
+                frames.next(),
+            ) => n,
             // The writer gave up on the client (write timeout): the connection is over.
             _ = tx.closed() => break,
             _ = super::closed(&mut closing) => {
@@ -163,9 +179,10 @@ where
             Ok(Some(Err(e))) => {
                 // An oversize length prefix, or a stream that ended mid-frame.
                 let (code, msg) = if e.to_string().contains("frame size too big") {
+                    let max = frames.decoder().max_frame_length();
                     (
                         error_code::FRAME_TOO_LARGE,
-                        format!("frame larger than {} bytes", limits.frame_bytes_max),
+                        format!("frame larger than {max} bytes (before auth: an Auth frame only)"),
                     )
                 } else {
                     (error_code::MALFORMED_FRAME, format!("bad frame: {e}"))
@@ -200,6 +217,9 @@ where
                 Ok(id) => {
                     authenticated = true;
                     token_id = Some(id);
+                    frames
+                        .decoder_mut()
+                        .set_max_frame_length(limits.frame_bytes_max);
                     if tx.send(Outgoing::AuthOk).await.is_err() {
                         break;
                     }

@@ -583,3 +583,43 @@ async fn a_wrong_partition_refusal_fails_only_its_request() {
     drop(client);
     server.await.unwrap();
 }
+
+/// Issue #34: an unauthenticated socket held a connection slot for the whole read
+/// timeout (60 s) and could make the server take a 4 MiB frame before auth. Now it gets
+/// a 5 s deadline and room for an Auth frame only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_socket_gets_a_short_deadline_and_a_small_frame() {
+    let server = TestServer::start().await;
+    // Silent: closed at the auth deadline, long before the 60 s read timeout.
+    let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(server.tcp).await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "closed within 10 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4_500) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+    // A 1 MiB frame before auth: refused from its length prefix, nothing more read.
+    let mut big = TcpStream::connect(server.tcp).await.unwrap();
+    big.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
+    match read_frame(&mut big).await {
+        Some(ServerFrame::Error { code, .. }) => assert_eq!(code, error_code::FRAME_TOO_LARGE),
+        other => panic!("{other:?}"),
+    }
+    expect_closed(&mut big).await;
+    // After auth, the configured frame limit applies again.
+    let mut ok = authed(&server).await;
+    let events: Vec<Event> = (0..600u128)
+        .map(|i| recharge(900_000 + i, 5, "coins_100"))
+        .collect();
+    let frame = request(1, &events);
+    assert!(frame.len() > 4_096, "{}", frame.len());
+    ok.write_all(&frame).await.unwrap();
+    assert!(matches!(
+        read_frame(&mut ok).await,
+        Some(ServerFrame::Response { .. })
+    ));
+    server.stop().await.unwrap();
+}
