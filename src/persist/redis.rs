@@ -964,29 +964,16 @@ impl RedisJournal {
             if engine.economy_by_digest(change.digest).is_some() {
                 continue;
             }
-            let mut conn = self.conn.clone();
-            let bytes: Option<Vec<u8>> = redis::cmd("HGET")
-                .arg(self.ledger.economies_key())
-                .arg(format!("{:016x}", change.digest))
-                .query_async(&mut conn)
+            let economy = self
+                .load_economy(change.digest)
                 .await
-                .map_err(redis_error)?;
-            let missing = || {
-                JournalError(format!(
-                    "seq {}: economy version {} (digest {:016x}) is not in {}",
-                    entry.seq,
-                    change.version,
-                    change.digest,
-                    self.ledger.economies_key()
-                ))
-            };
-            let doc = crate::economy::EconomyDoc::from_bytes(&bytes.ok_or_else(missing)?)
-                .map_err(|e| JournalError(format!("seq {}: {e}", entry.seq)))?;
-            if doc.digest() != change.digest || doc.version != change.version {
-                return Err(missing());
+                .map_err(|e| JournalError(format!("seq {}: {}", entry.seq, e.0)))?;
+            if economy.version != change.version {
+                return Err(JournalError(format!(
+                    "seq {}: economy document {:016x} is version {}, the journal says {}",
+                    entry.seq, change.digest, economy.version, change.version
+                )));
             }
-            let economy = crate::economy::Economy::from_doc(doc)
-                .map_err(|e| JournalError(format!("seq {}: {e}", entry.seq)))?;
             engine.know_economy(std::sync::Arc::new(economy));
         }
         Ok(())

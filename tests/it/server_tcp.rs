@@ -38,7 +38,11 @@ async fn expect_closed(socket: &mut TcpStream) {
 }
 
 async fn authed(s: &TestServer) -> TcpStream {
-    let mut socket = TcpStream::connect(s.tcp).await.unwrap();
+    authenticate(TcpStream::connect(s.tcp).await.unwrap()).await
+}
+
+/// Sends the Auth frame on `socket` and expects `AuthOk`.
+async fn authenticate(mut socket: TcpStream) -> TcpStream {
     socket
         .write_all(&protocol::frame_bytes(&ClientFrame::Auth {
             token: INGEST.into(),
@@ -451,17 +455,7 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout() {
     // A small receive buffer (no autotuning): the server's send buffer fills first.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut socket = socket.connect(server.tcp).await.unwrap();
-    socket
-        .write_all(&protocol::frame_bytes(&ClientFrame::Auth {
-            token: INGEST.into(),
-        }))
-        .await
-        .unwrap();
-    assert!(matches!(
-        read_frame(&mut socket).await,
-        Some(ServerFrame::AuthOk { .. })
-    ));
+    let socket = authenticate(socket.connect(server.tcp).await.unwrap()).await;
     let (mut read, mut write) = socket.into_split();
     // ~8 bytes of response per event: 600 requests of 2,000 events are ~10 MB of
     // responses, more than the socket buffers hold, and this client reads none of them.
