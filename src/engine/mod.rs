@@ -67,7 +67,7 @@ pub use event::*;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
 pub use topk::{Offer, TopK};
-use window::{Claim, IdWindow};
+use window::{Claim, IdWindow, IdWindowV4};
 
 /// Largest number of shards of each kind.
 pub const SHARDS_MAX: usize = 1024;
@@ -128,6 +128,14 @@ impl EngineConfig {
     fn id_keep_ms(&self) -> u64 {
         self.idempotency_horizon_ms
             .saturating_add(ISSUED_AHEAD_MAX_MS)
+    }
+
+    /// The longest the index keeps an id after its stamp: [`EngineConfig::id_keep_ms`]
+    /// plus the epoch it is counted in (ids are kept per epoch of 1/64 of that, so up to
+    /// one epoch longer, never shorter). At its stamp plus this, an id is forgotten.
+    pub fn id_kept_max_ms(&self) -> u64 {
+        let keep = self.id_keep_ms();
+        keep.saturating_add(window::epoch_ms(keep))
     }
 
     /// Whether an event issued at `issued_ms` is refused at `stamp` (`EVENT_EXPIRED`):
@@ -1795,7 +1803,7 @@ impl Engine {
         let newest = cut
             .ids
             .iter()
-            .flat_map(|w| w.iter().map(|(_, _, stamp, _)| stamp))
+            .map(|w| w.settled_through())
             .max()
             .unwrap_or_default();
         for (i, w) in cut.ids.iter().enumerate() {
@@ -1831,7 +1839,7 @@ pub struct EngineState {
     /// Per creator shard, its settlement reports (`CreatorShard::settled`): after the
     /// shards, so that format 1 (without them) is format 2's prefix.
     settled: Vec<Settled>,
-    /// Per id shard, its remembered ids (format 3; format 2 is its prefix, with the ids
+    /// Per id shard, its remembered ids (format 3; compact from format 5; format 2 is its prefix, with the ids
     /// in the shards' legacy windows).
     ids: Vec<IdWindow>,
     /// Per creator shard, the diamonds credited per creator (`CreatorShard::credited`;
@@ -1848,6 +1856,38 @@ pub struct EngineState {
     settled_nanos: Vec<SettledNanos>,
 }
 
+/// A state as snapshot format 4 encoded it (the ids whole).
+#[derive(Deserialize)]
+pub(crate) struct EngineStateV4 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+    ids: Vec<IdWindowV4>,
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+    economy: Vec<u8>,
+    settled_nanos: Vec<SettledNanos>,
+}
+
+impl From<EngineStateV4> for EngineState {
+    fn from(v4: EngineStateV4) -> Self {
+        EngineState {
+            last_seq: v4.last_seq,
+            senders: v4.senders,
+            creators: v4.creators,
+            streams: v4.streams,
+            settled: v4.settled,
+            ids: v4.ids.into_iter().map(IdWindow::from).collect(),
+            credited: v4.credited,
+            top_k: v4.top_k,
+            economy: v4.economy,
+            settled_nanos: v4.settled_nanos,
+        }
+    }
+}
+
 /// A state as snapshot format 3 encoded it (no economy).
 #[derive(Deserialize)]
 pub(crate) struct EngineStateV3 {
@@ -1856,7 +1896,7 @@ pub(crate) struct EngineStateV3 {
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
     settled: Vec<Settled>,
-    ids: Vec<IdWindow>,
+    ids: Vec<IdWindowV4>,
     credited: Vec<FxHashMap<CreatorId, Credited>>,
     top_k: u64,
 }
@@ -1869,7 +1909,7 @@ impl From<EngineStateV3> for EngineState {
             creators: v3.creators,
             streams: v3.streams,
             settled: v3.settled,
-            ids: v3.ids,
+            ids: v3.ids.into_iter().map(IdWindow::from).collect(),
             credited: v3.credited,
             top_k: v3.top_k,
             economy: Vec::new(),

@@ -1,15 +1,47 @@
-//! The idempotency index: every remembered event id, its content's fingerprint and its
-//! recorded outcome. One [`IdWindow`] per id shard (ids are spread by their own hash, not
-//! by user), so an id is one key across users, event types and shards.
+//! The idempotency index: every remembered event id, a check of its content and its
+//! recorded outcome, in 20 bytes. One [`IdWindow`] per id shard (ids are spread by their
+//! own hash, not by user), so an id is one key across users, event types and shards.
 //!
 //! # The retry horizon
 //! An id is remembered while it is younger than the horizon (`engine.idempotency_horizon_ms`)
 //! relative to the stamp of the event being checked, and is never dropped earlier: when a
-//! window is full of ids younger than the horizon, a new id is refused
+//! window holds `entries_max` ids younger than the horizon, a new id is refused
 //! ([`Claim::Full`], answered `UNAVAILABLE`), not admitted by forgetting an old one.
-//! Whether an id counts as remembered depends only on the two journaled stamps, so a
-//! replay answers every id exactly as the live run did, whatever order the shards'
-//! inserts interleaved in.
+//! Time is kept per *epoch*: stamps are grouped in epochs of `horizon / 64` (at least
+//! 1 ms), and an id counts as stamped at the end of its epoch — so it is kept up to one
+//! epoch longer than the horizon, never shorter. Whether an id counts as remembered
+//! depends only on the two journaled stamps, so a replay answers every id exactly as the
+//! live run did, whatever order the shards' inserts interleaved in.
+//!
+//! # The layout (20 bytes an id)
+//! A bucketed cuckoo table: every id has two candidate buckets of four 20-byte entries,
+//! both derived from its key; an insert into two full buckets moves an entry to its
+//! other bucket (a bounded random walk), and what still finds no room goes to a small
+//! stash, so nothing remembered is ever dropped for want of a slot. The table is sized
+//! for `entries_max` live ids at 94 % of its slots. An entry is:
+//!
+//! | bits | field |
+//! |---|---|
+//! | 48 | key: a fixed 64-bit hash of the 128-bit id, top 48 bits (never 0: 0 is empty) |
+//! | 40 | check: a hash of the content's 64-bit fingerprint |
+//! | 8 | epoch tag: the epoch number mod 256 (the epoch table holds the number) |
+//! | 3 | kind: coins, stored, settled, rejected, wide, pending |
+//! | 29 | the sequence number, less its epoch's base |
+//! | 32 | the effect's number (a balance, a credit, a reject code) |
+//!
+//! An outcome that does not fit (a payout, a balance of 2^32 coins or more, a sequence
+//! number 2^29 or more from its epoch's base) is kept whole in a side map, by key.
+//!
+//! # What a hash costs
+//! An event is compared with the at most 8 entries of its two buckets. A new id is taken
+//! for a remembered one only if all 48 key bits of one of them match: at most 8 × 2^-48
+//! = 2^-45 a new event, and then it is refused `EVENT_ID_REUSED` (its check differs), so
+//! a hash collision refuses an event, it never drops or answers one as another's — that
+//! needs the 40 check bits to match as well (2^-85). Other content under a remembered id
+//! goes unnoticed only if the checks match: 2^-40 a reuse.
+//!
+//! Epoch tags are reused every 256 epochs; ids of a dead epoch are swept a few slots per
+//! claim, and a tag still holding dead ids when it comes round again is purged first.
 
 use std::collections::VecDeque;
 
@@ -36,145 +68,543 @@ pub(crate) enum Claim {
     Forgotten,
 }
 
+/// Entries a bucket holds.
+const SLOTS: usize = 4;
+/// 32-bit words an entry takes.
+const WORDS: usize = 5;
+/// Live ids the table is sized for, as a share of its slots (in thousandths).
+const LOAD_PERMILLE: usize = 940;
+/// Moves an insert may make before its entry goes to the stash.
+const KICKS_MAX: usize = 500;
+/// A live claim is refused (`Full`) while the stash holds this many entries.
+const STASH_MAX: usize = 256;
+/// Slots swept for dead ids per claim.
+const SWEEP_SLOTS: usize = 8;
+/// Epoch tags: the epoch number mod this.
+const TAGS: usize = 256;
+/// Epochs a horizon spans (at least): `epoch_ms = horizon / EPOCHS_PER_HORIZON`.
+const EPOCHS_PER_HORIZON: u64 = 64;
+
+const KEY_BITS: u32 = 48;
+const CHECK_BITS: u32 = 40;
+const SEQ_BITS: u32 = 29;
+const KEY_MASK: u128 = (1 << KEY_BITS) - 1;
+const CHECK_SHIFT: u32 = KEY_BITS;
+const CHECK_MASK: u128 = (1 << CHECK_BITS) - 1;
+const TAG_SHIFT: u32 = CHECK_SHIFT + CHECK_BITS;
+const KIND_SHIFT: u32 = TAG_SHIFT + 8;
+const SEQ_SHIFT: u32 = KIND_SHIFT + 3;
+const SEQ_SPAN: u64 = 1 << SEQ_BITS;
+
+const COINS: u32 = 0;
+const STORED: u32 = 1;
+const SETTLED: u32 = 2;
+const REJECTED: u32 = 3;
+const WIDE: u32 = 4;
+const PENDING: u32 = 5;
+
+/// The epoch length of a window keeping ids `horizon_ms`.
+pub(crate) fn epoch_ms(horizon_ms: u64) -> u64 {
+    (horizon_ms / EPOCHS_PER_HORIZON).max(1)
+}
+
+/// splitmix64's finalizer: a fixed function (snapshots keep keys and checks).
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The key an id is remembered under: 48 bits of a hash of all 128, never 0.
+fn key_of(id: EventId) -> u64 {
+    let [hi, lo] = id.to_words();
+    let h = mix(hi ^ mix(lo.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+    (h >> (64 - KEY_BITS)).max(1)
+}
+
+/// The check of a content fingerprint: 40 bits.
+fn check_of(fingerprint: EventFingerprint) -> u64 {
+    mix(fingerprint.0 ^ 0x243F_6A88_85A3_08D3) >> (64 - CHECK_BITS)
+}
+
+/// Whether an entry with `check` is the event with `fingerprint`, routed to `route` (an
+/// id from a snapshot of format 2 or older matches any content routed where it was).
+fn matches(check: u64, fingerprint: EventFingerprint, route: u32) -> bool {
+    check == check_of(fingerprint) || check == check_of(EventFingerprint::legacy(route))
+}
+
+/// One remembered id (see the module doc for the bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    bits: u128,
+    value: u32,
+}
+
+impl Entry {
+    const EMPTY: Entry = Entry { bits: 0, value: 0 };
+
+    fn new(key: u64, check: u64, tag: usize, kind: u32, seq_delta: u64, value: u32) -> Entry {
+        debug_assert!(key != 0 && u128::from(key) <= KEY_MASK);
+        debug_assert!(u128::from(check) <= CHECK_MASK && tag < TAGS && seq_delta < SEQ_SPAN);
+        Entry {
+            bits: u128::from(key)
+                | u128::from(check) << CHECK_SHIFT
+                | (tag as u128) << TAG_SHIFT
+                | u128::from(kind) << KIND_SHIFT
+                | u128::from(seq_delta) << SEQ_SHIFT,
+            value,
+        }
+    }
+
+    fn is_empty(self) -> bool {
+        self.key() == 0
+    }
+
+    fn key(self) -> u64 {
+        (self.bits & KEY_MASK) as u64
+    }
+
+    fn check(self) -> u64 {
+        (self.bits >> CHECK_SHIFT & CHECK_MASK) as u64
+    }
+
+    fn tag(self) -> usize {
+        (self.bits >> TAG_SHIFT & 0xFF) as usize
+    }
+
+    fn kind(self) -> u32 {
+        (self.bits >> KIND_SHIFT & 0b111) as u32
+    }
+
+    fn seq_delta(self) -> u64 {
+        (self.bits >> SEQ_SHIFT) as u64
+    }
+
+    fn pending(self) -> bool {
+        self.kind() == PENDING
+    }
+
+    /// The same id with another kind, sequence offset and value.
+    fn with(self, kind: u32, seq_delta: u64, value: u32) -> Entry {
+        Entry::new(self.key(), self.check(), self.tag(), kind, seq_delta, value)
+    }
+}
+
+/// An epoch a tag stands for, and how many entries carry the tag.
+#[derive(Debug, Clone, Copy, Default)]
+struct Epoch {
+    number: u64,
+    entries: usize,
+    /// The sequence number entries of this epoch count from (`None`: none settled yet).
+    base_seq: Option<u64>,
+}
+
+/// Where an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loc {
+    Slot(usize),
+    Stash,
+}
+
 /// One id shard's remembered ids.
 #[derive(Debug, Clone)]
 pub(crate) struct IdWindow {
-    slots: FxHashMap<EventId, Slot>,
-    /// The outcomes that do not pack (payouts), by id: few.
-    wide: FxHashMap<EventId, Outcome>,
-    /// Insertion order, oldest first, for eviction. An id claimed again after it expired
-    /// has two entries here; the older one no longer matches its slot's stamp and seq.
-    order: VecDeque<OrderEntry>,
+    /// `buckets × SLOTS × WORDS` words.
+    table: Vec<u32>,
+    buckets: usize,
+    /// Entries no slot could be found for, by key: few.
+    stash: FxHashMap<u64, Entry>,
+    /// The outcomes that do not pack, by key: few.
+    wide: FxHashMap<u64, Outcome>,
+    epochs: Box<[Epoch; TAGS]>,
+    /// Entries of epochs not yet dead (pending ones included).
+    live: usize,
     entries_max: usize,
     /// How long an id is kept after its stamp.
     horizon_ms: u64,
-    /// The newest stamp of an id this window has dropped: an event that may be a retry
-    /// of one at least this old is refused, not taken as new (see [`IdWindow::claim`]).
+    epoch_ms: u64,
+    /// The newest stamp seen: epochs older than `dead_before` are past the horizon at it.
+    newest: Stamp,
+    dead_before: u64,
+    /// The newest stamp an id this window has dropped may have had: an event that may be
+    /// a retry of one at least this old is refused, not taken as new (see
+    /// [`IdWindow::claim`]).
     forgot_through: Stamp,
-}
-
-/// A remembered id: 40 bytes.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    fingerprint: EventFingerprint,
-    stamp: Stamp,
-    packed: Packed,
-}
-
-/// An id and its stamp: 24 bytes (an `EventId` alone is 16-byte aligned).
-#[derive(Debug, Clone, Copy)]
-struct OrderEntry {
-    id: [u64; 2],
-    stamp: Stamp,
-}
-
-impl OrderEntry {
-    fn id(self) -> EventId {
-        EventId::from_words(self.id)
-    }
-}
-
-/// An outcome in 16 bytes: a kind tag in the top byte over a 56-bit sequence number,
-/// and the effect's one number. `WIDE` marks an outcome kept in the side map, `PENDING`
-/// an id claimed by an event still being applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Packed {
-    tag_seq: u64,
-    value: u64,
-}
-
-const SEQ_BITS: u32 = 56;
-const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
-const COINS: u64 = 0;
-const STORED: u64 = 1;
-const SETTLED: u64 = 2;
-const REJECTED: u64 = 3;
-const WIDE: u64 = 4;
-const PENDING: u64 = 5;
-
-impl Packed {
-    const WIDE_MARK: Packed = Packed {
-        tag_seq: WIDE << SEQ_BITS,
-        value: 0,
-    };
-    const PENDING_MARK: Packed = Packed {
-        tag_seq: PENDING << SEQ_BITS,
-        value: 0,
-    };
-
-    /// The packed form, or `None` when the outcome does not fit (a payout, a sequence
-    /// number of 2^56 or more).
-    fn pack(o: Outcome) -> Option<Packed> {
-        if o.duplicate || o.seq > SEQ_MASK {
-            return None;
-        }
-        let (tag, value) = match o.status {
-            Status::Accepted(Effect::Coins(coins)) => (COINS, coins),
-            Status::Accepted(Effect::Stored) => (STORED, 0),
-            Status::Accepted(Effect::Settled { credited }) => (SETTLED, credited),
-            Status::Rejected(code) => (REJECTED, code as u64),
-            Status::Accepted(Effect::PaidOut { .. }) => return None,
-        };
-        Some(Packed {
-            tag_seq: tag << SEQ_BITS | o.seq,
-            value,
-        })
-    }
-
-    /// The outcome, unless it is kept in the side map or pending.
-    fn unpack(self) -> Option<Outcome> {
-        let status = match self.tag_seq >> SEQ_BITS {
-            COINS => Status::Accepted(Effect::Coins(self.value)),
-            STORED => Status::Accepted(Effect::Stored),
-            SETTLED => Status::Accepted(Effect::Settled {
-                credited: self.value,
-            }),
-            REJECTED => Status::Rejected(
-                u8::try_from(self.value)
-                    .ok()
-                    .and_then(RejectCode::from_u8)
-                    .expect("a packed code is a reject code"),
-            ),
-            _ => return None,
-        };
-        Some(Outcome {
-            seq: self.tag_seq & SEQ_MASK,
-            status,
-            duplicate: false,
-        })
-    }
+    /// The end of the newest epoch an outcome was recorded in (the audit's reference).
+    settled_through: Stamp,
+    /// The next slot the sweep looks at.
+    sweep: usize,
+    /// The random walk's state (xorshift).
+    walk: u64,
 }
 
 impl IdWindow {
     pub(crate) fn new(entries_max: usize, horizon_ms: u64) -> Self {
-        // Sized to the bound up front: a full window never rehashes while a shard's lock
-        // is held (the pages are only touched as entries arrive).
+        let buckets = (entries_max.saturating_mul(1000) / LOAD_PERMILLE)
+            .div_ceil(SLOTS)
+            .max(1);
         Self {
-            slots: FxHashMap::with_capacity_and_hasher(entries_max, Default::default()),
+            // Zeroed pages come from the allocator untouched: memory grows as ids arrive.
+            table: vec![0u32; buckets * SLOTS * WORDS],
+            buckets,
+            stash: FxHashMap::default(),
             wide: FxHashMap::default(),
-            order: VecDeque::with_capacity(entries_max),
+            epochs: Box::new([Epoch::default(); TAGS]),
+            live: 0,
             entries_max,
             horizon_ms,
+            epoch_ms: epoch_ms(horizon_ms),
+            newest: Stamp(0),
+            dead_before: 0,
             forgot_through: Stamp(0),
+            settled_through: Stamp(0),
+            sweep: 0,
+            walk: 0x2545_F491_4F6C_DD1D,
         }
     }
 
-    fn live(&self, slot: &Slot, stamp: Stamp) -> bool {
-        slot.stamp.0.saturating_add(self.horizon_ms) >= stamp.0
+    // --- time ---
+
+    fn epoch_of(&self, stamp: Stamp) -> u64 {
+        stamp.0 / self.epoch_ms
     }
 
-    fn outcome(&self, id: EventId, slot: &Slot) -> Option<Outcome> {
-        if slot.packed == Packed::PENDING_MARK {
-            return None;
-        }
-        slot.packed.unpack().or_else(|| self.wide.get(&id).copied())
+    /// The last stamp of epoch `number`: every id of it counts as stamped then.
+    fn end_of(&self, number: u64) -> Stamp {
+        Stamp(
+            number
+                .saturating_add(1)
+                .saturating_mul(self.epoch_ms)
+                .saturating_sub(1),
+        )
     }
+
+    /// The first epoch not past the horizon at `stamp`.
+    fn first_live_at(&self, stamp: Stamp) -> u64 {
+        match stamp.0.checked_sub(self.horizon_ms) {
+            None | Some(0) => 0,
+            Some(oldest) => (oldest + 1).div_ceil(self.epoch_ms) - 1,
+        }
+    }
+
+    /// Whether epoch `number` is past the horizon at the newest stamp (its ids dropped).
+    fn dead(&self, number: u64) -> bool {
+        number < self.dead_before
+    }
+
+    /// Whether `entry` is remembered at `stamp` (a pending one always is).
+    fn live_at(&self, entry: Entry, stamp: Stamp) -> bool {
+        let number = self.epochs[entry.tag()].number;
+        entry.pending()
+            || (!self.dead(number)
+                && self.end_of(number).0.saturating_add(self.horizon_ms) >= stamp.0)
+    }
+
+    /// Takes `stamp` as seen: epochs past the horizon at it die, and their ids count as
+    /// dropped.
+    fn advance(&mut self, stamp: Stamp) {
+        if stamp <= self.newest {
+            return;
+        }
+        self.newest = stamp;
+        let first = self.first_live_at(stamp);
+        if first <= self.dead_before {
+            return;
+        }
+        let (old, new) = (self.dead_before, first);
+        self.dead_before = new;
+        for t in 0..TAGS {
+            let e = self.epochs[t];
+            if e.entries > 0 && (old..new).contains(&e.number) {
+                self.live -= e.entries;
+                self.forgot_through = self.forgot_through.max(self.end_of(e.number));
+            }
+        }
+    }
+
+    /// The tag for epoch `number`, made ready for a new entry; `None` when a live epoch
+    /// holds it (`number` is 256 epochs or more before it, so long dead).
+    fn tag_for(&mut self, number: u64) -> Option<usize> {
+        let t = (number % TAGS as u64) as usize;
+        let e = self.epochs[t];
+        if e.number == number && e.entries > 0 {
+            return Some(t);
+        }
+        if e.entries > 0 {
+            if !self.dead(e.number) {
+                return None;
+            }
+            self.purge(t);
+            if self.epochs[t].entries > 0 {
+                return None;
+            }
+        }
+        if self.epochs[t].number != number {
+            self.epochs[t] = Epoch {
+                number,
+                entries: 0,
+                base_seq: None,
+            };
+        }
+        Some(t)
+    }
+
+    // --- slots ---
+
+    fn load(&self, slot: usize) -> Entry {
+        let w = &self.table[slot * WORDS..slot * WORDS + WORDS];
+        Entry {
+            bits: u128::from(w[0])
+                | u128::from(w[1]) << 32
+                | u128::from(w[2]) << 64
+                | u128::from(w[3]) << 96,
+            value: w[4],
+        }
+    }
+
+    fn store(&mut self, slot: usize, entry: Entry) {
+        let w = &mut self.table[slot * WORDS..slot * WORDS + WORDS];
+        w[0] = entry.bits as u32;
+        w[1] = (entry.bits >> 32) as u32;
+        w[2] = (entry.bits >> 64) as u32;
+        w[3] = (entry.bits >> 96) as u32;
+        w[4] = entry.value;
+    }
+
+    fn get_at(&self, loc: Loc, key: u64) -> Entry {
+        match loc {
+            Loc::Slot(s) => self.load(s),
+            Loc::Stash => self.stash[&key],
+        }
+    }
+
+    fn set_at(&mut self, loc: Loc, entry: Entry) {
+        match loc {
+            Loc::Slot(s) => self.store(s, entry),
+            Loc::Stash => {
+                self.stash.insert(entry.key(), entry);
+            }
+        }
+    }
+
+    /// The two buckets `key` may be in (the same one in a one-bucket table).
+    fn buckets_of(&self, key: u64) -> [usize; 2] {
+        let h = mix(key ^ 0xB7E1_5162_8AED_2A6A);
+        let n = self.buckets as u64;
+        let first = (((h & 0xFFFF_FFFF) * n) >> 32) as usize;
+        let second = (((h >> 32) * n) >> 32) as usize;
+        if second == first {
+            [first, (first + 1) % self.buckets]
+        } else {
+            [first, second]
+        }
+    }
+
+    fn find(&self, key: u64) -> Option<Loc> {
+        for b in self.buckets_of(key) {
+            for s in b * SLOTS..b * SLOTS + SLOTS {
+                if self.load(s).key() == key {
+                    return Some(Loc::Slot(s));
+                }
+            }
+        }
+        (!self.stash.is_empty() && self.stash.contains_key(&key)).then_some(Loc::Stash)
+    }
+
+    /// Whether a slot may take a new entry: empty, or an id of a dead epoch.
+    fn free(&self, slot: usize) -> bool {
+        let e = self.load(slot);
+        e.is_empty() || (!e.pending() && self.dead(self.epochs[e.tag()].number))
+    }
+
+    /// Removes the entry at `loc`, whatever it is.
+    fn remove(&mut self, loc: Loc, key: u64) {
+        let entry = self.get_at(loc, key);
+        if entry.is_empty() {
+            return;
+        }
+        let epoch = &mut self.epochs[entry.tag()];
+        epoch.entries -= 1;
+        let number = epoch.number;
+        if !self.dead(number) {
+            self.live -= 1;
+        }
+        if entry.kind() == WIDE {
+            self.wide.remove(&entry.key());
+        }
+        match loc {
+            Loc::Slot(s) => self.store(s, Entry::EMPTY),
+            Loc::Stash => {
+                self.stash.remove(&key);
+            }
+        }
+    }
+
+    /// Adds `entry` (its tag made ready by [`IdWindow::tag_for`]; its key not held).
+    fn insert(&mut self, mut entry: Entry) {
+        let epoch = &mut self.epochs[entry.tag()];
+        epoch.entries += 1;
+        let number = epoch.number;
+        if self.dead(number) {
+            // Dead on arrival: it counts as dropped at once.
+            self.forgot_through = self.forgot_through.max(self.end_of(number));
+        } else {
+            self.live += 1;
+        }
+        let [first, second] = self.buckets_of(entry.key());
+        if self.place(first, entry) || self.place(second, entry) {
+            return;
+        }
+        // Both full: take a random entry's place; it moves to its other bucket.
+        let mut bucket = if self.random() & 1 == 0 {
+            first
+        } else {
+            second
+        };
+        for _ in 0..KICKS_MAX {
+            let s = bucket * SLOTS + (self.random() % SLOTS as u64) as usize;
+            let victim = self.load(s);
+            self.store(s, entry);
+            entry = victim;
+            let [a, b] = self.buckets_of(entry.key());
+            bucket = if a == bucket { b } else { a };
+            if self.place(bucket, entry) {
+                return;
+            }
+        }
+        self.stash.insert(entry.key(), entry);
+    }
+
+    /// Puts `entry` in a free slot of `bucket`, if it has one.
+    fn place(&mut self, bucket: usize, entry: Entry) -> bool {
+        for s in bucket * SLOTS..bucket * SLOTS + SLOTS {
+            if self.free(s) {
+                self.remove(Loc::Slot(s), 0);
+                self.store(s, entry);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn random(&mut self) -> u64 {
+        self.walk ^= self.walk << 13;
+        self.walk ^= self.walk >> 7;
+        self.walk ^= self.walk << 17;
+        self.walk
+    }
+
+    /// Drops dead ids from every slot and the stash holding tag `t`.
+    fn purge(&mut self, t: usize) {
+        for s in 0..self.buckets * SLOTS {
+            let e = self.load(s);
+            if !e.is_empty() && e.tag() == t && self.free(s) {
+                self.remove(Loc::Slot(s), 0);
+            }
+        }
+        self.sweep_stash();
+    }
+
+    fn sweep_stash(&mut self) {
+        let dead: Vec<u64> = self
+            .stash
+            .values()
+            .filter(|e| !e.pending() && self.dead(self.epochs[e.tag()].number))
+            .map(|e| e.key())
+            .collect();
+        for key in dead {
+            self.remove(Loc::Stash, key);
+        }
+    }
+
+    /// Frees a few slots of dead ids (so that tags come round clean).
+    fn sweep(&mut self) {
+        for _ in 0..SWEEP_SLOTS {
+            let s = self.sweep;
+            if !self.load(s).is_empty() && self.free(s) {
+                self.remove(Loc::Slot(s), 0);
+            }
+            self.sweep += 1;
+            if self.sweep == self.buckets * SLOTS {
+                self.sweep = 0;
+                self.sweep_stash();
+            }
+        }
+    }
+
+    // --- outcomes ---
+
+    fn outcome(&self, entry: Entry) -> Option<Outcome> {
+        let status = match entry.kind() {
+            COINS => Status::Accepted(Effect::Coins(u64::from(entry.value))),
+            STORED => Status::Accepted(Effect::Stored),
+            SETTLED => Status::Accepted(Effect::Settled {
+                credited: u64::from(entry.value),
+            }),
+            REJECTED => Status::Rejected(
+                u8::try_from(entry.value)
+                    .ok()
+                    .and_then(RejectCode::from_u8)
+                    .expect("a packed code is a reject code"),
+            ),
+            WIDE => return self.wide.get(&entry.key()).copied(),
+            _ => return None,
+        };
+        let base = self.epochs[entry.tag()]
+            .base_seq
+            .expect("a settled epoch has a base");
+        Some(Outcome {
+            seq: base + entry.seq_delta(),
+            status,
+            duplicate: false,
+        })
+    }
+
+    /// Records `outcome` in the entry at `loc` (pending, or replaced in replay).
+    fn record(&mut self, loc: Loc, key: u64, outcome: Outcome) {
+        let entry = self.get_at(loc, key);
+        let epoch = &mut self.epochs[entry.tag()];
+        let base = *epoch
+            .base_seq
+            .get_or_insert(outcome.seq.saturating_sub(SEQ_SPAN / 2));
+        let number = epoch.number;
+        self.settled_through = self.settled_through.max(self.end_of(number));
+        let value = |v: u64| u32::try_from(v).ok();
+        let packed = match outcome.status {
+            _ if outcome.duplicate => None,
+            _ if outcome.seq < base || outcome.seq - base >= SEQ_SPAN => None,
+            Status::Accepted(Effect::Coins(coins)) => value(coins).map(|v| (COINS, v)),
+            Status::Accepted(Effect::Stored) => Some((STORED, 0)),
+            Status::Accepted(Effect::Settled { credited }) => value(credited).map(|v| (SETTLED, v)),
+            Status::Rejected(code) => Some((REJECTED, code as u32)),
+            Status::Accepted(Effect::PaidOut { .. }) => None,
+        };
+        let entry = match packed {
+            Some((kind, v)) => {
+                if entry.kind() == WIDE {
+                    self.wide.remove(&key);
+                }
+                entry.with(kind, outcome.seq - base, v)
+            }
+            None => {
+                self.wide.insert(key, outcome);
+                entry.with(WIDE, 0, 0)
+            }
+        };
+        self.set_at(loc, entry);
+    }
+
+    // --- the index ---
 
     /// The outcome recorded for `id` if it is remembered at `stamp` (pending: `None`).
     #[cfg(test)]
     pub(crate) fn get(&self, id: EventId, stamp: Stamp) -> Option<Outcome> {
-        let slot = self.slots.get(&id).filter(|s| self.live(s, stamp))?;
-        self.outcome(id, slot)
+        let key = key_of(id);
+        let entry = self.get_at(self.find(key)?, key);
+        if !self.live_at(entry, stamp) {
+            return None;
+        }
+        self.outcome(entry)
     }
 
     /// The recorded outcome of `id` if it is remembered at `stamp` for this content
@@ -186,19 +616,21 @@ impl IdWindow {
         route: u32,
         stamp: Stamp,
     ) -> Option<Outcome> {
-        let slot = self.slots.get(&id).filter(|s| self.live(s, stamp))?;
-        if !slot.fingerprint.matches(fingerprint, route) {
+        let key = key_of(id);
+        let entry = self.get_at(self.find(key)?, key);
+        if !self.live_at(entry, stamp) || !matches(entry.check(), fingerprint, route) {
             return None;
         }
-        self.outcome(id, slot)
+        self.outcome(entry)
     }
 
     /// Looks `id` up for an event with `fingerprint`, routed to `route`, stamped `stamp`,
     /// and claims it when it is not remembered (live ingestion). `since`: the oldest
-    /// stamp an earlier attempt of the event can have (its `issued_ms` less the `ISSUED_AHEAD_MAX_MS` a
-    /// clock may run ahead, or for an event without one its own stamp less as much):
-    /// if ids that old were dropped already, it may be a retry of one of them and is
-    /// refused ([`Claim::Forgotten`]), whatever order concurrent batches' stamps came in.
+    /// stamp an earlier attempt of the event can have (its `issued_ms` less the
+    /// `ISSUED_AHEAD_MAX_MS` a clock may run ahead, or for an event without one its own
+    /// stamp less as much): if ids that old were dropped already, it may be a retry of
+    /// one of them and is refused ([`Claim::Forgotten`]), whatever order concurrent
+    /// batches' stamps came in.
     pub(crate) fn claim(
         &mut self,
         id: EventId,
@@ -207,132 +639,54 @@ impl IdWindow {
         stamp: Stamp,
         since: u64,
     ) -> Claim {
-        if let Some(slot) = self.slots.get(&id)
-            && (slot.packed == Packed::PENDING_MARK || self.live(slot, stamp))
-        {
-            return if slot.fingerprint.matches(fingerprint, route) {
-                Claim::Retry(self.outcome(id, slot))
-            } else {
-                Claim::Reused
-            };
+        let key = key_of(id);
+        self.advance(stamp);
+        if let Some(loc) = self.find(key) {
+            let entry = self.get_at(loc, key);
+            if self.live_at(entry, stamp) {
+                return if matches(entry.check(), fingerprint, route) {
+                    Claim::Retry(self.outcome(entry))
+                } else {
+                    Claim::Reused
+                };
+            }
         }
-        self.expire(stamp);
         if self.forgot_through.0 != 0 && self.forgot_through.0 >= since {
             return Claim::Forgotten;
         }
-        if self.slots.len() >= self.entries_max {
+        if self.live >= self.entries_max || self.stash.len() >= STASH_MAX {
             return Claim::Full;
         }
-        self.put(id, fingerprint, stamp, Packed::PENDING_MARK);
-        Claim::Fresh
-    }
-
-    /// Stores `id` as the newest entry, replacing what it held.
-    fn put(&mut self, id: EventId, fingerprint: EventFingerprint, stamp: Stamp, packed: Packed) {
-        if self.slots.remove(&id).is_some() {
-            self.wide.remove(&id);
+        let Some(tag) = self.tag_for(self.epoch_of(stamp)) else {
+            // Its epoch's tag is held by one 256 epochs younger: a batch that old is
+            // refused like one older than an id dropped.
+            return Claim::Forgotten;
+        };
+        if let Some(loc) = self.find(key) {
+            // A dead entry of the same id: the new one replaces it.
+            self.remove(loc, key);
         }
-        self.slots.insert(
-            id,
-            Slot {
-                fingerprint,
-                stamp,
-                packed,
-            },
-        );
-        self.order.push_back(OrderEntry {
-            id: id.to_words(),
-            stamp,
-        });
+        self.insert(Entry::new(key, check_of(fingerprint), tag, PENDING, 0, 0));
+        self.sweep();
+        Claim::Fresh
     }
 
     /// Forgets a claim whose event was not applied after all.
     pub(crate) fn unclaim(&mut self, id: EventId) {
-        if self
-            .slots
-            .get(&id)
-            .is_some_and(|s| s.packed == Packed::PENDING_MARK)
+        let key = key_of(id);
+        if let Some(loc) = self.find(key)
+            && self.get_at(loc, key).pending()
         {
-            self.slots.remove(&id);
+            self.remove(loc, key);
         }
     }
 
     /// Records the outcome of an id claimed by [`IdWindow::claim`].
     pub(crate) fn settle(&mut self, id: EventId, outcome: Outcome) {
-        let packed = Packed::pack(outcome).unwrap_or_else(|| {
-            self.wide.insert(id, outcome);
-            Packed::WIDE_MARK
-        });
-        let slot = self.slots.get_mut(&id).expect("a settled id was claimed");
-        debug_assert_eq!(slot.packed, Packed::PENDING_MARK, "an id is settled once");
-        slot.packed = packed;
-    }
-
-    /// Drops the ids older than the horizon at `stamp`, oldest first. Entries are in
-    /// insertion order, which concurrent batches make only roughly stamp order: an
-    /// expired id behind a younger one waits for it (it is already treated as absent),
-    /// and so does everything behind a claim still pending.
-    fn expire(&mut self, stamp: Stamp) {
-        while let Some(&front) = self.order.front() {
-            if front.stamp.0.saturating_add(self.horizon_ms) >= stamp.0 {
-                break;
-            }
-            let id = front.id();
-            // The slot may be a newer entry of the same id: leave that one.
-            match self.slots.get(&id) {
-                Some(s) if s.stamp == front.stamp && s.packed == Packed::PENDING_MARK => break,
-                Some(s) if s.stamp == front.stamp => {
-                    if self
-                        .slots
-                        .remove(&id)
-                        .is_some_and(|s| s.packed == Packed::WIDE_MARK)
-                    {
-                        self.wide.remove(&id);
-                    }
-                    self.forgot_through = self.forgot_through.max(front.stamp);
-                }
-                _ => {}
-            }
-            self.order.pop_front();
-        }
-    }
-
-    /// Takes the config's bound and horizon (a restart may change them: a smaller
-    /// horizon forgets ids earlier, a smaller bound refuses new ids sooner).
-    pub(crate) fn reconfigure(&mut self, entries_max: usize, horizon_ms: u64) {
-        self.entries_max = entries_max;
-        self.horizon_ms = horizon_ms;
-    }
-
-    /// Ids held (some may be past the horizon, not dropped yet).
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Remembered ids with their fingerprints, stamps and outcomes, oldest first.
-    pub(crate) fn iter(
-        &self,
-    ) -> impl Iterator<Item = (EventId, EventFingerprint, Stamp, Outcome)> + '_ {
-        self.order.iter().filter_map(|e| {
-            let id = e.id();
-            let slot = self.slots.get(&id).filter(|s| s.stamp == e.stamp)?;
-            let outcome = self.outcome(id, slot).expect("no id is pending at a cut");
-            Some((id, slot.fingerprint, e.stamp, outcome))
-        })
-    }
-
-    /// The ids remembered at `stamp`, sorted: the same set whatever order they were
-    /// inserted in (for comparing a replayed engine with the live one).
-    pub(crate) fn canonical(
-        &self,
-        stamp: Stamp,
-    ) -> Vec<(EventId, EventFingerprint, Stamp, Outcome)> {
-        let mut ids: Vec<_> = self
-            .iter()
-            .filter(|&(_, _, s, _)| s.0.saturating_add(self.horizon_ms) >= stamp.0)
-            .collect();
-        ids.sort_unstable_by_key(|e| e.0);
-        ids
+        let key = key_of(id);
+        let loc = self.find(key).expect("a settled id was claimed");
+        debug_assert!(self.get_at(loc, key).pending(), "an id is settled once");
+        self.record(loc, key, outcome);
     }
 
     /// Remembers `id` as `outcome`, recorded by the journal (replay, snapshots,
@@ -346,41 +700,133 @@ impl IdWindow {
         outcome: Outcome,
         stamp: Stamp,
     ) {
-        self.expire(stamp);
-        if let Some(slot) = self.slots.get(&id)
-            && self.outcome(id, slot).is_some_and(|o| o.seq > outcome.seq)
-        {
+        self.advance(stamp);
+        let number = self.epoch_of(stamp);
+        self.put(key_of(id), check_of(fingerprint), number, outcome);
+    }
+
+    /// [`IdWindow::remember`] by key, check and epoch.
+    fn put(&mut self, key: u64, check: u64, number: u64, outcome: Outcome) {
+        if let Some(loc) = self.find(key) {
+            let held = self.get_at(loc, key);
+            if self.outcome(held).is_some_and(|o| o.seq > outcome.seq) {
+                return;
+            }
+            self.remove(loc, key);
+        }
+        if self.dead(number) {
+            // Past the horizon already: dropped on arrival.
+            self.forgot_through = self.forgot_through.max(self.end_of(number));
             return;
         }
-        self.put(id, fingerprint, stamp, Packed::PENDING_MARK);
-        self.settle(id, outcome);
+        let tag = self
+            .tag_for(number)
+            .expect("a live epoch's tag is free or its own");
+        self.insert(Entry::new(key, check, tag, PENDING, 0, 0));
+        let loc = self.find(key).expect("just inserted");
+        self.record(loc, key, outcome);
+    }
+
+    /// Takes the config's bound and horizon (a restart may change them: a smaller
+    /// horizon forgets ids earlier, a smaller bound refuses new ids sooner). The table is
+    /// rebuilt when its size or epochs change.
+    pub(crate) fn reconfigure(&mut self, entries_max: usize, horizon_ms: u64) {
+        if entries_max == self.entries_max && horizon_ms == self.horizon_ms {
+            return;
+        }
+        let mut next = IdWindow::new(entries_max, horizon_ms);
+        next.forgot_through = self.forgot_through;
+        next.advance(self.newest);
+        for (key, check, number, outcome) in self.iter() {
+            // In the new epochs, the one holding this one's end (kept as long or longer).
+            let number = next.epoch_of(self.end_of(number));
+            next.put(key, check, number, outcome);
+        }
+        *self = next;
+    }
+
+    /// Ids held in epochs not past the horizon (pending ones included).
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// The end of the newest epoch an outcome was recorded in: the stamp the audit
+    /// compares remembered ids at.
+    pub(crate) fn settled_through(&self) -> Stamp {
+        self.settled_through
+    }
+
+    /// Remembered ids as (key, check, epoch number, outcome), in table order.
+    fn iter(&self) -> impl Iterator<Item = (u64, u64, u64, Outcome)> + '_ {
+        let slots = (0..self.buckets * SLOTS).map(|s| self.load(s));
+        slots
+            .chain(self.stash.values().copied())
+            .filter(|e| !e.is_empty() && !self.dead(self.epochs[e.tag()].number))
+            .map(|e| {
+                let outcome = self.outcome(e).expect("no id is pending at a cut");
+                (e.key(), e.check(), self.epochs[e.tag()].number, outcome)
+            })
+    }
+
+    /// The ids remembered at `stamp`, sorted: the same set whatever order they were
+    /// inserted in (for comparing a replayed engine with the live one).
+    pub(crate) fn canonical(&self, stamp: Stamp) -> Vec<(u64, u64, u64, Outcome)> {
+        let mut ids: Vec<_> = self
+            .iter()
+            .filter(|&(_, _, number, _)| {
+                self.end_of(number).0.saturating_add(self.horizon_ms) >= stamp.0
+            })
+            .collect();
+        ids.sort_unstable_by_key(|e| e.0);
+        ids
     }
 }
 
-/// The window as snapshots (format 3) encode it.
+/// The window as snapshots (format 5 on) encode it.
 #[derive(Deserialize)]
 struct IdWindowRepr {
-    ids: Vec<(EventId, EventFingerprint, Stamp, Outcome)>,
+    /// (key, check, epoch number, outcome)
+    ids: Vec<(u64, u64, u64, Outcome)>,
     entries_max: usize,
     horizon_ms: u64,
+    epoch_ms: u64,
+    newest: Stamp,
     forgot_through: Stamp,
+    settled_through: Stamp,
 }
 
-impl From<IdWindowRepr> for IdWindow {
-    fn from(repr: IdWindowRepr) -> Self {
-        let mut window = IdWindow::new(repr.entries_max, repr.horizon_ms);
-        window.forgot_through = repr.forgot_through;
-        for (id, fingerprint, stamp, outcome) in repr.ids {
-            window.put(id, fingerprint, stamp, Packed::PENDING_MARK);
-            window.settle(id, outcome);
+impl TryFrom<IdWindowRepr> for IdWindow {
+    type Error = String;
+
+    fn try_from(repr: IdWindowRepr) -> Result<Self, String> {
+        if repr.epoch_ms == 0 || repr.horizon_ms / repr.epoch_ms > 2 * EPOCHS_PER_HORIZON {
+            return Err(format!(
+                "an id window of {} ms epochs for a {} ms horizon",
+                repr.epoch_ms, repr.horizon_ms
+            ));
         }
-        window
+        let mut window = IdWindow::new(repr.entries_max, repr.horizon_ms);
+        window.epoch_ms = repr.epoch_ms;
+        window.advance(repr.newest);
+        window.forgot_through = repr.forgot_through;
+        window.settled_through = repr.settled_through;
+        for (key, check, number, outcome) in repr.ids {
+            if key == 0 || u128::from(key) > KEY_MASK || u128::from(check) > CHECK_MASK {
+                return Err("an id window entry out of range".to_owned());
+            }
+            if number > window.epoch_of(window.newest) {
+                return Err("an id window entry newer than the window".to_owned());
+            }
+            window.put(key, check, number, outcome);
+        }
+        Ok(window)
     }
 }
 
 impl<'de> Deserialize<'de> for IdWindow {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        IdWindowRepr::deserialize(deserializer).map(IdWindow::from)
+        IdWindowRepr::deserialize(deserializer)
+            .and_then(|repr| IdWindow::try_from(repr).map_err(serde::de::Error::custom))
     }
 }
 
@@ -398,12 +844,35 @@ impl Serialize for IdWindow {
                 seq.end()
             }
         }
-        let mut s = serializer.serialize_struct("IdWindow", 4)?;
+        let mut s = serializer.serialize_struct("IdWindow", 7)?;
         s.serialize_field("ids", &Ids(self))?;
         s.serialize_field("entries_max", &self.entries_max)?;
         s.serialize_field("horizon_ms", &self.horizon_ms)?;
+        s.serialize_field("epoch_ms", &self.epoch_ms)?;
+        s.serialize_field("newest", &self.newest)?;
         s.serialize_field("forgot_through", &self.forgot_through)?;
+        s.serialize_field("settled_through", &self.settled_through)?;
         s.end()
+    }
+}
+
+/// The window as snapshot formats 3 and 4 encoded it: whole ids, fingerprints and stamps.
+#[derive(Deserialize)]
+pub(crate) struct IdWindowV4 {
+    ids: Vec<(EventId, EventFingerprint, Stamp, Outcome)>,
+    entries_max: usize,
+    horizon_ms: u64,
+    forgot_through: Stamp,
+}
+
+impl From<IdWindowV4> for IdWindow {
+    fn from(v4: IdWindowV4) -> Self {
+        let mut window = IdWindow::new(v4.entries_max, v4.horizon_ms);
+        for (id, fingerprint, stamp, outcome) in v4.ids {
+            window.remember(id, fingerprint, outcome, stamp);
+        }
+        window.forgot_through = window.forgot_through.max(v4.forgot_through);
+        window
     }
 }
 
@@ -445,7 +914,9 @@ impl Serialize for LegacyWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use rust_decimal::Decimal;
+    use std::collections::HashMap;
 
     fn outcome(seq: u64) -> Outcome {
         Outcome {
@@ -457,8 +928,7 @@ mod tests {
 
     const FP: EventFingerprint = EventFingerprint(7);
 
-    /// A live claim, settled at once (`since` = the stamp: these windows keep ids for
-    /// 1 s, with no allowance for clocks ahead).
+    /// A live claim, settled at once (`since` = the stamp: no allowance for clocks ahead).
     fn insert(w: &mut IdWindow, id: u128, seq: u64, stamp: u64) -> Claim {
         let claim = w.claim(EventId(id), FP, 0, Stamp(stamp), stamp);
         if claim == Claim::Fresh {
@@ -468,13 +938,23 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_20_bytes() {
+        assert_eq!(SLOTS * WORDS * 4, 80);
+        assert_eq!(KEY_BITS + CHECK_BITS + 8 + 3 + SEQ_BITS, 128);
+        let w = IdWindow::new(940_000, 1_000);
+        assert_eq!(w.table.len() * 4, 20_000_000, "1M slots of 20 bytes");
+    }
+
+    #[test]
     fn every_outcome_kind_round_trips_through_a_snapshot() {
         use crate::protocol::{decode_serde, encode_serde};
         let mut statuses = vec![
             Status::Accepted(Effect::Coins(0)),
+            Status::Accepted(Effect::Coins(u64::from(u32::MAX))),
             Status::Accepted(Effect::Coins(u64::MAX)),
             Status::Accepted(Effect::Stored),
             Status::Accepted(Effect::Settled { credited: 7 }),
+            Status::Accepted(Effect::Settled { credited: 1 << 40 }),
             Status::Accepted(Effect::PaidOut {
                 diamonds_available: 3,
                 value: Decimal::new(12_345, 2),
@@ -484,11 +964,11 @@ mod tests {
         let mut w = IdWindow::new(statuses.len(), 1_000);
         let mut expected = Vec::new();
         for (i, &status) in statuses.iter().enumerate() {
-            // Sequence numbers below and at the packing bound (2^56 and up go wide).
+            // Sequence numbers near the epoch's base and far from it (those go wide).
             let seq = if i % 2 == 0 {
-                i as u64
+                1_000 + i as u64
             } else {
-                SEQ_MASK + i as u64
+                u64::MAX / 2 + i as u64
             };
             let o = Outcome {
                 seq,
@@ -497,46 +977,51 @@ mod tests {
             };
             let id = EventId(u128::MAX - i as u128);
             w.remember(id, FP, o, Stamp(i as u64));
-            expected.push((id, FP, Stamp(i as u64), o));
+            expected.push((id, o));
         }
-        w.forgot_through = Stamp(3);
-        assert_eq!(w.iter().collect::<Vec<_>>(), expected);
         let read: IdWindow = decode_serde(&encode_serde(&w).unwrap()).unwrap();
-        assert_eq!(read.iter().collect::<Vec<_>>(), expected);
-        assert_eq!(read.forgot_through, Stamp(3));
+        for window in [&w, &read] {
+            assert_eq!(window.len(), expected.len());
+            for &(id, o) in &expected {
+                assert_eq!(window.lookup(id, FP, 0, Stamp(100)), Some(o));
+            }
+        }
+        assert_eq!(w.canonical(Stamp(100)), read.canonical(Stamp(100)));
+        assert!(!w.wide.is_empty() && w.wide.len() < expected.len());
     }
 
     #[test]
     fn a_full_window_refuses_new_ids_and_never_forgets_a_young_one() {
+        // A 1,000 ms horizon: 15 ms epochs; an id counts as stamped at its epoch's end.
         let mut w = IdWindow::new(2, 1_000);
         assert_eq!(insert(&mut w, 1, 1, 100_000), Claim::Fresh);
         assert_eq!(insert(&mut w, 2, 2, 100_010), Claim::Fresh);
         assert_eq!(insert(&mut w, 3, 3, 100_020), Claim::Full);
         assert_eq!(
-            w.claim(EventId(1), FP, 0, Stamp(100_020), 0),
+            w.claim(EventId(1), FP, 0, Stamp(101_004), 0),
             Claim::Retry(Some(outcome(1))),
-            "still remembered when full"
+            "still remembered when full, up to its epoch's end (100,004) + the horizon"
         );
         // Past the horizon of id 1, a new id takes its place.
-        assert_eq!(insert(&mut w, 3, 3, 101_001), Claim::Fresh);
-        assert_eq!(w.get(EventId(1), Stamp(101_001)), None);
-        assert_eq!(w.get(EventId(2), Stamp(101_001)), Some(outcome(2)));
+        assert_eq!(insert(&mut w, 3, 3, 101_010), Claim::Fresh);
+        assert_eq!(w.get(EventId(1), Stamp(101_010)), None);
+        assert_eq!(w.get(EventId(2), Stamp(101_010)), Some(outcome(2)));
         assert_eq!(w.len(), 2);
-        assert_eq!(w.forgot_through, Stamp(100_000));
+        assert_eq!(w.forgot_through, Stamp(100_004));
     }
 
     #[test]
     fn an_event_as_old_as_a_dropped_id_is_refused() {
         let mut w = IdWindow::new(4, 1_000);
         insert(&mut w, 1, 1, 100_000);
-        insert(&mut w, 2, 2, 102_000); // drops id 1 (stamp 100,000)
+        insert(&mut w, 2, 2, 102_000); // drops id 1 (its epoch ends at 100,004)
         // A batch stamped before the drop, applied after it: it may be id 1's retry.
         assert_eq!(
             w.claim(EventId(1), FP, 0, Stamp(100_500), 100_000),
             Claim::Forgotten
         );
         assert_eq!(
-            w.claim(EventId(3), FP, 0, Stamp(102_000), 100_001),
+            w.claim(EventId(3), FP, 0, Stamp(102_000), 100_005),
             Claim::Fresh
         );
     }
@@ -577,5 +1062,124 @@ mod tests {
         assert_eq!(a.get(EventId(1), Stamp(500)), Some(outcome(5)));
         assert_eq!(b.get(EventId(1), Stamp(500)), Some(outcome(5)));
         assert_eq!(a.canonical(Stamp(500)), b.canonical(Stamp(500)));
+    }
+
+    #[test]
+    fn a_window_fills_to_its_bound_and_answers_every_id() {
+        let n = 100_000;
+        let mut w = IdWindow::new(n, 60_000);
+        for i in 0..n as u128 {
+            let id = i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+            assert_eq!(insert(&mut w, id, i as u64 + 1, 1_000), Claim::Fresh);
+        }
+        assert_eq!(insert(&mut w, u128::MAX, 0, 1_000), Claim::Full);
+        assert!(w.stash.len() < 16, "stash: {}", w.stash.len());
+        for i in 0..n as u128 {
+            let id = i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+            assert_eq!(
+                w.get(EventId(id), Stamp(2_000)),
+                Some(outcome(i as u64 + 1))
+            );
+        }
+        // All of it expires at once; the next horizon's ids take the slots.
+        for i in 0..n as u128 {
+            assert_eq!(insert(&mut w, !i, i as u64 + 1, 200_000), Claim::Fresh);
+        }
+        assert_eq!(w.len(), n);
+    }
+
+    #[test]
+    fn epoch_tags_come_round_without_bringing_dead_ids_back() {
+        // 64 ms horizon, 1 ms epochs: 256 epochs pass in 256 ms.
+        let mut w = IdWindow::new(80, 64);
+        let mut seq = 0;
+        for t in 0..5_000u64 {
+            seq += 1;
+            assert_eq!(
+                insert(&mut w, u128::from(t), seq, t),
+                Claim::Fresh,
+                "at {t}"
+            );
+            if t >= 300 {
+                // The id 256 epochs back shares this epoch's tag: long dead.
+                assert_eq!(w.get(EventId(u128::from(t - 256)), Stamp(t)), None);
+                assert_eq!(
+                    w.get(EventId(u128::from(t - 60)), Stamp(t)),
+                    Some(outcome(seq - 60))
+                );
+            }
+            assert!(w.len() <= 66, "{} live at {t}", w.len());
+        }
+        // A long silence: every tag comes round at once.
+        assert_eq!(insert(&mut w, 1 << 100, 1, 1_000_000), Claim::Fresh);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.get(EventId(4_999), Stamp(1_000_000)), None);
+    }
+
+    #[test]
+    fn reconfiguring_keeps_every_id_for_at_least_the_new_horizon() {
+        let mut w = IdWindow::new(1_000, 10_000);
+        for i in 0..500u64 {
+            insert(&mut w, u128::from(i), i + 1, 50_000 + i);
+        }
+        w.reconfigure(2_000, 20_000);
+        assert_eq!(w.len(), 500);
+        assert_eq!(w.get(EventId(0), Stamp(70_000)), Some(outcome(1)));
+        w.reconfigure(600, 1_000);
+        assert_eq!(w.get(EventId(499), Stamp(50_499)), Some(outcome(500)));
+        assert_eq!(w.len(), 500);
+        assert_eq!(insert(&mut w, 1 << 90, 9_999, 50_500), Claim::Fresh);
+    }
+
+    /// An id as the model keeps it: content, stamp, outcome (None: pending).
+    type Model = HashMap<u128, (u64, u64, Option<Outcome>)>;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Against a model that keeps every id with its exact stamp: never `Fresh` for an
+        /// id remembered within the horizon, always the recorded outcome for a retry,
+        /// `Reused` for other content, `Full` only at the bound.
+        #[test]
+        fn the_window_never_admits_a_remembered_id_again(
+            steps in proptest::collection::vec((0u128..300, 0u64..3, 0u64..40, any::<bool>()), 1..600),
+            entries_max in 8usize..200,
+        ) {
+            let horizon = 640;
+            let mut w = IdWindow::new(entries_max, horizon);
+            let epoch_ms = horizon / 64;
+            let mut model: Model = HashMap::new();
+            let (mut stamp, mut seq) = (1_000u64, 0u64);
+            for (id, content, advance, settle) in steps {
+                stamp += advance;
+                let live_in_model = |m: &Model, id: u128| {
+                    m.get(&id).filter(|(_, s, o)| o.is_none() || (s / epoch_ms + 1) * epoch_ms - 1 + horizon >= stamp).copied()
+                };
+                let claim = w.claim(EventId(id), EventFingerprint(content), 0, Stamp(stamp), stamp - 10);
+                match (claim, live_in_model(&model, id)) {
+                    (Claim::Retry(o), Some((c, _, mo))) => {
+                        prop_assert_eq!(c, content);
+                        prop_assert_eq!(o, mo);
+                    }
+                    (Claim::Reused, Some((c, _, _))) => prop_assert_ne!(c, content),
+                    (Claim::Fresh, None) => {
+                        seq += 1;
+                        if settle {
+                            let o = outcome(seq);
+                            w.settle(EventId(id), o);
+                            model.insert(id, (content, stamp, Some(o)));
+                        } else {
+                            w.unclaim(EventId(id));
+                        }
+                    }
+                    (Claim::Full, None) => {
+                        let live = model.keys().filter(|&&i| live_in_model(&model, i).is_some()).count();
+                        prop_assert!(live >= entries_max, "full at {} of {}", live, entries_max);
+                    }
+                    (Claim::Forgotten, None) => {}
+                    (claim, held) => prop_assert!(false, "{:?} for {:?}", claim, held),
+                }
+            }
+        }
     }
 }

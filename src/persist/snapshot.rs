@@ -28,13 +28,13 @@ use std::path::{Path, PathBuf};
 
 use crate::economy::Economy;
 use crate::engine::{
-    Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, LogEntry,
-    StateView,
+    Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4,
+    LogEntry, StateView,
 };
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -597,6 +597,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
             .map_err(corrupt)?
             .into(),
         3 => protocol::decode_serde::<EngineStateV3>(body)
+            .map_err(corrupt)?
+            .into(),
+        4 => protocol::decode_serde::<EngineStateV4>(body)
             .map_err(corrupt)?
             .into(),
         _ => protocol::decode_serde(body).map_err(corrupt)?,

@@ -48,8 +48,10 @@ fn config(shards: usize, entries: usize) -> EngineConfig {
 }
 
 /// How long the index keeps an id: the horizon plus `ISSUED_AHEAD_MAX_MS`.
+/// The longest an id is kept (the horizon, the allowance for clocks ahead, and the
+/// epoch the index counts it in): one millisecond later it is forgotten.
 fn keep_ms(config: &EngineConfig) -> u64 {
-    config.idempotency_horizon_ms + giftstream::engine::ISSUED_AHEAD_MAX_MS
+    config.id_kept_max_ms()
 }
 
 // ---- F1: a retry inside the horizon is applied twice when stamps go backwards -----

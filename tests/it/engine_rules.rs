@@ -761,7 +761,7 @@ fn a_full_window_is_backpressure_and_never_forgets_a_young_id() {
     assert_eq!(next, refused(RejectCode::Unavailable));
     // Past the horizon of R1 and R2 (and the seconds ids are kept for clocks ahead), new
     // ids are admitted again: numbers go on from 3.
-    let later = Stamp(NOV.0 + 60_000 + giftstream::engine::ISSUED_AHEAD_MAX_MS + 1);
+    let later = Stamp(NOV.0 + engine.config().id_kept_max_ms() + 1);
     let o = engine.apply_batch(&[recharge(3, 1, "coins_100")], later)[0];
     assert!(o.is_accepted() && o.seq == 3, "{o:?}");
     let log = engine.drain_log();
