@@ -79,7 +79,7 @@ const KICKS_MAX: usize = 500;
 /// A live claim is refused (`Full`) while the stash holds this many entries.
 const STASH_MAX: usize = 256;
 /// Slots swept for dead ids per claim.
-const SWEEP_SLOTS: usize = 8;
+const SWEEP_SLOTS: usize = 4;
 /// Epoch tags: the epoch number mod this.
 const TAGS: usize = 256;
 /// Epochs a horizon spans (at least): `epoch_ms = horizon / EPOCHS_PER_HORIZON`.
@@ -374,7 +374,7 @@ impl IdWindow {
     fn get_at(&self, loc: Loc, key: u64) -> Entry {
         match loc {
             Loc::Slot(s) => self.load(s),
-            Loc::Stash => self.stash[&key],
+            Loc::Stash => self.stash.get(&key).copied().unwrap_or(Entry::EMPTY),
         }
     }
 
@@ -641,7 +641,8 @@ impl IdWindow {
     ) -> Claim {
         let key = key_of(id);
         self.advance(stamp);
-        if let Some(loc) = self.find(key) {
+        let held = self.find(key);
+        if let Some(loc) = held {
             let entry = self.get_at(loc, key);
             if self.live_at(entry, stamp) {
                 return if matches(entry.check(), fingerprint, route) {
@@ -662,8 +663,10 @@ impl IdWindow {
             // refused like one older than an id dropped.
             return Claim::Forgotten;
         };
-        if let Some(loc) = self.find(key) {
-            // A dead entry of the same id: the new one replaces it.
+        if let Some(loc) = held
+            && self.get_at(loc, key).key() == key
+        {
+            // A dead entry of the same id (unless a purge took it): the new one replaces it.
             self.remove(loc, key);
         }
         self.insert(Entry::new(key, check_of(fingerprint), tag, PENDING, 0, 0));

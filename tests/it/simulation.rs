@@ -1752,3 +1752,243 @@ fn plans_are_fixed_by_their_seed() {
     assert_eq!(a.config, b.config);
     assert_ne!(events(&a), events(&Plan::generate(8)));
 }
+
+// ---- the retry horizon: issued_ms, a small window, restarts mid-run ------------------
+
+/// Seeds of [`horizon_simulation_seed_sweep`] in CI.
+const HORIZON_SEEDS: u64 = 60;
+/// Events a horizon run sends, one batch each (so that the model's order is the
+/// engine's; batches are the main sweep's business).
+const HORIZON_STEPS: usize = 700;
+
+/// What a horizon run exercised.
+#[derive(Debug, Default, Clone, Copy)]
+struct HorizonStats {
+    applied: usize,
+    duplicates: usize,
+    reused: usize,
+    expired_by_issued: usize,
+    forgotten: usize,
+    unavailable: usize,
+    applied_again_past_horizon: usize,
+    restarts: usize,
+}
+
+/// One serial run against the model with the retry horizon made short (1–4 s) and the
+/// id index small (4–24 ids a shard), stamps moving forward by up to half a horizon a
+/// step (and sometimes past the whole horizon at once), events carrying `issued_ms`
+/// (sometimes none, sometimes older than the horizon or too far ahead), retries and
+/// reuses of any earlier id, and a restart from a snapshot mid-run. Every answer is
+/// checked as it comes:
+/// - an `issued_ms` older than the horizon (or over 10 s ahead) is `EVENT_EXPIRED`;
+/// - an id applied within the horizon (+ the 10 s allowance) answers the original
+///   outcome, or `EVENT_ID_REUSED` for other content — NEVER applied again;
+/// - up to one index epoch later the id may be answered so or forgotten;
+/// - a fresh application takes the next number and equals the model's, which forgets
+///   the id only when the engine may have;
+/// - `EVENT_EXPIRED` for a fresh id only when an id as old as it may be was dropped;
+///   `UNAVAILABLE` only when the index may be full.
+///
+/// Then the state equals the model's, and the whole journal replays to the live state
+/// (also under an edited config: a longer horizon, a smaller index).
+fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
+    let mut g = Generator::new(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4859_5249_5a4f_4e00);
+    let shards = [1, 2, 4][rng.random_range(0..3usize)];
+    let horizon = rng.random_range(1_000..=4_000u64);
+    let per_shard = rng.random_range(4..=24usize);
+    let config = EngineConfig {
+        shards,
+        idempotency_horizon_ms: horizon,
+        idempotency_entries_max: per_shard * shards,
+        history_per_user: 2,
+        top_k: 2,
+        ..EngineConfig::default()
+    };
+    let ahead = giftstream::engine::ISSUED_AHEAD_MAX_MS;
+    let keep = horizon + ahead;
+    let kept_max = config.id_kept_max_ms();
+    let epoch = kept_max - keep;
+    let mut engine = Engine::new(economy(), config.clone()).map_err(|e| e.to_string())?;
+    let mut model = Model::new(economy(), Versions::new());
+    // Per id: the stamp it was last applied at; per id: the issued_ms it was sent with.
+    let mut applied_at: HashMap<EventId, u64> = HashMap::new();
+    let mut every_application: Vec<u64> = Vec::new();
+    let mut issued_of: HashMap<EventId, u64> = HashMap::new();
+    let mut log = Vec::new();
+    let mut stats = HorizonStats::default();
+    let restart_at = rng.random_range(HORIZON_STEPS / 4..HORIZON_STEPS * 3 / 4);
+    let mut stamp = DEC.0;
+    for step in 0..HORIZON_STEPS {
+        stamp += if rng.random_bool(0.02) {
+            kept_max + rng.random_range(0..=horizon)
+        } else {
+            rng.random_range(0..=horizon / 8)
+        };
+        let event = g.event();
+        let id = event.id();
+        let issued = match (issued_of.get(&id), rng.random_range(0..100u32)) {
+            // A retry carries the issued_ms of the first attempt (or, now and then,
+            // another one: a reuse may say anything).
+            (Some(&first), 0..90) => first,
+            (_, 0..10) => 0,
+            (_, 10..16) => stamp - horizon - rng.random_range(1..=2_000),
+            (_, 16..19) => stamp + ahead + rng.random_range(1..=2_000),
+            _ => stamp - rng.random_range(0..=horizon / 2),
+        };
+        issued_of.entry(id).or_insert(issued);
+        let got = engine.apply_issued(&[event], &[issued], Stamp(stamp))[0];
+        let expired = issued != 0 && engine.config().is_expired(issued, Stamp(stamp));
+        let since = if issued == 0 { stamp } else { issued }.saturating_sub(ahead);
+        let unrecorded = |code| Outcome {
+            seq: 0,
+            status: rejected(code),
+            duplicate: false,
+        };
+        let at = |what: &str| format!("step {step}, stamp +{} ms: {what}", stamp - DEC.0);
+        if expired {
+            ensure!(
+                got == unrecorded(RejectCode::EventExpired),
+                "{}",
+                at(&format!("{event:?} issued {issued} must be EVENT_EXPIRED, got {got:?}"))
+            );
+            stats.expired_by_issued += 1;
+            continue;
+        }
+        let held = applied_at.get(&id).copied();
+        let known = model.known(&event);
+        if let Some(t0) = held
+            && stamp <= t0 + keep
+        {
+            ensure!(
+                Some(got) == known,
+                "{}",
+                at(&format!(
+                    "{event:?}: its id was applied {} ms ago (kept {keep} ms), so the answer is {known:?}; got {got:?}",
+                    stamp - t0
+                ))
+            );
+        } else if got.duplicate || got == reused_answer() {
+            let t0 = held.ok_or_else(|| at(&format!("{got:?} for a new id: {event:?}")))?;
+            ensure!(
+                stamp <= t0 + kept_max && Some(got) == known,
+                "{}",
+                at(&format!(
+                    "{event:?} answered {got:?} {} ms after its id was applied (kept at most {kept_max} ms; the model says {known:?})",
+                    stamp - t0
+                ))
+            );
+        } else if got == unrecorded(RejectCode::EventExpired) {
+            ensure!(
+                every_application
+                    .iter()
+                    .any(|&t| t + keep < stamp && t + epoch >= since),
+                "{}",
+                at(&format!("{event:?} refused EVENT_EXPIRED, but no id as old as {since} was dropped"))
+            );
+            stats.forgotten += 1;
+        } else if got == unrecorded(RejectCode::Unavailable) {
+            let live = applied_at.values().filter(|&&t| t + kept_max >= stamp).count();
+            ensure!(
+                live >= per_shard,
+                "{}",
+                at(&format!("UNAVAILABLE with {live} ids kept, {per_shard} a shard"))
+            );
+            stats.unavailable += 1;
+        } else {
+            // Applied: the next number, and the model's outcome for it.
+            if held.is_some() {
+                model.ids.remove(&id);
+                stats.applied_again_past_horizon += 1;
+            }
+            let want = model.apply(&event, Stamp(stamp));
+            ensure!(
+                got == want,
+                "{}",
+                at(&format!("{event:?} applied as {got:?}, the model says {want:?}"))
+            );
+            applied_at.insert(id, stamp);
+            every_application.push(stamp);
+            stats.applied += 1;
+        }
+        if got.duplicate {
+            stats.duplicates += 1;
+        } else if got == reused_answer() {
+            stats.reused += 1;
+        }
+        if step == restart_at {
+            // A restart from a snapshot: the ids come back with the state.
+            let (state, rest) = engine.snapshot();
+            log.extend(rest);
+            engine = Engine::from_state(economy(), config.clone(), state)
+                .map_err(|e| e.to_string())?;
+            stats.restarts += 1;
+        }
+    }
+    log.extend(engine.drain_log());
+    log.sort_unstable_by_key(|e| e.seq);
+    check_gap_free(&log, engine.last_seq())?;
+    check_state(&engine, &model, Stamp(stamp), config.top_k)?;
+    let replayed = Engine::new(economy(), config.clone()).map_err(|e| e.to_string())?;
+    replayed
+        .replay(&log)
+        .map_err(|e| format!("replay of the whole log failed: {e}"))?;
+    check_same_state(&engine, &replayed, "replay of the whole log")?;
+    let edited = EngineConfig {
+        idempotency_horizon_ms: horizon * 3,
+        idempotency_entries_max: shards,
+        ..config
+    };
+    let replayed = Engine::new(economy(), edited).map_err(|e| e.to_string())?;
+    replayed
+        .replay(&log)
+        .map_err(|e| format!("replay under an edited config failed: {e}"))?;
+    Ok(stats)
+}
+
+#[test]
+fn horizon_simulation_seed_sweep() {
+    let seeds = match std::env::var("GIFTSTREAM_SIM_SEED") {
+        Ok(_) => sweep_seeds(),
+        Err(_) => 0..HORIZON_SEEDS,
+    };
+    let mut failures = Vec::new();
+    let mut totals = Vec::new();
+    for seed in seeds.clone() {
+        match std::panic::catch_unwind(|| simulate_horizon(seed)) {
+            Ok(Ok(stats)) => totals.push(stats),
+            Ok(Err(e)) => failures.push(format!(
+                "seed {seed}: {e}\n  replay: GIFTSTREAM_SIM_SEED={seed} cargo test --release --test it horizon_simulation -- --nocapture"
+            )),
+            Err(panic) => failures.push(format!("seed {seed}: {}", panic_text(&*panic))),
+        }
+    }
+    let sum = |f: fn(&HorizonStats) -> usize| totals.iter().map(f).sum::<usize>();
+    println!(
+        "horizon simulation: seeds {seeds:?}, {} failed; applied {}, duplicates {}, reused {}, expired by issued_ms {}, forgotten {}, unavailable {}, applied again past the horizon {}, restarts {}",
+        failures.len(),
+        sum(|s| s.applied),
+        sum(|s| s.duplicates),
+        sum(|s| s.reused),
+        sum(|s| s.expired_by_issued),
+        sum(|s| s.forgotten),
+        sum(|s| s.unavailable),
+        sum(|s| s.applied_again_past_horizon),
+        sum(|s| s.restarts),
+    );
+    assert!(
+        failures.is_empty(),
+        "{} horizon seeds failed; the first ones:\n{}",
+        failures.len(),
+        failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n")
+    );
+    // The sweep must exercise what it is for.
+    for (what, n) in [
+        ("duplicates", sum(|s| s.duplicates)),
+        ("unavailable", sum(|s| s.unavailable)),
+        ("applied again past the horizon", sum(|s| s.applied_again_past_horizon)),
+        ("expired by issued_ms", sum(|s| s.expired_by_issued)),
+    ] {
+        assert!(seeds.end - seeds.start < 10 || n > 0, "no {what} in the sweep");
+    }
+}
