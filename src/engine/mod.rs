@@ -1800,12 +1800,7 @@ impl Engine {
         }
         // The ids remembered at the newest stamp: the same set whatever order concurrent
         // chunks inserted them in (a replay inserts them in sequence order).
-        let newest = cut
-            .ids
-            .iter()
-            .map(|w| w.settled_through())
-            .max()
-            .unwrap_or_default();
+        let newest = cut.ids.iter().map(|w| w.newest()).max().unwrap_or_default();
         for (i, w) in cut.ids.iter().enumerate() {
             let _ = writeln!(out, "ids {i}: {:?}", w.canonical(newest));
         }

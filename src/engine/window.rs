@@ -230,8 +230,6 @@ pub(crate) struct IdWindow {
     /// a retry of one at least this old is refused, not taken as new (see
     /// [`IdWindow::claim`]).
     forgot_through: Stamp,
-    /// The end of the newest epoch an outcome was recorded in (the audit's reference).
-    settled_through: Stamp,
     /// The next slot the sweep looks at.
     sweep: usize,
     /// The random walk's state (xorshift).
@@ -257,7 +255,6 @@ impl IdWindow {
             newest: Stamp(0),
             dead_before: 0,
             forgot_through: Stamp(0),
-            settled_through: Stamp(0),
             sweep: 0,
             walk: 0x2545_F491_4F6C_DD1D,
         }
@@ -320,6 +317,22 @@ impl IdWindow {
                 self.forgot_through = self.forgot_through.max(self.end_of(e.number));
             }
         }
+    }
+
+    /// The live count and `forgot_through` as they would be at `stamp` (time moves
+    /// only with recorded outcomes: a claim does not move it).
+    fn at(&self, stamp: Stamp) -> (usize, Stamp) {
+        let first = self.first_live_at(stamp);
+        let (mut live, mut forgot) = (self.live, self.forgot_through);
+        if first > self.dead_before {
+            for e in self.epochs.iter() {
+                if e.entries > 0 && (self.dead_before..first).contains(&e.number) {
+                    live -= e.entries;
+                    forgot = forgot.max(self.end_of(e.number));
+                }
+            }
+        }
+        (live, forgot)
     }
 
     /// The tag for epoch `number`, made ready for a new entry; `None` when a live epoch
@@ -568,7 +581,9 @@ impl IdWindow {
             .base_seq
             .get_or_insert(outcome.seq.saturating_sub(SEQ_SPAN / 2));
         let number = epoch.number;
-        self.settled_through = self.settled_through.max(self.end_of(number));
+        // Time moves with recorded outcomes only (the start of their epochs), so that a
+        // replay of the journal ages ids exactly as the live run did.
+        self.advance(Stamp(number.saturating_mul(self.epoch_ms)));
         let value = |v: u64| u32::try_from(v).ok();
         let packed = match outcome.status {
             _ if outcome.duplicate => None,
@@ -640,7 +655,6 @@ impl IdWindow {
         since: u64,
     ) -> Claim {
         let key = key_of(id);
-        self.advance(stamp);
         let held = self.find(key);
         if let Some(loc) = held {
             let entry = self.get_at(loc, key);
@@ -652,13 +666,22 @@ impl IdWindow {
                 };
             }
         }
-        if self.forgot_through.0 != 0 && self.forgot_through.0 >= since {
+        let (live, forgot_through) = self.at(stamp);
+        if forgot_through.0 != 0 && forgot_through.0 >= since {
             return Claim::Forgotten;
         }
-        if self.live >= self.entries_max || self.stash.len() >= STASH_MAX {
+        if live >= self.entries_max || self.stash.len() >= STASH_MAX {
             return Claim::Full;
         }
-        let Some(tag) = self.tag_for(self.epoch_of(stamp)) else {
+        let number = self.epoch_of(stamp);
+        if self.first_live_at(stamp) > self.dead_before
+            && self.epochs[(number % TAGS as u64) as usize].number < self.first_live_at(stamp)
+        {
+            // Its tag still holds an epoch dead at this stamp (a long silence): time
+            // moves to this epoch now, as recording the outcome would.
+            self.advance(Stamp(number.saturating_mul(self.epoch_ms)));
+        }
+        let Some(tag) = self.tag_for(number) else {
             // Its epoch's tag is held by one 256 epochs younger: a batch that old is
             // refused like one older than an id dropped.
             return Claim::Forgotten;
@@ -703,7 +726,6 @@ impl IdWindow {
         outcome: Outcome,
         stamp: Stamp,
     ) {
-        self.advance(stamp);
         let number = self.epoch_of(stamp);
         self.put(key_of(id), check_of(fingerprint), number, outcome);
     }
@@ -717,6 +739,7 @@ impl IdWindow {
             }
             self.remove(loc, key);
         }
+        self.advance(Stamp(number.saturating_mul(self.epoch_ms)));
         if self.dead(number) {
             // Past the horizon already: dropped on arrival.
             self.forgot_through = self.forgot_through.max(self.end_of(number));
@@ -753,10 +776,10 @@ impl IdWindow {
         self.live
     }
 
-    /// The end of the newest epoch an outcome was recorded in: the stamp the audit
-    /// compares remembered ids at.
-    pub(crate) fn settled_through(&self) -> Stamp {
-        self.settled_through
+    /// The start of the newest epoch an outcome was recorded in: how far time has
+    /// moved for this window (the stamp the audit compares remembered ids at).
+    pub(crate) fn newest(&self) -> Stamp {
+        self.newest
     }
 
     /// Remembered ids as (key, check, epoch number, outcome), in table order.
@@ -795,7 +818,6 @@ struct IdWindowRepr {
     epoch_ms: u64,
     newest: Stamp,
     forgot_through: Stamp,
-    settled_through: Stamp,
 }
 
 impl TryFrom<IdWindowRepr> for IdWindow {
@@ -812,7 +834,6 @@ impl TryFrom<IdWindowRepr> for IdWindow {
         window.epoch_ms = repr.epoch_ms;
         window.advance(repr.newest);
         window.forgot_through = repr.forgot_through;
-        window.settled_through = repr.settled_through;
         for (key, check, number, outcome) in repr.ids {
             if key == 0 || u128::from(key) > KEY_MASK || u128::from(check) > CHECK_MASK {
                 return Err("an id window entry out of range".to_owned());
@@ -847,14 +868,13 @@ impl Serialize for IdWindow {
                 seq.end()
             }
         }
-        let mut s = serializer.serialize_struct("IdWindow", 7)?;
+        let mut s = serializer.serialize_struct("IdWindow", 6)?;
         s.serialize_field("ids", &Ids(self))?;
         s.serialize_field("entries_max", &self.entries_max)?;
         s.serialize_field("horizon_ms", &self.horizon_ms)?;
         s.serialize_field("epoch_ms", &self.epoch_ms)?;
         s.serialize_field("newest", &self.newest)?;
         s.serialize_field("forgot_through", &self.forgot_through)?;
-        s.serialize_field("settled_through", &self.settled_through)?;
         s.end()
     }
 }

@@ -1772,6 +1772,7 @@ struct HorizonStats {
     unavailable: usize,
     applied_again_past_horizon: usize,
     restarts: usize,
+    edge_retries: usize,
 }
 
 /// One serial run against the model with the retry horizon made short (1–4 s) and the
@@ -1825,15 +1826,40 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
         } else {
             rng.random_range(0..=horizon / 8)
         };
-        let event = g.event();
+        // Now and then a retry at the edge of its id's horizon: just inside it (must be
+        // answered), or up to an epoch past it (answered or applied again). Only ids
+        // sent without issued_ms can be retried there (with one, it is EVENT_EXPIRED).
+        let edge = rng
+            .random_bool(0.2)
+            .then(|| {
+                applied_at
+                    .iter()
+                    .filter(|&(id, &t0)| issued_of[id] == 0 && t0 + kept_max >= stamp)
+                    .min_by_key(|&(id, &t0)| (t0, *id))
+                    .map(|(&id, &t0)| (id, t0))
+            })
+            .flatten();
+        let event = match edge {
+            Some((id, t0)) => {
+                let target = if rng.random_bool(0.7) {
+                    t0 + keep - rng.random_range(0..=epoch.min(keep))
+                } else {
+                    t0 + keep + rng.random_range(1..=epoch + 5)
+                };
+                stamp = stamp.max(target);
+                model.ids[&id].0
+            }
+            None => g.event(),
+        };
+        stats.edge_retries += usize::from(edge.is_some());
         let id = event.id();
         let issued = match (issued_of.get(&id), rng.random_range(0..100u32)) {
             // A retry carries the issued_ms of the first attempt (or, now and then,
             // another one: a reuse may say anything).
             (Some(&first), 0..90) => first,
-            (_, 0..10) => 0,
-            (_, 10..16) => stamp - horizon - rng.random_range(1..=2_000),
-            (_, 16..19) => stamp + ahead + rng.random_range(1..=2_000),
+            (_, 0..20) => 0,
+            (_, 20..26) => stamp - horizon - rng.random_range(1..=2_000),
+            (_, 26..29) => stamp + ahead + rng.random_range(1..=2_000),
             _ => stamp - rng.random_range(0..=horizon / 2),
         };
         issued_of.entry(id).or_insert(issued);
@@ -1850,7 +1876,9 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
             ensure!(
                 got == unrecorded(RejectCode::EventExpired),
                 "{}",
-                at(&format!("{event:?} issued {issued} must be EVENT_EXPIRED, got {got:?}"))
+                at(&format!(
+                    "{event:?} issued {issued} must be EVENT_EXPIRED, got {got:?}"
+                ))
             );
             stats.expired_by_issued += 1;
             continue;
@@ -1884,15 +1912,22 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
                     .iter()
                     .any(|&t| t + keep < stamp && t + epoch >= since),
                 "{}",
-                at(&format!("{event:?} refused EVENT_EXPIRED, but no id as old as {since} was dropped"))
+                at(&format!(
+                    "{event:?} refused EVENT_EXPIRED, but no id as old as {since} was dropped"
+                ))
             );
             stats.forgotten += 1;
         } else if got == unrecorded(RejectCode::Unavailable) {
-            let live = applied_at.values().filter(|&&t| t + kept_max >= stamp).count();
+            let live = applied_at
+                .values()
+                .filter(|&&t| t + kept_max >= stamp)
+                .count();
             ensure!(
                 live >= per_shard,
                 "{}",
-                at(&format!("UNAVAILABLE with {live} ids kept, {per_shard} a shard"))
+                at(&format!(
+                    "UNAVAILABLE with {live} ids kept, {per_shard} a shard"
+                ))
             );
             stats.unavailable += 1;
         } else {
@@ -1905,7 +1940,9 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
             ensure!(
                 got == want,
                 "{}",
-                at(&format!("{event:?} applied as {got:?}, the model says {want:?}"))
+                at(&format!(
+                    "{event:?} applied as {got:?}, the model says {want:?}"
+                ))
             );
             applied_at.insert(id, stamp);
             every_application.push(stamp);
@@ -1920,8 +1957,8 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
             // A restart from a snapshot: the ids come back with the state.
             let (state, rest) = engine.snapshot();
             log.extend(rest);
-            engine = Engine::from_state(economy(), config.clone(), state)
-                .map_err(|e| e.to_string())?;
+            engine =
+                Engine::from_state(economy(), config.clone(), state).map_err(|e| e.to_string())?;
             stats.restarts += 1;
         }
     }
@@ -1965,7 +2002,7 @@ fn horizon_simulation_seed_sweep() {
     }
     let sum = |f: fn(&HorizonStats) -> usize| totals.iter().map(f).sum::<usize>();
     println!(
-        "horizon simulation: seeds {seeds:?}, {} failed; applied {}, duplicates {}, reused {}, expired by issued_ms {}, forgotten {}, unavailable {}, applied again past the horizon {}, restarts {}",
+        "horizon simulation: seeds {seeds:?}, {} failed; applied {}, duplicates {}, reused {}, expired by issued_ms {}, forgotten {}, unavailable {}, applied again past the horizon {}, restarts {}, retries at the horizon's edge {}",
         failures.len(),
         sum(|s| s.applied),
         sum(|s| s.duplicates),
@@ -1975,20 +2012,32 @@ fn horizon_simulation_seed_sweep() {
         sum(|s| s.unavailable),
         sum(|s| s.applied_again_past_horizon),
         sum(|s| s.restarts),
+        sum(|s| s.edge_retries),
     );
     assert!(
         failures.is_empty(),
         "{} horizon seeds failed; the first ones:\n{}",
         failures.len(),
-        failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // The sweep must exercise what it is for.
     for (what, n) in [
         ("duplicates", sum(|s| s.duplicates)),
         ("unavailable", sum(|s| s.unavailable)),
-        ("applied again past the horizon", sum(|s| s.applied_again_past_horizon)),
+        (
+            "applied again past the horizon",
+            sum(|s| s.applied_again_past_horizon),
+        ),
         ("expired by issued_ms", sum(|s| s.expired_by_issued)),
     ] {
-        assert!(seeds.end - seeds.start < 10 || n > 0, "no {what} in the sweep");
+        assert!(
+            seeds.end - seeds.start < 10 || n > 0,
+            "no {what} in the sweep"
+        );
     }
 }
