@@ -135,11 +135,12 @@ where
     let (r, w) = tokio::io::split(socket);
     let mut frames = FramedRead::new(r, protocol::codec(limits.frame_bytes_max));
     let (tx, rx) = mpsc::channel::<Outgoing>(limits.inflight_frames_max);
-    let writer = tokio::spawn(write_loop(
+    let mut writer = tokio::spawn(write_loop(
         service.clone(),
         FramedWrite::new(w, protocol::codec(limits.frame_bytes_max)),
         rx,
     ));
+    let grace = Duration::from_millis(service.config.server.shutdown_grace_ms);
     let read_timeout = Duration::from_millis(limits.read_timeout_ms);
     // Until it authenticates, a connection gets a short deadline and room for an Auth
     // frame only: an unauthenticated socket neither holds a slot for the read timeout
@@ -357,7 +358,20 @@ where
         }
     }
     drop(tx);
-    let _ = writer.await;
+    // The writer sends what was answered (durable acks wait for their commit); at
+    // shutdown, for at most the grace: then the connection closes whatever it holds.
+    tokio::select! {
+        _ = &mut writer => {}
+        () = async {
+            super::closed(&mut closing).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            writer.abort();
+            metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "shutdown_grace")
+                .increment(1);
+            tracing::info!("binary connection closed: still busy at the end of the shutdown grace");
+        }
+    }
 }
 
 async fn write_loop<W: AsyncWrite>(
