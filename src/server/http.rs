@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::Service;
 use super::auth::{Auth, AuthError};
+use super::http_conn::Peer;
 use super::sse::FeedMessage;
 use crate::config::{AckMode, Scope};
 use crate::economy::{Currency, Economy, Region};
@@ -73,7 +75,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable code: MALFORMED_JSON, INVALID_REQUEST, EMPTY_BATCH, BATCH_TOO_LARGE,
     /// BODY_TOO_LARGE, BODY_TIMEOUT, INVALID_PARAMETER, UNAUTHORIZED, FORBIDDEN,
-    /// RATE_LIMITED, NOT_FOUND, METHOD_NOT_ALLOWED,
+    /// AUTH_RATE_LIMITED, RATE_LIMITED, NOT_FOUND, METHOD_NOT_ALLOWED,
     /// TOO_MANY_SUBSCRIBERS, OVERLOADED, UNAVAILABLE, CONNECTION_LIMIT, or a reject code
     /// for a rejected PUT.
     code: String,
@@ -174,13 +176,23 @@ impl From<AuthError> for ApiError {
                 "FORBIDDEN",
                 "the token lacks the scope this route needs",
             ),
+            AuthError::PeerLimited { retry_after } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "AUTH_RATE_LIMITED",
+                "too many failed authentications from this address \
+                 (limits.auth_failures_per_peer_max): refused, whatever the token, until \
+                 Retry-After has passed",
+            )
+            .retry_after(retry_after),
         }
     }
 }
 
-/// Who sent a request: its headers (the token).
+/// Who sent a request: its headers (the token) and its peer's address (set by
+/// `http_conn` on every request; `None` when the router is driven some other way).
 pub struct Caller {
     headers: HeaderMap,
+    peer: Option<IpAddr>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -189,18 +201,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Infallible> {
         Ok(Caller {
             headers: parts.headers.clone(),
+            peer: parts.extensions.get::<Peer>().map(|p| p.0.ip()),
         })
     }
 }
 
 /// Checks the caller's token for `scope` before anything else of the request is read
-/// (its body included).
+/// (its body included): an address over its failed-auth budget is refused without its
+/// token being looked at.
 fn authorize(service: &Service, caller: &Caller, scope: Scope) -> Result<(), ApiError> {
     let header = caller
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let token = service.auth.check(Auth::bearer(header), scope)?;
+    let token = service
+        .auth
+        .check_from(caller.peer, Auth::bearer(header), scope)?;
     if !service.auth.allow(token) {
         metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "token_rate").increment(1);
         return Err(ApiError::new(
@@ -555,7 +571,7 @@ async fn apply(
         (status = 408, description = "The body did not arrive within limits.http_body_read_timeout_ms (code BODY_TIMEOUT); nothing applied", body = ErrorBody),
         (status = 413, description = "Body or batch too large", body = ErrorBody),
         (status = 422, description = "Well-formed JSON of the wrong shape, or an empty batch", body = ErrorBody),
-        (status = 429, description = "The token's request rate is spent (RATE_LIMITED); nothing applied", body = ErrorBody),
+        (status = 429, description = "The token's request rate is spent (RATE_LIMITED), or the caller's address failed to authenticate too often (AUTH_RATE_LIMITED, any route, with Retry-After); nothing applied", body = ErrorBody),
         (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
         (status = 503, description = "Storage unavailable (UNAVAILABLE), or too many requests in progress (OVERLOADED, any /v1 route, with Retry-After); nothing applied", body = ErrorBody),
     ))]

@@ -391,6 +391,10 @@ pub async fn run(
         auth: Auth::new(
             config.auth.tokens.clone(),
             config.limits.token_requests_per_second,
+        )
+        .with_peer_failures(
+            config.limits.auth_failures_per_peer_max,
+            Duration::from_millis(config.limits.auth_failure_window_ms),
         ),
         config,
         commits: committer,
