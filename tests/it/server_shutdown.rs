@@ -193,9 +193,10 @@ async fn sigterm_closes_held_connections_after_the_grace_and_still_commits() {
     let took = signalled.elapsed();
     let log = log.join("\n");
     assert!(status.success(), "exit status {status}: {log}");
-    // The grace (1 s), a second of slack for the tasks to end, and the final commit.
+    // The grace (1 s), a second of slack for the tasks to end, the final commit, and a
+    // margin for a loaded machine; without the deadline it never exits.
     assert!(
-        took < Duration::from_millis(4_500),
+        took < Duration::from_secs(6),
         "exited {took:?} after SIGTERM"
     );
     assert!(log.contains("end of the shutdown grace"), "{log}");
