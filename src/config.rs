@@ -26,8 +26,26 @@ pub const SSE_SUBSCRIBERS_PER_STREAM_MAX_DEFAULT: usize = 256;
 pub const SSE_SUBSCRIBERS_MAX_DEFAULT: usize = 10_000;
 pub const SSE_BUFFER_EVENTS_DEFAULT: usize = 1_024;
 pub const READ_TIMEOUT_MS_DEFAULT: u64 = 60_000;
-/// How long a response may wait to be written to a binary-protocol client, by default.
+/// How long a response may wait to be written to a client (either listener), by default.
 pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// How long an HTTP request's line and headers may take to arrive, from its first byte.
+pub const HTTP_HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// How long an HTTP request's body may take to arrive, from when its handler reads it.
+pub const HTTP_BODY_READ_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// How long an HTTP connection may wait for a request (new, or kept alive after one).
+pub const HTTP_IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// HTTP requests being handled at once (the operations routes not counted): with
+/// `HTTP_BODY_BYTES_MAX_DEFAULT`, at most 1 GiB of request bodies in memory.
+pub const HTTP_REQUESTS_INFLIGHT_MAX_DEFAULT: usize = 256;
+/// Concurrent streams (requests, live feeds included) per HTTP/2 connection, when
+/// `server.http2` is on.
+pub const HTTP2_STREAMS_PER_CONNECTION_MAX_DEFAULT: u32 = 16;
+/// Failed authentications a peer address may make in a burst...
+pub const AUTH_FAILURES_PER_PEER_MAX_DEFAULT: u32 = 10;
+/// ... and the time in which that many come back (one per window / max).
+pub const AUTH_FAILURE_WINDOW_MS_DEFAULT: u64 = 60_000;
+/// How long a shutdown waits for open connections before it closes them, by default.
+pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 5_000;
 pub const COMMIT_INTERVAL_MS_DEFAULT: u64 = 1;
 pub const COMMIT_EVENTS_MAX_DEFAULT: usize = 65_536;
 pub const PENDING_EVENTS_MAX_DEFAULT: u64 = 1_000_000;
@@ -117,6 +135,13 @@ pub struct ServerConfig {
     pub economy: String,
     /// Worker threads of the async runtime (0 = one per core).
     pub worker_threads: usize,
+    /// Serve HTTP/2 too (h2c by prior knowledge on plain TCP, ALPN `h2` with TLS), with
+    /// at most `limits.http2_streams_per_connection_max` streams per connection. Off:
+    /// HTTP/1.1 only, one request at a time per connection.
+    pub http2: bool,
+    /// At shutdown, how long open connections get to finish what they are doing (and
+    /// their acks to become durable) before they are closed; the final commit follows.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +154,8 @@ impl Default for ServerConfig {
             log_format: "text".to_owned(),
             economy: "config/economy.toml".to_owned(),
             worker_threads: 0,
+            http2: false,
+            shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
         }
     }
 }
@@ -143,7 +170,8 @@ pub struct LimitsConfig {
     /// Request frames a connection may have awaiting their response; beyond it the
     /// server stops reading that connection (backpressure).
     pub inflight_frames_max: usize,
-    /// Open binary-protocol connections; one more gets an error frame and is closed.
+    /// Open connections per listener; one more gets an error frame (binary) or `503
+    /// CONNECTION_LIMIT` (HTTP) and is closed.
     pub connections_max: usize,
     /// Largest HTTP request body in bytes (413 beyond).
     pub http_body_bytes_max: usize,
@@ -158,12 +186,36 @@ pub struct LimitsConfig {
     pub sse_buffer_events: usize,
     /// A binary connection idle (no complete frame) this long is closed.
     pub read_timeout_ms: u64,
-    /// A binary connection whose client does not take a response within this long (it
-    /// stopped reading) is closed.
+    /// A connection (binary or HTTP) whose client takes no byte of a response within
+    /// this long (it stopped reading) is closed.
     pub write_timeout_ms: u64,
     /// Requests (HTTP requests and binary request frames) per second per token, in
     /// bursts of up to a second's worth; beyond it `RATE_LIMITED` (HTTP 429). 0 = none.
     pub token_requests_per_second: u32,
+    /// An HTTP request's line and headers must arrive within this long of its first
+    /// byte (however slowly they trickle in), or the connection is closed.
+    pub http_header_read_timeout_ms: u64,
+    /// An HTTP request's body must arrive within this long of when its handler starts
+    /// reading it (after authorization): `408 BODY_TIMEOUT`, and the connection closes.
+    pub http_body_read_timeout_ms: u64,
+    /// An HTTP connection that waits this long for a request (new, or kept alive after
+    /// a response) without a byte of one is closed.
+    pub http_idle_timeout_ms: u64,
+    /// HTTP requests being handled at once over all connections (`/healthz`, `/readyz`,
+    /// `/metrics` and `/openapi.json` not counted); beyond it `503 OVERLOADED`. A live
+    /// feed counts until its stream starts.
+    pub http_requests_inflight_max: usize,
+    /// Concurrent streams per HTTP/2 connection (live feeds included), when
+    /// `server.http2` is on. HTTP/1.1 carries one request at a time per connection.
+    pub http2_streams_per_connection_max: u32,
+    /// Failed authentications (unknown or missing token, on either listener) a peer
+    /// address (IPv4, or an IPv6 /64) may make in a burst; refilled at that many per
+    /// `auth_failure_window_ms`. Once spent, every attempt from that address is refused
+    /// (`AUTH_RATE_LIMITED`; HTTP 429 with Retry-After) without looking at its token,
+    /// good tokens included, until one comes back. Successes are not counted. 0 = no limit.
+    pub auth_failures_per_peer_max: u32,
+    /// See `auth_failures_per_peer_max`.
+    pub auth_failure_window_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -181,6 +233,13 @@ impl Default for LimitsConfig {
             read_timeout_ms: READ_TIMEOUT_MS_DEFAULT,
             write_timeout_ms: WRITE_TIMEOUT_MS_DEFAULT,
             token_requests_per_second: 20_000,
+            http_header_read_timeout_ms: HTTP_HEADER_READ_TIMEOUT_MS_DEFAULT,
+            http_body_read_timeout_ms: HTTP_BODY_READ_TIMEOUT_MS_DEFAULT,
+            http_idle_timeout_ms: HTTP_IDLE_TIMEOUT_MS_DEFAULT,
+            http_requests_inflight_max: HTTP_REQUESTS_INFLIGHT_MAX_DEFAULT,
+            http2_streams_per_connection_max: HTTP2_STREAMS_PER_CONNECTION_MAX_DEFAULT,
+            auth_failures_per_peer_max: AUTH_FAILURES_PER_PEER_MAX_DEFAULT,
+            auth_failure_window_ms: AUTH_FAILURE_WINDOW_MS_DEFAULT,
         }
     }
 }
@@ -549,10 +608,43 @@ impl Config {
                 "must be positive",
             ));
         }
-        if l.write_timeout_ms == 0 || l.write_timeout_ms > 3_600_000 {
+        for (key, ms) in [
+            ("limits.write_timeout_ms", l.write_timeout_ms),
+            (
+                "limits.http_header_read_timeout_ms",
+                l.http_header_read_timeout_ms,
+            ),
+            (
+                "limits.http_body_read_timeout_ms",
+                l.http_body_read_timeout_ms,
+            ),
+            ("limits.http_idle_timeout_ms", l.http_idle_timeout_ms),
+            ("limits.auth_failure_window_ms", l.auth_failure_window_ms),
+        ] {
+            if ms == 0 || ms > 3_600_000 {
+                return Err(ConfigError::new(key, "must be in 1..=3600000"));
+            }
+        }
+        bounded(
+            "limits.http_requests_inflight_max",
+            l.http_requests_inflight_max,
+            1_000_000,
+        )?;
+        bounded(
+            "limits.http2_streams_per_connection_max",
+            l.http2_streams_per_connection_max as usize,
+            1_000,
+        )?;
+        if l.auth_failures_per_peer_max > 1_000_000 {
             return Err(ConfigError::new(
-                "limits.write_timeout_ms",
-                "must be in 1..=3600000",
+                "limits.auth_failures_per_peer_max",
+                "must be in 0..=1000000",
+            ));
+        }
+        if self.server.shutdown_grace_ms > 600_000 {
+            return Err(ConfigError::new(
+                "server.shutdown_grace_ms",
+                "must be in 0..=600000",
             ));
         }
         let c = &self.commit;
@@ -835,6 +927,31 @@ mod tests {
             ("projectors = 1", "projectors = 0", "read_model.projectors"),
             ("nice = 10", "nice = 20", "read_model.nice"),
             ("nice = 10", "nice = -1", "read_model.nice"),
+            (
+                "http_idle_timeout_ms = 60000",
+                "http_idle_timeout_ms = 0",
+                "limits.http_idle_timeout_ms",
+            ),
+            (
+                "http_header_read_timeout_ms = 10000",
+                "http_header_read_timeout_ms = 3600001",
+                "limits.http_header_read_timeout_ms",
+            ),
+            (
+                "http_requests_inflight_max = 256",
+                "http_requests_inflight_max = 0",
+                "limits.http_requests_inflight_max",
+            ),
+            (
+                "http2_streams_per_connection_max = 16",
+                "http2_streams_per_connection_max = 0",
+                "limits.http2_streams_per_connection_max",
+            ),
+            (
+                "shutdown_grace_ms = 5000",
+                "shutdown_grace_ms = 600001",
+                "server.shutdown_grace_ms",
+            ),
         ] {
             assert!(SHIPPED.contains(from), "{from}");
             let text = SHIPPED.replacen(from, to, 1);

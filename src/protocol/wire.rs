@@ -84,6 +84,10 @@ pub mod error_code {
     /// the event's index, the partition and the owner's name and addresses). Send it
     /// there (the connection stays open; nothing of the request was applied).
     pub const WRONG_PARTITION: u16 = 13;
+    /// The client's address failed to authenticate too often
+    /// (`limits.auth_failures_per_peer_max`): refused without looking at its token —
+    /// a good one too — until its budget refills (the message says when).
+    pub const AUTH_RATE_LIMITED: u16 = 14;
 
     pub fn name(code: u16) -> &'static str {
         match code {
@@ -100,6 +104,7 @@ pub mod error_code {
             READ_TIMEOUT => "READ_TIMEOUT",
             RATE_LIMITED => "RATE_LIMITED",
             WRONG_PARTITION => "WRONG_PARTITION",
+            AUTH_RATE_LIMITED => "AUTH_RATE_LIMITED",
             _ => "UNKNOWN",
         }
     }

@@ -7,25 +7,31 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use futures::Stream;
+use bytes::BytesMut;
+use futures::{Stream, StreamExt};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::Service;
 use super::auth::{Auth, AuthError};
+use super::http_conn::Peer;
 use super::sse::FeedMessage;
 use crate::config::{AckMode, Scope};
 use crate::economy::{Currency, Economy, Region};
@@ -43,6 +49,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header.
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -66,9 +74,10 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: MALFORMED_JSON, INVALID_REQUEST, EMPTY_BATCH, BATCH_TOO_LARGE,
-    /// BODY_TOO_LARGE, INVALID_PARAMETER, UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
-    /// METHOD_NOT_ALLOWED, TOO_MANY_SUBSCRIBERS, UNAVAILABLE, or a reject code for a
-    /// rejected PUT.
+    /// BODY_TOO_LARGE, BODY_TIMEOUT, INVALID_PARAMETER, UNAUTHORIZED, FORBIDDEN,
+    /// AUTH_RATE_LIMITED, RATE_LIMITED, NOT_FOUND, METHOD_NOT_ALLOWED,
+    /// TOO_MANY_SUBSCRIBERS, OVERLOADED, UNAVAILABLE, CONNECTION_LIMIT, or a reject code
+    /// for a rejected PUT.
     code: String,
     message: String,
 }
@@ -79,7 +88,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
         }
+    }
+    fn retry_after(mut self, after: Duration) -> Self {
+        // Whole seconds, rounded up: a client that waits that long is not refused again.
+        self.retry_after_s = Some(after.as_secs() + u64::from(after.subsec_nanos() > 0));
+        self
     }
     fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST", message)
@@ -138,7 +153,13 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        response
     }
 }
 
@@ -155,15 +176,47 @@ impl From<AuthError> for ApiError {
                 "FORBIDDEN",
                 "the token lacks the scope this route needs",
             ),
+            AuthError::PeerLimited { retry_after } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "AUTH_RATE_LIMITED",
+                "too many failed authentications from this address \
+                 (limits.auth_failures_per_peer_max): refused, whatever the token, until \
+                 Retry-After has passed",
+            )
+            .retry_after(retry_after),
         }
     }
 }
 
-fn authorize(service: &Service, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
-    let header = headers
+/// Who sent a request: its headers (the token) and its peer's address (set by
+/// `http_conn` on every request; `None` when the router is driven some other way).
+pub struct Caller {
+    headers: HeaderMap,
+    peer: Option<IpAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Infallible> {
+        Ok(Caller {
+            headers: parts.headers.clone(),
+            peer: parts.extensions.get::<Peer>().map(|p| p.0.ip()),
+        })
+    }
+}
+
+/// Checks the caller's token for `scope` before anything else of the request is read
+/// (its body included): an address over its failed-auth budget is refused without its
+/// token being looked at.
+fn authorize(service: &Service, caller: &Caller, scope: Scope) -> Result<(), ApiError> {
+    let header = caller
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let token = service.auth.check(Auth::bearer(header), scope)?;
+    let token = service
+        .auth
+        .check_from(caller.peer, Auth::bearer(header), scope)?;
     if !service.auth.allow(token) {
         metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "token_rate").increment(1);
         return Err(ApiError::new(
@@ -180,16 +233,60 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::parameter(e.body_text()))
 }
 
-fn body(b: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, ApiError> {
-    b.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "BODY_TOO_LARGE",
-                format!("body over {max} bytes"),
-            )
+/// Reads a request's body — call it once the caller is authorized: at most
+/// `limits.http_body_bytes_max` (413 at once when Content-Length says more), within
+/// `limits.http_body_read_timeout_ms` (408 `BODY_TIMEOUT`; hyper then closes the
+/// connection, the rest of the body unread).
+async fn read_body(service: &Service, caller: &Caller, body: Body) -> Result<Bytes, ApiError> {
+    let limits = &service.config.limits;
+    let max = limits.http_body_bytes_max;
+    let too_large = || {
+        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "http_body_bytes")
+            .increment(1);
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BODY_TOO_LARGE",
+            format!("body over {max} bytes"),
+        )
+    };
+    let declared = caller
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut chunks = body.into_data_stream();
+        let mut bytes = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "MALFORMED_JSON",
+                    format!("reading the body: {e}"),
+                )
+            })?;
+            if bytes.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        e => ApiError::new(e.status(), "MALFORMED_JSON", e.body_text()),
+        Ok(bytes.freeze())
+    };
+    let timeout = Duration::from_millis(limits.http_body_read_timeout_ms);
+    tokio::time::timeout(timeout, read).await.unwrap_or_else(|_| {
+        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "http_body_read_timeout")
+            .increment(1);
+        Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "BODY_TIMEOUT",
+            format!(
+                "the body did not arrive within {} ms (limits.http_body_read_timeout_ms)",
+                limits.http_body_read_timeout_ms
+            ),
+        ))
     })
 }
 
@@ -471,20 +568,22 @@ async fn apply(
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 403, description = "Token without the ingest scope", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within limits.http_body_read_timeout_ms (code BODY_TIMEOUT); nothing applied", body = ErrorBody),
         (status = 413, description = "Body or batch too large", body = ErrorBody),
         (status = 422, description = "Well-formed JSON of the wrong shape, or an empty batch", body = ErrorBody),
+        (status = 429, description = "The token's request rate is spent (RATE_LIMITED), or the caller's address failed to authenticate too often (AUTH_RATE_LIMITED, any route, with Retry-After); nothing applied", body = ErrorBody),
         (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
-        (status = 503, description = "Storage unavailable; nothing applied", body = ErrorBody),
+        (status = 503, description = "Storage unavailable (UNAVAILABLE), or too many requests in progress (OVERLOADED, any /v1 route, with Retry-After); nothing applied", body = ErrorBody),
     ))]
 async fn post_events(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
+    caller: Caller,
+    body: Body,
 ) -> Result<Json<EventsResponse>, ApiError> {
     let received = Instant::now();
-    authorize(&service, &headers, Scope::Ingest)?;
+    authorize(&service, &caller, Scope::Ingest)?;
     let limits = &service.config.limits;
-    let bytes = body(bytes, limits.http_body_bytes_max)?;
+    let bytes = read_body(&service, &caller, body).await?;
     let ParsedBatch { events, issued_ms } = parse_events(
         &bytes,
         &service.engine.economy(),
@@ -583,13 +682,13 @@ pub struct UserResponse {
     ))]
 async fn put_user(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<u64>, PathRejection>,
-    bytes: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<UserResponse>, ApiError> {
-    authorize(&service, &headers, Scope::Ingest)?;
+    authorize(&service, &caller, Scope::Ingest)?;
     let user = UserId(path(id)?);
-    let s: UserSettings = json(&body(bytes, service.config.limits.http_body_bytes_max)?)?;
+    let s: UserSettings = json(&read_body(&service, &caller, body).await?)?;
     let region: Option<Region> = match &s.region {
         Some(r) => Some(
             r.parse()
@@ -637,10 +736,10 @@ pub struct WalletResponse {
     responses((status = 200, body = WalletResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 421, description = "A cluster node asked for another node's user (code WRONG_PARTITION, the message names the owner)", body = ErrorBody)))]
 async fn get_wallet(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<WalletResponse>, ApiError> {
-    authorize(&service, &headers, Scope::Read)?;
+    authorize(&service, &caller, Scope::Read)?;
     let user = UserId(path(id)?);
     owned_user(&service, user)?;
     let w = service.engine.wallet(user, service.clock.now());
@@ -706,11 +805,11 @@ pub struct TransactionEntry {
     responses((status = 200, body = TransactionsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 421, description = "A cluster node asked for another node's user (code WRONG_PARTITION, the message names the owner)", body = ErrorBody)))]
 async fn get_transactions(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<u64>, PathRejection>,
     q: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Json<TransactionsResponse>, ApiError> {
-    authorize(&service, &headers, Scope::Read)?;
+    authorize(&service, &caller, Scope::Read)?;
     let user = UserId(path(id)?);
     owned_user(&service, user)?;
     let limit = limit(q, 20, service.config.engine.history_per_user)?;
@@ -760,10 +859,10 @@ pub struct CreatorResponse {
     responses((status = 200, body = CreatorResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn get_creator(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<CreatorResponse>, ApiError> {
-    authorize(&service, &headers, Scope::Read)?;
+    authorize(&service, &caller, Scope::Read)?;
     let mut c = service.engine.creator(CreatorId(path(id)?));
     if let Some(merged) = shared_hash(
         &service,
@@ -885,9 +984,9 @@ fn economy_response(e: &Economy) -> EconomyResponse {
     responses((status = 200, body = EconomyResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn get_economy(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<EconomyResponse>, ApiError> {
-    authorize(&service, &headers, Scope::Read)?;
+    authorize(&service, &caller, Scope::Read)?;
     Ok(Json(economy_response(&service.engine.economy())))
 }
 
@@ -911,12 +1010,11 @@ pub struct EconomyChangeResponse {
     responses((status = 200, body = EconomyChangeResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, description = "Invalid economy (the message names the key); nothing changed", body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn put_economy(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
+    caller: Caller,
+    body: Body,
 ) -> Result<Json<EconomyChangeResponse>, ApiError> {
-    authorize(&service, &headers, Scope::Admin)?;
-    let file: crate::economy::EconomyFile =
-        json(&body(bytes, service.config.limits.http_body_bytes_max)?)?;
+    authorize(&service, &caller, Scope::Admin)?;
+    let file: crate::economy::EconomyFile = json(&read_body(&service, &caller, body).await?)?;
     let changed = service.change_economy(file).await.map_err(|e| match e {
         super::EconomyChangeError::Invalid(e) => ApiError::invalid(e.to_string()),
         super::EconomyChangeError::Unavailable(m) => {
@@ -1017,11 +1115,11 @@ fn gifters(list: Vec<(UserId, u128)>) -> Json<TopGiftersResponse> {
     responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn get_creator_top(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<u64>, PathRejection>,
     q: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Json<TopGiftersResponse>, ApiError> {
-    authorize(&service, &headers, Scope::Read)?;
+    authorize(&service, &caller, Scope::Read)?;
     let creator = CreatorId(path(id)?);
     let limit = limit(q, 10, service.config.engine.top_k)?;
     let key = read_layout(&service).creator_top(creator);
@@ -1039,11 +1137,11 @@ async fn get_creator_top(
     responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn get_stream_top(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<u64>, PathRejection>,
     q: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Json<TopGiftersResponse>, ApiError> {
-    authorize(&service, &headers, Scope::Read)?;
+    authorize(&service, &caller, Scope::Read)?;
     let stream = StreamId(path(id)?);
     let limit = limit(q, 10, service.config.engine.top_k)?;
     let key = read_layout(&service).stream_top(stream);
@@ -1073,10 +1171,10 @@ pub struct CreatorEntry {
     responses((status = 200, body = CreatorsLeaderboard), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn get_top_creators(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
     q: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Json<CreatorsLeaderboard>, ApiError> {
-    authorize(&service, &headers, Scope::Read)?;
+    authorize(&service, &caller, Scope::Read)?;
     let limit = limit(q, 10, service.config.engine.top_k)?;
     let top = match &service.shared_reads {
         Some(conn) => crate::persist::projection::top_creators(
@@ -1156,13 +1254,13 @@ fn stream_response(service: &Service, stream: StreamId) -> StreamResponse {
     ))]
 async fn put_goal(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<u64>, PathRejection>,
-    bytes: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<StreamResponse>, ApiError> {
-    authorize(&service, &headers, Scope::Ingest)?;
+    authorize(&service, &caller, Scope::Ingest)?;
     let stream = StreamId(path(id)?);
-    let g: GoalRequest = json(&body(bytes, service.config.limits.http_body_bytes_max)?)?;
+    let g: GoalRequest = json(&read_body(&service, &caller, body).await?)?;
     let id = match &g.event_id {
         Some(id) => event_id(id, "body")?,
         None => EventId(uuid::Uuid::new_v4().as_u128()),
@@ -1191,10 +1289,10 @@ async fn put_goal(
     responses((status = 200, body = StreamResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn get_stream(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<StreamResponse>, ApiError> {
-    authorize(&service, &headers, Scope::Read)?;
+    authorize(&service, &caller, Scope::Read)?;
     let stream = StreamId(path(id)?);
     let mut response = stream_response(&service, stream);
     let key = read_layout(&service).stream(stream);
@@ -1228,10 +1326,10 @@ async fn get_stream(
     ))]
 async fn get_feed(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
+    caller: Caller,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    authorize(&service, &headers, Scope::Read)?;
+    authorize(&service, &caller, Scope::Read)?;
     let stream = StreamId(path(id)?);
     let subscription = service.feeds.subscribe(stream).map_err(|_| {
         ApiError::new(
@@ -1398,9 +1496,30 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The API's routes.
+/// Answers `503 OVERLOADED` when `limits.http_requests_inflight_max` requests are being
+/// handled already (a permit is held until the handler returns its response: a live
+/// feed's stream does not hold one).
+async fn inflight(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = permits.try_acquire() else {
+        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "http_requests_inflight")
+            .increment(1);
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "OVERLOADED",
+            "too many requests in progress (limits.http_requests_inflight_max): retry later",
+        )
+        .retry_after(Duration::from_secs(1))
+        .into_response();
+    };
+    next.run(request).await
+}
+
+/// The API's routes. Bodies are read by the handlers, after authorization
+/// ([`read_body`]), never by an extractor.
 pub fn router(service: Arc<Service>) -> Router {
-    let body_max = service.config.limits.http_body_bytes_max;
+    let inflight_permits = Arc::new(Semaphore::new(
+        service.config.limits.http_requests_inflight_max,
+    ));
     Router::new()
         .route("/v1/events", post(post_events))
         .route("/v1/users/{id}", put(put_user))
@@ -1414,12 +1533,17 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/streams/{id}", get(get_stream))
         .route("/v1/streams/{id}/feed", get(get_feed))
         .route("/v1/economy", get(get_economy).put(put_economy))
+        // The routes above count against the in-flight bound; the operations routes
+        // below (cheap, and what probes and scrapers need under load) do not.
+        .route_layer(axum::middleware::from_fn_with_state(
+            inflight_permits,
+            inflight,
+        ))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_route))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_max))
         .with_state(service)
 }

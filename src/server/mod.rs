@@ -2,10 +2,12 @@
 //!
 //! [`run`] takes bound listeners, a [`Journal`] and a shutdown future (mini-redis
 //! style), so tests run real servers on `127.0.0.1:0`. Shutdown: stop accepting, finish
-//! in-flight requests (their acks still wait for durability), make a final commit, return.
+//! in-flight requests (their acks still wait for durability) for at most
+//! `server.shutdown_grace_ms`, close every connection left, make a final commit, return.
 
 pub mod auth;
 pub mod http;
+pub mod http_conn;
 pub mod settlement;
 pub mod sse;
 pub mod tcp;
@@ -33,6 +35,10 @@ use sse::Feeds;
 
 /// How long the final commit at shutdown keeps retrying a failing journal.
 pub const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after the shutdown grace the final commit waits for connection tasks that
+/// have not ended by themselves (each closes its connection at the grace; this is a
+/// bound on the time that takes).
+pub const SHUTDOWN_GRACE_SLACK: Duration = Duration::from_secs(1);
 
 /// Stamps batches with the system's UTC time, never going backwards (a clock step back
 /// must not reorder months or idempotency ages).
@@ -243,7 +249,7 @@ pub async fn run(
     if let Some(redis) = journal.as_redis() {
         redis.report_aof_settings().await;
     }
-    let tls = tls::acceptors(&config.tls)?;
+    let tls = tls::acceptors(&config.tls, config.server.http2)?;
     let feeds = Feeds::new(
         config.limits.sse_subscribers_per_stream_max,
         config.limits.sse_subscribers_max,
@@ -385,6 +391,10 @@ pub async fn run(
         auth: Auth::new(
             config.auth.tokens.clone(),
             config.limits.token_requests_per_second,
+        )
+        .with_peer_failures(
+            config.limits.auth_failures_per_peer_max,
+            Duration::from_millis(config.limits.auth_failure_window_ms),
         ),
         config,
         commits: committer,
@@ -443,12 +453,13 @@ pub async fn run(
             service.config.limits.connections_max,
             handshake_timeout,
         )?;
-        let mut closing = closing.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { closed(&mut closing).await })
-                .await
-        })
+        tokio::spawn(http_conn::serve(
+            listener,
+            app,
+            http_conn::ConnLimits::of(&service.config),
+            closing.clone(),
+            tracker.clone(),
+        ))
     };
 
     // The committer ends by itself only when fenced (another process took the ledger):
@@ -464,13 +475,23 @@ pub async fn run(
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     service.ready.store(false, Ordering::Release);
     let _ = closing_tx.send(true);
+    // Connections get the grace to finish, then each closes itself: the final commit
+    // never waits on a client.
+    let grace = Duration::from_millis(service.config.server.shutdown_grace_ms);
+    let deadline = tokio::time::Instant::now() + grace + SHUTDOWN_GRACE_SLACK;
     let _ = tcp_task.await;
+    if let Err(e) = http_task.await {
+        tracing::warn!(error = %e, "http task failed");
+    }
     tracker.close();
-    tracker.wait().await;
-    match http_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "http server error at shutdown"),
-        Err(e) => tracing::warn!(error = %e, "http task failed"),
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            tasks = tracker.len(),
+            "connection tasks still running after the shutdown grace: committing without them"
+        );
     }
     let _ = stop_commits.send(true);
     let committed = !fenced && commit_task.await.unwrap_or(false);

@@ -2,6 +2,7 @@
 //! applying them, and a writer task that releases responses in request order once their
 //! events are durable (or applied, in `applied` ack mode).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::task::TaskTracker;
 
 use super::Service;
+use super::auth::AuthError;
 use crate::config::{AckMode, Scope};
 use crate::engine::{Event, Outcome};
 use crate::protocol::{self, ClientFrame, ServerFrame, WireOutcome, error_code};
@@ -78,13 +80,13 @@ pub async fn serve(
                 tracker.spawn(async move {
                     metrics::gauge!(telemetry::CONNECTIONS).increment(1.0);
                     match tls {
-                        None => handle(service, socket, closing).await,
+                        None => handle(service, socket, peer, closing).await,
                         Some(acceptor) => {
                             if let Some(stream) =
                                 super::tls::handshake(&acceptor, socket, handshake_timeout, peer)
                                     .await
                             {
-                                handle(service, stream, closing).await;
+                                handle(service, stream, peer, closing).await;
                             }
                         }
                     }
@@ -127,19 +129,40 @@ fn error(request_id: u64, code: u16, message: impl Into<String>, close: bool) ->
     }
 }
 
-async fn handle<S>(service: Arc<Service>, socket: S, mut closing: watch::Receiver<bool>)
-where
+/// The error that refuses an address over its failed-auth budget, or `None`.
+fn peer_refusal(e: AuthError) -> Option<Outgoing> {
+    match e {
+        AuthError::PeerLimited { retry_after } => {
+            let msg = format!(
+                "too many failed authentications from this address: retry in {} s",
+                retry_after.as_secs() + 1
+            );
+            Some(error(0, error_code::AUTH_RATE_LIMITED, msg, true))
+        }
+        AuthError::Unauthenticated | AuthError::Forbidden => None,
+    }
+}
+
+async fn handle<S>(
+    service: Arc<Service>,
+    socket: S,
+    peer: SocketAddr,
+    mut closing: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let limits = service.config.limits.clone();
     let (r, w) = tokio::io::split(socket);
     let mut frames = FramedRead::new(r, protocol::codec(limits.frame_bytes_max));
     let (tx, rx) = mpsc::channel::<Outgoing>(limits.inflight_frames_max);
-    let writer = tokio::spawn(write_loop(
+    let mut writer = tokio::spawn(write_loop(
         service.clone(),
         FramedWrite::new(w, protocol::codec(limits.frame_bytes_max)),
         rx,
     ));
+    let grace = Duration::from_millis(service.config.server.shutdown_grace_ms);
+    // An address over its failed-auth budget is refused before it sends anything.
+    let refused = service.auth.admit(peer.ip()).err().and_then(peer_refusal);
     let read_timeout = Duration::from_millis(limits.read_timeout_ms);
     // Until it authenticates, a connection gets a short deadline and room for an Auth
     // frame only: an unauthenticated socket neither holds a slot for the read timeout
@@ -150,6 +173,12 @@ where
         .set_max_frame_length(PRE_AUTH_FRAME_BYTES_MAX.min(limits.frame_bytes_max));
     let mut authenticated = false;
     let mut token_id: Option<super::auth::TokenId> = None;
+    if let Some(refusal) = refused {
+        let _ = tx.send(refusal).await;
+        drop(tx);
+        let _ = writer.await;
+        return;
+    }
     loop {
         let next = tokio::select! {
             n = tokio::time::timeout(
@@ -213,35 +242,46 @@ where
         };
         match frame {
             ClientFrame::Request { .. } => unreachable!("made a RequestIssued above"),
-            ClientFrame::Auth { token } => match service.auth.check(Some(&token), Scope::Ingest) {
-                Ok(id) => {
-                    authenticated = true;
-                    token_id = Some(id);
-                    frames
-                        .decoder_mut()
-                        .set_max_frame_length(limits.frame_bytes_max);
-                    if tx.send(Outgoing::AuthOk).await.is_err() {
+            ClientFrame::Auth { token } => {
+                match service
+                    .auth
+                    .check_from(Some(peer.ip()), Some(&token), Scope::Ingest)
+                {
+                    Ok(id) => {
+                        authenticated = true;
+                        token_id = Some(id);
+                        frames
+                            .decoder_mut()
+                            .set_max_frame_length(limits.frame_bytes_max);
+                        if tx.send(Outgoing::AuthOk).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(AuthError::Unauthenticated) => {
+                        let _ = tx
+                            .send(error(0, error_code::UNAUTHENTICATED, "unknown token", true))
+                            .await;
+                        break;
+                    }
+                    Err(e @ AuthError::PeerLimited { .. }) => {
+                        if let Some(refusal) = peer_refusal(e) {
+                            let _ = tx.send(refusal).await;
+                        }
+                        break;
+                    }
+                    Err(AuthError::Forbidden) => {
+                        let _ = tx
+                            .send(error(
+                                0,
+                                error_code::FORBIDDEN,
+                                "the token lacks the ingest scope",
+                                true,
+                            ))
+                            .await;
                         break;
                     }
                 }
-                Err(super::auth::AuthError::Unauthenticated) => {
-                    let _ = tx
-                        .send(error(0, error_code::UNAUTHENTICATED, "unknown token", true))
-                        .await;
-                    break;
-                }
-                Err(super::auth::AuthError::Forbidden) => {
-                    let _ = tx
-                        .send(error(
-                            0,
-                            error_code::FORBIDDEN,
-                            "the token lacks the ingest scope",
-                            true,
-                        ))
-                        .await;
-                    break;
-                }
-            },
+            }
             ClientFrame::RequestIssued {
                 request_id,
                 events,
@@ -357,7 +397,20 @@ where
         }
     }
     drop(tx);
-    let _ = writer.await;
+    // The writer sends what was answered (durable acks wait for their commit); at
+    // shutdown, for at most the grace: then the connection closes whatever it holds.
+    tokio::select! {
+        _ = &mut writer => {}
+        () = async {
+            super::closed(&mut closing).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            writer.abort();
+            metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "shutdown_grace")
+                .increment(1);
+            tracing::info!(%peer, "binary connection closed: still busy at the end of the shutdown grace");
+        }
+    }
 }
 
 async fn write_loop<W: AsyncWrite>(

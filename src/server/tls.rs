@@ -2,9 +2,10 @@
 //! connections and runs handshakes off the accept loop.
 //!
 //! With `[tls]` set, the binary protocol and the HTTP API both speak TLS only (1.2 and
-//! 1.3, rustls' safe defaults; the HTTP listener offers ALPN `h2` and `http/1.1`). A
-//! handshake must finish within `limits.read_timeout_ms`; one that fails or stalls
-//! costs the peer its connection and counts `giftstream_tls_handshake_failures_total`.
+//! 1.3, rustls' safe defaults; the HTTP listener offers ALPN `http/1.1`, and `h2` first
+//! when `server.http2` is on). A handshake must finish within `limits.read_timeout_ms`;
+//! one that fails or stalls costs the peer its connection and counts
+//! `giftstream_tls_handshake_failures_total`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,9 +35,9 @@ pub struct Acceptors {
     pub tcp: TlsAcceptor,
 }
 
-/// Loads the certificate chain and key named by `tls`. Errors name the file and what is
-/// wrong with it.
-pub fn acceptors(tls: &TlsConfig) -> Result<Option<Acceptors>, ConfigError> {
+/// Loads the certificate chain and key named by `tls`; the HTTP acceptor offers `h2`
+/// when `http2` (`server.http2`). Errors name the file and what is wrong with it.
+pub fn acceptors(tls: &TlsConfig, http2: bool) -> Result<Option<Acceptors>, ConfigError> {
     if !tls.enabled() {
         return Ok(None);
     }
@@ -60,8 +61,13 @@ pub fn acceptors(tls: &TlsConfig) -> Result<Option<Acceptors>, ConfigError> {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     };
+    let http_alpn: &[&[u8]] = if http2 {
+        &[b"h2", b"http/1.1"]
+    } else {
+        &[b"http/1.1"]
+    };
     Ok(Some(Acceptors {
-        http: TlsAcceptor::from(config(&[b"h2", b"http/1.1"])?),
+        http: TlsAcceptor::from(config(http_alpn)?),
         tcp: TlsAcceptor::from(config(&[])?),
     }))
 }
@@ -134,6 +140,24 @@ impl AsyncWrite for HttpConn {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            HttpIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            HttpIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            HttpIo::Plain(s) => s.is_write_vectored(),
+            HttpIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             HttpIo::Plain(s) => Pin::new(s).poll_flush(cx),
@@ -149,9 +173,9 @@ impl AsyncWrite for HttpConn {
     }
 }
 
-/// The HTTP API's listener for `axum::serve`: at most `connections_max` open
-/// connections (one over the limit gets a `503 CONNECTION_LIMIT` and is closed), TLS
-/// handshakes in their own tasks so a slow peer never holds up the accept loop.
+/// The HTTP API's listener (served by `http_conn::serve`): at most `connections_max`
+/// open connections (one over the limit gets a `503 CONNECTION_LIMIT` and is closed),
+/// TLS handshakes in their own tasks so a slow peer never holds up the accept loop.
 pub struct HttpListener {
     ready: mpsc::Receiver<(HttpConn, SocketAddr)>,
     local: SocketAddr,
@@ -236,11 +260,9 @@ impl Drop for HttpListener {
     }
 }
 
-impl axum::serve::Listener for HttpListener {
-    type Io = HttpConn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (HttpConn, SocketAddr) {
+impl HttpListener {
+    /// The next connection, handshake done, holding its slot.
+    pub async fn accept(&mut self) -> (HttpConn, SocketAddr) {
         match self.ready.recv().await {
             Some(conn) => conn,
             // The accept task ended (it only does when aborted): accept nothing more.
@@ -248,7 +270,7 @@ impl axum::serve::Listener for HttpListener {
         }
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 }

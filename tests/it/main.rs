@@ -10,6 +10,7 @@ mod engine_concurrency;
 mod engine_props;
 mod engine_rules;
 mod fence;
+mod hostile_http;
 mod read_model;
 mod review_economy;
 mod server_http;

@@ -344,7 +344,9 @@ async fn bad_input_gets_documented_errors_and_changes_nothing() {
 /// token without the scope 403, one with it (or admin) passes auth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_checks_its_scope() {
-    let s = TestServer::start().await;
+    // 21 failed authentications from one address: more than the failed-auth limit lets
+    // through (tested in hostile_http.rs).
+    let s = TestServer::start_with(|c| c.limits.auth_failures_per_peer_max = 0).await;
     let ingest_routes = [
         (
             "POST",

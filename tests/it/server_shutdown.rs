@@ -110,3 +110,104 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         "want last_seq={last_seq} in {log}"
     );
 }
+
+/// Issue #34 (2): SIGTERM waited for held HTTP sockets (56 s in the report; forever for a
+/// body that never comes) before the final commit. Now open connections get
+/// `server.shutdown_grace_ms`, then are closed; the final commit follows, and an event
+/// acknowledged before the signal is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_held_connections_after_the_grace_and_still_commits() {
+    use crate::support::child::ServeProcess;
+    use crate::support::redis::RedisServer;
+    use crate::support::server::SHIPPED_CONFIG;
+    use tokio::io::AsyncWriteExt;
+
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("giftstream.toml");
+    // `applied` acks: the event below is answered before any commit, so only a commit
+    // (at the latest the final one) makes it durable. Header and body timeouts far
+    // longer than the test: only the grace can end the held requests.
+    let text = [
+        ("ack = \"durable\"", "ack = \"applied\""),
+        ("shutdown_grace_ms = 5000", "shutdown_grace_ms = 1000"),
+        (
+            "http_header_read_timeout_ms = 10000",
+            "http_header_read_timeout_ms = 120000",
+        ),
+        (
+            "http_body_read_timeout_ms = 30000",
+            "http_body_read_timeout_ms = 120000",
+        ),
+    ]
+    .iter()
+    .fold(SHIPPED_CONFIG.to_owned(), |text, (from, to)| {
+        assert!(text.contains(from), "{from}");
+        text.replacen(from, to, 1)
+    });
+    std::fs::write(&config, text).unwrap();
+    let data = tmp.path().join("data");
+    let p = ServeProcess::start(&config, &redis.url(), &data);
+    let http = reqwest::Client::new();
+    let events = serde_json::json!({"events": [{
+        "type": "recharge", "event_id": "00000000-0000-0000-0000-000000000077", "user": 77,
+        "coins": 100, "price": "1.29", "currency": "USD", "package": "coins_100"
+    }]});
+    let answer: serde_json::Value = http
+        .post(format!("http://{}/v1/events", p.http))
+        .bearer_auth(INGEST)
+        .json(&events)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["outcomes"][0]["status"], "accepted", "{answer}");
+    // Held: a request whose body stops half-way (in flight), and a head that stops.
+    let mut body = tokio::net::TcpStream::connect(p.http.as_str())
+        .await
+        .unwrap();
+    body.write_all(
+        format!(
+            "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {INGEST}\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"events\": ["
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = tokio::net::TcpStream::connect(p.http.as_str())
+        .await
+        .unwrap();
+    head.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let signalled = std::time::Instant::now();
+    p.signal("TERM");
+    let (status, log) = tokio::task::spawn_blocking(move || p.wait_exit(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let took = signalled.elapsed();
+    let log = log.join("\n");
+    assert!(status.success(), "exit status {status}: {log}");
+    // The grace (1 s), a second of slack for the tasks to end, the final commit, and a
+    // margin for a loaded machine; without the deadline it never exits.
+    assert!(
+        took < Duration::from_secs(6),
+        "exited {took:?} after SIGTERM"
+    );
+    assert!(log.contains("end of the shutdown grace"), "{log}");
+    assert!(log.contains("final commit done"), "{log}");
+    drop((body, head));
+
+    let p = ServeProcess::start(&config, &redis.url(), &data);
+    let wallet = p.read(&http, "/v1/users/77/wallet").await;
+    assert_eq!(
+        wallet["coins"], 100,
+        "acknowledged before SIGTERM: {wallet}"
+    );
+    p.stop();
+}

@@ -134,31 +134,31 @@ fn tls_config_errors_name_the_setting() {
 
     // A key file that is not a key, a certificate file without a certificate.
     config.tls.key = cert.clone();
-    let err = giftstream::server::tls::acceptors(&config.tls)
+    let err = giftstream::server::tls::acceptors(&config.tls, false)
         .err()
         .expect("a certificate is no key");
     assert_eq!(err.key, "tls.key", "{err}");
     config.tls.key = key.clone();
     config.tls.cert = key.clone();
-    let err = giftstream::server::tls::acceptors(&config.tls)
+    let err = giftstream::server::tls::acceptors(&config.tls, false)
         .err()
         .expect("a key is no certificate");
     assert_eq!(err.key, "tls.cert", "{err}");
     config.tls.cert = dir.path().join("missing.pem");
-    let err = giftstream::server::tls::acceptors(&config.tls)
+    let err = giftstream::server::tls::acceptors(&config.tls, false)
         .err()
         .expect("missing file");
     assert!(err.to_string().contains("missing.pem"), "{err}");
     // A key that does not match the certificate.
     let (other_cert, _) = certificate(dir.path(), "other");
     config.tls.cert = other_cert;
-    let err = giftstream::server::tls::acceptors(&config.tls)
+    let err = giftstream::server::tls::acceptors(&config.tls, false)
         .err()
         .expect("mismatched pair");
     assert_eq!(err.key, "tls", "{err}");
     config.tls.cert = cert;
     assert!(
-        giftstream::server::tls::acceptors(&config.tls)
+        giftstream::server::tls::acceptors(&config.tls, false)
             .unwrap()
             .is_some()
     );
@@ -213,9 +213,16 @@ async fn http_connections_are_bounded() {
     }
     // Free every slot, so that reading the metrics is not refused itself.
     drop(held);
+    // The metrics are the test process's: other tests' servers (hostile_http) refuse
+    // HTTP connections too, so this server's refusals are a lower bound.
     let metrics = s.metrics().await;
-    let counted =
-        format!(r#"giftstream_limit_rejections_total{{limit="http_connections"}} {refused}"#);
-    assert!(metrics.contains(&counted), "{counted}\n{metrics}");
+    let counted = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"giftstream_limit_rejections_total{limit="http_connections"} "#)
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no http_connections rejections counted\n{metrics}"));
+    assert!(counted >= refused, "{counted} < {refused}\n{metrics}");
     s.stop().await.unwrap();
 }
