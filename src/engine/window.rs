@@ -33,12 +33,12 @@
 //! number 2^29 or more from its epoch's base) is kept whole in a side map, by key.
 //!
 //! # What a hash costs
-//! An event is compared with the at most 8 entries of its two buckets. A new id is taken
-//! for a remembered one only if all 48 key bits of one of them match: at most 8 × 2^-48
-//! = 2^-45 a new event, and then it is refused `EVENT_ID_REUSED` (its check differs), so
-//! a hash collision refuses an event, it never drops or answers one as another's — that
-//! needs the 40 check bits to match as well (2^-85). Other content under a remembered id
-//! goes unnoticed only if the checks match: 2^-40 a reuse.
+//! The key decides the buckets, so a new id whose 48-bit key equals a remembered one's is
+//! always compared with it: (ids held) / 2^48 a new event. It is then refused
+//! `EVENT_ID_REUSED` (its check differs), unless its content is the same (then it is
+//! answered as the other's duplicate). The key is not keyed by a secret yet, so such
+//! ids can be crafted (issue #29, open). Other content under a remembered id goes
+//! unnoticed only if the checks match: 2^-40 a reuse.
 //!
 //! Epoch tags are reused every 256 epochs; ids of a dead epoch are swept a few slots per
 //! claim, and a tag still holding dead ids when it comes round again is purged first.
