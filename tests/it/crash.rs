@@ -273,7 +273,8 @@ async fn a_cash_out_during_a_gift_burst_survives_kill_9() {
         .flat_map(|u| (0..4).map(move |k| recharge(u128::from(u * 4 + k), 100 + u, "coins_7000")))
         .collect();
     funder.send(&funding).await.unwrap();
-    let stop = Instant::now() + Duration::from_secs(4);
+    // Long enough for several accepted payouts on a slow, shared 2-core machine.
+    let stop = Instant::now() + Duration::from_secs(12);
     let gifters: Vec<_> = (0..2u128)
         .map(|t| {
             let addr = p.tcp.clone();
