@@ -1472,7 +1472,53 @@ pub fn openapi_json() -> String {
     ) {
         media["schema"] = event;
     }
+    add_transport_responses(&mut doc);
     doc.to_string()
+}
+
+/// Answers every authenticated route can give before its handler runs: 429 after too
+/// many failed authentications from the address (`AUTH_RATE_LIMITED`, with
+/// `Retry-After`), 503 when `limits.http_requests_inflight_max` requests are in flight
+/// (`OVERLOADED`), and for a route with a body 408 when it is not read in time
+/// (`BODY_TIMEOUT`).
+fn add_transport_responses(doc: &mut serde_json::Value) {
+    let error = serde_json::json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(|p| p.as_object_mut())
+        .flat_map(|p| p.values_mut())
+    {
+        let has_body = operation.get("requestBody").is_some();
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(|r| r.as_object_mut())
+        else {
+            continue;
+        };
+        if !responses.contains_key("401") {
+            continue;
+        }
+        responses.entry("429").or_insert_with(|| serde_json::json!({
+            "description": "Too many failed authentications from this address (code AUTH_RATE_LIMITED); Retry-After says when to try again",
+            "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+            "content": error.clone(),
+        }));
+        responses.entry("503").or_insert_with(|| {
+            serde_json::json!({
+                "description": "Too many requests in flight (code OVERLOADED)",
+                "content": error.clone(),
+            })
+        });
+        if has_body {
+            responses.entry("408").or_insert_with(|| serde_json::json!({
+                "description": "The body was not read in time (code BODY_TIMEOUT); nothing applied",
+                "content": error.clone(),
+            }));
+        }
+    }
 }
 
 async fn openapi() -> Response {
