@@ -17,7 +17,8 @@
 //! A bucketed cuckoo table: every id has two candidate buckets of four 20-byte entries,
 //! both derived from its key; an insert into two full buckets moves an entry to its
 //! other bucket (a bounded random walk), and what still finds no room goes to a small
-//! stash, so nothing remembered is ever dropped for want of a slot. The table is sized
+//! stash (a hash map: bounded by the live bound, not refused on its own), so nothing
+//! remembered is ever dropped for want of a slot. The table is sized
 //! for `entries_max` live ids at 94 % of its slots. An entry is:
 //!
 //! | bits | field |
@@ -76,8 +77,6 @@ const WORDS: usize = 5;
 const LOAD_PERMILLE: usize = 940;
 /// Moves an insert may make before its entry goes to the stash.
 const KICKS_MAX: usize = 500;
-/// A live claim is refused (`Full`) while the stash holds this many entries.
-const STASH_MAX: usize = 256;
 /// Slots swept for dead ids per claim.
 const SWEEP_SLOTS: usize = 4;
 /// Epoch tags: the epoch number mod this.
@@ -670,10 +669,16 @@ impl IdWindow {
         if forgot_through.0 != 0 && forgot_through.0 >= since {
             return Claim::Forgotten;
         }
-        if live >= self.entries_max || self.stash.len() >= STASH_MAX {
+        if live >= self.entries_max {
             return Claim::Full;
         }
         let number = self.epoch_of(stamp);
+        if self.dead(number) {
+            // Its epoch is past the horizon at a stamp already recorded (a clock behind
+            // the journal's, a batch long delayed): the id would be forgotten on arrival,
+            // and its retry applied again. Refused, never admitted.
+            return Claim::Forgotten;
+        }
         if self.first_live_at(stamp) > self.dead_before
             && self.epochs[(number % TAGS as u64) as usize].number < self.first_live_at(stamp)
         {
@@ -765,7 +770,8 @@ impl IdWindow {
         next.advance(self.newest);
         for (key, check, number, outcome) in self.iter() {
             // In the new epochs, the one holding this one's end (kept as long or longer).
-            let number = next.epoch_of(self.end_of(number));
+            // (Never past the newest stamp: an id's own stamp is at most that.)
+            let number = next.epoch_of(self.end_of(number).min(self.newest));
             next.put(key, check, number, outcome);
         }
         *self = next;
@@ -1152,6 +1158,71 @@ mod tests {
         assert_eq!(w.get(EventId(499), Stamp(50_499)), Some(outcome(500)));
         assert_eq!(w.len(), 500);
         assert_eq!(insert(&mut w, 1 << 90, 9_999, 50_500), Claim::Fresh);
+    }
+
+    /// Review finding: ids claimed at a stamp whose epoch is already dead (a clock
+    /// behind the journal's after a restart) were forgotten on arrival, and an exact
+    /// retry a few seconds later was applied again. Now such a claim is refused.
+    #[test]
+    fn a_claim_behind_the_recorded_time_is_refused_not_forgotten_on_arrival() {
+        let mut w = IdWindow::new(100, 640);
+        w.remember(EventId(99), FP, outcome(1), Stamp(100_000));
+        let first = w.claim(EventId(5), FP, 0, Stamp(10_000), 9_900);
+        if first == Claim::Fresh {
+            w.settle(EventId(5), outcome(2));
+            let retry = w.claim(EventId(5), FP, 0, Stamp(10_200), 10_100);
+            assert_eq!(retry, Claim::Retry(Some(outcome(2))), "applied twice");
+        } else {
+            assert_eq!(first, Claim::Forgotten);
+            let retry = w.claim(EventId(5), FP, 0, Stamp(10_200), 10_100);
+            assert_ne!(
+                retry,
+                Claim::Fresh,
+                "a retry of a refused event is refused too"
+            );
+        }
+    }
+
+    /// Review finding: a reconfigured window wrote entries newer than its newest stamp,
+    /// and the snapshot could not be read back.
+    #[test]
+    fn a_reconfigured_window_round_trips_through_a_snapshot() {
+        use crate::protocol::{decode_serde, encode_serde};
+        let mut w = IdWindow::new(100, 64_000); // 1,000 ms epochs
+        assert_eq!(insert(&mut w, 1, 1, 5_000), Claim::Fresh);
+        w.reconfigure(100, 6_400); // 100 ms epochs
+        let read: IdWindow = decode_serde(&encode_serde(&w).unwrap()).unwrap();
+        assert_eq!(read.get(EventId(1), Stamp(5_000)), Some(outcome(1)));
+    }
+
+    /// Review finding: a ~256x shorter horizon mapped two epochs onto one tag (panic).
+    #[test]
+    fn reconfiguring_to_a_much_shorter_horizon_keeps_both_epochs() {
+        let mut w = IdWindow::new(100, 16_384); // 256 ms epochs
+        w.remember(EventId(1), FP, outcome(1), Stamp(100));
+        w.remember(EventId(2), FP, outcome(2), Stamp(300));
+        w.reconfigure(100, 64); // 1 ms epochs
+        assert_eq!(w.get(EventId(2), Stamp(300)), Some(outcome(2)));
+        assert_eq!(w.get(EventId(1), Stamp(300)), Some(outcome(1)));
+    }
+
+    /// Review finding: ids crafted into a few buckets filled the stash, and a stash bound
+    /// refused every new id at 4 % of the window's bound.
+    #[test]
+    fn ids_crafted_into_few_buckets_do_not_refuse_everyone_else() {
+        let entries_max = 100_000;
+        let mut w = IdWindow::new(entries_max, 60_000);
+        let (mut n, mut i) = (0u64, 0u128);
+        while n < 4 * 1_024 + 300 {
+            i += 1;
+            let [a, b] = w.buckets_of(key_of(EventId(i)));
+            if a < 1_024 && b < 1_024 {
+                n += 1;
+                assert_eq!(insert(&mut w, i, n, 1_000), Claim::Fresh, "at {n}");
+            }
+        }
+        assert!(!w.stash.is_empty());
+        assert_eq!(insert(&mut w, u128::MAX - 5, n + 1, 1_000), Claim::Fresh);
     }
 
     /// An id as the model keeps it: content, stamp, outcome (None: pending).

@@ -355,3 +355,32 @@ fn an_id_from_a_format_2_snapshot_is_not_answered_to_another_shards_user() {
     assert_eq!(loaded.wallet(UserId(40), NOV).coins, before);
     assert_eq!(loaded.wallet(UserId(u), NOV).coins, 0);
 }
+
+// ---- Review: a restart onto a clock behind the journal's stamps -----------------------
+
+/// The journal was written while the clock ran an hour ahead; the ledger restarts on a
+/// correct clock. An id claimed now is in an epoch the index already counts as past the
+/// horizon: it used to be forgotten on arrival, and its exact retry (no `issued_ms`)
+/// 20 s later was applied again. Now the first attempt is refused (`EVENT_EXPIRED`, the
+/// client retries later) or answered; never applied twice.
+#[test]
+fn after_a_restart_behind_the_journals_stamps_a_retry_is_never_applied_twice() {
+    let config = EngineConfig {
+        idempotency_horizon_ms: 60_000,
+        ..config(1, 1 << 10)
+    };
+    let engine = Engine::new(economy(), config.clone()).unwrap();
+    engine.apply_batch(&[recharge(1, 1, "coins_100")], Stamp(NOV.0 + 3_600_000));
+    let log = engine.drain_log();
+    let restarted = Engine::new(economy(), config).unwrap();
+    restarted.replay(&log).unwrap();
+    let r = recharge(2, 2, "coins_100");
+    let first = restarted.apply_batch(&[r], NOV)[0];
+    let retry = restarted.apply_batch(&[r], Stamp(NOV.0 + 20_000))[0];
+    let applied = [first, retry]
+        .iter()
+        .filter(|o| o.is_accepted() && !o.duplicate)
+        .count();
+    assert!(applied <= 1, "applied twice: {first:?}, {retry:?}");
+    assert!(restarted.wallet(UserId(2), NOV).coins <= 100);
+}
