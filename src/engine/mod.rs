@@ -45,6 +45,7 @@
 
 mod books;
 pub mod event;
+mod idhash;
 mod rules;
 mod shard;
 mod splitmap;
@@ -64,6 +65,8 @@ use crate::economy::{ConfigError, Currency, Economy, EconomyDoc, Region};
 pub use books::Credited;
 use books::{CreatorShard, Settled, SettledNanos, StreamShard};
 pub use event::*;
+use idhash::IdHash;
+pub use idhash::IdSecret;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
 pub use topk::{Offer, TopK};
@@ -392,6 +395,9 @@ pub struct Engine {
     creators: Box<[CachePadded<Mutex<CreatorShard>>]>,
     streams: Box<[CachePadded<Mutex<StreamShard>>]>,
     ids: Box<[CachePadded<Mutex<IdWindow>>]>,
+    /// The key ids are hashed under in `ids` (`None`: the unkeyed hash of a ledger
+    /// restored from a snapshot of format 3 to 5; see [`IdHash`]).
+    id_secret: Option<IdSecret>,
     /// The economy in force. Shared by a chunk from reserving its numbers to merging its
     /// credits; exclusive for a payout and for an economy change (see the module doc):
     /// every event numbered after a change is applied under the new economy, every one
@@ -439,12 +445,14 @@ impl SeenIds {
     fn earlier_other_content(
         &mut self,
         events: &[Event],
+        hashes: &[IdHash],
         fingerprints: &[EventFingerprint],
         i: usize,
         routes: &[Route],
     ) -> bool {
         let id = events[i].id();
-        let h = ((id.0 >> 64) as u64 ^ id.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48;
+        // Keyed: a client cannot craft ids that all set one bit (a quadratic scan).
+        let h = hashes[i].key() & 0xFFFF;
         let (word, bit) = ((h >> 6) as usize, 1u64 << (h & 63));
         let maybe = self.bits[word] & bit != 0;
         self.bits[word] |= bit;
@@ -460,6 +468,7 @@ impl SeenIds {
 /// What [`Engine::claim_ids`] needs of a batch.
 struct ChunkClaim<'a> {
     events: &'a [Event],
+    hashes: &'a [IdHash],
     fingerprints: &'a [EventFingerprint],
     issued_ms: &'a [u64],
     /// The chunk's sender shard, as [`route_tag`].
@@ -510,11 +519,31 @@ fn unrecorded(code: RejectCode) -> Outcome {
 }
 
 impl Engine {
+    /// An empty ledger, with a new secret for its id index (see [`IdSecret`]).
     pub fn new(economy: Economy, config: EngineConfig) -> Result<Engine, ConfigError> {
+        Engine::with_id_secret(economy, config, IdSecret::random())
+    }
+
+    /// An empty ledger whose id index hashes ids under `secret` (a seeded test, or a
+    /// replay that must file ids as a snapshot did).
+    pub fn with_id_secret(
+        economy: Economy,
+        config: EngineConfig,
+        secret: IdSecret,
+    ) -> Result<Engine, ConfigError> {
+        Engine::build(economy, config, Some(secret))
+    }
+
+    fn build(
+        economy: Economy,
+        config: EngineConfig,
+        id_secret: Option<IdSecret>,
+    ) -> Result<Engine, ConfigError> {
         config.validate()?;
         let n = config.shards;
         Ok(Engine {
             mask: n - 1,
+            id_secret,
             senders: (0..n)
                 .map(|_| CachePadded::new(Mutex::new(SenderShard::new())))
                 .collect(),
@@ -652,6 +681,18 @@ impl Engine {
         (held, self.config.idempotency_entries_max)
     }
 
+    /// The latest stamp the idempotency index has recorded an outcome at (0 before the
+    /// first). A service's clock starts here so that its stamps never run behind the
+    /// journal's (a clock stepped back across a restart would otherwise stamp claims in
+    /// epochs the index already counts as past the horizon).
+    pub fn newest_stamp(&self) -> Stamp {
+        self.ids
+            .iter()
+            .map(|w| w.lock().newest())
+            .max()
+            .unwrap_or_default()
+    }
+
     /// The last sequence number reserved (0 before the first event).
     pub fn last_seq(&self) -> u64 {
         self.next_seq.load(Ordering::Acquire) - 1
@@ -709,6 +750,7 @@ impl Engine {
         // is answered at the end, as a retry if the id holds its content by then, else
         // EVENT_ID_REUSED.
         let fingerprints: Vec<EventFingerprint> = events.iter().map(Event::fingerprint).collect();
+        let hashes: Vec<IdHash> = events.iter().map(|e| self.id_hash(e.id())).collect();
         let mut seen = (events.len() > 1).then(SeenIds::default);
         let mut deferred = Vec::new();
         for (i, event) in events.iter().enumerate() {
@@ -728,7 +770,7 @@ impl Engine {
                 continue;
             }
             if let Some(seen) = &mut seen
-                && seen.earlier_other_content(events, &fingerprints, i, &routes)
+                && seen.earlier_other_content(events, &hashes, &fingerprints, i, &routes)
             {
                 deferred.push(i);
                 routes.push(Route::Refused);
@@ -764,6 +806,7 @@ impl Engine {
             let mut shard = self.senders[s].lock();
             let claim = ChunkClaim {
                 events,
+                hashes: &hashes,
                 fingerprints: &fingerprints,
                 issued_ms,
                 route: route_tag(Route::Sender(s)),
@@ -786,16 +829,15 @@ impl Engine {
                             let outcome =
                                 shard.apply(&gate, &self.config, &events[i], next, stamp, month);
                             next += 1;
-                            settled.push((events[i].id(), outcome));
+                            settled.push((hashes[i], outcome));
                             outcome
                         }
                         Verdict::Answer(outcome) => outcome,
                         Verdict::SameAsEarlier => {
-                            let id = events[i].id();
                             let &(_, original) = settled
                                 .iter()
                                 .rev()
-                                .find(|(s, _)| *s == id)
+                                .find(|(s, _)| *s == hashes[i])
                                 .expect("an earlier event of the chunk claimed the id");
                             Outcome {
                                 duplicate: true,
@@ -811,14 +853,15 @@ impl Engine {
         }
         for i in book_events {
             let since = since(issued_ms.get(i).copied().unwrap_or(0), stamp);
-            outcomes[i] = self.apply_to_book(&events[i], fingerprints[i], routes[i], stamp, since);
+            let (event, hash) = (&events[i], hashes[i]);
+            outcomes[i] = self.apply_to_book(event, hash, fingerprints[i], routes[i], stamp, since);
         }
         for i in deferred {
             let event = &events[i];
             let route = route_tag(self.route(event));
-            outcomes[i] = self.ids[self.id_shard(event.id())]
+            outcomes[i] = self.ids[self.id_shard(hashes[i])]
                 .lock()
-                .lookup(event.id(), fingerprints[i], route, stamp)
+                .lookup(hashes[i], fingerprints[i], route, stamp)
                 .map_or(unrecorded(RejectCode::EventIdReused), |original| Outcome {
                     duplicate: true,
                     ..original
@@ -827,8 +870,19 @@ impl Engine {
         outcomes
     }
 
-    fn id_shard(&self, id: EventId) -> usize {
-        shard_of((id.0 >> 64) as u64 ^ id.0 as u64, self.mask)
+    /// The id shard that remembers `id` (for tests that place ids on chosen shards).
+    pub fn id_shard_of(&self, id: EventId) -> usize {
+        self.id_shard(self.id_hash(id))
+    }
+
+    /// `id`'s hash under this ledger's secret.
+    fn id_hash(&self, id: EventId) -> IdHash {
+        IdHash::of(id, self.id_secret.as_ref())
+    }
+
+    /// The id shard of an id hashing to `hash`.
+    fn id_shard(&self, hash: IdHash) -> usize {
+        hash.shard(self.mask)
     }
 
     /// Claims the ids of `chunk`'s events (indexes into the batch) in the id index,
@@ -842,7 +896,7 @@ impl Engine {
         let mut by_shard: Vec<(usize, usize)> = chunk
             .iter()
             .enumerate()
-            .map(|(k, &i)| (self.id_shard(claim.events[i as usize].id()), k))
+            .map(|(k, &i)| (self.id_shard(claim.hashes[i as usize]), k))
             .collect();
         by_shard.sort_unstable();
         let mut backpressure = false;
@@ -851,7 +905,7 @@ impl Engine {
             for &(_, k) in run {
                 let i = chunk[k] as usize;
                 let since = since(claim.issued_ms.get(i).copied().unwrap_or(0), claim.stamp);
-                let id = claim.events[i].id();
+                let id = claim.hashes[i];
                 verdicts[k] =
                     match ids.claim(id, claim.fingerprints[i], claim.route, claim.stamp, since) {
                         Claim::Fresh => Verdict::Apply,
@@ -870,26 +924,30 @@ impl Engine {
             }
         }
         if backpressure {
-            self.hold_back_after_refusals(claim.events, chunk, verdicts);
+            self.hold_back_after_refusals(claim, chunk, verdicts);
         }
     }
 
     /// After a sender's event refused for backpressure, its later events of the chunk are
     /// refused too (and their claims released): applying them would reorder the sender's
     /// events (a gift before the recharge that pays for it).
-    fn hold_back_after_refusals(&self, events: &[Event], chunk: &[u32], verdicts: &mut [Verdict]) {
+    fn hold_back_after_refusals(
+        &self,
+        claim: &ChunkClaim<'_>,
+        chunk: &[u32],
+        verdicts: &mut [Verdict],
+    ) {
         let unavailable = unrecorded(RejectCode::Unavailable);
         let mut held: Vec<u64> = Vec::new();
         for (k, &i) in chunk.iter().enumerate() {
-            let event = &events[i as usize];
+            let event = &claim.events[i as usize];
             let sender = sender_of(event);
             if matches!(verdicts[k], Verdict::Answer(o) if o == unavailable) {
                 held.push(sender);
             } else if held.contains(&sender) {
                 if matches!(verdicts[k], Verdict::Apply) {
-                    self.ids[self.id_shard(event.id())]
-                        .lock()
-                        .unclaim(event.id());
+                    let hash = claim.hashes[i as usize];
+                    self.ids[self.id_shard(hash)].lock().unclaim(hash);
                 }
                 if matches!(verdicts[k], Verdict::Apply | Verdict::SameAsEarlier) {
                     verdicts[k] = Verdict::Answer(unavailable);
@@ -899,7 +957,7 @@ impl Engine {
     }
 
     /// Records the outcomes of claimed ids, one lock per id shard touched.
-    fn settle_ids(&self, settled: &mut [(EventId, Outcome)]) {
+    fn settle_ids(&self, settled: &mut [(IdHash, Outcome)]) {
         settled.sort_unstable_by_key(|(id, _)| self.id_shard(*id));
         for run in settled.chunk_by(|a, b| self.id_shard(a.0) == self.id_shard(b.0)) {
             let mut ids = self.ids[self.id_shard(run[0].0)].lock();
@@ -915,6 +973,7 @@ impl Engine {
     fn apply_to_book(
         &self,
         event: &Event,
+        id: IdHash,
         fingerprint: EventFingerprint,
         route: Route,
         stamp: Stamp,
@@ -923,7 +982,6 @@ impl Engine {
         // A payout reads the credits: it waits for the chunks between reserving their
         // numbers and merging their credits, and holds off new ones (module doc).
         let gate = matches!(event, Event::Payout(_)).then(|| self.gate.write());
-        let id = event.id();
         let mut book = self.lock_book(route);
         let mut ids = self.ids[self.id_shard(id)].lock();
         match ids.claim(id, fingerprint, route_tag(route), stamp, since) {
@@ -952,7 +1010,7 @@ impl Engine {
         let mut book = self.lock_book(route);
         let outcome =
             self.apply_in_book(&mut book, Some(&gate), &entry.event, entry.seq, entry.stamp);
-        let id = entry.event.id();
+        let id = self.id_hash(entry.event.id());
         self.ids[self.id_shard(id)].lock().remember(
             id,
             entry.event.fingerprint(),
@@ -1169,15 +1227,15 @@ impl Engine {
     /// Remembers the ids of replayed sender events, one lock per id shard touched. The
     /// journal is the truth: no check (a journaled event was applied).
     fn remember_replayed(&self, chunk: &[&LogEntry]) {
-        let mut by_shard: Vec<(usize, &LogEntry)> = chunk
+        let mut by_shard: Vec<(IdHash, &LogEntry)> = chunk
             .iter()
-            .map(|&e| (self.id_shard(e.event.id()), e))
+            .map(|&e| (self.id_hash(e.event.id()), e))
             .collect();
-        by_shard.sort_unstable_by_key(|&(t, e)| (t, e.seq));
-        for run in by_shard.chunk_by(|a, b| a.0 == b.0) {
-            let mut ids = self.ids[run[0].0].lock();
-            for &(_, e) in run {
-                ids.remember(e.event.id(), e.event.fingerprint(), e.outcome, e.stamp);
+        by_shard.sort_unstable_by_key(|&(h, e)| (self.id_shard(h), e.seq));
+        for run in by_shard.chunk_by(|a, b| self.id_shard(a.0) == self.id_shard(b.0)) {
+            let mut ids = self.ids[self.id_shard(run[0].0)].lock();
+            for &(h, e) in run {
+                ids.remember(h, e.event.fingerprint(), e.outcome, e.stamp);
             }
         }
     }
@@ -1235,6 +1293,7 @@ impl Engine {
             top_k: self.config.top_k as u64,
             economy: cut.economy_bytes(),
             settled_nanos: cut.creators.iter().map(|g| &g.settled_nanos).collect(),
+            id_secret: self.id_secret,
         };
         let result = f(&view);
         drop(view);
@@ -1264,6 +1323,7 @@ impl Engine {
                 .iter()
                 .map(|c| c.settled_nanos.clone())
                 .collect(),
+            id_secret: self.id_secret,
         };
         drop(cut);
         log.sort_unstable_by_key(|e| e.seq);
@@ -1298,7 +1358,14 @@ impl Engine {
             Economy::from_doc(EconomyDoc::from_bytes(&state.economy)?)?
         };
         let recorded = economy.version > 0;
-        let engine = Engine::new(economy, config)?;
+        // Formats 3 to 5 kept keys of the unkeyed hash: it stays. Formats 1 and 2 kept
+        // whole ids: they are filed under a new secret.
+        let id_secret = match state.id_secret {
+            Some(secret) => Some(secret),
+            None if state.ids.is_empty() => Some(IdSecret::random()),
+            None => None,
+        };
+        let engine = Engine::build(economy, config, id_secret)?;
         if recorded {
             engine.know_economy(engine.economy());
         }
@@ -1355,9 +1422,10 @@ impl Engine {
         }
         legacy.sort_unstable_by_key(|&(_, stamp, outcome, _)| (stamp, outcome.seq));
         for (id, stamp, outcome, fingerprint) in legacy {
-            engine.ids[engine.id_shard(id)]
+            let hash = engine.id_hash(id);
+            engine.ids[engine.id_shard(hash)]
                 .lock()
-                .remember(id, fingerprint, outcome, stamp);
+                .remember(hash, fingerprint, outcome, stamp);
         }
         if state.top_k != engine.config.top_k as u64 {
             engine.rebuild_tops();
@@ -1800,10 +1868,11 @@ impl Engine {
         }
         // The ids remembered at the newest stamp: the same set whatever order concurrent
         // chunks inserted them in (a replay inserts them in sequence order).
+        // (Across shards: which id shard holds an id depends on the ledger's secret.)
         let newest = cut.ids.iter().map(|w| w.newest()).max().unwrap_or_default();
-        for (i, w) in cut.ids.iter().enumerate() {
-            let _ = writeln!(out, "ids {i}: {:?}", w.canonical(newest));
-        }
+        let mut ids: Vec<_> = cut.ids.iter().flat_map(|w| w.canonical(newest)).collect();
+        ids.sort_unstable_by_key(|&(check, number, outcome)| (outcome.seq, check, number));
+        let _ = writeln!(out, "ids: {ids:?}");
         out
     }
 }
@@ -1849,6 +1918,9 @@ pub struct EngineState {
     /// Per creator shard, the fractions of the settlement reports
     /// (`CreatorShard::settled_nanos`; format 4).
     settled_nanos: Vec<SettledNanos>,
+    /// The key the ids in `ids` are hashed under (format 6; `None`: the unkeyed hash of
+    /// formats 3 to 5, see [`IdHash`]). Last, so that format 5 is format 6 less it.
+    id_secret: Option<IdSecret>,
 }
 
 /// A state as snapshot format 4 encoded it (the ids whole).
@@ -1879,6 +1951,7 @@ impl From<EngineStateV4> for EngineState {
             top_k: v4.top_k,
             economy: v4.economy,
             settled_nanos: v4.settled_nanos,
+            id_secret: None,
         }
     }
 }
@@ -1909,6 +1982,7 @@ impl From<EngineStateV3> for EngineState {
             top_k: v3.top_k,
             economy: Vec::new(),
             settled_nanos: Vec::new(),
+            id_secret: None,
         }
     }
 }
@@ -1936,6 +2010,7 @@ impl From<EngineStateV2> for EngineState {
             top_k: 0,
             economy: Vec::new(),
             settled_nanos: Vec::new(),
+            id_secret: None,
         }
     }
 }
@@ -1962,6 +2037,7 @@ impl From<EngineStateV1> for EngineState {
             top_k: 0,
             economy: Vec::new(),
             settled_nanos: Vec::new(),
+            id_secret: None,
         }
     }
 }
@@ -1993,6 +2069,7 @@ impl EngineState {
             top_k: self.top_k,
             economy: self.economy.clone(),
             settled_nanos: self.settled_nanos.iter().collect(),
+            id_secret: self.id_secret,
         }
     }
 }
@@ -2012,6 +2089,7 @@ pub struct StateView<'a> {
     top_k: u64,
     economy: Vec<u8>,
     settled_nanos: Vec<&'a SettledNanos>,
+    id_secret: Option<IdSecret>,
 }
 
 impl StateView<'_> {

@@ -51,6 +51,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::event::{Effect, EventFingerprint, EventId, Outcome, RejectCode, Stamp, Status};
+use super::idhash::{IdHash, mix};
 
 /// What [`IdWindow::claim`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,20 +106,6 @@ const PENDING: u32 = 5;
 /// The epoch length of a window keeping ids `horizon_ms`.
 pub(crate) fn epoch_ms(horizon_ms: u64) -> u64 {
     (horizon_ms / EPOCHS_PER_HORIZON).max(1)
-}
-
-/// splitmix64's finalizer: a fixed function (snapshots keep keys and checks).
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The key an id is remembered under: 48 bits of a hash of all 128, never 0.
-fn key_of(id: EventId) -> u64 {
-    let [hi, lo] = id.to_words();
-    let h = mix(hi ^ mix(lo.wrapping_add(0x9E37_79B9_7F4A_7C15)));
-    (h >> (64 - KEY_BITS)).max(1)
 }
 
 /// The check of a content fingerprint: 40 bits.
@@ -612,8 +599,8 @@ impl IdWindow {
 
     /// The outcome recorded for `id` if it is remembered at `stamp` (pending: `None`).
     #[cfg(test)]
-    pub(crate) fn get(&self, id: EventId, stamp: Stamp) -> Option<Outcome> {
-        let key = key_of(id);
+    pub(crate) fn get(&self, id: IdHash, stamp: Stamp) -> Option<Outcome> {
+        let key = id.key();
         let entry = self.get_at(self.find(key)?, key);
         if !self.live_at(entry, stamp) {
             return None;
@@ -625,12 +612,12 @@ impl IdWindow {
     /// (`fingerprint`, routed to `route`); claims nothing.
     pub(crate) fn lookup(
         &self,
-        id: EventId,
+        id: IdHash,
         fingerprint: EventFingerprint,
         route: u32,
         stamp: Stamp,
     ) -> Option<Outcome> {
-        let key = key_of(id);
+        let key = id.key();
         let entry = self.get_at(self.find(key)?, key);
         if !self.live_at(entry, stamp) || !matches(entry.check(), fingerprint, route) {
             return None;
@@ -647,13 +634,13 @@ impl IdWindow {
     /// batches' stamps came in.
     pub(crate) fn claim(
         &mut self,
-        id: EventId,
+        id: IdHash,
         fingerprint: EventFingerprint,
         route: u32,
         stamp: Stamp,
         since: u64,
     ) -> Claim {
-        let key = key_of(id);
+        let key = id.key();
         let held = self.find(key);
         if let Some(loc) = held {
             let entry = self.get_at(loc, key);
@@ -703,8 +690,8 @@ impl IdWindow {
     }
 
     /// Forgets a claim whose event was not applied after all.
-    pub(crate) fn unclaim(&mut self, id: EventId) {
-        let key = key_of(id);
+    pub(crate) fn unclaim(&mut self, id: IdHash) {
+        let key = id.key();
         if let Some(loc) = self.find(key)
             && self.get_at(loc, key).pending()
         {
@@ -713,8 +700,8 @@ impl IdWindow {
     }
 
     /// Records the outcome of an id claimed by [`IdWindow::claim`].
-    pub(crate) fn settle(&mut self, id: EventId, outcome: Outcome) {
-        let key = key_of(id);
+    pub(crate) fn settle(&mut self, id: IdHash, outcome: Outcome) {
+        let key = id.key();
         let loc = self.find(key).expect("a settled id was claimed");
         debug_assert!(self.get_at(loc, key).pending(), "an id is settled once");
         self.record(loc, key, outcome);
@@ -726,13 +713,13 @@ impl IdWindow {
     /// come in.
     pub(crate) fn remember(
         &mut self,
-        id: EventId,
+        id: IdHash,
         fingerprint: EventFingerprint,
         outcome: Outcome,
         stamp: Stamp,
     ) {
         let number = self.epoch_of(stamp);
-        self.put(key_of(id), check_of(fingerprint), number, outcome);
+        self.put(id.key(), check_of(fingerprint), number, outcome);
     }
 
     /// [`IdWindow::remember`] by key, check and epoch.
@@ -800,16 +787,19 @@ impl IdWindow {
             })
     }
 
-    /// The ids remembered at `stamp`, sorted: the same set whatever order they were
-    /// inserted in (for comparing a replayed engine with the live one).
-    pub(crate) fn canonical(&self, stamp: Stamp) -> Vec<(u64, u64, u64, Outcome)> {
+    /// The ids remembered at `stamp` as (check, epoch number, outcome), sorted: the same
+    /// set whatever order they were inserted in (for comparing a replayed engine with the
+    /// live one). Keys are left out: they depend on the ledger's secret, and an outcome's
+    /// sequence number names its event.
+    pub(crate) fn canonical(&self, stamp: Stamp) -> Vec<(u64, u64, Outcome)> {
         let mut ids: Vec<_> = self
             .iter()
             .filter(|&(_, _, number, _)| {
                 self.end_of(number).0.saturating_add(self.horizon_ms) >= stamp.0
             })
+            .map(|(_, check, number, outcome)| (check, number, outcome))
             .collect();
-        ids.sort_unstable_by_key(|e| e.0);
+        ids.sort_unstable_by_key(|&(check, number, outcome)| (outcome.seq, check, number));
         ids
     }
 }
@@ -897,8 +887,9 @@ pub(crate) struct IdWindowV4 {
 impl From<IdWindowV4> for IdWindow {
     fn from(v4: IdWindowV4) -> Self {
         let mut window = IdWindow::new(v4.entries_max, v4.horizon_ms);
+        // Filed under the unkeyed hash, as the ids of format 5 (see `idhash`).
         for (id, fingerprint, stamp, outcome) in v4.ids {
-            window.remember(id, fingerprint, outcome, stamp);
+            window.remember(IdHash::unkeyed(id), fingerprint, outcome, stamp);
         }
         window.forgot_through = window.forgot_through.max(v4.forgot_through);
         window
@@ -957,11 +948,16 @@ mod tests {
 
     const FP: EventFingerprint = EventFingerprint(7);
 
+    /// The hash of id `i` (the unkeyed one: these tests craft bucket collisions).
+    fn hid(i: u128) -> IdHash {
+        IdHash::unkeyed(EventId(i))
+    }
+
     /// A live claim, settled at once (`since` = the stamp: no allowance for clocks ahead).
     fn insert(w: &mut IdWindow, id: u128, seq: u64, stamp: u64) -> Claim {
-        let claim = w.claim(EventId(id), FP, 0, Stamp(stamp), stamp);
+        let claim = w.claim(hid(id), FP, 0, Stamp(stamp), stamp);
         if claim == Claim::Fresh {
-            w.settle(EventId(id), outcome(seq));
+            w.settle(hid(id), outcome(seq));
         }
         claim
     }
@@ -1004,7 +1000,7 @@ mod tests {
                 status,
                 duplicate: false,
             };
-            let id = EventId(u128::MAX - i as u128);
+            let id = hid(u128::MAX - i as u128);
             w.remember(id, FP, o, Stamp(i as u64));
             expected.push((id, o));
         }
@@ -1027,14 +1023,14 @@ mod tests {
         assert_eq!(insert(&mut w, 2, 2, 100_010), Claim::Fresh);
         assert_eq!(insert(&mut w, 3, 3, 100_020), Claim::Full);
         assert_eq!(
-            w.claim(EventId(1), FP, 0, Stamp(101_004), 0),
+            w.claim(hid(1), FP, 0, Stamp(101_004), 0),
             Claim::Retry(Some(outcome(1))),
             "still remembered when full, up to its epoch's end (100,004) + the horizon"
         );
         // Past the horizon of id 1, a new id takes its place.
         assert_eq!(insert(&mut w, 3, 3, 101_010), Claim::Fresh);
-        assert_eq!(w.get(EventId(1), Stamp(101_010)), None);
-        assert_eq!(w.get(EventId(2), Stamp(101_010)), Some(outcome(2)));
+        assert_eq!(w.get(hid(1), Stamp(101_010)), None);
+        assert_eq!(w.get(hid(2), Stamp(101_010)), Some(outcome(2)));
         assert_eq!(w.len(), 2);
         assert_eq!(w.forgot_through, Stamp(100_004));
     }
@@ -1046,11 +1042,11 @@ mod tests {
         insert(&mut w, 2, 2, 102_000); // drops id 1 (its epoch ends at 100,004)
         // A batch stamped before the drop, applied after it: it may be id 1's retry.
         assert_eq!(
-            w.claim(EventId(1), FP, 0, Stamp(100_500), 100_000),
+            w.claim(hid(1), FP, 0, Stamp(100_500), 100_000),
             Claim::Forgotten
         );
         assert_eq!(
-            w.claim(EventId(3), FP, 0, Stamp(102_000), 100_005),
+            w.claim(hid(3), FP, 0, Stamp(102_000), 100_005),
             Claim::Fresh
         );
     }
@@ -1060,22 +1056,17 @@ mod tests {
         let mut w = IdWindow::new(4, 1_000);
         insert(&mut w, 1, 1, 0);
         assert_eq!(
-            w.claim(EventId(1), EventFingerprint(8), 0, Stamp(5), 0),
+            w.claim(hid(1), EventFingerprint(8), 0, Stamp(5), 0),
             Claim::Reused
         );
         // An id from an old snapshot matches any content routed where it was kept.
-        w.remember(
-            EventId(2),
-            EventFingerprint::legacy(3),
-            outcome(2),
-            Stamp(0),
-        );
+        w.remember(hid(2), EventFingerprint::legacy(3), outcome(2), Stamp(0));
         assert_eq!(
-            w.claim(EventId(2), EventFingerprint(9), 3, Stamp(5), 0),
+            w.claim(hid(2), EventFingerprint(9), 3, Stamp(5), 0),
             Claim::Retry(Some(outcome(2)))
         );
         assert_eq!(
-            w.claim(EventId(2), EventFingerprint(9), 4, Stamp(5), 0),
+            w.claim(hid(2), EventFingerprint(9), 4, Stamp(5), 0),
             Claim::Reused
         );
     }
@@ -1083,13 +1074,13 @@ mod tests {
     #[test]
     fn replay_keeps_the_later_entry_of_a_reused_id_in_any_order() {
         let mut a = IdWindow::new(4, 100);
-        a.remember(EventId(1), FP, outcome(1), Stamp(0));
-        a.remember(EventId(1), FP, outcome(5), Stamp(500));
+        a.remember(hid(1), FP, outcome(1), Stamp(0));
+        a.remember(hid(1), FP, outcome(5), Stamp(500));
         let mut b = IdWindow::new(4, 100);
-        b.remember(EventId(1), FP, outcome(5), Stamp(500));
-        b.remember(EventId(1), FP, outcome(1), Stamp(0));
-        assert_eq!(a.get(EventId(1), Stamp(500)), Some(outcome(5)));
-        assert_eq!(b.get(EventId(1), Stamp(500)), Some(outcome(5)));
+        b.remember(hid(1), FP, outcome(5), Stamp(500));
+        b.remember(hid(1), FP, outcome(1), Stamp(0));
+        assert_eq!(a.get(hid(1), Stamp(500)), Some(outcome(5)));
+        assert_eq!(b.get(hid(1), Stamp(500)), Some(outcome(5)));
         assert_eq!(a.canonical(Stamp(500)), b.canonical(Stamp(500)));
     }
 
@@ -1105,10 +1096,7 @@ mod tests {
         assert!(w.stash.len() < 16, "stash: {}", w.stash.len());
         for i in 0..n as u128 {
             let id = i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-            assert_eq!(
-                w.get(EventId(id), Stamp(2_000)),
-                Some(outcome(i as u64 + 1))
-            );
+            assert_eq!(w.get(hid(id), Stamp(2_000)), Some(outcome(i as u64 + 1)));
         }
         // All of it expires at once; the next horizon's ids take the slots.
         for i in 0..n as u128 {
@@ -1131,9 +1119,9 @@ mod tests {
             );
             if t >= 300 {
                 // The id 256 epochs back shares this epoch's tag: long dead.
-                assert_eq!(w.get(EventId(u128::from(t - 256)), Stamp(t)), None);
+                assert_eq!(w.get(hid(u128::from(t - 256)), Stamp(t)), None);
                 assert_eq!(
-                    w.get(EventId(u128::from(t - 60)), Stamp(t)),
+                    w.get(hid(u128::from(t - 60)), Stamp(t)),
                     Some(outcome(seq - 60))
                 );
             }
@@ -1142,7 +1130,7 @@ mod tests {
         // A long silence: every tag comes round at once.
         assert_eq!(insert(&mut w, 1 << 100, 1, 1_000_000), Claim::Fresh);
         assert_eq!(w.len(), 1);
-        assert_eq!(w.get(EventId(4_999), Stamp(1_000_000)), None);
+        assert_eq!(w.get(hid(4_999), Stamp(1_000_000)), None);
     }
 
     #[test]
@@ -1153,9 +1141,9 @@ mod tests {
         }
         w.reconfigure(2_000, 20_000);
         assert_eq!(w.len(), 500);
-        assert_eq!(w.get(EventId(0), Stamp(70_000)), Some(outcome(1)));
+        assert_eq!(w.get(hid(0), Stamp(70_000)), Some(outcome(1)));
         w.reconfigure(600, 1_000);
-        assert_eq!(w.get(EventId(499), Stamp(50_499)), Some(outcome(500)));
+        assert_eq!(w.get(hid(499), Stamp(50_499)), Some(outcome(500)));
         assert_eq!(w.len(), 500);
         assert_eq!(insert(&mut w, 1 << 90, 9_999, 50_500), Claim::Fresh);
     }
@@ -1166,15 +1154,15 @@ mod tests {
     #[test]
     fn a_claim_behind_the_recorded_time_is_refused_not_forgotten_on_arrival() {
         let mut w = IdWindow::new(100, 640);
-        w.remember(EventId(99), FP, outcome(1), Stamp(100_000));
-        let first = w.claim(EventId(5), FP, 0, Stamp(10_000), 9_900);
+        w.remember(hid(99), FP, outcome(1), Stamp(100_000));
+        let first = w.claim(hid(5), FP, 0, Stamp(10_000), 9_900);
         if first == Claim::Fresh {
-            w.settle(EventId(5), outcome(2));
-            let retry = w.claim(EventId(5), FP, 0, Stamp(10_200), 10_100);
+            w.settle(hid(5), outcome(2));
+            let retry = w.claim(hid(5), FP, 0, Stamp(10_200), 10_100);
             assert_eq!(retry, Claim::Retry(Some(outcome(2))), "applied twice");
         } else {
             assert_eq!(first, Claim::Forgotten);
-            let retry = w.claim(EventId(5), FP, 0, Stamp(10_200), 10_100);
+            let retry = w.claim(hid(5), FP, 0, Stamp(10_200), 10_100);
             assert_ne!(
                 retry,
                 Claim::Fresh,
@@ -1192,18 +1180,18 @@ mod tests {
         assert_eq!(insert(&mut w, 1, 1, 5_000), Claim::Fresh);
         w.reconfigure(100, 6_400); // 100 ms epochs
         let read: IdWindow = decode_serde(&encode_serde(&w).unwrap()).unwrap();
-        assert_eq!(read.get(EventId(1), Stamp(5_000)), Some(outcome(1)));
+        assert_eq!(read.get(hid(1), Stamp(5_000)), Some(outcome(1)));
     }
 
     /// Review finding: a ~256x shorter horizon mapped two epochs onto one tag (panic).
     #[test]
     fn reconfiguring_to_a_much_shorter_horizon_keeps_both_epochs() {
         let mut w = IdWindow::new(100, 16_384); // 256 ms epochs
-        w.remember(EventId(1), FP, outcome(1), Stamp(100));
-        w.remember(EventId(2), FP, outcome(2), Stamp(300));
+        w.remember(hid(1), FP, outcome(1), Stamp(100));
+        w.remember(hid(2), FP, outcome(2), Stamp(300));
         w.reconfigure(100, 64); // 1 ms epochs
-        assert_eq!(w.get(EventId(2), Stamp(300)), Some(outcome(2)));
-        assert_eq!(w.get(EventId(1), Stamp(300)), Some(outcome(1)));
+        assert_eq!(w.get(hid(2), Stamp(300)), Some(outcome(2)));
+        assert_eq!(w.get(hid(1), Stamp(300)), Some(outcome(1)));
     }
 
     /// Review finding: ids crafted into a few buckets filled the stash, and a stash bound
@@ -1215,7 +1203,7 @@ mod tests {
         let (mut n, mut i) = (0u64, 0u128);
         while n < 4 * 1_024 + 300 {
             i += 1;
-            let [a, b] = w.buckets_of(key_of(EventId(i)));
+            let [a, b] = w.buckets_of(hid(i).key());
             if a < 1_024 && b < 1_024 {
                 n += 1;
                 assert_eq!(insert(&mut w, i, n, 1_000), Claim::Fresh, "at {n}");
@@ -1249,7 +1237,7 @@ mod tests {
                 let live_in_model = |m: &Model, id: u128| {
                     m.get(&id).filter(|(_, s, o)| o.is_none() || (s / epoch_ms + 1) * epoch_ms - 1 + horizon >= stamp).copied()
                 };
-                let claim = w.claim(EventId(id), EventFingerprint(content), 0, Stamp(stamp), stamp - 10);
+                let claim = w.claim(hid(id), EventFingerprint(content), 0, Stamp(stamp), stamp - 10);
                 match (claim, live_in_model(&model, id)) {
                     (Claim::Retry(o), Some((c, _, mo))) => {
                         prop_assert_eq!(c, content);
@@ -1260,10 +1248,10 @@ mod tests {
                         seq += 1;
                         if settle {
                             let o = outcome(seq);
-                            w.settle(EventId(id), o);
+                            w.settle(hid(id), o);
                             model.insert(id, (content, stamp, Some(o)));
                         } else {
-                            w.unclaim(EventId(id));
+                            w.unclaim(hid(id));
                         }
                     }
                     (Claim::Full, None) => {

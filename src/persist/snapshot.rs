@@ -34,7 +34,7 @@ use crate::engine::{
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -602,6 +602,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         4 => protocol::decode_serde::<EngineStateV4>(body)
             .map_err(corrupt)?
             .into(),
+        // Format 6 appended the id index's secret (an `Option`): format 5 is format 6
+        // with `None` there, one zero byte.
+        5 => protocol::decode_serde(&[body, &[0u8][..]].concat()).map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

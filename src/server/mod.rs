@@ -48,6 +48,13 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A clock that never stamps before `floor` (the ledger's newest recorded stamp).
+    pub fn starting_at(floor: Stamp) -> Clock {
+        Clock {
+            last_ms: AtomicU64::new(floor.0),
+        }
+    }
+
     pub fn now(&self) -> Stamp {
         let now = Stamp::now().0;
         let prev = self.last_ms.fetch_max(now, Ordering::AcqRel);
@@ -384,6 +391,7 @@ pub async fn run(
         }
         None => None,
     };
+    let newest_stamp = engine.newest_stamp();
     let service = Arc::new(Service {
         partitions,
         shared_reads,
@@ -399,7 +407,7 @@ pub async fn run(
         config,
         commits: committer,
         feeds,
-        clock: Clock::default(),
+        clock: Clock::starting_at(newest_stamp),
         metrics: telemetry::prometheus(),
         ready: AtomicBool::new(true),
         closing: closing.clone(),
@@ -518,4 +526,21 @@ pub async fn run(
         "final commit done; bye"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ledger whose journal was stamped by a clock running ahead restarts on a correct
+    /// clock: its stamps start at the journal's newest, never behind it.
+    #[test]
+    fn a_clock_never_stamps_before_the_ledgers_newest_stamp() {
+        let ahead = Stamp(Stamp::now().0 + 3_600_000);
+        let clock = Clock::starting_at(ahead);
+        assert!(clock.now() >= ahead);
+        assert!(clock.now() >= ahead);
+        let fresh = Clock::default();
+        assert!(fresh.now() < ahead);
+    }
 }

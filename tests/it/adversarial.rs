@@ -7,7 +7,7 @@
 //! with decreasing stamps are exactly that interleaving.
 
 use giftstream::engine::{
-    CreatorId, Effect, Engine, EngineConfig, Outcome, RejectCode, Stamp, Status, UserId,
+    CreatorId, Effect, Engine, EngineConfig, EventId, Outcome, RejectCode, Stamp, Status, UserId,
 };
 
 use crate::support::*;
@@ -18,15 +18,11 @@ fn shard_of(id: u64, mask: usize) -> usize {
     (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask
 }
 
-/// The id shard of an event id (`Engine::id_shard`).
-fn id_shard(id: u128, shards: usize) -> usize {
-    shard_of((id >> 64) as u64 ^ id as u64, shards - 1)
-}
-
-/// The first ids from `from` on that land on id shard `t`.
-fn ids_on(t: usize, shards: usize, from: u128, n: usize) -> Vec<u128> {
+/// The first ids from `from` on that `engine` remembers on id shard `t` (which one
+/// depends on the ledger's secret).
+fn ids_on(engine: &Engine, t: usize, from: u128, n: usize) -> Vec<u128> {
     (from..)
-        .filter(|&i| id_shard(i, shards) == t)
+        .filter(|&i| engine.id_shard_of(EventId(i)) == t)
         .take(n)
         .collect()
 }
@@ -106,8 +102,8 @@ fn a_retry_racing_a_later_stamped_batch_keeps_the_log_replayable() {
         1u64,
         (2..).find(|&u| shard_of(u, 1) != shard_of(1, 1)).unwrap(),
     );
-    let ids = ids_on(0, shards, 1, 2);
     let engine = Engine::new(economy(), config.clone()).unwrap();
+    let ids = ids_on(&engine, 0, 1, 2);
     let t0 = NOV.0;
     let issued = t0 + giftstream::engine::ISSUED_AHEAD_MAX_MS;
     let r1 = recharge(ids[0], u1, "coins_100");
@@ -218,8 +214,8 @@ fn backpressure_never_applies_a_senders_later_event_ahead_of_a_refused_one() {
     let config = config(shards, 2);
     let keep = keep_ms(&config);
     let engine = Engine::new(economy(), config).unwrap();
-    let on0 = ids_on(0, shards, 1, 2);
-    let on1 = ids_on(1, shards, 1, 1);
+    let on0 = ids_on(&engine, 0, 1, 2);
+    let on1 = ids_on(&engine, 1, 1, 1);
     let t0 = NOV.0;
     // Fill id shard 0.
     assert!(engine.apply_batch(&[recharge(on0[0], 1, "coins_100")], Stamp(t0))[0].is_accepted());
@@ -383,4 +379,66 @@ fn after_a_restart_behind_the_journals_stamps_a_retry_is_never_applied_twice() {
         .count();
     assert!(applied <= 1, "applied twice: {first:?}, {retry:?}");
     assert!(restarted.wallet(UserId(2), NOV).coins <= 100);
+}
+
+// ---- Review: ids crafted to share the index's key ----------------------------------
+
+/// Two ids with one unkeyed key and id shard (`IdHash::unkeyed`): that hash is
+/// invertible, so the second id's high word is one XOR away from the first's, and a few
+/// thousand low words give one on the same shard (of any shard count).
+fn ids_sharing_the_unkeyed_key() -> (u128, u128) {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let inner = |lo: u64| mix(lo.wrapping_add(0x9E37_79B9_7F4A_7C15));
+    let shard = |hi: u64, lo: u64| ((hi ^ lo).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) & 0xFFFF;
+    let (hi1, lo1) = (0x5f0c_6c1e_0000_4000u64, 1u64);
+    let (hi2, lo2) = (2..)
+        .map(|lo2| (hi1 ^ inner(lo1) ^ inner(lo2), lo2))
+        .find(|&(hi2, lo2)| shard(hi2, lo2) == shard(hi1, lo1))
+        .unwrap();
+    (
+        u128::from(hi1) << 64 | u128::from(lo1),
+        u128::from(hi2) << 64 | u128::from(lo2),
+    )
+}
+
+/// Review finding (#29): the index keeps 48 bits of an id's hash, and the hash was not
+/// keyed: a second id with a remembered id's key was easy to make, and the same user's
+/// second paid recharge of the same package under it was answered as the first one's
+/// duplicate: paid twice, credited once. Under the ledger's secret they are two events.
+#[test]
+fn two_ids_crafted_to_share_the_unkeyed_key_are_two_events() {
+    let (a, b) = ids_sharing_the_unkeyed_key();
+    let engine = engine();
+    let first = engine.apply_batch(&[recharge(a, 1, "coins_100")], NOV)[0];
+    let second = engine.apply_batch(&[recharge(b, 1, "coins_100")], Stamp(NOV.0 + 1_000))[0];
+    assert!(first.is_accepted() && !first.duplicate, "{first:?}");
+    assert!(second.is_accepted() && !second.duplicate, "{second:?}");
+    assert_ne!(first.seq, second.seq);
+    assert_eq!(engine.wallet(UserId(1), NOV).coins, 200);
+    // Both stay remembered: each retry gets its own outcome.
+    let retried = engine.apply_batch(
+        &[recharge(a, 1, "coins_100"), recharge(b, 1, "coins_100")],
+        Stamp(NOV.0 + 2_000),
+    );
+    assert_eq!((retried[0].seq, retried[1].seq), (first.seq, second.seq));
+    assert!(retried.iter().all(|o| o.duplicate));
+}
+
+/// Two ledgers file one id under different keys and shards: a client that learns where
+/// its ids land on one ledger (by timing, by filling a shard) learns nothing of another.
+#[test]
+fn each_ledger_hashes_ids_under_its_own_secret() {
+    let config = config(64, 1 << 12);
+    let (x, y) = (
+        Engine::new(economy(), config.clone()).unwrap(),
+        Engine::new(economy(), config).unwrap(),
+    );
+    let differ = (1..=64u128)
+        .filter(|&i| x.id_shard_of(EventId(i)) != y.id_shard_of(EventId(i)))
+        .count();
+    assert!(differ > 32, "only {differ} of 64 ids change shards");
 }

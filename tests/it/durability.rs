@@ -434,7 +434,7 @@ fn format_2_fixture_events() -> Vec<Event> {
 fn without_ids(fingerprint: String) -> String {
     fingerprint
         .lines()
-        .filter(|l| !l.starts_with("ids "))
+        .filter(|l| !l.starts_with("ids:"))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -827,4 +827,70 @@ async fn a_commit_larger_than_an_entry_is_split_and_always_reads_back() {
     let replayed = journal.recover_into(&restarted).await.unwrap();
     assert_eq!(replayed, EVENTS);
     assert_eq!(restarted.state_fingerprint(), live.state_fingerprint());
+}
+
+/// A snapshot of format 5 (the compact id index, keys of the unkeyed id hash), written
+/// by the build before format 6 from the same ledger as the format-2 fixture
+/// ([`format_2_fixture_events`]). Its ledger goes on with the unkeyed hash: its ids'
+/// keys cannot be computed under a new secret, and each one stays remembered.
+#[test]
+fn a_snapshot_of_format_5_loads_with_its_ids_remembered() {
+    use giftstream::engine::{Engine, Stamp};
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/snapshot-format-5.gsnap"
+    ))
+    .unwrap();
+    let path = std::path::Path::new("snapshot-format-5.gsnap");
+    let (header, state) = giftstream::persist::snapshot::parse(path, &bytes).unwrap();
+    assert_eq!((header.version, header.last_seq), (5, 81));
+    let config = giftstream::engine::EngineConfig::default();
+    let loaded = Engine::from_state(crate::support::economy(), config.clone(), state).unwrap();
+    let events = format_2_fixture_events();
+    let engine = crate::support::engine();
+    let live = engine.apply_batch(&events, NOV);
+    assert_eq!(loaded.state_fingerprint(), engine.state_fingerprint());
+    let before = loaded.state_fingerprint();
+    let retried = loaded.apply_batch(&events, Stamp(NOV.0 + 1_000));
+    let strip = |o: &[giftstream::engine::Outcome]| -> Vec<_> {
+        o.iter().map(|o| (o.seq, o.status, o.duplicate)).collect()
+    };
+    let expected: Vec<_> = live.iter().map(|o| (o.seq, o.status, true)).collect();
+    assert_eq!(strip(&retried), expected);
+    assert_eq!(loaded.state_fingerprint(), before);
+    // Written back in format 6 (the unkeyed hash recorded as such), it reads back the same.
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = loaded.snapshot();
+    let (path, header) =
+        giftstream::persist::snapshot::write(dir.path(), &state.view(), 1).unwrap();
+    assert_eq!(header.version, 6);
+    let (_, state) = giftstream::persist::snapshot::read(&path).unwrap();
+    let again = Engine::from_state(crate::support::economy(), config, state).unwrap();
+    assert_eq!(again.state_fingerprint(), loaded.state_fingerprint());
+    let retried = again.apply_batch(&events, Stamp(NOV.0 + 2_000));
+    assert_eq!(strip(&retried), expected);
+}
+
+/// A snapshot of format 6 keeps the ledger's secret: the restored ledger files ids as
+/// the one that wrote it (a retry after the restart is answered, not applied again).
+#[test]
+fn a_snapshot_keeps_the_id_index_secret() {
+    use giftstream::engine::{Engine, EventId, Stamp};
+    let config = giftstream::engine::EngineConfig::default();
+    let engine = crate::support::engine();
+    let events = format_2_fixture_events();
+    engine.apply_batch(&events, NOV);
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = engine.snapshot();
+    let (path, _) = giftstream::persist::snapshot::write(dir.path(), &state.view(), 1).unwrap();
+    let (_, state) = giftstream::persist::snapshot::read(&path).unwrap();
+    let loaded = Engine::from_state(crate::support::economy(), config, state).unwrap();
+    for i in 0..4096u128 {
+        assert_eq!(
+            loaded.id_shard_of(EventId(i)),
+            engine.id_shard_of(EventId(i))
+        );
+    }
+    let retried = loaded.apply_batch(&events, Stamp(NOV.0 + 1_000));
+    assert!(retried.iter().all(|o| o.duplicate));
 }

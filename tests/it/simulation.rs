@@ -70,8 +70,8 @@ use std::time::Instant;
 use giftstream::economy::{Economy, EconomyFile, Region};
 use giftstream::engine::{
     AccountSettings, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState, Event, EventId,
-    Gift, GiftId, LogEntry, Outcome, PackageId, Payout, Recharge, RejectCode, Stamp, Status,
-    StreamGoal, StreamId, UserId,
+    Gift, GiftId, IdSecret, LogEntry, Outcome, PackageId, Payout, Recharge, RejectCode, Stamp,
+    Status, StreamGoal, StreamId, UserId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -1351,7 +1351,10 @@ impl Stats {
 /// One seed: generate, run, check.
 fn simulate(seed: u64) -> Result<Stats, String> {
     let plan = Plan::generate(seed);
-    let engine = Engine::new(economy(), plan.config.clone()).map_err(|e| e.to_string())?;
+    // The id index's secret from the seed: a seed replays with the same id shards.
+    let secret = IdSecret([seed, !seed]);
+    let engine = Engine::with_id_secret(economy(), plan.config.clone(), secret)
+        .map_err(|e| e.to_string())?;
     let run = run(&engine, &plan)?;
     ensure!(run.answers.len() == plan.events(), "answers missing");
     check_gap_free(&run.log, engine.last_seq())?;
@@ -1810,7 +1813,9 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
     let keep = horizon + ahead;
     let kept_max = config.id_kept_max_ms();
     let epoch = kept_max - keep;
-    let mut engine = Engine::new(economy(), config.clone()).map_err(|e| e.to_string())?;
+    let secret = IdSecret([seed, !seed]);
+    let mut engine =
+        Engine::with_id_secret(economy(), config.clone(), secret).map_err(|e| e.to_string())?;
     let mut model = Model::new(economy(), Versions::new());
     // Per id: the stamp it was last applied at; per id: the issued_ms it was sent with.
     let mut applied_at: HashMap<EventId, u64> = HashMap::new();

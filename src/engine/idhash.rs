@@ -1,0 +1,125 @@
+//! The keyed hash the idempotency index files event ids under.
+//!
+//! A ledger draws a 128-bit [`IdSecret`] when it is created and keeps it in its
+//! snapshots. An id's [`IdHash`] is SipHash-1-3 of its 16 bytes under that secret: its
+//! top 48 bits are the key the index keeps, its low 16 bits choose the id shard. A
+//! client that does not know the secret can neither craft a second id with a remembered
+//! id's key (a fresh event then answered as another's duplicate or refused) nor aim its
+//! ids at one shard to fill it.
+//!
+//! A ledger restored from a snapshot written before the secret existed (formats 3 to 5
+//! kept keys, not ids) goes on with the unkeyed hash its ids were filed under
+//! ([`IdHash::unkeyed`]): the keys cannot be computed again under a new secret.
+
+use crate::engine::EventId;
+use serde::{Deserialize, Serialize};
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
+
+/// Bits of an [`IdHash`] that choose the id shard (`engine.shards` is at most 2^10).
+const SHARD_BITS: u32 = 16;
+const _: () = assert!(super::SHARDS_MAX <= 1 << SHARD_BITS);
+
+/// A ledger's secret key for [`IdHash::keyed`].
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdSecret(pub [u64; 2]);
+
+impl IdSecret {
+    /// A new secret from the operating system's generator.
+    pub fn random() -> IdSecret {
+        IdSecret(rand::random())
+    }
+}
+
+impl std::fmt::Debug for IdSecret {
+    /// Never printed: a log line must not give the key away.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdSecret(..)")
+    }
+}
+
+/// 64 bits of an event id's hash: the index key and the id shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct IdHash(u64);
+
+impl IdHash {
+    /// The hash under a ledger's secret (`None`: [`IdHash::unkeyed`]).
+    pub(crate) fn of(id: EventId, secret: Option<&IdSecret>) -> IdHash {
+        match secret {
+            Some(secret) => IdHash::keyed(id, secret),
+            None => IdHash::unkeyed(id),
+        }
+    }
+
+    pub(crate) fn keyed(id: EventId, secret: &IdSecret) -> IdHash {
+        let mut hasher = SipHasher13::new_with_keys(secret.0[0], secret.0[1]);
+        hasher.write(&id.0.to_le_bytes());
+        IdHash(hasher.finish())
+    }
+
+    /// The fixed hash of snapshot formats 3 to 5: the same key and id shard as then.
+    pub(crate) fn unkeyed(id: EventId) -> IdHash {
+        let [hi, lo] = id.to_words();
+        let key = mix(hi ^ mix(lo.wrapping_add(0x9E37_79B9_7F4A_7C15))) >> SHARD_BITS;
+        let shard = ((hi ^ lo).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) & 0xFFFF;
+        IdHash(key << SHARD_BITS | shard)
+    }
+
+    /// The key the index keeps: 48 bits, never 0.
+    pub(crate) fn key(self) -> u64 {
+        (self.0 >> SHARD_BITS).max(1)
+    }
+
+    /// The id shard, of `mask + 1` (a power of two, at most 2^16).
+    pub(crate) fn shard(self, mask: usize) -> usize {
+        (self.0 & 0xFFFF) as usize & mask
+    }
+}
+
+/// splitmix64's finalizer.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The unkeyed hash is the one formats 3 to 5 filed ids under: its key and shard are
+    /// those the index and the engine computed then.
+    #[test]
+    fn the_unkeyed_hash_keeps_the_old_key_and_shard() {
+        for raw in [
+            1u128,
+            2,
+            1 << 64,
+            u128::MAX,
+            0x5f0c_6c1e_0000_4000_8000_0000_0000_0001,
+        ] {
+            let id = EventId(raw);
+            let [hi, lo] = id.to_words();
+            let old_key = (mix(hi ^ mix(lo.wrapping_add(0x9E37_79B9_7F4A_7C15))) >> 16).max(1);
+            let old_shard =
+                |mask: usize| ((hi ^ lo).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask;
+            let h = IdHash::unkeyed(id);
+            assert_eq!(h.key(), old_key);
+            for mask in [0, 1, 15, 1023] {
+                assert_eq!(h.shard(mask), old_shard(mask));
+            }
+        }
+    }
+
+    /// Under two secrets one id hashes apart, and under one secret the hash is stable.
+    #[test]
+    fn the_keyed_hash_depends_on_the_secret() {
+        let id = EventId(42);
+        let a = IdSecret([1, 2]);
+        let b = IdSecret([1, 3]);
+        assert_eq!(IdHash::keyed(id, &a), IdHash::keyed(id, &a));
+        assert_ne!(IdHash::keyed(id, &a), IdHash::keyed(id, &b));
+        assert_ne!(IdHash::keyed(id, &a), IdHash::unkeyed(id));
+        assert_eq!(format!("{a:?}"), "IdSecret(..)");
+    }
+}
