@@ -153,7 +153,7 @@ pub(crate) fn restore(file: &std::path::Path) -> anyhow::Result<()> {
     let engine = giftstream::engine::Engine::from_state(
         config.load_economy()?,
         snapshot::with_ledger_shards(&config.engine, state.shards(), file),
-        state.clone(),
+        state,
     )?;
     let report = engine.audit();
     anyhow::ensure!(
@@ -179,6 +179,9 @@ pub(crate) fn restore(file: &std::path::Path) -> anyhow::Result<()> {
     if !config.redis.url.is_empty() {
         restore_redis(&config, &engine, header.last_seq)?;
     }
+    // The loaded engine's state, not the file's: an older format's ids (kept in the
+    // shards until format 3) are in the id index only once loaded.
+    let (state, _) = engine.snapshot();
     let (path, _) = snapshot::write(&config.snapshot.dir, &state.view(), usize::MAX)?;
     println!(
         "restored: {} (last seq {}, {} wallets)",

@@ -7,9 +7,11 @@
 //! id's key (a fresh event then answered as another's duplicate or refused) nor aim its
 //! ids at one shard to fill it.
 //!
-//! A ledger restored from a snapshot written before the secret existed (formats 3 to 5
-//! kept keys, not ids) goes on with the unkeyed hash its ids were filed under
-//! ([`IdHash::unkeyed`]): the keys cannot be computed again under a new secret.
+//! A ledger restored from a snapshot written before the secret existed (formats 3 to 5)
+//! holds ids under the unkeyed hash ([`IdHash::unkeyed`]; format 5 kept only keys, which
+//! cannot be computed again under a secret). It draws a secret for new ids, and its
+//! claims also look under the unkeyed hash until the ids filed so are past the horizon
+//! (`Engine::legacy_claim`).
 
 use crate::engine::EventId;
 use serde::{Deserialize, Serialize};
@@ -43,17 +45,13 @@ impl std::fmt::Debug for IdSecret {
 pub(crate) struct IdHash(u64);
 
 impl IdHash {
-    /// The hash under a ledger's secret (`None`: [`IdHash::unkeyed`]).
-    pub(crate) fn of(id: EventId, secret: Option<&IdSecret>) -> IdHash {
-        match secret {
-            Some(secret) => IdHash::keyed(id, secret),
-            None => IdHash::unkeyed(id),
-        }
-    }
-
     pub(crate) fn keyed(id: EventId, secret: &IdSecret) -> IdHash {
         let mut hasher = SipHasher13::new_with_keys(secret.0[0], secret.0[1]);
-        hasher.write(&id.0.to_le_bytes());
+        // Two words (siphasher's fast path for integers): the id's 16 bytes, little end
+        // first, on every platform.
+        let [hi, lo] = id.to_words();
+        hasher.write_u64(lo);
+        hasher.write_u64(hi);
         IdHash(hasher.finish())
     }
 

@@ -395,9 +395,12 @@ pub struct Engine {
     creators: Box<[CachePadded<Mutex<CreatorShard>>]>,
     streams: Box<[CachePadded<Mutex<StreamShard>>]>,
     ids: Box<[CachePadded<Mutex<IdWindow>>]>,
-    /// The key ids are hashed under in `ids` (`None`: the unkeyed hash of a ledger
-    /// restored from a snapshot of format 3 to 5; see [`IdHash`]).
-    id_secret: Option<IdSecret>,
+    /// The key ids are hashed under in `ids` (see [`IdHash`]).
+    id_secret: IdSecret,
+    /// A ledger restored from a snapshot of format 3 to 5 holds ids under the unkeyed
+    /// hash: until this stamp (when they are all past the horizon) a claim first looks
+    /// there ([`Engine::legacy_claim`]). 0: none.
+    legacy_ids_until: Stamp,
     /// The economy in force. Shared by a chunk from reserving its numbers to merging its
     /// credits; exclusive for a payout and for an economy change (see the module doc):
     /// every event numbered after a change is applied under the new economy, every one
@@ -531,19 +534,20 @@ impl Engine {
         config: EngineConfig,
         secret: IdSecret,
     ) -> Result<Engine, ConfigError> {
-        Engine::build(economy, config, Some(secret))
+        Engine::build(economy, config, secret)
     }
 
     fn build(
         economy: Economy,
         config: EngineConfig,
-        id_secret: Option<IdSecret>,
+        id_secret: IdSecret,
     ) -> Result<Engine, ConfigError> {
         config.validate()?;
         let n = config.shards;
         Ok(Engine {
             mask: n - 1,
             id_secret,
+            legacy_ids_until: Stamp(0),
             senders: (0..n)
                 .map(|_| CachePadded::new(Mutex::new(SenderShard::new())))
                 .collect(),
@@ -681,10 +685,12 @@ impl Engine {
         (held, self.config.idempotency_entries_max)
     }
 
-    /// The latest stamp the idempotency index has recorded an outcome at (0 before the
-    /// first). A service's clock starts here so that its stamps never run behind the
-    /// journal's (a clock stepped back across a restart would otherwise stamp claims in
-    /// epochs the index already counts as past the horizon).
+    /// Where the idempotency index's time is: the start of the newest epoch it recorded
+    /// an outcome in (0 before the first; at most one epoch, 1/64 of the kept span,
+    /// before the newest stamp). A service's clock starts here so that its stamps never
+    /// run behind the journal's by more than that (a clock stepped back across a restart
+    /// would otherwise stamp claims in epochs the index already counts as past the
+    /// horizon; those are refused).
     pub fn newest_stamp(&self) -> Stamp {
         self.ids
             .iter()
@@ -834,14 +840,21 @@ impl Engine {
                         }
                         Verdict::Answer(outcome) => outcome,
                         Verdict::SameAsEarlier => {
-                            let &(_, original) = settled
-                                .iter()
-                                .rev()
-                                .find(|(s, _)| *s == hashes[i])
-                                .expect("an earlier event of the chunk claimed the id");
-                            Outcome {
-                                duplicate: true,
-                                ..original
+                            // The earlier event the index took this one for: the same
+                            // key in the same id shard (ids that differ elsewhere in
+                            // their hash are one id to the index).
+                            let same = |h: IdHash| {
+                                h.key() == hashes[i].key()
+                                    && self.id_shard(h) == self.id_shard(hashes[i])
+                            };
+                            match settled.iter().rev().find(|(h, _)| same(*h)) {
+                                Some(&(_, original)) => Outcome {
+                                    duplicate: true,
+                                    ..original
+                                },
+                                // Another chunk's pending id with this content's check
+                                // (a 2^-40 chance: content names the sender): refused.
+                                None => unrecorded(RejectCode::EventIdReused),
                             }
                         }
                     };
@@ -877,7 +890,7 @@ impl Engine {
 
     /// `id`'s hash under this ledger's secret.
     fn id_hash(&self, id: EventId) -> IdHash {
-        IdHash::of(id, self.id_secret.as_ref())
+        IdHash::keyed(id, &self.id_secret)
     }
 
     /// The id shard of an id hashing to `hash`.
@@ -893,9 +906,20 @@ impl Engine {
     fn claim_ids(&self, claim: &ChunkClaim<'_>, chunk: &[u32], verdicts: &mut Vec<Verdict>) {
         verdicts.clear();
         verdicts.resize(chunk.len(), Verdict::Apply);
+        if claim.stamp <= self.legacy_ids_until {
+            for (k, &i) in chunk.iter().enumerate() {
+                let i = i as usize;
+                let (event, fingerprint) = (&claim.events[i], claim.fingerprints[i]);
+                if let Some(held) = self.legacy_claim(event, fingerprint, claim.route, claim.stamp)
+                {
+                    verdicts[k] = Verdict::Answer(held);
+                }
+            }
+        }
         let mut by_shard: Vec<(usize, usize)> = chunk
             .iter()
             .enumerate()
+            .filter(|&(k, _)| matches!(verdicts[k], Verdict::Apply))
             .map(|(k, &i)| (self.id_shard(claim.hashes[i as usize]), k))
             .collect();
         by_shard.sort_unstable();
@@ -926,6 +950,32 @@ impl Engine {
         if backpressure {
             self.hold_back_after_refusals(claim, chunk, verdicts);
         }
+    }
+
+    /// The answer for `event` from the ids a ledger restored from a snapshot of format 3
+    /// to 5 holds under the unkeyed hash (only until they are past the horizon: see
+    /// `legacy_ids_until`): a retry's original outcome, or `EVENT_ID_REUSED`.
+    fn legacy_claim(
+        &self,
+        event: &Event,
+        fingerprint: EventFingerprint,
+        route: u32,
+        stamp: Stamp,
+    ) -> Option<Outcome> {
+        if stamp > self.legacy_ids_until {
+            return None;
+        }
+        let hash = IdHash::unkeyed(event.id());
+        let held = self.ids[self.id_shard(hash)]
+            .lock()
+            .probe(hash, fingerprint, route, stamp)?;
+        Some(match held {
+            Claim::Retry(Some(original)) => Outcome {
+                duplicate: true,
+                ..original
+            },
+            _ => unrecorded(RejectCode::EventIdReused),
+        })
     }
 
     /// After a sender's event refused for backpressure, its later events of the chunk are
@@ -983,6 +1033,9 @@ impl Engine {
         // numbers and merging their credits, and holds off new ones (module doc).
         let gate = matches!(event, Event::Payout(_)).then(|| self.gate.write());
         let mut book = self.lock_book(route);
+        if let Some(held) = self.legacy_claim(event, fingerprint, route_tag(route), stamp) {
+            return held;
+        }
         let mut ids = self.ids[self.id_shard(id)].lock();
         match ids.claim(id, fingerprint, route_tag(route), stamp, since) {
             Claim::Fresh => {}
@@ -1293,7 +1346,8 @@ impl Engine {
             top_k: self.config.top_k as u64,
             economy: cut.economy_bytes(),
             settled_nanos: cut.creators.iter().map(|g| &g.settled_nanos).collect(),
-            id_secret: self.id_secret,
+            id_secret: Some(self.id_secret),
+            legacy_ids_until: self.legacy_ids_until,
         };
         let result = f(&view);
         drop(view);
@@ -1323,7 +1377,8 @@ impl Engine {
                 .iter()
                 .map(|c| c.settled_nanos.clone())
                 .collect(),
-            id_secret: self.id_secret,
+            id_secret: Some(self.id_secret),
+            legacy_ids_until: self.legacy_ids_until,
         };
         drop(cut);
         log.sort_unstable_by_key(|e| e.seq);
@@ -1358,14 +1413,13 @@ impl Engine {
             Economy::from_doc(EconomyDoc::from_bytes(&state.economy)?)?
         };
         let recorded = economy.version > 0;
-        // Formats 3 to 5 kept keys of the unkeyed hash: it stays. Formats 1 and 2 kept
-        // whole ids: they are filed under a new secret.
-        let id_secret = match state.id_secret {
-            Some(secret) => Some(secret),
-            None if state.ids.is_empty() => Some(IdSecret::random()),
-            None => None,
-        };
-        let engine = Engine::build(economy, config, id_secret)?;
+        // A state of format 3 to 5 holds ids under the unkeyed hash: new ids are filed
+        // under a new secret, and claims look there too until those ids are past the
+        // horizon. (Formats 1 and 2 kept whole ids: they are filed under the new secret.)
+        let unkeyed = state.id_secret.is_none() && state.ids.iter().any(|w| w.len() > 0);
+        let id_secret = state.id_secret.unwrap_or_else(IdSecret::random);
+        let mut engine = Engine::build(economy, config, id_secret)?;
+        engine.legacy_ids_until = state.legacy_ids_until;
         if recorded {
             engine.know_economy(engine.economy());
         }
@@ -1419,6 +1473,10 @@ impl Engine {
                 engine.config.id_keep_ms(),
             );
             *slot.lock() = window;
+        }
+        if unkeyed {
+            let until = engine.ids.iter().map(|w| w.lock().remembered_until());
+            engine.legacy_ids_until = until.max().unwrap_or_default();
         }
         legacy.sort_unstable_by_key(|&(_, stamp, outcome, _)| (stamp, outcome.seq));
         for (id, stamp, outcome, fingerprint) in legacy {
@@ -1918,9 +1976,12 @@ pub struct EngineState {
     /// Per creator shard, the fractions of the settlement reports
     /// (`CreatorShard::settled_nanos`; format 4).
     settled_nanos: Vec<SettledNanos>,
-    /// The key the ids in `ids` are hashed under (format 6; `None`: the unkeyed hash of
-    /// formats 3 to 5, see [`IdHash`]). Last, so that format 5 is format 6 less it.
+    /// The key the ids in `ids` are hashed under (format 6; `None` in a state of an
+    /// older format). Last, with the next, so that format 5 is format 6 less them.
     id_secret: Option<IdSecret>,
+    /// Until when `ids` also holds ids under the unkeyed hash of formats 3 to 5 (format
+    /// 6; 0: none).
+    legacy_ids_until: Stamp,
 }
 
 /// A state as snapshot format 4 encoded it (the ids whole).
@@ -1952,6 +2013,7 @@ impl From<EngineStateV4> for EngineState {
             economy: v4.economy,
             settled_nanos: v4.settled_nanos,
             id_secret: None,
+            legacy_ids_until: Stamp(0),
         }
     }
 }
@@ -1983,6 +2045,7 @@ impl From<EngineStateV3> for EngineState {
             economy: Vec::new(),
             settled_nanos: Vec::new(),
             id_secret: None,
+            legacy_ids_until: Stamp(0),
         }
     }
 }
@@ -2011,6 +2074,7 @@ impl From<EngineStateV2> for EngineState {
             economy: Vec::new(),
             settled_nanos: Vec::new(),
             id_secret: None,
+            legacy_ids_until: Stamp(0),
         }
     }
 }
@@ -2038,6 +2102,7 @@ impl From<EngineStateV1> for EngineState {
             economy: Vec::new(),
             settled_nanos: Vec::new(),
             id_secret: None,
+            legacy_ids_until: Stamp(0),
         }
     }
 }
@@ -2070,6 +2135,7 @@ impl EngineState {
             economy: self.economy.clone(),
             settled_nanos: self.settled_nanos.iter().collect(),
             id_secret: self.id_secret,
+            legacy_ids_until: self.legacy_ids_until,
         }
     }
 }
@@ -2090,6 +2156,7 @@ pub struct StateView<'a> {
     economy: Vec<u8>,
     settled_nanos: Vec<&'a SettledNanos>,
     id_secret: Option<IdSecret>,
+    legacy_ids_until: Stamp,
 }
 
 impl StateView<'_> {

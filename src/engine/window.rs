@@ -625,6 +625,27 @@ impl IdWindow {
         self.outcome(entry)
     }
 
+    /// What a claim of `id` would answer from an entry held for it, without claiming:
+    /// `Retry` (its outcome) or `Reused`; `None` when it is not remembered at `stamp`.
+    pub(crate) fn probe(
+        &self,
+        id: IdHash,
+        fingerprint: EventFingerprint,
+        route: u32,
+        stamp: Stamp,
+    ) -> Option<Claim> {
+        let key = id.key();
+        let entry = self.get_at(self.find(key)?, key);
+        if !self.live_at(entry, stamp) {
+            return None;
+        }
+        Some(if matches(entry.check(), fingerprint, route) {
+            Claim::Retry(self.outcome(entry))
+        } else {
+            Claim::Reused
+        })
+    }
+
     /// Looks `id` up for an event with `fingerprint`, routed to `route`, stamped `stamp`,
     /// and claims it when it is not remembered (live ingestion). `since`: the oldest
     /// stamp an earlier attempt of the event can have (its `issued_ms` less the
@@ -753,15 +774,26 @@ impl IdWindow {
             return;
         }
         let mut next = IdWindow::new(entries_max, horizon_ms);
+        // A shorter horizon keeps the epochs' length. Refiled into shorter epochs, an id
+        // would count as stamped at its old epoch's end: up to one old epoch past the
+        // newest stamp, which either moves time ahead of the ids' real stamps or (filed
+        // no later than the newest stamp) keeps the newest epoch's ids too briefly. Ids
+        // are then kept up to one old epoch longer than the horizon, never shorter.
+        next.epoch_ms = next.epoch_ms.max(self.epoch_ms);
         next.forgot_through = self.forgot_through;
         next.advance(self.newest);
         for (key, check, number, outcome) in self.iter() {
             // In the new epochs, the one holding this one's end (kept as long or longer).
-            // (Never past the newest stamp: an id's own stamp is at most that.)
-            let number = next.epoch_of(self.end_of(number).min(self.newest));
+            let number = next.epoch_of(self.end_of(number));
             next.put(key, check, number, outcome);
         }
         *self = next;
+    }
+
+    /// The last stamp at which an id this window holds now may still be remembered.
+    pub(crate) fn remembered_until(&self) -> Stamp {
+        let newest = self.end_of(self.epoch_of(self.newest));
+        Stamp(newest.0.saturating_add(self.horizon_ms))
     }
 
     /// Ids held in epochs not past the horizon (pending ones included).

@@ -602,9 +602,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         4 => protocol::decode_serde::<EngineStateV4>(body)
             .map_err(corrupt)?
             .into(),
-        // Format 6 appended the id index's secret (an `Option`): format 5 is format 6
-        // with `None` there, one zero byte.
-        5 => protocol::decode_serde(&[body, &[0u8][..]].concat()).map_err(corrupt)?,
+        // Format 6 appended the id index's secret (an `Option`) and the end of its
+        // unkeyed ids (a stamp): format 5 is format 6 with `None` and 0 there, one zero
+        // byte each.
+        5 => protocol::decode_serde(&[body, &[0u8, 0u8][..]].concat()).map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

@@ -392,6 +392,15 @@ pub async fn run(
         None => None,
     };
     let newest_stamp = engine.newest_stamp();
+    let ahead_ms = newest_stamp.0.saturating_sub(Stamp::now().0);
+    if ahead_ms > 1_000 {
+        // Stamps never go back: until this clock catches up, batches are stamped at the
+        // ledger's newest stamp (events with an older `issued_ms` may be EVENT_EXPIRED).
+        tracing::warn!(
+            ahead_ms,
+            "the ledger's newest stamp is ahead of this clock; batches are stamped at it until the clock catches up"
+        );
+    }
     let service = Arc::new(Service {
         partitions,
         shared_reads,

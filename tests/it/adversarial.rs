@@ -7,7 +7,8 @@
 //! with decreasing stamps are exactly that interleaving.
 
 use giftstream::engine::{
-    CreatorId, Effect, Engine, EngineConfig, EventId, Outcome, RejectCode, Stamp, Status, UserId,
+    CreatorId, Effect, Engine, EngineConfig, Event, EventId, Outcome, RejectCode, Stamp, Status,
+    UserId,
 };
 
 use crate::support::*;
@@ -383,35 +384,13 @@ fn after_a_restart_behind_the_journals_stamps_a_retry_is_never_applied_twice() {
 
 // ---- Review: ids crafted to share the index's key ----------------------------------
 
-/// Two ids with one unkeyed key and id shard (`IdHash::unkeyed`): that hash is
-/// invertible, so the second id's high word is one XOR away from the first's, and a few
-/// thousand low words give one on the same shard (of any shard count).
-fn ids_sharing_the_unkeyed_key() -> (u128, u128) {
-    let mix = |mut z: u64| {
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let inner = |lo: u64| mix(lo.wrapping_add(0x9E37_79B9_7F4A_7C15));
-    let shard = |hi: u64, lo: u64| ((hi ^ lo).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) & 0xFFFF;
-    let (hi1, lo1) = (0x5f0c_6c1e_0000_4000u64, 1u64);
-    let (hi2, lo2) = (2..)
-        .map(|lo2| (hi1 ^ inner(lo1) ^ inner(lo2), lo2))
-        .find(|&(hi2, lo2)| shard(hi2, lo2) == shard(hi1, lo1))
-        .unwrap();
-    (
-        u128::from(hi1) << 64 | u128::from(lo1),
-        u128::from(hi2) << 64 | u128::from(lo2),
-    )
-}
-
 /// Review finding (#29): the index keeps 48 bits of an id's hash, and the hash was not
 /// keyed: a second id with a remembered id's key was easy to make, and the same user's
 /// second paid recharge of the same package under it was answered as the first one's
 /// duplicate: paid twice, credited once. Under the ledger's secret they are two events.
 #[test]
 fn two_ids_crafted_to_share_the_unkeyed_key_are_two_events() {
-    let (a, b) = ids_sharing_the_unkeyed_key();
+    let (a, b) = unkeyed_key_twins(|s1, s2| s1 == s2);
     let engine = engine();
     let first = engine.apply_batch(&[recharge(a, 1, "coins_100")], NOV)[0];
     let second = engine.apply_batch(&[recharge(b, 1, "coins_100")], Stamp(NOV.0 + 1_000))[0];
@@ -441,4 +420,141 @@ fn each_ledger_hashes_ids_under_its_own_secret() {
         .filter(|&i| x.id_shard_of(EventId(i)) != y.id_shard_of(EventId(i)))
         .count();
     assert!(differ > 32, "only {differ} of 64 ids change shards");
+}
+
+// ---- Review 2 (helper attack on the keyed index) ------------------------------------
+
+/// Two ids with one unkeyed 48-bit key (`IdHash::unkeyed` is invertible): the second
+/// id's high word is one XOR away from the first's. `pick` chooses the second's low word
+/// by the two ids' full 16 shard bits.
+fn unkeyed_key_twins(pick: impl Fn(u64, u64) -> bool) -> (u128, u128) {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let inner = |lo: u64| mix(lo.wrapping_add(0x9E37_79B9_7F4A_7C15));
+    let shard = |hi: u64, lo: u64| ((hi ^ lo).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) & 0xFFFF;
+    let (hi1, lo1) = (0x5f0c_6c1e_0000_4000u64, 1u64);
+    let (hi2, lo2) = (2..)
+        .map(|lo2| (hi1 ^ inner(lo1) ^ inner(lo2), lo2))
+        .find(|&(hi2, lo2)| pick(shard(hi1, lo1), shard(hi2, lo2)))
+        .unwrap();
+    (
+        u128::from(hi1) << 64 | u128::from(lo1),
+        u128::from(hi2) << 64 | u128::from(lo2),
+    )
+}
+
+/// The ledger of the format-5 fixture (every ledger that ran the build before format 6).
+fn format_5_ledger() -> Engine {
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/snapshot-format-5.gsnap"
+    ))
+    .unwrap();
+    let path = std::path::Path::new("snapshot-format-5.gsnap");
+    let (_, state) = giftstream::persist::snapshot::parse(path, &bytes).unwrap();
+    Engine::from_state(economy(), EngineConfig::default(), state).unwrap()
+}
+
+/// Review 2, A1: a ledger restored from a format-5 snapshot hashed ids unkeyed for ever
+/// (format 6 wrote `None` back), so #29's attack still worked on it a day later: the
+/// second paid recharge under a crafted id was answered as the first's duplicate. Now
+/// it files new ids under a new secret (and looks under the unkeyed hash only while the
+/// snapshot's ids may be remembered).
+#[test]
+fn a_format_5_ledger_files_new_ids_under_a_secret() {
+    let (a, b) = unkeyed_key_twins(|s1, s2| s1 == s2);
+    let ledger = format_5_ledger();
+    let day = Stamp(NOV.0 + 86_400_000);
+    let first = ledger.apply_batch(&[recharge(a, 7_000, "coins_100")], day)[0];
+    let second = ledger.apply_batch(&[recharge(b, 7_000, "coins_100")], Stamp(day.0 + 1_000))[0];
+    assert!(first.is_accepted() && !first.duplicate, "{first:?}");
+    assert!(
+        second.is_accepted() && !second.duplicate,
+        "paid twice, credited once: {second:?}"
+    );
+    assert_eq!(ledger.wallet(UserId(7_000), day).coins, 200);
+}
+
+/// A2: on such a ledger, two crafted ids with one key and one id shard (under the
+/// shard mask) but other high shard bits, in one batch with the same content, make the
+/// second's claim find the first's pending entry (`Verdict::SameAsEarlier`), and the
+/// lookup of the earlier outcome by the full 64-bit hash finds nothing: a panic in
+/// `apply_issued` after the first event was applied. Its id then stays pending for
+/// good: every later retry of it panics the same way, and every snapshot of the live
+/// engine panics ("no id is pending at a cut", window.rs).
+#[test]
+fn crafted_twins_in_one_batch_do_not_panic_a_format_5_ledger() {
+    let mask = u64::from(EngineConfig::default().shards as u32 - 1);
+    let (a, b) = unkeyed_key_twins(|s1, s2| s1 & mask == s2 & mask && s1 != s2);
+    let ledger = format_5_ledger();
+    let at = Stamp(NOV.0 + 86_400_000);
+    let batch = [
+        recharge(a, 7_001, "coins_100"),
+        recharge(b, 7_001, "coins_100"),
+    ];
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ledger.apply_batch(&batch, at)
+    }));
+    let outcomes = got.expect("apply_batch panicked");
+    assert!(outcomes[0].is_accepted(), "{outcomes:?}");
+}
+
+/// A3: f3f73eb's reconfigure files every id of the newest epoch at the START of that
+/// epoch (`IdWindow::newest` is an epoch start, not the newest stamp). A restart with a
+/// shorter horizon (1 h -> 10 min) then keeps the last epoch's ids up to one old epoch
+/// (56 s) less than the new horizon allows: an exact retry, issued 590 s before (inside
+/// the 600 s horizon), is applied a second time.
+#[test]
+fn a_restart_with_a_shorter_horizon_keeps_the_last_epochs_ids_for_the_horizon() {
+    let hour = EngineConfig {
+        shards: 1,
+        idempotency_horizon_ms: 3_600_000,
+        ..EngineConfig::default()
+    };
+    let ten_min = EngineConfig {
+        idempotency_horizon_ms: 600_000,
+        ..hour.clone()
+    };
+    let epoch = (3_600_000 + giftstream::engine::ISSUED_AHEAD_MAX_MS) / 64;
+    let start = (NOV.0 / epoch + 1) * epoch;
+    let s = start + epoch - 500; // late in its epoch
+    let engine = Engine::new(economy(), hour).unwrap();
+    let r: Event = recharge(9, 9, "coins_100");
+    let first = engine.apply_issued(&[r], &[s], Stamp(s))[0];
+    assert!(first.is_accepted() && !first.duplicate);
+    let (state, _) = engine.snapshot();
+    let restarted = Engine::from_state(economy(), ten_min, state).unwrap();
+    assert!(
+        restarted.newest_stamp().0 <= s,
+        "the clock starts at or before now"
+    );
+    let t = s + 590_000; // 590 s after issue: inside the 600 s horizon
+    let retry = restarted.apply_issued(&[r], &[s], Stamp(t))[0];
+    assert!(
+        retry.duplicate && retry.seq == first.seq,
+        "an exact retry 590 s after issue, horizon 600 s: {retry:?}"
+    );
+    assert_eq!(restarted.wallet(UserId(9), Stamp(t)).coins, 100);
+}
+
+/// The same sequence without the horizon edit: answered (the control of the test above).
+#[test]
+fn a_restart_with_the_same_horizon_answers_a_retry_late_in_it() {
+    let hour = EngineConfig {
+        shards: 1,
+        idempotency_horizon_ms: 3_600_000,
+        ..EngineConfig::default()
+    };
+    let epoch = (3_600_000 + giftstream::engine::ISSUED_AHEAD_MAX_MS) / 64;
+    let s = (NOV.0 / epoch + 2) * epoch - 500;
+    let engine = Engine::new(economy(), hour.clone()).unwrap();
+    let r: Event = recharge(9, 9, "coins_100");
+    engine.apply_issued(&[r], &[s], Stamp(s));
+    let (state, _) = engine.snapshot();
+    let restarted = Engine::from_state(economy(), hour, state).unwrap();
+    let retry = restarted.apply_issued(&[r], &[s], Stamp(s + 3_590_000))[0];
+    assert!(retry.duplicate, "{retry:?}");
 }

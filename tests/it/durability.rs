@@ -894,3 +894,43 @@ fn a_snapshot_keeps_the_id_index_secret() {
     let retried = loaded.apply_batch(&events, Stamp(NOV.0 + 1_000));
     assert!(retried.iter().all(|o| o.duplicate));
 }
+
+/// Review 2, A4: `giftstream restore` of a format-2 snapshot published the state as read,
+/// whose ids (kept in the shards until format 3) serialize empty: the restored ledger
+/// had forgotten every remembered id. It publishes the loaded ledger's state now.
+#[test]
+fn giftstream_restore_of_a_format_2_snapshot_keeps_its_ids() {
+    use giftstream::engine::{Engine, EngineConfig, Stamp};
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/snapshot-format-2.gsnap"
+    );
+    let (ok, out) = crate::support::child::run_cli(
+        &["restore", fixture],
+        &[
+            ("GIFTSTREAM_REDIS_URL", ""),
+            ("GIFTSTREAM_DATA_DIR", dir.path().to_str().unwrap()),
+        ],
+    );
+    assert!(ok, "{out}");
+    let newest = giftstream::persist::snapshot::list(dir.path())
+        .unwrap()
+        .pop()
+        .expect("restore wrote a snapshot");
+    let (header, state) = giftstream::persist::snapshot::read(&newest).unwrap();
+    assert_eq!(header.version, giftstream::persist::snapshot::VERSION);
+    let config = EngineConfig {
+        shards: state.shards(),
+        ..EngineConfig::default()
+    };
+    let served = Engine::from_state(crate::support::economy(), config, state).unwrap();
+    // Id 0 was user 40's recharge: a retry is answered, another user's event refused.
+    let at = Stamp(NOV.0 + 1_000);
+    let before = served.wallet(giftstream::engine::UserId(41), at).coins;
+    let retry = served.apply_batch(&[recharge(0, 40, "coins_7000")], at)[0];
+    assert!(retry.duplicate, "{retry:?}");
+    let reuse = served.apply_batch(&[recharge(0, 41, "coins_7000")], at)[0];
+    assert!(!reuse.is_accepted() && !reuse.duplicate, "{reuse:?}");
+    assert_eq!(served.wallet(giftstream::engine::UserId(41), at).coins, before);
+}
