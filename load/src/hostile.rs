@@ -374,12 +374,18 @@ impl Hostile {
                 stalled_batch.clone(),
             )));
         }
-        for _ in 0..options.feed_subscribers {
+        for i in 0..options.feed_subscribers {
+            // Staggered over one hold, so that subscriptions come and go all the time
+            // rather than all together.
+            let stagger = options
+                .feed_hold
+                .mul_f64(i as f64 / options.feed_subscribers as f64);
             tasks.push(tokio::spawn(feed_churn(
                 o.clone(),
                 board.clone(),
                 stopped.clone(),
                 next_stream.clone(),
+                stagger,
             )));
         }
         if options.bad_tokens_per_second > 0 {
@@ -698,8 +704,10 @@ async fn feed_churn(
     board: Arc<Board>,
     mut stop: watch::Receiver<bool>,
     next_stream: Arc<AtomicU64>,
+    stagger: Duration,
 ) {
     let kind = Kind::FeedChurn;
+    pause(&mut stop, stagger).await;
     while !*stop.borrow() {
         let Some(mut stream) = open(&o, &board, kind, o.http, false).await else {
             pause(&mut stop, CONNECT_RETRY).await;
