@@ -6,8 +6,11 @@
 //! - [`runner`]: setup, open loop (coordinated-omission corrected) and closed loop.
 //! - [`report`]: summary, thresholds, JSON, charts and the HTML report.
 //! - [`audit`]: exactly-once and totals checks after a run.
+//! - [`hostile`]: hostile clients (slowloris, idle and stalled sockets, feed churn, bad
+//!   tokens) beside a normal load, and whether acks kept flowing.
 
 pub mod audit;
+pub mod hostile;
 pub mod report;
 pub mod runner;
 pub mod scenario;

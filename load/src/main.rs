@@ -1,9 +1,12 @@
-//! `giftload run SCENARIO` and `giftload compare SCENARIO`.
+//! `giftload run SCENARIO`, `giftload compare SCENARIO`, `giftload hostile SCENARIO` and
+//! `giftload plot TABLE`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use giftload::hostile::{HostileOptions, Watch};
 use giftload::report::{self, Threshold};
 use giftload::runner::{self, RunOptions};
 use giftload::scenario::{Scenario, Stage};
@@ -101,6 +104,10 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Run a scenario over the binary protocol at a modest constant rate with hostile
+    /// clients beside it (slowloris, idle HTTP and binary sockets, stalled readers,
+    /// live-feed churn, bad tokens), and check that acks kept flowing.
+    Hostile(Box<HostileArgs>),
     /// Draw a tab-separated table (header row; x, then one column per series) as a
     /// line chart (PNG): the growth curves in BENCHMARKS.md.
     Plot {
@@ -120,6 +127,116 @@ enum Command {
         #[arg(long)]
         log_y: bool,
     },
+}
+
+/// `giftload hostile`.
+#[derive(clap::Args)]
+struct HostileArgs {
+    /// Scenario file (load/scenarios/*.toml): its population, gift mix and load shape;
+    /// its stages are replaced by one constant stage of --rate for --duration.
+    scenario: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    tcp: String,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
+    /// Token with the ingest scope (the normal load; stalled readers).
+    #[arg(long, env = "GIFTLOAD_TOKEN", default_value = "dev-ingest-token-0001")]
+    token: String,
+    /// Token with the read scope (feed subscriptions).
+    #[arg(
+        long,
+        env = "GIFTLOAD_READ_TOKEN",
+        default_value = "dev-read-token-00001"
+    )]
+    read_token: String,
+    /// The normal load, events/s. Modest on purpose: ten minutes at 5,000/s put 3M ids
+    /// in the idempotency index (4M with the shipped `engine.idempotency_entries_max`,
+    /// for a 10-minute horizon); past it the server pushes back, by design.
+    #[arg(long, default_value_t = 5000.0)]
+    rate: f64,
+    /// How long the normal load (and the hostile clients) run: 600, 600s, 10m, 500ms.
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Override the scenario's connections.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Override the scenario's events per batch.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Slowloris HTTP sockets.
+    #[arg(long, default_value_t = 32)]
+    slowloris: usize,
+    /// A slowloris socket sends one byte of its request head this often.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    slowloris_byte_interval: Duration,
+    /// HTTP sockets that send nothing.
+    #[arg(long, default_value_t = 16)]
+    idle_http: usize,
+    /// Binary-protocol sockets that never authenticate (half send nothing, half a
+    /// partial Auth frame).
+    #[arg(long, default_value_t = 16)]
+    idle_tcp: usize,
+    /// Binary-protocol sockets that authenticate and send batches but never read.
+    #[arg(long, default_value_t = 4)]
+    stalled_readers: usize,
+    /// Live-feed subscriptions open at once, each on a new stream id.
+    #[arg(long, default_value_t = 64)]
+    feed_subscribers: usize,
+    /// How long a feed subscription is held before it is dropped.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    feed_hold: Duration,
+    /// HTTP requests per second with unknown bearer tokens.
+    #[arg(long, default_value_t = 5)]
+    bad_tokens_per_second: u32,
+    /// A hostile socket the server has not closed after this long is dropped and
+    /// counted `outlived` (above the server's longest timeout, 60 s).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    hold_max: Duration,
+    /// Connect every hostile kind from 127.0.0.1 (by default each has its own loopback
+    /// address, so bad tokens do not spend the normal load's failed-auth budget).
+    #[arg(long)]
+    same_source: bool,
+    /// The server's pid: its RSS from /proc/PID/status (else from /metrics, if it
+    /// exports process_resident_memory_bytes).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Fail if the normal load achieved less than this share of --rate.
+    #[arg(long, default_value_t = 0.95)]
+    min_rate_ratio: f64,
+    /// Fail if any this long went by without an ack.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    stall_window: Duration,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Allow a target that is not a loopback address.
+    #[arg(long)]
+    allow_remote: bool,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `600` (seconds), `600s`, `10m`, `500ms`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    let seconds = number
+        .trim()
+        .parse::<f64>()
+        .map_err(|e| format!("{text:?}: {e} (e.g. 600, 600s, 10m, 500ms)"))?
+        * scale;
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -153,6 +270,7 @@ fn main() -> anyhow::Result<()> {
             Command::Compare { common } => {
                 run(common, vec![TargetKind::Giftstream, TargetKind::RedisLua]).await
             }
+            Command::Hostile(args) => hostile(*args).await,
             Command::Plot { .. } => unreachable!("handled above"),
         }
     })?;
@@ -297,5 +415,120 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
         };
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
+    Ok(passed)
+}
+
+async fn hostile(a: HostileArgs) -> anyhow::Result<bool> {
+    let mut scenario = Scenario::from_file(&a.scenario)
+        .with_context(|| format!("scenario {}", a.scenario.display()))?;
+    scenario.load.mode = "open".to_owned();
+    if let Some(n) = a.connections {
+        scenario.load.connections = n;
+    }
+    if let Some(n) = a.batch {
+        scenario.load.batch = n;
+    }
+    anyhow::ensure!(
+        a.duration.as_secs_f64() > scenario.load.warmup_s,
+        "--duration must be longer than the scenario's warmup ({} s)",
+        scenario.load.warmup_s
+    );
+    scenario.stages = vec![Stage::Constant {
+        rate: a.rate,
+        duration_s: a.duration.as_secs_f64(),
+    }];
+    scenario
+        .validate()
+        .context("scenario after the command-line overrides")?;
+    let spec = TargetSpec {
+        kind: TargetKind::Giftstream,
+        tcp: a.tcp.clone(),
+        http: a.http.clone(),
+        redis: String::new(),
+        token: a.token.clone(),
+        read_token: a.read_token.clone(),
+        tls_ca: None,
+        cluster: None,
+    };
+    for host in spec.hosts() {
+        anyhow::ensure!(
+            a.allow_remote || is_loopback(&host),
+            "{host} is not a loopback address: pass --allow-remote to load it"
+        );
+    }
+    let resolve = |addr: &str| {
+        let addr = addr.to_owned();
+        async move {
+            tokio::net::lookup_host(&addr)
+                .await
+                .with_context(|| format!("resolve {addr}"))?
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("{addr} resolves to nothing"))
+        }
+    };
+    let (tcp, http) = (resolve(&a.tcp).await?, resolve(&a.http).await?);
+    // Own source addresses need both listeners on IPv4 loopback (127.0.0.2 cannot
+    // reach ::1 or another host).
+    let own_sources = !a.same_source
+        && [tcp, http]
+            .iter()
+            .all(|s| matches!(s.ip(), std::net::IpAddr::V4(ip) if ip.is_loopback()));
+    let options = HostileOptions {
+        tcp,
+        http,
+        token: a.token.clone(),
+        read_token: a.read_token.clone(),
+        slowloris: a.slowloris,
+        slowloris_byte_interval: a.slowloris_byte_interval,
+        idle_http: a.idle_http,
+        idle_tcp: a.idle_tcp,
+        stalled_readers: a.stalled_readers,
+        feed_subscribers: a.feed_subscribers,
+        feed_hold: a.feed_hold,
+        bad_tokens_per_second: a.bad_tokens_per_second,
+        hold_max: a.hold_max,
+        own_sources,
+    };
+    options.validate()?;
+    let watching = Watch {
+        pid: a.pid,
+        progress: !a.quiet,
+        min_rate_ratio: a.min_rate_ratio,
+        stall_window: a.stall_window,
+    };
+    let run_options = RunOptions {
+        progress: false,
+        audit: false,
+        nonce: rand::random(),
+    };
+    if !a.quiet {
+        println!(
+            "{} at {} events/s for {:?} beside: {} slowloris, {} idle HTTP, {} idle binary, {} stalled readers, {} feed subscribers, {} bad tokens/s{}",
+            scenario.name,
+            a.rate,
+            a.duration,
+            a.slowloris,
+            a.idle_http,
+            a.idle_tcp,
+            a.stalled_readers,
+            a.feed_subscribers,
+            a.bad_tokens_per_second,
+            if own_sources {
+                " (each kind from its own 127.0.0.x)"
+            } else {
+                ""
+            }
+        );
+    }
+    let report = giftload::hostile::run(&scenario, &spec, &run_options, &options, &watching)
+        .await
+        .context("hostile run")?;
+    report.print();
+    let passed = report.passed();
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report.to_json())?)
+            .with_context(|| format!("--json {}", path.display()))?;
+    }
+    println!("{}", if passed { "PASSED" } else { "FAILED" });
     Ok(passed)
 }

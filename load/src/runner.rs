@@ -132,12 +132,42 @@ struct WorkerResult {
     read_results: BTreeMap<String, u64>,
 }
 
-/// Live counters for the progress display.
+/// Live counters of a run, for a progress display: the runner's own, or a caller's that
+/// watches the run from outside (`giftload hostile` prints them every 10 s).
 #[derive(Default)]
-struct Live {
-    answered: AtomicU64,
-    errors: AtomicU64,
-    recent: parking_lot::Mutex<Option<Histogram<u64>>>,
+pub struct Live {
+    /// Events answered so far (setup included).
+    pub answered: AtomicU64,
+    /// Requests that got no answers.
+    pub errors: AtomicU64,
+    /// Corrected latencies (µs) since whoever reads them last swapped in a fresh one
+    /// (the progress display, every tick). A `parking_lot` mutex held only to record
+    /// one value or to swap: nothing awaits while holding it.
+    pub recent: parking_lot::Mutex<Option<Histogram<u64>>>,
+}
+
+impl Live {
+    /// Counts a request's answer (or error) as it arrives, with its corrected latency.
+    fn answered_at(&self, answer: &crate::target::Answers, corrected: Duration) {
+        match answer {
+            Ok(labels) => self
+                .answered
+                .fetch_add(labels.len() as u64, Ordering::Relaxed),
+            Err(_) => self.errors.fetch_add(1, Ordering::Relaxed),
+        };
+        let us = (corrected.as_micros().max(1) as u64).min(LATENCY_MAX_US);
+        if let Some(h) = self.recent.lock().as_mut() {
+            let _ = h.record(us);
+        }
+    }
+
+    /// Takes the latencies recorded since the last call (an empty histogram if none).
+    pub fn take_recent(&self) -> Histogram<u64> {
+        self.recent
+            .lock()
+            .replace(histogram())
+            .unwrap_or_else(histogram)
+    }
 }
 
 /// Runs `scenario` against `target`.
@@ -145,6 +175,16 @@ pub async fn run(
     scenario: &Scenario,
     target: &TargetSpec,
     options: &RunOptions,
+) -> anyhow::Result<Summary> {
+    run_with_live(scenario, target, options, Arc::new(Live::default())).await
+}
+
+/// [`run`], updating `live` as events are answered.
+pub async fn run_with_live(
+    scenario: &Scenario,
+    target: &TargetSpec,
+    options: &RunOptions,
+    live: Arc<Live>,
 ) -> anyhow::Result<Summary> {
     let economy = Economy::embedded();
     let workload = Arc::new(Workload::new(scenario, &economy, options.nonce)?);
@@ -163,7 +203,6 @@ pub async fn run(
     let total_s = scenario.total_s();
     let warmup = scenario.load.warmup_s;
     let open = scenario.is_open_loop();
-    let live = Arc::new(Live::default());
     *live.recent.lock() = Some(histogram());
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -176,11 +215,7 @@ pub async fn run(
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let answered = live.answered.load(Ordering::Relaxed);
-                let p99 = live
-                    .recent
-                    .lock()
-                    .replace(histogram())
-                    .map_or(0, |h| h.value_at_quantile(0.99));
+                let p99 = live.take_recent().value_at_quantile(0.99);
                 bar.set_position(started.elapsed().as_secs().min(bar.length().unwrap_or(0)));
                 bar.set_message(format!(
                     "{} events/s, {} errors, p99 {:.2} ms",
@@ -251,10 +286,15 @@ pub async fn run(
                 r.sent_events += events.len() as u64;
                 let answer = conn.submit(events.clone()).await;
                 let sent_after_write = if open { planned } else { sent };
+                let live_answer = live.clone();
                 flying.push(tokio::spawn(async move {
                     let answer = answer.await;
                     let done = Instant::now();
                     drop(permit);
+                    // Live counters as the answer arrives: `record` runs only when the
+                    // worker drains its finished requests (every 4 x in_flight batches,
+                    // many seconds apart at a low rate).
+                    live_answer.answered_at(&answer, done.duration_since(sent_after_write));
                     (events, answer, sent_after_write, sent, done, t_s)
                 }));
                 for k in 0..reads_per_batch {
@@ -272,13 +312,13 @@ pub async fn run(
                 if flying.len() >= 4 * in_flight {
                     for f in flying.drain(..) {
                         let done = f.await.expect("request task");
-                        record(&mut r, done, &workload, &live, warmup, audit);
+                        record(&mut r, done, &workload, warmup, audit);
                     }
                 }
             }
             for f in flying {
                 let done = f.await.expect("request task");
-                record(&mut r, done, &workload, &live, warmup, audit);
+                record(&mut r, done, &workload, warmup, audit);
             }
             for f in reads {
                 record_read(&mut r, f.await.expect("read task"), f64::MAX, warmup);
@@ -319,20 +359,14 @@ fn record(
     r: &mut WorkerResult,
     (events, answer, planned, sent, done, t_s): Finished,
     workload: &Workload,
-    live: &Live,
     warmup: f64,
     audit: bool,
 ) {
     let corrected = done.duration_since(planned).as_micros().max(1) as u64;
     let raw = done.duration_since(sent).as_micros().max(1) as u64;
-    if let Some(h) = live.recent.lock().as_mut() {
-        let _ = h.record(corrected.min(LATENCY_MAX_US));
-    }
     let second = (t_s as usize).min(r.seconds.len() - 1);
     match answer {
         Ok(labels) => {
-            live.answered
-                .fetch_add(labels.len() as u64, Ordering::Relaxed);
             for (e, label) in events.iter().zip(&labels) {
                 if label == "accepted"
                     && let Some(cost) = workload.cost(e)
@@ -360,7 +394,6 @@ fn record(
             }
         }
         Err(e) => {
-            live.errors.fetch_add(1, Ordering::Relaxed);
             if t_s < warmup {
                 return;
             }

@@ -1,7 +1,8 @@
 //! giftload against real servers on 127.0.0.1: scenarios parse (and bad ones name
 //! their key), a short bounded run produces a well-formed JSON summary, thresholds set
-//! the exit code, coordinated omission is corrected, and the redis-lua baseline answers
-//! the same events like giftstream.
+//! the exit code, coordinated omission is corrected, the redis-lua baseline answers
+//! the same events like giftstream, and `giftload hostile` sees hostile sockets closed
+//! while acks flow.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,6 +82,10 @@ impl Drop for Server {
 
 async fn server(journal: Arc<dyn Journal>) -> Server {
     let config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+    server_with(config, journal).await
+}
+
+async fn server_with(config: giftstream::config::Config, journal: Arc<dyn Journal>) -> Server {
     let engine =
         giftstream::server::build_engine(&config, giftstream::economy::Economy::embedded())
             .unwrap();
@@ -295,6 +300,134 @@ async fn the_binary_writes_json_charts_and_html_and_thresholds_set_the_exit_code
         .unwrap();
     assert!(!remote.status.success());
     assert!(String::from_utf8_lossy(&remote.stderr).contains("not a loopback address"));
+}
+
+/// Issue #34: `giftload hostile` runs a normal load beside every hostile kind, against
+/// the server `serve` runs (in process, its timeouts cut to a second so each kind is
+/// closed within the run): acks flow, and the server closes every kind of hostile
+/// socket, refuses feeds over its cap and bad tokens over the address's budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_are_closed_while_acks_keep_flowing() {
+    let mut config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+    config.limits.http_header_read_timeout_ms = 1_000;
+    config.limits.http_idle_timeout_ms = 1_500;
+    config.limits.write_timeout_ms = 1_000;
+    // Also the authentication deadline of a binary connection (the lesser of the two).
+    config.limits.read_timeout_ms = 1_000;
+    // Fewer than the 8 feed subscribers below: some are refused.
+    config.limits.sse_subscribers_max = 4;
+    let s = server_with(config, Arc::new(MemoryJournal::default())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("small.toml");
+    std::fs::write(&scenario, SMALL).unwrap();
+    let json = dir.path().join("hostile.json");
+    let (tcp, http) = (s.tcp.to_string(), s.http.to_string());
+    let args = [
+        "hostile",
+        scenario.to_str().unwrap(),
+        "--tcp",
+        &tcp,
+        "--http",
+        &http,
+        "--duration",
+        "8s",
+        "--rate",
+        "2000",
+        "--slowloris",
+        "4",
+        "--slowloris-byte-interval",
+        "100ms",
+        "--idle-http",
+        "2",
+        "--idle-tcp",
+        "2",
+        "--stalled-readers",
+        "2",
+        "--feed-subscribers",
+        "8",
+        "--feed-hold",
+        "500ms",
+        "--bad-tokens-per-second",
+        "20",
+        "--hold-max",
+        "6s",
+        "--stall-window",
+        "2s",
+        "--json",
+        json.to_str().unwrap(),
+        "--quiet",
+    ]
+    .map(str::to_owned);
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_giftload"))
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(25), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["schema"], "giftload.hostile/v1");
+    assert_eq!(report["passed"], true, "{stdout}");
+    // Acks flowed: the planned rate, and an ack in every second of the run.
+    assert!(
+        report["acks"]["achieved_rate"].as_f64().unwrap() > 1_900.0,
+        "{stdout}"
+    );
+    assert!(report["acks"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    let per_second = report["acks"]["per_second"].as_array().unwrap();
+    assert!(per_second.len() >= 7, "{stdout}");
+    assert!(
+        per_second.iter().all(|a| a.as_u64().unwrap() > 0),
+        "{stdout}"
+    );
+    let kind = |name: &str| report["hostile"][name].clone();
+    let closed = |name: &str| kind(name)["closed_by_server"].as_u64().unwrap();
+    let status = |name: &str, s: &str| kind(name)["statuses"][s].as_u64().unwrap_or(0);
+    // Slowloris and idle sockets: closed by the server at its timeouts (from a 1 s
+    // timeout: the time to close is that timeout, give or take a scheduling delay).
+    for (name, at_least, timeout_ms) in [
+        ("slowloris", 4, 1_000),
+        ("idle_http", 2, 1_500),
+        ("idle_tcp", 2, 1_000),
+    ] {
+        assert!(closed(name) >= at_least, "{name}: {stdout}");
+        let p50 = kind(name)["time_to_close_ms"]["p50"].as_u64().unwrap();
+        assert!(
+            p50 >= timeout_ms - 50 && p50 < timeout_ms + 2_000,
+            "{name}: p50 {p50} ms: {stdout}"
+        );
+        assert_eq!(kind(name)["outlived"], 0, "{name}: {stdout}");
+    }
+    // An unauthenticated binary socket is told why: error 11, no frame in time.
+    assert!(status("idle_tcp", "error 11") >= 1, "{stdout}");
+    // Stalled readers: closed once the server's writes to them wait a second.
+    assert!(closed("stalled_reader") >= 1, "{stdout}");
+    assert_eq!(kind("stalled_reader")["outlived"], 0, "{stdout}");
+    // Feeds: streams up to the cap, refusals beyond it.
+    assert!(status("feed_churn", "200") >= 4, "{stdout}");
+    assert!(
+        status("feed_churn", "429 TOO_MANY_SUBSCRIBERS") >= 1,
+        "{stdout}"
+    );
+    // Bad tokens: 401 until the address spent its budget, then 429; each connection
+    // closed by the server without waiting for the body it announced.
+    assert!(status("bad_token", "401 UNAUTHORIZED") >= 1, "{stdout}");
+    assert!(
+        status("bad_token", "429 AUTH_RATE_LIMITED") >= 1,
+        "{stdout}"
+    );
+    assert!(closed("bad_token") >= 20, "{stdout}");
+    assert_eq!(kind("bad_token")["outlived"], 0, "{stdout}");
 }
 
 #[test]
