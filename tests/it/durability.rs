@@ -932,5 +932,8 @@ fn giftstream_restore_of_a_format_2_snapshot_keeps_its_ids() {
     assert!(retry.duplicate, "{retry:?}");
     let reuse = served.apply_batch(&[recharge(0, 41, "coins_7000")], at)[0];
     assert!(!reuse.is_accepted() && !reuse.duplicate, "{reuse:?}");
-    assert_eq!(served.wallet(giftstream::engine::UserId(41), at).coins, before);
+    assert_eq!(
+        served.wallet(giftstream::engine::UserId(41), at).coins,
+        before
+    );
 }
