@@ -1,8 +1,9 @@
 //! The keyed hash the idempotency index files event ids under.
 //!
 //! A ledger draws a 128-bit [`IdSecret`] when it is created and keeps it in its
-//! snapshots. An id's [`IdHash`] is SipHash-1-3 of its 16 bytes under that secret: its
-//! top 48 bits are the key the index keeps, its low 16 bits choose the id shard. A
+//! snapshots. An id's [`IdHash`] is SipHash-1-3 (128-bit output) of its 16 bytes under
+//! that secret: 56 bits of one half are the key the index keeps, the other half chooses
+//! the id shard. A
 //! client that does not know the secret can neither craft a second id with a remembered
 //! id's key (a fresh event then answered as another's duplicate or refused) nor aim its
 //! ids at one shard to fill it.
@@ -15,10 +16,12 @@
 
 use crate::engine::EventId;
 use serde::{Deserialize, Serialize};
-use siphasher::sip::SipHasher13;
+use siphasher::sip128::{Hasher128, SipHasher13};
 use std::hash::Hasher;
 
-/// Bits of an [`IdHash`] that choose the id shard (`engine.shards` is at most 2^10).
+/// Bits of a key (the index's entry holds this many).
+pub(crate) const KEY_BITS: u32 = 56;
+/// Bits of the unkeyed hash that chose the id shard (`engine.shards` is at most 2^10).
 const SHARD_BITS: u32 = 16;
 const _: () = assert!(super::SHARDS_MAX <= 1 << SHARD_BITS);
 
@@ -40,9 +43,12 @@ impl std::fmt::Debug for IdSecret {
     }
 }
 
-/// 64 bits of an event id's hash: the index key and the id shard.
+/// An event id's hash: the index key and the bits that choose the id shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct IdHash(u64);
+pub(crate) struct IdHash {
+    key: u64,
+    shard: u64,
+}
 
 impl IdHash {
     pub(crate) fn keyed(id: EventId, secret: &IdSecret) -> IdHash {
@@ -52,25 +58,33 @@ impl IdHash {
         let [hi, lo] = id.to_words();
         hasher.write_u64(lo);
         hasher.write_u64(hi);
-        IdHash(hasher.finish())
+        let hash = hasher.finish128();
+        IdHash {
+            key: (hash.h1 >> (64 - KEY_BITS)).max(1),
+            shard: hash.h2,
+        }
     }
 
-    /// The fixed hash of snapshot formats 3 to 5: the same key and id shard as then.
+    /// The fixed hash of snapshot formats 3 to 5: the same key (48 bits then) and id
+    /// shard as then.
     pub(crate) fn unkeyed(id: EventId) -> IdHash {
         let [hi, lo] = id.to_words();
         let key = mix(hi ^ mix(lo.wrapping_add(0x9E37_79B9_7F4A_7C15))) >> SHARD_BITS;
         let shard = ((hi ^ lo).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) & 0xFFFF;
-        IdHash(key << SHARD_BITS | shard)
+        IdHash {
+            key: key.max(1),
+            shard,
+        }
     }
 
-    /// The key the index keeps: 48 bits, never 0.
+    /// The key the index keeps: at most [`KEY_BITS`] bits, never 0.
     pub(crate) fn key(self) -> u64 {
-        (self.0 >> SHARD_BITS).max(1)
+        self.key
     }
 
     /// The id shard, of `mask + 1` (a power of two, at most 2^16).
     pub(crate) fn shard(self, mask: usize) -> usize {
-        (self.0 & 0xFFFF) as usize & mask
+        (self.shard & 0xFFFF) as usize & mask
     }
 }
 
@@ -107,6 +121,19 @@ mod tests {
                 assert_eq!(h.shard(mask), old_shard(mask));
             }
         }
+    }
+
+    /// Keyed keys use all 56 bits (a fresh event meets a remembered key with 2^-56 per id
+    /// held), never 0; unkeyed ones are the 48 bits formats 3 to 5 kept.
+    #[test]
+    fn keyed_keys_have_56_bits_and_unkeyed_ones_48() {
+        let secret = IdSecret([7, 9]);
+        let keys: Vec<u64> = (0..4096u128)
+            .map(|i| IdHash::keyed(EventId(i), &secret).key())
+            .collect();
+        assert!(keys.iter().all(|&k| k != 0 && k >> KEY_BITS == 0));
+        assert!(keys.iter().filter(|&&k| k >> 48 != 0).count() > 4000);
+        assert!((0..4096u128).all(|i| IdHash::unkeyed(EventId(i)).key() >> 48 == 0));
     }
 
     /// Under two secrets one id hashes apart, and under one secret the hash is stable.

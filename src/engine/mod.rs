@@ -70,7 +70,7 @@ pub use idhash::IdSecret;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
 pub use topk::{Offer, TopK};
-use window::{Claim, IdWindow, IdWindowV4};
+use window::{Claim, IdWindow, IdWindowV4, IdWindowV5};
 
 /// Largest number of shards of each kind.
 pub const SHARDS_MAX: usize = 1024;
@@ -853,7 +853,7 @@ impl Engine {
                                     ..original
                                 },
                                 // Another chunk's pending id with this content's check
-                                // (a 2^-40 chance: content names the sender): refused.
+                                // (a 2^-32 chance: content names the sender): refused.
                                 None => unrecorded(RejectCode::EventIdReused),
                             }
                         }
@@ -1952,8 +1952,11 @@ fn check_replayed(entry: &LogEntry, replayed: &Outcome) -> Result<(), ReplayErro
 
 /// The whole ledger state at a consistent cut, for snapshots. Opaque: it is encoded by
 /// `persist::snapshot` and loaded back with [`Engine::from_state`].
+///
+/// `W` is the id index's shard as the format encodes it: today's [`IdWindow`], or
+/// [`EngineStateV5`]'s.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct EngineState {
+pub struct EngineState<W = IdWindow> {
     last_seq: u64,
     senders: Vec<SenderShard>,
     creators: Vec<CreatorShard>,
@@ -1963,7 +1966,7 @@ pub struct EngineState {
     settled: Vec<Settled>,
     /// Per id shard, its remembered ids (format 3; compact from format 5; format 2 is its prefix, with the ids
     /// in the shards' legacy windows).
-    ids: Vec<IdWindow>,
+    ids: Vec<W>,
     /// Per creator shard, the diamonds credited per creator (`CreatorShard::credited`;
     /// format 3; older formats recompute them from the coins received).
     credited: Vec<FxHashMap<CreatorId, Credited>>,
@@ -1982,6 +1985,29 @@ pub struct EngineState {
     /// Until when `ids` also holds ids under the unkeyed hash of formats 3 to 5 (format
     /// 6; 0: none).
     legacy_ids_until: Stamp,
+}
+
+/// A state as snapshot format 5 encoded it (40-bit id checks), decoded with the two
+/// fields format 6 appended given as absent.
+pub type EngineStateV5 = EngineState<IdWindowV5>;
+
+impl From<EngineStateV5> for EngineState {
+    fn from(v5: EngineStateV5) -> Self {
+        EngineState {
+            last_seq: v5.last_seq,
+            senders: v5.senders,
+            creators: v5.creators,
+            streams: v5.streams,
+            settled: v5.settled,
+            ids: v5.ids.into_iter().map(IdWindow::from).collect(),
+            credited: v5.credited,
+            top_k: v5.top_k,
+            economy: v5.economy,
+            settled_nanos: v5.settled_nanos,
+            id_secret: v5.id_secret,
+            legacy_ids_until: v5.legacy_ids_until,
+        }
+    }
 }
 
 /// A state as snapshot format 4 encoded it (the ids whole).

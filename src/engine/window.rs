@@ -23,8 +23,8 @@
 //!
 //! | bits | field |
 //! |---|---|
-//! | 48 | key: a fixed 64-bit hash of the 128-bit id, top 48 bits (never 0: 0 is empty) |
-//! | 40 | check: a hash of the content's 64-bit fingerprint |
+//! | 56 | key: 56 bits of the id's keyed hash ([`IdHash`]; never 0: 0 is empty) |
+//! | 32 | check: a hash of the content's 64-bit fingerprint |
 //! | 8 | epoch tag: the epoch number mod 256 (the epoch table holds the number) |
 //! | 3 | kind: coins, stored, settled, rejected, wide, pending |
 //! | 29 | the sequence number, less its epoch's base |
@@ -34,12 +34,14 @@
 //! number 2^29 or more from its epoch's base) is kept whole in a side map, by key.
 //!
 //! # What a hash costs
-//! The key decides the buckets, so a new id whose 48-bit key equals a remembered one's is
-//! always compared with it: (ids held) / 2^48 a new event. It is then refused
+//! The key decides the buckets, so a new id whose 56-bit key equals a remembered one's is
+//! always compared with it: (ids held) / 2^56 a new event. It is then refused
 //! `EVENT_ID_REUSED` (its check differs), unless its content is the same (then it is
-//! answered as the other's duplicate). The key is not keyed by a secret yet, so such
-//! ids can be crafted (issue #29, open). Other content under a remembered id goes
-//! unnoticed only if the checks match: 2^-40 a reuse.
+//! answered as the other's duplicate). The hash is keyed by the ledger's secret, so such
+//! ids cannot be crafted. Other content under a remembered id goes unnoticed only if the
+//! checks match: 2^-32 a reuse (the key has the bits: a fresh event refused by chance
+//! costs a paying user, a reuse is a client's bug). Snapshots of format 5 held 48-bit
+//! keys and 40-bit checks: their checks are narrowed to today's 32 on load.
 //!
 //! Epoch tags are reused every 256 epochs; ids of a dead epoch are swept a few slots per
 //! claim, and a tag still holding dead ids when it comes round again is purged first.
@@ -85,8 +87,10 @@ const TAGS: usize = 256;
 /// Epochs a horizon spans (at least): `epoch_ms = horizon / EPOCHS_PER_HORIZON`.
 const EPOCHS_PER_HORIZON: u64 = 64;
 
-const KEY_BITS: u32 = 48;
-const CHECK_BITS: u32 = 40;
+const KEY_BITS: u32 = super::idhash::KEY_BITS;
+const CHECK_BITS: u32 = 32;
+/// The check's width in snapshots of format 5.
+const CHECK_BITS_V5: u32 = 40;
 const SEQ_BITS: u32 = 29;
 const KEY_MASK: u128 = (1 << KEY_BITS) - 1;
 const CHECK_SHIFT: u32 = KEY_BITS;
@@ -108,7 +112,7 @@ pub(crate) fn epoch_ms(horizon_ms: u64) -> u64 {
     (horizon_ms / EPOCHS_PER_HORIZON).max(1)
 }
 
-/// The check of a content fingerprint: 40 bits.
+/// The check of a content fingerprint: 32 bits.
 fn check_of(fingerprint: EventFingerprint) -> u64 {
     mix(fingerprint.0 ^ 0x243F_6A88_85A3_08D3) >> (64 - CHECK_BITS)
 }
@@ -194,7 +198,7 @@ enum Loc {
 
 /// One id shard's remembered ids.
 #[derive(Debug, Clone)]
-pub(crate) struct IdWindow {
+pub struct IdWindow {
     /// `buckets × SLOTS × WORDS` words.
     table: Vec<u32>,
     buckets: usize,
@@ -838,7 +842,7 @@ impl IdWindow {
 
 /// The window as snapshots (format 5 on) encode it.
 #[derive(Deserialize)]
-struct IdWindowRepr {
+pub(crate) struct IdWindowRepr {
     /// (key, check, epoch number, outcome)
     ids: Vec<(u64, u64, u64, Outcome)>,
     entries_max: usize,
@@ -904,6 +908,32 @@ impl Serialize for IdWindow {
         s.serialize_field("newest", &self.newest)?;
         s.serialize_field("forgot_through", &self.forgot_through)?;
         s.end()
+    }
+}
+
+/// The window as snapshot format 5 encoded it: checks of 40 bits, whose top 32 are
+/// today's check of the same content.
+#[derive(Deserialize)]
+#[serde(try_from = "IdWindowRepr")]
+pub struct IdWindowV5(IdWindow);
+
+impl TryFrom<IdWindowRepr> for IdWindowV5 {
+    type Error = String;
+
+    fn try_from(mut repr: IdWindowRepr) -> Result<Self, String> {
+        for entry in &mut repr.ids {
+            if entry.1 >> CHECK_BITS_V5 != 0 {
+                return Err("an id window entry out of range".to_owned());
+            }
+            entry.1 >>= CHECK_BITS_V5 - CHECK_BITS;
+        }
+        IdWindow::try_from(repr).map(IdWindowV5)
+    }
+}
+
+impl From<IdWindowV5> for IdWindow {
+    fn from(v5: IdWindowV5) -> Self {
+        v5.0
     }
 }
 

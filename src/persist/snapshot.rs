@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use crate::economy::Economy;
 use crate::engine::{
     Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4,
-    LogEntry, StateView,
+    EngineStateV5, LogEntry, StateView,
 };
 use crate::protocol;
 
@@ -605,7 +605,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         // Format 6 appended the id index's secret (an `Option`) and the end of its
         // unkeyed ids (a stamp): format 5 is format 6 with `None` and 0 there, one zero
         // byte each.
-        5 => protocol::decode_serde(&[body, &[0u8, 0u8][..]].concat()).map_err(corrupt)?,
+        5 => protocol::decode_serde::<EngineStateV5>(&[body, &[0u8, 0u8][..]].concat())
+            .map_err(corrupt)?
+            .into(),
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq
