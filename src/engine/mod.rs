@@ -872,13 +872,18 @@ impl Engine {
         for i in deferred {
             let event = &events[i];
             let route = route_tag(self.route(event));
-            outcomes[i] = self.ids[self.id_shard(hashes[i])]
-                .lock()
-                .lookup(hashes[i], fingerprints[i], route, stamp)
-                .map_or(unrecorded(RejectCode::EventIdReused), |original| Outcome {
-                    duplicate: true,
-                    ..original
-                });
+            let legacy = self
+                .legacy_claim(event, fingerprints[i], route, stamp)
+                .filter(|o| o.duplicate);
+            outcomes[i] = legacy.unwrap_or_else(|| {
+                self.ids[self.id_shard(hashes[i])]
+                    .lock()
+                    .lookup(hashes[i], fingerprints[i], route, stamp)
+                    .map_or(unrecorded(RejectCode::EventIdReused), |original| Outcome {
+                        duplicate: true,
+                        ..original
+                    })
+            });
         }
         outcomes
     }
@@ -1474,9 +1479,12 @@ impl Engine {
             );
             *slot.lock() = window;
         }
-        if unkeyed {
+        if unkeyed || engine.legacy_ids_until.0 > 0 {
+            // Computed again under this config: a longer horizon keeps the unkeyed ids
+            // longer too, and they must be probed as long as they are kept.
             let until = engine.ids.iter().map(|w| w.lock().remembered_until());
-            engine.legacy_ids_until = until.max().unwrap_or_default();
+            let until = until.max().unwrap_or_default();
+            engine.legacy_ids_until = engine.legacy_ids_until.max(until);
         }
         legacy.sort_unstable_by_key(|&(_, stamp, outcome, _)| (stamp, outcome.seq));
         for (id, stamp, outcome, fingerprint) in legacy {
