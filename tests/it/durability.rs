@@ -422,7 +422,7 @@ fn a_snapshot_loads_with_the_shard_count_it_was_taken_with() {
 /// The ledger the fixture `tests/fixtures/snapshot-format-2.gsnap` holds: written by the
 /// build before snapshot format 3 (`Engine::snapshot` of these events, stamped
 /// 2026-11-15T00:00Z, with the default config and the embedded economy).
-fn format_2_fixture_events() -> Vec<Event> {
+pub(crate) fn format_2_fixture_events() -> Vec<Event> {
     (0..20u128)
         .map(|i| recharge(i, 40 + i as u64 % 5, "coins_7000"))
         .chain((0..60u128).map(|i| gift(1000 + i, 40 + i as u64 % 5, 7, "panda", 1)))

@@ -3,7 +3,7 @@
 //! ledger whose ids are all keyed, or without the edit) that shows the expected answer.
 
 use giftstream::engine::{
-    Engine, EngineConfig, EngineState, Event, Outcome, RejectCode, Stamp, Status, UserId,
+    Engine, EngineConfig, EngineState, Outcome, RejectCode, Stamp, Status, UserId,
 };
 use giftstream::persist::snapshot;
 
@@ -14,15 +14,8 @@ const FIXTURE_5: &str = concat!(
     "/tests/fixtures/snapshot-format-5.gsnap"
 );
 
-/// The events the format-5 fixture's ledger applied (durability.rs'
-/// `format_2_fixture_events`), all at `NOV`.
-fn fixture_events() -> Vec<Event> {
-    (0..20u128)
-        .map(|i| recharge(i, 40 + i as u64 % 5, "coins_7000"))
-        .chain((0..60u128).map(|i| gift(1000 + i, 40 + i as u64 % 5, 7, "panda", 1)))
-        .chain([payout(2000, 7, 20_000, "USD")])
-        .collect()
-}
+// The events the format-5 fixture's ledger applied, all at `NOV`.
+use crate::durability::format_2_fixture_events as fixture_events;
 
 fn fixture_5_state() -> EngineState {
     let bytes = std::fs::read(FIXTURE_5).unwrap();
