@@ -394,7 +394,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/streams/{id}/goal", put(events::put_goal))
         .route("/v1/streams/{id}", get(reads::get_stream))
         .route("/v1/streams/{id}/feed", get(reads::get_feed))
-        .route("/v1/economy", get(reads::get_economy).put(events::put_economy))
+        .route(
+            "/v1/economy",
+            get(reads::get_economy).put(events::put_economy),
+        )
         // The routes above count against the in-flight bound; the operations routes
         // below (cheap, and what probes and scrapers need under load) do not.
         .route_layer(axum::middleware::from_fn_with_state(
