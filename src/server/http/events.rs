@@ -23,6 +23,7 @@ use crate::engine::{
     Payout, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId,
 };
 use crate::server::Service;
+use crate::server::ingest::{self, BatchError, Protocol, Rate};
 use crate::telemetry;
 
 // ---- events -------------------------------------------------------------------------
@@ -230,28 +231,15 @@ async fn apply(
     events: &[Event],
     issued_ms: &[u64],
 ) -> Result<Vec<Outcome>, ApiError> {
-    service.check_partitions(events, "http").map_err(|wrong| {
-        ApiError::new(
-            StatusCode::MISDIRECTED_REQUEST,
-            "WRONG_PARTITION",
-            wrong.to_string(),
-        )
-    })?;
-    if !service.commits.accepting() {
-        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "pending_commit_events")
-            .increment(1);
-        return Err(ApiError::unavailable());
-    }
-    let outcomes = service.apply(events, issued_ms, "http");
+    let admitted = ingest::admit(service, Rate::Paid, events, issued_ms, Protocol::Http)?;
     if service.config.server.ack == AckMode::Durable {
-        let seq = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
         service
             .commits
-            .durable(seq)
+            .durable(admitted.wait_seq)
             .await
             .map_err(|_| ApiError::not_durable())?;
     }
-    Ok(outcomes)
+    Ok(admitted.outcomes)
 }
 
 /// Apply a batch of recharges, gifts and payouts.
@@ -306,22 +294,20 @@ pub fn parse_events(
     events_max: usize,
 ) -> Result<ParsedBatch, ApiError> {
     let request: EventsRequest = json(bytes)?;
-    if request.events.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "EMPTY_BATCH",
-            "events is empty",
-        ));
-    }
-    if request.events.len() > events_max {
-        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "http_events_per_batch")
-            .increment(1);
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BATCH_TOO_LARGE",
-            format!("{} events; at most {}", request.events.len(), events_max),
-        ));
-    }
+    ingest::check_batch_len(request.events.len(), events_max, Protocol::Http).map_err(
+        |e| match e {
+            BatchError::Empty => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "EMPTY_BATCH",
+                "events is empty",
+            ),
+            BatchError::TooLarge { events, max } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BATCH_TOO_LARGE",
+                format!("{events} events; at most {max}"),
+            ),
+        },
+    )?;
     let events = request
         .events
         .iter()

@@ -34,6 +34,7 @@ use utoipa::ToSchema;
 use super::Service;
 use super::auth::{Auth, AuthError};
 use super::http_conn::Peer;
+use super::ingest::{self, Refusal};
 use crate::config::Scope;
 use crate::economy::Currency;
 use crate::engine::{EventId, Outcome, RejectCode};
@@ -188,6 +189,24 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::RateLimited => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                "this token's request rate (limits.token_requests_per_second) is spent: retry later",
+            ),
+            Refusal::WrongPartition(wrong) => ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "WRONG_PARTITION",
+                wrong.to_string(),
+            ),
+            Refusal::Unavailable => ApiError::unavailable(),
+        }
+    }
+}
+
 /// Who sent a request: its headers (the token) and its peer's address (set by
 /// `http_conn` on every request; `None` when the router is driven some other way).
 pub struct Caller {
@@ -217,14 +236,7 @@ fn authorize(service: &Service, caller: &Caller, scope: Scope) -> Result<(), Api
     let token = service
         .auth
         .check_from(caller.peer, Auth::bearer(header), scope)?;
-    if !service.auth.allow(token) {
-        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "token_rate").increment(1);
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            "this token's request rate (limits.token_requests_per_second) is spent: retry later",
-        ));
-    }
+    ingest::charge_rate(service, token)?;
     Ok(())
 }
 
