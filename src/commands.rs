@@ -17,38 +17,10 @@ pub(crate) fn serve() -> anyhow::Result<()> {
     let runtime = runtime.enable_all().build()?;
     let mut config = config;
     runtime.block_on(async move {
-        let (engine, journal): (_, std::sync::Arc<dyn giftstream::persist::journal::Journal>) =
-            if config.redis.url.is_empty() {
-                tracing::warn!("no GIFTSTREAM_REDIS_URL: running in memory, nothing survives a restart (no snapshots)");
-                config.snapshot.interval_ms = 0;
-                config.snapshot.events = 0;
-                let file = economy.to_file();
-                let engine = giftstream::server::build_engine(&config, economy)?;
-                if let Some(next) = engine.economy_for_start(file, None)? {
-                    engine.change_economy(next, giftstream::engine::Stamp::now())?;
-                }
-                (engine, std::sync::Arc::new(giftstream::persist::journal::MemoryJournal::default()))
-            } else {
-                let mut journal = giftstream::persist::redis::RedisJournal::open(&config)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
-                // Takes the ledger lease before it reads the journal: no other process
-                // may append after the read.
-                let (engine, recovered) = giftstream::persist::redis::recover(&mut journal, &config, economy)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("recovery: {e}"))?;
-                tracing::info!(
-                    snapshot = ?recovered.snapshot,
-                    events = recovered.replayed_events,
-                    last_seq = engine.last_seq(),
-                    seconds = recovered.seconds,
-                    "recovered from the snapshot and the Redis journal"
-                );
-                (engine, std::sync::Arc::new(journal))
-            };
+        let (engine, journal) = giftstream::node::open(&mut config, economy).await?;
         let http = tokio::net::TcpListener::bind(config.server.http_addr).await?;
         let tcp = tokio::net::TcpListener::bind(config.server.tcp_addr).await?;
-        giftstream::server::run(config, engine, journal, http, tcp, shutdown_signal()).await?;
+        giftstream::node::run(config, engine, journal, http, tcp, shutdown_signal()).await?;
         Ok(())
     })
 }

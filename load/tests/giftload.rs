@@ -93,7 +93,7 @@ async fn server_with(config: giftstream::config::Config, journal: Arc<dyn Journa
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (http_addr, tcp_addr) = (http.local_addr().unwrap(), tcp.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(giftstream::server::run(
+    tokio::spawn(giftstream::node::run(
         config,
         engine,
         journal,

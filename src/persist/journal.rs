@@ -40,11 +40,6 @@ pub trait Journal: Send + Sync + 'static {
         let _ = seq;
         Box::pin(async { Ok(0) })
     }
-
-    /// The Redis journal, which also feeds the Redis read model; `None` for others.
-    fn as_redis(&self) -> Option<crate::persist::redis::RedisJournal> {
-        None
-    }
 }
 
 /// The in-memory journal of `serve` without Redis: nothing survives a restart. It counts

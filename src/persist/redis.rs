@@ -1270,10 +1270,6 @@ fn entry_seq(id: &str) -> u64 {
 }
 
 impl Journal for RedisJournal {
-    fn as_redis(&self) -> Option<RedisJournal> {
-        Some(self.clone())
-    }
-
     fn trim(&self, seq: u64) -> BoxFuture<'_, Result<u64, JournalError>> {
         Box::pin(async move {
             // Entry ids are the last seq of their run: every run with id <= seq is covered.

@@ -2,6 +2,7 @@
 //! applying them, and a writer task that releases responses in request order once their
 //! events are durable (or applied, in `applied` ack mode).
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,15 +12,17 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError};
 use tokio_util::task::TaskTracker;
 
 use super::Service;
-use super::auth::AuthError;
+use super::auth::{AuthError, TokenId};
+use super::ingest::{self, Admitted, BatchError, Protocol, Rate, Refusal};
 use crate::config::{AckMode, Scope};
 use crate::engine::{Event, Outcome};
-use crate::protocol::{self, ClientFrame, ServerFrame, WireOutcome, error_code};
+use crate::protocol::{self, ClientFrame, ServerFrame, WireEvent, WireOutcome, error_code};
 use crate::telemetry;
 
 /// How long a new connection may take to authenticate (at most the read timeout).
@@ -143,6 +146,8 @@ fn peer_refusal(e: AuthError) -> Option<Outgoing> {
     }
 }
 
+/// One binary connection: reads frames, hands the writer what to answer (in request
+/// order), then closes once the writer is done (at shutdown, within the grace).
 async fn handle<S>(
     service: Arc<Service>,
     socket: S,
@@ -151,254 +156,305 @@ async fn handle<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let limits = service.config.limits.clone();
+    let frame_bytes_max = service.config.limits.frame_bytes_max;
     let (r, w) = tokio::io::split(socket);
-    let mut frames = FramedRead::new(r, protocol::codec(limits.frame_bytes_max));
-    let (tx, rx) = mpsc::channel::<Outgoing>(limits.inflight_frames_max);
-    let mut writer = tokio::spawn(write_loop(
+    let mut frames = FramedRead::new(r, protocol::codec(frame_bytes_max));
+    let (tx, rx) = mpsc::channel::<Outgoing>(service.config.limits.inflight_frames_max);
+    let writer = tokio::spawn(write_loop(
         service.clone(),
-        FramedWrite::new(w, protocol::codec(limits.frame_bytes_max)),
+        FramedWrite::new(w, protocol::codec(frame_bytes_max)),
         rx,
     ));
-    let grace = Duration::from_millis(service.config.server.shutdown_grace_ms);
     // An address over its failed-auth budget is refused before it sends anything.
-    let refused = service.auth.admit(peer.ip()).err().and_then(peer_refusal);
-    let read_timeout = Duration::from_millis(limits.read_timeout_ms);
-    // Until it authenticates, a connection gets a short deadline and room for an Auth
-    // frame only: an unauthenticated socket neither holds a slot for the read timeout
-    // nor makes the server buffer a large frame.
-    let auth_timeout = read_timeout.min(Duration::from_millis(AUTH_TIMEOUT_MS));
-    frames
-        .decoder_mut()
-        .set_max_frame_length(PRE_AUTH_FRAME_BYTES_MAX.min(limits.frame_bytes_max));
-    let mut authenticated = false;
-    let mut token_id: Option<super::auth::TokenId> = None;
-    if let Some(refusal) = refused {
+    if let Some(refusal) = service.auth.admit(peer.ip()).err().and_then(peer_refusal) {
         let _ = tx.send(refusal).await;
         drop(tx);
         let _ = writer.await;
         return;
     }
-    loop {
-        let next = tokio::select! {
-            n = tokio::time::timeout(
-                if authenticated { read_timeout } else { auth_timeout },
-                frames.next(),
-            ) => n,
-            // The writer gave up on the client (write timeout): the connection is over.
-            _ = tx.closed() => break,
-            _ = super::closed(&mut closing) => {
-                let _ = tx.send(error(0, error_code::SHUTTING_DOWN, "the server is shutting down", true)).await;
-                break;
-            }
-        };
-        let bytes = match next {
-            Err(_) => {
-                let _ = tx
-                    .send(error(
-                        0,
-                        error_code::READ_TIMEOUT,
-                        "no frame within the read timeout",
-                        true,
-                    ))
-                    .await;
-                break;
-            }
-            Ok(None) => break, // the client closed
-            Ok(Some(Err(e))) => {
-                // An oversize length prefix, or a stream that ended mid-frame.
-                let (code, msg) = if e.to_string().contains("frame size too big") {
-                    let max = frames.decoder().max_frame_length();
-                    (
-                        error_code::FRAME_TOO_LARGE,
-                        format!("frame larger than {max} bytes (before auth: an Auth frame only)"),
-                    )
-                } else {
-                    (error_code::MALFORMED_FRAME, format!("bad frame: {e}"))
-                };
-                let _ = tx.send(error(0, code, msg, true)).await;
-                break;
-            }
-            Ok(Some(Ok(bytes))) => bytes,
-        };
-        let received = Instant::now();
-        let frame: ClientFrame = match protocol::decode(&bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tx
-                    .send(error(0, error_code::MALFORMED_FRAME, e.to_string(), true))
-                    .await;
-                break;
-            }
-        };
-        // A plain request is one whose events give no issued_ms.
-        let frame = match frame {
-            ClientFrame::Request { request_id, events } => ClientFrame::RequestIssued {
-                request_id,
-                events,
-                issued_ms: Vec::new(),
-            },
-            other => other,
-        };
-        match frame {
-            ClientFrame::Request { .. } => unreachable!("made a RequestIssued above"),
-            ClientFrame::Auth { token } => {
-                match service
-                    .auth
-                    .check_from(Some(peer.ip()), Some(&token), Scope::Ingest)
-                {
-                    Ok(id) => {
-                        authenticated = true;
-                        token_id = Some(id);
-                        frames
-                            .decoder_mut()
-                            .set_max_frame_length(limits.frame_bytes_max);
-                        if tx.send(Outgoing::AuthOk).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(AuthError::Unauthenticated) => {
-                        let _ = tx
-                            .send(error(0, error_code::UNAUTHENTICATED, "unknown token", true))
-                            .await;
-                        break;
-                    }
-                    Err(e @ AuthError::PeerLimited { .. }) => {
-                        if let Some(refusal) = peer_refusal(e) {
-                            let _ = tx.send(refusal).await;
-                        }
-                        break;
-                    }
-                    Err(AuthError::Forbidden) => {
-                        let _ = tx
-                            .send(error(
-                                0,
-                                error_code::FORBIDDEN,
-                                "the token lacks the ingest scope",
-                                true,
-                            ))
-                            .await;
-                        break;
-                    }
+    // Until it authenticates, a connection gets a short deadline and room for an Auth
+    // frame only: an unauthenticated socket neither holds a slot for the read timeout
+    // nor makes the server buffer a large frame.
+    frames
+        .decoder_mut()
+        .set_max_frame_length(PRE_AUTH_FRAME_BYTES_MAX.min(frame_bytes_max));
+    let grace = Duration::from_millis(service.config.server.shutdown_grace_ms);
+    let mut reader = Reader {
+        service,
+        peer,
+        tx,
+        token: None,
+    };
+    reader.read_frames(&mut frames, &mut closing).await;
+    drop(reader);
+    finish_writing(writer, closing, grace, peer).await;
+}
+
+/// The reading side of a binary connection.
+struct Reader {
+    service: Arc<Service>,
+    peer: SocketAddr,
+    /// To the writer, in request order; closed when the writer gave up on the client.
+    tx: mpsc::Sender<Outgoing>,
+    /// The connection's token, once it authenticated.
+    token: Option<TokenId>,
+}
+
+/// What a connection does after a frame.
+enum Next {
+    Read,
+    Close,
+}
+
+impl Reader {
+    /// Reads and answers frames until the client closes, a frame closes the connection,
+    /// the writer gave up, or the server shuts down.
+    async fn read_frames<R: AsyncRead + Unpin>(
+        &mut self,
+        frames: &mut FramedRead<R, LengthDelimitedCodec>,
+        closing: &mut watch::Receiver<bool>,
+    ) {
+        let read_timeout = Duration::from_millis(self.service.config.limits.read_timeout_ms);
+        let auth_timeout = read_timeout.min(Duration::from_millis(AUTH_TIMEOUT_MS));
+        loop {
+            let timeout = if self.token.is_some() {
+                read_timeout
+            } else {
+                auth_timeout
+            };
+            let next = tokio::select! {
+                n = tokio::time::timeout(timeout, frames.next()) => n,
+                // The writer gave up on the client (write timeout): the connection is over.
+                _ = self.tx.closed() => break,
+                _ = super::closed(closing) => {
+                    let _ = self.tx.send(error(0, error_code::SHUTTING_DOWN, "the server is shutting down", true)).await;
+                    break;
                 }
+            };
+            let bytes = match next {
+                Err(_) => {
+                    let msg = "no frame within the read timeout";
+                    let _ = self
+                        .tx
+                        .send(error(0, error_code::READ_TIMEOUT, msg, true))
+                        .await;
+                    break;
+                }
+                Ok(None) => break, // the client closed
+                Ok(Some(Err(e))) => {
+                    let max = frames.decoder().max_frame_length();
+                    let _ = self.tx.send(frame_error(&e, max)).await;
+                    break;
+                }
+                Ok(Some(Ok(bytes))) => bytes,
+            };
+            let received = Instant::now();
+            let next = match protocol::decode(&bytes) {
+                Ok(frame) => self.on_frame(frame, received, frames.decoder_mut()).await,
+                Err(e) => {
+                    let out = error(0, error_code::MALFORMED_FRAME, e.to_string(), true);
+                    self.close_with(out).await
+                }
+            };
+            if let Next::Close = next {
+                break;
+            }
+        }
+    }
+
+    async fn on_frame(
+        &mut self,
+        frame: ClientFrame,
+        received: Instant,
+        decoder: &mut LengthDelimitedCodec,
+    ) -> Next {
+        match frame {
+            ClientFrame::Auth { token } => self.on_auth(&token, decoder).await,
+            // A plain request is one whose events give no issued_ms.
+            ClientFrame::Request { request_id, events } => {
+                self.on_request(request_id, &events, &[], received).await
             }
             ClientFrame::RequestIssued {
                 request_id,
                 events,
                 issued_ms,
             } => {
-                if !authenticated {
-                    let _ = tx
-                        .send(error(
-                            request_id,
-                            error_code::UNAUTHENTICATED,
-                            "the first frame must be Auth",
-                            true,
-                        ))
-                        .await;
-                    break;
-                }
-                if events.is_empty() {
-                    let _ = tx
-                        .send(error(
-                            request_id,
-                            error_code::EMPTY_BATCH,
-                            "a request needs at least one event",
-                            true,
-                        ))
-                        .await;
-                    break;
-                }
-                if events.len() > limits.events_per_frame_max {
-                    metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "events_per_frame").increment(1);
-                    let msg = format!(
-                        "{} events; at most {} per frame",
-                        events.len(),
-                        limits.events_per_frame_max
-                    );
-                    let _ = tx
-                        .send(error(request_id, error_code::TOO_MANY_EVENTS, msg, true))
-                        .await;
-                    break;
-                }
-                if !issued_ms.is_empty() && issued_ms.len() != events.len() {
-                    let msg = format!(
-                        "{} events but {} issued_ms: one per event",
-                        events.len(),
-                        issued_ms.len()
-                    );
-                    let _ = tx
-                        .send(error(request_id, error_code::INVALID_EVENT, msg, true))
-                        .await;
-                    break;
-                }
-                // Validate the whole batch before applying any of it.
-                let converted: Result<Vec<Event>, (usize, &str)> = events
-                    .iter()
-                    .enumerate()
-                    .map(|(i, w)| {
-                        if w.is_internal() {
-                            return Err((
-                                i,
-                                "settlements are made by the cluster's nodes, not by clients",
-                            ));
-                        }
-                        Event::try_from(*w).map_err(|e| (i, e))
-                    })
-                    .collect();
-                let events = match converted {
-                    Ok(events) => events,
-                    Err((i, e)) => {
-                        let _ = tx
-                            .send(error(
-                                request_id,
-                                error_code::INVALID_EVENT,
-                                format!("event {i}: {e}"),
-                                true,
-                            ))
-                            .await;
-                        break;
-                    }
-                };
-                // Refusals that keep the connection open; nothing of the request applied.
-                let refusal = if let Err(wrong) = service.check_partitions(&events, "tcp") {
-                    Some((error_code::WRONG_PARTITION, wrong.to_string()))
-                } else if token_id.is_some_and(|t| !service.auth.allow(t)) {
-                    metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "token_rate")
-                        .increment(1);
-                    let msg =
-                        "this token's request rate is spent; retry later (nothing was applied)";
-                    Some((error_code::RATE_LIMITED, msg.to_owned()))
-                } else if !service.commits.accepting() {
-                    metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "pending_commit_events").increment(1);
-                    let msg = "commits are behind; retry later (nothing was applied)";
-                    Some((error_code::UNAVAILABLE, msg.to_owned()))
-                } else {
-                    None
-                };
-                if let Some((code, msg)) = refusal {
-                    if tx.send(error(request_id, code, msg, false)).await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                let outcomes = service.apply(&events, &issued_ms, "tcp");
-                let wait_seq = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
+                self.on_request(request_id, &events, &issued_ms, received)
+                    .await
+            }
+        }
+    }
+
+    /// An Auth frame: the token needs the ingest scope. Accepted, the connection may send
+    /// frames up to `limits.frame_bytes_max`.
+    async fn on_auth(&mut self, token: &str, decoder: &mut LengthDelimitedCodec) -> Next {
+        let peer = Some(self.peer.ip());
+        match self
+            .service
+            .auth
+            .check_from(peer, Some(token), Scope::Ingest)
+        {
+            Ok(id) => {
+                self.token = Some(id);
+                decoder.set_max_frame_length(self.service.config.limits.frame_bytes_max);
+                self.send(Outgoing::AuthOk).await
+            }
+            Err(AuthError::Unauthenticated) => {
+                let out = error(0, error_code::UNAUTHENTICATED, "unknown token", true);
+                self.close_with(out).await
+            }
+            Err(e @ AuthError::PeerLimited { .. }) => match peer_refusal(e) {
+                Some(refusal) => self.close_with(refusal).await,
+                None => Next::Close,
+            },
+            Err(AuthError::Forbidden) => {
+                let msg = "the token lacks the ingest scope";
+                self.close_with(error(0, error_code::FORBIDDEN, msg, true))
+                    .await
+            }
+        }
+    }
+
+    /// A batch: validated whole (an invalid one closes the connection), then admitted
+    /// ([`ingest::admit`]; a refusal keeps the connection open) and answered.
+    async fn on_request(
+        &mut self,
+        request_id: u64,
+        events: &[WireEvent],
+        issued_ms: &[u64],
+        received: Instant,
+    ) -> Next {
+        let Some(token) = self.token else {
+            let msg = "the first frame must be Auth";
+            return self
+                .close_with(error(request_id, error_code::UNAUTHENTICATED, msg, true))
+                .await;
+        };
+        let events = match self.validate(request_id, events, issued_ms) {
+            Ok(events) => events,
+            Err(out) => return self.close_with(out).await,
+        };
+        let rate = Rate::Charge(token);
+        match ingest::admit(&self.service, rate, &events, issued_ms, Protocol::Tcp) {
+            Ok(Admitted { outcomes, wait_seq }) => {
                 let out = Outgoing::Response {
                     request_id,
                     outcomes,
                     wait_seq,
                     received,
                 };
-                if tx.send(out).await.is_err() {
-                    break;
-                }
+                self.send(out).await
+            }
+            // Nothing of the request applied; the connection stays open.
+            Err(refusal) => {
+                let (code, msg) = refusal_error(refusal);
+                self.send(error(request_id, code, msg, false)).await
             }
         }
     }
-    drop(tx);
-    // The writer sends what was answered (durable acks wait for their commit); at
-    // shutdown, for at most the grace: then the connection closes whatever it holds.
+
+    /// The whole batch is checked before any of it is applied.
+    fn validate(
+        &self,
+        request_id: u64,
+        events: &[WireEvent],
+        issued_ms: &[u64],
+    ) -> Result<Vec<Event>, Outgoing> {
+        let events_max = self.service.config.limits.events_per_frame_max;
+        ingest::check_batch_len(events.len(), events_max, Protocol::Tcp).map_err(|e| match e {
+            BatchError::Empty => {
+                let msg = "a request needs at least one event";
+                error(request_id, error_code::EMPTY_BATCH, msg, true)
+            }
+            BatchError::TooLarge { events, max } => {
+                let msg = format!("{events} events; at most {max} per frame");
+                error(request_id, error_code::TOO_MANY_EVENTS, msg, true)
+            }
+        })?;
+        if !issued_ms.is_empty() && issued_ms.len() != events.len() {
+            let msg = format!(
+                "{} events but {} issued_ms: one per event",
+                events.len(),
+                issued_ms.len()
+            );
+            return Err(error(request_id, error_code::INVALID_EVENT, msg, true));
+        }
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                if w.is_internal() {
+                    return Err((
+                        i,
+                        "settlements are made by the cluster's nodes, not by clients",
+                    ));
+                }
+                Event::try_from(*w).map_err(|e| (i, e))
+            })
+            .collect::<Result<Vec<Event>, (usize, &str)>>()
+            .map_err(|(i, e)| {
+                let msg = format!("event {i}: {e}");
+                error(request_id, error_code::INVALID_EVENT, msg, true)
+            })
+    }
+
+    /// Hands `out` to the writer; closes when the writer is gone.
+    async fn send(&self, out: Outgoing) -> Next {
+        match self.tx.send(out).await {
+            Ok(()) => Next::Read,
+            Err(_) => Next::Close,
+        }
+    }
+
+    /// Hands `out` to the writer, then closes.
+    async fn close_with(&self, out: Outgoing) -> Next {
+        let _ = self.tx.send(out).await;
+        Next::Close
+    }
+}
+
+/// The error code and message of a refused batch.
+fn refusal_error(refusal: Refusal) -> (u16, String) {
+    match refusal {
+        Refusal::WrongPartition(wrong) => (error_code::WRONG_PARTITION, wrong.to_string()),
+        Refusal::RateLimited => {
+            let msg = "this token's request rate is spent; retry later (nothing was applied)";
+            (error_code::RATE_LIMITED, msg.to_owned())
+        }
+        Refusal::Unavailable => {
+            let msg = "commits are behind; retry later (nothing was applied)";
+            (error_code::UNAVAILABLE, msg.to_owned())
+        }
+    }
+}
+
+/// The error for a frame that could not be read: an oversize length prefix (the codec's
+/// own error type), or a stream that ended mid-frame.
+fn frame_error(e: &io::Error, max: usize) -> Outgoing {
+    let oversize = e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
+    if oversize {
+        let msg = format!("frame larger than {max} bytes (before auth: an Auth frame only)");
+        error(0, error_code::FRAME_TOO_LARGE, msg, true)
+    } else {
+        error(
+            0,
+            error_code::MALFORMED_FRAME,
+            format!("bad frame: {e}"),
+            true,
+        )
+    }
+}
+
+/// The writer sends what was answered (durable acks wait for their commit); at
+/// shutdown, for at most the grace: then the connection closes whatever it holds.
+async fn finish_writing(
+    mut writer: JoinHandle<()>,
+    mut closing: watch::Receiver<bool>,
+    grace: Duration,
+    peer: SocketAddr,
+) {
     tokio::select! {
         _ = &mut writer => {}
         () = async {
@@ -415,7 +471,7 @@ async fn handle<S>(
 
 async fn write_loop<W: AsyncWrite>(
     service: Arc<Service>,
-    mut sink: FramedWrite<WriteHalf<W>, tokio_util::codec::LengthDelimitedCodec>,
+    mut sink: FramedWrite<WriteHalf<W>, LengthDelimitedCodec>,
     mut rx: mpsc::Receiver<Outgoing>,
 ) {
     let durable = service.config.server.ack == AckMode::Durable;

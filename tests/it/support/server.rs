@@ -44,7 +44,7 @@ impl TestServer {
     pub async fn start_on(
         config: Config,
         engine: Arc<giftstream::engine::Engine>,
-        journal: Arc<dyn giftstream::persist::journal::Journal>,
+        journal: impl Into<giftstream::node::NodeJournal>,
         memory: Arc<MemoryJournal>,
     ) -> TestServer {
         let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -54,10 +54,10 @@ impl TestServer {
             tcp_listener.local_addr().unwrap(),
         );
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(giftstream::server::run(
+        let task = tokio::spawn(giftstream::node::run(
             config,
             engine.clone(),
-            journal,
+            journal.into(),
             http_listener,
             tcp_listener,
             async move {
@@ -95,15 +95,8 @@ impl TestServer {
             giftstream::persist::redis::recover(&mut journal, &config, Economy::embedded())
                 .await
                 .unwrap();
-        let journal = Arc::new(journal);
         let memory = Arc::new(MemoryJournal::default());
-        let server = Self::start_on(
-            config,
-            engine,
-            journal as Arc<dyn giftstream::persist::journal::Journal>,
-            memory,
-        )
-        .await;
+        let server = Self::start_on(config, engine, journal, memory).await;
         (server, recovered)
     }
 
