@@ -108,8 +108,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The most buckets (`read_model.buckets`).
-    pub const BUCKETS_MAX: u32 = 1024;
+    /// The most buckets (`read_model.buckets`; the bound is the config's).
+    pub const BUCKETS_MAX: u32 = ReadModelConfig::BUCKETS_MAX;
     /// One bucket: every key in the journal's slot.
     pub const SINGLE: Layout = Layout { buckets: 1 };
 
