@@ -1042,8 +1042,8 @@ pub struct GifterEntry {
 }
 
 /// Where the shared read model's keys are.
-fn read_layout(service: &Service) -> crate::persist::projection::Layout {
-    crate::persist::projection::Layout::of(&service.config.read_model)
+fn read_layout(service: &Service) -> crate::persist::read_model::Layout {
+    crate::persist::read_model::Layout::of(&service.config.read_model)
 }
 
 /// A cluster node reads leaderboards and totals from the shared read model (every
@@ -1177,7 +1177,7 @@ async fn get_top_creators(
     authorize(&service, &caller, Scope::Read)?;
     let limit = limit(q, 10, service.config.engine.top_k)?;
     let top = match &service.shared_reads {
-        Some(conn) => crate::persist::projection::top_creators(
+        Some(conn) => crate::persist::read_model::top_creators(
             &mut conn.clone(),
             read_layout(&service),
             limit,

@@ -27,7 +27,7 @@ use crate::config::{Config, SnapshotMethod};
 use crate::economy::{ConfigError, Economy};
 use crate::engine::{Engine, Event, Outcome, Stamp};
 use crate::persist::journal::{CommitHandle, CommitterConfig, Journal, spawn_committer};
-use crate::persist::projection::{self, ProjectorHandle};
+use crate::persist::read_model::{self, ProjectorHandle};
 use crate::persist::replica;
 use crate::telemetry;
 use auth::Auth;
@@ -267,12 +267,12 @@ pub async fn run(
     let read_model = match journal.as_redis() {
         Some(redis) if config.read_model.enabled => {
             let url = config.read_model.redis_url(redis.url()).to_owned();
-            let start = projection::prepare(
+            let start = read_model::prepare(
                 &redis,
                 &url,
                 &engine,
                 (
-                    projection::Layout::of(&config.read_model),
+                    read_model::Layout::of(&config.read_model),
                     config.read_model.wallets,
                 ),
             )
@@ -374,7 +374,7 @@ pub async fn run(
     let (stop_projector, stop_projector_rx) = watch::channel(false);
     let projector_task = match read_model {
         Some((redis, start)) => {
-            let (handle, task) = projection::spawn_projector(
+            let (handle, task) = read_model::spawn_projector(
                 start,
                 redis,
                 (engine.economy(), {
