@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     thread_local!(static ECONOMY: Economy = Economy::embedded());
     ECONOMY.with(|economy| {
-        if let Err(e) = giftstream::server::http::parse_events(data, economy, 10_000) {
+        if let Err(e) = giftstream::server::http::events::parse_events(data, economy, 10_000) {
             let status = e.status().as_u16();
             assert!(matches!(status, 400 | 413 | 422), "status {status}");
         }

@@ -1,0 +1,515 @@
+//! The HTTP routes that write: `POST /v1/events` (a batch of recharges, gifts and
+//! payouts), a user's settings, a stream's goal and the economy in force. Every one
+//! applies events through the engine and answers once the ack mode allows.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::reads::{EconomyResponse, StreamResponse, economy_response, stream_response};
+use super::{ApiError, Caller, ErrorBody, authorize, currency, event_id, json, path, read_body};
+use crate::config::{AckMode, Scope};
+use crate::economy::{Economy, Region};
+use crate::engine::{
+    AccountSettings, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, Outcome, PackageId,
+    Payout, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId,
+};
+use crate::server::Service;
+use crate::telemetry;
+
+// ---- events -------------------------------------------------------------------------
+
+/// `POST /v1/events` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventsRequest {
+    events: Vec<JsonEvent>,
+}
+
+/// One event; `type` selects the kind.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum JsonEvent {
+    Recharge(JsonRecharge),
+    Gift(JsonGift),
+    Payout(JsonPayout),
+}
+
+impl JsonEvent {
+    fn issued_ms(&self) -> u64 {
+        match self {
+            JsonEvent::Recharge(r) => r.issued_ms,
+            JsonEvent::Gift(g) => g.issued_ms,
+            JsonEvent::Payout(p) => p.issued_ms,
+        }
+        .unwrap_or(0)
+    }
+}
+
+/// A validated `POST /v1/events` batch.
+pub struct ParsedBatch {
+    pub events: Vec<Event>,
+    /// One per event: its `issued_ms`, 0 when not given.
+    pub issued_ms: Vec<u64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonRecharge {
+    /// When the backend created the event (UTC ms since the epoch), the same on every
+    /// retry. An event issued longer ago than the retry horizon is answered
+    /// EVENT_EXPIRED and not applied; without it, the event counts as issued when
+    /// received (a retry after the horizon could then be applied again).
+    #[serde(default)]
+    issued_ms: Option<u64>,
+    /// Client-chosen UUID: the idempotency key.
+    event_id: String,
+    user: u64,
+    coins: u64,
+    /// Price paid, a decimal string (e.g. "6.49").
+    price: String,
+    /// ISO 4217 code, e.g. "USD".
+    currency: String,
+    /// A package id of economy.toml; omit for a custom web amount.
+    #[serde(default)]
+    package: Option<String>,
+    /// "app" (default) or "web".
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonGift {
+    /// When the backend created the event (UTC ms since the epoch), the same on every
+    /// retry. An event issued longer ago than the retry horizon is answered
+    /// EVENT_EXPIRED and not applied; without it, the event counts as issued when
+    /// received (a retry after the horizon could then be applied again).
+    #[serde(default)]
+    issued_ms: Option<u64>,
+    event_id: String,
+    sender: u64,
+    creator: u64,
+    stream: u64,
+    /// Catalog id, e.g. "rose". An unknown id is the outcome UNKNOWN_GIFT.
+    gift: String,
+    count: u32,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonPayout {
+    /// When the backend created the event (UTC ms since the epoch), the same on every
+    /// retry. An event issued longer ago than the retry horizon is answered
+    /// EVENT_EXPIRED and not applied; without it, the event counts as issued when
+    /// received (a retry after the horizon could then be applied again).
+    #[serde(default)]
+    issued_ms: Option<u64>,
+    event_id: String,
+    creator: u64,
+    diamonds: u64,
+    currency: String,
+}
+
+/// `POST /v1/events` response: one outcome per event, in request order.
+#[derive(Serialize, ToSchema)]
+pub struct EventsResponse {
+    outcomes: Vec<JsonOutcome>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JsonOutcome {
+    event_id: String,
+    /// "accepted" or "rejected".
+    status: &'static str,
+    /// Global sequence number of the event (of the original, for a duplicate).
+    seq: u64,
+    /// Reject code, when rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    /// Recharge or gift: the user's coin balance after the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coins: Option<u64>,
+    /// Payout: the creator's diamonds available after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diamonds_available: Option<u64>,
+    /// Payout: the money paid out, decimal string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    /// True when this is the stored outcome of an earlier event with the same id.
+    duplicate: bool,
+}
+
+fn json_outcome(id: EventId, o: &Outcome) -> JsonOutcome {
+    let mut out = JsonOutcome {
+        event_id: uuid::Uuid::from_u128(id.0).to_string(),
+        status: if o.is_accepted() {
+            "accepted"
+        } else {
+            "rejected"
+        },
+        seq: o.seq,
+        code: o.code().map(RejectCode::as_str),
+        coins: None,
+        diamonds_available: None,
+        value: None,
+        duplicate: o.duplicate,
+    };
+    match o.status {
+        Status::Accepted(Effect::Coins(c)) => out.coins = Some(c),
+        Status::Accepted(Effect::PaidOut {
+            diamonds_available,
+            value,
+        }) => {
+            out.diamonds_available = Some(diamonds_available);
+            out.value = Some(value.to_string());
+        }
+        _ => {}
+    }
+    out
+}
+
+fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiError> {
+    let at = format!("events[{i}]");
+    Ok(match e {
+        JsonEvent::Recharge(r) => {
+            let price = Decimal::from_str_exact(r.price.trim())
+                .map_err(|e| ApiError::invalid(format!("{at}.price: not a decimal ({e})")))?;
+            let channel = match r.channel.as_deref() {
+                None | Some("app") => Channel::App,
+                Some("web") => Channel::Web,
+                Some(other) => {
+                    return Err(ApiError::invalid(format!(
+                        "{at}.channel: {other:?} is not app or web"
+                    )));
+                }
+            };
+            Event::Recharge(Recharge {
+                id: event_id(&r.event_id, &at)?,
+                user: UserId(r.user),
+                coins: r.coins,
+                price,
+                currency: currency(&r.currency, &at)?,
+                // An unknown package is the outcome AMOUNT_OUT_OF_RANGE, not a request error.
+                package: r.package.as_deref().map(|p| {
+                    economy
+                        .package_index(p)
+                        .map_or(PackageId::UNKNOWN, PackageId)
+                }),
+                channel,
+            })
+        }
+        JsonEvent::Gift(g) => Event::Gift(Gift {
+            id: event_id(&g.event_id, &at)?,
+            sender: UserId(g.sender),
+            creator: CreatorId(g.creator),
+            stream: StreamId(g.stream),
+            gift: economy.gift_index(&g.gift).map_or(GiftId::UNKNOWN, GiftId),
+            count: g.count,
+        }),
+        JsonEvent::Payout(p) => Event::Payout(Payout {
+            id: event_id(&p.event_id, &at)?,
+            creator: CreatorId(p.creator),
+            diamonds: p.diamonds,
+            currency: currency(&p.currency, &at)?,
+        }),
+    })
+}
+
+/// Applies validated events and waits for durability when the ack mode says so.
+async fn apply(
+    service: &Service,
+    events: &[Event],
+    issued_ms: &[u64],
+) -> Result<Vec<Outcome>, ApiError> {
+    service.check_partitions(events, "http").map_err(|wrong| {
+        ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "WRONG_PARTITION",
+            wrong.to_string(),
+        )
+    })?;
+    if !service.commits.accepting() {
+        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "pending_commit_events")
+            .increment(1);
+        return Err(ApiError::unavailable());
+    }
+    let outcomes = service.apply(events, issued_ms, "http");
+    if service.config.server.ack == AckMode::Durable {
+        let seq = outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
+        service
+            .commits
+            .durable(seq)
+            .await
+            .map_err(|_| ApiError::not_durable())?;
+    }
+    Ok(outcomes)
+}
+
+/// Apply a batch of recharges, gifts and payouts.
+///
+/// The batch is validated as a whole first: one malformed event and nothing is applied.
+/// Rule violations (unknown gift, insufficient coins, ...) are outcomes, not errors.
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body = EventsRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One outcome per event, in order", body = EventsResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Token without the ingest scope", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within limits.http_body_read_timeout_ms (code BODY_TIMEOUT); nothing applied", body = ErrorBody),
+        (status = 413, description = "Body or batch too large", body = ErrorBody),
+        (status = 422, description = "Well-formed JSON of the wrong shape, or an empty batch", body = ErrorBody),
+        (status = 429, description = "The token's request rate is spent (RATE_LIMITED), or the caller's address failed to authenticate too often (AUTH_RATE_LIMITED, any route, with Retry-After); nothing applied", body = ErrorBody),
+        (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
+        (status = 503, description = "Storage unavailable (UNAVAILABLE), or too many requests in progress (OVERLOADED, any /v1 route, with Retry-After); nothing applied", body = ErrorBody),
+    ))]
+pub(super) async fn post_events(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    body: Body,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let received = Instant::now();
+    authorize(&service, &caller, Scope::Ingest)?;
+    let limits = &service.config.limits;
+    let bytes = read_body(&service, &caller, body).await?;
+    let ParsedBatch { events, issued_ms } = parse_events(
+        &bytes,
+        &service.engine.economy(),
+        limits.http_events_per_batch_max,
+    )?;
+    let outcomes = apply(&service, &events, &issued_ms).await?;
+    let outcomes = events
+        .iter()
+        .zip(&outcomes)
+        .map(|(e, o)| json_outcome(e.id(), o))
+        .collect();
+    metrics::histogram!(telemetry::INGEST_DURATION_SECONDS, "protocol" => "http")
+        .record(received.elapsed().as_secs_f64());
+    Ok(Json(EventsResponse { outcomes }))
+}
+
+/// Parses and validates a whole `POST /v1/events` body: JSON shape, batch size, every
+/// event (the JSON fuzz target drives this).
+pub fn parse_events(
+    bytes: &[u8],
+    economy: &Economy,
+    events_max: usize,
+) -> Result<ParsedBatch, ApiError> {
+    let request: EventsRequest = json(bytes)?;
+    if request.events.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "EMPTY_BATCH",
+            "events is empty",
+        ));
+    }
+    if request.events.len() > events_max {
+        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "http_events_per_batch")
+            .increment(1);
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BATCH_TOO_LARGE",
+            format!("{} events; at most {}", request.events.len(), events_max),
+        ));
+    }
+    let events = request
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| to_event(economy, i, e))
+        .collect::<Result<_, _>>()?;
+    let issued_ms = request.events.iter().map(JsonEvent::issued_ms).collect();
+    Ok(ParsedBatch { events, issued_ms })
+}
+
+// ---- users --------------------------------------------------------------------------
+
+/// `PUT /v1/users/{id}` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserSettings {
+    /// ISO 3166-1 alpha-2 region, or null.
+    #[serde(default)]
+    region: Option<String>,
+    /// Minors can neither recharge nor gift. Default true.
+    #[serde(default = "yes")]
+    adult: bool,
+    /// Coins that gifts may spend per calendar month (UTC); null = no budget.
+    #[serde(default)]
+    monthly_budget_coins: Option<u64>,
+    /// Optional UUID making the change idempotent; generated when absent.
+    #[serde(default)]
+    event_id: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserResponse {
+    user: u64,
+    region: Option<String>,
+    adult: bool,
+    monthly_budget_coins: Option<u64>,
+    seq: u64,
+    duplicate: bool,
+}
+
+/// Set a user's region, adult flag and monthly budget (journaled like any event).
+#[utoipa::path(put, path = "/v1/users/{id}", tag = "users",
+    params(("id" = u64, Path, description = "User id")),
+    request_body = UserSettings, security(("bearer" = [])),
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 409, description = "event_id was used by an event with other content (code EVENT_ID_REUSED); nothing applied", body = ErrorBody),
+        (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+pub(super) async fn put_user(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    id: Result<Path<u64>, PathRejection>,
+    body: Body,
+) -> Result<Json<UserResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Ingest)?;
+    let user = UserId(path(id)?);
+    let s: UserSettings = json(&read_body(&service, &caller, body).await?)?;
+    let region: Option<Region> = match &s.region {
+        Some(r) => Some(
+            r.parse()
+                .map_err(|e| ApiError::invalid(format!("region: {e}")))?,
+        ),
+        None => None,
+    };
+    let id = match &s.event_id {
+        Some(id) => event_id(id, "body")?,
+        None => EventId(uuid::Uuid::new_v4().as_u128()),
+    };
+    let event = Event::Account(AccountSettings {
+        id,
+        user,
+        region,
+        adult: s.adult,
+        monthly_budget_coins: s.monthly_budget_coins,
+    });
+    let o = apply(&service, &[event], &[]).await?[0];
+    ApiError::refusal(&o)?;
+    Ok(Json(UserResponse {
+        user: user.0,
+        region: region.map(|r| r.to_string()),
+        adult: s.adult,
+        monthly_budget_coins: s.monthly_budget_coins,
+        seq: o.seq,
+        duplicate: o.duplicate,
+    }))
+}
+
+// ---- economy ------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct EconomyChangeResponse {
+    /// The version in force after the request.
+    version: u32,
+    /// The change's sequence number (0 when the terms were in force already).
+    seq: u64,
+    /// False when the body's terms were in force already (nothing journaled).
+    changed: bool,
+    economy: EconomyResponse,
+}
+
+/// Puts a new economy in force (admin): the body is economy.toml's content as JSON,
+/// validated whole. It applies to events numbered after the change (journaled with its
+/// own sequence number); diamonds already credited never change. Catalog entries keep
+/// their codes; an entry left out is retired. Answered once durable.
+#[utoipa::path(put, path = "/v1/economy", tag = "economy", security(("bearer" = [])),
+    request_body(content = Object, description = "economy.toml's keys as JSON: creator_share, restricted_regions, max_gift_count, diamond_value, payout_minimum, recharge, gifts, packages"),
+    responses((status = 200, body = EconomyChangeResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, description = "Invalid economy (the message names the key); nothing changed", body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn put_economy(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    body: Body,
+) -> Result<Json<EconomyChangeResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Admin)?;
+    let file: crate::economy::EconomyFile = json(&read_body(&service, &caller, body).await?)?;
+    let changed = service.change_economy(file).await.map_err(|e| match e {
+        crate::server::EconomyChangeError::Invalid(e) => ApiError::invalid(e.to_string()),
+        crate::server::EconomyChangeError::Unavailable(m) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", m)
+        }
+    })?;
+    Ok(Json(EconomyChangeResponse {
+        version: changed.version,
+        seq: changed.seq,
+        changed: changed.changed,
+        economy: economy_response(&service.engine.economy()),
+    }))
+}
+
+// ---- streams ------------------------------------------------------------------------
+
+/// `PUT /v1/streams/{id}/goal` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GoalRequest {
+    creator: u64,
+    /// Coins the stream aims to receive; at least 1.
+    coins_target: u64,
+    /// Optional UUID making the change idempotent; generated when absent.
+    #[serde(default)]
+    event_id: Option<String>,
+}
+
+/// Set a stream's coin goal (journaled like any event).
+#[utoipa::path(put, path = "/v1/streams/{id}/goal", tag = "streams",
+    params(("id" = u64, Path, description = "Stream id")), request_body = GoalRequest, security(("bearer" = [])),
+    responses(
+        (status = 200, body = StreamResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 422, description = "Invalid body, or the goal was rejected (code AMOUNT_OUT_OF_RANGE)", body = ErrorBody),
+        (status = 409, description = "event_id was used by an event with other content (code EVENT_ID_REUSED); nothing applied", body = ErrorBody),
+        (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+pub(super) async fn put_goal(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    id: Result<Path<u64>, PathRejection>,
+    body: Body,
+) -> Result<Json<StreamResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Ingest)?;
+    let stream = StreamId(path(id)?);
+    let g: GoalRequest = json(&read_body(&service, &caller, body).await?)?;
+    let id = match &g.event_id {
+        Some(id) => event_id(id, "body")?,
+        None => EventId(uuid::Uuid::new_v4().as_u128()),
+    };
+    let event = Event::StreamGoal(StreamGoal {
+        id,
+        stream,
+        creator: CreatorId(g.creator),
+        coins_target: g.coins_target,
+    });
+    let o = apply(&service, &[event], &[]).await?[0];
+    ApiError::refusal(&o)?;
+    if let Some(code) = o.code() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code.as_str(),
+            "coins_target must be at least 1",
+        ));
+    }
+    Ok(Json(stream_response(&service, stream)))
+}

@@ -1,0 +1,613 @@
+//! The HTTP routes that read: wallets and histories, creators, leaderboards, streams
+//! and their live feed, the economy in force. A single node answers from its engine; a
+//! cluster node reads totals and leaderboards from the shared read model (Redis).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::Stream;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, Caller, ErrorBody, authorize, path};
+use crate::config::Scope;
+use crate::economy::{Currency, Economy};
+use crate::engine::{CreatorId, RejectCode, StreamId, UserId};
+use crate::server::Service;
+use crate::server::sse::FeedMessage;
+use crate::telemetry;
+
+// ---- users --------------------------------------------------------------------------
+
+/// A cluster node answers a user's wallet and history only for its own partitions:
+/// another node's user gets 421 `WRONG_PARTITION` naming the owner (not an empty wallet).
+fn owned_user(service: &Service, user: UserId) -> Result<(), ApiError> {
+    match &service.partitions {
+        Some(map) => map.check_key(user.0).map_err(|w| {
+            ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "WRONG_PARTITION",
+                format!(
+                    "user {} is in partition {}, owned by node {} (http {}); ask it",
+                    user.0, w.partition, w.node, w.http_addr
+                ),
+            )
+        }),
+        None => Ok(()),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WalletResponse {
+    user: u64,
+    coins: u64,
+    /// Coins spent on gifts in the current calendar month (UTC).
+    spent_this_month: u64,
+    monthly_budget_coins: Option<u64>,
+    region: Option<String>,
+    adult: bool,
+}
+
+/// A user's coins, spending this month and budget.
+#[utoipa::path(get, path = "/v1/users/{id}/wallet", tag = "users",
+    params(("id" = u64, Path, description = "User id")), security(("bearer" = [])),
+    responses((status = 200, body = WalletResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 421, description = "A cluster node asked for another node's user (code WRONG_PARTITION, the message names the owner)", body = ErrorBody)))]
+pub(super) async fn get_wallet(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Json<WalletResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    let user = UserId(path(id)?);
+    owned_user(&service, user)?;
+    let w = service.engine.wallet(user, service.clock.now());
+    Ok(Json(WalletResponse {
+        user: w.user.0,
+        coins: w.coins,
+        spent_this_month: w.spent_this_month,
+        monthly_budget_coins: w.monthly_budget_coins,
+        region: w.region.map(|r| r.to_string()),
+        adult: w.adult,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    /// How many entries (default 20 for transactions, 10 for leaderboards).
+    limit: Option<usize>,
+}
+
+fn limit(
+    q: Result<Query<LimitQuery>, QueryRejection>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::parameter(e.body_text()))?;
+    let limit = q.limit.unwrap_or(default.min(max.max(1)));
+    if limit == 0 || limit > max.max(1) {
+        return Err(ApiError::parameter(format!(
+            "limit must be in 1..={}",
+            max.max(1)
+        )));
+    }
+    Ok(limit)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransactionsResponse {
+    entries: Vec<TransactionEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransactionEntry {
+    event_id: String,
+    /// "recharge" or "gift".
+    #[serde(rename = "type")]
+    kind: &'static str,
+    seq: u64,
+    /// "accepted" or "rejected".
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    /// Change of the coin balance (0 when rejected).
+    #[schema(value_type = i64)]
+    coins_delta: i128,
+    /// When the event was applied, ms since the Unix epoch (UTC).
+    time_ms: u64,
+}
+
+/// A user's recent history with outcomes, newest first.
+#[utoipa::path(get, path = "/v1/users/{id}/transactions", tag = "users",
+    params(("id" = u64, Path, description = "User id"), LimitQuery), security(("bearer" = [])),
+    responses((status = 200, body = TransactionsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 421, description = "A cluster node asked for another node's user (code WRONG_PARTITION, the message names the owner)", body = ErrorBody)))]
+pub(super) async fn get_transactions(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    id: Result<Path<u64>, PathRejection>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<TransactionsResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    let user = UserId(path(id)?);
+    owned_user(&service, user)?;
+    let limit = limit(q, 20, service.config.engine.history_per_user)?;
+    let entries = service
+        .engine
+        .history(user, limit)
+        .into_iter()
+        .map(|h| TransactionEntry {
+            event_id: uuid::Uuid::from_u128(h.event_id.0).to_string(),
+            kind: h.kind.as_str(),
+            seq: h.seq,
+            status: if h.code.is_none() {
+                "accepted"
+            } else {
+                "rejected"
+            },
+            code: h.code.map(RejectCode::as_str),
+            coins_delta: h.coins_delta,
+            time_ms: h.stamp.0,
+        })
+        .collect();
+    Ok(Json(TransactionsResponse { entries }))
+}
+
+// ---- creators and streams -----------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatorResponse {
+    creator: u64,
+    /// Whole diamonds credited: floor(coins received x creator share).
+    #[schema(value_type = u64)]
+    diamonds_total: u128,
+    #[schema(value_type = u64)]
+    diamonds_available: u128,
+    /// The fraction of a diamond carried over, decimal string in [0, 1).
+    diamond_fraction: String,
+    #[schema(value_type = u64)]
+    coins_received: u128,
+    /// Gift counts by catalog id.
+    #[schema(value_type = BTreeMap<String, u64>)]
+    gifts: BTreeMap<String, u128>,
+}
+
+/// A creator's diamonds, coins received and gift counts.
+#[utoipa::path(get, path = "/v1/creators/{id}", tag = "creators",
+    params(("id" = u64, Path, description = "Creator id")), security(("bearer" = [])),
+    responses((status = 200, body = CreatorResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn get_creator(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Json<CreatorResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    let mut c = service.engine.creator(CreatorId(path(id)?));
+    if let Some(merged) = shared_hash(
+        &service,
+        read_layout(&service).creator(c.creator),
+        &["coins_received", "diamonds_total", "diamonds_available"],
+    )
+    .await?
+    {
+        [c.coins_received, c.diamonds_total, c.diamonds_available] =
+            [0, 1, 2].map(|i| merged[i].unwrap_or_default());
+    }
+    let catalog = &service.engine.economy().gifts;
+    Ok(Json(CreatorResponse {
+        creator: c.creator.0,
+        diamonds_total: c.diamonds_total,
+        diamonds_available: c.diamonds_available,
+        diamond_fraction: c.diamond_fraction.to_string(),
+        coins_received: c.coins_received,
+        gifts: c
+            .gifts
+            .iter()
+            .filter_map(|(g, n)| catalog.get(g.0 as usize).map(|s| (s.id.clone(), *n)))
+            .collect(),
+    }))
+}
+
+// ---- economy ------------------------------------------------------------------------
+
+/// One catalog gift. `code` is its stable number (the binary protocol's `gift`): kept
+/// by every later economy version, never reused.
+#[derive(Serialize, ToSchema)]
+pub struct CatalogGift {
+    code: u32,
+    id: String,
+    name: String,
+    coins: u64,
+    /// Removed by an economy version: gifts naming it are `UNKNOWN_GIFT`.
+    retired: bool,
+}
+
+/// One coin package, with its stable `code` (the binary protocol's `package`).
+#[derive(Serialize, ToSchema)]
+pub struct CatalogPackage {
+    code: u32,
+    id: String,
+    coins: u64,
+    /// Price per currency (decimal strings).
+    prices: BTreeMap<String, String>,
+    retired: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RechargeTerms {
+    custom_min_coins: u64,
+    custom_max_coins: u64,
+}
+
+/// The economy in force: its version and terms (economy.toml's keys).
+#[derive(Serialize, ToSchema)]
+pub struct EconomyResponse {
+    /// Counts from 1 (0: not recorded yet, e.g. a server without a journal's first start).
+    version: u32,
+    creator_share: String,
+    max_gift_count: u32,
+    restricted_regions: Vec<String>,
+    diamond_value: BTreeMap<String, String>,
+    payout_minimum: BTreeMap<String, String>,
+    recharge: RechargeTerms,
+    gifts: Vec<CatalogGift>,
+    packages: Vec<CatalogPackage>,
+}
+
+pub(super) fn economy_response(e: &Economy) -> EconomyResponse {
+    let money = |m: &BTreeMap<Currency, Decimal>| -> BTreeMap<String, String> {
+        m.iter()
+            .map(|(c, v)| (c.to_string(), v.to_string()))
+            .collect()
+    };
+    EconomyResponse {
+        version: e.version,
+        creator_share: e.creator_share.to_string(),
+        max_gift_count: e.max_gift_count,
+        restricted_regions: e.restricted_regions.iter().map(|r| r.to_string()).collect(),
+        diamond_value: money(&e.diamond_value),
+        payout_minimum: money(&e.payout_minimum),
+        recharge: RechargeTerms {
+            custom_min_coins: e.custom_min_coins,
+            custom_max_coins: e.custom_max_coins,
+        },
+        gifts: e
+            .gifts
+            .iter()
+            .enumerate()
+            .map(|(code, g)| CatalogGift {
+                code: code as u32,
+                id: g.id.clone(),
+                name: g.name.clone(),
+                coins: g.coins,
+                retired: g.retired,
+            })
+            .collect(),
+        packages: e
+            .packages
+            .iter()
+            .enumerate()
+            .map(|(code, p)| CatalogPackage {
+                code: code as u32,
+                id: p.id.clone(),
+                coins: p.coins,
+                prices: money(&p.prices),
+                retired: p.retired,
+            })
+            .collect(),
+    }
+}
+
+/// The economy in force: version, terms, and every catalog code (retired ones too).
+#[utoipa::path(get, path = "/v1/economy", tag = "economy", security(("bearer" = [])),
+    responses((status = 200, body = EconomyResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn get_economy(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+) -> Result<Json<EconomyResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    Ok(Json(economy_response(&service.engine.economy())))
+}
+
+// ---- leaderboards -------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct TopGiftersResponse {
+    entries: Vec<GifterEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GifterEntry {
+    user: u64,
+    #[schema(value_type = u64)]
+    coins: u128,
+}
+
+/// Where the shared read model's keys are.
+fn read_layout(service: &Service) -> crate::persist::read_model::Layout {
+    crate::persist::read_model::Layout::of(&service.config.read_model)
+}
+
+/// A cluster node reads leaderboards and totals from the shared read model (every
+/// partition, as of the read model's lag); `None` on a single node.
+async fn shared_top(
+    service: &Service,
+    key: String,
+    limit: usize,
+) -> Result<Option<Vec<(u64, u128)>>, ApiError> {
+    let Some(conn) = &service.shared_reads else {
+        return Ok(None);
+    };
+    let top: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(limit.saturating_sub(1))
+        .arg("WITHSCORES")
+        .query_async(&mut conn.clone())
+        .await
+        .map_err(shared_read_error)?;
+    Ok(Some(top.into_iter().map(|(m, s)| (m, s as u128)).collect()))
+}
+
+/// The fields of a read-model hash (each `None` when absent); `None` on a single node.
+async fn shared_hash(
+    service: &Service,
+    key: String,
+    fields: &[&str],
+) -> Result<Option<Vec<Option<u128>>>, ApiError> {
+    let Some(conn) = &service.shared_reads else {
+        return Ok(None);
+    };
+    let values: Vec<Option<i128>> = redis::cmd("HMGET")
+        .arg(key)
+        .arg(fields)
+        .query_async(&mut conn.clone())
+        .await
+        .map_err(shared_read_error)?;
+    // A merged sum can be briefly negative: an owner's payout of diamonds another node
+    // credited (a settlement) may reach the read model before that node's credit does.
+    Ok(Some(
+        values
+            .into_iter()
+            .map(|v| v.map(|v| u128::try_from(v).unwrap_or(0)))
+            .collect(),
+    ))
+}
+
+fn shared_read_error(e: redis::RedisError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        format!("the shared read model cannot be read: {e}"),
+    )
+}
+
+fn gifters(list: Vec<(UserId, u128)>) -> Json<TopGiftersResponse> {
+    Json(TopGiftersResponse {
+        entries: list
+            .into_iter()
+            .map(|(u, coins)| GifterEntry { user: u.0, coins })
+            .collect(),
+    })
+}
+
+/// Top gifters of a creator, by coins gifted, best first.
+#[utoipa::path(get, path = "/v1/creators/{id}/top-gifters", tag = "leaderboards",
+    params(("id" = u64, Path, description = "Creator id"), LimitQuery), security(("bearer" = [])),
+    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn get_creator_top(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    id: Result<Path<u64>, PathRejection>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<TopGiftersResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    let creator = CreatorId(path(id)?);
+    let limit = limit(q, 10, service.config.engine.top_k)?;
+    let key = read_layout(&service).creator_top(creator);
+    if let Some(top) = shared_top(&service, key, limit).await? {
+        return Ok(gifters(
+            top.into_iter().map(|(u, c)| (UserId(u), c)).collect(),
+        ));
+    }
+    Ok(gifters(service.engine.creator_top_gifters(creator, limit)))
+}
+
+/// Top gifters in a stream, by coins gifted, best first.
+#[utoipa::path(get, path = "/v1/streams/{id}/top-gifters", tag = "leaderboards",
+    params(("id" = u64, Path, description = "Stream id"), LimitQuery), security(("bearer" = [])),
+    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn get_stream_top(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    id: Result<Path<u64>, PathRejection>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<TopGiftersResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    let stream = StreamId(path(id)?);
+    let limit = limit(q, 10, service.config.engine.top_k)?;
+    let key = read_layout(&service).stream_top(stream);
+    if let Some(top) = shared_top(&service, key, limit).await? {
+        return Ok(gifters(
+            top.into_iter().map(|(u, c)| (UserId(u), c)).collect(),
+        ));
+    }
+    Ok(gifters(service.engine.stream_top_gifters(stream, limit)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatorsLeaderboard {
+    entries: Vec<CreatorEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatorEntry {
+    creator: u64,
+    #[schema(value_type = u64)]
+    diamonds: u128,
+}
+
+/// Top creators by diamonds credited, best first.
+#[utoipa::path(get, path = "/v1/leaderboards/creators", tag = "leaderboards",
+    params(LimitQuery), security(("bearer" = [])),
+    responses((status = 200, body = CreatorsLeaderboard), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn get_top_creators(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<CreatorsLeaderboard>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    let limit = limit(q, 10, service.config.engine.top_k)?;
+    let top = match &service.shared_reads {
+        Some(conn) => crate::persist::read_model::top_creators(
+            &mut conn.clone(),
+            read_layout(&service),
+            limit,
+        )
+        .await
+        .map_err(shared_read_error)?
+        .into_iter()
+        .map(|(c, d)| (CreatorId(c), d as u128))
+        .collect(),
+        None => service.engine.top_creators(limit),
+    };
+    let entries = top
+        .into_iter()
+        .map(|(c, diamonds)| CreatorEntry {
+            creator: c.0,
+            diamonds,
+        })
+        .collect();
+    Ok(Json(CreatorsLeaderboard { entries }))
+}
+
+// ---- streams ------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct StreamResponse {
+    stream: u64,
+    creator: Option<u64>,
+    #[schema(value_type = u64)]
+    coins_received: u128,
+    goal: Option<GoalView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GoalView {
+    coins_target: u64,
+    /// Coins received by the stream.
+    #[schema(value_type = u64)]
+    progress: u128,
+}
+
+pub(super) fn stream_response(service: &Service, stream: StreamId) -> StreamResponse {
+    let s = service.engine.stream(stream);
+    StreamResponse {
+        stream: s.stream.0,
+        creator: s.creator.map(|c| c.0),
+        coins_received: s.coins_received,
+        goal: s.goal.map(|(coins_target, progress)| GoalView {
+            coins_target,
+            progress,
+        }),
+    }
+}
+
+/// A stream's creator, coins received and goal progress.
+#[utoipa::path(get, path = "/v1/streams/{id}", tag = "streams",
+    params(("id" = u64, Path, description = "Stream id")), security(("bearer" = [])),
+    responses((status = 200, body = StreamResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn get_stream(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Json<StreamResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    let stream = StreamId(path(id)?);
+    let mut response = stream_response(&service, stream);
+    let key = read_layout(&service).stream(stream);
+    let fields = ["coins_received", "creator", "goal_coins_target"];
+    if let Some(merged) = shared_hash(&service, key, &fields).await? {
+        let coins = merged[0].unwrap_or_default();
+        response.coins_received = coins;
+        response.creator = response
+            .creator
+            .or(merged[1].and_then(|c| u64::try_from(c).ok()));
+        response.goal = merged[2]
+            .and_then(|t| u64::try_from(t).ok())
+            .map(|coins_target| GoalView {
+                coins_target,
+                progress: coins,
+            })
+            .or(response.goal);
+    }
+    Ok(Json(response))
+}
+
+/// Server-Sent Events of a stream: `goal` (current progress, first and after each
+/// committed run with gifts) and `gift` (each accepted gift, once durable). A subscriber
+/// that falls `limits.sse_buffer_events` behind gets `event: dropped` and is closed.
+#[utoipa::path(get, path = "/v1/streams/{id}/feed", tag = "streams",
+    params(("id" = u64, Path, description = "Stream id")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "text/event-stream: each event's data is a FeedMessage", content_type = "text/event-stream", body = FeedMessage),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, description = "Too many subscribers for this stream", body = ErrorBody),
+    ))]
+pub(super) async fn get_feed(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    let stream = StreamId(path(id)?);
+    let subscription = service.feeds.subscribe(stream).map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_SUBSCRIBERS",
+            "too many feed subscribers for this stream",
+        )
+    })?;
+    let first = FeedMessage::goal_of(&service.engine, stream);
+    let closing = service.closing.clone();
+    enum State_ {
+        First(FeedMessage),
+        Live,
+        Done,
+    }
+    let state = (State_::First(first), subscription, closing);
+    let events = futures::stream::unfold(state, |(st, mut sub, mut closing)| async move {
+        let msg = match st {
+            State_::Done => return None,
+            State_::First(m) => Arc::new(m),
+            State_::Live => {
+                tokio::select! {
+                    r = sub.receiver.recv() => match r {
+                        Ok(m) => m,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            metrics::counter!(telemetry::SSE_DROPPED_TOTAL).increment(1);
+                            let msg = FeedMessage::Dropped { missed: n };
+                            let ev = SseEvent::default().event(msg.name()).json_data(&msg)
+                                .unwrap_or_else(|_| SseEvent::default().event("error"));
+                            return Some((Ok(ev), (State_::Done, sub, closing)));
+                        }
+                        Err(_) => return None,
+                    },
+                    _ = crate::server::closed(&mut closing) => return None,
+                }
+            }
+        };
+        let ev = SseEvent::default()
+            .event(msg.name())
+            .json_data(&*msg)
+            .unwrap_or_else(|_| SseEvent::default().event("error"));
+        Some((Ok(ev), (State_::Live, sub, closing)))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
