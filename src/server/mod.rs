@@ -83,7 +83,7 @@ pub struct Service {
     pub partitions: Option<crate::cluster::PartitionMap>,
     /// A cluster node's connection to the shared read model, which answers leaderboard
     /// reads for every partition.
-    pub shared_reads: Option<crate::persist::redis::RedisConn>,
+    pub shared_reads: Option<crate::persist::read_model::ReadModelReader>,
     /// Where economy versions are stored (the Redis journal; `None`: in memory).
     pub economy_store: Option<crate::persist::redis::RedisJournal>,
     /// One economy change at a time.
@@ -288,7 +288,10 @@ pub async fn run(
     };
     let partitions = config.partition_map()?;
     let shared_reads = match (&partitions, &read_model) {
-        (Some(_), Some((redis, _))) => Some(redis.connect_again().await?),
+        (Some(_), Some((redis, _))) => Some(read_model::ReadModelReader::new(
+            redis.connect_again().await?,
+            read_model::Layout::of(&config.read_model),
+        )),
         _ => None,
     };
     let projected = read_model
