@@ -5,7 +5,7 @@ use rustc_hash::FxHashMap;
 
 use super::layout::{Layout, SCORE_MAX, redis_error};
 use super::reader::top_creators;
-use crate::engine::{Engine, UserId, ViewParts};
+use crate::engine::{CreatorId, Credited, Engine, StreamBook, StreamId, UserId, ViewParts};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::RedisConn;
 
@@ -25,11 +25,33 @@ pub async fn compare(
     view.creators
         .sort_by_key(|&(c, ..)| (layout.bucket(c.0), c));
     view.streams.sort_by_key(|&(s, _)| (layout.bucket(s.0), s));
-    let creators = view
-        .creators
+    compare_creators(conn, engine, layout, &view.creators, &mut diffs).await?;
+    compare_streams(conn, engine, layout, &view.streams, &mut diffs).await?;
+    let top = top_creators(conn, layout, top_k)
+        .await
+        .map_err(redis_error)?;
+    let want = engine.top_creators(top_k);
+    let want_scores: Vec<u128> = want.iter().map(|&(_, d)| d.min(SCORE_MAX)).collect();
+    let got_scores: Vec<u128> = top.iter().map(|&(_, s)| s as u128).collect();
+    if let Some(diff) = first_difference(&got_scores, &want_scores) {
+        diffs.push(format!("top creators: {diff}"));
+    }
+    Ok(diffs)
+}
+
+/// Compares each creator's hash and top gifters (`creators` sorted by bucket).
+async fn compare_creators(
+    conn: &mut RedisConn,
+    engine: &Engine,
+    layout: Layout,
+    creators: &[(CreatorId, u128, u128, Credited)],
+    diffs: &mut Vec<String>,
+) -> Result<(), JournalError> {
+    let top_k = engine.config().top_k;
+    let chunks = creators
         .chunk_by(|a, b| layout.bucket(a.0.0) == layout.bucket(b.0.0))
         .flat_map(|bucket| bucket.chunks(1000));
-    for chunk in creators {
+    for chunk in chunks {
         let mut pipe = redis::pipe();
         for &(c, ..) in chunk {
             pipe.hgetall(layout.creator(c));
@@ -37,9 +59,7 @@ pub async fn compare(
         }
         let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
         for (i, &(c, coins, paid, credited)) in chunk.iter().enumerate() {
-            let hash: FxHashMap<String, String> =
-                redis::from_redis_value(replies[2 * i].clone())
-                    .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+            let hash: FxHashMap<String, String> = parse(&replies[2 * i])?;
             let diamonds = credited.diamonds;
             let want = [
                 ("coins_received", coins),
@@ -55,23 +75,33 @@ pub async fn compare(
                     ));
                 }
             }
-            let top: Vec<(u64, f64)> = redis::from_redis_value(replies[2 * i + 1].clone())
-                .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+            let top: Vec<(u64, f64)> = parse(&replies[2 * i + 1])?;
             let want = engine.creator_top_gifters(c, top_k);
             compare_top(
                 &format!("creator {} top gifters", c.0),
                 &top,
                 &want,
                 |u| engine.creator_gifter_coins(c, u),
-                &mut diffs,
+                diffs,
             );
         }
     }
-    let streams = view
-        .streams
+    Ok(())
+}
+
+/// Compares each stream's hash and top gifters (`streams` sorted by bucket).
+async fn compare_streams(
+    conn: &mut RedisConn,
+    engine: &Engine,
+    layout: Layout,
+    streams: &[(StreamId, StreamBook)],
+    diffs: &mut Vec<String>,
+) -> Result<(), JournalError> {
+    let top_k = engine.config().top_k;
+    let chunks = streams
         .chunk_by(|a, b| layout.bucket(a.0.0) == layout.bucket(b.0.0))
         .flat_map(|bucket| bucket.chunks(1000));
-    for chunk in streams {
+    for chunk in chunks {
         let mut pipe = redis::pipe();
         for (s, _) in chunk {
             pipe.hgetall(layout.stream(*s));
@@ -79,9 +109,7 @@ pub async fn compare(
         }
         let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
         for (i, (s, book)) in chunk.iter().enumerate() {
-            let hash: FxHashMap<String, String> =
-                redis::from_redis_value(replies[2 * i].clone())
-                    .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+            let hash: FxHashMap<String, String> = parse(&replies[2 * i])?;
             let mut want = vec![("coins_received", Some(book.coins_received.to_string()))];
             want.push(("creator", book.creator.map(|c| c.0.to_string())));
             want.push(("goal_coins_target", book.goal.map(|t| t.to_string())));
@@ -94,28 +122,23 @@ pub async fn compare(
                     ));
                 }
             }
-            let top: Vec<(u64, f64)> = redis::from_redis_value(replies[2 * i + 1].clone())
-                .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+            let top: Vec<(u64, f64)> = parse(&replies[2 * i + 1])?;
             let want = engine.stream_top_gifters(*s, top_k);
             compare_top(
                 &format!("stream {} top gifters", s.0),
                 &top,
                 &want,
                 |u| engine.stream_gifter_coins(*s, u),
-                &mut diffs,
+                diffs,
             );
         }
     }
-    let top = top_creators(conn, layout, top_k)
-        .await
-        .map_err(redis_error)?;
-    let want = engine.top_creators(top_k);
-    let want_scores: Vec<u128> = want.iter().map(|&(_, d)| d.min(SCORE_MAX)).collect();
-    let got_scores: Vec<u128> = top.iter().map(|&(_, s)| s as u128).collect();
-    if let Some(diff) = first_difference(&got_scores, &want_scores) {
-        diffs.push(format!("top creators: {diff}"));
-    }
-    Ok(diffs)
+    Ok(())
+}
+
+/// One reply of a pipeline as `T`.
+fn parse<T: redis::FromRedisValue>(reply: &redis::Value) -> Result<T, JournalError> {
+    redis::from_redis_value(reply.clone()).map_err(|e| JournalError(format!("redis reply: {e}")))
 }
 
 /// Where two ranked score lists first differ, in words.

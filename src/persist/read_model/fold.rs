@@ -11,8 +11,8 @@ use super::layout::{Layout, SCORE_MAX, creator_top_key, stream_top_key, user_key
 use super::write::{Op, creator_ops, stream_ops};
 use crate::economy::Economy;
 use crate::engine::{
-    CreatorId, Credited, Effect, Event, LogEntry, Offer, ReadModelView, Stamp, Status, StreamBook,
-    StreamId, TopK, UserId,
+    CreatorId, Credited, Effect, Event, Gift, LogEntry, Offer, ReadModelView, Stamp, Status,
+    StreamBook, StreamId, TopK, UserId,
 };
 
 /// The projector's copy of the creator and stream books and of their top-K gifter
@@ -30,7 +30,7 @@ pub(super) struct Books {
 }
 
 impl Books {
-    /// From a view with the top `top_k` gifters ([`ViewParts::tops`]): the creators and
+    /// From a view with the top `top_k` gifters ([`ViewParts::tops`](crate::engine::ViewParts::tops)): the creators and
     /// streams whose ids `mine` keeps.
     pub(super) fn from_view(
         view: &ReadModelView,
@@ -171,7 +171,7 @@ pub(super) struct Projector {
     pub(super) merge: bool,
     pub(super) layout: Layout,
     /// This projector's part of the buckets: (index, count) — it writes the buckets `b`
-    /// with `b mod count = index` ([`Projector::mine`]).
+    /// with `b mod count = index` ([`owns`]).
     pub(super) part: (usize, usize),
     /// The next sequence number to fold.
     pub(super) next: u64,
@@ -200,61 +200,7 @@ impl Projector {
             return;
         };
         match e.event {
-            Event::Gift(g) => {
-                let (creator, stream, sender) =
-                    (mine(g.creator.0), mine(g.stream.0), mine(g.sender.0));
-                let cost = self
-                    .economy
-                    .gifts
-                    .get(g.gift.0 as usize)
-                    .map_or(0, |spec| u128::from(spec.coins) * u128::from(g.count));
-                if creator {
-                    p.creators.insert(g.creator);
-                }
-                if stream {
-                    p.streams.insert(g.stream);
-                }
-                let Some(totals) = e.totals else {
-                    self.untotalled.get_or_insert(e.seq);
-                    return;
-                };
-                let books = &mut self.books;
-                if creator {
-                    p.creator_gifters.place(
-                        &mut books.creator_tops,
-                        books.top_k,
-                        g.creator,
-                        g.sender,
-                        u128::from(totals.creator),
-                        fresh,
-                    );
-                }
-                if stream {
-                    p.stream_gifters.place(
-                        &mut books.stream_tops,
-                        books.top_k,
-                        g.stream,
-                        g.sender,
-                        u128::from(totals.stream),
-                        fresh,
-                    );
-                }
-                if let (true, true, Effect::Coins(balance)) = (sender, self.wallets, effect) {
-                    p.wallets.insert(g.sender, balance);
-                }
-                if fresh && creator {
-                    let book = self.books.creators.entry(g.creator).or_default();
-                    book.0 += cost;
-                    book.2.credit(&self.economy, cost);
-                }
-                if fresh && stream {
-                    let s = self.books.streams.entry(g.stream).or_default();
-                    s.coins_received += cost;
-                    if s.goal.is_none() {
-                        s.creator = Some(s.creator.map_or(g.creator, |c| c.min(g.creator)));
-                    }
-                }
-            }
+            Event::Gift(g) => self.fold_gift(e, &g, effect, fresh),
             Event::Recharge(r) => {
                 if let (true, true, Effect::Coins(balance)) = (mine(r.user.0), self.wallets, effect)
                 {
@@ -294,7 +240,67 @@ impl Projector {
         }
     }
 
-    /// Takes the pending changes as one write.
+    /// Folds an accepted gift (`fresh`: not in the books yet): its creator's and
+    /// stream's hashes, their leaderboards (from the totals journaled with it), the
+    /// sender's wallet.
+    fn fold_gift(&mut self, e: &LogEntry, g: &Gift, effect: Effect, fresh: bool) {
+        let (layout, part) = (self.layout, self.part);
+        let mine = |id: u64| owns(layout, part, id);
+        let p = &mut self.pending;
+        let (creator, stream, sender) = (mine(g.creator.0), mine(g.stream.0), mine(g.sender.0));
+        let cost = self
+            .economy
+            .gifts
+            .get(g.gift.0 as usize)
+            .map_or(0, |spec| u128::from(spec.coins) * u128::from(g.count));
+        if creator {
+            p.creators.insert(g.creator);
+        }
+        if stream {
+            p.streams.insert(g.stream);
+        }
+        let Some(totals) = e.totals else {
+            self.untotalled.get_or_insert(e.seq);
+            return;
+        };
+        let books = &mut self.books;
+        if creator {
+            p.creator_gifters.place(
+                &mut books.creator_tops,
+                books.top_k,
+                g.creator,
+                g.sender,
+                u128::from(totals.creator),
+                fresh,
+            );
+        }
+        if stream {
+            p.stream_gifters.place(
+                &mut books.stream_tops,
+                books.top_k,
+                g.stream,
+                g.sender,
+                u128::from(totals.stream),
+                fresh,
+            );
+        }
+        if let (true, true, Effect::Coins(balance)) = (sender, self.wallets, effect) {
+            p.wallets.insert(g.sender, balance);
+        }
+        if fresh && creator {
+            let book = self.books.creators.entry(g.creator).or_default();
+            book.0 += cost;
+            book.2.credit(&self.economy, cost);
+        }
+        if fresh && stream {
+            let s = self.books.streams.entry(g.stream).or_default();
+            s.coins_received += cost;
+            if s.goal.is_none() {
+                s.creator = Some(s.creator.map_or(g.creator, |c| c.min(g.creator)));
+            }
+        }
+    }
+
     /// The stamp of the oldest committed event not yet written: the pending window's
     /// oldest, or now when nothing is pending.
     pub(super) fn oldest_unwritten(&self) -> Stamp {
@@ -305,6 +311,7 @@ impl Projector {
         }
     }
 
+    /// Takes the pending changes as one write.
     pub(super) fn take_ops(&mut self) -> Write {
         let p = std::mem::take(&mut self.pending);
         let layout = self.layout;

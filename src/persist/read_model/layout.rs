@@ -88,7 +88,7 @@ impl Layout {
 
     /// The key naming the projector writing `ledger`'s current window into `bucket`
     /// (cleared when the bucket's last chunk of the window moves its `seq`, and by
-    /// [`prepare`]).
+    /// [`prepare`](super::rebuild::prepare)).
     pub fn writer_key(self, bucket: usize, ledger: &Ledger) -> String {
         node_key(&format!("{}writer", self.prefix(bucket)), ledger)
     }

@@ -13,8 +13,8 @@
 //! exact to 2^53 ([`SCORE_MAX`]); hash fields are exact decimal strings. The full
 //! explanation (top-K only, cluster merging, exactly once) is in ARCHITECTURE.md.
 //!
-//! Submodules import one way: layout <- write <- fold <- task, layout <- reader <-
-//! rebuild, compare.
+//! Submodules import one way: `layout` <- `write` <- `fold` <- `task`, `layout` <-
+//! `reader` <- `rebuild` <- `task`, `reader` <- `compare`, `thread` <- `task`; none imports this file.
 
 mod compare;
 mod fold;
@@ -22,6 +22,7 @@ mod layout;
 mod reader;
 mod rebuild;
 mod task;
+mod thread;
 mod write;
 
 pub use compare::compare;

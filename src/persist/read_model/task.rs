@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::fold::{Books, EconomyLookup, Pending, Projector, Write, owns, writes_bucket};
 use super::layout::Layout;
 use super::rebuild::ProjectorStart;
+use super::thread::on_own_thread;
 use super::write::{Op, group_by_key, reconcile_ops, write};
 use crate::config::ReadModelConfig;
 use crate::economy::Economy;
@@ -160,45 +161,11 @@ pub fn spawn_projector(
     Ok((handle, task))
 }
 
-/// Runs `task` to its end on a new thread named `name`, at nice `nice`, with a
-/// single-threaded runtime of its own; the receiver hears when it has ended.
-fn on_own_thread(
-    name: String,
-    nice: i32,
-    task: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (ended, ended_rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name(name).spawn(move || {
-        set_thread_nice(nice);
-        runtime.block_on(task);
-        let _ = ended.send(());
-    })?;
-    Ok(ended_rx)
-}
+/// A queue of committed runs, each with how far into it the projector has folded.
+type RunQueue = VecDeque<(Arc<Vec<LogEntry>>, usize)>;
 
-/// Sets the calling thread's nice value (Linux: nice is per thread). Best effort: where
-/// it is refused, the thread runs at the serving threads' priority (logged).
-fn set_thread_nice(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    // SAFETY: plain system calls on the calling thread's own id; no memory is passed.
-    let refused = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0
-    };
-    if refused {
-        tracing::warn!(
-            nice,
-            error = %std::io::Error::last_os_error(),
-            "read model: cannot lower the projector thread's priority; it runs at the serving threads'"
-        );
-    }
-}
-
+/// One projector's life: fold what is committed, write a window when it is due (its
+/// time is up, it is full, the lag is over the bound, or shutdown), wait for more.
 async fn run(
     mut projector: Projector,
     journal: RedisJournal,
@@ -212,23 +179,8 @@ async fn run(
     // Names this projector in `rm:writer` while it is part-way through a window.
     let writer = format!("{} (pid {})", uuid::Uuid::new_v4(), std::process::id());
     let lag_max = Duration::from_millis(config.lag_max_ms);
-    // The read model's connection, and one for journal read-backs of this thread's own
-    // (not the committer's).
-    let (mut conn, journal) = loop {
-        let connected = async {
-            let url = config.redis_url(journal.url());
-            let conn = crate::persist::redis::connect_to(url, journal.cluster()).await?;
-            Ok::<_, JournalError>((conn, journal.reader().await?))
-        };
-        match connected.await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::warn!(error = %e, "read model: cannot connect; retrying");
-                tokio::time::sleep(RETRY_BACKOFF_MAX).await;
-            }
-        }
-    };
-    let mut queue: VecDeque<(Arc<Vec<LogEntry>>, usize)> = VecDeque::new();
+    let (mut conn, journal) = connect(&journal, &config).await;
+    let mut queue: RunQueue = VecDeque::new();
     let mut over_lag = false;
     let mut stopping_since: Option<Instant> = None;
     loop {
@@ -246,175 +198,34 @@ async fn run(
             queue.push_back((run, 0));
         }
         let committed = *watermark.borrow();
-        // Fold what is committed, up to the window's size.
-        while projector.pending.ops() < config.ops_per_window_max {
-            let Some((run, at)) = queue.front_mut() else {
-                if projector.next <= committed {
-                    // Committed but not queued (the queue was full): read it back.
-                    match journal
-                        .runs_from(projector.next, JOURNAL_RUNS_PER_READ)
-                        .await
-                    {
-                        Ok(runs) if runs.is_empty() => break,
-                        Ok(runs) => {
-                            metrics::counter!(telemetry::READ_MODEL_JOURNAL_READS_TOTAL)
-                                .increment(runs.len() as u64);
-                            if runs[0].first().is_some_and(|e| e.seq > projector.next) {
-                                tracing::error!(
-                                    next = projector.next,
-                                    "read model: the journal was trimmed past the projector; it is rebuilt at the next start"
-                                );
-                                let oldest = projector.oldest_unwritten();
-                                hold_lag(rx, &progress, oldest, window, stop).await;
-                                return;
-                            }
-                            queue.extend(runs.into_iter().map(|r| (Arc::new(r), 0)));
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "read model: journal read failed");
-                            break;
-                        }
-                    }
-                }
-                break;
-            };
-            match run.get(*at) {
-                None => {
-                    queue.pop_front();
-                }
-                Some(e) if e.seq < projector.next => *at += 1,
-                Some(e) if e.seq == projector.next => {
-                    projector.fold(e);
-                    *at += 1;
-                }
-                Some(_) => {
-                    // A gap before this run (earlier runs were not queued): fill it from
-                    // the journal first.
-                    queue.clear();
-                    // (the loop reads the journal on the next pass)
-                }
-            }
-        }
-        if let Some(seq) = projector.untotalled {
-            tracing::error!(
-                seq,
-                "read model: a gift in the journal has no totals (journal format 1); it is rebuilt at the next start"
-            );
-            let _ = redis::cmd("DEL")
-                .arg(projector.layout.format_key(0, journal.ledger()))
-                .query_async::<()>(&mut conn)
-                .await;
+        let folded = fold_committed(&mut projector, &mut queue, &journal, &config, committed);
+        if folded.await.is_err() {
             let oldest = projector.oldest_unwritten();
             hold_lag(rx, &progress, oldest, window, stop).await;
             return;
         }
-        let lag_ms = if projector.pending.is_empty() {
-            match queue.front() {
-                Some((run, at)) => run.get(*at).map_or(0, |e| lag_of(e.stamp)),
-                None => 0,
-            }
-        } else {
-            lag_of(Stamp(projector.pending.oldest_stamp))
-        };
-        progress.lag(lag_ms);
-        if Duration::from_millis(lag_ms) > lag_max {
-            if !over_lag {
-                metrics::counter!(telemetry::READ_MODEL_LAG_EXCEEDED_TOTAL).increment(1);
-                tracing::warn!(lag_ms, "read model lag over read_model.lag_max_ms");
-            }
-            over_lag = true;
-        } else {
-            over_lag = false;
+        if let Some(seq) = projector.untotalled {
+            rebuild_at_next_start(&mut conn, projector.layout, journal.ledger(), seq).await;
+            let oldest = projector.oldest_unwritten();
+            hold_lag(rx, &progress, oldest, window, stop).await;
+            return;
         }
-        let due = projector
-            .pending
-            .opened
-            .is_some_and(|t| t.elapsed() >= window)
-            || projector.pending.ops() >= config.ops_per_window_max
-            || over_lag
-            || stopping_since.is_some();
+        let lag_ms = lag_ms(&projector, &queue);
+        progress.lag(lag_ms);
+        over_lag = note_lag(lag_ms, lag_max, over_lag);
+        let due = over_lag || stopping_since.is_some() || window_full(&projector, &config);
         if !projector.pending.is_empty() && due {
-            let events = projector.pending.events;
             let oldest = Stamp(projector.pending.oldest_stamp);
-            let Write {
-                mut ops,
-                from,
-                to,
-                held,
-                mut reconcile,
-            } = projector.take_ops();
-            let layout = projector.layout;
-            let mut backoff = RETRY_BACKOFF_MIN;
-            while !reconcile.is_empty() {
-                match reconcile_ops(&mut conn, journal.ledger(), layout, &mut reconcile).await {
-                    Ok(removals) => {
-                        for (bucket, op) in removals {
-                            ops[bucket].push(op);
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "read model: reading leaderboards to reconcile failed; retrying");
-                        if stopping_since.is_some_and(|t| t.elapsed() > FINAL_WRITE_TIMEOUT) {
-                            return;
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-                    }
+            let target = (journal.ledger(), &config, writer.as_str());
+            let lag = (oldest, &*progress);
+            match write_window(&mut projector, &mut conn, target, lag, stopping_since).await {
+                Ok(()) => continue,
+                Err(Halt::Lost) => {
+                    hold_lag(rx, &progress, oldest, window, stop).await;
+                    return;
                 }
+                Err(Halt::OutOfTime) => return,
             }
-            // The buckets are written side by side (on a Redis Cluster, by their slots'
-            // masters), each in order; every bucket's `seq` moves, with operations or not.
-            let part = projector.part;
-            let writes = ops
-                .into_iter()
-                .enumerate()
-                .filter(|&(bucket, _)| writes_bucket(part, bucket))
-                .map(|(bucket, mut ops)| {
-                    let mut conn = conn.clone();
-                    let target = (journal.ledger(), layout, bucket);
-                    let (config, writer) = (&config, writer.as_str());
-                    let progress = &*progress;
-                    async move {
-                        group_by_key(&mut ops);
-                        write_bucket(
-                            &mut conn,
-                            target,
-                            &ops,
-                            (from, to),
-                            writer,
-                            config,
-                            (oldest, progress),
-                            stopping_since,
-                        )
-                        .await
-                    }
-                });
-            let mut saturated = held;
-            for written in futures::future::join_all(writes).await {
-                match written {
-                    Ok(held) => saturated += held,
-                    Err(Halt::Lost) => {
-                        hold_lag(rx, &progress, oldest, window, stop).await;
-                        return;
-                    }
-                    Err(Halt::OutOfTime) => return,
-                }
-            }
-            if projector.part.0 == 0 {
-                // (Every projector folds every event: the first counts them.)
-                metrics::counter!(telemetry::READ_MODEL_EVENTS_TOTAL).increment(events);
-            }
-            if saturated > 0 {
-                metrics::counter!(telemetry::READ_MODEL_SATURATED_TOTAL).increment(saturated);
-                tracing::error!(
-                    scores = saturated,
-                    "read model: sorted-set scores held at 2^53"
-                );
-            }
-            progress.set(projector.part.0, to);
-            continue;
         }
         if stopping_since.is_some() && projector.pending.is_empty() && projector.next > committed {
             return;
@@ -433,6 +244,214 @@ async fn run(
             _ = stop.changed(), if stopping_since.is_none() => {}
         }
     }
+}
+
+/// The read model's connection, and one for journal read-backs of this thread's own
+/// (not the committer's); retried until both are made.
+async fn connect(journal: &RedisJournal, config: &ReadModelConfig) -> (RedisConn, RedisJournal) {
+    loop {
+        let connected = async {
+            let url = config.redis_url(journal.url());
+            let conn = crate::persist::redis::connect_to(url, journal.cluster()).await?;
+            Ok::<_, JournalError>((conn, journal.reader().await?))
+        };
+        match connected.await {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::warn!(error = %e, "read model: cannot connect; retrying");
+                tokio::time::sleep(RETRY_BACKOFF_MAX).await;
+            }
+        }
+    }
+}
+
+/// Folds what is committed (up to `committed`), up to the window's size: from the
+/// queue, and what the queue missed read back from the journal. `Err(Halt::Lost)`: the
+/// journal was trimmed past the projector.
+async fn fold_committed(
+    projector: &mut Projector,
+    queue: &mut RunQueue,
+    journal: &RedisJournal,
+    config: &ReadModelConfig,
+    committed: u64,
+) -> Result<(), Halt> {
+    while projector.pending.ops() < config.ops_per_window_max {
+        let Some((run, at)) = queue.front_mut() else {
+            if projector.next <= committed {
+                // Committed but not queued (the queue was full): read it back.
+                match journal
+                    .runs_from(projector.next, JOURNAL_RUNS_PER_READ)
+                    .await
+                {
+                    Ok(runs) if runs.is_empty() => break,
+                    Ok(runs) => {
+                        metrics::counter!(telemetry::READ_MODEL_JOURNAL_READS_TOTAL)
+                            .increment(runs.len() as u64);
+                        if runs[0].first().is_some_and(|e| e.seq > projector.next) {
+                            tracing::error!(
+                                next = projector.next,
+                                "read model: the journal was trimmed past the projector; it is rebuilt at the next start"
+                            );
+                            return Err(Halt::Lost);
+                        }
+                        queue.extend(runs.into_iter().map(|r| (Arc::new(r), 0)));
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "read model: journal read failed");
+                        break;
+                    }
+                }
+            }
+            break;
+        };
+        match run.get(*at) {
+            None => {
+                queue.pop_front();
+            }
+            Some(e) if e.seq < projector.next => *at += 1,
+            Some(e) if e.seq == projector.next => {
+                projector.fold(e);
+                *at += 1;
+            }
+            Some(_) => {
+                // A gap before this run (earlier runs were not queued): fill it from
+                // the journal first.
+                queue.clear();
+                // (the loop reads the journal on the next pass)
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A gift in the journal has no totals (journal format 1, at `seq`): forgets the read
+/// model's layout version, so that the next start rebuilds it from the ledger.
+async fn rebuild_at_next_start(conn: &mut RedisConn, layout: Layout, ledger: &Ledger, seq: u64) {
+    tracing::error!(
+        seq,
+        "read model: a gift in the journal has no totals (journal format 1); it is rebuilt at the next start"
+    );
+    let _ = redis::cmd("DEL")
+        .arg(layout.format_key(0, ledger))
+        .query_async::<()>(conn)
+        .await;
+}
+
+/// Whether the pending window is due by itself: its time is up, or it is full.
+fn window_full(projector: &Projector, config: &ReadModelConfig) -> bool {
+    let window = Duration::from_millis(config.window_ms);
+    projector
+        .pending
+        .opened
+        .is_some_and(|t| t.elapsed() >= window)
+        || projector.pending.ops() >= config.ops_per_window_max
+}
+
+/// The read model's lag, ms: the age of the oldest committed event not written.
+fn lag_ms(projector: &Projector, queue: &RunQueue) -> u64 {
+    if projector.pending.is_empty() {
+        match queue.front() {
+            Some((run, at)) => run.get(*at).map_or(0, |e| lag_of(e.stamp)),
+            None => 0,
+        }
+    } else {
+        lag_of(Stamp(projector.pending.oldest_stamp))
+    }
+}
+
+/// Whether the lag is over `lag_max`; counted and logged once each time it goes over
+/// (`was_over`: it was over at the last look).
+fn note_lag(lag_ms: u64, lag_max: Duration, was_over: bool) -> bool {
+    if Duration::from_millis(lag_ms) <= lag_max {
+        return false;
+    }
+    if !was_over {
+        metrics::counter!(telemetry::READ_MODEL_LAG_EXCEEDED_TOTAL).increment(1);
+        tracing::warn!(lag_ms, "read model lag over read_model.lag_max_ms");
+    }
+    true
+}
+
+/// Writes the pending window: first the removals that reconcile the leaderboards a
+/// catch-up touched, then this projector's buckets side by side (on a Redis Cluster, by
+/// their slots' masters), each in order; every bucket's `seq` moves, with operations or
+/// not. `oldest` is the window's oldest event (for the lag). Moves the projector's
+/// progress on success; `Err` says why the projector must stop.
+async fn write_window(
+    projector: &mut Projector,
+    conn: &mut RedisConn,
+    (ledger, config, writer): (&Ledger, &ReadModelConfig, &str),
+    (oldest, progress): (Stamp, &Progress),
+    stopping_since: Option<Instant>,
+) -> Result<(), Halt> {
+    let events = projector.pending.events;
+    let Write {
+        mut ops,
+        from,
+        to,
+        held,
+        mut reconcile,
+    } = projector.take_ops();
+    let layout = projector.layout;
+    let mut backoff = RETRY_BACKOFF_MIN;
+    while !reconcile.is_empty() {
+        match reconcile_ops(conn, ledger, layout, &mut reconcile).await {
+            Ok(removals) => {
+                for (bucket, op) in removals {
+                    ops[bucket].push(op);
+                }
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "read model: reading leaderboards to reconcile failed; retrying");
+                if stopping_since.is_some_and(|t| t.elapsed() > FINAL_WRITE_TIMEOUT) {
+                    return Err(Halt::OutOfTime);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
+        }
+    }
+    let part = projector.part;
+    let writes = ops
+        .into_iter()
+        .enumerate()
+        .filter(|&(bucket, _)| writes_bucket(part, bucket))
+        .map(|(bucket, mut ops)| {
+            let mut conn = conn.clone();
+            async move {
+                group_by_key(&mut ops);
+                write_bucket(
+                    &mut conn,
+                    (ledger, layout, bucket),
+                    &ops,
+                    (from, to),
+                    writer,
+                    config,
+                    (oldest, progress),
+                    stopping_since,
+                )
+                .await
+            }
+        });
+    let mut saturated = held;
+    for written in futures::future::join_all(writes).await {
+        saturated += written?;
+    }
+    if part.0 == 0 {
+        // (Every projector folds every event: the first counts them.)
+        metrics::counter!(telemetry::READ_MODEL_EVENTS_TOTAL).increment(events);
+    }
+    if saturated > 0 {
+        metrics::counter!(telemetry::READ_MODEL_SATURATED_TOTAL).increment(saturated);
+        tracing::error!(
+            scores = saturated,
+            "read model: sorted-set scores held at 2^53"
+        );
+    }
+    progress.set(part.0, to);
+    Ok(())
 }
 
 /// A projector that stopped for good while serving: closes its queue (the committer's
@@ -553,32 +572,6 @@ fn lag_of(stamp: Stamp) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The calling thread's nice value, from /proc (field 19 of its stat line).
-    fn own_nice() -> i32 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        // The command name (field 2) may hold spaces: count from after its ')'.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        rest.split(' ').nth(16).unwrap().parse().unwrap()
-    }
-
-    #[test]
-    fn a_projector_thread_runs_its_task_at_its_nice_and_says_when_it_ended() {
-        let before = own_nice();
-        let (seen_tx, seen) = std::sync::mpsc::channel();
-        let ended = on_own_thread("gs-test-nice".to_owned(), 7, async move {
-            // A timer works: the thread has a runtime of its own.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let name = std::thread::current().name().map(str::to_owned);
-            seen_tx.send((own_nice(), name)).unwrap();
-        })
-        .unwrap();
-        let (nice, name) = seen.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(nice, before + 7);
-        assert_eq!(name.as_deref(), Some("gs-test-nice"));
-        assert_eq!(own_nice(), before, "the caller's priority is unchanged");
-        assert!(ended.blocking_recv().is_ok());
-    }
 
     #[test]
     fn the_share_pause_keeps_writes_to_their_share_of_the_time() {
