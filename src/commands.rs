@@ -199,7 +199,7 @@ async fn restore_redis_held(
     last_seq: u64,
     journal: &giftstream::persist::redis::RedisJournal,
 ) -> anyhow::Result<()> {
-    use giftstream::persist::projection;
+    use giftstream::persist::read_model;
     {
         if !journal.check_layout().await? {
             journal.record_layout().await?;
@@ -235,9 +235,9 @@ async fn restore_redis_held(
                 config.redis.cluster,
             )
             .await?;
-            let layout = projection::Layout::of(&config.read_model);
+            let layout = read_model::Layout::of(&config.read_model);
             layout.check(&mut conn).await?;
-            projection::rebuild(
+            read_model::rebuild(
                 &mut conn,
                 (journal.ledger(), layout),
                 &view,
@@ -332,14 +332,14 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             violations.push(e.to_string());
         }
         if config.read_model.enabled {
-            let layout = giftstream::persist::projection::Layout::of(&config.read_model);
+            let layout = giftstream::persist::read_model::Layout::of(&config.read_model);
             let mut conn = giftstream::persist::redis::connect_to(
                 config.read_model.redis_url(&config.redis.url),
                 config.redis.cluster,
             )
             .await?;
             let projected =
-                giftstream::persist::projection::projected_seq_of(
+                giftstream::persist::read_model::projected_seq_of(
                 &mut conn,
                 journal.ledger(),
                 layout,
@@ -351,7 +351,7 @@ pub(crate) fn audit() -> anyhow::Result<()> {
                      (totals are their sums), so it is not compared with one node's ledger"
                 );
             } else if projected == engine.last_seq() {
-                let diffs = giftstream::persist::projection::compare(&mut conn, &engine, layout).await?;
+                let diffs = giftstream::persist::read_model::compare(&mut conn, &engine, layout).await?;
                 println!(
                     "read model: at seq {projected}, {} differences from the ledger",
                     diffs.len()

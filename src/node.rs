@@ -21,7 +21,7 @@ use crate::engine::{Engine, Stamp};
 use crate::persist::journal::{
     CommitHandle, CommitterConfig, Journal, MemoryJournal, SnapshotPolicy, spawn_committer,
 };
-use crate::persist::projection::{self, ProjectorHandle, ProjectorStart};
+use crate::persist::read_model::{self, ProjectorHandle, ProjectorStart};
 use crate::persist::redis::{RedisConn, RedisJournal};
 use crate::persist::replica;
 use crate::server::auth::Auth;
@@ -151,7 +151,10 @@ pub async fn run(
     let read_model = prepare_read_model(&config, journal.redis(), &engine).await?;
     let partitions = crate::cluster::PartitionMap::from_config(&config.cluster)?;
     let shared_reads = match (&partitions, &read_model) {
-        (Some(_), Some(read_model)) => Some(read_model.redis.connect_again().await?),
+        (Some(_), Some(read_model)) => Some(read_model::ReadModelReader::new(
+            read_model.redis.connect_again().await?,
+            read_model::Layout::of(&config.read_model),
+        )),
         _ => None,
     };
     let settlement = prepare_settlement(&engine, partitions.as_ref(), journal.redis()).await?;
@@ -211,9 +214,9 @@ async fn prepare_read_model(
         return Ok(None);
     };
     let url = config.read_model.redis_url(redis.url()).to_owned();
-    let layout = projection::Layout::of(&config.read_model);
+    let layout = read_model::Layout::of(&config.read_model);
     let start =
-        projection::prepare(redis, &url, engine, (layout, config.read_model.wallets)).await?;
+        read_model::prepare(redis, &url, engine, (layout, config.read_model.wallets)).await?;
     tracing::info!(
         projected = start.projected(),
         rebuilt = start.rebuilt,
@@ -319,7 +322,7 @@ fn start_background(
     let (stop_projector, stop_projector_rx) = watch::channel(false);
     let projector_task = match read_model {
         Some(read_model) => {
-            let (handle, task) = projection::spawn_projector(
+            let (handle, task) = read_model::spawn_projector(
                 read_model.start,
                 read_model.redis,
                 (engine.economy(), {

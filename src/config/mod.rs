@@ -414,6 +414,10 @@ pub struct ReadModelConfig {
 }
 
 impl ReadModelConfig {
+    /// The most buckets (`read_model.buckets`): the read model's layout takes its bound
+    /// from here, so the config depends on nothing above it.
+    pub const BUCKETS_MAX: u32 = 1024;
+
     /// The read model's Redis: its own URL, else the journal's.
     pub fn redis_url<'a>(&'a self, journal: &'a str) -> &'a str {
         if self.url.is_empty() {
@@ -725,7 +729,7 @@ impl Config {
         bounded(
             "read_model.buckets",
             r.buckets as usize,
-            crate::persist::projection::Layout::BUCKETS_MAX as usize,
+            ReadModelConfig::BUCKETS_MAX as usize,
         )?;
         bounded(
             "read_model.projectors",

@@ -8,7 +8,7 @@
 //! snapshots from a second engine that follows the journal, instead of by fork.
 
 pub mod journal;
-pub mod projection;
+pub mod read_model;
 pub mod redis;
 pub mod replica;
 pub mod snapshot;

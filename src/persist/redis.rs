@@ -1445,7 +1445,7 @@ pub async fn recover(
     if config.read_model.enabled {
         let url = config.read_model.redis_url(journal.url());
         let mut conn = connect_to(url, journal.cluster()).await?;
-        crate::persist::projection::Layout::of(&config.read_model)
+        crate::persist::read_model::Layout::of(&config.read_model)
             .verify(&mut conn)
             .await?;
     }

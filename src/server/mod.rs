@@ -67,9 +67,9 @@ pub struct Service {
     pub closing: watch::Receiver<bool>,
     /// A cluster node's partition map (`None`: a single node owns everything).
     pub partitions: Option<crate::cluster::PartitionMap>,
-    /// A cluster node's connection to the shared read model, which answers leaderboard
-    /// reads for every partition.
-    pub shared_reads: Option<crate::persist::redis::RedisConn>,
+    /// A cluster node's reader of the shared read model, which answers leaderboard and
+    /// totals reads for every partition.
+    pub shared_reads: Option<crate::persist::read_model::ReadModelReader>,
     /// Where economy versions are stored (the Redis journal; `None`: in memory).
     pub economy_store: Option<crate::persist::redis::RedisJournal>,
     /// One economy change at a time.

@@ -227,7 +227,7 @@ async fn check(model: &Model, p: &ServeProcess, redis: &RedisServer) {
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while giftstream::persist::projection::projected_seq(&mut conn)
+    while giftstream::persist::read_model::projected_seq(&mut conn)
         .await
         .unwrap()
         < last

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use giftstream::client::Client;
 use giftstream::engine::Event;
-use giftstream::persist::projection::{self, Layout, PREFIX};
+use giftstream::persist::read_model::{self, Layout, PREFIX};
 use giftstream::persist::redis::RedisJournal;
 
 use crate::support::child::{ServeProcess, run_cli};
@@ -49,7 +49,7 @@ async fn caught_up_in(conn: &mut giftstream::persist::redis::RedisConn, layout: 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let ledger = giftstream::persist::redis::Ledger::default();
     loop {
-        let seq = projection::projected_seq_of(conn, &ledger, layout)
+        let seq = read_model::projected_seq_of(conn, &ledger, layout)
             .await
             .unwrap();
         if seq == last {
@@ -70,7 +70,7 @@ async fn assert_equals_ledger(
     layout: Layout,
 ) {
     assert_eq!(
-        projection::compare(conn, engine, layout).await.unwrap(),
+        read_model::compare(conn, engine, layout).await.unwrap(),
         Vec::<String>::new()
     );
 }
@@ -245,7 +245,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     // 2. A server without the read model commits more; the next start catches up from
     //    the journal.
     let last = commit_without_read_model(&redis, |_| {}, 5..8).await;
-    assert!(projection::projected_seq(&mut conn).await.unwrap() < last);
+    assert!(read_model::projected_seq(&mut conn).await.unwrap() < last);
     let third = server(&redis, |_| {}).await;
     caught_up(&mut conn, last).await;
     assert_equals_ledger(&mut conn, &third.engine, Layout::SINGLE).await;
@@ -283,7 +283,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     fourth.stop().await.unwrap();
 
     // 4. A write retried after it ran changes nothing (exactly once by `seq`).
-    let seq = projection::projected_seq(&mut conn).await.unwrap();
+    let seq = read_model::projected_seq(&mut conn).await.unwrap();
     let before = zrevrange(&mut conn, "creator:7:top-gifters", -1).await;
     let journal = RedisJournal::connect(&redis.url()).await.unwrap();
     let engine_with_top = |top_k| {
@@ -294,7 +294,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     let engine = engine_with_top(TOP_K);
     journal.recover_into(&engine).await.unwrap();
     assert_eq!(engine.last_seq(), seq);
-    let start = projection::prepare(&journal, &redis.url(), &engine, (Layout::SINGLE, false))
+    let start = read_model::prepare(&journal, &redis.url(), &engine, (Layout::SINGLE, false))
         .await
         .unwrap();
     assert!(!start.rebuilt && start.projected() == seq);
@@ -304,7 +304,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     // 5. Leaderboards of another K (or of an older layout) are rebuilt at the start.
     let engine = engine_with_top(TOP_K + 2);
     journal.recover_into(&engine).await.unwrap();
-    let start = projection::prepare(&journal, &redis.url(), &engine, (Layout::SINGLE, false))
+    let start = read_model::prepare(&journal, &redis.url(), &engine, (Layout::SINGLE, false))
         .await
         .unwrap();
     assert!(start.rebuilt && start.projected() == seq);
@@ -331,7 +331,7 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     let client = Client::connect(fifth.tcp, INGEST).await.unwrap();
     client.send(&traffic(30)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(projection::projected_seq(&mut conn).await.unwrap(), seq);
+    assert_eq!(read_model::projected_seq(&mut conn).await.unwrap(), seq);
     let failures: f64 = fifth
         .metrics()
         .await
@@ -399,7 +399,7 @@ async fn restore_after_flushall_rebuilds_ledger_and_read_model_from_the_latest_s
     assert!(ok, "{out}");
     assert!(out.contains("read model: rebuilt"), "{out}");
     assert_eq!(
-        projection::projected_seq(&mut conn).await.unwrap(),
+        read_model::projected_seq(&mut conn).await.unwrap(),
         header.last_seq
     );
     assert_equals_ledger(&mut conn, &expected, Layout::SINGLE).await;
@@ -541,7 +541,7 @@ async fn a_read_model_whose_redis_lost_it_stops_holding_back_the_trim_and_is_reb
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Nothing was projected after the loss.
-    assert_eq!(projection::projected_seq(&mut read_conn).await.unwrap(), 0);
+    assert_eq!(read_model::projected_seq(&mut read_conn).await.unwrap(), 0);
     let last = s.engine.last_seq();
     drop(client);
     s.stop().await.unwrap();
@@ -729,7 +729,7 @@ async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_a
     // crash part-way through a window leaves it (the others wrote theirs). The next
     // start writes the others again from there, over their newer seq.
     let last = commit_without_read_model(&redis, bucketed, 5..8).await;
-    let seq = projection::projected_seq_of(&mut conn, &Default::default(), layout)
+    let seq = read_model::projected_seq_of(&mut conn, &Default::default(), layout)
         .await
         .unwrap();
     assert!(seq > 100 && seq < last);
@@ -753,7 +753,7 @@ async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_a
         giftstream::server::build_engine(&config, giftstream::economy::Economy::embedded())
             .unwrap();
     journal.recover_into(&engine).await.unwrap();
-    let refused = projection::prepare(&journal, &redis.url(), &engine, (Layout::new(2), false))
+    let refused = read_model::prepare(&journal, &redis.url(), &engine, (Layout::new(2), false))
         .await
         .err()
         .expect("another bucket count is refused");

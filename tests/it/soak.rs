@@ -404,7 +404,7 @@ async fn soak_mixed_load_through_redis_restarts_and_a_kill() {
     // The read model catches up.
     let mut conn = giftstream::persist::redis::connect(&url).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while giftstream::persist::projection::projected_seq(&mut conn)
+    while giftstream::persist::read_model::projected_seq(&mut conn)
         .await
         .unwrap()
         < last

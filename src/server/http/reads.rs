@@ -20,6 +20,7 @@ use super::{ApiError, Caller, ErrorBody, authorize, path};
 use crate::config::Scope;
 use crate::economy::{Currency, Economy};
 use crate::engine::{CreatorId, RejectCode, StreamId, UserId};
+use crate::persist::read_model::ReadError;
 use crate::server::Service;
 use crate::server::sse::FeedMessage;
 use crate::telemetry;
@@ -189,15 +190,14 @@ pub(super) async fn get_creator(
 ) -> Result<Json<CreatorResponse>, ApiError> {
     authorize(&service, &caller, Scope::Read)?;
     let mut c = service.engine.creator(CreatorId(path(id)?));
-    if let Some(merged) = shared_hash(
-        &service,
-        read_layout(&service).creator(c.creator),
-        &["coins_received", "diamonds_total", "diamonds_available"],
-    )
-    .await?
-    {
-        [c.coins_received, c.diamonds_total, c.diamonds_available] =
-            [0, 1, 2].map(|i| merged[i].unwrap_or_default());
+    if let Some(reader) = &service.shared_reads {
+        let merged = reader
+            .creator_totals(c.creator)
+            .await
+            .map_err(shared_read_error)?;
+        c.coins_received = merged.coins_received;
+        c.diamonds_total = merged.diamonds_total;
+        c.diamonds_available = merged.diamonds_available;
     }
     let catalog = &service.engine.economy().gifts;
     Ok(Json(CreatorResponse {
@@ -329,58 +329,9 @@ pub struct GifterEntry {
     coins: u128,
 }
 
-/// Where the shared read model's keys are.
-fn read_layout(service: &Service) -> crate::persist::projection::Layout {
-    crate::persist::projection::Layout::of(&service.config.read_model)
-}
-
 /// A cluster node reads leaderboards and totals from the shared read model (every
-/// partition, as of the read model's lag); `None` on a single node.
-async fn shared_top(
-    service: &Service,
-    key: String,
-    limit: usize,
-) -> Result<Option<Vec<(u64, u128)>>, ApiError> {
-    let Some(conn) = &service.shared_reads else {
-        return Ok(None);
-    };
-    let top: Vec<(u64, f64)> = redis::cmd("ZREVRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(limit.saturating_sub(1))
-        .arg("WITHSCORES")
-        .query_async(&mut conn.clone())
-        .await
-        .map_err(shared_read_error)?;
-    Ok(Some(top.into_iter().map(|(m, s)| (m, s as u128)).collect()))
-}
-
-/// The fields of a read-model hash (each `None` when absent); `None` on a single node.
-async fn shared_hash(
-    service: &Service,
-    key: String,
-    fields: &[&str],
-) -> Result<Option<Vec<Option<u128>>>, ApiError> {
-    let Some(conn) = &service.shared_reads else {
-        return Ok(None);
-    };
-    let values: Vec<Option<i128>> = redis::cmd("HMGET")
-        .arg(key)
-        .arg(fields)
-        .query_async(&mut conn.clone())
-        .await
-        .map_err(shared_read_error)?;
-    // A merged sum can be briefly negative: an owner's payout of diamonds another node
-    // credited (a settlement) may reach the read model before that node's credit does.
-    Ok(Some(
-        values
-            .into_iter()
-            .map(|v| v.map(|v| u128::try_from(v).unwrap_or(0)))
-            .collect(),
-    ))
-}
-
-fn shared_read_error(e: redis::RedisError) -> ApiError {
+/// partition, as of the read model's lag); a single node answers from its engine.
+fn shared_read_error(e: ReadError) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "UNAVAILABLE",
@@ -410,11 +361,9 @@ pub(super) async fn get_creator_top(
     authorize(&service, &caller, Scope::Read)?;
     let creator = CreatorId(path(id)?);
     let limit = limit(q, 10, service.config.engine.top_k)?;
-    let key = read_layout(&service).creator_top(creator);
-    if let Some(top) = shared_top(&service, key, limit).await? {
-        return Ok(gifters(
-            top.into_iter().map(|(u, c)| (UserId(u), c)).collect(),
-        ));
+    if let Some(reader) = &service.shared_reads {
+        let top = reader.creator_top_gifters(creator, limit).await;
+        return Ok(gifters(top.map_err(shared_read_error)?));
     }
     Ok(gifters(service.engine.creator_top_gifters(creator, limit)))
 }
@@ -432,11 +381,9 @@ pub(super) async fn get_stream_top(
     authorize(&service, &caller, Scope::Read)?;
     let stream = StreamId(path(id)?);
     let limit = limit(q, 10, service.config.engine.top_k)?;
-    let key = read_layout(&service).stream_top(stream);
-    if let Some(top) = shared_top(&service, key, limit).await? {
-        return Ok(gifters(
-            top.into_iter().map(|(u, c)| (UserId(u), c)).collect(),
-        ));
+    if let Some(reader) = &service.shared_reads {
+        let top = reader.stream_top_gifters(stream, limit).await;
+        return Ok(gifters(top.map_err(shared_read_error)?));
     }
     Ok(gifters(service.engine.stream_top_gifters(stream, limit)))
 }
@@ -465,16 +412,10 @@ pub(super) async fn get_top_creators(
     authorize(&service, &caller, Scope::Read)?;
     let limit = limit(q, 10, service.config.engine.top_k)?;
     let top = match &service.shared_reads {
-        Some(conn) => crate::persist::projection::top_creators(
-            &mut conn.clone(),
-            read_layout(&service),
-            limit,
-        )
-        .await
-        .map_err(shared_read_error)?
-        .into_iter()
-        .map(|(c, d)| (CreatorId(c), d as u128))
-        .collect(),
+        Some(reader) => reader
+            .top_creators(limit)
+            .await
+            .map_err(shared_read_error)?,
         None => service.engine.top_creators(limit),
     };
     let entries = top
@@ -531,16 +472,16 @@ pub(super) async fn get_stream(
     authorize(&service, &caller, Scope::Read)?;
     let stream = StreamId(path(id)?);
     let mut response = stream_response(&service, stream);
-    let key = read_layout(&service).stream(stream);
-    let fields = ["coins_received", "creator", "goal_coins_target"];
-    if let Some(merged) = shared_hash(&service, key, &fields).await? {
-        let coins = merged[0].unwrap_or_default();
+    if let Some(reader) = &service.shared_reads {
+        let merged = reader
+            .stream_totals(stream)
+            .await
+            .map_err(shared_read_error)?;
+        let coins = merged.coins_received;
         response.coins_received = coins;
-        response.creator = response
-            .creator
-            .or(merged[1].and_then(|c| u64::try_from(c).ok()));
-        response.goal = merged[2]
-            .and_then(|t| u64::try_from(t).ok())
+        response.creator = response.creator.or(merged.creator);
+        response.goal = merged
+            .goal_coins_target
             .map(|coins_target| GoalView {
                 coins_target,
                 progress: coins,

@@ -1,0 +1,185 @@
+//! The audit's comparison of the read model with the engine: every creator and stream
+//! hash, and the top of every leaderboard.
+
+use rustc_hash::FxHashMap;
+
+use super::layout::{Layout, SCORE_MAX, redis_error};
+use super::reader::top_creators;
+use crate::engine::{CreatorId, Credited, Engine, StreamBook, StreamId, UserId, ViewParts};
+use crate::persist::journal::JournalError;
+use crate::persist::redis::RedisConn;
+
+/// Compares the read model with the engine: every creator hash, every stream hash, the
+/// top of every leaderboard (scores in order, and each listed member's exact total).
+/// Returns the differences found; empty when they agree. Call it when the read model is
+/// at the engine's sequence number.
+pub async fn compare(
+    conn: &mut RedisConn,
+    engine: &Engine,
+    layout: Layout,
+) -> Result<Vec<String>, JournalError> {
+    let mut view = engine.read_model_view(ViewParts::default());
+    let top_k = engine.config().top_k;
+    let mut diffs = Vec::new();
+    // A pipeline on a Redis Cluster stays in one slot: one bucket's keys at a time.
+    view.creators
+        .sort_by_key(|&(c, ..)| (layout.bucket(c.0), c));
+    view.streams.sort_by_key(|&(s, _)| (layout.bucket(s.0), s));
+    compare_creators(conn, engine, layout, &view.creators, &mut diffs).await?;
+    compare_streams(conn, engine, layout, &view.streams, &mut diffs).await?;
+    let top = top_creators(conn, layout, top_k)
+        .await
+        .map_err(redis_error)?;
+    let want = engine.top_creators(top_k);
+    let want_scores: Vec<u128> = want.iter().map(|&(_, d)| d.min(SCORE_MAX)).collect();
+    let got_scores: Vec<u128> = top.iter().map(|&(_, s)| s as u128).collect();
+    if let Some(diff) = first_difference(&got_scores, &want_scores) {
+        diffs.push(format!("top creators: {diff}"));
+    }
+    Ok(diffs)
+}
+
+/// Compares each creator's hash and top gifters (`creators` sorted by bucket).
+async fn compare_creators(
+    conn: &mut RedisConn,
+    engine: &Engine,
+    layout: Layout,
+    creators: &[(CreatorId, u128, u128, Credited)],
+    diffs: &mut Vec<String>,
+) -> Result<(), JournalError> {
+    let top_k = engine.config().top_k;
+    let chunks = creators
+        .chunk_by(|a, b| layout.bucket(a.0.0) == layout.bucket(b.0.0))
+        .flat_map(|bucket| bucket.chunks(1000));
+    for chunk in chunks {
+        let mut pipe = redis::pipe();
+        for &(c, ..) in chunk {
+            pipe.hgetall(layout.creator(c));
+            pipe.zrevrange_withscores(layout.creator_top(c), 0, top_k as isize - 1);
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
+        for (i, &(c, coins, paid, credited)) in chunk.iter().enumerate() {
+            let hash: FxHashMap<String, String> = parse(&replies[2 * i])?;
+            let diamonds = credited.diamonds;
+            let want = [
+                ("coins_received", coins),
+                ("diamonds_total", diamonds),
+                ("diamonds_available", diamonds.saturating_sub(paid)),
+            ];
+            for (field, value) in want {
+                if hash.get(field).map(String::as_str) != Some(value.to_string().as_str()) {
+                    diffs.push(format!(
+                        "creator {}: {field} in Redis {:?}, ledger {value}",
+                        c.0,
+                        hash.get(field)
+                    ));
+                }
+            }
+            let top: Vec<(u64, f64)> = parse(&replies[2 * i + 1])?;
+            let want = engine.creator_top_gifters(c, top_k);
+            compare_top(
+                &format!("creator {} top gifters", c.0),
+                &top,
+                &want,
+                |u| engine.creator_gifter_coins(c, u),
+                diffs,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Compares each stream's hash and top gifters (`streams` sorted by bucket).
+async fn compare_streams(
+    conn: &mut RedisConn,
+    engine: &Engine,
+    layout: Layout,
+    streams: &[(StreamId, StreamBook)],
+    diffs: &mut Vec<String>,
+) -> Result<(), JournalError> {
+    let top_k = engine.config().top_k;
+    let chunks = streams
+        .chunk_by(|a, b| layout.bucket(a.0.0) == layout.bucket(b.0.0))
+        .flat_map(|bucket| bucket.chunks(1000));
+    for chunk in chunks {
+        let mut pipe = redis::pipe();
+        for (s, _) in chunk {
+            pipe.hgetall(layout.stream(*s));
+            pipe.zrevrange_withscores(layout.stream_top(*s), 0, top_k as isize - 1);
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
+        for (i, (s, book)) in chunk.iter().enumerate() {
+            let hash: FxHashMap<String, String> = parse(&replies[2 * i])?;
+            let mut want = vec![("coins_received", Some(book.coins_received.to_string()))];
+            want.push(("creator", book.creator.map(|c| c.0.to_string())));
+            want.push(("goal_coins_target", book.goal.map(|t| t.to_string())));
+            for (field, value) in want {
+                if hash.get(field) != value.as_ref() {
+                    diffs.push(format!(
+                        "stream {}: {field} in Redis {:?}, ledger {value:?}",
+                        s.0,
+                        hash.get(field)
+                    ));
+                }
+            }
+            let top: Vec<(u64, f64)> = parse(&replies[2 * i + 1])?;
+            let want = engine.stream_top_gifters(*s, top_k);
+            compare_top(
+                &format!("stream {} top gifters", s.0),
+                &top,
+                &want,
+                |u| engine.stream_gifter_coins(*s, u),
+                diffs,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One reply of a pipeline as `T`.
+fn parse<T: redis::FromRedisValue>(reply: &redis::Value) -> Result<T, JournalError> {
+    redis::from_redis_value(reply.clone()).map_err(|e| JournalError(format!("redis reply: {e}")))
+}
+
+/// Where two ranked score lists first differ, in words.
+fn first_difference(got: &[u128], want: &[u128]) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    Some(match got.iter().zip(want).position(|(g, w)| g != w) {
+        Some(rank) => format!(
+            "rank {} has score {} in Redis, {} in the ledger",
+            rank + 1,
+            got[rank],
+            want[rank]
+        ),
+        None => format!(
+            "{} entries in Redis, {} in the ledger",
+            got.len(),
+            want.len()
+        ),
+    })
+}
+
+fn compare_top<Id: Copy>(
+    what: &str,
+    got: &[(u64, f64)],
+    want: &[(Id, u128)],
+    exact: impl Fn(UserId) -> u128,
+    diffs: &mut Vec<String>,
+) {
+    let want_scores: Vec<u128> = want.iter().map(|&(_, s)| s.min(SCORE_MAX)).collect();
+    let got_scores: Vec<u128> = got.iter().map(|&(_, s)| s as u128).collect();
+    if let Some(diff) = first_difference(&got_scores, &want_scores) {
+        diffs.push(format!("{what}: {diff}"));
+        return;
+    }
+    for &(user, score) in got {
+        let coins = exact(UserId(user)).min(SCORE_MAX);
+        if coins != score as u128 {
+            diffs.push(format!(
+                "{what}: user {user} has {score} in Redis, {coins} in the ledger"
+            ));
+        }
+    }
+}

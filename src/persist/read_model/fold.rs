@@ -1,0 +1,400 @@
+//! Folding committed entries: the projector's own copy of the books and top-K lists,
+//! and the coalesced changes of the pending window, taken as one [`Write`] of absolute
+//! operations per bucket.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::layout::{Layout, SCORE_MAX, creator_top_key, stream_top_key, user_key};
+use super::write::{Op, creator_ops, stream_ops};
+use crate::economy::Economy;
+use crate::engine::{
+    CreatorId, Credited, Effect, Event, Gift, LogEntry, Offer, ReadModelView, Stamp, Status,
+    StreamBook, StreamId, TopK, UserId,
+};
+
+/// The projector's copy of the creator and stream books and of their top-K gifter
+/// lists, exact as of `seq`.
+#[derive(Debug, Default)]
+pub(super) struct Books {
+    seq: u64,
+    /// (coins received, diamonds paid, diamonds credited)
+    creators: FxHashMap<CreatorId, (u128, u128, Credited)>,
+    streams: FxHashMap<StreamId, StreamBook>,
+    /// K of the lists (`engine.top_k`).
+    top_k: usize,
+    creator_tops: FxHashMap<CreatorId, TopK>,
+    stream_tops: FxHashMap<StreamId, TopK>,
+}
+
+impl Books {
+    /// From a view with the top `top_k` gifters ([`ViewParts::tops`](crate::engine::ViewParts::tops)): the creators and
+    /// streams whose ids `mine` keeps.
+    pub(super) fn from_view(
+        view: &ReadModelView,
+        top_k: usize,
+        mine: impl Fn(u64) -> bool,
+    ) -> Books {
+        let mut creator_tops: FxHashMap<CreatorId, TopK> = FxHashMap::default();
+        for &(c, u, coins) in view.creator_gifters.iter().filter(|g| mine(g.0.0)) {
+            creator_tops.entry(c).or_default().offer(top_k, u.0, coins);
+        }
+        let mut stream_tops: FxHashMap<StreamId, TopK> = FxHashMap::default();
+        for &(s, u, coins) in view.stream_gifters.iter().filter(|g| mine(g.0.0)) {
+            stream_tops.entry(s).or_default().offer(top_k, u.0, coins);
+        }
+        Books {
+            seq: view.last_seq,
+            creators: view
+                .creators
+                .iter()
+                .filter(|c| mine(c.0.0))
+                .map(|&(c, coins, paid, credited)| (c, (coins, paid, credited)))
+                .collect(),
+            streams: view
+                .streams
+                .iter()
+                .filter(|s| mine(s.0.0))
+                .copied()
+                .collect(),
+            top_k,
+            creator_tops,
+            stream_tops,
+        }
+    }
+}
+
+/// One key's leaderboard changes in a pending write: gifters to set (absolute
+/// totals) and gifters pushed out of the top K.
+#[derive(Debug)]
+struct BoardChanges<K> {
+    set: FxHashMap<(K, UserId), u128>,
+    removed: FxHashSet<(K, UserId)>,
+    /// Keys touched by a stale entry: their members not listed are removed.
+    reconcile: FxHashSet<K>,
+}
+
+impl<K> Default for BoardChanges<K> {
+    fn default() -> Self {
+        BoardChanges {
+            set: FxHashMap::default(),
+            removed: FxHashSet::default(),
+            reconcile: FxHashSet::default(),
+        }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash> BoardChanges<K> {
+    fn len(&self) -> usize {
+        self.set.len() + self.removed.len() + self.reconcile.len()
+    }
+
+    /// Offers `user`'s new `total` to `key`'s list and records what changed. A stale
+    /// entry (older than the projector's lists: a start's catch-up) rewrites the listed
+    /// total, if any, and marks the key for reconciling — a gifter the lists pushed out
+    /// after the read model's `seq` then leaves too, though no entry names it.
+    fn place(
+        &mut self,
+        tops: &mut FxHashMap<K, TopK>,
+        top_k: usize,
+        key: K,
+        user: UserId,
+        total: u128,
+        fresh: bool,
+    ) {
+        if !fresh {
+            if let Some(listed) = tops.get(&key).and_then(|t| t.score_of(user.0)) {
+                self.set.insert((key, user), listed);
+            }
+            self.reconcile.insert(key);
+            return;
+        }
+        if let Offer::Ranked { evicted } = tops.entry(key).or_default().offer(top_k, user.0, total)
+        {
+            self.removed.remove(&(key, user));
+            self.set.insert((key, user), total);
+            if let Some(out) = evicted {
+                let out = (key, UserId(out));
+                self.set.remove(&out);
+                self.removed.insert(out);
+            }
+        }
+    }
+}
+
+/// The coalesced changes of one write.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    from: u64,
+    to: u64,
+    pub(super) oldest_stamp: u64,
+    pub(super) opened: Option<Instant>,
+    pub(super) events: u64,
+    creators: FxHashSet<CreatorId>,
+    streams: FxHashSet<StreamId>,
+    creator_gifters: BoardChanges<CreatorId>,
+    stream_gifters: BoardChanges<StreamId>,
+    wallets: FxHashMap<UserId, u64>,
+}
+
+impl Pending {
+    pub(super) fn is_empty(&self) -> bool {
+        self.opened.is_none()
+    }
+
+    /// Operations the write will hold (an upper bound).
+    pub(super) fn ops(&self) -> usize {
+        self.creators.len() * 2
+            + self.streams.len()
+            + self.creator_gifters.len()
+            + self.stream_gifters.len()
+            + self.wallets.len()
+    }
+}
+
+/// The economy version recorded under a digest (the engine's: it keeps every version it
+/// applied or replayed).
+pub type EconomyLookup = Arc<dyn Fn(u64) -> Option<Arc<Economy>> + Send + Sync>;
+
+/// Folds committed entries into pending writes.
+pub(super) struct Projector {
+    /// The economy in force at the last folded entry: it decides the diamonds a gift
+    /// credits. Follows the journaled changes ([`EconomyLookup`]).
+    pub(super) economy: Arc<Economy>,
+    pub(super) economies: EconomyLookup,
+    pub(super) books: Books,
+    pub(super) pending: Pending,
+    pub(super) wallets: bool,
+    /// Merge with the other nodes' contributions (a cluster node).
+    pub(super) merge: bool,
+    pub(super) layout: Layout,
+    /// This projector's part of the buckets: (index, count) — it writes the buckets `b`
+    /// with `b mod count = index` ([`owns`]).
+    pub(super) part: (usize, usize),
+    /// The next sequence number to fold.
+    pub(super) next: u64,
+    /// An accepted gift without journaled totals (a journal older than format 2 that
+    /// the start did not rebuild past): its sequence number.
+    pub(super) untotalled: Option<u64>,
+}
+
+impl Projector {
+    pub(super) fn fold(&mut self, e: &LogEntry) {
+        debug_assert_eq!(e.seq, self.next);
+        let (layout, part) = (self.layout, self.part);
+        let mine = |id: u64| owns(layout, part, id);
+        let p = &mut self.pending;
+        if p.opened.is_none() {
+            p.opened = Some(Instant::now());
+            p.from = e.seq;
+            p.oldest_stamp = e.stamp.0;
+        }
+        p.to = e.seq;
+        p.events += 1;
+        self.next = e.seq + 1;
+        // The books were copied at `books.seq`: older entries are already in them.
+        let fresh = e.seq > self.books.seq;
+        let Status::Accepted(effect) = e.outcome.status else {
+            return;
+        };
+        match e.event {
+            Event::Gift(g) => self.fold_gift(e, &g, effect, fresh),
+            Event::Recharge(r) => {
+                if let (true, true, Effect::Coins(balance)) = (mine(r.user.0), self.wallets, effect)
+                {
+                    p.wallets.insert(r.user, balance);
+                }
+            }
+            Event::Payout(pay) if mine(pay.creator.0) => {
+                p.creators.insert(pay.creator);
+                if fresh {
+                    self.books.creators.entry(pay.creator).or_default().1 +=
+                        u128::from(pay.diamonds);
+                }
+            }
+            Event::StreamGoal(goal) if mine(goal.stream.0) => {
+                p.streams.insert(goal.stream);
+                if fresh {
+                    let s = self.books.streams.entry(goal.stream).or_default();
+                    s.creator = Some(goal.creator);
+                    s.goal = Some(goal.coins_target);
+                }
+            }
+            Event::Payout(_) | Event::StreamGoal(_) => {}
+            // Settled diamonds stay counted on the node that credited them: the merged
+            // `diamonds_total` sums every node's own credits, so they are not added again.
+            Event::Account(_) | Event::Settlement(_) => {}
+            Event::Economy(change) if fresh => match (self.economies)(change.digest) {
+                Some(economy) => self.economy = economy,
+                // Every committed change was applied or replayed by this process's
+                // engine, which keeps every version: not reached.
+                None => tracing::error!(
+                    seq = e.seq,
+                    version = change.version,
+                    "read model: unknown economy version; diamonds follow the previous one"
+                ),
+            },
+            Event::Economy(_) => {}
+        }
+    }
+
+    /// Folds an accepted gift (`fresh`: not in the books yet): its creator's and
+    /// stream's hashes, their leaderboards (from the totals journaled with it), the
+    /// sender's wallet.
+    fn fold_gift(&mut self, e: &LogEntry, g: &Gift, effect: Effect, fresh: bool) {
+        let (layout, part) = (self.layout, self.part);
+        let mine = |id: u64| owns(layout, part, id);
+        let p = &mut self.pending;
+        let (creator, stream, sender) = (mine(g.creator.0), mine(g.stream.0), mine(g.sender.0));
+        let cost = self
+            .economy
+            .gifts
+            .get(g.gift.0 as usize)
+            .map_or(0, |spec| u128::from(spec.coins) * u128::from(g.count));
+        if creator {
+            p.creators.insert(g.creator);
+        }
+        if stream {
+            p.streams.insert(g.stream);
+        }
+        let Some(totals) = e.totals else {
+            self.untotalled.get_or_insert(e.seq);
+            return;
+        };
+        let books = &mut self.books;
+        if creator {
+            p.creator_gifters.place(
+                &mut books.creator_tops,
+                books.top_k,
+                g.creator,
+                g.sender,
+                u128::from(totals.creator),
+                fresh,
+            );
+        }
+        if stream {
+            p.stream_gifters.place(
+                &mut books.stream_tops,
+                books.top_k,
+                g.stream,
+                g.sender,
+                u128::from(totals.stream),
+                fresh,
+            );
+        }
+        if let (true, true, Effect::Coins(balance)) = (sender, self.wallets, effect) {
+            p.wallets.insert(g.sender, balance);
+        }
+        if fresh && creator {
+            let book = self.books.creators.entry(g.creator).or_default();
+            book.0 += cost;
+            book.2.credit(&self.economy, cost);
+        }
+        if fresh && stream {
+            let s = self.books.streams.entry(g.stream).or_default();
+            s.coins_received += cost;
+            if s.goal.is_none() {
+                s.creator = Some(s.creator.map_or(g.creator, |c| c.min(g.creator)));
+            }
+        }
+    }
+
+    /// The stamp of the oldest committed event not yet written: the pending window's
+    /// oldest, or now when nothing is pending.
+    pub(super) fn oldest_unwritten(&self) -> Stamp {
+        if self.pending.is_empty() {
+            Stamp::now()
+        } else {
+            Stamp(self.pending.oldest_stamp)
+        }
+    }
+
+    /// Takes the pending changes as one write.
+    pub(super) fn take_ops(&mut self) -> Write {
+        let p = std::mem::take(&mut self.pending);
+        let layout = self.layout;
+        let mut ops: Vec<Vec<Op>> = vec![Vec::new(); layout.buckets()];
+        let mut saturated = 0;
+        for &c in &p.creators {
+            let (coins, paid, credited) = self.books.creators.get(&c).copied().unwrap_or_default();
+            let bucket = &mut ops[layout.bucket(c.0)];
+            saturated += creator_ops(c, coins, credited.diamonds, paid, self.merge, bucket);
+        }
+        for &s in &p.streams {
+            let book = self.books.streams.get(&s).copied().unwrap_or_default();
+            saturated += stream_ops(s, &book, self.merge, &mut ops[layout.bucket(s.0)]);
+        }
+        for (&(c, u), &coins) in &p.creator_gifters.set {
+            saturated += u64::from(coins > SCORE_MAX);
+            ops[layout.bucket(c.0)].push(Op::Set(creator_top_key(c), u.0, coins.min(SCORE_MAX)));
+        }
+        for &(c, u) in &p.creator_gifters.removed {
+            ops[layout.bucket(c.0)].push(Op::Remove(creator_top_key(c), u.0));
+        }
+        let listed = |top: Option<&TopK>| -> FxHashSet<u64> {
+            top.map_or_else(FxHashSet::default, |t| {
+                t.entries().iter().map(|e| e.1).collect()
+            })
+        };
+        let mut reconcile = Vec::new();
+        for c in &p.creator_gifters.reconcile {
+            let key = creator_top_key(*c);
+            reconcile.push((
+                layout.bucket(c.0),
+                key,
+                listed(self.books.creator_tops.get(c)),
+            ));
+        }
+        for s in &p.stream_gifters.reconcile {
+            let key = stream_top_key(*s);
+            reconcile.push((
+                layout.bucket(s.0),
+                key,
+                listed(self.books.stream_tops.get(s)),
+            ));
+        }
+        for (&(s, u), &coins) in &p.stream_gifters.set {
+            saturated += u64::from(coins > SCORE_MAX);
+            ops[layout.bucket(s.0)].push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
+        }
+        for &(s, u) in &p.stream_gifters.removed {
+            ops[layout.bucket(s.0)].push(Op::Remove(stream_top_key(s), u.0));
+        }
+        for (&u, &coins) in &p.wallets {
+            ops[layout.bucket(u.0)].push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
+        }
+        Write {
+            ops,
+            from: p.from,
+            to: p.to,
+            held: saturated,
+            reconcile,
+        }
+    }
+}
+
+/// Whether the keys of creator, stream or user `id` are in the buckets of projector
+/// `part` = (index, count): bucket `b` is projector `b mod count`'s.
+pub(super) fn owns(layout: Layout, part: (usize, usize), id: u64) -> bool {
+    writes_bucket(part, layout.bucket(id))
+}
+
+/// Whether projector `part` = (index, count) writes `bucket`.
+pub(super) fn writes_bucket((index, count): (usize, usize), bucket: usize) -> bool {
+    bucket % count == index
+}
+
+/// One pending write, taken from the projector.
+pub(super) struct Write {
+    /// Each bucket's operations.
+    pub(super) ops: Vec<Vec<Op>>,
+    /// The sequence numbers it covers.
+    pub(super) from: u64,
+    pub(super) to: u64,
+    /// Scores held at the max.
+    pub(super) held: u64,
+    /// Keys to reconcile (bucket, key), with the gifters listed for each.
+    pub(super) reconcile: Vec<(usize, String, FxHashSet<u64>)>,
+}
