@@ -23,7 +23,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
                 config.snapshot.interval_ms = 0;
                 config.snapshot.events = 0;
                 let file = economy.to_file();
-                let engine = giftstream::server::build_engine(&config, economy)?;
+                let engine = giftstream::persist::recovery::build_engine(&config, economy)?;
                 if let Some(next) = engine.economy_for_start(file, None)? {
                     engine.change_economy(next, giftstream::engine::Stamp::now())?;
                 }
@@ -34,7 +34,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
                 // Takes the ledger lease before it reads the journal: no other process
                 // may append after the read.
-                let (engine, recovered) = giftstream::persist::redis::recover(&mut journal, &config, economy)
+                let (engine, recovered) = giftstream::persist::recovery::recover(&mut journal, &config, economy)
                     .await
                     .map_err(|e| anyhow::anyhow!("recovery: {e}"))?;
                 tracing::info!(
@@ -296,7 +296,8 @@ pub(crate) fn audit() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        use giftstream::persist::redis::{RedisJournal, with_recorded_shards};
+        use giftstream::persist::recovery::with_recorded_shards;
+        use giftstream::persist::redis::RedisJournal;
         let journal = RedisJournal::open(&config)
             .await
             .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
@@ -315,7 +316,7 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             }
             None => {
                 let recorded = journal.recorded_shards().await?;
-                giftstream::server::build_engine(&with_recorded_shards(&config, recorded), economy)?
+                giftstream::persist::recovery::build_engine(&with_recorded_shards(&config, recorded), economy)?
             }
         };
         // Another node's snapshot: its journal would not replay onto it.

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, SnapshotMethod};
-use crate::economy::{ConfigError, Economy};
+use crate::economy::ConfigError;
 use crate::engine::{Engine, Event, Outcome, Stamp};
 use crate::persist::journal::{CommitHandle, CommitterConfig, Journal, spawn_committer};
 use crate::persist::projection::{self, ProjectorHandle};
@@ -211,13 +211,6 @@ pub enum ServeError {
     Fenced,
     #[error("read model: {0}")]
     ReadModel(#[from] crate::persist::journal::JournalError),
-}
-
-/// The engine `config` describes, empty. Recover it (e.g. `RedisJournal::recover_into`)
-/// before handing it to [`run`].
-pub fn build_engine(config: &Config, economy: Economy) -> Result<Arc<Engine>, ServeError> {
-    config.validate()?;
-    Ok(Arc::new(Engine::new(economy, config.engine.clone())?))
 }
 
 /// Snapshots as configured; none when neither trigger is set.
