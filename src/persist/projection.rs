@@ -212,7 +212,7 @@ impl Layout {
         match recorded {
             None => Ok(false),
             Some(b) if b == self.buckets => Ok(true),
-            Some(b) => Err(JournalError(format!(
+            Some(b) => Err(JournalError::Ledger(format!(
                 "the Redis read model is laid out in {b} buckets ({BUCKETS_KEY}) and read_model.buckets is {}: \
                  set read_model.buckets = {b}, or change the layout as README \"Reading leaderboards from Redis\" says \
                  (stop every node, delete the read model's keys and {BUCKETS_KEY}, start them)",
@@ -388,7 +388,7 @@ fn group_by_key(ops: &mut [Op]) {
 const MEMBERS_PER_CALL: usize = 1000;
 
 fn redis_error(e: redis::RedisError) -> JournalError {
-    JournalError(format!("redis: {e}"))
+    JournalError::from(e)
 }
 
 /// The projector's copy of the creator and stream books and of their top-K gifter
@@ -1798,7 +1798,7 @@ pub async fn compare(
         for (i, &(c, coins, paid, credited)) in chunk.iter().enumerate() {
             let hash: FxHashMap<String, String> =
                 redis::from_redis_value(replies[2 * i].clone())
-                    .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+                    .map_err(|e| JournalError::Reply(format!("redis reply: {e}")))?;
             let diamonds = credited.diamonds;
             let want = [
                 ("coins_received", coins),
@@ -1815,7 +1815,7 @@ pub async fn compare(
                 }
             }
             let top: Vec<(u64, f64)> = redis::from_redis_value(replies[2 * i + 1].clone())
-                .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+                .map_err(|e| JournalError::Reply(format!("redis reply: {e}")))?;
             let want = engine.creator_top_gifters(c, top_k);
             compare_top(
                 &format!("creator {} top gifters", c.0),
@@ -1840,7 +1840,7 @@ pub async fn compare(
         for (i, (s, book)) in chunk.iter().enumerate() {
             let hash: FxHashMap<String, String> =
                 redis::from_redis_value(replies[2 * i].clone())
-                    .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+                    .map_err(|e| JournalError::Reply(format!("redis reply: {e}")))?;
             let mut want = vec![("coins_received", Some(book.coins_received.to_string()))];
             want.push(("creator", book.creator.map(|c| c.0.to_string())));
             want.push(("goal_coins_target", book.goal.map(|t| t.to_string())));
@@ -1854,7 +1854,7 @@ pub async fn compare(
                 }
             }
             let top: Vec<(u64, f64)> = redis::from_redis_value(replies[2 * i + 1].clone())
-                .map_err(|e| JournalError(format!("redis reply: {e}")))?;
+                .map_err(|e| JournalError::Reply(format!("redis reply: {e}")))?;
             let want = engine.stream_top_gifters(*s, top_k);
             compare_top(
                 &format!("stream {} top gifters", s.0),

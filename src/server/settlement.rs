@@ -237,20 +237,14 @@ async fn send(
     reports: &[Report],
 ) -> Result<(), (usize, JournalError)> {
     let key = inbox_key(owner);
-    let redis_error =
-        |sent: usize| move |e: redis::RedisError| (sent, JournalError(format!("redis: {e}")));
+    let redis_error = |sent: usize| move |e: redis::RedisError| (sent, JournalError::from(e));
     let len: u64 = redis::cmd("XLEN")
         .arg(&key)
         .query_async(conn)
         .await
         .map_err(redis_error(0))?;
     if len >= INBOX_ENTRIES_MAX {
-        return Err((
-            0,
-            JournalError(format!(
-                "the inbox {key} holds {len} entries (its node is not draining it)"
-            )),
-        ));
+        return Err((0, JournalError::InboxFull { key, len }));
     }
     let mut sent = 0;
     for chunk in reports.chunks(REPORTS_PER_ENTRY_MAX) {
@@ -339,7 +333,7 @@ async fn drain(
         .arg(ENTRIES_PER_READ)
         .query_async(conn)
         .await
-        .map_err(|e| JournalError(format!("redis: {e}")))?;
+        .map_err(JournalError::from)?;
     let full = page.len() == ENTRIES_PER_READ;
     for (id, fields) in page {
         let events = match decode_entry(map, &fields) {
@@ -357,7 +351,7 @@ async fn drain(
             .arg(&id)
             .query_async(conn)
             .await
-            .map_err(|e| JournalError(format!("redis: {e}")))?;
+            .map_err(JournalError::from)?;
         *after = id;
     }
     Ok(full)
@@ -422,7 +416,7 @@ async fn apply_durably(
     for batch in events.chunks(service.config.limits.events_per_frame_max.max(1)) {
         loop {
             if *closing.borrow() {
-                return Err(JournalError("shutting down".to_owned()));
+                return Err(JournalError::ShuttingDown);
             }
             if service.commits.accepting() {
                 break;

@@ -59,7 +59,7 @@ impl RedisJournal {
         let mut take = |name: &str| {
             reply
                 .remove(name)
-                .ok_or_else(|| JournalError(format!("CONFIG GET {name}: no such setting")))
+                .ok_or_else(|| JournalError::Reply(format!("CONFIG GET {name}: no such setting")))
         };
         Ok(AofSettings {
             appendonly: take(NAMES[0])?,

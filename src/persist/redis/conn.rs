@@ -38,8 +38,8 @@ impl RedisConn {
                 c.route_command(cmd, routing).await
             }
         }
-        .map_err(redis_error)?;
-        redis::from_redis_value(reply).map_err(|e| JournalError(format!("redis reply: {e}")))
+        .map_err(JournalError::from)?;
+        redis::from_redis_value(reply).map_err(|e| JournalError::Reply(format!("redis reply: {e}")))
     }
 
     /// The keys matching `pattern` in the slot of `slot_key` (on a Redis Cluster, SCAN
@@ -122,11 +122,14 @@ pub async fn connect_to(url: &str, cluster: bool) -> Result<RedisConn, JournalEr
             .retries(2)
             .max_retry_wait(500)
             .build()
-            .map_err(redis_error)?;
-        let conn = client.get_async_connection().await.map_err(redis_error)?;
+            .map_err(JournalError::from)?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(JournalError::from)?;
         return Ok(RedisConn::Cluster(conn));
     }
-    let client = redis::Client::open(url).map_err(redis_error)?;
+    let client = redis::Client::open(url).map_err(JournalError::from)?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))
@@ -135,9 +138,5 @@ pub async fn connect_to(url: &str, cluster: bool) -> Result<RedisConn, JournalEr
     ConnectionManager::new_with_config(client, config)
         .await
         .map(RedisConn::Single)
-        .map_err(redis_error)
-}
-
-pub(crate) fn redis_error(e: redis::RedisError) -> JournalError {
-    JournalError(format!("redis: {e}"))
+        .map_err(JournalError::from)
 }

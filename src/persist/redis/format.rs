@@ -95,7 +95,7 @@ impl JournalBatch {
 
     pub fn into_entries(self) -> Result<Vec<LogEntry>, JournalError> {
         if self.version != JOURNAL_VERSION {
-            return Err(JournalError(format!(
+            return Err(JournalError::Format(format!(
                 "journal batch version {} (this build reads 1 to {JOURNAL_VERSION})",
                 self.version
             )));
@@ -104,11 +104,11 @@ impl JournalBatch {
             .into_iter()
             .map(|r| {
                 let event = Event::try_from(r.event)
-                    .map_err(|e| JournalError(format!("seq {}: {e}", r.seq)))?;
+                    .map_err(|e| JournalError::Format(format!("seq {}: {e}", r.seq)))?;
                 let outcome = r
                     .outcome
                     .to_outcome(&event)
-                    .map_err(|e| JournalError(format!("seq {}: {e}", r.seq)))?;
+                    .map_err(|e| JournalError::Format(format!("seq {}: {e}", r.seq)))?;
                 Ok(LogEntry {
                     seq: r.seq,
                     stamp: Stamp(r.stamp),
@@ -132,12 +132,12 @@ pub(super) fn decode_entry((id, fields): &StreamEntry) -> Result<Vec<LogEntry>, 
         .iter()
         .find(|(k, _)| k == "b")
         .map(|(_, v)| v)
-        .ok_or_else(|| JournalError(format!("journal entry {id} has no field b")))?;
+        .ok_or_else(|| JournalError::Format(format!("journal entry {id} has no field b")))?;
     let batch = JournalBatch::decode(bytes)
-        .map_err(|e| JournalError(format!("journal entry {id}: {e}")))?;
+        .map_err(|e| JournalError::Format(format!("journal entry {id}: {e}")))?;
     let entries = batch.into_entries()?;
     if entries.last().map(|e| e.seq) != Some(entry_seq(id)) {
-        return Err(JournalError(format!(
+        return Err(JournalError::Format(format!(
             "journal entry {id} does not end at its id"
         )));
     }

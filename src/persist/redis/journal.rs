@@ -3,7 +3,7 @@
 
 use futures::future::BoxFuture;
 
-use super::conn::{RedisConn, connect, connect_to, redis_error};
+use super::conn::{RedisConn, connect, connect_to};
 use super::format::{JournalBatch, StreamEntry, decode_entry, entry_seq};
 use super::keys::{JOURNAL_KEY, Ledger};
 use super::lease::{FENCED, Fence};
@@ -114,7 +114,7 @@ impl RedisJournal {
             .arg(count)
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(JournalError::from)?;
         page.iter().map(decode_entry).collect()
     }
 
@@ -139,7 +139,7 @@ impl RedisJournal {
             .arg(1)
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(JournalError::from)?;
         Ok(top.first().map_or(0, |(id, _)| entry_seq(id)))
     }
 
@@ -177,7 +177,7 @@ impl RedisJournal {
                 .arg(RECOVERY_ENTRIES_PER_READ)
                 .query_async(&mut conn)
                 .await
-                .map_err(redis_error)?;
+                .map_err(JournalError::from)?;
             let Some((last_id, _)) = page.last() else {
                 break;
             };
@@ -222,7 +222,7 @@ impl Journal for RedisJournal {
                 .arg(format!("{}-0", seq + 1))
                 .query_async(&mut conn)
                 .await
-                .map_err(redis_error)
+                .map_err(JournalError::from)
         })
     }
 
@@ -258,7 +258,7 @@ impl RedisJournal {
                     .arg(&bytes)
                     .query_async(&mut self.conn.clone())
                     .await
-                    .map_err(redis_error),
+                    .map_err(JournalError::from),
             };
             let added = match added {
                 Ok(id) if self.wait.replicas > 0 => self.wait_replicas().await.map(|()| id),
@@ -266,42 +266,8 @@ impl RedisJournal {
             };
             let done = match added {
                 Ok(_) => Ok(()),
-                // Refused as not greater than the top: done already if the top is ours
-                // or later (an earlier attempt that timed out after it ran). "Ours": under
-                // the lease no other process appends to this journal.
-                Err(e) if e.0.contains("equal or smaller") && self.fence.is_some() => {
-                    // Done only if the journal holds exactly this run at its id (the head
-                    // check passed, so this is an earlier attempt of ours); anything else
-                    // is another writer's entry.
-                    let entry: Vec<StreamEntry> = redis::cmd("XRANGE")
-                        .arg(&self.key)
-                        .arg(&id)
-                        .arg(&id)
-                        .query_async(&mut self.conn.clone())
-                        .await
-                        .map_err(redis_error)?;
-                    let ours = entry.first().is_some_and(|(_, fields)| {
-                        fields.iter().any(|(f, v)| f == "b" && *v == bytes)
-                    });
-                    if !ours {
-                        return Err(JournalError(format!(
-                            "{FENCED}: the journal holds another writer's entry at or after {id}"
-                        )));
-                    }
-                    if self.wait.replicas > 0 {
-                        self.wait_replicas().await?;
-                    }
-                    Ok(())
-                }
-                Err(e) if e.0.contains("equal or smaller") => {
-                    let top = self.last_seq().await?;
-                    if top < last.seq {
-                        return Err(e);
-                    }
-                    if self.wait.replicas > 0 {
-                        self.wait_replicas().await?;
-                    }
-                    Ok(())
+                Err(e @ JournalError::AlreadyAppended(_)) => {
+                    self.appended_before(e, &id, &bytes, last.seq).await
                 }
                 Err(e) => Err(e),
             };
@@ -322,6 +288,46 @@ impl RedisJournal {
 }
 
 impl RedisJournal {
+    /// An append refused as not greater than the stream's top (`refused`): done already
+    /// if the top is ours or later (an earlier attempt that timed out after it ran).
+    /// "Ours": under the lease no other process appends to this journal.
+    async fn appended_before(
+        &self,
+        refused: JournalError,
+        id: &str,
+        bytes: &[u8],
+        last_seq: u64,
+    ) -> Result<(), JournalError> {
+        if self.fence.is_some() {
+            // Done only if the journal holds exactly this run at its id (the head check
+            // passed, so this is an earlier attempt of ours); anything else is another
+            // writer's entry.
+            let entry: Vec<StreamEntry> = redis::cmd("XRANGE")
+                .arg(&self.key)
+                .arg(id)
+                .arg(id)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(JournalError::from)?;
+            let ours = entry.first().is_some_and(|(_, fields)| {
+                fields
+                    .iter()
+                    .any(|(f, v)| f == "b" && v.as_slice() == bytes)
+            });
+            if !ours {
+                return Err(JournalError::Fenced(format!(
+                    "{FENCED}: the journal holds another writer's entry at or after {id}"
+                )));
+            }
+        } else if self.last_seq().await? < last_seq {
+            return Err(refused);
+        }
+        if self.wait.replicas > 0 {
+            self.wait_replicas().await?;
+        }
+        Ok(())
+    }
+
     /// `WAIT` until `wait.replicas` replicas of the journal's master have every write so
     /// far, or fail (the committer retries; the append is idempotent). On a Redis Cluster
     /// the command is routed to the master of the journal's slot (redis-rs would send a
@@ -333,10 +339,11 @@ impl RedisJournal {
         let acked: i64 = self.conn.clone().on_slot_master(wait, &self.key).await?;
         if acked < i64::from(self.wait.replicas) {
             metrics::counter!(crate::telemetry::REDIS_WAIT_SHORT_TOTAL).increment(1);
-            return Err(JournalError(format!(
-                "WAIT: {acked} of {} replicas acknowledged within {} ms",
-                self.wait.replicas, self.wait.timeout_ms
-            )));
+            return Err(JournalError::ReplicasShort {
+                acked,
+                replicas: self.wait.replicas,
+                timeout_ms: self.wait.timeout_ms,
+            });
         }
         Ok(())
     }

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use super::conn::redis_error;
 use super::format::entry_seq;
 use super::journal::RedisJournal;
 use crate::persist::journal::JournalError;
@@ -208,7 +207,7 @@ impl RedisJournal {
                 .arg(lease_ms)
                 .query_async(&mut conn)
                 .await
-                .map_err(redis_error)?;
+                .map_err(JournalError::from)?;
             if taken.is_some() {
                 break;
             }
@@ -216,7 +215,7 @@ impl RedisJournal {
                 .arg(&key)
                 .query_async(&mut conn)
                 .await
-                .map_err(redis_error)?;
+                .map_err(JournalError::from)?;
             if let Some(holder) = holder.as_deref().filter(|h| holder_is_gone(h, &host)) {
                 // A crashed process on this host: no need to wait for its lease. (Were
                 // it alive after all, e.g. in another PID namespace, its next append
@@ -226,7 +225,7 @@ impl RedisJournal {
                     .arg(holder)
                     .invoke_async(&mut conn)
                     .await
-                    .map_err(redis_error)?;
+                    .map_err(JournalError::from)?;
                 if deleted == 1 {
                     tracing::info!(
                         key,
@@ -237,7 +236,7 @@ impl RedisJournal {
                 continue;
             }
             if std::time::Instant::now() >= give_up {
-                return Err(JournalError(format!(
+                return Err(JournalError::Fenced(format!(
                     "{FENCED}: the ledger ({key}) is held by another running giftstream: {}; \
                      refusing to start a second writer",
                     holder.unwrap_or_default()
@@ -260,13 +259,13 @@ impl RedisJournal {
             .key(&self.key)
             .invoke_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(JournalError::from)?;
         let _: () = redis::cmd("SET")
             .arg(self.ledger.head_key())
             .arg(&last)
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(JournalError::from)?;
         tracing::info!(
             key,
             token,
@@ -328,7 +327,7 @@ impl RedisJournal {
     ) -> Result<T, JournalError> {
         let fence = self.fence.as_ref().expect("only with a fence");
         if fence.lost.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(JournalError(format!(
+            return Err(JournalError::Fenced(format!(
                 "{FENCED}: this process lost the ledger lease ({}) to another process",
                 fence.key
             )));
@@ -346,7 +345,7 @@ impl RedisJournal {
             .arg(bytes)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error);
+            .map_err(JournalError::from);
         if let Err(e) = &result
             && e.is_fenced()
         {

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::conn::redis_error;
 use super::journal::RedisJournal;
 use crate::engine::{Engine, Event, LogEntry, Stamp};
 use crate::persist::journal::{Journal, JournalError};
@@ -26,7 +25,7 @@ impl RedisJournal {
             .arg(doc.to_bytes())
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(JournalError::from)?;
         if economy.version == 1 {
             // The ledger's first recorded version (see `assume_base_economy`).
             self.set_economy_field("base", digest, true).await?;
@@ -57,10 +56,11 @@ impl RedisJournal {
             .arg(field)
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(JournalError::from)?;
         hex.map(|h| {
-            u64::from_str_radix(&h, 16)
-                .map_err(|e| JournalError(format!("{} {field}: {e}", self.ledger.economies_key())))
+            u64::from_str_radix(&h, 16).map_err(|e| {
+                JournalError::Ledger(format!("{} {field}: {e}", self.ledger.economies_key()))
+            })
         })
         .transpose()
     }
@@ -78,7 +78,7 @@ impl RedisJournal {
             .arg(format!("{digest:016x}"))
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(JournalError::from)?;
         Ok(())
     }
 
@@ -90,19 +90,19 @@ impl RedisJournal {
             .arg(format!("{digest:016x}"))
             .query_async(&mut conn)
             .await
-            .map_err(redis_error)?;
+            .map_err(JournalError::from)?;
         let missing = || {
-            JournalError(format!(
+            JournalError::Ledger(format!(
                 "economy document {digest:016x} is not in {}",
                 self.ledger.economies_key()
             ))
         };
         let doc = crate::economy::EconomyDoc::from_bytes(&bytes.ok_or_else(missing)?)
-            .map_err(|e| JournalError(e.to_string()))?;
+            .map_err(|e| JournalError::Ledger(e.to_string()))?;
         if doc.digest() != digest {
             return Err(missing());
         }
-        crate::economy::Economy::from_doc(doc).map_err(|e| JournalError(e.to_string()))
+        crate::economy::Economy::from_doc(doc).map_err(|e| JournalError::Ledger(e.to_string()))
     }
 
     /// At a start, after recovery: records `file` (economy.toml's terms) as the next
@@ -165,9 +165,14 @@ impl RedisJournal {
             let economy = self
                 .load_economy(change.digest)
                 .await
-                .map_err(|e| JournalError(format!("seq {}: {}", entry.seq, e.0)))?;
+                .map_err(|e| match e {
+                    JournalError::Ledger(why) => {
+                        JournalError::Ledger(format!("seq {}: {why}", entry.seq))
+                    }
+                    other => other,
+                })?;
             if economy.version != change.version {
-                return Err(JournalError(format!(
+                return Err(JournalError::Ledger(format!(
                     "seq {}: economy document {:016x} is version {}, the journal says {}",
                     entry.seq, change.digest, economy.version, change.version
                 )));
@@ -184,7 +189,7 @@ impl RedisJournal {
             .arg(self.ledger.shards_key())
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)
+            .map_err(JournalError::from)
     }
 
     /// Records `shards` as this ledger's shard count (under the lease, after recovery).
@@ -194,7 +199,7 @@ impl RedisJournal {
             .arg(shards)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)
+            .map_err(JournalError::from)
     }
 
     /// Checks this cluster node's partition map layout against the one recorded for its
@@ -208,13 +213,13 @@ impl RedisJournal {
             .arg(&key)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)?;
+            .map_err(JournalError::from)?;
         let Some(recorded) = recorded else {
             return Ok(false);
         };
         let configured = map.layout();
         if recorded != configured {
-            return Err(JournalError(format!(
+            return Err(JournalError::Ledger(format!(
                 "this ledger runs with the partition map \"{recorded}\" (recorded in {key}), \
                  the configuration gives \"{configured}\": a node's partitions, the partition \
                  count and the order of the nodes are fixed for the life of its ledger (its \
@@ -237,6 +242,6 @@ impl RedisJournal {
             .arg(map.layout())
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)
+            .map_err(JournalError::from)
     }
 }
