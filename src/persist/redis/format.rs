@@ -1,27 +1,65 @@
 //! The journal's format: one stream entry per run, entry id `<last seq of the run>-0`,
-//! one field `b` holding a [`JournalBatch`] in the bincode format. Older formats (1 to 3)
-//! still read.
+//! one field `b` holding a [`JournalBatch`] in the bincode format (the "standard"
+//! configuration: little-endian, variable-length integers). Older formats (1 to 3)
+//! still read. The records are the journal's own types ([`super::record`]).
 
+use bincode::config::{Configuration, LittleEndian, Varint};
 use bincode::{Decode, Encode};
 
+use super::record::{JournalEvent, JournalOutcome};
 use crate::engine::{Event, GiftTotals, LogEntry, Stamp};
 use crate::persist::journal::JournalError;
-use crate::protocol::{self, WireEvent, WireOutcome};
 
 /// Format version of [`JournalBatch`]. Version 2 added [`JournalRecord::totals`]
 /// (version 1 batches are still read; their gifts have no totals); version 3 added the
-/// settlement event (`WireEvent::Settlement`; version 2 batches, which cannot hold one,
-/// are read as they are); version 4 added the economy change (`WireEvent::Economy`;
+/// settlement event (`JournalEvent::Settlement`; version 2 batches, which cannot hold one,
+/// are read as they are); version 4 added the economy change (`JournalEvent::Economy`;
 /// version 3 batches are read as they are).
 pub const JOURNAL_VERSION: u8 = 4;
+
+/// The decode limit of journal entries (written by this service, capped at
+/// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
+/// any entry, so an entry the journal accepted always reads back.
+pub const JOURNAL_DECODE_BYTES_MAX: usize = 1 << 30;
+
+/// The journal's bincode configuration. The limit bounds what a length prefix inside an
+/// entry can make the decoder allocate; it does not change the encoding.
+const CONFIG: Configuration<
+    LittleEndian,
+    Varint,
+    bincode::config::Limit<JOURNAL_DECODE_BYTES_MAX>,
+> = bincode::config::standard().with_limit::<JOURNAL_DECODE_BYTES_MAX>();
+
+/// Why journal bytes could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("undecodable payload: {0}")]
+    Bincode(#[from] bincode::error::DecodeError),
+    #[error("{0} trailing bytes after the payload")]
+    Trailing(usize),
+}
+
+/// Encodes a value of the journal format.
+fn encode<T: Encode>(value: &T) -> Vec<u8> {
+    bincode::encode_to_vec(value, CONFIG).expect("encoding into a Vec cannot fail")
+}
+
+/// Decodes a whole value of the journal format: trailing bytes are an error.
+fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (value, used) = bincode::decode_from_slice(bytes, CONFIG)?;
+    if used != bytes.len() {
+        return Err(DecodeError::Trailing(bytes.len() - used));
+    }
+    Ok(value)
+}
 
 /// One journaled event with its outcome and stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub struct JournalRecord {
     pub seq: u64,
     pub stamp: u64,
-    pub event: WireEvent,
-    pub outcome: WireOutcome,
+    pub event: JournalEvent,
+    pub outcome: JournalOutcome,
     /// An accepted gift's `(creator, stream)` totals after it ([`GiftTotals`]).
     pub totals: Option<(u64, u64)>,
 }
@@ -38,8 +76,8 @@ pub struct JournalBatch {
 struct JournalRecordV1 {
     seq: u64,
     stamp: u64,
-    event: WireEvent,
-    outcome: WireOutcome,
+    event: JournalEvent,
+    outcome: JournalOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -57,26 +95,31 @@ impl JournalBatch {
                 .map(|e| JournalRecord {
                     seq: e.seq,
                     stamp: e.stamp.0,
-                    event: WireEvent::from(&e.event),
-                    outcome: WireOutcome::from(&e.outcome),
+                    event: JournalEvent::from(&e.event),
+                    outcome: JournalOutcome::from(&e.outcome),
                     totals: e.totals.map(|t| (t.creator, t.stream)),
                 })
                 .collect(),
         }
     }
 
+    /// The batch in the journal format (what an append writes in field `b`).
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
     /// Decodes a batch of any format this build reads (the version is its first byte).
-    pub fn decode(bytes: &[u8]) -> Result<JournalBatch, protocol::DecodeError> {
+    pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
         match bytes.first() {
             Some(&1) => {}
             Some(&2) | Some(&3) => {
-                let mut batch: JournalBatch = protocol::decode_journal(bytes)?;
+                let mut batch: JournalBatch = decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);
             }
-            _ => return protocol::decode_journal(bytes),
+            _ => return decode(bytes),
         }
-        let v1: JournalBatchV1 = protocol::decode_journal(bytes)?;
+        let v1: JournalBatchV1 = decode(bytes)?;
         Ok(JournalBatch {
             version: JOURNAL_VERSION,
             records: v1
@@ -154,11 +197,73 @@ pub(super) fn entry_seq(id: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::engine::{
         CreatorId, Effect, EventId, Gift, GiftId, Outcome, Settlement, Status, StreamId, UserId,
     };
+    use crate::protocol::{self, WireEvent, WireOutcome};
+
+    /// A record as journal formats 1 to 4 declared it, with the wire's types.
+    #[derive(Encode)]
+    struct WireRecord {
+        seq: u64,
+        stamp: u64,
+        event: WireEvent,
+        outcome: WireOutcome,
+        totals: Option<(u64, u64)>,
+    }
+
+    #[derive(Encode)]
+    struct WireBatch {
+        version: u8,
+        records: Vec<WireRecord>,
+    }
+
+    #[test]
+    fn a_batch_encodes_to_the_bytes_of_the_wire_typed_batch_and_the_old_config() {
+        let entries: Vec<LogEntry> = [(1, 40u64), (2, 0)]
+            .into_iter()
+            .map(|(seq, coins)| LogEntry {
+                seq,
+                stamp: Stamp(1_796_083_200_000 + seq),
+                event: Event::Gift(Gift {
+                    id: EventId(u128::from(seq) << 70),
+                    sender: UserId(3),
+                    creator: CreatorId(4),
+                    stream: StreamId(5),
+                    gift: GiftId(1),
+                    count: 2,
+                }),
+                outcome: Outcome {
+                    seq,
+                    status: Status::Accepted(Effect::Coins(coins)),
+                    duplicate: false,
+                },
+                totals: Some(GiftTotals {
+                    creator: 12 * seq,
+                    stream: 2,
+                }),
+            })
+            .collect();
+        let old = WireBatch {
+            version: JOURNAL_VERSION,
+            records: entries
+                .iter()
+                .map(|e| WireRecord {
+                    seq: e.seq,
+                    stamp: e.stamp.0,
+                    event: WireEvent::from(&e.event),
+                    outcome: WireOutcome::from(&e.outcome),
+                    totals: e.totals.map(|t| (t.creator, t.stream)),
+                })
+                .collect(),
+        };
+        let batch = JournalBatch::from_entries(&entries);
+        assert_eq!(batch.encode(), protocol::encode(&old));
+        assert_eq!(batch.encode(), protocol::encode(&batch));
+        let back = JournalBatch::decode(&protocol::encode(&old)).unwrap();
+        assert_eq!(back.into_entries().unwrap(), entries);
+    }
 
     #[test]
     fn journal_batches_of_formats_1_to_3_still_read_and_format_4_keeps_totals_settlements_and_economy_changes()
@@ -201,19 +306,19 @@ mod tests {
             },
             totals: None,
         };
-        let v3 = protocol::encode(&JournalBatch::from_entries(&[gift, settlement]));
+        let v3 = JournalBatch::from_entries(&[gift, settlement]).encode();
         assert_eq!(v3[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v3).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![gift, settlement]);
 
         // Format 2 is format 3 without settlements: same bytes but the version.
-        let mut v2 = protocol::encode(&JournalBatch::from_entries(&[gift]));
+        let mut v2 = JournalBatch::from_entries(&[gift]).encode();
         v2[0] = 2;
         let back = JournalBatch::decode(&v2).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![gift]);
 
         let record = JournalBatch::from_entries(&[gift]).records[0];
-        let v1 = protocol::encode(&JournalBatchV1 {
+        let v1 = encode(&JournalBatchV1 {
             version: 1,
             records: vec![JournalRecordV1 {
                 seq: record.seq,
@@ -253,7 +358,7 @@ mod tests {
             },
             totals: None,
         };
-        let v4 = protocol::encode(&JournalBatch::from_entries(&[change]));
+        let v4 = JournalBatch::from_entries(&[change]).encode();
         let back = JournalBatch::decode(&v4).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![change]);
 

@@ -9,13 +9,12 @@ use super::keys::{JOURNAL_KEY, Ledger};
 use super::lease::{FENCED, Fence};
 use crate::engine::{Engine, Event, LogEntry, ReplayError};
 use crate::persist::journal::{Journal, JournalError};
-use crate::protocol;
 
 /// Most records in one journal stream entry: a group commit of more (a long Redis
 /// stall lets up to `commit.pending_events_max` events wait) is appended as several
 /// entries. ~100 bytes each encoded: entries stay under ~2 MiB (a recovery read of
 /// [`RECOVERY_ENTRIES_PER_READ`] entries under ~64 MiB), and decode far below
-/// [`protocol::JOURNAL_DECODE_BYTES_MAX`].
+/// [`super::format::JOURNAL_DECODE_BYTES_MAX`].
 pub const JOURNAL_ENTRY_RECORDS_MAX: usize = 16_384;
 
 /// Stream entries read per `XRANGE` during recovery.
@@ -247,7 +246,7 @@ impl RedisJournal {
             let Some(last) = entries.last() else {
                 return Ok(());
             };
-            let bytes = protocol::encode(&JournalBatch::from_entries(entries));
+            let bytes = JournalBatch::from_entries(entries).encode();
             let id = format!("{}-0", last.seq);
             let added: Result<String, JournalError> = match &self.fence {
                 Some(_) => self.fenced_op("xadd", &id, &bytes).await,

@@ -2,7 +2,8 @@
 //!
 //! - [`conn`]: the connection ([`RedisConn`], one Redis or a Redis Cluster) and its bounds.
 //! - [`keys`]: which keys a ledger uses ([`Ledger`]), all in its journal's slot.
-//! - [`format`]: the journal's record types and their bincode format ([`JournalBatch`]).
+//! - [`format`]: the journal's bincode format ([`JournalBatch`]); [`record`]: its own event
+//!   and outcome types (not the wire's).
 //! - [`journal`]: [`RedisJournal`]: append (idempotent by sequence number), trim, read, replay.
 //! - [`lease`]: the ledger lease and the fence every append goes through.
 //! - [`ledger`]: what a ledger records about itself (shard count, partition map,
@@ -21,6 +22,7 @@ pub mod journal;
 pub mod keys;
 pub mod lease;
 pub mod ledger;
+pub mod record;
 
 pub use aof::AofSettings;
 pub use conn::{CONNECTION_TIMEOUT, RESPONSE_TIMEOUT, RedisConn, connect, connect_to};
@@ -29,6 +31,7 @@ pub use journal::{
     JOURNAL_ENTRY_RECORDS_MAX, RECOVERY_ENTRIES_PER_READ, RecoveryError, RedisJournal, WaitReplicas,
 };
 pub use keys::{JOURNAL_KEY, Ledger};
+pub use record::{JournalEvent, JournalOutcome};
 
 /// Transitional: start-up recovery lives in [`crate::persist::recovery`]; these paths stay
 /// valid until every caller names that module (then delete this line: it is the one
