@@ -12,4 +12,5 @@ pub mod projection;
 pub mod recovery;
 pub mod redis;
 pub mod replica;
+pub mod settlement;
 pub mod snapshot;
