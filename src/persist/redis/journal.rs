@@ -1,6 +1,9 @@
 //! [`RedisJournal`]: appends runs (idempotent by sequence number, through the lease when
 //! one is held), trims, reads and replays the journal stream.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 
 use super::conn::{RedisConn, connect, connect_to};
@@ -75,6 +78,50 @@ impl RedisJournal {
             },
             fence: None,
         })
+    }
+
+    /// Takes the ledger lease (`redis.lease_ms`) before this process reads or writes its
+    /// journal ([`Fence::take`]: one process at a time may append). From then on every
+    /// append and trim checks and renews the lease in the same script, and a task renews
+    /// it every third of a lease while idle; once another process holds it, appends fail
+    /// with `FENCED` and the committer stops (see `journal::commit`).
+    pub async fn acquire(&mut self, lease_ms: u64) -> Result<(), JournalError> {
+        let mut conn = self.conn.clone();
+        let fence = Arc::new(Fence::take(&mut conn, &self.ledger, &self.key, lease_ms).await?);
+        self.fence = Some(fence.clone());
+        let journal = self.clone();
+        tokio::spawn(async move {
+            let period = Duration::from_millis(lease_ms / 3);
+            while fence.held() {
+                tokio::time::sleep(period).await;
+                if let Err(e) = journal.fenced_op::<i64>("renew", "", &[]).await {
+                    tracing::warn!(error = %e, "ledger lease renewal failed");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Gives the lease back (graceful shutdown, after the final commit), so the next
+    /// start need not wait for it to run out.
+    pub async fn release(&self) {
+        if let Some(fence) = &self.fence {
+            fence.release(&mut self.conn.clone()).await;
+        }
+    }
+
+    /// Runs `op` with its `id` and `bytes` through the lease ([`Fence::op`]).
+    async fn fenced_op<T: redis::FromRedisValue>(
+        &self,
+        op: &str,
+        id: &str,
+        bytes: &[u8],
+    ) -> Result<T, JournalError> {
+        let fence = self.fence.as_ref().expect("only with a fence");
+        let mut conn = self.conn.clone();
+        fence
+            .op(&mut conn, &self.ledger, &self.key, op, id, bytes)
+            .await
     }
 
     /// The URL it connected to.

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use super::conn::RedisConn;
 use super::format::entry_seq;
-use super::journal::RedisJournal;
+use super::keys::Ledger;
 use crate::persist::journal::JournalError;
 
 /// The lease this process holds on its ledger.
@@ -176,16 +177,19 @@ return 0
     )
 });
 
-impl RedisJournal {
+impl Fence {
     /// Takes the ledger lease (`redis.lease_ms`) before this process reads or writes its
     /// journal: one process at a time may append. If another holds it, waits up to one
     /// lease and a second for it to run out (a crashed holder's does), then fails naming
-    /// the holder (a live holder renews it). From then on every append and trim checks and
-    /// renews the lease in the same script, and a task renews it every third of a lease
-    /// while idle; once another process holds it, appends fail with `FENCED` and the
-    /// committer stops (see `journal::commit`).
-    pub async fn acquire(&mut self, lease_ms: u64) -> Result<(), JournalError> {
-        let key = self.ledger.owner_key();
+    /// the holder (a live holder renews it). Then moves the journal's head to the
+    /// journal's last id: the fence's starting point.
+    pub(super) async fn take(
+        conn: &mut RedisConn,
+        ledger: &Ledger,
+        journal_key: &str,
+        lease_ms: u64,
+    ) -> Result<Fence, JournalError> {
+        let key = ledger.owner_key();
         let host = host_identity();
         let token = format!(
             "{} (pid {}, host {host}, started {})",
@@ -196,7 +200,6 @@ impl RedisJournal {
                 .map_or(0, |d| d.as_secs())
         );
         let give_up = std::time::Instant::now() + Duration::from_millis(lease_ms + 1000);
-        let mut conn = self.conn.clone();
         let mut waiting = false;
         loop {
             let taken: Option<String> = redis::cmd("SET")
@@ -205,7 +208,7 @@ impl RedisJournal {
                 .arg("NX")
                 .arg("PX")
                 .arg(lease_ms)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await
                 .map_err(JournalError::from)?;
             if taken.is_some() {
@@ -213,7 +216,7 @@ impl RedisJournal {
             }
             let holder: Option<String> = redis::cmd("GET")
                 .arg(&key)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await
                 .map_err(JournalError::from)?;
             if let Some(holder) = holder.as_deref().filter(|h| holder_is_gone(h, &host)) {
@@ -223,7 +226,7 @@ impl RedisJournal {
                 let deleted: i64 = RELEASE
                     .key(&key)
                     .arg(holder)
-                    .invoke_async(&mut conn)
+                    .invoke_async(conn)
                     .await
                     .map_err(JournalError::from)?;
                 if deleted == 1 {
@@ -256,14 +259,14 @@ impl RedisJournal {
         // We hold the lease: nobody else writes. The head starts at the journal's last
         // id (read once, with `XINFO`: a journal written before heads existed has none).
         let last: String = LAST_ID
-            .key(&self.key)
-            .invoke_async(&mut conn)
+            .key(journal_key)
+            .invoke_async(conn)
             .await
             .map_err(JournalError::from)?;
         let _: () = redis::cmd("SET")
-            .arg(self.ledger.head_key())
+            .arg(ledger.head_key())
             .arg(&last)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await
             .map_err(JournalError::from)?;
         tracing::info!(
@@ -273,59 +276,53 @@ impl RedisJournal {
             journal_last_id = last,
             "ledger lease taken"
         );
-        let fence = std::sync::Arc::new(Fence {
+        Ok(Fence {
             key,
             token,
             lease_ms,
             lost: Default::default(),
             appended: entry_seq(&last).into(),
             released: Default::default(),
-        });
-        self.fence = Some(fence.clone());
-        let journal = self.clone();
-        tokio::spawn(async move {
-            use std::sync::atomic::Ordering;
-            let period = Duration::from_millis(lease_ms / 3);
-            while !fence.released.load(Ordering::Acquire) && !fence.lost.load(Ordering::Acquire) {
-                tokio::time::sleep(period).await;
-                if let Err(e) = journal.fenced_op::<i64>("renew", "", &[]).await {
-                    tracing::warn!(error = %e, "ledger lease renewal failed");
-                }
-            }
-        });
-        Ok(())
+        })
+    }
+
+    /// Still ours to renew: neither released nor lost.
+    pub(super) fn held(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        !self.released.load(Ordering::Acquire) && !self.lost.load(Ordering::Acquire)
     }
 
     /// Gives the lease back (graceful shutdown, after the final commit), so the next
     /// start need not wait for it to run out.
-    pub async fn release(&self) {
-        let Some(fence) = &self.fence else { return };
-        fence
-            .released
+    pub(super) async fn release(&self, conn: &mut RedisConn) {
+        self.released
             .store(true, std::sync::atomic::Ordering::Release);
         let released: redis::RedisResult<i64> = RELEASE
-            .key(&fence.key)
-            .arg(&fence.token)
-            .invoke_async(&mut self.conn.clone())
+            .key(&self.key)
+            .arg(&self.token)
+            .invoke_async(conn)
             .await;
         match released {
-            Ok(1) => tracing::info!(key = fence.key, "ledger lease released"),
-            Ok(_) => tracing::warn!(key = fence.key, "ledger lease was not ours at release"),
+            Ok(1) => tracing::info!(key = self.key, "ledger lease released"),
+            Ok(_) => tracing::warn!(key = self.key, "ledger lease was not ours at release"),
             Err(e) => {
                 tracing::warn!(error = %e, "ledger lease release failed; it runs out by itself")
             }
         }
     }
 
-    /// Runs [`FENCED_OP`]: `op` with its `id` and `bytes`. A refusal marks the fence
-    /// lost, for good.
-    pub(super) async fn fenced_op<T: redis::FromRedisValue>(
+    /// Runs [`FENCED_OP`] on the journal `journal_key` of `ledger`: `op` with its `id`
+    /// and `bytes`. A refusal marks the fence lost, for good.
+    pub(super) async fn op<T: redis::FromRedisValue>(
         &self,
+        conn: &mut RedisConn,
+        ledger: &Ledger,
+        journal_key: &str,
         op: &str,
         id: &str,
         bytes: &[u8],
     ) -> Result<T, JournalError> {
-        let fence = self.fence.as_ref().expect("only with a fence");
+        let fence = self;
         if fence.lost.load(std::sync::atomic::Ordering::Acquire) {
             return Err(JournalError::Fenced(format!(
                 "{FENCED}: this process lost the ledger lease ({}) to another process",
@@ -334,16 +331,16 @@ impl RedisJournal {
         }
         let appended = fence.appended.load(std::sync::atomic::Ordering::Acquire);
         let result = FENCED_OP
-            .key(&self.key)
+            .key(journal_key)
             .key(&fence.key)
-            .key(self.ledger.head_key())
+            .key(ledger.head_key())
             .arg(&fence.token)
             .arg(fence.lease_ms)
             .arg(format!("{appended}-0"))
             .arg(op)
             .arg(id)
             .arg(bytes)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(conn)
             .await
             .map_err(JournalError::from);
         if let Err(e) = &result
