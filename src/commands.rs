@@ -268,7 +268,8 @@ pub(crate) fn audit() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        use giftstream::persist::redis::{RedisJournal, with_recorded_shards};
+        use giftstream::persist::recovery::with_recorded_shards;
+        use giftstream::persist::redis::RedisJournal;
         let journal = RedisJournal::open(&config)
             .await
             .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
@@ -287,7 +288,7 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             }
             None => {
                 let recorded = journal.recorded_shards().await?;
-                giftstream::server::build_engine(&with_recorded_shards(&config, recorded), economy)?
+                giftstream::persist::recovery::build_engine(&with_recorded_shards(&config, recorded), economy)?
             }
         };
         // Another node's snapshot: its journal would not replay onto it.

@@ -96,7 +96,7 @@ pub async fn open(
         config.snapshot.interval_ms = 0;
         config.snapshot.events = 0;
         let file = economy.to_file();
-        let engine = crate::server::build_engine(config, economy)?;
+        let engine = crate::persist::recovery::build_engine(config, economy)?;
         if let Some(next) = engine.economy_for_start(file, None)? {
             engine.change_economy(next, Stamp::now())?;
         }
@@ -108,7 +108,7 @@ pub async fn open(
         .map_err(ServeError::RedisUrl)?;
     // Takes the ledger lease before it reads the journal: no other process may append
     // after the read.
-    let (engine, recovered) = crate::persist::redis::recover(&mut journal, config, economy)
+    let (engine, recovered) = crate::persist::recovery::recover(&mut journal, config, economy)
         .await
         .map_err(ServeError::Recovery)?;
     tracing::info!(

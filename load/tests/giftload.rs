@@ -86,9 +86,11 @@ async fn server(journal: Arc<dyn Journal>) -> Server {
 }
 
 async fn server_with(config: giftstream::config::Config, journal: Arc<dyn Journal>) -> Server {
-    let engine =
-        giftstream::server::build_engine(&config, giftstream::economy::Economy::embedded())
-            .unwrap();
+    let engine = giftstream::persist::recovery::build_engine(
+        &config,
+        giftstream::economy::Economy::embedded(),
+    )
+    .unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (http_addr, tcp_addr) = (http.local_addr().unwrap(), tcp.local_addr().unwrap());

@@ -14,14 +14,77 @@ use crate::telemetry;
 
 /// A failed journal operation. The committer keeps a batch whose append failed and
 /// retries it (never dropped), unless the error says the process was fenced.
+///
+/// A Redis error is classified once, where it is received ([`From<redis::RedisError>`]):
+/// the lease script's `FENCED` replies and `XADD`'s "equal or smaller" refusal get kinds
+/// of their own. Every text starts with `journal: ` (logs and tests read them).
 #[derive(Debug, thiserror::Error)]
-#[error("journal: {0}")]
-pub struct JournalError(pub String);
+#[non_exhaustive]
+pub enum JournalError {
+    /// Another process holds the ledger, or wrote its journal (`RedisJournal::acquire`):
+    /// retrying cannot help. The text says who and how.
+    #[error("journal: {0}")]
+    Fenced(String),
+    /// `XADD` refused the entry id as not greater than the stream's top: an earlier
+    /// attempt of this very append may have run (its reply was lost).
+    #[error("journal: redis: {0}")]
+    AlreadyAppended(redis::RedisError),
+    /// A Redis command failed (connection, timeout, an error reply).
+    #[error("journal: redis: {0}")]
+    Redis(redis::RedisError),
+    /// A Redis reply of another shape than the command's.
+    #[error("journal: {0}")]
+    Reply(String),
+    /// A journal entry that cannot be read (format, version, an event no engine holds).
+    #[error("journal: {0}")]
+    Format(String),
+    /// What the ledger recorded in Redis refuses this start or this replay (its partition
+    /// map, a missing or altered economy document, the read model's layout).
+    #[error("journal: {0}")]
+    Ledger(String),
+    /// `WAIT` returned before enough replicas acknowledged the append.
+    #[error("journal: WAIT: {acked} of {replicas} replicas acknowledged within {timeout_ms} ms")]
+    ReplicasShort {
+        acked: i64,
+        replicas: u32,
+        timeout_ms: u64,
+    },
+    /// A settlement inbox over its bound: its node is not draining it.
+    #[error("journal: the inbox {key} holds {len} entries (its node is not draining it)")]
+    InboxFull { key: String, len: u64 },
+    /// The committer is gone (shutdown finished).
+    #[error("journal: committer stopped")]
+    CommitterStopped,
+    /// The process is shutting down.
+    #[error("journal: shutting down")]
+    ShuttingDown,
+    /// The memory journal was set to fail (tests of the retry path).
+    #[error("journal: memory journal set to fail")]
+    MemoryFailing,
+    /// A helper process (the snapshot replica) failed.
+    #[error("journal: {0}")]
+    Process(String),
+}
 
 impl JournalError {
     /// Another process holds the ledger: retrying cannot help (`RedisJournal::acquire`).
     pub fn is_fenced(&self) -> bool {
-        self.0.contains("FENCED")
+        matches!(self, JournalError::Fenced(_))
+    }
+}
+
+impl From<redis::RedisError> for JournalError {
+    /// The one place a Redis error is classified: the lease script refuses with the
+    /// error code `FENCED`; `XADD` (alone or in the script) refuses an id not above the
+    /// stream's top with a plain `ERR` whose text is all that tells it apart.
+    fn from(e: redis::RedisError) -> JournalError {
+        if e.code() == Some("FENCED") {
+            JournalError::Fenced(format!("redis: {e}"))
+        } else if e.to_string().contains("equal or smaller") {
+            JournalError::AlreadyAppended(e)
+        } else {
+            JournalError::Redis(e)
+        }
     }
 }
 
@@ -56,7 +119,7 @@ impl Journal for MemoryJournal {
     fn append<'a>(&'a self, entries: &'a [LogEntry]) -> BoxFuture<'a, Result<(), JournalError>> {
         Box::pin(async move {
             if self.failing.load(Ordering::Acquire) {
-                return Err(JournalError("memory journal set to fail".to_owned()));
+                return Err(JournalError::MemoryFailing);
             }
             let last = entries.last().map_or(0, |e| e.seq);
             // Idempotent by sequence number: a run already appended is not counted twice.
@@ -129,7 +192,7 @@ impl CommitHandle {
         rx.wait_for(|w| *w >= seq)
             .await
             .map(|_| ())
-            .map_err(|_| JournalError("committer stopped".to_owned()))
+            .map_err(|_| JournalError::CommitterStopped)
     }
 }
 

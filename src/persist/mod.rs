@@ -3,12 +3,14 @@
 //! Architecture Invariant: only [`journal`] decides when an outcome is durable. The
 //! protocol code waits on a [`journal::CommitHandle`]; which [`journal::Journal`] backs
 //! it ([`journal::MemoryJournal`] or [`redis::RedisJournal`]) is invisible to it.
-//! [`snapshot`] writes and reads ledger snapshots; [`redis::recover`] is start-up
-//! recovery (newest valid snapshot, then the journal after it). [`replica`] takes
-//! snapshots from a second engine that follows the journal, instead of by fork.
+//! [`snapshot`] writes and reads ledger snapshots; [`recovery`] is start-up recovery
+//! (newest valid snapshot, then the journal after it; it builds the engine). [`replica`]
+//! takes snapshots from a second engine that follows the journal, instead of by fork.
 
 pub mod journal;
 pub mod read_model;
+pub mod recovery;
 pub mod redis;
 pub mod replica;
+pub mod settlement;
 pub mod snapshot;

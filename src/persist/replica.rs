@@ -349,7 +349,7 @@ async fn run_once(
     closing: &mut watch::Receiver<bool>,
 ) -> Result<(), JournalError> {
     use tokio::io::AsyncWriteExt;
-    let failed = |what: &str, e: std::io::Error| JournalError(format!("{what}: {e}"));
+    let failed = |what: &str, e: std::io::Error| JournalError::Process(format!("{what}: {e}"));
     let mut child = tokio::process::Command::new(exe)
         .arg("snapshot-replica")
         .stdin(Stdio::piped())
@@ -375,7 +375,7 @@ async fn run_once(
                 Ok(Some(line)) => on_report(&line, journal, policy, watermark).await,
                 Ok(None) | Err(_) => {
                     let status = child.wait().await.map_err(|e| failed("wait", e))?;
-                    return Err(JournalError(format!("snapshot replica exited: {status}")));
+                    return Err(JournalError::Process(format!("snapshot replica exited: {status}")));
                 }
             },
             () = closed(closing) => {

@@ -207,13 +207,6 @@ pub enum ServeError {
     Economy(#[from] crate::engine::EconomyError),
 }
 
-/// The engine `config` describes, empty. Recover it (e.g. `RedisJournal::recover_into`)
-/// before handing it to [`run`].
-pub fn build_engine(config: &Config, economy: Economy) -> Result<Arc<Engine>, ServeError> {
-    config.validate()?;
-    Ok(Arc::new(Engine::new(economy, config.engine.clone())?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

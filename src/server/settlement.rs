@@ -11,8 +11,9 @@
 //! lost one.
 //!
 //! The reports travel through Redis, in the owner's inbox
-//! `giftstream:{ledger-<owner>}:settlements` (a stream in the owner's journal slot): a
-//! node reports while its peer is down, and nothing needs a peer's address or token.
+//! `giftstream:{ledger-<owner>}:settlements` (a stream in the owner's journal slot,
+//! [`crate::persist::settlement::Mailbox`]): a node reports while its peer is down, and
+//! nothing needs a peer's address or token.
 //!
 //! - [`Reporter`] (every node): the committer hands it each committed run; it keeps,
 //!   per creator owned elsewhere, the coins its senders gave ([`Reporter::committed`]),
@@ -32,7 +33,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bincode::{Decode, Encode};
 use parking_lot::Mutex;
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::watch;
@@ -42,7 +42,7 @@ use crate::economy::Economy;
 use crate::engine::{CreatorId, Credited, Effect, Engine, Event, LogEntry, Settlement, Status};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::RedisConn;
-use crate::protocol;
+use crate::persist::settlement::{InboxEntry, Mailbox, Report};
 use crate::telemetry;
 
 use super::Service;
@@ -55,34 +55,6 @@ pub const REPORTS_PER_TICK_MAX: usize = 256 * 1024;
 pub const INBOX_ENTRIES_MAX: u64 = 10_000;
 /// Inbox entries the applier reads at a time.
 const ENTRIES_PER_READ: usize = 16;
-/// Version of [`InboxEntry`].
-const INBOX_VERSION: u8 = 2;
-
-/// A creator's owner's inbox.
-pub fn inbox_key(owner: &str) -> String {
-    format!("giftstream:{{ledger-{owner}}}:settlements")
-}
-
-/// One inbox entry: a node's reports to the owner, `(creator, whole diamonds, billionths)`
-/// credited in total (version 2; version 1 entries had no fraction).
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub struct InboxEntry {
-    pub version: u8,
-    /// The reporting node's name.
-    pub from: String,
-    pub reports: Vec<Report>,
-}
-
-/// `(creator, whole diamonds, billionths of one)` credited in total.
-pub type Report = (u64, u64, u32);
-
-/// An inbox entry of version 1: whole diamonds only.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-struct InboxEntryV1 {
-    version: u8,
-    from: String,
-    reports: Vec<(u64, u64)>,
-}
 
 /// What a node has credited the creators other nodes own, and which changed since they
 /// were reported.
@@ -216,11 +188,11 @@ impl Reporter {
     }
 
     /// Writes the changed creators' reports to their owners' inboxes.
-    async fn flush(&self, conn: &mut RedisConn) {
+    async fn flush(&self, mailbox: &mut Mailbox) {
         let local = &self.map.nodes()[self.local].name;
         for (owner, reports) in self.take(REPORTS_PER_TICK_MAX) {
             let owner = &self.map.nodes()[owner].name;
-            if let Err((sent, e)) = send(conn, owner, local, &reports).await {
+            if let Err((sent, e)) = send(mailbox, owner, local, &reports).await {
                 tracing::warn!(%owner, error = %e, "settlement reports not sent; they wait for the next interval");
                 self.put_back(&reports[sent..]);
             }
@@ -231,42 +203,20 @@ impl Reporter {
 
 /// Writes `reports` from node `local` to `owner`'s inbox; on error, how many were sent.
 async fn send(
-    conn: &mut RedisConn,
+    mailbox: &mut Mailbox,
     owner: &str,
     local: &str,
     reports: &[Report],
 ) -> Result<(), (usize, JournalError)> {
-    let key = inbox_key(owner);
-    let redis_error =
-        |sent: usize| move |e: redis::RedisError| (sent, JournalError(format!("redis: {e}")));
-    let len: u64 = redis::cmd("XLEN")
-        .arg(&key)
-        .query_async(conn)
-        .await
-        .map_err(redis_error(0))?;
+    let len = mailbox.len(owner).await.map_err(|e| (0, e))?;
     if len >= INBOX_ENTRIES_MAX {
-        return Err((
-            0,
-            JournalError(format!(
-                "the inbox {key} holds {len} entries (its node is not draining it)"
-            )),
-        ));
+        let key = crate::persist::settlement::inbox_key(owner);
+        return Err((0, JournalError::InboxFull { key, len }));
     }
     let mut sent = 0;
     for chunk in reports.chunks(REPORTS_PER_ENTRY_MAX) {
-        let entry = InboxEntry {
-            version: INBOX_VERSION,
-            from: local.to_owned(),
-            reports: chunk.to_vec(),
-        };
-        let _: String = redis::cmd("XADD")
-            .arg(&key)
-            .arg("*")
-            .arg("r")
-            .arg(protocol::encode(&entry))
-            .query_async(conn)
-            .await
-            .map_err(redis_error(sent))?;
+        let entry = InboxEntry::new(local, chunk.to_vec());
+        mailbox.post(owner, &entry).await.map_err(|e| (sent, e))?;
         sent += chunk.len();
         metrics::counter!(telemetry::SETTLEMENT_REPORTS_TOTAL, "result" => "sent")
             .increment(chunk.len() as u64);
@@ -277,13 +227,14 @@ async fn send(
 /// Every `interval`, sends the changed creators' reports until `stop`.
 pub async fn run_reporter(
     reporter: Arc<Reporter>,
-    mut conn: RedisConn,
+    conn: RedisConn,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut mailbox = Mailbox::new(conn);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval) => reporter.flush(&mut conn).await,
+            _ = tokio::time::sleep(interval) => reporter.flush(&mut mailbox).await,
             _ = super::closed(&mut stop) => return,
         }
     }
@@ -292,7 +243,7 @@ pub async fn run_reporter(
 /// Applies the reports in this node's inbox as settlement events until `closing`.
 pub async fn run_applier(
     service: Arc<Service>,
-    mut conn: RedisConn,
+    conn: RedisConn,
     interval: Duration,
     mut closing: watch::Receiver<bool>,
 ) {
@@ -300,13 +251,16 @@ pub async fn run_applier(
         return;
     };
     let Some(local) = map.local() else { return };
-    let key = inbox_key(&local.name);
-    let mut after = "0-0".to_owned();
+    let mut inbox = Inbox {
+        mailbox: Mailbox::new(conn),
+        owner: local.name.clone(),
+        after: "0-0".to_owned(),
+    };
     loop {
         if *closing.borrow() {
             return;
         }
-        match drain(&service, &map, &mut conn, &key, &mut after, &mut closing).await {
+        match drain(&service, &map, &mut inbox, &mut closing).await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(_) if *closing.borrow() => return,
@@ -321,70 +275,47 @@ pub async fn run_applier(
     }
 }
 
-/// Applies the inbox entries after `after`; true if it read a full page (more may wait).
+/// This node's inbox, read up to the entry `after`.
+struct Inbox {
+    mailbox: Mailbox,
+    owner: String,
+    after: String,
+}
+
+/// Applies the inbox entries after `inbox.after`; true if it read a full page (more may
+/// wait).
 async fn drain(
     service: &Service,
     map: &PartitionMap,
-    conn: &mut RedisConn,
-    key: &str,
-    after: &mut String,
+    inbox: &mut Inbox,
     closing: &mut watch::Receiver<bool>,
 ) -> Result<bool, JournalError> {
-    type Entry = (String, Vec<(String, Vec<u8>)>);
-    let page: Vec<Entry> = redis::cmd("XRANGE")
-        .arg(key)
-        .arg(format!("({after}"))
-        .arg("+")
-        .arg("COUNT")
-        .arg(ENTRIES_PER_READ)
-        .query_async(conn)
-        .await
-        .map_err(|e| JournalError(format!("redis: {e}")))?;
+    let page = inbox
+        .mailbox
+        .read(&inbox.owner, &inbox.after, ENTRIES_PER_READ)
+        .await?;
     let full = page.len() == ENTRIES_PER_READ;
-    for (id, fields) in page {
-        let events = match decode_entry(map, &fields) {
+    for (id, entry) in page {
+        let events = match entry.and_then(|entry| settlements(map, entry)) {
             Ok(events) => events,
             Err(e) => {
                 // Not a report this node can apply: left in the inbox for an operator.
                 tracing::error!(entry = %id, error = %e, "settlement inbox entry refused");
-                *after = id;
+                inbox.after = id;
                 continue;
             }
         };
         apply_durably(service, &events, closing).await?;
-        let _: u64 = redis::cmd("XDEL")
-            .arg(key)
-            .arg(&id)
-            .query_async(conn)
-            .await
-            .map_err(|e| JournalError(format!("redis: {e}")))?;
-        *after = id;
+        inbox.mailbox.delete(&inbox.owner, &id).await?;
+        inbox.after = id;
     }
     Ok(full)
 }
 
 /// The settlement events of one inbox entry (reports for creators this node does not
-/// own are refused and counted).
-fn decode_entry(map: &PartitionMap, fields: &[(String, Vec<u8>)]) -> Result<Vec<Event>, String> {
-    let bytes = fields
-        .iter()
-        .find(|(f, _)| f == "r")
-        .map(|(_, v)| v)
-        .ok_or("no field r")?;
-    let entry: InboxEntry = match bytes.first() {
-        Some(1) => {
-            let v1: InboxEntryV1 = protocol::decode(bytes).map_err(|e| e.to_string())?;
-            InboxEntry {
-                version: INBOX_VERSION,
-                from: v1.from,
-                reports: v1.reports.into_iter().map(|(c, d)| (c, d, 0)).collect(),
-            }
-        }
-        _ => protocol::decode(bytes).map_err(|e| e.to_string())?,
-    };
-    if entry.version != INBOX_VERSION {
-        return Err(format!("inbox entry version {}", entry.version));
-    }
+/// own are refused and counted; a report from no other node of the map, or with a
+/// fraction of a whole diamond or more, refuses the entry).
+fn settlements(map: &PartitionMap, entry: InboxEntry) -> Result<Vec<Event>, String> {
     let source = map
         .index_of(&entry.from)
         .filter(|&i| Some(i) != map.local_index())
@@ -422,7 +353,7 @@ async fn apply_durably(
     for batch in events.chunks(service.config.limits.events_per_frame_max.max(1)) {
         loop {
             if *closing.borrow() {
-                return Err(JournalError("shutting down".to_owned()));
+                return Err(JournalError::ShuttingDown);
             }
             if service.commits.accepting() {
                 break;

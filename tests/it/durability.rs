@@ -21,7 +21,7 @@ async fn server_on(redis: &RedisServer) -> TestServer {
 async fn server_with(
     redis: &RedisServer,
     adjust: impl FnOnce(&mut giftstream::config::Config),
-) -> (TestServer, giftstream::persist::redis::Recovered) {
+) -> (TestServer, giftstream::persist::recovery::Recovered) {
     TestServer::on_redis(&redis.url(), |c| {
         c.commit.events_max = 64;
         c.commit.pending_events_max = 64;
@@ -301,7 +301,7 @@ async fn snapshots_plus_the_journal_tail_restore_exactly_and_a_corrupt_one_is_sk
     let mut journal = giftstream::persist::redis::RedisJournal::connect(&redis.url())
         .await
         .unwrap();
-    let refused = giftstream::persist::redis::recover(
+    let refused = giftstream::persist::recovery::recover(
         &mut journal,
         &config,
         giftstream::economy::Economy::embedded(),

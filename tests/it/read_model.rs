@@ -289,7 +289,11 @@ async fn the_read_model_equals_the_ledger_after_load_a_restart_and_a_queue_overf
     let engine_with_top = |top_k| {
         let mut config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
         config.engine.top_k = top_k;
-        giftstream::server::build_engine(&config, giftstream::economy::Economy::embedded()).unwrap()
+        giftstream::persist::recovery::build_engine(
+            &config,
+            giftstream::economy::Economy::embedded(),
+        )
+        .unwrap()
     };
     let engine = engine_with_top(TOP_K);
     journal.recover_into(&engine).await.unwrap();
@@ -749,9 +753,11 @@ async fn a_read_model_in_buckets_equals_the_ledger_and_catches_up_buckets_left_a
     // Another bucket count is refused, naming the recorded one.
     let journal = RedisJournal::connect(&redis.url()).await.unwrap();
     let config = giftstream::config::Config::from_toml_str(SHIPPED_CONFIG).unwrap();
-    let engine =
-        giftstream::server::build_engine(&config, giftstream::economy::Economy::embedded())
-            .unwrap();
+    let engine = giftstream::persist::recovery::build_engine(
+        &config,
+        giftstream::economy::Economy::embedded(),
+    )
+    .unwrap();
     journal.recover_into(&engine).await.unwrap();
     let refused = read_model::prepare(&journal, &redis.url(), &engine, (Layout::new(2), false))
         .await

@@ -130,7 +130,7 @@ impl Layout {
         match recorded {
             None => Ok(false),
             Some(b) if b == self.buckets => Ok(true),
-            Some(b) => Err(JournalError(format!(
+            Some(b) => Err(JournalError::Ledger(format!(
                 "the Redis read model is laid out in {b} buckets ({BUCKETS_KEY}) and read_model.buckets is {}: \
                  set read_model.buckets = {b}, or change the layout as README \"Reading leaderboards from Redis\" says \
                  (stop every node, delete the read model's keys and {BUCKETS_KEY}, start them)",
@@ -173,5 +173,5 @@ pub fn user_key(u: UserId) -> String {
 }
 
 pub(super) fn redis_error(e: redis::RedisError) -> JournalError {
-    JournalError(format!("redis: {e}"))
+    JournalError::from(e)
 }

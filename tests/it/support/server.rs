@@ -36,7 +36,8 @@ impl TestServer {
         let journal = Arc::new(MemoryJournal::default());
         let mut config = Config::from_toml_str(SHIPPED_CONFIG).unwrap();
         adjust(&mut config);
-        let engine = giftstream::server::build_engine(&config, Economy::embedded()).unwrap();
+        let engine =
+            giftstream::persist::recovery::build_engine(&config, Economy::embedded()).unwrap();
         Self::start_on(config, engine, journal.clone(), journal).await
     }
 
@@ -81,7 +82,7 @@ impl TestServer {
     pub async fn on_redis(
         redis_url: &str,
         adjust: impl FnOnce(&mut Config),
-    ) -> (TestServer, giftstream::persist::redis::Recovered) {
+    ) -> (TestServer, giftstream::persist::recovery::Recovered) {
         let mut config = Config::from_toml_str(SHIPPED_CONFIG).unwrap();
         config.snapshot.interval_ms = 0;
         config.snapshot.events = 0;
@@ -92,7 +93,7 @@ impl TestServer {
             .await
             .unwrap();
         let (engine, recovered) =
-            giftstream::persist::redis::recover(&mut journal, &config, Economy::embedded())
+            giftstream::persist::recovery::recover(&mut journal, &config, Economy::embedded())
                 .await
                 .unwrap();
         let memory = Arc::new(MemoryJournal::default());

@@ -1,0 +1,133 @@
+//! Start-up recovery (SPEC §2.5): the newest valid snapshot, then the journal after it,
+//! under the ledger lease. Builds the engine itself when there is no snapshot.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::economy::{ConfigError, Economy};
+use crate::engine::Engine;
+use crate::persist::redis::{RedisJournal, connect_to};
+
+/// How a start recovered.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub snapshot: Option<std::path::PathBuf>,
+    pub replayed_events: u64,
+    pub seconds: f64,
+}
+
+/// Start-up recovery (SPEC §2.5): the newest valid snapshot in `config.snapshot.dir`
+/// (a corrupt one is reported and the previous one used), then the journal after it.
+/// The journal is read only once this process holds the ledger lease
+/// ([`RedisJournal::acquire`]); the snapshot loads meanwhile, so waiting for a crashed
+/// holder's lease to run out overlaps the longest part of a restart. A ledger keeps its
+/// shard count: a snapshot loads with its own ([`crate::persist::snapshot::load_newest`]);
+/// without one, the journal is replayed with the count recorded in Redis, if any; the
+/// count the ledger then runs with is recorded.
+pub async fn recover(
+    journal: &mut RedisJournal,
+    config: &crate::config::Config,
+    economy: crate::economy::Economy,
+) -> Result<(std::sync::Arc<Engine>, Recovered), Box<dyn std::error::Error + Send + Sync>> {
+    let started = std::time::Instant::now();
+    let wanted = economy.to_file();
+    let loading = {
+        let (dir, engine_config, economy) = (
+            config.snapshot.dir.clone(),
+            config.engine.clone(),
+            economy.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::persist::snapshot::load_newest(&dir, &economy, &engine_config)
+        })
+    };
+    // A cluster node with another partition map than its ledger's is refused before
+    // it takes the lease.
+    let layout_recorded = journal.check_layout().await?;
+    // So is a start whose read-model bucket count is not the recorded one.
+    if config.read_model.enabled {
+        let url = config.read_model.redis_url(journal.url());
+        let mut conn = connect_to(url, journal.cluster()).await?;
+        crate::persist::read_model::Layout::of(&config.read_model)
+            .verify(&mut conn)
+            .await?;
+    }
+    journal.acquire(config.redis.lease_ms).await?;
+    let recorded = journal.recorded_shards().await?;
+    let (engine, snapshot) = match loading.await?? {
+        Some((path, engine)) => (std::sync::Arc::new(engine), Some(path)),
+        None => (
+            build_engine(&with_recorded_shards(config, recorded), economy)?,
+            None,
+        ),
+    };
+    // Another node's snapshot is refused before the journal is replayed onto it.
+    if let Some(why) = journal
+        .ledger()
+        .foreign_state(&engine, &config.snapshot.dir)
+    {
+        journal.release().await;
+        return Err(why.into());
+    }
+    // A ledger whose first recorded version follows events of a build before versions:
+    // those replay under that version's terms, not this start's file.
+    journal.assume_base_economy(&engine).await?;
+    let replayed_events = journal.recover_into(&engine).await?;
+    if !layout_recorded {
+        // A ledger's first start with a recorded map (or its first start at all): its
+        // journal was not yet checked against this map.
+        if let Some(why) = journal
+            .ledger()
+            .foreign_state(&engine, &config.snapshot.dir)
+        {
+            journal.release().await;
+            return Err(why.into());
+        }
+    }
+    if recorded != Some(engine.config().shards) {
+        journal.record_shards(engine.config().shards).await?;
+    }
+    if !layout_recorded {
+        journal.record_layout().await?;
+        tracing::info!(
+            key = journal.ledger().map_key(),
+            "recorded this ledger's partition map (fixed for the ledger's life)"
+        );
+    }
+    journal.adopt_start_economy(&engine, wanted).await?;
+    Ok((
+        engine,
+        Recovered {
+            snapshot,
+            replayed_events,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+/// `config` with the ledger's recorded shard count, if one is recorded (logged when it
+/// differs from `engine.shards`).
+pub fn with_recorded_shards(
+    config: &crate::config::Config,
+    recorded: Option<usize>,
+) -> crate::config::Config {
+    let mut config = config.clone();
+    if let Some(shards) = recorded
+        && shards != config.engine.shards
+    {
+        tracing::warn!(
+            recorded = shards,
+            configured = config.engine.shards,
+            "engine.shards differs from the count this ledger runs with; the ledger keeps its {shards} shards (a shard count is fixed for a ledger's life)"
+        );
+        config.engine.shards = shards;
+    }
+    config
+}
+
+/// The engine `config` describes, empty. Recover it (e.g. `RedisJournal::recover_into`)
+/// before serving it.
+pub fn build_engine(config: &Config, economy: Economy) -> Result<Arc<Engine>, ConfigError> {
+    config.validate()?;
+    Ok(Arc::new(Engine::new(economy, config.engine.clone())?))
+}

@@ -1,0 +1,373 @@
+//! The journal's format: one stream entry per run, entry id `<last seq of the run>-0`,
+//! one field `b` holding a [`JournalBatch`] in the bincode format (the "standard"
+//! configuration: little-endian, variable-length integers). Older formats (1 to 3)
+//! still read. The records are the journal's own types ([`super::record`]).
+
+use bincode::config::{Configuration, LittleEndian, Varint};
+use bincode::{Decode, Encode};
+
+use super::record::{JournalEvent, JournalOutcome};
+use crate::engine::{Event, GiftTotals, LogEntry, Stamp};
+use crate::persist::journal::JournalError;
+
+/// Format version of [`JournalBatch`]. Version 2 added [`JournalRecord::totals`]
+/// (version 1 batches are still read; their gifts have no totals); version 3 added the
+/// settlement event (`JournalEvent::Settlement`; version 2 batches, which cannot hold one,
+/// are read as they are); version 4 added the economy change (`JournalEvent::Economy`;
+/// version 3 batches are read as they are).
+pub const JOURNAL_VERSION: u8 = 4;
+
+/// The decode limit of journal entries (written by this service, capped at
+/// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
+/// any entry, so an entry the journal accepted always reads back.
+pub const JOURNAL_DECODE_BYTES_MAX: usize = 1 << 30;
+
+/// The journal's bincode configuration. The limit bounds what a length prefix inside an
+/// entry can make the decoder allocate; it does not change the encoding.
+const CONFIG: Configuration<
+    LittleEndian,
+    Varint,
+    bincode::config::Limit<JOURNAL_DECODE_BYTES_MAX>,
+> = bincode::config::standard().with_limit::<JOURNAL_DECODE_BYTES_MAX>();
+
+/// Why journal bytes could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("undecodable payload: {0}")]
+    Bincode(#[from] bincode::error::DecodeError),
+    #[error("{0} trailing bytes after the payload")]
+    Trailing(usize),
+}
+
+/// Encodes a value of the journal format.
+fn encode<T: Encode>(value: &T) -> Vec<u8> {
+    bincode::encode_to_vec(value, CONFIG).expect("encoding into a Vec cannot fail")
+}
+
+/// Decodes a whole value of the journal format: trailing bytes are an error.
+fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (value, used) = bincode::decode_from_slice(bytes, CONFIG)?;
+    if used != bytes.len() {
+        return Err(DecodeError::Trailing(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// One journaled event with its outcome and stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct JournalRecord {
+    pub seq: u64,
+    pub stamp: u64,
+    pub event: JournalEvent,
+    pub outcome: JournalOutcome,
+    /// An accepted gift's `(creator, stream)` totals after it ([`GiftTotals`]).
+    pub totals: Option<(u64, u64)>,
+}
+
+/// One group commit.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct JournalBatch {
+    pub version: u8,
+    pub records: Vec<JournalRecord>,
+}
+
+/// A record of journal format 1 (no totals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+struct JournalRecordV1 {
+    seq: u64,
+    stamp: u64,
+    event: JournalEvent,
+    outcome: JournalOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+struct JournalBatchV1 {
+    version: u8,
+    records: Vec<JournalRecordV1>,
+}
+
+impl JournalBatch {
+    pub fn from_entries(entries: &[LogEntry]) -> JournalBatch {
+        JournalBatch {
+            version: JOURNAL_VERSION,
+            records: entries
+                .iter()
+                .map(|e| JournalRecord {
+                    seq: e.seq,
+                    stamp: e.stamp.0,
+                    event: JournalEvent::from(&e.event),
+                    outcome: JournalOutcome::from(&e.outcome),
+                    totals: e.totals.map(|t| (t.creator, t.stream)),
+                })
+                .collect(),
+        }
+    }
+
+    /// The batch in the journal format (what an append writes in field `b`).
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes a batch of any format this build reads (the version is its first byte).
+    pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
+        match bytes.first() {
+            Some(&1) => {}
+            Some(&2) | Some(&3) => {
+                let mut batch: JournalBatch = decode(bytes)?;
+                batch.version = JOURNAL_VERSION;
+                return Ok(batch);
+            }
+            _ => return decode(bytes),
+        }
+        let v1: JournalBatchV1 = decode(bytes)?;
+        Ok(JournalBatch {
+            version: JOURNAL_VERSION,
+            records: v1
+                .records
+                .into_iter()
+                .map(|r| JournalRecord {
+                    seq: r.seq,
+                    stamp: r.stamp,
+                    event: r.event,
+                    outcome: r.outcome,
+                    totals: None,
+                })
+                .collect(),
+        })
+    }
+
+    pub fn into_entries(self) -> Result<Vec<LogEntry>, JournalError> {
+        if self.version != JOURNAL_VERSION {
+            return Err(JournalError::Format(format!(
+                "journal batch version {} (this build reads 1 to {JOURNAL_VERSION})",
+                self.version
+            )));
+        }
+        self.records
+            .into_iter()
+            .map(|r| {
+                let event = Event::try_from(r.event)
+                    .map_err(|e| JournalError::Format(format!("seq {}: {e}", r.seq)))?;
+                let outcome = r
+                    .outcome
+                    .to_outcome(&event)
+                    .map_err(|e| JournalError::Format(format!("seq {}: {e}", r.seq)))?;
+                Ok(LogEntry {
+                    seq: r.seq,
+                    stamp: Stamp(r.stamp),
+                    event,
+                    outcome,
+                    totals: r
+                        .totals
+                        .map(|(creator, stream)| GiftTotals { creator, stream }),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A stream entry as `XRANGE` returns it: id and field/value pairs.
+pub(super) type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// Decodes one stream entry into its run, checking that it ends at the entry's id.
+pub(super) fn decode_entry((id, fields): &StreamEntry) -> Result<Vec<LogEntry>, JournalError> {
+    let bytes = fields
+        .iter()
+        .find(|(k, _)| k == "b")
+        .map(|(_, v)| v)
+        .ok_or_else(|| JournalError::Format(format!("journal entry {id} has no field b")))?;
+    let batch = JournalBatch::decode(bytes)
+        .map_err(|e| JournalError::Format(format!("journal entry {id}: {e}")))?;
+    let entries = batch.into_entries()?;
+    if entries.last().map(|e| e.seq) != Some(entry_seq(id)) {
+        return Err(JournalError::Format(format!(
+            "journal entry {id} does not end at its id"
+        )));
+    }
+    Ok(entries)
+}
+
+/// The sequence number in an entry id `<seq>-0`.
+pub(super) fn entry_seq(id: &str) -> u64 {
+    id.split('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{
+        CreatorId, Effect, EventId, Gift, GiftId, Outcome, Settlement, Status, StreamId, UserId,
+    };
+    use crate::protocol::{self, WireEvent, WireOutcome};
+
+    /// A record as journal formats 1 to 4 declared it, with the wire's types.
+    #[derive(Encode)]
+    struct WireRecord {
+        seq: u64,
+        stamp: u64,
+        event: WireEvent,
+        outcome: WireOutcome,
+        totals: Option<(u64, u64)>,
+    }
+
+    #[derive(Encode)]
+    struct WireBatch {
+        version: u8,
+        records: Vec<WireRecord>,
+    }
+
+    #[test]
+    fn a_batch_encodes_to_the_bytes_of_the_wire_typed_batch_and_the_old_config() {
+        let entries: Vec<LogEntry> = [(1, 40u64), (2, 0)]
+            .into_iter()
+            .map(|(seq, coins)| LogEntry {
+                seq,
+                stamp: Stamp(1_796_083_200_000 + seq),
+                event: Event::Gift(Gift {
+                    id: EventId(u128::from(seq) << 70),
+                    sender: UserId(3),
+                    creator: CreatorId(4),
+                    stream: StreamId(5),
+                    gift: GiftId(1),
+                    count: 2,
+                }),
+                outcome: Outcome {
+                    seq,
+                    status: Status::Accepted(Effect::Coins(coins)),
+                    duplicate: false,
+                },
+                totals: Some(GiftTotals {
+                    creator: 12 * seq,
+                    stream: 2,
+                }),
+            })
+            .collect();
+        let old = WireBatch {
+            version: JOURNAL_VERSION,
+            records: entries
+                .iter()
+                .map(|e| WireRecord {
+                    seq: e.seq,
+                    stamp: e.stamp.0,
+                    event: WireEvent::from(&e.event),
+                    outcome: WireOutcome::from(&e.outcome),
+                    totals: e.totals.map(|t| (t.creator, t.stream)),
+                })
+                .collect(),
+        };
+        let batch = JournalBatch::from_entries(&entries);
+        assert_eq!(batch.encode(), protocol::encode(&old));
+        assert_eq!(batch.encode(), protocol::encode(&batch));
+        let back = JournalBatch::decode(&protocol::encode(&old)).unwrap();
+        assert_eq!(back.into_entries().unwrap(), entries);
+    }
+
+    #[test]
+    fn journal_batches_of_formats_1_to_3_still_read_and_format_4_keeps_totals_settlements_and_economy_changes()
+     {
+        let gift = LogEntry {
+            seq: 7,
+            stamp: Stamp(1_796_083_200_000),
+            event: Event::Gift(Gift {
+                id: EventId(99),
+                sender: UserId(3),
+                creator: CreatorId(4),
+                stream: StreamId(5),
+                gift: GiftId(0),
+                count: 2,
+            }),
+            outcome: Outcome {
+                seq: 7,
+                status: Status::Accepted(Effect::Coins(40)),
+                duplicate: false,
+            },
+            totals: Some(GiftTotals {
+                creator: 12,
+                stream: 2,
+            }),
+        };
+        let settlement = LogEntry {
+            seq: 8,
+            stamp: Stamp(1_796_083_200_001),
+            event: Event::Settlement(Settlement {
+                id: Settlement::id_for(CreatorId(4), 1, 250),
+                creator: CreatorId(4),
+                source: 1,
+                diamonds: 250,
+                nanos: 0,
+            }),
+            outcome: Outcome {
+                seq: 8,
+                status: Status::Accepted(Effect::Settled { credited: 200 }),
+                duplicate: false,
+            },
+            totals: None,
+        };
+        let v3 = JournalBatch::from_entries(&[gift, settlement]).encode();
+        assert_eq!(v3[0], JOURNAL_VERSION);
+        let back = JournalBatch::decode(&v3).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![gift, settlement]);
+
+        // Format 2 is format 3 without settlements: same bytes but the version.
+        let mut v2 = JournalBatch::from_entries(&[gift]).encode();
+        v2[0] = 2;
+        let back = JournalBatch::decode(&v2).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![gift]);
+
+        let record = JournalBatch::from_entries(&[gift]).records[0];
+        let v1 = encode(&JournalBatchV1 {
+            version: 1,
+            records: vec![JournalRecordV1 {
+                seq: record.seq,
+                stamp: record.stamp,
+                event: record.event,
+                outcome: record.outcome,
+            }],
+        });
+        let back = JournalBatch::decode(&v1).unwrap().into_entries().unwrap();
+        assert_eq!(
+            back,
+            vec![LogEntry {
+                totals: None,
+                ..gift
+            }]
+        );
+
+        // Format 3 is format 4 without economy changes: same bytes but the version.
+        let mut v3_only = v3.clone();
+        v3_only[0] = 3;
+        let back = JournalBatch::decode(&v3_only)
+            .unwrap()
+            .into_entries()
+            .unwrap();
+        assert_eq!(back, vec![gift, settlement]);
+        let change = LogEntry {
+            seq: 9,
+            stamp: Stamp(1_796_083_200_002),
+            event: Event::Economy(crate::engine::EconomyChange {
+                version: 2,
+                digest: 0xFEED,
+            }),
+            outcome: Outcome {
+                seq: 9,
+                status: Status::Accepted(Effect::Stored),
+                duplicate: false,
+            },
+            totals: None,
+        };
+        let v4 = JournalBatch::from_entries(&[change]).encode();
+        let back = JournalBatch::decode(&v4).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![change]);
+
+        let mut v5 = v3.clone();
+        v5[0] = 5;
+        let err = JournalBatch::decode(&v5)
+            .unwrap()
+            .into_entries()
+            .unwrap_err();
+        assert!(err.to_string().contains("version 5"), "{err}");
+    }
+}

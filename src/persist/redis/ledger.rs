@@ -1,0 +1,247 @@
+//! What a ledger records about itself next to its journal: its shard count, a cluster
+//! node's partition map layout, and its economy versions (documents by digest).
+
+use std::time::Duration;
+
+use super::journal::RedisJournal;
+use crate::engine::{Engine, Event, LogEntry, Stamp};
+use crate::persist::journal::{Journal, JournalError};
+
+/// How long a start retries journaling the economy version it records before it gives up.
+const START_APPEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl RedisJournal {
+    /// Stores the document of an economy version (before it is put in force).
+    pub async fn store_economy(
+        &self,
+        economy: &crate::economy::Economy,
+    ) -> Result<u64, JournalError> {
+        let doc = economy.to_doc();
+        let digest = doc.digest();
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("HSET")
+            .arg(self.ledger.economies_key())
+            .arg(format!("{digest:016x}"))
+            .arg(doc.to_bytes())
+            .query_async(&mut conn)
+            .await
+            .map_err(JournalError::from)?;
+        if economy.version == 1 {
+            // The ledger's first recorded version (see `assume_base_economy`).
+            self.set_economy_field("base", digest, true).await?;
+        }
+        Ok(digest)
+    }
+
+    /// The economy version the ledger recorded first (its document's digest is the
+    /// `base` field of [`Ledger::economies_key`]), put in force as `engine`'s version 0
+    /// if it has recorded none ([`Engine::assume_base_economy`]).
+    pub async fn assume_base_economy(&self, engine: &Engine) -> Result<(), JournalError> {
+        if engine.economy().version != 0 {
+            return Ok(());
+        }
+        let Some(base) = self.economy_field("base").await? else {
+            return Ok(());
+        };
+        let economy = self.load_economy(base).await?;
+        engine.assume_base_economy(&economy);
+        Ok(())
+    }
+
+    /// A field of the economies hash holding a digest (`base`, `file`).
+    async fn economy_field(&self, field: &str) -> Result<Option<u64>, JournalError> {
+        let mut conn = self.conn.clone();
+        let hex: Option<String> = redis::cmd("HGET")
+            .arg(self.ledger.economies_key())
+            .arg(field)
+            .query_async(&mut conn)
+            .await
+            .map_err(JournalError::from)?;
+        hex.map(|h| {
+            u64::from_str_radix(&h, 16).map_err(|e| {
+                JournalError::Ledger(format!("{} {field}: {e}", self.ledger.economies_key()))
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_economy_field(
+        &self,
+        field: &str,
+        digest: u64,
+        only_new: bool,
+    ) -> Result<(), JournalError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd(if only_new { "HSETNX" } else { "HSET" })
+            .arg(self.ledger.economies_key())
+            .arg(field)
+            .arg(format!("{digest:016x}"))
+            .query_async(&mut conn)
+            .await
+            .map_err(JournalError::from)?;
+        Ok(())
+    }
+
+    /// The economy version stored under `digest`, checked against it.
+    async fn load_economy(&self, digest: u64) -> Result<crate::economy::Economy, JournalError> {
+        let mut conn = self.conn.clone();
+        let bytes: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(self.ledger.economies_key())
+            .arg(format!("{digest:016x}"))
+            .query_async(&mut conn)
+            .await
+            .map_err(JournalError::from)?;
+        let missing = || {
+            JournalError::Ledger(format!(
+                "economy document {digest:016x} is not in {}",
+                self.ledger.economies_key()
+            ))
+        };
+        let doc = crate::economy::EconomyDoc::from_bytes(&bytes.ok_or_else(missing)?)
+            .map_err(|e| JournalError::Ledger(e.to_string()))?;
+        if doc.digest() != digest {
+            return Err(missing());
+        }
+        crate::economy::Economy::from_doc(doc).map_err(|e| JournalError::Ledger(e.to_string()))
+    }
+
+    /// At a start, after recovery: records `file` (economy.toml's terms) as the next
+    /// economy version if it was edited since the last start (`file` field: the digest
+    /// of the file that start saw), appending the change to the journal here, so that
+    /// it is durable before the file counts as seen. A `PUT /v1/economy` version stays
+    /// in force while the file is unchanged.
+    pub async fn adopt_start_economy(
+        &self,
+        engine: &Engine,
+        file: crate::economy::EconomyFile,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let digest = file.digest();
+        let last_file = self.economy_field("file").await?;
+        if let Some(next) = engine.economy_for_start(file, last_file)? {
+            self.store_economy(&next).await?;
+            let version = next.version;
+            let outcome = engine.change_economy(next, Stamp::now())?;
+            // The engine holds only committed state until serving: its log is the change.
+            // Retried like the committer retries (idempotent by seq), within a bound: a
+            // replica that `WAIT` needs may still be syncing at a cluster's first start.
+            let log = engine.drain_log();
+            let deadline = std::time::Instant::now() + START_APPEND_TIMEOUT;
+            let mut backoff = crate::persist::journal::RETRY_BACKOFF_MIN;
+            while let Err(e) = self.append(&log).await {
+                if e.is_fenced() || std::time::Instant::now() >= deadline {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, "economy version not journaled yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(crate::persist::journal::RETRY_BACKOFF_MAX);
+            }
+            tracing::info!(
+                version,
+                seq = outcome.seq,
+                "economy.toml was edited since the last start: a new economy version is in force"
+            );
+        }
+        if last_file != Some(digest) {
+            self.set_economy_field("file", digest, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the economy versions `entries` put in force known to `engine` (read from
+    /// [`Ledger::economies_key`]), so that it can replay them. A missing or altered
+    /// document is an error: the ledger cannot be replayed without it.
+    pub async fn know_economies(
+        &self,
+        engine: &Engine,
+        entries: &[LogEntry],
+    ) -> Result<(), JournalError> {
+        for entry in entries {
+            let Event::Economy(change) = entry.event else {
+                continue;
+            };
+            if engine.economy_by_digest(change.digest).is_some() {
+                continue;
+            }
+            let economy = self
+                .load_economy(change.digest)
+                .await
+                .map_err(|e| match e {
+                    JournalError::Ledger(why) => {
+                        JournalError::Ledger(format!("seq {}: {why}", entry.seq))
+                    }
+                    other => other,
+                })?;
+            if economy.version != change.version {
+                return Err(JournalError::Ledger(format!(
+                    "seq {}: economy document {:016x} is version {}, the journal says {}",
+                    entry.seq, change.digest, economy.version, change.version
+                )));
+            }
+            engine.know_economy(std::sync::Arc::new(economy));
+        }
+        Ok(())
+    }
+
+    /// The shard count recorded for this ledger ([`Ledger::shards_key`]), if any (none
+    /// before its first start, or on a ledger started by a binary before this key).
+    pub async fn recorded_shards(&self) -> Result<Option<usize>, JournalError> {
+        redis::cmd("GET")
+            .arg(self.ledger.shards_key())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(JournalError::from)
+    }
+
+    /// Records `shards` as this ledger's shard count (under the lease, after recovery).
+    pub async fn record_shards(&self, shards: usize) -> Result<(), JournalError> {
+        redis::cmd("SET")
+            .arg(self.ledger.shards_key())
+            .arg(shards)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(JournalError::from)
+    }
+
+    /// Checks this cluster node's partition map layout against the one recorded for its
+    /// ledger ([`Ledger::map_key`]); returns whether one is recorded (a single node: true).
+    /// A different layout is an error that says what was recorded and why it is fixed.
+    pub async fn check_layout(&self) -> Result<bool, JournalError> {
+        let (Some(key), Some(map)) = (self.ledger.map_key(), self.ledger.map.as_ref()) else {
+            return Ok(true);
+        };
+        let recorded: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(JournalError::from)?;
+        let Some(recorded) = recorded else {
+            return Ok(false);
+        };
+        let configured = map.layout();
+        if recorded != configured {
+            return Err(JournalError::Ledger(format!(
+                "this ledger runs with the partition map \"{recorded}\" (recorded in {key}), \
+                 the configuration gives \"{configured}\": a node's partitions, the partition \
+                 count and the order of the nodes are fixed for the life of its ledger (its \
+                 wallets are of its partitions; settlement reports name nodes by their place in \
+                 the map). Serve this ledger with the recorded map; to use more machines, move \
+                 whole nodes (ARCHITECTURE.md \"Adding a machine\")"
+            )));
+        }
+        Ok(true)
+    }
+
+    /// Records this cluster node's partition map layout for its ledger (under the lease,
+    /// after recovery; nothing on a single node).
+    pub async fn record_layout(&self) -> Result<(), JournalError> {
+        let (Some(key), Some(map)) = (self.ledger.map_key(), self.ledger.map.as_ref()) else {
+            return Ok(());
+        };
+        redis::cmd("SET")
+            .arg(key)
+            .arg(map.layout())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(JournalError::from)
+    }
+}

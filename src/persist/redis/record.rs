@@ -1,0 +1,463 @@
+//! The journal's own event and outcome types, so that a change of the wire protocol
+//! never changes the journal. Field order, field types and variant order are the journal
+//! format (bincode): they encode to the same bytes as the wire's `WireEvent` and
+//! `WireOutcome` did when the journal stored those (format 4), so every journal written
+//! since reads unchanged. Append new variants at the end, never reorder.
+
+use bincode::{Decode, Encode};
+use rust_decimal::Decimal;
+
+use crate::economy::{Currency, Region};
+use crate::engine::{
+    AccountSettings, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId,
+    NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Recharge, RejectCode, Settlement, Status,
+    StreamGoal, StreamId, UserId,
+};
+
+/// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct JournalDecimal {
+    pub mantissa: i128,
+    pub scale: u8,
+}
+
+impl From<Decimal> for JournalDecimal {
+    fn from(d: Decimal) -> Self {
+        JournalDecimal {
+            mantissa: d.mantissa(),
+            scale: d.scale() as u8,
+        }
+    }
+}
+
+impl TryFrom<JournalDecimal> for Decimal {
+    type Error = &'static str;
+    fn try_from(d: JournalDecimal) -> Result<Self, Self::Error> {
+        Decimal::try_from_i128_with_scale(d.mantissa, u32::from(d.scale))
+            .map_err(|_| "decimal out of range")
+    }
+}
+
+/// A journaled event. Gifts and packages are catalog positions (`economy.toml` order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum JournalEvent {
+    Recharge {
+        id: u128,
+        user: u64,
+        coins: u64,
+        price: JournalDecimal,
+        currency: [u8; 3],
+        package: Option<u32>,
+        /// 0 = app, 1 = web.
+        channel: u8,
+    },
+    Gift {
+        id: u128,
+        sender: u64,
+        creator: u64,
+        stream: u64,
+        gift: u32,
+        count: u32,
+    },
+    Payout {
+        id: u128,
+        creator: u64,
+        diamonds: u64,
+        currency: [u8; 3],
+    },
+    Account {
+        id: u128,
+        user: u64,
+        region: Option<[u8; 2]>,
+        adult: bool,
+        monthly_budget_coins: Option<u64>,
+    },
+    StreamGoal {
+        id: u128,
+        stream: u64,
+        creator: u64,
+        coins_target: u64,
+    },
+    /// A cluster node's settlement report in whole diamonds (journal format 3).
+    Settlement {
+        id: u128,
+        creator: u64,
+        source: u16,
+        diamonds: u64,
+    },
+    /// An economy version comes into force (journal format 4).
+    Economy { version: u32, digest: u64 },
+    /// A settlement report with a fraction (`Settlement` is one without).
+    SettlementExact {
+        id: u128,
+        creator: u64,
+        source: u16,
+        diamonds: u64,
+        nanos: u32,
+    },
+}
+
+/// A journaled outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct JournalOutcome {
+    pub seq: u64,
+    /// 0 = accepted; otherwise the `RejectCode` number.
+    pub status: u8,
+    pub duplicate: bool,
+    /// Accepted recharge or gift: the balance after. Accepted payout: diamonds
+    /// available after. Accepted settlement: the diamonds it credited. Otherwise 0.
+    pub coins: u64,
+    /// Accepted payout: its value. Otherwise zero.
+    pub value: JournalDecimal,
+}
+
+fn currency(bytes: [u8; 3]) -> Result<Currency, &'static str> {
+    Currency::from_bytes(bytes).ok_or("currency must be 3 uppercase ASCII letters")
+}
+
+impl From<&Event> for JournalEvent {
+    fn from(e: &Event) -> Self {
+        match *e {
+            Event::Recharge(r) => JournalEvent::Recharge {
+                id: r.id.0,
+                user: r.user.0,
+                coins: r.coins,
+                price: r.price.into(),
+                currency: r.currency.to_bytes(),
+                package: r.package.map(|p| p.0),
+                channel: match r.channel {
+                    Channel::App => 0,
+                    Channel::Web => 1,
+                },
+            },
+            Event::Gift(g) => JournalEvent::Gift {
+                id: g.id.0,
+                sender: g.sender.0,
+                creator: g.creator.0,
+                stream: g.stream.0,
+                gift: g.gift.0,
+                count: g.count,
+            },
+            Event::Payout(p) => JournalEvent::Payout {
+                id: p.id.0,
+                creator: p.creator.0,
+                diamonds: p.diamonds,
+                currency: p.currency.to_bytes(),
+            },
+            Event::Account(a) => JournalEvent::Account {
+                id: a.id.0,
+                user: a.user.0,
+                region: a.region.map(Region::to_bytes),
+                adult: a.adult,
+                monthly_budget_coins: a.monthly_budget_coins,
+            },
+            Event::StreamGoal(g) => JournalEvent::StreamGoal {
+                id: g.id.0,
+                stream: g.stream.0,
+                creator: g.creator.0,
+                coins_target: g.coins_target,
+            },
+            Event::Settlement(s) if s.nanos != 0 => JournalEvent::SettlementExact {
+                id: s.id.0,
+                creator: s.creator.0,
+                source: s.source,
+                diamonds: s.diamonds,
+                nanos: s.nanos,
+            },
+            Event::Settlement(s) => JournalEvent::Settlement {
+                id: s.id.0,
+                creator: s.creator.0,
+                source: s.source,
+                diamonds: s.diamonds,
+            },
+            Event::Economy(e) => JournalEvent::Economy {
+                version: e.version,
+                digest: e.digest,
+            },
+        }
+    }
+}
+
+impl TryFrom<JournalEvent> for Event {
+    type Error = &'static str;
+    fn try_from(j: JournalEvent) -> Result<Self, Self::Error> {
+        Ok(match j {
+            JournalEvent::Recharge {
+                id,
+                user,
+                coins,
+                price,
+                currency: cur,
+                package,
+                channel,
+            } => Event::Recharge(Recharge {
+                id: EventId(id),
+                user: UserId(user),
+                coins,
+                price: price.try_into()?,
+                currency: currency(cur)?,
+                package: package.map(PackageId),
+                channel: match channel {
+                    0 => Channel::App,
+                    1 => Channel::Web,
+                    _ => return Err("channel must be 0 (app) or 1 (web)"),
+                },
+            }),
+            JournalEvent::Gift {
+                id,
+                sender,
+                creator,
+                stream,
+                gift,
+                count,
+            } => Event::Gift(Gift {
+                id: EventId(id),
+                sender: UserId(sender),
+                creator: CreatorId(creator),
+                stream: StreamId(stream),
+                gift: GiftId(gift),
+                count,
+            }),
+            JournalEvent::Payout {
+                id,
+                creator,
+                diamonds,
+                currency: cur,
+            } => Event::Payout(Payout {
+                id: EventId(id),
+                creator: CreatorId(creator),
+                diamonds,
+                currency: currency(cur)?,
+            }),
+            JournalEvent::Account {
+                id,
+                user,
+                region,
+                adult,
+                monthly_budget_coins,
+            } => Event::Account(AccountSettings {
+                id: EventId(id),
+                user: UserId(user),
+                region: match region {
+                    Some(r) => Some(
+                        Region::from_bytes(r).ok_or("region must be 2 uppercase ASCII letters")?,
+                    ),
+                    None => None,
+                },
+                adult,
+                monthly_budget_coins,
+            }),
+            JournalEvent::StreamGoal {
+                id,
+                stream,
+                creator,
+                coins_target,
+            } => Event::StreamGoal(StreamGoal {
+                id: EventId(id),
+                stream: StreamId(stream),
+                creator: CreatorId(creator),
+                coins_target,
+            }),
+            JournalEvent::Settlement {
+                id,
+                creator,
+                source,
+                diamonds,
+            } => Event::Settlement(Settlement {
+                id: EventId(id),
+                creator: CreatorId(creator),
+                source,
+                diamonds,
+                nanos: 0,
+            }),
+            JournalEvent::SettlementExact {
+                id,
+                creator,
+                source,
+                diamonds,
+                nanos,
+            } => {
+                if u128::from(nanos) >= NANOS_PER_DIAMOND {
+                    return Err("a settlement's nanos must be below 10^9");
+                }
+                Event::Settlement(Settlement {
+                    id: EventId(id),
+                    creator: CreatorId(creator),
+                    source,
+                    diamonds,
+                    nanos,
+                })
+            }
+            JournalEvent::Economy { version, digest } => {
+                Event::Economy(EconomyChange { version, digest })
+            }
+        })
+    }
+}
+
+impl From<&Outcome> for JournalOutcome {
+    fn from(o: &Outcome) -> Self {
+        let (status, coins, value) = match o.status {
+            Status::Accepted(Effect::Coins(c)) => (0, c, Decimal::ZERO),
+            Status::Accepted(Effect::PaidOut {
+                diamonds_available,
+                value,
+            }) => (0, diamonds_available, value),
+            Status::Accepted(Effect::Stored) => (0, 0, Decimal::ZERO),
+            Status::Accepted(Effect::Settled { credited }) => (0, credited, Decimal::ZERO),
+            Status::Rejected(code) => (code as u8, 0, Decimal::ZERO),
+        };
+        JournalOutcome {
+            seq: o.seq,
+            status,
+            duplicate: o.duplicate,
+            coins,
+            value: value.into(),
+        }
+    }
+}
+
+impl JournalOutcome {
+    /// Back to an engine outcome, given the event it answers (which decides the effect).
+    pub fn to_outcome(&self, event: &Event) -> Result<Outcome, &'static str> {
+        let status = if self.status == 0 {
+            Status::Accepted(match event {
+                Event::Recharge(_) | Event::Gift(_) => Effect::Coins(self.coins),
+                Event::Payout(_) => Effect::PaidOut {
+                    diamonds_available: self.coins,
+                    value: self.value.try_into()?,
+                },
+                Event::Account(_) | Event::StreamGoal(_) => Effect::Stored,
+                Event::Settlement(_) => Effect::Settled {
+                    credited: self.coins,
+                },
+                Event::Economy(_) => Effect::Stored,
+            })
+        } else {
+            Status::Rejected(RejectCode::from_u8(self.status).ok_or("unknown reject code")?)
+        };
+        Ok(Outcome {
+            seq: self.seq,
+            status,
+            duplicate: self.duplicate,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{self, WireEvent, WireOutcome};
+
+    /// Every event kind (and every optional field both ways).
+    fn events() -> Vec<Event> {
+        let usd = Currency::from_bytes(*b"USD").unwrap();
+        let recharge = |package, channel, price: Decimal| {
+            Event::Recharge(Recharge {
+                id: EventId(u128::MAX - 3),
+                user: UserId(u64::MAX),
+                coins: 7_000,
+                price,
+                currency: usd,
+                package,
+                channel,
+            })
+        };
+        let settlement = |nanos| {
+            Event::Settlement(Settlement {
+                id: EventId(1 << 100),
+                creator: CreatorId(4),
+                source: 3,
+                diamonds: 250,
+                nanos,
+            })
+        };
+        let account = |region, budget: Option<u64>| {
+            Event::Account(AccountSettings {
+                id: EventId(12),
+                user: UserId(3),
+                region,
+                adult: budget.is_some(),
+                monthly_budget_coins: budget,
+            })
+        };
+        vec![
+            recharge(Some(PackageId(2)), Channel::App, Decimal::new(9_999, 2)),
+            recharge(None, Channel::Web, Decimal::new(-123_456_789, 28)),
+            Event::Gift(Gift {
+                id: EventId(99),
+                sender: UserId(3),
+                creator: CreatorId(4),
+                stream: StreamId(5),
+                gift: GiftId(7),
+                count: 300,
+            }),
+            Event::Payout(Payout {
+                id: EventId(100),
+                creator: CreatorId(4),
+                diamonds: 1 << 40,
+                currency: usd,
+            }),
+            account(Region::from_bytes(*b"DE"), Some(5_000)),
+            account(None, None),
+            Event::StreamGoal(StreamGoal {
+                id: EventId(0),
+                stream: StreamId(5),
+                creator: CreatorId(4),
+                coins_target: 1_000_000,
+            }),
+            settlement(0),
+            settlement(999_999_999),
+            Event::Economy(EconomyChange {
+                version: 2,
+                digest: 0xFEED_F00D_DEAD_BEEF,
+            }),
+        ]
+    }
+
+    /// Every outcome kind, for an event it can answer.
+    fn outcomes(event: &Event, seq: u64) -> Vec<Outcome> {
+        let accepted = match event {
+            Event::Recharge(_) | Event::Gift(_) => Effect::Coins(u64::MAX - seq),
+            Event::Payout(_) => Effect::PaidOut {
+                diamonds_available: 17,
+                value: Decimal::new(123_456, 3),
+            },
+            Event::Account(_) | Event::StreamGoal(_) | Event::Economy(_) => Effect::Stored,
+            Event::Settlement(_) => Effect::Settled { credited: 200 },
+        };
+        let mut all = vec![Outcome {
+            seq,
+            status: Status::Accepted(accepted),
+            duplicate: false,
+        }];
+        all.extend(RejectCode::ALL.into_iter().map(|code| Outcome {
+            seq,
+            status: Status::Rejected(code),
+            duplicate: seq % 2 == 0,
+        }));
+        all
+    }
+
+    #[test]
+    fn journal_records_encode_to_the_bytes_the_wire_types_did_and_read_both_ways() {
+        for (i, event) in events().iter().enumerate() {
+            let journal = protocol::encode(&JournalEvent::from(event));
+            let wire = protocol::encode(&WireEvent::from(event));
+            assert_eq!(journal, wire, "{event:?}");
+            let from_wire: JournalEvent = protocol::decode(&wire).unwrap();
+            assert_eq!(Event::try_from(from_wire).unwrap(), *event);
+            let from_journal: WireEvent = protocol::decode(&journal).unwrap();
+            assert_eq!(Event::try_from(from_journal).unwrap(), *event);
+            for outcome in outcomes(event, i as u64 + 1) {
+                let journal = protocol::encode(&JournalOutcome::from(&outcome));
+                let wire = protocol::encode(&WireOutcome::from(&outcome));
+                assert_eq!(journal, wire, "{outcome:?}");
+                let from_wire: JournalOutcome = protocol::decode(&wire).unwrap();
+                assert_eq!(from_wire.to_outcome(event).unwrap(), outcome);
+                let from_journal: WireOutcome = protocol::decode(&journal).unwrap();
+                assert_eq!(from_journal.to_outcome(event).unwrap(), outcome);
+            }
+        }
+    }
+}
