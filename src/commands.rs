@@ -25,7 +25,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
                 let file = economy.to_file();
                 let engine = giftstream::server::build_engine(&config, economy)?;
                 if let Some(next) = engine.economy_for_start(file, None)? {
-                    engine.change_economy(next, giftstream::engine::Stamp::now())?;
+                    engine.change_economy(next, giftstream::clock::now())?;
                 }
                 (engine, std::sync::Arc::new(giftstream::persist::journal::MemoryJournal::default()))
             } else {

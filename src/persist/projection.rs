@@ -671,7 +671,7 @@ impl Projector {
     /// oldest, or now when nothing is pending.
     fn oldest_unwritten(&self) -> Stamp {
         if self.pending.is_empty() {
-            Stamp::now()
+            crate::clock::now()
         } else {
             Stamp(self.pending.oldest_stamp)
         }
@@ -1765,7 +1765,7 @@ fn share_pause(took: Duration, percent: u8) -> Duration {
 
 /// Milliseconds since `stamp` (0 if in the future).
 fn lag_of(stamp: Stamp) -> u64 {
-    Stamp::now().0.saturating_sub(stamp.0)
+    crate::clock::now().0.saturating_sub(stamp.0)
 }
 
 /// Compares the read model with the engine: every creator hash, every stream hash, the

@@ -56,7 +56,7 @@ impl Clock {
     }
 
     pub fn now(&self) -> Stamp {
-        let now = Stamp::now().0;
+        let now = crate::clock::now().0;
         let prev = self.last_ms.fetch_max(now, Ordering::AcqRel);
         Stamp(prev.max(now))
     }
@@ -392,7 +392,7 @@ pub async fn run(
         None => None,
     };
     let newest_stamp = engine.newest_stamp();
-    let ahead_ms = newest_stamp.0.saturating_sub(Stamp::now().0);
+    let ahead_ms = newest_stamp.0.saturating_sub(crate::clock::now().0);
     if ahead_ms > 1_000 {
         // Stamps never go back: until this clock catches up, batches are stamped at the
         // ledger's newest stamp (events with an older `issued_ms` may be EVENT_EXPIRED).
@@ -545,7 +545,7 @@ mod tests {
     /// clock: its stamps start at the journal's newest, never behind it.
     #[test]
     fn a_clock_never_stamps_before_the_ledgers_newest_stamp() {
-        let ahead = Stamp(Stamp::now().0 + 3_600_000);
+        let ahead = Stamp(crate::clock::now().0 + 3_600_000);
         let clock = Clock::starting_at(ahead);
         assert!(clock.now() >= ahead);
         assert!(clock.now() >= ahead);
