@@ -144,3 +144,34 @@ impl EngineConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_threads_are_bounded_and_two_by_default() {
+        assert_eq!(EngineConfig::default().replay_threads, 2);
+        for (threads, valid) in [
+            (0, false),
+            (1, true),
+            (REPLAY_THREADS_MAX, true),
+            (65, false),
+        ] {
+            let config = EngineConfig {
+                replay_threads: threads,
+                ..EngineConfig::default()
+            };
+            match config.validate() {
+                Ok(()) => assert!(valid, "{threads} threads accepted"),
+                Err(e) => {
+                    assert!(!valid, "{threads} threads refused");
+                    assert_eq!(e.key, "engine.replay_threads");
+                }
+            }
+        }
+        // A config written before the field reads with the default.
+        let config: EngineConfig = toml::from_str("shards = 8").unwrap();
+        assert_eq!(config.replay_threads, 2);
+    }
+}

@@ -66,8 +66,9 @@ impl Engine {
         }
         // Between two book events (payouts, goals), sender events of different shards
         // are independent: replay them per shard, one lock and one credit merge per
-        // shard, and large segments on `engine.replay_threads` threads. Book events go one by one, after
-        // every earlier sender event, so they see the credits they saw live.
+        // shard, and large segments on `engine.replay_threads` threads. Book events go
+        // one by one, after every earlier sender event, so they see the credits they saw
+        // live.
         let mut i = 0;
         while i < entries.len() {
             let start = i;
@@ -251,4 +252,55 @@ pub(super) fn check_replayed(entry: &LogEntry, replayed: &Outcome) -> Result<(),
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::economy::Economy;
+    use crate::engine::EngineConfig;
+    use crate::engine::event::{CreatorId, Gift, GiftId, Recharge, Stamp, StreamId, UserId};
+
+    #[test]
+    fn a_replay_gives_the_live_state_on_any_number_of_threads() {
+        let economy = Economy::embedded();
+        let config = |replay_threads| EngineConfig {
+            shards: 8,
+            replay_threads,
+            ..EngineConfig::default()
+        };
+        let live = Engine::new(economy.clone(), config(2)).unwrap();
+        let users = REPLAY_PARALLEL_EVENTS_MIN as u64;
+        let recharges: Vec<Event> = (0..users)
+            .map(|u| Recharge::of_package(&economy, u128::from(u), u, "coins_100"))
+            .map(|r| Event::Recharge(r.expect("a package of the embedded economy")))
+            .collect();
+        let panda = GiftId(economy.gift_index("panda").expect("a gift of the catalog"));
+        let gifts: Vec<Event> = (0..users)
+            .map(|u| {
+                Event::Gift(Gift {
+                    id: EventId(1 << 64 | u128::from(u)),
+                    sender: UserId(u),
+                    creator: CreatorId(1_000_000 + u % 7),
+                    stream: StreamId(u % 5),
+                    gift: panda,
+                    count: 1 + (u % 3) as u32,
+                })
+            })
+            .collect();
+        let stamp = Stamp(1_794_700_800_000);
+        live.apply_batch(&recharges, stamp);
+        live.apply_batch(&gifts, Stamp(stamp.0 + 1));
+        let log = live.drain_log();
+        assert_eq!(log.len(), 2 * users as usize);
+        for threads in [1, 2, 3, 8] {
+            let replayed = Engine::new(economy.clone(), config(threads)).unwrap();
+            replayed.replay(&log).unwrap();
+            assert_eq!(
+                replayed.state_fingerprint(),
+                live.state_fingerprint(),
+                "replayed on {threads} threads"
+            );
+        }
+    }
 }

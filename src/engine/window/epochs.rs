@@ -72,8 +72,8 @@ impl IdWindow {
         for t in 0..TAGS {
             let e = self.epochs[t];
             if e.entries > 0 && (old..new).contains(&e.number) {
-                self.live = (self.live.checked_sub(e.entries))
-                    .expect("a live epoch's entries are counted live");
+                let live = self.live.checked_sub(e.entries);
+                self.live = live.expect("a live epoch's entries are counted live");
                 self.forgot_through = self.forgot_through.max(self.end_of(e.number));
             }
         }
