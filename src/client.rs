@@ -173,7 +173,7 @@ impl Client {
     /// event is sent as issued now; a retry of an earlier batch should use
     /// [`Client::submit_issued`] with the first attempt's times.
     pub async fn submit(&self, events: &[Event]) -> Result<Pending, ClientError> {
-        let now = crate::engine::Stamp::now().0;
+        let now = crate::clock::now().0;
         self.submit_issued(events, &vec![now; events.len()]).await
     }
 

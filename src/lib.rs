@@ -7,6 +7,7 @@
 //! - [`config`]: `giftstream.toml` and `GIFTSTREAM_*` overrides.
 //! - [`protocol`]: binary frames (bincode format) and their conversion to engine types.
 //! - [`client`]: the async, pipelining Rust client of the binary protocol.
+//! - [`clock`]: the one place ledger time is read (the engine takes it with the batch).
 //! - [`cluster`]: the partition map of a multi-node deployment (who owns which sender).
 //! - [`server`]: TCP and HTTP listeners, the one admission path of events, auth, live
 //!   feed.
@@ -20,6 +21,7 @@
 //! `src/main.rs` only parses the command line and calls into these modules.
 
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod demo;

@@ -5,7 +5,6 @@ use clap::{Parser, Subcommand};
 mod commands;
 
 use giftstream::demo::{self, DemoConfig};
-use giftstream::engine::Stamp;
 
 #[derive(Parser)]
 #[command(
@@ -110,7 +109,7 @@ fn main() -> anyhow::Result<()> {
                 seed,
                 progress: !quiet,
             };
-            let report = demo::run(&config, Stamp::now())?;
+            let report = demo::run(&config, giftstream::clock::now())?;
             print!("{}", demo::render(&report, &config));
             anyhow::ensure!(report.audit.is_clean(), "the invariant audit failed");
         }

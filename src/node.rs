@@ -98,7 +98,7 @@ pub async fn open(
         let file = economy.to_file();
         let engine = crate::persist::recovery::build_engine(config, economy)?;
         if let Some(next) = engine.economy_for_start(file, None)? {
-            engine.change_economy(next, Stamp::now())?;
+            engine.change_economy(next, crate::clock::now())?;
         }
         let journal: Arc<dyn Journal> = Arc::new(MemoryJournal::default());
         return Ok((engine, journal.into()));
@@ -426,7 +426,7 @@ fn start_replica(
 /// Stamps never go back: until this clock catches up with the ledger's newest stamp,
 /// batches are stamped at it (events with an older `issued_ms` may be EVENT_EXPIRED).
 fn warn_if_clock_behind(engine: &Engine) {
-    let ahead_ms = engine.newest_stamp().0.saturating_sub(Stamp::now().0);
+    let ahead_ms = engine.newest_stamp().0.saturating_sub(crate::clock::now().0);
     if ahead_ms > 1_000 {
         tracing::warn!(
             ahead_ms,

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::economy::{EMBEDDED_ECONOMY_TOML, Economy, EconomyError};
-use crate::engine::EngineConfig;
-
 pub mod cluster;
+pub mod engine;
 
 pub use cluster::{ClusterConfig, NodeConfig};
+pub use engine::EngineConfig;
 
 /// An error in `giftstream.toml`, an override or a file it names: names the key that is
 /// wrong. The error type of every start-up check (engine, cluster, TLS, economy).

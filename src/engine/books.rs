@@ -217,6 +217,10 @@ impl CreatorShard {
             Ok(value) => {
                 let totals = self.creators.entry(p.creator).or_default();
                 totals.diamonds_paid += u128::from(p.diamonds);
+                assert!(
+                    totals.diamonds_paid <= credited.saturating_add(settled_in),
+                    "a payout never pays more than was credited and settled in"
+                );
                 let paid = self.paid_value.entry(p.currency).or_default();
                 *paid = paid.saturating_add(value);
                 let after = totals.diamonds_available(credited, settled_in);

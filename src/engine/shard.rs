@@ -355,8 +355,10 @@ impl SenderShard {
             Ok(cost) => cost,
             Err(code) => return (Status::Rejected(code), 0, None),
         };
-        let spent = wallet.spent_in(month) + cost; // checked by the budget rule
-        wallet.coins -= cost; // checked by the funds rule
+        let spent = wallet.spent_in(month).checked_add(cost);
+        let spent = spent.expect("the budget rule keeps a month's spending in range");
+        let coins = wallet.coins.checked_sub(cost);
+        wallet.coins = coins.expect("the funds rule keeps a balance from going negative");
         wallet.spent_this_month = spent;
         // A gift stamped in an earlier month than one already applied (stamps are taken
         // before the locks) counts in the later month: the month never goes back.

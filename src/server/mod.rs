@@ -42,7 +42,7 @@ impl Clock {
     }
 
     pub fn now(&self) -> Stamp {
-        let now = Stamp::now().0;
+        let now = crate::clock::now().0;
         let prev = self.last_ms.fetch_max(now, Ordering::AcqRel);
         Stamp(prev.max(now))
     }
@@ -215,7 +215,7 @@ mod tests {
     /// clock: its stamps start at the journal's newest, never behind it.
     #[test]
     fn a_clock_never_stamps_before_the_ledgers_newest_stamp() {
-        let ahead = Stamp(Stamp::now().0 + 3_600_000);
+        let ahead = Stamp(crate::clock::now().0 + 3_600_000);
         let clock = Clock::starting_at(ahead);
         assert!(clock.now() >= ahead);
         assert!(clock.now() >= ahead);

@@ -323,7 +323,7 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
         .map(|i| recharge(i, 40 + i as u64 % 7, "coins_7000"))
         .chain((0..200u128).map(|i| gift(1000 + i, 40 + i as u64 % 7, 7, "panda", 1)))
         .collect();
-    engine.apply_batch(&events, giftstream::engine::Stamp::now());
+    engine.apply_batch(&events, giftstream::clock::now());
     let dir = tempfile::tempdir().unwrap();
     let listing = || {
         let mut names: Vec<String> = std::fs::read_dir(dir.path())
@@ -349,10 +349,7 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
     let (forked, log) = giftstream::persist::snapshot::fork_snapshot(&engine, dir.path(), 3, true);
     assert!(log.is_empty());
     // Changes after the cut are not in the snapshot.
-    engine.apply_batch(
-        &[gift(5000, 40, 7, "rose", 1)],
-        giftstream::engine::Stamp::now(),
-    );
+    engine.apply_batch(&[gift(5000, 40, 7, "rose", 1)], giftstream::clock::now());
     let path = forked.unwrap().publish().unwrap();
     assert_eq!(listing(), vec![path.display().to_string()]);
     // The published image loads back into a state with that last seq and fingerprint.
@@ -374,10 +371,7 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
     let at_cut = engine.state_fingerprint();
     let (forked, log) = giftstream::persist::snapshot::fork_snapshot(&engine, dir.path(), 3, false);
     assert_eq!(log.len(), 1, "the gift after the first cut");
-    engine.apply_batch(
-        &[gift(5001, 41, 7, "rose", 1)],
-        giftstream::engine::Stamp::now(),
-    );
+    engine.apply_batch(&[gift(5001, 41, 7, "rose", 1)], giftstream::clock::now());
     let path = forked.unwrap().publish().unwrap();
     reads_back(&path, events.len() as u64 + 1, &at_cut);
 }
@@ -387,7 +381,7 @@ fn a_forked_snapshot_is_published_only_when_told_and_reads_back_exactly() {
 /// again could forget it), and its ids stay duplicates.
 #[test]
 fn a_snapshot_loads_with_the_shard_count_it_was_taken_with() {
-    use giftstream::engine::{Engine, EngineConfig, Stamp};
+    use giftstream::engine::{Engine, EngineConfig};
     let sixteen = EngineConfig {
         shards: 16,
         ..EngineConfig::default()
@@ -397,7 +391,7 @@ fn a_snapshot_loads_with_the_shard_count_it_was_taken_with() {
         .map(|i| recharge(i, 40 + i as u64, "coins_7000"))
         .chain((0..40u128).map(|i| gift(1000 + i, 40 + i as u64, 7 + i as u64 % 3, "panda", 1)))
         .collect();
-    let outcomes = engine.apply_batch(&events, Stamp::now());
+    let outcomes = engine.apply_batch(&events, giftstream::clock::now());
     let dir = tempfile::tempdir().unwrap();
     let (state, _) = engine.snapshot();
     giftstream::persist::snapshot::write(dir.path(), &state.view(), 1).unwrap();
@@ -410,7 +404,7 @@ fn a_snapshot_loads_with_the_shard_count_it_was_taken_with() {
             .expect("the snapshot loads");
     assert_eq!(loaded.config().shards, 16);
     assert_eq!(loaded.state_fingerprint(), engine.state_fingerprint());
-    let again = loaded.apply_batch(&events, Stamp::now());
+    let again = loaded.apply_batch(&events, giftstream::clock::now());
     for (first, second) in outcomes.iter().zip(&again) {
         assert!(second.duplicate);
         assert_eq!((first.seq, first.status), (second.seq, second.status));

@@ -530,7 +530,7 @@ async fn an_id_reused_or_issued_too_long_ago_is_refused_over_http() {
     assert_eq!(body["outcomes"][0]["duplicate"], true);
     assert_eq!(body["outcomes"][0]["coins"], 100);
     // issued_ms an hour ago: past the default 10-minute horizon.
-    let now = giftstream::engine::Stamp::now().0;
+    let now = giftstream::clock::now().0;
     let mut old = recharge(2, 10, "coins_100", 100, "1.29");
     old["issued_ms"] = json!(now - 3_600_000);
     let mut fresh = recharge(3, 10, "coins_100", 100, "1.29");

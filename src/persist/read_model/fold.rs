@@ -305,7 +305,7 @@ impl Projector {
     /// oldest, or now when nothing is pending.
     pub(super) fn oldest_unwritten(&self) -> Stamp {
         if self.pending.is_empty() {
-            Stamp::now()
+            crate::clock::now()
         } else {
             Stamp(self.pending.oldest_stamp)
         }

@@ -566,7 +566,7 @@ fn share_pause(took: Duration, percent: u8) -> Duration {
 
 /// Milliseconds since `stamp` (0 if in the future).
 fn lag_of(stamp: Stamp) -> u64 {
-    Stamp::now().0.saturating_sub(stamp.0)
+    crate::clock::now().0.saturating_sub(stamp.0)
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ impl RedisJournal {
         if let Some(next) = engine.economy_for_start(file, last_file)? {
             self.store_economy(&next).await?;
             let version = next.version;
-            let outcome = engine.change_economy(next, Stamp::now())?;
+            let outcome = engine.change_economy(next, crate::clock::now())?;
             // The engine holds only committed state until serving: its log is the change.
             // Retried like the committer retries (idempotent by seq), within a bound: a
             // replica that `WAIT` needs may still be syncing at a cluster's first start.

@@ -1,0 +1,154 @@
+//! `[engine]` of giftstream.toml: [`EngineConfig`] (the ledger's sizing) and the named
+//! limits every field is checked against. The engine's use of it (how long an id is
+//! kept, when an event has expired) is in `engine::config`.
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// Largest number of shards of each kind.
+pub const SHARDS_MAX: usize = 1024;
+/// Largest top-K list kept per creator, stream and for the creators leaderboard.
+pub const TOP_K_MAX: usize = 1000;
+/// Largest history kept per user.
+pub const HISTORY_PER_USER_MAX: usize = 1000;
+/// How far ahead of the server's clock an event's `issued_ms` may be (client clocks
+/// drift). The index keeps ids this much longer than the horizon, so that a retry
+/// admitted by its `issued_ms` always finds its original.
+pub const ISSUED_AHEAD_MAX_MS: u64 = 10_000;
+/// Largest idempotency index (ids remembered in all).
+pub const IDEMPOTENCY_ENTRIES_MAX: usize = 1 << 30;
+/// Most threads a replay applies sender events on.
+pub const REPLAY_THREADS_MAX: usize = 64;
+
+// A route packs a shard index in 16 bits (`route_tag`, the id index's legacy routes).
+const _: () = assert!(SHARDS_MAX.is_power_of_two() && SHARDS_MAX <= 1 << 16);
+// A replay thread takes at least one shard.
+const _: () = assert!(REPLAY_THREADS_MAX <= SHARDS_MAX);
+
+/// Engine sizing and bounds. Every field has a limit checked by [`EngineConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Number of shards of each kind; a power of two in 1..=1024. About two per core
+    /// that applies batches: every shard keeps its own part of each creator's and
+    /// stream's aggregates, so more shards than the cores can use cost memory and cache
+    /// misses (BENCHMARKS.md "Shards: 16 → 4"). Fixed for a ledger's life: a snapshot
+    /// loads with the count it was taken with.
+    pub shards: usize,
+    /// Event ids remembered for idempotency, in total (split evenly across the id
+    /// shards). Size it to the retry horizon times the peak event rate: when it is full
+    /// of ids younger than the horizon, new events are answered `UNAVAILABLE` (retry
+    /// later), never admitted by forgetting an id early.
+    pub idempotency_entries_max: usize,
+    /// The retry horizon: every event id is remembered at least this long (by the
+    /// journaled stamps), so a retry within it is answered with the original outcome.
+    #[serde(alias = "idempotency_window_ms")]
+    pub idempotency_horizon_ms: u64,
+    /// Recent history entries kept per user (0 = none).
+    pub history_per_user: usize,
+    /// Length of every top-K list: top gifters per creator and per stream, top creators.
+    pub top_k: usize,
+    /// Keep a drainable log of applied events (the service's journal feed).
+    pub keep_log: bool,
+    /// Threads a replay applies long runs of sender events on, in 1..=64 (each takes
+    /// every `replay_threads`-th sender shard; 1: the calling thread only). Two by
+    /// default: the machine it was sized on has two cores.
+    pub replay_threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            shards: 4,
+            idempotency_entries_max: 1 << 22,
+            idempotency_horizon_ms: 10 * 60 * 1000,
+            history_per_user: 32,
+            top_k: 100,
+            keep_log: true,
+            replay_threads: 2,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.shards.is_power_of_two() || self.shards > SHARDS_MAX {
+            return Err(ConfigError::new(
+                "engine.shards",
+                format!(
+                    "must be a power of two in 1..={SHARDS_MAX}, got {}",
+                    self.shards
+                ),
+            ));
+        }
+        if self.top_k == 0 || self.top_k > TOP_K_MAX {
+            return Err(ConfigError::new(
+                "engine.top_k",
+                format!("must be in 1..={TOP_K_MAX}"),
+            ));
+        }
+        if self.history_per_user > HISTORY_PER_USER_MAX {
+            return Err(ConfigError::new(
+                "engine.history_per_user",
+                format!("must be at most {HISTORY_PER_USER_MAX}"),
+            ));
+        }
+        if self.idempotency_entries_max < self.shards {
+            return Err(ConfigError::new(
+                "engine.idempotency_entries_max",
+                "must be at least one entry per shard",
+            ));
+        }
+        if self.idempotency_horizon_ms == 0 {
+            return Err(ConfigError::new(
+                "engine.idempotency_horizon_ms",
+                "must be positive",
+            ));
+        }
+        if self.replay_threads == 0 || self.replay_threads > REPLAY_THREADS_MAX {
+            return Err(ConfigError::new(
+                "engine.replay_threads",
+                format!("must be in 1..={REPLAY_THREADS_MAX}"),
+            ));
+        }
+        if self.idempotency_entries_max > IDEMPOTENCY_ENTRIES_MAX {
+            return Err(ConfigError::new(
+                "engine.idempotency_entries_max",
+                format!("must be at most {IDEMPOTENCY_ENTRIES_MAX}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_threads_are_bounded_and_two_by_default() {
+        assert_eq!(EngineConfig::default().replay_threads, 2);
+        for (threads, valid) in [
+            (0, false),
+            (1, true),
+            (REPLAY_THREADS_MAX, true),
+            (65, false),
+        ] {
+            let config = EngineConfig {
+                replay_threads: threads,
+                ..EngineConfig::default()
+            };
+            match config.validate() {
+                Ok(()) => assert!(valid, "{threads} threads accepted"),
+                Err(e) => {
+                    assert!(!valid, "{threads} threads refused");
+                    assert_eq!(e.key, "engine.replay_threads");
+                }
+            }
+        }
+        // A config written before the field reads with the default.
+        let config: EngineConfig = toml::from_str("shards = 8").unwrap();
+        assert_eq!(config.replay_threads, 2);
+    }
+}

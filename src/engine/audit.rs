@@ -1,0 +1,352 @@
+//! Checks over the whole ledger at a consistent cut: the invariants of SPEC §2.5
+//! ([`Engine::audit`]), state held for routing keys not owned ([`Engine::foreign`]), and
+//! a fingerprint of the state for comparing a replay with the live run.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::Engine;
+use super::cut::Cut;
+use super::event::{CreatorId, StreamId};
+use super::topk::TopK;
+use crate::economy::Currency;
+
+/// Ledger-wide counts and totals at a consistent cut.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LedgerTotals {
+    pub last_seq: u64,
+    pub wallets: u64,
+    pub creators: u64,
+    pub streams: u64,
+    pub coins_recharged: u128,
+    pub coins_in_wallets: u128,
+    pub coins_spent: u128,
+    pub coins_received_by_creators: u128,
+    pub coins_received_by_streams: u128,
+    pub diamonds_credited: u128,
+    /// Diamonds other cluster nodes credited this node's creators (reported here).
+    pub diamonds_settled_in: u128,
+    pub diamonds_paid: u128,
+    pub revenue: Vec<(Currency, Decimal)>,
+    pub paid_out: Vec<(Currency, Decimal)>,
+}
+
+/// Result of [`Engine::foreign`]: how much state belongs to routing keys not owned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Foreign {
+    pub wallets: u64,
+    pub creators: u64,
+    pub goals: u64,
+    /// The first one found, in words ("the wallet of user 42").
+    pub example: Option<String>,
+}
+
+impl Foreign {
+    pub fn is_empty(&self) -> bool {
+        self.example.is_none()
+    }
+}
+
+/// Result of [`Engine::audit`]: the totals and every violated invariant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    pub totals: LedgerTotals,
+    pub violations: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl Engine {
+    /// Checks the ledger's invariants at a consistent cut (SPEC §2.5):
+    /// coins recharged = coins in wallets + coins spent; coins spent = coins received by
+    /// creators = coins received by streams; per creator diamonds credited <= coins
+    /// received (floor(coins received x share) under one share) and paid <= credited;
+    /// per-gifter aggregates sum to the book totals; top-K lists equal the top of the
+    /// aggregates.
+    pub fn audit(&self) -> AuditReport {
+        let cut = self.lock_all();
+        let mut report = AuditReport::default();
+        let mut v = Vec::new();
+        let t = &mut report.totals;
+        t.last_seq = self.last_seq();
+        let parts = self.audit_senders(&cut, t, &mut v);
+        self.audit_creators(&cut, &parts.creators, t, &mut v);
+        audit_streams(&cut, &parts.streams, t, &mut v);
+        drop(cut);
+        t.revenue = parts.revenue.into_iter().collect();
+        audit_conservation(t, &mut v);
+        report.violations = v;
+        report
+    }
+
+    /// Totals of the sender shards, and their checks: credits merged, each shard's top
+    /// gifters the top of its gifter totals.
+    fn audit_senders(
+        &self,
+        cut: &Cut<'_>,
+        t: &mut LedgerTotals,
+        v: &mut Vec<String>,
+    ) -> GifterParts {
+        let mut revenue = std::collections::BTreeMap::<Currency, Decimal>::new();
+        let mut creator_parts = std::collections::HashMap::<CreatorId, u128>::new();
+        let mut stream_parts = std::collections::HashMap::<StreamId, u128>::new();
+        for (i, s) in cut.senders.iter().enumerate() {
+            t.wallets += s.wallets.len() as u64;
+            t.coins_recharged += s.totals.coins_recharged;
+            t.coins_spent += s.totals.coins_spent;
+            t.coins_in_wallets += s
+                .wallets
+                .values()
+                .map(|w| u128::from(w.coins))
+                .sum::<u128>();
+            for (c, amount) in &s.totals.revenue {
+                *revenue.entry(*c).or_default() += *amount;
+            }
+            if !s.touched_creators.is_empty() || !s.touched_streams.is_empty() {
+                v.push(format!("sender shard {i} has unmerged credits at a cut"));
+            }
+            let mut tops = std::collections::HashMap::<CreatorId, TopK<u64>>::new();
+            for (&(creator, user), &coins) in &s.creator_gifters {
+                *creator_parts.entry(creator).or_default() += coins.get();
+                tops.entry(creator)
+                    .or_default()
+                    .offer(self.config.top_k, user.0, coins.0);
+            }
+            for (creator, part) in &s.creators {
+                if tops.get(creator).map_or(&[][..], |t| t.entries()) != part.top.ranked() {
+                    v.push(format!(
+                        "creator {creator}: top gifters in shard {i} differ from its gifter totals"
+                    ));
+                }
+            }
+            for (&(stream, _), &coins) in &s.stream_gifters {
+                *stream_parts.entry(stream).or_default() += coins.get();
+            }
+        }
+        GifterParts {
+            creators: creator_parts,
+            streams: stream_parts,
+            revenue,
+        }
+    }
+
+    /// Totals of the creator books, and their checks: credited <= coins received, paid
+    /// <= credited + settled in, gifter totals summing to coins received, the top
+    /// creators list.
+    fn audit_creators(
+        &self,
+        cut: &Cut<'_>,
+        creator_parts: &std::collections::HashMap<CreatorId, u128>,
+        t: &mut LedgerTotals,
+        v: &mut Vec<String>,
+    ) {
+        let mut top_check = Vec::new();
+        for c in cut.creators.iter() {
+            t.creators += c.creators.len() as u64;
+            for &creator in c.settled.keys() {
+                t.diamonds_settled_in += c.settled_in(creator);
+            }
+            for (creator, totals) in &c.creators {
+                t.coins_received_by_creators += totals.coins_received;
+                let credited = c.credited(*creator);
+                t.diamonds_credited += credited;
+                // creator_share is at most 1, whatever economies were in force.
+                if credited > totals.coins_received {
+                    v.push(format!(
+                        "creator {creator}: {credited} diamonds credited for {} coins",
+                        totals.coins_received
+                    ));
+                }
+                t.diamonds_paid += totals.diamonds_paid;
+                let settled_in = c.settled_in(*creator);
+                if totals.diamonds_paid > credited + settled_in {
+                    v.push(format!(
+                        "creator {creator}: paid {} > credited {credited} + settled in {settled_in}",
+                        totals.diamonds_paid
+                    ));
+                }
+                if creator_parts.get(creator).copied().unwrap_or(0) != totals.coins_received {
+                    v.push(format!(
+                        "creator {creator}: gifter totals do not sum to coins received"
+                    ));
+                }
+                // A creator paid out only diamonds settled in from other nodes was never
+                // credited here, so it is not ranked here.
+                if totals.coins_received > 0 {
+                    top_check.push((credited, creator.0));
+                }
+            }
+            for (cur, amount) in &c.paid_value {
+                t.paid_out.push((*cur, *amount));
+            }
+        }
+        top_check.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        top_check.truncate(self.config.top_k);
+        let parts: Vec<TopK> = cut.creators.iter().map(|c| c.top.clone()).collect();
+        if TopK::merge(&parts, self.config.top_k) != top_check {
+            v.push("top creators differ from creator totals".to_owned());
+        }
+    }
+    /// The state held for routing keys `owns` rejects: wallets of other users, payouts
+    /// or settlement reports of other creators, goals of streams whose creator is
+    /// another's. A cluster node checks its recovered ledger with its partition map:
+    /// anything found means the state is another ledger's (a snapshot directory copied
+    /// to the wrong node) or the map changed under the ledger.
+    pub fn foreign(&self, owns: impl Fn(u64) -> bool) -> Foreign {
+        let mut found = Foreign::default();
+        let mut note = |what: String| {
+            found.example.get_or_insert(what);
+        };
+        for shard in self.senders.iter() {
+            for user in shard.lock().wallets.keys().filter(|u| !owns(u.0)) {
+                found.wallets += 1;
+                note(format!("the wallet of user {user}"));
+            }
+        }
+        for shard in self.creators.iter() {
+            let shard = shard.lock();
+            let paid = shard
+                .creators
+                .iter()
+                .filter(|(_, t)| t.diamonds_paid > 0)
+                .map(|(c, _)| *c);
+            let mut creators: Vec<CreatorId> = paid.chain(shard.settled.keys().copied()).collect();
+            creators.sort_unstable();
+            creators.dedup();
+            for creator in creators.into_iter().filter(|c| !owns(c.0)) {
+                found.creators += 1;
+                note(format!("the payouts of creator {creator}"));
+            }
+        }
+        for shard in self.streams.iter() {
+            for (stream, totals) in shard.lock().streams.iter() {
+                if let (true, Some(creator)) = (totals.goal_set, totals.creator)
+                    && !owns(creator.0)
+                {
+                    found.goals += 1;
+                    note(format!("the goal of stream {stream} (creator {creator})"));
+                }
+            }
+        }
+        found
+    }
+
+    /// A fingerprint of the whole ledger state at a consistent cut, for replay checks:
+    /// equal states give equal fingerprints. (Debug-formats sorted state; for tests and
+    /// the audit, not for hot paths.)
+    pub fn state_fingerprint(&self) -> String {
+        use std::fmt::Write;
+        let cut = self.lock_all();
+        let mut out = String::new();
+        let _ = writeln!(out, "seq {}", self.last_seq());
+        for (i, s) in cut.senders.iter().enumerate() {
+            let mut wallets: Vec<_> = s.wallets.iter().collect();
+            wallets.sort_unstable_by_key(|(u, _)| **u);
+            let mut hist: Vec<_> = s.histories.iter().collect();
+            hist.sort_unstable_by_key(|(u, _)| **u);
+            let mut creators: Vec<_> = s
+                .creators
+                .iter()
+                .map(|(c, p)| (c, &p.gifts, p.top.ranked(), p.pending_coins))
+                .collect();
+            creators.sort_unstable_by_key(|e| *e.0);
+            let mut streams: Vec<_> = s
+                .streams
+                .iter()
+                .map(|(st, p)| (st, p.top.ranked(), p.pending_coins))
+                .collect();
+            streams.sort_unstable_by_key(|e| *e.0);
+            let mut creator_gifters: Vec<_> = s.creator_gifters.iter().collect();
+            creator_gifters.sort_unstable();
+            let mut stream_gifters: Vec<_> = s.stream_gifters.iter().collect();
+            stream_gifters.sort_unstable();
+            let _ = writeln!(
+                out,
+                "sender {i}: {wallets:?} {hist:?} {creators:?} {streams:?} {creator_gifters:?} {stream_gifters:?} {:?}",
+                s.totals
+            );
+        }
+        for (i, c) in cut.creators.iter().enumerate() {
+            let mut creators: Vec<_> = c.creators.iter().collect();
+            creators.sort_unstable_by_key(|(id, _)| **id);
+            let mut settled: Vec<_> = c.settled.iter().collect();
+            settled.sort_unstable_by_key(|(id, _)| **id);
+            let mut credited: Vec<_> = c.credited.iter().collect();
+            credited.sort_unstable_by_key(|(id, _)| **id);
+            let mut fractions: Vec<_> = c.settled_nanos.iter().collect();
+            fractions.sort_unstable_by_key(|(id, _)| **id);
+            let _ = writeln!(
+                out,
+                "creator {i}: {creators:?} {credited:?} {:?} {:?} {settled:?} {fractions:?}",
+                c.top, c.paid_value
+            );
+        }
+        for (i, s) in cut.streams.iter().enumerate() {
+            let mut streams: Vec<_> = s.streams.iter().collect();
+            streams.sort_unstable_by_key(|(id, _)| **id);
+            let _ = writeln!(out, "stream {i}: {streams:?}");
+        }
+        // The ids remembered at the newest stamp: the same set whatever order concurrent
+        // chunks inserted them in (a replay inserts them in sequence order).
+        // (Across shards: which id shard holds an id depends on the ledger's secret.)
+        let newest = cut.ids.iter().map(|w| w.newest()).max().unwrap_or_default();
+        let mut ids: Vec<_> = cut.ids.iter().flat_map(|w| w.canonical(newest)).collect();
+        ids.sort_unstable_by_key(|&(check, number, outcome)| (outcome.seq, check, number));
+        let _ = writeln!(out, "ids: {ids:?}");
+        out
+    }
+}
+
+/// The per-gifter totals summed across sender shards, and the revenue.
+struct GifterParts {
+    creators: std::collections::HashMap<CreatorId, u128>,
+    streams: std::collections::HashMap<StreamId, u128>,
+    revenue: std::collections::BTreeMap<Currency, Decimal>,
+}
+
+/// Totals of the stream books; gifter totals must sum to each stream's coins received.
+fn audit_streams(
+    cut: &Cut<'_>,
+    stream_parts: &std::collections::HashMap<StreamId, u128>,
+    t: &mut LedgerTotals,
+    v: &mut Vec<String>,
+) {
+    for s in cut.streams.iter() {
+        t.streams += s.streams.len() as u64;
+        for (stream, totals) in &s.streams {
+            t.coins_received_by_streams += totals.coins_received;
+            if stream_parts.get(stream).copied().unwrap_or(0) != totals.coins_received {
+                v.push(format!(
+                    "stream {stream}: gifter totals do not sum to coins received"
+                ));
+            }
+        }
+    }
+}
+
+/// Coins are conserved: recharged = in wallets + spent; spent = received by creators =
+/// received by streams.
+fn audit_conservation(t: &LedgerTotals, v: &mut Vec<String>) {
+    if t.coins_recharged != t.coins_in_wallets + t.coins_spent {
+        v.push(format!(
+            "coins recharged {} != in wallets {} + spent {}",
+            t.coins_recharged, t.coins_in_wallets, t.coins_spent
+        ));
+    }
+    if t.coins_spent != t.coins_received_by_creators {
+        v.push(format!(
+            "coins spent {} != received by creators {}",
+            t.coins_spent, t.coins_received_by_creators
+        ));
+    }
+    if t.coins_spent != t.coins_received_by_streams {
+        v.push(format!(
+            "coins spent {} != received by streams {}",
+            t.coins_spent, t.coins_received_by_streams
+        ));
+    }
+}

@@ -1,0 +1,257 @@
+//! Events, outcomes and the stable rejection codes: the engine's vocabulary.
+//!
+//! - here: the events ([`Event`] and one struct per kind) and [`EventKind`];
+//! - `ids`: the id newtypes and [`Stamp`], the ledger's time;
+//! - `fingerprint`: [`EventFingerprint`], the digest that tells a retry from a reuse;
+//! - `outcome`: [`Outcome`], [`RejectCode`] (stable codes), [`LogEntry`].
+
+mod fingerprint;
+mod ids;
+mod outcome;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::economy::{Currency, Region};
+pub use fingerprint::EventFingerprint;
+pub use ids::{CreatorId, EventId, GiftId, PackageId, Stamp, StreamId, UserId};
+pub use outcome::{Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
+
+/// Where a recharge was bought.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// In-app purchase: packages only.
+    App,
+    /// Web: packages or a custom amount within the configured bounds.
+    Web,
+}
+
+/// A user buys coins.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Recharge {
+    pub id: EventId,
+    pub user: UserId,
+    pub coins: u64,
+    /// The price paid, for revenue accounting.
+    pub price: Decimal,
+    pub currency: Currency,
+    /// `None` for a custom web amount.
+    pub package: Option<PackageId>,
+    pub channel: Channel,
+}
+
+impl Recharge {
+    /// A purchase of the package named `package` at its USD price in the app; `None` if
+    /// the economy has no such package.
+    pub fn of_package(
+        economy: &crate::economy::Economy,
+        id: u128,
+        user: u64,
+        package: &str,
+    ) -> Option<Recharge> {
+        let index = economy.package_index(package)?;
+        let p = &economy.packages[index as usize];
+        Some(Recharge {
+            id: EventId(id),
+            user: UserId(user),
+            coins: p.coins,
+            price: p.prices[&Currency::USD],
+            currency: Currency::USD,
+            package: Some(PackageId(index)),
+            channel: Channel::App,
+        })
+    }
+}
+
+/// A viewer sends `count` gifts to a creator during a stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Gift {
+    pub id: EventId,
+    pub sender: UserId,
+    pub creator: CreatorId,
+    pub stream: StreamId,
+    pub gift: GiftId,
+    pub count: u32,
+}
+
+/// A creator cashes out diamonds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Payout {
+    pub id: EventId,
+    pub creator: CreatorId,
+    pub diamonds: u64,
+    pub currency: Currency,
+}
+
+/// `PUT /v1/users/{id}`: region, adult flag, monthly budget.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AccountSettings {
+    pub id: EventId,
+    pub user: UserId,
+    pub region: Option<Region>,
+    pub adult: bool,
+    /// Coins that gifts may spend per calendar month (UTC); `None` = no budget.
+    pub monthly_budget_coins: Option<u64>,
+}
+
+/// `PUT /v1/streams/{id}/goal`: a creator's coin goal for a live stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct StreamGoal {
+    pub id: EventId,
+    pub stream: StreamId,
+    pub creator: CreatorId,
+    pub coins_target: u64,
+}
+
+/// A cluster node reports to a creator's owner node the diamonds it has credited that
+/// creator so far (cumulative, from its committed journal): the owner adds the increase
+/// over the last report from that node, so the creator can cash out on its owner what
+/// every node credited. Reports are idempotent by construction (a repeated or older one
+/// adds nothing). Made by the nodes (through Redis), never accepted from clients.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Settlement {
+    pub id: EventId,
+    pub creator: CreatorId,
+    /// The reporting node: its index in the cluster map's `nodes`.
+    pub source: u16,
+    /// Diamonds the source node has credited the creator, in total (whole ones)...
+    pub diamonds: u64,
+    /// ...and the fraction of one it carries, in billionths (shares have at most 9
+    /// decimals, so it is exact; 0 in reports of builds before fractions were sent).
+    pub nanos: u32,
+}
+
+/// Billionths of a diamond in one: the unit of a settlement's fraction.
+pub const NANOS_PER_DIAMOND: u128 = 1_000_000_000;
+
+impl Settlement {
+    /// The id of a report of `diamonds` and `nanos` billionths: [`Settlement::id_for`],
+    /// with the fraction mixed in when there is one.
+    pub fn id_for_exact(creator: CreatorId, source: u16, diamonds: u64, nanos: u32) -> EventId {
+        let id = Settlement::id_for(creator, source, diamonds);
+        if nanos == 0 {
+            return id;
+        }
+        let mut z = (id.0 as u64) ^ u64::from(nanos).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // Keep the UUID's version and variant bits (in the high word and byte 8).
+        let low = (z & 0x3FFF_FFFF_FFFF_FFFF) | (id.0 as u64 & 0xC000_0000_0000_0000);
+        EventId(id.0 & !u128::from(u64::MAX) | u128::from(low))
+    }
+
+    /// The id of a report: a hash of its content (a UUIDv8), so that the same report
+    /// sent again is the same event.
+    pub fn id_for(creator: CreatorId, source: u16, diamonds: u64) -> EventId {
+        let mix = |mut z: u64| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let a = mix(creator.0 ^ mix(diamonds.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+        let b = mix(diamonds ^ mix(creator.0.wrapping_add(u64::from(source) << 48 | 0x5E77)));
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&a.to_be_bytes());
+        bytes[8..].copy_from_slice(&b.to_be_bytes());
+        EventId(
+            uuid::Builder::from_custom_bytes(bytes)
+                .into_uuid()
+                .as_u128(),
+        )
+    }
+}
+
+/// A new economy version comes into force for every event numbered after it: journal
+/// only, made by the service (`PUT /v1/economy`, or a start with an edited
+/// `economy.toml`). The version's content is stored beside the journal under `digest`
+/// ([`crate::economy::EconomyDoc::digest`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct EconomyChange {
+    pub version: u32,
+    pub digest: u64,
+}
+
+impl EconomyChange {
+    /// Its event id: derived from the content, never claimed in the id index (an
+    /// economy change is idempotent by version, not by id).
+    pub fn id(&self) -> EventId {
+        EventId(u128::from(self.digest) << 64 | u128::from(self.version))
+    }
+}
+
+/// Everything that changes ledger state. Each is journaled and replayed alike.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Event {
+    Recharge(Recharge),
+    Gift(Gift),
+    Payout(Payout),
+    Account(AccountSettings),
+    StreamGoal(StreamGoal),
+    Settlement(Settlement),
+    Economy(EconomyChange),
+}
+
+impl Event {
+    pub fn id(&self) -> EventId {
+        match self {
+            Event::Recharge(e) => e.id,
+            Event::Gift(e) => e.id,
+            Event::Payout(e) => e.id,
+            Event::Account(e) => e.id,
+            Event::StreamGoal(e) => e.id,
+            Event::Settlement(e) => e.id,
+            Event::Economy(e) => e.id(),
+        }
+    }
+
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Recharge(_) => EventKind::Recharge,
+            Event::Gift(_) => EventKind::Gift,
+            Event::Payout(_) => EventKind::Payout,
+            Event::Account(_) => EventKind::Account,
+            Event::StreamGoal(_) => EventKind::StreamGoal,
+            Event::Settlement(_) => EventKind::Settlement,
+            Event::Economy(_) => EventKind::Economy,
+        }
+    }
+}
+
+/// The type of an event, for history entries and metric labels.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Recharge,
+    Gift,
+    Payout,
+    Account,
+    StreamGoal,
+    Settlement,
+    Economy,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        EventKind::Recharge,
+        EventKind::Gift,
+        EventKind::Payout,
+        EventKind::Account,
+        EventKind::StreamGoal,
+        EventKind::Settlement,
+        EventKind::Economy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Recharge => "recharge",
+            EventKind::Gift => "gift",
+            EventKind::Payout => "payout",
+            EventKind::Account => "account",
+            EventKind::StreamGoal => "stream_goal",
+            EventKind::Settlement => "settlement",
+            EventKind::Economy => "economy",
+        }
+    }
+}

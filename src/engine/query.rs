@@ -1,0 +1,313 @@
+//! Read-only queries: wallets, histories, creators, streams, leaderboards, and the
+//! read model's view at a consistent cut. Each locks the shards it reads, one at a time.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::books::{CreatorShard, Credited, StreamShard};
+use super::event::{CreatorId, GiftId, Stamp, StreamId, UserId};
+use super::shard::{HistoryEntry, SenderShard};
+use super::topk::{self, TopK};
+use super::{Engine, shard_of};
+use crate::economy::Region;
+use rustc_hash::FxHashMap;
+
+/// A wallet as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WalletView {
+    pub user: UserId,
+    pub coins: u64,
+    pub spent_this_month: u64,
+    pub monthly_budget_coins: Option<u64>,
+    pub region: Option<Region>,
+    pub adult: bool,
+}
+
+/// A creator's totals as the API shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreatorView {
+    pub creator: CreatorId,
+    /// Diamonds credited on this node: floor(coins received x share).
+    pub diamonds_total: u128,
+    /// Credited here, plus settled in from other nodes, less paid out.
+    pub diamonds_available: u128,
+    /// A cluster owner: diamonds other nodes credited this creator and reported here.
+    pub diamonds_settled_in: u128,
+    /// The fraction of a diamond carried over, in [0, 1).
+    pub diamond_fraction: Decimal,
+    pub coins_received: u128,
+    /// Gift counts by catalog id, in catalog order.
+    pub gifts: Vec<(GiftId, u128)>,
+}
+
+/// A stream as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StreamView {
+    pub stream: StreamId,
+    pub creator: Option<CreatorId>,
+    pub coins_received: u128,
+    /// `(coins_target, progress)`; progress is the stream's coins received.
+    pub goal: Option<(u64, u128)>,
+}
+
+impl Engine {
+    /// The wallet of `user`; `now` decides which month `spent_this_month` counts.
+    pub fn wallet(&self, user: UserId, now: Stamp) -> WalletView {
+        let shard = self.senders[shard_of(user.0, self.mask)].lock();
+        let w = shard.wallets.get(&user).copied().unwrap_or_default();
+        WalletView {
+            user,
+            coins: w.coins,
+            spent_this_month: w.spent_in(now.month_key()),
+            monthly_budget_coins: w.budget(),
+            region: w.region,
+            adult: w.adult,
+        }
+    }
+
+    /// Recent history of `user`, newest first.
+    pub fn history(&self, user: UserId, limit: usize) -> Vec<HistoryEntry> {
+        let shard = self.senders[shard_of(user.0, self.mask)].lock();
+        shard
+            .histories
+            .get(&user)
+            .map(|h| h.iter().rev().take(limit).map(|&l| l.into()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn creator(&self, creator: CreatorId) -> CreatorView {
+        let (totals, settled_in, credited) = {
+            let book = self.creators[shard_of(creator.0, self.mask)].lock();
+            let totals = book.creators.get(&creator).copied().unwrap_or_default();
+            let credited = book.credited.get(&creator).copied().unwrap_or_default();
+            (totals, book.settled_in(creator), credited)
+        };
+        let mut gifts: Vec<(GiftId, u128)> = Vec::new();
+        for shard in self.senders.iter() {
+            let shard = shard.lock();
+            if let Some(part) = shard.creators.get(&creator) {
+                for &(gift, n) in &part.gifts {
+                    match gifts.iter_mut().find(|(g, _)| *g == gift) {
+                        Some((_, total)) => *total += n,
+                        None => gifts.push((gift, n)),
+                    }
+                }
+            }
+        }
+        gifts.sort_unstable();
+        CreatorView {
+            creator,
+            diamonds_total: credited.diamonds,
+            diamonds_available: totals.diamonds_available(credited.diamonds, settled_in),
+            diamonds_settled_in: settled_in,
+            diamond_fraction: credited.fraction(),
+            coins_received: totals.coins_received,
+            gifts,
+        }
+    }
+
+    /// The read model at a consistent cut (does not take the log).
+    pub fn read_model_view(&self, parts: ViewParts) -> ReadModelView {
+        let cut = self.lock_all();
+        read_model_view(
+            self.last_seq(),
+            cut.senders.iter().map(|g| &**g),
+            cut.creators.iter().map(|g| &**g),
+            cut.streams.iter().map(|g| &**g),
+            parts,
+        )
+    }
+
+    /// The diamonds credited here, exactly, to every creator `select` picks (a cluster
+    /// node's creators owned by other nodes: what it reports to them as settlements).
+    pub fn creators_credited(
+        &self,
+        select: impl Fn(CreatorId) -> bool,
+    ) -> Vec<(CreatorId, Credited)> {
+        let mut out = Vec::new();
+        for book in self.creators.iter() {
+            let book = book.lock();
+            out.extend(
+                book.credited
+                    .iter()
+                    .filter(|(c, _)| select(**c))
+                    .map(|(&c, credited)| (c, *credited)),
+            );
+        }
+        out
+    }
+
+    /// Coins `user` gave `creator` in total.
+    pub fn creator_gifter_coins(&self, creator: CreatorId, user: UserId) -> u128 {
+        let shard = self.senders[shard_of(user.0, self.mask)].lock();
+        shard
+            .creator_gifters
+            .get(&(creator, user))
+            .map_or(0, |c| c.get())
+    }
+
+    /// Coins `user` gave in `stream` in total.
+    pub fn stream_gifter_coins(&self, stream: StreamId, user: UserId) -> u128 {
+        let shard = self.senders[shard_of(user.0, self.mask)].lock();
+        shard
+            .stream_gifters
+            .get(&(stream, user))
+            .map_or(0, |c| c.get())
+    }
+
+    /// Top gifters of a creator: `(user, coins)`, best first.
+    pub fn creator_top_gifters(&self, creator: CreatorId, limit: usize) -> Vec<(UserId, u128)> {
+        self.top_gifters(limit, |s| {
+            s.creators.get(&creator).map(|p| p.top.entries().to_vec())
+        })
+    }
+
+    /// Merges the shards' top-K lists picked by `part` (each gifter is in one shard).
+    fn top_gifters(
+        &self,
+        limit: usize,
+        part: impl Fn(&SenderShard) -> Option<Vec<(u64, u64)>>,
+    ) -> Vec<(UserId, u128)> {
+        let parts: Vec<Vec<(u64, u64)>> = self
+            .senders
+            .iter()
+            .filter_map(|s| part(&s.lock()))
+            .collect();
+        topk::merge_entries(parts.iter().map(|p| &p[..]), limit.min(self.config.top_k))
+            .into_iter()
+            .map(|(coins, user)| (UserId(user), coins))
+            .collect()
+    }
+
+    pub fn stream(&self, stream: StreamId) -> StreamView {
+        let totals = self.streams[shard_of(stream.0, self.mask)]
+            .lock()
+            .streams
+            .get(&stream)
+            .copied()
+            .unwrap_or_default();
+        StreamView {
+            stream,
+            creator: totals.creator,
+            coins_received: totals.coins_received,
+            goal: totals
+                .goal_set
+                .then_some((totals.coins_target, totals.coins_received)),
+        }
+    }
+
+    /// Top gifters in a stream: `(user, coins)`, best first.
+    pub fn stream_top_gifters(&self, stream: StreamId, limit: usize) -> Vec<(UserId, u128)> {
+        self.top_gifters(limit, |s| {
+            s.streams.get(&stream).map(|p| p.top.entries().to_vec())
+        })
+    }
+
+    /// Top creators by diamonds credited: `(creator, diamonds)`, best first.
+    pub fn top_creators(&self, limit: usize) -> Vec<(CreatorId, u128)> {
+        let parts: Vec<TopK> = self.creators.iter().map(|c| c.lock().top.clone()).collect();
+        TopK::merge(&parts, limit.min(self.config.top_k))
+            .into_iter()
+            .map(|(diamonds, creator)| (CreatorId(creator), diamonds))
+            .collect()
+    }
+}
+
+/// Which parts of [`ReadModelView`] to fill.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ViewParts {
+    /// The top `tops` gifters of every creator and stream (0: none); the read model
+    /// keeps `engine.top_k`.
+    pub tops: usize,
+    pub wallets: bool,
+}
+
+/// A stream's book as the read model shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamBook {
+    pub creator: Option<CreatorId>,
+    pub coins_received: u128,
+    /// The goal's coin target, if one was set.
+    pub goal: Option<u64>,
+}
+
+/// Everything the Redis read model projects, at a consistent cut: the creator and
+/// stream books, and (with [`ViewParts`]) their top gifters and every wallet balance.
+#[derive(Debug, Clone, Default)]
+pub struct ReadModelView {
+    pub last_seq: u64,
+    /// [`ViewParts::tops`]: how many top gifters per creator and stream it holds.
+    pub tops: usize,
+    /// `(creator, coins received, diamonds paid, diamonds credited)`.
+    pub creators: Vec<(CreatorId, u128, u128, Credited)>,
+    pub streams: Vec<(StreamId, StreamBook)>,
+    /// `(creator, gifter, coins)` for each creator's top [`ViewParts::tops`] gifters.
+    pub creator_gifters: Vec<(CreatorId, UserId, u128)>,
+    /// `(stream, gifter, coins)` for each stream's top [`ViewParts::tops`] gifters.
+    pub stream_gifters: Vec<(StreamId, UserId, u128)>,
+    /// `(user, coins)` for every wallet.
+    pub wallets: Vec<(UserId, u64)>,
+}
+
+fn read_model_view<'a>(
+    last_seq: u64,
+    senders: impl Iterator<Item = &'a SenderShard>,
+    creators: impl Iterator<Item = &'a CreatorShard>,
+    streams: impl Iterator<Item = &'a StreamShard>,
+    parts: ViewParts,
+) -> ReadModelView {
+    let mut view = ReadModelView {
+        last_seq,
+        tops: parts.tops,
+        ..Default::default()
+    };
+    let mut creator_tops: FxHashMap<CreatorId, Vec<&[(u64, u64)]>> = FxHashMap::default();
+    let mut stream_tops: FxHashMap<StreamId, Vec<&[(u64, u64)]>> = FxHashMap::default();
+    for s in senders {
+        if parts.tops > 0 {
+            for (&c, part) in &s.creators {
+                creator_tops.entry(c).or_default().push(part.top.entries());
+            }
+            for (&st, part) in &s.streams {
+                stream_tops.entry(st).or_default().push(part.top.entries());
+            }
+        }
+        if parts.wallets {
+            view.wallets
+                .extend(s.wallets.iter().map(|(&u, w)| (u, w.coins)));
+        }
+    }
+    for (c, lists) in creator_tops {
+        view.creator_gifters.extend(
+            topk::merge_entries(lists, parts.tops)
+                .into_iter()
+                .map(|(coins, u)| (c, UserId(u), coins)),
+        );
+    }
+    for (st, lists) in stream_tops {
+        view.stream_gifters.extend(
+            topk::merge_entries(lists, parts.tops)
+                .into_iter()
+                .map(|(coins, u)| (st, UserId(u), coins)),
+        );
+    }
+    for c in creators {
+        view.creators.extend(c.creators.iter().map(|(&id, t)| {
+            let credited = c.credited.get(&id).copied().unwrap_or_default();
+            (id, t.coins_received, t.diamonds_paid, credited)
+        }));
+    }
+    for s in streams {
+        view.streams.extend(s.streams.iter().map(|(&id, t)| {
+            (
+                id,
+                StreamBook {
+                    creator: t.creator,
+                    coins_received: t.coins_received,
+                    goal: t.goal_set.then_some(t.coins_target),
+                },
+            )
+        }));
+    }
+    view
+}

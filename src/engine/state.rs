@@ -1,0 +1,523 @@
+//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 5 it is
+//! decoded from), [`StateView`] (the same, borrowed at a live cut), taking it
+//! ([`Engine::snapshot`], [`Engine::with_cut`]) and loading it ([`Engine::from_state`]).
+
+use std::sync::atomic::Ordering;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
+use super::cut::in_seq_order;
+use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp};
+use super::idhash::IdSecret;
+use super::shard::SenderShard;
+use super::topk::TopK;
+use super::window::{self, IdWindow, IdWindowV4, IdWindowV5};
+use super::{Engine, EngineConfig, Route, route_tag};
+use crate::config::ConfigError;
+use crate::economy::{Economy, EconomyDoc};
+
+impl Engine {
+    /// Calls `f` with the whole state at a consistent cut (every shard locked while `f`
+    /// runs: keep it short — the fork-based snapshot forks in it) and returns its result
+    /// with the log of applied events not drained yet, which the caller must commit
+    /// before the cut counts as durable.
+    pub fn with_cut<R>(&self, f: impl FnOnce(&StateView<'_>) -> R) -> (R, Vec<LogEntry>) {
+        let mut cut = self.lock_all();
+        cut.assert_merged();
+        let log = cut.take_log();
+        let view = StateView {
+            last_seq: self.last_seq(),
+            senders: cut.senders.iter().map(|g| &**g).collect(),
+            creators: cut.creators.iter().map(|g| &**g).collect(),
+            streams: cut.streams.iter().map(|g| &**g).collect(),
+            settled: cut.creators.iter().map(|g| &g.settled).collect(),
+            ids: cut.ids.iter().map(|g| &**g).collect(),
+            credited: cut.creators.iter().map(|g| &g.credited).collect(),
+            top_k: self.config.top_k as u64,
+            economy: cut.economy_bytes(),
+            settled_nanos: cut.creators.iter().map(|g| &g.settled_nanos).collect(),
+            id_secret: Some(self.id_secret),
+            legacy_ids_until: self.legacy_ids_until,
+        };
+        let result = f(&view);
+        drop(view);
+        drop(cut);
+        (result, in_seq_order(log))
+    }
+
+    /// Takes a consistent cut: the state and the log of applied events not drained yet
+    /// (which the caller must commit before the state counts as durable). The cut
+    /// clones the shards under their locks (a memory copy); encoding happens outside.
+    pub fn snapshot(&self) -> (EngineState, Vec<LogEntry>) {
+        let mut cut = self.lock_all();
+        cut.assert_merged();
+        let log = cut.take_log();
+        let state = EngineState {
+            last_seq: self.last_seq(),
+            senders: cut.senders.iter().map(|s| (**s).clone()).collect(),
+            creators: cut.creators.iter().map(|c| (**c).clone()).collect(),
+            streams: cut.streams.iter().map(|s| (**s).clone()).collect(),
+            settled: cut.creators.iter().map(|c| c.settled.clone()).collect(),
+            ids: cut.ids.iter().map(|w| (**w).clone()).collect(),
+            credited: cut.creators.iter().map(|c| c.credited.clone()).collect(),
+            top_k: self.config.top_k as u64,
+            economy: cut.economy_bytes(),
+            settled_nanos: cut
+                .creators
+                .iter()
+                .map(|c| c.settled_nanos.clone())
+                .collect(),
+            id_secret: Some(self.id_secret),
+            legacy_ids_until: self.legacy_ids_until,
+        };
+        drop(cut);
+        (state, in_seq_order(log))
+    }
+
+    /// An engine holding `state` (taken with the same number of shards). The id index
+    /// takes the config's bound and horizon; a state from before it (snapshot format 2 or
+    /// older) has its ids moved in from the shards, without fingerprints.
+    pub fn from_state(
+        economy: Economy,
+        config: EngineConfig,
+        mut state: EngineState,
+    ) -> Result<Engine, StateError> {
+        state.check_shards(config.shards)?;
+        let economy = if state.economy.is_empty() {
+            economy
+        } else {
+            Economy::from_doc(EconomyDoc::from_bytes(&state.economy)?)?
+        };
+        let recorded = economy.version > 0;
+        // A state of format 3 to 5 holds ids under the unkeyed hash: new ids are filed
+        // under a new secret, and claims look there too until those ids are past the
+        // horizon. (Formats 1 and 2 kept whole ids: they are filed under the new secret.)
+        let unkeyed = state.id_secret.is_none() && state.ids.iter().any(|w| w.len() > 0);
+        let id_secret = state.id_secret.unwrap_or_else(IdSecret::random);
+        let mut engine = Engine::build(economy, config, id_secret)?;
+        engine.legacy_ids_until = state.legacy_ids_until;
+        if recorded {
+            engine.know_economy(engine.economy());
+        }
+        let legacy = state.take_legacy_ids();
+        let (top_k, last_seq) = (state.top_k, state.last_seq);
+        engine.install(state);
+        if unkeyed || engine.legacy_ids_until.0 > 0 {
+            // Computed again under this config: a longer horizon keeps the unkeyed ids
+            // longer too, and they must be probed as long as they are kept.
+            let until = engine.ids.iter().map(|w| w.lock().remembered_until());
+            let until = until.max().unwrap_or_default();
+            engine.legacy_ids_until = engine.legacy_ids_until.max(until);
+        }
+        engine.file_legacy_ids(legacy);
+        if top_k != engine.config.top_k as u64 {
+            engine.rebuild_tops();
+        }
+        engine.next_seq.store(last_seq + 1, Ordering::Release);
+        Ok(engine)
+    }
+
+    /// Moves a state's shards into this engine's (the same count, checked), its id
+    /// windows under this config's bound and horizon.
+    fn install(&self, state: EngineState) {
+        let mut senders = state.senders.into_iter();
+        for slot in self.senders.iter() {
+            *slot.lock() = senders.next().expect("checked length");
+        }
+        let mut credited = state.credited.into_iter();
+        let mut settled_nanos = state.settled_nanos.into_iter();
+        let mut creators = state.creators.into_iter().zip(state.settled);
+        for slot in self.creators.iter() {
+            let (mut book, settled) = creators.next().expect("checked length");
+            book.settled = settled;
+            book.settled_nanos = settled_nanos.next().unwrap_or_default();
+            // Formats 1 and 2 did not store credited diamonds: as they were computed then.
+            book.credited = credited.next().unwrap_or_else(|| {
+                book.creators
+                    .iter()
+                    .map(|(&c, t)| (c, Credited::of(&self.economy(), t.coins_received)))
+                    .collect()
+            });
+            *slot.lock() = book;
+        }
+        let mut streams = state.streams.into_iter();
+        for slot in self.streams.iter() {
+            *slot.lock() = streams.next().expect("checked length");
+        }
+        let n = self.config.shards;
+        for (slot, mut window) in self.ids.iter().zip(state.ids) {
+            window.reconfigure(
+                self.config.idempotency_entries_max / n,
+                self.config.id_keep_ms(),
+            );
+            *slot.lock() = window;
+        }
+    }
+
+    /// Files the ids of formats 1 and 2 under this ledger's secret, oldest first.
+    fn file_legacy_ids(&self, mut legacy: Vec<LegacyId>) {
+        legacy.sort_unstable_by_key(|&(_, stamp, outcome, _)| (stamp, outcome.seq));
+        for (id, stamp, outcome, fingerprint) in legacy {
+            let hash = self.id_hash(id);
+            self.ids[self.id_shard(hash)]
+                .lock()
+                .remember(hash, fingerprint, outcome, stamp);
+        }
+    }
+
+    /// Rebuilds every leaderboard from the totals with `engine.top_k` (a state kept with
+    /// another length, or one that did not record it): a list kept shorter would miss
+    /// gifters, one kept longer would not be the top `top_k`.
+    fn rebuild_tops(&self) {
+        let k = self.config.top_k;
+        for shard in self.senders.iter() {
+            let mut shard = shard.lock();
+            let SenderShard {
+                creators,
+                streams,
+                creator_gifters,
+                stream_gifters,
+                ..
+            } = &mut *shard;
+            creators
+                .values_mut()
+                .for_each(|p| p.top = Default::default());
+            streams
+                .values_mut()
+                .for_each(|p| p.top = Default::default());
+            for (&(creator, user), &coins) in &*creator_gifters {
+                if let Some(part) = creators.get_mut(&creator) {
+                    part.top.offer(k, user.0, coins.0, 0);
+                }
+            }
+            for (&(stream, user), &coins) in &*stream_gifters {
+                if let Some(part) = streams.get_mut(&stream) {
+                    part.top.offer(k, user.0, coins.0, 0);
+                }
+            }
+        }
+        for book in self.creators.iter() {
+            let mut book = book.lock();
+            let mut top = TopK::default();
+            for (&creator, credited) in &book.credited {
+                top.offer(k, creator.0, credited.diamonds);
+            }
+            book.top = top;
+        }
+    }
+}
+
+/// The whole ledger state at a consistent cut, for snapshots. Opaque: it is encoded by
+/// `persist::snapshot` and loaded back with [`Engine::from_state`].
+///
+/// `W` is the id index's shard as the format encodes it: today's [`IdWindow`], or
+/// [`EngineStateV5`]'s.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EngineState<W = IdWindow> {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    /// Per creator shard, its settlement reports (`CreatorShard::settled`): after the
+    /// shards, so that format 1 (without them) is format 2's prefix.
+    settled: Vec<Settled>,
+    /// Per id shard, its remembered ids (format 3; compact from format 5; format 2 is its prefix, with the ids
+    /// in the shards' legacy windows).
+    ids: Vec<W>,
+    /// Per creator shard, the diamonds credited per creator (`CreatorShard::credited`;
+    /// format 3; older formats recompute them from the coins received).
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    /// The `engine.top_k` the leaderboards were kept with (format 3; 0: not recorded).
+    /// Loaded with another, they are rebuilt from the totals.
+    top_k: u64,
+    /// The economy in force ([`crate::economy::EconomyDoc`] bytes; format 4; empty: not
+    /// recorded, the caller's economy is used).
+    economy: Vec<u8>,
+    /// Per creator shard, the fractions of the settlement reports
+    /// (`CreatorShard::settled_nanos`; format 4).
+    settled_nanos: Vec<SettledNanos>,
+    /// The key the ids in `ids` are hashed under (format 6; `None` in a state of an
+    /// older format). Last, with the next, so that format 5 is format 6 less them.
+    id_secret: Option<IdSecret>,
+    /// Until when `ids` also holds ids under the unkeyed hash of formats 3 to 5 (format
+    /// 6; 0: none).
+    legacy_ids_until: Stamp,
+}
+
+/// A state as snapshot format 5 encoded it (40-bit id checks), decoded with the two
+/// fields format 6 appended given as absent.
+pub type EngineStateV5 = EngineState<IdWindowV5>;
+
+impl From<EngineStateV5> for EngineState {
+    fn from(v5: EngineStateV5) -> Self {
+        EngineState {
+            last_seq: v5.last_seq,
+            senders: v5.senders,
+            creators: v5.creators,
+            streams: v5.streams,
+            settled: v5.settled,
+            ids: v5.ids.into_iter().map(IdWindow::from).collect(),
+            credited: v5.credited,
+            top_k: v5.top_k,
+            economy: v5.economy,
+            settled_nanos: v5.settled_nanos,
+            id_secret: v5.id_secret,
+            legacy_ids_until: v5.legacy_ids_until,
+        }
+    }
+}
+
+/// A state as snapshot format 4 encoded it (the ids whole).
+#[derive(Deserialize)]
+pub(crate) struct EngineStateV4 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+    ids: Vec<IdWindowV4>,
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+    economy: Vec<u8>,
+    settled_nanos: Vec<SettledNanos>,
+}
+
+impl From<EngineStateV4> for EngineState {
+    fn from(v4: EngineStateV4) -> Self {
+        EngineState {
+            last_seq: v4.last_seq,
+            senders: v4.senders,
+            creators: v4.creators,
+            streams: v4.streams,
+            settled: v4.settled,
+            ids: v4.ids.into_iter().map(IdWindow::from).collect(),
+            credited: v4.credited,
+            top_k: v4.top_k,
+            economy: v4.economy,
+            settled_nanos: v4.settled_nanos,
+            id_secret: None,
+            legacy_ids_until: Stamp(0),
+        }
+    }
+}
+
+/// A state as snapshot format 3 encoded it (no economy).
+#[derive(Deserialize)]
+pub(crate) struct EngineStateV3 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+    ids: Vec<IdWindowV4>,
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+}
+
+impl From<EngineStateV3> for EngineState {
+    fn from(v3: EngineStateV3) -> Self {
+        EngineState {
+            last_seq: v3.last_seq,
+            senders: v3.senders,
+            creators: v3.creators,
+            streams: v3.streams,
+            settled: v3.settled,
+            ids: v3.ids.into_iter().map(IdWindow::from).collect(),
+            credited: v3.credited,
+            top_k: v3.top_k,
+            economy: Vec::new(),
+            settled_nanos: Vec::new(),
+            id_secret: None,
+            legacy_ids_until: Stamp(0),
+        }
+    }
+}
+
+/// A state as snapshot format 2 encoded it (the ids in the shards' windows).
+#[derive(Deserialize)]
+pub(crate) struct EngineStateV2 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+}
+
+impl From<EngineStateV2> for EngineState {
+    fn from(v2: EngineStateV2) -> Self {
+        EngineState {
+            last_seq: v2.last_seq,
+            senders: v2.senders,
+            creators: v2.creators,
+            streams: v2.streams,
+            settled: v2.settled,
+            ids: Vec::new(),
+            credited: Vec::new(),
+            top_k: 0,
+            economy: Vec::new(),
+            settled_nanos: Vec::new(),
+            id_secret: None,
+            legacy_ids_until: Stamp(0),
+        }
+    }
+}
+
+/// A state as snapshot format 1 encoded it (no settlements).
+#[derive(Deserialize)]
+pub(crate) struct EngineStateV1 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+}
+
+impl From<EngineStateV1> for EngineState {
+    fn from(v1: EngineStateV1) -> Self {
+        EngineState {
+            last_seq: v1.last_seq,
+            settled: vec![Settled::default(); v1.creators.len()],
+            senders: v1.senders,
+            creators: v1.creators,
+            streams: v1.streams,
+            ids: Vec::new(),
+            credited: Vec::new(),
+            top_k: 0,
+            economy: Vec::new(),
+            settled_nanos: Vec::new(),
+            id_secret: None,
+            legacy_ids_until: Stamp(0),
+        }
+    }
+}
+
+/// An id of snapshot formats 1 and 2, as [`EngineState::take_legacy_ids`] takes it.
+type LegacyId = (EventId, Stamp, Outcome, EventFingerprint);
+
+impl EngineState {
+    /// Whether the state was taken with `n` shards of each kind (older formats lack
+    /// some parts: those are empty).
+    fn check_shards(&self, n: usize) -> Result<(), StateError> {
+        if self.senders.len() != n
+            || self.creators.len() != n
+            || self.streams.len() != n
+            || self.settled.len() != n
+            || !(self.ids.len() == n || self.ids.is_empty())
+            || !(self.credited.len() == n || self.credited.is_empty())
+            || !(self.settled_nanos.len() == n || self.settled_nanos.is_empty())
+        {
+            return Err(StateError::Shards {
+                found: self.senders.len(),
+                expected: n,
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the ids formats 1 and 2 kept in the shards' windows. Each legacy id matches
+    /// the events routed where it was kept, as it did then.
+    fn take_legacy_ids(&mut self) -> Vec<LegacyId> {
+        let mut legacy = Vec::new();
+        let mut take = |route: Route, window: &mut window::LegacyWindow| {
+            let fingerprint = EventFingerprint::legacy(route_tag(route));
+            legacy.extend(
+                window
+                    .take()
+                    .into_iter()
+                    .map(|(id, stamp, o)| (id, stamp, o, fingerprint)),
+            );
+        };
+        for (i, s) in self.senders.iter_mut().enumerate() {
+            take(Route::Sender(i), &mut s.window);
+        }
+        for (i, c) in self.creators.iter_mut().enumerate() {
+            take(Route::Creator(i), &mut c.window);
+        }
+        for (i, s) in self.streams.iter_mut().enumerate() {
+            take(Route::Stream(i), &mut s.window);
+        }
+        legacy
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// (wallets, creators, streams)
+    pub fn counts(&self) -> (u64, u64, u64) {
+        self.view().counts()
+    }
+
+    /// A borrowed view that encodes exactly like the state.
+    pub fn view(&self) -> StateView<'_> {
+        StateView {
+            last_seq: self.last_seq,
+            senders: self.senders.iter().collect(),
+            creators: self.creators.iter().collect(),
+            streams: self.streams.iter().collect(),
+            settled: self.settled.iter().collect(),
+            ids: self.ids.iter().collect(),
+            credited: self.credited.iter().collect(),
+            top_k: self.top_k,
+            economy: self.economy.clone(),
+            settled_nanos: self.settled_nanos.iter().collect(),
+            id_secret: self.id_secret,
+            legacy_ids_until: self.legacy_ids_until,
+        }
+    }
+}
+
+/// The ledger state borrowed at a consistent cut: what a snapshot encodes. Serializes
+/// exactly like [`EngineState`] (serde encodes `&T` as `T`), so a snapshot can be written
+/// from a live cut without cloning the shards.
+#[derive(Serialize)]
+pub struct StateView<'a> {
+    last_seq: u64,
+    senders: Vec<&'a SenderShard>,
+    creators: Vec<&'a CreatorShard>,
+    streams: Vec<&'a StreamShard>,
+    settled: Vec<&'a Settled>,
+    ids: Vec<&'a IdWindow>,
+    credited: Vec<&'a FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+    economy: Vec<u8>,
+    settled_nanos: Vec<&'a SettledNanos>,
+    id_secret: Option<IdSecret>,
+    legacy_ids_until: Stamp,
+}
+
+impl StateView<'_> {
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// (wallets, creators, streams)
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.senders.iter().map(|s| s.wallets.len() as u64).sum(),
+            self.creators.iter().map(|c| c.creators.len() as u64).sum(),
+            self.streams.iter().map(|s| s.streams.len() as u64).sum(),
+        )
+    }
+}
+
+/// Why a state cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    #[error(
+        "the state has {found} shards, the config {expected} (engine.shards must match the snapshot)"
+    )]
+    Shards { found: usize, expected: usize },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
