@@ -8,8 +8,11 @@
 //! - [`audit`]: exactly-once and totals checks after a run.
 //! - [`hostile`]: hostile clients (slowloris, idle and stalled sockets, feed churn, bad
 //!   tokens) beside a normal load, and whether acks kept flowing.
+//! - [`harness`]: private redis-servers, Redis Clusters and `giftstream serve` processes
+//!   for the experiments, stopped when dropped.
 
 pub mod audit;
+pub mod harness;
 pub mod hostile;
 pub mod report;
 pub mod runner;
