@@ -22,7 +22,11 @@ pub struct WorkDir(PathBuf);
 
 impl WorkDir {
     pub fn new(label: &str) -> anyhow::Result<WorkDir> {
-        let unique = format!("giftload-{label}-{}-{:x}", std::process::id(), rand::random::<u32>());
+        let unique = format!(
+            "giftload-{label}-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
         let path = std::env::temp_dir().join(unique);
         std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
         Ok(WorkDir(path))
@@ -41,7 +45,9 @@ impl Drop for WorkDir {
 
 /// A port nobody listens on right now (the kernel's choice).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn port_free(port: u16) -> bool {
@@ -191,10 +197,17 @@ impl Redis {
             .arg("--logfile")
             .arg(self.dir.join("redis.log"));
         if o.cluster {
-            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", "2000"]);
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--cluster-node-timeout", "2000"]);
         }
-        cmd.args(&o.args).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.args(&o.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let child = cmd
             .spawn()
             .context("start redis-server (is it installed? bash .ci/test installs it)")?;
@@ -207,7 +220,11 @@ impl Redis {
                 let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
                 anyhow::bail!("redis-server on {} exited ({status}): {log}", self.port);
             }
-            anyhow::ensure!(Instant::now() < deadline, "redis-server {} did not answer", self.port);
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "redis-server {} did not answer",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
@@ -295,9 +312,16 @@ impl RedisCluster {
         };
         let mut nodes = Vec::new();
         for port in first..first + 6 {
-            nodes.push(Redis::start_in(&work.path().join(port.to_string()), port, &options)?);
+            nodes.push(Redis::start_in(
+                &work.path().join(port.to_string()),
+                port,
+                &options,
+            )?);
         }
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
@@ -370,22 +394,28 @@ pub struct Edit {
 impl std::str::FromStr for Edit {
     type Err = String;
     fn from_str(text: &str) -> Result<Edit, String> {
-        let (path, value) = text
-            .split_once('=')
-            .ok_or_else(|| format!("{text:?}: expected section.key=value (or section.key= to delete)"))?;
+        let (path, value) = text.split_once('=').ok_or_else(|| {
+            format!("{text:?}: expected section.key=value (or section.key= to delete)")
+        })?;
         let (path, value) = (path.trim(), value.trim());
         if path.is_empty() {
             return Err(format!("{text:?}: no key"));
         }
         if value.is_empty() {
-            return Ok(Edit { path: path.to_owned(), value: None });
+            return Ok(Edit {
+                path: path.to_owned(),
+                value: None,
+            });
         }
         let parsed = format!("v = {value}")
             .parse::<toml::Table>()
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-        Ok(Edit { path: path.to_owned(), value: Some(parsed) })
+        Ok(Edit {
+            path: path.to_owned(),
+            value: Some(parsed),
+        })
     }
 }
 
@@ -402,7 +432,9 @@ impl ServerConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<ServerConfig> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
-        let table = text.parse().with_context(|| format!("config {}", path.display()))?;
+        let table = text
+            .parse()
+            .with_context(|| format!("config {}", path.display()))?;
         Ok(ServerConfig { table })
     }
 
@@ -429,7 +461,10 @@ impl ServerConfig {
     }
 
     pub fn set(&mut self, path: &str, value: impl Into<toml::Value>) {
-        let edit = Edit { path: path.to_owned(), value: Some(value.into()) };
+        let edit = Edit {
+            path: path.to_owned(),
+            value: Some(value.into()),
+        };
         self.edit(&edit).expect("a path into the config's tables");
     }
 
@@ -617,7 +652,10 @@ fn node_addrs(config: &ServerConfig, name: &str) -> anyhow::Result<(String, Stri
 pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let status = text
@@ -626,7 +664,10 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -664,15 +705,18 @@ impl Metrics {
 
     /// The samples of `name`: (labels, value).
     pub fn samples<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
-        self.0.lines().filter(|l| !l.starts_with('#')).filter_map(move |l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let labels = match series.strip_prefix(name)? {
-                "" => "",
-                l if l.starts_with('{') => l,
-                _ => return None,
-            };
-            Some((labels, value.parse().ok()?))
-        })
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(move |l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let labels = match series.strip_prefix(name)? {
+                    "" => "",
+                    l if l.starts_with('{') => l,
+                    _ => return None,
+                };
+                Some((labels, value.parse().ok()?))
+            })
     }
 
     /// A histogram's cumulative share per bucket: `(le, share)`.

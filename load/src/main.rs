@@ -1,5 +1,6 @@
-//! `giftload run SCENARIO`, `giftload compare SCENARIO`, `giftload hostile SCENARIO` and
-//! `giftload plot TABLE`.
+//! `giftload run SCENARIO`, `giftload compare SCENARIO`, `giftload hostile SCENARIO`,
+//! `giftload plot TABLE`, and the experiments: `giftload sweep …`, `giftload probe …`,
+//! `giftload cluster …`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -108,6 +109,10 @@ enum Command {
     /// clients beside it (slowloris, idle HTTP and binary sockets, stalled readers,
     /// live-feed churn, bad tokens), and check that acks kept flowing.
     Hostile(Box<HostileArgs>),
+    /// End-to-end sweeps against fresh servers and private redis-servers it starts
+    /// (BENCHMARKS.md): one table (TSV) per sweep, and charts.
+    #[command(subcommand)]
+    Sweep(giftload::experiment::sweep::Sweep),
     /// Draw a tab-separated table (header row; x, then one column per series) as a
     /// line chart (PNG): the growth curves in BENCHMARKS.md.
     Plot {
@@ -241,6 +246,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::Sweep(sweep) => return giftload::experiment::sweep::run(sweep),
+        command => Cli { command },
+    };
     if let Command::Plot {
         table,
         out,
@@ -271,7 +280,7 @@ fn main() -> anyhow::Result<()> {
                 run(common, vec![TargetKind::Giftstream, TargetKind::RedisLua]).await
             }
             Command::Hostile(args) => hostile(*args).await,
-            Command::Plot { .. } => unreachable!("handled above"),
+            Command::Plot { .. } | Command::Sweep(_) => unreachable!("handled above"),
         }
     })?;
     if !passed {
