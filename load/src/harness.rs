@@ -477,9 +477,12 @@ impl ServerConfig {
         Some(v)
     }
 
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string(&self.table)?)
+    }
+
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        std::fs::write(path, toml::to_string(&self.table)?)
-            .with_context(|| format!("write {}", path.display()))
+        std::fs::write(path, self.to_toml()?).with_context(|| format!("write {}", path.display()))
     }
 }
 

@@ -2,9 +2,11 @@
 //! `probe`, `cluster`), on the processes of [`crate::harness`]: what they share is here
 //! (the lab's paths and settings, one load run, TSV tables, charts, progress).
 
+pub mod cluster;
 pub mod compare;
 pub mod cpu;
 pub mod lab_args;
+pub mod probe;
 pub mod snapshot;
 pub mod sweep;
 
