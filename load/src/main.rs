@@ -370,7 +370,8 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
     for kind in kinds {
         let redis = match (&c.redis, &kind) {
             (Some(url), TargetKind::RedisLua) if comparing => {
-                isolation.push("the baseline ran on --redis (not alone if giftstream journals there)");
+                isolation
+                    .push("the baseline ran on --redis (not alone if giftstream journals there)");
                 url.clone()
             }
             (Some(url), _) => url.clone(),
@@ -378,7 +379,8 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
                 let own = tokio::task::block_in_place(|| compare::baseline_redis(&[]))?;
                 let url = own.url();
                 baseline_redis = Some(own);
-                isolation.push("the baseline ran on a fresh redis-server of its own (AOF everysec)");
+                isolation
+                    .push("the baseline ran on a fresh redis-server of its own (AOF everysec)");
                 url
             }
             (None, _) => "redis://127.0.0.1:6379".to_owned(),
@@ -588,4 +590,15 @@ async fn hostile(a: HostileArgs) -> anyhow::Result<bool> {
     }
     println!("{}", if passed { "PASSED" } else { "FAILED" });
     Ok(passed)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand's options are well-formed (no two share a name).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -639,12 +639,21 @@ fn a_sweep_starts_its_own_redis_and_servers_and_writes_its_table_and_chart() {
     std::fs::write(scenarios.join("uniform.toml"), SMALL).unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(env!("CARGO_BIN_EXE_giftload"))
-        .args(["sweep", "interval", "--intervals-ms", "1", "5", "--seconds", "3", "--quiet"])
+        .args([
+            "sweep",
+            "interval",
+            "--intervals-ms",
+            "1",
+            "5",
+            "--seconds",
+            "3",
+            "--quiet",
+        ])
         .arg("--bin")
         .arg(giftstream_bin())
         .arg("--config")
         .arg(root.join("config/giftstream.toml"))
-        .arg("--scenarios")
+        .arg("--scenario-dir")
         .arg(&scenarios)
         .arg("--out")
         .arg(dir.path().join("tables"))

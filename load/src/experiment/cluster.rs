@@ -11,7 +11,9 @@ use anyhow::Context;
 
 use crate::experiment::lab_args::LabArgs;
 use crate::experiment::{Lab, Loop, Table, parse_setting, rate_and_latency, spec_of};
-use crate::harness::{Edit, Fsync, Redis, RedisCluster, RedisOptions, Serve, ServeOptions, ServerConfig, free_port};
+use crate::harness::{
+    Edit, Fsync, Redis, RedisCluster, RedisOptions, Serve, ServeOptions, ServerConfig, free_port,
+};
 use crate::report::Summary;
 use crate::runner::{self, RunOptions};
 use crate::target::TargetSpec;
@@ -98,9 +100,24 @@ pub enum Cluster {
 pub fn run(cluster: Cluster) -> anyhow::Result<()> {
     match cluster {
         Cluster::Ab { c, scenarios } => ab(&c.lab.lab(15.0)?, &c, &scenarios),
-        Cluster::Binab { c, bin_a, bin_b, a_setting } => binab(&c.lab.lab(10.0)?, &c, [&bin_a, &bin_b], &a_setting),
-        Cluster::Nodes { c, counts, scenario } => nodes(&c.lab.lab(10.0)?, &c, &counts, &scenario),
-        Cluster::Buckets { c, counts, scenario, rate, drain } => buckets(&c.lab.lab(15.0)?, &c, &counts, &scenario, rate, drain),
+        Cluster::Binab {
+            c,
+            bin_a,
+            bin_b,
+            a_setting,
+        } => binab(&c.lab.lab(10.0)?, &c, [&bin_a, &bin_b], &a_setting),
+        Cluster::Nodes {
+            c,
+            counts,
+            scenario,
+        } => nodes(&c.lab.lab(10.0)?, &c, &counts, &scenario),
+        Cluster::Buckets {
+            c,
+            counts,
+            scenario,
+            rate,
+            drain,
+        } => buckets(&c.lab.lab(15.0)?, &c, &counts, &scenario, rate, drain),
         Cluster::Failover { c, wait_replicas } => failover(&c.lab.lab(20.0)?, &c, wait_replicas),
         Cluster::Up { first_port } => up(first_port),
     }
@@ -116,18 +133,37 @@ struct Nodes {
 impl Nodes {
     /// `names` owning the config's partitions in equal ranges, on free ports; ready when
     /// this returns.
-    fn start(lab: &Lab, c: &ClusterArgs, bin: &Path, names: &[&str], edits: &[Edit]) -> anyhow::Result<Nodes> {
+    fn start(
+        lab: &Lab,
+        c: &ClusterArgs,
+        bin: &Path,
+        names: &[&str],
+        edits: &[Edit],
+    ) -> anyhow::Result<Nodes> {
         let redis = RedisCluster::start(c.first_port)?;
         let mut config = ServerConfig::from_file(&c.cluster_config)?;
-        let partitions = config.get("cluster.partitions").and_then(toml::Value::as_integer).unwrap_or(16) as usize;
+        let partitions = config
+            .get("cluster.partitions")
+            .and_then(toml::Value::as_integer)
+            .unwrap_or(16) as usize;
         let per = partitions / names.len();
         let mut table = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            let hi = if i + 1 == names.len() { partitions - 1 } else { (i + 1) * per - 1 };
+            let hi = if i + 1 == names.len() {
+                partitions - 1
+            } else {
+                (i + 1) * per - 1
+            };
             let mut node = toml::Table::new();
             node.insert("name".into(), (*name).into());
-            node.insert("tcp_addr".into(), format!("127.0.0.1:{}", free_port()?).into());
-            node.insert("http_addr".into(), format!("127.0.0.1:{}", free_port()?).into());
+            node.insert(
+                "tcp_addr".into(),
+                format!("127.0.0.1:{}", free_port()?).into(),
+            );
+            node.insert(
+                "http_addr".into(),
+                format!("127.0.0.1:{}", free_port()?).into(),
+            );
             node.insert("partitions".into(), format!("{}-{hi}", i * per).into());
             table.push(toml::Value::Table(node));
         }
@@ -149,13 +185,18 @@ impl Nodes {
         for n in &mut nodes {
             n.wait_for("/healthz")?;
         }
-        Ok(Nodes { nodes, config, redis })
+        Ok(Nodes {
+            nodes,
+            config,
+            redis,
+        })
     }
 
     /// giftload's target: each event to its sender's node.
     fn spec(&self) -> anyhow::Result<TargetSpec> {
         let text = self.config.to_toml()?;
-        let config = giftstream::config::Config::from_toml_str(&text).map_err(|e| anyhow::anyhow!("cluster config: {e}"))?;
+        let config = giftstream::config::Config::from_toml_str(&text)
+            .map_err(|e| anyhow::anyhow!("cluster config: {e}"))?;
         let mut table = config.cluster;
         table.node.clear();
         let map = giftstream::cluster::PartitionMap::from_config(&table)
@@ -176,7 +217,9 @@ impl Nodes {
                 redis::Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
                 redis::Value::Array(a) => match a.first()? {
                     redis::Value::Array(entry) => match entry.first()? {
-                        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                        redis::Value::BulkString(b) => {
+                            Some(String::from_utf8_lossy(b).into_owned())
+                        }
                         _ => None,
                     },
                     _ => None,
@@ -186,9 +229,15 @@ impl Nodes {
         };
         let seq = (0..buckets)
             .map(|b| {
-                let tag = if buckets == 1 { "{ledger}".to_owned() } else { format!("{{rm-{b}}}") };
+                let tag = if buckets == 1 {
+                    "{ledger}".to_owned()
+                } else {
+                    format!("{{rm-{b}}}")
+                };
                 let key = format!("giftstream:{tag}:rm:seq:{name}");
-                get(&key, &["GET", &key]).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0)
+                get(&key, &["GET", &key])
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .unwrap_or(0)
             })
             .min()
             .unwrap_or(0);
@@ -205,13 +254,24 @@ fn load_on(lab: &Lab, spec: &TargetSpec, scenario: &str, lp: Loop) -> anyhow::Re
 }
 
 fn ab(lab: &Lab, c: &ClusterArgs, scenarios: &[String]) -> anyhow::Result<()> {
-    let mut t = Table::new("cluster-ab", &["round", "scenario", "one node events/s", "two nodes events/s"]);
+    let mut t = Table::new(
+        "cluster-ab",
+        &[
+            "round",
+            "scenario",
+            "one node events/s",
+            "two nodes events/s",
+        ],
+    );
     let bar = lab.bar("cluster ab", c.rounds * scenarios.len());
     for round in 1..=c.rounds {
         for scenario in scenarios {
             bar.set_message(format!("round {round}: {scenario}"));
             let one = {
-                let redis = Redis::start(&RedisOptions { fsync: Fsync::Always, ..RedisOptions::default() })?;
+                let redis = Redis::start(&RedisOptions {
+                    fsync: Fsync::Always,
+                    ..RedisOptions::default()
+                })?;
                 let mut config = ServerConfig::from_file(&lab.config)?;
                 for e in &lab.edits {
                     config.edit(e)?;
@@ -223,7 +283,12 @@ fn ab(lab: &Lab, c: &ClusterArgs, scenarios: &[String]) -> anyhow::Result<()> {
                 let nodes = Nodes::start(lab, c, &lab.bin, &["a", "b"], &[])?;
                 load_on(lab, &nodes.spec()?, scenario, Loop::Closed)?
             };
-            let row = vec![round.to_string(), scenario.clone(), format!("{:.0}", one.achieved_rate), format!("{:.0}", two.achieved_rate)];
+            let row = vec![
+                round.to_string(),
+                scenario.clone(),
+                format!("{:.0}", one.achieved_rate),
+                format!("{:.0}", two.achieved_rate),
+            ];
             lab.say(&bar, row.join("\t"));
             t.row(row);
             t.save(&lab.out)?;
@@ -261,9 +326,23 @@ fn nodes(lab: &Lab, c: &ClusterArgs, counts: &[usize], scenario: &str) -> anyhow
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             let nodes = Nodes::start(lab, c, &lab.bin, &names, &[])?;
             let s = load_on(lab, &nodes.spec()?, scenario, Loop::Closed)?;
-            let buckets = nodes.config.get("read_model.buckets").and_then(toml::Value::as_integer).unwrap_or(1) as usize;
-            let lags: Vec<String> = names.iter().map(|name| format!("{name}:{}", nodes.read_model_lag(name, buckets))).collect();
-            lab.say(&bar, format!("{n} nodes: achieved {:.0} events/s | read-model lag (events): {}", s.achieved_rate, lags.join(" ")));
+            let buckets = nodes
+                .config
+                .get("read_model.buckets")
+                .and_then(toml::Value::as_integer)
+                .unwrap_or(1) as usize;
+            let lags: Vec<String> = names
+                .iter()
+                .map(|name| format!("{name}:{}", nodes.read_model_lag(name, buckets)))
+                .collect();
+            lab.say(
+                &bar,
+                format!(
+                    "{n} nodes: achieved {:.0} events/s | read-model lag (events): {}",
+                    s.achieved_rate,
+                    lags.join(" ")
+                ),
+            );
             bar.inc(1);
         }
     }
@@ -277,7 +356,11 @@ fn masters_cpu(redis: &RedisCluster) -> Vec<(u16, f64)> {
         .masters()
         .iter()
         .map(|m| {
-            let f = |k| m.info_field("cpu", k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            let f = |k| {
+                m.info_field("cpu", k)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
             (m.port, f("used_cpu_user") + f("used_cpu_sys"))
         })
         .collect()
@@ -286,22 +369,44 @@ fn masters_cpu(redis: &RedisCluster) -> Vec<(u16, f64)> {
 fn cpu_used(before: &[(u16, f64)], after: &[(u16, f64)]) -> String {
     after
         .iter()
-        .filter_map(|(p, a)| Some(format!("{p}:{:.1}", a - before.iter().find(|b| b.0 == *p)?.1)))
+        .filter_map(|(p, a)| {
+            Some(format!(
+                "{p}:{:.1}",
+                a - before.iter().find(|b| b.0 == *p)?.1
+            ))
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn buckets(lab: &Lab, c: &ClusterArgs, counts: &[String], scenario: &str, rate: Option<f64>, drain: Option<f64>) -> anyhow::Result<()> {
+fn buckets(
+    lab: &Lab,
+    c: &ClusterArgs,
+    counts: &[String],
+    scenario: &str,
+    rate: Option<f64>,
+    drain: Option<f64>,
+) -> anyhow::Result<()> {
     let bar = lab.bar("buckets", c.rounds * counts.len());
     for _ in 0..c.rounds {
         for label in counts {
             bar.set_message(format!("{label} buckets"));
             let (b, p) = label.split_once('/').unwrap_or((label, "1"));
-            let edits = parse_setting(&format!("read_model.buckets={b};read_model.projectors={p}"))?;
+            let edits =
+                parse_setting(&format!("read_model.buckets={b};read_model.projectors={p}"))?;
             let nodes = Nodes::start(lab, c, &lab.bin, &["n0"], &edits)?;
-            let projected = || nodes.nodes[0].metrics().sum("giftstream_read_model_events_total", "");
+            let projected = || {
+                nodes.nodes[0]
+                    .metrics()
+                    .sum("giftstream_read_model_events_total", "")
+            };
             let (c0, p0, t0) = (masters_cpu(&nodes.redis), projected(), Instant::now());
-            let s = load_on(lab, &nodes.spec()?, scenario, rate.map_or(Loop::Closed, Loop::Open))?;
+            let s = load_on(
+                lab,
+                &nodes.spec()?,
+                scenario,
+                rate.map_or(Loop::Closed, Loop::Open),
+            )?;
             let (c1, p1, t1) = (masters_cpu(&nodes.redis), projected(), Instant::now());
             let lag = nodes.read_model_lag("n0", b.parse()?);
             let mut line = format!(
@@ -314,7 +419,11 @@ fn buckets(lab: &Lab, c: &ClusterArgs, counts: &[String], scenario: &str, rate: 
                 // The load has stopped: how fast the projector catches up with the cores free.
                 std::thread::sleep(Duration::from_secs_f64(d));
                 let (c2, p2) = (masters_cpu(&nodes.redis), projected());
-                line += &format!(" | then idle {d} s: projected {:.0} events/s, master CPU s: {}", (p2 - p1) / t1.elapsed().as_secs_f64(), cpu_used(&c1, &c2));
+                line += &format!(
+                    " | then idle {d} s: projected {:.0} events/s, master CPU s: {}",
+                    (p2 - p1) / t1.elapsed().as_secs_f64(),
+                    cpu_used(&c1, &c2)
+                );
             }
             lab.say(&bar, line);
             bar.inc(1);
@@ -328,11 +437,26 @@ fn failover(lab: &Lab, c: &ClusterArgs, wait_replicas: u32) -> anyhow::Result<()
     let edits = parse_setting(&format!("redis.wait_replicas={wait_replicas}"))?;
     let mut nodes = Nodes::start(lab, c, &lab.bin, &["a", "b"], &edits)?;
     let s = lab.scenario("uniform", Loop::Open(50_000.0), lab.seconds)?;
-    let (spec, options) = (nodes.spec()?, RunOptions { progress: false, audit: false, nonce: rand::random() });
-    let run = lab.rt.spawn(async move { runner::run(&s, &spec, &options).await });
+    let (spec, options) = (
+        nodes.spec()?,
+        RunOptions {
+            progress: false,
+            audit: false,
+            nonce: rand::random(),
+        },
+    );
+    let run = lab
+        .rt
+        .spawn(async move { runner::run(&s, &spec, &options).await });
     std::thread::sleep(Duration::from_secs(10));
-    let master = nodes.redis.master_of("giftstream:{ledger-a}:journal").context("no master holds node a's journal")?;
-    println!("killing the master on port {} (node a's journal)", nodes.redis.nodes[master].port);
+    let master = nodes
+        .redis
+        .master_of("giftstream:{ledger-a}:journal")
+        .context("no master holds node a's journal")?;
+    println!(
+        "killing the master on port {} (node a's journal)",
+        nodes.redis.nodes[master].port
+    );
     nodes.redis.nodes[master].kill9();
     std::thread::sleep(Duration::from_secs(5));
     nodes.redis.nodes[master].restart()?;
@@ -357,8 +481,12 @@ fn failover(lab: &Lab, c: &ClusterArgs, wait_replicas: u32) -> anyhow::Result<()
             .env("GIFTSTREAM_DATA_DIR", n.data_dir())
             .output()?;
         println!("audit {name}:");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        for l in text.lines().filter(|l| l.starts_with("journal") || l.contains("twice") || l.starts_with("audit")) {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        for l in text
+            .lines()
+            .filter(|l| l.starts_with("journal") || l.contains("twice") || l.starts_with("audit"))
+        {
             println!("  {l}");
         }
     }
@@ -367,9 +495,16 @@ fn failover(lab: &Lab, c: &ClusterArgs, wait_replicas: u32) -> anyhow::Result<()
 
 fn up(first_port: u16) -> anyhow::Result<()> {
     let redis = RedisCluster::start(first_port)?;
-    let ports: Vec<String> = redis.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let ports: Vec<String> = redis
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
     println!("Redis Cluster up: {}", ports.join(" "));
-    println!("seed URL: {} (Ctrl-C stops it and removes its data)", redis.seed_url());
+    println!(
+        "seed URL: {} (Ctrl-C stops it and removes its data)",
+        redis.seed_url()
+    );
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -16,7 +16,7 @@ pub struct LabArgs {
     pub config: PathBuf,
     /// Where scenario NAMEs are looked up (NAME.toml).
     #[arg(long, default_value = "load/scenarios")]
-    pub scenarios: PathBuf,
+    pub scenario_dir: PathBuf,
     /// Tables (TSV) go here.
     #[arg(long, default_value = "target/sweep")]
     pub out: PathBuf,
@@ -61,7 +61,7 @@ impl LabArgs {
                 .build()?,
             bin,
             config: self.config.clone(),
-            scenarios: self.scenarios.clone(),
+            scenarios: self.scenario_dir.clone(),
             out: self.out.clone(),
             results: self.results.clone(),
             seconds: self.seconds.unwrap_or(seconds),

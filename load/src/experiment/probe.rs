@@ -12,7 +12,12 @@ use crate::harness::{Edit, Redis, RedisOptions, cpu_seconds};
 use crate::runner::{self, RunOptions};
 
 /// README's journal policy: no AOF rewrite in a run of a few minutes.
-const README_AOF_POLICY: [&str; 4] = ["--auto-aof-rewrite-percentage", "400", "--auto-aof-rewrite-min-size", "2gb"];
+const README_AOF_POLICY: [&str; 4] = [
+    "--auto-aof-rewrite-percentage",
+    "400",
+    "--auto-aof-rewrite-min-size",
+    "2gb",
+];
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Probe {
@@ -67,13 +72,20 @@ pub struct TailArgs {
 pub fn run(probe: Probe) -> anyhow::Result<()> {
     match probe {
         Probe::Tail(a) => tail(&a.lab.lab(10.0)?, &a),
-        Probe::ReadModel { lab, scenario, rate } => read_model(&lab.lab(10.0)?, &scenario, rate),
+        Probe::ReadModel {
+            lab,
+            scenario,
+            rate,
+        } => read_model(&lab.lab(10.0)?, &scenario, rate),
         Probe::Restart { lab } => restart(&lab.lab(12.0)?),
     }
 }
 
 /// Times (from the probe's start) of a BGREWRITEAOF: started, finished.
-fn rewrite_after(url: String, after: Duration) -> std::thread::JoinHandle<Option<(Instant, Instant)>> {
+fn rewrite_after(
+    url: String,
+    after: Duration,
+) -> std::thread::JoinHandle<Option<(Instant, Instant)>> {
     std::thread::spawn(move || {
         std::thread::sleep(after);
         let client = redis::Client::open(url).ok()?;
@@ -91,23 +103,42 @@ fn rewrite_after(url: String, after: Duration) -> std::thread::JoinHandle<Option
 }
 
 fn tail(lab: &Lab, a: &TailArgs) -> anyhow::Result<()> {
-    let mut args: Vec<String> = if a.redis_default_policy { Vec::new() } else { README_AOF_POLICY.map(str::to_owned).to_vec() };
+    let mut args: Vec<String> = if a.redis_default_policy {
+        Vec::new()
+    } else {
+        README_AOF_POLICY.map(str::to_owned).to_vec()
+    };
     args.extend(lab.redis_args.iter().cloned());
     if a.prefill_mb.is_some() {
         args.extend(["--enable-debug-command".to_owned(), "local".to_owned()]);
     }
     // Redis's own record of every stall of 5 ms or more (LATENCY LATEST, printed at the end).
     args.extend(["--latency-monitor-threshold".to_owned(), "5".to_owned()]);
-    let journal = Redis::start(&RedisOptions { args, ..RedisOptions::default() })?;
+    let journal = Redis::start(&RedisOptions {
+        args,
+        ..RedisOptions::default()
+    })?;
     if let Some(mb) = a.prefill_mb {
         // 1 KB values; keys outside giftstream's prefix.
-        journal.query::<()>(&["DEBUG", "POPULATE", &(mb * 1000).to_string(), "filler", "1000"])?;
+        journal.query::<()>(&[
+            "DEBUG",
+            "POPULATE",
+            &(mb * 1000).to_string(),
+            "filler",
+            "1000",
+        ])?;
     }
     let mut edits: Vec<Edit> = Vec::new();
     let rm = match a.rm_nice {
         Some(nice) => {
-            let rm = Redis::start(&RedisOptions { nice: Some(nice), ..RedisOptions::default() })?;
-            edits.extend(parse_setting(&format!("read_model.url=\"{}\";read_model.nice={nice}", rm.url()))?);
+            let rm = Redis::start(&RedisOptions {
+                nice: Some(nice),
+                ..RedisOptions::default()
+            })?;
+            edits.extend(parse_setting(&format!(
+                "read_model.url=\"{}\";read_model.nice={nice}",
+                rm.url()
+            ))?);
             Some(rm)
         }
         None => None,
@@ -121,41 +152,78 @@ fn tail(lab: &Lab, a: &TailArgs) -> anyhow::Result<()> {
         log: "warn".to_owned(),
     })?;
     serve.wait_for("/readyz")?;
-    let cpu = || (own_cpu_seconds(), cpu_seconds(serve.pid()), cpu_seconds(journal.pid()), rm.as_ref().map_or(0.0, |r| cpu_seconds(r.pid())));
+    let cpu = || {
+        (
+            own_cpu_seconds(),
+            cpu_seconds(serve.pid()),
+            cpu_seconds(journal.pid()),
+            rm.as_ref().map_or(0.0, |r| cpu_seconds(r.pid())),
+        )
+    };
     let before = cpu();
     let t0 = Instant::now();
-    let rewrite = a.rewrite_at.map(|s| rewrite_after(journal.url(), Duration::from_secs_f64(s)));
-    let s = lab.load(&lab.scenario(&a.scenario, Loop::Open(a.rate), lab.seconds)?, &spec_of(&serve))?;
+    let rewrite = a
+        .rewrite_at
+        .map(|s| rewrite_after(journal.url(), Duration::from_secs_f64(s)));
+    let s = lab.load(
+        &lab.scenario(&a.scenario, Loop::Open(a.rate), lab.seconds)?,
+        &spec_of(&serve),
+    )?;
     let load_end = Instant::now();
     let rewrite = rewrite.and_then(|h| h.join().ok().flatten());
     let after = cpu();
     let m = serve.metrics();
     let [p50, p99, p999] = percentiles_ms(&s);
-    println!("giftload: {:.0}/s p50 {p50:.2} p99 {p99:.2} p99.9 {p999:.2} ms", s.achieved_rate);
+    println!(
+        "giftload: {:.0}/s p50 {p50:.2} p99 {p99:.2} p99.9 {p999:.2} ms",
+        s.achieved_rate
+    );
     println!(
         "cpu s during the run: giftload {:.2}, giftstream {:.2}, journal Redis {:.2}, read-model Redis {:.2}",
-        after.0 - before.0, after.1 - before.1, after.2 - before.2, after.3 - before.3
+        after.0 - before.0,
+        after.1 - before.1,
+        after.2 - before.2,
+        after.3 - before.3
     );
-    for name in ["giftstream_commit_duration_seconds", "giftstream_ingest_duration_seconds", "giftstream_read_model_write_seconds"] {
+    for name in [
+        "giftstream_commit_duration_seconds",
+        "giftstream_ingest_duration_seconds",
+        "giftstream_read_model_write_seconds",
+    ] {
         let buckets = m.buckets(name);
         if !buckets.is_empty() {
             let n = m.sum(&format!("{name}_count"), "");
-            let cells: Vec<String> = buckets.iter().map(|(le, v)| format!("<={le}:{v:.4}")).collect();
+            let cells: Vec<String> = buckets
+                .iter()
+                .map(|(le, v)| format!("<={le}:{v:.4}"))
+                .collect();
             println!("{name} n={n:.0} {}", cells.join(" "));
         }
     }
-    for name in ["giftstream_read_model_events_total", "giftstream_read_model_lag_seconds"] {
+    for name in [
+        "giftstream_read_model_events_total",
+        "giftstream_read_model_lag_seconds",
+    ] {
         for (labels, v) in m.samples(name) {
             println!("{name}{labels} {v}");
         }
     }
     if a.rewrite_at.is_some() || a.prefill_mb.is_some() {
-        let p99s: Vec<String> = s.intervals.iter().map(|i| format!("{:.1}", i.p99_us as f64 / 1000.0)).collect();
+        let p99s: Vec<String> = s
+            .intervals
+            .iter()
+            .map(|i| format!("{:.1}", i.p99_us as f64 / 1000.0))
+            .collect();
         println!("p99 ms per second: {}", p99s.join(" "));
         if let Some((start, end)) = rewrite {
             let measured0 = load_end - Duration::from_secs_f64(s.measured_s);
             let at = |t: Instant| t.saturating_duration_since(measured0).as_secs_f64();
-            println!("rewrite: seconds {:.1}-{:.1} of the load (probe start +{:.1} s)", at(start), at(end), (start - t0).as_secs_f64());
+            println!(
+                "rewrite: seconds {:.1}-{:.1} of the load (probe start +{:.1} s)",
+                at(start),
+                at(end),
+                (start - t0).as_secs_f64()
+            );
         }
     }
     drop(serve);
@@ -169,7 +237,11 @@ fn tail(lab: &Lab, a: &TailArgs) -> anyhow::Result<()> {
 fn redis_report(r: &Redis) {
     let port = r.port;
     let stats: String = r.query(&["INFO", "commandstats"]).unwrap_or_default();
-    for l in stats.lines().filter(|l| ["evalsha", "xadd", "xrange"].iter().any(|c| l.starts_with(&format!("cmdstat_{c}:")))) {
+    for l in stats.lines().filter(|l| {
+        ["evalsha", "xadd", "xrange"]
+            .iter()
+            .any(|c| l.starts_with(&format!("cmdstat_{c}:")))
+    }) {
         println!("redis {port}: {l}");
     }
     // Forks: AOF rewrites (each copies the dataset's page tables and stalls Redis briefly).
@@ -178,10 +250,15 @@ fn redis_report(r: &Redis) {
     }
     let latest: redis::Value = r.query(&["LATENCY", "LATEST"]).unwrap_or(redis::Value::Nil);
     println!("redis {port}: latency latest (event, at, last ms, max ms): {latest:?}");
-    let sizes: Vec<String> = ["used_memory", "aof_current_size", "aof_last_rewrite_time_sec", "latest_fork_usec"]
-        .iter()
-        .filter_map(|f| Some(format!("{f}:{}", r.info_field("all", f)?)))
-        .collect();
+    let sizes: Vec<String> = [
+        "used_memory",
+        "aof_current_size",
+        "aof_last_rewrite_time_sec",
+        "latest_fork_usec",
+    ]
+    .iter()
+    .filter_map(|f| Some(format!("{f}:{}", r.info_field("all", f)?)))
+    .collect();
     println!("redis {port}: {}", sizes.join(" "));
 }
 
@@ -190,8 +267,14 @@ fn read_model(lab: &Lab, scenario: &str, rate: Option<f64>) -> anyhow::Result<()
     let serve = lab.serve(&redis, None, lab.server_config(1, &[])?, "warn")?;
     let s = lab.scenario(scenario, rate.map_or(Loop::Closed, Loop::Open), lab.seconds)?;
     let spec = spec_of(&serve);
-    let options = RunOptions { progress: false, audit: false, nonce: rand::random() };
-    let run = lab.rt.spawn(async move { runner::run(&s, &spec, &options).await });
+    let options = RunOptions {
+        progress: false,
+        audit: false,
+        nonce: rand::random(),
+    };
+    let run = lab
+        .rt
+        .spawn(async move { runner::run(&s, &spec, &options).await });
     println!("s\taccepted\tprojected\tlag s");
     for t in (2..=20).step_by(2) {
         std::thread::sleep(Duration::from_secs(2));
@@ -205,9 +288,18 @@ fn read_model(lab: &Lab, scenario: &str, rate: Option<f64>) -> anyhow::Result<()
     }
     let summary = lab.rt.block_on(run)??;
     let [p50, p99, _] = percentiles_ms(&summary);
-    println!("giftload achieved {:.0} events/s, ack p50 {p50} ms, p99 {p99} ms", summary.achieved_rate);
+    println!(
+        "giftload achieved {:.0} events/s, ack p50 {p50} ms, p99 {p99} ms",
+        summary.achieved_rate
+    );
     let stats: String = redis.query(&["INFO", "commandstats"])?;
-    for l in stats.lines().filter(|l| ["evalsha", "zadd", "zincrby", "zrem", "hset", "hincrby", "xadd"].iter().any(|c| l.contains(c))) {
+    for l in stats.lines().filter(|l| {
+        [
+            "evalsha", "zadd", "zincrby", "zrem", "hset", "hincrby", "xadd",
+        ]
+        .iter()
+        .any(|c| l.contains(c))
+    }) {
         println!("{l}");
     }
     Ok(())
@@ -218,8 +310,17 @@ fn restart(lab: &Lab) -> anyhow::Result<()> {
     let config = lab.server_config(1, &parse_setting("snapshot.events=1000000")?)?;
     let mut serve = lab.serve(&redis, None, config, "info")?;
     let s = lab.scenario("uniform", Loop::Closed, lab.seconds)?;
-    let (spec, options) = (spec_of(&serve), RunOptions { progress: false, audit: false, nonce: rand::random() });
-    let run = lab.rt.spawn(async move { runner::run(&s, &spec, &options).await });
+    let (spec, options) = (
+        spec_of(&serve),
+        RunOptions {
+            progress: false,
+            audit: false,
+            nonce: rand::random(),
+        },
+    );
+    let run = lab
+        .rt
+        .spawn(async move { runner::run(&s, &spec, &options).await });
     std::thread::sleep(Duration::from_secs(10));
     serve.kill9();
     run.abort();
@@ -228,10 +329,12 @@ fn restart(lab: &Lab) -> anyhow::Result<()> {
     serve.wait_for("/readyz")?;
     println!("ready after {:.2} s", t0.elapsed().as_secs_f64());
     let log = serve.log();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains("lease") || l.contains("recovered")).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lease") || l.contains("recovered"))
+        .collect();
     for l in &lines[lines.len().saturating_sub(4)..] {
         println!("{}", l.chars().take(260).collect::<String>());
     }
     Ok(())
 }
-
