@@ -8,8 +8,14 @@
 //! - [`audit`]: exactly-once and totals checks after a run.
 //! - [`hostile`]: hostile clients (slowloris, idle and stalled sockets, feed churn, bad
 //!   tokens) beside a normal load, and whether acks kept flowing.
+//! - [`harness`]: private redis-servers, Redis Clusters and `giftstream serve` processes
+//!   for the experiments, stopped when dropped.
+//! - [`experiment`]: the recurring measurements of BENCHMARKS.md (`giftload sweep`,
+//!   `giftload probe`, `giftload cluster`) on that harness.
 
 pub mod audit;
+pub mod experiment;
+pub mod harness;
 pub mod hostile;
 pub mod report;
 pub mod runner;

@@ -1,11 +1,13 @@
-//! `giftload run SCENARIO`, `giftload compare SCENARIO`, `giftload hostile SCENARIO` and
-//! `giftload plot TABLE`.
+//! `giftload run SCENARIO`, `giftload compare SCENARIO`, `giftload hostile SCENARIO`,
+//! `giftload plot TABLE`, and the experiments: `giftload sweep …`, `giftload probe …`,
+//! `giftload cluster …`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use giftload::experiment::compare;
 use giftload::hostile::{HostileOptions, Watch};
 use giftload::report::{self, Threshold};
 use giftload::runner::{self, RunOptions};
@@ -33,9 +35,10 @@ struct Common {
     /// giftstream HTTP address (the giftstream-http target, reads, the audit).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: String,
-    /// Redis of the redis-lua baseline.
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
-    redis: String,
+    /// Redis of the redis-lua baseline (`run`: default redis://127.0.0.1:6379;
+    /// `compare`: default a fresh redis-server of its own, started and stopped here).
+    #[arg(long)]
+    redis: Option<String>,
     /// Token with the ingest scope.
     #[arg(long, env = "GIFTLOAD_TOKEN", default_value = "dev-ingest-token-0001")]
     token: String,
@@ -99,7 +102,9 @@ enum Command {
         target: TargetKind,
     },
     /// Run the same seeded events against giftstream and then the redis-lua baseline,
-    /// and print the ratio of their achieved rates.
+    /// and print the ratio of their achieved rates. Each is measured alone: the baseline
+    /// starts once giftstream's read model is quiet, on a fresh redis-server of its own
+    /// (unless --redis); the report says how it was isolated.
     Compare {
         #[command(flatten)]
         common: Common,
@@ -108,6 +113,17 @@ enum Command {
     /// clients beside it (slowloris, idle HTTP and binary sockets, stalled readers,
     /// live-feed churn, bad tokens), and check that acks kept flowing.
     Hostile(Box<HostileArgs>),
+    /// End-to-end sweeps against fresh servers and private redis-servers it starts
+    /// (BENCHMARKS.md): one table (TSV) per sweep, and charts.
+    #[command(subcommand)]
+    Sweep(giftload::experiment::sweep::Sweep),
+    /// One run against a fresh server and private redis-servers it starts, and where
+    /// its time goes.
+    #[command(subcommand)]
+    Probe(giftload::experiment::probe::Probe),
+    /// Scale-out experiments on a local Redis Cluster it starts (and `cluster up`).
+    #[command(subcommand)]
+    Cluster(giftload::experiment::cluster::Cluster),
     /// Draw a tab-separated table (header row; x, then one column per series) as a
     /// line chart (PNG): the growth curves in BENCHMARKS.md.
     Plot {
@@ -241,6 +257,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::Sweep(sweep) => return giftload::experiment::sweep::run(sweep),
+        Command::Probe(probe) => return giftload::experiment::probe::run(probe),
+        Command::Cluster(c) => return giftload::experiment::cluster::run(c),
+        command => Cli { command },
+    };
     if let Command::Plot {
         table,
         out,
@@ -271,7 +293,9 @@ fn main() -> anyhow::Result<()> {
                 run(common, vec![TargetKind::Giftstream, TargetKind::RedisLua]).await
             }
             Command::Hostile(args) => hostile(*args).await,
-            Command::Plot { .. } => unreachable!("handled above"),
+            Command::Plot { .. } | Command::Sweep(_) | Command::Probe(_) | Command::Cluster(_) => {
+                unreachable!("handled above")
+            }
         }
     })?;
     if !passed {
@@ -339,12 +363,44 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
     };
     let nonce: u64 = rand::random();
     let mut summaries = Vec::new();
+    let comparing = kinds.len() > 1;
+    // Kept until the runs are over: the baseline's own redis-server (`compare`).
+    let mut baseline_redis = None;
+    let mut isolation = Vec::new();
     for kind in kinds {
+        let redis = match (&c.redis, &kind) {
+            (Some(url), TargetKind::RedisLua) if comparing => {
+                isolation
+                    .push("the baseline ran on --redis (not alone if giftstream journals there)");
+                url.clone()
+            }
+            (Some(url), _) => url.clone(),
+            (None, TargetKind::RedisLua) if comparing => {
+                let own = tokio::task::block_in_place(|| compare::baseline_redis(&[]))?;
+                let url = own.url();
+                baseline_redis = Some(own);
+                isolation
+                    .push("the baseline ran on a fresh redis-server of its own (AOF everysec)");
+                url
+            }
+            (None, _) => "redis://127.0.0.1:6379".to_owned(),
+        };
+        if comparing && kind == TargetKind::RedisLua && cluster.is_none() {
+            // giftstream's read model may still be catching up in its Redis: let it
+            // finish first, so that the baseline does not share the machine with it.
+            let http = c.http.clone();
+            let quiet = tokio::task::block_in_place(|| compare::wait_read_model_quiet(&http));
+            isolation.push(if quiet {
+                "giftstream's read model was quiet (lag 0, nothing projected for 1 s) before the baseline started"
+            } else {
+                "giftstream's read model was NOT quiet within 120 s when the baseline started"
+            });
+        }
         let spec = TargetSpec {
             kind,
             tcp: c.tcp.clone(),
             http: c.http.clone(),
-            redis: c.redis.clone(),
+            redis,
             token: c.token.clone(),
             read_token: c.read_token.clone(),
             tls_ca: c.tls_ca.clone(),
@@ -386,7 +442,9 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
             "ratio: giftstream {:.0} events/s / redis-lua {:.0} events/s = {r:.2}x",
             summaries[0].achieved_rate, summaries[1].achieved_rate
         );
+        println!("isolation: {}", isolation.join("; "));
     }
+    drop(baseline_redis);
     let refs: Vec<&report::Summary> = summaries.iter().collect();
     let html = report::write_charts(&c.out, &refs)?;
     std::fs::write(
@@ -405,6 +463,7 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
                 "giftstream": results[0],
                 "baseline": results[1],
                 "ratio": ratio,
+                "isolation": isolation,
                 "passed": passed,
             }),
             None => {
@@ -531,4 +590,15 @@ async fn hostile(a: HostileArgs) -> anyhow::Result<bool> {
     }
     println!("{}", if passed { "PASSED" } else { "FAILED" });
     Ok(passed)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand's options are well-formed (no two share a name).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -614,3 +614,76 @@ async fn the_redis_lua_baseline_answers_the_same_events_like_giftstream() {
     assert!(answers[0].iter().any(|l| l.starts_with("duplicate:")));
     assert_eq!(answers[0], answers[1], "same events, same outcomes");
 }
+
+/// The `giftstream` binary beside this test's giftload (a workspace build puts them in
+/// the same directory: `cargo test --workspace`, as `.ci/test` runs).
+fn giftstream_bin() -> PathBuf {
+    let giftload = PathBuf::from(env!("CARGO_BIN_EXE_giftload"));
+    let bin = giftload.with_file_name("giftstream");
+    assert!(
+        bin.exists(),
+        "{} not built: run the workspace's tests (cargo test --workspace) or cargo build --bin giftstream",
+        bin.display()
+    );
+    bin
+}
+
+/// The experiment harness end to end, bounded: `giftload sweep interval` starts its own
+/// redis-server and a fresh `giftstream serve` per point (free loopback ports), runs two
+/// 3-second closed-loop points of a small scenario, and writes the table and the chart
+/// (stopping what it started when it ends).
+#[test]
+fn a_sweep_starts_its_own_redis_and_servers_and_writes_its_table_and_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = dir.path().join("scenarios");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    // The sweep loads "uniform": here the small scenario under that name.
+    std::fs::write(scenarios.join("uniform.toml"), SMALL).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(env!("CARGO_BIN_EXE_giftload"))
+        .args([
+            "sweep",
+            "interval",
+            "--intervals-ms",
+            "1",
+            "5",
+            "--seconds",
+            "3",
+            "--quiet",
+        ])
+        .arg("--bin")
+        .arg(giftstream_bin())
+        .arg("--config")
+        .arg(root.join("config/giftstream.toml"))
+        .arg("--scenario-dir")
+        .arg(&scenarios)
+        .arg("--out")
+        .arg(dir.path().join("tables"))
+        .arg("--results")
+        .arg(dir.path().join("charts"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = std::fs::read_to_string(dir.path().join("tables/interval.tsv")).unwrap();
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows[0], ["commit interval ms", "events/s", "p99 ms"]);
+    assert_eq!(rows.len(), 3, "{table}");
+    for row in &rows[1..] {
+        let rate: f64 = row[1].parse().unwrap();
+        assert!(rate > 1000.0, "{table}");
+    }
+    assert!(
+        dir.path()
+            .join("charts/growth-interval.png")
+            .metadata()
+            .unwrap()
+            .len()
+            > 1000
+    );
+}

@@ -11,7 +11,7 @@
 //! with fresh ids; the median round is reported. Tables go to stdout (markdown) and
 //! `target/growth/*.tsv`; `giftload plot` draws them.
 //!
-//! Run: `cargo bench -p giftload --bench growth` (about 3 minutes, ~6 GB at 10M wallets).
+//! Run: `cargo bench --bench growth` (about 3 minutes, ~6 GB at 10M wallets).
 //! Under `cargo test` the same code runs once on small sizes (a smoke test).
 
 use std::hint::black_box;
@@ -260,9 +260,9 @@ fn thousands(v: f64) -> String {
 fn main() {
     let plan = Plan::from_args();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(if plan.batches > 2 {
-        "../target/growth"
+        "target/growth"
     } else {
-        "../target/growth-smoke"
+        "target/growth-smoke"
     });
     std::fs::create_dir_all(&dir).unwrap();
 
