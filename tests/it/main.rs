@@ -12,6 +12,7 @@ mod engine_rules;
 mod fence;
 mod hostile_http;
 mod legacy_period;
+mod ops_kit;
 mod read_model;
 mod review_economy;
 mod server_http;
