@@ -409,3 +409,79 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         }
     }
 }
+
+/// `giftstream config check`: loads what `serve` would — the config file, the
+/// `GIFTSTREAM_*` overrides, the validation, the partition map, the TLS files and the
+/// economy — and starts nothing. An error names the key that is wrong.
+pub(crate) fn config_check(
+    config_path: Option<&std::path::Path>,
+    economy_path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use giftstream::config::Config;
+    let path = match config_path {
+        Some(p) => p.to_path_buf(),
+        None => std::env::var_os("GIFTSTREAM_CONFIG")
+            .map_or_else(|| "config/giftstream.toml".into(), Into::into),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid config: `--config`: cannot read {}: {e}",
+            path.display()
+        )
+    })?;
+    let mut config = Config::from_toml_str(&text)?;
+    // The names `serve` reads, recorded as it asks for them: any other GIFTSTREAM_*
+    // variable set here is likely a misspelt override, which `serve` would ignore.
+    let read = std::cell::RefCell::new(vec!["GIFTSTREAM_CONFIG".to_owned()]);
+    config.apply_env(|name| {
+        read.borrow_mut().push(name.to_owned());
+        std::env::var(name).ok()
+    })?;
+    if let Some(economy) = economy_path {
+        config.server.economy = economy.display().to_string();
+    }
+    config.validate()?;
+    let partitions = config.partition_map()?;
+    giftstream::server::tls::acceptors(&config.tls, config.server.http2)?;
+    let economy = config.load_economy()?;
+    let file = economy.to_file();
+    println!("config: {} ok", path.display());
+    let read = read.into_inner();
+    let (overrides, unknown): (Vec<String>, Vec<String>) = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.starts_with("GIFTSTREAM_"))
+        .partition(|name| read.contains(name));
+    if !overrides.is_empty() {
+        // Names only: GIFTSTREAM_TOKENS holds secrets.
+        println!("environment overrides: {}", overrides.join(", "));
+    }
+    for name in &unknown {
+        println!("warning: {name} is set but `serve` does not read it (misspelt?)");
+    }
+    let economy_name = if config.server.economy.is_empty() {
+        "embedded".to_owned()
+    } else {
+        config.server.economy.clone()
+    };
+    println!(
+        "economy: {economy_name} ok ({} gifts, {} packages)",
+        file.gifts.len(),
+        file.packages.len()
+    );
+    println!(
+        "tls: {}; cluster: {}; redis: {}",
+        if config.tls.enabled() { "on" } else { "off" },
+        if partitions.is_some() {
+            "a node"
+        } else {
+            "single node"
+        },
+        if config.redis.url.is_empty() {
+            "none (in memory)"
+        } else {
+            "set (not connected)"
+        }
+    );
+    println!("config check: ok");
+    Ok(())
+}

@@ -6,10 +6,22 @@ mod commands;
 
 use giftstream::demo::{self, DemoConfig};
 
+/// `giftstream --version`: the version and how this binary was built (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("GIFTSTREAM_GIT_COMMIT"),
+    ", ",
+    env!("GIFTSTREAM_RUSTC_VERSION"),
+    ", profile ",
+    env!("GIFTSTREAM_BUILD_PROFILE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "giftstream",
-    version,
+    version = VERSION,
     about = "Gift stream processor for live-streaming platforms"
 )]
 struct Cli {
@@ -40,6 +52,12 @@ enum Command {
     /// configuration on stdin; not for running by hand).
     #[command(hide = true)]
     SnapshotReplica,
+    /// Check the configuration without starting: the config file, the `GIFTSTREAM_*`
+    /// environment overrides, the economy file and the TLS files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Inspect or verify a snapshot file.
     Snapshot {
         #[command(subcommand)]
@@ -80,6 +98,21 @@ pub(crate) enum SnapshotCommand {
     Verify { file: std::path::PathBuf },
 }
 
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Validate what `serve` would load: exits non-zero with the wrong key's name.
+    /// Connects to nothing (Redis is not checked).
+    Check {
+        /// The config file (default: GIFTSTREAM_CONFIG, else config/giftstream.toml).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// The economy file (default: GIFTSTREAM_ECONOMY, else the config's
+        /// server.economy).
+        #[arg(long)]
+        economy: Option<std::path::PathBuf>,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -87,6 +120,9 @@ fn main() -> anyhow::Result<()> {
         Command::Audit => commands::audit()?,
         Command::SnapshotReplica => commands::snapshot_replica()?,
         Command::Snapshot { command } => commands::snapshot(command)?,
+        Command::Config {
+            command: ConfigCommand::Check { config, economy },
+        } => commands::config_check(config.as_deref(), economy.as_deref())?,
         Command::Restore { file } => commands::restore(&file)?,
         Command::Demo {
             users,

@@ -13,6 +13,7 @@ mod fence;
 mod hostile_http;
 mod layers;
 mod legacy_period;
+mod ops_kit;
 mod read_model;
 mod review_economy;
 mod server_http;
