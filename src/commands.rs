@@ -441,7 +441,7 @@ pub(crate) fn config_check(
         config.server.economy = economy.display().to_string();
     }
     config.validate()?;
-    let partitions = config.partition_map()?;
+    let partitions = giftstream::cluster::PartitionMap::from_config(&config.cluster)?;
     giftstream::server::tls::acceptors(&config.tls, config.server.http2)?;
     let economy = config.load_economy()?;
     let file = economy.to_file();

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::PartitionMap;
 use crate::config::{Config, SnapshotMethod};
 use crate::economy::Economy;
-use crate::engine::{Engine, Stamp};
+use crate::engine::Engine;
 use crate::persist::journal::{
     CommitHandle, CommitterConfig, Journal, MemoryJournal, SnapshotPolicy, spawn_committer,
 };
@@ -426,7 +426,10 @@ fn start_replica(
 /// Stamps never go back: until this clock catches up with the ledger's newest stamp,
 /// batches are stamped at it (events with an older `issued_ms` may be EVENT_EXPIRED).
 fn warn_if_clock_behind(engine: &Engine) {
-    let ahead_ms = engine.newest_stamp().0.saturating_sub(crate::clock::now().0);
+    let ahead_ms = engine
+        .newest_stamp()
+        .0
+        .saturating_sub(crate::clock::now().0);
     if ahead_ms > 1_000 {
         tracing::warn!(
             ahead_ms,

@@ -2,11 +2,11 @@
 //! answers for retries and reuses, backpressure that keeps a sender's events in order,
 //! and the ids a snapshot of format 3 to 5 left under the unkeyed hash.
 
-use super::config::ISSUED_AHEAD_MAX_MS;
 use super::event::{Event, EventFingerprint, Outcome, RejectCode, Stamp};
 use super::idhash::IdHash;
 use super::window::Claim;
 use super::{Engine, LockOrder, Route, unrecorded};
+use crate::config::engine::ISSUED_AHEAD_MAX_MS;
 
 /// What a chunk found for one event's id.
 #[derive(Clone, Copy)]

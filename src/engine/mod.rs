@@ -81,14 +81,14 @@ use parking_lot::{Mutex, MutexGuard, RwLock};
 use rustc_hash::FxHashMap;
 
 use crate::config::ConfigError;
-use crate::economy::Economy;
-pub use audit::{AuditReport, Foreign, LedgerTotals};
-pub use books::Credited;
-use books::{CreatorShard, StreamShard};
 pub use crate::config::engine::{
     EngineConfig, HISTORY_PER_USER_MAX, IDEMPOTENCY_ENTRIES_MAX, ISSUED_AHEAD_MAX_MS,
     REPLAY_THREADS_MAX, SHARDS_MAX, TOP_K_MAX,
 };
+use crate::economy::Economy;
+pub use audit::{AuditReport, Foreign, LedgerTotals};
+pub use books::Credited;
+use books::{CreatorShard, StreamShard};
 pub use economies::EconomyError;
 pub use event::*;
 use idhash::IdHash;

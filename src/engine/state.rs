@@ -88,7 +88,8 @@ impl Engine {
         let economy = if state.economy.is_empty() {
             economy
         } else {
-            Economy::from_doc(EconomyDoc::from_bytes(&state.economy)?)?
+            Economy::from_doc(EconomyDoc::from_bytes(&state.economy).map_err(ConfigError::from)?)
+                .map_err(ConfigError::from)?
         };
         let recorded = economy.version > 0;
         // A state of format 3 to 5 holds ids under the unkeyed hash: new ids are filed

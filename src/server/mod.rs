@@ -19,7 +19,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
-use crate::economy::Economy;
 use crate::engine::{Engine, Event, Outcome, Stamp};
 use crate::persist::journal::CommitHandle;
 use crate::telemetry;

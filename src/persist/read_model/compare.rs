@@ -138,7 +138,8 @@ async fn compare_streams(
 
 /// One reply of a pipeline as `T`.
 fn parse<T: redis::FromRedisValue>(reply: &redis::Value) -> Result<T, JournalError> {
-    redis::from_redis_value(reply.clone()).map_err(|e| JournalError::Reply(format!("redis reply: {e}")))
+    redis::from_redis_value(reply.clone())
+        .map_err(|e| JournalError::Reply(format!("redis reply: {e}")))
 }
 
 /// Where two ranked score lists first differ, in words.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::journal::RedisJournal;
-use crate::engine::{Engine, Event, LogEntry, Stamp};
+use crate::engine::{Engine, Event, LogEntry};
 use crate::persist::journal::{Journal, JournalError};
 
 /// How long a start retries journaling the economy version it records before it gives up.
