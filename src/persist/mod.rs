@@ -6,6 +6,8 @@
 //! [`snapshot`] writes and reads ledger snapshots; [`recovery`] is start-up recovery
 //! (newest valid snapshot, then the journal after it; it builds the engine). [`replica`]
 //! takes snapshots from a second engine that follows the journal, instead of by fork.
+//! [`read_model`] projects committed runs into the Redis read model and reads it back
+//! for the HTTP routes.
 
 pub mod journal;
 pub mod read_model;
