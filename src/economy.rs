@@ -23,15 +23,16 @@ pub const CREATOR_SHARE_SCALE_MAX: u32 = 9;
 /// Largest catalog and package list: ids are dense `u32` indexes on the wire.
 pub const CATALOG_ENTRIES_MAX: usize = 4096;
 
-/// An error in `economy.toml` (or `giftstream.toml`): names the key that is wrong.
+/// An error in `economy.toml` or an economy document: names the key that is wrong.
+/// (`config::EconomyError` wraps it for giftstream.toml's callers.)
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid config: `{key}`: {message}")]
-pub struct ConfigError {
+pub struct EconomyError {
     pub key: String,
     pub message: String,
 }
 
-impl ConfigError {
+impl EconomyError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             key: key.into(),
@@ -263,9 +264,9 @@ impl EconomyDoc {
         serde_json::to_vec(self).expect("an economy document serializes")
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<EconomyDoc, ConfigError> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<EconomyDoc, EconomyError> {
         serde_json::from_slice(bytes)
-            .map_err(|e| ConfigError::new("economy document", e.to_string()))
+            .map_err(|e| EconomyError::new("economy document", e.to_string()))
     }
 
     /// A fixed 64-bit hash of [`EconomyDoc::to_bytes`] (splitmix64's finalizer over
@@ -312,22 +313,22 @@ pub struct Economy {
     pub packages: Vec<PackageSpec>,
 }
 
-fn parse_decimal(key: &str, s: &str) -> Result<Decimal, ConfigError> {
+fn parse_decimal(key: &str, s: &str) -> Result<Decimal, EconomyError> {
     Decimal::from_str_exact(s.trim())
-        .map_err(|e| ConfigError::new(key, format!("not a decimal number ({s:?}): {e}")))
+        .map_err(|e| EconomyError::new(key, format!("not a decimal number ({s:?}): {e}")))
 }
 
 fn parse_money_map(
     key: &str,
     map: &BTreeMap<String, String>,
-) -> Result<BTreeMap<Currency, Decimal>, ConfigError> {
+) -> Result<BTreeMap<Currency, Decimal>, EconomyError> {
     let mut out = BTreeMap::new();
     for (code, amount) in map {
         let key = format!("{key}.{code}");
-        let currency: Currency = code.parse().map_err(|e| ConfigError::new(&key, e))?;
+        let currency: Currency = code.parse().map_err(|e| EconomyError::new(&key, e))?;
         let value = parse_decimal(&key, amount)?;
         if value <= Decimal::ZERO {
-            return Err(ConfigError::new(key, "must be positive"));
+            return Err(EconomyError::new(key, "must be positive"));
         }
         out.insert(currency, value);
     }
@@ -336,10 +337,10 @@ fn parse_money_map(
 
 impl Economy {
     /// Parses and validates `economy.toml` text.
-    pub fn from_toml_str(text: &str) -> Result<Economy, ConfigError> {
+    pub fn from_toml_str(text: &str) -> Result<Economy, EconomyError> {
         let file: EconomyFile = toml::from_str(text).map_err(|e| {
             // toml's message names the key or line; keep it whole.
-            ConfigError::new("economy.toml", e.to_string().trim().replace('\n', " "))
+            EconomyError::new("economy.toml", e.to_string().trim().replace('\n', " "))
         })?;
         Economy::from_file(file)
     }
@@ -394,17 +395,17 @@ impl Economy {
         }
     }
 
-    pub fn from_file(file: EconomyFile) -> Result<Economy, ConfigError> {
+    pub fn from_file(file: EconomyFile) -> Result<Economy, EconomyError> {
         let creator_share = parse_decimal("creator_share", &file.creator_share)?;
         if creator_share <= Decimal::ZERO || creator_share > Decimal::ONE {
-            return Err(ConfigError::new(
+            return Err(EconomyError::new(
                 "creator_share",
                 format!("must be in (0, 1], got {creator_share}"),
             ));
         }
         let share = creator_share.normalize();
         if share.scale() > CREATOR_SHARE_SCALE_MAX {
-            return Err(ConfigError::new(
+            return Err(EconomyError::new(
                 "creator_share",
                 format!("at most {CREATOR_SHARE_SCALE_MAX} decimal places"),
             ));
@@ -416,15 +417,15 @@ impl Economy {
         for (i, r) in file.restricted_regions.iter().enumerate() {
             let region: Region = r
                 .parse()
-                .map_err(|e| ConfigError::new(format!("restricted_regions[{i}]"), e))?;
+                .map_err(|e| EconomyError::new(format!("restricted_regions[{i}]"), e))?;
             restricted_regions.insert(region);
         }
         if file.max_gift_count == 0 {
-            return Err(ConfigError::new("max_gift_count", "must be at least 1"));
+            return Err(EconomyError::new("max_gift_count", "must be at least 1"));
         }
         let diamond_value = parse_money_map("diamond_value", &file.diamond_value)?;
         if diamond_value.is_empty() {
-            return Err(ConfigError::new(
+            return Err(EconomyError::new(
                 "diamond_value",
                 "needs at least one currency",
             ));
@@ -432,7 +433,7 @@ impl Economy {
         let payout_minimum = parse_money_map("payout_minimum", &file.payout_minimum)?;
         for currency in payout_minimum.keys() {
             if !diamond_value.contains_key(currency) {
-                return Err(ConfigError::new(
+                return Err(EconomyError::new(
                     format!("payout_minimum.{currency}"),
                     "has no diamond_value in that currency",
                 ));
@@ -440,20 +441,20 @@ impl Economy {
         }
         let r = &file.recharge;
         if r.custom_min_coins == 0 {
-            return Err(ConfigError::new(
+            return Err(EconomyError::new(
                 "recharge.custom_min_coins",
                 "must be at least 1",
             ));
         }
         if r.custom_max_coins < r.custom_min_coins {
-            return Err(ConfigError::new(
+            return Err(EconomyError::new(
                 "recharge.custom_max_coins",
                 "must be >= recharge.custom_min_coins",
             ));
         }
 
         if file.gifts.is_empty() || file.gifts.len() > CATALOG_ENTRIES_MAX {
-            return Err(ConfigError::new(
+            return Err(EconomyError::new(
                 "gifts",
                 format!("needs 1..={CATALOG_ENTRIES_MAX} entries"),
             ));
@@ -462,16 +463,16 @@ impl Economy {
         let mut gifts = Vec::with_capacity(file.gifts.len());
         for (i, g) in file.gifts.iter().enumerate() {
             if g.id.is_empty() {
-                return Err(ConfigError::new(format!("gifts[{i}].id"), "is empty"));
+                return Err(EconomyError::new(format!("gifts[{i}].id"), "is empty"));
             }
             if !seen.insert(g.id.clone()) {
-                return Err(ConfigError::new(
+                return Err(EconomyError::new(
                     format!("gifts[{i}].id"),
                     format!("duplicate gift id {:?}", g.id),
                 ));
             }
             if g.coins == 0 {
-                return Err(ConfigError::new(
+                return Err(EconomyError::new(
                     format!("gifts[{i}].coins"),
                     "must be positive",
                 ));
@@ -485,7 +486,7 @@ impl Economy {
         }
 
         if file.packages.len() > CATALOG_ENTRIES_MAX {
-            return Err(ConfigError::new(
+            return Err(EconomyError::new(
                 "packages",
                 format!("at most {CATALOG_ENTRIES_MAX} entries"),
             ));
@@ -494,20 +495,20 @@ impl Economy {
         let mut packages = Vec::with_capacity(file.packages.len());
         for (i, p) in file.packages.iter().enumerate() {
             if !seen.insert(p.id.clone()) {
-                return Err(ConfigError::new(
+                return Err(EconomyError::new(
                     format!("packages[{i}].id"),
                     format!("duplicate package id {:?}", p.id),
                 ));
             }
             if p.coins == 0 {
-                return Err(ConfigError::new(
+                return Err(EconomyError::new(
                     format!("packages[{i}].coins"),
                     "must be positive",
                 ));
             }
             let prices = parse_money_map(&format!("packages[{i}].prices"), &p.prices)?;
             if prices.is_empty() {
-                return Err(ConfigError::new(
+                return Err(EconomyError::new(
                     format!("packages[{i}].prices"),
                     "needs at least one currency",
                 ));
@@ -575,13 +576,13 @@ impl Economy {
 
     /// The next version: `file`'s terms, with every code this economy gave kept (an entry
     /// the file no longer has is retired, a new one gets the next code). Validated whole.
-    pub fn successor(&self, file: EconomyFile) -> Result<Economy, ConfigError> {
+    pub fn successor(&self, file: EconomyFile) -> Result<Economy, EconomyError> {
         let fresh = Economy::from_file(file)?;
         let mut next = fresh.clone();
         next.version = self
             .version
             .checked_add(1)
-            .ok_or_else(|| ConfigError::new("economy", "no versions left"))?;
+            .ok_or_else(|| EconomyError::new("economy", "no versions left"))?;
         next.gifts = relayout(&self.gifts, fresh.gifts, |g| &g.id, |g| g.retired = true);
         next.packages = relayout(
             &self.packages,
@@ -590,7 +591,7 @@ impl Economy {
             |p| p.retired = true,
         );
         if next.gifts.len() > CATALOG_CODES_MAX || next.packages.len() > CATALOG_CODES_MAX {
-            return Err(ConfigError::new(
+            return Err(EconomyError::new(
                 "gifts",
                 format!(
                     "a ledger uses at most {CATALOG_CODES_MAX} gift and package codes, retired ones included"
@@ -645,7 +646,7 @@ impl Economy {
     }
 
     /// The economy a document records, exactly ([`Economy::to_doc`] gives it back).
-    pub fn from_doc(doc: EconomyDoc) -> Result<Economy, ConfigError> {
+    pub fn from_doc(doc: EconomyDoc) -> Result<Economy, EconomyError> {
         let mut economy = Economy::from_file(doc.file)?;
         economy.version = doc.version;
         let mut retired_gifts = Vec::with_capacity(doc.retired_gifts.len());
@@ -721,18 +722,18 @@ fn place_by_code<T>(
     live: Vec<T>,
     retired: Vec<T>,
     id: impl Fn(&T) -> &String,
-) -> Result<Vec<T>, ConfigError> {
+) -> Result<Vec<T>, EconomyError> {
     if codes.len() > CATALOG_CODES_MAX || codes.len() != live.len() + retired.len() {
-        return Err(ConfigError::new(key, "does not list each entry once"));
+        return Err(EconomyError::new(key, "does not list each entry once"));
     }
     let mut slots: Vec<Option<T>> = codes.iter().map(|_| None).collect();
     for entry in live.into_iter().chain(retired) {
         let code = codes
             .iter()
             .position(|c| c == id(&entry))
-            .ok_or_else(|| ConfigError::new(key, format!("has no code for {:?}", id(&entry))))?;
+            .ok_or_else(|| EconomyError::new(key, format!("has no code for {:?}", id(&entry))))?;
         if slots[code].replace(entry).is_some() {
-            return Err(ConfigError::new(
+            return Err(EconomyError::new(
                 key,
                 format!("names {:?} twice", codes[code]),
             ));
@@ -740,7 +741,7 @@ fn place_by_code<T>(
     }
     slots
         .into_iter()
-        .map(|slot| slot.ok_or_else(|| ConfigError::new(key, "does not list each entry once")))
+        .map(|slot| slot.ok_or_else(|| EconomyError::new(key, "does not list each entry once")))
         .collect()
 }
 
@@ -780,7 +781,7 @@ mod tests {
         assert_eq!(e.diamond_fraction_for(4), Decimal::ZERO);
     }
 
-    fn with(replace: &str, by: &str) -> Result<Economy, ConfigError> {
+    fn with(replace: &str, by: &str) -> Result<Economy, EconomyError> {
         assert!(EMBEDDED_ECONOMY_TOML.contains(replace), "{replace}");
         Economy::from_toml_str(&EMBEDDED_ECONOMY_TOML.replacen(replace, by, 1))
     }

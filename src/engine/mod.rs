@@ -61,7 +61,8 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::economy::{ConfigError, Currency, Economy, EconomyDoc, Region};
+use crate::config::ConfigError;
+use crate::economy::{Currency, Economy, EconomyDoc, Region};
 pub use books::Credited;
 use books::{CreatorShard, Settled, SettledNanos, StreamShard};
 pub use event::*;
@@ -1415,7 +1416,8 @@ impl Engine {
         let economy = if state.economy.is_empty() {
             economy
         } else {
-            Economy::from_doc(EconomyDoc::from_bytes(&state.economy)?)?
+            Economy::from_doc(EconomyDoc::from_bytes(&state.economy).map_err(ConfigError::from)?)
+                .map_err(ConfigError::from)?
         };
         let recorded = economy.version > 0;
         // A state of format 3 to 5 holds ids under the unkeyed hash: new ids are filed

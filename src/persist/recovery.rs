@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
-use crate::economy::{ConfigError, Economy};
+use crate::config::{Config, ConfigError};
+use crate::economy::Economy;
 use crate::engine::Engine;
 use crate::persist::redis::{RedisJournal, connect_to};
 

@@ -100,7 +100,7 @@ pub enum ReplicaError {
     #[error("replay: {0}")]
     Replay(#[from] crate::engine::ReplayError),
     #[error("{0}")]
-    Engine(#[from] crate::economy::ConfigError),
+    Engine(#[from] crate::config::ConfigError),
     #[error(
         "the journal does not continue from seq {0} (trimmed past it?): a snapshot at or after \
          the journal's first run is needed in snapshot.dir"
@@ -123,7 +123,8 @@ pub fn follow(
     stop: &AtomicBool,
     out: &mut dyn Write,
 ) -> Result<(), ReplicaError> {
-    let economy = Economy::from_file(handoff.economy.clone())?;
+    let economy =
+        Economy::from_file(handoff.economy.clone()).map_err(crate::config::ConfigError::from)?;
     let engine_config = crate::engine::EngineConfig {
         shards: handoff.shards,
         ..handoff.config.engine.clone()

@@ -23,8 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::config::ConfigError;
 use crate::config::{Config, SnapshotMethod};
-use crate::economy::ConfigError;
 use crate::engine::{Engine, Event, Outcome, Stamp};
 use crate::persist::journal::{CommitHandle, CommitterConfig, Journal, spawn_committer};
 use crate::persist::projection::{self, ProjectorHandle};
@@ -279,7 +279,7 @@ pub async fn run(
         }
         _ => None,
     };
-    let partitions = config.partition_map()?;
+    let partitions = crate::cluster::PartitionMap::from_config(&config.cluster)?;
     let shared_reads = match (&partitions, &read_model) {
         (Some(_), Some((redis, _))) => Some(redis.connect_again().await?),
         _ => None,

@@ -24,8 +24,8 @@ use tokio_rustls::rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
 };
 
+use crate::config::ConfigError;
 use crate::config::TlsConfig;
-use crate::economy::ConfigError;
 use crate::telemetry;
 
 /// The acceptors of both listeners; `None` when TLS is off.

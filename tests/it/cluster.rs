@@ -124,7 +124,7 @@ fn write_config(dir: &Path, name: &str, nodes: &[Node], partitions: [&str; 2]) -
 /// over the three masters; two projectors per node write four each).
 const BUCKETS: u64 = 8;
 
-/// A creator's read-model key as a ranking service names it (README, "Reading
+/// A creator's read-model key as a ranking service names it (docs/operations.md, "Reading
 /// leaderboards from Redis"): `giftstream:{rm-<id mod buckets>}:rm:creator:<id><suffix>`.
 fn creator_key(creator: u64, suffix: &str) -> String {
     format!(

@@ -11,6 +11,7 @@ mod engine_props;
 mod engine_rules;
 mod fence;
 mod hostile_http;
+mod layers;
 mod legacy_period;
 mod read_model;
 mod review_economy;

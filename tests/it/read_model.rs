@@ -617,7 +617,7 @@ async fn a_stopped_read_model_shows_in_the_metrics_with_a_growing_lag() {
 }
 
 /// Four buckets on one Redis, written by two projectors: a ranking service finds each key under `{rm-<id mod 4>}`
-/// (README, "Reading leaderboards from Redis"), every bucket holds keys and none is left
+/// (docs/operations.md, "Reading leaderboards from Redis"), every bucket holds keys and none is left
 /// in the journal's slot, the top creators are the best of the buckets' lists; a start
 /// after a crash left the buckets at different places catches them all up; a start with
 /// another bucket count is refused.

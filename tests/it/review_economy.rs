@@ -117,7 +117,7 @@ fn review_legacy_events_replay_under_version_1_not_an_edited_file() {
     live.apply_batch(&[gift(3, 1, 7, "rose", 1)], NOV);
     let log = live.drain_log();
 
-    // The operator then reorders economy.toml (README: "Reordering entries changes
+    // The operator then reorders economy.toml (docs/operations.md: "Reordering entries changes
     // nothing") and restarts before a snapshot covers seq 1..2: recovery builds the
     // engine from the file of this start and replays the journal.
     let mut edited: EconomyFile = economy().to_file();
@@ -432,7 +432,7 @@ fn review_restart_with_unchanged_file_keeps_the_put_version() {
     let v2 = first.economy_successor(b.clone()).unwrap().unwrap();
     first.change_economy(v2, NOV).unwrap();
 
-    // README: "keep the file in step with what you PUT": economy.toml := B, restart.
+    // docs/operations.md: "keep the file in step with what you PUT": economy.toml := B, restart.
     let second = restart(&first, &b, &mut last_file);
     assert_eq!(second.economy().version, 2, "same terms: nothing new");
 

@@ -25,7 +25,9 @@ impl Ledger {
     pub fn of(config: &crate::config::Config) -> Ledger {
         Ledger {
             node: (!config.cluster.node.is_empty()).then(|| config.cluster.node.clone()),
-            map: config.partition_map().ok().flatten(),
+            map: crate::cluster::PartitionMap::from_config(&config.cluster)
+                .ok()
+                .flatten(),
         }
     }
 

@@ -8,8 +8,39 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::economy::{ConfigError, EMBEDDED_ECONOMY_TOML, Economy};
+use crate::economy::{EMBEDDED_ECONOMY_TOML, Economy, EconomyError};
 use crate::engine::EngineConfig;
+
+pub mod cluster;
+
+pub use cluster::{ClusterConfig, NodeConfig};
+
+/// An error in `giftstream.toml`, an override or a file it names: names the key that is
+/// wrong. The error type of every start-up check (engine, cluster, TLS, economy).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid config: `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EconomyError> for ConfigError {
+    fn from(e: EconomyError) -> Self {
+        ConfigError {
+            key: e.key,
+            message: e.message,
+        }
+    }
+}
 
 /// Largest frame on the binary protocol, in bytes (header excluded).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 4 << 20;
@@ -460,7 +491,7 @@ pub struct Config {
     pub read_model: ReadModelConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
-    pub cluster: crate::cluster::ClusterConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Shortest accepted token: shorter secrets are guessable.
@@ -775,7 +806,11 @@ impl Config {
                 "needs redis.url (the seed nodes of the Redis Cluster)",
             ));
         }
-        if self.partition_map()?.is_some_and(|m| m.local().is_some()) {
+        if self
+            .cluster
+            .assignment()?
+            .is_some_and(|a| a.local.is_some())
+        {
             // The nodes merge their creator totals and leaderboards in one Redis read
             // model, and answer creator reads from it.
             if self.redis.url.is_empty() {
@@ -794,15 +829,10 @@ impl Config {
         Ok(())
     }
 
-    /// The partition map (`None` for a single node).
-    pub fn partition_map(&self) -> Result<Option<crate::cluster::PartitionMap>, ConfigError> {
-        crate::cluster::PartitionMap::from_config(&self.cluster)
-    }
-
     /// The economy this config names (the embedded one for an empty path).
     pub fn load_economy(&self) -> Result<Economy, ConfigError> {
         if self.server.economy.is_empty() {
-            return Economy::from_toml_str(EMBEDDED_ECONOMY_TOML);
+            return Ok(Economy::from_toml_str(EMBEDDED_ECONOMY_TOML)?);
         }
         let path = Path::new(&self.server.economy);
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -811,7 +841,7 @@ impl Config {
                 format!("cannot read {}: {e}", path.display()),
             )
         })?;
-        Economy::from_toml_str(&text)
+        Ok(Economy::from_toml_str(&text)?)
     }
 }
 
@@ -848,7 +878,7 @@ pub fn parse_tokens(v: &str) -> Result<Vec<TokenConfig>, ConfigError> {
 mod tests {
     use super::*;
 
-    const SHIPPED: &str = include_str!("../config/giftstream.toml");
+    const SHIPPED: &str = include_str!("../../config/giftstream.toml");
 
     #[test]
     fn the_shipped_config_is_valid() {
@@ -967,7 +997,7 @@ mod tests {
 mod cluster_tests {
     use super::*;
 
-    const CLUSTER: &str = include_str!("../config/cluster.toml");
+    const CLUSTER: &str = include_str!("../../config/cluster.toml");
 
     #[test]
     fn the_shipped_cluster_config_is_valid_for_each_node() {
@@ -977,7 +1007,9 @@ mod cluster_tests {
                 .apply_env(|k| (k == "GIFTSTREAM_CLUSTER_NODE").then(|| node.to_owned()))
                 .unwrap();
             config.validate().unwrap();
-            let map = config.partition_map().unwrap().unwrap();
+            let map = crate::cluster::PartitionMap::from_config(&config.cluster)
+                .unwrap()
+                .unwrap();
             assert_eq!(map.local().unwrap().name, node);
             assert_eq!(map.partitions(), 16);
         }
