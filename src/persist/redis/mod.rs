@@ -32,8 +32,3 @@ pub use journal::{
 };
 pub use keys::{JOURNAL_KEY, Ledger};
 pub use record::{JournalEvent, JournalOutcome};
-
-/// Transitional: start-up recovery lives in [`crate::persist::recovery`]; these paths stay
-/// valid until every caller names that module (then delete this line: it is the one
-/// import from `redis` back to `recovery`).
-pub use super::recovery::{Recovered, recover, with_recorded_shards};
