@@ -434,7 +434,7 @@ mod tests {
         all.extend(RejectCode::ALL.into_iter().map(|code| Outcome {
             seq,
             status: Status::Rejected(code),
-            duplicate: seq % 2 == 0,
+            duplicate: seq.is_multiple_of(2),
         }));
         all
     }
