@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
-use crate::config::ConfigError;
+use crate::config::{Config, ConfigError};
 use crate::economy::Economy;
 use crate::engine::Engine;
 use crate::persist::redis::{RedisJournal, connect_to};
@@ -27,9 +26,9 @@ pub struct Recovered {
 /// count the ledger then runs with is recorded.
 pub async fn recover(
     journal: &mut RedisJournal,
-    config: &crate::config::Config,
-    economy: crate::economy::Economy,
-) -> Result<(std::sync::Arc<Engine>, Recovered), Box<dyn std::error::Error + Send + Sync>> {
+    config: &Config,
+    economy: Economy,
+) -> Result<(Arc<Engine>, Recovered), BoxError> {
     let started = std::time::Instant::now();
     let wanted = economy.to_file();
     let loading = {
@@ -42,34 +41,18 @@ pub async fn recover(
             crate::persist::snapshot::load_newest(&dir, &economy, &engine_config)
         })
     };
-    // A cluster node with another partition map than its ledger's is refused before
-    // it takes the lease.
-    let layout_recorded = journal.check_layout().await?;
-    // So is a start whose read-model bucket count is not the recorded one.
-    if config.read_model.enabled {
-        let url = config.read_model.redis_url(journal.url());
-        let mut conn = connect_to(url, journal.cluster()).await?;
-        crate::persist::read_model::Layout::of(&config.read_model)
-            .verify(&mut conn)
-            .await?;
-    }
+    let layout_recorded = check_before_lease(journal, config).await?;
     journal.acquire(config.redis.lease_ms).await?;
     let recorded = journal.recorded_shards().await?;
     let (engine, snapshot) = match loading.await?? {
-        Some((path, engine)) => (std::sync::Arc::new(engine), Some(path)),
+        Some((path, engine)) => (Arc::new(engine), Some(path)),
         None => (
             build_engine(&with_recorded_shards(config, recorded), economy)?,
             None,
         ),
     };
     // Another node's snapshot is refused before the journal is replayed onto it.
-    if let Some(why) = journal
-        .ledger()
-        .foreign_state(&engine, &config.snapshot.dir)
-    {
-        journal.release().await;
-        return Err(why.into());
-    }
+    refuse_foreign(journal, &engine, config).await?;
     // A ledger whose first recorded version follows events of a build before versions:
     // those replay under that version's terms, not this start's file.
     journal.assume_base_economy(&engine).await?;
@@ -77,14 +60,59 @@ pub async fn recover(
     if !layout_recorded {
         // A ledger's first start with a recorded map (or its first start at all): its
         // journal was not yet checked against this map.
-        if let Some(why) = journal
-            .ledger()
-            .foreign_state(&engine, &config.snapshot.dir)
-        {
-            journal.release().await;
-            return Err(why.into());
-        }
+        refuse_foreign(journal, &engine, config).await?;
     }
+    record_start(journal, &engine, recorded, layout_recorded).await?;
+    journal.adopt_start_economy(&engine, wanted).await?;
+    Ok((
+        engine,
+        Recovered {
+            snapshot,
+            replayed_events,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What refuses a start before it takes the lease: a cluster node with another
+/// partition map than its ledger's, a read-model bucket count that is not the recorded
+/// one. Returns whether the ledger has a partition map recorded.
+async fn check_before_lease(journal: &RedisJournal, config: &Config) -> Result<bool, BoxError> {
+    let layout_recorded = journal.check_layout().await?;
+    if config.read_model.enabled {
+        let url = config.read_model.redis_url(journal.url());
+        let mut conn = connect_to(url, journal.cluster()).await?;
+        crate::persist::read_model::Layout::of(&config.read_model)
+            .verify(&mut conn)
+            .await?;
+    }
+    Ok(layout_recorded)
+}
+
+/// Refuses (and gives the lease back) when `engine` holds state of partitions this node
+/// does not own.
+async fn refuse_foreign(
+    journal: &RedisJournal,
+    engine: &Engine,
+    config: &Config,
+) -> Result<(), BoxError> {
+    if let Some(why) = journal.ledger().foreign_state(engine, &config.snapshot.dir) {
+        journal.release().await;
+        return Err(why.into());
+    }
+    Ok(())
+}
+
+/// Records the shard count the ledger runs with, and a cluster node's partition map
+/// at its ledger's first start with one.
+async fn record_start(
+    journal: &RedisJournal,
+    engine: &Engine,
+    recorded: Option<usize>,
+    layout_recorded: bool,
+) -> Result<(), BoxError> {
     if recorded != Some(engine.config().shards) {
         journal.record_shards(engine.config().shards).await?;
     }
@@ -95,15 +123,7 @@ pub async fn recover(
             "recorded this ledger's partition map (fixed for the ledger's life)"
         );
     }
-    journal.adopt_start_economy(&engine, wanted).await?;
-    Ok((
-        engine,
-        Recovered {
-            snapshot,
-            replayed_events,
-            seconds: started.elapsed().as_secs_f64(),
-        },
-    ))
+    Ok(())
 }
 
 /// `config` with the ledger's recorded shard count, if one is recorded (logged when it
