@@ -640,7 +640,10 @@ fn a_sweep_starts_its_own_redis_and_servers_and_writes_its_table_and_chart() {
     // The sweep loads "uniform": here the small scenario under that name.
     std::fs::write(scenarios.join("uniform.toml"), SMALL).unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // From the repository's root, as the experiments run (the server finds
+    // config/economy.toml there).
     let out = Command::new(env!("CARGO_BIN_EXE_giftload"))
+        .current_dir(&root)
         .args([
             "sweep",
             "interval",

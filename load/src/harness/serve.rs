@@ -229,7 +229,9 @@ impl Metrics {
         self.samples(name)
             .filter(|(l, _)| l.contains(labels))
             .map(|(_, v)| v)
-            .sum()
+            .sum::<f64>()
+            // An empty sum is -0.0: printed as "-0".
+            + 0.0
     }
 
     /// The samples of `name`: (labels, value).
