@@ -3,6 +3,9 @@
 //! path, snapshots and the projector, serve the listeners, and shut down in order. The
 //! node knows which journal it built ([`NodeJournal`]), so nothing asks a journal what
 //! it is.
+//!
+//! Size: the assembly steps read top to bottom in start order; each step is a short
+//! function, and splitting them across files would hide the order.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -21,6 +21,9 @@
 //! the index, matching any content (they have no fingerprint).
 //! Written to a temp file, fsynced, renamed, and the directory fsynced. A snapshot is
 //! taken at a commit boundary: everything up to its sequence number is in the journal.
+//!
+//! Size: the header, every format version's decoding and the atomic write are one
+//! on-disk contract; split, a version bump would touch several files that must agree.
 
 use std::fs::{self, File};
 use std::io::Write;

@@ -68,7 +68,29 @@ fn source_files() -> Vec<SourceFile> {
         }
     }
     files.sort_by(|a, b| a.module.cmp(&b.module));
+    let test_only = test_only_modules(&files);
+    files.retain(|f| !test_only.iter().any(|t| f.module.starts_with(t)));
     files
+}
+
+/// Modules declared `#[cfg(test)] mod name;` (their own files): tests, not layers.
+fn test_only_modules(files: &[SourceFile]) -> Vec<Module> {
+    let mut test_only = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file.path).expect("read source");
+        let ast = syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", file.path.display()));
+        for item in &ast.items {
+            if let syn::Item::Mod(m) = item
+                && m.content.is_none()
+                && is_cfg_test(&m.attrs)
+            {
+                let mut module = file.module.clone();
+                module.push(m.ident.to_string());
+                test_only.push(module);
+            }
+        }
+    }
+    test_only
 }
 
 /// Whether `module` is a module of the crate (a file or a directory with `mod.rs`).
