@@ -127,12 +127,23 @@ impl Auth {
         }
     }
 
+    /// Takes one request from the token's rate budget; when it is spent, how long until
+    /// the next request would be allowed.
+    pub fn charge(&self, token: TokenId) -> Result<(), Duration> {
+        let Some(limiter) = self.limiters.get(token.0).and_then(Option::as_ref) else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::MonotonicClock,
+            ))
+        })
+    }
+
     /// Takes one request from the token's rate budget; false when it is spent.
-    pub fn allow(&self, token: TokenId) -> bool {
-        self.limiters
-            .get(token.0)
-            .and_then(Option::as_ref)
-            .is_none_or(|l| l.check().is_ok())
+    #[cfg(test)]
+    fn allow(&self, token: TokenId) -> bool {
+        self.charge(token).is_ok()
     }
 
     /// Extracts the token of an `Authorization: Bearer <token>` header value.

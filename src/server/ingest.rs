@@ -6,6 +6,8 @@
 //! The rate comes first so that a flood of refused batches (wrong partition, storage
 //! behind) still spends the sender's budget; nothing is applied until every check passed.
 
+use std::time::Duration;
+
 use crate::cluster::WrongPartition;
 use crate::engine::{Event, Outcome};
 use crate::telemetry;
@@ -61,8 +63,9 @@ pub fn check_batch_len(events: usize, max: usize, protocol: Protocol) -> Result<
 /// Why a valid batch was not applied; nothing of it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// The token's request rate (`limits.token_requests_per_second`) is spent.
-    RateLimited,
+    /// The token's request rate (`limits.token_requests_per_second`) is spent: the next
+    /// request is allowed after `retry_after`.
+    RateLimited { retry_after: Duration },
     /// A cluster node does not own an event's partition (the first such event).
     WrongPartition(WrongPartition),
     /// Commits are behind (`commit.pending_events_max`): storage is slow or down.
@@ -89,11 +92,10 @@ pub struct Admitted {
 
 /// Spends one request of `token`'s rate (counted when spent already).
 pub fn charge_rate(service: &Service, token: TokenId) -> Result<(), Refusal> {
-    if service.auth.allow(token) {
-        return Ok(());
-    }
-    metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "token_rate").increment(1);
-    Err(Refusal::RateLimited)
+    service.auth.charge(token).map_err(|retry_after| {
+        metrics::counter!(telemetry::LIMIT_REJECTIONS_TOTAL, "limit" => "token_rate").increment(1);
+        Refusal::RateLimited { retry_after }
+    })
 }
 
 /// Checks a validated batch (rate → partition → pending commits) and applies it.

@@ -417,7 +417,7 @@ impl Reader {
 fn refusal_error(refusal: Refusal) -> (u16, String) {
     match refusal {
         Refusal::WrongPartition(wrong) => (error_code::WRONG_PARTITION, wrong.to_string()),
-        Refusal::RateLimited => {
+        Refusal::RateLimited { .. } => {
             let msg = "this token's request rate is spent; retry later (nothing was applied)";
             (error_code::RATE_LIMITED, msg.to_owned())
         }

@@ -273,6 +273,7 @@ async fn bad_input_gets_documented_errors_and_changes_nothing() {
         .post(s.url("/v1/events"))
         .bearer_auth(INGEST)
         .header("connection", "close")
+        .header("content-type", "application/json")
         .body(vec![b' '; 128 * 1024])
         .send()
         .await
@@ -432,6 +433,26 @@ async fn openapi_and_metrics_describe_the_service() {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
     assert!(doc["components"]["schemas"]["EventsRequest"].is_object());
+    // Every route with a body documents 415; every 429 and 503 documents Retry-After.
+    let mut bodies = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = &op["responses"];
+            if op.get("requestBody").is_some() {
+                bodies += 1;
+                assert!(responses["415"].is_object(), "{method} {path} lacks 415");
+            }
+            for status in ["429", "503"] {
+                if let Some(r) = responses.get(status) {
+                    assert!(
+                        r["headers"]["Retry-After"].is_object(),
+                        "{method} {path} {status} lacks Retry-After"
+                    );
+                }
+            }
+        }
+    }
+    assert!(bodies >= 4, "POST events, PUT user, goal, economy");
     s.post_events(json!([
         recharge(1, 42, "coins_100", 100, "1.29"),
         gift(2, 42, 7, 1, "rose", 1),
@@ -472,6 +493,7 @@ async fn a_failing_journal_makes_the_service_unavailable_then_it_resumes() {
             client
                 .post(url)
                 .bearer_auth(INGEST)
+                .header("content-type", "application/json")
                 .body(body)
                 .send()
                 .await
@@ -489,8 +511,20 @@ async fn a_failing_journal_makes_the_service_unavailable_then_it_resumes() {
         (503, Some("UNAVAILABLE")),
         "{resp}"
     );
-    let (st, _) = s.get("/readyz", None).await;
-    assert_eq!(st, 503);
+    // Every 503 says when to come back.
+    let refused = s
+        .http_client
+        .post(s.url("/v1/events"))
+        .bearer_auth(INGEST)
+        .json(&json!({"events": [recharge(3, 42, "coins_100", 100, "1.29")]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let not_ready = s.http_client.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(not_ready.status().as_u16(), 503);
+    assert_eq!(not_ready.headers()["retry-after"], "1");
     // Storage returns: the waiting request completes, new ones are accepted.
     s.journal
         .failing
@@ -570,4 +604,92 @@ async fn a_settings_id_reused_for_other_settings_is_a_conflict() {
         (&json!("US"), &json!(true)),
         "{wallet}"
     );
+}
+
+/// A body not declared JSON is 415 `UNSUPPORTED_MEDIA_TYPE` on every route that takes one,
+/// in the error shape, before the body is read: nothing is applied. A JSON type with
+/// parameters (`; charset=utf-8`) or a `+json` suffix is JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_not_declared_json_is_415_and_nothing_applies() {
+    let s = TestServer::start().await;
+    let events = json!({"events": [recharge(1, 42, "coins_100", 100, "1.29")]}).to_string();
+    let routes: Vec<(reqwest::Method, &str, &str, String)> = vec![
+        (reqwest::Method::POST, "/v1/events", INGEST, events.clone()),
+        (
+            reqwest::Method::PUT,
+            "/v1/users/42",
+            INGEST,
+            json!({"event_id": uuid(2), "adult": false}).to_string(),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/streams/9001/goal",
+            INGEST,
+            json!({"event_id": uuid(3), "creator": 7, "coins_target": 1000}).to_string(),
+        ),
+        (reqwest::Method::PUT, "/v1/economy", ADMIN, "{}".to_owned()),
+    ];
+    for (method, path, token, body) in &routes {
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("application/jsonx"),
+            Some("text/json"),
+        ] {
+            let mut req = s
+                .http_client
+                .request(method.clone(), s.url(path))
+                .bearer_auth(token)
+                .body(body.clone());
+            if let Some(t) = content_type {
+                req = req.header("content-type", t);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(
+                resp.status().as_u16(),
+                415,
+                "{method} {path} as {content_type:?}"
+            );
+            let answer: Value = resp.json().await.unwrap();
+            assert_eq!(
+                answer["error"]["code"], "UNSUPPORTED_MEDIA_TYPE",
+                "{answer}"
+            );
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+        }
+    }
+    assert_eq!(s.coins(42).await, 0, "nothing applied");
+    let (st, stream) = s.get("/v1/streams/9001", Some(READ)).await;
+    assert!(
+        st == 404 || stream["goal"].is_null(),
+        "no goal set: {stream}"
+    );
+    // Still an adult: the settings were not applied, so a recharge is accepted.
+    for content_type in [
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/vnd.giftstream+json",
+    ] {
+        let resp = s
+            .http_client
+            .post(s.url("/v1/events"))
+            .bearer_auth(INGEST)
+            .header("content-type", content_type)
+            .body(events.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{content_type}");
+    }
+    assert_eq!(
+        s.coins(42).await,
+        100,
+        "applied once (the same event id thrice)"
+    );
+    s.stop().await.unwrap();
 }

@@ -418,6 +418,18 @@ async fn a_token_over_its_request_rate_is_refused_on_both_listeners_and_nothing_
     );
     assert_eq!(statuses[5], (429, serde_json::json!("RATE_LIMITED")));
     assert_eq!(s.coins(42).await, 5 * 500);
+    // The 429 says when the token may send again: the budget refills one request per
+    // 200 ms, so the rounded-up wait is one second.
+    let refused = s
+        .http_client
+        .post(s.url("/v1/events"))
+        .bearer_auth(INGEST)
+        .json(&serde_json::json!({"events": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
 
     // Binary protocol (another token's budget is its own; this one is fresh): the 6th
     // request in a second gets RATE_LIMITED, the connection stays open, and after a

@@ -44,6 +44,10 @@ pub use openapi::{ApiDoc, openapi_json};
 
 // ---- errors -------------------------------------------------------------------------
 
+/// `Retry-After` (seconds) of a 429 or 503 whose wait is not known exactly (storage
+/// behind, too many requests or subscribers, not ready).
+const RETRY_AFTER_DEFAULT_S: u64 = 1;
+
 /// An API error: status, stable code, human message.
 #[derive(Debug)]
 pub struct ApiError {
@@ -75,7 +79,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: MALFORMED_JSON, INVALID_REQUEST, EMPTY_BATCH, BATCH_TOO_LARGE,
-    /// BODY_TOO_LARGE, BODY_TIMEOUT, INVALID_PARAMETER, UNAUTHORIZED, FORBIDDEN,
+    /// BODY_TOO_LARGE, BODY_TIMEOUT, UNSUPPORTED_MEDIA_TYPE, INVALID_PARAMETER, UNAUTHORIZED, FORBIDDEN,
     /// AUTH_RATE_LIMITED, RATE_LIMITED, NOT_FOUND, METHOD_NOT_ALLOWED,
     /// TOO_MANY_SUBSCRIBERS, OVERLOADED, UNAVAILABLE, CONNECTION_LIMIT, or a reject code
     /// for a rejected PUT.
@@ -93,8 +97,10 @@ impl ApiError {
         }
     }
     fn retry_after(mut self, after: Duration) -> Self {
-        // Whole seconds, rounded up: a client that waits that long is not refused again.
-        self.retry_after_s = Some(after.as_secs() + u64::from(after.subsec_nanos() > 0));
+        // Whole seconds, rounded up (at least 1): a client that waits that long is not
+        // refused again.
+        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        self.retry_after_s = Some(seconds.max(1));
         self
     }
     fn invalid(message: impl Into<String>) -> Self {
@@ -155,7 +161,14 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
-        if let Some(s) = self.retry_after_s {
+        // Every 429 and 503 says when to come back: the exact wait where it is known
+        // (a token's rate, an address's auth lockout), a second otherwise.
+        let busy = matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
+        let retry_after_s = self.retry_after_s.or(busy.then_some(RETRY_AFTER_DEFAULT_S));
+        if let Some(s) = retry_after_s {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
@@ -192,11 +205,13 @@ impl From<AuthError> for ApiError {
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         match r {
-            Refusal::RateLimited => ApiError::new(
+            Refusal::RateLimited { retry_after } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMITED",
-                "this token's request rate (limits.token_requests_per_second) is spent: retry later",
-            ),
+                "this token's request rate (limits.token_requests_per_second) is spent: retry \
+                 after Retry-After",
+            )
+            .retry_after(retry_after),
             Refusal::WrongPartition(wrong) => ApiError::new(
                 StatusCode::MISDIRECTED_REQUEST,
                 "WRONG_PARTITION",
@@ -245,11 +260,42 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::parameter(e.body_text()))
 }
 
-/// Reads a request's body — call it once the caller is authorized: at most
+/// Refuses a body that is not declared JSON: `Content-Type: application/json` (any
+/// parameters, e.g. `; charset=utf-8`) or an `application/*+json` type. A missing or
+/// other type is 415 `UNSUPPORTED_MEDIA_TYPE` before a byte of the body is read.
+fn json_content_type(caller: &Caller) -> Result<(), ApiError> {
+    let declared = caller
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let essence = declared
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let is_json = essence.as_deref().is_some_and(|t| {
+        t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+    });
+    if is_json {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+        match declared {
+            Some(t) => format!("Content-Type {t:?} is not application/json; nothing was applied"),
+            None => {
+                "no Content-Type: send the body as application/json; nothing was applied".to_owned()
+            }
+        },
+    ))
+}
+
+/// Reads a request's JSON body — call it once the caller is authorized: the
+/// Content-Type must be JSON ([`json_content_type`]), the body at most
 /// `limits.http_body_bytes_max` (413 at once when Content-Length says more), within
 /// `limits.http_body_read_timeout_ms` (408 `BODY_TIMEOUT`; hyper then closes the
 /// connection, the rest of the body unread).
 async fn read_body(service: &Service, caller: &Caller, body: Body) -> Result<Bytes, ApiError> {
+    json_content_type(caller)?;
     let limits = &service.config.limits;
     let max = limits.http_body_bytes_max;
     let too_large = || {

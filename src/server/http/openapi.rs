@@ -70,14 +70,16 @@ pub fn openapi_json() -> String {
         media["schema"] = event;
     }
     add_transport_responses(&mut doc);
+    add_retry_after(&mut doc);
     doc.to_string()
 }
 
 /// Answers every authenticated route can give before its handler runs: 429 after too
 /// many failed authentications from the address (`AUTH_RATE_LIMITED`, with
 /// `Retry-After`), 503 when `limits.http_requests_inflight_max` requests are in flight
-/// (`OVERLOADED`), and for a route with a body 408 when it is not read in time
-/// (`BODY_TIMEOUT`).
+/// (`OVERLOADED`), and for a route with a body 415 when it is not declared JSON
+/// (`UNSUPPORTED_MEDIA_TYPE`) and 408 when it is not read in time (`BODY_TIMEOUT`).
+/// Every 429 and 503 documents its `Retry-After` header.
 fn add_transport_responses(doc: &mut serde_json::Value) {
     let error = serde_json::json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
     let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
@@ -110,10 +112,38 @@ fn add_transport_responses(doc: &mut serde_json::Value) {
             })
         });
         if has_body {
+            responses.entry("415").or_insert_with(|| serde_json::json!({
+                "description": "The body is not declared JSON: Content-Type must be application/json (code UNSUPPORTED_MEDIA_TYPE); nothing applied",
+                "content": error.clone(),
+            }));
+        }
+        if has_body {
             responses.entry("408").or_insert_with(|| serde_json::json!({
                 "description": "The body was not read in time (code BODY_TIMEOUT); nothing applied",
                 "content": error.clone(),
             }));
+        }
+    }
+}
+
+/// Every 429 and 503 answer carries `Retry-After` (the exact wait where it is known, a
+/// second otherwise): the document says so on each.
+fn add_retry_after(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for responses in paths
+        .values_mut()
+        .filter_map(|p| p.as_object_mut())
+        .flat_map(|p| p.values_mut())
+        .filter_map(|o| o.get_mut("responses").and_then(|r| r.as_object_mut()))
+    {
+        for status in ["429", "503"] {
+            if let Some(response) = responses.get_mut(status).and_then(|r| r.as_object_mut()) {
+                response.entry("headers").or_insert_with(|| serde_json::json!({
+                    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
+                }));
+            }
         }
     }
 }
