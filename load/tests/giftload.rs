@@ -626,10 +626,12 @@ async fn the_redis_lua_baseline_answers_the_same_events_like_giftstream() {
 
 /// `SMALL` with a fifth of the events purchases (`load/scenarios/purchases.toml`'s mix).
 fn small_with_purchases() -> String {
-    SMALL.replace(
-        "[load]",
-        "items = [ { value = \"sticker_pack\", weight = 70 }, { value = \"profile_frame\", weight = 30 } ]\n[mix]\npurchase_share = 0.2\n[load]",
-    )
+    SMALL
+        .replace(
+            "[population]",
+            "items = [ { value = \"sticker_pack\", weight = 70 }, { value = \"profile_frame\", weight = 30 } ]\n[population]",
+        )
+        .replace("[load]", "[mix]\npurchase_share = 0.2\n[load]")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
