@@ -310,9 +310,14 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             t.wallets, t.creators, t.streams
         );
         println!(
-            "coins recharged {} = in wallets {} + spent {}",
-            t.coins_recharged, t.coins_in_wallets, t.coins_spent
+            "coins recharged {} = in wallets {} + spent on gifts {} + spent on purchases {}",
+            t.coins_recharged, t.coins_in_wallets, t.coins_spent, t.coins_spent_on_purchases
         );
+        let economy = engine.economy();
+        for &(item, count, coins) in &t.purchases {
+            let id = economy.items.get(item as usize).map_or("?", |i| i.id.as_str());
+            println!("purchases {id} (code {item}): {count} bought, {coins} coins (platform revenue)");
+        }
         println!(
             "coins received by creators {}, by streams {}",
             t.coins_received_by_creators, t.coins_received_by_streams
@@ -464,9 +469,10 @@ pub(crate) fn config_check(
         config.server.economy.clone()
     };
     println!(
-        "economy: {economy_name} ok ({} gifts, {} packages)",
+        "economy: {economy_name} ok ({} gifts, {} packages, {} items)",
         file.gifts.len(),
-        file.packages.len()
+        file.packages.len(),
+        file.items.len()
     );
     println!(
         "tls: {}; cluster: {}; redis: {}",

@@ -184,6 +184,10 @@ pub struct EconomyFile {
     pub recharge: RechargeFile,
     pub gifts: Vec<GiftFile>,
     pub packages: Vec<PackageFile>,
+    /// What coins buy besides gifts (feature unlocks, ...): `purchase` events. Optional;
+    /// left out of the JSON form when empty, so a file without items keeps its digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemFile>,
 }
 
 impl EconomyFile {
@@ -219,6 +223,15 @@ pub struct PackageFile {
     pub prices: BTreeMap<String, String>,
 }
 
+/// One entry of the `items` catalog: what a `purchase` spends coins on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemFile {
+    pub id: String,
+    pub name: String,
+    pub coins: u64,
+}
+
 /// One catalog entry; its index in [`Economy::gifts`] is its stable numeric code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GiftSpec {
@@ -237,6 +250,18 @@ pub struct PackageSpec {
     pub coins: u64,
     pub prices: BTreeMap<Currency, Decimal>,
     /// Removed by a later economy version: a recharge naming it is `AMOUNT_OUT_OF_RANGE`.
+    pub retired: bool,
+}
+
+/// One item a purchase can buy; its index in [`Economy::items`] is its stable numeric
+/// code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemSpec {
+    pub id: String,
+    pub name: String,
+    /// Price of one, in coins (positive; times `max_gift_count` fits a `u64`).
+    pub coins: u64,
+    /// Removed by a later economy version: a purchase naming it is `UNKNOWN_ITEM`.
     pub retired: bool,
 }
 
@@ -259,6 +284,12 @@ pub struct EconomyDoc {
     #[serde(default)]
     pub retired_packages: Vec<PackageFile>,
     pub file: EconomyFile,
+    /// Item string ids by code (retired ones included). Left out when empty, as the
+    /// next, so that a document of a version without items keeps its bytes and digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub item_codes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_items: Vec<ItemFile>,
 }
 
 impl EconomyDoc {
@@ -314,6 +345,8 @@ pub struct Economy {
     pub custom_max_coins: u64,
     pub gifts: Vec<GiftSpec>,
     pub packages: Vec<PackageSpec>,
+    /// The `items` catalog (purchases), by code.
+    pub items: Vec<ItemSpec>,
 }
 
 fn parse_decimal(key: &str, s: &str) -> Result<Decimal, EconomyError> {
@@ -394,6 +427,12 @@ impl Economy {
                     coins: p.coins,
                     prices: money(&p.prices),
                 })
+                .collect(),
+            items: self
+                .items
+                .iter()
+                .filter(|i| !i.retired)
+                .map(ItemSpec::to_file)
                 .collect(),
         }
     }
@@ -524,6 +563,8 @@ impl Economy {
             });
         }
 
+        let items = validate_items(&file.items, file.max_gift_count)?;
+
         Ok(Economy {
             version: 0,
             creator_share,
@@ -537,6 +578,7 @@ impl Economy {
             custom_max_coins: r.custom_max_coins,
             gifts,
             packages,
+            items,
         })
     }
 
@@ -577,6 +619,14 @@ impl Economy {
             .map(|i| i as u32)
     }
 
+    /// The code of the item `id` on sale now (`None` if unknown or retired).
+    pub fn item_index(&self, id: &str) -> Option<u32> {
+        self.items
+            .iter()
+            .position(|i| i.id == id && !i.retired)
+            .map(|i| i as u32)
+    }
+
     /// The next version: `file`'s terms, with every code this economy gave kept (an entry
     /// the file no longer has is retired, a new one gets the next code). Validated whole.
     pub fn successor(&self, file: EconomyFile) -> Result<Economy, EconomyError> {
@@ -593,6 +643,15 @@ impl Economy {
             |p| &p.id,
             |p| p.retired = true,
         );
+        next.items = relayout(&self.items, fresh.items, |i| &i.id, |i| i.retired = true);
+        if next.items.len() > CATALOG_CODES_MAX {
+            return Err(EconomyError::new(
+                "items",
+                format!(
+                    "a ledger uses at most {CATALOG_CODES_MAX} item codes, retired ones included"
+                ),
+            ));
+        }
         if next.gifts.len() > CATALOG_CODES_MAX || next.packages.len() > CATALOG_CODES_MAX {
             return Err(EconomyError::new(
                 "gifts",
@@ -645,6 +704,13 @@ impl Economy {
                 .map(to_package)
                 .collect(),
             file: self.to_file(),
+            item_codes: self.items.iter().map(|i| i.id.clone()).collect(),
+            retired_items: self
+                .items
+                .iter()
+                .filter(|i| i.retired)
+                .map(ItemSpec::to_file)
+                .collect(),
         }
     }
 
@@ -684,8 +750,77 @@ impl Economy {
             retired_packages,
             |p| &p.id,
         )?;
+        let retired_items = doc.retired_items.into_iter().map(|i| ItemSpec {
+            id: i.id,
+            name: i.name,
+            coins: i.coins,
+            retired: true,
+        });
+        economy.items = place_by_code(
+            "item_codes",
+            &doc.item_codes,
+            std::mem::take(&mut economy.items),
+            retired_items.collect(),
+            |i| &i.id,
+        )?;
         Ok(economy)
     }
+}
+
+impl ItemSpec {
+    fn to_file(&self) -> ItemFile {
+        ItemFile {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            coins: self.coins,
+        }
+    }
+}
+
+/// Validates the `items` catalog (it may be empty): ids present and unique, prices
+/// positive, and `coins x max_gift_count` (the dearest purchase) within a `u64`.
+fn validate_items(items: &[ItemFile], max_count: u32) -> Result<Vec<ItemSpec>, EconomyError> {
+    if items.len() > CATALOG_ENTRIES_MAX {
+        return Err(EconomyError::new(
+            "items",
+            format!("at most {CATALOG_ENTRIES_MAX} entries"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if item.id.is_empty() {
+            return Err(EconomyError::new(format!("items[{i}].id"), "is empty"));
+        }
+        if !seen.insert(item.id.as_str()) {
+            return Err(EconomyError::new(
+                format!("items[{i}].id"),
+                format!("duplicate item id {:?}", item.id),
+            ));
+        }
+        if item.coins == 0 {
+            return Err(EconomyError::new(
+                format!("items[{i}].coins"),
+                "must be positive",
+            ));
+        }
+        if item.coins.checked_mul(u64::from(max_count)).is_none() {
+            return Err(EconomyError::new(
+                format!("items[{i}].coins"),
+                format!(
+                    "{} coins x max_gift_count {max_count} overflows a u64",
+                    item.coins
+                ),
+            ));
+        }
+        out.push(ItemSpec {
+            id: item.id.clone(),
+            name: item.name.clone(),
+            coins: item.coins,
+            retired: false,
+        });
+    }
+    Ok(out)
 }
 
 /// Lays out `next`'s entries by the codes of `previous`: a kept id keeps its code, a
@@ -773,6 +908,54 @@ mod tests {
         assert_eq!(p.prices[&Currency::USD], Decimal::new(129, 2));
         assert_eq!(e.diamond_value[&Currency::USD], Decimal::new(5, 3));
         assert_eq!(e.payout_minimum[&Currency::USD], Decimal::new(100, 0));
+        let frame = e.item_index("profile_frame").expect("an item");
+        assert_eq!(e.items[frame as usize].coins, 300);
+        assert_eq!(e.item_index("rose"), None, "gifts are not items");
+    }
+
+    #[test]
+    fn items_keep_their_codes_across_versions_and_a_document_without_items_its_bytes() {
+        let mut v1 = Economy::embedded();
+        v1.version = 1;
+        let mut file = v1.to_file();
+        file.items.retain(|i| i.id != "sticker_pack");
+        file.items.insert(
+            0,
+            ItemFile {
+                id: "super_like".to_owned(),
+                name: "Super Like".to_owned(),
+                coins: 9,
+            },
+        );
+        let v2 = v1.successor(file).unwrap();
+        let codes: Vec<_> = v2
+            .items
+            .iter()
+            .map(|i| (i.id.as_str(), i.retired))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                ("sticker_pack", true),
+                ("profile_frame", false),
+                ("ad_free_month", false),
+                ("super_like", false)
+            ]
+        );
+        assert_eq!(v2.item_index("sticker_pack"), None, "retired");
+        assert_eq!(v2.item_index("super_like"), Some(3));
+        let back = Economy::from_doc(EconomyDoc::from_bytes(&v2.to_doc().to_bytes()).unwrap());
+        assert_eq!(back.unwrap(), v2);
+
+        // A version without items serializes as before items existed: no new keys, so
+        // the digests of documents already recorded still check.
+        let mut bare = v1.to_file();
+        bare.items.clear();
+        let bare = Economy::from_file(bare).unwrap().to_doc();
+        let text = String::from_utf8(bare.to_bytes()).unwrap();
+        assert!(!text.contains("item"), "{text}");
+        let reread = EconomyDoc::from_bytes(text.as_bytes()).unwrap();
+        assert_eq!(reread.digest(), bare.digest());
     }
 
     #[test]
@@ -823,6 +1006,18 @@ mod tests {
                 "max_gift_count = 9999",
                 "max_gift_count = 9999\nsurprise = 1",
                 "economy.toml",
+            ),
+            (
+                "id = \"profile_frame\"",
+                "id = \"sticker_pack\"",
+                "items[1].id",
+            ),
+            ("id = \"profile_frame\"", "id = \"\"", "items[1].id"),
+            ("coins = 300\n", "coins = 0\n", "items[1].coins"),
+            (
+                "coins = 300\n",
+                "coins = 18446744073709551615\n",
+                "items[1].coins",
             ),
         ];
         for (from, to, key) in cases {

@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Events applied, by `type` (recharge, gift, payout, account, stream_goal, settlement) and
-/// `outcome` (`accepted` or a reject code); duplicates count as `outcome="duplicate"`.
+/// Events applied, by `type` (recharge, gift, payout, account, stream_goal, settlement,
+/// economy, purchase) and `outcome` (`accepted` or a reject code); duplicates count as
+/// `outcome="duplicate"`.
 pub const EVENTS_TOTAL: &str = "giftstream_events_total";
 /// From a request's arrival to its response being handed to the socket, by `protocol`
 /// (`tcp`, `http`).

@@ -40,6 +40,10 @@ pub struct Scenario {
     pub gifts: Vec<Weighted<String>>,
     /// Gift counts (combos) and their weights.
     pub combos: Vec<Weighted<u32>>,
+    /// Items of the economy's `items` catalog that purchases buy, and their weights
+    /// (needed when `mix.purchase_share > 0`).
+    #[serde(default)]
+    pub items: Vec<Weighted<String>>,
     #[serde(default)]
     pub mix: Mix,
     #[serde(default)]
@@ -100,6 +104,10 @@ pub struct Mix {
     /// Share of events that are recharges (a package bought in the app), in [0, 1].
     #[serde(default)]
     pub recharge_share: f64,
+    /// Share of the other events that are purchases (one item of `items`, spending the
+    /// sender's coins like a gift, crediting no creator), in [0, 1].
+    #[serde(default)]
+    pub purchase_share: f64,
     /// HTTP reads (leaderboards, wallets) per batch sent, over the HTTP API (`mixed`).
     #[serde(default)]
     pub reads_per_batch: u32,
@@ -245,6 +253,15 @@ impl Scenario {
         }
         if !(0.0..=1.0).contains(&self.mix.recharge_share) {
             return Err(err("mix.recharge_share", "must be in [0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&self.mix.purchase_share) {
+            return Err(err("mix.purchase_share", "must be in [0, 1]"));
+        }
+        if self.mix.purchase_share > 0.0 && self.items.iter().all(|i| i.weight == 0) {
+            return Err(err(
+                "items",
+                "mix.purchase_share needs at least one item with a weight > 0",
+            ));
         }
         if self.mix.reads_per_batch > 100 {
             return Err(err("mix.reads_per_batch", "at most 100"));

@@ -259,7 +259,9 @@ pub fn event_json(e: &Event, economy: &Economy) -> serde_json::Value {
             }
             v
         }
-        other => unreachable!("giftload sends gifts and recharges, not {other:?}"),
+        Event::Purchase(p) => serde_json::json!({"type": "purchase", "event_id": id,
+            "user": p.user.0, "item": economy.items[p.item.0 as usize].id, "count": p.count}),
+        other => unreachable!("giftload sends gifts, recharges and purchases, not {other:?}"),
     }
 }
 
@@ -309,8 +311,10 @@ pub struct Lua {
     conn: redis::aio::MultiplexedConnection,
     gift_sha: String,
     recharge_sha: String,
+    purchase_sha: String,
     share: (i128, i128),
     costs: Vec<u64>,
+    item_costs: Vec<u64>,
 }
 
 /// Per gift: idempotency (`SET NX`), balance check, `DECRBY`, creator coins and
@@ -349,6 +353,24 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*', 'id', ARGV[2], 'result'
 return balance
 "#;
 
+/// Per purchase: idempotency, balance check, `DECRBY`, `XADD` (no creator).
+pub const PURCHASE_SCRIPT: &str = r#"
+if not redis.call('SET', KEYS[1], 'pending', 'NX', 'EX', 86400) then
+  return 'DUP:' .. redis.call('GET', KEYS[1])
+end
+local cost = tonumber(ARGV[1])
+local balance = tonumber(redis.call('GET', KEYS[2]) or '0')
+if balance < cost then
+  redis.call('SET', KEYS[1], 'INSUFFICIENT_COINS', 'EX', 86400)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*', 'id', ARGV[2], 'result', 'INSUFFICIENT_COINS')
+  return 'INSUFFICIENT_COINS'
+end
+balance = redis.call('DECRBY', KEYS[2], cost)
+redis.call('SET', KEYS[1], 'accepted', 'EX', 86400)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*', 'id', ARGV[2], 'result', 'accepted')
+return balance
+"#;
+
 const LUA_JOURNAL: &str = "lua:journal";
 
 impl Lua {
@@ -369,13 +391,20 @@ impl Lua {
             .arg(RECHARGE_SCRIPT)
             .query_async(&mut conn)
             .await?;
+        let purchase_sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(PURCHASE_SCRIPT)
+            .query_async(&mut conn)
+            .await?;
         let share = economy.creator_share;
         Ok(Lua {
             conn,
             gift_sha,
             recharge_sha,
+            purchase_sha,
             share: (share.mantissa(), 10i128.pow(share.scale())),
             costs: economy.gifts.iter().map(|g| g.coins).collect(),
+            item_costs: economy.items.iter().map(|i| i.coins).collect(),
         })
     }
 
@@ -411,7 +440,20 @@ impl Lua {
                         .arg(r.coins)
                         .arg(&id);
                 }
-                other => unreachable!("giftload sends gifts and recharges, not {other:?}"),
+                Event::Purchase(p) => {
+                    let cost = self.item_costs[p.item.0 as usize] * u64::from(p.count);
+                    pipe.cmd("EVALSHA")
+                        .arg(&self.purchase_sha)
+                        .arg(3)
+                        .arg(format!("lua:idem:{id}"))
+                        .arg(format!("lua:wallet:{}", p.user.0))
+                        .arg(LUA_JOURNAL)
+                        .arg(cost)
+                        .arg(&id);
+                }
+                other => {
+                    unreachable!("giftload sends gifts, recharges and purchases, not {other:?}")
+                }
             }
         }
         let mut conn = self.conn.clone();

@@ -3,7 +3,8 @@
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    Channel, CreatorId, Event, EventId, Gift, GiftId, PackageId, Recharge, StreamId, UserId,
+    Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Purchase, Recharge,
+    StreamId, UserId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
@@ -23,6 +24,8 @@ pub struct Workload {
     combos: Vec<u32>,
     combo_index: WeightedIndex<u32>,
     zipf: Option<Zipf<f64>>,
+    /// The items purchases buy, and their weights (`None`: the scenario has no purchases).
+    items: Option<(Vec<ItemId>, WeightedIndex<u32>)>,
     /// The package recharges buy: (id, coins, USD price).
     package: (PackageId, u64, Decimal),
     usd: Currency,
@@ -54,8 +57,26 @@ impl Workload {
             .enumerate()
             .find(|(_, p)| p.prices.contains_key(&usd))
             .ok_or_else(|| anyhow::anyhow!("the economy has no package priced in USD"))?;
+        let items = if scenario.mix.purchase_share > 0.0 {
+            let codes = scenario
+                .items
+                .iter()
+                .map(|i| {
+                    economy.item_index(&i.value).map(ItemId).ok_or_else(|| {
+                        anyhow::anyhow!("items: {:?} is not in the economy's items", i.value)
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some((
+                codes,
+                WeightedIndex::new(scenario.items.iter().map(|i| i.weight))?,
+            ))
+        } else {
+            None
+        };
         let p = &scenario.population;
         Ok(Workload {
+            items,
             gift_index: WeightedIndex::new(scenario.gifts.iter().map(|g| g.weight))?,
             combo_index: WeightedIndex::new(scenario.combos.iter().map(|c| c.weight))?,
             combos: scenario.combos.iter().map(|c| c.value).collect(),
@@ -133,6 +154,18 @@ impl Workload {
                         currency: self.usd,
                         package: Some(package),
                         channel: Channel::App,
+                    });
+                }
+                // Drawn only when the scenario has purchases: other scenarios keep their
+                // events.
+                if let Some((items, index)) = &self.items
+                    && rng.random_bool(s.mix.purchase_share)
+                {
+                    return Event::Purchase(Purchase {
+                        id,
+                        user,
+                        item: items[index.sample(&mut rng)],
+                        count: 1,
                     });
                 }
                 let creator = match hot {

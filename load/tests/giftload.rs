@@ -148,6 +148,7 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
             "hot-creator",
             "hot-from-start",
             "mixed",
+            "purchases",
             "recharge-storm",
             "uniform",
             "zipf"
@@ -178,6 +179,14 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
                 "[hot]\ncreator = 99\nshare = 0.5\nstart_s = 0\nduration_s = 1\n[load]",
             ),
             "hot.creator",
+        ),
+        (
+            SMALL.replace("[load]", "[mix]\npurchase_share = 0.3\n[load]"),
+            "items",
+        ),
+        (
+            SMALL.replace("[load]", "[mix]\npurchase_share = 1.5\n[load]"),
+            "mix.purchase_share",
         ),
     ] {
         let e = Scenario::from_toml_str(&text).unwrap_err().to_string();
@@ -612,6 +621,77 @@ async fn the_redis_lua_baseline_answers_the_same_events_like_giftstream() {
     assert!(answers[0].iter().any(|l| l == "INSUFFICIENT_COINS"));
     assert!(answers[0].iter().any(|l| l == "accepted"));
     assert!(answers[0].iter().any(|l| l.starts_with("duplicate:")));
+    assert_eq!(answers[0], answers[1], "same events, same outcomes");
+}
+
+/// `SMALL` with a fifth of the events purchases (`load/scenarios/purchases.toml`'s mix).
+fn small_with_purchases() -> String {
+    SMALL
+        .replace(
+            "[population]",
+            "items = [ { value = \"sticker_pack\", weight = 70 }, { value = \"profile_frame\", weight = 30 } ]\n[population]",
+        )
+        .replace("[load]", "[mix]\npurchase_share = 0.2\n[load]")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchases_mixed_in_run_clean_and_the_baseline_answers_them_alike() {
+    let scenario = Scenario::from_toml_str(&small_with_purchases()).unwrap();
+    let economy = giftstream::economy::Economy::embedded();
+    let workload = Workload::new(&scenario, &economy, 7).unwrap();
+    let batch = workload.batch(0, 0.0);
+    let purchases = batch
+        .iter()
+        .filter(|e| matches!(e, giftstream::engine::Event::Purchase(_)))
+        .count();
+    assert!(
+        (8..=35).contains(&purchases),
+        "about a fifth of 100 events: {purchases}"
+    );
+    // Scenarios without purchases send the events they always sent.
+    let plain = Workload::new(&Scenario::from_toml_str(SMALL).unwrap(), &economy, 7).unwrap();
+    assert!(
+        plain
+            .batch(0, 0.0)
+            .iter()
+            .all(|e| matches!(e, giftstream::engine::Event::Gift(_)))
+    );
+
+    let s = server(Arc::new(MemoryJournal::default())).await;
+    let summary = runner::run(&scenario, &spec(TargetKind::Giftstream, &s, ""), &options())
+        .await
+        .unwrap();
+    let json = summary.to_json();
+    let outcomes = json["outcomes"].as_object().unwrap();
+    assert!(outcomes["accepted"].as_u64().unwrap() > 0);
+    assert_eq!(json["errors"].as_object().unwrap().len(), 0);
+    let audit = summary.audit.as_ref().unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+
+    // The baseline's purchase script answers like giftstream's rules (200 coins each:
+    // frames and stickers are refused for want of coins too).
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let fresh = server(Arc::new(MemoryJournal::default())).await;
+    let workload = Workload::new(&scenario, &economy, 99).unwrap();
+    let mut answers = Vec::new();
+    for kind in [TargetKind::Giftstream, TargetKind::RedisLua] {
+        let conn = Conn::connect(&spec(kind, &fresh, &url), &economy)
+            .await
+            .unwrap();
+        let mut labels = Vec::new();
+        let mut n = 0;
+        while let Some(batch) = workload.funding(n, 500) {
+            labels.extend(conn.submit(batch).await.await.unwrap());
+            n += 1;
+        }
+        for n in 0..40 {
+            labels.extend(conn.submit(workload.batch(n, 0.0)).await.await.unwrap());
+        }
+        labels.extend(conn.submit(workload.batch(3, 0.0)).await.await.unwrap());
+        answers.push(labels);
+    }
+    assert!(answers[0].iter().any(|l| l == "INSUFFICIENT_COINS"));
     assert_eq!(answers[0], answers[1], "same events, same outcomes");
 }
 

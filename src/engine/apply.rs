@@ -74,7 +74,7 @@ const WARM_BLOCK: usize = 128;
 impl Engine {
     /// Applies a batch stamped `stamp` and returns one outcome per event, in batch order.
     ///
-    /// Sender-routed events (recharge, gift, account) are applied first, each sender
+    /// Sender-routed events (recharge, gift, purchase, account) are applied first, each sender
     /// shard's chunk under one lock, in batch order per sender; then payouts and goals in
     /// batch order, so a payout sees the gifts of its own batch. Sequence numbers record
     /// the order actually applied.

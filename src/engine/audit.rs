@@ -20,7 +20,13 @@ pub struct LedgerTotals {
     pub streams: u64,
     pub coins_recharged: u128,
     pub coins_in_wallets: u128,
+    /// Coins spent on gifts (received by creators).
     pub coins_spent: u128,
+    /// Coins spent on purchases (`items`): the platform's revenue in coins, credited to
+    /// no creator.
+    pub coins_spent_on_purchases: u128,
+    /// Per item code: items bought and the coins spent on them.
+    pub purchases: Vec<(u32, u128, u128)>,
     pub coins_received_by_creators: u128,
     pub coins_received_by_streams: u128,
     pub diamonds_credited: u128,
@@ -62,7 +68,9 @@ impl AuditReport {
 
 impl Engine {
     /// Checks the ledger's invariants at a consistent cut (SPEC §2.5):
-    /// coins recharged = coins in wallets + coins spent; coins spent = coins received by
+    /// coins recharged = coins in wallets + coins spent on gifts + coins spent on
+    /// purchases (each shard's item lines summing to its purchase total); coins spent on
+    /// gifts = coins received by
     /// creators = coins received by streams; per creator diamonds credited <= coins
     /// received (floor(coins received x share) under one share) and paid <= credited;
     /// per-gifter aggregates sum to the book totals; top-K lists equal the top of the
@@ -78,6 +86,11 @@ impl Engine {
         audit_streams(&cut, &parts.streams, t, &mut v);
         drop(cut);
         t.revenue = parts.revenue.into_iter().collect();
+        t.purchases = parts
+            .purchases
+            .into_iter()
+            .map(|(item, (count, coins))| (item, count, coins))
+            .collect();
         audit_conservation(t, &mut v);
         report.violations = v;
         report
@@ -94,10 +107,25 @@ impl Engine {
         let mut revenue = std::collections::BTreeMap::<Currency, Decimal>::new();
         let mut creator_parts = std::collections::HashMap::<CreatorId, u128>::new();
         let mut stream_parts = std::collections::HashMap::<StreamId, u128>::new();
+        let mut purchases = std::collections::BTreeMap::<u32, (u128, u128)>::new();
         for (i, s) in cut.senders.iter().enumerate() {
             t.wallets += s.wallets.len() as u64;
             t.coins_recharged += s.totals.coins_recharged;
             t.coins_spent += s.totals.coins_spent;
+            t.coins_spent_on_purchases += s.purchases.coins;
+            let mut by_items = 0u128;
+            for (item, (count, coins)) in &s.purchases.items {
+                let line = purchases.entry(item.0).or_default();
+                line.0 += count;
+                line.1 += coins;
+                by_items += coins;
+            }
+            if by_items != s.purchases.coins {
+                v.push(format!(
+                    "sender shard {i}: purchases by item sum to {by_items} coins, its total is {}",
+                    s.purchases.coins
+                ));
+            }
             t.coins_in_wallets += s
                 .wallets
                 .values()
@@ -131,6 +159,7 @@ impl Engine {
             creators: creator_parts,
             streams: stream_parts,
             revenue,
+            purchases,
         }
     }
 
@@ -266,8 +295,8 @@ impl Engine {
             stream_gifters.sort_unstable();
             let _ = writeln!(
                 out,
-                "sender {i}: {wallets:?} {hist:?} {creators:?} {streams:?} {creator_gifters:?} {stream_gifters:?} {:?}",
-                s.totals
+                "sender {i}: {wallets:?} {hist:?} {creators:?} {streams:?} {creator_gifters:?} {stream_gifters:?} {:?} {:?}",
+                s.totals, s.purchases
             );
         }
         for (i, c) in cut.creators.iter().enumerate() {
@@ -301,11 +330,13 @@ impl Engine {
     }
 }
 
-/// The per-gifter totals summed across sender shards, and the revenue.
+/// The per-gifter totals summed across sender shards, the revenue, and the purchases
+/// by item code.
 struct GifterParts {
     creators: std::collections::HashMap<CreatorId, u128>,
     streams: std::collections::HashMap<StreamId, u128>,
     revenue: std::collections::BTreeMap<Currency, Decimal>,
+    purchases: std::collections::BTreeMap<u32, (u128, u128)>,
 }
 
 /// Totals of the stream books; gifter totals must sum to each stream's coins received.
@@ -328,13 +359,13 @@ fn audit_streams(
     }
 }
 
-/// Coins are conserved: recharged = in wallets + spent; spent = received by creators =
-/// received by streams.
+/// Coins are conserved: recharged = in wallets + spent on gifts + spent on purchases;
+/// spent on gifts = received by creators = received by streams.
 fn audit_conservation(t: &LedgerTotals, v: &mut Vec<String>) {
-    if t.coins_recharged != t.coins_in_wallets + t.coins_spent {
+    if t.coins_recharged != t.coins_in_wallets + t.coins_spent + t.coins_spent_on_purchases {
         v.push(format!(
-            "coins recharged {} != in wallets {} + spent {}",
-            t.coins_recharged, t.coins_in_wallets, t.coins_spent
+            "coins recharged {} != in wallets {} + spent on gifts {} + spent on purchases {}",
+            t.coins_recharged, t.coins_in_wallets, t.coins_spent, t.coins_spent_on_purchases
         ));
     }
     if t.coins_spent != t.coins_received_by_creators {

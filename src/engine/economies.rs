@@ -56,6 +56,9 @@ pub(super) fn check_successor(current: &Economy, next: &Economy) -> Result<(), E
     for (code, id) in packages {
         kept(code, id, next.packages.get(code).map(|p| &p.id))?;
     }
+    for (code, id) in current.items.iter().map(|i| &i.id).enumerate() {
+        kept(code, id, next.items.get(code).map(|i| &i.id))?;
+    }
     Ok(())
 }
 

@@ -281,6 +281,7 @@ impl Engine {
             Event::Recharge(r) => Route::Sender(shard_of(r.user.0, self.mask)),
             Event::Gift(g) => Route::Sender(shard_of(g.sender.0, self.mask)),
             Event::Account(a) => Route::Sender(shard_of(a.user.0, self.mask)),
+            Event::Purchase(p) => Route::Sender(shard_of(p.user.0, self.mask)),
             Event::Payout(p) => Route::Creator(shard_of(p.creator.0, self.mask)),
             Event::Settlement(s) => Route::Creator(shard_of(s.creator.0, self.mask)),
             Event::StreamGoal(g) => Route::Stream(shard_of(g.stream.0, self.mask)),

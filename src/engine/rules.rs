@@ -4,14 +4,14 @@
 
 use rust_decimal::Decimal;
 
-use super::event::{Channel, Gift, Payout, Recharge, RejectCode, StreamGoal};
+use super::event::{Channel, Gift, Payout, Purchase, Recharge, RejectCode, StreamGoal};
 use crate::economy::{Economy, Region};
 
 /// A user's account and coin state as the rules see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Wallet {
     pub coins: u64,
-    /// Coins spent on gifts in `month`.
+    /// Coins spent on gifts and purchases in `month`.
     pub spent_this_month: u64,
     /// `NO_BUDGET` when the user set none.
     pub monthly_budget_coins: u64,
@@ -39,9 +39,9 @@ impl Default for Wallet {
 }
 
 impl Wallet {
-    /// Coins spent on gifts in `month`. The wallet counts one month, its latest: a gift
-    /// stamped in an earlier month than one already applied counts in the later month
-    /// (never twice the budget across a month boundary).
+    /// Coins spent (gifts and purchases) in `month`. The wallet counts one month, its
+    /// latest: spending stamped in an earlier month than some already applied counts in
+    /// the later month (never twice the budget across a month boundary).
     pub(crate) fn spent_in(&self, month: u32) -> u64 {
         if self.month >= month {
             self.spent_this_month
@@ -133,15 +133,60 @@ pub(crate) fn gift(
         .coins
         .checked_mul(u64::from(g.count))
         .ok_or(RejectCode::Overflow)?;
+    spend(economy, wallet, cost, month)?;
+    Ok(cost)
+}
+
+/// A purchase of an item of the `items` catalog: returns its cost in coins. Its event
+/// checks, then the same [`spend`] as a gift.
+pub(crate) fn purchase(
+    economy: &Economy,
+    wallet: &Wallet,
+    p: &Purchase,
+    month: u32,
+) -> Result<u64, RejectCode> {
+    let spec = economy
+        .items
+        .get(p.item.0 as usize)
+        .filter(|spec| !spec.retired)
+        .ok_or(RejectCode::UnknownItem)?;
+    if p.count == 0 || p.count > economy.max_gift_count {
+        return Err(RejectCode::InvalidCount);
+    }
+    let cost = spec
+        .coins
+        .checked_mul(u64::from(p.count))
+        .ok_or(RejectCode::Overflow)?;
+    spend(economy, wallet, cost, month)?;
+    Ok(cost)
+}
+
+/// Spending `cost` coins stamped in `month` (a gift or a purchase), after the event's own
+/// checks: the account, then the limits, then the funds (SPEC §1 order). Every way coins
+/// are spent goes through here, so a limit added to [`check_limits`] holds for all.
+#[inline]
+pub(crate) fn spend(
+    economy: &Economy,
+    wallet: &Wallet,
+    cost: u64,
+    month: u32,
+) -> Result<(), RejectCode> {
     check_account(economy, wallet)?;
+    check_limits(wallet, cost, month)?;
+    if wallet.coins < cost {
+        return Err(RejectCode::InsufficientCoins);
+    }
+    Ok(())
+}
+
+/// The spending limits: the monthly budget counts gifts and purchases alike.
+#[inline]
+fn check_limits(wallet: &Wallet, cost: u64, month: u32) -> Result<(), RejectCode> {
     let spent = wallet.spent_in(month).checked_add(cost);
     if spent.is_none_or(|spent| spent > wallet.monthly_budget_coins) {
         return Err(RejectCode::BudgetExceeded);
     }
-    if wallet.coins < cost {
-        return Err(RejectCode::InsufficientCoins);
-    }
-    Ok(cost)
+    Ok(())
 }
 
 /// A payout against `diamonds_available`: returns its value in the payout's currency.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::EngineConfig;
 use super::event::{
     AccountSettings, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId, GiftTotals,
-    LogEntry, Outcome, Recharge, RejectCode, Stamp, Status, StreamId, UserId,
+    ItemId, LogEntry, Outcome, Purchase, Recharge, RejectCode, Stamp, Status, StreamId, UserId,
 };
 use super::rules::{self, NO_BUDGET, Wallet};
 use super::splitmap::SplitMap;
@@ -32,8 +32,8 @@ pub struct HistoryEntry {
     pub stamp: Stamp,
     /// `None` when accepted.
     pub code: Option<RejectCode>,
-    /// Change of the user's coin balance: +coins for a recharge, -cost for a gift,
-    /// 0 when rejected.
+    /// Change of the user's coin balance: +coins for a recharge, -cost for a gift or a
+    /// purchase, 0 when rejected.
     pub coins_delta: i128,
 }
 
@@ -164,6 +164,27 @@ pub(crate) struct StreamPart {
     pub top: GifterTop,
 }
 
+/// This shard's purchases, for the audit: the platform's revenue in coins. Kept beside
+/// the shard's other totals but snapshotted on its own (`EngineState::purchases`, format
+/// 7), so the shard's encoding, and every older format's, stays as it was. Bounded by
+/// the item codes (at most `CATALOG_CODES_MAX`), not by users: no bytes per wallet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PurchaseTotals {
+    /// Coins spent on purchases.
+    pub coins: u128,
+    /// Per item code: items bought and coins spent on them.
+    pub items: BTreeMap<ItemId, (u128, u128)>,
+}
+
+impl PurchaseTotals {
+    fn record(&mut self, item: ItemId, count: u32, cost: u64) {
+        self.coins += u128::from(cost);
+        let line = self.items.entry(item).or_default();
+        line.0 += u128::from(count);
+        line.1 += u128::from(cost);
+    }
+}
+
 /// Money and coin totals for the conservation audit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SenderTotals {
@@ -188,6 +209,9 @@ pub(crate) struct SenderShard {
     pub stream_gifters: SplitMap<(StreamId, UserId), PairCoins>,
     pub log: Vec<LogEntry>,
     pub totals: SenderTotals,
+    /// Not in the shard's own encoding: a snapshot holds it in `EngineState::purchases`.
+    #[serde(skip)]
+    pub purchases: PurchaseTotals,
     /// Creators and streams with pending coins, to merge at the end of the chunk.
     pub touched_creators: Vec<CreatorId>,
     pub touched_streams: Vec<StreamId>,
@@ -211,6 +235,7 @@ impl SenderShard {
             stream_gifters: SplitMap::default(),
             log: Vec::new(),
             totals: SenderTotals::default(),
+            purchases: PurchaseTotals::default(),
             touched_creators: Vec::new(),
             touched_streams: Vec::new(),
         }
@@ -243,6 +268,7 @@ impl SenderShard {
                     g.sender
                 }
                 Event::Account(a) => a.user,
+                Event::Purchase(p) => p.user,
                 _ => continue,
             };
             if let Some(wallet) = self.wallets.get(&user) {
@@ -255,7 +281,7 @@ impl SenderShard {
         seen
     }
 
-    /// Applies one sender-routed event (recharge, gift, account settings) with the
+    /// Applies one sender-routed event (recharge, gift, purchase, account settings) with the
     /// sequence number `seq` reserved for it. The caller has claimed its id: it is not a
     /// retry.
     pub(crate) fn apply(
@@ -278,6 +304,10 @@ impl SenderShard {
                 (status, Some(g.sender), (cost, true))
             }
             Event::Account(a) => (self.account(a), None, (0, false)),
+            Event::Purchase(p) => {
+                let (status, cost) = self.purchase(economy, p, month);
+                (status, Some(p.user), (cost, true))
+            }
             Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) | Event::Economy(_) => {
                 unreachable!(
                     "payouts, settlements, goals and economy changes are not sender events"
@@ -355,15 +385,7 @@ impl SenderShard {
             Ok(cost) => cost,
             Err(code) => return (Status::Rejected(code), 0, None),
         };
-        let spent = wallet.spent_in(month).checked_add(cost);
-        let spent = spent.expect("the budget rule keeps a month's spending in range");
-        let coins = wallet.coins.checked_sub(cost);
-        wallet.coins = coins.expect("the funds rule keeps a balance from going negative");
-        wallet.spent_this_month = spent;
-        // A gift stamped in an earlier month than one already applied (stamps are taken
-        // before the locks) counts in the later month: the month never goes back.
-        wallet.month = wallet.month.max(month);
-        let balance = wallet.coins;
+        let balance = debit(wallet, cost, month);
         self.totals.coins_spent += u128::from(cost);
 
         let part = self.creators.entry(g.creator).or_default();
@@ -402,6 +424,23 @@ impl SenderShard {
         (Status::Accepted(Effect::Coins(balance)), cost, Some(totals))
     }
 
+    /// Returns the status and the cost debited (0 when rejected).
+    fn purchase(&mut self, economy: &Economy, p: &Purchase, month: u32) -> (Status, u64) {
+        // As a gift: a user never seen can only be rejected and gets no wallet.
+        let Some(wallet) = self.wallets.get_mut(&p.user) else {
+            let code = rules::purchase(economy, &Wallet::default(), p, month)
+                .expect_err("an empty wallet cannot pay for an item");
+            return (Status::Rejected(code), 0);
+        };
+        let cost = match rules::purchase(economy, wallet, p, month) {
+            Ok(cost) => cost,
+            Err(code) => return (Status::Rejected(code), 0),
+        };
+        let balance = debit(wallet, cost, month);
+        self.purchases.record(p.item, p.count, cost);
+        (Status::Accepted(Effect::Coins(balance)), cost)
+    }
+
     fn account(&mut self, a: &AccountSettings) -> Status {
         let wallet = self.wallets.entry(a.user).or_default();
         wallet.region = a.region;
@@ -434,6 +473,21 @@ impl SenderShard {
             .collect();
         PendingCredits { creators, streams }
     }
+}
+
+/// Takes `cost` coins spent in `month` from a wallet whose spending rules passed
+/// ([`rules::spend`]); returns the balance after.
+#[inline]
+fn debit(wallet: &mut Wallet, cost: u64, month: u32) -> u64 {
+    let spent = wallet.spent_in(month).checked_add(cost);
+    let spent = spent.expect("the budget rule keeps a month's spending in range");
+    let coins = wallet.coins.checked_sub(cost);
+    wallet.coins = coins.expect("the funds rule keeps a balance from going negative");
+    wallet.spent_this_month = spent;
+    // Spending stamped in an earlier month than some already applied (stamps are taken
+    // before the locks) counts in the later month: the month never goes back.
+    wallet.month = wallet.month.max(month);
+    wallet.coins
 }
 
 // A wallet is at most 32 bytes: the memory target is <= 100 bytes per wallet.

@@ -18,7 +18,8 @@
 //! Format 2 appended the cluster's settlement reports to the state; format 3 appended the
 //! idempotency index (ids by their own hash, with content fingerprints) and leaves the
 //! shards' old windows empty. Formats 1 and 2 are still read: their windows' ids move to
-//! the index, matching any content (they have no fingerprint).
+//! the index, matching any content (they have no fingerprint). Format 7 appended the
+//! purchase totals per sender shard; format 6 reads as 7 without purchases.
 //! Written to a temp file, fsynced, renamed, and the directory fsynced. A snapshot is
 //! taken at a commit boundary: everything up to its sequence number is in the journal.
 //!
@@ -37,7 +38,7 @@ use crate::engine::{
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -607,10 +608,13 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
             .into(),
         // Format 6 appended the id index's secret (an `Option`) and the end of its
         // unkeyed ids (a stamp): format 5 is format 6 with `None` and 0 there, one zero
-        // byte each.
-        5 => protocol::decode_serde::<EngineStateV5>(&[body, &[0u8, 0u8][..]].concat())
+        // byte each; and format 7's purchases (below).
+        5 => protocol::decode_serde::<EngineStateV5>(&[body, &[0u8, 0u8, 0u8][..]].concat())
             .map_err(corrupt)?
             .into(),
+        // Format 7 appended the purchases per sender shard (a `Vec`): format 6 is format
+        // 7 with an empty list there, one zero byte.
+        6 => protocol::decode_serde(&[body, &[0u8][..]].concat()).map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

@@ -7,8 +7,8 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId,
-    Outcome, PackageId, Payout, Recharge, RejectCode, Settlement, Status, StreamGoal, StreamId,
-    UserId,
+    ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status,
+    StreamGoal, StreamId, UserId,
 };
 
 /// Client to server.
@@ -194,6 +194,14 @@ pub enum WireEvent {
         diamonds: u64,
         nanos: u32,
     },
+    /// A user spends coins on `count` of the item with code `item` (the economy's
+    /// `items`; an unknown or retired code is the outcome `UNKNOWN_ITEM`).
+    Purchase {
+        id: u128,
+        user: u64,
+        item: u32,
+        count: u32,
+    },
 }
 
 impl WireEvent {
@@ -325,6 +333,17 @@ impl TryFrom<WireEvent> for Event {
             WireEvent::Economy { version, digest } => {
                 Event::Economy(EconomyChange { version, digest })
             }
+            WireEvent::Purchase {
+                id,
+                user,
+                item,
+                count,
+            } => Event::Purchase(Purchase {
+                id: EventId(id),
+                user: UserId(user),
+                item: ItemId(item),
+                count,
+            }),
         })
     }
 }
@@ -388,6 +407,12 @@ impl From<&Event> for WireEvent {
                 version: e.version,
                 digest: e.digest,
             },
+            Event::Purchase(p) => WireEvent::Purchase {
+                id: p.id.0,
+                user: p.user.0,
+                item: p.item.0,
+                count: p.count,
+            },
         }
     }
 }
@@ -399,7 +424,7 @@ pub struct WireOutcome {
     /// 0 = accepted; otherwise the `RejectCode` number.
     pub status: u8,
     pub duplicate: bool,
-    /// Accepted recharge or gift: the balance after. Accepted payout: diamonds
+    /// Accepted recharge, gift or purchase: the balance after. Accepted payout: diamonds
     /// available after. Accepted settlement: the diamonds it credited. Otherwise 0.
     pub coins: u64,
     /// Accepted payout: its value. Otherwise zero.
@@ -433,7 +458,9 @@ impl WireOutcome {
     pub fn to_outcome(&self, event: &Event) -> Result<Outcome, &'static str> {
         let status = if self.status == 0 {
             Status::Accepted(match event {
-                Event::Recharge(_) | Event::Gift(_) => Effect::Coins(self.coins),
+                Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) => {
+                    Effect::Coins(self.coins)
+                }
                 Event::Payout(_) => Effect::PaidOut {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,

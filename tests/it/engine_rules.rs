@@ -1102,3 +1102,242 @@ fn the_demo_runs_past_its_horizon_without_refusals() {
     assert_eq!(report.duplicates, 14);
     assert_eq!(report.outcomes.values().sum::<u64>(), 1_500_000);
 }
+
+// ---- purchases (issue #31, feature 7) ----------------------------------------------
+
+/// A purchase is checked in the order of a gift: the event (`UNKNOWN_ITEM`,
+/// `INVALID_COUNT`, `OVERFLOW`), the account, the limits (the monthly budget, which gifts
+/// and purchases share), the funds.
+#[test]
+fn purchase_rules() {
+    let fund = recharge(1, 1, "coins_500");
+    let item = |id: u128, name: &str, count: u32| purchase(id, 1, name, count);
+    check(
+        "one item",
+        &[fund],
+        item(10, "profile_frame", 1),
+        Coins(200),
+    );
+    check("a count", &[fund], item(10, "sticker_pack", 3), Coins(350));
+    check(
+        "the whole balance",
+        &[recharge(1, 1, "coins_350")],
+        item(10, "sticker_pack", 7),
+        Coins(0),
+    );
+    check(
+        "one coin short",
+        &[recharge(1, 1, "coins_350")],
+        item(10, "sticker_pack", 8),
+        Rejected(RejectCode::InsufficientCoins),
+    );
+    check(
+        "unknown item",
+        &[fund],
+        item(10, "no_such_item", 1),
+        Rejected(RejectCode::UnknownItem),
+    );
+    check(
+        "a gift is not an item",
+        &[fund],
+        item(10, "rose", 1),
+        Rejected(RejectCode::UnknownItem),
+    );
+    check(
+        "count 0",
+        &[fund],
+        item(10, "sticker_pack", 0),
+        Rejected(RejectCode::InvalidCount),
+    );
+    check(
+        "count over max_gift_count",
+        &[fund],
+        item(10, "sticker_pack", 10_000),
+        Rejected(RejectCode::InvalidCount),
+    );
+    check(
+        "count at max_gift_count is valid (then too dear)",
+        &[fund],
+        item(10, "sticker_pack", 9_999),
+        Rejected(RejectCode::InsufficientCoins),
+    );
+    check(
+        "unknown item before invalid count",
+        &[fund],
+        item(10, "no_such_item", 0),
+        Rejected(RejectCode::UnknownItem),
+    );
+    let minor = account(2, 1, None, false, None);
+    check(
+        "minor",
+        &[fund, minor],
+        item(10, "sticker_pack", 1),
+        Rejected(RejectCode::AgeRestricted),
+    );
+    check(
+        "invalid count before the account",
+        &[minor],
+        item(10, "sticker_pack", 0),
+        Rejected(RejectCode::InvalidCount),
+    );
+    check(
+        "restricted region",
+        &[fund, account(2, 1, Some("KP"), true, None)],
+        item(10, "sticker_pack", 1),
+        Rejected(RejectCode::RegionUnavailable),
+    );
+    check(
+        "minor before region",
+        &[account(2, 1, Some("KP"), false, None)],
+        item(10, "sticker_pack", 1),
+        Rejected(RejectCode::AgeRestricted),
+    );
+    check(
+        "region before the budget",
+        &[fund, account(2, 1, Some("CU"), true, Some(0))],
+        item(10, "sticker_pack", 1),
+        Rejected(RejectCode::RegionUnavailable),
+    );
+    check(
+        "over the monthly budget",
+        &[fund, account(2, 1, None, true, Some(299))],
+        item(10, "profile_frame", 1),
+        Rejected(RejectCode::BudgetExceeded),
+    );
+    check(
+        "the budget before the funds",
+        &[account(2, 1, None, true, Some(299))],
+        item(10, "profile_frame", 1),
+        Rejected(RejectCode::BudgetExceeded),
+    );
+    check(
+        "at the monthly budget",
+        &[fund, account(2, 1, None, true, Some(300))],
+        item(10, "profile_frame", 1),
+        Coins(200),
+    );
+    // One budget for gifts and purchases, whichever comes first.
+    check(
+        "a gift then a purchase over the budget",
+        &[
+            fund,
+            account(2, 1, None, true, Some(400)),
+            gift(3, 1, 2, "rose", 150),
+        ],
+        item(10, "profile_frame", 1),
+        Rejected(RejectCode::BudgetExceeded),
+    );
+    check(
+        "a purchase then a gift over the budget",
+        &[
+            fund,
+            account(2, 1, None, true, Some(400)),
+            item(3, "profile_frame", 1),
+        ],
+        gift(10, 1, 2, "rose", 150),
+        Rejected(RejectCode::BudgetExceeded),
+    );
+    check(
+        "a gift and a purchase at the budget",
+        &[
+            fund,
+            account(2, 1, None, true, Some(350)),
+            gift(3, 1, 2, "rose", 50),
+        ],
+        item(10, "profile_frame", 1),
+        Coins(150),
+    );
+    check(
+        "a user never seen",
+        &[],
+        purchase(10, 77, "sticker_pack", 1),
+        Rejected(RejectCode::InsufficientCoins),
+    );
+}
+
+#[test]
+fn purchase_cost_overflow_is_an_outcome_before_the_account() {
+    // A validated economy refuses an item whose price times max_gift_count overflows
+    // (`items[i].coins`); the rule still checks the product, as a gift's does.
+    let mut economy = economy();
+    let code = economy.item_index("ad_free_month").unwrap() as usize;
+    economy.items[code].coins = u64::MAX / 2;
+    let engine = Engine::new(economy, EngineConfig::default()).unwrap();
+    check_on(
+        &engine,
+        "cost overflow",
+        &[recharge(1, 1, "coins_100")],
+        purchase(10, 1, "ad_free_month", 3),
+        Rejected(RejectCode::Overflow),
+    );
+    check_on(
+        &engine,
+        "overflow before minor",
+        &[account(2, 1, None, false, None)],
+        purchase(11, 1, "ad_free_month", 3),
+        Rejected(RejectCode::Overflow),
+    );
+    check_on(
+        &engine,
+        "one is only too dear",
+        &[],
+        purchase(12, 1, "ad_free_month", 1),
+        Rejected(RejectCode::AgeRestricted),
+    );
+}
+
+#[test]
+fn a_retired_item_is_unknown_and_its_purchases_stay_in_history_and_the_audit() {
+    let engine = engine();
+    let before = engine.apply_batch(
+        &[
+            recharge(1, 1, "coins_500"),
+            purchase(2, 1, "sticker_pack", 2),
+        ],
+        NOV,
+    );
+    assert_eq!(before[1].status, Status::Accepted(Effect::Coins(400)));
+    let mut file = economy().to_file();
+    file.items.retain(|i| i.id != "sticker_pack");
+    let next = engine.economy_successor(file).unwrap().expect("new terms");
+    engine.change_economy(next, NOV).unwrap();
+    // The code still names the item (retired), so a binary client's purchase of it is
+    // UNKNOWN_ITEM; JSON clients' ids no longer resolve.
+    let sticker = economy().item_index("sticker_pack").unwrap();
+    assert!(engine.economy().items[sticker as usize].retired);
+    check_on(
+        &engine,
+        "retired item",
+        &[],
+        purchase(3, 1, "sticker_pack", 1),
+        Rejected(RejectCode::UnknownItem),
+    );
+    check_on(
+        &engine,
+        "the others are on sale",
+        &[],
+        purchase(4, 1, "profile_frame", 1),
+        Coins(100),
+    );
+    let totals = engine.audit().totals;
+    assert_eq!(totals.coins_spent_on_purchases, 400);
+    assert_eq!(totals.coins_spent, 0, "no gift");
+    assert_eq!(totals.coins_received_by_creators, 0, "no creator credited");
+    let frame = economy().item_index("profile_frame").unwrap();
+    assert_eq!(totals.purchases, [(sticker, 2, 100), (frame, 1, 300)]);
+    let history: Vec<_> = engine
+        .history(UserId(1), 10)
+        .into_iter()
+        .map(|h| (h.kind.as_str(), h.code, h.coins_delta))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("purchase", None, -300),
+            ("purchase", Some(RejectCode::UnknownItem), 0),
+            ("purchase", None, -100),
+            ("recharge", None, 500),
+        ]
+    );
+    assert_eq!(engine.wallet(UserId(1), NOV).spent_this_month, 400);
+}

@@ -17,6 +17,10 @@
 //!   string id with its own registry (the embedded catalog's order, then each new id in
 //!   order of first appearance) and looks the id up in the terms in force: an id a
 //!   version left out is `UNKNOWN_GIFT` (a package: `AMOUNT_OUT_OF_RANGE`);
+//! - purchases (issue #31, feature 7): an item's code resolves through the model's own
+//!   item registry like a gift's; a purchase spends coins under the same account,
+//!   budget (one monthly budget for gifts and purchases) and funds checks, credits no
+//!   creator, and the coins spent on purchases are the audit's platform revenue;
 //! - ONE global idempotency map `event id -> (event content, original outcome)`, across
 //!   users, event types and shards: an exact retry gets the original outcome with
 //!   `duplicate: true` and changes nothing; the same id with other content gets
@@ -70,8 +74,8 @@ use std::time::Instant;
 use giftstream::economy::{Economy, EconomyFile, Region};
 use giftstream::engine::{
     AccountSettings, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState, Event, EventId,
-    Gift, GiftId, IdSecret, LogEntry, Outcome, PackageId, Payout, Recharge, RejectCode, Stamp,
-    Status, StreamGoal, StreamId, UserId,
+    Gift, GiftId, IdSecret, ItemId, LogEntry, Outcome, PackageId, Payout, Purchase, Recharge,
+    RejectCode, Stamp, Status, StreamGoal, StreamId, UserId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -169,6 +173,8 @@ type StreamFields = (Option<CreatorId>, u128, Option<(u64, u128)>);
 
 /// A gift the simulation's economy versions may add: never in the embedded catalog.
 const NEW_GIFT: &str = "meteor";
+/// An item the simulation's economy versions may add: never in the embedded catalog.
+const NEW_ITEM: &str = "boost";
 
 /// Economy versions by digest, as the run put them in force.
 type Versions = HashMap<u64, Economy>;
@@ -180,6 +186,10 @@ struct Model {
     /// The model's own registry: catalog string ids by code.
     gift_codes: Vec<String>,
     package_codes: Vec<String>,
+    /// The `items` catalog's string ids by code (purchases).
+    item_codes: Vec<String>,
+    /// Coins spent on purchases: the platform's revenue in coins.
+    purchased: u128,
     versions: Versions,
     wallets: BTreeMap<UserId, ModelWallet>,
     creators: BTreeMap<CreatorId, ModelCreator>,
@@ -207,6 +217,8 @@ impl Model {
         Model {
             gift_codes: economy.gifts.iter().map(|g| g.id.clone()).collect(),
             package_codes: economy.packages.iter().map(|p| p.id.clone()).collect(),
+            item_codes: economy.items.iter().map(|i| i.id.clone()).collect(),
+            purchased: 0,
             economy,
             versions,
             wallets: BTreeMap::new(),
@@ -245,6 +257,7 @@ impl Model {
             Event::StreamGoal(g) => self.goal(g),
             Event::Settlement(_) => panic!("the simulation sends no settlements"),
             Event::Economy(change) => self.economy_change(change.version, change.digest),
+            Event::Purchase(p) => self.purchase(p, stamp),
         };
         self.last_seq += 1;
         let outcome = Outcome {
@@ -277,6 +290,11 @@ impl Model {
         for p in &file.packages {
             if !self.package_codes.contains(&p.id) {
                 self.package_codes.push(p.id.clone());
+            }
+        }
+        for i in &file.items {
+            if !self.item_codes.contains(&i.id) {
+                self.item_codes.push(i.id.clone());
             }
         }
         self.economy = next;
@@ -499,6 +517,62 @@ impl Model {
         Status::Accepted(Effect::Stored)
     }
 
+    // ---- purchases (issue #31, feature 7) ----
+
+    /// The price in force of the item with code `code` (`None`: unknown or left out).
+    fn item_terms(&self, code: ItemId) -> Option<u64> {
+        let id = self.item_codes.get(code.0 as usize)?;
+        self.economy
+            .to_file()
+            .items
+            .into_iter()
+            .find(|i| &i.id == id)
+            .map(|i| i.coins)
+    }
+
+    /// The checks of spending `cost` coins after the event's own: the account, the
+    /// limits, the funds — as `gift_check` does after a gift's cost (one monthly budget
+    /// for both; a limit added there belongs here too). The spending after it.
+    fn spend_check(&self, w: &ModelWallet, cost: u64, month: u32) -> Result<u64, RejectCode> {
+        self.account_check(w)?;
+        let spent = w.spent_in(month).checked_add(cost);
+        let spent = spent.ok_or(RejectCode::BudgetExceeded)?;
+        if w.budget.is_some_and(|budget| spent > budget) {
+            return Err(RejectCode::BudgetExceeded);
+        }
+        if w.coins < cost {
+            return Err(RejectCode::InsufficientCoins);
+        }
+        Ok(spent)
+    }
+
+    /// Every check of a purchase, in order: its cost and the user's spending after it.
+    fn purchase_check(&self, p: &Purchase, month: u32) -> Result<(u64, u64), RejectCode> {
+        let coins = self.item_terms(p.item).ok_or(RejectCode::UnknownItem)?;
+        if p.count == 0 || p.count > self.economy.max_gift_count {
+            return Err(RejectCode::InvalidCount);
+        }
+        let cost = coins
+            .checked_mul(u64::from(p.count))
+            .ok_or(RejectCode::Overflow)?;
+        let spent = self.spend_check(&self.wallet(p.user), cost, month)?;
+        Ok((cost, spent))
+    }
+
+    fn purchase(&mut self, p: &Purchase, stamp: Stamp) -> Status {
+        let month = utc_month(stamp);
+        let (cost, spent) = match self.purchase_check(p, month) {
+            Ok(v) => v,
+            Err(code) => return rejected(code),
+        };
+        let w = self.wallets.entry(p.user).or_default();
+        w.coins -= cost;
+        w.spent = spent;
+        w.month = w.month.max(month);
+        self.purchased += u128::from(cost);
+        Status::Accepted(Effect::Coins(w.coins))
+    }
+
     // ---- the model's views, shaped like the engine's reads ----
 
     fn wallet_fields(&self, user: UserId, now: Stamp) -> WalletFields {
@@ -655,7 +729,8 @@ impl Generator {
         let event = match self.rng.random_range(0..100u32) {
             0..14 => self.package_recharge(),
             14..24 => self.custom_recharge(),
-            24..60 => self.gift(),
+            24..52 => self.gift(),
+            52..60 => self.purchase(),
             60..72 => self.payout(),
             72..76 => self.account(),
             76..80 => self.goal(),
@@ -726,6 +801,66 @@ impl Generator {
         event
     }
 
+    /// A purchase: items of the catalog, one a version may add, an unknown one; counts
+    /// as a gift's (0, over the maximum, the maximum, small ones).
+    fn purchase(&mut self) -> Event {
+        const NAMES: [(&str, u32); 5] = [
+            ("sticker_pack", 40),
+            ("profile_frame", 30),
+            ("ad_free_month", 15),
+            (NEW_ITEM, 10),
+            ("no_such_item", 5),
+        ];
+        let mut roll = self.rng.random_range(0..100u32);
+        let name = NAMES
+            .iter()
+            .find(|(_, weight)| {
+                let hit = roll < *weight;
+                roll = roll.saturating_sub(*weight);
+                hit
+            })
+            .map_or("sticker_pack", |(name, _)| *name);
+        let max = self.economy.max_gift_count;
+        let count = match self.rng.random_range(0..100u32) {
+            0..2 => 0,
+            2..4 => max + 1,
+            4..5 => max,
+            5..20 => self.rng.random_range(1..=30),
+            _ => self.rng.random_range(1..=3),
+        };
+        let (id, user) = (self.id(), self.user());
+        let mut event = purchase(id, user, name, count);
+        if let Event::Purchase(p) = &mut event
+            && name == NEW_ITEM
+        {
+            // The first id any version adds: the next code after the embedded catalog.
+            p.item = ItemId(self.economy.items.len() as u32);
+        }
+        event
+    }
+
+    /// The purchase terms a version changes: an item left out, one added, a price, the
+    /// order (which changes nothing).
+    fn change_items(&mut self, file: &mut EconomyFile) {
+        if self.rng.random_bool(0.3) {
+            file.items.retain(|i| i.id != "sticker_pack");
+        }
+        if self.rng.random_bool(0.5) {
+            file.items.push(giftstream::economy::ItemFile {
+                id: NEW_ITEM.to_owned(),
+                name: "Boost".to_owned(),
+                coins: 20,
+            });
+        }
+        if self.rng.random_bool(0.3) {
+            let frame = file.items.iter_mut().find(|i| i.id == "profile_frame");
+            frame.expect("profile_frame").coins = 350;
+        }
+        if self.rng.random_bool(0.3) {
+            file.items.reverse();
+        }
+    }
+
     /// The embedded economy with some terms changed: the share, a gift left out or
     /// added, a package's price, the catalog's order (which changes nothing).
     fn economy_change(&mut self) -> EconomyFile {
@@ -754,6 +889,7 @@ impl Generator {
             file.gifts.reverse();
             file.packages.reverse();
         }
+        self.change_items(&mut file);
         file
     }
 
@@ -1199,6 +1335,30 @@ fn check_state(engine: &Engine, model: &Model, now: Stamp, k: usize) -> Result<(
     ensure!(got == want, "top creators: engine {got:?}, model {want:?}");
     let audit = engine.audit();
     ensure!(audit.is_clean(), "audit: {:?}", audit.violations);
+    check_purchases(&audit.totals, model)
+}
+
+/// The audit's purchase revenue is the model's, and every coin recharged is in a wallet
+/// or spent on a gift or a purchase.
+fn check_purchases(t: &giftstream::engine::LedgerTotals, model: &Model) -> Result<(), String> {
+    ensure!(
+        t.coins_spent_on_purchases == model.purchased,
+        "coins spent on purchases: engine {}, model {}",
+        t.coins_spent_on_purchases,
+        model.purchased
+    );
+    let by_item: u128 = t.purchases.iter().map(|&(_, _, coins)| coins).sum();
+    ensure!(
+        by_item == model.purchased,
+        "purchases by item sum to {by_item}, the model spent {}",
+        model.purchased
+    );
+    let in_wallets: u128 = model.wallets.values().map(|w| u128::from(w.coins)).sum();
+    ensure!(
+        t.coins_in_wallets == in_wallets,
+        "coins in wallets: engine {}, model {in_wallets}",
+        t.coins_in_wallets
+    );
     Ok(())
 }
 
@@ -1313,6 +1473,7 @@ struct Stats {
     budget_exceeded: usize,
     economy_changes: usize,
     unknown_gifts: usize,
+    purchases_accepted: usize,
 }
 
 impl Stats {
@@ -1333,6 +1494,9 @@ impl Stats {
             budget_exceeded: journaled(&|e| e.outcome.code() == Some(RejectCode::BudgetExceeded)),
             economy_changes: journaled(&|e| matches!(e.event, Event::Economy(_))),
             unknown_gifts: journaled(&|e| e.outcome.code() == Some(RejectCode::UnknownGift)),
+            purchases_accepted: journaled(&|e| {
+                matches!(e.event, Event::Purchase(_)) && e.outcome.is_accepted()
+            }),
         }
     }
 
@@ -1345,6 +1509,7 @@ impl Stats {
         self.budget_exceeded += o.budget_exceeded;
         self.economy_changes += o.economy_changes;
         self.unknown_gifts += o.unknown_gifts;
+        self.purchases_accepted += o.purchases_accepted;
     }
 }
 
@@ -1422,6 +1587,10 @@ fn simulation_seed_sweep() {
             .cloned()
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    assert!(
+        seeds.end - seeds.start < 20 || totals.purchases_accepted > 0,
+        "the sweep accepted no purchase: {totals:?}"
     );
 }
 

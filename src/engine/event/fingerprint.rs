@@ -114,6 +114,10 @@ impl Event {
                 .word(s.diamonds)
                 .word(u64::from(s.nanos)),
             Event::Economy(e) => f.word(u64::from(e.version)).word(e.digest),
+            Event::Purchase(p) => f
+                .word(p.user.0)
+                .word(u64::from(p.item.0))
+                .word(u64::from(p.count)),
         }
         .finish()
     }

@@ -52,6 +52,10 @@ id_newtype!(
     /// A coin package: its 0-based position in `economy.toml`.
     PackageId(u32)
 );
+id_newtype!(
+    /// An item of the economy's `items` catalog (a purchase): its stable code.
+    ItemId(u32)
+);
 
 impl EventId {
     /// The id as two words, high first: 8-byte aligned, so a struct holding it packs
@@ -74,6 +78,11 @@ impl GiftId {
 impl PackageId {
     /// A package id that names nothing (an unknown package name): `AMOUNT_OUT_OF_RANGE`.
     pub const UNKNOWN: PackageId = PackageId(u32::MAX);
+}
+
+impl ItemId {
+    /// An item id that names nothing (an unknown item name): the outcome `UNKNOWN_ITEM`.
+    pub const UNKNOWN: ItemId = ItemId(u32::MAX);
 }
 
 impl CreatorId {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::economy::{Currency, Region};
 pub use fingerprint::EventFingerprint;
-pub use ids::{CreatorId, EventId, GiftId, PackageId, Stamp, StreamId, UserId};
+pub use ids::{CreatorId, EventId, GiftId, ItemId, PackageId, Stamp, StreamId, UserId};
 pub use outcome::{Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
 
 /// Where a recharge was bought.
@@ -72,6 +72,18 @@ pub struct Gift {
     pub creator: CreatorId,
     pub stream: StreamId,
     pub gift: GiftId,
+    pub count: u32,
+}
+
+/// A user spends coins on `count` of an item of the economy's `items` catalog (a
+/// feature unlock, ...): debited like a gift — the same account, limits and funds
+/// checks, in the same order — and credited to no creator (platform revenue).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Purchase {
+    pub id: EventId,
+    pub user: UserId,
+    pub item: ItemId,
+    /// 1 <= count <= `max_gift_count`, else `INVALID_COUNT`.
     pub count: u32,
 }
 
@@ -191,6 +203,8 @@ pub enum Event {
     StreamGoal(StreamGoal),
     Settlement(Settlement),
     Economy(EconomyChange),
+    /// Appended: variant order is the serde encoding of anything holding an `Event`.
+    Purchase(Purchase),
 }
 
 impl Event {
@@ -203,6 +217,7 @@ impl Event {
             Event::StreamGoal(e) => e.id,
             Event::Settlement(e) => e.id,
             Event::Economy(e) => e.id(),
+            Event::Purchase(e) => e.id,
         }
     }
 
@@ -215,6 +230,7 @@ impl Event {
             Event::StreamGoal(_) => EventKind::StreamGoal,
             Event::Settlement(_) => EventKind::Settlement,
             Event::Economy(_) => EventKind::Economy,
+            Event::Purchase(_) => EventKind::Purchase,
         }
     }
 }
@@ -230,10 +246,12 @@ pub enum EventKind {
     StreamGoal,
     Settlement,
     Economy,
+    /// Appended: history lines in snapshots encode the kind by its position.
+    Purchase,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Recharge,
         EventKind::Gift,
         EventKind::Payout,
@@ -241,6 +259,7 @@ impl EventKind {
         EventKind::StreamGoal,
         EventKind::Settlement,
         EventKind::Economy,
+        EventKind::Purchase,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -252,6 +271,7 @@ impl EventKind {
             EventKind::StreamGoal => "stream_goal",
             EventKind::Settlement => "settlement",
             EventKind::Economy => "economy",
+            EventKind::Purchase => "purchase",
         }
     }
 }

@@ -36,10 +36,12 @@ pub enum RejectCode {
     /// server's clock than it allows): a retry that late might no longer be recognised,
     /// so it is refused. Not recorded.
     EventExpired = 15,
+    /// A purchase names an item that is not (or no longer) in the economy's `items`.
+    UnknownItem = 16,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 15] = [
+    pub const ALL: [RejectCode; 16] = [
         RejectCode::UnknownGift,
         RejectCode::InvalidCount,
         RejectCode::AmountOutOfRange,
@@ -55,6 +57,7 @@ impl RejectCode {
         RejectCode::EventIdReused,
         RejectCode::Unavailable,
         RejectCode::EventExpired,
+        RejectCode::UnknownItem,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +77,7 @@ impl RejectCode {
             RejectCode::EventIdReused => "EVENT_ID_REUSED",
             RejectCode::Unavailable => "UNAVAILABLE",
             RejectCode::EventExpired => "EVENT_EXPIRED",
+            RejectCode::UnknownItem => "UNKNOWN_ITEM",
         }
     }
 
@@ -102,7 +106,7 @@ impl fmt::Display for RejectCode {
 /// What an accepted event did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Effect {
-    /// Recharge or gift: the user's coin balance after the event.
+    /// Recharge, gift or purchase: the user's coin balance after the event.
     Coins(u64),
     /// Payout: the creator's available diamonds after it, and the money paid out.
     PaidOut {

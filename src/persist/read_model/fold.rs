@@ -207,6 +207,14 @@ impl Projector {
                     p.wallets.insert(r.user, balance);
                 }
             }
+            // A purchase credits no creator: only the buyer's balance shows it.
+            Event::Purchase(pu) => {
+                if let (true, true, Effect::Coins(balance)) =
+                    (mine(pu.user.0), self.wallets, effect)
+                {
+                    p.wallets.insert(pu.user, balance);
+                }
+            }
             Event::Payout(pay) if mine(pay.creator.0) => {
                 p.creators.insert(pay.creator);
                 if fresh {

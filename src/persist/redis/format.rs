@@ -14,8 +14,10 @@ use crate::persist::journal::JournalError;
 /// (version 1 batches are still read; their gifts have no totals); version 3 added the
 /// settlement event (`JournalEvent::Settlement`; version 2 batches, which cannot hold one,
 /// are read as they are); version 4 added the economy change (`JournalEvent::Economy`;
-/// version 3 batches are read as they are).
-pub const JOURNAL_VERSION: u8 = 4;
+/// version 3 batches are read as they are); version 5 added the purchase
+/// (`JournalEvent::Purchase`; version 4 batches are read as they are). A build that
+/// cannot read a variant refuses the batch by its version, clearly.
+pub const JOURNAL_VERSION: u8 = 5;
 
 /// The decode limit of journal entries (written by this service, capped at
 /// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
@@ -112,7 +114,7 @@ impl JournalBatch {
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
         match bytes.first() {
             Some(&1) => {}
-            Some(&2) | Some(&3) => {
+            Some(&2) | Some(&3) | Some(&4) => {
                 let mut batch: JournalBatch = decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);
@@ -266,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn journal_batches_of_formats_1_to_3_still_read_and_format_4_keeps_totals_settlements_and_economy_changes()
+    fn journal_batches_of_formats_1_to_4_still_read_and_format_5_keeps_totals_settlements_economy_changes_and_purchases()
      {
         let gift = LogEntry {
             seq: 7,
@@ -362,12 +364,41 @@ mod tests {
         let back = JournalBatch::decode(&v4).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![change]);
 
-        let mut v5 = v3.clone();
-        v5[0] = 5;
-        let err = JournalBatch::decode(&v5)
+        // Format 4 is format 5 without purchases: same bytes but the version.
+        let mut v4_only = v4.clone();
+        v4_only[0] = 4;
+        let back = JournalBatch::decode(&v4_only)
+            .unwrap()
+            .into_entries()
+            .unwrap();
+        assert_eq!(back, vec![change]);
+        let purchase = LogEntry {
+            seq: 10,
+            stamp: Stamp(1_796_083_200_003),
+            event: Event::Purchase(crate::engine::Purchase {
+                id: EventId(100),
+                user: UserId(3),
+                item: crate::engine::ItemId(1),
+                count: 2,
+            }),
+            outcome: Outcome {
+                seq: 10,
+                status: Status::Accepted(Effect::Coins(400)),
+                duplicate: false,
+            },
+            totals: None,
+        };
+        let v5 = JournalBatch::from_entries(&[purchase]).encode();
+        assert_eq!(v5[0], 5);
+        let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![purchase]);
+
+        let mut v6 = v3.clone();
+        v6[0] = 6;
+        let err = JournalBatch::decode(&v6)
             .unwrap()
             .into_entries()
             .unwrap_err();
-        assert!(err.to_string().contains("version 5"), "{err}");
+        assert!(err.to_string().contains("version 6"), "{err}");
     }
 }

@@ -2,7 +2,8 @@
 //! never changes the journal. Field order, field types and variant order are the journal
 //! format (bincode): they encode to the same bytes as the wire's `WireEvent` and
 //! `WireOutcome` did when the journal stored those (format 4), so every journal written
-//! since reads unchanged. Append new variants at the end, never reorder.
+//! since reads unchanged. Append new variants at the end, never reorder (`Purchase`,
+//! journal format 5, is the last).
 
 use bincode::{Decode, Encode};
 use rust_decimal::Decimal;
@@ -10,8 +11,8 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId,
-    NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Recharge, RejectCode, Settlement, Status,
-    StreamGoal, StreamId, UserId,
+    ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode,
+    Settlement, Status, StreamGoal, StreamId, UserId,
 };
 
 /// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
@@ -95,6 +96,14 @@ pub enum JournalEvent {
         diamonds: u64,
         nanos: u32,
     },
+    /// A user spends coins on `count` of the item with code `item` (the economy's
+    /// `items`; an unknown or retired code is the outcome `UNKNOWN_ITEM`).
+    Purchase {
+        id: u128,
+        user: u64,
+        item: u32,
+        count: u32,
+    },
 }
 
 /// A journaled outcome.
@@ -104,7 +113,7 @@ pub struct JournalOutcome {
     /// 0 = accepted; otherwise the `RejectCode` number.
     pub status: u8,
     pub duplicate: bool,
-    /// Accepted recharge or gift: the balance after. Accepted payout: diamonds
+    /// Accepted recharge, gift or purchase: the balance after. Accepted payout: diamonds
     /// available after. Accepted settlement: the diamonds it credited. Otherwise 0.
     pub coins: u64,
     /// Accepted payout: its value. Otherwise zero.
@@ -173,6 +182,12 @@ impl From<&Event> for JournalEvent {
             Event::Economy(e) => JournalEvent::Economy {
                 version: e.version,
                 digest: e.digest,
+            },
+            Event::Purchase(p) => JournalEvent::Purchase {
+                id: p.id.0,
+                user: p.user.0,
+                item: p.item.0,
+                count: p.count,
             },
         }
     }
@@ -291,6 +306,17 @@ impl TryFrom<JournalEvent> for Event {
             JournalEvent::Economy { version, digest } => {
                 Event::Economy(EconomyChange { version, digest })
             }
+            JournalEvent::Purchase {
+                id,
+                user,
+                item,
+                count,
+            } => Event::Purchase(Purchase {
+                id: EventId(id),
+                user: UserId(user),
+                item: ItemId(item),
+                count,
+            }),
         })
     }
 }
@@ -322,7 +348,9 @@ impl JournalOutcome {
     pub fn to_outcome(&self, event: &Event) -> Result<Outcome, &'static str> {
         let status = if self.status == 0 {
             Status::Accepted(match event {
-                Event::Recharge(_) | Event::Gift(_) => Effect::Coins(self.coins),
+                Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) => {
+                    Effect::Coins(self.coins)
+                }
                 Event::Payout(_) => Effect::PaidOut {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,
@@ -412,13 +440,21 @@ mod tests {
                 version: 2,
                 digest: 0xFEED_F00D_DEAD_BEEF,
             }),
+            Event::Purchase(Purchase {
+                id: EventId(u128::MAX),
+                user: UserId(u64::MAX - 1),
+                item: ItemId(2),
+                count: 9_999,
+            }),
         ]
     }
 
     /// Every outcome kind, for an event it can answer.
     fn outcomes(event: &Event, seq: u64) -> Vec<Outcome> {
         let accepted = match event {
-            Event::Recharge(_) | Event::Gift(_) => Effect::Coins(u64::MAX - seq),
+            Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) => {
+                Effect::Coins(u64::MAX - seq)
+            }
             Event::Payout(_) => Effect::PaidOut {
                 diamonds_available: 17,
                 value: Decimal::new(123_456, 3),

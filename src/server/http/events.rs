@@ -1,5 +1,5 @@
-//! The HTTP routes that write: `POST /v1/events` (a batch of recharges, gifts and
-//! payouts), a user's settings, a stream's goal and the economy in force. Every one
+//! The HTTP routes that write: `POST /v1/events` (a batch of recharges, gifts,
+//! payouts and purchases), a user's settings, a stream's goal and the economy in force. Every one
 //! applies events through the engine and answers once the ack mode allows.
 
 use std::sync::Arc;
@@ -19,8 +19,8 @@ use super::{ApiError, Caller, ErrorBody, authorize, currency, event_id, json, pa
 use crate::config::{AckMode, Scope};
 use crate::economy::{Economy, Region};
 use crate::engine::{
-    AccountSettings, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, Outcome, PackageId,
-    Payout, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId,
+    AccountSettings, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, ItemId, Outcome,
+    PackageId, Payout, Purchase, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId,
 };
 use crate::server::Service;
 use crate::server::ingest::{self, BatchError, Protocol, Rate};
@@ -42,6 +42,7 @@ pub enum JsonEvent {
     Recharge(JsonRecharge),
     Gift(JsonGift),
     Payout(JsonPayout),
+    Purchase(JsonPurchase),
 }
 
 impl JsonEvent {
@@ -50,6 +51,7 @@ impl JsonEvent {
             JsonEvent::Recharge(r) => r.issued_ms,
             JsonEvent::Gift(g) => g.issued_ms,
             JsonEvent::Payout(p) => p.issued_ms,
+            JsonEvent::Purchase(p) => p.issued_ms,
         }
         .unwrap_or(0)
     }
@@ -120,6 +122,32 @@ pub struct JsonPayout {
     currency: String,
 }
 
+/// Coins spent on an item of the economy's `items` catalog (a feature unlock, ...):
+/// debited like a gift (the same account, monthly budget and funds checks), credited to
+/// no creator.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonPurchase {
+    /// When the backend created the event (UTC ms since the epoch), the same on every
+    /// retry. An event issued longer ago than the retry horizon is answered
+    /// EVENT_EXPIRED and not applied; without it, the event counts as issued when
+    /// received (a retry after the horizon could then be applied again).
+    #[serde(default)]
+    issued_ms: Option<u64>,
+    event_id: String,
+    user: u64,
+    /// Item id of the economy's `items`, e.g. "profile_frame". An unknown or retired id
+    /// is the outcome UNKNOWN_ITEM.
+    item: String,
+    /// How many, 1..=max_gift_count (default 1); else the outcome INVALID_COUNT.
+    #[serde(default = "one")]
+    count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
 /// `POST /v1/events` response: one outcome per event, in request order.
 #[derive(Serialize, ToSchema)]
 pub struct EventsResponse {
@@ -136,7 +164,7 @@ pub struct JsonOutcome {
     /// Reject code, when rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'static str>,
-    /// Recharge or gift: the user's coin balance after the event.
+    /// Recharge, gift or purchase: the user's coin balance after the event.
     #[serde(skip_serializing_if = "Option::is_none")]
     coins: Option<u64>,
     /// Payout: the creator's diamonds available after it.
@@ -222,6 +250,12 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
             diamonds: p.diamonds,
             currency: currency(&p.currency, &at)?,
         }),
+        JsonEvent::Purchase(p) => Event::Purchase(Purchase {
+            id: event_id(&p.event_id, &at)?,
+            user: UserId(p.user),
+            item: economy.item_index(&p.item).map_or(ItemId::UNKNOWN, ItemId),
+            count: p.count,
+        }),
     })
 }
 
@@ -242,7 +276,7 @@ async fn apply(
     Ok(admitted.outcomes)
 }
 
-/// Apply a batch of recharges, gifts and payouts.
+/// Apply a batch of recharges, gifts, payouts and purchases.
 ///
 /// The batch is validated as a whole first: one malformed event and nothing is applied.
 /// Rule violations (unknown gift, insufficient coins, ...) are outcomes, not errors.
@@ -421,7 +455,7 @@ pub struct EconomyChangeResponse {
 /// own sequence number); diamonds already credited never change. Catalog entries keep
 /// their codes; an entry left out is retired. Answered once durable.
 #[utoipa::path(put, path = "/v1/economy", tag = "economy", security(("bearer" = [])),
-    request_body(content = Object, description = "economy.toml's keys as JSON: creator_share, restricted_regions, max_gift_count, diamond_value, payout_minimum, recharge, gifts, packages"),
+    request_body(content = Object, description = "economy.toml's keys as JSON: creator_share, restricted_regions, max_gift_count, diamond_value, payout_minimum, recharge, gifts, packages, items (optional)"),
     responses((status = 200, body = EconomyChangeResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, description = "Invalid economy (the message names the key); nothing changed", body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn put_economy(
     State(service): State<Arc<Service>>,

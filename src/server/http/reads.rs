@@ -49,7 +49,8 @@ fn owned_user(service: &Service, user: UserId) -> Result<(), ApiError> {
 pub struct WalletResponse {
     user: u64,
     coins: u64,
-    /// Coins spent on gifts in the current calendar month (UTC).
+    /// Coins spent on gifts and purchases in the current calendar month (UTC): what the
+    /// monthly budget counts.
     spent_this_month: u64,
     monthly_budget_coins: Option<u64>,
     region: Option<String>,
@@ -110,7 +111,7 @@ pub struct TransactionsResponse {
 #[derive(Serialize, ToSchema)]
 pub struct TransactionEntry {
     event_id: String,
-    /// "recharge" or "gift".
+    /// "recharge", "gift", "purchase" or "account".
     #[serde(rename = "type")]
     kind: &'static str,
     seq: u64,
@@ -239,6 +240,19 @@ pub struct CatalogPackage {
     retired: bool,
 }
 
+/// One item of the `items` catalog (what a purchase buys), with its stable `code` (the
+/// binary protocol's `item`).
+#[derive(Serialize, ToSchema)]
+pub struct CatalogItem {
+    code: u32,
+    id: String,
+    name: String,
+    /// Price of one, in coins.
+    coins: u64,
+    /// Removed by an economy version: purchases naming it are `UNKNOWN_ITEM`.
+    retired: bool,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct RechargeTerms {
     custom_min_coins: u64,
@@ -258,6 +272,7 @@ pub struct EconomyResponse {
     recharge: RechargeTerms,
     gifts: Vec<CatalogGift>,
     packages: Vec<CatalogPackage>,
+    items: Vec<CatalogItem>,
 }
 
 pub(super) fn economy_response(e: &Economy) -> EconomyResponse {
@@ -299,6 +314,18 @@ pub(super) fn economy_response(e: &Economy) -> EconomyResponse {
                 coins: p.coins,
                 prices: money(&p.prices),
                 retired: p.retired,
+            })
+            .collect(),
+        items: e
+            .items
+            .iter()
+            .enumerate()
+            .map(|(code, i)| CatalogItem {
+                code: code as u32,
+                id: i.id.clone(),
+                name: i.name.clone(),
+                coins: i.coins,
+                retired: i.retired,
             })
             .collect(),
     }

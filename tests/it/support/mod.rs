@@ -3,7 +3,7 @@
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
     AccountSettings, Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId,
-    Payout, Recharge, Stamp, StreamGoal, StreamId, UserId,
+    ItemId, Payout, Purchase, Recharge, Stamp, StreamGoal, StreamId, UserId,
 };
 use rust_decimal::Decimal;
 
@@ -85,6 +85,17 @@ pub fn goal(id: u128, stream: u64, creator: u64, target: u64) -> Event {
         stream: StreamId(stream),
         creator: CreatorId(creator),
         coins_target: target,
+    })
+}
+
+/// A purchase of `count` of the item `item` (`ItemId::UNKNOWN` if the embedded economy
+/// has no such item).
+pub fn purchase(id: u128, user: u64, item: &str, count: u32) -> Event {
+    Event::Purchase(Purchase {
+        id: EventId(id),
+        user: UserId(user),
+        item: economy().item_index(item).map_or(ItemId::UNKNOWN, ItemId),
+        count,
     })
 }
 
