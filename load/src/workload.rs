@@ -3,7 +3,8 @@
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    Channel, CreatorId, Event, EventId, Gift, GiftId, PackageId, Recharge, StreamId, UserId,
+    Channel, CreatorId, Event, EventId, Gift, GiftId, PackageId, Payout, Recharge, StreamId,
+    UserId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
@@ -133,6 +134,14 @@ impl Workload {
                         currency: self.usd,
                         package: Some(package),
                         channel: Channel::App,
+                    });
+                }
+                if s.mix.payout_share > 0.0 && rng.random_bool(s.mix.payout_share) {
+                    return Event::Payout(Payout {
+                        id,
+                        creator: self.creator(rng.random_range(0..p.creators)),
+                        diamonds: s.mix.payout_diamonds,
+                        currency: self.usd,
                     });
                 }
                 let creator = match hot {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp};
+use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
 use super::shard::SenderShard;
 use super::topk::TopK;
@@ -40,6 +41,10 @@ impl Engine {
             settled_nanos: cut.creators.iter().map(|g| &g.settled_nanos).collect(),
             id_secret: Some(self.id_secret),
             legacy_ids_until: self.legacy_ids_until,
+            hold: Some(HoldStateView {
+                clock: Stamp(self.hold_clock.load(Ordering::Acquire)),
+                shards: cut.creators.iter().map(|g| &g.holds).collect(),
+            }),
         };
         let result = f(&view);
         drop(view);
@@ -71,6 +76,10 @@ impl Engine {
                 .collect(),
             id_secret: Some(self.id_secret),
             legacy_ids_until: self.legacy_ids_until,
+            hold: Some(HoldState {
+                clock: Stamp(self.hold_clock.load(Ordering::Acquire)),
+                shards: cut.creators.iter().map(|c| c.holds.clone()).collect(),
+            }),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -129,11 +138,16 @@ impl Engine {
         }
         let mut credited = state.credited.into_iter();
         let mut settled_nanos = state.settled_nanos.into_iter();
+        // Format 7: the earnings hold (older formats held nothing).
+        let hold = state.hold.unwrap_or_default();
+        self.hold_clock.store(hold.clock.0, Ordering::Release);
+        let mut holds = hold.shards.into_iter();
         let mut creators = state.creators.into_iter().zip(state.settled);
         for slot in self.creators.iter() {
             let (mut book, settled) = creators.next().expect("checked length");
             book.settled = settled;
             book.settled_nanos = settled_nanos.next().unwrap_or_default();
+            book.holds = holds.next().unwrap_or_default();
             // Formats 1 and 2 did not store credited diamonds: as they were computed then.
             book.credited = credited.next().unwrap_or_else(|| {
                 book.creators
@@ -245,6 +259,10 @@ pub struct EngineState<W = IdWindow> {
     /// Until when `ids` also holds ids under the unkeyed hash of formats 3 to 5 (format
     /// 6; 0: none).
     legacy_ids_until: Stamp,
+    /// The earnings hold: the ledger's hold clock and each creator shard's held
+    /// diamonds (format 7; `None` in an older format: nothing held). Last, so that
+    /// format 6 is format 7 with `None` (one zero byte).
+    hold: Option<HoldState>,
 }
 
 /// A state as snapshot format 5 encoded it (40-bit id checks), decoded with the two
@@ -266,6 +284,7 @@ impl From<EngineStateV5> for EngineState {
             settled_nanos: v5.settled_nanos,
             id_secret: v5.id_secret,
             legacy_ids_until: v5.legacy_ids_until,
+            hold: v5.hold,
         }
     }
 }
@@ -300,6 +319,7 @@ impl From<EngineStateV4> for EngineState {
             settled_nanos: v4.settled_nanos,
             id_secret: None,
             legacy_ids_until: Stamp(0),
+            hold: None,
         }
     }
 }
@@ -332,6 +352,7 @@ impl From<EngineStateV3> for EngineState {
             settled_nanos: Vec::new(),
             id_secret: None,
             legacy_ids_until: Stamp(0),
+            hold: None,
         }
     }
 }
@@ -361,6 +382,7 @@ impl From<EngineStateV2> for EngineState {
             settled_nanos: Vec::new(),
             id_secret: None,
             legacy_ids_until: Stamp(0),
+            hold: None,
         }
     }
 }
@@ -389,6 +411,7 @@ impl From<EngineStateV1> for EngineState {
             settled_nanos: Vec::new(),
             id_secret: None,
             legacy_ids_until: Stamp(0),
+            hold: None,
         }
     }
 }
@@ -407,6 +430,7 @@ impl EngineState {
             || !(self.ids.len() == n || self.ids.is_empty())
             || !(self.credited.len() == n || self.credited.is_empty())
             || !(self.settled_nanos.len() == n || self.settled_nanos.is_empty())
+            || self.hold.as_ref().is_some_and(|h| h.shards.len() != n)
         {
             return Err(StateError::Shards {
                 found: self.senders.len(),
@@ -469,6 +493,10 @@ impl EngineState {
             settled_nanos: self.settled_nanos.iter().collect(),
             id_secret: self.id_secret,
             legacy_ids_until: self.legacy_ids_until,
+            hold: self.hold.as_ref().map(|h| HoldStateView {
+                clock: h.clock,
+                shards: h.shards.iter().collect(),
+            }),
         }
     }
 }
@@ -490,6 +518,7 @@ pub struct StateView<'a> {
     settled_nanos: Vec<&'a SettledNanos>,
     id_secret: Option<IdSecret>,
     legacy_ids_until: Stamp,
+    hold: Option<HoldStateView<'a>>,
 }
 
 impl StateView<'_> {

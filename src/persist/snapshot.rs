@@ -37,7 +37,7 @@ use crate::engine::{
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -607,10 +607,14 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
             .into(),
         // Format 6 appended the id index's secret (an `Option`) and the end of its
         // unkeyed ids (a stamp): format 5 is format 6 with `None` and 0 there, one zero
-        // byte each.
-        5 => protocol::decode_serde::<EngineStateV5>(&[body, &[0u8, 0u8][..]].concat())
+        // byte each; and format 7's earnings hold (`None`), one more.
+        5 => protocol::decode_serde::<EngineStateV5>(&[body, &[0u8, 0u8, 0u8][..]].concat())
             .map_err(corrupt)?
             .into(),
+        // Format 7 appended the earnings hold (an `Option`): format 6 is format 7 with
+        // `None` there, one zero byte (nothing held).
+        6 => protocol::decode_serde::<EngineState>(&[body, &[0u8][..]].concat())
+            .map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq
