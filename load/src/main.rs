@@ -420,11 +420,11 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
             );
         }
         anyhow::ensure!(
-            kind != TargetKind::RedisLua || scenario.mix.payout_share == 0.0,
+            spec.kind != TargetKind::RedisLua || scenario.mix.payout_share == 0.0,
             "the redis-lua baseline has no payouts: mix.payout_share must be 0 for it"
         );
         if let Some(keys) = &scenario.economy
-            && kind != TargetKind::RedisLua
+            && spec.kind != TargetKind::RedisLua
         {
             giftload::target::put_economy(&spec, &c.admin_token, keys).await?;
         }
