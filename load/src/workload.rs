@@ -3,8 +3,7 @@
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    Channel, CreatorId, Event, EventId, Gift, GiftId, PackageId, Payout, Recharge, StreamId,
-    UserId,
+    Channel, CreatorId, Event, EventId, Gift, GiftId, PackageId, Payout, Recharge, StreamId, UserId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};

@@ -174,7 +174,10 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
             "mix.payout_share",
         ),
         (
-            SMALL.replace("[load]", "[economy]\nearnings_hold_ms = 99999999999\n[load]"),
+            SMALL.replace(
+                "[load]",
+                "[economy]\nearnings_hold_ms = 99999999999\n[load]",
+            ),
             "economy.earnings_hold_ms",
         ),
         (
@@ -256,9 +259,13 @@ async fn payouts_under_an_earnings_hold_are_refused_while_held() {
         );
     let scenario = Scenario::from_toml_str(&text).unwrap();
     let target = spec(TargetKind::Giftstream, &s, "");
-    giftload::target::put_economy(&target, "dev-admin-token-0001", scenario.economy.as_ref().unwrap())
-        .await
-        .unwrap();
+    giftload::target::put_economy(
+        &target,
+        "dev-admin-token-0001",
+        scenario.economy.as_ref().unwrap(),
+    )
+    .await
+    .unwrap();
     let summary = runner::run(&scenario, &target, &options()).await.unwrap();
     let json = summary.to_json();
     let outcomes = json["outcomes"].as_object().unwrap();
@@ -266,7 +273,10 @@ async fn payouts_under_an_earnings_hold_are_refused_while_held() {
     // nothing is released within the run.
     let refused = outcomes["INSUFFICIENT_DIAMONDS"].as_u64().unwrap();
     assert!(refused > 100, "{outcomes:?}");
-    assert!(!outcomes.contains_key("BELOW_PAYOUT_MINIMUM"), "{outcomes:?}");
+    assert!(
+        !outcomes.contains_key("BELOW_PAYOUT_MINIMUM"),
+        "{outcomes:?}"
+    );
     let audit = summary.audit.as_ref().unwrap();
     assert!(audit.is_clean(), "{audit:?}");
     let creator: serde_json::Value = reqwest::Client::new()

@@ -174,7 +174,9 @@ impl CreatorShard {
             .settled_nanos
             .get(&creator)
             .map_or(0, |f| f.iter().map(|&(_, n)| u128::from(n)).sum());
-        whole.saturating_mul(NANOS_PER_DIAMOND).saturating_add(nanos)
+        whole
+            .saturating_mul(NANOS_PER_DIAMOND)
+            .saturating_add(nanos)
     }
 
     /// Whole diamonds other nodes' credits add to `creator`'s here (0 on a single node):

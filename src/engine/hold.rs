@@ -280,7 +280,12 @@ mod tests {
     #[test]
     fn order_of_credits_does_not_change_the_state() {
         // Credits and clock advances in any order give the same held diamonds.
-        let credits = [(10u64, 100u64, 3u128), (60, 160, 4), (30, 130, 5), (200, 300, 6)];
+        let credits = [
+            (10u64, 100u64, 3u128),
+            (60, 160, 4),
+            (30, 130, 5),
+            (200, 300, 6),
+        ];
         let mut states = Vec::new();
         for order in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]] {
             let (mut h, mut clock) = (Holds::default(), 0);
@@ -304,7 +309,10 @@ mod tests {
         }
         let buckets = &h.creators[&c];
         assert_eq!(buckets.len(), HOLD_BUCKETS_MAX);
-        assert_eq!(buckets.last().unwrap().release_ms, 1000 + HOLD_BUCKETS_MAX as u64 + 3);
+        assert_eq!(
+            buckets.last().unwrap().release_ms,
+            1000 + HOLD_BUCKETS_MAX as u64 + 3
+        );
         let total: u128 = (1..=(HOLD_BUCKETS_MAX as u128 + 3)).sum();
         assert_eq!(h.held_nanos(c, 0), total);
         // Never early: at any time, at least as much is held as was credited later.

@@ -613,8 +613,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
             .into(),
         // Format 7 appended the earnings hold (an `Option`): format 6 is format 7 with
         // `None` there, one zero byte (nothing held).
-        6 => protocol::decode_serde::<EngineState>(&[body, &[0u8][..]].concat())
-            .map_err(corrupt)?,
+        6 => {
+            protocol::decode_serde::<EngineState>(&[body, &[0u8][..]].concat()).map_err(corrupt)?
+        }
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

@@ -35,7 +35,9 @@ fn at(ms: u64) -> Stamp {
 
 /// 42_000 coins for `user` (ids `id..id + 6`).
 fn fund(id: u128, user: u64) -> Vec<Event> {
-    (0..6).map(|i| recharge(id + i, user, "coins_7000")).collect()
+    (0..6)
+        .map(|i| recharge(id + i, user, "coins_7000"))
+        .collect()
 }
 
 /// 40_000 coins from `sender` to `creator`: 20_000 diamonds, the USD payout minimum.
@@ -108,7 +110,10 @@ fn a_payout_one_ms_before_the_release_time_is_refused_and_at_it_accepted() {
 fn a_hold_of_zero_is_todays_behaviour() {
     let plain = engine();
     let zero = held_engine(0);
-    assert_eq!(zero.economy().to_doc().digest(), plain.economy().to_doc().digest());
+    assert_eq!(
+        zero.economy().to_doc().digest(),
+        plain.economy().to_doc().digest()
+    );
     for engine in [&plain, &zero] {
         accept_all(engine, &fund(1, 1), at(0));
         accept_all(engine, &gifts_20_000(10, 1, 2), at(0));
@@ -129,10 +134,7 @@ fn held_and_available_diamonds_are_shown_apart_and_release_exactly() {
     accept_all(&engine, &gifts_20_000(10, 1, 2), at(0));
     accept_all(
         &engine,
-        &[
-            gift(30, 1, 2, "drama_queen", 1),
-            gift(31, 1, 2, "rose", 1),
-        ],
+        &[gift(30, 1, 2, "drama_queen", 1), gift(31, 1, 2, "rose", 1)],
         at(5_000),
     );
     let c = engine.creator(CreatorId(2));
@@ -142,8 +144,14 @@ fn held_and_available_diamonds_are_shown_apart_and_release_exactly() {
     );
     assert_eq!(held_and_available(&engine, 2, at(HOLD - 1)), (22_500, 0));
     assert_eq!(held_and_available(&engine, 2, at(HOLD)), (2_500, 20_000));
-    assert_eq!(held_and_available(&engine, 2, at(HOLD + 4_999)), (2_500, 20_000));
-    assert_eq!(held_and_available(&engine, 2, at(HOLD + 5_000)), (0, 22_500));
+    assert_eq!(
+        held_and_available(&engine, 2, at(HOLD + 4_999)),
+        (2_500, 20_000)
+    );
+    assert_eq!(
+        held_and_available(&engine, 2, at(HOLD + 5_000)),
+        (0, 22_500)
+    );
     // Reads at a later time do not move the ledger's time: a payout stamped at the
     // first release time still finds the second credit held.
     let over = engine.apply_batch(&[payout(100, 2, 20_001, "USD")], at(HOLD))[0];
@@ -155,7 +163,12 @@ fn held_and_available_diamonds_are_shown_apart_and_release_exactly() {
     assert_clean(&engine);
     let t = engine.audit().totals;
     assert_eq!(
-        (t.diamonds_credited, t.diamonds_held, t.diamonds_available, t.diamonds_paid),
+        (
+            t.diamonds_credited,
+            t.diamonds_held,
+            t.diamonds_available,
+            t.diamonds_paid
+        ),
         (22_500, 2_500, 0, 20_000)
     );
     // What is held counts in the totals and the leaderboard already.
@@ -188,13 +201,20 @@ fn a_hold_changed_by_an_economy_edit_keeps_each_credits_own_across_a_restart() {
     // Credited under a 60 s hold.
     accept_all(&live, &gifts_20_000(1_000, 11, 2), at(0));
     // The hold is lifted: later credits are available at once, earlier ones keep theirs.
-    let v1 = live.economy_successor(held_economy(0).to_file()).unwrap().unwrap();
+    let v1 = live
+        .economy_successor(held_economy(0).to_file())
+        .unwrap()
+        .unwrap();
     live.change_economy(v1.clone(), at(1)).unwrap();
     accept_all(&live, &gifts_20_000(1_010, 12, 3), at(2));
     let o = live.apply_batch(&[payout(1_100, 3, 20_000, "USD")], at(3))[0];
     assert_eq!(o.status, paid_out(0), "credited without a hold");
     let o = live.apply_batch(&[payout(1_101, 2, 20_000, "USD")], at(3))[0];
-    assert_eq!(o.code(), Some(RejectCode::InsufficientDiamonds), "its own hold");
+    assert_eq!(
+        o.code(),
+        Some(RejectCode::InsufficientDiamonds),
+        "its own hold"
+    );
     let (state, mut log) = live.snapshot();
     // A longer hold for later credits does not lengthen the first one's.
     let v2 = live
@@ -218,7 +238,11 @@ fn a_hold_changed_by_an_economy_edit_keeps_each_credits_own_across_a_restart() {
     // matter for what was credited.
     let restored = Engine::from_state(economy(), config, state).unwrap();
     restored.know_economy(Arc::new(v2));
-    let rest: Vec<_> = log.iter().filter(|e| e.seq > restored.last_seq()).cloned().collect();
+    let rest: Vec<_> = log
+        .iter()
+        .filter(|e| e.seq > restored.last_seq())
+        .cloned()
+        .collect();
     restored.replay(&rest).unwrap();
     assert_eq!(restored.state_fingerprint(), live.state_fingerprint());
     // Creator 4's diamonds were credited at +5 ms under the 120 s hold: one ms before
@@ -250,9 +274,15 @@ fn settlement(creator: u64, source: u16, diamonds: u64) -> Event {
 fn diamonds_settled_in_are_held_from_the_settlements_stamp() {
     let engine = held_engine(HOLD);
     let o = engine.apply_batch(&[settlement(2, 1, 20_000)], at(1_000))[0];
-    assert_eq!(o.status, Status::Accepted(Effect::Settled { credited: 20_000 }));
+    assert_eq!(
+        o.status,
+        Status::Accepted(Effect::Settled { credited: 20_000 })
+    );
     let c = engine.creator(CreatorId(2));
-    assert_eq!((c.diamonds_settled_in, c.diamonds_held, c.diamonds_available), (20_000, 20_000, 0));
+    assert_eq!(
+        (c.diamonds_settled_in, c.diamonds_held, c.diamonds_available),
+        (20_000, 20_000, 0)
+    );
     let o = engine.apply_batch(&[payout(10, 2, 20_000, "USD")], at(1_000 + HOLD - 1))[0];
     assert_eq!(o.code(), Some(RejectCode::InsufficientDiamonds));
     let o = engine.apply_batch(&[payout(11, 2, 20_000, "USD")], at(1_000 + HOLD))[0];
@@ -347,19 +377,28 @@ async fn the_http_api_shows_held_and_available_diamonds() {
         })
         .collect();
     for (i, name) in ["universe", "drama_queen", "rose"].iter().enumerate() {
-        events.push(json!({"type": "gift", "event_id": uuid(10 + i as u128), "sender": 42,
-            "creator": 7, "stream": 9001, "gift": name, "count": 1}));
+        events.push(
+            json!({"type": "gift", "event_id": uuid(10 + i as u128), "sender": 42,
+            "creator": 7, "stream": 9001, "gift": name, "count": 1}),
+        );
     }
     events.push(json!({"type": "payout", "event_id": uuid(20), "creator": 7,
         "diamonds": 20000, "currency": "USD"}));
     let (status, out) = s.post_events(json!(events)).await;
     assert_eq!(status, 200, "{out}");
     let outcomes = out["outcomes"].as_array().unwrap();
-    assert!(outcomes[..9].iter().all(|o| o["status"] == "accepted"), "{out}");
+    assert!(
+        outcomes[..9].iter().all(|o| o["status"] == "accepted"),
+        "{out}"
+    );
     assert_eq!(outcomes[9]["code"], "INSUFFICIENT_DIAMONDS", "{out}");
     let (_, c) = s.get("/v1/creators/7", Some(READ)).await;
     assert_eq!(
-        (&c["diamonds_total"], &c["diamonds_held"], &c["diamonds_available"]),
+        (
+            &c["diamonds_total"],
+            &c["diamonds_held"],
+            &c["diamonds_available"]
+        ),
         (&json!(20_000), &json!(20_000), &json!(0)),
         "{c}"
     );
@@ -367,4 +406,43 @@ async fn the_http_api_shows_held_and_available_diamonds() {
     let schemas = &doc["components"]["schemas"];
     assert!(schemas["CreatorResponse"]["properties"]["diamonds_held"].is_object());
     assert!(schemas["EconomyResponse"]["properties"]["earnings_hold_ms"].is_object());
+}
+
+/// Snapshot format 6 (the build before the hold) is format 7 without the hold at its
+/// end: such a file loads with nothing held, and what it holds answers as before.
+#[test]
+fn a_snapshot_of_format_6_loads_with_nothing_held() {
+    use giftstream::persist::snapshot;
+    let config = EngineConfig {
+        shards: 4,
+        ..EngineConfig::default()
+    };
+    let live = Engine::new(economy(), config.clone()).unwrap();
+    accept_all(&live, &fund(1, 1), NOV);
+    accept_all(&live, &gifts_20_000(10, 1, 2), NOV);
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = live.snapshot();
+    let (path, header) = snapshot::write(dir.path(), &state.view(), 1).unwrap();
+    assert_eq!(header.version, 7);
+    // The hold at the end: Some (1 byte), the clock NOV (a u64 varint: 9 bytes), 4
+    // shards (1 byte), each holding no creator (1 byte each).
+    let bytes = std::fs::read(&path).unwrap();
+    let suffix = 1 + 9 + 1 + 4;
+    assert_eq!(&bytes[bytes.len() - 5..], &[4, 0, 0, 0, 0]);
+    let body = &bytes[snapshot::HEADER_BYTES..bytes.len() - suffix];
+    let mut v6 = bytes[..snapshot::HEADER_BYTES].to_vec();
+    v6[8..12].copy_from_slice(&6u32.to_le_bytes());
+    v6[48..56].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    v6[56..60].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    v6.extend_from_slice(body);
+    let old = dir.path().join("format-6.gsnap");
+    std::fs::write(&old, &v6).unwrap();
+    let (header, state) = snapshot::read(&old).unwrap();
+    assert_eq!(header.version, 6);
+    let loaded = Engine::from_state(economy(), config, state).unwrap();
+    assert_eq!(loaded.state_fingerprint(), live.state_fingerprint());
+    assert_eq!(held_and_available(&loaded, 2, NOV), (0, 20_000));
+    let o = loaded.apply_batch(&[payout(100, 2, 20_000, "USD")], NOV)[0];
+    assert_eq!(o.status, paid_out(0));
+    assert_clean(&loaded);
 }

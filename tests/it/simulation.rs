@@ -437,7 +437,8 @@ impl Model {
         c.coins_received += coins;
         c.credited_nanos += coins * share;
         if hold > 0 {
-            c.held.push((model_release_at(stamp.0, hold), coins * share));
+            c.held
+                .push((model_release_at(stamp.0, hold), coins * share));
         }
         *c.gifts.entry(g.gift.0).or_default() += u128::from(g.count);
         *self
@@ -642,7 +643,10 @@ impl Model {
 fn check_holds(engine: &Engine, model: &Model) -> Result<(), String> {
     for c in all_creators() {
         let (got, want) = (engine.creator(c).diamonds_held, model.diamonds_held(c));
-        ensure!(got == want, "{c:?} diamonds held: engine {got}, model {want}");
+        ensure!(
+            got == want,
+            "{c:?} diamonds held: engine {got}, model {want}"
+        );
     }
     Ok(())
 }
