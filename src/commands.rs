@@ -323,8 +323,12 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             t.coins_received_by_creators, t.coins_received_by_streams
         );
         println!(
-            "diamonds credited {}, settled in from other nodes {}, paid {}",
-            t.diamonds_credited, t.diamonds_settled_in, t.diamonds_paid
+            "diamonds credited {}, settled in from other nodes {}, paid {}, held {}, available {}",
+            t.diamonds_credited,
+            t.diamonds_settled_in,
+            t.diamonds_paid,
+            t.diamonds_held,
+            t.diamonds_available
         );
         for (currency, amount) in &t.revenue {
             println!("revenue {currency} {amount}");

@@ -26,6 +26,10 @@ pub const CREATOR_SHARE_SCALE_MAX: u32 = 9;
 /// Largest catalog and package list: ids are dense `u32` indexes on the wire.
 pub const CATALOG_ENTRIES_MAX: usize = 4096;
 
+/// Longest `earnings_hold_ms`: 366 days (platforms hold earnings for days; a longer hold
+/// is a typo in the unit).
+pub const EARNINGS_HOLD_MS_MAX: u64 = 366 * 86_400_000;
+
 /// An error in `economy.toml` or an economy document: names the key that is wrong.
 /// (`config::EconomyError` wraps it for giftstream.toml's callers.)
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -177,6 +181,11 @@ pub struct EconomyFile {
     pub restricted_regions: Vec<String>,
     /// Largest combo in one gift event.
     pub max_gift_count: u32,
+    /// How long diamonds stay held after they are credited before a payout may spend
+    /// them, in ms (0, the default: available at once). Left out of the ledger's record
+    /// when 0, so an economy without it keeps its digest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub earnings_hold_ms: u64,
     /// Money per diamond, per currency (decimal strings).
     pub diamond_value: BTreeMap<String, String>,
     /// Smallest payout value, per currency (decimal strings).
@@ -188,6 +197,10 @@ pub struct EconomyFile {
     /// left out of the JSON form when empty, so a file without items keeps its digest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemFile>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl EconomyFile {
@@ -339,6 +352,9 @@ pub struct Economy {
     share_denominator: u128,
     pub restricted_regions: BTreeSet<Region>,
     pub max_gift_count: u32,
+    /// Diamonds credited under this version are held this long (ms) before a payout may
+    /// spend them (0: available at once).
+    pub earnings_hold_ms: u64,
     pub diamond_value: BTreeMap<Currency, Decimal>,
     pub payout_minimum: BTreeMap<Currency, Decimal>,
     pub custom_min_coins: u64,
@@ -402,6 +418,7 @@ impl Economy {
                 .map(|r| r.as_str().to_owned())
                 .collect(),
             max_gift_count: self.max_gift_count,
+            earnings_hold_ms: self.earnings_hold_ms,
             diamond_value: money(&self.diamond_value),
             payout_minimum: money(&self.payout_minimum),
             recharge: RechargeFile {
@@ -464,6 +481,12 @@ impl Economy {
         }
         if file.max_gift_count == 0 {
             return Err(EconomyError::new("max_gift_count", "must be at least 1"));
+        }
+        if file.earnings_hold_ms > EARNINGS_HOLD_MS_MAX {
+            return Err(EconomyError::new(
+                "earnings_hold_ms",
+                format!("at most {EARNINGS_HOLD_MS_MAX} (366 days)"),
+            ));
         }
         let diamond_value = parse_money_map("diamond_value", &file.diamond_value)?;
         if diamond_value.is_empty() {
@@ -572,6 +595,7 @@ impl Economy {
             share_denominator,
             restricted_regions,
             max_gift_count: file.max_gift_count,
+            earnings_hold_ms: file.earnings_hold_ms,
             diamond_value,
             payout_minimum,
             custom_min_coins: r.custom_min_coins,
@@ -973,6 +997,23 @@ mod tests {
     }
 
     #[test]
+    fn an_earnings_hold_of_zero_keeps_the_digest_of_an_economy_without_one() {
+        let plain = Economy::embedded();
+        assert_eq!(plain.earnings_hold_ms, 0);
+        let json = String::from_utf8(plain.to_doc().to_bytes()).unwrap();
+        assert!(!json.contains("earnings_hold_ms"), "{json}");
+        let held = with(
+            "max_gift_count = 9999",
+            "max_gift_count = 9999\nearnings_hold_ms = 604800000",
+        )
+        .unwrap();
+        assert_eq!(held.earnings_hold_ms, 7 * 86_400_000);
+        assert_ne!(held.to_doc().digest(), plain.to_doc().digest());
+        assert_eq!(Economy::from_doc(held.to_doc()).unwrap(), held);
+        assert!(!held.same_terms(&plain));
+    }
+
+    #[test]
     fn invalid_economies_name_the_key() {
         let cases = [
             (
@@ -1018,6 +1059,11 @@ mod tests {
                 "coins = 300\n",
                 "coins = 18446744073709551615\n",
                 "items[1].coins",
+            ),
+            (
+                "max_gift_count = 9999",
+                "max_gift_count = 9999\nearnings_hold_ms = 31622400001",
+                "earnings_hold_ms",
             ),
         ];
         for (from, to, key) in cases {

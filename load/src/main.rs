@@ -49,6 +49,13 @@ struct Common {
         default_value = "dev-read-token-00001"
     )]
     read_token: String,
+    /// Token with the admin scope: puts a scenario's `[economy]` keys in force.
+    #[arg(
+        long,
+        env = "GIFTLOAD_ADMIN_TOKEN",
+        default_value = "dev-admin-token-0001"
+    )]
+    admin_token: String,
     /// Override the load mode: open or closed.
     #[arg(long)]
     mode: Option<String>,
@@ -411,6 +418,15 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
                 c.allow_remote || is_loopback(&host),
                 "{host} is not a loopback address: pass --allow-remote to load it"
             );
+        }
+        anyhow::ensure!(
+            spec.kind != TargetKind::RedisLua || scenario.mix.payout_share == 0.0,
+            "the redis-lua baseline has no payouts: mix.payout_share must be 0 for it"
+        );
+        if let Some(keys) = &scenario.economy
+            && spec.kind != TargetKind::RedisLua
+        {
+            giftload::target::put_economy(&spec, &c.admin_token, keys).await?;
         }
         let options = RunOptions {
             progress: !c.quiet,

@@ -48,6 +48,10 @@ pub struct Scenario {
     pub mix: Mix,
     #[serde(default)]
     pub hot: Option<Hot>,
+    /// Economy keys put in force on the target before the run (`PUT /v1/economy` with
+    /// the embedded economy and these keys; giftstream targets only).
+    #[serde(default)]
+    pub economy: Option<EconomyOverride>,
     pub load: Load,
     /// The rate schedule (open loop): stages run one after the other.
     #[serde(default)]
@@ -111,6 +115,26 @@ pub struct Mix {
     /// HTTP reads (leaderboards, wallets) per batch sent, over the HTTP API (`mixed`).
     #[serde(default)]
     pub reads_per_batch: u32,
+    /// Share of events that are payouts of `payout_diamonds` (USD) by a creator picked
+    /// uniformly, in [0, 1] (giftstream targets only: the baseline has no payouts).
+    #[serde(default)]
+    pub payout_share: f64,
+    /// Diamonds each payout asks for (default 20000, the USD payout minimum).
+    #[serde(default = "payout_diamonds_default")]
+    pub payout_diamonds: u64,
+}
+
+fn payout_diamonds_default() -> u64 {
+    20_000
+}
+
+/// Economy keys a scenario sets on the target (`[economy]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EconomyOverride {
+    /// `economy.earnings_hold_ms`: diamonds are payable this long after they are credited.
+    #[serde(default)]
+    pub earnings_hold_ms: u64,
 }
 
 /// One creator's stream receiving a spike.
@@ -265,6 +289,20 @@ impl Scenario {
         }
         if self.mix.reads_per_batch > 100 {
             return Err(err("mix.reads_per_batch", "at most 100"));
+        }
+        if !(0.0..=1.0).contains(&self.mix.payout_share) {
+            return Err(err("mix.payout_share", "must be in [0, 1]"));
+        }
+        if self.mix.payout_share > 0.0 && self.mix.payout_diamonds == 0 {
+            return Err(err("mix.payout_diamonds", "must be at least 1"));
+        }
+        if let Some(e) = &self.economy
+            && e.earnings_hold_ms > giftstream::economy::EARNINGS_HOLD_MS_MAX
+        {
+            return Err(err(
+                "economy.earnings_hold_ms",
+                format!("at most {}", giftstream::economy::EARNINGS_HOLD_MS_MAX),
+            ));
         }
         if let Some(h) = &self.hot {
             if h.creator >= p.creators {

@@ -243,6 +243,32 @@ fn client_error(e: ClientError) -> RequestError {
     }
 }
 
+/// Puts the embedded economy with a scenario's `[economy]` keys in force on a giftstream
+/// target (`PUT /v1/economy`; the same terms again change nothing).
+pub async fn put_economy(
+    spec: &TargetSpec,
+    admin_token: &str,
+    keys: &crate::scenario::EconomyOverride,
+) -> anyhow::Result<()> {
+    let mut file = giftstream::economy::Economy::embedded().to_file();
+    file.earnings_hold_ms = keys.earnings_hold_ms;
+    let http = spec.http_client(std::time::Duration::from_secs(30))?;
+    let answer = http
+        .put(format!("{}/v1/economy", spec.http_base()))
+        .bearer_auth(admin_token)
+        .json(&file)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("PUT /v1/economy (the scenario's [economy]): {e}"))?;
+    let status = answer.status();
+    anyhow::ensure!(
+        status.is_success(),
+        "PUT /v1/economy (the scenario's [economy]): {status}: {}",
+        answer.text().await.unwrap_or_default()
+    );
+    Ok(())
+}
+
 /// The JSON form of an event for `POST /v1/events`.
 pub fn event_json(e: &Event, economy: &Economy) -> serde_json::Value {
     let id = uuid::Uuid::from_u128(e.id().0).to_string();
@@ -261,7 +287,11 @@ pub fn event_json(e: &Event, economy: &Economy) -> serde_json::Value {
         }
         Event::Purchase(p) => serde_json::json!({"type": "purchase", "event_id": id,
             "user": p.user.0, "item": economy.items[p.item.0 as usize].id, "count": p.count}),
-        other => unreachable!("giftload sends gifts, recharges and purchases, not {other:?}"),
+        Event::Payout(p) => serde_json::json!({"type": "payout", "event_id": id,
+            "creator": p.creator.0, "diamonds": p.diamonds, "currency": p.currency.as_str()}),
+        other => {
+            unreachable!("giftload sends gifts, recharges, purchases and payouts, not {other:?}")
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Purchase, Recharge,
-    StreamId, UserId,
+    Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Payout, Purchase,
+    Recharge, StreamId, UserId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
@@ -166,6 +166,14 @@ impl Workload {
                         user,
                         item: items[index.sample(&mut rng)],
                         count: 1,
+                    });
+                }
+                if s.mix.payout_share > 0.0 && rng.random_bool(s.mix.payout_share) {
+                    return Event::Payout(Payout {
+                        id,
+                        creator: self.creator(rng.random_range(0..p.creators)),
+                        diamonds: s.mix.payout_diamonds,
+                        currency: self.usd,
                     });
                 }
                 let creator = match hot {

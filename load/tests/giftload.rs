@@ -145,6 +145,7 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
     assert_eq!(
         names,
         [
+            "hold",
             "hot-creator",
             "hot-from-start",
             "mixed",
@@ -169,6 +170,17 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
             "unknown field `colour`",
         ),
         (SMALL.replace("batch = 100", "batch = 0"), "load.batch"),
+        (
+            SMALL.replace("[load]", "[mix]\npayout_share = 1.5\n[load]"),
+            "mix.payout_share",
+        ),
+        (
+            SMALL.replace(
+                "[load]",
+                "[economy]\nearnings_hold_ms = 99999999999\n[load]",
+            ),
+            "economy.earnings_hold_ms",
+        ),
         (
             SMALL.replace("weight = 90", "weight = 90 }, { value = 0, weight = 1"),
             "combos.value",
@@ -237,6 +249,58 @@ async fn a_short_run_gives_a_well_formed_summary_and_a_clean_audit() {
     let (ok, _) =
         giftload::report::check_thresholds(&summary, &[Threshold::parse("p99<1us").unwrap()]);
     assert!(!ok);
+}
+
+/// `load/scenarios/hold.toml`'s shape, small: payouts mixed into gifts under a hold
+/// longer than the run, put in force by the scenario's `[economy]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_under_an_earnings_hold_are_refused_while_held() {
+    let s = server(Arc::new(MemoryJournal::default())).await;
+    let text = SMALL
+        .replace(
+            r#"{ value = "rose", weight = 60 }, { value = "panda", weight = 40 }"#,
+            r#"{ value = "universe", weight = 1 }"#,
+        )
+        .replace("funding_coins = 200", "funding_coins = 2500000")
+        .replace(
+            "[load]",
+            "[economy]\nearnings_hold_ms = 600000\n[mix]\npayout_share = 0.02\n[load]",
+        );
+    let scenario = Scenario::from_toml_str(&text).unwrap();
+    let target = spec(TargetKind::Giftstream, &s, "");
+    giftload::target::put_economy(
+        &target,
+        "dev-admin-token-0001",
+        scenario.economy.as_ref().unwrap(),
+    )
+    .await
+    .unwrap();
+    let summary = runner::run(&scenario, &target, &options()).await.unwrap();
+    let json = summary.to_json();
+    let outcomes = json["outcomes"].as_object().unwrap();
+    // Every creator was credited far more than a payout asks (20_000 diamonds), but
+    // nothing is released within the run.
+    let refused = outcomes["INSUFFICIENT_DIAMONDS"].as_u64().unwrap();
+    assert!(refused > 100, "{outcomes:?}");
+    assert!(
+        !outcomes.contains_key("BELOW_PAYOUT_MINIMUM"),
+        "{outcomes:?}"
+    );
+    let audit = summary.audit.as_ref().unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    let creator: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/v1/creators/1000000000", s.http))
+        .bearer_auth("dev-read-token-00001")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let held = creator["diamonds_held"].as_u64().unwrap();
+    assert!(held > 20_000, "{creator}");
+    assert_eq!(creator["diamonds_available"], 0, "{creator}");
+    assert_eq!(creator["diamonds_total"].as_u64().unwrap(), held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -217,6 +217,11 @@ impl Engine {
             .count();
         let first = self.next_seq.fetch_add(claimed as u64, Ordering::AcqRel);
         assert!(first > 0, "sequence numbers start at 1");
+        // Under the gate: a payout sees the time of every event numbered before it. (Read
+        // first: the clock only grows, and most chunks do not move it.)
+        if claimed > 0 && self.hold_clock.load(Ordering::Acquire) < batch.stamp.0 {
+            self.hold_clock.fetch_max(batch.stamp.0, Ordering::AcqRel);
+        }
         let mut next = first;
         settled.clear();
         for (block, verdicts) in chunk.chunks(WARM_BLOCK).zip(verdicts.chunks(WARM_BLOCK)) {
@@ -241,7 +246,7 @@ impl Engine {
             next - first == claimed as u64 && settled.len() == claimed,
             "every number reserved is applied and settled once"
         );
-        self.merge_credits(&mut shard, &gate);
+        self.merge_credits(&mut shard, &gate, batch.stamp);
         drop(gate);
         self.settle_ids(settled);
     }
@@ -299,8 +304,11 @@ impl Engine {
         since: u64,
     ) -> Outcome {
         // A payout reads the credits: it waits for the chunks between reserving their
-        // numbers and merging their credits, and holds off new ones (module doc).
-        let gate = matches!(event, Event::Payout(_)).then(|| self.gate.write());
+        // numbers and merging their credits, and holds off new ones (module doc). A
+        // settlement holds it shared, like a chunk: it moves the ledger's time and holds
+        // what it adds under the economy in force at its number.
+        let write = matches!(event, Event::Payout(_)).then(|| self.gate.write());
+        let read = matches!(event, Event::Settlement(_)).then(|| self.gate.read());
         let mut book = self.lock_book(route);
         if let Some(held) = self.legacy_claim(event, fingerprint, route_tag(route), stamp) {
             return held;
@@ -320,13 +328,17 @@ impl Engine {
             Claim::Full => return unrecorded(RejectCode::Unavailable),
         }
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
-        let economy = gate.as_deref();
+        let economy = write.as_deref().or(read.as_deref());
+        if economy.is_some() {
+            self.hold_clock.fetch_max(stamp.0, Ordering::AcqRel);
+        }
         let outcome = self.apply_in_book(&mut book, economy, event, seq, stamp);
         ids.settle(id, outcome);
         outcome
     }
 
-    /// `economy`: the one in force, for a payout (which holds the gate).
+    /// `economy`: the one in force, for a payout (which holds the gate exclusively) and
+    /// a settlement (shared); the ledger's time has been moved to `stamp` for them.
     pub(super) fn apply_in_book(
         &self,
         book: &mut BookGuard<'_>,
@@ -338,10 +350,13 @@ impl Engine {
         match (event, book) {
             (Event::Payout(p), BookGuard::Creator(book)) => {
                 let economy = economy.expect("a payout holds the gate");
-                book.payout(economy, &self.config, p, seq, stamp)
+                let clock = self.hold_clock.load(Ordering::Acquire);
+                book.payout(economy, &self.config, p, seq, (stamp, clock))
             }
             (Event::Settlement(st), BookGuard::Creator(book)) => {
-                book.settle(&self.config, st, seq, stamp)
+                let economy = economy.expect("a settlement holds the gate");
+                let clock = self.hold_clock.load(Ordering::Acquire);
+                book.settle((economy, &self.config), st, seq, (stamp, clock))
             }
             (Event::StreamGoal(g), BookGuard::Stream(book)) => {
                 book.goal(&self.config, g, seq, stamp)
@@ -350,9 +365,16 @@ impl Engine {
         }
     }
 
-    /// Merges a chunk's buffered coins into the books, one lock per book shard touched.
-    pub(super) fn merge_credits(&self, shard: &mut MutexGuard<'_, SenderShard>, economy: &Economy) {
+    /// Merges a chunk's buffered coins, received at `stamp`, into the books, one lock per
+    /// book shard touched (the ledger's time is at `stamp` or later already).
+    pub(super) fn merge_credits(
+        &self,
+        shard: &mut MutexGuard<'_, SenderShard>,
+        economy: &Economy,
+        stamp: Stamp,
+    ) {
         let mut pending = shard.take_pending();
+        let clock = self.hold_clock.load(Ordering::Acquire);
         let mask = self.mask;
         let mut order = LockOrder::default();
         pending
@@ -364,7 +386,7 @@ impl Engine {
         {
             let mut book = self.creators[order.next(shard_of(run[0].0.0, mask))].lock();
             for &(creator, coins) in run {
-                book.credit(economy, self.config.top_k, creator, coins);
+                book.credit(economy, self.config.top_k, creator, coins, (stamp, clock));
             }
         }
         let mut order = LockOrder::default();

@@ -15,6 +15,7 @@ use super::event::{
     CreatorId, Effect, Event, LogEntry, NANOS_PER_DIAMOND, Outcome, Payout, Settlement, Stamp,
     Status, StreamGoal, StreamId,
 };
+use super::hold::{self, Holds};
 use super::rules;
 use super::topk::TopK;
 use super::window::LegacyWindow;
@@ -24,19 +25,6 @@ use crate::economy::{Currency, Economy};
 pub(crate) struct CreatorTotals {
     pub coins_received: u128,
     pub diamonds_paid: u128,
-}
-
-impl CreatorTotals {
-    /// Diamonds `credited` here plus `settled_in` (credited on other cluster nodes and
-    /// reported here), less those paid out.
-    pub(crate) fn diamonds_available(&self, credited: u128, settled_in: u128) -> u128 {
-        // Invariant: paid <= credited + settled in (a payout is accepted only when
-        // available). Saturating, never wrapping: were the invariant broken, nothing
-        // would be available (the audit reports it).
-        credited
-            .saturating_add(settled_in)
-            .saturating_sub(self.diamonds_paid)
-    }
 }
 
 /// The diamonds a creator was credited, and the fraction of one carried over
@@ -121,6 +109,21 @@ pub(crate) struct CreatorShard {
     /// 3; older formats recompute them from the coins received), hence skipped here.
     #[serde(skip)]
     pub credited: FxHashMap<CreatorId, Credited>,
+    /// Diamonds still held by the earnings hold, per creator (`hold.rs`; encoded by
+    /// snapshots last, format 7), hence skipped here.
+    #[serde(skip)]
+    pub holds: Holds,
+}
+
+/// A creator's diamonds at a moment of the ledger's time: credited here + settled in =
+/// held + available + paid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Diamonds {
+    pub credited: u128,
+    pub settled_in: u128,
+    pub held: u128,
+    pub available: u128,
+    pub paid: u128,
 }
 
 /// Per creator, `(source node, diamonds reported)`.
@@ -141,6 +144,7 @@ impl CreatorShard {
             settled: Settled::default(),
             settled_nanos: SettledNanos::default(),
             credited: FxHashMap::default(),
+            holds: Holds::default(),
         }
     }
 
@@ -158,6 +162,21 @@ impl CreatorShard {
             .get(&creator)
             .map_or(0, |f| f.iter().map(|&(_, n)| u128::from(n)).sum());
         whole + nanos / NANOS_PER_DIAMOND
+    }
+
+    /// The other nodes' reports for `creator`, exactly, in billionths of a diamond.
+    fn reported_nanos(&self, creator: CreatorId) -> u128 {
+        let whole: u128 = self
+            .settled
+            .get(&creator)
+            .map_or(0, |r| r.iter().map(|&(_, d)| u128::from(d)).sum());
+        let nanos: u128 = self
+            .settled_nanos
+            .get(&creator)
+            .map_or(0, |f| f.iter().map(|&(_, n)| u128::from(n)).sum());
+        whole
+            .saturating_mul(NANOS_PER_DIAMOND)
+            .saturating_add(nanos)
     }
 
     /// Whole diamonds other nodes' credits add to `creator`'s here (0 on a single node):
@@ -184,46 +203,80 @@ impl CreatorShard {
         self.credited.get(&creator).map_or(0, |c| c.diamonds)
     }
 
+    /// `creator`'s diamonds when the ledger's time is `at`: held are those whose release
+    /// time is after `at`; available = floor(credited and settled in, exactly, less
+    /// held, exactly) less paid. Without a hold this is credited + settled in − paid.
+    pub(crate) fn diamonds_at(&self, creator: CreatorId, at: u64) -> Diamonds {
+        let credited = self.credited.get(&creator).copied().unwrap_or_default();
+        let reported_nanos = self.reported_nanos(creator);
+        let total_nanos = credited
+            .diamonds
+            .saturating_mul(NANOS_PER_DIAMOND)
+            .saturating_add(credited.fraction_nanos())
+            .saturating_add(reported_nanos);
+        let held_nanos = self.holds.held_nanos(creator, at).min(total_nanos);
+        let released = (total_nanos - held_nanos) / NANOS_PER_DIAMOND;
+        let settled_in = self.settled_in(creator);
+        let whole = credited.diamonds.saturating_add(settled_in);
+        let paid = self.creators.get(&creator).map_or(0, |t| t.diamonds_paid);
+        Diamonds {
+            credited: credited.diamonds,
+            settled_in,
+            held: whole.saturating_sub(released),
+            // Invariant: paid <= released (a payout is accepted only when available).
+            available: released.saturating_sub(paid),
+            paid,
+        }
+    }
+
+    /// Credits `coins` received at `stamp` (the ledger's time `clock` >= `stamp`), held
+    /// under the economy's earnings hold.
     pub(crate) fn credit(
         &mut self,
         economy: &Economy,
         top_k: usize,
         creator: CreatorId,
         coins: u128,
+        (stamp, clock): (Stamp, u64),
     ) {
         let totals = self.creators.entry(creator).or_default();
         totals.coins_received = totals.coins_received.saturating_add(coins);
         let credited = self.credited.entry(creator).or_default();
         credited.credit(economy, coins);
         self.top.offer(top_k, creator.0, credited.diamonds);
+        if economy.earnings_hold_ms > 0 {
+            let release = hold::release_at(stamp, economy.earnings_hold_ms);
+            let nanos = hold::nanos_for(economy, coins);
+            self.holds.hold(creator, release, nanos, clock);
+        }
     }
 
-    /// Applies a payout with sequence number `seq`. The engine applies it once every
-    /// event numbered before it has credited the books (and none after it has), so it
-    /// sees exactly what a replay in sequence order sees.
+    /// Applies a payout with sequence number `seq` at the ledger's time `clock` (the
+    /// payout's stamp or later). The engine applies it once every event numbered before
+    /// it has credited the books (and none after it has), so it sees exactly what a
+    /// replay in sequence order sees. It spends available diamonds only (none still
+    /// held).
     pub(crate) fn payout(
         &mut self,
         economy: &Economy,
         config: &EngineConfig,
         p: &Payout,
         seq: u64,
-        stamp: Stamp,
+        (stamp, clock): (Stamp, u64),
     ) -> Outcome {
-        let settled_in = self.settled_in(p.creator);
-        let credited = self.credited(p.creator);
-        let totals = self.creators.get(&p.creator).copied().unwrap_or_default();
-        let available = totals.diamonds_available(credited, settled_in);
-        let status = match rules::payout(economy, available, p) {
+        self.holds.prune(p.creator, clock);
+        let before = self.diamonds_at(p.creator, clock);
+        let status = match rules::payout(economy, before.available, p) {
             Ok(value) => {
                 let totals = self.creators.entry(p.creator).or_default();
                 totals.diamonds_paid += u128::from(p.diamonds);
                 assert!(
-                    totals.diamonds_paid <= credited.saturating_add(settled_in),
+                    totals.diamonds_paid <= before.credited.saturating_add(before.settled_in),
                     "a payout never pays more than was credited and settled in"
                 );
                 let paid = self.paid_value.entry(p.currency).or_default();
                 *paid = paid.saturating_add(value);
-                let after = totals.diamonds_available(credited, settled_in);
+                let after = before.available - u128::from(p.diamonds);
                 Status::Accepted(Effect::PaidOut {
                     diamonds_available: u64::try_from(after).unwrap_or(u64::MAX),
                     value,
@@ -250,15 +303,17 @@ impl CreatorShard {
 
     /// Applies a settlement report with sequence number `seq`: the creator's diamonds
     /// from `s.source` become `s.diamonds` if that is more than its last report (reports
-    /// are cumulative; an older or repeated one adds nothing).
+    /// are cumulative; an older or repeated one adds nothing). What it adds is held from
+    /// its stamp under `economy`'s earnings hold (the one in force at its number).
     pub(crate) fn settle(
         &mut self,
-        config: &EngineConfig,
+        (economy, config): (&Economy, &EngineConfig),
         s: &Settlement,
         seq: u64,
-        stamp: Stamp,
+        (stamp, clock): (Stamp, u64),
     ) -> Outcome {
         let before = self.reported(s.creator);
+        let nanos_before = self.reported_nanos(s.creator);
         let reports = self.settled.entry(s.creator).or_default();
         let fractions = self.settled_nanos.entry(s.creator).or_default();
         let last_nanos = fractions
@@ -285,6 +340,11 @@ impl CreatorShard {
         }
         let credited =
             u64::try_from(self.reported(s.creator).saturating_sub(before)).unwrap_or(u64::MAX);
+        if economy.earnings_hold_ms > 0 {
+            let added = self.reported_nanos(s.creator).saturating_sub(nanos_before);
+            let release = hold::release_at(stamp, economy.earnings_hold_ms);
+            self.holds.hold(s.creator, release, added, clock);
+        }
         let outcome = Outcome {
             seq,
             status: Status::Accepted(Effect::Settled { credited }),

@@ -63,6 +63,21 @@ pub(super) fn check_successor(current: &Economy, next: &Economy) -> Result<(), E
 }
 
 impl Engine {
+    /// At a change of the earnings hold's grid (under the gate, exclusively: every
+    /// engine, live or replaying, sees the same held diamonds here), every creator keeps
+    /// at most `HOLD_BUCKETS_CARRY` buckets, so that the new grid's fit beside them
+    /// (`hold.rs`). Diamonds already credited keep the hold they were credited under.
+    pub(super) fn carry_holds_over(&self, current: &Economy, next: &Economy) {
+        let grid = super::hold::hold_grid_ms(next.earnings_hold_ms);
+        if grid.is_none() || grid == super::hold::hold_grid_ms(current.earnings_hold_ms) {
+            return;
+        }
+        let clock = self.hold_clock.load(Ordering::Acquire);
+        for book in self.creators.iter() {
+            book.lock().holds.carry_over(clock);
+        }
+    }
+
     /// The economy in force now (version 0: not recorded in a ledger yet).
     pub fn economy(&self) -> Arc<Economy> {
         Arc::clone(&self.gate.read())
@@ -137,6 +152,7 @@ impl Engine {
     pub fn change_economy(&self, next: Economy, stamp: Stamp) -> Result<Outcome, EconomyError> {
         let mut gate = self.gate.write();
         check_successor(&gate, &next)?;
+        self.carry_holds_over(&gate, &next);
         let doc = next.to_doc();
         let change = EconomyChange {
             version: next.version,

@@ -50,6 +50,7 @@
 //! - `ids`: the exactly-once claims of a chunk in the id index (`window`).
 //! - `replay`: [`Engine::replay`] of journaled entries with their stamps.
 //! - `economies`: the economy versions in force and their changes.
+//! - `hold`: the earnings hold (held diamonds per creator, by release time).
 //! - `cut`, `state`: consistent cuts, snapshot state and its older formats.
 //! - `query`: read-only views (wallets, creators, streams, leaderboards, read model).
 //! - `audit`: invariant checks, foreign state, the state fingerprint.
@@ -62,6 +63,7 @@ mod config;
 mod cut;
 mod economies;
 pub mod event;
+mod hold;
 mod idhash;
 mod ids;
 mod query;
@@ -91,6 +93,7 @@ pub use books::Credited;
 use books::{CreatorShard, StreamShard};
 pub use economies::EconomyError;
 pub use event::*;
+pub use hold::{HOLD_BUCKETS_CARRY, HOLD_BUCKETS_MAX, HOLD_GRID_STEPS, hold_grid_ms, release_at};
 use idhash::IdHash;
 pub use idhash::IdSecret;
 pub use query::{CreatorView, ReadModelView, StreamBook, StreamView, ViewParts, WalletView};
@@ -154,6 +157,11 @@ pub struct Engine {
     in_force: Mutex<Vec<(u64, Arc<Economy>)>>,
     /// The next sequence number to reserve (the first event gets 1).
     next_seq: CachePadded<AtomicU64>,
+    /// The ledger's time for the earnings hold (`hold.rs`): the newest stamp of the
+    /// events applied under the gate (sender chunks, payouts, settlements), UTC ms.
+    /// Moved under the gate, so a payout (exclusive) sees that of every event numbered
+    /// before it and none after.
+    hold_clock: CachePadded<AtomicU64>,
 }
 
 /// A route as a number: where formats 1 and 2 kept an event's id (see
@@ -243,6 +251,7 @@ impl Engine {
             economies: Mutex::new(FxHashMap::default()),
             meta_log: Mutex::new(Vec::new()),
             next_seq: CachePadded::new(AtomicU64::new(1)),
+            hold_clock: CachePadded::new(AtomicU64::new(0)),
             config,
         })
     }

@@ -1,6 +1,8 @@
 //! Read-only queries: wallets, histories, creators, streams, leaderboards, and the
 //! read model's view at a consistent cut. Each locks the shards it reads, one at a time.
 
+use std::sync::atomic::Ordering;
+
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -29,8 +31,13 @@ pub struct CreatorView {
     pub creator: CreatorId,
     /// Diamonds credited on this node: floor(coins received x share).
     pub diamonds_total: u128,
-    /// Credited here, plus settled in from other nodes, less paid out.
+    /// Credited here, plus settled in from other nodes, less held by the earnings hold,
+    /// less paid out: what a payout may spend.
     pub diamonds_available: u128,
+    /// Credited (or settled in) but not released yet by the earnings hold (0 without
+    /// one). `diamonds_total + diamonds_settled_in = diamonds_held + diamonds_available +
+    /// diamonds paid`.
+    pub diamonds_held: u128,
     /// A cluster owner: diamonds other nodes credited this creator and reported here.
     pub diamonds_settled_in: u128,
     /// The fraction of a diamond carried over, in [0, 1).
@@ -75,12 +82,21 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// `creator`'s totals, held and available diamonds as of the ledger's time (the
+    /// newest stamp applied).
     pub fn creator(&self, creator: CreatorId) -> CreatorView {
-        let (totals, settled_in, credited) = {
+        self.creator_at(creator, Stamp(0))
+    }
+
+    /// `creator`'s totals, with held and available diamonds as of `now` (or the ledger's
+    /// time, if later): what a payout stamped `now` would find.
+    pub fn creator_at(&self, creator: CreatorId, now: Stamp) -> CreatorView {
+        let at = now.0.max(self.hold_clock.load(Ordering::Acquire));
+        let (totals, credited, diamonds) = {
             let book = self.creators[shard_of(creator.0, self.mask)].lock();
             let totals = book.creators.get(&creator).copied().unwrap_or_default();
             let credited = book.credited.get(&creator).copied().unwrap_or_default();
-            (totals, book.settled_in(creator), credited)
+            (totals, credited, book.diamonds_at(creator, at))
         };
         let mut gifts: Vec<(GiftId, u128)> = Vec::new();
         for shard in self.senders.iter() {
@@ -98,8 +114,9 @@ impl Engine {
         CreatorView {
             creator,
             diamonds_total: credited.diamonds,
-            diamonds_available: totals.diamonds_available(credited.diamonds, settled_in),
-            diamonds_settled_in: settled_in,
+            diamonds_available: diamonds.available,
+            diamonds_held: diamonds.held,
+            diamonds_settled_in: diamonds.settled_in,
             diamond_fraction: credited.fraction(),
             coins_received: totals.coins_received,
             gifts,

@@ -113,6 +113,7 @@ impl Engine {
             seq: entry.seq,
             error: e,
         })?;
+        self.carry_holds_over(&gate, &next);
         self.in_force.lock().push((entry.seq, Arc::clone(&next)));
         *gate = next;
         let replayed = Outcome {
@@ -127,6 +128,14 @@ impl Engine {
     fn replay_senders(&self, entries: &[LogEntry]) -> Result<(), ReplayError> {
         let economy = self.economy();
         let economy = &*economy;
+        // The ledger's time after the run (what the next book event sees live): before
+        // merging, so that each credit is merged at a time at or after its stamp.
+        if let Some(newest) = entries.iter().map(|e| e.stamp.0).max() {
+            self.hold_clock.fetch_max(newest, Ordering::AcqRel);
+        }
+        // Under an earnings hold a credit's release time follows its stamp: merge at
+        // each change of stamp (live, a chunk has one stamp).
+        let held = economy.earnings_hold_ms > 0;
         let shards = self.senders.len();
         let mut by_shard: Vec<Vec<&LogEntry>> = vec![Vec::new(); shards];
         for e in entries {
@@ -145,6 +154,9 @@ impl Engine {
             let (mut stamp, mut month) = (chunk[0].stamp, chunk[0].stamp.month_key());
             for entry in chunk {
                 if entry.stamp != stamp {
+                    if held {
+                        self.merge_credits(&mut shard, economy, stamp);
+                    }
                     (stamp, month) = (entry.stamp, entry.stamp.month_key());
                 }
                 let replayed = shard.apply(
@@ -158,7 +170,7 @@ impl Engine {
                 check_replayed(entry, &replayed)?;
             }
             shard.log.truncate(logged);
-            self.merge_credits(&mut shard, economy);
+            self.merge_credits(&mut shard, economy, stamp);
             self.remember_replayed(chunk);
             Ok(())
         };
@@ -226,6 +238,9 @@ impl Engine {
     pub(super) fn replay_in_book(&self, entry: &LogEntry, route: Route) -> Outcome {
         let gate = self.gate.read();
         let mut book = self.lock_book(route);
+        if matches!(entry.event, Event::Payout(_) | Event::Settlement(_)) {
+            self.hold_clock.fetch_max(entry.stamp.0, Ordering::AcqRel);
+        }
         let outcome =
             self.apply_in_book(&mut book, Some(&gate), &entry.event, entry.seq, entry.stamp);
         let id = self.id_hash(entry.event.id());

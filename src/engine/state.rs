@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp};
+use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
 use super::shard::{PurchaseTotals, SenderShard};
 use super::topk::TopK;
@@ -41,6 +42,10 @@ impl Engine {
             id_secret: Some(self.id_secret),
             legacy_ids_until: self.legacy_ids_until,
             purchases: cut.senders.iter().map(|s| &s.purchases).collect(),
+            hold: Some(HoldStateView {
+                clock: Stamp(self.hold_clock.load(Ordering::Acquire)),
+                shards: cut.creators.iter().map(|g| &g.holds).collect(),
+            }),
         };
         let result = f(&view);
         drop(view);
@@ -73,6 +78,10 @@ impl Engine {
             id_secret: Some(self.id_secret),
             legacy_ids_until: self.legacy_ids_until,
             purchases: cut.senders.iter().map(|s| s.purchases.clone()).collect(),
+            hold: Some(HoldState {
+                clock: Stamp(self.hold_clock.load(Ordering::Acquire)),
+                shards: cut.creators.iter().map(|c| c.holds.clone()).collect(),
+            }),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -135,11 +144,16 @@ impl Engine {
         }
         let mut credited = state.credited.into_iter();
         let mut settled_nanos = state.settled_nanos.into_iter();
+        // Format 7: the earnings hold (older formats held nothing).
+        let hold = state.hold.unwrap_or_default();
+        self.hold_clock.store(hold.clock.0, Ordering::Release);
+        let mut holds = hold.shards.into_iter();
         let mut creators = state.creators.into_iter().zip(state.settled);
         for slot in self.creators.iter() {
             let (mut book, settled) = creators.next().expect("checked length");
             book.settled = settled;
             book.settled_nanos = settled_nanos.next().unwrap_or_default();
+            book.holds = holds.next().unwrap_or_default();
             // Formats 1 and 2 did not store credited diamonds: as they were computed then.
             book.credited = credited.next().unwrap_or_else(|| {
                 book.creators
@@ -254,6 +268,10 @@ pub struct EngineState<W = IdWindow> {
     /// Per sender shard, its purchases (`SenderShard::purchases`; format 7, appended:
     /// format 6 is format 7 less it, an empty list being one zero byte).
     purchases: Vec<PurchaseTotals>,
+    /// The earnings hold: the ledger's hold clock and each creator shard's held
+    /// diamonds (format 7; `None` in an older format: nothing held). Last, so that
+    /// format 6 is format 7 with `None` (one zero byte).
+    hold: Option<HoldState>,
 }
 
 /// A state as snapshot format 5 encoded it (40-bit id checks), decoded with the fields
@@ -276,6 +294,7 @@ impl From<EngineStateV5> for EngineState {
             id_secret: v5.id_secret,
             legacy_ids_until: v5.legacy_ids_until,
             purchases: v5.purchases,
+            hold: v5.hold,
         }
     }
 }
@@ -311,6 +330,7 @@ impl From<EngineStateV4> for EngineState {
             id_secret: None,
             legacy_ids_until: Stamp(0),
             purchases: Vec::new(),
+            hold: None,
         }
     }
 }
@@ -344,6 +364,7 @@ impl From<EngineStateV3> for EngineState {
             id_secret: None,
             legacy_ids_until: Stamp(0),
             purchases: Vec::new(),
+            hold: None,
         }
     }
 }
@@ -374,6 +395,7 @@ impl From<EngineStateV2> for EngineState {
             id_secret: None,
             legacy_ids_until: Stamp(0),
             purchases: Vec::new(),
+            hold: None,
         }
     }
 }
@@ -403,6 +425,7 @@ impl From<EngineStateV1> for EngineState {
             id_secret: None,
             legacy_ids_until: Stamp(0),
             purchases: Vec::new(),
+            hold: None,
         }
     }
 }
@@ -422,6 +445,7 @@ impl EngineState {
             || !(self.credited.len() == n || self.credited.is_empty())
             || !(self.settled_nanos.len() == n || self.settled_nanos.is_empty())
             || !(self.purchases.len() == n || self.purchases.is_empty())
+            || self.hold.as_ref().is_some_and(|h| h.shards.len() != n)
         {
             return Err(StateError::Shards {
                 found: self.senders.len(),
@@ -485,6 +509,10 @@ impl EngineState {
             id_secret: self.id_secret,
             legacy_ids_until: self.legacy_ids_until,
             purchases: self.purchases.iter().collect(),
+            hold: self.hold.as_ref().map(|h| HoldStateView {
+                clock: h.clock,
+                shards: h.shards.iter().collect(),
+            }),
         }
     }
 }
@@ -507,6 +535,7 @@ pub struct StateView<'a> {
     id_secret: Option<IdSecret>,
     legacy_ids_until: Stamp,
     purchases: Vec<&'a PurchaseTotals>,
+    hold: Option<HoldStateView<'a>>,
 }
 
 impl StateView<'_> {

@@ -42,6 +42,9 @@ pub const VERSION: u32 = 7;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
+/// What format 7 appended to format 6, empty: purchases (an empty `Vec`) and the
+/// earnings hold (`None`), one zero byte each.
+const FORMAT_6_TO_7: &[u8] = &[0, 0];
 const EXTENSION: &str = "gsnap";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -608,13 +611,17 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
             .into(),
         // Format 6 appended the id index's secret (an `Option`) and the end of its
         // unkeyed ids (a stamp): format 5 is format 6 with `None` and 0 there, one zero
-        // byte each; and format 7's purchases (below).
-        5 => protocol::decode_serde::<EngineStateV5>(&[body, &[0u8, 0u8, 0u8][..]].concat())
-            .map_err(corrupt)?
-            .into(),
-        // Format 7 appended the purchases per sender shard (a `Vec`): format 6 is format
-        // 7 with an empty list there, one zero byte.
-        6 => protocol::decode_serde(&[body, &[0u8][..]].concat()).map_err(corrupt)?,
+        // byte each; and the fields format 7 appended (below).
+        5 => protocol::decode_serde::<EngineStateV5>(
+            &[body, &[0u8, 0u8][..], FORMAT_6_TO_7].concat(),
+        )
+        .map_err(corrupt)?
+        .into(),
+        // Format 7 appended the purchases per sender shard (a `Vec`) and the earnings
+        // hold (an `Option`): format 6 is format 7 with an empty list and `None` there,
+        // one zero byte each (nothing bought, nothing held).
+        6 => protocol::decode_serde::<EngineState>(&[body, FORMAT_6_TO_7].concat())
+            .map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

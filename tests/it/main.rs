@@ -5,6 +5,7 @@ mod adversarial;
 mod cluster;
 mod crash;
 mod durability;
+mod earnings_hold;
 mod economy;
 mod engine_concurrency;
 mod engine_props;

@@ -12,6 +12,10 @@
 //!   `creator_share` in force when it was applied) (kept exactly, in billionths: shares
 //!   have at most 9 decimals), diamonds paid, gift counts; streams (coins, goal) and
 //!   per-gifter totals;
+//! - the earnings hold: each credit's `(release time, billionths)` under the hold in
+//!   force when it was credited, the ledger's time (newest stamp of the numbered
+//!   recharges, gifts, account settings and payouts); a payout spends released diamonds
+//!   only (economy versions draw holds of 0 to 45 s, so payouts race releases);
 //! - the economy in force: a journaled economy change puts its version's terms in force
 //!   for every later sequence number. The model resolves a gift or package code to its
 //!   string id with its own registry (the embedded catalog's order, then each new id in
@@ -153,6 +157,8 @@ struct ModelCreator {
     credited_nanos: u128,
     diamonds_paid: u128,
     gifts: BTreeMap<u32, u128>,
+    /// Earnings hold: `(release time, billionths)` of every credit made under a hold.
+    held: Vec<(u64, u128)>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -198,6 +204,9 @@ struct Model {
     stream_gifters: BTreeMap<(StreamId, UserId), u128>,
     ids: HashMap<EventId, (Event, Outcome)>,
     last_seq: u64,
+    /// Earnings hold: the ledger's time, the newest stamp of every numbered recharge,
+    /// gift, account setting and payout (never goes back).
+    hold_clock: u64,
 }
 
 fn rejected(code: RejectCode) -> Status {
@@ -228,6 +237,7 @@ impl Model {
             stream_gifters: BTreeMap::new(),
             ids: HashMap::new(),
             last_seq: 0,
+            hold_clock: 0,
         }
     }
 
@@ -248,6 +258,9 @@ impl Model {
     fn apply(&mut self, event: &Event, stamp: Stamp) -> Outcome {
         if let Some(answer) = self.known(event) {
             return answer;
+        }
+        if !matches!(event, Event::Economy(_) | Event::StreamGoal(_)) {
+            self.hold_clock = self.hold_clock.max(stamp.0);
         }
         let status = match event {
             Event::Recharge(r) => self.recharge(r),
@@ -281,6 +294,7 @@ impl Model {
                 panic!("economy version {version} ({digest:016x}) was not made by the run")
             })
             .clone();
+        self.hold_carry_over(&next);
         let file = next.to_file();
         for g in &file.gifts {
             if !self.gift_codes.contains(&g.id) {
@@ -429,16 +443,21 @@ impl Model {
         w.spent = spent;
         w.month = w.month.max(month);
         let balance = w.coins;
-        self.credit(g, cost);
+        self.credit(g, cost, stamp);
         Status::Accepted(Effect::Coins(balance))
     }
 
-    fn credit(&mut self, g: &Gift, cost: u64) {
+    fn credit(&mut self, g: &Gift, cost: u64, stamp: Stamp) {
         let coins = u128::from(cost);
         let share = self.share_nanos();
+        let hold = self.economy.earnings_hold_ms;
         let c = self.creators.entry(g.creator).or_default();
         c.coins_received += coins;
         c.credited_nanos += coins * share;
+        if hold > 0 {
+            c.held
+                .push((model_release_at(stamp.0, hold), coins * share));
+        }
         *c.gifts.entry(g.gift.0).or_default() += u128::from(g.count);
         *self
             .creator_gifters
@@ -458,7 +477,7 @@ impl Model {
 
     fn diamonds_available(&self, creator: CreatorId) -> u128 {
         let paid = self.creators.get(&creator).map_or(0, |c| c.diamonds_paid);
-        self.diamonds_credited(creator) - paid
+        self.diamonds_released(creator) - paid
     }
 
     /// Every check of a payout, in order: its value.
@@ -588,7 +607,7 @@ impl Model {
         (
             c.coins_received,
             credited,
-            credited - c.diamonds_paid,
+            self.diamonds_available(creator),
             gifts,
         )
     }
@@ -629,6 +648,81 @@ impl Model {
             .map(|(&c, _)| (c, self.diamonds_credited(c)));
         top(scores, k)
     }
+}
+
+// ---- the model: earnings hold (issue #31 feature 4) ----------------------------------
+//
+// Each credit under a hold is released at `stamp + hold` rounded up to a multiple of
+// `ceil(hold / 15)` ms (the hold in force when it was credited), once the ledger's time
+// (the newest stamp of the numbered recharges, gifts, account settings and payouts) has
+// reached it. Released whole diamonds = floor((credited − held) billionths); a payout
+// spends released less paid. When an economy change brings a hold with another grid,
+// each creator's held release times are cut to 16: the 15 soonest stay, every later
+// credit waits for the latest.
+
+/// When a credit at `stamp` under a hold of `hold` ms is released.
+fn model_release_at(stamp: u64, hold: u64) -> u64 {
+    let grid = hold.div_ceil(15);
+    (stamp + hold).div_ceil(grid) * grid
+}
+
+impl Model {
+    /// Billionths of `creator`'s diamonds still held at the ledger's time.
+    fn held_nanos(&self, creator: CreatorId) -> u128 {
+        self.creators.get(&creator).map_or(0, |c| {
+            c.held
+                .iter()
+                .filter(|(release, _)| *release > self.hold_clock)
+                .map(|(_, nanos)| nanos)
+                .sum()
+        })
+    }
+
+    /// Whole diamonds released: credited less held, exactly, rounded down.
+    fn diamonds_released(&self, creator: CreatorId) -> u128 {
+        let credited = self.creators.get(&creator).map_or(0, |c| c.credited_nanos);
+        (credited - self.held_nanos(creator)) / 1_000_000_000
+    }
+
+    fn diamonds_held(&self, creator: CreatorId) -> u128 {
+        self.diamonds_credited(creator) - self.diamonds_released(creator)
+    }
+
+    /// An economy change to a hold with another grid: 16 release times per creator.
+    fn hold_carry_over(&mut self, next: &Economy) {
+        let grid = |hold: u64| (hold > 0).then(|| hold.div_ceil(15));
+        let new = grid(next.earnings_hold_ms);
+        if new.is_none() || new == grid(self.economy.earnings_hold_ms) {
+            return;
+        }
+        let clock = self.hold_clock;
+        for c in self.creators.values_mut() {
+            c.held.retain(|(release, _)| *release > clock);
+            let mut times: Vec<u64> = c.held.iter().map(|(release, _)| *release).collect();
+            times.sort_unstable();
+            times.dedup();
+            if times.len() > 16 {
+                let (kept, latest) = (times[14], times[times.len() - 1]);
+                for (release, _) in c.held.iter_mut() {
+                    if *release > kept {
+                        *release = latest;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The engine's held diamonds equal the model's.
+fn check_holds(engine: &Engine, model: &Model) -> Result<(), String> {
+    for c in all_creators() {
+        let (got, want) = (engine.creator(c).diamonds_held, model.diamonds_held(c));
+        ensure!(
+            got == want,
+            "{c:?} diamonds held: engine {got}, model {want}"
+        );
+    }
+    Ok(())
 }
 
 /// The best `k` by score, then by lower id.
@@ -890,6 +984,8 @@ impl Generator {
             file.packages.reverse();
         }
         self.change_items(&mut file);
+        // Earnings hold: none, or one that releases within the run (grids of 2 ms to 3 s).
+        file.earnings_hold_ms = [0, 0, 30, 4_000, 15_000, 45_000][self.rng.random_range(0..6usize)];
         file
     }
 
@@ -1333,6 +1429,7 @@ fn check_state(engine: &Engine, model: &Model, now: Stamp, k: usize) -> Result<(
     }
     let (got, want) = (engine.top_creators(k), model.top_creators(k));
     ensure!(got == want, "top creators: engine {got:?}, model {want:?}");
+    check_holds(engine, model)?;
     let audit = engine.audit();
     ensure!(audit.is_clean(), "audit: {:?}", audit.violations);
     check_purchases(&audit.totals, model)

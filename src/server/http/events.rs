@@ -455,7 +455,7 @@ pub struct EconomyChangeResponse {
 /// own sequence number); diamonds already credited never change. Catalog entries keep
 /// their codes; an entry left out is retired. Answered once durable.
 #[utoipa::path(put, path = "/v1/economy", tag = "economy", security(("bearer" = [])),
-    request_body(content = Object, description = "economy.toml's keys as JSON: creator_share, restricted_regions, max_gift_count, diamond_value, payout_minimum, recharge, gifts, packages, items (optional)"),
+    request_body(content = Object, description = "economy.toml's keys as JSON: creator_share, restricted_regions, max_gift_count, earnings_hold_ms, diamond_value, payout_minimum, recharge, gifts, packages, items (optional)"),
     responses((status = 200, body = EconomyChangeResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, description = "Invalid economy (the message names the key); nothing changed", body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn put_economy(
     State(service): State<Arc<Service>>,

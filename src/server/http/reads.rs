@@ -166,11 +166,18 @@ pub(super) async fn get_transactions(
 #[derive(Serialize, ToSchema)]
 pub struct CreatorResponse {
     creator: u64,
-    /// Whole diamonds credited: floor(coins received x creator share).
+    /// Whole diamonds credited: floor(coins received x creator share). Held ones
+    /// included: its meaning does not change with the earnings hold.
     #[schema(value_type = u64)]
     diamonds_total: u128,
+    /// What a payout may spend now: credited (and, on a cluster owner, settled in from
+    /// other nodes), less `diamonds_held`, less paid out.
     #[schema(value_type = u64)]
     diamonds_available: u128,
+    /// Credited but not released yet by the earnings hold (`economy.earnings_hold_ms`);
+    /// 0 without a hold.
+    #[schema(value_type = u64)]
+    diamonds_held: u128,
     /// The fraction of a diamond carried over, decimal string in [0, 1).
     diamond_fraction: String,
     #[schema(value_type = u64)]
@@ -190,7 +197,9 @@ pub(super) async fn get_creator(
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<CreatorResponse>, ApiError> {
     authorize(&service, &caller, Scope::Read)?;
-    let mut c = service.engine.creator(CreatorId(path(id)?));
+    let mut c = service
+        .engine
+        .creator_at(CreatorId(path(id)?), service.clock.now());
     if let Some(reader) = &service.shared_reads {
         let merged = reader
             .creator_totals(c.creator)
@@ -198,13 +207,16 @@ pub(super) async fn get_creator(
             .map_err(shared_read_error)?;
         c.coins_received = merged.coins_received;
         c.diamonds_total = merged.diamonds_total;
-        c.diamonds_available = merged.diamonds_available;
+        // The read model's `diamonds_available` is credited less paid (it knows no
+        // hold): less what this node holds (the owner holds what it settled in).
+        c.diamonds_available = merged.diamonds_available.saturating_sub(c.diamonds_held);
     }
     let catalog = &service.engine.economy().gifts;
     Ok(Json(CreatorResponse {
         creator: c.creator.0,
         diamonds_total: c.diamonds_total,
         diamonds_available: c.diamonds_available,
+        diamonds_held: c.diamonds_held,
         diamond_fraction: c.diamond_fraction.to_string(),
         coins_received: c.coins_received,
         gifts: c
@@ -266,6 +278,9 @@ pub struct EconomyResponse {
     version: u32,
     creator_share: String,
     max_gift_count: u32,
+    /// Diamonds credited under this version are held this long (ms) before a payout may
+    /// spend them (0: available at once).
+    earnings_hold_ms: u64,
     restricted_regions: Vec<String>,
     diamond_value: BTreeMap<String, String>,
     payout_minimum: BTreeMap<String, String>,
@@ -285,6 +300,7 @@ pub(super) fn economy_response(e: &Economy) -> EconomyResponse {
         version: e.version,
         creator_share: e.creator_share.to_string(),
         max_gift_count: e.max_gift_count,
+        earnings_hold_ms: e.earnings_hold_ms,
         restricted_regions: e.restricted_regions.iter().map(|r| r.to_string()).collect(),
         diamond_value: money(&e.diamond_value),
         payout_minimum: money(&e.payout_minimum),
