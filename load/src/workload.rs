@@ -103,6 +103,7 @@ impl Workload {
                         currency: self.usd,
                         package: None,
                         channel: Channel::Web,
+                        paid_ms: 0,
                     })
                 })
                 .collect(),
@@ -133,6 +134,7 @@ impl Workload {
                         currency: self.usd,
                         package: Some(package),
                         channel: Channel::App,
+                        paid_ms: 0,
                     });
                 }
                 let creator = match hot {

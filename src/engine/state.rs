@@ -11,7 +11,7 @@ use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp};
 use super::idhash::IdSecret;
-use super::shard::SenderShard;
+use super::shard::{PromotionBook, SenderShard};
 use super::topk::TopK;
 use super::window::{self, IdWindow, IdWindowV4, IdWindowV5};
 use super::{Engine, EngineConfig, Route, route_tag};
@@ -40,6 +40,7 @@ impl Engine {
             settled_nanos: cut.creators.iter().map(|g| &g.settled_nanos).collect(),
             id_secret: Some(self.id_secret),
             legacy_ids_until: self.legacy_ids_until,
+            promotions: cut.senders.iter().map(|g| &g.promotions).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -71,6 +72,7 @@ impl Engine {
                 .collect(),
             id_secret: Some(self.id_secret),
             legacy_ids_until: self.legacy_ids_until,
+            promotions: cut.senders.iter().map(|s| s.promotions.clone()).collect(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -124,8 +126,12 @@ impl Engine {
     /// windows under this config's bound and horizon.
     fn install(&self, state: EngineState) {
         let mut senders = state.senders.into_iter();
+        // Formats before 7 hold no promotion sales: every shard starts with none.
+        let mut promotions = state.promotions.into_iter();
         for slot in self.senders.iter() {
-            *slot.lock() = senders.next().expect("checked length");
+            let mut shard = senders.next().expect("checked length");
+            shard.promotions = promotions.next().unwrap_or_default();
+            *slot.lock() = shard;
         }
         let mut credited = state.credited.into_iter();
         let mut settled_nanos = state.settled_nanos.into_iter();
@@ -245,6 +251,9 @@ pub struct EngineState<W = IdWindow> {
     /// Until when `ids` also holds ids under the unkeyed hash of formats 3 to 5 (format
     /// 6; 0: none).
     legacy_ids_until: Stamp,
+    /// Per sender shard, its sales under each promotion (`SenderShard::promotions`;
+    /// format 7). Last, so that format 6 is format 7 less it (one zero byte).
+    promotions: Vec<PromotionBook>,
 }
 
 /// A state as snapshot format 5 encoded it (40-bit id checks), decoded with the two
@@ -266,6 +275,7 @@ impl From<EngineStateV5> for EngineState {
             settled_nanos: v5.settled_nanos,
             id_secret: v5.id_secret,
             legacy_ids_until: v5.legacy_ids_until,
+            promotions: v5.promotions,
         }
     }
 }
@@ -300,6 +310,7 @@ impl From<EngineStateV4> for EngineState {
             settled_nanos: v4.settled_nanos,
             id_secret: None,
             legacy_ids_until: Stamp(0),
+            promotions: Vec::new(),
         }
     }
 }
@@ -332,6 +343,7 @@ impl From<EngineStateV3> for EngineState {
             settled_nanos: Vec::new(),
             id_secret: None,
             legacy_ids_until: Stamp(0),
+            promotions: Vec::new(),
         }
     }
 }
@@ -361,6 +373,7 @@ impl From<EngineStateV2> for EngineState {
             settled_nanos: Vec::new(),
             id_secret: None,
             legacy_ids_until: Stamp(0),
+            promotions: Vec::new(),
         }
     }
 }
@@ -389,6 +402,7 @@ impl From<EngineStateV1> for EngineState {
             settled_nanos: Vec::new(),
             id_secret: None,
             legacy_ids_until: Stamp(0),
+            promotions: Vec::new(),
         }
     }
 }
@@ -469,6 +483,7 @@ impl EngineState {
             settled_nanos: self.settled_nanos.iter().collect(),
             id_secret: self.id_secret,
             legacy_ids_until: self.legacy_ids_until,
+            promotions: self.promotions.iter().collect(),
         }
     }
 }
@@ -490,6 +505,7 @@ pub struct StateView<'a> {
     settled_nanos: Vec<&'a SettledNanos>,
     id_secret: Option<IdSecret>,
     legacy_ids_until: Stamp,
+    promotions: Vec<&'a PromotionBook>,
 }
 
 impl StateView<'_> {

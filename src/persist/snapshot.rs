@@ -15,6 +15,7 @@
 //!     56    4  CRC-32 of the body (u32 LE)
 //!     60    -  body: the engine state (bincode format, serde)
 //! ```
+//! Format 7 appended the sales per promotion.
 //! Format 2 appended the cluster's settlement reports to the state; format 3 appended the
 //! idempotency index (ids by their own hash, with content fingerprints) and leaves the
 //! shards' old windows empty. Formats 1 and 2 are still read: their windows' ids move to
@@ -37,7 +38,7 @@ use crate::engine::{
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -607,10 +608,12 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
             .into(),
         // Format 6 appended the id index's secret (an `Option`) and the end of its
         // unkeyed ids (a stamp): format 5 is format 6 with `None` and 0 there, one zero
-        // byte each.
-        5 => protocol::decode_serde::<EngineStateV5>(&[body, &[0u8, 0u8][..]].concat())
+        // byte each. Format 7 appended the promotion sales (a `Vec`): format 6 is format
+        // 7 with an empty one there, one zero byte.
+        5 => protocol::decode_serde::<EngineStateV5>(&[body, &[0u8, 0u8, 0u8][..]].concat())
             .map_err(corrupt)?
             .into(),
+        6 => protocol::decode_serde(&[body, &[0u8][..]].concat()).map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

@@ -14,6 +14,7 @@ mod hostile_http;
 mod layers;
 mod legacy_period;
 mod ops_kit;
+mod promotions;
 mod read_model;
 mod review_economy;
 mod server_http;
