@@ -757,6 +757,15 @@ impl Generator {
             }
             if self.rng.random_bool(0.4) {
                 r.paid_ms = self.now - 40_000 - self.rng.random_range(0..=20_000);
+                // Often exactly at a window's edge (see `promotions`), when that is
+                // early enough.
+                const EDGES: [i64; 8] = [
+                    -50_001, -50_000, 4_999, 5_000, -30_001, -30_000, 29_999, 30_000,
+                ];
+                let edge = (DEC.0 as i64 + EDGES[self.rng.random_range(0..EDGES.len())]) as u64;
+                if self.rng.random_bool(0.5) && edge <= self.now - 40_000 {
+                    r.paid_ms = edge;
+                }
             }
         }
         event
