@@ -101,6 +101,7 @@ fn funded(wallets: u64) -> Engine {
             currency: Currency::USD,
             package: None,
             channel: Channel::Web,
+            paid_ms: 0,
         }));
         if batch.len() == BATCH {
             engine.apply_batch(&batch, STAMP);

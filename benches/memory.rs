@@ -85,6 +85,7 @@ fn recharge(id: u64, user: u64) -> Event {
         currency: Currency::USD,
         package: None,
         channel: Channel::Web,
+        paid_ms: 0,
     })
 }
 

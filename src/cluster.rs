@@ -305,6 +305,7 @@ mod tests {
                 price: rust_decimal::Decimal::ONE,
                 currency: "USD".parse().unwrap(),
                 channel: crate::engine::Channel::Web,
+                paid_ms: 0,
             })
         };
         let mine = (0..).find(|&u| map.owns(u)).unwrap();

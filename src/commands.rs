@@ -333,6 +333,19 @@ pub(crate) fn audit() -> anyhow::Result<()> {
         for (currency, amount) in &t.revenue {
             println!("revenue {currency} {amount}");
         }
+        for (id, sales) in &t.promotions {
+            let money: Vec<String> = sales
+                .revenue
+                .iter()
+                .map(|(c, a)| format!("{a} {c}"))
+                .collect();
+            println!(
+                "promotion {id}: {} recharges, {} bonus coins, revenue {}",
+                sales.recharges,
+                sales.bonus_coins,
+                money.join(", ")
+            );
+        }
         for (currency, amount) in &t.paid_out {
             println!("paid out {currency} {amount}");
         }

@@ -205,6 +205,7 @@ impl<'a> Generator<'a> {
                     currency: Currency::USD,
                     package: Some(PackageId(p as u32)),
                     channel: Channel::App,
+                    paid_ms: 0,
                 }));
             }
         }

@@ -170,6 +170,39 @@ impl fmt::Display for Region {
     }
 }
 
+/// Where a recharge was bought.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// In-app purchase: packages only.
+    App,
+    /// Web: packages or a custom amount within the configured bounds.
+    Web,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::App => "app",
+            Channel::Web => "web",
+        }
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "app" => Ok(Channel::App),
+            "web" => Ok(Channel::Web),
+            other => Err(format!("{other:?} is not app or web")),
+        }
+    }
+}
+
+/// Most promotions one economy version may hold.
+pub const PROMOTIONS_MAX: usize = 1024;
+
 /// `economy.toml` as written by operators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,6 +230,10 @@ pub struct EconomyFile {
     /// left out of the JSON form when empty, so a file without items keeps its digest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemFile>,
+    /// Time-boxed offers on packages. Absent from the JSON form when empty, so an
+    /// economy without promotions keeps the digest it had before they existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<PromotionFile>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -243,6 +280,115 @@ pub struct ItemFile {
     pub id: String,
     pub name: String,
     pub coins: u64,
+}
+
+/// A time-boxed offer on a coin package: bonus coins, a discounted price, or both,
+/// optionally only in some regions or channels. In force from `start` (inclusive) to
+/// `end` (exclusive), RFC 3339 times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionFile {
+    /// Stable id, recorded in revenue accounting.
+    pub id: String,
+    /// The package on offer (its id).
+    pub package: String,
+    /// RFC 3339, e.g. "2026-11-27T00:00:00Z".
+    pub start: String,
+    pub end: String,
+    /// Coins on top of the package's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bonus_coins: u64,
+    /// Offer prices per currency (decimal strings); a currency not listed keeps the
+    /// package's price.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, String>,
+    /// Regions the offer is for; empty: every region (and users without one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// Channels the offer is for; empty: both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<Channel>,
+}
+
+/// A validated promotion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionSpec {
+    pub id: String,
+    /// The package's string id (codes move between versions; ids do not).
+    pub package: String,
+    /// UTC ms: in force while `start_ms <= t < end_ms`.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub bonus_coins: u64,
+    pub prices: BTreeMap<Currency, Decimal>,
+    /// Empty: every region, and users without one.
+    pub regions: BTreeSet<Region>,
+    /// Empty: both channels.
+    pub channels: BTreeSet<Channel>,
+    /// The file's RFC 3339 texts, given back as written.
+    start: String,
+    end: String,
+}
+
+impl PromotionSpec {
+    /// Whether the offer is for a user in `region` buying on `channel` at `at_ms`.
+    pub fn applies(&self, region: Option<Region>, channel: Channel, at_ms: u64) -> bool {
+        (self.start_ms..self.end_ms).contains(&at_ms)
+            && (self.regions.is_empty() || region.is_some_and(|r| self.regions.contains(&r)))
+            && (self.channels.is_empty() || self.channels.contains(&channel))
+    }
+
+    /// Whether two offers could both be in force for one sale (same package, times,
+    /// regions and channels overlapping).
+    fn overlaps(&self, other: &PromotionSpec) -> bool {
+        let sets =
+            |a: &BTreeSet<_>, b: &BTreeSet<_>| a.is_empty() || b.is_empty() || !a.is_disjoint(b);
+        self.package == other.package
+            && self.start_ms < other.end_ms
+            && other.start_ms < self.end_ms
+            && sets(&self.regions, &other.regions)
+            && (self.channels.is_empty()
+                || other.channels.is_empty()
+                || !self.channels.is_disjoint(&other.channels))
+    }
+
+    fn to_file(&self) -> PromotionFile {
+        PromotionFile {
+            id: self.id.clone(),
+            package: self.package.clone(),
+            start: self.start.clone(),
+            end: self.end.clone(),
+            bonus_coins: self.bonus_coins,
+            prices: self
+                .prices
+                .iter()
+                .map(|(c, v)| (c.as_str().to_owned(), v.to_string()))
+                .collect(),
+            regions: self.regions.iter().map(|r| r.as_str().to_owned()).collect(),
+            channels: self.channels.iter().copied().collect(),
+        }
+    }
+}
+
+/// UTC ms of an RFC 3339 time (at or after the epoch).
+fn parse_time(key: &str, text: &str) -> Result<u64, EconomyError> {
+    let t =
+        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+            .map_err(|e| EconomyError::new(key, format!("not an RFC 3339 time ({text:?}): {e}")))?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| EconomyError::new(key, format!("{text:?} is before 1970")))
+}
+
+/// RFC 3339 text of a UTC ms time, e.g. "2026-11-27T00:00:00Z".
+pub fn format_time(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// One catalog entry; its index in [`Economy::gifts`] is its stable numeric code.
@@ -363,6 +509,8 @@ pub struct Economy {
     pub packages: Vec<PackageSpec>,
     /// The `items` catalog (purchases), by code.
     pub items: Vec<ItemSpec>,
+    /// Offers on packages, in file order; at most one is in force for a sale.
+    pub promotions: Vec<PromotionSpec>,
 }
 
 fn parse_decimal(key: &str, s: &str) -> Result<Decimal, EconomyError> {
@@ -451,6 +599,7 @@ impl Economy {
                 .filter(|i| !i.retired)
                 .map(ItemSpec::to_file)
                 .collect(),
+            promotions: self.promotions.iter().map(PromotionSpec::to_file).collect(),
         }
     }
 
@@ -587,6 +736,7 @@ impl Economy {
         }
 
         let items = validate_items(&file.items, file.max_gift_count)?;
+        let promotions = parse_promotions(&file.promotions, &packages)?;
 
         Ok(Economy {
             version: 0,
@@ -603,7 +753,26 @@ impl Economy {
             gifts,
             packages,
             items,
+            promotions,
         })
+    }
+
+    /// The offer in force for a sale of package `package` (a code) to a user in
+    /// `region` on `channel` at `at_ms` (UTC ms), if any.
+    pub fn offer(
+        &self,
+        package: u32,
+        region: Option<Region>,
+        channel: Channel,
+        at_ms: u64,
+    ) -> Option<&PromotionSpec> {
+        if self.promotions.is_empty() {
+            return None;
+        }
+        let id = &self.packages.get(package as usize)?.id;
+        self.promotions
+            .iter()
+            .find(|p| p.package == *id && p.applies(region, channel, at_ms))
     }
 
     /// `creator_share` as an exact ratio `(numerator, denominator)`; the denominator is a
@@ -843,6 +1012,93 @@ fn validate_items(items: &[ItemFile], max_count: u32) -> Result<Vec<ItemSpec>, E
             coins: item.coins,
             retired: false,
         });
+    }
+    Ok(out)
+}
+
+/// Validates the promotions against the file's packages: known package, times in order,
+/// something offered, prices in currencies the package is sold in, and never two offers
+/// in force for the same sale.
+fn parse_promotions(
+    files: &[PromotionFile],
+    packages: &[PackageSpec],
+) -> Result<Vec<PromotionSpec>, EconomyError> {
+    if files.len() > PROMOTIONS_MAX {
+        return Err(EconomyError::new(
+            "promotions",
+            format!("at most {PROMOTIONS_MAX} entries"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<PromotionSpec> = Vec::with_capacity(files.len());
+    for (i, p) in files.iter().enumerate() {
+        let key = |field: &str| format!("promotions[{i}].{field}");
+        if p.id.is_empty() {
+            return Err(EconomyError::new(key("id"), "is empty"));
+        }
+        if !seen.insert(p.id.clone()) {
+            return Err(EconomyError::new(
+                key("id"),
+                format!("duplicate promotion id {:?}", p.id),
+            ));
+        }
+        let package = packages.iter().find(|k| k.id == p.package).ok_or_else(|| {
+            EconomyError::new(key("package"), format!("no package {:?}", p.package))
+        })?;
+        let start_ms = parse_time(&key("start"), &p.start)?;
+        let end_ms = parse_time(&key("end"), &p.end)?;
+        if end_ms <= start_ms {
+            return Err(EconomyError::new(key("end"), "must be after start"));
+        }
+        if package.coins.checked_add(p.bonus_coins).is_none() {
+            return Err(EconomyError::new(
+                key("bonus_coins"),
+                "the package's coins plus the bonus overflow",
+            ));
+        }
+        let prices = parse_money_map(&key("prices"), &p.prices)?;
+        if let Some(currency) = prices.keys().find(|c| !package.prices.contains_key(c)) {
+            return Err(EconomyError::new(
+                format!("promotions[{i}].prices.{currency}"),
+                format!("package {:?} is not sold in {currency}", p.package),
+            ));
+        }
+        if p.bonus_coins == 0 && prices.is_empty() {
+            return Err(EconomyError::new(
+                key("bonus_coins"),
+                "the offer gives nothing: set bonus_coins, prices or both",
+            ));
+        }
+        let mut regions = BTreeSet::new();
+        for (j, r) in p.regions.iter().enumerate() {
+            let region: Region = r
+                .parse()
+                .map_err(|e| EconomyError::new(format!("promotions[{i}].regions[{j}]"), e))?;
+            regions.insert(region);
+        }
+        let spec = PromotionSpec {
+            id: p.id.clone(),
+            package: p.package.clone(),
+            start_ms,
+            end_ms,
+            bonus_coins: p.bonus_coins,
+            prices,
+            regions,
+            channels: p.channels.iter().copied().collect(),
+            start: p.start.clone(),
+            end: p.end.clone(),
+        };
+        if let Some(other) = out.iter().find(|o| o.overlaps(&spec)) {
+            return Err(EconomyError::new(
+                key("start"),
+                format!(
+                    "overlaps promotion {:?} on package {:?}: at most one offer per package, \
+                     region and channel at a time",
+                    other.id, p.package
+                ),
+            ));
+        }
+        out.push(spec);
     }
     Ok(out)
 }

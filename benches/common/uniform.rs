@@ -54,6 +54,7 @@ pub fn funded_engine(config: EngineConfig) -> Engine {
             currency: Currency::USD,
             package: None,
             channel: Channel::Web,
+            paid_ms: 0,
         }));
         if batch.len() == BATCH {
             engine.apply_batch(&batch, STAMP);

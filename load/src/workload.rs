@@ -124,6 +124,7 @@ impl Workload {
                         currency: self.usd,
                         package: None,
                         channel: Channel::Web,
+                        paid_ms: 0,
                     })
                 })
                 .collect(),
@@ -154,6 +155,7 @@ impl Workload {
                         currency: self.usd,
                         package: Some(package),
                         channel: Channel::App,
+                        paid_ms: 0,
                     });
                 }
                 // Drawn only when the scenario has purchases: other scenarios keep their

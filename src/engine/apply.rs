@@ -92,6 +92,15 @@ impl Engine {
             issued_ms.is_empty() || issued_ms.len() == events.len(),
             "one issued_ms per event, or none"
         );
+        // A recharge's payment time is its issued_ms (the protocol layer sets one from
+        // the other): a caller that gives none still has it judged so.
+        let paid;
+        let issued_ms = if issued_ms.is_empty() && events.iter().any(Event::is_paid_recharge) {
+            paid = events.iter().map(Event::paid_ms).collect::<Vec<u64>>();
+            &paid[..]
+        } else {
+            issued_ms
+        };
         let mut outcomes = vec![
             Outcome {
                 seq: 0,

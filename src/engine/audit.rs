@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::Engine;
 use super::cut::Cut;
 use super::event::{CreatorId, StreamId};
+pub use super::shard::PromotionSales;
 use super::topk::TopK;
 use crate::economy::Currency;
 
@@ -39,6 +40,8 @@ pub struct LedgerTotals {
     pub diamonds_available: u128,
     pub revenue: Vec<(Currency, Decimal)>,
     pub paid_out: Vec<(Currency, Decimal)>,
+    /// Sales per promotion id (their coins and money are in the totals above too).
+    pub promotions: Vec<(String, PromotionSales)>,
 }
 
 /// Result of [`Engine::foreign`]: how much state belongs to routing keys not owned.
@@ -96,7 +99,9 @@ impl Engine {
             .into_iter()
             .map(|(item, (count, coins))| (item, count, coins))
             .collect();
+        t.promotions = parts.promotions.into_iter().collect();
         audit_conservation(t, &mut v);
+        audit_promotions(t, &mut v);
         report.violations = v;
         report
     }
@@ -110,6 +115,7 @@ impl Engine {
         v: &mut Vec<String>,
     ) -> GifterParts {
         let mut revenue = std::collections::BTreeMap::<Currency, Decimal>::new();
+        let mut promotions = std::collections::BTreeMap::<String, PromotionSales>::new();
         let mut creator_parts = std::collections::HashMap::<CreatorId, u128>::new();
         let mut stream_parts = std::collections::HashMap::<StreamId, u128>::new();
         let mut purchases = std::collections::BTreeMap::<u32, (u128, u128)>::new();
@@ -139,6 +145,14 @@ impl Engine {
             for (c, amount) in &s.totals.revenue {
                 *revenue.entry(*c).or_default() += *amount;
             }
+            for (id, sales) in &s.promotions {
+                let total = promotions.entry(id.clone()).or_default();
+                total.recharges += sales.recharges;
+                total.bonus_coins += sales.bonus_coins;
+                for (c, amount) in &sales.revenue {
+                    *total.revenue.entry(*c).or_default() += *amount;
+                }
+            }
             if !s.touched_creators.is_empty() || !s.touched_streams.is_empty() {
                 v.push(format!("sender shard {i} has unmerged credits at a cut"));
             }
@@ -165,6 +179,7 @@ impl Engine {
             streams: stream_parts,
             revenue,
             purchases,
+            promotions,
         }
     }
 
@@ -409,6 +424,37 @@ struct GifterParts {
     streams: std::collections::HashMap<StreamId, u128>,
     revenue: std::collections::BTreeMap<Currency, Decimal>,
     purchases: std::collections::BTreeMap<u32, (u128, u128)>,
+    promotions: std::collections::BTreeMap<String, PromotionSales>,
+}
+
+/// Promotion sales are part of the totals: their bonus coins within the coins
+/// recharged, their money within the revenue of each currency.
+fn audit_promotions(t: &LedgerTotals, v: &mut Vec<String>) {
+    let bonus: u128 = t.promotions.iter().map(|(_, s)| s.bonus_coins).sum();
+    if bonus > t.coins_recharged {
+        v.push(format!(
+            "promotion bonus coins {bonus} exceed the coins recharged {}",
+            t.coins_recharged
+        ));
+    }
+    let mut by_currency = std::collections::BTreeMap::<Currency, Decimal>::new();
+    for (_, sales) in &t.promotions {
+        for (c, amount) in &sales.revenue {
+            *by_currency.entry(*c).or_default() += *amount;
+        }
+    }
+    for (c, promoted) in by_currency {
+        let total = t
+            .revenue
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map_or(Decimal::ZERO, |(_, a)| *a);
+        if promoted > total {
+            v.push(format!(
+                "promotion revenue {promoted} {c} exceeds the revenue {total} {c}"
+            ));
+        }
+    }
 }
 
 /// Totals of the stream books; gifter totals must sum to each stream's coins received.

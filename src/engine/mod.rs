@@ -88,7 +88,7 @@ pub use crate::config::engine::{
     REPLAY_THREADS_MAX, SHARDS_MAX, TOP_K_MAX,
 };
 use crate::economy::Economy;
-pub use audit::{AuditReport, Foreign, LedgerTotals};
+pub use audit::{AuditReport, Foreign, LedgerTotals, PromotionSales};
 pub use books::Credited;
 use books::{CreatorShard, StreamShard};
 pub use economies::EconomyError;

@@ -67,15 +67,27 @@ fn check_account(economy: &Economy, wallet: &Wallet) -> Result<(), RejectCode> {
     Ok(())
 }
 
-/// A recharge: returns the new balance.
+/// What an accepted recharge does: the new balance, and the promotion it was sold under
+/// (an index into the economy's `promotions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recharged {
+    pub balance: u64,
+    pub promotion: Option<usize>,
+}
+
+/// A recharge, judged at `at_ms` (when the user paid): a package's coins and price must
+/// be the terms in force then for the user's region and the channel — the promotion's
+/// when one is, the package's otherwise.
 pub(crate) fn recharge(
     economy: &Economy,
     wallet: &Wallet,
     r: &Recharge,
-) -> Result<u64, RejectCode> {
+    at_ms: u64,
+) -> Result<Recharged, RejectCode> {
     if r.coins == 0 {
         return Err(RejectCode::AmountOutOfRange);
     }
+    let mut promotion = None;
     match r.package {
         Some(package) => {
             let spec = economy
@@ -83,8 +95,23 @@ pub(crate) fn recharge(
                 .get(package.0 as usize)
                 .filter(|p| !p.retired)
                 .ok_or(RejectCode::AmountOutOfRange)?;
-            let price = spec.prices.get(&r.currency);
-            if spec.coins != r.coins || price != Some(&r.price) {
+            let (coins, price) = match economy.offer(package.0, wallet.region, r.channel, at_ms) {
+                Some(offer) => {
+                    promotion = economy
+                        .promotions
+                        .iter()
+                        .position(|p| std::ptr::eq(p, offer));
+                    // Validated: the sum does not overflow.
+                    let coins = spec.coins.saturating_add(offer.bonus_coins);
+                    let price = offer
+                        .prices
+                        .get(&r.currency)
+                        .or(spec.prices.get(&r.currency));
+                    (coins, price)
+                }
+                None => (spec.coins, spec.prices.get(&r.currency)),
+            };
+            if coins != r.coins || price != Some(&r.price) {
                 return Err(RejectCode::AmountOutOfRange);
             }
         }
@@ -108,7 +135,7 @@ pub(crate) fn recharge(
         .checked_add(r.coins)
         .ok_or(RejectCode::Overflow)?;
     check_account(economy, wallet)?;
-    Ok(balance)
+    Ok(Recharged { balance, promotion })
 }
 
 /// A gift: returns its cost in coins.

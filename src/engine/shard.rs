@@ -185,6 +185,21 @@ impl PurchaseTotals {
     }
 }
 
+/// Sales under one promotion, for revenue accounting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionSales {
+    /// Recharges accepted under it.
+    pub recharges: u64,
+    /// The bonus coins they gave (counted in `coins_recharged` too).
+    pub bonus_coins: u128,
+    /// The money they brought, per currency (counted in `revenue` too).
+    pub revenue: BTreeMap<Currency, Decimal>,
+}
+
+/// A shard's sales per promotion id. Bounded by the promotions the ledger's economy
+/// versions ever held.
+pub type PromotionBook = BTreeMap<String, PromotionSales>;
+
 /// Money and coin totals for the conservation audit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SenderTotals {
@@ -212,6 +227,10 @@ pub(crate) struct SenderShard {
     /// Not in the shard's own encoding: a snapshot holds it in `EngineState::purchases`.
     #[serde(skip)]
     pub purchases: PurchaseTotals,
+    /// Sales per promotion: encoded apart, at the end of the state (format 7), so that
+    /// the shard encodes as it did before promotions.
+    #[serde(skip)]
+    pub promotions: PromotionBook,
     /// Creators and streams with pending coins, to merge at the end of the chunk.
     pub touched_creators: Vec<CreatorId>,
     pub touched_streams: Vec<StreamId>,
@@ -236,6 +255,7 @@ impl SenderShard {
             log: Vec::new(),
             totals: SenderTotals::default(),
             purchases: PurchaseTotals::default(),
+            promotions: PromotionBook::new(),
             touched_creators: Vec::new(),
             touched_streams: Vec::new(),
         }
@@ -297,7 +317,11 @@ impl SenderShard {
         let mut totals = None;
         // The change of the user's coins: an amount and whether it was taken.
         let (status, user, change) = match event {
-            Event::Recharge(r) => (self.recharge(economy, r), Some(r.user), (r.coins, false)),
+            Event::Recharge(r) => (
+                self.recharge(economy, r, stamp),
+                Some(r.user),
+                (r.coins, false),
+            ),
             Event::Gift(g) => {
                 let (status, cost, gift_totals) = self.gift(economy, config, g, month);
                 totals = gift_totals;
@@ -351,15 +375,22 @@ impl SenderShard {
         outcome
     }
 
-    fn recharge(&mut self, economy: &Economy, r: &Recharge) -> Status {
+    fn recharge(&mut self, economy: &Economy, r: &Recharge, stamp: Stamp) -> Status {
         let wallet = self.wallets.get(&r.user).copied().unwrap_or_default();
-        match rules::recharge(economy, &wallet, r) {
-            Ok(balance) => {
-                self.wallets.entry(r.user).or_default().coins = balance;
+        match rules::recharge(economy, &wallet, r, r.paid_at(stamp)) {
+            Ok(done) => {
+                self.wallets.entry(r.user).or_default().coins = done.balance;
                 self.totals.coins_recharged += u128::from(r.coins);
                 let revenue = self.totals.revenue.entry(r.currency).or_default();
                 *revenue = revenue.saturating_add(r.price);
-                Status::Accepted(Effect::Coins(balance))
+                if let Some(offer) = done.promotion.map(|i| &economy.promotions[i]) {
+                    let sales = self.promotions.entry(offer.id.clone()).or_default();
+                    sales.recharges += 1;
+                    sales.bonus_coins += u128::from(offer.bonus_coins);
+                    let revenue = sales.revenue.entry(r.currency).or_default();
+                    *revenue = revenue.saturating_add(r.price);
+                }
+                Status::Accepted(Effect::Coins(done.balance))
             }
             Err(code) => Status::Rejected(code),
         }

@@ -12,7 +12,7 @@ use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp};
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
-use super::shard::{PurchaseTotals, SenderShard};
+use super::shard::{PromotionBook, PurchaseTotals, SenderShard};
 use super::topk::TopK;
 use super::window::{self, IdWindow, IdWindowV4, IdWindowV5};
 use super::{Engine, EngineConfig, Route, route_tag};
@@ -46,6 +46,7 @@ impl Engine {
                 clock: Stamp(self.hold_clock.load(Ordering::Acquire)),
                 shards: cut.creators.iter().map(|g| &g.holds).collect(),
             }),
+            promotions: cut.senders.iter().map(|g| &g.promotions).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -82,6 +83,7 @@ impl Engine {
                 clock: Stamp(self.hold_clock.load(Ordering::Acquire)),
                 shards: cut.creators.iter().map(|c| c.holds.clone()).collect(),
             }),
+            promotions: cut.senders.iter().map(|s| s.promotions.clone()).collect(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -136,10 +138,13 @@ impl Engine {
     fn install(&self, state: EngineState) {
         let mut senders = state.senders.into_iter();
         let mut purchases = state.purchases.into_iter();
+        // Formats before 7 hold no promotion sales: every shard starts with none.
+        let mut promotions = state.promotions.into_iter();
         for slot in self.senders.iter() {
             let mut shard = senders.next().expect("checked length");
             // Formats 1 to 6 knew no purchases.
             shard.purchases = purchases.next().unwrap_or_default();
+            shard.promotions = promotions.next().unwrap_or_default();
             *slot.lock() = shard;
         }
         let mut credited = state.credited.into_iter();
@@ -272,6 +277,9 @@ pub struct EngineState<W = IdWindow> {
     /// diamonds (format 7; `None` in an older format: nothing held). Last, so that
     /// format 6 is format 7 with `None` (one zero byte).
     hold: Option<HoldState>,
+    /// Per sender shard, its sales under each promotion (`SenderShard::promotions`;
+    /// format 7, one zero byte when empty).
+    promotions: Vec<PromotionBook>,
 }
 
 /// A state as snapshot format 5 encoded it (40-bit id checks), decoded with the fields
@@ -295,6 +303,7 @@ impl From<EngineStateV5> for EngineState {
             legacy_ids_until: v5.legacy_ids_until,
             purchases: v5.purchases,
             hold: v5.hold,
+            promotions: v5.promotions,
         }
     }
 }
@@ -331,6 +340,7 @@ impl From<EngineStateV4> for EngineState {
             legacy_ids_until: Stamp(0),
             purchases: Vec::new(),
             hold: None,
+            promotions: Vec::new(),
         }
     }
 }
@@ -365,6 +375,7 @@ impl From<EngineStateV3> for EngineState {
             legacy_ids_until: Stamp(0),
             purchases: Vec::new(),
             hold: None,
+            promotions: Vec::new(),
         }
     }
 }
@@ -396,6 +407,7 @@ impl From<EngineStateV2> for EngineState {
             legacy_ids_until: Stamp(0),
             purchases: Vec::new(),
             hold: None,
+            promotions: Vec::new(),
         }
     }
 }
@@ -426,6 +438,7 @@ impl From<EngineStateV1> for EngineState {
             legacy_ids_until: Stamp(0),
             purchases: Vec::new(),
             hold: None,
+            promotions: Vec::new(),
         }
     }
 }
@@ -513,6 +526,7 @@ impl EngineState {
                 clock: h.clock,
                 shards: h.shards.iter().collect(),
             }),
+            promotions: self.promotions.iter().collect(),
         }
     }
 }
@@ -536,6 +550,7 @@ pub struct StateView<'a> {
     legacy_ids_until: Stamp,
     purchases: Vec<&'a PurchaseTotals>,
     hold: Option<HoldStateView<'a>>,
+    promotions: Vec<&'a PromotionBook>,
 }
 
 impl StateView<'_> {

@@ -15,6 +15,7 @@
 //!     56    4  CRC-32 of the body (u32 LE)
 //!     60    -  body: the engine state (bincode format, serde)
 //! ```
+//! Format 7 appended the sales per promotion.
 //! Format 2 appended the cluster's settlement reports to the state; format 3 appended the
 //! idempotency index (ids by their own hash, with content fingerprints) and leaves the
 //! shards' old windows empty. Formats 1 and 2 are still read: their windows' ids move to
@@ -42,9 +43,9 @@ pub const VERSION: u32 = 7;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
-/// What format 7 appended to format 6, empty: purchases (an empty `Vec`) and the
-/// earnings hold (`None`), one zero byte each.
-const FORMAT_6_TO_7: &[u8] = &[0, 0];
+/// What format 7 appended to format 6, empty: purchases (an empty `Vec`), the earnings
+/// hold (`None`) and the promotion sales (an empty `Vec`), one zero byte each.
+const FORMAT_6_TO_7: &[u8] = &[0, 0, 0];
 const EXTENSION: &str = "gsnap";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -617,9 +618,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         )
         .map_err(corrupt)?
         .into(),
-        // Format 7 appended the purchases per sender shard (a `Vec`) and the earnings
-        // hold (an `Option`): format 6 is format 7 with an empty list and `None` there,
-        // one zero byte each (nothing bought, nothing held).
+        // Format 7 appended the purchases per sender shard (a `Vec`), the earnings hold
+        // (an `Option`) and the promotion sales (a `Vec`): format 6 is format 7 with
+        // empty ones there, one zero byte each (nothing bought, held or promoted).
         6 => protocol::decode_serde::<EngineState>(&[body, FORMAT_6_TO_7].concat())
             .map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,

@@ -202,6 +202,21 @@ pub enum WireEvent {
         item: u32,
         count: u32,
     },
+    /// A recharge that says when the user paid (its event's `issued_ms`): journal only
+    /// (a client gives `issued_ms` in the request, which sets it; a client frame holding
+    /// one is refused with `INVALID_EVENT`).
+    RechargePaid {
+        id: u128,
+        user: u64,
+        coins: u64,
+        price: WireDecimal,
+        currency: [u8; 3],
+        package: Option<u32>,
+        /// 0 = app, 1 = web.
+        channel: u8,
+        /// UTC ms, not 0.
+        paid_ms: u64,
+    },
 }
 
 impl WireEvent {
@@ -212,12 +227,48 @@ impl WireEvent {
             WireEvent::Settlement { .. }
                 | WireEvent::Economy { .. }
                 | WireEvent::SettlementExact { .. }
+                | WireEvent::RechargePaid { .. }
         )
     }
 }
 
 fn currency(bytes: [u8; 3]) -> Result<Currency, &'static str> {
     Currency::from_bytes(bytes).ok_or("currency must be 3 uppercase ASCII letters")
+}
+
+fn channel_byte(channel: Channel) -> u8 {
+    match channel {
+        Channel::App => 0,
+        Channel::Web => 1,
+    }
+}
+
+/// A recharge from its encoded fields (`paid_ms` 0: not given).
+#[allow(clippy::too_many_arguments)]
+fn recharge(
+    id: u128,
+    user: u64,
+    coins: u64,
+    price: WireDecimal,
+    cur: [u8; 3],
+    package: Option<u32>,
+    channel: u8,
+    paid_ms: u64,
+) -> Result<Event, &'static str> {
+    Ok(Event::Recharge(Recharge {
+        id: EventId(id),
+        user: UserId(user),
+        coins,
+        price: price.try_into()?,
+        currency: currency(cur)?,
+        package: package.map(PackageId),
+        channel: match channel {
+            0 => Channel::App,
+            1 => Channel::Web,
+            _ => return Err("channel must be 0 (app) or 1 (web)"),
+        },
+        paid_ms,
+    }))
 }
 
 impl TryFrom<WireEvent> for Event {
@@ -232,19 +283,17 @@ impl TryFrom<WireEvent> for Event {
                 currency: cur,
                 package,
                 channel,
-            } => Event::Recharge(Recharge {
-                id: EventId(id),
-                user: UserId(user),
+            } => recharge(id, user, coins, price, cur, package, channel, 0)?,
+            WireEvent::RechargePaid {
+                id,
+                user,
                 coins,
-                price: price.try_into()?,
-                currency: currency(cur)?,
-                package: package.map(PackageId),
-                channel: match channel {
-                    0 => Channel::App,
-                    1 => Channel::Web,
-                    _ => return Err("channel must be 0 (app) or 1 (web)"),
-                },
-            }),
+                price,
+                currency: cur,
+                package,
+                channel,
+                paid_ms,
+            } => recharge(id, user, coins, price, cur, package, channel, paid_ms)?,
             WireEvent::Gift {
                 id,
                 sender,
@@ -351,6 +400,16 @@ impl TryFrom<WireEvent> for Event {
 impl From<&Event> for WireEvent {
     fn from(e: &Event) -> Self {
         match *e {
+            Event::Recharge(r) if r.paid_ms != 0 => WireEvent::RechargePaid {
+                id: r.id.0,
+                user: r.user.0,
+                coins: r.coins,
+                price: r.price.into(),
+                currency: r.currency.to_bytes(),
+                package: r.package.map(|p| p.0),
+                channel: channel_byte(r.channel),
+                paid_ms: r.paid_ms,
+            },
             Event::Recharge(r) => WireEvent::Recharge {
                 id: r.id.0,
                 user: r.user.0,

@@ -386,10 +386,12 @@ impl Reader {
                 if w.is_internal() {
                     return Err((
                         i,
-                        "settlements are made by the cluster's nodes, not by clients",
+                        "a journal-only event kind (settlement, economy change, recharge \
+                         with its payment time): clients give issued_ms instead",
                     ));
                 }
-                Event::try_from(*w).map_err(|e| (i, e))
+                let event = Event::try_from(*w).map_err(|e| (i, e))?;
+                Ok(event.issued(issued_ms.get(i).copied().unwrap_or(0)))
             })
             .collect::<Result<Vec<Event>, (usize, &str)>>()
             .map_err(|(i, e)| {

@@ -430,7 +430,10 @@ fn a_snapshot_of_format_6_loads_with_nothing_held() {
         if let Event::Gift(g) = e {
             let (held, available) = held_and_available(&loaded, g.creator.0, NOV);
             assert_eq!(held, 0, "{:?}", g.creator);
-            assert_eq!(available, live.creator_at(g.creator, NOV).diamonds_available);
+            assert_eq!(
+                available,
+                live.creator_at(g.creator, NOV).diamonds_available
+            );
         }
     }
     assert_clean(&loaded);

@@ -15,6 +15,7 @@ mod hostile_http;
 mod layers;
 mod legacy_period;
 mod ops_kit;
+mod promotions;
 mod purchase;
 mod read_model;
 mod review_economy;

@@ -16,6 +16,12 @@
 //!   force when it was credited, the ledger's time (newest stamp of the numbered
 //!   recharges, gifts, account settings and payouts); a payout spends released diamonds
 //!   only (economy versions draw holds of 0 to 45 s, so payouts race releases);
+//! - promotions: a package recharge is judged at its payment time (`paid_ms`, else its
+//!   stamp): while a version's offer on the package is in force for the wallet's region
+//!   and the channel (`start <= t < end`), its coins are the package's plus the bonus
+//!   and its price the offer's (or the package's in a currency the offer leaves alone);
+//!   otherwise the package's terms. Sales per promotion (recharges, bonus coins, money)
+//!   are compared with the audit's;
 //! - the economy in force: a journaled economy change puts its version's terms in force
 //!   for every later sequence number. The model resolves a gift or package code to its
 //!   string id with its own registry (the embedded catalog's order, then each new id in
@@ -207,6 +213,8 @@ struct Model {
     /// Earnings hold: the ledger's time, the newest stamp of every numbered recharge,
     /// gift, account setting and payout (never goes back).
     hold_clock: u64,
+    /// Per promotion id: (recharges, bonus coins, money per currency).
+    promotion_sales: BTreeMap<String, (u64, u128, BTreeMap<String, Decimal>)>,
 }
 
 fn rejected(code: RejectCode) -> Status {
@@ -238,6 +246,7 @@ impl Model {
             ids: HashMap::new(),
             last_seq: 0,
             hold_clock: 0,
+            promotion_sales: BTreeMap::new(),
         }
     }
 
@@ -263,7 +272,7 @@ impl Model {
             self.hold_clock = self.hold_clock.max(stamp.0);
         }
         let status = match event {
-            Event::Recharge(r) => self.recharge(r),
+            Event::Recharge(r) => self.recharge(r, stamp),
             Event::Gift(g) => self.gift(g, stamp),
             Event::Payout(p) => self.payout(p),
             Event::Account(a) => self.account(a),
@@ -360,17 +369,64 @@ impl Model {
         }
     }
 
-    /// A package must match its coins and its price in the currency; a custom amount is
-    /// web only, within the bounds, at a positive price, in a currency packages are sold in.
-    fn recharge_amount_ok(&self, r: &Recharge) -> bool {
+    /// The offer on package `id` in force at `at` for a buyer in `region` on `channel`:
+    /// its id, bonus coins and price in `currency` (`None`: the package's price).
+    fn offer(
+        &self,
+        id: &str,
+        region: Option<Region>,
+        channel: Channel,
+        currency: &str,
+        at: u64,
+    ) -> Option<(String, u64, Option<Decimal>)> {
+        self.economy
+            .promotions
+            .iter()
+            .find(|p| {
+                p.package == id
+                    && p.start_ms <= at
+                    && at < p.end_ms
+                    && (p.regions.is_empty() || region.is_some_and(|r| p.regions.contains(&r)))
+                    && (p.channels.is_empty() || p.channels.contains(&channel))
+            })
+            .map(|p| {
+                let price = p
+                    .prices
+                    .iter()
+                    .find(|(c, _)| c.as_str() == currency)
+                    .map(|(_, v)| *v);
+                (p.id.clone(), p.bonus_coins, price)
+            })
+    }
+
+    /// A package must match its coins and its price in the currency — the offer's while
+    /// one is in force at the payment time — a custom amount is web only, within the
+    /// bounds, at a positive price, in a currency packages are sold in. `Ok(promotion)`.
+    fn recharge_amount_ok(&self, r: &Recharge, stamp: Stamp) -> Result<Option<String>, ()> {
         let e = &self.economy;
+        let at = if r.paid_ms == 0 { stamp.0 } else { r.paid_ms };
         let ok = match r.package {
-            Some(p) => self.package_terms(p).is_some_and(|(coins, prices)| {
-                coins == r.coins
-                    && prices
-                        .get(r.currency.as_str())
-                        .is_some_and(|price| price.parse::<Decimal>().ok() == Some(r.price))
-            }),
+            Some(p) => {
+                let Some((coins, prices)) = self.package_terms(p) else {
+                    return Err(());
+                };
+                let id = &self.package_codes[p.0 as usize];
+                let regular = prices
+                    .get(r.currency.as_str())
+                    .and_then(|price| price.parse::<Decimal>().ok());
+                let region = self.wallet(r.user).region;
+                let (want_coins, want_price, promotion) =
+                    match self.offer(id, region, r.channel, r.currency.as_str(), at) {
+                        Some((promo, bonus, price)) => {
+                            (coins + bonus, price.or(regular), Some(promo))
+                        }
+                        None => (coins, regular, None),
+                    };
+                if want_coins == r.coins && want_price == Some(r.price) && r.coins > 0 {
+                    return Ok(promotion);
+                }
+                false
+            }
             None => {
                 r.channel == Channel::Web
                     && (e.custom_min_coins..=e.custom_max_coins).contains(&r.coins)
@@ -381,13 +437,13 @@ impl Model {
                         .any(|p| p.prices.contains_key(r.currency.as_str()))
             }
         };
-        ok && r.coins > 0
+        if ok && r.coins > 0 { Ok(None) } else { Err(()) }
     }
 
-    fn recharge(&mut self, r: &Recharge) -> Status {
-        if !self.recharge_amount_ok(r) {
+    fn recharge(&mut self, r: &Recharge, stamp: Stamp) -> Status {
+        let Ok(promotion) = self.recharge_amount_ok(r, stamp) else {
             return rejected(RejectCode::AmountOutOfRange);
-        }
+        };
         let w = self.wallet(r.user);
         if let Err(code) = self.account_check(&w) {
             return rejected(code);
@@ -396,6 +452,15 @@ impl Model {
             return rejected(RejectCode::Overflow);
         };
         self.wallets.entry(r.user).or_default().coins = coins;
+        if let Some(id) = promotion {
+            let package = self
+                .package_terms(r.package.expect("a package"))
+                .expect("known");
+            let sales = self.promotion_sales.entry(id).or_default();
+            sales.0 += 1;
+            sales.1 += u128::from(r.coins - package.0);
+            *sales.2.entry(r.currency.to_string()).or_default() += r.price;
+        }
         Status::Accepted(Effect::Coins(coins))
     }
 
@@ -793,6 +858,8 @@ struct Generator {
     seed: u64,
     next_id: u64,
     pool: Vec<Event>,
+    /// The stamp of the batch being drawn (a recharge's payment time is before it).
+    now: u64,
 }
 
 impl Generator {
@@ -803,6 +870,7 @@ impl Generator {
             seed,
             next_id: 0,
             pool: Vec::new(),
+            now: DEC.0,
         }
     }
 
@@ -835,11 +903,74 @@ impl Generator {
         event
     }
 
+    /// A package at its USD price; sometimes at a promotion's terms (which economy
+    /// versions may offer: [`Generator::promotions`]), sometimes saying when it was paid
+    /// (40 to 60 s before its batch's stamp, so that no retry of it is issued ahead of
+    /// its stamp).
     fn package_recharge(&mut self) -> Event {
         let i = self.rng.random_range(0..self.economy.packages.len());
         let package = self.economy.packages[i].id.clone();
         let (id, user) = (self.id(), self.user());
-        recharge(id, user, &package)
+        let mut event = recharge(id, user, &package);
+        if let Event::Recharge(r) = &mut event {
+            match package.as_str() {
+                "coins_500" if self.rng.random_bool(0.5) => {
+                    r.coins = 600;
+                    r.price = dec("4.99");
+                }
+                "coins_100" if self.rng.random_bool(0.5) => {
+                    r.price = dec("0.99");
+                    r.channel = Channel::Web;
+                }
+                _ => {}
+            }
+            if self.rng.random_bool(0.4) {
+                r.paid_ms = self.now - 40_000 - self.rng.random_range(0..=20_000);
+                // Often exactly at a window's edge (see `promotions`), when that is
+                // early enough.
+                const EDGES: [i64; 8] = [
+                    -50_001, -50_000, 4_999, 5_000, -30_001, -30_000, 29_999, 30_000,
+                ];
+                let edge = (DEC.0 as i64 + EDGES[self.rng.random_range(0..EDGES.len())]) as u64;
+                if self.rng.random_bool(0.5) && edge <= self.now - 40_000 {
+                    r.paid_ms = edge;
+                }
+            }
+        }
+        event
+    }
+
+    /// Offers an economy version may hold: 100 bonus coins and 4.99 USD on coins_500 for
+    /// everyone, and coins_100 at 0.99 USD for US buyers on the web; windows across the
+    /// run's stamps and payment times.
+    fn promotions(&mut self) -> Vec<giftstream::economy::PromotionFile> {
+        let at = |ms: i64| giftstream::economy::format_time((DEC.0 as i64 + ms) as u64);
+        let mut out = Vec::new();
+        if self.rng.random_bool(0.6) {
+            out.push(giftstream::economy::PromotionFile {
+                id: "bonus_500".to_owned(),
+                package: "coins_500".to_owned(),
+                start: at(-50_000),
+                end: at(5_000),
+                bonus_coins: 100,
+                prices: [("USD".to_owned(), "4.99".to_owned())].into(),
+                regions: Vec::new(),
+                channels: Vec::new(),
+            });
+        }
+        if self.rng.random_bool(0.4) {
+            out.push(giftstream::economy::PromotionFile {
+                id: "us_web_100".to_owned(),
+                package: "coins_100".to_owned(),
+                start: at(-30_000),
+                end: at(30_000),
+                bonus_coins: 0,
+                prices: [("USD".to_owned(), "0.99".to_owned())].into(),
+                regions: vec!["US".to_owned()],
+                channels: vec![Channel::Web],
+            });
+        }
+        out
     }
 
     fn custom_recharge(&mut self) -> Event {
@@ -959,6 +1090,7 @@ impl Generator {
     /// added, a package's price, the catalog's order (which changes nothing).
     fn economy_change(&mut self) -> EconomyFile {
         let mut file = economy().to_file();
+        file.promotions = self.promotions();
         file.creator_share =
             ["0.5", "0.7", "0.333333333", "0.25", "1"][self.rng.random_range(0..5usize)].to_owned();
         if self.rng.random_bool(0.4) {
@@ -1097,12 +1229,14 @@ impl Generator {
     }
 
     fn batch(&mut self, k: u64, total: u64, after: After) -> Batch {
+        let stamp = self.stamp(k, total);
+        self.now = stamp.0;
         let n = self.rng.random_range(1..=BATCH_EVENTS_MAX);
         let events = (0..n).map(|_| self.event()).collect();
         Batch {
             economy: None,
             events,
-            stamp: self.stamp(k, total),
+            stamp,
             after,
         }
     }
@@ -1432,6 +1566,20 @@ fn check_state(engine: &Engine, model: &Model, now: Stamp, k: usize) -> Result<(
     check_holds(engine, model)?;
     let audit = engine.audit();
     ensure!(audit.is_clean(), "audit: {:?}", audit.violations);
+    let got: BTreeMap<String, (u64, u128, BTreeMap<String, Decimal>)> = audit
+        .totals
+        .promotions
+        .iter()
+        .map(|(id, s)| {
+            let money = s.revenue.iter().map(|(c, a)| (c.to_string(), *a)).collect();
+            (id.clone(), (s.recharges, s.bonus_coins, money))
+        })
+        .collect();
+    ensure!(
+        got == model.promotion_sales,
+        "promotion sales: engine {got:?}, model {:?}",
+        model.promotion_sales
+    );
     check_purchases(&audit.totals, model)
 }
 
@@ -1571,6 +1719,8 @@ struct Stats {
     economy_changes: usize,
     unknown_gifts: usize,
     purchases_accepted: usize,
+    /// Recharges sold under a promotion (the model's count, equal to the audit's).
+    promoted: usize,
 }
 
 impl Stats {
@@ -1594,6 +1744,7 @@ impl Stats {
             purchases_accepted: journaled(&|e| {
                 matches!(e.event, Event::Purchase(_)) && e.outcome.is_accepted()
             }),
+            promoted: 0,
         }
     }
 
@@ -1607,6 +1758,7 @@ impl Stats {
         self.economy_changes += o.economy_changes;
         self.unknown_gifts += o.unknown_gifts;
         self.purchases_accepted += o.purchases_accepted;
+        self.promoted += o.promoted;
     }
 }
 
@@ -1624,7 +1776,11 @@ fn simulate(seed: u64) -> Result<Stats, String> {
     check_answers(&model, &run.answers)?;
     check_state(&engine, &model, plan.now, plan.config.top_k)?;
     check_restarts(&engine, &plan, &run, &model)?;
-    Ok(Stats::of(&run))
+    let promoted = model.promotion_sales.values().map(|s| s.0 as usize).sum();
+    Ok(Stats {
+        promoted,
+        ..Stats::of(&run)
+    })
 }
 
 /// `GIFTSTREAM_SIM_SEED=n`: that seed; `GIFTSTREAM_SIM_SEEDS=n` or `a..b`: seeds `0..n`
@@ -1672,6 +1828,10 @@ fn simulation_seed_sweep() {
         "simulation: seeds {seeds:?} in {:?}, {} failed; passing seeds: {totals:?}",
         started.elapsed(),
         failures.len()
+    );
+    assert!(
+        seeds.end - seeds.start < 100 || totals.promoted > 0,
+        "no recharge was sold under a promotion: the sweep does not exercise them"
     );
     assert!(
         failures.is_empty(),

@@ -12,20 +12,11 @@ mod outcome;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub use crate::economy::Channel;
 use crate::economy::{Currency, Region};
 pub use fingerprint::EventFingerprint;
 pub use ids::{CreatorId, EventId, GiftId, ItemId, PackageId, Stamp, StreamId, UserId};
 pub use outcome::{Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
-
-/// Where a recharge was bought.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    /// In-app purchase: packages only.
-    App,
-    /// Web: packages or a custom amount within the configured bounds.
-    Web,
-}
 
 /// A user buys coins.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -39,9 +30,31 @@ pub struct Recharge {
     /// `None` for a custom web amount.
     pub package: Option<PackageId>,
     pub channel: Channel,
+    /// When the user paid: the event's `issued_ms` (UTC ms, the same on every retry),
+    /// set by the protocol layer; 0 = not given, the server's stamp counts. A package's
+    /// promotion is the one in force at that moment ([`Recharge::paid_at`]).
+    pub paid_ms: u64,
 }
 
 impl Recharge {
+    /// The moment the terms of the recharge are judged at: when the user paid, or the
+    /// server's stamp when the event does not say.
+    pub fn paid_at(&self, stamp: Stamp) -> u64 {
+        if self.paid_ms == 0 {
+            stamp.0
+        } else {
+            self.paid_ms
+        }
+    }
+
+    /// The recharge with `paid_ms` set from the event's `issued_ms` (0: not given).
+    pub fn paid(self, issued_ms: u64) -> Recharge {
+        Recharge {
+            paid_ms: issued_ms,
+            ..self
+        }
+    }
+
     /// A purchase of the package named `package` at its USD price in the app; `None` if
     /// the economy has no such package.
     pub fn of_package(
@@ -60,6 +73,7 @@ impl Recharge {
             currency: Currency::USD,
             package: Some(PackageId(index)),
             channel: Channel::App,
+            paid_ms: 0,
         })
     }
 }
@@ -208,6 +222,28 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event as received with `issued_ms` (0: not given): a recharge records it as
+    /// when the user paid; other kinds do not keep it.
+    pub fn issued(self, issued_ms: u64) -> Event {
+        match self {
+            Event::Recharge(r) => Event::Recharge(r.paid(issued_ms)),
+            other => other,
+        }
+    }
+
+    /// A recharge that says when it was paid.
+    pub fn is_paid_recharge(&self) -> bool {
+        matches!(self, Event::Recharge(r) if r.paid_ms != 0)
+    }
+
+    /// When a recharge was paid (0: not given, or not a recharge).
+    pub fn paid_ms(&self) -> u64 {
+        match self {
+            Event::Recharge(r) => r.paid_ms,
+            _ => 0,
+        }
+    }
+
     pub fn id(&self) -> EventId {
         match self {
             Event::Recharge(e) => e.id,

@@ -81,7 +81,10 @@ pub struct JsonRecharge {
     price: String,
     /// ISO 4217 code, e.g. "USD".
     currency: String,
-    /// A package id of economy.toml; omit for a custom web amount.
+    /// A package id of economy.toml; omit for a custom web amount. Coins and price must
+    /// be the package's terms in force when the user paid (`issued_ms`, else when
+    /// received): a promotion's bonus coins and price while one is in force for the
+    /// user's region and the channel (`GET /v1/economy/packages`), else the package's.
     #[serde(default)]
     package: Option<String>,
     /// "app" (default) or "web".
@@ -213,13 +216,10 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
             let price = Decimal::from_str_exact(r.price.trim())
                 .map_err(|e| ApiError::invalid(format!("{at}.price: not a decimal ({e})")))?;
             let channel = match r.channel.as_deref() {
-                None | Some("app") => Channel::App,
-                Some("web") => Channel::Web,
-                Some(other) => {
-                    return Err(ApiError::invalid(format!(
-                        "{at}.channel: {other:?} is not app or web"
-                    )));
-                }
+                None => Channel::App,
+                Some(c) => c
+                    .parse()
+                    .map_err(|e| ApiError::invalid(format!("{at}.channel: {e}")))?,
             };
             Event::Recharge(Recharge {
                 id: event_id(&r.event_id, &at)?,
@@ -234,6 +234,7 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
                         .map_or(PackageId::UNKNOWN, PackageId)
                 }),
                 channel,
+                paid_ms: r.issued_ms.unwrap_or(0),
             })
         }
         JsonEvent::Gift(g) => Event::Gift(Gift {
@@ -455,7 +456,7 @@ pub struct EconomyChangeResponse {
 /// own sequence number); diamonds already credited never change. Catalog entries keep
 /// their codes; an entry left out is retired. Answered once durable.
 #[utoipa::path(put, path = "/v1/economy", tag = "economy", security(("bearer" = [])),
-    request_body(content = Object, description = "economy.toml's keys as JSON: creator_share, restricted_regions, max_gift_count, earnings_hold_ms, diamond_value, payout_minimum, recharge, gifts, packages, items (optional)"),
+    request_body(content = Object, description = "economy.toml's keys as JSON: creator_share, restricted_regions, max_gift_count, earnings_hold_ms, diamond_value, payout_minimum, recharge, gifts, packages, items (optional), promotions (optional)"),
     responses((status = 200, body = EconomyChangeResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, description = "Invalid economy (the message names the key); nothing changed", body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn put_economy(
     State(service): State<Arc<Service>>,

@@ -456,6 +456,7 @@ pub fn router(service: Arc<Service>) -> Router {
             "/v1/economy",
             get(reads::get_economy).put(events::put_economy),
         )
+        .route("/v1/economy/packages", get(reads::get_packages))
         // The routes above count against the in-flight bound; the operations routes
         // below (cheap, and what probes and scrapers need under load) do not.
         .route_layer(axum::middleware::from_fn_with_state(

@@ -14,7 +14,7 @@ use super::{events, reads};
         events::post_events, events::put_user, reads::get_wallet, reads::get_transactions,
         reads::get_creator, reads::get_creator_top, reads::get_stream_top,
         reads::get_top_creators, events::put_goal, reads::get_stream, reads::get_feed,
-        reads::get_economy, events::put_economy, super::healthz, super::readyz,
+        reads::get_economy, reads::get_packages, events::put_economy, super::healthz, super::readyz,
         super::metrics_route
     ),
     modifiers(&BearerAuth)

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, Caller, ErrorBody, authorize, path};
 use crate::config::Scope;
-use crate::economy::{Currency, Economy};
+use crate::economy::{Channel, Currency, Economy, Region, format_time};
 use crate::engine::{CreatorId, RejectCode, StreamId, UserId};
 use crate::persist::read_model::ReadError;
 use crate::server::Service;
@@ -288,6 +288,26 @@ pub struct EconomyResponse {
     gifts: Vec<CatalogGift>,
     packages: Vec<CatalogPackage>,
     items: Vec<CatalogItem>,
+    /// Offers on packages, past and future ones included (each with its window).
+    promotions: Vec<CatalogPromotion>,
+}
+
+/// A time-boxed offer on a package (economy.toml's `[[promotions]]`).
+#[derive(Serialize, ToSchema)]
+pub struct CatalogPromotion {
+    id: String,
+    package: String,
+    /// RFC 3339 (UTC), inclusive.
+    start: String,
+    /// RFC 3339 (UTC), exclusive.
+    end: String,
+    bonus_coins: u64,
+    /// Offer prices per currency; a currency not listed keeps the package's price.
+    prices: BTreeMap<String, String>,
+    /// Empty: every region.
+    regions: Vec<String>,
+    /// Empty: app and web.
+    channels: Vec<String>,
 }
 
 pub(super) fn economy_response(e: &Economy) -> EconomyResponse {
@@ -344,6 +364,140 @@ pub(super) fn economy_response(e: &Economy) -> EconomyResponse {
                 retired: i.retired,
             })
             .collect(),
+        promotions: e
+            .promotions
+            .iter()
+            .map(|p| CatalogPromotion {
+                id: p.id.clone(),
+                package: p.package.clone(),
+                start: format_time(p.start_ms),
+                end: format_time(p.end_ms),
+                bonus_coins: p.bonus_coins,
+                prices: money(&p.prices),
+                regions: p.regions.iter().map(|r| r.to_string()).collect(),
+                channels: p.channels.iter().map(|c| c.as_str().to_owned()).collect(),
+            })
+            .collect(),
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PackagesQuery {
+    /// The user's region (ISO 3166-1 alpha-2); absent: a user without one.
+    region: Option<String>,
+    /// "app" (default) or "web".
+    channel: Option<String>,
+}
+
+/// The coin packages a user would be offered now.
+#[derive(Serialize, ToSchema)]
+pub struct PackagesResponse {
+    /// The server's time the terms are for (UTC ms).
+    at_ms: u64,
+    region: Option<String>,
+    channel: String,
+    packages: Vec<PackageOffer>,
+}
+
+/// One package on sale: the coins and prices a recharge naming it must carry now.
+#[derive(Serialize, ToSchema)]
+pub struct PackageOffer {
+    id: String,
+    code: u32,
+    /// Coins a recharge of it gets now (the bonus included).
+    coins: u64,
+    /// Price per currency now.
+    prices: BTreeMap<String, String>,
+    /// The offer in force, if any.
+    promotion: Option<PackageOfferPromotion>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PackageOfferPromotion {
+    id: String,
+    bonus_coins: u64,
+    /// RFC 3339 (UTC): when the offer ends (exclusive). A payment made before then is
+    /// honoured on these terms when its recharge carries that `issued_ms`.
+    end: String,
+    /// The package's terms without the offer.
+    regular_coins: u64,
+    regular_prices: BTreeMap<String, String>,
+}
+
+/// What a user in `region` sees on `channel` now: each package on sale with the terms
+/// in force (a promotion's bonus coins and prices applied).
+#[utoipa::path(get, path = "/v1/economy/packages", tag = "economy", security(("bearer" = [])),
+    params(PackagesQuery),
+    responses((status = 200, body = PackagesResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn get_packages(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    q: Result<Query<PackagesQuery>, QueryRejection>,
+) -> Result<Json<PackagesResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    let Query(q) = q.map_err(|e| ApiError::parameter(e.body_text()))?;
+    let region: Option<Region> = q
+        .region
+        .as_deref()
+        .map(|r| {
+            r.parse()
+                .map_err(|e| ApiError::parameter(format!("region: {e}")))
+        })
+        .transpose()?;
+    let channel: Channel = q
+        .channel
+        .as_deref()
+        .unwrap_or("app")
+        .parse()
+        .map_err(|e| ApiError::parameter(format!("channel: {e}")))?;
+    let economy = service.engine.economy();
+    let at_ms = crate::clock::now().0;
+    Ok(Json(packages_offered(&economy, region, channel, at_ms)))
+}
+
+pub(super) fn packages_offered(
+    e: &Economy,
+    region: Option<Region>,
+    channel: Channel,
+    at_ms: u64,
+) -> PackagesResponse {
+    let money = |m: &BTreeMap<Currency, Decimal>| -> BTreeMap<String, String> {
+        m.iter()
+            .map(|(c, v)| (c.to_string(), v.to_string()))
+            .collect()
+    };
+    let packages = e
+        .packages
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.retired)
+        .map(|(code, p)| {
+            let offer = e.offer(code as u32, region, channel, at_ms);
+            let mut prices = p.prices.clone();
+            if let Some(o) = offer {
+                prices.extend(o.prices.iter().map(|(c, v)| (*c, *v)));
+            }
+            PackageOffer {
+                id: p.id.clone(),
+                code: code as u32,
+                coins: p.coins + offer.map_or(0, |o| o.bonus_coins),
+                prices: money(&prices),
+                promotion: offer.map(|o| PackageOfferPromotion {
+                    id: o.id.clone(),
+                    bonus_coins: o.bonus_coins,
+                    end: format_time(o.end_ms),
+                    regular_coins: p.coins,
+                    regular_prices: money(&p.prices),
+                }),
+            }
+        })
+        .collect();
+    PackagesResponse {
+        at_ms,
+        region: region.map(|r| r.to_string()),
+        channel: channel.as_str().to_owned(),
+        packages,
     }
 }
 

@@ -39,6 +39,7 @@ pub fn custom(id: u128, user: u64, coins: u64, price: &str) -> Event {
         currency: Currency::USD,
         package: None,
         channel: Channel::Web,
+        paid_ms: 0,
     })
 }
 
