@@ -17,7 +17,7 @@ use giftstream::persist::snapshot;
 use serde_json::json;
 
 use crate::support::redis::RedisServer;
-use crate::support::server::{INGEST, READ, TestServer, uuid};
+use crate::support::server::{ADMIN, INGEST, READ, TestServer, uuid};
 use crate::support::*;
 
 /// What an event costs under the embedded economy (0: neither a gift nor a purchase,
@@ -471,6 +471,41 @@ async fn purchases_over_http_and_tcp_are_journaled_and_survive_a_restart() {
     ] {
         assert!(metrics.contains(needle), "metrics lack {needle}");
     }
+    // PUT /v1/economy carries the items: a duplicate id is refused, naming the key; an
+    // item left out is retired (its code kept), and purchases of it are UNKNOWN_ITEM on
+    // both protocols.
+    let mut file = economy().to_file();
+    file.items.push(file.items[0].clone());
+    let put = |file: &giftstream::economy::EconomyFile| serde_json::to_string(file).unwrap();
+    let (status, body) = s.send("PUT", "/v1/economy", Some(ADMIN), put(&file)).await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("items[3].id"), "{message}");
+    file.items.truncate(2);
+    file.items.retain(|i| i.id != "sticker_pack");
+    let (status, body) = s.send("PUT", "/v1/economy", Some(ADMIN), put(&file)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["economy"]["items"][0]["retired"], true, "{body}");
+    assert_eq!(body["economy"]["items"][2]["retired"], true, "left out too");
+    let (_, body) = s
+        .post_events(json!([
+            {"type": "recharge", "event_id": uuid(20), "user": 43, "coins": 100,
+             "price": "1.29", "currency": "USD", "package": "coins_100"},
+            json_purchase(21, 43, "sticker_pack", None),
+            json_purchase(22, 43, "profile_frame", None),
+        ]))
+        .await;
+    assert_eq!(body["outcomes"][1]["code"], "UNKNOWN_ITEM", "{body}");
+    assert_eq!(body["outcomes"][2]["code"], "INSUFFICIENT_COINS", "{body}");
+    let o = client
+        .send(&[purchase(23, 43, "sticker_pack", 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        o[0].code(),
+        Some(RejectCode::UnknownItem),
+        "code 0, retired"
+    );
     let (_, openapi) = s.get("/openapi.json", None).await;
     assert!(openapi["components"]["schemas"]["JsonPurchase"].is_object());
     let (_, history) = s
@@ -513,5 +548,10 @@ async fn purchases_over_http_and_tcp_are_journaled_and_survive_a_restart() {
         .await;
     assert_eq!(body["outcomes"][0]["code"], "EVENT_ID_REUSED", "{body}");
     assert_eq!(s.coins(42).await, 600);
+    // The PUT's economy is still in force: the retired item is still unknown.
+    let (_, body) = s
+        .post_events(json!([json_purchase(24, 43, "sticker_pack", None)]))
+        .await;
+    assert_eq!(body["outcomes"][0]["code"], "UNKNOWN_ITEM", "{body}");
     s.stop().await.unwrap();
 }
