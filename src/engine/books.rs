@@ -151,7 +151,8 @@ impl CreatorShard {
     /// The whole diamonds of the other nodes' reports for `creator`, their fractions
     /// summed: what a settlement's outcome counts (`Settled { credited }`: the increase).
     /// It does not depend on this node's own credits, so a settlement's outcome is the
-    /// same whatever gift chunks are in flight (a settlement does not take the gate).
+    /// same whatever gift chunks are in flight (a settlement holds the gate shared, as
+    /// a chunk does).
     fn reported(&self, creator: CreatorId) -> u128 {
         let whole: u128 = self
             .settled

@@ -14,7 +14,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::reads::{EconomyResponse, StreamResponse, economy_response, stream_response};
+use super::economy::{EconomyResponse, economy_response};
+use super::reads::{StreamResponse, stream_response};
 use super::{ApiError, Caller, ErrorBody, authorize, currency, event_id, json, path, read_body};
 use crate::config::{AckMode, Scope};
 use crate::economy::{Economy, Region};

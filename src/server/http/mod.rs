@@ -6,6 +6,7 @@
 //! `/openapi.json` are open (they reveal no ledger data). Errors are
 //! `{"error": {"code": "...", "message": "..."}}`.
 
+pub mod economy;
 pub mod events;
 pub mod openapi;
 pub mod reads;
@@ -454,9 +455,9 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/streams/{id}/feed", get(reads::get_feed))
         .route(
             "/v1/economy",
-            get(reads::get_economy).put(events::put_economy),
+            get(economy::get_economy).put(events::put_economy),
         )
-        .route("/v1/economy/packages", get(reads::get_packages))
+        .route("/v1/economy/packages", get(economy::get_packages))
         // The routes above count against the in-flight bound; the operations routes
         // below (cheap, and what probes and scrapers need under load) do not.
         .route_layer(axum::middleware::from_fn_with_state(

@@ -1,11 +1,11 @@
 //! The OpenAPI document of the HTTP API, generated (utoipa) from the very types and
-//! handlers of [`super::events`] and [`super::reads`], so it cannot drift from them.
+//! handlers of [`super::events`], [`super::reads`] and [`super::economy`], so it cannot drift from them.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use super::{events, reads};
+use super::{economy, events, reads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,7 +14,7 @@ use super::{events, reads};
         events::post_events, events::put_user, reads::get_wallet, reads::get_transactions,
         reads::get_creator, reads::get_creator_top, reads::get_stream_top,
         reads::get_top_creators, events::put_goal, reads::get_stream, reads::get_feed,
-        reads::get_economy, reads::get_packages, events::put_economy, super::healthz, super::readyz,
+        economy::get_economy, economy::get_packages, events::put_economy, super::healthz, super::readyz,
         super::metrics_route
     ),
     modifiers(&BearerAuth)
