@@ -184,7 +184,27 @@ pub struct EconomyFile {
     pub recharge: RechargeFile,
     pub gifts: Vec<GiftFile>,
     pub packages: Vec<PackageFile>,
+    /// Platform-wide limits on what one user may spend per UTC day and ISO week.
+    /// Absent (and never serialized when absent, so the digest of an economy recorded
+    /// before caps existed is unchanged): no caps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spending_caps: Option<SpendingCapsFile>,
 }
+
+/// `[spending_caps]`: coins one user may spend on gifts per UTC calendar day and per ISO
+/// week (Monday to Sunday, UTC), over and above the user's own budgets. Each optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpendingCapsFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_coins: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly_coins: Option<u64>,
+}
+
+/// The largest daily or weekly spending cap, in coins (the wallets' day and week
+/// counters are exact below it).
+pub const SPENDING_CAP_COINS_MAX: u64 = u32::MAX as u64;
 
 impl EconomyFile {
     /// A fixed digest of the file's terms (its JSON form): how a start tells an edited
@@ -314,6 +334,10 @@ pub struct Economy {
     pub custom_max_coins: u64,
     pub gifts: Vec<GiftSpec>,
     pub packages: Vec<PackageSpec>,
+    /// `spending_caps.daily_coins`: coins one user may spend per UTC day (`None`: no cap).
+    pub daily_cap_coins: Option<u64>,
+    /// `spending_caps.weekly_coins`: coins one user may spend per ISO week.
+    pub weekly_cap_coins: Option<u64>,
 }
 
 fn parse_decimal(key: &str, s: &str) -> Result<Decimal, EconomyError> {
@@ -395,6 +419,11 @@ impl Economy {
                     prices: money(&p.prices),
                 })
                 .collect(),
+            spending_caps: (self.daily_cap_coins.is_some() || self.weekly_cap_coins.is_some())
+                .then_some(SpendingCapsFile {
+                    daily_coins: self.daily_cap_coins,
+                    weekly_coins: self.weekly_cap_coins,
+                }),
         }
     }
 
@@ -524,6 +553,23 @@ impl Economy {
             });
         }
 
+        let caps = file.spending_caps.as_ref();
+        let (daily_cap_coins, weekly_cap_coins) = (
+            caps.and_then(|c| c.daily_coins),
+            caps.and_then(|c| c.weekly_coins),
+        );
+        for (key, cap) in [
+            ("spending_caps.daily_coins", daily_cap_coins),
+            ("spending_caps.weekly_coins", weekly_cap_coins),
+        ] {
+            if cap.is_some_and(|c| c > SPENDING_CAP_COINS_MAX) {
+                return Err(EconomyError::new(
+                    key,
+                    format!("at most {SPENDING_CAP_COINS_MAX} coins"),
+                ));
+            }
+        }
+
         Ok(Economy {
             version: 0,
             creator_share,
@@ -537,6 +583,8 @@ impl Economy {
             custom_max_coins: r.custom_max_coins,
             gifts,
             packages,
+            daily_cap_coins,
+            weekly_cap_coins,
         })
     }
 

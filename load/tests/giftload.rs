@@ -145,6 +145,7 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
     assert_eq!(
         names,
         [
+            "caps",
             "hot-creator",
             "hot-from-start",
             "mixed",
@@ -178,6 +179,21 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
                 "[hot]\ncreator = 99\nshare = 0.5\nstart_s = 0\nduration_s = 1\n[load]",
             ),
             "hot.creator",
+        ),
+        (
+            SMALL.replace("[load]", "[budgets]\nshare = 0.5\n[load]"),
+            "budgets",
+        ),
+        (
+            SMALL.replace("[load]", "[budgets]\nshare = 0\ndaily_coins = 5\n[load]"),
+            "budgets.share",
+        ),
+        (
+            SMALL.replace(
+                "[load]",
+                "[budgets]\nshare = 1\ndaily_coins = 4294967296\n[load]",
+            ),
+            "budgets.daily_coins",
         ),
     ] {
         let e = Scenario::from_toml_str(&text).unwrap_err().to_string();

@@ -235,6 +235,7 @@ impl CreatorShard {
             seq,
             status,
             duplicate: false,
+            cap: None,
         };
         if config.keep_log {
             self.log.push(LogEntry {
@@ -289,6 +290,7 @@ impl CreatorShard {
             seq,
             status: Status::Accepted(Effect::Settled { credited }),
             duplicate: false,
+            cap: None,
         };
         if config.keep_log {
             self.log.push(LogEntry {
@@ -359,6 +361,7 @@ impl StreamShard {
             seq,
             status,
             duplicate: false,
+            cap: None,
         };
         if config.keep_log {
             self.log.push(LogEntry {

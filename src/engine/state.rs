@@ -1,4 +1,4 @@
-//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 5 it is
+//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 6 it is
 //! decoded from), [`StateView`] (the same, borrowed at a live cut), taking it
 //! ([`Engine::snapshot`], [`Engine::with_cut`]) and loading it ([`Engine::from_state`]).
 
@@ -11,7 +11,7 @@ use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp};
 use super::idhash::IdSecret;
-use super::shard::SenderShard;
+use super::shard::{SenderShard, SenderShardV6};
 use super::topk::TopK;
 use super::window::{self, IdWindow, IdWindowV4, IdWindowV5};
 use super::{Engine, EngineConfig, Route, route_tag};
@@ -247,25 +247,44 @@ pub struct EngineState<W = IdWindow> {
     legacy_ids_until: Stamp,
 }
 
+/// A state as snapshot format 6 encoded it: the same fields, with sender shards of
+/// formats 1 to 6 (wallets holding the monthly budget, no day or week counts). Format 5
+/// is it with 40-bit id checks ([`EngineStateV5`]).
+#[derive(Deserialize)]
+pub struct EngineStateV6<W = IdWindow> {
+    last_seq: u64,
+    senders: Vec<SenderShardV6>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+    ids: Vec<W>,
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+    economy: Vec<u8>,
+    settled_nanos: Vec<SettledNanos>,
+    id_secret: Option<IdSecret>,
+    legacy_ids_until: Stamp,
+}
+
 /// A state as snapshot format 5 encoded it (40-bit id checks), decoded with the two
 /// fields format 6 appended given as absent.
-pub type EngineStateV5 = EngineState<IdWindowV5>;
+pub type EngineStateV5 = EngineStateV6<IdWindowV5>;
 
-impl From<EngineStateV5> for EngineState {
-    fn from(v5: EngineStateV5) -> Self {
+impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
+    fn from(v6: EngineStateV6<W>) -> Self {
         EngineState {
-            last_seq: v5.last_seq,
-            senders: v5.senders,
-            creators: v5.creators,
-            streams: v5.streams,
-            settled: v5.settled,
-            ids: v5.ids.into_iter().map(IdWindow::from).collect(),
-            credited: v5.credited,
-            top_k: v5.top_k,
-            economy: v5.economy,
-            settled_nanos: v5.settled_nanos,
-            id_secret: v5.id_secret,
-            legacy_ids_until: v5.legacy_ids_until,
+            last_seq: v6.last_seq,
+            senders: v6.senders.into_iter().map(SenderShard::from).collect(),
+            creators: v6.creators,
+            streams: v6.streams,
+            settled: v6.settled,
+            ids: v6.ids.into_iter().map(Into::into).collect(),
+            credited: v6.credited,
+            top_k: v6.top_k,
+            economy: v6.economy,
+            settled_nanos: v6.settled_nanos,
+            id_secret: v6.id_secret,
+            legacy_ids_until: v6.legacy_ids_until,
         }
     }
 }
@@ -274,7 +293,7 @@ impl From<EngineStateV5> for EngineState {
 #[derive(Deserialize)]
 pub(crate) struct EngineStateV4 {
     last_seq: u64,
-    senders: Vec<SenderShard>,
+    senders: Vec<SenderShardV6>,
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
     settled: Vec<Settled>,
@@ -289,7 +308,7 @@ impl From<EngineStateV4> for EngineState {
     fn from(v4: EngineStateV4) -> Self {
         EngineState {
             last_seq: v4.last_seq,
-            senders: v4.senders,
+            senders: v4.senders.into_iter().map(SenderShard::from).collect(),
             creators: v4.creators,
             streams: v4.streams,
             settled: v4.settled,
@@ -308,7 +327,7 @@ impl From<EngineStateV4> for EngineState {
 #[derive(Deserialize)]
 pub(crate) struct EngineStateV3 {
     last_seq: u64,
-    senders: Vec<SenderShard>,
+    senders: Vec<SenderShardV6>,
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
     settled: Vec<Settled>,
@@ -321,7 +340,7 @@ impl From<EngineStateV3> for EngineState {
     fn from(v3: EngineStateV3) -> Self {
         EngineState {
             last_seq: v3.last_seq,
-            senders: v3.senders,
+            senders: v3.senders.into_iter().map(SenderShard::from).collect(),
             creators: v3.creators,
             streams: v3.streams,
             settled: v3.settled,
@@ -340,7 +359,7 @@ impl From<EngineStateV3> for EngineState {
 #[derive(Deserialize)]
 pub(crate) struct EngineStateV2 {
     last_seq: u64,
-    senders: Vec<SenderShard>,
+    senders: Vec<SenderShardV6>,
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
     settled: Vec<Settled>,
@@ -350,7 +369,7 @@ impl From<EngineStateV2> for EngineState {
     fn from(v2: EngineStateV2) -> Self {
         EngineState {
             last_seq: v2.last_seq,
-            senders: v2.senders,
+            senders: v2.senders.into_iter().map(SenderShard::from).collect(),
             creators: v2.creators,
             streams: v2.streams,
             settled: v2.settled,
@@ -369,7 +388,7 @@ impl From<EngineStateV2> for EngineState {
 #[derive(Deserialize)]
 pub(crate) struct EngineStateV1 {
     last_seq: u64,
-    senders: Vec<SenderShard>,
+    senders: Vec<SenderShardV6>,
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
 }
@@ -379,7 +398,7 @@ impl From<EngineStateV1> for EngineState {
         EngineState {
             last_seq: v1.last_seq,
             settled: vec![Settled::default(); v1.creators.len()],
-            senders: v1.senders,
+            senders: v1.senders.into_iter().map(SenderShard::from).collect(),
             creators: v1.creators,
             streams: v1.streams,
             ids: Vec::new(),

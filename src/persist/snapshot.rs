@@ -32,12 +32,12 @@ use std::path::{Path, PathBuf};
 use crate::economy::Economy;
 use crate::engine::{
     Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4,
-    EngineStateV5, LogEntry, StateView,
+    EngineStateV5, EngineStateV6, LogEntry, StateView,
 };
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -609,6 +609,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         // unkeyed ids (a stamp): format 5 is format 6 with `None` and 0 there, one zero
         // byte each.
         5 => protocol::decode_serde::<EngineStateV5>(&[body, &[0u8, 0u8][..]].concat())
+            .map_err(corrupt)?
+            .into(),
+        // Format 7 keeps wallets with day and week counts and the users' budgets beside
+        // them (a sender shard's last field): format 6's wallets are converted.
+        6 => protocol::decode_serde::<EngineStateV6>(body)
             .map_err(corrupt)?
             .into(),
         _ => protocol::decode_serde(body).map_err(corrupt)?,

@@ -14,8 +14,10 @@ use crate::persist::journal::JournalError;
 /// (version 1 batches are still read; their gifts have no totals); version 3 added the
 /// settlement event (`JournalEvent::Settlement`; version 2 batches, which cannot hold one,
 /// are read as they are); version 4 added the economy change (`JournalEvent::Economy`;
-/// version 3 batches are read as they are).
-pub const JOURNAL_VERSION: u8 = 4;
+/// version 3 batches are read as they are); version 5 added account settings with daily
+/// and weekly budgets (`JournalEvent::AccountV2`; version 4 batches are read as they
+/// are; a `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before).
+pub const JOURNAL_VERSION: u8 = 5;
 
 /// The decode limit of journal entries (written by this service, capped at
 /// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
@@ -112,7 +114,7 @@ impl JournalBatch {
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
         match bytes.first() {
             Some(&1) => {}
-            Some(&2) | Some(&3) => {
+            Some(&2) | Some(&3) | Some(&4) => {
                 let mut batch: JournalBatch = decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);
@@ -238,6 +240,7 @@ mod tests {
                     seq,
                     status: Status::Accepted(Effect::Coins(coins)),
                     duplicate: false,
+                    cap: None,
                 },
                 totals: Some(GiftTotals {
                     creator: 12 * seq,
@@ -283,6 +286,7 @@ mod tests {
                 seq: 7,
                 status: Status::Accepted(Effect::Coins(40)),
                 duplicate: false,
+                cap: None,
             },
             totals: Some(GiftTotals {
                 creator: 12,
@@ -303,6 +307,7 @@ mod tests {
                 seq: 8,
                 status: Status::Accepted(Effect::Settled { credited: 200 }),
                 duplicate: false,
+                cap: None,
             },
             totals: None,
         };
@@ -355,6 +360,7 @@ mod tests {
                 seq: 9,
                 status: Status::Accepted(Effect::Stored),
                 duplicate: false,
+                cap: None,
             },
             totals: None,
         };
@@ -362,12 +368,46 @@ mod tests {
         let back = JournalBatch::decode(&v4).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![change]);
 
-        let mut v5 = v3.clone();
-        v5[0] = 5;
-        let err = JournalBatch::decode(&v5)
+        // Format 4 is format 5 without daily and weekly budgets.
+        let mut v4_only = v4.clone();
+        v4_only[0] = 4;
+        let back = JournalBatch::decode(&v4_only)
+            .unwrap()
+            .into_entries()
+            .unwrap();
+        assert_eq!(back, vec![change]);
+        let account = LogEntry {
+            seq: 10,
+            stamp: Stamp(1_796_083_200_003),
+            event: Event::Account(crate::engine::AccountSettings {
+                id: EventId(1),
+                user: UserId(3),
+                region: None,
+                adult: true,
+                monthly_budget_coins: None,
+                daily_budget_coins: Some(100),
+                weekly_budget_coins: Some(500),
+            }),
+            outcome: Outcome::new(10, Status::Accepted(Effect::Stored), false),
+            totals: None,
+        };
+        let over = LogEntry {
+            seq: 11,
+            outcome: Outcome::over_budget(11, crate::engine::BudgetCap::WeeklyPlatformCap),
+            totals: None,
+            ..gift
+        };
+        let v5 = JournalBatch::from_entries(&[account, over]).encode();
+        assert_eq!(v5[0], 5);
+        let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![account, over]);
+
+        let mut v6 = v3.clone();
+        v6[0] = 6;
+        let err = JournalBatch::decode(&v6)
             .unwrap()
             .into_entries()
             .unwrap_err();
-        assert!(err.to_string().contains("version 5"), "{err}");
+        assert!(err.to_string().contains("version 6"), "{err}");
     }
 }
