@@ -193,7 +193,8 @@ fn when_several_limits_are_exceeded_the_longest_window_and_the_platform_are_name
     // Every limit is 100 coins or unset; a gift of 101 roses exceeds the set ones.
     // (monthly, weekly cap, weekly budget, daily cap, daily budget) -> the cap named.
     let on = Some(100);
-    let cases: [((bool, bool, bool, bool, bool), BudgetCap); 7] = [
+    type Set = (bool, bool, bool, bool, bool);
+    let cases: [(Set, BudgetCap); 7] = [
         ((true, true, true, true, true), BudgetCap::MonthlyBudget),
         (
             (false, true, true, true, true),

@@ -241,17 +241,21 @@ fn window_limits(
 #[test]
 fn the_models_iso_weeks_follow_the_thursday_rule() {
     let at = |ms: u64| Stamp(ms);
+    let wk = |year: u64, week: u64| year * 100 + week;
     // 2026-12-31 (Thu) and 2027-01-01 (Fri) are in 2026-W53; 2027-01-04 (Mon) is W01.
-    assert_eq!(iso_week(at(1_798_761_600_000 - 1)), 2026_53);
-    assert_eq!(iso_week(at(1_798_761_600_000)), 2026_53);
-    assert_eq!(iso_week(at(1_798_761_600_000 + 3 * 86_400_000)), 2027_01);
+    assert_eq!(iso_week(at(1_798_761_600_000 - 1)), wk(2026, 53));
+    assert_eq!(iso_week(at(1_798_761_600_000)), wk(2026, 53));
+    assert_eq!(
+        iso_week(at(1_798_761_600_000 + 3 * 86_400_000)),
+        wk(2027, 1)
+    );
     // 2026-12-06 (Sun) 23:59:59.999 is W49, 2026-12-07 (Mon) 00:00 W50.
-    assert_eq!(iso_week(at(1_796_601_600_000 - 1)), 2026_49);
-    assert_eq!(iso_week(at(1_796_601_600_000)), 2026_50);
+    assert_eq!(iso_week(at(1_796_601_600_000 - 1)), wk(2026, 49));
+    assert_eq!(iso_week(at(1_796_601_600_000)), wk(2026, 50));
     // 2029-01-01 is a Monday: 2029-W01, and 2028-12-31 ends 2028-W52.
-    assert_eq!(iso_week(at(1_861_920_000_000)), 2029_01);
-    assert_eq!(iso_week(at(1_861_920_000_000 - 1)), 2028_52);
-    assert_eq!(iso_week(at(0)), 1970_01);
+    assert_eq!(iso_week(at(1_861_920_000_000)), wk(2029, 1));
+    assert_eq!(iso_week(at(1_861_920_000_000 - 1)), wk(2028, 52));
+    assert_eq!(iso_week(at(0)), wk(1970, 1));
 }
 
 // ---- the model, continued --------------------------------------------------------
