@@ -1529,6 +1529,8 @@ struct Stats {
     budget_exceeded: usize,
     economy_changes: usize,
     unknown_gifts: usize,
+    /// BUDGET_EXCEEDED outcomes by the cap they name (`BudgetCap` number).
+    caps_named: [usize; 6],
 }
 
 impl Stats {
@@ -1549,7 +1551,18 @@ impl Stats {
             budget_exceeded: journaled(&|e| e.outcome.code() == Some(RejectCode::BudgetExceeded)),
             economy_changes: journaled(&|e| matches!(e.event, Event::Economy(_))),
             unknown_gifts: journaled(&|e| e.outcome.code() == Some(RejectCode::UnknownGift)),
+            caps_named: [0; 6],
         }
+        .with_caps(run)
+    }
+
+    fn with_caps(mut self, run: &Run) -> Stats {
+        for e in &run.log {
+            if let Some(cap) = e.outcome.cap {
+                self.caps_named[cap as usize] += 1;
+            }
+        }
+        self
     }
 
     fn add(&mut self, o: Stats) {
@@ -1561,6 +1574,9 @@ impl Stats {
         self.budget_exceeded += o.budget_exceeded;
         self.economy_changes += o.economy_changes;
         self.unknown_gifts += o.unknown_gifts;
+        for (total, n) in self.caps_named.iter_mut().zip(o.caps_named) {
+            *total += n;
+        }
     }
 }
 
@@ -1627,6 +1643,16 @@ fn simulation_seed_sweep() {
         started.elapsed(),
         failures.len()
     );
+    // The sweep's seeds cross every boundary and name every cap (a few seeds alone
+    // need not).
+    if seeds.end - seeds.start >= SWEEP_SEEDS {
+        for cap in BudgetCap::ALL {
+            assert!(
+                totals.caps_named[cap as usize] > 0,
+                "no seed named {cap:?}: {totals:?}"
+            );
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {} simulation seeds failed; the first ones:\n{}",
