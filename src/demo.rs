@@ -192,6 +192,8 @@ impl<'a> Generator<'a> {
                     }),
                     adult: roll >= 5,
                     monthly_budget_coins: (roll >= 10).then_some(200),
+                    daily_budget_coins: (roll >= 20).then_some(60),
+                    weekly_budget_coins: None,
                 }));
             }
             for _ in 0..self.rng.random_range(1..=3u32) {

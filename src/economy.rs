@@ -234,11 +234,31 @@ pub struct EconomyFile {
     /// economy without promotions keeps the digest it had before they existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promotions: Vec<PromotionFile>,
+    /// Platform-wide limits on what one user may spend per UTC day and ISO week.
+    /// Absent (and never serialized when absent, so the digest of an economy recorded
+    /// before caps existed is unchanged): no caps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spending_caps: Option<SpendingCapsFile>,
 }
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
+
+/// `[spending_caps]`: coins one user may spend on gifts per UTC calendar day and per ISO
+/// week (Monday to Sunday, UTC), over and above the user's own budgets. Each optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpendingCapsFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_coins: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly_coins: Option<u64>,
+}
+
+/// The largest daily or weekly spending cap, in coins (the wallets' day and week
+/// counters are exact below it).
+pub const SPENDING_CAP_COINS_MAX: u64 = u32::MAX as u64;
 
 impl EconomyFile {
     /// A fixed digest of the file's terms (its JSON form): how a start tells an edited
@@ -511,6 +531,10 @@ pub struct Economy {
     pub items: Vec<ItemSpec>,
     /// Offers on packages, in file order; at most one is in force for a sale.
     pub promotions: Vec<PromotionSpec>,
+    /// `spending_caps.daily_coins`: coins one user may spend per UTC day (`None`: no cap).
+    pub daily_cap_coins: Option<u64>,
+    /// `spending_caps.weekly_coins`: coins one user may spend per ISO week.
+    pub weekly_cap_coins: Option<u64>,
 }
 
 fn parse_decimal(key: &str, s: &str) -> Result<Decimal, EconomyError> {
@@ -600,6 +624,11 @@ impl Economy {
                 .map(ItemSpec::to_file)
                 .collect(),
             promotions: self.promotions.iter().map(PromotionSpec::to_file).collect(),
+            spending_caps: (self.daily_cap_coins.is_some() || self.weekly_cap_coins.is_some())
+                .then_some(SpendingCapsFile {
+                    daily_coins: self.daily_cap_coins,
+                    weekly_coins: self.weekly_cap_coins,
+                }),
         }
     }
 
@@ -737,6 +766,22 @@ impl Economy {
 
         let items = validate_items(&file.items, file.max_gift_count)?;
         let promotions = parse_promotions(&file.promotions, &packages)?;
+        let caps = file.spending_caps.as_ref();
+        let (daily_cap_coins, weekly_cap_coins) = (
+            caps.and_then(|c| c.daily_coins),
+            caps.and_then(|c| c.weekly_coins),
+        );
+        for (key, cap) in [
+            ("spending_caps.daily_coins", daily_cap_coins),
+            ("spending_caps.weekly_coins", weekly_cap_coins),
+        ] {
+            if cap.is_some_and(|c| c > SPENDING_CAP_COINS_MAX) {
+                return Err(EconomyError::new(
+                    key,
+                    format!("at most {SPENDING_CAP_COINS_MAX} coins"),
+                ));
+            }
+        }
 
         Ok(Economy {
             version: 0,
@@ -754,6 +799,8 @@ impl Economy {
             packages,
             items,
             promotions,
+            daily_cap_coins,
+            weekly_cap_coins,
         })
     }
 

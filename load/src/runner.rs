@@ -614,7 +614,48 @@ async fn setup(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    events += set_budgets(workload, conns, scenario).await?;
     Ok((events, started.elapsed().as_secs_f64()))
+}
+
+/// The `[budgets]` of a scenario: the users who set them send their account settings
+/// (binary protocol targets: the HTTP target's `/v1/events` and the Lua baseline take
+/// gifts and recharges only, so there the budgets are left out, and said so).
+async fn set_budgets(
+    workload: &Arc<Workload>,
+    conns: &[Conn],
+    scenario: &Scenario,
+) -> anyhow::Result<u64> {
+    if scenario.budgets.is_none() {
+        return Ok(0);
+    }
+    let Some(conn) = conns.iter().find(|c| c.takes_account_settings()) else {
+        eprintln!("setup: [budgets] left out: this target takes gifts and recharges only");
+        return Ok(0);
+    };
+    let mut sent = 0u64;
+    let mut n = 0;
+    while let Some(events) = workload.budgets(n, 1000) {
+        n += 1;
+        if events.is_empty() {
+            continue;
+        }
+        let count = events.len() as u64;
+        let labels = conn
+            .submit(events)
+            .await
+            .await
+            .map_err(|e| anyhow::anyhow!("setup: {} {}", e.kind, e.message))?;
+        anyhow::ensure!(
+            labels
+                .iter()
+                .all(|l| l == "accepted" || l.starts_with("duplicate")),
+            "setup: a budget setting was rejected: {:?}",
+            labels.iter().find(|l| *l != "accepted")
+        );
+        sent += count;
+    }
+    Ok(sent)
 }
 
 fn progress_bar(total_s: f64) -> indicatif::ProgressBar {

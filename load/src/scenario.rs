@@ -52,6 +52,9 @@ pub struct Scenario {
     /// the embedded economy and these keys; giftstream targets only).
     #[serde(default)]
     pub economy: Option<EconomyOverride>,
+    /// Budgets some users set in the setup phase (binary protocol targets only).
+    #[serde(default)]
+    pub budgets: Option<Budgets>,
     pub load: Load,
     /// The rate schedule (open loop): stages run one after the other.
     #[serde(default)]
@@ -135,6 +138,23 @@ pub struct EconomyOverride {
     /// `economy.earnings_hold_ms`: diamonds are payable this long after they are credited.
     #[serde(default)]
     pub earnings_hold_ms: u64,
+}
+
+/// Spending budgets set in the setup phase, after funding: a share of the users (every
+/// user whose index falls in it, spread evenly) sets these budgets, so that a share of
+/// their gifts is `BUDGET_EXCEEDED` once they are spent. The economy's platform caps
+/// (`[spending_caps]`) are the server's; this sets the users' own.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// Share of users who set budgets, in (0, 1].
+    pub share: f64,
+    #[serde(default)]
+    pub daily_coins: Option<u64>,
+    #[serde(default)]
+    pub weekly_coins: Option<u64>,
+    #[serde(default)]
+    pub monthly_coins: Option<u64>,
 }
 
 /// One creator's stream receiving a spike.
@@ -303,6 +323,26 @@ impl Scenario {
                 "economy.earnings_hold_ms",
                 format!("at most {}", giftstream::economy::EARNINGS_HOLD_MS_MAX),
             ));
+        }
+        if let Some(b) = &self.budgets {
+            if !(b.share > 0.0 && b.share <= 1.0) {
+                return Err(err("budgets.share", "must be in (0, 1]"));
+            }
+            if b.daily_coins.is_none() && b.weekly_coins.is_none() && b.monthly_coins.is_none() {
+                return Err(err(
+                    "budgets",
+                    "needs daily_coins, weekly_coins or monthly_coins",
+                ));
+            }
+            let max = giftstream::engine::WINDOW_LIMIT_COINS_MAX;
+            for (key, v) in [
+                ("budgets.daily_coins", b.daily_coins),
+                ("budgets.weekly_coins", b.weekly_coins),
+            ] {
+                if v.is_some_and(|v| v > max) {
+                    return Err(err(key, format!("at most {max}")));
+                }
+            }
         }
         if let Some(h) = &self.hot {
             if h.creator >= p.creators {

@@ -177,6 +177,11 @@ impl Conn {
         })
     }
 
+    /// Whether account settings can be sent here (the binary protocol's targets).
+    pub fn takes_account_settings(&self) -> bool {
+        matches!(self, Conn::Tcp(_) | Conn::Cluster(_))
+    }
+
     /// Sends `events`; the returned future resolves to one label per event. The send
     /// itself happens before this returns for the binary protocol (pipelining); the
     /// others send when the future is first polled.

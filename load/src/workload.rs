@@ -3,8 +3,8 @@
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Payout, Purchase,
-    Recharge, StreamId, UserId,
+    AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Payout,
+    Purchase, Recharge, StreamId, UserId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
@@ -125,6 +125,44 @@ impl Workload {
                         package: None,
                         channel: Channel::Web,
                         paid_ms: 0,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether user `index` sets the scenario's budgets (`[budgets] share` of them,
+    /// spread evenly over the indexes).
+    pub fn has_budgets(&self, index: u64) -> bool {
+        self.scenario.budgets.as_ref().is_some_and(|b| {
+            let per_mille = (b.share * 1000.0).round() as u64;
+            (index.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) % 1000 < per_mille
+        })
+    }
+
+    /// The setup phase after funding: budget settings batch `n` (the users of batch `n`
+    /// who set budgets), `None` past the end; an empty batch when none of them does.
+    pub fn budgets(&self, n: u64, batch: usize) -> Option<Vec<Event>> {
+        let b = self.scenario.budgets.as_ref()?;
+        let users = self.scenario.population.users;
+        let first = n * batch as u64;
+        if first >= users {
+            return None;
+        }
+        let last = (first + batch as u64).min(users);
+        Some(
+            (first..last)
+                .filter(|&u| self.has_budgets(u))
+                .map(|u| {
+                    Event::Account(AccountSettings {
+                        // Budget ids live in their own range (the two top bits of n).
+                        id: self.id(3 << 38 | u >> 16, (u & 0xffff) as usize),
+                        user: self.user(u),
+                        region: None,
+                        adult: true,
+                        monthly_budget_coins: b.monthly_coins,
+                        daily_budget_coins: b.daily_coins,
+                        weekly_budget_coins: b.weekly_coins,
                     })
                 })
                 .collect(),

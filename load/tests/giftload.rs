@@ -70,6 +70,7 @@ struct Server {
     tcp: SocketAddr,
     http: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    engine: Arc<giftstream::engine::Engine>,
 }
 
 impl Drop for Server {
@@ -97,7 +98,7 @@ async fn server_with(config: giftstream::config::Config, journal: Arc<dyn Journa
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(giftstream::node::run(
         config,
-        engine,
+        engine.clone(),
         journal,
         http,
         tcp,
@@ -109,6 +110,7 @@ async fn server_with(config: giftstream::config::Config, journal: Arc<dyn Journa
         tcp: tcp_addr,
         http: http_addr,
         stop: Some(tx),
+        engine,
     }
 }
 
@@ -146,6 +148,7 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
         names,
         [
             "hold",
+            "caps",
             "hot-creator",
             "hot-from-start",
             "mixed",
@@ -200,6 +203,21 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
             SMALL.replace("[load]", "[mix]\npurchase_share = 1.5\n[load]"),
             "mix.purchase_share",
         ),
+        (
+            SMALL.replace("[load]", "[budgets]\nshare = 0.5\n[load]"),
+            "budgets",
+        ),
+        (
+            SMALL.replace("[load]", "[budgets]\nshare = 0\ndaily_coins = 5\n[load]"),
+            "budgets.share",
+        ),
+        (
+            SMALL.replace(
+                "[load]",
+                "[budgets]\nshare = 1\ndaily_coins = 4294967296\n[load]",
+            ),
+            "budgets.daily_coins",
+        ),
     ] {
         let e = Scenario::from_toml_str(&text).unwrap_err().to_string();
         assert!(e.contains(key), "{e:?} should name {key:?}");
@@ -208,6 +226,52 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
     for bad in ["p99<10", "p77<1ms", "error_rate~1", "rate"] {
         assert!(Threshold::parse(bad).is_err(), "{bad}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_set_in_the_setup_make_a_share_of_gifts_budget_exceeded() {
+    // The `caps` scenario's shape, small: half the users on a daily budget of 20 coins.
+    let s = server(Arc::new(MemoryJournal::default())).await;
+    let text = SMALL
+        .replace("funding_coins = 200", "funding_coins = 100000")
+        .replace("[load]", "[budgets]\nshare = 0.5\ndaily_coins = 20\n[load]");
+    let scenario = Scenario::from_toml_str(&text).unwrap();
+    let economy = giftstream::economy::Economy::embedded();
+    let workload = Workload::new(&scenario, &economy, 1).unwrap();
+    let with = (0..2000).filter(|&u| workload.has_budgets(u)).count();
+    assert!(
+        (800..1200).contains(&with),
+        "{with} of 2000 users set budgets"
+    );
+    let summary = runner::run(&scenario, &spec(TargetKind::Giftstream, &s, ""), &options())
+        .await
+        .unwrap();
+    let json = summary.to_json();
+    let outcomes = json["outcomes"].as_object().unwrap();
+    assert!(
+        outcomes["accepted"].as_u64().unwrap() > 20_000,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes["BUDGET_EXCEEDED"].as_u64().unwrap() > 1_000,
+        "{outcomes:?}"
+    );
+    assert_eq!(json["errors"].as_object().unwrap().len(), 0);
+    let audit = summary.audit.as_ref().unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    // Exactly the chosen users have the budget.
+    let (budgeted, free) = (
+        (0..2000).find(|&u| workload.has_budgets(u)).unwrap(),
+        (0..2000).find(|&u| !workload.has_budgets(u)).unwrap(),
+    );
+    let now = giftstream::clock::now();
+    let w = s.engine.wallet(workload.user(budgeted), now);
+    assert_eq!(w.daily_budget_coins, Some(20));
+    assert!(w.spent_today <= 20);
+    assert_eq!(
+        s.engine.wallet(workload.user(free), now).daily_budget_coins,
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

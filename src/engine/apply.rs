@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use parking_lot::MutexGuard;
 
-use super::event::{Effect, Event, EventFingerprint, Outcome, RejectCode, Stamp, Status};
+use super::event::{Effect, Event, EventFingerprint, Outcome, Period, RejectCode, Stamp, Status};
 use super::idhash::IdHash;
 use super::ids::{ChunkClaim, SeenIds, Verdict, since};
 use super::shard::SenderShard;
@@ -20,7 +20,8 @@ struct Batch<'a> {
     events: &'a [Event],
     issued_ms: &'a [u64],
     stamp: Stamp,
-    month: u32,
+    /// The day, ISO week and month of `stamp`: computed once per batch.
+    period: Period,
     fingerprints: Vec<EventFingerprint>,
     hashes: Vec<IdHash>,
     routes: Vec<Route>,
@@ -106,6 +107,7 @@ impl Engine {
                 seq: 0,
                 status: Status::Accepted(Effect::Stored),
                 duplicate: false,
+                cap: None,
             };
             events.len()
         ];
@@ -144,7 +146,7 @@ impl Engine {
             events,
             issued_ms,
             stamp,
-            month: stamp.month_key(),
+            period: stamp.period(),
             // Of two events of the batch with one id and other content, the later one is
             // never applied, whatever shards they go to (a payout is applied after the
             // gifts): it is answered at the end, as a retry if the id holds its content by
@@ -241,7 +243,7 @@ impl Engine {
                     Verdict::Apply => {
                         let (event, stamp) = (&events[i], batch.stamp);
                         let outcome =
-                            shard.apply(&gate, &self.config, event, next, stamp, batch.month);
+                            shard.apply(&gate, &self.config, event, next, stamp, batch.period);
                         next += 1;
                         settled.push((hashes[i], outcome));
                         outcome

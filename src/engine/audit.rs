@@ -153,6 +153,7 @@ impl Engine {
                     *total.revenue.entry(*c).or_default() += *amount;
                 }
             }
+            audit_spending(i, s, v);
             if !s.touched_creators.is_empty() || !s.touched_streams.is_empty() {
                 v.push(format!("sender shard {i} has unmerged credits at a cut"));
             }
@@ -349,6 +350,18 @@ impl Engine {
     /// equal states give equal fingerprints. (Debug-formats sorted state; for tests and
     /// the audit, not for hot paths.)
     pub fn state_fingerprint(&self) -> String {
+        self.fingerprint(true)
+    }
+
+    /// [`Engine::state_fingerprint`] as snapshot formats 1 to 6 could hold the state:
+    /// wallets without their day and week counts (a month's count is kept; the day a
+    /// migrated wallet counts from is the first of its month). What a ledger loaded
+    /// from such a snapshot is compared on with one that ran the same events.
+    pub fn state_fingerprint_v6(&self) -> String {
+        self.fingerprint(false)
+    }
+
+    fn fingerprint(&self, windows: bool) -> String {
         use std::fmt::Write;
         let cut = self.lock_all();
         let mut out = String::new();
@@ -356,8 +369,25 @@ impl Engine {
         // and it shows in what is held below and in every payout a replay checks.)
         let _ = writeln!(out, "seq {}", self.last_seq());
         for (i, s) in cut.senders.iter().enumerate() {
-            let mut wallets: Vec<_> = s.wallets.iter().collect();
-            wallets.sort_unstable_by_key(|(u, _)| **u);
+            let mut wallets: Vec<String> = s
+                .wallets
+                .iter()
+                .map(|(u, w)| {
+                    let b = s.budgets_of(*u, w);
+                    if windows {
+                        format!("{u:?}: {w:?} {b:?}")
+                    } else {
+                        let month = super::event::month_of_day(w.day);
+                        let (coins, spent, region) = (w.coins, w.spent_this_month, w.region());
+                        let monthly = b.monthly;
+                        format!(
+                            "{u:?}: {coins} {spent} {monthly} {month} {region:?} {}",
+                            w.adult
+                        )
+                    }
+                })
+                .collect();
+            wallets.sort_unstable();
             let mut hist: Vec<_> = s.histories.iter().collect();
             hist.sort_unstable_by_key(|(u, _)| **u);
             let mut creators: Vec<_> = s
@@ -473,6 +503,45 @@ fn audit_streams(
                     "stream {stream}: gifter totals do not sum to coins received"
                 ));
             }
+        }
+    }
+}
+
+/// Spending counts and budgets: a day's count is within its week's and its month's (the
+/// day lies in both, and a late gift counts in all three of the latest), the months'
+/// counts sum to no more than the coins spent, and a wallet's budgets flag says exactly
+/// whether it has budgets beside it (none of them unset, none over the bounds).
+fn audit_spending(i: usize, s: &super::shard::SenderShard, v: &mut Vec<String>) {
+    use super::rules::{Budgets, WINDOW_LIMIT_COINS_MAX};
+    let mut spent_months = 0u128;
+    for (user, w) in &s.wallets {
+        spent_months += u128::from(w.spent_this_month);
+        if w.spent_today > w.spent_this_week || u64::from(w.spent_today) > w.spent_this_month {
+            v.push(format!(
+                "user {user}: spent today {} exceeds this week's {} or this month's {}",
+                w.spent_today, w.spent_this_week, w.spent_this_month
+            ));
+        }
+        if w.budgets != s.budgets.contains_key(user) {
+            v.push(format!(
+                "user {user}: budgets flag {} disagrees with its budgets",
+                w.budgets
+            ));
+        }
+    }
+    // The counters count gifts and purchases alike.
+    let spent = s.totals.coins_spent + s.purchases.coins;
+    if spent_months > spent {
+        v.push(format!(
+            "sender shard {i}: this month's spending {spent_months} exceeds coins spent {spent}"
+        ));
+    }
+    for (user, b) in &s.budgets {
+        let over = |l: u64| l != super::rules::NO_BUDGET && l > WINDOW_LIMIT_COINS_MAX;
+        if !s.wallets.contains_key(user) || *b == Budgets::NONE || over(b.daily) || over(b.weekly) {
+            v.push(format!(
+                "user {user}: budgets {b:?} without a wallet, empty or out of bounds"
+            ));
         }
     }
 }

@@ -289,6 +289,7 @@ impl CreatorShard {
             seq,
             status,
             duplicate: false,
+            cap: None,
         };
         if config.keep_log {
             self.log.push(LogEntry {
@@ -350,6 +351,7 @@ impl CreatorShard {
             seq,
             status: Status::Accepted(Effect::Settled { credited }),
             duplicate: false,
+            cap: None,
         };
         if config.keep_log {
             self.log.push(LogEntry {
@@ -420,6 +422,7 @@ impl StreamShard {
             seq,
             status,
             duplicate: false,
+            cap: None,
         };
         if config.keep_log {
             self.log.push(LogEntry {

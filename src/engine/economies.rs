@@ -167,6 +167,7 @@ impl Engine {
             seq,
             status: Status::Accepted(Effect::Stored),
             duplicate: false,
+            cap: None,
         };
         self.meta_log.lock().push(LogEntry {
             seq,

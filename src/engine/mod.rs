@@ -98,9 +98,10 @@ use idhash::IdHash;
 pub use idhash::IdSecret;
 pub use query::{CreatorView, ReadModelView, StreamBook, StreamView, ViewParts, WalletView};
 pub use replay::ReplayError;
+pub use rules::WINDOW_LIMIT_COINS_MAX;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
-pub use state::{EngineState, EngineStateV5, StateError, StateView};
+pub use state::{EngineState, EngineStateV5, EngineStateV6, StateError, StateView};
 pub(crate) use state::{EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4};
 pub use topk::{Offer, TopK};
 use window::IdWindow;
@@ -199,6 +200,7 @@ fn unrecorded(code: RejectCode) -> Outcome {
         seq: 0,
         status: Status::Rejected(code),
         duplicate: false,
+        cap: None,
     }
 }
 

@@ -23,6 +23,12 @@ pub struct WalletView {
     pub monthly_budget_coins: Option<u64>,
     pub region: Option<Region>,
     pub adult: bool,
+    /// Coins spent on gifts in the UTC day of `now` (held at `u32::MAX`).
+    pub spent_today: u64,
+    /// Coins spent on gifts in the ISO week of `now` (held at `u32::MAX`).
+    pub spent_this_week: u64,
+    pub daily_budget_coins: Option<u64>,
+    pub weekly_budget_coins: Option<u64>,
 }
 
 /// A creator's totals as the API shows them.
@@ -58,17 +64,24 @@ pub struct StreamView {
 }
 
 impl Engine {
-    /// The wallet of `user`; `now` decides which month `spent_this_month` counts.
+    /// The wallet of `user`; `now` decides which day, week and month the spending
+    /// counts are of.
     pub fn wallet(&self, user: UserId, now: Stamp) -> WalletView {
         let shard = self.senders[shard_of(user.0, self.mask)].lock();
         let w = shard.wallets.get(&user).copied().unwrap_or_default();
+        let budgets = shard.budgets_of(user, &w);
+        let spent = w.spent_in(now.period());
         WalletView {
             user,
             coins: w.coins,
-            spent_this_month: w.spent_in(now.month_key()),
-            monthly_budget_coins: w.budget(),
-            region: w.region,
+            spent_this_month: spent.month,
+            monthly_budget_coins: budgets.monthly(),
+            region: w.region(),
             adult: w.adult,
+            spent_today: spent.day,
+            spent_this_week: spent.week,
+            daily_budget_coins: budgets.daily(),
+            weekly_budget_coins: budgets.weekly(),
         }
     }
 

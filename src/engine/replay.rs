@@ -120,6 +120,7 @@ impl Engine {
             seq: entry.seq,
             status: Status::Accepted(Effect::Stored),
             duplicate: false,
+            cap: None,
         };
         check_replayed(entry, &replayed)
     }
@@ -151,13 +152,13 @@ impl Engine {
             let mut shard = self.senders[s].lock();
             // Replayed events are committed already: they do not go to the log.
             let logged = shard.log.len();
-            let (mut stamp, mut month) = (chunk[0].stamp, chunk[0].stamp.month_key());
+            let (mut stamp, mut period) = (chunk[0].stamp, chunk[0].stamp.period());
             for entry in chunk {
                 if entry.stamp != stamp {
                     if held {
                         self.merge_credits(&mut shard, economy, stamp);
                     }
-                    (stamp, month) = (entry.stamp, entry.stamp.month_key());
+                    (stamp, period) = (entry.stamp, entry.stamp.period());
                 }
                 let replayed = shard.apply(
                     economy,
@@ -165,7 +166,7 @@ impl Engine {
                     &entry.event,
                     entry.seq,
                     entry.stamp,
-                    month,
+                    period,
                 );
                 check_replayed(entry, &replayed)?;
             }

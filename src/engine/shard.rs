@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::EngineConfig;
 use super::event::{
-    AccountSettings, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId, GiftTotals,
-    ItemId, LogEntry, Outcome, Purchase, Recharge, RejectCode, Stamp, Status, StreamId, UserId,
+    AccountSettings, BudgetCap, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId,
+    GiftTotals, ItemId, LogEntry, Outcome, Period, Purchase, Recharge, RejectCode, Stamp, Status,
+    StreamId, UserId,
 };
-use super::rules::{self, NO_BUDGET, Wallet};
+use super::rules::{self, Budgets, Wallet, WalletV6};
 use super::splitmap::SplitMap;
 use super::topk::GifterTop;
 use super::window::LegacyWindow;
@@ -234,6 +235,60 @@ pub(crate) struct SenderShard {
     /// Creators and streams with pending coins, to merge at the end of the chunk.
     pub touched_creators: Vec<CreatorId>,
     pub touched_streams: Vec<StreamId>,
+    /// The budgets of the users who set one (snapshot format 7; formats 1 to 6 kept the
+    /// monthly budget in the wallet). A wallet's `budgets` flag says it has an entry.
+    pub budgets: FxHashMap<UserId, Budgets>,
+}
+
+/// A sender shard as snapshot formats 1 to 6 encoded it: wallets of their layout, no
+/// budgets beside them.
+#[derive(Deserialize)]
+pub(crate) struct SenderShardV6 {
+    wallets: FxHashMap<UserId, WalletV6>,
+    histories: FxHashMap<UserId, VecDeque<HistoryLine>>,
+    window: LegacyWindow,
+    creators: FxHashMap<CreatorId, CreatorPart>,
+    streams: FxHashMap<StreamId, StreamPart>,
+    creator_gifters: SplitMap<(CreatorId, UserId), PairCoins>,
+    stream_gifters: SplitMap<(StreamId, UserId), PairCoins>,
+    log: Vec<LogEntry>,
+    totals: SenderTotals,
+    touched_creators: Vec<CreatorId>,
+    touched_streams: Vec<StreamId>,
+}
+
+impl From<SenderShardV6> for SenderShard {
+    /// Monthly budgets move beside the wallets; day and week counts start at zero.
+    fn from(v6: SenderShardV6) -> Self {
+        let mut budgets = FxHashMap::default();
+        let wallets = v6
+            .wallets
+            .into_iter()
+            .map(|(user, old)| {
+                let (wallet, budget) = Wallet::of_v6(old);
+                if wallet.budgets {
+                    budgets.insert(user, budget);
+                }
+                (user, wallet)
+            })
+            .collect();
+        SenderShard {
+            wallets,
+            histories: v6.histories,
+            window: v6.window,
+            creators: v6.creators,
+            streams: v6.streams,
+            creator_gifters: v6.creator_gifters,
+            stream_gifters: v6.stream_gifters,
+            log: v6.log,
+            totals: v6.totals,
+            touched_creators: v6.touched_creators,
+            touched_streams: v6.touched_streams,
+            budgets,
+            purchases: PurchaseTotals::default(),
+            promotions: PromotionBook::new(),
+        }
+    }
 }
 
 /// What one chunk owes the books.
@@ -258,6 +313,16 @@ impl SenderShard {
             promotions: PromotionBook::new(),
             touched_creators: Vec::new(),
             touched_streams: Vec::new(),
+            budgets: FxHashMap::default(),
+        }
+    }
+
+    /// The budgets of `user` (none when it set none).
+    pub(crate) fn budgets_of(&self, user: UserId, wallet: &Wallet) -> Budgets {
+        if wallet.budgets {
+            self.budgets.get(&user).copied().unwrap_or(Budgets::NONE)
+        } else {
+            Budgets::NONE
         }
     }
 
@@ -311,10 +376,11 @@ impl SenderShard {
         event: &Event,
         seq: u64,
         stamp: Stamp,
-        month: u32,
+        period: Period,
     ) -> Outcome {
         let id = event.id();
         let mut totals = None;
+        let mut cap = None;
         // The change of the user's coins: an amount and whether it was taken.
         let (status, user, change) = match event {
             Event::Recharge(r) => (
@@ -323,13 +389,15 @@ impl SenderShard {
                 (r.coins, false),
             ),
             Event::Gift(g) => {
-                let (status, cost, gift_totals) = self.gift(economy, config, g, month);
+                let (status, gift_cap, cost, gift_totals) = self.gift(economy, config, g, period);
                 totals = gift_totals;
+                cap = gift_cap;
                 (status, Some(g.sender), (cost, true))
             }
             Event::Account(a) => (self.account(a), None, (0, false)),
             Event::Purchase(p) => {
-                let (status, cost) = self.purchase(economy, p, month);
+                let (status, purchase_cap, cost) = self.purchase(economy, p, period);
+                cap = purchase_cap;
                 (status, Some(p.user), (cost, true))
             }
             Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) | Event::Economy(_) => {
@@ -342,6 +410,7 @@ impl SenderShard {
             seq,
             status,
             duplicate: false,
+            cap,
         };
         // A user with no wallet was never registered, funded or gifted from: a rejected
         // event of one leaves no history, so hostile ids cost no memory.
@@ -396,27 +465,40 @@ impl SenderShard {
         }
     }
 
-    /// Returns the status, the cost debited (0 when rejected) and, when accepted, the
-    /// sender's totals after it.
+    /// Returns the status, the cap a `BUDGET_EXCEEDED` names, the cost debited (0 when
+    /// rejected) and, when accepted, the sender's totals after it.
     fn gift(
         &mut self,
         economy: &Economy,
         config: &EngineConfig,
         g: &Gift,
-        month: u32,
-    ) -> (Status, u64, Option<GiftTotals>) {
+        period: Period,
+    ) -> (Status, Option<BudgetCap>, u64, Option<GiftTotals>) {
         // A gift from a user never seen can only be rejected: do not create a wallet for
         // it, so hostile ids cost no memory.
         let Some(wallet) = self.wallets.get_mut(&g.sender) else {
-            let code = rules::gift(economy, &Wallet::default(), g, month)
+            let refusal = rules::gift(economy, &Wallet::default(), &Budgets::NONE, g, period)
                 .expect_err("an empty wallet cannot pay for a gift");
-            return (Status::Rejected(code), 0, None);
+            return (Status::Rejected(refusal.code), refusal.cap, 0, None);
         };
-        let cost = match rules::gift(economy, wallet, g, month) {
+        let budgets = if wallet.budgets {
+            self.budgets
+                .get(&g.sender)
+                .copied()
+                .unwrap_or(Budgets::NONE)
+        } else {
+            Budgets::NONE
+        };
+        let cost = match rules::gift(economy, wallet, &budgets, g, period) {
             Ok(cost) => cost,
-            Err(code) => return (Status::Rejected(code), 0, None),
+            Err(refusal) => return (Status::Rejected(refusal.code), refusal.cap, 0, None),
         };
-        let balance = debit(wallet, cost, month);
+        let coins = wallet.coins.checked_sub(cost);
+        wallet.coins = coins.expect("the funds rule keeps a balance from going negative");
+        // A gift stamped earlier than one already applied (stamps are taken before the
+        // locks) counts in the later day, week and month: the counters never go back.
+        wallet.count_spent(period, cost);
+        let balance = wallet.coins;
         self.totals.coins_spent += u128::from(cost);
 
         let part = self.creators.entry(g.creator).or_default();
@@ -452,31 +534,61 @@ impl SenderShard {
             stream: total.0,
         };
 
-        (Status::Accepted(Effect::Coins(balance)), cost, Some(totals))
+        (
+            Status::Accepted(Effect::Coins(balance)),
+            None,
+            cost,
+            Some(totals),
+        )
     }
 
     /// Returns the status and the cost debited (0 when rejected).
-    fn purchase(&mut self, economy: &Economy, p: &Purchase, month: u32) -> (Status, u64) {
+    /// Returns the status, the cap a `BUDGET_EXCEEDED` names, and the cost debited (0
+    /// when rejected). The same account, limits and funds checks as a gift
+    /// ([`rules::spend`]); the coins count in the same day, week and month.
+    fn purchase(
+        &mut self,
+        economy: &Economy,
+        p: &Purchase,
+        period: Period,
+    ) -> (Status, Option<BudgetCap>, u64) {
         // As a gift: a user never seen can only be rejected and gets no wallet.
         let Some(wallet) = self.wallets.get_mut(&p.user) else {
-            let code = rules::purchase(economy, &Wallet::default(), p, month)
+            let refusal = rules::purchase(economy, &Wallet::default(), &Budgets::NONE, p, period)
                 .expect_err("an empty wallet cannot pay for an item");
-            return (Status::Rejected(code), 0);
+            return (Status::Rejected(refusal.code), refusal.cap, 0);
         };
-        let cost = match rules::purchase(economy, wallet, p, month) {
+        let budgets = if wallet.budgets {
+            self.budgets.get(&p.user).copied().unwrap_or(Budgets::NONE)
+        } else {
+            Budgets::NONE
+        };
+        let cost = match rules::purchase(economy, wallet, &budgets, p, period) {
             Ok(cost) => cost,
-            Err(code) => return (Status::Rejected(code), 0),
+            Err(refusal) => return (Status::Rejected(refusal.code), refusal.cap, 0),
         };
-        let balance = debit(wallet, cost, month);
+        let coins = wallet.coins.checked_sub(cost);
+        wallet.coins = coins.expect("the funds rule keeps a balance from going negative");
+        wallet.count_spent(period, cost);
+        let balance = wallet.coins;
         self.purchases.record(p.item, p.count, cost);
-        (Status::Accepted(Effect::Coins(balance)), cost)
+        (Status::Accepted(Effect::Coins(balance)), None, cost)
     }
 
     fn account(&mut self, a: &AccountSettings) -> Status {
+        if let Err(code) = rules::account(a) {
+            return Status::Rejected(code);
+        }
         let wallet = self.wallets.entry(a.user).or_default();
-        wallet.region = a.region;
+        wallet.region = a.region.map_or([0; 2], crate::economy::Region::to_bytes);
         wallet.adult = a.adult;
-        wallet.monthly_budget_coins = a.monthly_budget_coins.unwrap_or(NO_BUDGET);
+        let budgets = Budgets::of(a);
+        wallet.budgets = budgets != Budgets::NONE;
+        if wallet.budgets {
+            self.budgets.insert(a.user, budgets);
+        } else {
+            self.budgets.remove(&a.user);
+        }
         Status::Accepted(Effect::Stored)
     }
 
@@ -506,23 +618,10 @@ impl SenderShard {
     }
 }
 
-/// Takes `cost` coins spent in `month` from a wallet whose spending rules passed
-/// ([`rules::spend`]); returns the balance after.
-#[inline]
-fn debit(wallet: &mut Wallet, cost: u64, month: u32) -> u64 {
-    let spent = wallet.spent_in(month).checked_add(cost);
-    let spent = spent.expect("the budget rule keeps a month's spending in range");
-    let coins = wallet.coins.checked_sub(cost);
-    wallet.coins = coins.expect("the funds rule keeps a balance from going negative");
-    wallet.spent_this_month = spent;
-    // Spending stamped in an earlier month than some already applied (stamps are taken
-    // before the locks) counts in the later month: the month never goes back.
-    wallet.month = wallet.month.max(month);
-    wallet.coins
-}
-
 // A wallet is at most 32 bytes: the memory target is <= 100 bytes per wallet.
 const _: () = assert!(std::mem::size_of::<Wallet>() <= 32);
+// A budgets entry (only for users who set a budget) is 24 bytes.
+const _: () = assert!(std::mem::size_of::<Budgets>() == 24);
 
 #[cfg(test)]
 mod tests {

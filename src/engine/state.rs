@@ -1,4 +1,4 @@
-//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 5 it is
+//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 6 it is
 //! decoded from), [`StateView`] (the same, borrowed at a live cut), taking it
 //! ([`Engine::snapshot`], [`Engine::with_cut`]) and loading it ([`Engine::from_state`]).
 
@@ -12,7 +12,7 @@ use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp};
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
-use super::shard::{PromotionBook, PurchaseTotals, SenderShard};
+use super::shard::{PromotionBook, PurchaseTotals, SenderShard, SenderShardV6};
 use super::topk::TopK;
 use super::window::{self, IdWindow, IdWindowV4, IdWindowV5};
 use super::{Engine, EngineConfig, Route, route_tag};
@@ -282,28 +282,47 @@ pub struct EngineState<W = IdWindow> {
     promotions: Vec<PromotionBook>,
 }
 
-/// A state as snapshot format 5 encoded it (40-bit id checks), decoded with the fields
-/// formats 6 and 7 appended given as absent.
-pub type EngineStateV5 = EngineState<IdWindowV5>;
+/// A state as snapshot format 6 encoded it: the same fields, with sender shards of
+/// formats 1 to 6 (wallets holding the monthly budget, no day or week counts). Format 5
+/// is it with 40-bit id checks ([`EngineStateV5`]).
+#[derive(Deserialize)]
+pub struct EngineStateV6<W = IdWindow> {
+    last_seq: u64,
+    senders: Vec<SenderShardV6>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+    ids: Vec<W>,
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+    economy: Vec<u8>,
+    settled_nanos: Vec<SettledNanos>,
+    id_secret: Option<IdSecret>,
+    legacy_ids_until: Stamp,
+}
 
-impl From<EngineStateV5> for EngineState {
-    fn from(v5: EngineStateV5) -> Self {
+/// A state as snapshot format 5 encoded it (40-bit id checks), decoded with the two
+/// fields format 6 appended given as absent (and format 7's as empty).
+pub type EngineStateV5 = EngineStateV6<IdWindowV5>;
+
+impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
+    fn from(v6: EngineStateV6<W>) -> Self {
         EngineState {
-            last_seq: v5.last_seq,
-            senders: v5.senders,
-            creators: v5.creators,
-            streams: v5.streams,
-            settled: v5.settled,
-            ids: v5.ids.into_iter().map(IdWindow::from).collect(),
-            credited: v5.credited,
-            top_k: v5.top_k,
-            economy: v5.economy,
-            settled_nanos: v5.settled_nanos,
-            id_secret: v5.id_secret,
-            legacy_ids_until: v5.legacy_ids_until,
-            purchases: v5.purchases,
-            hold: v5.hold,
-            promotions: v5.promotions,
+            last_seq: v6.last_seq,
+            senders: v6.senders.into_iter().map(SenderShard::from).collect(),
+            creators: v6.creators,
+            streams: v6.streams,
+            settled: v6.settled,
+            ids: v6.ids.into_iter().map(Into::into).collect(),
+            credited: v6.credited,
+            top_k: v6.top_k,
+            economy: v6.economy,
+            settled_nanos: v6.settled_nanos,
+            id_secret: v6.id_secret,
+            legacy_ids_until: v6.legacy_ids_until,
+            purchases: Vec::new(),
+            hold: None,
+            promotions: Vec::new(),
         }
     }
 }
@@ -312,7 +331,7 @@ impl From<EngineStateV5> for EngineState {
 #[derive(Deserialize)]
 pub(crate) struct EngineStateV4 {
     last_seq: u64,
-    senders: Vec<SenderShard>,
+    senders: Vec<SenderShardV6>,
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
     settled: Vec<Settled>,
@@ -327,7 +346,7 @@ impl From<EngineStateV4> for EngineState {
     fn from(v4: EngineStateV4) -> Self {
         EngineState {
             last_seq: v4.last_seq,
-            senders: v4.senders,
+            senders: v4.senders.into_iter().map(SenderShard::from).collect(),
             creators: v4.creators,
             streams: v4.streams,
             settled: v4.settled,
@@ -349,7 +368,7 @@ impl From<EngineStateV4> for EngineState {
 #[derive(Deserialize)]
 pub(crate) struct EngineStateV3 {
     last_seq: u64,
-    senders: Vec<SenderShard>,
+    senders: Vec<SenderShardV6>,
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
     settled: Vec<Settled>,
@@ -362,7 +381,7 @@ impl From<EngineStateV3> for EngineState {
     fn from(v3: EngineStateV3) -> Self {
         EngineState {
             last_seq: v3.last_seq,
-            senders: v3.senders,
+            senders: v3.senders.into_iter().map(SenderShard::from).collect(),
             creators: v3.creators,
             streams: v3.streams,
             settled: v3.settled,
@@ -384,7 +403,7 @@ impl From<EngineStateV3> for EngineState {
 #[derive(Deserialize)]
 pub(crate) struct EngineStateV2 {
     last_seq: u64,
-    senders: Vec<SenderShard>,
+    senders: Vec<SenderShardV6>,
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
     settled: Vec<Settled>,
@@ -394,7 +413,7 @@ impl From<EngineStateV2> for EngineState {
     fn from(v2: EngineStateV2) -> Self {
         EngineState {
             last_seq: v2.last_seq,
-            senders: v2.senders,
+            senders: v2.senders.into_iter().map(SenderShard::from).collect(),
             creators: v2.creators,
             streams: v2.streams,
             settled: v2.settled,
@@ -416,7 +435,7 @@ impl From<EngineStateV2> for EngineState {
 #[derive(Deserialize)]
 pub(crate) struct EngineStateV1 {
     last_seq: u64,
-    senders: Vec<SenderShard>,
+    senders: Vec<SenderShardV6>,
     creators: Vec<CreatorShard>,
     streams: Vec<StreamShard>,
 }
@@ -426,7 +445,7 @@ impl From<EngineStateV1> for EngineState {
         EngineState {
             last_seq: v1.last_seq,
             settled: vec![Settled::default(); v1.creators.len()],
-            senders: v1.senders,
+            senders: v1.senders.into_iter().map(SenderShard::from).collect(),
             creators: v1.creators,
             streams: v1.streams,
             ids: Vec::new(),

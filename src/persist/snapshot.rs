@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use crate::economy::Economy;
 use crate::engine::{
     Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4,
-    EngineStateV5, LogEntry, StateView,
+    EngineStateV5, EngineStateV6, LogEntry, StateView,
 };
 use crate::protocol;
 
@@ -43,9 +43,6 @@ pub const VERSION: u32 = 7;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
-/// What format 7 appended to format 6, empty: purchases (an empty `Vec`), the earnings
-/// hold (`None`) and the promotion sales (an empty `Vec`), one zero byte each.
-const FORMAT_6_TO_7: &[u8] = &[0, 0, 0];
 const EXTENSION: &str = "gsnap";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -612,17 +609,17 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
             .into(),
         // Format 6 appended the id index's secret (an `Option`) and the end of its
         // unkeyed ids (a stamp): format 5 is format 6 with `None` and 0 there, one zero
-        // byte each; and the fields format 7 appended (below).
-        5 => protocol::decode_serde::<EngineStateV5>(
-            &[body, &[0u8, 0u8][..], FORMAT_6_TO_7].concat(),
-        )
-        .map_err(corrupt)?
-        .into(),
-        // Format 7 appended the purchases per sender shard (a `Vec`), the earnings hold
-        // (an `Option`) and the promotion sales (a `Vec`): format 6 is format 7 with
-        // empty ones there, one zero byte each (nothing bought, held or promoted).
-        6 => protocol::decode_serde::<EngineState>(&[body, FORMAT_6_TO_7].concat())
-            .map_err(corrupt)?,
+        // byte each.
+        5 => protocol::decode_serde::<EngineStateV5>(&[body, &[0u8, 0u8][..]].concat())
+            .map_err(corrupt)?
+            .into(),
+        // Format 7 keeps wallets with day and week counts and the users' budgets beside
+        // them (a sender shard's last field): format 6's wallets are converted. It also
+        // appended the purchases per sender shard, the earnings hold and the promotion
+        // sales: a format-6 state has none (nothing bought, held or promoted).
+        6 => protocol::decode_serde::<EngineStateV6>(body)
+            .map_err(corrupt)?
+            .into(),
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

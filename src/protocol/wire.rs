@@ -6,8 +6,8 @@ use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
 use crate::engine::{
-    AccountSettings, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId,
-    ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status,
+    AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
+    GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status,
     StreamGoal, StreamId, UserId,
 };
 
@@ -217,6 +217,17 @@ pub enum WireEvent {
         /// UTC ms, not 0.
         paid_ms: u64,
     },
+    /// Account settings with a daily or weekly budget (`Account` is one without them:
+    /// both are read; a setting without them is written as `Account`).
+    AccountV2 {
+        id: u128,
+        user: u64,
+        region: Option<[u8; 2]>,
+        adult: bool,
+        monthly_budget_coins: Option<u64>,
+        daily_budget_coins: Option<u64>,
+        weekly_budget_coins: Option<u64>,
+    },
 }
 
 impl WireEvent {
@@ -337,6 +348,30 @@ impl TryFrom<WireEvent> for Event {
                 },
                 adult,
                 monthly_budget_coins,
+                daily_budget_coins: None,
+                weekly_budget_coins: None,
+            }),
+            WireEvent::AccountV2 {
+                id,
+                user,
+                region,
+                adult,
+                monthly_budget_coins,
+                daily_budget_coins,
+                weekly_budget_coins,
+            } => Event::Account(AccountSettings {
+                id: EventId(id),
+                user: UserId(user),
+                region: match region {
+                    Some(r) => Some(
+                        Region::from_bytes(r).ok_or("region must be 2 uppercase ASCII letters")?,
+                    ),
+                    None => None,
+                },
+                adult,
+                monthly_budget_coins,
+                daily_budget_coins,
+                weekly_budget_coins,
             }),
             WireEvent::StreamGoal {
                 id,
@@ -436,6 +471,15 @@ impl From<&Event> for WireEvent {
                 diamonds: p.diamonds,
                 currency: p.currency.to_bytes(),
             },
+            Event::Account(a) if a.has_window_budgets() => WireEvent::AccountV2 {
+                id: a.id.0,
+                user: a.user.0,
+                region: a.region.map(Region::to_bytes),
+                adult: a.adult,
+                monthly_budget_coins: a.monthly_budget_coins,
+                daily_budget_coins: a.daily_budget_coins,
+                weekly_budget_coins: a.weekly_budget_coins,
+            },
             Event::Account(a) => WireEvent::Account {
                 id: a.id.0,
                 user: a.user.0,
@@ -484,7 +528,10 @@ pub struct WireOutcome {
     pub status: u8,
     pub duplicate: bool,
     /// Accepted recharge, gift or purchase: the balance after. Accepted payout: diamonds
-    /// available after. Accepted settlement: the diamonds it credited. Otherwise 0.
+    /// available after. Accepted settlement: the diamonds it credited. Rejected
+    /// `BUDGET_EXCEEDED`: the cap it names (1 monthly budget, 2 daily budget, 3 weekly
+    /// budget, 4 daily platform cap, 5 weekly platform cap; 0 from builds before daily
+    /// and weekly limits: the monthly budget). Otherwise 0.
     pub coins: u64,
     /// Accepted payout: its value. Otherwise zero.
     pub value: WireDecimal,
@@ -500,7 +547,8 @@ impl From<&Outcome> for WireOutcome {
             }) => (0, diamonds_available, value),
             Status::Accepted(Effect::Stored) => (0, 0, Decimal::ZERO),
             Status::Accepted(Effect::Settled { credited }) => (0, credited, Decimal::ZERO),
-            Status::Rejected(code) => (code as u8, 0, Decimal::ZERO),
+            // A BUDGET_EXCEEDED carries the cap it names (`BudgetCap` number).
+            Status::Rejected(code) => (code as u8, o.cap.map_or(0, |c| c as u64), Decimal::ZERO),
         };
         WireOutcome {
             seq: o.seq,
@@ -533,10 +581,15 @@ impl WireOutcome {
         } else {
             Status::Rejected(RejectCode::from_u8(self.status).ok_or("unknown reject code")?)
         };
+        let cap = match status {
+            Status::Rejected(code) => BudgetCap::of(code, self.coins),
+            Status::Accepted(_) => None,
+        };
         Ok(Outcome {
             seq: self.seq,
             status,
             duplicate: self.duplicate,
+            cap,
         })
     }
 }

@@ -33,6 +33,7 @@ fn refused(code: RejectCode) -> Outcome {
         seq: 0,
         status: Status::Rejected(code),
         duplicate: false,
+        cap: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn reused() -> Outcome {
         seq: 0,
         status: Status::Rejected(RejectCode::EventIdReused),
         duplicate: false,
+        cap: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod economy;
 mod engine_concurrency;
 mod engine_props;
 mod engine_rules;
+mod engine_rules_caps;
 mod fence;
 mod hostile_http;
 mod layers;

@@ -68,6 +68,8 @@ fn region(id: u128, user: u64, region: &str) -> Event {
         region: Some(region.parse().unwrap()),
         adult: true,
         monthly_budget_coins: None,
+        daily_budget_coins: None,
+        weekly_budget_coins: None,
     })
 }
 

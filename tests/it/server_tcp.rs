@@ -559,6 +559,7 @@ async fn a_wrong_partition_refusal_fails_only_its_request() {
             seq: 1,
             status: Status::Accepted(Effect::Coins(100)),
             duplicate: false,
+            cap: None,
         });
         let answered = ServerFrame::Response {
             request_id: ids[1],

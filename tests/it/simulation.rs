@@ -7,7 +7,13 @@
 //! share, diamond values, minimums, regions). It keeps
 //! - wallets: coins, region, adult flag, monthly budget, and the coins spent on gifts in
 //!   the wallet's month. A wallet's month never goes back: a gift stamped in an earlier
-//!   UTC month than one already applied counts toward the later month;
+//!   UTC month than one already applied counts toward the later month; and (#31,
+//!   feature 5) daily and weekly budgets and the coins spent in the wallet's latest UTC
+//!   day and ISO week (the model's own Thursday-rule week), checked with the economy's
+//!   platform caps after the monthly budget: weekly before daily, the platform's cap
+//!   before the user's, the outcome naming the cap. A run's clock crosses one of
+//!   [`BOUNDARIES`] by seed: a day and month, a day and week, a year inside one ISO
+//!   week (2026-12-31 to 2027-01-01, both in 2026-W53), all at once;
 //! - creators: coins received, diamonds credited = floor(Σ coins of each gift × the
 //!   `creator_share` in force when it was applied) (kept exactly, in billionths: shares
 //!   have at most 9 decimals), diamonds paid, gift counts; streams (coins, goal) and
@@ -81,11 +87,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use giftstream::economy::{Economy, EconomyFile, Region};
+use giftstream::economy::{Economy, EconomyFile, Region, SpendingCapsFile};
 use giftstream::engine::{
-    AccountSettings, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState, Event, EventId,
-    Gift, GiftId, IdSecret, ItemId, LogEntry, Outcome, PackageId, Payout, Purchase, Recharge,
-    RejectCode, Stamp, Status, StreamGoal, StreamId, UserId,
+    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState,
+    Event, EventId, Gift, GiftId, IdSecret, ItemId, LogEntry, Outcome, PackageId, Payout, Purchase,
+    Recharge, RejectCode, Stamp, Status, StreamGoal, StreamId, UserId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -132,6 +138,8 @@ struct ModelWallet {
     budget: Option<u64>,
     region: Option<Region>,
     adult: bool,
+    /// Daily and weekly spending (feature 5 of #31): [`ModelWindows`].
+    windows: ModelWindows,
 }
 
 impl Default for ModelWallet {
@@ -144,9 +152,127 @@ impl Default for ModelWallet {
             budget: None,
             region: None,
             adult: true,
+            windows: ModelWindows::default(),
         }
     }
 }
+
+// ---- spending caps: the model's day and ISO week (issue #31, feature 5) ----------
+
+/// A wallet's daily and weekly budgets and what it spent in its latest UTC day and ISO
+/// week. Like the month, each key never goes back: a gift stamped in an earlier day
+/// (week) than one already applied counts toward the later one.
+#[derive(Debug, Clone, Copy, Default)]
+struct ModelWindows {
+    daily: Option<u64>,
+    weekly: Option<u64>,
+    /// `utc_day` of the latest gift, and the coins spent on gifts that day.
+    day: u64,
+    spent_day: u64,
+    /// `iso_week` of the latest gift, and the coins spent on gifts that week.
+    week: u64,
+    spent_week: u64,
+}
+
+impl ModelWindows {
+    fn spent_on(&self, day: u64) -> u64 {
+        if self.day >= day { self.spent_day } else { 0 }
+    }
+
+    fn spent_in_week(&self, week: u64) -> u64 {
+        if self.week >= week {
+            self.spent_week
+        } else {
+            0
+        }
+    }
+
+    /// Counts a gift of `cost` coins stamped `stamp`.
+    fn count(&mut self, stamp: Stamp, cost: u64) {
+        let (day, week) = (utc_day(stamp), iso_week(stamp));
+        self.spent_day = self.spent_on(day) + cost;
+        self.spent_week = self.spent_in_week(week) + cost;
+        self.day = self.day.max(day);
+        self.week = self.week.max(week);
+    }
+}
+
+/// The UTC day of a stamp: days since 1970-01-01.
+fn utc_day(stamp: Stamp) -> u64 {
+    stamp.0 / 86_400_000
+}
+
+/// The ISO 8601 week of a stamp as `iso_year * 100 + week`, by the rule that defines it:
+/// weeks run Monday to Sunday, and a week belongs to the year of its Thursday (week 1
+/// holds the year's first Thursday). Counted by the model itself from 1970.
+fn iso_week(stamp: Stamp) -> u64 {
+    let days = utc_day(stamp);
+    // 1970-01-01 was a Thursday: weekday 0 = Monday.
+    let weekday = (days + 3) % 7;
+    let thursday = days + 3 - weekday;
+    let year = u64::from(utc_month(Stamp(thursday * 86_400_000)) / 12);
+    let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+    let jan1: u64 = (1970..year).map(|y| if leap(y) { 366 } else { 365 }).sum();
+    year * 100 + (thursday - jan1) / 7 + 1
+}
+
+/// The platform's caps in force: `(daily, weekly)` coins per user.
+fn platform_caps(economy: &Economy) -> (Option<u64>, Option<u64>) {
+    let caps = economy.to_file().spending_caps;
+    (
+        caps.as_ref().and_then(|c| c.daily_coins),
+        caps.as_ref().and_then(|c| c.weekly_coins),
+    )
+}
+
+/// The limits a gift of `cost` must pass after the monthly budget, in SPEC order of
+/// precedence: weekly before daily, the platform's cap before the user's own budget.
+fn window_limits(
+    w: &ModelWallet,
+    economy: &Economy,
+    stamp: Stamp,
+    cost: u64,
+) -> Result<(), BudgetCap> {
+    let (daily_cap, weekly_cap) = platform_caps(economy);
+    let week = w.windows.spent_in_week(iso_week(stamp)) + cost;
+    let day = w.windows.spent_on(utc_day(stamp)) + cost;
+    let over = |spent: u64, limit: Option<u64>| limit.is_some_and(|l| spent > l);
+    if over(week, weekly_cap) {
+        return Err(BudgetCap::WeeklyPlatformCap);
+    }
+    if over(week, w.windows.weekly) {
+        return Err(BudgetCap::WeeklyBudget);
+    }
+    if over(day, daily_cap) {
+        return Err(BudgetCap::DailyPlatformCap);
+    }
+    if over(day, w.windows.daily) {
+        return Err(BudgetCap::DailyBudget);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_models_iso_weeks_follow_the_thursday_rule() {
+    let at = |ms: u64| Stamp(ms);
+    let wk = |year: u64, week: u64| year * 100 + week;
+    // 2026-12-31 (Thu) and 2027-01-01 (Fri) are in 2026-W53; 2027-01-04 (Mon) is W01.
+    assert_eq!(iso_week(at(1_798_761_600_000 - 1)), wk(2026, 53));
+    assert_eq!(iso_week(at(1_798_761_600_000)), wk(2026, 53));
+    assert_eq!(
+        iso_week(at(1_798_761_600_000 + 3 * 86_400_000)),
+        wk(2027, 1)
+    );
+    // 2026-12-06 (Sun) 23:59:59.999 is W49, 2026-12-07 (Mon) 00:00 W50.
+    assert_eq!(iso_week(at(1_796_601_600_000 - 1)), wk(2026, 49));
+    assert_eq!(iso_week(at(1_796_601_600_000)), wk(2026, 50));
+    // 2029-01-01 is a Monday: 2029-W01, and 2028-12-31 ends 2028-W52.
+    assert_eq!(iso_week(at(1_861_920_000_000)), wk(2029, 1));
+    assert_eq!(iso_week(at(1_861_920_000_000 - 1)), wk(2028, 52));
+    assert_eq!(iso_week(at(0)), wk(1970, 1));
+}
+
+// ---- the model, continued --------------------------------------------------------
 
 impl ModelWallet {
     /// Spent in `month`: the wallet's month never goes back, so an earlier month counts
@@ -176,8 +302,16 @@ struct ModelStream {
     goal: Option<(CreatorId, u64)>,
 }
 
-/// A wallet as compared: coins, spent this month, budget, region, adult.
-type WalletFields = (u64, u64, Option<u64>, Option<Region>, bool);
+/// A wallet as compared: coins, spent this month, budget, region, adult; spent today,
+/// spent this week, daily and weekly budgets.
+type WalletFields = (
+    u64,
+    u64,
+    Option<u64>,
+    Option<Region>,
+    bool,
+    (u64, u64, Option<u64>, Option<u64>),
+);
 /// A creator as compared: coins received, diamonds credited, available, gift counts.
 type CreatorFields = (u128, u128, u128, Vec<(GiftId, u128)>);
 /// A stream as compared: creator, coins received, `(target, progress)`.
@@ -226,6 +360,7 @@ fn reused_answer() -> Outcome {
         seq: 0,
         status: rejected(EVENT_ID_REUSED),
         duplicate: false,
+        cap: None,
     }
 }
 
@@ -271,21 +406,31 @@ impl Model {
         if !matches!(event, Event::Economy(_) | Event::StreamGoal(_)) {
             self.hold_clock = self.hold_clock.max(stamp.0);
         }
+        let mut cap = None;
         let status = match event {
             Event::Recharge(r) => self.recharge(r, stamp),
-            Event::Gift(g) => self.gift(g, stamp),
+            Event::Gift(g) => {
+                let (status, gift_cap) = self.gift(g, stamp);
+                cap = gift_cap;
+                status
+            }
             Event::Payout(p) => self.payout(p),
             Event::Account(a) => self.account(a),
             Event::StreamGoal(g) => self.goal(g),
             Event::Settlement(_) => panic!("the simulation sends no settlements"),
             Event::Economy(change) => self.economy_change(change.version, change.digest),
-            Event::Purchase(p) => self.purchase(p, stamp),
+            Event::Purchase(p) => {
+                let (status, purchase_cap) = self.purchase(p, stamp);
+                cap = purchase_cap;
+                status
+            }
         };
         self.last_seq += 1;
         let outcome = Outcome {
             seq: self.last_seq,
             status,
             duplicate: false,
+            cap,
         };
         // An economy change is not an idempotency key (the operator's, by version).
         if !matches!(event, Event::Economy(_)) {
@@ -479,37 +624,45 @@ impl Model {
     }
 
     /// Every check of a gift, in order: its cost and the sender's spending after it.
-    fn gift_check(&self, g: &Gift, month: u32) -> Result<(u64, u64), RejectCode> {
-        let cost = self.gift_cost(g)?;
+    /// A `BUDGET_EXCEEDED` names its cap.
+    fn gift_check(
+        &self,
+        g: &Gift,
+        stamp: Stamp,
+    ) -> Result<(u64, u64), (RejectCode, Option<BudgetCap>)> {
+        let month = utc_month(stamp);
+        let cost = self.gift_cost(g).map_err(|c| (c, None))?;
         let w = self.wallet(g.sender);
-        self.account_check(&w)?;
+        self.account_check(&w).map_err(|c| (c, None))?;
+        let over = (RejectCode::BudgetExceeded, Some(BudgetCap::MonthlyBudget));
         let spent = w.spent_in(month).checked_add(cost);
         match (spent, w.budget) {
-            (None, _) => return Err(RejectCode::BudgetExceeded),
-            (Some(spent), Some(budget)) if spent > budget => {
-                return Err(RejectCode::BudgetExceeded);
-            }
+            (None, _) => return Err(over),
+            (Some(spent), Some(budget)) if spent > budget => return Err(over),
             _ => {}
         }
+        window_limits(&w, &self.economy, stamp, cost)
+            .map_err(|cap| (RejectCode::BudgetExceeded, Some(cap)))?;
         if w.coins < cost {
-            return Err(RejectCode::InsufficientCoins);
+            return Err((RejectCode::InsufficientCoins, None));
         }
         Ok((cost, spent.unwrap_or_default()))
     }
 
-    fn gift(&mut self, g: &Gift, stamp: Stamp) -> Status {
+    fn gift(&mut self, g: &Gift, stamp: Stamp) -> (Status, Option<BudgetCap>) {
         let month = utc_month(stamp);
-        let (cost, spent) = match self.gift_check(g, month) {
+        let (cost, spent) = match self.gift_check(g, stamp) {
             Ok(v) => v,
-            Err(code) => return rejected(code),
+            Err((code, cap)) => return (rejected(code), cap),
         };
         let w = self.wallets.entry(g.sender).or_default();
         w.coins -= cost;
         w.spent = spent;
         w.month = w.month.max(month);
+        w.windows.count(stamp, cost);
         let balance = w.coins;
         self.credit(g, cost, stamp);
-        Status::Accepted(Effect::Coins(balance))
+        (Status::Accepted(Effect::Coins(balance)), None)
     }
 
     fn credit(&mut self, g: &Gift, cost: u64, stamp: Stamp) {
@@ -586,10 +739,17 @@ impl Model {
     }
 
     fn account(&mut self, a: &AccountSettings) -> Status {
+        // Daily and weekly budgets are at most u32::MAX coins (the wallets' counters).
+        let too_large = |b: Option<u64>| b.is_some_and(|b| b > u64::from(u32::MAX));
+        if too_large(a.daily_budget_coins) || too_large(a.weekly_budget_coins) {
+            return rejected(RejectCode::AmountOutOfRange);
+        }
         let w = self.wallets.entry(a.user).or_default();
         w.region = a.region;
         w.adult = a.adult;
         w.budget = a.monthly_budget_coins;
+        w.windows.daily = a.daily_budget_coins;
+        w.windows.weekly = a.weekly_budget_coins;
         Status::Accepted(Effect::Stored)
     }
 
@@ -615,46 +775,62 @@ impl Model {
     }
 
     /// The checks of spending `cost` coins after the event's own: the account, the
-    /// limits, the funds — as `gift_check` does after a gift's cost (one monthly budget
-    /// for both; a limit added there belongs here too). The spending after it.
-    fn spend_check(&self, w: &ModelWallet, cost: u64, month: u32) -> Result<u64, RejectCode> {
-        self.account_check(w)?;
-        let spent = w.spent_in(month).checked_add(cost);
-        let spent = spent.ok_or(RejectCode::BudgetExceeded)?;
+    /// limits (the monthly budget, then the daily/weekly budgets and platform caps — one
+    /// set of counters for gifts and purchases), the funds — as `gift_check` does after
+    /// a gift's cost. The month's spending after it.
+    fn spend_check(
+        &self,
+        w: &ModelWallet,
+        stamp: Stamp,
+        cost: u64,
+    ) -> Result<u64, (RejectCode, Option<BudgetCap>)> {
+        let month = utc_month(stamp);
+        self.account_check(w).map_err(|c| (c, None))?;
+        let over = (RejectCode::BudgetExceeded, Some(BudgetCap::MonthlyBudget));
+        let spent = w.spent_in(month).checked_add(cost).ok_or(over)?;
         if w.budget.is_some_and(|budget| spent > budget) {
-            return Err(RejectCode::BudgetExceeded);
+            return Err(over);
         }
+        window_limits(w, &self.economy, stamp, cost)
+            .map_err(|cap| (RejectCode::BudgetExceeded, Some(cap)))?;
         if w.coins < cost {
-            return Err(RejectCode::InsufficientCoins);
+            return Err((RejectCode::InsufficientCoins, None));
         }
         Ok(spent)
     }
 
     /// Every check of a purchase, in order: its cost and the user's spending after it.
-    fn purchase_check(&self, p: &Purchase, month: u32) -> Result<(u64, u64), RejectCode> {
-        let coins = self.item_terms(p.item).ok_or(RejectCode::UnknownItem)?;
+    fn purchase_check(
+        &self,
+        p: &Purchase,
+        stamp: Stamp,
+    ) -> Result<(u64, u64), (RejectCode, Option<BudgetCap>)> {
+        let coins = self
+            .item_terms(p.item)
+            .ok_or((RejectCode::UnknownItem, None))?;
         if p.count == 0 || p.count > self.economy.max_gift_count {
-            return Err(RejectCode::InvalidCount);
+            return Err((RejectCode::InvalidCount, None));
         }
         let cost = coins
             .checked_mul(u64::from(p.count))
-            .ok_or(RejectCode::Overflow)?;
-        let spent = self.spend_check(&self.wallet(p.user), cost, month)?;
+            .ok_or((RejectCode::Overflow, None))?;
+        let spent = self.spend_check(&self.wallet(p.user), stamp, cost)?;
         Ok((cost, spent))
     }
 
-    fn purchase(&mut self, p: &Purchase, stamp: Stamp) -> Status {
+    fn purchase(&mut self, p: &Purchase, stamp: Stamp) -> (Status, Option<BudgetCap>) {
         let month = utc_month(stamp);
-        let (cost, spent) = match self.purchase_check(p, month) {
+        let (cost, spent) = match self.purchase_check(p, stamp) {
             Ok(v) => v,
-            Err(code) => return rejected(code),
+            Err((code, cap)) => return (rejected(code), cap),
         };
         let w = self.wallets.entry(p.user).or_default();
         w.coins -= cost;
         w.spent = spent;
         w.month = w.month.max(month);
+        w.windows.count(stamp, cost);
         self.purchased += u128::from(cost);
-        Status::Accepted(Effect::Coins(w.coins))
+        (Status::Accepted(Effect::Coins(w.coins)), None)
     }
 
     // ---- the model's views, shaped like the engine's reads ----
@@ -662,7 +838,13 @@ impl Model {
     fn wallet_fields(&self, user: UserId, now: Stamp) -> WalletFields {
         let w = self.wallet(user);
         let spent = w.spent_in(utc_month(now));
-        (w.coins, spent, w.budget, w.region, w.adult)
+        let windows = (
+            w.windows.spent_on(utc_day(now)),
+            w.windows.spent_in_week(iso_week(now)),
+            w.windows.daily,
+            w.windows.weekly,
+        );
+        (w.coins, spent, w.budget, w.region, w.adult, windows)
     }
 
     fn creator_fields(&self, creator: CreatorId) -> CreatorFields {
@@ -860,7 +1042,20 @@ struct Generator {
     pool: Vec<Event>,
     /// The stamp of the batch being drawn (a recharge's payment time is before it).
     now: u64,
+    /// The boundary the run's clock crosses ([`BOUNDARIES`], by seed).
+    around: Stamp,
 }
+
+/// The UTC midnights a run's clock crosses, one per seed in turn: a day and month
+/// (2026-12-01, a Tuesday), a day and ISO week (2026-12-07, a Monday), a day, month and
+/// year inside one ISO week (2027-01-01, a Friday: 2026-W53 goes on), and all of them
+/// at once (2029-01-01, a Monday: 2028-W52 ends).
+const BOUNDARIES: [Stamp; 4] = [
+    DEC,
+    Stamp(1_796_601_600_000),
+    Stamp(1_798_761_600_000),
+    Stamp(1_861_920_000_000),
+];
 
 impl Generator {
     fn new(seed: u64) -> Generator {
@@ -870,7 +1065,8 @@ impl Generator {
             seed,
             next_id: 0,
             pool: Vec::new(),
-            now: DEC.0,
+            now: 0,
+            around: BOUNDARIES[(seed % BOUNDARIES.len() as u64) as usize],
         }
     }
 
@@ -931,7 +1127,8 @@ impl Generator {
                 const EDGES: [i64; 8] = [
                     -50_001, -50_000, 4_999, 5_000, -30_001, -30_000, 29_999, 30_000,
                 ];
-                let edge = (DEC.0 as i64 + EDGES[self.rng.random_range(0..EDGES.len())]) as u64;
+                let edge =
+                    (self.around.0 as i64 + EDGES[self.rng.random_range(0..EDGES.len())]) as u64;
                 if self.rng.random_bool(0.5) && edge <= self.now - 40_000 {
                     r.paid_ms = edge;
                 }
@@ -944,7 +1141,8 @@ impl Generator {
     /// everyone, and coins_100 at 0.99 USD for US buyers on the web; windows across the
     /// run's stamps and payment times.
     fn promotions(&mut self) -> Vec<giftstream::economy::PromotionFile> {
-        let at = |ms: i64| giftstream::economy::format_time((DEC.0 as i64 + ms) as u64);
+        let around = self.around.0 as i64;
+        let at = |ms: i64| giftstream::economy::format_time((around + ms) as u64);
         let mut out = Vec::new();
         if self.rng.random_bool(0.6) {
             out.push(giftstream::economy::PromotionFile {
@@ -1118,6 +1316,22 @@ impl Generator {
         self.change_items(&mut file);
         // Earnings hold: none, or one that releases within the run (grids of 2 ms to 3 s).
         file.earnings_hold_ms = [0, 0, 30, 4_000, 15_000, 45_000][self.rng.random_range(0..6usize)];
+        // Platform caps per user per day and ISO week, or none (spent counts carry over
+        // a change: a cap put in force mid-day counts what was spent that day already).
+        if self.rng.random_bool(0.6) {
+            let daily = self
+                .rng
+                .random_bool(0.7)
+                .then(|| self.rng.random_range(1_000..=80_000));
+            let weekly = self
+                .rng
+                .random_bool(0.7)
+                .then(|| self.rng.random_range(5_000..=200_000));
+            file.spending_caps = Some(SpendingCapsFile {
+                daily_coins: daily,
+                weekly_coins: weekly,
+            });
+        }
         file
     }
 
@@ -1158,7 +1372,23 @@ impl Generator {
         } else {
             None
         };
-        account(id, user, region, adult, budget)
+        let mut event = account(id, user, region, adult, budget);
+        if let Event::Account(a) = &mut event {
+            a.daily_budget_coins = self.window_budget(20_000);
+            a.weekly_budget_coins = self.window_budget(60_000);
+        }
+        event
+    }
+
+    /// A daily or weekly budget: often none, mostly up to `max`, sometimes the largest
+    /// allowed (u32::MAX) or one above it (AMOUNT_OUT_OF_RANGE).
+    fn window_budget(&mut self, max: u64) -> Option<u64> {
+        match self.rng.random_range(0..100u32) {
+            0..50 => None,
+            50..95 => Some(self.rng.random_range(0..=max)),
+            95..98 => Some(u64::from(u32::MAX)),
+            _ => Some(u64::from(u32::MAX) + 1),
+        }
     }
 
     fn goal(&mut self) -> Event {
@@ -1215,10 +1445,10 @@ impl Generator {
         }
     }
 
-    /// A batch's stamp: moving from `DEC - SPAN_MS` to `DEC + SPAN_MS` over the run,
-    /// with jitter, and sometimes well before batches applied earlier.
+    /// A batch's stamp: moving from `around - SPAN_MS` to `around + SPAN_MS` over the
+    /// run, with jitter, and sometimes well before batches applied earlier.
     fn stamp(&mut self, k: u64, total: u64) -> Stamp {
-        let base = DEC.0 - SPAN_MS + k * 2 * SPAN_MS / total.max(1);
+        let base = self.around.0 - SPAN_MS + k * 2 * SPAN_MS / total.max(1);
         let jitter = self.rng.random_range(0..=4_000);
         let back = if self.rng.random_bool(0.1) {
             self.rng.random_range(5_000..=30_000)
@@ -1282,7 +1512,7 @@ impl Plan {
         Plan {
             config,
             threads: plans,
-            now: Stamp(DEC.0 + 2 * SPAN_MS),
+            now: Stamp(g.around.0 + 2 * SPAN_MS),
         }
     }
 
@@ -1497,6 +1727,12 @@ fn engine_wallet(engine: &Engine, user: UserId, now: Stamp) -> WalletFields {
         w.monthly_budget_coins,
         w.region,
         w.adult,
+        (
+            w.spent_today,
+            w.spent_this_week,
+            w.daily_budget_coins,
+            w.weekly_budget_coins,
+        ),
     )
 }
 
@@ -1656,6 +1892,8 @@ fn check_retries(
             region: None,
             adult: true,
             monthly_budget_coins: Some(1),
+            daily_budget_coins: None,
+            weekly_budget_coins: None,
         });
         for event in [entry.event, other] {
             let got = engine.apply_batch(&[event], now)[0];
@@ -1721,6 +1959,8 @@ struct Stats {
     purchases_accepted: usize,
     /// Recharges sold under a promotion (the model's count, equal to the audit's).
     promoted: usize,
+    /// BUDGET_EXCEEDED outcomes by the cap they name (`BudgetCap` number).
+    caps_named: [usize; 6],
 }
 
 impl Stats {
@@ -1745,7 +1985,18 @@ impl Stats {
                 matches!(e.event, Event::Purchase(_)) && e.outcome.is_accepted()
             }),
             promoted: 0,
+            caps_named: [0; 6],
         }
+        .with_caps(run)
+    }
+
+    fn with_caps(mut self, run: &Run) -> Stats {
+        for e in &run.log {
+            if let Some(cap) = e.outcome.cap {
+                self.caps_named[cap as usize] += 1;
+            }
+        }
+        self
     }
 
     fn add(&mut self, o: Stats) {
@@ -1759,6 +2010,9 @@ impl Stats {
         self.unknown_gifts += o.unknown_gifts;
         self.purchases_accepted += o.purchases_accepted;
         self.promoted += o.promoted;
+        for (total, n) in self.caps_named.iter_mut().zip(o.caps_named) {
+            *total += n;
+        }
     }
 }
 
@@ -1829,6 +2083,16 @@ fn simulation_seed_sweep() {
         started.elapsed(),
         failures.len()
     );
+    // The sweep's seeds cross every boundary and name every cap (a few seeds alone
+    // need not).
+    if seeds.end - seeds.start >= SWEEP_SEEDS {
+        for cap in BudgetCap::ALL {
+            assert!(
+                totals.caps_named[cap as usize] > 0,
+                "no seed named {cap:?}: {totals:?}"
+            );
+        }
+    }
     assert!(
         seeds.end - seeds.start < 100 || totals.promoted > 0,
         "no recharge was sold under a promotion: the sweep does not exercise them"
@@ -2301,6 +2565,7 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
             seq: 0,
             status: rejected(code),
             duplicate: false,
+            cap: None,
         };
         let at = |what: &str| format!("step {step}, stamp +{} ms: {what}", stamp - DEC.0);
         if expired {

@@ -95,14 +95,22 @@ impl Event {
                 .word(p.creator.0)
                 .word(p.diamonds)
                 .bytes(p.currency.as_str().as_bytes()),
-            Event::Account(a) => f
-                .word(a.user.0)
-                .option(a.region.map(|r| {
-                    let b = r.as_str().as_bytes();
-                    u64::from(b[0]) << 8 | u64::from(b[1])
-                }))
-                .word(u64::from(a.adult))
-                .option(a.monthly_budget_coins),
+            Event::Account(a) => {
+                let f = f
+                    .word(a.user.0)
+                    .option(a.region.map(|r| {
+                        let b = r.as_str().as_bytes();
+                        u64::from(b[0]) << 8 | u64::from(b[1])
+                    }))
+                    .word(u64::from(a.adult))
+                    .option(a.monthly_budget_coins);
+                // Only when set: a setting without them fingerprints as it always did.
+                if a.has_window_budgets() {
+                    f.option(a.daily_budget_coins).option(a.weekly_budget_coins)
+                } else {
+                    f
+                }
+            }
             Event::StreamGoal(g) => f.word(g.stream.0).word(g.creator.0).word(g.coins_target),
             Event::Settlement(s) if s.nanos == 0 => f
                 .word(s.creator.0)

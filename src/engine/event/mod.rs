@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 pub use crate::economy::Channel;
 use crate::economy::{Currency, Region};
 pub use fingerprint::EventFingerprint;
-pub use ids::{CreatorId, EventId, GiftId, ItemId, PackageId, Stamp, StreamId, UserId};
-pub use outcome::{Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
+pub use ids::{
+    CreatorId, DAY_MS, EventId, GiftId, ItemId, PackageId, Period, Stamp, StreamId, UserId,
+    date_label, first_day_of_month, iso_week_label, month_of_day, week_of_day,
+};
+pub use outcome::{BudgetCap, Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
 
 /// A user buys coins.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -110,7 +113,8 @@ pub struct Payout {
     pub currency: Currency,
 }
 
-/// `PUT /v1/users/{id}`: region, adult flag, monthly budget.
+/// `PUT /v1/users/{id}`: region, adult flag, monthly, weekly and daily budgets. Each
+/// setting replaces all of them (an absent budget is none).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct AccountSettings {
     pub id: EventId,
@@ -119,6 +123,19 @@ pub struct AccountSettings {
     pub adult: bool,
     /// Coins that gifts may spend per calendar month (UTC); `None` = no budget.
     pub monthly_budget_coins: Option<u64>,
+    /// Coins that gifts may spend per UTC day; `None` = no budget. At most
+    /// `WINDOW_LIMIT_COINS_MAX`, else `AMOUNT_OUT_OF_RANGE`.
+    pub daily_budget_coins: Option<u64>,
+    /// Coins that gifts may spend per ISO week (Monday to Sunday, UTC); `None` = none.
+    pub weekly_budget_coins: Option<u64>,
+}
+
+impl AccountSettings {
+    /// Whether it sets a daily or weekly budget (which the wire and journal formats of
+    /// before carry in their own variant).
+    pub fn has_window_budgets(&self) -> bool {
+        self.daily_budget_coins.is_some() || self.weekly_budget_coins.is_some()
+    }
 }
 
 /// `PUT /v1/streams/{id}/goal`: a creator's coin goal for a live stream.

@@ -103,6 +103,82 @@ impl fmt::Display for RejectCode {
     }
 }
 
+/// Which limit a `BUDGET_EXCEEDED` gift would have passed: the outcome names it. The
+/// numbers are a contract (the binary protocol and the journal carry them in an
+/// outcome's `coins`; 0 there, from builds before daily and weekly limits, is the
+/// monthly budget, the only one then).
+///
+/// When several would be exceeded, the outcome names the first of
+/// [`BudgetCap::PRECEDENCE`]: the longest window first (monthly, weekly, daily), and in
+/// one window the platform's cap before the user's own budget — so the cap named is one
+/// that neither the end of a shorter window nor raising one's own budget would lift.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum BudgetCap {
+    MonthlyBudget = 1,
+    DailyBudget = 2,
+    WeeklyBudget = 3,
+    DailyPlatformCap = 4,
+    WeeklyPlatformCap = 5,
+}
+
+impl BudgetCap {
+    pub const ALL: [BudgetCap; 5] = [
+        BudgetCap::MonthlyBudget,
+        BudgetCap::DailyBudget,
+        BudgetCap::WeeklyBudget,
+        BudgetCap::DailyPlatformCap,
+        BudgetCap::WeeklyPlatformCap,
+    ];
+
+    /// The order in which the limits are checked; the first exceeded is named.
+    pub const PRECEDENCE: [BudgetCap; 5] = [
+        BudgetCap::MonthlyBudget,
+        BudgetCap::WeeklyPlatformCap,
+        BudgetCap::WeeklyBudget,
+        BudgetCap::DailyPlatformCap,
+        BudgetCap::DailyBudget,
+    ];
+
+    /// The stable identifier (JSON `cap`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetCap::MonthlyBudget => "monthly_budget",
+            BudgetCap::DailyBudget => "daily_budget",
+            BudgetCap::WeeklyBudget => "weekly_budget",
+            BudgetCap::DailyPlatformCap => "daily_platform_cap",
+            BudgetCap::WeeklyPlatformCap => "weekly_platform_cap",
+        }
+    }
+
+    /// The human message of a `BUDGET_EXCEEDED` naming this cap.
+    pub fn message(self) -> &'static str {
+        match self {
+            BudgetCap::MonthlyBudget => "the gift would exceed the user's monthly budget",
+            BudgetCap::DailyBudget => "the gift would exceed the user's daily budget",
+            BudgetCap::WeeklyBudget => "the gift would exceed the user's weekly budget",
+            BudgetCap::DailyPlatformCap => "the gift would exceed the daily platform cap",
+            BudgetCap::WeeklyPlatformCap => "the gift would exceed the weekly platform cap",
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<BudgetCap> {
+        BudgetCap::ALL.into_iter().find(|c| *c as u8 == v)
+    }
+
+    /// The cap of a decoded outcome with `code`, carried as the number `n` (0 or unknown
+    /// for a `BUDGET_EXCEEDED`: the monthly budget, as recorded before the other limits
+    /// existed); `None` for every other code.
+    pub fn of(code: RejectCode, n: u64) -> Option<BudgetCap> {
+        (code == RejectCode::BudgetExceeded).then(|| {
+            u8::try_from(n)
+                .ok()
+                .and_then(BudgetCap::from_u8)
+                .unwrap_or(BudgetCap::MonthlyBudget)
+        })
+    }
+}
+
 /// What an accepted event did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Effect {
@@ -129,15 +205,92 @@ pub enum Status {
 /// The recorded result of one event: its sequence number and status. A duplicate event
 /// id gets the original outcome back with `duplicate = true`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(from = "OutcomeRepr", into = "OutcomeRepr")]
 pub struct Outcome {
     /// Global, strictly increasing over applied events (accepted and rejected alike).
     pub seq: u64,
     pub status: Status,
     /// True when this answer is the stored outcome of an earlier event with the same id.
     pub duplicate: bool,
+    /// A `BUDGET_EXCEEDED`: the limit it names (always set then, `None` otherwise).
+    pub cap: Option<BudgetCap>,
+}
+
+/// How snapshots encode an [`Outcome`] (inside the id index): as formats 1 to 6 did,
+/// `(seq, status, duplicate)`, with a `BUDGET_EXCEEDED`'s cap in the top byte of its
+/// `seq` (0 in older snapshots: the monthly budget). Sequence numbers stay far below
+/// 2^56 (at 10M events/s, 228 years), so the byte is free.
+#[derive(Serialize, Deserialize)]
+struct OutcomeRepr {
+    seq: u64,
+    status: Status,
+    duplicate: bool,
+}
+
+/// Where [`OutcomeRepr`] keeps a cap.
+const CAP_SHIFT: u32 = 56;
+const SEQ_MASK: u64 = (1 << CAP_SHIFT) - 1;
+
+impl From<OutcomeRepr> for Outcome {
+    fn from(r: OutcomeRepr) -> Self {
+        let cap = match r.status {
+            Status::Rejected(code) => BudgetCap::of(code, r.seq >> CAP_SHIFT),
+            Status::Accepted(_) => None,
+        };
+        Outcome {
+            seq: if cap.is_some() {
+                r.seq & SEQ_MASK
+            } else {
+                r.seq
+            },
+            status: r.status,
+            duplicate: r.duplicate,
+            cap,
+        }
+    }
+}
+
+impl From<Outcome> for OutcomeRepr {
+    fn from(o: Outcome) -> Self {
+        let seq = match o.cap {
+            Some(cap) => o.seq.min(SEQ_MASK) | u64::from(cap as u8) << CAP_SHIFT,
+            None => o.seq,
+        };
+        OutcomeRepr {
+            seq,
+            status: o.status,
+            duplicate: o.duplicate,
+        }
+    }
 }
 
 impl Outcome {
+    /// An outcome with no cap (anything but a `BUDGET_EXCEEDED`).
+    pub fn new(seq: u64, status: Status, duplicate: bool) -> Outcome {
+        Outcome {
+            seq,
+            status,
+            duplicate,
+            cap: None,
+        }
+    }
+
+    /// A `BUDGET_EXCEEDED` naming `cap`.
+    pub fn over_budget(seq: u64, cap: BudgetCap) -> Outcome {
+        Outcome {
+            seq,
+            status: Status::Rejected(RejectCode::BudgetExceeded),
+            duplicate: false,
+            cap: Some(cap),
+        }
+    }
+
+    /// The human message of a rejection that carries one (a `BUDGET_EXCEEDED` names its
+    /// cap).
+    pub fn message(&self) -> Option<&'static str> {
+        self.cap.map(BudgetCap::message)
+    }
+
     pub fn is_accepted(&self) -> bool {
         matches!(self.status, Status::Accepted(_))
     }
@@ -183,6 +336,52 @@ pub struct LogEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caps_round_trip_through_u8_and_the_snapshot_encoding_of_outcomes() {
+        for cap in BudgetCap::ALL {
+            assert_eq!(BudgetCap::from_u8(cap as u8), Some(cap));
+            assert_eq!(
+                BudgetCap::of(RejectCode::BudgetExceeded, cap as u64),
+                Some(cap)
+            );
+            assert_eq!(
+                BudgetCap::of(RejectCode::InsufficientCoins, cap as u64),
+                None
+            );
+        }
+        assert_eq!(
+            BudgetCap::of(RejectCode::BudgetExceeded, 0),
+            Some(BudgetCap::MonthlyBudget)
+        );
+        let mut sorted = BudgetCap::PRECEDENCE;
+        sorted.sort_by_key(|c| *c as u8);
+        assert_eq!(sorted, BudgetCap::ALL);
+        use crate::protocol::{decode_serde, encode_serde};
+        for cap in BudgetCap::ALL {
+            let o = Outcome::over_budget(SEQ_MASK, cap);
+            assert_eq!(
+                decode_serde::<Outcome>(&encode_serde(&o).unwrap()).unwrap(),
+                o
+            );
+        }
+        // An outcome encodes as formats 1 to 6 did when it has no cap; a budget outcome
+        // of those formats (no cap byte) reads as the monthly budget.
+        let plain = Outcome::new(7, Status::Rejected(RejectCode::InsufficientCoins), true);
+        let old = OutcomeRepr {
+            seq: 7,
+            status: plain.status,
+            duplicate: true,
+        };
+        assert_eq!(encode_serde(&plain).unwrap(), encode_serde(&old).unwrap());
+        let old_budget = OutcomeRepr {
+            seq: 9,
+            status: Status::Rejected(RejectCode::BudgetExceeded),
+            duplicate: false,
+        };
+        let read: Outcome = decode_serde(&encode_serde(&old_budget).unwrap()).unwrap();
+        assert_eq!(read, Outcome::over_budget(9, BudgetCap::MonthlyBudget));
+    }
 
     #[test]
     fn reject_codes_round_trip_through_u8() {

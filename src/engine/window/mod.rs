@@ -28,7 +28,7 @@
 //! | 8 | epoch tag: the epoch number mod 256 (the epoch table holds the number) |
 //! | 3 | kind: coins, stored, settled, rejected, wide, pending |
 //! | 29 | the sequence number, less its epoch's base |
-//! | 32 | the effect's number (a balance, a credit, a reject code) |
+//! | 32 | the effect's number (a balance, a credit, a reject code and a budget's cap) |
 //!
 //! An outcome that does not fit (a payout, a balance of 2^32 coins or more, a sequence
 //! number 2^29 or more from its epoch's base) is kept whole in a side map, by key.
@@ -62,7 +62,7 @@ mod tests;
 
 use rustc_hash::FxHashMap;
 
-use super::event::{Effect, EventFingerprint, Outcome, RejectCode, Stamp, Status};
+use super::event::{BudgetCap, Effect, EventFingerprint, Outcome, RejectCode, Stamp, Status};
 use super::idhash::{IdHash, mix};
 use entry::{CHECK_BITS, COINS, Entry, PENDING, REJECTED, SEQ_SPAN, SETTLED, STORED, WIDE};
 #[cfg(test)]
@@ -177,18 +177,20 @@ impl IdWindow {
     // --- outcomes ---
 
     fn outcome(&self, entry: Entry) -> Option<Outcome> {
+        let mut cap = None;
         let status = match entry.kind() {
             COINS => Status::Accepted(Effect::Coins(u64::from(entry.value))),
             STORED => Status::Accepted(Effect::Stored),
             SETTLED => Status::Accepted(Effect::Settled {
                 credited: u64::from(entry.value),
             }),
-            REJECTED => Status::Rejected(
-                u8::try_from(entry.value)
-                    .ok()
-                    .and_then(RejectCode::from_u8)
-                    .expect("a packed code is a reject code"),
-            ),
+            REJECTED => {
+                // The code in the low byte, a BUDGET_EXCEEDED's cap in the next.
+                let code = RejectCode::from_u8(entry.value as u8);
+                let code = code.expect("a packed code is a reject code");
+                cap = BudgetCap::of(code, u64::from(entry.value >> 8));
+                Status::Rejected(code)
+            }
             WIDE => return self.wide.get(&entry.key()).copied(),
             _ => return None,
         };
@@ -199,6 +201,7 @@ impl IdWindow {
             seq: base + entry.seq_delta(),
             status,
             duplicate: false,
+            cap,
         })
     }
 
@@ -220,7 +223,10 @@ impl IdWindow {
             Status::Accepted(Effect::Coins(coins)) => value(coins).map(|v| (COINS, v)),
             Status::Accepted(Effect::Stored) => Some((STORED, 0)),
             Status::Accepted(Effect::Settled { credited }) => value(credited).map(|v| (SETTLED, v)),
-            Status::Rejected(code) => Some((REJECTED, code as u32)),
+            Status::Rejected(code) => {
+                let cap = outcome.cap.map_or(0, |c| c as u32);
+                Some((REJECTED, code as u32 | cap << 8))
+            }
             Status::Accepted(Effect::PaidOut { .. }) => None,
         };
         let entry = match packed {

@@ -11,6 +11,7 @@ fn outcome(seq: u64) -> Outcome {
         seq,
         status: Status::Accepted(Effect::Stored),
         duplicate: false,
+        cap: None,
     }
 }
 
@@ -63,10 +64,16 @@ fn every_outcome_kind_round_trips_through_a_snapshot() {
         } else {
             u64::MAX / 2 + i as u64
         };
+        let cap = match status {
+            // Every cap a BUDGET_EXCEEDED can name, in turn.
+            Status::Rejected(code) => BudgetCap::of(code, i as u64 % 6),
+            Status::Accepted(_) => None,
+        };
         let o = Outcome {
             seq,
             status,
             duplicate: false,
+            cap,
         };
         let id = hid(u128::MAX - i as u128);
         w.remember(id, FP, o, Stamp(i as u64));

@@ -15,7 +15,10 @@ use crate::persist::journal::JournalError;
 /// settlement event (`JournalEvent::Settlement`; version 2 batches, which cannot hold one,
 /// are read as they are); version 4 added the economy change (`JournalEvent::Economy`;
 /// version 3 batches are read as they are); version 5 added the purchase
-/// (`JournalEvent::Purchase`; version 4 batches are read as they are). A build that
+/// (`JournalEvent::Purchase`), the recharge with its payment time
+/// (`JournalEvent::RechargePaid`) and account settings with daily and weekly budgets
+/// (`JournalEvent::AccountV2`; version 4 batches are read as they are; a
+/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before). A build that
 /// cannot read a variant refuses the batch by its version, clearly.
 pub const JOURNAL_VERSION: u8 = 5;
 
@@ -240,6 +243,7 @@ mod tests {
                     seq,
                     status: Status::Accepted(Effect::Coins(coins)),
                     duplicate: false,
+                    cap: None,
                 },
                 totals: Some(GiftTotals {
                     creator: 12 * seq,
@@ -285,6 +289,7 @@ mod tests {
                 seq: 7,
                 status: Status::Accepted(Effect::Coins(40)),
                 duplicate: false,
+                cap: None,
             },
             totals: Some(GiftTotals {
                 creator: 12,
@@ -305,6 +310,7 @@ mod tests {
                 seq: 8,
                 status: Status::Accepted(Effect::Settled { credited: 200 }),
                 duplicate: false,
+                cap: None,
             },
             totals: None,
         };
@@ -357,6 +363,7 @@ mod tests {
                 seq: 9,
                 status: Status::Accepted(Effect::Stored),
                 duplicate: false,
+                cap: None,
             },
             totals: None,
         };
@@ -364,7 +371,8 @@ mod tests {
         let back = JournalBatch::decode(&v4).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![change]);
 
-        // Format 4 is format 5 without purchases: same bytes but the version.
+        // Format 4 is format 5 without purchases, payment times and daily and weekly
+        // budgets: same bytes but the version.
         let mut v4_only = v4.clone();
         v4_only[0] = 4;
         let back = JournalBatch::decode(&v4_only)
@@ -381,17 +389,39 @@ mod tests {
                 item: crate::engine::ItemId(1),
                 count: 2,
             }),
-            outcome: Outcome {
-                seq: 10,
-                status: Status::Accepted(Effect::Coins(400)),
-                duplicate: false,
-            },
+            outcome: Outcome::new(10, Status::Accepted(Effect::Coins(400)), false),
             totals: None,
         };
         let v5 = JournalBatch::from_entries(&[purchase]).encode();
         assert_eq!(v5[0], 5);
         let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![purchase]);
+
+        let account = LogEntry {
+            seq: 10,
+            stamp: Stamp(1_796_083_200_003),
+            event: Event::Account(crate::engine::AccountSettings {
+                id: EventId(1),
+                user: UserId(3),
+                region: None,
+                adult: true,
+                monthly_budget_coins: None,
+                daily_budget_coins: Some(100),
+                weekly_budget_coins: Some(500),
+            }),
+            outcome: Outcome::new(10, Status::Accepted(Effect::Stored), false),
+            totals: None,
+        };
+        let over = LogEntry {
+            seq: 11,
+            outcome: Outcome::over_budget(11, crate::engine::BudgetCap::WeeklyPlatformCap),
+            totals: None,
+            ..gift
+        };
+        let v5 = JournalBatch::from_entries(&[account, over]).encode();
+        assert_eq!(v5[0], 5);
+        let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![account, over]);
 
         let mut v6 = v3.clone();
         v6[0] = 6;

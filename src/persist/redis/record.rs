@@ -10,8 +10,8 @@ use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
 use crate::engine::{
-    AccountSettings, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId,
-    ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode,
+    AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
+    GiftId, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode,
     Settlement, Status, StreamGoal, StreamId, UserId,
 };
 
@@ -119,6 +119,17 @@ pub enum JournalEvent {
         /// UTC ms, not 0.
         paid_ms: u64,
     },
+    /// Account settings with a daily or weekly budget (`Account` is one without them:
+    /// both are read; a setting without them is written as `Account`).
+    AccountV2 {
+        id: u128,
+        user: u64,
+        region: Option<[u8; 2]>,
+        adult: bool,
+        monthly_budget_coins: Option<u64>,
+        daily_budget_coins: Option<u64>,
+        weekly_budget_coins: Option<u64>,
+    },
 }
 
 /// A journaled outcome.
@@ -129,7 +140,10 @@ pub struct JournalOutcome {
     pub status: u8,
     pub duplicate: bool,
     /// Accepted recharge, gift or purchase: the balance after. Accepted payout: diamonds
-    /// available after. Accepted settlement: the diamonds it credited. Otherwise 0.
+    /// available after. Accepted settlement: the diamonds it credited. Rejected
+    /// `BUDGET_EXCEEDED`: the cap it names (1 monthly budget, 2 daily budget, 3 weekly
+    /// budget, 4 daily platform cap, 5 weekly platform cap; 0 from builds before daily
+    /// and weekly limits: the monthly budget). Otherwise 0.
     pub coins: u64,
     /// Accepted payout: its value. Otherwise zero.
     pub value: JournalDecimal,
@@ -212,6 +226,15 @@ impl From<&Event> for JournalEvent {
                 creator: p.creator.0,
                 diamonds: p.diamonds,
                 currency: p.currency.to_bytes(),
+            },
+            Event::Account(a) if a.has_window_budgets() => JournalEvent::AccountV2 {
+                id: a.id.0,
+                user: a.user.0,
+                region: a.region.map(Region::to_bytes),
+                adult: a.adult,
+                monthly_budget_coins: a.monthly_budget_coins,
+                daily_budget_coins: a.daily_budget_coins,
+                weekly_budget_coins: a.weekly_budget_coins,
             },
             Event::Account(a) => JournalEvent::Account {
                 id: a.id.0,
@@ -319,6 +342,30 @@ impl TryFrom<JournalEvent> for Event {
                 },
                 adult,
                 monthly_budget_coins,
+                daily_budget_coins: None,
+                weekly_budget_coins: None,
+            }),
+            JournalEvent::AccountV2 {
+                id,
+                user,
+                region,
+                adult,
+                monthly_budget_coins,
+                daily_budget_coins,
+                weekly_budget_coins,
+            } => Event::Account(AccountSettings {
+                id: EventId(id),
+                user: UserId(user),
+                region: match region {
+                    Some(r) => Some(
+                        Region::from_bytes(r).ok_or("region must be 2 uppercase ASCII letters")?,
+                    ),
+                    None => None,
+                },
+                adult,
+                monthly_budget_coins,
+                daily_budget_coins,
+                weekly_budget_coins,
             }),
             JournalEvent::StreamGoal {
                 id,
@@ -389,7 +436,8 @@ impl From<&Outcome> for JournalOutcome {
             }) => (0, diamonds_available, value),
             Status::Accepted(Effect::Stored) => (0, 0, Decimal::ZERO),
             Status::Accepted(Effect::Settled { credited }) => (0, credited, Decimal::ZERO),
-            Status::Rejected(code) => (code as u8, 0, Decimal::ZERO),
+            // A BUDGET_EXCEEDED carries the cap it names (`BudgetCap` number).
+            Status::Rejected(code) => (code as u8, o.cap.map_or(0, |c| c as u64), Decimal::ZERO),
         };
         JournalOutcome {
             seq: o.seq,
@@ -422,10 +470,15 @@ impl JournalOutcome {
         } else {
             Status::Rejected(RejectCode::from_u8(self.status).ok_or("unknown reject code")?)
         };
+        let cap = match status {
+            Status::Rejected(code) => BudgetCap::of(code, self.coins),
+            Status::Accepted(_) => None,
+        };
         Ok(Outcome {
             seq: self.seq,
             status,
             duplicate: self.duplicate,
+            cap,
         })
     }
 }
@@ -466,6 +519,19 @@ mod tests {
                 region,
                 adult: budget.is_some(),
                 monthly_budget_coins: budget,
+                daily_budget_coins: None,
+                weekly_budget_coins: None,
+            })
+        };
+        let account_v2 = |daily: Option<u64>, weekly: Option<u64>| {
+            Event::Account(AccountSettings {
+                id: EventId(13),
+                user: UserId(3),
+                region: Region::from_bytes(*b"FR"),
+                adult: true,
+                monthly_budget_coins: Some(9),
+                daily_budget_coins: daily,
+                weekly_budget_coins: weekly,
             })
         };
         vec![
@@ -491,6 +557,9 @@ mod tests {
             }),
             account(Region::from_bytes(*b"DE"), Some(5_000)),
             account(None, None),
+            account_v2(Some(1), None),
+            account_v2(None, Some(u64::from(u32::MAX))),
+            account_v2(Some(0), Some(7)),
             Event::StreamGoal(StreamGoal {
                 id: EventId(0),
                 stream: StreamId(5),
@@ -529,11 +598,17 @@ mod tests {
             seq,
             status: Status::Accepted(accepted),
             duplicate: false,
+            cap: None,
         }];
+        all.extend(BudgetCap::ALL.into_iter().map(|cap| Outcome {
+            duplicate: seq.is_multiple_of(3),
+            ..Outcome::over_budget(seq, cap)
+        }));
         all.extend(RejectCode::ALL.into_iter().map(|code| Outcome {
             seq,
             status: Status::Rejected(code),
             duplicate: seq.is_multiple_of(2),
+            cap: BudgetCap::of(code, 0),
         }));
         all
     }

@@ -78,6 +78,14 @@ pub struct EconomyResponse {
     items: Vec<CatalogItem>,
     /// Offers on packages, past and future ones included (each with its window).
     promotions: Vec<CatalogPromotion>,
+    /// `[spending_caps]`: coins one user may spend per UTC day and ISO week (null: none).
+    spending_caps: SpendingCaps,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SpendingCaps {
+    daily_coins: Option<u64>,
+    weekly_coins: Option<u64>,
 }
 
 /// A time-boxed offer on a package (economy.toml's `[[promotions]]`).
@@ -152,6 +160,10 @@ pub(super) fn economy_response(e: &Economy) -> EconomyResponse {
                 retired: i.retired,
             })
             .collect(),
+        spending_caps: SpendingCaps {
+            daily_coins: e.daily_cap_coins,
+            weekly_coins: e.weekly_cap_coins,
+        },
         promotions: e
             .promotions
             .iter()

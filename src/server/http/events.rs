@@ -20,8 +20,9 @@ use super::{ApiError, Caller, ErrorBody, authorize, currency, event_id, json, pa
 use crate::config::{AckMode, Scope};
 use crate::economy::{Economy, Region};
 use crate::engine::{
-    AccountSettings, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, ItemId, Outcome,
-    PackageId, Payout, Purchase, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId,
+    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, ItemId,
+    Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Status, StreamGoal, StreamId,
+    UserId,
 };
 use crate::server::Service;
 use crate::server::ingest::{self, BatchError, Protocol, Rate};
@@ -168,6 +169,14 @@ pub struct JsonOutcome {
     /// Reject code, when rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'static str>,
+    /// BUDGET_EXCEEDED: the limit the gift or purchase would exceed — `monthly_budget`,
+    /// `weekly_budget`, `daily_budget` (the user's own), `weekly_platform_cap`,
+    /// `daily_platform_cap` (the economy's `[spending_caps]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cap: Option<&'static str>,
+    /// A rejection's detail in words, when it has one (BUDGET_EXCEEDED names its cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
     /// Recharge, gift or purchase: the user's coin balance after the event.
     #[serde(skip_serializing_if = "Option::is_none")]
     coins: Option<u64>,
@@ -191,6 +200,8 @@ fn json_outcome(id: EventId, o: &Outcome) -> JsonOutcome {
         },
         seq: o.seq,
         code: o.code().map(RejectCode::as_str),
+        cap: o.cap.map(BudgetCap::as_str),
+        message: o.message(),
         coins: None,
         diamonds_available: None,
         value: None,
@@ -369,6 +380,14 @@ pub struct UserSettings {
     /// Coins that gifts may spend per calendar month (UTC); null = no budget.
     #[serde(default)]
     monthly_budget_coins: Option<u64>,
+    /// Coins that gifts may spend per UTC day; null = no budget. At most 4294967295
+    /// (else the setting is rejected with AMOUNT_OUT_OF_RANGE, 422).
+    #[serde(default)]
+    daily_budget_coins: Option<u64>,
+    /// Coins that gifts may spend per ISO week (Monday to Sunday, UTC); null = no
+    /// budget. At most 4294967295.
+    #[serde(default)]
+    weekly_budget_coins: Option<u64>,
     /// Optional UUID making the change idempotent; generated when absent.
     #[serde(default)]
     event_id: Option<String>,
@@ -384,18 +403,21 @@ pub struct UserResponse {
     region: Option<String>,
     adult: bool,
     monthly_budget_coins: Option<u64>,
+    daily_budget_coins: Option<u64>,
+    weekly_budget_coins: Option<u64>,
     seq: u64,
     duplicate: bool,
 }
 
-/// Set a user's region, adult flag and monthly budget (journaled like any event).
+/// Set a user's region, adult flag and monthly, weekly and daily budgets (journaled like
+/// any event; each setting replaces all of them: a budget left out is none).
 #[utoipa::path(put, path = "/v1/users/{id}", tag = "users",
     params(("id" = u64, Path, description = "User id")),
     request_body = UserSettings, security(("bearer" = [])),
     responses(
         (status = 200, body = UserResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, description = "Invalid body, or the setting was rejected (code AMOUNT_OUT_OF_RANGE: a daily or weekly budget over 4294967295)", body = ErrorBody),
         (status = 409, description = "event_id was used by an event with other content (code EVENT_ID_REUSED); nothing applied", body = ErrorBody),
         (status = 421, description = "A cluster node does not own an event's partition (code WRONG_PARTITION, the message names the owner); nothing applied", body = ErrorBody),
         (status = 503, body = ErrorBody),
@@ -426,14 +448,28 @@ pub(super) async fn put_user(
         region,
         adult: s.adult,
         monthly_budget_coins: s.monthly_budget_coins,
+        daily_budget_coins: s.daily_budget_coins,
+        weekly_budget_coins: s.weekly_budget_coins,
     });
     let o = apply(&service, &[event], &[]).await?[0];
     ApiError::refusal(&o)?;
+    if let Some(code) = o.code() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code.as_str(),
+            format!(
+                "a daily or weekly budget is at most {} coins",
+                crate::engine::WINDOW_LIMIT_COINS_MAX
+            ),
+        ));
+    }
     Ok(Json(UserResponse {
         user: user.0,
         region: region.map(|r| r.to_string()),
         adult: s.adult,
         monthly_budget_coins: s.monthly_budget_coins,
+        daily_budget_coins: s.daily_budget_coins,
+        weekly_budget_coins: s.weekly_budget_coins,
         seq: o.seq,
         duplicate: o.duplicate,
     }))

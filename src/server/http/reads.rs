@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, Caller, ErrorBody, authorize, path};
 use crate::config::Scope;
-use crate::engine::{CreatorId, RejectCode, StreamId, UserId};
+use crate::engine::{CreatorId, RejectCode, StreamId, UserId, date_label, iso_week_label};
 use crate::persist::read_model::ReadError;
 use crate::server::Service;
 use crate::server::sse::FeedMessage;
@@ -53,9 +53,26 @@ pub struct WalletResponse {
     monthly_budget_coins: Option<u64>,
     region: Option<String>,
     adult: bool,
+    /// Coins spent on gifts in the current UTC day (`day`).
+    spent_today: u64,
+    /// Coins spent on gifts in the current ISO week (`week`, Monday to Sunday UTC).
+    spent_this_week: u64,
+    /// The user's daily budget in coins, or null.
+    daily_budget_coins: Option<u64>,
+    /// The user's weekly budget in coins, or null.
+    weekly_budget_coins: Option<u64>,
+    /// The economy's cap per user per UTC day (`[spending_caps] daily_coins`), or null.
+    daily_platform_cap_coins: Option<u64>,
+    /// The economy's cap per user per ISO week, or null.
+    weekly_platform_cap_coins: Option<u64>,
+    /// The UTC day the counts are of, e.g. "2026-12-31".
+    day: String,
+    /// The ISO week the weekly count is of, e.g. "2026-W53".
+    week: String,
 }
 
-/// A user's coins, spending this month and budget.
+/// A user's coins, spending today, this week and this month, budgets and the platform's
+/// caps.
 #[utoipa::path(get, path = "/v1/users/{id}/wallet", tag = "users",
     params(("id" = u64, Path, description = "User id")), security(("bearer" = [])),
     responses((status = 200, body = WalletResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 421, description = "A cluster node asked for another node's user (code WRONG_PARTITION, the message names the owner)", body = ErrorBody)))]
@@ -67,7 +84,9 @@ pub(super) async fn get_wallet(
     authorize(&service, &caller, Scope::Read)?;
     let user = UserId(path(id)?);
     owned_user(&service, user)?;
-    let w = service.engine.wallet(user, service.clock.now());
+    let now = service.clock.now();
+    let w = service.engine.wallet(user, now);
+    let economy = service.engine.economy();
     Ok(Json(WalletResponse {
         user: w.user.0,
         coins: w.coins,
@@ -75,6 +94,14 @@ pub(super) async fn get_wallet(
         monthly_budget_coins: w.monthly_budget_coins,
         region: w.region.map(|r| r.to_string()),
         adult: w.adult,
+        spent_today: w.spent_today,
+        spent_this_week: w.spent_this_week,
+        daily_budget_coins: w.daily_budget_coins,
+        weekly_budget_coins: w.weekly_budget_coins,
+        daily_platform_cap_coins: economy.daily_cap_coins,
+        weekly_platform_cap_coins: economy.weekly_cap_coins,
+        day: date_label(now.day_key()),
+        week: iso_week_label(now.day_key()),
     }))
 }
 

@@ -77,6 +77,27 @@ pub fn account(
         region: region.map(|r| r.parse().unwrap()),
         adult,
         monthly_budget_coins: budget,
+        daily_budget_coins: None,
+        weekly_budget_coins: None,
+    })
+}
+
+/// Account settings with monthly, weekly and daily budgets (an adult, no region).
+pub fn budgets(
+    id: u128,
+    user: u64,
+    monthly: Option<u64>,
+    weekly: Option<u64>,
+    daily: Option<u64>,
+) -> Event {
+    Event::Account(AccountSettings {
+        id: EventId(id),
+        user: UserId(user),
+        region: None,
+        adult: true,
+        monthly_budget_coins: monthly,
+        daily_budget_coins: daily,
+        weekly_budget_coins: weekly,
     })
 }
 
