@@ -174,7 +174,12 @@ impl Client {
     /// [`Client::submit_issued`] with the first attempt's times.
     pub async fn submit(&self, events: &[Event]) -> Result<Pending, ClientError> {
         let now = crate::clock::now().0;
-        self.submit_issued(events, &vec![now; events.len()]).await
+        // A recharge that says when it was paid is issued then (a retry says the same).
+        let issued: Vec<u64> = events
+            .iter()
+            .map(|e| if e.paid_ms() != 0 { e.paid_ms() } else { now })
+            .collect();
+        self.submit_issued(events, &issued).await
     }
 
     /// Sends a batch whose events were created at `issued_ms` (UTC ms, one per event,
@@ -188,10 +193,20 @@ impl Client {
     ) -> Result<Pending, ClientError> {
         assert_eq!(events.len(), issued_ms.len(), "one issued_ms per event");
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // A recharge's payment time travels as its issued_ms: the wire kind that holds
+        // it is the journal's, refused from clients.
+        let issued_ms = events
+            .iter()
+            .zip(issued_ms)
+            .map(|(e, &t)| if e.paid_ms() != 0 { e.paid_ms() } else { t })
+            .collect();
         let frame = ClientFrame::RequestIssued {
             request_id,
-            events: events.iter().map(WireEvent::from).collect(),
-            issued_ms: issued_ms.to_vec(),
+            events: events
+                .iter()
+                .map(|e| WireEvent::from(&e.issued(0)))
+                .collect(),
+            issued_ms,
         };
         let (tx, rx) = oneshot::channel();
         if let Some((code, message)) = self.shared.fatal.lock().clone() {

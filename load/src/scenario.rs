@@ -138,6 +138,27 @@ pub struct EconomyOverride {
     /// `economy.earnings_hold_ms`: diamonds are payable this long after they are credited.
     #[serde(default)]
     pub earnings_hold_ms: u64,
+    /// A promotion put in force for the run (`[economy.promotion]`).
+    #[serde(default)]
+    pub promotion: Option<PromotionOverride>,
+}
+
+/// An offer on one package, in force from a minute before the run for `duration_s`
+/// (promotion id `giftload`): the scenario's recharges buy that package on the offer's
+/// terms, so they are sold under it (and `giftstream audit` counts them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionOverride {
+    /// A package of the embedded economy priced in USD.
+    pub package: String,
+    /// Coins on top of the package's.
+    #[serde(default)]
+    pub bonus_coins: u64,
+    /// The offer's USD price (a decimal string); absent: the package's.
+    #[serde(default)]
+    pub price_usd: Option<String>,
+    /// How long the offer stays in force after the run starts.
+    pub duration_s: u64,
 }
 
 /// Spending budgets set in the setup phase, after funding: a share of the users (every
@@ -323,6 +344,39 @@ impl Scenario {
                 "economy.earnings_hold_ms",
                 format!("at most {}", giftstream::economy::EARNINGS_HOLD_MS_MAX),
             ));
+        }
+        if let Some(p) = self.economy.as_ref().and_then(|e| e.promotion.as_ref()) {
+            let economy = giftstream::economy::Economy::embedded();
+            let sold_in_usd = economy.package_index(&p.package).is_some_and(|i| {
+                economy.packages[i as usize]
+                    .prices
+                    .contains_key(&giftstream::economy::Currency::USD)
+            });
+            if !sold_in_usd {
+                return Err(err(
+                    "economy.promotion.package",
+                    format!("{:?} is not a package priced in USD", p.package),
+                ));
+            }
+            if p.duration_s == 0 {
+                return Err(err("economy.promotion.duration_s", "must be at least 1"));
+            }
+            let price_ok = p.price_usd.as_deref().is_none_or(|v| {
+                v.parse::<rust_decimal::Decimal>()
+                    .is_ok_and(|d| d > rust_decimal::Decimal::ZERO)
+            });
+            if !price_ok {
+                return Err(err(
+                    "economy.promotion.price_usd",
+                    "must be a positive decimal",
+                ));
+            }
+            if p.bonus_coins == 0 && p.price_usd.is_none() {
+                return Err(err(
+                    "economy.promotion",
+                    "offers nothing: set bonus_coins, price_usd or both",
+                ));
+            }
         }
         if let Some(b) = &self.budgets {
             if !(b.share > 0.0 && b.share <= 1.0) {

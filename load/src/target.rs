@@ -257,6 +257,25 @@ pub async fn put_economy(
 ) -> anyhow::Result<()> {
     let mut file = giftstream::economy::Economy::embedded().to_file();
     file.earnings_hold_ms = keys.earnings_hold_ms;
+    if let Some(p) = &keys.promotion {
+        let now = giftstream::clock::now().0;
+        let at = giftstream::economy::format_time;
+        file.promotions.push(giftstream::economy::PromotionFile {
+            id: "giftload".to_owned(),
+            package: p.package.clone(),
+            // Whole seconds: RFC 3339 without a fraction.
+            start: at((now / 1000) * 1000 - 60_000),
+            end: at((now / 1000 + p.duration_s) * 1000),
+            bonus_coins: p.bonus_coins,
+            prices: p
+                .price_usd
+                .iter()
+                .map(|v| ("USD".to_owned(), v.clone()))
+                .collect(),
+            regions: Vec::new(),
+            channels: Vec::new(),
+        });
+    }
     let http = spec.http_client(std::time::Duration::from_secs(30))?;
     let answer = http
         .put(format!("{}/v1/economy", spec.http_base()))

@@ -57,6 +57,22 @@ impl Workload {
             .enumerate()
             .find(|(_, p)| p.prices.contains_key(&usd))
             .ok_or_else(|| anyhow::anyhow!("the economy has no package priced in USD"))?;
+        // A scenario's promotion: its package on the offer's terms (in force all run).
+        let promotion = scenario.economy.as_ref().and_then(|e| e.promotion.as_ref());
+        let (package, coins, price) = match promotion {
+            Some(p) => {
+                let i = economy
+                    .package_index(&p.package)
+                    .ok_or_else(|| anyhow::anyhow!("economy.promotion.package: {:?}", p.package))?;
+                let spec = &economy.packages[i as usize];
+                let price = match &p.price_usd {
+                    Some(v) => v.parse().map_err(|e| anyhow::anyhow!("price_usd: {e}"))?,
+                    None => spec.prices[&usd],
+                };
+                (i as usize, spec.coins + p.bonus_coins, price)
+            }
+            None => (package, spec.coins, spec.prices[&usd]),
+        };
         let items = if scenario.mix.purchase_share > 0.0 {
             let codes = scenario
                 .items
@@ -83,7 +99,7 @@ impl Workload {
             zipf: (p.creator_distribution == "zipf")
                 .then(|| Zipf::new(p.creators as f64, p.zipf_exponent))
                 .transpose()?,
-            package: (PackageId(package as u32), spec.coins, spec.prices[&usd]),
+            package: (PackageId(package as u32), coins, price),
             gifts,
             usd,
             nonce,

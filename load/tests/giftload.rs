@@ -147,11 +147,12 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
     assert_eq!(
         names,
         [
-            "hold",
             "caps",
+            "hold",
             "hot-creator",
             "hot-from-start",
             "mixed",
+            "promotions",
             "purchases",
             "recharge-storm",
             "uniform",
@@ -206,6 +207,20 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
         (
             SMALL.replace("[load]", "[budgets]\nshare = 0.5\n[load]"),
             "budgets",
+        ),
+        (
+            SMALL.replace(
+                "[load]",
+                "[economy.promotion]\npackage = \"coins_501\"\nbonus_coins = 5\nduration_s = 60\n[load]",
+            ),
+            "economy.promotion.package",
+        ),
+        (
+            SMALL.replace(
+                "[load]",
+                "[economy.promotion]\npackage = \"coins_500\"\nduration_s = 60\n[load]",
+            ),
+            "economy.promotion",
         ),
         (
             SMALL.replace("[load]", "[budgets]\nshare = 0\ndaily_coins = 5\n[load]"),

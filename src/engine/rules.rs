@@ -252,7 +252,11 @@ pub(crate) fn recharge(
                 .get(package.0 as usize)
                 .filter(|p| !p.retired)
                 .ok_or(RejectCode::AmountOutOfRange)?;
-            let (coins, price) = match economy.offer(package.0, wallet.region(), r.channel, at_ms) {
+            let offer = economy.offer(package.0, wallet.region(), r.channel, at_ms);
+            // An offer that changes nothing for this currency (no bonus, no price in it)
+            // is not what the user bought under.
+            let offer = offer.filter(|o| o.bonus_coins > 0 || o.prices.contains_key(&r.currency));
+            let (coins, price) = match offer {
                 Some(offer) => {
                     promotion = economy
                         .promotions

@@ -477,6 +477,7 @@ impl EngineState {
             || !(self.credited.len() == n || self.credited.is_empty())
             || !(self.settled_nanos.len() == n || self.settled_nanos.is_empty())
             || !(self.purchases.len() == n || self.purchases.is_empty())
+            || !(self.promotions.len() == n || self.promotions.is_empty())
             || self.hold.as_ref().is_some_and(|h| h.shards.len() != n)
         {
             return Err(StateError::Shards {

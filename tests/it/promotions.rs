@@ -214,7 +214,14 @@ fn a_regional_web_offer_applies_only_to_its_region_and_channel() {
     );
     let app = buy(15, 1, "coins_100", 100, "1.29", at);
     assert_eq!(coins(&e, app, at), Ok(200), "US in the app: regular");
-    // A region restricted by the economy is still refused, offer or not.
+    // A discount in USD only changes nothing for a EUR buyer: the package's EUR terms,
+    // and no sale under the promotion.
+    let mut eur = regular(16, 1);
+    if let Event::Recharge(r) = &mut eur {
+        r.currency = "EUR".parse().unwrap();
+        r.price = dec("1.19");
+    }
+    assert_eq!(coins(&e, eur, at), Ok(300), "US on the web in EUR: regular");
     let totals = e.audit().totals;
     let sales: Vec<_> = totals
         .promotions

@@ -542,6 +542,8 @@ impl Model {
                     .map(|(_, v)| *v);
                 (p.id.clone(), p.bonus_coins, price)
             })
+            // An offer that changes nothing in this currency is no sale under it.
+            .filter(|(_, bonus, price)| *bonus > 0 || price.is_some())
     }
 
     /// A package must match its coins and its price in the currency — the offer's while
