@@ -5,6 +5,11 @@
 //! built from them) are split across shards without overlap and merge exactly at read
 //! time. Coin totals per creator and stream are buffered here as `pending_coins` and
 //! merged into the books once per chunk: the hot-account pattern.
+//!
+//! Size: every sender event's application (recharge, gift, purchase, account) reads and
+//! writes the same wallet, budget and aggregate fields under one lock; the format-6
+//! shard's conversion sits beside the fields it converts. Split by event kind, each part
+//! would reach into the others' private state.
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -1,6 +1,9 @@
 //! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 6 it is
 //! decoded from), [`StateView`] (the same, borrowed at a live cut), taking it
 //! ([`Engine::snapshot`], [`Engine::with_cut`]) and loading it ([`Engine::from_state`]).
+//!
+//! Size: every snapshot format's state struct (1 to 7) and its conversion into today's are one
+//! contract with `persist::snapshot`; the fields appended by each format sit side by side.
 
 use std::sync::atomic::Ordering;
 

@@ -425,7 +425,9 @@ fn a_snapshot_of_format_6_loads_with_nothing_held() {
     let events = crate::durability::format_2_fixture_events();
     let live = Engine::new(economy(), EngineConfig::default()).unwrap();
     live.apply_batch(&events, NOV);
-    assert_eq!(loaded.state_fingerprint(), live.state_fingerprint());
+    // Format 6 held no day or week counts (a migrated wallet counts from the first of
+    // its month): compared as format 6 could hold the state.
+    assert_eq!(loaded.state_fingerprint_v6(), live.state_fingerprint_v6());
     for e in &events {
         if let Event::Gift(g) = e {
             let (held, available) = held_and_available(&loaded, g.creator.0, NOV);
