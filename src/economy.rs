@@ -390,6 +390,55 @@ impl PromotionSpec {
     }
 }
 
+impl Economy {
+    /// Whether `next` may replace this economy at `now_ms` without refusing a payment
+    /// already made: a promotion that has started and was in force within the last
+    /// `horizon_ms` (a payment under it may still arrive, judged at its payment time
+    /// under the version in force on arrival) must stay in `next` with the same terms
+    /// and an end no earlier than its end or `now_ms`, whichever is first. Ending an
+    /// offer early means setting its end to now; removing it waits one horizon after it
+    /// ended. Offers that have not started may change freely.
+    pub fn check_offers_kept(
+        &self,
+        next: &Economy,
+        now_ms: u64,
+        horizon_ms: u64,
+    ) -> Result<(), EconomyError> {
+        let committed = self
+            .promotions
+            .iter()
+            .filter(|p| p.start_ms <= now_ms && p.end_ms > now_ms.saturating_sub(horizon_ms));
+        for (i, p) in committed.enumerate() {
+            let end_at_least = p.end_ms.min(now_ms);
+            let kept = next.promotions.iter().find(|n| n.id == p.id);
+            let same_terms = kept.is_some_and(|n| {
+                n.package == p.package
+                    && n.start_ms == p.start_ms
+                    && n.bonus_coins == p.bonus_coins
+                    && n.prices == p.prices
+                    && n.regions == p.regions
+                    && n.channels == p.channels
+            });
+            let late_enough = kept.is_some_and(|n| n.end_ms >= end_at_least);
+            if !(same_terms && late_enough) {
+                let removable_at = format_time(p.end_ms.min(now_ms).saturating_add(horizon_ms));
+                return Err(EconomyError::new(
+                    format!("promotions[{i}]"),
+                    format!(
+                        "promotion {:?} was in force within the retry horizon ({} ms): payments made under it may still \
+                         arrive and would be refused; keep its terms, end it no earlier than now (end = {:?}), and \
+                         remove it after {removable_at}",
+                        p.id,
+                        horizon_ms,
+                        format_time(end_at_least),
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// UTC ms of an RFC 3339 time (at or after the epoch).
 fn parse_time(key: &str, text: &str) -> Result<u64, EconomyError> {
     let t =

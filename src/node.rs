@@ -101,7 +101,9 @@ pub async fn open(
         let file = economy.to_file();
         let engine = crate::persist::recovery::build_engine(config, economy)?;
         if let Some(next) = engine.economy_for_start(file, None)? {
-            engine.change_economy(next, crate::clock::now())?;
+            let now = crate::clock::now();
+            engine.check_economy_edit(&next, now)?;
+            engine.change_economy(next, now)?;
         }
         let journal: Arc<dyn Journal> = Arc::new(MemoryJournal::default());
         return Ok((engine, journal.into()));

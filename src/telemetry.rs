@@ -25,6 +25,9 @@ pub const COMMITS_TOTAL: &str = "giftstream_commits_total";
 pub const COMMIT_FAILURES_TOTAL: &str = "giftstream_commit_failures_total";
 /// Applied events not yet durable (the commit queue depth).
 pub const COMMIT_PENDING_EVENTS: &str = "giftstream_commit_pending_events";
+/// How far the wall clock is ahead of the ledger's stamps, which follow a forward step
+/// of the clock only slowly (`server::Clock`); 0 normally.
+pub const CLOCK_WALL_AHEAD_SECONDS: &str = "giftstream_clock_wall_ahead_seconds";
 /// Open binary-protocol connections.
 pub const CONNECTIONS: &str = "giftstream_connections";
 /// Live-feed subscribers.
@@ -128,6 +131,7 @@ pub fn prometheus() -> PrometheusHandle {
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             // Gauges exist from the start, so dashboards see 0 rather than no series.
             metrics::gauge!(CONNECTIONS).set(0.0);
+            metrics::gauge!(CLOCK_WALL_AHEAD_SECONDS).set(0.0);
             metrics::gauge!(SSE_SUBSCRIBERS).set(0.0);
             metrics::gauge!(COMMIT_PENDING_EVENTS).set(0.0);
             metrics::gauge!(READ_MODEL_LAG_SECONDS).set(0.0);
@@ -202,6 +206,11 @@ fn describe() {
         "Batches refused because an event belongs to another node's partition, by protocol."
     );
     describe_gauge!(CONNECTIONS, "Open binary-protocol connections.");
+    describe_gauge!(
+        CLOCK_WALL_AHEAD_SECONDS,
+        Unit::Seconds,
+        "How far the wall clock is ahead of the ledger's stamps after a forward step (0 normally)."
+    );
     describe_gauge!(
         SNAPSHOT_REPLICA_LAG_EVENTS,
         "Committed events the snapshot replica has not replayed yet."

@@ -108,6 +108,17 @@ impl Engine {
         Ok((current.version == 0 || !current.same_terms(&next)).then_some(next))
     }
 
+    /// Whether `next` may be put in force at `now` without refusing a payment already
+    /// made under a promotion of the economy in force ([`Economy::check_offers_kept`],
+    /// over the retry horizon). The service checks every edit with it (`PUT
+    /// /v1/economy`, an edited economy.toml at a start); replay does not (a recorded
+    /// change was checked when made).
+    pub fn check_economy_edit(&self, next: &Economy, now: Stamp) -> Result<(), ConfigError> {
+        self.economy()
+            .check_offers_kept(next, now.0, self.config.idempotency_horizon_ms)?;
+        Ok(())
+    }
+
     /// The version a start records for `file` (economy.toml), given the digest of the
     /// file the last start saw (`last_file`, [`crate::economy::EconomyFile::digest`]):
     /// `None` when the file was not edited since (an economy put in force by

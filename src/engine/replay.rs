@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::economies::{EconomyError, check_successor};
-use super::event::{EconomyChange, Effect, Event, EventId, LogEntry, Outcome, Status};
+use super::event::{BudgetCap, EconomyChange, Effect, Event, EventId, LogEntry, Outcome, Status};
 use super::idhash::IdHash;
 use super::{Engine, Route};
 
@@ -33,6 +33,17 @@ pub enum ReplayError {
         event: EventId,
         recorded: Status,
         replayed: Status,
+    },
+    /// The same rejection naming another cap (`BUDGET_EXCEEDED`): the limits replayed
+    /// differently from how they were applied.
+    #[error(
+        "log entry seq {seq} (event {event:?}) replayed to BUDGET_EXCEEDED naming {replayed:?}, recorded naming {recorded:?}"
+    )]
+    CapMismatch {
+        seq: u64,
+        event: EventId,
+        recorded: Option<BudgetCap>,
+        replayed: Option<BudgetCap>,
     },
     #[error(
         "log entry seq {seq} puts economy version {version} in force, whose document (digest {digest:016x}) was not found"
@@ -267,6 +278,14 @@ pub(super) fn check_replayed(entry: &LogEntry, replayed: &Outcome) -> Result<(),
             replayed: replayed.status,
         });
     }
+    if replayed.cap != entry.outcome.cap {
+        return Err(ReplayError::CapMismatch {
+            seq: entry.seq,
+            event: entry.event.id(),
+            recorded: entry.outcome.cap,
+            replayed: replayed.cap,
+        });
+    }
     Ok(())
 }
 
@@ -276,6 +295,39 @@ mod tests {
     use crate::economy::Economy;
     use crate::engine::EngineConfig;
     use crate::engine::event::{CreatorId, Gift, GiftId, Recharge, Stamp, StreamId, UserId};
+
+    /// A `BUDGET_EXCEEDED` that replays naming another cap is a mismatch: the limits did
+    /// not replay as they were applied (the cap is part of the recorded outcome).
+    #[test]
+    fn a_rejection_naming_another_cap_does_not_replay() {
+        let entry = LogEntry {
+            seq: 7,
+            stamp: Stamp(1),
+            event: Event::Recharge(Recharge {
+                id: EventId(9),
+                user: UserId(1),
+                coins: 1,
+                price: rust_decimal::Decimal::ONE,
+                currency: crate::economy::Currency::USD,
+                package: None,
+                channel: crate::economy::Channel::App,
+                paid_ms: 0,
+            }),
+            outcome: Outcome::over_budget(7, BudgetCap::DailyBudget),
+            totals: None,
+        };
+        assert_eq!(
+            check_replayed(&entry, &Outcome::over_budget(7, BudgetCap::DailyBudget)),
+            Ok(())
+        );
+        let err =
+            check_replayed(&entry, &Outcome::over_budget(7, BudgetCap::MonthlyBudget)).unwrap_err();
+        assert!(
+            matches!(err, ReplayError::CapMismatch { seq: 7, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("DailyBudget"), "{err}");
+    }
 
     #[test]
     fn a_replay_gives_the_live_state_on_any_number_of_threads() {

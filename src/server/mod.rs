@@ -26,22 +26,91 @@ use auth::Auth;
 use sse::Feeds;
 
 /// Stamps batches with the system's UTC time, never going backwards (a clock step back
-/// must not reorder months or idempotency ages).
-#[derive(Debug, Default)]
+/// must not reorder months or idempotency ages), and never jumping forward: a wall clock
+/// stepped ahead (an operator's `date -s`, a bad NTP source) would otherwise move the
+/// ledger's time at once — release held diamonds early, close a day's spending window,
+/// expire idempotency ages. The stamps follow the wall clock only as fast as the
+/// monotonic clock allows plus [`CLOCK_SLEW`] of it (and [`CLOCK_STEP_TOLERANCE_MS`] at
+/// once), so a step of an hour is caught up over ten hours; the lag shows in
+/// `giftstream_clock_wall_ahead_seconds`.
+#[derive(Debug)]
 pub struct Clock {
     last_ms: AtomicU64,
+    /// The trusted time at a monotonic instant: what forward movement is measured from.
+    anchor: parking_lot::Mutex<Anchor>,
+}
+
+/// How much faster than the monotonic clock the stamps may run to catch up with a wall
+/// clock that stepped forward: a tenth.
+pub const CLOCK_SLEW: f64 = 0.1;
+/// A forward step this small is followed at once (NTP corrections, scheduling noise).
+pub const CLOCK_STEP_TOLERANCE_MS: u64 = 2_000;
+/// The anchor moves to the trusted time this often, so the tolerance and the slew are
+/// measured over a short span (never accumulated over the process's life).
+const CLOCK_REANCHOR_MS: u64 = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    trusted_ms: u64,
+    at: std::time::Instant,
+}
+
+impl Anchor {
+    /// The stamp for a wall time `wall` read `elapsed_ms` after the anchor, and the anchor
+    /// to keep. Pure, for the tests: the trusted time may advance by `elapsed` and a slew
+    /// of it; the stamp by that and the tolerance.
+    fn limit(self, wall: u64, elapsed_ms: u64) -> (u64, u64) {
+        let slewed = self
+            .trusted_ms
+            .saturating_add(elapsed_ms)
+            .saturating_add((elapsed_ms as f64 * CLOCK_SLEW) as u64);
+        let stamp = wall.min(slewed.saturating_add(CLOCK_STEP_TOLERANCE_MS));
+        (stamp, wall.min(slewed))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::starting_at(Stamp(0))
+    }
 }
 
 impl Clock {
-    /// A clock that never stamps before `floor` (the ledger's newest recorded stamp).
+    /// A clock that never stamps before `floor` (the ledger's newest recorded stamp); the
+    /// wall clock as it reads now is trusted.
     pub fn starting_at(floor: Stamp) -> Clock {
         Clock {
             last_ms: AtomicU64::new(floor.0),
+            anchor: parking_lot::Mutex::new(Anchor {
+                trusted_ms: crate::clock::now().0,
+                at: std::time::Instant::now(),
+            }),
         }
     }
 
     pub fn now(&self) -> Stamp {
-        let now = crate::clock::now().0;
+        let wall = crate::clock::now().0;
+        let now = {
+            let mut anchor = self.anchor.lock();
+            let elapsed = anchor.at.elapsed().as_millis() as u64;
+            let (stamp, trusted) = anchor.limit(wall, elapsed);
+            if elapsed >= CLOCK_REANCHOR_MS {
+                let ahead = wall.saturating_sub(stamp);
+                metrics::gauge!(telemetry::CLOCK_WALL_AHEAD_SECONDS).set(ahead as f64 / 1e3);
+                if ahead > 0 {
+                    tracing::warn!(
+                        ahead_ms = ahead,
+                        "the wall clock is ahead of the ledger's time by more than it may jump; \
+                         catching up at a tenth of real time"
+                    );
+                }
+                *anchor = Anchor {
+                    trusted_ms: trusted,
+                    at: std::time::Instant::now(),
+                };
+            }
+            stamp
+        };
         let prev = self.last_ms.fetch_max(now, Ordering::AcqRel);
         Stamp(prev.max(now))
     }
@@ -130,6 +199,8 @@ impl Service {
                 changed: false,
             });
         };
+        let now = self.clock.now();
+        self.engine.check_economy_edit(&next, now)?;
         if let Some(store) = &self.economy_store {
             store
                 .store_economy(&next)
@@ -139,7 +210,7 @@ impl Service {
         let version = next.version;
         let outcome = self
             .engine
-            .change_economy(next, self.clock.now())
+            .change_economy(next, now)
             .map_err(|e| ConfigError::new("economy", e.to_string()))?;
         self.commits.applied();
         self.commits.durable(outcome.seq).await.map_err(|_| {
@@ -220,5 +291,46 @@ mod tests {
         assert!(clock.now() >= ahead);
         let fresh = Clock::default();
         assert!(fresh.now() < ahead);
+    }
+
+    /// A wall clock stepped an hour ahead moves the stamps by the tolerance at once, then
+    /// at a tenth of real time; one that runs normally is followed exactly; a step back
+    /// is followed by the anchor (the stamps themselves never go back: `last_ms`).
+    #[test]
+    fn a_forward_clock_step_is_caught_up_slowly() {
+        let t0 = 1_800_000_000_000;
+        let anchor = Anchor {
+            trusted_ms: t0,
+            at: std::time::Instant::now(),
+        };
+        // Normal: 5 s later the wall reads 5 s later.
+        assert_eq!(anchor.limit(t0 + 5_000, 5_000), (t0 + 5_000, t0 + 5_000));
+        // NTP noise within the tolerance: followed.
+        assert_eq!(anchor.limit(t0 + 1_500, 0), (t0 + 1_500, t0));
+        // An hour's step 10 s after the anchor: 10 s + 1 s slew + 2 s tolerance.
+        let hour = 3_600_000;
+        assert_eq!(
+            anchor.limit(t0 + 10_000 + hour, 10_000),
+            (t0 + 13_000, t0 + 11_000)
+        );
+        // Re-anchored every 10 s, the stamps catch up an hour in ten.
+        let mut a = anchor;
+        let mut real = 0u64;
+        let mut stamp = 0;
+        while real < 11 * hour {
+            real += 10_000;
+            let (s, trusted) = a.limit(t0 + real + hour, 10_000);
+            stamp = s;
+            a = Anchor {
+                trusted_ms: trusted,
+                at: a.at,
+            };
+            if real < 9 * hour {
+                assert!(stamp < t0 + real + hour, "caught up too fast at {real}");
+            }
+        }
+        assert_eq!(stamp, t0 + real + hour, "caught up within eleven hours");
+        // A step back: the anchor follows the wall.
+        assert_eq!(anchor.limit(t0 - 60_000, 1_000), (t0 - 60_000, t0 - 60_000));
     }
 }

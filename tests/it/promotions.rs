@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::child::{ServeProcess, run_cli};
 use crate::support::redis::RedisServer;
-use crate::support::server::{INGEST, READ, SHIPPED_CONFIG, uuid};
+use crate::support::server::{ADMIN, INGEST, READ, SHIPPED_CONFIG, TestServer, uuid};
 use crate::support::*;
 
 /// 2026-11-27T00:00:00Z, 2026-11-30T00:00:00Z.
@@ -139,6 +139,20 @@ fn an_offer_is_judged_at_the_moment_the_user_paid() {
             "regular terms at the end",
             buy(9, 9, "coins_500", 500, "6.49", BF_END),
             BF_END,
+            Ok(500),
+        ),
+        // A payment is never later than its arrival: a time ahead of the stamp (a client
+        // clock running ahead) counts as the stamp, so no offer is claimed early.
+        (
+            "offer terms paid 'at the start', received 5 s before it",
+            buy(14, 14, "coins_500", 600, "4.99", BF_START),
+            BF_START - 5_000,
+            out,
+        ),
+        (
+            "regular terms paid 'at the start', received 5 s before it",
+            buy(15, 15, "coins_500", 500, "6.49", BF_START),
+            BF_START - 5_000,
             Ok(500),
         ),
         // Without issued_ms the server's stamp is the moment.
@@ -589,4 +603,130 @@ async fn a_payment_made_before_the_end_is_honoured_across_a_restart() {
         out.contains("promotion ended: 1 recharges, 100 bonus coins, revenue 4.99 USD"),
         "{out}"
     );
+}
+
+/// An economy edit may not take back an offer a payment may still arrive under (review
+/// finding: a recharge paid during an offer and received after an edit that removed it
+/// was refused). Ending it early means setting its end to now; removing it waits one
+/// retry horizon after it ended; offers not yet started change freely.
+#[test]
+fn an_edit_cannot_take_back_an_offer_a_payment_may_still_arrive_under() {
+    let live = promoted_engine();
+    let horizon = EngineConfig::default().idempotency_horizon_ms;
+    let v1 = live
+        .economy_successor(promoted_economy().to_file())
+        .unwrap()
+        .unwrap();
+    live.change_economy(v1, Stamp(BF_START - 86_400_000))
+        .unwrap();
+    let with = |promotions: &str| {
+        let file = Economy::from_toml_str(&format!("{EMBEDDED_ECONOMY_TOML}\n{promotions}"))
+            .unwrap()
+            .to_file();
+        live.economy_successor(file).unwrap().unwrap()
+    };
+    let us_web = &PROMOTIONS[PROMOTIONS
+        .find("[[promotions]]\nid = \"us_web_100\"")
+        .unwrap()..];
+    let black_friday = |end: &str, bonus: u64| {
+        format!(
+            "[[promotions]]\nid = \"black_friday_500\"\npackage = \"coins_500\"\nstart = \"2026-11-27T00:00:00Z\"\n\
+             end = \"{end}\"\nbonus_coins = {bonus}\nprices = {{ USD = \"4.99\" }}\n{us_web}"
+        )
+    };
+    let fmt = giftstream::economy::format_time;
+    let during = Stamp(BF_START + 3_600_000);
+    // (name, next version's promotions, now, allowed)
+    let cases: Vec<(&str, String, Stamp, bool)> = vec![
+        ("removed while in force", us_web.to_owned(), during, false),
+        ("ended now", black_friday(&fmt(during.0), 100), during, true),
+        (
+            "ended a second ago",
+            black_friday(&fmt(during.0 - 1_000), 100),
+            during,
+            false,
+        ),
+        (
+            "extended",
+            black_friday("2026-12-02T00:00:00Z", 100),
+            during,
+            true,
+        ),
+        (
+            "bonus changed while in force",
+            black_friday("2026-11-30T00:00:00Z", 50),
+            during,
+            false,
+        ),
+        (
+            "bonus changed before the start",
+            black_friday("2026-11-30T00:00:00Z", 50),
+            Stamp(BF_START - 1),
+            true,
+        ),
+        (
+            "removed within the horizon after the end",
+            us_web.to_owned(),
+            Stamp(BF_END + horizon - 1),
+            false,
+        ),
+        (
+            "removed one horizon after the end",
+            us_web.to_owned(),
+            Stamp(BF_END + horizon),
+            true,
+        ),
+    ];
+    for (name, promotions, now, allowed) in cases {
+        let next = with(&promotions);
+        let checked = live.check_economy_edit(&next, now);
+        assert_eq!(checked.is_ok(), allowed, "{name}: {checked:?}");
+        if let Err(e) = checked {
+            let text = e.to_string();
+            assert!(
+                text.contains("black_friday_500") && text.contains("promotions[0]"),
+                "{name}: {text}"
+            );
+        }
+    }
+}
+
+/// Over HTTP: `PUT /v1/economy` removing an offer in force is a 422 naming it, and the
+/// economy in force is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_economy_refuses_to_remove_an_offer_in_force() {
+    let now = giftstream::clock::now().0;
+    let fmt = giftstream::economy::format_time;
+    let offer = format!(
+        "[[promotions]]\nid = \"live\"\npackage = \"coins_500\"\nstart = \"{}\"\nend = \"{}\"\nbonus_coins = 100\n",
+        fmt(now - now % 1000 - 60_000),
+        fmt(now - now % 1000 + 3_600_000),
+    );
+    let s = TestServer::start().await;
+    let put = |toml: String| {
+        let s = &s;
+        async move {
+            let file = Economy::from_toml_str(&toml).unwrap().to_file();
+            s.send(
+                "PUT",
+                "/v1/economy",
+                Some(ADMIN),
+                serde_json::to_string(&file).unwrap(),
+            )
+            .await
+        }
+    };
+    let (status, body) = put(format!("{EMBEDDED_ECONOMY_TOML}\n{offer}")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = put(EMBEDDED_ECONOMY_TOML.to_owned()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"live\""),
+        "{body}"
+    );
+    let (_, economy) = s.get("/v1/economy", Some(READ)).await;
+    assert_eq!(economy["promotions"][0]["id"], "live", "{economy}");
 }

@@ -41,12 +41,15 @@ pub struct Recharge {
 
 impl Recharge {
     /// The moment the terms of the recharge are judged at: when the user paid, or the
-    /// server's stamp when the event does not say.
+    /// server's stamp when the event does not say. A payment is never later than its
+    /// arrival: a `paid_ms` ahead of the stamp (a client clock running ahead, which the
+    /// retry horizon lets through by a few seconds) counts as the stamp, so no offer can
+    /// be claimed before it starts.
     pub fn paid_at(&self, stamp: Stamp) -> u64 {
         if self.paid_ms == 0 {
             stamp.0
         } else {
-            self.paid_ms
+            self.paid_ms.min(stamp.0)
         }
     }
 

@@ -118,9 +118,11 @@ impl RedisJournal {
         let digest = file.digest();
         let last_file = self.economy_field("file").await?;
         if let Some(next) = engine.economy_for_start(file, last_file)? {
+            let now = engine.newest_stamp().max(crate::clock::now());
+            engine.check_economy_edit(&next, now)?;
             self.store_economy(&next).await?;
             let version = next.version;
-            let outcome = engine.change_economy(next, crate::clock::now())?;
+            let outcome = engine.change_economy(next, now)?;
             // The engine holds only committed state until serving: its log is the change.
             // Retried like the committer retries (idempotent by seq), within a bound: a
             // replica that `WAIT` needs may still be syncing at a cluster's first start.
