@@ -99,7 +99,9 @@ impl ShardVideos {
             }
         }
         if let Some(video) = sums.keys().next() {
-            v.push(format!("video {video}: gifters in shard {i} without a part"));
+            v.push(format!(
+                "video {video}: gifters in shard {i} without a part"
+            ));
         }
         received
     }

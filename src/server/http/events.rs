@@ -110,9 +110,8 @@ pub struct JsonGift {
     /// `video` (both or neither: 422 INVALID_REQUEST, nothing applied).
     #[serde(default)]
     stream: Option<u64>,
-    /// The (recorded) video the gift is sent on: it counts in the creator's totals,
-    /// diamonds and top gifters and in the video's own (`GET /v1/videos/{id}`), never in
-    /// a stream's goal or live feed.
+    /// The video the gift is sent on: it counts for the creator and in the video's own
+    /// totals (`GET /v1/videos/{id}`), never in a stream's goal or live feed.
     #[serde(default)]
     video: Option<u64>,
     /// Catalog id, e.g. "rose". An unknown id is the outcome UNKNOWN_GIFT.
@@ -278,7 +277,7 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
                     count: g.count,
                 }),
                 (both, _) => {
-                    let which = if both.is_some() { "not both" } else { "neither given" };
+                    let which = ["neither given", "not both"][usize::from(both.is_some())];
                     let why = format!("{at}: a gift names a `stream` or a `video`, {which}");
                     return Err(ApiError::invalid(why));
                 }
