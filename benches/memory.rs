@@ -13,13 +13,17 @@
 //! while 100k funded users each send one gift to 10 of 10k creators (history and log
 //! off): the per-pair totals (creator and stream), the top-K lists and the parts.
 //!
+//! And a gift on a video (issue #31 feature 6) that starts a new (video, gifter) pair:
+//! the RSS growth while the same 100k users, each already a gifter of its creator, send
+//! one gift to 10 of 10k videos: the per-pair totals, the videos' top-K lists and parts.
+//!
 //! Run: `cargo bench --bench memory`. Prints bytes per wallet and per id; Linux only
 //! (/proc).
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
     Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId, Recharge, Stamp,
-    StreamId, UserId,
+    StreamId, UserId, VideoGift, VideoId,
 };
 use rust_decimal::Decimal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +101,63 @@ fn main() {
     per_idempotency_id(if full { 4 << 20 } else { 64 << 10 });
     per_history_line(if full { 100_000 } else { 2_000 });
     per_new_pair(if full { 100_000 } else { 2_000 });
+    per_new_video_pair(if full { 100_000 } else { 2_000 });
+}
+
+fn per_new_video_pair(users: u64) {
+    const CREATORS: u64 = 10_000;
+    const VIDEOS: u64 = 10_000;
+    const PER_USER: u64 = 10;
+    let engine = Engine::new(Economy::embedded(), lean()).unwrap();
+    let sender = |u: u64| UserId(CREATORS + u);
+    apply_in_batches(
+        &engine,
+        (0..users).map(|u| recharge(u64::MAX - u, CREATORS + u)),
+        EXPIRE_STEP_MS,
+    );
+    // Each user already gifted its creator: the video gifts add no creator pair.
+    apply_in_batches(
+        &engine,
+        (0..users).map(|u| {
+            Event::Gift(Gift {
+                id: EventId(u128::from(u) | 1 << 101),
+                sender: sender(u),
+                creator: CreatorId(u % CREATORS),
+                stream: StreamId(u % CREATORS),
+                gift: GiftId(0),
+                count: 1,
+            })
+        }),
+        EXPIRE_STEP_MS,
+    );
+    let before = rss_bytes();
+    apply_in_batches(
+        &engine,
+        (0..users * PER_USER).map(|i| {
+            let (user, nth) = (i / PER_USER, i % PER_USER);
+            Event::VideoGift(VideoGift {
+                id: EventId(u128::from(i) | 1 << 102),
+                sender: sender(user),
+                creator: CreatorId(user % CREATORS),
+                video: VideoId((user * 7919 + nth * 1009) % VIDEOS),
+                gift: GiftId(0),
+                count: 1,
+            })
+        }),
+        EXPIRE_STEP_MS,
+    );
+    let after = rss_bytes();
+    let audit = engine.audit();
+    assert!(audit.is_clean(), "{:?}", audit.violations);
+    let gifts = users * PER_USER;
+    assert_eq!(audit.totals.coins_received_by_videos, u128::from(gifts));
+    println!(
+        "memory/new-video-pair-gift: {} gifts on {} videos, each a new (video, gifter) pair, RSS +{} bytes = {:.1} bytes per gift",
+        gifts,
+        audit.totals.videos,
+        after - before,
+        (after - before) as f64 / gifts as f64
+    );
 }
 
 fn per_new_pair(users: u64) {

@@ -319,8 +319,11 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             println!("purchases {id} (code {item}): {count} bought, {coins} coins (platform revenue)");
         }
         println!(
-            "coins received by creators {}, by streams {}",
-            t.coins_received_by_creators, t.coins_received_by_streams
+            "coins received by creators {}, by streams {} + by videos {} ({} videos)",
+            t.coins_received_by_creators,
+            t.coins_received_by_streams,
+            t.coins_received_by_videos,
+            t.videos
         );
         println!(
             "diamonds credited {}, settled in from other nodes {}, paid {}, held {}, available {}",

@@ -79,6 +79,10 @@ pub struct Population {
     /// Streams per creator (a creator's streams are its live sessions).
     #[serde(default = "one")]
     pub streams_per_creator: u64,
+    /// Videos per creator that gifts on videos pick from (`mix.video_share`): video ids
+    /// are their own id space, `creator x videos_per_creator + 1 ..`.
+    #[serde(default = "one")]
+    pub videos_per_creator: u64,
     /// How gifts pick a creator: "uniform" or "zipf".
     #[serde(default = "uniform")]
     pub creator_distribution: String,
@@ -115,6 +119,10 @@ pub struct Mix {
     /// sender's coins like a gift, crediting no creator), in [0, 1].
     #[serde(default)]
     pub purchase_share: f64,
+    /// Share of gifts sent on a video instead of a live stream (issue #31 feature 6), in
+    /// [0, 1]; 0 (the default) draws nothing, so other scenarios keep their events.
+    #[serde(default)]
+    pub video_share: f64,
     /// HTTP reads (leaderboards, wallets) per batch sent, over the HTTP API (`mixed`).
     #[serde(default)]
     pub reads_per_batch: u32,
@@ -282,6 +290,7 @@ impl Scenario {
             ("population.users", p.users),
             ("population.creators", p.creators),
             ("population.streams_per_creator", p.streams_per_creator),
+            ("population.videos_per_creator", p.videos_per_creator),
         ] {
             if v == 0 || v > POPULATION_MAX {
                 return Err(err(
@@ -327,6 +336,9 @@ impl Scenario {
                 "items",
                 "mix.purchase_share needs at least one item with a weight > 0",
             ));
+        }
+        if !(0.0..=1.0).contains(&self.mix.video_share) {
+            return Err(err("mix.video_share", "must be in [0, 1]"));
         }
         if self.mix.reads_per_batch > 100 {
             return Err(err("mix.reads_per_batch", "at most 100"));

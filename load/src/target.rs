@@ -300,6 +300,11 @@ pub fn event_json(e: &Event, economy: &Economy) -> serde_json::Value {
         Event::Gift(g) => serde_json::json!({"type": "gift", "event_id": id, "sender": g.sender.0,
             "creator": g.creator.0, "stream": g.stream.0,
             "gift": economy.gifts[g.gift.0 as usize].id, "count": g.count}),
+        Event::VideoGift(v) => {
+            serde_json::json!({"type": "gift", "event_id": id, "sender": v.sender.0,
+            "creator": v.creator.0, "video": v.video.0,
+            "gift": economy.gifts[v.gift.0 as usize].id, "count": v.count})
+        }
         Event::Recharge(r) => {
             let mut v = serde_json::json!({"type": "recharge", "event_id": id, "user": r.user.0,
                 "coins": r.coins, "price": r.price.to_string(), "currency": r.currency.as_str(),
@@ -479,6 +484,24 @@ impl Lua {
                         .arg(format!("lua:stream:{}:top", g.stream.0))
                         .arg(LUA_JOURNAL)
                         .arg(g.sender.0)
+                        .arg(cost)
+                        .arg(self.share.0 as i64)
+                        .arg(self.share.1 as i64)
+                        .arg(&id);
+                }
+                // The same script: a video's leaderboard is its own sorted set.
+                Event::VideoGift(v) => {
+                    let cost = self.costs[v.gift.0 as usize] * u64::from(v.count);
+                    pipe.cmd("EVALSHA")
+                        .arg(&self.gift_sha)
+                        .arg(6)
+                        .arg(format!("lua:idem:{id}"))
+                        .arg(format!("lua:wallet:{}", v.sender.0))
+                        .arg(format!("lua:creator:{}", v.creator.0))
+                        .arg(format!("lua:creator:{}:top", v.creator.0))
+                        .arg(format!("lua:video:{}:top", v.video.0))
+                        .arg(LUA_JOURNAL)
+                        .arg(v.sender.0)
                         .arg(cost)
                         .arg(self.share.0 as i64)
                         .arg(self.share.1 as i64)

@@ -4,7 +4,7 @@
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
     AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Payout,
-    Purchase, Recharge, StreamId, UserId,
+    Purchase, Recharge, StreamId, UserId, VideoGift, VideoId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
@@ -243,6 +243,21 @@ impl Workload {
                     + rng.random_range(0..p.streams_per_creator)
                     + 1;
                 let (gift, _) = self.gifts[self.gift_index.sample(&mut rng)];
+                // Drawn only when the scenario has video gifts: other scenarios keep
+                // their events.
+                if s.mix.video_share > 0.0 && rng.random_bool(s.mix.video_share) {
+                    let video = creator * p.videos_per_creator
+                        + rng.random_range(0..p.videos_per_creator)
+                        + 1;
+                    return Event::VideoGift(VideoGift {
+                        id,
+                        sender: user,
+                        creator: self.creator(creator),
+                        video: VideoId(video),
+                        gift,
+                        count: self.combos[self.combo_index.sample(&mut rng)],
+                    });
+                }
                 Event::Gift(Gift {
                     id,
                     sender: user,
@@ -281,11 +296,15 @@ impl Workload {
 
     /// The coins a gift costs (for the tool's totals); `None` for other events.
     pub fn cost(&self, event: &Event) -> Option<GiftCost> {
-        let Event::Gift(g) = event else { return None };
-        let per = self.gifts.iter().find(|(id, _)| *id == g.gift)?.1;
+        let (creator, gift, count) = match event {
+            Event::Gift(g) => (g.creator, g.gift, g.count),
+            Event::VideoGift(v) => (v.creator, v.gift, v.count),
+            _ => return None,
+        };
+        let per = self.gifts.iter().find(|(id, _)| *id == gift)?.1;
         Some(GiftCost {
-            creator: g.creator.0,
-            coins: per * u64::from(g.count),
+            creator: creator.0,
+            coins: per * u64::from(count),
         })
     }
 }

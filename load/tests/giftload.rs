@@ -156,6 +156,7 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
             "purchases",
             "recharge-storm",
             "uniform",
+            "videos",
             "zipf"
         ]
     );
@@ -765,6 +766,53 @@ async fn the_redis_lua_baseline_answers_the_same_events_like_giftstream() {
     assert!(answers[0].iter().any(|l| l == "accepted"));
     assert!(answers[0].iter().any(|l| l.starts_with("duplicate:")));
     assert_eq!(answers[0], answers[1], "same events, same outcomes");
+}
+
+/// `SMALL` with 30 % of the gifts on videos (`load/scenarios/videos.toml`'s mix).
+fn small_with_videos() -> String {
+    SMALL.replace("[load]", "[mix]\nvideo_share = 0.3\n[load]")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_gifts_mixed_in_run_clean_and_other_scenarios_send_none() {
+    let scenario = Scenario::from_toml_str(&small_with_videos()).unwrap();
+    let economy = giftstream::economy::Economy::embedded();
+    let workload = Workload::new(&scenario, &economy, 7).unwrap();
+    let batch = workload.batch(0, 0.0);
+    let videos = batch
+        .iter()
+        .filter(|e| matches!(e, giftstream::engine::Event::VideoGift(_)))
+        .count();
+    assert!(
+        (15..=45).contains(&videos),
+        "about 30 % of 100 gifts: {videos}"
+    );
+    let plain = Workload::new(&Scenario::from_toml_str(SMALL).unwrap(), &economy, 7).unwrap();
+    assert_eq!(plain.batch(0, 0.0), workload_without_videos(&economy));
+
+    let s = server(Arc::new(MemoryJournal::default())).await;
+    let summary = runner::run(&scenario, &spec(TargetKind::Giftstream, &s, ""), &options())
+        .await
+        .unwrap();
+    let json = summary.to_json();
+    let outcomes = json["outcomes"].as_object().unwrap();
+    assert!(outcomes["accepted"].as_u64().unwrap() > 0);
+    assert_eq!(json["errors"].as_object().unwrap().len(), 0);
+    let audit = summary.audit.as_ref().unwrap();
+    // The audit checks every creator's coins against the accepted gifts' costs, video
+    // gifts included.
+    assert!(audit.is_clean(), "{audit:?}");
+    assert!(audit.creators_checked > 0, "{audit:?}");
+}
+
+/// `SMALL`'s first batch, as the scenario always sent it (no video share: no draw).
+fn workload_without_videos(
+    economy: &giftstream::economy::Economy,
+) -> Vec<giftstream::engine::Event> {
+    let with_zero = SMALL.replace("[load]", "[mix]\nvideo_share = 0.0\n[load]");
+    Workload::new(&Scenario::from_toml_str(&with_zero).unwrap(), economy, 7)
+        .unwrap()
+        .batch(0, 0.0)
 }
 
 /// `SMALL` with a fifth of the events purchases (`load/scenarios/purchases.toml`'s mix).

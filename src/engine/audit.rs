@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Engine;
 use super::cut::Cut;
-use super::event::{CreatorId, StreamId};
+use super::event::{CreatorId, StreamId, VideoId};
 pub use super::shard::PromotionSales;
 use super::topk::TopK;
 use crate::economy::Currency;
@@ -30,6 +30,10 @@ pub struct LedgerTotals {
     pub purchases: Vec<(u32, u128, u128)>,
     pub coins_received_by_creators: u128,
     pub coins_received_by_streams: u128,
+    /// Videos gifted on, and the coins they received (gifts on videos: counted in
+    /// `coins_spent` and by creators, not by streams).
+    pub videos: u64,
+    pub coins_received_by_videos: u128,
     pub diamonds_credited: u128,
     /// Diamonds other cluster nodes credited this node's creators (reported here).
     pub diamonds_settled_in: u128,
@@ -119,6 +123,7 @@ impl Engine {
         let mut creator_parts = std::collections::HashMap::<CreatorId, u128>::new();
         let mut stream_parts = std::collections::HashMap::<StreamId, u128>::new();
         let mut purchases = std::collections::BTreeMap::<u32, (u128, u128)>::new();
+        let mut videos = std::collections::HashSet::<VideoId>::new();
         for (i, s) in cut.senders.iter().enumerate() {
             t.wallets += s.wallets.len() as u64;
             t.coins_recharged += s.totals.coins_recharged;
@@ -174,7 +179,10 @@ impl Engine {
             for (&(stream, _), &coins) in &s.stream_gifters {
                 *stream_parts.entry(stream).or_default() += coins.get();
             }
+            videos.extend(s.videos.parts.keys().copied());
+            t.coins_received_by_videos += s.videos.audit(i, self.config.top_k, v);
         }
+        t.videos = videos.len() as u64;
         GifterParts {
             creators: creator_parts,
             streams: stream_parts,
@@ -411,6 +419,16 @@ impl Engine {
                 "sender {i}: {wallets:?} {hist:?} {creators:?} {streams:?} {creator_gifters:?} {stream_gifters:?} {:?} {:?}",
                 s.totals, s.purchases
             );
+            let mut videos: Vec<_> = s
+                .videos
+                .parts
+                .iter()
+                .map(|(id, p)| (id, p.coins, p.creator, &p.gifts, p.top.ranked()))
+                .collect();
+            videos.sort_unstable_by_key(|e| *e.0);
+            let mut video_gifters: Vec<_> = s.videos.gifters.iter().collect();
+            video_gifters.sort_unstable();
+            let _ = writeln!(out, "videos {i}: {videos:?} {video_gifters:?}");
         }
         for (i, c) in cut.creators.iter().enumerate() {
             let mut creators: Vec<_> = c.creators.iter().collect();
@@ -547,7 +565,7 @@ fn audit_spending(i: usize, s: &super::shard::SenderShard, v: &mut Vec<String>) 
 }
 
 /// Coins are conserved: recharged = in wallets + spent on gifts + spent on purchases;
-/// spent on gifts = received by creators = received by streams.
+/// spent on gifts = received by creators = received by streams + received by videos.
 fn audit_conservation(t: &LedgerTotals, v: &mut Vec<String>) {
     if t.coins_recharged != t.coins_in_wallets + t.coins_spent + t.coins_spent_on_purchases {
         v.push(format!(
@@ -561,10 +579,10 @@ fn audit_conservation(t: &LedgerTotals, v: &mut Vec<String>) {
             t.coins_spent, t.coins_received_by_creators
         ));
     }
-    if t.coins_spent != t.coins_received_by_streams {
+    if t.coins_spent != t.coins_received_by_streams + t.coins_received_by_videos {
         v.push(format!(
-            "coins spent {} != received by streams {}",
-            t.coins_spent, t.coins_received_by_streams
+            "coins spent {} != received by streams {} + received by videos {}",
+            t.coins_spent, t.coins_received_by_streams, t.coins_received_by_videos
         ));
     }
 }

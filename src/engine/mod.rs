@@ -73,6 +73,7 @@ mod shard;
 mod splitmap;
 mod state;
 mod topk;
+mod videos;
 mod window;
 
 use std::sync::Arc;
@@ -96,7 +97,9 @@ pub use event::*;
 pub use hold::{HOLD_BUCKETS_CARRY, HOLD_BUCKETS_MAX, HOLD_GRID_STEPS, hold_grid_ms, release_at};
 use idhash::IdHash;
 pub use idhash::IdSecret;
-pub use query::{CreatorView, ReadModelView, StreamBook, StreamView, ViewParts, WalletView};
+pub use query::{
+    CreatorView, ReadModelView, StreamBook, StreamView, VideoBook, ViewParts, WalletView,
+};
 pub use replay::ReplayError;
 pub use rules::WINDOW_LIMIT_COINS_MAX;
 pub use shard::HistoryEntry;
@@ -104,6 +107,7 @@ use shard::SenderShard;
 pub use state::{EngineState, EngineStateV5, EngineStateV6, StateError, StateView};
 pub(crate) use state::{EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4};
 pub use topk::{Offer, TopK};
+pub use videos::VideoView;
 use window::IdWindow;
 
 /// A locked book shard.
@@ -293,6 +297,7 @@ impl Engine {
             Event::Gift(g) => Route::Sender(shard_of(g.sender.0, self.mask)),
             Event::Account(a) => Route::Sender(shard_of(a.user.0, self.mask)),
             Event::Purchase(p) => Route::Sender(shard_of(p.user.0, self.mask)),
+            Event::VideoGift(v) => Route::Sender(shard_of(v.sender.0, self.mask)),
             Event::Payout(p) => Route::Creator(shard_of(p.creator.0, self.mask)),
             Event::Settlement(s) => Route::Creator(shard_of(s.creator.0, self.mask)),
             Event::StreamGoal(g) => Route::Stream(shard_of(g.stream.0, self.mask)),

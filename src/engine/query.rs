@@ -7,9 +7,10 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::books::{CreatorShard, Credited, StreamShard};
-use super::event::{CreatorId, GiftId, Stamp, StreamId, UserId};
+use super::event::{CreatorId, GiftId, Stamp, StreamId, UserId, VideoId};
 use super::shard::{HistoryEntry, SenderShard};
 use super::topk::{self, TopK};
+use super::videos::VideoView;
 use super::{Engine, shard_of};
 use crate::economy::Region;
 use rustc_hash::FxHashMap;
@@ -233,6 +234,34 @@ impl Engine {
         })
     }
 
+    /// A video's totals: the sum of every sender shard's part (each locked in turn).
+    pub fn video(&self, video: VideoId) -> VideoView {
+        let mut view = VideoView::new(video);
+        for shard in &self.senders {
+            if let Some(part) = shard.lock().videos.parts.get(&video) {
+                view.add(part);
+            }
+        }
+        view
+    }
+
+    /// Top gifters on a video: `(user, coins)`, best first.
+    pub fn video_top_gifters(&self, video: VideoId, limit: usize) -> Vec<(UserId, u128)> {
+        self.top_gifters(limit, |s| {
+            s.videos.parts.get(&video).map(|p| p.top.entries().to_vec())
+        })
+    }
+
+    /// Coins `user` gave on `video` in total.
+    pub fn video_gifter_coins(&self, video: VideoId, user: UserId) -> u128 {
+        let shard = self.senders[shard_of(user.0, self.mask)].lock();
+        shard
+            .videos
+            .gifters
+            .get(&(video, user))
+            .map_or(0, |c| c.get())
+    }
+
     /// Top creators by diamonds credited: `(creator, diamonds)`, best first.
     pub fn top_creators(&self, limit: usize) -> Vec<(CreatorId, u128)> {
         let parts: Vec<TopK> = self.creators.iter().map(|c| c.lock().top.clone()).collect();
@@ -261,6 +290,13 @@ pub struct StreamBook {
     pub goal: Option<u64>,
 }
 
+/// A video's totals as the read model shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VideoBook {
+    pub creator: Option<CreatorId>,
+    pub coins_received: u128,
+}
+
 /// Everything the Redis read model projects, at a consistent cut: the creator and
 /// stream books, and (with [`ViewParts`]) their top gifters and every wallet balance.
 #[derive(Debug, Clone, Default)]
@@ -277,6 +313,10 @@ pub struct ReadModelView {
     pub stream_gifters: Vec<(StreamId, UserId, u128)>,
     /// `(user, coins)` for every wallet.
     pub wallets: Vec<(UserId, u64)>,
+    /// Every video gifted on, summed over the sender shards.
+    pub videos: Vec<(VideoId, VideoBook)>,
+    /// `(video, gifter, coins)` for each video's top [`ViewParts::tops`] gifters.
+    pub video_gifters: Vec<(VideoId, UserId, u128)>,
 }
 
 fn read_model_view<'a>(
@@ -293,7 +333,17 @@ fn read_model_view<'a>(
     };
     let mut creator_tops: FxHashMap<CreatorId, Vec<&[(u64, u64)]>> = FxHashMap::default();
     let mut stream_tops: FxHashMap<StreamId, Vec<&[(u64, u64)]>> = FxHashMap::default();
+    let mut videos: FxHashMap<VideoId, VideoBook> = FxHashMap::default();
+    let mut video_tops: FxHashMap<VideoId, Vec<&[(u64, u64)]>> = FxHashMap::default();
     for s in senders {
+        for (&v, part) in &s.videos.parts {
+            let book = videos.entry(v).or_default();
+            book.coins_received += part.coins;
+            book.creator = Some(book.creator.map_or(part.creator, |c| c.min(part.creator)));
+            if parts.tops > 0 {
+                video_tops.entry(v).or_default().push(part.top.entries());
+            }
+        }
         if parts.tops > 0 {
             for (&c, part) in &s.creators {
                 creator_tops.entry(c).or_default().push(part.top.entries());
@@ -321,6 +371,14 @@ fn read_model_view<'a>(
                 .map(|(coins, u)| (st, UserId(u), coins)),
         );
     }
+    for (v, lists) in video_tops {
+        view.video_gifters.extend(
+            topk::merge_entries(lists, parts.tops)
+                .into_iter()
+                .map(|(coins, u)| (v, UserId(u), coins)),
+        );
+    }
+    view.videos = videos.into_iter().collect();
     for c in creators {
         view.creators.extend(c.creators.iter().map(|(&id, t)| {
             let credited = c.credited.get(&id).copied().unwrap_or_default();

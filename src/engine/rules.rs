@@ -5,8 +5,9 @@
 use rust_decimal::Decimal;
 
 use super::event::{
-    AccountSettings, BudgetCap, Channel, Gift, Payout, Period, Purchase, Recharge, RejectCode,
-    StreamGoal, first_day_of_month, month_of_day, week_of_day,
+    AccountSettings, BudgetCap, Channel, CreatorId, Gift, GiftId, Payout, Period, Purchase,
+    Recharge, RejectCode, StreamGoal, UserId, VideoGift, first_day_of_month, month_of_day,
+    week_of_day,
 };
 use crate::economy::{Economy, Region};
 
@@ -349,12 +350,47 @@ pub(crate) fn limits(
     }
 }
 
-/// A gift: returns its cost in coins.
+/// What the rules read of a gift, on a stream or a video alike: the target (stream or
+/// video) is not checked, so both kinds pass the same checks in the same order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GiftSend {
+    pub sender: UserId,
+    pub creator: CreatorId,
+    pub gift: GiftId,
+    pub count: u32,
+}
+
+impl From<&Gift> for GiftSend {
+    #[inline]
+    fn from(g: &Gift) -> Self {
+        GiftSend {
+            sender: g.sender,
+            creator: g.creator,
+            gift: g.gift,
+            count: g.count,
+        }
+    }
+}
+
+impl From<&VideoGift> for GiftSend {
+    #[inline]
+    fn from(v: &VideoGift) -> Self {
+        GiftSend {
+            sender: v.sender,
+            creator: v.creator,
+            gift: v.gift,
+            count: v.count,
+        }
+    }
+}
+
+/// A gift (on a stream or a video): returns its cost in coins.
+#[inline]
 pub(crate) fn gift(
     economy: &Economy,
     wallet: &Wallet,
     budgets: &Budgets,
-    g: &Gift,
+    g: GiftSend,
     period: Period,
 ) -> Result<u64, Refusal> {
     let spec = economy

@@ -21,11 +21,13 @@ use super::EngineConfig;
 use super::event::{
     AccountSettings, BudgetCap, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId,
     GiftTotals, ItemId, LogEntry, Outcome, Period, Purchase, Recharge, RejectCode, Stamp, Status,
-    StreamId, UserId,
+    StreamId, UserId, VideoGift,
 };
 use super::rules::{self, Budgets, Wallet, WalletV6};
+pub(crate) use super::splitmap::PairCoins;
 use super::splitmap::SplitMap;
 use super::topk::GifterTop;
+use super::videos::ShardVideos;
 use super::window::LegacyWindow;
 use crate::economy::{Currency, Economy};
 
@@ -119,36 +121,6 @@ impl TryFrom<HistoryEntry> for HistoryLine {
     }
 }
 
-/// Coins one sender gave one creator (or in one stream) in total: a `u64` in memory, so
-/// a per-pair map entry is 24 bytes instead of 32 (these maps grow with every new
-/// sender-creator pair: they are most of the engine's memory under uniform load). It
-/// saturates at `u64::MAX` coins (unreachable in practice; the journaled totals of a
-/// gift were already capped there). Encoded as the `u128` it used to be, so snapshots
-/// keep their format; a larger value in a snapshot is refused, not truncated.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct PairCoins(pub u64);
-
-impl PairCoins {
-    pub(crate) fn get(self) -> u128 {
-        u128::from(self.0)
-    }
-}
-
-impl Serialize for PairCoins {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u128(self.get())
-    }
-}
-
-impl<'de> Deserialize<'de> for PairCoins {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let coins = u128::deserialize(deserializer)?;
-        u64::try_from(coins).map(PairCoins).map_err(|_| {
-            serde::de::Error::custom(format!("a gifter's coin total {coins} exceeds 64 bits"))
-        })
-    }
-}
-
 /// This shard's part of one creator's aggregates.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CreatorPart {
@@ -237,6 +209,10 @@ pub(crate) struct SenderShard {
     /// the shard encodes as it did before promotions.
     #[serde(skip)]
     pub promotions: PromotionBook,
+    /// This shard's part of every video's totals and top gifters: encoded apart, at the
+    /// end of the state (format 8), so that the shard encodes as it did before videos.
+    #[serde(skip)]
+    pub videos: ShardVideos,
     /// Creators and streams with pending coins, to merge at the end of the chunk.
     pub touched_creators: Vec<CreatorId>,
     pub touched_streams: Vec<StreamId>,
@@ -292,6 +268,7 @@ impl From<SenderShardV6> for SenderShard {
             budgets,
             purchases: PurchaseTotals::default(),
             promotions: PromotionBook::new(),
+            videos: ShardVideos::default(),
         }
     }
 }
@@ -316,6 +293,7 @@ impl SenderShard {
             totals: SenderTotals::default(),
             purchases: PurchaseTotals::default(),
             promotions: PromotionBook::new(),
+            videos: ShardVideos::default(),
             touched_creators: Vec::new(),
             touched_streams: Vec::new(),
             budgets: FxHashMap::default(),
@@ -359,6 +337,7 @@ impl SenderShard {
                 }
                 Event::Account(a) => a.user,
                 Event::Purchase(p) => p.user,
+                Event::VideoGift(v) => v.sender,
                 _ => continue,
             };
             if let Some(wallet) = self.wallets.get(&user) {
@@ -404,6 +383,13 @@ impl SenderShard {
                 let (status, purchase_cap, cost) = self.purchase(economy, p, period);
                 cap = purchase_cap;
                 (status, Some(p.user), (cost, true))
+            }
+            Event::VideoGift(v) => {
+                let (status, gift_cap, cost, gift_totals) =
+                    self.video_gift(economy, config, v, period);
+                totals = gift_totals;
+                cap = gift_cap;
+                (status, Some(v.sender), (cost, true))
             }
             Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) | Event::Economy(_) => {
                 unreachable!(
@@ -479,12 +465,79 @@ impl SenderShard {
         g: &Gift,
         period: Period,
     ) -> (Status, Option<BudgetCap>, u64, Option<GiftTotals>) {
+        let (balance, cost, creator_total) = match self.send_gift(economy, config, g.into(), period)
+        {
+            Ok(sent) => sent,
+            Err(refusal) => return (Status::Rejected(refusal.code), refusal.cap, 0, None),
+        };
+        let part = self.streams.entry(g.stream).or_default();
+        if part.pending_coins == 0 {
+            self.touched_streams.push(g.stream);
+        }
+        part.pending_coins += u128::from(cost);
+        part.pending_creator = Some(part.pending_creator.map_or(g.creator, |c| c.min(g.creator)));
+        let total = self.stream_gifters.entry((g.stream, g.sender)).or_default();
+        let previous = total.0;
+        total.0 = total.0.saturating_add(cost);
+        part.top.offer(config.top_k, g.sender.0, total.0, previous);
+        let totals = GiftTotals {
+            creator: creator_total,
+            stream: total.0,
+        };
+
+        (
+            Status::Accepted(Effect::Coins(balance)),
+            None,
+            cost,
+            Some(totals),
+        )
+    }
+
+    /// A gift on a video: [`SenderShard::send_gift`] as a stream's gift, then the
+    /// video's own totals ([`ShardVideos::credit`]) instead of a stream's. The journaled
+    /// totals' `stream` is the sender's total on the video.
+    fn video_gift(
+        &mut self,
+        economy: &Economy,
+        config: &EngineConfig,
+        v: &VideoGift,
+        period: Period,
+    ) -> (Status, Option<BudgetCap>, u64, Option<GiftTotals>) {
+        let (balance, cost, creator_total) = match self.send_gift(economy, config, v.into(), period)
+        {
+            Ok(sent) => sent,
+            Err(refusal) => return (Status::Rejected(refusal.code), refusal.cap, 0, None),
+        };
+        let video_total = self.videos.credit(config.top_k, v, cost);
+        let totals = GiftTotals {
+            creator: creator_total,
+            stream: video_total,
+        };
+        (
+            Status::Accepted(Effect::Coins(balance)),
+            None,
+            cost,
+            Some(totals),
+        )
+    }
+
+    /// What every gift does, on a stream or a video: the checks ([`rules::gift`]), the
+    /// debit, and the creator's part (pending coins, gift counts, the sender's total
+    /// and top gifters). Returns the balance, the cost and the sender's creator total.
+    #[inline(always)]
+    fn send_gift(
+        &mut self,
+        economy: &Economy,
+        config: &EngineConfig,
+        g: rules::GiftSend,
+        period: Period,
+    ) -> Result<(u64, u64, u64), rules::Refusal> {
         // A gift from a user never seen can only be rejected: do not create a wallet for
         // it, so hostile ids cost no memory.
         let Some(wallet) = self.wallets.get_mut(&g.sender) else {
             let refusal = rules::gift(economy, &Wallet::default(), &Budgets::NONE, g, period)
                 .expect_err("an empty wallet cannot pay for a gift");
-            return (Status::Rejected(refusal.code), refusal.cap, 0, None);
+            return Err(refusal);
         };
         let budgets = if wallet.budgets {
             self.budgets
@@ -494,10 +547,7 @@ impl SenderShard {
         } else {
             Budgets::NONE
         };
-        let cost = match rules::gift(economy, wallet, &budgets, g, period) {
-            Ok(cost) => cost,
-            Err(refusal) => return (Status::Rejected(refusal.code), refusal.cap, 0, None),
-        };
+        let cost = rules::gift(economy, wallet, &budgets, g, period)?;
         let coins = wallet.coins.checked_sub(cost);
         wallet.coins = coins.expect("the funds rule keeps a balance from going negative");
         // A gift stamped earlier than one already applied (stamps are taken before the
@@ -522,29 +572,7 @@ impl SenderShard {
         let previous = total.0;
         total.0 = total.0.saturating_add(cost);
         part.top.offer(config.top_k, g.sender.0, total.0, previous);
-        let creator_total = total.0;
-
-        let part = self.streams.entry(g.stream).or_default();
-        if part.pending_coins == 0 {
-            self.touched_streams.push(g.stream);
-        }
-        part.pending_coins += u128::from(cost);
-        part.pending_creator = Some(part.pending_creator.map_or(g.creator, |c| c.min(g.creator)));
-        let total = self.stream_gifters.entry((g.stream, g.sender)).or_default();
-        let previous = total.0;
-        total.0 = total.0.saturating_add(cost);
-        part.top.offer(config.top_k, g.sender.0, total.0, previous);
-        let totals = GiftTotals {
-            creator: creator_total,
-            stream: total.0,
-        };
-
-        (
-            Status::Accepted(Effect::Coins(balance)),
-            None,
-            cost,
-            Some(totals),
-        )
+        Ok((balance, cost, total.0))
     }
 
     /// Returns the status and the cost debited (0 when rejected).

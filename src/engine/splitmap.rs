@@ -19,10 +19,40 @@ use rustc_hash::FxHashMap;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::event::{CreatorId, StreamId, UserId};
+use super::event::{CreatorId, StreamId, UserId, VideoId};
 
 /// Parts per map.
 pub(crate) const PARTS: usize = 256;
+
+/// Coins one sender gave one creator (or in one stream) in total: a `u64` in memory, so
+/// a per-pair map entry is 24 bytes instead of 32 (these maps grow with every new
+/// sender-creator pair: they are most of the engine's memory under uniform load). It
+/// saturates at `u64::MAX` coins (unreachable in practice; the journaled totals of a
+/// gift were already capped there). Encoded as the `u128` it used to be, so snapshots
+/// keep their format; a larger value in a snapshot is refused, not truncated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct PairCoins(pub u64);
+
+impl PairCoins {
+    pub(crate) fn get(self) -> u128 {
+        u128::from(self.0)
+    }
+}
+
+impl Serialize for PairCoins {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u128(self.get())
+    }
+}
+
+impl<'de> Deserialize<'de> for PairCoins {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let coins = u128::deserialize(deserializer)?;
+        u64::try_from(coins).map(PairCoins).map_err(|_| {
+            serde::de::Error::custom(format!("a gifter's coin total {coins} exceeds 64 bits"))
+        })
+    }
+}
 
 /// A key that picks its part, independently of the bits the map's own hasher uses.
 pub(crate) trait PartKey {
@@ -42,6 +72,12 @@ impl PartKey for (CreatorId, UserId) {
 }
 
 impl PartKey for (StreamId, UserId) {
+    fn part(&self) -> usize {
+        mix(self.0.0, self.1.0)
+    }
+}
+
+impl PartKey for (VideoId, UserId) {
     fn part(&self) -> usize {
         mix(self.0.0, self.1.0)
     }

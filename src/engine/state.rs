@@ -1,8 +1,8 @@
-//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 6 it is
+//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 7 it is
 //! decoded from), [`StateView`] (the same, borrowed at a live cut), taking it
 //! ([`Engine::snapshot`], [`Engine::with_cut`]) and loading it ([`Engine::from_state`]).
 //!
-//! Size: every snapshot format's state struct (1 to 7) and its conversion into today's are one
+//! Size: every snapshot format's state struct (1 to 8) and its conversion into today's are one
 //! contract with `persist::snapshot`; the fields appended by each format sit side by side.
 
 use std::sync::atomic::Ordering;
@@ -17,6 +17,7 @@ use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
 use super::shard::{PromotionBook, PurchaseTotals, SenderShard, SenderShardV6};
 use super::topk::TopK;
+use super::videos::ShardVideos;
 use super::window::{self, IdWindow, IdWindowV4, IdWindowV5};
 use super::{Engine, EngineConfig, Route, route_tag};
 use crate::config::ConfigError;
@@ -50,6 +51,7 @@ impl Engine {
                 shards: cut.creators.iter().map(|g| &g.holds).collect(),
             }),
             promotions: cut.senders.iter().map(|g| &g.promotions).collect(),
+            videos: cut.senders.iter().map(|g| &g.videos).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -87,6 +89,7 @@ impl Engine {
                 shards: cut.creators.iter().map(|c| c.holds.clone()).collect(),
             }),
             promotions: cut.senders.iter().map(|s| s.promotions.clone()).collect(),
+            videos: cut.senders.iter().map(|s| s.videos.clone()).collect(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -143,11 +146,14 @@ impl Engine {
         let mut purchases = state.purchases.into_iter();
         // Formats before 7 hold no promotion sales: every shard starts with none.
         let mut promotions = state.promotions.into_iter();
+        // Formats before 8 hold no video gifts.
+        let mut videos = state.videos.into_iter();
         for slot in self.senders.iter() {
             let mut shard = senders.next().expect("checked length");
             // Formats 1 to 6 knew no purchases.
             shard.purchases = purchases.next().unwrap_or_default();
             shard.promotions = promotions.next().unwrap_or_default();
+            shard.videos = videos.next().unwrap_or_default();
             *slot.lock() = shard;
         }
         let mut credited = state.credited.into_iter();
@@ -283,6 +289,10 @@ pub struct EngineState<W = IdWindow> {
     /// Per sender shard, its sales under each promotion (`SenderShard::promotions`;
     /// format 7, one zero byte when empty).
     promotions: Vec<PromotionBook>,
+    /// Per sender shard, its part of the videos' aggregates (`SenderShard::videos`;
+    /// format 8, appended: format 7 is format 8 less it, an empty list being one zero
+    /// byte).
+    videos: Vec<ShardVideos>,
 }
 
 /// A state as snapshot format 6 encoded it: the same fields, with sender shards of
@@ -326,6 +336,7 @@ impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            videos: Vec::new(),
         }
     }
 }
@@ -363,6 +374,7 @@ impl From<EngineStateV4> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            videos: Vec::new(),
         }
     }
 }
@@ -398,6 +410,7 @@ impl From<EngineStateV3> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            videos: Vec::new(),
         }
     }
 }
@@ -430,6 +443,7 @@ impl From<EngineStateV2> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            videos: Vec::new(),
         }
     }
 }
@@ -461,6 +475,7 @@ impl From<EngineStateV1> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            videos: Vec::new(),
         }
     }
 }
@@ -481,6 +496,7 @@ impl EngineState {
             || !(self.settled_nanos.len() == n || self.settled_nanos.is_empty())
             || !(self.purchases.len() == n || self.purchases.is_empty())
             || !(self.promotions.len() == n || self.promotions.is_empty())
+            || !(self.videos.len() == n || self.videos.is_empty())
             || self.hold.as_ref().is_some_and(|h| h.shards.len() != n)
         {
             return Err(StateError::Shards {
@@ -550,6 +566,7 @@ impl EngineState {
                 shards: h.shards.iter().collect(),
             }),
             promotions: self.promotions.iter().collect(),
+            videos: self.videos.iter().collect(),
         }
     }
 }
@@ -574,6 +591,7 @@ pub struct StateView<'a> {
     purchases: Vec<&'a PurchaseTotals>,
     hold: Option<HoldStateView<'a>>,
     promotions: Vec<&'a PromotionBook>,
+    videos: Vec<&'a ShardVideos>,
 }
 
 impl StateView<'_> {

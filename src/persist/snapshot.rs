@@ -39,7 +39,7 @@ use crate::engine::{
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -620,6 +620,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         6 => protocol::decode_serde::<EngineStateV6>(body)
             .map_err(corrupt)?
             .into(),
+        // Format 8 appended the videos' aggregates per sender shard: format 7 is format
+        // 8 with none (an empty list, one zero byte).
+        7 => protocol::decode_serde(&[body, &[0u8][..]].concat()).map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

@@ -1,5 +1,8 @@
 //! Frame payloads. Field order and enum variant order are the wire format: append new
 //! variants at the end, never reorder.
+//!
+//! Size: the frame payloads and their conversions both ways are one wire contract (the
+//! journal's `record` mirrors it byte for byte); split, the two directions would drift.
 
 use bincode::{Decode, Encode};
 use rust_decimal::Decimal;
@@ -8,7 +11,7 @@ use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
     GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status,
-    StreamGoal, StreamId, UserId,
+    StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 
 /// Client to server.
@@ -228,6 +231,20 @@ pub enum WireEvent {
         daily_budget_coins: Option<u64>,
         weekly_budget_coins: Option<u64>,
     },
+    /// Number 11, reserved for the recharge reversal (#31 feature 2, built beside this
+    /// one): never written by this build; read as an invalid event.
+    Reserved11,
+    /// Number 12, reserved for the gift reversal (#31 feature 3): likewise.
+    Reserved12,
+    /// A gift on a video (number 13; a gift on a stream stays `Gift`, number 1).
+    VideoGift {
+        id: u128,
+        sender: u64,
+        creator: u64,
+        video: u64,
+        gift: u32,
+        count: u32,
+    },
 }
 
 impl WireEvent {
@@ -428,6 +445,24 @@ impl TryFrom<WireEvent> for Event {
                 item: ItemId(item),
                 count,
             }),
+            WireEvent::Reserved11 | WireEvent::Reserved12 => {
+                return Err("event kinds 11 and 12 are reserved (not built here)");
+            }
+            WireEvent::VideoGift {
+                id,
+                sender,
+                creator,
+                video,
+                gift,
+                count,
+            } => Event::VideoGift(VideoGift {
+                id: EventId(id),
+                sender: UserId(sender),
+                creator: CreatorId(creator),
+                video: VideoId(video),
+                gift: GiftId(gift),
+                count,
+            }),
         })
     }
 }
@@ -516,6 +551,14 @@ impl From<&Event> for WireEvent {
                 item: p.item.0,
                 count: p.count,
             },
+            Event::VideoGift(v) => WireEvent::VideoGift {
+                id: v.id.0,
+                sender: v.sender.0,
+                creator: v.creator.0,
+                video: v.video.0,
+                gift: v.gift.0,
+                count: v.count,
+            },
         }
     }
 }
@@ -565,7 +608,7 @@ impl WireOutcome {
     pub fn to_outcome(&self, event: &Event) -> Result<Outcome, &'static str> {
         let status = if self.status == 0 {
             Status::Accepted(match event {
-                Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) => {
+                Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) | Event::VideoGift(_) => {
                     Effect::Coins(self.coins)
                 }
                 Event::Payout(_) => Effect::PaidOut {

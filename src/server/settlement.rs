@@ -39,7 +39,9 @@ use tokio::sync::watch;
 
 use crate::cluster::PartitionMap;
 use crate::economy::Economy;
-use crate::engine::{CreatorId, Credited, Effect, Engine, Event, LogEntry, Settlement, Status};
+use crate::engine::{
+    CreatorId, Credited, Effect, Engine, Event, Gift, LogEntry, Settlement, Status, VideoGift,
+};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::RedisConn;
 use crate::persist::settlement::{InboxEntry, Mailbox, Report};
@@ -125,20 +127,30 @@ impl Reporter {
                     Some(economy) => state.economy = Some(economy),
                     None => tracing::error!(seq = e.seq, "settlements: unknown economy version"),
                 },
-                Event::Gift(g)
-                    if e.outcome.is_accepted() && self.map.owner_of(g.creator.0) != self.local =>
-                {
+                // A gift on a video credits its creator as a stream's does.
+                Event::Gift(Gift {
+                    creator,
+                    gift,
+                    count,
+                    ..
+                })
+                | Event::VideoGift(VideoGift {
+                    creator,
+                    gift,
+                    count,
+                    ..
+                }) if e.outcome.is_accepted() && self.map.owner_of(creator.0) != self.local => {
                     let economy = state.economy.get_or_insert_with(|| self.engine.economy());
                     let cost = economy
                         .gifts
-                        .get(g.gift.0 as usize)
-                        .map_or(0, |spec| u128::from(spec.coins) * u128::from(g.count));
+                        .get(gift.0 as usize)
+                        .map_or(0, |spec| u128::from(spec.coins) * u128::from(count));
                     let entry = state
                         .credited
-                        .entry(g.creator)
+                        .entry(creator)
                         .or_insert((Credited::default(), UNSENT));
                     entry.0.credit(economy, cost);
-                    state.dirty.insert(g.creator);
+                    state.dirty.insert(creator);
                 }
                 _ => {}
             }

@@ -27,3 +27,4 @@ mod simulation;
 mod soak;
 mod support;
 mod tls;
+mod videos;

@@ -37,6 +37,10 @@
 //!   item registry like a gift's; a purchase spends coins under the same account,
 //!   budget (one monthly budget for gifts and purchases) and funds checks, credits no
 //!   creator, and the coins spent on purchases are the audit's platform revenue;
+//! - gifts on videos (issue #31, feature 6): a gift naming a video instead of a stream
+//!   passes the same checks and credits its creator alike; it counts in the video's own
+//!   coins, smallest creator, gift counts and per-gifter totals (its top gifters), never
+//!   in a stream's; the audit's coins received by videos are the model's;
 //! - ONE global idempotency map `event id -> (event content, original outcome)`, across
 //!   users, event types and shards: an exact retry gets the original outcome with
 //!   `duplicate: true` and changes nothing; the same id with other content gets
@@ -91,7 +95,7 @@ use giftstream::economy::{Economy, EconomyFile, Region, SpendingCapsFile};
 use giftstream::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState,
     Event, EventId, Gift, GiftId, IdSecret, ItemId, LogEntry, Outcome, PackageId, Payout, Purchase,
-    Recharge, RejectCode, Stamp, Status, StreamGoal, StreamId, UserId,
+    Recharge, RejectCode, Stamp, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -107,6 +111,10 @@ const CREATORS: u64 = 4;
 const UNFUNDED_CREATORS: [u64; 2] = [5, 6];
 /// `support::gift` sends creator `c`'s gifts in stream `STREAM_BASE + c`.
 const STREAM_BASE: u64 = 9000;
+/// Gifts on videos go to videos `VIDEO_BASE + 1 ..= VIDEO_BASE + VIDEOS` (some numbered
+/// like streams that get gifts and goals: their aggregates must stay apart).
+const VIDEO_BASE: u64 = 9000;
+const VIDEOS: u64 = 6;
 /// A stream that gets a goal but no gifts.
 const GOAL_ONLY_STREAM: u64 = 9100;
 const SWEEP_SEEDS: u64 = 200;
@@ -293,6 +301,18 @@ struct ModelCreator {
     held: Vec<(u64, u128)>,
 }
 
+/// A video's totals (gifts on videos, #31 feature 6).
+#[derive(Debug, Clone, Default)]
+struct ModelVideo {
+    coins: u128,
+    /// The smallest creator gifted to on it.
+    lowest_creator: Option<CreatorId>,
+    gifts: BTreeMap<u32, u128>,
+}
+
+/// A video as compared: creator, coins received, gift counts.
+type VideoFields = (Option<CreatorId>, u128, Vec<(GiftId, u128)>);
+
 #[derive(Debug, Clone, Copy, Default)]
 struct ModelStream {
     coins: u128,
@@ -342,6 +362,8 @@ struct Model {
     streams: BTreeMap<StreamId, ModelStream>,
     creator_gifters: BTreeMap<(CreatorId, UserId), u128>,
     stream_gifters: BTreeMap<(StreamId, UserId), u128>,
+    videos: BTreeMap<VideoId, ModelVideo>,
+    video_gifters: BTreeMap<(VideoId, UserId), u128>,
     ids: HashMap<EventId, (Event, Outcome)>,
     last_seq: u64,
     /// Earnings hold: the ledger's time, the newest stamp of every numbered recharge,
@@ -378,6 +400,8 @@ impl Model {
             streams: BTreeMap::new(),
             creator_gifters: BTreeMap::new(),
             stream_gifters: BTreeMap::new(),
+            videos: BTreeMap::new(),
+            video_gifters: BTreeMap::new(),
             ids: HashMap::new(),
             last_seq: 0,
             hold_clock: 0,
@@ -410,7 +434,21 @@ impl Model {
         let status = match event {
             Event::Recharge(r) => self.recharge(r, stamp),
             Event::Gift(g) => {
-                let (status, gift_cap) = self.gift(g, stamp);
+                let (status, gift_cap) = self.gift(g, None, stamp);
+                cap = gift_cap;
+                status
+            }
+            // The model's gift with the video as its target (the stream field unused).
+            Event::VideoGift(v) => {
+                let as_gift = Gift {
+                    id: v.id,
+                    sender: v.sender,
+                    creator: v.creator,
+                    stream: StreamId(u64::MAX),
+                    gift: v.gift,
+                    count: v.count,
+                };
+                let (status, gift_cap) = self.gift(&as_gift, Some(v.video), stamp);
                 cap = gift_cap;
                 status
             }
@@ -651,7 +689,13 @@ impl Model {
         Ok((cost, spent.unwrap_or_default()))
     }
 
-    fn gift(&mut self, g: &Gift, stamp: Stamp) -> (Status, Option<BudgetCap>) {
+    /// A gift in `g.stream`, or on `video` when it names one.
+    fn gift(
+        &mut self,
+        g: &Gift,
+        video: Option<VideoId>,
+        stamp: Stamp,
+    ) -> (Status, Option<BudgetCap>) {
         let month = utc_month(stamp);
         let (cost, spent) = match self.gift_check(g, stamp) {
             Ok(v) => v,
@@ -663,11 +707,11 @@ impl Model {
         w.month = w.month.max(month);
         w.windows.count(stamp, cost);
         let balance = w.coins;
-        self.credit(g, cost, stamp);
+        self.credit(g, video, cost, stamp);
         (Status::Accepted(Effect::Coins(balance)), None)
     }
 
-    fn credit(&mut self, g: &Gift, cost: u64, stamp: Stamp) {
+    fn credit(&mut self, g: &Gift, video: Option<VideoId>, cost: u64, stamp: Stamp) {
         let coins = u128::from(cost);
         let share = self.share_nanos();
         let hold = self.economy.earnings_hold_ms;
@@ -683,6 +727,14 @@ impl Model {
             .creator_gifters
             .entry((g.creator, g.sender))
             .or_default() += coins;
+        if let Some(video) = video {
+            *self.video_gifters.entry((video, g.sender)).or_default() += coins;
+            let v = self.videos.entry(video).or_default();
+            v.coins += coins;
+            v.lowest_creator = Some(v.lowest_creator.map_or(g.creator, |c| c.min(g.creator)));
+            *v.gifts.entry(g.gift.0).or_default() += u128::from(g.count);
+            return;
+        }
         *self.stream_gifters.entry((g.stream, g.sender)).or_default() += coins;
         let s = self.streams.entry(g.stream).or_default();
         s.coins += coins;
@@ -869,6 +921,21 @@ impl Model {
             s.coins,
             s.goal.map(|(_, target)| (target, s.coins)),
         )
+    }
+
+    fn video_fields(&self, video: VideoId) -> VideoFields {
+        let v = self.videos.get(&video).cloned().unwrap_or_default();
+        let gifts = v.gifts.iter().map(|(&g, &n)| (GiftId(g), n)).collect();
+        (v.lowest_creator, v.coins, gifts)
+    }
+
+    fn video_top(&self, video: VideoId, k: usize) -> Vec<(UserId, u128)> {
+        let scores = self
+            .video_gifters
+            .iter()
+            .filter(|((v, _), _)| *v == video)
+            .map(|((_, u), &coins)| (*u, coins));
+        top(scores, k)
     }
 
     fn creator_top(&self, creator: CreatorId, k: usize) -> Vec<(UserId, u128)> {
@@ -1222,6 +1289,20 @@ impl Generator {
         {
             // The first id any version adds: the next code after the embedded catalog.
             g.gift = GiftId(self.economy.gifts.len() as u32);
+        }
+        // A third of the gifts are on videos (#31 feature 6).
+        if let Event::Gift(g) = event
+            && self.rng.random_range(0..3u32) == 0
+        {
+            let video = VideoId(VIDEO_BASE + self.rng.random_range(1..=VIDEOS));
+            return Event::VideoGift(VideoGift {
+                id: g.id,
+                sender: g.sender,
+                creator: g.creator,
+                video,
+                gift: g.gift,
+                count: g.count,
+            });
         }
         event
     }
@@ -1799,11 +1880,33 @@ fn check_state(engine: &Engine, model: &Model, now: Stamp, k: usize) -> Result<(
             "top gifters of {s:?}: engine {got:?}, model {want:?}"
         );
     }
+    for v in (1..=VIDEOS).map(|n| VideoId(VIDEO_BASE + n)) {
+        let view = engine.video(v);
+        let (got, want) = (
+            (view.creator, view.coins_received, view.gifts),
+            model.video_fields(v),
+        );
+        ensure!(
+            got == want,
+            "{v:?} (creator, coins, gifts): engine {got:?}, model {want:?}"
+        );
+        let (got, want) = (engine.video_top_gifters(v, k), model.video_top(v, k));
+        ensure!(
+            got == want,
+            "top gifters of {v:?}: engine {got:?}, model {want:?}"
+        );
+    }
     let (got, want) = (engine.top_creators(k), model.top_creators(k));
     ensure!(got == want, "top creators: engine {got:?}, model {want:?}");
     check_holds(engine, model)?;
     let audit = engine.audit();
     ensure!(audit.is_clean(), "audit: {:?}", audit.violations);
+    let videos: u128 = model.videos.values().map(|v| v.coins).sum();
+    ensure!(
+        audit.totals.coins_received_by_videos == videos,
+        "coins received by videos: engine {}, model {videos}",
+        audit.totals.coins_received_by_videos
+    );
     let got: BTreeMap<String, (u64, u128, BTreeMap<String, Decimal>)> = audit
         .totals
         .promotions

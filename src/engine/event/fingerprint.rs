@@ -126,6 +126,12 @@ impl Event {
                 .word(p.user.0)
                 .word(u64::from(p.item.0))
                 .word(u64::from(p.count)),
+            Event::VideoGift(v) => f
+                .word(v.sender.0)
+                .word(v.creator.0)
+                .word(v.video.0)
+                .word(u64::from(v.gift.0))
+                .word(u64::from(v.count)),
         }
         .finish()
     }

@@ -42,6 +42,11 @@ id_newtype!(
     StreamId(u64)
 );
 id_newtype!(
+    /// A regular (recorded) video that gifts can be sent on, as on a live stream: its
+    /// own id space.
+    VideoId(u64)
+);
+id_newtype!(
     /// A client-chosen 128-bit event id (a UUID): the idempotency key.
     EventId(u128)
 );

@@ -17,7 +17,7 @@ use crate::economy::{Currency, Region};
 pub use fingerprint::EventFingerprint;
 pub use ids::{
     CreatorId, DAY_MS, EventId, GiftId, ItemId, PackageId, Period, Stamp, StreamId, UserId,
-    date_label, first_day_of_month, iso_week_label, month_of_day, week_of_day,
+    VideoId, date_label, first_day_of_month, iso_week_label, month_of_day, week_of_day,
 };
 pub use outcome::{BudgetCap, Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
 
@@ -91,6 +91,19 @@ pub struct Gift {
     pub sender: UserId,
     pub creator: CreatorId,
     pub stream: StreamId,
+    pub gift: GiftId,
+    pub count: u32,
+}
+
+/// A viewer sends `count` gifts to a creator on a regular video (not a live stream): the
+/// same checks, debit and creator credit as a [`Gift`]; the video's own totals and top
+/// gifters instead of a stream's. No goal or live feed sees it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct VideoGift {
+    pub id: EventId,
+    pub sender: UserId,
+    pub creator: CreatorId,
+    pub video: VideoId,
     pub gift: GiftId,
     pub count: u32,
 }
@@ -239,6 +252,7 @@ pub enum Event {
     Economy(EconomyChange),
     /// Appended: variant order is the serde encoding of anything holding an `Event`.
     Purchase(Purchase),
+    VideoGift(VideoGift),
 }
 
 impl Event {
@@ -274,6 +288,7 @@ impl Event {
             Event::Settlement(e) => e.id,
             Event::Economy(e) => e.id(),
             Event::Purchase(e) => e.id,
+            Event::VideoGift(e) => e.id,
         }
     }
 
@@ -287,6 +302,7 @@ impl Event {
             Event::Settlement(_) => EventKind::Settlement,
             Event::Economy(_) => EventKind::Economy,
             Event::Purchase(_) => EventKind::Purchase,
+            Event::VideoGift(_) => EventKind::VideoGift,
         }
     }
 }
@@ -304,10 +320,12 @@ pub enum EventKind {
     Economy,
     /// Appended: history lines in snapshots encode the kind by its position.
     Purchase,
+    /// A gift on a video: its own kind, so a history line tells it from a stream's.
+    VideoGift,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Recharge,
         EventKind::Gift,
         EventKind::Payout,
@@ -316,6 +334,7 @@ impl EventKind {
         EventKind::Settlement,
         EventKind::Economy,
         EventKind::Purchase,
+        EventKind::VideoGift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -328,6 +347,7 @@ impl EventKind {
             EventKind::Settlement => "settlement",
             EventKind::Economy => "economy",
             EventKind::Purchase => "purchase",
+            EventKind::VideoGift => "video_gift",
         }
     }
 }

@@ -1,11 +1,13 @@
-//! The audit's comparison of the read model with the engine: every creator and stream
-//! hash, and the top of every leaderboard.
+//! The audit's comparison of the read model with the engine: every creator, stream and
+//! video hash, and the top of every leaderboard.
 
 use rustc_hash::FxHashMap;
 
 use super::layout::{Layout, SCORE_MAX, redis_error};
 use super::reader::top_creators;
-use crate::engine::{CreatorId, Credited, Engine, StreamBook, StreamId, UserId, ViewParts};
+use crate::engine::{
+    CreatorId, Credited, Engine, StreamBook, StreamId, UserId, VideoBook, VideoId, ViewParts,
+};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::RedisConn;
 
@@ -25,8 +27,10 @@ pub async fn compare(
     view.creators
         .sort_by_key(|&(c, ..)| (layout.bucket(c.0), c));
     view.streams.sort_by_key(|&(s, _)| (layout.bucket(s.0), s));
+    view.videos.sort_by_key(|&(v, _)| (layout.bucket(v.0), v));
     compare_creators(conn, engine, layout, &view.creators, &mut diffs).await?;
     compare_streams(conn, engine, layout, &view.streams, &mut diffs).await?;
+    compare_videos(conn, engine, layout, &view.videos, &mut diffs).await?;
     let top = top_creators(conn, layout, top_k)
         .await
         .map_err(redis_error)?;
@@ -129,6 +133,54 @@ async fn compare_streams(
                 &top,
                 &want,
                 |u| engine.stream_gifter_coins(*s, u),
+                diffs,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Compares each video's hash and top gifters (`videos` sorted by bucket).
+async fn compare_videos(
+    conn: &mut RedisConn,
+    engine: &Engine,
+    layout: Layout,
+    videos: &[(VideoId, VideoBook)],
+    diffs: &mut Vec<String>,
+) -> Result<(), JournalError> {
+    let top_k = engine.config().top_k;
+    let chunks = videos
+        .chunk_by(|a, b| layout.bucket(a.0.0) == layout.bucket(b.0.0))
+        .flat_map(|bucket| bucket.chunks(1000));
+    for chunk in chunks {
+        let mut pipe = redis::pipe();
+        for (v, _) in chunk {
+            pipe.hgetall(layout.video(*v));
+            pipe.zrevrange_withscores(layout.video_top(*v), 0, top_k as isize - 1);
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
+        for (i, (v, book)) in chunk.iter().enumerate() {
+            let hash: FxHashMap<String, String> = parse(&replies[2 * i])?;
+            let want = [
+                ("coins_received", Some(book.coins_received.to_string())),
+                ("creator", book.creator.map(|c| c.0.to_string())),
+            ];
+            for (field, value) in want {
+                if hash.get(field) != value.as_ref() {
+                    diffs.push(format!(
+                        "video {}: {field} in Redis {:?}, ledger {value:?}",
+                        v.0,
+                        hash.get(field)
+                    ));
+                }
+            }
+            let top: Vec<(u64, f64)> = parse(&replies[2 * i + 1])?;
+            let want = engine.video_top_gifters(*v, top_k);
+            compare_top(
+                &format!("video {} top gifters", v.0),
+                &top,
+                &want,
+                |u| engine.video_gifter_coins(*v, u),
                 diffs,
             );
         }

@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::layout::{Layout, SCORE_MAX, creator_top_key, stream_top_key, user_key};
-use super::write::{Op, creator_ops, stream_ops};
+use super::layout::{Layout, SCORE_MAX, creator_top_key, stream_top_key, user_key, video_top_key};
+use super::write::{Op, creator_ops, stream_ops, video_ops};
 use crate::economy::Economy;
 use crate::engine::{
-    CreatorId, Credited, Effect, Event, Gift, LogEntry, Offer, ReadModelView, Stamp, Status,
-    StreamBook, StreamId, TopK, UserId,
+    CreatorId, Credited, Effect, Event, GiftId, LogEntry, Offer, ReadModelView, Stamp, Status,
+    StreamBook, StreamId, TopK, UserId, VideoBook, VideoId,
 };
 
 /// The projector's copy of the creator and stream books and of their top-K gifter
@@ -27,6 +27,8 @@ pub(super) struct Books {
     top_k: usize,
     creator_tops: FxHashMap<CreatorId, TopK>,
     stream_tops: FxHashMap<StreamId, TopK>,
+    videos: FxHashMap<VideoId, VideoBook>,
+    video_tops: FxHashMap<VideoId, TopK>,
 }
 
 impl Books {
@@ -45,6 +47,10 @@ impl Books {
         for &(s, u, coins) in view.stream_gifters.iter().filter(|g| mine(g.0.0)) {
             stream_tops.entry(s).or_default().offer(top_k, u.0, coins);
         }
+        let mut video_tops: FxHashMap<VideoId, TopK> = FxHashMap::default();
+        for &(v, u, coins) in view.video_gifters.iter().filter(|g| mine(g.0.0)) {
+            video_tops.entry(v).or_default().offer(top_k, u.0, coins);
+        }
         Books {
             seq: view.last_seq,
             creators: view
@@ -62,6 +68,13 @@ impl Books {
             top_k,
             creator_tops,
             stream_tops,
+            videos: view
+                .videos
+                .iter()
+                .filter(|v| mine(v.0.0))
+                .copied()
+                .collect(),
+            video_tops,
         }
     }
 }
@@ -136,6 +149,8 @@ pub(super) struct Pending {
     streams: FxHashSet<StreamId>,
     creator_gifters: BoardChanges<CreatorId>,
     stream_gifters: BoardChanges<StreamId>,
+    videos: FxHashSet<VideoId>,
+    video_gifters: BoardChanges<VideoId>,
     wallets: FxHashMap<UserId, u64>,
 }
 
@@ -150,6 +165,8 @@ impl Pending {
             + self.streams.len()
             + self.creator_gifters.len()
             + self.stream_gifters.len()
+            + self.videos.len()
+            + self.video_gifters.len()
             + self.wallets.len()
     }
 }
@@ -200,7 +217,14 @@ impl Projector {
             return;
         };
         match e.event {
-            Event::Gift(g) => self.fold_gift(e, &g, effect, fresh),
+            Event::Gift(g) => {
+                let sent = (g.sender, g.creator, g.gift, g.count);
+                self.fold_gift(e, sent, Target::Stream(g.stream), effect, fresh);
+            }
+            Event::VideoGift(v) => {
+                let sent = (v.sender, v.creator, v.gift, v.count);
+                self.fold_gift(e, sent, Target::Video(v.video), effect, fresh);
+            }
             Event::Recharge(r) => {
                 if let (true, true, Effect::Coins(balance)) = (mine(r.user.0), self.wallets, effect)
                 {
@@ -248,24 +272,35 @@ impl Projector {
         }
     }
 
-    /// Folds an accepted gift (`fresh`: not in the books yet): its creator's and
-    /// stream's hashes, their leaderboards (from the totals journaled with it), the
-    /// sender's wallet.
-    fn fold_gift(&mut self, e: &LogEntry, g: &Gift, effect: Effect, fresh: bool) {
+    /// Folds an accepted gift (`fresh`: not in the books yet), `(sender, creator, gift,
+    /// count)` sent to `target`: its creator's and stream's or video's hashes, their
+    /// leaderboards (from the totals journaled with it), the sender's wallet.
+    fn fold_gift(
+        &mut self,
+        e: &LogEntry,
+        (sender_id, creator_id, gift, count): (UserId, CreatorId, GiftId, u32),
+        target: Target,
+        effect: Effect,
+        fresh: bool,
+    ) {
         let (layout, part) = (self.layout, self.part);
         let mine = |id: u64| owns(layout, part, id);
         let p = &mut self.pending;
-        let (creator, stream, sender) = (mine(g.creator.0), mine(g.stream.0), mine(g.sender.0));
+        let (creator, target_mine, sender) =
+            (mine(creator_id.0), mine(target.id()), mine(sender_id.0));
         let cost = self
             .economy
             .gifts
-            .get(g.gift.0 as usize)
-            .map_or(0, |spec| u128::from(spec.coins) * u128::from(g.count));
+            .get(gift.0 as usize)
+            .map_or(0, |spec| u128::from(spec.coins) * u128::from(count));
         if creator {
-            p.creators.insert(g.creator);
+            p.creators.insert(creator_id);
         }
-        if stream {
-            p.streams.insert(g.stream);
+        if target_mine {
+            match target {
+                Target::Stream(s) => p.streams.insert(s),
+                Target::Video(v) => p.videos.insert(v),
+            };
         }
         let Some(totals) = e.totals else {
             self.untotalled.get_or_insert(e.seq);
@@ -276,36 +311,52 @@ impl Projector {
             p.creator_gifters.place(
                 &mut books.creator_tops,
                 books.top_k,
-                g.creator,
-                g.sender,
+                creator_id,
+                sender_id,
                 u128::from(totals.creator),
                 fresh,
             );
         }
-        if stream {
-            p.stream_gifters.place(
-                &mut books.stream_tops,
-                books.top_k,
-                g.stream,
-                g.sender,
-                u128::from(totals.stream),
-                fresh,
-            );
+        // The journaled `stream` total is the sender's total on the gift's target.
+        let target_total = u128::from(totals.stream);
+        match target {
+            Target::Stream(s) if target_mine => {
+                let tops = &mut books.stream_tops;
+                let top_k = books.top_k;
+                p.stream_gifters
+                    .place(tops, top_k, s, sender_id, target_total, fresh);
+            }
+            Target::Video(v) if target_mine => {
+                let tops = &mut books.video_tops;
+                let top_k = books.top_k;
+                p.video_gifters
+                    .place(tops, top_k, v, sender_id, target_total, fresh);
+            }
+            _ => {}
         }
         if let (true, true, Effect::Coins(balance)) = (sender, self.wallets, effect) {
-            p.wallets.insert(g.sender, balance);
+            p.wallets.insert(sender_id, balance);
         }
         if fresh && creator {
-            let book = self.books.creators.entry(g.creator).or_default();
+            let book = self.books.creators.entry(creator_id).or_default();
             book.0 += cost;
             book.2.credit(&self.economy, cost);
         }
-        if fresh && stream {
-            let s = self.books.streams.entry(g.stream).or_default();
-            s.coins_received += cost;
-            if s.goal.is_none() {
-                s.creator = Some(s.creator.map_or(g.creator, |c| c.min(g.creator)));
+        let smallest = |c: Option<CreatorId>| Some(c.map_or(creator_id, |c| c.min(creator_id)));
+        match target {
+            Target::Stream(s) if fresh && target_mine => {
+                let s = self.books.streams.entry(s).or_default();
+                s.coins_received += cost;
+                if s.goal.is_none() {
+                    s.creator = smallest(s.creator);
+                }
             }
+            Target::Video(v) if fresh && target_mine => {
+                let v = self.books.videos.entry(v).or_default();
+                v.coins_received += cost;
+                v.creator = smallest(v.creator);
+            }
+            _ => {}
         }
     }
 
@@ -370,6 +421,25 @@ impl Projector {
         for &(s, u) in &p.stream_gifters.removed {
             ops[layout.bucket(s.0)].push(Op::Remove(stream_top_key(s), u.0));
         }
+        for &v in &p.videos {
+            let book = self.books.videos.get(&v).copied().unwrap_or_default();
+            saturated += video_ops(v, &book, self.merge, &mut ops[layout.bucket(v.0)]);
+        }
+        for v in &p.video_gifters.reconcile {
+            let key = video_top_key(*v);
+            reconcile.push((
+                layout.bucket(v.0),
+                key,
+                listed(self.books.video_tops.get(v)),
+            ));
+        }
+        for (&(v, u), &coins) in &p.video_gifters.set {
+            saturated += u64::from(coins > SCORE_MAX);
+            ops[layout.bucket(v.0)].push(Op::Set(video_top_key(v), u.0, coins.min(SCORE_MAX)));
+        }
+        for &(v, u) in &p.video_gifters.removed {
+            ops[layout.bucket(v.0)].push(Op::Remove(video_top_key(v), u.0));
+        }
         for (&u, &coins) in &p.wallets {
             ops[layout.bucket(u.0)].push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
         }
@@ -383,7 +453,23 @@ impl Projector {
     }
 }
 
-/// Whether the keys of creator, stream or user `id` are in the buckets of projector
+/// What a gift is sent to: a live stream or a video.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Stream(StreamId),
+    Video(VideoId),
+}
+
+impl Target {
+    fn id(self) -> u64 {
+        match self {
+            Target::Stream(s) => s.0,
+            Target::Video(v) => v.0,
+        }
+    }
+}
+
+/// Whether the keys of creator, stream, video or user `id` are in the buckets of projector
 /// `part` = (index, count): bucket `b` is projector `b mod count`'s.
 pub(super) fn owns(layout: Layout, part: (usize, usize), id: u64) -> bool {
     writes_bucket(part, layout.bucket(id))

@@ -3,7 +3,7 @@
 //! recorded in Redis that every node must agree on.
 
 use crate::config::ReadModelConfig;
-use crate::engine::{CreatorId, StreamId, UserId};
+use crate::engine::{CreatorId, StreamId, UserId, VideoId};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::{Ledger, RedisConn};
 
@@ -17,8 +17,8 @@ pub const BUCKETS_KEY: &str = "giftstream:{ledger}:rm-buckets";
 /// every key under [`PREFIX`], in the journal's slot. `n` > 1 buckets: key `k` of bucket
 /// `b` is `giftstream:{rm-<b>}:rm:<k>`, one hash tag (so one Redis Cluster slot) per
 /// bucket, so the read model spreads over the cluster's masters. A creator's keys are in
-/// bucket `creator id mod n`, a stream's in `stream id mod n`, a user's in `user id mod
-/// n`; each bucket has its own `seq`, `writer` and `format`, and its own `top-creators`
+/// bucket `creator id mod n`, a stream's in `stream id mod n`, a video's in `video id mod
+/// n`, a user's in `user id mod n`; each bucket has its own `seq`, `writer` and `format`, and its own `top-creators`
 /// holding its creators (the top creators are the best of the buckets' lists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -45,7 +45,7 @@ impl Layout {
         self.buckets as usize
     }
 
-    /// The bucket of a creator, stream or user id.
+    /// The bucket of a creator, stream, video or user id.
     pub fn bucket(self, id: u64) -> usize {
         (id % u64::from(self.buckets)) as usize
     }
@@ -70,6 +70,12 @@ impl Layout {
     }
     pub fn stream_top(self, s: StreamId) -> String {
         format!("{}{}", self.prefix(self.bucket(s.0)), stream_top_key(s))
+    }
+    pub fn video(self, v: VideoId) -> String {
+        format!("{}{}", self.prefix(self.bucket(v.0)), video_key(v))
+    }
+    pub fn video_top(self, v: VideoId) -> String {
+        format!("{}{}", self.prefix(self.bucket(v.0)), video_top_key(v))
     }
     /// `bucket`'s `top-creators` (every creator's with one bucket).
     pub fn top_creators(self, bucket: usize) -> String {
@@ -167,6 +173,12 @@ pub fn stream_key(s: StreamId) -> String {
 }
 pub fn stream_top_key(s: StreamId) -> String {
     format!("stream:{}:top-gifters", s.0)
+}
+pub fn video_key(v: VideoId) -> String {
+    format!("video:{}", v.0)
+}
+pub fn video_top_key(v: VideoId) -> String {
+    format!("video:{}:top-gifters", v.0)
 }
 pub fn user_key(u: UserId) -> String {
     format!("user:{}", u.0)

@@ -29,11 +29,11 @@ pub use compare::compare;
 pub use fold::EconomyLookup;
 pub use layout::{
     BUCKETS_KEY, FORMAT, Layout, PREFIX, SCORE_MAX, SEQ_KEY, TOP_CREATORS, creator_key,
-    creator_top_key, stream_key, stream_top_key, user_key,
+    creator_top_key, stream_key, stream_top_key, user_key, video_key, video_top_key,
 };
 pub use reader::{
-    CreatorTotals, ReadError, ReadModelReader, StreamTotals, projected_seq, projected_seq_of,
-    top_creators,
+    CreatorTotals, ReadError, ReadModelReader, StreamTotals, VideoTotals, projected_seq,
+    projected_seq_of, top_creators,
 };
 pub use rebuild::{ProjectorStart, prepare, rebuild};
 pub use task::{ProjectorHandle, spawn_projector};

@@ -2,7 +2,7 @@
 //! and [`ReadModelReader`], which owns every key and Redis read the HTTP routes make.
 
 use super::layout::{Layout, redis_error};
-use crate::engine::{CreatorId, StreamId, UserId};
+use crate::engine::{CreatorId, StreamId, UserId, VideoId};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::{Ledger, RedisConn};
 
@@ -27,6 +27,14 @@ pub struct StreamTotals {
     pub coins_received: u128,
     pub creator: Option<u64>,
     pub goal_coins_target: Option<u64>,
+}
+
+/// A video's hash in the read model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VideoTotals {
+    /// 0 when absent.
+    pub coins_received: u128,
+    pub creator: Option<u64>,
 }
 
 /// The HTTP routes' reads of the read model (a cluster node answers leaderboards and
@@ -61,6 +69,25 @@ impl ReadModelReader {
         n: usize,
     ) -> Result<Vec<(UserId, u128)>, ReadError> {
         self.top(self.layout.stream_top(stream), n).await
+    }
+
+    /// A video's top `n` gifters, best first.
+    pub async fn video_top_gifters(
+        &self,
+        video: VideoId,
+        n: usize,
+    ) -> Result<Vec<(UserId, u128)>, ReadError> {
+        self.top(self.layout.video_top(video), n).await
+    }
+
+    /// A video's coins received and creator.
+    pub async fn video_totals(&self, video: VideoId) -> Result<VideoTotals, ReadError> {
+        let fields = ["coins_received", "creator"];
+        let values = self.hash(self.layout.video(video), &fields).await?;
+        Ok(VideoTotals {
+            coins_received: values[0].unwrap_or_default(),
+            creator: values[1].and_then(|c| u64::try_from(c).ok()),
+        })
     }
 
     /// The best `n` creators by diamonds credited, best first, over every bucket.

@@ -1,9 +1,11 @@
 //! Rebuilding the read model from the engine's view, and deciding at a start whether
 //! the journal can bring it up to date or it must be rebuilt ([`prepare`]).
 
-use super::layout::{Layout, SCORE_MAX, creator_top_key, redis_error, stream_top_key, user_key};
+use super::layout::{
+    Layout, SCORE_MAX, creator_top_key, redis_error, stream_top_key, user_key, video_top_key,
+};
 use super::reader::bucket_seqs;
-use super::write::{Op, REBUILD_COMMANDS_PER_PIPELINE, creator_ops, stream_ops, write};
+use super::write::{Op, REBUILD_COMMANDS_PER_PIPELINE, creator_ops, stream_ops, video_ops, write};
 use crate::engine::{Engine, ReadModelView, ViewParts};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::{Ledger, RedisConn, RedisJournal};
@@ -154,6 +156,12 @@ fn view_ops(view: &ReadModelView, wallets: bool, merge: bool, layout: Layout) ->
     }
     for &(s, u, coins) in &view.stream_gifters {
         ops[layout.bucket(s.0)].push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
+    }
+    for (v, book) in &view.videos {
+        video_ops(*v, book, merge, &mut ops[layout.bucket(v.0)]);
+    }
+    for &(v, u, coins) in &view.video_gifters {
+        ops[layout.bucket(v.0)].push(Op::Set(video_top_key(v), u.0, coins.min(SCORE_MAX)));
     }
     if wallets {
         for &(u, coins) in &view.wallets {

@@ -2,8 +2,8 @@
 //! chunk of a window atomically (checking `seq` and the window's writer), and the
 //! operations of one creator or stream. Every value written is absolute.
 
-use super::layout::{Layout, SCORE_MAX, TOP_CREATORS, creator_key, stream_key};
-use crate::engine::{CreatorId, StreamBook, StreamId};
+use super::layout::{Layout, SCORE_MAX, TOP_CREATORS, creator_key, stream_key, video_key};
+use crate::engine::{CreatorId, StreamBook, StreamId, VideoBook, VideoId};
 use crate::persist::redis::{Ledger, RedisConn};
 use rustc_hash::FxHashSet;
 
@@ -244,6 +244,30 @@ pub(super) fn stream_ops(s: StreamId, book: &StreamBook, merge: bool, ops: &mut 
     }
     if !fields.is_empty() {
         ops.push(Op::Hash(stream_key(s), fields));
+    }
+    held
+}
+
+/// The hash operations of one video (as a stream's, without a goal); returns 1 if a
+/// merged contribution was held at the max.
+pub(super) fn video_ops(v: VideoId, book: &VideoBook, merge: bool, ops: &mut Vec<Op>) -> u64 {
+    let mut held = 0;
+    let mut fields = Vec::new();
+    if merge {
+        held = u64::from(book.coins_received > SCORE_MAX);
+        ops.push(Op::Merge(
+            video_key(v),
+            None,
+            vec![("coins_received", book.coins_received.min(SCORE_MAX) as i128)],
+        ));
+    } else {
+        fields.push(("coins_received", book.coins_received.to_string()));
+    }
+    if let Some(c) = book.creator {
+        fields.push(("creator", c.0.to_string()));
+    }
+    if !fields.is_empty() {
+        ops.push(Op::Hash(video_key(v), fields));
     }
     held
 }

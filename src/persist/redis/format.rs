@@ -18,9 +18,11 @@ use crate::persist::journal::JournalError;
 /// (`JournalEvent::Purchase`), the recharge with its payment time
 /// (`JournalEvent::RechargePaid`) and account settings with daily and weekly budgets
 /// (`JournalEvent::AccountV2`; version 4 batches are read as they are; a
-/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before). A build that
+/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before); version 6 added the
+/// gift on a video (`JournalEvent::VideoGift`, whose record's totals are the sender's
+/// `(creator, video)` totals; version 5 batches are read as they are). A build that
 /// cannot read a variant refuses the batch by its version, clearly.
-pub const JOURNAL_VERSION: u8 = 5;
+pub const JOURNAL_VERSION: u8 = 6;
 
 /// The decode limit of journal entries (written by this service, capped at
 /// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
@@ -117,7 +119,7 @@ impl JournalBatch {
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
         match bytes.first() {
             Some(&1) => {}
-            Some(&2) | Some(&3) | Some(&4) => {
+            Some(&2) | Some(&3) | Some(&4) | Some(&5) => {
                 let mut batch: JournalBatch = decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);
@@ -393,9 +395,38 @@ mod tests {
             totals: None,
         };
         let v5 = JournalBatch::from_entries(&[purchase]).encode();
-        assert_eq!(v5[0], 5);
+        assert_eq!(v5[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![purchase]);
+        // Format 5 is format 6 without video gifts: same bytes but the version.
+        let mut v5_only = v5.clone();
+        v5_only[0] = 5;
+        let back = JournalBatch::decode(&v5_only)
+            .unwrap()
+            .into_entries()
+            .unwrap();
+        assert_eq!(back, vec![purchase]);
+        let video_gift = LogEntry {
+            seq: 12,
+            stamp: Stamp(1_796_083_200_004),
+            event: Event::VideoGift(crate::engine::VideoGift {
+                id: EventId(101),
+                sender: UserId(3),
+                creator: CreatorId(4),
+                video: crate::engine::VideoId(77),
+                gift: GiftId(0),
+                count: 2,
+            }),
+            outcome: Outcome::new(12, Status::Accepted(Effect::Coins(390)), false),
+            totals: Some(GiftTotals {
+                creator: 10,
+                stream: 10,
+            }),
+        };
+        let v6 = JournalBatch::from_entries(&[video_gift]).encode();
+        assert_eq!(v6[0], 6);
+        let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![video_gift]);
 
         let account = LogEntry {
             seq: 10,
@@ -419,16 +450,16 @@ mod tests {
             ..gift
         };
         let v5 = JournalBatch::from_entries(&[account, over]).encode();
-        assert_eq!(v5[0], 5);
+        assert_eq!(v5[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![account, over]);
 
-        let mut v6 = v3.clone();
-        v6[0] = 6;
-        let err = JournalBatch::decode(&v6)
+        let mut v7 = v3.clone();
+        v7[0] = 7;
+        let err = JournalBatch::decode(&v7)
             .unwrap()
             .into_entries()
             .unwrap_err();
-        assert!(err.to_string().contains("version 6"), "{err}");
+        assert!(err.to_string().contains("version 7"), "{err}");
     }
 }

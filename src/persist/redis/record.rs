@@ -3,7 +3,7 @@
 //! format (bincode): they encode to the same bytes as the wire's `WireEvent` and
 //! `WireOutcome` did when the journal stored those (format 4), so every journal written
 //! since reads unchanged. Append new variants at the end, never reorder (`Purchase`,
-//! journal format 5, is the last).
+//! journal format 5; `VideoGift`, number 13, journal format 6, is the last).
 //!
 //! Size: the journal's event and outcome types, their encoding both ways and the test that
 //! compares every kind with the wire's bytes are one on-disk contract (~180 lines of tests).
@@ -15,7 +15,7 @@ use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
     GiftId, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode,
-    Settlement, Status, StreamGoal, StreamId, UserId,
+    Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 
 /// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
@@ -132,6 +132,20 @@ pub enum JournalEvent {
         monthly_budget_coins: Option<u64>,
         daily_budget_coins: Option<u64>,
         weekly_budget_coins: Option<u64>,
+    },
+    /// Number 11, reserved for the recharge reversal (#31 feature 2, built beside this
+    /// one): never written by this build; read as an invalid event.
+    Reserved11,
+    /// Number 12, reserved for the gift reversal (#31 feature 3): likewise.
+    Reserved12,
+    /// A gift on a video (number 13; a gift on a stream stays `Gift`, number 1).
+    VideoGift {
+        id: u128,
+        sender: u64,
+        creator: u64,
+        video: u64,
+        gift: u32,
+        count: u32,
     },
 }
 
@@ -274,6 +288,14 @@ impl From<&Event> for JournalEvent {
                 user: p.user.0,
                 item: p.item.0,
                 count: p.count,
+            },
+            Event::VideoGift(v) => JournalEvent::VideoGift {
+                id: v.id.0,
+                sender: v.sender.0,
+                creator: v.creator.0,
+                video: v.video.0,
+                gift: v.gift.0,
+                count: v.count,
             },
         }
     }
@@ -425,6 +447,24 @@ impl TryFrom<JournalEvent> for Event {
                 item: ItemId(item),
                 count,
             }),
+            JournalEvent::Reserved11 | JournalEvent::Reserved12 => {
+                return Err("event kinds 11 and 12 are reserved (not built here)");
+            }
+            JournalEvent::VideoGift {
+                id,
+                sender,
+                creator,
+                video,
+                gift,
+                count,
+            } => Event::VideoGift(VideoGift {
+                id: EventId(id),
+                sender: UserId(sender),
+                creator: CreatorId(creator),
+                video: VideoId(video),
+                gift: GiftId(gift),
+                count,
+            }),
         })
     }
 }
@@ -457,7 +497,7 @@ impl JournalOutcome {
     pub fn to_outcome(&self, event: &Event) -> Result<Outcome, &'static str> {
         let status = if self.status == 0 {
             Status::Accepted(match event {
-                Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) => {
+                Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) | Event::VideoGift(_) => {
                     Effect::Coins(self.coins)
                 }
                 Event::Payout(_) => Effect::PaidOut {
@@ -581,13 +621,21 @@ mod tests {
                 item: ItemId(2),
                 count: 9_999,
             }),
+            Event::VideoGift(VideoGift {
+                id: EventId(u128::MAX - 9),
+                sender: UserId(3),
+                creator: CreatorId(u64::MAX),
+                video: VideoId(u64::MAX - 2),
+                gift: GiftId(7),
+                count: 1,
+            }),
         ]
     }
 
     /// Every outcome kind, for an event it can answer.
     fn outcomes(event: &Event, seq: u64) -> Vec<Outcome> {
         let accepted = match event {
-            Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) => {
+            Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) | Event::VideoGift(_) => {
                 Effect::Coins(u64::MAX - seq)
             }
             Event::Payout(_) => Effect::PaidOut {

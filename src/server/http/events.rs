@@ -22,7 +22,7 @@ use crate::economy::{Economy, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, ItemId,
     Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Status, StreamGoal, StreamId,
-    UserId,
+    UserId, VideoGift, VideoId,
 };
 use crate::server::Service;
 use crate::server::ingest::{self, BatchError, Protocol, Rate};
@@ -106,7 +106,14 @@ pub struct JsonGift {
     event_id: String,
     sender: u64,
     creator: u64,
-    stream: u64,
+    /// The live stream the gift is sent in. A gift names exactly one of `stream` and
+    /// `video` (both or neither: 422 INVALID_REQUEST, nothing applied).
+    #[serde(default)]
+    stream: Option<u64>,
+    /// The video the gift is sent on: it counts for the creator and in the video's own
+    /// totals (`GET /v1/videos/{id}`), never in a stream's goal or live feed.
+    #[serde(default)]
+    video: Option<u64>,
     /// Catalog id, e.g. "rose". An unknown id is the outcome UNKNOWN_GIFT.
     gift: String,
     count: u32,
@@ -249,14 +256,33 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
                 paid_ms: r.issued_ms.unwrap_or(0),
             })
         }
-        JsonEvent::Gift(g) => Event::Gift(Gift {
-            id: event_id(&g.event_id, &at)?,
-            sender: UserId(g.sender),
-            creator: CreatorId(g.creator),
-            stream: StreamId(g.stream),
-            gift: economy.gift_index(&g.gift).map_or(GiftId::UNKNOWN, GiftId),
-            count: g.count,
-        }),
+        JsonEvent::Gift(g) => {
+            let id = event_id(&g.event_id, &at)?;
+            let gift = economy.gift_index(&g.gift).map_or(GiftId::UNKNOWN, GiftId);
+            match (g.stream, g.video) {
+                (Some(stream), None) => Event::Gift(Gift {
+                    id,
+                    sender: UserId(g.sender),
+                    creator: CreatorId(g.creator),
+                    stream: StreamId(stream),
+                    gift,
+                    count: g.count,
+                }),
+                (None, Some(video)) => Event::VideoGift(VideoGift {
+                    id,
+                    sender: UserId(g.sender),
+                    creator: CreatorId(g.creator),
+                    video: VideoId(video),
+                    gift,
+                    count: g.count,
+                }),
+                (both, _) => {
+                    let which = ["neither given", "not both"][usize::from(both.is_some())];
+                    let why = format!("{at}: a gift names a `stream` or a `video`, {which}");
+                    return Err(ApiError::invalid(why));
+                }
+            }
+        }
         JsonEvent::Payout(p) => Event::Payout(Payout {
             id: event_id(&p.event_id, &at)?,
             creator: CreatorId(p.creator),

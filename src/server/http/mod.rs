@@ -10,6 +10,7 @@ pub mod economy;
 pub mod events;
 pub mod openapi;
 pub mod reads;
+pub mod videos;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -453,6 +454,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/streams/{id}/goal", put(events::put_goal))
         .route("/v1/streams/{id}", get(reads::get_stream))
         .route("/v1/streams/{id}/feed", get(reads::get_feed))
+        .route("/v1/videos/{id}", get(videos::get_video))
+        .route("/v1/videos/{id}/top-gifters", get(videos::get_video_top))
         .route(
             "/v1/economy",
             get(economy::get_economy).put(events::put_economy),

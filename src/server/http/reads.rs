@@ -112,7 +112,7 @@ pub struct LimitQuery {
     limit: Option<usize>,
 }
 
-fn limit(
+pub(super) fn limit(
     q: Result<Query<LimitQuery>, QueryRejection>,
     default: usize,
     max: usize,
@@ -268,7 +268,7 @@ pub struct GifterEntry {
 
 /// A cluster node reads leaderboards and totals from the shared read model (every
 /// partition, as of the read model's lag); a single node answers from its engine.
-fn shared_read_error(e: ReadError) -> ApiError {
+pub(super) fn shared_read_error(e: ReadError) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "UNAVAILABLE",
@@ -276,7 +276,7 @@ fn shared_read_error(e: ReadError) -> ApiError {
     )
 }
 
-fn gifters(list: Vec<(UserId, u128)>) -> Json<TopGiftersResponse> {
+pub(super) fn gifters(list: Vec<(UserId, u128)>) -> Json<TopGiftersResponse> {
     Json(TopGiftersResponse {
         entries: list
             .into_iter()

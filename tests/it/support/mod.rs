@@ -3,7 +3,7 @@
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
     AccountSettings, Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId,
-    ItemId, Payout, Purchase, Recharge, Stamp, StreamGoal, StreamId, UserId,
+    ItemId, Payout, Purchase, Recharge, Stamp, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 use rust_decimal::Decimal;
 
@@ -50,6 +50,26 @@ pub fn gift(id: u128, sender: u64, creator: u64, gift: &str, count: u32) -> Even
         sender: UserId(sender),
         creator: CreatorId(creator),
         stream: StreamId(9000 + creator),
+        gift: g,
+        count,
+    })
+}
+
+/// A gift on video `video` (`GiftId::UNKNOWN` if the embedded economy has no such gift).
+pub fn video_gift(
+    id: u128,
+    sender: u64,
+    creator: u64,
+    video: u64,
+    gift: &str,
+    count: u32,
+) -> Event {
+    let g = economy().gift_index(gift).map_or(GiftId::UNKNOWN, GiftId);
+    Event::VideoGift(VideoGift {
+        id: EventId(id),
+        sender: UserId(sender),
+        creator: CreatorId(creator),
+        video: VideoId(video),
         gift: g,
         count,
     })
