@@ -2,7 +2,7 @@
 //! decoded from), [`StateView`] (the same, borrowed at a live cut), taking it
 //! ([`Engine::snapshot`], [`Engine::with_cut`]) and loading it ([`Engine::from_state`]).
 //!
-//! Size: every snapshot format's state struct (1 to 7) and its conversion into today's are one
+//! Size: every snapshot format's state struct (1 to 8) and its conversion into today's are one
 //! contract with `persist::snapshot`; the fields appended by each format sit side by side.
 
 use std::sync::atomic::Ordering;
@@ -11,8 +11,9 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
+use super::chargeback::RechargeBook;
 use super::cut::in_seq_order;
-use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp};
+use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId};
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
 use super::shard::{PromotionBook, PurchaseTotals, SenderShard, SenderShardV6};
@@ -50,6 +51,8 @@ impl Engine {
                 shards: cut.creators.iter().map(|g| &g.holds).collect(),
             }),
             promotions: cut.senders.iter().map(|g| &g.promotions).collect(),
+            recharge_records: cut.senders.iter().map(|g| &g.recharges).collect(),
+            debts: cut.senders.iter().map(|g| &g.debts).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -87,6 +90,8 @@ impl Engine {
                 shards: cut.creators.iter().map(|c| c.holds.clone()).collect(),
             }),
             promotions: cut.senders.iter().map(|s| s.promotions.clone()).collect(),
+            recharge_records: cut.senders.iter().map(|s| s.recharges.clone()).collect(),
+            debts: cut.senders.iter().map(|s| s.debts.clone()).collect(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -143,8 +148,13 @@ impl Engine {
         let mut purchases = state.purchases.into_iter();
         // Formats before 7 hold no promotion sales: every shard starts with none.
         let mut promotions = state.promotions.into_iter();
+        // Formats before 8 hold no recharge records and no debts.
+        let mut recharge_records = state.recharge_records.into_iter();
+        let mut debts = state.debts.into_iter();
         for slot in self.senders.iter() {
             let mut shard = senders.next().expect("checked length");
+            shard.recharges = recharge_records.next().unwrap_or_default();
+            shard.debts = debts.next().unwrap_or_default();
             // Formats 1 to 6 knew no purchases.
             shard.purchases = purchases.next().unwrap_or_default();
             shard.promotions = promotions.next().unwrap_or_default();
@@ -283,6 +293,12 @@ pub struct EngineState<W = IdWindow> {
     /// Per sender shard, its sales under each promotion (`SenderShard::promotions`;
     /// format 7, one zero byte when empty).
     promotions: Vec<PromotionBook>,
+    /// Per sender shard, its recharge records and what reversals took back
+    /// (`SenderShard::recharges`; format 8, appended: format 7 is format 8 less it and
+    /// the next, an empty list being one zero byte each).
+    recharge_records: Vec<RechargeBook>,
+    /// Per sender shard, the coins its users owe (`SenderShard::debts`; format 8).
+    debts: Vec<FxHashMap<UserId, u64>>,
 }
 
 /// A state as snapshot format 6 encoded it: the same fields, with sender shards of
@@ -326,6 +342,8 @@ impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
         }
     }
 }
@@ -363,6 +381,8 @@ impl From<EngineStateV4> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
         }
     }
 }
@@ -398,6 +418,8 @@ impl From<EngineStateV3> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
         }
     }
 }
@@ -430,6 +452,8 @@ impl From<EngineStateV2> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
         }
     }
 }
@@ -461,6 +485,8 @@ impl From<EngineStateV1> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
         }
     }
 }
@@ -481,6 +507,8 @@ impl EngineState {
             || !(self.settled_nanos.len() == n || self.settled_nanos.is_empty())
             || !(self.purchases.len() == n || self.purchases.is_empty())
             || !(self.promotions.len() == n || self.promotions.is_empty())
+            || !(self.recharge_records.len() == n || self.recharge_records.is_empty())
+            || !(self.debts.len() == n || self.debts.is_empty())
             || self.hold.as_ref().is_some_and(|h| h.shards.len() != n)
         {
             return Err(StateError::Shards {
@@ -550,6 +578,8 @@ impl EngineState {
                 shards: h.shards.iter().collect(),
             }),
             promotions: self.promotions.iter().collect(),
+            recharge_records: self.recharge_records.iter().collect(),
+            debts: self.debts.iter().collect(),
         }
     }
 }
@@ -574,6 +604,8 @@ pub struct StateView<'a> {
     purchases: Vec<&'a PurchaseTotals>,
     hold: Option<HoldStateView<'a>>,
     promotions: Vec<&'a PromotionBook>,
+    recharge_records: Vec<&'a RechargeBook>,
+    debts: Vec<&'a FxHashMap<UserId, u64>>,
 }
 
 impl StateView<'_> {

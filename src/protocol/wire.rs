@@ -7,8 +7,8 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status,
-    StreamGoal, StreamId, UserId,
+    GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode,
+    Settlement, Status, StreamGoal, StreamId, UserId,
 };
 
 /// Client to server.
@@ -228,6 +228,10 @@ pub enum WireEvent {
         daily_budget_coins: Option<u64>,
         weekly_budget_coins: Option<u64>,
     },
+    /// A chargeback: takes back the coins of the recharge with event id `recharge`
+    /// (kind 11). Accepted: the outcome's `coins` is the balance after it and its
+    /// `value` the coins the user owes after it (a whole number, scale 0).
+    RechargeReversal { id: u128, user: u64, recharge: u128 },
 }
 
 impl WireEvent {
@@ -428,6 +432,13 @@ impl TryFrom<WireEvent> for Event {
                 item: ItemId(item),
                 count,
             }),
+            WireEvent::RechargeReversal { id, user, recharge } => {
+                Event::RechargeReversal(RechargeReversal {
+                    id: EventId(id),
+                    user: UserId(user),
+                    recharge: EventId(recharge),
+                })
+            }
         })
     }
 }
@@ -516,6 +527,11 @@ impl From<&Event> for WireEvent {
                 item: p.item.0,
                 count: p.count,
             },
+            Event::RechargeReversal(r) => WireEvent::RechargeReversal {
+                id: r.id.0,
+                user: r.user.0,
+                recharge: r.recharge.0,
+            },
         }
     }
 }
@@ -527,13 +543,14 @@ pub struct WireOutcome {
     /// 0 = accepted; otherwise the `RejectCode` number.
     pub status: u8,
     pub duplicate: bool,
-    /// Accepted recharge, gift or purchase: the balance after. Accepted payout: diamonds
+    /// Accepted recharge, gift, purchase or recharge reversal: the balance after. Accepted payout: diamonds
     /// available after. Accepted settlement: the diamonds it credited. Rejected
     /// `BUDGET_EXCEEDED`: the cap it names (1 monthly budget, 2 daily budget, 3 weekly
     /// budget, 4 daily platform cap, 5 weekly platform cap; 0 from builds before daily
     /// and weekly limits: the monthly budget). Otherwise 0.
     pub coins: u64,
-    /// Accepted payout: its value. Otherwise zero.
+    /// Accepted payout: its value. Accepted recharge reversal: the coins the user owes
+    /// after it (scale 0). Otherwise zero.
     pub value: WireDecimal,
 }
 
@@ -547,6 +564,8 @@ impl From<&Outcome> for WireOutcome {
             }) => (0, diamonds_available, value),
             Status::Accepted(Effect::Stored) => (0, 0, Decimal::ZERO),
             Status::Accepted(Effect::Settled { credited }) => (0, credited, Decimal::ZERO),
+            // The debt after it, a whole number of coins.
+            Status::Accepted(Effect::Reversed { coins, owed }) => (0, coins, Decimal::from(owed)),
             // A BUDGET_EXCEEDED carries the cap it names (`BudgetCap` number).
             Status::Rejected(code) => (code as u8, o.cap.map_or(0, |c| c as u64), Decimal::ZERO),
         };
@@ -577,6 +596,13 @@ impl WireOutcome {
                     credited: self.coins,
                 },
                 Event::Economy(_) => Effect::Stored,
+                Event::RechargeReversal(_) => Effect::Reversed {
+                    coins: self.coins,
+                    owed: u64::try_from(self.value.mantissa)
+                        .ok()
+                        .filter(|_| self.value.scale == 0)
+                        .ok_or("a reversal's debt must be a whole number of coins")?,
+                },
             })
         } else {
             Status::Rejected(RejectCode::from_u8(self.status).ok_or("unknown reject code")?)

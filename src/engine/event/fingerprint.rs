@@ -126,6 +126,10 @@ impl Event {
                 .word(p.user.0)
                 .word(u64::from(p.item.0))
                 .word(u64::from(p.count)),
+            Event::RechargeReversal(r) => f
+                .word(r.user.0)
+                .word(r.recharge.0 as u64)
+                .word((r.recharge.0 >> 64) as u64),
         }
         .finish()
     }

@@ -104,6 +104,19 @@ pub struct Purchase {
     pub count: u32,
 }
 
+/// A chargeback (an unauthorized or disputed payment): takes back the coins the
+/// recharge `recharge` credited to `user`, once. What the user already spent becomes
+/// the user's debt (`coins_owed`), repaid first by later recharges; while it is owed,
+/// gifts and purchases are rejected `ACCOUNT_IN_DEBT`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RechargeReversal {
+    pub id: EventId,
+    pub user: UserId,
+    /// The event id of the accepted recharge it reverses (of this user, within the
+    /// economy's `recharge_reversal_window_ms`), else `ORIGINAL_NOT_FOUND`.
+    pub recharge: EventId,
+}
+
 /// A creator cashes out diamonds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Payout {
@@ -236,6 +249,8 @@ pub enum Event {
     Economy(EconomyChange),
     /// Appended: variant order is the serde encoding of anything holding an `Event`.
     Purchase(Purchase),
+    /// Appended (wire and journal kind 11).
+    RechargeReversal(RechargeReversal),
 }
 
 impl Event {
@@ -271,6 +286,7 @@ impl Event {
             Event::Settlement(e) => e.id,
             Event::Economy(e) => e.id(),
             Event::Purchase(e) => e.id,
+            Event::RechargeReversal(e) => e.id,
         }
     }
 
@@ -284,6 +300,7 @@ impl Event {
             Event::Settlement(_) => EventKind::Settlement,
             Event::Economy(_) => EventKind::Economy,
             Event::Purchase(_) => EventKind::Purchase,
+            Event::RechargeReversal(_) => EventKind::RechargeReversal,
         }
     }
 }
@@ -301,10 +318,11 @@ pub enum EventKind {
     Economy,
     /// Appended: history lines in snapshots encode the kind by its position.
     Purchase,
+    RechargeReversal,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Recharge,
         EventKind::Gift,
         EventKind::Payout,
@@ -313,6 +331,7 @@ impl EventKind {
         EventKind::Settlement,
         EventKind::Economy,
         EventKind::Purchase,
+        EventKind::RechargeReversal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -325,6 +344,7 @@ impl EventKind {
             EventKind::Settlement => "settlement",
             EventKind::Economy => "economy",
             EventKind::Purchase => "purchase",
+            EventKind::RechargeReversal => "recharge_reversal",
         }
     }
 }

@@ -156,8 +156,12 @@ fn view_ops(view: &ReadModelView, wallets: bool, merge: bool, layout: Layout) ->
         ops[layout.bucket(s.0)].push(Op::Set(stream_top_key(s), u.0, coins.min(SCORE_MAX)));
     }
     if wallets {
-        for &(u, coins) in &view.wallets {
-            ops[layout.bucket(u.0)].push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
+        for &(u, coins, owed) in &view.wallets {
+            let fields = vec![
+                ("coins", coins.to_string()),
+                ("coins_owed", owed.to_string()),
+            ];
+            ops[layout.bucket(u.0)].push(Op::Hash(user_key(u), fields));
         }
     }
     ops

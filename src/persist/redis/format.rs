@@ -18,9 +18,11 @@ use crate::persist::journal::JournalError;
 /// (`JournalEvent::Purchase`), the recharge with its payment time
 /// (`JournalEvent::RechargePaid`) and account settings with daily and weekly budgets
 /// (`JournalEvent::AccountV2`; version 4 batches are read as they are; a
-/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before). A build that
+/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before); version 6 added
+/// the recharge reversal (`JournalEvent::RechargeReversal`; version 5 batches are read
+/// as they are). A build that
 /// cannot read a variant refuses the batch by its version, clearly.
-pub const JOURNAL_VERSION: u8 = 5;
+pub const JOURNAL_VERSION: u8 = 6;
 
 /// The decode limit of journal entries (written by this service, capped at
 /// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
@@ -117,7 +119,7 @@ impl JournalBatch {
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
         match bytes.first() {
             Some(&1) => {}
-            Some(&2) | Some(&3) | Some(&4) => {
+            Some(&2) | Some(&3) | Some(&4) | Some(&5) => {
                 let mut batch: JournalBatch = decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);
@@ -392,8 +394,10 @@ mod tests {
             outcome: Outcome::new(10, Status::Accepted(Effect::Coins(400)), false),
             totals: None,
         };
-        let v5 = JournalBatch::from_entries(&[purchase]).encode();
-        assert_eq!(v5[0], 5);
+        let mut v5 = JournalBatch::from_entries(&[purchase]).encode();
+        assert_eq!(v5[0], 6);
+        // Format 5 is format 6 without reversals: same bytes but the version.
+        v5[0] = 5;
         let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![purchase]);
 
@@ -419,16 +423,36 @@ mod tests {
             ..gift
         };
         let v5 = JournalBatch::from_entries(&[account, over]).encode();
-        assert_eq!(v5[0], 5);
+        assert_eq!(v5[0], 6);
         let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![account, over]);
 
-        let mut v6 = v3.clone();
-        v6[0] = 6;
-        let err = JournalBatch::decode(&v6)
+        let reversal = LogEntry {
+            seq: 12,
+            stamp: Stamp(1_796_083_200_004),
+            event: Event::RechargeReversal(crate::engine::RechargeReversal {
+                id: EventId(12),
+                user: UserId(3),
+                recharge: EventId(1),
+            }),
+            outcome: Outcome::new(
+                12,
+                Status::Accepted(Effect::Reversed { coins: 0, owed: 40 }),
+                false,
+            ),
+            totals: None,
+        };
+        let v6 = JournalBatch::from_entries(&[reversal]).encode();
+        assert_eq!(v6[0], 6);
+        let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![reversal]);
+
+        let mut v7 = v3.clone();
+        v7[0] = 7;
+        let err = JournalBatch::decode(&v7)
             .unwrap()
             .into_entries()
             .unwrap_err();
-        assert!(err.to_string().contains("version 6"), "{err}");
+        assert!(err.to_string().contains("version 7"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
     AccountSettings, Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId,
-    ItemId, Payout, Purchase, Recharge, Stamp, StreamGoal, StreamId, UserId,
+    ItemId, Payout, Purchase, Recharge, RechargeReversal, Stamp, StreamGoal, StreamId, UserId,
 };
 use rust_decimal::Decimal;
 
@@ -118,6 +118,15 @@ pub fn purchase(id: u128, user: u64, item: &str, count: u32) -> Event {
         user: UserId(user),
         item: economy().item_index(item).map_or(ItemId::UNKNOWN, ItemId),
         count,
+    })
+}
+
+/// A chargeback of the recharge with id `recharge`, for `user`.
+pub fn reversal(id: u128, user: u64, recharge: u128) -> Event {
+    Event::RechargeReversal(RechargeReversal {
+        id: EventId(id),
+        user: UserId(user),
+        recharge: EventId(recharge),
     })
 }
 
