@@ -571,21 +571,16 @@ fn audit_spending(i: usize, s: &super::shard::SenderShard, v: &mut Vec<String>) 
     }
 }
 
-/// Coins are conserved: recharged = in wallets + spent on gifts + spent on purchases;
-/// spent on gifts = received by creators = received by streams.
+/// Coins are conserved: recharged − reversed = in wallets − owed + spent on gifts + spent
+/// on purchases (checked as recharged + owed = in wallets + spent + reversed: no side goes
+/// negative); spent on gifts = received by creators = received by streams.
 fn audit_conservation(t: &LedgerTotals, v: &mut Vec<String>) {
-    // recharged − reversed = in wallets − owed + spent, with no negative on either side.
-    if t.coins_recharged + t.coins_owed
-        != t.coins_in_wallets + t.coins_spent + t.coins_spent_on_purchases + t.coins_reversed
-    {
+    let (r, rev) = (t.coins_recharged, t.coins_reversed);
+    let (w, o) = (t.coins_in_wallets, t.coins_owed);
+    let (g, p) = (t.coins_spent, t.coins_spent_on_purchases);
+    if r + o != w + g + p + rev {
         v.push(format!(
-            "coins recharged {} - reversed {} != in wallets {} - owed {} + spent on gifts {} + spent on purchases {}",
-            t.coins_recharged,
-            t.coins_reversed,
-            t.coins_in_wallets,
-            t.coins_owed,
-            t.coins_spent,
-            t.coins_spent_on_purchases
+            "coins recharged {r} - reversed {rev} != in wallets {w} - owed {o} + spent on gifts {g} + spent on purchases {p}"
         ));
     }
     if t.coins_spent != t.coins_received_by_creators {

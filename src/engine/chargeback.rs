@@ -30,10 +30,10 @@ use super::event::{
 use super::shard::SenderShard;
 use crate::economy::{Currency, Economy};
 
-/// An accepted recharge, as a reversal needs it: 48 bytes.
+/// An accepted recharge, as a reversal needs it: 40 bytes (its key, the user and the
+/// event id, 32 more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RechargeRecord {
-    pub user: UserId,
     /// Coins it credited (a promotion's bonus included).
     pub coins: u64,
     /// When it was applied (the ledger's stamp): the window counts from here.
@@ -43,16 +43,21 @@ pub(crate) struct RechargeRecord {
     pub reversed: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<RechargeRecord>() == 48);
+const _: () = assert!(std::mem::size_of::<RechargeRecord>() == 40);
+
+/// A record's key: the user and the recharge's event id. An event id is unique within
+/// the retry horizon only, and a reversal comes weeks later: it names the recharge of
+/// *this* user with that id (an id another user reused is another recharge).
+pub(crate) type RechargeKey = (UserId, EventId);
 
 /// A sender shard's recharge records and what reversals took back. Snapshotted apart
 /// (`EngineState::recharge_records`, format 8), so the shard encodes as before.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RechargeBookRepr", into = "RechargeBookRepr")]
 pub(crate) struct RechargeBook {
-    records: FxHashMap<EventId, RechargeRecord>,
-    /// The records' ids in the order they were made (dropped from the front).
-    order: VecDeque<EventId>,
+    records: FxHashMap<RechargeKey, RechargeRecord>,
+    /// The records' keys in the order they were made (dropped from the front).
+    order: VecDeque<RechargeKey>,
     /// Coins the reversals accepted took back (from balances and as debt).
     pub coins_reversed: u128,
     /// The money of the reversed recharges, per currency.
@@ -65,7 +70,7 @@ pub(crate) struct RechargeBook {
 /// How a [`RechargeBook`] is encoded: its records in the order they were made.
 #[derive(Serialize, Deserialize)]
 struct RechargeBookRepr {
-    records: Vec<(EventId, RechargeRecord)>,
+    records: Vec<(RechargeKey, RechargeRecord)>,
     coins_reversed: u128,
     revenue_reversed: BTreeMap<Currency, Decimal>,
     evicted: u64,
@@ -93,11 +98,14 @@ impl TryFrom<RechargeBookRepr> for RechargeBook {
             evicted: r.evicted,
             ..RechargeBook::default()
         };
-        for (id, record) in r.records {
-            if book.records.insert(id, record).is_some() {
-                return Err(format!("recharge record {} appears twice", id.0));
+        for (key, record) in r.records {
+            if book.records.insert(key, record).is_some() {
+                return Err(format!(
+                    "the recharge record of user {} and event {} appears twice",
+                    key.0, key.1.0
+                ));
             }
-            book.order.push_back(id);
+            book.order.push_back(key);
         }
         Ok(book)
     }
@@ -110,13 +118,13 @@ impl RechargeBook {
     }
 
     /// The records in the order they were made (for the state's fingerprint).
-    pub(crate) fn in_order(&self) -> impl Iterator<Item = (&EventId, &RechargeRecord)> {
+    pub(crate) fn in_order(&self) -> impl Iterator<Item = (&RechargeKey, &RechargeRecord)> {
         self.order.iter().map(|id| (id, &self.records[id]))
     }
 
     /// Records an accepted recharge stamped `stamp`: first drops the records older than
     /// `window_ms`, then the oldest while the book holds `max` records.
-    fn record(&mut self, id: EventId, record: RechargeRecord, window_ms: u64, max: usize) {
+    fn record(&mut self, key: RechargeKey, record: RechargeRecord, window_ms: u64, max: usize) {
         while let Some(front) = self.order.front() {
             let made = self.records[front].stamp.0;
             if made.saturating_add(window_ms) > record.stamp.0 {
@@ -132,11 +140,12 @@ impl RechargeBook {
             self.records.remove(&front);
             self.evicted += 1;
         }
-        // An id reused after the retry horizon is a new recharge: the old record goes.
-        if self.records.insert(id, record).is_some() {
-            self.order.retain(|o| *o != id);
+        // An id the user reused after the retry horizon is a new recharge: the old record
+        // goes.
+        if self.records.insert(key, record).is_some() {
+            self.order.retain(|o| *o != key);
         }
-        self.order.push_back(id);
+        self.order.push_back(key);
     }
 }
 
@@ -195,15 +204,18 @@ impl SenderShard {
         stamp: Stamp,
     ) {
         let record = RechargeRecord {
-            user: r.user,
             coins: r.coins,
             stamp,
             price: r.price,
             currency: r.currency,
             reversed: false,
         };
-        self.recharges
-            .record(r.id, record, economy.recharge_reversal_window_ms, max);
+        self.recharges.record(
+            (r.user, r.id),
+            record,
+            economy.recharge_reversal_window_ms,
+            max,
+        );
     }
 
     /// A recharge reversal stamped `stamp`; returns its status and the coins it took
@@ -219,8 +231,8 @@ impl SenderShard {
         stamp: Stamp,
     ) -> (Status, u64) {
         let window = economy.recharge_reversal_window_ms;
-        let record = match self.recharges.records.get(&r.recharge) {
-            Some(rec) if rec.user == r.user && stamp.0 < rec.stamp.0.saturating_add(window) => *rec,
+        let record = match self.recharges.records.get(&(r.user, r.recharge)) {
+            Some(rec) if rec.stamp.0.saturating_add(window) > stamp.0 => *rec,
             _ => return (Status::Rejected(RejectCode::OriginalNotFound), 0),
         };
         if record.reversed {
@@ -238,10 +250,8 @@ impl SenderShard {
             self.debts.insert(r.user, owed_after);
         }
         let book = &mut self.recharges;
-        book.records
-            .get_mut(&r.recharge)
-            .expect("looked up above")
-            .reversed = true;
+        let done = book.records.get_mut(&(r.user, r.recharge));
+        done.expect("looked up above").reversed = true;
         book.coins_reversed += u128::from(record.coins);
         let money = book.revenue_reversed.entry(record.currency).or_default();
         *money = money.saturating_add(record.price);
@@ -295,9 +305,8 @@ impl SenderShard {
 mod tests {
     use super::*;
 
-    fn record(user: u64, stamp: u64) -> RechargeRecord {
+    fn record(stamp: u64) -> RechargeRecord {
         RechargeRecord {
-            user: UserId(user),
             coins: 100,
             stamp: Stamp(stamp),
             price: Decimal::new(129, 2),
@@ -309,25 +318,30 @@ mod tests {
     #[test]
     fn records_are_dropped_by_age_then_by_count_and_encode_in_order() {
         let mut book = RechargeBook::default();
+        let key = |i: u64| (UserId(i % 2), EventId(u128::from(i)));
         for i in 0..5u64 {
-            book.record(EventId(u128::from(i)), record(i, 1_000 + i), 10, 3);
+            book.record(key(i), record(1_000 + i), 10, 3);
         }
         // Held at 3: ids 0 and 1 evicted.
         assert_eq!(book.len(), 3);
         assert_eq!(book.evicted, 2);
-        let ids: Vec<u128> = book.in_order().map(|(id, _)| id.0).collect();
+        let ids: Vec<u128> = book.in_order().map(|(k, _)| k.1.0).collect();
         assert_eq!(ids, vec![2, 3, 4]);
         // At 1_013 the records of 1_002 and 1_003 are 10 ms old or more: dropped by age.
-        book.record(EventId(9), record(9, 1_013), 10, 3);
-        let ids: Vec<u128> = book.in_order().map(|(id, _)| id.0).collect();
+        book.record(key(9), record(1_013), 10, 3);
+        let ids: Vec<u128> = book.in_order().map(|(k, _)| k.1.0).collect();
         assert_eq!(ids, vec![4, 9]);
         assert_eq!(book.evicted, 2);
         let bytes = crate::protocol::encode_serde(&book).unwrap();
         let back: RechargeBook = crate::protocol::decode_serde(&bytes).unwrap();
         assert_eq!(back, book);
-        // A reused id replaces its record and moves to the back.
-        book.record(EventId(4), record(4, 1_014), 10, 3);
-        let ids: Vec<u128> = book.in_order().map(|(id, _)| id.0).collect();
+        // An id its user reused replaces its record and moves to the back; another
+        // user's is another record.
+        book.record(key(4), record(1_014), 10, 3);
+        let ids: Vec<u128> = book.in_order().map(|(k, _)| k.1.0).collect();
         assert_eq!(ids, vec![9, 4]);
+        book.record((UserId(7), EventId(4)), record(1_014), 10, 3);
+        let ids: Vec<u128> = book.in_order().map(|(k, _)| k.1.0).collect();
+        assert_eq!(ids, vec![9, 4, 4]);
     }
 }

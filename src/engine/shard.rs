@@ -80,7 +80,9 @@ impl HistoryLine {
             coins,
             kind,
             code,
-            debit,
+            // A change of 0 has no direction (a reversal that found the balance empty):
+            // as the snapshot's `coins_delta` reads back.
+            debit: debit && coins > 0,
         }
     }
 }

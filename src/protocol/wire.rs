@@ -1,5 +1,8 @@
 //! Frame payloads. Field order and enum variant order are the wire format: append new
 //! variants at the end, never reorder.
+//!
+//! Size: every event kind's wire variant and its conversion both ways are one contract
+//! with PROTOCOL.md and the journal's `record` (which must encode to the same bytes).
 
 use bincode::{Decode, Encode};
 use rust_decimal::Decimal;

@@ -733,6 +733,9 @@ async fn reversals_over_http_and_tcp_survive_kill_9_and_the_audit_balances() {
         "what left the balance: {history}"
     );
 
+    let metrics = server.metrics(&http).await;
+    let accepted = "giftstream_events_total{type=\"recharge_reversal\",outcome=\"accepted\"} 2";
+    assert!(metrics.contains(accepted), "metrics lack {accepted}");
     // kill -9 and a restart: the journal brings back the debt and the records.
     server.kill9();
     let server = ServeProcess::start(&config, &redis.url(), &data);
@@ -757,8 +760,8 @@ async fn reversals_over_http_and_tcp_survive_kill_9_and_the_audit_balances() {
     assert_eq!(o[2]["coins"], 199, "{body}");
     let metrics = server.metrics(&http).await;
     for needle in [
-        "giftstream_events_total{type=\"recharge_reversal\",outcome=\"accepted\"}",
         "giftstream_events_total{type=\"recharge_reversal\",outcome=\"ALREADY_REVERSED\"}",
+        "giftstream_recharge_records_evicted_total 0",
         "giftstream_recharge_records ",
     ] {
         assert!(metrics.contains(needle), "metrics lack {needle}");

@@ -345,8 +345,10 @@ struct Model {
     item_codes: Vec<String>,
     /// Coins spent on purchases: the platform's revenue in coins.
     purchased: u128,
-    /// Accepted recharges: (user, coins credited, stamp, reversed).
-    recharges: HashMap<EventId, (UserId, u64, u64, bool)>,
+    /// Accepted recharges by (user, event id): (coins credited, stamp, reversed). An id
+    /// is unique within the horizon only: another user's recharge under a reused id is
+    /// another recharge.
+    recharges: HashMap<(UserId, EventId), (u64, u64, bool)>,
     /// Coins owed, per user who owes.
     debts: BTreeMap<UserId, u64>,
     /// Coins reversals took back.
@@ -628,7 +630,7 @@ impl Model {
         let coins = w.coins + (r.coins - repaid);
         self.wallets.entry(r.user).or_default().coins = coins;
         self.recharges
-            .insert(r.id, (r.user, r.coins, stamp.0, false));
+            .insert((r.user, r.id), (r.coins, stamp.0, false));
         if let Some(id) = promotion {
             let package = self
                 .package_terms(r.package.expect("a package"))
@@ -645,17 +647,17 @@ impl Model {
     /// window and not reversed; what the balance lacks becomes debt.
     fn reversal(&mut self, r: &RechargeReversal, stamp: Stamp) -> Status {
         let window = self.economy.recharge_reversal_window_ms;
-        let Some(original) = self.recharges.get_mut(&r.recharge) else {
+        let Some(original) = self.recharges.get_mut(&(r.user, r.recharge)) else {
             return rejected(RejectCode::OriginalNotFound);
         };
-        let (user, coins, at, done) = *original;
-        if user != r.user || stamp.0 >= at + window {
+        let (coins, at, done) = *original;
+        if stamp.0 >= at + window {
             return rejected(RejectCode::OriginalNotFound);
         }
         if done {
             return rejected(RejectCode::AlreadyReversed);
         }
-        original.3 = true;
+        original.2 = true;
         let w = self.wallets.entry(r.user).or_default();
         let taken = w.coins.min(coins);
         w.coins -= taken;

@@ -1,6 +1,10 @@
 //! The HTTP routes that write: `POST /v1/events` (a batch of recharges, gifts,
-//! payouts and purchases), a user's settings, a stream's goal and the economy in force. Every one
-//! applies events through the engine and answers once the ack mode allows.
+//! payouts, purchases and recharge reversals), a user's settings, a stream's goal and the
+//! economy in force. Every one applies events through the engine and answers once the ack
+//! mode allows.
+//!
+//! Size: each event kind's JSON shape (its OpenAPI schema) sits beside the one enum and
+//! conversion that name it; split by kind, the batch's validation would be spread out.
 
 use std::sync::Arc;
 use std::time::Instant;
