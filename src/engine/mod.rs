@@ -51,7 +51,7 @@
 //! - `replay`: [`Engine::replay`] of journaled entries with their stamps.
 //! - `economies`: the economy versions in force and their changes.
 //! - `hold`: the earnings hold (held diamonds per creator, by release time).
-//! - `chargeback`: recharge reversals, their records and the debts they leave.
+//! - `shard::chargeback`: recharge reversals, their records and the debts they leave.
 //! - `cut`, `state`: consistent cuts, snapshot state and its older formats.
 //! - `query`: read-only views (wallets, creators, streams, leaderboards, read model).
 //! - `audit`: invariant checks, foreign state, the state fingerprint.
@@ -60,7 +60,6 @@
 mod apply;
 mod audit;
 mod books;
-mod chargeback;
 mod config;
 mod cut;
 mod economies;

@@ -18,7 +18,6 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::EngineConfig;
-use super::chargeback::RechargeBook;
 use super::event::{
     AccountSettings, BudgetCap, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId,
     GiftTotals, ItemId, LogEntry, Outcome, Period, Purchase, Recharge, RejectCode, Stamp, Status,
@@ -29,6 +28,10 @@ use super::splitmap::SplitMap;
 use super::topk::GifterTop;
 use super::window::LegacyWindow;
 use crate::economy::{Currency, Economy};
+
+mod chargeback;
+
+pub(crate) use chargeback::RechargeBook;
 
 /// One line of a user's recent history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

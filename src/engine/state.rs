@@ -11,12 +11,11 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
-use super::chargeback::RechargeBook;
 use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId};
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
-use super::shard::{PromotionBook, PurchaseTotals, SenderShard, SenderShardV6};
+use super::shard::{PromotionBook, PurchaseTotals, RechargeBook, SenderShard, SenderShardV6};
 use super::topk::TopK;
 use super::window::{self, IdWindow, IdWindowV4, IdWindowV5};
 use super::{Engine, EngineConfig, Route, route_tag};

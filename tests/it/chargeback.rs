@@ -408,11 +408,12 @@ fn reversals_racing_gifts_and_purchases_on_one_account_conserve_coins() {
                 scope.spawn(move || {
                     for b in 0..40u128 {
                         let id = 1 << 40 | t << 20 | b << 4;
-                        let events = if b % 8 == 3 {
+                        // Reversals in the second half, when the coins are mostly spent.
+                        let events = if b % 8 == 3 && b > 16 {
                             // Reversals (each recharge twice over the threads) and a
                             // recharge that repays.
                             vec![
-                                reversal(id, 1, 100 + (b / 8 + t * 3) % 10),
+                                reversal(id, 1, 100 + (b / 8 + t * 2) % 10),
                                 recharge(id + 1, 1, "coins_100"),
                             ]
                         } else {
@@ -477,9 +478,11 @@ fn reversals_racing_gifts_and_purchases_on_one_account_conserve_coins() {
                 e.seq, e.event
             );
         }
+        // Debt made (and so refusals for it) and spends accepted; short funds are likely
+        // but depend on the interleaving.
         assert!(
-            seen.iter().all(|&n| n > 0),
-            "debt made, in-debt refusals, short funds and spends all seen: {seen:?}"
+            seen[0] > 0 && seen[1] > 0 && seen[3] > 0,
+            "debt made, in-debt refusals, spends (short funds): {seen:?}"
         );
         let w = engine.wallet(UserId(1), NOV);
         assert_eq!((w.coins, w.coins_owed), (balance, owed));

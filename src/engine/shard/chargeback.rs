@@ -24,11 +24,11 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::event::{
+use super::SenderShard;
+use crate::economy::{Currency, Economy};
+use crate::engine::event::{
     Effect, EventId, Recharge, RechargeReversal, RejectCode, Stamp, Status, UserId,
 };
-use super::shard::SenderShard;
-use crate::economy::{Currency, Economy};
 
 /// An accepted recharge, as a reversal needs it: 40 bytes (its key, the user and the
 /// event id, 32 more).
@@ -272,7 +272,7 @@ impl SenderShard {
     pub(crate) fn audit_reversals(
         &self,
         i: usize,
-        t: &mut super::LedgerTotals,
+        t: &mut crate::engine::LedgerTotals,
         revenue_reversed: &mut BTreeMap<Currency, Decimal>,
         v: &mut Vec<String>,
     ) {
