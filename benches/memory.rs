@@ -17,13 +17,19 @@
 //! the RSS growth while the same 100k users, each already a gifter of its creator, send
 //! one gift to 10 of 10k videos: the per-pair totals, the videos' top-K lists and parts.
 //!
+//! And recharge reversals (#31, feature 2): a recharge record's cost (the RSS growth
+//! while 1M recharges of 1,000 users are recorded for reversal), and a user in debt's
+//! (the growth while 100k users who spent part of a recharge have it reversed: the
+//! debts beside the wallets). Every other part keeps one record per shard
+//! (`engine.recharge_records_per_shard_max` = 1), so recharges do not count there.
+//!
 //! Run: `cargo bench --bench memory`. Prints bytes per wallet and per id; Linux only
 //! (/proc).
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId, Recharge, Stamp,
-    StreamId, UserId, VideoGift, VideoId,
+    Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId, ItemId, Purchase,
+    Recharge, RechargeReversal, Stamp, StreamId, UserId, VideoGift, VideoId,
 };
 use rust_decimal::Decimal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +47,7 @@ fn small_index(config: EngineConfig) -> EngineConfig {
     EngineConfig {
         idempotency_entries_max: 1 << 14,
         idempotency_horizon_ms: 1,
+        recharge_records_per_shard_max: 1,
         ..config
     }
 }
@@ -102,6 +109,83 @@ fn main() {
     per_history_line(if full { 100_000 } else { 2_000 });
     per_new_pair(if full { 100_000 } else { 2_000 });
     per_new_video_pair(if full { 100_000 } else { 2_000 });
+    per_recharge_record(if full { 1 << 20 } else { 16 << 10 });
+    per_debtor(if full { 100_000 } else { 2_000 });
+}
+
+fn per_recharge_record(records: u64) {
+    const USERS: u64 = 1000;
+    let config = EngineConfig {
+        recharge_records_per_shard_max: 1 << 22,
+        ..lean()
+    };
+    let engine = Engine::new(Economy::embedded(), config).unwrap();
+    apply_in_batches(
+        &engine,
+        (0..USERS).map(|u| recharge(u64::MAX - u, u)),
+        EXPIRE_STEP_MS,
+    );
+    let before = rss_bytes();
+    apply_in_batches(
+        &engine,
+        (0..records).map(|id| recharge(id, id % USERS)),
+        EXPIRE_STEP_MS,
+    );
+    let after = rss_bytes();
+    assert_eq!(engine.recharge_records().0, records + USERS);
+    println!(
+        "memory/recharge-record: {} recharges kept for reversal, RSS +{} bytes = {:.1} bytes per record",
+        records,
+        after - before,
+        (after - before) as f64 / records as f64
+    );
+}
+
+fn per_debtor(users: u64) {
+    let config = EngineConfig {
+        recharge_records_per_shard_max: 1 << 22,
+        ..lean()
+    };
+    let engine = Engine::new(Economy::embedded(), config).unwrap();
+    // Each user recharges 100 coins and spends 50 on a sticker pack (item code 0).
+    apply_in_batches(
+        &engine,
+        (0..users).flat_map(|u| {
+            [
+                recharge(u, u),
+                Event::Purchase(Purchase {
+                    id: EventId(u128::from(u) | 1 << 100),
+                    user: UserId(u),
+                    item: ItemId(0),
+                    count: 1,
+                }),
+            ]
+        }),
+        EXPIRE_STEP_MS,
+    );
+    let before = rss_bytes();
+    apply_in_batches(
+        &engine,
+        (0..users).map(|u| {
+            Event::RechargeReversal(RechargeReversal {
+                id: EventId(u128::from(u) | 1 << 101),
+                user: UserId(u),
+                recharge: EventId(u128::from(u)),
+            })
+        }),
+        EXPIRE_STEP_MS,
+    );
+    let after = rss_bytes();
+    let audit = engine.audit();
+    assert!(audit.is_clean(), "{:?}", audit.violations);
+    assert_eq!(audit.totals.users_in_debt, users);
+    assert_eq!(audit.totals.coins_owed, u128::from(users) * 50);
+    println!(
+        "memory/user-in-debt: {} users owing coins, RSS +{} bytes = {:.1} bytes per user in debt",
+        users,
+        after - before,
+        (after - before) as f64 / users as f64
+    );
 }
 
 fn per_new_video_pair(users: u64) {
@@ -237,6 +321,7 @@ fn per_idempotency_id(ids: u64) {
         history_per_user: 0,
         keep_log: false,
         idempotency_entries_max: (ids + ids / 8) as usize,
+        recharge_records_per_shard_max: 1,
         ..EngineConfig::default()
     };
     let engine = Engine::new(Economy::embedded(), config).unwrap();

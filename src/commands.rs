@@ -310,8 +310,17 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             t.wallets, t.creators, t.streams
         );
         println!(
-            "coins recharged {} = in wallets {} + spent on gifts {} + spent on purchases {}",
-            t.coins_recharged, t.coins_in_wallets, t.coins_spent, t.coins_spent_on_purchases
+            "coins recharged {} - reversed {} = in wallets {} - owed {} + spent on gifts {} + spent on purchases {}",
+            t.coins_recharged,
+            t.coins_reversed,
+            t.coins_in_wallets,
+            t.coins_owed,
+            t.coins_spent,
+            t.coins_spent_on_purchases
+        );
+        println!(
+            "users in debt {}, recharges still reversible {}",
+            t.users_in_debt, t.recharge_records
         );
         let economy = engine.economy();
         for &(item, count, coins) in &t.purchases {
@@ -333,8 +342,17 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             t.diamonds_held,
             t.diamonds_available
         );
+        // Revenue is what was sold; a reversal's money is its own line (net = the two).
         for (currency, amount) in &t.revenue {
-            println!("revenue {currency} {amount}");
+            let reversed = t
+                .revenue_reversed
+                .iter()
+                .find(|(c, _)| c == currency)
+                .map_or(rust_decimal::Decimal::ZERO, |(_, a)| *a);
+            println!(
+                "revenue {currency} {amount}, reversed {reversed}, net {}",
+                amount - reversed
+            );
         }
         for (id, sales) in &t.promotions {
             let money: Vec<String> = sales

@@ -30,6 +30,13 @@ pub const CATALOG_ENTRIES_MAX: usize = 4096;
 /// is a typo in the unit).
 pub const EARNINGS_HOLD_MS_MAX: u64 = 366 * 86_400_000;
 
+/// How long after a recharge a `recharge_reversal` may still take its coins back, by
+/// default: 180 days (card chargebacks come weeks, at most months, later).
+pub const RECHARGE_REVERSAL_WINDOW_MS_DEFAULT: u64 = 180 * 86_400_000;
+/// Longest `recharge_reversal_window_ms`: 540 days (the longest card-network dispute
+/// window); a longer one is a typo in the unit.
+pub const RECHARGE_REVERSAL_WINDOW_MS_MAX: u64 = 540 * 86_400_000;
+
 /// An error in `economy.toml` or an economy document: names the key that is wrong.
 /// (`config::EconomyError` wraps it for giftstream.toml's callers.)
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -219,6 +226,12 @@ pub struct EconomyFile {
     /// when 0, so an economy without it keeps its digest.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub earnings_hold_ms: u64,
+    /// How long after a recharge (by the ledger's stamps) a `recharge_reversal` may take
+    /// its coins back, in ms, in 1..=`RECHARGE_REVERSAL_WINDOW_MS_MAX`; absent: 180
+    /// days. Left out of the ledger's record at the default, so an economy without it
+    /// keeps its digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recharge_reversal_window_ms: Option<u64>,
     /// Money per diamond, per currency (decimal strings).
     pub diamond_value: BTreeMap<String, String>,
     /// Smallest payout value, per currency (decimal strings).
@@ -570,6 +583,9 @@ pub struct Economy {
     /// Diamonds credited under this version are held this long (ms) before a payout may
     /// spend them (0: available at once).
     pub earnings_hold_ms: u64,
+    /// A recharge can be reversed for this long after it was applied (ms; the records
+    /// of older recharges are dropped).
+    pub recharge_reversal_window_ms: u64,
     pub diamond_value: BTreeMap<Currency, Decimal>,
     pub payout_minimum: BTreeMap<Currency, Decimal>,
     pub custom_min_coins: u64,
@@ -640,6 +656,9 @@ impl Economy {
                 .collect(),
             max_gift_count: self.max_gift_count,
             earnings_hold_ms: self.earnings_hold_ms,
+            recharge_reversal_window_ms: (self.recharge_reversal_window_ms
+                != RECHARGE_REVERSAL_WINDOW_MS_DEFAULT)
+                .then_some(self.recharge_reversal_window_ms),
             diamond_value: money(&self.diamond_value),
             payout_minimum: money(&self.payout_minimum),
             recharge: RechargeFile {
@@ -713,6 +732,15 @@ impl Economy {
             return Err(EconomyError::new(
                 "earnings_hold_ms",
                 format!("at most {EARNINGS_HOLD_MS_MAX} (366 days)"),
+            ));
+        }
+        let recharge_reversal_window_ms = file
+            .recharge_reversal_window_ms
+            .unwrap_or(RECHARGE_REVERSAL_WINDOW_MS_DEFAULT);
+        if !(1..=RECHARGE_REVERSAL_WINDOW_MS_MAX).contains(&recharge_reversal_window_ms) {
+            return Err(EconomyError::new(
+                "recharge_reversal_window_ms",
+                format!("must be in 1..={RECHARGE_REVERSAL_WINDOW_MS_MAX} (540 days)"),
             ));
         }
         let diamond_value = parse_money_map("diamond_value", &file.diamond_value)?;
@@ -840,6 +868,7 @@ impl Economy {
             restricted_regions,
             max_gift_count: file.max_gift_count,
             earnings_hold_ms: file.earnings_hold_ms,
+            recharge_reversal_window_ms,
             diamond_value,
             payout_minimum,
             custom_min_coins: r.custom_min_coins,

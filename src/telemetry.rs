@@ -90,6 +90,13 @@ pub const JOURNAL_REDIS_INFO: &str = "giftstream_journal_redis_info";
 /// The engine's shard count of each kind: the ledger's, which a snapshot or the journal
 /// fixes (it may differ from `engine.shards` in the config; see the start's log).
 pub const ENGINE_SHARDS: &str = "giftstream_engine_shards";
+/// Recharges a `recharge_reversal` may still take back (records held; set at each scrape).
+pub const RECHARGE_RECORDS: &str = "giftstream_recharge_records";
+/// Recharge records dropped before their window ended because a sender shard held
+/// `engine.recharge_records_per_shard_max` (a reversal of one is `ORIGINAL_NOT_FOUND`):
+/// raise the bound if it grows. Counted by the ledger (replay counts the same), set at
+/// each scrape.
+pub const RECHARGE_RECORDS_EVICTED_TOTAL: &str = "giftstream_recharge_records_evicted_total";
 
 const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -162,6 +169,14 @@ fn describe() {
         "Failed journal appends (each is retried)."
     );
     describe_gauge!(COMMIT_PENDING_EVENTS, "Applied events not yet durable.");
+    describe_gauge!(
+        RECHARGE_RECORDS,
+        "Recharges a recharge_reversal may still take back."
+    );
+    describe_counter!(
+        RECHARGE_RECORDS_EVICTED_TOTAL,
+        "Recharge records dropped before their window ended (a shard was full)."
+    );
     describe_gauge!(
         READ_MODEL_LAG_SECONDS,
         Unit::Seconds,

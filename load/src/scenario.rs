@@ -133,6 +133,21 @@ pub struct Mix {
     /// Diamonds each payout asks for (default 20000, the USD payout minimum).
     #[serde(default = "payout_diamonds_default")]
     pub payout_diamonds: u64,
+    /// Share of events that are recharge reversals (chargebacks), in [0, 1] (giftstream
+    /// targets only). Each names a recharge of the batch `reversal_lag_batches` before
+    /// (found by generating that batch again: the workload is a pure function of the
+    /// batch number, so giftload remembers no ids), or, when that batch has none, an
+    /// event that is not one (`ORIGINAL_NOT_FOUND`); the same recharge may be named
+    /// twice (`ALREADY_REVERSED`).
+    #[serde(default)]
+    pub reversal_share: f64,
+    /// How many batches back a reversal looks for its recharge (default 10, at least 1).
+    #[serde(default = "reversal_lag_default")]
+    pub reversal_lag_batches: u64,
+}
+
+fn reversal_lag_default() -> u64 {
+    10
 }
 
 fn payout_diamonds_default() -> u64 {
@@ -342,6 +357,17 @@ impl Scenario {
         }
         if self.mix.reads_per_batch > 100 {
             return Err(err("mix.reads_per_batch", "at most 100"));
+        }
+        if !(0.0..=1.0).contains(&self.mix.reversal_share) {
+            return Err(err("mix.reversal_share", "must be in [0, 1]"));
+        }
+        if self.mix.reversal_share > 0.0
+            && (self.mix.recharge_share == 0.0 || self.mix.reversal_lag_batches == 0)
+        {
+            return Err(err(
+                "mix.reversal_share",
+                "needs mix.recharge_share > 0 and mix.reversal_lag_batches >= 1",
+            ));
         }
         if !(0.0..=1.0).contains(&self.mix.payout_share) {
             return Err(err("mix.payout_share", "must be in [0, 1]"));

@@ -318,6 +318,9 @@ pub fn event_json(e: &Event, economy: &Economy) -> serde_json::Value {
             "user": p.user.0, "item": economy.items[p.item.0 as usize].id, "count": p.count}),
         Event::Payout(p) => serde_json::json!({"type": "payout", "event_id": id,
             "creator": p.creator.0, "diamonds": p.diamonds, "currency": p.currency.as_str()}),
+        Event::RechargeReversal(r) => serde_json::json!({"type": "recharge_reversal",
+            "event_id": id, "user": r.user.0,
+            "recharge": uuid::Uuid::from_u128(r.recharge.0).to_string()}),
         other => {
             unreachable!("giftload sends gifts, recharges, purchases and payouts, not {other:?}")
         }

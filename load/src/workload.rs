@@ -2,10 +2,7 @@
 //! same scenario sends the same events to giftstream and to the baseline.
 
 use giftstream::economy::{Currency, Economy};
-use giftstream::engine::{
-    AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Payout,
-    Purchase, Recharge, StreamId, UserId, VideoGift, VideoId,
-};
+use giftstream::engine::{AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Payout, Purchase, Recharge, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
 use rust_decimal::Decimal;
@@ -187,6 +184,43 @@ impl Workload {
 
     /// Measured batch `n` at `t_s` seconds into the run (for the hot stage).
     pub fn batch(&self, n: u64, t_s: f64) -> Vec<Event> {
+        let mut events = self.batch_drawn(n, t_s);
+        let lag = self.scenario.mix.reversal_lag_batches;
+        let reversals = events
+            .iter()
+            .filter(|e| matches!(e, Event::RechargeReversal(_)))
+            .count();
+        if reversals == 0 || n < lag {
+            // Nothing earlier to reverse: the draws stay as they are (not found).
+            return events;
+        }
+        // The recharges of batch n - lag, drawn again (its events are a function of its
+        // number; recharges do not depend on the time): no id is remembered.
+        let earlier: Vec<Recharge> = self
+            .batch_drawn(n - lag, t_s)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Recharge(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        if earlier.is_empty() {
+            return events;
+        }
+        for (k, e) in events.iter_mut().enumerate() {
+            if let Event::RechargeReversal(r) = e {
+                // Spread over the earlier recharges; two picks may name the same one.
+                let original = earlier[(r.recharge.0 as usize ^ k) % earlier.len()];
+                r.user = original.user;
+                r.recharge = original.id;
+            }
+        }
+        events
+    }
+
+    /// Batch `n` as drawn: its reversals name no recharge yet (`recharge` holds a draw
+    /// that [`Workload::batch`] turns into one of an earlier batch's).
+    fn batch_drawn(&self, n: u64, t_s: f64) -> Vec<Event> {
         let s = &self.scenario;
         let p = &s.population;
         let mut rng =
@@ -199,6 +233,15 @@ impl Workload {
             .map(|i| {
                 let id = self.id(n, i);
                 let user = self.user(rng.random_range(0..p.users));
+                // Drawn only when the scenario has reversals: other scenarios keep their
+                // events.
+                if s.mix.reversal_share > 0.0 && rng.random_bool(s.mix.reversal_share) {
+                    return Event::RechargeReversal(RechargeReversal {
+                        id,
+                        user,
+                        recharge: EventId(u128::from(rng.random::<u32>())),
+                    });
+                }
                 if s.mix.recharge_share > 0.0 && rng.random_bool(s.mix.recharge_share) {
                     let (package, coins, price) = self.package;
                     return Event::Recharge(Recharge {

@@ -148,6 +148,7 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
         names,
         [
             "caps",
+            "chargebacks",
             "hold",
             "hot-creator",
             "hot-from-start",
@@ -381,6 +382,39 @@ async fn payouts_under_an_earnings_hold_are_refused_while_held() {
     assert!(held > 20_000, "{creator}");
     assert_eq!(creator["diamonds_available"], 0, "{creator}");
     assert_eq!(creator["diamonds_total"].as_u64().unwrap(), held);
+}
+
+/// `load/scenarios/chargebacks.toml`'s shape, small: unfunded users recharge, gift, and
+/// reverse recharges of ten batches before; many reversals leave a debt, whose gifts
+/// are ACCOUNT_IN_DEBT; the audit after the run is clean. The baseline refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reversals_mixed_in_make_debts_and_run_clean() {
+    let s = server(Arc::new(MemoryJournal::default())).await;
+    let text = SMALL
+        .replace("funding_coins = 200", "funding_coins = 0")
+        .replace(
+            "[load]",
+            "[mix]\nrecharge_share = 0.2\nreversal_share = 0.05\nreversal_lag_batches = 3\n[load]",
+        );
+    let scenario = Scenario::from_toml_str(&text).unwrap();
+    let target = spec(TargetKind::Giftstream, &s, "");
+    let summary = runner::run(&scenario, &target, &options()).await.unwrap();
+    let json = summary.to_json();
+    let outcomes = json["outcomes"].as_object().unwrap();
+    for code in ["ACCOUNT_IN_DEBT", "ALREADY_REVERSED", "ORIGINAL_NOT_FOUND"] {
+        assert!(
+            outcomes.get(code).and_then(|n| n.as_u64()).unwrap_or(0) > 0,
+            "{code}: {outcomes:?}"
+        );
+    }
+    let audit = summary.audit.as_ref().unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    let totals = s.engine.audit();
+    assert!(totals.is_clean(), "{:?}", totals.violations);
+    assert!(totals.totals.coins_reversed > 0 && totals.totals.coins_owed > 0);
+    let bad =
+        Scenario::from_toml_str(&SMALL.replace("[load]", "[mix]\nreversal_share = 0.1\n[load]"));
+    assert!(bad.unwrap_err().to_string().contains("mix.reversal_share"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,8 @@ pub const HISTORY_PER_USER_MAX: usize = 1000;
 pub const ISSUED_AHEAD_MAX_MS: u64 = 10_000;
 /// Largest idempotency index (ids remembered in all).
 pub const IDEMPOTENCY_ENTRIES_MAX: usize = 1 << 30;
+/// Largest `recharge_records_per_shard_max`: 2^26 records (about 5 GiB a shard).
+pub const RECHARGE_RECORDS_PER_SHARD_MAX: usize = 1 << 26;
 /// Most threads a replay applies sender events on.
 pub const REPLAY_THREADS_MAX: usize = 64;
 
@@ -55,6 +57,13 @@ pub struct EngineConfig {
     /// every `replay_threads`-th sender shard; 1: the calling thread only). Two by
     /// default: the machine it was sized on has two cores.
     pub replay_threads: usize,
+    /// Accepted recharges remembered per sender shard so that a `recharge_reversal` can
+    /// take their coins back, in 1..=`RECHARGE_RECORDS_PER_SHARD_MAX`. Records older than
+    /// the economy's `recharge_reversal_window_ms` are dropped first; when a shard holds
+    /// this many, its oldest record is dropped for the new one (counted in
+    /// `giftstream_recharge_records_evicted_total`; a reversal of it is then
+    /// `ORIGINAL_NOT_FOUND`). Size it to the recharges of one window per shard.
+    pub recharge_records_per_shard_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +76,7 @@ impl Default for EngineConfig {
             top_k: 100,
             keep_log: true,
             replay_threads: 2,
+            recharge_records_per_shard_max: 1 << 20,
         }
     }
 }
@@ -110,6 +120,14 @@ impl EngineConfig {
             return Err(ConfigError::new(
                 "engine.replay_threads",
                 format!("must be in 1..={REPLAY_THREADS_MAX}"),
+            ));
+        }
+        if self.recharge_records_per_shard_max == 0
+            || self.recharge_records_per_shard_max > RECHARGE_RECORDS_PER_SHARD_MAX
+        {
+            return Err(ConfigError::new(
+                "engine.recharge_records_per_shard_max",
+                format!("must be in 1..={RECHARGE_RECORDS_PER_SHARD_MAX}"),
             ));
         }
         if self.idempotency_entries_max > IDEMPOTENCY_ENTRIES_MAX {

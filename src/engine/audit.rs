@@ -20,7 +20,15 @@ pub struct LedgerTotals {
     pub creators: u64,
     pub streams: u64,
     pub coins_recharged: u128,
+    /// Coins recharge reversals took back (from balances, and as debt).
+    pub coins_reversed: u128,
     pub coins_in_wallets: u128,
+    /// Coins users owe (reversed recharges they had spent).
+    pub coins_owed: u128,
+    /// Users who owe coins.
+    pub users_in_debt: u64,
+    /// Recharges that can still be reversed.
+    pub recharge_records: u64,
     /// Coins spent on gifts (received by creators).
     pub coins_spent: u128,
     /// Coins spent on purchases (`items`): the platform's revenue in coins, credited to
@@ -42,7 +50,10 @@ pub struct LedgerTotals {
     pub diamonds_held: u128,
     /// Diamonds a payout may spend: credited + settled in − held − paid.
     pub diamonds_available: u128,
+    /// Money of the recharges sold, per currency (gross: reversals do not lower it).
     pub revenue: Vec<(Currency, Decimal)>,
+    /// Money of the recharges reversed, per currency (net revenue = revenue − this).
+    pub revenue_reversed: Vec<(Currency, Decimal)>,
     pub paid_out: Vec<(Currency, Decimal)>,
     /// Sales per promotion id (their coins and money are in the totals above too).
     pub promotions: Vec<(String, PromotionSales)>,
@@ -79,8 +90,9 @@ impl AuditReport {
 
 impl Engine {
     /// Checks the ledger's invariants at a consistent cut (SPEC §2.5):
-    /// coins recharged = coins in wallets + coins spent on gifts + coins spent on
-    /// purchases (each shard's item lines summing to its purchase total); coins spent on
+    /// coins recharged − reversed = coins in wallets − owed + coins spent on gifts + coins
+    /// spent on purchases (each shard's item lines summing to its purchase total; a user
+    /// who owes has a balance of 0); coins spent on
     /// gifts = coins received by
     /// creators = coins received by streams; per creator diamonds credited <= coins
     /// received (floor(coins received x share) under one share) and paid <= credited;
@@ -98,6 +110,7 @@ impl Engine {
         audit_streams(&cut, &parts.streams, t, &mut v);
         drop(cut);
         t.revenue = parts.revenue.into_iter().collect();
+        t.revenue_reversed = parts.revenue_reversed.into_iter().collect();
         t.purchases = parts
             .purchases
             .into_iter()
@@ -119,6 +132,7 @@ impl Engine {
         v: &mut Vec<String>,
     ) -> GifterParts {
         let mut revenue = std::collections::BTreeMap::<Currency, Decimal>::new();
+        let mut revenue_reversed = std::collections::BTreeMap::<Currency, Decimal>::new();
         let mut promotions = std::collections::BTreeMap::<String, PromotionSales>::new();
         let mut creator_parts = std::collections::HashMap::<CreatorId, u128>::new();
         let mut stream_parts = std::collections::HashMap::<StreamId, u128>::new();
@@ -129,6 +143,7 @@ impl Engine {
             t.coins_recharged += s.totals.coins_recharged;
             t.coins_spent += s.totals.coins_spent;
             t.coins_spent_on_purchases += s.purchases.coins;
+            s.audit_reversals(i, t, &mut revenue_reversed, v);
             let mut by_items = 0u128;
             for (item, (count, coins)) in &s.purchases.items {
                 let line = purchases.entry(item.0).or_default();
@@ -187,6 +202,7 @@ impl Engine {
             creators: creator_parts,
             streams: stream_parts,
             revenue,
+            revenue_reversed,
             purchases,
             promotions,
         }
@@ -429,6 +445,14 @@ impl Engine {
             let mut video_gifters: Vec<_> = s.videos.gifters.iter().collect();
             video_gifters.sort_unstable();
             let _ = writeln!(out, "videos {i}: {videos:?} {video_gifters:?}");
+            // Not in what formats before 8 could hold: a state loaded from one has none.
+            if windows {
+                let mut debts: Vec<_> = s.debts.iter().collect();
+                debts.sort_unstable();
+                let records: Vec<_> = s.recharges.in_order().collect();
+                let book = (&s.recharges.revenue_reversed, s.recharges.coins_reversed);
+                let _ = writeln!(out, "reversals {i}: {records:?} {book:?} {debts:?}");
+            }
         }
         for (i, c) in cut.creators.iter().enumerate() {
             let mut creators: Vec<_> = c.creators.iter().collect();
@@ -471,6 +495,7 @@ struct GifterParts {
     creators: std::collections::HashMap<CreatorId, u128>,
     streams: std::collections::HashMap<StreamId, u128>,
     revenue: std::collections::BTreeMap<Currency, Decimal>,
+    revenue_reversed: std::collections::BTreeMap<Currency, Decimal>,
     purchases: std::collections::BTreeMap<u32, (u128, u128)>,
     promotions: std::collections::BTreeMap<String, PromotionSales>,
 }
@@ -566,11 +591,16 @@ fn audit_spending(i: usize, s: &super::shard::SenderShard, v: &mut Vec<String>) 
 
 /// Coins are conserved: recharged = in wallets + spent on gifts + spent on purchases;
 /// spent on gifts = received by creators = received by streams + received by videos.
+/// Coins are conserved: recharged − reversed = in wallets − owed + spent on gifts + spent
+/// on purchases (checked as recharged + owed = in wallets + spent + reversed: no side goes
+/// negative); spent on gifts = received by creators = received by streams.
 fn audit_conservation(t: &LedgerTotals, v: &mut Vec<String>) {
-    if t.coins_recharged != t.coins_in_wallets + t.coins_spent + t.coins_spent_on_purchases {
+    let (r, rev) = (t.coins_recharged, t.coins_reversed);
+    let (w, o) = (t.coins_in_wallets, t.coins_owed);
+    let (g, p) = (t.coins_spent, t.coins_spent_on_purchases);
+    if r + o != w + g + p + rev {
         v.push(format!(
-            "coins recharged {} != in wallets {} + spent on gifts {} + spent on purchases {}",
-            t.coins_recharged, t.coins_in_wallets, t.coins_spent, t.coins_spent_on_purchases
+            "coins recharged {r} - reversed {rev} != in wallets {w} - owed {o} + spent on gifts {g} + spent on purchases {p}"
         ));
     }
     if t.coins_spent != t.coins_received_by_creators {

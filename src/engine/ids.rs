@@ -85,6 +85,7 @@ pub(super) fn sender_of(event: &Event) -> u64 {
         Event::Account(a) => a.user.0,
         Event::Purchase(p) => p.user.0,
         Event::VideoGift(v) => v.sender.0,
+        Event::RechargeReversal(r) => r.user.0,
         Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) | Event::Economy(_) => {
             unreachable!("a chunk holds sender-routed events only")
         }

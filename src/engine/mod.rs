@@ -51,6 +51,7 @@
 //! - `replay`: [`Engine::replay`] of journaled entries with their stamps.
 //! - `economies`: the economy versions in force and their changes.
 //! - `hold`: the earnings hold (held diamonds per creator, by release time).
+//! - `shard::chargeback`: recharge reversals, their records and the debts they leave.
 //! - `cut`, `state`: consistent cuts, snapshot state and its older formats.
 //! - `query`: read-only views (wallets, creators, streams, leaderboards, read model).
 //! - `audit`: invariant checks, foreign state, the state fingerprint.
@@ -86,7 +87,7 @@ use rustc_hash::FxHashMap;
 use crate::config::ConfigError;
 pub use crate::config::engine::{
     EngineConfig, HISTORY_PER_USER_MAX, IDEMPOTENCY_ENTRIES_MAX, ISSUED_AHEAD_MAX_MS,
-    REPLAY_THREADS_MAX, SHARDS_MAX, TOP_K_MAX,
+    RECHARGE_RECORDS_PER_SHARD_MAX, REPLAY_THREADS_MAX, SHARDS_MAX, TOP_K_MAX,
 };
 use crate::economy::Economy;
 pub use audit::{AuditReport, Foreign, LedgerTotals, PromotionSales};
@@ -266,6 +267,19 @@ impl Engine {
         &self.config
     }
 
+    /// Recharge records held (that a reversal may still take back) and records dropped
+    /// because a shard was full (`engine.recharge_records_per_shard_max`), over every
+    /// sender shard.
+    pub fn recharge_records(&self) -> (u64, u64) {
+        self.senders.iter().fold((0, 0), |(held, evicted), s| {
+            let s = s.lock();
+            (
+                held + s.recharges.len() as u64,
+                evicted + s.recharges.evicted,
+            )
+        })
+    }
+
     /// Event ids the idempotency index holds, and the most it may hold.
     pub fn ids_remembered(&self) -> (usize, usize) {
         let held = self.ids.iter().map(|w| w.lock().len()).sum();
@@ -298,6 +312,7 @@ impl Engine {
             Event::Account(a) => Route::Sender(shard_of(a.user.0, self.mask)),
             Event::Purchase(p) => Route::Sender(shard_of(p.user.0, self.mask)),
             Event::VideoGift(v) => Route::Sender(shard_of(v.sender.0, self.mask)),
+            Event::RechargeReversal(r) => Route::Sender(shard_of(r.user.0, self.mask)),
             Event::Payout(p) => Route::Creator(shard_of(p.creator.0, self.mask)),
             Event::Settlement(s) => Route::Creator(shard_of(s.creator.0, self.mask)),
             Event::StreamGoal(g) => Route::Stream(shard_of(g.stream.0, self.mask)),

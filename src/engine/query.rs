@@ -30,6 +30,9 @@ pub struct WalletView {
     pub spent_this_week: u64,
     pub daily_budget_coins: Option<u64>,
     pub weekly_budget_coins: Option<u64>,
+    /// Coins the user owes (reversed recharges already spent; repaid first by the next
+    /// recharges): while above 0, gifts and purchases are `ACCOUNT_IN_DEBT`.
+    pub coins_owed: u64,
 }
 
 /// A creator's totals as the API shows them.
@@ -83,6 +86,7 @@ impl Engine {
             spent_this_week: spent.week,
             daily_budget_coins: budgets.daily(),
             weekly_budget_coins: budgets.weekly(),
+            coins_owed: shard.owed_at(user, w.coins),
         }
     }
 
@@ -311,12 +315,12 @@ pub struct ReadModelView {
     pub creator_gifters: Vec<(CreatorId, UserId, u128)>,
     /// `(stream, gifter, coins)` for each stream's top [`ViewParts::tops`] gifters.
     pub stream_gifters: Vec<(StreamId, UserId, u128)>,
-    /// `(user, coins)` for every wallet.
-    pub wallets: Vec<(UserId, u64)>,
     /// Every video gifted on, summed over the sender shards.
     pub videos: Vec<(VideoId, VideoBook)>,
     /// `(video, gifter, coins)` for each video's top [`ViewParts::tops`] gifters.
     pub video_gifters: Vec<(VideoId, UserId, u128)>,
+    /// `(user, coins, coins owed)` for every wallet.
+    pub wallets: Vec<(UserId, u64, u64)>,
 }
 
 fn read_model_view<'a>(
@@ -353,8 +357,11 @@ fn read_model_view<'a>(
             }
         }
         if parts.wallets {
-            view.wallets
-                .extend(s.wallets.iter().map(|(&u, w)| (u, w.coins)));
+            view.wallets.extend(
+                s.wallets
+                    .iter()
+                    .map(|(&u, w)| (u, w.coins, s.owed_at(u, w.coins))),
+            );
         }
     }
     for (c, lists) in creator_tops {

@@ -384,12 +384,14 @@ impl From<&VideoGift> for GiftSend {
     }
 }
 
-/// A gift (on a stream or a video): returns its cost in coins.
+/// A gift (on a stream or a video): returns its cost in coins. `in_debt`: the sender
+/// owes coins (a reversed recharge it had spent).
 #[inline]
 pub(crate) fn gift(
     economy: &Economy,
     wallet: &Wallet,
     budgets: &Budgets,
+    in_debt: bool,
     g: GiftSend,
     period: Period,
 ) -> Result<u64, Refusal> {
@@ -408,7 +410,7 @@ pub(crate) fn gift(
         .coins
         .checked_mul(u64::from(g.count))
         .ok_or(RejectCode::Overflow)?;
-    spend(economy, wallet, budgets, cost, period)?;
+    spend(economy, wallet, budgets, in_debt, cost, period)?;
     Ok(cost)
 }
 
@@ -418,6 +420,7 @@ pub(crate) fn purchase(
     economy: &Economy,
     wallet: &Wallet,
     budgets: &Budgets,
+    in_debt: bool,
     p: &Purchase,
     period: Period,
 ) -> Result<u64, Refusal> {
@@ -433,23 +436,28 @@ pub(crate) fn purchase(
         .coins
         .checked_mul(u64::from(p.count))
         .ok_or(RejectCode::Overflow)?;
-    spend(economy, wallet, budgets, cost, period)?;
+    spend(economy, wallet, budgets, in_debt, cost, period)?;
     Ok(cost)
 }
 
 /// Spending `cost` coins stamped in `period` (a gift or a purchase), after the event's
-/// own checks: the account, then the limits ([`limits`]: the budgets and the platform's
-/// caps count gifts and purchases alike), then the funds (SPEC §1 order). Every way
-/// coins are spent goes through here, so a limit added to [`limits`] holds for all.
+/// own checks: the account (age, region, then `ACCOUNT_IN_DEBT` when the user owes
+/// coins), then the limits ([`limits`]: the budgets and the platform's caps count gifts
+/// and purchases alike), then the funds (SPEC §1 order). Every way coins are spent goes
+/// through here, so a limit added to [`limits`] holds for all.
 #[inline]
 pub(crate) fn spend(
     economy: &Economy,
     wallet: &Wallet,
     budgets: &Budgets,
+    in_debt: bool,
     cost: u64,
     period: Period,
 ) -> Result<(), Refusal> {
     check_account(economy, wallet)?;
+    if in_debt {
+        return Err(RejectCode::AccountInDebt.into());
+    }
     limits(economy, wallet, budgets, cost, period)?;
     if wallet.coins < cost {
         return Err(RejectCode::InsufficientCoins.into());

@@ -31,6 +31,10 @@ use super::videos::ShardVideos;
 use super::window::LegacyWindow;
 use crate::economy::{Currency, Economy};
 
+mod chargeback;
+
+pub(crate) use chargeback::RechargeBook;
+
 /// One line of a user's recent history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -81,7 +85,9 @@ impl HistoryLine {
             coins,
             kind,
             code,
-            debit,
+            // A change of 0 has no direction (a reversal that found the balance empty):
+            // as the snapshot's `coins_delta` reads back.
+            debit: debit && coins > 0,
         }
     }
 }
@@ -219,6 +225,14 @@ pub(crate) struct SenderShard {
     /// The budgets of the users who set one (snapshot format 7; formats 1 to 6 kept the
     /// monthly budget in the wallet). A wallet's `budgets` flag says it has an entry.
     pub budgets: FxHashMap<UserId, Budgets>,
+    /// Recharges that can still be reversed, and what reversals took back (`chargeback`;
+    /// encoded apart, at the end of the state: format 8).
+    #[serde(skip)]
+    pub recharges: RechargeBook,
+    /// Coins owed by the users who owe any (a reversed recharge already spent): only
+    /// users with a balance of 0 have an entry. Encoded apart (format 8).
+    #[serde(skip)]
+    pub debts: FxHashMap<UserId, u64>,
 }
 
 /// A sender shard as snapshot formats 1 to 6 encoded it: wallets of their layout, no
@@ -269,6 +283,8 @@ impl From<SenderShardV6> for SenderShard {
             purchases: PurchaseTotals::default(),
             promotions: PromotionBook::new(),
             videos: ShardVideos::default(),
+            recharges: RechargeBook::default(),
+            debts: FxHashMap::default(),
         }
     }
 }
@@ -297,6 +313,8 @@ impl SenderShard {
             touched_creators: Vec::new(),
             touched_streams: Vec::new(),
             budgets: FxHashMap::default(),
+            recharges: RechargeBook::default(),
+            debts: FxHashMap::default(),
         }
     }
 
@@ -338,6 +356,7 @@ impl SenderShard {
                 Event::Account(a) => a.user,
                 Event::Purchase(p) => p.user,
                 Event::VideoGift(v) => v.sender,
+                Event::RechargeReversal(r) => r.user,
                 _ => continue,
             };
             if let Some(wallet) = self.wallets.get(&user) {
@@ -350,7 +369,8 @@ impl SenderShard {
         seen
     }
 
-    /// Applies one sender-routed event (recharge, gift, purchase, account settings) with the
+    /// Applies one sender-routed event (recharge, gift, purchase, account settings, recharge
+    /// reversal) with the
     /// sequence number `seq` reserved for it. The caller has claimed its id: it is not a
     /// retry.
     pub(crate) fn apply(
@@ -367,11 +387,14 @@ impl SenderShard {
         let mut cap = None;
         // The change of the user's coins: an amount and whether it was taken.
         let (status, user, change) = match event {
-            Event::Recharge(r) => (
-                self.recharge(economy, r, stamp),
-                Some(r.user),
-                (r.coins, false),
-            ),
+            Event::Recharge(r) => {
+                let (status, to_balance) = self.recharge(economy, config, r, stamp);
+                (status, Some(r.user), (to_balance, false))
+            }
+            Event::RechargeReversal(r) => {
+                let (status, taken) = self.reverse_recharge(economy, r, stamp);
+                (status, Some(r.user), (taken, true))
+            }
             Event::Gift(g) => {
                 let (status, gift_cap, cost, gift_totals) = self.gift(economy, config, g, period);
                 totals = gift_totals;
@@ -435,11 +458,23 @@ impl SenderShard {
         outcome
     }
 
-    fn recharge(&mut self, economy: &Economy, r: &Recharge, stamp: Stamp) -> Status {
+    /// Returns the status and the coins that reached the balance (a debt is repaid
+    /// first; 0 when rejected).
+    fn recharge(
+        &mut self,
+        economy: &Economy,
+        config: &EngineConfig,
+        r: &Recharge,
+        stamp: Stamp,
+    ) -> (Status, u64) {
         let wallet = self.wallets.get(&r.user).copied().unwrap_or_default();
         match rules::recharge(economy, &wallet, r, r.paid_at(stamp)) {
             Ok(done) => {
-                self.wallets.entry(r.user).or_default().coins = done.balance;
+                // The rules checked the balance plus every coin fits; a debt only lowers
+                // what reaches it.
+                let credit = self.credit_coins(r.user, r.coins);
+                let credit = credit.expect("the overflow rule checked the balance");
+                self.record_recharge(economy, config.recharge_records_per_shard_max, r, stamp);
                 self.totals.coins_recharged += u128::from(r.coins);
                 let revenue = self.totals.revenue.entry(r.currency).or_default();
                 *revenue = revenue.saturating_add(r.price);
@@ -450,9 +485,12 @@ impl SenderShard {
                     let revenue = sales.revenue.entry(r.currency).or_default();
                     *revenue = revenue.saturating_add(r.price);
                 }
-                Status::Accepted(Effect::Coins(done.balance))
+                (
+                    Status::Accepted(Effect::Coins(credit.balance)),
+                    credit.to_balance,
+                )
             }
-            Err(code) => Status::Rejected(code),
+            Err(code) => (Status::Rejected(code), 0),
         }
     }
 
@@ -535,8 +573,15 @@ impl SenderShard {
         // A gift from a user never seen can only be rejected: do not create a wallet for
         // it, so hostile ids cost no memory.
         let Some(wallet) = self.wallets.get_mut(&g.sender) else {
-            let refusal = rules::gift(economy, &Wallet::default(), &Budgets::NONE, g, period)
-                .expect_err("an empty wallet cannot pay for a gift");
+            let refusal = rules::gift(
+                economy,
+                &Wallet::default(),
+                &Budgets::NONE,
+                false,
+                g,
+                period,
+            )
+            .expect_err("an empty wallet cannot pay for a gift");
             return Err(refusal);
         };
         let budgets = if wallet.budgets {
@@ -547,7 +592,10 @@ impl SenderShard {
         } else {
             Budgets::NONE
         };
-        let cost = rules::gift(economy, wallet, &budgets, g, period)?;
+        // A user who owes coins has a balance of 0: the debts are looked at only then.
+        let in_debt =
+            wallet.coins == 0 && !self.debts.is_empty() && self.debts.contains_key(&g.sender);
+        let cost = rules::gift(economy, wallet, &budgets, in_debt, g, period)?;
         let coins = wallet.coins.checked_sub(cost);
         wallet.coins = coins.expect("the funds rule keeps a balance from going negative");
         // A gift stamped earlier than one already applied (stamps are taken before the
@@ -587,8 +635,15 @@ impl SenderShard {
     ) -> (Status, Option<BudgetCap>, u64) {
         // As a gift: a user never seen can only be rejected and gets no wallet.
         let Some(wallet) = self.wallets.get_mut(&p.user) else {
-            let refusal = rules::purchase(economy, &Wallet::default(), &Budgets::NONE, p, period)
-                .expect_err("an empty wallet cannot pay for an item");
+            let refusal = rules::purchase(
+                economy,
+                &Wallet::default(),
+                &Budgets::NONE,
+                false,
+                p,
+                period,
+            )
+            .expect_err("an empty wallet cannot pay for an item");
             return (Status::Rejected(refusal.code), refusal.cap, 0);
         };
         let budgets = if wallet.budgets {
@@ -596,7 +651,9 @@ impl SenderShard {
         } else {
             Budgets::NONE
         };
-        let cost = match rules::purchase(economy, wallet, &budgets, p, period) {
+        let in_debt =
+            wallet.coins == 0 && !self.debts.is_empty() && self.debts.contains_key(&p.user);
+        let cost = match rules::purchase(economy, wallet, &budgets, in_debt, p, period) {
             Ok(cost) => cost,
             Err(refusal) => return (Status::Rejected(refusal.code), refusal.cap, 0),
         };

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
-use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp};
+use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId};
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
-use super::shard::{PromotionBook, PurchaseTotals, SenderShard, SenderShardV6};
+use super::shard::{PromotionBook, PurchaseTotals, RechargeBook, SenderShard, SenderShardV6};
 use super::topk::TopK;
 use super::videos::ShardVideos;
 use super::window::{self, IdWindow, IdWindowV4, IdWindowV5};
@@ -52,6 +52,8 @@ impl Engine {
             }),
             promotions: cut.senders.iter().map(|g| &g.promotions).collect(),
             videos: cut.senders.iter().map(|g| &g.videos).collect(),
+            recharge_records: cut.senders.iter().map(|g| &g.recharges).collect(),
+            debts: cut.senders.iter().map(|g| &g.debts).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -90,6 +92,8 @@ impl Engine {
             }),
             promotions: cut.senders.iter().map(|s| s.promotions.clone()).collect(),
             videos: cut.senders.iter().map(|s| s.videos.clone()).collect(),
+            recharge_records: cut.senders.iter().map(|s| s.recharges.clone()).collect(),
+            debts: cut.senders.iter().map(|s| s.debts.clone()).collect(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -148,8 +152,13 @@ impl Engine {
         let mut promotions = state.promotions.into_iter();
         // Formats before 8 hold no video gifts.
         let mut videos = state.videos.into_iter();
+        // Formats before 8 hold no recharge records and no debts.
+        let mut recharge_records = state.recharge_records.into_iter();
+        let mut debts = state.debts.into_iter();
         for slot in self.senders.iter() {
             let mut shard = senders.next().expect("checked length");
+            shard.recharges = recharge_records.next().unwrap_or_default();
+            shard.debts = debts.next().unwrap_or_default();
             // Formats 1 to 6 knew no purchases.
             shard.purchases = purchases.next().unwrap_or_default();
             shard.promotions = promotions.next().unwrap_or_default();
@@ -293,6 +302,12 @@ pub struct EngineState<W = IdWindow> {
     /// format 8, appended: format 7 is format 8 less it, an empty list being one zero
     /// byte).
     videos: Vec<ShardVideos>,
+    /// Per sender shard, its recharge records and what reversals took back
+    /// (`SenderShard::recharges`; format 8, appended: format 7 is format 8 less it and
+    /// the next, an empty list being one zero byte each).
+    recharge_records: Vec<RechargeBook>,
+    /// Per sender shard, the coins its users owe (`SenderShard::debts`; format 8).
+    debts: Vec<FxHashMap<UserId, u64>>,
 }
 
 /// A state as snapshot format 6 encoded it: the same fields, with sender shards of
@@ -337,6 +352,8 @@ impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
             hold: None,
             promotions: Vec::new(),
             videos: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
         }
     }
 }
@@ -375,6 +392,8 @@ impl From<EngineStateV4> for EngineState {
             hold: None,
             promotions: Vec::new(),
             videos: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
         }
     }
 }
@@ -411,6 +430,8 @@ impl From<EngineStateV3> for EngineState {
             hold: None,
             promotions: Vec::new(),
             videos: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
         }
     }
 }
@@ -444,6 +465,8 @@ impl From<EngineStateV2> for EngineState {
             hold: None,
             promotions: Vec::new(),
             videos: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
         }
     }
 }
@@ -476,6 +499,8 @@ impl From<EngineStateV1> for EngineState {
             hold: None,
             promotions: Vec::new(),
             videos: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
         }
     }
 }
@@ -497,6 +522,8 @@ impl EngineState {
             || !(self.purchases.len() == n || self.purchases.is_empty())
             || !(self.promotions.len() == n || self.promotions.is_empty())
             || !(self.videos.len() == n || self.videos.is_empty())
+            || !(self.recharge_records.len() == n || self.recharge_records.is_empty())
+            || !(self.debts.len() == n || self.debts.is_empty())
             || self.hold.as_ref().is_some_and(|h| h.shards.len() != n)
         {
             return Err(StateError::Shards {
@@ -567,6 +594,8 @@ impl EngineState {
             }),
             promotions: self.promotions.iter().collect(),
             videos: self.videos.iter().collect(),
+            recharge_records: self.recharge_records.iter().collect(),
+            debts: self.debts.iter().collect(),
         }
     }
 }
@@ -592,6 +621,8 @@ pub struct StateView<'a> {
     hold: Option<HoldStateView<'a>>,
     promotions: Vec<&'a PromotionBook>,
     videos: Vec<&'a ShardVideos>,
+    recharge_records: Vec<&'a RechargeBook>,
+    debts: Vec<&'a FxHashMap<UserId, u64>>,
 }
 
 impl StateView<'_> {

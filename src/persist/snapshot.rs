@@ -20,7 +20,9 @@
 //! idempotency index (ids by their own hash, with content fingerprints) and leaves the
 //! shards' old windows empty. Formats 1 and 2 are still read: their windows' ids move to
 //! the index, matching any content (they have no fingerprint). Format 7 appended the
-//! purchase totals per sender shard; format 6 reads as 7 without purchases.
+//! purchase totals per sender shard; format 6 reads as 7 without purchases. Format 8
+//! appended the recharge records and debts per sender shard; format 7 reads as 8 with
+//! none.
 //! Written to a temp file, fsynced, renamed, and the directory fsynced. A snapshot is
 //! taken at a commit boundary: everything up to its sequence number is in the journal.
 //!
@@ -620,9 +622,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         6 => protocol::decode_serde::<EngineStateV6>(body)
             .map_err(corrupt)?
             .into(),
-        // Format 8 appended the videos' aggregates per sender shard: format 7 is format
-        // 8 with none (an empty list, one zero byte).
-        7 => protocol::decode_serde(&[body, &[0u8][..]].concat()).map_err(corrupt)?,
+        // Format 8 appended, per sender shard, the videos' aggregates, the recharge
+        // records and the debts (three `Vec`s): format 7 is format 8 with all empty,
+        // one zero byte each.
+        7 => protocol::decode_serde(&[body, &[0u8; 3][..]].concat()).map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

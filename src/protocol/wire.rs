@@ -3,16 +3,14 @@
 //!
 //! Size: the frame payloads and their conversions both ways are one wire contract (the
 //! journal's `record` mirrors it byte for byte); split, the two directions would drift.
+//! Size: every event kind's wire variant and its conversion both ways are one contract
+//! with PROTOCOL.md and the journal's `record` (which must encode to the same bytes).
 
 use bincode::{Decode, Encode};
 use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
-use crate::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status,
-    StreamGoal, StreamId, UserId, VideoGift, VideoId,
-};
+use crate::engine::{AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
 
 /// Client to server.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -231,10 +229,12 @@ pub enum WireEvent {
         daily_budget_coins: Option<u64>,
         weekly_budget_coins: Option<u64>,
     },
-    /// Number 11, reserved for the recharge reversal (#31 feature 2, built beside this
-    /// one): never written by this build; read as an invalid event.
-    Reserved11,
-    /// Number 12, reserved for the gift reversal (#31 feature 3): likewise.
+    /// A chargeback: takes back the coins of the recharge with event id `recharge`
+    /// (kind 11). Accepted: the outcome's `coins` is the balance after it and its
+    /// `value` the coins the user owes after it (a whole number, scale 0).
+    RechargeReversal { id: u128, user: u64, recharge: u128 },
+    /// Number 12, reserved for the gift reversal (#31 feature 3): never written by this
+    /// build; read as an invalid event.
     Reserved12,
     /// A gift on a video (number 13; a gift on a stream stays `Gift`, number 1).
     VideoGift {
@@ -445,8 +445,8 @@ impl TryFrom<WireEvent> for Event {
                 item: ItemId(item),
                 count,
             }),
-            WireEvent::Reserved11 | WireEvent::Reserved12 => {
-                return Err("event kinds 11 and 12 are reserved (not built here)");
+            WireEvent::Reserved12 => {
+                return Err("event kind 12 is reserved (not built here)");
             }
             WireEvent::VideoGift {
                 id,
@@ -463,6 +463,13 @@ impl TryFrom<WireEvent> for Event {
                 gift: GiftId(gift),
                 count,
             }),
+            WireEvent::RechargeReversal { id, user, recharge } => {
+                Event::RechargeReversal(RechargeReversal {
+                    id: EventId(id),
+                    user: UserId(user),
+                    recharge: EventId(recharge),
+                })
+            }
         })
     }
 }
@@ -559,6 +566,11 @@ impl From<&Event> for WireEvent {
                 gift: v.gift.0,
                 count: v.count,
             },
+            Event::RechargeReversal(r) => WireEvent::RechargeReversal {
+                id: r.id.0,
+                user: r.user.0,
+                recharge: r.recharge.0,
+            },
         }
     }
 }
@@ -570,13 +582,14 @@ pub struct WireOutcome {
     /// 0 = accepted; otherwise the `RejectCode` number.
     pub status: u8,
     pub duplicate: bool,
-    /// Accepted recharge, gift or purchase: the balance after. Accepted payout: diamonds
+    /// Accepted recharge, gift, purchase or recharge reversal: the balance after. Accepted payout: diamonds
     /// available after. Accepted settlement: the diamonds it credited. Rejected
     /// `BUDGET_EXCEEDED`: the cap it names (1 monthly budget, 2 daily budget, 3 weekly
     /// budget, 4 daily platform cap, 5 weekly platform cap; 0 from builds before daily
     /// and weekly limits: the monthly budget). Otherwise 0.
     pub coins: u64,
-    /// Accepted payout: its value. Otherwise zero.
+    /// Accepted payout: its value. Accepted recharge reversal: the coins the user owes
+    /// after it (scale 0). Otherwise zero.
     pub value: WireDecimal,
 }
 
@@ -590,6 +603,8 @@ impl From<&Outcome> for WireOutcome {
             }) => (0, diamonds_available, value),
             Status::Accepted(Effect::Stored) => (0, 0, Decimal::ZERO),
             Status::Accepted(Effect::Settled { credited }) => (0, credited, Decimal::ZERO),
+            // The debt after it, a whole number of coins.
+            Status::Accepted(Effect::Reversed { coins, owed }) => (0, coins, Decimal::from(owed)),
             // A BUDGET_EXCEEDED carries the cap it names (`BudgetCap` number).
             Status::Rejected(code) => (code as u8, o.cap.map_or(0, |c| c as u64), Decimal::ZERO),
         };
@@ -620,6 +635,13 @@ impl WireOutcome {
                     credited: self.coins,
                 },
                 Event::Economy(_) => Effect::Stored,
+                Event::RechargeReversal(_) => Effect::Reversed {
+                    coins: self.coins,
+                    owed: u64::try_from(self.value.mantissa)
+                        .ok()
+                        .filter(|_| self.value.scale == 0)
+                        .ok_or("a reversal's debt must be a whole number of coins")?,
+                },
             })
         } else {
             Status::Rejected(RejectCode::from_u8(self.status).ok_or("unknown reject code")?)

@@ -2,6 +2,7 @@
 //! 2-core machine.
 
 mod adversarial;
+mod chargeback;
 mod cluster;
 mod crash;
 mod durability;

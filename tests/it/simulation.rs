@@ -41,6 +41,14 @@
 //!   passes the same checks and credits its creator alike; it counts in the video's own
 //!   coins, smallest creator, gift counts and per-gifter totals (its top gifters), never
 //!   in a stream's; the audit's coins received by videos are the model's;
+//! - recharge reversals (issue #31, feature 2): every accepted recharge is remembered
+//!   (user, coins credited, stamp); a reversal naming one of the user's, stamped within
+//!   the economy's `recharge_reversal_window_ms` of it and not reversed yet, takes
+//!   min(balance, coins) from the wallet and the rest becomes the model's own debt;
+//!   otherwise `ORIGINAL_NOT_FOUND` / `ALREADY_REVERSED`. A recharge repays the debt
+//!   before the balance; a gift or purchase of a user who owes is `ACCOUNT_IN_DEBT`
+//!   (after the age and region checks). Reversals name recharges of any earlier batch
+//!   (spent or not, twice, other users', gifts), so they race payouts, cuts and restarts;
 //! - ONE global idempotency map `event id -> (event content, original outcome)`, across
 //!   users, event types and shards: an exact retry gets the original outcome with
 //!   `duplicate: true` and changes nothing; the same id with other content gets
@@ -92,11 +100,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use giftstream::economy::{Economy, EconomyFile, Region, SpendingCapsFile};
-use giftstream::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState,
-    Event, EventId, Gift, GiftId, IdSecret, ItemId, LogEntry, Outcome, PackageId, Payout, Purchase,
-    Recharge, RejectCode, Stamp, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
-};
+use giftstream::engine::{AccountSettings, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState, Event, EventId, Gift, GiftId, IdSecret, ItemId, LogEntry, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Stamp, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
@@ -331,6 +335,7 @@ type WalletFields = (
     Option<Region>,
     bool,
     (u64, u64, Option<u64>, Option<u64>),
+    u64,
 );
 /// A creator as compared: coins received, diamonds credited, available, gift counts.
 type CreatorFields = (u128, u128, u128, Vec<(GiftId, u128)>);
@@ -356,6 +361,14 @@ struct Model {
     item_codes: Vec<String>,
     /// Coins spent on purchases: the platform's revenue in coins.
     purchased: u128,
+    /// Accepted recharges by (user, event id): (coins credited, stamp, reversed). An id
+    /// is unique within the horizon only: another user's recharge under a reused id is
+    /// another recharge.
+    recharges: HashMap<(UserId, EventId), (u64, u64, bool)>,
+    /// Coins owed, per user who owes.
+    debts: BTreeMap<UserId, u64>,
+    /// Coins reversals took back.
+    reversed: u128,
     versions: Versions,
     wallets: BTreeMap<UserId, ModelWallet>,
     creators: BTreeMap<CreatorId, ModelCreator>,
@@ -393,6 +406,9 @@ impl Model {
             package_codes: economy.packages.iter().map(|p| p.id.clone()).collect(),
             item_codes: economy.items.iter().map(|i| i.id.clone()).collect(),
             purchased: 0,
+            recharges: HashMap::new(),
+            debts: BTreeMap::new(),
+            reversed: 0,
             economy,
             versions,
             wallets: BTreeMap::new(),
@@ -462,6 +478,7 @@ impl Model {
                 cap = purchase_cap;
                 status
             }
+            Event::RechargeReversal(r) => self.reversal(r, stamp),
         };
         self.last_seq += 1;
         let outcome = Outcome {
@@ -633,10 +650,21 @@ impl Model {
         if let Err(code) = self.account_check(&w) {
             return rejected(code);
         }
-        let Some(coins) = w.coins.checked_add(r.coins) else {
+        if w.coins.checked_add(r.coins).is_none() {
             return rejected(RejectCode::Overflow);
-        };
+        }
+        // A debt is repaid first; only the rest reaches the balance.
+        let owed = self.debts.get(&r.user).copied().unwrap_or(0);
+        let repaid = owed.min(r.coins);
+        if repaid == owed {
+            self.debts.remove(&r.user);
+        } else {
+            self.debts.insert(r.user, owed - repaid);
+        }
+        let coins = w.coins + (r.coins - repaid);
         self.wallets.entry(r.user).or_default().coins = coins;
+        self.recharges
+            .insert((r.user, r.id), (r.coins, stamp.0, false));
         if let Some(id) = promotion {
             let package = self
                 .package_terms(r.package.expect("a package"))
@@ -647,6 +675,41 @@ impl Model {
             *sales.2.entry(r.currency.to_string()).or_default() += r.price;
         }
         Status::Accepted(Effect::Coins(coins))
+    }
+
+    /// A recharge reversal: the named recharge must be the user's, accepted, within the
+    /// window and not reversed; what the balance lacks becomes debt.
+    fn reversal(&mut self, r: &RechargeReversal, stamp: Stamp) -> Status {
+        let window = self.economy.recharge_reversal_window_ms;
+        let Some(original) = self.recharges.get_mut(&(r.user, r.recharge)) else {
+            return rejected(RejectCode::OriginalNotFound);
+        };
+        let (coins, at, done) = *original;
+        if stamp.0 >= at + window {
+            return rejected(RejectCode::OriginalNotFound);
+        }
+        if done {
+            return rejected(RejectCode::AlreadyReversed);
+        }
+        original.2 = true;
+        let w = self.wallets.entry(r.user).or_default();
+        let taken = w.coins.min(coins);
+        w.coins -= taken;
+        let balance = w.coins;
+        let owed = self.debts.get(&r.user).copied().unwrap_or(0) + (coins - taken);
+        if owed > 0 {
+            self.debts.insert(r.user, owed);
+        }
+        self.reversed += u128::from(coins);
+        Status::Accepted(Effect::Reversed {
+            coins: balance,
+            owed,
+        })
+    }
+
+    /// Whether the user owes coins: its gifts and purchases are refused.
+    fn in_debt(&self, user: UserId) -> bool {
+        self.debts.get(&user).is_some_and(|&owed| owed > 0)
     }
 
     /// The event checks of a gift: its cost.
@@ -674,6 +737,9 @@ impl Model {
         let cost = self.gift_cost(g).map_err(|c| (c, None))?;
         let w = self.wallet(g.sender);
         self.account_check(&w).map_err(|c| (c, None))?;
+        if self.in_debt(g.sender) {
+            return Err((RejectCode::AccountInDebt, None));
+        }
         let over = (RejectCode::BudgetExceeded, Some(BudgetCap::MonthlyBudget));
         let spent = w.spent_in(month).checked_add(cost);
         match (spent, w.budget) {
@@ -868,7 +934,12 @@ impl Model {
         let cost = coins
             .checked_mul(u64::from(p.count))
             .ok_or((RejectCode::Overflow, None))?;
-        let spent = self.spend_check(&self.wallet(p.user), stamp, cost)?;
+        let w = self.wallet(p.user);
+        self.account_check(&w).map_err(|c| (c, None))?;
+        if self.in_debt(p.user) {
+            return Err((RejectCode::AccountInDebt, None));
+        }
+        let spent = self.spend_check(&w, stamp, cost)?;
         Ok((cost, spent))
     }
 
@@ -898,7 +969,8 @@ impl Model {
             w.windows.daily,
             w.windows.weekly,
         );
-        (w.coins, spent, w.budget, w.region, w.adult, windows)
+        let owed = self.debts.get(&user).copied().unwrap_or(0);
+        (w.coins, spent, w.budget, w.region, w.adult, windows, owed)
     }
 
     fn creator_fields(&self, creator: CreatorId) -> CreatorFields {
@@ -1156,7 +1228,8 @@ impl Generator {
         let event = match self.rng.random_range(0..100u32) {
             0..14 => self.package_recharge(),
             14..24 => self.custom_recharge(),
-            24..52 => self.gift(),
+            24..48 => self.gift(),
+            48..52 => self.reversal(),
             52..60 => self.purchase(),
             60..72 => self.payout(),
             72..76 => self.account(),
@@ -1503,6 +1576,34 @@ impl Generator {
         Some(self.pool[self.rng.random_range(from..n)])
     }
 
+    /// A recharge reversal: mostly of an earlier recharge by its user (spent or not,
+    /// maybe reversed already), sometimes naming it for another user, or naming any
+    /// earlier event (a gift, a rejected recharge, a reversal).
+    fn reversal(&mut self) -> Event {
+        let recharges: Vec<(EventId, UserId)> = self
+            .pool
+            .iter()
+            .filter_map(|e| match e {
+                Event::Recharge(r) => Some((r.id, r.user)),
+                _ => None,
+            })
+            .collect();
+        let pick = self.rng.random_range(0..10u32);
+        let (recharge, user) = if recharges.is_empty() || pick == 9 {
+            let any = self.earlier().map_or(EventId(1), |e| e.id());
+            (any, UserId(self.user()))
+        } else {
+            let (id, user) = recharges[self.rng.random_range(0..recharges.len())];
+            let user = if pick == 8 { UserId(self.user()) } else { user };
+            (id, user)
+        };
+        Event::RechargeReversal(RechargeReversal {
+            id: EventId(self.id()),
+            user,
+            recharge,
+        })
+    }
+
     /// An exact retry of an earlier event (same id, same content).
     fn retry(&mut self) -> Event {
         self.earlier().unwrap_or_else(|| self.gift())
@@ -1816,6 +1917,7 @@ fn engine_wallet(engine: &Engine, user: UserId, now: Stamp) -> WalletFields {
             w.daily_budget_coins,
             w.weekly_budget_coins,
         ),
+        w.coins_owed,
     )
 }
 
@@ -1944,6 +2046,14 @@ fn check_purchases(t: &giftstream::engine::LedgerTotals, model: &Model) -> Resul
         t.coins_in_wallets == in_wallets,
         "coins in wallets: engine {}, model {in_wallets}",
         t.coins_in_wallets
+    );
+    let owed: u128 = model.debts.values().map(|&o| u128::from(o)).sum();
+    ensure!(
+        (t.coins_reversed, t.coins_owed, t.users_in_debt)
+            == (model.reversed, owed, model.debts.len() as u64),
+        "reversed, owed, users in debt: engine {:?}, model {:?}",
+        (t.coins_reversed, t.coins_owed, t.users_in_debt),
+        (model.reversed, owed, model.debts.len())
     );
     Ok(())
 }

@@ -132,6 +132,10 @@ impl Event {
                 .word(v.video.0)
                 .word(u64::from(v.gift.0))
                 .word(u64::from(v.count)),
+            Event::RechargeReversal(r) => f
+                .word(r.user.0)
+                .word(r.recharge.0 as u64)
+                .word((r.recharge.0 >> 64) as u64),
         }
         .finish()
     }

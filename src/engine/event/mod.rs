@@ -120,6 +120,19 @@ pub struct Purchase {
     pub count: u32,
 }
 
+/// A chargeback (an unauthorized or disputed payment): takes back the coins the
+/// recharge `recharge` credited to `user`, once. What the user already spent becomes
+/// the user's debt (`coins_owed`), repaid first by later recharges; while it is owed,
+/// gifts and purchases are rejected `ACCOUNT_IN_DEBT`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RechargeReversal {
+    pub id: EventId,
+    pub user: UserId,
+    /// The event id of the accepted recharge it reverses (of this user, within the
+    /// economy's `recharge_reversal_window_ms`), else `ORIGINAL_NOT_FOUND`.
+    pub recharge: EventId,
+}
+
 /// A creator cashes out diamonds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Payout {
@@ -252,6 +265,9 @@ pub enum Event {
     Economy(EconomyChange),
     /// Appended: variant order is the serde encoding of anything holding an `Event`.
     Purchase(Purchase),
+    /// Appended (wire and journal kind 11).
+    RechargeReversal(RechargeReversal),
+    /// Appended (wire and journal kind 13).
     VideoGift(VideoGift),
 }
 
@@ -289,6 +305,7 @@ impl Event {
             Event::Economy(e) => e.id(),
             Event::Purchase(e) => e.id,
             Event::VideoGift(e) => e.id,
+            Event::RechargeReversal(e) => e.id,
         }
     }
 
@@ -303,6 +320,7 @@ impl Event {
             Event::Economy(_) => EventKind::Economy,
             Event::Purchase(_) => EventKind::Purchase,
             Event::VideoGift(_) => EventKind::VideoGift,
+            Event::RechargeReversal(_) => EventKind::RechargeReversal,
         }
     }
 }
@@ -320,12 +338,13 @@ pub enum EventKind {
     Economy,
     /// Appended: history lines in snapshots encode the kind by its position.
     Purchase,
+    RechargeReversal,
     /// A gift on a video: its own kind, so a history line tells it from a stream's.
     VideoGift,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Recharge,
         EventKind::Gift,
         EventKind::Payout,
@@ -334,6 +353,7 @@ impl EventKind {
         EventKind::Settlement,
         EventKind::Economy,
         EventKind::Purchase,
+        EventKind::RechargeReversal,
         EventKind::VideoGift,
     ];
 
@@ -348,6 +368,7 @@ impl EventKind {
             EventKind::Economy => "economy",
             EventKind::Purchase => "purchase",
             EventKind::VideoGift => "video_gift",
+            EventKind::RechargeReversal => "recharge_reversal",
         }
     }
 }

@@ -38,10 +38,18 @@ pub enum RejectCode {
     EventExpired = 15,
     /// A purchase names an item that is not (or no longer) in the economy's `items`.
     UnknownItem = 16,
+    /// A gift or purchase of a user who owes coins (a reversed recharge they had
+    /// already spent): an account check, after the event's own checks.
+    AccountInDebt = 17,
+    /// A reversal names an event this ledger cannot reverse for that user: unknown, of
+    /// another user, not of the reversible kind, rejected, or older than the window.
+    OriginalNotFound = 18,
+    /// A reversal names an event already reversed.
+    AlreadyReversed = 19,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 16] = [
+    pub const ALL: [RejectCode; 19] = [
         RejectCode::UnknownGift,
         RejectCode::InvalidCount,
         RejectCode::AmountOutOfRange,
@@ -58,6 +66,9 @@ impl RejectCode {
         RejectCode::Unavailable,
         RejectCode::EventExpired,
         RejectCode::UnknownItem,
+        RejectCode::AccountInDebt,
+        RejectCode::OriginalNotFound,
+        RejectCode::AlreadyReversed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +89,9 @@ impl RejectCode {
             RejectCode::Unavailable => "UNAVAILABLE",
             RejectCode::EventExpired => "EVENT_EXPIRED",
             RejectCode::UnknownItem => "UNKNOWN_ITEM",
+            RejectCode::AccountInDebt => "ACCOUNT_IN_DEBT",
+            RejectCode::OriginalNotFound => "ORIGINAL_NOT_FOUND",
+            RejectCode::AlreadyReversed => "ALREADY_REVERSED",
         }
     }
 
@@ -194,6 +208,9 @@ pub enum Effect {
     /// Settlement: the diamonds it added to the creator's (0 for a report not above the
     /// last one from its node).
     Settled { credited: u64 },
+    /// Recharge reversal: the user's coin balance after it, and the coins the user owes
+    /// after it (the part of the reversed recharge already spent, plus any debt before).
+    Reversed { coins: u64, owed: u64 },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]

@@ -227,7 +227,8 @@ impl IdWindow {
                 let cap = outcome.cap.map_or(0, |c| c as u32);
                 Some((REJECTED, code as u32 | cap << 8))
             }
-            Status::Accepted(Effect::PaidOut { .. }) => None,
+            // Two numbers (and rare): kept whole, like a payout's.
+            Status::Accepted(Effect::PaidOut { .. } | Effect::Reversed { .. }) => None,
         };
         let entry = match packed {
             Some((kind, v)) => {

@@ -29,6 +29,9 @@ pub(super) struct Books {
     stream_tops: FxHashMap<StreamId, TopK>,
     videos: FxHashMap<VideoId, VideoBook>,
     video_tops: FxHashMap<VideoId, TopK>,
+    /// Coins owed by the users who owe any (recharge reversals), to follow what a
+    /// recharge repays.
+    owed: FxHashMap<UserId, u64>,
 }
 
 impl Books {
@@ -75,6 +78,12 @@ impl Books {
                 .copied()
                 .collect(),
             video_tops,
+            owed: view
+                .wallets
+                .iter()
+                .filter(|&&(u, _, owed)| owed > 0 && mine(u.0))
+                .map(|&(u, _, owed)| (u, owed))
+                .collect(),
         }
     }
 }
@@ -151,10 +160,21 @@ pub(super) struct Pending {
     stream_gifters: BoardChanges<StreamId>,
     videos: FxHashSet<VideoId>,
     video_gifters: BoardChanges<VideoId>,
-    wallets: FxHashMap<UserId, u64>,
+    /// A user's balance, and the coins owed when the window changed them.
+    wallets: FxHashMap<UserId, (u64, Option<u64>)>,
 }
 
 impl Pending {
+    /// The user's balance after an event, and what it owes when the event changed that
+    /// (a change kept until the write, under later events that did not).
+    fn wallet(&mut self, user: UserId, coins: u64, owed: Option<u64>) {
+        let w = self.wallets.entry(user).or_insert((coins, owed));
+        w.0 = coins;
+        if owed.is_some() {
+            w.1 = owed;
+        }
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.opened.is_none()
     }
@@ -228,7 +248,31 @@ impl Projector {
             Event::Recharge(r) => {
                 if let (true, true, Effect::Coins(balance)) = (mine(r.user.0), self.wallets, effect)
                 {
-                    p.wallets.insert(r.user, balance);
+                    // A recharge repays a debt first. (An entry the books hold already:
+                    // what they say, the value after every such entry.)
+                    let owed = match self.books.owed.get(&r.user).copied() {
+                        Some(owed) if fresh => {
+                            let left = owed - owed.min(r.coins);
+                            if left == 0 {
+                                self.books.owed.remove(&r.user);
+                            } else {
+                                self.books.owed.insert(r.user, left);
+                            }
+                            Some(left)
+                        }
+                        owed => Some(owed.unwrap_or(0)).filter(|_| !fresh),
+                    };
+                    p.wallet(r.user, balance, owed);
+                }
+            }
+            Event::RechargeReversal(r) => {
+                if let (true, true, Effect::Reversed { coins, owed }) =
+                    (mine(r.user.0), self.wallets, effect)
+                {
+                    if fresh && owed > 0 {
+                        self.books.owed.insert(r.user, owed);
+                    }
+                    p.wallet(r.user, coins, Some(owed));
                 }
             }
             // A purchase credits no creator: only the buyer's balance shows it.
@@ -236,7 +280,7 @@ impl Projector {
                 if let (true, true, Effect::Coins(balance)) =
                     (mine(pu.user.0), self.wallets, effect)
                 {
-                    p.wallets.insert(pu.user, balance);
+                    p.wallet(pu.user, balance, None);
                 }
             }
             Event::Payout(pay) if mine(pay.creator.0) => {
@@ -335,7 +379,7 @@ impl Projector {
             _ => {}
         }
         if let (true, true, Effect::Coins(balance)) = (sender, self.wallets, effect) {
-            p.wallets.insert(sender_id, balance);
+            p.wallet(sender_id, balance, None);
         }
         if fresh && creator {
             let book = self.books.creators.entry(creator_id).or_default();
@@ -440,8 +484,12 @@ impl Projector {
         for &(v, u) in &p.video_gifters.removed {
             ops[layout.bucket(v.0)].push(Op::Remove(video_top_key(v), u.0));
         }
-        for (&u, &coins) in &p.wallets {
-            ops[layout.bucket(u.0)].push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
+        for (&u, &(coins, owed)) in &p.wallets {
+            let mut fields = vec![("coins", coins.to_string())];
+            if let Some(owed) = owed {
+                fields.push(("coins_owed", owed.to_string()));
+            }
+            ops[layout.bucket(u.0)].push(Op::Hash(user_key(u), fields));
         }
         Write {
             ops,

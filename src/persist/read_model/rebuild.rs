@@ -164,8 +164,12 @@ fn view_ops(view: &ReadModelView, wallets: bool, merge: bool, layout: Layout) ->
         ops[layout.bucket(v.0)].push(Op::Set(video_top_key(v), u.0, coins.min(SCORE_MAX)));
     }
     if wallets {
-        for &(u, coins) in &view.wallets {
-            ops[layout.bucket(u.0)].push(Op::Hash(user_key(u), vec![("coins", coins.to_string())]));
+        for &(u, coins, owed) in &view.wallets {
+            let fields = vec![
+                ("coins", coins.to_string()),
+                ("coins_owed", owed.to_string()),
+            ];
+            ops[layout.bucket(u.0)].push(Op::Hash(user_key(u), fields));
         }
     }
     ops

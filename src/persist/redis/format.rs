@@ -21,6 +21,9 @@ use crate::persist::journal::JournalError;
 /// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before); version 6 added the
 /// gift on a video (`JournalEvent::VideoGift`, whose record's totals are the sender's
 /// `(creator, video)` totals; version 5 batches are read as they are). A build that
+/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before); version 6 added
+/// the recharge reversal (`JournalEvent::RechargeReversal`; version 5 batches are read
+/// as they are). A build that
 /// cannot read a variant refuses the batch by its version, clearly.
 pub const JOURNAL_VERSION: u8 = 6;
 
@@ -394,17 +397,13 @@ mod tests {
             outcome: Outcome::new(10, Status::Accepted(Effect::Coins(400)), false),
             totals: None,
         };
-        let v5 = JournalBatch::from_entries(&[purchase]).encode();
+        let mut v5 = JournalBatch::from_entries(&[purchase]).encode();
         assert_eq!(v5[0], JOURNAL_VERSION);
+        assert_eq!(v5[0], 6);
+        // Format 5 is format 6 without reversals or video gifts: same bytes but the
+        // version.
+        v5[0] = 5;
         let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![purchase]);
-        // Format 5 is format 6 without video gifts: same bytes but the version.
-        let mut v5_only = v5.clone();
-        v5_only[0] = 5;
-        let back = JournalBatch::decode(&v5_only)
-            .unwrap()
-            .into_entries()
-            .unwrap();
         assert_eq!(back, vec![purchase]);
         let video_gift = LogEntry {
             seq: 12,
@@ -453,6 +452,26 @@ mod tests {
         assert_eq!(v5[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![account, over]);
+
+        let reversal = LogEntry {
+            seq: 12,
+            stamp: Stamp(1_796_083_200_004),
+            event: Event::RechargeReversal(crate::engine::RechargeReversal {
+                id: EventId(12),
+                user: UserId(3),
+                recharge: EventId(1),
+            }),
+            outcome: Outcome::new(
+                12,
+                Status::Accepted(Effect::Reversed { coins: 0, owed: 40 }),
+                false,
+            ),
+            totals: None,
+        };
+        let v6 = JournalBatch::from_entries(&[reversal]).encode();
+        assert_eq!(v6[0], 6);
+        let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![reversal]);
 
         let mut v7 = v3.clone();
         v7[0] = 7;

@@ -4,6 +4,8 @@
 //! `WireOutcome` did when the journal stored those (format 4), so every journal written
 //! since reads unchanged. Append new variants at the end, never reorder (`Purchase`,
 //! journal format 5; `VideoGift`, number 13, journal format 6, is the last).
+//! since reads unchanged. Append new variants at the end, never reorder
+//! (`RechargeReversal`, journal format 6, is the last).
 //!
 //! Size: the journal's event and outcome types, their encoding both ways and the test that
 //! compares every kind with the wire's bytes are one on-disk contract (~180 lines of tests).
@@ -12,11 +14,7 @@ use bincode::{Decode, Encode};
 use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
-use crate::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode,
-    Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
-};
+use crate::engine::{AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
 
 /// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
@@ -133,10 +131,12 @@ pub enum JournalEvent {
         daily_budget_coins: Option<u64>,
         weekly_budget_coins: Option<u64>,
     },
-    /// Number 11, reserved for the recharge reversal (#31 feature 2, built beside this
-    /// one): never written by this build; read as an invalid event.
-    Reserved11,
-    /// Number 12, reserved for the gift reversal (#31 feature 3): likewise.
+    /// A chargeback: takes back the coins of the recharge with event id `recharge`
+    /// (kind 11). Accepted: the outcome's `coins` is the balance after it and its
+    /// `value` the coins the user owes after it (a whole number, scale 0).
+    RechargeReversal { id: u128, user: u64, recharge: u128 },
+    /// Number 12, reserved for the gift reversal (#31 feature 3): never written by this
+    /// build; read as an invalid event.
     Reserved12,
     /// A gift on a video (number 13; a gift on a stream stays `Gift`, number 1).
     VideoGift {
@@ -156,13 +156,14 @@ pub struct JournalOutcome {
     /// 0 = accepted; otherwise the `RejectCode` number.
     pub status: u8,
     pub duplicate: bool,
-    /// Accepted recharge, gift or purchase: the balance after. Accepted payout: diamonds
+    /// Accepted recharge, gift, purchase or recharge reversal: the balance after. Accepted payout: diamonds
     /// available after. Accepted settlement: the diamonds it credited. Rejected
     /// `BUDGET_EXCEEDED`: the cap it names (1 monthly budget, 2 daily budget, 3 weekly
     /// budget, 4 daily platform cap, 5 weekly platform cap; 0 from builds before daily
     /// and weekly limits: the monthly budget). Otherwise 0.
     pub coins: u64,
-    /// Accepted payout: its value. Otherwise zero.
+    /// Accepted payout: its value. Accepted recharge reversal: the coins the user owes
+    /// after it (scale 0). Otherwise zero.
     pub value: JournalDecimal,
 }
 
@@ -296,6 +297,11 @@ impl From<&Event> for JournalEvent {
                 video: v.video.0,
                 gift: v.gift.0,
                 count: v.count,
+            },
+            Event::RechargeReversal(r) => JournalEvent::RechargeReversal {
+                id: r.id.0,
+                user: r.user.0,
+                recharge: r.recharge.0,
             },
         }
     }
@@ -447,8 +453,8 @@ impl TryFrom<JournalEvent> for Event {
                 item: ItemId(item),
                 count,
             }),
-            JournalEvent::Reserved11 | JournalEvent::Reserved12 => {
-                return Err("event kinds 11 and 12 are reserved (not built here)");
+            JournalEvent::Reserved12 => {
+                return Err("event kind 12 is reserved (not built here)");
             }
             JournalEvent::VideoGift {
                 id,
@@ -465,6 +471,13 @@ impl TryFrom<JournalEvent> for Event {
                 gift: GiftId(gift),
                 count,
             }),
+            JournalEvent::RechargeReversal { id, user, recharge } => {
+                Event::RechargeReversal(RechargeReversal {
+                    id: EventId(id),
+                    user: UserId(user),
+                    recharge: EventId(recharge),
+                })
+            }
         })
     }
 }
@@ -479,6 +492,8 @@ impl From<&Outcome> for JournalOutcome {
             }) => (0, diamonds_available, value),
             Status::Accepted(Effect::Stored) => (0, 0, Decimal::ZERO),
             Status::Accepted(Effect::Settled { credited }) => (0, credited, Decimal::ZERO),
+            // The debt after it, a whole number of coins.
+            Status::Accepted(Effect::Reversed { coins, owed }) => (0, coins, Decimal::from(owed)),
             // A BUDGET_EXCEEDED carries the cap it names (`BudgetCap` number).
             Status::Rejected(code) => (code as u8, o.cap.map_or(0, |c| c as u64), Decimal::ZERO),
         };
@@ -509,6 +524,13 @@ impl JournalOutcome {
                     credited: self.coins,
                 },
                 Event::Economy(_) => Effect::Stored,
+                Event::RechargeReversal(_) => Effect::Reversed {
+                    coins: self.coins,
+                    owed: u64::try_from(self.value.mantissa)
+                        .ok()
+                        .filter(|_| self.value.scale == 0)
+                        .ok_or("a reversal's debt must be a whole number of coins")?,
+                },
             })
         } else {
             Status::Rejected(RejectCode::from_u8(self.status).ok_or("unknown reject code")?)
@@ -629,6 +651,11 @@ mod tests {
                 gift: GiftId(7),
                 count: 1,
             }),
+            Event::RechargeReversal(RechargeReversal {
+                id: EventId(u128::MAX - 11),
+                user: UserId(u64::MAX - 2),
+                recharge: EventId(u128::MAX - 3),
+            }),
         ]
     }
 
@@ -644,6 +671,10 @@ mod tests {
             },
             Event::Account(_) | Event::StreamGoal(_) | Event::Economy(_) => Effect::Stored,
             Event::Settlement(_) => Effect::Settled { credited: 200 },
+            Event::RechargeReversal(_) => Effect::Reversed {
+                coins: seq,
+                owed: u64::MAX - seq,
+            },
         };
         let mut all = vec![Outcome {
             seq,

@@ -1,6 +1,10 @@
 //! The HTTP routes that write: `POST /v1/events` (a batch of recharges, gifts,
-//! payouts and purchases), a user's settings, a stream's goal and the economy in force. Every one
-//! applies events through the engine and answers once the ack mode allows.
+//! payouts, purchases and recharge reversals), a user's settings, a stream's goal and the
+//! economy in force. Every one applies events through the engine and answers once the ack
+//! mode allows.
+//!
+//! Size: each event kind's JSON shape (its OpenAPI schema) sits beside the one enum and
+//! conversion that name it; split by kind, the batch's validation would be spread out.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,11 +23,7 @@ use super::reads::{StreamResponse, stream_response};
 use super::{ApiError, Caller, ErrorBody, authorize, currency, event_id, json, path, read_body};
 use crate::config::{AckMode, Scope};
 use crate::economy::{Economy, Region};
-use crate::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, ItemId,
-    Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Status, StreamGoal, StreamId,
-    UserId, VideoGift, VideoId,
-};
+use crate::engine::{AccountSettings, BudgetCap, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
 use crate::server::Service;
 use crate::server::ingest::{self, BatchError, Protocol, Rate};
 use crate::telemetry;
@@ -45,6 +45,8 @@ pub enum JsonEvent {
     Gift(JsonGift),
     Payout(JsonPayout),
     Purchase(JsonPurchase),
+    #[serde(rename = "recharge_reversal")]
+    RechargeReversal(JsonRechargeReversal),
 }
 
 impl JsonEvent {
@@ -54,6 +56,7 @@ impl JsonEvent {
             JsonEvent::Gift(g) => g.issued_ms,
             JsonEvent::Payout(p) => p.issued_ms,
             JsonEvent::Purchase(p) => p.issued_ms,
+            JsonEvent::RechargeReversal(r) => r.issued_ms,
         }
         .unwrap_or(0)
     }
@@ -156,6 +159,27 @@ pub struct JsonPurchase {
     count: u32,
 }
 
+/// A chargeback (an unauthorized or disputed payment): takes back the coins of the
+/// recharge `recharge`, once. Coins never go below zero: what the user already spent
+/// becomes `coins_owed`, repaid first by later recharges; while it is owed, gifts and
+/// purchases are rejected ACCOUNT_IN_DEBT. ORIGINAL_NOT_FOUND: `recharge` is not an
+/// accepted recharge of this user within the economy's `recharge_reversal_window_ms`;
+/// ALREADY_REVERSED: it was reversed before.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonRechargeReversal {
+    /// When the backend created the event (UTC ms since the epoch), the same on every
+    /// retry. An event issued longer ago than the retry horizon is answered
+    /// EVENT_EXPIRED and not applied; without it, the event counts as issued when
+    /// received (a retry after the horizon could then be applied again).
+    #[serde(default)]
+    issued_ms: Option<u64>,
+    event_id: String,
+    user: u64,
+    /// The `event_id` (UUID) of the recharge to reverse.
+    recharge: String,
+}
+
 fn one() -> u32 {
     1
 }
@@ -184,9 +208,14 @@ pub struct JsonOutcome {
     /// A rejection's detail in words, when it has one (BUDGET_EXCEEDED names its cap).
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'static str>,
-    /// Recharge, gift or purchase: the user's coin balance after the event.
+    /// Recharge, gift, purchase or recharge reversal: the user's coin balance after the
+    /// event.
     #[serde(skip_serializing_if = "Option::is_none")]
     coins: Option<u64>,
+    /// Recharge reversal: the coins the user owes after it (what the reversed recharge
+    /// could not take from the balance, plus any debt before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coins_owed: Option<u64>,
     /// Payout: the creator's diamonds available after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     diamonds_available: Option<u64>,
@@ -210,12 +239,17 @@ fn json_outcome(id: EventId, o: &Outcome) -> JsonOutcome {
         cap: o.cap.map(BudgetCap::as_str),
         message: o.message(),
         coins: None,
+        coins_owed: None,
         diamonds_available: None,
         value: None,
         duplicate: o.duplicate,
     };
     match o.status {
         Status::Accepted(Effect::Coins(c)) => out.coins = Some(c),
+        Status::Accepted(Effect::Reversed { coins, owed }) => {
+            out.coins = Some(coins);
+            out.coins_owed = Some(owed);
+        }
         Status::Accepted(Effect::PaidOut {
             diamonds_available,
             value,
@@ -295,6 +329,13 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
             item: economy.item_index(&p.item).map_or(ItemId::UNKNOWN, ItemId),
             count: p.count,
         }),
+        JsonEvent::RechargeReversal(r) => Event::RechargeReversal(RechargeReversal {
+            id: event_id(&r.event_id, &at)?,
+            user: UserId(r.user),
+            recharge: uuid::Uuid::parse_str(&r.recharge)
+                .map(|u| EventId(u.as_u128()))
+                .map_err(|e| ApiError::invalid(format!("{at}.recharge: not a UUID ({e})")))?,
+        }),
     })
 }
 
@@ -315,7 +356,7 @@ async fn apply(
     Ok(admitted.outcomes)
 }
 
-/// Apply a batch of recharges, gifts, payouts and purchases.
+/// Apply a batch of recharges, gifts, payouts, purchases and recharge reversals.
 ///
 /// The batch is validated as a whole first: one malformed event and nothing is applied.
 /// Rule violations (unknown gift, insufficient coins, ...) are outcomes, not errors.

@@ -399,6 +399,10 @@ async fn readyz(State(service): State<Arc<Service>>) -> Response {
 async fn metrics_route(State(service): State<Arc<Service>>) -> Response {
     let pending = service.commits.pending_events();
     metrics::gauge!(telemetry::COMMIT_PENDING_EVENTS).set(pending as f64);
+    // Locks each sender shard for a moment: a scrape, not a hot path.
+    let (records, evicted) = service.engine.recharge_records();
+    metrics::gauge!(telemetry::RECHARGE_RECORDS).set(records as f64);
+    metrics::counter!(telemetry::RECHARGE_RECORDS_EVICTED_TOTAL).absolute(evicted);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         service.metrics.render(),

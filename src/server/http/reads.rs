@@ -47,6 +47,10 @@ fn owned_user(service: &Service, user: UserId) -> Result<(), ApiError> {
 pub struct WalletResponse {
     user: u64,
     coins: u64,
+    /// Coins the user owes: reversed recharges (chargebacks) the user had already
+    /// spent. Repaid first by the next recharges; while above 0 (the balance is then 0),
+    /// gifts and purchases are rejected ACCOUNT_IN_DEBT.
+    coins_owed: u64,
     /// Coins spent on gifts and purchases in the current calendar month (UTC): what the
     /// monthly budget counts.
     spent_this_month: u64,
@@ -90,6 +94,7 @@ pub(super) async fn get_wallet(
     Ok(Json(WalletResponse {
         user: w.user.0,
         coins: w.coins,
+        coins_owed: w.coins_owed,
         spent_this_month: w.spent_this_month,
         monthly_budget_coins: w.monthly_budget_coins,
         region: w.region.map(|r| r.to_string()),

@@ -1,10 +1,7 @@
 //! Shared helpers: event builders over the embedded economy.
 
 use giftstream::economy::{Currency, Economy};
-use giftstream::engine::{
-    AccountSettings, Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId,
-    ItemId, Payout, Purchase, Recharge, Stamp, StreamGoal, StreamId, UserId, VideoGift, VideoId,
-};
+use giftstream::engine::{AccountSettings, Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId, ItemId, Payout, Purchase, Recharge, Stamp, StreamGoal, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
 use rust_decimal::Decimal;
 
 /// 2026-11-15T00:00:00Z.
@@ -138,6 +135,15 @@ pub fn purchase(id: u128, user: u64, item: &str, count: u32) -> Event {
         user: UserId(user),
         item: economy().item_index(item).map_or(ItemId::UNKNOWN, ItemId),
         count,
+    })
+}
+
+/// A chargeback of the recharge with id `recharge`, for `user`.
+pub fn reversal(id: u128, user: u64, recharge: u128) -> Event {
+    Event::RechargeReversal(RechargeReversal {
+        id: EventId(id),
+        user: UserId(user),
+        recharge: EventId(recharge),
     })
 }
 
