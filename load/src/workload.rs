@@ -2,7 +2,10 @@
 //! same scenario sends the same events to giftstream and to the baseline.
 
 use giftstream::economy::{Currency, Economy};
-use giftstream::engine::{AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Payout, Purchase, Recharge, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
+use giftstream::engine::{
+    AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Payout,
+    Purchase, Recharge, RechargeReversal, StreamId, UserId, VideoGift, VideoId,
+};
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
 use rust_decimal::Decimal;

@@ -10,7 +10,11 @@ use bincode::{Decode, Encode};
 use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
-use crate::engine::{AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
+use crate::engine::{
+    AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
+    GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode,
+    Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
+};
 
 /// Client to server.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]

@@ -100,7 +100,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use giftstream::economy::{Economy, EconomyFile, Region, SpendingCapsFile};
-use giftstream::engine::{AccountSettings, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState, Event, EventId, Gift, GiftId, IdSecret, ItemId, LogEntry, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Stamp, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
+use giftstream::engine::{
+    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState,
+    Event, EventId, Gift, GiftId, IdSecret, ItemId, LogEntry, Outcome, PackageId, Payout, Purchase,
+    Recharge, RechargeReversal, RejectCode, Stamp, Status, StreamGoal, StreamId, UserId, VideoGift,
+    VideoId,
+};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;

@@ -14,7 +14,12 @@ use bincode::{Decode, Encode};
 use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
-use crate::engine::{AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift, GiftId, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
+use crate::engine::{
+    AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
+    GiftId, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase, Recharge,
+    RechargeReversal, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift,
+    VideoId,
+};
 
 /// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]

@@ -23,7 +23,11 @@ use super::reads::{StreamResponse, stream_response};
 use super::{ApiError, Caller, ErrorBody, authorize, currency, event_id, json, path, read_body};
 use crate::config::{AckMode, Scope};
 use crate::economy::{Economy, Region};
-use crate::engine::{AccountSettings, BudgetCap, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
+use crate::engine::{
+    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, ItemId,
+    Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode, Status,
+    StreamGoal, StreamId, UserId, VideoGift, VideoId,
+};
 use crate::server::Service;
 use crate::server::ingest::{self, BatchError, Protocol, Rate};
 use crate::telemetry;

@@ -1,7 +1,11 @@
 //! Shared helpers: event builders over the embedded economy.
 
 use giftstream::economy::{Currency, Economy};
-use giftstream::engine::{AccountSettings, Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId, ItemId, Payout, Purchase, Recharge, Stamp, StreamGoal, StreamId, UserId, VideoGift, VideoId, RechargeReversal};
+use giftstream::engine::{
+    AccountSettings, Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId,
+    ItemId, Payout, Purchase, Recharge, RechargeReversal, Stamp, StreamGoal, StreamId, UserId,
+    VideoGift, VideoId,
+};
 use rust_decimal::Decimal;
 
 /// 2026-11-15T00:00:00Z.
