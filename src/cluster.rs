@@ -34,6 +34,7 @@ pub fn routing_key(event: &Event) -> u64 {
         Event::Gift(g) => g.sender.0,
         Event::Account(a) => a.user.0,
         Event::Purchase(p) => p.user.0,
+        Event::GiftReversal(r) => r.sender.0,
         Event::Payout(p) => p.creator.0,
         Event::StreamGoal(g) => g.creator.0,
         Event::Settlement(s) => s.creator.0,

@@ -311,8 +311,21 @@ pub(crate) fn audit() -> anyhow::Result<()> {
         );
         println!(
             "coins recharged {} = in wallets {} + spent on gifts {} + spent on purchases {}",
-            t.coins_recharged, t.coins_in_wallets, t.coins_spent, t.coins_spent_on_purchases
+            t.coins_recharged,
+            t.coins_in_wallets,
+            t.coins_spent - t.coins_refunded.min(t.coins_spent),
+            t.coins_spent_on_purchases
         );
+        if t.gift_reversals > 0 || t.gift_records > 0 {
+            println!(
+                "gift reversals {}: {} coins refunded (spent on gifts is net of them), {} billionths of a diamond taken back; {} gift records held, {} dropped early",
+                t.gift_reversals,
+                t.coins_refunded,
+                t.diamonds_reversed_nanos,
+                t.gift_records,
+                t.gift_records_dropped
+            );
+        }
         let economy = engine.economy();
         for &(item, count, coins) in &t.purchases {
             let id = economy.items.get(item as usize).map_or("?", |i| i.id.as_str());

@@ -423,6 +423,10 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
             spec.kind != TargetKind::RedisLua || scenario.mix.payout_share == 0.0,
             "the redis-lua baseline has no payouts: mix.payout_share must be 0 for it"
         );
+        anyhow::ensure!(
+            spec.kind != TargetKind::RedisLua || scenario.mix.reversal_share == 0.0,
+            "the redis-lua baseline has no gift reversals: mix.reversal_share must be 0 for it"
+        );
         if let Some(keys) = &scenario.economy
             && spec.kind != TargetKind::RedisLua
         {

@@ -125,6 +125,18 @@ pub struct Mix {
     /// Diamonds each payout asks for (default 20000, the USD payout minimum).
     #[serde(default = "payout_diamonds_default")]
     pub payout_diamonds: u64,
+    /// Share of events that are gift reversals, in [0, 1] (giftstream targets only):
+    /// each names a gift sent `reversal_lag_batches` batches earlier (the workload
+    /// draws that batch again: it remembers no ids, so its memory stays bounded).
+    #[serde(default)]
+    pub reversal_share: f64,
+    /// How many batches back a reversal's gift was sent (default 50).
+    #[serde(default = "reversal_lag_default")]
+    pub reversal_lag_batches: u64,
+}
+
+fn reversal_lag_default() -> u64 {
+    50
 }
 
 fn payout_diamonds_default() -> u64 {
@@ -330,6 +342,12 @@ impl Scenario {
         }
         if self.mix.reads_per_batch > 100 {
             return Err(err("mix.reads_per_batch", "at most 100"));
+        }
+        if !(0.0..=1.0).contains(&self.mix.reversal_share) {
+            return Err(err("mix.reversal_share", "must be in [0, 1]"));
+        }
+        if self.mix.reversal_share > 0.0 && self.mix.reversal_lag_batches == 0 {
+            return Err(err("mix.reversal_lag_batches", "must be at least 1"));
         }
         if !(0.0..=1.0).contains(&self.mix.payout_share) {
             return Err(err("mix.payout_share", "must be in [0, 1]"));

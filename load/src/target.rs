@@ -313,6 +313,8 @@ pub fn event_json(e: &Event, economy: &Economy) -> serde_json::Value {
             "user": p.user.0, "item": economy.items[p.item.0 as usize].id, "count": p.count}),
         Event::Payout(p) => serde_json::json!({"type": "payout", "event_id": id,
             "creator": p.creator.0, "diamonds": p.diamonds, "currency": p.currency.as_str()}),
+        Event::GiftReversal(r) => serde_json::json!({"type": "gift_reversal", "event_id": id,
+            "sender": r.sender.0, "gift": uuid::Uuid::from_u128(r.gift.0).to_string()}),
         other => {
             unreachable!("giftload sends gifts, recharges, purchases and payouts, not {other:?}")
         }

@@ -3,8 +3,8 @@
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Payout,
-    Purchase, Recharge, StreamId, UserId,
+    AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, GiftReversal, ItemId,
+    PackageId, Payout, Purchase, Recharge, StreamId, UserId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
@@ -36,6 +36,8 @@ pub struct Workload {
 pub struct GiftCost {
     pub creator: u64,
     pub coins: u64,
+    /// A reversal: the creator loses `coins`.
+    pub refund: bool,
 }
 
 impl Workload {
@@ -187,6 +189,32 @@ impl Workload {
 
     /// Measured batch `n` at `t_s` seconds into the run (for the hot stage).
     pub fn batch(&self, n: u64, t_s: f64) -> Vec<Event> {
+        let lag = self.scenario.mix.reversal_lag_batches;
+        let targets = if self.scenario.mix.reversal_share > 0.0 && n >= lag {
+            self.gifts_of(n - lag, t_s)
+        } else {
+            Vec::new()
+        };
+        self.draw(n, t_s, &targets)
+    }
+
+    /// The gifts of batch `n` (drawn again: a pure function of seed and number).
+    fn gifts_of(&self, n: u64, t_s: f64) -> Vec<(EventId, UserId, CreatorId, u64)> {
+        self.draw(n, t_s, &[])
+            .iter()
+            .filter_map(|e| match e {
+                Event::Gift(g) => {
+                    let per = self.gifts.iter().find(|(id, _)| *id == g.gift)?.1;
+                    Some((g.id, g.sender, g.creator, per * u64::from(g.count)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Batch `n`; a reversal in slot `i` names `targets[i mod len]` (an id never sent
+    /// when there are none: `ORIGINAL_NOT_FOUND`).
+    fn draw(&self, n: u64, t_s: f64, targets: &[(EventId, UserId, CreatorId, u64)]) -> Vec<Event> {
         let s = &self.scenario;
         let p = &s.population;
         let mut rng =
@@ -199,6 +227,15 @@ impl Workload {
             .map(|i| {
                 let id = self.id(n, i);
                 let user = self.user(rng.random_range(0..p.users));
+                // Drawn only when the scenario has reversals (others keep their events),
+                // and nothing more is drawn for one: its batch draws again the same.
+                if s.mix.reversal_share > 0.0 && rng.random_bool(s.mix.reversal_share) {
+                    let (gift, sender) = match targets.get(i % targets.len().max(1)) {
+                        Some(&(gift, sender, _, _)) => (gift, sender),
+                        None => (EventId(id.0 ^ 1 << 63), user),
+                    };
+                    return Event::GiftReversal(GiftReversal::new(id, sender, gift));
+                }
                 if s.mix.recharge_share > 0.0 && rng.random_bool(s.mix.recharge_share) {
                     let (package, coins, price) = self.package;
                     return Event::Recharge(Recharge {
@@ -279,13 +316,30 @@ impl Workload {
         }
     }
 
-    /// The coins a gift costs (for the tool's totals); `None` for other events.
+    /// The coins a gift costs, or an accepted reversal takes back from its creator (for
+    /// the tool's totals; the reversed gift is drawn again from its batch number and slot,
+    /// in its id); `None` for other events.
     pub fn cost(&self, event: &Event) -> Option<GiftCost> {
-        let Event::Gift(g) = event else { return None };
-        let per = self.gifts.iter().find(|(id, _)| *id == g.gift)?.1;
-        Some(GiftCost {
-            creator: g.creator.0,
-            coins: per * u64::from(g.count),
-        })
+        match event {
+            Event::Gift(g) => {
+                let per = self.gifts.iter().find(|(id, _)| *id == g.gift)?.1;
+                Some(GiftCost {
+                    creator: g.creator.0,
+                    coins: per * u64::from(g.count),
+                    refund: false,
+                })
+            }
+            Event::GiftReversal(r) => {
+                let n = (r.gift.0 >> 16) as u64 & ((1 << 48) - 1);
+                let gifts = self.gifts_of(n, 0.0);
+                let &(_, _, creator, coins) = gifts.iter().find(|t| t.0 == r.gift)?;
+                Some(GiftCost {
+                    creator: creator.0,
+                    coins,
+                    refund: true,
+                })
+            }
+            _ => None,
+        }
     }
 }

@@ -20,6 +20,8 @@ pub const ISSUED_AHEAD_MAX_MS: u64 = 10_000;
 pub const IDEMPOTENCY_ENTRIES_MAX: usize = 1 << 30;
 /// Most threads a replay applies sender events on.
 pub const REPLAY_THREADS_MAX: usize = 64;
+/// Most gift records a sender shard may keep for reversals (`engine.gift_records_per_shard_max`).
+pub const GIFT_RECORDS_PER_SHARD_MAX: usize = 1 << 26;
 
 // A route packs a shard index in 16 bits (`route_tag`, the id index's legacy routes).
 const _: () = assert!(SHARDS_MAX.is_power_of_two() && SHARDS_MAX <= 1 << 16);
@@ -55,6 +57,12 @@ pub struct EngineConfig {
     /// every `replay_threads`-th sender shard; 1: the calling thread only). Two by
     /// default: the machine it was sized on has two cores.
     pub replay_threads: usize,
+    /// Gift records kept per sender shard for gift reversals while an earnings hold is
+    /// in force (~125 bytes each; 0 = none: no gift is reversible). When a shard holds
+    /// this many, its oldest record is dropped early (that gift is no longer reversible,
+    /// `NOT_REVERSIBLE`; counted in `giftstream_gift_records_dropped_total`). At most
+    /// [`GIFT_RECORDS_PER_SHARD_MAX`].
+    pub gift_records_per_shard_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +75,7 @@ impl Default for EngineConfig {
             top_k: 100,
             keep_log: true,
             replay_threads: 2,
+            gift_records_per_shard_max: 1 << 18,
         }
     }
 }
@@ -110,6 +119,12 @@ impl EngineConfig {
             return Err(ConfigError::new(
                 "engine.replay_threads",
                 format!("must be in 1..={REPLAY_THREADS_MAX}"),
+            ));
+        }
+        if self.gift_records_per_shard_max > GIFT_RECORDS_PER_SHARD_MAX {
+            return Err(ConfigError::new(
+                "engine.gift_records_per_shard_max",
+                format!("must be at most {GIFT_RECORDS_PER_SHARD_MAX}"),
             ));
         }
         if self.idempotency_entries_max > IDEMPOTENCY_ENTRIES_MAX {

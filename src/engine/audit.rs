@@ -21,8 +21,19 @@ pub struct LedgerTotals {
     pub streams: u64,
     pub coins_recharged: u128,
     pub coins_in_wallets: u128,
-    /// Coins spent on gifts (received by creators).
+    /// Coins spent on gifts, gross (reversed gifts included; received by creators:
+    /// `coins_spent − coins_refunded`).
     pub coins_spent: u128,
+    /// Coins given back by gift reversals.
+    pub coins_refunded: u128,
+    /// Accepted gift reversals.
+    pub gift_reversals: u64,
+    /// Diamonds taken back by gift reversals, in billionths (exact; credited diamonds
+    /// are net of them).
+    pub diamonds_reversed_nanos: u128,
+    /// Gift records kept for reversals, and those dropped early by the bound.
+    pub gift_records: u64,
+    pub gift_records_dropped: u64,
     /// Coins spent on purchases (`items`): the platform's revenue in coins, credited to
     /// no creator.
     pub coins_spent_on_purchases: u128,
@@ -123,6 +134,11 @@ impl Engine {
             t.wallets += s.wallets.len() as u64;
             t.coins_recharged += s.totals.coins_recharged;
             t.coins_spent += s.totals.coins_spent;
+            t.coins_refunded += s.gift_records.coins_refunded;
+            t.gift_reversals += s.gift_records.reversals;
+            t.diamonds_reversed_nanos += s.gift_records.nanos_reversed;
+            t.gift_records += s.gift_records.len() as u64;
+            t.gift_records_dropped += s.gift_records.dropped_early;
             t.coins_spent_on_purchases += s.purchases.coins;
             let mut by_items = 0u128;
             for (item, (count, coins)) in &s.purchases.items {
@@ -411,6 +427,19 @@ impl Engine {
                 "sender {i}: {wallets:?} {hist:?} {creators:?} {streams:?} {creator_gifters:?} {stream_gifters:?} {:?} {:?}",
                 s.totals, s.purchases
             );
+            // (Formats before 8 recorded no gifts: compared only in the full fingerprint.)
+            if windows {
+                let g = &s.gift_records;
+                let _ = writeln!(
+                    out,
+                    "gift records {i}: {:?} {} {} {} {}",
+                    g.canonical(),
+                    g.coins_refunded,
+                    g.nanos_reversed,
+                    g.reversals,
+                    g.dropped_early
+                );
+            }
         }
         for (i, c) in cut.creators.iter().enumerate() {
             let mut creators: Vec<_> = c.creators.iter().collect();
@@ -549,22 +578,34 @@ fn audit_spending(i: usize, s: &super::shard::SenderShard, v: &mut Vec<String>) 
 /// Coins are conserved: recharged = in wallets + spent on gifts + spent on purchases;
 /// spent on gifts = received by creators = received by streams.
 fn audit_conservation(t: &LedgerTotals, v: &mut Vec<String>) {
-    if t.coins_recharged != t.coins_in_wallets + t.coins_spent + t.coins_spent_on_purchases {
+    // Gifts net of refunds (a refund never exceeds what was spent: checked below).
+    let gifts = t.coins_spent.saturating_sub(t.coins_refunded);
+    if t.coins_refunded > t.coins_spent {
         v.push(format!(
-            "coins recharged {} != in wallets {} + spent on gifts {} + spent on purchases {}",
-            t.coins_recharged, t.coins_in_wallets, t.coins_spent, t.coins_spent_on_purchases
+            "coins refunded {} exceed the coins spent on gifts {}",
+            t.coins_refunded, t.coins_spent
         ));
     }
-    if t.coins_spent != t.coins_received_by_creators {
+    if t.coins_recharged != t.coins_in_wallets + gifts + t.coins_spent_on_purchases {
         v.push(format!(
-            "coins spent {} != received by creators {}",
-            t.coins_spent, t.coins_received_by_creators
+            "coins recharged {} != in wallets {} + spent on gifts {} − refunded {} + spent on purchases {}",
+            t.coins_recharged,
+            t.coins_in_wallets,
+            t.coins_spent,
+            t.coins_refunded,
+            t.coins_spent_on_purchases
         ));
     }
-    if t.coins_spent != t.coins_received_by_streams {
+    if gifts != t.coins_received_by_creators {
         v.push(format!(
-            "coins spent {} != received by streams {}",
-            t.coins_spent, t.coins_received_by_streams
+            "coins spent {} − refunded {} != received by creators {}",
+            t.coins_spent, t.coins_refunded, t.coins_received_by_creators
+        ));
+    }
+    if gifts != t.coins_received_by_streams {
+        v.push(format!(
+            "coins spent {} − refunded {} != received by streams {}",
+            t.coins_spent, t.coins_refunded, t.coins_received_by_streams
         ));
     }
 }

@@ -2,7 +2,7 @@
 //! decoded from), [`StateView`] (the same, borrowed at a live cut), taking it
 //! ([`Engine::snapshot`], [`Engine::with_cut`]) and loading it ([`Engine::from_state`]).
 //!
-//! Size: every snapshot format's state struct (1 to 7) and its conversion into today's are one
+//! Size: every snapshot format's state struct (1 to 8) and its conversion into today's are one
 //! contract with `persist::snapshot`; the fields appended by each format sit side by side.
 
 use std::sync::atomic::Ordering;
@@ -15,6 +15,7 @@ use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp};
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
+use super::refund::GiftRecords;
 use super::shard::{PromotionBook, PurchaseTotals, SenderShard, SenderShardV6};
 use super::topk::TopK;
 use super::window::{self, IdWindow, IdWindowV4, IdWindowV5};
@@ -50,6 +51,7 @@ impl Engine {
                 shards: cut.creators.iter().map(|g| &g.holds).collect(),
             }),
             promotions: cut.senders.iter().map(|g| &g.promotions).collect(),
+            gift_records: cut.senders.iter().map(|g| &g.gift_records).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -87,6 +89,7 @@ impl Engine {
                 shards: cut.creators.iter().map(|c| c.holds.clone()).collect(),
             }),
             promotions: cut.senders.iter().map(|s| s.promotions.clone()).collect(),
+            gift_records: cut.senders.iter().map(|s| s.gift_records.clone()).collect(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -143,8 +146,11 @@ impl Engine {
         let mut purchases = state.purchases.into_iter();
         // Formats before 7 hold no promotion sales: every shard starts with none.
         let mut promotions = state.promotions.into_iter();
+        // Formats before 8 hold no gift records: no gift is reversible.
+        let mut gift_records = state.gift_records.into_iter();
         for slot in self.senders.iter() {
             let mut shard = senders.next().expect("checked length");
+            shard.gift_records = gift_records.next().unwrap_or_default();
             // Formats 1 to 6 knew no purchases.
             shard.purchases = purchases.next().unwrap_or_default();
             shard.promotions = promotions.next().unwrap_or_default();
@@ -283,6 +289,54 @@ pub struct EngineState<W = IdWindow> {
     /// Per sender shard, its sales under each promotion (`SenderShard::promotions`;
     /// format 7, one zero byte when empty).
     promotions: Vec<PromotionBook>,
+    /// Per sender shard, its gift records for reversals and the reversal totals
+    /// (`SenderShard::gift_records`; format 8, appended: format 7 reads through
+    /// [`EngineStateV7`] with none).
+    gift_records: Vec<GiftRecords>,
+}
+
+/// A state as snapshot format 7 encoded it: [`EngineState`] without `gift_records`.
+#[derive(Deserialize)]
+pub struct EngineStateV7 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+    ids: Vec<IdWindow>,
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+    economy: Vec<u8>,
+    settled_nanos: Vec<SettledNanos>,
+    id_secret: Option<IdSecret>,
+    legacy_ids_until: Stamp,
+    purchases: Vec<PurchaseTotals>,
+    hold: Option<HoldState>,
+    promotions: Vec<PromotionBook>,
+}
+
+impl From<EngineStateV7> for EngineState {
+    /// Nothing recorded for reversals.
+    fn from(v7: EngineStateV7) -> Self {
+        EngineState {
+            last_seq: v7.last_seq,
+            senders: v7.senders,
+            creators: v7.creators,
+            streams: v7.streams,
+            settled: v7.settled,
+            ids: v7.ids,
+            credited: v7.credited,
+            top_k: v7.top_k,
+            economy: v7.economy,
+            settled_nanos: v7.settled_nanos,
+            id_secret: v7.id_secret,
+            legacy_ids_until: v7.legacy_ids_until,
+            purchases: v7.purchases,
+            hold: v7.hold,
+            promotions: v7.promotions,
+            gift_records: Vec::new(),
+        }
+    }
 }
 
 /// A state as snapshot format 6 encoded it: the same fields, with sender shards of
@@ -326,6 +380,7 @@ impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            gift_records: Vec::new(),
         }
     }
 }
@@ -363,6 +418,7 @@ impl From<EngineStateV4> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            gift_records: Vec::new(),
         }
     }
 }
@@ -398,6 +454,7 @@ impl From<EngineStateV3> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            gift_records: Vec::new(),
         }
     }
 }
@@ -430,6 +487,7 @@ impl From<EngineStateV2> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            gift_records: Vec::new(),
         }
     }
 }
@@ -461,6 +519,7 @@ impl From<EngineStateV1> for EngineState {
             purchases: Vec::new(),
             hold: None,
             promotions: Vec::new(),
+            gift_records: Vec::new(),
         }
     }
 }
@@ -481,6 +540,7 @@ impl EngineState {
             || !(self.settled_nanos.len() == n || self.settled_nanos.is_empty())
             || !(self.purchases.len() == n || self.purchases.is_empty())
             || !(self.promotions.len() == n || self.promotions.is_empty())
+            || !(self.gift_records.len() == n || self.gift_records.is_empty())
             || self.hold.as_ref().is_some_and(|h| h.shards.len() != n)
         {
             return Err(StateError::Shards {
@@ -550,6 +610,7 @@ impl EngineState {
                 shards: h.shards.iter().collect(),
             }),
             promotions: self.promotions.iter().collect(),
+            gift_records: self.gift_records.iter().collect(),
         }
     }
 }
@@ -574,6 +635,7 @@ pub struct StateView<'a> {
     purchases: Vec<&'a PurchaseTotals>,
     hold: Option<HoldStateView<'a>>,
     promotions: Vec<&'a PromotionBook>,
+    gift_records: Vec<&'a GiftRecords>,
 }
 
 impl StateView<'_> {

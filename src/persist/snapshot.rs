@@ -15,7 +15,7 @@
 //!     56    4  CRC-32 of the body (u32 LE)
 //!     60    -  body: the engine state (bincode format, serde)
 //! ```
-//! Format 7 appended the sales per promotion.
+//! Format 7 appended the sales per promotion; format 8 the gift records of reversals.
 //! Format 2 appended the cluster's settlement reports to the state; format 3 appended the
 //! idempotency index (ids by their own hash, with content fingerprints) and leaves the
 //! shards' old windows empty. Formats 1 and 2 are still read: their windows' ids move to
@@ -34,12 +34,12 @@ use std::path::{Path, PathBuf};
 use crate::economy::Economy;
 use crate::engine::{
     Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4,
-    EngineStateV5, EngineStateV6, LogEntry, StateView,
+    EngineStateV5, EngineStateV6, EngineStateV7, LogEntry, StateView,
 };
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -618,6 +618,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         // appended the purchases per sender shard, the earnings hold and the promotion
         // sales: a format-6 state has none (nothing bought, held or promoted).
         6 => protocol::decode_serde::<EngineStateV6>(body)
+            .map_err(corrupt)?
+            .into(),
+        // Format 8 appended the gift records per sender shard (reversals): a format-7
+        // state has none (no gift reversible until new gifts are recorded).
+        7 => protocol::decode_serde::<EngineStateV7>(body)
             .map_err(corrupt)?
             .into(),
         _ => protocol::decode_serde(body).map_err(corrupt)?,

@@ -7,8 +7,8 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Settlement, Status,
-    StreamGoal, StreamId, UserId,
+    GiftId, GiftReversal, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode,
+    ReversedGift, Settlement, Status, StreamGoal, StreamId, UserId,
 };
 
 /// Client to server.
@@ -228,6 +228,56 @@ pub enum WireEvent {
         daily_budget_coins: Option<u64>,
         weekly_budget_coins: Option<u64>,
     },
+    /// Kind 11, kept for the recharge reversal of issue #31 (another change adds it):
+    /// this build refuses it.
+    ReservedRechargeReversal { id: u128 },
+    /// A gift reversal (kind 12): `gift` is the reversed gift's event id. `reversed` is
+    /// what the ledger took back, set on journaled accepted reversals only (a client
+    /// frame holding one is refused with `INVALID_EVENT`).
+    GiftReversal {
+        id: u128,
+        sender: u64,
+        gift: u128,
+        reversed: Option<WireReversedGift>,
+    },
+}
+
+/// What an accepted gift reversal took back (its journal record): the gift's creator,
+/// stream, catalog code, count, coins and exact diamonds in billionths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct WireReversedGift {
+    pub creator: u64,
+    pub stream: u64,
+    pub gift: u32,
+    pub count: u32,
+    pub coins: u64,
+    pub nanos: u128,
+}
+
+impl From<ReversedGift> for WireReversedGift {
+    fn from(g: ReversedGift) -> Self {
+        WireReversedGift {
+            creator: g.creator.0,
+            stream: g.stream.0,
+            gift: g.gift.0,
+            count: g.count,
+            coins: g.coins,
+            nanos: g.nanos,
+        }
+    }
+}
+
+impl From<WireReversedGift> for ReversedGift {
+    fn from(g: WireReversedGift) -> Self {
+        ReversedGift {
+            creator: CreatorId(g.creator),
+            stream: StreamId(g.stream),
+            gift: GiftId(g.gift),
+            count: g.count,
+            coins: g.coins,
+            nanos: g.nanos,
+        }
+    }
 }
 
 impl WireEvent {
@@ -239,6 +289,11 @@ impl WireEvent {
                 | WireEvent::Economy { .. }
                 | WireEvent::SettlementExact { .. }
                 | WireEvent::RechargePaid { .. }
+                | WireEvent::ReservedRechargeReversal { .. }
+                | WireEvent::GiftReversal {
+                    reversed: Some(_),
+                    ..
+                }
         )
     }
 }
@@ -428,6 +483,20 @@ impl TryFrom<WireEvent> for Event {
                 item: ItemId(item),
                 count,
             }),
+            WireEvent::ReservedRechargeReversal { .. } => {
+                return Err("event kind 11 (recharge reversal) is not known to this build");
+            }
+            WireEvent::GiftReversal {
+                id,
+                sender,
+                gift,
+                reversed,
+            } => Event::GiftReversal(GiftReversal {
+                id: EventId(id),
+                sender: UserId(sender),
+                gift: EventId(gift),
+                reversed: reversed.map(ReversedGift::from),
+            }),
         })
     }
 }
@@ -516,6 +585,12 @@ impl From<&Event> for WireEvent {
                 item: p.item.0,
                 count: p.count,
             },
+            Event::GiftReversal(r) => WireEvent::GiftReversal {
+                id: r.id.0,
+                sender: r.sender.0,
+                gift: r.gift.0,
+                reversed: r.reversed.map(WireReversedGift::from),
+            },
         }
     }
 }
@@ -565,9 +640,10 @@ impl WireOutcome {
     pub fn to_outcome(&self, event: &Event) -> Result<Outcome, &'static str> {
         let status = if self.status == 0 {
             Status::Accepted(match event {
-                Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) => {
-                    Effect::Coins(self.coins)
-                }
+                Event::Recharge(_)
+                | Event::Gift(_)
+                | Event::Purchase(_)
+                | Event::GiftReversal(_) => Effect::Coins(self.coins),
                 Event::Payout(_) => Effect::PaidOut {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,

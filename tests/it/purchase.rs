@@ -241,7 +241,11 @@ fn some_events(from: u128, users: std::ops::Range<u64>) -> Vec<Event> {
 /// A journal's round trip: the records of format 5 read back as the same entries.
 fn through_the_journal(log: &[LogEntry]) -> Vec<LogEntry> {
     let bytes = JournalBatch::from_entries(log).encode();
-    assert_eq!(bytes[0], 5, "journal format 5");
+    assert_eq!(
+        bytes[0],
+        giftstream::persist::redis::JOURNAL_VERSION,
+        "the journal format"
+    );
     JournalBatch::decode(&bytes)
         .unwrap()
         .into_entries()
@@ -305,7 +309,7 @@ fn purchases_replay_from_the_journal_and_a_snapshot_to_the_same_state() {
 
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 7);
+    assert_eq!(header.version, giftstream::persist::snapshot::VERSION);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(economy(), config.clone(), read).unwrap();
     assert_eq!(

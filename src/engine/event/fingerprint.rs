@@ -126,6 +126,11 @@ impl Event {
                 .word(p.user.0)
                 .word(u64::from(p.item.0))
                 .word(u64::from(p.count)),
+            // What the engine found (`reversed`) is not content.
+            Event::GiftReversal(r) => f
+                .word(r.sender.0)
+                .word(r.gift.0 as u64)
+                .word((r.gift.0 >> 64) as u64),
         }
         .finish()
     }

@@ -104,6 +104,48 @@ pub struct Purchase {
     pub count: u32,
 }
 
+/// A refund of a gift (a minor's, or an unauthorized one): `gift` names the original
+/// gift's event id. The sender gets the coins back and the creator loses exactly the
+/// diamonds that gift credited, while they are still held by the earnings hold
+/// (`engine/refund.rs`). Routed by sender; applied like a payout (gate exclusive), so
+/// that "still held" is judged at exactly the ledger's time a replay sees.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct GiftReversal {
+    pub id: EventId,
+    pub sender: UserId,
+    /// The event id of the gift to reverse.
+    pub gift: EventId,
+    /// What an accepted reversal took back: set by the engine on the event it logs (so
+    /// that the journal and the read model know the gift without the engine's records);
+    /// `None` as received, and on a rejected one. Not part of the event's content (its
+    /// fingerprint) and never read from a client.
+    pub reversed: Option<ReversedGift>,
+}
+
+/// The gift an accepted [`GiftReversal`] took back: its creator, stream, catalog code
+/// and count, the coins it debited and the exact diamonds it credited (billionths).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ReversedGift {
+    pub creator: CreatorId,
+    pub stream: StreamId,
+    pub gift: GiftId,
+    pub count: u32,
+    pub coins: u64,
+    pub nanos: u128,
+}
+
+impl GiftReversal {
+    /// The reversal as a client sends it.
+    pub fn new(id: EventId, sender: UserId, gift: EventId) -> GiftReversal {
+        GiftReversal {
+            id,
+            sender,
+            gift,
+            reversed: None,
+        }
+    }
+}
+
 /// A creator cashes out diamonds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Payout {
@@ -236,6 +278,7 @@ pub enum Event {
     Economy(EconomyChange),
     /// Appended: variant order is the serde encoding of anything holding an `Event`.
     Purchase(Purchase),
+    GiftReversal(GiftReversal),
 }
 
 impl Event {
@@ -271,6 +314,7 @@ impl Event {
             Event::Settlement(e) => e.id,
             Event::Economy(e) => e.id(),
             Event::Purchase(e) => e.id,
+            Event::GiftReversal(e) => e.id,
         }
     }
 
@@ -284,6 +328,7 @@ impl Event {
             Event::Settlement(_) => EventKind::Settlement,
             Event::Economy(_) => EventKind::Economy,
             Event::Purchase(_) => EventKind::Purchase,
+            Event::GiftReversal(_) => EventKind::GiftReversal,
         }
     }
 }
@@ -301,10 +346,11 @@ pub enum EventKind {
     Economy,
     /// Appended: history lines in snapshots encode the kind by its position.
     Purchase,
+    GiftReversal,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Recharge,
         EventKind::Gift,
         EventKind::Payout,
@@ -313,6 +359,7 @@ impl EventKind {
         EventKind::Settlement,
         EventKind::Economy,
         EventKind::Purchase,
+        EventKind::GiftReversal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -325,6 +372,7 @@ impl EventKind {
             EventKind::Settlement => "settlement",
             EventKind::Economy => "economy",
             EventKind::Purchase => "purchase",
+            EventKind::GiftReversal => "gift_reversal",
         }
     }
 }

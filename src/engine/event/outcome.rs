@@ -38,10 +38,18 @@ pub enum RejectCode {
     EventExpired = 15,
     /// A purchase names an item that is not (or no longer) in the economy's `items`.
     UnknownItem = 16,
+    /// A gift reversal names an event that is not a gift of its sender this ledger knows
+    /// (another user's gift answers the same: nothing of it is revealed).
+    OriginalNotFound = 18,
+    /// The gift was reversed already (by another reversal event).
+    AlreadyReversed = 19,
+    /// The gift's diamonds are no longer held (released by the earnings hold, or no hold
+    /// in force): a gift can be reversed only while they are.
+    NotReversible = 20,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 16] = [
+    pub const ALL: [RejectCode; 19] = [
         RejectCode::UnknownGift,
         RejectCode::InvalidCount,
         RejectCode::AmountOutOfRange,
@@ -58,6 +66,9 @@ impl RejectCode {
         RejectCode::Unavailable,
         RejectCode::EventExpired,
         RejectCode::UnknownItem,
+        RejectCode::OriginalNotFound,
+        RejectCode::AlreadyReversed,
+        RejectCode::NotReversible,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +89,9 @@ impl RejectCode {
             RejectCode::Unavailable => "UNAVAILABLE",
             RejectCode::EventExpired => "EVENT_EXPIRED",
             RejectCode::UnknownItem => "UNKNOWN_ITEM",
+            RejectCode::OriginalNotFound => "ORIGINAL_NOT_FOUND",
+            RejectCode::AlreadyReversed => "ALREADY_REVERSED",
+            RejectCode::NotReversible => "NOT_REVERSIBLE",
         }
     }
 

@@ -18,9 +18,11 @@ use crate::persist::journal::JournalError;
 /// (`JournalEvent::Purchase`), the recharge with its payment time
 /// (`JournalEvent::RechargePaid`) and account settings with daily and weekly budgets
 /// (`JournalEvent::AccountV2`; version 4 batches are read as they are; a
-/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before). A build that
+/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before); version 6 added
+/// the gift reversal (`JournalEvent::GiftReversal`, kind 12; kind 11 is kept for the
+/// recharge reversal; version 5 batches are read as they are). A build that
 /// cannot read a variant refuses the batch by its version, clearly.
-pub const JOURNAL_VERSION: u8 = 5;
+pub const JOURNAL_VERSION: u8 = 6;
 
 /// The decode limit of journal entries (written by this service, capped at
 /// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
@@ -117,7 +119,7 @@ impl JournalBatch {
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
         match bytes.first() {
             Some(&1) => {}
-            Some(&2) | Some(&3) | Some(&4) => {
+            Some(&2) | Some(&3) | Some(&4) | Some(&5) => {
                 let mut batch: JournalBatch = decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);

@@ -14,8 +14,8 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode,
-    Settlement, Status, StreamGoal, StreamId, UserId,
+    GiftId, GiftReversal, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase,
+    Recharge, RejectCode, ReversedGift, Settlement, Status, StreamGoal, StreamId, UserId,
 };
 
 /// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
@@ -133,6 +133,56 @@ pub enum JournalEvent {
         daily_budget_coins: Option<u64>,
         weekly_budget_coins: Option<u64>,
     },
+    /// Kind 11, kept for the recharge reversal of issue #31 (another change adds it):
+    /// this build refuses it.
+    ReservedRechargeReversal { id: u128 },
+    /// A gift reversal (kind 12): `gift` is the reversed gift's event id. `reversed` is
+    /// what the ledger took back, set on journaled accepted reversals only (a client
+    /// frame holding one is refused with `INVALID_EVENT`).
+    GiftReversal {
+        id: u128,
+        sender: u64,
+        gift: u128,
+        reversed: Option<JournalReversedGift>,
+    },
+}
+
+/// What an accepted gift reversal took back (its journal record): the gift's creator,
+/// stream, catalog code, count, coins and exact diamonds in billionths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct JournalReversedGift {
+    pub creator: u64,
+    pub stream: u64,
+    pub gift: u32,
+    pub count: u32,
+    pub coins: u64,
+    pub nanos: u128,
+}
+
+impl From<ReversedGift> for JournalReversedGift {
+    fn from(g: ReversedGift) -> Self {
+        JournalReversedGift {
+            creator: g.creator.0,
+            stream: g.stream.0,
+            gift: g.gift.0,
+            count: g.count,
+            coins: g.coins,
+            nanos: g.nanos,
+        }
+    }
+}
+
+impl From<JournalReversedGift> for ReversedGift {
+    fn from(g: JournalReversedGift) -> Self {
+        ReversedGift {
+            creator: CreatorId(g.creator),
+            stream: StreamId(g.stream),
+            gift: GiftId(g.gift),
+            count: g.count,
+            coins: g.coins,
+            nanos: g.nanos,
+        }
+    }
 }
 
 /// A journaled outcome.
@@ -274,6 +324,12 @@ impl From<&Event> for JournalEvent {
                 user: p.user.0,
                 item: p.item.0,
                 count: p.count,
+            },
+            Event::GiftReversal(r) => JournalEvent::GiftReversal {
+                id: r.id.0,
+                sender: r.sender.0,
+                gift: r.gift.0,
+                reversed: r.reversed.map(JournalReversedGift::from),
             },
         }
     }
@@ -425,6 +481,20 @@ impl TryFrom<JournalEvent> for Event {
                 item: ItemId(item),
                 count,
             }),
+            JournalEvent::ReservedRechargeReversal { .. } => {
+                return Err("event kind 11 (recharge reversal) is not known to this build");
+            }
+            JournalEvent::GiftReversal {
+                id,
+                sender,
+                gift,
+                reversed,
+            } => Event::GiftReversal(GiftReversal {
+                id: EventId(id),
+                sender: UserId(sender),
+                gift: EventId(gift),
+                reversed: reversed.map(ReversedGift::from),
+            }),
         })
     }
 }
@@ -457,9 +527,10 @@ impl JournalOutcome {
     pub fn to_outcome(&self, event: &Event) -> Result<Outcome, &'static str> {
         let status = if self.status == 0 {
             Status::Accepted(match event {
-                Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) => {
-                    Effect::Coins(self.coins)
-                }
+                Event::Recharge(_)
+                | Event::Gift(_)
+                | Event::Purchase(_)
+                | Event::GiftReversal(_) => Effect::Coins(self.coins),
                 Event::Payout(_) => Effect::PaidOut {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,
@@ -581,13 +652,25 @@ mod tests {
                 item: ItemId(2),
                 count: 9_999,
             }),
+            Event::GiftReversal(GiftReversal::new(EventId(7), UserId(3), EventId(99))),
+            Event::GiftReversal(GiftReversal {
+                reversed: Some(ReversedGift {
+                    creator: CreatorId(4),
+                    stream: StreamId(5),
+                    gift: GiftId(7),
+                    count: 300,
+                    coins: 1 << 40,
+                    nanos: u128::from(u64::MAX) * 3,
+                }),
+                ..GiftReversal::new(EventId(u128::MAX - 9), UserId(u64::MAX), EventId(1 << 90))
+            }),
         ]
     }
 
     /// Every outcome kind, for an event it can answer.
     fn outcomes(event: &Event, seq: u64) -> Vec<Outcome> {
         let accepted = match event {
-            Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) => {
+            Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) | Event::GiftReversal(_) => {
                 Effect::Coins(u64::MAX - seq)
             }
             Event::Payout(_) => Effect::PaidOut {

@@ -20,9 +20,9 @@ use super::{ApiError, Caller, ErrorBody, authorize, currency, event_id, json, pa
 use crate::config::{AckMode, Scope};
 use crate::economy::{Economy, Region};
 use crate::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, ItemId,
-    Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Status, StreamGoal, StreamId,
-    UserId,
+    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId,
+    GiftReversal, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RejectCode, Status,
+    StreamGoal, StreamId, UserId,
 };
 use crate::server::Service;
 use crate::server::ingest::{self, BatchError, Protocol, Rate};
@@ -45,6 +45,8 @@ pub enum JsonEvent {
     Gift(JsonGift),
     Payout(JsonPayout),
     Purchase(JsonPurchase),
+    #[serde(rename = "gift_reversal")]
+    GiftReversal(JsonGiftReversal),
 }
 
 impl JsonEvent {
@@ -54,6 +56,7 @@ impl JsonEvent {
             JsonEvent::Gift(g) => g.issued_ms,
             JsonEvent::Payout(p) => p.issued_ms,
             JsonEvent::Purchase(p) => p.issued_ms,
+            JsonEvent::GiftReversal(r) => r.issued_ms,
         }
         .unwrap_or(0)
     }
@@ -149,6 +152,26 @@ pub struct JsonPurchase {
     count: u32,
 }
 
+/// A refund of a gift (`"type": "gift_reversal"`): the sender gets the gift's coins back
+/// and the creator loses exactly the diamonds it credited — only while they are still
+/// held by the earnings hold (`economy.earnings_hold_ms`). Outcomes: accepted with the
+/// sender's balance after it (`coins`); ORIGINAL_NOT_FOUND (not a gift of this sender
+/// the ledger knows), ALREADY_REVERSED, NOT_REVERSIBLE (the diamonds are released, or no
+/// hold is in force). Applied after the batch's gifts and recharges, as payouts are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonGiftReversal {
+    /// When the backend created the event (UTC ms since the epoch), the same on every
+    /// retry (see `recharge`).
+    #[serde(default)]
+    issued_ms: Option<u64>,
+    event_id: String,
+    /// The user who sent the gift (the reversal is routed by it).
+    sender: u64,
+    /// The reversed gift's `event_id` (a UUID).
+    gift: String,
+}
+
 fn one() -> u32 {
     1
 }
@@ -177,7 +200,8 @@ pub struct JsonOutcome {
     /// A rejection's detail in words, when it has one (BUDGET_EXCEEDED names its cap).
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'static str>,
-    /// Recharge, gift or purchase: the user's coin balance after the event.
+    /// Recharge, gift, purchase or gift reversal: the user's (sender's) coin balance
+    /// after the event.
     #[serde(skip_serializing_if = "Option::is_none")]
     coins: Option<u64>,
     /// Payout: the creator's diamonds available after it.
@@ -269,6 +293,13 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
             item: economy.item_index(&p.item).map_or(ItemId::UNKNOWN, ItemId),
             count: p.count,
         }),
+        JsonEvent::GiftReversal(r) => Event::GiftReversal(GiftReversal::new(
+            event_id(&r.event_id, &at)?,
+            UserId(r.sender),
+            uuid::Uuid::parse_str(&r.gift)
+                .map(|u| EventId(u.as_u128()))
+                .map_err(|e| ApiError::invalid(format!("{at}.gift: not a UUID ({e})")))?,
+        )),
     })
 }
 

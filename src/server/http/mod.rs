@@ -398,6 +398,9 @@ async fn readyz(State(service): State<Arc<Service>>) -> Response {
 async fn metrics_route(State(service): State<Arc<Service>>) -> Response {
     let pending = service.commits.pending_events();
     metrics::gauge!(telemetry::COMMIT_PENDING_EVENTS).set(pending as f64);
+    let (records, dropped) = service.engine.gift_records();
+    metrics::gauge!(telemetry::GIFT_RECORDS).set(records as f64);
+    metrics::counter!(telemetry::GIFT_RECORDS_DROPPED_TOTAL).absolute(dropped);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         service.metrics.render(),
