@@ -1,6 +1,10 @@
 //! Checks over the whole ledger at a consistent cut: the invariants of SPEC §2.5
 //! ([`Engine::audit`]), state held for routing keys not owned ([`Engine::foreign`]), and
 //! a fingerprint of the state for comparing a replay with the live run.
+//!
+//! Size: the invariants of every feature (purchases, the hold, promotions, reversals)
+//! are checked at one cut, and the fingerprint prints every field they keep; split, the
+//! parts would each need the whole cut.
 
 use rust_decimal::Decimal;
 use serde::Serialize;

@@ -51,7 +51,7 @@
 //! - `replay`: [`Engine::replay`] of journaled entries with their stamps.
 //! - `economies`: the economy versions in force and their changes.
 //! - `hold`: the earnings hold (held diamonds per creator, by release time).
-//! - `refund`: gift reversals (the records of held gifts, their reversal).
+//! - `refund`, `gift_records`: gift reversals, and the records of held gifts they need.
 //! - `cut`, `state`: consistent cuts, snapshot state and its older formats.
 //! - `query`: read-only views (wallets, creators, streams, leaderboards, read model).
 //! - `audit`: invariant checks, foreign state, the state fingerprint.
@@ -64,6 +64,7 @@ mod config;
 mod cut;
 mod economies;
 pub mod event;
+mod gift_records;
 mod hold;
 mod idhash;
 mod ids;

@@ -23,7 +23,7 @@ use super::event::{
     GiftTotals, ItemId, LogEntry, Outcome, Period, Purchase, Recharge, RejectCode, Stamp, Status,
     StreamId, UserId,
 };
-use super::refund::GiftRecords;
+use super::gift_records::GiftRecords;
 use super::rules::{self, Budgets, Wallet, WalletV6};
 use super::splitmap::SplitMap;
 use super::topk::GifterTop;

@@ -1,5 +1,8 @@
 //! Frame payloads. Field order and enum variant order are the wire format: append new
 //! variants at the end, never reorder.
+//!
+//! Size: every event kind's wire type and its conversions both ways are one contract
+//! (PROTOCOL.md); split by kind, a new kind would touch several files that must agree.
 
 use bincode::{Decode, Encode};
 use rust_decimal::Decimal;
