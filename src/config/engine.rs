@@ -58,7 +58,7 @@ pub struct EngineConfig {
     /// default: the machine it was sized on has two cores.
     pub replay_threads: usize,
     /// Gift records kept per sender shard for gift reversals while an earnings hold is
-    /// in force (~125 bytes each; 0 = none: no gift is reversible). When a shard holds
+    /// in force (~142 bytes each; 0 = none: no gift is reversible). When a shard holds
     /// this many, its oldest record is dropped early (that gift is no longer reversible,
     /// `NOT_REVERSIBLE`; counted in `giftstream_gift_records_dropped_total`). At most
     /// [`GIFT_RECORDS_PER_SHARD_MAX`].

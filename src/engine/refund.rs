@@ -4,7 +4,7 @@
 //!
 //! # Records
 //! Only while a hold is in force (`economy.earnings_hold_ms > 0`) a sender shard keeps,
-//! per accepted gift, what a reversal needs ([`GiftRecord`]: 72 bytes, ~125 with its map
+//! per accepted gift, what a reversal needs ([`GiftRecord`]: 72 bytes, ~142 with its map
 //! slot and its place in the drop queue; measured by a test). Records are dropped once
 //! released — at the next gift of the shard stamped at or after their release time, or
 //! the next reversal — and at most `engine.gift_records_per_shard_max` are kept per
