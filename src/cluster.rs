@@ -36,6 +36,7 @@ pub fn routing_key(event: &Event) -> u64 {
         Event::Purchase(p) => p.user.0,
         Event::VideoGift(v) => v.sender.0,
         Event::RechargeReversal(r) => r.user.0,
+        Event::GiftReversal(r) => r.sender.0,
         Event::Payout(p) => p.creator.0,
         Event::StreamGoal(g) => g.creator.0,
         Event::Settlement(s) => s.creator.0,

@@ -315,13 +315,23 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             t.coins_reversed,
             t.coins_in_wallets,
             t.coins_owed,
-            t.coins_spent,
+            t.coins_spent - t.coins_refunded.min(t.coins_spent),
             t.coins_spent_on_purchases
         );
         println!(
             "users in debt {}, recharges still reversible {}",
             t.users_in_debt, t.recharge_records
         );
+        if t.gift_reversals > 0 || t.gift_records > 0 {
+            println!(
+                "gift reversals {}: {} coins refunded (spent on gifts is net of them), {} billionths of a diamond taken back; {} gift records held, {} dropped early",
+                t.gift_reversals,
+                t.coins_refunded,
+                t.diamonds_reversed_nanos,
+                t.gift_records,
+                t.gift_records_dropped
+            );
+        }
         let economy = engine.economy();
         for &(item, count, coins) in &t.purchases {
             let id = economy.items.get(item as usize).map_or("?", |i| i.id.as_str());

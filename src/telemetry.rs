@@ -83,6 +83,11 @@ pub const SETTLEMENT_DIAMONDS_TOTAL: &str = "giftstream_settlement_diamonds_tota
 /// Creators whose diamonds changed here since their owner was last sent a report.
 pub const SETTLEMENT_PENDING_CREATORS: &str = "giftstream_settlement_pending_creators";
 /// Always 1, with `version` label.
+/// Gift records kept for reversals (gauge), and those dropped while their diamonds were
+/// still held because a shard reached `engine.gift_records_per_shard_max` (counter: those
+/// gifts can no longer be reversed).
+pub const GIFT_RECORDS: &str = "giftstream_gift_records";
+pub const GIFT_RECORDS_DROPPED_TOTAL: &str = "giftstream_gift_records_dropped_total";
 pub const BUILD_INFO: &str = "giftstream_build_info";
 /// Always 1, with the journal Redis's `appendonly` and `appendfsync` settings as labels
 /// (`unknown` where `CONFIG GET` is refused), read at start.
@@ -176,6 +181,14 @@ fn describe() {
     describe_counter!(
         RECHARGE_RECORDS_EVICTED_TOTAL,
         "Recharge records dropped before their window ended (a shard was full)."
+    );
+    describe_gauge!(
+        GIFT_RECORDS,
+        "Gift records kept for reversals while their diamonds are held."
+    );
+    describe_counter!(
+        GIFT_RECORDS_DROPPED_TOTAL,
+        "Gift records dropped early by engine.gift_records_per_shard_max (those gifts are no longer reversible)."
     );
     describe_gauge!(
         READ_MODEL_LAG_SECONDS,

@@ -427,6 +427,10 @@ async fn run(c: Common, kinds: Vec<TargetKind>) -> anyhow::Result<bool> {
             spec.kind != TargetKind::RedisLua || scenario.mix.reversal_share == 0.0,
             "the redis-lua baseline has no recharge reversals: mix.reversal_share must be 0 for it"
         );
+        anyhow::ensure!(
+            spec.kind != TargetKind::RedisLua || scenario.mix.gift_reversal_share == 0.0,
+            "the redis-lua baseline has no gift reversals: mix.gift_reversal_share must be 0 for it"
+        );
         if let Some(keys) = &scenario.economy
             && spec.kind != TargetKind::RedisLua
         {

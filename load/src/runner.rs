@@ -371,7 +371,14 @@ fn record(
                 if label == "accepted"
                     && let Some(cost) = workload.cost(e)
                 {
-                    *r.coins.entry(cost.creator).or_default() += cost.coins;
+                    // Per worker a reversal may come before its gift's count: kept mod
+                    // 2^64, the sum over the workers is exact.
+                    let total = r.coins.entry(cost.creator).or_default();
+                    *total = if cost.refund {
+                        total.wrapping_sub(cost.coins)
+                    } else {
+                        total.wrapping_add(cost.coins)
+                    };
                 }
             }
             if t_s < warmup {
@@ -473,7 +480,8 @@ fn merge(
             *errors.entry(k).or_default() += v;
         }
         for (k, v) in r.coins {
-            *coins.entry(k).or_default() += v;
+            let total = coins.entry(k).or_default();
+            *total = total.wrapping_add(v);
         }
         sent += r.sent_events;
         missed += r.missed;

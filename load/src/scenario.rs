@@ -144,10 +144,22 @@ pub struct Mix {
     /// How many batches back a reversal looks for its recharge (default 10, at least 1).
     #[serde(default = "reversal_lag_default")]
     pub reversal_lag_batches: u64,
+    /// Share of events that are gift reversals, in [0, 1] (giftstream targets only):
+    /// each names a gift sent `gift_reversal_lag_batches` batches earlier (the workload
+    /// draws that batch again: it remembers no ids, so its memory stays bounded).
+    #[serde(default)]
+    pub gift_reversal_share: f64,
+    /// How many batches back a gift reversal's gift was sent (default 50).
+    #[serde(default = "gift_reversal_lag_default")]
+    pub gift_reversal_lag_batches: u64,
 }
 
 fn reversal_lag_default() -> u64 {
     10
+}
+
+fn gift_reversal_lag_default() -> u64 {
+    50
 }
 
 fn payout_diamonds_default() -> u64 {
@@ -368,6 +380,12 @@ impl Scenario {
                 "mix.reversal_share",
                 "needs mix.recharge_share > 0 and mix.reversal_lag_batches >= 1",
             ));
+        }
+        if !(0.0..=1.0).contains(&self.mix.gift_reversal_share) {
+            return Err(err("mix.gift_reversal_share", "must be in [0, 1]"));
+        }
+        if self.mix.gift_reversal_share > 0.0 && self.mix.gift_reversal_lag_batches == 0 {
+            return Err(err("mix.gift_reversal_lag_batches", "must be at least 1"));
         }
         if !(0.0..=1.0).contains(&self.mix.payout_share) {
             return Err(err("mix.payout_share", "must be in [0, 1]"));

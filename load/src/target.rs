@@ -321,6 +321,8 @@ pub fn event_json(e: &Event, economy: &Economy) -> serde_json::Value {
         Event::RechargeReversal(r) => serde_json::json!({"type": "recharge_reversal",
             "event_id": id, "user": r.user.0,
             "recharge": uuid::Uuid::from_u128(r.recharge.0).to_string()}),
+        Event::GiftReversal(r) => serde_json::json!({"type": "gift_reversal", "event_id": id,
+            "sender": r.sender.0, "gift": uuid::Uuid::from_u128(r.gift.0).to_string()}),
         other => {
             unreachable!("giftload sends gifts, recharges, purchases and payouts, not {other:?}")
         }

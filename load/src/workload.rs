@@ -3,8 +3,8 @@
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, ItemId, PackageId, Payout,
-    Purchase, Recharge, RechargeReversal, StreamId, UserId, VideoGift, VideoId,
+    AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, GiftReversal, ItemId,
+    PackageId, Payout, Purchase, Recharge, RechargeReversal, StreamId, UserId, VideoGift, VideoId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
@@ -36,6 +36,8 @@ pub struct Workload {
 pub struct GiftCost {
     pub creator: u64,
     pub coins: u64,
+    /// A reversal: the creator loses `coins`.
+    pub refund: bool,
 }
 
 impl Workload {
@@ -224,6 +226,32 @@ impl Workload {
     /// Batch `n` as drawn: its reversals name no recharge yet (`recharge` holds a draw
     /// that [`Workload::batch`] turns into one of an earlier batch's).
     fn batch_drawn(&self, n: u64, t_s: f64) -> Vec<Event> {
+        let lag = self.scenario.mix.gift_reversal_lag_batches;
+        let targets = if self.scenario.mix.gift_reversal_share > 0.0 && n >= lag {
+            self.gifts_of(n - lag, t_s)
+        } else {
+            Vec::new()
+        };
+        self.draw(n, t_s, &targets)
+    }
+
+    /// The gifts of batch `n` (drawn again: a pure function of seed and number).
+    fn gifts_of(&self, n: u64, t_s: f64) -> Vec<(EventId, UserId, CreatorId, u64)> {
+        self.draw(n, t_s, &[])
+            .iter()
+            .filter_map(|e| match e {
+                Event::Gift(g) => {
+                    let per = self.gifts.iter().find(|(id, _)| *id == g.gift)?.1;
+                    Some((g.id, g.sender, g.creator, per * u64::from(g.count)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Batch `n`; a reversal in slot `i` names `targets[i mod len]` (an id never sent
+    /// when there are none: `ORIGINAL_NOT_FOUND`).
+    fn draw(&self, n: u64, t_s: f64, targets: &[(EventId, UserId, CreatorId, u64)]) -> Vec<Event> {
         let s = &self.scenario;
         let p = &s.population;
         let mut rng =
@@ -244,6 +272,16 @@ impl Workload {
                         user,
                         recharge: EventId(u128::from(rng.random::<u32>())),
                     });
+                }
+                // Drawn only when the scenario has gift reversals (others keep their
+                // events), and nothing more is drawn for one: its batch draws again the
+                // same.
+                if s.mix.gift_reversal_share > 0.0 && rng.random_bool(s.mix.gift_reversal_share) {
+                    let (gift, sender) = match targets.get(i % targets.len().max(1)) {
+                        Some(&(gift, sender, _, _)) => (gift, sender),
+                        None => (EventId(id.0 ^ 1 << 63), user),
+                    };
+                    return Event::GiftReversal(GiftReversal::new(id, sender, gift));
                 }
                 if s.mix.recharge_share > 0.0 && rng.random_bool(s.mix.recharge_share) {
                     let (package, coins, price) = self.package;
@@ -340,17 +378,35 @@ impl Workload {
         }
     }
 
-    /// The coins a gift costs (for the tool's totals); `None` for other events.
+    /// The coins a gift costs, or an accepted reversal takes back from its creator (for
+    /// the tool's totals; the reversed gift is drawn again from its batch number and slot,
+    /// in its id); `None` for other events.
     pub fn cost(&self, event: &Event) -> Option<GiftCost> {
-        let (creator, gift, count) = match event {
-            Event::Gift(g) => (g.creator, g.gift, g.count),
-            Event::VideoGift(v) => (v.creator, v.gift, v.count),
-            _ => return None,
-        };
-        let per = self.gifts.iter().find(|(id, _)| *id == gift)?.1;
-        Some(GiftCost {
-            creator: creator.0,
-            coins: per * u64::from(count),
-        })
+        match event {
+            Event::Gift(_) | Event::VideoGift(_) => {
+                let (creator, gift, count) = match event {
+                    Event::Gift(g) => (g.creator, g.gift, g.count),
+                    Event::VideoGift(v) => (v.creator, v.gift, v.count),
+                    _ => unreachable!(),
+                };
+                let per = self.gifts.iter().find(|(id, _)| *id == gift)?.1;
+                Some(GiftCost {
+                    creator: creator.0,
+                    coins: per * u64::from(count),
+                    refund: false,
+                })
+            }
+            Event::GiftReversal(r) => {
+                let n = (r.gift.0 >> 16) as u64 & ((1 << 48) - 1);
+                let gifts = self.gifts_of(n, 0.0);
+                let &(_, _, creator, coins) = gifts.iter().find(|t| t.0 == r.gift)?;
+                Some(GiftCost {
+                    creator: creator.0,
+                    coins,
+                    refund: true,
+                })
+            }
+            _ => None,
+        }
     }
 }

@@ -417,6 +417,33 @@ async fn reversals_mixed_in_make_debts_and_run_clean() {
     assert!(bad.unwrap_err().to_string().contains("mix.reversal_share"));
 }
 
+/// `load/scenarios/refunds.toml`'s shape, small: reversals of gifts sent 3 batches
+/// earlier under a hold longer than the run are accepted, and the audit's coin totals
+/// (which subtract them) match the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gift_reversals_under_a_hold_are_accepted_and_the_audit_counts_them() {
+    let s = server(Arc::new(MemoryJournal::default())).await;
+    let text = SMALL.replace("funding_coins = 200", "funding_coins = 2500000").replace(
+        "[load]",
+        "[economy]\nearnings_hold_ms = 600000\n[mix]\ngift_reversal_share = 0.05\ngift_reversal_lag_batches = 3\n[load]",
+    );
+    let scenario = Scenario::from_toml_str(&text).unwrap();
+    let target = spec(TargetKind::Giftstream, &s, "");
+    giftload::target::put_economy(
+        &target,
+        "dev-admin-token-0001",
+        scenario.economy.as_ref().unwrap(),
+    )
+    .await
+    .unwrap();
+    let summary = runner::run(&scenario, &target, &options()).await.unwrap();
+    let audit = summary.audit.as_ref().unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    let totals = s.engine.audit().totals;
+    assert!(totals.gift_reversals > 50, "{totals:?}");
+    assert!(s.engine.audit().is_clean());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_writes_json_charts_and_html_and_thresholds_set_the_exit_code() {
     let s = server(Arc::new(MemoryJournal::default())).await;

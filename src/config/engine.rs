@@ -22,6 +22,8 @@ pub const IDEMPOTENCY_ENTRIES_MAX: usize = 1 << 30;
 pub const RECHARGE_RECORDS_PER_SHARD_MAX: usize = 1 << 26;
 /// Most threads a replay applies sender events on.
 pub const REPLAY_THREADS_MAX: usize = 64;
+/// Most gift records a sender shard may keep for reversals (`engine.gift_records_per_shard_max`).
+pub const GIFT_RECORDS_PER_SHARD_MAX: usize = 1 << 26;
 
 // A route packs a shard index in 16 bits (`route_tag`, the id index's legacy routes).
 const _: () = assert!(SHARDS_MAX.is_power_of_two() && SHARDS_MAX <= 1 << 16);
@@ -64,6 +66,12 @@ pub struct EngineConfig {
     /// `giftstream_recharge_records_evicted_total`; a reversal of it is then
     /// `ORIGINAL_NOT_FOUND`). Size it to the recharges of one window per shard.
     pub recharge_records_per_shard_max: usize,
+    /// Gift records kept per sender shard for gift reversals while an earnings hold is
+    /// in force (~142 bytes each; 0 = none: no gift is reversible). When a shard holds
+    /// this many, its oldest record is dropped early (that gift is no longer reversible,
+    /// `NOT_REVERSIBLE`; counted in `giftstream_gift_records_dropped_total`). At most
+    /// [`GIFT_RECORDS_PER_SHARD_MAX`].
+    pub gift_records_per_shard_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +85,7 @@ impl Default for EngineConfig {
             keep_log: true,
             replay_threads: 2,
             recharge_records_per_shard_max: 1 << 20,
+            gift_records_per_shard_max: 1 << 18,
         }
     }
 }
@@ -128,6 +137,12 @@ impl EngineConfig {
             return Err(ConfigError::new(
                 "engine.recharge_records_per_shard_max",
                 format!("must be in 1..={RECHARGE_RECORDS_PER_SHARD_MAX}"),
+            ));
+        }
+        if self.gift_records_per_shard_max > GIFT_RECORDS_PER_SHARD_MAX {
+            return Err(ConfigError::new(
+                "engine.gift_records_per_shard_max",
+                format!("must be at most {GIFT_RECORDS_PER_SHARD_MAX}"),
             ));
         }
         if self.idempotency_entries_max > IDEMPOTENCY_ENTRIES_MAX {

@@ -314,6 +314,9 @@ impl Engine {
         stamp: Stamp,
         since: u64,
     ) -> Outcome {
+        if let Route::Reversal(s) = route {
+            return self.apply_reversal(event, (id, fingerprint), s, stamp, since);
+        }
         // A payout reads the credits: it waits for the chunks between reserving their
         // numbers and merging their credits, and holds off new ones (module doc). A
         // settlement holds it shared, like a chunk: it moves the ledger's time and holds

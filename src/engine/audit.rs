@@ -1,6 +1,10 @@
 //! Checks over the whole ledger at a consistent cut: the invariants of SPEC §2.5
 //! ([`Engine::audit`]), state held for routing keys not owned ([`Engine::foreign`]), and
 //! a fingerprint of the state for comparing a replay with the live run.
+//!
+//! Size: the invariants of every feature (purchases, the hold, promotions, reversals)
+//! are checked at one cut, and the fingerprint prints every field they keep; split, the
+//! parts would each need the whole cut.
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -29,8 +33,19 @@ pub struct LedgerTotals {
     pub users_in_debt: u64,
     /// Recharges that can still be reversed.
     pub recharge_records: u64,
-    /// Coins spent on gifts (received by creators).
+    /// Coins spent on gifts, gross (reversed gifts included; received by creators:
+    /// `coins_spent − coins_refunded`).
     pub coins_spent: u128,
+    /// Coins given back by gift reversals.
+    pub coins_refunded: u128,
+    /// Accepted gift reversals.
+    pub gift_reversals: u64,
+    /// Diamonds taken back by gift reversals, in billionths (exact; credited diamonds
+    /// are net of them).
+    pub diamonds_reversed_nanos: u128,
+    /// Gift records kept for reversals, and those dropped early by the bound.
+    pub gift_records: u64,
+    pub gift_records_dropped: u64,
     /// Coins spent on purchases (`items`): the platform's revenue in coins, credited to
     /// no creator.
     pub coins_spent_on_purchases: u128,
@@ -142,6 +157,11 @@ impl Engine {
             t.wallets += s.wallets.len() as u64;
             t.coins_recharged += s.totals.coins_recharged;
             t.coins_spent += s.totals.coins_spent;
+            t.coins_refunded += s.gift_records.coins_refunded;
+            t.gift_reversals += s.gift_records.reversals;
+            t.diamonds_reversed_nanos += s.gift_records.nanos_reversed;
+            t.gift_records += s.gift_records.len() as u64;
+            t.gift_records_dropped += s.gift_records.dropped_early;
             t.coins_spent_on_purchases += s.purchases.coins;
             s.audit_reversals(i, t, &mut revenue_reversed, v);
             let mut by_items = 0u128;
@@ -453,6 +473,19 @@ impl Engine {
                 let book = (&s.recharges.revenue_reversed, s.recharges.coins_reversed);
                 let _ = writeln!(out, "reversals {i}: {records:?} {book:?} {debts:?}");
             }
+            // (Formats before 8 recorded no gifts: compared only in the full fingerprint.)
+            if windows {
+                let g = &s.gift_records;
+                let _ = writeln!(
+                    out,
+                    "gift records {i}: {:?} {} {} {} {}",
+                    g.canonical(),
+                    g.coins_refunded,
+                    g.nanos_reversed,
+                    g.reversals,
+                    g.dropped_early
+                );
+            }
         }
         for (i, c) in cut.creators.iter().enumerate() {
             let mut creators: Vec<_> = c.creators.iter().collect();
@@ -589,30 +622,41 @@ fn audit_spending(i: usize, s: &super::shard::SenderShard, v: &mut Vec<String>) 
     }
 }
 
-/// Coins are conserved: recharged = in wallets + spent on gifts + spent on purchases;
-/// spent on gifts = received by creators = received by streams + received by videos.
-/// Coins are conserved: recharged − reversed = in wallets − owed + spent on gifts + spent
-/// on purchases (checked as recharged + owed = in wallets + spent + reversed: no side goes
-/// negative); spent on gifts = received by creators = received by streams.
+/// Coins are conserved: recharged − reversed = in wallets − owed + spent on gifts (net
+/// of refunds) + spent on purchases (checked as recharged + owed = in wallets + gifts +
+/// purchases + reversed: no side goes negative); gifts net of refunds = received by
+/// creators = received by streams + received by videos.
 fn audit_conservation(t: &LedgerTotals, v: &mut Vec<String>) {
+    // Gifts net of refunds (a refund never exceeds what was spent: checked here).
+    let gifts = t.coins_spent.saturating_sub(t.coins_refunded);
+    if t.coins_refunded > t.coins_spent {
+        v.push(format!(
+            "coins refunded {} exceed the coins spent on gifts {}",
+            t.coins_refunded, t.coins_spent
+        ));
+    }
     let (r, rev) = (t.coins_recharged, t.coins_reversed);
     let (w, o) = (t.coins_in_wallets, t.coins_owed);
-    let (g, p) = (t.coins_spent, t.coins_spent_on_purchases);
-    if r + o != w + g + p + rev {
+    let p = t.coins_spent_on_purchases;
+    if r + o != w + gifts + p + rev {
         v.push(format!(
-            "coins recharged {r} - reversed {rev} != in wallets {w} - owed {o} + spent on gifts {g} + spent on purchases {p}"
+            "coins recharged {r} - reversed {rev} != in wallets {w} - owed {o} + spent on gifts {} - refunded {} + spent on purchases {p}",
+            t.coins_spent, t.coins_refunded
         ));
     }
-    if t.coins_spent != t.coins_received_by_creators {
+    if gifts != t.coins_received_by_creators {
         v.push(format!(
-            "coins spent {} != received by creators {}",
-            t.coins_spent, t.coins_received_by_creators
+            "coins spent {} − refunded {} != received by creators {}",
+            t.coins_spent, t.coins_refunded, t.coins_received_by_creators
         ));
     }
-    if t.coins_spent != t.coins_received_by_streams + t.coins_received_by_videos {
+    if gifts != t.coins_received_by_streams + t.coins_received_by_videos {
         v.push(format!(
-            "coins spent {} != received by streams {} + received by videos {}",
-            t.coins_spent, t.coins_received_by_streams, t.coins_received_by_videos
+            "coins spent {} − refunded {} != received by streams {} + received by videos {}",
+            t.coins_spent,
+            t.coins_refunded,
+            t.coins_received_by_streams,
+            t.coins_received_by_videos
         ));
     }
 }

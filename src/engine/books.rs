@@ -72,6 +72,20 @@ impl Credited {
         self.den = den;
     }
 
+    /// Takes back `nanos` billionths of a diamond credited earlier (a reversed gift's,
+    /// credited at a share whose denominator divides `den`: exact).
+    pub fn take_back(&mut self, nanos: u128) {
+        let unit = NANOS_PER_DIAMOND / self.den.min(NANOS_PER_DIAMOND);
+        let units = nanos / unit.max(1);
+        let total = self
+            .diamonds
+            .saturating_mul(self.den)
+            .saturating_add(self.rem)
+            .saturating_sub(units);
+        self.diamonds = total / self.den;
+        self.rem = total % self.den;
+    }
+
     /// The carried fraction in billionths of a diamond (exact: a share has at most 9
     /// decimals, so the denominator divides 10^9).
     pub fn fraction_nanos(&self) -> u128 {

@@ -86,7 +86,11 @@ pub(super) fn sender_of(event: &Event) -> u64 {
         Event::Purchase(p) => p.user.0,
         Event::VideoGift(v) => v.sender.0,
         Event::RechargeReversal(r) => r.user.0,
-        Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) | Event::Economy(_) => {
+        Event::Payout(_)
+        | Event::StreamGoal(_)
+        | Event::Settlement(_)
+        | Event::Economy(_)
+        | Event::GiftReversal(_) => {
             unreachable!("a chunk holds sender-routed events only")
         }
     }

@@ -52,6 +52,7 @@
 //! - `economies`: the economy versions in force and their changes.
 //! - `hold`: the earnings hold (held diamonds per creator, by release time).
 //! - `shard::chargeback`: recharge reversals, their records and the debts they leave.
+//! - `refund`, `gift_records`: gift reversals, and the records of held gifts they need.
 //! - `cut`, `state`: consistent cuts, snapshot state and its older formats.
 //! - `query`: read-only views (wallets, creators, streams, leaderboards, read model).
 //! - `audit`: invariant checks, foreign state, the state fingerprint.
@@ -64,10 +65,12 @@ mod config;
 mod cut;
 mod economies;
 pub mod event;
+mod gift_records;
 mod hold;
 mod idhash;
 mod ids;
 mod query;
+mod refund;
 mod replay;
 mod rules;
 mod shard;
@@ -105,7 +108,7 @@ pub use replay::ReplayError;
 pub use rules::WINDOW_LIMIT_COINS_MAX;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
-pub use state::{EngineState, EngineStateV5, EngineStateV6, StateError, StateView};
+pub use state::{EngineState, EngineStateV5, EngineStateV6, EngineStateV7, StateError, StateView};
 pub(crate) use state::{EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4};
 pub use topk::{Offer, TopK};
 pub use videos::VideoView;
@@ -123,6 +126,9 @@ enum Route {
     Sender(usize),
     Creator(usize),
     Stream(usize),
+    /// A gift reversal: applied under the sender shard `i` (and the books of the gift's
+    /// creator and stream) with the gate held exclusively, like a payout (`refund.rs`).
+    Reversal(usize),
     /// Nowhere: answered before it was routed (`EVENT_EXPIRED`).
     Refused,
 }
@@ -177,6 +183,7 @@ fn route_tag(route: Route) -> u32 {
         Route::Sender(i) => i as u32,
         Route::Creator(i) => 1 << 16 | i as u32,
         Route::Stream(i) => 2 << 16 | i as u32,
+        Route::Reversal(i) => 3 << 16 | i as u32,
         Route::Refused => u32::MAX,
     }
 }
@@ -316,6 +323,7 @@ impl Engine {
             Event::Payout(p) => Route::Creator(shard_of(p.creator.0, self.mask)),
             Event::Settlement(s) => Route::Creator(shard_of(s.creator.0, self.mask)),
             Event::StreamGoal(g) => Route::Stream(shard_of(g.stream.0, self.mask)),
+            Event::GiftReversal(r) => Route::Reversal(shard_of(r.sender.0, self.mask)),
             // Applied by `change_economy` and `replay` only, never in a batch.
             Event::Economy(_) => Route::Refused,
         }
@@ -340,7 +348,9 @@ impl Engine {
         match route {
             Route::Creator(c) => BookGuard::Creator(self.creators[c].lock()),
             Route::Stream(k) => BookGuard::Stream(self.streams[k].lock()),
-            Route::Sender(_) | Route::Refused => unreachable!("not a book event"),
+            Route::Sender(_) | Route::Reversal(_) | Route::Refused => {
+                unreachable!("not a book event")
+            }
         }
     }
 }

@@ -96,6 +96,12 @@ impl Engine {
                     continue;
                 }
                 let route = self.route(&entry.event);
+                if let Route::Reversal(s) = route {
+                    let replayed = self.replay_reversal(entry, s);
+                    check_replayed(entry, &replayed)?;
+                    i += 1;
+                    continue;
+                }
                 let replayed = self.replay_in_book(entry, route);
                 check_replayed(entry, &replayed)?;
                 self.unlog(route, entry.seq);
@@ -241,7 +247,7 @@ impl Engine {
         match route {
             Route::Creator(j) => unlog(&mut self.creators[j].lock().log),
             Route::Stream(k) => unlog(&mut self.streams[k].lock().log),
-            Route::Sender(i) => unlog(&mut self.senders[i].lock().log),
+            Route::Sender(i) | Route::Reversal(i) => unlog(&mut self.senders[i].lock().log),
             Route::Refused => {}
         }
     }

@@ -23,6 +23,7 @@ use super::event::{
     GiftTotals, ItemId, LogEntry, Outcome, Period, Purchase, Recharge, RejectCode, Stamp, Status,
     StreamId, UserId, VideoGift,
 };
+use super::gift_records::GiftRecords;
 use super::rules::{self, Budgets, Wallet, WalletV6};
 pub(crate) use super::splitmap::PairCoins;
 use super::splitmap::SplitMap;
@@ -219,6 +220,10 @@ pub(crate) struct SenderShard {
     /// end of the state (format 8), so that the shard encodes as it did before videos.
     #[serde(skip)]
     pub videos: ShardVideos,
+    /// Gift records for reversals and their totals (`refund.rs`): encoded apart, at the
+    /// end of the state (format 8).
+    #[serde(skip)]
+    pub gift_records: GiftRecords,
     /// Creators and streams with pending coins, to merge at the end of the chunk.
     pub touched_creators: Vec<CreatorId>,
     pub touched_streams: Vec<StreamId>,
@@ -285,6 +290,7 @@ impl From<SenderShardV6> for SenderShard {
             videos: ShardVideos::default(),
             recharges: RechargeBook::default(),
             debts: FxHashMap::default(),
+            gift_records: GiftRecords::default(),
         }
     }
 }
@@ -310,6 +316,7 @@ impl SenderShard {
             purchases: PurchaseTotals::default(),
             promotions: PromotionBook::new(),
             videos: ShardVideos::default(),
+            gift_records: GiftRecords::default(),
             touched_creators: Vec::new(),
             touched_streams: Vec::new(),
             budgets: FxHashMap::default(),
@@ -397,6 +404,11 @@ impl SenderShard {
             }
             Event::Gift(g) => {
                 let (status, gift_cap, cost, gift_totals) = self.gift(economy, config, g, period);
+                // Under an earnings hold, what a reversal needs (`refund.rs`); without
+                // one, nothing: one branch.
+                if economy.earnings_hold_ms > 0 && gift_totals.is_some() {
+                    self.record_gift(economy, config, g, cost, stamp);
+                }
                 totals = gift_totals;
                 cap = gift_cap;
                 (status, Some(g.sender), (cost, true))
@@ -414,9 +426,13 @@ impl SenderShard {
                 cap = gift_cap;
                 (status, Some(v.sender), (cost, true))
             }
-            Event::Payout(_) | Event::StreamGoal(_) | Event::Settlement(_) | Event::Economy(_) => {
+            Event::Payout(_)
+            | Event::StreamGoal(_)
+            | Event::Settlement(_)
+            | Event::Economy(_)
+            | Event::GiftReversal(_) => {
                 unreachable!(
-                    "payouts, settlements, goals and economy changes are not sender events"
+                    "payouts, settlements, goals, reversals and economy changes are not applied in chunks"
                 )
             }
         };
@@ -426,25 +442,14 @@ impl SenderShard {
             duplicate: false,
             cap,
         };
-        // A user with no wallet was never registered, funded or gifted from: a rejected
-        // event of one leaves no history, so hostile ids cost no memory.
-        if let Some(user) = user
-            && config.history_per_user > 0
-            && self.wallets.contains_key(&user)
-        {
-            let accepted = outcome.is_accepted();
-            let history = self.histories.entry(user).or_default();
-            if history.len() == config.history_per_user {
-                history.pop_front();
-            }
-            history.push_back(HistoryLine::new(
-                id,
-                event.kind(),
-                seq,
-                stamp,
-                outcome.code(),
-                if accepted { change } else { (0, false) },
-            ));
+        if let Some(user) = user {
+            self.push_history(
+                config,
+                user,
+                (id, event.kind(), seq, stamp),
+                outcome,
+                change,
+            );
         }
         if config.keep_log {
             self.log.push(LogEntry {
@@ -456,6 +461,36 @@ impl SenderShard {
             });
         }
         outcome
+    }
+
+    /// Appends a line to `user`'s history: event `id` of `kind` numbered `seq` at
+    /// `stamp`, with its outcome and, when accepted, its `change` of the balance.
+    pub(crate) fn push_history(
+        &mut self,
+        config: &EngineConfig,
+        user: UserId,
+        (id, kind, seq, stamp): (EventId, EventKind, u64, Stamp),
+        outcome: Outcome,
+        change: (u64, bool),
+    ) {
+        // A user with no wallet was never registered, funded or gifted from: a rejected
+        // event of one leaves no history, so hostile ids cost no memory.
+        if config.history_per_user == 0 || !self.wallets.contains_key(&user) {
+            return;
+        }
+        let accepted = outcome.is_accepted();
+        let history = self.histories.entry(user).or_default();
+        if history.len() == config.history_per_user {
+            history.pop_front();
+        }
+        history.push_back(HistoryLine::new(
+            id,
+            kind,
+            seq,
+            stamp,
+            outcome.code(),
+            if accepted { change } else { (0, false) },
+        ));
     }
 
     /// Returns the status and the coins that reached the balance (a debt is repaid
@@ -623,7 +658,24 @@ impl SenderShard {
         Ok((balance, cost, total.0))
     }
 
-    /// Returns the status and the cost debited (0 when rejected).
+    /// Records accepted gift `g` (cost `cost`, at `stamp`) for a reversal while its
+    /// diamonds are held; drops the records released at `stamp`.
+    #[inline(never)]
+    fn record_gift(
+        &mut self,
+        economy: &Economy,
+        config: &EngineConfig,
+        g: &Gift,
+        cost: u64,
+        stamp: Stamp,
+    ) {
+        let release = super::hold::release_at(stamp, economy.earnings_hold_ms);
+        let nanos = super::hold::nanos_for(economy, u128::from(cost));
+        self.gift_records.prune(stamp.0);
+        self.gift_records
+            .record(config.gift_records_per_shard_max, g, (cost, nanos), release);
+    }
+
     /// Returns the status, the cap a `BUDGET_EXCEEDED` names, and the cost debited (0
     /// when rejected). The same account, limits and funds checks as a gift
     /// ([`rules::spend`]); the coins count in the same day, week and month.

@@ -115,6 +115,10 @@ impl<K: Hash + Eq + PartKey, V> SplitMap<K, V> {
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
         self.parts[key.part()].insert(key, value)
     }
+
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        self.parts[key.part()].remove(key)
+    }
 }
 
 impl<K, V> SplitMap<K, V> {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId};
+use super::gift_records::GiftRecords;
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
 use super::shard::{PromotionBook, PurchaseTotals, RechargeBook, SenderShard, SenderShardV6};
@@ -54,6 +55,7 @@ impl Engine {
             videos: cut.senders.iter().map(|g| &g.videos).collect(),
             recharge_records: cut.senders.iter().map(|g| &g.recharges).collect(),
             debts: cut.senders.iter().map(|g| &g.debts).collect(),
+            gift_records: cut.senders.iter().map(|g| &g.gift_records).collect(),
         };
         let result = f(&view);
         drop(view);
@@ -94,6 +96,7 @@ impl Engine {
             videos: cut.senders.iter().map(|s| s.videos.clone()).collect(),
             recharge_records: cut.senders.iter().map(|s| s.recharges.clone()).collect(),
             debts: cut.senders.iter().map(|s| s.debts.clone()).collect(),
+            gift_records: cut.senders.iter().map(|s| s.gift_records.clone()).collect(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -155,10 +158,13 @@ impl Engine {
         // Formats before 8 hold no recharge records and no debts.
         let mut recharge_records = state.recharge_records.into_iter();
         let mut debts = state.debts.into_iter();
+        // Formats before 8 hold no gift records: no gift is reversible.
+        let mut gift_records = state.gift_records.into_iter();
         for slot in self.senders.iter() {
             let mut shard = senders.next().expect("checked length");
             shard.recharges = recharge_records.next().unwrap_or_default();
             shard.debts = debts.next().unwrap_or_default();
+            shard.gift_records = gift_records.next().unwrap_or_default();
             // Formats 1 to 6 knew no purchases.
             shard.purchases = purchases.next().unwrap_or_default();
             shard.promotions = promotions.next().unwrap_or_default();
@@ -308,6 +314,58 @@ pub struct EngineState<W = IdWindow> {
     recharge_records: Vec<RechargeBook>,
     /// Per sender shard, the coins its users owe (`SenderShard::debts`; format 8).
     debts: Vec<FxHashMap<UserId, u64>>,
+    /// Per sender shard, its gift records for reversals and the reversal totals
+    /// (`SenderShard::gift_records`; format 8, appended: format 7 reads through
+    /// [`EngineStateV7`] with none).
+    gift_records: Vec<GiftRecords>,
+}
+
+/// A state as snapshot format 7 encoded it: [`EngineState`] without the fields format 8
+/// appended (`videos`, `recharge_records`, `debts`, `gift_records`).
+#[derive(Deserialize)]
+pub struct EngineStateV7 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+    ids: Vec<IdWindow>,
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+    economy: Vec<u8>,
+    settled_nanos: Vec<SettledNanos>,
+    id_secret: Option<IdSecret>,
+    legacy_ids_until: Stamp,
+    purchases: Vec<PurchaseTotals>,
+    hold: Option<HoldState>,
+    promotions: Vec<PromotionBook>,
+}
+
+impl From<EngineStateV7> for EngineState {
+    /// Nothing recorded for reversals.
+    fn from(v7: EngineStateV7) -> Self {
+        EngineState {
+            last_seq: v7.last_seq,
+            senders: v7.senders,
+            creators: v7.creators,
+            streams: v7.streams,
+            settled: v7.settled,
+            ids: v7.ids,
+            credited: v7.credited,
+            top_k: v7.top_k,
+            economy: v7.economy,
+            settled_nanos: v7.settled_nanos,
+            id_secret: v7.id_secret,
+            legacy_ids_until: v7.legacy_ids_until,
+            purchases: v7.purchases,
+            hold: v7.hold,
+            promotions: v7.promotions,
+            videos: Vec::new(),
+            recharge_records: Vec::new(),
+            debts: Vec::new(),
+            gift_records: Vec::new(),
+        }
+    }
 }
 
 /// A state as snapshot format 6 encoded it: the same fields, with sender shards of
@@ -354,6 +412,7 @@ impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
             videos: Vec::new(),
             recharge_records: Vec::new(),
             debts: Vec::new(),
+            gift_records: Vec::new(),
         }
     }
 }
@@ -394,6 +453,7 @@ impl From<EngineStateV4> for EngineState {
             videos: Vec::new(),
             recharge_records: Vec::new(),
             debts: Vec::new(),
+            gift_records: Vec::new(),
         }
     }
 }
@@ -432,6 +492,7 @@ impl From<EngineStateV3> for EngineState {
             videos: Vec::new(),
             recharge_records: Vec::new(),
             debts: Vec::new(),
+            gift_records: Vec::new(),
         }
     }
 }
@@ -467,6 +528,7 @@ impl From<EngineStateV2> for EngineState {
             videos: Vec::new(),
             recharge_records: Vec::new(),
             debts: Vec::new(),
+            gift_records: Vec::new(),
         }
     }
 }
@@ -501,6 +563,7 @@ impl From<EngineStateV1> for EngineState {
             videos: Vec::new(),
             recharge_records: Vec::new(),
             debts: Vec::new(),
+            gift_records: Vec::new(),
         }
     }
 }
@@ -524,6 +587,7 @@ impl EngineState {
             || !(self.videos.len() == n || self.videos.is_empty())
             || !(self.recharge_records.len() == n || self.recharge_records.is_empty())
             || !(self.debts.len() == n || self.debts.is_empty())
+            || !(self.gift_records.len() == n || self.gift_records.is_empty())
             || self.hold.as_ref().is_some_and(|h| h.shards.len() != n)
         {
             return Err(StateError::Shards {
@@ -596,6 +660,7 @@ impl EngineState {
             videos: self.videos.iter().collect(),
             recharge_records: self.recharge_records.iter().collect(),
             debts: self.debts.iter().collect(),
+            gift_records: self.gift_records.iter().collect(),
         }
     }
 }
@@ -623,11 +688,25 @@ pub struct StateView<'a> {
     videos: Vec<&'a ShardVideos>,
     recharge_records: Vec<&'a RechargeBook>,
     debts: Vec<&'a FxHashMap<UserId, u64>>,
+    gift_records: Vec<&'a GiftRecords>,
 }
 
 impl StateView<'_> {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// The fields snapshot format 8 appended (videos, recharge records, debts, gift
+    /// records), serializing as they end the state: a format-7 state is the state's
+    /// encoding less this one's (for the format tests).
+    #[doc(hidden)]
+    pub fn format_8_tail(&self) -> impl Serialize + '_ {
+        (
+            &self.videos,
+            &self.recharge_records,
+            &self.debts,
+            &self.gift_records,
+        )
     }
 
     pub fn shards(&self) -> usize {

@@ -67,6 +67,11 @@ impl<S: Copy + Ord + Into<u128>> TopK<S> {
         Offer::Ranked { evicted }
     }
 
+    /// Takes `id` off the list (its score went down: the caller offers it again).
+    pub fn remove(&mut self, id: u64) {
+        self.entries.retain(|e| e.1 != id);
+    }
+
     /// `id`'s score if it is listed.
     pub fn score_of(&self, id: u64) -> Option<S> {
         self.entries.iter().find(|e| e.1 == id).map(|e| e.0)
@@ -172,6 +177,34 @@ impl GifterTop {
         let to = self.entries[..from].partition_point(|&e| ranks_before(e, candidate));
         self.entries[to..=from].rotate_right(1);
         self.entries[to] = candidate;
+    }
+
+    /// Where `id` is listed.
+    pub(crate) fn position(&self, id: u64) -> Option<usize> {
+        self.entries.iter().position(|e| e.1 == id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Sets entry `at`'s score (a list not full: order does not matter), or removes it
+    /// at 0.
+    pub(crate) fn set_or_remove(&mut self, at: usize, score: u64) {
+        if score == 0 {
+            self.entries.swap_remove(at);
+        } else {
+            self.entries[at].0 = score;
+        }
+    }
+
+    /// The list rebuilt as the top `k` of `scores` (every gifter's, each once), best
+    /// first.
+    pub(crate) fn rebuild(&mut self, k: usize, mut scores: Vec<(u64, u64)>) {
+        scores.sort_unstable_by(rank_order);
+        scores.truncate(k);
+        scores.shrink_to_fit();
+        self.entries = scores;
     }
 
     /// The entries: best first once the list is full, in no particular order before.

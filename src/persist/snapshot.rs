@@ -15,7 +15,7 @@
 //!     56    4  CRC-32 of the body (u32 LE)
 //!     60    -  body: the engine state (bincode format, serde)
 //! ```
-//! Format 7 appended the sales per promotion.
+//! Format 7 appended the sales per promotion; format 8 the gift records of reversals.
 //! Format 2 appended the cluster's settlement reports to the state; format 3 appended the
 //! idempotency index (ids by their own hash, with content fingerprints) and leaves the
 //! shards' old windows empty. Formats 1 and 2 are still read: their windows' ids move to
@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use crate::economy::Economy;
 use crate::engine::{
     Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4,
-    EngineStateV5, EngineStateV6, LogEntry, StateView,
+    EngineStateV5, EngineStateV6, EngineStateV7, LogEntry, StateView,
 };
 use crate::protocol;
 
@@ -623,9 +623,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
             .map_err(corrupt)?
             .into(),
         // Format 8 appended, per sender shard, the videos' aggregates, the recharge
-        // records and the debts (three `Vec`s): format 7 is format 8 with all empty,
-        // one zero byte each.
-        7 => protocol::decode_serde(&[body, &[0u8; 3][..]].concat()).map_err(corrupt)?,
+        // records, the debts and the gift records: a format-7 state has none (nothing
+        // on videos, nothing reversible until new recharges and gifts are recorded).
+        7 => protocol::decode_serde::<EngineStateV7>(body)
+            .map_err(corrupt)?
+            .into(),
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

@@ -5,6 +5,8 @@
 //! journal's `record` mirrors it byte for byte); split, the two directions would drift.
 //! Size: every event kind's wire variant and its conversion both ways are one contract
 //! with PROTOCOL.md and the journal's `record` (which must encode to the same bytes).
+//! Size: every event kind's wire type and its conversions both ways are one contract
+//! (PROTOCOL.md); split by kind, a new kind would touch several files that must agree.
 
 use bincode::{Decode, Encode};
 use rust_decimal::Decimal;
@@ -12,8 +14,8 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode,
-    Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
+    GiftId, GiftReversal, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal,
+    RejectCode, ReversedGift, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 
 /// Client to server.
@@ -237,9 +239,15 @@ pub enum WireEvent {
     /// (kind 11). Accepted: the outcome's `coins` is the balance after it and its
     /// `value` the coins the user owes after it (a whole number, scale 0).
     RechargeReversal { id: u128, user: u64, recharge: u128 },
-    /// Number 12, reserved for the gift reversal (#31 feature 3): never written by this
-    /// build; read as an invalid event.
-    Reserved12,
+    /// A gift reversal (kind 12): `gift` is the reversed gift's event id. `reversed` is
+    /// what the ledger took back, set on journaled accepted reversals only (a client
+    /// frame holding one is refused with `INVALID_EVENT`).
+    GiftReversal {
+        id: u128,
+        sender: u64,
+        gift: u128,
+        reversed: Option<WireReversedGift>,
+    },
     /// A gift on a video (number 13; a gift on a stream stays `Gift`, number 1).
     VideoGift {
         id: u128,
@@ -251,6 +259,44 @@ pub enum WireEvent {
     },
 }
 
+/// What an accepted gift reversal took back (its journal record): the gift's creator,
+/// stream, catalog code, count, coins and exact diamonds in billionths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct WireReversedGift {
+    pub creator: u64,
+    pub stream: u64,
+    pub gift: u32,
+    pub count: u32,
+    pub coins: u64,
+    pub nanos: u128,
+}
+
+impl From<ReversedGift> for WireReversedGift {
+    fn from(g: ReversedGift) -> Self {
+        WireReversedGift {
+            creator: g.creator.0,
+            stream: g.stream.0,
+            gift: g.gift.0,
+            count: g.count,
+            coins: g.coins,
+            nanos: g.nanos,
+        }
+    }
+}
+
+impl From<WireReversedGift> for ReversedGift {
+    fn from(g: WireReversedGift) -> Self {
+        ReversedGift {
+            creator: CreatorId(g.creator),
+            stream: StreamId(g.stream),
+            gift: GiftId(g.gift),
+            count: g.count,
+            coins: g.coins,
+            nanos: g.nanos,
+        }
+    }
+}
+
 impl WireEvent {
     /// Made by the cluster's nodes, never accepted from a client.
     pub fn is_internal(&self) -> bool {
@@ -260,6 +306,10 @@ impl WireEvent {
                 | WireEvent::Economy { .. }
                 | WireEvent::SettlementExact { .. }
                 | WireEvent::RechargePaid { .. }
+                | WireEvent::GiftReversal {
+                    reversed: Some(_),
+                    ..
+                }
         )
     }
 }
@@ -449,9 +499,6 @@ impl TryFrom<WireEvent> for Event {
                 item: ItemId(item),
                 count,
             }),
-            WireEvent::Reserved12 => {
-                return Err("event kind 12 is reserved (not built here)");
-            }
             WireEvent::VideoGift {
                 id,
                 sender,
@@ -474,6 +521,17 @@ impl TryFrom<WireEvent> for Event {
                     recharge: EventId(recharge),
                 })
             }
+            WireEvent::GiftReversal {
+                id,
+                sender,
+                gift,
+                reversed,
+            } => Event::GiftReversal(GiftReversal {
+                id: EventId(id),
+                sender: UserId(sender),
+                gift: EventId(gift),
+                reversed: reversed.map(ReversedGift::from),
+            }),
         })
     }
 }
@@ -575,6 +633,12 @@ impl From<&Event> for WireEvent {
                 user: r.user.0,
                 recharge: r.recharge.0,
             },
+            Event::GiftReversal(r) => WireEvent::GiftReversal {
+                id: r.id.0,
+                sender: r.sender.0,
+                gift: r.gift.0,
+                reversed: r.reversed.map(WireReversedGift::from),
+            },
         }
     }
 }
@@ -627,9 +691,11 @@ impl WireOutcome {
     pub fn to_outcome(&self, event: &Event) -> Result<Outcome, &'static str> {
         let status = if self.status == 0 {
             Status::Accepted(match event {
-                Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) | Event::VideoGift(_) => {
-                    Effect::Coins(self.coins)
-                }
+                Event::Recharge(_)
+                | Event::Gift(_)
+                | Event::Purchase(_)
+                | Event::VideoGift(_)
+                | Event::GiftReversal(_) => Effect::Coins(self.coins),
                 Event::Payout(_) => Effect::PaidOut {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,

@@ -387,7 +387,8 @@ impl Reader {
                     return Err((
                         i,
                         "a journal-only event kind (settlement, economy change, recharge \
-                         with its payment time): clients give issued_ms instead",
+                         with its payment time, a reversal with what it took back): \
+                         clients give issued_ms instead",
                     ));
                 }
                 let event = Event::try_from(*w).map_err(|e| (i, e))?;

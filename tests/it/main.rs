@@ -20,6 +20,7 @@ mod ops_kit;
 mod promotions;
 mod purchase;
 mod read_model;
+mod refund;
 mod review_economy;
 mod server_http;
 mod server_shutdown;

@@ -243,6 +243,11 @@ fn through_the_journal(log: &[LogEntry]) -> Vec<LogEntry> {
     let bytes = JournalBatch::from_entries(log).encode();
     assert_eq!(bytes[0], JOURNAL_VERSION, "the current journal format");
     assert_eq!(bytes[0], 6, "journal format 6 (5 plus reversals)");
+    assert_eq!(
+        bytes[0],
+        giftstream::persist::redis::JOURNAL_VERSION,
+        "the journal format"
+    );
     JournalBatch::decode(&bytes)
         .unwrap()
         .into_entries()
@@ -308,6 +313,7 @@ fn purchases_replay_from_the_journal_and_a_snapshot_to_the_same_state() {
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
     assert_eq!(header.version, snapshot::VERSION);
     assert_eq!(header.version, 8);
+    assert_eq!(header.version, giftstream::persist::snapshot::VERSION);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(economy(), config.clone(), read).unwrap();
     assert_eq!(

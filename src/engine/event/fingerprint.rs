@@ -136,6 +136,11 @@ impl Event {
                 .word(r.user.0)
                 .word(r.recharge.0 as u64)
                 .word((r.recharge.0 >> 64) as u64),
+            // What the engine found (`reversed`) is not content.
+            Event::GiftReversal(r) => f
+                .word(r.sender.0)
+                .word(r.gift.0 as u64)
+                .word((r.gift.0 >> 64) as u64),
         }
         .finish()
     }

@@ -133,6 +133,48 @@ pub struct RechargeReversal {
     pub recharge: EventId,
 }
 
+/// A refund of a gift (a minor's, or an unauthorized one): `gift` names the original
+/// gift's event id. The sender gets the coins back and the creator loses exactly the
+/// diamonds that gift credited, while they are still held by the earnings hold
+/// (`engine/refund.rs`). Routed by sender; applied like a payout (gate exclusive), so
+/// that "still held" is judged at exactly the ledger's time a replay sees.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct GiftReversal {
+    pub id: EventId,
+    pub sender: UserId,
+    /// The event id of the gift to reverse.
+    pub gift: EventId,
+    /// What an accepted reversal took back: set by the engine on the event it logs (so
+    /// that the journal and the read model know the gift without the engine's records);
+    /// `None` as received, and on a rejected one. Not part of the event's content (its
+    /// fingerprint) and never read from a client.
+    pub reversed: Option<ReversedGift>,
+}
+
+/// The gift an accepted [`GiftReversal`] took back: its creator, stream, catalog code
+/// and count, the coins it debited and the exact diamonds it credited (billionths).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ReversedGift {
+    pub creator: CreatorId,
+    pub stream: StreamId,
+    pub gift: GiftId,
+    pub count: u32,
+    pub coins: u64,
+    pub nanos: u128,
+}
+
+impl GiftReversal {
+    /// The reversal as a client sends it.
+    pub fn new(id: EventId, sender: UserId, gift: EventId) -> GiftReversal {
+        GiftReversal {
+            id,
+            sender,
+            gift,
+            reversed: None,
+        }
+    }
+}
+
 /// A creator cashes out diamonds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Payout {
@@ -267,6 +309,8 @@ pub enum Event {
     Purchase(Purchase),
     /// Appended (wire and journal kind 11).
     RechargeReversal(RechargeReversal),
+    /// Appended (wire and journal kind 12).
+    GiftReversal(GiftReversal),
     /// Appended (wire and journal kind 13).
     VideoGift(VideoGift),
 }
@@ -306,6 +350,7 @@ impl Event {
             Event::Purchase(e) => e.id,
             Event::VideoGift(e) => e.id,
             Event::RechargeReversal(e) => e.id,
+            Event::GiftReversal(e) => e.id,
         }
     }
 
@@ -321,6 +366,7 @@ impl Event {
             Event::Purchase(_) => EventKind::Purchase,
             Event::VideoGift(_) => EventKind::VideoGift,
             Event::RechargeReversal(_) => EventKind::RechargeReversal,
+            Event::GiftReversal(_) => EventKind::GiftReversal,
         }
     }
 }
@@ -339,12 +385,13 @@ pub enum EventKind {
     /// Appended: history lines in snapshots encode the kind by its position.
     Purchase,
     RechargeReversal,
+    GiftReversal,
     /// A gift on a video: its own kind, so a history line tells it from a stream's.
     VideoGift,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Recharge,
         EventKind::Gift,
         EventKind::Payout,
@@ -354,6 +401,7 @@ impl EventKind {
         EventKind::Economy,
         EventKind::Purchase,
         EventKind::RechargeReversal,
+        EventKind::GiftReversal,
         EventKind::VideoGift,
     ];
 
@@ -369,6 +417,7 @@ impl EventKind {
             EventKind::Purchase => "purchase",
             EventKind::VideoGift => "video_gift",
             EventKind::RechargeReversal => "recharge_reversal",
+            EventKind::GiftReversal => "gift_reversal",
         }
     }
 }

@@ -42,14 +42,18 @@ pub enum RejectCode {
     /// already spent): an account check, after the event's own checks.
     AccountInDebt = 17,
     /// A reversal names an event this ledger cannot reverse for that user: unknown, of
-    /// another user, not of the reversible kind, rejected, or older than the window.
+    /// another user (nothing of it is revealed), not of the reversible kind, rejected,
+    /// or (a recharge) older than the window.
     OriginalNotFound = 18,
-    /// A reversal names an event already reversed.
+    /// A reversal names an event already reversed (by another reversal event).
     AlreadyReversed = 19,
+    /// The gift's diamonds are no longer held (released by the earnings hold, or no hold
+    /// in force): a gift can be reversed only while they are.
+    NotReversible = 20,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 19] = [
+    pub const ALL: [RejectCode; 20] = [
         RejectCode::UnknownGift,
         RejectCode::InvalidCount,
         RejectCode::AmountOutOfRange,
@@ -69,6 +73,7 @@ impl RejectCode {
         RejectCode::AccountInDebt,
         RejectCode::OriginalNotFound,
         RejectCode::AlreadyReversed,
+        RejectCode::NotReversible,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +97,7 @@ impl RejectCode {
             RejectCode::AccountInDebt => "ACCOUNT_IN_DEBT",
             RejectCode::OriginalNotFound => "ORIGINAL_NOT_FOUND",
             RejectCode::AlreadyReversed => "ALREADY_REVERSED",
+            RejectCode::NotReversible => "NOT_REVERSIBLE",
         }
     }
 

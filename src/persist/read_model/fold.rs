@@ -1,6 +1,10 @@
 //! Folding committed entries: the projector's own copy of the books and top-K lists,
 //! and the coalesced changes of the pending window, taken as one [`Write`] of absolute
 //! operations per bucket.
+//!
+//! Size: every event kind's fold (gifts on streams and videos, reversals, wallets with
+//! their debts) changes the same books and pending sets; split by kind, each part would
+//! reach into the others' private state.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,8 +15,8 @@ use super::layout::{Layout, SCORE_MAX, creator_top_key, stream_top_key, user_key
 use super::write::{Op, creator_ops, stream_ops, video_ops};
 use crate::economy::Economy;
 use crate::engine::{
-    CreatorId, Credited, Effect, Event, GiftId, LogEntry, Offer, ReadModelView, Stamp, Status,
-    StreamBook, StreamId, TopK, UserId, VideoBook, VideoId,
+    CreatorId, Credited, Effect, Event, GiftId, GiftReversal, LogEntry, Offer, ReadModelView,
+    Stamp, Status, StreamBook, StreamId, TopK, UserId, VideoBook, VideoId,
 };
 
 /// The projector's copy of the creator and stream books and of their top-K gifter
@@ -142,6 +146,34 @@ impl<K: Copy + Eq + std::hash::Hash> BoardChanges<K> {
                 self.set.remove(&out);
                 self.removed.insert(out);
             }
+        }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash> BoardChanges<K> {
+    /// A listed gifter's total went down to `total` (a reversal): written at its new
+    /// score, or removed at 0; a gifter not listed changes nothing.
+    fn lower(
+        &mut self,
+        tops: &mut FxHashMap<K, TopK>,
+        top_k: usize,
+        (key, user): (K, UserId),
+        total: u128,
+    ) {
+        let Some(top) = tops.get_mut(&key) else {
+            return;
+        };
+        if top.score_of(user.0).is_none() {
+            return;
+        }
+        top.remove(user.0);
+        if total > 0 {
+            top.offer(top_k, user.0, total);
+            self.removed.remove(&(key, user));
+            self.set.insert((key, user), total);
+        } else {
+            self.set.remove(&(key, user));
+            self.removed.insert((key, user));
         }
     }
 }
@@ -283,6 +315,7 @@ impl Projector {
                     p.wallet(pu.user, balance, None);
                 }
             }
+            Event::GiftReversal(r) => self.fold_reversal(e, &r, effect, fresh),
             Event::Payout(pay) if mine(pay.creator.0) => {
                 p.creators.insert(pay.creator);
                 if fresh {
@@ -401,6 +434,56 @@ impl Projector {
                 v.creator = smallest(v.creator);
             }
             _ => {}
+        }
+    }
+
+    /// Folds an accepted gift reversal: the gift's creator and stream hashes go down by
+    /// what it took back (journaled with it), the sender's scores down to its journaled
+    /// totals. A lowered gifter stays listed at its new score (or leaves at 0): a gifter
+    /// outside the list that now ranks above it enters at its next gift (the projector
+    /// knows only the top K); the HTTP API, from the engine, is exact at once.
+    fn fold_reversal(&mut self, e: &LogEntry, r: &GiftReversal, effect: Effect, fresh: bool) {
+        let (layout, part) = (self.layout, self.part);
+        let mine = |id: u64| owns(layout, part, id);
+        let p = &mut self.pending;
+        let Some(g) = r.reversed else {
+            return;
+        };
+        if let (true, true, Effect::Coins(balance)) = (mine(r.sender.0), self.wallets, effect) {
+            p.wallet(r.sender, balance, None);
+        }
+        let totals = e.totals.unwrap_or_default();
+        let books = &mut self.books;
+        if mine(g.creator.0) {
+            p.creators.insert(g.creator);
+            if fresh {
+                p.creator_gifters.lower(
+                    &mut books.creator_tops,
+                    books.top_k,
+                    (g.creator, r.sender),
+                    u128::from(totals.creator),
+                );
+                let book = books.creators.entry(g.creator).or_default();
+                book.0 = book.0.saturating_sub(u128::from(g.coins));
+                book.2.take_back(g.nanos);
+            } else {
+                p.creator_gifters.reconcile.insert(g.creator);
+            }
+        }
+        if mine(g.stream.0) {
+            p.streams.insert(g.stream);
+            if fresh {
+                p.stream_gifters.lower(
+                    &mut books.stream_tops,
+                    books.top_k,
+                    (g.stream, r.sender),
+                    u128::from(totals.stream),
+                );
+                let s = books.streams.entry(g.stream).or_default();
+                s.coins_received = s.coins_received.saturating_sub(u128::from(g.coins));
+            } else {
+                p.stream_gifters.reconcile.insert(g.stream);
+            }
         }
     }
 

@@ -213,11 +213,17 @@ pub(super) fn creator_ops(
             ),
         ],
     ));
-    ops.push(Op::Set(
-        TOP_CREATORS.to_owned(),
-        c.0,
-        diamonds.min(SCORE_MAX),
-    ));
+    // A creator ranks once it received coins; one whose every gift was reversed leaves
+    // (as the ledger's list).
+    if coins == 0 {
+        ops.push(Op::Remove(TOP_CREATORS.to_owned(), c.0));
+    } else {
+        ops.push(Op::Set(
+            TOP_CREATORS.to_owned(),
+            c.0,
+            diamonds.min(SCORE_MAX),
+        ));
+    }
     u64::from(diamonds > SCORE_MAX)
 }
 

@@ -24,6 +24,9 @@ use crate::persist::journal::JournalError;
 /// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before); version 6 added
 /// the recharge reversal (`JournalEvent::RechargeReversal`; version 5 batches are read
 /// as they are). A build that
+/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before); version 6 added
+/// the gift reversal (`JournalEvent::GiftReversal`, kind 12; kind 11 is kept for the
+/// recharge reversal; version 5 batches are read as they are). A build that
 /// cannot read a variant refuses the batch by its version, clearly.
 pub const JOURNAL_VERSION: u8 = 6;
 
@@ -277,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn journal_batches_of_formats_1_to_4_still_read_and_format_5_keeps_totals_settlements_economy_changes_and_purchases()
+    fn journal_batches_of_formats_1_to_5_still_read_and_format_6_keeps_totals_settlements_economy_changes_purchases_and_reversals()
      {
         let gift = LogEntry {
             seq: 7,
@@ -397,11 +400,14 @@ mod tests {
             outcome: Outcome::new(10, Status::Accepted(Effect::Coins(400)), false),
             totals: None,
         };
-        let mut v5 = JournalBatch::from_entries(&[purchase]).encode();
-        assert_eq!(v5[0], JOURNAL_VERSION);
-        assert_eq!(v5[0], 6);
+        let v6 = JournalBatch::from_entries(&[purchase]).encode();
+        assert_eq!(v6[0], JOURNAL_VERSION);
+        assert_eq!(v6[0], 6);
+        let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![purchase]);
         // Format 5 is format 6 without reversals or video gifts: same bytes but the
         // version.
+        let mut v5 = v6.clone();
         v5[0] = 5;
         let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![purchase]);
@@ -472,6 +478,37 @@ mod tests {
         assert_eq!(v6[0], 6);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![reversal]);
+        let v6 = JournalBatch::from_entries(&[account, over]).encode();
+        assert_eq!(v6[0], 6);
+        let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![account, over]);
+
+        // Format 6: a gift reversal, as journaled (kind 12, with what it took back).
+        let reversal = LogEntry {
+            seq: 12,
+            stamp: Stamp(1_796_083_200_004),
+            event: Event::GiftReversal(crate::engine::GiftReversal {
+                reversed: Some(crate::engine::ReversedGift {
+                    creator: CreatorId(4),
+                    stream: StreamId(5),
+                    gift: GiftId(0),
+                    count: 1,
+                    coins: 1,
+                    nanos: 500_000_000,
+                }),
+                ..crate::engine::GiftReversal::new(EventId(7), UserId(3), EventId(99))
+            }),
+            outcome: Outcome::new(12, Status::Accepted(Effect::Coins(401)), false),
+            totals: Some(GiftTotals {
+                creator: 0,
+                stream: 0,
+            }),
+        };
+        let v6 = JournalBatch::from_entries(&[reversal]).encode();
+        let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![reversal]);
+        let record = JournalBatch::from_entries(&[reversal]).records[0];
+        assert_eq!(protocol::encode(&record.event)[0], 12, "kind 12");
 
         let mut v7 = v3.clone();
         v7[0] = 7;

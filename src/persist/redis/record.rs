@@ -16,9 +16,9 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase, Recharge,
-    RechargeReversal, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift,
-    VideoId,
+    GiftId, GiftReversal, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase,
+    Recharge, RechargeReversal, RejectCode, ReversedGift, Settlement, Status, StreamGoal, StreamId,
+    UserId, VideoGift, VideoId,
 };
 
 /// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
@@ -140,9 +140,15 @@ pub enum JournalEvent {
     /// (kind 11). Accepted: the outcome's `coins` is the balance after it and its
     /// `value` the coins the user owes after it (a whole number, scale 0).
     RechargeReversal { id: u128, user: u64, recharge: u128 },
-    /// Number 12, reserved for the gift reversal (#31 feature 3): never written by this
-    /// build; read as an invalid event.
-    Reserved12,
+    /// A gift reversal (kind 12): `gift` is the reversed gift's event id. `reversed` is
+    /// what the ledger took back, set on journaled accepted reversals only (a client
+    /// frame holding one is refused with `INVALID_EVENT`).
+    GiftReversal {
+        id: u128,
+        sender: u64,
+        gift: u128,
+        reversed: Option<JournalReversedGift>,
+    },
     /// A gift on a video (number 13; a gift on a stream stays `Gift`, number 1).
     VideoGift {
         id: u128,
@@ -152,6 +158,44 @@ pub enum JournalEvent {
         gift: u32,
         count: u32,
     },
+}
+
+/// What an accepted gift reversal took back (its journal record): the gift's creator,
+/// stream, catalog code, count, coins and exact diamonds in billionths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct JournalReversedGift {
+    pub creator: u64,
+    pub stream: u64,
+    pub gift: u32,
+    pub count: u32,
+    pub coins: u64,
+    pub nanos: u128,
+}
+
+impl From<ReversedGift> for JournalReversedGift {
+    fn from(g: ReversedGift) -> Self {
+        JournalReversedGift {
+            creator: g.creator.0,
+            stream: g.stream.0,
+            gift: g.gift.0,
+            count: g.count,
+            coins: g.coins,
+            nanos: g.nanos,
+        }
+    }
+}
+
+impl From<JournalReversedGift> for ReversedGift {
+    fn from(g: JournalReversedGift) -> Self {
+        ReversedGift {
+            creator: CreatorId(g.creator),
+            stream: StreamId(g.stream),
+            gift: GiftId(g.gift),
+            count: g.count,
+            coins: g.coins,
+            nanos: g.nanos,
+        }
+    }
 }
 
 /// A journaled outcome.
@@ -308,6 +352,12 @@ impl From<&Event> for JournalEvent {
                 user: r.user.0,
                 recharge: r.recharge.0,
             },
+            Event::GiftReversal(r) => JournalEvent::GiftReversal {
+                id: r.id.0,
+                sender: r.sender.0,
+                gift: r.gift.0,
+                reversed: r.reversed.map(JournalReversedGift::from),
+            },
         }
     }
 }
@@ -458,9 +508,6 @@ impl TryFrom<JournalEvent> for Event {
                 item: ItemId(item),
                 count,
             }),
-            JournalEvent::Reserved12 => {
-                return Err("event kind 12 is reserved (not built here)");
-            }
             JournalEvent::VideoGift {
                 id,
                 sender,
@@ -483,6 +530,17 @@ impl TryFrom<JournalEvent> for Event {
                     recharge: EventId(recharge),
                 })
             }
+            JournalEvent::GiftReversal {
+                id,
+                sender,
+                gift,
+                reversed,
+            } => Event::GiftReversal(GiftReversal {
+                id: EventId(id),
+                sender: UserId(sender),
+                gift: EventId(gift),
+                reversed: reversed.map(ReversedGift::from),
+            }),
         })
     }
 }
@@ -517,9 +575,11 @@ impl JournalOutcome {
     pub fn to_outcome(&self, event: &Event) -> Result<Outcome, &'static str> {
         let status = if self.status == 0 {
             Status::Accepted(match event {
-                Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) | Event::VideoGift(_) => {
-                    Effect::Coins(self.coins)
-                }
+                Event::Recharge(_)
+                | Event::Gift(_)
+                | Event::Purchase(_)
+                | Event::VideoGift(_)
+                | Event::GiftReversal(_) => Effect::Coins(self.coins),
                 Event::Payout(_) => Effect::PaidOut {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,
@@ -661,15 +721,29 @@ mod tests {
                 user: UserId(u64::MAX - 2),
                 recharge: EventId(u128::MAX - 3),
             }),
+            Event::GiftReversal(GiftReversal::new(EventId(7), UserId(3), EventId(99))),
+            Event::GiftReversal(GiftReversal {
+                reversed: Some(ReversedGift {
+                    creator: CreatorId(4),
+                    stream: StreamId(5),
+                    gift: GiftId(7),
+                    count: 300,
+                    coins: 1 << 40,
+                    nanos: u128::from(u64::MAX) * 3,
+                }),
+                ..GiftReversal::new(EventId(u128::MAX - 9), UserId(u64::MAX), EventId(1 << 90))
+            }),
         ]
     }
 
     /// Every outcome kind, for an event it can answer.
     fn outcomes(event: &Event, seq: u64) -> Vec<Outcome> {
         let accepted = match event {
-            Event::Recharge(_) | Event::Gift(_) | Event::Purchase(_) | Event::VideoGift(_) => {
-                Effect::Coins(u64::MAX - seq)
-            }
+            Event::Recharge(_)
+            | Event::Gift(_)
+            | Event::Purchase(_)
+            | Event::VideoGift(_)
+            | Event::GiftReversal(_) => Effect::Coins(u64::MAX - seq),
             Event::Payout(_) => Effect::PaidOut {
                 diamonds_available: 17,
                 value: Decimal::new(123_456, 3),

@@ -1,10 +1,10 @@
-//! The HTTP routes that write: `POST /v1/events` (a batch of recharges, gifts,
-//! payouts, purchases and recharge reversals), a user's settings, a stream's goal and the
-//! economy in force. Every one applies events through the engine and answers once the ack
-//! mode allows.
+//! The HTTP routes that write: `POST /v1/events` (a batch of recharges, gifts on
+//! streams or videos, payouts, purchases, recharge and gift reversals), a user's
+//! settings, a stream's goal and the economy in force. Every one applies events through
+//! the engine and answers once the ack mode allows.
 //!
-//! Size: each event kind's JSON shape (its OpenAPI schema) sits beside the one enum and
-//! conversion that name it; split by kind, the batch's validation would be spread out.
+//! Size: every event kind's JSON shape (its OpenAPI schema) sits beside its conversion
+//! to the engine's event; split by kind, the batch parser would reach into each.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,9 +24,9 @@ use super::{ApiError, Caller, ErrorBody, authorize, currency, event_id, json, pa
 use crate::config::{AckMode, Scope};
 use crate::economy::{Economy, Region};
 use crate::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId, ItemId,
-    Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode, Status,
-    StreamGoal, StreamId, UserId, VideoGift, VideoId,
+    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Event, EventId, Gift, GiftId,
+    GiftReversal, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal,
+    RejectCode, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 use crate::server::Service;
 use crate::server::ingest::{self, BatchError, Protocol, Rate};
@@ -51,6 +51,8 @@ pub enum JsonEvent {
     Purchase(JsonPurchase),
     #[serde(rename = "recharge_reversal")]
     RechargeReversal(JsonRechargeReversal),
+    #[serde(rename = "gift_reversal")]
+    GiftReversal(JsonGiftReversal),
 }
 
 impl JsonEvent {
@@ -61,6 +63,7 @@ impl JsonEvent {
             JsonEvent::Payout(p) => p.issued_ms,
             JsonEvent::Purchase(p) => p.issued_ms,
             JsonEvent::RechargeReversal(r) => r.issued_ms,
+            JsonEvent::GiftReversal(r) => r.issued_ms,
         }
         .unwrap_or(0)
     }
@@ -184,6 +187,26 @@ pub struct JsonRechargeReversal {
     recharge: String,
 }
 
+/// A refund of a gift (`"type": "gift_reversal"`): the sender gets the gift's coins back
+/// and the creator loses exactly the diamonds it credited — only while they are still
+/// held by the earnings hold (`economy.earnings_hold_ms`). Outcomes: accepted with the
+/// sender's balance after it (`coins`); ORIGINAL_NOT_FOUND (not a gift of this sender
+/// the ledger knows), ALREADY_REVERSED, NOT_REVERSIBLE (the diamonds are released, or no
+/// hold is in force). Applied after the batch's gifts and recharges, as payouts are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonGiftReversal {
+    /// When the backend created the event (UTC ms since the epoch), the same on every
+    /// retry (see `recharge`).
+    #[serde(default)]
+    issued_ms: Option<u64>,
+    event_id: String,
+    /// The user who sent the gift (the reversal is routed by it).
+    sender: u64,
+    /// The reversed gift's `event_id` (a UUID).
+    gift: String,
+}
+
 fn one() -> u32 {
     1
 }
@@ -214,6 +237,8 @@ pub struct JsonOutcome {
     message: Option<&'static str>,
     /// Recharge, gift, purchase or recharge reversal: the user's coin balance after the
     /// event.
+    /// Recharge, gift, purchase or gift reversal: the user's (sender's) coin balance
+    /// after the event.
     #[serde(skip_serializing_if = "Option::is_none")]
     coins: Option<u64>,
     /// Recharge reversal: the coins the user owes after it (what the reversed recharge
@@ -340,6 +365,13 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
                 .map(|u| EventId(u.as_u128()))
                 .map_err(|e| ApiError::invalid(format!("{at}.recharge: not a UUID ({e})")))?,
         }),
+        JsonEvent::GiftReversal(r) => Event::GiftReversal(GiftReversal::new(
+            event_id(&r.event_id, &at)?,
+            UserId(r.sender),
+            uuid::Uuid::parse_str(&r.gift)
+                .map(|u| EventId(u.as_u128()))
+                .map_err(|e| ApiError::invalid(format!("{at}.gift: not a UUID ({e})")))?,
+        )),
     })
 }
 

@@ -403,6 +403,9 @@ async fn metrics_route(State(service): State<Arc<Service>>) -> Response {
     let (records, evicted) = service.engine.recharge_records();
     metrics::gauge!(telemetry::RECHARGE_RECORDS).set(records as f64);
     metrics::counter!(telemetry::RECHARGE_RECORDS_EVICTED_TOTAL).absolute(evicted);
+    let (records, dropped) = service.engine.gift_records();
+    metrics::gauge!(telemetry::GIFT_RECORDS).set(records as f64);
+    metrics::counter!(telemetry::GIFT_RECORDS_DROPPED_TOTAL).absolute(dropped);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         service.metrics.render(),
