@@ -156,6 +156,7 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
             "promotions",
             "purchases",
             "recharge-storm",
+            "refunds",
             "uniform",
             "videos",
             "zipf"

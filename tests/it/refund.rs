@@ -615,3 +615,60 @@ async fn reversals_over_http_and_tcp_survive_kill_9() {
 fn uuid_n(n: u128) -> u128 {
     ::uuid::Uuid::parse_str(&uuid(n)).unwrap().as_u128()
 }
+
+/// A refund to a user who owes coins (a reversed recharge it had spent) repays the debt
+/// first, as a recharge does: no balance while a debt is owed. A gift on a video is a
+/// gift the ledger knows but cannot reverse in this build: `NOT_REVERSIBLE`.
+#[test]
+fn a_refund_repays_a_debt_first_and_a_video_gift_is_not_reversible() {
+    use giftstream::engine::{RechargeReversal, VideoGift, VideoId};
+    let engine = held_engine(HOLD, EngineConfig::default());
+    let panda = match gift(10, 1, 2, "panda", 20) {
+        Event::Gift(g) => g,
+        other => panic!("{other:?}"),
+    };
+    let on_video = Event::VideoGift(VideoGift {
+        id: EventId(11),
+        sender: UserId(1),
+        creator: CreatorId(2),
+        video: VideoId(77),
+        gift: panda.gift,
+        count: 1,
+    });
+    let out = engine.apply_batch(
+        &[recharge(1, 1, "coins_500"), Event::Gift(panda), on_video],
+        at(0),
+    );
+    assert_eq!(out[1].status, coins(400), "{out:?}");
+    assert_eq!(out[2].status, coins(395), "{out:?}");
+    // The recharge is charged back: 395 from the balance, 105 owed.
+    let charged_back = Event::RechargeReversal(RechargeReversal {
+        id: EventId(20),
+        user: UserId(1),
+        recharge: EventId(1),
+    });
+    let out = engine.apply_batch(&[charged_back], at(1_000));
+    assert!(out[0].is_accepted(), "{out:?}");
+    assert_eq!(engine.audit().totals.coins_owed, 105);
+    // The stream gift's refund (100) repays the debt first: the balance stays 0.
+    let out = engine.apply_batch(&[reversal(21, 1, 10), reversal(22, 1, 11)], at(2_000));
+    assert_eq!(out[0].status, coins(0), "{out:?}");
+    assert_eq!(
+        out[1].status,
+        rejected(RejectCode::NotReversible),
+        "{out:?}"
+    );
+    let report = engine.audit();
+    assert!(report.is_clean(), "{:?}", report.violations);
+    let t = &report.totals;
+    assert_eq!(
+        (t.coins_owed, t.coins_in_wallets, t.coins_refunded),
+        (5, 0, 100)
+    );
+    assert_eq!(
+        t.coins_recharged + t.coins_owed,
+        t.coins_in_wallets + t.coins_spent - t.coins_refunded
+            + t.coins_spent_on_purchases
+            + t.coins_reversed
+    );
+}
