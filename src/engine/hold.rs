@@ -159,9 +159,12 @@ impl Holds {
 
     /// Takes back `nanos` credited to `creator` with release time `release_ms` while
     /// they are still held at `clock` (for a reversal of the credit): from the first
-    /// bucket at or after `release_ms`, which holds them. `false`, and nothing changes,
-    /// when they are released or not there.
-    #[allow(dead_code)] // the gift reversal of issue #31 uses it
+    /// bucket at or after `release_ms`, which holds them — or, when a change of the hold's
+    /// grid merged them into a later bucket past a newer one (`carry_over`), from the
+    /// buckets at or after `release_ms` in release order (merging only ever moves
+    /// diamonds later, so they are all there; taking from an earlier one of them only
+    /// holds the rest longer, never releases anything early). `false`, and nothing
+    /// changes, when they are released or not there.
     pub fn reduce(&mut self, creator: CreatorId, release_ms: u64, nanos: u128, clock: u64) -> bool {
         if release_ms <= clock {
             return false;
@@ -170,20 +173,27 @@ impl Holds {
             return false;
         };
         let i = buckets.partition_point(|b| b.release_ms < release_ms);
-        match buckets.get_mut(i) {
-            Some(b) if b.nanos() >= nanos => {
-                let left = b.nanos() - nanos;
-                b.set_nanos(left);
-                if left == 0 {
-                    buckets.remove(i);
-                }
-                if buckets.is_empty() {
-                    self.creators.remove(&creator);
-                }
-                true
-            }
-            _ => false,
+        let later: u128 = buckets[i..]
+            .iter()
+            .map(HeldBucket::nanos)
+            .fold(0u128, u128::saturating_add);
+        if later < nanos {
+            return false;
         }
+        let mut left = nanos;
+        for b in buckets[i..].iter_mut() {
+            let take = b.nanos().min(left);
+            b.set_nanos(b.nanos() - take);
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+        buckets.retain(|b| b.nanos() > 0);
+        if buckets.is_empty() {
+            self.creators.remove(&creator);
+        }
+        true
     }
 
     /// The buckets still held at `clock`, by creator: the same for equal ledgers whatever
@@ -333,7 +343,10 @@ mod tests {
         let mut h = Holds::default();
         h.hold(c, 100, 10, 0);
         h.hold(c, 200, 5, 0);
-        assert!(!h.reduce(c, 100, 11, 0), "more than the bucket holds");
+        assert!(
+            !h.reduce(c, 100, 16, 0),
+            "more than the buckets from it on hold"
+        );
         assert!(h.reduce(c, 100, 4, 0));
         assert_eq!(h.held_nanos(c, 0), 11);
         assert!(!h.reduce(c, 100, 6, 100), "released at the clock");
@@ -342,6 +355,17 @@ mod tests {
         h.hold(c, 300, 9, 0);
         assert!(h.reduce(c, 250, 9, 0));
         assert!(h.creators.is_empty());
+        // Merged into a later bucket past a newer, smaller one (a grid change, then a
+        // gift released in between; the review's sequence): taken from both, in release
+        // order — the newer gift's coin is then held until the later bucket (never
+        // released early), and the total held is exact.
+        let mut h = Holds::default();
+        h.hold(c, 300, 9, 0);
+        h.hold(c, 260, 1, 0);
+        assert!(h.reduce(c, 250, 9, 0));
+        assert_eq!(h.held_nanos(c, 0), 1);
+        assert_eq!(h.held_nanos(c, 260), 1, "not released early");
+        assert!(!h.reduce(c, 250, 2, 0), "more than is held from it on");
     }
 
     /// The state bytes a creator's hold adds (issue #31 asks for the figure): its map

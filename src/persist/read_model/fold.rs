@@ -450,7 +450,20 @@ impl Projector {
             return;
         };
         if let (true, true, Effect::Coins(balance)) = (mine(r.sender.0), self.wallets, effect) {
-            p.wallet(r.sender, balance, None);
+            // A refund repays a debt first, as a recharge does.
+            let owed = match self.books.owed.get(&r.sender).copied() {
+                Some(owed) if fresh => {
+                    let left = owed - owed.min(g.coins);
+                    if left == 0 {
+                        self.books.owed.remove(&r.sender);
+                    } else {
+                        self.books.owed.insert(r.sender, left);
+                    }
+                    Some(left)
+                }
+                owed => Some(owed.unwrap_or(0)).filter(|_| !fresh),
+            };
+            p.wallet(r.sender, balance, owed);
         }
         let totals = e.totals.unwrap_or_default();
         let books = &mut self.books;
