@@ -480,7 +480,9 @@ impl SenderShard {
         }
         let accepted = outcome.is_accepted();
         let history = self.histories.entry(user).or_default();
-        if history.len() == config.history_per_user {
+        // `>=`: a history loaded from a snapshot taken with a larger
+        // `engine.history_per_user` shrinks to the bound at its next line.
+        while history.len() >= config.history_per_user {
             history.pop_front();
         }
         history.push_back(HistoryLine::new(
@@ -768,6 +770,41 @@ const _: () = assert!(std::mem::size_of::<Budgets>() == 24);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A history longer than `engine.history_per_user` (a snapshot of a ledger that kept
+    /// more, loaded with a lower bound) is cut to the bound at its next line: it never
+    /// grows past it (review finding F4).
+    #[test]
+    fn a_history_over_a_lowered_bound_shrinks_to_it() {
+        let mut shard = SenderShard::new();
+        let user = UserId(7);
+        shard.wallets.insert(user, Wallet::default());
+        let push = |shard: &mut SenderShard, config: &EngineConfig, seq: u64| {
+            let outcome = Outcome::new(seq, Status::Accepted(Effect::Coins(1)), false);
+            let line = (
+                EventId(u128::from(seq)),
+                EventKind::Recharge,
+                seq,
+                Stamp(seq),
+            );
+            shard.push_history(config, user, line, outcome, (1, false));
+        };
+        let wide = EngineConfig {
+            history_per_user: 8,
+            ..EngineConfig::default()
+        };
+        for seq in 1..=8 {
+            push(&mut shard, &wide, seq);
+        }
+        assert_eq!(shard.histories[&user].len(), 8);
+        let narrow = EngineConfig {
+            history_per_user: 3,
+            ..EngineConfig::default()
+        };
+        push(&mut shard, &narrow, 9);
+        let seqs: Vec<u64> = shard.histories[&user].iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, vec![7, 8, 9]);
+    }
 
     #[test]
     fn a_history_line_keeps_every_field_and_the_snapshot_encoding() {
