@@ -99,7 +99,7 @@ fn funded(wallets: u64) -> Engine {
             coins: 2_500_000,
             price: Decimal::new(3_200_000, 2),
             currency: Currency::USD,
-            package: None,
+            package: None.into(),
             channel: Channel::Web,
             paid_ms: 0,
         }));

@@ -94,7 +94,7 @@ fn recharge(id: u64, user: u64) -> Event {
         coins: 100,
         price: Decimal::new(129, 2),
         currency: Currency::USD,
-        package: None,
+        package: None.into(),
         channel: Channel::Web,
         paid_ms: 0,
     })

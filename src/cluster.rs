@@ -304,7 +304,7 @@ mod tests {
                 id: EventId(u128::from(user)),
                 user: UserId(user),
                 coins: 1,
-                package: None,
+                package: None.into(),
                 price: rust_decimal::Decimal::ONE,
                 currency: "USD".parse().unwrap(),
                 channel: crate::engine::Channel::Web,

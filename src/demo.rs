@@ -191,9 +191,9 @@ impl<'a> Generator<'a> {
                         region("US")
                     }),
                     adult: roll >= 5,
-                    monthly_budget_coins: (roll >= 10).then_some(200),
-                    daily_budget_coins: (roll >= 20).then_some(60),
-                    weekly_budget_coins: None,
+                    monthly_budget_coins: (roll >= 10).then_some(200).into(),
+                    daily_budget_coins: (roll >= 20).then_some(60).into(),
+                    weekly_budget_coins: None.into(),
                 }));
             }
             for _ in 0..self.rng.random_range(1..=3u32) {
@@ -205,7 +205,7 @@ impl<'a> Generator<'a> {
                     coins: packages[p].coins,
                     price: packages[p].prices[&Currency::USD],
                     currency: Currency::USD,
-                    package: Some(PackageId(p as u32)),
+                    package: Some(PackageId(p as u32)).into(),
                     channel: Channel::App,
                     paid_ms: 0,
                 }));

@@ -52,7 +52,7 @@ pub fn funded_engine(config: EngineConfig) -> Engine {
             coins: 2_500_000,
             price: Decimal::new(3_200_000, 2),
             currency: Currency::USD,
-            package: None,
+            package: None.into(),
             channel: Channel::Web,
             paid_ms: 0,
         }));

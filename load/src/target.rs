@@ -309,7 +309,7 @@ pub fn event_json(e: &Event, economy: &Economy) -> serde_json::Value {
             let mut v = serde_json::json!({"type": "recharge", "event_id": id, "user": r.user.0,
                 "coins": r.coins, "price": r.price.to_string(), "currency": r.currency.as_str(),
                 "channel": if r.channel == giftstream::engine::Channel::Web { "web" } else { "app" }});
-            if let Some(p) = r.package {
+            if let Some(p) = r.package.get() {
                 v["package"] = economy.packages[p.0 as usize].id.clone().into();
             }
             v

@@ -140,7 +140,7 @@ impl Workload {
                         coins,
                         price: Decimal::new(1, 2),
                         currency: self.usd,
-                        package: None,
+                        package: None.into(),
                         channel: Channel::Web,
                         paid_ms: 0,
                     })
@@ -178,9 +178,9 @@ impl Workload {
                         user: self.user(u),
                         region: None,
                         adult: true,
-                        monthly_budget_coins: b.monthly_coins,
-                        daily_budget_coins: b.daily_coins,
-                        weekly_budget_coins: b.weekly_coins,
+                        monthly_budget_coins: b.monthly_coins.into(),
+                        daily_budget_coins: b.daily_coins.into(),
+                        weekly_budget_coins: b.weekly_coins.into(),
                     })
                 })
                 .collect(),
@@ -291,7 +291,7 @@ impl Workload {
                         coins,
                         price,
                         currency: self.usd,
-                        package: Some(package),
+                        package: Some(package).into(),
                         channel: Channel::App,
                         paid_ms: 0,
                     });

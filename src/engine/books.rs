@@ -312,6 +312,7 @@ impl CreatorShard {
                 event: Event::Payout(*p),
                 outcome,
                 totals: None,
+                reversed: None,
             });
         }
         outcome
@@ -374,6 +375,7 @@ impl CreatorShard {
                 event: Event::Settlement(*s),
                 outcome,
                 totals: None,
+                reversed: None,
             });
         }
         outcome
@@ -445,6 +447,7 @@ impl StreamShard {
                 event: Event::StreamGoal(*g),
                 outcome,
                 totals: None,
+                reversed: None,
             });
         }
         outcome

@@ -186,6 +186,7 @@ impl Engine {
             event: Event::Economy(change),
             outcome,
             totals: None,
+            reversed: None,
         });
         self.in_force.lock().push((seq, Arc::clone(&next)));
         *gate = next;

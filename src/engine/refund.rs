@@ -336,7 +336,7 @@ impl Engine {
                 .reverse(self.config.top_k, r, &record)
                 .map(|after| (record, after))
         });
-        let mut logged = *r;
+        let mut reversed = None;
         let mut totals = None;
         let status = match done {
             Ok((record, (balance, creator_total, stream_total))) => {
@@ -348,7 +348,7 @@ impl Engine {
                     coins: record.coins,
                     nanos: record.nanos(),
                 };
-                logged.reversed = Some(gift);
+                reversed = Some(Box::new(gift));
                 totals = Some(super::event::GiftTotals {
                     creator: creator_total,
                     stream: stream_total,
@@ -371,15 +371,16 @@ impl Engine {
             r.sender,
             (r.id, EventKind::GiftReversal, seq, stamp),
             outcome,
-            (logged.reversed.map_or(0, |g| g.coins), false),
+            (reversed.as_ref().map_or(0, |g| g.coins), false),
         );
         if self.config.keep_log {
             shard.log.push(LogEntry {
                 seq,
                 stamp,
-                event: Event::GiftReversal(logged),
+                event: Event::GiftReversal(*r),
                 outcome,
                 totals,
+                reversed,
             });
         }
         outcome

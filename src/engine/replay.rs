@@ -315,12 +315,13 @@ mod tests {
                 coins: 1,
                 price: rust_decimal::Decimal::ONE,
                 currency: crate::economy::Currency::USD,
-                package: None,
+                package: None.into(),
                 channel: crate::economy::Channel::App,
                 paid_ms: 0,
             }),
             outcome: Outcome::over_budget(7, BudgetCap::DailyBudget),
             totals: None,
+            reversed: None,
         };
         assert_eq!(
             check_replayed(&entry, &Outcome::over_budget(7, BudgetCap::DailyBudget)),

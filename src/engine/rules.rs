@@ -46,6 +46,8 @@ pub(crate) const NO_BUDGET: u64 = u64::MAX;
 pub const WINDOW_LIMIT_COINS_MAX: u64 = u32::MAX as u64;
 // The economy's caps are bounded alike (it validates them: a lower layer).
 const _: () = assert!(crate::economy::SPENDING_CAP_COINS_MAX == WINDOW_LIMIT_COINS_MAX);
+// `WindowBudget` keeps every budget above it as one "too large" value.
+const _: () = assert!(WINDOW_LIMIT_COINS_MAX == u32::MAX as u64);
 
 impl Default for Wallet {
     /// A user never registered: an adult with no region and no budget (SPEC §1).
@@ -168,9 +170,9 @@ impl Budgets {
 
     pub(crate) fn of(a: &AccountSettings) -> Budgets {
         Budgets {
-            monthly: a.monthly_budget_coins.unwrap_or(NO_BUDGET),
-            weekly: a.weekly_budget_coins.unwrap_or(NO_BUDGET),
-            daily: a.daily_budget_coins.unwrap_or(NO_BUDGET),
+            monthly: a.monthly_budget_coins.get().unwrap_or(NO_BUDGET),
+            weekly: a.weekly_budget_coins.get().unwrap_or(NO_BUDGET),
+            daily: a.daily_budget_coins.get().unwrap_or(NO_BUDGET),
         }
     }
 
@@ -246,7 +248,7 @@ pub(crate) fn recharge(
         return Err(RejectCode::AmountOutOfRange);
     }
     let mut promotion = None;
-    match r.package {
+    match r.package.get() {
         Some(package) => {
             let spec = economy
                 .packages
@@ -469,7 +471,7 @@ pub(crate) fn spend(
 /// `AMOUNT_OUT_OF_RANGE` (nothing stored).
 pub(crate) fn account(a: &AccountSettings) -> Result<(), RejectCode> {
     let too_large = |b: Option<u64>| b.is_some_and(|b| b > WINDOW_LIMIT_COINS_MAX);
-    if too_large(a.daily_budget_coins) || too_large(a.weekly_budget_coins) {
+    if too_large(a.daily_budget_coins.get()) || too_large(a.weekly_budget_coins.get()) {
         return Err(RejectCode::AmountOutOfRange);
     }
     Ok(())

@@ -458,6 +458,7 @@ impl SenderShard {
                 event: *event,
                 outcome,
                 totals,
+                reversed: None,
             });
         }
         outcome

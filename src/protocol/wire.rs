@@ -343,7 +343,7 @@ fn recharge(
         coins,
         price: price.try_into()?,
         currency: currency(cur)?,
-        package: package.map(PackageId),
+        package: package.map(PackageId).into(),
         channel: match channel {
             0 => Channel::App,
             1 => Channel::Web,
@@ -418,9 +418,9 @@ impl TryFrom<WireEvent> for Event {
                     None => None,
                 },
                 adult,
-                monthly_budget_coins,
-                daily_budget_coins: None,
-                weekly_budget_coins: None,
+                monthly_budget_coins: monthly_budget_coins.into(),
+                daily_budget_coins: None.into(),
+                weekly_budget_coins: None.into(),
             }),
             WireEvent::AccountV2 {
                 id,
@@ -440,9 +440,9 @@ impl TryFrom<WireEvent> for Event {
                     None => None,
                 },
                 adult,
-                monthly_budget_coins,
-                daily_budget_coins,
-                weekly_budget_coins,
+                monthly_budget_coins: monthly_budget_coins.into(),
+                daily_budget_coins: daily_budget_coins.into(),
+                weekly_budget_coins: weekly_budget_coins.into(),
             }),
             WireEvent::StreamGoal {
                 id,
@@ -521,16 +521,13 @@ impl TryFrom<WireEvent> for Event {
                     recharge: EventId(recharge),
                 })
             }
+            // `reversed` is the journal's (an internal frame: refused from clients).
             WireEvent::GiftReversal {
-                id,
-                sender,
-                gift,
-                reversed,
+                id, sender, gift, ..
             } => Event::GiftReversal(GiftReversal {
                 id: EventId(id),
                 sender: UserId(sender),
                 gift: EventId(gift),
-                reversed: reversed.map(ReversedGift::from),
             }),
         })
     }
@@ -545,7 +542,7 @@ impl From<&Event> for WireEvent {
                 coins: r.coins,
                 price: r.price.into(),
                 currency: r.currency.to_bytes(),
-                package: r.package.map(|p| p.0),
+                package: r.package.get().map(|p| p.0),
                 channel: channel_byte(r.channel),
                 paid_ms: r.paid_ms,
             },
@@ -555,7 +552,7 @@ impl From<&Event> for WireEvent {
                 coins: r.coins,
                 price: r.price.into(),
                 currency: r.currency.to_bytes(),
-                package: r.package.map(|p| p.0),
+                package: r.package.get().map(|p| p.0),
                 channel: match r.channel {
                     Channel::App => 0,
                     Channel::Web => 1,
@@ -580,16 +577,16 @@ impl From<&Event> for WireEvent {
                 user: a.user.0,
                 region: a.region.map(Region::to_bytes),
                 adult: a.adult,
-                monthly_budget_coins: a.monthly_budget_coins,
-                daily_budget_coins: a.daily_budget_coins,
-                weekly_budget_coins: a.weekly_budget_coins,
+                monthly_budget_coins: a.monthly_budget_coins.get(),
+                daily_budget_coins: a.daily_budget_coins.get(),
+                weekly_budget_coins: a.weekly_budget_coins.get(),
             },
             Event::Account(a) => WireEvent::Account {
                 id: a.id.0,
                 user: a.user.0,
                 region: a.region.map(Region::to_bytes),
                 adult: a.adult,
-                monthly_budget_coins: a.monthly_budget_coins,
+                monthly_budget_coins: a.monthly_budget_coins.get(),
             },
             Event::StreamGoal(g) => WireEvent::StreamGoal {
                 id: g.id.0,
@@ -637,7 +634,7 @@ impl From<&Event> for WireEvent {
                 id: r.id.0,
                 sender: r.sender.0,
                 gift: r.gift.0,
-                reversed: r.reversed.map(WireReversedGift::from),
+                reversed: None,
             },
         }
     }

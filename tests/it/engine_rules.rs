@@ -104,7 +104,7 @@ fn recharge_rules() {
     );
     let mut unknown_package = recharge(10, 1, "coins_100");
     if let Event::Recharge(r) = &mut unknown_package {
-        r.package = Some(giftstream::engine::PackageId::UNKNOWN);
+        r.package = Some(giftstream::engine::PackageId::UNKNOWN).into();
     }
     check(
         "unknown package",

@@ -67,9 +67,9 @@ fn region(id: u128, user: u64, region: &str) -> Event {
         user: UserId(user),
         region: Some(region.parse().unwrap()),
         adult: true,
-        monthly_budget_coins: None,
-        daily_budget_coins: None,
-        weekly_budget_coins: None,
+        monthly_budget_coins: None.into(),
+        daily_budget_coins: None.into(),
+        weekly_budget_coins: None.into(),
     })
 }
 

@@ -681,7 +681,7 @@ impl Model {
     fn recharge_amount_ok(&self, r: &Recharge, stamp: Stamp) -> Result<Option<String>, ()> {
         let e = &self.economy;
         let at = if r.paid_ms == 0 { stamp.0 } else { r.paid_ms };
-        let ok = match r.package {
+        let ok = match r.package.get() {
             Some(p) => {
                 let Some((coins, prices)) = self.package_terms(p) else {
                     return Err(());
@@ -741,7 +741,7 @@ impl Model {
             .insert((r.user, r.id), (r.coins, stamp.0, false));
         if let Some(id) = promotion {
             let package = self
-                .package_terms(r.package.expect("a package"))
+                .package_terms(r.package.get().expect("a package"))
                 .expect("known");
             let sales = self.promotion_sales.entry(id).or_default();
             sales.0 += 1;
@@ -952,15 +952,15 @@ impl Model {
     fn account(&mut self, a: &AccountSettings) -> Status {
         // Daily and weekly budgets are at most u32::MAX coins (the wallets' counters).
         let too_large = |b: Option<u64>| b.is_some_and(|b| b > u64::from(u32::MAX));
-        if too_large(a.daily_budget_coins) || too_large(a.weekly_budget_coins) {
+        if too_large(a.daily_budget_coins.get()) || too_large(a.weekly_budget_coins.get()) {
             return rejected(RejectCode::AmountOutOfRange);
         }
         let w = self.wallets.entry(a.user).or_default();
         w.region = a.region;
         w.adult = a.adult;
-        w.budget = a.monthly_budget_coins;
-        w.windows.daily = a.daily_budget_coins;
-        w.windows.weekly = a.weekly_budget_coins;
+        w.budget = a.monthly_budget_coins.get();
+        w.windows.daily = a.daily_budget_coins.get();
+        w.windows.weekly = a.weekly_budget_coins.get();
         Status::Accepted(Effect::Stored)
     }
 
@@ -1740,8 +1740,8 @@ impl Generator {
         };
         let mut event = account(id, user, region, adult, budget);
         if let Event::Account(a) = &mut event {
-            a.daily_budget_coins = self.window_budget(20_000);
-            a.weekly_budget_coins = self.window_budget(60_000);
+            a.daily_budget_coins = self.window_budget(20_000).into();
+            a.weekly_budget_coins = self.window_budget(60_000).into();
         }
         event
     }
@@ -2080,12 +2080,13 @@ fn check_log_with_model(
             entry.outcome,
             expected
         );
-        if let Event::GiftReversal(r) = entry.event {
+        if let Event::GiftReversal(_) = entry.event {
+            let reversed = entry.reversed.as_deref().copied();
             ensure!(
-                r.reversed == model.last_reversed,
+                reversed == model.last_reversed,
                 "seq {}: the reversal journaled {:?} as taken back, the model {:?}",
                 entry.seq,
-                r.reversed,
+                reversed,
                 model.last_reversed
             );
         }
@@ -2336,9 +2337,9 @@ fn check_retries(
             user: UserId(USERS + 1),
             region: None,
             adult: true,
-            monthly_budget_coins: Some(1),
-            daily_budget_coins: None,
-            weekly_budget_coins: None,
+            monthly_budget_coins: Some(1).into(),
+            daily_budget_coins: None.into(),
+            weekly_budget_coins: None.into(),
         });
         for event in [entry.event, other] {
             let got = engine.apply_batch(&[event], now)[0];

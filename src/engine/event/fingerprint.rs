@@ -83,7 +83,7 @@ impl Event {
                 .word(r.coins)
                 .bytes(&r.price.normalize().serialize())
                 .bytes(r.currency.as_str().as_bytes())
-                .option(r.package.map(|p| u64::from(p.0)))
+                .option(r.package.get().map(|p| u64::from(p.0)))
                 .word(r.channel as u64),
             Event::Gift(g) => f
                 .word(g.sender.0)
@@ -103,10 +103,11 @@ impl Event {
                         u64::from(b[0]) << 8 | u64::from(b[1])
                     }))
                     .word(u64::from(a.adult))
-                    .option(a.monthly_budget_coins);
+                    .option(a.monthly_budget_coins.get());
                 // Only when set: a setting without them fingerprints as it always did.
                 if a.has_window_budgets() {
-                    f.option(a.daily_budget_coins).option(a.weekly_budget_coins)
+                    f.option(a.daily_budget_coins.get())
+                        .option(a.weekly_budget_coins.get())
                 } else {
                     f
                 }

@@ -30,8 +30,8 @@ pub struct Recharge {
     /// The price paid, for revenue accounting.
     pub price: Decimal,
     pub currency: Currency,
-    /// `None` for a custom web amount.
-    pub package: Option<PackageId>,
+    /// `None` for a custom web amount ([`PackageRef`]: two bytes).
+    pub package: PackageRef,
     pub channel: Channel,
     /// When the user paid: the event's `issued_ms` (UTC ms, the same on every retry),
     /// set by the protocol layer; 0 = not given, the server's stamp counts. A package's
@@ -77,7 +77,7 @@ impl Recharge {
             coins: p.coins,
             price: p.prices[&Currency::USD],
             currency: Currency::USD,
-            package: Some(PackageId(index)),
+            package: Some(PackageId(index)).into(),
             channel: Channel::App,
             paid_ms: 0,
         })
@@ -137,21 +137,19 @@ pub struct RechargeReversal {
 /// gift's event id. The sender gets the coins back and the creator loses exactly the
 /// diamonds that gift credited, while they are still held by the earnings hold
 /// (`engine/refund.rs`). Routed by sender; applied like a payout (gate exclusive), so
-/// that "still held" is judged at exactly the ledger's time a replay sees.
+/// that "still held" is judged at exactly the ledger's time a replay sees. What an
+/// accepted one took back rides beside it in its [`LogEntry::reversed`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct GiftReversal {
     pub id: EventId,
     pub sender: UserId,
     /// The event id of the gift to reverse.
     pub gift: EventId,
-    /// What an accepted reversal took back: set by the engine on the event it logs (so
-    /// that the journal and the read model know the gift without the engine's records);
-    /// `None` as received, and on a rejected one. Not part of the event's content (its
-    /// fingerprint) and never read from a client.
-    pub reversed: Option<ReversedGift>,
 }
 
-/// The gift an accepted [`GiftReversal`] took back: its creator, stream, catalog code
+/// The gift an accepted [`GiftReversal`] took back (its log entry's
+/// [`LogEntry::reversed`], so that the journal and the read model know the gift without
+/// the engine's records): its creator, stream, catalog code
 /// and count, the coins it debited and the exact diamonds it credited (billionths).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ReversedGift {
@@ -166,12 +164,7 @@ pub struct ReversedGift {
 impl GiftReversal {
     /// The reversal as a client sends it.
     pub fn new(id: EventId, sender: UserId, gift: EventId) -> GiftReversal {
-        GiftReversal {
-            id,
-            sender,
-            gift,
-            reversed: None,
-        }
+        GiftReversal { id, sender, gift }
     }
 }
 
@@ -192,20 +185,20 @@ pub struct AccountSettings {
     pub user: UserId,
     pub region: Option<Region>,
     pub adult: bool,
-    /// Coins that gifts may spend per calendar month (UTC); `None` = no budget.
-    pub monthly_budget_coins: Option<u64>,
-    /// Coins that gifts may spend per UTC day; `None` = no budget. At most
+    /// Coins that gifts may spend per calendar month (UTC); none = no budget.
+    pub monthly_budget_coins: OptCoins,
+    /// Coins that gifts may spend per UTC day; none = no budget. At most
     /// `WINDOW_LIMIT_COINS_MAX`, else `AMOUNT_OUT_OF_RANGE`.
-    pub daily_budget_coins: Option<u64>,
-    /// Coins that gifts may spend per ISO week (Monday to Sunday, UTC); `None` = none.
-    pub weekly_budget_coins: Option<u64>,
+    pub daily_budget_coins: WindowBudget,
+    /// Coins that gifts may spend per ISO week (Monday to Sunday, UTC); none = none.
+    pub weekly_budget_coins: WindowBudget,
 }
 
 impl AccountSettings {
     /// Whether it sets a daily or weekly budget (which the wire and journal formats of
     /// before carry in their own variant).
     pub fn has_window_budgets(&self) -> bool {
-        self.daily_budget_coins.is_some() || self.weekly_budget_coins.is_some()
+        self.daily_budget_coins.get().is_some() || self.weekly_budget_coins.get().is_some()
     }
 }
 
@@ -295,7 +288,132 @@ impl EconomyChange {
     }
 }
 
-/// Everything that changes ledger state. Each is journaled and replayed alike.
+/// A recharge's package in two bytes: `None` (a custom web amount) or the package's
+/// code (codes stay below `CATALOG_CODES_MAX`, far below `u16::MAX`). Keeps
+/// [`Recharge`], and with it [`Event`], within 64 bytes. A code that cannot be one
+/// (from a client: `u32` on the wire) is kept as [`PackageRef::UNKNOWN`] — rejected
+/// `AMOUNT_OUT_OF_RANGE` as any unknown package is (two such recharges under one id
+/// count as the same content). Serialized as an `Option<PackageId>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PackageRef(u16);
+
+impl PackageRef {
+    pub const NONE: PackageRef = PackageRef(u16::MAX);
+    /// Every code from `u16::MAX - 1` up, which no economy has.
+    pub const UNKNOWN: PackageRef = PackageRef(u16::MAX - 1);
+
+    pub fn get(self) -> Option<PackageId> {
+        (self != PackageRef::NONE).then_some(PackageId(u32::from(self.0)))
+    }
+}
+
+impl From<Option<PackageId>> for PackageRef {
+    fn from(p: Option<PackageId>) -> Self {
+        match p {
+            None => PackageRef::NONE,
+            Some(p) => u16::try_from(p.0)
+                .ok()
+                .filter(|&c| c < PackageRef::UNKNOWN.0)
+                .map_or(PackageRef::UNKNOWN, PackageRef),
+        }
+    }
+}
+
+impl Serialize for PackageRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PackageRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<PackageId>::deserialize(d).map(PackageRef::from)
+    }
+}
+
+/// An optional coin amount in eight bytes (`u64::MAX` = none): an account's monthly
+/// budget, so that [`AccountSettings`] fits 48 bytes and [`Event`] 64. A budget of
+/// `u64::MAX` coins is kept as `u64::MAX - 1` (neither can be spent: a month's spend is
+/// a `u64` of coins a user held). Serialized as an `Option<u64>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct OptCoins(u64);
+
+impl OptCoins {
+    pub const NONE: OptCoins = OptCoins(u64::MAX);
+
+    pub fn get(self) -> Option<u64> {
+        (self != OptCoins::NONE).then_some(self.0)
+    }
+}
+
+impl From<Option<u64>> for OptCoins {
+    fn from(c: Option<u64>) -> Self {
+        c.map_or(OptCoins::NONE, |c| OptCoins(c.min(u64::MAX - 1)))
+    }
+}
+
+impl Serialize for OptCoins {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for OptCoins {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<u64>::deserialize(d).map(OptCoins::from)
+    }
+}
+
+/// An optional daily or weekly budget in five unaligned bytes (a marker and a `u32`), so
+/// that [`AccountSettings`] fits 48 bytes and [`Event`] 64. Budgets above
+/// `WINDOW_LIMIT_COINS_MAX` (`u32::MAX`) are `AMOUNT_OUT_OF_RANGE` whatever their
+/// value: they are all kept as one "too large" value, read back as `u64::MAX` (two such
+/// settings under one id count as the same content). Serialized as an `Option<u64>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct WindowBudget([u8; 5]);
+
+impl WindowBudget {
+    pub const NONE: WindowBudget = WindowBudget([0; 5]);
+    const SOME: u8 = 1;
+    const TOO_LARGE: u8 = 2;
+
+    pub fn get(self) -> Option<u64> {
+        let [marker, a, b, c, d] = self.0;
+        match marker {
+            0 => None,
+            WindowBudget::SOME => Some(u64::from(u32::from_le_bytes([a, b, c, d]))),
+            _ => Some(u64::MAX),
+        }
+    }
+}
+
+impl From<Option<u64>> for WindowBudget {
+    fn from(b: Option<u64>) -> Self {
+        match b.map(u32::try_from) {
+            None => WindowBudget::NONE,
+            Some(Ok(coins)) => {
+                let [a, b, c, d] = coins.to_le_bytes();
+                WindowBudget([WindowBudget::SOME, a, b, c, d])
+            }
+            Some(Err(_)) => WindowBudget([WindowBudget::TOO_LARGE, 0, 0, 0, 0]),
+        }
+    }
+}
+
+impl Serialize for WindowBudget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for WindowBudget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<u64>::deserialize(d).map(WindowBudget::from)
+    }
+}
+
+/// Everything that changes ledger state. Each is journaled and replayed alike: 64
+/// bytes (a test pins it; the gift path copies events and log entries by value).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Event {
     Recharge(Recharge),
@@ -418,6 +536,42 @@ impl EventKind {
             EventKind::VideoGift => "video_gift",
             EventKind::RechargeReversal => "recharge_reversal",
             EventKind::GiftReversal => "gift_reversal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compact fields read back what they were given (budgets above the window
+    /// limit as one "too large" value), and serialize as the `Option`s they replace.
+    #[test]
+    fn compact_fields_round_trip_and_serialize_as_options() {
+        for b in [None, Some(0), Some(1), Some(u64::from(u32::MAX))] {
+            assert_eq!(WindowBudget::from(b).get(), b);
+            let json = serde_json::to_string(&WindowBudget::from(b)).unwrap();
+            assert_eq!(json, serde_json::to_string(&b).unwrap());
+            let back: WindowBudget = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, WindowBudget::from(b));
+        }
+        for too_large in [u64::from(u32::MAX) + 1, u64::MAX] {
+            assert_eq!(WindowBudget::from(Some(too_large)).get(), Some(u64::MAX));
+        }
+        for c in [None, Some(0), Some(7), Some(u64::MAX - 1)] {
+            assert_eq!(OptCoins::from(c).get(), c);
+            let json = serde_json::to_string(&OptCoins::from(c)).unwrap();
+            assert_eq!(json, serde_json::to_string(&c).unwrap());
+        }
+        assert_eq!(OptCoins::from(Some(u64::MAX)).get(), Some(u64::MAX - 1));
+        for p in [None, Some(PackageId(0)), Some(PackageId(16_383))] {
+            assert_eq!(PackageRef::from(p).get(), p);
+            let json = serde_json::to_string(&PackageRef::from(p)).unwrap();
+            assert_eq!(json, serde_json::to_string(&p).unwrap());
+        }
+        for unknown in [PackageId(65_534), PackageId(70_000), PackageId::UNKNOWN] {
+            assert_eq!(PackageRef::from(Some(unknown)), PackageRef::UNKNOWN);
+            assert_eq!(PackageRef::UNKNOWN.get(), Some(PackageId(65_534)));
         }
     }
 }

@@ -446,7 +446,7 @@ impl Projector {
         let (layout, part) = (self.layout, self.part);
         let mine = |id: u64| owns(layout, part, id);
         let p = &mut self.pending;
-        let Some(g) = r.reversed else {
+        let Some(g) = e.reversed.as_deref().copied() else {
             return;
         };
         if let (true, true, Effect::Coins(balance)) = (mine(r.sender.0), self.wallets, effect) {

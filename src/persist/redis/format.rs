@@ -108,7 +108,7 @@ impl JournalBatch {
                 .map(|e| JournalRecord {
                     seq: e.seq,
                     stamp: e.stamp.0,
-                    event: JournalEvent::from(&e.event),
+                    event: JournalEvent::of_entry(e),
                     outcome: JournalOutcome::from(&e.outcome),
                     totals: e.totals.map(|t| (t.creator, t.stream)),
                 })
@@ -173,6 +173,7 @@ impl JournalBatch {
                     totals: r
                         .totals
                         .map(|(creator, stream)| GiftTotals { creator, stream }),
+                    reversed: r.event.reversed(),
                 })
             })
             .collect()
@@ -257,6 +258,7 @@ mod tests {
                     creator: 12 * seq,
                     stream: 2,
                 }),
+                reversed: None,
             })
             .collect();
         let old = WireBatch {
@@ -303,6 +305,7 @@ mod tests {
                 creator: 12,
                 stream: 2,
             }),
+            reversed: None,
         };
         let settlement = LogEntry {
             seq: 8,
@@ -321,19 +324,20 @@ mod tests {
                 cap: None,
             },
             totals: None,
+            reversed: None,
         };
-        let v3 = JournalBatch::from_entries(&[gift, settlement]).encode();
+        let v3 = JournalBatch::from_entries(&[gift.clone(), settlement.clone()]).encode();
         assert_eq!(v3[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v3).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![gift, settlement]);
+        assert_eq!(back, vec![gift.clone(), settlement.clone()]);
 
         // Format 2 is format 3 without settlements: same bytes but the version.
-        let mut v2 = JournalBatch::from_entries(&[gift]).encode();
+        let mut v2 = JournalBatch::from_entries(&[gift.clone()]).encode();
         v2[0] = 2;
         let back = JournalBatch::decode(&v2).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![gift]);
+        assert_eq!(back, vec![gift.clone()]);
 
-        let record = JournalBatch::from_entries(&[gift]).records[0];
+        let record = JournalBatch::from_entries(&[gift.clone()]).records[0];
         let v1 = encode(&JournalBatchV1 {
             version: 1,
             records: vec![JournalRecordV1 {
@@ -348,7 +352,8 @@ mod tests {
             back,
             vec![LogEntry {
                 totals: None,
-                ..gift
+                reversed: None,
+                ..gift.clone()
             }]
         );
 
@@ -359,7 +364,7 @@ mod tests {
             .unwrap()
             .into_entries()
             .unwrap();
-        assert_eq!(back, vec![gift, settlement]);
+        assert_eq!(back, vec![gift.clone(), settlement.clone()]);
         let change = LogEntry {
             seq: 9,
             stamp: Stamp(1_796_083_200_002),
@@ -374,10 +379,11 @@ mod tests {
                 cap: None,
             },
             totals: None,
+            reversed: None,
         };
-        let v4 = JournalBatch::from_entries(&[change]).encode();
+        let v4 = JournalBatch::from_entries(&[change.clone()]).encode();
         let back = JournalBatch::decode(&v4).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![change]);
+        assert_eq!(back, vec![change.clone()]);
 
         // Format 4 is format 5 without purchases, payment times and daily and weekly
         // budgets: same bytes but the version.
@@ -387,7 +393,7 @@ mod tests {
             .unwrap()
             .into_entries()
             .unwrap();
-        assert_eq!(back, vec![change]);
+        assert_eq!(back, vec![change.clone()]);
         let purchase = LogEntry {
             seq: 10,
             stamp: Stamp(1_796_083_200_003),
@@ -399,18 +405,19 @@ mod tests {
             }),
             outcome: Outcome::new(10, Status::Accepted(Effect::Coins(400)), false),
             totals: None,
+            reversed: None,
         };
-        let v6 = JournalBatch::from_entries(&[purchase]).encode();
+        let v6 = JournalBatch::from_entries(&[purchase.clone()]).encode();
         assert_eq!(v6[0], JOURNAL_VERSION);
         assert_eq!(v6[0], 6);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![purchase]);
+        assert_eq!(back, vec![purchase.clone()]);
         // Format 5 is format 6 without reversals or video gifts: same bytes but the
         // version.
         let mut v5 = v6.clone();
         v5[0] = 5;
         let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![purchase]);
+        assert_eq!(back, vec![purchase.clone()]);
         let video_gift = LogEntry {
             seq: 12,
             stamp: Stamp(1_796_083_200_004),
@@ -427,11 +434,12 @@ mod tests {
                 creator: 10,
                 stream: 10,
             }),
+            reversed: None,
         };
-        let v6 = JournalBatch::from_entries(&[video_gift]).encode();
+        let v6 = JournalBatch::from_entries(&[video_gift.clone()]).encode();
         assert_eq!(v6[0], 6);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![video_gift]);
+        assert_eq!(back, vec![video_gift.clone()]);
 
         let account = LogEntry {
             seq: 10,
@@ -441,23 +449,25 @@ mod tests {
                 user: UserId(3),
                 region: None,
                 adult: true,
-                monthly_budget_coins: None,
-                daily_budget_coins: Some(100),
-                weekly_budget_coins: Some(500),
+                monthly_budget_coins: None.into(),
+                daily_budget_coins: Some(100).into(),
+                weekly_budget_coins: Some(500).into(),
             }),
             outcome: Outcome::new(10, Status::Accepted(Effect::Stored), false),
             totals: None,
+            reversed: None,
         };
         let over = LogEntry {
             seq: 11,
             outcome: Outcome::over_budget(11, crate::engine::BudgetCap::WeeklyPlatformCap),
             totals: None,
-            ..gift
+            reversed: None,
+            ..gift.clone()
         };
-        let v5 = JournalBatch::from_entries(&[account, over]).encode();
+        let v5 = JournalBatch::from_entries(&[account.clone(), over.clone()]).encode();
         assert_eq!(v5[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v5).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![account, over]);
+        assert_eq!(back, vec![account.clone(), over.clone()]);
 
         let reversal = LogEntry {
             seq: 12,
@@ -473,41 +483,44 @@ mod tests {
                 false,
             ),
             totals: None,
+            reversed: None,
         };
-        let v6 = JournalBatch::from_entries(&[reversal]).encode();
+        let v6 = JournalBatch::from_entries(&[reversal.clone()]).encode();
         assert_eq!(v6[0], 6);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![reversal]);
-        let v6 = JournalBatch::from_entries(&[account, over]).encode();
+        assert_eq!(back, vec![reversal.clone()]);
+        let v6 = JournalBatch::from_entries(&[account.clone(), over.clone()]).encode();
         assert_eq!(v6[0], 6);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![account, over]);
+        assert_eq!(back, vec![account.clone(), over.clone()]);
 
         // Format 6: a gift reversal, as journaled (kind 12, with what it took back).
         let reversal = LogEntry {
             seq: 12,
             stamp: Stamp(1_796_083_200_004),
-            event: Event::GiftReversal(crate::engine::GiftReversal {
-                reversed: Some(crate::engine::ReversedGift {
-                    creator: CreatorId(4),
-                    stream: StreamId(5),
-                    gift: GiftId(0),
-                    count: 1,
-                    coins: 1,
-                    nanos: 500_000_000,
-                }),
-                ..crate::engine::GiftReversal::new(EventId(7), UserId(3), EventId(99))
-            }),
+            event: Event::GiftReversal(crate::engine::GiftReversal::new(
+                EventId(7),
+                UserId(3),
+                EventId(99),
+            )),
             outcome: Outcome::new(12, Status::Accepted(Effect::Coins(401)), false),
             totals: Some(GiftTotals {
                 creator: 0,
                 stream: 0,
             }),
+            reversed: Some(Box::new(crate::engine::ReversedGift {
+                creator: CreatorId(4),
+                stream: StreamId(5),
+                gift: GiftId(0),
+                count: 1,
+                coins: 1,
+                nanos: 500_000_000,
+            })),
         };
-        let v6 = JournalBatch::from_entries(&[reversal]).encode();
+        let v6 = JournalBatch::from_entries(&[reversal.clone()]).encode();
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![reversal]);
-        let record = JournalBatch::from_entries(&[reversal]).records[0];
+        assert_eq!(back, vec![reversal.clone()]);
+        let record = JournalBatch::from_entries(&[reversal.clone()]).records[0];
         assert_eq!(protocol::encode(&record.event)[0], 12, "kind 12");
 
         let mut v7 = v3.clone();

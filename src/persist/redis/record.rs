@@ -245,7 +245,7 @@ fn recharge(
         coins,
         price: price.try_into()?,
         currency: currency(cur)?,
-        package: package.map(PackageId),
+        package: package.map(PackageId).into(),
         channel: match channel {
             0 => Channel::App,
             1 => Channel::Web,
@@ -264,7 +264,7 @@ impl From<&Event> for JournalEvent {
                 coins: r.coins,
                 price: r.price.into(),
                 currency: r.currency.to_bytes(),
-                package: r.package.map(|p| p.0),
+                package: r.package.get().map(|p| p.0),
                 channel: channel_byte(r.channel),
                 paid_ms: r.paid_ms,
             },
@@ -274,7 +274,7 @@ impl From<&Event> for JournalEvent {
                 coins: r.coins,
                 price: r.price.into(),
                 currency: r.currency.to_bytes(),
-                package: r.package.map(|p| p.0),
+                package: r.package.get().map(|p| p.0),
                 channel: match r.channel {
                     Channel::App => 0,
                     Channel::Web => 1,
@@ -299,16 +299,16 @@ impl From<&Event> for JournalEvent {
                 user: a.user.0,
                 region: a.region.map(Region::to_bytes),
                 adult: a.adult,
-                monthly_budget_coins: a.monthly_budget_coins,
-                daily_budget_coins: a.daily_budget_coins,
-                weekly_budget_coins: a.weekly_budget_coins,
+                monthly_budget_coins: a.monthly_budget_coins.get(),
+                daily_budget_coins: a.daily_budget_coins.get(),
+                weekly_budget_coins: a.weekly_budget_coins.get(),
             },
             Event::Account(a) => JournalEvent::Account {
                 id: a.id.0,
                 user: a.user.0,
                 region: a.region.map(Region::to_bytes),
                 adult: a.adult,
-                monthly_budget_coins: a.monthly_budget_coins,
+                monthly_budget_coins: a.monthly_budget_coins.get(),
             },
             Event::StreamGoal(g) => JournalEvent::StreamGoal {
                 id: g.id.0,
@@ -356,8 +356,34 @@ impl From<&Event> for JournalEvent {
                 id: r.id.0,
                 sender: r.sender.0,
                 gift: r.gift.0,
-                reversed: r.reversed.map(JournalReversedGift::from),
+                reversed: None,
             },
+        }
+    }
+}
+
+impl JournalEvent {
+    /// The journal form of an entry's event: a gift reversal carries what it took back
+    /// ([`LogEntry::reversed`]).
+    pub fn of_entry(e: &crate::engine::LogEntry) -> JournalEvent {
+        let mut j = JournalEvent::from(&e.event);
+        if let JournalEvent::GiftReversal { reversed, .. } = &mut j {
+            *reversed = e
+                .reversed
+                .as_deref()
+                .copied()
+                .map(JournalReversedGift::from);
+        }
+        j
+    }
+
+    /// What a journaled gift reversal took back (the entry's [`LogEntry::reversed`]).
+    pub fn reversed(&self) -> Option<Box<ReversedGift>> {
+        match self {
+            JournalEvent::GiftReversal {
+                reversed: Some(g), ..
+            } => Some(Box::new(ReversedGift::from(*g))),
+            _ => None,
         }
     }
 }
@@ -427,9 +453,9 @@ impl TryFrom<JournalEvent> for Event {
                     None => None,
                 },
                 adult,
-                monthly_budget_coins,
-                daily_budget_coins: None,
-                weekly_budget_coins: None,
+                monthly_budget_coins: monthly_budget_coins.into(),
+                daily_budget_coins: None.into(),
+                weekly_budget_coins: None.into(),
             }),
             JournalEvent::AccountV2 {
                 id,
@@ -449,9 +475,9 @@ impl TryFrom<JournalEvent> for Event {
                     None => None,
                 },
                 adult,
-                monthly_budget_coins,
-                daily_budget_coins,
-                weekly_budget_coins,
+                monthly_budget_coins: monthly_budget_coins.into(),
+                daily_budget_coins: daily_budget_coins.into(),
+                weekly_budget_coins: weekly_budget_coins.into(),
             }),
             JournalEvent::StreamGoal {
                 id,
@@ -531,15 +557,11 @@ impl TryFrom<JournalEvent> for Event {
                 })
             }
             JournalEvent::GiftReversal {
-                id,
-                sender,
-                gift,
-                reversed,
+                id, sender, gift, ..
             } => Event::GiftReversal(GiftReversal {
                 id: EventId(id),
                 sender: UserId(sender),
                 gift: EventId(gift),
-                reversed: reversed.map(ReversedGift::from),
             }),
         })
     }
@@ -621,14 +643,14 @@ mod tests {
     /// Every event kind (and every optional field both ways).
     fn events() -> Vec<Event> {
         let usd = Currency::from_bytes(*b"USD").unwrap();
-        let recharge = |package, channel, price: Decimal| {
+        let recharge = |package: Option<PackageId>, channel, price: Decimal| {
             Event::Recharge(Recharge {
                 id: EventId(u128::MAX - 3),
                 user: UserId(u64::MAX),
                 coins: 7_000,
                 price,
                 currency: usd,
-                package,
+                package: package.into(),
                 channel,
                 paid_ms: 0,
             })
@@ -648,9 +670,9 @@ mod tests {
                 user: UserId(3),
                 region,
                 adult: budget.is_some(),
-                monthly_budget_coins: budget,
-                daily_budget_coins: None,
-                weekly_budget_coins: None,
+                monthly_budget_coins: budget.into(),
+                daily_budget_coins: None.into(),
+                weekly_budget_coins: None.into(),
             })
         };
         let account_v2 = |daily: Option<u64>, weekly: Option<u64>| {
@@ -659,9 +681,9 @@ mod tests {
                 user: UserId(3),
                 region: Region::from_bytes(*b"FR"),
                 adult: true,
-                monthly_budget_coins: Some(9),
-                daily_budget_coins: daily,
-                weekly_budget_coins: weekly,
+                monthly_budget_coins: Some(9).into(),
+                daily_budget_coins: daily.into(),
+                weekly_budget_coins: weekly.into(),
             })
         };
         vec![
@@ -722,18 +744,47 @@ mod tests {
                 recharge: EventId(u128::MAX - 3),
             }),
             Event::GiftReversal(GiftReversal::new(EventId(7), UserId(3), EventId(99))),
-            Event::GiftReversal(GiftReversal {
-                reversed: Some(ReversedGift {
-                    creator: CreatorId(4),
-                    stream: StreamId(5),
-                    gift: GiftId(7),
-                    count: 300,
-                    coins: 1 << 40,
-                    nanos: u128::from(u64::MAX) * 3,
-                }),
-                ..GiftReversal::new(EventId(u128::MAX - 9), UserId(u64::MAX), EventId(1 << 90))
-            }),
         ]
+    }
+
+    /// An accepted gift reversal's journal record carries what it took back (its log
+    /// entry's `reversed`, not the event's): the same bytes as the wire type's, and
+    /// back into the entry.
+    #[test]
+    fn a_gift_reversal_record_carries_what_it_took_back() {
+        let gift = ReversedGift {
+            creator: CreatorId(4),
+            stream: StreamId(5),
+            gift: GiftId(7),
+            count: 300,
+            coins: 1 << 40,
+            nanos: u128::from(u64::MAX) * 3,
+        };
+        let r = GiftReversal::new(EventId(u128::MAX - 9), UserId(u64::MAX), EventId(1 << 90));
+        let entry = crate::engine::LogEntry {
+            seq: 5,
+            stamp: crate::engine::Stamp(1),
+            event: Event::GiftReversal(r),
+            outcome: Outcome::new(5, Status::Accepted(Effect::Coins(9)), false),
+            totals: None,
+            reversed: Some(Box::new(gift)),
+        };
+        let journal = JournalEvent::of_entry(&entry);
+        let wire = WireEvent::GiftReversal {
+            id: r.id.0,
+            sender: r.sender.0,
+            gift: r.gift.0,
+            reversed: Some(gift.into()),
+        };
+        assert_eq!(protocol::encode(&journal), protocol::encode(&wire));
+        assert_eq!(journal.reversed().as_deref(), Some(&gift));
+        assert_eq!(Event::try_from(journal).unwrap(), entry.event);
+        assert!(
+            wire.is_internal(),
+            "a client may not send what was taken back"
+        );
+        let plain = JournalEvent::from(&entry.event);
+        assert_eq!(plain.reversed(), None, "the event alone does not carry it");
     }
 
     /// Every outcome kind, for an event it can answer.

@@ -310,11 +310,15 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
                 price,
                 currency: currency(&r.currency, &at)?,
                 // An unknown package is the outcome AMOUNT_OUT_OF_RANGE, not a request error.
-                package: r.package.as_deref().map(|p| {
-                    economy
-                        .package_index(p)
-                        .map_or(PackageId::UNKNOWN, PackageId)
-                }),
+                package: r
+                    .package
+                    .as_deref()
+                    .map(|p| {
+                        economy
+                            .package_index(p)
+                            .map_or(PackageId::UNKNOWN, PackageId)
+                    })
+                    .into(),
                 channel,
                 paid_ms: r.issued_ms.unwrap_or(0),
             })
@@ -550,9 +554,9 @@ pub(super) async fn put_user(
         user,
         region,
         adult: s.adult,
-        monthly_budget_coins: s.monthly_budget_coins,
-        daily_budget_coins: s.daily_budget_coins,
-        weekly_budget_coins: s.weekly_budget_coins,
+        monthly_budget_coins: s.monthly_budget_coins.into(),
+        daily_budget_coins: s.daily_budget_coins.into(),
+        weekly_budget_coins: s.weekly_budget_coins.into(),
     });
     let o = apply(&service, &[event], &[]).await?[0];
     ApiError::refusal(&o)?;

@@ -38,7 +38,7 @@ pub fn custom(id: u128, user: u64, coins: u64, price: &str) -> Event {
         coins,
         price: dec(price),
         currency: Currency::USD,
-        package: None,
+        package: None.into(),
         channel: Channel::Web,
         paid_ms: 0,
     })
@@ -97,9 +97,9 @@ pub fn account(
         user: UserId(user),
         region: region.map(|r| r.parse().unwrap()),
         adult,
-        monthly_budget_coins: budget,
-        daily_budget_coins: None,
-        weekly_budget_coins: None,
+        monthly_budget_coins: budget.into(),
+        daily_budget_coins: None.into(),
+        weekly_budget_coins: None.into(),
     })
 }
 
@@ -116,9 +116,9 @@ pub fn budgets(
         user: UserId(user),
         region: None,
         adult: true,
-        monthly_budget_coins: monthly,
-        daily_budget_coins: daily,
-        weekly_budget_coins: weekly,
+        monthly_budget_coins: monthly.into(),
+        daily_budget_coins: daily.into(),
+        weekly_budget_coins: weekly.into(),
     })
 }
 
