@@ -332,12 +332,12 @@ mod tests {
         assert_eq!(back, vec![gift.clone(), settlement.clone()]);
 
         // Format 2 is format 3 without settlements: same bytes but the version.
-        let mut v2 = JournalBatch::from_entries(&[gift.clone()]).encode();
+        let mut v2 = JournalBatch::from_entries(std::slice::from_ref(&gift)).encode();
         v2[0] = 2;
         let back = JournalBatch::decode(&v2).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![gift.clone()]);
 
-        let record = JournalBatch::from_entries(&[gift.clone()]).records[0];
+        let record = JournalBatch::from_entries(std::slice::from_ref(&gift)).records[0];
         let v1 = encode(&JournalBatchV1 {
             version: 1,
             records: vec![JournalRecordV1 {
@@ -381,7 +381,7 @@ mod tests {
             totals: None,
             reversed: None,
         };
-        let v4 = JournalBatch::from_entries(&[change.clone()]).encode();
+        let v4 = JournalBatch::from_entries(std::slice::from_ref(&change)).encode();
         let back = JournalBatch::decode(&v4).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![change.clone()]);
 
@@ -407,7 +407,7 @@ mod tests {
             totals: None,
             reversed: None,
         };
-        let v6 = JournalBatch::from_entries(&[purchase.clone()]).encode();
+        let v6 = JournalBatch::from_entries(std::slice::from_ref(&purchase)).encode();
         assert_eq!(v6[0], JOURNAL_VERSION);
         assert_eq!(v6[0], 6);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
@@ -436,7 +436,7 @@ mod tests {
             }),
             reversed: None,
         };
-        let v6 = JournalBatch::from_entries(&[video_gift.clone()]).encode();
+        let v6 = JournalBatch::from_entries(std::slice::from_ref(&video_gift)).encode();
         assert_eq!(v6[0], 6);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![video_gift.clone()]);
@@ -485,7 +485,7 @@ mod tests {
             totals: None,
             reversed: None,
         };
-        let v6 = JournalBatch::from_entries(&[reversal.clone()]).encode();
+        let v6 = JournalBatch::from_entries(std::slice::from_ref(&reversal)).encode();
         assert_eq!(v6[0], 6);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![reversal.clone()]);
@@ -517,10 +517,10 @@ mod tests {
                 nanos: 500_000_000,
             })),
         };
-        let v6 = JournalBatch::from_entries(&[reversal.clone()]).encode();
+        let v6 = JournalBatch::from_entries(std::slice::from_ref(&reversal)).encode();
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![reversal.clone()]);
-        let record = JournalBatch::from_entries(&[reversal.clone()]).records[0];
+        let record = JournalBatch::from_entries(std::slice::from_ref(&reversal)).records[0];
         assert_eq!(protocol::encode(&record.event)[0], 12, "kind 12");
 
         let mut v7 = v3.clone();
