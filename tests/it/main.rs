@@ -17,6 +17,7 @@ mod hostile_http;
 mod layers;
 mod legacy_period;
 mod ops_kit;
+mod pinned;
 mod promotions;
 mod purchase;
 mod read_model;
