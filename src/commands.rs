@@ -422,7 +422,7 @@ pub(crate) fn audit() -> anyhow::Result<()> {
                      (totals are their sums), so it is not compared with one node's ledger"
                 );
             } else if projected == engine.last_seq() {
-                let diffs = giftstream::persist::read_model::compare(&mut conn, &engine, layout).await?;
+                let diffs = giftstream::persist::read_model::compare(&mut conn, &engine, layout, config.read_model.wallets).await?;
                 println!(
                     "read model: at seq {projected}, {} differences from the ledger",
                     diffs.len()

@@ -21,6 +21,7 @@ mod pinned;
 mod promotions;
 mod purchase;
 mod read_model;
+mod read_model_debt;
 mod refund;
 mod review_economy;
 mod server_http;

@@ -70,7 +70,9 @@ async fn assert_equals_ledger(
     layout: Layout,
 ) {
     assert_eq!(
-        read_model::compare(conn, engine, layout).await.unwrap(),
+        read_model::compare(conn, engine, layout, false)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
 }
