@@ -23,6 +23,7 @@ mod purchase;
 mod read_model;
 mod read_model_debt;
 mod refund;
+mod reversal_order;
 mod review_economy;
 mod server_http;
 mod server_shutdown;
