@@ -16,23 +16,24 @@ use crate::support::server::{INGEST, SHIPPED_CONFIG, uuid};
 use giftstream::economy::EMBEDDED_ECONOMY_TOML;
 
 /// The shipped config with one sender shard (so the bounds are per ledger), a snapshot
-/// every 4 committed events (so restarts load one and replay a tail), and `edits`
-/// (`engine.<key>` and the value of a line of `[engine]`, replacing the shipped one or
-/// added).
-fn config_with(dir: &Path, name: &str, edits: &[(&str, usize)]) -> PathBuf {
+/// every `snapshot_events` committed events (0: none while a test runs, so `audit` and a
+/// restart replay the whole journal, bounds and evictions included), and `edits`
+/// (`engine.<key>` and the value of a line of `[engine]`, replacing the shipped one).
+fn config_with(dir: &Path, name: &str, snapshot_events: u64, edits: &[(&str, usize)]) -> PathBuf {
     let mut text = SHIPPED_CONFIG
         .replace("shards = 4\n", "shards = 1\n")
-        .replace("events = 10000000\n", "events = 4\n");
+        .replace(
+            "events = 10000000\n",
+            &format!("events = {snapshot_events}\n"),
+        );
     for (key, value) in edits {
         let key = key.strip_prefix("engine.").expect("an [engine] key");
         let line = text
             .lines()
             .find(|l| l.starts_with(&format!("{key} = ")))
             .map(str::to_owned);
-        text = match line {
-            Some(line) => text.replace(&format!("{line}\n"), &format!("{key} = {value}\n")),
-            None => text.replace("[engine]\n", &format!("[engine]\n{key} = {value}\n")),
-        };
+        let line = line.expect("a key of the shipped [engine]");
+        text = text.replace(&format!("{line}\n"), &format!("{key} = {value}\n"));
         assert!(text.contains(&format!("\n{key} = {value}\n")), "{key}");
     }
     let path = dir.join(name);
@@ -99,14 +100,15 @@ fn cli(
     )
 }
 
-fn newest_snapshot(data: &Path) -> PathBuf {
+/// The newest snapshot file in `data`, if any.
+fn newest(data: &Path) -> Option<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(data)
-        .unwrap()
+        .ok()?
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "gsnap"))
         .collect();
     files.sort();
-    files.pop().expect("a snapshot")
+    files.pop()
 }
 
 fn recharge(n: u128, user: u64) -> Value {
@@ -129,8 +131,10 @@ fn gift_reversal(n: u128, sender: u64, of: u128) -> Value {
 
 /// A shard of 2 recharge records: the first of three recharges is dropped, so its
 /// reversal is `ORIGINAL_NOT_FOUND` (with 4 records it would be accepted). A start with
-/// 4 is refused; `restore` too; `audit` replays with the pinned 2 and is clean; a start
-/// with 2 serves and a retry of the reversal gets its original answer.
+/// 4 is refused; `audit` replays the whole journal with the pinned 2 and is clean (with
+/// 4 it would replay the reversal as accepted: a mismatch); a start with 2 serves and a
+/// retry of the reversal gets its original answer; `restore` of a snapshot with 4 is
+/// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recharge_records_per_shard_max_is_pinned_with_the_ledger() {
     let redis = RedisServer::start();
@@ -138,8 +142,9 @@ async fn recharge_records_per_shard_max_is_pinned_with_the_ledger() {
     let (data, economy) = (tmp.path().join("data"), tmp.path().join("economy.toml"));
     std::fs::write(&economy, EMBEDDED_ECONOMY_TOML).unwrap();
     let key = "engine.recharge_records_per_shard_max";
-    let two = config_with(tmp.path(), "two.toml", &[(key, 2)]);
-    let four = config_with(tmp.path(), "four.toml", &[(key, 4)]);
+    let two = config_with(tmp.path(), "two.toml", 0, &[(key, 2)]);
+    let four = config_with(tmp.path(), "four.toml", 0, &[(key, 4)]);
+    let two_snapshots = config_with(tmp.path(), "two-snapshots.toml", 1, &[(key, 2)]);
     let env = [("GIFTSTREAM_ECONOMY", economy.to_str().unwrap())];
     let http = reqwest::Client::new();
 
@@ -182,14 +187,6 @@ async fn recharge_records_per_shard_max_is_pinned_with_the_ledger() {
     ] {
         assert!(out.contains(needle), "lacks {needle:?}: {out}");
     }
-    let (ok, out) = cli(
-        &["restore", newest_snapshot(&data).to_str().unwrap()],
-        &four,
-        &redis,
-        &data,
-        &economy,
-    );
-    assert!(!ok && out.contains("is 4, the ledger's is 2"), "{out}");
     // The audit replays as the ledger ran: with 2 (with 4, the first reversal would
     // replay as accepted: a mismatch).
     let (ok, out) = cli(&["audit"], &four, &redis, &data, &economy);
@@ -224,6 +221,34 @@ async fn recharge_records_per_shard_max_is_pinned_with_the_ledger() {
     let (ok, out) = cli(&["audit"], &two, &redis, &data, &economy);
     assert!(ok && out.contains("audit: clean"), "{out}");
     assert!(!out.contains("pinned"), "{out}");
+
+    // A snapshot, then `restore` of it with 4: refused while Redis holds the pin.
+    let p = ServeProcess::start_with(&two_snapshots, &redis.url(), &data, &env);
+    let o = post(&http, &p.http, json!([recharge(8, 43)])).await;
+    assert_eq!(answers(&o), [answer("accepted")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while newest(&data).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no snapshot written");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    p.stop();
+    let snapshot = newest(&data).unwrap();
+    let (ok, out) = cli(
+        &["restore", snapshot.to_str().unwrap()],
+        &four,
+        &redis,
+        &data,
+        &economy,
+    );
+    assert!(!ok && out.contains("is 4, the ledger's is 2"), "{out}");
+    let (ok, out) = cli(
+        &["restore", snapshot.to_str().unwrap()],
+        &two,
+        &redis,
+        &data,
+        &economy,
+    );
+    assert!(ok && out.contains("restored"), "{out}");
 }
 
 /// Under an earnings hold, a shard of 1 gift record and a history of 2 lines: the first
@@ -246,9 +271,10 @@ async fn gift_records_and_history_per_user_are_pinned_with_the_ledger() {
         "engine.gift_records_per_shard_max",
         "engine.history_per_user",
     );
-    let pinned = config_with(tmp.path(), "pinned.toml", &[(records, 1), (history, 2)]);
-    let more_records = config_with(tmp.path(), "records.toml", &[(records, 8), (history, 2)]);
-    let longer_history = config_with(tmp.path(), "history.toml", &[(records, 1), (history, 32)]);
+    let config = |name: &str, edits: &[(&str, usize)]| config_with(tmp.path(), name, 0, edits);
+    let pinned = config("pinned.toml", &[(records, 1), (history, 2)]);
+    let more_records = config("records.toml", &[(records, 8), (history, 2)]);
+    let longer_history = config("history.toml", &[(records, 1), (history, 32)]);
     let env = [("GIFTSTREAM_ECONOMY", economy.to_str().unwrap())];
     let http = reqwest::Client::new();
 
