@@ -79,10 +79,11 @@ pub struct EngineConfig {
     /// with the ledger (module doc).
     pub recharge_records_per_shard_max: usize,
     /// Gift records kept per sender shard for gift reversals while an earnings hold is
-    /// in force (~142 bytes each; 0 = none: no gift is reversible). When a shard holds
-    /// this many, its oldest record is dropped early (that gift is no longer reversible,
-    /// `NOT_REVERSIBLE`; counted in `giftstream_gift_records_dropped_total`). At most
-    /// [`GIFT_RECORDS_PER_SHARD_MAX`]. Pinned with the ledger (module doc).
+    /// in force (140 to 270 bytes each, BENCHMARKS.md "Memory"; 0 = none: no gift is
+    /// reversible). When a shard holds this many, its oldest record is dropped early
+    /// (that gift is no longer reversible, `NOT_REVERSIBLE`; counted in
+    /// `giftstream_gift_records_dropped_total`). At most [`GIFT_RECORDS_PER_SHARD_MAX`].
+    /// Pinned with the ledger (module doc).
     pub gift_records_per_shard_max: usize,
 }
 
