@@ -23,6 +23,11 @@
 //! debts beside the wallets). Every other part keeps one record per shard
 //! (`engine.recharge_records_per_shard_max` = 1), so recharges do not count there.
 //!
+//! And a gift held under an earnings hold (#31, features 3 and 4): the RSS growth while
+//! 100k users who already gifted their creator send 10 more gifts each under a 7-day
+//! hold — each leaves a record for its reversal (`GiftRecords`: the map entry and the
+//! drop queue's) and nothing else that grows (no new pair, history and log off).
+//!
 //! Run: `cargo bench --bench memory`. Prints bytes per wallet and per id; Linux only
 //! (/proc).
 
@@ -111,6 +116,67 @@ fn main() {
     per_new_video_pair(if full { 100_000 } else { 2_000 });
     per_recharge_record(if full { 1 << 20 } else { 16 << 10 });
     per_debtor(if full { 100_000 } else { 2_000 });
+    per_held_gift_record(if full { 100_000 } else { 2_000 });
+}
+
+fn per_held_gift_record(users: u64) {
+    const CREATORS: u64 = 1_000;
+    const PER_USER: u64 = 10;
+    let text = giftstream::economy::EMBEDDED_ECONOMY_TOML.replacen(
+        "max_gift_count = 9999",
+        "max_gift_count = 9999\nearnings_hold_ms = 604800000",
+        1,
+    );
+    let economy = Economy::from_toml_str(&text).expect("a 7-day hold");
+    let config = EngineConfig {
+        gift_records_per_shard_max: 1 << 22,
+        ..lean()
+    };
+    let engine = Engine::new(economy, config).unwrap();
+    let sender = |u: u64| UserId(CREATORS + u);
+    let gift = |id: u128, u: u64| {
+        Event::Gift(Gift {
+            id: EventId(id),
+            sender: sender(u),
+            creator: CreatorId(u % CREATORS),
+            stream: StreamId(u % CREATORS),
+            gift: GiftId(0),
+            count: 1,
+        })
+    };
+    apply_in_batches(
+        &engine,
+        (0..users).map(|u| recharge(u64::MAX - u, CREATORS + u)),
+        EXPIRE_STEP_MS,
+    );
+    // Every pair (and its first record) first: below, only records grow.
+    apply_in_batches(
+        &engine,
+        (0..users).map(|u| gift(u128::from(u) | 1 << 100, u)),
+        EXPIRE_STEP_MS,
+    );
+    let before = rss_bytes();
+    apply_in_batches(
+        &engine,
+        (0..users * PER_USER).map(|i| gift(u128::from(i) | 1 << 101, i % users)),
+        EXPIRE_STEP_MS,
+    );
+    let after = rss_bytes();
+    let audit = engine.audit();
+    assert!(audit.is_clean(), "{:?}", audit.violations);
+    let gifts = users * PER_USER;
+    let (held, dropped) = engine.gift_records();
+    assert_eq!(
+        (held as u64, dropped),
+        (users + gifts, 0),
+        "every gift still held"
+    );
+    println!(
+        "memory/held-gift-record: {} gifts held under a 7-day hold, RSS +{} bytes = {:.1} bytes per record",
+        gifts,
+        after - before,
+        (after - before) as f64 / gifts as f64
+    );
 }
 
 fn per_recharge_record(records: u64) {
@@ -163,6 +229,13 @@ fn per_debtor(users: u64) {
         }),
         EXPIRE_STEP_MS,
     );
+    // The debts are small tables (~20 B a user): without a trim they fit in the heap the
+    // cases before freed, and the RSS does not move (the run of 2026-12-05 measured
+    // +0 bytes). Freed pages go back to the kernel first, so that they show.
+    // SAFETY: malloc_trim only returns free memory of glibc's arenas to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let before = rss_bytes();
     apply_in_batches(
         &engine,

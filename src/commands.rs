@@ -204,6 +204,14 @@ async fn restore_redis_held(
         if !journal.check_layout().await? {
             journal.record_layout().await?;
         }
+        // `serve` would refuse the restored ledger with another [engine] value: say so now.
+        let pinned = journal.pinned_limits().await?;
+        giftstream::persist::redis::check_pinned(
+            &config.engine,
+            &pinned,
+            &journal.ledger().limits_key(),
+        )
+        .map_err(|why| anyhow::anyhow!("{why}"))?;
         let top = journal.last_seq().await?;
         if top > last_seq {
             let first = journal.runs_from(last_seq + 1, 1).await?;
@@ -273,6 +281,15 @@ pub(crate) fn audit() -> anyhow::Result<()> {
         let journal = RedisJournal::open(&config)
             .await
             .map_err(|e| anyhow::anyhow!("GIFTSTREAM_REDIS_URL: {e}"))?;
+        // The ledger is replayed as it ran: with the [engine] values pinned with it.
+        let mut config = config;
+        let pinned = journal.pinned_limits().await?;
+        for (key, configured) in pinned.apply(&mut config.engine) {
+            println!(
+                "{key}: the ledger's pinned {} (the configuration says {configured}); replayed with the pinned value",
+                pinned.get(key).unwrap_or(configured)
+            );
+        }
         let engine = match giftstream::persist::snapshot::load_newest(
             &config.snapshot.dir,
             &economy,
@@ -405,7 +422,7 @@ pub(crate) fn audit() -> anyhow::Result<()> {
                      (totals are their sums), so it is not compared with one node's ledger"
                 );
             } else if projected == engine.last_seq() {
-                let diffs = giftstream::persist::read_model::compare(&mut conn, &engine, layout).await?;
+                let diffs = giftstream::persist::read_model::compare(&mut conn, &engine, layout, config.read_model.wallets).await?;
                 println!(
                     "read model: at seq {projected}, {} differences from the ledger",
                     diffs.len()

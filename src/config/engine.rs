@@ -1,6 +1,16 @@
 //! `[engine]` of giftstream.toml: [`EngineConfig`] (the ledger's sizing) and the named
 //! limits every field is checked against. The engine's use of it (how long an id is
 //! kept, when an event has expired) is in `engine::config`.
+//!
+//! # Pinned values
+//! Three fields decide outcomes, not only sizes: `recharge_records_per_shard_max` and
+//! `gift_records_per_shard_max` (a reversal of a recharge or gift whose record the bound
+//! dropped is answered differently) and `history_per_user` (a reversal of a gift no
+//! longer held is `NOT_REVERSIBLE` if the gift is in the sender's history, else
+//! `ORIGINAL_NOT_FOUND`). The journal is replayed and every outcome compared, so a ledger
+//! keeps the values it first ran with ([`EngineConfig::pinned`]): they are recorded
+//! beside its journal (`persist::redis::ledger`), a start with another value is refused
+//! naming the key, and `giftstream audit` replays with the recorded ones.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +59,8 @@ pub struct EngineConfig {
     /// journaled stamps), so a retry within it is answered with the original outcome.
     #[serde(alias = "idempotency_window_ms")]
     pub idempotency_horizon_ms: u64,
-    /// Recent history entries kept per user (0 = none).
+    /// Recent history entries kept per user (0 = none). Pinned with the ledger (module
+    /// doc): a gift reversal's answer depends on it.
     pub history_per_user: usize,
     /// Length of every top-K list: top gifters per creator and per stream, top creators.
     pub top_k: usize,
@@ -64,13 +75,15 @@ pub struct EngineConfig {
     /// the economy's `recharge_reversal_window_ms` are dropped first; when a shard holds
     /// this many, its oldest record is dropped for the new one (counted in
     /// `giftstream_recharge_records_evicted_total`; a reversal of it is then
-    /// `ORIGINAL_NOT_FOUND`). Size it to the recharges of one window per shard.
+    /// `ORIGINAL_NOT_FOUND`). Size it to the recharges of one window per shard. Pinned
+    /// with the ledger (module doc).
     pub recharge_records_per_shard_max: usize,
     /// Gift records kept per sender shard for gift reversals while an earnings hold is
-    /// in force (~142 bytes each; 0 = none: no gift is reversible). When a shard holds
-    /// this many, its oldest record is dropped early (that gift is no longer reversible,
-    /// `NOT_REVERSIBLE`; counted in `giftstream_gift_records_dropped_total`). At most
-    /// [`GIFT_RECORDS_PER_SHARD_MAX`].
+    /// in force (140 to 270 bytes each, BENCHMARKS.md "Memory"; 0 = none: no gift is
+    /// reversible). When a shard holds this many, its oldest record is dropped early
+    /// (that gift is no longer reversible, `NOT_REVERSIBLE`; counted in
+    /// `giftstream_gift_records_dropped_total`). At most [`GIFT_RECORDS_PER_SHARD_MAX`].
+    /// Pinned with the ledger (module doc).
     pub gift_records_per_shard_max: usize,
 }
 
@@ -90,7 +103,36 @@ impl Default for EngineConfig {
     }
 }
 
+/// The `[engine]` keys pinned with a ledger (module doc), as their config keys.
+pub const PINNED_KEYS: [&str; 3] = [
+    "engine.recharge_records_per_shard_max",
+    "engine.gift_records_per_shard_max",
+    "engine.history_per_user",
+];
+
 impl EngineConfig {
+    /// The values pinned with a ledger (module doc), by their config keys
+    /// ([`PINNED_KEYS`], in order).
+    pub fn pinned(&self) -> [(&'static str, usize); 3] {
+        [
+            (PINNED_KEYS[0], self.recharge_records_per_shard_max),
+            (PINNED_KEYS[1], self.gift_records_per_shard_max),
+            (PINNED_KEYS[2], self.history_per_user),
+        ]
+    }
+
+    /// Sets the pinned value of `key` (one of [`PINNED_KEYS`]); false for another key.
+    pub fn set_pinned(&mut self, key: &str, value: usize) -> bool {
+        let field = match key {
+            "engine.recharge_records_per_shard_max" => &mut self.recharge_records_per_shard_max,
+            "engine.gift_records_per_shard_max" => &mut self.gift_records_per_shard_max,
+            "engine.history_per_user" => &mut self.history_per_user,
+            _ => return false,
+        };
+        *field = value;
+        true
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.shards.is_power_of_two() || self.shards > SHARDS_MAX {
             return Err(ConfigError::new(

@@ -36,7 +36,11 @@
 //! replay does), so its outcome replays exactly and a payout can never have spent the
 //! diamonds it takes back (a payout spends released diamonds only). A reversal is
 //! therefore applied after the sender events of its batch (as payouts are) — reversals
-//! are rare; the gift path is untouched.
+//! are rare; the gift path is untouched. The price, documented for clients (README "Gift
+//! reversals", PROTOCOL.md "Order within a request", the OpenAPI description of a
+//! batch): a gift placed after a reversal in the same batch runs before it and does not
+//! see the refund (`INSUFFICIENT_COINS` if it needs those coins); in a later batch it
+//! does (`tests/it/reversal_order.rs`).
 //!
 //! # Effects (all or nothing, after the checks)
 //! Sender shard: the coins back through [`SenderShard::credit_refund`] (the one place a

@@ -23,7 +23,9 @@ pub struct Recovered {
 /// holder's lease to run out overlaps the longest part of a restart. A ledger keeps its
 /// shard count: a snapshot loads with its own ([`crate::persist::snapshot::load_newest`]);
 /// without one, the journal is replayed with the count recorded in Redis, if any; the
-/// count the ledger then runs with is recorded.
+/// count the ledger then runs with is recorded. A ledger keeps its pinned `[engine]`
+/// values too (`persist::redis::ledger` "Pinned engine limits"): a start with another
+/// one is refused before it takes the lease; a first start pins them.
 pub async fn recover(
     journal: &mut RedisJournal,
     config: &Config,
@@ -77,10 +79,13 @@ pub async fn recover(
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What refuses a start before it takes the lease: a cluster node with another
-/// partition map than its ledger's, a read-model bucket count that is not the recorded
-/// one. Returns whether the ledger has a partition map recorded.
+/// partition map than its ledger's, an `[engine]` value other than the ledger's pinned
+/// one, a read-model bucket count that is not the recorded one. Returns whether the
+/// ledger has a partition map recorded.
 async fn check_before_lease(journal: &RedisJournal, config: &Config) -> Result<bool, BoxError> {
     let layout_recorded = journal.check_layout().await?;
+    let pinned = journal.pinned_limits().await?;
+    crate::persist::redis::check_pinned(&config.engine, &pinned, &journal.ledger().limits_key())?;
     if config.read_model.enabled {
         let url = config.read_model.redis_url(journal.url());
         let mut conn = connect_to(url, journal.cluster()).await?;
@@ -105,8 +110,9 @@ async fn refuse_foreign(
     Ok(())
 }
 
-/// Records the shard count the ledger runs with, and a cluster node's partition map
-/// at its ledger's first start with one.
+/// Records the shard count the ledger runs with, the `[engine]` values it has not
+/// pinned yet (all at its first start: before the start journals its economy version),
+/// and a cluster node's partition map at its ledger's first start with one.
 async fn record_start(
     journal: &RedisJournal,
     engine: &Engine,
@@ -115,6 +121,24 @@ async fn record_start(
 ) -> Result<(), BoxError> {
     if recorded != Some(engine.config().shards) {
         journal.record_shards(engine.config().shards).await?;
+    }
+    // Read again under the lease: what was checked before it was read without.
+    let pinned = journal.pinned_limits().await?;
+    let key = journal.ledger().limits_key();
+    if let Err(why) = crate::persist::redis::check_pinned(engine.config(), &pinned, &key) {
+        journal.release().await;
+        return Err(why.into());
+    }
+    let newly = journal
+        .pin_limits(engine.config(), &pinned, engine.last_seq())
+        .await?;
+    if !newly.is_empty() {
+        tracing::info!(
+            key = journal.ledger().limits_key(),
+            pinned = ?newly,
+            seq = engine.last_seq(),
+            "pinned this ledger's [engine] values that decide outcomes (fixed for the ledger's life)"
+        );
     }
     if !layout_recorded {
         journal.record_layout().await?;

@@ -70,7 +70,9 @@ async fn assert_equals_ledger(
     layout: Layout,
 ) {
     assert_eq!(
-        read_model::compare(conn, engine, layout).await.unwrap(),
+        read_model::compare(conn, engine, layout, false)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
 }
@@ -481,10 +483,11 @@ async fn the_read_model_can_live_in_its_own_redis() {
             "giftstream:{ledger}:economies".to_owned(),
             "giftstream:{ledger}:head".to_owned(),
             "giftstream:{ledger}:journal".to_owned(),
+            "giftstream:{ledger}:limits".to_owned(),
             "giftstream:{ledger}:owner".to_owned(),
             "giftstream:{ledger}:shards".to_owned()
         ],
-        "the journal, its head, the ledger lease, its shard count and economy versions"
+        "the journal, its head, the ledger lease, its shard count, pinned limits and economy versions"
     );
     drop(client);
     s.stop().await.unwrap();

@@ -63,6 +63,13 @@
 //!   `EVENT_ID_REUSED` with `seq: 0`, is not journaled and changes nothing. Every fresh
 //!   event takes the next sequence number.
 //!
+//! A batch is applied in two passes (PROTOCOL.md "Order within a request"): its sender
+//! events (recharges, gifts, video gifts, purchases, account settings, recharge
+//! reversals) first, each sender's in batch order; then payouts, goals and gift
+//! reversals in batch order. The model checks it on every batch's fresh answers
+//! (`check_batch_order`): so a gift after a reversal in its batch is judged without the
+//! refund, as the seq order the model replays says.
+//!
 //! Checks run in SPEC order: the event (`UNKNOWN_GIFT`, `INVALID_COUNT`,
 //! `AMOUNT_OUT_OF_RANGE`, `UNSUPPORTED_CURRENCY`, `SELF_GIFT`, `OVERFLOW`), the account
 //! (`AGE_RESTRICTED`, `REGION_UNAVAILABLE`), limits (`BUDGET_EXCEEDED`,
@@ -1934,6 +1941,71 @@ struct Cuts {
     log: Mutex<Vec<LogEntry>>,
     snapshot: Mutex<Option<EngineState>>,
     versions: Mutex<Versions>,
+    /// Batches whose answers break the batch order ([`check_batch_order`]).
+    order: Mutex<Vec<String>>,
+}
+
+/// The sender a sender event is applied for (its shard's pass); `None` for the events
+/// applied after every sender event of their batch (payouts, goals, settlements, gift
+/// reversals).
+fn first_pass_sender(event: &Event) -> Option<UserId> {
+    match event {
+        Event::Recharge(r) => Some(r.user),
+        Event::Gift(g) => Some(g.sender),
+        Event::VideoGift(v) => Some(v.sender),
+        Event::Purchase(p) => Some(p.user),
+        Event::Account(a) => Some(a.user),
+        Event::RechargeReversal(r) => Some(r.user),
+        _ => None,
+    }
+}
+
+/// The order a batch is applied in, from its fresh answers' sequence numbers: every
+/// sender event before every payout, goal and gift reversal; each sender's events in
+/// batch order; the second pass in batch order.
+fn check_batch_order(events: &[Event], outcomes: &[Outcome]) -> Result<(), String> {
+    let fresh = events
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| !o.duplicate && o.seq != 0);
+    let mut last_of: HashMap<UserId, u64> = HashMap::new();
+    let (mut first_pass_max, mut second_pass_last) = (0u64, None::<(u64, &Event)>);
+    for (event, outcome) in fresh {
+        match first_pass_sender(event) {
+            Some(sender) => {
+                let last = last_of.entry(sender).or_default();
+                ensure!(
+                    outcome.seq > *last,
+                    "{event:?} (seq {}) was applied before an earlier event of its sender in its batch (seq {last})",
+                    outcome.seq
+                );
+                *last = outcome.seq;
+                first_pass_max = first_pass_max.max(outcome.seq);
+            }
+            None => {
+                if let Some((seq, before)) = second_pass_last {
+                    ensure!(
+                        outcome.seq > seq,
+                        "{event:?} (seq {}) was applied before {before:?} (seq {seq}), earlier in its batch",
+                        outcome.seq
+                    );
+                }
+                second_pass_last = Some((outcome.seq, event));
+            }
+        }
+    }
+    let second: Vec<(u64, &Event)> = events
+        .iter()
+        .zip(outcomes)
+        .filter(|(e, o)| !o.duplicate && o.seq != 0 && first_pass_sender(e).is_none())
+        .map(|(e, o)| (o.seq, e))
+        .collect();
+    if let Some(&(seq, event)) = second.iter().find(|(seq, _)| *seq < first_pass_max) {
+        return Err(format!(
+            "{event:?} (seq {seq}) was applied before a sender event of its batch (seq {first_pass_max})"
+        ));
+    }
+    Ok(())
 }
 
 fn apply_planned(engine: &Engine, batch: &Batch, cuts: &Cuts) -> Vec<(Event, Outcome)> {
@@ -1950,6 +2022,9 @@ fn apply_planned(engine: &Engine, batch: &Batch, cuts: &Cuts) -> Vec<(Event, Out
     }
     let outcomes = engine.apply_batch(&batch.events, batch.stamp);
     assert_eq!(outcomes.len(), batch.events.len(), "one outcome per event");
+    if let Err(e) = check_batch_order(&batch.events, &outcomes) {
+        cuts.order.lock().unwrap().push(e);
+    }
     match batch.after {
         After::Nothing => {}
         After::Drain => cuts.log.lock().unwrap().extend(engine.drain_log()),
@@ -2022,6 +2097,9 @@ fn run(engine: &Engine, plan: &Plan) -> Result<Run, String> {
     let mut log = cuts.log.into_inner().unwrap();
     log.extend(engine.drain_log());
     log.sort_by_key(|e| e.seq);
+    if let Some(e) = cuts.order.into_inner().unwrap().first() {
+        return Err(format!("batch order: {e}"));
+    }
     Ok(Run {
         answers,
         log,

@@ -679,7 +679,7 @@ async fn video_gifts_over_http_and_tcp_with_their_reads_and_read_model_keys() {
         .await
         .unwrap();
     assert_eq!(board, [(42, 205.0), (41, 10.0)]);
-    let diffs = read_model::compare(&mut conn, &s.engine, Layout::SINGLE)
+    let diffs = read_model::compare(&mut conn, &s.engine, Layout::SINGLE, false)
         .await
         .unwrap();
     assert!(diffs.is_empty(), "{diffs:?}");

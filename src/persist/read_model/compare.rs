@@ -1,5 +1,6 @@
 //! The audit's comparison of the read model with the engine: every creator, stream and
-//! video hash, and the top of every leaderboard.
+//! video hash, the top of every leaderboard, and (with `read_model.wallets`) every
+//! wallet's `coins` and `coins_owed`.
 
 use rustc_hash::FxHashMap;
 
@@ -13,14 +14,16 @@ use crate::persist::redis::RedisConn;
 
 /// Compares the read model with the engine: every creator hash, every stream hash, the
 /// top of every leaderboard (scores in order, and each listed member's exact total).
+/// With `wallets` (`read_model.wallets`), every wallet's `coins` and `coins_owed` too.
 /// Returns the differences found; empty when they agree. Call it when the read model is
 /// at the engine's sequence number.
 pub async fn compare(
     conn: &mut RedisConn,
     engine: &Engine,
     layout: Layout,
+    wallets: bool,
 ) -> Result<Vec<String>, JournalError> {
-    let mut view = engine.read_model_view(ViewParts::default());
+    let mut view = engine.read_model_view(ViewParts { tops: 0, wallets });
     let top_k = engine.config().top_k;
     let mut diffs = Vec::new();
     // A pipeline on a Redis Cluster stays in one slot: one bucket's keys at a time.
@@ -31,6 +34,8 @@ pub async fn compare(
     compare_creators(conn, engine, layout, &view.creators, &mut diffs).await?;
     compare_streams(conn, engine, layout, &view.streams, &mut diffs).await?;
     compare_videos(conn, engine, layout, &view.videos, &mut diffs).await?;
+    view.wallets.sort_by_key(|&(u, ..)| (layout.bucket(u.0), u));
+    compare_wallets(conn, layout, &view.wallets, &mut diffs).await?;
     let top = top_creators(conn, layout, top_k)
         .await
         .map_err(redis_error)?;
@@ -183,6 +188,43 @@ async fn compare_videos(
                 |u| engine.video_gifter_coins(*v, u),
                 diffs,
             );
+        }
+    }
+    Ok(())
+}
+
+/// Compares each wallet's hash (`wallets`: user, coins, coins owed; sorted by bucket).
+/// The projector writes a wallet when an event changes its balance, and `coins_owed`
+/// when one changes the debt (a recharge reversal; a recharge or a gift refund that
+/// repays it): an absent hash or field is 0 (a wallet only account settings made, a user
+/// who never owed).
+async fn compare_wallets(
+    conn: &mut RedisConn,
+    layout: Layout,
+    wallets: &[(UserId, u64, u64)],
+    diffs: &mut Vec<String>,
+) -> Result<(), JournalError> {
+    let chunks = wallets
+        .chunk_by(|a, b| layout.bucket(a.0.0) == layout.bucket(b.0.0))
+        .flat_map(|bucket| bucket.chunks(1000));
+    for chunk in chunks {
+        let mut pipe = redis::pipe();
+        for &(u, ..) in chunk {
+            pipe.hgetall(layout.user(u));
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_error)?;
+        for (reply, &(u, coins, owed)) in replies.iter().zip(chunk) {
+            let hash: FxHashMap<String, String> = parse(reply)?;
+            for (field, value) in [("coins", coins), ("coins_owed", owed)] {
+                let got = hash.get(field).map_or("0", String::as_str);
+                if got != value.to_string() {
+                    diffs.push(format!(
+                        "user {}: {field} in Redis {:?}, ledger {value}",
+                        u.0,
+                        hash.get(field)
+                    ));
+                }
+            }
         }
     }
     Ok(())

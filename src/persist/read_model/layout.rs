@@ -59,6 +59,10 @@ impl Layout {
         }
     }
 
+    /// A user's wallet hash (`read_model.wallets`).
+    pub fn user(self, u: UserId) -> String {
+        format!("{}{}", self.prefix(self.bucket(u.0)), user_key(u))
+    }
     pub fn creator(self, c: CreatorId) -> String {
         format!("{}{}", self.prefix(self.bucket(c.0)), creator_key(c))
     }

@@ -2,7 +2,8 @@
 //! hash-tagged into the journal's Redis Cluster slot (`giftstream:{ledger}:…`, or
 //! `giftstream:{ledger-<node>}:…` on a cluster node), so that the lease script and the
 //! append touch one slot. The journal, the lease (`owner`), the head of the last append,
-//! the recorded shard count, partition map layout and economy versions: see [`Ledger`].
+//! the recorded shard count, partition map layout, pinned engine limits and economy
+//! versions: see [`Ledger`].
 
 use crate::engine::Engine;
 
@@ -51,6 +52,16 @@ impl Ledger {
         match &self.node {
             None => "giftstream:{ledger}:shards".to_owned(),
             Some(n) => format!("giftstream:{{ledger-{n}}}:shards"),
+        }
+    }
+
+    /// The `[engine]` values pinned with the ledger (a hash from config key, e.g.
+    /// `engine.history_per_user`, to its value, and `seq`: the last sequence number when
+    /// they were recorded), in the journal's slot. See `config::engine` "Pinned values".
+    pub fn limits_key(&self) -> String {
+        match &self.node {
+            None => "giftstream:{ledger}:limits".to_owned(),
+            Some(n) => format!("giftstream:{{ledger-{n}}}:limits"),
         }
     }
 

@@ -1,9 +1,23 @@
 //! What a ledger records about itself next to its journal: its shard count, a cluster
-//! node's partition map layout, and its economy versions (documents by digest).
+//! node's partition map layout, the `[engine]` values pinned with it, and its economy
+//! versions (documents by digest).
+//!
+//! # Pinned engine limits
+//! `engine.recharge_records_per_shard_max`, `engine.gift_records_per_shard_max` and
+//! `engine.history_per_user` decide outcomes (`config::engine` "Pinned values"), so a
+//! ledger keeps the values it first ran with, in [`Ledger::limits_key`]. They are
+//! recorded at the ledger's first start (or the first start of a ledger journaled by a
+//! binary before the pin: the values that start replayed with), under the lease, after
+//! recovery and before the start's first journal record (the economy version it
+//! records): no journal record exists without them, and one `HSET` writes them all. A
+//! start (`serve`) and `restore` with another value refuse ([`check_pinned`]: the key,
+//! both values, what to do); `audit` replays with the pinned values; the snapshot
+//! replica runs with its server's, which were checked.
 
 use std::time::Duration;
 
 use super::journal::RedisJournal;
+use crate::config::engine::{EngineConfig, PINNED_KEYS};
 use crate::engine::{Engine, Event, LogEntry};
 use crate::persist::journal::{Journal, JournalError};
 
@@ -204,6 +218,68 @@ impl RedisJournal {
             .map_err(JournalError::from)
     }
 
+    /// The `[engine]` values pinned with this ledger ([`Ledger::limits_key`]), by config
+    /// key, and the sequence number they were recorded at; empty before its first start.
+    pub async fn pinned_limits(&self) -> Result<Pinned, JournalError> {
+        let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.ledger.limits_key())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(JournalError::from)?;
+        let number = |field: &str, text: &str| {
+            text.parse::<u64>().map_err(|e| {
+                JournalError::Ledger(format!(
+                    "{} {field}: {text:?}: {e}",
+                    self.ledger.limits_key()
+                ))
+            })
+        };
+        let mut pinned = Pinned::default();
+        for (field, text) in &fields {
+            if field == "seq" {
+                pinned.seq = Some(number(field, text)?);
+            } else if let Some(key) = PINNED_KEYS.iter().find(|k| **k == field) {
+                pinned.values.push((key, number(field, text)? as usize));
+            }
+        }
+        pinned
+            .values
+            .sort_by_key(|(k, _)| PINNED_KEYS.iter().position(|p| p == k));
+        Ok(pinned)
+    }
+
+    /// Pins `config`'s values that this ledger has not pinned yet (all of them at its
+    /// first start), with `seq`, the ledger's last sequence number (under the lease,
+    /// after recovery, before the start journals anything). Returns the keys pinned.
+    pub async fn pin_limits(
+        &self,
+        config: &EngineConfig,
+        pinned: &Pinned,
+        seq: u64,
+    ) -> Result<Vec<&'static str>, JournalError> {
+        let missing: Vec<(&'static str, usize)> = config
+            .pinned()
+            .into_iter()
+            .filter(|(k, _)| pinned.get(k).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.ledger.limits_key());
+        for (key, value) in &missing {
+            cmd.arg(*key).arg(*value);
+        }
+        if pinned.seq.is_none() {
+            cmd.arg("seq").arg(seq);
+        }
+        let _: i64 = cmd
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(JournalError::from)?;
+        Ok(missing.into_iter().map(|(k, _)| k).collect())
+    }
+
     /// Checks this cluster node's partition map layout against the one recorded for its
     /// ledger ([`Ledger::map_key`]); returns whether one is recorded (a single node: true).
     /// A different layout is an error that says what was recorded and why it is fixed.
@@ -246,4 +322,63 @@ impl RedisJournal {
             .await
             .map_err(JournalError::from)
     }
+}
+
+/// The `[engine]` values a ledger pinned ([`RedisJournal::pinned_limits`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pinned {
+    /// (config key, value), in [`PINNED_KEYS`] order; a key not pinned yet is absent.
+    pub values: Vec<(&'static str, usize)>,
+    /// The ledger's last sequence number when they were pinned.
+    pub seq: Option<u64>,
+}
+
+impl Pinned {
+    /// The pinned value of `key`.
+    pub fn get(&self, key: &str) -> Option<usize> {
+        self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// `config` with the pinned values in place of its own (for `audit`: it replays the
+    /// ledger as it ran). Returns the keys whose value changed, with the configured one.
+    pub fn apply(&self, config: &mut EngineConfig) -> Vec<(&'static str, usize)> {
+        let mut changed = Vec::new();
+        for (key, configured) in config.pinned() {
+            if let Some(value) = self.get(key).filter(|v| *v != configured) {
+                config.set_pinned(key, value);
+                changed.push((key, configured));
+            }
+        }
+        changed
+    }
+}
+
+/// Refuses `config` if one of its pinned values differs from what the ledger pinned
+/// (`key`: [`Ledger::limits_key`]): the error names each key, the pinned and the
+/// configured value, why, and what to do.
+pub fn check_pinned(config: &EngineConfig, pinned: &Pinned, key: &str) -> Result<(), String> {
+    let differing: Vec<String> = config
+        .pinned()
+        .into_iter()
+        .filter_map(|(k, configured)| {
+            let value = pinned.get(k)?;
+            (value != configured).then(|| format!("{k} is {configured}, the ledger's is {value}"))
+        })
+        .collect();
+    if differing.is_empty() {
+        return Ok(());
+    }
+    let at = pinned
+        .seq
+        .map_or(String::new(), |seq| format!(" at seq {seq}"));
+    Err(format!(
+        "{}: this ledger was pinned to its values (recorded in {key}{at}). They decide \
+         outcomes (a reversal of a recharge or gift whose record the bound dropped, or that \
+         left the sender's history, is answered differently), and the journal is replayed \
+         with every outcome compared: another value could refuse a later replay or decide \
+         an event otherwise than it was acknowledged. Nothing was served; set the pinned \
+         value in giftstream.toml [engine] to serve this ledger (docs/operations.md \
+         \"Pinned engine limits\")",
+        differing.join("; ")
+    ))
 }

@@ -31,4 +31,5 @@ pub use journal::{
     JOURNAL_ENTRY_RECORDS_MAX, RECOVERY_ENTRIES_PER_READ, RecoveryError, RedisJournal, WaitReplicas,
 };
 pub use keys::{JOURNAL_KEY, Ledger};
+pub use ledger::{Pinned, check_pinned};
 pub use record::{JournalEvent, JournalOutcome};

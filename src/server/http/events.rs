@@ -396,10 +396,17 @@ async fn apply(
     Ok(admitted.outcomes)
 }
 
-/// Apply a batch of recharges, gifts, payouts, purchases and recharge reversals.
+/// Apply a batch of recharges, gifts, payouts, purchases and reversals.
 ///
 /// The batch is validated as a whole first: one malformed event and nothing is applied.
 /// Rule violations (unknown gift, insufficient coins, ...) are outcomes, not errors.
+///
+/// Order: the sender events (recharges, gifts, purchases, recharge reversals) are
+/// applied first, in batch order per sender; then payouts, stream goals and gift
+/// reversals, in batch order; `seq` records the order applied, and outcomes come back in
+/// batch order. So a gift placed after a `gift_reversal` in the same batch does not see
+/// the refund (`INSUFFICIENT_COINS` if it needs those coins); in a later batch it does
+/// (PROTOCOL.md "Order within a request").
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body = EventsRequest,
     security(("bearer" = [])),
