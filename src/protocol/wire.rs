@@ -14,8 +14,9 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, GiftReversal, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal,
-    RejectCode, ReversedGift, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
+    GiftId, GiftReversal, GiftTarget, ItemId, Outcome, PackageId, Payout, Purchase, Recharge,
+    RechargeReversal, RejectCode, ReversedGift, Settlement, Status, StreamGoal, StreamId, UserId,
+    VideoGift, VideoId,
 };
 
 /// Client to server.
@@ -257,44 +258,67 @@ pub enum WireEvent {
         gift: u32,
         count: u32,
     },
+    /// An accepted reversal of a gift on a video (number 14; journal format 7): as
+    /// `GiftReversal` (12) with what it took back, whose `target` is the video's id.
+    /// Journal only: the engine writes it (a client sends a `GiftReversal`, which names
+    /// the gift by its event id only; a client frame holding this is refused with
+    /// `INVALID_EVENT`). A reversal of a gift on a stream, and a rejected one, stay 12.
+    VideoGiftReversal {
+        id: u128,
+        sender: u64,
+        gift: u128,
+        reversed: WireReversedGift,
+    },
 }
 
 /// What an accepted gift reversal took back (its journal record): the gift's creator,
-/// stream, catalog code, count, coins and exact diamonds in billionths.
+/// target (the stream's id in a `GiftReversal`, the video's in a `VideoGiftReversal`),
+/// catalog code, count, coins and exact diamonds in billionths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub struct WireReversedGift {
     pub creator: u64,
-    pub stream: u64,
+    pub target: u64,
     pub gift: u32,
     pub count: u32,
     pub coins: u64,
     pub nanos: u128,
 }
 
-impl From<ReversedGift> for WireReversedGift {
-    fn from(g: ReversedGift) -> Self {
+impl WireReversedGift {
+    /// The record of `g`: its target's id (the variant holding it says its kind).
+    fn of(g: ReversedGift) -> Self {
         WireReversedGift {
             creator: g.creator.0,
-            stream: g.stream.0,
+            target: g.target.id(),
             gift: g.gift.0,
             count: g.count,
             coins: g.coins,
             nanos: g.nanos,
         }
     }
-}
 
-impl From<WireReversedGift> for ReversedGift {
-    fn from(g: WireReversedGift) -> Self {
+    /// The reversed gift, sent to `target` (the stream or the video with the record's
+    /// target id).
+    fn on(self, target: fn(u64) -> GiftTarget) -> ReversedGift {
         ReversedGift {
-            creator: CreatorId(g.creator),
-            stream: StreamId(g.stream),
-            gift: GiftId(g.gift),
-            count: g.count,
-            coins: g.coins,
-            nanos: g.nanos,
+            creator: CreatorId(self.creator),
+            target: target(self.target),
+            gift: GiftId(self.gift),
+            count: self.count,
+            coins: self.coins,
+            nanos: self.nanos,
         }
     }
+}
+
+/// A reversed gift's target from a `GiftReversal`'s record: a stream.
+fn on_stream(id: u64) -> GiftTarget {
+    GiftTarget::Stream(StreamId(id))
+}
+
+/// A reversed gift's target from a `VideoGiftReversal`'s record: a video.
+fn on_video(id: u64) -> GiftTarget {
+    GiftTarget::Video(VideoId(id))
 }
 
 impl WireEvent {
@@ -310,6 +334,7 @@ impl WireEvent {
                     reversed: Some(_),
                     ..
                 }
+                | WireEvent::VideoGiftReversal { .. }
         )
     }
 }
@@ -530,7 +555,18 @@ impl TryFrom<WireEvent> for Event {
                 id: EventId(id),
                 sender: UserId(sender),
                 gift: EventId(gift),
-                reversed: reversed.map(ReversedGift::from),
+                reversed: reversed.map(|g| g.on(on_stream)),
+            }),
+            WireEvent::VideoGiftReversal {
+                id,
+                sender,
+                gift,
+                reversed,
+            } => Event::GiftReversal(GiftReversal {
+                id: EventId(id),
+                sender: UserId(sender),
+                gift: EventId(gift),
+                reversed: Some(reversed.on(on_video)),
             }),
         })
     }
@@ -633,11 +669,24 @@ impl From<&Event> for WireEvent {
                 user: r.user.0,
                 recharge: r.recharge.0,
             },
-            Event::GiftReversal(r) => WireEvent::GiftReversal {
-                id: r.id.0,
-                sender: r.sender.0,
-                gift: r.gift.0,
-                reversed: r.reversed.map(WireReversedGift::from),
+            Event::GiftReversal(r) => match r.reversed {
+                Some(
+                    g @ ReversedGift {
+                        target: GiftTarget::Video(_),
+                        ..
+                    },
+                ) => WireEvent::VideoGiftReversal {
+                    id: r.id.0,
+                    sender: r.sender.0,
+                    gift: r.gift.0,
+                    reversed: WireReversedGift::of(g),
+                },
+                reversed => WireEvent::GiftReversal {
+                    id: r.id.0,
+                    sender: r.sender.0,
+                    gift: r.gift.0,
+                    reversed: reversed.map(WireReversedGift::of),
+                },
             },
         }
     }
