@@ -21,8 +21,10 @@
 //!
 //! # Check order
 //! While the gift's record is held (its release time after the ledger's time):
-//! 1. not a gift of the sender (the record is another user's) → `ORIGINAL_NOT_FOUND`
-//!    (another user's gift answers as an unknown id: nothing of it is revealed);
+//! 1. not a gift of the sender (the record is another user's) → answered as without a
+//!    held record, below: `ORIGINAL_NOT_FOUND` (another user's gift answers as an
+//!    unknown id: nothing of it is revealed), unless the sender's own gift reused the id
+//!    (F6: `NOT_REVERSIBLE` while in its history);
 //! 2. reversed already → `ALREADY_REVERSED`;
 //! 3. the sender's balance would overflow → `OVERFLOW`; else accepted.
 //!
