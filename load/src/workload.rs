@@ -235,15 +235,18 @@ impl Workload {
         self.draw(n, t_s, &targets)
     }
 
-    /// The gifts of batch `n` (drawn again: a pure function of seed and number).
+    /// The gifts of batch `n`, on streams and videos alike (drawn again: a pure function
+    /// of seed and number).
     fn gifts_of(&self, n: u64, t_s: f64) -> Vec<(EventId, UserId, CreatorId, u64)> {
+        let cost = |gift, count: u32| {
+            let per = self.gifts.iter().find(|(id, _)| *id == gift)?.1;
+            Some(per * u64::from(count))
+        };
         self.draw(n, t_s, &[])
             .iter()
             .filter_map(|e| match e {
-                Event::Gift(g) => {
-                    let per = self.gifts.iter().find(|(id, _)| *id == g.gift)?.1;
-                    Some((g.id, g.sender, g.creator, per * u64::from(g.count)))
-                }
+                Event::Gift(g) => Some((g.id, g.sender, g.creator, cost(g.gift, g.count)?)),
+                Event::VideoGift(v) => Some((v.id, v.sender, v.creator, cost(v.gift, v.count)?)),
                 _ => None,
             })
             .collect()

@@ -107,9 +107,9 @@ impl Engine {
     /// Checks the ledger's invariants at a consistent cut (SPEC §2.5):
     /// coins recharged − reversed = coins in wallets − owed + coins spent on gifts + coins
     /// spent on purchases (each shard's item lines summing to its purchase total; a user
-    /// who owes has a balance of 0); coins spent on
-    /// gifts = coins received by
-    /// creators = coins received by streams; per creator diamonds credited <= coins
+    /// who owes has a balance of 0); coins spent on gifts − refunded by gift reversals
+    /// (of gifts on streams and videos) = coins received by creators = coins received
+    /// by streams + by videos; per creator diamonds credited <= coins
     /// received (floor(coins received x share) under one share) and paid <= credited;
     /// per-gifter aggregates sum to the book totals; top-K lists equal the top of the
     /// aggregates.

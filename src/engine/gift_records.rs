@@ -1,19 +1,31 @@
 //! The gift records of reversals (`refund.rs`): per sender shard, what a reversal of each
-//! gift held by the earnings hold needs, bounded, dropped once released.
+//! gift held by the earnings hold needs — on a stream or a video —, bounded, dropped once
+//! released.
+//!
+//! An event id is unique within the retry horizon only, and a hold lasts days: a gift
+//! may reuse the id of a gift still held. The record of the first stays — reversed or
+//! not — and the second is not recorded (review F6: replacing it lost a reversal, so
+//! the first gift could be reversed again). A reversal naming the id then judges the
+//! first gift (its sender's, `ALREADY_REVERSED` once reversed); the second answers as a
+//! gift without a record (`refund.rs`: `NOT_REVERSIBLE` while in its sender's history).
+//! A released record is replaced: its gift can no longer be reversed.
 
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::event::{CreatorId, EventId, Gift, GiftId, StreamId, UserId};
+use super::event::{CreatorId, EventId, GiftId, GiftTarget, StreamId, UserId, VideoId};
+use super::rules::GiftSend;
 
 /// What a reversal of one accepted gift needs: 72 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct GiftRecord {
     pub sender: UserId,
     pub creator: CreatorId,
-    pub stream: StreamId,
+    /// The stream's id, or the video's when `video` (a [`GiftTarget`] packed into the
+    /// record's padding: the record stays 72 bytes).
+    target_id: u64,
     pub gift: GiftId,
     pub count: u32,
     /// Coins the gift debited.
@@ -24,6 +36,8 @@ pub(crate) struct GiftRecord {
     /// When its diamonds are released (UTC ms, the hold's release time).
     pub release_ms: u64,
     pub reversed: bool,
+    /// A gift on a video (snapshot format 9; format 8 recorded stream gifts only).
+    video: bool,
 }
 
 const _: () = assert!(std::mem::size_of::<GiftRecord>() == 72);
@@ -32,10 +46,108 @@ impl GiftRecord {
     pub fn nanos(&self) -> u128 {
         u128::from(self.nanos[0]) | u128::from(self.nanos[1]) << 64
     }
+
+    /// The stream or the video the gift was sent to.
+    pub fn target(&self) -> GiftTarget {
+        if self.video {
+            GiftTarget::Video(VideoId(self.target_id))
+        } else {
+            GiftTarget::Stream(StreamId(self.target_id))
+        }
+    }
+}
+
+/// A gift record as snapshot format 8 encoded it: a gift on a stream (`stream`), no
+/// target kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GiftRecordV8 {
+    sender: UserId,
+    creator: CreatorId,
+    stream: StreamId,
+    gift: GiftId,
+    count: u32,
+    coins: u64,
+    nanos: [u64; 2],
+    release_ms: u64,
+    reversed: bool,
+}
+
+/// A sender shard's gift records as snapshot format 8 encoded them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct GiftRecordsV8 {
+    records: FxHashMap<EventId, GiftRecordV8>,
+    order: VecDeque<(u64, EventId)>,
+    coins_refunded: u128,
+    nanos_reversed: u128,
+    reversals: u64,
+    dropped_early: u64,
+}
+
+impl From<GiftRecordsV8> for GiftRecords {
+    /// Every record of format 8 is a gift on a stream.
+    fn from(v8: GiftRecordsV8) -> Self {
+        let records = v8.records.into_iter().map(|(id, r)| {
+            let record = GiftRecord {
+                sender: r.sender,
+                creator: r.creator,
+                target_id: r.stream.0,
+                gift: r.gift,
+                count: r.count,
+                coins: r.coins,
+                nanos: r.nanos,
+                release_ms: r.release_ms,
+                reversed: r.reversed,
+                video: false,
+            };
+            (id, record)
+        });
+        GiftRecords {
+            records: records.collect(),
+            order: v8.order,
+            coins_refunded: v8.coins_refunded,
+            nanos_reversed: v8.nanos_reversed,
+            reversals: v8.reversals,
+            dropped_early: v8.dropped_early,
+        }
+    }
+}
+
+impl GiftRecords {
+    /// The records as format 8 encoded them (for the format tests); `None` when one is
+    /// of a gift on a video, which format 8 cannot hold.
+    pub(crate) fn as_format_8(&self) -> Option<GiftRecordsV8> {
+        let mut records = FxHashMap::default();
+        for (&id, r) in &self.records {
+            let GiftTarget::Stream(stream) = r.target() else {
+                return None;
+            };
+            let v8 = GiftRecordV8 {
+                sender: r.sender,
+                creator: r.creator,
+                stream,
+                gift: r.gift,
+                count: r.count,
+                coins: r.coins,
+                nanos: r.nanos,
+                release_ms: r.release_ms,
+                reversed: r.reversed,
+            };
+            records.insert(id, v8);
+        }
+        Some(GiftRecordsV8 {
+            records,
+            order: self.order.clone(),
+            coins_refunded: self.coins_refunded,
+            nanos_reversed: self.nanos_reversed,
+            reversals: self.reversals,
+            dropped_early: self.dropped_early,
+        })
+    }
 }
 
 /// A sender shard's gift records and reversal totals (snapshot format 8, appended to
-/// the state as `gift_records`; older formats read with none).
+/// the state as `gift_records`; records with their target's kind from format 9; older
+/// formats read with none).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct GiftRecords {
     pub(super) records: FxHashMap<EventId, GiftRecord>,
@@ -54,12 +166,23 @@ pub(crate) struct GiftRecords {
 }
 
 impl GiftRecords {
-    /// Records an accepted gift `g` that debited `coins` and credited `nanos`, held until
-    /// `release_ms`, at the gift's `stamp`; drops what is released at `stamp` first, and
-    /// the oldest records while the shard holds `max` (0: nothing is recorded).
-    pub fn record(&mut self, max: usize, g: &Gift, (coins, nanos): (u64, u128), release_ms: u64) {
+    /// Records accepted gift `id` (`g`, sent to `target`) that debited `coins` and
+    /// credited `nanos`, held until `release_ms`, at the gift's stamp `now`: drops the
+    /// oldest records while the shard holds `max` (0: nothing is recorded). The caller
+    /// dropped what is released at `now`. An id whose record is still held at `now`
+    /// keeps it (module doc, F6): the gift is not recorded and `false` returned.
+    pub fn record(
+        &mut self,
+        max: usize,
+        (id, g, target): (EventId, GiftSend, GiftTarget),
+        (coins, nanos): (u64, u128),
+        (release_ms, now): (u64, u64),
+    ) -> bool {
         if max == 0 {
-            return;
+            return false;
+        }
+        if self.records.get(&id).is_some_and(|r| r.release_ms > now) {
+            return false;
         }
         while self.records.len() >= max {
             let Some((release, id)) = self.order.pop_front() else {
@@ -71,19 +194,28 @@ impl GiftRecords {
                 self.dropped_early += 1;
             }
         }
+        let (target_id, video) = match target {
+            GiftTarget::Stream(s) => (s.0, false),
+            GiftTarget::Video(v) => (v.0, true),
+        };
         let record = GiftRecord {
             sender: g.sender,
             creator: g.creator,
-            stream: g.stream,
+            target_id,
             gift: g.gift,
             count: g.count,
             coins,
             nanos: [nanos as u64, (nanos >> 64) as u64],
             release_ms,
             reversed: false,
+            video,
         };
-        self.records.insert(g.id, record);
-        self.order.push_back((release_ms, g.id));
+        // A released record of the id (not pruned yet: release times need not follow
+        // the queue's order when the hold changed) is replaced; its queue entry, of
+        // another release time, will not remove the new one.
+        self.records.insert(id, record);
+        self.order.push_back((release_ms, id));
+        true
     }
 
     /// Drops the records released at `clock` (from the front of the queue: records are
@@ -134,26 +266,82 @@ mod tests {
         assert!(bytes <= 160, "{bytes}");
     }
 
-    #[test]
-    fn records_drop_when_released_and_the_oldest_when_full() {
-        let gift = |id: u128| Gift {
-            id: EventId(id),
-            sender: UserId(1),
+    fn send(sender: u64) -> GiftSend {
+        GiftSend {
+            sender: UserId(sender),
             creator: CreatorId(2),
-            stream: StreamId(3),
             gift: GiftId(0),
             count: 1,
-        };
+        }
+    }
+
+    fn stream(id: u128, sender: u64) -> (EventId, GiftSend, GiftTarget) {
+        (EventId(id), send(sender), GiftTarget::Stream(StreamId(3)))
+    }
+
+    #[test]
+    fn records_drop_when_released_and_the_oldest_when_full() {
         let mut r = GiftRecords::default();
-        r.record(2, &gift(1), (5, 10), 100);
-        r.record(2, &gift(2), (5, 10), 200);
-        r.record(2, &gift(3), (5, 10), 300);
+        assert!(r.record(2, stream(1, 1), (5, 10), (100, 0)));
+        assert!(r.record(2, stream(2, 1), (5, 10), (200, 0)));
+        assert!(r.record(2, stream(3, 1), (5, 10), (300, 0)));
         assert_eq!(r.len(), 2);
         assert_eq!(r.dropped_early, 1);
         assert!(!r.records.contains_key(&EventId(1)));
         r.prune(200);
         assert_eq!(r.canonical().len(), 1);
-        r.record(0, &gift(4), (5, 10), 400);
+        assert!(!r.record(0, stream(4, 1), (5, 10), (400, 0)));
         assert_eq!(r.len(), 1, "a bound of 0 records nothing");
+    }
+
+    /// Review finding F6: a gift reusing the id of a gift still held (after the retry
+    /// horizon) does not replace its record — reversed or not, by the same sender or
+    /// another —; once the first is released, the id is recorded again.
+    #[test]
+    fn an_id_reused_while_its_record_is_held_keeps_the_first_record() {
+        let mut r = GiftRecords::default();
+        let video = GiftTarget::Video(VideoId(77));
+        assert!(r.record(8, (EventId(1), send(1), video), (5, 10), (1_000, 0)));
+        r.records.get_mut(&EventId(1)).unwrap().reversed = true;
+        // The same sender, then another, reuse the id at 600 (before the release).
+        assert!(!r.record(8, stream(1, 1), (9, 18), (1_600, 600)));
+        assert!(!r.record(8, stream(1, 4), (9, 18), (1_600, 600)));
+        let kept = r.records[&EventId(1)];
+        assert!(kept.reversed && kept.coins == 5 && kept.target() == video);
+        assert_eq!(
+            (r.len(), r.order.len()),
+            (1, 1),
+            "nothing queued for the second"
+        );
+        // At 1_000 the first is released: a gift reusing the id is recorded.
+        assert!(r.record(8, stream(1, 4), (9, 18), (2_000, 1_000)));
+        let new = r.records[&EventId(1)];
+        assert!(!new.reversed && new.sender == UserId(4) && new.release_ms == 2_000);
+        assert_eq!(new.target(), GiftTarget::Stream(StreamId(3)));
+        // The first's queue entry (release 1_000) does not drop the new record.
+        r.prune(1_500);
+        assert_eq!(r.records[&EventId(1)], new);
+        r.prune(2_000);
+        assert_eq!(r.len(), 0);
+    }
+
+    /// Format 8's records read as gifts on streams; a state's records write back as
+    /// format 8 while they are all on streams.
+    #[test]
+    fn format_8_records_are_gifts_on_streams() {
+        let mut r = GiftRecords::default();
+        r.record(8, stream(1, 1), (5, 10), (1_000, 0));
+        r.coins_refunded = 3;
+        let v8 = r.as_format_8().expect("stream gifts only");
+        let bytes = crate::protocol::encode_serde(&v8).unwrap();
+        let back: GiftRecordsV8 = crate::protocol::decode_serde(&bytes).unwrap();
+        assert_eq!(GiftRecords::from(back), r);
+        r.record(
+            8,
+            (EventId(2), send(1), GiftTarget::Video(VideoId(7))),
+            (5, 10),
+            (1_000, 0),
+        );
+        assert!(r.as_format_8().is_none());
     }
 }

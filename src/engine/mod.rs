@@ -108,7 +108,9 @@ pub use replay::ReplayError;
 pub use rules::WINDOW_LIMIT_COINS_MAX;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
-pub use state::{EngineState, EngineStateV5, EngineStateV6, EngineStateV7, StateError, StateView};
+pub use state::{
+    EngineState, EngineStateV5, EngineStateV6, EngineStateV7, EngineStateV8, StateError, StateView,
+};
 pub(crate) use state::{EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4};
 pub use topk::{Offer, TopK};
 pub use videos::VideoView;

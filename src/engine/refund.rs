@@ -4,8 +4,14 @@
 //!
 //! # Records
 //! Only while a hold is in force (`economy.earnings_hold_ms > 0`) a sender shard keeps,
-//! per accepted gift, what a reversal needs ([`GiftRecord`]: 72 bytes, ~142 with its map
-//! slot and its place in the drop queue; measured by a test). Records are dropped once
+//! per accepted gift — on a stream or a video: the record says which —, what a reversal
+//! needs ([`GiftRecord`]: 72 bytes, ~142 with its map slot and its place in the drop
+//! queue; measured by a test). Records are keyed by the gift's event id, which is unique
+//! within the retry horizon only: a gift reusing the id of a gift still held is not
+//! recorded, and the first gift's record stays, reversed or not (`gift_records`, review
+//! F6) — a reversal naming the id judges the first gift (by the rules below: the second
+//! gift's sender, if another, gets `NOT_REVERSIBLE` while the gift is in its history,
+//! else `ORIGINAL_NOT_FOUND`). Records are dropped once
 //! released — at the next gift of the shard stamped at or after their release time, or
 //! the next reversal — and at most `engine.gift_records_per_shard_max` are kept per
 //! shard: when full, the oldest is dropped early (that gift is no longer reversible:
@@ -15,8 +21,10 @@
 //!
 //! # Check order
 //! While the gift's record is held (its release time after the ledger's time):
-//! 1. not a gift of the sender (the record is another user's) → `ORIGINAL_NOT_FOUND`
-//!    (another user's gift answers as an unknown id: nothing of it is revealed);
+//! 1. not a gift of the sender (the record is another user's) → answered as without a
+//!    held record, below: `ORIGINAL_NOT_FOUND` (another user's gift answers as an
+//!    unknown id: nothing of it is revealed), unless the sender's own gift reused the id
+//!    (F6: `NOT_REVERSIBLE` while in its history);
 //! 2. reversed already → `ALREADY_REVERSED`;
 //! 3. the sender's balance would overflow → `OVERFLOW`; else accepted.
 //!
@@ -44,20 +52,25 @@
 //!
 //! # Effects (all or nothing, after the checks)
 //! Sender shard: the coins back through [`SenderShard::credit_refund`] (the one place a
-//! refund credits a wallet); the per-pair totals of the gift's creator and stream go
-//! down by its coins, their top gifters with them (a full list that loses a listed
-//! gifter is rebuilt from the shard's totals: another gifter may come in); the gift
-//! counts per catalog code go down. The spending windows (day, week, month) are **not**
-//! given back: what a user spent stays spent against its limits — a refund never lets a
-//! user pass a cap, and the windows a gift counted in may be over. Creator book: coins
-//! received and the exact diamonds (`Credited`, and the held bucket through
-//! `Holds::reduce`), the top creators. Stream book: coins received (the goal's
-//! progress).
+//! refund credits a wallet; a debt is repaid first, and the history line's `coins_delta`
+//! is what reached the balance, as a recharge's — review F3); the per-pair totals of the
+//! gift's creator and of its stream or video go down by its coins, their top gifters
+//! with them (a full list that loses a listed gifter is rebuilt from the shard's totals:
+//! another gifter may come in); the gift counts per catalog code go down (the creator's,
+//! and a video's: `ShardVideos::reverse`, the mirror of its `credit`). The spending
+//! windows (day, week, month) are **not** given back: what a user spent stays spent
+//! against its limits — a refund never lets a user pass a cap, and the windows a gift
+//! counted in may be over. Creator book: coins received and the exact diamonds
+//! (`Credited`, and the held bucket through `Holds::reduce`), the top creators. Stream
+//! book (a gift on a stream): coins received (the goal's progress). A video has no book:
+//! its coins are the sender shards' parts, lowered with the pair. Goals and the live
+//! feed are per stream: a video's reversal touches no stream. The journaled
+//! [`ReversedGift`] names the target, so the read model lowers the same keys.
 
 use super::books::{CreatorShard, StreamShard};
 use super::event::{
-    Effect, Event, EventFingerprint, EventId, EventKind, GiftReversal, LogEntry, Outcome,
-    RejectCode, ReversedGift, Stamp, Status, StreamId, UserId,
+    Effect, Event, EventFingerprint, EventId, EventKind, GiftReversal, GiftTarget, LogEntry,
+    Outcome, RejectCode, ReversedGift, Stamp, Status, StreamId, UserId,
 };
 use super::gift_records::GiftRecord;
 use super::idhash::IdHash;
@@ -71,9 +84,15 @@ impl SenderShard {
     /// Credits `coins` refunded to `user`: the one place a refund reaches a wallet. A
     /// user who owes coins (a reversed recharge) repays the debt first, as a recharge
     /// does ([`SenderShard::credit_coins`]): only the rest reaches the balance. Returns
-    /// the balance after it; `OVERFLOW` changes nothing.
-    pub(crate) fn credit_refund(&mut self, user: UserId, coins: u64) -> Result<u64, RejectCode> {
-        self.credit_coins(user, coins).map(|credit| credit.balance)
+    /// the balance after it and the coins that reached it (what the history line shows,
+    /// as a recharge's: review F3); `OVERFLOW` changes nothing.
+    pub(crate) fn credit_refund(
+        &mut self,
+        user: UserId,
+        coins: u64,
+    ) -> Result<(u64, u64), RejectCode> {
+        self.credit_coins(user, coins)
+            .map(|credit| (credit.balance, credit.to_balance))
     }
 
     /// Whether `gift` is an accepted gift (on a stream or a video) in `user`'s recent
@@ -82,7 +101,6 @@ impl SenderShard {
         self.histories.get(&user).is_some_and(|h| {
             h.iter().any(|l| {
                 let e = super::shard::HistoryEntry::from(*l);
-                // A gift on a video is a gift too, but not reversible (not built).
                 e.event_id == gift
                     && matches!(e.kind, EventKind::Gift | EventKind::VideoGift)
                     && e.code.is_none()
@@ -111,18 +129,20 @@ impl SenderShard {
     }
 
     /// Applies the sender side of a reversal of `record` (checked by `judge`): the
-    /// coins back, the pair totals, top gifters and gift counts down. Returns the
-    /// sender's balance after it and its new pair totals.
+    /// coins back, the pair totals, top gifters and gift counts down — the creator's,
+    /// and the stream's or the video's. Returns the sender's balance after it, the
+    /// coins that reached it, and its new totals with the creator and on the target.
     fn reverse(
         &mut self,
         top_k: usize,
         r: &GiftReversal,
         record: &GiftRecord,
-    ) -> Result<(u64, u64, u64), RejectCode> {
+    ) -> Result<((u64, u64), u64, u64), RejectCode> {
         let balance = self.credit_refund(r.sender, record.coins)?;
         let coins = record.coins;
-        let creator_total =
-            lower_pair(&mut self.creator_gifters, (record.creator, r.sender), coins);
+        let creator_total = self
+            .creator_gifters
+            .lower((record.creator, r.sender), coins);
         if let Some(part) = self.creators.get_mut(&record.creator) {
             if let Some(i) = part.gifts.iter().position(|(g, _)| *g == record.gift) {
                 let n = &mut part.gifts[i].1;
@@ -140,17 +160,25 @@ impl SenderShard {
                     .collect()
             });
         }
-        let stream_total = lower_pair(&mut self.stream_gifters, (record.stream, r.sender), coins);
-        if let Some(part) = self.streams.get_mut(&record.stream) {
-            let stream = record.stream;
-            part.top.lower(top_k, r.sender.0, stream_total, || {
-                self.stream_gifters
-                    .iter()
-                    .filter(|((s, _), _)| *s == stream)
-                    .map(|((_, u), t)| (t.0, u.0))
-                    .collect()
-            });
-        }
+        let target_total = match record.target() {
+            GiftTarget::Stream(stream) => {
+                let total = self.stream_gifters.lower((stream, r.sender), coins);
+                if let Some(part) = self.streams.get_mut(&stream) {
+                    part.top.lower(top_k, r.sender.0, total, || {
+                        self.stream_gifters
+                            .iter()
+                            .filter(|((s, _), _)| *s == stream)
+                            .map(|((_, u), t)| (t.0, u.0))
+                            .collect()
+                    });
+                }
+                total
+            }
+            GiftTarget::Video(video) => {
+                self.videos
+                    .reverse(top_k, (video, r.sender), (record.gift, record.count), coins)
+            }
+        };
         let rec = self
             .gift_records
             .records
@@ -161,24 +189,8 @@ impl SenderShard {
         records.coins_refunded += u128::from(coins);
         records.nanos_reversed += record.nanos();
         records.reversals += 1;
-        Ok((balance, creator_total, stream_total))
+        Ok((balance, creator_total, target_total))
     }
-}
-
-/// Lowers a per-pair total by `coins`, removing the pair at zero (a pair exists while
-/// its total is positive); returns the total after.
-fn lower_pair<K: std::hash::Hash + Eq + super::splitmap::PartKey + Copy>(
-    map: &mut super::splitmap::SplitMap<K, super::shard::PairCoins>,
-    key: K,
-    coins: u64,
-) -> u64 {
-    let after = map.get(&key).map_or(0, |t| t.0.saturating_sub(coins));
-    if after == 0 {
-        map.remove(&key);
-    } else {
-        map.insert(key, super::shard::PairCoins(after));
-    }
-    after
 }
 
 impl CreatorShard {
@@ -342,27 +354,35 @@ impl Engine {
         });
         let mut reversed = None;
         let mut totals = None;
+        // The coins that reached the balance (a debt is repaid first).
+        let mut refunded = 0;
         let status = match done {
-            Ok((record, (balance, creator_total, stream_total))) => {
+            Ok((record, ((balance, to_balance), creator_total, target_total))) => {
+                refunded = to_balance;
                 let gift = ReversedGift {
                     creator: record.creator,
-                    stream: record.stream,
+                    target: record.target(),
                     gift: record.gift,
                     count: record.count,
                     coins: record.coins,
                     nanos: record.nanos(),
                 };
                 reversed = Some(Box::new(gift));
+                // As a gift's: the `stream` total is the sender's on the gift's target.
                 totals = Some(super::event::GiftTotals {
                     creator: creator_total,
-                    stream: stream_total,
+                    stream: target_total,
                 });
                 let c = shard_of(record.creator.0, self.mask);
                 self.creators[c]
                     .lock()
                     .reverse(self.config.top_k, &gift, record.release_ms, clock);
-                let k = shard_of(record.stream.0, self.mask);
-                self.streams[k].lock().reverse(record.stream, record.coins);
+                // A video has no book (its figures are the sender shards' parts, lowered
+                // above); a stream's coins (its goal's progress) are in its book.
+                if let GiftTarget::Stream(stream) = record.target() {
+                    let k = shard_of(stream.0, self.mask);
+                    self.streams[k].lock().reverse(stream, record.coins);
+                }
                 Status::Accepted(Effect::Coins(balance))
             }
             Err(code) => Status::Rejected(code),
@@ -375,7 +395,9 @@ impl Engine {
             r.sender,
             (r.id, EventKind::GiftReversal, seq, stamp),
             outcome,
-            (reversed.as_ref().map_or(0, |g| g.coins), false),
+            // What reached the balance, as a recharge's line (review F3): the part that
+            // repaid a debt shows in the wallet's `coins_owed`.
+            (refunded, false),
         );
         if self.config.keep_log {
             shard.log.push(LogEntry {

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::EngineConfig;
 use super::event::{
     AccountSettings, BudgetCap, CreatorId, Effect, Event, EventId, EventKind, Gift, GiftId,
-    GiftTotals, ItemId, LogEntry, Outcome, Period, Purchase, Recharge, RejectCode, Stamp, Status,
-    StreamId, UserId, VideoGift,
+    GiftTarget, GiftTotals, ItemId, LogEntry, Outcome, Period, Purchase, Recharge, RejectCode,
+    Stamp, Status, StreamId, UserId, VideoGift,
 };
 use super::gift_records::GiftRecords;
 use super::rules::{self, Budgets, Wallet, WalletV6};
@@ -407,7 +407,8 @@ impl SenderShard {
                 // Under an earnings hold, what a reversal needs (`refund.rs`); without
                 // one, nothing: one branch.
                 if economy.earnings_hold_ms > 0 && gift_totals.is_some() {
-                    self.record_gift(economy, config, g, cost, stamp);
+                    let target = GiftTarget::Stream(g.stream);
+                    self.record_gift(economy, config, (g.id, g.into(), target), cost, stamp);
                 }
                 totals = gift_totals;
                 cap = gift_cap;
@@ -422,6 +423,11 @@ impl SenderShard {
             Event::VideoGift(v) => {
                 let (status, gift_cap, cost, gift_totals) =
                     self.video_gift(economy, config, v, period);
+                // Reversible like a stream's gift (`refund.rs`).
+                if economy.earnings_hold_ms > 0 && gift_totals.is_some() {
+                    let target = GiftTarget::Video(v.video);
+                    self.record_gift(economy, config, (v.id, v.into(), target), cost, stamp);
+                }
                 totals = gift_totals;
                 cap = gift_cap;
                 (status, Some(v.sender), (cost, true))
@@ -661,22 +667,24 @@ impl SenderShard {
         Ok((balance, cost, total.0))
     }
 
-    /// Records accepted gift `g` (cost `cost`, at `stamp`) for a reversal while its
-    /// diamonds are held; drops the records released at `stamp`.
+    /// Records accepted gift `gift` (its id, what the rules read, its stream or video;
+    /// cost `cost`, at `stamp`) for a reversal while its diamonds are held; drops the
+    /// records released at `stamp`.
     #[inline(never)]
     fn record_gift(
         &mut self,
         economy: &Economy,
         config: &EngineConfig,
-        g: &Gift,
+        gift: (EventId, rules::GiftSend, GiftTarget),
         cost: u64,
         stamp: Stamp,
     ) {
         let release = super::hold::release_at(stamp, economy.earnings_hold_ms);
         let nanos = super::hold::nanos_for(economy, u128::from(cost));
         self.gift_records.prune(stamp.0);
+        let max = config.gift_records_per_shard_max;
         self.gift_records
-            .record(config.gift_records_per_shard_max, g, (cost, nanos), release);
+            .record(max, gift, (cost, nanos), (release, stamp.0));
     }
 
     /// Returns the status, the cap a `BUDGET_EXCEEDED` names, and the cost debited (0

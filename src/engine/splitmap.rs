@@ -121,6 +121,20 @@ impl<K: Hash + Eq + PartKey, V> SplitMap<K, V> {
     }
 }
 
+impl<K: Hash + Eq + PartKey + Copy> SplitMap<K, PairCoins> {
+    /// Lowers a per-pair total by `coins` (a gift reversal), removing the pair at zero
+    /// (a pair exists while its total is positive); returns the total after.
+    pub(crate) fn lower(&mut self, key: K, coins: u64) -> u64 {
+        let after = self.get(&key).map_or(0, |t| t.0.saturating_sub(coins));
+        if after == 0 {
+            self.remove(&key);
+        } else {
+            self.insert(key, PairCoins(after));
+        }
+        after
+    }
+}
+
 impl<K, V> SplitMap<K, V> {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.parts.iter().flat_map(|p| p.iter())

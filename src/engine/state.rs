@@ -1,8 +1,8 @@
-//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 7 it is
+//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 8 it is
 //! decoded from), [`StateView`] (the same, borrowed at a live cut), taking it
 //! ([`Engine::snapshot`], [`Engine::with_cut`]) and loading it ([`Engine::from_state`]).
 //!
-//! Size: every snapshot format's state struct (1 to 8) and its conversion into today's are one
+//! Size: every snapshot format's state struct (1 to 9) and its conversion into today's are one
 //! contract with `persist::snapshot`; the fields appended by each format sit side by side.
 
 use std::sync::atomic::Ordering;
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId};
-use super::gift_records::GiftRecords;
+use super::gift_records::{GiftRecords, GiftRecordsV8};
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
 use super::shard::{PromotionBook, PurchaseTotals, RechargeBook, SenderShard, SenderShardV6};
@@ -316,8 +316,61 @@ pub struct EngineState<W = IdWindow> {
     debts: Vec<FxHashMap<UserId, u64>>,
     /// Per sender shard, its gift records for reversals and the reversal totals
     /// (`SenderShard::gift_records`; format 8, appended: format 7 reads through
-    /// [`EngineStateV7`] with none).
+    /// [`EngineStateV7`] with none). Format 9 records say whether a gift was on a stream
+    /// or a video (format 8 reads through [`EngineStateV8`]: every record on a stream).
     gift_records: Vec<GiftRecords>,
+}
+
+/// A state as snapshot format 8 encoded it: [`EngineState`] with gift records that do
+/// not say their target (every one a gift on a stream: format 8 recorded no other).
+#[derive(Deserialize)]
+pub struct EngineStateV8 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+    ids: Vec<IdWindow>,
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+    economy: Vec<u8>,
+    settled_nanos: Vec<SettledNanos>,
+    id_secret: Option<IdSecret>,
+    legacy_ids_until: Stamp,
+    purchases: Vec<PurchaseTotals>,
+    hold: Option<HoldState>,
+    promotions: Vec<PromotionBook>,
+    videos: Vec<ShardVideos>,
+    recharge_records: Vec<RechargeBook>,
+    debts: Vec<FxHashMap<UserId, u64>>,
+    gift_records: Vec<GiftRecordsV8>,
+}
+
+impl From<EngineStateV8> for EngineState {
+    /// The gift records become records of gifts on streams.
+    fn from(v8: EngineStateV8) -> Self {
+        EngineState {
+            last_seq: v8.last_seq,
+            senders: v8.senders,
+            creators: v8.creators,
+            streams: v8.streams,
+            settled: v8.settled,
+            ids: v8.ids,
+            credited: v8.credited,
+            top_k: v8.top_k,
+            economy: v8.economy,
+            settled_nanos: v8.settled_nanos,
+            id_secret: v8.id_secret,
+            legacy_ids_until: v8.legacy_ids_until,
+            purchases: v8.purchases,
+            hold: v8.hold,
+            promotions: v8.promotions,
+            videos: v8.videos,
+            recharge_records: v8.recharge_records,
+            debts: v8.debts,
+            gift_records: v8.gift_records.into_iter().map(GiftRecords::from).collect(),
+        }
+    }
 }
 
 /// A state as snapshot format 7 encoded it: [`EngineState`] without the fields format 8
@@ -707,6 +760,22 @@ impl StateView<'_> {
             &self.debts,
             &self.gift_records,
         )
+    }
+
+    /// The field whose encoding snapshot format 9 changed (the gift records, last in
+    /// the state): a format-8 state is the state's encoding less this one's, plus
+    /// [`StateView::format_8_gift_records`]'s (for the format tests).
+    #[doc(hidden)]
+    pub fn format_9_tail(&self) -> impl Serialize + '_ {
+        &self.gift_records
+    }
+
+    /// The gift records as snapshot format 8 encoded them (for the format tests);
+    /// `None` when one is of a gift on a video, which format 8 cannot hold.
+    #[doc(hidden)]
+    pub fn format_8_gift_records(&self) -> Option<impl Serialize + use<>> {
+        let records = self.gift_records.iter().map(|g| g.as_format_8());
+        records.collect::<Option<Vec<_>>>()
     }
 
     pub fn shards(&self) -> usize {

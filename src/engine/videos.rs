@@ -51,7 +51,7 @@ impl ShardVideos {
     /// Counts an accepted video gift of `cost` coins (already debited and credited to
     /// the creator): the video's coins, creator, gift counts, the sender's total and
     /// the shard's top gifters of the video. Returns the sender's total on the video.
-    /// The one place a video's aggregates grow (a reversal lowers them here too).
+    /// The one place a video's aggregates grow ([`ShardVideos::reverse`] lowers them).
     pub(crate) fn credit(&mut self, top_k: usize, v: &VideoGift, cost: u64) -> u64 {
         let part = self.parts.entry(v.video).or_insert_with(|| VideoPart {
             coins: 0,
@@ -70,6 +70,43 @@ impl ShardVideos {
         total.0 = total.0.saturating_add(cost);
         part.top.offer(top_k, v.sender.0, total.0, previous);
         total.0
+    }
+
+    /// Takes back an accepted gift of `sender` on `video` (a gift reversal: `count`
+    /// gifts of catalog code `gift`, `coins` coins): the mirror of
+    /// [`ShardVideos::credit`]. The video's coins and gift counts go down, the
+    /// sender's total with them (the pair leaves at 0), and the shard's top gifters of
+    /// the video: a full list that loses a listed gifter is rebuilt from the shard's
+    /// totals (another gifter may come in), as a stream's is. The part stays (its
+    /// creator is the video's). Returns the sender's total on the video after it.
+    pub(crate) fn reverse(
+        &mut self,
+        top_k: usize,
+        (video, sender): (VideoId, UserId),
+        (gift, count): (GiftId, u32),
+        coins: u64,
+    ) -> u64 {
+        let total = self.gifters.lower((video, sender), coins);
+        let Some(part) = self.parts.get_mut(&video) else {
+            return total;
+        };
+        part.coins = part.coins.saturating_sub(u128::from(coins));
+        if let Some(i) = part.gifts.iter().position(|(g, _)| *g == gift) {
+            let n = &mut part.gifts[i].1;
+            *n = n.saturating_sub(u128::from(count));
+            if *n == 0 {
+                part.gifts.remove(i);
+            }
+        }
+        let gifters = &self.gifters;
+        part.top.lower(top_k, sender.0, total, || {
+            gifters
+                .iter()
+                .filter(|((v, _), _)| *v == video)
+                .map(|((_, u), t)| (t.0, u.0))
+                .collect()
+        });
+        total
     }
 
     /// The audit of shard `i`'s videos: each part's coins are its gifters' totals' sum,

@@ -22,7 +22,8 @@
 //! the index, matching any content (they have no fingerprint). Format 7 appended the
 //! purchase totals per sender shard; format 6 reads as 7 without purchases. Format 8
 //! appended the recharge records and debts per sender shard; format 7 reads as 8 with
-//! none.
+//! none. Format 9 records the target (stream or video) of each held gift's record, so
+//! that a gift on a video is reversible; format 8's records read as gifts on streams.
 //! Written to a temp file, fsynced, renamed, and the directory fsynced. A snapshot is
 //! taken at a commit boundary: everything up to its sequence number is in the journal.
 //!
@@ -36,12 +37,12 @@ use std::path::{Path, PathBuf};
 use crate::economy::Economy;
 use crate::engine::{
     Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4,
-    EngineStateV5, EngineStateV6, EngineStateV7, LogEntry, StateView,
+    EngineStateV5, EngineStateV6, EngineStateV7, EngineStateV8, LogEntry, StateView,
 };
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -626,6 +627,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         // records, the debts and the gift records: a format-7 state has none (nothing
         // on videos, nothing reversible until new recharges and gifts are recorded).
         7 => protocol::decode_serde::<EngineStateV7>(body)
+            .map_err(corrupt)?
+            .into(),
+        // Format 9 records whether a held gift was on a stream or a video (the last
+        // field's records): format 8's records are all gifts on streams.
+        8 => protocol::decode_serde::<EngineStateV8>(body)
             .map_err(corrupt)?
             .into(),
         _ => protocol::decode_serde(body).map_err(corrupt)?,

@@ -15,7 +15,7 @@ use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
     GiftId, GiftReversal, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal,
-    RejectCode, ReversedGift, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
+    RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 
 /// Client to server.
@@ -257,39 +257,43 @@ pub enum WireEvent {
         gift: u32,
         count: u32,
     },
+    /// An accepted reversal of a gift on a video (number 14; journal format 7): as
+    /// `GiftReversal` (12) with what it took back, whose `target` is the video's id.
+    /// Journal only: the engine writes it (a client sends a `GiftReversal`, which names
+    /// the gift by its event id only; a client frame holding this is refused with
+    /// `INVALID_EVENT`). A reversal of a gift on a stream, and a rejected one, stay 12.
+    VideoGiftReversal {
+        id: u128,
+        sender: u64,
+        gift: u128,
+        reversed: WireReversedGift,
+    },
 }
 
 /// What an accepted gift reversal took back (its journal record): the gift's creator,
-/// stream, catalog code, count, coins and exact diamonds in billionths.
+/// target (the stream's id in a `GiftReversal`, the video's in a `VideoGiftReversal`),
+/// catalog code, count, coins and exact diamonds in billionths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub struct WireReversedGift {
     pub creator: u64,
-    pub stream: u64,
+    pub target: u64,
     pub gift: u32,
     pub count: u32,
     pub coins: u64,
     pub nanos: u128,
 }
 
-impl From<ReversedGift> for WireReversedGift {
-    fn from(g: ReversedGift) -> Self {
+/// Nothing sends these on the wire any more (the journal has its own record type and a
+/// client frame holding one is refused): the layout is kept for the binary protocol's
+/// numbering, and tests compare the journal's bytes with it.
+#[cfg(test)]
+impl WireReversedGift {
+    /// The record of `g`: its target's id (the variant holding it says its kind).
+    pub(crate) fn of(g: crate::engine::ReversedGift) -> Self {
         WireReversedGift {
             creator: g.creator.0,
-            stream: g.stream.0,
+            target: g.target.id(),
             gift: g.gift.0,
-            count: g.count,
-            coins: g.coins,
-            nanos: g.nanos,
-        }
-    }
-}
-
-impl From<WireReversedGift> for ReversedGift {
-    fn from(g: WireReversedGift) -> Self {
-        ReversedGift {
-            creator: CreatorId(g.creator),
-            stream: StreamId(g.stream),
-            gift: GiftId(g.gift),
             count: g.count,
             coins: g.coins,
             nanos: g.nanos,
@@ -310,6 +314,7 @@ impl WireEvent {
                     reversed: Some(_),
                     ..
                 }
+                | WireEvent::VideoGiftReversal { .. }
         )
     }
 }
@@ -523,6 +528,13 @@ impl TryFrom<WireEvent> for Event {
             }
             // `reversed` is the journal's (an internal frame: refused from clients).
             WireEvent::GiftReversal {
+                id, sender, gift, ..
+            } => Event::GiftReversal(GiftReversal {
+                id: EventId(id),
+                sender: UserId(sender),
+                gift: EventId(gift),
+            }),
+            WireEvent::VideoGiftReversal {
                 id, sender, gift, ..
             } => Event::GiftReversal(GiftReversal {
                 id: EventId(id),

@@ -2,8 +2,11 @@
 //! back and takes the diamonds that gift credited from the creator, exactly, while they
 //! are held. Rule table at the release time's edges, top-K lists after a leader is
 //! knocked out (against a brute-force ranking), reversals racing payouts, journal
-//! replay and snapshot + replay, format 7 states, and a real server over Redis with
-//! both protocols and `kill -9`.
+//! replay and snapshot + replay, format 7 and 8 states, and a real server over Redis with
+//! both protocols and `kill -9`. A gift on a video is reversed like a stream's (its
+//! video's coins, counts and top gifters instead of a stream's); an id reused past the
+//! retry horizon keeps the first gift's record (review F6); a refund's history line is
+//! what reached the balance (review F3).
 
 use std::sync::Arc;
 
@@ -67,7 +70,7 @@ fn assert_clean(engine: &Engine) {
     assert!(report.is_clean(), "{:?}", report.violations);
     let t = &report.totals;
     assert_eq!(
-        t.coins_recharged,
+        t.coins_recharged - t.coins_reversed + t.coins_owed,
         t.coins_in_wallets + t.coins_spent - t.coins_refunded + t.coins_spent_on_purchases
     );
     assert_eq!(
@@ -403,7 +406,7 @@ fn reversals_racing_payouts_conserve_and_replay() {
     );
     // Through the journal's format and back, replayed: the same state.
     let bytes = JournalBatch::from_entries(&log).encode();
-    assert_eq!(bytes[0], 6, "journal format 6");
+    assert_eq!(bytes[0], 7, "journal format 7");
     let read = JournalBatch::decode(&bytes)
         .unwrap()
         .into_entries()
@@ -419,7 +422,7 @@ fn payout_round(round: u64, t: u64) -> bool {
     t == 0 && round % 25 == 24
 }
 
-/// A snapshot (file, format 8) plus the journal after it gives the live state, records
+/// A snapshot (file, format 9) plus the journal after it gives the live state, records
 /// included; a state without the gift records (format 7) loads with none.
 #[test]
 fn a_snapshot_plus_the_journal_gives_the_live_state_and_format_7_loads_without_records() {
@@ -440,7 +443,7 @@ fn a_snapshot_plus_the_journal_gives_the_live_state_and_format_7_loads_without_r
     log.extend(engine.drain_log());
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 8);
+    assert_eq!(header.version, 9);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(held_economy(HOLD), config.clone(), read).unwrap();
     let from = state.last_seq() as usize;
@@ -469,6 +472,83 @@ fn a_snapshot_plus_the_journal_gives_the_live_state_and_format_7_loads_without_r
     // recharges left (format 8's, like the gift records).
     assert_eq!(loaded.state_fingerprint_v6(), plain.state_fingerprint_v6());
     assert_eq!(loaded.gift_records(), (0, 0));
+}
+
+/// Snapshot format 9 records whether a held gift was on a stream or a video: a snapshot
+/// holding a video gift's record restores a ledger that reverses it. Format 8 recorded
+/// gifts on streams only: a format-8 file (the state less format 9's gift records, plus
+/// them as format 8 encoded them) reads as the same ledger, its gifts still reversible.
+#[test]
+fn a_format_9_snapshot_keeps_video_gift_records_and_format_8_reads_as_stream_gifts() {
+    use giftstream::persist::snapshot;
+    let config = EngineConfig {
+        shards: 2,
+        ..EngineConfig::default()
+    };
+    let setup = |with_video: bool| {
+        let engine = held_engine(HOLD, config.clone());
+        let mut events: Vec<Event> = (1..=3)
+            .map(|u| recharge(u128::from(u), u, "coins_100"))
+            .collect();
+        events.extend((1..=3).map(|u| gift(10 + u128::from(u), u, 4, "rose", 3)));
+        if with_video {
+            events.push(video_gift(20, 2, 4, 77, "panda", 1));
+        }
+        assert!(
+            engine
+                .apply_batch(&events, at(0))
+                .iter()
+                .all(Outcome::is_accepted)
+        );
+        engine
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = setup(true);
+    let (state, _) = engine.snapshot();
+    assert!(
+        state.view().format_8_gift_records().is_none(),
+        "format 8 holds no video gift"
+    );
+    let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
+    assert_eq!(header.version, 9);
+    let (_, read) = snapshot::read(&path).unwrap();
+    let restored = Engine::from_state(held_economy(HOLD), config.clone(), read).unwrap();
+    assert_eq!(restored.state_fingerprint(), engine.state_fingerprint());
+    for e in [&engine, &restored] {
+        let o = e.apply_batch(&[reversal(30, 2, 20), reversal(31, 2, 12)], at(1));
+        assert_eq!(o[0].status, coins(100 - 3 - 5 + 5), "{o:?}");
+        assert_eq!(o[1].status, coins(100), "{o:?}");
+        assert_eq!(e.video(giftstream::engine::VideoId(77)).coins_received, 0);
+        assert_clean(e);
+    }
+
+    let engine = setup(false);
+    let (state, _) = engine.snapshot();
+    let (path, _) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let view = state.view();
+    let tail9 = giftstream::protocol::encode_serde(&view.format_9_tail()).unwrap();
+    let records8 = view.format_8_gift_records().expect("gifts on streams only");
+    let records8 = giftstream::protocol::encode_serde(&records8).unwrap();
+    let header_bytes = snapshot::HEADER_BYTES;
+    let mut body = bytes[header_bytes..bytes.len() - tail9.len()].to_vec();
+    body.extend_from_slice(&records8);
+    let mut v8 = bytes[..header_bytes].to_vec();
+    v8[8..12].copy_from_slice(&8u32.to_le_bytes());
+    v8[48..56].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    v8[56..60].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    v8.extend_from_slice(&body);
+    let (header, read) = snapshot::parse(std::path::Path::new("v8.gsnap"), &v8).unwrap();
+    assert_eq!(header.version, 8);
+    let loaded = Engine::from_state(held_economy(HOLD), config, read).unwrap();
+    assert_eq!(loaded.state_fingerprint(), engine.state_fingerprint());
+    let o = loaded.apply_batch(&[reversal(30, 1, 11)], at(1))[0];
+    assert_eq!(o.status, coins(100), "{o:?}");
+    assert_clean(&loaded);
+    // Read as format 9, the format-8 body is refused, not misread.
+    let mut as_9 = v8.clone();
+    as_9[8..12].copy_from_slice(&9u32.to_le_bytes());
+    assert!(snapshot::parse(std::path::Path::new("x.gsnap"), &as_9).is_err());
 }
 
 /// Both protocols against a real server over Redis under a 10-minute hold: reversals
@@ -548,6 +628,67 @@ async fn reversals_over_http_and_tcp_survive_kill_9() {
         ],
         "{body}"
     );
+    // Gifts on video 31337 from 42 (to creator 7) and 43 (to creator 8); 42's reversed:
+    // the video's coins and top gifters go down, in the engine and in the read model.
+    let (status, body) = post(
+        json!([
+            {"type": "recharge", "event_id": uuid(2), "user": 43, "coins": 100,
+             "price": "1.29", "currency": "USD", "package": "coins_100", "channel": "app"},
+            {"type": "gift", "event_id": uuid(12), "sender": 42, "creator": 7,
+             "video": 31337, "gift": "panda", "count": 1},
+            {"type": "gift", "event_id": uuid(13), "sender": 43, "creator": 8,
+             "video": 31337, "gift": "rose", "count": 1},
+            {"type": "gift_reversal", "event_id": uuid(25), "sender": 42, "gift": uuid(12)},
+        ]),
+        p.http.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let balances: Vec<_> = body["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["coins"].as_u64())
+        .collect();
+    assert_eq!(
+        balances,
+        [Some(100), Some(85), Some(99), Some(90)],
+        "{body}"
+    );
+    let video = p.read(&http, "/v1/videos/31337").await;
+    assert_eq!(video["coins_received"], 1, "{video}");
+    assert_eq!(video["gifts"], json!({"rose": 1}), "{video}");
+    let top = p.read(&http, "/v1/videos/31337/top-gifters?limit=10").await;
+    assert_eq!(top["entries"], json!([{"user": 43, "coins": 1}]), "{top}");
+    let mut conn = giftstream::persist::redis::connect(&redis.url())
+        .await
+        .unwrap();
+    let prefix = giftstream::persist::read_model::PREFIX;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let board: Vec<(u64, f64)> = ::redis::cmd("ZREVRANGE")
+            .arg(format!("{prefix}video:31337:top-gifters"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let coins: Option<String> = ::redis::cmd("HGET")
+            .arg(format!("{prefix}video:31337"))
+            .arg("coins_received")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if board == [(43, 1.0)] && coins.as_deref() == Some("1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read model: {board:?} {coins:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // A malformed gift id fails the whole batch.
     let (status, body) = post(
         json!([{"type": "gift_reversal", "event_id": uuid(23), "sender": 42, "gift": "nope"}]),
@@ -617,31 +758,25 @@ fn uuid_n(n: u128) -> u128 {
 }
 
 /// A refund to a user who owes coins (a reversed recharge it had spent) repays the debt
-/// first, as a recharge does: no balance while a debt is owed. A gift on a video is a
-/// gift the ledger knows but cannot reverse in this build: `NOT_REVERSIBLE`.
+/// first, as a recharge does, and its history line shows what reached the balance, as a
+/// recharge's line does (review F3: it showed the gross refund). A gift on a video is
+/// reversed like a stream's.
 #[test]
-fn a_refund_repays_a_debt_first_and_a_video_gift_is_not_reversible() {
-    use giftstream::engine::{RechargeReversal, VideoGift, VideoId};
+fn a_refund_repays_a_debt_first_and_its_history_line_shows_what_reached_the_balance() {
+    use giftstream::engine::{RechargeReversal, VideoId};
     let engine = held_engine(HOLD, EngineConfig::default());
-    let panda = match gift(10, 1, 2, "panda", 20) {
-        Event::Gift(g) => g,
-        other => panic!("{other:?}"),
-    };
-    let on_video = Event::VideoGift(VideoGift {
-        id: EventId(11),
-        sender: UserId(1),
-        creator: CreatorId(2),
-        video: VideoId(77),
-        gift: panda.gift,
-        count: 1,
-    });
     let out = engine.apply_batch(
-        &[recharge(1, 1, "coins_500"), Event::Gift(panda), on_video],
+        &[
+            recharge(1, 1, "coins_500"),
+            recharge(2, 1, "coins_100"),
+            gift(10, 1, 2, "panda", 30),
+            video_gift(11, 1, 2, 77, "panda", 20),
+        ],
         at(0),
     );
-    assert_eq!(out[1].status, coins(400), "{out:?}");
-    assert_eq!(out[2].status, coins(395), "{out:?}");
-    // The recharge is charged back: 395 from the balance, 105 owed.
+    assert_eq!(out[2].status, coins(450), "{out:?}");
+    assert_eq!(out[3].status, coins(350), "{out:?}");
+    // The first recharge is charged back: 350 from the balance, 150 owed.
     let charged_back = Event::RechargeReversal(RechargeReversal {
         id: EventId(20),
         user: UserId(1),
@@ -649,21 +784,41 @@ fn a_refund_repays_a_debt_first_and_a_video_gift_is_not_reversible() {
     });
     let out = engine.apply_batch(&[charged_back], at(1_000));
     assert!(out[0].is_accepted(), "{out:?}");
-    assert_eq!(engine.audit().totals.coins_owed, 105);
-    // The stream gift's refund (100) repays the debt first: the balance stays 0.
-    let out = engine.apply_batch(&[reversal(21, 1, 10), reversal(22, 1, 11)], at(2_000));
+    assert_eq!(engine.audit().totals.coins_owed, 150);
+    // A recharge repays 100 of the debt: nothing reaches the balance, and its line says
+    // so. The video gift's refund (100) repays the last 50: 50 reach the balance; the
+    // stream gift's (150) reaches it whole.
+    let out = engine.apply_batch(&[recharge(3, 1, "coins_100")], at(1_500));
     assert_eq!(out[0].status, coins(0), "{out:?}");
+    let out = engine.apply_batch(&[reversal(21, 1, 11), reversal(22, 1, 10)], at(2_000));
+    assert_eq!(out[0].status, coins(50), "{out:?}");
+    assert_eq!(out[1].status, coins(200), "{out:?}");
+    let lines: Vec<_> = engine
+        .history(UserId(1), 4)
+        .iter()
+        .map(|h| (h.event_id.0, h.kind.as_str(), h.coins_delta))
+        .collect();
     assert_eq!(
-        out[1].status,
-        rejected(RejectCode::NotReversible),
-        "{out:?}"
+        lines,
+        [
+            (22, "gift_reversal", 150),
+            (21, "gift_reversal", 50),
+            (3, "recharge", 0),
+            (20, "recharge_reversal", -350),
+        ],
+        "a refund's line is what reached the balance, as a recharge's"
     );
+    assert!(engine.video(VideoId(77)).gifts.is_empty());
     let report = engine.audit();
     assert!(report.is_clean(), "{:?}", report.violations);
     let t = &report.totals;
     assert_eq!(
         (t.coins_owed, t.coins_in_wallets, t.coins_refunded),
-        (5, 0, 100)
+        (0, 200, 250)
+    );
+    assert_eq!(
+        (t.coins_received_by_videos, t.coins_received_by_streams),
+        (0, 0)
     );
     assert_eq!(
         t.coins_recharged + t.coins_owed,
@@ -671,4 +826,207 @@ fn a_refund_repays_a_debt_first_and_a_video_gift_is_not_reversible() {
             + t.coins_spent_on_purchases
             + t.coins_reversed
     );
+}
+
+fn charge_back(id: u128, user: u64, recharge: u128) -> Event {
+    Event::RechargeReversal(giftstream::engine::RechargeReversal {
+        id: EventId(id),
+        user: UserId(user),
+        recharge: EventId(recharge),
+    })
+}
+
+/// Review finding F6: an event id reused (past the retry horizon) by a new gift while the
+/// first gift with it is still held does not replace the first's record, reversed or
+/// not: a reversal naming the id judges the first gift (`ALREADY_REVERSED` once
+/// reversed; reversed — its coins — if not), and the new gift's other sender gets
+/// `NOT_REVERSIBLE`. A recharge reusing its user's recharge id within the window keeps
+/// the first record too. Once the first gift is released, the id is recorded again.
+#[test]
+fn an_id_reused_while_its_first_gift_is_held_keeps_the_first_record() {
+    let config = EngineConfig {
+        shards: 2,
+        idempotency_horizon_ms: 1_000,
+        ..EngineConfig::default()
+    };
+    let hold = 600_000;
+    let past = config.id_kept_max_ms() + 1;
+    assert!(
+        past < hold / 2,
+        "the ids are forgotten while the gifts are held"
+    );
+    let engine = held_engine(hold, config);
+    let out = engine.apply_batch(
+        &[
+            recharge(1, 1, "coins_500"),
+            recharge(2, 3, "coins_500"),
+            gift(10, 1, 2, "panda", 1),
+            video_gift(11, 1, 2, 77, "panda", 2),
+        ],
+        at(0),
+    );
+    assert!(out.iter().all(Outcome::is_accepted), "{out:?}");
+    // The panda back (490), then the recharge charged back: 490 taken, 10 owed.
+    let out = engine.apply_batch(&[reversal(20, 1, 10)], at(1));
+    assert_eq!(out[0].status, coins(490), "{out:?}");
+    let out = engine.apply_batch(&[charge_back(21, 1, 1)], at(2));
+    assert!(out[0].is_accepted(), "{out:?}");
+    // Past the horizon the ids are free again: new gifts and a new recharge reuse them.
+    let out = engine.apply_batch(
+        &[
+            recharge(1, 1, "coins_500"),
+            gift(10, 1, 2, "rose", 7),
+            video_gift(11, 3, 4, 78, "rose", 3),
+        ],
+        at(past),
+    );
+    assert!(
+        out.iter().all(|o| o.is_accepted() && !o.duplicate),
+        "{out:?}"
+    );
+    // The recharge repaid the 10 coins owed; the rose cost 7.
+    assert_eq!(engine.wallet(UserId(1), at(past)).coins, 483);
+    let creator_4 = engine.creator_at(CreatorId(4), at(past));
+    let cases = [
+        // (name, event, expected)
+        (
+            "the first gift, reversed already",
+            reversal(30, 1, 10),
+            rejected(RejectCode::AlreadyReversed),
+        ),
+        (
+            "the first recharge, reversed already",
+            charge_back(31, 1, 1),
+            Status::Rejected(RejectCode::AlreadyReversed),
+        ),
+        (
+            "the second gift's sender: not recorded",
+            reversal(32, 3, 11),
+            rejected(RejectCode::NotReversible),
+        ),
+        (
+            "the first gift on the video, by its sender: reversed, its 10 coins",
+            reversal(33, 1, 11),
+            coins(483 + 10),
+        ),
+    ];
+    for (name, event, want) in cases {
+        let o = engine.apply_batch(&[event], at(past + 1))[0];
+        assert_eq!(o.status, want, "{name}: {o:?}");
+        assert_clean(&engine);
+    }
+    // The second video gift's creator kept what it was given.
+    let after = engine.creator_at(CreatorId(4), at(past + 1));
+    assert_eq!(
+        (after.coins_received, after.diamonds_total),
+        (creator_4.coins_received, creator_4.diamonds_total)
+    );
+    assert_eq!(
+        engine.video(giftstream::engine::VideoId(78)).coins_received,
+        3
+    );
+    assert_eq!(
+        engine.video(giftstream::engine::VideoId(77)).coins_received,
+        0
+    );
+    // Once the first gifts are released, a gift reusing the id is recorded anew.
+    let late = at(hold + 1);
+    let out = engine.apply_batch(&[gift(10, 1, 2, "rose", 2)], late);
+    assert!(out[0].is_accepted() && !out[0].duplicate, "{out:?}");
+    let o = engine.apply_batch(&[reversal(34, 1, 10)], late)[0];
+    assert_eq!(o.status, coins(493), "the new gift's 2 coins back: {o:?}");
+    assert_clean(&engine);
+}
+
+/// A held gift on a video is reversed exactly as a stream's: the coins back, the
+/// creator's coins and diamonds (fraction included), the video's coins, gift counts and
+/// top gifters (a knocked-out leader replaced from the shard's totals at top K = 1) go
+/// down; no stream, goal or stream leaderboard moves; the second time
+/// `ALREADY_REVERSED`, at the release `NOT_REVERSIBLE`.
+#[test]
+fn a_held_gift_on_a_video_is_reversed_exactly() {
+    use giftstream::engine::VideoId;
+    let config = EngineConfig {
+        shards: 1,
+        top_k: 1,
+        ..EngineConfig::default()
+    };
+    let engine = held_engine(HOLD, config);
+    let out = engine.apply_batch(
+        &[
+            recharge(1, 1, "coins_500"),
+            recharge(2, 3, "coins_500"),
+            goal(3, 77, 2, 1_000),
+            video_gift(10, 1, 2, 77, "rose", 1),
+            video_gift(11, 1, 2, 77, "panda", 3),
+            video_gift(12, 3, 2, 77, "panda", 2),
+        ],
+        at(0),
+    );
+    assert!(out.iter().all(Outcome::is_accepted), "{out:?}");
+    assert_eq!(
+        engine.video_top_gifters(VideoId(77), 1),
+        vec![(UserId(1), 16)]
+    );
+    let o = engine.apply_batch(&[reversal(20, 1, 11)], at(HOLD - 1))[0];
+    assert_eq!(o.status, coins(500 - 1), "{o:?}");
+    let v = engine.video(VideoId(77));
+    assert_eq!((v.creator, v.coins_received), (Some(CreatorId(2)), 11));
+    let panda = economy().gift_index("panda").unwrap();
+    let rose = economy().gift_index("rose").unwrap();
+    let mut counts = v.gifts.clone();
+    counts.sort_unstable();
+    let mut want = vec![
+        (giftstream::engine::GiftId(rose), 1),
+        (giftstream::engine::GiftId(panda), 2),
+    ];
+    want.sort_unstable();
+    assert_eq!(counts, want);
+    assert_eq!(
+        engine.video_top_gifters(VideoId(77), 1),
+        vec![(UserId(3), 10)],
+        "the leader knocked out, the next one in"
+    );
+    let c = engine.creator_at(CreatorId(2), at(HOLD - 1));
+    assert_eq!((c.coins_received, c.diamonds_total), (11, 5));
+    assert_eq!(c.diamond_fraction, Decimal::new(5, 1));
+    assert_eq!(
+        engine.creator_top_gifters(CreatorId(2), 1),
+        vec![(UserId(3), 10)]
+    );
+    let stream = engine.stream(StreamId(77));
+    assert_eq!((stream.coins_received, stream.goal), (0, Some((1_000, 0))));
+    let line = engine.history(UserId(1), 1)[0];
+    assert_eq!(
+        (line.kind.as_str(), line.coins_delta),
+        ("gift_reversal", 15)
+    );
+    assert_clean(&engine);
+    for (name, event, ms, want) in [
+        (
+            "reversed already",
+            reversal(21, 1, 11),
+            HOLD - 1,
+            rejected(RejectCode::AlreadyReversed),
+        ),
+        (
+            "another sender's video gift",
+            reversal(22, 3, 10),
+            HOLD - 1,
+            rejected(RejectCode::OriginalNotFound),
+        ),
+        (
+            "at the release time",
+            reversal(23, 1, 10),
+            HOLD,
+            rejected(RejectCode::NotReversible),
+        ),
+    ] {
+        let o = engine.apply_batch(&[event], at(ms))[0];
+        assert_eq!(o.status, want, "{name}: {o:?}");
+    }
+    let t = engine.audit().totals;
+    assert_eq!((t.coins_refunded, t.gift_reversals), (15, 1));
+    assert_eq!(t.coins_received_by_videos, 11);
+    assert_clean(&engine);
 }

@@ -49,14 +49,21 @@
 //!   before the balance; a gift or purchase of a user who owes is `ACCOUNT_IN_DEBT`
 //!   (after the age and region checks). Reversals name recharges of any earlier batch
 //!   (spent or not, twice, other users', gifts), so they race payouts, cuts and restarts;
-//! - gift reversals (issue #31, feature 3): per accepted gift under a hold, its sender,
-//!   creator, stream, code, count, coins, billionths and release time (the hold in
-//!   force when it was credited). A reversal naming a gift of its sender whose release
-//!   time is after the ledger's time gives the coins back and takes back the credit
-//!   (creator, stream, pair totals, gift counts, the held credit) — `ALREADY_REVERSED`
-//!   the second time; otherwise `NOT_REVERSIBLE` when no hold is in force or the gift is
-//!   an accepted gift in the sender's last `history_per_user` lines, else
-//!   `ORIGINAL_NOT_FOUND`. The model keeps those lines itself;
+//! - gift reversals (issue #31, feature 3): per accepted gift under a hold — on a
+//!   stream or a video —, its sender, creator, target, code, count, coins, billionths
+//!   and release time (the hold in force when it was credited). A reversal naming a gift
+//!   of its sender whose release time is after the ledger's time gives the coins back
+//!   (a debt repaid first) and takes back the credit (creator, the stream's or the
+//!   video's coins, pair totals, gift counts — a video's too —, the held credit; no
+//!   stream for a video's gift) — `ALREADY_REVERSED` the second time; otherwise
+//!   `NOT_REVERSIBLE` when no hold is in force or the gift is an accepted gift in the
+//!   sender's last `history_per_user` lines, else `ORIGINAL_NOT_FOUND`. The model keeps
+//!   those lines itself;
+//! - ids reused after the retry horizon (review F6): a gift whose id names a gift record
+//!   still held at the gift's stamp is not recorded (the first record stays, reversed
+//!   or not); a recharge whose (user, id) names a recharge still within the reversal
+//!   window at its stamp likewise. The main sweep keeps every id (no reuse past the
+//!   horizon); the horizon sweep below reuses ids under a hold and a short horizon;
 //! - ONE global idempotency map `event id -> (event content, original outcome)`, across
 //!   users, event types and shards: an exact retry gets the original outcome with
 //!   `duplicate: true` and changes nothing; the same id with other content gets
@@ -117,9 +124,9 @@ use std::time::Instant;
 use giftstream::economy::{Economy, EconomyFile, Region, SpendingCapsFile};
 use giftstream::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState,
-    Event, EventId, Gift, GiftId, GiftReversal, IdSecret, ItemId, LogEntry, Outcome, PackageId,
-    Payout, Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Stamp, Status,
-    StreamGoal, StreamId, UserId, VideoGift, VideoId,
+    Event, EventId, Gift, GiftId, GiftReversal, GiftTarget, IdSecret, ItemId, LogEntry, Outcome,
+    PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Stamp,
+    Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -422,7 +429,7 @@ struct Model {
 struct ModelGiftRecord {
     sender: UserId,
     creator: CreatorId,
-    stream: StreamId,
+    target: GiftTarget,
     gift: GiftId,
     count: u32,
     coins: u64,
@@ -554,8 +561,8 @@ impl Model {
         let user = match event {
             Event::Recharge(r) => Some((r.user, false)),
             Event::Gift(g) => Some((g.sender, outcome.is_accepted())),
-            // An accepted video gift is a gift the ledger knows (its reversal is
-            // NOT_REVERSIBLE, not ORIGINAL_NOT_FOUND).
+            // An accepted video gift is a gift too (released or unrecorded, its reversal
+            // is NOT_REVERSIBLE while in the history).
             Event::VideoGift(v) => Some((v.sender, outcome.is_accepted())),
             Event::Purchase(p) => Some((p.user, false)),
             Event::RechargeReversal(r) => Some((r.user, false)),
@@ -744,8 +751,17 @@ impl Model {
         }
         let coins = w.coins + (r.coins - repaid);
         self.wallets.entry(r.user).or_default().coins = coins;
-        self.recharges
-            .insert((r.user, r.id), (r.coins, stamp.0, false));
+        // A (user, id) whose recharge is still within the window keeps its first record
+        // (an id reused past the horizon).
+        let window = self.economy.recharge_reversal_window_ms;
+        let live = self
+            .recharges
+            .get(&(r.user, r.id))
+            .is_some_and(|&(_, at, _)| at.saturating_add(window) > stamp.0);
+        if !live {
+            self.recharges
+                .insert((r.user, r.id), (r.coins, stamp.0, false));
+        }
         if let Some(id) = promotion {
             let package = self
                 .package_terms(r.package.get().expect("a package"))
@@ -856,13 +872,17 @@ impl Model {
         let balance = w.coins;
         self.credit(g, video, cost, stamp);
         let hold = self.economy.earnings_hold_ms;
-        // Gifts on streams are reversible while held; a gift on a video is not (its
-        // reversal is NOT_REVERSIBLE: not built).
-        if hold > 0 && video.is_none() {
+        // Gifts on streams and videos are reversible while held. An id whose record is
+        // still held at this stamp (reused past the horizon) keeps its first record.
+        let held = self
+            .gift_records
+            .get(&g.id)
+            .is_some_and(|r| r.release > stamp.0);
+        if hold > 0 && !held {
             let record = ModelGiftRecord {
                 sender: g.sender,
                 creator: g.creator,
-                stream: g.stream,
+                target: video.map_or(GiftTarget::Stream(g.stream), GiftTarget::Video),
                 gift: g.gift,
                 count: g.count,
                 coins: cost,
@@ -1104,8 +1124,11 @@ impl Model {
         if *n == 0 {
             c.gifts.remove(&rec.gift.0);
         }
-        let at = c.held.iter().position(|h| h.2 == r.gift).expect("held");
-        c.held.remove(at);
+        let at = c
+            .held
+            .iter()
+            .position(|h| h.2 == r.gift && h.0 == rec.release);
+        c.held.remove(at.expect("held"));
         let t = self
             .creator_gifters
             .get_mut(&(rec.creator, r.sender))
@@ -1114,15 +1137,36 @@ impl Model {
         if *t == 0 {
             self.creator_gifters.remove(&(rec.creator, r.sender));
         }
-        let t = self
-            .stream_gifters
-            .get_mut(&(rec.stream, r.sender))
-            .expect("a pair");
-        *t -= coins;
-        if *t == 0 {
-            self.stream_gifters.remove(&(rec.stream, r.sender));
+        match rec.target {
+            GiftTarget::Stream(stream) => {
+                let t = self
+                    .stream_gifters
+                    .get_mut(&(stream, r.sender))
+                    .expect("a pair");
+                *t -= coins;
+                if *t == 0 {
+                    self.stream_gifters.remove(&(stream, r.sender));
+                }
+                self.streams.get_mut(&stream).expect("a stream").coins -= coins;
+            }
+            GiftTarget::Video(video) => {
+                let t = self
+                    .video_gifters
+                    .get_mut(&(video, r.sender))
+                    .expect("a pair");
+                *t -= coins;
+                if *t == 0 {
+                    self.video_gifters.remove(&(video, r.sender));
+                }
+                let v = self.videos.get_mut(&video).expect("a video");
+                v.coins -= coins;
+                let n = v.gifts.get_mut(&rec.gift.0).expect("a counted gift");
+                *n -= u128::from(rec.count);
+                if *n == 0 {
+                    v.gifts.remove(&rec.gift.0);
+                }
+            }
         }
-        self.streams.get_mut(&rec.stream).expect("a stream").coins -= coins;
         self.gift_records
             .get_mut(&r.gift)
             .expect("a record")
@@ -1130,7 +1174,7 @@ impl Model {
         self.refunded += coins;
         self.last_reversed = Some(ReversedGift {
             creator: rec.creator,
-            stream: rec.stream,
+            target: rec.target,
             gift: rec.gift,
             count: rec.count,
             coins: rec.coins,
@@ -1573,6 +1617,7 @@ impl Generator {
             .rev()
             .filter_map(|e| match e {
                 Event::Gift(g) => Some((g.id.0, g.sender.0)),
+                Event::VideoGift(v) => Some((v.id.0, v.sender.0)),
                 _ => None,
             })
             .take(24)
@@ -2481,8 +2526,10 @@ struct Stats {
     economy_changes: usize,
     unknown_gifts: usize,
     purchases_accepted: usize,
-    /// Gift reversals accepted, and refused because the diamonds were released.
+    /// Gift reversals accepted (of gifts on videos among them), and refused because the
+    /// diamonds were released.
     reversals_accepted: usize,
+    video_reversals_accepted: usize,
     reversals_late: usize,
     /// Recharges sold under a promotion (the model's count, equal to the audit's).
     promoted: usize,
@@ -2514,6 +2561,16 @@ impl Stats {
             reversals_accepted: journaled(&|e| {
                 matches!(e.event, Event::GiftReversal(_)) && e.outcome.is_accepted()
             }),
+            video_reversals_accepted: journaled(&|e| {
+                matches!(e.event, Event::GiftReversal(_))
+                    && matches!(
+                        e.reversed.as_deref(),
+                        Some(ReversedGift {
+                            target: GiftTarget::Video(_),
+                            ..
+                        })
+                    )
+            }),
             reversals_late: journaled(&|e| e.outcome.code() == Some(RejectCode::NotReversible)),
             promoted: 0,
             caps_named: [0; 6],
@@ -2539,6 +2596,7 @@ impl Stats {
         self.budget_exceeded += o.budget_exceeded;
         self.economy_changes += o.economy_changes;
         self.reversals_accepted += o.reversals_accepted;
+        self.video_reversals_accepted += o.video_reversals_accepted;
         self.reversals_late += o.reversals_late;
         self.unknown_gifts += o.unknown_gifts;
         self.purchases_accepted += o.purchases_accepted;
@@ -2648,8 +2706,10 @@ fn simulation_seed_sweep() {
     );
     assert!(
         seeds.end - seeds.start < 20
-            || (totals.reversals_accepted > 0 && totals.reversals_late > 0),
-        "the sweep reversed no held gift, or refused none as released: {totals:?}"
+            || (totals.reversals_accepted > 0
+                && totals.video_reversals_accepted > 0
+                && totals.reversals_late > 0),
+        "the sweep reversed no held gift (or none on a video), or refused none as released: {totals:?}"
     );
 }
 
@@ -3004,6 +3064,10 @@ struct HorizonStats {
     applied_again_past_horizon: usize,
     restarts: usize,
     edge_retries: usize,
+    /// Reversals naming a gift or recharge applied again past the horizon (review F6),
+    /// and those of them refused ALREADY_REVERSED.
+    reversals_of_reused: usize,
+    reused_already_reversed: usize,
 }
 
 /// One serial run against the model with the retry horizon made short (1–4 s) and the
@@ -3021,6 +3085,11 @@ struct HorizonStats {
 /// - `EVENT_EXPIRED` for a fresh id only when an id as old as it may be was dropped;
 ///   `UNAVAILABLE` only when the index may be full.
 ///
+/// Under an earnings hold of 20 to 90 s (longer than an id is kept), a gift or recharge
+/// applied again past the horizon meets its first's record still held (review F6), and
+/// reversals name such ids now and then (gift reversals by the gift's sender, recharge
+/// reversals by its user).
+///
 /// Then the state equals the model's, and the whole journal replays to the live state
 /// (also under an edited config: a longer horizon, a smaller index).
 fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
@@ -3028,6 +3097,12 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4859_5249_5a4f_4e00);
     let shards = [1, 2, 4][rng.random_range(0..3usize)];
     let horizon = rng.random_range(1_000..=4_000u64);
+    let hold = rng.random_range(20..=90u64) * 1_000;
+    let economy = || {
+        let mut file = economy().to_file();
+        file.earnings_hold_ms = hold;
+        Economy::from_file(file).expect("a held economy")
+    };
     let per_shard = rng.random_range(4..=24usize);
     let config = EngineConfig {
         shards,
@@ -3045,6 +3120,10 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
     let mut engine =
         Engine::with_id_secret(economy(), config.clone(), secret).map_err(|e| e.to_string())?;
     let mut model = Model::new(economy(), Versions::new());
+    // Under a hold, a reversal's answer reads the sender's recent history.
+    model.history_per_user = config.history_per_user;
+    // Gifts and recharges applied again past the horizon: reversals name them.
+    let mut reapplied: Vec<Event> = Vec::new();
     // Per id: the stamp it was last applied at; per id: the issued_ms it was sent with.
     let mut applied_at: HashMap<EventId, u64> = HashMap::new();
     let mut every_application: Vec<u64> = Vec::new();
@@ -3072,8 +3151,24 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
                     .map(|(&id, &t0)| (id, t0))
             })
             .flatten();
-        let event = match edge {
-            Some((id, t0)) => {
+        let of_reused =
+            (edge.is_none() && !reapplied.is_empty() && rng.random_bool(0.1)).then(|| {
+                let id = EventId(g.id());
+                match reapplied[rng.random_range(0..reapplied.len())] {
+                    Event::Gift(x) => Event::GiftReversal(GiftReversal::new(id, x.sender, x.id)),
+                    Event::VideoGift(x) => {
+                        Event::GiftReversal(GiftReversal::new(id, x.sender, x.id))
+                    }
+                    Event::Recharge(x) => Event::RechargeReversal(RechargeReversal {
+                        id,
+                        user: x.user,
+                        recharge: x.id,
+                    }),
+                    other => unreachable!("{other:?}"),
+                }
+            });
+        let event = match (edge, of_reused) {
+            (Some((id, t0)), _) => {
                 let target = if rng.random_bool(0.7) {
                     t0 + keep - rng.random_range(0..=epoch.min(keep))
                 } else {
@@ -3082,7 +3177,11 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
                 stamp = stamp.max(target);
                 model.ids[&id].0
             }
-            None => g.event(),
+            (None, Some(reversal)) => {
+                stats.reversals_of_reused += 1;
+                reversal
+            }
+            (None, None) => g.event(),
         };
         stats.edge_retries += usize::from(edge.is_some());
         let id = event.id();
@@ -3169,6 +3268,12 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
             if held.is_some() {
                 model.ids.remove(&id);
                 stats.applied_again_past_horizon += 1;
+                if matches!(
+                    event,
+                    Event::Gift(_) | Event::VideoGift(_) | Event::Recharge(_)
+                ) {
+                    reapplied.push(event);
+                }
             }
             let want = model.apply(&event, Stamp(stamp));
             ensure!(
@@ -3181,6 +3286,16 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
             applied_at.insert(id, stamp);
             every_application.push(stamp);
             stats.applied += 1;
+            let reversal = matches!(event, Event::GiftReversal(_) | Event::RechargeReversal(_));
+            if reversal && got.code() == Some(RejectCode::AlreadyReversed) {
+                stats.reused_already_reversed +=
+                    usize::from(reapplied.iter().any(|e| match (e, event) {
+                        (Event::Gift(x), Event::GiftReversal(r)) => x.id == r.gift,
+                        (Event::VideoGift(x), Event::GiftReversal(r)) => x.id == r.gift,
+                        (Event::Recharge(x), Event::RechargeReversal(r)) => x.id == r.recharge,
+                        _ => false,
+                    }));
+            }
         }
         if got.duplicate {
             stats.duplicates += 1;
@@ -3236,7 +3351,7 @@ fn horizon_simulation_seed_sweep() {
     }
     let sum = |f: fn(&HorizonStats) -> usize| totals.iter().map(f).sum::<usize>();
     println!(
-        "horizon simulation: seeds {seeds:?}, {} failed; applied {}, duplicates {}, reused {}, expired by issued_ms {}, forgotten {}, unavailable {}, applied again past the horizon {}, restarts {}, retries at the horizon's edge {}",
+        "horizon simulation: seeds {seeds:?}, {} failed; applied {}, duplicates {}, reused {}, expired by issued_ms {}, forgotten {}, unavailable {}, applied again past the horizon {}, restarts {}, retries at the horizon's edge {}, reversals of reused ids {} ({} already reversed)",
         failures.len(),
         sum(|s| s.applied),
         sum(|s| s.duplicates),
@@ -3247,6 +3362,8 @@ fn horizon_simulation_seed_sweep() {
         sum(|s| s.applied_again_past_horizon),
         sum(|s| s.restarts),
         sum(|s| s.edge_retries),
+        sum(|s| s.reversals_of_reused),
+        sum(|s| s.reused_already_reversed),
     );
     assert!(
         failures.is_empty(),
@@ -3268,6 +3385,11 @@ fn horizon_simulation_seed_sweep() {
             sum(|s| s.applied_again_past_horizon),
         ),
         ("expired by issued_ms", sum(|s| s.expired_by_issued)),
+        ("reversals of reused ids", sum(|s| s.reversals_of_reused)),
+        (
+            "reversals of reused ids refused as reversed already",
+            sum(|s| s.reused_already_reversed),
+        ),
     ] {
         assert!(
             seeds.end - seeds.start < 10 || n > 0,

@@ -3,9 +3,11 @@
 //! debited and credited to its creator alike (creator totals, diamonds, top gifters),
 //! and counts in the video's own totals and top gifters — never in a stream, a goal or
 //! the live feed. Here: the rule table (each case sent as a stream gift and as a video
-//! gift), top gifters per video against a brute-force ranking, journal replay and
-//! snapshots (format 8, and 7 read as a state without videos), the live feed, and a real
-//! server over Redis on both protocols with the read model and a `kill -9`.
+//! gift), the gift reversal's rule table (a video's gift reversed as a stream's), top
+//! gifters per video against a brute-force ranking, journal replay and snapshots (format
+//! 9, and 7 read as a state without videos), the live feed, and a real server over Redis
+//! on both protocols with the read model (a video gift's reversal lowering its keys) and
+//! a `kill -9`.
 
 use std::collections::BTreeMap;
 
@@ -279,6 +281,143 @@ fn a_video_gift_counts_for_its_creator_and_its_video_and_no_stream_or_goal() {
     );
 }
 
+/// A gift reversal answers a gift on a video exactly as one on a stream, case by case
+/// (each run on a fresh ledger under a 15 s hold, the gifts sent on a stream and on a
+/// video): accepted with the same balance while held, `ALREADY_REVERSED`,
+/// `ORIGINAL_NOT_FOUND` for another sender's or a rejected gift, `NOT_REVERSIBLE` at the
+/// release, without a hold, or once dropped by the bound. An accepted one lowers the
+/// video's coins and top gifters as it lowers a stream's.
+#[test]
+fn a_video_gifts_reversal_follows_the_stream_gifts_rule_table() {
+    use giftstream::engine::{Effect, EventId, GiftReversal, Stamp, Status};
+    const HOLD: u64 = 15_000;
+    let reversal = |id: u128, sender: u64, gift: u128| {
+        Event::GiftReversal(GiftReversal::new(
+            EventId(id),
+            UserId(sender),
+            EventId(gift),
+        ))
+    };
+    let held = |hold_ms: u64| {
+        let text = giftstream::economy::EMBEDDED_ECONOMY_TOML.replacen(
+            "max_gift_count = 9999",
+            &format!("max_gift_count = 9999\nearnings_hold_ms = {hold_ms}"),
+            1,
+        );
+        giftstream::economy::Economy::from_toml_str(&text).unwrap()
+    };
+    let at = |ms: u64| Stamp(NOV.0 + ms);
+    // (name, hold, records bound, the reversals, when, the last one's status)
+    type Case = (&'static str, u64, usize, Vec<Event>, u64, Status);
+    let accepted = |coins| Status::Accepted(Effect::Coins(coins));
+    let code = Status::Rejected;
+    let cases: Vec<Case> = vec![
+        (
+            "held",
+            HOLD,
+            100,
+            vec![reversal(20, 1, 11)],
+            1,
+            accepted(1400 - 1),
+        ),
+        (
+            "held, a ms before",
+            HOLD,
+            100,
+            vec![reversal(20, 1, 11)],
+            HOLD - 1,
+            accepted(1399),
+        ),
+        (
+            "twice",
+            HOLD,
+            100,
+            vec![reversal(20, 1, 11), reversal(21, 1, 11)],
+            1,
+            code(RejectCode::AlreadyReversed),
+        ),
+        (
+            "another sender's",
+            HOLD,
+            100,
+            vec![reversal(20, 2, 11)],
+            1,
+            code(RejectCode::OriginalNotFound),
+        ),
+        (
+            "a rejected gift",
+            HOLD,
+            100,
+            vec![reversal(20, 1, 12)],
+            1,
+            code(RejectCode::OriginalNotFound),
+        ),
+        (
+            "at the release",
+            HOLD,
+            100,
+            vec![reversal(20, 1, 11)],
+            HOLD,
+            code(RejectCode::NotReversible),
+        ),
+        (
+            "no hold",
+            0,
+            100,
+            vec![reversal(20, 1, 11)],
+            1,
+            code(RejectCode::NotReversible),
+        ),
+        (
+            "dropped by the bound",
+            HOLD,
+            1,
+            vec![reversal(20, 1, 10)],
+            1,
+            code(RejectCode::NotReversible),
+        ),
+    ];
+    for (name, hold, bound, reversals, ms, want) in cases {
+        let mut tops = Vec::new();
+        for on_video in [false, true] {
+            let config = EngineConfig {
+                shards: 1,
+                gift_records_per_shard_max: bound,
+                ..EngineConfig::default()
+            };
+            let engine = Engine::new(held(hold), config).unwrap();
+            let pick = |e: [Event; 2]| e[usize::from(on_video)];
+            let setup = [
+                recharge(1, 1, "coins_1400"),
+                recharge(2, 2, "coins_1400"),
+                pick(both(10, 1, 3, "rose", 1)),
+                pick(both(11, 1, 3, "panda", 3)),
+                pick(both(12, 1, 3, "universe", 1)),
+                pick(both(13, 2, 3, "panda", 2)),
+            ];
+            let out = engine.apply_batch(&setup, NOV);
+            assert_eq!(out[4].code(), Some(RejectCode::InsufficientCoins), "{name}");
+            let out = engine.apply_batch(&reversals, at(ms));
+            let got = out.last().unwrap().status;
+            assert_eq!(got, want, "{name}, on a video: {on_video}: {out:?}");
+            let report = engine.audit();
+            assert!(report.is_clean(), "{name}: {:?}", report.violations);
+            let t = report.totals;
+            assert_eq!(
+                t.coins_spent - t.coins_refunded,
+                t.coins_received_by_streams + t.coins_received_by_videos,
+                "{name}: gifts − refunded = by streams + by videos"
+            );
+            tops.push(if on_video {
+                engine.video_top_gifters(VideoId(7003), 10)
+            } else {
+                engine.stream_top_gifters(StreamId(9003), 10)
+            });
+        }
+        assert_eq!(tops[0], tops[1], "{name}: the target's top gifters");
+    }
+}
+
 /// Gifts on a few videos from many senders over 4 shards, top K = 5: each video's top
 /// gifters are the best five of a brute-force ranking of every sender's total (higher
 /// coins first, then the lower user id), at every limit.
@@ -385,14 +524,17 @@ fn some_events(from: u128, users: std::ops::Range<u64>) -> Vec<Event> {
 fn through_the_journal(log: &[LogEntry]) -> Vec<LogEntry> {
     let bytes = JournalBatch::from_entries(log).encode();
     assert_eq!(bytes[0], JOURNAL_VERSION);
-    assert_eq!(JOURNAL_VERSION, 6, "video gifts are journal format 6");
+    assert_eq!(
+        JOURNAL_VERSION, 7,
+        "video gifts are journal format 6, their reversals 7"
+    );
     JournalBatch::decode(&bytes)
         .unwrap()
         .into_entries()
         .unwrap()
 }
 
-/// A live engine, its journal replayed whole, and its snapshot (format 8, written to a
+/// A live engine, its journal replayed whole, and its snapshot (format 9, written to a
 /// file and read back) plus the journal after it give the same state — the videos'
 /// totals and top gifters included — and answer a retry of a video gift as the original.
 #[test]
@@ -426,7 +568,7 @@ fn video_gifts_replay_from_the_journal_and_a_snapshot_to_the_same_state() {
 
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 8);
+    assert_eq!(header.version, 9);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(economy(), config.clone(), read).unwrap();
     assert_eq!(

@@ -149,16 +149,36 @@ pub struct GiftReversal {
 
 /// The gift an accepted [`GiftReversal`] took back (its log entry's
 /// [`LogEntry::reversed`], so that the journal and the read model know the gift without
-/// the engine's records): its creator, stream, catalog code
-/// and count, the coins it debited and the exact diamonds it credited (billionths).
+/// the engine's records): its creator, target (the stream or the video it was sent to),
+/// catalog code and count, the coins it debited and the exact diamonds it credited
+/// (billionths).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ReversedGift {
     pub creator: CreatorId,
-    pub stream: StreamId,
+    pub target: GiftTarget,
     pub gift: GiftId,
     pub count: u32,
     pub coins: u64,
     pub nanos: u128,
+}
+
+/// What a gift was sent to: a live stream ([`Gift`]) or a video ([`VideoGift`]). A
+/// reversal takes the coins back from the same one; goals and the live feed are per
+/// stream only.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum GiftTarget {
+    Stream(StreamId),
+    Video(VideoId),
+}
+
+impl GiftTarget {
+    /// The stream's or the video's id (each its own id space).
+    pub fn id(self) -> u64 {
+        match self {
+            GiftTarget::Stream(s) => s.0,
+            GiftTarget::Video(v) => v.0,
+        }
+    }
 }
 
 impl GiftReversal {

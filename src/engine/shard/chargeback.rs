@@ -9,6 +9,13 @@
 //!   next recharge of the shard, by the ledger's stamps, so a replay drops the same), and
 //!   the oldest is dropped for a new one when the shard holds
 //!   `engine.recharge_records_per_shard_max` (counted: [`RechargeBook::evicted`]).
+//! - A record is keyed by (user, event id), and an event id is unique within the retry
+//!   horizon only: a recharge of the user reusing the id of one still within the window
+//!   is not recorded, and the first's record stays, reversed or not (review F6:
+//!   replacing it lost a reversal, so the first recharge could be reversed again). A
+//!   reversal naming the id judges the first recharge (`ALREADY_REVERSED` once
+//!   reversed); the second cannot be reversed by id. A record past the window is
+//!   replaced (its recharge is no longer reversible).
 //! - A reversal takes `min(balance, coins credited)` from the wallet; the rest becomes
 //!   the user's debt, kept beside the wallets (`SenderShard::debts`, only for users who
 //!   owe). Invariant: a user who owes coins has a balance of 0, so a gift or purchase
@@ -123,8 +130,23 @@ impl RechargeBook {
     }
 
     /// Records an accepted recharge stamped `stamp`: first drops the records older than
-    /// `window_ms`, then the oldest while the book holds `max` records.
-    fn record(&mut self, key: RechargeKey, record: RechargeRecord, window_ms: u64, max: usize) {
+    /// `window_ms`, then the oldest while the book holds `max` records. A key whose
+    /// record is still within the window keeps it (module doc, F6): the recharge is not
+    /// recorded and `false` returned.
+    fn record(
+        &mut self,
+        key: RechargeKey,
+        record: RechargeRecord,
+        window_ms: u64,
+        max: usize,
+    ) -> bool {
+        if self
+            .records
+            .get(&key)
+            .is_some_and(|old| old.stamp.0.saturating_add(window_ms) > record.stamp.0)
+        {
+            return false;
+        }
         while let Some(front) = self.order.front() {
             let made = self.records[front].stamp.0;
             if made.saturating_add(window_ms) > record.stamp.0 {
@@ -140,12 +162,13 @@ impl RechargeBook {
             self.records.remove(&front);
             self.evicted += 1;
         }
-        // An id the user reused after the retry horizon is a new recharge: the old record
-        // goes.
+        // An id the user reused after the window: the old record (past it, no longer
+        // reversible) goes.
         if self.records.insert(key, record).is_some() {
             self.order.retain(|o| *o != key);
         }
         self.order.push_back(key);
+        true
     }
 }
 
@@ -335,13 +358,52 @@ mod tests {
         let bytes = crate::protocol::encode_serde(&book).unwrap();
         let back: RechargeBook = crate::protocol::decode_serde(&bytes).unwrap();
         assert_eq!(back, book);
-        // An id its user reused replaces its record and moves to the back; another
-        // user's is another record.
-        book.record(key(4), record(1_014), 10, 3);
+        // An id its user reused while its record is within the window keeps the first
+        // record (F6); another user's is another record.
+        assert!(!book.record(key(4), record(1_013), 10, 3));
+        assert_eq!(book.records[&key(4)].stamp, Stamp(1_004));
+        assert!(book.record((UserId(7), EventId(4)), record(1_013), 10, 3));
         let ids: Vec<u128> = book.in_order().map(|(k, _)| k.1.0).collect();
-        assert_eq!(ids, vec![9, 4]);
-        book.record((UserId(7), EventId(4)), record(1_014), 10, 3);
-        let ids: Vec<u128> = book.in_order().map(|(k, _)| k.1.0).collect();
-        assert_eq!(ids, vec![9, 4, 4]);
+        assert_eq!(ids, vec![4, 9, 4]);
+    }
+
+    /// Review finding F6: a recharge reusing the id of the user's recharge still within
+    /// the window — reversed or not — leaves its record as it was; once the first is past
+    /// the window, the id is recorded again (at the back).
+    #[test]
+    fn an_id_reused_within_the_window_keeps_the_first_record() {
+        let mut book = RechargeBook::default();
+        let key = (UserId(1), EventId(5));
+        assert!(book.record(key, record(1_000), 100, 8));
+        book.records.get_mut(&key).unwrap().reversed = true;
+        let mut second = record(1_050);
+        second.coins = 900;
+        assert!(!book.record(key, second, 100, 8));
+        assert_eq!(
+            book.records[&key],
+            RechargeRecord {
+                reversed: true,
+                ..record(1_000)
+            }
+        );
+        assert_eq!(book.len(), 1);
+        // Not dropped by age yet (the front is another user's newer record): at 1_100
+        // the first is past the window and replaced.
+        let mut book2 = book.clone();
+        book2.order.push_front((UserId(2), EventId(6)));
+        book2.records.insert((UserId(2), EventId(6)), record(1_090));
+        assert!(book2.record(
+            key,
+            RechargeRecord {
+                coins: 900,
+                ..record(1_100)
+            },
+            100,
+            8
+        ));
+        assert_eq!(book2.records[&key].coins, 900);
+        assert!(!book2.records[&key].reversed);
+        let order: Vec<_> = book2.in_order().map(|(k, _)| *k).collect();
+        assert_eq!(order, vec![(UserId(2), EventId(6)), key]);
     }
 }

@@ -15,8 +15,8 @@ use super::layout::{Layout, SCORE_MAX, creator_top_key, stream_top_key, user_key
 use super::write::{Op, creator_ops, stream_ops, video_ops};
 use crate::economy::Economy;
 use crate::engine::{
-    CreatorId, Credited, Effect, Event, GiftId, GiftReversal, LogEntry, Offer, ReadModelView,
-    Stamp, Status, StreamBook, StreamId, TopK, UserId, VideoBook, VideoId,
+    CreatorId, Credited, Effect, Event, GiftId, GiftReversal, GiftTarget, LogEntry, Offer,
+    ReadModelView, Stamp, Status, StreamBook, StreamId, TopK, UserId, VideoBook, VideoId,
 };
 
 /// The projector's copy of the creator and stream books and of their top-K gifter
@@ -437,9 +437,9 @@ impl Projector {
         }
     }
 
-    /// Folds an accepted gift reversal: the gift's creator and stream hashes go down by
-    /// what it took back (journaled with it), the sender's scores down to its journaled
-    /// totals. A lowered gifter stays listed at its new score (or leaves at 0): a gifter
+    /// Folds an accepted gift reversal: the gift's creator and stream or video hashes go
+    /// down by what it took back (journaled with it, its target named), the sender's
+    /// scores down to its journaled totals. A lowered gifter stays listed at its new score (or leaves at 0): a gifter
     /// outside the list that now ranks above it enters at its next gift (the projector
     /// knows only the top K); the HTTP API, from the engine, is exact at once.
     fn fold_reversal(&mut self, e: &LogEntry, r: &GiftReversal, effect: Effect, fresh: bool) {
@@ -483,20 +483,39 @@ impl Projector {
                 p.creator_gifters.reconcile.insert(g.creator);
             }
         }
-        if mine(g.stream.0) {
-            p.streams.insert(g.stream);
-            if fresh {
-                p.stream_gifters.lower(
-                    &mut books.stream_tops,
-                    books.top_k,
-                    (g.stream, r.sender),
-                    u128::from(totals.stream),
-                );
-                let s = books.streams.entry(g.stream).or_default();
-                s.coins_received = s.coins_received.saturating_sub(u128::from(g.coins));
-            } else {
-                p.stream_gifters.reconcile.insert(g.stream);
+        // The journaled `stream` total is the sender's total on the gift's target.
+        match g.target {
+            GiftTarget::Stream(stream) if mine(stream.0) => {
+                p.streams.insert(stream);
+                if fresh {
+                    p.stream_gifters.lower(
+                        &mut books.stream_tops,
+                        books.top_k,
+                        (stream, r.sender),
+                        u128::from(totals.stream),
+                    );
+                    let s = books.streams.entry(stream).or_default();
+                    s.coins_received = s.coins_received.saturating_sub(u128::from(g.coins));
+                } else {
+                    p.stream_gifters.reconcile.insert(stream);
+                }
             }
+            GiftTarget::Video(video) if mine(video.0) => {
+                p.videos.insert(video);
+                if fresh {
+                    p.video_gifters.lower(
+                        &mut books.video_tops,
+                        books.top_k,
+                        (video, r.sender),
+                        u128::from(totals.stream),
+                    );
+                    let v = books.videos.entry(video).or_default();
+                    v.coins_received = v.coins_received.saturating_sub(u128::from(g.coins));
+                } else {
+                    p.video_gifters.reconcile.insert(video);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -19,16 +19,15 @@ use crate::persist::journal::JournalError;
 /// (`JournalEvent::RechargePaid`) and account settings with daily and weekly budgets
 /// (`JournalEvent::AccountV2`; version 4 batches are read as they are; a
 /// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before); version 6 added the
-/// gift on a video (`JournalEvent::VideoGift`, whose record's totals are the sender's
-/// `(creator, video)` totals; version 5 batches are read as they are). A build that
-/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before); version 6 added
-/// the recharge reversal (`JournalEvent::RechargeReversal`; version 5 batches are read
-/// as they are). A build that
-/// `BUDGET_EXCEEDED`'s cap rides in its outcome's `coins`, 0 before); version 6 added
-/// the gift reversal (`JournalEvent::GiftReversal`, kind 12; kind 11 is kept for the
-/// recharge reversal; version 5 batches are read as they are). A build that
-/// cannot read a variant refuses the batch by its version, clearly.
-pub const JOURNAL_VERSION: u8 = 6;
+/// recharge reversal (`JournalEvent::RechargeReversal`, kind 11), the gift reversal
+/// (`JournalEvent::GiftReversal`, kind 12) and the gift on a video
+/// (`JournalEvent::VideoGift`, kind 13, whose record's totals are the sender's
+/// `(creator, video)` totals; version 5 batches are read as they are); version 7 added
+/// the accepted reversal of a gift on a video (`JournalEvent::VideoGiftReversal`, kind
+/// 14, whose record's totals are the sender's `(creator, video)` totals after it; a
+/// version 6 batch's reversals are all of gifts on streams and read as they are). A
+/// build that cannot read a variant refuses the batch by its version, clearly.
+pub const JOURNAL_VERSION: u8 = 7;
 
 /// The decode limit of journal entries (written by this service, capped at
 /// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
@@ -125,7 +124,7 @@ impl JournalBatch {
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
         match bytes.first() {
             Some(&1) => {}
-            Some(&2) | Some(&3) | Some(&4) | Some(&5) => {
+            Some(&2) | Some(&3) | Some(&4) | Some(&5) | Some(&6) => {
                 let mut batch: JournalBatch = decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);
@@ -282,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn journal_batches_of_formats_1_to_5_still_read_and_format_6_keeps_totals_settlements_economy_changes_purchases_and_reversals()
+    fn journal_batches_of_formats_1_to_6_still_read_and_format_7_keeps_totals_settlements_economy_changes_purchases_and_reversals()
      {
         let gift = LogEntry {
             seq: 7,
@@ -409,7 +408,7 @@ mod tests {
         };
         let v6 = JournalBatch::from_entries(std::slice::from_ref(&purchase)).encode();
         assert_eq!(v6[0], JOURNAL_VERSION);
-        assert_eq!(v6[0], 6);
+        assert_eq!(v6[0], 7);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![purchase.clone()]);
         // Format 5 is format 6 without reversals or video gifts: same bytes but the
@@ -437,7 +436,7 @@ mod tests {
             reversed: None,
         };
         let v6 = JournalBatch::from_entries(std::slice::from_ref(&video_gift)).encode();
-        assert_eq!(v6[0], 6);
+        assert_eq!(v6[0], 7);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![video_gift.clone()]);
 
@@ -486,11 +485,11 @@ mod tests {
             reversed: None,
         };
         let v6 = JournalBatch::from_entries(std::slice::from_ref(&reversal)).encode();
-        assert_eq!(v6[0], 6);
+        assert_eq!(v6[0], 7);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![reversal.clone()]);
         let v6 = JournalBatch::from_entries(&[account.clone(), over.clone()]).encode();
-        assert_eq!(v6[0], 6);
+        assert_eq!(v6[0], 7);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![account.clone(), over.clone()]);
 
@@ -510,7 +509,7 @@ mod tests {
             }),
             reversed: Some(Box::new(crate::engine::ReversedGift {
                 creator: CreatorId(4),
-                stream: StreamId(5),
+                target: crate::engine::GiftTarget::Stream(StreamId(5)),
                 gift: GiftId(0),
                 count: 1,
                 coins: 1,
@@ -522,13 +521,45 @@ mod tests {
         assert_eq!(back, vec![reversal.clone()]);
         let record = JournalBatch::from_entries(std::slice::from_ref(&reversal)).records[0];
         assert_eq!(protocol::encode(&record.event)[0], 12, "kind 12");
+        // Format 6 is format 7 without reversals of gifts on videos: same bytes but the
+        // version, its reversals on streams.
+        let mut v6_only = v6.clone();
+        v6_only[0] = 6;
+        let back = JournalBatch::decode(&v6_only)
+            .unwrap()
+            .into_entries()
+            .unwrap();
+        assert_eq!(back, vec![reversal.clone()]);
 
-        let mut v7 = v3.clone();
-        v7[0] = 7;
-        let err = JournalBatch::decode(&v7)
+        // Format 7: a reversal of a gift on a video (kind 14, the video's id its target;
+        // totals on the video).
+        let on_video = LogEntry {
+            event: Event::GiftReversal(crate::engine::GiftReversal::new(
+                EventId(8),
+                UserId(3),
+                EventId(101),
+            )),
+            seq: 13,
+            outcome: Outcome::new(13, Status::Accepted(Effect::Coins(402)), false),
+            reversed: Some(Box::new(crate::engine::ReversedGift {
+                target: crate::engine::GiftTarget::Video(crate::engine::VideoId(5)),
+                ..**reversal.reversed.as_ref().unwrap()
+            })),
+            ..reversal.clone()
+        };
+        let v7 = JournalBatch::from_entries(&[reversal.clone(), on_video.clone()]).encode();
+        assert_eq!(v7[0], 7);
+        let back = JournalBatch::decode(&v7).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![reversal, on_video.clone()]);
+        let record = JournalBatch::from_entries(std::slice::from_ref(&on_video)).records[0];
+        assert_eq!(protocol::encode(&record.event)[0], 14, "kind 14");
+
+        let mut v8 = v3.clone();
+        v8[0] = 8;
+        let err = JournalBatch::decode(&v8)
             .unwrap()
             .into_entries()
             .unwrap_err();
-        assert!(err.to_string().contains("version 7"), "{err}");
+        assert!(err.to_string().contains("version 8"), "{err}");
     }
 }

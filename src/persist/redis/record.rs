@@ -3,9 +3,8 @@
 //! format (bincode): they encode to the same bytes as the wire's `WireEvent` and
 //! `WireOutcome` did when the journal stored those (format 4), so every journal written
 //! since reads unchanged. Append new variants at the end, never reorder (`Purchase`,
-//! journal format 5; `VideoGift`, number 13, journal format 6, is the last).
-//! since reads unchanged. Append new variants at the end, never reorder
-//! (`RechargeReversal`, journal format 6, is the last).
+//! journal format 5; `RechargeReversal`, `GiftReversal` and `VideoGift`, numbers 11 to
+//! 13, journal format 6; `VideoGiftReversal`, number 14, journal format 7, is the last).
 //!
 //! Size: the journal's event and outcome types, their encoding both ways and the test that
 //! compares every kind with the wire's bytes are one on-disk contract (~180 lines of tests).
@@ -16,9 +15,9 @@ use rust_decimal::Decimal;
 use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, GiftReversal, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout, Purchase,
-    Recharge, RechargeReversal, RejectCode, ReversedGift, Settlement, Status, StreamGoal, StreamId,
-    UserId, VideoGift, VideoId,
+    GiftId, GiftReversal, GiftTarget, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout,
+    Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Settlement, Status, StreamGoal,
+    StreamId, UserId, VideoGift, VideoId,
 };
 
 /// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
@@ -158,44 +157,67 @@ pub enum JournalEvent {
         gift: u32,
         count: u32,
     },
+    /// An accepted reversal of a gift on a video (number 14; journal format 7): as
+    /// `GiftReversal` (12) with what it took back, whose `target` is the video's id.
+    /// Journal only: the engine writes it (a client sends a `GiftReversal`, which names
+    /// the gift by its event id only; a client frame holding this is refused with
+    /// `INVALID_EVENT`). A reversal of a gift on a stream, and a rejected one, stay 12.
+    VideoGiftReversal {
+        id: u128,
+        sender: u64,
+        gift: u128,
+        reversed: JournalReversedGift,
+    },
 }
 
 /// What an accepted gift reversal took back (its journal record): the gift's creator,
-/// stream, catalog code, count, coins and exact diamonds in billionths.
+/// target (the stream's id in a `GiftReversal`, the video's in a `VideoGiftReversal`),
+/// catalog code, count, coins and exact diamonds in billionths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub struct JournalReversedGift {
     pub creator: u64,
-    pub stream: u64,
+    pub target: u64,
     pub gift: u32,
     pub count: u32,
     pub coins: u64,
     pub nanos: u128,
 }
 
-impl From<ReversedGift> for JournalReversedGift {
-    fn from(g: ReversedGift) -> Self {
+impl JournalReversedGift {
+    /// The record of `g`: its target's id (the variant holding it says its kind).
+    fn of(g: ReversedGift) -> Self {
         JournalReversedGift {
             creator: g.creator.0,
-            stream: g.stream.0,
+            target: g.target.id(),
             gift: g.gift.0,
             count: g.count,
             coins: g.coins,
             nanos: g.nanos,
         }
     }
-}
 
-impl From<JournalReversedGift> for ReversedGift {
-    fn from(g: JournalReversedGift) -> Self {
+    /// The reversed gift, sent to `target` (the stream or the video with the record's
+    /// target id).
+    fn on(self, target: fn(u64) -> GiftTarget) -> ReversedGift {
         ReversedGift {
-            creator: CreatorId(g.creator),
-            stream: StreamId(g.stream),
-            gift: GiftId(g.gift),
-            count: g.count,
-            coins: g.coins,
-            nanos: g.nanos,
+            creator: CreatorId(self.creator),
+            target: target(self.target),
+            gift: GiftId(self.gift),
+            count: self.count,
+            coins: self.coins,
+            nanos: self.nanos,
         }
     }
+}
+
+/// A reversed gift's target from a `GiftReversal`'s record: a stream.
+fn on_stream(id: u64) -> GiftTarget {
+    GiftTarget::Stream(StreamId(id))
+}
+
+/// A reversed gift's target from a `VideoGiftReversal`'s record: a video.
+fn on_video(id: u64) -> GiftTarget {
+    GiftTarget::Video(VideoId(id))
 }
 
 /// A journaled outcome.
@@ -365,16 +387,32 @@ impl From<&Event> for JournalEvent {
 impl JournalEvent {
     /// The journal form of an entry's event: a gift reversal carries what it took back
     /// ([`LogEntry::reversed`]).
+    /// A reversal of a gift on a video is its own kind (14), journal-only.
     pub fn of_entry(e: &crate::engine::LogEntry) -> JournalEvent {
-        let mut j = JournalEvent::from(&e.event);
-        if let JournalEvent::GiftReversal { reversed, .. } = &mut j {
-            *reversed = e
-                .reversed
-                .as_deref()
-                .copied()
-                .map(JournalReversedGift::from);
+        let j = JournalEvent::from(&e.event);
+        let (
+            JournalEvent::GiftReversal {
+                id, sender, gift, ..
+            },
+            Some(g),
+        ) = (j, e.reversed.as_deref().copied())
+        else {
+            return j;
+        };
+        match g.target {
+            GiftTarget::Video(_) => JournalEvent::VideoGiftReversal {
+                id,
+                sender,
+                gift,
+                reversed: JournalReversedGift::of(g),
+            },
+            GiftTarget::Stream(_) => JournalEvent::GiftReversal {
+                id,
+                sender,
+                gift,
+                reversed: Some(JournalReversedGift::of(g)),
+            },
         }
-        j
     }
 
     /// What a journaled gift reversal took back (the entry's [`LogEntry::reversed`]).
@@ -382,7 +420,10 @@ impl JournalEvent {
         match self {
             JournalEvent::GiftReversal {
                 reversed: Some(g), ..
-            } => Some(Box::new(ReversedGift::from(*g))),
+            } => Some(Box::new(g.on(on_stream))),
+            JournalEvent::VideoGiftReversal { reversed, .. } => {
+                Some(Box::new(reversed.on(on_video)))
+            }
             _ => None,
         }
     }
@@ -557,6 +598,13 @@ impl TryFrom<JournalEvent> for Event {
                 })
             }
             JournalEvent::GiftReversal {
+                id, sender, gift, ..
+            } => Event::GiftReversal(GiftReversal {
+                id: EventId(id),
+                sender: UserId(sender),
+                gift: EventId(gift),
+            }),
+            JournalEvent::VideoGiftReversal {
                 id, sender, gift, ..
             } => Event::GiftReversal(GiftReversal {
                 id: EventId(id),
@@ -752,39 +800,60 @@ mod tests {
     /// back into the entry.
     #[test]
     fn a_gift_reversal_record_carries_what_it_took_back() {
-        let gift = ReversedGift {
+        let on_stream = ReversedGift {
             creator: CreatorId(4),
-            stream: StreamId(5),
+            target: GiftTarget::Stream(StreamId(5)),
             gift: GiftId(7),
             count: 300,
             coins: 1 << 40,
             nanos: u128::from(u64::MAX) * 3,
         };
-        let r = GiftReversal::new(EventId(u128::MAX - 9), UserId(u64::MAX), EventId(1 << 90));
-        let entry = crate::engine::LogEntry {
-            seq: 5,
-            stamp: crate::engine::Stamp(1),
-            event: Event::GiftReversal(r),
-            outcome: Outcome::new(5, Status::Accepted(Effect::Coins(9)), false),
-            totals: None,
-            reversed: Some(Box::new(gift)),
+        // Journal format 7: a gift on a video, reversed (kind 14).
+        let on_video = ReversedGift {
+            creator: CreatorId(u64::MAX),
+            target: GiftTarget::Video(VideoId(5)),
+            gift: GiftId(0),
+            count: 1,
+            coins: 1,
+            nanos: 500_000_000,
         };
-        let journal = JournalEvent::of_entry(&entry);
-        let wire = WireEvent::GiftReversal {
-            id: r.id.0,
-            sender: r.sender.0,
-            gift: r.gift.0,
-            reversed: Some(gift.into()),
-        };
-        assert_eq!(protocol::encode(&journal), protocol::encode(&wire));
-        assert_eq!(journal.reversed().as_deref(), Some(&gift));
-        assert_eq!(Event::try_from(journal).unwrap(), entry.event);
-        assert!(
-            wire.is_internal(),
-            "a client may not send what was taken back"
-        );
-        let plain = JournalEvent::from(&entry.event);
-        assert_eq!(plain.reversed(), None, "the event alone does not carry it");
+        for (gift, kind) in [(on_stream, 12), (on_video, 14)] {
+            let r = GiftReversal::new(EventId(u128::MAX - 9), UserId(u64::MAX), EventId(1 << 90));
+            let entry = crate::engine::LogEntry {
+                seq: 5,
+                stamp: crate::engine::Stamp(1),
+                event: Event::GiftReversal(r),
+                outcome: Outcome::new(5, Status::Accepted(Effect::Coins(9)), false),
+                totals: None,
+                reversed: Some(Box::new(gift)),
+            };
+            let journal = JournalEvent::of_entry(&entry);
+            let wire = match gift.target {
+                GiftTarget::Stream(_) => WireEvent::GiftReversal {
+                    id: r.id.0,
+                    sender: r.sender.0,
+                    gift: r.gift.0,
+                    reversed: Some(crate::protocol::WireReversedGift::of(gift)),
+                },
+                GiftTarget::Video(_) => WireEvent::VideoGiftReversal {
+                    id: r.id.0,
+                    sender: r.sender.0,
+                    gift: r.gift.0,
+                    reversed: crate::protocol::WireReversedGift::of(gift),
+                },
+            };
+            let bytes = protocol::encode(&journal);
+            assert_eq!(bytes, protocol::encode(&wire));
+            assert_eq!(bytes[0], kind);
+            assert_eq!(journal.reversed().as_deref(), Some(&gift));
+            assert_eq!(Event::try_from(journal).unwrap(), entry.event);
+            assert!(
+                wire.is_internal(),
+                "a client may not send what was taken back"
+            );
+            let plain = JournalEvent::from(&entry.event);
+            assert_eq!(plain.reversed(), None, "the event alone does not carry it");
+        }
     }
 
     /// Every outcome kind, for an event it can answer.

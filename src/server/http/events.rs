@@ -192,7 +192,9 @@ pub struct JsonRechargeReversal {
 /// held by the earnings hold (`economy.earnings_hold_ms`). Outcomes: accepted with the
 /// sender's balance after it (`coins`); ORIGINAL_NOT_FOUND (not a gift of this sender
 /// the ledger knows), ALREADY_REVERSED, NOT_REVERSIBLE (the diamonds are released, or no
-/// hold is in force). Applied after the batch's gifts and recharges, as payouts are.
+/// hold is in force). A gift on a video is reversed alike (the video's coins and top
+/// gifters go down instead of a stream's). Applied after the batch's gifts and
+/// recharges, as payouts are.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonGiftReversal {
