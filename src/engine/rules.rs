@@ -6,8 +6,7 @@ use rust_decimal::Decimal;
 
 use super::event::{
     AccountSettings, BudgetCap, Channel, CreatorId, Gift, GiftId, Payout, Period, Purchase,
-    Recharge, RejectCode, StreamGoal, UserId, VideoGift, first_day_of_month, month_of_day,
-    week_of_day,
+    Recharge, RejectCode, StreamGoal, UserId, VideoGift, first_day_of_month,
 };
 use crate::economy::{Economy, Region};
 
@@ -91,8 +90,8 @@ impl Wallet {
                 month: self.spent_this_month,
             };
         }
-        let same_week = week_of_day(self.day) == period.week;
-        let same_month = month_of_day(self.day) == period.month;
+        let same_week = period.same_week(self.day);
+        let same_month = period.same_month(self.day);
         Spent {
             day: 0,
             week: if same_week {

@@ -137,15 +137,32 @@ pub struct Period {
     pub week: u32,
     /// `year * 12 + (month - 1)`.
     pub month: u32,
+    /// The first day of `month` ([`first_day_of_month`]): an earlier day is in the same
+    /// month exactly when it is not before it, so a wallet last counted on an earlier day
+    /// needs no calendar arithmetic of its own ([`Period::same_month`]).
+    pub month_first_day: u32,
 }
 
 impl Period {
     pub fn of_day(day: u32) -> Period {
+        let month = month_of_day(day);
         Period {
             day,
             week: week_of_day(day),
-            month: month_of_day(day),
+            month,
+            month_first_day: first_day_of_month(month),
         }
+    }
+
+    /// Whether `day`, at or before this period's day, is in its ISO week.
+    pub fn same_week(&self, day: u32) -> bool {
+        week_of_day(day) == self.week
+    }
+
+    /// Whether `day`, at or before this period's day, is in its calendar month.
+    pub fn same_month(&self, day: u32) -> bool {
+        debug_assert!(day <= self.day);
+        day >= self.month_first_day
     }
 }
 
@@ -215,6 +232,27 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    /// A period tells whether an earlier day shares its week and month exactly as the
+    /// calendar functions do (month ends, leap years, year ends, ISO weeks across them).
+    #[test]
+    fn a_period_knows_its_week_and_month_without_calendar_arithmetic() {
+        for day in (0..40_000u32).step_by(7).chain(20_450..20_530) {
+            let period = Period::of_day(day);
+            for back in 0..70u32.min(day + 1) {
+                let earlier = day - back;
+                assert_eq!(
+                    period.same_month(earlier),
+                    month_of_day(earlier) == period.month,
+                    "day {day}, earlier {earlier}"
+                );
+                assert_eq!(
+                    period.same_week(earlier),
+                    week_of_day(earlier) == period.week
+                );
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
