@@ -313,6 +313,7 @@ pub(crate) fn audit() -> anyhow::Result<()> {
             println!("VIOLATION: {why}");
             anyhow::bail!("audit: failed (the snapshot is not this node's)");
         }
+        giftstream::persist::recovery::adopt_partition_map(&engine, &config)?;
         let started = std::time::Instant::now();
         let (replayed, duplicate_ids) = journal.audit_into(&engine).await?;
         let report = engine.audit();

@@ -29,7 +29,7 @@ use crate::persist::redis::{RedisConn, RedisJournal};
 use crate::persist::replica;
 use crate::server::auth::Auth;
 use crate::server::settlement::{self, Reporter};
-use crate::server::sse::Feeds;
+use crate::server::sse::{FeedLimits, Feeds};
 use crate::server::{Clock, ServeError, Service, http, http_conn, tcp, tls};
 use crate::telemetry;
 
@@ -149,9 +149,15 @@ pub async fn run(
     }
     let tls = tls::acceptors(&config.tls, config.server.http2)?;
     let feeds = Feeds::new(
-        config.limits.sse_subscribers_per_stream_max,
-        config.limits.sse_subscribers_max,
-        config.limits.sse_buffer_events,
+        FeedLimits {
+            subscribers_per_stream_max: config.limits.sse_subscribers_per_stream_max,
+            subscribers_max: config.limits.sse_subscribers_max,
+            buffer: config.limits.sse_buffer_events,
+            replay_events: config.limits.sse_replay_events,
+            replay_idle_streams_max: config.limits.sse_replay_idle_streams_max,
+            replay_keep: Duration::from_millis(config.limits.sse_replay_keep_ms),
+        },
+        engine.last_seq(),
     );
     let read_model = prepare_read_model(&config, journal.redis(), &engine).await?;
     let partitions = crate::cluster::PartitionMap::from_config(&config.cluster)?;

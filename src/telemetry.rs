@@ -34,6 +34,10 @@ pub const CONNECTIONS: &str = "giftstream_connections";
 pub const SSE_SUBSCRIBERS: &str = "giftstream_sse_subscribers";
 /// Feed subscribers disconnected for falling behind.
 pub const SSE_DROPPED_TOTAL: &str = "giftstream_sse_dropped_total";
+/// Feed reconnects whose missed messages were no longer kept (sent `reset`).
+pub const SSE_RESETS_TOTAL: &str = "giftstream_sse_resets_total";
+/// Feed reconnects served what they missed from the replay buffer.
+pub const SSE_RESUMES_TOTAL: &str = "giftstream_sse_resumes_total";
 /// Requests refused by a limit, by `limit`.
 pub const LIMIT_REJECTIONS_TOTAL: &str = "giftstream_limit_rejections_total";
 pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "giftstream_tls_handshake_failures_total";
@@ -248,6 +252,14 @@ fn describe() {
     describe_counter!(
         SSE_DROPPED_TOTAL,
         "Feed subscribers disconnected for falling behind."
+    );
+    describe_counter!(
+        SSE_RESETS_TOTAL,
+        "Feed reconnects whose missed messages were no longer kept (sent reset)."
+    );
+    describe_counter!(
+        SSE_RESUMES_TOTAL,
+        "Feed reconnects served what they missed from the replay buffer."
     );
     describe_counter!(
         LIMIT_REJECTIONS_TOTAL,

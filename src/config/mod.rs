@@ -60,6 +60,15 @@ pub const SSE_SUBSCRIBERS_PER_STREAM_MAX_DEFAULT: usize = 256;
 /// `sse_buffer_events` messages per stream it watches).
 pub const SSE_SUBSCRIBERS_MAX_DEFAULT: usize = 10_000;
 pub const SSE_BUFFER_EVENTS_DEFAULT: usize = 1_024;
+/// Feed messages (gifts, goals reached) kept per stream for reconnecting clients.
+pub const SSE_REPLAY_EVENTS_DEFAULT: usize = 256;
+pub const SSE_REPLAY_EVENTS_LIMIT: usize = 100_000;
+/// Streams without subscribers whose replay buffer is kept.
+pub const SSE_REPLAY_IDLE_STREAMS_MAX_DEFAULT: usize = 1_000;
+/// How long a stream's replay buffer outlives its last subscriber: long enough for a
+/// phone to come back from a tunnel.
+pub const SSE_REPLAY_KEEP_MS_DEFAULT: u64 = 300_000;
+pub const SSE_REPLAY_KEEP_MS_LIMIT: u64 = 86_400_000;
 pub const READ_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 /// How long a response may wait to be written to a client (either listener), by default.
 pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -219,6 +228,14 @@ pub struct LimitsConfig {
     /// Feed messages buffered per subscriber; a subscriber that falls further behind
     /// is disconnected, ingestion never waits for it.
     pub sse_buffer_events: usize,
+    /// Gifts and goals reached kept per stream for clients reconnecting with
+    /// `Last-Event-ID` (0: a reconnect always gets `reset`).
+    pub sse_replay_events: usize,
+    /// Streams without subscribers whose replay buffer is kept (the longest idle goes
+    /// first beyond it).
+    pub sse_replay_idle_streams_max: usize,
+    /// How long a stream's replay buffer is kept after its last subscriber left.
+    pub sse_replay_keep_ms: u64,
     /// A binary connection idle (no complete frame) this long is closed.
     pub read_timeout_ms: u64,
     /// A connection (binary or HTTP) whose client takes no byte of a response within
@@ -265,6 +282,9 @@ impl Default for LimitsConfig {
             sse_subscribers_per_stream_max: SSE_SUBSCRIBERS_PER_STREAM_MAX_DEFAULT,
             sse_subscribers_max: SSE_SUBSCRIBERS_MAX_DEFAULT,
             sse_buffer_events: SSE_BUFFER_EVENTS_DEFAULT,
+            sse_replay_events: SSE_REPLAY_EVENTS_DEFAULT,
+            sse_replay_idle_streams_max: SSE_REPLAY_IDLE_STREAMS_MAX_DEFAULT,
+            sse_replay_keep_ms: SSE_REPLAY_KEEP_MS_DEFAULT,
             read_timeout_ms: READ_TIMEOUT_MS_DEFAULT,
             write_timeout_ms: WRITE_TIMEOUT_MS_DEFAULT,
             token_requests_per_second: 20_000,
@@ -635,6 +655,34 @@ impl Config {
             1_000_000,
         )?;
         bounded("limits.sse_buffer_events", l.sse_buffer_events, 1_000_000)?;
+        // 0 is allowed for these two: no replay, no idle stream kept.
+        if l.sse_replay_events > SSE_REPLAY_EVENTS_LIMIT {
+            return Err(ConfigError::new(
+                "limits.sse_replay_events",
+                format!(
+                    "must be in 0..={SSE_REPLAY_EVENTS_LIMIT}, got {}",
+                    l.sse_replay_events
+                ),
+            ));
+        }
+        if l.sse_replay_idle_streams_max > 1_000_000 {
+            return Err(ConfigError::new(
+                "limits.sse_replay_idle_streams_max",
+                format!(
+                    "must be in 0..=1000000, got {}",
+                    l.sse_replay_idle_streams_max
+                ),
+            ));
+        }
+        if l.sse_replay_keep_ms > SSE_REPLAY_KEEP_MS_LIMIT {
+            return Err(ConfigError::new(
+                "limits.sse_replay_keep_ms",
+                format!(
+                    "must be in 0..={SSE_REPLAY_KEEP_MS_LIMIT}, got {}",
+                    l.sse_replay_keep_ms
+                ),
+            ));
+        }
         if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
             return Err(ConfigError::new(
                 "tls",

@@ -142,6 +142,9 @@ fn shard_of(id: u64, mask: usize) -> usize {
 }
 
 /// The engine. `Sync`: share it behind an `Arc` and call it from any thread.
+/// Whether this node owns a creator (a cluster node's partition map).
+pub type CreatorOwned = Box<dyn Fn(CreatorId) -> bool + Send + Sync>;
+
 pub struct Engine {
     config: EngineConfig,
     mask: usize,
@@ -166,6 +169,15 @@ pub struct Engine {
     economies: Mutex<FxHashMap<u64, Arc<Economy>>>,
     /// The log of economy changes not drained yet (they lock no shard).
     meta_log: Mutex<Vec<LogEntry>>,
+    /// The shards' emptied log buffers after a drain, handed back to the shards at the
+    /// next one (`cut.rs`): their memory stays warm instead of being allocated (and
+    /// faulted in) afresh, and nothing is copied under the locks.
+    spare_logs: Mutex<Vec<Vec<LogEntry>>>,
+    /// On a cluster node: whether this node owns a creator (its diamonds are paid here).
+    /// A gift to another node's creator was reported there as a settlement, which a
+    /// reversal here cannot take back: such a gift is `NOT_REVERSIBLE` (`refund.rs`).
+    /// Set once, before the journal is replayed, from the ledger's fixed partition map.
+    creator_owned: std::sync::OnceLock<CreatorOwned>,
     /// `(seq, economy)`: the economy in force for events numbered after `seq`, for every
     /// version this process put in force (the first: the one it started with, at 0).
     in_force: Mutex<Vec<(u64, Arc<Economy>)>>,
@@ -266,6 +278,8 @@ impl Engine {
             gate: RwLock::new(Arc::new(economy)),
             economies: Mutex::new(FxHashMap::default()),
             meta_log: Mutex::new(Vec::new()),
+            spare_logs: Mutex::new(Vec::new()),
+            creator_owned: std::sync::OnceLock::new(),
             next_seq: CachePadded::new(AtomicU64::new(1)),
             hold_clock: CachePadded::new(AtomicU64::new(0)),
             config,
@@ -307,6 +321,19 @@ impl Engine {
             .map(|w| w.lock().newest())
             .max()
             .unwrap_or_default()
+    }
+
+    /// Makes this engine a cluster node's: `owned` says which creators it owns (module
+    /// `refund`: a gift to another node's creator is not reversible here). Call before
+    /// the journal is replayed, with the ledger's partition map (fixed for its life), so
+    /// replay judges as live did. Set once; a second call is ignored.
+    pub fn set_creator_owned(&self, owned: CreatorOwned) {
+        let _ = self.creator_owned.set(owned);
+    }
+
+    /// Whether `creator`'s diamonds are paid on this node (always, outside a cluster).
+    pub(crate) fn owns_creator(&self, creator: CreatorId) -> bool {
+        self.creator_owned.get().is_none_or(|owned| owned(creator))
     }
 
     /// The last sequence number reserved (0 before the first event).

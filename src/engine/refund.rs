@@ -36,6 +36,10 @@
 //! history: the ledger no longer knows it). So an answer never depends on when a shard
 //! drops a released record, and replays exactly.
 //!
+//! On a cluster node, a gift to a creator another node owns is `NOT_REVERSIBLE` after
+//! check 1 (its diamonds were reported to the owner as a settlement, which keeps the
+//! largest report it was sent: a reversal here could not take them back there).
+//!
 //! # Why a reversal is applied like a payout (gate exclusive)
 //! "Still held" is judged by the ledger's time (the hold clock), which a payout also
 //! spends by. Live, a sender chunk may see the clock moved by a concurrent chunk with a
@@ -346,7 +350,16 @@ impl Engine {
         seq: u64,
         (stamp, clock): (Stamp, u64),
     ) -> Outcome {
-        let judged = shard.judge(r, clock, hold_ms);
+        // A gift to another cluster node's creator was settled there: not reversible
+        // here (the owner keeps the largest report it was sent, so a lower one would
+        // not take the diamonds back; `set_creator_owned`).
+        let judged = shard.judge(r, clock, hold_ms).and_then(|record| {
+            if self.owns_creator(record.creator) {
+                Ok(record)
+            } else {
+                Err(RejectCode::NotReversible)
+            }
+        });
         let done = judged.and_then(|record| {
             shard
                 .reverse(self.config.top_k, r, &record)

@@ -169,7 +169,14 @@ impl Budgets {
 
     pub(crate) fn of(a: &AccountSettings) -> Budgets {
         Budgets {
-            monthly: a.monthly_budget_coins.get().unwrap_or(NO_BUDGET),
+            // A monthly budget of `u64::MAX` (kept as `u64::MAX - 1` in the event) is no
+            // budget, as it was before budgets were compact (review of #31, F): neither
+            // can be spent, and a snapshot from then shows none.
+            monthly: a
+                .monthly_budget_coins
+                .get()
+                .filter(|&m| m < u64::MAX - 1)
+                .unwrap_or(NO_BUDGET),
             weekly: a.weekly_budget_coins.get().unwrap_or(NO_BUDGET),
             daily: a.daily_budget_coins.get().unwrap_or(NO_BUDGET),
         }

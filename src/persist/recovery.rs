@@ -55,6 +55,7 @@ pub async fn recover(
     };
     // Another node's snapshot is refused before the journal is replayed onto it.
     refuse_foreign(journal, &engine, config).await?;
+    adopt_partition_map(&engine, config)?;
     // A ledger whose first recorded version follows events of a build before versions:
     // those replay under that version's terms, not this start's file.
     journal.assume_base_economy(&engine).await?;
@@ -172,6 +173,20 @@ pub fn with_recorded_shards(
 
 /// The engine `config` describes, empty. Recover it (e.g. `RedisJournal::recover_into`)
 /// before serving it.
+/// A cluster node's engine learns which creators this node owns (the ledger's partition
+/// map, fixed for its life), before any replay: a gift to another node's creator is not
+/// reversible here (`engine::refund`). Live, replay, the snapshot replica and `audit`
+/// all call it, so they judge alike.
+pub fn adopt_partition_map(engine: &Engine, config: &Config) -> Result<(), ConfigError> {
+    if let Some(map) = crate::cluster::PartitionMap::from_config(&config.cluster)?
+        && map.local().is_some()
+    {
+        // A payout's routing key is its creator: the creator's partition.
+        engine.set_creator_owned(Box::new(move |creator| map.owns(creator.0)));
+    }
+    Ok(())
+}
+
 pub fn build_engine(config: &Config, economy: Economy) -> Result<Arc<Engine>, ConfigError> {
     config.validate()?;
     Ok(Arc::new(Engine::new(economy, config.engine.clone())?))

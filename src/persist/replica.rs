@@ -135,6 +135,7 @@ pub fn follow(
         Some((_, engine)) => engine,
         None => Engine::new(economy, engine_config)?,
     };
+    crate::persist::recovery::adopt_partition_map(&engine, &handoff.config)?;
     runtime.block_on(journal.assume_base_economy(&engine))?;
     tracing::info!(
         seq = engine.last_seq(),

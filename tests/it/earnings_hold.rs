@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use giftstream::economy::{EMBEDDED_ECONOMY_TOML, Economy};
 use giftstream::engine::{
     CreatorId, Effect, Engine, EngineConfig, Event, RejectCode, Stamp, Status, release_at,
 };
@@ -14,15 +13,6 @@ use crate::support::*;
 
 /// 15 s: a grid of 1 s, so release times are exact at NOV + whole seconds.
 const HOLD: u64 = 15_000;
-
-fn held_economy(hold_ms: u64) -> Economy {
-    let text = EMBEDDED_ECONOMY_TOML.replacen(
-        "max_gift_count = 9999",
-        &format!("max_gift_count = 9999\nearnings_hold_ms = {hold_ms}"),
-        1,
-    );
-    Economy::from_toml_str(&text).unwrap()
-}
 
 fn held_engine(hold_ms: u64) -> Engine {
     Engine::new(held_economy(hold_ms), EngineConfig::default()).unwrap()

@@ -12,6 +12,7 @@ mod engine_concurrency;
 mod engine_props;
 mod engine_rules;
 mod engine_rules_caps;
+mod feed_resume;
 mod fence;
 mod hostile_http;
 mod layers;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::child::{ServeProcess, run_cli, serve_refused};
 use crate::support::redis::RedisServer;
-use crate::support::server::{INGEST, SHIPPED_CONFIG, uuid};
+use crate::support::server::{SHIPPED_CONFIG, uuid};
 use giftstream::economy::EMBEDDED_ECONOMY_TOML;
 
 /// The shipped config with one sender shard (so the bounds are per ledger), a snapshot
@@ -39,19 +39,6 @@ fn config_with(dir: &Path, name: &str, snapshot_events: u64, edits: &[(&str, usi
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-async fn post(http: &reqwest::Client, addr: &str, events: Value) -> Vec<Value> {
-    let r = http
-        .post(format!("http://{addr}/v1/events"))
-        .bearer_auth(INGEST)
-        .json(&json!({ "events": events }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    body["outcomes"].as_array().unwrap().clone()
 }
 
 /// `(status or code, duplicate)` of each outcome.
@@ -150,10 +137,10 @@ async fn recharge_records_per_shard_max_is_pinned_with_the_ledger() {
 
     let p = ServeProcess::start_with(&two, &redis.url(), &data, &env);
     let batch = json!([recharge(1, 42), recharge(2, 42), recharge(3, 42)]);
-    let o = post(&http, &p.http, batch).await;
+    let o = p.post_events(&http, batch).await;
     assert_eq!(answers(&o), vec![answer("accepted"); 3]);
     let reversals = json!([recharge_reversal(4, 42, 1), recharge_reversal(5, 42, 3)]);
-    let o = post(&http, &p.http, reversals.clone()).await;
+    let o = p.post_events(&http, reversals.clone()).await;
     assert_eq!(
         answers(&o),
         [answer("ORIGINAL_NOT_FOUND"), answer("accepted")],
@@ -198,7 +185,7 @@ async fn recharge_records_per_shard_max_is_pinned_with_the_ledger() {
 
     // The pinned value: serves from the snapshot and the journal; the same answers.
     let p = ServeProcess::start_with(&two, &redis.url(), &data, &env);
-    let o = post(&http, &p.http, reversals).await;
+    let o = p.post_events(&http, reversals).await;
     assert_eq!(
         answers(&o),
         [
@@ -206,12 +193,9 @@ async fn recharge_records_per_shard_max_is_pinned_with_the_ledger() {
             ("accepted".to_owned(), true)
         ]
     );
-    let o = post(
-        &http,
-        &p.http,
-        json!([recharge(6, 42), recharge_reversal(7, 42, 2)]),
-    )
-    .await;
+    let o = p
+        .post_events(&http, json!([recharge(6, 42), recharge_reversal(7, 42, 2)]))
+        .await;
     assert_eq!(
         answers(&o),
         [answer("accepted"), answer("ORIGINAL_NOT_FOUND")],
@@ -224,7 +208,7 @@ async fn recharge_records_per_shard_max_is_pinned_with_the_ledger() {
 
     // A snapshot, then `restore` of it with 4: refused while Redis holds the pin.
     let p = ServeProcess::start_with(&two_snapshots, &redis.url(), &data, &env);
-    let o = post(&http, &p.http, json!([recharge(8, 43)])).await;
+    let o = p.post_events(&http, json!([recharge(8, 43)])).await;
     assert_eq!(answers(&o), [answer("accepted")]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while newest(&data).is_none() {
@@ -261,11 +245,7 @@ async fn gift_records_and_history_per_user_are_pinned_with_the_ledger() {
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
     let (data, economy) = (tmp.path().join("data"), tmp.path().join("economy.toml"));
-    let held = EMBEDDED_ECONOMY_TOML.replacen(
-        "max_gift_count = 9999",
-        "max_gift_count = 9999\nearnings_hold_ms = 600000",
-        1,
-    );
+    let held = crate::support::held_economy_text(600_000);
     std::fs::write(&economy, held).unwrap();
     let (records, history) = (
         "engine.gift_records_per_shard_max",
@@ -279,30 +259,28 @@ async fn gift_records_and_history_per_user_are_pinned_with_the_ledger() {
     let http = reqwest::Client::new();
 
     let p = ServeProcess::start_with(&pinned, &redis.url(), &data, &env);
-    let o = post(
-        &http,
-        &p.http,
-        json!([recharge(1, 42), gift(10, 42), gift(11, 42)]),
-    )
-    .await;
+    let o = p
+        .post_events(&http, json!([recharge(1, 42), gift(10, 42), gift(11, 42)]))
+        .await;
     assert_eq!(answers(&o), vec![answer("accepted"); 3]);
     // Gift 10's record was dropped by gift 11's (a bound of 1); 10 is in the history.
-    let o = post(&http, &p.http, json!([gift_reversal(20, 42, 10)])).await;
+    let o = p
+        .post_events(&http, json!([gift_reversal(20, 42, 10)]))
+        .await;
     assert_eq!(answers(&o), [answer("NOT_REVERSIBLE")]);
     // Two more lines push gift 10 out of a history of 2: the ledger no longer knows it
     // (with a history of 32 it would still be NOT_REVERSIBLE).
-    let o = post(
-        &http,
-        &p.http,
-        json!([gift(12, 42), gift_reversal(21, 42, 10)]),
-    )
-    .await;
+    let o = p
+        .post_events(&http, json!([gift(12, 42), gift_reversal(21, 42, 10)]))
+        .await;
     assert_eq!(
         answers(&o),
         [answer("accepted"), answer("ORIGINAL_NOT_FOUND")]
     );
     // Gift 12's record is held: reversible.
-    let o = post(&http, &p.http, json!([gift_reversal(22, 42, 12)])).await;
+    let o = p
+        .post_events(&http, json!([gift_reversal(22, 42, 12)]))
+        .await;
     assert_eq!(answers(&o), [answer("accepted")]);
     p.stop();
 
@@ -333,7 +311,7 @@ async fn gift_records_and_history_per_user_are_pinned_with_the_ledger() {
         gift_reversal(21, 42, 10),
         gift_reversal(22, 42, 12)
     ]);
-    let o = post(&http, &p.http, retries).await;
+    let o = p.post_events(&http, retries).await;
     assert_eq!(
         answers(&o),
         [

@@ -11,23 +11,9 @@ use serde_json::{Value, json};
 
 use crate::support::child::{ServeProcess, run_cli};
 use crate::support::redis::RedisServer;
-use crate::support::server::{INGEST, SHIPPED_CONFIG, uuid};
-use giftstream::economy::EMBEDDED_ECONOMY_TOML;
+use crate::support::server::{SHIPPED_CONFIG, uuid};
 
 const WALLET_KEY: &str = "giftstream:{ledger}:rm:user:42";
-
-async fn post(http: &reqwest::Client, addr: &str, events: Value) -> Vec<Value> {
-    let r = http
-        .post(format!("http://{addr}/v1/events"))
-        .bearer_auth(INGEST)
-        .json(&json!({ "events": events }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    body["outcomes"].as_array().unwrap().clone()
-}
 
 /// Waits (at most 10 s) until user 42's read-model wallet shows `coins` and
 /// `coins_owed` (an absent `coins_owed`: a user who never owed, 0); panics with what it
@@ -70,11 +56,7 @@ async fn the_read_model_wallet_follows_a_debt_repaid_by_a_refund_and_recharges()
     std::fs::write(&config, text).unwrap();
     // An earnings hold, so that a gift can be refunded.
     let economy = tmp.path().join("economy.toml");
-    let held = EMBEDDED_ECONOMY_TOML.replacen(
-        "max_gift_count = 9999",
-        "max_gift_count = 9999\nearnings_hold_ms = 600000",
-        1,
-    );
+    let held = crate::support::held_economy_text(600_000);
     std::fs::write(&economy, held).unwrap();
     let data = tmp.path().join("data");
     let env = [("GIFTSTREAM_ECONOMY", economy.to_str().unwrap())];
@@ -119,7 +101,7 @@ async fn the_read_model_wallet_follows_a_debt_repaid_by_a_refund_and_recharges()
         (json!([recharge(41, 500, "6.49")]), (400, 0)),
     ];
     for (i, (events, (coins, owed))) in steps.into_iter().enumerate() {
-        let outcomes = post(&http, &p.http, events).await;
+        let outcomes = p.post_events(&http, events).await;
         for o in &outcomes {
             assert_eq!(o["status"], "accepted", "step {i}: {outcomes:?}");
         }

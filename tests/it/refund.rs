@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use giftstream::client::Client;
-use giftstream::economy::{EMBEDDED_ECONOMY_TOML, Economy};
+
 use giftstream::engine::{
     CreatorId, Effect, Engine, EngineConfig, EngineState, EngineStateV7, Event, EventId,
     GiftReversal, LogEntry, Outcome, RejectCode, Stamp, Status, StreamId, UserId,
@@ -27,18 +27,6 @@ use crate::support::*;
 
 /// 15 s: a grid of 1 s, so release times are exact at NOV + whole seconds.
 const HOLD: u64 = 15_000;
-
-fn held_economy_text(hold_ms: u64) -> String {
-    EMBEDDED_ECONOMY_TOML.replacen(
-        "max_gift_count = 9999",
-        &format!("max_gift_count = 9999\nearnings_hold_ms = {hold_ms}"),
-        1,
-    )
-}
-
-fn held_economy(hold_ms: u64) -> Economy {
-    Economy::from_toml_str(&held_economy_text(hold_ms)).unwrap()
-}
 
 fn held_engine(hold_ms: u64, config: EngineConfig) -> Engine {
     Engine::new(held_economy(hold_ms), config).unwrap()
@@ -1029,4 +1017,39 @@ fn a_held_gift_on_a_video_is_reversed_exactly() {
     assert_eq!((t.coins_refunded, t.gift_reversals), (15, 1));
     assert_eq!(t.coins_received_by_videos, 11);
     assert_clean(&engine);
+}
+
+/// Review of #31, finding A: on a cluster node a gift to another node's creator was
+/// reported to that node as a settlement, which keeps the largest report it was sent —
+/// a reversal here could not take those diamonds back there, so the creator would be
+/// paid and the viewer refunded. Such a gift is `NOT_REVERSIBLE`; one to a creator this
+/// node owns is reversed. A replay with the same partition map judges alike.
+#[test]
+fn on_a_cluster_node_a_gift_to_another_nodes_creator_is_not_reversible() {
+    let owned = || -> giftstream::engine::CreatorOwned { Box::new(|c| c.0 != 7) };
+    let engine = held_engine(HOLD, EngineConfig::default());
+    engine.set_creator_owned(owned());
+    let out = engine.apply_batch(
+        &[
+            recharge(1, 1, "coins_7000"),
+            gift(10, 1, 7, "panda", 3),
+            gift(11, 1, 2, "panda", 3),
+        ],
+        at(0),
+    );
+    assert!(out.iter().all(Outcome::is_accepted), "{out:?}");
+    let out = engine.apply_batch(&[reversal(20, 1, 10), reversal(21, 1, 11)], at(1_000));
+    assert_eq!(
+        (out[0].status, out[1].status),
+        (rejected(RejectCode::NotReversible), coins(7000 - 15))
+    );
+    assert_clean(&engine);
+    let log = engine.drain_log();
+    let replayed = held_engine(HOLD, EngineConfig::default());
+    replayed.set_creator_owned(owned());
+    replayed.replay(&log).expect("the same map judges alike");
+    assert_eq!(replayed.wallet(UserId(1), at(2_000)).coins, 7000 - 15);
+    // A single node (no map) would have reversed it: a replay without the map refuses.
+    let single = held_engine(HOLD, EngineConfig::default());
+    assert!(single.replay(&log).is_err());
 }

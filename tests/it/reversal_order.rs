@@ -5,7 +5,7 @@
 //! the same batch does not see the refund; in a later batch it does. A real server on a
 //! real Redis, over HTTP and the binary protocol.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use giftstream::client::Client;
 use giftstream::engine::{EventId, GiftReversal, RejectCode, Status};
@@ -14,20 +14,6 @@ use crate::support::child::ServeProcess;
 use crate::support::redis::RedisServer;
 use crate::support::server::{INGEST, SHIPPED_CONFIG, uuid};
 use crate::support::{gift, recharge};
-use giftstream::economy::EMBEDDED_ECONOMY_TOML;
-
-async fn post(http: &reqwest::Client, addr: &str, events: Value) -> Vec<Value> {
-    let r = http
-        .post(format!("http://{addr}/v1/events"))
-        .bearer_auth(INGEST)
-        .json(&json!({ "events": events }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    body["outcomes"].as_array().unwrap().clone()
-}
 
 /// `uuid(n)`'s id as a number.
 fn id_of(n: u128) -> u128 {
@@ -41,11 +27,7 @@ async fn a_gift_after_a_reversal_in_its_batch_does_not_see_the_refund() {
     let config = tmp.path().join("giftstream.toml");
     std::fs::write(&config, SHIPPED_CONFIG).unwrap();
     let economy = tmp.path().join("economy.toml");
-    let held = EMBEDDED_ECONOMY_TOML.replacen(
-        "max_gift_count = 9999",
-        "max_gift_count = 9999\nearnings_hold_ms = 600000",
-        1,
-    );
+    let held = crate::support::held_economy_text(600_000);
     std::fs::write(&economy, held).unwrap();
     let data = tmp.path().join("data");
     let env = [("GIFTSTREAM_ECONOMY", economy.to_str().unwrap())];
@@ -61,23 +43,25 @@ async fn a_gift_after_a_reversal_in_its_batch_does_not_see_the_refund() {
             "price": "1.29", "currency": "USD", "package": "coins_100", "channel": "app"})
     };
     // Users 42 and 43 spend all their 100 coins on one gift.
-    let o = post(
-        &http,
-        &p.http,
-        json!([
-            recharge_100(1, 42),
-            rose(2, 42, 100),
-            recharge_100(3, 43),
-            rose(4, 43, 100)
-        ]),
-    )
-    .await;
+    let o = p
+        .post_events(
+            &http,
+            json!([
+                recharge_100(1, 42),
+                rose(2, 42, 100),
+                recharge_100(3, 43),
+                rose(4, 43, 100)
+            ]),
+        )
+        .await;
     assert!(o.iter().all(|o| o["status"] == "accepted"), "{o:?}");
     assert_eq!((&o[1]["coins"], &o[3]["coins"]), (&json!(0), &json!(0)));
 
     // One batch: the refund, then a gift that needs its coins. The gift is applied
     // first (a sender event), so it is rejected; the refund is accepted after it.
-    let o = post(&http, &p.http, json!([refund(10, 42, 2), rose(11, 42, 50)])).await;
+    let o = p
+        .post_events(&http, json!([refund(10, 42, 2), rose(11, 42, 50)]))
+        .await;
     assert_eq!(
         (&o[0]["status"], &o[0]["coins"]),
         (&json!("accepted"), &json!(100)),
@@ -90,9 +74,9 @@ async fn a_gift_after_a_reversal_in_its_batch_does_not_see_the_refund() {
     );
 
     // Two batches: the gift sees the refund.
-    let o = post(&http, &p.http, json!([refund(20, 43, 4)])).await;
+    let o = p.post_events(&http, json!([refund(20, 43, 4)])).await;
     assert_eq!(o[0]["coins"], 100, "{o:?}");
-    let o = post(&http, &p.http, json!([rose(21, 43, 50)])).await;
+    let o = p.post_events(&http, json!([rose(21, 43, 50)])).await;
     assert_eq!(
         (&o[0]["status"], &o[0]["coins"]),
         (&json!("accepted"), &json!(50)),

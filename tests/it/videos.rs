@@ -19,7 +19,7 @@ use giftstream::engine::{
 use giftstream::persist::read_model::{self, Layout, PREFIX};
 use giftstream::persist::redis::{JOURNAL_VERSION, JournalBatch};
 use giftstream::persist::snapshot;
-use giftstream::server::sse::Feeds;
+use giftstream::server::sse::{FeedLimits, Feeds};
 use serde_json::{Value, json};
 
 use crate::support::child::{ServeProcess, run_cli};
@@ -298,14 +298,7 @@ fn a_video_gifts_reversal_follows_the_stream_gifts_rule_table() {
             EventId(gift),
         ))
     };
-    let held = |hold_ms: u64| {
-        let text = giftstream::economy::EMBEDDED_ECONOMY_TOML.replacen(
-            "max_gift_count = 9999",
-            &format!("max_gift_count = 9999\nearnings_hold_ms = {hold_ms}"),
-            1,
-        );
-        giftstream::economy::Economy::from_toml_str(&text).unwrap()
-    };
+    let held = crate::support::held_economy;
     let at = |ms: u64| Stamp(NOV.0 + ms);
     // (name, hold, records bound, the reversals, when, the last one's status)
     type Case = (&'static str, u64, usize, Vec<Event>, u64, Status);
@@ -653,8 +646,18 @@ fn a_format_7_snapshot_reads_as_a_state_without_videos() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_feed_shows_no_video_gift() {
     let engine = engine();
-    let feeds = Feeds::new(4, 16, 64);
-    let mut sub = feeds.subscribe(StreamId(9_002)).unwrap();
+    let feeds = Feeds::new(
+        FeedLimits {
+            subscribers_per_stream_max: 4,
+            subscribers_max: 16,
+            buffer: 64,
+            replay_events: 64,
+            replay_idle_streams_max: 4,
+            replay_keep: std::time::Duration::from_secs(60),
+        },
+        0,
+    );
+    let mut sub = feeds.subscribe(&engine, StreamId(9_002), None).unwrap();
     engine.apply_batch(&[recharge(1, 1, "coins_1400")], NOV);
     engine.drain_log();
     engine.apply_batch(&[video_gift(2, 1, 2, 9_002, "rose", 1)], NOV);
@@ -666,7 +669,7 @@ async fn the_live_feed_shows_no_video_gift() {
     engine.apply_batch(&[gift(3, 1, 2, "rose", 1)], NOV); // stream 9002
     feeds.publish(&engine, &engine.drain_log());
     let first = sub.receiver.try_recv().expect("the stream's gift");
-    assert_eq!(first.name(), "gift");
+    assert_eq!(first.message.name(), "gift");
 }
 
 fn json_video_gift(n: u128, sender: u64, creator: u64, video: u64, name: &str) -> Value {

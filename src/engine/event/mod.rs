@@ -4,6 +4,9 @@
 //! - `ids`: the id newtypes and [`Stamp`], the ledger's time;
 //! - `fingerprint`: [`EventFingerprint`], the digest that tells a retry from a reuse;
 //! - `outcome`: [`Outcome`], [`RejectCode`] (stable codes), [`LogEntry`].
+//!
+//! Size: one struct per event kind and the compact field types that keep [`Event`] at
+//! 64 bytes (each with its round-trip test) are one vocabulary, read together.
 
 mod fingerprint;
 mod ids;
@@ -322,8 +325,15 @@ impl PackageRef {
     /// Every code from `u16::MAX - 1` up, which no economy has.
     pub const UNKNOWN: PackageRef = PackageRef(u16::MAX - 1);
 
+    /// The package code; an unknown one as `u32::MAX`, what an unknown package name
+    /// was before codes were compact, so its fingerprint and journaled form are the
+    /// ones earlier builds recorded (review of #31, F).
     pub fn get(self) -> Option<PackageId> {
-        (self != PackageRef::NONE).then_some(PackageId(u32::from(self.0)))
+        match self {
+            PackageRef::NONE => None,
+            PackageRef::UNKNOWN => Some(PackageId(u32::MAX)),
+            PackageRef(code) => Some(PackageId(u32::from(code))),
+        }
     }
 }
 
@@ -591,7 +601,10 @@ mod tests {
         }
         for unknown in [PackageId(65_534), PackageId(70_000), PackageId::UNKNOWN] {
             assert_eq!(PackageRef::from(Some(unknown)), PackageRef::UNKNOWN);
-            assert_eq!(PackageRef::UNKNOWN.get(), Some(PackageId(65_534)));
         }
+        // An unknown code reads (so is fingerprinted and journaled) as an unknown
+        // package name was before codes were compact: `PackageId::UNKNOWN`.
+        assert_eq!(PackageId::UNKNOWN, PackageId(u32::MAX));
+        assert_eq!(PackageRef::UNKNOWN.get(), Some(PackageId::UNKNOWN));
     }
 }

@@ -20,7 +20,7 @@ use crate::config::Scope;
 use crate::engine::{CreatorId, RejectCode, StreamId, UserId, date_label, iso_week_label};
 use crate::persist::read_model::ReadError;
 use crate::server::Service;
-use crate::server::sse::FeedMessage;
+use crate::server::sse::{FeedEvent, FeedId, FeedMessage};
 use crate::telemetry;
 
 // ---- users --------------------------------------------------------------------------
@@ -434,63 +434,84 @@ pub(super) async fn get_stream(
 }
 
 /// Server-Sent Events of a stream: `goal` (current progress, first and after each
-/// committed run with gifts) and `gift` (each accepted gift, once durable). A subscriber
-/// that falls `limits.sse_buffer_events` behind gets `event: dropped` and is closed.
+/// committed run that moved it), `gift` (each accepted gift, once durable) and
+/// `goal_reached` (once per goal, when met). Every message has an `id:` (its sequence
+/// number: `1234` a gift, `1234.1` a goal update, `1234.2` a goal reached); a client
+/// reconnecting with `Last-Event-ID` gets the gifts and goals reached it missed from the
+/// stream's replay buffer (`limits.sse_replay_events` per stream, kept
+/// `limits.sse_replay_keep_ms` after its last subscriber left), or `event: reset` when
+/// they are no longer kept. A subscriber that falls `limits.sse_buffer_events` behind
+/// gets `event: dropped` and is closed.
 #[utoipa::path(get, path = "/v1/streams/{id}/feed", tag = "streams",
-    params(("id" = u64, Path, description = "Stream id")), security(("bearer" = [])),
+    params(("id" = u64, Path, description = "Stream id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last message received (a reconnect): `1234`, `1234.1` or `1234.2`")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "text/event-stream: each event's data is a FeedMessage", content_type = "text/event-stream", body = FeedMessage),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 400, description = "BAD_PATH, or BAD_LAST_EVENT_ID: a Last-Event-ID that is not a feed id", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 429, description = "Too many subscribers for this stream", body = ErrorBody),
     ))]
 pub(super) async fn get_feed(
     State(service): State<Arc<Service>>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     authorize(&service, &caller, Scope::Read)?;
     let stream = StreamId(path(id)?);
-    let subscription = service.feeds.subscribe(stream).map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOO_MANY_SUBSCRIBERS",
-            "too many feed subscribers for this stream",
-        )
-    })?;
-    let first = FeedMessage::goal_of(&service.engine, stream);
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(value.to_str().ok().and_then(FeedId::parse).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_LAST_EVENT_ID",
+                "Last-Event-ID must be a feed message id: 1234, 1234.1 or 1234.2",
+            )
+        })?),
+    };
+    let subscription = service
+        .feeds
+        .subscribe(&service.engine, stream, last_event_id)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_SUBSCRIBERS",
+                "too many feed subscribers for this stream",
+            )
+        })?;
     let closing = service.closing.clone();
-    enum State_ {
-        First(FeedMessage),
-        Live,
-        Done,
-    }
-    let state = (State_::First(first), subscription, closing);
-    let events = futures::stream::unfold(state, |(st, mut sub, mut closing)| async move {
-        let msg = match st {
-            State_::Done => return None,
-            State_::First(m) => Arc::new(m),
-            State_::Live => {
-                tokio::select! {
-                    r = sub.receiver.recv() => match r {
-                        Ok(m) => m,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            metrics::counter!(telemetry::SSE_DROPPED_TOTAL).increment(1);
-                            let msg = FeedMessage::Dropped { missed: n };
-                            let ev = SseEvent::default().event(msg.name()).json_data(&msg)
-                                .unwrap_or_else(|_| SseEvent::default().event("error"));
-                            return Some((Ok(ev), (State_::Done, sub, closing)));
-                        }
-                        Err(_) => return None,
-                    },
-                    _ = crate::server::closed(&mut closing) => return None,
-                }
-            }
-        };
-        let ev = SseEvent::default()
-            .event(msg.name())
-            .json_data(&*msg)
+    let first: std::collections::VecDeque<_> = subscription.first.iter().cloned().collect();
+    let to_sse = |event: &FeedEvent| {
+        let sse = SseEvent::default()
+            .event(event.message.name())
+            .json_data(&event.message)
             .unwrap_or_else(|_| SseEvent::default().event("error"));
-        Some((Ok(ev), (State_::Live, sub, closing)))
+        match event.id {
+            Some(id) => sse.id(id.to_string()),
+            None => sse,
+        }
+    };
+    let state = (Some(first), subscription, closing);
+    let events = futures::stream::unfold(state, move |(first, mut sub, mut closing)| async move {
+        let mut first = first?;
+        if let Some(event) = first.pop_front() {
+            return Some((Ok(to_sse(&event)), (Some(first), sub, closing)));
+        }
+        let event = tokio::select! {
+            r = sub.receiver.recv() => match r {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    metrics::counter!(telemetry::SSE_DROPPED_TOTAL).increment(1);
+                    let dropped = FeedEvent { id: None, message: FeedMessage::Dropped { missed: n } };
+                    // Closed after this message.
+                    return Some((Ok(to_sse(&dropped)), (None, sub, closing)));
+                }
+                Err(_) => return None,
+            },
+            _ = crate::server::closed(&mut closing) => return None,
+        };
+        Some((Ok(to_sse(&event)), (Some(first), sub, closing)))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -80,6 +80,25 @@ impl ServeProcess {
             .unwrap()
     }
 
+    /// POSTs `events` to `/v1/events` with the ingest token; asserts a 200 and returns
+    /// the outcomes.
+    pub async fn post_events(
+        &self,
+        http: &reqwest::Client,
+        events: serde_json::Value,
+    ) -> Vec<serde_json::Value> {
+        let r = http
+            .post(format!("http://{}/v1/events", self.http))
+            .bearer_auth(super::server::INGEST)
+            .json(&serde_json::json!({ "events": events }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["outcomes"].as_array().unwrap().clone()
+    }
+
     /// GET `/metrics`: the Prometheus text.
     pub async fn metrics(&self, http: &reqwest::Client) -> String {
         super::get_text(http, &format!("http://{}/metrics", self.http)).await

@@ -21,6 +21,23 @@ pub fn engine() -> Engine {
     Engine::new(economy(), EngineConfig::default()).unwrap()
 }
 
+/// The embedded economy's TOML with an earnings hold of `hold_ms` (gifts under a hold
+/// are recorded, so they can be reversed while held).
+pub fn held_economy_text(hold_ms: u64) -> String {
+    let text = giftstream::economy::EMBEDDED_ECONOMY_TOML.replacen(
+        "max_gift_count = 9999",
+        &format!("max_gift_count = 9999\nearnings_hold_ms = {hold_ms}"),
+        1,
+    );
+    assert!(text.contains("earnings_hold_ms"), "the anchor line moved");
+    text
+}
+
+/// The embedded economy with an earnings hold of `hold_ms`.
+pub fn held_economy(hold_ms: u64) -> Economy {
+    Economy::from_toml_str(&held_economy_text(hold_ms)).unwrap()
+}
+
 pub fn dec(s: &str) -> Decimal {
     s.parse().unwrap()
 }
