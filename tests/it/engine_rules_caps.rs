@@ -620,3 +620,30 @@ async fn both_protocols_set_budgets_and_name_the_cap() {
     let (_, e) = s.get("/v1/economy", Some(READ)).await;
     assert!(e["spending_caps"]["daily_coins"].is_null(), "{e}");
 }
+
+/// Review of #31, finding F: a monthly budget of `u64::MAX` was no budget before
+/// budgets were compact (a snapshot from then shows none); it still is, however the
+/// state was reached (live or replayed), and no budgets entry is kept for it.
+#[test]
+fn a_monthly_budget_of_u64_max_is_no_budget_live_and_replayed() {
+    let engine = engine();
+    let out = engine.apply_batch(
+        &[
+            recharge(1, 42, "coins_100"),
+            account(2, 42, None, true, Some(u64::MAX)),
+            account(3, 43, None, true, Some(u64::MAX - 1)),
+        ],
+        DEC,
+    );
+    assert!(out.iter().all(|o| o.is_accepted()), "{out:?}");
+    for user in [42, 43] {
+        let w = engine.wallet(UserId(user), DEC);
+        assert_eq!(w.monthly_budget_coins, None, "user {user}");
+    }
+    let replayed =
+        giftstream::engine::Engine::new(economy(), giftstream::engine::EngineConfig::default())
+            .unwrap();
+    replayed.replay(&engine.drain_log()).unwrap();
+    assert_eq!(replayed.wallet(UserId(42), DEC).monthly_budget_coins, None);
+    assert_eq!(replayed.state_fingerprint(), engine.state_fingerprint());
+}
