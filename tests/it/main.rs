@@ -33,3 +33,4 @@ mod soak;
 mod support;
 mod tls;
 mod videos;
+mod windows;

@@ -8,6 +8,7 @@
 mod fingerprint;
 mod ids;
 mod outcome;
+mod windows;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ pub use ids::{
     CreatorId, DAY_MS, EventId, GiftId, ItemId, PackageId, Period, Stamp, StreamId, UserId,
     VideoId, date_label, first_day_of_month, iso_week_label, month_of_day, week_of_day,
 };
+pub use windows::{HOUR_MS, TimeWindow, WindowKind, hour_of};
 pub use outcome::{BudgetCap, Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
 
 /// A user buys coins.

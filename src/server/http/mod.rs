@@ -11,6 +11,7 @@ pub mod events;
 pub mod openapi;
 pub mod reads;
 pub mod videos;
+pub mod windows;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -82,7 +83,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable code: MALFORMED_JSON, INVALID_REQUEST, EMPTY_BATCH, BATCH_TOO_LARGE,
     /// BODY_TOO_LARGE, BODY_TIMEOUT, UNSUPPORTED_MEDIA_TYPE, INVALID_PARAMETER, UNAUTHORIZED, FORBIDDEN,
-    /// AUTH_RATE_LIMITED, RATE_LIMITED, NOT_FOUND, METHOD_NOT_ALLOWED,
+    /// AUTH_RATE_LIMITED, RATE_LIMITED, NOT_FOUND, METHOD_NOT_ALLOWED, WINDOW_EXPIRED,
+    /// WINDOWS_DISABLED, WINDOWS_UNAVAILABLE,
     /// TOO_MANY_SUBSCRIBERS, OVERLOADED, UNAVAILABLE, CONNECTION_LIMIT, or a reject code
     /// for a rejected PUT.
     code: String,
@@ -406,6 +408,7 @@ async fn metrics_route(State(service): State<Arc<Service>>) -> Response {
     let (records, dropped) = service.engine.gift_records();
     metrics::gauge!(telemetry::GIFT_RECORDS).set(records as f64);
     metrics::counter!(telemetry::GIFT_RECORDS_DROPPED_TOTAL).absolute(dropped);
+    metrics::gauge!(telemetry::WINDOW_PAIRS).set(service.engine.window_pairs() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         service.metrics.render(),
