@@ -46,7 +46,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::event::{CreatorId, StreamId, TimeWindow, UserId, WindowKind};
+use super::event::{CreatorId, GiftId, StreamId, TimeWindow, UserId, WindowKind};
 use crate::config::engine::WindowsConfig;
 
 /// Coins in a window and the sequence number of the event that made them so.
@@ -153,6 +153,25 @@ pub(crate) fn merge<'a>(
     all.into_iter().map(|(s, id)| (id, s.coins)).collect()
 }
 
+/// Gifts sent of one catalog code in a window: how many, and their coins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GiftCount {
+    pub count: u64,
+    pub coins: u64,
+}
+
+impl GiftCount {
+    fn add(&mut self, count: u32, coins: u64, up: bool) {
+        if up {
+            self.count = self.count.saturating_add(u64::from(count));
+            self.coins = self.coins.saturating_add(coins);
+        } else {
+            self.count = self.count.saturating_sub(u64::from(count));
+            self.coins = self.coins.saturating_sub(coins);
+        }
+    }
+}
+
 /// One window's totals and lists in one sender shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct GifterBoards {
@@ -160,6 +179,32 @@ pub(crate) struct GifterBoards {
     stream_pairs: FxHashMap<(StreamId, UserId), Score>,
     creator_tops: FxHashMap<CreatorId, WindowTop>,
     stream_tops: FxHashMap<StreamId, WindowTop>,
+    /// Gift popularity (#32 feature 6): per catalog code, over every creator (a short
+    /// list: the catalog's codes), and per (creator, code).
+    gifts: Vec<(GiftId, GiftCount)>,
+    creator_gifts: FxHashMap<(CreatorId, GiftId), GiftCount>,
+}
+
+impl GifterBoards {
+    /// Counts (`up`) or takes back `count` gifts of `gift` worth `coins` to `creator`.
+    fn count_gift(&mut self, creator: CreatorId, (gift, count): (GiftId, u32), coins: u64, up: bool) {
+        let at = match self.gifts.iter().position(|(g, _)| *g == gift) {
+            Some(at) => at,
+            None => {
+                self.gifts.push((gift, GiftCount::default()));
+                self.gifts.len() - 1
+            }
+        };
+        self.gifts[at].1.add(count, coins, up);
+        let line = self.creator_gifts.entry((creator, gift)).or_default();
+        line.add(count, coins, up);
+        if line.count == 0 && line.coins == 0 {
+            self.creator_gifts.remove(&(creator, gift));
+        }
+        if self.gifts[at].1 == GiftCount::default() {
+            self.gifts.swap_remove(at);
+        }
+    }
 }
 
 /// Adds `coins` at `seq` to the pair `(target, sender)` and offers it to `target`'s list.
@@ -211,12 +256,13 @@ fn lower_pair<T: Copy + Eq + std::hash::Hash>(
 }
 
 /// A gift to count: its creator, its stream (`None`: a gift on a video), its sender, its
-/// coins and number.
+/// catalog code and count, its coins and number.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Counted {
     pub creator: CreatorId,
     pub stream: Option<StreamId>,
     pub sender: UserId,
+    pub gift: (GiftId, u32),
     pub coins: u64,
     pub seq: u64,
 }
@@ -258,6 +304,7 @@ impl ShardWindows {
                 let streams = (&mut b.stream_pairs, &mut b.stream_tops);
                 add_pair(streams, k, (stream, g.sender), g.coins, g.seq);
             }
+            b.count_gift(g.creator, g.gift, g.coins, true);
         }
         self.pending.push((g.creator, hour, g.coins, g.seq));
     }
@@ -274,6 +321,27 @@ impl ShardWindows {
                 let streams = (&mut b.stream_pairs, &mut b.stream_tops);
                 lower_pair(streams, k, (stream, g.sender), g.coins, g.seq);
             }
+            b.count_gift(g.creator, g.gift, g.coins, false);
+        }
+    }
+
+    /// This shard's gifts per catalog code in `window`: of every creator, or of one.
+    pub(crate) fn gift_counts(
+        &self,
+        window: TimeWindow,
+        creator: Option<CreatorId>,
+    ) -> Vec<(GiftId, GiftCount)> {
+        let Some(b) = self.windows.get(&window) else {
+            return Vec::new();
+        };
+        match creator {
+            None => b.gifts.clone(),
+            Some(c) => b
+                .creator_gifts
+                .iter()
+                .filter(|((of, _), _)| *of == c)
+                .map(|(&(_, g), &n)| (g, n))
+                .collect(),
         }
     }
 
@@ -313,8 +381,12 @@ impl ShardWindows {
             ctops.sort_unstable_by_key(|e| *e.0);
             let mut stops: Vec<_> = b.stream_tops.iter().collect();
             stops.sort_unstable_by_key(|e| *e.0);
+            let mut gifts = b.gifts.clone();
+            gifts.sort_unstable_by_key(|e| e.0);
+            let mut creator_gifts: Vec<_> = b.creator_gifts.iter().collect();
+            creator_gifts.sort_unstable_by_key(|e| *e.0);
             out.push_str(&format!(
-                " {w:?}: {creators:?} {streams:?} {ctops:?} {stops:?}"
+                " {w:?}: {creators:?} {streams:?} {ctops:?} {stops:?} {gifts:?} {creator_gifts:?}"
             ));
         }
         out
@@ -476,115 +548,5 @@ mod tests {
             tie.entries().iter().map(|e| e.1).collect::<Vec<_>>(),
             vec![9, 3]
         );
-    }
-}
-
-/// Why a windowed leaderboard cannot be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WindowError {
-    /// `engine.windows.enabled` is off.
-    #[error("windowed leaderboards are off on this ledger (engine.windows.enabled)")]
-    Disabled,
-    /// The window is older than the retention of its kind at the ledger's time.
-    #[error("the window is past its retention (engine.windows)")]
-    Expired,
-}
-
-impl super::Engine {
-    /// The window of `kind` holding the ledger's time (the newest stamp applied): the
-    /// current one.
-    pub fn current_window(&self, kind: WindowKind) -> TimeWindow {
-        let now = self.hold_clock.load(std::sync::atomic::Ordering::Acquire);
-        TimeWindow::of(kind, super::event::Stamp(now))
-    }
-
-    /// Whether `window` can be read: windows on, and retained at the ledger's time.
-    fn readable(&self, window: TimeWindow) -> Result<(), WindowError> {
-        if !self.config.windows.enabled {
-            return Err(WindowError::Disabled);
-        }
-        let now = self.hold_clock.load(std::sync::atomic::Ordering::Acquire);
-        let hour = super::event::hour_of(super::event::Stamp(now));
-        if !retained(&self.config.windows, window, hour) {
-            return Err(WindowError::Expired);
-        }
-        Ok(())
-    }
-
-    /// Top gifters of `creator` in `window` (gifts on its streams and videos): `(user,
-    /// coins)`, best first, ties by who reached the total first.
-    pub fn creator_top_gifters_in(
-        &self,
-        creator: CreatorId,
-        window: TimeWindow,
-        limit: usize,
-    ) -> Result<Vec<(UserId, u128)>, WindowError> {
-        self.readable(window)?;
-        Ok(self.gifters_in(limit, |s| s.creator_top(window, creator).to_vec()))
-    }
-
-    /// Top gifters in `stream` in `window`, as [`Engine::creator_top_gifters_in`].
-    pub fn stream_top_gifters_in(
-        &self,
-        stream: StreamId,
-        window: TimeWindow,
-        limit: usize,
-    ) -> Result<Vec<(UserId, u128)>, WindowError> {
-        self.readable(window)?;
-        Ok(self.gifters_in(limit, |s| s.stream_top(window, stream).to_vec()))
-    }
-
-    fn gifters_in(
-        &self,
-        limit: usize,
-        list: impl Fn(&ShardWindows) -> Vec<(Score, u64)>,
-    ) -> Vec<(UserId, u128)> {
-        // Copied out one shard at a time: a read holds one lock at a time.
-        let lists: Vec<Vec<(Score, u64)>> = self
-            .senders
-            .iter()
-            .map(|s| list(&s.lock().windows))
-            .collect();
-        merge(lists.iter().map(|l| &l[..]), limit)
-            .into_iter()
-            .map(|(id, coins)| (UserId(id), u128::from(coins)))
-            .collect()
-    }
-
-    /// Top creators by coins received in `window`: `(creator, coins)`, best first, ties
-    /// by who reached the total first.
-    pub fn top_creators_in(
-        &self,
-        window: TimeWindow,
-        limit: usize,
-    ) -> Result<Vec<(CreatorId, u128)>, WindowError> {
-        self.readable(window)?;
-        let lists: Vec<Vec<(Score, u64)>> = self
-            .creators
-            .iter()
-            .map(|b| b.lock().windows.top(window).to_vec())
-            .collect();
-        Ok(merge(lists.iter().map(|l| &l[..]), limit)
-            .into_iter()
-            .map(|(id, coins)| (CreatorId(id), u128::from(coins)))
-            .collect())
-    }
-
-    /// Coins `creator` received in `window`.
-    pub fn creator_coins_in(
-        &self,
-        creator: CreatorId,
-        window: TimeWindow,
-    ) -> Result<u128, WindowError> {
-        self.readable(window)?;
-        let book = self.creators[super::shard_of(creator.0, self.mask)].lock();
-        Ok(u128::from(book.windows.coins(window, creator)))
-    }
-
-    /// The (window, target, gifter) totals the sender shards hold (gauge and memory
-    /// figure: the windows' memory is proportional to it).
-    pub fn window_pairs(&self) -> usize {
-        self.senders.iter().map(|s| s.lock().windows.pairs()).sum()
     }
 }

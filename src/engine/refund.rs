@@ -386,6 +386,7 @@ impl Engine {
                         creator: record.creator,
                         stream,
                         sender: r.sender,
+                        gift: (record.gift, record.count),
                         coins: record.coins,
                         seq,
                     };

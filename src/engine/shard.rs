@@ -423,6 +423,7 @@ impl SenderShard {
                         creator: g.creator,
                         stream: Some(g.stream),
                         sender: g.sender,
+                        gift: (g.gift, g.count),
                         coins: cost,
                         seq,
                     };
@@ -452,6 +453,7 @@ impl SenderShard {
                         creator: v.creator,
                         stream: None,
                         sender: v.sender,
+                        gift: (v.gift, v.count),
                         coins: cost,
                         seq,
                     };

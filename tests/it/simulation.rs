@@ -426,6 +426,9 @@ struct Model {
     /// window, board), per id (gifter, or creator on `Board::Creators`), its coins and
     /// the number of the event that last changed them (a creator's: the largest).
     windowed: BTreeMap<(usize, u64, Board), BTreeMap<u64, (u128, u64)>>,
+    /// Gift popularity (#32 feature 6): per (kind, key, creator or `None` for all,
+    /// gift code), gifts sent and their coins.
+    gift_counts: BTreeMap<(usize, u64, Option<CreatorId>, u32), (u64, u64)>,
 }
 
 /// A windowed leaderboard of the model.
@@ -526,6 +529,7 @@ impl Model {
             history_per_user: 0,
             last_reversed: None,
             windowed: BTreeMap::new(),
+            gift_counts: BTreeMap::new(),
         }
     }
 
@@ -541,6 +545,14 @@ impl Model {
                 boards.push((Board::Stream(g.stream), g.sender.0));
             }
             boards.push((Board::Creators, g.creator.0));
+            for of in [None, Some(g.creator)] {
+                let e = self
+                    .gift_counts
+                    .entry((kind, key, of, g.gift.0))
+                    .or_default();
+                e.0 += u64::from(g.count);
+                e.1 += cost;
+            }
             for (board, id) in boards {
                 let e = self
                     .windowed
@@ -563,6 +575,15 @@ impl Model {
                 boards.push((Board::Stream(stream), sender.0));
             }
             boards.push((Board::Creators, rec.creator.0));
+            for of in [None, Some(rec.creator)] {
+                let line = (kind, key, of, rec.gift.0);
+                let e = self.gift_counts.get_mut(&line).expect("a counted gift");
+                e.0 -= u64::from(rec.count);
+                e.1 -= rec.coins;
+                if *e == (0, 0) {
+                    self.gift_counts.remove(&line);
+                }
+            }
             for (board, id) in boards {
                 let scores = self.windowed.get_mut(&(kind, key, board)).expect("a board");
                 let e = scores.get_mut(&id).expect("a score");
@@ -573,6 +594,19 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// Gifts sent per code in a window, of every creator (`None`) or one: most sent
+    /// first, then most coins, then the code.
+    fn gift_stats(&self, kind: usize, key: u64, of: Option<CreatorId>) -> Vec<(u32, u64, u64)> {
+        let mut all: Vec<(u32, u64, u64)> = self
+            .gift_counts
+            .iter()
+            .filter(|((k, w, c, _), _)| (*k, *w, *c) == (kind, key, of))
+            .map(|(&(_, _, _, g), &(n, coins))| (g, n, coins))
+            .collect();
+        all.sort_by(|a, b| (b.1, b.2, a.0).cmp(&(a.1, a.2, b.0)));
+        all
     }
 
     /// The top `k` of a window's board: more coins first, then reached first.
@@ -2543,6 +2577,22 @@ fn check_windows(engine: &Engine, model: &Model, k: usize) -> Result<(), String>
                 got == want,
                 "top creators in {window:?} (now {now}): engine {got:?}, model {want:?}"
             );
+            for of in std::iter::once(None).chain(all_creators().map(Some)) {
+                let got = engine.gift_stats_in(window, of).map(|l| {
+                    l.into_iter()
+                        .map(|(g, n)| (g.0, n.count, n.coins))
+                        .collect::<Vec<_>>()
+                });
+                let want = if retained {
+                    Ok(model.gift_stats(kind_at, key, of))
+                } else {
+                    Err(WindowError::Expired)
+                };
+                ensure!(
+                    got == want,
+                    "gift stats of {of:?} in {window:?} (now {now}): engine {got:?}, model {want:?}"
+                );
+            }
         }
     }
     Ok(())

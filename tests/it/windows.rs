@@ -4,7 +4,7 @@
 //! retention (a window past it is refused and its memory dropped), a gift reversal
 //! lowering the window its gift counted in, ties by who reached the total first, gifts
 //! on videos, windows off, snapshot format 10 (and 9, read with no windows) with replay,
-//! and the HTTP routes on a real server.
+//! gift popularity (feature 6), and the HTTP routes on a real server.
 
 use giftstream::config::engine::WindowsConfig;
 use giftstream::economy::{EMBEDDED_ECONOMY_TOML, Economy};
@@ -244,6 +244,53 @@ fn a_reversal_lowers_the_window_its_gift_counted_in() {
     assert!(engine.audit().is_clean());
 }
 
+/// Gift popularity (#32 feature 6): per gift, how many were sent in a window and their
+/// coins, over every creator or one; a reversal takes its gift back from the window it
+/// counted in.
+#[test]
+fn gift_popularity_counts_gifts_and_coins_per_window() {
+    let engine = Engine::new(held_economy(), windowed([48, 14, 8, 12])).unwrap();
+    funded(&engine, on("2026-12-04", 0));
+    let at = on("2026-12-04", HOUR);
+    apply_all(
+        &engine,
+        &[
+            gift(1, 1, 7, "rose", 3),
+            gift(2, 2, 7, "panda", 1),
+            gift(3, 3, 8, "rose", 2),
+            video_gift(4, 4, 8, 77, "panda", 2),
+        ],
+        at,
+    );
+    apply_all(&engine, &[gift(5, 1, 7, "rose", 9)], on("2026-12-05", 0));
+    let day = window(WindowKind::Day, "2026-12-04");
+    let stats = |of: Option<u64>| -> Vec<(u32, u64, u64)> {
+        engine
+            .gift_stats_in(day, of.map(CreatorId))
+            .unwrap()
+            .into_iter()
+            .map(|(g, n)| (g.0, n.count, n.coins))
+            .collect()
+    };
+    let (rose, panda) = (
+        economy().gift_index("rose").unwrap(),
+        economy().gift_index("panda").unwrap(),
+    );
+    // Five roses (5 coins), three pandas (15 coins): most sent first.
+    assert_eq!(stats(None), vec![(rose, 5, 5), (panda, 3, 15)]);
+    assert_eq!(stats(Some(7)), vec![(rose, 3, 3), (panda, 1, 5)]);
+    assert_eq!(stats(Some(8)), vec![(panda, 2, 10), (rose, 2, 2)]);
+    assert_eq!(stats(Some(9)), vec![]);
+    let reversal = Event::GiftReversal(GiftReversal::new(EventId(6), UserId(4), EventId(4)));
+    apply_all(&engine, &[reversal], on("2026-12-05", 1));
+    assert_eq!(stats(None), vec![(rose, 5, 5), (panda, 1, 5)]);
+    assert_eq!(stats(Some(8)), vec![(rose, 2, 2)]);
+    let month = engine
+        .gift_stats_in(window(WindowKind::Month, "2026-12"), None)
+        .unwrap();
+    assert_eq!(month[0].1.count, 14, "the roses of both days");
+}
+
 /// A gift on a video counts for its creator (every list of the creator and the top
 /// creators), in no stream.
 #[test]
@@ -390,6 +437,16 @@ async fn windowed_leaderboards_over_http() {
             .await;
         assert_eq!((st, body["error"]["code"].as_str()), (400, Some("INVALID_PARAMETER")), "{bad}");
     }
+    let (st, body) = s.get("/v1/gifts/stats?window=day", Some(READ)).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["gifts"], json!([{"gift": "panda", "count": 2, "coins": 10}]));
+    let (st, body) = s
+        .get(&format!("/v1/gifts/stats?window=day&at={day}&creator=8"), Some(READ))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!((body["creator"].as_u64(), body["gifts"].clone()), (Some(8), json!([])));
+    let (st, body) = s.get("/v1/gifts/stats", Some(READ)).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (400, Some("INVALID_PARAMETER")), "{body}");
     let (st, body) = s
         .get("/v1/creators/7/top-gifters?window=day&at=2020-01-01", Some(READ))
         .await;

@@ -461,6 +461,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/creators/{id}/top-gifters", get(reads::get_creator_top))
         .route("/v1/streams/{id}/top-gifters", get(reads::get_stream_top))
         .route("/v1/leaderboards/creators", get(reads::get_top_creators))
+        .route("/v1/gifts/stats", get(windows::get_gift_stats))
         .route("/v1/streams/{id}/goal", put(events::put_goal))
         .route("/v1/streams/{id}", get(reads::get_stream))
         .route("/v1/streams/{id}/feed", get(reads::get_feed))

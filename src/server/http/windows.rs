@@ -11,14 +11,18 @@
 //! 404 `WINDOWS_DISABLED`; a cluster node (whose leaderboards come from the shared read
 //! model, which holds no windows yet) answers 501 `WINDOWS_UNAVAILABLE`.
 
-use axum::extract::Query;
+use std::sync::Arc;
+
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::ApiError;
-use crate::engine::{TimeWindow, WindowError, WindowKind};
+use super::{ApiError, Caller, ErrorBody, authorize};
+use crate::config::Scope;
+use crate::engine::{CreatorId, TimeWindow, WindowError, WindowKind};
 use crate::server::Service;
 
 /// The parameters of a leaderboard read.
@@ -70,7 +74,18 @@ pub(super) fn leaderboard_query(
     if limit == 0 || limit > max {
         return Err(ApiError::parameter(format!("limit must be in 1..={max}")));
     }
-    let window = match (q.window.as_deref(), q.at.as_deref()) {
+    let window = parse_window(service, q.window.as_deref(), q.at.as_deref())?;
+    Ok((limit, window))
+}
+
+/// The window named by `window` and `at` (the current one without `at`); `None`
+/// without either.
+fn parse_window(
+    service: &Service,
+    window: Option<&str>,
+    at: Option<&str>,
+) -> Result<Option<TimeWindow>, ApiError> {
+    let window = match (window, at) {
         (None, None) => None,
         (None, Some(_)) => {
             return Err(ApiError::parameter("at needs window (hour, day, week or month)"));
@@ -98,7 +113,7 @@ pub(super) fn leaderboard_query(
             "windowed leaderboards are not in the shared read model: a cluster node answers all-time only",
         ));
     }
-    Ok((limit, window))
+    Ok(window)
 }
 
 fn example(kind: WindowKind) -> &'static str {
@@ -128,4 +143,76 @@ pub(super) fn window_error(e: WindowError, window: TimeWindow) -> ApiError {
             ),
         ),
     }
+}
+
+/// The parameters of a gift popularity read.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GiftStatsQuery {
+    /// `hour`, `day`, `week` or `month` (required).
+    window: Option<String>,
+    /// Which window, as for leaderboards; left out: the current one.
+    at: Option<String>,
+    /// One creator's gifts only (gifts on its streams and videos).
+    creator: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GiftStatsResponse {
+    window: WindowView,
+    /// The creator asked for (absent: every creator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    creator: Option<u64>,
+    /// Per gift of the catalog sent in the window: most sent first (then most coins).
+    gifts: Vec<GiftStat>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GiftStat {
+    /// The gift's catalog id.
+    gift: String,
+    /// Gifts sent (a gift event of `count` 3 counts 3), less those reversed.
+    count: u64,
+    /// Their coins.
+    coins: u64,
+}
+
+/// Gift popularity (#32 feature 6): per gift, how many were sent in one UTC hour, day,
+/// ISO week or month and their coins, over every creator or one (`creator`). The same
+/// retention and errors as the windowed leaderboards; `window` is required.
+#[utoipa::path(get, path = "/v1/gifts/stats", tag = "leaderboards",
+    params(GiftStatsQuery), security(("bearer" = [])),
+    responses((status = 200, body = GiftStatsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "WINDOW_EXPIRED (past retention) or WINDOWS_DISABLED", body = ErrorBody), (status = 501, description = "WINDOWS_UNAVAILABLE: a cluster node", body = ErrorBody)))]
+pub(super) async fn get_gift_stats(
+    State(service): State<Arc<Service>>,
+    caller: Caller,
+    q: Result<Query<GiftStatsQuery>, QueryRejection>,
+) -> Result<Json<GiftStatsResponse>, ApiError> {
+    authorize(&service, &caller, Scope::Read)?;
+    let Query(q) = q.map_err(|e| ApiError::parameter(e.body_text()))?;
+    if q.window.is_none() {
+        return Err(ApiError::parameter("window is required (hour, day, week or month)"));
+    }
+    let window = parse_window(&service, q.window.as_deref(), q.at.as_deref())?
+        .expect("a window was given");
+    let stats = service
+        .engine
+        .gift_stats_in(window, q.creator.map(CreatorId))
+        .map_err(|e| window_error(e, window))?;
+    let catalog = &service.engine.economy().gifts;
+    let gifts = stats
+        .into_iter()
+        .filter_map(|(g, n)| {
+            catalog.get(g.0 as usize).map(|spec| GiftStat {
+                gift: spec.id.clone(),
+                count: n.count,
+                coins: n.coins,
+            })
+        })
+        .collect();
+    Ok(Json(GiftStatsResponse {
+        window: WindowView::of(window),
+        creator: q.creator,
+        gifts,
+    }))
 }
