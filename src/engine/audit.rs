@@ -487,8 +487,8 @@ impl Engine {
                 );
             }
             // The windowed leaderboards and the gift hours (their windows): kept only
-            // while on (a ledger of a format before 10 has none).
-            if self.config.windows.enabled {
+            // while on, in the full fingerprint (a ledger of a format before 10 has none).
+            if windows && self.config.windows.enabled {
                 let hours = s.gift_records.hours();
                 let _ = writeln!(out, "windows {i}: {} {hours:?}", s.windows.canonical());
             }
@@ -511,7 +511,7 @@ impl Engine {
             // their creator is touched again, which depends on the merge order).
             let hold_clock = self.hold_clock.load(std::sync::atomic::Ordering::Acquire);
             let _ = writeln!(out, "held {i}: {:?}", c.holds.canonical(hold_clock));
-            if self.config.windows.enabled {
+            if windows && self.config.windows.enabled {
                 let _ = writeln!(out, "creator windows {i}: {}", c.windows.canonical());
             }
         }

@@ -69,7 +69,9 @@ impl Cut<'_> {
         assert!(
             self.senders
                 .iter()
-                .all(|s| s.touched_creators.is_empty() && s.touched_streams.is_empty()),
+                .all(|s| s.touched_creators.is_empty()
+                    && s.touched_streams.is_empty()
+                    && s.windows.pending.is_empty()),
             "no sender shard holds unmerged credits at a cut"
         );
     }

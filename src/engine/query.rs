@@ -1,6 +1,6 @@
 //! Read-only queries: wallets, histories, creators, streams, leaderboards (all-time and
-//! windowed), and the
-//! read model's view at a consistent cut. Each locks the shards it reads, one at a time.
+//! windowed, `leaderboards.rs`), gift popularity, and the read model's view at a
+//! consistent cut. Each locks the shards it reads, one at a time.
 
 use std::sync::atomic::Ordering;
 

@@ -59,7 +59,12 @@ impl Engine {
             gift_records: cut.senders.iter().map(|g| &g.gift_records).collect(),
             windows: cut.senders.iter().map(|g| &g.windows).collect(),
             book_windows: cut.creators.iter().map(|g| &g.windows).collect(),
-            gift_hours: cut.senders.iter().map(|g| g.gift_records.hours()).collect(),
+            // (Only while windows are on: the hours are for them, and a cut is short.)
+            gift_hours: if self.config.windows.enabled {
+                cut.senders.iter().map(|g| g.gift_records.hours()).collect()
+            } else {
+                Vec::new()
+            },
         };
         let result = f(&view);
         drop(view);
@@ -103,7 +108,11 @@ impl Engine {
             gift_records: cut.senders.iter().map(|s| s.gift_records.clone()).collect(),
             windows: cut.senders.iter().map(|s| s.windows.clone()).collect(),
             book_windows: cut.creators.iter().map(|c| c.windows.clone()).collect(),
-            gift_hours: cut.senders.iter().map(|s| s.gift_records.hours()).collect(),
+            gift_hours: if self.config.windows.enabled {
+                cut.senders.iter().map(|s| s.gift_records.hours()).collect()
+            } else {
+                Vec::new()
+            },
         };
         drop(cut);
         (state, in_seq_order(log))

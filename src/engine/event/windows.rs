@@ -119,9 +119,11 @@ impl TimeWindow {
     /// or one before 1970.
     pub fn parse(kind: WindowKind, at: &str) -> Option<TimeWindow> {
         let number = |s: &str, len: usize| -> Option<i64> {
-            (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| s.parse().ok())
-                .flatten()
+            if s.len() == len && s.bytes().all(|b| b.is_ascii_digit()) {
+                s.parse().ok()
+            } else {
+                None
+            }
         };
         let date = |s: &str| -> Option<u32> {
             let (y, rest) = s.split_once('-')?;
