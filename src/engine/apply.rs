@@ -416,7 +416,11 @@ impl Engine {
                 w += 1;
             }
         }
-        assert_eq!(w, windowed.len(), "a windowed credit's creator has coins pending");
+        assert_eq!(
+            w,
+            windowed.len(),
+            "a windowed credit's creator has coins pending"
+        );
         windowed.clear();
         shard.windows.pending = windowed;
         let mut order = LockOrder::default();

@@ -187,7 +187,13 @@ pub(crate) struct GifterBoards {
 
 impl GifterBoards {
     /// Counts (`up`) or takes back `count` gifts of `gift` worth `coins` to `creator`.
-    fn count_gift(&mut self, creator: CreatorId, (gift, count): (GiftId, u32), coins: u64, up: bool) {
+    fn count_gift(
+        &mut self,
+        creator: CreatorId,
+        (gift, count): (GiftId, u32),
+        coins: u64,
+        up: bool,
+    ) {
         let at = match self.gifts.iter().position(|(g, _)| *g == gift) {
             Some(at) => at,
             None => {
@@ -207,9 +213,15 @@ impl GifterBoards {
     }
 }
 
+/// One kind of target's pairs in a window and their lists.
+type Board<'a, T> = (
+    &'a mut FxHashMap<(T, UserId), Score>,
+    &'a mut FxHashMap<T, WindowTop>,
+);
+
 /// Adds `coins` at `seq` to the pair `(target, sender)` and offers it to `target`'s list.
 fn add_pair<T: Copy + Eq + std::hash::Hash>(
-    (pairs, tops): (&mut FxHashMap<(T, UserId), Score>, &mut FxHashMap<T, WindowTop>),
+    (pairs, tops): Board<'_, T>,
     k: usize,
     (target, sender): (T, UserId),
     coins: u64,
@@ -230,7 +242,7 @@ fn add_pair<T: Copy + Eq + std::hash::Hash>(
 /// Takes `coins` off the pair `(target, sender)` (a reversal numbered `seq`); a listed
 /// pair's list is rebuilt from the window's pairs of `target`.
 fn lower_pair<T: Copy + Eq + std::hash::Hash>(
-    (pairs, tops): (&mut FxHashMap<(T, UserId), Score>, &mut FxHashMap<T, WindowTop>),
+    (pairs, tops): Board<'_, T>,
     k: usize,
     (target, sender): (T, UserId),
     coins: u64,
@@ -524,11 +536,10 @@ mod tests {
     fn a_window_list_is_the_exact_top_k_with_ties_by_first_reached() {
         let mut top = WindowTop::default();
         let mut scores: FxHashMap<u64, Score> = FxHashMap::default();
-        let mut seq = 0;
         for step in 0..2_000u64 {
             let id = (step * 7_919) % 37;
             let coins = 1 + (step * 31) % 5;
-            seq += 1;
+            let seq = step + 1;
             let previous = scores.get(&id).copied();
             let score = Score {
                 coins: previous.map_or(0, |p| p.coins) + coins,

@@ -103,12 +103,13 @@ pub use event::*;
 pub use hold::{HOLD_BUCKETS_CARRY, HOLD_BUCKETS_MAX, HOLD_GRID_STEPS, hold_grid_ms, release_at};
 use idhash::IdHash;
 pub use idhash::IdSecret;
+pub use leaderboards::GiftCount;
 pub use query::{
-    CreatorView, WindowError, ReadModelView, StreamBook, StreamView, VideoBook, ViewParts, WalletView,
+    CreatorView, ReadModelView, StreamBook, StreamView, VideoBook, ViewParts, WalletView,
+    WindowError,
 };
 pub use replay::ReplayError;
 pub use rules::WINDOW_LIMIT_COINS_MAX;
-pub use leaderboards::GiftCount;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
 pub use state::{

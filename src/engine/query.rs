@@ -538,9 +538,7 @@ impl Engine {
                 }
             }
         }
-        all.sort_unstable_by(|a, b| {
-            (b.1.count, b.1.coins, a.0).cmp(&(a.1.count, a.1.coins, b.0))
-        });
+        all.sort_unstable_by(|a, b| (b.1.count, b.1.coins, a.0).cmp(&(a.1.count, a.1.coins, b.0)));
         Ok(all)
     }
 

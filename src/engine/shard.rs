@@ -702,7 +702,8 @@ impl SenderShard {
     #[inline(never)]
     fn count_in_windows(&mut self, config: &EngineConfig, stamp: Stamp, counted: Counted) {
         let hour = super::event::hour_of(stamp);
-        self.windows.gift(&config.windows, config.top_k, hour, counted);
+        self.windows
+            .gift(&config.windows, config.top_k, hour, counted);
     }
 
     /// Records accepted gift `gift` (its id, what the rules read, its stream or video;

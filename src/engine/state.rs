@@ -185,7 +185,9 @@ impl Engine {
             shard.debts = debts.next().unwrap_or_default();
             shard.gift_records = gift_records.next().unwrap_or_default();
             shard.windows = windows.next().unwrap_or_default();
-            shard.gift_records.set_hours(&gift_hours.next().unwrap_or_default());
+            shard
+                .gift_records
+                .set_hours(&gift_hours.next().unwrap_or_default());
             // Formats 1 to 6 knew no purchases.
             shard.purchases = purchases.next().unwrap_or_default();
             shard.promotions = promotions.next().unwrap_or_default();

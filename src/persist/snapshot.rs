@@ -39,8 +39,7 @@ use std::path::{Path, PathBuf};
 use crate::economy::Economy;
 use crate::engine::{
     Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4,
-    EngineStateV5, EngineStateV6, EngineStateV7, EngineStateV8, EngineStateV9, LogEntry,
-    StateView,
+    EngineStateV5, EngineStateV6, EngineStateV7, EngineStateV8, EngineStateV9, LogEntry, StateView,
 };
 use crate::protocol;
 

@@ -425,11 +425,16 @@ struct Model {
     /// Windowed leaderboards (#32 feature 1): per (kind, the model's own key of the
     /// window, board), per id (gifter, or creator on `Board::Creators`), its coins and
     /// the number of the event that last changed them (a creator's: the largest).
-    windowed: BTreeMap<(usize, u64, Board), BTreeMap<u64, (u128, u64)>>,
+    windowed: BTreeMap<WindowBoard, BTreeMap<u64, (u128, u64)>>,
     /// Gift popularity (#32 feature 6): per (kind, key, creator or `None` for all,
     /// gift code), gifts sent and their coins.
-    gift_counts: BTreeMap<(usize, u64, Option<CreatorId>, u32), (u64, u64)>,
+    gift_counts: BTreeMap<GiftLine, (u64, u64)>,
 }
+
+/// A window's board in the model: (kind, the model's key, board).
+type WindowBoard = (usize, u64, Board);
+/// A window's gift line in the model: (kind, key, creator or `None`, gift code).
+type GiftLine = (usize, u64, Option<CreatorId>, u32);
 
 /// A windowed leaderboard of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -618,7 +623,9 @@ impl Model {
             .unwrap_or_default();
         all.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
         all.truncate(k);
-        all.into_iter().map(|(id, (coins, _))| (id, coins)).collect()
+        all.into_iter()
+            .map(|(id, (coins, _))| (id, coins))
+            .collect()
     }
 
     /// The answer to an event whose id is known: the original outcome for an exact
@@ -2532,7 +2539,11 @@ fn check_windows(engine: &Engine, model: &Model, k: usize) -> Result<(), String>
     let kept = [config.hours, config.days, config.weeks, config.months];
     let back = [3_600_000, 86_400_000, 7 * 86_400_000, 31 * 86_400_000];
     for (kind_at, kind) in WindowKind::ALL.into_iter().enumerate() {
-        for stamp in [now, now.saturating_sub(back[kind_at]), now.saturating_sub(1)] {
+        for stamp in [
+            now,
+            now.saturating_sub(back[kind_at]),
+            now.saturating_sub(1),
+        ] {
             let window = TimeWindow::of(kind, Stamp(stamp));
             let key = model_windows(stamp)[kind_at];
             let retained = model_oldest_kept(kind_at, now, kept[kind_at]).is_some_and(|o| key >= o);
@@ -2558,10 +2569,8 @@ fn check_windows(engine: &Engine, model: &Model, k: usize) -> Result<(), String>
                 );
             }
             for s in all_streams() {
-                let (got, want) = want(
-                    engine.stream_top_gifters_in(s, window, k),
-                    Board::Stream(s),
-                );
+                let (got, want) =
+                    want(engine.stream_top_gifters_in(s, window, k), Board::Stream(s));
                 ensure!(
                     got == want,
                     "top gifters of {s:?} in {window:?} (now {now}): engine {got:?}, model {want:?}"

@@ -103,7 +103,11 @@ fn a_gift_at_23_59_59_999_and_one_at_midnight_count_in_their_own_day_and_month()
 fn an_iso_week_across_a_year_end_is_one_window() {
     let engine = Engine::new(economy(), windowed([48, 14, 8, 12])).unwrap();
     funded(&engine, on("2026-12-31", 0));
-    apply_all(&engine, &[gift(1, 1, 7, "rose", 2)], on("2026-12-31", DAY - 1));
+    apply_all(
+        &engine,
+        &[gift(1, 1, 7, "rose", 2)],
+        on("2026-12-31", DAY - 1),
+    );
     apply_all(&engine, &[gift(2, 2, 7, "rose", 1)], on("2027-01-01", 0));
     apply_all(&engine, &[gift(3, 3, 7, "rose", 4)], on("2027-01-04", 0));
     let top = |at: &str| {
@@ -141,10 +145,7 @@ fn a_window_past_its_retention_is_refused_and_dropped() {
         engine.creator_top_gifters_in(CreatorId(7), dec4, 10),
         Err(WindowError::Expired)
     );
-    assert_eq!(
-        engine.top_creators_in(dec4, 10),
-        Err(WindowError::Expired)
-    );
+    assert_eq!(engine.top_creators_in(dec4, 10), Err(WindowError::Expired));
     assert_eq!(engine.window_pairs(), 4, "4 December's pairs are dropped");
     // Hours are not kept at all here.
     let hour = engine.current_window(WindowKind::Hour);
@@ -154,7 +155,10 @@ fn a_window_past_its_retention_is_refused_and_dropped() {
     );
     // A window not begun yet is empty.
     let later = window(WindowKind::Day, "2026-12-31");
-    assert_eq!(gifters(engine.creator_top_gifters_in(CreatorId(7), later, 10)), vec![]);
+    assert_eq!(
+        gifters(engine.creator_top_gifters_in(CreatorId(7), later, 10)),
+        vec![]
+    );
 }
 
 /// Of two equal totals, the one reached first ranks first (not the lower id, as
@@ -237,7 +241,11 @@ fn a_reversal_lowers_the_window_its_gift_counted_in() {
     let reversal = Event::GiftReversal(GiftReversal::new(EventId(5), UserId(1), EventId(1)));
     apply_all(&engine, &[reversal], after);
     assert_eq!(top(nov30), vec![(2, 5), (3, 2)], "user 3 comes in");
-    assert_eq!(top(dec1), vec![(1, 1)], "the reversal's own day is untouched");
+    assert_eq!(
+        top(dec1),
+        vec![(1, 1)],
+        "the reversal's own day is untouched"
+    );
     let stream = engine.stream_top_gifters_in(StreamId(9007), nov30, 2);
     assert_eq!(gifters(stream), vec![(2, 5), (3, 2)]);
     assert_eq!(engine.creator_coins_in(CreatorId(7), nov30), Ok(7));
@@ -289,13 +297,20 @@ fn gift_popularity_counts_gifts_and_coins_per_window() {
     assert_eq!(stats(None), vec![(rose, 5, 5), (panda, 1, 5)]);
     assert_eq!(stats(Some(8)), vec![(rose, 2, 2)]);
     apply_all(&engine, &[gift(7, 2, 7, "rose", 9)], on("2026-12-05", 0));
-    assert_eq!(stats(None), vec![(rose, 5, 5), (panda, 1, 5)], "the 5th is its own");
+    assert_eq!(
+        stats(None),
+        vec![(rose, 5, 5), (panda, 1, 5)],
+        "the 5th is its own"
+    );
     let month = engine
         .gift_stats_in(window(WindowKind::Month, "2026-12"), None)
         .unwrap();
     assert_eq!(month[0].1.count, 14, "the roses of both days");
     let dec5 = engine.gift_stats_in(window(WindowKind::Day, "2026-12-05"), None);
-    assert_eq!(dec5.unwrap()[0].1, giftstream::engine::GiftCount { count: 9, coins: 9 });
+    assert_eq!(
+        dec5.unwrap()[0].1,
+        giftstream::engine::GiftCount { count: 9, coins: 9 }
+    );
 }
 
 /// A gift on a video counts for its creator (every list of the creator and the top
@@ -304,7 +319,11 @@ fn gift_popularity_counts_gifts_and_coins_per_window() {
 fn a_gift_on_a_video_counts_for_its_creator() {
     let engine = Engine::new(economy(), windowed([48, 14, 8, 12])).unwrap();
     funded(&engine, on("2026-12-04", 0));
-    apply_all(&engine, &[video_gift(1, 1, 7, 77, "panda", 1)], on("2026-12-04", 1));
+    apply_all(
+        &engine,
+        &[video_gift(1, 1, 7, 77, "panda", 1)],
+        on("2026-12-04", 1),
+    );
     let day = window(WindowKind::Day, "2026-12-04");
     assert_eq!(
         gifters(engine.creator_top_gifters_in(CreatorId(7), day, 10)),
@@ -346,7 +365,11 @@ fn windows_survive_a_snapshot_and_a_replay_and_format_9_reads_without_them() {
         &[gift(1, 1, 7, "panda", 2), gift(2, 2, 8, "rose", 3)],
         t0,
     );
-    apply_all(&engine, &[video_gift(3, 3, 7, 77, "rose", 1)], on("2026-12-01", 0));
+    apply_all(
+        &engine,
+        &[video_gift(3, 3, 7, 77, "rose", 1)],
+        on("2026-12-01", 0),
+    );
     let (state, log) = engine.snapshot();
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
@@ -442,28 +465,56 @@ async fn windowed_leaderboards_over_http() {
         let (st, body) = s
             .get(&format!("/v1/creators/7/top-gifters?{bad}"), Some(READ))
             .await;
-        assert_eq!((st, body["error"]["code"].as_str()), (400, Some("INVALID_PARAMETER")), "{bad}");
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (400, Some("INVALID_PARAMETER")),
+            "{bad}"
+        );
     }
     let (st, body) = s.get("/v1/gifts/stats?window=day", Some(READ)).await;
     assert_eq!(st, 200, "{body}");
-    assert_eq!(body["gifts"], json!([{"gift": "panda", "count": 2, "coins": 10}]));
+    assert_eq!(
+        body["gifts"],
+        json!([{"gift": "panda", "count": 2, "coins": 10}])
+    );
     let (st, body) = s
-        .get(&format!("/v1/gifts/stats?window=day&at={day}&creator=8"), Some(READ))
+        .get(
+            &format!("/v1/gifts/stats?window=day&at={day}&creator=8"),
+            Some(READ),
+        )
         .await;
     assert_eq!(st, 200, "{body}");
-    assert_eq!((body["creator"].as_u64(), body["gifts"].clone()), (Some(8), json!([])));
+    assert_eq!(
+        (body["creator"].as_u64(), body["gifts"].clone()),
+        (Some(8), json!([]))
+    );
     let (st, body) = s.get("/v1/gifts/stats", Some(READ)).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (400, Some("INVALID_PARAMETER")), "{body}");
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (400, Some("INVALID_PARAMETER")),
+        "{body}"
+    );
     let (st, body) = s
-        .get("/v1/creators/7/top-gifters?window=day&at=2020-01-01", Some(READ))
+        .get(
+            "/v1/creators/7/top-gifters?window=day&at=2020-01-01",
+            Some(READ),
+        )
         .await;
-    assert_eq!((st, body["error"]["code"].as_str()), (404, Some("WINDOW_EXPIRED")), "{body}");
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (404, Some("WINDOW_EXPIRED")),
+        "{body}"
+    );
     s.stop().await.unwrap();
 
     let off = TestServer::start().await;
     let (st, body) = off
         .get("/v1/leaderboards/creators?window=day", Some(READ))
         .await;
-    assert_eq!((st, body["error"]["code"].as_str()), (404, Some("WINDOWS_DISABLED")), "{body}");
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (404, Some("WINDOWS_DISABLED")),
+        "{body}"
+    );
     off.stop().await.unwrap();
 }

@@ -20,8 +20,8 @@ pub use ids::{
     CreatorId, DAY_MS, EventId, GiftId, ItemId, PackageId, Period, Stamp, StreamId, UserId,
     VideoId, date_label, first_day_of_month, iso_week_label, month_of_day, week_of_day,
 };
-pub use windows::{HOUR_MS, TimeWindow, WindowKind, hour_of};
 pub use outcome::{BudgetCap, Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
+pub use windows::{HOUR_MS, TimeWindow, WindowKind, hour_of};
 
 /// A user buys coins.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]

@@ -156,10 +156,7 @@ impl TimeWindow {
                 }
                 let key = week_of_day(jan4 as u32) + (week - 1) as u32;
                 // Week 53 exists only in some years: the label must read back.
-                let window = TimeWindow {
-                    kind,
-                    key,
-                };
+                let window = TimeWindow { kind, key };
                 return (window.label() == at).then_some(window);
             }
             WindowKind::Month => {
@@ -239,6 +236,9 @@ mod tests {
         assert!(day.kept_at(hour_of_day("2026-12-17", 23), 14));
         assert!(!day.kept_at(hour_of_day("2026-12-18", 0), 14));
         assert!(!day.kept_at(hour_of_day("2026-12-04", 0), 0));
-        assert!(day.kept_at(hour_of_day("2026-12-01", 0), 1), "not begun yet");
+        assert!(
+            day.kept_at(hour_of_day("2026-12-01", 0), 1),
+            "not begun yet"
+        );
     }
 }

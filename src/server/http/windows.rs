@@ -88,7 +88,9 @@ fn parse_window(
     let window = match (window, at) {
         (None, None) => None,
         (None, Some(_)) => {
-            return Err(ApiError::parameter("at needs window (hour, day, week or month)"));
+            return Err(ApiError::parameter(
+                "at needs window (hour, day, week or month)",
+            ));
         }
         (Some(kind), at) => {
             let kind = WindowKind::parse(kind).ok_or_else(|| {
@@ -191,10 +193,12 @@ pub(super) async fn get_gift_stats(
     authorize(&service, &caller, Scope::Read)?;
     let Query(q) = q.map_err(|e| ApiError::parameter(e.body_text()))?;
     if q.window.is_none() {
-        return Err(ApiError::parameter("window is required (hour, day, week or month)"));
+        return Err(ApiError::parameter(
+            "window is required (hour, day, week or month)",
+        ));
     }
-    let window = parse_window(&service, q.window.as_deref(), q.at.as_deref())?
-        .expect("a window was given");
+    let window =
+        parse_window(&service, q.window.as_deref(), q.at.as_deref())?.expect("a window was given");
     let stats = service
         .engine
         .gift_stats_in(window, q.creator.map(CreatorId))
