@@ -1,6 +1,7 @@
 //! Engine apply throughput (SPEC §4), in-process:
 //! - `apply/uniform`: one thread, 1M funded wallets, uniform senders, 10k creators,
 //!   batches of 1000 gifts;
+//! - `apply/uniform_windows`: as `apply/uniform`, windowed leaderboards on;
 //! - `apply/uniform_drained`: as `apply/uniform`, the log drained after every batch (as
 //!   the service's committer does);
 //! - `floor/{pairs,lean,full}`: the design's floor — only the map operations a uniform
@@ -39,6 +40,13 @@ fn bench_apply(c: &mut Criterion) {
                 ..base_config()
             },
         ),
+        // `apply/uniform` with the windowed leaderboards on (#32 feature 1, default
+        // retention): their per-gift cost, side by side.
+        ("uniform_windows", {
+            let mut config = base_config();
+            config.windows.enabled = true;
+            config
+        }),
     ] {
         let engine = funded_engine(config);
         let mut gifts = Gifts::new(1, false);

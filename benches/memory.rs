@@ -28,6 +28,10 @@
 //! hold — each leaves a record for its reversal (`GiftRecords`: the map entry and the
 //! drop queue's) and nothing else that grows (no new pair, history and log off).
 //!
+//! And a windowed leaderboards' pair (#32 feature 1): the RSS growth of the new-pair
+//! gifts above with `engine.windows` on, less with it off, over the (window, target,
+//! gifter) pairs held.
+//!
 //! Run: `cargo bench --bench memory`. Prints bytes per wallet and per id; Linux only
 //! (/proc).
 
@@ -117,6 +121,52 @@ fn main() {
     per_recharge_record(if full { 1 << 20 } else { 16 << 10 });
     per_debtor(if full { 100_000 } else { 2_000 });
     per_held_gift_record(if full { 100_000 } else { 2_000 });
+    per_window_pair(if full { 100_000 } else { 2_000 });
+}
+
+/// Windowed leaderboards (#32 feature 1, `[engine.windows]` at its default retention):
+/// the RSS growth per (window, target, gifter) pair held — the growth of 10 gifts per
+/// user to new creators (each a new pair, 8 window pairs: 4 kinds × creator and stream,
+/// and more as the hours turn) with windows on, less the same gifts with them off, over
+/// the pairs held.
+fn per_window_pair(users: u64) {
+    const CREATORS: u64 = 10_000;
+    const PER_USER: u64 = 10;
+    let run = |windows: bool| -> (u64, usize, u64) {
+        let mut config = lean();
+        config.windows.enabled = windows;
+        let engine = Engine::new(Economy::embedded(), config).unwrap();
+        apply_in_batches(
+            &engine,
+            (0..users).map(|u| recharge(u64::MAX - u, CREATORS + u)),
+            EXPIRE_STEP_MS,
+        );
+        let before = rss_bytes();
+        apply_in_batches(
+            &engine,
+            (0..users * PER_USER).map(|i| {
+                let (user, nth) = (i / PER_USER, i % PER_USER);
+                let creator = (user * 7919 + nth * 1009) % CREATORS;
+                Event::Gift(Gift {
+                    id: EventId(u128::from(i) | 1 << 100),
+                    sender: UserId(CREATORS + user),
+                    creator: CreatorId(creator),
+                    stream: StreamId(creator),
+                    gift: GiftId(0),
+                    count: 1,
+                })
+            }),
+            EXPIRE_STEP_MS,
+        );
+        let after = rss_bytes();
+        (after - before, engine.window_pairs(), users * PER_USER)
+    };
+    let (off, _, gifts) = run(false);
+    let (on, pairs, _) = run(true);
+    println!(
+        "memory/window-pair: {gifts} gifts (new pairs), {pairs} window pairs held; RSS +{on} bytes windows on, +{off} off = {:.1} bytes per window pair",
+        (on as f64 - off as f64) / pairs.max(1) as f64
+    );
 }
 
 fn per_held_gift_record(users: u64) {

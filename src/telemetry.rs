@@ -92,6 +92,9 @@ pub const SETTLEMENT_PENDING_CREATORS: &str = "giftstream_settlement_pending_cre
 /// gifts can no longer be reversed).
 pub const GIFT_RECORDS: &str = "giftstream_gift_records";
 pub const GIFT_RECORDS_DROPPED_TOTAL: &str = "giftstream_gift_records_dropped_total";
+/// The (window, target, gifter) totals the windowed leaderboards hold (gauge; their
+/// memory is proportional to it: `engine.windows`).
+pub const WINDOW_PAIRS: &str = "giftstream_window_pairs";
 pub const BUILD_INFO: &str = "giftstream_build_info";
 /// Always 1, with the journal Redis's `appendonly` and `appendfsync` settings as labels
 /// (`unknown` where `CONFIG GET` is refused), read at start.
@@ -193,6 +196,10 @@ fn describe() {
     describe_counter!(
         GIFT_RECORDS_DROPPED_TOTAL,
         "Gift records dropped early by engine.gift_records_per_shard_max (those gifts are no longer reversible)."
+    );
+    describe_gauge!(
+        WINDOW_PAIRS,
+        "(window, target, gifter) totals held by the windowed leaderboards."
     );
     describe_gauge!(
         READ_MODEL_LAG_SECONDS,

@@ -85,6 +85,64 @@ pub struct EngineConfig {
     /// `giftstream_gift_records_dropped_total`). At most [`GIFT_RECORDS_PER_SHARD_MAX`].
     /// Pinned with the ledger (module doc).
     pub gift_records_per_shard_max: usize,
+    /// Windowed leaderboards (`[engine.windows]`): top gifters per creator and per
+    /// stream, and top creators, per UTC hour, day, ISO week and month.
+    pub windows: WindowsConfig,
+}
+
+/// The most windows of one kind a ledger may keep (hours: 31 days of them).
+pub const WINDOW_HOURS_MAX: u32 = 744;
+pub const WINDOW_DAYS_MAX: u32 = 366;
+pub const WINDOW_WEEKS_MAX: u32 = 106;
+pub const WINDOW_MONTHS_MAX: u32 = 36;
+
+/// `[engine.windows]`: windowed leaderboards and their retention. Off by default: their
+/// memory grows with the distinct (window, gifter) pairs of every retained window
+/// (`docs/operations.md` "Windowed leaderboards" gives the bytes per pair), which only
+/// the operator can size to the traffic; a ledger upgraded without asking for them keeps
+/// its memory and its per-gift cost (one branch). Not pinned: no outcome depends on
+/// them; turned on later, the windows count from the events applied (or replayed) since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// Keep windowed leaderboards.
+    pub enabled: bool,
+    /// Hour windows kept: the current one and the `hours - 1` before it (0: none).
+    pub hours: u32,
+    /// Day windows kept (0: none).
+    pub days: u32,
+    /// ISO week windows kept (0: none).
+    pub weeks: u32,
+    /// Calendar month windows kept (0: none).
+    pub months: u32,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        WindowsConfig {
+            enabled: false,
+            hours: 48,
+            days: 14,
+            weeks: 8,
+            months: 12,
+        }
+    }
+}
+
+impl WindowsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value, max) in [
+            ("engine.windows.hours", self.hours, WINDOW_HOURS_MAX),
+            ("engine.windows.days", self.days, WINDOW_DAYS_MAX),
+            ("engine.windows.weeks", self.weeks, WINDOW_WEEKS_MAX),
+            ("engine.windows.months", self.months, WINDOW_MONTHS_MAX),
+        ] {
+            if value > max {
+                return Err(ConfigError::new(key, format!("must be at most {max}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for EngineConfig {
@@ -99,6 +157,7 @@ impl Default for EngineConfig {
             replay_threads: 2,
             recharge_records_per_shard_max: 1 << 20,
             gift_records_per_shard_max: 1 << 18,
+            windows: WindowsConfig::default(),
         }
     }
 }
@@ -187,6 +246,7 @@ impl EngineConfig {
                 format!("must be at most {GIFT_RECORDS_PER_SHARD_MAX}"),
             ));
         }
+        self.windows.validate()?;
         if self.idempotency_entries_max > IDEMPOTENCY_ENTRIES_MAX {
             return Err(ConfigError::new(
                 "engine.idempotency_entries_max",

@@ -394,15 +394,35 @@ impl Engine {
         pending
             .creators
             .sort_unstable_by_key(|(c, _)| shard_of(c.0, mask));
+        // The windows' credits (empty while they are off) go with the coins, under the
+        // same lock: every one names a creator with pending coins.
+        let mut windowed = std::mem::take(&mut shard.windows.pending);
+        windowed.sort_unstable_by_key(|e| shard_of(e.0.0, mask));
+        let mut w = 0;
         for run in pending
             .creators
             .chunk_by(|a, b| shard_of(a.0.0, mask) == shard_of(b.0.0, mask))
         {
-            let mut book = self.creators[order.next(shard_of(run[0].0.0, mask))].lock();
+            let j = shard_of(run[0].0.0, mask);
+            let mut book = self.creators[order.next(j)].lock();
             for &(creator, coins) in run {
                 book.credit(economy, self.config.top_k, creator, coins, (stamp, clock));
             }
+            while let Some(&(creator, hour, coins, seq)) = windowed.get(w)
+                && shard_of(creator.0, mask) == j
+            {
+                let (config, k) = (&self.config.windows, self.config.top_k);
+                book.windows.credit(config, k, creator, (hour, coins, seq));
+                w += 1;
+            }
         }
+        assert_eq!(
+            w,
+            windowed.len(),
+            "a windowed credit's creator has coins pending"
+        );
+        windowed.clear();
+        shard.windows.pending = windowed;
         let mut order = LockOrder::default();
         pending
             .streams

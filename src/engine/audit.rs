@@ -486,6 +486,12 @@ impl Engine {
                     g.dropped_early
                 );
             }
+            // The windowed leaderboards and the gift hours (their windows): kept only
+            // while on, in the full fingerprint (a ledger of a format before 10 has none).
+            if windows && self.config.windows.enabled {
+                let hours = s.gift_records.hours();
+                let _ = writeln!(out, "windows {i}: {} {hours:?}", s.windows.canonical());
+            }
         }
         for (i, c) in cut.creators.iter().enumerate() {
             let mut creators: Vec<_> = c.creators.iter().collect();
@@ -505,6 +511,9 @@ impl Engine {
             // their creator is touched again, which depends on the merge order).
             let hold_clock = self.hold_clock.load(std::sync::atomic::Ordering::Acquire);
             let _ = writeln!(out, "held {i}: {:?}", c.holds.canonical(hold_clock));
+            if windows && self.config.windows.enabled {
+                let _ = writeln!(out, "creator windows {i}: {}", c.windows.canonical());
+            }
         }
         for (i, s) in cut.streams.iter().enumerate() {
             let mut streams: Vec<_> = s.streams.iter().collect();

@@ -16,6 +16,7 @@ use super::event::{
     Status, StreamGoal, StreamId,
 };
 use super::hold::{self, Holds};
+use super::leaderboards::BookWindows;
 use super::rules;
 use super::topk::TopK;
 use super::window::LegacyWindow;
@@ -127,6 +128,10 @@ pub(crate) struct CreatorShard {
     /// snapshots last, format 7), hence skipped here.
     #[serde(skip)]
     pub holds: Holds,
+    /// Windowed coins received and top creators (`leaderboards.rs`; encoded last, format
+    /// 10), hence skipped here.
+    #[serde(skip)]
+    pub windows: BookWindows,
 }
 
 /// A creator's diamonds at a moment of the ledger's time: credited here + settled in =
@@ -159,6 +164,7 @@ impl CreatorShard {
             settled_nanos: SettledNanos::default(),
             credited: FxHashMap::default(),
             holds: Holds::default(),
+            windows: BookWindows::default(),
         }
     }
 

@@ -139,9 +139,9 @@ impl Cut<'_> {
     /// before releasing its sender shard, so none is left buffered at a cut.
     pub(super) fn assert_merged(&self) {
         assert!(
-            self.senders
-                .iter()
-                .all(|s| s.touched_creators.is_empty() && s.touched_streams.is_empty()),
+            self.senders.iter().all(|s| s.touched_creators.is_empty()
+                && s.touched_streams.is_empty()
+                && s.windows.pending.is_empty()),
             "no sender shard holds unmerged credits at a cut"
         );
     }

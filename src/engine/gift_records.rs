@@ -38,6 +38,12 @@ pub(crate) struct GiftRecord {
     pub reversed: bool,
     /// A gift on a video (snapshot format 9; format 8 recorded stream gifts only).
     video: bool,
+    /// The hour (since the epoch) of the gift's stamp: the windows a reversal lowers
+    /// (`leaderboards.rs`). Not in the record's encoding: snapshot format 10 appends the
+    /// hours apart ([`GiftRecords::hours`]); a record of an older format has 0, whose
+    /// windows are long gone.
+    #[serde(skip)]
+    pub hour: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<GiftRecord>() == 72);
@@ -98,6 +104,7 @@ impl From<GiftRecordsV8> for GiftRecords {
                 release_ms: r.release_ms,
                 reversed: r.reversed,
                 video: false,
+                hour: 0,
             };
             (id, record)
         });
@@ -209,6 +216,7 @@ impl GiftRecords {
             release_ms,
             reversed: false,
             video,
+            hour: super::event::hour_of(super::event::Stamp(now)),
         };
         // A released record of the id (not pruned yet: release times need not follow
         // the queue's order when the hold changed) is replaced; its queue entry, of
@@ -243,9 +251,31 @@ impl GiftRecords {
         self.records.len()
     }
 
-    /// The records sorted by gift id, for the state fingerprint.
+    /// Each record's gift hour, sorted by gift id (snapshot format 10).
+    pub fn hours(&self) -> Vec<(EventId, u32)> {
+        let mut all: Vec<_> = self.records.iter().map(|(&id, r)| (id, r.hour)).collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
+    }
+
+    /// Sets the records' gift hours from [`GiftRecords::hours`] (an id no longer
+    /// recorded is skipped).
+    pub fn set_hours(&mut self, hours: &[(EventId, u32)]) {
+        for (id, hour) in hours {
+            if let Some(r) = self.records.get_mut(id) {
+                r.hour = *hour;
+            }
+        }
+    }
+
+    /// The records sorted by gift id, for the state fingerprint (their hours apart, in
+    /// [`GiftRecords::hours`]: a format before 10 has none).
     pub fn canonical(&self) -> Vec<(EventId, GiftRecord)> {
-        let mut all: Vec<_> = self.records.iter().map(|(&id, &r)| (id, r)).collect();
+        let mut all: Vec<_> = self
+            .records
+            .iter()
+            .map(|(&id, &r)| (id, GiftRecord { hour: 0, ..r }))
+            .collect();
         all.sort_unstable_by_key(|(id, _)| *id);
         all
     }

@@ -53,6 +53,7 @@
 //! - `hold`: the earnings hold (held diamonds per creator, by release time).
 //! - `shard::chargeback`: recharge reversals, their records and the debts they leave.
 //! - `refund`, `gift_records`: gift reversals, and the records of held gifts they need.
+//! - `leaderboards`: windowed top gifters and top creators (hour, day, week, month).
 //! - `cut`, `state`: consistent cuts, snapshot state and its older formats.
 //! - `query`: read-only views (wallets, creators, streams, leaderboards, read model).
 //! - `audit`: invariant checks, foreign state, the state fingerprint.
@@ -69,6 +70,7 @@ mod gift_records;
 mod hold;
 mod idhash;
 mod ids;
+mod leaderboards;
 mod query;
 mod refund;
 mod replay;
@@ -101,15 +103,18 @@ pub use event::*;
 pub use hold::{HOLD_BUCKETS_CARRY, HOLD_BUCKETS_MAX, HOLD_GRID_STEPS, hold_grid_ms, release_at};
 use idhash::IdHash;
 pub use idhash::IdSecret;
+pub use leaderboards::GiftCount;
 pub use query::{
     CreatorView, ReadModelView, StreamBook, StreamView, VideoBook, ViewParts, WalletView,
+    WindowError,
 };
 pub use replay::ReplayError;
 pub use rules::WINDOW_LIMIT_COINS_MAX;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
 pub use state::{
-    EngineState, EngineStateV5, EngineStateV6, EngineStateV7, EngineStateV8, StateError, StateView,
+    EngineState, EngineStateV5, EngineStateV6, EngineStateV7, EngineStateV8, EngineStateV9,
+    StateError, StateView,
 };
 pub(crate) use state::{EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4};
 pub use topk::{Offer, TopK};

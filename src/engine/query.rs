@@ -1,5 +1,6 @@
-//! Read-only queries: wallets, histories, creators, streams, leaderboards, and the
-//! read model's view at a consistent cut. Each locks the shards it reads, one at a time.
+//! Read-only queries: wallets, histories, creators, streams, leaderboards (all-time and
+//! windowed, `leaderboards.rs`), gift popularity, and the read model's view at a
+//! consistent cut. Each locks the shards it reads, one at a time.
 
 use std::sync::atomic::Ordering;
 
@@ -7,7 +8,10 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::books::{CreatorShard, Credited, StreamShard};
-use super::event::{CreatorId, GiftId, Stamp, StreamId, UserId, VideoId};
+use super::event::{
+    CreatorId, GiftId, Stamp, StreamId, TimeWindow, UserId, VideoId, WindowKind, hour_of,
+};
+use super::leaderboards::{GiftCount, Score, ShardWindows, merge, retained};
 use super::shard::{HistoryEntry, SenderShard};
 use super::topk::{self, TopK};
 use super::videos::VideoView;
@@ -405,4 +409,142 @@ fn read_model_view<'a>(
         }));
     }
     view
+}
+
+// ---- windowed leaderboards (`leaderboards.rs`) ----------------------------------------
+
+/// Why a windowed leaderboard cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WindowError {
+    /// `engine.windows.enabled` is off.
+    #[error("windowed leaderboards are off on this ledger (engine.windows.enabled)")]
+    Disabled,
+    /// The window is older than the retention of its kind at the ledger's time.
+    #[error("the window is past its retention (engine.windows)")]
+    Expired,
+}
+
+impl Engine {
+    /// The window of `kind` holding the ledger's time (the newest stamp applied): the
+    /// current one.
+    pub fn current_window(&self, kind: WindowKind) -> TimeWindow {
+        let now = self.hold_clock.load(Ordering::Acquire);
+        TimeWindow::of(kind, Stamp(now))
+    }
+
+    /// Whether `window` can be read: windows on, and retained at the ledger's time.
+    fn readable(&self, window: TimeWindow) -> Result<(), WindowError> {
+        if !self.config.windows.enabled {
+            return Err(WindowError::Disabled);
+        }
+        let now = self.hold_clock.load(Ordering::Acquire);
+        let hour = hour_of(Stamp(now));
+        if !retained(&self.config.windows, window, hour) {
+            return Err(WindowError::Expired);
+        }
+        Ok(())
+    }
+
+    /// Top gifters of `creator` in `window` (gifts on its streams and videos): `(user,
+    /// coins)`, best first, ties by who reached the total first.
+    pub fn creator_top_gifters_in(
+        &self,
+        creator: CreatorId,
+        window: TimeWindow,
+        limit: usize,
+    ) -> Result<Vec<(UserId, u128)>, WindowError> {
+        self.readable(window)?;
+        Ok(self.gifters_in(limit, |s| s.creator_top(window, creator).to_vec()))
+    }
+
+    /// Top gifters in `stream` in `window`, as [`Engine::creator_top_gifters_in`].
+    pub fn stream_top_gifters_in(
+        &self,
+        stream: StreamId,
+        window: TimeWindow,
+        limit: usize,
+    ) -> Result<Vec<(UserId, u128)>, WindowError> {
+        self.readable(window)?;
+        Ok(self.gifters_in(limit, |s| s.stream_top(window, stream).to_vec()))
+    }
+
+    fn gifters_in(
+        &self,
+        limit: usize,
+        list: impl Fn(&ShardWindows) -> Vec<(Score, u64)>,
+    ) -> Vec<(UserId, u128)> {
+        // Copied out one shard at a time: a read holds one lock at a time.
+        let lists: Vec<Vec<(Score, u64)>> = self
+            .senders
+            .iter()
+            .map(|s| list(&s.lock().windows))
+            .collect();
+        merge(lists.iter().map(|l| &l[..]), limit)
+            .into_iter()
+            .map(|(id, coins)| (UserId(id), u128::from(coins)))
+            .collect()
+    }
+
+    /// Top creators by coins received in `window`: `(creator, coins)`, best first, ties
+    /// by who reached the total first.
+    pub fn top_creators_in(
+        &self,
+        window: TimeWindow,
+        limit: usize,
+    ) -> Result<Vec<(CreatorId, u128)>, WindowError> {
+        self.readable(window)?;
+        let lists: Vec<Vec<(Score, u64)>> = self
+            .creators
+            .iter()
+            .map(|b| b.lock().windows.top(window).to_vec())
+            .collect();
+        Ok(merge(lists.iter().map(|l| &l[..]), limit)
+            .into_iter()
+            .map(|(id, coins)| (CreatorId(id), u128::from(coins)))
+            .collect())
+    }
+
+    /// Coins `creator` received in `window`.
+    pub fn creator_coins_in(
+        &self,
+        creator: CreatorId,
+        window: TimeWindow,
+    ) -> Result<u128, WindowError> {
+        self.readable(window)?;
+        let book = self.creators[shard_of(creator.0, self.mask)].lock();
+        Ok(u128::from(book.windows.coins(window, creator)))
+    }
+
+    /// Gift popularity (#32 feature 6) in `window`: per catalog code, how many were
+    /// sent and their coins, of every creator or of `creator`, most sent first (then
+    /// most coins, then the code).
+    pub fn gift_stats_in(
+        &self,
+        window: TimeWindow,
+        creator: Option<CreatorId>,
+    ) -> Result<Vec<(GiftId, GiftCount)>, WindowError> {
+        self.readable(window)?;
+        let mut all: Vec<(GiftId, GiftCount)> = Vec::new();
+        for s in self.senders.iter() {
+            let part = s.lock().windows.gift_counts(window, creator);
+            for (gift, n) in part {
+                match all.iter_mut().find(|(g, _)| *g == gift) {
+                    Some((_, total)) => {
+                        total.count = total.count.saturating_add(n.count);
+                        total.coins = total.coins.saturating_add(n.coins);
+                    }
+                    None => all.push((gift, n)),
+                }
+            }
+        }
+        all.sort_unstable_by(|a, b| (b.1.count, b.1.coins, a.0).cmp(&(a.1.count, a.1.coins, b.0)));
+        Ok(all)
+    }
+
+    /// The (window, target, gifter) totals the sender shards hold (gauge and memory
+    /// figure: the windows' memory is proportional to it).
+    pub fn window_pairs(&self) -> usize {
+        self.senders.iter().map(|s| s.lock().windows.pairs()).sum()
+    }
 }

@@ -387,9 +387,28 @@ impl Engine {
                     stream: target_total,
                 });
                 let c = shard_of(record.creator.0, self.mask);
-                self.creators[c]
-                    .lock()
-                    .reverse(self.config.top_k, &gift, record.release_ms, clock);
+                let mut book = self.creators[c].lock();
+                book.reverse(self.config.top_k, &gift, record.release_ms, clock);
+                // The windows the gift counted in (its stamp's) go down with it.
+                if self.config.windows.enabled {
+                    let stream = match record.target() {
+                        GiftTarget::Stream(stream) => Some(stream),
+                        GiftTarget::Video(_) => None,
+                    };
+                    let counted = super::leaderboards::Counted {
+                        creator: record.creator,
+                        stream,
+                        sender: r.sender,
+                        gift: (record.gift, record.count),
+                        coins: record.coins,
+                        seq,
+                    };
+                    let k = self.config.top_k;
+                    shard.windows.reverse(k, record.hour, counted);
+                    let windowed = (record.hour, record.coins, seq);
+                    book.windows.reverse(k, record.creator, windowed);
+                }
+                drop(book);
                 // A video has no book (its figures are the sender shards' parts, lowered
                 // above); a stream's coins (its goal's progress) are in its book.
                 if let GiftTarget::Stream(stream) = record.target() {

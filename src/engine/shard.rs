@@ -24,6 +24,7 @@ use super::event::{
     Stamp, Status, StreamId, UserId, VideoGift,
 };
 use super::gift_records::GiftRecords;
+use super::leaderboards::{Counted, ShardWindows};
 use super::rules::{self, Budgets, Wallet, WalletV6};
 pub(crate) use super::splitmap::PairCoins;
 use super::splitmap::SplitMap;
@@ -238,6 +239,10 @@ pub(crate) struct SenderShard {
     /// users with a balance of 0 have an entry. Encoded apart (format 8).
     #[serde(skip)]
     pub debts: FxHashMap<UserId, u64>,
+    /// Windowed totals and top gifters (`leaderboards.rs`; encoded apart, at the end of
+    /// the state: format 10). Empty while `engine.windows.enabled` is off.
+    #[serde(skip)]
+    pub windows: ShardWindows,
 }
 
 /// A sender shard as snapshot formats 1 to 6 encoded it: wallets of their layout, no
@@ -291,6 +296,7 @@ impl From<SenderShardV6> for SenderShard {
             recharges: RechargeBook::default(),
             debts: FxHashMap::default(),
             gift_records: GiftRecords::default(),
+            windows: ShardWindows::default(),
         }
     }
 }
@@ -322,6 +328,7 @@ impl SenderShard {
             budgets: FxHashMap::default(),
             recharges: RechargeBook::default(),
             debts: FxHashMap::default(),
+            windows: ShardWindows::default(),
         }
     }
 
@@ -410,6 +417,18 @@ impl SenderShard {
                     let target = GiftTarget::Stream(g.stream);
                     self.record_gift(economy, config, (g.id, g.into(), target), cost, stamp);
                 }
+                // Windowed leaderboards: off, one branch.
+                if config.windows.enabled && gift_totals.is_some() {
+                    let counted = Counted {
+                        creator: g.creator,
+                        stream: Some(g.stream),
+                        sender: g.sender,
+                        gift: (g.gift, g.count),
+                        coins: cost,
+                        seq,
+                    };
+                    self.count_in_windows(config, stamp, counted);
+                }
                 totals = gift_totals;
                 cap = gift_cap;
                 (status, Some(g.sender), (cost, true))
@@ -427,6 +446,18 @@ impl SenderShard {
                 if economy.earnings_hold_ms > 0 && gift_totals.is_some() {
                     let target = GiftTarget::Video(v.video);
                     self.record_gift(economy, config, (v.id, v.into(), target), cost, stamp);
+                }
+                // A gift on a video counts for its creator, in no stream.
+                if config.windows.enabled && gift_totals.is_some() {
+                    let counted = Counted {
+                        creator: v.creator,
+                        stream: None,
+                        sender: v.sender,
+                        gift: (v.gift, v.count),
+                        coins: cost,
+                        seq,
+                    };
+                    self.count_in_windows(config, stamp, counted);
                 }
                 totals = gift_totals;
                 cap = gift_cap;
@@ -665,6 +696,14 @@ impl SenderShard {
         total.0 = total.0.saturating_add(cost);
         part.top.offer(config.top_k, g.sender.0, total.0, previous);
         Ok((balance, cost, total.0))
+    }
+
+    /// Counts an accepted gift in the windows holding `stamp` (`leaderboards.rs`).
+    #[inline(never)]
+    fn count_in_windows(&mut self, config: &EngineConfig, stamp: Stamp, counted: Counted) {
+        let hour = super::event::hour_of(stamp);
+        self.windows
+            .gift(&config.windows, config.top_k, hour, counted);
     }
 
     /// Records accepted gift `gift` (its id, what the rules read, its stream or video;

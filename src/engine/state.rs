@@ -1,8 +1,8 @@
-//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 8 it is
+//! The ledger state a snapshot holds: [`EngineState`] (and the formats 1 to 9 it is
 //! decoded from), [`StateView`] (the same, borrowed at a live cut), taking it
 //! ([`Engine::snapshot`], [`Engine::with_cut`]) and loading it ([`Engine::from_state`]).
 //!
-//! Size: every snapshot format's state struct (1 to 9) and its conversion into today's are one
+//! Size: every snapshot format's state struct (1 to 10) and its conversion into today's are one
 //! contract with `persist::snapshot`; the fields appended by each format sit side by side.
 
 use std::sync::atomic::Ordering;
@@ -15,6 +15,7 @@ use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stam
 use super::gift_records::{GiftRecords, GiftRecordsV8};
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
+use super::leaderboards::{BookWindows, ShardWindows};
 use super::shard::{PromotionBook, PurchaseTotals, RechargeBook, SenderShard, SenderShardV6};
 use super::topk::TopK;
 use super::videos::ShardVideos;
@@ -56,6 +57,14 @@ impl Engine {
             recharge_records: cut.senders.iter().map(|g| &g.recharges).collect(),
             debts: cut.senders.iter().map(|g| &g.debts).collect(),
             gift_records: cut.senders.iter().map(|g| &g.gift_records).collect(),
+            windows: cut.senders.iter().map(|g| &g.windows).collect(),
+            book_windows: cut.creators.iter().map(|g| &g.windows).collect(),
+            // (Only while windows are on: the hours are for them, and a cut is short.)
+            gift_hours: if self.config.windows.enabled {
+                cut.senders.iter().map(|g| g.gift_records.hours()).collect()
+            } else {
+                Vec::new()
+            },
         };
         let result = f(&view);
         drop(view);
@@ -98,6 +107,13 @@ impl Engine {
             recharge_records: cut.senders.iter().map(|s| s.recharges.clone()).collect(),
             debts: cut.senders.iter().map(|s| s.debts.clone()).collect(),
             gift_records: cut.senders.iter().map(|s| s.gift_records.clone()).collect(),
+            windows: cut.senders.iter().map(|s| s.windows.clone()).collect(),
+            book_windows: cut.creators.iter().map(|c| c.windows.clone()).collect(),
+            gift_hours: if self.config.windows.enabled {
+                cut.senders.iter().map(|s| s.gift_records.hours()).collect()
+            } else {
+                Vec::new()
+            },
         };
         drop(cut);
         (state, self.in_seq_order(log))
@@ -161,11 +177,18 @@ impl Engine {
         let mut debts = state.debts.into_iter();
         // Formats before 8 hold no gift records: no gift is reversible.
         let mut gift_records = state.gift_records.into_iter();
+        // Formats before 10 hold no windows (and no gift hours: 0, long gone).
+        let mut windows = state.windows.into_iter();
+        let mut gift_hours = state.gift_hours.into_iter();
         for slot in self.senders.iter() {
             let mut shard = senders.next().expect("checked length");
             shard.recharges = recharge_records.next().unwrap_or_default();
             shard.debts = debts.next().unwrap_or_default();
             shard.gift_records = gift_records.next().unwrap_or_default();
+            shard.windows = windows.next().unwrap_or_default();
+            shard
+                .gift_records
+                .set_hours(&gift_hours.next().unwrap_or_default());
             // Formats 1 to 6 knew no purchases.
             shard.purchases = purchases.next().unwrap_or_default();
             shard.promotions = promotions.next().unwrap_or_default();
@@ -178,12 +201,14 @@ impl Engine {
         let hold = state.hold.unwrap_or_default();
         self.hold_clock.store(hold.clock.0, Ordering::Release);
         let mut holds = hold.shards.into_iter();
+        let mut book_windows = state.book_windows.into_iter();
         let mut creators = state.creators.into_iter().zip(state.settled);
         for slot in self.creators.iter() {
             let (mut book, settled) = creators.next().expect("checked length");
             book.settled = settled;
             book.settled_nanos = settled_nanos.next().unwrap_or_default();
             book.holds = holds.next().unwrap_or_default();
+            book.windows = book_windows.next().unwrap_or_default();
             // Formats 1 and 2 did not store credited diamonds: as they were computed then.
             book.credited = credited.next().unwrap_or_else(|| {
                 book.creators
@@ -248,6 +273,7 @@ impl Engine {
                     part.top.offer(k, user.0, coins.0, 0);
                 }
             }
+            shard.windows.rebuild_tops(k);
         }
         for book in self.creators.iter() {
             let mut book = book.lock();
@@ -256,6 +282,7 @@ impl Engine {
                 top.offer(k, creator.0, credited.diamonds);
             }
             book.top = top;
+            book.windows.rebuild_tops(k);
         }
     }
 }
@@ -320,6 +347,64 @@ pub struct EngineState<W = IdWindow> {
     /// [`EngineStateV7`] with none). Format 9 records say whether a gift was on a stream
     /// or a video (format 8 reads through [`EngineStateV8`]: every record on a stream).
     gift_records: Vec<GiftRecords>,
+    /// Format 10: the windowed leaderboards, per sender shard and per creator shard,
+    /// and the hours of the gift records (their windows), per sender shard.
+    windows: Vec<ShardWindows>,
+    book_windows: Vec<BookWindows>,
+    gift_hours: Vec<Vec<(EventId, u32)>>,
+}
+
+/// Format 9: no windowed leaderboards.
+#[derive(Deserialize)]
+pub struct EngineStateV9 {
+    last_seq: u64,
+    senders: Vec<SenderShard>,
+    creators: Vec<CreatorShard>,
+    streams: Vec<StreamShard>,
+    settled: Vec<Settled>,
+    ids: Vec<IdWindow>,
+    credited: Vec<FxHashMap<CreatorId, Credited>>,
+    top_k: u64,
+    economy: Vec<u8>,
+    settled_nanos: Vec<SettledNanos>,
+    id_secret: Option<IdSecret>,
+    legacy_ids_until: Stamp,
+    purchases: Vec<PurchaseTotals>,
+    hold: Option<HoldState>,
+    promotions: Vec<PromotionBook>,
+    videos: Vec<ShardVideos>,
+    recharge_records: Vec<RechargeBook>,
+    debts: Vec<FxHashMap<UserId, u64>>,
+    gift_records: Vec<GiftRecords>,
+}
+
+impl From<EngineStateV9> for EngineState {
+    fn from(v9: EngineStateV9) -> Self {
+        EngineState {
+            last_seq: v9.last_seq,
+            senders: v9.senders,
+            creators: v9.creators,
+            streams: v9.streams,
+            settled: v9.settled,
+            ids: v9.ids,
+            credited: v9.credited,
+            top_k: v9.top_k,
+            economy: v9.economy,
+            settled_nanos: v9.settled_nanos,
+            id_secret: v9.id_secret,
+            legacy_ids_until: v9.legacy_ids_until,
+            purchases: v9.purchases,
+            hold: v9.hold,
+            promotions: v9.promotions,
+            videos: v9.videos,
+            recharge_records: v9.recharge_records,
+            debts: v9.debts,
+            gift_records: v9.gift_records,
+            windows: Vec::new(),
+            book_windows: Vec::new(),
+            gift_hours: Vec::new(),
+        }
+    }
 }
 
 /// A state as snapshot format 8 encoded it: [`EngineState`] with gift records that do
@@ -370,6 +455,9 @@ impl From<EngineStateV8> for EngineState {
             recharge_records: v8.recharge_records,
             debts: v8.debts,
             gift_records: v8.gift_records.into_iter().map(GiftRecords::from).collect(),
+            windows: Vec::new(),
+            book_windows: Vec::new(),
+            gift_hours: Vec::new(),
         }
     }
 }
@@ -418,6 +506,9 @@ impl From<EngineStateV7> for EngineState {
             recharge_records: Vec::new(),
             debts: Vec::new(),
             gift_records: Vec::new(),
+            windows: Vec::new(),
+            book_windows: Vec::new(),
+            gift_hours: Vec::new(),
         }
     }
 }
@@ -467,6 +558,9 @@ impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
             recharge_records: Vec::new(),
             debts: Vec::new(),
             gift_records: Vec::new(),
+            windows: Vec::new(),
+            book_windows: Vec::new(),
+            gift_hours: Vec::new(),
         }
     }
 }
@@ -508,6 +602,9 @@ impl From<EngineStateV4> for EngineState {
             recharge_records: Vec::new(),
             debts: Vec::new(),
             gift_records: Vec::new(),
+            windows: Vec::new(),
+            book_windows: Vec::new(),
+            gift_hours: Vec::new(),
         }
     }
 }
@@ -547,6 +644,9 @@ impl From<EngineStateV3> for EngineState {
             recharge_records: Vec::new(),
             debts: Vec::new(),
             gift_records: Vec::new(),
+            windows: Vec::new(),
+            book_windows: Vec::new(),
+            gift_hours: Vec::new(),
         }
     }
 }
@@ -583,6 +683,9 @@ impl From<EngineStateV2> for EngineState {
             recharge_records: Vec::new(),
             debts: Vec::new(),
             gift_records: Vec::new(),
+            windows: Vec::new(),
+            book_windows: Vec::new(),
+            gift_hours: Vec::new(),
         }
     }
 }
@@ -618,6 +721,9 @@ impl From<EngineStateV1> for EngineState {
             recharge_records: Vec::new(),
             debts: Vec::new(),
             gift_records: Vec::new(),
+            windows: Vec::new(),
+            book_windows: Vec::new(),
+            gift_hours: Vec::new(),
         }
     }
 }
@@ -642,6 +748,9 @@ impl EngineState {
             || !(self.recharge_records.len() == n || self.recharge_records.is_empty())
             || !(self.debts.len() == n || self.debts.is_empty())
             || !(self.gift_records.len() == n || self.gift_records.is_empty())
+            || !(self.windows.len() == n || self.windows.is_empty())
+            || !(self.book_windows.len() == n || self.book_windows.is_empty())
+            || !(self.gift_hours.len() == n || self.gift_hours.is_empty())
             || self.hold.as_ref().is_some_and(|h| h.shards.len() != n)
         {
             return Err(StateError::Shards {
@@ -715,6 +824,9 @@ impl EngineState {
             recharge_records: self.recharge_records.iter().collect(),
             debts: self.debts.iter().collect(),
             gift_records: self.gift_records.iter().collect(),
+            windows: self.windows.iter().collect(),
+            book_windows: self.book_windows.iter().collect(),
+            gift_hours: self.gift_hours.clone(),
         }
     }
 }
@@ -743,6 +855,9 @@ pub struct StateView<'a> {
     recharge_records: Vec<&'a RechargeBook>,
     debts: Vec<&'a FxHashMap<UserId, u64>>,
     gift_records: Vec<&'a GiftRecords>,
+    windows: Vec<&'a ShardWindows>,
+    book_windows: Vec<&'a BookWindows>,
+    gift_hours: Vec<Vec<(EventId, u32)>>,
 }
 
 impl StateView<'_> {
@@ -760,7 +875,15 @@ impl StateView<'_> {
             &self.recharge_records,
             &self.debts,
             &self.gift_records,
+            self.format_10_tail(),
         )
+    }
+
+    /// The fields snapshot format 10 appended (the windowed leaderboards and the gift
+    /// records' hours): a format-9 state is the state's encoding less this one's.
+    #[doc(hidden)]
+    pub fn format_10_tail(&self) -> impl Serialize + '_ {
+        (&self.windows, &self.book_windows, &self.gift_hours)
     }
 
     /// The field whose encoding snapshot format 9 changed (the gift records, last in
@@ -768,7 +891,7 @@ impl StateView<'_> {
     /// [`StateView::format_8_gift_records`]'s (for the format tests).
     #[doc(hidden)]
     pub fn format_9_tail(&self) -> impl Serialize + '_ {
-        &self.gift_records
+        (&self.gift_records, self.format_10_tail())
     }
 
     /// The gift records as snapshot format 8 encoded them (for the format tests);

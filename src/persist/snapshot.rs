@@ -24,6 +24,8 @@
 //! appended the recharge records and debts per sender shard; format 7 reads as 8 with
 //! none. Format 9 records the target (stream or video) of each held gift's record, so
 //! that a gift on a video is reversible; format 8's records read as gifts on streams.
+//! Format 10 appended the windowed leaderboards (per sender and creator shard) and the
+//! hour of each gift record; format 9 reads with no windows.
 //! Written to a temp file, fsynced, renamed, and the directory fsynced. A snapshot is
 //! taken at a commit boundary: everything up to its sequence number is in the journal.
 //!
@@ -37,12 +39,12 @@ use std::path::{Path, PathBuf};
 use crate::economy::Economy;
 use crate::engine::{
     Engine, EngineConfig, EngineState, EngineStateV1, EngineStateV2, EngineStateV3, EngineStateV4,
-    EngineStateV5, EngineStateV6, EngineStateV7, EngineStateV8, LogEntry, StateView,
+    EngineStateV5, EngineStateV6, EngineStateV7, EngineStateV8, EngineStateV9, LogEntry, StateView,
 };
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 9;
+pub const VERSION: u32 = 10;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -632,6 +634,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         // Format 9 records whether a held gift was on a stream or a video (the last
         // field's records): format 8's records are all gifts on streams.
         8 => protocol::decode_serde::<EngineStateV8>(body)
+            .map_err(corrupt)?
+            .into(),
+        // Format 10 appended the windowed leaderboards: a format-9 state has none.
+        9 => protocol::decode_serde::<EngineStateV9>(body)
             .map_err(corrupt)?
             .into(),
         _ => protocol::decode_serde(body).map_err(corrupt)?,

@@ -34,3 +34,4 @@ mod soak;
 mod support;
 mod tls;
 mod videos;
+mod windows;

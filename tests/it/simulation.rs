@@ -422,6 +422,49 @@ struct Model {
     history_per_user: usize,
     /// What the last accepted reversal took back (compared with its journaled event).
     last_reversed: Option<ReversedGift>,
+    /// Windowed leaderboards (#32 feature 1): per (kind, the model's own key of the
+    /// window, board), per id (gifter, or creator on `Board::Creators`), its coins and
+    /// the number of the event that last changed them (a creator's: the largest).
+    windowed: BTreeMap<WindowBoard, BTreeMap<u64, (u128, u64)>>,
+    /// Gift popularity (#32 feature 6): per (kind, key, creator or `None` for all,
+    /// gift code), gifts sent and their coins.
+    gift_counts: BTreeMap<GiftLine, (u64, u64)>,
+}
+
+/// A window's board in the model: (kind, the model's key, board).
+type WindowBoard = (usize, u64, Board);
+/// A window's gift line in the model: (kind, key, creator or `None`, gift code).
+type GiftLine = (usize, u64, Option<CreatorId>, u32);
+
+/// A windowed leaderboard of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Board {
+    Creator(CreatorId),
+    Stream(StreamId),
+    Creators,
+}
+
+/// The model's keys of the hour, the day, the ISO week and the month holding `stamp`:
+/// its own counting (the week as `iso_year * 100 + week`), growing with time.
+fn model_windows(stamp: u64) -> [u64; 4] {
+    [
+        stamp / 3_600_000,
+        utc_day(Stamp(stamp)),
+        iso_week(Stamp(stamp)),
+        u64::from(utc_month(Stamp(stamp))),
+    ]
+}
+
+/// The oldest key of `kind` kept `kept` windows back from the ledger's time `now` (the
+/// model's keys grow with time: a key at or after it is kept). `None`: nothing kept.
+fn model_oldest_kept(kind: usize, now: u64, kept: u32) -> Option<u64> {
+    let back = u64::from(kept.checked_sub(1)?);
+    Some(match kind {
+        0 => (now / 3_600_000).saturating_sub(back),
+        1 => utc_day(Stamp(now)).saturating_sub(back),
+        2 => iso_week(Stamp(now.saturating_sub(back * 7 * 86_400_000))),
+        _ => u64::from(utc_month(Stamp(now))).saturating_sub(back),
+    })
 }
 
 /// A gift as the model keeps it for reversals.
@@ -436,6 +479,8 @@ struct ModelGiftRecord {
     nanos: u128,
     release: u64,
     reversed: bool,
+    /// The gift's stamp: the windows it counted in.
+    stamp: u64,
 }
 
 /// An event's content as a client sends it: a journaled reversal carries what it took
@@ -488,7 +533,99 @@ impl Model {
             histories: HashMap::new(),
             history_per_user: 0,
             last_reversed: None,
+            windowed: BTreeMap::new(),
+            gift_counts: BTreeMap::new(),
         }
+    }
+
+    /// Counts accepted gift `g` (on `video` or its stream), numbered `seq`, in the
+    /// windows of `stamp`: the sender's totals with the creator and (a stream's gift)
+    /// the stream, and the creator's coins.
+    fn count_windows(&mut self, g: &Gift, video: Option<VideoId>, cost: u64, at: (u64, u64)) {
+        let (stamp, seq) = at;
+        let coins = u128::from(cost);
+        for (kind, key) in model_windows(stamp).into_iter().enumerate() {
+            let mut boards = vec![(Board::Creator(g.creator), g.sender.0)];
+            if video.is_none() {
+                boards.push((Board::Stream(g.stream), g.sender.0));
+            }
+            boards.push((Board::Creators, g.creator.0));
+            for of in [None, Some(g.creator)] {
+                let e = self
+                    .gift_counts
+                    .entry((kind, key, of, g.gift.0))
+                    .or_default();
+                e.0 += u64::from(g.count);
+                e.1 += cost;
+            }
+            for (board, id) in boards {
+                let e = self
+                    .windowed
+                    .entry((kind, key, board))
+                    .or_default()
+                    .entry(id)
+                    .or_default();
+                e.0 += coins;
+                e.1 = e.1.max(seq);
+            }
+        }
+    }
+
+    /// Takes reversed gift `rec` (stamped `stamp`) off its windows, the reversal
+    /// numbered `seq`.
+    fn uncount_windows(&mut self, rec: &ModelGiftRecord, sender: UserId, seq: u64) {
+        for (kind, key) in model_windows(rec.stamp).into_iter().enumerate() {
+            let mut boards = vec![(Board::Creator(rec.creator), sender.0)];
+            if let GiftTarget::Stream(stream) = rec.target {
+                boards.push((Board::Stream(stream), sender.0));
+            }
+            boards.push((Board::Creators, rec.creator.0));
+            for of in [None, Some(rec.creator)] {
+                let line = (kind, key, of, rec.gift.0);
+                let e = self.gift_counts.get_mut(&line).expect("a counted gift");
+                e.0 -= u64::from(rec.count);
+                e.1 -= rec.coins;
+                if *e == (0, 0) {
+                    self.gift_counts.remove(&line);
+                }
+            }
+            for (board, id) in boards {
+                let scores = self.windowed.get_mut(&(kind, key, board)).expect("a board");
+                let e = scores.get_mut(&id).expect("a score");
+                e.0 -= u128::from(rec.coins);
+                e.1 = e.1.max(seq);
+                if e.0 == 0 {
+                    scores.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Gifts sent per code in a window, of every creator (`None`) or one: most sent
+    /// first, then most coins, then the code.
+    fn gift_stats(&self, kind: usize, key: u64, of: Option<CreatorId>) -> Vec<(u32, u64, u64)> {
+        let mut all: Vec<(u32, u64, u64)> = self
+            .gift_counts
+            .iter()
+            .filter(|((k, w, c, _), _)| (*k, *w, *c) == (kind, key, of))
+            .map(|(&(_, _, _, g), &(n, coins))| (g, n, coins))
+            .collect();
+        all.sort_by(|a, b| (b.1, b.2, a.0).cmp(&(a.1, a.2, b.0)));
+        all
+    }
+
+    /// The top `k` of a window's board: more coins first, then reached first.
+    fn window_top(&self, kind: usize, key: u64, board: Board, k: usize) -> Vec<(u64, u128)> {
+        let mut all: Vec<(u64, (u128, u64))> = self
+            .windowed
+            .get(&(kind, key, board))
+            .map(|b| b.iter().map(|(&id, &s)| (id, s)).collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
+        all.truncate(k);
+        all.into_iter()
+            .map(|(id, (coins, _))| (id, coins))
+            .collect()
     }
 
     /// The answer to an event whose id is known: the original outcome for an exact
@@ -871,6 +1008,8 @@ impl Model {
         w.windows.count(stamp, cost);
         let balance = w.coins;
         self.credit(g, video, cost, stamp);
+        // Numbered next (the model numbers an event once it is answered).
+        self.count_windows(g, video, cost, (stamp.0, self.last_seq + 1));
         let hold = self.economy.earnings_hold_ms;
         // Gifts on streams and videos are reversible while held. An id whose record is
         // still held at this stamp (reused past the horizon) keeps its first record.
@@ -889,6 +1028,7 @@ impl Model {
                 nanos: u128::from(cost) * self.share_nanos(),
                 release: model_release_at(stamp.0, hold),
                 reversed: false,
+                stamp: stamp.0,
             };
             self.gift_records.insert(g.id, record);
         }
@@ -1171,6 +1311,7 @@ impl Model {
             .get_mut(&r.gift)
             .expect("a record")
             .reversed = true;
+        self.uncount_windows(&rec, r.sender, self.last_seq + 1);
         self.refunded += coins;
         self.last_reversed = Some(ReversedGift {
             creator: rec.creator,
@@ -1926,6 +2067,15 @@ impl Generator {
             idempotency_entries_max: ids_bound * 4,
             history_per_user: self.rng.random_range(0..=4),
             top_k: self.rng.random_range(1..=3),
+            // Windowed leaderboards on, with a retention of one or two windows of each
+            // kind (no draw of its own: every seed's workload stays as it was).
+            windows: giftstream::config::engine::WindowsConfig {
+                enabled: true,
+                hours: 1 + (shards as u32 % 2),
+                days: 2 - (shards as u32 % 2),
+                weeks: 1,
+                months: 1 + (ids_bound as u32 % 2),
+            },
             ..EngineConfig::default()
         }
     }
@@ -2348,6 +2498,7 @@ fn check_state(engine: &Engine, model: &Model, now: Stamp, k: usize) -> Result<(
     }
     let (got, want) = (engine.top_creators(k), model.top_creators(k));
     ensure!(got == want, "top creators: engine {got:?}, model {want:?}");
+    check_windows(engine, model, k)?;
     check_holds(engine, model)?;
     let audit = engine.audit();
     ensure!(audit.is_clean(), "audit: {:?}", audit.violations);
@@ -2372,6 +2523,88 @@ fn check_state(engine: &Engine, model: &Model, now: Stamp, k: usize) -> Result<(
         model.promotion_sales
     );
     check_purchases(&audit.totals, model)
+}
+
+/// The windowed leaderboards (#32 feature 1) of the windows holding the ledger's time
+/// and of those an hour, a day, a week and a month before it (past their retention or
+/// not): the engine's lists are the model's, or refused as expired exactly when the
+/// model's retention says so.
+fn check_windows(engine: &Engine, model: &Model, k: usize) -> Result<(), String> {
+    use giftstream::engine::{TimeWindow, WindowError, WindowKind};
+    let config = &engine.config().windows;
+    if !config.enabled {
+        return Ok(());
+    }
+    let now = model.hold_clock;
+    let kept = [config.hours, config.days, config.weeks, config.months];
+    let back = [3_600_000, 86_400_000, 7 * 86_400_000, 31 * 86_400_000];
+    for (kind_at, kind) in WindowKind::ALL.into_iter().enumerate() {
+        for stamp in [
+            now,
+            now.saturating_sub(back[kind_at]),
+            now.saturating_sub(1),
+        ] {
+            let window = TimeWindow::of(kind, Stamp(stamp));
+            let key = model_windows(stamp)[kind_at];
+            let retained = model_oldest_kept(kind_at, now, kept[kind_at]).is_some_and(|o| key >= o);
+            let users = |l: Vec<(u64, u128)>| -> Vec<(UserId, u128)> {
+                l.into_iter().map(|(u, c)| (UserId(u), c)).collect()
+            };
+            let want = |got: Result<Vec<(UserId, u128)>, WindowError>, board: Board| {
+                let want = if retained {
+                    Ok(users(model.window_top(kind_at, key, board, k)))
+                } else {
+                    Err(WindowError::Expired)
+                };
+                (got, want)
+            };
+            for c in all_creators() {
+                let (got, want) = want(
+                    engine.creator_top_gifters_in(c, window, k),
+                    Board::Creator(c),
+                );
+                ensure!(
+                    got == want,
+                    "top gifters of {c:?} in {window:?} (now {now}): engine {got:?}, model {want:?}"
+                );
+            }
+            for s in all_streams() {
+                let (got, want) =
+                    want(engine.stream_top_gifters_in(s, window, k), Board::Stream(s));
+                ensure!(
+                    got == want,
+                    "top gifters of {s:?} in {window:?} (now {now}): engine {got:?}, model {want:?}"
+                );
+            }
+            let got = engine.top_creators_in(window, k).map(|l| {
+                l.into_iter()
+                    .map(|(c, coins)| (UserId(c.0), coins))
+                    .collect::<Vec<_>>()
+            });
+            let (got, want) = want(got, Board::Creators);
+            ensure!(
+                got == want,
+                "top creators in {window:?} (now {now}): engine {got:?}, model {want:?}"
+            );
+            for of in std::iter::once(None).chain(all_creators().map(Some)) {
+                let got = engine.gift_stats_in(window, of).map(|l| {
+                    l.into_iter()
+                        .map(|(g, n)| (g.0, n.count, n.coins))
+                        .collect::<Vec<_>>()
+                });
+                let want = if retained {
+                    Ok(model.gift_stats(kind_at, key, of))
+                } else {
+                    Err(WindowError::Expired)
+                };
+                ensure!(
+                    got == want,
+                    "gift stats of {of:?} in {window:?} (now {now}): engine {got:?}, model {want:?}"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The audit's purchase revenue is the model's, and every coin recharged is in a wallet

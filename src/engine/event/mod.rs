@@ -11,6 +11,7 @@
 mod fingerprint;
 mod ids;
 mod outcome;
+mod windows;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ pub use ids::{
     VideoId, date_label, first_day_of_month, iso_week_label, month_of_day, week_of_day,
 };
 pub use outcome::{BudgetCap, Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
+pub use windows::{HOUR_MS, TimeWindow, WindowKind, hour_of};
 
 /// A user buys coins.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]

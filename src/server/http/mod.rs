@@ -11,6 +11,7 @@ pub mod events;
 pub mod openapi;
 pub mod reads;
 pub mod videos;
+pub mod windows;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -82,8 +83,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable code: MALFORMED_JSON, INVALID_REQUEST, EMPTY_BATCH, BATCH_TOO_LARGE,
     /// BODY_TOO_LARGE, BODY_TIMEOUT, UNSUPPORTED_MEDIA_TYPE, INVALID_PARAMETER, UNAUTHORIZED, FORBIDDEN,
-    /// AUTH_RATE_LIMITED, RATE_LIMITED, NOT_FOUND, METHOD_NOT_ALLOWED,
-    /// TOO_MANY_SUBSCRIBERS, BAD_LAST_EVENT_ID, OVERLOADED, UNAVAILABLE, CONNECTION_LIMIT, or a reject code
+    /// AUTH_RATE_LIMITED, RATE_LIMITED, NOT_FOUND, METHOD_NOT_ALLOWED, WINDOW_EXPIRED,
+    /// WINDOWS_DISABLED, WINDOWS_UNAVAILABLE, TOO_MANY_SUBSCRIBERS, BAD_LAST_EVENT_ID,
+    /// OVERLOADED, UNAVAILABLE, CONNECTION_LIMIT, or a reject code
     /// for a rejected PUT.
     code: String,
     message: String,
@@ -406,6 +408,7 @@ async fn metrics_route(State(service): State<Arc<Service>>) -> Response {
     let (records, dropped) = service.engine.gift_records();
     metrics::gauge!(telemetry::GIFT_RECORDS).set(records as f64);
     metrics::counter!(telemetry::GIFT_RECORDS_DROPPED_TOTAL).absolute(dropped);
+    metrics::gauge!(telemetry::WINDOW_PAIRS).set(service.engine.window_pairs() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         service.metrics.render(),
@@ -458,6 +461,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/creators/{id}/top-gifters", get(reads::get_creator_top))
         .route("/v1/streams/{id}/top-gifters", get(reads::get_stream_top))
         .route("/v1/leaderboards/creators", get(reads::get_top_creators))
+        .route("/v1/gifts/stats", get(windows::get_gift_stats))
         .route("/v1/streams/{id}/goal", put(events::put_goal))
         .route("/v1/streams/{id}", get(reads::get_stream))
         .route("/v1/streams/{id}/feed", get(reads::get_feed))

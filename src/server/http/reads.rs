@@ -15,6 +15,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::windows::{LeaderboardQuery, WindowView, leaderboard_query, window_error};
 use super::{ApiError, Caller, ErrorBody, authorize, path};
 use crate::config::Scope;
 use crate::engine::{CreatorId, RejectCode, StreamId, UserId, date_label, iso_week_label};
@@ -261,6 +262,9 @@ pub(super) async fn get_creator(
 
 #[derive(Serialize, ToSchema)]
 pub struct TopGiftersResponse {
+    /// The window the list covers (a windowed read only; all-time without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<WindowView>,
     entries: Vec<GifterEntry>,
 }
 
@@ -283,6 +287,7 @@ pub(super) fn shared_read_error(e: ReadError) -> ApiError {
 
 pub(super) fn gifters(list: Vec<(UserId, u128)>) -> Json<TopGiftersResponse> {
     Json(TopGiftersResponse {
+        window: None,
         entries: list
             .into_iter()
             .map(|(u, coins)| GifterEntry { user: u.0, coins })
@@ -290,19 +295,24 @@ pub(super) fn gifters(list: Vec<(UserId, u128)>) -> Json<TopGiftersResponse> {
     })
 }
 
-/// Top gifters of a creator, by coins gifted, best first.
+/// Top gifters of a creator, by coins gifted, best first: all-time, or in one UTC hour,
+/// day, ISO week or month (`window`, `at`; ties by who reached the total first).
 #[utoipa::path(get, path = "/v1/creators/{id}/top-gifters", tag = "leaderboards",
-    params(("id" = u64, Path, description = "Creator id"), LimitQuery), security(("bearer" = [])),
-    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    params(("id" = u64, Path, description = "Creator id"), LeaderboardQuery), security(("bearer" = [])),
+    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "WINDOW_EXPIRED (past retention) or WINDOWS_DISABLED", body = ErrorBody), (status = 501, description = "WINDOWS_UNAVAILABLE: a cluster node asked for a window", body = ErrorBody)))]
 pub(super) async fn get_creator_top(
     State(service): State<Arc<Service>>,
     caller: Caller,
     id: Result<Path<u64>, PathRejection>,
-    q: Result<Query<LimitQuery>, QueryRejection>,
+    q: Result<Query<LeaderboardQuery>, QueryRejection>,
 ) -> Result<Json<TopGiftersResponse>, ApiError> {
     authorize(&service, &caller, Scope::Read)?;
     let creator = CreatorId(path(id)?);
-    let limit = limit(q, 10, service.config.engine.top_k)?;
+    let (limit, window) = leaderboard_query(&service, q)?;
+    if let Some(w) = window {
+        let top = service.engine.creator_top_gifters_in(creator, w, limit);
+        return windowed_gifters(top.map_err(|e| window_error(e, w))?, w);
+    }
     if let Some(reader) = &service.shared_reads {
         let top = reader.creator_top_gifters(creator, limit).await;
         return Ok(gifters(top.map_err(shared_read_error)?));
@@ -310,19 +320,24 @@ pub(super) async fn get_creator_top(
     Ok(gifters(service.engine.creator_top_gifters(creator, limit)))
 }
 
-/// Top gifters in a stream, by coins gifted, best first.
+/// Top gifters in a stream, by coins gifted, best first: all-time, or in one window
+/// (as a creator's).
 #[utoipa::path(get, path = "/v1/streams/{id}/top-gifters", tag = "leaderboards",
-    params(("id" = u64, Path, description = "Stream id"), LimitQuery), security(("bearer" = [])),
-    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    params(("id" = u64, Path, description = "Stream id"), LeaderboardQuery), security(("bearer" = [])),
+    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "WINDOW_EXPIRED (past retention) or WINDOWS_DISABLED", body = ErrorBody), (status = 501, description = "WINDOWS_UNAVAILABLE: a cluster node asked for a window", body = ErrorBody)))]
 pub(super) async fn get_stream_top(
     State(service): State<Arc<Service>>,
     caller: Caller,
     id: Result<Path<u64>, PathRejection>,
-    q: Result<Query<LimitQuery>, QueryRejection>,
+    q: Result<Query<LeaderboardQuery>, QueryRejection>,
 ) -> Result<Json<TopGiftersResponse>, ApiError> {
     authorize(&service, &caller, Scope::Read)?;
     let stream = StreamId(path(id)?);
-    let limit = limit(q, 10, service.config.engine.top_k)?;
+    let (limit, window) = leaderboard_query(&service, q)?;
+    if let Some(w) = window {
+        let top = service.engine.stream_top_gifters_in(stream, w, limit);
+        return windowed_gifters(top.map_err(|e| window_error(e, w))?, w);
+    }
     if let Some(reader) = &service.shared_reads {
         let top = reader.stream_top_gifters(stream, limit).await;
         return Ok(gifters(top.map_err(shared_read_error)?));
@@ -330,29 +345,65 @@ pub(super) async fn get_stream_top(
     Ok(gifters(service.engine.stream_top_gifters(stream, limit)))
 }
 
+fn windowed_gifters(
+    list: Vec<(UserId, u128)>,
+    window: crate::engine::TimeWindow,
+) -> Result<Json<TopGiftersResponse>, ApiError> {
+    let Json(mut response) = gifters(list);
+    response.window = Some(WindowView::of(window));
+    Ok(Json(response))
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct CreatorsLeaderboard {
+    /// The window the list covers (a windowed read only; all-time without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<WindowView>,
     entries: Vec<CreatorEntry>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct CreatorEntry {
     creator: u64,
-    #[schema(value_type = u64)]
-    diamonds: u128,
+    /// Diamonds credited (the all-time list's score).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    diamonds: Option<u128>,
+    /// Coins received in the window (a windowed list's score).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    coins: Option<u128>,
 }
 
-/// Top creators by diamonds credited, best first.
+/// Top creators, best first: all-time by diamonds credited, or in one UTC hour, day, ISO
+/// week or month (`window`, `at`) by coins received in it (ties by who reached the total
+/// first).
 #[utoipa::path(get, path = "/v1/leaderboards/creators", tag = "leaderboards",
-    params(LimitQuery), security(("bearer" = [])),
-    responses((status = 200, body = CreatorsLeaderboard), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    params(LeaderboardQuery), security(("bearer" = [])),
+    responses((status = 200, body = CreatorsLeaderboard), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "WINDOW_EXPIRED (past retention) or WINDOWS_DISABLED", body = ErrorBody), (status = 501, description = "WINDOWS_UNAVAILABLE: a cluster node asked for a window", body = ErrorBody)))]
 pub(super) async fn get_top_creators(
     State(service): State<Arc<Service>>,
     caller: Caller,
-    q: Result<Query<LimitQuery>, QueryRejection>,
+    q: Result<Query<LeaderboardQuery>, QueryRejection>,
 ) -> Result<Json<CreatorsLeaderboard>, ApiError> {
     authorize(&service, &caller, Scope::Read)?;
-    let limit = limit(q, 10, service.config.engine.top_k)?;
+    let (limit, window) = leaderboard_query(&service, q)?;
+    if let Some(w) = window {
+        let top = service.engine.top_creators_in(w, limit);
+        let entries = top
+            .map_err(|e| window_error(e, w))?
+            .into_iter()
+            .map(|(c, coins)| CreatorEntry {
+                creator: c.0,
+                diamonds: None,
+                coins: Some(coins),
+            })
+            .collect();
+        return Ok(Json(CreatorsLeaderboard {
+            window: Some(WindowView::of(w)),
+            entries,
+        }));
+    }
     let top = match &service.shared_reads {
         Some(reader) => reader
             .top_creators(limit)
@@ -364,10 +415,14 @@ pub(super) async fn get_top_creators(
         .into_iter()
         .map(|(c, diamonds)| CreatorEntry {
             creator: c.0,
-            diamonds,
+            diamonds: Some(diamonds),
+            coins: None,
         })
         .collect();
-    Ok(Json(CreatorsLeaderboard { entries }))
+    Ok(Json(CreatorsLeaderboard {
+        window: None,
+        entries,
+    }))
 }
 
 // ---- streams ------------------------------------------------------------------------
