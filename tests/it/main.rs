@@ -2,6 +2,7 @@
 //! 2-core machine.
 
 mod adversarial;
+mod change_stream;
 mod chargeback;
 mod cluster;
 mod crash;
@@ -13,6 +14,7 @@ mod engine_props;
 mod engine_rules;
 mod engine_rules_caps;
 mod fence;
+mod history;
 mod hostile_http;
 mod layers;
 mod legacy_period;
