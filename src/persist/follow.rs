@@ -59,8 +59,9 @@ pub trait Sink: Send + 'static {
     fn metrics(&self) -> SinkMetrics;
 
     /// The last sequence number the target holds, read from Redis at the start.
-    /// `committed` is everything committed now: a target that does not exist yet is
-    /// created to begin after it (it holds the events committed from its first start).
+    /// `committed` is what was committed when the node started: a target that does not
+    /// exist yet is created to begin after it (it holds the events committed from its
+    /// first start).
     fn resume(
         &mut self,
         conn: &mut RedisConn,
@@ -110,9 +111,10 @@ impl FollowerHandle {
 /// Starts `sink`'s follower on a thread of its own (a single-threaded runtime at nice
 /// `config.nice`, as the read model's projectors): it follows `watermark` (the last
 /// committed seq) until `stop` turns true, then writes what is committed (bounded by
-/// [`FINAL_WRITE_TIMEOUT`]) and returns. `written` is the last sequence number the
-/// target holds, published as it advances (0 until the start has read it: the journal
-/// trim waits).
+/// [`FINAL_WRITE_TIMEOUT`]) and returns. A target that does not exist yet begins after
+/// the watermark at the call (call it before serving). `written` is the last sequence
+/// number the target holds, published as it advances (0 until the start has read it:
+/// the journal trim waits).
 pub fn spawn_follower<S: Sink>(
     sink: S,
     journal: RedisJournal,
@@ -123,7 +125,19 @@ pub fn spawn_follower<S: Sink>(
     let (tx, rx) = mpsc::channel(config.queue_runs_max);
     written.store(0, Ordering::Release);
     let name = format!("gs-{}", sink.name());
-    let task = follow(sink, journal, config, rx, (watermark, stop), written);
+    // Read now, at spawn (before the listeners serve): a target that does not exist yet
+    // begins here. Read later, on the follower's thread, it could be past events
+    // committed meanwhile, which the new target would then never hold (found by the
+    // change stream test: a user's first recharges were missing from the history).
+    let begin = *watermark.borrow();
+    let task = follow(
+        sink,
+        journal,
+        config,
+        rx,
+        (watermark, stop),
+        (begin, written),
+    );
     let ended = on_own_thread(name, config.nice, task)?;
     let task = tokio::spawn(async move {
         // (An error: the thread ended without saying so, i.e. it panicked.)
@@ -142,7 +156,7 @@ async fn follow<S: Sink>(
     config: FollowerConfig,
     mut rx: mpsc::Receiver<Arc<Vec<LogEntry>>>,
     (mut watermark, mut stop): (watch::Receiver<u64>, watch::Receiver<bool>),
-    written: Arc<AtomicU64>,
+    (begin, written): (u64, Arc<AtomicU64>),
 ) {
     let names = sink.metrics();
     let name = sink.name();
@@ -151,8 +165,7 @@ async fn follow<S: Sink>(
     };
     let mut backoff = RETRY_BACKOFF_MIN;
     let mut next = loop {
-        let committed = *watermark.borrow();
-        match sink.resume(&mut conn, committed).await {
+        match sink.resume(&mut conn, begin).await {
             Ok(held) => break held + 1,
             Err(e) => {
                 tracing::warn!(sink = name, error = %e, "cannot read where the target is; retrying");

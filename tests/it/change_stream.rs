@@ -139,6 +139,8 @@ async fn kill_9_of_giftstream_and_the_consumer_sees_every_committed_event_once_i
 
     // Event id -> (seq, status, code) as HTTP answered; batches not answered yet.
     let mut answered: HashMap<String, (u64, String, String)> = HashMap::new();
+    // Event id -> its user (the recharge's or the gift's sender).
+    let mut user_of: HashMap<String, u64> = HashMap::new();
     let mut unanswered: Vec<Vec<Value>> = Vec::new();
     let mut next_id: u128 = 1;
     let mut consumer = None;
@@ -166,6 +168,13 @@ async fn kill_9_of_giftstream_and_the_consumer_sees_every_committed_event_once_i
                     .collect()
             })
             .collect();
+        for e in batches.iter().flatten() {
+            let user = e.get("user").or_else(|| e.get("sender")).unwrap();
+            user_of.insert(
+                e["event_id"].as_str().unwrap().to_owned(),
+                user.as_u64().unwrap(),
+            );
+        }
         let kill_after =
             (round + 1 < ROUNDS).then(|| rng.random_range(5..BATCHES_PER_ROUND as usize - 5));
         // Two senders side by side; the server is killed while both are sending.
@@ -229,6 +238,72 @@ async fn kill_9_of_giftstream_and_the_consumer_sees_every_committed_event_once_i
         c.abort();
     }
     let metrics = server.metrics(&http).await;
+    // The durable history, written beside the change stream through the same kills,
+    // holds each user's events once: the coin changes of every page add up to the
+    // wallet's balance.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let written: Option<u64> = redis::cmd("GET")
+            .arg("giftstream:{ledger}:history:seq")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if written.unwrap_or(0) >= last {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the history is at {written:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for user in 100..100 + USERS {
+        let wallet = server
+            .read(&http, &format!("/v1/users/{user}/wallet"))
+            .await;
+        let (mut sum, mut lines, mut before) = (0i64, Vec::new(), u64::MAX);
+        loop {
+            let path = format!("/v1/users/{user}/transactions?limit=100&before={before}");
+            let page = server.read(&http, &path).await;
+            let entries = page["entries"].as_array().unwrap();
+            for e in entries {
+                sum += e["coins_delta"].as_i64().unwrap();
+                lines.push(e.clone());
+            }
+            match page["next_before"].as_u64() {
+                Some(b) => before = b,
+                None => break,
+            }
+        }
+        // Every line is an answered event of this user, with its outcome.
+        let mine: HashMap<u64, &(u64, String, String)> = answered
+            .iter()
+            .filter(|(id, _)| user_of[*id] == user)
+            .map(|(_, a)| (a.0, a))
+            .collect();
+        for l in &lines {
+            let seq = l["seq"].as_u64().unwrap();
+            let a = mine
+                .get(&seq)
+                .unwrap_or_else(|| panic!("user {user}: line {l} is no event of theirs"));
+            assert_eq!(l["status"].as_str(), Some(a.1.as_str()), "{l}");
+        }
+        let missing: Vec<&u64> = mine
+            .keys()
+            .filter(|s| !lines.iter().any(|l| l["seq"].as_u64() == Some(**s)))
+            .collect();
+        let accepted_missing: Vec<_> = missing
+            .iter()
+            .filter(|s| mine[**s].1 == "accepted")
+            .collect();
+        assert!(
+            accepted_missing.is_empty(),
+            "user {user}: accepted events without a line: {accepted_missing:?}"
+        );
+        assert_eq!(
+            sum,
+            wallet["coins"].as_i64().unwrap(),
+            "user {user}: {} lines; {lines:?}",
+            lines.len()
+        );
+    }
     server.stop();
 
     let seen: Vec<String> = redis::cmd("LRANGE")
