@@ -21,6 +21,8 @@ use crate::cluster::PartitionMap;
 use crate::config::{Config, SnapshotMethod};
 use crate::economy::Economy;
 use crate::engine::Engine;
+use crate::persist::downstream::{ChangeStream, EconomyAt, History, HistoryReader};
+use crate::persist::follow::{FollowerConfig, FollowerHandle, spawn_follower};
 use crate::persist::journal::{
     CommitHandle, CommitterConfig, Journal, MemoryJournal, SnapshotPolicy, spawn_committer,
 };
@@ -168,6 +170,14 @@ pub async fn run(
         )),
         _ => None,
     };
+    let history = match journal.redis().filter(|_| config.history.enabled) {
+        Some(redis) => Some(HistoryReader::new(
+            redis.connect_again().await?,
+            config.history.buckets,
+            config.history.retention_ms,
+        )),
+        None => None,
+    };
     let settlement = prepare_settlement(&engine, partitions.as_ref(), journal.redis()).await?;
     let (closing_tx, closing) = watch::channel(false);
     let (committer, background) = start_background(
@@ -183,6 +193,7 @@ pub async fn run(
     let service = Arc::new(Service {
         partitions,
         shared_reads,
+        history,
         auth: auth_of(&config),
         clock: Clock::starting_at(engine.newest_stamp()),
         engine,
@@ -267,7 +278,7 @@ async fn prepare_settlement(
 }
 
 /// Snapshots as configured; none when neither trigger is set.
-fn snapshot_policy(config: &Config, trim_floor: Option<Arc<AtomicU64>>) -> Option<SnapshotPolicy> {
+fn snapshot_policy(config: &Config, trim_floors: Vec<Arc<AtomicU64>>) -> Option<SnapshotPolicy> {
     let s = &config.snapshot;
     let interval = (s.interval_ms > 0).then(|| Duration::from_millis(s.interval_ms));
     let events = (s.events > 0).then_some(s.events);
@@ -278,7 +289,7 @@ fn snapshot_policy(config: &Config, trim_floor: Option<Arc<AtomicU64>>) -> Optio
         keep: s.keep,
         trim_journal: s.trim_journal,
         copy_pages_in_child: s.copy_pages_in_child,
-        trim_floor,
+        trim_floors,
     })
 }
 
@@ -288,6 +299,9 @@ struct Background {
     stop_commits: watch::Sender<bool>,
     projector_task: Option<JoinHandle<()>>,
     stop_projector: watch::Sender<bool>,
+    /// The change stream's and the durable history's writers (stopped with the
+    /// projector, after the final commit).
+    follower_tasks: Vec<JoinHandle<()>>,
     replica_task: Option<JoinHandle<()>>,
 }
 
@@ -303,19 +317,30 @@ fn start_background(
     reporter: Option<Arc<Reporter>>,
     closing: &watch::Receiver<bool>,
 ) -> Result<(CommitHandle, Background), ServeError> {
-    let projected = read_model.as_ref().map(|r| r.projected.clone());
-    let policy = snapshot_policy(config, projected);
+    let downstream = downstream_sinks(config, engine, journal.redis());
+    let floors = read_model
+        .as_ref()
+        .map(|r| r.projected.clone())
+        .into_iter()
+        .chain(downstream.iter().map(|d| d.written.clone()))
+        .collect();
+    let policy = snapshot_policy(config, floors);
     let (fork_policy, replica_policy) = match (config.snapshot.method, journal.redis()) {
         (SnapshotMethod::Replica, Some(_)) => (None, policy),
         _ => (policy, None),
     };
     let projector_slot: Arc<OnceLock<ProjectorHandle>> = Arc::new(OnceLock::new());
+    let followers_slot: Arc<OnceLock<Vec<FollowerHandle>>> = Arc::new(OnceLock::new());
     let (stop_commits, stop_rx) = watch::channel(false);
     let (committer, commit_task) = start_commit(
         config,
         engine,
         journal.commits(),
-        (feeds.clone(), projector_slot.clone(), reporter),
+        (
+            feeds.clone(),
+            (projector_slot.clone(), followers_slot.clone()),
+            reporter,
+        ),
         fork_policy,
         stop_rx,
     );
@@ -342,7 +367,7 @@ fn start_background(
                 }),
                 config.read_model.clone(),
                 committer.watermark_receiver(),
-                stop_projector_rx,
+                stop_projector_rx.clone(),
                 read_model.projected,
             )?;
             let _ = projector_slot.set(handle);
@@ -350,30 +375,117 @@ fn start_background(
         }
         None => None,
     };
+    let mut handles = Vec::new();
+    let mut follower_tasks = Vec::new();
+    if let Some(redis) = journal.redis() {
+        for sink in downstream {
+            let signals = (committer.watermark_receiver(), stop_projector_rx.clone());
+            let (handle, task) = match sink.sink {
+                DownstreamSink::Changes(s) => {
+                    spawn_follower(s, redis.clone(), sink.config, signals, sink.written)?
+                }
+                DownstreamSink::History(s) => {
+                    spawn_follower(s, redis.clone(), sink.config, signals, sink.written)?
+                }
+            };
+            handles.push(handle);
+            follower_tasks.push(task);
+        }
+    }
+    let _ = followers_slot.set(handles);
     let background = Background {
         commit_task,
         stop_commits,
         projector_task,
         stop_projector,
+        follower_tasks,
         replica_task,
     };
     Ok((committer, background))
 }
 
-/// Who hears of each committed run: the live feeds, the read model's projector (once it
-/// is started) and a cluster node's settlement reporter.
+/// Who hears of each committed run: the live feeds, the read model's projector and the
+/// change stream's and history's writers (once they are started) and a cluster node's
+/// settlement reporter.
 type CommitListeners = (
     Arc<Feeds>,
-    Arc<OnceLock<ProjectorHandle>>,
+    (
+        Arc<OnceLock<ProjectorHandle>>,
+        Arc<OnceLock<Vec<FollowerHandle>>>,
+    ),
     Option<Arc<Reporter>>,
 );
+
+/// A downstream writer to start: its sink, bounds and published position (a journal
+/// trim floor).
+struct Downstream {
+    sink: DownstreamSink,
+    config: FollowerConfig,
+    written: Arc<AtomicU64>,
+}
+
+enum DownstreamSink {
+    Changes(ChangeStream),
+    History(History),
+}
+
+/// The change stream's and the durable history's writers, as configured (only with a
+/// Redis journal).
+fn downstream_sinks(
+    config: &Config,
+    engine: &Arc<Engine>,
+    redis: Option<&RedisJournal>,
+) -> Vec<Downstream> {
+    let Some(redis) = redis else {
+        return Vec::new();
+    };
+    let economy_at: EconomyAt = {
+        let engine = engine.clone();
+        Arc::new(move |seq| engine.economy_at(seq))
+    };
+    let mut sinks = Vec::new();
+    let c = &config.change_stream;
+    if c.enabled {
+        sinks.push(Downstream {
+            sink: DownstreamSink::Changes(ChangeStream::new(
+                redis.ledger(),
+                c.events_max,
+                economy_at.clone(),
+            )),
+            config: FollowerConfig {
+                queue_runs_max: c.queue_runs_max,
+                entries_per_write_max: c.entries_per_write_max,
+                nice: c.nice,
+            },
+            written: Arc::new(AtomicU64::new(0)),
+        });
+    }
+    let h = &config.history;
+    if h.enabled {
+        sinks.push(Downstream {
+            sink: DownstreamSink::History(History::new(
+                redis.ledger(),
+                h.buckets,
+                h.retention_ms,
+                economy_at,
+            )),
+            config: FollowerConfig {
+                queue_runs_max: h.queue_runs_max,
+                entries_per_write_max: h.entries_per_write_max,
+                nice: h.nice,
+            },
+            written: Arc::new(AtomicU64::new(0)),
+        });
+    }
+    sinks
+}
 
 /// The group committer: appends applied runs to `journal`, then tells `listeners`.
 fn start_commit(
     config: &Config,
     engine: &Arc<Engine>,
     journal: Arc<dyn Journal>,
-    (feeds, projector, reporter): CommitListeners,
+    (feeds, (projector, followers), reporter): CommitListeners,
     snapshots: Option<SnapshotPolicy>,
     stop: watch::Receiver<bool>,
 ) -> (CommitHandle, JoinHandle<bool>) {
@@ -392,6 +504,9 @@ fn start_commit(
         move |entries| {
             if let Some(projector) = projector.get() {
                 projector.committed(entries);
+            }
+            for follower in followers.get().into_iter().flatten() {
+                follower.committed(entries);
             }
             if let Some(reporter) = &reporter {
                 reporter.committed(entries);
@@ -592,6 +707,9 @@ async fn shut_down(
     let committed = !fenced && background.commit_task.await.unwrap_or(false);
     let _ = background.stop_projector.send(true);
     if let Some(task) = background.projector_task {
+        let _ = task.await;
+    }
+    for task in background.follower_tasks {
         let _ = task.await;
     }
     // Before the lease goes: a snapshot the replica is finishing still trims the journal.

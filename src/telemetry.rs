@@ -72,6 +72,24 @@ pub const READ_MODEL_SATURATED_TOTAL: &str = "giftstream_read_model_saturated_to
 /// or the journal was trimmed past it): the read model no longer follows the ledger
 /// until the next start rebuilds it, and no longer holds back the journal trim.
 pub const READ_MODEL_STOPPED: &str = "giftstream_read_model_stopped";
+/// Age of the oldest committed event not yet in the change stream (0 when caught up).
+pub const CHANGE_STREAM_LAG_SECONDS: &str = "giftstream_change_stream_lag_seconds";
+/// Committed events written to the change stream.
+pub const CHANGE_STREAM_EVENTS_TOTAL: &str = "giftstream_change_stream_events_total";
+/// Failed change-stream writes (each is retried).
+pub const CHANGE_STREAM_WRITE_FAILURES_TOTAL: &str =
+    "giftstream_change_stream_write_failures_total";
+/// Committed events the change stream skipped: the journal no longer held them (its
+/// Redis lost the stream's data). 0 normally.
+pub const CHANGE_STREAM_SKIPPED_TOTAL: &str = "giftstream_change_stream_skipped_total";
+/// Age of the oldest committed event not yet in the durable history (0 when caught up).
+pub const HISTORY_LAG_SECONDS: &str = "giftstream_history_lag_seconds";
+/// Committed events the durable history has written (every event, with a line or not).
+pub const HISTORY_EVENTS_TOTAL: &str = "giftstream_history_events_total";
+/// Failed durable-history writes (each is retried).
+pub const HISTORY_WRITE_FAILURES_TOTAL: &str = "giftstream_history_write_failures_total";
+/// Committed events the durable history skipped (the journal no longer held them).
+pub const HISTORY_SKIPPED_TOTAL: &str = "giftstream_history_skipped_total";
 /// Journal appends whose `WAIT` saw fewer replicas than `redis.wait_replicas`.
 pub const REDIS_WAIT_SHORT_TOTAL: &str = "giftstream_redis_wait_short_total";
 /// Batches refused because an event belongs to another node's partition.
@@ -235,6 +253,40 @@ fn describe() {
     describe_gauge!(
         READ_MODEL_STOPPED,
         "1 once the read model stopped following the ledger while serving (rebuilt at the next start)."
+    );
+    describe_gauge!(
+        CHANGE_STREAM_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest committed event not yet in the change stream."
+    );
+    describe_counter!(
+        CHANGE_STREAM_EVENTS_TOTAL,
+        "Committed events written to the change stream."
+    );
+    describe_counter!(
+        CHANGE_STREAM_WRITE_FAILURES_TOTAL,
+        "Failed change-stream writes (each is retried)."
+    );
+    describe_counter!(
+        CHANGE_STREAM_SKIPPED_TOTAL,
+        "Committed events the change stream skipped because the journal no longer held them."
+    );
+    describe_gauge!(
+        HISTORY_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest committed event not yet in the durable history."
+    );
+    describe_counter!(
+        HISTORY_EVENTS_TOTAL,
+        "Committed events the durable history has written."
+    );
+    describe_counter!(
+        HISTORY_WRITE_FAILURES_TOTAL,
+        "Failed durable-history writes (each is retried)."
+    );
+    describe_counter!(
+        HISTORY_SKIPPED_TOTAL,
+        "Committed events the durable history skipped because the journal no longer held them."
     );
     describe_counter!(
         REDIS_WAIT_SHORT_TOTAL,

@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::economy::{EMBEDDED_ECONOMY_TOML, Economy, EconomyError};
 pub mod cluster;
+pub mod downstream;
 pub mod engine;
 
 pub use cluster::{ClusterConfig, NodeConfig};
+pub use downstream::{ChangeStreamConfig, HistoryConfig};
 pub use engine::EngineConfig;
 
 /// An error in `giftstream.toml`, an override or a file it names: names the key that is
@@ -517,6 +519,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub snapshot: SnapshotConfig,
     pub read_model: ReadModelConfig,
+    pub change_stream: ChangeStreamConfig,
+    pub history: HistoryConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub cluster: ClusterConfig,
@@ -800,6 +804,7 @@ impl Config {
                 "must be in 5..=100",
             ));
         }
+        downstream::validate(&self.change_stream, &self.history)?;
         if self.snapshot.keep == 0 || self.snapshot.keep > 1000 {
             return Err(ConfigError::new("snapshot.keep", "must be in 1..=1000"));
         }

@@ -226,9 +226,10 @@ pub struct SnapshotPolicy {
     pub trim_journal: bool,
     /// The forked child copies the resident pages first (`snapshot::fork_snapshot`).
     pub copy_pages_in_child: bool,
-    /// Never trim past this sequence number (the Redis read model's position: it
-    /// catches up from the journal).
-    pub trim_floor: Option<Arc<AtomicU64>>,
+    /// Never trim past any of these sequence numbers: the positions of the Redis read
+    /// model, the change stream and the durable history, which catch up from the
+    /// journal (each the last sequence number its writer holds as written).
+    pub trim_floors: Vec<Arc<AtomicU64>>,
 }
 
 /// Starts the committer task. It runs until `stop` turns true, then makes a final commit
@@ -384,16 +385,19 @@ pub fn spawn_committer(
 }
 
 /// Trims the journal up to the oldest kept snapshot (`oldest_kept`, what the last
-/// write found on disk), never past the read model's position (`trim_floor`).
+/// write found on disk), never past a follower's position (`trim_floors`: the read
+/// model's, the change stream's, the history's).
 pub(crate) async fn trim_to_snapshots(
     journal: &dyn Journal,
     policy: &SnapshotPolicy,
     oldest_kept: Option<u64>,
 ) {
     let floor = policy
-        .trim_floor
-        .as_ref()
-        .map_or(u64::MAX, |f| f.load(Ordering::Acquire));
+        .trim_floors
+        .iter()
+        .map(|f| f.load(Ordering::Acquire))
+        .min()
+        .unwrap_or(u64::MAX);
     let Some(seq) = oldest_kept.map(|s| s.min(floor)) else {
         return;
     };

@@ -307,7 +307,7 @@ pub fn read_handoff() -> std::io::Result<(Handoff, Arc<AtomicBool>)> {
 
 /// Starts the replica process and keeps it running until `closing` turns true: reads
 /// its reports (the lag gauge, the write histogram), trims the journal after each
-/// snapshot it writes (never past `policy.trim_floor`), and starts it again, after a
+/// snapshot it writes (never past `policy.trim_floors`), and starts it again, after a
 /// backoff, when it exits. At shutdown it closes the replica's stdin and waits for it.
 pub async fn supervise(
     handoff: Handoff,

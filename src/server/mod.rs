@@ -138,6 +138,9 @@ pub struct Service {
     /// A cluster node's reader of the shared read model, which answers leaderboard and
     /// totals reads for every partition.
     pub shared_reads: Option<crate::persist::read_model::ReadModelReader>,
+    /// The durable history's reader (`history.enabled`): transaction pages beyond what
+    /// the engine keeps in memory.
+    pub history: Option<crate::persist::downstream::HistoryReader>,
     /// Where economy versions are stored (the Redis journal; `None`: in memory).
     pub economy_store: Option<crate::persist::redis::RedisJournal>,
     /// One economy change at a time.

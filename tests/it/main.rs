@@ -2,6 +2,7 @@
 //! 2-core machine.
 
 mod adversarial;
+mod change_stream;
 mod chargeback;
 mod cluster;
 mod crash;
@@ -14,6 +15,7 @@ mod engine_rules;
 mod engine_rules_caps;
 mod feed_resume;
 mod fence;
+mod history;
 mod hostile_http;
 mod layers;
 mod legacy_period;

@@ -14,7 +14,8 @@
 //! explanation (top-K only, cluster merging, exactly once) is in ARCHITECTURE.md.
 //!
 //! Submodules import one way: `layout` <- `write` <- `fold` <- `task`, `layout` <-
-//! `reader` <- `rebuild` <- `task`, `reader` <- `compare`, `thread` <- `task`; none imports this file.
+//! `reader` <- `rebuild` <- `task`, `reader` <- `compare`; none imports this file. (`task` runs each projector on
+//! `persist::thread`.)
 
 mod compare;
 mod fold;
@@ -22,7 +23,6 @@ mod layout;
 mod reader;
 mod rebuild;
 mod task;
-mod thread;
 mod write;
 
 pub use compare::compare;

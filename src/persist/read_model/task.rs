@@ -13,23 +13,17 @@ use tokio::sync::{mpsc, watch};
 use super::fold::{Books, EconomyLookup, Pending, Projector, Write, owns, writes_bucket};
 use super::layout::Layout;
 use super::rebuild::ProjectorStart;
-use super::thread::on_own_thread;
 use super::write::{Op, group_by_key, reconcile_ops, write};
 use crate::config::ReadModelConfig;
 use crate::economy::Economy;
 use crate::engine::{LogEntry, Stamp};
+use crate::persist::follow::{
+    FINAL_WRITE_TIMEOUT, JOURNAL_RUNS_PER_READ, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, lag_of,
+};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::{Ledger, RedisConn, RedisJournal};
+use crate::persist::thread::on_own_thread;
 use crate::telemetry;
-
-/// Journal runs read per request when the projector catches up from the journal.
-const JOURNAL_RUNS_PER_READ: usize = 4;
-
-/// How long the projector keeps writing at shutdown; the rest is caught up at the next
-/// start.
-const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(5);
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What the committer hands the projector.
 #[derive(Clone)]
@@ -562,11 +556,6 @@ async fn write_bucket(
 fn share_pause(took: Duration, percent: u8) -> Duration {
     let percent = u32::from(percent.clamp(1, 100));
     took * (100 - percent) / percent
-}
-
-/// Milliseconds since `stamp` (0 if in the future).
-fn lag_of(stamp: Stamp) -> u64 {
-    crate::clock::now().0.saturating_sub(stamp.0)
 }
 
 #[cfg(test)]

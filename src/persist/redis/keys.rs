@@ -113,4 +113,29 @@ impl Ledger {
             Some(n) => format!("giftstream:{{ledger-{n}}}:head"),
         }
     }
+
+    /// The change stream (`persist::downstream`), in the journal's slot: one per node.
+    pub fn changes_key(&self) -> String {
+        match &self.node {
+            None => "giftstream:{ledger}:changes".to_owned(),
+            Some(n) => format!("giftstream:{{ledger-{n}}}:changes"),
+        }
+    }
+
+    /// The last sequence number the durable history wrote, in the journal's slot.
+    pub fn history_seq_key(&self) -> String {
+        match &self.node {
+            None => "giftstream:{ledger}:history:seq".to_owned(),
+            Some(n) => format!("giftstream:{{ledger-{n}}}:history:seq"),
+        }
+    }
+
+    /// The durable history's time marks (the first seq of each UTC hour, scored by
+    /// stamp), in the journal's slot.
+    pub fn history_marks_key(&self) -> String {
+        match &self.node {
+            None => "giftstream:{ledger}:history:marks".to_owned(),
+            Some(n) => format!("giftstream:{{ledger-{n}}}:history:marks"),
+        }
+    }
 }

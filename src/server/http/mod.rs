@@ -8,6 +8,7 @@
 
 pub mod economy;
 pub mod events;
+pub mod history;
 pub mod openapi;
 pub mod reads;
 pub mod videos;
@@ -456,7 +457,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/events", post(events::post_events))
         .route("/v1/users/{id}", put(events::put_user))
         .route("/v1/users/{id}/wallet", get(reads::get_wallet))
-        .route("/v1/users/{id}/transactions", get(reads::get_transactions))
+        .route(
+            "/v1/users/{id}/transactions",
+            get(history::get_transactions),
+        )
         .route("/v1/creators/{id}", get(reads::get_creator))
         .route("/v1/creators/{id}/top-gifters", get(reads::get_creator_top))
         .route("/v1/streams/{id}/top-gifters", get(reads::get_stream_top))

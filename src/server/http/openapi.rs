@@ -5,13 +5,13 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use super::{economy, events, reads, videos, windows};
+use super::{economy, events, history, reads, videos, windows};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "giftstream", description = "Gift stream processor: events, wallets, creators, leaderboards, live feed."),
     paths(
-        events::post_events, events::put_user, reads::get_wallet, reads::get_transactions,
+        events::post_events, events::put_user, reads::get_wallet, history::get_transactions,
         reads::get_creator, reads::get_creator_top, reads::get_stream_top,
         reads::get_top_creators, events::put_goal, reads::get_stream, reads::get_feed,
         videos::get_video, videos::get_video_top, windows::get_gift_stats,

@@ -1,5 +1,5 @@
-//! The HTTP routes that read: wallets and histories, creators, leaderboards, streams
-//! and their live feed (the economy's are in `economy`). A single node answers from its engine; a
+//! The HTTP routes that read: wallets, creators, leaderboards, streams and their live
+//! feed (the economy's are in `economy`, transaction history in `history`). A single node answers from its engine; a
 //! cluster node reads totals and leaderboards from the shared read model (Redis).
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::windows::{LeaderboardQuery, WindowView, leaderboard_query, window_error};
 use super::{ApiError, Caller, ErrorBody, authorize, path};
 use crate::config::Scope;
-use crate::engine::{CreatorId, RejectCode, StreamId, UserId, date_label, iso_week_label};
+use crate::engine::{CreatorId, StreamId, UserId, date_label, iso_week_label};
 use crate::persist::read_model::ReadError;
 use crate::server::Service;
 use crate::server::sse::{FeedEvent, FeedId, FeedMessage};
@@ -28,7 +28,7 @@ use crate::telemetry;
 
 /// A cluster node answers a user's wallet and history only for its own partitions:
 /// another node's user gets 421 `WRONG_PARTITION` naming the owner (not an empty wallet).
-fn owned_user(service: &Service, user: UserId) -> Result<(), ApiError> {
+pub(super) fn owned_user(service: &Service, user: UserId) -> Result<(), ApiError> {
     match &service.partitions {
         Some(map) => map.check_key(user.0).map_err(|w| {
             ApiError::new(
@@ -114,7 +114,7 @@ pub(super) async fn get_wallet(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
-    /// How many entries (default 20 for transactions, 10 for leaderboards).
+    /// How many entries (default 10).
     limit: Option<usize>,
 }
 
@@ -132,64 +132,6 @@ pub(super) fn limit(
         )));
     }
     Ok(limit)
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TransactionsResponse {
-    entries: Vec<TransactionEntry>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TransactionEntry {
-    event_id: String,
-    /// "recharge", "gift", "purchase" or "account".
-    #[serde(rename = "type")]
-    kind: &'static str,
-    seq: u64,
-    /// "accepted" or "rejected".
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'static str>,
-    /// Change of the coin balance (0 when rejected).
-    #[schema(value_type = i64)]
-    coins_delta: i128,
-    /// When the event was applied, ms since the Unix epoch (UTC).
-    time_ms: u64,
-}
-
-/// A user's recent history with outcomes, newest first.
-#[utoipa::path(get, path = "/v1/users/{id}/transactions", tag = "users",
-    params(("id" = u64, Path, description = "User id"), LimitQuery), security(("bearer" = [])),
-    responses((status = 200, body = TransactionsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 421, description = "A cluster node asked for another node's user (code WRONG_PARTITION, the message names the owner)", body = ErrorBody)))]
-pub(super) async fn get_transactions(
-    State(service): State<Arc<Service>>,
-    caller: Caller,
-    id: Result<Path<u64>, PathRejection>,
-    q: Result<Query<LimitQuery>, QueryRejection>,
-) -> Result<Json<TransactionsResponse>, ApiError> {
-    authorize(&service, &caller, Scope::Read)?;
-    let user = UserId(path(id)?);
-    owned_user(&service, user)?;
-    let limit = limit(q, 20, service.config.engine.history_per_user)?;
-    let entries = service
-        .engine
-        .history(user, limit)
-        .into_iter()
-        .map(|h| TransactionEntry {
-            event_id: uuid::Uuid::from_u128(h.event_id.0).to_string(),
-            kind: h.kind.as_str(),
-            seq: h.seq,
-            status: if h.code.is_none() {
-                "accepted"
-            } else {
-                "rejected"
-            },
-            code: h.code.map(RejectCode::as_str),
-            coins_delta: h.coins_delta,
-            time_ms: h.stamp.0,
-        })
-        .collect();
-    Ok(Json(TransactionsResponse { entries }))
 }
 
 // ---- creators and streams -----------------------------------------------------------

@@ -1,10 +1,11 @@
-//! A projector's own thread: a single-threaded runtime at a lower nice value, so
+//! A background writer's own thread (the read model's projectors, the change stream's
+//! and the history's writers): a single-threaded runtime at a lower nice value, so
 //! folding runs and parsing journal read-backs neither wait on nor hold up the serving
 //! runtime's workers.
 
 /// Runs `task` to its end on a new thread named `name`, at nice `nice`, with a
 /// single-threaded runtime of its own; the receiver hears when it has ended.
-pub(super) fn on_own_thread(
+pub(crate) fn on_own_thread(
     name: String,
     nice: i32,
     task: impl std::future::Future<Output = ()> + Send + 'static,
@@ -36,7 +37,8 @@ fn set_thread_nice(nice: i32) {
         tracing::warn!(
             nice,
             error = %std::io::Error::last_os_error(),
-            "read model: cannot lower the projector thread's priority; it runs at the serving threads'"
+            thread = std::thread::current().name().unwrap_or("?"),
+            "cannot lower a background writer thread's priority; it runs at the serving threads'"
         );
     }
 }
