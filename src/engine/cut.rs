@@ -27,86 +27,14 @@ impl Engine {
     /// Takes the log of applied events at a consistent cut: every event with a number
     /// up to the returned entries' last, none after, sorted by seq.
     pub fn drain_log(&self) -> Vec<LogEntry> {
-        let spares = std::mem::take(&mut *self.spare_logs.lock());
-        let runs = self.lock_all().take_log(spares);
-        self.in_seq_order(runs)
-    }
-
-    /// A log taken at a cut, merged into seq order (after releasing the locks); the
-    /// emptied buffers are kept for the next cut.
-    pub(super) fn in_seq_order(&self, mut runs: Runs) -> Vec<LogEntry> {
-        let log = merge_in_seq_order(&mut runs);
-        let mut spares = self.spare_logs.lock();
-        spares.extend(
-            runs.into_iter()
-                .filter(|r| (1..=SPARE_LOG_ENTRIES_MAX).contains(&r.capacity())),
-        );
-        // At most one per log (a run each), however often cuts overlap.
-        spares.truncate(self.senders.len() + self.creators.len() + self.streams.len() + 1);
-        log
+        in_seq_order(self.lock_all().take_log())
     }
 }
 
-/// Runs merged by a linear scan of their heads; more go through a heap.
-const MERGE_LINEAR_RUNS_MAX: usize = 8;
-
-/// A drained buffer larger than this (a burst, a long replay) is freed rather than kept:
-/// 10 MiB of 160-byte entries.
-const SPARE_LOG_ENTRIES_MAX: usize = 1 << 16;
-
-/// The log taken at a cut: one run per shard (and the engine's own), each in
-/// application order.
-pub(super) type Runs = Vec<Vec<LogEntry>>;
-
-/// Merges the runs of a cut into one log in seq order, leaving them empty (their
-/// capacity kept). Numbers are unique: each was reserved once, by one `fetch_add`. Each
-/// run is in seq order already (a shard reserves its numbers under its own lock;
-/// checked, and sorted if not), so every entry moves once — instead of a sort of the
-/// whole log, which moved each 160-byte entry about log2(n) times (a tenth of a uniform
-/// gift's instructions when drained every batch). The smallest head is found by a
-/// linear scan: there are a few runs, one per shard at most.
-pub(super) fn merge_in_seq_order(runs: &mut Runs) -> Vec<LogEntry> {
-    let len = runs.iter().map(Vec::len).sum();
-    let mut log = Vec::with_capacity(len);
-    let mut heads: Vec<std::vec::Drain<'_, LogEntry>> = runs
-        .iter_mut()
-        .filter(|run| !run.is_empty())
-        .map(|run| {
-            if !run.windows(2).all(|w| w[0].seq < w[1].seq) {
-                run.sort_unstable_by_key(|e| e.seq);
-            }
-            run.drain(..)
-        })
-        .collect();
-    if heads.len() > MERGE_LINEAR_RUNS_MAX {
-        // Many shards: a heap of the heads (a linear scan would cost runs per entry).
-        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>> = heads
-            .iter()
-            .enumerate()
-            .map(|(i, h)| std::cmp::Reverse((h.as_slice()[0].seq, i)))
-            .collect();
-        while let Some(std::cmp::Reverse((_, i))) = heap.pop() {
-            log.extend(heads[i].next());
-            if let Some(e) = heads[i].as_slice().first() {
-                heap.push(std::cmp::Reverse((e.seq, i)));
-            }
-        }
-        heads.clear();
-    }
-    while !heads.is_empty() {
-        let mut smallest = (0, u64::MAX);
-        for (i, head) in heads.iter().enumerate() {
-            match head.as_slice().first() {
-                Some(e) if e.seq < smallest.1 => smallest = (i, e.seq),
-                _ => {}
-            }
-        }
-        let i = smallest.0;
-        log.extend(heads[i].next());
-        if heads[i].as_slice().is_empty() {
-            drop(heads.swap_remove(i));
-        }
-    }
+/// A log taken at a cut, sorted by seq (after releasing the locks). Numbers are unique:
+/// each was reserved once, by one `fetch_add`.
+pub(super) fn in_seq_order(mut log: Vec<LogEntry>) -> Vec<LogEntry> {
+    log.sort_unstable_by_key(|e| e.seq);
     assert!(
         log.windows(2).all(|w| w[0].seq < w[1].seq),
         "an applied log's sequence numbers strictly increase"
@@ -146,104 +74,25 @@ impl Cut<'_> {
         );
     }
 
-    /// Moves every shard's log out, a run each (merged by seq after releasing the
-    /// locks), and gives each shard an empty buffer from `spares` (the buffers of the
-    /// previous cut, so their memory is warm) or a new one. Nothing is copied here: this
-    /// runs with every shard locked.
-    pub(super) fn take_log(&mut self, mut spares: Runs) -> Runs {
-        let mut fresh = |log: &mut Vec<LogEntry>| {
-            if log.is_empty() {
-                return Vec::new();
-            }
-            std::mem::replace(log, spares.pop().unwrap_or_default())
-        };
-        let mut runs =
-            Vec::with_capacity(1 + self.senders.len() + self.creators.len() + self.streams.len());
-        runs.push(fresh(&mut self.meta_log));
-        runs.extend(self.senders.iter_mut().map(|s| fresh(&mut s.log)));
-        runs.extend(self.creators.iter_mut().map(|c| fresh(&mut c.log)));
-        runs.extend(self.streams.iter_mut().map(|s| fresh(&mut s.log)));
-        runs
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::event::{Effect, Event, EventId, Outcome, Stamp, Status, StreamGoal};
-    use crate::engine::{CreatorId, StreamId};
-
-    fn entry(seq: u64) -> LogEntry {
-        LogEntry {
-            seq,
-            stamp: Stamp(seq),
-            event: Event::StreamGoal(StreamGoal {
-                id: EventId(u128::from(seq)),
-                stream: StreamId(1),
-                creator: CreatorId(1),
-                coins_target: 1,
-            }),
-            outcome: Outcome {
-                seq,
-                status: Status::Accepted(Effect::Stored),
-                duplicate: false,
-                cap: None,
-            },
-            totals: None,
-            reversed: None,
+    /// Moves every shard's log out (unsorted; sort by seq after releasing the locks).
+    /// Sized up front: this runs with every shard locked, and growing it by doubling
+    /// copied the entries several times while the locks were held.
+    pub(super) fn take_log(&mut self) -> Vec<LogEntry> {
+        let len = self.meta_log.len()
+            + self.senders.iter().map(|s| s.log.len()).sum::<usize>()
+            + self.creators.iter().map(|c| c.log.len()).sum::<usize>()
+            + self.streams.iter().map(|s| s.log.len()).sum::<usize>();
+        let mut log = Vec::with_capacity(len);
+        log.append(&mut self.meta_log);
+        for s in self.senders.iter_mut() {
+            log.append(&mut s.log);
         }
-    }
-
-    fn seqs(log: &[LogEntry]) -> Vec<u64> {
-        log.iter().map(|e| e.seq).collect()
-    }
-
-    #[test]
-    fn runs_merge_into_seq_order_and_an_unsorted_run_is_sorted_first() {
-        let in_seq_order = |mut runs: Runs| {
-            let log = merge_in_seq_order(&mut runs);
-            assert!(runs.iter().all(Vec::is_empty), "every run emptied");
-            log
-        };
-        let runs = |r: &[&[u64]]| -> Runs {
-            r.iter()
-                .map(|run| run.iter().map(|&s| entry(s)).collect())
-                .collect()
-        };
-        assert!(in_seq_order(runs(&[&[], &[]])).is_empty());
-        assert_eq!(
-            seqs(&in_seq_order(runs(&[&[], &[3, 4, 9], &[]]))),
-            [3, 4, 9]
-        );
-        assert_eq!(
-            seqs(&in_seq_order(runs(&[
-                &[2, 7],
-                &[1, 3, 4, 9],
-                &[],
-                &[5, 6],
-                &[8, 10]
-            ]))),
-            (1..=10).collect::<Vec<_>>()
-        );
-        // Replay and tests may build a run out of order: it is sorted, not trusted.
-        assert_eq!(
-            seqs(&in_seq_order(runs(&[&[6, 2, 4], &[1, 5], &[3]]))),
-            (1..=6).collect::<Vec<_>>()
-        );
-        // Many shards' runs: merged through a heap.
-        let many: Vec<Vec<u64>> = (0..40u64)
-            .map(|r| (0..5).map(|k| k * 40 + r + 1).collect())
-            .collect();
-        let many: Vec<&[u64]> = many.iter().map(Vec::as_slice).collect();
-        assert_eq!(
-            seqs(&in_seq_order(runs(&many))),
-            (1..=200).collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    #[should_panic(expected = "strictly increase")]
-    fn a_number_in_two_runs_is_refused() {
-        merge_in_seq_order(&mut vec![vec![entry(1), entry(2)], vec![entry(2)]]);
+        for c in self.creators.iter_mut() {
+            log.append(&mut c.log);
+        }
+        for s in self.streams.iter_mut() {
+            log.append(&mut s.log);
+        }
+        log
     }
 }

@@ -174,10 +174,6 @@ pub struct Engine {
     economies: Mutex<FxHashMap<u64, Arc<Economy>>>,
     /// The log of economy changes not drained yet (they lock no shard).
     meta_log: Mutex<Vec<LogEntry>>,
-    /// The shards' emptied log buffers after a drain, handed back to the shards at the
-    /// next one (`cut.rs`): their memory stays warm instead of being allocated (and
-    /// faulted in) afresh, and nothing is copied under the locks.
-    spare_logs: Mutex<Vec<Vec<LogEntry>>>,
     /// On a cluster node: whether this node owns a creator (its diamonds are paid here).
     /// A gift to another node's creator was reported there as a settlement, which a
     /// reversal here cannot take back: such a gift is `NOT_REVERSIBLE` (`refund.rs`).
@@ -283,7 +279,6 @@ impl Engine {
             gate: RwLock::new(Arc::new(economy)),
             economies: Mutex::new(FxHashMap::default()),
             meta_log: Mutex::new(Vec::new()),
-            spare_logs: Mutex::new(Vec::new()),
             creator_owned: std::sync::OnceLock::new(),
             next_seq: CachePadded::new(AtomicU64::new(1)),
             hold_clock: CachePadded::new(AtomicU64::new(0)),

@@ -11,6 +11,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
+use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId};
 use super::gift_records::{GiftRecords, GiftRecordsV8};
 use super::hold::{HoldState, HoldStateView};
@@ -30,10 +31,9 @@ impl Engine {
     /// with the log of applied events not drained yet, which the caller must commit
     /// before the cut counts as durable.
     pub fn with_cut<R>(&self, f: impl FnOnce(&StateView<'_>) -> R) -> (R, Vec<LogEntry>) {
-        let spares = std::mem::take(&mut *self.spare_logs.lock());
         let mut cut = self.lock_all();
         cut.assert_merged();
-        let log = cut.take_log(spares);
+        let log = cut.take_log();
         let view = StateView {
             last_seq: self.last_seq(),
             senders: cut.senders.iter().map(|g| &**g).collect(),
@@ -69,17 +69,16 @@ impl Engine {
         let result = f(&view);
         drop(view);
         drop(cut);
-        (result, self.in_seq_order(log))
+        (result, in_seq_order(log))
     }
 
     /// Takes a consistent cut: the state and the log of applied events not drained yet
     /// (which the caller must commit before the state counts as durable). The cut
     /// clones the shards under their locks (a memory copy); encoding happens outside.
     pub fn snapshot(&self) -> (EngineState, Vec<LogEntry>) {
-        let spares = std::mem::take(&mut *self.spare_logs.lock());
         let mut cut = self.lock_all();
         cut.assert_merged();
-        let log = cut.take_log(spares);
+        let log = cut.take_log();
         let state = EngineState {
             last_seq: self.last_seq(),
             senders: cut.senders.iter().map(|s| (**s).clone()).collect(),
@@ -116,7 +115,7 @@ impl Engine {
             },
         };
         drop(cut);
-        (state, self.in_seq_order(log))
+        (state, in_seq_order(log))
     }
 
     /// An engine holding `state` (taken with the same number of shards). The id index
