@@ -390,6 +390,8 @@ impl Feeds {
                 })
             },
         );
+        // Nor from the last message replayed (a goal reached at `s.2` comes before it).
+        let goal_id = first.iter().filter_map(|m| m.id).fold(goal_id, FeedId::max);
         first.push(Arc::new(FeedEvent {
             id: Some(goal_id),
             message: goal,

@@ -11,6 +11,16 @@ use serde_json::{Value, json};
 
 use crate::support::server::*;
 
+/// A feed id as `(seq, part)`, to compare.
+struct FeedIdOf;
+
+impl FeedIdOf {
+    fn of(id: &str) -> (u64, u8) {
+        let f = giftstream::server::sse::FeedId::parse(id).unwrap();
+        (f.seq, f.part)
+    }
+}
+
 /// One parsed SSE message.
 #[derive(Debug, Clone)]
 struct Msg {
@@ -184,6 +194,22 @@ async fn a_reconnect_gets_what_it_missed_then_the_live_feed_and_a_goal_reached_o
         json!({"event": "goal_reached", "stream": 9001, "creator": 7, "coins_target": 10,
                "coins_received": 11})
     );
+    // One that saw only the gift that met the goal: the goal after the replayed
+    // goal_reached never has an earlier id than it (else the next reconnect would get
+    // the goal_reached again).
+    let mut early = Feed::open(&s, 9001, Some(&format!("{}.1", s5 - 1))).await;
+    let got = early.take(3).await;
+    assert_eq!(kinds(&got)[1], ("goal_reached", Some(&*reached)), "{got:?}");
+    assert_eq!(got[2].event, "goal", "{got:?}");
+    let ids: Vec<_> = got
+        .iter()
+        .map(|m| FeedIdOf::of(m.id.as_deref().unwrap()))
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] <= w[1]),
+        "ids never go back: {got:?}"
+    );
+    drop(early);
     let s6 = send(&s, json!([rose(15, 1)])).await[0];
     let got = b.take(2).await;
     assert_eq!(
@@ -203,6 +229,7 @@ async fn a_reconnect_gets_what_it_missed_then_the_live_feed_and_a_goal_reached_o
         ]
     );
     drop(c);
+
     // A new goal arms it again.
     set_goal(&s, 20).await;
     let got = b.next().await;
