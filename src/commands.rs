@@ -122,9 +122,18 @@ pub(crate) fn restore(file: &std::path::Path) -> anyhow::Result<()> {
             state.shards()
         );
     }
+    for (key, value) in state.pinned() {
+        let configured = config.engine.pinned().into_iter().find(|(k, _)| k == key);
+        if let Some((_, configured)) = configured.filter(|(_, v)| *v as u64 != *value) {
+            println!(
+                "{key}: the snapshot's {value}, the configuration says {configured}: the ledger keeps {value} \
+                 (pinned for the ledger's life; set it in giftstream.toml [engine] before `serve`)"
+            );
+        }
+    }
     let engine = giftstream::engine::Engine::from_state(
         config.load_economy()?,
-        snapshot::with_ledger_shards(&config.engine, state.shards(), file),
+        snapshot::with_ledger_values(&config.engine, &state, file),
         state,
     )?;
     let report = engine.audit();
@@ -204,14 +213,22 @@ async fn restore_redis_held(
         if !journal.check_layout().await? {
             journal.record_layout().await?;
         }
-        // `serve` would refuse the restored ledger with another [engine] value: say so now.
+        // The ledger keeps the [engine] values its snapshot was kept with (format 11;
+        // an older one's are the configured ones): another pinned in Redis is refused,
+        // and an empty Redis pins the snapshot's, so `serve` keeps them (review H).
         let pinned = journal.pinned_limits().await?;
         giftstream::persist::redis::check_pinned(
-            &config.engine,
+            engine.config(),
             &pinned,
             &journal.ledger().limits_key(),
         )
         .map_err(|why| anyhow::anyhow!("{why}"))?;
+        let newly = journal
+            .pin_limits(engine.config(), &pinned, last_seq)
+            .await?;
+        if !newly.is_empty() {
+            println!("pinned with the ledger (the snapshot's values): {newly:?}");
+        }
         let top = journal.last_seq().await?;
         if top > last_seq {
             let first = journal.runs_from(last_seq + 1, 1).await?;

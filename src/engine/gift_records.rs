@@ -3,12 +3,16 @@
 //! released.
 //!
 //! An event id is unique within the retry horizon only, and a hold lasts days: a gift
-//! may reuse the id of a gift still held. The record of the first stays — reversed or
-//! not — and the second is not recorded (review F6: replacing it lost a reversal, so
-//! the first gift could be reversed again). A reversal naming the id then judges the
-//! first gift (its sender's, `ALREADY_REVERSED` once reversed); the second answers as a
-//! gift without a record (`refund.rs`: `NOT_REVERSIBLE` while in its sender's history).
-//! A released record is replaced: its gift can no longer be reversed.
+//! may reuse the id of a gift still held. A reversal names the sender and the gift's id,
+//! so records are the sender's: a gift of another sender reusing a held id is recorded
+//! apart ([`GiftRecords::others`], review G: before, it was not recorded when both
+//! senders shared a shard and recorded when they did not, so the answer depended on the
+//! shard layout). A gift of the same sender reusing its own held id keeps the record of
+//! the first — reversed or not — and the second is not recorded (review F6: replacing it
+//! lost a reversal, so the first gift could be reversed again). A reversal naming the id
+//! then judges the first gift (`ALREADY_REVERSED` once reversed); the second answers as
+//! a gift without a record (`refund.rs`: `NOT_REVERSIBLE` while in its sender's
+//! history). A released record is replaced: its gift can no longer be reversed.
 
 use std::collections::VecDeque;
 
@@ -49,6 +53,33 @@ pub(crate) struct GiftRecord {
 const _: () = assert!(std::mem::size_of::<GiftRecord>() == 72);
 
 impl GiftRecord {
+    /// The record of gift `g` sent to `target` that debited `coins` and credited
+    /// `nanos`, held until `release_ms`, stamped `now`.
+    fn of(
+        g: GiftSend,
+        target: GiftTarget,
+        (coins, nanos): (u64, u128),
+        (release_ms, now): (u64, u64),
+    ) -> GiftRecord {
+        let (target_id, video) = match target {
+            GiftTarget::Stream(s) => (s.0, false),
+            GiftTarget::Video(v) => (v.0, true),
+        };
+        GiftRecord {
+            sender: g.sender,
+            creator: g.creator,
+            target_id,
+            gift: g.gift,
+            count: g.count,
+            coins,
+            nanos: [nanos as u64, (nanos >> 64) as u64],
+            release_ms,
+            reversed: false,
+            video,
+            hour: super::event::hour_of(super::event::Stamp(now)),
+        }
+    }
+
     pub fn nanos(&self) -> u128 {
         u128::from(self.nanos[0]) | u128::from(self.nanos[1]) << 64
     }
@@ -115,6 +146,7 @@ impl From<GiftRecordsV8> for GiftRecords {
             nanos_reversed: v8.nanos_reversed,
             reversals: v8.reversals,
             dropped_early: v8.dropped_early,
+            ..GiftRecords::default()
         }
     }
 }
@@ -170,9 +202,35 @@ pub(crate) struct GiftRecords {
     pub reversals: u64,
     /// Records dropped while still held because the shard's bound was reached.
     pub dropped_early: u64,
+    /// The records of gifts that reused the id of another sender's gift held in
+    /// `records` (module doc; almost always empty), by id and sender, bounded apart by
+    /// the same `max`. Snapshot format 11 appends them to the state
+    /// ([`GiftRecords::others_in_order`]); older formats had none.
+    #[serde(skip)]
+    others: FxHashMap<(EventId, UserId), GiftRecord>,
+    /// `(release_ms, gift, sender)` of `others`, in the order recorded.
+    #[serde(skip)]
+    others_order: VecDeque<(u64, EventId, UserId)>,
 }
 
 impl GiftRecords {
+    /// The held record of `sender`'s gift `id`, if any.
+    pub fn get(&self, id: EventId, sender: UserId) -> Option<&GiftRecord> {
+        match self.records.get(&id) {
+            Some(r) if r.sender == sender => Some(r),
+            _ if self.others.is_empty() => None,
+            _ => self.others.get(&(id, sender)),
+        }
+    }
+
+    /// The held record of `sender`'s gift `id`, to change.
+    pub fn get_mut(&mut self, id: EventId, sender: UserId) -> Option<&mut GiftRecord> {
+        match self.records.get_mut(&id) {
+            Some(r) if r.sender == sender => Some(r),
+            _ => self.others.get_mut(&(id, sender)),
+        }
+    }
+
     /// Records accepted gift `id` (`g`, sent to `target`) that debited `coins` and
     /// credited `nanos`, held until `release_ms`, at the gift's stamp `now`: drops the
     /// oldest records while the shard holds `max` (0: nothing is recorded). The caller
@@ -188,8 +246,11 @@ impl GiftRecords {
         if max == 0 {
             return false;
         }
-        if self.records.get(&id).is_some_and(|r| r.release_ms > now) {
-            return false;
+        let record = GiftRecord::of(g, target, (coins, nanos), (release_ms, now));
+        match self.records.get(&id) {
+            Some(r) if r.release_ms > now && r.sender == g.sender => return false,
+            Some(r) if r.release_ms > now => return self.record_other(max, id, record, now),
+            _ => {}
         }
         while self.records.len() >= max {
             let Some((release, id)) = self.order.pop_front() else {
@@ -201,29 +262,43 @@ impl GiftRecords {
                 self.dropped_early += 1;
             }
         }
-        let (target_id, video) = match target {
-            GiftTarget::Stream(s) => (s.0, false),
-            GiftTarget::Video(v) => (v.0, true),
-        };
-        let record = GiftRecord {
-            sender: g.sender,
-            creator: g.creator,
-            target_id,
-            gift: g.gift,
-            count: g.count,
-            coins,
-            nanos: [nanos as u64, (nanos >> 64) as u64],
-            release_ms,
-            reversed: false,
-            video,
-            hour: super::event::hour_of(super::event::Stamp(now)),
-        };
         // A released record of the id (not pruned yet: release times need not follow
         // the queue's order when the hold changed) is replaced; its queue entry, of
         // another release time, will not remove the new one.
         self.records.insert(id, record);
         self.order.push_back((release_ms, id));
         true
+    }
+
+    /// Records `record` of gift `id` in `others` (its id is held by another sender's
+    /// record): not when the sender's own record of the id is still held (F6), and
+    /// dropping the oldest of `others` while it holds `max`.
+    fn record_other(&mut self, max: usize, id: EventId, record: GiftRecord, now: u64) -> bool {
+        let key = (id, record.sender);
+        if self.others.get(&key).is_some_and(|r| r.release_ms > now) {
+            return false;
+        }
+        while self.others.len() >= max {
+            let Some((release, id, sender)) = self.others_order.pop_front() else {
+                break;
+            };
+            if let Some(r) = self.remove_other_if((id, sender), release)
+                && !r.reversed
+            {
+                self.dropped_early += 1;
+            }
+        }
+        self.others.insert(key, record);
+        self.others_order
+            .push_back((record.release_ms, id, record.sender));
+        true
+    }
+
+    fn remove_other_if(&mut self, key: (EventId, UserId), release: u64) -> Option<GiftRecord> {
+        match self.others.get(&key) {
+            Some(r) if r.release_ms == release => self.others.remove(&key),
+            _ => None,
+        }
     }
 
     /// Drops the records released at `clock` (from the front of the queue: records are
@@ -235,6 +310,37 @@ impl GiftRecords {
             }
             self.order.pop_front();
             self.remove_if(id, release);
+        }
+        while let Some(&(release, id, sender)) = self.others_order.front() {
+            if release > clock {
+                break;
+            }
+            self.others_order.pop_front();
+            self.remove_other_if((id, sender), release);
+        }
+    }
+
+    /// The records of `others` still held, in the order recorded, with their gift
+    /// hours (snapshot format 11).
+    pub fn others_in_order(&self) -> Vec<(EventId, GiftRecord, u32)> {
+        self.others_order
+            .iter()
+            .filter_map(|&(release, id, sender)| {
+                let r = self.others.get(&(id, sender))?;
+                (r.release_ms == release).then_some((id, *r, r.hour))
+            })
+            .collect()
+    }
+
+    /// Sets `others` from [`GiftRecords::others_in_order`].
+    pub fn set_others(&mut self, others: Vec<(EventId, GiftRecord, u32)>) {
+        self.others.clear();
+        self.others_order.clear();
+        for (id, record, hour) in others {
+            let record = GiftRecord { hour, ..record };
+            self.others_order
+                .push_back((record.release_ms, id, record.sender));
+            self.others.insert((id, record.sender), record);
         }
     }
 
@@ -248,7 +354,7 @@ impl GiftRecords {
     }
 
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.records.len() + self.others.len()
     }
 
     /// Each record's gift hour, sorted by gift id (snapshot format 10).
@@ -268,8 +374,9 @@ impl GiftRecords {
         }
     }
 
-    /// The records sorted by gift id, for the state fingerprint (their hours apart, in
-    /// [`GiftRecords::hours`]: a format before 10 has none).
+    /// The records sorted by gift id, then those of `others` by id and sender, for the
+    /// state fingerprint (their hours apart, in [`GiftRecords::hours`]: a format before
+    /// 10 has none).
     pub fn canonical(&self) -> Vec<(EventId, GiftRecord)> {
         let mut all: Vec<_> = self
             .records
@@ -277,6 +384,13 @@ impl GiftRecords {
             .map(|(&id, &r)| (id, GiftRecord { hour: 0, ..r }))
             .collect();
         all.sort_unstable_by_key(|(id, _)| *id);
+        let mut others: Vec<_> = self
+            .others
+            .iter()
+            .map(|(&(id, _), &r)| (id, GiftRecord { hour: 0, ..r }))
+            .collect();
+        others.sort_unstable_by_key(|(id, r)| (*id, r.sender));
+        all.extend(others);
         all
     }
 }
@@ -324,18 +438,17 @@ mod tests {
         assert_eq!(r.len(), 1, "a bound of 0 records nothing");
     }
 
-    /// Review finding F6: a gift reusing the id of a gift still held (after the retry
-    /// horizon) does not replace its record — reversed or not, by the same sender or
-    /// another —; once the first is released, the id is recorded again.
+    /// Review finding F6: a gift reusing the id of the same sender's gift still held
+    /// (after the retry horizon) does not replace its record, reversed or not; once the
+    /// first is released, the id is recorded again.
     #[test]
     fn an_id_reused_while_its_record_is_held_keeps_the_first_record() {
         let mut r = GiftRecords::default();
         let video = GiftTarget::Video(VideoId(77));
         assert!(r.record(8, (EventId(1), send(1), video), (5, 10), (1_000, 0)));
         r.records.get_mut(&EventId(1)).unwrap().reversed = true;
-        // The same sender, then another, reuse the id at 600 (before the release).
+        // The same sender reuses the id at 600 (before the release).
         assert!(!r.record(8, stream(1, 1), (9, 18), (1_600, 600)));
-        assert!(!r.record(8, stream(1, 4), (9, 18), (1_600, 600)));
         let kept = r.records[&EventId(1)];
         assert!(kept.reversed && kept.coins == 5 && kept.target() == video);
         assert_eq!(
@@ -353,6 +466,47 @@ mod tests {
         assert_eq!(r.records[&EventId(1)], new);
         r.prune(2_000);
         assert_eq!(r.len(), 0);
+    }
+
+    /// Review finding G: another sender's gift reusing a held id is recorded apart, so a
+    /// reversal finds each sender's own gift whether or not the senders share a shard;
+    /// each sender's own reuse is F6's; `others` is bounded, pruned and survives a
+    /// snapshot (its queue order).
+    #[test]
+    fn another_senders_gift_reusing_a_held_id_is_recorded_apart() {
+        let mut r = GiftRecords::default();
+        assert!(r.record(2, stream(1, 1), (5, 10), (1_000, 0)));
+        assert!(r.record(2, stream(1, 4), (9, 18), (1_600, 600)));
+        assert!(
+            !r.record(2, stream(1, 4), (7, 14), (1_700, 700)),
+            "F6 for 4"
+        );
+        assert_eq!((r.get(EventId(1), UserId(1)).unwrap().coins), 5);
+        assert_eq!((r.get(EventId(1), UserId(4)).unwrap().coins), 9);
+        assert!(r.get(EventId(1), UserId(5)).is_none());
+        r.get_mut(EventId(1), UserId(4)).unwrap().reversed = true;
+        assert!(!r.get(EventId(1), UserId(1)).unwrap().reversed);
+        assert_eq!(r.len(), 2);
+        // Two more senders: the bound (2) drops the oldest of `others` (4's, reversed:
+        // not counted as dropped early), then 5's, unreversed.
+        assert!(r.record(2, stream(1, 5), (1, 2), (1_800, 800)));
+        assert!(r.record(2, stream(1, 6), (1, 2), (1_900, 900)));
+        assert!(r.get(EventId(1), UserId(4)).is_none());
+        assert_eq!(r.dropped_early, 0);
+        assert!(r.record(2, stream(1, 7), (1, 2), (1_950, 950)));
+        assert_eq!(r.dropped_early, 1);
+        assert!(r.get(EventId(1), UserId(5)).is_none());
+        // Through a snapshot: the same records, in the same order.
+        let mut back = GiftRecords::default();
+        back.set_others(r.others_in_order());
+        assert_eq!(back.others_in_order(), r.others_in_order());
+        assert_eq!(back.others, r.others);
+        // Released at their release times.
+        r.prune(1_900);
+        assert_eq!((r.len(), r.others_in_order().len()), (1, 1), "7's is left");
+        r.prune(1_950);
+        assert_eq!(r.len(), 0);
+        assert!(r.get(EventId(1), UserId(7)).is_none());
     }
 
     /// Format 8's records read as gifts on streams; a state's records write back as

@@ -6,12 +6,12 @@
 //! Only while a hold is in force (`economy.earnings_hold_ms > 0`) a sender shard keeps,
 //! per accepted gift — on a stream or a video: the record says which —, what a reversal
 //! needs ([`GiftRecord`]: 72 bytes, ~142 with its map slot and its place in the drop
-//! queue; measured by a test). Records are keyed by the gift's event id, which is unique
-//! within the retry horizon only: a gift reusing the id of a gift still held is not
-//! recorded, and the first gift's record stays, reversed or not (`gift_records`, review
-//! F6) — a reversal naming the id judges the first gift (by the rules below: the second
-//! gift's sender, if another, gets `NOT_REVERSIBLE` while the gift is in its history,
-//! else `ORIGINAL_NOT_FOUND`). Records are dropped once
+//! queue; measured by a test). Records are keyed by the gift's sender and event id (an id
+//! is unique within the retry horizon only): another sender's gift reusing a held id is
+//! recorded apart (review G), whichever shards the senders are in; a sender's gift
+//! reusing its own held id is not recorded, and the first gift's record stays, reversed
+//! or not (`gift_records`, review F6) — a reversal naming the id judges the first gift
+//! (the second answers `NOT_REVERSIBLE` while in the sender's history). Records are dropped once
 //! released — at the next gift of the shard stamped at or after their release time, or
 //! the next reversal — and at most `engine.gift_records_per_shard_max` are kept per
 //! shard: when full, the oldest is dropped early (that gift is no longer reversible:
@@ -21,10 +21,9 @@
 //!
 //! # Check order
 //! While the gift's record is held (its release time after the ledger's time):
-//! 1. not a gift of the sender (the record is another user's) → answered as without a
-//!    held record, below: `ORIGINAL_NOT_FOUND` (another user's gift answers as an
-//!    unknown id: nothing of it is revealed), unless the sender's own gift reused the id
-//!    (F6: `NOT_REVERSIBLE` while in its history);
+//! 1. no held record of the sender's gift with that id (another user's gift of that id
+//!    is another record: answered as an unknown id, nothing of it is revealed) →
+//!    answered as without a held record, below;
 //! 2. reversed already → `ALREADY_REVERSED`;
 //! 3. the sender's balance would overflow → `OVERFLOW`; else accepted.
 //!
@@ -115,8 +114,8 @@ impl SenderShard {
     /// The checks of a reversal (module doc), at the ledger's time `clock`, `hold_ms`
     /// the hold in force: the record to reverse, or the code.
     fn judge(&self, r: &GiftReversal, clock: u64, hold_ms: u64) -> Result<GiftRecord, RejectCode> {
-        match self.gift_records.records.get(&r.gift) {
-            Some(record) if record.sender == r.sender && record.release_ms > clock => {
+        match self.gift_records.get(r.gift, r.sender) {
+            Some(record) if record.release_ms > clock => {
                 if record.reversed {
                     Err(RejectCode::AlreadyReversed)
                 } else {
@@ -185,8 +184,7 @@ impl SenderShard {
         };
         let rec = self
             .gift_records
-            .records
-            .get_mut(&r.gift)
+            .get_mut(r.gift, r.sender)
             .expect("judged record");
         rec.reversed = true;
         let records = &mut self.gift_records;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId};
-use super::gift_records::{GiftRecords, GiftRecordsV8};
+use super::gift_records::{GiftRecord, GiftRecords, GiftRecordsV8};
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
 use super::leaderboards::{BookWindows, ShardWindows};
@@ -65,6 +65,12 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            gift_records_others: cut
+                .senders
+                .iter()
+                .map(|g| g.gift_records.others_in_order())
+                .collect(),
+            pinned: self.pinned_values(),
         };
         let result = f(&view);
         drop(view);
@@ -113,6 +119,12 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            gift_records_others: cut
+                .senders
+                .iter()
+                .map(|s| s.gift_records.others_in_order())
+                .collect(),
+            pinned: self.pinned_values(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -162,6 +174,13 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The `[engine]` values pinned with the ledger, as this engine runs with them, for
+    /// the state (format 11).
+    fn pinned_values(&self) -> Vec<(String, u64)> {
+        let pinned = self.config.pinned().into_iter();
+        pinned.map(|(k, v)| (k.to_owned(), v as u64)).collect()
+    }
+
     /// Moves a state's shards into this engine's (the same count, checked), its id
     /// windows under this config's bound and horizon.
     fn install(&self, state: EngineState) {
@@ -179,6 +198,8 @@ impl Engine {
         // Formats before 10 hold no windows (and no gift hours: 0, long gone).
         let mut windows = state.windows.into_iter();
         let mut gift_hours = state.gift_hours.into_iter();
+        // Formats before 11 hold no records apart.
+        let mut gift_records_others = state.gift_records_others.into_iter();
         for slot in self.senders.iter() {
             let mut shard = senders.next().expect("checked length");
             shard.recharges = recharge_records.next().unwrap_or_default();
@@ -188,6 +209,9 @@ impl Engine {
             shard
                 .gift_records
                 .set_hours(&gift_hours.next().unwrap_or_default());
+            shard
+                .gift_records
+                .set_others(gift_records_others.next().unwrap_or_default());
             // Formats 1 to 6 knew no purchases.
             shard.purchases = purchases.next().unwrap_or_default();
             shard.promotions = promotions.next().unwrap_or_default();
@@ -351,6 +375,14 @@ pub struct EngineState<W = IdWindow> {
     windows: Vec<ShardWindows>,
     book_windows: Vec<BookWindows>,
     gift_hours: Vec<Vec<(EventId, u32)>>,
+    /// Format 11: per sender shard, the gift records of another sender's gift reusing
+    /// a held id (`GiftRecords::others`, review G), in the order recorded, with their
+    /// hours; format 10 is format 11 less this and the next (one zero byte each).
+    gift_records_others: Vec<Vec<(EventId, GiftRecord, u32)>>,
+    /// Format 11: the `[engine]` values pinned with the ledger
+    /// ([`EngineConfig::pinned`]) the state was kept with, by config key (review H): a
+    /// restore keeps them, as it keeps the shard count. Empty in an older format.
+    pinned: Vec<(String, u64)>,
 }
 
 /// Format 9: no windowed leaderboards.
@@ -402,6 +434,8 @@ impl From<EngineStateV9> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            gift_records_others: Vec::new(),
+            pinned: Vec::new(),
         }
     }
 }
@@ -457,6 +491,8 @@ impl From<EngineStateV8> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            gift_records_others: Vec::new(),
+            pinned: Vec::new(),
         }
     }
 }
@@ -508,6 +544,8 @@ impl From<EngineStateV7> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            gift_records_others: Vec::new(),
+            pinned: Vec::new(),
         }
     }
 }
@@ -560,6 +598,8 @@ impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            gift_records_others: Vec::new(),
+            pinned: Vec::new(),
         }
     }
 }
@@ -604,6 +644,8 @@ impl From<EngineStateV4> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            gift_records_others: Vec::new(),
+            pinned: Vec::new(),
         }
     }
 }
@@ -646,6 +688,8 @@ impl From<EngineStateV3> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            gift_records_others: Vec::new(),
+            pinned: Vec::new(),
         }
     }
 }
@@ -685,6 +729,8 @@ impl From<EngineStateV2> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            gift_records_others: Vec::new(),
+            pinned: Vec::new(),
         }
     }
 }
@@ -723,6 +769,8 @@ impl From<EngineStateV1> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            gift_records_others: Vec::new(),
+            pinned: Vec::new(),
         }
     }
 }
@@ -750,6 +798,7 @@ impl EngineState {
             || !(self.windows.len() == n || self.windows.is_empty())
             || !(self.book_windows.len() == n || self.book_windows.is_empty())
             || !(self.gift_hours.len() == n || self.gift_hours.is_empty())
+            || !(self.gift_records_others.len() == n || self.gift_records_others.is_empty())
             || self.hold.as_ref().is_some_and(|h| h.shards.len() != n)
         {
             return Err(StateError::Shards {
@@ -826,7 +875,15 @@ impl EngineState {
             windows: self.windows.iter().collect(),
             book_windows: self.book_windows.iter().collect(),
             gift_hours: self.gift_hours.clone(),
+            gift_records_others: self.gift_records_others.clone(),
+            pinned: self.pinned.clone(),
         }
+    }
+
+    /// The `[engine]` values pinned with the ledger that the state was kept with (format
+    /// 11; empty before), by config key.
+    pub fn pinned(&self) -> &[(String, u64)] {
+        &self.pinned
     }
 }
 
@@ -857,6 +914,8 @@ pub struct StateView<'a> {
     windows: Vec<&'a ShardWindows>,
     book_windows: Vec<&'a BookWindows>,
     gift_hours: Vec<Vec<(EventId, u32)>>,
+    gift_records_others: Vec<Vec<(EventId, GiftRecord, u32)>>,
+    pinned: Vec<(String, u64)>,
 }
 
 impl StateView<'_> {
@@ -882,7 +941,19 @@ impl StateView<'_> {
     /// records' hours): a format-9 state is the state's encoding less this one's.
     #[doc(hidden)]
     pub fn format_10_tail(&self) -> impl Serialize + '_ {
-        (&self.windows, &self.book_windows, &self.gift_hours)
+        (
+            &self.windows,
+            &self.book_windows,
+            &self.gift_hours,
+            self.format_11_tail(),
+        )
+    }
+
+    /// The fields snapshot format 11 appended (the gift records apart and the pinned
+    /// values): a format-10 state is the state's encoding less this one's.
+    #[doc(hidden)]
+    pub fn format_11_tail(&self) -> impl Serialize + '_ {
+        (&self.gift_records_others, &self.pinned)
     }
 
     /// The field whose encoding snapshot format 9 changed (the gift records, last in

@@ -25,7 +25,9 @@
 //! none. Format 9 records the target (stream or video) of each held gift's record, so
 //! that a gift on a video is reversible; format 8's records read as gifts on streams.
 //! Format 10 appended the windowed leaderboards (per sender and creator shard) and the
-//! hour of each gift record; format 9 reads with no windows.
+//! hour of each gift record; format 9 reads with no windows. Format 11 appended the gift
+//! records kept apart (another sender's gift reusing a held id) and the `[engine]`
+//! values pinned with the ledger; format 10 reads with neither (the configured values).
 //! Written to a temp file, fsynced, renamed, and the directory fsynced. A snapshot is
 //! taken at a commit boundary: everything up to its sequence number is in the journal.
 //!
@@ -44,7 +46,7 @@ use crate::engine::{
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 10;
+pub const VERSION: u32 = 11;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -640,6 +642,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         9 => protocol::decode_serde::<EngineStateV9>(body)
             .map_err(corrupt)?
             .into(),
+        // Format 11 appended the gift records apart and the pinned `[engine]` values
+        // (two lists): format 10 is format 11 with both empty, one zero byte each.
+        10 => protocol::decode_serde(&[body, &[0u8, 0u8][..]].concat()).map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq
@@ -667,7 +672,7 @@ pub fn load_newest(
         match read(&path) {
             Ok((_, state)) => match Engine::from_state(
                 economy.clone(),
-                with_ledger_shards(config, state.shards(), &path),
+                with_ledger_values(config, &state, &path),
                 state,
             ) {
                 Ok(engine) => return Ok(Some((path, engine))),
@@ -681,8 +686,12 @@ pub fn load_newest(
     Ok(None)
 }
 
-/// `config` with the shard count of the ledger's snapshot `path` (logged when it differs).
-pub fn with_ledger_shards(config: &EngineConfig, shards: usize, path: &Path) -> EngineConfig {
+/// `config` with what the ledger's snapshot `path` (its `state`) was kept with: its shard
+/// count and its pinned `[engine]` values (format 11; an older state's are the
+/// configured ones). Each difference is logged: a ledger keeps them for its life, so a
+/// restore into an empty Redis pins the snapshot's, not the file's.
+pub fn with_ledger_values(config: &EngineConfig, state: &EngineState, path: &Path) -> EngineConfig {
+    let shards = state.shards();
     if shards != config.shards {
         tracing::warn!(
             path = %path.display(),
@@ -691,8 +700,23 @@ pub fn with_ledger_shards(config: &EngineConfig, shards: usize, path: &Path) -> 
             "engine.shards differs from this ledger's snapshot; the ledger keeps its {shards} shards (a shard count is fixed for a ledger's life)"
         );
     }
-    EngineConfig {
+    let mut ledger = EngineConfig {
         shards,
         ..config.clone()
+    };
+    for (key, value) in state.pinned() {
+        let configured = config.pinned().into_iter().find(|(k, _)| k == key);
+        if configured.is_some_and(|(_, v)| v as u64 != *value) {
+            tracing::warn!(
+                path = %path.display(),
+                key,
+                snapshot = value,
+                configured = configured.map(|(_, v)| v),
+                "an [engine] value pinned with this ledger differs from the configuration; the ledger keeps its snapshot's (fixed for the ledger's life)"
+            );
+        }
+        // (A key this build does not know is ignored: it decides nothing here.)
+        let _ = ledger.set_pinned(key, *value as usize);
     }
+    ledger
 }

@@ -224,7 +224,16 @@ async fn recharge_records_per_shard_max_is_pinned_with_the_ledger() {
         &data,
         &economy,
     );
-    assert!(!ok && out.contains("is 4, the ledger's is 2"), "{out}");
+    // The snapshot (format 11) carries the pinned 2: the restore keeps it and says so.
+    assert!(
+        ok && out.contains("the snapshot's 2, the configuration says 4"),
+        "{out}"
+    );
+    assert!(out.contains("restored"), "{out}");
+    assert_eq!(
+        pinned_hash(&redis).await["engine.recharge_records_per_shard_max"],
+        "2"
+    );
     let (ok, out) = cli(
         &["restore", snapshot.to_str().unwrap()],
         &two,
@@ -233,6 +242,39 @@ async fn recharge_records_per_shard_max_is_pinned_with_the_ledger() {
         &economy,
     );
     assert!(ok && out.contains("restored"), "{out}");
+
+    // Review H: Redis lost everything (a fresh one): a restore with 4 configured pins
+    // the snapshot's 2, not the file's 4, so `serve` with 4 is refused and with 2 serves
+    // the restored ledger with its bound of 2: a new recharge drops recharge 6's record.
+    drop(redis);
+    let redis = RedisServer::start();
+    let (ok, out) = cli(
+        &["restore", snapshot.to_str().unwrap()],
+        &four,
+        &redis,
+        &data,
+        &economy,
+    );
+    assert!(ok && out.contains("pinned with the ledger"), "{out}");
+    let pins = pinned_hash(&redis).await;
+    assert_eq!(
+        pins["engine.recharge_records_per_shard_max"], "2",
+        "{pins:?}"
+    );
+    let refused = serve_refused(&four, &redis.url(), &data, &env);
+    assert!(refused.contains("is 4, the ledger's is 2"), "{refused}");
+    let p = ServeProcess::start_with(&two, &redis.url(), &data, &env);
+    let o = p
+        .post_events(
+            &http,
+            json!([recharge(10, 44), recharge_reversal(9, 42, 6)]),
+        )
+        .await;
+    assert_eq!(
+        answers(&o),
+        [answer("accepted"), answer("ORIGINAL_NOT_FOUND")]
+    );
+    p.stop();
 }
 
 /// Under an earnings hold, a shard of 1 gift record and a history of 2 lines: the first

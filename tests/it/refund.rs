@@ -431,7 +431,7 @@ fn a_snapshot_plus_the_journal_gives_the_live_state_and_format_7_loads_without_r
     log.extend(engine.drain_log());
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, snapshot::VERSION);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(held_economy(HOLD), config.clone(), read).unwrap();
     let from = state.last_seq() as usize;
@@ -498,7 +498,7 @@ fn a_format_9_snapshot_keeps_video_gift_records_and_format_8_reads_as_stream_gif
         "format 8 holds no video gift"
     );
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, snapshot::VERSION);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(held_economy(HOLD), config.clone(), read).unwrap();
     assert_eq!(restored.state_fingerprint(), engine.state_fingerprint());
@@ -827,8 +827,8 @@ fn charge_back(id: u128, user: u64, recharge: u128) -> Event {
 /// Review finding F6: an event id reused (past the retry horizon) by a new gift while the
 /// first gift with it is still held does not replace the first's record, reversed or
 /// not: a reversal naming the id judges the first gift (`ALREADY_REVERSED` once
-/// reversed; reversed — its coins — if not), and the new gift's other sender gets
-/// `NOT_REVERSIBLE`. A recharge reusing its user's recharge id within the window keeps
+/// reversed; reversed — its coins — if not); the new gift of another sender is that
+/// sender's own record (review G) and is reversed by it. A recharge reusing its user's recharge id within the window keeps
 /// the first record too. Once the first gift is released, the id is recorded again.
 #[test]
 fn an_id_reused_while_its_first_gift_is_held_keeps_the_first_record() {
@@ -888,9 +888,9 @@ fn an_id_reused_while_its_first_gift_is_held_keeps_the_first_record() {
             Status::Rejected(RejectCode::AlreadyReversed),
         ),
         (
-            "the second gift's sender: not recorded",
+            "the second gift's sender: its own record (review G), its 3 coins back",
             reversal(32, 3, 11),
-            rejected(RejectCode::NotReversible),
+            coins(500),
         ),
         (
             "the first gift on the video, by its sender: reversed, its 10 coins",
@@ -903,15 +903,12 @@ fn an_id_reused_while_its_first_gift_is_held_keeps_the_first_record() {
         assert_eq!(o.status, want, "{name}: {o:?}");
         assert_clean(&engine);
     }
-    // The second video gift's creator kept what it was given.
+    // The second video gift's creator gave back what it was given.
     let after = engine.creator_at(CreatorId(4), at(past + 1));
-    assert_eq!(
-        (after.coins_received, after.diamonds_total),
-        (creator_4.coins_received, creator_4.diamonds_total)
-    );
+    assert_eq!(after.coins_received, creator_4.coins_received - 3);
     assert_eq!(
         engine.video(giftstream::engine::VideoId(78)).coins_received,
-        3
+        0
     );
     assert_eq!(
         engine.video(giftstream::engine::VideoId(77)).coins_received,
@@ -1052,4 +1049,83 @@ fn on_a_cluster_node_a_gift_to_another_nodes_creator_is_not_reversible() {
     // A single node (no map) would have reversed it: a replay without the map refuses.
     let single = held_engine(HOLD, EngineConfig::default());
     assert!(single.replay(&log).is_err());
+}
+
+/// Review finding G: an id reused (past the retry horizon) by other senders while the
+/// first gift with it is held: each sender's gift is its own record, reversed by that
+/// sender only, whatever the shard layout (before, a sender sharing the first's shard
+/// got `NOT_REVERSIBLE` and one in another shard got its coins back). The same outcomes
+/// with 1, 2, 4 and 8 shards; the records kept apart survive a snapshot (format 11) and
+/// a replay.
+#[test]
+fn an_id_reused_by_other_senders_is_each_senders_own_gift_whatever_the_shards() {
+    let hold = 600_000;
+    let run = |shards: usize| {
+        let config = EngineConfig {
+            shards,
+            idempotency_horizon_ms: 1_000,
+            ..EngineConfig::default()
+        };
+        let past = config.id_kept_max_ms() + 1;
+        let engine = held_engine(hold, config.clone());
+        let mut setup: Vec<Event> = (1..=6)
+            .map(|u| recharge(u as u128, u, "coins_500"))
+            .collect();
+        setup.push(gift(10, 1, 99, "panda", 1));
+        let mut outcomes = engine.apply_batch(&setup, at(0));
+        // Users 2..=6 reuse gift id 10 in turn, each past the horizon of the one before
+        // (user 1's gift still held): u roses each; user 6 then reuses its own id 10
+        // again (F6).
+        assert!(8 * past < hold, "every gift is still held");
+        for u in 2..=6 {
+            let reuse = gift(10, u, 99, "rose", u as u32);
+            outcomes.extend(engine.apply_batch(&[reuse], at((u - 1) * past)));
+        }
+        outcomes.extend(engine.apply_batch(&[gift(10, 6, 99, "rose", 1)], at(6 * past)));
+        let now = at(6 * past + 1);
+        // A snapshot now, then the reversals on the live engine and on the restored one.
+        use giftstream::persist::snapshot;
+        let (state, _) = engine.snapshot();
+        let dir = tempfile::tempdir().unwrap();
+        let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
+        assert_eq!(header.version, snapshot::VERSION);
+        let (_, read) = snapshot::read(&path).unwrap();
+        let restored = Engine::from_state(held_economy(hold), config, read).unwrap();
+        assert_eq!(restored.state_fingerprint(), engine.state_fingerprint());
+        let reversals = [
+            reversal(20, 4, 10), // 4's roses: 4 coins back
+            reversal(21, 1, 10), // 1's panda: 5 back
+            reversal(22, 4, 10), // again: ALREADY_REVERSED
+            reversal(23, 7, 10), // no gift of 7's: ORIGINAL_NOT_FOUND
+            reversal(24, 6, 10), // 6's first (6 roses), its second not recorded (F6)
+            reversal(25, 6, 10), // ALREADY_REVERSED
+            reversal(26, 2, 10), // 2's rose
+        ];
+        let live = engine.apply_batch(&reversals, now);
+        let again = restored.apply_batch(&reversals, now);
+        let status = |o: &[Outcome]| o.iter().map(|o| o.status).collect::<Vec<_>>();
+        assert_eq!(status(&live), status(&again), "{shards} shards: restored");
+        assert_eq!(restored.state_fingerprint(), engine.state_fingerprint());
+        assert_clean(&engine);
+        outcomes.extend(live);
+        status(&outcomes)
+    };
+    let one = run(1);
+    let n = one.len();
+    assert_eq!(
+        one[n - 7..],
+        [
+            coins(500 - 4 + 4),
+            coins(500),
+            rejected(RejectCode::AlreadyReversed),
+            rejected(RejectCode::OriginalNotFound),
+            coins(500 - 6 - 1 + 6),
+            rejected(RejectCode::AlreadyReversed),
+            coins(500),
+        ],
+        "{one:?}"
+    );
+    for shards in [2, 4, 8] {
+        assert_eq!(run(shards), one, "{shards} shards");
+    }
 }

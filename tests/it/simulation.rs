@@ -59,9 +59,10 @@
 //!   `NOT_REVERSIBLE` when no hold is in force or the gift is an accepted gift in the
 //!   sender's last `history_per_user` lines, else `ORIGINAL_NOT_FOUND`. The model keeps
 //!   those lines itself;
-//! - ids reused after the retry horizon (review F6): a gift whose id names a gift record
-//!   still held at the gift's stamp is not recorded (the first record stays, reversed
-//!   or not); a recharge whose (user, id) names a recharge still within the reversal
+//! - ids reused after the retry horizon (review F6): a gift whose (sender, id) names a
+//!   gift record still held at the gift's stamp is not recorded (the first record stays,
+//!   reversed or not); another sender's gift under the id is that sender's own record
+//!   (review G: whatever the shards); a recharge whose (user, id) names a recharge still within the reversal
 //!   window at its stamp likewise. The main sweep keeps every id (no reuse past the
 //!   horizon); the horizon sweep below reuses ids under a hold and a short horizon;
 //! - ONE global idempotency map `event id -> (event content, original outcome)`, across
@@ -415,7 +416,8 @@ struct Model {
     /// Per promotion id: (recharges, bonus coins, money per currency).
     promotion_sales: BTreeMap<String, (u64, u128, BTreeMap<String, Decimal>)>,
     /// Gift reversals: every accepted gift made under a hold, by id.
-    gift_records: HashMap<EventId, ModelGiftRecord>,
+    /// By (sender, gift id): a reversal names both (review G).
+    gift_records: HashMap<(UserId, EventId), ModelGiftRecord>,
     /// Per user with a wallet, its last `history_per_user` events: `(id, an accepted
     /// gift)`.
     histories: HashMap<UserId, std::collections::VecDeque<(EventId, bool)>>,
@@ -1015,7 +1017,7 @@ impl Model {
         // still held at this stamp (reused past the horizon) keeps its first record.
         let held = self
             .gift_records
-            .get(&g.id)
+            .get(&(g.sender, g.id))
             .is_some_and(|r| r.release > stamp.0);
         if hold > 0 && !held {
             let record = ModelGiftRecord {
@@ -1030,7 +1032,7 @@ impl Model {
                 reversed: false,
                 stamp: stamp.0,
             };
-            self.gift_records.insert(g.id, record);
+            self.gift_records.insert((g.sender, g.id), record);
         }
         (Status::Accepted(Effect::Coins(balance)), None)
     }
@@ -1220,9 +1222,8 @@ impl Model {
 
     fn gift_reversal(&mut self, r: &GiftReversal) -> Status {
         self.last_reversed = None;
-        let record = self.gift_records.get(&r.gift).copied();
-        let Some(rec) = record.filter(|g| g.sender == r.sender && g.release > self.hold_clock)
-        else {
+        let record = self.gift_records.get(&(r.sender, r.gift)).copied();
+        let Some(rec) = record.filter(|g| g.release > self.hold_clock) else {
             let in_history = self
                 .histories
                 .get(&r.sender)
@@ -1308,7 +1309,7 @@ impl Model {
             }
         }
         self.gift_records
-            .get_mut(&r.gift)
+            .get_mut(&(r.sender, r.gift))
             .expect("a record")
             .reversed = true;
         self.uncount_windows(&rec, r.sender, self.last_seq + 1);

@@ -561,7 +561,7 @@ fn video_gifts_replay_from_the_journal_and_a_snapshot_to_the_same_state() {
 
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, snapshot::VERSION);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(economy(), config.clone(), read).unwrap();
     assert_eq!(
