@@ -1223,7 +1223,8 @@ impl Model {
     fn gift_reversal(&mut self, r: &GiftReversal) -> Status {
         self.last_reversed = None;
         let record = self.gift_records.get(&(r.sender, r.gift)).copied();
-        let Some(rec) = record.filter(|g| g.release > self.hold_clock) else {
+        let Some(rec) = record.filter(|g| g.sender == r.sender && g.release > self.hold_clock)
+        else {
             let in_history = self
                 .histories
                 .get(&r.sender)
