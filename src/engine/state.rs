@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::battles::Battles;
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId};
@@ -65,6 +66,7 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            battles: &cut.battles,
         };
         let result = f(&view);
         drop(view);
@@ -113,6 +115,7 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            battles: (*cut.battles).clone(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -221,6 +224,10 @@ impl Engine {
         for slot in self.streams.iter() {
             *slot.lock() = streams.next().expect("checked length");
         }
+        let mut battles = state.battles;
+        battles.reindex();
+        self.battles_held.store(battles.len(), Ordering::Release);
+        *self.battles.lock() = battles;
         let n = self.config.shards;
         for (slot, mut window) in self.ids.iter().zip(state.ids) {
             window.reconfigure(
@@ -351,6 +358,9 @@ pub struct EngineState<W = IdWindow> {
     windows: Vec<ShardWindows>,
     book_windows: Vec<BookWindows>,
     gift_hours: Vec<Vec<(EventId, u32)>>,
+    /// Format 12: the PK battles held (appended: formats 10 and 11 read as 12 with an
+    /// empty map, one zero byte).
+    battles: Battles,
 }
 
 /// Format 9: no windowed leaderboards.
@@ -402,6 +412,7 @@ impl From<EngineStateV9> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -457,6 +468,7 @@ impl From<EngineStateV8> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -508,6 +520,7 @@ impl From<EngineStateV7> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -560,6 +573,7 @@ impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -604,6 +618,7 @@ impl From<EngineStateV4> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -646,6 +661,7 @@ impl From<EngineStateV3> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -685,6 +701,7 @@ impl From<EngineStateV2> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -723,6 +740,7 @@ impl From<EngineStateV1> for EngineState {
             windows: Vec::new(),
             book_windows: Vec::new(),
             gift_hours: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -826,6 +844,7 @@ impl EngineState {
             windows: self.windows.iter().collect(),
             book_windows: self.book_windows.iter().collect(),
             gift_hours: self.gift_hours.clone(),
+            battles: &self.battles,
         }
     }
 }
@@ -857,6 +876,7 @@ pub struct StateView<'a> {
     windows: Vec<&'a ShardWindows>,
     book_windows: Vec<&'a BookWindows>,
     gift_hours: Vec<Vec<(EventId, u32)>>,
+    battles: &'a Battles,
 }
 
 impl StateView<'_> {
@@ -882,7 +902,19 @@ impl StateView<'_> {
     /// records' hours): a format-9 state is the state's encoding less this one's.
     #[doc(hidden)]
     pub fn format_10_tail(&self) -> impl Serialize + '_ {
-        (&self.windows, &self.book_windows, &self.gift_hours)
+        (
+            &self.windows,
+            &self.book_windows,
+            &self.gift_hours,
+            self.format_12_tail(),
+        )
+    }
+
+    /// The field snapshot format 12 appended (the battles): a format-10 (or 11) state is
+    /// the state's encoding less this one's (for the format tests).
+    #[doc(hidden)]
+    pub fn format_12_tail(&self) -> impl Serialize + '_ {
+        self.battles
     }
 
     /// The field whose encoding snapshot format 9 changed (the gift records, last in

@@ -25,7 +25,8 @@
 //! none. Format 9 records the target (stream or video) of each held gift's record, so
 //! that a gift on a video is reversible; format 8's records read as gifts on streams.
 //! Format 10 appended the windowed leaderboards (per sender and creator shard) and the
-//! hour of each gift record; format 9 reads with no windows.
+//! hour of each gift record; format 9 reads with no windows. Format 12 appended the PK
+//! battles; formats 10 and 11 read with none (11 is the gift-records change of main).
 //! Written to a temp file, fsynced, renamed, and the directory fsynced. A snapshot is
 //! taken at a commit boundary: everything up to its sequence number is in the journal.
 //!
@@ -44,7 +45,7 @@ use crate::engine::{
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 10;
+pub const VERSION: u32 = 12;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -640,6 +641,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         9 => protocol::decode_serde::<EngineStateV9>(body)
             .map_err(corrupt)?
             .into(),
+        // Format 12 appended the battles (a map: one zero byte when empty): formats 10
+        // and 11 are format 12 less it. (Format 11 is the lead's gift-records change on
+        // main: when merged, 10 reads through its conversion to 11 first, then this.)
+        10 | 11 => protocol::decode_serde::<EngineState>(&[body, &[0u8][..]].concat())
+            .map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

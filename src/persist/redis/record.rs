@@ -16,7 +16,7 @@ use crate::economy::{Currency, Region};
 use crate::engine::{
     AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
     GiftId, GiftReversal, GiftTarget, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout,
-    Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Settlement, Status, StreamGoal,
+    Battle, BattleId, Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Settlement, Status, StreamGoal,
     StreamId, UserId, VideoGift, VideoId,
 };
 
@@ -167,6 +167,16 @@ pub enum JournalEvent {
         sender: u64,
         gift: u128,
         reversed: JournalReversedGift,
+    },
+    /// A PK battle (number 15; journal format 8): its id, streams (2 to 4 in a valid
+    /// one; the event id is derived from the battle id) and window.
+    Battle {
+        battle: u64,
+        /// The first `sides` are the streams (the rest 0).
+        streams: [u64; 4],
+        sides: u8,
+        start_ms: u64,
+        end_ms: u64,
     },
 }
 
@@ -380,6 +390,19 @@ impl From<&Event> for JournalEvent {
                 gift: r.gift.0,
                 reversed: None,
             },
+            Event::Battle(b) => {
+                let mut streams = [0u64; 4];
+                for (slot, s) in streams.iter_mut().zip(b.streams()) {
+                    *slot = s.0;
+                }
+                JournalEvent::Battle {
+                    battle: b.battle.0,
+                    streams,
+                    sides: b.streams().len() as u8,
+                    start_ms: b.start_ms,
+                    end_ms: b.end_ms(),
+                }
+            }
         }
     }
 }
@@ -611,6 +634,20 @@ impl TryFrom<JournalEvent> for Event {
                 sender: UserId(sender),
                 gift: EventId(gift),
             }),
+            JournalEvent::Battle {
+                battle,
+                streams,
+                sides,
+                start_ms,
+                end_ms,
+            } => {
+                let sides = usize::from(sides).min(streams.len());
+                let streams: Vec<StreamId> = streams[..sides].iter().map(|&s| StreamId(s)).collect();
+                Event::Battle(
+                    Battle::new(BattleId(battle), &streams, start_ms, end_ms)
+                        .ok_or("a battle with more than 4 streams or an empty window")?,
+                )
+            }
         })
     }
 }
@@ -654,7 +691,7 @@ impl JournalOutcome {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,
                 },
-                Event::Account(_) | Event::StreamGoal(_) => Effect::Stored,
+                Event::Account(_) | Event::StreamGoal(_) | Event::Battle(_) => Effect::Stored,
                 Event::Settlement(_) => Effect::Settled {
                     credited: self.coins,
                 },
