@@ -130,10 +130,6 @@ impl BattleView {
 }
 
 impl Battles {
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
-
     pub fn len(&self) -> usize {
         self.held.len()
     }
