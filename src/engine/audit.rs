@@ -531,6 +531,7 @@ impl Engine {
         let mut ids: Vec<_> = cut.ids.iter().flat_map(|w| w.canonical(newest)).collect();
         ids.sort_unstable_by_key(|&(check, number, outcome)| (outcome.seq, check, number));
         let _ = writeln!(out, "ids: {ids:?}");
+        let _ = writeln!(out, "battles: {}", cut.battles.canonical());
         out
     }
 }

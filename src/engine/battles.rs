@@ -320,6 +320,33 @@ impl Battles {
         ended
     }
 
+    /// Every battle, sorted, for [`super::Engine::state_fingerprint`].
+    pub fn canonical(&self) -> String {
+        let mut held: Vec<String> = self
+            .held
+            .iter()
+            .map(|(id, b)| {
+                let sides: Vec<String> = b
+                    .sides
+                    .iter()
+                    .map(|s| {
+                        let mut g: Vec<_> = s.gifters.iter().collect();
+                        g.sort_unstable();
+                        format!("{} {} {g:?}", s.coins, s.gifts)
+                    })
+                    .collect();
+                let mut counted: Vec<_> = b.counted.iter().flat_map(|c| c.iter()).collect();
+                counted.sort_unstable();
+                format!(
+                    "{id:?} {:?} seq {} {:?} closed {} {sides:?} {counted:?}",
+                    b.spec, b.seq, b.stamp, b.closed
+                )
+            })
+            .collect();
+        held.sort_unstable();
+        held.join("; ")
+    }
+
     /// The audit's check: each side's coins and gifts are its gifters' sums; counted ids
     /// sum within their sides.
     pub fn check(&self) -> Result<(), String> {

@@ -590,20 +590,6 @@ impl Feeds {
                 }
             }
         }
-        for (b, seq) in battles {
-            let message = Arc::new(FeedEvent {
-                id: Some(FeedId {
-                    seq,
-                    part: FeedId::BATTLE,
-                }),
-                message: FeedMessage::battle(&b),
-            });
-            for side in &b.sides {
-                if let Some(sender) = feeds.get(&side.stream).and_then(|f| f.sender.as_ref()) {
-                    let _ = sender.send(message.clone());
-                }
-            }
-        }
         for (stream, seq) in touched {
             let Some(feed) = feeds.get_mut(&stream) else {
                 continue;
@@ -635,6 +621,22 @@ impl Feeds {
             if let Some(reached) = reached {
                 feed.reached = met;
                 self.send(feed, FeedEvent::at(seq, FeedId::GOAL_REACHED, reached));
+            }
+        }
+        // After the goals: its id (`<seq>.3`) is above every message of the run sent
+        // to a side's feed so far.
+        for (b, seq) in battles {
+            let message = Arc::new(FeedEvent {
+                id: Some(FeedId {
+                    seq,
+                    part: FeedId::BATTLE,
+                }),
+                message: FeedMessage::battle(&b),
+            });
+            for side in &b.sides {
+                if let Some(sender) = streams.feeds.get(&side.stream).and_then(|f| f.sender.as_ref()) {
+                    let _ = sender.send(message.clone());
+                }
             }
         }
         streams.delivered_through = last.seq;

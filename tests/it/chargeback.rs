@@ -552,7 +552,7 @@ fn reversals_and_debts_replay_from_the_journal_and_a_snapshot_to_the_same_state(
 
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, 12);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(economy(), config.clone(), read).unwrap();
     let restored_totals = restored.audit().totals;
@@ -586,7 +586,7 @@ fn a_format_7_snapshot_reads_as_a_state_with_nothing_to_reverse() {
     let (state, _) = engine.snapshot();
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, 12);
     let bytes = std::fs::read(&path).unwrap();
     let tail = giftstream::protocol::encode_serde(&state.view().format_8_tail())
         .unwrap()

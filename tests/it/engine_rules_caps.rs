@@ -458,7 +458,7 @@ fn a_restart_replays_and_restores_every_count_and_cap_named() {
     let (path, header) =
         giftstream::persist::snapshot::write(dir.path(), &state.view(), 1).unwrap();
     assert_eq!(header.version, giftstream::persist::snapshot::VERSION);
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, 12);
     let (_, state) = giftstream::persist::snapshot::read(&path).unwrap();
     let restored =
         Engine::from_state(economy_with_caps(Some(600), Some(2_000)), config, state).unwrap();

@@ -315,7 +315,7 @@ fn purchases_replay_from_the_journal_and_a_snapshot_to_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
     assert_eq!(header.version, snapshot::VERSION);
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, 12);
     assert_eq!(header.version, giftstream::persist::snapshot::VERSION);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(economy(), config.clone(), read).unwrap();

@@ -431,7 +431,7 @@ fn a_snapshot_plus_the_journal_gives_the_live_state_and_format_7_loads_without_r
     log.extend(engine.drain_log());
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, 12);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(held_economy(HOLD), config.clone(), read).unwrap();
     let from = state.last_seq() as usize;
@@ -498,7 +498,7 @@ fn a_format_9_snapshot_keeps_video_gift_records_and_format_8_reads_as_stream_gif
         "format 8 holds no video gift"
     );
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, 12);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(held_economy(HOLD), config.clone(), read).unwrap();
     assert_eq!(restored.state_fingerprint(), engine.state_fingerprint());

@@ -518,8 +518,8 @@ fn through_the_journal(log: &[LogEntry]) -> Vec<LogEntry> {
     let bytes = JournalBatch::from_entries(log).encode();
     assert_eq!(bytes[0], JOURNAL_VERSION);
     assert_eq!(
-        JOURNAL_VERSION, 7,
-        "video gifts are journal format 6, their reversals 7"
+        JOURNAL_VERSION, 8,
+        "video gifts are journal format 6, their reversals 7 (battles 8)"
     );
     JournalBatch::decode(&bytes)
         .unwrap()
@@ -561,7 +561,7 @@ fn video_gifts_replay_from_the_journal_and_a_snapshot_to_the_same_state() {
 
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, 12);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(economy(), config.clone(), read).unwrap();
     assert_eq!(

@@ -373,7 +373,7 @@ fn windows_survive_a_snapshot_and_a_replay_and_format_9_reads_without_them() {
     let (state, log) = engine.snapshot();
     let dir = tempfile::tempdir().unwrap();
     let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
-    assert_eq!(header.version, 10);
+    assert_eq!(header.version, 12);
     let (_, read) = snapshot::read(&path).unwrap();
     let restored = Engine::from_state(held_economy(), config.clone(), read).unwrap();
     assert_eq!(restored.state_fingerprint(), engine.state_fingerprint());
