@@ -22,6 +22,10 @@
 //!   Memory per battle: ~300 bytes + ~48 per (side, gifter) pair + ~56 per counted gift
 //!   id while open under a hold.
 //!
+//! Size: the battles' state, their rules and the engine's entry points to them (live,
+//! replay, reads) are one contract about what a battle counts; split, the order
+//! arguments of the module doc would be read in two places.
+//!
 //! Lock order: `Engine::battles` is a leaf, taken under a sender shard (a chunk's gifts)
 //! or with the gate exclusive (battles, reversals); a cut takes it last.
 

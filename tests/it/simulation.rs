@@ -1876,7 +1876,7 @@ impl Generator {
                 streams.push(StreamId(STREAM_BASE + CREATORS + 1));
             }
         }
-        let start = self.now - 20_000 + self.rng.random_range(0..=40_000);
+        let start = self.now.saturating_sub(20_000) + self.rng.random_range(0..=40_000);
         let end = start + self.rng.random_range(1..=30_000);
         Event::Battle(Battle::new(BattleId(id), &streams, start, end).expect("a window"))
     }
