@@ -469,7 +469,8 @@ impl super::Engine {
     /// Applies battle event `event` (live): the gate exclusive, so every gift is
     /// numbered before or after it (module doc). A battle held with this very content
     /// answers its original outcome, even after the id index forgot the id; other
-    /// content under a held battle's id is `BATTLE_EXISTS`.
+    /// content under its id is `EVENT_ID_REUSED` while the index remembers the id (not
+    /// recorded), `BATTLE_EXISTS` after (recorded).
     pub(super) fn apply_battle(
         &self,
         event: &super::Event,
@@ -501,13 +502,10 @@ impl super::Engine {
                     ..original
                 };
             }
+            // Other content under the battle's id while the id index remembers it: the
+            // answer of any reused id (the HTTP route words it as BATTLE_EXISTS).
             Claim::Retry(None) | Claim::Reused => {
-                let code = if battles.held.contains_key(&b.battle) {
-                    RejectCode::BattleExists
-                } else {
-                    RejectCode::EventIdReused
-                };
-                return Outcome::new(0, Status::Rejected(code), false);
+                return super::unrecorded(RejectCode::EventIdReused);
             }
             Claim::Forgotten => return super::unrecorded(RejectCode::EventExpired),
             Claim::Full => return super::unrecorded(RejectCode::Unavailable),

@@ -785,6 +785,8 @@ mod tests {
             ("1234", FeedId { seq: 1234, part: 0 }),
             ("1234.1", FeedId { seq: 1234, part: 1 }),
             ("1234.2", FeedId { seq: 1234, part: 2 }),
+            ("1234.3", FeedId { seq: 1234, part: 3 }),
+            ("1234.4", FeedId { seq: 1234, part: 4 }),
         ] {
             assert_eq!(FeedId::parse(text), Some(id), "{text}");
             assert_eq!(id.to_string(), text);
@@ -794,7 +796,7 @@ mod tests {
             "x",
             "-1",
             "+1",
-            "1.3",
+            "1.5",
             "1.",
             ".1",
             "1.1.1",

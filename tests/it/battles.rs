@@ -151,7 +151,7 @@ fn the_rule_table() {
             setup: vec![(battle(1, &[A, B], window.0, window.1 + 1), T0)],
             battle: ok(),
             at: T0,
-            expect: Some(RejectCode::BattleExists),
+            expect: Some(RejectCode::EventIdReused),
         },
         Case {
             name: "the id with other streams, after the id index forgot it (recorded)",

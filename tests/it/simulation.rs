@@ -660,8 +660,8 @@ impl Model {
     }
 
     fn apply(&mut self, event: &Event, stamp: Stamp) -> Outcome {
-        // A battle held with this very content answers as recorded; other content
-        // under a held battle's id is BATTLE_EXISTS (not recorded while the id is known).
+        // A battle held with this very content answers as recorded (other content under
+        // its id: EVENT_ID_REUSED while the id is known, below).
         if let Event::Battle(b) = event
             && let Some(held) = self.battles.get(&b.battle.0)
         {
@@ -670,14 +670,6 @@ impl Model {
                     seq: held.seq,
                     status: Status::Accepted(Effect::Stored),
                     duplicate: true,
-                    cap: None,
-                };
-            }
-            if self.known(event).is_some_and(|o| o.seq == 0) {
-                return Outcome {
-                    seq: 0,
-                    status: rejected(RejectCode::BattleExists),
-                    duplicate: false,
                     cap: None,
                 };
             }

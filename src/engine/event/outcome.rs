@@ -55,7 +55,8 @@ pub enum RejectCode {
     InvalidBattle = 21,
     /// A battle names a stream already in another battle whose window overlaps.
     StreamInBattle = 22,
-    /// The battle id is taken by a battle with other streams or another window.
+    /// The battle id is taken by a battle with other streams or another window (after
+    /// the id index forgot the first; while it remembers it, `EVENT_ID_REUSED`).
     BattleExists = 23,
     /// `engine.battles_max` battles are held (scheduled, live, or ended within
     /// `engine.battle_retention_ms`).

@@ -180,6 +180,14 @@ pub(super) async fn put_battle(
     unavailable_on_cluster(&service)?;
     let battle = battle_of(id, &request)?;
     let o = apply(&service, &[Event::Battle(battle)], &[]).await?[0];
+    // The event id is the battle id's: another body under it is another battle.
+    if o.code() == Some(RejectCode::EventIdReused) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            RejectCode::BattleExists.as_str(),
+            "this battle id holds a battle with other streams or another window; nothing was recorded",
+        ));
+    }
     ApiError::refusal(&o)?;
     if let Some(code) = o.code() {
         let (status, message) = match code {
