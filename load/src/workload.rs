@@ -3,8 +3,9 @@
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    AccountSettings, Battle, BattleId, Channel, CreatorId, Event, EventId, Gift, GiftId, GiftReversal, ItemId,
-    PackageId, Payout, Purchase, Recharge, RechargeReversal, StreamId, UserId, VideoGift, VideoId,
+    AccountSettings, Battle, BattleId, Channel, CreatorId, Event, EventId, Gift, GiftId,
+    GiftReversal, ItemId, PackageId, Payout, Purchase, Recharge, RechargeReversal, StreamId,
+    UserId, VideoGift, VideoId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};

@@ -259,16 +259,19 @@ impl Engine {
         );
         if claimed > 0 && self.battles_on() {
             // The gifts applied now (a retry's outcome is a duplicate or numbered earlier).
-            let applied = chunk.iter().filter_map(|&i| match (&events[i as usize], outcomes[i as usize]) {
-                (Event::Gift(g), o)
-                    if !o.duplicate
-                        && o.seq >= first
-                        && matches!(o.status, Status::Accepted(_)) =>
-                {
-                    Some((*g, o.seq, batch.stamp))
-                }
-                _ => None,
-            });
+            let applied =
+                chunk
+                    .iter()
+                    .filter_map(|&i| match (&events[i as usize], outcomes[i as usize]) {
+                        (Event::Gift(g), o)
+                            if !o.duplicate
+                                && o.seq >= first
+                                && matches!(o.status, Status::Accepted(_)) =>
+                        {
+                            Some((*g, o.seq, batch.stamp))
+                        }
+                        _ => None,
+                    });
             self.battle_gifts(s, &gate, applied);
         }
         self.merge_credits(&mut shard, &gate, batch.stamp);

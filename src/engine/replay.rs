@@ -195,10 +195,12 @@ impl Engine {
                 check_replayed(entry, &replayed)?;
             }
             if self.battles_on() {
-                let gifts = chunk.iter().filter_map(|e| match (&e.event, e.outcome.status) {
-                    (Event::Gift(g), Status::Accepted(_)) => Some((*g, e.seq, e.stamp)),
-                    _ => None,
-                });
+                let gifts = chunk
+                    .iter()
+                    .filter_map(|e| match (&e.event, e.outcome.status) {
+                        (Event::Gift(g), Status::Accepted(_)) => Some((*g, e.seq, e.stamp)),
+                        _ => None,
+                    });
                 self.battle_gifts(s, economy, gifts);
             }
             shard.log.truncate(logged);

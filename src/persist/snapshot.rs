@@ -644,8 +644,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         // Format 12 appended the battles (a map: one zero byte when empty): formats 10
         // and 11 are format 12 less it. (Format 11 is the lead's gift-records change on
         // main: when merged, 10 reads through its conversion to 11 first, then this.)
-        10 | 11 => protocol::decode_serde::<EngineState>(&[body, &[0u8][..]].concat())
-            .map_err(corrupt)?,
+        10 | 11 => {
+            protocol::decode_serde::<EngineState>(&[body, &[0u8][..]].concat()).map_err(corrupt)?
+        }
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

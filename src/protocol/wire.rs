@@ -13,10 +13,10 @@ use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
 use crate::engine::{
-    BattleId,
-    AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, GiftReversal, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal,
-    RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
+    AccountSettings, BattleId, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event,
+    EventId, Gift, GiftId, GiftReversal, ItemId, Outcome, PackageId, Payout, Purchase, Recharge,
+    RechargeReversal, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift,
+    VideoId,
 };
 
 /// Client to server.
@@ -564,7 +564,8 @@ impl TryFrom<WireEvent> for Event {
                 if sides > streams.len() {
                     return Err("a battle has at most 4 streams");
                 }
-                let streams: Vec<StreamId> = streams[..sides].iter().map(|&s| StreamId(s)).collect();
+                let streams: Vec<StreamId> =
+                    streams[..sides].iter().map(|&s| StreamId(s)).collect();
                 Event::Battle(
                     crate::engine::Battle::new(BattleId(battle), &streams, start_ms, end_ms)
                         .ok_or("a battle's end_ms must be after its start_ms")?,

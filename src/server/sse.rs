@@ -634,7 +634,11 @@ impl Feeds {
                 message: FeedMessage::battle(&b),
             });
             for side in &b.sides {
-                if let Some(sender) = streams.feeds.get(&side.stream).and_then(|f| f.sender.as_ref()) {
+                if let Some(sender) = streams
+                    .feeds
+                    .get(&side.stream)
+                    .and_then(|f| f.sender.as_ref())
+                {
                     let _ = sender.send(message.clone());
                 }
             }

@@ -164,7 +164,12 @@ fn the_rule_table() {
     for case in cases {
         let engine = engine();
         for (event, at) in &case.setup {
-            assert_eq!(code(apply(&engine, *event, *at)), None, "{}: setup", case.name);
+            assert_eq!(
+                code(apply(&engine, *event, *at)),
+                None,
+                "{}: setup",
+                case.name
+            );
         }
         let o = apply(&engine, case.battle, case.at);
         assert_eq!(code(o), case.expect, "{}", case.name);
@@ -196,10 +201,17 @@ fn retries_are_idempotent_and_the_bound_holds() {
     let much_later = apply(&engine, b1, T0 + 50_000);
     assert_eq!((much_later.seq, much_later.duplicate), (first.seq, true));
     let last = engine.last_seq();
-    assert_eq!(code(apply(&engine, battle(2, &[5, 6], T0, T0 + 60_000), T0)), None);
+    assert_eq!(
+        code(apply(&engine, battle(2, &[5, 6], T0, T0 + 60_000), T0)),
+        None
+    );
     let full = apply(&engine, battle(3, &[7, 8], T0, T0 + 60_000), T0);
     assert_eq!(code(full), Some(RejectCode::BattlesFull));
-    assert_eq!(engine.last_seq(), last + 2, "a refusal is a recorded outcome");
+    assert_eq!(
+        engine.last_seq(),
+        last + 2,
+        "a refusal is a recorded outcome"
+    );
     // Ended an hour ago (the retention): dropped when the next battle is recorded.
     let later = T0 + 60_000 + 3_600_000;
     let o = apply(&engine, battle(3, &[7, 8], later, later + 60_000), later);
@@ -217,7 +229,10 @@ fn the_window_edges_and_the_result() {
     let (start, end) = (T0 + 1_000, T0 + 61_000);
     // Numbered before the battle, stamped inside its window: not counted.
     assert_eq!(code(apply(&engine, gift(10, 1, 7, "rose", 5), start)), None);
-    assert_eq!(code(apply(&engine, battle(1, &[A, B], start, end), T0)), None);
+    assert_eq!(
+        code(apply(&engine, battle(1, &[A, B], start, end), T0)),
+        None
+    );
     let sends = [
         (11, 1, 7, start - 1, 1), // before the window
         (12, 1, 7, start, 2),     // first ms: counts
@@ -254,7 +269,10 @@ fn a_reversal_inside_the_window_lowers_the_score_and_the_result_freezes() {
     let engine = Engine::new(held(), config.clone()).unwrap();
     funded(&engine);
     let (start, end) = (T0 + 1_000, T0 + 61_000);
-    assert_eq!(code(apply(&engine, battle(1, &[A, B], start, end), T0)), None);
+    assert_eq!(
+        code(apply(&engine, battle(1, &[A, B], start, end), T0)),
+        None
+    );
     for (id, sender, creator, count, at) in [
         (20, 1, 7, 10, start),
         (21, 2, 7, 4, start + 1),
@@ -262,11 +280,18 @@ fn a_reversal_inside_the_window_lowers_the_score_and_the_result_freezes() {
         (23, 4, 8, 2, start + 3),
         (24, 1, 7, 50, T0), // before the window: not counted
     ] {
-        assert_eq!(code(apply(&engine, gift(id, sender, creator, "rose", count), at)), None);
+        assert_eq!(
+            code(apply(&engine, gift(id, sender, creator, "rose", count), at)),
+            None
+        );
     }
     assert_eq!(scores(&engine, 1), vec![14, 14]);
     let reverse = |id: u128, sender: u64, gift: u128| {
-        Event::GiftReversal(GiftReversal::new(EventId(id), UserId(sender), EventId(gift)))
+        Event::GiftReversal(GiftReversal::new(
+            EventId(id),
+            UserId(sender),
+            EventId(gift),
+        ))
     };
     // Live: user 1's 10 coins come off side A, which now trails.
     assert_eq!(code(apply(&engine, reverse(30, 1, 20), start + 10)), None);
@@ -325,7 +350,10 @@ fn concurrent_gifts_count_as_a_replay_counts_them() {
         apply(&engine, recharge(u128::from(user), user, "coins_1400"), T0);
     }
     let (start, end) = (T0, T0 + 10_000);
-    assert_eq!(code(apply(&engine, battle(1, &[A, B], start, end), T0)), None);
+    assert_eq!(
+        code(apply(&engine, battle(1, &[A, B], start, end), T0)),
+        None
+    );
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let engine = engine.clone();
@@ -396,33 +424,80 @@ async fn the_routes_answer_each_rule() {
     let (st, again) = put(&s, 1, body.clone()).await;
     assert_eq!((st, again["seq"].as_u64()), (200, Some(seq)), "{again}");
     for (bad, why) in [
-        (json!({"streams": [A], "start_ms": start, "end_ms": end}), "one stream"),
+        (
+            json!({"streams": [A], "start_ms": start, "end_ms": end}),
+            "one stream",
+        ),
         (
             json!({"streams": [A, B, 1, 2, 3], "start_ms": start, "end_ms": end}),
             "five streams",
         ),
-        (json!({"streams": [A, A], "start_ms": start, "end_ms": end}), "twice"),
-        (json!({"streams": [A, B], "start_ms": end, "end_ms": start}), "backwards"),
+        (
+            json!({"streams": [A, A], "start_ms": start, "end_ms": end}),
+            "twice",
+        ),
+        (
+            json!({"streams": [A, B], "start_ms": end, "end_ms": start}),
+            "backwards",
+        ),
         (
             json!({"streams": [A, B], "start_ms": start, "end_ms": start + 86_400_001}),
             "too long",
         ),
     ] {
         let (st, e) = put(&s, 2, bad).await;
-        assert_eq!((st, e["error"]["code"].as_str()), (400, Some("INVALID_BATTLE")), "{why}: {e}");
+        assert_eq!(
+            (st, e["error"]["code"].as_str()),
+            (400, Some("INVALID_BATTLE")),
+            "{why}: {e}"
+        );
     }
-    let (st, e) = put(&s, 2, json!({"streams": [B, 3], "start_ms": start + 1, "end_ms": end + 1})).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (409, Some("STREAM_IN_BATTLE")), "{e}");
-    let (st, e) = put(&s, 1, json!({"streams": [A, 3], "start_ms": start, "end_ms": end})).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (409, Some("BATTLE_EXISTS")), "{e}");
-    let (st, e) = put(&s, 3, json!({"streams": [5, 6], "start_ms": now - 2, "end_ms": now - 1})).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (422, Some("INVALID_BATTLE")), "{e}");
+    let (st, e) = put(
+        &s,
+        2,
+        json!({"streams": [B, 3], "start_ms": start + 1, "end_ms": end + 1}),
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (409, Some("STREAM_IN_BATTLE")),
+        "{e}"
+    );
+    let (st, e) = put(
+        &s,
+        1,
+        json!({"streams": [A, 3], "start_ms": start, "end_ms": end}),
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (409, Some("BATTLE_EXISTS")),
+        "{e}"
+    );
+    let (st, e) = put(
+        &s,
+        3,
+        json!({"streams": [5, 6], "start_ms": now - 2, "end_ms": now - 1}),
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (422, Some("INVALID_BATTLE")),
+        "{e}"
+    );
     let (st, e) = s.get("/v1/battles/2", Some(READ)).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (404, Some("BATTLE_NOT_FOUND")), "{e}");
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (404, Some("BATTLE_NOT_FOUND")),
+        "{e}"
+    );
     let (st, got) = s.get("/v1/battles/1", Some(READ)).await;
     assert_eq!(st, 200);
     assert_eq!(got["sides"][0]["coins"], 0);
-    assert_eq!((got["winner"].clone(), got["draw"].clone()), (Value::Null, json!(false)));
+    assert_eq!(
+        (got["winner"].clone(), got["draw"].clone()),
+        (Value::Null, json!(false))
+    );
     let (st, _) = s.get("/v1/battles/1", None).await;
     assert_eq!(st, 401);
 }
@@ -477,7 +552,12 @@ async fn battle_messages_on_the_wire() {
     assert_eq!(st, 200, "{body}");
     let now = giftstream::clock::now().0;
     let end = now + 2_500;
-    let (st, b) = put(&s, 5, json!({"streams": [A, B], "start_ms": now, "end_ms": end})).await;
+    let (st, b) = put(
+        &s,
+        5,
+        json!({"streams": [A, B], "start_ms": now, "end_ms": end}),
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     let resp = s
         .http_client
@@ -492,16 +572,28 @@ async fn battle_messages_on_the_wire() {
     let mut text = String::new();
     let (_, first, _) = next_message(&mut body, &mut text).await;
     assert_eq!(first, "goal");
-    let (st, out) = s.post_events(json!([rose(10, 42, A, 3), rose(11, 43, B, 5)])).await;
+    let (st, out) = s
+        .post_events(json!([rose(10, 42, A, 3), rose(11, 43, B, 5)]))
+        .await;
     assert_eq!(st, 200, "{out}");
     let seq_b = out["outcomes"][1]["seq"].as_u64().unwrap();
     let mut seen = Vec::new();
-    while !seen.iter().any(|(_, e, _): &(Option<String>, String, Value)| e == "battle") {
+    while !seen
+        .iter()
+        .any(|(_, e, _): &(Option<String>, String, Value)| e == "battle")
+    {
         seen.push(next_message(&mut body, &mut text).await);
     }
     let (id, _, data) = seen.last().unwrap().clone();
-    assert_eq!(id.as_deref(), Some(format!("{seq_b}.3").as_str()), "{seen:?}");
-    assert_eq!(data["sides"], json!([{"stream": A, "coins": 3}, {"stream": B, "coins": 5}]));
+    assert_eq!(
+        id.as_deref(),
+        Some(format!("{seq_b}.3").as_str()),
+        "{seen:?}"
+    );
+    assert_eq!(
+        data["sides"],
+        json!([{"stream": A, "coins": 3}, {"stream": B, "coins": 5}])
+    );
     assert_eq!(data["leader"], json!(B));
     // Idle after the end: the ticker announces it within the settling margin.
     let end_msg = loop {
@@ -513,14 +605,23 @@ async fn battle_messages_on_the_wire() {
     let (id, _, data) = end_msg;
     let id = id.unwrap();
     assert!(id.ends_with(".4"), "{id}");
-    assert_eq!((data["winner"].clone(), data["draw"].clone()), (json!(B), json!(false)));
+    assert_eq!(
+        (data["winner"].clone(), data["draw"].clone()),
+        (json!(B), json!(false))
+    );
     // Gifts after the end do not count.
     let (st, _) = s.post_events(json!([rose(12, 42, A, 9)])).await;
     assert_eq!(st, 200);
     let (_, got) = s.get("/v1/battles/5", Some(READ)).await;
-    assert_eq!((got["state"].as_str(), got["winner"].clone()), (Some("ended"), json!(B)));
+    assert_eq!(
+        (got["state"].as_str(), got["winner"].clone()),
+        (Some("ended"), json!(B))
+    );
     assert_eq!(got["sides"][0]["coins"], 3);
-    assert_eq!(got["sides"][1]["top_gifters"], json!([{"user": 43, "coins": 5}]));
+    assert_eq!(
+        got["sides"][1]["top_gifters"],
+        json!([{"user": 43, "coins": 5}])
+    );
     // A reconnect from before the end gets the battle_end again (kept), once.
     let resp = s
         .http_client
@@ -534,7 +635,10 @@ async fn battle_messages_on_the_wire() {
         Box::pin(resp.bytes_stream());
     let mut text = String::new();
     let (again, event, _) = next_message(&mut body, &mut text).await;
-    assert_eq!((again.as_deref(), event.as_str()), (Some(id.as_str()), "battle_end"));
+    assert_eq!(
+        (again.as_deref(), event.as_str()),
+        (Some(id.as_str()), "battle_end")
+    );
 }
 
 /// A battle survives `kill -9` of the real binary mid-battle (durable acks, journal
@@ -549,7 +653,9 @@ async fn a_battle_survives_kill_9_mid_battle() {
     let server = ServeProcess::start(&config, &redis.url(), &data);
     let http = reqwest::Client::new();
     let req = |m: reqwest::Method, addr: &str, path: &str, token: &str, body: Option<Value>| {
-        let mut r = http.request(m, format!("http://{addr}{path}")).bearer_auth(token);
+        let mut r = http
+            .request(m, format!("http://{addr}{path}"))
+            .bearer_auth(token);
         if let Some(b) = body {
             r = r.json(&b);
         }
@@ -565,36 +671,90 @@ async fn a_battle_survives_kill_9_mid_battle() {
         })
         .collect();
     let events = json!({ "events": funding });
-    let (st, _) = req(reqwest::Method::POST, &server.http, "/v1/events", INGEST, Some(events)).await;
+    let (st, _) = req(
+        reqwest::Method::POST,
+        &server.http,
+        "/v1/events",
+        INGEST,
+        Some(events),
+    )
+    .await;
     assert_eq!(st, 200);
     let now = giftstream::clock::now().0;
     let end = now + 4_000;
     let battle = json!({"streams": [A, B], "start_ms": now, "end_ms": end});
-    let (st, b) = req(reqwest::Method::PUT, &server.http, "/v1/battles/9", INGEST, Some(battle.clone())).await;
+    let (st, b) = req(
+        reqwest::Method::PUT,
+        &server.http,
+        "/v1/battles/9",
+        INGEST,
+        Some(battle.clone()),
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     let mut expected = [0u64; 2];
     for i in 0..20u128 {
         let (sender, stream) = (1 + (i % 4) as u64, if i % 3 == 0 { B } else { A });
         let events = json!({ "events": [rose(100 + i, sender, stream, 1 + (i % 2) as u32)] });
-        let (st, out) = req(reqwest::Method::POST, &server.http, "/v1/events", INGEST, Some(events)).await;
+        let (st, out) = req(
+            reqwest::Method::POST,
+            &server.http,
+            "/v1/events",
+            INGEST,
+            Some(events),
+        )
+        .await;
         assert_eq!(st, 200);
         if out["outcomes"][0]["status"] == "accepted" {
             expected[usize::from(stream == B)] += 1 + (i % 2) as u64;
         }
     }
-    assert!(giftstream::clock::now().0 < end, "the gifts were sent inside the window");
+    assert!(
+        giftstream::clock::now().0 < end,
+        "the gifts were sent inside the window"
+    );
     server.kill9();
     let server = ServeProcess::start(&config, &redis.url(), &data);
-    let (st, got) = req(reqwest::Method::GET, &server.http, "/v1/battles/9", READ, None).await;
+    let (st, got) = req(
+        reqwest::Method::GET,
+        &server.http,
+        "/v1/battles/9",
+        READ,
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "{got}");
-    let coins = |v: &Value| [v["sides"][0]["coins"].as_u64(), v["sides"][1]["coins"].as_u64()];
+    let coins = |v: &Value| {
+        [
+            v["sides"][0]["coins"].as_u64(),
+            v["sides"][1]["coins"].as_u64(),
+        ]
+    };
     assert_eq!(coins(&got), [Some(expected[0]), Some(expected[1])], "{got}");
     // The same PUT again after the restart: the battle as recorded.
-    let (st, again) = req(reqwest::Method::PUT, &server.http, "/v1/battles/9", INGEST, Some(battle)).await;
-    assert_eq!((st, again["seq"].clone()), (200, b["seq"].clone()), "{again}");
+    let (st, again) = req(
+        reqwest::Method::PUT,
+        &server.http,
+        "/v1/battles/9",
+        INGEST,
+        Some(battle),
+    )
+    .await;
+    assert_eq!(
+        (st, again["seq"].clone()),
+        (200, b["seq"].clone()),
+        "{again}"
+    );
     let wait = end.saturating_sub(giftstream::clock::now().0) + 50;
     tokio::time::sleep(Duration::from_millis(wait)).await;
-    let (_, got) = req(reqwest::Method::GET, &server.http, "/v1/battles/9", READ, None).await;
+    let (_, got) = req(
+        reqwest::Method::GET,
+        &server.http,
+        "/v1/battles/9",
+        READ,
+        None,
+    )
+    .await;
     assert_eq!(got["state"], "ended");
     let winner = match expected[0].cmp(&expected[1]) {
         std::cmp::Ordering::Greater => json!(A),
@@ -605,7 +765,17 @@ async fn a_battle_survives_kill_9_mid_battle() {
     // And once more after a second kill: the ended battle's result is the same.
     server.kill9();
     let server = ServeProcess::start(&config, &redis.url(), &data);
-    let (_, after) = req(reqwest::Method::GET, &server.http, "/v1/battles/9", READ, None).await;
-    assert_eq!((after["winner"].clone(), coins(&after)), (winner, coins(&got)));
+    let (_, after) = req(
+        reqwest::Method::GET,
+        &server.http,
+        "/v1/battles/9",
+        READ,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (after["winner"].clone(), coins(&after)),
+        (winner, coins(&got))
+    );
     server.stop();
 }

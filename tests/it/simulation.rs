@@ -123,10 +123,10 @@ use std::time::Instant;
 
 use giftstream::economy::{Economy, EconomyFile, Region, SpendingCapsFile};
 use giftstream::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState,
-    Event, EventId, Gift, GiftId, GiftReversal, GiftTarget, IdSecret, ItemId, LogEntry, Outcome,
-    PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Stamp,
-    Status, StreamGoal, StreamId, UserId, VideoGift, VideoId, Battle, BattleId,
+    AccountSettings, Battle, BattleId, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig,
+    EngineState, Event, EventId, Gift, GiftId, GiftReversal, GiftTarget, IdSecret, ItemId,
+    LogEntry, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode,
+    ReversedGift, Stamp, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -677,7 +677,10 @@ impl Model {
         if let Some(answer) = self.known(event) {
             return answer;
         }
-        if !matches!(event, Event::Economy(_) | Event::StreamGoal(_) | Event::Battle(_)) {
+        if !matches!(
+            event,
+            Event::Economy(_) | Event::StreamGoal(_) | Event::Battle(_)
+        ) {
             self.hold_clock = self.hold_clock.max(stamp.0);
         }
         let mut cap = None;
@@ -734,7 +737,9 @@ impl Model {
         match (event, status) {
             (Event::Gift(g), Status::Accepted(_)) => self.battle_gift(g, self.last_seq, stamp),
             (Event::GiftReversal(r), Status::Accepted(_)) => {
-                if let Some(GiftTarget::Stream(stream)) = self.gift_records.get(&r.gift).map(|g| g.target) {
+                if let Some(GiftTarget::Stream(stream)) =
+                    self.gift_records.get(&r.gift).map(|g| g.target)
+                {
                     self.battle_reversal(r, stream, self.last_seq, stamp);
                 }
             }
@@ -796,7 +801,10 @@ impl Model {
         self.battles
             .retain(|_, held| held.spec.end_ms() + retention > stamp.0);
         let streams = b.streams();
-        let distinct = streams.iter().enumerate().all(|(i, s)| !streams[..i].contains(s));
+        let distinct = streams
+            .iter()
+            .enumerate()
+            .all(|(i, s)| !streams[..i].contains(s));
         let valid = (2..=4).contains(&streams.len())
             && distinct
             && b.end_ms() - b.start_ms <= 24 * 3_600_000
@@ -849,7 +857,9 @@ impl Model {
                 continue;
             }
             if let Some((side, coins)) = b.counted.remove(&(r.sender, r.gift)) {
-                let gifter = b.sides[side].get_mut(&r.sender.0).expect("a counted gifter");
+                let gifter = b.sides[side]
+                    .get_mut(&r.sender.0)
+                    .expect("a counted gifter");
                 gifter.0 -= u128::from(coins);
                 gifter.1 = seq;
             }
@@ -865,11 +875,22 @@ impl Model {
                 .iter()
                 .map(|gifters| {
                     let coins = gifters.values().map(|g| g.0).sum();
-                    let mut top: Vec<(u64, (u128, u64))> =
-                        gifters.iter().filter(|g| g.1.0 > 0).map(|(&u, &g)| (u, g)).collect();
-                    top.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)).then(a.0.cmp(&b.0)));
+                    let mut top: Vec<(u64, (u128, u64))> = gifters
+                        .iter()
+                        .filter(|g| g.1.0 > 0)
+                        .map(|(&u, &g)| (u, g))
+                        .collect();
+                    top.sort_by(|a, b| {
+                        b.1.0
+                            .cmp(&a.1.0)
+                            .then(a.1.1.cmp(&b.1.1))
+                            .then(a.0.cmp(&b.0))
+                    });
                     top.truncate(10);
-                    (coins, top.into_iter().map(|(u, (c, _))| (UserId(u), c)).collect())
+                    (
+                        coins,
+                        top.into_iter().map(|(u, (c, _))| (UserId(u), c)).collect(),
+                    )
                 })
                 .collect(),
         )

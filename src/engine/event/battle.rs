@@ -35,7 +35,12 @@ impl Battle {
     /// in an event at all (more than four streams, `end_ms` not after `start_ms`, or a
     /// window longer than `u32::MAX` ms). The rules (2 to 4 distinct streams, at most
     /// [`BATTLE_LENGTH_MS_MAX`]) are the engine's: such a battle is `INVALID_BATTLE`.
-    pub fn new(battle: BattleId, streams: &[StreamId], start_ms: u64, end_ms: u64) -> Option<Battle> {
+    pub fn new(
+        battle: BattleId,
+        streams: &[StreamId],
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Option<Battle> {
         if streams.len() > BATTLE_SIDES_MAX || end_ms <= start_ms {
             return None;
         }

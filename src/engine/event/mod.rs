@@ -22,8 +22,8 @@ use crate::economy::{Currency, Region};
 pub use battle::{BATTLE_LENGTH_MS_MAX, BATTLE_SIDES_MAX, BATTLE_SIDES_MIN, Battle};
 pub use fingerprint::EventFingerprint;
 pub use ids::{
-    BattleId, CreatorId, DAY_MS, EventId, GiftId, ItemId, PackageId, Period, Stamp, StreamId, UserId,
-    VideoId, date_label, first_day_of_month, iso_week_label, month_of_day, week_of_day,
+    BattleId, CreatorId, DAY_MS, EventId, GiftId, ItemId, PackageId, Period, Stamp, StreamId,
+    UserId, VideoId, date_label, first_day_of_month, iso_week_label, month_of_day, week_of_day,
 };
 pub use outcome::{BudgetCap, Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
 pub use windows::{HOUR_MS, TimeWindow, WindowKind, hour_of};

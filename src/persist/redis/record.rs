@@ -14,10 +14,10 @@ use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
 use crate::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, GiftReversal, GiftTarget, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout,
-    Battle, BattleId, Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Settlement, Status, StreamGoal,
-    StreamId, UserId, VideoGift, VideoId,
+    AccountSettings, Battle, BattleId, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event,
+    EventId, Gift, GiftId, GiftReversal, GiftTarget, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId,
+    Payout, Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Settlement, Status,
+    StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 
 /// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
@@ -642,7 +642,8 @@ impl TryFrom<JournalEvent> for Event {
                 end_ms,
             } => {
                 let sides = usize::from(sides).min(streams.len());
-                let streams: Vec<StreamId> = streams[..sides].iter().map(|&s| StreamId(s)).collect();
+                let streams: Vec<StreamId> =
+                    streams[..sides].iter().map(|&s| StreamId(s)).collect();
                 Event::Battle(
                     Battle::new(BattleId(battle), &streams, start_ms, end_ms)
                         .ok_or("a battle with more than 4 streams or an empty window")?,

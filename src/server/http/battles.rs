@@ -24,8 +24,8 @@ use super::events::apply;
 use super::{ApiError, Caller, ErrorBody, authorize, json, path, read_body};
 use crate::config::Scope;
 use crate::engine::{
-    BATTLE_LENGTH_MS_MAX, BATTLE_SIDES_MAX, BATTLE_SIDES_MIN, BATTLE_TOP_GIFTERS, Battle,
-    BattleId, BattleState, BattleView, Event, RejectCode, StreamId,
+    BATTLE_LENGTH_MS_MAX, BATTLE_SIDES_MAX, BATTLE_SIDES_MIN, BATTLE_TOP_GIFTERS, Battle, BattleId,
+    BattleState, BattleView, Event, RejectCode, StreamId,
 };
 use crate::server::Service;
 
@@ -140,7 +140,11 @@ fn battle_of(id: BattleId, r: &BattleRequest) -> Result<Battle, ApiError> {
             r.streams.len()
         )));
     }
-    if r.streams.iter().enumerate().any(|(i, s)| r.streams[..i].contains(s)) {
+    if r.streams
+        .iter()
+        .enumerate()
+        .any(|(i, s)| r.streams[..i].contains(s))
+    {
         return Err(invalid("a battle's streams are distinct"));
     }
     if r.end_ms <= r.start_ms {
