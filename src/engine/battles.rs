@@ -425,46 +425,6 @@ impl BattleBook {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn gift(id: u128, sender: u64, stream: u64) -> Gift {
-        Gift {
-            id: EventId(id),
-            sender: UserId(sender),
-            creator: super::super::event::CreatorId(1000),
-            stream: StreamId(stream),
-            gift: super::super::event::GiftId(0),
-            count: 1,
-        }
-    }
-
-    #[test]
-    fn ties_break_by_who_reached_first_and_a_draw_has_no_leader() {
-        let mut battles = Battles::default();
-        let b = Battle::new(BattleId(7), &[StreamId(1), StreamId(2)], 100, 200).unwrap();
-        let o = battles.open((8, 1000), &b, 10, Stamp(50));
-        assert_eq!(o.status, Status::Accepted(Effect::Stored));
-        // Numbered before the battle: not counted.
-        battles.gift((0, 1), &gift(1, 5, 1), (9, Stamp(150), 10), false);
-        battles.gift((0, 1), &gift(2, 5, 1), (11, Stamp(150), 10), false);
-        battles.gift((0, 1), &gift(3, 6, 1), (12, Stamp(199), 10), false);
-        battles.gift((0, 1), &gift(4, 6, 2), (13, Stamp(200), 99), false);
-        let v = battles.view(BattleId(7), 10).unwrap();
-        assert_eq!(v.sides[0].coins, 20);
-        assert_eq!(v.sides[1].coins, 0);
-        assert_eq!(
-            v.sides[0].top_gifters,
-            vec![(UserId(5), 10), (UserId(6), 10)]
-        );
-        assert_eq!(v.leader(), Some(StreamId(1)));
-        battles.gift((0, 1), &gift(5, 6, 2), (14, Stamp(100), 20), false);
-        assert_eq!(battles.view(BattleId(7), 10).unwrap().leader(), None);
-        assert!(battles.check().is_ok());
-    }
-}
-
 impl super::Engine {
     /// Applies battle event `event` (live): the gate exclusive, so every gift is
     /// numbered before or after it (module doc). A battle held with this very content
@@ -618,5 +578,45 @@ impl super::Engine {
     /// Battles held now.
     pub fn battles_held(&self) -> usize {
         self.battles_held.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gift(id: u128, sender: u64, stream: u64) -> Gift {
+        Gift {
+            id: EventId(id),
+            sender: UserId(sender),
+            creator: super::super::event::CreatorId(1000),
+            stream: StreamId(stream),
+            gift: super::super::event::GiftId(0),
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn ties_break_by_who_reached_first_and_a_draw_has_no_leader() {
+        let mut battles = Battles::default();
+        let b = Battle::new(BattleId(7), &[StreamId(1), StreamId(2)], 100, 200).unwrap();
+        let o = battles.open((8, 1000), &b, 10, Stamp(50));
+        assert_eq!(o.status, Status::Accepted(Effect::Stored));
+        // Numbered before the battle: not counted.
+        battles.gift((0, 1), &gift(1, 5, 1), (9, Stamp(150), 10), false);
+        battles.gift((0, 1), &gift(2, 5, 1), (11, Stamp(150), 10), false);
+        battles.gift((0, 1), &gift(3, 6, 1), (12, Stamp(199), 10), false);
+        battles.gift((0, 1), &gift(4, 6, 2), (13, Stamp(200), 99), false);
+        let v = battles.view(BattleId(7), 10).unwrap();
+        assert_eq!(v.sides[0].coins, 20);
+        assert_eq!(v.sides[1].coins, 0);
+        assert_eq!(
+            v.sides[0].top_gifters,
+            vec![(UserId(5), 10), (UserId(6), 10)]
+        );
+        assert_eq!(v.leader(), Some(StreamId(1)));
+        battles.gift((0, 1), &gift(5, 6, 2), (14, Stamp(100), 20), false);
+        assert_eq!(battles.view(BattleId(7), 10).unwrap().leader(), None);
+        assert!(battles.check().is_ok());
     }
 }

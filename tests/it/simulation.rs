@@ -509,6 +509,9 @@ struct ModelBattle {
     counted: HashMap<(UserId, EventId), (usize, u64)>,
 }
 
+/// A battle side as the simulation compares it: coins and the top gifters.
+type BattleSideModel = (u128, Vec<(UserId, u128)>);
+
 /// Battle ids the simulation draws (few: reuse and retries happen).
 const BATTLE_IDS: u64 = 12;
 
@@ -664,15 +667,14 @@ impl Model {
         // its id: EVENT_ID_REUSED while the id is known, below).
         if let Event::Battle(b) = event
             && let Some(held) = self.battles.get(&b.battle.0)
+            && held.spec == *b
         {
-            if held.spec == *b {
-                return Outcome {
-                    seq: held.seq,
-                    status: Status::Accepted(Effect::Stored),
-                    duplicate: true,
-                    cap: None,
-                };
-            }
+            return Outcome {
+                seq: held.seq,
+                status: Status::Accepted(Effect::Stored),
+                duplicate: true,
+                cap: None,
+            };
         }
         if let Some(answer) = self.known(event) {
             return answer;
@@ -868,7 +870,7 @@ impl Model {
 
     /// A battle's scores and top gifters as the engine shows them: per side, coins and
     /// the top 10 (more coins first, then reached first, then the user).
-    fn battle_view(&self, id: u64) -> Option<Vec<(u128, Vec<(UserId, u128)>)>> {
+    fn battle_view(&self, id: u64) -> Option<Vec<BattleSideModel>> {
         let b = self.battles.get(&id)?;
         Some(
             b.sides

@@ -773,6 +773,25 @@ mod tests {
             })
         };
         vec![
+            // Journal format 8: a battle (kind 15), with 2 and 4 streams.
+            Event::Battle(
+                Battle::new(
+                    BattleId(u64::MAX),
+                    &[StreamId(1), StreamId(u64::MAX)],
+                    5,
+                    60_005,
+                )
+                .unwrap(),
+            ),
+            Event::Battle(
+                Battle::new(
+                    BattleId(3),
+                    &[StreamId(1), StreamId(2), StreamId(3), StreamId(4)],
+                    u64::MAX - 86_400_000,
+                    u64::MAX,
+                )
+                .unwrap(),
+            ),
             recharge(Some(PackageId(2)), Channel::App, Decimal::new(9_999, 2)),
             recharge(None, Channel::Web, Decimal::new(-123_456_789, 28)),
             match recharge(Some(PackageId(1)), Channel::Web, Decimal::new(499, 2)) {
@@ -906,7 +925,9 @@ mod tests {
                 diamonds_available: 17,
                 value: Decimal::new(123_456, 3),
             },
-            Event::Account(_) | Event::StreamGoal(_) | Event::Economy(_) => Effect::Stored,
+            Event::Account(_) | Event::StreamGoal(_) | Event::Economy(_) | Event::Battle(_) => {
+                Effect::Stored
+            }
             Event::Settlement(_) => Effect::Settled { credited: 200 },
             Event::RechargeReversal(_) => Effect::Reversed {
                 coins: seq,
