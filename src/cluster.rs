@@ -42,6 +42,9 @@ pub fn routing_key(event: &Event) -> u64 {
         Event::Settlement(s) => s.creator.0,
         // A node's own (never sent between nodes).
         Event::Economy(_) => 0,
+        // Battles are refused on a cluster node (`BATTLES_UNAVAILABLE`): routed by their
+        // first stream so that a batch holding one is checked like any other.
+        Event::Battle(b) => b.streams().first().map_or(0, |s| s.0),
     }
 }
 

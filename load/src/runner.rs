@@ -623,7 +623,43 @@ async fn setup(
         bar.finish_and_clear();
     }
     events += set_budgets(workload, conns, scenario).await?;
+    events += set_battles(workload, conns, scenario).await?;
     Ok((events, started.elapsed().as_secs_f64()))
+}
+
+/// The `[battles]` of a scenario, recorded from now on (binary protocol targets: the
+/// others take gifts and recharges only). A battle refused (a stream still in one from
+/// an earlier run against the same ledger) is reported, not fatal.
+async fn set_battles(
+    workload: &Arc<Workload>,
+    conns: &[Conn],
+    scenario: &Scenario,
+) -> anyhow::Result<u64> {
+    if scenario.battles.is_none() {
+        return Ok(0);
+    }
+    let Some(conn) = conns.iter().find(|c| c.takes_account_settings()) else {
+        eprintln!("setup: [battles] left out: this target takes gifts and recharges only");
+        return Ok(0);
+    };
+    let events = workload.battles(giftstream::clock::now().0);
+    let count = events.len() as u64;
+    if count == 0 {
+        return Ok(0);
+    }
+    let labels = conn
+        .submit(events)
+        .await
+        .await
+        .map_err(|e| anyhow::anyhow!("setup: {} {}", e.kind, e.message))?;
+    let refused = labels
+        .iter()
+        .filter(|l| *l != "accepted" && !l.starts_with("duplicate"))
+        .count();
+    if refused > 0 {
+        eprintln!("setup: {refused} of {count} battles refused: {labels:?}");
+    }
+    Ok(count)
 }
 
 /// The `[budgets]` of a scenario: the users who set them send their account settings

@@ -55,6 +55,10 @@ pub struct Scenario {
     /// Budgets some users set in the setup phase (binary protocol targets only).
     #[serde(default)]
     pub budgets: Option<Budgets>,
+    /// PK battles recorded in the setup phase between the hottest creators' streams
+    /// (binary protocol targets only).
+    #[serde(default)]
+    pub battles: Option<Battles>,
     pub load: Load,
     /// The rate schedule (open loop): stages run one after the other.
     #[serde(default)]
@@ -211,6 +215,15 @@ pub struct Budgets {
     pub weekly_coins: Option<u64>,
     #[serde(default)]
     pub monthly_coins: Option<u64>,
+}
+
+/// `[battles]`: `pairs` battles, the `2k`th and `2k + 1`th hottest creators' first
+/// streams against each other, from the end of the setup for `duration_s` seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Battles {
+    pub pairs: u64,
+    pub duration_s: u64,
 }
 
 /// One creator's stream receiving a spike.

@@ -3,8 +3,9 @@
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    AccountSettings, Channel, CreatorId, Event, EventId, Gift, GiftId, GiftReversal, ItemId,
-    PackageId, Payout, Purchase, Recharge, RechargeReversal, StreamId, UserId, VideoGift, VideoId,
+    AccountSettings, Battle, BattleId, Channel, CreatorId, Event, EventId, Gift, GiftId,
+    GiftReversal, ItemId, PackageId, Payout, Purchase, Recharge, RechargeReversal, StreamId,
+    UserId, VideoGift, VideoId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf, weighted::WeightedIndex};
@@ -185,6 +186,26 @@ impl Workload {
                 })
                 .collect(),
         )
+    }
+
+    /// The setup's battles (`[battles]`), starting at `start_ms`: the `2k`th and `2k +
+    /// 1`th creators' first streams (the hottest under Zipf), battle ids from the nonce.
+    pub fn battles(&self, start_ms: u64) -> Vec<Event> {
+        let Some(b) = &self.scenario.battles else {
+            return Vec::new();
+        };
+        let p = &self.scenario.population;
+        let end_ms = start_ms + b.duration_s * 1000;
+        (0..b.pairs.min(p.creators / 2))
+            .filter_map(|k| {
+                let streams = [
+                    StreamId(2 * k * p.streams_per_creator + 1),
+                    StreamId((2 * k + 1) * p.streams_per_creator + 1),
+                ];
+                let id = BattleId(self.nonce.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k);
+                Battle::new(id, &streams, start_ms, end_ms).map(Event::Battle)
+            })
+            .collect()
     }
 
     /// Measured batch `n` at `t_s` seconds into the run (for the hot stage).

@@ -147,6 +147,7 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
     assert_eq!(
         names,
         [
+            "battles",
             "caps",
             "chargebacks",
             "hold",

@@ -3,7 +3,8 @@
 //! kept, when an event has expired) is in `engine::config`.
 //!
 //! # Pinned values
-//! Three fields decide outcomes, not only sizes: `recharge_records_per_shard_max` and
+//! Five fields decide outcomes, not only sizes (`battles_max` and `battle_retention_ms`:
+//! a battle beyond the bound is `BATTLES_FULL`), `recharge_records_per_shard_max` and
 //! `gift_records_per_shard_max` (a reversal of a recharge or gift whose record the bound
 //! dropped is answered differently) and `history_per_user` (a reversal of a gift no
 //! longer held is `NOT_REVERSIBLE` if the gift is in the sender's history, else
@@ -88,7 +89,20 @@ pub struct EngineConfig {
     /// Windowed leaderboards (`[engine.windows]`): top gifters per creator and per
     /// stream, and top creators, per UTC hour, day, ISO week and month.
     pub windows: WindowsConfig,
+    /// PK battles held at once: scheduled, live, or ended within `battle_retention_ms`
+    /// (a battle beyond it is `BATTLES_FULL`). At most [`BATTLES_MAX`]. Pinned with the
+    /// ledger (it decides outcomes).
+    pub battles_max: usize,
+    /// How long an ended battle stays readable (`GET /v1/battles/{id}`) and holds its
+    /// place in `battles_max`, after its `end_ms`, judged by the ledger's time (the stamp
+    /// of the next battle recorded). Pinned with the ledger (it decides outcomes).
+    pub battle_retention_ms: u64,
 }
+
+/// Largest `engine.battles_max`.
+pub const BATTLES_MAX: usize = 1 << 16;
+/// Largest `engine.battle_retention_ms`: 30 days.
+pub const BATTLE_RETENTION_MS_MAX: u64 = 30 * 24 * 3_600_000;
 
 /// The most windows of one kind a ledger may keep (hours: 31 days of them).
 pub const WINDOW_HOURS_MAX: u32 = 744;
@@ -158,25 +172,31 @@ impl Default for EngineConfig {
             recharge_records_per_shard_max: 1 << 20,
             gift_records_per_shard_max: 1 << 18,
             windows: WindowsConfig::default(),
+            battles_max: 1024,
+            battle_retention_ms: 24 * 3_600_000,
         }
     }
 }
 
 /// The `[engine]` keys pinned with a ledger (module doc), as their config keys.
-pub const PINNED_KEYS: [&str; 3] = [
+pub const PINNED_KEYS: [&str; 5] = [
     "engine.recharge_records_per_shard_max",
     "engine.gift_records_per_shard_max",
     "engine.history_per_user",
+    "engine.battles_max",
+    "engine.battle_retention_ms",
 ];
 
 impl EngineConfig {
     /// The values pinned with a ledger (module doc), by their config keys
     /// ([`PINNED_KEYS`], in order).
-    pub fn pinned(&self) -> [(&'static str, usize); 3] {
+    pub fn pinned(&self) -> [(&'static str, usize); 5] {
         [
             (PINNED_KEYS[0], self.recharge_records_per_shard_max),
             (PINNED_KEYS[1], self.gift_records_per_shard_max),
             (PINNED_KEYS[2], self.history_per_user),
+            (PINNED_KEYS[3], self.battles_max),
+            (PINNED_KEYS[4], self.battle_retention_ms as usize),
         ]
     }
 
@@ -186,6 +206,11 @@ impl EngineConfig {
             "engine.recharge_records_per_shard_max" => &mut self.recharge_records_per_shard_max,
             "engine.gift_records_per_shard_max" => &mut self.gift_records_per_shard_max,
             "engine.history_per_user" => &mut self.history_per_user,
+            "engine.battles_max" => &mut self.battles_max,
+            "engine.battle_retention_ms" => {
+                self.battle_retention_ms = value as u64;
+                return true;
+            }
             _ => return false,
         };
         *field = value;
@@ -238,6 +263,18 @@ impl EngineConfig {
             return Err(ConfigError::new(
                 "engine.recharge_records_per_shard_max",
                 format!("must be in 1..={RECHARGE_RECORDS_PER_SHARD_MAX}"),
+            ));
+        }
+        if self.battles_max > BATTLES_MAX {
+            return Err(ConfigError::new(
+                "engine.battles_max",
+                format!("must be at most {BATTLES_MAX}"),
+            ));
+        }
+        if self.battle_retention_ms > BATTLE_RETENTION_MS_MAX {
+            return Err(ConfigError::new(
+                "engine.battle_retention_ms",
+                format!("must be at most {BATTLE_RETENTION_MS_MAX}"),
             ));
         }
         if self.gift_records_per_shard_max > GIFT_RECORDS_PER_SHARD_MAX {

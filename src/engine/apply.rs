@@ -257,6 +257,23 @@ impl Engine {
             next - first == claimed as u64 && settled.len() == claimed,
             "every number reserved is applied and settled once"
         );
+        if claimed > 0 && self.battles_on() {
+            // The gifts applied now (a retry's outcome is a duplicate or numbered earlier).
+            let applied =
+                chunk
+                    .iter()
+                    .filter_map(|&i| match (&events[i as usize], outcomes[i as usize]) {
+                        (Event::Gift(g), o)
+                            if !o.duplicate
+                                && o.seq >= first
+                                && matches!(o.status, Status::Accepted(_)) =>
+                        {
+                            Some((*g, o.seq, batch.stamp))
+                        }
+                        _ => None,
+                    });
+            self.battle_gifts(s, &gate, applied);
+        }
         self.merge_credits(&mut shard, &gate, batch.stamp);
         drop(gate);
         self.settle_ids(settled);
@@ -316,6 +333,9 @@ impl Engine {
     ) -> Outcome {
         if let Route::Reversal(s) = route {
             return self.apply_reversal(event, (id, fingerprint), s, stamp, since);
+        }
+        if let Route::Battle = route {
+            return self.apply_battle(event, (id, fingerprint), stamp, since);
         }
         // A payout reads the credits: it waits for the chunks between reserving their
         // numbers and merging their credits, and holds off new ones (module doc). A

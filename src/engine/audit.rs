@@ -112,7 +112,7 @@ impl Engine {
     /// by streams + by videos; per creator diamonds credited <= coins
     /// received (floor(coins received x share) under one share) and paid <= credited;
     /// per-gifter aggregates sum to the book totals; top-K lists equal the top of the
-    /// aggregates.
+    /// aggregates; each battle side's score is the sum of its gifters'.
     pub fn audit(&self) -> AuditReport {
         let cut = self.lock_all();
         let mut report = AuditReport::default();
@@ -123,6 +123,10 @@ impl Engine {
         self.audit_creators(&cut, &parts.creators, t, &mut v);
         self.audit_holds(&cut, t, &mut v);
         audit_streams(&cut, &parts.streams, t, &mut v);
+        // Each battle side is the sum of its gifters (what they gave inside the window).
+        if let Err(e) = cut.battles.check() {
+            v.push(e);
+        }
         drop(cut);
         t.revenue = parts.revenue.into_iter().collect();
         t.revenue_reversed = parts.revenue_reversed.into_iter().collect();
@@ -527,6 +531,7 @@ impl Engine {
         let mut ids: Vec<_> = cut.ids.iter().flat_map(|w| w.canonical(newest)).collect();
         ids.sort_unstable_by_key(|&(check, number, outcome)| (outcome.seq, check, number));
         let _ = writeln!(out, "ids: {ids:?}");
+        let _ = writeln!(out, "battles: {}", cut.battles.canonical());
         out
     }
 }

@@ -21,6 +21,7 @@ impl Engine {
             creators: self.creators.iter().map(|m| m.lock()).collect(),
             streams: self.streams.iter().map(|m| m.lock()).collect(),
             ids: self.ids.iter().map(|m| m.lock()).collect(),
+            battles: self.battles.lock(),
         }
     }
 
@@ -51,6 +52,8 @@ pub(super) struct Cut<'a> {
     pub(super) creators: Vec<MutexGuard<'a, CreatorShard>>,
     pub(super) streams: Vec<MutexGuard<'a, StreamShard>>,
     pub(super) ids: Vec<MutexGuard<'a, IdWindow>>,
+    /// Last: a leaf lock (`battles.rs`).
+    pub(super) battles: MutexGuard<'a, super::battles::Battles>,
 }
 
 impl Cut<'_> {

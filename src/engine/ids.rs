@@ -90,7 +90,8 @@ pub(super) fn sender_of(event: &Event) -> u64 {
         | Event::StreamGoal(_)
         | Event::Settlement(_)
         | Event::Economy(_)
-        | Event::GiftReversal(_) => {
+        | Event::GiftReversal(_)
+        | Event::Battle(_) => {
             unreachable!("a chunk holds sender-routed events only")
         }
     }

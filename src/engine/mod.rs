@@ -53,6 +53,7 @@
 //! - `hold`: the earnings hold (held diamonds per creator, by release time).
 //! - `shard::chargeback`: recharge reversals, their records and the debts they leave.
 //! - `refund`, `gift_records`: gift reversals, and the records of held gifts they need.
+//! - `battles`: PK battles (scores per stream in a window, top gifters, results).
 //! - `leaderboards`: windowed top gifters and top creators (hour, day, week, month).
 //! - `cut`, `state`: consistent cuts, snapshot state and its older formats.
 //! - `query`: read-only views (wallets, creators, streams, leaderboards, read model).
@@ -61,6 +62,7 @@
 
 mod apply;
 mod audit;
+mod battles;
 mod books;
 mod config;
 mod cut;
@@ -83,7 +85,7 @@ mod videos;
 mod window;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam::utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -96,6 +98,7 @@ pub use crate::config::engine::{
 };
 use crate::economy::Economy;
 pub use audit::{AuditReport, Foreign, LedgerTotals, PromotionSales};
+pub use battles::{BATTLE_TOP_GIFTERS, BattleSideView, BattleState, BattleView};
 pub use books::Credited;
 use books::{CreatorShard, StreamShard};
 pub use economies::EconomyError;
@@ -136,6 +139,8 @@ enum Route {
     /// A gift reversal: applied under the sender shard `i` (and the books of the gift's
     /// creator and stream) with the gate held exclusively, like a payout (`refund.rs`).
     Reversal(usize),
+    /// A PK battle: applied with the gate held exclusively (`battles.rs`).
+    Battle,
     /// Nowhere: answered before it was routed (`EVENT_EXPIRED`).
     Refused,
 }
@@ -189,6 +194,13 @@ pub struct Engine {
     /// Moved under the gate, so a payout (exclusive) sees that of every event numbered
     /// before it and none after.
     hold_clock: CachePadded<AtomicU64>,
+    /// PK battles (`battles.rs`): a leaf lock, taken under a sender shard (a chunk's
+    /// gifts) or with the gate exclusive (battles, reversals); a cut takes it last.
+    battles: Mutex<battles::Battles>,
+    /// Battles held (`battles.len()`), read without the lock: a chunk's gifts cost one
+    /// load when there are none. Changed only with the gate exclusive, so stable while a
+    /// chunk holds it shared.
+    battles_held: AtomicUsize,
 }
 
 /// A route as a number: where formats 1 and 2 kept an event's id (see
@@ -199,6 +211,7 @@ fn route_tag(route: Route) -> u32 {
         Route::Creator(i) => 1 << 16 | i as u32,
         Route::Stream(i) => 2 << 16 | i as u32,
         Route::Reversal(i) => 3 << 16 | i as u32,
+        Route::Battle => 4 << 16,
         Route::Refused => u32::MAX,
     }
 }
@@ -282,6 +295,8 @@ impl Engine {
             creator_owned: std::sync::OnceLock::new(),
             next_seq: CachePadded::new(AtomicU64::new(1)),
             hold_clock: CachePadded::new(AtomicU64::new(0)),
+            battles: Mutex::new(battles::Battles::default()),
+            battles_held: AtomicUsize::new(0),
             config,
         })
     }
@@ -353,6 +368,7 @@ impl Engine {
             Event::Settlement(s) => Route::Creator(shard_of(s.creator.0, self.mask)),
             Event::StreamGoal(g) => Route::Stream(shard_of(g.stream.0, self.mask)),
             Event::GiftReversal(r) => Route::Reversal(shard_of(r.sender.0, self.mask)),
+            Event::Battle(_) => Route::Battle,
             // Applied by `change_economy` and `replay` only, never in a batch.
             Event::Economy(_) => Route::Refused,
         }
@@ -377,7 +393,7 @@ impl Engine {
         match route {
             Route::Creator(c) => BookGuard::Creator(self.creators[c].lock()),
             Route::Stream(k) => BookGuard::Stream(self.streams[k].lock()),
-            Route::Sender(_) | Route::Reversal(_) | Route::Refused => {
+            Route::Sender(_) | Route::Reversal(_) | Route::Battle | Route::Refused => {
                 unreachable!("not a book event")
             }
         }

@@ -412,6 +412,7 @@ impl Engine {
                 if let GiftTarget::Stream(stream) = record.target() {
                     let k = shard_of(stream.0, self.mask);
                     self.streams[k].lock().reverse(stream, record.coins);
+                    self.battle_reversal((r.sender, r.gift, stream), seq, stamp);
                 }
                 Status::Accepted(Effect::Coins(balance))
             }

@@ -102,6 +102,13 @@ impl Engine {
                     i += 1;
                     continue;
                 }
+                if let Route::Battle = route {
+                    let replayed = self.replay_battle(entry);
+                    check_replayed(entry, &replayed)?;
+                    self.unlog(route, entry.seq);
+                    i += 1;
+                    continue;
+                }
                 let replayed = self.replay_in_book(entry, route);
                 check_replayed(entry, &replayed)?;
                 self.unlog(route, entry.seq);
@@ -187,6 +194,15 @@ impl Engine {
                 );
                 check_replayed(entry, &replayed)?;
             }
+            if self.battles_on() {
+                let gifts = chunk
+                    .iter()
+                    .filter_map(|e| match (&e.event, e.outcome.status) {
+                        (Event::Gift(g), Status::Accepted(_)) => Some((*g, e.seq, e.stamp)),
+                        _ => None,
+                    });
+                self.battle_gifts(s, economy, gifts);
+            }
             shard.log.truncate(logged);
             self.merge_credits(&mut shard, economy, stamp);
             self.remember_replayed(chunk);
@@ -248,6 +264,7 @@ impl Engine {
             Route::Creator(j) => unlog(&mut self.creators[j].lock().log),
             Route::Stream(k) => unlog(&mut self.streams[k].lock().log),
             Route::Sender(i) | Route::Reversal(i) => unlog(&mut self.senders[i].lock().log),
+            Route::Battle => unlog(&mut self.meta_log.lock()),
             Route::Refused => {}
         }
     }

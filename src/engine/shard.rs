@@ -467,9 +467,10 @@ impl SenderShard {
             | Event::StreamGoal(_)
             | Event::Settlement(_)
             | Event::Economy(_)
-            | Event::GiftReversal(_) => {
+            | Event::GiftReversal(_)
+            | Event::Battle(_) => {
                 unreachable!(
-                    "payouts, settlements, goals, reversals and economy changes are not applied in chunks"
+                    "payouts, settlements, goals, reversals, battles and economy changes are not applied in chunks"
                 )
             }
         };

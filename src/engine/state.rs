@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::battles::Battles;
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
 use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId};
@@ -71,6 +72,7 @@ impl Engine {
                 .map(|g| g.gift_records.others_in_order())
                 .collect(),
             pinned: self.pinned_values(),
+            battles: &cut.battles,
         };
         let result = f(&view);
         drop(view);
@@ -125,6 +127,7 @@ impl Engine {
                 .map(|s| s.gift_records.others_in_order())
                 .collect(),
             pinned: self.pinned_values(),
+            battles: (*cut.battles).clone(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -245,6 +248,10 @@ impl Engine {
         for slot in self.streams.iter() {
             *slot.lock() = streams.next().expect("checked length");
         }
+        let mut battles = state.battles;
+        battles.reindex();
+        self.battles_held.store(battles.len(), Ordering::Release);
+        *self.battles.lock() = battles;
         let n = self.config.shards;
         for (slot, mut window) in self.ids.iter().zip(state.ids) {
             window.reconfigure(
@@ -383,6 +390,9 @@ pub struct EngineState<W = IdWindow> {
     /// ([`EngineConfig::pinned`]) the state was kept with, by config key (review H): a
     /// restore keeps them, as it keeps the shard count. Empty in an older format.
     pinned: Vec<(String, u64)>,
+    /// Format 12: the PK battles held (appended: formats 10 and 11 read as 12 with an
+    /// empty map, one zero byte).
+    battles: Battles,
 }
 
 /// Format 9: no windowed leaderboards.
@@ -436,6 +446,7 @@ impl From<EngineStateV9> for EngineState {
             gift_hours: Vec::new(),
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -493,6 +504,7 @@ impl From<EngineStateV8> for EngineState {
             gift_hours: Vec::new(),
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -546,6 +558,7 @@ impl From<EngineStateV7> for EngineState {
             gift_hours: Vec::new(),
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -600,6 +613,7 @@ impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
             gift_hours: Vec::new(),
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -646,6 +660,7 @@ impl From<EngineStateV4> for EngineState {
             gift_hours: Vec::new(),
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -690,6 +705,7 @@ impl From<EngineStateV3> for EngineState {
             gift_hours: Vec::new(),
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -731,6 +747,7 @@ impl From<EngineStateV2> for EngineState {
             gift_hours: Vec::new(),
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -771,6 +788,7 @@ impl From<EngineStateV1> for EngineState {
             gift_hours: Vec::new(),
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
+            battles: Battles::default(),
         }
     }
 }
@@ -877,6 +895,7 @@ impl EngineState {
             gift_hours: self.gift_hours.clone(),
             gift_records_others: self.gift_records_others.clone(),
             pinned: self.pinned.clone(),
+            battles: &self.battles,
         }
     }
 
@@ -916,6 +935,7 @@ pub struct StateView<'a> {
     gift_hours: Vec<Vec<(EventId, u32)>>,
     gift_records_others: Vec<Vec<(EventId, GiftRecord, u32)>>,
     pinned: Vec<(String, u64)>,
+    battles: &'a Battles,
 }
 
 impl StateView<'_> {
@@ -953,7 +973,18 @@ impl StateView<'_> {
     /// values): a format-10 state is the state's encoding less this one's.
     #[doc(hidden)]
     pub fn format_11_tail(&self) -> impl Serialize + '_ {
-        (&self.gift_records_others, &self.pinned)
+        (
+            &self.gift_records_others,
+            &self.pinned,
+            self.format_12_tail(),
+        )
+    }
+
+    /// The field snapshot format 12 appended (the battles): a format-11 state is the
+    /// state's encoding less this one's (for the format tests).
+    #[doc(hidden)]
+    pub fn format_12_tail(&self) -> impl Serialize + '_ {
+        self.battles
     }
 
     /// The field whose encoding snapshot format 9 changed (the gift records, last in

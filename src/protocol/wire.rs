@@ -13,9 +13,10 @@ use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
 use crate::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, GiftReversal, ItemId, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal,
-    RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
+    AccountSettings, BattleId, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event,
+    EventId, Gift, GiftId, GiftReversal, ItemId, Outcome, PackageId, Payout, Purchase, Recharge,
+    RechargeReversal, RejectCode, Settlement, Status, StreamGoal, StreamId, UserId, VideoGift,
+    VideoId,
 };
 
 /// Client to server.
@@ -267,6 +268,17 @@ pub enum WireEvent {
         sender: u64,
         gift: u128,
         reversed: WireReversedGift,
+    },
+    /// A PK battle (number 15): `streams[..sides]` compete over `[start_ms, end_ms)`.
+    /// Its event id is derived from `battle` (so a retry is the same event). A frame
+    /// with more than 4 sides or `end_ms <= start_ms` is refused (`INVALID_EVENT`); 2 to
+    /// 4 distinct streams and at most 24 hours are the engine's rules (`INVALID_BATTLE`).
+    Battle {
+        battle: u64,
+        streams: [u64; 4],
+        sides: u8,
+        start_ms: u64,
+        end_ms: u64,
     },
 }
 
@@ -541,6 +553,24 @@ impl TryFrom<WireEvent> for Event {
                 sender: UserId(sender),
                 gift: EventId(gift),
             }),
+            WireEvent::Battle {
+                battle,
+                streams,
+                sides,
+                start_ms,
+                end_ms,
+            } => {
+                let sides = usize::from(sides);
+                if sides > streams.len() {
+                    return Err("a battle has at most 4 streams");
+                }
+                let streams: Vec<StreamId> =
+                    streams[..sides].iter().map(|&s| StreamId(s)).collect();
+                Event::Battle(
+                    crate::engine::Battle::new(BattleId(battle), &streams, start_ms, end_ms)
+                        .ok_or("a battle's end_ms must be after its start_ms")?,
+                )
+            }
         })
     }
 }
@@ -648,6 +678,19 @@ impl From<&Event> for WireEvent {
                 gift: r.gift.0,
                 reversed: None,
             },
+            Event::Battle(b) => {
+                let mut streams = [0u64; 4];
+                for (slot, s) in streams.iter_mut().zip(b.streams()) {
+                    *slot = s.0;
+                }
+                WireEvent::Battle {
+                    battle: b.battle.0,
+                    streams,
+                    sides: b.streams().len() as u8,
+                    start_ms: b.start_ms,
+                    end_ms: b.end_ms(),
+                }
+            }
         }
     }
 }
@@ -709,7 +752,7 @@ impl WireOutcome {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,
                 },
-                Event::Account(_) | Event::StreamGoal(_) => Effect::Stored,
+                Event::Account(_) | Event::StreamGoal(_) | Event::Battle(_) => Effect::Stored,
                 Event::Settlement(_) => Effect::Settled {
                     credited: self.coins,
                 },

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::engine::{Engine, Event, GiftTarget, LogEntry, Status, StreamId};
+use crate::engine::{BattleId, BattleView, Engine, Event, GiftTarget, LogEntry, Status, StreamId};
 use crate::telemetry;
 
 /// One feed message (the SSE `event:` name and its JSON `data:`, which repeats the name
@@ -58,6 +58,26 @@ pub enum FeedMessage {
         coins_target: u64,
         coins_received: u128,
     },
+    /// A PK battle this stream is in: every side's score, after a committed run that
+    /// moved it (a gift to, or a reversal on, a stream of the battle inside its window).
+    /// Like `goal`, not kept for a reconnect (`GET /v1/battles/{id}` has the scores).
+    Battle {
+        battle: u64,
+        start_ms: u64,
+        end_ms: u64,
+        sides: Vec<FeedBattleSide>,
+        /// The stream with the most coins (null on a tie).
+        leader: Option<u64>,
+    },
+    /// The battle ended: its final scores and result, once per battle (kept for a
+    /// reconnect).
+    BattleEnd {
+        battle: u64,
+        sides: Vec<FeedBattleSide>,
+        /// The winning stream; null on a draw.
+        winner: Option<u64>,
+        draw: bool,
+    },
     /// The messages after the client's `Last-Event-ID` are no longer kept: reload the
     /// stream's state (its goal follows, then the live messages).
     Reset {
@@ -71,12 +91,40 @@ pub enum FeedMessage {
     },
 }
 
+/// How long after a battle's end the service's clock must be before `battle_end` is
+/// sent without a committed entry stamped past the end (an idle ledger): a batch is
+/// stamped just before it is applied, so one stamped before the end is applied and
+/// committed by then.
+pub const BATTLE_SETTLE_MS: u64 = 1_000;
+/// How often the feeds look for battles that ended on an idle ledger.
+pub const BATTLE_TICK: Duration = Duration::from_millis(250);
+
+/// One side's score in a battle message.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FeedBattleSide {
+    pub stream: u64,
+    #[schema(value_type = u64)]
+    pub coins: u128,
+}
+
+fn battle_sides(b: &BattleView) -> Vec<FeedBattleSide> {
+    b.sides
+        .iter()
+        .map(|s| FeedBattleSide {
+            stream: s.stream.0,
+            coins: s.coins,
+        })
+        .collect()
+}
+
 impl FeedMessage {
     pub fn name(&self) -> &'static str {
         match self {
             FeedMessage::Gift { .. } => "gift",
             FeedMessage::Goal { .. } => "goal",
             FeedMessage::GoalReached { .. } => "goal_reached",
+            FeedMessage::Battle { .. } => "battle",
+            FeedMessage::BattleEnd { .. } => "battle_end",
             FeedMessage::Reset { .. } => "reset",
             FeedMessage::Dropped { .. } => "dropped",
         }
@@ -96,6 +144,26 @@ impl FeedMessage {
         }
     }
 
+    fn battle(b: &BattleView) -> FeedMessage {
+        FeedMessage::Battle {
+            battle: b.battle.0,
+            start_ms: b.start_ms,
+            end_ms: b.end_ms,
+            sides: battle_sides(b),
+            leader: b.leader().map(|s| s.0),
+        }
+    }
+
+    fn battle_end(b: &BattleView) -> FeedMessage {
+        let winner = b.leader().map(|s| s.0);
+        FeedMessage::BattleEnd {
+            battle: b.battle.0,
+            sides: battle_sides(b),
+            winner,
+            draw: winner.is_none(),
+        }
+    }
+
     /// A goal's target when this goal message shows it met.
     fn goal_met(&self) -> Option<u64> {
         match *self {
@@ -111,7 +179,9 @@ impl FeedMessage {
 
 /// A message's place in its stream's feed, its SSE `id:`: the sequence number it
 /// follows, then which of a run's messages about that number it is — the gift itself
-/// (`1234`), the goal update after it (`1234.1`), a goal reached (`1234.2`). Ordered;
+/// (`1234`), the goal update after it (`1234.1`), a goal reached (`1234.2`), a battle's
+/// scores (`1234.3`), a battle's end (`1234.4`: the last number delivered when it was
+/// announced). Ordered;
 /// a reconnect with `Last-Event-ID` gets every kept message after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FeedId {
@@ -123,11 +193,13 @@ impl FeedId {
     const GIFT: u8 = 0;
     const GOAL: u8 = 1;
     const GOAL_REACHED: u8 = 2;
+    const BATTLE: u8 = 3;
+    const BATTLE_END: u8 = 4;
 
-    /// Parses an SSE id as sent (`1234`, `1234.1`, `1234.2`); none for anything else.
+    /// Parses an SSE id as sent (`1234`, `1234.1` to `1234.4`); none for anything else.
     pub fn parse(text: &str) -> Option<FeedId> {
         let (seq, part) = match text.split_once('.') {
-            Some((seq, part)) => (seq, part.parse().ok().filter(|p| *p <= Self::GOAL_REACHED)?),
+            Some((seq, part)) => (seq, part.parse().ok().filter(|p| *p <= Self::BATTLE_END)?),
             None => (text, Self::GIFT),
         };
         let seq = seq
@@ -206,6 +278,9 @@ pub struct Feeds {
     /// The last sequence number published (or recovered at start).
     published_through: AtomicU64,
     limits: FeedLimits,
+    /// Battles ending at or before this (UTC ms: when the feeds were made) are never
+    /// announced: they ended before this process served.
+    battles_after_ms: u64,
 }
 
 struct Streams {
@@ -217,6 +292,9 @@ struct Streams {
     /// most that early: a sweep makes it exact), so a sweep runs only when one is due.
     idle: usize,
     idle_oldest: Option<Instant>,
+    /// Battles whose `battle_end` was sent (bounded: only ended battles still held by
+    /// the engine are kept here).
+    battles_announced: std::collections::HashSet<BattleId>,
 }
 
 impl Streams {
@@ -292,11 +370,13 @@ impl Feeds {
                 delivered_through: recovered_through,
                 idle: 0,
                 idle_oldest: None,
+                battles_announced: Default::default(),
             }),
             held: AtomicUsize::new(0),
             subscribers: AtomicUsize::new(0),
             published_through: AtomicU64::new(recovered_through),
             limits,
+            battles_after_ms: crate::clock::now().0,
         })
     }
 
@@ -422,7 +502,14 @@ impl Feeds {
         // Stored before `held` is read (see `subscribe`).
         self.published_through.store(last.seq, Ordering::SeqCst);
         if self.held.load(Ordering::SeqCst) == 0 {
-            self.streams.lock().delivered_through = last.seq;
+            let mut streams = self.streams.lock();
+            streams.delivered_through = last.seq;
+            // No feed to send to: the battles ended by now are marked announced.
+            if engine.battles_held() > 0
+                && let Some(newest) = entries.iter().map(|e| e.stamp.0).max()
+            {
+                self.announce_ended(engine, &mut streams, newest);
+            }
             return;
         }
         let mut streams = self.streams.lock();
@@ -480,6 +567,29 @@ impl Feeds {
                 _ => {}
             }
         }
+        // A battle's scores, to every side's feed, once per run and battle: after the
+        // last gift or reversal of the run that touched one of its streams.
+        let mut battles: Vec<(BattleView, u64)> = Vec::new();
+        if engine.battles_held() > 0 {
+            for e in entries {
+                let (stream, stamp) = match (&e.event, e.outcome.status) {
+                    (Event::Gift(g), Status::Accepted(_)) => (g.stream, e.stamp.0),
+                    (Event::GiftReversal(_), Status::Accepted(_)) => {
+                        match e.reversed.as_ref().map(|r| r.target) {
+                            Some(GiftTarget::Stream(stream)) => (stream, e.stamp.0),
+                            _ => continue,
+                        }
+                    }
+                    _ => continue,
+                };
+                if let Some(b) = engine.battle_of_stream_at(stream, stamp) {
+                    match battles.iter_mut().find(|(v, _)| v.battle == b.battle) {
+                        Some(found) => *found = (b, e.seq),
+                        None => battles.push((b, e.seq)),
+                    }
+                }
+            }
+        }
         for (stream, seq) in touched {
             let Some(feed) = feeds.get_mut(&stream) else {
                 continue;
@@ -513,8 +623,70 @@ impl Feeds {
                 self.send(feed, FeedEvent::at(seq, FeedId::GOAL_REACHED, reached));
             }
         }
+        // After the goals: its id (`<seq>.3`) is above every message of the run sent
+        // to a side's feed so far.
+        for (b, seq) in battles {
+            let message = Arc::new(FeedEvent {
+                id: Some(FeedId {
+                    seq,
+                    part: FeedId::BATTLE,
+                }),
+                message: FeedMessage::battle(&b),
+            });
+            for side in &b.sides {
+                if let Some(sender) = streams
+                    .feeds
+                    .get(&side.stream)
+                    .and_then(|f| f.sender.as_ref())
+                {
+                    let _ = sender.send(message.clone());
+                }
+            }
+        }
         streams.delivered_through = last.seq;
+        // The run's newest stamp is the ledger's time: battles ended by it are over.
+        if let Some(newest) = entries.iter().map(|e| e.stamp.0).max() {
+            self.announce_ended(engine, &mut streams, newest);
+        }
         streams.sweep(&self.limits, &self.held, Instant::now());
+    }
+
+    /// Sends `battle_end` for the battles ended by `now_ms` — a committed entry stamped
+    /// then, or the service's clock past the end by a settling margin
+    /// ([`Feeds::tick_battles`]) — not announced yet, to each side's feed, with the id
+    /// `<last delivered seq>.4` (after every message sent so far). Once per battle and
+    /// process; a battle that ended before this process served is not announced.
+    fn announce_ended(&self, engine: &Engine, streams: &mut Streams, now_ms: u64) {
+        if engine.battles_held() == 0 {
+            streams.battles_announced.clear();
+            return;
+        }
+        let ended = engine.battles_ended_by(now_ms);
+        streams
+            .battles_announced
+            .retain(|id| ended.iter().any(|b| b.battle == *id));
+        let through = streams.delivered_through;
+        for b in ended {
+            if b.end_ms <= self.battles_after_ms || !streams.battles_announced.insert(b.battle) {
+                continue;
+            }
+            let message = FeedEvent::at(through, FeedId::BATTLE_END, FeedMessage::battle_end(&b));
+            for side in &b.sides {
+                if let Some(feed) = streams.feeds.get_mut(&side.stream) {
+                    self.send(feed, message.clone());
+                }
+            }
+        }
+    }
+
+    /// Announces the battles that ended by `now_ms` (the service's clock less a settling
+    /// margin) when no committed run said so (an idle ledger). Cheap without battles.
+    pub fn tick_battles(&self, engine: &Engine, now_ms: u64) {
+        if engine.battles_held() == 0 {
+            return;
+        }
+        let mut streams = self.streams.lock();
+        self.announce_ended(engine, &mut streams, now_ms);
     }
 
     /// Sends `message` to the stream's subscribers and keeps it for a reconnect. A full
@@ -617,6 +789,8 @@ mod tests {
             ("1234", FeedId { seq: 1234, part: 0 }),
             ("1234.1", FeedId { seq: 1234, part: 1 }),
             ("1234.2", FeedId { seq: 1234, part: 2 }),
+            ("1234.3", FeedId { seq: 1234, part: 3 }),
+            ("1234.4", FeedId { seq: 1234, part: 4 }),
         ] {
             assert_eq!(FeedId::parse(text), Some(id), "{text}");
             assert_eq!(id.to_string(), text);
@@ -626,7 +800,7 @@ mod tests {
             "x",
             "-1",
             "+1",
-            "1.3",
+            "1.5",
             "1.",
             ".1",
             "1.1.1",

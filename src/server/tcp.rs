@@ -391,6 +391,13 @@ impl Reader {
                          clients give issued_ms instead",
                     ));
                 }
+                if matches!(w, WireEvent::Battle { .. }) && self.service.partitions.is_some() {
+                    return Err((
+                        i,
+                        "battles are not available on a cluster node (a battle's streams \
+                         receive gifts on every node)",
+                    ));
+                }
                 let event = Event::try_from(*w).map_err(|e| (i, e))?;
                 Ok(event.issued(issued_ms.get(i).copied().unwrap_or(0)))
             })

@@ -276,7 +276,7 @@ async fn a_reconnect_gets_what_it_missed_then_the_live_feed_and_a_goal_reached_o
     let mut e = Feed::open(&s, 9001, Some("999999999")).await;
     assert_eq!(e.next().await.event, "reset");
     // Not a feed id: 400, nothing subscribed.
-    for bad in ["abc", "12.3", "-1", ""] {
+    for bad in ["abc", "12.5", "-1", ""] {
         let resp = s
             .http_client
             .get(s.url("/v1/streams/9001/feed"))

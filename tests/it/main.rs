@@ -2,6 +2,7 @@
 //! 2-core machine.
 
 mod adversarial;
+mod battles;
 mod change_stream;
 mod chargeback;
 mod cluster;

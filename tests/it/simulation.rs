@@ -124,10 +124,10 @@ use std::time::Instant;
 
 use giftstream::economy::{Economy, EconomyFile, Region, SpendingCapsFile};
 use giftstream::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig, EngineState,
-    Event, EventId, Gift, GiftId, GiftReversal, GiftTarget, IdSecret, ItemId, LogEntry, Outcome,
-    PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Stamp,
-    Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
+    AccountSettings, Battle, BattleId, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig,
+    EngineState, Event, EventId, Gift, GiftId, GiftReversal, GiftTarget, IdSecret, ItemId,
+    LogEntry, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode,
+    ReversedGift, Stamp, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -418,6 +418,8 @@ struct Model {
     /// Gift reversals: every accepted gift made under a hold, by id.
     /// By (sender, gift id): a reversal names both (review G).
     gift_records: HashMap<(UserId, EventId), ModelGiftRecord>,
+    /// PK battles held, by battle id (`ModelBattle`).
+    battles: BTreeMap<u64, ModelBattle>,
     /// Per user with a wallet, its last `history_per_user` events: `(id, an accepted
     /// gift)`.
     histories: HashMap<UserId, std::collections::VecDeque<(EventId, bool)>>,
@@ -498,6 +500,23 @@ fn rejected(code: RejectCode) -> Status {
     Status::Rejected(code)
 }
 
+/// A PK battle in the model: per side, per gifter (coins, the seq that reached them);
+/// while open under a hold, the counted gifts a reversal lowers it by.
+#[derive(Debug, Clone)]
+struct ModelBattle {
+    spec: Battle,
+    seq: u64,
+    sides: Vec<BTreeMap<u64, (u128, u64)>>,
+    closed: bool,
+    counted: HashMap<(UserId, EventId), (usize, u64)>,
+}
+
+/// A battle side as the simulation compares it: coins and the top gifters.
+type BattleSideModel = (u128, Vec<(UserId, u128)>);
+
+/// Battle ids the simulation draws (few: reuse and retries happen).
+const BATTLE_IDS: u64 = 12;
+
 fn reused_answer() -> Outcome {
     Outcome {
         seq: 0,
@@ -532,6 +551,7 @@ impl Model {
             hold_clock: 0,
             promotion_sales: BTreeMap::new(),
             gift_records: HashMap::new(),
+            battles: BTreeMap::new(),
             histories: HashMap::new(),
             history_per_user: 0,
             last_reversed: None,
@@ -645,10 +665,26 @@ impl Model {
     }
 
     fn apply(&mut self, event: &Event, stamp: Stamp) -> Outcome {
+        // A battle held with this very content answers as recorded (other content under
+        // its id: EVENT_ID_REUSED while the id is known, below).
+        if let Event::Battle(b) = event
+            && let Some(held) = self.battles.get(&b.battle.0)
+            && held.spec == *b
+        {
+            return Outcome {
+                seq: held.seq,
+                status: Status::Accepted(Effect::Stored),
+                duplicate: true,
+                cap: None,
+            };
+        }
         if let Some(answer) = self.known(event) {
             return answer;
         }
-        if !matches!(event, Event::Economy(_) | Event::StreamGoal(_)) {
+        if !matches!(
+            event,
+            Event::Economy(_) | Event::StreamGoal(_) | Event::Battle(_)
+        ) {
             self.hold_clock = self.hold_clock.max(stamp.0);
         }
         let mut cap = None;
@@ -685,8 +721,34 @@ impl Model {
             }
             Event::RechargeReversal(r) => self.reversal(r, stamp),
             Event::GiftReversal(r) => self.gift_reversal(r),
+            Event::Battle(b) => self.battle(b, stamp),
         };
         self.last_seq += 1;
+        if let Event::Battle(b) = event
+            && status == Status::Accepted(Effect::Stored)
+        {
+            self.battles.insert(
+                b.battle.0,
+                ModelBattle {
+                    spec: *b,
+                    seq: self.last_seq,
+                    sides: vec![BTreeMap::new(); b.streams().len()],
+                    closed: false,
+                    counted: HashMap::new(),
+                },
+            );
+        }
+        match (event, status) {
+            (Event::Gift(g), Status::Accepted(_)) => self.battle_gift(g, self.last_seq, stamp),
+            (Event::GiftReversal(r), Status::Accepted(_)) => {
+                if let Some(GiftTarget::Stream(stream)) =
+                    self.gift_records.get(&r.gift).map(|g| g.target)
+                {
+                    self.battle_reversal(r, stream, self.last_seq, stamp);
+                }
+            }
+            _ => {}
+        }
         let outcome = Outcome {
             seq: self.last_seq,
             status,
@@ -719,6 +781,123 @@ impl Model {
             h.push_back((event.id(), gift));
         }
         outcome
+    }
+
+    // ---- PK battles (issue #32, feature 2) ----
+
+    /// Closes the battles ended at `stamp` (a battle or an accepted reversal of a gift on
+    /// a stream, applied with the gate exclusive): reversals no longer lower them.
+    fn close_battles(&mut self, stamp: Stamp) {
+        for b in self.battles.values_mut() {
+            if b.spec.end_ms() <= stamp.0 {
+                b.closed = true;
+                b.counted.clear();
+            }
+        }
+    }
+
+    /// A battle's checks in their order: content, the id, the streams, the bound (after
+    /// dropping those ended a retention ago).
+    fn battle(&mut self, b: &Battle, stamp: Stamp) -> Status {
+        let defaults = EngineConfig::default();
+        self.close_battles(stamp);
+        let retention = defaults.battle_retention_ms;
+        self.battles
+            .retain(|_, held| held.spec.end_ms() + retention > stamp.0);
+        let streams = b.streams();
+        let distinct = streams
+            .iter()
+            .enumerate()
+            .all(|(i, s)| !streams[..i].contains(s));
+        let valid = (2..=4).contains(&streams.len())
+            && distinct
+            && b.end_ms() - b.start_ms <= 24 * 3_600_000
+            && b.end_ms() > stamp.0;
+        let overlaps = self.battles.values().any(|h| {
+            h.spec.streams().iter().any(|s| streams.contains(s))
+                && h.spec.start_ms < b.end_ms()
+                && b.start_ms < h.spec.end_ms()
+        });
+        if !valid {
+            rejected(RejectCode::InvalidBattle)
+        } else if self.battles.contains_key(&b.battle.0) {
+            rejected(RejectCode::BattleExists)
+        } else if overlaps {
+            rejected(RejectCode::StreamInBattle)
+        } else if self.battles.len() >= defaults.battles_max {
+            rejected(RejectCode::BattlesFull)
+        } else {
+            Status::Accepted(Effect::Stored)
+        }
+    }
+
+    /// An accepted gift numbered `seq`: counted by the battle of its stream whose window
+    /// holds its stamp, if numbered after it.
+    fn battle_gift(&mut self, g: &Gift, seq: u64, stamp: Stamp) {
+        let coins = self.gift_cost(g).expect("an accepted gift has a cost");
+        let reversible = self.economy.earnings_hold_ms > 0;
+        for b in self.battles.values_mut() {
+            let Some(side) = b.spec.streams().iter().position(|s| *s == g.stream) else {
+                continue;
+            };
+            if seq <= b.seq || !(b.spec.start_ms..b.spec.end_ms()).contains(&stamp.0) {
+                continue;
+            }
+            let gifter = b.sides[side].entry(g.sender.0).or_insert((0, 0));
+            gifter.0 += u128::from(coins);
+            gifter.1 = seq;
+            if reversible && !b.closed {
+                b.counted.insert((g.sender, g.id), (side, coins));
+            }
+        }
+    }
+
+    /// An accepted reversal of a gift on `stream`: lowers the battle that counted it
+    /// while open.
+    fn battle_reversal(&mut self, r: &GiftReversal, stream: StreamId, seq: u64, stamp: Stamp) {
+        self.close_battles(stamp);
+        for b in self.battles.values_mut() {
+            if b.closed || !b.spec.streams().contains(&stream) {
+                continue;
+            }
+            if let Some((side, coins)) = b.counted.remove(&(r.sender, r.gift)) {
+                let gifter = b.sides[side]
+                    .get_mut(&r.sender.0)
+                    .expect("a counted gifter");
+                gifter.0 -= u128::from(coins);
+                gifter.1 = seq;
+            }
+        }
+    }
+
+    /// A battle's scores and top gifters as the engine shows them: per side, coins and
+    /// the top 10 (more coins first, then reached first, then the user).
+    fn battle_view(&self, id: u64) -> Option<Vec<BattleSideModel>> {
+        let b = self.battles.get(&id)?;
+        Some(
+            b.sides
+                .iter()
+                .map(|gifters| {
+                    let coins = gifters.values().map(|g| g.0).sum();
+                    let mut top: Vec<(u64, (u128, u64))> = gifters
+                        .iter()
+                        .filter(|g| g.1.0 > 0)
+                        .map(|(&u, &g)| (u, g))
+                        .collect();
+                    top.sort_by(|a, b| {
+                        b.1.0
+                            .cmp(&a.1.0)
+                            .then(a.1.1.cmp(&b.1.1))
+                            .then(a.0.cmp(&b.0))
+                    });
+                    top.truncate(10);
+                    (
+                        coins,
+                        top.into_iter().map(|(u, (c, _))| (UserId(u), c)).collect(),
+                    )
+                })
+                .collect(),
+        )
     }
 
     /// Puts a version's terms in force; new string ids get the next codes.
@@ -1602,7 +1781,8 @@ impl Generator {
             52..60 => self.purchase(),
             60..72 => self.payout(),
             72..76 => self.account(),
-            76..80 => self.goal(),
+            76..79 => self.goal(),
+            79..80 => self.battle(),
             80..91 => self.retry(),
             _ => self.reuse(),
         };
@@ -1692,6 +1872,30 @@ impl Generator {
             _ => (self.rng.random_range(1_000..=300_000), "100"),
         };
         custom(id, user, coins, price)
+    }
+
+    /// A battle between 2 or 3 creators' streams (sometimes one, or one twice) over a
+    /// window near the batch's stamp (sometimes over already), under a few ids.
+    fn battle(&mut self) -> Event {
+        let id = self.rng.random_range(1..=BATTLE_IDS);
+        let sides = match self.rng.random_range(0..10u32) {
+            0 => 1,
+            1..7 => 2,
+            _ => 3,
+        };
+        let mut streams: Vec<StreamId> = (0..sides)
+            .map(|_| StreamId(STREAM_BASE + self.creator()))
+            .collect();
+        if self.rng.random_bool(0.7) {
+            streams.sort_unstable();
+            streams.dedup();
+            if streams.len() == 1 && sides > 1 {
+                streams.push(StreamId(STREAM_BASE + CREATORS + 1));
+            }
+        }
+        let start = self.now.saturating_sub(20_000) + self.rng.random_range(0..=40_000);
+        let end = start + self.rng.random_range(1..=30_000);
+        Event::Battle(Battle::new(BattleId(id), &streams, start, end).expect("a window"))
     }
 
     fn gift(&mut self) -> Event {
@@ -2500,6 +2704,16 @@ fn check_state(engine: &Engine, model: &Model, now: Stamp, k: usize) -> Result<(
     }
     let (got, want) = (engine.top_creators(k), model.top_creators(k));
     ensure!(got == want, "top creators: engine {got:?}, model {want:?}");
+    for id in 1..=BATTLE_IDS {
+        let got = engine.battle(BattleId(id), 10).map(|v| {
+            v.sides
+                .into_iter()
+                .map(|s| (s.coins, s.top_gifters))
+                .collect::<Vec<_>>()
+        });
+        let want = model.battle_view(id);
+        ensure!(got == want, "battle {id}: engine {got:?}, model {want:?}");
+    }
     check_windows(engine, model, k)?;
     check_holds(engine, model)?;
     let audit = engine.audit();

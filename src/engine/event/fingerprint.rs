@@ -142,6 +142,12 @@ impl Event {
                 .word(r.sender.0)
                 .word(r.gift.0 as u64)
                 .word((r.gift.0 >> 64) as u64),
+            Event::Battle(b) => b
+                .streams()
+                .iter()
+                .fold(f.word(b.battle.0), |f, s| f.word(s.0))
+                .word(b.start_ms)
+                .word(b.end_ms()),
         }
         .finish()
     }

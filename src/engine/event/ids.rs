@@ -47,6 +47,10 @@ id_newtype!(
     VideoId(u64)
 );
 id_newtype!(
+    /// A PK battle (`PUT /v1/battles/{id}`): its own id space, chosen by the client.
+    BattleId(u64)
+);
+id_newtype!(
     /// A client-chosen 128-bit event id (a UUID): the idempotency key.
     EventId(u128)
 );

@@ -8,6 +8,7 @@
 //! Size: one struct per event kind and the compact field types that keep [`Event`] at
 //! 64 bytes (each with its round-trip test) are one vocabulary, read together.
 
+mod battle;
 mod fingerprint;
 mod ids;
 mod outcome;
@@ -18,10 +19,11 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::economy::Channel;
 use crate::economy::{Currency, Region};
+pub use battle::{BATTLE_LENGTH_MS_MAX, BATTLE_SIDES_MAX, BATTLE_SIDES_MIN, Battle};
 pub use fingerprint::EventFingerprint;
 pub use ids::{
-    CreatorId, DAY_MS, EventId, GiftId, ItemId, PackageId, Period, Stamp, StreamId, UserId,
-    VideoId, date_label, first_day_of_month, iso_week_label, month_of_day, week_of_day,
+    BattleId, CreatorId, DAY_MS, EventId, GiftId, ItemId, PackageId, Period, Stamp, StreamId,
+    UserId, VideoId, date_label, first_day_of_month, iso_week_label, month_of_day, week_of_day,
 };
 pub use outcome::{BudgetCap, Effect, GiftTotals, LogEntry, Outcome, RejectCode, Status};
 pub use windows::{HOUR_MS, TimeWindow, WindowKind, hour_of};
@@ -463,6 +465,8 @@ pub enum Event {
     GiftReversal(GiftReversal),
     /// Appended (wire and journal kind 13).
     VideoGift(VideoGift),
+    /// Appended (wire kind 14, journal kind 15): a PK battle.
+    Battle(Battle),
 }
 
 impl Event {
@@ -501,6 +505,7 @@ impl Event {
             Event::VideoGift(e) => e.id,
             Event::RechargeReversal(e) => e.id,
             Event::GiftReversal(e) => e.id,
+            Event::Battle(b) => b.id(),
         }
     }
 
@@ -517,6 +522,7 @@ impl Event {
             Event::VideoGift(_) => EventKind::VideoGift,
             Event::RechargeReversal(_) => EventKind::RechargeReversal,
             Event::GiftReversal(_) => EventKind::GiftReversal,
+            Event::Battle(_) => EventKind::Battle,
         }
     }
 }
@@ -538,10 +544,12 @@ pub enum EventKind {
     GiftReversal,
     /// A gift on a video: its own kind, so a history line tells it from a stream's.
     VideoGift,
+    /// A PK battle (no user's history holds one).
+    Battle,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Recharge,
         EventKind::Gift,
         EventKind::Payout,
@@ -553,6 +561,7 @@ impl EventKind {
         EventKind::RechargeReversal,
         EventKind::GiftReversal,
         EventKind::VideoGift,
+        EventKind::Battle,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -568,6 +577,7 @@ impl EventKind {
             EventKind::VideoGift => "video_gift",
             EventKind::RechargeReversal => "recharge_reversal",
             EventKind::GiftReversal => "gift_reversal",
+            EventKind::Battle => "battle",
         }
     }
 }

@@ -50,10 +50,21 @@ pub enum RejectCode {
     /// The gift's diamonds are no longer held (released by the earnings hold, or no hold
     /// in force): a gift can be reversed only while they are.
     NotReversible = 20,
+    /// A battle's streams (2 to 4, distinct) or window (`start_ms < end_ms`, at most
+    /// `BATTLE_LENGTH_MS_MAX` long, ending after the battle is recorded) are invalid.
+    InvalidBattle = 21,
+    /// A battle names a stream already in another battle whose window overlaps.
+    StreamInBattle = 22,
+    /// The battle id is taken by a battle with other streams or another window (after
+    /// the id index forgot the first; while it remembers it, `EVENT_ID_REUSED`).
+    BattleExists = 23,
+    /// `engine.battles_max` battles are held (scheduled, live, or ended within
+    /// `engine.battle_retention_ms`).
+    BattlesFull = 24,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 20] = [
+    pub const ALL: [RejectCode; 24] = [
         RejectCode::UnknownGift,
         RejectCode::InvalidCount,
         RejectCode::AmountOutOfRange,
@@ -74,6 +85,10 @@ impl RejectCode {
         RejectCode::OriginalNotFound,
         RejectCode::AlreadyReversed,
         RejectCode::NotReversible,
+        RejectCode::InvalidBattle,
+        RejectCode::StreamInBattle,
+        RejectCode::BattleExists,
+        RejectCode::BattlesFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +113,10 @@ impl RejectCode {
             RejectCode::OriginalNotFound => "ORIGINAL_NOT_FOUND",
             RejectCode::AlreadyReversed => "ALREADY_REVERSED",
             RejectCode::NotReversible => "NOT_REVERSIBLE",
+            RejectCode::InvalidBattle => "INVALID_BATTLE",
+            RejectCode::StreamInBattle => "STREAM_IN_BATTLE",
+            RejectCode::BattleExists => "BATTLE_EXISTS",
+            RejectCode::BattlesFull => "BATTLES_FULL",
         }
     }
 

@@ -138,6 +138,12 @@ fn event_fields(e: &LogEntry, economy: &Economy) -> Value {
             "creator": g.creator.0,
             "coins_target": g.coins_target,
         }),
+        Event::Battle(b) => json!({
+            "battle": b.battle.0,
+            "streams": b.streams().iter().map(|s| s.0).collect::<Vec<u64>>(),
+            "start_ms": b.start_ms,
+            "end_ms": b.end_ms(),
+        }),
         Event::Settlement(s) => json!({
             "creator": s.creator.0,
             "source_node_index": s.source,

@@ -331,7 +331,8 @@ impl Projector {
                     s.goal = Some(goal.coins_target);
                 }
             }
-            Event::Payout(_) | Event::StreamGoal(_) => {}
+            // Battles are read from the engine (`GET /v1/battles/{id}`), not Redis.
+            Event::Payout(_) | Event::StreamGoal(_) | Event::Battle(_) => {}
             // Settled diamonds stay counted on the node that credited them: the merged
             // `diamonds_total` sums every node's own credits, so they are not added again.
             Event::Account(_) | Event::Settlement(_) => {}

@@ -26,8 +26,10 @@ use crate::persist::journal::JournalError;
 /// the accepted reversal of a gift on a video (`JournalEvent::VideoGiftReversal`, kind
 /// 14, whose record's totals are the sender's `(creator, video)` totals after it; a
 /// version 6 batch's reversals are all of gifts on streams and read as they are). A
-/// build that cannot read a variant refuses the batch by its version, clearly.
-pub const JOURNAL_VERSION: u8 = 7;
+/// build that cannot read a variant refuses the batch by its version, clearly. Version 8
+/// added the PK battle (`JournalEvent::Battle`, kind 15; version 7 batches are read as
+/// they are).
+pub const JOURNAL_VERSION: u8 = 8;
 
 /// The decode limit of journal entries (written by this service, capped at
 /// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
@@ -124,7 +126,7 @@ impl JournalBatch {
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
         match bytes.first() {
             Some(&1) => {}
-            Some(&2) | Some(&3) | Some(&4) | Some(&5) | Some(&6) => {
+            Some(&2) | Some(&3) | Some(&4) | Some(&5) | Some(&6) | Some(&7) => {
                 let mut batch: JournalBatch = decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);

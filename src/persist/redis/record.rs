@@ -14,10 +14,10 @@ use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
 use crate::engine::{
-    AccountSettings, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event, EventId, Gift,
-    GiftId, GiftReversal, GiftTarget, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId, Payout,
-    Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Settlement, Status, StreamGoal,
-    StreamId, UserId, VideoGift, VideoId,
+    AccountSettings, Battle, BattleId, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event,
+    EventId, Gift, GiftId, GiftReversal, GiftTarget, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId,
+    Payout, Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Settlement, Status,
+    StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 
 /// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
@@ -167,6 +167,16 @@ pub enum JournalEvent {
         sender: u64,
         gift: u128,
         reversed: JournalReversedGift,
+    },
+    /// A PK battle (number 15; journal format 8): its id, streams (2 to 4 in a valid
+    /// one; the event id is derived from the battle id) and window.
+    Battle {
+        battle: u64,
+        /// The first `sides` are the streams (the rest 0).
+        streams: [u64; 4],
+        sides: u8,
+        start_ms: u64,
+        end_ms: u64,
     },
 }
 
@@ -380,6 +390,19 @@ impl From<&Event> for JournalEvent {
                 gift: r.gift.0,
                 reversed: None,
             },
+            Event::Battle(b) => {
+                let mut streams = [0u64; 4];
+                for (slot, s) in streams.iter_mut().zip(b.streams()) {
+                    *slot = s.0;
+                }
+                JournalEvent::Battle {
+                    battle: b.battle.0,
+                    streams,
+                    sides: b.streams().len() as u8,
+                    start_ms: b.start_ms,
+                    end_ms: b.end_ms(),
+                }
+            }
         }
     }
 }
@@ -611,6 +634,21 @@ impl TryFrom<JournalEvent> for Event {
                 sender: UserId(sender),
                 gift: EventId(gift),
             }),
+            JournalEvent::Battle {
+                battle,
+                streams,
+                sides,
+                start_ms,
+                end_ms,
+            } => {
+                let sides = usize::from(sides).min(streams.len());
+                let streams: Vec<StreamId> =
+                    streams[..sides].iter().map(|&s| StreamId(s)).collect();
+                Event::Battle(
+                    Battle::new(BattleId(battle), &streams, start_ms, end_ms)
+                        .ok_or("a battle with more than 4 streams or an empty window")?,
+                )
+            }
         })
     }
 }
@@ -654,7 +692,7 @@ impl JournalOutcome {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,
                 },
-                Event::Account(_) | Event::StreamGoal(_) => Effect::Stored,
+                Event::Account(_) | Event::StreamGoal(_) | Event::Battle(_) => Effect::Stored,
                 Event::Settlement(_) => Effect::Settled {
                     credited: self.coins,
                 },
@@ -735,6 +773,25 @@ mod tests {
             })
         };
         vec![
+            // Journal format 8: a battle (kind 15), with 2 and 4 streams.
+            Event::Battle(
+                Battle::new(
+                    BattleId(u64::MAX),
+                    &[StreamId(1), StreamId(u64::MAX)],
+                    5,
+                    60_005,
+                )
+                .unwrap(),
+            ),
+            Event::Battle(
+                Battle::new(
+                    BattleId(3),
+                    &[StreamId(1), StreamId(2), StreamId(3), StreamId(4)],
+                    u64::MAX - 86_400_000,
+                    u64::MAX,
+                )
+                .unwrap(),
+            ),
             recharge(Some(PackageId(2)), Channel::App, Decimal::new(9_999, 2)),
             recharge(None, Channel::Web, Decimal::new(-123_456_789, 28)),
             match recharge(Some(PackageId(1)), Channel::Web, Decimal::new(499, 2)) {
@@ -868,7 +925,9 @@ mod tests {
                 diamonds_available: 17,
                 value: Decimal::new(123_456, 3),
             },
-            Event::Account(_) | Event::StreamGoal(_) | Event::Economy(_) => Effect::Stored,
+            Event::Account(_) | Event::StreamGoal(_) | Event::Economy(_) | Event::Battle(_) => {
+                Effect::Stored
+            }
             Event::Settlement(_) => Effect::Settled { credited: 200 },
             Event::RechargeReversal(_) => Effect::Reversed {
                 coins: seq,

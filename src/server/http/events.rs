@@ -382,7 +382,7 @@ fn to_event(economy: &Economy, i: usize, e: &JsonEvent) -> Result<Event, ApiErro
 }
 
 /// Applies validated events and waits for durability when the ack mode says so.
-async fn apply(
+pub(super) async fn apply(
     service: &Service,
     events: &[Event],
     issued_ms: &[u64],

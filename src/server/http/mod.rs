@@ -6,6 +6,7 @@
 //! `/openapi.json` are open (they reveal no ledger data). Errors are
 //! `{"error": {"code": "...", "message": "..."}}`.
 
+pub mod battles;
 pub mod economy;
 pub mod events;
 pub mod history;
@@ -85,7 +86,8 @@ pub struct ErrorDetail {
     /// Stable code: MALFORMED_JSON, INVALID_REQUEST, EMPTY_BATCH, BATCH_TOO_LARGE,
     /// BODY_TOO_LARGE, BODY_TIMEOUT, UNSUPPORTED_MEDIA_TYPE, INVALID_PARAMETER, UNAUTHORIZED, FORBIDDEN,
     /// AUTH_RATE_LIMITED, RATE_LIMITED, NOT_FOUND, METHOD_NOT_ALLOWED, WINDOW_EXPIRED,
-    /// WINDOWS_DISABLED, WINDOWS_UNAVAILABLE, TOO_MANY_SUBSCRIBERS, BAD_LAST_EVENT_ID,
+    /// WINDOWS_DISABLED, WINDOWS_UNAVAILABLE, INVALID_BATTLE, BATTLE_NOT_FOUND,
+    /// BATTLES_UNAVAILABLE, TOO_MANY_SUBSCRIBERS, BAD_LAST_EVENT_ID,
     /// OVERLOADED, UNAVAILABLE, CONNECTION_LIMIT, or a reject code
     /// for a rejected PUT.
     code: String,
@@ -467,6 +469,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/leaderboards/creators", get(reads::get_top_creators))
         .route("/v1/gifts/stats", get(windows::get_gift_stats))
         .route("/v1/streams/{id}/goal", put(events::put_goal))
+        .route(
+            "/v1/battles/{id}",
+            put(battles::put_battle).get(battles::get_battle),
+        )
         .route("/v1/streams/{id}", get(reads::get_stream))
         .route("/v1/streams/{id}/feed", get(reads::get_feed))
         .route("/v1/videos/{id}", get(videos::get_video))

@@ -5,7 +5,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use super::{economy, events, history, reads, videos, windows};
+use super::{battles, economy, events, history, reads, videos, windows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,7 @@ use super::{economy, events, history, reads, videos, windows};
         reads::get_creator, reads::get_creator_top, reads::get_stream_top,
         reads::get_top_creators, events::put_goal, reads::get_stream, reads::get_feed,
         videos::get_video, videos::get_video_top, windows::get_gift_stats,
+        battles::put_battle, battles::get_battle,
         economy::get_economy, economy::get_packages, events::put_economy, super::healthz, super::readyz,
         super::metrics_route
     ),

@@ -433,7 +433,8 @@ pub(super) async fn get_stream(
 /// Server-Sent Events of a stream: `goal` (current progress, first and after each
 /// committed run that moved it), `gift` (each accepted gift, once durable) and
 /// `goal_reached` (once per goal, when met). Every message has an `id:` (its sequence
-/// number: `1234` a gift, `1234.1` a goal update, `1234.2` a goal reached); a client
+/// number: `1234` a gift, `1234.1` a goal update, `1234.2` a goal reached, `1234.3` a
+/// battle's scores, `1234.4` a battle's end); a client
 /// reconnecting with `Last-Event-ID` gets the gifts and goals reached it missed from the
 /// stream's replay buffer (`limits.sse_replay_events` per stream, kept
 /// `limits.sse_replay_keep_ms` after its last subscriber left), or `event: reset` when
@@ -441,7 +442,7 @@ pub(super) async fn get_stream(
 /// gets `event: dropped` and is closed.
 #[utoipa::path(get, path = "/v1/streams/{id}/feed", tag = "streams",
     params(("id" = u64, Path, description = "Stream id"),
-        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last message received (a reconnect): `1234`, `1234.1` or `1234.2`")),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last message received (a reconnect): `1234`, or `1234.1` to `1234.4`")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "text/event-stream: each event's data is a FeedMessage", content_type = "text/event-stream", body = FeedMessage),
