@@ -23,7 +23,11 @@ pub async fn compare(
     layout: Layout,
     wallets: bool,
 ) -> Result<Vec<String>, JournalError> {
-    let mut view = engine.read_model_view(ViewParts { tops: 0, wallets });
+    let mut view = engine.read_model_view(ViewParts {
+        tops: 0,
+        wallets,
+        windows: true,
+    });
     let top_k = engine.config().top_k;
     let mut diffs = Vec::new();
     // A pipeline on a Redis Cluster stays in one slot: one bucket's keys at a time.
