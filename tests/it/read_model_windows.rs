@@ -138,7 +138,9 @@ async fn windowed_keys_hold_the_engines_windows_expire_with_them_and_reversals_l
     let s = server(&redis, true).await;
     let mut conn = conn(&redis).await;
     let client = Client::connect(s.tcp, INGEST).await.unwrap();
-    let funding: Vec<Event> = (1..=6).map(|u| recharge(u128::from(u), u, "coins_7000")).collect();
+    let funding: Vec<Event> = (1..=6)
+        .map(|u| recharge(u128::from(u), u, "coins_7000"))
+        .collect();
     client.send(&funding).await.unwrap();
     // Creator 7 (stream 9007): users 1..=5 give 50, 40, 30, 20, 10 roses; 4 more to
     // creator 8, and user 6 gives 8 a drama queen on a video: top creators 8, 7.
@@ -249,7 +251,8 @@ async fn windows_off_write_no_windowed_keys() {
         .await
         .unwrap();
     assert!(
-        keys.iter().any(|k| k.ends_with(":rm:creator:7:top-gifters")),
+        keys.iter()
+            .any(|k| k.ends_with(":rm:creator:7:top-gifters")),
         "{keys:?}"
     );
     let windowed: Vec<&String> = keys

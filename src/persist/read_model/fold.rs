@@ -17,8 +17,7 @@ use super::write::{Op, creator_ops, stream_ops, video_ops};
 use crate::economy::Economy;
 use crate::engine::{
     CreatorId, Credited, Effect, Event, GiftId, GiftReversal, GiftTarget, LogEntry, Offer,
-    ReadModelView, Stamp, Status, StreamBook, StreamId, TopK, UserId, VideoBook, VideoId,
-    hour_of,
+    ReadModelView, Stamp, Status, StreamBook, StreamId, TopK, UserId, VideoBook, VideoId, hour_of,
 };
 
 /// The projector's copy of the creator and stream books and of their top-K gifter

@@ -208,7 +208,12 @@ pub fn video_top_key(v: VideoId) -> String {
 /// A creator's top gifters in a window: `creator:<id>:top-gifters:<kind>:<label>`, the
 /// label as the HTTP `at=` (`2026-12-04T13`, `2026-12-04`, `2026-W49`, `2026-12`).
 pub fn creator_top_window_key(c: CreatorId, w: TimeWindow) -> String {
-    format!("creator:{}:top-gifters:{}:{}", c.0, w.kind.name(), w.label())
+    format!(
+        "creator:{}:top-gifters:{}:{}",
+        c.0,
+        w.kind.name(),
+        w.label()
+    )
 }
 /// A stream's top gifters in a window: `stream:<id>:top-gifters:<kind>:<label>`.
 pub fn stream_top_window_key(s: StreamId, w: TimeWindow) -> String {

@@ -36,10 +36,10 @@ pub use layout::{
     creator_top_key, creator_top_window_key, stream_key, stream_top_key, stream_top_window_key,
     top_creators_window_key, user_key, video_key, video_top_key,
 };
-pub use windows::expire_at_ms;
 pub use reader::{
     CreatorTotals, ReadError, ReadModelReader, StreamTotals, VideoTotals, projected_seq,
     projected_seq_of, top_creators,
 };
 pub use rebuild::{ProjectorStart, prepare, rebuild};
 pub use task::{ProjectorHandle, spawn_projector};
+pub use windows::expire_at_ms;

@@ -195,7 +195,9 @@ fn view_ops(view: &ReadModelView, wallets: bool, merge: bool, layout: Layout) ->
 
 /// The layout version's part for `view`'s windowed leaderboards (none when off).
 fn windows_part(view: &ReadModelView) -> Option<String> {
-    view.windows.as_ref().map(|w| Windows::format_part(&w.config))
+    view.windows
+        .as_ref()
+        .map(|w| Windows::format_part(&w.config))
 }
 
 /// Where the projector starts.
@@ -258,7 +260,10 @@ pub async fn prepare(
         windows: true,
     };
     let windows = &engine.config().windows;
-    let format = layout.format_value(top_k, windows.enabled.then(|| Windows::format_part(windows)));
+    let format = layout.format_value(
+        top_k,
+        windows.enabled.then(|| Windows::format_part(windows)),
+    );
     let covered = formats
         .iter()
         .all(|f| f.as_deref() == Some(format.as_str()))

@@ -141,12 +141,20 @@ impl Windows {
         let kept = |t: TimeWindow| window_retained(&view.config, t, view.newest_hour);
         for &(t, c, u, s) in &view.creator_pairs {
             if kept(t) && mine(c.0) {
-                w.boards.entry(t).or_default().creator_pairs.insert((c, u), s);
+                w.boards
+                    .entry(t)
+                    .or_default()
+                    .creator_pairs
+                    .insert((c, u), s);
             }
         }
         for &(t, st, u, s) in &view.stream_pairs {
             if kept(t) && mine(st.0) {
-                w.boards.entry(t).or_default().stream_pairs.insert((st, u), s);
+                w.boards
+                    .entry(t)
+                    .or_default()
+                    .stream_pairs
+                    .insert((st, u), s);
             }
         }
         if creators {
@@ -243,9 +251,11 @@ impl Windows {
         if fresh && hour > self.newest_hour {
             self.newest_hour = hour;
             let (config, newest) = (&self.config, self.newest_hour);
-            self.boards.retain(|&w, _| window_retained(config, w, newest));
+            self.boards
+                .retain(|&w, _| window_retained(config, w, newest));
             // (The operations bound stays: an over-estimate until the write.)
-            self.dirty.retain(|&(w, _), _| window_retained(config, w, newest));
+            self.dirty
+                .retain(|&(w, _), _| window_retained(config, w, newest));
         }
         let k = self.top_k;
         let windows: Vec<TimeWindow> = self.windows_of(hour).collect();
@@ -398,10 +408,7 @@ impl Windows {
     /// `board`'s bucket and key (within the bucket) in `window`.
     fn key(&self, window: TimeWindow, board: Board) -> (usize, String) {
         match board {
-            Board::Creator(c) => (
-                self.layout.bucket(c.0),
-                creator_top_window_key(c, window),
-            ),
+            Board::Creator(c) => (self.layout.bucket(c.0), creator_top_window_key(c, window)),
             Board::Stream(s) => (self.layout.bucket(s.0), stream_top_window_key(s, window)),
             Board::Creators(b) => (b, top_creators_window_key(window)),
         }
@@ -456,5 +463,96 @@ fn lower_creator(
             .filter(|(c, _)| layout.bucket(c.0) == bucket)
             .map(|(&c, &s)| (s, c.0));
         *list = WindowTop::rebuilt(k, all);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> WindowsConfig {
+        WindowsConfig {
+            enabled: true,
+            ..WindowsConfig::default()
+        }
+    }
+
+    fn windows(top_k: usize) -> Windows {
+        let view = WindowsView {
+            config: config(),
+            ..WindowsView::default()
+        };
+        Windows::from_view(&view, (top_k, Layout::SINGLE, true), |_| true)
+    }
+
+    fn gift(sender: u64, coins: u64, seq: u64) -> Counted {
+        Counted {
+            creator: Some(CreatorId(7)),
+            stream: None,
+            sender: UserId(sender),
+            coins,
+            seq,
+        }
+    }
+
+    /// The day key's operations of one write, sorted.
+    fn day_ops(w: &mut Windows, hour: u32) -> Vec<Op> {
+        let mut ops = vec![Vec::new()];
+        let mut reconcile = Vec::new();
+        w.take_ops(&mut ops, &mut reconcile);
+        let day = TimeWindow::of_hour(WindowKind::Day, hour);
+        let key = creator_top_window_key(CreatorId(7), day);
+        let mut mine: Vec<Op> = ops
+            .remove(0)
+            .into_iter()
+            .filter(|o| o.key() == key)
+            .collect();
+        mine.sort_by_key(|o| format!("{o:?}"));
+        mine
+    }
+
+    /// A write holds the members that entered or moved and the ones that left, then the
+    /// key's expiry; a reversal that lowers a listed gifter out brings the next one in.
+    #[test]
+    fn a_write_holds_what_entered_moved_and_left_and_the_expiry() {
+        let hour = 493_000;
+        let mut w = windows(2);
+        w.gift(hour, gift(1, 50, 1), true);
+        w.gift(hour, gift(2, 40, 2), true);
+        w.gift(hour, gift(3, 30, 3), true);
+        let day = TimeWindow::of_hour(WindowKind::Day, hour);
+        let key = creator_top_window_key(CreatorId(7), day);
+        let expiry = Op::Expire(key.clone(), expire_at_ms(&config(), day) / 1000);
+        assert_eq!(
+            day_ops(&mut w, hour),
+            vec![
+                expiry.clone(),
+                Op::Set(key.clone(), 1, 50),
+                Op::Set(key.clone(), 2, 40)
+            ]
+        );
+        // User 3 passes user 2: 3 enters, 2 leaves.
+        w.gift(hour, gift(3, 15, 4), true);
+        assert_eq!(
+            day_ops(&mut w, hour),
+            vec![
+                expiry.clone(),
+                Op::Remove(key.clone(), 2),
+                Op::Set(key.clone(), 3, 45)
+            ]
+        );
+        // User 1's 50 coins reversed: it leaves, user 2 (outside the list) comes back.
+        w.reverse(hour, gift(1, 50, 5), true);
+        assert_eq!(
+            day_ops(&mut w, hour),
+            vec![expiry, Op::Remove(key.clone(), 1), Op::Set(key, 2, 40)]
+        );
+        // Nothing changed: nothing written.
+        assert_eq!(day_ops(&mut w, hour), vec![]);
+        assert_eq!(
+            expire_at_ms(&config(), day),
+            day.end_ms() + 14 * 86_400_000,
+            "the window's end + its 14 days"
+        );
     }
 }

@@ -111,7 +111,7 @@ pub(super) enum Op {
 }
 
 impl Op {
-    fn key(&self) -> &str {
+    pub(super) fn key(&self) -> &str {
         match self {
             Op::Hash(k, _)
             | Op::Set(k, ..)

@@ -900,7 +900,10 @@ mod tests {
     /// a stream or a video, and reads back with its hour (12 and 14, above, without).
     #[test]
     fn a_gift_reversal_with_its_gift_hour_is_kind_15_and_reads_back() {
-        for target in [GiftTarget::Stream(StreamId(5)), GiftTarget::Video(VideoId(6))] {
+        for target in [
+            GiftTarget::Stream(StreamId(5)),
+            GiftTarget::Video(VideoId(6)),
+        ] {
             let gift = ReversedGift {
                 creator: CreatorId(4),
                 target,
