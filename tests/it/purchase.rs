@@ -243,8 +243,8 @@ fn through_the_journal(log: &[LogEntry]) -> Vec<LogEntry> {
     let bytes = JournalBatch::from_entries(log).encode();
     assert_eq!(bytes[0], JOURNAL_VERSION, "the current journal format");
     assert_eq!(
-        bytes[0], 7,
-        "journal format 7 (6 plus reversals of video gifts)"
+        bytes[0], 8,
+        "journal format 8 (7 plus reversals with their gift's hour)"
     );
     assert_eq!(
         bytes[0],
