@@ -254,6 +254,7 @@ async fn restore_redis_held(
             let view = engine.read_model_view(giftstream::engine::ViewParts {
                 tops: config.engine.top_k,
                 wallets: config.read_model.wallets,
+                windows: true,
             });
             let mut conn = giftstream::persist::redis::connect_to(
                 config.read_model.redis_url(&config.redis.url),

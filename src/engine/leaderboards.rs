@@ -51,7 +51,7 @@ use crate::config::engine::WindowsConfig;
 
 /// Coins in a window and the sequence number of the event that made them so.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Score {
+pub struct Score {
     pub coins: u64,
     pub seq: u64,
 }
@@ -73,19 +73,19 @@ fn kept(config: &WindowsConfig, kind: WindowKind) -> u32 {
 }
 
 /// Whether `window` is retained at the hour `hour` (hours since the epoch).
-pub(crate) fn retained(config: &WindowsConfig, window: TimeWindow, hour: u32) -> bool {
+pub fn retained(config: &WindowsConfig, window: TimeWindow, hour: u32) -> bool {
     window.kept_at(hour, kept(config, window.kind))
 }
 
 /// The K best `(score, id)` of one window's list, best first (always sorted).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct WindowTop {
+pub struct WindowTop {
     entries: Vec<(Score, u64)>,
 }
 
 impl WindowTop {
     /// Records that `id`'s score grew from `previous` (`None`: it had none) to `score`.
-    fn offer(&mut self, k: usize, id: u64, score: Score, previous: Option<Score>) {
+    pub fn offer(&mut self, k: usize, id: u64, score: Score, previous: Option<Score>) {
         if k == 0 {
             return;
         }
@@ -114,19 +114,19 @@ impl WindowTop {
         self.entries[to..=from].rotate_right(1);
     }
 
-    fn lists(&self, id: u64) -> bool {
+    pub fn lists(&self, id: u64) -> bool {
         self.entries.iter().any(|e| e.1 == id)
     }
 
     /// The top `k` of `all` (a score of 0 coins is no entry).
-    fn rebuilt(k: usize, all: impl Iterator<Item = (Score, u64)>) -> WindowTop {
+    pub fn rebuilt(k: usize, all: impl Iterator<Item = (Score, u64)>) -> WindowTop {
         let mut entries: Vec<(Score, u64)> = all.filter(|e| e.0.coins > 0).collect();
         entries.sort_unstable_by(|&a, &b| rank_cmp(a, b));
         entries.truncate(k);
         WindowTop { entries }
     }
 
-    pub(crate) fn entries(&self) -> &[(Score, u64)] {
+    pub fn entries(&self) -> &[(Score, u64)] {
         &self.entries
     }
 }
@@ -214,13 +214,13 @@ impl GifterBoards {
 }
 
 /// One kind of target's pairs in a window and their lists.
-type Board<'a, T> = (
+pub type Board<'a, T> = (
     &'a mut FxHashMap<(T, UserId), Score>,
     &'a mut FxHashMap<T, WindowTop>,
 );
 
 /// Adds `coins` at `seq` to the pair `(target, sender)` and offers it to `target`'s list.
-fn add_pair<T: Copy + Eq + std::hash::Hash>(
+pub fn add_pair<T: Copy + Eq + std::hash::Hash>(
     (pairs, tops): Board<'_, T>,
     k: usize,
     (target, sender): (T, UserId),
@@ -241,7 +241,7 @@ fn add_pair<T: Copy + Eq + std::hash::Hash>(
 
 /// Takes `coins` off the pair `(target, sender)` (a reversal numbered `seq`); a listed
 /// pair's list is rebuilt from the window's pairs of `target`.
-fn lower_pair<T: Copy + Eq + std::hash::Hash>(
+pub fn lower_pair<T: Copy + Eq + std::hash::Hash>(
     (pairs, tops): Board<'_, T>,
     k: usize,
     (target, sender): (T, UserId),
@@ -265,6 +265,22 @@ fn lower_pair<T: Copy + Eq + std::hash::Hash>(
             .map(|(&(_, u), &s)| (s, u.0));
         *top = WindowTop::rebuilt(k, all);
     }
+}
+
+/// Every windowed total the engine holds at a cut, for the read model (which keeps its
+/// own copy to write absolute scores: `persist::read_model`).
+#[derive(Clone, Debug, Default)]
+pub struct WindowsView {
+    /// The retention in force (`engine.windows`).
+    pub config: WindowsConfig,
+    /// The newest hour a gift was counted at (the windows retained then are kept).
+    pub newest_hour: u32,
+    /// `(window, creator, gifter, score)`: every pair.
+    pub creator_pairs: Vec<(TimeWindow, CreatorId, UserId, Score)>,
+    /// `(window, stream, gifter, score)`: every pair.
+    pub stream_pairs: Vec<(TimeWindow, StreamId, UserId, Score)>,
+    /// `(window, creator, score)`: coins each creator received.
+    pub creators: Vec<(TimeWindow, CreatorId, Score)>,
 }
 
 /// A gift to count: its creator, its stream (`None`: a gift on a video), its sender, its
@@ -371,6 +387,20 @@ impl ShardWindows {
             .get(&window)
             .and_then(|b| b.stream_tops.get(&stream))
             .map_or(&[], |t| t.entries())
+    }
+
+    /// Adds this shard's (window, target, gifter) totals to `view` (the read model's
+    /// copy at a cut).
+    pub(crate) fn export(&self, view: &mut WindowsView) {
+        view.newest_hour = view.newest_hour.max(self.newest_hour);
+        for (&w, b) in &self.windows {
+            let creators = b.creator_pairs.iter();
+            view.creator_pairs
+                .extend(creators.map(|(&(c, u), &s)| (w, c, u, s)));
+            let streams = b.stream_pairs.iter();
+            view.stream_pairs
+                .extend(streams.map(|(&(st, u), &s)| (w, st, u, s)));
+        }
     }
 
     /// The (window, target, gifter) totals held: what the memory is proportional to.
@@ -490,6 +520,15 @@ impl BookWindows {
                 let all = board.scores.iter().map(|(&c, &s)| (s, c.0));
                 board.top = WindowTop::rebuilt(k, all);
             }
+        }
+    }
+
+    /// Adds this book's (window, creator) totals to `view`.
+    pub(crate) fn export(&self, view: &mut WindowsView) {
+        view.newest_hour = view.newest_hour.max(self.newest_hour);
+        for (&w, b) in &self.windows {
+            view.creators
+                .extend(b.scores.iter().map(|(&c, &s)| (w, c, s)));
         }
     }
 

@@ -106,7 +106,10 @@ pub use event::*;
 pub use hold::{HOLD_BUCKETS_CARRY, HOLD_BUCKETS_MAX, HOLD_GRID_STEPS, hold_grid_ms, release_at};
 use idhash::IdHash;
 pub use idhash::IdSecret;
-pub use leaderboards::GiftCount;
+pub use leaderboards::{
+    Board, GiftCount, Score, WindowTop, WindowsView, add_pair as add_window_pair,
+    lower_pair as lower_window_pair, retained as window_retained,
+};
 pub use query::{
     CreatorView, ReadModelView, StreamBook, StreamView, VideoBook, ViewParts, WalletView,
     WindowError,

@@ -11,7 +11,7 @@ use super::books::{CreatorShard, Credited, StreamShard};
 use super::event::{
     CreatorId, GiftId, Stamp, StreamId, TimeWindow, UserId, VideoId, WindowKind, hour_of,
 };
-use super::leaderboards::{GiftCount, Score, ShardWindows, merge, retained};
+use super::leaderboards::{GiftCount, Score, ShardWindows, WindowsView, merge, retained};
 use super::shard::{HistoryEntry, SenderShard};
 use super::topk::{self, TopK};
 use super::videos::VideoView;
@@ -147,14 +147,22 @@ impl Engine {
 
     /// The read model at a consistent cut (does not take the log).
     pub fn read_model_view(&self, parts: ViewParts) -> ReadModelView {
+        let parts = ViewParts {
+            windows: parts.windows && self.config.windows.enabled,
+            ..parts
+        };
         let cut = self.lock_all();
-        read_model_view(
+        let mut view = read_model_view(
             self.last_seq(),
             cut.senders.iter().map(|g| &**g),
             cut.creators.iter().map(|g| &**g),
             cut.streams.iter().map(|g| &**g),
             parts,
-        )
+        );
+        if let Some(w) = view.windows.as_mut() {
+            w.config = self.config.windows.clone();
+        }
+        view
     }
 
     /// The diamonds credited here, exactly, to every creator `select` picks (a cluster
@@ -287,6 +295,9 @@ pub struct ViewParts {
     /// keeps `engine.top_k`.
     pub tops: usize,
     pub wallets: bool,
+    /// Every windowed total ([`ReadModelView::windows`]; nothing while the windows are
+    /// off).
+    pub windows: bool,
 }
 
 /// A stream's book as the read model shows it.
@@ -325,6 +336,8 @@ pub struct ReadModelView {
     pub video_gifters: Vec<(VideoId, UserId, u128)>,
     /// `(user, coins, coins owed)` for every wallet.
     pub wallets: Vec<(UserId, u64, u64)>,
+    /// [`ViewParts::windows`] with `engine.windows` on: every windowed total.
+    pub windows: Option<WindowsView>,
 }
 
 fn read_model_view<'a>(
@@ -343,7 +356,11 @@ fn read_model_view<'a>(
     let mut stream_tops: FxHashMap<StreamId, Vec<&[(u64, u64)]>> = FxHashMap::default();
     let mut videos: FxHashMap<VideoId, VideoBook> = FxHashMap::default();
     let mut video_tops: FxHashMap<VideoId, Vec<&[(u64, u64)]>> = FxHashMap::default();
+    let mut windows = parts.windows.then(WindowsView::default);
     for s in senders {
+        if let Some(w) = windows.as_mut() {
+            s.windows.export(w);
+        }
         for (&v, part) in &s.videos.parts {
             let book = videos.entry(v).or_default();
             book.coins_received += part.coins;
@@ -391,6 +408,9 @@ fn read_model_view<'a>(
     }
     view.videos = videos.into_iter().collect();
     for c in creators {
+        if let Some(w) = windows.as_mut() {
+            c.windows.export(w);
+        }
         view.creators.extend(c.creators.iter().map(|(&id, t)| {
             let credited = c.credited.get(&id).copied().unwrap_or_default();
             (id, t.coins_received, t.diamonds_paid, credited)
@@ -408,6 +428,7 @@ fn read_model_view<'a>(
             )
         }));
     }
+    view.windows = windows;
     view
 }
 

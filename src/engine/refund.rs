@@ -377,6 +377,7 @@ impl Engine {
                     count: record.count,
                     coins: record.coins,
                     nanos: record.nanos(),
+                    hour: Some(record.hour),
                 };
                 reversed = Some(Box::new(gift));
                 // As a gift's: the `stream` total is the sender's on the gift's target.

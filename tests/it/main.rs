@@ -26,6 +26,7 @@ mod promotions;
 mod purchase;
 mod read_model;
 mod read_model_debt;
+mod read_model_windows;
 mod refund;
 mod reversal_order;
 mod review_economy;

@@ -1501,6 +1501,7 @@ impl Model {
             count: rec.count,
             coins: rec.coins,
             nanos: rec.nanos,
+            hour: Some((rec.stamp / 3_600_000) as u32),
         });
         Status::Accepted(Effect::Coins(balance))
     }

@@ -158,7 +158,7 @@ pub struct GiftReversal {
 /// [`LogEntry::reversed`], so that the journal and the read model know the gift without
 /// the engine's records): its creator, target (the stream or the video it was sent to),
 /// catalog code and count, the coins it debited and the exact diamonds it credited
-/// (billionths).
+/// (billionths), and the hour of the gift's stamp.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ReversedGift {
     pub creator: CreatorId,
@@ -167,6 +167,10 @@ pub struct ReversedGift {
     pub count: u32,
     pub coins: u64,
     pub nanos: u128,
+    /// The hour (since the epoch) of the gift's stamp: the windowed leaderboards it
+    /// counted in, which the reversal lowers (`leaderboards.rs`; the read model does the
+    /// same from this). `None` when journaled before journal format 8.
+    pub hour: Option<u32>,
 }
 
 /// What a gift was sent to: a live stream ([`Gift`]) or a video ([`VideoGift`]). A

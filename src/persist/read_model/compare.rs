@@ -1,13 +1,17 @@
 //! The audit's comparison of the read model with the engine: every creator, stream and
-//! video hash, the top of every leaderboard, and (with `read_model.wallets`) every
-//! wallet's `coins` and `coins_owed`.
+//! video hash, the top of every leaderboard, every windowed leaderboard the engine
+//! serves, and (with `read_model.wallets`) every wallet's `coins` and `coins_owed`.
+
+use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
 
 use super::layout::{Layout, SCORE_MAX, redis_error};
-use super::reader::top_creators;
+use super::reader::{top_creators, top_creators_in};
+use super::windows::expire_at_ms;
 use crate::engine::{
-    CreatorId, Credited, Engine, StreamBook, StreamId, UserId, VideoBook, VideoId, ViewParts,
+    CreatorId, Credited, Engine, StreamBook, StreamId, TimeWindow, UserId, VideoBook, VideoId,
+    ViewParts, WindowsView,
 };
 use crate::persist::journal::JournalError;
 use crate::persist::redis::RedisConn;
@@ -23,7 +27,11 @@ pub async fn compare(
     layout: Layout,
     wallets: bool,
 ) -> Result<Vec<String>, JournalError> {
-    let mut view = engine.read_model_view(ViewParts { tops: 0, wallets });
+    let mut view = engine.read_model_view(ViewParts {
+        tops: 0,
+        wallets,
+        windows: true,
+    });
     let top_k = engine.config().top_k;
     let mut diffs = Vec::new();
     // A pipeline on a Redis Cluster stays in one slot: one bucket's keys at a time.
@@ -45,7 +53,94 @@ pub async fn compare(
     if let Some(diff) = first_difference(&got_scores, &want_scores) {
         diffs.push(format!("top creators: {diff}"));
     }
+    if let Some(windows) = &view.windows {
+        let merge = false;
+        compare_windows(conn, engine, layout, windows, merge, &mut diffs).await?;
+    }
     Ok(diffs)
+}
+
+/// Compares every windowed leaderboard the engine serves (retained at the ledger's
+/// time) with its key: the same members at the same coins. Ties are compared as sets
+/// (Redis orders equal scores by member; the engine by who reached them first).
+async fn compare_windows(
+    conn: &mut RedisConn,
+    engine: &Engine,
+    layout: Layout,
+    view: &WindowsView,
+    merge: bool,
+    diffs: &mut Vec<String>,
+) -> Result<(), JournalError> {
+    let top_k = engine.config().top_k;
+    let mut boards: BTreeSet<(TimeWindow, u8, u64)> = BTreeSet::new();
+    boards.extend(view.creator_pairs.iter().map(|&(w, c, ..)| (w, 0, c.0)));
+    boards.extend(view.stream_pairs.iter().map(|&(w, s, ..)| (w, 1, s.0)));
+    if !merge {
+        boards.extend(view.creators.iter().map(|&(w, ..)| (w, 2, 0)));
+    }
+    for (w, kind, id) in boards {
+        let (what, want) = match kind {
+            0 => (
+                format!("creator {id} top gifters in {}", w.label()),
+                engine
+                    .creator_top_gifters_in(CreatorId(id), w, top_k)
+                    .map(|l| l.into_iter().map(|(u, c)| (u.0, c)).collect::<Vec<_>>()),
+            ),
+            1 => (
+                format!("stream {id} top gifters in {}", w.label()),
+                engine
+                    .stream_top_gifters_in(StreamId(id), w, top_k)
+                    .map(|l| l.into_iter().map(|(u, c)| (u.0, c)).collect()),
+            ),
+            _ => (
+                format!("top creators in {} {}", w.kind.name(), w.label()),
+                engine
+                    .top_creators_in(w, top_k)
+                    .map(|l| l.into_iter().map(|(c, coins)| (c.0, coins)).collect()),
+            ),
+        };
+        // Not served (past its retention at the ledger's time), or expired in Redis
+        // by the wall clock (a ledger whose time is behind it): not compared.
+        let Ok(want) = want else { continue };
+        if expire_at_ms(&view.config, w) <= crate::clock::now().0 {
+            continue;
+        }
+        let got: Vec<(u64, f64)> = match kind {
+            0 | 1 => {
+                let key = if kind == 0 {
+                    layout.creator_top_in(CreatorId(id), w)
+                } else {
+                    layout.stream_top_in(StreamId(id), w)
+                };
+                redis::cmd("ZREVRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(top_k as isize - 1)
+                    .arg("WITHSCORES")
+                    .query_async(conn)
+                    .await
+                    .map_err(redis_error)?
+            }
+            _ => top_creators_in(conn, layout, w, top_k)
+                .await
+                .map_err(redis_error)?,
+        };
+        let mut got: Vec<(u128, u64)> = got.into_iter().map(|(m, s)| (s as u128, m)).collect();
+        let mut want: Vec<(u128, u64)> = want
+            .into_iter()
+            .map(|(m, s)| (s.min(SCORE_MAX), m))
+            .collect();
+        got.sort_unstable_by(|a, b| b.cmp(a));
+        want.sort_unstable_by(|a, b| b.cmp(a));
+        if got != want {
+            diffs.push(format!(
+                "{what}: Redis {:?}, ledger {:?}",
+                &got[..got.len().min(5)],
+                &want[..want.len().min(5)]
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Compares each creator's hash and top gifters (`creators` sorted by bucket).

@@ -12,11 +12,12 @@ use std::time::Instant;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::layout::{Layout, SCORE_MAX, creator_top_key, stream_top_key, user_key, video_top_key};
+use super::windows::{Counted, Windows};
 use super::write::{Op, creator_ops, stream_ops, video_ops};
 use crate::economy::Economy;
 use crate::engine::{
     CreatorId, Credited, Effect, Event, GiftId, GiftReversal, GiftTarget, LogEntry, Offer,
-    ReadModelView, Stamp, Status, StreamBook, StreamId, TopK, UserId, VideoBook, VideoId,
+    ReadModelView, Stamp, Status, StreamBook, StreamId, TopK, UserId, VideoBook, VideoId, hour_of,
 };
 
 /// The projector's copy of the creator and stream books and of their top-K gifter
@@ -36,16 +37,23 @@ pub(super) struct Books {
     /// Coins owed by the users who owe any (recharge reversals), to follow what a
     /// recharge repays.
     owed: FxHashMap<UserId, u64>,
+    /// The windowed leaderboards (`engine.windows` on: the view holds them).
+    pub(super) windows: Option<Windows>,
 }
 
 impl Books {
     /// From a view with the top `top_k` gifters ([`ViewParts::tops`](crate::engine::ViewParts::tops)): the creators and
     /// streams whose ids `mine` keeps.
+    /// `layout` and `merge` (a cluster node) say which windowed lists it keeps.
     pub(super) fn from_view(
         view: &ReadModelView,
-        top_k: usize,
+        (top_k, layout, merge): (usize, Layout, bool),
         mine: impl Fn(u64) -> bool,
     ) -> Books {
+        let windows = view
+            .windows
+            .as_ref()
+            .map(|w| Windows::from_view(w, (top_k, layout, !merge), &mine));
         let mut creator_tops: FxHashMap<CreatorId, TopK> = FxHashMap::default();
         for &(c, u, coins) in view.creator_gifters.iter().filter(|g| mine(g.0.0)) {
             creator_tops.entry(c).or_default().offer(top_k, u.0, coins);
@@ -88,6 +96,7 @@ impl Books {
                 .filter(|&&(u, _, owed)| owed > 0 && mine(u.0))
                 .map(|&(u, _, owed)| (u, owed))
                 .collect(),
+            windows,
         }
     }
 }
@@ -194,6 +203,8 @@ pub(super) struct Pending {
     video_gifters: BoardChanges<VideoId>,
     /// A user's balance, and the coins owed when the window changed them.
     wallets: FxHashMap<UserId, (u64, Option<u64>)>,
+    /// The windowed leaderboards' operations pending ([`Windows::ops`]).
+    windowed: usize,
 }
 
 impl Pending {
@@ -220,6 +231,7 @@ impl Pending {
             + self.videos.len()
             + self.video_gifters.len()
             + self.wallets.len()
+            + self.windowed
     }
 }
 
@@ -415,6 +427,24 @@ impl Projector {
         if let (true, true, Effect::Coins(balance)) = (sender, self.wallets, effect) {
             p.wallet(sender_id, balance, None);
         }
+        if let Some(windows) = self.books.windows.as_mut() {
+            // A gift on a video counts for its creator only (as in the engine).
+            let stream = match target {
+                Target::Stream(s) if target_mine => Some(s),
+                _ => None,
+            };
+            let counted = Counted {
+                creator: creator.then_some(creator_id),
+                stream,
+                sender: sender_id,
+                coins: u64::try_from(cost).unwrap_or(u64::MAX),
+                seq: e.seq,
+            };
+            if counted.creator.is_some() || counted.stream.is_some() {
+                windows.gift(hour_of(e.stamp), counted, fresh);
+                p.windowed = windows.ops();
+            }
+        }
         if fresh && creator {
             let book = self.books.creators.entry(creator_id).or_default();
             book.0 += cost;
@@ -465,6 +495,25 @@ impl Projector {
                 owed => Some(owed.unwrap_or(0)).filter(|_| !fresh),
             };
             p.wallet(r.sender, balance, owed);
+        }
+        // The windows the gift counted in (its stamp's hour, journaled with the
+        // reversal since journal format 8; unknown before, then unchanged here).
+        if let (Some(windows), Some(hour)) = (self.books.windows.as_mut(), g.hour) {
+            let stream = match g.target {
+                GiftTarget::Stream(s) if mine(s.0) => Some(s),
+                _ => None,
+            };
+            let counted = Counted {
+                creator: mine(g.creator.0).then_some(g.creator),
+                stream,
+                sender: r.sender,
+                coins: g.coins,
+                seq: e.seq,
+            };
+            if counted.creator.is_some() || counted.stream.is_some() {
+                windows.reverse(hour, counted, fresh);
+                p.windowed = windows.ops();
+            }
         }
         let totals = e.totals.unwrap_or_default();
         let books = &mut self.books;
@@ -599,6 +648,9 @@ impl Projector {
         }
         for &(v, u) in &p.video_gifters.removed {
             ops[layout.bucket(v.0)].push(Op::Remove(video_top_key(v), u.0));
+        }
+        if let Some(windows) = self.books.windows.as_mut() {
+            saturated += windows.take_ops(&mut ops, &mut reconcile);
         }
         for (&u, &(coins, owed)) in &p.wallets {
             let mut fields = vec![("coins", coins.to_string())];

@@ -3,7 +3,7 @@
 //! recorded in Redis that every node must agree on.
 
 use crate::config::ReadModelConfig;
-use crate::engine::{CreatorId, StreamId, UserId, VideoId};
+use crate::engine::{CreatorId, StreamId, TimeWindow, UserId, VideoId};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::{Ledger, RedisConn};
 
@@ -85,6 +85,21 @@ impl Layout {
     pub fn top_creators(self, bucket: usize) -> String {
         format!("{}{TOP_CREATORS}", self.prefix(bucket))
     }
+    /// A creator's top gifters in `window` (`engine.windows`).
+    pub fn creator_top_in(self, c: CreatorId, window: TimeWindow) -> String {
+        let key = creator_top_window_key(c, window);
+        format!("{}{key}", self.prefix(self.bucket(c.0)))
+    }
+    /// A stream's top gifters in `window`.
+    pub fn stream_top_in(self, s: StreamId, window: TimeWindow) -> String {
+        let key = stream_top_window_key(s, window);
+        format!("{}{key}", self.prefix(self.bucket(s.0)))
+    }
+    /// `bucket`'s top creators in `window` (coins received in it).
+    pub fn top_creators_in(self, bucket: usize, window: TimeWindow) -> String {
+        let key = top_creators_window_key(window);
+        format!("{}{key}", self.prefix(bucket))
+    }
 
     /// The key holding how far `ledger`'s events are in `bucket`.
     pub fn seq_key(self, bucket: usize, ledger: &Ledger) -> String {
@@ -103,13 +118,19 @@ impl Layout {
         node_key(&format!("{}writer", self.prefix(bucket)), ledger)
     }
 
-    /// What each bucket's `format` key holds for leaderboards of `top_k` gifters.
-    pub fn format_value(self, top_k: usize) -> String {
-        if self.buckets == 1 {
+    /// What each bucket's `format` key holds for leaderboards of `top_k` gifters, and
+    /// `windows` (the windowed leaderboards' part, when they are on: their retention).
+    pub fn format_value(self, top_k: usize, windows: Option<String>) -> String {
+        let mut value = if self.buckets == 1 {
             format!("{FORMAT}:{top_k}")
         } else {
             format!("{FORMAT}:{top_k}:{}", self.buckets)
+        };
+        if let Some(w) = windows {
+            value.push(':');
+            value.push_str(&w);
         }
+        value
     }
 
     /// Checks that the read model is laid out in this many buckets (recorded in
@@ -183,6 +204,24 @@ pub fn video_key(v: VideoId) -> String {
 }
 pub fn video_top_key(v: VideoId) -> String {
     format!("video:{}:top-gifters", v.0)
+}
+/// A creator's top gifters in a window: `creator:<id>:top-gifters:<kind>:<label>`, the
+/// label as the HTTP `at=` (`2026-12-04T13`, `2026-12-04`, `2026-W49`, `2026-12`).
+pub fn creator_top_window_key(c: CreatorId, w: TimeWindow) -> String {
+    format!(
+        "creator:{}:top-gifters:{}:{}",
+        c.0,
+        w.kind.name(),
+        w.label()
+    )
+}
+/// A stream's top gifters in a window: `stream:<id>:top-gifters:<kind>:<label>`.
+pub fn stream_top_window_key(s: StreamId, w: TimeWindow) -> String {
+    format!("stream:{}:top-gifters:{}:{}", s.0, w.kind.name(), w.label())
+}
+/// The top creators by coins received in a window: `top-creators:<kind>:<label>`.
+pub fn top_creators_window_key(w: TimeWindow) -> String {
+    format!("{TOP_CREATORS}:{}:{}", w.kind.name(), w.label())
 }
 pub fn user_key(u: UserId) -> String {
     format!("user:{}", u.0)

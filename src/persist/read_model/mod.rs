@@ -13,7 +13,10 @@
 //! exact to 2^53 ([`SCORE_MAX`]); hash fields are exact decimal strings. The full
 //! explanation (top-K only, cluster merging, exactly once) is in ARCHITECTURE.md.
 //!
-//! Submodules import one way: `layout` <- `write` <- `fold` <- `task`, `layout` <-
+//! Windowed leaderboards (`engine.windows`) are written beside the all-time ones, in
+//! keys that carry the window and expire with it (`windows`).
+//!
+//! Submodules import one way: `layout` <- `write` <- `windows` <- `fold` <- `task`, `layout` <-
 //! `reader` <- `rebuild` <- `task`, `reader` <- `compare`; none imports this file. (`task` runs each projector on
 //! `persist::thread`.)
 
@@ -23,13 +26,15 @@ mod layout;
 mod reader;
 mod rebuild;
 mod task;
+mod windows;
 mod write;
 
 pub use compare::compare;
 pub use fold::EconomyLookup;
 pub use layout::{
     BUCKETS_KEY, FORMAT, Layout, PREFIX, SCORE_MAX, SEQ_KEY, TOP_CREATORS, creator_key,
-    creator_top_key, stream_key, stream_top_key, user_key, video_key, video_top_key,
+    creator_top_key, creator_top_window_key, stream_key, stream_top_key, stream_top_window_key,
+    top_creators_window_key, user_key, video_key, video_top_key,
 };
 pub use reader::{
     CreatorTotals, ReadError, ReadModelReader, StreamTotals, VideoTotals, projected_seq,
@@ -37,3 +42,4 @@ pub use reader::{
 };
 pub use rebuild::{ProjectorStart, prepare, rebuild};
 pub use task::{ProjectorHandle, spawn_projector};
+pub use windows::expire_at_ms;

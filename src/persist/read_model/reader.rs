@@ -2,7 +2,7 @@
 //! and [`ReadModelReader`], which owns every key and Redis read the HTTP routes make.
 
 use super::layout::{Layout, redis_error};
-use crate::engine::{CreatorId, StreamId, UserId, VideoId};
+use crate::engine::{CreatorId, StreamId, TimeWindow, UserId, VideoId};
 use crate::persist::journal::JournalError;
 use crate::persist::redis::{Ledger, RedisConn};
 
@@ -78,6 +78,43 @@ impl ReadModelReader {
         n: usize,
     ) -> Result<Vec<(UserId, u128)>, ReadError> {
         self.top(self.layout.video_top(video), n).await
+    }
+
+    /// A creator's top `n` gifters in `window` (`engine.windows`), best first (equal
+    /// scores in Redis's order: the windowed lists hold coins, not who reached them
+    /// first). An expired window is empty.
+    pub async fn creator_top_gifters_in(
+        &self,
+        creator: CreatorId,
+        window: TimeWindow,
+        n: usize,
+    ) -> Result<Vec<(UserId, u128)>, ReadError> {
+        self.top(self.layout.creator_top_in(creator, window), n)
+            .await
+    }
+
+    /// A stream's top `n` gifters in `window`, as [`Self::creator_top_gifters_in`].
+    pub async fn stream_top_gifters_in(
+        &self,
+        stream: StreamId,
+        window: TimeWindow,
+        n: usize,
+    ) -> Result<Vec<(UserId, u128)>, ReadError> {
+        self.top(self.layout.stream_top_in(stream, window), n).await
+    }
+
+    /// The best `n` creators by coins received in `window`, over every bucket (a single
+    /// node's read model: a cluster's holds no windowed top creators).
+    pub async fn top_creators_in(
+        &self,
+        window: TimeWindow,
+        n: usize,
+    ) -> Result<Vec<(CreatorId, u128)>, ReadError> {
+        let top = top_creators_in(&mut self.conn.clone(), self.layout, window, n).await?;
+        Ok(top
+            .into_iter()
+            .map(|(c, coins)| (CreatorId(c), coins as u128))
+            .collect())
     }
 
     /// A video's coins received and creator.
@@ -199,13 +236,34 @@ pub async fn top_creators(
     layout: Layout,
     n: usize,
 ) -> Result<Vec<(u64, f64)>, redis::RedisError> {
+    best_of_buckets(conn, layout, n, |b| layout.top_creators(b)).await
+}
+
+/// The best `n` creators by coins received in `window`, over every bucket.
+pub async fn top_creators_in(
+    conn: &mut RedisConn,
+    layout: Layout,
+    window: TimeWindow,
+    n: usize,
+) -> Result<Vec<(u64, f64)>, redis::RedisError> {
+    best_of_buckets(conn, layout, n, |b| layout.top_creators_in(b, window)).await
+}
+
+/// The best `n` of every bucket's sorted set `key(bucket)`, best first.
+async fn best_of_buckets(
+    conn: &mut RedisConn,
+    layout: Layout,
+    n: usize,
+    key: impl Fn(usize) -> String,
+) -> Result<Vec<(u64, f64)>, redis::RedisError> {
     // One request per bucket (a Redis Cluster pipeline stays in one slot), all in
     // flight at once: a read costs one round trip, not one per bucket.
     let lists = futures::future::try_join_all((0..layout.buckets()).map(|bucket| {
         let mut conn = conn.clone();
+        let key = key(bucket);
         async move {
             redis::cmd("ZREVRANGE")
-                .arg(layout.top_creators(bucket))
+                .arg(key)
                 .arg(0)
                 .arg(n.saturating_sub(1))
                 .arg("WITHSCORES")

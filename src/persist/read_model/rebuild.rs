@@ -5,6 +5,7 @@ use super::layout::{
     Layout, SCORE_MAX, creator_top_key, redis_error, stream_top_key, user_key, video_top_key,
 };
 use super::reader::bucket_seqs;
+use super::windows::Windows;
 use super::write::{Op, REBUILD_COMMANDS_PER_PIPELINE, creator_ops, stream_ops, video_ops, write};
 use crate::engine::{Engine, ReadModelView, ViewParts};
 use crate::persist::journal::JournalError;
@@ -59,6 +60,11 @@ pub async fn rebuild(
                     Op::Set(k, m, s) => pipe
                         .zadd(format!("{prefix}{k}"), *m, s.to_string())
                         .ignore(),
+                    Op::Expire(k, at_s) => pipe
+                        .cmd("EXPIREAT")
+                        .arg(format!("{prefix}{k}"))
+                        .arg(*at_s)
+                        .ignore(),
                     Op::Remove(..) | Op::Merge(..) => {
                         unreachable!("a single node's rebuild writes absolute values")
                     }
@@ -71,7 +77,7 @@ pub async fn rebuild(
         redis::pipe()
             .set(
                 layout.format_key(bucket, ledger),
-                layout.format_value(view.tops),
+                layout.format_value(view.tops, windows_part(view)),
             )
             .ignore()
             .set(layout.seq_key(bucket, ledger), view.last_seq)
@@ -93,9 +99,17 @@ async fn remove_own_gifters(
     let Some(map) = &ledger.map else {
         return Ok(());
     };
-    let pattern = format!("{}*:top-gifters", escaped(&layout.prefix(bucket)));
+    let prefix = escaped(&layout.prefix(bucket));
     let slot = layout.seq_key(bucket, ledger);
-    for key in conn.scan_slot(&slot, &pattern).await? {
+    // The all-time lists and the windowed ones (`…:top-gifters:<kind>:<label>`).
+    let mut keys = conn
+        .scan_slot(&slot, &format!("{prefix}*:top-gifters"))
+        .await?;
+    keys.extend(
+        conn.scan_slot(&slot, &format!("{prefix}*:top-gifters:*"))
+            .await?,
+    );
+    for key in keys {
         let members: Vec<u64> = redis::cmd("ZRANGE")
             .arg(&key)
             .arg(0)
@@ -163,6 +177,10 @@ fn view_ops(view: &ReadModelView, wallets: bool, merge: bool, layout: Layout) ->
     for &(v, u, coins) in &view.video_gifters {
         ops[layout.bucket(v.0)].push(Op::Set(video_top_key(v), u.0, coins.min(SCORE_MAX)));
     }
+    if let Some(w) = &view.windows {
+        // Every bucket's (the rebuild writes them all).
+        Windows::from_view(w, (view.tops, layout, !merge), |_| true).all_ops(&mut ops);
+    }
     if wallets {
         for &(u, coins, owed) in &view.wallets {
             let fields = vec![
@@ -173,6 +191,13 @@ fn view_ops(view: &ReadModelView, wallets: bool, merge: bool, layout: Layout) ->
         }
     }
     ops
+}
+
+/// The layout version's part for `view`'s windowed leaderboards (none when off).
+fn windows_part(view: &ReadModelView) -> Option<String> {
+    view.windows
+        .as_ref()
+        .map(|w| Windows::format_part(&w.config))
 }
 
 /// Where the projector starts.
@@ -232,8 +257,13 @@ pub async fn prepare(
     let tops = ViewParts {
         tops: top_k,
         wallets: false,
+        windows: true,
     };
-    let format = layout.format_value(top_k);
+    let windows = &engine.config().windows;
+    let format = layout.format_value(
+        top_k,
+        windows.enabled.then(|| Windows::format_part(windows)),
+    );
     let covered = formats
         .iter()
         .all(|f| f.as_deref() == Some(format.as_str()))

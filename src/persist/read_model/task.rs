@@ -121,7 +121,11 @@ pub fn spawn_projector(
         let projector = Projector {
             economy: economy.clone(),
             economies: economies.clone(),
-            books: Books::from_view(&start.view, start.top_k, |id| owns(layout, part, id)),
+            books: Books::from_view(
+                &start.view,
+                (start.top_k, layout, journal.ledger().node.is_some()),
+                |id| owns(layout, part, id),
+            ),
             pending: Pending::default(),
             wallets: config.wallets,
             merge: journal.ledger().node.is_some(),

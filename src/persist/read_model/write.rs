@@ -19,7 +19,7 @@ pub(super) const REBUILD_COMMANDS_PER_PIPELINE: usize = 10_000;
 /// from, to, prefix, score max, node ("" for a single node), last chunk ("1" or "0"),
 /// writer token, then operations: `H key n field value ...`
 /// (HSET of n fields), `A key n score member ...` (ZADD of n members), `R key n member
-/// ...` (ZREM of n members), `M key member
+/// ...` (ZREM of n members), `X key seconds` (EXPIREAT), `M key member
 /// n field value ...` (this node's contribution to n merged
 /// fields; `member` not "": `top-creators` moves with `diamonds_total`). `from` = 0 is a
 /// rebuild: no check, `seq` left alone.
@@ -59,6 +59,9 @@ while i <= #ARGV do
     local n = tonumber(ARGV[i + 2])
     redis.call('ZADD', k, unpack(ARGV, i + 3, i + 2 + 2 * n))
     i = i + 3 + 2 * n
+  elseif op == 'X' then
+    redis.call('EXPIREAT', k, ARGV[i + 2])
+    i = i + 3
   elseif op == 'M' then
     local member = ARGV[i + 2]
     local n = tonumber(ARGV[i + 3])
@@ -103,12 +106,18 @@ pub(super) enum Op {
     /// This node's contribution to merged hash fields (held at 2^53); with a member,
     /// `top-creators` moves with `diamonds_total`.
     Merge(String, Option<u64>, Vec<(&'static str, i128)>),
+    /// EXPIREAT key seconds (a windowed leaderboard: after its scores).
+    Expire(String, u64),
 }
 
 impl Op {
-    fn key(&self) -> &str {
+    pub(super) fn key(&self) -> &str {
         match self {
-            Op::Hash(k, _) | Op::Set(k, ..) | Op::Remove(k, _) | Op::Merge(k, ..) => k,
+            Op::Hash(k, _)
+            | Op::Set(k, ..)
+            | Op::Remove(k, _)
+            | Op::Merge(k, ..)
+            | Op::Expire(k, _) => k,
         }
     }
 
@@ -118,14 +127,16 @@ impl Op {
             Op::Remove(..) => 1,
             Op::Hash(..) => 2,
             Op::Merge(..) => 3,
+            Op::Expire(..) => 4,
         }
     }
 }
 
 /// Orders a window's operations by kind and key, so that each key's scores (and
 /// removals) are one run: one `ZADD` (`ZREM`) per key and chunk. The order of a window's
-/// operations does not matter: every value is absolute, and no member is both set and
-/// removed in one window.
+/// operations does not matter (every value is absolute, and no member is both set and
+/// removed in one window) but for `EXPIREAT`, which comes last: after the `ZADD` that
+/// may create its key.
 pub(super) fn group_by_key(ops: &mut [Op]) {
     ops.sort_unstable_by(|a, b| a.rank().cmp(&b.rank()).then_with(|| a.key().cmp(b.key())));
 }
@@ -312,7 +323,7 @@ pub(super) async fn write(
                     std::mem::discriminant(*o) == std::mem::discriminant(op) && o.key() == k
                 })
                 .count(),
-            Op::Hash(..) | Op::Merge(..) => 1,
+            Op::Hash(..) | Op::Merge(..) | Op::Expire(..) => 1,
         };
         let (now, later) = rest.split_at(run);
         rest = later;
@@ -340,6 +351,10 @@ pub(super) async fn write(
                         invocation.arg(*m);
                     }
                 }
+                &mut invocation
+            }
+            Op::Expire(k, at_s) => {
+                invocation.arg("X").arg(k).arg(*at_s);
                 &mut invocation
             }
             Op::Merge(k, member, fields) => {

@@ -25,11 +25,13 @@ use crate::persist::journal::JournalError;
 /// `(creator, video)` totals; version 5 batches are read as they are); version 7 added
 /// the accepted reversal of a gift on a video (`JournalEvent::VideoGiftReversal`, kind
 /// 14, whose record's totals are the sender's `(creator, video)` totals after it; a
-/// version 6 batch's reversals are all of gifts on streams and read as they are). A
-/// build that cannot read a variant refuses the batch by its version, clearly. Version 8
-/// added the PK battle (`JournalEvent::Battle`, kind 15; version 7 batches are read as
-/// they are).
-pub const JOURNAL_VERSION: u8 = 8;
+/// version 6 batch's reversals are all of gifts on streams and read as they are);
+/// version 8 added the PK battle (`JournalEvent::Battle`, kind 15; version 7 batches are
+/// read as they are); version 9 added the accepted gift reversal with its gift's hour
+/// (`JournalEvent::GiftReversalAt`, kind 16, for the read model's windowed leaderboards;
+/// an older batch's reversals read as they are, their gift's hour unknown). A build that
+/// cannot read a variant refuses the batch by its version, clearly.
+pub const JOURNAL_VERSION: u8 = 9;
 
 /// The decode limit of journal entries (written by this service, capped at
 /// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
@@ -126,7 +128,7 @@ impl JournalBatch {
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
         match bytes.first() {
             Some(&1) => {}
-            Some(&2) | Some(&3) | Some(&4) | Some(&5) | Some(&6) | Some(&7) => {
+            Some(&2) | Some(&3) | Some(&4) | Some(&5) | Some(&6) | Some(&7) | Some(&8) => {
                 let mut batch: JournalBatch = decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);
@@ -283,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn journal_batches_of_formats_1_to_6_still_read_and_format_7_keeps_totals_settlements_economy_changes_purchases_and_reversals()
+    fn journal_batches_of_formats_1_to_7_still_read_and_format_8_keeps_totals_settlements_economy_changes_purchases_and_reversals()
      {
         let gift = LogEntry {
             seq: 7,
@@ -410,7 +412,7 @@ mod tests {
         };
         let v6 = JournalBatch::from_entries(std::slice::from_ref(&purchase)).encode();
         assert_eq!(v6[0], JOURNAL_VERSION);
-        assert_eq!(v6[0], 7);
+        assert_eq!(v6[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![purchase.clone()]);
         // Format 5 is format 6 without reversals or video gifts: same bytes but the
@@ -438,7 +440,7 @@ mod tests {
             reversed: None,
         };
         let v6 = JournalBatch::from_entries(std::slice::from_ref(&video_gift)).encode();
-        assert_eq!(v6[0], 7);
+        assert_eq!(v6[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![video_gift.clone()]);
 
@@ -487,11 +489,11 @@ mod tests {
             reversed: None,
         };
         let v6 = JournalBatch::from_entries(std::slice::from_ref(&reversal)).encode();
-        assert_eq!(v6[0], 7);
+        assert_eq!(v6[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![reversal.clone()]);
         let v6 = JournalBatch::from_entries(&[account.clone(), over.clone()]).encode();
-        assert_eq!(v6[0], 7);
+        assert_eq!(v6[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![account.clone(), over.clone()]);
 
@@ -516,6 +518,7 @@ mod tests {
                 count: 1,
                 coins: 1,
                 nanos: 500_000_000,
+                hour: None,
             })),
         };
         let v6 = JournalBatch::from_entries(std::slice::from_ref(&reversal)).encode();
@@ -549,19 +552,37 @@ mod tests {
             })),
             ..reversal.clone()
         };
-        let v7 = JournalBatch::from_entries(&[reversal.clone(), on_video.clone()]).encode();
-        assert_eq!(v7[0], 7);
+        let mut v7 = JournalBatch::from_entries(&[reversal.clone(), on_video.clone()]).encode();
+        assert_eq!(v7[0], JOURNAL_VERSION);
+        v7[0] = 7;
         let back = JournalBatch::decode(&v7).unwrap().into_entries().unwrap();
-        assert_eq!(back, vec![reversal, on_video.clone()]);
+        assert_eq!(back, vec![reversal.clone(), on_video.clone()]);
         let record = JournalBatch::from_entries(std::slice::from_ref(&on_video)).records[0];
         assert_eq!(protocol::encode(&record.event)[0], 14, "kind 14");
 
-        let mut v8 = v3.clone();
-        v8[0] = 8;
-        let err = JournalBatch::decode(&v8)
+        // Format 9: a reversal whose gift's hour is known (kind 16), on a stream and on
+        // a video, reads back with its hour.
+        let at = |e: &LogEntry| LogEntry {
+            reversed: Some(Box::new(crate::engine::ReversedGift {
+                hour: Some(498_900),
+                ..**e.reversed.as_ref().unwrap()
+            })),
+            ..e.clone()
+        };
+        let (reversal, on_video) = (at(&reversal), at(&on_video));
+        let v9 = JournalBatch::from_entries(&[reversal.clone(), on_video.clone()]).encode();
+        assert_eq!(v9[0], 9);
+        let back = JournalBatch::decode(&v9).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![reversal.clone(), on_video.clone()]);
+        let record = JournalBatch::from_entries(std::slice::from_ref(&on_video)).records[0];
+        assert_eq!(protocol::encode(&record.event)[0], 16, "kind 16");
+
+        let mut v10 = v3.clone();
+        v10[0] = 10;
+        let err = JournalBatch::decode(&v10)
             .unwrap()
             .into_entries()
             .unwrap_err();
-        assert!(err.to_string().contains("version 8"), "{err}");
+        assert!(err.to_string().contains("version 10"), "{err}");
     }
 }

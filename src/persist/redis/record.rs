@@ -4,7 +4,9 @@
 //! `WireOutcome` did when the journal stored those (format 4), so every journal written
 //! since reads unchanged. Append new variants at the end, never reorder (`Purchase`,
 //! journal format 5; `RechargeReversal`, `GiftReversal` and `VideoGift`, numbers 11 to
-//! 13, journal format 6; `VideoGiftReversal`, number 14, journal format 7, is the last).
+//! 13, journal format 6; `VideoGiftReversal`, number 14, journal format 7; `Battle`,
+//! number 15, journal format 8; `GiftReversalAt`, number 16, journal format 9, is the
+//! last).
 //!
 //! Size: the journal's event and outcome types, their encoding both ways and the test that
 //! compares every kind with the wire's bytes are one on-disk contract (~180 lines of tests).
@@ -178,6 +180,20 @@ pub enum JournalEvent {
         start_ms: u64,
         end_ms: u64,
     },
+    /// An accepted gift reversal with the hour of its gift's stamp (number 16; journal
+    /// format 9): as `GiftReversal` (12) or `VideoGiftReversal` (14) — `video` says which
+    /// — plus `hour`, the hour since the epoch of the reversed gift's stamp, so that the
+    /// read model lowers the windowed leaderboards the gift counted in (the engine
+    /// finds them in its gift record). Journal only, written for every accepted
+    /// reversal; 12 and 14 are still read (their hour unknown).
+    GiftReversalAt {
+        id: u128,
+        sender: u64,
+        gift: u128,
+        reversed: JournalReversedGift,
+        video: bool,
+        hour: u32,
+    },
 }
 
 /// What an accepted gift reversal took back (its journal record): the gift's creator,
@@ -208,7 +224,7 @@ impl JournalReversedGift {
 
     /// The reversed gift, sent to `target` (the stream or the video with the record's
     /// target id).
-    fn on(self, target: fn(u64) -> GiftTarget) -> ReversedGift {
+    fn on(self, target: fn(u64) -> GiftTarget, hour: Option<u32>) -> ReversedGift {
         ReversedGift {
             creator: CreatorId(self.creator),
             target: target(self.target),
@@ -216,6 +232,7 @@ impl JournalReversedGift {
             count: self.count,
             coins: self.coins,
             nanos: self.nanos,
+            hour,
         }
     }
 }
@@ -422,6 +439,16 @@ impl JournalEvent {
         else {
             return j;
         };
+        if let Some(hour) = g.hour {
+            return JournalEvent::GiftReversalAt {
+                id,
+                sender,
+                gift,
+                reversed: JournalReversedGift::of(g),
+                video: matches!(g.target, GiftTarget::Video(_)),
+                hour,
+            };
+        }
         match g.target {
             GiftTarget::Video(_) => JournalEvent::VideoGiftReversal {
                 id,
@@ -443,9 +470,18 @@ impl JournalEvent {
         match self {
             JournalEvent::GiftReversal {
                 reversed: Some(g), ..
-            } => Some(Box::new(g.on(on_stream))),
+            } => Some(Box::new(g.on(on_stream, None))),
             JournalEvent::VideoGiftReversal { reversed, .. } => {
-                Some(Box::new(reversed.on(on_video)))
+                Some(Box::new(reversed.on(on_video, None)))
+            }
+            JournalEvent::GiftReversalAt {
+                reversed,
+                video,
+                hour,
+                ..
+            } => {
+                let target = if *video { on_video } else { on_stream };
+                Some(Box::new(reversed.on(target, Some(*hour))))
             }
             _ => None,
         }
@@ -628,6 +664,9 @@ impl TryFrom<JournalEvent> for Event {
                 gift: EventId(gift),
             }),
             JournalEvent::VideoGiftReversal {
+                id, sender, gift, ..
+            }
+            | JournalEvent::GiftReversalAt {
                 id, sender, gift, ..
             } => Event::GiftReversal(GiftReversal {
                 id: EventId(id),
@@ -864,6 +903,7 @@ mod tests {
             count: 300,
             coins: 1 << 40,
             nanos: u128::from(u64::MAX) * 3,
+            hour: None,
         };
         // Journal format 7: a gift on a video, reversed (kind 14).
         let on_video = ReversedGift {
@@ -873,6 +913,7 @@ mod tests {
             count: 1,
             coins: 1,
             nanos: 500_000_000,
+            hour: None,
         };
         for (gift, kind) in [(on_stream, 12), (on_video, 14)] {
             let r = GiftReversal::new(EventId(u128::MAX - 9), UserId(u64::MAX), EventId(1 << 90));
@@ -910,6 +951,41 @@ mod tests {
             );
             let plain = JournalEvent::from(&entry.event);
             assert_eq!(plain.reversed(), None, "the event alone does not carry it");
+        }
+    }
+
+    /// Journal format 9: an accepted reversal whose gift's hour is known is kind 16, on
+    /// a stream or a video, and reads back with its hour (12 and 14, above, without).
+    #[test]
+    fn a_gift_reversal_with_its_gift_hour_is_kind_16_and_reads_back() {
+        for target in [
+            GiftTarget::Stream(StreamId(5)),
+            GiftTarget::Video(VideoId(6)),
+        ] {
+            let gift = ReversedGift {
+                creator: CreatorId(4),
+                target,
+                gift: GiftId(2),
+                count: 3,
+                coins: 300,
+                nanos: 150_000_000_000,
+                hour: Some(492_000),
+            };
+            let r = GiftReversal::new(EventId(17), UserId(3), EventId(1 << 90));
+            let entry = crate::engine::LogEntry {
+                seq: 5,
+                stamp: crate::engine::Stamp(1),
+                event: Event::GiftReversal(r),
+                outcome: Outcome::new(5, Status::Accepted(Effect::Coins(9)), false),
+                totals: None,
+                reversed: Some(Box::new(gift)),
+            };
+            let journal = JournalEvent::of_entry(&entry);
+            let bytes = protocol::encode(&journal);
+            assert_eq!(bytes[0], 16);
+            let back: JournalEvent = protocol::decode(&bytes).unwrap();
+            assert_eq!(back.reversed().as_deref(), Some(&gift));
+            assert_eq!(Event::try_from(back).unwrap(), entry.event);
         }
     }
 

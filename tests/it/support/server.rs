@@ -83,6 +83,15 @@ impl TestServer {
         redis_url: &str,
         adjust: impl FnOnce(&mut Config),
     ) -> (TestServer, giftstream::persist::recovery::Recovered) {
+        Self::on_redis_with(redis_url, Economy::embedded(), adjust).await
+    }
+
+    /// As [`TestServer::on_redis`], under `economy`.
+    pub async fn on_redis_with(
+        redis_url: &str,
+        economy: Economy,
+        adjust: impl FnOnce(&mut Config),
+    ) -> (TestServer, giftstream::persist::recovery::Recovered) {
         let mut config = Config::from_toml_str(SHIPPED_CONFIG).unwrap();
         config.snapshot.interval_ms = 0;
         config.snapshot.events = 0;
@@ -93,7 +102,7 @@ impl TestServer {
             .await
             .unwrap();
         let (engine, recovered) =
-            giftstream::persist::recovery::recover(&mut journal, &config, Economy::embedded())
+            giftstream::persist::recovery::recover(&mut journal, &config, economy)
                 .await
                 .unwrap();
         let memory = Arc::new(MemoryJournal::default());

@@ -1,0 +1,558 @@
+//! The read model's windowed leaderboards (`[engine.windows]`, issue #32 feature 1):
+//! per UTC hour, day, ISO week and month, each creator's and stream's top gifters and
+//! the top creators, in keys that carry the window
+//! (`creator:<id>:top-gifters:day:2026-12-04`) and expire with it (`EXPIREAT`).
+//!
+//! # Why the projector keeps every windowed total
+//! An all-time score is journaled with each gift (the sender's running totals), so the
+//! all-time leaderboards need only their top K here. A windowed total is not journaled
+//! (it would be eight more numbers per gift), and a value written must be absolute (a
+//! retried chunk, or a bucket a crash left ahead, is written again): so the projector
+//! keeps, for its buckets, what the engine keeps — every (window, target, gifter)
+//! total of the retained windows, with the engine's own list code (`WindowTop`,
+//! `add_window_pair`, `lower_window_pair`), so its lists are the engine's exactly,
+//! ties included. Copied from the engine's view at a start; dropped by the same
+//! retention.
+//!
+//! # What a write holds
+//! Per key changed since the last write: `ZADD` of each listed member that entered or
+//! whose score changed, `ZREM` of each member that left (pushed out, or lowered out by a
+//! reversal — a gifter outside the list that a reversal brings in is known here, so,
+//! unlike the all-time lists, the windowed lists in Redis are exact after a reversal
+//! too), and `EXPIREAT` (the window's end plus its retention: one window of its kind
+//! after the engine stops serving it, so Redis never drops a window the engine still
+//! serves). A key touched by an entry older than the copied totals (a start's catch-up)
+//! is written whole and reconciled (its other members removed).
+//!
+//! # Ties
+//! A score in Redis is the coins (exact to 2^53), not (coins, seq): a double cannot hold
+//! both. Which K members a list holds is decided by (coins, then who reached them first)
+//! as the engine decides it; among equal scores Redis orders by member (`ZREVRANGE`:
+//! the larger id string first). The HTTP API orders ties exactly.
+//!
+//! # Top creators
+//! Per window and bucket, the creators' coins received in the window (a single node;
+//! on a cluster node, whose creators' coins are contributions of several nodes, the
+//! windowed top creators are not written).
+
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::layout::{
+    Layout, SCORE_MAX, creator_top_window_key, stream_top_window_key, top_creators_window_key,
+};
+use super::write::Op;
+use crate::config::engine::WindowsConfig;
+use crate::engine::{
+    CreatorId, Score, StreamId, TimeWindow, UserId, WindowKind, WindowTop, WindowsView,
+    add_window_pair, lower_window_pair, window_retained,
+};
+
+/// One windowed leaderboard of a window.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Board {
+    Creator(CreatorId),
+    Stream(StreamId),
+    /// The top creators of one bucket.
+    Creators(usize),
+}
+
+/// One window's totals and lists.
+#[derive(Debug, Default)]
+struct Boards {
+    creator_pairs: FxHashMap<(CreatorId, UserId), Score>,
+    creator_tops: FxHashMap<CreatorId, WindowTop>,
+    stream_pairs: FxHashMap<(StreamId, UserId), Score>,
+    stream_tops: FxHashMap<StreamId, WindowTop>,
+    /// Coins each creator received in the window (top creators).
+    creators: FxHashMap<CreatorId, Score>,
+    /// The top creators per bucket.
+    creator_lists: FxHashMap<usize, WindowTop>,
+}
+
+impl Boards {
+    fn list(&self, board: Board) -> &[(Score, u64)] {
+        let top = match board {
+            Board::Creator(c) => self.creator_tops.get(&c),
+            Board::Stream(s) => self.stream_tops.get(&s),
+            Board::Creators(b) => self.creator_lists.get(&b),
+        };
+        top.map_or(&[], |t| t.entries())
+    }
+}
+
+/// What changed in one key since the last write.
+#[derive(Debug)]
+struct Dirty {
+    /// The members listed before the first change (`None`: write the key whole and
+    /// reconcile it — a catch-up's entry, older than the totals).
+    before: Option<FxHashSet<u64>>,
+    /// Members whose score changed.
+    changed: FxHashSet<u64>,
+}
+
+/// A gift or a reversal as the windows count it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Counted {
+    /// Its creator, if this projector writes the creator's bucket.
+    pub creator: Option<CreatorId>,
+    /// Its stream (not for a gift on a video), if this projector writes its bucket.
+    pub stream: Option<StreamId>,
+    pub sender: UserId,
+    pub coins: u64,
+    pub seq: u64,
+}
+
+/// A projector's windowed totals and lists, and the keys changed since its last write.
+#[derive(Debug)]
+pub(super) struct Windows {
+    config: WindowsConfig,
+    top_k: usize,
+    layout: Layout,
+    /// Keep the top creators (a single node).
+    creators: bool,
+    /// The newest hour a gift was counted at: windows not retained then are gone.
+    newest_hour: u32,
+    boards: BTreeMap<TimeWindow, Boards>,
+    dirty: FxHashMap<(TimeWindow, Board), Dirty>,
+    /// A bound on the operations `dirty` makes ([`Windows::ops`]).
+    dirty_ops: usize,
+}
+
+impl Windows {
+    /// From the engine's windowed totals, keeping those `mine` says (a creator's or
+    /// stream's id is in this projector's buckets); `creators`: keep the top creators.
+    pub(super) fn from_view(
+        view: &WindowsView,
+        (top_k, layout, creators): (usize, Layout, bool),
+        mine: impl Fn(u64) -> bool,
+    ) -> Windows {
+        let mut w = Windows {
+            config: view.config.clone(),
+            top_k,
+            layout,
+            creators,
+            newest_hour: view.newest_hour,
+            boards: BTreeMap::new(),
+            dirty: FxHashMap::default(),
+            dirty_ops: 0,
+        };
+        let kept = |t: TimeWindow| window_retained(&view.config, t, view.newest_hour);
+        for &(t, c, u, s) in &view.creator_pairs {
+            if kept(t) && mine(c.0) {
+                w.boards
+                    .entry(t)
+                    .or_default()
+                    .creator_pairs
+                    .insert((c, u), s);
+            }
+        }
+        for &(t, st, u, s) in &view.stream_pairs {
+            if kept(t) && mine(st.0) {
+                w.boards
+                    .entry(t)
+                    .or_default()
+                    .stream_pairs
+                    .insert((st, u), s);
+            }
+        }
+        if creators {
+            for &(t, c, s) in &view.creators {
+                if kept(t) && mine(c.0) && s.coins > 0 {
+                    w.boards.entry(t).or_default().creators.insert(c, s);
+                }
+            }
+        }
+        let k = top_k;
+        for b in w.boards.values_mut() {
+            let mut by_creator: FxHashMap<CreatorId, Vec<(Score, u64)>> = FxHashMap::default();
+            for (&(c, u), &s) in &b.creator_pairs {
+                by_creator.entry(c).or_default().push((s, u.0));
+            }
+            b.creator_tops = by_creator
+                .into_iter()
+                .map(|(c, all)| (c, WindowTop::rebuilt(k, all.into_iter())))
+                .collect();
+            let mut by_stream: FxHashMap<StreamId, Vec<(Score, u64)>> = FxHashMap::default();
+            for (&(st, u), &s) in &b.stream_pairs {
+                by_stream.entry(st).or_default().push((s, u.0));
+            }
+            b.stream_tops = by_stream
+                .into_iter()
+                .map(|(st, all)| (st, WindowTop::rebuilt(k, all.into_iter())))
+                .collect();
+            let mut by_bucket: FxHashMap<usize, Vec<(Score, u64)>> = FxHashMap::default();
+            for (&c, &s) in &b.creators {
+                by_bucket
+                    .entry(layout.bucket(c.0))
+                    .or_default()
+                    .push((s, c.0));
+            }
+            b.creator_lists = by_bucket
+                .into_iter()
+                .map(|(bucket, all)| (bucket, WindowTop::rebuilt(k, all.into_iter())))
+                .collect();
+        }
+        w
+    }
+
+    /// The layout version's part for these windows (their retention: another makes a
+    /// start rebuild the read model, so every key expires by the retention in force).
+    pub(super) fn format_part(config: &WindowsConfig) -> String {
+        format!(
+            "w{}.{}.{}.{}",
+            config.hours, config.days, config.weeks, config.months
+        )
+    }
+
+    /// Notes that `board` of `window` changes (its members before the first change).
+    fn touch(&mut self, window: TimeWindow, board: Board, member: u64, fresh: bool) {
+        let boards = self.boards.get(&window);
+        let ops = &mut self.dirty_ops;
+        let d = self.dirty.entry((window, board)).or_insert_with(|| {
+            // Its expiry, and a removal per member that may leave.
+            *ops += 1;
+            Dirty {
+                before: Some(
+                    boards
+                        .map(|b| b.list(board).iter().map(|e| e.1).collect())
+                        .unwrap_or_default(),
+                ),
+                changed: FxHashSet::default(),
+            }
+        });
+        if !fresh {
+            if d.before.is_some() {
+                // Written whole: its list.
+                *ops += self.top_k;
+            }
+            d.before = None;
+        } else if d.changed.insert(member) {
+            // Its score, and the member it may push out.
+            *ops += 2;
+        }
+    }
+
+    /// The windows holding `hour` that are kept.
+    fn windows_of(&self, hour: u32) -> impl Iterator<Item = TimeWindow> + '_ {
+        WindowKind::ALL
+            .into_iter()
+            .map(move |kind| TimeWindow::of_hour(kind, hour))
+            .filter(|&w| window_retained(&self.config, w, self.newest_hour))
+    }
+
+    /// Counts an accepted gift stamped in the hour `hour` (`fresh`: not in the copied
+    /// totals yet; otherwise its keys are only written again).
+    pub(super) fn gift(&mut self, hour: u32, g: Counted, fresh: bool) {
+        if g.coins == 0 {
+            return;
+        }
+        if fresh && hour > self.newest_hour {
+            self.newest_hour = hour;
+            let (config, newest) = (&self.config, self.newest_hour);
+            self.boards
+                .retain(|&w, _| window_retained(config, w, newest));
+            // (The operations bound stays: an over-estimate until the write.)
+            self.dirty
+                .retain(|&(w, _), _| window_retained(config, w, newest));
+        }
+        let k = self.top_k;
+        let windows: Vec<TimeWindow> = self.windows_of(hour).collect();
+        for w in windows {
+            if let Some(c) = g.creator {
+                self.touch(w, Board::Creator(c), g.sender.0, fresh);
+                if fresh {
+                    let b = self.boards.entry(w).or_default();
+                    let board = (&mut b.creator_pairs, &mut b.creator_tops);
+                    add_window_pair(board, k, (c, g.sender), g.coins, g.seq);
+                }
+                if self.creators {
+                    let bucket = self.layout.bucket(c.0);
+                    self.touch(w, Board::Creators(bucket), c.0, fresh);
+                    if fresh {
+                        let b = self.boards.entry(w).or_default();
+                        let score = b.creators.entry(c).or_default();
+                        let previous = (score.coins > 0).then_some(*score);
+                        // The largest number, as the engine's books (any merge order).
+                        *score = Score {
+                            coins: score.coins.saturating_add(g.coins),
+                            seq: score.seq.max(g.seq),
+                        };
+                        let score = *score;
+                        let list = b.creator_lists.entry(bucket).or_default();
+                        list.offer(k, c.0, score, previous);
+                    }
+                }
+            }
+            if let Some(s) = g.stream {
+                self.touch(w, Board::Stream(s), g.sender.0, fresh);
+                if fresh {
+                    let b = self.boards.entry(w).or_default();
+                    let board = (&mut b.stream_pairs, &mut b.stream_tops);
+                    add_window_pair(board, k, (s, g.sender), g.coins, g.seq);
+                }
+            }
+        }
+    }
+
+    /// Takes a reversed gift, stamped in the hour `hour`, off the windows it counted in
+    /// (numbered `g.seq`, the reversal's number, as the engine does).
+    pub(super) fn reverse(&mut self, hour: u32, g: Counted, fresh: bool) {
+        let k = self.top_k;
+        for kind in WindowKind::ALL {
+            let w = TimeWindow::of_hour(kind, hour);
+            if !self.boards.contains_key(&w) {
+                continue;
+            }
+            if let Some(c) = g.creator {
+                self.touch(w, Board::Creator(c), g.sender.0, fresh);
+                if fresh && let Some(b) = self.boards.get_mut(&w) {
+                    let board = (&mut b.creator_pairs, &mut b.creator_tops);
+                    lower_window_pair(board, k, (c, g.sender), g.coins, g.seq);
+                }
+                if self.creators {
+                    let bucket = self.layout.bucket(c.0);
+                    self.touch(w, Board::Creators(bucket), c.0, fresh);
+                    if fresh && let Some(b) = self.boards.get_mut(&w) {
+                        lower_creator(b, k, (c, bucket), g.coins, g.seq, self.layout);
+                    }
+                }
+            }
+            if let Some(s) = g.stream {
+                self.touch(w, Board::Stream(s), g.sender.0, fresh);
+                if fresh && let Some(b) = self.boards.get_mut(&w) {
+                    let board = (&mut b.stream_pairs, &mut b.stream_tops);
+                    lower_window_pair(board, k, (s, g.sender), g.coins, g.seq);
+                }
+            }
+        }
+    }
+
+    /// A bound on the operations of the changes pending (the write's size).
+    pub(super) fn ops(&self) -> usize {
+        self.dirty_ops
+    }
+
+    /// The changed keys' operations, into `ops` by bucket; keys to reconcile into
+    /// `reconcile`. Returns the scores held at the max.
+    pub(super) fn take_ops(
+        &mut self,
+        ops: &mut [Vec<Op>],
+        reconcile: &mut Vec<(usize, String, FxHashSet<u64>)>,
+    ) -> u64 {
+        let mut saturated = 0;
+        let dirty = std::mem::take(&mut self.dirty);
+        self.dirty_ops = 0;
+        for ((w, board), d) in dirty {
+            // A window dropped since: Redis expires it by itself.
+            let Some(boards) = self.boards.get(&w) else {
+                continue;
+            };
+            let (bucket, key) = self.key(w, board);
+            let after = boards.list(board);
+            let out = &mut ops[bucket];
+            let listed: FxHashSet<u64> = after.iter().map(|e| e.1).collect();
+            let set = |out: &mut Vec<Op>, (score, id): (Score, u64)| {
+                let coins = u128::from(score.coins);
+                out.push(Op::Set(key.clone(), id, coins.min(SCORE_MAX)));
+                u64::from(coins > SCORE_MAX)
+            };
+            match &d.before {
+                None => {
+                    for &e in after {
+                        saturated += set(out, e);
+                    }
+                    reconcile.push((bucket, key.clone(), listed));
+                }
+                Some(before) => {
+                    for &e in after {
+                        if !before.contains(&e.1) || d.changed.contains(&e.1) {
+                            saturated += set(out, e);
+                        }
+                    }
+                    for &id in before.iter().filter(|id| !listed.contains(id)) {
+                        out.push(Op::Remove(key.clone(), id));
+                    }
+                }
+            }
+            out.push(Op::Expire(key, self.expire_at_s(w)));
+        }
+        saturated
+    }
+
+    /// Every windowed key's whole content (a rebuild), into `ops` by bucket.
+    pub(super) fn all_ops(&self, ops: &mut [Vec<Op>]) {
+        for (&w, boards) in &self.boards {
+            let lists = boards
+                .creator_tops
+                .keys()
+                .map(|&c| Board::Creator(c))
+                .chain(boards.stream_tops.keys().map(|&s| Board::Stream(s)))
+                .chain(boards.creator_lists.keys().map(|&b| Board::Creators(b)));
+            for board in lists {
+                let list = boards.list(board);
+                if list.is_empty() {
+                    continue;
+                }
+                let (bucket, key) = self.key(w, board);
+                for &(score, id) in list {
+                    let coins = u128::from(score.coins).min(SCORE_MAX);
+                    ops[bucket].push(Op::Set(key.clone(), id, coins));
+                }
+                ops[bucket].push(Op::Expire(key, self.expire_at_s(w)));
+            }
+        }
+    }
+
+    /// `board`'s bucket and key (within the bucket) in `window`.
+    fn key(&self, window: TimeWindow, board: Board) -> (usize, String) {
+        match board {
+            Board::Creator(c) => (self.layout.bucket(c.0), creator_top_window_key(c, window)),
+            Board::Stream(s) => (self.layout.bucket(s.0), stream_top_window_key(s, window)),
+            Board::Creators(b) => (b, top_creators_window_key(window)),
+        }
+    }
+
+    /// When `window`'s keys expire (UTC seconds): [`expire_at_ms`].
+    fn expire_at_s(&self, window: TimeWindow) -> u64 {
+        expire_at_ms(&self.config, window) / 1000
+    }
+}
+
+/// When a window's keys expire (UTC ms): its end plus its retention (the windows of its
+/// kind kept), one window of its kind after the engine stops serving it.
+pub fn expire_at_ms(config: &WindowsConfig, window: TimeWindow) -> u64 {
+    let kept = match window.kind {
+        WindowKind::Hour => config.hours,
+        WindowKind::Day => config.days,
+        WindowKind::Week => config.weeks,
+        WindowKind::Month => config.months,
+    };
+    TimeWindow {
+        key: window.key.saturating_add(kept),
+        ..window
+    }
+    .end_ms()
+}
+
+/// Takes `coins` off `creator`'s coins in a window (a reversal numbered `seq`), as the
+/// engine's books do: a listed creator's list is rebuilt from the bucket's totals.
+fn lower_creator(
+    b: &mut Boards,
+    k: usize,
+    (creator, bucket): (CreatorId, usize),
+    coins: u64,
+    seq: u64,
+    layout: Layout,
+) {
+    let Some(score) = b.creators.get_mut(&creator) else {
+        return;
+    };
+    score.coins = score.coins.saturating_sub(coins);
+    score.seq = score.seq.max(seq);
+    if score.coins == 0 {
+        b.creators.remove(&creator);
+    }
+    if let Some(list) = b.creator_lists.get_mut(&bucket)
+        && list.lists(creator.0)
+    {
+        let all = b
+            .creators
+            .iter()
+            .filter(|(c, _)| layout.bucket(c.0) == bucket)
+            .map(|(&c, &s)| (s, c.0));
+        *list = WindowTop::rebuilt(k, all);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> WindowsConfig {
+        WindowsConfig {
+            enabled: true,
+            ..WindowsConfig::default()
+        }
+    }
+
+    fn windows(top_k: usize) -> Windows {
+        let view = WindowsView {
+            config: config(),
+            ..WindowsView::default()
+        };
+        Windows::from_view(&view, (top_k, Layout::SINGLE, true), |_| true)
+    }
+
+    fn gift(sender: u64, coins: u64, seq: u64) -> Counted {
+        Counted {
+            creator: Some(CreatorId(7)),
+            stream: None,
+            sender: UserId(sender),
+            coins,
+            seq,
+        }
+    }
+
+    /// The day key's operations of one write, sorted.
+    fn day_ops(w: &mut Windows, hour: u32) -> Vec<Op> {
+        let mut ops = vec![Vec::new()];
+        let mut reconcile = Vec::new();
+        w.take_ops(&mut ops, &mut reconcile);
+        let day = TimeWindow::of_hour(WindowKind::Day, hour);
+        let key = creator_top_window_key(CreatorId(7), day);
+        let mut mine: Vec<Op> = ops
+            .remove(0)
+            .into_iter()
+            .filter(|o| o.key() == key)
+            .collect();
+        mine.sort_by_key(|o| format!("{o:?}"));
+        mine
+    }
+
+    /// A write holds the members that entered or moved and the ones that left, then the
+    /// key's expiry; a reversal that lowers a listed gifter out brings the next one in.
+    #[test]
+    fn a_write_holds_what_entered_moved_and_left_and_the_expiry() {
+        let hour = 493_000;
+        let mut w = windows(2);
+        w.gift(hour, gift(1, 50, 1), true);
+        w.gift(hour, gift(2, 40, 2), true);
+        w.gift(hour, gift(3, 30, 3), true);
+        let day = TimeWindow::of_hour(WindowKind::Day, hour);
+        let key = creator_top_window_key(CreatorId(7), day);
+        let expiry = Op::Expire(key.clone(), expire_at_ms(&config(), day) / 1000);
+        assert_eq!(
+            day_ops(&mut w, hour),
+            vec![
+                expiry.clone(),
+                Op::Set(key.clone(), 1, 50),
+                Op::Set(key.clone(), 2, 40)
+            ]
+        );
+        // User 3 passes user 2: 3 enters, 2 leaves.
+        w.gift(hour, gift(3, 15, 4), true);
+        assert_eq!(
+            day_ops(&mut w, hour),
+            vec![
+                expiry.clone(),
+                Op::Remove(key.clone(), 2),
+                Op::Set(key.clone(), 3, 45)
+            ]
+        );
+        // User 1's 50 coins reversed: it leaves, user 2 (outside the list) comes back.
+        w.reverse(hour, gift(1, 50, 5), true);
+        assert_eq!(
+            day_ops(&mut w, hour),
+            vec![expiry, Op::Remove(key.clone(), 1), Op::Set(key, 2, 40)]
+        );
+        // Nothing changed: nothing written.
+        assert_eq!(day_ops(&mut w, hour), vec![]);
+        assert_eq!(
+            expire_at_ms(&config(), day),
+            day.end_ms() + 14 * 86_400_000,
+            "the window's end + its 14 days"
+        );
+    }
+}
