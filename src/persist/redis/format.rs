@@ -410,7 +410,7 @@ mod tests {
         };
         let v6 = JournalBatch::from_entries(std::slice::from_ref(&purchase)).encode();
         assert_eq!(v6[0], JOURNAL_VERSION);
-        assert_eq!(v6[0], 7);
+        assert_eq!(v6[0], 8);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![purchase.clone()]);
         // Format 5 is format 6 without reversals or video gifts: same bytes but the
@@ -549,19 +549,38 @@ mod tests {
             })),
             ..reversal.clone()
         };
-        let v7 = JournalBatch::from_entries(&[reversal.clone(), on_video.clone()]).encode();
-        assert_eq!(v7[0], 7);
+        let mut v7 = JournalBatch::from_entries(&[reversal.clone(), on_video.clone()]).encode();
+        assert_eq!(v7[0], 8);
+        // Format 7 is format 8 without battles: same bytes but the version.
+        v7[0] = 7;
         let back = JournalBatch::decode(&v7).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![reversal, on_video.clone()]);
         let record = JournalBatch::from_entries(std::slice::from_ref(&on_video)).records[0];
         assert_eq!(protocol::encode(&record.event)[0], 14, "kind 14");
+        // Format 8: a battle, kind 15.
+        let streams = [crate::engine::StreamId(1), crate::engine::StreamId(2)];
+        let battle = LogEntry {
+            seq: 14,
+            stamp: Stamp(1_796_083_200_009),
+            event: Event::Battle(
+                crate::engine::Battle::new(crate::engine::BattleId(9), &streams, 10, 20).unwrap(),
+            ),
+            outcome: Outcome::new(14, Status::Accepted(Effect::Stored), false),
+            totals: None,
+            reversed: None,
+        };
+        let v8 = JournalBatch::from_entries(std::slice::from_ref(&battle)).encode();
+        let back = JournalBatch::decode(&v8).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![battle.clone()]);
+        let record = JournalBatch::from_entries(std::slice::from_ref(&battle)).records[0];
+        assert_eq!(protocol::encode(&record.event)[0], 15, "kind 15");
 
-        let mut v8 = v3.clone();
-        v8[0] = 8;
-        let err = JournalBatch::decode(&v8)
+        let mut v9 = v3.clone();
+        v9[0] = 9;
+        let err = JournalBatch::decode(&v9)
             .unwrap()
             .into_entries()
             .unwrap_err();
-        assert!(err.to_string().contains("version 8"), "{err}");
+        assert!(err.to_string().contains("version 9"), "{err}");
     }
 }
