@@ -438,7 +438,7 @@ mod tests {
             reversed: None,
         };
         let v6 = JournalBatch::from_entries(std::slice::from_ref(&video_gift)).encode();
-        assert_eq!(v6[0], 7);
+        assert_eq!(v6[0], JOURNAL_VERSION);
         let back = JournalBatch::decode(&v6).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![video_gift.clone()]);
 
