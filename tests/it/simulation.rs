@@ -742,7 +742,7 @@ impl Model {
             (Event::Gift(g), Status::Accepted(_)) => self.battle_gift(g, self.last_seq, stamp),
             (Event::GiftReversal(r), Status::Accepted(_)) => {
                 if let Some(GiftTarget::Stream(stream)) =
-                    self.gift_records.get(&r.gift).map(|g| g.target)
+                    self.gift_records.get(&(r.sender, r.gift)).map(|g| g.target)
                 {
                     self.battle_reversal(r, stream, self.last_seq, stamp);
                 }

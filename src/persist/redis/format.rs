@@ -559,6 +559,23 @@ mod tests {
         assert_eq!(back, vec![reversal.clone(), on_video.clone()]);
         let record = JournalBatch::from_entries(std::slice::from_ref(&on_video)).records[0];
         assert_eq!(protocol::encode(&record.event)[0], 14, "kind 14");
+        // Format 8: a battle, kind 15.
+        let streams = [crate::engine::StreamId(1), crate::engine::StreamId(2)];
+        let battle = LogEntry {
+            seq: 14,
+            stamp: Stamp(1_796_083_200_009),
+            event: Event::Battle(
+                crate::engine::Battle::new(crate::engine::BattleId(9), &streams, 10, 20).unwrap(),
+            ),
+            outcome: Outcome::new(14, Status::Accepted(Effect::Stored), false),
+            totals: None,
+            reversed: None,
+        };
+        let v8 = JournalBatch::from_entries(std::slice::from_ref(&battle)).encode();
+        let back = JournalBatch::decode(&v8).unwrap().into_entries().unwrap();
+        assert_eq!(back, vec![battle.clone()]);
+        let record = JournalBatch::from_entries(std::slice::from_ref(&battle)).records[0];
+        assert_eq!(protocol::encode(&record.event)[0], 15, "kind 15");
 
         // Format 9: a reversal whose gift's hour is known (kind 16), on a stream and on
         // a video, reads back with its hour.
