@@ -242,7 +242,10 @@ fn some_events(from: u128, users: std::ops::Range<u64>) -> Vec<Event> {
 fn through_the_journal(log: &[LogEntry]) -> Vec<LogEntry> {
     let bytes = JournalBatch::from_entries(log).encode();
     assert_eq!(bytes[0], JOURNAL_VERSION, "the current journal format");
-    assert_eq!(bytes[0], 9, "journal format 9 (7 plus battles, reversals with their gift's hour)");
+    assert_eq!(
+        bytes[0], 9,
+        "journal format 9 (7 plus battles, reversals with their gift's hour)"
+    );
     assert_eq!(
         bytes[0],
         giftstream::persist::redis::JOURNAL_VERSION,

@@ -394,7 +394,10 @@ fn reversals_racing_payouts_conserve_and_replay() {
     );
     // Through the journal's format and back, replayed: the same state.
     let bytes = JournalBatch::from_entries(&log).encode();
-    assert_eq!(bytes[0], 9, "journal format 9 (reversals carry their gift's hour)");
+    assert_eq!(
+        bytes[0], 9,
+        "journal format 9 (reversals carry their gift's hour)"
+    );
     let read = JournalBatch::decode(&bytes)
         .unwrap()
         .into_entries()
