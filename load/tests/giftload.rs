@@ -149,7 +149,9 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
         [
             "battles",
             "caps",
+            "change-stream",
             "chargebacks",
+            "history",
             "hold",
             "hot-creator",
             "hot-from-start",
@@ -160,6 +162,7 @@ fn shipped_scenarios_parse_and_bad_ones_name_the_key() {
             "refunds",
             "uniform",
             "videos",
+            "windows",
             "zipf"
         ]
     );
