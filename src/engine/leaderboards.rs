@@ -40,6 +40,9 @@
 //! dropped it. Memory is bounded by the distinct (window, gifter) pairs of the retained
 //! windows (per pair one 32-byte map entry per target kind, plus a top-K entry while
 //! listed; `benches/memory.rs` measures the figure).
+//!
+//! Size: the sender shards' windows, the creator books' windows and their tests are
+//! one structure (the same retention and tie rule), read together.
 
 use std::collections::BTreeMap;
 

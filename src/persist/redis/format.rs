@@ -2,6 +2,9 @@
 //! one field `b` holding a [`JournalBatch`] in the bincode format (the "standard"
 //! configuration: little-endian, variable-length integers). Older formats (1 to 3)
 //! still read. The records are the journal's own types ([`super::record`]).
+//!
+//! Size: the batch encoding and the one test that reads every older version back are one
+//! on-disk contract.
 
 use bincode::config::{Configuration, LittleEndian, Varint};
 use bincode::{Decode, Encode};
