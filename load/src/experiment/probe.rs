@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::experiment::lab_args::LabArgs;
 use crate::experiment::{Lab, Loop, own_cpu_seconds, parse_setting, percentiles_ms, spec_of};
-use crate::harness::{Edit, Redis, RedisOptions, cpu_seconds};
+use crate::harness::{Edit, Redis, RedisOptions, cpu_seconds, thread_cpu_seconds};
 use crate::runner::{self, RunOptions};
 
 /// README's journal policy: no AOF rewrite in a run of a few minutes.
@@ -161,6 +161,7 @@ fn tail(lab: &Lab, a: &TailArgs) -> anyhow::Result<()> {
         )
     };
     let before = cpu();
+    let threads_before = thread_cpu_seconds(serve.pid());
     let t0 = Instant::now();
     let rewrite = a
         .rewrite_at
@@ -172,6 +173,7 @@ fn tail(lab: &Lab, a: &TailArgs) -> anyhow::Result<()> {
     let load_end = Instant::now();
     let rewrite = rewrite.and_then(|h| h.join().ok().flatten());
     let after = cpu();
+    let threads_after = thread_cpu_seconds(serve.pid());
     let m = serve.metrics();
     let [p50, p99, p999] = percentiles_ms(&s);
     println!(
@@ -185,6 +187,14 @@ fn tail(lab: &Lab, a: &TailArgs) -> anyhow::Result<()> {
         after.2 - before.2,
         after.3 - before.3
     );
+    // Where giftstream's CPU went, by thread name (threads that ended are not counted).
+    let threads: Vec<String> = threads_after
+        .iter()
+        .map(|(name, s)| (name, s - threads_before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, s)| *s >= 0.01)
+        .map(|(name, s)| format!("{name} {s:.2}"))
+        .collect();
+    println!("giftstream cpu s by thread: {}", threads.join(", "));
     for name in [
         "giftstream_commit_duration_seconds",
         "giftstream_ingest_duration_seconds",
@@ -238,9 +248,11 @@ fn redis_report(r: &Redis) {
     let port = r.port;
     let stats: String = r.query(&["INFO", "commandstats"]).unwrap_or_default();
     for l in stats.lines().filter(|l| {
-        ["evalsha", "xadd", "xrange"]
-            .iter()
-            .any(|c| l.starts_with(&format!("cmdstat_{c}:")))
+        [
+            "evalsha", "xadd", "xrange", "zadd", "zrem", "expireat", "hset", "hincrby",
+        ]
+        .iter()
+        .any(|c| l.starts_with(&format!("cmdstat_{c}:")))
     }) {
         println!("redis {port}: {l}");
     }

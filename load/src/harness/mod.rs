@@ -14,6 +14,6 @@ mod redis_server;
 mod serve;
 
 pub use config::{Edit, ServerConfig};
-pub use process::{WorkDir, children, cpu_seconds, free_port, status_mb};
+pub use process::{WorkDir, children, cpu_seconds, free_port, status_mb, thread_cpu_seconds};
 pub use redis_server::{Fsync, Redis, RedisCluster, RedisOptions};
 pub use serve::{Metrics, Serve, ServeOptions, http_get};

@@ -66,6 +66,31 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks / clock_ticks_per_second()
 }
 
+/// CPU seconds per thread name of process `pid` (its threads' `comm`, e.g. the
+/// projector's or tokio's workers), summed over threads of one name.
+pub fn thread_cpu_seconds(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("?", |(_, n)| n).to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime, stime (a thread has no children of its own).
+        let ticks: f64 = (11..13)
+            .filter_map(|i| fields.get(i)?.parse::<f64>().ok())
+            .sum();
+        *by_name.entry(name).or_insert(0.0) += ticks / clock_ticks_per_second();
+    }
+    by_name
+}
+
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

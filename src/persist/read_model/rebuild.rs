@@ -52,7 +52,7 @@ pub async fn rebuild(
         unlink_all(conn, layout, bucket).await?;
         for chunk in ops.chunks(REBUILD_COMMANDS_PER_PIPELINE) {
             let mut pipe = redis::pipe();
-            for op in chunk {
+            for (i, op) in chunk.iter().enumerate() {
                 match op {
                     Op::Hash(k, fields) => {
                         pipe.hset_multiple(format!("{prefix}{k}"), fields).ignore()
@@ -60,11 +60,20 @@ pub async fn rebuild(
                     Op::Set(k, m, s) => pipe
                         .zadd(format!("{prefix}{k}"), *m, s.to_string())
                         .ignore(),
-                    Op::Expire(k, at_s) => pipe
-                        .cmd("EXPIREAT")
-                        .arg(format!("{prefix}{k}"))
-                        .arg(*at_s)
-                        .ignore(),
+                    Op::SetExpiring(k, m, s, at_s) => {
+                        pipe.zadd(format!("{prefix}{k}"), *m, s.to_string())
+                            .ignore();
+                        // Once per key: after its last member in this pipeline (a crash
+                        // part-way leaves the format unset, so the next start rebuilds).
+                        let last = chunk.get(i + 1).is_none_or(|next| next.key() != k.as_str());
+                        if last {
+                            pipe.cmd("EXPIREAT")
+                                .arg(format!("{prefix}{k}"))
+                                .arg(*at_s)
+                                .ignore();
+                        }
+                        &mut pipe
+                    }
                     Op::Remove(..) | Op::Merge(..) => {
                         unreachable!("a single node's rebuild writes absolute values")
                     }

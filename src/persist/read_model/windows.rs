@@ -19,9 +19,13 @@
 //! whose score changed, `ZREM` of each member that left (pushed out, or lowered out by a
 //! reversal — a gifter outside the list that a reversal brings in is known here, so,
 //! unlike the all-time lists, the windowed lists in Redis are exact after a reversal
-//! too), and `EXPIREAT` (the window's end plus its retention: one window of its kind
-//! after the engine stops serving it, so Redis never drops a window the engine still
-//! serves). A key touched by an entry older than the copied totals (a start's catch-up)
+//! too), and, the first time this projector writes the key, `EXPIREAT` (the window's
+//! end plus its retention: one window of its kind after the engine stops serving it, so
+//! Redis never drops a window the engine still serves) in the same script call as its
+//! `ZADD` ([`Op::SetExpiring`]: no crash between chunks leaves a key without its expiry,
+//! review W2). After that a key keeps its expiry (its value is the window's), so it is not
+//! sent again — until its list is emptied (Redis deletes an empty key) or the projector
+//! restarts. A key touched by an entry older than the copied totals (a start's catch-up)
 //! is written whole and reconciled (its other members removed).
 //!
 //! # Ties
@@ -118,6 +122,9 @@ pub(super) struct Windows {
     dirty: FxHashMap<(TimeWindow, Board), Dirty>,
     /// A bound on the operations `dirty` makes ([`Windows::ops`]).
     dirty_ops: usize,
+    /// Keys this projector gave their expiry (written with it, not emptied since), of
+    /// retained windows.
+    expiring: FxHashSet<(TimeWindow, Board)>,
 }
 
 impl Windows {
@@ -137,6 +144,7 @@ impl Windows {
             boards: BTreeMap::new(),
             dirty: FxHashMap::default(),
             dirty_ops: 0,
+            expiring: FxHashSet::default(),
         };
         let kept = |t: TimeWindow| window_retained(&view.config, t, view.newest_hour);
         for &(t, c, u, s) in &view.creator_pairs {
@@ -210,9 +218,10 @@ impl Windows {
     fn touch(&mut self, window: TimeWindow, board: Board, member: u64, fresh: bool) {
         let boards = self.boards.get(&window);
         let ops = &mut self.dirty_ops;
+        let expiring = self.expiring.contains(&(window, board));
         let d = self.dirty.entry((window, board)).or_insert_with(|| {
-            // Its expiry, and a removal per member that may leave.
-            *ops += 1;
+            // Its expiry (the first time), and a removal per member that may leave.
+            *ops += usize::from(!expiring);
             Dirty {
                 before: Some(
                     boards
@@ -256,6 +265,8 @@ impl Windows {
             // (The operations bound stays: an over-estimate until the write.)
             self.dirty
                 .retain(|&(w, _), _| window_retained(config, w, newest));
+            self.expiring
+                .retain(|&(w, _)| window_retained(config, w, newest));
         }
         let k = self.top_k;
         let windows: Vec<TimeWindow> = self.windows_of(hour).collect();
@@ -353,15 +364,24 @@ impl Windows {
             let after = boards.list(board);
             let out = &mut ops[bucket];
             let listed: FxHashSet<u64> = after.iter().map(|e| e.1).collect();
+            // The key's expiry with its scores, the first time (module doc).
+            let expire_at =
+                (!self.expiring.contains(&(w, board))).then(|| expire_at_s(&self.config, w));
             let set = |out: &mut Vec<Op>, (score, id): (Score, u64)| {
                 let coins = u128::from(score.coins);
-                out.push(Op::Set(key.clone(), id, coins.min(SCORE_MAX)));
+                let capped = coins.min(SCORE_MAX);
+                out.push(match expire_at {
+                    Some(at) => Op::SetExpiring(key.clone(), id, capped, at),
+                    None => Op::Set(key.clone(), id, capped),
+                });
                 u64::from(coins > SCORE_MAX)
             };
+            let mut sets = 0;
             match &d.before {
                 None => {
                     for &e in after {
                         saturated += set(out, e);
+                        sets += 1;
                     }
                     reconcile.push((bucket, key.clone(), listed));
                 }
@@ -369,6 +389,7 @@ impl Windows {
                     for &e in after {
                         if !before.contains(&e.1) || d.changed.contains(&e.1) {
                             saturated += set(out, e);
+                            sets += 1;
                         }
                     }
                     for &id in before.iter().filter(|id| !listed.contains(id)) {
@@ -376,7 +397,12 @@ impl Windows {
                     }
                 }
             }
-            out.push(Op::Expire(key, self.expire_at_s(w)));
+            if after.is_empty() {
+                // Emptied: Redis deletes the key, and its expiry with it.
+                self.expiring.remove(&(w, board));
+            } else if expire_at.is_some() && sets > 0 {
+                self.expiring.insert((w, board));
+            }
         }
         saturated
     }
@@ -396,11 +422,11 @@ impl Windows {
                     continue;
                 }
                 let (bucket, key) = self.key(w, board);
+                let at = expire_at_s(&self.config, w);
                 for &(score, id) in list {
                     let coins = u128::from(score.coins).min(SCORE_MAX);
-                    ops[bucket].push(Op::Set(key.clone(), id, coins));
+                    ops[bucket].push(Op::SetExpiring(key.clone(), id, coins, at));
                 }
-                ops[bucket].push(Op::Expire(key, self.expire_at_s(w)));
             }
         }
     }
@@ -413,11 +439,11 @@ impl Windows {
             Board::Creators(b) => (b, top_creators_window_key(window)),
         }
     }
+}
 
-    /// When `window`'s keys expire (UTC seconds): [`expire_at_ms`].
-    fn expire_at_s(&self, window: TimeWindow) -> u64 {
-        expire_at_ms(&self.config, window) / 1000
-    }
+/// When `window`'s keys expire (UTC seconds): [`expire_at_ms`].
+fn expire_at_s(config: &WindowsConfig, window: TimeWindow) -> u64 {
+    expire_at_ms(config, window) / 1000
 }
 
 /// When a window's keys expire (UTC ms): its end plus its retention (the windows of its
@@ -511,10 +537,11 @@ mod tests {
         mine
     }
 
-    /// A write holds the members that entered or moved and the ones that left, then the
-    /// key's expiry; a reversal that lowers a listed gifter out brings the next one in.
+    /// A write holds the members that entered or moved and the ones that left; the key's
+    /// expiry travels with its first scores only (and again once the key was emptied); a
+    /// reversal that lowers a listed gifter out brings the next one in.
     #[test]
-    fn a_write_holds_what_entered_moved_and_left_and_the_expiry() {
+    fn a_write_holds_what_entered_moved_and_left_and_the_expiry_once() {
         let hour = 493_000;
         let mut w = windows(2);
         w.gift(hour, gift(1, 50, 1), true);
@@ -522,33 +549,41 @@ mod tests {
         w.gift(hour, gift(3, 30, 3), true);
         let day = TimeWindow::of_hour(WindowKind::Day, hour);
         let key = creator_top_window_key(CreatorId(7), day);
-        let expiry = Op::Expire(key.clone(), expire_at_ms(&config(), day) / 1000);
+        let at = expire_at_ms(&config(), day) / 1000;
         assert_eq!(
             day_ops(&mut w, hour),
             vec![
-                expiry.clone(),
-                Op::Set(key.clone(), 1, 50),
-                Op::Set(key.clone(), 2, 40)
+                Op::SetExpiring(key.clone(), 1, 50, at),
+                Op::SetExpiring(key.clone(), 2, 40, at)
             ]
         );
-        // User 3 passes user 2: 3 enters, 2 leaves.
+        // User 3 passes user 2: 3 enters, 2 leaves; the key has its expiry already.
         w.gift(hour, gift(3, 15, 4), true);
         assert_eq!(
             day_ops(&mut w, hour),
-            vec![
-                expiry.clone(),
-                Op::Remove(key.clone(), 2),
-                Op::Set(key.clone(), 3, 45)
-            ]
+            vec![Op::Remove(key.clone(), 2), Op::Set(key.clone(), 3, 45)]
         );
         // User 1's 50 coins reversed: it leaves, user 2 (outside the list) comes back.
         w.reverse(hour, gift(1, 50, 5), true);
         assert_eq!(
             day_ops(&mut w, hour),
-            vec![expiry, Op::Remove(key.clone(), 1), Op::Set(key, 2, 40)]
+            vec![Op::Remove(key.clone(), 1), Op::Set(key.clone(), 2, 40)]
         );
         // Nothing changed: nothing written.
         assert_eq!(day_ops(&mut w, hour), vec![]);
+        // Every gift reversed: the key is emptied (Redis deletes it), so the next gift
+        // writes the expiry again.
+        w.reverse(hour, gift(2, 40, 6), true);
+        w.reverse(hour, gift(3, 45, 7), true);
+        assert_eq!(
+            day_ops(&mut w, hour),
+            vec![Op::Remove(key.clone(), 2), Op::Remove(key.clone(), 3)]
+        );
+        w.gift(hour, gift(4, 10, 8), true);
+        assert_eq!(
+            day_ops(&mut w, hour),
+            vec![Op::SetExpiring(key.clone(), 4, 10, at)]
+        );
         assert_eq!(
             expire_at_ms(&config(), day),
             day.end_ms() + 14 * 86_400_000,

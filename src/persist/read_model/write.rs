@@ -19,7 +19,9 @@ pub(super) const REBUILD_COMMANDS_PER_PIPELINE: usize = 10_000;
 /// from, to, prefix, score max, node ("" for a single node), last chunk ("1" or "0"),
 /// writer token, then operations: `H key n field value ...`
 /// (HSET of n fields), `A key n score member ...` (ZADD of n members), `R key n member
-/// ...` (ZREM of n members), `X key seconds` (EXPIREAT), `M key member
+/// ...` (ZREM of n members), `E key seconds n score member ...` (ZADD of n
+/// members, then EXPIREAT in the same call: a windowed key never exists without its
+/// expiry, whatever chunk a crash stops at), `M key member
 /// n field value ...` (this node's contribution to n merged
 /// fields; `member` not "": `top-creators` moves with `diamonds_total`). `from` = 0 is a
 /// rebuild: no check, `seq` left alone.
@@ -59,9 +61,11 @@ while i <= #ARGV do
     local n = tonumber(ARGV[i + 2])
     redis.call('ZADD', k, unpack(ARGV, i + 3, i + 2 + 2 * n))
     i = i + 3 + 2 * n
-  elseif op == 'X' then
+  elseif op == 'E' then
+    local n = tonumber(ARGV[i + 3])
+    redis.call('ZADD', k, unpack(ARGV, i + 4, i + 3 + 2 * n))
     redis.call('EXPIREAT', k, ARGV[i + 2])
-    i = i + 3
+    i = i + 4 + 2 * n
   elseif op == 'M' then
     local member = ARGV[i + 2]
     local n = tonumber(ARGV[i + 3])
@@ -101,13 +105,15 @@ pub(super) enum Op {
     Hash(String, Vec<(&'static str, String)>),
     /// ZADD key score member (absolute)
     Set(String, u64, u128),
+    /// ZADD key score member, then EXPIREAT key seconds in the same script call (a
+    /// windowed leaderboard's first write in a projector's life: the key and its expiry
+    /// are created together).
+    SetExpiring(String, u64, u128, u64),
     /// ZREM key member
     Remove(String, u64),
     /// This node's contribution to merged hash fields (held at 2^53); with a member,
     /// `top-creators` moves with `diamonds_total`.
     Merge(String, Option<u64>, Vec<(&'static str, i128)>),
-    /// EXPIREAT key seconds (a windowed leaderboard: after its scores).
-    Expire(String, u64),
 }
 
 impl Op {
@@ -115,28 +121,28 @@ impl Op {
         match self {
             Op::Hash(k, _)
             | Op::Set(k, ..)
+            | Op::SetExpiring(k, ..)
             | Op::Remove(k, _)
-            | Op::Merge(k, ..)
-            | Op::Expire(k, _) => k,
+            | Op::Merge(k, ..) => k,
         }
     }
 
     fn rank(&self) -> u8 {
         match self {
-            Op::Set(..) => 0,
+            Op::Set(..) | Op::SetExpiring(..) => 0,
             Op::Remove(..) => 1,
             Op::Hash(..) => 2,
             Op::Merge(..) => 3,
-            Op::Expire(..) => 4,
         }
     }
 }
 
 /// Orders a window's operations by kind and key, so that each key's scores (and
 /// removals) are one run: one `ZADD` (`ZREM`) per key and chunk. The order of a window's
-/// operations does not matter (every value is absolute, and no member is both set and
-/// removed in one window) but for `EXPIREAT`, which comes last: after the `ZADD` that
-/// may create its key.
+/// operations does not matter: every value is absolute, no member is both set and
+/// removed in one window, and a windowed key's expiry travels with its scores
+/// ([`Op::SetExpiring`]). Scores come before removals, so a key that keeps members is
+/// never emptied (deleted by Redis, with its expiry) part-way through a window.
 pub(super) fn group_by_key(ops: &mut [Op]) {
     ops.sort_unstable_by(|a, b| a.rank().cmp(&b.rank()).then_with(|| a.key().cmp(b.key())));
 }
@@ -316,14 +322,14 @@ pub(super) async fn write(
     let mut rest = ops;
     while let Some(op) = rest.first() {
         let run = match op {
-            Op::Set(k, ..) | Op::Remove(k, ..) => rest
+            Op::Set(k, ..) | Op::SetExpiring(k, ..) | Op::Remove(k, ..) => rest
                 .iter()
                 .take(MEMBERS_PER_CALL)
                 .take_while(|o| {
                     std::mem::discriminant(*o) == std::mem::discriminant(op) && o.key() == k
                 })
                 .count(),
-            Op::Hash(..) | Op::Merge(..) | Op::Expire(..) => 1,
+            Op::Hash(..) | Op::Merge(..) => 1,
         };
         let (now, later) = rest.split_at(run);
         rest = later;
@@ -344,6 +350,16 @@ pub(super) async fn write(
                 }
                 &mut invocation
             }
+            Op::SetExpiring(k, _, _, at_s) => {
+                // A run has one key, so one expiry (the key's window's).
+                invocation.arg("E").arg(k).arg(*at_s).arg(run);
+                for o in now {
+                    if let Op::SetExpiring(_, m, s, _) = o {
+                        invocation.arg(s.to_string()).arg(*m);
+                    }
+                }
+                &mut invocation
+            }
             Op::Remove(k, _) => {
                 invocation.arg("R").arg(k).arg(run);
                 for o in now {
@@ -351,10 +367,6 @@ pub(super) async fn write(
                         invocation.arg(*m);
                     }
                 }
-                &mut invocation
-            }
-            Op::Expire(k, at_s) => {
-                invocation.arg("X").arg(k).arg(*at_s);
                 &mut invocation
             }
             Op::Merge(k, member, fields) => {
