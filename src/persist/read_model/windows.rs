@@ -86,14 +86,31 @@ impl Boards {
     }
 }
 
-/// What changed in one key since the last write.
+/// What changed in one key since the last write. Lists hold at most `top_k` members, so
+/// plain vectors (sorted, searched by halving) stand in for sets: a key is touched by
+/// every gift, and hashing a list's members into a set at each touch and write was most
+/// of the projector's time with windows on.
 #[derive(Debug)]
 struct Dirty {
-    /// The members listed before the first change (`None`: write the key whole and
-    /// reconcile it — a catch-up's entry, older than the totals).
-    before: Option<FxHashSet<u64>>,
-    /// Members whose score changed.
-    changed: FxHashSet<u64>,
+    /// The members listed before the first change, sorted (`None`: write the key whole
+    /// and reconcile it — a catch-up's entry, older than the totals).
+    before: Option<Vec<u64>>,
+    /// Members whose score changed (repeats allowed; sorted and deduplicated at the
+    /// write, or when it grows past [`Dirty::COMPACT_AT`] entries).
+    changed: Vec<u64>,
+    /// This key's share of [`Windows::ops`]: its expiry, and two operations per changed
+    /// member (its score, the member it may push out) up to `2 x top_k`.
+    ops: usize,
+}
+
+impl Dirty {
+    /// `changed` is compacted at this length (a hot key's repeats).
+    const COMPACT_AT: usize = 1024;
+
+    fn compact(&mut self) {
+        self.changed.sort_unstable();
+        self.changed.dedup();
+    }
 }
 
 /// A gift or a reversal as the windows count it.
@@ -217,38 +234,43 @@ impl Windows {
     /// Notes that `board` of `window` changes (its members before the first change).
     fn touch(&mut self, window: TimeWindow, board: Board, member: u64, fresh: bool) {
         let boards = self.boards.get(&window);
-        let ops = &mut self.dirty_ops;
-        let expiring = self.expiring.contains(&(window, board));
+        let expiring = &self.expiring;
         let d = self.dirty.entry((window, board)).or_insert_with(|| {
-            // Its expiry (the first time), and a removal per member that may leave.
-            *ops += usize::from(!expiring);
+            let mut before: Vec<u64> = boards
+                .map(|b| b.list(board).iter().map(|e| e.1).collect())
+                .unwrap_or_default();
+            before.sort_unstable();
             Dirty {
-                before: Some(
-                    boards
-                        .map(|b| b.list(board).iter().map(|e| e.1).collect())
-                        .unwrap_or_default(),
-                ),
-                changed: FxHashSet::default(),
+                before: Some(before),
+                changed: Vec::new(),
+                // Its expiry, the first time.
+                ops: usize::from(!expiring.contains(&(window, board))),
             }
         });
-        if !fresh {
-            if d.before.is_some() {
-                // Written whole: its list.
-                *ops += self.top_k;
-            }
+        let cap = 2 * self.top_k + 1;
+        let ops = if !fresh {
             d.before = None;
-        } else if d.changed.insert(member) {
-            // Its score, and the member it may push out.
-            *ops += 2;
+            // Written whole: its list and its expiry.
+            cap
+        } else {
+            if d.changed.len() >= Dirty::COMPACT_AT {
+                d.compact();
+            }
+            d.changed.push(member);
+            (d.ops + 2).min(cap)
+        };
+        if ops > d.ops {
+            self.dirty_ops += ops - d.ops;
+            d.ops = ops;
         }
     }
 
     /// The windows holding `hour` that are kept.
-    fn windows_of(&self, hour: u32) -> impl Iterator<Item = TimeWindow> + '_ {
-        WindowKind::ALL
-            .into_iter()
-            .map(move |kind| TimeWindow::of_hour(kind, hour))
-            .filter(|&w| window_retained(&self.config, w, self.newest_hour))
+    fn windows_of(&self, hour: u32) -> [Option<TimeWindow>; 4] {
+        WindowKind::ALL.map(|kind| {
+            let w = TimeWindow::of_hour(kind, hour);
+            window_retained(&self.config, w, self.newest_hour).then_some(w)
+        })
     }
 
     /// Counts an accepted gift stamped in the hour `hour` (`fresh`: not in the copied
@@ -269,8 +291,7 @@ impl Windows {
                 .retain(|&(w, _)| window_retained(config, w, newest));
         }
         let k = self.top_k;
-        let windows: Vec<TimeWindow> = self.windows_of(hour).collect();
-        for w in windows {
+        for w in self.windows_of(hour).into_iter().flatten() {
             if let Some(c) = g.creator {
                 self.touch(w, Board::Creator(c), g.sender.0, fresh);
                 if fresh {
@@ -355,7 +376,8 @@ impl Windows {
         let mut saturated = 0;
         let dirty = std::mem::take(&mut self.dirty);
         self.dirty_ops = 0;
-        for ((w, board), d) in dirty {
+        for ((w, board), mut d) in dirty {
+            d.compact();
             // A window dropped since: Redis expires it by itself.
             let Some(boards) = self.boards.get(&w) else {
                 continue;
@@ -363,7 +385,9 @@ impl Windows {
             let (bucket, key) = self.key(w, board);
             let after = boards.list(board);
             let out = &mut ops[bucket];
-            let listed: FxHashSet<u64> = after.iter().map(|e| e.1).collect();
+            let mut listed: Vec<u64> = after.iter().map(|e| e.1).collect();
+            listed.sort_unstable();
+            let has = |sorted: &[u64], id: u64| sorted.binary_search(&id).is_ok();
             // The key's expiry with its scores, the first time (module doc).
             let expire_at =
                 (!self.expiring.contains(&(w, board))).then(|| expire_at_s(&self.config, w));
@@ -383,16 +407,16 @@ impl Windows {
                         saturated += set(out, e);
                         sets += 1;
                     }
-                    reconcile.push((bucket, key.clone(), listed));
+                    reconcile.push((bucket, key.clone(), listed.into_iter().collect()));
                 }
                 Some(before) => {
                     for &e in after {
-                        if !before.contains(&e.1) || d.changed.contains(&e.1) {
+                        if !has(before, e.1) || has(&d.changed, e.1) {
                             saturated += set(out, e);
                             sets += 1;
                         }
                     }
-                    for &id in before.iter().filter(|id| !listed.contains(id)) {
+                    for &id in before.iter().filter(|&&id| !has(&listed, id)) {
                         out.push(Op::Remove(key.clone(), id));
                     }
                 }
