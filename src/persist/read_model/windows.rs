@@ -96,8 +96,11 @@ struct Dirty {
     /// and reconcile it — a catch-up's entry, older than the totals).
     before: Option<Vec<u64>>,
     /// Members whose score changed (repeats allowed; sorted and deduplicated at the
-    /// write, or when it grows past [`Dirty::COMPACT_AT`] entries).
+    /// write, or when it doubles past its last compaction, from [`Dirty::COMPACT_AT`]:
+    /// amortised, as a key like `top-creators` has thousands of distinct members).
     changed: Vec<u64>,
+    /// `changed`'s length that compacts it next.
+    compact_at: usize,
     /// This key's share of [`Windows::ops`]: its expiry, and two operations per changed
     /// member (its score, the member it may push out) up to `2 x top_k`.
     ops: usize,
@@ -110,6 +113,7 @@ impl Dirty {
     fn compact(&mut self) {
         self.changed.sort_unstable();
         self.changed.dedup();
+        self.compact_at = Dirty::COMPACT_AT.max(2 * self.changed.len());
     }
 }
 
@@ -243,6 +247,7 @@ impl Windows {
             Dirty {
                 before: Some(before),
                 changed: Vec::new(),
+                compact_at: Dirty::COMPACT_AT,
                 // Its expiry, the first time.
                 ops: usize::from(!expiring.contains(&(window, board))),
             }
@@ -253,7 +258,7 @@ impl Windows {
             // Written whole: its list and its expiry.
             cap
         } else {
-            if d.changed.len() >= Dirty::COMPACT_AT {
+            if d.changed.len() >= d.compact_at {
                 d.compact();
             }
             d.changed.push(member);
