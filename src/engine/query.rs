@@ -454,8 +454,9 @@ impl Engine {
         TimeWindow::of(kind, Stamp(now))
     }
 
-    /// Whether `window` can be read: windows on, and retained at the ledger's time.
-    fn readable(&self, window: TimeWindow) -> Result<(), WindowError> {
+    /// Whether `window` can be read: windows on, and retained at the ledger's time (a
+    /// cluster node asks before it reads the window from the shared read model).
+    pub fn window_readable(&self, window: TimeWindow) -> Result<(), WindowError> {
         if !self.config.windows.enabled {
             return Err(WindowError::Disabled);
         }
@@ -475,7 +476,7 @@ impl Engine {
         window: TimeWindow,
         limit: usize,
     ) -> Result<Vec<(UserId, u128)>, WindowError> {
-        self.readable(window)?;
+        self.window_readable(window)?;
         Ok(self.gifters_in(limit, |s| s.creator_top(window, creator).to_vec()))
     }
 
@@ -486,7 +487,7 @@ impl Engine {
         window: TimeWindow,
         limit: usize,
     ) -> Result<Vec<(UserId, u128)>, WindowError> {
-        self.readable(window)?;
+        self.window_readable(window)?;
         Ok(self.gifters_in(limit, |s| s.stream_top(window, stream).to_vec()))
     }
 
@@ -514,7 +515,7 @@ impl Engine {
         window: TimeWindow,
         limit: usize,
     ) -> Result<Vec<(CreatorId, u128)>, WindowError> {
-        self.readable(window)?;
+        self.window_readable(window)?;
         let lists: Vec<Vec<(Score, u64)>> = self
             .creators
             .iter()
@@ -532,7 +533,7 @@ impl Engine {
         creator: CreatorId,
         window: TimeWindow,
     ) -> Result<u128, WindowError> {
-        self.readable(window)?;
+        self.window_readable(window)?;
         let book = self.creators[shard_of(creator.0, self.mask)].lock();
         Ok(u128::from(book.windows.coins(window, creator)))
     }
@@ -545,7 +546,7 @@ impl Engine {
         window: TimeWindow,
         creator: Option<CreatorId>,
     ) -> Result<Vec<(GiftId, GiftCount)>, WindowError> {
-        self.readable(window)?;
+        self.window_readable(window)?;
         let mut all: Vec<(GiftId, GiftCount)> = Vec::new();
         for s in self.senders.iter() {
             let part = s.lock().windows.gift_counts(window, creator);

@@ -111,6 +111,7 @@ fn write_config(dir: &Path, name: &str, nodes: &[Node], partitions: [&str; 2]) -
              [redis]\ncluster = true\nwait_replicas = 1\nwait_timeout_ms = 1000\n\
              [snapshot]\ninterval_ms = 0\nevents = 4000\ntrim_journal = false\n\
              [read_model]\nwindow_ms = 20\nbuckets = {BUCKETS}\nprojectors = 2\n\
+             [engine.windows]\nenabled = true\n\
              [auth]\ntokens = [{{ token = \"{INGEST}\", scopes = [\"ingest\", \"read\"] }}, {{ token = \"{READ}\", scopes = [\"read\"] }}]\n\
              [cluster]\npartitions = 16\nsettle_interval_ms = 200\nnodes = [\n{}\n]\n",
             node_lines.join("\n")
@@ -318,6 +319,8 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
 
     // The same events into one engine: the single-node run.
     let single = support::engine();
+    // The nodes stamp by the wall clock: the day their gifts fall in (windowed reads).
+    let started_ms = giftstream::clock::now().0;
     let mut conn = connect_to(&seed, true).await.unwrap();
     let kill_node_at = batches.len() / 3;
     let kill_master_at = 2 * batches.len() / 3;
@@ -515,6 +518,59 @@ async fn two_nodes_over_a_redis_cluster_equal_one_node() {
             .map(|e| e["coins"].as_u64().unwrap().into())
             .collect();
         assert_eq!(got, want, "node {} top gifters", node.name);
+        // The windowed lists too, from the read model's window keys (every node writes its
+        // own gifters'): all the test's gifts are in today's day window, so its list is the
+        // all-time one — unless the test ran across midnight UTC, when that day holds a part.
+        let day = giftstream::engine::TimeWindow::of(
+            giftstream::engine::WindowKind::Day,
+            giftstream::engine::Stamp(started_ms),
+        );
+        let windowed = read(&format!(
+            "/v1/creators/{}/top-gifters?limit=5&window=day&at={}",
+            c0.0,
+            day.label()
+        ))
+        .await;
+        assert_eq!(windowed["window"]["at"], day.label(), "{windowed}");
+        let got: Vec<u128> = windowed["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["coins"].as_u64().unwrap().into())
+            .collect();
+        let same_day = day.end_ms() > giftstream::clock::now().0;
+        if same_day {
+            assert_eq!(got, want, "node {} day top gifters", node.name);
+        } else {
+            assert!(
+                got.iter().zip(&want).all(|(g, w)| g <= w),
+                "node {}",
+                node.name
+            );
+        }
+        let expired = http
+            .get(format!(
+                "http://127.0.0.1:{}/v1/creators/{}/top-gifters?window=day&at=2020-01-01",
+                node.http, c0.0
+            ))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expired.status().as_u16(), 404);
+        let body: serde_json::Value = expired.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "WINDOW_EXPIRED", "{body}");
+        // Windowed top creators are not in the read model: 501 on a cluster node.
+        let creators = http
+            .get(format!(
+                "http://127.0.0.1:{}/v1/leaderboards/creators?window=day",
+                node.http
+            ))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(creators.status().as_u16(), 501);
         let creator = read(&format!("/v1/creators/{}", c0.0)).await;
         assert_eq!(
             creator["coins_received"].as_u64().map(u128::from),

@@ -15,7 +15,9 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::windows::{LeaderboardQuery, WindowView, leaderboard_query, window_error};
+use super::windows::{
+    LeaderboardQuery, WindowView, leaderboard_query, not_on_a_cluster, window_error,
+};
 use super::{ApiError, Caller, ErrorBody, authorize, path};
 use crate::config::Scope;
 use crate::engine::{CreatorId, StreamId, UserId, date_label, iso_week_label};
@@ -241,7 +243,7 @@ pub(super) fn gifters(list: Vec<(UserId, u128)>) -> Json<TopGiftersResponse> {
 /// day, ISO week or month (`window`, `at`; ties by who reached the total first).
 #[utoipa::path(get, path = "/v1/creators/{id}/top-gifters", tag = "leaderboards",
     params(("id" = u64, Path, description = "Creator id"), LeaderboardQuery), security(("bearer" = [])),
-    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "WINDOW_EXPIRED (past retention) or WINDOWS_DISABLED", body = ErrorBody), (status = 501, description = "WINDOWS_UNAVAILABLE: a cluster node asked for a window", body = ErrorBody)))]
+    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "WINDOW_EXPIRED (past retention) or WINDOWS_DISABLED", body = ErrorBody), (status = 503, description = "UNAVAILABLE: a cluster node cannot read the shared read model", body = ErrorBody)))]
 pub(super) async fn get_creator_top(
     State(service): State<Arc<Service>>,
     caller: Caller,
@@ -252,6 +254,14 @@ pub(super) async fn get_creator_top(
     let creator = CreatorId(path(id)?);
     let (limit, window) = leaderboard_query(&service, q)?;
     if let Some(w) = window {
+        if let Some(reader) = &service.shared_reads {
+            service
+                .engine
+                .window_readable(w)
+                .map_err(|e| window_error(e, w))?;
+            let top = reader.creator_top_gifters_in(creator, w, limit).await;
+            return windowed_gifters(top.map_err(shared_read_error)?, w);
+        }
         let top = service.engine.creator_top_gifters_in(creator, w, limit);
         return windowed_gifters(top.map_err(|e| window_error(e, w))?, w);
     }
@@ -266,7 +276,7 @@ pub(super) async fn get_creator_top(
 /// (as a creator's).
 #[utoipa::path(get, path = "/v1/streams/{id}/top-gifters", tag = "leaderboards",
     params(("id" = u64, Path, description = "Stream id"), LeaderboardQuery), security(("bearer" = [])),
-    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "WINDOW_EXPIRED (past retention) or WINDOWS_DISABLED", body = ErrorBody), (status = 501, description = "WINDOWS_UNAVAILABLE: a cluster node asked for a window", body = ErrorBody)))]
+    responses((status = 200, body = TopGiftersResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "WINDOW_EXPIRED (past retention) or WINDOWS_DISABLED", body = ErrorBody), (status = 503, description = "UNAVAILABLE: a cluster node cannot read the shared read model", body = ErrorBody)))]
 pub(super) async fn get_stream_top(
     State(service): State<Arc<Service>>,
     caller: Caller,
@@ -277,6 +287,14 @@ pub(super) async fn get_stream_top(
     let stream = StreamId(path(id)?);
     let (limit, window) = leaderboard_query(&service, q)?;
     if let Some(w) = window {
+        if let Some(reader) = &service.shared_reads {
+            service
+                .engine
+                .window_readable(w)
+                .map_err(|e| window_error(e, w))?;
+            let top = reader.stream_top_gifters_in(stream, w, limit).await;
+            return windowed_gifters(top.map_err(shared_read_error)?, w);
+        }
         let top = service.engine.stream_top_gifters_in(stream, w, limit);
         return windowed_gifters(top.map_err(|e| window_error(e, w))?, w);
     }
@@ -330,6 +348,7 @@ pub(super) async fn get_top_creators(
 ) -> Result<Json<CreatorsLeaderboard>, ApiError> {
     authorize(&service, &caller, Scope::Read)?;
     let (limit, window) = leaderboard_query(&service, q)?;
+    not_on_a_cluster(&service, window)?;
     if let Some(w) = window {
         let top = service.engine.top_creators_in(w, limit);
         let entries = top

@@ -8,8 +8,12 @@
 //! `window` a route answers all-time, as before. Errors: a bad `window` or `at` (or
 //! `at` without `window`) is 400 `INVALID_PARAMETER`; a window older than its kind's
 //! retention is 404 `WINDOW_EXPIRED`; windows turned off (`engine.windows.enabled`) are
-//! 404 `WINDOWS_DISABLED`; a cluster node (whose leaderboards come from the shared read
-//! model, which holds no windows yet) answers 501 `WINDOWS_UNAVAILABLE`.
+//! 404 `WINDOWS_DISABLED`. A cluster node reads a creator's or a stream's windowed top
+//! gifters from the shared read model (each node writes its own gifters' lists into the
+//! window's key: the best of their union is the cluster's, as for the all-time lists),
+//! after checking the window against its own retention; the windowed top creators and
+//! gift popularity are not in the read model (a creator's coins are contributions of
+//! several nodes), so there they answer 501 `WINDOWS_UNAVAILABLE`.
 
 use std::sync::Arc;
 
@@ -108,14 +112,23 @@ fn parse_window(
             })
         }
     };
+    Ok(window)
+}
+
+/// 501 `WINDOWS_UNAVAILABLE` on a cluster node for a windowed read the shared read model
+/// does not hold (top creators, gift popularity).
+pub(super) fn not_on_a_cluster(
+    service: &Service,
+    window: Option<TimeWindow>,
+) -> Result<(), ApiError> {
     if window.is_some() && service.shared_reads.is_some() {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "WINDOWS_UNAVAILABLE",
-            "windowed leaderboards are not in the shared read model: a cluster node answers all-time only",
+            "windowed top creators and gift popularity are not in the shared read model: a cluster node answers them all-time only",
         ));
     }
-    Ok(window)
+    Ok(())
 }
 
 fn example(kind: WindowKind) -> &'static str {
@@ -199,6 +212,7 @@ pub(super) async fn get_gift_stats(
     }
     let window =
         parse_window(&service, q.window.as_deref(), q.at.as_deref())?.expect("a window was given");
+    not_on_a_cluster(&service, Some(window))?;
     let stats = service
         .engine
         .gift_stats_in(window, q.creator.map(CreatorId))
