@@ -32,9 +32,11 @@ use crate::persist::journal::JournalError;
 /// version 8 added the PK battle (`JournalEvent::Battle`, kind 15; version 7 batches are
 /// read as they are); version 9 added the accepted gift reversal with its gift's hour
 /// (`JournalEvent::GiftReversalAt`, kind 16, for the read model's windowed leaderboards;
-/// an older batch's reversals read as they are, their gift's hour unknown). A build that
+/// an older batch's reversals read as they are, their gift's hour unknown); version 10
+/// added the PK battle's close (`JournalEvent::BattleClose`, kind 17; version 8 and 9
+/// batches are read as they are, their battles closed by no event). A build that
 /// cannot read a variant refuses the batch by its version, clearly.
-pub const JOURNAL_VERSION: u8 = 9;
+pub const JOURNAL_VERSION: u8 = 10;
 
 /// The decode limit of journal entries (written by this service, capped at
 /// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
