@@ -45,6 +45,7 @@ pub fn routing_key(event: &Event) -> u64 {
         // Battles are refused on a cluster node (`BATTLES_UNAVAILABLE`): routed by their
         // first stream so that a batch holding one is checked like any other.
         Event::Battle(b) => b.streams().first().map_or(0, |s| s.0),
+        Event::BattleClose(c) => c.battle.0,
     }
 }
 

@@ -208,7 +208,7 @@ pub async fn run(
     });
     report_serving(&service, &http_listener, &tcp_listener, tls.is_some())?;
     let tracker = TaskTracker::new();
-    tracker.spawn(battle_ticker(service.clone(), closing.clone()));
+    tracker.spawn(crate::server::closer::run(service.clone(), closing.clone()));
     if let Some(settlement) = settlement {
         start_settlement(&service, settlement, &closing, &tracker);
     }
@@ -599,25 +599,6 @@ fn report_serving(
         "giftstream serving"
     );
     Ok(())
-}
-
-/// Announces in the live feeds the battles that ended on an idle ledger (no committed
-/// run stamped past their end), until the service closes.
-async fn battle_ticker(service: Arc<Service>, mut closing: watch::Receiver<bool>) {
-    use crate::server::sse::{BATTLE_SETTLE_MS, BATTLE_TICK};
-    let mut tick = tokio::time::interval(BATTLE_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = closing.changed() => return,
-        }
-        if *closing.borrow() {
-            return;
-        }
-        let now = service.clock.now().0.saturating_sub(BATTLE_SETTLE_MS);
-        service.feeds.tick_battles(&service.engine, now);
-    }
 }
 
 /// A cluster node's settlement tasks: the reporter and the applier of its inbox.

@@ -152,7 +152,7 @@ impl Engine {
             // gifts): it is answered at the end, as a retry if the id holds its content by
             // then, else EVENT_ID_REUSED.
             fingerprints: events.iter().map(Event::fingerprint).collect(),
-            hashes: events.iter().map(|e| self.id_hash(e.id())).collect(),
+            hashes: events.iter().map(|e| self.event_hash(e)).collect(),
             routes: Vec::with_capacity(events.len()),
             starts: vec![0u32; self.senders.len() + 1],
             order: Vec::new(),
@@ -235,6 +235,7 @@ impl Engine {
         }
         let mut next = first;
         settled.clear();
+        shard.unrecorded_gifts.clear();
         for (block, verdicts) in chunk.chunks(WARM_BLOCK).zip(verdicts.chunks(WARM_BLOCK)) {
             std::hint::black_box(shard.warm(block.iter().map(|&i| &events[i as usize])));
             for (&i, verdict) in block.iter().zip(verdicts) {
@@ -272,7 +273,7 @@ impl Engine {
                         }
                         _ => None,
                     });
-            self.battle_gifts(s, &gate, applied);
+            self.battle_gifts(s, &gate, applied, &shard.unrecorded_gifts);
         }
         self.merge_credits(&mut shard, &gate, batch.stamp);
         drop(gate);

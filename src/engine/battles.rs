@@ -6,25 +6,43 @@
 //! of the journal, and a replay (book events split the sender runs) counts the same.
 //!
 //! - **Score:** per side (stream), the coins of the accepted gifts to it numbered after
-//!   the battle and stamped in `[start_ms, end_ms)`; per gifter the same, ties broken by
-//!   the sequence number that reached the total (earlier first), then the user id.
-//! - **Reversals:** an accepted reversal of a counted gift stamped before `end_ms` lowers
-//!   the side and the gifter (the battle is live); once the battle is **closed** — an
-//!   event applied with the gate exclusive (a battle or a reversal) stamped at or after
-//!   `end_ms` — reversals change nothing: the result is frozen. To know a reversal's gift
-//!   was counted, an open battle keeps its counted gifts' ids while an earnings hold is
-//!   in force (no gift is reversible otherwise), at most [`COUNTED_PER_SHARD_MAX`] per
-//!   sender shard (a shard applies its gifts in sequence order live and in replay, so the
-//!   bound keeps the same ones); a gift past the bound counts, its reversal does not
-//!   lower the battle. Closing drops them.
+//!   the battle and before its close, and stamped in `[start_ms, end_ms)`; per gifter
+//!   the same, ties broken by the sequence number that reached the total (earlier
+//!   first), then the user id.
+//! - **The close** ([`BattleClose`], review B2): an event of its own, applied with the
+//!   gate exclusive, accepted when the battle is held, not closed yet and the close is
+//!   stamped at or after `end_ms` (else `BATTLE_NOT_ENDED` / `BATTLE_NOT_FOUND`,
+//!   recorded). From its number on the result is final: no gift counts (a batch stamped
+//!   before the end may be numbered after the close: it does not), no reversal lowers.
+//!   Idempotent by the battle's state ([`Battles::closed_original`]), never claimed in
+//!   the id index: an early close does not hold the real one off. Journals written
+//!   before closes existed (formats 8 and 9) replay as written: their battles are closed
+//!   by no event.
+//! - **Reversals:** an accepted reversal of a counted gift lowers the side and the
+//!   gifter while the battle is open; once it is **frozen** — at its close, or already at
+//!   an event applied with the gate exclusive (a battle, a close or a reversal) stamped at
+//!   or after `end_ms`, as before closes existed — reversals change nothing. To know a
+//!   reversal's gift was counted, an open battle keeps its counted gifts' ids while an
+//!   earnings hold is in force (no gift is reversible otherwise), at most
+//!   [`COUNTED_PER_SHARD_MAX`] per sender shard (a shard applies its gifts in sequence
+//!   order live and in replay, so the bound keeps the same ones); a gift past the bound
+//!   counts, its reversal does not lower the battle. Only a gift that got a gift record
+//!   of its own is kept (review B3): a sender reusing its own held id keeps the first
+//!   gift's record (`gift_records`, F6), which a reversal of the id reverses — so the
+//!   battle is lowered by exactly the gift reversed (the first's entry stays; the
+//!   second, not reversible by id, has none). Exact, and no memory per gift record (72
+//!   bytes, unchanged): the shard lists the numbers of a chunk's unrecorded gifts.
+//!   Freezing drops them.
 //! - **Bounds:** `engine.battles_max` battles held; an ended one is dropped
 //!   `engine.battle_retention_ms` after its end (judged at the next battle recorded).
 //!   Memory per battle: ~300 bytes + ~48 per (side, gifter) pair + ~56 per counted gift
-//!   id while open under a hold.
+//!   id while open under a hold. A battle is dropped by the retention whether or not it
+//!   was closed (as journals of formats 8 and 9 were written); the service closes
+//!   battles within a fraction of a second of their end, far inside it.
 //!
-//! Size: the battles' state, their rules and the engine's entry points to them (live,
-//! replay, reads) are one contract about what a battle counts; split, the order
-//! arguments of the module doc would be read in two places.
+//! Size: the battles' state, their rules (the battle, its close) and the engine's entry
+//! points to them (live, replay, reads) are one contract about what a battle counts;
+//! split, the order arguments of the module doc would be read in two places.
 //!
 //! Lock order: `Engine::battles` is a leaf, taken under a sender shard (a chunk's gifts)
 //! or with the gate exclusive (battles, reversals); a cut takes it last.
@@ -33,7 +51,8 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::event::{
-    Battle, BattleId, Effect, EventId, Gift, Outcome, RejectCode, Stamp, Status, StreamId, UserId,
+    Battle, BattleClose, BattleId, Effect, EventId, Gift, Outcome, RejectCode, Stamp, Status,
+    StreamId, UserId,
 };
 
 /// Counted gift ids an open battle keeps per sender shard, for reversals (module doc).
@@ -61,6 +80,11 @@ pub(crate) struct BattleBook {
     pub sides: Vec<Side>,
     /// Frozen (module doc): reversals no longer lower it.
     pub closed: bool,
+    /// The number of the accepted [`BattleClose`] (0: not closed by one): from it on no
+    /// gift counts and the result is final. Not in the book's encoding: snapshot format
+    /// 13 appends the closes apart ([`Battles::closes`]; older formats had none).
+    #[serde(skip)]
+    pub close_seq: u64,
     /// While open under a hold: per sender shard, counted gifts by (sender, id) → (side,
     /// coins).
     pub counted: Vec<FxHashMap<(UserId, EventId), (u8, u64)>>,
@@ -92,14 +116,21 @@ pub struct BattleView {
     pub start_ms: u64,
     pub end_ms: u64,
     pub seq: u64,
+    /// The number of its accepted close: the result is final (`None` until closed).
+    pub closed_seq: Option<u64>,
     pub sides: Vec<BattleSideView>,
 }
 
-/// Whether a battle is before, inside or after its window at a time.
+/// Whether a battle is before, inside or after its window at a time, and whether its
+/// result is final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BattleState {
     Scheduled,
     Live,
+    /// The window is over but its close is not committed yet: the scores may still
+    /// change (a gift stamped before the end, numbered before the close).
+    Ending,
+    /// Closed by its close event, committed: the result is final.
     Ended,
 }
 
@@ -108,19 +139,24 @@ impl BattleState {
         match self {
             BattleState::Scheduled => "scheduled",
             BattleState::Live => "live",
+            BattleState::Ending => "ending",
             BattleState::Ended => "ended",
         }
     }
 }
 
 impl BattleView {
-    pub fn state_at(&self, now_ms: u64) -> BattleState {
-        if now_ms < self.start_ms {
+    /// The state at `now_ms` when the events through `committed_through` are durable:
+    /// `ended` only once its close is (review B2: the result never changes after it).
+    pub fn state_at(&self, now_ms: u64, committed_through: u64) -> BattleState {
+        if self.closed_seq.is_some_and(|s| s <= committed_through) {
+            BattleState::Ended
+        } else if now_ms < self.start_ms {
             BattleState::Scheduled
         } else if now_ms < self.end_ms {
             BattleState::Live
         } else {
-            BattleState::Ended
+            BattleState::Ending
         }
     }
 
@@ -197,6 +233,7 @@ impl Battles {
             stamp,
             sides: vec![Side::default(); b.streams().len()],
             closed: false,
+            close_seq: 0,
             counted: Vec::new(),
         };
         for &s in b.streams() {
@@ -216,6 +253,70 @@ impl Battles {
         })
     }
 
+    /// The original outcome of a close of battle `battle` when it is closed already (a
+    /// retry, or the service's close after a client's): the accepted close, as a
+    /// duplicate.
+    pub fn closed_original(&self, battle: BattleId) -> Option<Outcome> {
+        let held = self.held.get(&battle).filter(|h| h.close_seq != 0)?;
+        Some(Outcome {
+            duplicate: true,
+            ..Outcome::new(held.close_seq, Status::Accepted(Effect::Stored), false)
+        })
+    }
+
+    /// Applies close `c` numbered `seq` at `stamp` (gate exclusive; the caller answered
+    /// a close of a closed battle with [`Battles::closed_original`]): accepted when the
+    /// battle is held and `stamp` is at or after its end; every battle ended by `stamp`
+    /// is frozen for reversals too, as by any exclusive event.
+    pub fn close_event(&mut self, c: &BattleClose, seq: u64, stamp: Stamp) -> Outcome {
+        self.close(stamp, None);
+        let code = match self.held.get_mut(&c.battle) {
+            None => Some(RejectCode::BattleNotFound),
+            Some(b) if stamp.0 < b.spec.end_ms() => Some(RejectCode::BattleNotEnded),
+            Some(b) => {
+                debug_assert!(b.closed && b.close_seq == 0);
+                b.close_seq = seq;
+                None
+            }
+        };
+        let status = code.map_or(Status::Accepted(Effect::Stored), Status::Rejected);
+        Outcome::new(seq, status, false)
+    }
+
+    /// The battles held, not closed by a close event, whose window ended at or before
+    /// `now_ms`, oldest end first (the service closes them).
+    pub fn to_close(&self, now_ms: u64) -> Vec<BattleId> {
+        let mut due: Vec<(u64, BattleId)> = self
+            .held
+            .values()
+            .filter(|b| b.close_seq == 0 && b.spec.end_ms() <= now_ms)
+            .map(|b| (b.spec.end_ms(), b.spec.battle))
+            .collect();
+        due.sort_unstable();
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The closes of the battles held, by battle id (snapshot format 13).
+    pub fn closes(&self) -> Vec<(BattleId, u64)> {
+        let mut closes: Vec<(BattleId, u64)> = self
+            .held
+            .iter()
+            .filter(|(_, b)| b.close_seq != 0)
+            .map(|(&id, b)| (id, b.close_seq))
+            .collect();
+        closes.sort_unstable();
+        closes
+    }
+
+    /// Sets the closes from [`Battles::closes`] (a battle no longer held is skipped).
+    pub fn set_closes(&mut self, closes: &[(BattleId, u64)]) {
+        for &(id, seq) in closes {
+            if let Some(b) = self.held.get_mut(&id) {
+                b.close_seq = seq;
+            }
+        }
+    }
+
     fn overlaps(&self, b: &Battle) -> bool {
         b.streams().iter().any(|s| {
             self.by_stream.get(s).is_some_and(|ids| {
@@ -228,7 +329,9 @@ impl Battles {
     }
 
     /// Counts accepted gift `g` (numbered `seq`, stamped `stamp`, `coins`) applied on
-    /// sender shard `shard` of `shards`; `reversible`: an earnings hold is in force.
+    /// sender shard `shard` of `shards`; `reversible`: the gift got a gift record of its
+    /// own (an earnings hold is in force, and it did not reuse its sender's held id:
+    /// review B3), so a reversal of it is a reversal of exactly this gift.
     pub fn gift(
         &mut self,
         (shard, shards): (usize, usize),
@@ -241,7 +344,7 @@ impl Battles {
         };
         for id in ids {
             let b = self.held.get_mut(id).expect("indexed battles are held");
-            if seq <= b.seq || !b.spec.holds(stamp.0) {
+            if seq <= b.seq || b.close_seq != 0 || !b.spec.holds(stamp.0) {
                 continue;
             }
             let Some(side) = b.spec.streams().iter().position(|s| *s == g.stream) else {
@@ -308,20 +411,8 @@ impl Battles {
         let ids = self.by_stream.get(&stream)?;
         ids.iter()
             .map(|id| &self.held[id])
-            .find(|b| b.spec.holds(stamp_ms))
+            .find(|b| b.close_seq == 0 && b.spec.holds(stamp_ms))
             .map(|b| b.view(0))
-    }
-
-    /// Battles whose window ended at or before `now_ms`, oldest end first.
-    pub fn ended_by(&self, now_ms: u64) -> Vec<BattleView> {
-        let mut ended: Vec<BattleView> = self
-            .held
-            .values()
-            .filter(|b| b.spec.end_ms() <= now_ms)
-            .map(|b| b.view(0))
-            .collect();
-        ended.sort_unstable_by_key(|b| (b.end_ms, b.battle));
-        ended
     }
 
     /// Every battle, sorted, for [`super::Engine::state_fingerprint`].
@@ -342,8 +433,8 @@ impl Battles {
                 let mut counted: Vec<_> = b.counted.iter().flat_map(|c| c.iter()).collect();
                 counted.sort_unstable();
                 format!(
-                    "{id:?} {:?} seq {} {:?} closed {} {sides:?} {counted:?}",
-                    b.spec, b.seq, b.stamp, b.closed
+                    "{id:?} {:?} seq {} {:?} closed {} at {} {sides:?} {counted:?}",
+                    b.spec, b.seq, b.stamp, b.closed, b.close_seq
                 )
             })
             .collect();
@@ -420,6 +511,7 @@ impl BattleBook {
             start_ms: self.spec.start_ms,
             end_ms: self.spec.end_ms(),
             seq: self.seq,
+            closed_seq: (self.close_seq != 0).then_some(self.close_seq),
             sides,
         }
     }
@@ -441,8 +533,10 @@ impl super::Engine {
         use std::sync::atomic::Ordering;
 
         use super::window::Claim;
-        let super::Event::Battle(b) = event else {
-            unreachable!("a battle route holds battles")
+        let b = match event {
+            super::Event::Battle(b) => b,
+            super::Event::BattleClose(c) => return self.apply_battle_close(event, c, stamp),
+            _ => unreachable!("a battle route holds battles and their closes"),
         };
         let _gate = self.gate.write();
         let mut battles = self.battles.lock();
@@ -489,11 +583,43 @@ impl super::Engine {
         outcome
     }
 
-    /// Replays a journaled battle with its number (after every earlier event).
+    /// Applies close `c` (live; `event` holds it): the gate exclusive, so every gift is
+    /// numbered before it (counted when stamped inside the window) or after it (never
+    /// counted). Not claimed in the id index (idempotent by the battle's state): a close
+    /// of a closed battle answers the accepted close.
+    fn apply_battle_close(&self, event: &super::Event, c: &BattleClose, stamp: Stamp) -> Outcome {
+        use std::sync::atomic::Ordering;
+        let _gate = self.gate.write();
+        let mut battles = self.battles.lock();
+        if let Some(original) = battles.closed_original(c.battle) {
+            return original;
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        let outcome = battles.close_event(c, seq, stamp);
+        drop(battles);
+        if self.config.keep_log {
+            self.meta_log.lock().push(super::LogEntry {
+                seq,
+                stamp,
+                event: *event,
+                outcome,
+                totals: None,
+                reversed: None,
+            });
+        }
+        outcome
+    }
+
+    /// Replays a journaled battle or close with its number (after every earlier event).
     pub(super) fn replay_battle(&self, entry: &super::LogEntry) -> Outcome {
         use std::sync::atomic::Ordering;
-        let super::Event::Battle(b) = &entry.event else {
-            unreachable!("a battle route holds battles")
+        let b = match &entry.event {
+            super::Event::Battle(b) => b,
+            super::Event::BattleClose(c) => {
+                let _gate = self.gate.write();
+                return self.battles.lock().close_event(c, entry.seq, entry.stamp);
+            }
+            _ => unreachable!("a battle route holds battles and their closes"),
         };
         let _gate = self.gate.write();
         let mut battles = self.battles.lock();
@@ -501,7 +627,7 @@ impl super::Engine {
         let outcome = battles.open(limits, b, entry.seq, entry.stamp);
         self.battles_held.store(battles.len(), Ordering::Release);
         drop(battles);
-        let id = self.id_hash(entry.event.id());
+        let id = self.event_hash(&entry.event);
         self.ids[self.id_shard(id)].lock().remember(
             id,
             entry.event.fingerprint(),
@@ -512,13 +638,17 @@ impl super::Engine {
     }
 
     /// Counts the accepted gifts among `gifts` (`(gift, seq, stamp)`, applied on sender
-    /// shard `shard` under `economy`) in the battles of their streams. Called under the
-    /// sender shard's lock and the gate shared; a no-op without battles.
+    /// shard `shard` under `economy`) in the battles of their streams. `unrecorded`: the
+    /// numbers of the gifts among them that got no gift record of their own (they reused
+    /// their sender's held id: a reversal naming the id reverses the first gift, review
+    /// B3). Called
+    /// under the sender shard's lock and the gate shared; a no-op without battles.
     pub(super) fn battle_gifts(
         &self,
         shard: usize,
         economy: &crate::economy::Economy,
         gifts: impl Iterator<Item = (Gift, u64, Stamp)>,
+        unrecorded: &[u64],
     ) {
         let mut battles = self.battles.lock();
         let reversible = economy.earnings_hold_ms > 0 && self.config.gift_records_per_shard_max > 0;
@@ -528,7 +658,8 @@ impl super::Engine {
                 .gifts
                 .get(g.gift.0 as usize)
                 .map_or(0, |spec| spec.coins.saturating_mul(u64::from(g.count)));
-            battles.gift((shard, shards), &g, (seq, stamp, coins), reversible);
+            let own_record = reversible && !unrecorded.contains(&seq);
+            battles.gift((shard, shards), &g, (seq, stamp, coins), own_record);
         }
     }
 
@@ -567,12 +698,13 @@ impl super::Engine {
         self.battles.lock().of_stream_at(stream, stamp_ms)
     }
 
-    /// Held battles whose window ended at or before `now_ms` (no gifters).
-    pub fn battles_ended_by(&self, now_ms: u64) -> Vec<BattleView> {
+    /// The battles held whose window ended at or before `now_ms` and that no close
+    /// event closed yet, oldest end first: the service closes them ([`BattleClose`]).
+    pub fn battles_to_close(&self, now_ms: u64) -> Vec<BattleId> {
         if !self.battles_on() {
             return Vec::new();
         }
-        self.battles.lock().ended_by(now_ms)
+        self.battles.lock().to_close(now_ms)
     }
 
     /// Battles held now.

@@ -34,6 +34,15 @@ impl IdSecret {
     pub fn random() -> IdSecret {
         IdSecret(rand::random())
     }
+
+    /// The secret of the derived ids' domain (`Engine::event_hash`): this one with
+    /// fixed words mixed in, so SipHash under it is independent of SipHash under this.
+    pub(crate) fn derived(&self) -> IdSecret {
+        IdSecret([
+            self.0[0] ^ 0x6465_7269_7665_6421,
+            self.0[1] ^ 0x5045_4b20_6261_7474,
+        ])
+    }
 }
 
 impl std::fmt::Debug for IdSecret {

@@ -91,7 +91,8 @@ pub(super) fn sender_of(event: &Event) -> u64 {
         | Event::Settlement(_)
         | Event::Economy(_)
         | Event::GiftReversal(_)
-        | Event::Battle(_) => {
+        | Event::Battle(_)
+        | Event::BattleClose(_) => {
             unreachable!("a chunk holds sender-routed events only")
         }
     }

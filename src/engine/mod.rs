@@ -371,7 +371,7 @@ impl Engine {
             Event::Settlement(s) => Route::Creator(shard_of(s.creator.0, self.mask)),
             Event::StreamGoal(g) => Route::Stream(shard_of(g.stream.0, self.mask)),
             Event::GiftReversal(r) => Route::Reversal(shard_of(r.sender.0, self.mask)),
-            Event::Battle(_) => Route::Battle,
+            Event::Battle(_) | Event::BattleClose(_) => Route::Battle,
             // Applied by `change_economy` and `replay` only, never in a batch.
             Event::Economy(_) => Route::Refused,
         }
@@ -385,6 +385,20 @@ impl Engine {
     /// `id`'s hash under this ledger's secret.
     fn id_hash(&self, id: EventId) -> IdHash {
         IdHash::keyed(id, &self.id_secret)
+    }
+
+    /// The hash `event`'s id is filed under in the id index: a client's id under the
+    /// ledger's secret; an id the service derives (a battle's, from its battle id) under
+    /// a secret of its own, so no client id shares its key (review B11: a gift carrying a
+    /// battle's derived id refused the battle's PUT). Two ids of different domains meet
+    /// only by a 2^-56 chance, as any two ids do.
+    fn event_hash(&self, event: &Event) -> IdHash {
+        match event {
+            Event::Battle(_) | Event::BattleClose(_) => {
+                IdHash::keyed(event.id(), &self.id_secret.derived())
+            }
+            _ => self.id_hash(event.id()),
+        }
     }
 
     /// The id shard of an id hashing to `hash`.

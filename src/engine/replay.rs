@@ -176,6 +176,7 @@ impl Engine {
             let mut shard = self.senders[s].lock();
             // Replayed events are committed already: they do not go to the log.
             let logged = shard.log.len();
+            shard.unrecorded_gifts.clear();
             let (mut stamp, mut period) = (chunk[0].stamp, chunk[0].stamp.period());
             for entry in chunk {
                 if entry.stamp != stamp {
@@ -201,7 +202,7 @@ impl Engine {
                         (Event::Gift(g), Status::Accepted(_)) => Some((*g, e.seq, e.stamp)),
                         _ => None,
                     });
-                self.battle_gifts(s, economy, gifts);
+                self.battle_gifts(s, economy, gifts, &shard.unrecorded_gifts);
             }
             shard.log.truncate(logged);
             self.merge_credits(&mut shard, economy, stamp);
@@ -241,7 +242,7 @@ impl Engine {
     fn remember_replayed(&self, chunk: &[&LogEntry]) {
         let mut by_shard: Vec<(IdHash, &LogEntry)> = chunk
             .iter()
-            .map(|&e| (self.id_hash(e.event.id()), e))
+            .map(|&e| (self.event_hash(&e.event), e))
             .collect();
         by_shard.sort_unstable_by_key(|&(h, e)| (self.id_shard(h), e.seq));
         for run in by_shard.chunk_by(|a, b| self.id_shard(a.0) == self.id_shard(b.0)) {
@@ -278,7 +279,7 @@ impl Engine {
         }
         let outcome =
             self.apply_in_book(&mut book, Some(&gate), &entry.event, entry.seq, entry.stamp);
-        let id = self.id_hash(entry.event.id());
+        let id = self.event_hash(&entry.event);
         self.ids[self.id_shard(id)].lock().remember(
             id,
             entry.event.fingerprint(),

@@ -225,6 +225,11 @@ pub(crate) struct SenderShard {
     /// end of the state (format 8).
     #[serde(skip)]
     pub gift_records: GiftRecords,
+    /// The numbers of the stream gifts of the chunk being applied that got no gift
+    /// record (they reused their sender's held id: `gift_records`, F6), for the battles
+    /// (review B3). Cleared per chunk; empty but for such reuses.
+    #[serde(skip)]
+    pub unrecorded_gifts: Vec<u64>,
     /// Creators and streams with pending coins, to merge at the end of the chunk.
     pub touched_creators: Vec<CreatorId>,
     pub touched_streams: Vec<StreamId>,
@@ -287,6 +292,7 @@ impl From<SenderShardV6> for SenderShard {
             stream_gifters: v6.stream_gifters,
             log: v6.log,
             totals: v6.totals,
+            unrecorded_gifts: Vec::new(),
             touched_creators: v6.touched_creators,
             touched_streams: v6.touched_streams,
             budgets,
@@ -323,6 +329,7 @@ impl SenderShard {
             promotions: PromotionBook::new(),
             videos: ShardVideos::default(),
             gift_records: GiftRecords::default(),
+            unrecorded_gifts: Vec::new(),
             touched_creators: Vec::new(),
             touched_streams: Vec::new(),
             budgets: FxHashMap::default(),
@@ -415,7 +422,10 @@ impl SenderShard {
                 // one, nothing: one branch.
                 if economy.earnings_hold_ms > 0 && gift_totals.is_some() {
                     let target = GiftTarget::Stream(g.stream);
-                    self.record_gift(economy, config, (g.id, g.into(), target), cost, stamp);
+                    let gift = (g.id, g.into(), target);
+                    if !self.record_gift(economy, config, gift, cost, stamp) {
+                        self.unrecorded_gifts.push(seq);
+                    }
                 }
                 // Windowed leaderboards: off, one branch.
                 if config.windows.enabled && gift_totals.is_some() {
@@ -445,7 +455,9 @@ impl SenderShard {
                 // Reversible like a stream's gift (`refund.rs`).
                 if economy.earnings_hold_ms > 0 && gift_totals.is_some() {
                     let target = GiftTarget::Video(v.video);
-                    self.record_gift(economy, config, (v.id, v.into(), target), cost, stamp);
+                    // A video is in no battle: whether it got a record of its own is moot.
+                    let _ =
+                        self.record_gift(economy, config, (v.id, v.into(), target), cost, stamp);
                 }
                 // A gift on a video counts for its creator, in no stream.
                 if config.windows.enabled && gift_totals.is_some() {
@@ -468,7 +480,8 @@ impl SenderShard {
             | Event::Settlement(_)
             | Event::Economy(_)
             | Event::GiftReversal(_)
-            | Event::Battle(_) => {
+            | Event::Battle(_)
+            | Event::BattleClose(_) => {
                 unreachable!(
                     "payouts, settlements, goals, reversals, battles and economy changes are not applied in chunks"
                 )
@@ -709,7 +722,7 @@ impl SenderShard {
 
     /// Records accepted gift `gift` (its id, what the rules read, its stream or video;
     /// cost `cost`, at `stamp`) for a reversal while its diamonds are held; drops the
-    /// records released at `stamp`.
+    /// records released at `stamp`. False when the gift got no record of its own.
     #[inline(never)]
     fn record_gift(
         &mut self,
@@ -718,13 +731,13 @@ impl SenderShard {
         gift: (EventId, rules::GiftSend, GiftTarget),
         cost: u64,
         stamp: Stamp,
-    ) {
+    ) -> bool {
         let release = super::hold::release_at(stamp, economy.earnings_hold_ms);
         let nanos = super::hold::nanos_for(economy, u128::from(cost));
         self.gift_records.prune(stamp.0);
         let max = config.gift_records_per_shard_max;
         self.gift_records
-            .record(max, gift, (cost, nanos), (release, stamp.0));
+            .record(max, gift, (cost, nanos), (release, stamp.0))
     }
 
     /// Returns the status, the cap a `BUDGET_EXCEEDED` names, and the cost debited (0

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::battles::Battles;
 use super::books::{CreatorShard, Credited, Settled, SettledNanos, StreamShard};
 use super::cut::in_seq_order;
-use super::event::{CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId};
+use super::event::{
+    BattleId, CreatorId, EventFingerprint, EventId, LogEntry, Outcome, Stamp, UserId,
+};
 use super::gift_records::{GiftRecord, GiftRecords, GiftRecordsV8};
 use super::hold::{HoldState, HoldStateView};
 use super::idhash::IdSecret;
@@ -73,6 +75,7 @@ impl Engine {
                 .collect(),
             pinned: self.pinned_values(),
             battles: &cut.battles,
+            battle_closes: cut.battles.closes(),
         };
         let result = f(&view);
         drop(view);
@@ -128,6 +131,7 @@ impl Engine {
                 .collect(),
             pinned: self.pinned_values(),
             battles: (*cut.battles).clone(),
+            battle_closes: cut.battles.closes(),
         };
         drop(cut);
         (state, in_seq_order(log))
@@ -250,6 +254,7 @@ impl Engine {
         }
         let mut battles = state.battles;
         battles.reindex();
+        battles.set_closes(&state.battle_closes);
         self.battles_held.store(battles.len(), Ordering::Release);
         *self.battles.lock() = battles;
         let n = self.config.shards;
@@ -393,6 +398,9 @@ pub struct EngineState<W = IdWindow> {
     /// Format 12: the PK battles held (appended: formats 10 and 11 read as 12 with an
     /// empty map, one zero byte).
     battles: Battles,
+    /// Format 13: the accepted closes of the battles held, `(battle, close's number)`
+    /// (`BattleBook::close_seq`; appended: format 12 reads with none, one zero byte).
+    battle_closes: Vec<(BattleId, u64)>,
 }
 
 /// Format 9: no windowed leaderboards.
@@ -447,6 +455,7 @@ impl From<EngineStateV9> for EngineState {
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
             battles: Battles::default(),
+            battle_closes: Vec::new(),
         }
     }
 }
@@ -505,6 +514,7 @@ impl From<EngineStateV8> for EngineState {
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
             battles: Battles::default(),
+            battle_closes: Vec::new(),
         }
     }
 }
@@ -559,6 +569,7 @@ impl From<EngineStateV7> for EngineState {
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
             battles: Battles::default(),
+            battle_closes: Vec::new(),
         }
     }
 }
@@ -614,6 +625,7 @@ impl<W: Into<IdWindow>> From<EngineStateV6<W>> for EngineState {
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
             battles: Battles::default(),
+            battle_closes: Vec::new(),
         }
     }
 }
@@ -661,6 +673,7 @@ impl From<EngineStateV4> for EngineState {
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
             battles: Battles::default(),
+            battle_closes: Vec::new(),
         }
     }
 }
@@ -706,6 +719,7 @@ impl From<EngineStateV3> for EngineState {
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
             battles: Battles::default(),
+            battle_closes: Vec::new(),
         }
     }
 }
@@ -748,6 +762,7 @@ impl From<EngineStateV2> for EngineState {
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
             battles: Battles::default(),
+            battle_closes: Vec::new(),
         }
     }
 }
@@ -789,6 +804,7 @@ impl From<EngineStateV1> for EngineState {
             gift_records_others: Vec::new(),
             pinned: Vec::new(),
             battles: Battles::default(),
+            battle_closes: Vec::new(),
         }
     }
 }
@@ -896,6 +912,7 @@ impl EngineState {
             gift_records_others: self.gift_records_others.clone(),
             pinned: self.pinned.clone(),
             battles: &self.battles,
+            battle_closes: self.battle_closes.clone(),
         }
     }
 
@@ -936,6 +953,7 @@ pub struct StateView<'a> {
     gift_records_others: Vec<Vec<(EventId, GiftRecord, u32)>>,
     pinned: Vec<(String, u64)>,
     battles: &'a Battles,
+    battle_closes: Vec<(BattleId, u64)>,
 }
 
 impl StateView<'_> {
@@ -984,7 +1002,14 @@ impl StateView<'_> {
     /// state's encoding less this one's (for the format tests).
     #[doc(hidden)]
     pub fn format_12_tail(&self) -> impl Serialize + '_ {
-        self.battles
+        (self.battles, self.format_13_tail())
+    }
+
+    /// The field snapshot format 13 appended (the battles' closes): a format-12 state
+    /// is the state's encoding less this one's (for the format tests).
+    #[doc(hidden)]
+    pub fn format_13_tail(&self) -> impl Serialize + '_ {
+        &self.battle_closes
     }
 
     /// The field whose encoding snapshot format 9 changed (the gift records, last in

@@ -28,7 +28,8 @@
 //! hour of each gift record; format 9 reads with no windows. Format 11 appended the gift
 //! records kept apart (another sender's gift reusing a held id) and the `[engine]`
 //! values pinned with the ledger; format 10 reads with neither (the configured values).
-//! Format 12 appended the PK battles; formats 10 and 11 read with none.
+//! Format 12 appended the PK battles; formats 10 and 11 read with none. Format 13
+//! appended the battles' closes (review B2); format 12 reads with none.
 //! Written to a temp file, fsynced, renamed, and the directory fsynced. A snapshot is
 //! taken at a commit boundary: everything up to its sequence number is in the journal.
 //!
@@ -47,7 +48,7 @@ use crate::engine::{
 use crate::protocol;
 
 pub const MAGIC: [u8; 8] = *b"GIFTSNAP";
-pub const VERSION: u32 = 12;
+pub const VERSION: u32 = 13;
 /// The oldest format this build reads.
 pub const VERSION_MIN: u32 = 1;
 pub const HEADER_BYTES: usize = 60;
@@ -646,8 +647,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Header, EngineState), Snapsho
         // Format 11 appended the gift records apart and the pinned `[engine]` values
         // (two lists), format 12 the battles (a map): format 10 is format 12 with all
         // three empty, format 11 with no battles, one zero byte each.
-        10 => protocol::decode_serde(&[body, &[0u8, 0u8, 0u8][..]].concat()).map_err(corrupt)?,
-        11 => protocol::decode_serde(&[body, &[0u8][..]].concat()).map_err(corrupt)?,
+        // Format 13 appended the battles' closes (a list): format 12 is format 13 with
+        // none, one zero byte more for each format before.
+        10 => protocol::decode_serde(&[body, &[0u8; 4][..]].concat()).map_err(corrupt)?,
+        11 => protocol::decode_serde(&[body, &[0u8; 2][..]].concat()).map_err(corrupt)?,
+        12 => protocol::decode_serde(&[body, &[0u8][..]].concat()).map_err(corrupt)?,
         _ => protocol::decode_serde(body).map_err(corrupt)?,
     };
     if state.last_seq() != header.last_seq

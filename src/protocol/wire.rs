@@ -280,6 +280,22 @@ pub enum WireEvent {
         start_ms: u64,
         end_ms: u64,
     },
+    /// Journal only (number 16, kept for the numbering: the journal's accepted gift
+    /// reversal with its gift's hour; a client frame holding one is refused with
+    /// `INVALID_EVENT`).
+    GiftReversalAt {
+        id: u128,
+        sender: u64,
+        gift: u128,
+        reversed: WireReversedGift,
+        video: bool,
+        hour: u32,
+    },
+    /// A PK battle's close (number 17): accepted once the server's clock is at or past
+    /// the battle's `end_ms` (else `BATTLE_NOT_ENDED`; `BATTLE_NOT_FOUND` for a battle
+    /// not held); a close of a closed battle answers the accepted close. The service
+    /// sends its own when a battle ends: a client need not.
+    BattleClose { battle: u64 },
 }
 
 /// What an accepted gift reversal took back (its journal record): the gift's creator,
@@ -327,6 +343,7 @@ impl WireEvent {
                     ..
                 }
                 | WireEvent::VideoGiftReversal { .. }
+                | WireEvent::GiftReversalAt { .. }
         )
     }
 }
@@ -548,6 +565,9 @@ impl TryFrom<WireEvent> for Event {
             }),
             WireEvent::VideoGiftReversal {
                 id, sender, gift, ..
+            }
+            | WireEvent::GiftReversalAt {
+                id, sender, gift, ..
             } => Event::GiftReversal(GiftReversal {
                 id: EventId(id),
                 sender: UserId(sender),
@@ -571,6 +591,9 @@ impl TryFrom<WireEvent> for Event {
                         .ok_or("a battle's end_ms must be after its start_ms")?,
                 )
             }
+            WireEvent::BattleClose { battle } => Event::BattleClose(crate::engine::BattleClose {
+                battle: BattleId(battle),
+            }),
         })
     }
 }
@@ -691,6 +714,7 @@ impl From<&Event> for WireEvent {
                     end_ms: b.end_ms(),
                 }
             }
+            Event::BattleClose(c) => WireEvent::BattleClose { battle: c.battle.0 },
         }
     }
 }
@@ -752,7 +776,10 @@ impl WireOutcome {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,
                 },
-                Event::Account(_) | Event::StreamGoal(_) | Event::Battle(_) => Effect::Stored,
+                Event::Account(_)
+                | Event::StreamGoal(_)
+                | Event::Battle(_)
+                | Event::BattleClose(_) => Effect::Stored,
                 Event::Settlement(_) => Effect::Settled {
                     credited: self.coins,
                 },

@@ -4,6 +4,7 @@
 //! ([`Service`]). A node ([`crate::node`]) assembles them with the commit path.
 
 pub mod auth;
+pub mod closer;
 pub mod http;
 pub mod http_conn;
 pub mod ingest;

@@ -69,8 +69,9 @@ pub enum FeedMessage {
         /// The stream with the most coins (null on a tie).
         leader: Option<u64>,
     },
-    /// The battle ended: its final scores and result, once per battle (kept for a
-    /// reconnect).
+    /// The battle ended: its final scores and result, once per battle — when the run
+    /// holding its accepted close (`battle_close`) is published, id `<close seq>.4` —
+    /// and kept for a reconnect.
     BattleEnd {
         battle: u64,
         sides: Vec<FeedBattleSide>,
@@ -90,14 +91,6 @@ pub enum FeedMessage {
         missed: u64,
     },
 }
-
-/// How long after a battle's end the service's clock must be before `battle_end` is
-/// sent without a committed entry stamped past the end (an idle ledger): a batch is
-/// stamped just before it is applied, so one stamped before the end is applied and
-/// committed by then.
-pub const BATTLE_SETTLE_MS: u64 = 1_000;
-/// How often the feeds look for battles that ended on an idle ledger.
-pub const BATTLE_TICK: Duration = Duration::from_millis(250);
 
 /// One side's score in a battle message.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -180,8 +173,8 @@ impl FeedMessage {
 /// A message's place in its stream's feed, its SSE `id:`: the sequence number it
 /// follows, then which of a run's messages about that number it is — the gift itself
 /// (`1234`), the goal update after it (`1234.1`), a goal reached (`1234.2`), a battle's
-/// scores (`1234.3`), a battle's end (`1234.4`: the last number delivered when it was
-/// announced). Ordered;
+/// scores (`1234.3`), a battle's end (`1234.4`: `1234` is the battle's accepted close).
+/// Ordered;
 /// a reconnect with `Last-Event-ID` gets every kept message after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FeedId {
@@ -278,9 +271,6 @@ pub struct Feeds {
     /// The last sequence number published (or recovered at start).
     published_through: AtomicU64,
     limits: FeedLimits,
-    /// Battles ending at or before this (UTC ms: when the feeds were made) are never
-    /// announced: they ended before this process served.
-    battles_after_ms: u64,
 }
 
 struct Streams {
@@ -292,9 +282,6 @@ struct Streams {
     /// most that early: a sweep makes it exact), so a sweep runs only when one is due.
     idle: usize,
     idle_oldest: Option<Instant>,
-    /// Battles whose `battle_end` was sent (bounded: only ended battles still held by
-    /// the engine are kept here).
-    battles_announced: std::collections::HashSet<BattleId>,
 }
 
 impl Streams {
@@ -370,13 +357,11 @@ impl Feeds {
                 delivered_through: recovered_through,
                 idle: 0,
                 idle_oldest: None,
-                battles_announced: Default::default(),
             }),
             held: AtomicUsize::new(0),
             subscribers: AtomicUsize::new(0),
             published_through: AtomicU64::new(recovered_through),
             limits,
-            battles_after_ms: crate::clock::now().0,
         })
     }
 
@@ -501,21 +486,27 @@ impl Feeds {
         };
         // Stored before `held` is read (see `subscribe`).
         self.published_through.store(last.seq, Ordering::SeqCst);
-        if self.held.load(Ordering::SeqCst) == 0 {
-            let mut streams = self.streams.lock();
-            streams.delivered_through = last.seq;
-            // No feed to send to: the battles ended by now are marked announced.
-            if engine.battles_held() > 0
-                && let Some(newest) = entries.iter().map(|e| e.stamp.0).max()
-            {
-                self.announce_ended(engine, &mut streams, newest);
-            }
+        let closes = engine.battles_held() > 0
+            && entries.iter().any(|e| {
+                matches!(
+                    (&e.event, e.outcome.status),
+                    (Event::BattleClose(_), Status::Accepted(_))
+                )
+            });
+        if !closes && self.held.load(Ordering::SeqCst) == 0 {
+            self.streams.lock().delivered_through = last.seq;
             return;
         }
         let mut streams = self.streams.lock();
+        if closes {
+            self.keep_for_battle_ends(engine, &mut streams, entries);
+        }
         let feeds = &mut streams.feeds;
         // (stream, the largest sequence number that touched it in this run)
         let mut touched: Vec<(StreamId, u64)> = Vec::new();
+        // (battle, its accepted close's number): `battle_end` after the run's other
+        // messages.
+        let mut closed: Vec<(BattleId, u64)> = Vec::new();
         let mut touch =
             |stream: StreamId, seq: u64| match touched.iter_mut().find(|(s, _)| *s == stream) {
                 Some(t) => t.1 = seq,
@@ -564,6 +555,7 @@ impl Feeds {
                         touch(stream, e.seq);
                     }
                 }
+                (Event::BattleClose(c), Status::Accepted(_)) => closed.push((c.battle, e.seq)),
                 _ => {}
             }
         }
@@ -643,50 +635,63 @@ impl Feeds {
                 }
             }
         }
-        streams.delivered_through = last.seq;
-        // The run's newest stamp is the ledger's time: battles ended by it are over.
-        if let Some(newest) = entries.iter().map(|e| e.stamp.0).max() {
-            self.announce_ended(engine, &mut streams, newest);
-        }
-        streams.sweep(&self.limits, &self.held, Instant::now());
-    }
-
-    /// Sends `battle_end` for the battles ended by `now_ms` — a committed entry stamped
-    /// then, or the service's clock past the end by a settling margin
-    /// ([`Feeds::tick_battles`]) — not announced yet, to each side's feed, with the id
-    /// `<last delivered seq>.4` (after every message sent so far). Once per battle and
-    /// process; a battle that ended before this process served is not announced.
-    fn announce_ended(&self, engine: &Engine, streams: &mut Streams, now_ms: u64) {
-        if engine.battles_held() == 0 {
-            streams.battles_announced.clear();
-            return;
-        }
-        let ended = engine.battles_ended_by(now_ms);
-        streams
-            .battles_announced
-            .retain(|id| ended.iter().any(|b| b.battle == *id));
-        let through = streams.delivered_through;
-        for b in ended {
-            if b.end_ms <= self.battles_after_ms || !streams.battles_announced.insert(b.battle) {
+        // Last: its id (`<close seq>.4`) is above every message of the run numbered
+        // before the close. The battle is frozen from its close on: the engine's view
+        // now is the result at the close.
+        for (battle, seq) in closed {
+            let Some(b) = engine.battle(battle, 0) else {
                 continue;
-            }
-            let message = FeedEvent::at(through, FeedId::BATTLE_END, FeedMessage::battle_end(&b));
+            };
+            let message = FeedEvent::at(seq, FeedId::BATTLE_END, FeedMessage::battle_end(&b));
             for side in &b.sides {
                 if let Some(feed) = streams.feeds.get_mut(&side.stream) {
                     self.send(feed, message.clone());
                 }
             }
         }
+        streams.delivered_through = last.seq;
+        streams.sweep(&self.limits, &self.held, Instant::now());
     }
 
-    /// Announces the battles that ended by `now_ms` (the service's clock less a settling
-    /// margin) when no committed run said so (an idle ledger). Cheap without battles.
-    pub fn tick_battles(&self, engine: &Engine, now_ms: u64) {
-        if engine.battles_held() == 0 {
-            return;
+    /// Makes sure every side of a battle the run closes has a feed before the run's
+    /// messages go out, so its `battle_end` is kept for a reconnect even when no one
+    /// is subscribed now (a client reconnecting after a restart: review B8). A feed made
+    /// here is idle and covers the messages after the runs delivered so far: it sees all
+    /// of this run's.
+    fn keep_for_battle_ends(&self, engine: &Engine, streams: &mut Streams, entries: &[LogEntry]) {
+        let now = Instant::now();
+        let covered_from = FeedId {
+            seq: streams.delivered_through,
+            part: FeedId::GOAL,
+        };
+        for e in entries {
+            let (Event::BattleClose(c), Status::Accepted(_)) = (&e.event, e.outcome.status) else {
+                continue;
+            };
+            let Some(b) = engine.battle(c.battle, 0) else {
+                continue;
+            };
+            for side in &b.sides {
+                if streams.feeds.contains_key(&side.stream) {
+                    continue;
+                }
+                let reached = FeedMessage::goal_of(engine, side.stream).goal_met();
+                streams.feeds.insert(
+                    side.stream,
+                    StreamFeed {
+                        sender: None,
+                        subscribers: 0,
+                        replay: VecDeque::new(),
+                        covered_from,
+                        idle_since: Some(now),
+                        reached,
+                    },
+                );
+                self.held.fetch_add(1, Ordering::SeqCst);
+                streams.idle += 1;
+                streams.idle_oldest.get_or_insert(now);
+            }
         }
-        let mut streams = self.streams.lock();
-        self.announce_ended(engine, &mut streams, now_ms);
     }
 
     /// Sends `message` to the stream's subscribers and keeps it for a reconnect. A full

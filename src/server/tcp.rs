@@ -391,7 +391,9 @@ impl Reader {
                          clients give issued_ms instead",
                     ));
                 }
-                if matches!(w, WireEvent::Battle { .. }) && self.service.partitions.is_some() {
+                if matches!(w, WireEvent::Battle { .. } | WireEvent::BattleClose { .. })
+                    && self.service.partitions.is_some()
+                {
                     return Err((
                         i,
                         "battles are not available on a cluster node (a battle's streams \

@@ -7,14 +7,21 @@
 //! Here: the rule table (streams, windows, overlap, reuse, retries, the bound), the
 //! window's edges, reversals inside and after the window, replay and snapshots (format
 //! 12, and 10 read as a state without battles), the HTTP routes and the SSE messages on
-//! a real server, and a `kill -9` of the real binary mid-battle over Redis.
+//! a real server, and a `kill -9` of the real binary mid-battle over Redis; then the
+//! review findings: the close (B2: final from its number on; format 13, and 12 read
+//! without closes), one `battle_end` per battle with traffic, idle and across a restart
+//! past the end (B1, B8), a reused gift id (B3), a refused PUT sent again (B10) and a
+//! client id equal to a derived one (B11).
+//!
+//! Size: one feature's tests sharing their helpers (the engine's rule table, the real
+//! server's routes and its feed reader): split, the helpers would be copied.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use giftstream::engine::{
-    Battle, BattleId, Engine, EngineConfig, Event, EventId, GiftReversal, Outcome, RejectCode,
-    Stamp, StreamId, UserId,
+    Battle, BattleClose, BattleId, Engine, EngineConfig, Event, EventId, GiftReversal, Outcome,
+    RejectCode, Stamp, StreamId, UserId,
 };
 use giftstream::persist::snapshot;
 use serde_json::{Value, json};
@@ -32,6 +39,12 @@ const B: u64 = 9008;
 fn battle(id: u64, streams: &[u64], start_ms: u64, end_ms: u64) -> Event {
     let streams: Vec<StreamId> = streams.iter().map(|&s| StreamId(s)).collect();
     Event::Battle(Battle::new(BattleId(id), &streams, start_ms, end_ms).unwrap())
+}
+
+fn close(id: u64) -> Event {
+    Event::BattleClose(BattleClose {
+        battle: BattleId(id),
+    })
 }
 
 fn apply(engine: &Engine, event: Event, at: u64) -> Outcome {
@@ -252,9 +265,23 @@ fn the_window_edges_and_the_result() {
         vec![(UserId(2), 3), (UserId(1), 2)]
     );
     assert_eq!(view.leader(), None, "a draw");
-    assert_eq!(view.state_at(end - 1).as_str(), "live");
-    assert_eq!(view.state_at(end).as_str(), "ended");
-    assert_eq!(view.state_at(start - 1).as_str(), "scheduled");
+    assert_eq!(view.state_at(end - 1, u64::MAX).as_str(), "live");
+    assert_eq!(
+        view.state_at(end, u64::MAX).as_str(),
+        "ending",
+        "over, not closed"
+    );
+    assert_eq!(view.state_at(start - 1, u64::MAX).as_str(), "scheduled");
+    let closed = apply(&engine, close(1), end);
+    assert_eq!(code(closed), None);
+    let view = engine.battle(BattleId(1), 10).unwrap();
+    assert_eq!(view.closed_seq, Some(closed.seq));
+    assert_eq!(
+        view.state_at(end, closed.seq - 1).as_str(),
+        "ending",
+        "closed, not committed"
+    );
+    assert_eq!(view.state_at(end, closed.seq).as_str(), "ended");
     assert!(engine.audit().is_clean(), "{:?}", engine.audit().violations);
 }
 
@@ -463,6 +490,19 @@ async fn the_routes_answer_each_rule() {
         (409, Some("STREAM_IN_BATTLE")),
         "{e}"
     );
+    // Review B10: the refused PUT again, same body: its refusal again (not
+    // BATTLE_EXISTS; GET says 404).
+    let (st, e) = put(
+        &s,
+        2,
+        json!({"streams": [B, 3], "start_ms": start + 1, "end_ms": end + 1}),
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (409, Some("STREAM_IN_BATTLE")),
+        "{e}"
+    );
     let (st, e) = put(
         &s,
         1,
@@ -535,6 +575,24 @@ async fn next_message(
     }
 }
 
+/// Every feed message that arrives within `for_ms`.
+async fn messages_for(
+    body: &mut std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    text: &mut String,
+    for_ms: u64,
+) -> Vec<(Option<String>, String, Value)> {
+    let mut got = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(for_ms);
+    while let Ok(m) = tokio::time::timeout_at(until, next_message(body, text)).await {
+        got.push(m);
+    }
+    got
+}
+
+fn battle_ends(messages: &[(Option<String>, String, Value)]) -> usize {
+    messages.iter().filter(|m| m.1 == "battle_end").count()
+}
+
 /// The live feed of a battling stream: `battle` with both scores after each run that
 /// moved them (id `<seq>.3`), then `battle_end` once with the result (id `<seq>.4`),
 /// kept for a reconnect.
@@ -595,39 +653,84 @@ async fn battle_messages_on_the_wire() {
         json!([{"stream": A, "coins": 3}, {"stream": B, "coins": 5}])
     );
     assert_eq!(data["leader"], json!(B));
-    // Idle after the end: the ticker announces it within the settling margin.
-    let end_msg = loop {
-        let m = next_message(&mut body, &mut text).await;
-        if m.1 == "battle_end" {
-            break m;
-        }
-    };
-    let (id, _, data) = end_msg;
+    // Traffic over the end (review B1: battle_end went out 2-5 times): a one-coin gift
+    // to side A every 50 ms from 300 ms before the end to 700 ms after it.
+    let mut n = 100u128;
+    while giftstream::clock::now().0 < end - 300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while giftstream::clock::now().0 < end + 700 {
+        let (st, _) = s.post_events(json!([rose(n, 42, A, 1)])).await;
+        assert_eq!(st, 200);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut seen = messages_for(&mut body, &mut text, 1_500).await;
+    let ends: Vec<_> = seen
+        .iter()
+        .filter(|m| m.1 == "battle_end")
+        .cloned()
+        .collect();
+    assert_eq!(ends.len(), 1, "battle_end once with traffic: {seen:?}");
+    let (id, _, data) = ends[0].clone();
     let id = id.unwrap();
-    assert!(id.ends_with(".4"), "{id}");
+    // After the close, no battle message for this battle.
+    let at = seen.iter().position(|m| m.1 == "battle_end").unwrap();
+    assert!(
+        seen.drain(at..).all(|m| m.1 != "battle"),
+        "no scores after the end"
+    );
+    let (_, got) = s.get("/v1/battles/5", Some(READ)).await;
+    assert_eq!(got["state"], "ended", "{got}");
+    assert_eq!(id, format!("{}.4", got["closed_seq"]), "{got}");
+    // The result on the wire is the result read: frozen at the close.
+    assert_eq!(
+        data["sides"],
+        json!([{"stream": A, "coins": got["sides"][0]["coins"]},
+                                     {"stream": B, "coins": 5}])
+    );
+    let winner = if got["sides"][0]["coins"].as_u64() > Some(5) {
+        json!(A)
+    } else {
+        json!(B)
+    };
+    let draw = got["sides"][0]["coins"] == 5;
     assert_eq!(
         (data["winner"].clone(), data["draw"].clone()),
-        (json!(B), json!(false))
+        (if draw { Value::Null } else { winner.clone() }, json!(draw))
     );
     // Gifts after the end do not count.
     let (st, _) = s.post_events(json!([rose(12, 42, A, 9)])).await;
     assert_eq!(st, 200);
-    let (_, got) = s.get("/v1/battles/5", Some(READ)).await;
-    assert_eq!(
-        (got["state"].as_str(), got["winner"].clone()),
-        (Some("ended"), json!(B))
-    );
-    assert_eq!(got["sides"][0]["coins"], 3);
+    let (_, after) = s.get("/v1/battles/5", Some(READ)).await;
+    assert_eq!(after["sides"], got["sides"]);
+    assert_eq!(after["winner"], got["winner"]);
     assert_eq!(
         got["sides"][1]["top_gifters"],
         json!([{"user": 43, "coins": 5}])
     );
-    // A reconnect from before the end gets the battle_end again (kept), once.
+    // An idle battle (no gift at all): one battle_end, no more.
+    let now = giftstream::clock::now().0;
+    let (st, b) = put(
+        &s,
+        6,
+        json!({"streams": [A, B], "start_ms": now, "end_ms": now + 500}),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    let idle = messages_for(&mut body, &mut text, 2_500).await;
+    assert_eq!(
+        battle_ends(&idle),
+        1,
+        "battle_end once while idle: {idle:?}"
+    );
+    // A reconnect from before the close gets the battle_end again (kept), once.
+    let closed_seq = got["closed_seq"].as_u64().unwrap();
     let resp = s
         .http_client
         .get(s.url(&format!("/v1/streams/{A}/feed")))
         .bearer_auth(READ)
-        .header("Last-Event-ID", format!("{seq_b}.3"))
+        .header("Last-Event-ID", format!("{}.4", closed_seq - 1))
         .send()
         .await
         .unwrap();
@@ -639,6 +742,8 @@ async fn battle_messages_on_the_wire() {
         (again.as_deref(), event.as_str()),
         (Some(id.as_str()), "battle_end")
     );
+    let rest = messages_for(&mut body, &mut text, 500).await;
+    assert_eq!(battle_ends(&rest), 1, "the idle battle's, once: {rest:?}");
 }
 
 /// A battle survives `kill -9` of the real binary mid-battle (durable acks, journal
@@ -747,15 +852,24 @@ async fn a_battle_survives_kill_9_mid_battle() {
     );
     let wait = end.saturating_sub(giftstream::clock::now().0) + 50;
     tokio::time::sleep(Duration::from_millis(wait)).await;
-    let (_, got) = req(
-        reqwest::Method::GET,
-        &server.http,
-        "/v1/battles/9",
-        READ,
-        None,
-    )
-    .await;
-    assert_eq!(got["state"], "ended");
+    // Over: `ending` until the service's close is committed (a look every 250 ms).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        let (_, got) = req(
+            reqwest::Method::GET,
+            &server.http,
+            "/v1/battles/9",
+            READ,
+            None,
+        )
+        .await;
+        if got["state"] == "ended" || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+        assert_eq!(got["state"], "ending", "{got}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(got["state"], "ended", "{got}");
     let winner = match expected[0].cmp(&expected[1]) {
         std::cmp::Ordering::Greater => json!(A),
         std::cmp::Ordering::Less => json!(B),
@@ -776,6 +890,320 @@ async fn a_battle_survives_kill_9_mid_battle() {
     assert_eq!(
         (after["winner"].clone(), coins(&after)),
         (winner, coins(&got))
+    );
+    server.stop();
+}
+
+fn reverse(id: u128, sender: u64, gift: u128) -> Event {
+    Event::GiftReversal(GiftReversal::new(
+        EventId(id),
+        UserId(sender),
+        EventId(gift),
+    ))
+}
+
+/// Review B2: a batch is stamped before it is numbered, so a gift stamped `end_ms - 1`
+/// may be numbered after the battle was announced over. The close event fixes the
+/// result: it is refused before the end (`BATTLE_NOT_ENDED`, recorded: no one ends a
+/// battle early), accepted once at or after it (a second close answers the first);
+/// after it no gift counts, whatever its stamp, and no reversal lowers the battle.
+/// Replayed, restored (snapshot format 13) and read as format 12 (no closes) alike.
+#[test]
+fn b2_after_the_close_no_gift_counts_and_no_reversal_lowers() {
+    let config = EngineConfig::default();
+    let held = || held_economy(7 * 24 * 3_600_000);
+    let engine = Engine::new(held(), config.clone()).unwrap();
+    funded(&engine);
+    let (start, end) = (T0 + 1_000, T0 + 61_000);
+    assert_eq!(
+        code(apply(&engine, battle(1, &[A, B], start, end), T0)),
+        None
+    );
+    assert_eq!(
+        code(apply(&engine, gift(20, 1, 7, "rose", 10), start)),
+        None
+    );
+    assert_eq!(
+        code(apply(&engine, gift(21, 2, 8, "rose", 4), end - 1)),
+        None
+    );
+    // Early: refused, recorded (a number, journaled), the battle goes on.
+    let last = engine.last_seq();
+    let early = apply(&engine, close(1), end - 1);
+    assert_eq!(code(early), Some(RejectCode::BattleNotEnded));
+    assert_eq!((early.seq, early.duplicate), (last + 1, false));
+    assert_eq!(engine.battle(BattleId(1), 10).unwrap().closed_seq, None);
+    assert_eq!(engine.battles_to_close(end - 1), Vec::<BattleId>::new());
+    assert_eq!(engine.battles_to_close(end), vec![BattleId(1)]);
+    assert_eq!(
+        code(apply(&engine, close(2), end)),
+        Some(RejectCode::BattleNotFound)
+    );
+    // A gift stamped before the end, numbered before the close: counts.
+    assert_eq!(
+        code(apply(&engine, gift(22, 3, 8, "rose", 3), end - 1)),
+        None
+    );
+    assert_eq!(scores(&engine, 1), vec![10, 7]);
+    let closed = apply(&engine, close(1), end + 5);
+    assert_eq!(code(closed), None);
+    assert!(engine.battles_to_close(u64::MAX).is_empty());
+    let again = apply(&engine, close(1), end + 9);
+    assert_eq!((again.seq, again.duplicate), (closed.seq, true));
+    // Numbered after the close, stamped inside the window (a batch stamped before the
+    // end and applied after the close): not counted.
+    assert_eq!(
+        code(apply(&engine, gift(23, 4, 7, "rose", 50), end - 1)),
+        None
+    );
+    assert_eq!(scores(&engine, 1), vec![10, 7], "frozen: no gift counts");
+    // A reversal of a counted gift, numbered after the close: accepted, not lowering.
+    assert_eq!(code(apply(&engine, reverse(30, 1, 20), end - 1)), None);
+    assert_eq!(
+        scores(&engine, 1),
+        vec![10, 7],
+        "frozen: no reversal lowers"
+    );
+    assert!(engine.audit().is_clean(), "{:?}", engine.audit().violations);
+
+    let (state, log) = engine.snapshot();
+    let replayed = Engine::new(held(), config.clone()).unwrap();
+    replayed.replay(&log).unwrap();
+    assert_eq!(replayed.state_fingerprint(), engine.state_fingerprint());
+    let dir = tempfile::tempdir().unwrap();
+    let (path, header) = snapshot::write(dir.path(), &state.view(), 2).unwrap();
+    assert_eq!(header.version, snapshot::VERSION);
+    assert_eq!(snapshot::VERSION, 13);
+    let (_, read) = snapshot::read(&path).unwrap();
+    let restored = Engine::from_state(held(), config.clone(), read).unwrap();
+    assert_eq!(restored.state_fingerprint(), engine.state_fingerprint());
+    assert_eq!(
+        restored.battle(BattleId(1), 10).unwrap().closed_seq,
+        Some(closed.seq)
+    );
+    // Format 12: the state less the closes (format 13 appended them).
+    let bytes = std::fs::read(&path).unwrap();
+    let tail = giftstream::protocol::encode_serde(&state.view().format_13_tail())
+        .unwrap()
+        .len();
+    let mut body = bytes[snapshot::HEADER_BYTES..bytes.len() - tail].to_vec();
+    let mut v12 = bytes[..snapshot::HEADER_BYTES].to_vec();
+    v12[8..12].copy_from_slice(&12u32.to_le_bytes());
+    v12[48..56].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    v12[56..60].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    v12.append(&mut body);
+    let (header, old) = snapshot::parse(std::path::Path::new("v12.gsnap"), &v12).unwrap();
+    assert_eq!(header.version, 12);
+    let loaded = Engine::from_state(held(), config, old).unwrap();
+    let view = loaded.battle(BattleId(1), 10).unwrap();
+    assert_eq!((view.closed_seq, scores(&loaded, 1)), (None, vec![10, 7]));
+    assert_eq!(
+        loaded.battles_to_close(end),
+        vec![BattleId(1)],
+        "closed again"
+    );
+}
+
+/// Review B3: a sender reusing its own gift id past the retry horizon, during a long
+/// battle, under an earnings hold. A reversal naming the id reverses the first gift
+/// (its record is the one kept): the battle is lowered by exactly that gift — not by
+/// the second gift's coins, and not at all when the first was not counted.
+#[test]
+fn b3_a_reused_gift_id_lowers_the_battle_by_the_gift_reversed() {
+    let config = EngineConfig {
+        idempotency_horizon_ms: 60_000,
+        ..EngineConfig::default()
+    };
+    let held = || held_economy(7 * 24 * 3_600_000);
+    let engine = Engine::new(held(), config.clone()).unwrap();
+    funded(&engine);
+    let hour = 3_600_000;
+    let (start, end) = (T0 + hour, T0 + 5 * hour);
+    assert_eq!(
+        code(apply(&engine, battle(1, &[A, B], start, end), T0)),
+        None
+    );
+    // Id 40: first before the window (not counted), then reused inside it (counted).
+    assert_eq!(code(apply(&engine, gift(40, 1, 7, "rose", 10), T0)), None);
+    assert_eq!(
+        code(apply(&engine, gift(40, 1, 7, "rose", 50), start)),
+        None
+    );
+    // Id 41: counted twice (10 coins, then 3 past the horizon).
+    assert_eq!(
+        code(apply(&engine, gift(41, 2, 8, "rose", 10), start + 1)),
+        None
+    );
+    let later = start + 2 * 60_000;
+    assert_eq!(code(apply(&engine, gift(41, 2, 8, "rose", 3), later)), None);
+    assert_eq!(scores(&engine, 1), vec![50, 13]);
+    // Reversing 40 reverses the first (10 coins, never counted): the battle stays.
+    let r = apply(&engine, reverse(50, 1, 40), later + 1);
+    assert_eq!(code(r), None);
+    assert_eq!(scores(&engine, 1), vec![50, 13], "not the second gift's 50");
+    // Reversing 41 reverses the first (10 coins, counted): side B loses 10, not 3.
+    assert_eq!(code(apply(&engine, reverse(51, 2, 41), later + 2)), None);
+    assert_eq!(scores(&engine, 1), vec![50, 3]);
+    let view = engine.battle(BattleId(1), 10).unwrap();
+    assert_eq!(view.sides[1].top_gifters, vec![(UserId(2), 3)]);
+    assert!(engine.audit().is_clean(), "{:?}", engine.audit().violations);
+    let (_, log) = engine.snapshot();
+    let replayed = Engine::new(held(), config).unwrap();
+    replayed.replay(&log).unwrap();
+    assert_eq!(replayed.state_fingerprint(), engine.state_fingerprint());
+}
+
+/// Review B10: a PUT whose battle was refused (`STREAM_IN_BATTLE`), sent again with the
+/// same content, answers the original refusal (within the retry horizon the id index
+/// has it), not `BATTLE_EXISTS`.
+#[test]
+fn b10_a_refused_battle_sent_again_answers_its_refusal() {
+    let engine = engine();
+    let w = (T0 + 60_000, T0 + 120_000);
+    assert_eq!(code(apply(&engine, battle(1, &[A, B], w.0, w.1), T0)), None);
+    let refused = apply(&engine, battle(2, &[B, 3], w.0, w.1), T0);
+    assert_eq!(code(refused), Some(RejectCode::StreamInBattle));
+    let again = apply(&engine, battle(2, &[B, 3], w.0, w.1), T0 + 1);
+    assert_eq!(code(again), Some(RejectCode::StreamInBattle), "{again:?}");
+    assert_eq!((again.seq, again.duplicate), (refused.seq, true));
+    assert!(engine.battle(BattleId(2), 10).is_none());
+}
+
+/// Review B11: a client event carrying a battle's derived event id (or its close's)
+/// does not squat the battle: the PUT and the close are judged as if it were not there,
+/// and the client event is judged as any other.
+#[test]
+fn b11_a_client_id_equal_to_a_derived_id_blocks_nothing() {
+    let engine = engine();
+    funded(&engine);
+    let (start, end) = (T0 + 1_000, T0 + 61_000);
+    let squat = |id: EventId, n: u32| match gift(0, 1, 7, "rose", n) {
+        Event::Gift(g) => Event::Gift(giftstream::engine::Gift { id, ..g }),
+        _ => unreachable!(),
+    };
+    let battle_id = Battle::event_id(BattleId(5));
+    let close_id = BattleClose::event_id(BattleId(5));
+    assert_eq!(code(apply(&engine, squat(battle_id, 1), T0)), None);
+    assert_eq!(code(apply(&engine, squat(close_id, 1), T0)), None);
+    let put = apply(&engine, battle(5, &[A, B], start, end), T0 + 1);
+    assert_eq!(code(put), None, "{put:?}");
+    assert!(!put.duplicate);
+    // The other way round: the battle first, then a client event with its id.
+    assert_eq!(
+        code(apply(&engine, battle(6, &[5, 6], start, end), T0)),
+        None
+    );
+    let late = apply(&engine, squat(Battle::event_id(BattleId(6)), 2), T0 + 2);
+    assert_eq!(code(late), None, "{late:?}");
+    // Retries of each are still answered as themselves.
+    let retry = apply(&engine, squat(battle_id, 1), T0 + 3);
+    assert!(retry.duplicate && code(retry).is_none(), "{retry:?}");
+    let again = apply(&engine, battle(5, &[A, B], start, end), T0 + 3);
+    assert_eq!((again.seq, again.duplicate), (put.seq, true));
+    assert_eq!(code(apply(&engine, close(5), end)), None);
+    assert!(engine.audit().is_clean(), "{:?}", engine.audit().violations);
+}
+
+/// Reviews B1/B8: a battle that ends while the process is down gets its close at the
+/// next start, and its `battle_end` once: a client reconnecting with the last id it saw
+/// before the `kill -9` gets exactly one (kept for the reconnect even when it comes
+/// after the close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b8_battle_end_once_after_a_restart_past_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("giftstream.toml");
+    let data = dir.path().join("data");
+    std::fs::write(&config, SHIPPED_CONFIG).unwrap();
+    let redis = RedisServer::start();
+    let server = ServeProcess::start(&config, &redis.url(), &data);
+    let http = reqwest::Client::new();
+    let url = |addr: &str, path: &str| format!("http://{addr}{path}");
+    let events = json!({"events": [
+        {"type": "recharge", "event_id": uuid(1), "user": 1, "coins": 1400, "price": "17.99",
+         "currency": "USD", "package": "coins_1400"},
+    ]});
+    let resp = http
+        .post(url(&server.http, "/v1/events"))
+        .bearer_auth(INGEST)
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let now = giftstream::clock::now().0;
+    let end = now + 1_500;
+    let resp = http
+        .put(url(&server.http, "/v1/battles/3"))
+        .bearer_auth(INGEST)
+        .json(&json!({"streams": [A, B], "start_ms": now, "end_ms": end}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let feed = http
+        .get(url(&server.http, &format!("/v1/streams/{A}/feed")))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap();
+    let mut body: std::pin::Pin<Box<dyn futures::Stream<Item = _> + Send>> =
+        Box::pin(feed.bytes_stream());
+    let mut text = String::new();
+    assert_eq!(next_message(&mut body, &mut text).await.1, "goal");
+    let gift = json!({"events": [rose(10, 1, A, 7)]});
+    let resp = http
+        .post(url(&server.http, "/v1/events"))
+        .bearer_auth(INGEST)
+        .json(&gift)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut last = None;
+    loop {
+        let (id, event, _) = next_message(&mut body, &mut text).await;
+        last = id.or(last);
+        if event == "battle" {
+            break;
+        }
+    }
+    let last = last.unwrap();
+    assert!(giftstream::clock::now().0 < end, "killed before the end");
+    drop(body);
+    server.kill9();
+    // Down over the end.
+    let wait = end.saturating_sub(giftstream::clock::now().0) + 300;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let server = ServeProcess::start(&config, &redis.url(), &data);
+    let feed = http
+        .get(url(&server.http, &format!("/v1/streams/{A}/feed")))
+        .bearer_auth(READ)
+        .header("Last-Event-ID", last.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    let mut body: std::pin::Pin<Box<dyn futures::Stream<Item = _> + Send>> =
+        Box::pin(feed.bytes_stream());
+    let mut text = String::new();
+    let seen = messages_for(&mut body, &mut text, 2_000).await;
+    assert_eq!(battle_ends(&seen), 1, "after {last}: {seen:?}");
+    assert!(seen.iter().all(|m| m.1 != "reset"), "{seen:?}");
+    let end_msg = seen.iter().find(|m| m.1 == "battle_end").unwrap();
+    assert_eq!(end_msg.2["winner"], json!(A));
+    let got: Value = http
+        .get(url(&server.http, "/v1/battles/3"))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["state"], "ended", "{got}");
+    assert_eq!(
+        end_msg.0.as_deref(),
+        Some(format!("{}.4", got["closed_seq"]).as_str())
     );
     server.stop();
 }

@@ -536,7 +536,7 @@ fn reversals_and_debts_replay_from_the_journal_and_a_snapshot_to_the_same_state(
     );
     log.extend(engine.drain_log());
     let bytes = giftstream::persist::redis::JournalBatch::from_entries(&log).encode();
-    assert_eq!(bytes[0], 9, "journal format 9");
+    assert_eq!(bytes[0], 10, "journal format 10");
     let log = giftstream::persist::redis::JournalBatch::decode(&bytes)
         .unwrap()
         .into_entries()

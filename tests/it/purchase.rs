@@ -243,8 +243,8 @@ fn through_the_journal(log: &[LogEntry]) -> Vec<LogEntry> {
     let bytes = JournalBatch::from_entries(log).encode();
     assert_eq!(bytes[0], JOURNAL_VERSION, "the current journal format");
     assert_eq!(
-        bytes[0], 9,
-        "journal format 9 (7 plus battles, reversals with their gift's hour)"
+        bytes[0], 10,
+        "journal format 10 (7 plus battles, reversals with their gift's hour, battle closes)"
     );
     assert_eq!(
         bytes[0],

@@ -395,8 +395,8 @@ fn reversals_racing_payouts_conserve_and_replay() {
     // Through the journal's format and back, replayed: the same state.
     let bytes = JournalBatch::from_entries(&log).encode();
     assert_eq!(
-        bytes[0], 9,
-        "journal format 9 (reversals carry their gift's hour)"
+        bytes[0], 10,
+        "journal format 10 (reversals carry their gift's hour; 10 added battle closes)"
     );
     let read = JournalBatch::decode(&bytes)
         .unwrap()

@@ -124,9 +124,9 @@ use std::time::Instant;
 
 use giftstream::economy::{Economy, EconomyFile, Region, SpendingCapsFile};
 use giftstream::engine::{
-    AccountSettings, Battle, BattleId, BudgetCap, Channel, CreatorId, Effect, Engine, EngineConfig,
-    EngineState, Event, EventId, Gift, GiftId, GiftReversal, GiftTarget, IdSecret, ItemId,
-    LogEntry, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode,
+    AccountSettings, Battle, BattleClose, BattleId, BudgetCap, Channel, CreatorId, Effect, Engine,
+    EngineConfig, EngineState, Event, EventId, Gift, GiftId, GiftReversal, GiftTarget, IdSecret,
+    ItemId, LogEntry, Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode,
     ReversedGift, Stamp, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 use rand::{RngExt, SeedableRng};
@@ -408,7 +408,7 @@ struct Model {
     stream_gifters: BTreeMap<(StreamId, UserId), u128>,
     videos: BTreeMap<VideoId, ModelVideo>,
     video_gifters: BTreeMap<(VideoId, UserId), u128>,
-    ids: HashMap<EventId, (Event, Outcome)>,
+    ids: HashMap<IdKey, (Event, Outcome)>,
     last_seq: u64,
     /// Earnings hold: the ledger's time, the newest stamp of every numbered recharge,
     /// gift, account setting and payout (never goes back).
@@ -418,6 +418,8 @@ struct Model {
     /// Gift reversals: every accepted gift made under a hold, by id.
     /// By (sender, gift id): a reversal names both (review G).
     gift_records: HashMap<(UserId, EventId), ModelGiftRecord>,
+    /// Whether the last gift applied got a gift record of its own (`battle_gift`).
+    last_gift_recorded: bool,
     /// PK battles held, by battle id (`ModelBattle`).
     battles: BTreeMap<u64, ModelBattle>,
     /// Per user with a wallet, its last `history_per_user` events: `(id, an accepted
@@ -496,6 +498,15 @@ fn content(event: &Event) -> Event {
     }
 }
 
+/// An id as the engine's index files it: a client's, or one the service derives (a
+/// battle's: its own hash domain, review B11 — a client event with the same 128 bits is
+/// another id).
+type IdKey = (bool, EventId);
+
+fn id_key(event: &Event) -> IdKey {
+    (matches!(event, Event::Battle(_)), event.id())
+}
+
 fn rejected(code: RejectCode) -> Status {
     Status::Rejected(code)
 }
@@ -509,6 +520,9 @@ struct ModelBattle {
     sides: Vec<BTreeMap<u64, (u128, u64)>>,
     closed: bool,
     counted: HashMap<(UserId, EventId), (usize, u64)>,
+    /// The number of its accepted close: from it on no gift counts, no reversal lowers
+    /// (review B2).
+    close_seq: Option<u64>,
 }
 
 /// A battle side as the simulation compares it: coins and the top gifters.
@@ -551,6 +565,7 @@ impl Model {
             hold_clock: 0,
             promotion_sales: BTreeMap::new(),
             gift_records: HashMap::new(),
+            last_gift_recorded: false,
             battles: BTreeMap::new(),
             histories: HashMap::new(),
             history_per_user: 0,
@@ -653,7 +668,7 @@ impl Model {
     /// The answer to an event whose id is known: the original outcome for an exact
     /// retry, `EVENT_ID_REUSED` for other content.
     fn known(&self, event: &Event) -> Option<Outcome> {
-        let (original, outcome) = self.ids.get(&event.id())?;
+        let (original, outcome) = self.ids.get(&id_key(event))?;
         Some(if *original == content(event) {
             Outcome {
                 duplicate: true,
@@ -678,12 +693,24 @@ impl Model {
                 cap: None,
             };
         }
+        // A close of a closed battle answers the accepted close; closes are not
+        // idempotency keys (by the battle's state: an early one is judged again).
+        if let Event::BattleClose(c) = event
+            && let Some(seq) = self.battles.get(&c.battle.0).and_then(|b| b.close_seq)
+        {
+            return Outcome {
+                seq,
+                status: Status::Accepted(Effect::Stored),
+                duplicate: true,
+                cap: None,
+            };
+        }
         if let Some(answer) = self.known(event) {
             return answer;
         }
         if !matches!(
             event,
-            Event::Economy(_) | Event::StreamGoal(_) | Event::Battle(_)
+            Event::Economy(_) | Event::StreamGoal(_) | Event::Battle(_) | Event::BattleClose(_)
         ) {
             self.hold_clock = self.hold_clock.max(stamp.0);
         }
@@ -722,6 +749,7 @@ impl Model {
             Event::RechargeReversal(r) => self.reversal(r, stamp),
             Event::GiftReversal(r) => self.gift_reversal(r),
             Event::Battle(b) => self.battle(b, stamp),
+            Event::BattleClose(c) => self.battle_close(c.battle.0, stamp),
         };
         self.last_seq += 1;
         if let Event::Battle(b) = event
@@ -735,8 +763,15 @@ impl Model {
                     sides: vec![BTreeMap::new(); b.streams().len()],
                     closed: false,
                     counted: HashMap::new(),
+                    close_seq: None,
                 },
             );
+        }
+        if let Event::BattleClose(c) = event
+            && status == Status::Accepted(Effect::Stored)
+        {
+            let b = self.battles.get_mut(&c.battle.0).expect("a closed battle");
+            b.close_seq = Some(self.last_seq);
         }
         match (event, status) {
             (Event::Gift(g), Status::Accepted(_)) => self.battle_gift(g, self.last_seq, stamp),
@@ -755,9 +790,10 @@ impl Model {
             duplicate: false,
             cap,
         };
-        // An economy change is not an idempotency key (the operator's, by version).
-        if !matches!(event, Event::Economy(_)) {
-            self.ids.insert(event.id(), (content(event), outcome));
+        // An economy change is not an idempotency key (the operator's, by version), nor
+        // is a battle's close (by the battle's state).
+        if !matches!(event, Event::Economy(_) | Event::BattleClose(_)) {
+            self.ids.insert(id_key(event), (content(event), outcome));
         }
         let user = match event {
             Event::Recharge(r) => Some((r.user, false)),
@@ -831,16 +867,33 @@ impl Model {
         }
     }
 
+    /// A close's checks: the battle held, the close stamped at or after its end (every
+    /// battle ended by the stamp is frozen for reversals, as by any exclusive event).
+    fn battle_close(&mut self, battle: u64, stamp: Stamp) -> Status {
+        self.close_battles(stamp);
+        match self.battles.get(&battle) {
+            None => rejected(RejectCode::BattleNotFound),
+            Some(b) if stamp.0 < b.spec.end_ms() => rejected(RejectCode::BattleNotEnded),
+            Some(_) => Status::Accepted(Effect::Stored),
+        }
+    }
+
     /// An accepted gift numbered `seq`: counted by the battle of its stream whose window
-    /// holds its stamp, if numbered after it.
+    /// holds its stamp, if numbered after it and before the battle's close. A reversal
+    /// lowers the battle by it only if the gift got a record of its own (review B3: a
+    /// sender reusing its own held id keeps the first gift's record, which a reversal of
+    /// the id reverses).
     fn battle_gift(&mut self, g: &Gift, seq: u64, stamp: Stamp) {
         let coins = self.gift_cost(g).expect("an accepted gift has a cost");
-        let reversible = self.economy.earnings_hold_ms > 0;
+        let reversible = self.economy.earnings_hold_ms > 0 && self.last_gift_recorded;
         for b in self.battles.values_mut() {
             let Some(side) = b.spec.streams().iter().position(|s| *s == g.stream) else {
                 continue;
             };
-            if seq <= b.seq || !(b.spec.start_ms..b.spec.end_ms()).contains(&stamp.0) {
+            if seq <= b.seq
+                || b.close_seq.is_some()
+                || !(b.spec.start_ms..b.spec.end_ms()).contains(&stamp.0)
+            {
                 continue;
             }
             let gifter = b.sides[side].entry(g.sender.0).or_insert((0, 0));
@@ -1198,6 +1251,7 @@ impl Model {
             .gift_records
             .get(&(g.sender, g.id))
             .is_some_and(|r| r.release > stamp.0);
+        self.last_gift_recorded = hold > 0 && !held;
         if hold > 0 && !held {
             let record = ModelGiftRecord {
                 sender: g.sender,
@@ -1733,6 +1787,9 @@ struct Generator {
     now: u64,
     /// The boundary the run's clock crosses ([`BOUNDARIES`], by seed).
     around: Stamp,
+    /// Whether battles' closes are drawn (not by the horizon run, whose bookkeeping is
+    /// of ids: a close is judged by its battle's state).
+    closes: bool,
 }
 
 /// The UTC midnights a run's clock crosses, one per seed in turn: a day and month
@@ -1756,6 +1813,7 @@ impl Generator {
             pool: Vec::new(),
             now: 0,
             around: BOUNDARIES[(seed % BOUNDARIES.len() as u64) as usize],
+            closes: true,
         }
     }
 
@@ -1879,6 +1937,12 @@ impl Generator {
     /// window near the batch's stamp (sometimes over already), under a few ids.
     fn battle(&mut self) -> Event {
         let id = self.rng.random_range(1..=BATTLE_IDS);
+        // A close (the service's, or a client's: early ones are refused) now and then.
+        if self.closes && self.rng.random_bool(0.4) {
+            return Event::BattleClose(BattleClose {
+                battle: BattleId(id),
+            });
+        }
         let sides = match self.rng.random_range(0..10u32) {
             0 => 1,
             1..7 => 2,
@@ -2232,6 +2296,9 @@ impl Generator {
                 ..r
             }),
             Event::Gift(g) => payout(id, g.creator.0, 20_000, "USD"),
+            // A battle's id is derived, in a domain of its own: a client event carrying
+            // it is a fresh id (b11 in battles.rs); a close is no idempotency key.
+            Event::Battle(_) | Event::BattleClose(_) => self.custom_recharge(),
             _ => {
                 let (sender, creator) = (self.user(), self.creator());
                 gift(id, sender, creator, "rose", 1)
@@ -2540,7 +2607,9 @@ fn check_log_with_model(
     let mut model = Model::new(economy(), versions.clone());
     model.history_per_user = history_per_user;
     for entry in log {
-        if let Some((first, outcome)) = model.ids.get(&entry.event.id()) {
+        if let Some((first, outcome)) = model.ids.get(&id_key(&entry.event))
+            && !matches!(entry.event, Event::BattleClose(_))
+        {
             return Err(format!(
                 "event id {:?} journaled twice: seq {} {first:?} and seq {} {:?} (stamp {})",
                 entry.event.id(),
@@ -2578,15 +2647,25 @@ fn check_log_with_model(
 /// its journaled outcome (exactly one), every other answer the model's answer to a
 /// retry of that id.
 fn check_answers(model: &Model, answers: &[(Event, Outcome)]) -> Result<(), String> {
-    let mut applied: HashMap<EventId, u32> = HashMap::new();
+    let mut applied: HashMap<IdKey, u32> = HashMap::new();
     for (event, got) in answers {
-        let Some((original, outcome)) = model.ids.get(&event.id()) else {
+        if let Event::BattleClose(c) = event {
+            // Judged by the battle's state (the log holds each applied one): a duplicate
+            // is the accepted close.
+            let closed = model.battles.get(&c.battle.0).and_then(|b| b.close_seq);
+            ensure!(
+                !got.duplicate || closed == Some(got.seq),
+                "{event:?} answered {got:?} as the close, the model's is {closed:?}"
+            );
+            continue;
+        }
+        let Some((original, outcome)) = model.ids.get(&id_key(event)) else {
             return Err(format!(
                 "{event:?} was answered {got:?}, but its id was never journaled"
             ));
         };
         if original == event && got == outcome {
-            *applied.entry(event.id()).or_default() += 1;
+            *applied.entry(id_key(event)).or_default() += 1;
             continue;
         }
         let expected = model.known(event).expect("a journaled id");
@@ -2902,7 +2981,9 @@ fn check_retries(
     let before = engine.state_fingerprint();
     let step = (log.len() / 16).max(1);
     for entry in log.iter().step_by(step) {
-        if let Event::Economy(_) = entry.event {
+        // Neither an economy change nor a battle's close is an idempotency key (a close
+        // is judged by its battle's state: an early one again, anew).
+        if let Event::Economy(_) | Event::BattleClose(_) = entry.event {
             continue;
         }
         let other = Event::Account(AccountSettings {
@@ -2914,7 +2995,13 @@ fn check_retries(
             daily_budget_coins: None.into(),
             weekly_budget_coins: None.into(),
         });
-        for event in [entry.event, other] {
+        // A battle's derived id is a domain of its own: a client event with its bits is
+        // another id (review B11), not a retry.
+        let others: &[Event] = match entry.event {
+            Event::Battle(_) => &[],
+            _ => std::slice::from_ref(&other),
+        };
+        for &event in std::iter::once(&entry.event).chain(others) {
             let got = engine.apply_batch(&[event], now)[0];
             let want = model.known(&event).expect("a journaled id");
             ensure!(
@@ -3544,6 +3631,7 @@ struct HorizonStats {
 /// (also under an edited config: a longer horizon, a smaller index).
 fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
     let mut g = Generator::new(seed);
+    g.closes = false;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4859_5249_5a4f_4e00);
     let shards = [1, 2, 4][rng.random_range(0..3usize)];
     let horizon = rng.random_range(1_000..=4_000u64);
@@ -3625,7 +3713,12 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
                     t0 + keep + rng.random_range(1..=epoch + 5)
                 };
                 stamp = stamp.max(target);
-                model.ids[&id].0
+                // (Ids are distinct across domains here: no event reuses a battle's.)
+                let known = model.ids.get(&(false, id));
+                known
+                    .or_else(|| model.ids.get(&(true, id)))
+                    .expect("applied")
+                    .0
             }
             (None, Some(reversal)) => {
                 stats.reversals_of_reused += 1;
@@ -3716,7 +3809,7 @@ fn simulate_horizon(seed: u64) -> Result<HorizonStats, String> {
         } else {
             // Applied: the next number, and the model's outcome for it.
             if held.is_some() {
-                model.ids.remove(&id);
+                model.ids.remove(&id_key(&event));
                 stats.applied_again_past_horizon += 1;
                 if matches!(
                     event,

@@ -518,8 +518,8 @@ fn through_the_journal(log: &[LogEntry]) -> Vec<LogEntry> {
     let bytes = JournalBatch::from_entries(log).encode();
     assert_eq!(bytes[0], JOURNAL_VERSION);
     assert_eq!(
-        JOURNAL_VERSION, 9,
-        "video gifts are journal format 6, their reversals 7, battles 8, reversals with their gift's hour 9"
+        JOURNAL_VERSION, 10,
+        "video gifts are journal format 6, their reversals 7, battles 8, reversals with their gift's hour 9, battle closes 10"
     );
     JournalBatch::decode(&bytes)
         .unwrap()

@@ -83,18 +83,11 @@ impl Battle {
     }
 
     /// The event id for battle `battle`: bijective in the battle id (the two bits the
-    /// UUID variant takes from the low word move into the high word).
+    /// UUID variant takes from the low word move into the high word). The engine files
+    /// it in the id index under a hash domain of its own (review B11), so a client event
+    /// that happens to carry this id never takes the battle's place.
     pub fn event_id(battle: BattleId) -> EventId {
-        const NAMESPACE: u64 = u64::from_be_bytes(*b"PKbattl\0");
-        let high = NAMESPACE | (battle.0 >> 62);
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&high.to_be_bytes());
-        bytes[8..].copy_from_slice(&battle.0.to_be_bytes());
-        EventId(
-            uuid::Builder::from_custom_bytes(bytes)
-                .into_uuid()
-                .as_u128(),
-        )
+        derived_id(*b"PKbattl\0", battle)
     }
 
     /// Whether the rules of a battle's content hold: 2 to 4 distinct streams and a window
@@ -113,6 +106,45 @@ impl Battle {
     }
 }
 
+/// A UUIDv8 derived from a battle id in the namespace `namespace` (its high word less
+/// the two bits the UUID variant takes from the low word, which move there).
+fn derived_id(namespace: [u8; 8], battle: BattleId) -> EventId {
+    let high = u64::from_be_bytes(namespace) | (battle.0 >> 62);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&high.to_be_bytes());
+    bytes[8..].copy_from_slice(&battle.0.to_be_bytes());
+    EventId(
+        uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .as_u128(),
+    )
+}
+
+/// The close of a PK battle (review B2): made by the service once its clock passes the
+/// battle's `end_ms` (a client may send one too). Applied with the gate exclusive, it is
+/// accepted only when the battle is held, not closed yet and the close is stamped at or
+/// after `end_ms` (else `BATTLE_NOT_FOUND` / `BATTLE_NOT_ENDED`, recorded); from its
+/// number on the battle is frozen: no gift counts, no reversal lowers it. Idempotent by
+/// the battle's state, not by the id index (a close of a closed battle answers the
+/// accepted close): its event id ([`BattleClose::event_id`]) is derived from the battle
+/// id and never claimed there, so an early close can not hold the real one off.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct BattleClose {
+    pub battle: BattleId,
+}
+
+impl BattleClose {
+    pub fn id(&self) -> EventId {
+        BattleClose::event_id(self.battle)
+    }
+
+    /// The close's event id for battle `battle`: bijective in the battle id, in a
+    /// namespace apart from the battle's.
+    pub fn event_id(battle: BattleId) -> EventId {
+        derived_id(*b"PKclose\0", battle)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,9 +154,13 @@ mod tests {
         let ids = [0, 1, u64::MAX, 1 << 62, 1 << 63, (1 << 62) | 1];
         let mut seen = std::collections::HashSet::new();
         for b in ids {
-            let id = Battle::event_id(BattleId(b));
-            assert!(seen.insert(id), "{b}");
-            assert_eq!(uuid::Uuid::from_u128(id.0).get_version_num(), 8);
+            for id in [
+                Battle::event_id(BattleId(b)),
+                BattleClose::event_id(BattleId(b)),
+            ] {
+                assert!(seen.insert(id), "{b}");
+                assert_eq!(uuid::Uuid::from_u128(id.0).get_version_num(), 8);
+            }
         }
     }
 

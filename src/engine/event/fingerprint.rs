@@ -148,6 +148,7 @@ impl Event {
                 .fold(f.word(b.battle.0), |f, s| f.word(s.0))
                 .word(b.start_ms)
                 .word(b.end_ms()),
+            Event::BattleClose(c) => f.word(c.battle.0),
         }
         .finish()
     }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::economy::Channel;
 use crate::economy::{Currency, Region};
-pub use battle::{BATTLE_LENGTH_MS_MAX, BATTLE_SIDES_MAX, BATTLE_SIDES_MIN, Battle};
+pub use battle::{BATTLE_LENGTH_MS_MAX, BATTLE_SIDES_MAX, BATTLE_SIDES_MIN, Battle, BattleClose};
 pub use fingerprint::EventFingerprint;
 pub use ids::{
     BattleId, CreatorId, DAY_MS, EventId, GiftId, ItemId, PackageId, Period, Stamp, StreamId,
@@ -471,6 +471,8 @@ pub enum Event {
     VideoGift(VideoGift),
     /// Appended (wire kind 14, journal kind 15): a PK battle.
     Battle(Battle),
+    /// Appended (wire and journal kind 17): a PK battle's close.
+    BattleClose(BattleClose),
 }
 
 impl Event {
@@ -510,6 +512,7 @@ impl Event {
             Event::RechargeReversal(e) => e.id,
             Event::GiftReversal(e) => e.id,
             Event::Battle(b) => b.id(),
+            Event::BattleClose(c) => c.id(),
         }
     }
 
@@ -527,6 +530,7 @@ impl Event {
             Event::RechargeReversal(_) => EventKind::RechargeReversal,
             Event::GiftReversal(_) => EventKind::GiftReversal,
             Event::Battle(_) => EventKind::Battle,
+            Event::BattleClose(_) => EventKind::BattleClose,
         }
     }
 }
@@ -550,10 +554,12 @@ pub enum EventKind {
     VideoGift,
     /// A PK battle (no user's history holds one).
     Battle,
+    /// A PK battle's close.
+    BattleClose,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Recharge,
         EventKind::Gift,
         EventKind::Payout,
@@ -566,6 +572,7 @@ impl EventKind {
         EventKind::GiftReversal,
         EventKind::VideoGift,
         EventKind::Battle,
+        EventKind::BattleClose,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -582,6 +589,7 @@ impl EventKind {
             EventKind::RechargeReversal => "recharge_reversal",
             EventKind::GiftReversal => "gift_reversal",
             EventKind::Battle => "battle",
+            EventKind::BattleClose => "battle_close",
         }
     }
 }

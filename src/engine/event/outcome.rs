@@ -61,10 +61,16 @@ pub enum RejectCode {
     /// `engine.battles_max` battles are held (scheduled, live, or ended within
     /// `engine.battle_retention_ms`).
     BattlesFull = 24,
+    /// A battle close stamped before the battle's `end_ms`: the battle goes on (review
+    /// B2: no one ends a battle early). Recorded.
+    BattleNotEnded = 25,
+    /// A battle close naming no battle held (never recorded, or dropped
+    /// `engine.battle_retention_ms` after its end). Recorded.
+    BattleNotFound = 26,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 24] = [
+    pub const ALL: [RejectCode; 26] = [
         RejectCode::UnknownGift,
         RejectCode::InvalidCount,
         RejectCode::AmountOutOfRange,
@@ -89,6 +95,8 @@ impl RejectCode {
         RejectCode::StreamInBattle,
         RejectCode::BattleExists,
         RejectCode::BattlesFull,
+        RejectCode::BattleNotEnded,
+        RejectCode::BattleNotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +125,8 @@ impl RejectCode {
             RejectCode::StreamInBattle => "STREAM_IN_BATTLE",
             RejectCode::BattleExists => "BATTLE_EXISTS",
             RejectCode::BattlesFull => "BATTLES_FULL",
+            RejectCode::BattleNotEnded => "BATTLE_NOT_ENDED",
+            RejectCode::BattleNotFound => "BATTLE_NOT_FOUND",
         }
     }
 

@@ -144,6 +144,9 @@ fn event_fields(e: &LogEntry, economy: &Economy) -> Value {
             "start_ms": b.start_ms,
             "end_ms": b.end_ms(),
         }),
+        Event::BattleClose(c) => json!({
+            "battle": c.battle.0,
+        }),
         Event::Settlement(s) => json!({
             "creator": s.creator.0,
             "source_node_index": s.source,

@@ -74,7 +74,11 @@ pub(crate) fn line_of(e: &LogEntry, economy: &crate::economy::Economy) -> Option
             Event::GiftReversal(r) => r.sender,
             Event::Account(a) => a.user,
             Event::Payout(p) => UserId(p.creator.0),
-            Event::StreamGoal(_) | Event::Settlement(_) | Event::Economy(_) | Event::Battle(_) => {
+            Event::StreamGoal(_)
+            | Event::Settlement(_)
+            | Event::Economy(_)
+            | Event::Battle(_)
+            | Event::BattleClose(_) => {
                 return None;
             }
         },

@@ -344,7 +344,7 @@ impl Projector {
                 }
             }
             // Battles are read from the engine (`GET /v1/battles/{id}`), not Redis.
-            Event::Payout(_) | Event::StreamGoal(_) | Event::Battle(_) => {}
+            Event::Payout(_) | Event::StreamGoal(_) | Event::Battle(_) | Event::BattleClose(_) => {}
             // Settled diamonds stay counted on the node that credited them: the merged
             // `diamonds_total` sums every node's own credits, so they are not added again.
             Event::Account(_) | Event::Settlement(_) => {}

@@ -32,9 +32,11 @@ use crate::persist::journal::JournalError;
 /// version 8 added the PK battle (`JournalEvent::Battle`, kind 15; version 7 batches are
 /// read as they are); version 9 added the accepted gift reversal with its gift's hour
 /// (`JournalEvent::GiftReversalAt`, kind 16, for the read model's windowed leaderboards;
-/// an older batch's reversals read as they are, their gift's hour unknown). A build that
+/// an older batch's reversals read as they are, their gift's hour unknown); version 10
+/// added the PK battle's close (`JournalEvent::BattleClose`, kind 17; version 8 and 9
+/// batches are read as they are, their battles closed by no event). A build that
 /// cannot read a variant refuses the batch by its version, clearly.
-pub const JOURNAL_VERSION: u8 = 9;
+pub const JOURNAL_VERSION: u8 = 10;
 
 /// The decode limit of journal entries (written by this service, capped at
 /// [`super::JOURNAL_ENTRY_RECORDS_MAX`] records, ~200 bytes each in memory): far above
@@ -131,7 +133,8 @@ impl JournalBatch {
     pub fn decode(bytes: &[u8]) -> Result<JournalBatch, DecodeError> {
         match bytes.first() {
             Some(&1) => {}
-            Some(&2) | Some(&3) | Some(&4) | Some(&5) | Some(&6) | Some(&7) | Some(&8) => {
+            Some(&2) | Some(&3) | Some(&4) | Some(&5) | Some(&6) | Some(&7) | Some(&8)
+            | Some(&9) => {
                 let mut batch: JournalBatch = decode(bytes)?;
                 batch.version = JOURNAL_VERSION;
                 return Ok(batch);
@@ -590,19 +593,45 @@ mod tests {
             ..e.clone()
         };
         let (reversal, on_video) = (at(&reversal), at(&on_video));
-        let v9 = JournalBatch::from_entries(&[reversal.clone(), on_video.clone()]).encode();
-        assert_eq!(v9[0], 9);
+        let mut v9 = JournalBatch::from_entries(&[reversal.clone(), on_video.clone()]).encode();
+        assert_eq!(v9[0], JOURNAL_VERSION);
+        v9[0] = 9;
         let back = JournalBatch::decode(&v9).unwrap().into_entries().unwrap();
         assert_eq!(back, vec![reversal.clone(), on_video.clone()]);
         let record = JournalBatch::from_entries(std::slice::from_ref(&on_video)).records[0];
         assert_eq!(protocol::encode(&record.event)[0], 16, "kind 16");
 
-        let mut v10 = v3.clone();
-        v10[0] = 10;
-        let err = JournalBatch::decode(&v10)
+        // Format 10: a battle's close (kind 17), accepted and refused.
+        let close = |seq: u64, status: Status| LogEntry {
+            seq,
+            stamp: Stamp(1_796_083_200_020),
+            event: Event::BattleClose(crate::engine::BattleClose {
+                battle: crate::engine::BattleId(9),
+            }),
+            outcome: Outcome::new(seq, status, false),
+            totals: None,
+            reversed: None,
+        };
+        let closes = [
+            close(
+                15,
+                Status::Rejected(crate::engine::RejectCode::BattleNotEnded),
+            ),
+            close(16, Status::Accepted(Effect::Stored)),
+        ];
+        let v10 = JournalBatch::from_entries(&closes).encode();
+        assert_eq!(v10[0], 10);
+        let back = JournalBatch::decode(&v10).unwrap().into_entries().unwrap();
+        assert_eq!(back, closes.to_vec());
+        let record = JournalBatch::from_entries(&closes).records[0];
+        assert_eq!(protocol::encode(&record.event)[0], 17, "kind 17");
+
+        let mut v11 = v3.clone();
+        v11[0] = 11;
+        let err = JournalBatch::decode(&v11)
             .unwrap()
             .into_entries()
             .unwrap_err();
-        assert!(err.to_string().contains("version 10"), "{err}");
+        assert!(err.to_string().contains("version 11"), "{err}");
     }
 }

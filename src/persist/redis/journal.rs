@@ -208,7 +208,7 @@ impl RedisJournal {
     async fn replay_into(
         &self,
         engine: &Engine,
-        mut ids: Option<&mut std::collections::HashSet<u128>>,
+        mut ids: Option<&mut std::collections::HashSet<(bool, u128)>>,
     ) -> Result<(u64, u64), RecoveryError> {
         let mut conn = self.conn.clone();
         let mut start = format!("({}-0", engine.last_seq());
@@ -231,11 +231,16 @@ impl RedisJournal {
             for entry in &page {
                 let entries = decode_entry(entry)?;
                 if let Some(ids) = ids.as_deref_mut() {
+                    // Economy changes and battle closes are idempotent by their state
+                    // (a version, a battle), not by their ids: a close rejected early is
+                    // journaled under the id the accepted one has.
                     for e in entries
                         .iter()
-                        .filter(|e| !matches!(e.event, Event::Economy(_)))
+                        .filter(|e| !matches!(e.event, Event::Economy(_) | Event::BattleClose(_)))
                     {
-                        ids.insert(e.event.id().0);
+                        // A battle's derived id is a domain of its own (review B11): a
+                        // client event may carry the same 128 bits.
+                        ids.insert((matches!(e.event, Event::Battle(_)), e.event.id().0));
                         keyed += 1;
                     }
                 }

@@ -5,8 +5,8 @@
 //! since reads unchanged. Append new variants at the end, never reorder (`Purchase`,
 //! journal format 5; `RechargeReversal`, `GiftReversal` and `VideoGift`, numbers 11 to
 //! 13, journal format 6; `VideoGiftReversal`, number 14, journal format 7; `Battle`,
-//! number 15, journal format 8; `GiftReversalAt`, number 16, journal format 9, is the
-//! last).
+//! number 15, journal format 8; `GiftReversalAt`, number 16, journal format 9;
+//! `BattleClose`, number 17, journal format 10, is the last).
 //!
 //! Size: the journal's event and outcome types, their encoding both ways and the test that
 //! compares every kind with the wire's bytes are one on-disk contract (~180 lines of tests).
@@ -16,10 +16,10 @@ use rust_decimal::Decimal;
 
 use crate::economy::{Currency, Region};
 use crate::engine::{
-    AccountSettings, Battle, BattleId, BudgetCap, Channel, CreatorId, EconomyChange, Effect, Event,
-    EventId, Gift, GiftId, GiftReversal, GiftTarget, ItemId, NANOS_PER_DIAMOND, Outcome, PackageId,
-    Payout, Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift, Settlement, Status,
-    StreamGoal, StreamId, UserId, VideoGift, VideoId,
+    AccountSettings, Battle, BattleClose, BattleId, BudgetCap, Channel, CreatorId, EconomyChange,
+    Effect, Event, EventId, Gift, GiftId, GiftReversal, GiftTarget, ItemId, NANOS_PER_DIAMOND,
+    Outcome, PackageId, Payout, Purchase, Recharge, RechargeReversal, RejectCode, ReversedGift,
+    Settlement, Status, StreamGoal, StreamId, UserId, VideoGift, VideoId,
 };
 
 /// A decimal amount as mantissa and scale (value = mantissa / 10^scale, scale <= 28).
@@ -194,6 +194,10 @@ pub enum JournalEvent {
         video: bool,
         hour: u32,
     },
+    /// A PK battle's close (number 17; journal format 10): the battle id (the event id
+    /// is derived from it). Accepted or rejected (`BATTLE_NOT_ENDED`,
+    /// `BATTLE_NOT_FOUND`), its outcome says.
+    BattleClose { battle: u64 },
 }
 
 /// What an accepted gift reversal took back (its journal record): the gift's creator,
@@ -420,6 +424,7 @@ impl From<&Event> for JournalEvent {
                     end_ms: b.end_ms(),
                 }
             }
+            Event::BattleClose(c) => JournalEvent::BattleClose { battle: c.battle.0 },
         }
     }
 }
@@ -688,6 +693,9 @@ impl TryFrom<JournalEvent> for Event {
                         .ok_or("a battle with more than 4 streams or an empty window")?,
                 )
             }
+            JournalEvent::BattleClose { battle } => Event::BattleClose(BattleClose {
+                battle: BattleId(battle),
+            }),
         })
     }
 }
@@ -731,7 +739,10 @@ impl JournalOutcome {
                     diamonds_available: self.coins,
                     value: self.value.try_into()?,
                 },
-                Event::Account(_) | Event::StreamGoal(_) | Event::Battle(_) => Effect::Stored,
+                Event::Account(_)
+                | Event::StreamGoal(_)
+                | Event::Battle(_)
+                | Event::BattleClose(_) => Effect::Stored,
                 Event::Settlement(_) => Effect::Settled {
                     credited: self.coins,
                 },
@@ -812,6 +823,10 @@ mod tests {
             })
         };
         vec![
+            // Journal format 10: a battle's close (kind 17).
+            Event::BattleClose(BattleClose {
+                battle: BattleId(u64::MAX),
+            }),
             // Journal format 8: a battle (kind 15), with 2 and 4 streams.
             Event::Battle(
                 Battle::new(
@@ -1001,9 +1016,11 @@ mod tests {
                 diamonds_available: 17,
                 value: Decimal::new(123_456, 3),
             },
-            Event::Account(_) | Event::StreamGoal(_) | Event::Economy(_) | Event::Battle(_) => {
-                Effect::Stored
-            }
+            Event::Account(_)
+            | Event::StreamGoal(_)
+            | Event::Economy(_)
+            | Event::Battle(_)
+            | Event::BattleClose(_) => Effect::Stored,
             Event::Settlement(_) => Effect::Settled { credited: 200 },
             Event::RechargeReversal(_) => Effect::Reversed {
                 coins: seq,

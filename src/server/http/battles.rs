@@ -6,7 +6,8 @@
 //! Errors: a body whose streams or window break the rules is 400 `INVALID_BATTLE`
 //! (nothing recorded); a battle the engine refuses is its recorded code —
 //! `INVALID_BATTLE` (422: already over when recorded), `STREAM_IN_BATTLE`,
-//! `BATTLE_EXISTS` (other content under the id), `BATTLES_FULL` (409). A cluster node
+//! `BATTLE_EXISTS` (other content under the id), `BATTLES_FULL` (409); the same body
+//! again answers its original refusal while the id index remembers it. A cluster node
 //! answers 501 `BATTLES_UNAVAILABLE`: a battle's streams receive gifts from senders of
 //! every node, and no node sees them all.
 
@@ -73,7 +74,9 @@ pub struct BattleResponse {
     end_ms: u64,
     /// The battle event's sequence number (gifts numbered after it count).
     seq: u64,
-    /// `scheduled` (before `start_ms`), `live`, or `ended` (from `end_ms` on), by the
+    /// `scheduled` (before `start_ms`), `live` (inside the window), `ending` (the
+    /// window is over, the battle's close not committed yet: scores may still move by a
+    /// gift stamped before the end), or `ended` (closed and committed: final), by the
     /// server's clock.
     state: String,
     sides: Vec<BattleSide>,
@@ -83,10 +86,13 @@ pub struct BattleResponse {
     winner: Option<u64>,
     /// Once ended: true when two or more streams share the most coins.
     draw: bool,
+    /// Once ended: the sequence number of the battle's close (the `battle_end` feed
+    /// message's id is `<closed_seq>.4`).
+    closed_seq: Option<u64>,
 }
 
-fn response(b: &BattleView, now_ms: u64) -> BattleResponse {
-    let state = b.state_at(now_ms);
+fn response(b: &BattleView, now_ms: u64, committed_through: u64) -> BattleResponse {
+    let state = b.state_at(now_ms, committed_through);
     let leader = b.leader();
     let ended = state == BattleState::Ended;
     BattleResponse {
@@ -113,6 +119,7 @@ fn response(b: &BattleView, now_ms: u64) -> BattleResponse {
         leader: leader.map(|s| s.0),
         winner: if ended { leader.map(|s| s.0) } else { None },
         draw: ended && leader.is_none(),
+        closed_seq: if ended { b.closed_seq } else { None },
     }
 }
 
@@ -160,7 +167,10 @@ fn battle_of(id: BattleId, r: &BattleRequest) -> Result<Battle, ApiError> {
 }
 
 /// Record a PK battle (journaled; idempotent: the same body again answers the battle as
-/// recorded). Its event id is derived from the battle id.
+/// recorded, or — within the retry horizon — the refusal it got). Its event id is
+/// derived from the battle id (filed apart from client event ids: no client event
+/// blocks it). When the server's clock passes `end_ms` the service records the
+/// battle's close: from then on the result is final (`state: ended` once committed).
 #[utoipa::path(put, path = "/v1/battles/{id}", tag = "battles",
     params(("id" = u64, Path, description = "Battle id")), request_body = BattleRequest, security(("bearer" = [])),
     responses(
@@ -220,7 +230,7 @@ pub(super) async fn put_battle(
         .engine
         .battle(id, BATTLE_TOP_GIFTERS)
         .ok_or_else(not_found)?;
-    Ok(Json(response(&view, now)))
+    Ok(Json(response(&view, now, service.commits.watermark())))
 }
 
 fn not_found() -> ApiError {
@@ -254,5 +264,5 @@ pub(super) async fn get_battle(
         .engine
         .battle(id, BATTLE_TOP_GIFTERS)
         .ok_or_else(not_found)?;
-    Ok(Json(response(&view, now)))
+    Ok(Json(response(&view, now, service.commits.watermark())))
 }
