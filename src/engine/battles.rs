@@ -484,12 +484,17 @@ impl BattleBook {
             .iter()
             .zip(&self.sides)
             .map(|(&stream, s)| {
-                let mut gifters: Vec<(UserId, u128, u64)> = s
-                    .gifters
-                    .iter()
-                    .filter(|(_, g)| g.0 > 0)
-                    .map(|(&u, &(coins, seq))| (u, coins, seq))
-                    .collect();
+                // Scores only (`top` 0: the feed's `battle` after every run): no copy of
+                // the gifters, which the battles' lock would hold for (review B5).
+                let mut gifters: Vec<(UserId, u128, u64)> = if top == 0 {
+                    Vec::new()
+                } else {
+                    s.gifters
+                        .iter()
+                        .filter(|(_, g)| g.0 > 0)
+                        .map(|(&u, &(coins, seq))| (u, coins, seq))
+                        .collect()
+                };
                 let by_rank = |a: &(UserId, u128, u64), b: &(UserId, u128, u64)| {
                     b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0))
                 };
