@@ -361,7 +361,11 @@ impl Battles {
                     b.counted.resize_with(shards, FxHashMap::default);
                 }
                 let counted = &mut b.counted[shard];
-                if counted.len() < COUNTED_PER_SHARD_MAX {
+                // A full map still replaces the entry of an id this gift's own record
+                // took over (an older gift's, released or dropped): a reversal of this
+                // gift lowers by this gift, never by the stale one (review M2).
+                if counted.len() < COUNTED_PER_SHARD_MAX || counted.contains_key(&(g.sender, g.id))
+                {
                     counted.insert((g.sender, g.id), (side as u8, coins));
                 }
             }
@@ -663,7 +667,8 @@ impl super::Engine {
                 .gifts
                 .get(g.gift.0 as usize)
                 .map_or(0, |spec| spec.coins.saturating_mul(u64::from(g.count)));
-            let own_record = reversible && !unrecorded.contains(&seq);
+            // `unrecorded` is in sequence order: a halving search (a replayed run lists many).
+            let own_record = reversible && unrecorded.binary_search(&seq).is_err();
             battles.gift((shard, shards), &g, (seq, stamp, coins), own_record);
         }
     }
@@ -754,6 +759,32 @@ mod tests {
         assert_eq!(v.leader(), Some(StreamId(1)));
         battles.gift((0, 1), &gift(5, 6, 2), (14, Stamp(100), 20), false);
         assert_eq!(battles.view(BattleId(7), 10).unwrap().leader(), None);
+        assert!(battles.check().is_ok());
+    }
+
+    /// Review M2: with the counted map full, a gift whose own record took over an id
+    /// replaces the older gift's entry, so its reversal lowers the battle by it.
+    #[test]
+    fn a_full_counted_map_still_replaces_a_reused_ids_entry() {
+        let mut battles = Battles::default();
+        let b = Battle::new(BattleId(7), &[StreamId(1), StreamId(2)], 100, 1_000_000).unwrap();
+        battles.open((8, 1000), &b, 10, Stamp(50));
+        battles.gift((0, 1), &gift(1, 5, 1), (11, Stamp(150), 1), true);
+        for n in 0..COUNTED_PER_SHARD_MAX as u128 {
+            battles.gift(
+                (0, 1),
+                &gift(1000 + n, 6, 1),
+                (12 + n as u64, Stamp(150), 1),
+                true,
+            );
+        }
+        let seq = 20 + COUNTED_PER_SHARD_MAX as u64;
+        // The same sender and id again, with its own record: 10,000 coins.
+        battles.gift((0, 1), &gift(1, 5, 1), (seq, Stamp(150), 10_000), true);
+        let before = battles.view(BattleId(7), 0).unwrap().sides[0].coins;
+        battles.reverse(0, (UserId(5), EventId(1), StreamId(1)), seq + 1, Stamp(160));
+        let after = battles.view(BattleId(7), 0).unwrap().sides[0].coins;
+        assert_eq!(before - after, 10_000, "lowered by the gift reversed");
         assert!(battles.check().is_ok());
     }
 }

@@ -481,6 +481,27 @@ impl Feeds {
     /// stream they (or a goal, or a gift reversal) touched, and a goal reached. Costs
     /// two atomic operations when no stream's feed is held.
     pub fn publish(&self, engine: &Engine, entries: &[LogEntry]) {
+        // A `battle_end`'s id is its close's number (`<seq>.4`), sent last in its run: a
+        // run is published in parts that each end at an accepted close, so no message of
+        // a later entry goes out before it (ids stay increasing on every feed, and a
+        // reconnect neither misses the end nor gets a gift again: review M1).
+        let mut rest = entries;
+        while let Some(at) = rest.iter().position(|e| {
+            matches!(
+                (&e.event, e.outcome.status),
+                (Event::BattleClose(_), Status::Accepted(_))
+            )
+        }) && at + 1 < rest.len()
+        {
+            let (part, tail) = rest.split_at(at + 1);
+            self.publish_part(engine, part);
+            rest = tail;
+        }
+        self.publish_part(engine, rest);
+    }
+
+    /// Publishes a run's entries holding at most one accepted close, as their last.
+    fn publish_part(&self, engine: &Engine, entries: &[LogEntry]) {
         let Some(last) = entries.last() else {
             return;
         };
@@ -845,5 +866,59 @@ mod tests {
             "{:?}",
             late.first
         );
+    }
+
+    /// Review M1: a run holding a battle's close and a later gift to one of its sides
+    /// sends `battle_end` (`<close>.4`) before the gift (`<close + 1>`): ids increase on
+    /// the feed, so a reconnect from either id neither misses the end nor repeats the gift.
+    #[test]
+    fn a_battle_end_goes_out_before_the_later_gifts_of_its_run() {
+        use crate::engine::{Battle, BattleClose, BattleId, Effect, Gift, Stamp};
+        let engine = engine();
+        let battle = Battle::new(BattleId(7), &[StreamId(1), StreamId(2)], 1_000, 2_000).unwrap();
+        let opened = engine.apply_batch(&[Event::Battle(battle)], Stamp(1_000));
+        assert!(opened[0].is_accepted(), "{opened:?}");
+        let close = Event::BattleClose(BattleClose {
+            battle: BattleId(7),
+        });
+        let closed = engine.apply_batch(std::slice::from_ref(&close), Stamp(2_000));
+        assert!(closed[0].is_accepted(), "{closed:?}");
+        let feeds = Feeds::new(limits(2, 3), 0);
+        let mut sub = feeds.subscribe(&engine, StreamId(1), None).unwrap();
+        let gift = Event::Gift(Gift {
+            id: crate::engine::EventId(99),
+            sender: crate::engine::UserId(5),
+            creator: crate::engine::CreatorId(1),
+            stream: StreamId(1),
+            gift: crate::engine::GiftId(0),
+            count: 1,
+        });
+        let entry = |seq: u64, event: Event, status: Status| LogEntry {
+            seq,
+            stamp: Stamp(2_000),
+            event,
+            outcome: crate::engine::Outcome::new(seq, status, false),
+            totals: None,
+            reversed: None,
+        };
+        let close_seq = closed[0].seq;
+        feeds.publish(
+            &engine,
+            &[
+                entry(close_seq, close, closed[0].status),
+                entry(close_seq + 1, gift, Status::Accepted(Effect::Coins(10))),
+            ],
+        );
+        let mut ids = Vec::new();
+        while let Ok(m) = sub.receiver.try_recv() {
+            if let Some(id) = m.id {
+                ids.push((id.seq, id.part));
+            }
+        }
+        assert!(
+            ids.contains(&(close_seq, FeedId::BATTLE_END)),
+            "battle_end sent: {ids:?}"
+        );
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
     }
 }

@@ -38,6 +38,11 @@
 //! Per window and bucket, the creators' coins received in the window (a single node;
 //! on a cluster node, whose creators' coins are contributions of several nodes, the
 //! windowed top creators are not written).
+//!
+//! Size: the windowed totals, what changed since the last write and the operations that
+//! write it are one contract (a key's list in Redis is the projector's list, its expiry
+//! written once with its first scores); split, the dirty bookkeeping would be read apart
+//! from the lists it describes.
 
 use std::collections::BTreeMap;
 
