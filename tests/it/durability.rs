@@ -214,11 +214,17 @@ async fn snapshots_plus_the_journal_tail_restore_exactly_and_a_corrupt_one_is_sk
         .await
         .unwrap();
     // At least 12 rounds of 50 gifts, and on until two snapshots are kept (a snapshot
-    // is cut only when the previous one is written: on a slow machine it takes more).
-    for r in 0..200u128 {
+    // is cut only when the previous one is written: on a slow machine it takes more —
+    // 200 rounds were not enough on a saturated CI machine), bounded by 60 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for r in 0..4000u128 {
         if r >= 12 && giftstream::persist::snapshot::list(&dir).unwrap().len() >= 2 {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second snapshot within 60 s"
+        );
         let events: Vec<Event> = (0..50)
             .map(|i| {
                 gift(

@@ -192,28 +192,32 @@ impl RedisJournal {
     /// Replays every journaled run after the engine's last sequence number into
     /// `engine`, in order. Returns the number of events replayed.
     pub async fn recover_into(&self, engine: &Engine) -> Result<u64, RecoveryError> {
-        Ok(self.replay_into(engine, None).await?.0)
+        self.replay_into(engine, None).await
     }
 
-    /// Like [`RedisJournal::recover_into`], and also counts event ids that appear more
-    /// than once in the journal (an event applied twice; must be 0; economy changes are
-    /// not idempotency keys and not counted). Keeps every id in memory: 16 bytes per
-    /// journaled event.
+    /// Like [`RedisJournal::recover_into`], and also counts event ids journaled again
+    /// within the retry horizon of their last copy (an event applied twice; must be 0;
+    /// economy changes and battle closes are not idempotency keys and not counted; an id
+    /// used again after the horizon is a new event, [`IdAudit`]). Keeps every id in
+    /// memory: ~40 bytes per distinct id.
     pub async fn audit_into(&self, engine: &Engine) -> Result<(u64, u64), RecoveryError> {
-        let mut ids = std::collections::HashSet::new();
-        let (replayed, keyed) = self.replay_into(engine, Some(&mut ids)).await?;
-        Ok((replayed, keyed - ids.len() as u64))
+        let mut ids = IdAudit {
+            last_stamp: std::collections::HashMap::new(),
+            horizon_ms: engine.config().idempotency_horizon_ms,
+            twice: 0,
+        };
+        let replayed = self.replay_into(engine, Some(&mut ids)).await?;
+        Ok((replayed, ids.twice))
     }
 
     async fn replay_into(
         &self,
         engine: &Engine,
-        mut ids: Option<&mut std::collections::HashSet<(bool, u128)>>,
-    ) -> Result<(u64, u64), RecoveryError> {
+        mut ids: Option<&mut IdAudit>,
+    ) -> Result<u64, RecoveryError> {
         let mut conn = self.conn.clone();
         let mut start = format!("({}-0", engine.last_seq());
         let mut replayed = 0u64;
-        let mut keyed = 0u64;
         loop {
             let page: Vec<StreamEntry> = redis::cmd("XRANGE")
                 .arg(&self.key)
@@ -240,8 +244,10 @@ impl RedisJournal {
                     {
                         // A battle's derived id is a domain of its own (review B11): a
                         // client event may carry the same 128 bits.
-                        ids.insert((matches!(e.event, Event::Battle(_)), e.event.id().0));
-                        keyed += 1;
+                        ids.note(
+                            (matches!(e.event, Event::Battle(_)), e.event.id().0),
+                            e.stamp.0,
+                        );
                     }
                 }
                 self.know_economies(engine, &entries).await?;
@@ -249,7 +255,27 @@ impl RedisJournal {
                 replayed += entries.len() as u64;
             }
         }
-        Ok((replayed, keyed))
+        Ok(replayed)
+    }
+}
+
+/// The audit's check of event ids: an id is unique within the retry horizon, so one
+/// journaled again less than the horizon after its last copy counts as journaled twice;
+/// an id used again after it (a client reusing its own id, a battle PUT again after the
+/// index forgot it: review L1) is a new event.
+struct IdAudit {
+    last_stamp: std::collections::HashMap<(bool, u128), u64>,
+    horizon_ms: u64,
+    twice: u64,
+}
+
+impl IdAudit {
+    fn note(&mut self, id: (bool, u128), stamp_ms: u64) {
+        if let Some(last) = self.last_stamp.insert(id, stamp_ms)
+            && stamp_ms.saturating_sub(last) <= self.horizon_ms
+        {
+            self.twice += 1;
+        }
     }
 }
 
@@ -393,5 +419,29 @@ impl RedisJournal {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdAudit;
+
+    /// Review L1: an id journaled again after the retry horizon (a client reusing its
+    /// own id, a battle PUT again after the index forgot it) is a new event; again within
+    /// it, an event applied twice. Battle ids are a domain of their own.
+    #[test]
+    fn an_id_counts_twice_only_within_the_horizon_of_its_last_copy() {
+        let mut ids = IdAudit {
+            last_stamp: std::collections::HashMap::new(),
+            horizon_ms: 600_000,
+            twice: 0,
+        };
+        ids.note((false, 7), 1_000);
+        ids.note((true, 7), 1_000);
+        assert_eq!(ids.twice, 0, "a battle's id beside a client's");
+        ids.note((false, 7), 1_000 + 600_001);
+        assert_eq!(ids.twice, 0, "past the horizon: a new event");
+        ids.note((false, 7), 1_000 + 600_001 + 600_000);
+        assert_eq!(ids.twice, 1, "within the horizon of the last copy");
     }
 }
