@@ -236,8 +236,15 @@ impl Engine {
         let mut next = first;
         settled.clear();
         shard.unrecorded_gifts.clear();
+        // The windows' pairs are warmed too when they are kept (leaderboards.rs).
+        let windows_hour = self
+            .config
+            .windows
+            .enabled
+            .then(|| super::event::hour_of(batch.stamp));
         for (block, verdicts) in chunk.chunks(WARM_BLOCK).zip(verdicts.chunks(WARM_BLOCK)) {
-            std::hint::black_box(shard.warm(block.iter().map(|&i| &events[i as usize])));
+            let block_events = block.iter().map(|&i| &events[i as usize]);
+            std::hint::black_box(shard.warm(block_events, windows_hour));
             for (&i, verdict) in block.iter().zip(verdicts) {
                 let i = i as usize;
                 outcomes[i] = match *verdict {

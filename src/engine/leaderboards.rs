@@ -310,7 +310,24 @@ pub(crate) struct ShardWindows {
     /// The chunk's credits for the top creators, merged with its coins (empty at a cut).
     #[serde(skip)]
     pub pending: PendingWindowCredits,
+    /// The windows of the hour last counted at that are kept ([`HourWindows`]).
+    #[serde(skip)]
+    at: HourWindows,
 }
+
+/// A cache of the windows holding one hour that are kept at one newest hour: a window's
+/// week and month take a calendar conversion, and every gift of a batch has the same
+/// hour. Not state: equal to any other (a loaded shard has none yet).
+#[derive(Clone, Copy, Debug, Default)]
+struct HourWindows(Option<(u32, u32, [Option<TimeWindow>; 4])>);
+
+impl PartialEq for HourWindows {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for HourWindows {}
 
 impl ShardWindows {
     /// Counts gift `g` at the hour `hour` in the windows holding it.
@@ -323,11 +340,7 @@ impl ShardWindows {
             let newest = self.newest_hour;
             self.windows.retain(|&w, _| retained(config, w, newest));
         }
-        for kind in WindowKind::ALL {
-            let window = TimeWindow::of_hour(kind, hour);
-            if !retained(config, window, self.newest_hour) {
-                continue;
-            }
+        for window in self.kept_at(config, hour).into_iter().flatten() {
             let b = self.windows.entry(window).or_default();
             let creators = (&mut b.creator_pairs, &mut b.creator_tops);
             add_pair(creators, k, (g.creator, g.sender), g.coins, g.seq);
@@ -338,6 +351,56 @@ impl ShardWindows {
             b.count_gift(g.creator, g.gift, g.coins, true);
         }
         self.pending.push((g.creator, hour, g.coins, g.seq));
+    }
+
+    /// The windows holding `hour` that are kept at the newest hour (cached per hour).
+    fn kept_at(&mut self, config: &WindowsConfig, hour: u32) -> [Option<TimeWindow>; 4] {
+        let newest = self.newest_hour;
+        if let HourWindows(Some((h, n, windows))) = self.at
+            && (h, n) == (hour, newest)
+        {
+            return windows;
+        }
+        let windows = WindowKind::ALL.map(|kind| {
+            let window = TimeWindow::of_hour(kind, hour);
+            retained(config, window, newest).then_some(window)
+        });
+        self.at = HourWindows(Some((hour, newest, windows)));
+        windows
+    }
+
+    /// Looks up, without changing anything, what counting a gift of `gift` from `sender`
+    /// to `creator` (and `stream`) at the hour `hour` will touch in each window: the
+    /// pairs, the lists and the gift counts, so that [`SenderShard::warm`] keeps these
+    /// cache misses in flight together. Nothing before the first gift of an hour.
+    ///
+    /// [`SenderShard::warm`]: super::shard::SenderShard::warm
+    pub(crate) fn warm(
+        &self,
+        hour: u32,
+        (creator, stream): (CreatorId, StreamId),
+        sender: UserId,
+        gift: GiftId,
+    ) -> u64 {
+        let HourWindows(Some((h, _, windows))) = self.at else {
+            return 0;
+        };
+        if h != hour {
+            return 0;
+        }
+        let mut seen = 0;
+        let last = |top: Option<&WindowTop>| top.and_then(|t| t.entries.last()).map_or(0, |e| e.1);
+        for window in windows.into_iter().flatten() {
+            let Some(b) = self.windows.get(&window) else {
+                continue;
+            };
+            seen ^= b.creator_pairs.get(&(creator, sender)).map_or(0, |s| s.coins);
+            seen ^= last(b.creator_tops.get(&creator));
+            seen ^= b.stream_pairs.get(&(stream, sender)).map_or(0, |s| s.coins);
+            seen ^= last(b.stream_tops.get(&stream));
+            seen ^= b.creator_gifts.get(&(creator, gift)).map_or(0, |n| n.coins);
+        }
+        seen
     }
 
     /// Takes a reversed gift `g` (counted at the hour `hour`) off its windows.

@@ -350,16 +350,25 @@ impl SenderShard {
 
     /// Looks up, without changing anything, the entries `events` will touch: their
     /// senders' wallets and histories, and each gift's creator and stream parts and
-    /// per-pair totals. Every lookup is independent of the others, so the CPU keeps many
+    /// per-pair totals, and with windowed leaderboards kept (`windows_hour`: the batch's
+    /// hour) their pairs and lists in each window. Every lookup is independent of the others, so the CPU keeps many
     /// of these cache misses in flight at once; [`SenderShard::apply`] then finds the
     /// lines in cache instead of waiting for each miss in turn. Returns a value to pass to
     /// `std::hint::black_box`, so the lookups are not optimised away.
-    pub(crate) fn warm<'a>(&self, events: impl Iterator<Item = &'a Event>) -> u64 {
+    pub(crate) fn warm<'a>(
+        &self,
+        events: impl Iterator<Item = &'a Event>,
+        windows_hour: Option<u32>,
+    ) -> u64 {
         let mut seen = 0u64;
         for event in events {
             let user = match event {
                 Event::Recharge(r) => r.user,
                 Event::Gift(g) => {
+                    if let Some(hour) = windows_hour {
+                        let targets = (g.creator, g.stream);
+                        seen ^= self.windows.warm(hour, targets, g.sender, g.gift);
+                    }
                     if let Some(part) = self.creators.get(&g.creator) {
                         seen ^= part.top.entries().last().map_or(0, |e| e.0);
                     }
