@@ -32,14 +32,33 @@
 //! gifts above with `engine.windows` on, less with it off, over the (window, target,
 //! gifter) pairs held.
 //!
+//! And windowed leaderboards after a simulated day (#32: "memory after a simulated day
+//! of uniform traffic at 100k events/s"): the uniform scenario (100k users gifting
+//! uniformly to 10k creators, one stream each, at 100k gifts/s) scaled down by `s` in
+//! users and rate together (creators stay 10k), so that every window holds the same share
+//! of the possible (creator, gifter) pairs as at full scale and the pairs scale by `s`;
+//! the clock is accelerated (each batch of 10 simulated seconds is stamped 10 s after the
+//! one before). The day starts at 2027-02-01 00:00 UTC, a Monday and a month's first day,
+//! so its hour, day, ISO week and month windows all begin with it (24 hour windows, one
+//! of each other kind). Every user is funded first for exactly what it will spend, and
+//! every gift must be accepted. Every 2 simulated hours it prints the pairs held
+//! (`Engine::window_pairs`, checked against the distinct pairs the bench counts itself)
+//! and the RSS growth; at the end the RSS growth with `engine.windows` on less off per
+//! pair, and the pairs and memory extrapolated to full scale (x 1/s). `cargo bench`: s =
+//! 1/1000 (100 users, 100 gifts per simulated second, 8.64M gifts);
+//! `GIFTSTREAM_SIMDAY_SCALE_USERS` sets the users (and gifts per simulated second) of
+//! that run. `cargo test`: 5 users for 3 simulated hours.
+//!
 //! Run: `cargo bench --bench memory`. Prints bytes per wallet and per id; Linux only
-//! (/proc).
+//! (/proc). `cargo bench --bench memory -- simulated-day` runs only the simulated day.
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
     Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId, ItemId, Purchase,
-    Recharge, RechargeReversal, Stamp, StreamId, UserId, VideoGift, VideoId,
+    Recharge, RechargeReversal, Stamp, Status, StreamId, UserId, VideoGift, VideoId,
 };
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -97,10 +116,15 @@ fn apply_in_batches(engine: &Engine, events: impl Iterator<Item = Event>, step_m
 const EXPIRE_STEP_MS: u64 = 1 + giftstream::engine::ISSUED_AHEAD_MAX_MS + 1;
 
 fn recharge(id: u64, user: u64) -> Event {
+    recharge_coins(id, user, 100)
+}
+
+/// A custom web recharge of `coins` (30 to 2.5M in the embedded economy).
+fn recharge_coins(id: u64, user: u64, coins: u64) -> Event {
     Event::Recharge(Recharge {
         id: EventId(u128::from(id)),
         user: UserId(user),
-        coins: 100,
+        coins,
         price: Decimal::new(129, 2),
         currency: Currency::USD,
         package: None.into(),
@@ -110,9 +134,27 @@ fn recharge(id: u64, user: u64) -> Event {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test` runs this without it: then the window
-    // part runs small (a smoke test). Any other argument is a filter we ignore.
+    // `cargo bench` passes `--bench`; `cargo test` runs this without it: then every case
+    // runs small (a smoke test). `simulated-day` runs only that case; any other argument
+    // is a filter we ignore.
     let full = std::env::args().any(|a| a == "--bench");
+    let scale_users = std::env::var("GIFTSTREAM_SIMDAY_SCALE_USERS")
+        .map(|v| {
+            v.parse()
+                .expect("GIFTSTREAM_SIMDAY_SCALE_USERS: a number of users")
+        })
+        .unwrap_or(100);
+    let simulated_day = || {
+        if full {
+            simulated_day(scale_users, scale_users, 24);
+        } else {
+            simulated_day(5, 5, 3);
+        }
+    };
+    if std::env::args().any(|a| a == "simulated-day") {
+        simulated_day();
+        return;
+    }
     per_wallet();
     per_idempotency_id(if full { 4 << 20 } else { 64 << 10 });
     per_history_line(if full { 100_000 } else { 2_000 });
@@ -122,6 +164,7 @@ fn main() {
     per_debtor(if full { 100_000 } else { 2_000 });
     per_held_gift_record(if full { 100_000 } else { 2_000 });
     per_window_pair(if full { 100_000 } else { 2_000 });
+    simulated_day();
 }
 
 /// Windowed leaderboards (#32 feature 1, `[engine.windows]` at its default retention):
@@ -166,6 +209,231 @@ fn per_window_pair(users: u64) {
     println!(
         "memory/window-pair: {gifts} gifts (new pairs), {pairs} window pairs held; RSS +{on} bytes windows on, +{off} off = {:.1} bytes per window pair",
         (on as f64 - off as f64) / pairs.max(1) as f64
+    );
+}
+
+/// The uniform scenario's creators (load/scenarios/uniform.toml), one stream each.
+const SIMDAY_CREATORS: u64 = 10_000;
+
+/// One gift of the simulated day, drawn as the uniform scenario draws them: a uniform
+/// sender (of `users`) and creator; rose 70 %, panda 25 %, universe 5 %; combos of 1
+/// (85 %), 10 (12 %) and 99 (3 %). (sender index, creator, gift code, count, coins.)
+fn simday_gift(rng: &mut ChaCha8Rng, users: u64) -> (u64, u64, u32, u32, u64) {
+    let sender = rng.random_range(0..users);
+    let creator = rng.random_range(0..SIMDAY_CREATORS);
+    // Codes and costs of the embedded catalog (config/economy.toml).
+    let (code, coins) = match rng.random_range(0..100u32) {
+        0..70 => (0, 1),
+        70..95 => (1, 5),
+        _ => (8, 34_999),
+    };
+    let count = match rng.random_range(0..100u32) {
+        0..85 => 1,
+        85..97 => 10,
+        _ => 99,
+    };
+    (sender, creator, code, count, coins * u64::from(count))
+}
+
+/// Applies `batch` at `stamp`; every event must be accepted. Returns how many were.
+fn apply_accepted(engine: &Engine, batch: &[Event], stamp: Stamp) -> u64 {
+    let outcomes = engine.apply_batch(batch, stamp);
+    let refused = outcomes
+        .iter()
+        .find(|o| !matches!(o.status, Status::Accepted(_)));
+    assert!(refused.is_none(), "refused at {stamp:?}: {refused:?}");
+    outcomes.len() as u64
+}
+
+/// What one run of the simulated day measured.
+struct DayRun {
+    rss_growth: u64,
+    pairs: u64,
+    /// Distinct (creator, gifter) pairs summed over the hour windows, and in the day.
+    hour_pairs: u64,
+    day_pairs: u64,
+    accepted: u64,
+    seconds: f64,
+}
+
+/// Windowed leaderboards after a simulated day of uniform traffic (#32; module doc):
+/// `scale_users` users (the uniform scenario's 100k scaled by s = scale_users / 100k)
+/// send `gifts_per_sim_second` gifts per simulated second (100k s at full scale) to 10k
+/// creators for `sim_hours` (at most 24) from 2027-02-01 00:00 UTC; the RSS growth with
+/// `engine.windows` on (default retention) less off, over the pairs held.
+fn simulated_day(scale_users: u64, gifts_per_sim_second: u64, sim_hours: u64) {
+    const CREATORS: u64 = SIMDAY_CREATORS;
+    /// 2027-02-01 00:00 UTC: a Monday and the first day of a month.
+    const DAY0_MS: u64 = 1_801_440_000_000;
+    /// Simulated seconds per batch (its gifts share its stamp).
+    const BATCH_S: u64 = 10;
+    const REPORT_EVERY_S: u64 = 2 * 3600;
+    const SEED: u64 = 1;
+    /// The largest custom recharge (config/economy.toml's `custom_max_coins`).
+    const RECHARGE_MAX: u64 = 2_500_000;
+    assert!(
+        (1..=24).contains(&sim_hours),
+        "one day: its day, week and month windows are one each"
+    );
+    let users = scale_users;
+    let batch_len = gifts_per_sim_second * BATCH_S;
+    let batches = sim_hours * 3600 / BATCH_S;
+    let gifts = batches * batch_len;
+    let scale = users as f64 / 100_000.0;
+    println!(
+        "memory/simulated-day: {users} users (s = {scale}), {CREATORS} creators, {gifts_per_sim_second} gifts per simulated second, {sim_hours} simulated hours from 2027-02-01T00:00Z: {gifts} gifts, batches of {batch_len} stamped {BATCH_S} s apart"
+    );
+
+    // What each user will spend: the same seeded gifts, drawn once before the runs.
+    let mut need = vec![0u64; users as usize];
+    let mut total_coins = 0u128;
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    for _ in 0..gifts {
+        let (u, _, _, _, coins) = simday_gift(&mut rng, users);
+        need[u as usize] += coins;
+        total_coins += u128::from(coins);
+    }
+    let sender = |u: u64| UserId(CREATORS + u);
+
+    let run = |windows: bool| -> DayRun {
+        let label = if windows { "on" } else { "off" };
+        let mut config = lean();
+        config.windows.enabled = windows;
+        // Two batches' ids are live at a time (10 s apart, kept 10 s for clocks ahead).
+        config.idempotency_entries_max = config.idempotency_entries_max.max(4 * batch_len as usize);
+        let engine = Engine::new(Economy::embedded(), config).unwrap();
+        // The fundings, from an hour before the day: what each user will spend, in
+        // recharges of at most 2.5M coins, 1,000 a batch.
+        let fundings: Vec<Event> = need
+            .iter()
+            .enumerate()
+            .flat_map(|(u, &n)| {
+                let recharges = n.div_ceil(RECHARGE_MAX);
+                (0..recharges).map(move |k| {
+                    let coins = RECHARGE_MAX.min(n - k * RECHARGE_MAX).max(30);
+                    (u as u64, k, coins)
+                })
+            })
+            .enumerate()
+            .map(|(i, (u, _, coins))| recharge_coins(u64::MAX - i as u64, CREATORS + u, coins))
+            .collect();
+        for (k, chunk) in fundings.chunks(1000).enumerate() {
+            let stamp = Stamp(DAY0_MS - 3_600_000 + k as u64 * EXPIRE_STEP_MS);
+            apply_accepted(&engine, chunk, stamp);
+        }
+        drop(fundings);
+        // Which (creator, gifter) pairs the current hour and the day have seen.
+        let words = (users * CREATORS).div_ceil(64) as usize;
+        let mut hour_seen = vec![u64::MAX; words];
+        let mut day_seen = vec![u64::MAX; words];
+        day_seen.fill(0);
+        let mut batch = Vec::with_capacity(batch_len as usize);
+        // SAFETY: malloc_trim only returns free memory of glibc's arenas to the kernel:
+        // what the runs before freed does not absorb this one's growth.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        let before = rss_bytes();
+        let started = std::time::Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+        let (mut hour_pairs, mut day_pairs, mut accepted, mut next_id) = (0u64, 0u64, 0u64, 0u64);
+        let mut pairs = 0;
+        for b in 0..batches {
+            let at_s = b * BATCH_S;
+            if at_s.is_multiple_of(3600) {
+                hour_seen.fill(0);
+            }
+            batch.clear();
+            for _ in 0..batch_len {
+                let (u, creator, code, count, _) = simday_gift(&mut rng, users);
+                let bit = u * CREATORS + creator;
+                let (word, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
+                hour_pairs += u64::from(hour_seen[word] & mask == 0);
+                hour_seen[word] |= mask;
+                day_pairs += u64::from(day_seen[word] & mask == 0);
+                day_seen[word] |= mask;
+                batch.push(Event::Gift(Gift {
+                    id: EventId(u128::from(next_id) | 1 << 100),
+                    sender: sender(u),
+                    creator: CreatorId(creator),
+                    stream: StreamId(creator),
+                    gift: GiftId(code),
+                    count,
+                }));
+                next_id += 1;
+            }
+            accepted += apply_accepted(&engine, &batch, Stamp(DAY0_MS + at_s * 1000));
+            let done_s = at_s + BATCH_S;
+            if done_s.is_multiple_of(REPORT_EVERY_S) || b + 1 == batches {
+                pairs = engine.window_pairs() as u64;
+                // Creator and stream pairs alike (a stream per creator): each hour's, and
+                // the day's in its day, week and month windows (all three began with it).
+                let expected = if windows {
+                    2 * (hour_pairs + 3 * day_pairs)
+                } else {
+                    0
+                };
+                assert_eq!(pairs, expected, "window pairs held at {done_s} s");
+                let split = if windows {
+                    format!(
+                        " ({} hour, {} day+week+month)",
+                        2 * hour_pairs,
+                        6 * day_pairs
+                    )
+                } else {
+                    String::new()
+                };
+                println!(
+                    "memory/simulated-day: windows {label:>3}: {:02}:{:02} simulated, {accepted} gifts applied, {pairs} window pairs held{split}, RSS +{:.1} MB, {:.1} s",
+                    done_s / 3600,
+                    done_s % 3600 / 60,
+                    (rss_bytes() - before) as f64 / 1e6,
+                    started.elapsed().as_secs_f64(),
+                );
+            }
+        }
+        let rss_growth = rss_bytes() - before;
+        let seconds = started.elapsed().as_secs_f64();
+        let audit = engine.audit();
+        assert!(audit.is_clean(), "{:?}", audit.violations);
+        assert_eq!(audit.totals.coins_received_by_creators, total_coins);
+        DayRun {
+            rss_growth,
+            pairs,
+            hour_pairs,
+            day_pairs,
+            accepted,
+            seconds,
+        }
+    };
+    let off = run(false);
+    let on = run(true);
+    assert_eq!(
+        (off.accepted, on.accepted),
+        (gifts, gifts),
+        "every gift accepted"
+    );
+    let per_pair = (on.rss_growth as f64 - off.rss_growth as f64) / on.pairs.max(1) as f64;
+    println!(
+        "memory/simulated-day: {gifts} gifts sent, {} accepted (each run, {} coins); {} window pairs held at the end ({} in the {sim_hours} hour windows, {} in the day, week and month windows: {} distinct (creator, gifter) pairs x creator and stream); RSS +{} bytes windows on ({:.1} s), +{} off ({:.1} s) = {per_pair:.1} bytes per window pair",
+        on.accepted,
+        total_coins,
+        on.pairs,
+        2 * on.hour_pairs,
+        6 * on.day_pairs,
+        on.day_pairs,
+        on.rss_growth,
+        on.seconds,
+        off.rss_growth,
+        off.seconds,
+    );
+    let factor = 100_000.0 / users as f64;
+    let full_pairs = on.pairs as f64 * factor;
+    println!(
+        "memory/simulated-day: EXTRAPOLATED (not measured) to full scale, x {factor} (100k users, 100k gifts/s, 10k creators): {full_pairs:.3e} window pairs ({:.3e} hour, {:.3e} day+week+month) x {per_pair:.1} B = {:.0} GB after the day",
+        2.0 * on.hour_pairs as f64 * factor,
+        6.0 * on.day_pairs as f64 * factor,
+        full_pairs * per_pair / 1e9,
     );
 }
 
