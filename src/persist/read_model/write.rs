@@ -306,10 +306,14 @@ pub(super) async fn write(
     (from, to): (u64, u64),
     (last, writer): (bool, &str),
 ) -> Result<(bool, u64), redis::RedisError> {
-    let script = redis::Script::new(WRITE_SCRIPT);
-    let mut invocation = script.key(layout.seq_key(bucket, ledger));
-    invocation.key(layout.writer_key(bucket, ledger));
+    // `EVALSHA` built as one command (its arguments in one buffer), not through
+    // `ScriptInvocation` (an allocation per argument, then copied into a command).
+    let mut invocation = redis::cmd("EVALSHA");
     invocation
+        .arg(WRITE.get_hash())
+        .arg(2)
+        .arg(layout.seq_key(bucket, ledger))
+        .arg(layout.writer_key(bucket, ledger))
         .arg(from)
         .arg(to)
         .arg(layout.prefix(bucket))
@@ -345,7 +349,7 @@ pub(super) async fn write(
                 invocation.arg("A").arg(k).arg(run);
                 for o in now {
                     if let Op::Set(_, m, s) = o {
-                        invocation.arg(s.to_string()).arg(*m);
+                        invocation.arg(score_arg(*s)).arg(*m);
                     }
                 }
                 &mut invocation
@@ -355,7 +359,7 @@ pub(super) async fn write(
                 invocation.arg("E").arg(k).arg(*at_s).arg(run);
                 for o in now {
                     if let Op::SetExpiring(_, m, s, _) = o {
-                        invocation.arg(s.to_string()).arg(*m);
+                        invocation.arg(score_arg(*s)).arg(*m);
                     }
                 }
                 &mut invocation
@@ -382,6 +386,27 @@ pub(super) async fn write(
             }
         };
     }
-    let (ran, saturated): (u64, u64) = invocation.invoke_async(conn).await?;
+    let (ran, saturated): (u64, u64) = match invocation.query_async(conn).await {
+        // A Redis that does not know the script (restarted, flushed): load it, once.
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            let _: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(WRITE_SCRIPT)
+                .query_async(conn)
+                .await?;
+            invocation.query_async(conn).await?
+        }
+        result => result?,
+    };
     Ok((ran == 1, saturated))
+}
+
+/// The write script, hashed once.
+static WRITE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(WRITE_SCRIPT));
+
+/// A score as the script's argument: written as an integer (held at [`SCORE_MAX`], far
+/// below `u64::MAX`, by every operation's maker).
+fn score_arg(score: u128) -> u64 {
+    u64::try_from(score.min(SCORE_MAX)).expect("SCORE_MAX fits a u64")
 }
