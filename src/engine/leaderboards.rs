@@ -394,7 +394,10 @@ impl ShardWindows {
             let Some(b) = self.windows.get(&window) else {
                 continue;
             };
-            seen ^= b.creator_pairs.get(&(creator, sender)).map_or(0, |s| s.coins);
+            seen ^= b
+                .creator_pairs
+                .get(&(creator, sender))
+                .map_or(0, |s| s.coins);
             seen ^= last(b.creator_tops.get(&creator));
             seen ^= b.stream_pairs.get(&(stream, sender)).map_or(0, |s| s.coins);
             seen ^= last(b.stream_tops.get(&stream));
