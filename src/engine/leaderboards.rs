@@ -329,6 +329,23 @@ impl PartialEq for HourWindows {
 
 impl Eq for HourWindows {}
 
+impl HourWindows {
+    /// The windows holding `hour` that are kept at the newest hour `newest`.
+    fn kept(&mut self, config: &WindowsConfig, hour: u32, newest: u32) -> [Option<TimeWindow>; 4] {
+        if let HourWindows(Some((h, n, windows))) = *self
+            && (h, n) == (hour, newest)
+        {
+            return windows;
+        }
+        let windows = WindowKind::ALL.map(|kind| {
+            let window = TimeWindow::of_hour(kind, hour);
+            retained(config, window, newest).then_some(window)
+        });
+        *self = HourWindows(Some((hour, newest, windows)));
+        windows
+    }
+}
+
 impl ShardWindows {
     /// Counts gift `g` at the hour `hour` in the windows holding it.
     pub(crate) fn gift(&mut self, config: &WindowsConfig, k: usize, hour: u32, g: Counted) {
@@ -340,7 +357,8 @@ impl ShardWindows {
             let newest = self.newest_hour;
             self.windows.retain(|&w, _| retained(config, w, newest));
         }
-        for window in self.kept_at(config, hour).into_iter().flatten() {
+        let kept = self.at.kept(config, hour, self.newest_hour);
+        for window in kept.into_iter().flatten() {
             let b = self.windows.entry(window).or_default();
             let creators = (&mut b.creator_pairs, &mut b.creator_tops);
             add_pair(creators, k, (g.creator, g.sender), g.coins, g.seq);
@@ -351,22 +369,6 @@ impl ShardWindows {
             b.count_gift(g.creator, g.gift, g.coins, true);
         }
         self.pending.push((g.creator, hour, g.coins, g.seq));
-    }
-
-    /// The windows holding `hour` that are kept at the newest hour (cached per hour).
-    fn kept_at(&mut self, config: &WindowsConfig, hour: u32) -> [Option<TimeWindow>; 4] {
-        let newest = self.newest_hour;
-        if let HourWindows(Some((h, n, windows))) = self.at
-            && (h, n) == (hour, newest)
-        {
-            return windows;
-        }
-        let windows = WindowKind::ALL.map(|kind| {
-            let window = TimeWindow::of_hour(kind, hour);
-            retained(config, window, newest).then_some(window)
-        });
-        self.at = HourWindows(Some((hour, newest, windows)));
-        windows
     }
 
     /// Looks up, without changing anything, what counting a gift of `gift` from `sender`
@@ -531,6 +533,9 @@ pub(crate) struct CreatorBoard {
 pub(crate) struct BookWindows {
     windows: BTreeMap<TimeWindow, CreatorBoard>,
     newest_hour: u32,
+    /// The windows of the hour last credited at that are kept ([`HourWindows`]).
+    #[serde(skip)]
+    at: HourWindows,
 }
 
 impl BookWindows {
@@ -547,11 +552,8 @@ impl BookWindows {
             let newest = self.newest_hour;
             self.windows.retain(|&w, _| retained(config, w, newest));
         }
-        for kind in WindowKind::ALL {
-            let window = TimeWindow::of_hour(kind, hour);
-            if !retained(config, window, self.newest_hour) {
-                continue;
-            }
+        let kept = self.at.kept(config, hour, self.newest_hour);
+        for window in kept.into_iter().flatten() {
             let board = self.windows.entry(window).or_default();
             let score = board.scores.entry(creator).or_default();
             let previous = (score.coins > 0).then_some(*score);
