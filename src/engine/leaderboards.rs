@@ -50,6 +50,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::event::{CreatorId, GiftId, StreamId, TimeWindow, UserId, WindowKind};
+use super::splitmap::{PartKey, SplitMap};
 use crate::config::engine::WindowsConfig;
 
 /// Coins in a window and the sequence number of the event that made them so.
@@ -178,8 +179,10 @@ impl GiftCount {
 /// One window's totals and lists in one sender shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct GifterBoards {
-    creator_pairs: FxHashMap<(CreatorId, UserId), Score>,
-    stream_pairs: FxHashMap<(StreamId, UserId), Score>,
+    /// Split maps: a window's pairs grow by millions under uniform traffic, and a whole
+    /// map doubling at once would hold the shard's lock for as long (`splitmap.rs`).
+    creator_pairs: SplitMap<(CreatorId, UserId), Score>,
+    stream_pairs: SplitMap<(StreamId, UserId), Score>,
     creator_tops: FxHashMap<CreatorId, WindowTop>,
     stream_tops: FxHashMap<StreamId, WindowTop>,
     /// Gift popularity (#32 feature 6): per catalog code, over every creator (a short
@@ -217,19 +220,21 @@ impl GifterBoards {
 }
 
 /// One kind of target's pairs in a window and their lists.
-pub type Board<'a, T> = (
-    &'a mut FxHashMap<(T, UserId), Score>,
+pub(crate) type Board<'a, T> = (
+    &'a mut SplitMap<(T, UserId), Score>,
     &'a mut FxHashMap<T, WindowTop>,
 );
 
 /// Adds `coins` at `seq` to the pair `(target, sender)` and offers it to `target`'s list.
-pub fn add_pair<T: Copy + Eq + std::hash::Hash>(
+pub(crate) fn add_pair<T: Copy + Eq + std::hash::Hash>(
     (pairs, tops): Board<'_, T>,
     k: usize,
     (target, sender): (T, UserId),
     coins: u64,
     seq: u64,
-) {
+) where
+    (T, UserId): PartKey,
+{
     let score = pairs.entry((target, sender)).or_default();
     let previous = (score.coins > 0).then_some(*score);
     *score = Score {
@@ -244,13 +249,15 @@ pub fn add_pair<T: Copy + Eq + std::hash::Hash>(
 
 /// Takes `coins` off the pair `(target, sender)` (a reversal numbered `seq`); a listed
 /// pair's list is rebuilt from the window's pairs of `target`.
-pub fn lower_pair<T: Copy + Eq + std::hash::Hash>(
+pub(crate) fn lower_pair<T: Copy + Eq + std::hash::Hash>(
     (pairs, tops): Board<'_, T>,
     k: usize,
     (target, sender): (T, UserId),
     coins: u64,
     seq: u64,
-) {
+) where
+    (T, UserId): PartKey,
+{
     let Some(score) = pairs.get_mut(&(target, sender)) else {
         return;
     };

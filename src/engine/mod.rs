@@ -106,10 +106,8 @@ pub use event::*;
 pub use hold::{HOLD_BUCKETS_CARRY, HOLD_BUCKETS_MAX, HOLD_GRID_STEPS, hold_grid_ms, release_at};
 use idhash::IdHash;
 pub use idhash::IdSecret;
-pub use leaderboards::{
-    Board, GiftCount, Score, WindowTop, WindowsView, add_pair as add_window_pair,
-    lower_pair as lower_window_pair, retained as window_retained,
-};
+pub use leaderboards::{GiftCount, Score, WindowTop, WindowsView, retained as window_retained};
+pub(crate) use leaderboards::{add_pair as add_window_pair, lower_pair as lower_window_pair};
 pub use query::{
     CreatorView, ReadModelView, StreamBook, StreamView, VideoBook, ViewParts, WalletView,
     WindowError,
@@ -118,6 +116,7 @@ pub use replay::ReplayError;
 pub use rules::WINDOW_LIMIT_COINS_MAX;
 pub use shard::HistoryEntry;
 use shard::SenderShard;
+pub(crate) use splitmap::SplitMap;
 pub use state::{
     EngineState, EngineStateV5, EngineStateV6, EngineStateV7, EngineStateV8, EngineStateV9,
     StateError, StateView,

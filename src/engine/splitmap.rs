@@ -119,7 +119,20 @@ impl<K: Hash + Eq + PartKey, V> SplitMap<K, V> {
     pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
         self.parts[key.part()].remove(key)
     }
+
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.parts[key.part()].get_mut(key)
+    }
 }
+
+/// Equal when they hold the same entries (a key's part depends on the key alone).
+impl<K: Hash + Eq, V: PartialEq> PartialEq for SplitMap<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts == other.parts
+    }
+}
+
+impl<K: Hash + Eq, V: Eq> Eq for SplitMap<K, V> {}
 
 impl<K: Hash + Eq + PartKey + Copy> SplitMap<K, PairCoins> {
     /// Lowers a per-pair total by `coins` (a gift reversal), removing the pair at zero

@@ -54,7 +54,7 @@ use super::layout::{
 use super::write::Op;
 use crate::config::engine::WindowsConfig;
 use crate::engine::{
-    CreatorId, Score, StreamId, TimeWindow, UserId, WindowKind, WindowTop, WindowsView,
+    CreatorId, Score, SplitMap, StreamId, TimeWindow, UserId, WindowKind, WindowTop, WindowsView,
     add_window_pair, lower_window_pair, window_retained,
 };
 
@@ -70,9 +70,9 @@ enum Board {
 /// One window's totals and lists.
 #[derive(Debug, Default)]
 struct Boards {
-    creator_pairs: FxHashMap<(CreatorId, UserId), Score>,
+    creator_pairs: SplitMap<(CreatorId, UserId), Score>,
     creator_tops: FxHashMap<CreatorId, WindowTop>,
-    stream_pairs: FxHashMap<(StreamId, UserId), Score>,
+    stream_pairs: SplitMap<(StreamId, UserId), Score>,
     stream_tops: FxHashMap<StreamId, WindowTop>,
     /// Coins each creator received in the window (top creators).
     creators: FxHashMap<CreatorId, Score>,
