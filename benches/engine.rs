@@ -2,6 +2,9 @@
 //! - `apply/uniform`: one thread, 1M funded wallets, uniform senders, 10k creators,
 //!   batches of 1000 gifts;
 //! - `apply/uniform_windows`: as `apply/uniform`, windowed leaderboards on;
+//! - `apply/uniform_battles`: as `apply/uniform`, every stream in a live PK battle
+//!   (streams 2i and 2i+1 paired: 5,000 battles, `engine.battles_max` raised to them)
+//!   covering every stamp of the bench, so every gift counts in one;
 //! - `apply/uniform_drained`: as `apply/uniform`, the log drained after every batch (as
 //!   the service's committer does);
 //! - `floor/{pairs,lean,full}`: the design's floor — only the map operations a uniform
@@ -20,7 +23,9 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use rustc_hash::FxHashMap;
 
 use giftstream::economy::Economy;
-use giftstream::engine::{Engine, EngineConfig, Event};
+use giftstream::engine::{
+    BATTLE_LENGTH_MS_MAX, Battle, BattleId, Effect, Engine, EngineConfig, Event, Status, StreamId,
+};
 
 #[path = "common/uniform.rs"]
 mod uniform;
@@ -47,8 +52,18 @@ fn bench_apply(c: &mut Criterion) {
             config.windows.enabled = true;
             config
         }),
+        // `apply/uniform` with every stream in a live battle (#32 feature 2): their
+        // per-gift cost, side by side.
+        ("uniform_battles", {
+            let mut config = base_config();
+            config.battles_max = BATTLES as usize;
+            config
+        }),
     ] {
         let engine = funded_engine(config);
+        if name == "uniform_battles" {
+            open_battles(&engine);
+        }
         let mut gifts = Gifts::new(1, false);
         group.bench_function(name, |b| {
             b.iter_batched(
@@ -59,6 +74,12 @@ fn bench_apply(c: &mut Criterion) {
             // The log is the journal's feed; the service drains it every commit.
             engine.drain_log();
         });
+        if name == "uniform_battles" {
+            let (gifts, coins) = battle_totals(&engine);
+            eprintln!(
+                "apply/uniform_battles: after the run, {gifts} gifts ({coins} coins) counted"
+            );
+        }
     }
     // As the service runs: the committer drains the log after every group commit.
     let engine = funded_engine(base_config());
@@ -75,6 +96,52 @@ fn bench_apply(c: &mut Criterion) {
         );
     });
     group.finish();
+}
+
+/// `apply/uniform_battles`' battles: one per pair of streams (2i, 2i+1).
+const BATTLES: u64 = CREATORS / 2;
+
+/// Records [`BATTLES`] battles, streams 2i against 2i+1, live from now for the longest
+/// window (24 h: the bench's stamps move ~10 ms a batch), and checks that a batch of
+/// uniform gifts (ids of their own) counts in them, every gift once.
+fn open_battles(engine: &Engine) {
+    let start = next_stamp();
+    let end = start.0 + BATTLE_LENGTH_MS_MAX;
+    let battles: Vec<Event> = (0..BATTLES)
+        .map(|i| {
+            let streams = [StreamId(2 * i), StreamId(2 * i + 1)];
+            Event::Battle(Battle::new(BattleId(i + 1), &streams, start.0, end).unwrap())
+        })
+        .collect();
+    for chunk in battles.chunks(BATCH) {
+        for o in engine.apply_batch(chunk, start) {
+            assert_eq!(o.status, Status::Accepted(Effect::Stored), "{o:?}");
+        }
+    }
+    assert_eq!(engine.battles_held(), BATTLES as usize);
+    let batch = Gifts::new(99, false).batch();
+    let outcomes = engine.apply_batch(&batch, next_stamp());
+    assert!(outcomes.iter().all(|o| o.code().is_none()), "{outcomes:?}");
+    let (gifts, coins) = battle_totals(engine);
+    assert_eq!(
+        (gifts, coins),
+        (BATCH as u64, BATCH as u128),
+        "every gift counts in its stream's battle"
+    );
+    eprintln!(
+        "apply/uniform_battles: {} battles held (streams 2i vs 2i+1 of {CREATORS}), [{}, {end}) ms; a check batch of {BATCH} gifts counted {gifts} gifts, {coins} coins",
+        engine.battles_held(),
+        start.0
+    );
+}
+
+/// The gifts and coins counted in [`open_battles`]' battles, every side summed (read as
+/// `GET /v1/battles/{id}` reads them).
+fn battle_totals(engine: &Engine) -> (u64, u128) {
+    (1..=BATTLES)
+        .map(|id| engine.battle(BattleId(id), 0).expect("held"))
+        .flat_map(|v| v.sides)
+        .fold((0, 0), |(g, c), s| (g + s.gifts, c + s.coins))
 }
 
 /// Gifts replayed per `replay/uniform` iteration: a journal tail of 100 batches.

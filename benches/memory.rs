@@ -49,13 +49,24 @@
 //! `GIFTSTREAM_SIMDAY_SCALE_USERS` sets the users (and gifts per simulated second) of
 //! that run. `cargo test`: 5 users for 3 simulated hours.
 //!
+//! And PK battles (#32 feature 2): a (side, gifter) pair's cost — the RSS growth while
+//! 100k funded users each send one gift to one of 2,000 streams, all paired in 1,000 live
+//! battles (streams 2i and 2i+1), each gift a new (side, gifter) pair, less the growth of
+//! the same gifts with no battle held, over the pairs held (no earnings hold: no counted
+//! gift ids are kept); and a battle's own cost: the RSS growth while 28,672 battles of two
+//! streams each are recorded (`engine.battles_max` raised to them; the battles' tables
+//! full, at the top of a doubling), then 32,768 (just after they doubled), with no gifts,
+//! over the battles.
+//!
 //! Run: `cargo bench --bench memory`. Prints bytes per wallet and per id; Linux only
-//! (/proc). `cargo bench --bench memory -- simulated-day` runs only the simulated day.
+//! (/proc). `cargo bench --bench memory -- simulated-day` runs only the simulated day,
+//! `-- battle-gifter` only the battles' cases.
 
 use giftstream::economy::{Currency, Economy};
 use giftstream::engine::{
-    Channel, CreatorId, Engine, EngineConfig, Event, EventId, Gift, GiftId, ItemId, Purchase,
-    Recharge, RechargeReversal, Stamp, Status, StreamId, UserId, VideoGift, VideoId,
+    BATTLE_LENGTH_MS_MAX, Battle, BattleId, Channel, CreatorId, Engine, EngineConfig, Event,
+    EventId, Gift, GiftId, ItemId, Purchase, Recharge, RechargeReversal, Stamp, Status, StreamId,
+    UserId, VideoGift, VideoId,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -155,6 +166,22 @@ fn main() {
         simulated_day();
         return;
     }
+    let battles = || {
+        per_battle_gifter(if full { 100_000 } else { 2_000 });
+        // 28,672 battles fill the battles' tables (32k slots, 64k for their 57,344
+        // streams) to the top of a doubling; 32,768 come just after both doubled.
+        for battles in if full {
+            vec![28_672, 1 << 15]
+        } else {
+            vec![1 << 10]
+        } {
+            per_battle(battles);
+        }
+    };
+    if std::env::args().any(|a| a == "battle-gifter") {
+        battles();
+        return;
+    }
     per_wallet();
     per_idempotency_id(if full { 4 << 20 } else { 64 << 10 });
     per_history_line(if full { 100_000 } else { 2_000 });
@@ -164,7 +191,113 @@ fn main() {
     per_debtor(if full { 100_000 } else { 2_000 });
     per_held_gift_record(if full { 100_000 } else { 2_000 });
     per_window_pair(if full { 100_000 } else { 2_000 });
+    battles();
     simulated_day();
+}
+
+/// Battles of two streams, 2i against 2i+1 for i in `0..battles`, live from the next
+/// batch's stamp for the longest window (24 h), recorded in batches of 1000; every one
+/// accepted.
+fn open_battles(engine: &Engine, battles: u64) {
+    let start = NEXT_STAMP.load(Ordering::Relaxed);
+    let end = start + BATTLE_LENGTH_MS_MAX;
+    apply_in_batches(
+        engine,
+        (0..battles).map(|i| {
+            let streams = [StreamId(2 * i), StreamId(2 * i + 1)];
+            Event::Battle(Battle::new(BattleId(i + 1), &streams, start, end).unwrap())
+        }),
+        EXPIRE_STEP_MS,
+    );
+    assert_eq!(engine.battles_held(), battles as usize, "every battle held");
+}
+
+/// PK battles (#32 feature 2): the RSS growth per (side, gifter) pair held — `users`
+/// funded users each send one gift to a stream of 2,000 paired in 1,000 live battles (a
+/// new (side, gifter) pair each), less the same gifts with no battle, over the pairs.
+fn per_battle_gifter(users: u64) {
+    const STREAMS: u64 = 2_000;
+    const BATTLES: u64 = STREAMS / 2;
+    let run = |battles: bool| -> (u64, u64, usize) {
+        let engine = Engine::new(Economy::embedded(), lean()).unwrap();
+        apply_in_batches(
+            &engine,
+            (0..users).map(|u| recharge(u64::MAX - u, STREAMS + u)),
+            EXPIRE_STEP_MS,
+        );
+        if battles {
+            open_battles(&engine, BATTLES);
+        }
+        // SAFETY: malloc_trim only returns free memory of glibc's arenas to the kernel:
+        // what the run before freed does not absorb this one's growth.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        let before = rss_bytes();
+        apply_in_batches(
+            &engine,
+            (0..users).map(|u| {
+                let stream = (u * 7919) % STREAMS;
+                Event::Gift(Gift {
+                    id: EventId(u128::from(u) | 1 << 100),
+                    sender: UserId(STREAMS + u),
+                    creator: CreatorId(stream),
+                    stream: StreamId(stream),
+                    gift: GiftId(0),
+                    count: 1,
+                })
+            }),
+            EXPIRE_STEP_MS,
+        );
+        let after = rss_bytes();
+        let audit = engine.audit();
+        assert!(audit.is_clean(), "{:?}", audit.violations);
+        assert_eq!(audit.totals.coins_received_by_creators, u128::from(users));
+        // What the battles counted, read as `GET /v1/battles/{id}` reads it: every gift
+        // once, each sender a gifter of one side.
+        let (mut counted, mut gifters) = (0, 0);
+        for id in (1..=BATTLES).filter(|_| battles) {
+            let view = engine.battle(BattleId(id), usize::MAX).expect("held");
+            for side in view.sides {
+                counted += side.gifts;
+                gifters += side.top_gifters.len();
+            }
+        }
+        (after - before, counted, gifters)
+    };
+    let (off, _, _) = run(false);
+    let (on, counted, pairs) = run(true);
+    assert_eq!(
+        (counted, pairs as u64),
+        (users, users),
+        "every gift counted, each a (side, gifter) pair"
+    );
+    println!(
+        "memory/battle-gifter: {users} gifts to {STREAMS} streams in {BATTLES} live battles, {pairs} (side, gifter) pairs held; RSS +{on} bytes with the battles, +{off} without = {:.1} bytes per (side, gifter) pair",
+        (on as f64 - off as f64) / pairs.max(1) as f64
+    );
+}
+
+/// PK battles (#32 feature 2): the RSS growth per battle held — `battles` battles of two
+/// streams each recorded (`engine.battles_max` raised to them), with no gifts.
+fn per_battle(battles: u64) {
+    let config = EngineConfig {
+        battles_max: battles as usize,
+        ..lean()
+    };
+    let engine = Engine::new(Economy::embedded(), config).unwrap();
+    // SAFETY: malloc_trim only returns free memory of glibc's arenas to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let before = rss_bytes();
+    open_battles(&engine, battles);
+    let after = rss_bytes();
+    println!(
+        "memory/battle: {battles} battles of two streams held, no gifts, RSS +{} bytes = {:.1} bytes per battle",
+        after - before,
+        (after - before) as f64 / battles as f64
+    );
 }
 
 /// Windowed leaderboards (#32 feature 1, `[engine.windows]` at its default retention):

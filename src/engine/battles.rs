@@ -35,8 +35,9 @@
 //!   Freezing drops them.
 //! - **Bounds:** `engine.battles_max` battles held; an ended one is dropped
 //!   `engine.battle_retention_ms` after its end (judged at the next battle recorded).
-//!   Memory per battle: ~300 bytes + ~48 per (side, gifter) pair + ~56 per counted gift
-//!   id while open under a hold. A battle is dropped by the retention whether or not it
+//!   Memory per battle (measured, `cargo bench --bench memory -- battle-gifter`): ~680
+//!   bytes for two streams (~1,050 just after the battles' tables doubled) + ~59 per
+//!   (side, gifter) pair + ~56 per counted gift id while open under a hold (computed). A battle is dropped by the retention whether or not it
 //!   was closed (as journals of formats 8 and 9 were written); the service closes
 //!   battles within a fraction of a second of their end, far inside it.
 //!
