@@ -489,6 +489,16 @@ async fn the_read_model_can_live_in_its_own_redis() {
         ],
         "the journal, its head, the ledger lease, its shard count, pinned limits and economy versions"
     );
+    // A Redis that forgot the write script (restarted, `SCRIPT FLUSH`): the next write
+    // loads it again and the read model keeps up.
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut read_conn)
+        .await
+        .unwrap();
+    client.send(&traffic(1)).await.unwrap();
+    caught_up(&mut read_conn, s.engine.last_seq()).await;
+    assert_equals_ledger(&mut read_conn, &s.engine, Layout::SINGLE).await;
     drop(client);
     s.stop().await.unwrap();
 }
