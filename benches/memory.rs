@@ -130,6 +130,19 @@ fn recharge(id: u64, user: u64) -> Event {
     recharge_coins(id, user, 100)
 }
 
+/// One rose (gift 0) from `sender` to `creator`, on the creator's stream (numbered as
+/// the creator).
+fn rose(id: EventId, sender: UserId, creator: u64) -> Event {
+    Event::Gift(Gift {
+        id,
+        sender,
+        creator: CreatorId(creator),
+        stream: StreamId(creator),
+        gift: GiftId(0),
+        count: 1,
+    })
+}
+
 /// A custom web recharge of `coins` (30 to 2.5M in the embedded economy).
 fn recharge_coins(id: u64, user: u64, coins: u64) -> Event {
     Event::Recharge(Recharge {
@@ -238,14 +251,11 @@ fn per_battle_gifter(users: u64) {
             &engine,
             (0..users).map(|u| {
                 let stream = (u * 7919) % STREAMS;
-                Event::Gift(Gift {
-                    id: EventId(u128::from(u) | 1 << 100),
-                    sender: UserId(STREAMS + u),
-                    creator: CreatorId(stream),
-                    stream: StreamId(stream),
-                    gift: GiftId(0),
-                    count: 1,
-                })
+                rose(
+                    EventId(u128::from(u) | 1 << 100),
+                    UserId(STREAMS + u),
+                    stream,
+                )
             }),
             EXPIRE_STEP_MS,
         );
@@ -323,14 +333,11 @@ fn per_window_pair(users: u64) {
             (0..users * PER_USER).map(|i| {
                 let (user, nth) = (i / PER_USER, i % PER_USER);
                 let creator = (user * 7919 + nth * 1009) % CREATORS;
-                Event::Gift(Gift {
-                    id: EventId(u128::from(i) | 1 << 100),
-                    sender: UserId(CREATORS + user),
-                    creator: CreatorId(creator),
-                    stream: StreamId(creator),
-                    gift: GiftId(0),
-                    count: 1,
-                })
+                rose(
+                    EventId(u128::from(i) | 1 << 100),
+                    UserId(CREATORS + user),
+                    creator,
+                )
             }),
             EXPIRE_STEP_MS,
         );
@@ -585,16 +592,7 @@ fn per_held_gift_record(users: u64) {
     };
     let engine = Engine::new(economy, config).unwrap();
     let sender = |u: u64| UserId(CREATORS + u);
-    let gift = |id: u128, u: u64| {
-        Event::Gift(Gift {
-            id: EventId(id),
-            sender: sender(u),
-            creator: CreatorId(u % CREATORS),
-            stream: StreamId(u % CREATORS),
-            gift: GiftId(0),
-            count: 1,
-        })
-    };
+    let gift = |id: u128, u: u64| rose(EventId(id), sender(u), u % CREATORS);
     apply_in_batches(
         &engine,
         (0..users).map(|u| recharge(u64::MAX - u, CREATORS + u)),
@@ -726,16 +724,7 @@ fn per_new_video_pair(users: u64) {
     // Each user already gifted its creator: the video gifts add no creator pair.
     apply_in_batches(
         &engine,
-        (0..users).map(|u| {
-            Event::Gift(Gift {
-                id: EventId(u128::from(u) | 1 << 101),
-                sender: sender(u),
-                creator: CreatorId(u % CREATORS),
-                stream: StreamId(u % CREATORS),
-                gift: GiftId(0),
-                count: 1,
-            })
-        }),
+        (0..users).map(|u| rose(EventId(u128::from(u) | 1 << 101), sender(u), u % CREATORS)),
         EXPIRE_STEP_MS,
     );
     let before = rss_bytes();
@@ -783,14 +772,11 @@ fn per_new_pair(users: u64) {
         (0..users * PER_USER).map(|i| {
             let (user, nth) = (i / PER_USER, i % PER_USER);
             let creator = (user * 7919 + nth * 1009) % CREATORS;
-            Event::Gift(Gift {
-                id: EventId(u128::from(i) | 1 << 100),
-                sender: UserId(CREATORS + user),
-                creator: CreatorId(creator),
-                stream: StreamId(creator),
-                gift: GiftId(0),
-                count: 1,
-            })
+            rose(
+                EventId(u128::from(i) | 1 << 100),
+                UserId(CREATORS + user),
+                creator,
+            )
         }),
         EXPIRE_STEP_MS,
     );
