@@ -8,6 +8,12 @@ use super::window::Claim;
 use super::{Engine, LockOrder, Route, unrecorded};
 use crate::config::engine::ISSUED_AHEAD_MAX_MS;
 
+/// Ids whose index buckets are looked up together ([`IdWindow::warm`]) before they
+/// are claimed: their cache misses in flight at once, not one claim's after another's.
+///
+/// [`IdWindow::warm`]: super::window::IdWindow::warm
+const WARM_IDS: usize = 64;
+
 /// What a chunk found for one event's id.
 #[derive(Clone, Copy)]
 pub(super) enum Verdict {
@@ -133,25 +139,34 @@ impl Engine {
         let mut order = LockOrder::default();
         for run in by_shard.chunk_by(|a, b| a.0 == b.0) {
             let mut ids = self.ids[order.next(run[0].0)].lock();
-            for &(_, k) in run {
-                let i = chunk[k] as usize;
-                let since = since(claim.issued_ms.get(i).copied().unwrap_or(0), claim.stamp);
-                let id = claim.hashes[i];
-                verdicts[k] =
-                    match ids.claim(id, claim.fingerprints[i], claim.route, claim.stamp, since) {
-                        Claim::Fresh => Verdict::Apply,
-                        Claim::Retry(Some(original)) => Verdict::Answer(Outcome {
-                            duplicate: true,
-                            ..original
-                        }),
-                        Claim::Retry(None) => Verdict::SameAsEarlier,
-                        Claim::Reused => Verdict::Answer(unrecorded(RejectCode::EventIdReused)),
-                        Claim::Forgotten => Verdict::Answer(unrecorded(RejectCode::EventExpired)),
-                        Claim::Full => {
-                            backpressure = true;
-                            Verdict::Answer(unrecorded(RejectCode::Unavailable))
-                        }
-                    };
+            for block in run.chunks(WARM_IDS) {
+                let keys = block
+                    .iter()
+                    .map(|&(_, k)| claim.hashes[chunk[k] as usize].key());
+                std::hint::black_box(keys.fold(0, |a, key| a ^ ids.warm(key)));
+                for &(_, k) in block {
+                    let i = chunk[k] as usize;
+                    let since = since(claim.issued_ms.get(i).copied().unwrap_or(0), claim.stamp);
+                    let id = claim.hashes[i];
+                    verdicts[k] =
+                        match ids.claim(id, claim.fingerprints[i], claim.route, claim.stamp, since)
+                        {
+                            Claim::Fresh => Verdict::Apply,
+                            Claim::Retry(Some(original)) => Verdict::Answer(Outcome {
+                                duplicate: true,
+                                ..original
+                            }),
+                            Claim::Retry(None) => Verdict::SameAsEarlier,
+                            Claim::Reused => Verdict::Answer(unrecorded(RejectCode::EventIdReused)),
+                            Claim::Forgotten => {
+                                Verdict::Answer(unrecorded(RejectCode::EventExpired))
+                            }
+                            Claim::Full => {
+                                backpressure = true;
+                                Verdict::Answer(unrecorded(RejectCode::Unavailable))
+                            }
+                        };
+                }
             }
         }
         if backpressure {

@@ -63,6 +63,17 @@ impl IdWindow {
         }
     }
 
+    /// Reads the first and last word of both buckets `key` may be in (a bucket spans two
+    /// cache lines): called for a block of keys before they are claimed, it puts their
+    /// cache misses in flight together. Returns a value for `std::hint::black_box`.
+    pub(crate) fn warm(&self, key: u64) -> u32 {
+        let bucket = SLOTS * WORDS;
+        self.buckets_of(key)
+            .iter()
+            .map(|&b| self.table[b * bucket] ^ self.table[b * bucket + bucket - 1])
+            .fold(0, |a, w| a ^ w)
+    }
+
     pub(super) fn find(&self, key: u64) -> Option<Loc> {
         for b in self.buckets_of(key) {
             for s in b * SLOTS..b * SLOTS + SLOTS {
