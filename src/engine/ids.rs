@@ -234,8 +234,12 @@ impl Engine {
         let mut order = LockOrder::default();
         for run in settled.chunk_by(|a, b| self.id_shard(a.0) == self.id_shard(b.0)) {
             let mut ids = self.ids[order.next(self.id_shard(run[0].0))].lock();
-            for &(id, outcome) in run {
-                ids.settle(id, outcome);
+            for block in run.chunks(WARM_IDS) {
+                let keys = block.iter().map(|(id, _)| id.key());
+                std::hint::black_box(keys.fold(0, |a, key| a ^ ids.warm(key)));
+                for &(id, outcome) in block {
+                    ids.settle(id, outcome);
+                }
             }
         }
     }
