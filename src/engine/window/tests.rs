@@ -339,3 +339,39 @@ proptest! {
         }
     }
 }
+
+/// `IdWindow::warm` (read before a block's claims and settles) only reads: on tables of
+/// one, two and many buckets, before and after a reconfigure, a window whose every claim
+/// and settle is warmed first answers every id exactly as one never warmed, and no key
+/// (0 and `u64::MAX` included) reads outside the table.
+#[test]
+fn warming_a_key_reads_inside_the_table_and_changes_no_answer() {
+    for entries_max in [0, 1, 4, 7, 100, 5_000] {
+        let mut warmed = IdWindow::new(entries_max, 1_000);
+        let mut plain = IdWindow::new(entries_max, 1_000);
+        for round in 0..2u128 {
+            if round == 1 {
+                warmed.reconfigure(entries_max * 2 + 3, 2_000);
+                plain.reconfigure(entries_max * 2 + 3, 2_000);
+            }
+            for key in [0, 1, u64::MAX, u64::MAX >> 8] {
+                std::hint::black_box(warmed.warm(key));
+            }
+            for i in 0..(entries_max as u128 * 2 + 10) {
+                let (id, stamp) = (hid(round << 64 | i), 10 + i as u64);
+                std::hint::black_box(warmed.warm(id.key()));
+                let claim = warmed.claim(id, FP, 0, Stamp(stamp), stamp);
+                assert_eq!(claim, plain.claim(id, FP, 0, Stamp(stamp), stamp));
+                if claim == Claim::Fresh {
+                    std::hint::black_box(warmed.warm(id.key()));
+                    warmed.settle(id, outcome(i as u64 + 1));
+                    plain.settle(id, outcome(i as u64 + 1));
+                }
+            }
+            for i in 0..(entries_max as u128 * 2 + 10) {
+                let (id, stamp) = (hid(round << 64 | i), Stamp(20 + i as u64));
+                assert_eq!(warmed.get(id, stamp), plain.get(id, stamp), "id {i}");
+            }
+        }
+    }
+}
