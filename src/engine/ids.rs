@@ -9,7 +9,7 @@ use super::{Engine, LockOrder, Route, unrecorded};
 use crate::config::engine::ISSUED_AHEAD_MAX_MS;
 
 /// Ids whose index buckets are looked up together ([`IdWindow::warm`]) before they
-/// are claimed: their cache misses in flight at once, not one claim's after another's.
+/// are claimed or settled: their cache misses in flight at once.
 ///
 /// [`IdWindow::warm`]: super::window::IdWindow::warm
 const WARM_IDS: usize = 64;
@@ -140,10 +140,7 @@ impl Engine {
         for run in by_shard.chunk_by(|a, b| a.0 == b.0) {
             let mut ids = self.ids[order.next(run[0].0)].lock();
             for block in run.chunks(WARM_IDS) {
-                let keys = block
-                    .iter()
-                    .map(|&(_, k)| claim.hashes[chunk[k] as usize].key());
-                std::hint::black_box(keys.fold(0, |a, key| a ^ ids.warm(key)));
+                ids.warm(block.iter().map(|&(_, k)| claim.hashes[chunk[k] as usize]));
                 for &(_, k) in block {
                     let i = chunk[k] as usize;
                     let since = since(claim.issued_ms.get(i).copied().unwrap_or(0), claim.stamp);
@@ -235,8 +232,7 @@ impl Engine {
         for run in settled.chunk_by(|a, b| self.id_shard(a.0) == self.id_shard(b.0)) {
             let mut ids = self.ids[order.next(self.id_shard(run[0].0))].lock();
             for block in run.chunks(WARM_IDS) {
-                let keys = block.iter().map(|(id, _)| id.key());
-                std::hint::black_box(keys.fold(0, |a, key| a ^ ids.warm(key)));
+                ids.warm(block.iter().map(|&(id, _)| id));
                 for &(id, outcome) in block {
                     ids.settle(id, outcome);
                 }

@@ -4,7 +4,7 @@
 
 use super::entry::{Entry, WIDE};
 use super::{IdWindow, KICKS_MAX, SLOTS, SWEEP_SLOTS, WORDS};
-use crate::engine::idhash::mix;
+use crate::engine::idhash::{IdHash, mix};
 
 /// Where an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +63,16 @@ impl IdWindow {
         }
     }
 
-    /// Reads the first and last word of both buckets `key` may be in (a bucket spans two
-    /// cache lines): called for a block of keys before they are claimed, it puts their
-    /// cache misses in flight together. Returns a value for `std::hint::black_box`.
-    pub(crate) fn warm(&self, key: u64) -> u32 {
+    /// Reads both buckets of each of `ids` (a block about to be claimed or settled): their
+    /// cache misses in flight together, instead of one lookup's after another's. Reads
+    /// only.
+    pub(crate) fn warm(&self, ids: impl Iterator<Item = IdHash>) {
+        std::hint::black_box(ids.fold(0, |seen, id| seen ^ self.warm_key(id.key())));
+    }
+
+    /// The first and last word of both buckets `key` may be in (a bucket spans two cache
+    /// lines).
+    pub(super) fn warm_key(&self, key: u64) -> u32 {
         let bucket = SLOTS * WORDS;
         self.buckets_of(key)
             .iter()

@@ -355,15 +355,15 @@ fn warming_a_key_reads_inside_the_table_and_changes_no_answer() {
                 plain.reconfigure(entries_max * 2 + 3, 2_000);
             }
             for key in [0, 1, u64::MAX, u64::MAX >> 8] {
-                std::hint::black_box(warmed.warm(key));
+                std::hint::black_box(warmed.warm_key(key));
             }
             for i in 0..(entries_max as u128 * 2 + 10) {
                 let (id, stamp) = (hid(round << 64 | i), 10 + i as u64);
-                std::hint::black_box(warmed.warm(id.key()));
+                warmed.warm(std::iter::once(id));
                 let claim = warmed.claim(id, FP, 0, Stamp(stamp), stamp);
                 assert_eq!(claim, plain.claim(id, FP, 0, Stamp(stamp), stamp));
                 if claim == Claim::Fresh {
-                    std::hint::black_box(warmed.warm(id.key()));
+                    warmed.warm(std::iter::once(id));
                     warmed.settle(id, outcome(i as u64 + 1));
                     plain.settle(id, outcome(i as u64 + 1));
                 }
